@@ -1,0 +1,30 @@
+# Every target installs what it needs from nothing: a fresh clone runs `make test` or `make demo`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lrsweep run sweeps/specs/digits.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check trainers sweeps tests scripts
+	$(VENV)/bin/ruff check trainers sweeps tests scripts
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) scripts/bench/run_all.py --out BENCHMARKS.md
+
+clean:
+	rm -rf .lrsweep .pytest_cache .mypy_cache .ruff_cache

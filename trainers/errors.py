@@ -1,0 +1,49 @@
+"""Exceptions raised by trainers: training faults and the callback control flow."""
+
+from __future__ import annotations
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite; carries where it happened.
+
+    Attributes:
+        epoch: Zero-based epoch in which the loss stopped being finite.
+        batch: Zero-based batch index within that epoch.
+        loss: The offending loss value (``nan`` or ``inf``).
+    """
+
+    def __init__(self, epoch: int, batch: int, loss: float) -> None:
+        self.epoch = epoch
+        self.batch = batch
+        self.loss = loss
+        super().__init__(
+            f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
+            "The learning rate is probably too high; run lr_find() and pick a lower one."
+        )
+
+    def __reduce__(self):  # keep picklable across Ray processes
+        return (type(self), (self.epoch, self.batch, self.loss))
+
+
+class CancelBatch(Exception):  # noqa: N818 (fastai's names)
+    """Raised by a callback to skip the rest of the current batch."""
+
+
+class CancelEpoch(Exception):  # noqa: N818
+    """Raised by a callback to end the current epoch early."""
+
+
+class CancelFit(Exception):  # noqa: N818
+    """Raised by a callback to end training; ``after_fit`` still runs."""
+
+
+class CallbackError(RuntimeError):
+    """A callback raised; the message names the callback and the event."""
+
+    def __init__(self, callback: str, event: str, error: BaseException) -> None:
+        self.callback = callback
+        self.event = event
+        super().__init__(f"Exception in callback {callback} during {event}: {error!r}")
+
+    def __reduce__(self):
+        return (type(self), (self.callback, self.event, self.__cause__ or RuntimeError(str(self))))
