@@ -1,0 +1,97 @@
+"""The sweep spec: pydantic models, safe YAML loading, ``--set`` overrides and the nightly suite.
+
+Example:
+    >>> from sweeps.spec import load_spec
+    >>> spec = load_spec("sweeps/specs/digits.yaml", overrides=["task.epochs=2"])
+    >>> spec.experiment_name, [arm.arm_name for arm in spec.strategies][:2]
+    ('digits-lr', ['lr_finder', 'grid'])
+
+Every model forbids unknown keys and is frozen. Every error is collected into one
+:class:`SpecError` whose lines read ``field.path: message (accepted: ...)``.
+"""
+
+from __future__ import annotations
+
+from sweeps.spec._errors import SpecError
+from sweeps.spec._load import load_spec, validate_spec
+from sweeps.spec._overrides import apply_overrides
+from sweeps.spec._redact import redact
+from sweeps.spec._strategies import (
+    OPTUNA_SAMPLERS,
+    SUGGESTION_RULES,
+    GridLr,
+    GridStrategy,
+    LrFinderStrategy,
+    LrRange,
+    OptunaStrategy,
+    RandomStrategy,
+    FixedStrategy,
+    RecipeStrategy,
+    Strategy,
+)
+from sweeps.spec._suite import Suite, SuiteEntry, Thresholds, load_suite
+from sweeps.spec._sweep import (
+    REPORTED_METRICS,
+    DivergenceSpec,
+    EarlyStopSpec,
+    FailureSpec,
+    ResourcesSpec,
+    StorageSpec,
+    SweepSpec,
+    TrackingSpec,
+)
+from sweeps.spec._task import (
+    DATASETS,
+    AugmentSpec,
+    ConstantSchedule,
+    DatasetSpec,
+    FineTuneSpec,
+    ModelSpec,
+    OneCycleSchedule,
+    Schedule,
+    SgdrSchedule,
+    TaskSpec,
+)
+from sweeps.spec._yaml import MAX_SPEC_BYTES
+
+__all__ = [
+    "DATASETS",
+    "MAX_SPEC_BYTES",
+    "OPTUNA_SAMPLERS",
+    "REPORTED_METRICS",
+    "SUGGESTION_RULES",
+    "AugmentSpec",
+    "ConstantSchedule",
+    "DatasetSpec",
+    "DivergenceSpec",
+    "EarlyStopSpec",
+    "FailureSpec",
+    "FineTuneSpec",
+    "GridLr",
+    "GridStrategy",
+    "LrFinderStrategy",
+    "LrRange",
+    "ModelSpec",
+    "OneCycleSchedule",
+    "OptunaStrategy",
+    "RandomStrategy",
+    "FixedStrategy",
+    "RecipeStrategy",
+    "ResourcesSpec",
+    "Schedule",
+    "SgdrSchedule",
+    "SpecError",
+    "StorageSpec",
+    "Strategy",
+    "Suite",
+    "SuiteEntry",
+    "SweepSpec",
+    "TaskSpec",
+    "Thresholds",
+    "TrackingSpec",
+    "apply_overrides",
+    "load_spec",
+    "load_suite",
+    "redact",
+    "validate_spec",
+]

@@ -1,0 +1,138 @@
+"""``SpecError`` and the translation of pydantic's errors into ``field.path: message`` lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from sweeps.spec._schema import accepted_literals, child_type, field_names, tagged_members
+
+__all__ = ["SpecError", "format_validation_error"]
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "unknown key",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "greater_than": "must be above {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be below {lt}",
+    "less_than_equal": "must be at most {le}",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} items",
+    "string_too_short": "must not be empty",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+_NO_INPUT = frozenset({"missing", "extra_forbidden", "too_long", "too_short"})
+
+
+class SpecError(ValueError):
+    """A spec, suite or override is invalid. The message lists every problem found.
+
+    Each line reads ``field.path: message (accepted: ...)``, e.g.
+    ``strategies.1.lr: min must be below max, but got min=1.0 max=0.1.``
+
+    Attributes:
+        errors: One line per problem, without the header.
+        source: The file (or ``--set`` option) the problems come from, when there is one.
+    """
+
+    def __init__(self, errors: str | Sequence[str], *, source: str | None = None) -> None:
+        self.errors: tuple[str, ...] = (errors,) if isinstance(errors, str) else tuple(errors)
+        self.source = source
+        count = len(self.errors)
+        where = f" {source!r}" if source else ""
+        header = f"invalid spec{where}: {count} error{'s' if count != 1 else ''}"
+        super().__init__("\n  ".join([header, *self.errors]))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.errors, self.source))
+
+
+def _rebuild(cls: type[SpecError], errors: tuple[str, ...], source: str | None) -> SpecError:
+    return cls(errors, source=source)
+
+
+def format_validation_error(error: ValidationError, root: type[Any]) -> list[str]:
+    """One ``field.path: message`` line per error that pydantic found while validating ``root``.
+
+    Args:
+        error: Raised by ``root.model_validate``.
+        root: The model class that was validated (paths are followed through its annotations).
+    """
+    return [_format_one(details, root) for details in error.errors()]
+
+
+def _format_one(details: ErrorDetails, root: type[Any]) -> str:
+    parts, tp, parent = _clean_loc(details["loc"], root)
+    kind = details["type"]
+    ctx = details.get("ctx") or {}
+    accepted: Iterable[str] = ()
+    if kind == "spec_field":
+        parts += str(ctx["field"]).split(".")
+        message = str(ctx["message"])
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("kind")
+        tag = ctx.get("tag")
+        message = f"unknown kind {tag!r}" if tag is not None else "is required"
+        accepted = tagged_members(tp)
+    elif kind == "extra_forbidden":
+        message = "unknown key"
+        accepted = field_names(parent)
+    elif kind == "literal_error":
+        message = f"unknown value {_short(details['input'])}"
+        accepted = accepted_literals(tp) or [str(ctx.get("expected", ""))]
+    elif kind == "value_error":
+        message = details["msg"].removeprefix("Value error, ")
+    else:
+        template = _MESSAGES.get(kind)
+        message = template.format(**ctx) if template else details["msg"]
+        if kind not in _NO_INPUT and "but got" not in message:
+            message += f", but got {_short(details['input'])}"
+    return _line(parts, message, list(accepted))
+
+
+def _clean_loc(
+    loc: tuple[str | int, ...], root: type[Any]
+) -> tuple[list[str | int], Any | None, Any | None]:
+    """Drop union tags from ``loc``; return it with the type at ``loc`` and at its parent."""
+    tp: Any | None = root
+    parent: Any | None = None
+    parts: list[str | int] = []
+    for part in loc:
+        members = tagged_members(tp) if tp is not None else {}
+        if isinstance(part, str) and part in members:
+            tp = members[part]
+            continue
+        parent = tp
+        tp = child_type(tp, part) if tp is not None else None
+        parts.append(part)
+    return parts, tp, parent
+
+
+def _line(parts: Sequence[str | int], message: str, accepted: Sequence[str]) -> str:
+    path = ".".join(str(part) for part in parts) or "(top level)"
+    line = f"{path}: {message.rstrip('.')}"
+    if accepted:
+        line += f" (accepted: {', '.join(accepted)})"
+    return line + "."
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,160 @@
+"""``--set key.path=value`` overrides, applied to the raw spec mapping before validation.
+
+Each value is parsed as one YAML value with the spec loader (``3`` is an int, ``[0, 1]`` a list,
+``null`` None); nothing is evaluated and ``!!python`` tags are refused. The key path is checked
+against the spec's schema, not against the file, so a field the file leaves at its default can
+still be set; an unknown key is an error listing the keys accepted at that level.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any, get_origin
+
+from pydantic import BaseModel
+
+from sweeps.spec._errors import SpecError
+from sweeps.spec._schema import child_type, field_names, is_model, tagged_members, unwrap
+from sweeps.spec._sweep import SweepSpec
+from sweeps.spec._yaml import parse_yaml
+
+__all__ = ["apply_overrides", "apply_overrides_collecting"]
+
+MAX_OVERRIDE_CHARS = 10_000
+
+
+class _OverrideError(Exception):
+    """One override cannot be applied; the message says why."""
+
+
+def apply_overrides(
+    spec: Mapping[str, Any], overrides: Iterable[str], *, root: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """Return a copy of ``spec`` with every ``key.path=value`` override applied.
+
+    Example:
+        >>> apply_overrides({"name": "a", "seeds": [0]}, ["seeds=[0, 1]"])["seeds"]
+        [0, 1]
+
+    Args:
+        spec: The raw spec mapping (as read from YAML); it is not modified.
+        overrides: Strings such as ``task.epochs=3``, ``strategies.1.lr.points=5`` or
+            ``seeds=[0,1]``. List items are addressed by index.
+        root: The model whose schema the paths are checked against (default ``SweepSpec``).
+
+    Returns:
+        The new mapping; validate it with ``load_spec`` (types are checked there).
+
+    Raises:
+        SpecError: listing every override that is malformed, names an unknown key or an index
+            out of range, or whose value is not plain YAML.
+    """
+    data, errors = apply_overrides_collecting(spec, overrides, root=root)
+    if errors:
+        raise SpecError(errors, source="--set")
+    return data
+
+
+def apply_overrides_collecting(
+    spec: Mapping[str, Any], overrides: Iterable[str], *, root: type[BaseModel] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Like :func:`apply_overrides`, but apply the valid overrides and return the errors of the
+    others, so that a caller can report them together with the spec's own errors."""
+    root = SweepSpec if root is None else root
+    data = copy.deepcopy(dict(spec))
+    errors = []
+    for override in overrides:
+        try:
+            _apply_one(data, override, root)
+        except _OverrideError as error:
+            errors.append(f"--set {override!r}: {error}.")
+    return data, errors
+
+
+def _apply_one(data: dict[str, Any], override: str, root: type[BaseModel]) -> None:
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise _OverrideError("expected key.path=value, e.g. task.epochs=3")
+    if len(raw) > MAX_OVERRIDE_CHARS:
+        raise _OverrideError(f"the value is longer than {MAX_OVERRIDE_CHARS} characters")
+    parts = key.split(".")
+    if any(not part.strip() for part in parts):
+        raise _OverrideError(f"the key {key!r} has an empty part")
+    try:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except ValueError as error:
+        raise _OverrideError(f"the value is refused: {error}") from None
+    _set_path(data, [part.strip() for part in parts], value, root)
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any, root: type[BaseModel]) -> None:
+    node: Any = data
+    tp: Any = root
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[:depth]) or "the top level"
+        owner = _concrete(tp, node, here)
+        step = _step(owner, node, part, here)
+        tp = child_type(owner, step)
+        if depth == len(parts) - 1:
+            node[step] = value
+            return
+        child = node[step] if _has(node, step) else None
+        if not isinstance(child, dict | list):
+            if get_origin(unwrap(tp)) is list:
+                where = ".".join(parts[: depth + 1])
+                raise _OverrideError(f"{where} holds no list to index into")
+            child = _default_mapping(owner, step)
+            node[step] = child
+        node = child
+
+
+def _concrete(tp: Any, node: Any, here: str) -> Any:
+    """Resolve a tagged union to the member that the data's ``kind`` selects."""
+    members = tagged_members(tp)
+    if not members:
+        return unwrap(tp)
+    kind = node.get("kind") if isinstance(node, dict) else None
+    if kind not in members:
+        raise _OverrideError(
+            f"{here} has kind {kind!r}; set {here}.kind first (accepted: {', '.join(members)})"
+        )
+    return members[kind]
+
+
+def _step(tp: Any, node: Any, part: str, here: str) -> str | int:
+    if is_model(tp):
+        if part not in tp.model_fields:
+            accepted = ", ".join(field_names(tp))
+            raise _OverrideError(f"unknown key {part!r} in {here} (accepted: {accepted})")
+        return part
+    if get_origin(tp) is list:
+        if not part.isdigit():
+            raise _OverrideError(f"{here} is a list; {part!r} is not an index (0, 1, ...)")
+        index = int(part)
+        size = len(node) if isinstance(node, list) else 0
+        if index >= size:
+            raise _OverrideError(f"index {index} is out of range: {here} has {size} item(s)")
+        return index
+    if get_origin(tp) is dict or tp is Any:
+        return part
+    raise _OverrideError(f"{here} is a single value and has no key {part!r}")
+
+
+def _has(node: Any, step: str | int) -> bool:
+    if isinstance(node, list):
+        return isinstance(step, int) and step < len(node)
+    return step in node
+
+
+def _default_mapping(owner: Any, step: str | int) -> dict[str, Any]:
+    """A mapping to fill in where the data has none, holding the default's ``kind`` if it has one.
+
+    So ``task.schedule.pct_start=0.3`` works on a spec that leaves ``schedule`` at its default.
+    """
+    if not (is_model(owner) and isinstance(step, str)):
+        return {}
+    default = owner.model_fields[step].get_default(call_default_factory=True)
+    kind = getattr(default, "kind", None)
+    return {"kind": kind} if isinstance(default, BaseModel) and kind is not None else {}

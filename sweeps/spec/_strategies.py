@@ -1,0 +1,160 @@
+"""The ``strategies`` list: one model per way of choosing a learning rate (an *arm*).
+
+Each arm runs once per seed. Two arms of one kind need distinct ``name:`` values; ``arm_name``
+(the name, or else the kind) identifies an arm in MLflow tags and in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sweeps.spec._types import Int, Name, Number, SpecModel
+
+__all__ = [
+    "OPTUNA_SAMPLERS",
+    "SUGGESTION_RULES",
+    "GridLr",
+    "FixedStrategy",
+    "GridStrategy",
+    "LrFinderStrategy",
+    "LrRange",
+    "OptunaStrategy",
+    "RandomStrategy",
+    "RecipeStrategy",
+    "Strategy",
+]
+
+SUGGESTION_RULES = ("valley", "steep", "minimum", "slide")
+OPTUNA_SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
+MAX_POINTS = 1000
+MAX_TRIALS = 10000
+
+Rule = Literal["valley", "steep", "minimum", "slide"]
+
+
+def _default_rules() -> list[Rule]:
+    return ["valley"]
+
+
+class LrRange(SpecModel):
+    """A log-scale learning-rate interval ``[min, max]`` with ``0 < min < max``."""
+
+    min: Number = Field(gt=0.0)
+    max: Number = Field(gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> LrRange:
+        if self.min >= self.max:
+            raise ValueError(f"min must be below max, but got min={self.min} max={self.max}.")
+        return self
+
+
+class GridLr(LrRange):
+    """``points`` log-spaced learning rates from ``min`` to ``max`` inclusive."""
+
+    points: Int = Field(ge=2, le=MAX_POINTS)
+
+
+class _Arm(SpecModel):
+    kind: str
+    name: Name | None = None
+
+    @property
+    def arm_name(self) -> str:
+        """The arm's ``name``, or its ``kind`` when unnamed."""
+        return self.name or self.kind
+
+
+class LrFinderStrategy(_Arm):
+    """Run the LR range test inside each trial, then train at the LR a suggestion rule picks.
+
+    ``suggest`` lists the rules; each rule is its own trial per seed. A single rule may be
+    written as a string (``suggest: valley``).
+    """
+
+    kind: Literal["lr_finder"] = "lr_finder"
+    suggest: list[Rule] = Field(default_factory=_default_rules, min_length=1)
+    num_it: Int = Field(default=100, ge=10, le=10000)
+    start_lr: Number = Field(default=1.0e-7, gt=0.0)
+    end_lr: Number = Field(default=10.0, gt=0.0)
+
+    @field_validator("suggest", mode="before")
+    @classmethod
+    def _one_rule_as_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("suggest")
+    @classmethod
+    def _unique_rules(cls, rules: list[str]) -> list[str]:
+        repeated = sorted({rule for rule in rules if rules.count(rule) > 1})
+        if repeated:
+            raise ValueError(f"each rule may appear once, but {', '.join(repeated)} repeats")
+        return rules
+
+    @model_validator(mode="after")
+    def _check_range(self) -> LrFinderStrategy:
+        if self.start_lr >= self.end_lr:
+            raise ValueError(
+                f"start_lr must be below end_lr, but got start_lr={self.start_lr} "
+                f"end_lr={self.end_lr}."
+            )
+        return self
+
+
+class GridStrategy(_Arm):
+    """Every LR of a log-spaced grid (``tune.grid_search``)."""
+
+    kind: Literal["grid"] = "grid"
+    lr: GridLr
+
+
+class OptunaStrategy(_Arm):
+    """Ray Tune's ``OptunaSearch`` over a log-uniform LR range with a seeded sampler.
+
+    Samplers: ``tpe``, ``random``, ``qmc``, ``gp`` (``optuna.samplers.GPSampler``) and ``cmaes``
+    (needs the ``cmaes`` package, checked when the sweep starts).
+    """
+
+    kind: Literal["optuna"] = "optuna"
+    lr: LrRange
+    trials: Int = Field(default=12, ge=1, le=MAX_TRIALS)
+    sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
+    seed: Int = Field(default=0, ge=0)
+
+
+class RandomStrategy(_Arm):
+    """``trials`` learning rates drawn log-uniformly from ``lr`` with a fixed ``seed``."""
+
+    kind: Literal["random"] = "random"
+    lr: LrRange
+    trials: Int = Field(default=12, ge=1, le=MAX_TRIALS)
+    seed: Int = Field(default=0, ge=0)
+
+
+class FixedStrategy(_Arm):
+    """One given learning rate: re-runs a chosen config (``lrsweep best --format spec``) or pins
+    a baseline (the nightly suite) without a search."""
+
+    kind: Literal["fixed"] = "fixed"
+    lr: Number = Field(gt=0.0)
+
+
+class RecipeStrategy(_Arm):
+    """fastai's recipe (``Learner.fit_recipe``): range test, train, diagnose, adjust, repeat."""
+
+    kind: Literal["recipe"] = "recipe"
+    suggest: Rule = "valley"
+    max_epochs: Int = Field(default=12, ge=1, le=10000)
+
+
+Strategy = Annotated[
+    LrFinderStrategy
+    | GridStrategy
+    | OptunaStrategy
+    | RandomStrategy
+    | RecipeStrategy
+    | FixedStrategy,
+    Field(discriminator="kind"),
+]

@@ -1,0 +1,187 @@
+"""The nightly suite file: several sweep specs run together, with regression thresholds.
+
+```yaml
+name: nightly
+thresholds: {error_rate_points: 2.0, wall_time_pct: 25}
+entries:
+  - name: digits-cnn
+    spec_path: digits.yaml          # relative to the suite file
+    overrides: ["task.epochs=3"]
+  - name: inline
+    spec: {name: tiny, task: {dataset: {name: shapes}}, strategies: [{kind: lr_finder}]}
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from sweeps.spec._errors import SpecError, format_validation_error
+from sweeps.spec._overrides import apply_overrides_collecting
+from sweeps.spec._sweep import SweepSpec
+from sweeps.spec._types import Int, Name, Number, SpecModel
+from sweeps.spec._yaml import read_mapping
+
+__all__ = ["Suite", "SuiteEntry", "Thresholds", "load_suite"]
+
+_ENTRY_PREFIX = re.compile(r"^entries\.(\d+)(?=[.:])")
+
+
+class Thresholds(SpecModel):
+    """How much worse than the baseline (median of earlier nights) a figure may get.
+
+    Attributes:
+        error_rate_points: Best error rate per strategy, in percentage points.
+        wall_time_pct: Sweep wall time, in percent of the baseline.
+        compute_pct: Compute seconds per strategy, in percent of the baseline.
+        regret_points: LR-finder regret against the best strategy, in error-rate points.
+        stopped_early_delta: Extra trials stopped early (rising loss or divergence).
+    """
+
+    error_rate_points: Number = Field(default=2.0, ge=0.0)
+    wall_time_pct: Number = Field(default=25.0, ge=0.0)
+    compute_pct: Number = Field(default=25.0, ge=0.0)
+    regret_points: Number = Field(default=2.0, ge=0.0)
+    stopped_early_delta: Int = Field(default=2, ge=0)
+
+
+class SuiteEntry(SpecModel):
+    """One sweep of the suite, validated, with where it came from.
+
+    Attributes:
+        name: Unique within the suite (defaults to the spec's name).
+        spec: The validated spec, overrides applied.
+        spec_path: The absolute spec file, or None for an inline spec.
+        overrides: The ``key.path=value`` strings applied to it.
+    """
+
+    name: Name
+    spec: SweepSpec
+    spec_path: str | None = None
+    overrides: list[str] = Field(default_factory=list)
+
+
+class Suite(SpecModel):
+    """A validated suite: ``name`` (the experiment is ``nightly/<name>``), entries, thresholds."""
+
+    name: Name
+    entries: list[SuiteEntry] = Field(min_length=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+class _EntryInput(SpecModel):
+    name: Name | None = None
+    spec: dict[str, Any] | None = None
+    spec_path: str | None = None
+    overrides: list[str] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _EntryInput:
+        if (self.spec is None) == (self.spec_path is None):
+            raise ValueError("give exactly one of spec (an inline mapping) or spec_path (a file)")
+        return self
+
+
+class _SuiteInput(SpecModel):
+    name: Name
+    entries: list[_EntryInput] = Field(min_length=1, max_length=100)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+def load_suite(source: str | os.PathLike[str] | Mapping[str, Any]) -> Suite:
+    """Read and validate a suite, loading every entry's spec.
+
+    Args:
+        source: A suite YAML file, or a parsed mapping (``spec_path`` is then relative to the
+            current directory instead of the suite file's).
+
+    Raises:
+        SpecError: listing every problem, each named ``entries.<name or index>.<field>``, e.g.
+            ``entries.digits-cnn.spec.task.epochs: must be at least 1, but got 0.``
+    """
+    if isinstance(source, Mapping):
+        data, label, base = dict(source), None, Path.cwd()
+    else:
+        path = Path(source)
+        data, label, base = read_mapping(path, what="suite"), str(path), path.parent
+    try:
+        raw = _SuiteInput.model_validate(data)
+    except ValidationError as error:
+        lines = format_validation_error(error, _SuiteInput)
+        raise SpecError([_name_entry(line, data) for line in lines], source=label) from None
+    entries, errors = [], []
+    for index, entry in enumerate(raw.entries):
+        label_i = entry.name or str(index)
+        try:
+            entries.append(_load_entry(entry, base))
+        except SpecError as error:
+            field = "spec_path" if error.source and error.source != "--set" else "spec"
+            errors += [_prefix(line, f"entries.{label_i}", field) for line in error.errors]
+    errors += _duplicate_names(entries)
+    if errors:
+        raise SpecError(errors, source=label)
+    return Suite(name=raw.name, entries=entries, thresholds=raw.thresholds)
+
+
+def _load_entry(entry: _EntryInput, base: Path) -> SuiteEntry:
+    spec_path = None
+    if entry.spec_path is not None:
+        path = Path(entry.spec_path).expanduser()
+        path = path if path.is_absolute() else base / path
+        data = read_mapping(path)
+        spec_path = str(path.resolve())
+    else:
+        data = dict(entry.spec or {})
+    data, override_errors = apply_overrides_collecting(data, entry.overrides)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as error:
+        lines = format_validation_error(error, SweepSpec)
+        raise SpecError([*override_errors, *lines]) from None
+    if override_errors:
+        raise SpecError(override_errors)
+    return SuiteEntry(
+        name=entry.name or spec.name, spec=spec, spec_path=spec_path, overrides=entry.overrides
+    )
+
+
+def _prefix(line: str, entry: str, file_field: str) -> str:
+    """Put ``entry`` in front of a line from the entry's spec, file or overrides."""
+    if line.startswith("--set "):
+        return f"{entry}.overrides: {line}"
+    if file_field == "spec_path":
+        return f"{entry}.spec_path: {line}"
+    return f"{entry}.spec.{line}"
+
+
+def _duplicate_names(entries: list[SuiteEntry]) -> list[str]:
+    seen: set[str] = set()
+    errors = []
+    for entry in entries:
+        if entry.name in seen:
+            errors.append(
+                f"entries.{entry.name}.name: two entries are named {entry.name!r}; "
+                "names must be unique."
+            )
+        seen.add(entry.name)
+    return errors
+
+
+def _name_entry(line: str, data: Mapping[str, Any]) -> str:
+    """Rewrite ``entries.3.`` to ``entries.<name>.`` when entry 3 has a usable name."""
+    match = _ENTRY_PREFIX.match(line)
+    entries = data.get("entries")
+    if not match or not isinstance(entries, list):
+        return line
+    index = int(match.group(1))
+    entry = entries[index] if index < len(entries) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        return f"entries.{name}" + line[match.end() :]
+    return line

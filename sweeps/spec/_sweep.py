@@ -1,0 +1,235 @@
+"""The top-level :class:`SweepSpec` and its run-time sections (stopping, resources, storage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from sweeps.spec._strategies import Strategy
+from sweeps.spec._task import TaskSpec, is_uri
+from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
+
+__all__ = [
+    "REPORTED_METRICS",
+    "DivergenceSpec",
+    "EarlyStopSpec",
+    "FailureSpec",
+    "ResourcesSpec",
+    "StorageSpec",
+    "SweepSpec",
+    "TrackingSpec",
+]
+
+REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy")
+"""Per-epoch metrics every trial reports to Ray Tune; the stoppers may watch any of them."""
+_MAXIMISED = frozenset({"accuracy"})
+_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "file")
+_TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "databricks")
+_RAY_BUILTIN_RESOURCES = frozenset({"cpu", "gpu", "memory", "object_store_memory"})
+
+Metric = Literal["valid_loss", "train_loss", "error_rate", "accuracy"]
+
+
+class EarlyStopSpec(SpecModel):
+    """``RisingValLoss``: stop a trial once ``metric`` has been worse than its best by more than
+    ``min_delta`` for ``patience`` consecutive epochs, not counting the first ``grace_epochs``.
+
+    ``mode`` defaults to ``max`` for ``accuracy`` and ``min`` for the others.
+    """
+
+    metric: Metric = "valid_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: Int = Field(default=2, ge=1, le=10000)
+    min_delta: Number = Field(default=0.0, ge=0.0)
+    grace_epochs: Int = Field(default=1, ge=0, le=10000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mode" not in data:
+            maximised = isinstance(data.get("metric"), str) and data["metric"] in _MAXIMISED
+            return {**data, "mode": "max" if maximised else "min"}
+        return data
+
+
+class DivergenceSpec(SpecModel):
+    """``Divergence``: stop a trial at once when ``metric`` is NaN or infinite, or (after
+    ``grace_epochs``) above ``factor`` times its best value so far."""
+
+    metric: Literal["train_loss", "valid_loss"] = "train_loss"
+    factor: Number = Field(default=4.0, gt=1.0)
+    grace_epochs: Int = Field(default=0, ge=0, le=10000)
+
+
+class ResourcesSpec(SpecModel):
+    """Ray resources per trial, and how many trials may run at once.
+
+    ``gpu`` is 0, a fraction in ``(0, 1]`` (0.25 packs four trials on one GPU) or a whole number.
+    ``custom`` holds extra Ray resources (``{"accelerator_type:A100": 0.01}``); ``node_labels``
+    restricts trials to nodes carrying those labels.
+    """
+
+    cpu: Number = Field(default=1.0, gt=0.0, le=1024.0)
+    gpu: Number = Field(default=0.0, ge=0.0, le=64.0)
+    max_concurrent: Int | None = Field(default=None, ge=1, le=100000)
+    custom: dict[str, Annotated[Number, Field(gt=0.0)]] = Field(default_factory=dict)
+    node_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gpu")
+    @classmethod
+    def _check_gpu(cls, gpu: float) -> float:
+        if gpu > 1 and not gpu.is_integer():
+            raise ValueError(
+                f"must be 0, a fraction in (0, 1] or a whole number of GPUs, but got {gpu}"
+            )
+        return gpu
+
+    @field_validator("custom")
+    @classmethod
+    def _check_custom(cls, custom: dict[str, float]) -> dict[str, float]:
+        builtin = sorted(key for key in custom if key.lower() in _RAY_BUILTIN_RESOURCES)
+        if builtin:
+            raise ValueError(
+                f"{builtin[0]!r} is one of Ray's own resources, not a custom one; set "
+                "resources.cpu / resources.gpu instead"
+            )
+        return custom
+
+
+class FailureSpec(SpecModel):
+    """How often a trial is restarted from its last checkpoint after its worker dies."""
+
+    max_failures: Int = Field(default=2, ge=0, le=1000)
+
+
+class StorageSpec(SpecModel):
+    """Ray Tune's ``storage_path``: where trial checkpoints and the experiment state live.
+
+    ``null`` keeps Ray's default under the home folder (one machine only). A multi-node run needs
+    a URI (``s3://``, ``gs://`` ...) or a local path that every node mounts, marked ``shared``.
+    Local paths are stored absolute.
+    """
+
+    path: str | None = None
+    shared: Annotated[bool, Field(strict=True)] = False
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if is_uri(path):
+            scheme = urlsplit(path).scheme.lower()
+            if scheme not in _STORAGE_SCHEMES:
+                raise ValueError(
+                    f"unknown scheme {scheme!r} (accepted: {', '.join(_STORAGE_SCHEMES)} "
+                    "or a local path)"
+                )
+            return path
+        return str(Path(path).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _shared_needs_path(self) -> StorageSpec:
+        if self.shared and self.path is None:
+            raise field_error("shared", "true needs storage.path: a folder every node mounts")
+        return self
+
+    @property
+    def is_shared(self) -> bool:
+        """True when every node of a cluster can reach the storage (a remote URI or ``shared``)."""
+        if self.path is None:
+            return False
+        remote = is_uri(self.path) and urlsplit(self.path).scheme.lower() != "file"
+        return self.shared or remote
+
+
+class TrackingSpec(SpecModel):
+    """Where MLflow logs; ``uri: null`` is the embedded store under ``./.lrsweep/``.
+
+    Credentials never belong in the spec: a URI carrying a password is refused (use
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``).
+    """
+
+    uri: str | None = None
+    experiment: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_./-]+$", min_length=1, max_length=200
+    )
+    checkpoints: Literal["all", "best", "none"] = "all"
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, uri: str | None) -> str | None:
+        if uri is None or not is_uri(uri):
+            return uri
+        parts = urlsplit(uri)
+        scheme = parts.scheme.lower().split("+")[0]
+        if scheme not in _TRACKING_SCHEMES:
+            raise ValueError(
+                f"unknown scheme {parts.scheme!r} (accepted: {', '.join(_TRACKING_SCHEMES)} "
+                "or a local path)"
+            )
+        if parts.password:
+            raise ValueError(
+                "must not contain a password; set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD in the environment instead"
+            )
+        return uri
+
+
+class SweepSpec(SpecModel):
+    """One sweep: the task, the seeds, the arms to compare and how trials run.
+
+    Build it with :func:`sweeps.spec.load_spec`; ``resolved()`` is the full config with every
+    default filled in, which is what gets logged so a sweep can be repeated from MLflow alone.
+    """
+
+    name: Name
+    task: TaskSpec
+    seeds: list[Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=1000
+    )
+    strategies: list[Strategy] = Field(min_length=1, max_length=100)
+    early_stop: EarlyStopSpec | None = Field(default_factory=EarlyStopSpec)
+    divergence: DivergenceSpec | None = Field(default_factory=DivergenceSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"each seed may appear once, but {repeated} repeat")
+        return seeds
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_arm_names(cls, strategies: list[Any]) -> list[Any]:
+        first_at: dict[str, int] = {}
+        for index, arm in enumerate(strategies):
+            if arm.arm_name in first_at:
+                raise ValueError(
+                    f"strategies.{first_at[arm.arm_name]} and strategies.{index} are both named "
+                    f"{arm.arm_name!r}; give each arm of one kind a distinct `name:`"
+                )
+            first_at[arm.arm_name] = index
+        return strategies
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: ``tracking.experiment``, or else the sweep's ``name``."""
+        return self.tracking.experiment or self.name
+
+    def resolved(self) -> dict[str, Any]:
+        """The full config with defaults filled in, as plain JSON-able Python values."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML that :func:`sweeps.spec.load_spec` reads back."""
+        return yaml.safe_dump(self.resolved(), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,167 @@
+"""The ``task`` section of a spec: what is trained (data, model, schedule), shared by every arm."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from sweeps.spec._types import Int, Number, SpecModel, field_error
+
+__all__ = [
+    "DATASETS",
+    "AugmentSpec",
+    "ConstantSchedule",
+    "DatasetSpec",
+    "FineTuneSpec",
+    "ModelSpec",
+    "OneCycleSchedule",
+    "Schedule",
+    "SgdrSchedule",
+    "TaskSpec",
+    "is_uri",
+]
+
+DATASETS = ("digits", "shapes", "image_folder", "mnist", "fashion_mnist", "cifar10")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def is_uri(value: str) -> bool:
+    """True for ``scheme://...`` strings (``s3://bucket/x``), which are never checked on disk."""
+    return bool(_URI.match(value))
+
+
+class DatasetSpec(SpecModel):
+    """Which images, and how they are split.
+
+    ``path`` is required for ``image_folder`` (a folder of class sub-folders) and optional
+    elsewhere (a download or cache folder). A local path must exist when the spec is loaded and is
+    stored absolute (trials run in their own working directories); a URI is left to the worker.
+    """
+
+    name: Literal["digits", "shapes", "image_folder", "mnist", "fashion_mnist", "cifar10"]
+    valid_pct: Number = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: Int = Field(default=42, ge=0)
+    path: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str | None, info: ValidationInfo) -> str | None:
+        name = info.data.get("name")
+        if path is None:
+            if name == "image_folder":
+                raise ValueError(
+                    "is required when name is image_folder (a folder of class folders)"
+                )
+            return None
+        if is_uri(path):
+            return path
+        local = Path(path).expanduser()
+        if name == "image_folder" and not local.is_dir():
+            raise ValueError(f"folder {path!r} does not exist")
+        if not local.exists():
+            raise ValueError(f"{path!r} does not exist")
+        return str(local.resolve())
+
+
+class ModelSpec(SpecModel):
+    """The network: ``arch`` and optional ``pretrained`` weights.
+
+    ``pretrained`` is passed to ``trainers.build_model``; a value that looks like a file
+    (a path separator or a weights suffix such as ``.pt``) must exist and is stored absolute.
+    """
+
+    arch: Literal["simple_cnn", "resnet18", "resnet34"] = "simple_cnn"
+    pretrained: str | None = None
+
+    @field_validator("pretrained")
+    @classmethod
+    def _check_pretrained(cls, value: str | None) -> str | None:
+        if value is None or is_uri(value):
+            return value
+        if "/" in value or "\\" in value or value.endswith(_WEIGHT_SUFFIXES):
+            local = Path(value).expanduser()
+            if not local.is_file():
+                raise ValueError(f"weights file {value!r} does not exist")
+            return str(local.resolve())
+        return value
+
+
+class OneCycleSchedule(SpecModel):
+    """fastai's one-cycle policy: warm up for ``pct_start`` of training, then anneal."""
+
+    kind: Literal["one_cycle"] = "one_cycle"
+    pct_start: Number = Field(default=0.25, gt=0.0, lt=1.0)
+    div: Number = Field(default=25.0, gt=0.0)
+    div_final: Number = Field(default=1.0e5, gt=0.0)
+
+
+class SgdrSchedule(SpecModel):
+    """Cosine annealing with warm restarts; cycles of ``cycle_len * cycle_mult**i`` epochs.
+
+    Training is cut at ``task.epochs`` even when that falls inside a cycle.
+    """
+
+    kind: Literal["sgdr"] = "sgdr"
+    cycle_len: Int = Field(default=1, ge=1, le=1000)
+    cycle_mult: Int = Field(default=2, ge=1, le=100)
+
+
+class ConstantSchedule(SpecModel):
+    """The same learning rate throughout."""
+
+    kind: Literal["constant"] = "constant"
+
+
+Schedule = Annotated[
+    OneCycleSchedule | SgdrSchedule | ConstantSchedule, Field(discriminator="kind")
+]
+
+
+class FineTuneSpec(SpecModel):
+    """Transfer learning: train the head alone first, then everything with discriminative LRs.
+
+    ``lr_mult`` is the ratio between the head's LR and the earliest layer group's LR.
+    """
+
+    freeze_epochs: Int = Field(default=1, ge=0, le=1000)
+    lr_mult: Number = Field(default=10.0, ge=1.0, le=1.0e6)
+
+
+class AugmentSpec(SpecModel):
+    """Train-time batch augmentation (``trainers.data.augment.Augment``); all off by default."""
+
+    flip: Annotated[bool, Field(strict=True)] = False
+    rotate: Number = Field(default=0.0, ge=0.0, le=180.0)
+    zoom: Number = Field(default=1.0, ge=1.0, le=10.0)
+    jitter: Number = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class TaskSpec(SpecModel):
+    """Everything every trial of the sweep shares; only the learning rate and the seed vary."""
+
+    dataset: DatasetSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    image_size: Int = Field(default=32, ge=1, le=4096)
+    batch_size: Int = Field(default=64, ge=1, le=65536)
+    epochs: Int = Field(default=8, ge=1, le=10000)
+    opt: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    wd: Number = Field(default=0.01, ge=0.0, le=10.0)
+    schedule: Schedule = Field(default_factory=OneCycleSchedule)
+    fine_tune: FineTuneSpec | None = None
+    augment: AugmentSpec | None = None
+    oversample: Annotated[bool, Field(strict=True)] = False
+
+    @model_validator(mode="after")
+    def _check_fine_tune(self) -> TaskSpec:
+        if self.fine_tune is not None and self.fine_tune.freeze_epochs >= self.epochs:
+            raise field_error(
+                "fine_tune.freeze_epochs",
+                f"must be below task.epochs={self.epochs} (some epochs must train unfrozen), "
+                f"but got {self.fine_tune.freeze_epochs}",
+            )
+        return self

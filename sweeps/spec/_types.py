@@ -1,0 +1,73 @@
+"""Building blocks shared by the spec models: the frozen base model and constrained field types.
+
+Integers and booleans are strict (``epochs: true`` or ``epochs: 2.5`` is an error, not ``1`` or
+``2``); numbers accept integers and numeric strings such as ``"1e-5"`` (PyYAML reads ``1e-5``
+without a dot as a string) but never booleans, NaN or infinities.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "NAME_PATTERN",
+    "Int",
+    "Name",
+    "Number",
+    "SpecModel",
+    "field_error",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""Sweep, arm and suite entry names: letters, digits, ``_``, ``.`` and ``-``."""
+
+
+def _plain_number(value: Any) -> Any:
+    """Refuse booleans, NaN and infinities before any range check can misreport them."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "must be a number, not true/false")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # pydantic reports it as not a number
+    if isinstance(number, float) and not math.isfinite(number):
+        raise PydanticCustomError("finite_number", "must be a finite number")
+    return value
+
+
+Int = Annotated[int, Strict()]
+"""A whole number; ``true`` and ``2.5`` are refused."""
+
+Number = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(False)]
+"""A finite real number; integers and numeric strings are accepted, booleans, NaN and inf not."""
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=100)]
+"""A name made of ``[A-Za-z0-9_.-]``, at most 100 characters."""
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: unknown keys are errors and instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def field_error(field: str, message: str) -> PydanticCustomError:
+    """An error that a model-level validator raises on behalf of one of its fields.
+
+    Pydantic locates a model validator's error at the model; ``sweeps.spec`` appends ``field`` to
+    that location when it formats the error, so the user reads ``task.dataset.path: ...``.
+
+    Args:
+        field: The field name (or dotted sub-path) inside the model being validated.
+        message: What is wrong and what is accepted.
+
+    Returns:
+        The error to raise.
+    """
+    return PydanticCustomError("spec_field", "{message}", {"field": field, "message": message})

@@ -1,0 +1,120 @@
+"""Reading spec YAML safely: PyYAML's safe loader, minus aliases and duplicate keys, size-capped.
+
+``yaml.safe_load`` never runs code (``!!python/...`` tags are refused) but still expands aliases:
+a ten-line "billion laughs" file becomes a structure that takes minutes to walk. Specs need no
+aliases, so :class:`SpecLoader` refuses every ``*alias`` (and with it ``<<: *merge``), and files
+above :data:`MAX_SPEC_BYTES` are refused before parsing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, ScalarNode
+
+from sweeps.spec._errors import SpecError
+
+__all__ = ["MAX_SPEC_BYTES", "SpecLoader", "parse_yaml", "read_mapping"]
+
+MAX_SPEC_BYTES = 1_000_000
+"""The largest spec or suite file read (1 MB); real specs are a few hundred bytes."""
+
+
+class _Refused(yaml.YAMLError):
+    """A construct that plain YAML allows but specs do not."""
+
+
+class SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also refuses aliases and repeated keys in one mapping."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(
+                f"YAML aliases (*{event.anchor}) are not allowed in specs; write the values out "
+                f"(line {event.start_mark.line + 1})"
+            )
+        return super().compose_node(parent, index)
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        node: MappingNode = super().compose_mapping_node(anchor)
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode):
+                if key_node.value in seen:
+                    raise _Refused(
+                        f"key {key_node.value!r} appears twice in one mapping "
+                        f"(line {key_node.start_mark.line + 1})"
+                    )
+                seen.add(key_node.value)
+        return node
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`SpecLoader`.
+
+    Raises:
+        ValueError: with a one-line reason (bad syntax with its line, an alias, a repeated key,
+            a ``!!python`` or other unknown tag, nesting too deep).
+    """
+    try:
+        return yaml.load(text, Loader=SpecLoader)
+    except _Refused as error:
+        raise ValueError(str(error)) from None
+    except yaml.constructor.ConstructorError as error:
+        tag = getattr(error.problem_mark, "line", None)
+        where = f" (line {tag + 1})" if tag is not None else ""
+        raise ValueError(
+            f"{error.problem}{where}; only plain YAML values are accepted, no !!python or "
+            "other custom tags"
+        ) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"not valid YAML: {error.problem}{where}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"not valid YAML: {error}") from None
+    except RecursionError:
+        raise ValueError("the YAML is nested too deeply") from None
+
+
+def read_mapping(path: Path, *, what: str = "spec") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping at the top level.
+
+    Args:
+        path: The file.
+        what: The word used in messages (``spec``, ``suite``).
+
+    Raises:
+        SpecError: naming the file when it is missing, not a file, too big, not UTF-8, not valid
+            YAML, empty, or not a mapping.
+    """
+    source = str(path)
+    if not path.exists():
+        raise SpecError(f"{what} file {source!r} not found", source=source)
+    if not path.is_file():
+        raise SpecError(f"{what} path {source!r} is not a file", source=source)
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{what} file {source!r} is {size} bytes; the limit is {MAX_SPEC_BYTES}",
+            source=source,
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = parse_yaml(text)
+    except UnicodeDecodeError:
+        raise SpecError(f"{what} file {source!r} is not UTF-8 text", source=source) from None
+    except ValueError as error:
+        raise SpecError(f"{what} file {source!r}: {error}", source=source) from None
+    if data is None:
+        raise SpecError(f"{what} file {source!r} is empty", source=source)
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{what} file {source!r} must hold a mapping (key: value lines) at the top level, "
+            f"but holds a {type(data).__name__}",
+            source=source,
+        )
+    return data

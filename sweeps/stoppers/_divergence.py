@@ -1,0 +1,66 @@
+"""``Divergence``: stop a trial whose loss has blown up."""
+
+from __future__ import annotations
+
+import math
+
+from sweeps.stoppers._base import MetricStopper, TrialState
+
+__all__ = ["Divergence"]
+
+
+class Divergence(MetricStopper):
+    """Stop at once when a loss is NaN or infinite, or exceeds ``factor`` times its best.
+
+    A non-finite value stops the trial whatever the epoch. The explosion rule (value above
+    ``factor * best`` so far) applies only after ``grace_epochs`` epochs and only once the best is
+    positive (a loss of exactly 0 has no meaningful multiple). The metric is a loss: lower is
+    better.
+
+    Example:
+        >>> stopper = Divergence(factor=4.0)
+        >>> [stopper("t", {"train_loss": v, "training_iteration": i + 1})
+        ...  for i, v in enumerate([2.0, 0.5, 1.9, 2.1])]
+        [False, False, False, True]
+
+    Args:
+        metric: The loss to watch.
+        factor: How many times the best a value may reach before the trial counts as diverged,
+            above 1.
+        grace_epochs: Leading epochs exempt from the explosion rule (not from the NaN rule).
+        epoch_key: The result key counting epochs (see ``MetricStopper``).
+
+    Raises:
+        ValueError: for a parameter out of range (the message names it).
+    """
+
+    reason = "diverged"
+    severity = 2
+
+    def __init__(
+        self,
+        metric: str = "train_loss",
+        *,
+        factor: float = 4.0,
+        grace_epochs: int = 0,
+        epoch_key: str | None = "training_iteration",
+    ) -> None:
+        super().__init__(metric, mode="min", epoch_key=epoch_key)
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 1):
+            raise ValueError(f"factor must be a finite number above 1, but got {factor!r}.")
+        if isinstance(grace_epochs, bool) or not isinstance(grace_epochs, int) or grace_epochs < 0:
+            raise ValueError(f"grace_epochs must be a whole number >= 0, but got {grace_epochs!r}.")
+        self.factor = float(factor)
+        self.grace_epochs = grace_epochs
+
+    def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
+        if not math.isfinite(signed):
+            return True
+        exploded = (
+            epoch > self.grace_epochs
+            and 0 < state.best < math.inf
+            and signed > self.factor * state.best
+        )
+        if signed < state.best:
+            state.best, state.best_epoch = signed, epoch
+        return exploded

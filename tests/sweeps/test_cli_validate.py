@@ -1,0 +1,110 @@
+"""``lrsweep validate``: exit 0 with the resolved spec, or 2 with every error and no traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.spec import load_spec
+
+SPECS = Path(__file__).resolve().parents[2] / "sweeps" / "specs"
+SPEC = {
+    "name": "cli",
+    "task": {"dataset": {"name": "shapes", "options": {"api_token": "s3cr3t-value"}}},
+    "strategies": [{"kind": "grid", "lr": {"min": 1.0e-3, "max": 1.0, "points": 3}}],
+}
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    return path
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, ["validate", *args])
+
+
+def test_valid_spec_prints_the_resolved_yaml_and_exits_0(spec_file: Path) -> None:
+    result = _invoke(str(spec_file), "--set", "task.epochs=2", "--set", "seeds=[0, 1]")
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.stdout)
+    assert printed["task"]["epochs"] == 2 and printed["seeds"] == [0, 1]
+    assert printed["early_stop"]["grace_epochs"] == 1
+    assert printed["task"]["dataset"]["options"]["api_token"] == "***"
+    assert "s3cr3t-value" not in result.output
+    assert load_spec(printed).task.epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "task.epochs=0"], r"task.epochs: must be at least 1, but got 0."),
+        (["--set", "task.epoch=3"], r"unknown key 'epoch' in task (accepted: dataset, model,"),
+        (["--set", "resources.gpu=1.5"], r"resources.gpu: must be 0, a fraction in (0, 1]"),
+        (["--set", "strategies.0.lr.min=2"], r"strategies.0.lr: min must be below max"),
+    ],
+)
+def test_invalid_spec_exits_2_listing_the_field(
+    spec_file: Path, args: list[str], message: str
+) -> None:
+    result = _invoke(str(spec_file), *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
+    result = _invoke(str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert "nope.yaml' not found" in result.stderr
+
+
+def test_yaml_bomb_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text('a: &a ["x", "x"]\nb: [*a, *a]\n')
+    result = _invoke(str(path))
+    assert result.exit_code == 2
+    assert "YAML aliases (*a) are not allowed" in result.stderr
+
+
+def test_set_cannot_inject_code(spec_file: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    result = _invoke(
+        str(spec_file), "--set", f'name=!!python/object/apply:os.system ["touch {marker}"]'
+    )
+    assert result.exit_code == 2
+    assert "only plain YAML values are accepted" in result.stderr
+    assert not marker.exists()
+
+
+def test_suite_validates_with_the_suite_flag() -> None:
+    result = _invoke(str(SPECS / "nightly.yaml"), "--suite")
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.stdout)
+    assert [entry["name"] for entry in printed["entries"]] == [
+        "digits-cnn-one-cycle",
+        "shapes-resnet18-sgdr",
+    ]
+
+
+def test_suite_without_the_flag_exits_2_with_a_hint() -> None:
+    result = _invoke(str(SPECS / "nightly.yaml"))
+    assert result.exit_code == 2
+    assert "Hint: this looks like a nightly suite" in result.stderr
+
+
+def test_bad_suite_exits_2_naming_entry_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    bad = {**SPEC, "seeds": []}
+    path.write_text(json.dumps({"name": "n", "entries": [{"name": "e1", "spec": bad}]}))
+    result = _invoke(str(path), "--suite")
+    assert result.exit_code == 2
+    assert "entries.e1.spec.seeds: must have at least 1 item" in result.stderr

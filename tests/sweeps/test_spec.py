@@ -1,0 +1,506 @@
+"""The sweep spec: validation messages, safe YAML, --set overrides, redaction and the suite."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from sweeps.spec import (
+    SpecError,
+    apply_overrides,
+    load_spec,
+    load_suite,
+    redact,
+)
+
+SPECS = Path(__file__).resolve().parents[2] / "sweeps" / "specs"
+DELETE = object()
+BASE_LR = {"min": 0.001, "max": 0.1, "points": 3}
+
+BASE: dict[str, Any] = {
+    "name": "tiny",
+    "task": {"dataset": {"name": "digits"}, "epochs": 3},
+    "seeds": [0, 1],
+    "strategies": [
+        {"kind": "lr_finder", "suggest": ["valley", "steep"]},
+        {"kind": "grid", "lr": {"min": 1.0e-4, "max": 1.0, "points": 5}},
+        {"kind": "optuna", "lr": {"min": 1.0e-4, "max": 1.0}, "trials": 4},
+        {"kind": "random", "lr": {"min": 1.0e-4, "max": 1.0}, "trials": 4},
+        {"kind": "recipe"},
+    ],
+}
+
+
+def _with(changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of BASE with dotted paths set (or removed with DELETE); independent of overrides."""
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        node: Any = data
+        for part in parents:
+            node = node[part]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return data
+
+
+BAD_SPECS = [
+    ({"colour": "red"}, r"colour: unknown key \(accepted: name, task, seeds, strategies,"),
+    ({"task.epoch": 3}, r"task\.epoch: unknown key \(accepted: dataset, model, image_size,"),
+    ({"name": DELETE}, r"name: is required\."),
+    ({"name": "my sweep!"}, r"name: must match .*, but got 'my sweep!'"),
+    (
+        {"task.dataset.name": "imagenet"},
+        r"task\.dataset\.name: unknown value 'imagenet' \(accepted: digits, shapes, image_folder, "
+        r"mnist, fashion_mnist, cifar10\)",
+    ),
+    ({"task.dataset.name": "image_folder"}, r"task\.dataset\.path: is required when name is"),
+    (
+        {"task.dataset": {"name": "image_folder", "path": "/no/such/folder"}},
+        r"task\.dataset\.path: folder '/no/such/folder' does not exist",
+    ),
+    ({"task.dataset.valid_pct": 0}, r"task\.dataset\.valid_pct: must be above 0\.0, but got 0"),
+    (
+        {"task.dataset.valid_pct": 1.5},
+        r"task\.dataset\.valid_pct: must be below 1\.0, but got 1\.5",
+    ),
+    ({"task.model": {"arch": "vgg16"}}, r"task\.model\.arch: unknown value 'vgg16' \(accepted: "),
+    (
+        {"task.model": {"arch": "resnet18", "pretrained": "/no/weights.pt"}},
+        r"task\.model\.pretrained: weights file '/no/weights\.pt' does not exist",
+    ),
+    ({"task.epochs": 0}, r"task\.epochs: must be at least 1, but got 0\."),
+    ({"task.epochs": "three"}, r"task\.epochs: must be a whole number, but got 'three'"),
+    ({"task.epochs": True}, r"task\.epochs: must be a whole number, but got True"),
+    ({"task.epochs": 2.5}, r"task\.epochs: must be a whole number, but got 2\.5"),
+    ({"task.image_size": 0}, r"task\.image_size: must be at least 1, but got 0"),
+    ({"task.batch_size": -8}, r"task\.batch_size: must be at least 1, but got -8"),
+    ({"task.wd": "lots"}, r"task\.wd: must be a number, but got 'lots'"),
+    ({"task.wd": float("nan")}, r"task\.wd: must be a finite number, but got nan"),
+    (
+        {"task.schedule": {"kind": "cosine"}},
+        r"task\.schedule\.kind: unknown kind 'cosine' \(accepted: one_cycle, sgdr, constant\)",
+    ),
+    (
+        {"task.schedule": {"kind": "sgdr", "pct_start": 0.3}},
+        r"task\.schedule\.pct_start: unknown key \(accepted: kind, cycle_len, cycle_mult\)",
+    ),
+    ({"task.schedule": {"kind": "one_cycle", "pct_start": 1.0}}, r"pct_start: must be below 1\.0"),
+    (
+        {"task.fine_tune": {"freeze_epochs": 3}},
+        r"task\.fine_tune\.freeze_epochs: must be below task\.epochs=3",
+    ),
+    (
+        {"task.augment": {"shear": 5}},
+        r"task\.augment\.shear: unknown key \(accepted: flip, rotate, zoom, jitter\)",
+    ),
+    ({"task.augment": {"zoom": 0.5}}, r"task\.augment\.zoom: must be at least 1\.0, but got 0\.5"),
+    ({"task": 5}, r"task: must be a mapping, but got 5"),
+    ({"seeds": []}, r"seeds: must have at least 1 item"),
+    ({"seeds": [1, 2, 1]}, r"seeds: each seed may appear once, but \[1\] repeat"),
+    ({"seeds": [0, -1]}, r"seeds\.1: must be at least 0, but got -1"),
+    ({"strategies": []}, r"strategies: must have at least 1 item"),
+    ({"strategies": {"kind": "grid"}}, r"strategies: must be a list"),
+    (
+        {"strategies.0.kind": "bayes"},
+        r"strategies\.0\.kind: unknown kind 'bayes' \(accepted: lr_finder, grid, optuna, "
+        r"random, recipe, fixed\)",
+    ),
+    ({"strategies.0.kind": DELETE}, r"strategies\.0\.kind: is required \(accepted: lr_finder,"),
+    (
+        {"strategies.1.lr": {"min": 1.0, "max": 0.1, "points": 5}},
+        r"strategies\.1\.lr: min must be below max, but got min=1\.0 max=0\.1\.",
+    ),
+    ({"strategies.1.lr.min": 0}, r"strategies\.1\.lr\.min: must be above 0\.0, but got 0"),
+    ({"strategies.1.lr.points": 1}, r"strategies\.1\.lr\.points: must be at least 2, but got 1"),
+    ({"strategies.1.lr.points": 5000}, r"strategies\.1\.lr\.points: must be at most 1000"),
+    ({"strategies.2.trials": 20000}, r"strategies\.2\.trials: must be at most 10000"),
+    ({"strategies.3.trials": 0}, r"strategies\.3\.trials: must be at least 1, but got 0"),
+    (
+        {"strategies.2.sampler": "bohb"},
+        r"strategies\.2\.sampler: unknown value 'bohb' \(accepted: tpe, random, qmc, gp, cmaes\)",
+    ),
+    (
+        {"strategies.0.suggest": ["valley", "cliff"]},
+        r"strategies\.0\.suggest\.1: unknown value 'cliff' \(accepted: valley, steep, minimum, "
+        r"slide\)",
+    ),
+    ({"strategies.0.suggest": []}, r"strategies\.0\.suggest: must have at least 1 item"),
+    (
+        {"strategies.0.suggest": ["steep", "steep"]},
+        r"strategies\.0\.suggest: each rule may appear once, but steep repeats",
+    ),
+    (
+        {"strategies.0.start_lr": 1.0, "strategies.0.end_lr": 0.1},
+        r"strategies\.0: start_lr must be below end_lr",
+    ),
+    (
+        {"strategies.4": {"kind": "grid", "lr": {"min": 0.001, "max": 0.1, "points": 3}}},
+        r"strategies: strategies\.1 and strategies\.4 are both named 'grid'; give each arm",
+    ),
+    ({"strategies.4.name": "has space"}, r"strategies\.4\.name: must match"),
+    ({"early_stop": {"patience": 0}}, r"early_stop\.patience: must be at least 1, but got 0"),
+    ({"early_stop": {"grace_epochs": -1}}, r"early_stop\.grace_epochs: must be at least 0"),
+    ({"early_stop": {"min_delta": -0.1}}, r"early_stop\.min_delta: must be at least 0\.0"),
+    (
+        {"early_stop": {"metric": "val_loss"}},
+        r"early_stop\.metric: unknown value 'val_loss' \(accepted: valid_loss, train_loss, "
+        r"error_rate, accuracy\)",
+    ),
+    ({"early_stop": {"mode": "lowest"}}, r"early_stop\.mode: unknown value 'lowest' \(accepted: "),
+    ({"divergence": {"factor": 1.0}}, r"divergence\.factor: must be above 1\.0, but got 1\.0"),
+    (
+        {"resources": {"gpu": 1.5}},
+        r"resources\.gpu: must be 0, a fraction in \(0, 1\] or a whole number of GPUs, "
+        r"but got 1\.5",
+    ),
+    ({"resources": {"gpu": -1}}, r"resources\.gpu: must be at least 0\.0, but got -1"),
+    ({"resources": {"cpu": 0}}, r"resources\.cpu: must be above 0\.0, but got 0"),
+    ({"resources": {"max_concurrent": 0}}, r"resources\.max_concurrent: must be at least 1"),
+    ({"resources": {"custom": {"GPU": 1}}}, r"resources\.custom: 'GPU' is one of Ray's own"),
+    ({"failure": {"max_failures": -1}}, r"failure\.max_failures: must be at least 0"),
+    ({"storage": {"shared": True}}, r"storage\.shared: true needs storage\.path"),
+    ({"storage": {"path": "ftp://host/x"}}, r"storage\.path: unknown scheme 'ftp' \(accepted: s3,"),
+    (
+        {"tracking": {"uri": "https://alice:hunter2@mlflow.example:5000"}},
+        r"tracking\.uri: must not contain a password; set MLFLOW_TRACKING_USERNAME",
+    ),
+    (
+        {"tracking": {"checkpoints": "some"}},
+        r"tracking\.checkpoints: unknown value 'some' \(accepted: all, best, none\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"), BAD_SPECS, ids=[str(i) for i in range(len(BAD_SPECS))]
+)
+def test_bad_spec_is_refused_naming_its_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(_with(changes))
+
+
+def test_every_error_is_listed_at_once() -> None:
+    bad = _with({"task.epochs": 0, "seeds": [], "strategies.1.lr.points": 1, "colour": 1})
+    with pytest.raises(SpecError) as caught:
+        load_spec(bad)
+    assert len(caught.value.errors) == 4
+    assert str(caught.value).startswith("invalid spec: 4 errors")
+
+
+def test_valid_spec_fills_defaults_and_resolves_to_json() -> None:
+    spec = load_spec(BASE)
+    resolved = spec.resolved()
+    assert json.loads(json.dumps(resolved)) == resolved
+    assert resolved["task"]["schedule"] == {
+        "kind": "one_cycle",
+        "pct_start": 0.25,
+        "div": 25.0,
+        "div_final": 1.0e5,
+    }
+    assert resolved["early_stop"]["patience"] == 2
+    assert resolved["tracking"]["checkpoints"] == "all"
+    assert load_spec(resolved) == spec
+
+
+def test_to_yaml_reads_back_to_the_same_spec(tmp_path: Path) -> None:
+    spec = load_spec(BASE)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(spec.to_yaml())
+    assert load_spec(path) == spec
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode"), [("valid_loss", "min"), ("error_rate", "min"), ("accuracy", "max")]
+)
+def test_early_stop_mode_defaults_from_the_metric(metric: str, mode: str) -> None:
+    spec = load_spec(_with({"early_stop": {"metric": metric}}))
+    assert spec.early_stop is not None
+    assert spec.early_stop.mode == mode
+
+
+@pytest.mark.parametrize(
+    ("tracking", "expected"), [({}, "tiny"), ({"experiment": "team/lr-study"}, "team/lr-study")]
+)
+def test_experiment_name_is_tracking_experiment_or_name(
+    tracking: dict[str, str], expected: str
+) -> None:
+    assert load_spec(_with({"tracking": tracking})).experiment_name == expected
+
+
+def test_arm_name_is_the_name_or_else_the_kind() -> None:
+    spec = load_spec(_with({"strategies.4": {"kind": "grid", "name": "grid_fine", "lr": BASE_LR}}))
+    assert [arm.arm_name for arm in spec.strategies] == [
+        "lr_finder",
+        "grid",
+        "optuna",
+        "random",
+        "grid_fine",
+    ]
+
+
+@pytest.mark.parametrize("gpu", [0, 0.25, 1, 2])
+def test_fractional_and_whole_gpus_are_accepted(gpu: float) -> None:
+    assert load_spec(_with({"resources": {"gpu": gpu}})).resources.gpu == gpu
+
+
+def test_relative_dataset_path_becomes_absolute(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(_with({"task.dataset": {"name": "image_folder", "path": "images"}}))
+    assert spec.task.dataset.path == str(tmp_path.resolve() / "images")
+
+
+def test_spec_is_frozen() -> None:
+    spec = load_spec(BASE)
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
+def test_packaged_specs_are_valid(name: str) -> None:
+    spec = load_spec(SPECS / name)
+    assert spec.strategies and spec.seeds
+
+
+# --- files -------------------------------------------------------------------------------------
+
+BOMB = "\n".join(
+    ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(9)]
+)
+
+BAD_FILES = [
+    (b"", r"spec file '.*spec\.yaml' is empty"),
+    (b"# only a comment\n", r"is empty"),
+    (b"- a\n- b\n", r"must hold a mapping \(key: value lines\) at the top level, but holds a list"),
+    (b"just text\n", r"must hold a mapping .* but holds a str"),
+    (b"name: [unclosed\n", r"not valid YAML: .* at line 2"),
+    (BOMB.encode(), r"YAML aliases \(\*a\) are not allowed in specs"),
+    (b"base: &b {epochs: 3}\ntask:\n  <<: *b\n", r"YAML aliases \(\*b\) are not allowed"),
+    (b"name: !!python/object/apply:os.system ['echo hi']\n", r"only plain YAML values"),
+    (b"name: a\nname: b\n", r"key 'name' appears twice in one mapping \(line 2\)"),
+    (b"name: \xff\xfe\n", r"is not UTF-8 text"),
+    (b"x: " + b"1" * 1_000_001, r"is 1000004 bytes; the limit is 1000000"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_FILES, ids=[m for _, m in BAD_FILES])
+def test_bad_file_is_refused_naming_the_file(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError, match=message) as caught:
+        load_spec(path)
+    assert caught.value.source == str(path)
+
+
+def test_yaml_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match="aliases"):
+        load_spec(path)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("missing.yaml", r"spec file '.*missing\.yaml' not found"), (".", r"is not a file")],
+)
+def test_missing_or_folder_path_is_refused(tmp_path: Path, path: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(tmp_path / path)
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+TYPED_OVERRIDES = [
+    ("task.epochs=5", lambda s: s.task.epochs, 5),
+    ("seeds=[3, 4]", lambda s: s.seeds, [3, 4]),
+    ("strategies.1.lr.points=7", lambda s: s.strategies[1].lr.points, 7),
+    ("strategies.2.lr.min=1e-5", lambda s: s.strategies[2].lr.min, 1.0e-5),
+    ("task.dataset.valid_pct=0.3", lambda s: s.task.dataset.valid_pct, 0.3),
+    ("task.augment.flip=true", lambda s: s.task.augment.flip, True),
+    ("early_stop=null", lambda s: s.early_stop, None),
+    ("early_stop.patience=4", lambda s: s.early_stop.patience, 4),
+    (
+        "task.schedule.pct_start=0.4",
+        lambda s: (s.task.schedule.kind, s.task.schedule.pct_start),
+        ("one_cycle", 0.4),
+    ),
+    ("task.schedule={kind: sgdr, cycle_len: 2}", lambda s: s.task.schedule.cycle_len, 2),
+    ("strategies.0.suggest=minimum", lambda s: s.strategies[0].suggest, ["minimum"]),
+    ("tracking.experiment=team/lr", lambda s: s.experiment_name, "team/lr"),
+    ("task.dataset.options.shards=4", lambda s: s.task.dataset.options, {"shards": 4}),
+]
+
+
+@pytest.mark.parametrize(("override", "read", "expected"), TYPED_OVERRIDES)
+def test_override_sets_a_typed_value(override: str, read: Any, expected: Any) -> None:
+    assert read(load_spec(BASE, overrides=[override])) == expected
+
+
+def test_overrides_leave_the_input_untouched() -> None:
+    original = copy.deepcopy(BASE)
+    changed = apply_overrides(BASE, ["task.epochs=9", "seeds=[5]"])
+    assert BASE == original
+    assert changed["task"]["epochs"] == 9 and changed["seeds"] == [5]
+
+
+BAD_OVERRIDES = [
+    ("task.epoch=3", r"unknown key 'epoch' in task \(accepted: dataset, model, image_size, "),
+    ("colour=red", r"unknown key 'colour' in the top level \(accepted: name, task, seeds,"),
+    ("strategies.9.lr.points=5", r"index 9 is out of range: strategies has 5 item\(s\)"),
+    ("strategies.first=1", r"strategies is a list; 'first' is not an index"),
+    ("strategies.1.lr.steps=3", r"unknown key 'steps' in strategies\.1\.lr \(accepted: min, max,"),
+    ("task.epochs.max=3", r"task\.epochs is a single value and has no key 'max'"),
+    ("task.epochs", r"expected key\.path=value, e\.g\. task\.epochs=3"),
+    ("=3", r"expected key\.path=value"),
+    ("task..epochs=3", r"the key 'task\.\.epochs' has an empty part"),
+    ("seeds=[1, *a]", r"the value is refused: YAML aliases \(\*a\) are not allowed"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_OVERRIDES)
+def test_bad_override_is_refused_naming_it(override: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(f"--set {override!r}: ") + ".*" + message):
+        load_spec(BASE, overrides=[override])
+
+
+def test_override_value_is_type_checked_by_the_schema() -> None:
+    with pytest.raises(SpecError, match=r"task\.epochs: must be a whole number, but got 'five'"):
+        load_spec(BASE, overrides=["task.epochs=five"])
+
+
+def test_override_and_spec_errors_are_reported_together() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(BASE, overrides=["task.epoch=3", "task.image_size=0"])
+    assert len(caught.value.errors) == 2
+    assert "task.image_size: must be at least 1" in str(caught.value)
+
+
+INJECTIONS = [
+    'name=!!python/object/apply:os.system ["touch {marker}"]',
+    "name=!!python/object/apply:subprocess.call [[touch, {marker}]]",
+    "name=!!python/name:os.system",
+    "seeds=!!python/object/new:builtins.list [[1]]",
+]
+
+
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_override_cannot_inject_code(tmp_path: Path, template: str) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(SpecError, match="only plain YAML values are accepted"):
+        load_spec(BASE, overrides=[template.format(marker=marker)])
+    assert not marker.exists()
+
+
+# --- redaction ---------------------------------------------------------------------------------
+
+REDACTIONS = [
+    ({"password": "p"}, {"password": "***"}),
+    ({"DB_PASSWORD": "p", "user": "u"}, {"DB_PASSWORD": "***", "user": "u"}),
+    ({"options": {"api_token": "t", "n": 1}}, {"options": {"api_token": "***", "n": 1}}),
+    ({"items": [{"client_secret": {"k": "v"}}]}, {"items": [{"client_secret": "***"}]}),
+    ({"uri": "https://alice:pw@host:5000/x"}, {"uri": "https://alice:***@host:5000/x"}),
+    ({"uri": "https://host:5000/x"}, {"uri": "https://host:5000/x"}),
+    ({"tokens_per_batch_note": 5}, {"tokens_per_batch_note": "***"}),
+    ({"lr": 0.1, "name": "plain"}, {"lr": 0.1, "name": "plain"}),
+]
+
+
+@pytest.mark.parametrize(("given", "expected"), REDACTIONS)
+def test_redact_hides_secret_keys_and_url_passwords(given: Any, expected: Any) -> None:
+    before = copy.deepcopy(given)
+    assert redact(given) == expected
+    assert given == before
+
+
+# --- suite -------------------------------------------------------------------------------------
+
+
+def test_packaged_nightly_suite_loads_with_overrides_applied() -> None:
+    suite = load_suite(SPECS / "nightly.yaml")
+    assert [entry.name for entry in suite.entries] == [
+        "digits-cnn-one-cycle",
+        "shapes-resnet18-sgdr",
+    ]
+    digits, shapes = (entry.spec for entry in suite.entries)
+    assert digits.task.model.arch == "simple_cnn" and digits.task.schedule.kind == "one_cycle"
+    assert shapes.task.model.arch == "resnet18" and shapes.task.schedule.kind == "sgdr"
+    assert digits.seeds == [0] and digits.task.epochs == 3
+    assert suite.thresholds.error_rate_points == 2.0
+
+
+def test_suite_spec_path_is_relative_to_the_suite_file(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "one.yaml").write_text(json.dumps(BASE))
+    (tmp_path / "suites" / "suite.yaml").write_text(
+        "name: s\nentries:\n  - {spec_path: one.yaml, overrides: ['task.epochs=2']}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    suite = load_suite(Path("suites") / "suite.yaml")
+    assert suite.entries[0].name == "tiny"
+    assert suite.entries[0].spec.task.epochs == 2
+    assert suite.entries[0].spec_path == str((tmp_path / "suites" / "one.yaml").resolve())
+
+
+BAD_SUITES = [
+    ({"entries": []}, r"entries: must have at least 1 item"),
+    ({"entries": [{"name": "a"}]}, r"entries\.a: give exactly one of spec .* or spec_path"),
+    (
+        {"entries": [{"spec": BASE, "spec_path": "x.yaml"}]},
+        r"entries\.0: give exactly one of spec",
+    ),
+    (
+        {"entries": [{"name": "a", "spec": BASE, "spec_file": "x"}]},
+        r"entries\.a\.spec_file: unknown key \(accepted: name, spec, spec_path, overrides\)",
+    ),
+    (
+        {"entries": [{"name": "a", "spec": _with({"task.epochs": 0})}]},
+        r"entries\.a\.spec\.task\.epochs: must be at least 1, but got 0",
+    ),
+    (
+        {"entries": [{"spec": _with({"seeds": []})}]},
+        r"entries\.0\.spec\.seeds: must have at least 1 item",
+    ),
+    (
+        {"entries": [{"name": "b", "spec_path": "nope.yaml"}]},
+        r"entries\.b\.spec_path: spec file '.*nope\.yaml' not found",
+    ),
+    (
+        {"entries": [{"name": "c", "spec": BASE, "overrides": ["task.epoch=1"]}]},
+        r"entries\.c\.overrides: --set 'task\.epoch=1': unknown key 'epoch'",
+    ),
+    (
+        {"entries": [{"name": "d", "spec": BASE}, {"name": "d", "spec": BASE}]},
+        r"entries\.d\.name: two entries are named 'd'",
+    ),
+    (
+        {"entries": [{"spec": BASE}], "thresholds": {"error_rate": 1}},
+        r"thresholds\.error_rate: unknown key \(accepted: error_rate_points, wall_time_pct,",
+    ),
+    (
+        {"entries": [{"spec": BASE}], "thresholds": {"wall_time_pct": -5}},
+        r"thresholds\.wall_time_pct: must be at least 0\.0, but got -5",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_SUITES)
+def test_bad_suite_is_refused_naming_entry_and_field(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps({"name": "nightly", **changes}))
+    with pytest.raises(SpecError, match=message):
+        load_suite(path)
