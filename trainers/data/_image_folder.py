@@ -1,0 +1,157 @@
+"""``image_folder``: images on disk, one folder per class (ImageNet style or train/ + valid/)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from trainers.data._base import ImageSource
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+RESIZE_METHODS = ("squish", "crop")
+
+
+class ImageFolder(ImageSource):
+    """Images read with PIL from ``path/<class>/*``, or ``path/train/`` + ``path/valid/``.
+
+    With the second layout (both folders present) the split is the folders' and ``valid_pct``
+    is ignored; validation classes must be a subset of the training classes. Class names are the
+    sorted folder names. Hidden folders and files with other extensions than
+    :data:`IMAGE_EXTENSIONS` are skipped. Every image is converted to RGB (greyscale, palette and
+    RGBA mix freely; alpha is dropped) and resized to a square: ``"squish"`` resizes the whole
+    image, ``"crop"`` takes the largest centred square first. Files are decoded again for every
+    image size (progressive resizing), with ``num_workers`` threads.
+
+    A class folder holding a single image is allowed and logged as a warning.
+
+    Args:
+        path: The dataset's root folder.
+        num_workers: Decoding threads; 0 decodes in the calling thread.
+        train: Name of the training folder in the train/valid layout.
+        valid: Name of the validation folder in the train/valid layout.
+        resize_method: ``"squish"`` or ``"crop"``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for a folder with no class folders, a class folder with no images, a
+            validation class unknown to training, an unknown ``resize_method``, or (when pixels
+            are read) an image file PIL cannot decode; each message names the path.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | Path,
+        num_workers: int = 0,
+        train: str = "train",
+        valid: str = "valid",
+        resize_method: str = "squish",
+    ) -> None:
+        if resize_method not in RESIZE_METHODS:
+            raise ValueError(
+                f"image_folder resize_method must be one of {RESIZE_METHODS}, "
+                f"but got {resize_method!r}."
+            )
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"image_folder path {str(root)!r} does not exist or is not a folder."
+            )
+        self.root = root
+        self.num_workers = num_workers
+        self.resize_method = resize_method
+        train_dir, valid_dir = root / train, root / valid
+        if train_dir.is_dir() != valid_dir.is_dir():
+            found, missing = (
+                (train_dir, valid_dir) if train_dir.is_dir() else (valid_dir, train_dir)
+            )
+            raise ValueError(
+                f"image_folder found {str(found)!r} but not {str(missing)!r}: use both folders "
+                f"(train/valid layout, names set by train= and valid=) or neither (class folders "
+                f"directly under {str(root)!r})."
+            )
+        if train_dir.is_dir():
+            train_files = _scan_classes(train_dir)
+            valid_files = _scan_classes(valid_dir, allowed=list(train_files))
+            self.classes = list(train_files)
+            self.files, labels = _flatten(train_files, self.classes)
+            valid_list, valid_labels = _flatten(valid_files, self.classes)
+            self.files += valid_list
+            self.labels = torch.tensor(labels + valid_labels, dtype=torch.long)
+            self.valid_mask = torch.arange(len(self.files)) >= len(labels)
+        else:
+            files = _scan_classes(root)
+            self.classes = list(files)
+            self.files, labels = _flatten(files, self.classes)
+            self.labels = torch.tensor(labels, dtype=torch.long)
+            self.valid_mask = None
+
+    def images(self, image_size: int) -> torch.Tensor:
+        def load(file: Path) -> np.ndarray:
+            return _read_rgb(file, image_size, self.resize_method)
+
+        if self.num_workers > 0:
+            with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
+                arrays = list(pool.map(load, self.files))
+        else:
+            arrays = [load(file) for file in self.files]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _scan_classes(folder: Path, *, allowed: list[str] | None = None) -> dict[str, list[Path]]:
+    """Map each class folder name under ``folder`` (sorted) to its sorted image files."""
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise ValueError(
+            f"image_folder {str(folder)!r} has no class folders: expected "
+            f"{str(folder / '<class>' / '<image>.png')!r}, or 'train/' and 'valid/' folders."
+        )
+    files: dict[str, list[Path]] = {}
+    for class_dir in class_dirs:
+        if allowed is not None and class_dir.name not in allowed:
+            raise ValueError(
+                f"image_folder validation class folder {str(class_dir)!r} has no training "
+                f"counterpart; the training classes are {allowed}."
+            )
+        images = sorted(
+            p
+            for p in class_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        if not images:
+            raise ValueError(
+                f"image_folder class folder {str(class_dir)!r} has no images "
+                f"(accepted extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})."
+            )
+        if len(images) == 1:
+            logger.warning("image_folder class folder %s has a single image.", class_dir)
+        files[class_dir.name] = images
+    return files
+
+
+def _flatten(files: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], list[int]]:
+    paths = [p for name in files for p in files[name]]
+    labels = [classes.index(name) for name in files for _ in files[name]]
+    return paths, labels
+
+
+def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
+    """Decode one file to a ``(image_size, image_size, 3)`` uint8 array."""
+    size = (image_size, image_size)
+    try:
+        with Image.open(file) as image:
+            rgb = image.convert("RGBA" if image.mode == "P" else image.mode).convert("RGB")
+            if resize_method == "crop":
+                rgb = ImageOps.fit(rgb, size, Image.Resampling.BILINEAR)
+            else:
+                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"Could not read image file {str(file)!r}: {error}") from error

@@ -1,0 +1,180 @@
+"""Dataset names -> factories, and ``make_dataloaders``, the one entry point."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from trainers.data._base import ImageSource
+from trainers.data._digits import Digits
+from trainers.data._image_folder import ImageFolder
+from trainers.data._loaders import DataLoaders
+from trainers.data._shapes import Shapes
+from trainers.data._split import split_by_mask, stratified_split
+from trainers.data._torchvision import cifar10, fashion_mnist, mnist
+from trainers.data.augment import Augment, as_augment
+
+logger = logging.getLogger(__name__)
+
+DatasetFactory = Callable[..., ImageSource]
+
+# The keywords make_dataloaders may hand a factory when its signature asks for them.
+_PROVIDED = ("seed", "path", "num_workers")
+
+DATASETS: dict[str, DatasetFactory] = {
+    "digits": Digits,
+    "shapes": Shapes,
+    "image_folder": ImageFolder,
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10,
+}
+
+
+def register_dataset(name: str, factory: DatasetFactory) -> None:
+    """Make ``make_dataloaders(name, ...)`` build its images with ``factory``.
+
+    Args:
+        name: The dataset name (must be new).
+        factory: Called with keyword arguments only: the ``dataset_kwargs`` given to
+            ``make_dataloaders``, plus ``seed``, ``path`` and ``num_workers`` when its signature
+            names them. Returns an :class:`~trainers.data.ImageSource`.
+
+    Raises:
+        ValueError: if ``name`` is already registered or ``factory`` is not callable.
+    """
+    if name in DATASETS:
+        raise ValueError(f"dataset {name!r} is already registered; pick another name.")
+    if not callable(factory):
+        raise ValueError(f"factory must be callable, but got {factory!r}.")
+    DATASETS[name] = factory
+
+
+def make_dataloaders(
+    dataset: str,
+    *,
+    image_size: int,
+    batch_size: int,
+    valid_pct: float = 0.2,
+    seed: int = 42,
+    augment: Augment | Mapping[str, Any] | str | None = None,
+    oversample: bool = False,
+    num_workers: int = 0,
+    path: str | os.PathLike[str] | None = None,
+    **dataset_kwargs: Any,
+) -> DataLoaders:
+    """Load a dataset into memory, split it by ``seed`` and wrap it in train/valid loaders.
+
+    Args:
+        dataset: One of ``DATASETS``: ``digits``, ``shapes``, ``image_folder``, ``mnist``,
+            ``fashion_mnist``, ``cifar10`` (or a name added with :func:`register_dataset`).
+        image_size: Side of the square images (positive integer).
+        batch_size: Images per batch (positive integer).
+        valid_pct: Fraction in (0, 1) of each class held out for validation (stratified).
+            Ignored, with an info log, when the dataset brings its own split (``image_folder``
+            with ``train/`` + ``valid/``).
+        seed: Fixes the split, the training order, augmentation and generated data. The split
+            depends on ``seed`` and ``valid_pct`` only, never on size, augmentation or batch size.
+        augment: None, an :class:`Augment`, a dict of its fields
+            (``{"rotate": 10, "zoom": 1.1, "flip": False, "jitter": 0.1}``) or a preset name
+            (``"light"``, ``"standard"``). Applied to training batches only.
+        oversample: Draw training samples with replacement, weight ``1 / class count``.
+        num_workers: Threads decoding image files (``image_folder``); batches themselves come
+            from in-memory tensors, in process.
+        path: Folder of ``image_folder``, or root of the torchvision datasets
+            (``~/.cache/lrsweep/data`` when None).
+        **dataset_kwargs: Passed to the dataset, e.g. ``n_per_class``, ``n_classes`` (shapes),
+            ``channels`` (digits, mnist, fashion_mnist), ``download``, ``verify_checksums``.
+
+    Returns:
+        :class:`DataLoaders` on the CPU; ``.to(device)`` moves them.
+
+    Raises:
+        ValueError: for an unknown dataset name or keyword, a bad ``image_size``,
+            ``batch_size``, ``valid_pct``, ``seed``, ``num_workers`` or ``augment``, or
+            ``image_folder`` without ``path``; each message names the argument and what it
+            accepts. Dataset errors (missing folder, corrupt image) name the path.
+
+    Example:
+        >>> dls = make_dataloaders("digits", image_size=16, batch_size=64)
+        >>> xb, yb = next(iter(dls.train))
+        >>> tuple(xb.shape), yb.dtype
+        ((64, 1, 16, 16), torch.int64)
+    """
+    factory = _check_arguments(dataset, image_size, batch_size, valid_pct, seed, num_workers)
+    augment_ = as_augment(augment)
+    if not isinstance(oversample, bool):
+        raise ValueError(f"oversample must be True or False, but got {oversample!r}.")
+    provided = {"seed": seed, "path": path, "num_workers": num_workers}
+    source = factory(**_factory_kwargs(dataset, factory, provided, dataset_kwargs))
+    if source.valid_mask is not None:
+        logger.info("%s brings its own validation split; valid_pct is ignored.", dataset)
+        train_idx, valid_idx = split_by_mask(source.valid_mask)
+    else:
+        train_idx, valid_idx = stratified_split(source.labels, valid_pct=valid_pct, seed=seed)
+    return DataLoaders(
+        source,
+        train_idx=train_idx,
+        valid_idx=valid_idx,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        augment=augment_,
+        oversample=oversample,
+    )
+
+
+def _check_arguments(
+    dataset: object,
+    image_size: object,
+    batch_size: object,
+    valid_pct: object,
+    seed: object,
+    num_workers: object,
+) -> DatasetFactory:
+    """Validate the common arguments; return the dataset's factory."""
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, but got {dataset!r}.")
+    for name, value, low in (
+        ("image_size", image_size, 1),
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+        ("num_workers", num_workers, 0),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            kind = "a positive integer" if low == 1 else "a non-negative integer"
+            raise ValueError(f"{name} must be {kind}, but got {value!r}.")
+    if (
+        not isinstance(valid_pct, int | float)
+        or isinstance(valid_pct, bool)
+        or not 0 < valid_pct < 1
+    ):
+        raise ValueError(f"valid_pct must be a number in (0, 1), but got {valid_pct!r}.")
+    return DATASETS[dataset]
+
+
+def _factory_kwargs(
+    dataset: str,
+    factory: DatasetFactory,
+    provided: dict[str, Any],
+    dataset_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """The keywords ``factory`` accepts: the user's dataset kwargs plus seed / path / workers."""
+    params = inspect.signature(factory).parameters
+    accepted = [n for n in params if n not in _PROVIDED]
+    for key in dataset_kwargs:
+        if key not in accepted:
+            raise ValueError(
+                f"dataset {dataset!r} got an unknown keyword {key!r}; it accepts {accepted}."
+            )
+    if provided["path"] is not None and "path" not in params:
+        users = sorted(n for n, f in DATASETS.items() if "path" in inspect.signature(f).parameters)
+        raise ValueError(f"path is only used by the datasets {users}, not {dataset!r}.")
+    if "path" in params and params["path"].default is inspect.Parameter.empty:
+        if provided["path"] is None:
+            raise ValueError(f"dataset {dataset!r} needs path= (the folder holding its images).")
+    kwargs = {n: v for n, v in provided.items() if n in params}
+    return {**kwargs, **dataset_kwargs}
