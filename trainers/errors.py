@@ -25,15 +25,15 @@ class TrainingDiverged(RuntimeError):
         return (type(self), (self.epoch, self.batch, self.loss))
 
 
-class CancelBatch(Exception):  # noqa: N818 (fastai's names)
+class CancelBatch(Exception):
     """Raised by a callback to skip the rest of the current batch."""
 
 
-class CancelEpoch(Exception):  # noqa: N818
+class CancelEpoch(Exception):
     """Raised by a callback to end the current epoch early."""
 
 
-class CancelFit(Exception):  # noqa: N818
+class CancelFit(Exception):
     """Raised by a callback to end training; ``after_fit`` still runs."""
 
 

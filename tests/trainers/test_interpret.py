@@ -1,0 +1,103 @@
+"""Interpretation and the figures: confusion matrix, most confused, top losses, curves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import Interpretation, Learner, build_model, make_dataloaders
+from trainers.plots import plot_curves
+from trainers.seeding import seed_everything
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Two shared cores: one intra-op thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def interp() -> Interpretation:
+    """Five items, three classes; predictions 0,2,2,1,0 against targets 0,1,1,1,2."""
+    probs = torch.tensor(
+        [[0.8, 0.1, 0.1], [0.1, 0.2, 0.7], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]]
+    )
+    targets = torch.tensor([0, 1, 1, 1, 2])
+    losses = -probs[torch.arange(5), targets].log()
+    return Interpretation(
+        probs=probs,
+        targets=targets,
+        losses=losses,
+        classes=["a", "b", "c"],
+        images=torch.rand(5, 1, 8, 8),
+    )
+
+
+def test_confusion_matrix_rows_are_actual_classes(interp: Interpretation) -> None:
+    expected = np.array([[1, 0, 0], [0, 1, 2], [1, 0, 0]])
+    np.testing.assert_array_equal(interp.confusion_matrix(), expected)
+
+
+@pytest.mark.parametrize(
+    ("min_val", "expected"), [(1, [("b", "c", 2), ("c", "a", 1)]), (2, [("b", "c", 2)]), (3, [])]
+)
+def test_most_confused_lists_actual_predicted_count(
+    interp: Interpretation, min_val: int, expected: list
+) -> None:
+    assert interp.most_confused(min_val) == expected
+
+
+def test_top_losses_are_the_largest_first(interp: Interpretation) -> None:
+    losses, indices = interp.top_losses(2)
+    assert indices.tolist() == [4, 1]
+    assert losses.tolist() == pytest.approx([-np.log(0.1), -np.log(0.2)], rel=1e-6)
+    assert len(interp.top_losses()[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda i: i.top_losses(0), r"k must be an integer in \[1, 5\]"),
+        (lambda i: i.top_losses(6), r"k must be an integer in \[1, 5\]"),
+        (lambda i: i.most_confused(0), "min_val must be an integer >= 1"),
+    ],
+)
+def test_bad_arguments_are_explained(interp: Interpretation, call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call(interp)
+
+
+def test_plots_are_written_as_png(interp: Interpretation, tmp_path: Path) -> None:
+    cm = interp.plot_confusion_matrix(tmp_path / "cm.png")
+    top = interp.plot_top_losses(3, tmp_path / "top.png")
+    assert cm.read_bytes().startswith(PNG) and top.read_bytes().startswith(PNG)
+
+
+def test_interpretation_from_a_trained_learner_matches_validate(tmp_path: Path) -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", 3), dls, seed=0, device="cpu", progress=False)
+    learn.fit_one_cycle(2, 1e-2)
+    interp = Interpretation.from_learner(learn)
+    cm = interp.confusion_matrix()
+    assert cm.sum() == 60
+    assert np.trace(cm) / 60 == pytest.approx(learn.validate()["accuracy"])
+    assert interp.classes == dls.classes
+    assert 0.0 <= interp.images.min() and interp.images.max() <= 1.0
+    assert interp.plot_top_losses(4, tmp_path / "top.png").read_bytes().startswith(PNG)
+    curves = plot_curves(learn.history, tmp_path / "curves.png")
+    assert curves.read_bytes().startswith(PNG)
+
+
+def test_plot_curves_refuses_an_empty_history(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="history is empty"):
+        plot_curves([], tmp_path / "c.png")

@@ -1,0 +1,355 @@
+"""Learner: schedules per step, layer groups, freezing, state, resume, precompute, errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers import Callback, CancelFit, Learner, TrainingDiverged, build_model, make_dataloaders
+from trainers.callbacks import SaveModelCallback
+from trainers.seeding import seed_everything
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Two shared cores: one intra-op thread avoids oversubscription (10x faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_learner(seed: int = 0, *, augment=None, **kwargs) -> Learner:
+    """A simple_cnn on 'shapes' at 16 px: 240 train images in 8 batches, 60 valid."""
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32, augment=augment)
+    seed_everything(seed)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    return Learner(model, dls, seed=seed, device="cpu", progress=False, **kwargs)
+
+
+def without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in history]
+
+
+def closed_one_cycle(pos: float, lr_max: float, pct: float, div: float, div_final: float) -> float:
+    if pos < pct:
+        return lr_max / div + (lr_max - lr_max / div) * (1 - math.cos(math.pi * pos / pct)) / 2
+    p = (pos - pct) / (1 - pct)
+    return lr_max + (lr_max / div_final - lr_max) * (1 - math.cos(math.pi * p)) / 2
+
+
+class StopAfter(Callback):
+    order = 20  # after SaveModelCallback (10) has saved the epoch
+
+    def __init__(self, n_epochs: int) -> None:
+        self.n_epochs = n_epochs
+
+    def after_epoch(self) -> None:
+        if self.learn.epoch + 1 >= self.n_epochs:
+            raise CancelFit
+
+
+# ----------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("opt", ["adamw", "sgd"])
+def test_fit_one_cycle_lr_and_momentum_traces_match_the_closed_form(opt: str) -> None:
+    learn = make_learner(opt=opt)
+    learn.fit_one_cycle(2, 1e-2, pct_start=0.3, div=20.0, div_final=1e4, moms=(0.95, 0.85, 0.9))
+    total = 2 * learn.n_iter
+    assert len(learn.recorder.lrs) == total == 16
+    for i, (lr, mom) in enumerate(zip(learn.recorder.lrs, learn.recorder.moms, strict=True)):
+        pos = i / total
+        assert lr == pytest.approx(closed_one_cycle(pos, 1e-2, 0.3, 20.0, 1e4), rel=1e-12)
+        warm = pos < 0.3
+        start, end = (0.95, 0.85) if warm else (0.85, 0.9)
+        p = pos / 0.3 if warm else (pos - 0.3) / 0.7
+        assert mom == pytest.approx(
+            start + (end - start) * (1 - math.cos(math.pi * p)) / 2, rel=1e-12
+        )
+    assert learn.history[-1]["lr"] == learn.recorder.lrs[-1]
+    group = learn.opt.param_groups[0]  # every group cycles, not only the recorded top one
+    assert (group["betas"][0] if opt == "adamw" else group["momentum"]) == learn.recorder.moms[-1]
+
+
+def test_fit_sgdr_lr_trace_restarts_like_the_closed_form() -> None:
+    learn = make_learner()
+    learn.fit_sgdr(2, 1, 1e-2, cycle_mult=2)  # 1 + 2 = 3 epochs
+    n = learn.n_iter
+    assert len(learn.history) == 3 and len(learn.recorder.lrs) == 3 * n
+    for i, lr in enumerate(learn.recorder.lrs):
+        epoch_pos = i / n
+        start, length = (0.0, 1.0) if epoch_pos < 1 else (1.0, 2.0)
+        expected = 1e-2 * (1 + math.cos(math.pi * (epoch_pos - start) / length)) / 2
+        assert lr == pytest.approx(expected, rel=1e-12)
+    assert learn.recorder.lrs[n] == pytest.approx(1e-2)  # the restart
+    assert set(learn.recorder.moms) == {0.9}
+
+
+def test_fit_keeps_a_constant_rate() -> None:
+    learn = make_learner(opt="sgd")
+    learn.fit(1, 0.05)
+    assert learn.recorder.lrs == [0.05] * learn.n_iter
+    assert learn.recorder.moms == [0.9] * learn.n_iter
+
+
+@pytest.mark.parametrize(
+    ("lr", "expected"),
+    [
+        (slice(1e-4, 1e-2), [1e-4, 1e-3, 1e-2]),
+        ((1e-4, 1e-2), [1e-4, 1e-3, 1e-2]),
+        (slice(1e-2), [1e-3, 1e-3, 1e-2]),
+        (3e-3, [3e-3, 3e-3, 3e-3]),
+    ],
+)
+def test_discriminative_rates_per_param_group(lr, expected: list[float]) -> None:
+    learn = make_learner()
+    learn.fit(1, lr)
+    assert learn.group_lrs == pytest.approx(expected, rel=1e-12)
+    learn.fit_one_cycle(1, lr)
+    ratios = [g / learn.group_lrs[-1] for g in learn.group_lrs]
+    assert ratios == pytest.approx([e / expected[-1] for e in expected], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "lr",
+    [
+        0,
+        -1e-3,
+        float("nan"),
+        float("inf"),
+        (1e-2, 1e-4),
+        slice(1e-2, 1e-4),
+        slice(1e-4, 1e-2, 2),
+        "fast",
+    ],
+)
+def test_invalid_lr_is_rejected_naming_the_argument(lr) -> None:
+    learn = make_learner()
+    with pytest.raises(ValueError, match=r"^lr "):
+        learn.fit(1, lr)
+    with pytest.raises(ValueError, match=r"^lr_max "):
+        learn.fit_one_cycle(1, lr)
+    assert learn.history == []
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda learn: learn.fit(0, 1e-3), "epochs must be an integer >= 1"),
+        (
+            lambda learn: learn.fit_one_cycle(2, 1e-3, start_epoch=3),
+            r"start_epoch must be an integer in \[0, epochs=2\]",
+        ),
+        (
+            lambda learn: learn.fit_one_cycle(2, 1e-3, pct_start=2.0),
+            r"pct_start must be a number in \[0, 1\]",
+        ),
+        (lambda learn: learn.fit_sgdr(2, 0, 1e-3), "cycle_len must be an integer >= 1"),
+        (
+            lambda learn: learn.fine_tune(1, freeze_epochs=-1),
+            "freeze_epochs must be an integer >= 0",
+        ),
+        (lambda learn: learn.freeze_to(5), r"n must be an integer in \[-3, 3\]"),
+        (lambda learn: learn.set_lrs([1e-3]), r"lrs must have one rate per layer group \(3\)"),
+    ],
+)
+def test_bad_fit_arguments_are_explained(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call(make_learner())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"opt": "rmsprop"}, r"opt must be one of \['adamw', 'adam', 'sgd'\]"),
+        ({"metrics": ["f1"]}, r"metrics must be names from \['error_rate', 'accuracy'\]"),
+        ({"wd": -0.1}, "wd must be a finite number >= 0"),
+        ({"callbacks": [object()]}, "callbacks must be Callback instances"),
+    ],
+)
+def test_bad_learner_arguments_are_explained(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_learner(**kwargs)
+
+
+# ----------------------------------------------------------------------------- freezing
+def test_freeze_keeps_the_body_fixed_but_batchnorm_trainable() -> None:
+    learn = make_learner()
+    learn.freeze()
+    assert learn.frozen_groups == 2
+    conv, bn = learn.model.body[0][0], learn.model.body[0][1]
+    conv_before, bn_before = conv.weight.detach().clone(), bn.weight.detach().clone()
+    head_before = learn.model.head[-1].weight.detach().clone()
+    learn.fit(1, 1e-2)
+    assert torch.equal(conv.weight, conv_before)
+    assert conv.weight.grad is None and not conv.weight.requires_grad
+    assert bn.weight.requires_grad and not torch.equal(bn.weight, bn_before)
+    assert not torch.equal(learn.model.head[-1].weight, head_before)
+    learn.unfreeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+    learn.fit(1, 1e-2)
+    assert not torch.equal(conv.weight, conv_before)
+
+
+def test_fine_tune_runs_frozen_then_unfrozen_with_discriminative_rates() -> None:
+    learn = make_learner()
+    learn.fine_tune(2, 4e-3, freeze_epochs=1, lr_mult=100)
+    assert [r["phase"] for r in learn.history] == ["frozen", "unfrozen", "unfrozen"]
+    assert learn.frozen_groups == 0 and learn.phase is None
+    assert learn.group_lrs[0] / learn.group_lrs[-1] == pytest.approx(1 / 100)
+    last_pos = (2 * learn.n_iter - 1) / (2 * learn.n_iter)  # unfrozen: base_lr halved
+    assert learn.group_lrs[-1] == pytest.approx(closed_one_cycle(last_pos, 2e-3, 0.25, 25, 1e5))
+
+
+# ----------------------------------------------------------------------------- state
+def test_two_runs_with_the_same_seed_have_identical_histories() -> None:
+    histories = []
+    for _ in range(2):
+        learn = make_learner(seed=3)
+        learn.fit_one_cycle(2, 1e-2)
+        histories.append(without_time(learn.history))
+    assert histories[0] == histories[1]
+    assert set(histories[0][0]) == {
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        "error_rate",
+        "accuracy",
+        "lr",
+    }
+
+
+def test_save_then_load_gives_identical_predictions_and_history(tmp_path: Path) -> None:
+    learn = make_learner()
+    learn.fit_one_cycle(1, 1e-2)
+    path = learn.save(tmp_path / "ckpt" / "model.pt")
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left
+    other = make_learner(seed=9).load(path)
+    images = learn.dls.valid_images[:8]
+    assert torch.equal(other.predict(images), learn.predict(images))
+    assert other.history == learn.history and other.resume_epoch == 1
+
+
+def test_fit_one_cycle_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    full = make_learner()
+    full.fit_one_cycle(4, 1e-2)
+    ckpt = tmp_path / "epoch_{epoch}.pt"
+    first = make_learner(callbacks=[SaveModelCallback(ckpt, every_epoch=True), StopAfter(2)])
+    first.fit_one_cycle(4, 1e-2)
+    assert len(first.history) == 2
+    resumed = make_learner(seed=5).load(tmp_path / "epoch_1.pt")
+    assert resumed.resume_epoch == 2
+    resumed.fit_one_cycle(4, 1e-2, start_epoch=resumed.resume_epoch)
+    n = full.n_iter
+    assert resumed.recorder.lrs == full.recorder.lrs[2 * n :]
+    assert without_time(resumed.history) == without_time(full.history)
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def test_snapshot_restore_puts_everything_back() -> None:
+    learn = make_learner()
+    learn.fit(1, 1e-2)
+    snap = learn.snapshot()
+    weights = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    learn.freeze()
+    learn.set_lrs([1.0, 1.0, 1.0])
+    for xb, yb in learn.dls.train:
+        learn.one_batch(xb, yb)
+    learn.restore(snap)
+    assert all(torch.equal(v, weights[k]) for k, v in learn.model.state_dict().items())
+    assert learn.group_lrs == [1e-2] * 3 and learn.frozen_groups == 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not learn.model.training  # fit ended in validation (eval mode)
+
+
+# ----------------------------------------------------------------------------- precompute
+class BodyInEval(Callback):
+    """Makes a full-forward run comparable with precompute: the body never changes."""
+
+    order = 5
+
+    def before_train(self) -> None:
+        self.learn.model.body.eval()
+
+
+def test_precompute_trains_the_head_like_the_full_forward_on_a_frozen_body() -> None:
+    results = []
+    for precompute in (False, True):
+        learn = make_learner(seed=1, callbacks=[] if precompute else [BodyInEval()])
+        learn.freeze()
+        for p in learn.model.body.parameters():
+            p.requires_grad_(False)  # BatchNorm too: precompute never trains the body
+        learn.fit_one_cycle(2, 1e-2, precompute=precompute)
+        results.append(learn)
+    full, cached = results
+    for (name, a), b in zip(
+        full.model.head.state_dict().items(), cached.model.head.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+    for a, b in zip(full.history, cached.history, strict=True):
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert cached.validate()["valid_loss"] == pytest.approx(
+        cached.history[-1]["valid_loss"], rel=1e-5
+    )
+
+
+def test_precompute_with_augmentation_is_refused_with_the_reason() -> None:
+    learn = make_learner(augment={"rotate": 10})
+    learn.freeze()
+    with pytest.raises(
+        ValueError, match="cached body activations would be those of the unaugmented images"
+    ):
+        learn.fit_one_cycle(1, 1e-2, precompute=True)
+
+
+def test_precompute_with_a_trainable_body_asks_to_freeze_first() -> None:
+    with pytest.raises(ValueError, match=r"call learn\.freeze\(\) first"):
+        make_learner().fit(1, 1e-2, precompute=True)
+
+
+# ----------------------------------------------------------------------------- faults
+def test_huge_lr_raises_training_diverged_with_epoch_and_batch() -> None:
+    learn = make_learner(opt="sgd")
+    with pytest.raises(TrainingDiverged, match="at epoch 0, batch 1") as info:
+        learn.fit(1, 1e30)
+    assert (info.value.epoch, info.value.batch) == (0, 1)
+    assert math.isnan(info.value.loss)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_validate_get_preds_and_predict_agree() -> None:
+    learn = make_learner()
+    learn.fit(1, 1e-2)
+    metrics = learn.validate()
+    assert metrics == {k: learn.history[-1][k] for k in ("valid_loss", "error_rate", "accuracy")}
+    probs, targets, losses = learn.get_preds()
+    assert probs.shape == (60, 3) and targets.shape == losses.shape == (60,)
+    assert losses.mean().item() == pytest.approx(metrics["valid_loss"], rel=1e-5)
+    assert (probs.argmax(1) == targets).float().mean().item() == pytest.approx(metrics["accuracy"])
+    single = learn.predict(learn.dls.valid_images[0])
+    assert single.shape == (3,) and single.sum().item() == pytest.approx(1.0, rel=1e-6)
+    assert torch.allclose(single, probs[0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"x must be an image \(C, H, W\) or a batch"):
+        learn.predict(torch.zeros(16, 16))
+
+
+def test_tta_averages_augmented_passes_reproducibly_without_touching_the_rng() -> None:
+    learn = make_learner(augment={"rotate": 15, "zoom": 1.2})
+    learn.fit(1, 1e-2)
+    rng = torch.get_rng_state()
+    first, second = learn.tta(n=2), learn.tta(n=2)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(first["probs"], second["probs"])
+    assert first["probs"].shape == (60, 3)
+    assert first["probs"].sum(1) == pytest.approx(torch.ones(60), rel=1e-5)
+    assert first["accuracy"] == pytest.approx(1 - first["error_rate"])
+    with pytest.raises(ValueError, match=r"tta needs dls\.augment"):
+        make_learner().tta()

@@ -1,0 +1,139 @@
+"""Learner state: atomic checkpoint files and in-memory snapshots."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trainers._training import rng_from_checkpoint, rng_to_checkpoint
+from trainers.seeding import rng_state, set_rng_state
+
+if TYPE_CHECKING:
+    from trainers.learner import Learner
+
+__all__ = ["FORMAT", "load", "restore", "save", "snapshot"]
+
+FORMAT = "lrsweep.learner/1"
+"""Value of the ``format`` key of every checkpoint file."""
+
+
+def _dls_state(learn: Learner) -> dict[str, Any] | None:
+    state_dict = getattr(learn.dls, "state_dict", None)
+    return state_dict() if callable(state_dict) else None
+
+
+def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, then ``os.replace``.
+
+    The file holds ``format``, ``model`` and ``opt`` state dicts, ``history``, ``epoch`` (the
+    ``start_epoch`` that continues the interrupted schedule, ``learn.resume_epoch``), ``phase``,
+    ``frozen`` (frozen layer groups), ``rng`` (Python/NumPy/torch) and ``dls`` (the loaders'
+    shuffling/augmentation RNG), all readable with ``torch.load(weights_only=True)``. A reader
+    never sees a half-written file; the folder is created when missing.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "model": learn.model.state_dict(),
+        "opt": learn.opt.state_dict(),
+        "history": [dict(r) for r in learn.history],
+        "epoch": learn.resume_epoch,
+        "phase": learn.phase,
+        "frozen": learn.frozen_groups,
+        "rng": rng_to_checkpoint(),
+        "dls": _dls_state(learn),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(
+    learn: Learner, path: str | os.PathLike[str], *, with_opt: bool = True, with_rng: bool = True
+) -> None:
+    """Restore a :func:`save` checkpoint into ``learn`` (loaded with ``weights_only=True``).
+
+    Restores the model, the freezing, ``history``, ``resume_epoch`` and ``phase``; the optimizer
+    state when ``with_opt``; the global and data RNG states when ``with_rng`` (so training
+    continues exactly as the uninterrupted run would).
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: for a file that is not a Learner checkpoint (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"checkpoint file {str(path)!r} cannot be read safely: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(
+            f"checkpoint file {str(path)!r} is not a Learner checkpoint (format {FORMAT!r})."
+        )
+    learn.model.load_state_dict(state["model"])
+    learn.freeze_to(state["frozen"])
+    if with_opt:
+        learn.opt.load_state_dict(state["opt"])
+    learn.history = [dict(r) for r in state["history"]]
+    learn.resume_epoch = state["epoch"]
+    learn.phase = state["phase"]
+    if with_rng:
+        set_rng_state(rng_from_checkpoint(state["rng"]))
+        if state["dls"] is not None and hasattr(learn.dls, "load_state_dict"):
+            learn.dls.load_state_dict(state["dls"])
+
+
+def snapshot(learn: Learner) -> dict[str, Any]:
+    """A deep, in-memory copy of everything training can change.
+
+    Model state dict (BatchNorm buffers included), optimizer state dict (rates and momenta
+    included), every module's train/eval mode, every parameter's ``requires_grad`` and gradient,
+    the frozen layer groups, the Python/NumPy/torch RNG states and the data loaders' RNG state.
+    ``history`` and the recorder are not included (``one_batch`` never touches them).
+    """
+    model = learn.model
+    return {
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "opt": copy.deepcopy(learn.opt.state_dict()),
+        "modes": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
+        "frozen": learn.frozen_groups,
+        "rng": rng_state(),
+        "dls": copy.deepcopy(_dls_state(learn)),
+    }
+
+
+def restore(learn: Learner, snap: dict[str, Any]) -> None:
+    """Put back a :func:`snapshot`; the snapshot itself stays reusable."""
+    model = learn.model
+    model.load_state_dict(snap["model"])
+    learn.opt.load_state_dict(copy.deepcopy(snap["opt"]))
+    for module, mode in zip(model.modules(), snap["modes"], strict=True):
+        module.training = mode
+    learn.freeze_to(snap["frozen"])
+    for p, flag, grad in zip(model.parameters(), snap["requires_grad"], snap["grads"], strict=True):
+        p.requires_grad_(flag)
+        p.grad = None if grad is None else grad.clone()
+    set_rng_state(snap["rng"])
+    if snap["dls"] is not None:
+        learn.dls.load_state_dict(copy.deepcopy(snap["dls"]))

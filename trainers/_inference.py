@@ -1,0 +1,206 @@
+"""Validation, predictions, test-time augmentation and precomputed activations for Learner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers._training import METRICS, per_item_loss
+
+if TYPE_CHECKING:
+    from trainers.learner import Learner
+
+__all__ = ["evaluate", "fit_loaders", "get_preds", "predict", "tta"]
+
+
+@torch.no_grad()
+def _logits(
+    learn: Learner,
+    loader: Iterable[Any],
+    forward: nn.Module,
+    augment: Any = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and targets over ``loader`` in eval mode, concatenated on the device."""
+    learn.model.eval()
+    outs, targets = [], []
+    for xb, yb in loader:
+        xb = xb.to(learn.device, non_blocking=True)
+        if augment is not None:
+            xb = augment(xb, generator=generator)
+        outs.append(forward(xb))
+        targets.append(yb.to(learn.device, non_blocking=True))
+    if not outs:
+        raise ValueError("the validation loader yields no batches; there is nothing to evaluate.")
+    return torch.cat(outs), torch.cat(targets)
+
+
+def _metrics(
+    learn: Learner, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+) -> dict[str, float]:
+    values = {"valid_loss": loss.item()}
+    for name in learn.metric_names:
+        values[name] = METRICS[name](logits, targets)
+    return values
+
+
+def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[str, float]:
+    """``{"valid_loss", <metrics>}`` over ``loader``; the loss is the item-weighted batch mean.
+
+    Runs in whatever mode the model is in (the caller puts it in eval mode).
+    """
+    total = torch.zeros((), device=learn.device)
+    outs, targets = [], []
+    with torch.no_grad():
+        for xb, yb in loader:
+            xb = xb.to(learn.device, non_blocking=True)
+            yb = yb.to(learn.device, non_blocking=True)
+            out = forward(xb)
+            total += learn.loss_func(out, yb).float() * len(yb)
+            outs.append(out)
+            targets.append(yb)
+    if not outs:
+        raise ValueError("the validation loader yields no batches; there is nothing to evaluate.")
+    logits, target = torch.cat(outs), torch.cat(targets)
+    return _metrics(learn, logits, target, total / len(target))
+
+
+def get_preds(learn: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(probs, targets, losses)`` over ``learn.dls.valid`` in its order, on the CPU."""
+    logits, targets = _logits(learn, learn.dls.valid, learn.model)
+    with torch.no_grad():
+        losses = per_item_loss(learn.loss_func, logits, targets)
+    return logits.softmax(dim=1).cpu(), targets.cpu(), losses.float().cpu()
+
+
+def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``.
+
+    Raises:
+        ValueError: for a tensor of any other rank.
+    """
+    x = torch.as_tensor(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"x must be an image (C, H, W) or a batch (N, C, H, W), but got shape {tuple(x.shape)}."
+        )
+    batch = x if x.ndim == 4 else x.unsqueeze(0)
+    learn.model.eval()
+    with torch.no_grad():
+        probs = learn.model(batch.float().to(learn.device)).softmax(dim=1).cpu()
+    return probs if x.ndim == 4 else probs[0]
+
+
+def tta(learn: Learner, n: int = 4, *, seed: int = 0) -> dict[str, Any]:
+    """Test-time augmentation over ``learn.dls.valid``.
+
+    The class probabilities of ``n`` passes with ``learn.dls.augment`` (drawn from a generator
+    seeded with ``seed``, so repeated calls agree and the training RNG is untouched) and of one
+    plain pass are averaged with equal weights.
+
+    Returns:
+        ``{"probs": (N, n_classes) CPU tensor, "valid_loss": NLL of the averaged probabilities,
+        "error_rate": ..., "accuracy": ...}``.
+
+    Raises:
+        ValueError: for ``n < 1`` or data without augmentation.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, but got {n!r}.")
+    augment = getattr(learn.dls, "augment", None)
+    if augment is None:
+        raise ValueError(
+            "tta needs dls.augment: build the data with make_dataloaders(..., augment=...)."
+        )
+    logits, targets = _logits(learn, learn.dls.valid, learn.model)
+    probs = logits.softmax(dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        aug_logits, _ = _logits(learn, learn.dls.valid, learn.model, augment, generator)
+        probs = probs + aug_logits.softmax(dim=1)
+    probs = probs / (n + 1)
+    with torch.no_grad():
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), targets)
+    result: dict[str, Any] = {"probs": probs.cpu(), "valid_loss": loss.item()}
+    result["error_rate"] = METRICS["error_rate"](probs, targets)
+    result["accuracy"] = METRICS["accuracy"](probs, targets)
+    return result
+
+
+# ----------------------------------------------------------------------------- precompute
+def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
+    """``(train loader, valid loader, forward module)`` for a fit.
+
+    Without ``precompute``: the data's own loaders and the whole model. With it: loaders over
+    the body's outputs (computed once, body in eval mode, same labels, batch size, shuffling
+    seed and current RNG state as ``dls.train``) and the head.
+
+    Raises:
+        ValueError: with ``precompute`` when the body is not frozen, the data is augmented, or
+            the model or loaders do not support it.
+    """
+    dls = learn.dls
+    if not precompute:
+        return dls.train, dls.valid, learn.model
+    if not (hasattr(learn.model, "body") and hasattr(learn.model, "head")):
+        raise ValueError(
+            "precompute=True needs a model with body and head (build_model's GroupedModel)."
+        )
+    if learn.frozen_groups < learn.n_groups - 1:
+        raise ValueError(
+            "precompute=True needs a frozen body, but the body is trainable; call learn.freeze() "
+            "first (or pass precompute=False)."
+        )
+    if getattr(dls, "augment", None) is not None or getattr(dls.train, "augment", None) is not None:
+        raise ValueError(
+            "precompute=True cannot be used with augmentation: the cached body activations "
+            "would be those of the unaugmented images, not of the augmented batches training "
+            "should see. Use precompute=False, or data built with augment=None."
+        )
+    from trainers.data import TensorLoader
+
+    if not (isinstance(dls.train, TensorLoader) and isinstance(dls.valid, TensorLoader)):
+        raise ValueError(
+            "precompute=True needs trainers.data TensorLoader loaders (make_dataloaders)."
+        )
+    body: nn.Module = learn.model.body  # type: ignore[assignment]
+    head: nn.Module = learn.model.head  # type: ignore[assignment]
+    train = _feature_loader(learn, body, dls.train)
+    train.load_state_dict(dls.train.state_dict())
+    return train, _feature_loader(learn, body, dls.valid), head
+
+
+@torch.no_grad()
+def _feature_loader(learn: Learner, body: nn.Module, loader: Any) -> Any:
+    """A TensorLoader like ``loader`` whose 'images' are the body's outputs."""
+    from trainers.data import TensorLoader
+
+    body.eval()
+    size = loader.batch_size
+    n = len(loader.labels)
+    if n == 0:
+        raise ValueError("precompute=True found an empty loader; there is nothing to cache.")
+    chunks = [
+        body(loader.normalise(loader.images[i : i + size]).to(learn.device))
+        for i in range(0, n, size)
+    ]
+    features = torch.cat(chunks)
+    if features.ndim != 4:
+        raise ValueError(
+            "precompute=True needs a body returning (N, C, H, W) maps, but got "
+            f"{tuple(features.shape)}."
+        )
+    return TensorLoader(
+        features,
+        loader.labels,
+        batch_size=size,
+        shuffle=loader.shuffle,
+        sample_weights=loader.sample_weights,
+        seed=loader.seed,
+        drop_single=loader.drop_single,
+        device=learn.device,
+    )

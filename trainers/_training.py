@@ -1,0 +1,177 @@
+"""Pure helpers behind Learner: learning-rate parsing, metrics, optimizers, checkpoint encoding."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.seeding import rng_state
+
+__all__ = [
+    "DEFAULT_MOM",
+    "METRICS",
+    "OPTIMIZERS",
+    "LRSpec",
+    "accuracy",
+    "error_rate",
+    "layer_groups",
+    "make_optimizer",
+    "per_item_loss",
+    "resolve_lrs",
+    "rng_from_checkpoint",
+    "rng_to_checkpoint",
+]
+
+LRSpec = float | tuple[float, float] | slice
+"""A learning rate: one value, a ``(lo, hi)`` pair or ``slice(lo, hi)``, or ``slice(hi)``."""
+
+DEFAULT_MOM = 0.9
+"""Momentum (Adam's beta1) used outside one-cycle schedules."""
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+def _positive_lr(value: Any, name: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    return float(value)
+
+
+def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
+    """One learning rate per layer group, earliest group first.
+
+    Args:
+        lr: A number (every group); ``(lo, hi)`` or ``slice(lo, hi)`` (geometric spread from
+            ``lo`` for the first group to ``hi`` for the last); ``slice(hi)`` (``hi`` for the last
+            group, ``hi / 10`` for the others, as fastai).
+        n_groups: Number of layer groups, ``>= 1``.
+        name: Argument name used in error messages.
+
+    Raises:
+        ValueError: for a rate that is not a finite number > 0, ``lo > hi``, a slice step, or
+            any other type (the message names ``name``).
+
+    Example:
+        >>> resolve_lrs(slice(1e-4, 1e-2), 3)
+        [0.0001, 0.001, 0.01]
+    """
+    if isinstance(lr, slice):
+        if lr.step is not None:
+            raise ValueError(f"{name} as a slice takes no step, but got {lr!r}.")
+        if lr.start is None:
+            hi = _positive_lr(lr.stop, name)
+            return [hi / 10] * (n_groups - 1) + [hi]
+        lo, hi = lr.start, lr.stop
+    elif isinstance(lr, tuple) and len(lr) == 2:
+        lo, hi = lr
+    elif isinstance(lr, int | float) and not isinstance(lr, bool):
+        return [_positive_lr(lr, name)] * n_groups
+    else:
+        raise ValueError(
+            f"{name} must be a number, a (lo, hi) tuple, slice(lo, hi) or slice(hi), "
+            f"but got {lr!r}."
+        )
+    lo, hi = _positive_lr(lo, name), _positive_lr(hi, name)
+    if lo > hi:
+        raise ValueError(f"{name} must have lo <= hi, but got lo={lo!r} and hi={hi!r}.")
+    if n_groups == 1:
+        return [hi]
+    rates = [lo * (hi / lo) ** (i / (n_groups - 1)) for i in range(n_groups)]
+    rates[0], rates[-1] = lo, hi
+    return rates
+
+
+def error_rate(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction of wrong arg-max predictions."""
+    return (logits.argmax(dim=1) != targets).float().mean().item()
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction of right arg-max predictions."""
+    return (logits.argmax(dim=1) == targets).float().mean().item()
+
+
+METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
+    "error_rate": error_rate,
+    "accuracy": accuracy,
+}
+"""Metric name -> ``f(logits, targets) -> float`` over the whole validation set."""
+
+
+def layer_groups(model: nn.Module) -> list[nn.Module]:
+    """``model.layer_groups()`` when the model has them, else the model as one group."""
+    groups = getattr(model, "layer_groups", None)
+    return list(groups()) if callable(groups) else [model]
+
+
+def make_optimizer(name: str, groups: Sequence[nn.Module], *, wd: float) -> torch.optim.Optimizer:
+    """An optimizer with one parameter group per layer group (each parameter in one group).
+
+    ``adamw``: decoupled weight decay, betas ``(0.9, 0.99)``, eps 1e-5 (fastai's defaults);
+    ``adam``: the same with L2 weight decay; ``sgd``: momentum 0.9 and L2 weight decay.
+    """
+    seen: set[int] = set()
+    param_groups = []
+    for group in groups:
+        params = [p for p in group.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        param_groups.append({"params": params})
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=1e-3, momentum=DEFAULT_MOM, weight_decay=wd)
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return cls(param_groups, lr=1e-3, betas=(DEFAULT_MOM, 0.99), eps=1e-5, weight_decay=wd)
+
+
+def per_item_loss(
+    loss_func: Callable[..., torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """The loss of every item: ``reduction="none"`` for torch losses, one call per item else."""
+    if isinstance(loss_func, nn.modules.loss._Loss):
+        unreduced = copy.copy(loss_func)
+        unreduced.reduction = "none"
+        return unreduced(logits, targets)
+    if loss_func is F.cross_entropy:
+        return F.cross_entropy(logits, targets, reduction="none")
+    return torch.stack(
+        [loss_func(logits[i : i + 1], targets[i : i + 1]) for i in range(len(targets))]
+    )
+
+
+def rng_to_checkpoint() -> dict[str, Any]:
+    """:func:`trainers.seeding.rng_state` in types that ``torch.load(weights_only=True)`` reads."""
+    state = rng_state()
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    state["numpy"] = {
+        "kind": kind,
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+    version, internal, gauss = state["python"]
+    state["python"] = {"version": version, "state": list(internal), "gauss": gauss}
+    return state
+
+
+def rng_from_checkpoint(saved: dict[str, Any]) -> dict[str, Any]:
+    """Invert :func:`rng_to_checkpoint` into the form :func:`set_rng_state` takes."""
+    np_state = saved["numpy"]
+    py_state = saved["python"]
+    state = dict(saved)
+    state["numpy"] = (
+        np_state["kind"],
+        np_state["keys"].numpy().astype(np.uint32),
+        np_state["pos"],
+        np_state["has_gauss"],
+        np_state["cached"],
+    )
+    state["python"] = (py_state["version"], tuple(py_state["state"]), py_state["gauss"])
+    return state

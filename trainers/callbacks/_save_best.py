@@ -1,0 +1,53 @@
+"""SaveModelCallback: save the best model (or every epoch) with ``learn.save``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainers.callbacks._tracker import TrackerCallback
+
+__all__ = ["SaveModelCallback"]
+
+
+class SaveModelCallback(TrackerCallback):
+    """Save a checkpoint whenever ``monitor`` improves, or after every epoch.
+
+    Args:
+        path: Checkpoint file for :meth:`Learner.save`. With ``every_epoch=True`` it may contain
+            ``{epoch}`` (e.g. ``"ckpt/epoch_{epoch}.pt"``) to keep one file per epoch; otherwise
+            the file is overwritten.
+        monitor: History key deciding which epoch is best (default ``"valid_loss"``).
+        every_epoch: Save after every epoch instead of only on improvement.
+        min_delta: Smallest change that counts as an improvement.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy).
+
+    Attributes:
+        best, best_epoch: Best value and its epoch.
+        last_saved: Path of the last checkpoint written, or None.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        monitor: str = "valid_loss",
+        every_epoch: bool = False,
+        *,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
+        super().__init__(monitor, min_delta=min_delta, mode=mode)
+        if not isinstance(path, str | os.PathLike):
+            raise ValueError(f"path must be a file path, but got {path!r}.")
+        self.path = str(path)
+        self.every_epoch = every_epoch
+        self.last_saved: Path | None = None
+
+    def after_epoch(self) -> None:
+        improved = self._improved()
+        if self.every_epoch or improved:
+            target = Path(
+                self.path.format(epoch=self.learn.epoch) if self.every_epoch else self.path
+            )
+            self.learn.save(target)
+            self.last_saved = target

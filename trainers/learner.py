@@ -1,0 +1,503 @@
+"""Learner: a model, its data, an optimizer and the fastai training loop with explicit events.
+
+Example:
+    >>> from trainers import Learner, build_model, make_dataloaders
+    >>> dls = make_dataloaders("digits", image_size=16, batch_size=64)
+    >>> model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    >>> learn = Learner(model, dls, seed=0)
+    >>> learn.fit_one_cycle(2, 1e-2)  # doctest: +SKIP
+    >>> learn.history[-1]["error_rate"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainers import _checkpoint, _inference, _loop
+from trainers._training import (
+    DEFAULT_MOM,
+    METRICS,
+    OPTIMIZERS,
+    LRSpec,
+    layer_groups,
+    make_optimizer,
+    resolve_lrs,
+)
+from trainers.callbacks import EVENTS, Callback, ProgressCallback, Recorder
+from trainers.errors import CallbackError, CancelBatch, CancelEpoch, CancelFit, TrainingDiverged
+from trainers.schedules import one_cycle_lr, one_cycle_mom, sgdr_lr, sgdr_total_epochs
+from trainers.seeding import seed_everything
+
+__all__ = ["Learner"]
+
+logger = logging.getLogger(__name__)
+
+_PASS_THROUGH = (CancelBatch, CancelEpoch, CancelFit, CallbackError, TrainingDiverged)
+_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def _check_int(name: str, value: Any, *, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
+    return value
+
+
+class Learner:
+    """Trains ``model`` on ``dls`` with fastai's schedules, callbacks and layer groups.
+
+    Args:
+        model: Usually a :class:`~trainers.models.GroupedModel`; any module works (one group).
+        dls: Data with ``train`` and ``valid`` loaders of ``(images, labels)`` batches
+            (:func:`trainers.data.make_dataloaders`); moved to ``device`` when it has ``to``.
+        loss_func: ``f(logits, targets) -> batch mean loss``; cross-entropy when None.
+        opt: ``"adamw"`` (decoupled weight decay, betas ``(mom, 0.99)``), ``"adam"`` or
+            ``"sgd"`` (momentum); one parameter group per layer group.
+        wd: Weight decay, ``>= 0``.
+        metrics: Names from ``trainers._training.METRICS`` computed after every epoch.
+        callbacks: Extra :class:`~trainers.callbacks.Callback` instances.
+        seed: When given, seeds Python, NumPy and torch now (build the model after
+            ``seed_everything`` too for reproducible initial weights; the data order comes from
+            the loaders' own seed).
+        device: Where to train; CUDA when available, else CPU, when None.
+        progress: Show a progress bar: True, False, or None (only when stdout is a terminal).
+
+    Raises:
+        ValueError: for an unknown ``opt`` or metric, a negative ``wd``, data without
+            ``train`` / ``valid``, or a callback that is not a ``Callback``.
+
+    State that callbacks read: ``model, dls, opt, loss_func, epoch, n_epoch, iter, n_iter,
+    training, xb, yb, pred, loss, loss_value, metrics_values, history, recorder, phase``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dls: Any,
+        *,
+        loss_func: Callable[..., torch.Tensor] | None = None,
+        opt: str = "adamw",
+        wd: float = 0.01,
+        metrics: Sequence[str] = ("error_rate", "accuracy"),
+        callbacks: Iterable[Callback] = (),
+        seed: int | None = None,
+        device: str | torch.device | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        if opt not in OPTIMIZERS:
+            raise ValueError(f"opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
+        if not (isinstance(wd, int | float) and math.isfinite(wd) and wd >= 0):
+            raise ValueError(f"wd must be a finite number >= 0, but got {wd!r}.")
+        unknown = [m for m in metrics if m not in METRICS]
+        if isinstance(metrics, str) or unknown:
+            raise ValueError(f"metrics must be names from {list(METRICS)}, but got {metrics!r}.")
+        if not (hasattr(dls, "train") and hasattr(dls, "valid")):
+            raise ValueError(
+                f"dls must have train and valid loaders, but got {type(dls).__name__}."
+            )
+        if seed is not None:
+            seed_everything(seed)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
+        self.dls = dls.to(self.device) if hasattr(dls, "to") else dls
+        self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
+        self.metric_names: tuple[str, ...] = tuple(metrics)
+        self.opt_name, self.wd = opt, float(wd)
+        self.opt = make_optimizer(opt, layer_groups(self.model), wd=self.wd)
+        self.history: list[dict[str, Any]] = []
+        self.phase: str | None = None
+        self.epoch = self.n_epoch = self.iter = self.n_iter = self.resume_epoch = 0
+        self.training = False
+        self.xb: torch.Tensor | None = None
+        self.yb: torch.Tensor | None = None
+        self.pred: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+        self.loss_value: float | None = None
+        self.metrics_values: dict[str, float] = {}
+        self._frozen = 0
+        self._cbs: list[Callback] = []
+        self._handlers: dict[str, list[tuple[Callback, Callable[[], Any]]]] = {}
+        self.recorder = Recorder()
+        self.add_cb(self.recorder)
+        if progress or (progress is None and sys.stdout.isatty()):
+            self.add_cb(ProgressCallback())
+        for cb in callbacks:
+            self.add_cb(cb)
+
+    # ----------------------------------------------------------------- callbacks
+    @property
+    def cbs(self) -> tuple[Callback, ...]:
+        """Installed callbacks in dispatch order."""
+        return tuple(self._cbs)
+
+    def add_cb(self, cb: Callback) -> Learner:
+        """Install ``cb`` (sets ``cb.learn``); raises ValueError for a non-Callback or a repeat."""
+        if not isinstance(cb, Callback):
+            raise ValueError(f"callbacks must be Callback instances, but got {cb!r}.")
+        if any(c is cb for c in self._cbs):
+            raise ValueError(f"callback {cb.name} is already installed.")
+        cb.learn = self
+        self._cbs.append(cb)
+        self._cbs.sort(key=lambda c: c.order)
+        self._rebuild_handlers()
+        return self
+
+    def remove_cb(self, cb: Callback) -> Learner:
+        """Uninstall ``cb``; the Recorder cannot be removed (it builds ``history``)."""
+        if cb is self.recorder:
+            raise ValueError("the Recorder cannot be removed: it builds learn.history.")
+        if not any(c is cb for c in self._cbs):
+            raise ValueError(f"callback {cb!r} is not installed; installed: {self._cbs}.")
+        self._cbs = [c for c in self._cbs if c is not cb]
+        self._rebuild_handlers()
+        return self
+
+    @contextlib.contextmanager
+    def added_cbs(self, *cbs: Callback) -> Iterator[Learner]:
+        """Install ``cbs`` for the duration of a ``with`` block."""
+        for cb in cbs:
+            self.add_cb(cb)
+        try:
+            yield self
+        finally:
+            for cb in cbs:
+                self.remove_cb(cb)
+
+    @contextlib.contextmanager
+    def removed_cbs(self, *cbs: Callback) -> Iterator[Learner]:
+        """Uninstall ``cbs`` for the duration of a ``with`` block, then put them back."""
+        for cb in cbs:
+            self.remove_cb(cb)
+        try:
+            yield self
+        finally:
+            for cb in cbs:
+                self.add_cb(cb)
+
+    def _rebuild_handlers(self) -> None:
+        """Map each event to the callbacks defining it, so unused events cost one lookup."""
+        self._handlers = {
+            event: [
+                (cb, getattr(cb, event)) for cb in self._cbs if callable(getattr(cb, event, None))
+            ]
+            for event in EVENTS
+        }
+
+    def _call(self, event: str) -> None:
+        for cb, method in self._handlers[event]:
+            try:
+                method()
+            except _PASS_THROUGH:
+                raise
+            except Exception as err:
+                raise CallbackError(cb.name, event, err) from err
+
+    # ----------------------------------------------------------------- layer groups
+    @property
+    def n_groups(self) -> int:
+        """Number of layer groups (and optimizer parameter groups)."""
+        return len(self.opt.param_groups)
+
+    @property
+    def frozen_groups(self) -> int:
+        """How many leading layer groups are frozen (0 when unfrozen)."""
+        return self._frozen
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the first ``n`` layer groups (negative counts from the end, as fastai).
+
+        Parameters of frozen groups get ``requires_grad=False`` and their gradients are
+        dropped, except those of BatchNorm layers, which stay trainable (fastai's ``train_bn``).
+
+        Raises:
+            ValueError: unless ``-n_groups <= n <= n_groups``.
+        """
+        groups = layer_groups(self.model)
+        if not isinstance(n, int) or not -len(groups) <= n <= len(groups):
+            raise ValueError(
+                f"n must be an integer in [{-len(groups)}, {len(groups)}], but got {n!r}."
+            )
+        n = n % len(groups) if n < 0 else n
+        for i, group in enumerate(groups):
+            for module in group.modules():
+                trainable = i >= n or isinstance(module, _BN_TYPES)
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(trainable)
+                    if not trainable:
+                        p.grad = None
+        self._frozen = n
+
+    def freeze(self) -> None:
+        """Freeze every layer group but the head (BatchNorm stays trainable)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Make every parameter trainable."""
+        self.freeze_to(0)
+
+    @property
+    def group_lrs(self) -> list[float]:
+        """The optimizer's current learning rate per layer group, earliest first."""
+        return [float(g["lr"]) for g in self.opt.param_groups]
+
+    def set_lrs(self, lrs: Sequence[float]) -> None:
+        """Set the learning rate of every layer group (earliest first); lr_find uses this.
+
+        Raises:
+            ValueError: for a length other than :attr:`n_groups`.
+        """
+        if len(lrs) != self.n_groups:
+            raise ValueError(
+                f"lrs must have one rate per layer group ({self.n_groups}), but got {list(lrs)}."
+            )
+        for group, lr in zip(self.opt.param_groups, lrs, strict=True):
+            group["lr"] = lr
+
+    def set_mom(self, mom: float) -> None:
+        """Set Adam's beta1 or SGD's momentum in every parameter group."""
+        for group in self.opt.param_groups:
+            if "betas" in group:
+                group["betas"] = (mom, group["betas"][1])
+            else:
+                group["momentum"] = mom
+
+    # ----------------------------------------------------------------- fitting
+    def fit(
+        self, epochs: int, lr: LRSpec = 1e-3, *, start_epoch: int = 0, precompute: bool = False
+    ) -> None:
+        """Train ``epochs`` epochs at a constant rate (momentum / beta1 0.9).
+
+        Args:
+            epochs: Number of epochs, ``>= 1``.
+            lr: A rate, ``(lo, hi)`` / ``slice(lo, hi)`` spread geometrically over the layer
+                groups, or ``slice(hi)`` (``hi/10`` for all but the last group).
+            start_epoch: Skip the first epochs (resume after :meth:`load`).
+            precompute: Train the head on cached body outputs (frozen body, no augmentation).
+
+        Raises:
+            ValueError: for a bad ``epochs``, ``start_epoch`` or ``lr`` (see :meth:`fit_one_cycle`).
+            TrainingDiverged: when a training loss is not finite.
+        """
+        lrs = resolve_lrs(lr, self.n_groups, name="lr")
+        _loop.fit(
+            self,
+            epochs,
+            lambda pos, epoch_pos: (lrs, DEFAULT_MOM),
+            start_epoch=start_epoch,
+            precompute=precompute,
+        )
+
+    def fit_one_cycle(
+        self,
+        epochs: int,
+        lr_max: LRSpec = 3e-3,
+        *,
+        pct_start: float = 0.25,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+        start_epoch: int = 0,
+        precompute: bool = False,
+    ) -> None:
+        """Train with the one-cycle policy, updated every batch (see :mod:`trainers.schedules`).
+
+        The rate of each group follows ``one_cycle_lr(pos, lr_max=<group's rate>, ...)`` with
+        ``pos = iteration / (epochs * batches_per_epoch)``; momentum (beta1 for Adam) goes
+        ``moms[0] -> moms[1] -> moms[2]`` inversely.
+
+        Args:
+            epochs: Total epochs of the cycle, ``>= 1``.
+            lr_max: Peak rate: a number, ``(lo, hi)``, ``slice(lo, hi)`` or ``slice(hi)``.
+            pct_start: Warm-up fraction in ``[0, 1]``.
+            div: Start rate is ``lr_max / div``.
+            div_final: Final rate is ``lr_max / div_final``.
+            moms: Momentum at the start, the peak rate and the end.
+            start_epoch: Resume the cycle at this epoch (the schedule continues where an
+                interrupted ``fit_one_cycle(epochs)`` stopped).
+            precompute: Train the head on cached body outputs.
+
+        Raises:
+            ValueError: for ``lr_max`` <= 0, NaN or ``lo > hi`` (the message names ``lr_max``),
+                ``pct_start`` outside ``[0, 1]``, or bad ``epochs`` / ``start_epoch``.
+        """
+        lrs = resolve_lrs(lr_max, self.n_groups, name="lr_max")
+        mom_max, mom_min, mom_end = moms
+
+        def hypers(pos: float, epoch_pos: float) -> tuple[list[float], float]:
+            rates = [
+                one_cycle_lr(pos, lr_max=m, pct_start=pct_start, div=div, div_final=div_final)
+                for m in lrs
+            ]
+            mom = one_cycle_mom(
+                pos, pct_start=pct_start, mom_max=mom_max, mom_min=mom_min, mom_end=mom_end
+            )
+            return rates, mom
+
+        hypers(0.0, 0.0)  # validate the schedule's arguments before training
+        _loop.fit(self, epochs, hypers, start_epoch=start_epoch, precompute=precompute)
+
+    def fit_sgdr(
+        self,
+        n_cycles: int,
+        cycle_len: int,
+        lr_max: LRSpec,
+        *,
+        cycle_mult: int = 1,
+        start_epoch: int = 0,
+        precompute: bool = False,
+    ) -> None:
+        """Cosine annealing with warm restarts for ``sgdr_total_epochs(n_cycles, ...)`` epochs.
+
+        Each group's rate is ``sgdr_lr(epoch + batch / n_batches, lr_max=<group's rate>,
+        cycle_len=cycle_len, cycle_mult=cycle_mult)``; momentum stays 0.9.
+
+        Raises:
+            ValueError: for non-integer or < 1 ``n_cycles``, ``cycle_len``, ``cycle_mult``, or a
+                bad ``lr_max``.
+        """
+        epochs = sgdr_total_epochs(n_cycles, cycle_len, cycle_mult)
+        lrs = resolve_lrs(lr_max, self.n_groups, name="lr_max")
+
+        def hypers(pos: float, epoch_pos: float) -> tuple[list[float], float]:
+            return [
+                sgdr_lr(epoch_pos, lr_max=m, cycle_len=cycle_len, cycle_mult=cycle_mult)
+                for m in lrs
+            ], DEFAULT_MOM
+
+        _loop.fit(self, epochs, hypers, start_epoch=start_epoch, precompute=precompute)
+
+    def fine_tune(
+        self,
+        epochs: int,
+        base_lr: float = 2e-3,
+        *,
+        freeze_epochs: int = 1,
+        lr_mult: float = 100,
+        pct_start: float = 0.25,
+    ) -> None:
+        """fastai's transfer-learning recipe.
+
+        Freeze, ``fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)``, halve
+        ``base_lr``, unfreeze, ``fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr),
+        pct_start=pct_start)``. History records carry ``phase`` ``"frozen"`` / ``"unfrozen"``.
+
+        Raises:
+            ValueError: for a bad ``base_lr``, ``epochs < 1``, ``freeze_epochs < 0`` or
+                ``lr_mult < 1``.
+        """
+        resolve_lrs(base_lr, 1, name="base_lr")
+        _check_int("epochs", epochs, low=1)
+        _check_int("freeze_epochs", freeze_epochs, low=0)
+        if not (isinstance(lr_mult, int | float) and lr_mult >= 1):
+            raise ValueError(f"lr_mult must be a number >= 1, but got {lr_mult!r}.")
+        previous = self.phase
+        try:
+            self.freeze()
+            if freeze_epochs:
+                self.phase = "frozen"
+                self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
+            base_lr /= 2
+            self.unfreeze()
+            self.phase = "unfrozen"
+            self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start)
+        finally:
+            self.phase = previous
+
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10,
+        num_it: int = 100,
+        *,
+        stop_div: bool = True,
+        div_factor: float = 4.0,
+        beta: float = 0.98,
+        suggest: Sequence[str] = ("valley",),
+    ) -> Any:
+        """Run the LR range test; see :func:`trainers.lr_finder.lr_find` (leaves no trace)."""
+        from trainers.lr_finder import lr_find
+
+        return lr_find(
+            self,
+            start_lr,
+            end_lr,
+            num_it,
+            stop_div=stop_div,
+            div_factor=div_factor,
+            beta=beta,
+            suggest=suggest,
+        )
+
+    def fit_recipe(self, **kwargs: Any) -> Any:
+        """Run fastai's eight-step recipe; see :func:`trainers.recipe.fit_recipe`."""
+        from trainers.recipe import fit_recipe
+
+        return fit_recipe(self, **kwargs)
+
+    def one_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        """One training step without callbacks, schedules or records: forward, backward, step.
+
+        Puts the model in training mode and uses the optimizer's current rates (set them with
+        :meth:`set_lrs`). For tools such as ``lr_find`` that drive the optimizer themselves;
+        pair with :meth:`snapshot` / :meth:`restore` to leave no trace.
+
+        Returns:
+            The batch loss as a float (may be NaN or inf; nothing is raised).
+        """
+        self.model.train()
+        loss = self.loss_func(self.model(xb.to(self.device)), yb.to(self.device))
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    # ----------------------------------------------------------------- evaluation
+    def validate(self) -> dict[str, float]:
+        """``{"valid_loss", <metrics>}`` of the current model on ``dls.valid`` (eval mode)."""
+        self.training = False
+        self.model.eval()
+        return _inference.evaluate(self, self.dls.valid, self.model)
+
+    def get_preds(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(probs, targets, losses)`` over ``dls.valid`` in its order, on the CPU."""
+        return _inference.get_preds(self)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``."""
+        return _inference.predict(self, x)
+
+    def tta(self, n: int = 4) -> dict[str, Any]:
+        """Test-time augmentation; see :func:`trainers._inference.tta`."""
+        return _inference.tta(self, n)
+
+    # ----------------------------------------------------------------- state
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write model, optimizer, history, epoch, freezing and RNG states atomically.
+
+        See :func:`trainers._checkpoint.save`. Returns the path written.
+        """
+        return _checkpoint.save(self, path)
+
+    def load(
+        self, path: str | os.PathLike[str], *, with_opt: bool = True, with_rng: bool = True
+    ) -> Learner:
+        """Restore a :meth:`save` file; see :func:`trainers._checkpoint.load`."""
+        _checkpoint.load(self, path, with_opt=with_opt, with_rng=with_rng)
+        return self
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep in-memory copy of the state; see :func:`trainers._checkpoint.snapshot`."""
+        return _checkpoint.snapshot(self)
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Put back a :meth:`snapshot` exactly (weights, optimizer, modes, flags, grads, RNG)."""
+        _checkpoint.restore(self, snap)

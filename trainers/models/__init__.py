@@ -1,0 +1,142 @@
+"""Models with named layer groups: ``build_model(arch, n_classes)`` returns a GroupedModel.
+
+Example:
+    >>> model = build_model("simple_cnn", n_classes=10, in_channels=1)
+    >>> [type(g).__name__ for g in model.layer_groups()]
+    ['Sequential', 'Sequential', 'Sequential']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from trainers.models._base import AdaptiveConcatPool2d, GroupedModel, create_head
+from trainers.models._resnet import RESNETS, resnet, torchvision_weights
+from trainers.models._simple_cnn import simple_cnn
+
+__all__ = ["ARCHS", "AdaptiveConcatPool2d", "GroupedModel", "build_model", "create_head"]
+
+logger = logging.getLogger(__name__)
+
+ARCHS = ("simple_cnn", *RESNETS)
+
+
+def build_model(
+    arch: str,
+    n_classes: int,
+    *,
+    pretrained: str | os.PathLike[str] | None = None,
+    in_channels: int = 3,
+) -> GroupedModel:
+    """Build a classifier with layer groups for discriminative rates and freezing.
+
+    Args:
+        arch: One of :data:`ARCHS`: ``"simple_cnn"`` (four conv-bn-relu stages, CPU-friendly,
+            8 px and up), ``"resnet18"``, ``"resnet34"`` (torchvision).
+        n_classes: Number of outputs, ``>= 1``.
+        pretrained: None (random init); a path to a state dict, loaded with
+            ``torch.load(weights_only=True)`` - either this project's model / checkpoint
+            (``learn.save``) or, for resnets, a torchvision-format state dict; or a torchvision
+            weights name such as ``"IMAGENET1K_V1"`` (downloaded, or read from torch hub's cache).
+            From a file, the body must match exactly; the head is loaded only when its shapes
+            match too (same number of classes), otherwise a fresh head is kept (transfer learning).
+        in_channels: Channels of the input images, ``>= 1``.
+
+    Raises:
+        ValueError: for an unknown ``arch`` (lists :data:`ARCHS`), bad ``n_classes`` /
+            ``in_channels``, an unknown weights name, or a file that is not a safe state dict
+            for this model (the message names the file).
+        FileNotFoundError: for a path-like ``pretrained`` that does not exist.
+        RuntimeError: when torchvision weights cannot be downloaded (offline).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {list(ARCHS)}, but got {arch!r}.")
+    for name, value in (("n_classes", n_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, but got {value!r}.")
+    path = _as_path(pretrained)
+    sd = _load_state_dict(path) if path is not None else None
+    if arch == "simple_cnn":
+        if pretrained is not None and path is None:
+            raise ValueError(
+                f"pretrained={pretrained!r}: simple_cnn has no torchvision weights; "
+                "pass a state-dict file path."
+            )
+        model = simple_cnn(n_classes, in_channels=in_channels)
+    elif pretrained is not None and path is None:
+        weights = torchvision_weights(arch, str(pretrained))
+        return resnet(arch, n_classes, in_channels=in_channels, weights=weights)
+    elif sd is not None and not _is_grouped(sd):
+        return resnet(arch, n_classes, in_channels=in_channels, state_dict=sd)
+    else:
+        model = resnet(arch, n_classes, in_channels=in_channels)
+    if sd is not None and path is not None:
+        _load_grouped(model, sd, path)
+    return model
+
+
+def _as_path(pretrained: str | os.PathLike[str] | None) -> Path | None:
+    """The file behind ``pretrained``, or None for None / a weights name."""
+    if pretrained is None:
+        return None
+    if not isinstance(pretrained, str | os.PathLike):
+        raise ValueError(
+            "pretrained must be None, a file path or a torchvision weights name, "
+            f"but got {type(pretrained).__name__}."
+        )
+    path = Path(pretrained)
+    if path.is_file():
+        return path
+    text = str(pretrained)
+    if (
+        isinstance(pretrained, os.PathLike)
+        or os.sep in text
+        or text.endswith((".pt", ".pth", ".bin"))
+    ):
+        raise FileNotFoundError(f"pretrained weights file {text!r} does not exist.")
+    return None
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(path, weights_only=True)``, unwrapping a ``learn.save`` checkpoint."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"pretrained file {str(path)!r} is not a plain state dict that loads with "
+            f"weights_only=True (it may run code when unpickled, so it is refused): {err}"
+        ) from err
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(
+            f"pretrained file {str(path)!r} does not hold a state dict (name -> tensor)."
+        )
+    return dict(obj)
+
+
+def _is_grouped(sd: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("body.") for k in sd)
+
+
+def _load_grouped(model: GroupedModel, sd: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load the body strictly and the head only when every shape matches."""
+    body = {k[len("body.") :]: v for k, v in sd.items() if k.startswith("body.")}
+    head = {k[len("head.") :]: v for k, v in sd.items() if k.startswith("head.")}
+    try:
+        model.body.load_state_dict(body, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"pretrained file {str(path)!r} does not fit the {model.arch} body: {err}"
+        ) from err
+    own = model.head.state_dict()
+    if head.keys() == own.keys() and all(head[k].shape == own[k].shape for k in own):
+        model.head.load_state_dict(head)
+    else:
+        logger.info("pretrained file %s: head shapes differ, keeping a fresh head", path)

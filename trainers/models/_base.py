@@ -1,0 +1,109 @@
+"""GroupedModel: a body of stages and a head, split into layer groups."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["AdaptiveConcatPool2d", "GroupedModel", "create_head"]
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """Concatenate adaptive average and max pooling along channels (fastai's pooling)."""
+
+    def __init__(self, size: int = 1) -> None:
+        super().__init__()
+        self.avg = nn.AdaptiveAvgPool2d(size)
+        self.max = nn.AdaptiveMaxPool2d(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.max(x), self.avg(x)], dim=1)
+
+
+def create_head(
+    n_features: int, n_classes: int, *, hidden: int | None = None, ps: float = 0.5
+) -> nn.Sequential:
+    """A fastai-style classifier head on a feature map with ``n_features`` channels.
+
+    Concat pooling, flatten, then ``BatchNorm1d -> Dropout(ps/2) -> Linear(-> hidden) -> ReLU``
+    when ``hidden`` is given, and ``BatchNorm1d -> Dropout(ps) -> Linear(-> n_classes)``.
+
+    Args:
+        n_features: Channels of the body's output.
+        n_classes: Number of outputs.
+        hidden: Width of the optional hidden layer; None for a single linear layer.
+        ps: Dropout probability of the last layer, in ``[0, 1)``.
+
+    Raises:
+        ValueError: for ``n_classes < 1`` or ``ps`` outside ``[0, 1)``.
+    """
+    if not isinstance(n_classes, int) or n_classes < 1:
+        raise ValueError(f"n_classes must be an integer >= 1, but got {n_classes!r}.")
+    if not 0.0 <= ps < 1.0:
+        raise ValueError(f"ps (dropout) must be in [0, 1), but got {ps!r}.")
+    width = 2 * n_features
+    layers: list[nn.Module] = [AdaptiveConcatPool2d(), nn.Flatten()]
+    if hidden is not None:
+        layers += [
+            nn.BatchNorm1d(width),
+            nn.Dropout(ps / 2),
+            nn.Linear(width, hidden, bias=False),
+            nn.ReLU(inplace=True),
+        ]
+        width = hidden
+    layers += [nn.BatchNorm1d(width), nn.Dropout(ps), nn.Linear(width, n_classes)]
+    return nn.Sequential(*layers)
+
+
+class GroupedModel(nn.Module):
+    """``head(body(x))`` with the body's stages split into layer groups.
+
+    Args:
+        body: The feature extractor as a sequence of stages.
+        head: The classifier on the body's output.
+        group_starts: Index in ``body`` where each body layer group begins; the first must be 0.
+            With ``(0, 2)`` and a 4-stage body the groups are ``body[0:2]``, ``body[2:4]``, head.
+        arch: Name of the architecture, for display.
+
+    Raises:
+        ValueError: if ``group_starts`` does not start at 0 or is not strictly increasing within
+            the body.
+    """
+
+    def __init__(
+        self, body: nn.Sequential, head: nn.Module, *, group_starts: Sequence[int], arch: str = ""
+    ) -> None:
+        super().__init__()
+        starts = list(group_starts)
+        if (
+            not starts
+            or starts[0] != 0
+            or any(b <= a for a, b in itertools.pairwise(starts))
+            or starts[-1] >= len(body)
+        ):
+            raise ValueError(
+                "group_starts must be strictly increasing indices into the body starting at 0, "
+                f"but got {starts!r} for a body of {len(body)} stages."
+            )
+        self.body = body
+        self.head = head
+        self.group_starts = tuple(starts)
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def layer_groups(self) -> list[nn.Module]:
+        """The layer groups, earliest first and the head last.
+
+        Each body group is a fresh ``nn.Sequential`` over the body's own stage modules (shared,
+        not copied), so the same parameters appear in ``model.parameters()``.
+        """
+        bounds = [*self.group_starts, len(self.body)]
+        groups: list[nn.Module] = [
+            nn.Sequential(*self.body[a:b]) for a, b in itertools.pairwise(bounds)
+        ]
+        return [*groups, self.head]
