@@ -1,0 +1,53 @@
+"""Preflight: refuse, before anything starts, a sweep that cannot work where it is about to run.
+
+``run_sweep`` calls, in this order::
+
+    check_local_resources(spec)            # local run, before Ray starts: gpu: 1 with no GPU ...
+    check_artifact_location(tracking_uri)  # local store writable, enough free disk
+    connect(address)                       # cluster run: Ray's connection errors made clear
+    check_cluster(spec, address=address, tracking_uri=tracking_uri)
+
+Each raises :class:`PreflightError` (a ``ValueError``; the CLI exits 2) whose message names
+the spec field, node or path at fault and what to do. Nothing here starts trials, creates MLflow
+runs or writes outside a probe file that is removed at once.
+
+Example:
+    >>> from sweeps.preflight import check_local_resources
+    >>> from sweeps.spec import load_spec
+    >>> spec = load_spec("sweeps/specs/digits.yaml", overrides=["resources.gpu=1"])
+    >>> check_local_resources(spec, num_gpus=0)
+    Traceback (most recent call last):
+    PreflightError: No node can run a trial of this sweep (1 alive node(s)):
+      resources.gpu asks for 1 GPU per trial, but the largest node has 0 ...
+"""
+
+from __future__ import annotations
+
+from sweeps.preflight._check import check_cluster, connect
+from sweeps.preflight._cluster import PROBE_TIMEOUT_S, explain_connect_error
+from sweeps.preflight._local import check_local_resources, local_node
+from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
+from sweeps.preflight._resources import check_fit, label_matches, trial_request
+from sweeps.preflight._storage import (
+    check_artifact_location,
+    check_storage_shared,
+    check_tracking_reachable,
+)
+
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "NodeInfo",
+    "PreflightError",
+    "PreflightReport",
+    "check_artifact_location",
+    "check_cluster",
+    "check_fit",
+    "check_local_resources",
+    "check_storage_shared",
+    "check_tracking_reachable",
+    "connect",
+    "explain_connect_error",
+    "label_matches",
+    "local_node",
+    "trial_request",
+]

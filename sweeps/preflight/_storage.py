@@ -1,0 +1,169 @@
+"""Can every node reach the tracking store and Ray's storage, and can this one write artifacts?
+
+No Ray here: these checks take the number of alive nodes and the spec, so they are pure apart
+from :func:`check_artifact_location`, which writes a probe file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sweeps.preflight._report import PreflightError
+from sweeps.spec import StorageSpec
+from sweeps.tracking import MIN_FREE_MB, redact_uri, sqlite_path
+
+__all__ = ["check_artifact_location", "check_storage_shared", "check_tracking_reachable"]
+
+logger = logging.getLogger(__name__)
+
+_SERVER_HINT = (
+    "Start an MLflow server the workers can reach (`lrsweep server --host 0.0.0.0 "
+    "--backend-store-uri postgresql://...`, or infra/k8s/ in this repository) and pass "
+    "--tracking-uri http://HOST:5000 (or set tracking.uri / MLFLOW_TRACKING_URI)."
+)
+
+
+def _is_local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def check_tracking_reachable(tracking_uri: str, *, alive_nodes: int) -> list[str]:
+    """Refuse a tracking store the workers of a multi-node cluster cannot reach.
+
+    On one node everything is reachable. On more, trials log from their own nodes, so a SQLite
+    file or a local folder on the driver's disk cannot work; a server URI naming ``localhost`` or
+    ``127.0.0.1`` works only where the server runs on every node, so it is a warning.
+
+    Args:
+        tracking_uri: The resolved tracking URI (``sqlite:///``, a path, ``http(s)://`` ...).
+        alive_nodes: The number of alive Ray nodes.
+
+    Returns:
+        Warnings (also logged).
+
+    Raises:
+        PreflightError: for a SQLite store or a local path with more than one node alive.
+    """
+    if alive_nodes <= 1:
+        return []
+    shown = redact_uri(tracking_uri)
+    parts = urlsplit(tracking_uri)
+    scheme = parts.scheme.lower().split("+")[0] if "://" in tracking_uri else ""
+    if scheme == "sqlite":
+        raise PreflightError(
+            f"The tracking store {shown} is a SQLite file on this machine, which the "
+            f"{alive_nodes} nodes of the cluster cannot write to. {_SERVER_HINT}"
+        )
+    if scheme in ("", "file"):
+        raise PreflightError(
+            f"The tracking store {shown} is a folder on this machine, which the {alive_nodes} "
+            f"nodes of the cluster cannot write to. {_SERVER_HINT}"
+        )
+    if _is_local_host(parts.hostname):
+        warning = (
+            f"The tracking URI {shown} names {parts.hostname}, but {alive_nodes} nodes are alive: "
+            "a trial on another node would look for the store on its own machine. Use an address "
+            "every node can reach (the server's host name or Kubernetes Service name)."
+        )
+        logger.warning(warning)
+        return [warning]
+    return []
+
+
+def check_storage_shared(storage: StorageSpec, *, alive_nodes: int) -> None:
+    """Refuse a Ray ``storage_path`` that is not shared when more than one node is alive.
+
+    Trials checkpoint to ``storage.path`` from their own nodes and are restored on any node, so
+    on a multi-node cluster it must be a remote URI (``s3://``, ``gs://`` ...) or a folder every
+    node mounts, marked ``storage.shared: true`` (which :func:`check_cluster` then verifies).
+
+    Raises:
+        PreflightError: naming the path and the settings that would work.
+    """
+    if alive_nodes <= 1 or storage.is_shared:
+        return
+    where = (
+        f"storage.path {storage.path!r} is not marked shared"
+        if storage.path
+        else "storage.path is not set (Ray's default is a folder on each node)"
+    )
+    raise PreflightError(
+        f"{where}, but {alive_nodes} nodes are alive: a trial's checkpoints written on one node "
+        "could not be restored on another. Set storage.path to s3://BUCKET/PREFIX or "
+        "gs://BUCKET/PREFIX, or to a folder every node mounts together with storage.shared: true."
+    )
+
+
+def local_artifact_folder(uri_or_path: str | os.PathLike[str]) -> Path | None:
+    """The local folder behind a tracking URI or artifact location; None when it is remote.
+
+    ``sqlite:///x/mlflow.db`` gives ``x`` (the embedded store keeps its artifacts beside the
+    database), ``file:///x`` and a plain path give ``x``; ``http(s)://``, ``s3://``,
+    ``postgresql://``... give None.
+    """
+    text = os.fspath(uri_or_path)
+    db_file = sqlite_path(text)
+    if db_file is not None:
+        return db_file.parent
+    if text.startswith("file:"):
+        return Path(unquote(urlsplit(text).path))
+    if "://" in text:
+        return None
+    return Path(text).expanduser().resolve()
+
+
+def check_artifact_location(
+    uri_or_path: str | os.PathLike[str], *, min_free_mb: float = MIN_FREE_MB
+) -> Path | None:
+    """Fail before training when a local artifact folder is unwritable or nearly full.
+
+    The folder is created if missing and a probe file is written and removed. Remote locations
+    (a server, object storage) are left to their first write.
+
+    Args:
+        uri_or_path: A tracking URI (``sqlite:///.../mlflow.db`` checks its folder), a
+            ``file://`` URI or a path (an artifact root, Ray's storage path).
+        min_free_mb: Free space required, in MB.
+
+    Returns:
+        The folder checked, or None for a remote location.
+
+    Raises:
+        PreflightError: naming the folder and the reason (not creatable, not writable, or how
+            much space is free against how much is needed).
+    """
+    folder = local_artifact_folder(uri_or_path)
+    if folder is None:
+        logger.debug("artifact location %s is remote; not checked", redact_uri(str(uri_or_path)))
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lrsweep-probe-"):
+            pass
+    except OSError as error:
+        raise PreflightError(
+            f"The artifact folder {folder} is not writable ({error.strerror or error}). "
+            "Fix its permissions, or point the tracking URI / storage.path elsewhere."
+        ) from None
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < min_free_mb:
+        raise PreflightError(
+            f"The artifact folder {folder} has {free_mb:.0f} MB free, but at least "
+            f"{min_free_mb:.0f} MB are needed for checkpoints and reports. Free some space, or "
+            "point the tracking URI / storage.path at a larger disk."
+        )
+    return folder

@@ -1,0 +1,437 @@
+"""What can be checked offline about infra/: every manifest parses and agrees with the code.
+
+Images, ports, environment variable names, Secret keys, resource names and the RayJob's
+``lrsweep run`` line are read from the YAML and checked against the Dockerfile, pyproject.toml,
+Ray's own cluster-config schema, MLflow's variable names, ``sweeps.server`` and the spec loader.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
+
+from sweeps import server
+from sweeps.preflight import (
+    NodeInfo,
+    check_fit,
+    check_storage_shared,
+    check_tracking_reachable,
+)
+from sweeps.preflight._cluster import autoscaler_groups
+from sweeps.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+DOCKERFILE = (INFRA / "docker" / "Dockerfile").read_text()
+THIRD_PARTY_IMAGES = ("postgres:", "bitnami/kubectl:")  # the database; the nightly submitter
+RAY_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
+MLFLOW_PORT = 5000
+
+
+def pinned(package: str) -> str:
+    """The version pyproject.toml pins for ``package`` (``ray[tune]==2.60.0`` -> ``2.60.0``)."""
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        name, _, version = requirement.partition("==")
+        if name.split("[")[0] == package:
+            return version
+    raise LookupError(f"{package} is not pinned in pyproject.toml")
+
+
+def yaml_files() -> list[Path]:
+    return sorted([*INFRA.rglob("*.yaml"), *INFRA.rglob("*.yml")])
+
+
+def documents() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in yaml_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                yield path, doc
+
+
+def k8s_documents(kind: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (path, doc)
+        for path, doc in documents()
+        if "apiVersion" in doc and (kind is None or doc["kind"] == kind)
+    ]
+
+
+def pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pod spec in a workload: Deployment/StatefulSet/Job, RayCluster head and workers."""
+    spec = doc.get("spec", {})
+    if doc["kind"] == "RayCluster":
+        groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+        return [group["template"]["spec"] for group in groups]
+    if doc["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    if "template" in spec:
+        return [spec["template"]["spec"]]
+    return []
+
+
+def containers() -> list[tuple[Path, str, dict[str, Any]]]:
+    return [
+        (path, doc["metadata"]["name"], container)
+        for path, doc in k8s_documents()
+        for pod in pod_specs(doc)
+        for container in [*pod.get("initContainers", []), *pod["containers"]]
+    ]
+
+
+def the_one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [doc for _, doc in k8s_documents(kind) if name in (None, doc["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''} under infra/, found {len(found)}"
+    return found[0]
+
+
+LRSWEEP_IMAGE = re.search(r"^# Image: (\S+)$", DOCKERFILE, re.M).group(1)  # type: ignore[union-attr]
+
+
+# --- every file ---------------------------------------------------------------------------
+
+
+def test_the_expected_files_exist():
+    for name in (
+        "ray/cluster.yaml",
+        "k8s/raycluster.yaml",
+        "k8s/rayjob-sweep.yaml",
+        "k8s/postgres.yaml",
+        "k8s/secrets.example.yaml",
+        "docker/Dockerfile",
+        "README.md",
+    ):
+        assert (INFRA / name).is_file(), f"infra/{name} is missing"
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(INFRA)))
+def test_every_yaml_parses_into_mappings(path: Path):
+    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert docs, f"{path} holds no document"
+    assert all(isinstance(doc, dict) for doc in docs)
+
+
+def test_kubernetes_documents_have_required_fields():
+    docs = k8s_documents()
+    assert len(docs) >= 8
+    for path, doc in docs:
+        assert doc.get("kind"), f"{path}: a document without kind"
+        assert doc.get("metadata", {}).get("name"), f"{path}: a {doc['kind']} without a name"
+    names = [(doc["kind"], doc["metadata"]["name"]) for _, doc in docs]
+    assert len(names) == len(set(names)), "two documents share kind and name"
+
+
+def test_every_container_has_a_name_an_image_and_numbered_ports():
+    found = containers()
+    assert found
+    for path, owner, container in found:
+        assert container.get("name") and container.get("image"), f"{path}: {owner}"
+        for port in container.get("ports", []):
+            assert isinstance(port["containerPort"], int), f"{path}: {owner} {port}"
+
+
+def test_services_target_ports_their_pods_declare():
+    for path, service in k8s_documents("Service"):
+        selector = service["spec"]["selector"]
+        pods = [
+            pod
+            for _, doc in k8s_documents()
+            for pod in pod_specs(doc)
+            if doc["kind"] in ("Deployment", "StatefulSet")
+            and selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert pods, f"{path}: Service {service['metadata']['name']} selects no workload"
+        ports = [
+            port
+            for pod in pods
+            for container in pod["containers"]
+            for port in container.get("ports", [])
+        ]
+        declared = {port.get("name") for port in ports} | {port["containerPort"] for port in ports}
+        for port in service["spec"]["ports"]:
+            assert port.get("targetPort", port["port"]) in declared
+
+
+def test_every_referenced_secret_key_exists_in_the_example():
+    secrets = {
+        doc["metadata"]["name"]: set(doc.get("stringData", {}))
+        for _, doc in k8s_documents("Secret")
+    }
+    refs = [
+        env["valueFrom"]["secretKeyRef"]
+        for _, _, container in containers()
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    ]
+    assert refs
+    for ref in refs:
+        assert ref["key"] in secrets.get(ref["name"], set()), (
+            f"no Secret {ref['name']}/{ref['key']}"
+        )
+
+
+def test_secrets_example_holds_only_placeholders_the_server_would_accept():
+    values = {
+        key: value for _, doc in k8s_documents("Secret") for key, value in doc["stringData"].items()
+    }
+    for key, value in values.items():
+        if re.search(r"password|secret|key_id|_key$", key, re.I):
+            assert "CHANGE-ME" in value, f"{key} must be a CHANGE-ME placeholder"
+    assert "EXAMPLE ONLY" in (INFRA / "k8s" / "secrets.example.yaml").read_text()
+    admin = {
+        server.ADMIN_USERNAME_ENV: values[server.ADMIN_USERNAME_ENV],
+        server.ADMIN_PASSWORD_ENV: values[server.ADMIN_PASSWORD_ENV],
+    }
+    assert server.admin_username_from_env(admin) == "admin"  # not the stock password, 12+ chars
+
+
+# --- one image, one set of versions -------------------------------------------------------
+
+
+def test_one_lrsweep_image_everywhere_tagged_with_the_project_version():
+    assert LRSWEEP_IMAGE.rsplit(":", 1)[1] == PYPROJECT["project"]["version"]
+    images = {container["image"] for _, _, container in containers()}
+    images.add(yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())["docker"]["image"])
+    ours = {image for image in images if not image.startswith(THIRD_PARTY_IMAGES)}
+    assert ours == {LRSWEEP_IMAGE}
+    assert f"-t {LRSWEEP_IMAGE} " in DOCKERFILE  # the documented build command makes that tag
+
+
+def test_dockerfile_pins_the_project_versions_and_runs_as_non_root():
+    assert "torch==2.14.1" in DOCKERFILE and "torch==2.14.1" in PYPROJECT["project"]["dependencies"]
+    assert f"torchvision=={pinned('torchvision')}" in DOCKERFILE
+    base = re.search(r"^ARG RAY_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1)  # type: ignore[union-attr]
+    assert base.startswith(f"rayproject/ray:{pinned('ray')}-py311")
+    users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
+    assert users and users[-1] not in ("root", "0")
+
+
+def test_ray_versions_agree_with_pyproject():
+    assert the_one("RayCluster")["spec"]["rayVersion"] == pinned("ray")
+    assert ray.__version__ == pinned("ray")
+
+
+# --- ports --------------------------------------------------------------------------------
+
+
+def test_ray_head_ports_are_the_standard_ones():
+    head = the_one("RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {port["name"]: port["containerPort"] for port in head["ports"]} == RAY_PORTS
+    start = " ".join(yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())[
+        "head_start_ray_commands"
+    ])  # fmt: skip
+    for flag, port in (
+        ("--port", RAY_PORTS["gcs-server"]),
+        ("--dashboard-port", RAY_PORTS["dashboard"]),
+        ("--ray-client-server-port", RAY_PORTS["client"]),
+    ):
+        assert f"{flag}={port}" in start
+
+
+def mlflow_server_containers() -> list[dict[str, Any]]:
+    return [
+        container
+        for _, _, container in containers()
+        if container.get("command", [])[:2] == ["lrsweep", "server"]
+    ]
+
+
+def test_mlflow_server_serves_on_5000_behind_a_service_of_that_port():
+    servers = mlflow_server_containers()
+    assert servers, "no container runs `lrsweep server` under infra/"
+    for container in servers:
+        assert "--port=5000" in container["command"] and "--host=0.0.0.0" in container["command"]
+        assert {port["containerPort"] for port in container["ports"]} == {MLFLOW_PORT}
+    ports = {
+        doc["metadata"]["name"]: {port["port"] for port in doc["spec"]["ports"]}
+        for _, doc in k8s_documents("Service")
+    }
+    for uri in tracking_uris():
+        parts = urlsplit(uri)
+        assert parts.port == MLFLOW_PORT and MLFLOW_PORT in ports[str(parts.hostname)]
+
+
+def test_mlflow_server_reads_its_credentials_from_the_environment_only():
+    postgres_port = the_one("Service", "lrsweep-postgres")["spec"]["ports"][0]["port"]
+    for container in mlflow_server_containers():
+        env = {item["name"] for item in container["env"]}
+        assert {server.ADMIN_PASSWORD_ENV, server.ADMIN_USERNAME_ENV, server.SECRET_KEY_ENV} <= env
+        assert "PGPASSWORD" in env
+        for arg in container["command"]:
+            if arg.startswith(("--backend-store-uri=", "--auth-db-uri=")):
+                uri = urlsplit(arg.split("=", 1)[1])
+                assert uri.password is None, f"{arg} carries a password"
+                assert (uri.hostname, uri.port) == ("lrsweep-postgres", postgres_port)
+
+
+# --- the Ray pods and the RayJob ----------------------------------------------------------
+
+
+def ray_containers() -> list[dict[str, Any]]:
+    return [pod["containers"][0] for pod in pod_specs(the_one("RayCluster"))]
+
+
+def tracking_uris() -> list[str]:
+    uris = [
+        env["value"]
+        for container in ray_containers()
+        for env in container["env"]
+        if env["name"] == "MLFLOW_TRACKING_URI"
+    ]
+    return [*uris, entrypoint_options()["--tracking-uri"][0]]
+
+
+def test_ray_pods_carry_the_tracking_variables_the_code_reads():
+    assert "MLFLOW_TRACKING_URI" in (ROOT / "sweeps" / "tracking.py").read_text()
+    names = {"MLFLOW_TRACKING_URI", MLFLOW_TRACKING_USERNAME.name, MLFLOW_TRACKING_PASSWORD.name}
+    for container in ray_containers():
+        assert names <= {env["name"] for env in container["env"]}
+
+
+def entrypoint() -> list[str]:
+    return shlex.split(the_one("RayJob")["spec"]["entrypoint"])
+
+
+def entrypoint_options() -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
+    words = entrypoint()[3:]
+    for flag, value in zip(words[::2], words[1::2], strict=True):
+        assert flag.startswith("--"), f"unexpected word {flag!r} in the RayJob entrypoint"
+        options.setdefault(flag, []).append(value)
+    return options
+
+
+def rayjob_spec():
+    command, sub, spec_path = entrypoint()[:3]
+    assert (command, sub) == ("lrsweep", "run")
+    assert (ROOT / spec_path).is_file(), f"the RayJob's spec {spec_path} is not in the repository"
+    return load_spec(ROOT / spec_path, overrides=entrypoint_options().get("--set", []))
+
+
+def test_rayjob_entrypoint_is_a_valid_lrsweep_run_line_that_passes_preflight():
+    options = entrypoint_options()
+    assert options["--address"] == ["auto"]
+    spec = rayjob_spec()  # load_spec accepts the spec with the overrides
+    assert check_tracking_reachable(options["--tracking-uri"][0], alive_nodes=2) == []
+    check_storage_shared(spec.storage, alive_nodes=2)
+    mounts = [mount["mountPath"] for c in ray_containers() for mount in c["volumeMounts"]]
+    assert any(str(spec.storage.path).startswith(f"{mount}/") for mount in mounts)
+
+
+def test_rayjob_runs_on_the_raycluster_from_the_image_folder():
+    job = the_one("RayJob")["spec"]
+    assert job["clusterSelector"]["ray.io/cluster"] == the_one("RayCluster")["metadata"]["name"]
+    working_dir = yaml.safe_load(job["runtimeEnvYAML"])["working_dir"]
+    assert re.search(rf"^WORKDIR {re.escape(working_dir)}$", DOCKERFILE, re.M)
+
+
+def test_rayjob_options_exist_on_the_run_command():
+    import typer
+
+    from sweeps.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    if "run" not in commands:
+        pytest.skip("`lrsweep run` is not registered yet")
+    known = {opt for param in commands["run"].params for opt in getattr(param, "opts", [])}
+    assert set(entrypoint_options()) <= known
+
+
+def kuberay_nodes() -> list[NodeInfo]:
+    """The RayCluster's groups as Ray sees them: CPU/GPU from limits, labels from ray start."""
+    nodes = []
+    spec = the_one("RayCluster")["spec"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        params = group["rayStartParams"]
+        resources = {
+            "CPU": float(params.get("num-cpus", limits["cpu"])),
+            "GPU": float(limits.get("nvidia.com/gpu", 0)),
+        }
+        labels = dict(item.split("=", 1) for item in params.get("labels", "").split(",") if item)
+        name = group.get("groupName", "head")
+        nodes.append(NodeInfo(node_id=name, address="", hostname=name, resources=resources,
+                              labels=labels))  # fmt: skip
+    return nodes
+
+
+def test_rayjob_trials_fit_the_raycluster_worker_group():
+    head, gpu = kuberay_nodes()
+    trial_nodes, slots = check_fit(rayjob_spec().resources, [head, gpu])
+    assert trial_nodes == (gpu.name,)  # the head has num-cpus 0: no trials there
+    assert slots == 4  # 4 CPUs and 1 GPU per node at cpu: 1, gpu: 0.25
+    workers = the_one("RayCluster")["spec"]["workerGroupSpecs"]
+    assert all(group["minReplicas"] >= 1 for group in workers)  # preflight sees a GPU node
+
+
+def test_node_labels_follow_the_spec_resource_names():
+    spec = load_spec(
+        ROOT / "sweeps" / "specs" / "digits.yaml",
+        overrides=["resources.gpu=1", "resources.node_labels={lrsweep.io/pool: gpu}"],
+    )
+    head, gpu = kuberay_nodes()
+    assert check_fit(spec.resources, [head, gpu])[0] == (gpu.name,)
+
+
+# --- ray up -------------------------------------------------------------------------------
+
+
+def cluster_config() -> dict[str, Any]:
+    return yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+
+
+def test_ray_up_config_validates_against_rays_schema():
+    schema_path = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+    jsonschema.validate(cluster_config(), json.loads(schema_path.read_text()))
+
+
+def test_ray_up_config_has_a_cpu_head_and_an_autoscaling_gpu_group():
+    config = cluster_config()
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    gpu_groups = [t for name, t in types.items() if t["resources"].get("GPU", 0) >= 1]
+    assert gpu_groups and all(0 <= g["min_workers"] < g["max_workers"] for g in gpu_groups)
+    assert max(g["max_workers"] for g in gpu_groups) <= config["max_workers"]
+
+
+def test_preflight_counts_the_ray_up_gpu_group_the_autoscaler_may_start():
+    config = cluster_config()
+    head_type = config["available_node_types"][config["head_node_type"]]
+    head = NodeInfo(node_id="head", address="", hostname="head", resources=head_type["resources"])
+    groups = autoscaler_groups(INFRA / "ray" / "cluster.yaml")
+    trial_nodes, slots = check_fit(rayjob_spec().resources, [head, *groups])
+    assert trial_nodes == ("autoscaler group 'gpu'",) and slots == 0
+
+
+# --- README -------------------------------------------------------------------------------
+
+
+def test_readme_documents_every_infra_file_and_the_commands():
+    readme = (INFRA / "README.md").read_text()
+    for path in [*yaml_files(), INFRA / "docker" / "Dockerfile"]:
+        assert str(path.relative_to(ROOT)) in readme, f"{path} is not in infra/README.md"
+    for command in (
+        "ray up infra/ray/cluster.yaml",
+        "ray down infra/ray/cluster.yaml",
+        "ray job submit",
+        "--working-dir .",
+        "port-forward svc/lrsweep-mlflow 5000:5000",
+        f"port-forward svc/{the_one('RayCluster')['metadata']['name']}-head-svc 8265:8265",
+        "1,000 trials",
+    ):
+        assert command in readme
+    services = {doc["metadata"]["name"] for _, doc in k8s_documents("Service")}
+    assert "lrsweep-mlflow" in services

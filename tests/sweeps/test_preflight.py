@@ -1,0 +1,345 @@
+"""Preflight: a sweep that cannot work where it is about to run is refused before it starts.
+
+Pure checks run on tables of nodes; the cluster checks run on a real two-node Ray cluster on this
+machine (``ray.cluster_utils.Cluster``: a head and a worker with its own custom resource and
+label), started once for this module. Ray allows one runtime per process, so the fixture stops
+any Ray the session started first and restarts it afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from sweeps import _ray
+from sweeps.preflight import (
+    NodeInfo,
+    PreflightError,
+    check_artifact_location,
+    check_cluster,
+    check_fit,
+    check_local_resources,
+    check_storage_shared,
+    check_tracking_reachable,
+    connect,
+    explain_connect_error,
+    label_matches,
+)
+from sweeps.spec import ResourcesSpec, StorageSpec, SweepSpec, load_spec
+
+DIGITS = Path(__file__).resolve().parents[2] / "sweeps" / "specs" / "digits.yaml"
+SERVER = "http://mlflow.example.internal:5000"
+
+
+def make_spec(**sections: Any) -> SweepSpec:
+    """The digits demo spec with whole top-level sections replaced."""
+    data = load_spec(DIGITS).resolved()
+    data.update(sections)
+    return load_spec(data)
+
+
+def node(name: str, labels: dict[str, str] | None = None, **resources: float) -> NodeInfo:
+    return NodeInfo(
+        node_id=f"{name}-id", address="10.0.0.1", hostname=name, resources=resources,
+        labels=labels or {},
+    )  # fmt: skip
+
+
+# --- pure: resources, labels, tracking, storage -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selector", "value", "expected"),
+    [
+        ("a100", "a100", True),
+        ("a100", "h100", False),
+        ("a100", None, False),
+        ("!spot", "spot", False),
+        ("!spot", None, True),
+        ("in(a100, h100)", "h100", True),
+        ("in(a100,h100)", "t4", False),
+        ("!in(a100,h100)", "t4", True),
+        ("!in(a100,h100)", "a100", False),
+    ],
+)
+def test_label_selector_follows_ray_syntax(selector: str, value: str | None, expected: bool):
+    assert label_matches(selector, value) is expected
+
+
+CPU_NODE = node("cpu-box", CPU=8.0)
+GPU_NODE = node("gpu-box", {"gpu": "a100"}, CPU=4.0, GPU=1.0, A100=1.0)
+
+
+@pytest.mark.parametrize(
+    ("resources", "nodes", "slots"),
+    [
+        ({"cpu": 2}, [CPU_NODE], 4),
+        ({"cpu": 1, "gpu": 0.25}, [CPU_NODE, GPU_NODE], 4),  # four trials share one GPU
+        ({"cpu": 1, "gpu": 1, "custom": {"A100": 1}}, [CPU_NODE, GPU_NODE], 1),
+        ({"cpu": 1, "node_labels": {"gpu": "in(a100,h100)"}}, [CPU_NODE, GPU_NODE], 4),
+        ({"cpu": 1, "node_labels": {"gpu": "!a100"}}, [CPU_NODE, GPU_NODE], 8),
+    ],
+)
+def test_trials_fit_and_slots_count_whole_trials(
+    resources: dict[str, Any], nodes: list[NodeInfo], slots: int
+):
+    fitting, counted = check_fit(ResourcesSpec(**resources), nodes)
+    assert counted == slots
+    assert fitting
+
+
+@pytest.mark.parametrize(
+    ("resources", "nodes", "message"),
+    [
+        ({"gpu": 1}, [CPU_NODE], r"gpu asks for 1 GPU per trial, but the largest node has 0"),
+        ({"gpu": 2}, [GPU_NODE, GPU_NODE], r"gpu asks for 2 GPU .* largest node has 1 \(gpu-box"),
+        ({"cpu": 16}, [CPU_NODE, GPU_NODE], r"cpu asks for 16 CPU .* largest node has 8 \(cpu-box"),
+        ({"custom": {"TPU": 4}}, [CPU_NODE], r"resources\.custom\.TPU asks for 4 TPU .* has 0"),
+        ({"node_labels": {"gpu": "h100"}}, [GPU_NODE], r"node_labels\.gpu asks for 'h100'.*'a100'"),
+        ({"node_labels": {"zone": "b"}}, [CPU_NODE], r"node_labels\.zone .*no node has the label"),
+        ({"cpu": 6, "gpu": 1}, [CPU_NODE, GPU_NODE], r"no node has all of \{CPU: 6, GPU: 1\}"),
+        ({"cpu": 6, "gpu": 1}, [CPU_NODE, GPU_NODE], r"gpu-box \(10.0.0.1, node .*\) lacks CPU 4"),
+        ({"cpu": 1}, [], r"reports no alive node"),
+    ],
+)  # fmt: skip
+def test_no_fitting_node_names_resource_ask_and_largest(
+    resources: dict[str, Any], nodes: list[NodeInfo], message: str
+):
+    with pytest.raises(PreflightError, match=message):
+        check_fit(ResourcesSpec(**resources), nodes)
+
+
+def test_an_autoscaler_group_that_fits_is_enough_but_holds_no_slot_yet():
+    group = NodeInfo(
+        node_id="group:gpu", address="", hostname="gpu", resources={"CPU": 8.0, "GPU": 1.0},
+        can_start=True,
+    )  # fmt: skip
+    fitting, slots = check_fit(ResourcesSpec(gpu=1), [CPU_NODE, group])
+    assert fitting == ("autoscaler group 'gpu'",)
+    assert slots == 0
+
+
+@pytest.mark.parametrize(
+    ("uri", "nodes", "outcome"),
+    [
+        ("sqlite:////tmp/x/mlflow.db", 1, "ok"),
+        ("sqlite:////tmp/x/mlflow.db", 2, "SQLite file on this machine"),
+        ("/tmp/mlruns", 2, "folder on this machine"),
+        ("file:///tmp/mlruns", 3, "folder on this machine"),
+        ("http://127.0.0.1:5000", 2, "warn"),
+        ("http://localhost:5000", 2, "warn"),
+        ("postgresql://mlflow@localhost/mlflow", 2, "warn"),
+        (SERVER, 2, "ok"),
+        ("https://mlflow.example.org", 100, "ok"),
+    ],
+)
+def test_tracking_store_must_be_reachable_from_every_node(uri: str, nodes: int, outcome: str):
+    if outcome in ("ok", "warn"):
+        warnings = check_tracking_reachable(uri, alive_nodes=nodes)
+        assert bool(warnings) is (outcome == "warn")
+    else:
+        with pytest.raises(PreflightError, match=f"{outcome}(.|\n)*--tracking-uri http"):
+            check_tracking_reachable(uri, alive_nodes=nodes)
+
+
+@pytest.mark.parametrize(
+    ("storage", "nodes", "refused"),
+    [
+        ({}, 1, False),
+        ({}, 2, True),
+        ({"path": "/tmp/ray-results"}, 2, True),
+        ({"path": "/mnt/shared/ray", "shared": True}, 2, False),
+        ({"path": "s3://bucket/sweeps"}, 2, False),
+        ({"path": "gs://bucket/sweeps"}, 2, False),
+        ({"path": "file:///tmp/ray"}, 2, True),
+    ],
+)
+def test_storage_must_be_shared_on_more_than_one_node(
+    storage: dict[str, Any], nodes: int, refused: bool
+):
+    spec = StorageSpec(**storage)
+    if refused:
+        with pytest.raises(PreflightError, match=r"storage\.path .*s3://BUCKET.*storage\.shared"):
+            check_storage_shared(spec, alive_nodes=nodes)
+    else:
+        check_storage_shared(spec, alive_nodes=nodes)
+
+
+def test_version_mismatch_from_ray_is_explained_with_both_versions():
+    from ray._private.utils import check_version_info  # Ray's own check, for its exact message
+
+    with pytest.raises(RuntimeError) as raised:
+        check_version_info({"ray_version": "2.59.0", "python_version": "3.10.4"}, "Ray Client")
+    error = explain_connect_error(raised.value, "ray://head:10001")
+    assert isinstance(error, PreflightError)
+    assert "ray://head:10001: the cluster runs Ray 2.59.0 on Python 3.10.4" in str(error)
+    assert f"this process Ray {ray.__version__}" in str(error)
+    assert "ray job submit" in str(error)
+
+
+def test_other_connect_errors_name_the_address_and_how_to_start_a_cluster():
+    error = explain_connect_error(ConnectionError("no GCS at 10.0.0.9:6379"), "10.0.0.9:6379")
+    assert "Cannot connect to the Ray cluster at 10.0.0.9:6379: no GCS" in str(error)
+    assert "ray start --head" in str(error)
+
+
+# --- this machine: resources and artifact folder ------------------------------------------
+
+
+def test_local_gpu_trial_without_a_gpu_is_refused_at_once():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PreflightError, match=r"resources\.gpu asks for 1 GPU(.|\n)*local run"):
+        check_local_resources(make_spec(resources={"cpu": 1, "gpu": 1}))
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"cpu": 3}, r"resources\.cpu asks for 3 CPU per trial, but the largest node has 2"),
+        ({"cpu": 1, "custom": {"worker_node": 1}}, r"resources\.custom\.worker_node"),
+        ({"cpu": 1, "node_labels": {"zone": "b"}}, r"resources\.node_labels\.zone"),
+    ],
+)
+def test_local_run_refuses_what_this_machine_lacks(resources: dict[str, Any], message: str):
+    with pytest.raises(PreflightError, match=message):
+        check_local_resources(make_spec(resources=resources), num_cpus=2, num_gpus=0)
+
+
+def test_local_run_counts_trials_that_fit():
+    assert check_local_resources(make_spec(resources={"cpu": 1}), num_cpus=2, num_gpus=0) == 2
+    spec = make_spec(resources={"cpu": 1, "gpu": 0.5})
+    assert check_local_resources(spec, num_cpus=4, num_gpus=1) == 2
+
+
+def test_artifact_folder_is_created_and_checked(tmp_path: Path):
+    store = tmp_path / "store"
+    assert check_artifact_location(f"sqlite:///{store}/mlflow.db") == store
+    assert store.is_dir()
+    assert check_artifact_location(tmp_path / "ray") == tmp_path / "ray"
+    assert check_artifact_location((tmp_path / "art").as_uri()) == tmp_path / "art"
+    assert check_artifact_location(SERVER) is None
+    assert check_artifact_location("s3://bucket/prefix") is None
+    assert not list(store.iterdir())  # the probe file is gone
+
+
+def test_unwritable_artifact_folder_is_refused_before_training(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PreflightError, match=rf"artifact folder {blocker}/artifacts is not writ"):
+        check_artifact_location(blocker / "artifacts")
+
+
+def test_full_disk_is_refused_naming_free_and_needed_space(tmp_path: Path):
+    with pytest.raises(PreflightError, match=r"has \d+ MB free, but at least 1000000000 MB"):
+        check_artifact_location(tmp_path, min_free_mb=1e9)
+
+
+# --- a real two-node cluster --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[str]:
+    """A head (1 CPU) and a worker node (1 CPU, ``worker_node: 1``, label ``zone=b``).
+
+    Ray's files go to a private ``RAY_TMPDIR``: ``Cluster`` records its address in
+    ``<tmp>/ray/ray_current_cluster``, where any other process's plain ``ray.init()`` on this
+    machine would otherwise find it and join this test's cluster.
+    """
+    was_running = ray.is_initialized()
+    _ray.shutdown_ray()
+    ray_tmp = tempfile.mkdtemp(prefix="lrsweep-pf-", dir="/tmp")  # short: socket paths
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", ray_tmp)
+        cluster = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+        )
+        try:
+            cluster.add_node(num_cpus=1, resources={"worker_node": 1}, labels={"zone": "b"})
+            cluster.wait_for_nodes()
+            connect(cluster.address)
+            yield cluster.address
+        finally:
+            _ray.shutdown_ray()
+            cluster.shutdown()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    if was_running:
+        _ray.init_ray(num_cpus=2)  # the session's local Ray (tests/sweeps/conftest.py)
+
+
+def shared_storage(tmp_path: Path) -> dict[str, Any]:
+    return {"path": str(tmp_path / "ray"), "shared": True}
+
+
+def test_resources_no_node_has_fail_fast_not_hang(two_nodes: str, tmp_path: Path):
+    spec = make_spec(resources={"cpu": 1, "gpu": 1}, storage=shared_storage(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(
+        PreflightError, match=r"resources\.gpu asks for 1 GPU .* largest node has 0"
+    ):
+        check_cluster(spec, address=two_nodes, tracking_uri=SERVER)
+    assert time.monotonic() - started < 10
+
+
+def test_custom_resource_beyond_the_largest_node_is_named(two_nodes: str, tmp_path: Path):
+    spec = make_spec(resources={"cpu": 1, "custom": {"worker_node": 2}})
+    with pytest.raises(
+        PreflightError, match=r"custom\.worker_node asks for 2 .* largest node has 1"
+    ):
+        check_cluster(spec, address=two_nodes, tracking_uri=SERVER)
+
+
+def test_sqlite_tracking_on_two_nodes_is_refused(two_nodes: str, tmp_path: Path):
+    spec = make_spec(storage=shared_storage(tmp_path))
+    with pytest.raises(PreflightError, match=r"SQLite file on this machine, which the 2 nodes"):
+        check_cluster(spec, address=two_nodes, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def test_unshared_storage_on_two_nodes_is_refused(two_nodes: str, tmp_path: Path):
+    spec = make_spec(storage={"path": str(tmp_path / "ray")})
+    with pytest.raises(PreflightError, match=r"storage\.path .* is not marked shared, but 2 nodes"):
+        check_cluster(spec, address=two_nodes, tracking_uri=SERVER)
+
+
+def test_image_folder_missing_on_a_worker_names_path_and_node(two_nodes: str, tmp_path: Path):
+    images = tmp_path / "images"
+    (images / "cat").mkdir(parents=True)
+    dataset = {"name": "image_folder", "path": str(images), "valid_pct": 0.2, "seed": 0}
+    spec = make_spec(
+        task={**load_spec(DIGITS).resolved()["task"], "dataset": dataset},
+        storage=shared_storage(tmp_path),
+    )
+    shutil.rmtree(images)  # present when the spec was loaded, gone when the nodes look
+    with pytest.raises(PreflightError) as raised:
+        check_cluster(spec, address=two_nodes, tracking_uri=SERVER)
+    message = str(raised.value)
+    assert f"task.dataset.path: folder '{images}' does not exist" in message
+    for alive in ray.nodes():  # reported once per node, each node named
+        assert f"node {alive['NodeID'][:8]}): task.dataset.path" in message
+
+
+def test_a_cluster_that_fits_reports_nodes_slots_and_versions(two_nodes: str, tmp_path: Path):
+    spec = make_spec(
+        resources={"cpu": 1, "custom": {"worker_node": 1}, "node_labels": {"zone": "b"}}
+    )
+    storage = StorageSpec(**shared_storage(tmp_path))  # run_sweep's storage_path overrides spec
+    report = check_cluster(
+        spec, address=two_nodes, tracking_uri="http://127.0.0.1:5000", storage=storage
+    )
+    assert report.multi_node and len(report.nodes) == 2
+    assert report.nodes[0].is_head
+    assert report.trial_slots == 1  # only the worker node has worker_node and zone=b
+    assert report.trial_nodes == (report.nodes[1].name,)
+    assert set(report.cluster_ray_versions.values()) == {ray.__version__}
+    assert any("127.0.0.1" in warning for warning in report.warnings)
+    assert not list((tmp_path / "ray").iterdir())  # the shared-storage markers are removed
