@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from sweeps.spec._yaml import read_mapping
 
 __all__ = ["Suite", "SuiteEntry", "Thresholds", "load_suite"]
 
+ALL_ENTRIES = "*"
+"""The entry name of an override meant for every entry: ``*.storage.path=/mnt/shared/ray``."""
 _ENTRY_PREFIX = re.compile(r"^entries\.(\d+)(?=[.:])")
 
 
@@ -58,13 +60,16 @@ class SuiteEntry(SpecModel):
         name: Unique within the suite (defaults to the spec's name).
         spec: The validated spec, overrides applied.
         spec_path: The absolute spec file, or None for an inline spec.
-        overrides: The ``key.path=value`` strings applied to it.
+        overrides: The suite file's ``key.path=value`` strings applied to it.
+        extra_overrides: Those given on top of the suite file (``lrsweep nightly --set
+            <entry>.key.path=value``), applied after ``overrides``, without the entry prefix.
     """
 
     name: Name
     spec: SweepSpec
     spec_path: str | None = None
     overrides: list[str] = Field(default_factory=list)
+    extra_overrides: list[str] = Field(default_factory=list)
 
 
 class Suite(SpecModel):
@@ -94,16 +99,29 @@ class _SuiteInput(SpecModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
-def load_suite(source: str | os.PathLike[str] | Mapping[str, Any]) -> Suite:
+def load_suite(
+    source: str | os.PathLike[str] | Mapping[str, Any], *, overrides: Sequence[str] = ()
+) -> Suite:
     """Read and validate a suite, loading every entry's spec.
+
+    Example:
+        >>> suite = load_suite(  # doctest: +SKIP
+        ...     "sweeps/specs/nightly.yaml",
+        ...     overrides=["digits-cnn-one-cycle.strategies.1={kind: fixed, lr: 2.0}"],
+        ... )
 
     Args:
         source: A suite YAML file, or a parsed mapping (``spec_path`` is then relative to the
             current directory instead of the suite file's).
+        overrides: ``<entry>.<key.path>=<value>`` strings applied to one entry's spec after the
+            suite file's own overrides: ``<entry>`` is the entry's name (the longest name that
+            matches wins when names share a prefix; ``*`` is every entry), the rest is a
+            ``--set`` override of the spec.
 
     Raises:
         SpecError: listing every problem, each named ``entries.<name or index>.<field>``, e.g.
-            ``entries.digits-cnn.spec.task.epochs: must be at least 1, but got 0.``
+            ``entries.digits-cnn.spec.task.epochs: must be at least 1, but got 0.``; an override
+            naming no entry is listed as ``--set '<override>': no suite entry named ...``.
     """
     if isinstance(source, Mapping):
         data, label, base = dict(source), None, Path.cwd()
@@ -115,30 +133,91 @@ def load_suite(source: str | os.PathLike[str] | Mapping[str, Any]) -> Suite:
     except ValidationError as error:
         lines = format_validation_error(error, _SuiteInput)
         raise SpecError([_name_entry(line, data) for line in lines], source=label) from None
-    entries, errors = [], []
-    for index, entry in enumerate(raw.entries):
-        label_i = entry.name or str(index)
-        try:
-            entries.append(_load_entry(entry, base))
-        except SpecError as error:
-            field = "spec_path" if error.source and error.source != "--set" else "spec"
-            errors += [_prefix(line, f"entries.{label_i}", field) for line in error.errors]
+    entries, errors = _load_entries(raw.entries, base, overrides)
     errors += _duplicate_names(entries)
     if errors:
         raise SpecError(errors, source=label)
     return Suite(name=raw.name, entries=entries, thresholds=raw.thresholds)
 
 
-def _load_entry(entry: _EntryInput, base: Path) -> SuiteEntry:
-    spec_path = None
-    if entry.spec_path is not None:
-        path = Path(entry.spec_path).expanduser()
-        path = path if path.is_absolute() else base / path
-        data = read_mapping(path)
-        spec_path = str(path.resolve())
-    else:
-        data = dict(entry.spec or {})
-    data, override_errors = apply_overrides_collecting(data, entry.overrides)
+def _load_entries(
+    raw_entries: Sequence[_EntryInput], base: Path, overrides: Sequence[str]
+) -> tuple[list[SuiteEntry], list[str]]:
+    """Every entry's spec loaded with its overrides, and the error lines of those that fail."""
+    sources: list[tuple[str | None, dict[str, Any]] | None] = []
+    errors: list[str] = []
+    for index, entry in enumerate(raw_entries):
+        try:
+            sources.append(_entry_source(entry, base))
+        except SpecError as error:
+            where = f"entries.{entry.name or index}"
+            errors += [_prefix(line, where, "spec_path") for line in error.errors]
+            sources.append(None)
+    labels = [
+        _entry_label(entry, source[1] if source else {}, index)
+        for index, (entry, source) in enumerate(zip(raw_entries, sources, strict=True))
+    ]
+    extra, override_errors = _split_overrides(overrides, labels)
+    errors += override_errors
+    entries = []
+    for index, (entry, source) in enumerate(zip(raw_entries, sources, strict=True)):
+        if source is None:
+            continue  # its file could not be read; the error is listed already
+        try:
+            entries.append(_load_entry(entry, *source, extra.get(labels[index], [])))
+        except SpecError as error:
+            field = "spec_path" if error.source and error.source != "--set" else "spec"
+            where = f"entries.{entry.name or index}"
+            errors += [_prefix(line, where, field) for line in error.errors]
+    return entries, errors
+
+
+def _entry_source(entry: _EntryInput, base: Path) -> tuple[str | None, dict[str, Any]]:
+    """The entry's spec file (absolute, or None when inline) and its raw mapping."""
+    if entry.spec_path is None:
+        return None, dict(entry.spec or {})
+    path = Path(entry.spec_path).expanduser()
+    path = path if path.is_absolute() else base / path
+    return str(path.resolve()), read_mapping(path)
+
+
+def _entry_label(entry: _EntryInput, data: Mapping[str, Any], index: int) -> str:
+    """The entry's name as the loaded suite will have it (its spec's name when unnamed)."""
+    if entry.name:
+        return entry.name
+    name = data.get("name")
+    return name if isinstance(name, str) and name else str(index)
+
+
+def _split_overrides(
+    overrides: Sequence[str], labels: Sequence[str]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Route each ``<entry>.<key.path>=<value>`` to its entry; list those naming none."""
+    routed: dict[str, list[str]] = {}
+    errors = []
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if key.startswith(ALL_ENTRIES + "."):
+            for label in labels:
+                routed.setdefault(label, []).append(override.strip()[len(ALL_ENTRIES) + 1 :])
+            continue
+        matches = [label for label in labels if key.startswith(label + ".")]
+        if not matches:
+            errors.append(
+                f"--set {override!r}: no suite entry named {key.split('.')[0]!r}; write "
+                f"<entry>.<key.path>=<value> with one of the entries: {', '.join(labels)} "
+                f"(or {ALL_ENTRIES} for all of them)."
+            )
+            continue
+        label = max(matches, key=len)
+        routed.setdefault(label, []).append(override.strip()[len(label) + 1 :])
+    return routed, errors
+
+
+def _load_entry(
+    entry: _EntryInput, spec_path: str | None, data: dict[str, Any], extra: list[str]
+) -> SuiteEntry:
+    data, override_errors = apply_overrides_collecting(data, [*entry.overrides, *extra])
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as error:
@@ -147,7 +226,11 @@ def _load_entry(entry: _EntryInput, base: Path) -> SuiteEntry:
     if override_errors:
         raise SpecError(override_errors)
     return SuiteEntry(
-        name=entry.name or spec.name, spec=spec, spec_path=spec_path, overrides=entry.overrides
+        name=entry.name or spec.name,
+        spec=spec,
+        spec_path=spec_path,
+        overrides=entry.overrides,
+        extra_overrides=extra,
     )
 
 

@@ -1,0 +1,111 @@
+"""``lrsweep nightly``: run the nightly suite, compare it with earlier nights, print the verdict.
+
+Exit codes: 0 passed (also the first night, with no baseline), 1 a figure regressed past its
+threshold, 2 bad input (the suite or a ``--set`` is invalid; nothing ran), 3 the night failed
+(a sweep raised or was interrupted, a trial crashed, or the tracking store is unreachable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from mlflow.exceptions import MlflowException
+from rich.console import Console
+from rich.table import Table
+
+from sweeps.cli import app
+from sweeps.nightly import (
+    DEFAULT_BASELINE_NIGHTS,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    NightResult,
+    Status,
+    run_nightly,
+)
+from sweeps.spec import SpecError, load_suite
+
+_STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
+
+
+@app.command("nightly")
+def nightly_command(
+    suite: Annotated[Path, typer.Argument(help="The suite file, e.g. sweeps/specs/nightly.yaml.")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster: auto, ray://host:10001 ...")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri", help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
+        ),
+    ] = None,
+    baseline_nights: Annotated[
+        int,
+        typer.Option("--baseline-nights", min=1, help="Earlier completed nights in the median."),
+    ] = DEFAULT_BASELINE_NIGHTS,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one entry's spec: ENTRY.key.path=VALUE, e.g. "
+            "--set 'digits-cnn-one-cycle.strategies.1={kind: fixed, lr: 2.0}'; ENTRY * is "
+            "every entry. Repeatable. A night with --set (other than storage) is a what-if: "
+            "recorded and judged, never part of a later baseline.",
+        ),
+    ] = None,
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="Where nightly-report.md/.html and trends/ go.")
+    ] = Path("nightly-report"),
+) -> None:
+    """Run every spec of SUITE, compare each headline figure with the median of earlier nights,
+    write and log the report, and exit 0 (passed), 1 (regressed), 2 (bad input) or 3 (failed)."""
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        loaded = load_suite(suite, overrides=overrides or [])
+    except SpecError as error:
+        err.print(f"Error: {error}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:
+        night = run_nightly(
+            loaded,
+            address=address,
+            tracking_uri=tracking_uri,
+            baseline_nights=baseline_nights,
+            report_dir=report_dir,
+        )
+    except (MlflowException, OSError) as error:
+        err.print(f"Error: the night could not run: {error}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    _print_night(night)
+    raise typer.Exit(night.exit_code)
+
+
+def _print_night(night: NightResult) -> None:
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:  # a log or a pipe: keep every cell whole
+        console = Console(soft_wrap=True, width=200)
+    table = Table(title=f"nightly {night.suite}: tonight against the baseline")
+    for column in ("spec", "figure", "strategy", "baseline", "tonight", "limit", "status"):
+        table.add_column(column, justify="right" if column in ("baseline", "tonight") else "left")
+    for c in night.verdict.comparisons:
+        cells = [c.entry, c.name, c.strategy or "", _num(c.baseline), _num(c.value)]
+        cells += [_num(c.limit), c.status.value]
+        table.add_row(*cells, style=_STYLES.get(c.status))
+    console.print(table)
+    for line in night.verdict.failures:
+        console.print(f"failed: {line}", markup=False, highlight=False, style="bold red")
+    for comparison in night.verdict.regressions:
+        console.print(f"regression: {comparison.describe()}", markup=False, highlight=False)
+    console.print(night.verdict.summary(), markup=False, highlight=False, style="bold")
+    console.print(
+        f"report: {night.report.html} (and {night.report.markdown.name}); MLflow: experiment "
+        f"{night.experiment}, run {night.night_run_id} in {night.tracking_uri}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

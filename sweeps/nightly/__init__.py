@@ -1,0 +1,59 @@
+"""The nightly benchmark: a fixed suite every night, compared with the nights before.
+
+``lrsweep nightly SUITE`` calls :func:`run_nightly`; see ``sweeps/nightly/_run.py`` for one
+night's steps, ``_store.py`` for the MLflow layout, ``_figures.py`` for the headline figures and
+``_compare.py`` for thresholds and the verdict.
+
+Example:
+    >>> from sweeps.spec import load_suite
+    >>> from sweeps.nightly import run_nightly
+    >>> night = run_nightly(load_suite("sweeps/specs/nightly.yaml"))  # doctest: +SKIP
+    >>> night.exit_code, [c.describe() for c in night.verdict.regressions]  # doctest: +SKIP
+    (0, [])
+"""
+
+from __future__ import annotations
+
+from sweeps.nightly._compare import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_PASSED,
+    EXIT_REGRESSED,
+    Comparison,
+    Status,
+    Verdict,
+    compare_figures,
+    judge,
+)
+from sweeps.nightly._env import environment_tags, git_commit
+from sweeps.nightly._figures import FIGURE_NAMES, Figure, entry_figures
+from sweeps.nightly._report import NightReport, ReportFiles, write_report
+from sweeps.nightly._run import DEFAULT_BASELINE_NIGHTS, NightResult, run_nightly
+from sweeps.nightly._store import Night, NightStore, entry_experiment, night_experiment
+
+__all__ = [
+    "DEFAULT_BASELINE_NIGHTS",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_PASSED",
+    "EXIT_REGRESSED",
+    "FIGURE_NAMES",
+    "Comparison",
+    "Figure",
+    "Night",
+    "NightReport",
+    "NightResult",
+    "NightStore",
+    "ReportFiles",
+    "Status",
+    "Verdict",
+    "compare_figures",
+    "entry_experiment",
+    "entry_figures",
+    "environment_tags",
+    "git_commit",
+    "judge",
+    "night_experiment",
+    "run_nightly",
+    "write_report",
+]

@@ -1,0 +1,243 @@
+"""Tonight's figures against the baseline (the median of earlier nights), and the verdict.
+
+Pure: numbers in, comparisons out. A figure *regresses* when it is above its limit:
+
+===================  ===========================  ==========================================
+figure               threshold (suite file)       limit
+===================  ===========================  ==========================================
+``error_rate_pct``   ``error_rate_points``        baseline + threshold (percentage points)
+``regret_pp``        ``regret_points``            baseline + threshold (percentage points)
+``compute_s``        ``compute_pct``              baseline * (1 + threshold / 100)
+``wall_time_s``      ``wall_time_pct``            baseline * (1 + threshold / 100)
+``stopped_early``    ``stopped_early_delta``      baseline + threshold (trials)
+===================  ===========================  ==========================================
+
+Lower is better for every figure, so only a rise can regress. The baseline of a figure is the
+median of its values over the baseline nights that have it; a figure no earlier night has
+(the first night, a new strategy) has no baseline and passes. A relative limit of a baseline
+of 0 is undefined; such a figure passes and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sweeps.nightly._figures import COMPUTE, ERROR_RATE, REGRET, STOPPED_EARLY, WALL_TIME, Figure
+from sweeps.spec import Thresholds
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_PASSED",
+    "EXIT_REGRESSED",
+    "Comparison",
+    "Status",
+    "Verdict",
+    "compare_figures",
+    "judge",
+]
+
+EXIT_PASSED = 0
+EXIT_REGRESSED = 1
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 3
+
+# figure name -> (Thresholds field, "abs" (added) or "pct" (relative), unit shown to people)
+_RULES: dict[str, tuple[str, str, str]] = {
+    ERROR_RATE: ("error_rate_points", "abs", "points"),
+    REGRET: ("regret_points", "abs", "points"),
+    COMPUTE: ("compute_pct", "pct", "%"),
+    WALL_TIME: ("wall_time_pct", "pct", "%"),
+    STOPPED_EARLY: ("stopped_early_delta", "abs", "trials"),
+}
+
+
+class Status(StrEnum):
+    """How one figure compares with its baseline."""
+
+    OK = "ok"
+    REGRESSED = "regressed"
+    NO_BASELINE = "no baseline"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One figure, tonight against its baseline.
+
+    Attributes:
+        entry: The suite entry (spec).
+        name: The figure's name.
+        strategy: The strategy group, or None.
+        value: Tonight's value (None for a figure only earlier nights have).
+        baseline: The median of earlier nights (None without any).
+        n_nights: How many baseline nights have the figure.
+        limit: The highest value that passes (None without a baseline).
+        allowed: The threshold in words, e.g. ``+2 points`` or ``+25%``.
+        status: ``ok``, ``regressed``, ``no baseline`` or ``missing``.
+    """
+
+    entry: str
+    name: str
+    strategy: str | None
+    value: float | None
+    baseline: float | None
+    n_nights: int
+    limit: float | None
+    allowed: str
+    status: Status
+
+    @property
+    def label(self) -> str:
+        """``name[strategy]`` or ``name``."""
+        return f"{self.name}[{self.strategy}]" if self.strategy else self.name
+
+    def describe(self) -> str:
+        """One sentence naming the spec, the figure and both values."""
+        base = f"{self.entry}: {self.label}"
+        if self.status is Status.MISSING:
+            return f"{base} is missing tonight (baseline {_num(self.baseline)})."
+        if self.baseline is None:
+            return f"{base} = {_num(self.value)} (no baseline)."
+        nights = f"median of {self.n_nights} night{'s' if self.n_nights != 1 else ''}"
+        verb = "regressed to" if self.status is Status.REGRESSED else "is"
+        limit = (
+            f"limit {_num(self.limit)} ({self.allowed})"
+            if self.limit is not None
+            else ("no relative limit on a baseline of 0")
+        )
+        return (
+            f"{base} {verb} {_num(self.value)} against {_num(self.baseline)} ({nights}); {limit}."
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The night's outcome.
+
+    Attributes:
+        status: ``passed``, ``regressed`` or ``failed`` (a sweep crashed or was interrupted;
+            failures win over regressions).
+        comparisons: Every figure's comparison.
+        failures: Why the night failed, one line per problem (empty unless failed).
+        n_baseline_nights: How many earlier nights the baseline is made of (0: first night).
+    """
+
+    status: str
+    comparisons: tuple[Comparison, ...]
+    failures: tuple[str, ...]
+    n_baseline_nights: int
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        """The figures above their limits."""
+        return [c for c in self.comparisons if c.status is Status.REGRESSED]
+
+    @property
+    def exit_code(self) -> int:
+        """0 passed, 1 regressed, 3 failed (2 is kept for bad input, before a night starts)."""
+        return {"passed": EXIT_PASSED, "regressed": EXIT_REGRESSED}.get(self.status, EXIT_FAILED)
+
+    def summary(self) -> str:
+        """One line for people: the status and its main reason."""
+        if self.status == "failed":
+            return f"FAILED: {self.failures[0]}" + (
+                f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+            )
+        if self.status == "regressed":
+            count = len(self.regressions)
+            return f"REGRESSED: {count} figure{'s' if count != 1 else ''} crossed the threshold."
+        if self.n_baseline_nights == 0:
+            return "PASSED: no baseline yet (first completed night); tonight starts the baseline."
+        nights = f"{self.n_baseline_nights} night{'s' if self.n_baseline_nights != 1 else ''}"
+        return f"PASSED: every figure within its threshold of the baseline (median of {nights})."
+
+
+def compare_figures(
+    figures: Sequence[Figure],
+    nights: Sequence[Mapping[str, float]],
+    thresholds: Thresholds,
+) -> list[Comparison]:
+    """Compare tonight's figures with the median of ``nights`` (each a figure key -> value map).
+
+    Figures of earlier nights that tonight lacks are listed as ``missing`` (they do not fail
+    the night: the suite may have changed). NaN values in earlier nights are ignored.
+    """
+    tonight = {f.key: f for f in figures}
+    out = [_compare_one(f, _history(f.key, nights), thresholds) for f in figures]
+    earlier = sorted({key for night in nights for key in night} - set(tonight))
+    for key in earlier:
+        figure = Figure.from_key(key, math.nan)
+        history = _history(key, nights)
+        if figure is not None and history:
+            median = statistics.median(history)
+            allowed = _allowed(figure.name, thresholds)
+            out.append(
+                Comparison(
+                    figure.entry, figure.name, figure.strategy, None, median, len(history),
+                    None, allowed, Status.MISSING,
+                )
+            )  # fmt: skip
+    return out
+
+
+def judge(
+    figures: Sequence[Figure],
+    nights: Sequence[Mapping[str, float]],
+    thresholds: Thresholds,
+    failures: Sequence[str] = (),
+) -> Verdict:
+    """The verdict of a night: failed if ``failures``, else regressed if any figure regressed."""
+    comparisons = tuple(compare_figures(figures, nights, thresholds))
+    if failures:
+        status = "failed"
+    elif any(c.status is Status.REGRESSED for c in comparisons):
+        status = "regressed"
+    else:
+        status = "passed"
+    return Verdict(status, comparisons, tuple(failures), len(nights))
+
+
+def _history(key: str, nights: Sequence[Mapping[str, float]]) -> list[float]:
+    values = (night.get(key) for night in nights)
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _compare_one(figure: Figure, history: list[float], thresholds: Thresholds) -> Comparison:
+    allowed = _allowed(figure.name, thresholds)
+    if not history:
+        return Comparison(
+            figure.entry, figure.name, figure.strategy, figure.value, None, 0, None, allowed,
+            Status.NO_BASELINE,
+        )  # fmt: skip
+    median = statistics.median(history)
+    limit = _limit(figure.name, median, thresholds)
+    regressed = limit is not None and figure.value > limit + 1e-9
+    return Comparison(
+        figure.entry, figure.name, figure.strategy, figure.value, median, len(history), limit,
+        allowed, Status.REGRESSED if regressed else Status.OK,
+    )  # fmt: skip
+
+
+def _limit(name: str, baseline: float, thresholds: Thresholds) -> float | None:
+    field, how, _ = _RULES[name]
+    threshold = float(getattr(thresholds, field))
+    if how == "abs":
+        return baseline + threshold
+    return baseline * (1.0 + threshold / 100.0) if baseline > 0 else None
+
+
+def _allowed(name: str, thresholds: Thresholds) -> str:
+    field, how, unit = _RULES[name]
+    threshold = getattr(thresholds, field)
+    return f"+{threshold:g}%" if how == "pct" else f"+{threshold:g} {unit}"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"

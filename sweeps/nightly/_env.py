@@ -1,0 +1,91 @@
+"""Where and with what a night ran: date, git commit, package versions, machine.
+
+Every value is a string, ready to be an MLflow tag. Nothing here raises: a missing package reads
+``not installed`` and a checkout without git (a container image) reads ``unknown``, unless
+``LRSWEEP_GIT_COMMIT`` names the commit (set it when building an image from a checkout).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("torch", "ray", "mlflow", "optuna", "lrsweep")
+GIT_ENV = "LRSWEEP_GIT_COMMIT"
+TAG_DATE = "nightly.date"
+TAG_STARTED = "nightly.started_utc"
+TAG_COMMIT = "nightly.git_commit"
+VERSION_PREFIX = "nightly.version."
+MACHINE_PREFIX = "nightly.machine."
+
+
+def git_commit(folder: str | os.PathLike[str] | None = None) -> str:
+    """The commit checked out at ``folder`` (default: this package's source), else ``unknown``.
+
+    ``$LRSWEEP_GIT_COMMIT`` wins when set. A checkout with uncommitted changes reads
+    ``<sha>-dirty``, so a night run from edited code is not mistaken for the commit.
+    """
+    if os.environ.get(GIT_ENV):
+        return os.environ[GIT_ENV].strip()
+    where = Path(folder) if folder is not None else Path(__file__).resolve().parents[2]
+    try:
+        sha = _git(where, "rev-parse", "HEAD")
+        dirty = _git(where, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError) as error:
+        logger.debug("no git commit for %s: %s", where, error)
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _git(folder: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a night's figures depend on."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def machine() -> dict[str, str]:
+    """The machine the night's driver ran on (trials may run elsewhere on a cluster)."""
+    return {
+        "platform": platform.platform(),
+        "node": platform.node() or "unknown",
+        "cpu_count": str(os.cpu_count() or "unknown"),
+        "python": platform.python_version(),
+    }
+
+
+def environment_tags(now: datetime | None = None) -> dict[str, str]:
+    """Every environment tag of a night run.
+
+    Example:
+        >>> tags = environment_tags()
+        >>> sorted(k for k in tags if k.startswith("nightly.version."))[:2]
+        ['nightly.version.lrsweep', 'nightly.version.mlflow']
+    """
+    now = now or datetime.now(UTC)
+    tags = {
+        TAG_DATE: now.strftime("%Y-%m-%d"),
+        TAG_STARTED: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        TAG_COMMIT: git_commit(),
+    }
+    tags.update({VERSION_PREFIX + name: v for name, v in package_versions().items()})
+    tags.update({MACHINE_PREFIX + name: v for name, v in machine().items()})
+    return tags

@@ -1,0 +1,301 @@
+"""``run_nightly``: run every entry of a suite, compare the figures with earlier nights, report.
+
+One night:
+
+1. a night run in ``nightly/<suite>`` (status ``running``) with the environment tags;
+2. each entry's sweep with ``run_sweep``, logged to ``nightly/<suite>/<entry>``; then its
+   figures are read back **from MLflow** (the sweep's child runs), so a night judged here and
+   one run elsewhere against the same store are read the same way;
+3. the baseline: per figure, the median of the last ``baseline_nights`` completed nights
+   (failed nights and what-if nights run with ``--set`` never count);
+4. the verdict, ``nightly-report.md`` / ``.html`` with trend plots of the last 30 nights,
+   written to ``report_dir`` and logged on the night run; the run is closed with its status.
+
+A night *fails* (status ``failed``, reason in ``nightly.failure_reason``, exit code 3) when a
+sweep raises (the cluster goes away, the data is gone), is interrupted, or any trial crashes;
+the other entries still run, so the report shows what still works.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sweeps.nightly._compare import Verdict, judge
+from sweeps.nightly._env import environment_tags
+from sweeps.nightly._figures import Figure, entry_figures
+from sweeps.nightly._report import NightReport, ReportFiles, write_report
+from sweeps.nightly._store import TAG_BASELINE_RUNS, TAG_OVERRIDES, NightStore, entry_experiment
+from sweeps.spec import Suite, SuiteEntry, SweepSpec
+from sweeps.tracking import Tracker, redact_uri, resolve_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASELINE_NIGHTS = 7
+TREND_NIGHTS = 30
+STORAGE_KEY = "storage"
+MAX_REASON_CHARS = 600
+
+
+@dataclass(frozen=True)
+class NightResult:
+    """What one night produced.
+
+    Attributes:
+        suite: The suite's name.
+        night_run_id: The night run in ``experiment``.
+        experiment: ``nightly/<suite>``.
+        tracking_uri: The store (credentials removed).
+        verdict: Status, every comparison, failures.
+        figures: Tonight's figures.
+        baseline_run_ids: The earlier night runs the baseline is the median of, newest first.
+        report: The report files written.
+    """
+
+    suite: str
+    night_run_id: str
+    experiment: str
+    tracking_uri: str
+    verdict: Verdict
+    figures: tuple[Figure, ...]
+    baseline_run_ids: tuple[str, ...]
+    report: ReportFiles
+
+    @property
+    def exit_code(self) -> int:
+        """0 passed, 1 regressed, 3 failed."""
+        return self.verdict.exit_code
+
+
+def run_nightly(
+    suite: Suite,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    baseline_nights: int = DEFAULT_BASELINE_NIGHTS,
+    report_dir: str | Path = "nightly-report",
+    storage_path: str | Path | None = None,
+) -> NightResult:
+    """Run one night of ``suite`` and judge it against earlier nights.
+
+    Example:
+        >>> from sweeps.spec import load_suite
+        >>> night = run_nightly(load_suite("sweeps/specs/nightly.yaml"))  # doctest: +SKIP
+        >>> night.verdict.status, night.report.html  # doctest: +SKIP
+        ('passed', PosixPath('nightly-report/nightly-report.html'))
+
+    Args:
+        suite: A loaded suite (``sweeps.spec.load_suite``); entries' ``extra_overrides``
+            (other than ``storage``) make this a what-if night that later baselines ignore.
+        address: A Ray cluster (``auto``, ``ray://...``); None starts Ray here.
+        tracking_uri: The MLflow store of every entry and of the night (else
+            ``$MLFLOW_TRACKING_URI``, else ``./.lrsweep``); an entry's ``tracking.uri`` is ignored.
+        baseline_nights: How many earlier completed nights the baseline median takes.
+        report_dir: Where ``nightly-report.md``, ``.html`` and ``trends/`` are written.
+        storage_path: Ray's storage root for the sweeps (else each spec's or ``./.lrsweep``).
+
+    Returns:
+        The :class:`NightResult`; its ``exit_code`` is what ``lrsweep nightly`` exits with.
+
+    Raises:
+        ValueError: ``baseline_nights`` below 1 (before anything starts).
+        MlflowException: the store cannot be reached to create the night run.
+        KeyboardInterrupt: re-raised after the night is recorded as failed (run KILLED).
+    """
+    if baseline_nights < 1:
+        raise ValueError(f"baseline_nights must be at least 1, but got {baseline_nights=}.")
+    uri = resolve_tracking_uri(tracking_uri)
+    store = NightStore(Tracker(uri), suite.name)
+    overrides = [f"{e.name}.{o}" for e in suite.entries for o in e.extra_overrides]
+    environment = environment_tags()
+    night_run_id = store.start_night(environment, eligible=not what_if_overrides(suite))
+    if overrides:
+        store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(overrides)})
+    logger.info("night %s of suite %s in %s", night_run_id, suite.name, redact_uri(uri))
+    try:
+        figures, failures = _run_entries(
+            suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
+        )
+        store.log_figures(night_run_id, figures)
+        tonight = _Tonight(night_run_id, environment, overrides, figures, failures)
+        return _conclude(suite, store, tonight, baseline_nights, report_dir)
+    except KeyboardInterrupt:
+        store.finish_night(night_run_id, "failed", "interrupted (Ctrl-C or SIGTERM)", killed=True)
+        raise
+    except Exception as error:
+        store.finish_night(night_run_id, "failed", f"the night itself crashed: {error!r}")
+        raise
+
+
+def what_if_overrides(suite: Suite) -> list[str]:
+    """The extra overrides that make a night a what-if (never part of a baseline).
+
+    Every ``--set`` does, except those that only move Ray's ``storage`` (where checkpoints go
+    changes no figure, and a cluster needs shared storage:
+    ``--set '*.storage={path: /mnt/shared/ray-results, shared: true}'``).
+    """
+    return [
+        f"{entry.name}.{override}"
+        for entry in suite.entries
+        for override in entry.extra_overrides
+        if override.partition("=")[0].strip().split(".")[0] != STORAGE_KEY
+    ]
+
+
+def _run_entries(
+    suite: Suite,
+    store: NightStore,
+    night_run_id: str,
+    *,
+    uri: str,
+    address: str | None,
+    storage_path: str | Path | None,
+) -> tuple[list[Figure], list[str]]:
+    figures: list[Figure] = []
+    failures: list[str] = []
+    for index, entry in enumerate(suite.entries):
+        found, problems, interrupted = _run_entry(
+            suite.name, entry, store, night_run_id, uri=uri, address=address,
+            storage_path=storage_path,
+        )  # fmt: skip
+        figures += found
+        failures += [_one_line(f"{entry.name}: {p}") for p in problems]
+        if interrupted:
+            skipped = [e.name for e in suite.entries[index + 1 :]]
+            logger.warning("night interrupted during %s; entries not run: %s", entry.name, skipped)
+            break
+    return figures, failures
+
+
+def _run_entry(
+    suite: str,
+    entry: SuiteEntry,
+    store: NightStore,
+    night_run_id: str,
+    *,
+    uri: str,
+    address: str | None,
+    storage_path: str | Path | None,
+) -> tuple[list[Figure], list[str], bool]:
+    """One entry's sweep: its figures, its problems, and whether it was interrupted."""
+    from sweeps.run import run_sweep  # the Ray-heavy import, only when a night really runs
+
+    experiment = entry_experiment(suite, entry.name)
+    spec = _in_experiment(entry.spec, experiment, uri)
+    started_ms = int(time.time() * 1000)
+    problems: list[str] = []
+    interrupted = False
+    logger.info("entry %s: sweep %s into experiment %s", entry.name, spec.name, experiment)
+    try:
+        result = run_sweep(spec, address=address, tracking_uri=uri, storage_path=storage_path)
+        sweep_run_id: str | None = result.parent_run_id
+        interrupted = result.interrupted
+        ray_errors = _ray_errors(result)
+    except Exception as error:  # any way a sweep dies fails the night; its reason is kept
+        logger.exception("entry %s: the sweep raised", entry.name)
+        problems.append(f"the sweep raised {type(error).__name__}: {error}")
+        sweep_run_id, ray_errors = store.latest_sweep_run(experiment, started_ms), []
+    if interrupted:
+        problems.append("the sweep was interrupted (Ctrl-C or SIGTERM)")
+    if sweep_run_id is None:
+        return [], problems or ["the sweep left no run in MLflow"], interrupted
+    store.link_sweep(night_run_id, entry.name, sweep_run_id)
+    reading = store.read_sweep(sweep_run_id)
+    problems += reading.failures or ray_errors
+    figures = entry_figures(entry.name, reading.trials, wall_time_s=reading.wall_time_s)
+    return figures, problems, interrupted
+
+
+def _in_experiment(spec: SweepSpec, experiment: str, uri: str) -> SweepSpec:
+    """``spec`` logging to ``experiment`` (no re-validation: the suite validated it)."""
+    if spec.tracking.uri and spec.tracking.uri != uri:
+        logger.warning(
+            "spec %s sets tracking.uri; the nightly logs every entry to %s instead",
+            spec.name,
+            redact_uri(uri),
+        )
+    tracking = spec.tracking.model_copy(update={"experiment": experiment, "uri": None})
+    return spec.model_copy(update={"tracking": tracking})
+
+
+def _ray_errors(result: Any) -> list[str]:
+    """Trials Ray Tune saw error (some never reach MLflow, e.g. when their data is missing)."""
+    errors = []
+    for outcomes in result.trials.values():
+        for outcome in outcomes:
+            if outcome.status == "ERROR":
+                text = (outcome.error or "no error text").strip().splitlines() or ["?"]
+                arm = outcome.config.get("arm", "?")
+                errors.append(f"trial {outcome.trial_id} ({arm}) errored: {text[-1]}")
+    return errors
+
+
+@dataclass(frozen=True)
+class _Tonight:
+    """What a night has gathered by the time it is judged."""
+
+    night_run_id: str
+    environment: dict[str, str]
+    overrides: list[str]
+    figures: list[Figure]
+    failures: list[str]
+
+
+def _conclude(
+    suite: Suite,
+    store: NightStore,
+    tonight: _Tonight,
+    baseline_nights: int,
+    report_dir: str | Path,
+) -> NightResult:
+    """Baseline, verdict, report, and the night run closed with its status."""
+    night_run_id, figures = tonight.night_run_id, tonight.figures
+    earlier = store.earlier_nights(
+        limit=max(baseline_nights, TREND_NIGHTS - 1), exclude=night_run_id
+    )
+    baseline = earlier[:baseline_nights]
+    verdict = judge(figures, [n.figures for n in baseline], suite.thresholds, tonight.failures)
+    trend = [(_label(n.start_ms), n.figures) for n in reversed(earlier[: TREND_NIGHTS - 1])]
+    trend.append(("tonight", {f.key: f.value for f in figures}))
+    baseline_ids = [n.run_id for n in baseline]
+    report = NightReport(
+        suite=suite.name,
+        night_run_id=night_run_id,
+        experiment=store.experiment,
+        environment=tonight.environment,
+        verdict=verdict,
+        baseline_run_ids=baseline_ids,
+        trend=trend,
+        overrides=tonight.overrides,
+        what_if=bool(what_if_overrides(suite)),
+    )
+    files = write_report(report, report_dir)
+    store.log_files(night_run_id, [files.markdown, files.html])
+    store.log_files(night_run_id, files.plots, "trends")
+    store.set_tags(night_run_id, {TAG_BASELINE_RUNS: ",".join(baseline_ids)})
+    store.finish_night(night_run_id, verdict.status, "; ".join(verdict.failures))
+    logger.info("night %s: %s", night_run_id, verdict.summary())
+    return NightResult(
+        suite=suite.name,
+        night_run_id=night_run_id,
+        experiment=store.experiment,
+        tracking_uri=redact_uri(store.tracker.uri),
+        verdict=verdict,
+        figures=tuple(figures),
+        baseline_run_ids=tuple(baseline_ids),
+        report=files,
+    )
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, cut to ``MAX_REASON_CHARS``."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_REASON_CHARS else flat[: MAX_REASON_CHARS - 3] + "..."
+
+
+def _label(start_ms: int) -> str:
+    return datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime("%m-%d %H:%M")

@@ -1,0 +1,341 @@
+"""The nightly benchmark: figures, baselines, thresholds, the report, the CLI and the schedules.
+
+The integration test runs a tiny suite (digits at 8 px, 2 epochs, 1 seed, an LR finder against
+one random-search LR) three times against one MLflow store, with a failed night in between.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import math
+import shlex
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.nightly import (
+    Figure,
+    NightStore,
+    Status,
+    compare_figures,
+    entry_figures,
+    judge,
+    run_nightly,
+)
+from sweeps.report import TrialRow
+from sweeps.spec import SpecError, Thresholds, load_suite
+from sweeps.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_SPEC = {
+    "name": "tiny-digits",
+    "task": {
+        "dataset": {"name": "digits"},
+        "model": {"arch": "simple_cnn"},
+        "image_size": 8,
+        "batch_size": 64,
+        "epochs": 2,
+    },
+    "seeds": [0],
+    "strategies": [
+        {"kind": "lr_finder", "suggest": ["valley"], "num_it": 20},
+        {"kind": "random", "lr": {"min": 3.0e-3, "max": 5.0e-3}, "trials": 1},
+    ],
+    "failure": {"max_failures": 0},
+    "tracking": {"checkpoints": "none"},
+}
+# Compute and wall time on a loaded 2-core machine are noisy: generous relative thresholds.
+TINY_THRESHOLDS = {
+    "error_rate_points": 20,
+    "regret_points": 20,
+    "wall_time_pct": 500,
+    "compute_pct": 500,
+    "stopped_early_delta": 1,
+}
+HARMFUL_LR = "digits.strategies.1.lr={min: 300.0, max: 1000.0}"
+
+
+def _suite_file(tmp_path: Path, entries: list[dict] | None = None) -> Path:
+    path = tmp_path / "suite.yaml"
+    suite = {
+        "name": "tiny",
+        "thresholds": TINY_THRESHOLDS,
+        "entries": entries or [{"name": "digits", "spec": TINY_SPEC}],
+    }
+    path.write_text(json.dumps(suite, indent=1))  # JSON is YAML, and never aliases
+    return path
+
+
+def _nightly(*args: str):
+    return CliRunner().invoke(app, ["nightly", *args])
+
+
+# --- comparison with the baseline (pure) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "baseline", "tonight", "status"),
+    [
+        ("error_rate_pct", 10.0, 12.0, Status.OK),  # +2 points: at the limit passes
+        ("error_rate_pct", 10.0, 12.5, Status.REGRESSED),
+        ("error_rate_pct", 10.0, 2.0, Status.OK),  # better never regresses
+        ("regret_pp", 1.0, 3.5, Status.REGRESSED),
+        ("wall_time_s", 100.0, 125.0, Status.OK),  # +25%
+        ("wall_time_s", 100.0, 126.0, Status.REGRESSED),
+        ("compute_s", 40.0, 51.0, Status.REGRESSED),
+        ("compute_s", 0.0, 5.0, Status.OK),  # no relative limit on a baseline of 0
+        ("stopped_early", 1.0, 3.0, Status.OK),
+        ("stopped_early", 1.0, 4.0, Status.REGRESSED),
+    ],
+)
+def test_a_figure_regresses_only_past_its_threshold(
+    name: str, baseline: float, tonight: float, status: Status
+) -> None:
+    strategy = None if name in ("wall_time_s", "stopped_early") else "grid"
+    figure = Figure("digits", name, strategy, tonight)
+    (comparison,) = compare_figures([figure], [{figure.key: baseline}], Thresholds())
+    assert comparison.status is status
+    assert comparison.baseline == baseline and comparison.value == tonight
+
+
+def test_the_baseline_is_the_median_of_the_nights_that_have_the_figure() -> None:
+    key = "digits/error_rate_pct/grid"
+    nights = [{key: 10.0}, {key: 30.0}, {key: 11.0}, {key: math.nan}, {}]
+    (comparison,) = compare_figures([Figure.from_key(key, 12.0)], nights, Thresholds())
+    assert comparison.baseline == 11.0 and comparison.n_nights == 3
+    assert comparison.limit == pytest.approx(13.0)
+
+
+def test_first_night_passes_with_no_baseline_and_says_so() -> None:
+    verdict = judge([Figure("digits", "error_rate_pct", "grid", 90.0)], [], Thresholds())
+    assert verdict.status == "passed" and verdict.exit_code == 0
+    assert verdict.comparisons[0].status is Status.NO_BASELINE
+    assert "no baseline" in verdict.summary()
+
+
+def test_failures_win_over_regressions_and_a_gone_figure_is_listed_not_failed() -> None:
+    nights = [{"digits/error_rate_pct/grid": 1.0, "digits/error_rate_pct/optuna": 1.0}]
+    figures = [Figure("digits", "error_rate_pct", "grid", 50.0)]
+    verdict = judge(figures, nights, Thresholds())
+    assert verdict.status == "regressed" and verdict.exit_code == 1
+    assert [c.status for c in verdict.comparisons] == [Status.REGRESSED, Status.MISSING]
+    message = verdict.regressions[0].describe()
+    assert message.startswith("digits: error_rate_pct[grid] regressed to 50")
+    assert "against 1 (median of 1 night)" in message
+    failed = judge(figures, nights, Thresholds(), ["digits: the sweep raised OSError: gone"])
+    assert failed.status == "failed" and failed.exit_code == 3
+    assert "OSError: gone" in failed.summary()
+
+
+def _row(group: str, kind: str, error: float, *, stop: str = "completed") -> TrialRow:
+    arm, _, rule = group.partition(":")
+    return TrialRow(
+        run_id=f"run-{group}-{error}", group=group, kind=kind, arm=arm, rule=rule, seed=0,
+        lr=1e-3, status="FINISHED", stop_reason=stop, best_epoch="1", diagnosis="",
+        best_valid_loss=error if math.isfinite(error) else math.nan, best_error_rate=error,
+        epochs_run=2, compute_s=3.0,
+    )  # fmt: skip
+
+
+def test_entry_figures_follow_the_sweep_report_and_count_a_lost_strategy_as_100() -> None:
+    trials = [
+        _row("grid", "grid", 0.10),
+        _row("grid", "grid", 0.50, stop="rising_val_loss"),
+        _row("lr_finder:valley", "lr_finder", 0.15),
+        _row("lr_finder:steep", "lr_finder", math.nan, stop="diverged"),
+    ]
+    figures = {f.key: f.value for f in entry_figures("d", trials, wall_time_s=12.5)}
+    assert figures["d/error_rate_pct/grid"] == pytest.approx(10.0)
+    assert figures["d/error_rate_pct/lr_finder:steep"] == 100.0
+    assert figures["d/regret_pp/lr_finder:valley"] == pytest.approx(5.0)
+    assert figures["d/regret_pp/lr_finder:steep"] == pytest.approx(90.0)
+    assert "d/regret_pp/grid" not in figures
+    assert figures["d/compute_s/grid"] == 6.0
+    assert figures["d/wall_time_s"] == 12.5 and figures["d/stopped_early"] == 2.0
+    assert all(Figure.from_key(k, v).key == k for k, v in figures.items())
+
+
+def test_figures_and_crashed_trials_are_read_from_mlflow_alone(tracking_uri: str) -> None:
+    """A sweep logged elsewhere: only its MLflow runs are read (no Ray, no SweepResult)."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("nightly/tiny/digits")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    trials = [
+        ("grid", "grid", "", "completed", {"best/valid_loss": 0.3, "best/error_rate": 0.08}),
+        ("lr_finder", "lr_finder", "valley", "diverged",
+         {"best/valid_loss": 0.5, "best/error_rate": 0.12}),
+        ("grid", "grid", "", "failed", {}),
+    ]  # fmt: skip
+    for arm, kind, rule, stop, metrics in trials:
+        tags = {"sweeps.strategy": kind, "sweeps.arm": arm, "sweeps.stop_reason": stop}
+        tags |= {"sweeps.rule": rule} if rule else {}
+        tags |= {"sweeps.error": "RuntimeError('worker died')"} if stop == "failed" else {}
+        run = tracker.start_run(experiment_id, run_name=arm, tags=tags, parent_run_id=parent)
+        tracker.log_params(run, {"seed": 0, "lr": 0.01})
+        tracker.log_metrics(run, [(k, v, 0) for k, v in {**metrics, "compute_s": 2.0}.items()])
+        tracker.end_run(run, "FAILED" if stop == "failed" else "FINISHED")
+    tracker.end_run(parent)
+    store = NightStore(tracker, "tiny")
+    reading = store.read_sweep(store.latest_sweep_run("nightly/tiny/digits", since_ms=0))
+    assert len(reading.failures) == 1 and "worker died" in reading.failures[0]
+    figures = {f.key: f.value for f in entry_figures("digits", reading.trials, wall_time_s=1.0)}
+    assert figures["digits/error_rate_pct/grid"] == pytest.approx(8.0)
+    assert figures["digits/regret_pp/lr_finder:valley"] == pytest.approx(4.0)
+    assert figures["digits/compute_s/grid"] == 4.0 and figures["digits/stopped_early"] == 1.0
+
+
+# --- suite input ------------------------------------------------------------------------------
+
+
+def test_set_overrides_are_routed_to_their_entry_or_to_every_entry(tmp_path: Path) -> None:
+    entries = [
+        {"name": "digits", "spec": TINY_SPEC},
+        {"name": "digits-2", "spec": {**TINY_SPEC, "name": "two"}},
+    ]
+    path = _suite_file(tmp_path, entries)
+    suite = load_suite(
+        path, overrides=["digits-2.task.epochs=3", "*.seeds=[1]", "digits.strategies.0.num_it=30"]
+    )
+    one, two = suite.entries
+    assert (one.spec.task.epochs, two.spec.task.epochs) == (2, 3)
+    assert one.spec.seeds == two.spec.seeds == [1]
+    assert one.extra_overrides == ["seeds=[1]", "strategies.0.num_it=30"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "spec_change", "expected"),
+    [
+        (["nope.task.epochs=3"], {}, r"--set 'nope.task.epochs=3': no suite entry named 'nope'"),
+        (["digits.task.epochs=0"], {}, r"entries\.digits\.spec\.task\.epochs: must be at least 1"),
+        ([], {"seeds": "zero"}, r"entries\.digits\.spec\.seeds: must be a list"),
+        (["digits.task.epoks=3"], {}, r"entries\.digits\.overrides: --set 'task\.epoks=3'"),
+    ],
+)
+def test_bad_suite_input_exits_2_naming_the_entry_and_field(
+    tmp_path: Path, overrides: list[str], spec_change: dict, expected: str
+) -> None:
+    path = _suite_file(tmp_path, [{"name": "digits", "spec": {**TINY_SPEC, **spec_change}}])
+    with pytest.raises(SpecError, match=expected):
+        load_suite(path, overrides=overrides)
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    result = _nightly(str(path), "--tracking-uri", f"sqlite:///{tmp_path}/x.db", *sets)
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was recorded
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+
+def _command_args(command: str) -> list[str]:
+    """``lrsweep nightly ...`` as arguments, the executable's folder dropped."""
+    words = shlex.split(command)
+    start = words.index("nightly") - 1
+    return [Path(words[start]).name, *words[start + 1 :]]
+
+
+def test_every_schedule_runs_the_packaged_suite_with_valid_arguments() -> None:
+    cron = [
+        line
+        for line in (ROOT / "infra/cron/lrsweep-nightly.cron").read_text().splitlines()
+        if line and not line.startswith("#") and "=" not in line.split()[0]
+    ]
+    assert len(cron) == 1 and cron[0].split()[:5] == ["30", "2", "*", "*", "*"]
+    service = configparser.ConfigParser(interpolation=None, strict=False)
+    service.read(ROOT / "infra/systemd/lrsweep-nightly.service")
+    timer = configparser.ConfigParser(interpolation=None)
+    timer.read(ROOT / "infra/systemd/lrsweep-nightly.timer")
+    assert timer["Timer"]["Unit"] == "lrsweep-nightly.service" and timer["Timer"]["OnCalendar"]
+    docs = list(yaml.safe_load_all((ROOT / "infra/k8s/nightly-cronjob.yaml").read_text()))
+    cronjob = next(d for d in docs if d["kind"] == "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    rayjob = yaml.safe_load(configmap["data"]["rayjob.yaml"])
+    assert rayjob["kind"] == "RayJob" and rayjob["spec"]["clusterSelector"]
+    commands = [
+        cron[0].split(">>")[0],
+        service["Service"]["ExecStart"],
+        rayjob["spec"]["entrypoint"].split("&&")[-1],
+    ]
+    for command in commands:
+        args = _command_args(command)
+        assert args[:3] == ["lrsweep", "nightly", "sweeps/specs/nightly.yaml"], command
+        assert "--tracking-uri" in args
+        sets = [args[i + 1] for i, word in enumerate(args) if word == "--set"]
+        suite = load_suite(ROOT / "sweeps/specs/nightly.yaml", overrides=sets)
+        assert len(suite.entries) == 2
+    assert "--address" in _command_args(commands[2])
+
+
+# --- three nights against one store -----------------------------------------------------------
+
+
+def _night_runs(tracking_uri: str) -> list:
+    tracker = Tracker(tracking_uri)
+    runs = tracker.search_runs(tracker.experiment_id("nightly/tiny"))
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def _failed_night(tmp_path: Path, tracking_uri: str) -> None:
+    """A night whose sweep raises at run time (the machine lacks the CPUs a trial asks for):
+    recorded failed with its reason, exit code 3."""
+    spec = {**TINY_SPEC, "name": "gone", "resources": {"cpu": 64}}
+    (tmp_path / "broken").mkdir()
+    suite = load_suite(_suite_file(tmp_path / "broken", [{"name": "gone", "spec": spec}]))
+    night = run_nightly(suite, tracking_uri=tracking_uri, report_dir=tmp_path / "report-failed")
+    assert night.verdict.status == "failed" and night.exit_code == 3
+    assert night.verdict.failures[0].startswith("gone: the sweep raised PreflightError")
+    tags = _night_runs(tracking_uri)[-1].data.tags
+    assert tags["nightly.status"] == "failed" and tags["nightly.failure_reason"].startswith("gone")
+
+
+@pytest.mark.slow
+def test_nights_pass_then_an_injected_regression_exits_1(
+    ray_cluster: None, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # Ray's storage and the default report folder
+    suite = str(_suite_file(tmp_path))
+    common = ["--tracking-uri", tracking_uri, "--baseline-nights", "7"]
+
+    first = _nightly(suite, *common, "--report-dir", "night1")
+    assert first.exit_code == 0, first.output
+    assert "no baseline" in first.output
+
+    _failed_night(tmp_path, tracking_uri)
+
+    second = _nightly(suite, *common, "--report-dir", "night2")
+    assert second.exit_code == 0, second.output
+    night1, failed, night2 = _night_runs(tracking_uri)
+    assert failed.data.tags["nightly.status"] == "failed"
+    assert night2.data.tags["nightly.baseline_runs"] == night1.info.run_id  # failed one left out
+    assert night2.data.tags["nightly.git_commit"] and night2.data.tags["nightly.version.torch"]
+    sweep_run = night2.data.tags["nightly.sweep_run.digits"]
+    assert Tracker(tracking_uri).get_run(sweep_run).data.tags["nightly.night_run_id"] == (
+        night2.info.run_id
+    )
+
+    third = _nightly(suite, *common, "--report-dir", "night3", "--set", HARMFUL_LR)
+    assert third.exit_code == 1, third.output
+    night3 = _night_runs(tracking_uri)[-1]
+    key = "digits/error_rate_pct/random"
+    before = statistics.median([night1.data.metrics[key], night2.data.metrics[key]])
+    tonight = night3.data.metrics[key]
+    assert tonight > before + TINY_THRESHOLDS["error_rate_points"]
+    line = next(x for x in third.output.splitlines() if "error_rate_pct[random]" in x)
+    assert line.startswith("regression: digits: error_rate_pct[random]")
+    assert f"{tonight:.4g}" in line and f"{before:.4g}" in line
+    assert night3.data.tags["nightly.status"] == "regressed"
+    assert night3.data.tags["nightly.baseline_eligible"] == "false"  # a what-if night
+
+    page = (tmp_path / "night3" / "nightly-report.html").read_text()
+    assert page.count('<img alt="digits: ') >= 5 and "data:image/png;base64," in page
+    assert "error_rate_pct[random] regressed to" in page
+    markdown = (tmp_path / "night3" / "nightly-report.md").read_text()
+    assert "](trends/digits--error_rate_pct.png)" in markdown
+    assert (tmp_path / "night3" / "trends" / "digits--error_rate_pct.png").stat().st_size > 1000
+    logged = Tracker(tracking_uri).list_artifacts(night3.info.run_id)
+    assert {"nightly-report.html", "nightly-report.md", "trends"} <= set(logged)
