@@ -47,6 +47,7 @@ class CurveTooShort(ValueError):
         self.n_points = n_points
         self.n_usable = n_usable
         self.needed = needed
+        self.why = why
         super().__init__(
             f"Suggestion rule {rule!r} needs at least {needed} usable points, but the curve has "
             f"{n_points} points and only {n_usable} are usable ({why}). Run the range test for "
@@ -55,16 +56,7 @@ class CurveTooShort(ValueError):
         )
 
     def __reduce__(self):  # keep picklable across Ray processes
-        return (_rebuild_too_short, (self.rule, self.n_points, self.n_usable, self.needed, self))
-
-
-def _rebuild_too_short(
-    rule: str, n_points: int, n_usable: int, needed: int, error: BaseException
-) -> CurveTooShort:
-    new = CurveTooShort.__new__(CurveTooShort)
-    ValueError.__init__(new, str(error))
-    new.rule, new.n_points, new.n_usable, new.needed = rule, n_points, n_usable, needed
-    return new
+        return (type(self), (self.rule, self.n_points, self.n_usable, self.needed, self.why))
 
 
 def prepare_curve(
@@ -96,7 +88,7 @@ def prepare_curve(
 
     Raises:
         ValueError: If the inputs are not 1-D, differ in length, hold a rate that is not
-            positive and finite, or a skip count is negative.
+            positive and finite, are not strictly increasing, or a skip count is negative.
         CurveTooShort: If fewer than ``needed`` points remain.
     """
     lr_arr = np.asarray(lrs, dtype=np.float64)
@@ -108,11 +100,12 @@ def prepare_curve(
         )
     if len(lr_arr) != len(loss_arr):
         raise ValueError(
-            f"lrs and losses must have the same length, but got {len(lr_arr)} and "
-            f"{len(loss_arr)}."
+            f"lrs and losses must have the same length, but got {len(lr_arr)} and {len(loss_arr)}."
         )
     if not np.all(np.isfinite(lr_arr) & (lr_arr > 0)):
         raise ValueError("lrs must all be positive and finite (they are plotted on a log axis).")
+    if np.any(np.diff(lr_arr) <= 0):
+        raise ValueError("lrs must be strictly increasing, as a range test's rates are.")
     n_points = len(lr_arr)
     start = n_points // 10 if skip_start is None else skip_start
     if start < 0 or skip_end < 0:
@@ -124,8 +117,8 @@ def prepare_curve(
     bad = np.flatnonzero(~np.isfinite(loss_arr))
     why = f"dropped the first {start} and the last {skip_end}"
     if len(bad):
+        why += f", and {len(loss_arr) - bad[0]} from the first non-finite loss on"
         lr_arr, loss_arr = lr_arr[: bad[0]], loss_arr[: bad[0]]
-        why += f", and {len(bad)}+ from the first non-finite loss on"
         logger.debug("%s: curve cut at its first non-finite loss (point %d)", rule, start + bad[0])
     if len(loss_arr) < needed:
         raise CurveTooShort(rule, n_points, len(loss_arr), needed, why)

@@ -1,0 +1,86 @@
+"""``lrsweep lr-find``: the LR range test alone, its suggestions and its plot."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sweeps.cli import app
+from trainers import LRFindResult, build_model, make_dataloaders, seed_everything
+from trainers.learner import Learner
+from trainers.plots import plot_lr_find
+from trainers.suggestions import SUGGESTIONS
+
+
+def _fail(error: Exception) -> typer.Exit:
+    """Print a user error (no traceback) and return the exit to raise (status 2)."""
+    Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
+    return typer.Exit(2)
+
+
+def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> None:
+    console = Console()
+    table = Table(title=f"LR range test: {result.num_it_run} iterations")
+    table.add_column("rule")
+    table.add_column("suggested lr (top layer group)", justify="right")
+    for name, lr in result.suggestions.items():
+        table.add_row(name, f"{lr:.3e}")
+    console.print(table)
+    if result.stopped_early:
+        console.print(f"Stopped early: the loss diverged at lr {result.lrs[-1]:.3e}.")
+    console.print(f"Plot: {out}", markup=False, highlight=False)
+    if json_out is not None:
+        console.print(f"Curve: {json_out}", markup=False, highlight=False)
+
+
+@app.command("lr-find")
+def lr_find_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, shapes, image_folder, ...")],
+    arch: Annotated[str, typer.Option("--arch", help="simple_cnn, resnet18 or resnet34.")],
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds data split, init and order.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Where to save the plot.")] = Path(
+        "lr_find.png"
+    ),
+    num_it: Annotated[int, typer.Option("--num-it", help="Iterations of the test.")] = 100,
+    start_lr: Annotated[float, typer.Option("--start-lr", help="First learning rate.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", help="Last learning rate.")] = 10.0,
+    suggest: Annotated[
+        list[str] | None,
+        typer.Option("--suggest", help=f"Rule, repeatable: {', '.join(SUGGESTIONS)}."),
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Data folder (image_folder, torchvision).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also save the curve as JSON here.")
+    ] = None,
+) -> None:
+    """Run the LR range test on a fresh model and print what each rule suggests."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rules = tuple(suggest) if suggest else ("valley",)
+    try:
+        for option, target in (("--out", out), ("--json", json_out)):
+            if target is not None and not target.parent.is_dir():
+                raise FileNotFoundError(
+                    f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist."
+                )
+        dls = make_dataloaders(
+            dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
+        )
+        seed_everything(seed)
+        model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
+        learn = Learner(model, dls, seed=seed, progress=False)
+        result = learn.lr_find(start_lr, end_lr, num_it, suggest=rules)
+        plot_lr_find(result, out)
+        if json_out is not None:
+            result.to_json(json_out)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        raise _fail(error) from None
+    _print_result(result, out, json_out)

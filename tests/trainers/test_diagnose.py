@@ -1,0 +1,148 @@
+"""diagnose: synthetic histories of each kind, and the recorded experiments behind its defaults."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from trainers.diagnose import LABELS, Diagnosis, diagnose
+
+EVIDENCE = json.loads(
+    (Path(__file__).parent / "data" / "diagnose_thresholds.json").read_text(encoding="utf-8")
+)
+
+
+def _history(train: list[float], valid: list[float]) -> list[dict[str, float]]:
+    return [
+        {"epoch": i, "train_loss": t, "valid_loss": v, "error_rate": 0.1}
+        for i, (t, v) in enumerate(zip(train, valid, strict=True))
+    ]
+
+
+SYNTHETIC = [
+    ("nan_valid", [2.0, 1.0, 0.8], [1.5, math.nan, 0.7], "lr_too_high"),
+    ("inf_train", [2.0, math.inf], [1.5, 1.4], "lr_too_high"),
+    ("explodes_late", [2.0, 1.0, 1.5, 1.8], [1.5, 0.9, 4.0, 9.0], "lr_too_high"),
+    ("explodes_first", [50.0, 30.0, 20.0], [900.0, 80.0, 40.0], "lr_too_high"),
+    ("overfits", [2.0, 1.0, 0.5, 0.3, 0.2, 0.1], [1.5, 0.8, 0.7, 0.8, 0.9, 1.0], "overfitting"),
+    ("one_epoch", [2.0], [1.0], "too_few_epochs"),
+    ("cut_short", [2.0, 1.0, 0.6], [1.5, 0.9, 0.5], "too_few_epochs"),
+    ("crawls", [2.4, 2.3, 2.2, 2.1, 2.0, 1.9], [2.3, 2.2, 2.1, 2.0, 1.9, 1.8], "lr_too_low"),
+    ("converged", [1.5, 0.3, 0.1, 0.05, 0.04], [1.2, 0.2, 0.1, 0.09, 0.088], "ok"),
+]
+
+
+@pytest.mark.parametrize(
+    ("train", "valid", "label"), [s[1:] for s in SYNTHETIC], ids=[s[0] for s in SYNTHETIC]
+)
+def test_synthetic_history_gets_its_label(train, valid, label):
+    result = diagnose(_history(train, valid))
+    assert result.label == label
+    assert result.reason
+
+
+@pytest.mark.parametrize("run", EVIDENCE["runs"], ids=[r["name"] for r in EVIDENCE["runs"]])
+def test_defaults_label_every_recorded_experiment_as_intended(run):
+    assert diagnose(run["history"]).label == run["label"]
+
+
+def test_evidence_file_records_the_current_defaults():
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(diagnose).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert EVIDENCE["thresholds"] == defaults
+    assert {r["label"] for r in EVIDENCE["runs"]} == set(LABELS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "label"),
+    [
+        ({}, "overfitting"),  # 3 epochs since the best, +25%
+        ({"rise_epochs": 4}, "ok"),
+        ({"min_rise": 0.3}, "ok"),
+    ],
+)
+def test_overfitting_thresholds_are_honoured(kwargs, label):
+    history = _history([1.0, 0.5, 0.3, 0.2, 0.1], [0.9, 0.4, 0.42, 0.45, 0.5])
+    assert diagnose(history, **kwargs).label == label
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "label"),
+    [
+        ({}, "lr_too_low"),  # best 3-epoch rate 5% per epoch
+        ({"slow_improvement": 0.04}, "ok"),
+        ({"min_epochs_too_low": 7}, "ok"),
+    ],
+)
+def test_lr_too_low_thresholds_are_honoured(kwargs, label):
+    history = _history([2.4, 2.3, 2.2, 2.1, 2.0, 1.9], [2.3, 2.2, 2.1, 2.0, 1.9, 1.8])
+    assert diagnose(history, **kwargs).label == label
+
+
+def test_explosion_needs_the_training_loss_not_to_have_fallen_as_far():
+    # valid loss ends at 4x the first train loss, but train fell 20x: overfitting, not high lr
+    history = _history([1.0, 0.3, 0.1, 0.05, 0.05], [0.9, 0.6, 1.5, 3.0, 4.0])
+    assert diagnose(history).label == "overfitting"
+    assert diagnose(history, explode_ratio=25.0).label == "overfitting"
+
+
+def test_evidence_holds_the_numbers_used():
+    result = diagnose(_history([2.0, 1.0, 0.6], [1.5, 0.9, 0.5]))
+    assert isinstance(result, Diagnosis)
+    assert result.evidence["n_epochs"] == 3
+    assert result.evidence["best_epoch"] == 2
+    assert result.evidence["last_improvement"] == pytest.approx(0.4 / 0.9)
+    assert result.evidence["explosion_ratio"] == pytest.approx(0.75)
+    assert result.evidence["train_minus_valid"] == pytest.approx(0.1)
+    assert "44%" in result.reason
+
+
+def test_recipe_step_markers_are_skipped():
+    marker = {"epoch": None, "phase": "lr_find_frozen", "lrs": [1e-3]}
+    history = [marker, *_history([2.0, 1.0, 0.6], [1.5, 0.9, 0.5]), marker]
+    result = diagnose(history)
+    assert result.label == "too_few_epochs"
+    assert result.evidence["n_epochs"] == 3
+
+
+def test_non_finite_evidence_names_the_epoch():
+    result = diagnose(_history([2.0, 1.0, 0.8], [1.5, 1.0, math.nan]))
+    assert result.evidence["first_non_finite_epoch"] == 2
+    assert "epoch 2" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ([], r"history has no epoch record"),
+        ([{"epoch": None, "phase": "unfreeze", "lrs": []}], r"history has no epoch record"),
+        ([{"train_loss": 1.0}], r"history\[0\] lacks \['valid_loss'\].*has \['train_loss'\]"),
+    ],
+)
+def test_bad_history_raises(history, message):
+    with pytest.raises(ValueError, match=message):
+        diagnose(history)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"explode_ratio": 1.0}, r"explode_ratio must be > 1"),
+        ({"min_rise": -0.1}, r"min_rise must be >= 0"),
+        ({"fast_improvement": 1.0}, r"fast_improvement must be in \(0, 1\)"),
+        ({"slow_improvement": 0.0}, r"slow_improvement must be in \(0, 1\)"),
+        ({"rise_epochs": 0}, r"rise_epochs must be an integer >= 1"),
+        ({"min_epochs_too_low": 1}, r"min_epochs_too_low must be an integer >= 2"),
+        ({"window": 1.5}, r"window must be an integer >= 1"),
+    ],
+)
+def test_bad_threshold_raises_naming_it(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        diagnose(_history([1.0], [1.0]), **kwargs)

@@ -1,0 +1,318 @@
+"""lr_find: the range test on real tiny models, its traceless restore, its result and plot."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import Learner, LRFindResult, build_model, make_dataloaders, seed_everything
+from trainers.lr_finder import exponential_lrs, lr_find
+from trainers.plots import plot_lr_find
+from trainers.suggestions import CurveTooShort
+
+
+def _learner(
+    *, image_size: int = 8, batch_size: int = 64, seed: int = 0, augment: str | None = None, **kw
+) -> Learner:
+    dls = make_dataloaders(
+        "digits", image_size=image_size, batch_size=batch_size, seed=seed, augment=augment
+    )
+    seed_everything(seed)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    return Learner(model, dls, seed=seed, progress=False, **kw)
+
+
+def _random_smoothing_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with a label smoothing drawn from Python's and NumPy's global RNGs."""
+    smoothing = 0.05 * (random.random() + float(np.random.rand()))
+    return torch.nn.functional.cross_entropy(pred, target, label_smoothing=smoothing)
+
+
+def _state(learn: Learner) -> dict:
+    """Everything lr_find must leave as it found it, deep-copied."""
+    return {
+        "model": {k: v.clone() for k, v in learn.model.state_dict().items()},
+        "opt": copy.deepcopy(learn.opt.state_dict()),
+        "modes": [m.training for m in learn.model.modules()],
+        "flags": [p.requires_grad for p in learn.model.parameters()],
+        "python": random.getstate(),
+        "numpy": np.random.get_state(legacy=False),
+        "torch": torch.get_rng_state().clone(),
+        "dls": copy.deepcopy(learn.dls.state_dict()),
+        "group_lrs": learn.group_lrs,
+    }
+
+
+def _assert_same_state(before: dict, after: dict) -> None:
+    assert before["model"].keys() == after["model"].keys()
+    for key, value in before["model"].items():  # weights and BatchNorm running stats
+        assert torch.equal(value, after["model"][key]), key
+    assert _same(before["opt"], after["opt"])
+    for name in ("modes", "flags", "python", "group_lrs"):
+        assert before[name] == after[name], name
+    assert _same(before["numpy"], after["numpy"])
+    assert torch.equal(before["torch"], after["torch"])
+    assert _same(before["dls"], after["dls"])
+
+
+def _same(a: object, b: object) -> bool:
+    """Deep equality of nested dicts / lists / tuples holding tensors or arrays."""
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+@pytest.fixture(scope="module")
+def trained() -> Learner:
+    """Non-empty optimizer state, moved BN statistics, eval mode; batches draw augmentation
+    from the loaders' RNG and the loss draws from Python's and NumPy's RNGs."""
+    learn = _learner(augment="light", loss_func=_random_smoothing_loss)
+    learn.fit(1, 1e-3)
+    learn.model.eval()
+    return learn
+
+
+def test_lr_find_leaves_weights_optimizer_bn_modes_and_rng_untouched(trained):
+    before = _state(trained)
+    result = lr_find(trained, num_it=20, suggest=("valley", "steep"))
+    _assert_same_state(before, _state(trained))
+    assert list(result.suggestions) == ["valley", "steep"]
+
+
+def test_lr_find_with_frozen_body_keeps_frozen_weights_and_flags(trained):
+    trained.freeze()
+    try:
+        frozen = [
+            (p, p.detach().clone())
+            for g in trained.model.layer_groups()[:-1]
+            for m in g.modules()
+            if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)
+        ]
+        moved: list[bool] = []
+
+        def check(opt, args, kwargs):  # after every optimizer step of the range test
+            moved.append(any(not torch.equal(p, start) for p, start in frozen))
+
+        before = _state(trained)
+        handle = trained.opt.register_step_post_hook(check)
+        try:
+            trained.lr_find(num_it=12, end_lr=1.0)
+        finally:
+            handle.remove()
+        assert len(moved) == 12 and not any(moved)
+        _assert_same_state(before, _state(trained))
+    finally:
+        trained.unfreeze()
+
+
+def test_lr_find_then_fit_equals_fit_alone():
+    alone = _learner()
+    alone.fit_one_cycle(1, 3e-3)
+    after_find = _learner()
+    after_find.lr_find(num_it=30)
+    after_find.fit_one_cycle(1, 3e-3)
+    strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in alone.history]
+    assert [
+        {k: v for k, v in r.items() if k != "epoch_time_s"} for r in after_find.history
+    ] == strip
+    for key, value in alone.model.state_dict().items():
+        assert torch.equal(value, after_find.model.state_dict()[key]), key
+
+
+def test_lr_trace_is_exactly_exponential_and_keeps_group_ratios(trained):
+    trained.set_lrs([1e-4, 1e-3, 1e-2])
+    seen: list[list[float]] = []
+    handle = trained.opt.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups])
+    )
+    try:
+        result = lr_find(trained, 1e-6, 1.0, 25, stop_div=False, suggest=())
+    finally:
+        handle.remove()
+    expected = [1e-6 * (1.0 / 1e-6) ** (i / 24) for i in range(25)]
+    assert list(result.lrs) == pytest.approx(expected, rel=1e-12)
+    assert result.lrs[-1] == pytest.approx(1.0, rel=1e-12)
+    assert [lrs[-1] for lrs in seen] == pytest.approx(expected, rel=1e-12)
+    assert [lrs[0] for lrs in seen] == pytest.approx([lr / 100 for lr in expected], rel=1e-12)
+    assert trained.group_lrs == pytest.approx([1e-4, 1e-3, 1e-2], rel=0)
+    assert exponential_lrs(1e-6, 1.0, 25) == expected
+
+
+def test_rates_annealed_to_zero_give_equal_ratios(trained):
+    previous = trained.group_lrs
+    trained.set_lrs([0.0, 0.0, 0.0])  # where fit_sgdr leaves them
+    seen: list[list[float]] = []
+    handle = trained.opt.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups])
+    )
+    try:
+        lr_find(trained, 1e-5, 1e-2, 10, suggest=())
+        assert trained.group_lrs == [0.0, 0.0, 0.0]
+    finally:
+        handle.remove()
+        trained.set_lrs(previous)
+    assert seen[0] == [1e-5, 1e-5, 1e-5]
+
+
+@pytest.mark.parametrize("lrs", [[1e-3, 1e-3, 0.0], [1e-3, -1e-3, 1e-3], [math.nan, 1e-3, 1e-3]])
+def test_group_rates_without_usable_ratios_raise(trained, lrs):
+    previous = trained.group_lrs
+    trained.set_lrs(lrs)
+    try:
+        with pytest.raises(ValueError, match=r"group_lrs must be finite, >= 0 and > 0 for the top"):
+            lr_find(trained, num_it=10)
+    finally:
+        trained.set_lrs(previous)
+
+
+def test_losses_are_the_bias_corrected_moving_average_of_raw_losses(trained):
+    result = lr_find(trained, num_it=15, stop_div=False, beta=0.9, suggest=())
+    avg, expected = 0.0, []
+    for i, loss in enumerate(result.raw_losses):
+        avg = 0.9 * avg + 0.1 * loss
+        expected.append(avg / (1 - 0.9 ** (i + 1)))
+    assert list(result.losses) == pytest.approx(expected, rel=1e-12)
+    assert result.losses[0] == result.raw_losses[0]
+
+
+def test_divergence_stops_early(trained):
+    before = _state(trained)
+    result = lr_find(trained, 1e-4, 1e4, 100, suggest=())
+    assert result.stopped_early
+    assert result.num_it_run < 100
+    last = result.losses[-1]
+    assert not math.isfinite(last) or last > 4.0 * min(result.losses)
+    assert all(r <= 4.0 * min(result.losses[: i + 1]) for i, r in enumerate(result.losses[:-1]))
+    _assert_same_state(before, _state(trained))
+
+
+def test_too_short_curve_after_divergence_names_rule_and_counts(trained):
+    with pytest.raises(CurveTooShort, match=r"'valley' needs at least 3 .*diverged after \d of"):
+        lr_find(trained, 10.0, 1e6, 30)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"start_lr": 0.0}, r"start_lr must be a finite number > 0, but got 0.0"),
+        ({"end_lr": math.inf}, r"end_lr must be a finite number > 0"),
+        ({"start_lr": 1.0, "end_lr": 0.1}, r"end_lr must be greater than start_lr"),
+        ({"num_it": 1}, r"num_it must be an integer >= 2, but got 1"),
+        ({"num_it": 7}, r"num_it=7 is too few for suggestion rule 'valley': .*keeps 2"),
+        ({"num_it": 20, "suggest": "slide"}, r"num_it=20 is too few for .*'slide'.*needs 16"),
+        ({"div_factor": 1.0}, r"div_factor must be a number > 1"),
+        ({"beta": 1.0}, r"beta must be a number in \[0, 1\)"),
+        ({"suggest": ("valley", "valey")}, r"'valey'; choose one of valley, steep, minimum, slide"),
+    ],
+)
+def test_bad_arguments_raise_before_training(trained, kwargs, message):
+    before = _state(trained)
+    with pytest.raises(ValueError, match=message):
+        lr_find(trained, **kwargs)
+    _assert_same_state(before, _state(trained))
+
+
+def test_valley_pick_trains_better_than_30x_above_and_below():
+    """The real experiment: one-cycle at the valley rate beats 30x either side.
+
+    Seeded and small (16 px digits, 5 epochs). The outcome depends on the setting: on this
+    BatchNorm CNN with AdamW, fastai's valley is on the cautious side, and at 3 epochs (or with
+    other seeds) the 30x higher rate reaches a lower validation loss; see the issue 3 report.
+    """
+    result = _learner(image_size=16).lr_find()
+    valley = result.suggestions["valley"]
+    assert 1e-4 < valley < 1e-2
+    final = {}
+    for name, lr in (("below", valley / 30), ("valley", valley), ("above", valley * 30)):
+        learn = _learner(image_size=16)
+        learn.fit_one_cycle(5, lr)
+        final[name] = learn.history[-1]["valid_loss"]
+    assert final["valley"] < final["below"]
+    assert final["valley"] < final["above"]
+
+
+def _result() -> LRFindResult:
+    return LRFindResult(
+        lrs=(1e-3, 1e-2, 1e-1),
+        losses=(2.0, 1.5, math.inf),
+        raw_losses=(2.0, 1.0, math.nan),
+        suggestions={"valley": 1e-2, "minimum": 1e-3},
+        stopped_early=True,
+        num_it_run=3,
+    )
+
+
+def test_json_round_trip_keeps_everything_including_non_finite(tmp_path):
+    result = _result()
+    text = result.to_json(tmp_path / "lr_find.json")
+    assert "NaN" in text and "Infinity" in text
+    for source in (text, tmp_path / "lr_find.json"):
+        back = LRFindResult.from_json(source)
+        assert back.lrs == result.lrs and back.suggestions == result.suggestions
+        assert back.losses[:2] == result.losses[:2] and back.losses[2] == math.inf
+        assert math.isnan(back.raw_losses[2]) and back.raw_losses[:2] == result.raw_losses[:2]
+        assert (back.stopped_early, back.num_it_run) == (True, 3)
+        assert back.suggestion == 1e-2
+
+
+def test_real_result_round_trips_exactly(trained):
+    result = lr_find(trained, num_it=12, suggest=("valley", "minimum"))
+    assert LRFindResult.from_json(result.to_json()) == result
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lr_find.json", r"to read a file pass a pathlib.Path"),
+        ('{"format": "other"}', r"'format' key must be 'lrsweep.lr_find/1'"),
+        ('{"format": "lrsweep.lr_find/1", "lrs": []}', r"lacks the keys \['losses'"),
+    ],
+)
+def test_from_json_rejects_what_it_cannot_read(text, message):
+    with pytest.raises(ValueError, match=message):
+        LRFindResult.from_json(text)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"losses": (1.0,)}, r"same length, but got 3, 1 and 3"),
+        ({"num_it_run": 2}, r"num_it_run must equal len\(lrs\) = 3, but got 2"),
+    ],
+)
+def test_result_checks_its_own_consistency(kwargs, message):
+    fields = {**_result().__dict__, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        LRFindResult(**fields)
+
+
+def test_suggestion_without_rules_raises():
+    result = LRFindResult(lrs=(1.0,), losses=(1.0,), raw_losses=(1.0,), num_it_run=1)
+    with pytest.raises(ValueError, match=r"suggest=\(\)"):
+        _ = result.suggestion
+
+
+def test_plot_lr_find_writes_a_png_and_draws_into_given_axes(tmp_path):
+    result = _result()
+    fig = plot_lr_find(result, tmp_path / "lr_find.png")
+    assert (tmp_path / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][2:] == [
+        "valley: 1.00e-02",
+        "minimum: 1.00e-03",
+    ]
+    other = plot_lr_find(result, ax=ax)
+    assert other is fig

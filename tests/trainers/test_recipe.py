@@ -1,0 +1,132 @@
+"""fit_recipe: fast.ai's eight steps on a model the test pretrains on shapes, tuned on digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers import Learner, build_model, diagnose, make_dataloaders, seed_everything
+from trainers.recipe import RecipeResult, fit_recipe
+
+STEPS = [
+    "lr_find_frozen",
+    "head",
+    "head_augment",
+    "unfreeze",
+    "lr_find_unfrozen",
+    "discriminative",
+    "sgdr",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simple_cnn trained one epoch on shapes (3 classes, RGB), saved as a state dict."""
+    dls = make_dataloaders("shapes", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=3)
+    Learner(model, dls, seed=0, progress=False).fit_one_cycle(1, 3e-3)
+    path = tmp_path_factory.mktemp("pretrained") / "shapes_simple_cnn.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _digits_learner(pretrained: Path) -> Learner:
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0, channels=3)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, pretrained=pretrained, in_channels=3)
+    return Learner(model, dls, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(pretrained: Path) -> tuple[Learner, RecipeResult, dict[str, torch.Tensor]]:
+    learn = _digits_learner(pretrained)
+    body_before = {k: v.clone() for k, v in learn.model.body.state_dict().items()}
+    result = learn.fit_recipe(max_epochs=10, head_epochs=1, augment_epochs=2, num_it=60)
+    return learn, result, body_before
+
+
+def test_recipe_runs_every_step_in_order(run):
+    learn, result, _ = run
+    assert [s.name for s in result.steps] == STEPS
+    assert [r["phase"] for r in learn.history if r["epoch"] is None] == [
+        "lr_find_frozen",
+        "unfreeze",
+        "lr_find_unfrozen",
+        "discriminative",
+    ]
+    phases = [r["phase"] for r in learn.history if r["epoch"] is not None]
+    assert phases[:3] == ["head", "head_augment", "head_augment"]
+    assert set(phases[3:]) == {"sgdr"}
+
+
+def test_pretrained_body_was_loaded_and_then_fine_tuned(pretrained, run):
+    _, _, body_before = run
+    shapes_body = {
+        k.removeprefix("body."): v
+        for k, v in torch.load(pretrained, weights_only=True).items()
+        if k.startswith("body.")
+    }
+    assert all(torch.equal(shapes_body[k], v) for k, v in body_before.items())
+    learn = run[0]
+    assert any(not torch.equal(v, learn.model.body.state_dict()[k]) for k, v in body_before.items())
+
+
+def test_head_uses_precomputed_activations_and_the_frozen_suggestion(run):
+    _, result, _ = run
+    head = result.step("head")
+    assert head.precompute and head.epochs == 1
+    assert head.lrs[-1] == result.lr_find_frozen.suggestions["valley"]
+    assert result.step("head_augment").epochs == 2
+    assert not result.step("head_augment").precompute
+
+
+def test_discriminative_rates_are_a_slice_topped_by_the_unfrozen_suggestion(run):
+    _, result, _ = run
+    lrs = result.step("discriminative").lrs
+    assert lrs[-1] == result.lr_find_unfrozen.suggestions["valley"]
+    assert [lrs[i + 1] / lrs[i] for i in range(len(lrs) - 1)] == pytest.approx([3.0, 3.0])
+    assert result.step("sgdr").lrs == pytest.approx(lrs, rel=1e-12)
+
+
+def test_sgdr_stays_within_budget_and_ends_at_its_best_epoch(run):
+    learn, result, _ = run
+    sgdr = [r for r in learn.history if r.get("phase") == "sgdr"]
+    assert 1 <= len(sgdr) <= 7  # 10 - 1 - 2 epochs leave cycles of 1, 2 and 4
+    assert result.step("sgdr").epochs == len(sgdr)
+    best = min(sgdr, key=lambda r: r["valid_loss"])
+    assert (result.best_epoch, result.best_valid_loss) == (best["epoch"], best["valid_loss"])
+    assert learn.validate()["valid_loss"] == pytest.approx(result.best_valid_loss, rel=1e-6)
+    assert result.best_valid_loss < 0.5  # tuned: far below chance (ln 10 = 2.3)
+
+
+def test_recipe_leaves_phase_and_augmentation_as_it_found_them(run):
+    learn, _, _ = run
+    assert learn.phase is None
+    assert learn.dls.augment is None and learn.dls.train.augment is None
+    assert learn.frozen_groups == 0
+
+
+def test_recipe_history_can_be_diagnosed(run):
+    learn, _, _ = run
+    assert diagnose(learn.history).label in {"ok", "too_few_epochs"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_epochs": 3}, r"max_epochs must leave at least 1 epoch for SGDR .* = 3"),
+        ({"suggest": "valey"}, r"'valey'; choose one of valley"),
+        ({"head_epochs": 0}, r"head_epochs must be an integer >= 1, but got 0"),
+        ({"patience": 1.5}, r"patience must be an integer >= 1"),
+        ({"group_factor": 0.5}, r"group_factor must be a finite number >= 1"),
+        ({"augment": "sideways"}, r"augment preset must be one of"),
+    ],
+)
+def test_bad_arguments_raise_before_training(pretrained, kwargs, message):
+    learn = _digits_learner(pretrained)
+    with pytest.raises(ValueError, match=message):
+        fit_recipe(learn, **kwargs)
+    assert learn.history == []

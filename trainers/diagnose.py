@@ -1,0 +1,247 @@
+"""fast.ai's rules of thumb for reading training curves, automated.
+
+``diagnose(history)`` reads the per-epoch records a Learner keeps (``train_loss``,
+``valid_loss``; other keys are ignored) and names the most likely problem:
+
+=================  ======================================================================
+``lr_too_high``    a loss is NaN/inf, or the validation loss exploded: at some epoch it is
+                   more than ``explode_ratio`` times the first epoch's training loss while the
+                   training loss has not fallen by that factor (the overfitting pattern has).
+``overfitting``    the best validation loss is ``rise_epochs`` or more epochs old, the last one
+                   is more than ``min_rise`` (relative) above it, and the training loss fell
+                   meanwhile.
+``too_few_epochs`` one epoch only, or the last epoch still cut the validation loss by
+                   ``fast_improvement`` (relative) or more.
+``lr_too_low``     ``min_epochs_too_low`` epochs or more, the training loss still above the
+                   validation loss, and the validation loss never fell faster than
+                   ``slow_improvement`` per epoch (geometric mean over any ``window`` epochs).
+``ok``             none of the above.
+=================  ======================================================================
+
+The rules are checked in that order; the first that matches is the diagnosis. The default
+thresholds come from real runs of the small CNN on ``digits`` and ``shapes`` at rates from
+1e-5 to 3 and for 1 to 30 epochs: ``scripts/diagnose_evidence.py`` regenerates them into
+``tests/trainers/data/diagnose_thresholds.json``, and the tests check that the defaults label
+every recorded run as intended. The margins seen there: explosion ratios of 4 and more for rates
+50x and more above the valley suggestion, 2.2 at most otherwise; best per-epoch improvement 20%
+at most for rates 60x and more below it, 56% and more for good rates on the full split (25% on a
+180-image split with 3 steps an epoch, where training loss far below validation loss rules out
+``lr_too_low``); last-epoch improvement 10% at most when training had converged or crawled, 49%
+and more when stopped too soon; overfitting runs 32% and more above their best, 4 and more
+epochs on, good runs at most 11% and 1 epoch.
+
+Limits: a net stuck at chance level by a rate so high that its units died (flat losses, no
+explosion) looks like ``lr_too_low`` or ``ok``; a run that raised ``TrainingDiverged`` has no
+record of the bad epoch, so pass its partial history with a NaN record appended if known.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LABELS", "Diagnosis", "diagnose"]
+
+logger = logging.getLogger(__name__)
+
+LABELS = ("lr_too_high", "overfitting", "too_few_epochs", "lr_too_low", "ok")
+"""Every label :func:`diagnose` returns, in the order its rules are checked."""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What :func:`diagnose` concluded.
+
+    Attributes:
+        label: One of :data:`LABELS`.
+        reason: One sentence for a person, with the numbers that decided.
+        evidence: The measurements every rule looked at (name -> number), whatever the label.
+    """
+
+    label: str
+    reason: str
+    evidence: dict[str, float | int] = field(default_factory=dict)
+
+
+def diagnose(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    explode_ratio: float = 3.0,
+    rise_epochs: int = 3,
+    min_rise: float = 0.1,
+    fast_improvement: float = 0.2,
+    slow_improvement: float = 0.3,
+    min_epochs_too_low: int = 3,
+    window: int = 3,
+) -> Diagnosis:
+    """Label a training run from its per-epoch history (see the module docstring for the rules).
+
+    Args:
+        history: Per-epoch records with ``train_loss`` and ``valid_loss`` (``learn.history``);
+            records whose ``epoch`` is None (``fit_recipe``'s step markers) are skipped.
+        explode_ratio: Validation loss above this times the first training loss, with the
+            training loss not down by the same factor, means the rate is too high; > 1.
+        rise_epochs: Epochs since the best validation loss that count as "rising"; >= 1.
+        min_rise: Relative rise of the last validation loss above the best; >= 0.
+        fast_improvement: Last-epoch relative drop of the validation loss that means "still
+            improving fast"; in (0, 1).
+        slow_improvement: Best per-epoch relative drop below which improvement is "slow";
+            in (0, 1).
+        min_epochs_too_low: Fewest epochs before a run is called ``lr_too_low``; >= 2.
+        window: Epochs over which the per-epoch drop is averaged (geometric mean); >= 1.
+
+    Returns:
+        The :class:`Diagnosis`.
+
+    Raises:
+        ValueError: If ``history`` has no epoch record, a record lacks ``train_loss`` /
+            ``valid_loss`` (the message lists the keys it has), or a threshold is out of range.
+
+    Example:
+        >>> diagnose([{"train_loss": 2.0, "valid_loss": 1.0}]).label
+        'too_few_epochs'
+    """
+    _check_thresholds(
+        explode_ratio,
+        rise_epochs,
+        min_rise,
+        fast_improvement,
+        slow_improvement,
+        min_epochs_too_low,
+        window,
+    )
+    train, valid = _losses(history)
+    evidence = _measure(train, valid, explode_ratio=explode_ratio, window=window)
+    label, reason = _decide(
+        evidence,
+        rise_epochs=rise_epochs,
+        min_rise=min_rise,
+        fast_improvement=fast_improvement,
+        slow_improvement=slow_improvement,
+        min_epochs_too_low=min_epochs_too_low,
+        explode_ratio=explode_ratio,
+    )
+    logger.debug("diagnose: %s (%s)", label, reason)
+    return Diagnosis(label, reason, evidence)
+
+
+def _check_thresholds(
+    explode_ratio: float,
+    rise_epochs: int,
+    min_rise: float,
+    fast_improvement: float,
+    slow_improvement: float,
+    min_epochs_too_low: int,
+    window: int,
+) -> None:
+    if not explode_ratio > 1:
+        raise ValueError(f"explode_ratio must be > 1, but got {explode_ratio=}.")
+    if not min_rise >= 0:
+        raise ValueError(f"min_rise must be >= 0, but got {min_rise=}.")
+    for name, value in (
+        ("fast_improvement", fast_improvement),
+        ("slow_improvement", slow_improvement),
+    ):
+        if not 0 < value < 1:
+            raise ValueError(f"{name} must be in (0, 1), but got {value!r}.")
+    for name, value, low in (
+        ("rise_epochs", rise_epochs, 1),
+        ("min_epochs_too_low", min_epochs_too_low, 2),
+        ("window", window, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
+
+
+def _losses(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+    if not any(r.get("epoch", 0) is not None for r in history):
+        raise ValueError("history has no epoch record; diagnose needs at least one.")
+    train, valid = [], []
+    for i, record in enumerate(history):
+        if "epoch" in record and record["epoch"] is None:  # a fit_recipe step marker
+            continue
+        missing = [k for k in ("train_loss", "valid_loss") if k not in record]
+        if missing:
+            raise ValueError(
+                f"history[{i}] lacks {missing}; diagnose needs train_loss and valid_loss, and "
+                f"the record has {sorted(record)}."
+            )
+        train.append(float(record["train_loss"]))
+        valid.append(float(record["valid_loss"]))
+    return train, valid
+
+
+def _measure(
+    train: list[float], valid: list[float], *, explode_ratio: float, window: int
+) -> dict[str, float | int]:
+    """Every number the rules use; NaN where it is undefined."""
+    n = len(valid)
+    ev: dict[str, float | int] = {"n_epochs": n, "last_train_loss": train[-1]}
+    ev["last_valid_loss"] = valid[-1]
+    bad = [i for i in range(n) if not (math.isfinite(train[i]) and math.isfinite(valid[i]))]
+    ev["first_non_finite_epoch"] = bad[0] if bad else -1
+    if bad:
+        return ev
+    ref = train[0]
+    ev["explosion_ratio"] = max(v / ref for v in valid) if ref > 0 else math.inf
+    exploded = [
+        i for i in range(n) if valid[i] > explode_ratio * ref and train[i] * explode_ratio > ref
+    ]
+    ev["explosion_epoch"] = exploded[0] if exploded else -1
+    best = min(range(n), key=valid.__getitem__)
+    ev["best_epoch"], ev["best_valid_loss"] = best, valid[best]
+    ev["epochs_since_best"] = n - 1 - best
+    ev["rise_since_best"] = _rel(valid[-1] - valid[best], valid[best])
+    ev["train_change_since_best"] = _rel(train[-1] - train[best], train[best])
+    ev["last_improvement"] = _rel(valid[-2] - valid[-1], valid[-2]) if n > 1 else math.nan
+    w = min(window, n - 1)
+    rates = [1 - (valid[i + w] / valid[i]) ** (1 / w) for i in range(n - w) if w and valid[i] > 0]
+    ev["best_improvement"] = max(rates) if rates else math.nan
+    ev["train_minus_valid"] = train[-1] - valid[-1]
+    return ev
+
+
+def _rel(delta: float, base: float) -> float:
+    return delta / base if base > 0 else math.nan
+
+
+def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
+    """The rules, in order; returns ``(label, reason)``."""
+    if ev["first_non_finite_epoch"] != -1:
+        return "lr_too_high", f"a loss is not finite at epoch {ev['first_non_finite_epoch']}."
+    if ev["explosion_epoch"] != -1:
+        return "lr_too_high", (
+            f"the validation loss exploded at epoch {ev['explosion_epoch']}: up to "
+            f"{ev['explosion_ratio']:.3g}x the first training loss (> {t['explode_ratio']})."
+        )
+    if (
+        ev["epochs_since_best"] >= t["rise_epochs"]
+        and ev["rise_since_best"] > t["min_rise"]
+        and ev["train_change_since_best"] < 0
+    ):
+        return "overfitting", (
+            f"the validation loss is {ev['rise_since_best']:.0%} above its best (epoch "
+            f"{ev['best_epoch']}, {ev['epochs_since_best']} epochs ago) while the training "
+            "loss kept falling."
+        )
+    if ev["n_epochs"] == 1:
+        return "too_few_epochs", "one epoch is too few to judge; train for more."
+    if ev["last_improvement"] >= t["fast_improvement"]:
+        return "too_few_epochs", (
+            f"the last epoch still cut the validation loss by {ev['last_improvement']:.0%} "
+            f"(>= {t['fast_improvement']:.0%}); train for more epochs."
+        )
+    if (
+        ev["n_epochs"] >= t["min_epochs_too_low"]
+        and ev["train_minus_valid"] > 0
+        and ev["best_improvement"] < t["slow_improvement"]
+    ):
+        return "lr_too_low", (
+            f"after {ev['n_epochs']} epochs the validation loss never fell faster than "
+            f"{ev['best_improvement']:.0%} per epoch (< {t['slow_improvement']:.0%}) and the "
+            "training loss is still above it."
+        )
+    return "ok", "no sign of a too high or too low rate, of overfitting or of stopping early."

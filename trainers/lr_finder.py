@@ -1,0 +1,366 @@
+"""The LR range test (Leslie Smith's, as fastai runs it) that leaves no trace on the Learner.
+
+``lr_find`` trains for up to ``num_it`` mini-batches while the learning rate grows exponentially
+from ``start_lr`` to ``end_lr``, records the loss at each rate, and then puts back *everything*
+it touched, in memory: weights, optimizer state, BatchNorm buffers, train/eval mode,
+``requires_grad`` flags, gradients, the Python/NumPy/torch RNG states and the data loaders'
+shuffling/augmentation RNG. So ``lr_find`` followed by ``fit`` gives the same history as ``fit``
+alone with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trainers.errors import TrainingDiverged
+from trainers.suggestions import SUGGESTIONS, CurveTooShort, get_suggestion
+
+if TYPE_CHECKING:
+    from trainers.learner import Learner
+
+logger = logging.getLogger(__name__)
+
+JSON_FORMAT = "lrsweep.lr_find/1"
+"""Value of the ``format`` key of the JSON written by :meth:`LRFindResult.to_json`."""
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+@dataclass(frozen=True)
+class LRFindResult:
+    """The curve of one range test and the rates suggested from it.
+
+    Attributes:
+        lrs: Learning rate of the top layer group at each iteration run.
+        losses: Bias-corrected exponential moving average of the loss at each iteration (what
+            the suggestion rules read).
+        raw_losses: The mini-batch loss at each iteration (may hold NaN/inf at the end).
+        suggestions: Rule name -> suggested rate (top layer group), in the order asked for.
+        stopped_early: True when the test stopped before ``num_it`` because the loss diverged.
+        num_it_run: Iterations actually run, ``len(lrs)``.
+    """
+
+    lrs: tuple[float, ...]
+    losses: tuple[float, ...]
+    raw_losses: tuple[float, ...]
+    suggestions: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    num_it_run: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("lrs", "losses", "raw_losses"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(
+            self, "suggestions", {str(k): float(v) for k, v in dict(self.suggestions).items()}
+        )
+        lengths = {len(self.lrs), len(self.losses), len(self.raw_losses)}
+        if len(lengths) != 1:
+            raise ValueError(
+                "lrs, losses and raw_losses must have the same length, but got "
+                f"{len(self.lrs)}, {len(self.losses)} and {len(self.raw_losses)}."
+            )
+        if self.num_it_run != len(self.lrs):
+            raise ValueError(
+                f"num_it_run must equal len(lrs) = {len(self.lrs)}, but got {self.num_it_run}."
+            )
+
+    @property
+    def suggestion(self) -> float:
+        """The rate suggested by the first rule asked for.
+
+        Raises:
+            ValueError: If the test ran with no suggestion rule.
+        """
+        if not self.suggestions:
+            raise ValueError("This range test ran with suggest=(); no suggestion to return.")
+        return next(iter(self.suggestions.values()))
+
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Serialise to strict JSON (NaN/inf become the strings ``"NaN"``, ``"Infinity"``).
+
+        Args:
+            path: When given, also write the JSON there (parent folders must exist).
+
+        Returns:
+            The JSON text.
+        """
+        payload = {
+            "format": JSON_FORMAT,
+            "lrs": [_encode(v) for v in self.lrs],
+            "losses": [_encode(v) for v in self.losses],
+            "raw_losses": [_encode(v) for v in self.raw_losses],
+            "suggestions": {k: _encode(v) for k, v in self.suggestions.items()},
+            "stopped_early": self.stopped_early,
+            "num_it_run": self.num_it_run,
+        }
+        text = json.dumps(payload, allow_nan=False, indent=1)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike[str]) -> LRFindResult:
+        """Rebuild a result from :meth:`to_json` output.
+
+        Args:
+            source: The JSON text (a ``str``), or a ``pathlib.Path`` / path-like to read it from.
+
+        Raises:
+            ValueError: If the text is not JSON of this format or a key is missing.
+        """
+        if isinstance(source, str):
+            if not source.lstrip().startswith("{"):
+                raise ValueError(
+                    "source is a str, so it must be JSON text starting with '{'; to read a "
+                    "file pass a pathlib.Path."
+                )
+            text = source
+        else:
+            text = Path(source).read_text(encoding="utf-8")
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
+            raise ValueError(
+                f"Not an LR range test result: the 'format' key must be {JSON_FORMAT!r}."
+            )
+        missing = [k for k in ("lrs", "losses", "raw_losses", "suggestions") if k not in data]
+        if missing:
+            raise ValueError(f"LR range test JSON lacks the keys {missing}.")
+        return cls(
+            lrs=tuple(_decode(v) for v in data["lrs"]),
+            losses=tuple(_decode(v) for v in data["losses"]),
+            raw_losses=tuple(_decode(v) for v in data["raw_losses"]),
+            suggestions={k: _decode(v) for k, v in data["suggestions"].items()},
+            stopped_early=bool(data.get("stopped_early", False)),
+            num_it_run=int(data.get("num_it_run", len(data["lrs"]))),
+        )
+
+
+def _encode(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _decode(value: float | str) -> float:
+    if isinstance(value, str):
+        if value not in _NON_FINITE:
+            raise ValueError(f"Unexpected number {value!r}; accepted strings: {list(_NON_FINITE)}.")
+        return _NON_FINITE[value]
+    return float(value)
+
+
+def exponential_lrs(start_lr: float, end_lr: float, num_it: int) -> list[float]:
+    """The range test's schedule: ``start_lr * (end_lr / start_lr) ** (i / (num_it - 1))``.
+
+    Unlike fastai (``i / num_it``) the last iteration runs at ``end_lr`` exactly.
+    """
+    return [start_lr * (end_lr / start_lr) ** (i / (num_it - 1)) for i in range(num_it)]
+
+
+def lr_find(
+    learn: Learner,
+    start_lr: float = 1e-7,
+    end_lr: float = 10,
+    num_it: int = 100,
+    *,
+    stop_div: bool = True,
+    div_factor: float = 4.0,
+    beta: float = 0.98,
+    suggest: str | Sequence[str] = ("valley",),
+) -> LRFindResult:
+    """Run an LR range test on ``learn`` and put every piece of its state back afterwards.
+
+    Iteration ``i`` trains one mini-batch (cycling through ``learn.dls.train`` when it has fewer
+    than ``num_it`` batches) with the top layer group at
+    ``start_lr * (end_lr / start_lr) ** (i / (num_it - 1))``; the other groups keep their ratio
+    to the top group (discriminative rates), and frozen parameters stay untouched. The loss is
+    smoothed as fastai does, ``avg = beta * avg + (1 - beta) * loss`` and
+    ``smooth = avg / (1 - beta ** (i + 1))``. The test stops early when ``smooth`` exceeds
+    ``div_factor`` times its best so far (if ``stop_div``), or at once when a loss is NaN/inf
+    (whatever ``stop_div`` says: the weights are ruined from there on).
+
+    Afterwards the model's weights, BatchNorm buffers, train/eval mode, ``requires_grad``
+    flags and gradients, the optimizer's state and rates, the data loaders' RNG and the
+    Python/NumPy/torch RNG states are restored from in-memory copies, even if it raises.
+
+    Args:
+        learn: The Learner to test; its current per-group rates set the ratios between groups
+            (equal ratios when all are 0, as at the end of SGDR or cosine annealing).
+        start_lr: Rate of the first iteration (top group); finite, > 0.
+        end_lr: Rate of the last iteration; finite, > ``start_lr``.
+        num_it: Iterations to run, an integer large enough for each rule in ``suggest`` after
+            fastai's trimming (first ``num_it // 10`` and last 5 points; ``valley`` needs
+            ``num_it >= 8``, ``slide`` ``num_it >= 23``).
+        stop_div: Stop when the smoothed loss exceeds ``div_factor`` times its best.
+        div_factor: Divergence factor, > 1 (fastai: 4).
+        beta: Smoothing factor in ``[0, 1)`` (fastai: 0.98).
+        suggest: Rule name or names from :data:`trainers.suggestions.SUGGESTIONS`; may be empty.
+
+    Returns:
+        The curve and one suggested rate per rule, for the top layer group.
+
+    Raises:
+        ValueError: If an argument is out of range or a rule name is unknown.
+        CurveTooShort: If the test stopped so early that a rule has too few points; the
+            message gives the iterations run and the points needed.
+    """
+    rules = _check_args(start_lr, end_lr, num_it, div_factor, beta, suggest)
+    schedule = exponential_lrs(float(start_lr), float(end_lr), num_it)
+    ratios = _group_ratios([float(lr) for lr in learn.group_lrs])
+    logger.info(
+        "LR range test: %d iterations from %.2e to %.2e over %d layer group(s)",
+        num_it,
+        start_lr,
+        end_lr,
+        len(ratios),
+    )
+    saved = learn.snapshot()  # weights, BN buffers, optimizer, modes, flags, grads, all RNGs
+    try:
+        lrs, raw, smooth, stopped = _run(
+            learn, schedule, ratios, stop_div=stop_div, div_factor=div_factor, beta=beta
+        )
+    finally:
+        learn.restore(saved)
+    if stopped:
+        logger.info("LR range test stopped early at iteration %d, lr %.2e", len(lrs), lrs[-1])
+    suggestions = _suggest(rules, lrs, smooth, num_it=num_it, stopped=stopped)
+    logger.info("LR range test suggestions: %s", {k: f"{v:.2e}" for k, v in suggestions.items()})
+    return LRFindResult(
+        lrs=tuple(lrs),
+        losses=tuple(smooth),
+        raw_losses=tuple(raw),
+        suggestions=suggestions,
+        stopped_early=stopped,
+        num_it_run=len(lrs),
+    )
+
+
+def _check_args(
+    start_lr: float,
+    end_lr: float,
+    num_it: int,
+    div_factor: float,
+    beta: float,
+    suggest: str | Sequence[str],
+) -> list[str]:
+    """Validate ``lr_find``'s arguments; return the rule names, duplicates dropped."""
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    if not end_lr > start_lr:
+        raise ValueError(f"end_lr must be greater than start_lr, but got {start_lr=}, {end_lr=}.")
+    if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
+        raise ValueError(f"num_it must be an integer >= 2, but got {num_it!r}.")
+    if not (isinstance(div_factor, int | float) and div_factor > 1):
+        raise ValueError(f"div_factor must be a number > 1, but got {div_factor!r}.")
+    if not (isinstance(beta, int | float) and 0 <= beta < 1):
+        raise ValueError(f"beta must be a number in [0, 1), but got {beta!r}.")
+    names = [suggest] if isinstance(suggest, str) else list(suggest)
+    rules = list(dict.fromkeys(names))
+    for name in rules:
+        rule = get_suggestion(name)
+        probe_lrs = np.geomspace(start_lr, end_lr, num_it)
+        try:
+            rule(probe_lrs, np.linspace(2.0, 1.0, num_it), skip_start=num_it // 10)
+        except CurveTooShort as err:
+            raise ValueError(
+                f"num_it={num_it} is too few for suggestion rule {name!r}: after dropping the "
+                f"first num_it // 10 and the last 5 points it keeps {err.n_usable}, and it "
+                f"needs {err.needed}."
+            ) from err
+    return rules
+
+
+def _group_ratios(group_lrs: list[float]) -> list[float]:
+    """Each group's rate over the top group's; equal when every rate is 0 (annealed to 0)."""
+    if group_lrs and all(lr == 0 for lr in group_lrs):
+        logger.info("every layer group is at rate 0 (an annealed schedule's end): equal ratios")
+        return [1.0] * len(group_lrs)
+    if (
+        not group_lrs
+        or group_lrs[-1] <= 0
+        or not all(math.isfinite(lr) and lr >= 0 for lr in group_lrs)
+    ):
+        raise ValueError(
+            "learn.group_lrs must be finite, >= 0 and > 0 for the top group to give the ratios "
+            f"between layer groups, but got {group_lrs}; call learn.set_lrs([...]) first."
+        )
+    return [lr / group_lrs[-1] for lr in group_lrs]
+
+
+def _cycle(loader: Any) -> Iterator[Any]:
+    """Batches of ``loader`` forever, starting a new pass (and shuffle) when one ends."""
+    while True:
+        n_batches = 0
+        for batch in loader:
+            n_batches += 1
+            yield batch
+        if n_batches == 0:
+            raise ValueError("learn.dls.train yields no batches; the range test needs some.")
+
+
+def _run(
+    learn: Learner,
+    schedule: list[float],
+    ratios: list[float],
+    *,
+    stop_div: bool,
+    div_factor: float,
+    beta: float,
+) -> tuple[list[float], list[float], list[float], bool]:
+    """The training loop; returns rates, raw losses, smoothed losses, stopped early."""
+    learn.model.train()
+    lrs: list[float] = []
+    raw: list[float] = []
+    smooth: list[float] = []
+    avg, best = 0.0, math.inf
+    batches = _cycle(learn.dls.train)
+    for i, lr in enumerate(schedule):
+        learn.set_lrs([lr * r for r in ratios])
+        xb, yb = next(batches)
+        try:
+            loss = float(learn.one_batch(xb, yb))
+        except TrainingDiverged as err:
+            loss = float(err.loss)
+        avg = beta * avg + (1 - beta) * loss
+        smoothed = avg / (1 - beta ** (i + 1))
+        lrs.append(lr)
+        raw.append(loss)
+        smooth.append(smoothed)
+        if not math.isfinite(smoothed):
+            return lrs, raw, smooth, i < len(schedule) - 1
+        best = min(best, smoothed)
+        if stop_div and smoothed > div_factor * best:
+            return lrs, raw, smooth, i < len(schedule) - 1
+    return lrs, raw, smooth, False
+
+
+def _suggest(
+    rules: list[str], lrs: list[float], smooth: list[float], *, num_it: int, stopped: bool
+) -> dict[str, float]:
+    """Apply each rule with fastai's trim; explain a too-short curve in terms of the run."""
+    out: dict[str, float] = {}
+    for name in rules:
+        try:
+            out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10)
+        except CurveTooShort as err:
+            why = err.why
+            if stopped:
+                why += (
+                    f"; the loss diverged after {len(lrs)} of num_it={num_it} iterations, at "
+                    f"lr {lrs[-1]:.2e}, so start_lr or end_lr may be too high"
+                )
+            raise CurveTooShort(err.rule, err.n_points, err.n_usable, err.needed, why) from err
+    return out
+
+
+__all__ = ["JSON_FORMAT", "LRFindResult", "exponential_lrs", "lr_find"]
