@@ -31,8 +31,8 @@ class Shapes(ImageSource):
 
     Every image's shape, position, size and colours are drawn from ``seed`` in units relative to
     the image, so the same seed gives the same scene at every ``image_size`` (progressive resizing
-    redraws crisply rather than resampling). The foreground colour is the background colour
-    shifted by about half the range in every channel, so each shape is visible; Gaussian noise
+    redraws crisply rather than resampling). Each image has a dark background colour and a
+    light foreground colour (random per image and channel), so every shape stands out; Gaussian noise
     (std 12 grey levels) covers the image. Drawing is vectorised numpy masks, one class at a time.
 
     Args:
@@ -62,9 +62,8 @@ class Shapes(ImageSource):
         margin = self._radius + 0.02
         self._cx = rng.uniform(margin, 1 - margin)
         self._cy = rng.uniform(margin, 1 - margin)
-        self._background = rng.uniform(0, 255, (n, 3))
-        shift = 128 + rng.uniform(-40, 40, (n, 3))
-        self._foreground = (self._background + shift) % 256
+        self._background = rng.uniform(0, 90, (n, 3))
+        self._foreground = rng.uniform(150, 255, (n, 3))
 
     def images(self, image_size: int) -> torch.Tensor:
         n = len(self.labels)
