@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lrsweep run sweeps/specs/digits.yaml
 
-test: $(STAMP)
+# Debian's headless Chromium for the MLflow UI browser test (tests/sweeps/test_ui_browser.py).
+system-deps:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
+
+test: system-deps $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

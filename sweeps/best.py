@@ -1,0 +1,329 @@
+"""The best trial of a sweep, read from MLflow alone.
+
+Any machine that can reach the tracking store can ask: nothing here reads Ray's result folder or
+the spec file the sweep was started from. The layout relied on is DESIGN.md's: one experiment
+per sweep name, child runs (tag ``mlflow.parentRunId``) one per trial with the resolved trial
+config as params, ``best/<metric>`` metrics at the trial's best epoch, tags ``sweeps.strategy``,
+``sweeps.stop_reason`` and ``sweeps.best_epoch``; the parent run holds ``spec.yaml``.
+
+Which trials count: child runs that FINISHED and did not stop as ``diverged`` or ``failed``
+(completed and early-stopped trials count), and that have a finite ``best/<metric>``. Ties go to
+the trial that started first.
+
+Example:
+    >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
+    >>> best.config["lr"], best.metrics["error_rate"], best.model_uri  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import logging
+import math
+import re
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_path
+
+logger = logging.getLogger(__name__)
+
+STRATEGY_TAG = "sweeps.strategy"
+ARM_TAG = "sweeps.arm"
+STOP_REASON_TAG = "sweeps.stop_reason"
+BEST_EPOCH_TAG = "sweeps.best_epoch"
+BEST_PREFIX = "best/"
+EXCLUDED_STOP_REASONS = frozenset({"diverged", "failed"})
+SPEC_ARTIFACT = "spec.yaml"
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+class BestConfigError(LookupError):
+    """No best config: unknown experiment, metric, strategy or mode, or no eligible trial.
+
+    The message lists what exists instead.
+    """
+
+
+@dataclass(frozen=True)
+class BestConfig:
+    """The best trial of a sweep.
+
+    Attributes:
+        experiment: the sweep's experiment name.
+        run_id: the trial's child run.
+        parent_run_id: the sweep execution it belongs to.
+        model_uri: ``runs:/<run_id>/model``, loadable with ``mlflow.pytorch.load_model``.
+        strategy: the arm's kind (``lr_finder``, ``grid``, ``optuna``, ``random``, ``recipe``).
+        arm: the arm's name in the spec (its ``name:``, else its kind).
+        metric: the metric ranked by (without the ``best/`` prefix).
+        mode: ``min`` or ``max``.
+        value: the trial's ``best/<metric>``.
+        best_epoch: the epoch the best metrics come from (``None`` if not tagged).
+        config: the trial's params, typed back (numbers as numbers, booleans, ``None``).
+        metrics: every ``best/*`` metric of the trial, prefix removed.
+        sweep_spec: the parent run's ``spec.yaml`` (``None`` when it has none).
+    """
+
+    experiment: str
+    run_id: str
+    parent_run_id: str
+    model_uri: str
+    strategy: str | None
+    arm: str | None
+    metric: str
+    mode: str
+    value: float
+    best_epoch: int | None
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    sweep_spec: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the sweep spec, as plain JSON-able values."""
+        data = asdict(self)
+        data.pop("sweep_spec")
+        return data
+
+    def to_json(self) -> str:
+        """``to_dict()`` as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        """``to_dict()`` as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_spec(self) -> str:
+        """A spec YAML that re-runs exactly this trial.
+
+        It is the sweep's own ``spec.yaml`` (task, schedule, stoppers, resources unchanged)
+        named ``<name>-best`` (and ``tracking.experiment``, when set, ``<experiment>-best``, so
+        the re-run does not join the original comparison), with ``seeds: [<the trial's seed>]``
+        and one arm: ``{kind: fixed, lr: <the trial's lr>}``, so a finder trial re-runs at the
+        LR its range test picked and a searched trial at the LR the search chose. A ``recipe``
+        trial changes its LR as it goes, so its own arm is kept instead.
+
+        Raises:
+            BestConfigError: the parent run has no ``spec.yaml``, or the trial's params lack
+                ``lr`` or ``seed`` (the message lists the params it has).
+        """
+        if self.sweep_spec is None:
+            raise BestConfigError(
+                f"The sweep run {self.parent_run_id} of experiment {self.experiment!r} has no "
+                f"{SPEC_ARTIFACT} artifact, so no spec can be written; use --format json or yaml."
+            )
+        arm = self._recipe_arm()
+        needed = ("seed",) if arm is not None else ("lr", "seed")
+        missing = [key for key in needed if self.config.get(key) is None]
+        if missing:
+            raise BestConfigError(
+                f"Trial {self.run_id} has no param {' or '.join(map(repr, missing))}; "
+                f"its params are: {sorted(self.config)}."
+            )
+        spec = copy.deepcopy(self.sweep_spec)
+        spec["name"] = f"{spec.get('name', self.experiment)}-best"
+        tracking = spec.get("tracking")
+        if isinstance(tracking, dict) and tracking.get("experiment"):
+            tracking["experiment"] = f"{tracking['experiment']}-best"
+        spec["seeds"] = [int(self.config["seed"])]
+        spec["strategies"] = [arm or {"kind": "fixed", "lr": float(self.config["lr"])}]
+        epoch = f" at epoch {self.best_epoch}" if self.best_epoch is not None else ""
+        header = (
+            f"# Re-runs trial {self.run_id} ({self.strategy}) of experiment "
+            f"{self.experiment!r}: best {self.metric} = {self.value:.6g}{epoch}.\n"
+        )
+        return header + yaml.safe_dump(spec, sort_keys=False)
+
+    def _recipe_arm(self) -> dict[str, Any] | None:
+        arms = (self.sweep_spec or {}).get("strategies") or []
+        for arm in arms:
+            if not isinstance(arm, dict) or arm.get("kind") != "recipe":
+                continue
+            if (arm.get("name") or arm["kind"]) == (self.arm or self.strategy):
+                return copy.deepcopy(arm)
+        return None
+
+
+def best_config(
+    experiment: str,
+    *,
+    metric: str = "valid_loss",
+    mode: Literal["min", "max"] = "min",
+    strategy: str | None = None,
+    tracking_uri: str | None = None,
+) -> BestConfig:
+    """Find the best trial of ``experiment`` in MLflow.
+
+    Args:
+        experiment: the sweep's experiment name.
+        metric: ranked by the trials' ``best/<metric>`` (``best/`` may be given or not).
+        mode: ``min`` or ``max``.
+        strategy: only trials of this arm: its kind (tag ``sweeps.strategy``) or its name
+            (tag ``sweeps.arm``).
+        tracking_uri: MLflow store; default ``MLFLOW_TRACKING_URI``, else the embedded
+            ``.lrsweep/mlflow.db``. Server credentials come from ``MLFLOW_TRACKING_USERNAME`` /
+            ``MLFLOW_TRACKING_PASSWORD``.
+
+    Returns:
+        The best trial.
+
+    Raises:
+        BestConfigError: unknown experiment (lists the experiments), metric (lists the metrics
+            trials have), strategy (lists the strategies) or mode, or no eligible trial.
+    """
+    if mode not in ("min", "max"):
+        raise BestConfigError(f"mode must be 'min' or 'max', but got {mode!r}.")
+    metric = metric.removeprefix(BEST_PREFIX)
+    tracker = Tracker(_resolve_tracking_uri(tracking_uri))
+    try:
+        experiment_id = tracker.experiment_id(experiment)
+    except LookupError as exc:
+        raise BestConfigError(str(exc)) from None
+    runs = tracker.search_runs(experiment_id)
+    children = [run for run in runs if PARENT_TAG in run.data.tags]
+    eligible = _eligible(children, experiment)
+    if strategy is not None:
+        present = sorted(
+            {str(run.data.tags.get(tag)) for run in eligible for tag in (STRATEGY_TAG, ARM_TAG)}
+            - {"None"}
+        )
+        eligible = [
+            run
+            for run in eligible
+            if strategy in (run.data.tags.get(STRATEGY_TAG), run.data.tags.get(ARM_TAG))
+        ]
+        if not eligible:
+            raise BestConfigError(
+                f"Experiment {experiment!r} has no finished trial of strategy {strategy!r}; "
+                f"strategies with finished trials: {present}."
+            )
+    key = BEST_PREFIX + metric
+    scored = [run for run in eligible if _finite(run.data.metrics.get(key))]
+    if not scored:
+        raise BestConfigError(
+            f"No finished trial of experiment {experiment!r} has metric {metric!r} "
+            f"({key}); metrics present: {_metric_names(eligible)}."
+        )
+    sign = 1.0 if mode == "min" else -1.0
+    best = min(
+        scored,
+        key=lambda run: (sign * run.data.metrics[key], run.info.start_time or 0, run.info.run_id),
+    )
+    logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
+    return _to_best(best, experiment, metric, mode, key, _load_spec(tracker, best))
+
+
+def _resolve_tracking_uri(tracking_uri: str | None) -> str:
+    uri = resolve_tracking_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise BestConfigError(
+            f"No MLflow store at {path}; pass --tracking-uri (or set MLFLOW_TRACKING_URI) "
+            "to the store the sweep logged to."
+        )
+    return uri
+
+
+def _eligible(children: list[Any], experiment: str) -> list[Any]:
+    eligible = [
+        run
+        for run in children
+        if run.info.status == "FINISHED"
+        and run.data.tags.get(STOP_REASON_TAG) not in EXCLUDED_STOP_REASONS
+    ]
+    if not eligible:
+        seen = Counter(
+            f"{run.info.status}/{run.data.tags.get(STOP_REASON_TAG, '-')}" for run in children
+        )
+        raise BestConfigError(
+            f"Experiment {experiment!r} has no finished trial (a completed or early-stopped "
+            f"child run); trial runs by status/stop_reason: {dict(seen) or 'none'}."
+        )
+    return eligible
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _metric_names(runs: list[Any]) -> list[str]:
+    keys = {key for run in runs for key in run.data.metrics}
+    best = sorted(key.removeprefix(BEST_PREFIX) for key in keys if key.startswith(BEST_PREFIX))
+    return best or sorted(keys)
+
+
+def _to_best(
+    run: Any, experiment: str, metric: str, mode: str, key: str, spec: dict[str, Any] | None
+) -> BestConfig:
+    tags = run.data.tags
+    epoch = tags.get(BEST_EPOCH_TAG)
+    return BestConfig(
+        experiment=experiment,
+        run_id=run.info.run_id,
+        parent_run_id=tags[PARENT_TAG],
+        model_uri=f"runs:/{run.info.run_id}/model",
+        strategy=tags.get(STRATEGY_TAG),
+        arm=tags.get(ARM_TAG),
+        metric=metric,
+        mode=mode,
+        value=float(run.data.metrics[key]),
+        best_epoch=int(epoch) if epoch is not None and _INT.fullmatch(epoch) else None,
+        config={name: typed_param(value) for name, value in sorted(run.data.params.items())},
+        metrics={
+            name.removeprefix(BEST_PREFIX): float(value)
+            for name, value in sorted(run.data.metrics.items())
+            if name.startswith(BEST_PREFIX)
+        },
+        sweep_spec=spec,
+    )
+
+
+def _load_spec(tracker: Tracker, run: Any) -> dict[str, Any] | None:
+    from mlflow.exceptions import MlflowException
+
+    parent = run.data.tags[PARENT_TAG]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if SPEC_ARTIFACT not in tracker.list_artifacts(parent):
+                logger.info("Sweep run %s has no %s artifact.", parent, SPEC_ARTIFACT)
+                return None
+            path = tracker.download_artifact(parent, SPEC_ARTIFACT, tmp)
+        except (MlflowException, OSError) as exc:
+            logger.warning("Cannot read %s of sweep run %s: %s", SPEC_ARTIFACT, parent, exc)
+            return None
+        spec = yaml.safe_load(path.read_text())
+    return spec if isinstance(spec, dict) else None
+
+
+def typed_param(text: str) -> Any:
+    """An MLflow param (always a string) back as the value it was logged from.
+
+    ``"3"`` -> 3, ``"0.003"`` / ``"1e-3"`` -> float, ``"True"`` -> True, ``"None"`` -> None,
+    ``"[1, 2]"`` -> [1, 2]; anything else stays a string.
+    """
+    stripped = text.strip()
+    if stripped in ("True", "true"):
+        return True
+    if stripped in ("False", "false"):
+        return False
+    if stripped in ("None", "null"):
+        return None
+    if _INT.fullmatch(stripped):
+        return int(stripped)
+    try:
+        return float(stripped)
+    except ValueError:
+        pass
+    if stripped[:1] in "[{(":
+        try:
+            return ast.literal_eval(stripped)
+        except (ValueError, SyntaxError):
+            return text
+    return text

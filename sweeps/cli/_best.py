@@ -1,0 +1,62 @@
+"""``lrsweep best``: the best trial's config, metrics, run id and model URI, from MLflow."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from sweeps.cli import app
+
+
+class Format(StrEnum):
+    """Output formats of ``lrsweep best``."""
+
+    json = "json"
+    yaml = "yaml"
+    spec = "spec"
+
+
+class Mode(StrEnum):
+    """Whether the metric is minimised or maximised."""
+
+    min = "min"
+    max = "max"
+
+
+@app.command("best")
+def best_command(
+    experiment: Annotated[str, typer.Argument(help="The sweep's experiment name.")],
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="Only this arm: lr_finder, grid, optuna ...")
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Rank by best/<metric>.")] = "valid_loss",
+    mode: Annotated[Mode, typer.Option("--mode", help="min or max.")] = Mode.min,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="json | yaml | spec (a spec that re-runs the trial).")
+    ] = Format.json,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri", help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
+        ),
+    ] = None,
+) -> None:
+    """Print the best trial of a sweep, read from MLflow (works from any machine)."""
+    from sweeps.best import BestConfigError, best_config  # MLflow loads only when used
+
+    try:
+        best = best_config(
+            experiment,
+            metric=metric,
+            mode="max" if mode is Mode.max else "min",
+            strategy=strategy,
+            tracking_uri=tracking_uri,
+        )
+        render = {Format.json: best.to_json, Format.yaml: best.to_yaml, Format.spec: best.to_spec}
+        text = render[output_format]()
+    except BestConfigError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(text.rstrip("\n"))

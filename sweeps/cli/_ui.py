@@ -1,0 +1,61 @@
+"""``lrsweep ui``: MLflow's web UI on the configured tracking store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sweeps.cli import app
+from sweeps.cli._server import run_foreground
+
+
+@app.command("ui")
+def ui_command(
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="Store to browse; default: MLFLOW_TRACKING_URI, else the embedded "
+            ".lrsweep/mlflow.db.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 5000,
+) -> None:
+    """Open MLflow's UI on the sweeps' store and print its address (Ctrl-C stops it)."""
+    from sweeps.server import ServerConfig  # MLflow loads only when used
+    from sweeps.tracking import resolve_tracking_uri
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"The tracking store is already a server; open {uri} in a browser.")
+        raise typer.Exit(0)
+    if uri.startswith("file:") or "://" not in uri:
+        typer.echo(
+            f"Error: --tracking-uri {uri!r} is not a database URI; lrsweep stores runs in "
+            "sqlite:///path/mlflow.db (embedded) or postgresql://... (team).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    config = ServerConfig(
+        backend_store_uri=uri,
+        artifacts_destination=str(_artifacts_beside(uri)),
+        host=host,
+        port=port,
+        workers=1,
+    )
+    hint = "Open it in a browser; sweeps are under 'Model training' (MLflow opens on 'GenAI')."
+    raise typer.Exit(run_foreground(config, hint=hint))
+
+
+def _artifacts_beside(uri: str) -> Path:
+    """``artifacts/`` next to a SQLite file (the embedded layout), else ``.lrsweep/artifacts``."""
+    from sweeps.server import EMBEDDED_ARTIFACTS
+    from sweeps.tracking import sqlite_path
+
+    path = sqlite_path(uri)
+    return path.parent / "artifacts" if path is not None else EMBEDDED_ARTIFACTS

@@ -1,0 +1,108 @@
+"""Starting and stopping a real ``lrsweep server`` on the machine's PostgreSQL, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+PG = "postgresql://postgres@127.0.0.1:5432"
+CLI = "from sweeps.cli import app; app(prog_name='lrsweep')"
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server: its URL, database, artifact folder and captured output."""
+
+    url: str
+    database: str
+    artifacts: Path
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_up() -> None:
+    """Start the machine's PostgreSQL cluster if it is not answering."""
+    try:
+        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres").close()
+    except psycopg2.OperationalError:
+        version = os.listdir("/etc/postgresql")[0]
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True
+        )
+
+
+def drop_database(name: str) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any MLflow variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return env | {"PYTHONPATH": str(REPO)} | extra
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the CLI stops mlflow), then SIGKILL whatever is left of its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def lrsweep_server(
+    root: Path, *args: str, env: dict[str, str], timeout_s: float = 120.0
+) -> Iterator[RunningServer]:
+    """``lrsweep server ARGS`` on a new PostgreSQL database, dropped afterwards."""
+    postgres_up()
+    database = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    artifacts = root / "artifacts"
+    log = root / "server.log"
+    command = [sys.executable, "-c", CLI, "server", "--backend-store-uri", f"{PG}/{database}"]
+    command += ["--artifacts-destination", str(artifacts), "--port", str(port), "--workers", "1"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while f"MLflow is serving at {url}" not in log.read_text():
+            assert proc.poll() is None, f"server exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{url} not up:\n{log.read_text()}"
+            time.sleep(0.3)
+        assert requests.get(f"{url}/health", timeout=5).status_code == 200
+        yield RunningServer(url=url, database=database, artifacts=artifacts, log=log)
+    finally:
+        stop(proc)
+        drop_database(database)

@@ -1,0 +1,216 @@
+"""``best_config`` / ``lrsweep best`` on a real SQLite MLflow store laid out as DESIGN.md says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import sweeps.spec
+from sweeps.best import BestConfigError, best_config, typed_param
+from sweeps.spec import load_spec
+from sweeps.tracking import Tracker, default_tracking_uri
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENT = "digits-lr"
+
+# (strategy, lr, seed, status, stop_reason, best/valid_loss, best/error_rate, best_epoch)
+TRIALS = [
+    ("lr_finder", 0.01, 0, "FINISHED", "completed", 0.30, 0.10, 3),
+    ("grid", 0.003, 1, "FINISHED", "completed", 0.25, 0.12, 4),
+    ("grid", 1.0, 0, "FINISHED", "diverged", 0.01, 0.01, 0),  # diverged: never best
+    ("optuna", 0.02, 2, "FINISHED", "rising_val_loss", 0.28, 0.08, 2),  # stopped early: counts
+    ("random", 0.05, 0, "FAILED", "failed", 0.02, 0.02, 1),  # failed: never best
+    ("random", 0.04, 1, "RUNNING", None, 0.03, 0.03, 1),  # unfinished: never best
+    ("recipe", 0.006, 0, "FINISHED", "completed", 0.35, 0.09, 5),
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An embedded store with one sweep: a parent run with spec.yaml and its trial runs."""
+    root = tmp_path_factory.mktemp("best")
+    uri = default_tracking_uri(root)
+    tracker = Tracker(uri)
+    tracker.ensure_experiment("another-sweep")
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent = tracker.start_run(exp_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    spec = load_spec(REPO / "sweeps/specs/digits.yaml").resolved()
+    spec["strategies"].append({"kind": "recipe", "suggest": "valley", "max_epochs": 4})
+    tracker.log_text(parent, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
+    ids = {}
+    for i, (arm, lr, seed, status, reason, loss, err, epoch) in enumerate(TRIALS):
+        run = tracker.start_run(exp_id, run_name=f"trial-{i}", parent_run_id=parent)
+        params = {"strategy": arm, "lr": lr, "seed": seed, "epochs": 5, "freeze": False}
+        params |= {"suggest": "valley" if arm == "lr_finder" else None}
+        tracker.log_params(run, params)
+        tags = {"sweeps.strategy": arm, "sweeps.arm": arm, "sweeps.best_epoch": epoch}
+        tracker.set_tags(run, tags | ({"sweeps.stop_reason": reason} if reason else {}))
+        points = [("valid_loss", loss + 0.1, 0), ("valid_loss", loss, 1), ("train_loss", 0.2, 0)]
+        points += [("best/valid_loss", loss, 0), ("best/error_rate", err, 0)]
+        points += [("best/accuracy", 1 - err, 0)]
+        tracker.log_metrics(run, points)
+        if status != "RUNNING":
+            tracker.end_run(run, status)
+        ids[f"{arm}-{lr}"] = run
+    return {"uri": uri, "root": str(root), "parent": parent, **ids}
+
+
+def test_best_by_valid_loss_skips_diverged_failed_and_unfinished_trials(store) -> None:
+    best = best_config(EXPERIMENT, tracking_uri=store["uri"])
+    assert best.run_id == store["grid-0.003"]
+    assert best.parent_run_id == store["parent"]
+    assert best.model_uri == f"runs:/{store['grid-0.003']}/model"
+    assert (best.strategy, best.metric, best.mode, best.best_epoch) == (
+        "grid",
+        "valid_loss",
+        "min",
+        4,
+    )
+    assert best.value == pytest.approx(0.25)
+    assert best.metrics == pytest.approx({"valid_loss": 0.25, "error_rate": 0.12, "accuracy": 0.88})
+
+
+def test_config_comes_back_typed(store) -> None:
+    config = best_config(EXPERIMENT, tracking_uri=store["uri"]).config
+    assert config == {
+        "strategy": "grid",
+        "lr": 0.003,
+        "seed": 1,
+        "epochs": 5,
+        "freeze": False,
+        "suggest": None,
+    }
+    assert type(config["seed"]) is int and type(config["lr"]) is float
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode", "strategy", "expected"),
+    [
+        ("error_rate", "min", None, "optuna-0.02"),  # an early-stopped trial can win
+        ("best/error_rate", "min", None, "optuna-0.02"),
+        ("accuracy", "max", None, "optuna-0.02"),
+        ("valid_loss", "max", None, "recipe-0.006"),
+        ("valid_loss", "min", "lr_finder", "lr_finder-0.01"),
+        ("error_rate", "min", "grid", "grid-0.003"),
+    ],
+)
+def test_best_by_metric_mode_and_strategy(store, metric, mode, strategy, expected) -> None:
+    best = best_config(
+        EXPERIMENT, metric=metric, mode=mode, strategy=strategy, tracking_uri=store["uri"]
+    )
+    assert best.run_id == store[expected]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"experiment": "digitz"},
+            r"'digitz'.*experiments there: \['Default', 'another-sweep', 'digits-lr'\]",
+        ),
+        (
+            {"metric": "f1"},
+            r"metric 'f1'.*metrics present: \['accuracy', 'error_rate', 'valid_loss'\]",
+        ),
+        ({"strategy": "bayes"}, r"strategy 'bayes'.*\['grid', 'lr_finder', 'optuna', 'recipe'\]"),
+        ({"strategy": "random"}, r"strategy 'random'"),  # only failed / unfinished trials
+        ({"mode": "lowest"}, r"mode must be 'min' or 'max', but got 'lowest'"),
+        ({"experiment": "another-sweep"}, r"no finished trial.*none"),
+    ],
+)
+def test_errors_list_what_exists(store, kwargs, message) -> None:
+    kwargs = {"experiment": EXPERIMENT, **kwargs}
+    with pytest.raises(BestConfigError, match=message):
+        best_config(kwargs.pop("experiment"), tracking_uri=store["uri"], **kwargs)
+
+
+def test_missing_store_is_an_error_not_a_new_empty_store(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    with pytest.raises(BestConfigError, match=r"No MLflow store at .*--tracking-uri"):
+        best_config(EXPERIMENT, tracking_uri=uri)
+    assert not (tmp_path / ".lrsweep").exists()
+
+
+def test_json_and_yaml_formats_round_trip(store) -> None:
+    best = best_config(EXPERIMENT, tracking_uri=store["uri"])
+    as_json = json.loads(best.to_json())
+    assert as_json == yaml.safe_load(best.to_yaml()) == best.to_dict()
+    assert as_json["config"]["lr"] == 0.003 and as_json["run_id"] == store["grid-0.003"]
+    assert "sweep_spec" not in as_json
+
+
+def test_spec_format_reruns_exactly_that_trial(store) -> None:
+    text = best_config(EXPERIMENT, tracking_uri=store["uri"]).to_spec()
+    assert text.startswith(f"# Re-runs trial {store['grid-0.003']} (grid)")
+    spec = yaml.safe_load(text)
+    original = load_spec(REPO / "sweeps/specs/digits.yaml").resolved()
+    assert spec["name"] == "digits-lr-best"
+    assert spec["seeds"] == [1]
+    assert spec["strategies"] == [{"kind": "fixed", "lr": 0.003}]
+    assert spec["task"] == original["task"] and spec["early_stop"] == original["early_stop"]
+    if not hasattr(sweeps.spec, "FixedStrategy"):
+        pytest.skip("sweeps.spec has no `fixed` strategy yet; the re-run spec cannot load")
+    assert load_spec(spec).strategies[0].kind == "fixed"
+
+
+def test_spec_format_keeps_a_recipe_arm(store) -> None:
+    best = best_config(EXPERIMENT, strategy="recipe", tracking_uri=store["uri"])
+    spec = yaml.safe_load(best.to_spec())
+    assert spec["seeds"] == [0]
+    assert spec["strategies"] == [{"kind": "recipe", "suggest": "valley", "max_epochs": 4}]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3", 3),
+        ("-2", -2),
+        ("0.003", 0.003),
+        ("1e-05", 1e-5),
+        ("True", True),
+        ("False", False),
+        ("None", None),
+        ("[1, 2]", [1, 2]),
+        ("{'a': 1}", {"a": 1}),
+        ("valley", "valley"),
+        ("[oops", "[oops"),
+        ("", ""),
+    ],
+)
+def test_typed_param(text, value) -> None:
+    assert typed_param(text) == value
+
+
+def _lrsweep(*args: str, cwd: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(REPO)
+    code = "from sweeps.cli import app; app(prog_name='lrsweep')"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_from_a_fresh_process_on_the_embedded_default(store) -> None:
+    done = _lrsweep("best", EXPERIMENT, "--metric", "error_rate", cwd=store["root"])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["run_id"] == store["optuna-0.02"] and out["strategy"] == "optuna"
+    assert out["metrics"]["error_rate"] == pytest.approx(0.08)
+
+
+def test_cli_unknown_experiment_exits_2_listing_experiments(store) -> None:
+    done = _lrsweep("best", "nope", "--tracking-uri", store["uri"], cwd=store["root"])
+    assert done.returncode == 2
+    assert "experiments there: ['Default', 'another-sweep', 'digits-lr']" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
