@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 # Debian's headless Chromium for the MLflow UI browser test (tests/sweeps/test_ui_browser.py).
 system-deps:
-	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 test: system-deps $(STAMP)
 	$(PY) -m pytest -q
