@@ -1,0 +1,94 @@
+"""Train a trial's Learner as the spec's ``task`` says, able to start at any epoch.
+
+The spec's schedule (one-cycle, SGDR or constant) and optional fine-tuning phases map onto the
+trainers' ``fit_*`` calls with ``start_epoch``, so a trial restarted from a checkpoint after its
+worker died continues the very schedule it was on. Epochs are counted over the whole trial
+(training records of ``learn.history``), frozen phase included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweeps._reporter import training_rows
+from trainers import Learner
+
+
+def sgdr_cycles(epochs: int, cycle_len: int, cycle_mult: int) -> int:
+    """The fewest SGDR cycles covering ``epochs`` (training is cut at ``epochs``)."""
+    cycles, total, length = 0, 0, cycle_len
+    while total < epochs:
+        total += length
+        length *= cycle_mult
+        cycles += 1
+    return cycles
+
+
+def _fit(learn: Learner, schedule: Any, epochs: int, lr: Any, start_epoch: int) -> None:
+    if start_epoch >= epochs:
+        return
+    if schedule.kind == "one_cycle":
+        learn.fit_one_cycle(
+            epochs,
+            lr,
+            pct_start=schedule.pct_start,
+            div=schedule.div,
+            div_final=schedule.div_final,
+            start_epoch=start_epoch,
+        )
+    elif schedule.kind == "sgdr":
+        # Whole cycles are scheduled; the trial's reporter ends the fit at ``epochs``.
+        cycles = sgdr_cycles(epochs, schedule.cycle_len, schedule.cycle_mult)
+        learn.fit_sgdr(
+            cycles,
+            schedule.cycle_len,
+            lr,
+            cycle_mult=schedule.cycle_mult,
+            start_epoch=start_epoch,
+        )
+    elif schedule.kind == "constant":
+        learn.fit(epochs, lr, start_epoch=start_epoch)
+    else:
+        raise ValueError(
+            f"task.schedule.kind must be one_cycle, sgdr or constant, but got {schedule.kind!r}."
+        )
+
+
+def train(learn: Learner, task: Any, lr: float, *, should_continue: Any = None) -> None:
+    """Train ``learn`` at peak rate ``lr`` from the epochs in its history up to ``task.epochs``.
+
+    With ``task.fine_tune`` the first ``freeze_epochs`` epochs train the head alone
+    (one-cycle, ``pct_start=0.99``, at ``lr``) and the rest train everything with discriminative
+    rates ``slice(lr / 2 / lr_mult, lr / 2)`` on the spec's schedule, as fastai's
+    ``fine_tune`` does.
+
+    Args:
+        learn: The trial's Learner (its history says how many epochs are done).
+        task: The spec's ``task`` section.
+        lr: The trial's learning rate (the top layer group's peak rate).
+        should_continue: Called between the fine-tuning phases; False skips the second phase
+            (the trial was stopped in the first).
+    """
+    done = len(training_rows(learn.history))
+    fine_tune = task.fine_tune
+    if fine_tune is None:
+        _fit(learn, task.schedule, task.epochs, lr, done)
+        return
+    frozen = fine_tune.freeze_epochs
+    if done < frozen:
+        learn.freeze()
+        learn.phase = "frozen"
+        learn.fit_one_cycle(frozen, slice(lr), pct_start=0.99, start_epoch=done)
+        if should_continue is not None and not should_continue():
+            return
+    learn.unfreeze()
+    learn.phase = "unfrozen"
+    half = lr / 2
+    slice_lr = slice(half / fine_tune.lr_mult, half)
+    _fit(
+        learn,
+        task.schedule,
+        task.epochs - frozen,
+        slice_lr,
+        max(0, len(training_rows(learn.history)) - frozen),
+    )

@@ -1,0 +1,440 @@
+"""Every Ray import lrsweep makes (the stoppers' ``Stopper`` base class aside).
+
+Ray's API churns between releases (``tune.report`` signatures, ``trial_runner`` ->
+``tune_controller``, ``ray.air`` -> ``ray.tune``); an upgrade touches this file only. The rest of
+``sweeps`` sees plain functions and small dataclasses: search-space primitives for the
+strategies, a searcher built from a picklable description, the session calls a trial body needs
+(report with a checkpoint folder, the checkpoint to resume from, its trial id), and one function
+that runs or restores a Tuner and hands back plain :class:`TrialOutcome` records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+
+logger = logging.getLogger(__name__)
+
+Callback = tune.Callback
+"""Ray Tune's driver-side callback base class (``sweeps.progress`` subclasses it)."""
+
+
+@dataclass(frozen=True)
+class SearcherSpec:
+    """A picklable description of a Ray Tune search algorithm.
+
+    Attributes:
+        kind: ``optuna`` (Ray Tune's ``OptunaSearch``) or ``random`` (log-uniform draws from
+            a numpy generator seeded with ``seed``).
+        metric: The reported metric the searcher optimises.
+        mode: ``min`` or ``max``.
+        seed: Sampler seed; the same seed gives the same suggestions.
+        sampler: Optuna sampler name (``tpe``, ``random``, ``qmc``, ``gp``, ``cmaes``).
+    """
+
+    kind: str
+    metric: str = "best_valid_loss"
+    mode: str = "min"
+    seed: int = 0
+    sampler: str = "tpe"
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What Ray Tune knows of one trial once its Tuner returns.
+
+    Attributes:
+        trial_id: Ray Tune's trial id.
+        config: The trial's resolved config.
+        status: ``TERMINATED``, ``ERROR``, or ``PENDING``/``RUNNING``/``PAUSED`` when the run
+            was interrupted.
+        metrics: The last reported result (empty if none).
+        error: The error text for an errored trial.
+    """
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TunerPlan:
+    """Everything one Tuner run needs, in plain values.
+
+    Attributes:
+        name: Folder name of the Tune experiment under ``storage_path``.
+        storage_path: Where Ray keeps experiment state and trial checkpoints.
+        trainable: The trial body ``f(config, **constants)``.
+        constants: Large or constant keyword arguments (``tune.with_parameters``).
+        searches: The searches to run, in order, as one stream of trials; each has ``name``,
+            ``param_space``, ``num_samples``, ``searcher`` (a :class:`SearcherSpec` or None)
+            and ``n_trials`` (``sweeps.strategies.Search``).
+        resources: ``{"cpu": ..., "gpu": ..., <custom>: ...}`` per trial.
+        node_labels: Node labels a trial's placement group must match.
+        max_concurrent: Cap on trials running at once (None: what the cluster holds).
+        max_failures: Restarts of a trial from its last checkpoint after a crash.
+        stopper: A Ray Tune ``Stopper`` (or None).
+        callbacks: Ray Tune callbacks.
+        metric: Metric for Ray's own bookkeeping (``best_valid_loss``: the best, not the last).
+        mode: ``min`` or ``max``.
+    """
+
+    name: str
+    storage_path: str
+    trainable: Callable[..., Any]
+    constants: Mapping[str, Any]
+    searches: Sequence[Any]
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    max_concurrent: int | None = None
+    max_failures: int = 0
+    stopper: Any = None
+    callbacks: Sequence[Any] = ()
+    metric: str = "best_valid_loss"
+    mode: str = "min"
+
+    @property
+    def n_trials(self) -> int:
+        """Trials of every search together."""
+        return sum(int(search.n_trials) for search in self.searches)
+
+
+# --- cluster -------------------------------------------------------------------------------
+
+
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> None:
+    """Connect to ``address`` (a running cluster) or start Ray on this machine, once.
+
+    Args:
+        address: A cluster address; None starts (or joins) Ray on this machine.
+        num_cpus: CPUs of a Ray started here (None: all of them).
+        env_vars: Environment variables for every worker of this job (``runtime_env``).
+    """
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Checkpoints are kept 2 deep, which makes Tune snapshot its state often (cheap here).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray.init(**kwargs)
+
+
+def is_initialized() -> bool:
+    """True when this process is connected to a Ray runtime."""
+    return ray.is_initialized()
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray runtime this process started (no-op when none)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def node_name() -> str:
+    """``hostname (ip)`` of the node running the caller."""
+    try:
+        ip = ray.util.get_node_ip_address()
+    except Exception:
+        ip = "local"
+    return f"{socket.gethostname()} ({ip})"
+
+
+# --- search-space primitives ---------------------------------------------------------------
+
+
+def grid_search(values: Sequence[Any]) -> Any:
+    """Ray Tune's ``grid_search`` over ``values``."""
+    return tune.grid_search(list(values))
+
+
+def loguniform(low: float, high: float) -> Any:
+    """Ray Tune's log-uniform domain on ``[low, high]``."""
+    return tune.loguniform(low, high)
+
+
+def is_grid(value: Any) -> bool:
+    """True for a ``grid_search`` marker."""
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def is_domain(value: Any) -> bool:
+    """True for a sampled Ray Tune domain (``loguniform`` ...)."""
+    return isinstance(value, tune.search.sample.Domain)
+
+
+def _optuna_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    samplers: dict[str, Callable[[], Any]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+    }
+    if name not in samplers:
+        raise ValueError(f"optuna sampler must be one of {sorted(samplers)}, but got {name!r}.")
+    return samplers[name]()
+
+
+def build_searcher(spec: SearcherSpec, param_space: Mapping[str, Any]) -> Any:
+    """The Ray Tune searcher an ``optuna`` :class:`SearcherSpec` describes, set up on a space."""
+    if spec.kind != "optuna":
+        raise ValueError(f"only optuna searchers are built, but got kind {spec.kind!r}.")
+    from ray.tune.search.optuna import OptunaSearch
+
+    algo = OptunaSearch(
+        metric=spec.metric, mode=spec.mode, sampler=_optuna_sampler(spec.sampler, spec.seed)
+    )
+    algo.set_search_properties(spec.metric, spec.mode, dict(param_space))
+    return algo
+
+
+def sample_configs(
+    param_space: Mapping[str, Any], *, num_samples: int, searcher: SearcherSpec | None = None
+) -> list[dict[str, Any]]:
+    """The trial configs of a search, drawn without running anything (also a dry run).
+
+    Grid and random spaces go through Ray's variant generator, seeded by ``searcher.seed``
+    (``random``) so the draws repeat; an Optuna searcher is asked for ``num_samples``
+    suggestions with no results told back, as for trials started at once.
+    """
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = dict(param_space)
+    if searcher is not None and searcher.kind == "optuna":
+        algo = build_searcher(searcher, space)
+        return [_merge(space, algo.suggest(f"dry-{i}")) for i in range(num_samples)]
+    rng = np.random.default_rng(searcher.seed if searcher else 0)
+    return [
+        resolved
+        for _ in range(num_samples)
+        for _, resolved in generate_variants(space, random_state=rng)
+    ]
+
+
+def _merge(space: Mapping[str, Any], suggested: Mapping[str, Any]) -> dict[str, Any]:
+    fixed = {k: v for k, v in space.items() if not is_domain(v) and not is_grid(v)}
+    return {**fixed, **suggested}
+
+
+class _SearchesInOne(Searcher):
+    """Several searches as one stream of trials for one Tuner.
+
+    Searches are served in order; a grid or random search's configs are drawn up front
+    (seeded), an Optuna search asks its own ``OptunaSearch``, which is told the results of the
+    trials it suggested. One Tuner for the whole sweep means one set of worker processes (no
+    start-up per arm), no drain between arms, and one ``Tuner.restore`` to resume.
+    """
+
+    def __init__(self, searches: Sequence[Any], *, metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._names = [s.name for s in searches]
+        self._quota = [int(s.n_trials) for s in searches]
+        self._issued = [0] * len(searches)
+        self._queues: list[list[dict[str, Any]]] = []
+        self._optuna: dict[int, Any] = {}
+        self._spaces = [dict(s.param_space) for s in searches]
+        self._owner: dict[str, int] = {}
+        for index, search in enumerate(searches):
+            if search.searcher is not None and search.searcher.kind == "optuna":
+                self._optuna[index] = build_searcher(search.searcher, search.param_space)
+                self._queues.append([])
+            else:
+                self._queues.append(
+                    sample_configs(
+                        search.param_space,
+                        num_samples=search.num_samples,
+                        searcher=search.searcher,
+                    )
+                )
+
+    def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
+        return True  # every search brings its own space
+
+    def suggest(self, trial_id: str) -> Any:  # a config, Searcher.FINISHED, or None (wait)
+        for index, quota in enumerate(self._quota):
+            if self._issued[index] >= quota:
+                continue
+            if index in self._optuna:
+                suggested = self._optuna[index].suggest(trial_id)
+                if suggested is None:
+                    return None
+                config = _merge(self._spaces[index], suggested)
+            else:
+                config = dict(self._queues[index][self._issued[index]])
+            self._issued[index] += 1
+            self._owner[trial_id] = index
+            return config
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        index = self._owner.get(trial_id)
+        if index in self._optuna:
+            self._optuna[index].on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        index = self._owner.get(trial_id)
+        if index in self._optuna:
+            self._optuna[index].on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__.copy(), file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
+
+
+# --- inside a trial ------------------------------------------------------------------------
+
+
+def quiet_trial_logs() -> None:
+    """Silence Ray's per-checkpoint INFO lines in a trial's process (they flood the driver)."""
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def trial_id() -> str:
+    """The running trial's id (stable across restarts and ``Tuner.restore``)."""
+    return tune.get_context().get_trial_id()
+
+
+def report(metrics: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None) -> None:
+    """Report one epoch's metrics to Tune, with the folder to persist as its checkpoint."""
+    checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    tune.report(dict(metrics), checkpoint=checkpoint)
+
+
+@contextlib.contextmanager
+def resume_checkpoint() -> Iterator[Path | None]:
+    """The folder of the checkpoint this trial resumes from, or None on a fresh start."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as folder:
+        yield Path(folder)
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def _resources(plan: TunerPlan) -> Any:
+    resources = {k: float(v) for k, v in plan.resources.items() if v}
+    if not plan.node_labels:
+        return resources
+    bundle = {
+        "CPU": resources.pop("cpu", 1.0),
+        "GPU": resources.pop("gpu", 0.0),
+        **resources,
+    }
+    return tune.PlacementGroupFactory(
+        [bundle], strategy="PACK", bundle_label_selector=[dict(plan.node_labels)]
+    )
+
+
+def _trainable(plan: TunerPlan) -> Any:
+    fn = tune.with_parameters(plan.trainable, **plan.constants)
+    return tune.with_resources(fn, _resources(plan))
+
+
+def _run_config(plan: TunerPlan) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=plan.name,
+        storage_path=plan.storage_path,
+        stop=plan.stopper,
+        callbacks=list(plan.callbacks),
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=0,
+    )
+
+
+def _outcomes(grid: Any) -> list[TrialOutcome]:
+    outcomes = []
+    for trial in grid._experiment_analysis.trials:
+        error = None
+        if trial.status == "ERROR":
+            error = str(getattr(trial, "error_msg", None) or "the trial raised")
+        outcomes.append(
+            TrialOutcome(
+                trial_id=trial.trial_id,
+                config=dict(trial.config),
+                status=str(trial.status),
+                metrics=dict(trial.last_result or {}),
+                error=error,
+            )
+        )
+    return outcomes
+
+
+def run_tuner(plan: TunerPlan) -> list[TrialOutcome]:
+    """Run every search of ``plan`` in one Tuner, to the end or until interrupted."""
+    tuner = tune.Tuner(
+        _trainable(plan),
+        param_space={},
+        tune_config=tune.TuneConfig(
+            metric=plan.metric,
+            mode=plan.mode,
+            num_samples=plan.n_trials,
+            search_alg=_SearchesInOne(plan.searches, metric=plan.metric, mode=plan.mode),
+            max_concurrent_trials=plan.max_concurrent,
+            reuse_actors=True,  # one worker process (and one torch import) per slot
+        ),
+        run_config=_run_config(plan),
+    )
+    return _outcomes(tuner.fit())
+
+
+def experiment_path(plan: TunerPlan) -> str:
+    """Where Ray keeps the experiment state of ``plan``."""
+    return str(Path(plan.storage_path) / plan.name)
+
+
+def can_restore(path: str) -> bool:
+    """True when ``path`` holds a Tune experiment state that ``Tuner.restore`` can read."""
+    return tune.Tuner.can_restore(path)
+
+
+def restore_tuner(plan: TunerPlan) -> list[TrialOutcome]:
+    """Continue an interrupted Tuner run of ``plan`` (finished trials are not re-run).
+
+    Unfinished and errored trials resume from their latest checkpoints; the searcher (Optuna's
+    study included) comes back from the saved experiment state.
+    """
+    tuner = tune.Tuner.restore(
+        experiment_path(plan),
+        trainable=_trainable(plan),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    return _outcomes(tuner.fit())

@@ -1,0 +1,308 @@
+"""The trial's per-epoch reporter: MLflow logging, Tune checkpoints and reports, the stop rule.
+
+:class:`EpochReporter` is a trainers ``Callback`` (it runs after the ``Recorder``). At each
+epoch's end it
+
+- sends the epoch's per-step ``train_loss`` / ``lr`` and its ``valid_loss``, ``error_rate``,
+  ``accuracy``, ``epoch_time_s`` to MLflow in one batched call (steps are numbered
+  ``epoch * batches_per_epoch + batch``, epochs from 0), skipping epochs MLflow already holds;
+- writes a checkpoint (``learn.save`` + the trial's metadata + the best weights so far), logged
+  under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
+- feeds the result to the spec's stoppers (the same pure ones Ray Tune runs on the driver);
+- reports to Tune with the checkpoint, except on the trial's last epoch: that report waits
+  until :meth:`finish` has closed the MLflow run, because Tune may end the trial's process as
+  soon as it sees a stopping result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeps import _ray
+from sweeps.tracking import RunLogger, Tracker
+from trainers import CancelFit, Learner
+from trainers.callbacks import Callback
+
+logger = logging.getLogger(__name__)
+
+EPOCH_METRICS = ("valid_loss", "error_rate", "accuracy", "epoch_time_s")
+BEST_METRICS = ("valid_loss", "error_rate", "accuracy", "train_loss")
+STOP_REASONS = ("completed", "rising_val_loss", "diverged", "failed")
+
+
+FAULT_EPOCH_ENV = "LRSWEEP_FAULT_KILL_EPOCH"
+FAULT_ONCE_ENV = "LRSWEEP_FAULT_ONCE_FILE"
+
+
+def _inject_fault(epoch: int) -> None:
+    """Fault-injection hook for the reliability tests (off unless both variables are set).
+
+    With ``LRSWEEP_FAULT_KILL_EPOCH=N`` and ``LRSWEEP_FAULT_ONCE_FILE=<path>`` in the workers'
+    environment, the first trial to finish epoch ``N`` creates ``<path>`` and SIGKILLs its own
+    worker process right after logging that epoch to MLflow and before reporting it to Tune:
+    the worst moment for exactly-once logging. Later trials see the file and carry on.
+    """
+    target, marker = os.environ.get(FAULT_EPOCH_ENV), os.environ.get(FAULT_ONCE_ENV)
+    if not target or not marker or int(target) != epoch:
+        return
+    try:
+        with open(marker, "x", encoding="utf-8") as file:
+            file.write(str(os.getpid()))
+    except FileExistsError:
+        return
+    logger.warning("fault injection: killing worker %d after epoch %d", os.getpid(), epoch)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StopTrial(Exception):
+    """Raised from ``after_epoch`` to end a recipe trial that the stop rule stopped.
+
+    ``CancelFit`` would end only the recipe's current fit; this propagates out of
+    ``fit_recipe`` (wrapped in ``CallbackError``) and the trial body catches it.
+    """
+
+
+def training_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-epoch records of a history (a recipe's step markers have ``epoch`` None)."""
+    return [row for row in history if row.get("epoch") is not None]
+
+
+def flatten_params(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None kept as their text."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, prefix=f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass
+class TrialRecord:
+    """What a trial knows about itself; the part in :meth:`to_meta` travels in checkpoints."""
+
+    run_id: str
+    lr: float = math.nan
+    lr_find_s: float = 0.0
+    extra_compute_s: float = 0.0
+    stop_reason: str | None = None
+    lr_find: Any = None
+    best_epoch: int | None = None
+    best: dict[str, float] = field(default_factory=dict)
+    best_state: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any] | None, *, run_id: str) -> TrialRecord:
+        """A fresh record, or the one a checkpoint's metadata describes."""
+        if meta is None:
+            return cls(run_id=run_id)
+        return cls(
+            run_id=meta["run_id"],
+            lr=float(meta["lr"]),
+            lr_find_s=float(meta["lr_find_s"]),
+            extra_compute_s=float(meta.get("extra_compute_s", 0.0)),
+            best_state=meta.get("best_state"),
+        )
+
+    def to_meta(self) -> dict[str, Any]:
+        """The JSON-able part saved with every checkpoint."""
+        return {
+            "run_id": self.run_id,
+            "lr": self.lr,
+            "lr_find_s": self.lr_find_s,
+            "extra_compute_s": self.extra_compute_s,
+        }
+
+    def compute_s(self, rows: list[dict[str, Any]]) -> float:
+        """Range test + every epoch's training and validation time (+ a recipe's own tests)."""
+        epochs_s = sum(float(r.get("epoch_time_s", 0.0)) for r in rows)
+        return self.lr_find_s + self.extra_compute_s + epochs_s
+
+
+class EpochReporter(Callback):
+    """Per-epoch MLflow logging, checkpointing, stop rule and Tune report of one trial.
+
+    Args:
+        tracker: The MLflow store.
+        record: The trial's record (run id, LR, costs, best epoch).
+        spec: The sweep spec (``task.epochs``, ``tracking.checkpoints``).
+        stopper: A fresh ``sweeps.stoppers.from_spec(spec)``, private to this trial.
+        checkpoint: ``f(learn, best_state) -> folder`` writing the epoch's checkpoint.
+        max_epochs: Epochs after which the trial ends (None: when the fit ends).
+    """
+
+    order = 50
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        record: TrialRecord,
+        *,
+        spec: Any,
+        stopper: Any,
+        checkpoint: Callable[[Learner, Mapping[str, Any] | None], Path],
+        max_epochs: int | None,
+    ) -> None:
+        self.tracker = tracker
+        self.record = record
+        self.policy = spec.tracking.checkpoints
+        self.stopper = stopper
+        self.checkpoint = checkpoint
+        self.max_epochs = max_epochs
+        self.log = RunLogger(tracker, record.run_id)
+        self.stopped = False
+        self.closed = False
+        self.logged_epochs = -1
+        self._first_step = 0
+        self._pending: tuple[dict[str, Any], Path | None] | None = None
+
+    # setup --------------------------------------------------------------------------------
+
+    def attach(self, learn: Learner, *, reopened: bool) -> None:
+        """Install on ``learn``; a resumed trial replays its history into the stop rule."""
+        if reopened:
+            logged = self.tracker.metric_history(self.record.run_id, "valid_loss")
+            self.logged_epochs = max((step for step, _ in logged), default=-1)
+        for epoch, row in enumerate(training_rows(learn.history)):
+            self._update_best(learn, epoch, row, keep_state=False)
+            if self.stopper(self._key, self._result(learn, epoch, row)):
+                self.record.stop_reason = self.stopper.stop_reason(self._key)
+        learn.add_cb(self)
+
+    @property
+    def _key(self) -> str:
+        return self.record.run_id
+
+    # events -------------------------------------------------------------------------------
+
+    def before_epoch(self) -> None:
+        self._first_step = len(self.learn.recorder.losses)
+
+    def after_epoch(self) -> None:
+        learn = self.learn
+        rows = training_rows(learn.history)
+        epoch, row = len(rows) - 1, rows[-1]
+        self._update_best(learn, epoch, row, keep_state=True)
+        result = self._result(learn, epoch, row)
+        if self.stopper(self._key, result):
+            self.record.stop_reason = self.stopper.stop_reason(self._key)
+            self.stopped = True
+            result["stop_reason"] = self.record.stop_reason
+        if epoch > self.logged_epochs:
+            self._buffer_epoch(learn, epoch, row)
+            self.log.flush()
+        folder = self.checkpoint(learn, self.record.best_state)
+        if epoch > self.logged_epochs and self.policy == "all":
+            self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
+        self.logged_epochs = max(self.logged_epochs, epoch)
+        _inject_fault(epoch)
+        last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
+        if self.stopped or last:
+            self._pending = (result, folder)
+            if self.max_epochs is None:
+                raise StopTrial
+            raise CancelFit
+        _ray.report(result, checkpoint_dir=folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # bookkeeping --------------------------------------------------------------------------
+
+    def _update_best(
+        self, learn: Learner, epoch: int, row: Mapping[str, Any], *, keep_state: bool
+    ) -> None:
+        value = float(row.get("valid_loss", math.nan))
+        best = self.record.best.get("valid_loss", math.inf)
+        if not math.isfinite(value) or value >= best:
+            return
+        self.record.best_epoch = epoch
+        self.record.best = {k: float(row[k]) for k in BEST_METRICS if k in row}
+        if keep_state:
+            state = learn.model.state_dict()
+            self.record.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def _result(self, learn: Learner, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
+        best = self.record.best.get("valid_loss", math.inf)
+        return {
+            "epoch": epoch + 1,
+            "training_iteration": epoch + 1,
+            "valid_loss": float(row.get("valid_loss", math.nan)),
+            "train_loss": float(row.get("train_loss", math.nan)),
+            "error_rate": float(row.get("error_rate", math.nan)),
+            "accuracy": float(row.get("accuracy", math.nan)),
+            "lr": float(row.get("lr", math.nan)),
+            "trial_lr": float(self.record.lr),
+            "epoch_time_s": float(row.get("epoch_time_s", 0.0)),
+            "best_valid_loss": best,
+            "best_epoch": -1 if self.record.best_epoch is None else self.record.best_epoch,
+            "compute_s": self.record.compute_s(training_rows(learn.history)[: epoch + 1]),
+            "stop_reason": "",
+        }
+
+    def _buffer_steps(self, learn: Learner, epoch: int) -> None:
+        recorder = learn.recorder
+        n_iter = max(1, int(learn.n_iter))
+        first = epoch * n_iter
+        losses = recorder.losses[self._first_step :]
+        lrs = recorder.lrs[self._first_step :]
+        self.log.extend("train_loss", losses, first_step=first)
+        self.log.extend("lr", lrs, first_step=first)
+
+    def _buffer_epoch(self, learn: Learner, epoch: int, row: Mapping[str, Any]) -> None:
+        self._buffer_steps(learn, epoch)
+        self.log.add_many({k: row[k] for k in EPOCH_METRICS if k in row}, epoch)
+        self.log.add("epoch_train_loss", float(row.get("train_loss", math.nan)), epoch)
+
+    # the end ------------------------------------------------------------------------------
+
+    def diverged(self, learn: Learner, error: BaseException) -> None:
+        """The loss became non-finite mid-epoch: log the steps run, end as ``diverged``."""
+        epoch = len(training_rows(learn.history))
+        self.record.stop_reason = "diverged"
+        self.stopped = True
+        if epoch > self.logged_epochs:
+            self._buffer_steps(learn, epoch)
+            steps_run = len(learn.recorder.losses) - self._first_step
+            self.log.add("train_loss", math.nan, epoch * max(1, int(learn.n_iter)) + steps_run)
+            self.log.flush()
+        result = self._result(learn, epoch, {"valid_loss": math.nan, "train_loss": math.nan})
+        result["stop_reason"] = "diverged"
+        self._pending = (result, None)
+
+    def finish(self, learn: Learner, finalize: Callable[[Learner, TrialRecord], None]) -> None:
+        """Close the run (best metrics, tags, artifacts), then send the held-back report."""
+        self.record.stop_reason = self.record.stop_reason or "completed"
+        self.log.flush()
+        finalize(learn, self.record)
+        self.tracker.end_run(self.record.run_id, "FINISHED")
+        self.closed = True  # Tune may end this thread inside the report below (SystemExit)
+        if self._pending is not None:
+            result, folder = self._pending
+            self._pending = None
+            _ray.report(result, checkpoint_dir=folder)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def abort(self, error: BaseException) -> None:
+        """Close the run as FAILED (an error) or KILLED (interrupted); never raises."""
+        if self.closed:
+            return
+        killed = isinstance(error, KeyboardInterrupt | SystemExit)
+        try:
+            self.log.flush()
+            if not killed:
+                self.tracker.set_tags(
+                    self.record.run_id,
+                    {"sweeps.stop_reason": "failed", "sweeps.error": repr(error)[:500]},
+                )
+            self.tracker.end_run(self.record.run_id, "KILLED" if killed else "FAILED")
+        except Exception:
+            logger.exception("could not close MLflow run %s after %r", self.record.run_id, error)

@@ -1,0 +1,98 @@
+"""``lrsweep run``: run a sweep, then print the comparison and how to browse the results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sweeps.cli import app
+from sweeps.preflight import PreflightError
+from sweeps.report import Report
+from sweeps.run import SweepResult, run_sweep
+from sweeps.spec import SpecError
+from sweeps.tracking import redact_uri, sqlite_path
+
+INTERRUPTED_EXIT = 130
+
+
+def make_console() -> Console:
+    """A console that does not squeeze the wide comparison table when output is piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def print_report(console: Console, report: Report) -> None:
+    """The strategy comparison as a rich table."""
+    headers, rows = report.group_table()
+    table = Table(title=f"{report.experiment}: LR finder vs search (mean ± std over seeds)")
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def browse_hint(tracking_uri: str) -> str:
+    """The command that shows this store in MLflow's UI."""
+    if sqlite_path(tracking_uri) is not None:
+        return (
+            "Browse the runs: lrsweep ui   (or: mlflow ui --backend-store-uri "
+            f"{redact_uri(tracking_uri)})"
+        )
+    return f"Browse the runs: lrsweep ui --tracking-uri {redact_uri(tracking_uri)}"
+
+
+def finish(console: Console, result: SweepResult) -> None:
+    """Print the outcome of a sweep (or how to resume it) and exit with its status."""
+    if result.interrupted or result.report is None:
+        console.print(
+            f"[yellow]Sweep {result.sweep_id} interrupted.[/] Runs are closed as KILLED; "
+            f"continue it with: lrsweep resume {result.name}"
+        )
+        raise typer.Exit(INTERRUPTED_EXIT)
+    print_report(console, result.report)
+    console.print(
+        f"{result.n_trials} trials; report on run {result.parent_run_id} of experiment "
+        f"{result.experiment!r}."
+    )
+    console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
+
+
+def fail(error: Exception) -> typer.Exit:
+    """Print a user error (no traceback) and return the exit to raise (status 2)."""
+    Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
+    return typer.Exit(2)
+
+
+@app.command("run")
+def run_command(
+    spec: Annotated[Path, typer.Argument(help="The sweep spec YAML file.")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join (default: local Ray).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow store. Default: tracking.uri, MLFLOW_TRACKING_URI, else ./.lrsweep.",
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a spec field, e.g. --set task.epochs=3. Repeatable."),
+    ] = None,
+) -> None:
+    """Run every strategy arm of SPEC on Ray Tune, log to MLflow and print the comparison."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_sweep(
+            spec, address=address, tracking_uri=tracking_uri, overrides=overrides or []
+        )
+    except (SpecError, PreflightError, OSError) as error:
+        raise fail(error) from None
+    finish(make_console(), result)

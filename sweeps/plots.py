@@ -1,0 +1,138 @@
+"""The sweep-level figures of the report; they draw the numbers they are given, nothing more.
+
+No pyplot state is used (a ``Figure`` with an Agg canvas), so drawing is safe in any thread and
+on machines without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
+SEARCH_KINDS = ("grid", "optuna", "random")
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def plot_comparison(
+    trials: Sequence[Any],
+    finder_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Best validation loss against LR for every searched trial, finder picks marked.
+
+    Args:
+        trials: Trial rows (``kind``, ``group``, ``lr``, ``best_valid_loss``, ``seed``).
+        finder_curves: ``label -> (lrs, losses)`` of range tests, drawn on a second axis.
+        path: Where to save the PNG.
+    """
+    fig = _figure(8, 5)
+    ax = fig.add_subplot()
+    groups = sorted({t.group for t in trials})
+    colour = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
+    for group in groups:
+        rows = [t for t in trials if t.group == group and _finite(t.lr)]
+        rows = [t for t in rows if _finite(t.best_valid_loss)]
+        if not rows:
+            continue
+        xs, ys = [t.lr for t in rows], [t.best_valid_loss for t in rows]
+        if rows[0].kind in SEARCH_KINDS:
+            ax.scatter(xs, ys, s=22, alpha=0.7, color=colour[group], label=group)
+        else:
+            ax.scatter(
+                xs,
+                ys,
+                s=140,
+                marker="*",
+                edgecolor="black",
+                color=colour[group],
+                label=f"{group} pick",
+                zorder=3,
+            )
+            for x in xs:
+                ax.axvline(x, color=colour[group], linestyle=":", alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("best validation loss")
+    ax.set_title("Best validation loss per trial against its learning rate")
+    if finder_curves:
+        twin = ax.twinx()
+        for k, (label, (lrs, losses)) in enumerate(sorted(finder_curves.items())):
+            pts = [(x, y) for x, y in zip(lrs, losses, strict=False) if _finite(y) and x > 0]
+            if pts:
+                twin.plot(
+                    *zip(*pts, strict=True),
+                    color="black",
+                    alpha=0.35 - 0.1 * min(k, 2),
+                    linewidth=1,
+                    label=f"range test ({label})",
+                )
+        twin.set_ylabel("range-test loss (smoothed)")
+        twin.legend(loc="upper right", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize="small")
+    fig.savefig(os.fspath(path), dpi=100)
+    return Path(path)
+
+
+def plot_sweep_curves(
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    trials: Sequence[Any],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Validation loss per epoch of every trial, one panel per group, early stops marked ``x``.
+
+    Args:
+        curves: ``run_id -> [(epoch, valid_loss), ...]``.
+        trials: Trial rows (``run_id``, ``group``, ``stop_reason``).
+        path: Where to save the PNG.
+    """
+    groups = sorted({t.group for t in trials}) or ["(none)"]
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig = _figure(4.2 * cols, 3.2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for index, group in enumerate(groups):
+        ax = axes[index // cols][index % cols]
+        for trial in (t for t in trials if t.group == group):
+            points = [(e, v) for e, v in curves.get(trial.run_id, []) if _finite(v)]
+            if not points:
+                continue
+            epochs, values = zip(*points, strict=True)
+            (line,) = ax.plot(epochs, values, linewidth=1, alpha=0.8)
+            if trial.stop_reason in ("rising_val_loss", "diverged"):
+                ax.plot(epochs[-1], values[-1], marker="x", markersize=9, color=line.get_color())
+        ax.set_title(group, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("valid_loss")
+    for index in range(len(groups), rows * cols):
+        axes[index // cols][index % cols].set_visible(False)
+    fig.suptitle("Validation loss of every trial (x: stopped early)")
+    fig.savefig(os.fspath(path), dpi=100)
+    return Path(path)

@@ -1,0 +1,423 @@
+"""The comparison report, recomputed from MLflow alone: does the LR finder match the search?
+
+Rows are *groups*: one per arm, and one per suggestion rule of an ``lr_finder`` arm
+(``lr_finder:valley``). For every group and seed the group's result is its best trial of that
+seed (lowest ``best/valid_loss``; a finder rule has one trial per seed). Then, per group:
+
+- ``chosen_lr``: median over seeds of the LR of each seed's best trial;
+- ``valid_loss`` and ``error_rate``: mean and standard deviation (n - 1; 0 for one seed) over
+  seeds of that trial's best-epoch values;
+- ``regret``: mean ``valid_loss`` minus the lowest mean ``valid_loss`` of any group, and
+  ``regret_error_pp`` the same for the error rate in percentage points;
+- ``n_trials``, ``epochs_run`` (early stops counted), ``compute_s`` (range tests included), all
+  summed over the group's trials, and ``compute_vs_grid``: ``compute_s`` over the first
+  ``grid`` arm's.
+
+Counted: child runs that FINISHED with a finite ``best/valid_loss`` (a trial that diverged after
+some good epochs still counts with its best epoch). Every child appears in the trial table with
+its stop reason and diagnosis.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import logging
+import math
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeps.plots import plot_comparison, plot_sweep_curves
+from sweeps.tracking import TAG_KIND, Tracker, resolve_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+GROUP_COLUMNS = (
+    "group",
+    "kind",
+    "n_seeds",
+    "chosen_lr",
+    "valid_loss_mean",
+    "valid_loss_std",
+    "error_rate_mean",
+    "error_rate_std",
+    "regret",
+    "regret_error_pp",
+    "n_trials",
+    "epochs_run",
+    "compute_s",
+    "compute_vs_grid",
+)
+TRIAL_COLUMNS = (
+    "run_id",
+    "group",
+    "kind",
+    "arm",
+    "rule",
+    "seed",
+    "lr",
+    "status",
+    "stop_reason",
+    "best_epoch",
+    "diagnosis",
+    "best_valid_loss",
+    "best_error_rate",
+    "epochs_run",
+    "compute_s",
+)
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One child run as the report reads it."""
+
+    run_id: str
+    group: str
+    kind: str
+    arm: str
+    rule: str
+    seed: int
+    lr: float
+    status: str
+    stop_reason: str
+    best_epoch: str
+    diagnosis: str
+    best_valid_loss: float
+    best_error_rate: float
+    epochs_run: int
+    compute_s: float
+
+    @property
+    def counts(self) -> bool:
+        """FINISHED with a finite best validation loss."""
+        return self.status == "FINISHED" and math.isfinite(self.best_valid_loss)
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One line of the comparison (an arm, or one rule of a finder arm)."""
+
+    group: str
+    kind: str
+    n_seeds: int
+    chosen_lr: float
+    valid_loss_mean: float
+    valid_loss_std: float
+    error_rate_mean: float
+    error_rate_std: float
+    regret: float
+    regret_error_pp: float
+    n_trials: int
+    epochs_run: int
+    compute_s: float
+    compute_vs_grid: float
+
+
+@dataclass
+class Report:
+    """The comparison of one sweep execution (see the module docstring for every number)."""
+
+    experiment: str
+    parent_run_id: str
+    groups: list[GroupRow]
+    trials: list[TrialRow]
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    def group(self, name: str) -> GroupRow:
+        """The row of one group; ``KeyError`` lists the groups."""
+        for row in self.groups:
+            if row.group == name:
+                return row
+        raise KeyError(f"no group {name!r}; groups: {[r.group for r in self.groups]}")
+
+    def group_table(self) -> tuple[tuple[str, ...], list[list[str]]]:
+        """Headers and formatted cells of the strategy table (for terminals and documents)."""
+        return GROUP_HEADERS, [_group_cells(r) for r in self.groups]
+
+    def results_csv(self) -> str:
+        """The group table as CSV."""
+        return _csv(GROUP_COLUMNS, [asdict(r) for r in self.groups])
+
+    def trials_csv(self) -> str:
+        """The trial table as CSV."""
+        return _csv(TRIAL_COLUMNS, [asdict(t) for t in self.trials])
+
+    def to_markdown(self, *, images: bool = True) -> str:
+        """``report.md``: both tables, figures linked by file name."""
+        lines = [
+            f"# lrsweep report: {self.experiment}",
+            "",
+            f"Sweep run `{self.parent_run_id}`.",
+            "",
+            "## Strategies",
+            "",
+        ]
+        lines += _md_table(GROUP_HEADERS, [_group_cells(r) for r in self.groups])
+        if images:
+            lines += ["", *(f"![{name}]({name})" for name in sorted(self.figures))]
+        lines += ["", "## Trials", ""]
+        lines += _md_table(TRIAL_HEADERS, [_trial_cells(t) for t in self.trials])
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """``report.html``: self-contained, figures inline as base64 PNGs."""
+
+        def table(headers: tuple[str, ...], rows: list[list[str]]) -> str:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in rows
+            )
+            return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+        images = "".join(
+            f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
+            f'{base64.b64encode(path.read_bytes()).decode()}"/></figure>'
+            for name, path in sorted(self.figures.items())
+        )
+        return (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>lrsweep report: {html.escape(self.experiment)}</title><style>{_CSS}</style>"
+            f"</head><body><h1>lrsweep report: {html.escape(self.experiment)}</h1>"
+            f"<p>Sweep run <code>{html.escape(self.parent_run_id)}</code>.</p>"
+            f"<h2>Strategies</h2>{table(GROUP_HEADERS, [_group_cells(r) for r in self.groups])}"
+            f"{images}<h2>Trials</h2>"
+            f"{table(TRIAL_HEADERS, [_trial_cells(t) for t in self.trials])}</body></html>"
+        )
+
+
+_CSS = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
+)
+GROUP_HEADERS = (
+    "strategy",
+    "chosen LR (median)",
+    "best valid loss",
+    "error rate",
+    "regret",
+    "regret (error pp)",
+    "trials",
+    "epochs run",
+    "compute s",
+    "compute vs grid",
+)
+TRIAL_HEADERS = (
+    "run",
+    "strategy",
+    "seed",
+    "lr",
+    "stop",
+    "best epoch",
+    "diagnosis",
+    "best valid loss",
+    "error rate",
+    "epochs",
+    "compute s",
+)
+
+
+def _fmt(value: float, spec: str = ".4f") -> str:
+    return format(value, spec) if math.isfinite(value) else "-"
+
+
+def _group_cells(r: GroupRow) -> list[str]:
+    return [
+        r.group,
+        _fmt(r.chosen_lr, ".2e"),
+        f"{_fmt(r.valid_loss_mean)} ± {_fmt(r.valid_loss_std)}",
+        f"{_fmt(100 * r.error_rate_mean, '.2f')}% ± {_fmt(100 * r.error_rate_std, '.2f')}",
+        _fmt(r.regret),
+        _fmt(r.regret_error_pp, ".2f"),
+        str(r.n_trials),
+        str(r.epochs_run),
+        _fmt(r.compute_s, ".1f"),
+        _fmt(r.compute_vs_grid, ".2f"),
+    ]
+
+
+def _trial_cells(t: TrialRow) -> list[str]:
+    return [
+        t.run_id[:8],
+        t.group,
+        str(t.seed),
+        _fmt(t.lr, ".2e"),
+        t.stop_reason,
+        t.best_epoch,
+        t.diagnosis,
+        _fmt(t.best_valid_loss),
+        _fmt(t.best_error_rate),
+        str(t.epochs_run),
+        _fmt(t.compute_s, ".1f"),
+    ]
+
+
+def _md_table(headers: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return out + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _number(values: dict[str, Any], key: str, default: float = math.nan) -> float:
+    try:
+        return float(values[key])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def trial_row(run: Any) -> TrialRow:
+    """Read one child run (params, tags, metrics) into a :class:`TrialRow`."""
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    kind = tags.get("sweeps.strategy", params.get("strategy", "?"))
+    arm = tags.get("sweeps.arm", params.get("arm", kind))
+    rule = tags.get("sweeps.rule", params.get("rule", "")) if kind == "lr_finder" else ""
+    return TrialRow(
+        run_id=run.info.run_id,
+        group=f"{arm}:{rule}" if rule else arm,
+        kind=kind,
+        arm=arm,
+        rule=rule,
+        seed=int(_number(params, "seed", -1)),
+        lr=_number(params, "lr"),
+        status=run.info.status,
+        stop_reason=tags.get("sweeps.stop_reason", ""),
+        best_epoch=tags.get("sweeps.best_epoch", ""),
+        diagnosis=tags.get("sweeps.diagnosis", ""),
+        best_valid_loss=_number(metrics, "best/valid_loss"),
+        best_error_rate=_number(metrics, "best/error_rate"),
+        epochs_run=int(_number(metrics, "epochs_run", 0)),
+        compute_s=_number(metrics, "compute_s", 0.0),
+    )
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
+    per_seed: dict[int, TrialRow] = {}
+    for row in sorted(rows, key=lambda r: (r.seed, r.best_valid_loss)):
+        if row.counts and row.seed not in per_seed:
+            per_seed[row.seed] = row
+    picks = list(per_seed.values())
+    losses = [p.best_valid_loss for p in picks]
+    errors = [p.best_error_rate for p in picks]
+    return GroupRow(
+        group=name,
+        kind=rows[0].kind,
+        n_seeds=len(picks),
+        chosen_lr=statistics.median([p.lr for p in picks]) if picks else math.nan,
+        valid_loss_mean=statistics.fmean(losses) if losses else math.nan,
+        valid_loss_std=_std(losses),
+        error_rate_mean=statistics.fmean(errors) if errors else math.nan,
+        error_rate_std=_std(errors),
+        regret=math.nan,
+        regret_error_pp=math.nan,
+        n_trials=len(rows),
+        epochs_run=sum(r.epochs_run for r in rows),
+        compute_s=sum(r.compute_s for r in rows),
+        compute_vs_grid=math.nan,
+    )
+
+
+def compare(trials: list[TrialRow]) -> list[GroupRow]:
+    """The group table from trial rows (pure: no I/O)."""
+    names = list(dict.fromkeys(t.group for t in sorted(trials, key=lambda t: (t.kind, t.group))))
+    groups = [_group_row(n, [t for t in trials if t.group == n]) for n in names]
+    finite = [g for g in groups if math.isfinite(g.valid_loss_mean)]
+    best_loss = min((g.valid_loss_mean for g in finite), default=math.nan)
+    best_error = min((g.error_rate_mean for g in finite), default=math.nan)
+    grid = next((g for g in groups if g.kind == "grid"), None)
+    out = []
+    for g in groups:
+        ratio = g.compute_s / grid.compute_s if grid and grid.compute_s > 0 else math.nan
+        out.append(
+            GroupRow(
+                **{
+                    **asdict(g),
+                    "regret": g.valid_loss_mean - best_loss,
+                    "regret_error_pp": 100 * (g.error_rate_mean - best_error),
+                    "compute_vs_grid": ratio,
+                }
+            )
+        )
+    return sorted(out, key=lambda g: (math.isnan(g.regret), g.regret))
+
+
+def latest_parent(tracker: Tracker, experiment_id: str) -> str:
+    """The most recently started sweep (parent) run of the experiment."""
+    parents = tracker.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
+    if not parents:
+        raise LookupError(f"experiment {experiment_id} has no sweep run (tag {TAG_KIND}=sweep).")
+    return max(parents, key=lambda r: r.info.start_time).info.run_id
+
+
+def build_report(
+    experiment: str,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    *,
+    tracker: Tracker | None = None,
+    figures_dir: str | Path | None = None,
+) -> Report:
+    """Recompute the comparison of a sweep from MLflow (params, tags, metrics) alone.
+
+    Args:
+        experiment: The experiment name.
+        parent_run_id: The sweep execution; None takes the most recent one.
+        tracking_uri: The store (else ``$MLFLOW_TRACKING_URI`` or the embedded default).
+        tracker: An open :class:`Tracker` (overrides ``tracking_uri``).
+        figures_dir: Where to draw the figures (a temporary folder when None).
+
+    Raises:
+        LookupError: unknown experiment (lists those that exist) or no sweep run in it.
+    """
+    tracker = tracker or Tracker(resolve_tracking_uri(tracking_uri))
+    experiment_id = tracker.experiment_id(experiment)
+    parent = parent_run_id or latest_parent(tracker, experiment_id)
+    children = tracker.child_runs(experiment_id, parent)
+    trials = sorted((trial_row(r) for r in children), key=lambda t: (t.group, t.seed, t.lr))
+    report = Report(experiment, parent, compare(trials), trials)
+    folder = Path(figures_dir or tempfile.mkdtemp(prefix="lrsweep-report-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    curves = {t.run_id: tracker.metric_history(t.run_id, "valid_loss") for t in trials}
+    finder = {}
+    for t in trials:
+        if t.kind == "lr_finder" and f"seed {t.seed}" not in finder:
+            losses = [v for _, v in tracker.metric_history(t.run_id, "lr_find/loss")]
+            lrs = [v for _, v in tracker.metric_history(t.run_id, "lr_find/lr")]
+            if losses:
+                finder[f"seed {t.seed}"] = (lrs, losses)
+    report.figures["comparison.png"] = plot_comparison(trials, finder, folder / "comparison.png")
+    report.figures["curves.png"] = plot_sweep_curves(curves, trials, folder / "curves.png")
+    return report
+
+
+def log_report(tracker: Tracker, parent_run_id: str, report: Report) -> None:
+    """Write ``report.md``, ``report.html``, the figures, ``results.csv`` and ``trials.csv``
+    and log them on the parent run."""
+    with tempfile.TemporaryDirectory(prefix="lrsweep-report-") as tmp:
+        folder = Path(tmp)
+        files = {
+            "report.md": report.to_markdown(),
+            "report.html": report.to_html(),
+            "results.csv": report.results_csv(),
+            "trials.csv": report.trials_csv(),
+        }
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+            tracker.log_artifact(parent_run_id, folder / name)
+    for path in report.figures.values():
+        tracker.log_artifact(parent_run_id, path)

@@ -1,0 +1,364 @@
+"""``run_sweep`` and ``resume_sweep``: a spec becomes Ray Tune searches, MLflow runs and a report.
+
+How a sweep runs:
+
+- One MLflow **parent run** per execution (tag ``sweeps.kind=sweep``) in the experiment named by
+  the spec, holding the resolved spec (params, redacted, and ``spec.yaml``) and, at the end,
+  the comparison report. Every trial is a child run (see :mod:`sweeps.trial`).
+- All arms run in **one** ``Tuner``: every arm's searches (an Optuna arm runs one study per
+  seed) are served in order as one stream of trials by one searcher, and trials run in
+  parallel, as many as the resources allow. One Tuner means one set of worker processes for
+  the whole sweep (Ray reuses them from trial to trial, so torch is imported once per slot),
+  no idle cores between arms, and one ``Tuner.restore`` to resume, Optuna studies included.
+- Ray keeps experiment state and trial checkpoints under
+  ``<storage>/<spec name>/<sweep id>/tune`` (``storage`` is ``storage.path`` or
+  ``./.lrsweep/ray_results``); ``sweep.json`` beside it records the MLflow ids and whether the
+  sweep finished, which is what :func:`resume_sweep` reads.
+- Ctrl-C (or SIGTERM) stops the running search gracefully: trials stop, their runs and the
+  parent close as KILLED, and ``lrsweep resume NAME`` continues later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeps import _ray, preflight
+from sweeps._reporter import flatten_params
+from sweeps.progress import SweepProgress
+from sweeps.report import Report, build_report, log_report
+from sweeps.spec import SweepSpec, load_spec, redact
+from sweeps.stoppers import from_spec
+from sweeps.strategies import SEARCH_METRIC, plan
+from sweeps.tracking import (
+    HOME_DIR,
+    TAG_KIND,
+    TAG_SWEEP_ID,
+    Tracker,
+    redact_uri,
+    resolve_tracking_uri,
+)
+from sweeps.trial import TrialContext, train_trial
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "sweep.json"
+TUNE_DIR = "tune"
+FINISHED = ("TERMINATED", "ERROR")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one sweep execution produced.
+
+    Attributes:
+        name: The spec's name.
+        sweep_id: This execution's id (``sweeps.sweep_id`` on every run).
+        experiment: The MLflow experiment name.
+        experiment_id: Its id.
+        parent_run_id: The parent run of this execution.
+        tracking_uri: The MLflow store (credentials never included).
+        sweep_dir: Where Ray's state and checkpoints live; ``lrsweep resume`` takes it.
+        trials: Every trial's outcome as Ray Tune saw it, per arm name.
+        report: The comparison (None when the sweep was interrupted).
+        interrupted: True when Ctrl-C / SIGTERM stopped the sweep before the end.
+    """
+
+    name: str
+    sweep_id: str
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    sweep_dir: Path
+    trials: dict[str, list[_ray.TrialOutcome]] = field(default_factory=dict)
+    report: Report | None = None
+    interrupted: bool = False
+
+    @property
+    def n_trials(self) -> int:
+        """Trials run in all."""
+        return sum(len(outcomes) for outcomes in self.trials.values())
+
+
+class SweepNotFound(LookupError):
+    """``resume_sweep`` found no sweep by that name or path; the message lists what exists."""
+
+
+def default_storage(cwd: str | Path | None = None) -> Path:
+    """``<cwd>/.lrsweep/ray_results``: Ray's storage when the spec names none."""
+    return Path(cwd or Path.cwd()).resolve() / HOME_DIR / "ray_results"
+
+
+def _load(spec: SweepSpec | str | Path | dict[str, Any], overrides: Sequence[str]) -> SweepSpec:
+    if isinstance(spec, SweepSpec):
+        return load_spec(spec.resolved(), overrides=overrides) if overrides else spec
+    return load_spec(spec, overrides=overrides)
+
+
+def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, sweep_dir / STATE_FILE)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C (Tune stops gracefully, runs close as KILLED)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tuner_plan(
+    spec: SweepSpec, context: TrialContext, sweep_dir: Path, progress: SweepProgress
+) -> _ray.TunerPlan:
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
+    return _ray.TunerPlan(
+        name=TUNE_DIR,
+        storage_path=str(sweep_dir),
+        trainable=train_trial,
+        constants={"context": context},
+        searches=[search for strategy in plan(spec) for search in strategy.searches()],
+        resources=resources,
+        node_labels=spec.resources.node_labels,
+        max_concurrent=spec.resources.max_concurrent,
+        max_failures=spec.failure.max_failures,
+        stopper=from_spec(spec),
+        callbacks=[progress],
+        metric=SEARCH_METRIC,
+        mode="min",
+    )
+
+
+def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_id: str) -> str:
+    run_id = tracker.start_run(
+        experiment_id,
+        run_name=f"{spec.name}-{sweep_id}",
+        tags={TAG_KIND: "sweep", TAG_SWEEP_ID: sweep_id, "sweeps.spec_name": spec.name},
+    )
+    resolved = redact(spec.resolved())
+    tracker.log_params(run_id, flatten_params(resolved))
+    tracker.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False), "spec.yaml")
+    return run_id
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".probe"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(
+            f"storage.path: Ray's storage folder {folder} is not writable ({error}); "
+            "set storage.path to a writable folder."
+        ) from error
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path | dict[str, Any],
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    overrides: Sequence[str] = (),
+    storage_path: str | Path | None = None,
+    progress: SweepProgress | None = None,
+) -> SweepResult:
+    """Run every arm of ``spec`` on Ray Tune, log it all to MLflow and write the report.
+
+    Args:
+        spec: A ``SweepSpec``, or a spec file / dict for :func:`sweeps.spec.load_spec`.
+        address: A Ray cluster to join (``ray://...`` or ``host:port``); None starts Ray here.
+        tracking_uri: MLflow store; else ``tracking.uri``, ``$MLFLOW_TRACKING_URI``, or the
+            embedded ``./.lrsweep/mlflow.db``.
+        overrides: ``key.path=value`` overrides, type-checked like the spec.
+        storage_path: Ray's storage root; else ``storage.path`` or ``./.lrsweep/ray_results``.
+        progress: The live display (a quiet one when None and stdout is no terminal).
+
+    Returns:
+        The :class:`SweepResult`; ``interrupted`` is True after Ctrl-C / SIGTERM.
+
+    Raises:
+        SpecError: for an invalid spec or override (before anything starts).
+        PreflightError: when this machine or cluster cannot run the trials, or the tracking
+            store or artifact folder is unusable (checked before any run is created).
+        OSError: when the artifact location or Ray's storage is unwritable or full (checked
+            before training starts).
+    """
+    spec = _load(spec, overrides)
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
+    if address is None:
+        preflight.check_local_resources(spec)
+    preflight.check_artifact_location(uri)
+    tracker = Tracker(uri)
+    experiment_id = tracker.ensure_experiment(spec.experiment_name)
+    tracker.check_artifacts_writable(experiment_id)
+    if address is not None:
+        preflight.connect(address)
+        preflight.check_cluster(spec, address=address, tracking_uri=uri)
+    sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    root = Path(storage_path or spec.storage.path or default_storage())
+    sweep_dir = root / spec.name / sweep_id
+    _check_writable(sweep_dir)
+    parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
+    state = {
+        "name": spec.name,
+        "sweep_id": sweep_id,
+        "spec": spec.resolved(),
+        "tracking_uri": redact_uri(uri),
+        "experiment_id": experiment_id,
+        "parent_run_id": parent_run_id,
+        "finished": False,
+    }
+    _write_state(sweep_dir, state)
+    logger.info("sweep %s: parent run %s, Ray storage %s", sweep_id, parent_run_id, sweep_dir)
+    return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
+
+
+def _find_sweep_dir(name_or_path: str | Path, root: Path) -> Path:
+    direct = Path(name_or_path)
+    if (direct / STATE_FILE).is_file():
+        return direct
+    candidates = sorted((root / str(name_or_path)).glob(f"*/{STATE_FILE}"))
+    unfinished = [
+        c.parent for c in candidates if not json.loads(c.read_text(encoding="utf-8"))["finished"]
+    ]
+    if unfinished:
+        return unfinished[-1]
+    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    what = "only finished sweeps" if candidates else "no sweep"
+    raise SweepNotFound(
+        f"{name_or_path!r} has {what} to resume under {root}; sweeps there: {known or 'none'}. "
+        "Pass a sweep name or the path of a sweep folder (the one holding sweep.json)."
+    )
+
+
+def resume_sweep(
+    name_or_path: str | Path,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    storage_path: str | Path | None = None,
+    progress: SweepProgress | None = None,
+) -> SweepResult:
+    """Continue an interrupted sweep: the latest unfinished one of that name, or that folder.
+
+    The Tuner is restored with ``Tuner.restore``: finished trials are kept, not re-run;
+    unfinished ones continue from their checkpoints in their own MLflow child runs; the searcher
+    (Optuna studies included) continues where it was. The parent run is reused.
+
+    Raises:
+        SweepNotFound: nothing to resume there (the message lists the sweeps that exist).
+    """
+    sweep_dir = _find_sweep_dir(name_or_path, Path(storage_path or default_storage()))
+    state = json.loads((sweep_dir / STATE_FILE).read_text(encoding="utf-8"))
+    spec = load_spec(state["spec"])
+    tracker = Tracker(resolve_tracking_uri(tracking_uri, state["tracking_uri"]))
+    tracker.check_artifacts_writable(state["experiment_id"])
+    tracker.reopen_run(state["parent_run_id"])
+    logger.info("resuming sweep %s from %s", state["sweep_id"], sweep_dir)
+    return _execute(
+        spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True
+    )
+
+
+def _run_trials(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    context: TrialContext,
+    progress: SweepProgress,
+    *,
+    restoring: bool,
+) -> tuple[list[_ray.TrialOutcome], bool]:
+    """Run (or restore) the sweep's Tuner; return the outcomes and whether it was interrupted."""
+    tuner_plan = _tuner_plan(spec, context, sweep_dir, progress)
+    for strategy in plan(spec):
+        progress.expect(strategy.arm_name, strategy.n_trials())
+    restore = restoring and _ray.can_restore(_ray.experiment_path(tuner_plan))
+    outcomes = _ray.restore_tuner(tuner_plan) if restore else _ray.run_tuner(tuner_plan)
+    unfinished = len(outcomes) < tuner_plan.n_trials or any(
+        o.status not in FINISHED for o in outcomes
+    )
+    return outcomes, unfinished
+
+
+def _by_arm(outcomes: list[_ray.TrialOutcome]) -> dict[str, list[_ray.TrialOutcome]]:
+    grouped: dict[str, list[_ray.TrialOutcome]] = {}
+    for outcome in outcomes:
+        grouped.setdefault(str(outcome.config.get("arm", "?")), []).append(outcome)
+    return grouped
+
+
+def _execute(
+    spec: SweepSpec,
+    tracker: Tracker,
+    state: dict[str, Any],
+    sweep_dir: Path,
+    *,
+    address: str | None,
+    progress: SweepProgress | None,
+    restoring: bool = False,
+) -> SweepResult:
+    experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
+    context = TrialContext(spec, tracker.uri, experiment_id, parent_run_id, state["sweep_id"])
+    progress = progress or SweepProgress()
+    started_ray = not _ray.is_initialized()
+    _ray.init_ray(address)
+    interrupted = False
+    outcomes: list[_ray.TrialOutcome] = []
+    try:
+        with _sigterm_as_interrupt(), progress:
+            outcomes, interrupted = _run_trials(
+                spec, sweep_dir, context, progress, restoring=restoring
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
+        tracker.end_run(parent_run_id, "FAILED")
+        raise
+    finally:
+        if started_ray:
+            _ray.shutdown_ray()
+    result = SweepResult(
+        name=spec.name,
+        sweep_id=state["sweep_id"],
+        experiment=spec.experiment_name,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        tracking_uri=redact_uri(tracker.uri),
+        sweep_dir=sweep_dir,
+        trials=_by_arm(outcomes),
+        interrupted=interrupted,
+    )
+    if interrupted:
+        tracker.close_unfinished(experiment_id, parent_run_id, status="KILLED")
+        tracker.end_run(parent_run_id, "KILLED")
+        logger.warning("sweep interrupted; continue it with: lrsweep resume %s", sweep_dir)
+        return result
+    tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
+    report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
+    log_report(tracker, parent_run_id, report)
+    tracker.end_run(parent_run_id, "FINISHED")
+    state["finished"] = True
+    _write_state(sweep_dir, state)
+    return replace(result, report=report)

@@ -1,0 +1,102 @@
+"""The strategy contract: one arm of the spec becomes one or more Ray Tune searches.
+
+A :class:`Strategy` is pure planning: it turns one ``strategies:`` entry of the spec and the
+sweep's seeds into :class:`Search` values (param space, number of samples, searcher), and never
+runs anything. Every trial config it produces carries ``strategy`` (the kind), ``arm`` (the arm's
+name) and ``seed``; search arms add ``lr``, LR-finder and recipe arms add ``rule``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sweeps._ray import SearcherSpec
+
+SEARCH_METRIC = "best_valid_loss"
+"""What searchers optimise: the trial's best validation loss so far (its best epoch counts)."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """One Ray Tune run (one ``Tuner``) of an arm.
+
+    Attributes:
+        name: Folder name of the Tune experiment, unique within the sweep.
+        arm: The arm's name (``spec.strategies[i].arm_name``).
+        kind: The strategy kind (``grid``, ``optuna`` ...).
+        param_space: Ray Tune param space; constants are passed to every trial as they are.
+        num_samples: Ray Tune's ``num_samples`` (multiplied by the grid size).
+        n_trials: The number of trials this search creates.
+        searcher: The search algorithm, or None for Ray's default variant generator.
+    """
+
+    name: str
+    arm: str
+    kind: str
+    param_space: dict[str, Any]
+    num_samples: int
+    n_trials: int
+    searcher: SearcherSpec | None = field(default=None)
+
+
+class Strategy(ABC):
+    """Plans the Ray Tune searches of one arm.
+
+    Args:
+        arm: The arm's spec (a ``strategies:`` entry of a ``SweepSpec``).
+        seeds: The sweep's seeds; every arm runs over every seed.
+
+    Raises:
+        ValueError: if ``seeds`` is empty or ``arm`` is of another kind.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, arm: Any, *, seeds: Sequence[int]) -> None:
+        if not seeds:
+            raise ValueError("seeds must hold at least one seed, but got [].")
+        if arm.kind != self.kind:
+            raise ValueError(
+                f"{type(self).__name__} plans arms of kind {self.kind!r}, but got {arm.kind!r}."
+            )
+        self.arm = arm
+        self.seeds = [int(seed) for seed in seeds]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(arm={self.arm_name!r}, seeds={self.seeds})"
+
+    @property
+    def arm_name(self) -> str:
+        """The arm's name in tags, folders and the report."""
+        return str(self.arm.arm_name)
+
+    @abstractmethod
+    def searches(self) -> list[Search]:
+        """The Ray Tune searches that run this arm over every seed."""
+
+    def n_trials(self) -> int:
+        """How many trials the arm runs in all."""
+        return sum(search.n_trials for search in self.searches())
+
+    def _constants(self) -> dict[str, Any]:
+        return {"strategy": self.kind, "arm": self.arm_name}
+
+
+def log_spaced(low: float, high: float, points: int) -> list[float]:
+    """``points`` learning rates from ``low`` to ``high`` (both included), evenly spaced in log.
+
+    Example:
+        >>> log_spaced(1e-3, 1e-1, 3)
+        [0.001, 0.01, 0.1]
+    """
+    if points < 2:
+        raise ValueError(f"points must be at least 2, but got {points=}.")
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, but got {low=} and {high=}.")
+    ratio = high / low
+    values = [float(f"{low * ratio ** (i / (points - 1)):.6g}") for i in range(points)]
+    values[0], values[-1] = low, high
+    return values

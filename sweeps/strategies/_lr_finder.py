@@ -1,0 +1,32 @@
+"""``lr_finder``: the LR range test inside each trial, then training at the rule's suggestion.
+
+One trial per (rule, seed). Trials of one seed run the same range test (same seed, same data
+order, so the same curve) and each pays for it: a rule's compute is what a person using that rule
+alone would spend, range test included. The LR is not in the param space; the trial finds it.
+"""
+
+from __future__ import annotations
+
+from sweeps._ray import grid_search
+from sweeps.strategies._base import Search, Strategy
+
+
+class LrFinderStrategy(Strategy):
+    """Every suggestion rule in ``suggest`` crossed with every seed."""
+
+    kind = "lr_finder"
+
+    def searches(self) -> list[Search]:
+        """One search: rules x seeds."""
+        rules = list(self.arm.suggest)
+        space = {**self._constants(), "seed": grid_search(self.seeds), "rule": grid_search(rules)}
+        return [
+            Search(
+                name=self.arm_name,
+                arm=self.arm_name,
+                kind=self.kind,
+                param_space=space,
+                num_samples=1,
+                n_trials=len(rules) * len(self.seeds),
+            )
+        ]

@@ -1,0 +1,31 @@
+"""``random``: learning rates drawn log-uniformly (``tune.loguniform``) with a fixed seed."""
+
+from __future__ import annotations
+
+from sweeps._ray import SearcherSpec, grid_search, loguniform
+from sweeps.strategies._base import SEARCH_METRIC, Search, Strategy
+
+
+class RandomStrategy(Strategy):
+    """``trials`` draws per seed from ``[lr.min, lr.max]``; the arm's ``seed`` fixes the draws."""
+
+    kind = "random"
+
+    def searches(self) -> list[Search]:
+        """One search: ``trials`` samples, each crossed with every seed."""
+        space = {
+            **self._constants(),
+            "seed": grid_search(self.seeds),
+            "lr": loguniform(self.arm.lr.min, self.arm.lr.max),
+        }
+        return [
+            Search(
+                name=self.arm_name,
+                arm=self.arm_name,
+                kind=self.kind,
+                param_space=space,
+                num_samples=self.arm.trials,
+                n_trials=self.arm.trials * len(self.seeds),
+                searcher=SearcherSpec(kind="random", metric=SEARCH_METRIC, seed=self.arm.seed),
+            )
+        ]

@@ -1,0 +1,446 @@
+"""Every MLflow call lrsweep makes, behind one small client: the embedded store, batching, retries.
+
+The embedded default (nothing installed or started) is a SQLite store at
+``<cwd>/.lrsweep/mlflow.db`` with artifacts under ``<cwd>/.lrsweep/artifacts``. SQLite is made
+safe for many trial processes writing at once by switching the database to write-ahead logging
+(``PRAGMA journal_mode=WAL``, persistent in the file, so every later connection uses it), on
+top of MLflow's own 20 s ``busy_timeout``; any "database is locked" that still escapes is retried
+with backoff. Against a server (``http://...``) MLflow's HTTP client retries by itself.
+
+Credentials come only from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (read by
+MLflow's client); they are never logged, and :func:`redact_uri` strips any ``user:password@``
+from a URI before it is shown or stored.
+
+Per-step metrics are buffered by :class:`RunLogger` and sent with one ``log_batch`` call per
+flush (chunked at MLflow's 1,000-metrics-per-batch limit), never one call per point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+
+logger = logging.getLogger(__name__)
+
+HOME_DIR = ".lrsweep"
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MIN_FREE_MB = 50
+
+PARENT_TAG = "mlflow.parentRunId"
+TAG_KIND = "sweeps.kind"
+TAG_SWEEP_ID = "sweeps.sweep_id"
+TAG_TRIAL_ID = "sweeps.trial_id"
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+_T = TypeVar("_T")
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    """The embedded store: ``sqlite:///<cwd>/.lrsweep/mlflow.db`` (an absolute path)."""
+    root = Path(cwd or Path.cwd()).resolve() / HOME_DIR
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(*candidates: str | None, cwd: str | Path | None = None) -> str:
+    """The first non-empty of ``candidates``, else ``$MLFLOW_TRACKING_URI``, else the default."""
+    for uri in (*candidates, os.environ.get("MLFLOW_TRACKING_URI")):
+        if uri:
+            return str(uri)
+    return default_tracking_uri(cwd)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without any ``user:password@`` part, safe to print or log."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
+
+
+def _is_transient(error: MlflowException) -> bool:
+    text = str(error).lower()
+    return "database is locked" in text or error.error_code == "TEMPORARILY_UNAVAILABLE"
+
+
+def _retrying(call: Callable[[], _T], *, what: str, timeout_s: float = 120.0) -> _T:
+    """Run ``call``, retrying transient store errors with exponential backoff."""
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.05
+    while True:
+        try:
+            return call()
+        except MlflowException as error:
+            if not _is_transient(error) or time.monotonic() + delay_s > deadline:
+                raise
+            logger.debug("MLflow %s hit a transient error, retrying in %.2fs", what, delay_s)
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 2.0)
+
+
+def _enable_wal(db_file: Path) -> None:
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(db_file, timeout=30)) as conn:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        logger.warning("SQLite store %s stayed in journal mode %r, not WAL", db_file, mode)
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """One tracking store (a URI), one reused :class:`mlflow.MlflowClient`.
+
+    Args:
+        uri: Tracking URI (``sqlite:///...``, ``http(s)://...``, ``postgresql://...``).
+
+    Example:
+        >>> tracker = Tracker(default_tracking_uri("/tmp/x"))  # doctest: +SKIP
+        >>> exp_id = tracker.ensure_experiment("demo")  # doctest: +SKIP
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        db_file = sqlite_path(uri)
+        self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
+        if db_file is not None:
+            _enable_wal(db_file)
+        self.client = _retrying(lambda: MlflowClient(tracking_uri=uri), what="connect")
+
+    def __repr__(self) -> str:
+        return f"Tracker({redact_uri(self.uri)!r})"
+
+    # experiments and runs ------------------------------------------------------------------
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created (with its artifacts beside the store) if new."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        location = None
+        if self.artifact_root is not None:
+            slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+            location = (self.artifact_root / f"{slug}-{uuid.uuid4().hex[:8]}").as_uri()
+        try:
+            return _retrying(
+                lambda: self.client.create_experiment(name, artifact_location=location),
+                what="create_experiment",
+            )
+        except MlflowException:
+            found = self.client.get_experiment_by_name(name)  # created meanwhile by another process
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def experiment_id(self, name: str) -> str:
+        """The id of an existing experiment; raises ``LookupError`` listing those that exist."""
+        found = self.client.get_experiment_by_name(name)
+        if found is None or found.lifecycle_stage == "deleted":
+            names = sorted(e.name for e in self.client.search_experiments())
+            raise LookupError(
+                f"experiment {name!r} does not exist in {redact_uri(self.uri)}; "
+                f"experiments there: {names}."
+            )
+        return found.experiment_id
+
+    def start_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Create a RUNNING run and return its id (a child when ``parent_run_id`` is given)."""
+        all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = _retrying(
+            lambda: self.client.create_run(experiment_id, tags=all_tags, run_name=run_name),
+            what="create_run",
+        )
+        return run.info.run_id
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark an existing run RUNNING again (a resumed trial or sweep)."""
+        _retrying(lambda: self.client.update_run(run_id, status="RUNNING"), what="update_run")
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run as FINISHED, FAILED or KILLED."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, but got {status!r}.")
+        _retrying(lambda: self.client.set_terminated(run_id, status=status), what="end_run")
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with its params, tags and latest metrics."""
+        return _retrying(lambda: self.client.get_run(run_id), what="get_run")
+
+    def search_runs(self, experiment_id: str, filter_string: str = "") -> list[Run]:
+        """Every active run of the experiment matching ``filter_string`` (all pages)."""
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = _retrying(
+                partial(
+                    self.client.search_runs,
+                    [experiment_id],
+                    filter_string,
+                    max_results=1000,
+                    page_token=token,
+                ),
+                what="search_runs",
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def child_runs(self, experiment_id: str, parent_run_id: str) -> list[Run]:
+        """The trial runs of one sweep execution."""
+        return self.search_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+
+    def find_trial_run(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+        """The child run already created for a Ray Tune trial id, if any."""
+        runs = self.search_runs(
+            experiment_id,
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
+        )
+        return runs[0].info.run_id if runs else None
+
+    def close_unfinished(self, experiment_id: str, parent_run_id: str, *, status: str) -> list[str]:
+        """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids."""
+        closed = []
+        for run in self.child_runs(experiment_id, parent_run_id):
+            if run.info.status in ("RUNNING", "SCHEDULED"):
+                if status == "FAILED" and "sweeps.stop_reason" not in run.data.tags:
+                    self.set_tags(run.info.run_id, {"sweeps.stop_reason": "failed"})
+                self.end_run(run.info.run_id, status)
+                closed.append(run.info.run_id)
+        return closed
+
+    # params, tags, metrics -----------------------------------------------------------------
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params (values stringified), 100 per call."""
+        items = [Param(str(k), str(v)) for k, v in params.items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            _retrying(
+                partial(self.client.log_batch, run_id, params=chunk, synchronous=True),
+                what="log_params",
+            )
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags (values stringified), 100 per call."""
+        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            _retrying(
+                partial(self.client.log_batch, run_id, tags=chunk, synchronous=True),
+                what="set_tags",
+            )
+
+    def log_metrics(self, run_id: str, points: Sequence[tuple[str, float, int]]) -> None:
+        """Log ``(key, value, step)`` points, one ``log_batch`` per 1,000. NaN/inf are kept."""
+        stamp = _now_ms()
+        items = [Metric(k, float(v), stamp, int(s)) for k, v, s in points]
+        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+            _retrying(
+                partial(self.client.log_batch, run_id, metrics=chunk, synchronous=True),
+                what="log_metrics",
+            )
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """``(step, value)`` pairs of one metric, ordered by step."""
+        history = _retrying(
+            lambda: self.client.get_metric_history(run_id, key), what="get_metric_history"
+        )
+        return sorted((m.step, m.value) for m in history)
+
+    # artifacts -----------------------------------------------------------------------------
+
+    def check_artifacts_writable(self, experiment_id: str) -> None:
+        """Fail early (``OSError``) when a local artifact location is unwritable or full."""
+        location = self.client.get_experiment(experiment_id).artifact_location
+        if not location.startswith(("file:", "/")):
+            return  # served or remote artifacts: checked by the server on first write
+        path = Path(unquote(urlsplit(location).path)) if location.startswith("file:") else None
+        path = path or Path(location)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+                pass
+        except OSError as error:
+            raise OSError(f"artifact location {path} is not writable: {error}") from error
+        free_mb = shutil.disk_usage(path).free / 2**20
+        if free_mb < MIN_FREE_MB:
+            raise OSError(
+                f"artifact location {path} has {free_mb:.0f} MB free; "
+                f"at least {MIN_FREE_MB} MB are needed for checkpoints and reports."
+            )
+
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str = "") -> None:
+        """Upload one file under ``artifact_path``."""
+        _retrying(
+            lambda: self.client.log_artifact(run_id, str(local_path), artifact_path or None),
+            what="log_artifact",
+        )
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str = "") -> None:
+        """Upload a folder's files under ``artifact_path``."""
+        _retrying(
+            lambda: self.client.log_artifacts(run_id, str(local_dir), artifact_path or None),
+            what="log_artifacts",
+        )
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        """Upload a matplotlib figure as ``artifact_file`` (then close it)."""
+        import matplotlib.pyplot as plt
+
+        try:
+            _retrying(
+                lambda: self.client.log_figure(run_id, figure, artifact_file), what="log_figure"
+            )
+        finally:
+            plt.close(figure)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Upload ``text`` as ``artifact_file``."""
+        _retrying(lambda: self.client.log_text(run_id, text, artifact_file), what="log_text")
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        """Paths of the artifacts directly under ``path``."""
+        return [f.path for f in self.client.list_artifacts(run_id, path)]
+
+    def download_artifact(self, run_id: str, path: str, dst_dir: str | Path) -> Path:
+        """Download one artifact (file or folder) into ``dst_dir``; return its local path."""
+        local = self.client.download_artifacts(run_id, path, str(dst_dir))
+        return Path(local)
+
+    def log_pytorch_model(self, run_id: str, model: Any, input_example: Any) -> str:
+        """Log ``model`` with ``mlflow.pytorch.log_model`` (signature + input example).
+
+        Loadable afterwards with ``mlflow.pytorch.load_model("runs:/<run_id>/model")``. Returns
+        that URI. The run's status is left as it was. The ``pickle`` serialization is used:
+        MLflow 3's default (``pt2``, ``torch.export``) costs seconds per fresh trial process.
+        """
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            output = model(input_example)
+        signature = infer_signature(input_example.numpy(), output.numpy())
+        status = self.get_run(run_id).info.status
+        previous_uri = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        pytorch_logger = logging.getLogger("mlflow.pytorch")
+        level = pytorch_logger.level
+        pytorch_logger.setLevel(logging.ERROR)  # the pickle-format warning: a deliberate choice
+        try:
+            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    signature=signature,
+                    input_example=input_example.numpy(),
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    serialization_format="pickle",
+                )
+        finally:
+            pytorch_logger.setLevel(level)
+            mlflow.set_tracking_uri(previous_uri)
+            if status == "RUNNING":
+                self.reopen_run(run_id)
+            else:
+                self.end_run(run_id, status)
+        return f"runs:/{run_id}/model"
+
+
+def status_name(status: int | str) -> str:
+    """MLflow's status string for a ``RunStatus`` value or string."""
+    return status if isinstance(status, str) else RunStatus.to_string(status)
+
+
+class RunLogger:
+    """Buffers one run's metric points and sends them with one ``log_batch`` per 1,000 on flush.
+
+    Args:
+        tracker: The store.
+        run_id: The run the points belong to.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self._points: list[tuple[str, float, int]] = []
+
+    def add(self, key: str, value: float, step: int) -> None:
+        """Buffer one point (no I/O)."""
+        self._points.append((key, float(value), int(step)))
+
+    def extend(self, key: str, values: Sequence[float], *, first_step: int = 0) -> None:
+        """Buffer a series as consecutive steps starting at ``first_step``."""
+        self._points.extend(
+            (key, float(v), first_step + i) for i, v in enumerate(values) if v is not None
+        )
+
+    def add_many(self, values: Mapping[str, float], step: int) -> None:
+        """Buffer several keys at one step; non-numeric values are skipped."""
+        for key, value in values.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._points.append((key, float(value), int(step)))
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def flush(self) -> int:
+        """Send everything buffered; return how many points went. Keeps them if sending fails."""
+        if not self._points:
+            return 0
+        points = self._points
+        self.tracker.log_metrics(self.run_id, points)
+        self._points = []
+        return len(points)
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``float(value)`` when finite, else None (for summaries that must stay JSON-clean)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,406 @@
+"""The trial body: one Ray Tune trial trains one trainers ``Learner`` and logs it to MLflow.
+
+``train_trial(config, context=...)`` is the function trainable every arm runs:
+
+1. data (``make_dataloaders``; the split is the dataset's seed, shared by every trial so all are
+   judged on the same validation images; the training order, augmentation and initial weights
+   come from the trial's ``seed``), model (``build_model``) and ``Learner``;
+2. ``lr_finder`` trials run ``learn.lr_find`` and take their rule's suggestion as the LR (the
+   range test's time counts in ``compute_s``); ``recipe`` trials run ``learn.fit_recipe``;
+   search arms use the ``lr`` in their config;
+3. training on the spec's schedule with :class:`~sweeps._reporter.EpochReporter`, which per
+   epoch logs to MLflow (one ``log_batch``), checkpoints (``learn.save``) and reports to Tune;
+4. the end: best-epoch metrics, tags, plots and the best model on the child run, then the last
+   report. The trial applies the spec's stoppers itself (the same pure stoppers Ray runs), so it
+   knows its stop reason and finishes its MLflow run before Tune sees the stopping result.
+
+Restarts: the checkpoint holds the MLflow run id, the LR and the range test's cost, so a trial
+restarted after its worker died (or after ``resume_sweep``) continues in the same child run from
+its last epoch, without a second range test. A trial with no checkpoint yet finds its run by its
+``sweeps.trial_id`` tag. Epochs already in MLflow are not logged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sweeps import _ray
+from sweeps._fitting import train
+from sweeps._reporter import (
+    EpochReporter,
+    StopTrial,
+    TrialRecord,
+    flatten_params,
+    training_rows,
+)
+from sweeps.stoppers import from_spec
+from sweeps.tracking import TAG_SWEEP_ID, TAG_TRIAL_ID, RunLogger, Tracker
+from trainers import (
+    CallbackError,
+    Learner,
+    TrainingDiverged,
+    build_model,
+    make_dataloaders,
+    seed_everything,
+)
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "trial.json"
+LEARNER_FILE = "learner.pt"
+BEST_MODEL_FILE = "best_model.pt"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares (passed once through ``tune.with_parameters``).
+
+    Attributes:
+        spec: The validated ``SweepSpec``.
+        tracking_uri: The MLflow store.
+        experiment_id: The sweep's experiment.
+        parent_run_id: The sweep execution's parent run.
+        sweep_id: The sweep execution's id (tag ``sweeps.sweep_id``).
+    """
+
+    spec: Any
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_id: str
+
+
+_TRACKERS: dict[str, Tracker] = {}
+
+
+def _tracker(uri: str) -> Tracker:
+    """One client per store per worker process (Ray reuses a worker for several trials)."""
+    if uri not in _TRACKERS:
+        _TRACKERS[uri] = Tracker(uri)
+    return _TRACKERS[uri]
+
+
+def _arm_spec(spec: Any, arm: str) -> Any:
+    for candidate in spec.strategies:
+        if candidate.arm_name == arm:
+            return candidate
+    names = [a.arm_name for a in spec.strategies]
+    raise ValueError(f"config.arm must name one of the spec's arms {names}, but got {arm!r}.")
+
+
+def _dataloaders(task: Any, seed: int) -> Any:
+    dataset = task.dataset
+    augment = task.augment.model_dump() if task.augment is not None else None
+    dls = make_dataloaders(
+        dataset.name,
+        image_size=task.image_size,
+        batch_size=task.batch_size,
+        valid_pct=dataset.valid_pct,
+        seed=dataset.seed,
+        augment=augment,
+        oversample=task.oversample,
+        path=dataset.path,
+        **dataset.options,
+    )
+    order = torch.Generator().manual_seed(seed).get_state()
+    augment_rng = torch.Generator().manual_seed(seed + 1).get_state()
+    dls.load_state_dict({"train": {"order": order, "augment": augment_rng}})
+    return dls
+
+
+def _learner(task: Any, dls: Any, seed: int) -> Learner:
+    seed_everything(seed)
+    model = build_model(
+        task.model.arch,
+        dls.n_classes,
+        pretrained=task.model.pretrained,
+        in_channels=dls.in_channels,
+    )
+    return Learner(model, dls, opt=task.opt, wd=task.wd, progress=False)
+
+
+def _trial_params(context: TrialContext, config: Mapping[str, Any], arm: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {k: v for k, v in config.items() if k != "lr"}
+    params.update(flatten_params(context.spec.resolved()["task"], prefix="task."))
+    arm_fields = {k: v for k, v in arm.model_dump(mode="json").items() if k not in ("kind", "name")}
+    params.update(flatten_params(arm_fields, prefix="arm."))
+    params["schedule"] = context.spec.task.schedule.kind
+    params["epochs"] = context.spec.task.epochs
+    return params
+
+
+def _open_run(
+    tracker: Tracker, context: TrialContext, config: Mapping[str, Any], trial_id: str
+) -> tuple[str, bool]:
+    """The child run of this trial: found again (True) or newly created (False)."""
+    found = tracker.find_trial_run(context.experiment_id, context.parent_run_id, trial_id)
+    if found is not None:
+        tracker.reopen_run(found)
+        return found, True
+    tags = {
+        "sweeps.strategy": config["strategy"],
+        "sweeps.arm": config["arm"],
+        "sweeps.node": _ray.node_name(),
+        TAG_TRIAL_ID: trial_id,
+        TAG_SWEEP_ID: context.sweep_id,
+    }
+    if config.get("rule"):
+        tags["sweeps.rule"] = config["rule"]
+    name = f"{config['arm']}-seed{config['seed']}-{trial_id}"
+    run_id = tracker.start_run(
+        context.experiment_id, run_name=name, tags=tags, parent_run_id=context.parent_run_id
+    )
+    return run_id, False
+
+
+def _restore(learn: Learner, folder: Path | None) -> dict[str, Any] | None:
+    """Load a Tune checkpoint into ``learn``; return its metadata (None on a fresh start)."""
+    if folder is None:
+        return None
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    learn.load(folder / LEARNER_FILE)
+    best_file = folder / BEST_MODEL_FILE
+    if best_file.exists():
+        meta["best_state"] = torch.load(best_file, map_location="cpu", weights_only=True)
+    logger.info("trial resumes at epoch %d in run %s", len(learn.history), meta["run_id"])
+    return meta
+
+
+def _find_lr(learn: Learner, arm: Any, rule: str, record: TrialRecord) -> float:
+    start = time.perf_counter()
+    result = learn.lr_find(arm.start_lr, arm.end_lr, arm.num_it, suggest=(rule,))
+    record.lr_find_s = time.perf_counter() - start
+    record.lr_find = result
+    return float(result.suggestions[rule])
+
+
+def _choose_lr(learn: Learner, config: Mapping[str, Any], arm: Any, record: TrialRecord) -> float:
+    if config["strategy"] == "lr_finder":
+        lr = _find_lr(learn, arm, str(config["rule"]), record)
+        logger.info("range test picked lr=%.3g with rule %s", lr, config["rule"])
+        return lr
+    if config["strategy"] == "recipe":
+        return math.nan  # the recipe finds and adjusts its own LR
+    lr = float(config["lr"])
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"config.lr must be a positive finite number, but got {lr!r}.")
+    return lr
+
+
+def _log_new_params(tracker: Tracker, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log the params the run does not have yet (a reopened run keeps its first values)."""
+    existing = tracker.get_run(run_id).data.params
+    tracker.log_params(run_id, {k: v for k, v in params.items() if k not in existing})
+
+
+def _log_lr_find(tracker: Tracker, run_id: str, result: Any) -> None:
+    """The range-test curve by iteration (once per run) and ``lr_find.png``."""
+    from trainers.plots import plot_lr_find
+
+    if tracker.metric_history(run_id, "lr_find/loss"):
+        return
+    log = RunLogger(tracker, run_id)
+    log.extend("lr_find/loss", result.losses)
+    log.extend("lr_find/raw_loss", result.raw_losses)
+    log.extend("lr_find/lr", result.lrs)
+    log.flush()
+    with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
+        path = Path(folder) / "lr_find.png"
+        plot_lr_find(result, path)
+        tracker.log_artifact(run_id, path)
+
+
+def _start(
+    learn: Learner,
+    tracker: Tracker,
+    context: TrialContext,
+    config: Mapping[str, Any],
+    arm: Any,
+    record: TrialRecord,
+) -> None:
+    """A fresh trial (no checkpoint): params, then the range test when the arm runs one."""
+    run_id = record.run_id
+    _log_new_params(tracker, run_id, _trial_params(context, config, arm))
+    if context.spec.task.fine_tune is not None:
+        learn.freeze()  # as fastai: the range test of a transfer task runs on the frozen model
+    record.lr = _choose_lr(learn, config, arm, record)
+    if record.lr_find is not None:
+        _log_lr_find(tracker, run_id, record.lr_find)
+    if math.isfinite(record.lr):
+        _log_new_params(tracker, run_id, {"lr": record.lr})
+
+
+def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
+    """Ray Tune function trainable of every arm; see the module docstring.
+
+    Args:
+        config: ``strategy``, ``arm``, ``seed`` and ``lr`` (search arms) or ``rule``
+            (``lr_finder`` and ``recipe`` arms).
+        context: The sweep's shared :class:`TrialContext`.
+
+    Raises:
+        Whatever training raised other than ``TrainingDiverged`` (a diverged trial ends
+        normally, as ``diverged``); the MLflow run is closed FAILED (KILLED when interrupted).
+    """
+    spec, task = context.spec, context.spec.task
+    arm = _arm_spec(spec, config["arm"])
+    seed = int(config["seed"])
+    torch.set_num_threads(max(1, int(spec.resources.cpu)))
+    _ray.quiet_trial_logs()
+    tracker = _tracker(context.tracking_uri)
+    dls = _dataloaders(task, seed)
+    learn = _learner(task, dls, seed)
+    with _ray.resume_checkpoint() as folder:
+        # A recipe cannot continue mid-way: it restarts (same seed, same run, no epoch re-logged).
+        meta = _restore(learn, folder) if config["strategy"] != "recipe" else None
+    if meta is not None:
+        run_id, reopened = meta["run_id"], True
+        tracker.reopen_run(run_id)
+    else:
+        run_id, reopened = _open_run(tracker, context, config, _ray.trial_id())
+    record = TrialRecord.from_meta(meta, run_id=run_id)
+    max_epochs = None if config["strategy"] == "recipe" else task.epochs
+    reporter = EpochReporter(
+        tracker,
+        record,
+        spec=spec,
+        stopper=from_spec(spec),
+        checkpoint=_checkpointer(record),
+        max_epochs=max_epochs,
+    )
+    try:
+        if meta is None:
+            _start(learn, tracker, context, config, arm, record)
+        reporter.attach(learn, reopened=reopened)
+        if record.stop_reason is None:
+            _run_training(learn, task, arm, config, record, reporter)
+        reporter.finish(learn, lambda lrn, rec: _finalize(lrn, rec, tracker, spec))
+    except BaseException as error:
+        reporter.abort(error)
+        raise
+
+
+def _run_training(
+    learn: Learner,
+    task: Any,
+    arm: Any,
+    config: Mapping[str, Any],
+    record: TrialRecord,
+    reporter: EpochReporter,
+) -> None:
+    try:
+        if config["strategy"] == "recipe":
+            _run_recipe(learn, arm, record)
+        else:
+            train(learn, task, record.lr, should_continue=lambda: not reporter.stopped)
+    except TrainingDiverged as error:
+        logger.info("trial diverged: %s", error)
+        reporter.diverged(learn, error)
+    except CallbackError as error:
+        if not isinstance(error.__cause__, StopTrial):
+            raise
+
+
+def _run_recipe(learn: Learner, arm: Any, record: TrialRecord) -> None:
+    """``fit_recipe``; its range tests and step overheads count as extra compute."""
+    start = time.perf_counter()
+    try:
+        learn.fit_recipe(suggest=arm.suggest, max_epochs=arm.max_epochs)
+    finally:
+        epochs_s = sum(float(r.get("epoch_time_s", 0.0)) for r in training_rows(learn.history))
+        record.extra_compute_s = max(0.0, time.perf_counter() - start - epochs_s)
+        record.lr = _recipe_lr(learn.history, arm.suggest)
+
+
+def _recipe_lr(history: list[dict[str, Any]], rule: str) -> float:
+    """The LR the recipe's first range test picked (its head's rate), from the step markers."""
+    for row in history:
+        if row.get("epoch") is None and row.get("phase") == "lr_find_frozen":
+            suggestions = row.get("suggestions") or {}
+            if rule in suggestions:
+                return float(suggestions[rule])
+            lrs = row.get("lrs") or []
+            return float(lrs[-1]) if lrs else math.nan
+    return math.nan
+
+
+def _checkpointer(record: TrialRecord) -> Any:
+    """A function writing the Tune checkpoint folder of the current epoch."""
+
+    def write(learn: Learner, best_state: Mapping[str, Any] | None) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="lrsweep-ckpt-"))
+        learn.save(folder / LEARNER_FILE)
+        if best_state is not None:
+            torch.save(dict(best_state), folder / BEST_MODEL_FILE)
+        (folder / META_FILE).write_text(json.dumps(record.to_meta()), encoding="utf-8")
+        return folder
+
+    return write
+
+
+def _finalize(learn: Learner, record: TrialRecord, tracker: Tracker, spec: Any) -> None:
+    """Best-epoch metrics, the stop reason, diagnosis and artifacts on the child run."""
+    run_id, history = record.run_id, learn.history
+    points = [(f"best/{k}", v, 0) for k, v in record.best.items() if math.isfinite(v)]
+    points += [
+        ("compute_s", record.compute_s(history), 0),
+        ("lr_find_s", record.lr_find_s, 0),
+        ("epochs_run", float(len(training_rows(history))), 0),
+    ]
+    tracker.log_metrics(run_id, points)
+    if math.isfinite(record.lr):
+        _log_new_params(tracker, run_id, {"lr": record.lr})
+    diagnosis = _diagnose(history)
+    tags = {
+        "sweeps.stop_reason": record.stop_reason,
+        "sweeps.best_epoch": "" if record.best_epoch is None else record.best_epoch,
+        "sweeps.diagnosis": diagnosis[0],
+        "sweeps.diagnosis_reason": diagnosis[1][:500],
+        "sweeps.node": _ray.node_name(),
+    }
+    tracker.set_tags(run_id, tags)
+    _log_figures(learn, record, tracker)
+    if record.best_state is not None and spec.tracking.checkpoints != "none":
+        learn.model.load_state_dict(dict(record.best_state))
+        example = learn.dls.valid_images[:2].detach().cpu()
+        tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
+
+
+def _diagnose(history: list[dict[str, Any]]) -> tuple[str, str]:
+    from trainers.diagnose import diagnose
+
+    if not training_rows(history):
+        return "no_epochs", "the trial ended before its first epoch finished"
+    found = diagnose(history)
+    return str(found.label), str(found.reason)
+
+
+def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
+    """``curves.png`` and (at the best epoch's weights) ``confusion_matrix.png``; best effort."""
+    from trainers import Interpretation
+    from trainers.plots import plot_curves
+
+    with tempfile.TemporaryDirectory(prefix="lrsweep-") as tmp:
+        folder = Path(tmp)
+        try:
+            if learn.history:
+                tracker.log_artifact(
+                    record.run_id, plot_curves(learn.history, folder / "curves.png")
+                )
+            if record.best_state is not None:
+                learn.model.load_state_dict(dict(record.best_state))
+                interp = Interpretation.from_learner(learn)
+                path = interp.plot_confusion_matrix(folder / "confusion_matrix.png")
+                tracker.log_artifact(record.run_id, path)
+        except (ValueError, RuntimeError, OSError) as error:
+            logger.warning("trial %s: a figure could not be drawn: %s", record.run_id, error)

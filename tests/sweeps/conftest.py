@@ -1,0 +1,27 @@
+"""Fixtures of the sweeps tests: one real local Ray per session, throwaway MLflow stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sweeps import _ray
+from sweeps.tracking import default_tracking_uri
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A real local Ray runtime with 2 CPUs, started once and shut down at the end."""
+    _ray.init_ray(num_cpus=2)
+    try:
+        yield
+    finally:
+        _ray.shutdown_ray()
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A fresh embedded MLflow store (SQLite + artifact folder) under the test's tmp dir."""
+    return default_tracking_uri(tmp_path)

@@ -1,0 +1,164 @@
+"""The comparison report, recomputed from MLflow runs written here by hand."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from sweeps.report import TrialRow, build_report, compare, log_report
+from sweeps.tracking import Tracker
+
+# (arm, kind, rule, seed, lr, best valid loss, best error rate, epochs, compute s, status)
+TRIALS = [
+    ("grid", "grid", "", 0, 1e-3, 0.50, 0.20, 5, 10.0, "FINISHED"),
+    ("grid", "grid", "", 0, 1e-2, 0.30, 0.10, 5, 10.0, "FINISHED"),
+    ("grid", "grid", "", 1, 1e-3, 0.60, 0.25, 5, 10.0, "FINISHED"),
+    ("grid", "grid", "", 1, 1e-2, 0.40, 0.12, 3, 6.0, "FINISHED"),
+    ("lr_finder", "lr_finder", "valley", 0, 5e-3, 0.35, 0.11, 5, 3.0, "FINISHED"),
+    ("lr_finder", "lr_finder", "valley", 1, 6e-3, 0.45, 0.13, 5, 3.0, "FINISHED"),
+    ("lr_finder", "lr_finder", "steep", 0, 1e-1, math.nan, math.nan, 1, 1.0, "FINISHED"),
+    ("lr_finder", "lr_finder", "steep", 1, 2e-2, 0.90, 0.40, 2, 1.5, "FINISHED"),
+    ("optuna", "optuna", "", 0, 2e-2, 0.20, 0.08, 5, 9.0, "FAILED"),
+    ("optuna", "optuna", "", 0, 8e-3, 0.31, 0.09, 5, 9.0, "FINISHED"),
+    ("optuna", "optuna", "", 1, 9e-3, 0.39, 0.11, 5, 9.0, "FINISHED"),
+]
+
+
+def _write_sweep(tracker: Tracker, experiment_id: str) -> str:
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    for index, (arm, kind, rule, seed, lr, loss, error, epochs, compute, status) in enumerate(
+        TRIALS
+    ):
+        tags = {
+            "sweeps.strategy": kind,
+            "sweeps.arm": arm,
+            "sweeps.stop_reason": "completed",
+            "sweeps.diagnosis": "ok",
+            "sweeps.best_epoch": epochs - 1,
+        }
+        if rule:
+            tags["sweeps.rule"] = rule
+        run_id = tracker.start_run(
+            experiment_id, run_name=f"t{index}", tags=tags, parent_run_id=parent
+        )
+        tracker.log_params(run_id, {"strategy": kind, "arm": arm, "seed": seed, "lr": lr})
+        points = [("epochs_run", epochs, 0), ("compute_s", compute, 0)]
+        if math.isfinite(loss):
+            points += [("best/valid_loss", loss, 0), ("best/error_rate", error, 0)]
+        points += [("valid_loss", loss + 0.1 * (epochs - e), e) for e in range(epochs)]
+        if kind == "lr_finder":
+            points += [("lr_find/loss", 2.0 - 0.01 * i, i) for i in range(20)]
+            points += [("lr_find/lr", 1e-5 * 1.5**i, i) for i in range(20)]
+        tracker.log_metrics(run_id, points)
+        tracker.end_run(run_id, status)
+    tracker.end_run(parent)
+    return parent
+
+
+@pytest.fixture
+def sweep(tracking_uri: str) -> tuple[Tracker, str]:
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("report-test")
+    _write_sweep(tracker, experiment_id)  # an older execution: must be ignored
+    return tracker, _write_sweep(tracker, experiment_id)
+
+
+def test_report_numbers_match_a_hand_computation(sweep: tuple[Tracker, str]) -> None:
+    tracker, parent = sweep
+    report = build_report("report-test", tracker=tracker)
+    assert report.parent_run_id == parent  # the latest execution by default
+    grid = report.group("grid")
+    assert grid.valid_loss_mean == pytest.approx(statistics.fmean([0.30, 0.40]))
+    assert grid.valid_loss_std == pytest.approx(statistics.stdev([0.30, 0.40]))
+    assert grid.error_rate_mean == pytest.approx(0.11)
+    assert grid.chosen_lr == pytest.approx(1e-2)
+    assert (grid.n_trials, grid.epochs_run, grid.compute_s) == (4, 18, 36.0)
+    valley = report.group("lr_finder:valley")
+    assert valley.chosen_lr == pytest.approx(5.5e-3)
+    assert valley.compute_vs_grid == pytest.approx(6.0 / 36.0)
+    optuna = report.group("optuna")  # the FAILED trial does not count, even with the best loss
+    assert optuna.valid_loss_mean == pytest.approx(0.35)
+    assert optuna.n_trials == 3
+    steep = report.group("lr_finder:steep")  # seed 0 never had a finite loss
+    assert steep.n_seeds == 1 and steep.valid_loss_mean == pytest.approx(0.90)
+    best = min(g.valid_loss_mean for g in report.groups)
+    assert best == pytest.approx(0.35)
+    for row in report.groups:
+        assert row.regret == pytest.approx(row.valid_loss_mean - best)
+    assert report.groups[0].regret == 0.0
+    assert [t.group for t in report.trials].count("grid") == 4
+
+
+def test_report_of_a_named_parent_and_unknown_names(sweep: tuple[Tracker, str]) -> None:
+    tracker, parent = sweep
+    assert build_report("report-test", parent, tracker=tracker).parent_run_id == parent
+    with pytest.raises(LookupError, match=r"'nope' does not exist.*'report-test'"):
+        build_report("nope", tracker=tracker)
+    empty = tracker.ensure_experiment("empty")
+    assert empty
+    with pytest.raises(LookupError, match="has no sweep run"):
+        build_report("empty", tracker=tracker)
+
+
+def test_report_documents_are_self_contained_and_logged(
+    sweep: tuple[Tracker, str], tmp_path: Path
+) -> None:
+    tracker, parent = sweep
+    report = build_report("report-test", tracker=tracker, figures_dir=tmp_path)
+    html = report.to_html()
+    assert html.count("data:image/png;base64,") == 2
+    assert 'src="http' not in html and "lr_finder:valley" in html
+    markdown = report.to_markdown()
+    assert "| strategy |" in markdown and "![comparison.png](comparison.png)" in markdown
+    assert report.results_csv().splitlines()[0].startswith("group,kind,n_seeds,chosen_lr")
+    assert len(report.trials_csv().splitlines()) == 1 + len(TRIALS)
+    log_report(tracker, parent, report)
+    artifacts = set(tracker.list_artifacts(parent))
+    assert {"report.md", "report.html", "comparison.png", "results.csv", "curves.png"} <= artifacts
+
+
+def _row(group: str, kind: str, seed: int, loss: float, compute: float) -> TrialRow:
+    return TrialRow(
+        run_id=f"{group}{seed}{loss}",
+        group=group,
+        kind=kind,
+        arm=group,
+        rule="",
+        seed=seed,
+        lr=0.01,
+        status="FINISHED",
+        stop_reason="completed",
+        best_epoch="1",
+        diagnosis="ok",
+        best_valid_loss=loss,
+        best_error_rate=loss / 2,
+        epochs_run=2,
+        compute_s=compute,
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected_ratio"),
+    [
+        ([_row("grid", "grid", 0, 0.5, 4.0), _row("random", "random", 0, 0.4, 2.0)], 0.5),
+        ([_row("random", "random", 0, 0.4, 2.0)], math.nan),  # no grid arm: no ratio
+    ],
+)
+def test_compute_ratio_is_against_the_grid_arm(rows: list[TrialRow], expected_ratio: float) -> None:
+    ratio = next(g for g in compare(rows) if g.group == "random").compute_vs_grid
+    assert ratio == pytest.approx(expected_ratio, nan_ok=True)
+
+
+def test_groups_are_sorted_by_regret_with_unscored_groups_last() -> None:
+    rows = [
+        _row("a", "grid", 0, 0.5, 1.0),
+        _row("b", "random", 0, 0.3, 1.0),
+        _row("c", "optuna", 0, math.nan, 1.0),
+    ]
+    groups = compare(rows)
+    assert [g.group for g in groups] == ["b", "a", "c"]
+    assert groups[0].regret == 0.0 and groups[1].regret == pytest.approx(0.2)
+    assert math.isnan(groups[2].regret) and groups[2].n_trials == 1

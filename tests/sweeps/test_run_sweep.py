@@ -1,0 +1,289 @@
+"""A real small sweep on local Ray and an embedded MLflow store, checked against issue 4's list.
+
+One module-scoped sweep (shapes, 12 px, two seeds, the four strategy arms and fastai's recipe,
+built to overfit so that ``RisingValLoss`` fires) feeds every assertion; it takes about 40 s on
+2 otherwise idle CPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweeps.progress import SweepProgress
+from sweeps.report import build_report
+from sweeps.run import SweepResult, run_sweep
+from sweeps.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 5
+SEEDS = [0, 1]
+SPEC: dict[str, Any] = {
+    "name": "sweep-test",
+    "task": {
+        # 16 images per class: a small CNN overfits within a few epochs at a constant rate.
+        "dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}},
+        "image_size": 12,
+        "batch_size": 12,
+        "epochs": EPOCHS,
+        "schedule": {"kind": "constant"},
+    },
+    "seeds": SEEDS,
+    "strategies": [
+        {"kind": "lr_finder", "suggest": ["valley"], "num_it": 20, "start_lr": 1e-5, "end_lr": 1.0},
+        {"kind": "grid", "lr": {"min": 3e-3, "max": 3e-2, "points": 2}},
+        {"kind": "optuna", "lr": {"min": 1e-3, "max": 3e-2}, "trials": 2, "sampler": "tpe"},
+        {"kind": "random", "lr": {"min": 1e-3, "max": 3e-2}, "trials": 2},
+        {"kind": "recipe", "suggest": "valley", "max_epochs": 4},
+    ],
+    "early_stop": {"metric": "valid_loss", "patience": 1, "min_delta": 0.0, "grace_epochs": 1},
+    "divergence": {"metric": "train_loss", "factor": 1000.0},
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 0},
+}
+EXPECTED_TRIALS = {"lr_finder": 2, "grid": 4, "optuna": 4, "random": 4, "recipe": 2}
+RECIPE_EPOCHS = 4
+PROGRESS = SweepProgress(live=False)
+
+
+@pytest.fixture(scope="module")
+def sweep(
+    ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SweepResult, Tracker]:
+    root = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    result = run_sweep(SPEC, tracking_uri=uri, storage_path=root / "ray", progress=PROGRESS)
+    return result, Tracker(uri)
+
+
+def _children(sweep: tuple[SweepResult, Tracker]) -> list[Any]:
+    result, tracker = sweep
+    return tracker.child_runs(result.experiment_id, result.parent_run_id)
+
+
+def test_sweep_finishes_with_the_expected_trials_per_arm(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    result, _ = sweep
+    assert not result.interrupted
+    children = _children(sweep)
+    per_arm: dict[str, int] = {}
+    for run in children:
+        per_arm[run.data.tags["sweeps.arm"]] = per_arm.get(run.data.tags["sweeps.arm"], 0) + 1
+    assert per_arm == EXPECTED_TRIALS
+    assert result.n_trials == sum(EXPECTED_TRIALS.values())
+    assert {r.data.tags["sweeps.sweep_id"] for r in children} == {result.sweep_id}
+    assert sorted({int(r.data.params["seed"]) for r in children}) == SEEDS
+
+
+def test_progress_counted_every_trial_of_every_arm(sweep: tuple[SweepResult, Tracker]) -> None:
+    stopped = sum(r.data.tags["sweeps.stop_reason"] == "rising_val_loss" for r in _children(sweep))
+    assert {name: arm.total for name, arm in PROGRESS.arms.items()} == EXPECTED_TRIALS
+    assert {name: arm.done for name, arm in PROGRESS.arms.items()} == EXPECTED_TRIALS
+    assert sum(arm.running + arm.failed for arm in PROGRESS.arms.values()) == 0
+    assert sum(arm.stopped for arm in PROGRESS.arms.values()) == stopped
+    assert all(math.isfinite(arm.best_valid_loss) for arm in PROGRESS.arms.values())
+    assert "best valid loss" in str(PROGRESS.table().columns[-1].header)
+
+
+def test_every_run_is_closed_under_one_parent(sweep: tuple[SweepResult, Tracker]) -> None:
+    result, tracker = sweep
+    parent = tracker.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweeps.kind"] == "sweep"
+    runs = tracker.search_runs(result.experiment_id)
+    assert len(runs) == 1 + sum(EXPECTED_TRIALS.values())
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for run in _children(sweep):
+        assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert run.data.tags["sweeps.stop_reason"] in ("completed", "rising_val_loss")
+        assert run.data.tags["sweeps.diagnosis"]
+        assert run.data.tags["sweeps.node"]
+
+
+def test_per_epoch_and_per_step_metrics_are_complete_up_to_the_stop(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    _, tracker = sweep
+    for run in _children(sweep):
+        run_id, epochs_run = run.info.run_id, int(run.data.metrics["epochs_run"])
+        stopped = run.data.tags["sweeps.stop_reason"] == "rising_val_loss"
+        budget = RECIPE_EPOCHS if run.data.tags["sweeps.strategy"] == "recipe" else EPOCHS
+        assert epochs_run < budget if stopped else epochs_run == budget
+        for key in ("valid_loss", "error_rate", "accuracy", "epoch_time_s"):
+            steps = [step for step, _ in tracker.metric_history(run_id, key)]
+            assert steps == list(range(epochs_run)), (key, run_id)
+        step_points = tracker.metric_history(run_id, "train_loss")
+        assert [s for s, _ in step_points] == list(range(len(step_points)))
+        assert len(step_points) % epochs_run == 0 and len(step_points) >= epochs_run
+        assert len(tracker.metric_history(run_id, "lr")) == len(step_points)
+        best_epoch = int(run.data.tags["sweeps.best_epoch"])
+        history = dict(tracker.metric_history(run_id, "valid_loss"))
+        assert run.data.metrics["best/valid_loss"] == pytest.approx(min(history.values()))
+        assert history[best_epoch] == pytest.approx(run.data.metrics["best/valid_loss"])
+
+
+def test_rising_validation_loss_stops_at_least_one_trial(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    reasons = [r.data.tags["sweeps.stop_reason"] for r in _children(sweep)]
+    assert "rising_val_loss" in reasons
+
+
+def test_finder_trials_log_the_range_test_and_train_at_its_pick(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    _, tracker = sweep
+    finder = [r for r in _children(sweep) if r.data.tags["sweeps.strategy"] == "lr_finder"]
+    assert len(finder) == 2
+    for run in finder:
+        losses = tracker.metric_history(run.info.run_id, "lr_find/loss")
+        lrs = tracker.metric_history(run.info.run_id, "lr_find/lr")
+        assert len(losses) == len(lrs) > 5
+        assert [s for s, _ in lrs] == list(range(len(lrs)))
+        assert run.data.tags["sweeps.rule"] == "valley"
+        assert lrs[0][1] <= float(run.data.params["lr"]) <= lrs[-1][1]
+        assert run.data.metrics["lr_find_s"] > 0
+        assert "lr_find.png" in tracker.list_artifacts(run.info.run_id)
+
+
+def test_every_trial_has_checkpoints_plots_and_a_model(sweep: tuple[SweepResult, Tracker]) -> None:
+    _, tracker = sweep
+    for run in _children(sweep):
+        run_id = run.info.run_id
+        epochs_run = int(run.data.metrics["epochs_run"])
+        folders = tracker.list_artifacts(run_id, "checkpoints")
+        assert folders == [f"checkpoints/epoch-{e:03d}" for e in range(epochs_run)]
+        assert "checkpoints/epoch-000/learner.pt" in tracker.list_artifacts(
+            run_id, "checkpoints/epoch-000"
+        )
+        assert {"curves.png", "confusion_matrix.png"} <= set(tracker.list_artifacts(run_id))
+
+
+def test_best_model_loads_from_mlflow(sweep: tuple[SweepResult, Tracker]) -> None:
+    import mlflow
+    import torch
+
+    result, _ = sweep
+    run = _children(sweep)[0]
+    mlflow.set_tracking_uri(sweep[1].uri)
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri("")
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 12, 12))
+    assert out.shape == (2, 3)
+    assert result.report is not None
+
+
+def test_report_equals_a_recomputation_from_mlflow(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    result, tracker = sweep
+    assert result.report is not None
+    again = build_report(result.experiment, tracking_uri=tracker.uri, figures_dir=tmp_path)
+    assert again.parent_run_id == result.parent_run_id
+    assert again.groups == result.report.groups
+    children = _children(sweep)
+    grid = [r for r in children if r.data.tags["sweeps.arm"] == "grid"]
+    per_seed = {
+        seed: min(
+            (r for r in grid if int(r.data.params["seed"]) == seed),
+            key=lambda r: r.data.metrics["best/valid_loss"],
+        )
+        for seed in SEEDS
+    }
+    row = again.group("grid")
+    losses = [r.data.metrics["best/valid_loss"] for r in per_seed.values()]
+    assert row.valid_loss_mean == pytest.approx(sum(losses) / len(losses))
+    assert row.n_trials == 4
+    assert row.epochs_run == sum(int(r.data.metrics["epochs_run"]) for r in grid)
+    assert row.compute_s == pytest.approx(sum(r.data.metrics["compute_s"] for r in grid))
+    assert row.compute_vs_grid == pytest.approx(1.0)
+    assert min(g.regret for g in again.groups) == 0.0
+    assert {g.group for g in again.groups} == {
+        "lr_finder:valley",
+        "grid",
+        "optuna",
+        "random",
+        "recipe",
+    }
+    assert all(math.isfinite(g.chosen_lr) for g in again.groups)
+
+
+def test_parent_run_holds_spec_and_report(sweep: tuple[SweepResult, Tracker]) -> None:
+    result, tracker = sweep
+    artifacts = set(tracker.list_artifacts(result.parent_run_id))
+    expected = {"spec.yaml", "report.md", "report.html", "comparison.png", "results.csv"}
+    assert expected <= artifacts
+    html_dir = tracker.download_artifact(result.parent_run_id, "report.html", tracker_tmp(result))
+    text = html_dir.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in text and "<img" in text and 'src="http' not in text
+
+
+def tracker_tmp(result: SweepResult) -> Path:
+    folder = result.sweep_dir / "downloaded"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+# A trial SIGKILLs its own worker right after logging epoch 1 to MLflow and before reporting it
+# to Tune (the worst moment for exactly-once logging); Ray restarts it from its epoch-0
+# checkpoint. Runs in its own driver process so the fault switch reaches the workers.
+KILLED_WORKER_SWEEP = """
+import json, sys
+from sweeps import _ray
+from sweeps.run import run_sweep
+from sweeps.tracking import Tracker
+root, marker = sys.argv[1], sys.argv[2]
+_ray.init_ray(num_cpus=2, env_vars={"LRSWEEP_FAULT_KILL_EPOCH": "1",
+                                    "LRSWEEP_FAULT_ONCE_FILE": marker})
+spec = {"name": "killed-worker", "seeds": [0],
+        "task": {"dataset": {"name": "shapes", "options": {"n_per_class": 16}},
+                 "image_size": 12, "batch_size": 12, "epochs": 4},
+        "strategies": [{"kind": "fixed", "lr": 0.003}],
+        "early_stop": None, "failure": {"max_failures": 2}}
+uri = f"sqlite:///{root}/mlflow.db"
+result = run_sweep(spec, tracking_uri=uri, storage_path=f"{root}/ray")
+tracker = Tracker(uri)
+runs = tracker.child_runs(result.experiment_id, result.parent_run_id)
+print(json.dumps([{
+    "status": r.info.status,
+    "stop_reason": r.data.tags.get("sweeps.stop_reason"),
+    "valid_loss_steps": [s for s, _ in tracker.metric_history(r.info.run_id, "valid_loss")],
+    "train_loss_steps": [s for s, _ in tracker.metric_history(r.info.run_id, "train_loss")],
+    "checkpoints": tracker.list_artifacts(r.info.run_id, "checkpoints"),
+} for r in runs]))
+_ray.shutdown_ray()
+"""
+
+
+def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    marker = tmp_path / "killed.marker"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WORKER_SWEEP, str(tmp_path), str(marker)],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.exists()  # the fault really fired
+    (run,) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (run["status"], run["stop_reason"]) == ("FINISHED", "completed")
+    assert run["valid_loss_steps"] == [0, 1, 2, 3]
+    steps = run["train_loss_steps"]
+    assert steps == list(range(len(steps))) and len(steps) % 4 == 0
+    assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in range(4)]

@@ -1,0 +1,167 @@
+"""A real small sweep (one grid arm, 2 trials) against ``lrsweep server --auth`` on PostgreSQL.
+
+The sweep runs in its own process (as ``lrsweep run`` would, with its own local Ray and the
+credentials in its environment only); ``lrsweep best`` asks from another fresh process; the best
+model is loaded back from the server and scored on the validation set.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from _server_helpers import CLI, RunningServer, clean_env, lrsweep_server
+from mlflow import MlflowClient
+
+from trainers import make_dataloaders
+
+pytestmark = pytest.mark.slow
+
+ADMIN = "teamadmin"
+PASSWORD = "pw-" + uuid.uuid4().hex
+NAME = "server-sweep"
+DATASET = {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}}
+SPEC: dict[str, Any] = {
+    "name": NAME,
+    "task": {
+        "dataset": DATASET,
+        "image_size": 12,
+        "batch_size": 12,
+        "epochs": 2,
+        "schedule": {"kind": "constant"},
+    },
+    "seeds": [0],
+    "strategies": [
+        {"kind": "grid", "lr": {"min": 3e-3, "max": 3e-2, "points": 2}},
+    ],
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 0},
+}
+SWEEP = """
+import sys, yaml
+from sweeps.run import run_sweep
+spec, uri, storage = yaml.safe_load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+result = run_sweep(spec, tracking_uri=uri, storage_path=storage)
+print("PARENT", result.parent_run_id, "TRIALS", result.n_trials, "INTERRUPTED", result.interrupted)
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The server, and the sweep's output once it has run against it."""
+    root = tmp_path_factory.mktemp("server-sweep")
+    server_env = clean_env(MLFLOW_AUTH_ADMIN_USERNAME=ADMIN, MLFLOW_AUTH_ADMIN_PASSWORD=PASSWORD)
+    with lrsweep_server(root, "--auth", env=server_env) as server:
+        spec_file = root / "spec.yaml"
+        spec_file.write_text(yaml.safe_dump(SPEC))
+        client_env = clean_env(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=PASSWORD)
+        # The sweep's own working directory: nothing may be written there as MLflow data.
+        work = root / "work"
+        work.mkdir()
+        done = subprocess.run(
+            [sys.executable, "-c", SWEEP, str(spec_file), server.url, str(root / "ray")],
+            cwd=work,
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        yield {"server": server, "env": client_env, "work": work, "out": done.stdout + done.stderr}
+
+
+@pytest.fixture
+def client(swept: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    return MlflowClient(tracking_uri=swept["server"].url)
+
+
+def _children(client: MlflowClient) -> list[Any]:
+    exp = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([exp.experiment_id])
+    return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+
+
+def test_sweep_logged_through_the_server(swept: dict[str, Any], client: MlflowClient) -> None:
+    server: RunningServer = swept["server"]
+    assert "TRIALS 2 INTERRUPTED False" in swept["out"]
+    exp = client.get_experiment_by_name(NAME)
+    assert exp.artifact_location.startswith("mlflow-artifacts:/")
+    children = _children(client)
+    assert len(children) == 2
+    assert all(run.info.status == "FINISHED" for run in children)
+    assert all(run.info.artifact_uri.startswith("mlflow-artifacts:/") for run in children)
+    # Checkpoints, models and the report reached the server's artifact folder, not the client's.
+    assert len(list(server.artifacts.rglob("checkpoints/epoch-001/*"))) >= 2
+    assert list(server.artifacts.rglob("report.html"))
+    assert len(list(server.artifacts.rglob("MLmodel"))) == 2  # one best model per trial
+    assert not (swept["work"] / "mlruns").exists() and not (swept["work"] / "mlartifacts").exists()
+
+
+def test_best_from_a_fresh_process_is_the_right_trial_and_its_model_reproduces_accuracy(
+    swept: dict[str, Any], client: MlflowClient
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "best", NAME, "--metric", "accuracy", "--mode", "max"],
+        cwd=swept["work"],
+        env=swept["env"] | {"MLFLOW_TRACKING_URI": swept["server"].url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    best = json.loads(done.stdout)
+    scored = [r for r in _children(client) if "best/accuracy" in r.data.metrics]
+    top = max(r.data.metrics["best/accuracy"] for r in scored)
+    assert best["value"] == pytest.approx(top)
+    assert best["run_id"] in {
+        r.info.run_id for r in scored if r.data.metrics["best/accuracy"] == top
+    }
+
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(swept["server"].url)
+    try:
+        model = mlflow.pytorch.load_model(best["model_uri"])
+    finally:
+        mlflow.set_tracking_uri("")
+    dls = make_dataloaders(
+        "shapes",
+        image_size=12,
+        batch_size=12,
+        valid_pct=DATASET["valid_pct"],
+        seed=DATASET["seed"],
+        **DATASET["options"],
+    )
+    model.eval()
+    with torch.no_grad():
+        predictions = model(dls.valid_images).argmax(dim=1)
+    accuracy = (predictions == dls.valid_labels).float().mean().item()
+    assert accuracy == pytest.approx(best["metrics"]["accuracy"], abs=1e-6)
+
+
+def test_password_is_nowhere_in_runs_artifacts_or_logs(
+    swept: dict[str, Any], client: MlflowClient
+) -> None:
+    exp = client.get_experiment_by_name(NAME)
+    for run in client.search_runs([exp.experiment_id]):
+        fields = [*run.data.params.items(), *run.data.tags.items()]
+        assert not [kv for kv in fields if PASSWORD in kv[0] or PASSWORD in kv[1]]
+    server: RunningServer = swept["server"]
+    secret = PASSWORD.encode()
+    leaked = [p for p in server.artifacts.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert leaked == []
+    assert PASSWORD not in server.log.read_text()
+    assert PASSWORD not in swept["out"]
+    assert not [
+        p for p in Path(swept["work"]).rglob("*") if p.is_file() and secret in p.read_bytes()
+    ]

@@ -1,0 +1,151 @@
+"""Every strategy arm passes one contract: picklable, the promised trial count, LRs in range,
+repeatable draws; plus each arm's own shape (grid points, one Optuna study per seed ...)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+from typing import Any
+
+import pytest
+
+from sweeps._ray import sample_configs
+from sweeps.spec import load_spec
+from sweeps.strategies import STRATEGIES, Strategy, log_spaced, make_strategy, plan
+
+SEEDS = [0, 1]
+ARMS: dict[str, dict[str, Any]] = {
+    "lr_finder": {"kind": "lr_finder", "suggest": ["valley", "steep", "minimum"]},
+    "grid": {"kind": "grid", "lr": {"min": 1e-4, "max": 1.0, "points": 5}},
+    "optuna": {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "trials": 4},
+    "random": {"kind": "random", "lr": {"min": 1e-4, "max": 1.0}, "trials": 3},
+    "recipe": {"kind": "recipe", "suggest": "steep"},
+    "fixed": {"kind": "fixed", "lr": 3e-3},
+}
+EXPECTED_TRIALS = {"lr_finder": 6, "grid": 10, "optuna": 8, "random": 6, "recipe": 2, "fixed": 2}
+
+
+def _strategy(kind: str) -> Strategy:
+    spec = load_spec(
+        {
+            "name": "strategies-test",
+            "task": {"dataset": {"name": "shapes"}},
+            "seeds": SEEDS,
+            "strategies": [ARMS[kind]],
+        }
+    )
+    return plan(spec)[0]
+
+
+def _configs(strategy: Strategy) -> list[dict[str, Any]]:
+    return [
+        config
+        for search in strategy.searches()
+        for config in sample_configs(
+            search.param_space, num_samples=search.num_samples, searcher=search.searcher
+        )
+    ]
+
+
+def test_registry_covers_every_spec_kind() -> None:
+    assert set(STRATEGIES) == set(ARMS)
+
+
+@pytest.mark.parametrize("kind", sorted(ARMS))
+def test_strategy_survives_pickle_round_trip(kind: str) -> None:
+    strategy = _strategy(kind)
+    copy = pickle.loads(pickle.dumps(strategy))
+    assert repr(copy) == repr(strategy)
+    assert [s.name for s in copy.searches()] == [s.name for s in strategy.searches()]
+    assert _configs(copy) == _configs(strategy)
+
+
+@pytest.mark.parametrize("kind", sorted(ARMS))
+def test_strategy_plans_promised_trials_over_every_seed(kind: str) -> None:
+    strategy = _strategy(kind)
+    configs = _configs(strategy)
+    assert strategy.n_trials() == EXPECTED_TRIALS[kind] == len(configs)
+    assert sorted({c["seed"] for c in configs}) == SEEDS
+    assert {c["strategy"] for c in configs} == {kind}
+    assert {c["arm"] for c in configs} == {kind}
+
+
+@pytest.mark.parametrize("kind", ["grid", "optuna", "random", "fixed"])
+def test_search_arm_learning_rates_lie_in_range(kind: str) -> None:
+    lrs = [c["lr"] for c in _configs(_strategy(kind))]
+    assert all(1e-4 <= lr <= 1.0 for lr in lrs)
+
+
+@pytest.mark.parametrize("kind", ["optuna", "random"])
+def test_sampled_arms_repeat_their_draws(kind: str) -> None:
+    first = [c["lr"] for c in _configs(_strategy(kind))]
+    again = [c["lr"] for c in _configs(_strategy(kind))]
+    assert first == again
+    assert len(set(first)) > 1
+
+
+def test_grid_is_log_spaced_per_seed() -> None:
+    lrs = sorted({c["lr"] for c in _configs(_strategy("grid"))})
+    assert lrs == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+
+
+def test_optuna_runs_one_study_per_seed_with_distinct_sampler_seeds() -> None:
+    searches = _strategy("optuna").searches()
+    assert [s.name for s in searches] == ["optuna-seed0", "optuna-seed1"]
+    assert [s.param_space["seed"] for s in searches] == SEEDS
+    assert len({s.searcher.seed for s in searches if s.searcher}) == 2
+    assert all(s.searcher and s.searcher.sampler == "tpe" for s in searches)
+
+
+def test_lr_finder_crosses_rules_with_seeds_and_leaves_lr_to_the_trial() -> None:
+    configs = _configs(_strategy("lr_finder"))
+    pairs = sorted((c["rule"], c["seed"]) for c in configs)
+    expected = sorted((r, s) for r in ARMS["lr_finder"]["suggest"] for s in SEEDS)
+    assert pairs == expected
+    assert all("lr" not in c for c in configs)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "points", "expected"),
+    [
+        (1e-3, 1e-1, 3, [1e-3, 1e-2, 1e-1]),
+        (1e-5, 1.0, 2, [1e-5, 1.0]),
+        (0.5, 8.0, 5, [0.5, 1.0, 2.0, 4.0, 8.0]),
+    ],
+)
+def test_log_spaced_hits_both_ends(
+    low: float, high: float, points: int, expected: list[float]
+) -> None:
+    values = log_spaced(low, high, points)
+    assert values == pytest.approx(expected)
+    ratio = values[1] / values[0]
+    assert all(math.isclose(b / a, ratio, rel_tol=1e-5) for a, b in itertools.pairwise(values))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "points", "match"),
+    [
+        (1e-3, 1e-1, 1, "points must be at least 2"),
+        (0.1, 0.01, 3, "need 0 < low < high"),
+        (0.0, 1.0, 3, "need 0 < low < high"),
+    ],
+)
+def test_log_spaced_rejects_bad_input(low: float, high: float, points: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        log_spaced(low, high, points)
+
+
+def test_unknown_kind_names_the_known_ones() -> None:
+    class Arm:
+        kind = "bayes"
+        arm_name = "bayes"
+
+    with pytest.raises(ValueError, match=r"kind must be one of \['fixed', 'grid', 'lr_finder'"):
+        make_strategy(Arm(), seeds=[0])
+
+
+def test_strategy_refuses_empty_seeds() -> None:
+    arm = _strategy("grid").arm
+    with pytest.raises(ValueError, match="seeds must hold at least one seed"):
+        make_strategy(arm, seeds=[])

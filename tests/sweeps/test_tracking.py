@@ -1,0 +1,198 @@
+"""The MLflow tracking layer on a real embedded store: concurrency, batching, run lifecycle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from sweeps.tracking import (
+    MAX_METRICS_PER_BATCH,
+    RunLogger,
+    Tracker,
+    default_tracking_uri,
+    redact_uri,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# One trial-like writer: its own process and client, 1,000 step metrics flushed 20 at a time
+# (50 log_batch and 50 tag calls per process, all at once) plus params, then closes its run.
+WRITER = """
+import sys
+from sweeps.tracking import RunLogger, Tracker
+uri, experiment_id, index = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tracker = Tracker(uri)
+run_id = tracker.start_run(experiment_id, run_name=f"writer-{index}", tags={"writer": index})
+tracker.log_params(run_id, {"index": index, "lr": 0.01})
+log = RunLogger(tracker, run_id)
+for step in range(1000):
+    log.add("train_loss", 1.0 / (step + 1), step)
+    if len(log) == 20:
+        log.flush()
+        tracker.set_tags(run_id, {"last_step": step})
+log.flush()
+tracker.end_run(run_id)
+"""
+
+
+def test_four_processes_log_4000_points_without_database_locked(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("concurrency")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, tracking_uri, experiment_id, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outputs = [w.communicate(timeout=300) for w in writers]
+    for writer, (_, err) in zip(writers, outputs, strict=True):
+        assert writer.returncode == 0, err
+        assert "database is locked" not in err
+    runs = tracker.search_runs(experiment_id)
+    assert len(runs) == 4
+    for run in runs:
+        steps = [step for step, _ in tracker.metric_history(run.info.run_id, "train_loss")]
+        assert steps == list(range(1000))
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["last_step"] == "999"
+
+
+def test_embedded_store_uses_write_ahead_logging(tracking_uri: str) -> None:
+    import sqlite3
+
+    Tracker(tracking_uri)
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None and db_file.name == "mlflow.db"
+    with sqlite3.connect(db_file) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_default_store_lives_under_dot_lrsweep(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/.lrsweep/mlflow.db"
+    tracker = Tracker(uri)
+    experiment_id = tracker.ensure_experiment("layout")
+    run_id = tracker.start_run(experiment_id, run_name="r")
+    tracker.log_text(run_id, "hello", "notes/hello.txt")
+    assert list((tmp_path / ".lrsweep" / "artifacts").rglob("hello.txt"))
+
+
+@pytest.mark.parametrize(
+    ("candidates", "env", "expected"),
+    [
+        (("http://cli:5000", "http://spec:5000"), "http://env:5000", "http://cli:5000"),
+        ((None, "http://spec:5000"), "http://env:5000", "http://spec:5000"),
+        ((None, None), "http://env:5000", "http://env:5000"),
+        ((None, None), None, "DEFAULT"),
+    ],
+)
+def test_tracking_uri_precedence(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    candidates: tuple[str | None, ...],
+    env: str | None,
+    expected: str,
+) -> None:
+    if env is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+    if expected == "DEFAULT":
+        expected = default_tracking_uri(tmp_path)
+    assert resolve_tracking_uri(*candidates, cwd=tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("http://alice:s3cret@host:5000/x", "http://host:5000/x"),
+        ("https://token@host/path", "https://host/path"),
+        ("http://host:5000", "http://host:5000"),
+        ("sqlite:////tmp/a.db", "sqlite:////tmp/a.db"),
+    ],
+)
+def test_redact_uri_drops_credentials(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+
+
+def test_one_flush_larger_than_a_batch_is_chunked_and_complete(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("chunks"), run_name="r")
+    log = RunLogger(tracker, run_id)
+    n_points = 2 * MAX_METRICS_PER_BATCH + 500
+    log.extend("train_loss", [float(i) for i in range(n_points)])
+    log.add("valid_loss", float("nan"), 0)
+    assert log.flush() == n_points + 1
+    assert len(log) == 0
+    assert len(tracker.metric_history(run_id, "train_loss")) == n_points
+    assert tracker.metric_history(run_id, "valid_loss")[0][1] != 0.0  # NaN kept, not dropped
+
+
+def test_runs_close_with_their_status_and_leftovers_are_swept(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("lifecycle")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    done = tracker.start_run(
+        experiment_id, run_name="a", parent_run_id=parent, tags={"sweeps.trial_id": "t1"}
+    )
+    stuck = tracker.start_run(
+        experiment_id, run_name="b", parent_run_id=parent, tags={"sweeps.trial_id": "t2"}
+    )
+    tracker.end_run(done, "FINISHED")
+    assert tracker.find_trial_run(experiment_id, parent, "t2") == stuck
+    assert tracker.find_trial_run(experiment_id, parent, "t3") is None
+    assert tracker.close_unfinished(experiment_id, parent, status="KILLED") == [stuck]
+    statuses = {r.info.run_id: r.info.status for r in tracker.child_runs(experiment_id, parent)}
+    assert statuses == {done: "FINISHED", stuck: "KILLED"}
+    tracker.reopen_run(stuck)
+    assert tracker.get_run(stuck).info.status == "RUNNING"
+    with pytest.raises(ValueError, match="status must be one of"):
+        tracker.end_run(stuck, "DONE")
+
+
+def test_missing_experiment_lists_those_that_exist(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    tracker.ensure_experiment("present")
+    with pytest.raises(LookupError, match=r"'absent' does not exist.*'present'"):
+        tracker.experiment_id("absent")
+
+
+def test_unwritable_artifact_location_fails_up_front(tmp_path: Path) -> None:
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    experiment_id = tracker.client.create_experiment(
+        "blocked", artifact_location=(blocker / "sub").as_uri()
+    )
+    with pytest.raises(OSError, match="is not writable"):
+        tracker.check_artifacts_writable(experiment_id)
+
+
+def test_logged_pytorch_model_loads_back_and_run_status_is_kept(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("model"), run_name="r")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    example = torch.randn(2, 3, 2, 2)
+    uri = tracker.log_pytorch_model(run_id, model, example)
+    assert uri == f"runs:/{run_id}/model"
+    assert tracker.get_run(run_id).info.status == "RUNNING"
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        loaded = mlflow.pytorch.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri("")
+    assert torch.allclose(loaded(example), model(example))
