@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from trainers.data._base import ImageSource, check_channels, repeat_channels, resize_uint8
@@ -19,14 +23,31 @@ class Digits(ImageSource):
 
     def __init__(self, *, channels: int = 1) -> None:
         self.channels = check_channels(channels, dataset="digits")
-        from sklearn.datasets import load_digits  # lazy: sklearn costs ~1 s to import
-
-        bunch = load_digits()
-        pixels = torch.from_numpy(bunch.images).float().mul_(255.0 / 16.0).round_()
+        images, target = _load_digits()
+        pixels = torch.from_numpy(images).float().mul_(255.0 / 16.0).round_()
         self._native = pixels.to(torch.uint8).unsqueeze(1)  # (N, 1, 8, 8)
-        self.labels = torch.from_numpy(bunch.target).long()
-        self.classes = [str(name) for name in bunch.target_names]
+        self.labels = torch.from_numpy(target).long()
+        self.classes = [str(name) for name in range(10)]
         self.valid_mask = None
 
     def images(self, image_size: int) -> torch.Tensor:
         return repeat_channels(resize_uint8(self._native, image_size), self.channels)
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled ``digits.csv.gz`` as (N, 8, 8) images and (N,) labels.
+
+    Reads the file straight from the installed scikit-learn, without importing it (that costs
+    about a second in every Ray worker); falls back to ``sklearn.datasets.load_digits`` if the
+    file has moved.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    roots = spec.submodule_search_locations if spec is not None else None
+    csv = Path(next(iter(roots or [""]))) / "datasets" / "data" / "digits.csv.gz"
+    if csv.is_file():
+        data = np.loadtxt(csv, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torchvision import models as tvm
+
+if TYPE_CHECKING:  # torchvision pulls in torch._dynamo (~1 s): imported when a ResNet is built
+    from torchvision import models as tvm
 
 from trainers.models._base import GroupedModel, create_head
 
@@ -15,7 +18,13 @@ __all__ = ["RESNETS", "resnet", "torchvision_weights"]
 
 logger = logging.getLogger(__name__)
 
-RESNETS = {"resnet18": tvm.resnet18, "resnet34": tvm.resnet34}
+RESNETS = ("resnet18", "resnet34")
+
+
+def _builder(arch: str) -> Any:
+    from torchvision import models as tvm
+
+    return getattr(tvm, arch)
 
 
 def torchvision_weights(arch: str, name: str) -> tvm.WeightsEnum:
@@ -24,7 +33,9 @@ def torchvision_weights(arch: str, name: str) -> tvm.WeightsEnum:
     Raises:
         ValueError: for a name torchvision does not know for this arch (lists the known ones).
     """
-    enum = tvm.get_model_weights(RESNETS[arch])
+    from torchvision import models as tvm
+
+    enum = tvm.get_model_weights(_builder(arch))
     known = [w.name for w in enum]
     if name == "DEFAULT":
         return enum.DEFAULT
@@ -83,7 +94,7 @@ def resnet(
             ``fc`` layer is ignored.
         weights: torchvision weights to download (or read from torch hub's cache).
     """
-    tv = RESNETS[arch](weights=None)
+    tv = _builder(arch)(weights=None)
     sd = dict(state_dict) if state_dict is not None else None
     if weights is not None:
         sd = dict(_download(arch, weights))

@@ -1,0 +1,223 @@
+"""Item 8: the accelerator path: bf16 autocast, ``channels_last`` and ``torch.compile``.
+
+Variants of one training step loop (resnet18 on shapes, batch 64, AdamW through ``Learner``):
+
+- ``fp32``: the baseline;
+- ``bf16``: ``torch.autocast(dtype=torch.bfloat16)`` around forward + loss (and validation);
+- ``bf16 + channels_last``: the model and every batch in NHWC memory format;
+- ``bf16 + channels_last + compile``: the model wrapped in ``torch.compile`` (compile time
+  reported apart: it is paid once per trial process).
+
+``trainers.Learner`` takes none of these as arguments yet; until it does, this script applies
+them from outside with a callback (``AcceleratorCallback`` below: the exact behaviour the
+Learner should adopt as ``Learner(..., amp="bf16", channels_last=True, compile=False)``).
+
+On CUDA every variant is timed interleaved and reported as samples/s ratios against fp32. On
+a CPU there is nothing to time: each variant runs a few batches as a correctness check
+(finite loss, close to fp32) and the timing is reported as "no CUDA: skipped timing".
+
+Run: ``python scripts/bench/bench_accelerator.py [--quick] [--json] [--compile-check]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import inspect
+import math
+import time
+from typing import Any
+
+import _common as common
+import torch
+
+from trainers import Callback, Learner, build_model, make_dataloaders, seed_everything
+
+LEARNER_OPTIONS = ("amp", "channels_last", "compile")
+
+
+class AcceleratorCallback(Callback):
+    """bf16 autocast around forward + loss and validation; ``channels_last`` batches."""
+
+    order = -20
+
+    def __init__(self, *, amp: bool, channels_last: bool) -> None:
+        self.amp = amp
+        self.channels_last = channels_last
+        self._ctx: contextlib.AbstractContextManager[Any] | None = None
+
+    def before_fit(self) -> None:
+        if self.channels_last:
+            self.learn.model.to(memory_format=torch.channels_last)
+
+    def _enter(self) -> None:
+        if self.amp:
+            self._ctx = torch.autocast(self.learn.device.type, dtype=torch.bfloat16)
+            self._ctx.__enter__()
+
+    def _exit(self) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+            self._ctx = None
+
+    def before_batch(self) -> None:
+        if self.channels_last:
+            self.learn.xb = self.learn.xb.contiguous(memory_format=torch.channels_last)
+        self._enter()
+
+    def after_loss(self) -> None:
+        self._exit()
+
+    def after_cancel_batch(self) -> None:
+        self._exit()
+
+    def before_validate(self) -> None:
+        self._enter()
+
+    def after_validate(self) -> None:
+        self._exit()
+
+
+VARIANTS: dict[str, dict[str, bool]] = {
+    "fp32": {"amp": False, "channels_last": False, "compile": False},
+    "bf16": {"amp": True, "channels_last": False, "compile": False},
+    "bf16 + channels_last": {"amp": True, "channels_last": True, "compile": False},
+    "bf16 + channels_last + compile": {"amp": True, "channels_last": True, "compile": True},
+}
+
+
+def learner_supports_options() -> list[str]:
+    """Which of ``amp``, ``channels_last``, ``compile`` ``Learner.__init__`` accepts."""
+    params = inspect.signature(Learner.__init__).parameters
+    return [name for name in LEARNER_OPTIONS if name in params]
+
+
+def _learner(template: torch.nn.Module, dls: Any, device: str, opts: dict[str, bool]) -> Learner:
+    supported = learner_supports_options()
+    if len(supported) == len(LEARNER_OPTIONS):
+        return Learner(
+            copy.deepcopy(template),
+            dls,
+            progress=False,
+            device=device,
+            amp="bf16" if opts["amp"] else None,
+            channels_last=opts["channels_last"],
+            compile=opts["compile"],
+        )
+    cb = AcceleratorCallback(amp=opts["amp"], channels_last=opts["channels_last"])
+    learn = Learner(copy.deepcopy(template), dls, progress=False, device=device, callbacks=[cb])
+    if opts["compile"]:
+        learn.model = torch.compile(learn.model)  # type: ignore[assignment]
+    return learn
+
+
+def _check_cpu(template: torch.nn.Module, compile_check: bool) -> list[list[Any]]:
+    """One short epoch per variant on the CPU: the loss is finite and within 15% of fp32's."""
+    dls = make_dataloaders("shapes", image_size=32, batch_size=64, seed=42, n_per_class=30)
+    rows: list[list[Any]] = []
+    reference = math.nan
+    for name, opts in VARIANTS.items():
+        if opts["compile"] and not compile_check:
+            rows.append([name, "-", "-", "skipped (--compile-check compiles, about a minute)"])
+            continue
+        dls.load_state_dict({"train": {"order": _gen(0), "augment": _gen(1)}})
+        seed_everything(0)
+        learn = _learner(template, dls, "cpu", opts)
+        learn.fit(1, 1e-3)
+        loss = learn.history[-1]["train_loss"]
+        if name == "fp32":
+            reference = loss
+        # bf16 rounds activations to 8 mantissa bits: same range, not the same digits
+        ok = math.isfinite(loss) and abs(loss - reference) <= 0.15 * max(1.0, abs(reference))
+        rows.append([name, loss, abs(loss - reference), "ok" if ok else "MISMATCH"])
+    return rows
+
+
+def _gen(seed: int) -> torch.Tensor:
+    return torch.Generator().manual_seed(seed).get_state()
+
+
+def _time_cuda(template: torch.nn.Module, dls: Any, reps: int, epochs: int) -> dict[str, Any]:
+    """Interleaved fits per variant on CUDA; compile time measured from a first warm-up fit."""
+    learners = {name: _learner(template, dls, "cuda", opts) for name, opts in VARIANTS.items()}
+    compile_s: dict[str, float] = {}
+    for name, learn in learners.items():  # warm-up (and compile) fit, timed apart
+        start = time.perf_counter()
+        learn.fit(1, 1e-3)
+        torch.cuda.synchronize()
+        compile_s[name] = time.perf_counter() - start
+
+    def case(name: str) -> None:
+        learners[name].fit(epochs, 1e-3)
+        torch.cuda.synchronize()
+
+    timings = common.interleaved(
+        {name: (lambda n=name: case(n)) for name in VARIANTS}, reps=reps, warmup=0
+    )
+    return {"wall": timings.wall, "first_fit_s": compile_s}
+
+
+def run(args: argparse.Namespace) -> common.Result:
+    """Check on CPU, time on CUDA."""
+    common.setup_torch(args.threads)
+    cuda = torch.cuda.is_available()
+    size = 32 if args.quick or not cuda else 64
+    seed_everything(0)
+    template = build_model("resnet18", 3, in_channels=3)
+    supported = learner_supports_options()
+    missing = [o for o in LEARNER_OPTIONS if o not in supported]
+    notes = [
+        "Learner options present: "
+        + (", ".join(supported) or "none")
+        + (
+            f"; missing: {', '.join(missing)} (applied here by AcceleratorCallback)"
+            if missing
+            else ""
+        )
+    ]
+    metrics: dict[str, Any] = {"cuda": cuda, "learner_options": supported}
+    targets: list[common.Target] = []
+    if not cuda:
+        rows = _check_cpu(template, args.compile_check)
+        columns = ["variant", "train_loss, 1 epoch (CPU)", "abs diff vs fp32", "check"]
+        notes.append("no CUDA: skipped timing (each variant trained one short epoch on the CPU).")
+        metrics["timing"] = "no CUDA: skipped timing"
+    else:
+        dls = make_dataloaders("shapes", image_size=size, batch_size=64, seed=42, n_per_class=200)
+        dls = dls.to("cuda")
+        reps = args.reps or (2 if args.quick else 5)
+        epochs = 1 if args.quick else 3
+        found = _time_cuda(template, dls, reps, epochs)
+        n = len(dls.train_labels) * epochs
+        base = found["wall"]["fp32"]
+        rows = []
+        for name in VARIANTS:
+            ratio = common.median(common.paired_ratios(base, found["wall"][name]))
+            rows.append(
+                [name, n / common.median(found["wall"][name]), ratio, found["first_fit_s"][name]]
+            )
+            metrics[f"speedup[{name}]"] = ratio
+        columns = ["variant", "samples/s", "speedup vs fp32", "first fit s (incl. compile)"]
+        metrics["device"] = torch.cuda.get_device_name(0)
+    return common.Result(
+        benchmark="accelerator",
+        item=8,
+        title="Accelerator path: bf16 autocast, channels_last, torch.compile",
+        columns=columns,
+        rows=rows,
+        metrics=metrics,
+        targets=targets,
+        config={"arch": "resnet18", "dataset": "shapes", "image_size": size, "batch_size": 64},
+        notes=notes,
+    )
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile-check", action="store_true", help="also compile on the CPU (about a minute)"
+    )
+
+
+if __name__ == "__main__":
+    common.main(run, __doc__, extra=_options)

@@ -1,0 +1,183 @@
+"""Run every benchmark under ``scripts/bench/`` and write ``BENCHMARKS.md``.
+
+Each benchmark runs in its own process (``python scripts/bench/bench_<name>.py --json``, plus
+``--quick`` when given here), one after another so they never compete with each other for the
+cores; its JSON result is collected and its table, targets, notes and exact command are written
+to the output file, after a summary of every target. A benchmark that fails or times out is
+reported as such and the others still run.
+
+Run: ``python scripts/bench/run_all.py [--quick] [--out BENCHMARKS.md] [--only a,b] [--skip c]
+[--keep]`` (``make bench`` runs the full set into ``BENCHMARKS.md``; ``--only x --keep``
+reruns one benchmark and keeps the others' last results, kept under ``.lrsweep/bench/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CACHE_DIR = REPO / ".lrsweep" / "bench"
+
+# In the issue's order; the scale simulation last (it is the longest).
+BENCHMARKS = (
+    "learner_overhead",
+    "sweep_efficiency",
+    "logging_overhead",
+    "precompute",
+    "early_stopping",
+    "headline",
+    "data_pipeline",
+    "accelerator",
+    "scale_sim",
+)
+
+
+def _run_one(name: str, *, quick: bool, timeout_s: int) -> dict[str, Any]:
+    script = HERE / f"bench_{name}.py"
+    cmd = [sys.executable, str(script), "--json"] + (["--quick"] if quick else [])
+    shown = f"python {script.relative_to(REPO)}" + (" --quick" if quick else "")
+    print(f"[run_all] {shown}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"benchmark": name, "error": f"timed out after {timeout_s} s", "command": shown}
+    elapsed = time.perf_counter() - start
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        return {
+            "benchmark": name,
+            "error": f"exit code {proc.returncode}:\n{tail}",
+            "command": shown,
+            "elapsed_s": elapsed,
+        }
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["elapsed_s"] = elapsed
+    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    return result
+
+
+def _verdict(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "ERROR"
+    passed = result.get("passed")
+    return "n/a" if passed is None else ("PASS" if passed else "FAIL")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def render(results: list[dict[str, Any]], *, quick: bool) -> str:
+    """``BENCHMARKS.md``: environment, the summary of every target, then each benchmark."""
+    env = next((r["env"] for r in results if "env" in r), {})
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python scripts/bench/run_all.py --out BENCHMARKS.md`)"
+        + (" with `--quick`: tiny settings, the figures mean little." if quick else "."),
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, "
+        f"{env.get('cpus', os.cpu_count())} CPUs, torch {env.get('torch', '?')}, "
+        f"CUDA: {env.get('cuda') or 'none'}. The machine was shared: each benchmark's "
+        "load average is given under its table.",
+        "Every comparison is measured interleaved (A, B, B, A, ...) in one run and reported "
+        "as the median of per-repetition ratios; rerun one benchmark with the command under "
+        "its table.",
+        "",
+        "## Summary",
+        "",
+        "| item | benchmark | target | value | criterion | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        item = r.get("item", "")
+        if "error" in r:
+            lines.append(f"| {item} | {r['benchmark']} | - | - | - | ERROR |")
+            continue
+        for t in r.get("targets", []):
+            verdict = "n/a" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
+            name = str(t["name"]).replace("|", "\\|")
+            lines.append(
+                f"| {item or '-'} | {r['benchmark']} | {name} | {_cell(t['value'])} | "
+                f"{t['op']} {t['threshold']:g} | {verdict} |"
+            )
+        if not r.get("targets"):
+            lines.append(f"| {item or '-'} | {r['benchmark']} | (no target) | - | - | n/a |")
+    for r in results:
+        lines += ["", f"## {r['benchmark']}", ""]
+        if "error" in r:
+            lines += [f"**{_verdict(r)}**", "", "```", r["error"], "```"]
+        else:
+            lines.append(r["markdown"])
+        lines += [
+            "",
+            f"Command: `{r.get('command', '?')}` ({r.get('elapsed_s', 0):.0f} s, measured "
+            f"{r.get('measured_at', '?')}, 1-minute load average "
+            f"{r.get('env', {}).get('load_avg_1m', '?')}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny settings for every benchmark")
+    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="markdown output")
+    p.add_argument("--only", default="", help="comma-separated benchmark names to run")
+    p.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
+    p.add_argument("--timeout-s", type=int, default=1800, help="per benchmark")
+    p.add_argument("--json-out", type=Path, default=None, help="also write every raw result")
+    p.add_argument(
+        "--render", action="store_true", help="run nothing: rewrite --out from the last results"
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --only: keep the other benchmarks' last results (from .lrsweep/bench) in "
+        "the output, each with the command and time it was measured",
+    )
+    args = p.parse_args()
+    only = [x for x in args.only.split(",") if x]
+    skip = {x for x in args.skip.split(",") if x}
+    unknown = [x for x in [*only, *skip] if x not in BENCHMARKS]
+    if unknown:
+        p.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    names = [n for n in (only or BENCHMARKS) if n not in skip]
+    cache_file = CACHE_DIR / ("results-quick.json" if args.quick else "results.json")
+    cache: dict[str, Any] = {}
+    if (args.keep or args.render) and cache_file.is_file():
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+    for name in [] if args.render else names:
+        cache[name] = _run_one(name, quick=args.quick, timeout_s=args.timeout_s)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(cache, default=str), encoding="utf-8")
+    shown = (
+        names
+        if not (args.keep or args.render)
+        else [n for n in BENCHMARKS if n in cache and n not in skip]
+    )
+    results = [cache[n] for n in shown]
+    text = render(results, quick=args.quick)
+    args.out.write_text(text, encoding="utf-8")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    print(text)
+    print(f"[run_all] wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
