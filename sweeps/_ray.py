@@ -62,6 +62,9 @@ class TrialOutcome:
             was interrupted.
         metrics: The last reported result (empty if none).
         error: The error text for an errored trial.
+        ended: True when the trial ran to its end or errored; False when the Tuner was
+            interrupted (Ctrl-C / SIGTERM) first, even though Tune then marks a stopped trial
+            ``TERMINATED``.
     """
 
     trial_id: str
@@ -69,6 +72,7 @@ class TrialOutcome:
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,16 +129,17 @@ def init_ray(
     """Connect to ``address`` (a running cluster) or start Ray on this machine, once.
 
     Args:
-        address: A cluster address; None starts (or joins) Ray on this machine.
+        address: A cluster address; None starts a new Ray on this machine (``address="local"``:
+            a plain ``ray.init()`` would join whatever cluster ``/tmp/ray/ray_current_cluster``
+            names, such as one left behind by a killed sweep or another user's).
         num_cpus: CPUs of a Ray started here (None: all of them).
         env_vars: Environment variables for every worker of this job (``runtime_env``).
     """
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    if address:
-        kwargs["address"] = address
-    elif num_cpus is not None:
+    kwargs["address"] = address or "local"
+    if not address and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     if env_vars:
         kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
@@ -379,19 +384,40 @@ def _run_config(plan: TunerPlan) -> tune.RunConfig:
     )
 
 
+def _error_text(trial: Any) -> str:
+    """The root error of an errored trial as ``Type: message`` (Ray's wrapper removed)."""
+    try:
+        error = trial.get_pickled_error()
+    except Exception:  # an unreadable error file must not hide the trial's outcome
+        error = None
+    cause = getattr(error, "cause", None) or error
+    if cause is not None:
+        first = next((line for line in str(cause).splitlines() if line.strip()), "")
+        return f"{type(cause).__name__}: {first.strip()}"[:500]
+    try:
+        text = trial.get_error() or ""
+    except Exception:
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "the trial raised an error Ray Tune did not record"
+
+
 def _outcomes(grid: Any) -> list[TrialOutcome]:
     outcomes = []
     for trial in grid._experiment_analysis.trials:
-        error = None
-        if trial.status == "ERROR":
-            error = str(getattr(trial, "error_msg", None) or "the trial raised")
+        error = _error_text(trial) if trial.status == "ERROR" else None
+        last = dict(trial.last_result or {})
         outcomes.append(
             TrialOutcome(
                 trial_id=trial.trial_id,
                 config=dict(trial.config),
                 status=str(trial.status),
-                metrics=dict(trial.last_result or {}),
+                metrics=last,
                 error=error,
+                # Tune sets ``done`` on a trial's last result when it returns or is stopped;
+                # a trial stopped by an interrupt is TERMINATED without it.
+                ended=trial.status == "ERROR"
+                or (trial.status == "TERMINATED" and bool(last.get("done"))),
             )
         )
     return outcomes

@@ -6,6 +6,8 @@ epoch's end it
 - sends the epoch's per-step ``train_loss`` / ``lr`` and its ``valid_loss``, ``error_rate``,
   ``accuracy``, ``epoch_time_s`` to MLflow in one batched call (steps are numbered
   ``epoch * batches_per_epoch + batch``, epochs from 0), skipping epochs MLflow already holds;
+  while MLflow is unreachable the points stay buffered (and travel in the checkpoint) and
+  training goes on; the next epoch's flush, or the trial's end, re-sends them;
 - writes a checkpoint (``learn.save`` + the trial's metadata + the best weights so far), logged
   under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
 - feeds the result to the spec's stoppers (the same pure ones Ray Tune runs on the driver);
@@ -37,6 +39,9 @@ EPOCH_METRICS = ("valid_loss", "error_rate", "accuracy", "epoch_time_s")
 BEST_METRICS = ("valid_loss", "error_rate", "accuracy", "train_loss")
 STOP_REASONS = ("completed", "rising_val_loss", "diverged", "failed")
 
+
+ABORT_FLUSH_TIMEOUT_S = 30.0
+"""How long a failing or interrupted trial tries to send its last metric points."""
 
 FAULT_EPOCH_ENV = "LRSWEEP_FAULT_KILL_EPOCH"
 FAULT_ONCE_ENV = "LRSWEEP_FAULT_ONCE_FILE"
@@ -99,6 +104,7 @@ class TrialRecord:
     best_epoch: int | None = None
     best: dict[str, float] = field(default_factory=dict)
     best_state: Mapping[str, Any] | None = None
+    unsent_metrics: list[list[Any]] = field(default_factory=list)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None, *, run_id: str) -> TrialRecord:
@@ -111,6 +117,7 @@ class TrialRecord:
             lr_find_s=float(meta["lr_find_s"]),
             extra_compute_s=float(meta.get("extra_compute_s", 0.0)),
             best_state=meta.get("best_state"),
+            unsent_metrics=list(meta.get("unsent_metrics", [])),
         )
 
     def to_meta(self) -> dict[str, Any]:
@@ -120,6 +127,7 @@ class TrialRecord:
             "lr": self.lr,
             "lr_find_s": self.lr_find_s,
             "extra_compute_s": self.extra_compute_s,
+            "unsent_metrics": self.unsent_metrics,
         }
 
     def compute_s(self, rows: list[dict[str, Any]]) -> float:
@@ -158,7 +166,7 @@ class EpochReporter(Callback):
         self.stopper = stopper
         self.checkpoint = checkpoint
         self.max_epochs = max_epochs
-        self.log = RunLogger(tracker, record.run_id)
+        self.log = RunLogger(tracker, record.run_id, pending=record.unsent_metrics)
         self.stopped = False
         self.closed = False
         self.logged_epochs = -1
@@ -199,7 +207,8 @@ class EpochReporter(Callback):
             result["stop_reason"] = self.record.stop_reason
         if epoch > self.logged_epochs:
             self._buffer_epoch(learn, epoch, row)
-            self.log.flush()
+        self.log.flush(wait=False)  # MLflow down: the points wait, in the checkpoint too
+        self.record.unsent_metrics = self.log.pending()
         folder = self.checkpoint(learn, self.record.best_state)
         if epoch > self.logged_epochs and self.policy == "all":
             self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
@@ -297,7 +306,7 @@ class EpochReporter(Callback):
             return
         killed = isinstance(error, KeyboardInterrupt | SystemExit)
         try:
-            self.log.flush()
+            self.log.flush(timeout_s=ABORT_FLUSH_TIMEOUT_S)
             if not killed:
                 self.tracker.set_tags(
                     self.record.run_id,

@@ -38,7 +38,7 @@ from sweeps import _ray, preflight
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
-from sweeps.spec import SweepSpec, load_spec, redact
+from sweeps.spec import StorageSpec, SweepSpec, load_spec, redact
 from sweeps.stoppers import from_spec
 from sweeps.strategies import SEARCH_METRIC, plan
 from sweeps.tracking import (
@@ -46,6 +46,7 @@ from sweeps.tracking import (
     TAG_KIND,
     TAG_SWEEP_ID,
     Tracker,
+    min_free_mb,
     redact_uri,
     resolve_tracking_uri,
 )
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "sweep.json"
 TUNE_DIR = "tune"
-FINISHED = ("TERMINATED", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,9 @@ class SweepResult:
         tracking_uri: The MLflow store (credentials never included).
         sweep_dir: Where Ray's state and checkpoints live; ``lrsweep resume`` takes it.
         trials: Every trial's outcome as Ray Tune saw it, per arm name.
-        report: The comparison (None when the sweep was interrupted).
+        report: The comparison (None when the sweep was interrupted or every trial failed).
         interrupted: True when Ctrl-C / SIGTERM stopped the sweep before the end.
+        stop_signal: ``SIGINT`` or ``SIGTERM`` when interrupted (``SIGINT`` when unknown).
     """
 
     name: str
@@ -85,11 +86,22 @@ class SweepResult:
     trials: dict[str, list[_ray.TrialOutcome]] = field(default_factory=dict)
     report: Report | None = None
     interrupted: bool = False
+    stop_signal: str | None = None
 
     @property
     def n_trials(self) -> int:
         """Trials run in all."""
         return sum(len(outcomes) for outcomes in self.trials.values())
+
+    @property
+    def failed(self) -> list[_ray.TrialOutcome]:
+        """The trials that ended in an error (their ``error`` says which)."""
+        return [o for outcomes in self.trials.values() for o in outcomes if o.status == "ERROR"]
+
+    @property
+    def all_failed(self) -> bool:
+        """True when trials ran and every one of them failed (the parent run is FAILED)."""
+        return not self.interrupted and self.n_trials > 0 and len(self.failed) == self.n_trials
 
 
 class SweepNotFound(LookupError):
@@ -114,18 +126,33 @@ def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, sweep_dir / STATE_FILE)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C (Tune stops gracefully, runs close as KILLED)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _Interrupts:
+    """Which signal stopped the sweep: SIGTERM is turned into Ctrl-C's SIGINT for Ray Tune.
+
+    Ray Tune installs its own SIGINT handler while it runs (it stops the trials, saves the
+    experiment state and returns normally), so SIGTERM is re-sent as SIGINT, and remembered
+    here to choose the exit code.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def _on_sigterm(self, *_: object) -> None:
+        self.signal = "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)
+
+    @contextmanager
+    def catching(self) -> Iterator[None]:
+        """Route SIGTERM through Ctrl-C's path for the duration (main thread only)."""
+        try:
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _tuner_plan(
@@ -161,17 +188,22 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
     return run_id
 
 
-def _check_writable(folder: Path) -> None:
+def _preflight(spec: SweepSpec, uri: str, root: Path, *, address: str | None) -> None:
+    """Every check that can refuse the sweep, before its experiment or parent run exists."""
+    if address is None:
+        preflight.check_local_resources(spec)
+        preflight.check_local_data(spec)
+    else:
+        storage = spec.storage
+        if str(root) != str(spec.storage.path or ""):
+            storage = StorageSpec(path=str(root), shared=spec.storage.shared)
+        preflight.connect(address)
+        preflight.check_cluster(spec, address=address, tracking_uri=uri, storage=storage)
+    preflight.check_artifact_location(uri, min_free_mb=min_free_mb())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".probe"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as error:
-        raise OSError(
-            f"storage.path: Ray's storage folder {folder} is not writable ({error}); "
-            "set storage.path to a writable folder."
-        ) from error
+        preflight.check_artifact_location(root, min_free_mb=min_free_mb())
+    except preflight.PreflightError as error:
+        raise preflight.PreflightError(f"storage.path (Ray's checkpoints): {error}") from None
 
 
 def run_sweep(
@@ -206,19 +238,13 @@ def run_sweep(
     """
     spec = _load(spec, overrides)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    if address is None:
-        preflight.check_local_resources(spec)
-    preflight.check_artifact_location(uri)
+    root = Path(storage_path or spec.storage.path or default_storage())
+    _preflight(spec, uri, root, address=address)
     tracker = Tracker(uri)
     experiment_id = tracker.ensure_experiment(spec.experiment_name)
     tracker.check_artifacts_writable(experiment_id)
-    if address is not None:
-        preflight.connect(address)
-        preflight.check_cluster(spec, address=address, tracking_uri=uri)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    root = Path(storage_path or spec.storage.path or default_storage())
     sweep_dir = root / spec.name / sweep_id
-    _check_writable(sweep_dir)
     parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
     state = {
         "name": spec.name,
@@ -272,7 +298,9 @@ def resume_sweep(
     sweep_dir = _find_sweep_dir(name_or_path, Path(storage_path or default_storage()))
     state = json.loads((sweep_dir / STATE_FILE).read_text(encoding="utf-8"))
     spec = load_spec(state["spec"])
-    tracker = Tracker(resolve_tracking_uri(tracking_uri, state["tracking_uri"]))
+    uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
+    _preflight(spec, uri, sweep_dir, address=address)
+    tracker = Tracker(uri)
     tracker.check_artifacts_writable(state["experiment_id"])
     tracker.reopen_run(state["parent_run_id"])
     logger.info("resuming sweep %s from %s", state["sweep_id"], sweep_dir)
@@ -295,9 +323,7 @@ def _run_trials(
         progress.expect(strategy.arm_name, strategy.n_trials())
     restore = restoring and _ray.can_restore(_ray.experiment_path(tuner_plan))
     outcomes = _ray.restore_tuner(tuner_plan) if restore else _ray.run_tuner(tuner_plan)
-    unfinished = len(outcomes) < tuner_plan.n_trials or any(
-        o.status not in FINISHED for o in outcomes
-    )
+    unfinished = len(outcomes) < tuner_plan.n_trials or not all(o.ended for o in outcomes)
     return outcomes, unfinished
 
 
@@ -323,10 +349,11 @@ def _execute(
     progress = progress or SweepProgress()
     started_ray = not _ray.is_initialized()
     _ray.init_ray(address)
+    interrupts = _Interrupts()
     interrupted = False
     outcomes: list[_ray.TrialOutcome] = []
     try:
-        with _sigterm_as_interrupt(), progress:
+        with interrupts.catching(), progress:
             outcomes, interrupted = _run_trials(
                 spec, sweep_dir, context, progress, restoring=restoring
             )
@@ -349,13 +376,28 @@ def _execute(
         sweep_dir=sweep_dir,
         trials=_by_arm(outcomes),
         interrupted=interrupted,
+        stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
     )
-    if interrupted:
+    return _close(spec, tracker, state, sweep_dir, result)
+
+
+def _close(
+    spec: SweepSpec, tracker: Tracker, state: dict[str, Any], sweep_dir: Path, result: SweepResult
+) -> SweepResult:
+    """End the parent run: KILLED (interrupted), FAILED (every trial failed) or FINISHED."""
+    experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
+    if result.interrupted:
         tracker.close_unfinished(experiment_id, parent_run_id, status="KILLED")
         tracker.end_run(parent_run_id, "KILLED")
         logger.warning("sweep interrupted; continue it with: lrsweep resume %s", sweep_dir)
         return result
     tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
+    if result.all_failed:
+        errors = sorted({o.error or "unknown error" for o in result.failed})
+        tracker.set_tags(parent_run_id, {"sweeps.error": "; ".join(errors)[:5000]})
+        tracker.end_run(parent_run_id, "FAILED")
+        logger.error("every trial of sweep %s failed: %s", result.sweep_id, "; ".join(errors))
+        return result  # not marked finished: `lrsweep resume` retries the failed trials
     report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
     log_report(tracker, parent_run_id, report)
     tracker.end_run(parent_run_id, "FINISHED")

@@ -5,14 +5,16 @@ The embedded default (nothing installed or started) is a SQLite store at
 safe for many trial processes writing at once by switching the database to write-ahead logging
 (``PRAGMA journal_mode=WAL``, persistent in the file, so every later connection uses it), on
 top of MLflow's own 20 s ``busy_timeout``; any "database is locked" that still escapes is retried
-with backoff. Against a server (``http://...``) MLflow's HTTP client retries by itself.
+with backoff. Against a server (``http://...``), connection failures, timeouts, 5xx and 429 are
+retried for up to 5 minutes (:mod:`sweeps._retry`), so a server restart costs a pause.
 
 Credentials come only from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (read by
 MLflow's client); they are never logged, and :func:`redact_uri` strips any ``user:password@``
 from a URI before it is shown or stored.
 
-Per-step metrics are buffered by :class:`RunLogger` and sent with one ``log_batch`` call per
-flush (chunked at MLflow's 1,000-metrics-per-batch limit), never one call per point.
+Per-step metrics are buffered by :class:`RunLogger` (:mod:`sweeps._runlog`) and sent with one
+``log_batch`` call per flush (chunked at MLflow's 1,000-metrics-per-batch limit), never one call
+per point; while the server is away the points wait in memory (bounded) and are re-sent.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,12 +38,19 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from sweeps._retry import RETRY_TIMEOUT_S
+from sweeps._retry import retrying as _retrying
+from sweeps._runlog import MAX_BUFFERED_POINTS as MAX_BUFFERED_POINTS  # re-exported
+from sweeps._runlog import RunLogger as RunLogger  # re-exported: the trial's metric buffer
+
 logger = logging.getLogger(__name__)
 
 HOME_DIR = ".lrsweep"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MIN_FREE_MB = 50
+HTTP_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+MIN_FREE_MB_ENV = "LRSWEEP_MIN_FREE_MB"
 
 PARENT_TAG = "mlflow.parentRunId"
 TAG_KIND = "sweeps.kind"
@@ -50,6 +59,24 @@ TAG_TRIAL_ID = "sweeps.trial_id"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 _T = TypeVar("_T")
+
+
+def min_free_mb() -> float:
+    """Free disk space (MB) an artifact or checkpoint folder needs: ``$LRSWEEP_MIN_FREE_MB`` or 50.
+
+    Raises:
+        ValueError: when the variable is set to something other than a non-negative number.
+    """
+    text = os.environ.get(MIN_FREE_MB_ENV, "").strip()
+    if not text:
+        return float(MIN_FREE_MB)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{MIN_FREE_MB_ENV} must be a number of megabytes >= 0, but got {text!r}.")
+    return value
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -83,26 +110,6 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
 
 
-def _is_transient(error: MlflowException) -> bool:
-    text = str(error).lower()
-    return "database is locked" in text or error.error_code == "TEMPORARILY_UNAVAILABLE"
-
-
-def _retrying(call: Callable[[], _T], *, what: str, timeout_s: float = 120.0) -> _T:
-    """Run ``call``, retrying transient store errors with exponential backoff."""
-    deadline = time.monotonic() + timeout_s
-    delay_s = 0.05
-    while True:
-        try:
-            return call()
-        except MlflowException as error:
-            if not _is_transient(error) or time.monotonic() + delay_s > deadline:
-                raise
-            logger.debug("MLflow %s hit a transient error, retrying in %.2fs", what, delay_s)
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 2.0)
-
-
 def _enable_wal(db_file: Path) -> None:
     db_file.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(db_file, timeout=30)) as conn:
@@ -114,10 +121,6 @@ def _enable_wal(db_file: Path) -> None:
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Tracker:
@@ -137,6 +140,10 @@ class Tracker:
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
         if db_file is not None:
             _enable_wal(db_file)
+        if uri.startswith(("http://", "https://")):
+            # lrsweep retries itself (above); MLflow's own backoff would block for minutes
+            # before a metric batch could be buffered. A value the user set is kept.
+            os.environ.setdefault(HTTP_RETRIES_ENV, "1")
         self.client = _retrying(lambda: MlflowClient(tracking_uri=uri), what="connect")
 
     def __repr__(self) -> str:
@@ -274,13 +281,31 @@ class Tracker:
 
     def log_metrics(self, run_id: str, points: Sequence[tuple[str, float, int]]) -> None:
         """Log ``(key, value, step)`` points, one ``log_batch`` per 1,000. NaN/inf are kept."""
-        stamp = _now_ms()
-        items = [Metric(k, float(v), stamp, int(s)) for k, v, s in points]
-        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+        stamp = int(time.time() * 1000)
+        self.log_metric_points(run_id, [Metric(k, float(v), stamp, int(s)) for k, v, s in points])
+
+    def log_metric_points(
+        self, run_id: str, metrics: Sequence[Metric], *, timeout_s: float = RETRY_TIMEOUT_S
+    ) -> int:
+        """Send timestamped points, 1,000 per ``log_batch``; return how many went.
+
+        Sending the same points again is harmless (the store keeps one copy of a point with
+        the same key, step, timestamp and value), so a batch whose answer was lost can be
+        re-sent.
+
+        Raises:
+            MlflowException | requests.RequestException: when a batch could not be sent within
+                ``timeout_s`` (``0``: one try); the points before it were sent.
+        """
+        sent = 0
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             _retrying(
-                partial(self.client.log_batch, run_id, metrics=chunk, synchronous=True),
+                partial(self.client.log_batch, run_id, metrics=list(chunk), synchronous=True),
                 what="log_metrics",
+                timeout_s=timeout_s,
             )
+            sent += len(chunk)
+        return sent
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` pairs of one metric, ordered by step."""
@@ -304,11 +329,11 @@ class Tracker:
                 pass
         except OSError as error:
             raise OSError(f"artifact location {path} is not writable: {error}") from error
-        free_mb = shutil.disk_usage(path).free / 2**20
-        if free_mb < MIN_FREE_MB:
+        free_mb, needed_mb = shutil.disk_usage(path).free / 2**20, min_free_mb()
+        if free_mb < needed_mb:
             raise OSError(
                 f"artifact location {path} has {free_mb:.0f} MB free; "
-                f"at least {MIN_FREE_MB} MB are needed for checkpoints and reports."
+                f"at least {needed_mb:.0f} MB are needed for checkpoints and reports."
             )
 
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str = "") -> None:
@@ -370,7 +395,8 @@ class Tracker:
         pytorch_logger = logging.getLogger("mlflow.pytorch")
         level = pytorch_logger.level
         pytorch_logger.setLevel(logging.ERROR)  # the pickle-format warning: a deliberate choice
-        try:
+
+        def log_model() -> None:
             with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
                 mlflow.pytorch.log_model(
                     model,
@@ -380,6 +406,9 @@ class Tracker:
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                     serialization_format="pickle",
                 )
+
+        try:
+            _retrying(log_model, what="log_model")
         finally:
             pytorch_logger.setLevel(level)
             mlflow.set_tracking_uri(previous_uri)
@@ -393,48 +422,6 @@ class Tracker:
 def status_name(status: int | str) -> str:
     """MLflow's status string for a ``RunStatus`` value or string."""
     return status if isinstance(status, str) else RunStatus.to_string(status)
-
-
-class RunLogger:
-    """Buffers one run's metric points and sends them with one ``log_batch`` per 1,000 on flush.
-
-    Args:
-        tracker: The store.
-        run_id: The run the points belong to.
-    """
-
-    def __init__(self, tracker: Tracker, run_id: str) -> None:
-        self.tracker = tracker
-        self.run_id = run_id
-        self._points: list[tuple[str, float, int]] = []
-
-    def add(self, key: str, value: float, step: int) -> None:
-        """Buffer one point (no I/O)."""
-        self._points.append((key, float(value), int(step)))
-
-    def extend(self, key: str, values: Sequence[float], *, first_step: int = 0) -> None:
-        """Buffer a series as consecutive steps starting at ``first_step``."""
-        self._points.extend(
-            (key, float(v), first_step + i) for i, v in enumerate(values) if v is not None
-        )
-
-    def add_many(self, values: Mapping[str, float], step: int) -> None:
-        """Buffer several keys at one step; non-numeric values are skipped."""
-        for key, value in values.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self._points.append((key, float(value), int(step)))
-
-    def __len__(self) -> int:
-        return len(self._points)
-
-    def flush(self) -> int:
-        """Send everything buffered; return how many points went. Keeps them if sending fails."""
-        if not self._points:
-            return 0
-        points = self._points
-        self.tracker.log_metrics(self.run_id, points)
-        self._points = []
-        return len(points)
 
 
 def finite_or_none(value: Any) -> float | None:

@@ -43,6 +43,7 @@ from sweeps._reporter import (
     flatten_params,
     training_rows,
 )
+from sweeps.spec import redact
 from sweeps.stoppers import from_spec
 from sweeps.tracking import TAG_SWEEP_ID, TAG_TRIAL_ID, RunLogger, Tracker
 from trainers import (
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 META_FILE = "trial.json"
 LEARNER_FILE = "learner.pt"
 BEST_MODEL_FILE = "best_model.pt"
+REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy", "compute_s")
 
 
 @dataclass(frozen=True)
@@ -130,23 +132,60 @@ def _learner(task: Any, dls: Any, seed: int) -> Learner:
 
 
 def _trial_params(context: TrialContext, config: Mapping[str, Any], arm: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {k: v for k, v in config.items() if k != "lr"}
-    params.update(flatten_params(context.spec.resolved()["task"], prefix="task."))
+    """The child run's params; values under keys like ``*password*``/``*token*`` redacted."""
+    params: dict[str, Any] = {k: v for k, v in redact(dict(config)).items() if k != "lr"}
+    params.update(flatten_params(redact(context.spec.resolved()["task"]), prefix="task."))
     arm_fields = {k: v for k, v in arm.model_dump(mode="json").items() if k not in ("kind", "name")}
-    params.update(flatten_params(arm_fields, prefix="arm."))
+    params.update(flatten_params(redact(arm_fields), prefix="arm."))
     params["schedule"] = context.spec.task.schedule.kind
     params["epochs"] = context.spec.task.epochs
     return params
 
 
+def _find_run(tracker: Tracker, context: TrialContext) -> str | None:
+    """The child run already created for this trial (a restart with no checkpoint yet)."""
+    return tracker.find_trial_run(context.experiment_id, context.parent_run_id, _ray.trial_id())
+
+
+def _report_if_ended(tracker: Tracker, run_id: str) -> bool:
+    """When the trial's run already ended (FINISHED, tagged), report its result and say True.
+
+    A trial can finish between Tune's last experiment-state snapshot and a driver crash; the
+    restored Tuner then starts it again. Training it again would log its final metrics and
+    model twice, so it only tells Tune (and the searcher) the result its run holds.
+    """
+    run = tracker.get_run(run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    if run.info.status != "FINISHED" or "sweeps.stop_reason" not in tags:
+        return False
+    logger.warning(
+        "run %s of this trial had finished before the sweep stopped; not training again", run_id
+    )
+    epochs = int(metrics.get("epochs_run", 0))
+    best_epoch = tags.get("sweeps.best_epoch", "")
+    result: dict[str, Any] = {k: float(metrics[k]) for k in REPORTED_METRICS if k in metrics}
+    result.update(
+        {
+            "epoch": epochs,
+            "training_iteration": epochs,
+            "best_valid_loss": float(metrics.get("best/valid_loss", math.inf)),
+            "best_epoch": int(best_epoch) if best_epoch.isdigit() else -1,
+            "trial_lr": float(run.data.params.get("lr", math.nan)),
+            "stop_reason": tags["sweeps.stop_reason"],
+        }
+    )
+    _ray.report(result)
+    return True
+
+
 def _open_run(
-    tracker: Tracker, context: TrialContext, config: Mapping[str, Any], trial_id: str
+    tracker: Tracker, context: TrialContext, config: Mapping[str, Any], found: str | None
 ) -> tuple[str, bool]:
-    """The child run of this trial: found again (True) or newly created (False)."""
-    found = tracker.find_trial_run(context.experiment_id, context.parent_run_id, trial_id)
+    """The child run of this trial: ``found`` reopened (True) or newly created (False)."""
     if found is not None:
         tracker.reopen_run(found)
         return found, True
+    trial_id = _ray.trial_id()
     tags = {
         "sweeps.strategy": config["strategy"],
         "sweeps.arm": config["arm"],
@@ -263,11 +302,10 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     with _ray.resume_checkpoint() as folder:
         # A recipe cannot continue mid-way: it restarts (same seed, same run, no epoch re-logged).
         meta = _restore(learn, folder) if config["strategy"] != "recipe" else None
-    if meta is not None:
-        run_id, reopened = meta["run_id"], True
-        tracker.reopen_run(run_id)
-    else:
-        run_id, reopened = _open_run(tracker, context, config, _ray.trial_id())
+    found = meta["run_id"] if meta is not None else _find_run(tracker, context)
+    if found is not None and _report_if_ended(tracker, found):
+        return  # finished before the driver died; Tune's saved state had not caught up
+    run_id, reopened = _open_run(tracker, context, config, found)
     record = TrialRecord.from_meta(meta, run_id=run_id)
     max_epochs = None if config["strategy"] == "recipe" else task.epochs
     reporter = EpochReporter(

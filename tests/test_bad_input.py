@@ -82,6 +82,14 @@ def _mlflow_runs(env: Env) -> int:
     return count
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_running_before() -> None:
+    """Earlier test modules share one Ray session; end it, so these rows can prove none starts."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def _ray_started() -> bool:
     ray = sys.modules.get("ray")
     return bool(ray is not None and ray.is_initialized())
@@ -432,14 +440,8 @@ IMAGE_FOLDER_RUN_ROWS: dict[str, tuple[Callable[[Path], Any], str]] = {
 }
 
 
-# Known gap (issue 8 report): the data are first read inside the trials, so today each of these
-# starts Ray, creates the parent run, fails every trial (retried max_failures times, ~2 min) and
-# exits 0. Not run until a local data preflight exists; remove the mark then.
-@pytest.mark.xfail(
-    run=False,
-    strict=True,
-    reason="no local data preflight: run_sweep reads image_folder only inside trials",
-)
+# The data are read once on the driver (sweeps.preflight.check_local_data) before Ray starts or
+# any MLflow experiment or run is created.
 @pytest.mark.parametrize("row", list(IMAGE_FOLDER_RUN_ROWS.values()), ids=IMAGE_FOLDER_RUN_ROWS)
 def test_run_refuses_a_bad_image_folder_before_starting(env: Env, row: tuple) -> None:
     needs("run")
@@ -556,7 +558,10 @@ OTHER_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ("experiment 'nope' does not exist", "experiments there"),
     ),
     "run-no-spec-argument": (["run"], ("Missing argument 'spec'",)),
-    "run-unknown-option": (["run", "{tmp}/spec.yaml", "--epochs", "3"], ("No such option: --epochs",)),
+    "run-unknown-option": (
+        ["run", "{tmp}/spec.yaml", "--epochs", "3"],
+        ("No such option: --epochs",),
+    ),
 }
 
 

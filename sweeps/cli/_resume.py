@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._run import fail, finish, make_console
+from sweeps.cli._run import INTERRUPTED_EXIT, fail, finish, make_console
 from sweeps.preflight import PreflightError
 from sweeps.run import SweepNotFound, resume_sweep
 
@@ -39,4 +39,6 @@ def resume_command(
         )
     except (SweepNotFound, PreflightError, OSError) as error:
         raise fail(error) from None
+    except KeyboardInterrupt:  # before the trials restarted
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     finish(make_console(), result)

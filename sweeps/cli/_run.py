@@ -17,7 +17,9 @@ from sweeps.run import SweepResult, run_sweep
 from sweeps.spec import SpecError
 from sweeps.tracking import redact_uri, sqlite_path
 
-INTERRUPTED_EXIT = 130
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+TERMINATED_EXIT = 143  # 128 + SIGTERM
+FAILED_EXIT = 1
 
 
 def make_console() -> Console:
@@ -47,14 +49,41 @@ def browse_hint(tracking_uri: str) -> str:
     return f"Browse the runs: lrsweep ui --tracking-uri {redact_uri(tracking_uri)}"
 
 
+def failures(result: SweepResult) -> list[str]:
+    """One line per distinct error of the failed trials, with how many trials hit it."""
+    counts: dict[str, list[str]] = {}
+    for outcome in result.failed:
+        counts.setdefault(outcome.error or "unknown error", []).append(outcome.trial_id)
+    return [f"{len(ids)} trial(s) ({', '.join(ids[:4])}): {error}" for error, ids in counts.items()]
+
+
 def finish(console: Console, result: SweepResult) -> None:
-    """Print the outcome of a sweep (or how to resume it) and exit with its status."""
-    if result.interrupted or result.report is None:
+    """Print the outcome of a sweep (or how to resume it) and exit with its status.
+
+    Exit status: 0 done, 1 every trial failed, 130 Ctrl-C, 143 SIGTERM.
+    """
+    if result.interrupted:
         console.print(
-            f"[yellow]Sweep {result.sweep_id} interrupted.[/] Runs are closed as KILLED; "
-            f"continue it with: lrsweep resume {result.name}"
+            f"[yellow]Sweep {result.sweep_id} interrupted ({result.stop_signal}).[/] Runs are "
+            f"closed as KILLED; continue it with: lrsweep resume {result.name}"
         )
-        raise typer.Exit(INTERRUPTED_EXIT)
+        raise typer.Exit(TERMINATED_EXIT if result.stop_signal == "SIGTERM" else INTERRUPTED_EXIT)
+    if result.all_failed or result.report is None:
+        err = Console(stderr=True, soft_wrap=True)
+        err.print(
+            f"Error: every trial of sweep {result.sweep_id} failed; the parent run "
+            f"{result.parent_run_id} is FAILED. First error of each:",
+            markup=False,
+            highlight=False,
+        )
+        for line in failures(result):
+            err.print(f"  {line}", markup=False, highlight=False)
+        err.print(
+            f"Fix the cause, then retry the failed trials with: lrsweep resume {result.name}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(FAILED_EXIT)
     print_report(console, result.report)
     console.print(
         f"{result.n_trials} trials; report on run {result.parent_run_id} of experiment "
@@ -95,4 +124,6 @@ def run_command(
         )
     except (SpecError, PreflightError, OSError) as error:
         raise fail(error) from None
+    except KeyboardInterrupt:  # before the trials started: nothing to resume
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     finish(make_console(), result)

@@ -3,9 +3,13 @@
 ``run_sweep`` calls, in this order::
 
     check_local_resources(spec)            # local run, before Ray starts: gpu: 1 with no GPU ...
-    check_artifact_location(tracking_uri)  # local store writable, enough free disk
+    check_local_data(spec)                 # local run: image_folder read once (empty, corrupt)
     connect(address)                       # cluster run: Ray's connection errors made clear
-    check_cluster(spec, address=address, tracking_uri=tracking_uri)
+    check_cluster(spec, address=address, tracking_uri=tracking_uri, storage=...)
+    check_artifact_location(tracking_uri)  # local store writable, enough free disk
+    check_artifact_location(storage_root)  # Ray's local storage folder, the same
+
+all before the MLflow experiment or parent run is created.
 
 Each raises :class:`PreflightError` (a ``ValueError``; the CLI exits 2) whose message names
 the spec field, node or path at fault and what to do. Nothing here starts trials, creates MLflow
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 from sweeps.preflight._check import check_cluster, connect
 from sweeps.preflight._cluster import PROBE_TIMEOUT_S, explain_connect_error
+from sweeps.preflight._data import check_local_data
 from sweeps.preflight._local import check_local_resources, local_node
 from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
 from sweeps.preflight._resources import check_fit, label_matches, trial_request
@@ -42,6 +47,7 @@ __all__ = [
     "check_artifact_location",
     "check_cluster",
     "check_fit",
+    "check_local_data",
     "check_local_resources",
     "check_storage_shared",
     "check_tracking_reachable",

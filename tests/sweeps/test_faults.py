@@ -1,0 +1,366 @@
+"""Issue 8's faults, each caused for real: real ``lrsweep`` processes, a real local Ray, real
+MLflow stores and a real ``mlflow server``. Only the moment of each fault is chosen by the test.
+
+- Ctrl-C (SIGINT) on ``lrsweep run``, then SIGKILL of the driver during ``lrsweep resume``, then
+  a second ``lrsweep resume``: runs closed KILLED (exit 130), nothing re-run or logged twice,
+  the parent run reused, the Optuna arm keeps its number of distinct trials, and the arm with a
+  huge learning rate ends ``diverged`` while the sweep carries on (one chain: ~2 min on 2 CPUs).
+- The MLflow server stopped for ~20 s mid-sweep and restarted on the same port: training goes
+  on, metric points are buffered and re-sent, and every point is on the server at the end.
+- An unwritable artifact location or too little free disk: refused before anything is created.
+
+A worker SIGKILLed mid-trial (fault 1) is ``test_run_sweep.py``'s
+``test_killed_worker_resumes_in_the_same_run_with_every_epoch_once``; SIGTERM is
+``test_sigterm_killed.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _server_helpers import CLI, clean_env, free_port, stop
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.progress import SweepProgress
+from sweeps.run import run_sweep
+from sweeps.tracking import HTTP_RETRIES_ENV, MIN_FREE_MB_ENV, Tracker, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+RESUME_SPEC: dict[str, Any] = {
+    "name": "faults-resume",
+    "task": {
+        "dataset": {"name": "digits"},
+        "image_size": 8,
+        "batch_size": 16,
+        "epochs": 20,  # lowered to EPOCHS with --set, as a person would
+        "schedule": {"kind": "constant"},
+    },
+    "seeds": [0],
+    "strategies": [
+        {"kind": "fixed", "name": "blowup", "lr": 1.0e4},
+        {"kind": "grid", "lr": {"min": 1.0e-3, "max": 3.0e-3, "points": 2}},
+        {"kind": "optuna", "lr": {"min": 1.0e-4, "max": 1.0e-2}, "trials": 2, "sampler": "tpe"},
+    ],
+    "early_stop": None,
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 1},
+    "tracking": {"checkpoints": "best"},
+}
+ARMS = {"blowup": 1, "grid": 2, "optuna": 2}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``lrsweep ARGS`` in its own process group (so the test can clean up all of it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", CLI, *args],
+            cwd=cwd,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _children(tracker: Tracker, name: str) -> list[Any]:
+    found = tracker.client.get_experiment_by_name(name)
+    runs = tracker.search_runs(found.experiment_id) if found else []
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def _wait(
+    proc: subprocess.Popen, log: Path, what: str, ready: Callable[[], bool], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s}s:\n{log.read_text()[-4000:]}"
+        time.sleep(0.3)
+
+
+def _steps(tracker: Tracker, run_id: str, key: str) -> list[int]:
+    return [step for step, _ in tracker.metric_history(run_id, key)]
+
+
+def _has_checkpoint(storage: Path, trial_id: str) -> bool:
+    return any(storage.glob(f"**/*{trial_id}*/checkpoint_*"))
+
+
+# --- Ctrl-C, driver SIGKILL, resume, divergence ---------------------------------------------
+
+
+def _interrupt_with_ctrl_c(tmp_path: Path, tracker: Tracker, log: Path) -> str:
+    """``lrsweep run``, SIGINT once a trial has finished an epoch; returns the parent run id."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(RESUME_SPEC), encoding="utf-8")
+    proc = _start(["run", str(spec), "--set", f"task.epochs={EPOCHS}"], tmp_path, log)
+    try:
+        epoch_logged = lambda: any(  # noqa: E731
+            "valid_loss" in r.data.metrics for r in _children(tracker, "faults-resume")
+        )
+        _wait(proc, log, "first epoch", epoch_logged, timeout_s=240)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=180) == 130, log.read_text()[-4000:]
+    finally:
+        _kill_group(proc)
+    assert "lrsweep resume faults-resume" in log.read_text()
+    runs = tracker.search_runs(tracker.experiment_id("faults-resume"))
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert "KILLED" in {r.info.status for r in _children(tracker, "faults-resume")}
+    return parent.info.run_id
+
+
+def _kill_driver_mid_resume(tmp_path: Path, tracker: Tracker, log: Path) -> dict[str, int]:
+    """``lrsweep resume``; SIGKILL it once a trial finished in it and another checkpointed.
+
+    Returns the end times of the trials finished before the kill.
+    """
+    runs = _children(tracker, "faults-resume")
+    before = {r.info.run_id for r in runs}
+    done_before = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    storage = tmp_path / ".lrsweep" / "ray_results"
+    proc = _start(["resume", "faults-resume"], tmp_path, log)
+
+    def finished_and_checkpointed() -> bool:
+        runs = _children(tracker, "faults-resume")
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        running = [
+            r
+            for r in runs
+            if r.info.status == "RUNNING"
+            and "valid_loss" in r.data.metrics
+            and _has_checkpoint(storage, r.data.tags["sweeps.trial_id"])
+        ]
+        return bool({r.info.run_id for r in finished} - done_before) and bool(running)
+
+    try:
+        _wait(proc, log, "a finished and a checkpointed trial", finished_and_checkpointed, 240)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _kill_group(proc)  # the local Ray that driver started goes with it
+    runs = _children(tracker, "faults-resume")
+    assert before <= {r.info.run_id for r in runs}
+    return {r.info.run_id: r.info.end_time for r in runs if r.info.status == "FINISHED"}
+
+
+def test_ctrl_c_then_driver_kill_then_resume_repeats_and_loses_nothing(tmp_path: Path) -> None:
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    log = tmp_path / "sweep.log"
+    parent_id = _interrupt_with_ctrl_c(tmp_path, tracker, log)
+    finished_before = _kill_driver_mid_resume(tmp_path, tracker, log)
+    assert finished_before
+
+    proc = _start(["resume", "faults-resume"], tmp_path, log)
+    try:
+        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        _kill_group(proc)
+
+    runs = tracker.search_runs(tracker.experiment_id("faults-resume"))
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert (parent.info.run_id, parent.info.status) == (parent_id, "FINISHED")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(children) == len(runs) - 1  # every trial under the one parent
+    assert {r.info.status for r in children} == {"FINISHED"}
+    per_arm = {arm: [r for r in children if r.data.tags["sweeps.arm"] == arm] for arm in ARMS}
+    assert {arm: len(found) for arm, found in per_arm.items()} == ARMS
+    assert len({r.data.tags["sweeps.trial_id"] for r in children}) == len(children)
+    optuna_lrs = {float(r.data.params["lr"]) for r in per_arm["optuna"]}
+    assert len(optuna_lrs) == ARMS["optuna"]  # the restored study did not suggest again
+    for run in children:
+        assert finished_before.get(run.info.run_id, run.info.end_time) == run.info.end_time
+        epochs_run = int(run.data.metrics["epochs_run"])
+        assert _steps(tracker, run.info.run_id, "valid_loss") == list(range(epochs_run))
+        steps = _steps(tracker, run.info.run_id, "train_loss")
+        assert steps == list(range(len(steps))), run.info.run_name
+    (blowup,) = per_arm["blowup"]
+    assert blowup.data.tags["sweeps.stop_reason"] == "diverged"
+    for run in per_arm["grid"] + per_arm["optuna"]:
+        assert run.data.tags["sweeps.stop_reason"] == "completed"
+        assert int(run.data.metrics["epochs_run"]) == EPOCHS
+    report = tracker.download_artifact(parent_id, "report.md", tmp_path / "report")
+    assert "diverged" in report.read_text(encoding="utf-8")
+
+
+# --- the MLflow server goes away --------------------------------------------------------------
+
+OUTAGE_S = 20.0
+RESTART_S = 12.0  # how long `lrsweep server` takes to answer again on 2 busy CPUs
+
+
+def _server(root: Path, port: int, log: Path) -> subprocess.Popen:
+    """``lrsweep server`` on a SQLite store under ``root``, answering on ``port``."""
+    args = ["server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
+    args += ["--artifacts-destination", str(root / "artifacts"), "--port", str(port)]
+    proc = _start([*args, "--workers", "1"], root, log)
+    url = f"http://127.0.0.1:{port}"
+    _wait(proc, log, "server", lambda: f"MLflow is serving at {url}" in log.read_text(), 120)
+    return proc
+
+
+class _Outage(threading.Thread):
+    """Stops the server once the trial has logged an epoch, restarts it ``OUTAGE_S`` later."""
+
+    def __init__(self, root: Path, port: int, tracker: Tracker) -> None:
+        super().__init__(daemon=True)
+        self.root, self.port, self.tracker = root, port, tracker
+        self.log = root / "server.log"
+        self.server = _server(root, port, self.log)
+        self.down_ms = self.up_ms = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not any(
+                "valid_loss" in r.data.metrics for r in _children(self.tracker, "outage")
+            ):
+                time.sleep(0.2)
+            stop(self.server)
+            self.down_ms = int(time.time() * 1000)
+            time.sleep(OUTAGE_S - RESTART_S)
+            self.server = _server(self.root, self.port, self.log)
+            self.up_ms = int(time.time() * 1000)
+        except BaseException as error:  # reported by the test
+            self.error = error
+
+
+def test_mlflow_server_outage_mid_sweep_loses_no_metric_point(
+    tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HTTP_RETRIES_ENV, "1")  # what lrsweep sets; restored after the test
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    tracker = Tracker(uri)
+    outage = _Outage(tmp_path, port, Tracker(uri))
+    spec = {
+        **RESUME_SPEC,
+        "name": "outage",
+        "task": {**RESUME_SPEC["task"], "epochs": 30, "batch_size": 4},  # ~1 s epochs
+        "strategies": [{"kind": "fixed", "lr": 1.0e-3}],
+    }
+    try:
+        outage.start()
+        result = run_sweep(
+            spec, tracking_uri=uri, storage_path=tmp_path / "ray", progress=SweepProgress()
+        )
+        outage.join(timeout=120)
+        assert outage.error is None and outage.up_ms > outage.down_ms > 0, outage.error
+        assert result.report is not None and not result.all_failed
+        (run,) = tracker.child_runs(result.experiment_id, result.parent_run_id)
+        history = {
+            key: tracker.client.get_metric_history(run.info.run_id, key)
+            for key in ("valid_loss", "train_loss", "lr")
+        }
+    finally:
+        stop(outage.server)
+    assert (run.info.status, run.data.tags["sweeps.stop_reason"]) == ("FINISHED", "completed")
+    assert sorted(m.step for m in history["valid_loss"]) == list(range(30))
+    for key in ("train_loss", "lr"):
+        steps = sorted(m.step for m in history[key])
+        assert steps == list(range(len(steps))) and len(steps) % 30 == 0, key
+    during = [m for m in history["valid_loss"] if outage.down_ms < m.timestamp < outage.up_ms]
+    assert during, "no epoch ended while the server was down: training waited for it"
+
+
+# --- unwritable or full artifact location ----------------------------------------------------
+
+
+def _refused(tmp_path: Path, *args: str) -> Any:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(RESUME_SPEC), encoding="utf-8")
+    return CliRunner().invoke(app, ["run", str(spec), *args])
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("tracking", "artifact folder {blocker}/mlflow is not writable"),
+        ("storage", "storage.path (Ray's checkpoints): The artifact folder {blocker}/ray"),
+        ("disk-full", "MB are needed for checkpoints and reports"),
+    ],
+)
+def test_unwritable_or_full_artifact_location_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"  # a folder below a file: unwritable even for root
+    blocker.write_text("not a folder", encoding="utf-8")
+    args = ["--tracking-uri", default_tracking_uri(tmp_path)]
+    if where == "tracking":
+        args = ["--tracking-uri", f"sqlite:///{blocker}/mlflow/mlflow.db"]
+    elif where == "storage":
+        args += ["--set", f"storage.path={blocker}/ray"]
+    else:
+        monkeypatch.setenv(MIN_FREE_MB_ENV, str(10**12))  # more than any disk has free
+    result = _refused(tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert message.format(blocker=blocker) in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / ".lrsweep" / "ray_results").exists()
+    assert not (tmp_path / ".lrsweep" / "mlflow.db").exists()  # no store, so no run
+
+
+# --- every trial fails ------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this would run code: weights that every trial refuses to load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.code = f"open({str(marker)!r}, 'w').write('pwned')"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (exec, (self.code,))
+
+
+def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
+    tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "marker"
+    torch.save(_Payload(marker), tmp_path / "evil.pt")
+    spec = tmp_path / "spec.yaml"
+    data = {**RESUME_SPEC, "name": "all-fail", "strategies": [RESUME_SPEC["strategies"][1]]}
+    data["task"] = {**RESUME_SPEC["task"], "model": {"pretrained": str(tmp_path / "evil.pt")}}
+    data["failure"] = {"max_failures": 0}
+    spec.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(spec), "--set", "task.epochs=1"])
+    assert result.exit_code == 1, result.output
+    stderr = " ".join(result.stderr.split())
+    assert "every trial of sweep" in stderr and "failed" in stderr, stderr
+    assert "2 trial(s)" in stderr and "evil.pt" in stderr and "refused" in stderr, stderr
+    assert "lrsweep resume all-fail" in stderr
+    assert not marker.exists()
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    runs = tracker.search_runs(tracker.experiment_id("all-fail"))
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED" and "evil.pt" in parent.data.tags["sweeps.error"]
+    assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}

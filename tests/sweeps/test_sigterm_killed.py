@@ -1,0 +1,78 @@
+"""A sweep process stopped with SIGTERM mid-trial leaves its runs KILLED, never RUNNING."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _server_helpers import clean_env
+
+from sweeps.tracking import Tracker, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+SPEC: dict[str, Any] = {
+    "name": "sigterm-sweep",
+    "task": {
+        "dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}},
+        "image_size": 12,
+        "batch_size": 12,
+        "epochs": 200,  # far more than the test waits for
+        "schedule": {"kind": "constant"},
+    },
+    "seeds": [0],
+    "strategies": [{"kind": "grid", "lr": {"min": 0.003, "max": 0.01, "points": 2}}],
+    "early_stop": None,
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 0},
+}
+SWEEP = """
+import sys, yaml
+from sweeps.run import run_sweep
+result = run_sweep(yaml.safe_load(open(sys.argv[1])), tracking_uri=sys.argv[2])
+print("INTERRUPTED", result.interrupted, result.stop_signal)
+"""
+
+
+def test_sigterm_mid_trial_closes_child_and_parent_as_killed(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)  # the store exists before the sweep and this test both open it
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    log = tmp_path / "sweep.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SWEEP, str(spec_file), uri],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # until the trial has finished an epoch
+            assert proc.poll() is None, f"sweep ended by itself:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no epoch logged:\n{log.read_text()[-3000:]}"
+            found = tracker.client.get_experiment_by_name("sigterm-sweep")
+            runs = tracker.search_runs(found.experiment_id) if found else []
+            if any("valid_loss" in run.data.metrics for run in runs):
+                break
+            time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "INTERRUPTED True SIGTERM" in log.read_text(), log.read_text()[-3000:]
+    runs = tracker.search_runs(tracker.experiment_id("sigterm-sweep"))
+    parents = [run.info.status for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run.info.status for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert parents == ["KILLED"]
+    assert children and set(children) == {"KILLED"}
