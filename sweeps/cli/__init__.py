@@ -14,11 +14,11 @@ app = typer.Typer(
 
 # Sub-commands register themselves on import; one line per module.
 from sweeps.cli import _best as _best  # noqa: E402
+from sweeps.cli import _lr_find  # noqa: E402,F401
+from sweeps.cli import _nightly as _nightly  # noqa: E402
+from sweeps.cli import _report as _report  # noqa: E402
+from sweeps.cli import _resume as _resume  # noqa: E402
+from sweeps.cli import _run as _run  # noqa: E402
 from sweeps.cli import _server as _server  # noqa: E402
 from sweeps.cli import _ui as _ui  # noqa: E402
 from sweeps.cli import _validate as _validate  # noqa: E402
-from sweeps.cli import _nightly as _nightly  # noqa: E402
-from sweeps.cli import _run as _run  # noqa: E402
-from sweeps.cli import _report as _report  # noqa: E402
-from sweeps.cli import _resume as _resume  # noqa: E402
-from sweeps.cli import _lr_find  # noqa: E402,F401

@@ -15,8 +15,8 @@ from sweeps.spec._types import Int, Name, Number, SpecModel
 __all__ = [
     "OPTUNA_SAMPLERS",
     "SUGGESTION_RULES",
-    "GridLr",
     "FixedStrategy",
+    "GridLr",
     "GridStrategy",
     "LrFinderStrategy",
     "LrRange",

@@ -32,8 +32,9 @@ class Shapes(ImageSource):
     Every image's shape, position, size and colours are drawn from ``seed`` in units relative to
     the image, so the same seed gives the same scene at every ``image_size`` (progressive resizing
     redraws crisply rather than resampling). Each image has a dark background colour and a
-    light foreground colour (random per image and channel), so every shape stands out; Gaussian noise
-    (std 12 grey levels) covers the image. Drawing is vectorised numpy masks, one class at a time.
+    light foreground colour (random per image and channel), so every shape stands out;
+    Gaussian noise (std 12 grey levels) covers the image. Drawing is vectorised numpy masks,
+    one class at a time.
 
     Args:
         seed: Fixes the scenes and the noise.
