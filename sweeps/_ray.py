@@ -423,8 +423,28 @@ def _outcomes(grid: Any) -> list[TrialOutcome]:
     return outcomes
 
 
+_USER_PENDING_TRIALS = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")
+
+
+def _allow_pending_trials(plan: TunerPlan) -> None:
+    """Let Tune start as many trials at once as the cluster has slots for.
+
+    With a custom search algorithm Tune keeps a single trial pending by default, so trials start
+    one after another and every sweep ran serially. Allow one pending trial per slot (CPUs of the
+    cluster over CPUs per trial, capped by ``max_concurrent``); more would only make Optuna
+    suggest before it has seen results. A value set by the user in the environment wins.
+    """
+    per_trial = float(plan.resources.get("cpu") or 1.0)
+    slots = int(ray.cluster_resources().get("CPU", 1.0) // max(per_trial, 1e-9)) or 1
+    if plan.max_concurrent:
+        slots = min(slots, plan.max_concurrent)
+    if not _USER_PENDING_TRIALS:
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(slots, 1))
+
+
 def run_tuner(plan: TunerPlan) -> list[TrialOutcome]:
     """Run every search of ``plan`` in one Tuner, to the end or until interrupted."""
+    _allow_pending_trials(plan)
     tuner = tune.Tuner(
         _trainable(plan),
         param_space={},
@@ -457,6 +477,7 @@ def restore_tuner(plan: TunerPlan) -> list[TrialOutcome]:
     Unfinished and errored trials resume from their latest checkpoints; the searcher (Optuna's
     study included) comes back from the saved experiment state.
     """
+    _allow_pending_trials(plan)
     tuner = tune.Tuner.restore(
         experiment_path(plan),
         trainable=_trainable(plan),

@@ -39,7 +39,7 @@ from sweeps.tracking import HTTP_RETRIES_ENV, MIN_FREE_MB_ENV, Tracker, default_
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 3
+EPOCHS = 5  # enough that a trial is mid-training when the signal lands
 RESUME_SPEC: dict[str, Any] = {
     "name": "faults-resume",
     "task": {
@@ -113,13 +113,18 @@ def _has_checkpoint(storage: Path, trial_id: str) -> bool:
 
 
 def _interrupt_with_ctrl_c(tmp_path: Path, tracker: Tracker, log: Path) -> str:
-    """``lrsweep run``, SIGINT once a trial has finished an epoch; returns the parent run id."""
+    """``lrsweep run``, SIGINT once a running trial has finished an epoch; returns the parent id.
+
+    A trial that is still RUNNING must be the one logging (the ``blowup`` arm diverges and
+    finishes in its first epoch), so the signal lands mid-trial and that trial ends KILLED.
+    """
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(RESUME_SPEC), encoding="utf-8")
     proc = _start(["run", str(spec), "--set", f"task.epochs={EPOCHS}"], tmp_path, log)
     try:
         epoch_logged = lambda: any(  # noqa: E731
-            "valid_loss" in r.data.metrics for r in _children(tracker, "faults-resume")
+            "valid_loss" in r.data.metrics and r.info.status == "RUNNING"
+            for r in _children(tracker, "faults-resume")
         )
         _wait(proc, log, "first epoch", epoch_logged, timeout_s=240)
         proc.send_signal(signal.SIGINT)
