@@ -26,7 +26,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -378,15 +378,23 @@ def _execute(
         interrupted=interrupted,
         stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
     )
-    return _close(spec, tracker, state, sweep_dir, result)
+    unended = {o.trial_id for o in outcomes if not o.ended}
+    return _close(spec, tracker, state, sweep_dir, result, unended=unended)
 
 
 def _close(
-    spec: SweepSpec, tracker: Tracker, state: dict[str, Any], sweep_dir: Path, result: SweepResult
+    spec: SweepSpec,
+    tracker: Tracker,
+    state: dict[str, Any],
+    sweep_dir: Path,
+    result: SweepResult,
+    *,
+    unended: Iterable[str] = (),
 ) -> SweepResult:
     """End the parent run: KILLED (interrupted), FAILED (every trial failed) or FINISHED."""
     experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
     if result.interrupted:
+        tracker.reopen_interrupted(experiment_id, parent_run_id, unended)
         tracker.close_unfinished(experiment_id, parent_run_id, status="KILLED")
         tracker.end_run(parent_run_id, "KILLED")
         logger.warning("sweep interrupted; continue it with: lrsweep resume %s", sweep_dir)

@@ -28,7 +28,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,6 +247,29 @@ class Tracker:
             f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
         )
         return runs[0].info.run_id if runs else None
+
+    def reopen_interrupted(
+        self, experiment_id: str, parent_run_id: str, trial_ids: Iterable[str]
+    ) -> list[str]:
+        """Mark KILLED the child runs of trials Tune stopped on an interrupt; return their ids.
+
+        A trial stopped by Ctrl-C / SIGTERM may close its own run as FINISHED on its way out;
+        Tune knows it did not end (no ``done``), so its run is KILLED and its ``stop_reason``
+        removed: ``lrsweep resume`` then trains it on from its checkpoint in the same run.
+        """
+        wanted, reopened = set(trial_ids), []
+        for run in self.child_runs(experiment_id, parent_run_id):
+            if run.info.status == "FINISHED" and run.data.tags.get(TAG_TRIAL_ID) in wanted:
+                if "sweeps.stop_reason" in run.data.tags:
+                    _retrying(
+                        lambda run=run: self.client.delete_tag(
+                            run.info.run_id, "sweeps.stop_reason"
+                        ),
+                        what="delete_tag",
+                    )
+                self.end_run(run.info.run_id, "KILLED")
+                reopened.append(run.info.run_id)
+        return reopened
 
     def close_unfinished(self, experiment_id: str, parent_run_id: str, *, status: str) -> list[str]:
         """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids."""
