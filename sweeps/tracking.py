@@ -261,12 +261,8 @@ class Tracker:
         for run in self.child_runs(experiment_id, parent_run_id):
             if run.info.status == "FINISHED" and run.data.tags.get(TAG_TRIAL_ID) in wanted:
                 if "sweeps.stop_reason" in run.data.tags:
-                    _retrying(
-                        lambda run=run: self.client.delete_tag(
-                            run.info.run_id, "sweeps.stop_reason"
-                        ),
-                        what="delete_tag",
-                    )
+                    delete = partial(self.client.delete_tag, run.info.run_id, "sweeps.stop_reason")
+                    _retrying(delete, what="delete_tag")
                 self.end_run(run.info.run_id, "KILLED")
                 reopened.append(run.info.run_id)
         return reopened
