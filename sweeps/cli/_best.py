@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
+from sweeps.cli._options import TrackingUri
 
 
 class Format(StrEnum):
@@ -36,12 +37,7 @@ def best_command(
     output_format: Annotated[
         Format, typer.Option("--format", help="json | yaml | spec (a spec that re-runs the trial).")
     ] = Format.json,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri", help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
-        ),
-    ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Print the best trial of a sweep, read from MLflow (works from any machine)."""
     from sweeps.best import BestConfigError, best_config  # MLflow loads only when used

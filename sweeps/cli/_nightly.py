@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
+from sweeps.cli._options import Address, TrackingUri
 from sweeps.nightly import (
     DEFAULT_BASELINE_NIGHTS,
     EXIT_BAD_INPUT,
@@ -32,15 +33,8 @@ _STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MI
 @app.command("nightly")
 def nightly_command(
     suite: Annotated[Path, typer.Argument(help="The suite file, e.g. sweeps/specs/nightly.yaml.")],
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster: auto, ray://host:10001 ...")
-    ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri", help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
-        ),
-    ] = None,
+    address: Address = None,
+    tracking_uri: TrackingUri = None,
     baseline_nights: Annotated[
         int,
         typer.Option("--baseline-nights", min=1, help="Earlier completed nights in the median."),

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
+from sweeps.cli._options import TrackingUri
 from sweeps.cli._run import fail, make_console, print_report
 from sweeps.report import build_report
 
@@ -18,12 +19,7 @@ def report_command(
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="The sweep's parent run (default: latest).")
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri", help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
-        ),
-    ] = None,
+    tracking_uri: TrackingUri = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Also write report.md, report.html, CSVs and PNGs here."),

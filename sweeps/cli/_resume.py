@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
+from sweeps.cli._options import Address
 from sweeps.cli._run import INTERRUPTED_EXIT, fail, finish, make_console
 from sweeps.preflight import PreflightError
 from sweeps.run import SweepNotFound, resume_sweep
@@ -18,9 +19,7 @@ def resume_command(
     name: Annotated[
         str, typer.Argument(help="The sweep's name (its latest unfinished run) or its folder.")
     ],
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster to join (default: local Ray).")
-    ] = None,
+    address: Address = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option("--tracking-uri", help="MLflow store, if not the one the sweep used."),

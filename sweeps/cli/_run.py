@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
+from sweeps.cli._options import Address
 from sweeps.preflight import PreflightError
 from sweeps.report import Report
 from sweeps.run import SweepResult, run_sweep
@@ -101,9 +102,7 @@ def fail(error: Exception) -> typer.Exit:
 @app.command("run")
 def run_command(
     spec: Annotated[Path, typer.Argument(help="The sweep spec YAML file.")],
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster to join (default: local Ray).")
-    ] = None,
+    address: Address = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option(

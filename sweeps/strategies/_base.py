@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sweeps._ray import SearcherSpec
+from sweeps._ray import SearcherSpec, grid_search
 
 SEARCH_METRIC = "best_valid_loss"
 """What searchers optimise: the trial's best validation loss so far (its best epoch counts)."""
@@ -83,6 +83,28 @@ class Strategy(ABC):
 
     def _constants(self) -> dict[str, Any]:
         return {"strategy": self.kind, "arm": self.arm_name}
+
+    def _grid(self, axes: dict[str, Sequence[Any]], **fixed: Any) -> list[Search]:
+        """One search over every combination of the seeds and ``axes``; ``fixed`` values as is.
+
+        Keys keep their order (seed first), which fixes the order Tune expands the grid in.
+        """
+        space = {**self._constants(), "seed": grid_search(self.seeds)}
+        n_trials = len(self.seeds)
+        for key, values in axes.items():
+            space[key] = grid_search(list(values))
+            n_trials *= len(values)
+        space.update(fixed)
+        return [
+            Search(
+                name=self.arm_name,
+                arm=self.arm_name,
+                kind=self.kind,
+                param_space=space,
+                num_samples=1,
+                n_trials=n_trials,
+            )
+        ]
 
 
 def log_spaced(low: float, high: float, points: int) -> list[float]:

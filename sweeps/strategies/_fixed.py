@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sweeps._ray import grid_search
 from sweeps.strategies._base import Search, Strategy
 
 
@@ -13,14 +12,4 @@ class FixedStrategy(Strategy):
 
     def searches(self) -> list[Search]:
         """One search over the seeds."""
-        space = {**self._constants(), "seed": grid_search(self.seeds), "lr": float(self.arm.lr)}
-        return [
-            Search(
-                name=self.arm_name,
-                arm=self.arm_name,
-                kind=self.kind,
-                param_space=space,
-                num_samples=1,
-                n_trials=len(self.seeds),
-            )
-        ]
+        return self._grid({}, lr=float(self.arm.lr))

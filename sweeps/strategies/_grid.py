@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sweeps._ray import grid_search
 from sweeps.strategies._base import Search, Strategy, log_spaced
 
 
@@ -18,15 +17,4 @@ class GridStrategy(Strategy):
 
     def searches(self) -> list[Search]:
         """One search: the grid crossed with the seeds."""
-        lrs = self.lrs()
-        space = {**self._constants(), "seed": grid_search(self.seeds), "lr": grid_search(lrs)}
-        return [
-            Search(
-                name=self.arm_name,
-                arm=self.arm_name,
-                kind=self.kind,
-                param_space=space,
-                num_samples=1,
-                n_trials=len(lrs) * len(self.seeds),
-            )
-        ]
+        return self._grid({"lr": self.lrs()})

@@ -7,7 +7,6 @@ alone would spend, range test included. The LR is not in the param space; the tr
 
 from __future__ import annotations
 
-from sweeps._ray import grid_search
 from sweeps.strategies._base import Search, Strategy
 
 
@@ -18,15 +17,4 @@ class LrFinderStrategy(Strategy):
 
     def searches(self) -> list[Search]:
         """One search: rules x seeds."""
-        rules = list(self.arm.suggest)
-        space = {**self._constants(), "seed": grid_search(self.seeds), "rule": grid_search(rules)}
-        return [
-            Search(
-                name=self.arm_name,
-                arm=self.arm_name,
-                kind=self.kind,
-                param_space=space,
-                num_samples=1,
-                n_trials=len(rules) * len(self.seeds),
-            )
-        ]
+        return self._grid({"rule": list(self.arm.suggest)})
