@@ -3,15 +3,20 @@
 :class:`EpochReporter` is a trainers ``Callback`` (it runs after the ``Recorder``). At each
 epoch's end it
 
-- sends the epoch's per-step ``train_loss`` / ``lr`` and its ``valid_loss``, ``error_rate``,
-  ``accuracy``, ``epoch_time_s`` to MLflow in one batched call (steps are numbered
-  ``epoch * batches_per_epoch + batch``, epochs from 0), skipping epochs MLflow already holds;
-  while MLflow is unreachable the points stay buffered (and travel in the checkpoint) and
-  training goes on; the next epoch's flush, or the trial's end, re-sends them;
-- writes a checkpoint (``learn.save`` + the trial's metadata + the best weights so far), logged
-  under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
+- buffers the epoch's per-step ``train_loss`` / ``lr`` and its ``valid_loss``, ``error_rate``,
+  ``accuracy``, ``epoch_time_s`` (steps are numbered ``epoch * batches_per_epoch + batch``,
+  epochs from 0), skipping epochs MLflow already holds, and sends the buffer in one batched
+  call once ``tracking.flush_every_s`` has passed since the last send, at every checkpoint and
+  at the trial's end; while MLflow is unreachable the points stay buffered (and travel in the
+  checkpoint) and training goes on; the next flush re-sends them;
+- once ``tracking.checkpoint_every_s`` has passed since the last one (0: every epoch), and at
+  the trial's end, writes a checkpoint (``learn.save`` + the trial's metadata + the best weights
+  so far), logged under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
+  a restarted trial resumes from it and trains the epochs after it again (their points are not
+  logged twice: MLflow's history says which epochs it holds);
 - feeds the result to the spec's stoppers (the same pure ones Ray Tune runs on the driver);
-- reports to Tune with the checkpoint, except on the trial's last epoch: that report waits
+- reports to Tune every epoch (with the checkpoint when one was written), except on the
+  trial's last epoch: that report waits
   until :meth:`finish` has closed the MLflow run, because Tune may end the trial's process as
   soon as it sees a stopping result.
 """
@@ -23,6 +28,7 @@ import math
 import os
 import shutil
 import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +148,8 @@ class EpochReporter(Callback):
     Args:
         tracker: The MLflow store.
         record: The trial's record (run id, LR, costs, best epoch).
-        spec: The sweep spec (``task.epochs``, ``tracking.checkpoints``).
+        spec: The sweep spec (``task.epochs``, ``tracking.checkpoints``,
+            ``tracking.checkpoint_every_s``, ``tracking.flush_every_s``).
         stopper: A fresh ``sweeps.stoppers.from_spec(spec)``, private to this trial.
         checkpoint: ``f(learn, best_state) -> folder`` writing the epoch's checkpoint.
         max_epochs: Epochs after which the trial ends (None: when the fit ends).
@@ -163,6 +170,8 @@ class EpochReporter(Callback):
         self.tracker = tracker
         self.record = record
         self.policy = spec.tracking.checkpoints
+        self.checkpoint_every_s = float(spec.tracking.checkpoint_every_s)
+        self.flush_every_s = float(spec.tracking.flush_every_s)
         self.stopper = stopper
         self.checkpoint = checkpoint
         self.max_epochs = max_epochs
@@ -172,6 +181,7 @@ class EpochReporter(Callback):
         self.logged_epochs = -1
         self._first_step = 0
         self._pending: tuple[dict[str, Any], Path | None] | None = None
+        self._last_flush = self._last_checkpoint = time.monotonic()
 
     # setup --------------------------------------------------------------------------------
 
@@ -207,21 +217,32 @@ class EpochReporter(Callback):
             result["stop_reason"] = self.record.stop_reason
         if epoch > self.logged_epochs:
             self._buffer_epoch(learn, epoch, row)
-        self.log.flush(wait=False)  # MLflow down: the points wait, in the checkpoint too
-        self.record.unsent_metrics = self.log.pending()
-        folder = self.checkpoint(learn, self.record.best_state)
-        if epoch > self.logged_epochs and self.policy == "all":
-            self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
+        last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
+        now = time.monotonic()
+        checkpoint = self.stopped or last or now - self._last_checkpoint >= self.checkpoint_every_s
+        if checkpoint or now - self._last_flush >= self.flush_every_s:
+            self.log.flush(wait=False)  # MLflow down: the points wait, in the checkpoint too
+            self._last_flush = now
+        folder = self._checkpoint(learn, epoch) if checkpoint else None
         self.logged_epochs = max(self.logged_epochs, epoch)
         _inject_fault(epoch)
-        last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
         if self.stopped or last:
             self._pending = (result, folder)
             if self.max_epochs is None:
                 raise StopTrial
             raise CancelFit
         _ray.report(result, checkpoint_dir=folder)
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _checkpoint(self, learn: Learner, epoch: int) -> Path:
+        """Write (and, for ``checkpoints: all``, log) the checkpoint of ``epoch``."""
+        self.record.unsent_metrics = self.log.pending()
+        folder = self.checkpoint(learn, self.record.best_state)
+        if epoch > self.logged_epochs and self.policy == "all":
+            self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
+        self._last_checkpoint = time.monotonic()
+        return folder
 
     # bookkeeping --------------------------------------------------------------------------
 

@@ -123,6 +123,12 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
         yield items[start : start + size]
 
 
+def _writer(client: MlflowClient) -> Any:
+    from sweeps._sqlmetrics import sql_metric_writer  # SQLAlchemy models: SQL stores only
+
+    return sql_metric_writer(client)
+
+
 class Tracker:
     """One tracking store (a URI), one reused :class:`mlflow.MlflowClient`.
 
@@ -145,6 +151,8 @@ class Tracker:
             # before a metric batch could be buffered. A value the user set is kept.
             os.environ.setdefault(HTTP_RETRIES_ENV, "1")
         self.client = _retrying(lambda: MlflowClient(tracking_uri=uri), what="connect")
+        remote = uri.startswith(("http://", "https://"))
+        self._metric_writer = None if remote else _writer(self.client)
 
     def __repr__(self) -> str:
         return f"Tracker({redact_uri(self.uri)!r})"
@@ -310,19 +318,22 @@ class Tracker:
 
         Sending the same points again is harmless (the store keeps one copy of a point with
         the same key, step, timestamp and value), so a batch whose answer was lost can be
-        re-sent.
+        re-sent. SQL stores (SQLite, PostgreSQL) are written in bulk by
+        :class:`sweeps._sqlmetrics.SqlMetricWriter`; others through ``log_batch``.
 
         Raises:
             MlflowException | requests.RequestException: when a batch could not be sent within
                 ``timeout_s`` (``0``: one try); the points before it were sent.
         """
         sent = 0
+        writer = self._metric_writer
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            _retrying(
-                partial(self.client.log_batch, run_id, metrics=list(chunk), synchronous=True),
-                what="log_metrics",
-                timeout_s=timeout_s,
+            send = (
+                partial(writer.log, run_id, chunk)
+                if writer is not None
+                else partial(self.client.log_batch, run_id, metrics=list(chunk), synchronous=True)
             )
+            _retrying(send, what="log_metrics", timeout_s=timeout_s)
             sent += len(chunk)
         return sent
 

@@ -152,6 +152,14 @@ class TrackingSpec(SpecModel):
 
     Credentials never belong in the spec: a URI carrying a password is refused (use
     ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``).
+
+    ``checkpoints``: which checkpoints are also logged to MLflow (``all``, the best model only,
+    ``none``). ``checkpoint_every_s``: a trial writes its Tune checkpoint (what a restarted
+    trial resumes from) at the end of an epoch once this many seconds have passed since the
+    last one, and always at its end; 0 (the default) checkpoints every epoch. Raise it for
+    sweeps of sub-second epochs, where a checkpoint costs as much as an epoch. ``flush_every_s``:
+    per-step and per-epoch metric points are sent to MLflow at most this often (and at every
+    checkpoint and the trial's end); 0 sends them every epoch.
     """
 
     uri: str | None = None
@@ -159,6 +167,8 @@ class TrackingSpec(SpecModel):
         default=None, pattern=r"^[A-Za-z0-9_./-]+$", min_length=1, max_length=200
     )
     checkpoints: Literal["all", "best", "none"] = "all"
+    checkpoint_every_s: Number = Field(default=0.0, ge=0.0, le=86400.0)
+    flush_every_s: Number = Field(default=5.0, ge=0.0, le=3600.0)
 
     @field_validator("uri")
     @classmethod

@@ -232,22 +232,22 @@ def tracker_tmp(result: SweepResult) -> Path:
     return folder
 
 
-# A trial SIGKILLs its own worker right after logging epoch 1 to MLflow and before reporting it
-# to Tune (the worst moment for exactly-once logging); Ray restarts it from its epoch-0
+# A trial SIGKILLs its own worker right after logging an epoch to MLflow and before reporting it
+# to Tune (the worst moment for exactly-once logging); Ray restarts it from its latest
 # checkpoint. Runs in its own driver process so the fault switch reaches the workers.
 KILLED_WORKER_SWEEP = """
 import json, sys
 from sweeps import _ray
 from sweeps.run import run_sweep
 from sweeps.tracking import Tracker
-root, marker = sys.argv[1], sys.argv[2]
-_ray.init_ray(num_cpus=2, env_vars={"LRSWEEP_FAULT_KILL_EPOCH": "1",
+root, marker, kill_epoch, tracking = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+_ray.init_ray(num_cpus=2, env_vars={"LRSWEEP_FAULT_KILL_EPOCH": kill_epoch,
                                     "LRSWEEP_FAULT_ONCE_FILE": marker})
 spec = {"name": "killed-worker", "seeds": [0],
         "task": {"dataset": {"name": "shapes", "options": {"n_per_class": 16}},
                  "image_size": 12, "batch_size": 12, "epochs": 4},
         "strategies": [{"kind": "fixed", "lr": 0.003}],
-        "early_stop": None, "failure": {"max_failures": 2}}
+        "early_stop": None, "failure": {"max_failures": 2}, "tracking": json.loads(tracking)}
 uri = f"sqlite:///{root}/mlflow.db"
 result = run_sweep(spec, tracking_uri=uri, storage_path=f"{root}/ray")
 tracker = Tracker(uri)
@@ -263,7 +263,20 @@ _ray.shutdown_ray()
 """
 
 
-def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kill_epoch", "tracking", "checkpointed"),
+    [
+        # checkpoint (and flush) every epoch, the default: resumes from epoch 0's checkpoint
+        (1, {}, [0, 1, 2, 3]),
+        # one checkpoint at the end, metrics sent every epoch: the restarted trial trains from
+        # scratch and logs only the epochs MLflow does not hold yet
+        (2, {"checkpoint_every_s": 3600, "flush_every_s": 0}, [3]),
+    ],
+    ids=["checkpoint-every-epoch", "checkpoint-at-end-only"],
+)
+def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
+    tmp_path: Path, kill_epoch: int, tracking: dict[str, float], checkpointed: list[int]
+) -> None:
     import json
     import os
     import subprocess
@@ -271,8 +284,9 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(tmp_path: P
 
     marker = tmp_path / "killed.marker"
     repo = Path(__file__).resolve().parents[2]
+    args = [str(tmp_path), str(marker), str(kill_epoch), json.dumps(tracking)]
     done = subprocess.run(
-        [sys.executable, "-c", KILLED_WORKER_SWEEP, str(tmp_path), str(marker)],
+        [sys.executable, "-c", KILLED_WORKER_SWEEP, *args],
         env={**os.environ, "PYTHONPATH": str(repo)},
         capture_output=True,
         text=True,
@@ -280,10 +294,10 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(tmp_path: P
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert marker.exists()  # the fault really fired
+    assert marker.exists(), done.stderr[-3000:]  # the fault really fired
     (run,) = json.loads(done.stdout.strip().splitlines()[-1])
     assert (run["status"], run["stop_reason"]) == ("FINISHED", "completed")
     assert run["valid_loss_steps"] == [0, 1, 2, 3]
     steps = run["train_loss_steps"]
     assert steps == list(range(len(steps))) and len(steps) % 4 == 0
-    assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in range(4)]
+    assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in checkpointed]

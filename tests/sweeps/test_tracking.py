@@ -196,3 +196,61 @@ def test_logged_pytorch_model_loads_back_and_run_status_is_kept(tracking_uri: st
     finally:
         mlflow.set_tracking_uri("")
     assert torch.allclose(loaded(example), model(example))
+
+
+def _mlflow_view(client: mlflow.MlflowClient, run_id: str, keys: list[str]) -> dict[str, object]:
+    """What MLflow reads back of a run's metrics: full histories and latest values."""
+    histories = {
+        key: sorted(
+            (m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, key)
+        )
+        for key in keys
+    }
+    latest = {k: repr(v) for k, v in client.get_run(run_id).data.metrics.items()}
+    return {"histories": histories, "latest": latest}
+
+
+def test_bulk_metric_writer_stores_what_mlflow_log_batch_stores(tracking_uri: str) -> None:
+    from mlflow.entities import Metric
+
+    tracker = Tracker(tracking_uri)
+    assert tracker._metric_writer is not None  # SQLite: the bulk path is the one under test
+    experiment_id = tracker.ensure_experiment("bulk")
+    ours = tracker.start_run(experiment_id, run_name="bulk")
+    theirs = tracker.start_run(experiment_id, run_name="log_batch")
+    first = [Metric("loss", 1.0 / (s + 1), 1000 + s, s) for s in range(40)]
+    first += [Metric("lr", 1e-3 * s, 1000, s) for s in range(40)]
+    # an older step logged later must not become "latest"; NaN and +-inf are sanitised
+    second = [
+        Metric("loss", 9.0, 5000, 3),
+        Metric("odd", float("nan"), 10, 0),
+        Metric("odd", float("inf"), 11, 1),
+        Metric("odd", float("-inf"), 12, 2),
+        Metric("loss", 0.01, 6000, 40),
+    ]
+    for batch in (first, second):
+        tracker.log_metric_points(ours, batch)
+        tracker.client.log_batch(theirs, metrics=batch, synchronous=True)
+    tracker.log_metric_points(ours, first)  # a re-sent batch adds nothing
+    keys = ["loss", "lr", "odd"]
+    mine = _mlflow_view(tracker.client, ours, keys)
+    assert mine == _mlflow_view(tracker.client, theirs, keys)
+    assert len(mine["histories"]["loss"]) == 42  # type: ignore[index]
+    assert tracker.client.get_run(ours).data.metrics["loss"] == 0.01
+
+
+def test_bulk_metric_writer_refuses_deleted_and_unknown_runs(tracking_uri: str) -> None:
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("gone"), run_name="r")
+    tracker.client.delete_run(run_id)
+    point = [Metric("loss", 1.0, 1, 0)]
+    with pytest.raises(MlflowException, match="active"):
+        tracker.log_metric_points(run_id, point, timeout_s=0)
+    with pytest.raises(MlflowException, match="not found"):
+        tracker.log_metric_points("0" * 32, point, timeout_s=0)
+    active = tracker.start_run(tracker.ensure_experiment("gone"), run_name="active")
+    with pytest.raises(MlflowException, match="must not resolve to other names"):
+        tracker.log_metric_points(active, [Metric("../up", 1.0, 1, 0)], timeout_s=0)

@@ -29,8 +29,15 @@ def plot_confusion_matrix(
             f"but got shape {cm.shape}."
         )
     size = max(4.0, 0.45 * len(classes) + 2)
-    fig = Figure(figsize=(size, size), layout="constrained")
+    # Fixed margins sized to the longest class name (constrained layout doubles the drawing
+    # time, and every trial of a sweep draws this figure).
+    label_in = 0.45 + 0.09 * max((len(str(c)) for c in classes), default=1)
+    fig = Figure(figsize=(size + label_in, size + label_in))
     FigureCanvasAgg(fig)
+    total = size + label_in
+    fig.subplots_adjust(
+        left=label_in / total, bottom=label_in / total, right=1 - 0.2 / total, top=1 - 0.45 / total
+    )
     ax = fig.add_subplot()
     ax.imshow(cm, cmap="Blues")
     ticks = range(len(classes))
