@@ -248,6 +248,14 @@ SPEC_ROWS: dict[str, SpecRow] = {
         spec(("tracking.uri", "https://alice:hunter2@mlflow.example.com")),
         ("tracking.uri: must not contain a password",),
     ),
+    "checkpoint-interval-negative": SpecRow(
+        spec(("tracking.checkpoint_every_s", -1)),
+        ("tracking.checkpoint_every_s: must be at least 0.0, but got -1.",),
+    ),
+    "flush-interval-not-a-number": SpecRow(
+        spec(("tracking.flush_every_s", "soon")),
+        ("tracking.flush_every_s:",),
+    ),
     "storage-unknown-scheme": SpecRow(
         spec(("storage.path", "ftp://host/x")), ("storage.path: unknown scheme 'ftp'",)
     ),
