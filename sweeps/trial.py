@@ -128,7 +128,17 @@ def _learner(task: Any, dls: Any, seed: int) -> Learner:
         pretrained=task.model.pretrained,
         in_channels=dls.in_channels,
     )
-    return Learner(model, dls, opt=task.opt, wd=task.wd, progress=False)
+    accelerator = task.accelerator
+    return Learner(
+        model,
+        dls,
+        opt=task.opt,
+        wd=task.wd,
+        progress=False,
+        amp=accelerator.amp,
+        channels_last=accelerator.channels_last,
+        compile=accelerator.compile,
+    )
 
 
 def _trial_params(context: TrialContext, config: Mapping[str, Any], arm: Any) -> dict[str, Any]:

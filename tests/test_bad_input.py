@@ -187,7 +187,7 @@ SPEC_ROWS: dict[str, SpecRow] = {
     ),
     "unknown-optimizer": SpecRow(
         spec(("task.opt", "adamx")),
-        ("task.opt: unknown value 'adamx' (accepted: adamw, adam, sgd, rmsprop)",),
+        ("task.opt: unknown value 'adamx' (accepted: adamw, adam, sgd)",),
     ),
     "missing-name": SpecRow(spec(("name", DROP)), ("name: is required",)),
     "name-with-spaces": SpecRow(spec(("name", "my sweep")), ("name: must match",)),

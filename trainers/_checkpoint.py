@@ -27,14 +27,19 @@ def _dls_state(learn: Learner) -> dict[str, Any] | None:
     return state_dict() if callable(state_dict) else None
 
 
+def _scaler_state(learn: Learner) -> dict[str, Any] | None:
+    return learn.scaler.state_dict() if learn.scaler is not None else None
+
+
 def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, then ``os.replace``.
 
     The file holds ``format``, ``model`` and ``opt`` state dicts, ``history``, ``epoch`` (the
     ``start_epoch`` that continues the interrupted schedule, ``learn.resume_epoch``), ``phase``,
-    ``frozen`` (frozen layer groups), ``rng`` (Python/NumPy/torch) and ``dls`` (the loaders'
-    shuffling/augmentation RNG), all readable with ``torch.load(weights_only=True)``. A reader
-    never sees a half-written file; the folder is created when missing.
+    ``frozen`` (frozen layer groups), ``rng`` (Python/NumPy/torch), ``dls`` (the loaders'
+    shuffling/augmentation RNG) and ``scaler`` (fp16's GradScaler state, else None), all
+    readable with ``torch.load(weights_only=True)``. A reader never sees a half-written file;
+    the folder is created when missing.
 
     Returns:
         The path written.
@@ -51,6 +56,7 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         "frozen": learn.frozen_groups,
         "rng": rng_to_checkpoint(),
         "dls": _dls_state(learn),
+        "scaler": _scaler_state(learn),
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -71,8 +77,9 @@ def load(
     """Restore a :func:`save` checkpoint into ``learn`` (loaded with ``weights_only=True``).
 
     Restores the model, the freezing, ``history``, ``resume_epoch`` and ``phase``; the optimizer
-    state when ``with_opt``; the global and data RNG states when ``with_rng`` (so training
-    continues exactly as the uninterrupted run would).
+    state (and an fp16 Learner's gradient-scaler state, when the file has one) when
+    ``with_opt``; the global and data RNG states when ``with_rng`` (so training continues
+    exactly as the uninterrupted run would).
 
     Raises:
         FileNotFoundError: for a missing file.
@@ -96,6 +103,8 @@ def load(
     learn.history = [dict(r) for r in state["history"]]
     learn.resume_epoch = state["epoch"]
     learn.phase = state["phase"]
+    if with_opt and learn.scaler is not None and state.get("scaler"):
+        learn.scaler.load_state_dict(state["scaler"])
     if with_rng:
         set_rng_state(rng_from_checkpoint(state["rng"]))
         if state["dls"] is not None and hasattr(learn.dls, "load_state_dict"):
@@ -108,7 +117,8 @@ def snapshot(learn: Learner) -> dict[str, Any]:
     Model state dict (BatchNorm buffers included), optimizer state dict (rates and momenta
     included), every module's train/eval mode, every parameter's ``requires_grad`` and gradient,
     the frozen layer groups, the Python/NumPy/torch RNG states and the data loaders' RNG state.
-    ``history`` and the recorder are not included (``one_batch`` never touches them).
+    The fp16 gradient scaler's state is included. ``history`` and the recorder are not
+    (``one_batch`` never touches them).
     """
     model = learn.model
     return {
@@ -120,6 +130,7 @@ def snapshot(learn: Learner) -> dict[str, Any]:
         "frozen": learn.frozen_groups,
         "rng": rng_state(),
         "dls": copy.deepcopy(_dls_state(learn)),
+        "scaler": copy.deepcopy(_scaler_state(learn)),
     }
 
 
@@ -134,6 +145,8 @@ def restore(learn: Learner, snap: dict[str, Any]) -> None:
     for p, flag, grad in zip(model.parameters(), snap["requires_grad"], snap["grads"], strict=True):
         p.requires_grad_(flag)
         p.grad = None if grad is None else grad.clone()
+    if learn.scaler is not None and snap["scaler"]:
+        learn.scaler.load_state_dict(copy.deepcopy(snap["scaler"]))
     set_rng_state(snap["rng"])
     if snap["dls"] is not None:
         learn.dls.load_state_dict(copy.deepcopy(snap["dls"]))

@@ -25,14 +25,16 @@ def _logits(
     augment: Any = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs and targets over ``loader`` in eval mode, concatenated on the device."""
+    """Outputs (float32 under amp) and targets over ``loader`` in eval mode, on the device."""
     learn.model.eval()
+    acc = learn.accelerator
     outs, targets = [], []
     for xb, yb in loader:
         xb = xb.to(learn.device, non_blocking=True)
         if augment is not None:
             xb = augment(xb, generator=generator)
-        outs.append(forward(xb))
+        with acc.autocast():
+            outs.append(acc.output(forward(acc.batch(xb))))
         targets.append(yb.to(learn.device, non_blocking=True))
     if not outs:
         raise ValueError("the validation loader yields no batches; there is nothing to evaluate.")
@@ -51,16 +53,20 @@ def _metrics(
 def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[str, float]:
     """``{"valid_loss", <metrics>}`` over ``loader``; the loss is the item-weighted batch mean.
 
-    Runs in whatever mode the model is in (the caller puts it in eval mode).
+    Runs in whatever mode the model is in (the caller puts it in eval mode); forward and loss
+    under ``learn.accelerator``'s autocast, outputs float32.
     """
+    acc = learn.accelerator
     total = torch.zeros((), device=learn.device)
     outs, targets = [], []
     with torch.no_grad():
         for xb, yb in loader:
-            xb = xb.to(learn.device, non_blocking=True)
+            xb = acc.batch(xb.to(learn.device, non_blocking=True))
             yb = yb.to(learn.device, non_blocking=True)
-            out = forward(xb)
-            total += learn.loss_func(out, yb).float() * len(yb)
+            with acc.autocast():
+                out = acc.output(forward(xb))
+                loss = learn.loss_func(out, yb)
+            total += loss.float() * len(yb)
             outs.append(out)
             targets.append(yb)
     if not outs:
@@ -71,7 +77,7 @@ def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[
 
 def get_preds(learn: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(probs, targets, losses)`` over ``learn.dls.valid`` in its order, on the CPU."""
-    logits, targets = _logits(learn, learn.dls.valid, learn.model)
+    logits, targets = _logits(learn, learn.dls.valid, learn.forward_model)
     with torch.no_grad():
         losses = per_item_loss(learn.loss_func, logits, targets)
     return logits.softmax(dim=1).cpu(), targets.cpu(), losses.float().cpu()
@@ -89,9 +95,11 @@ def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
             f"x must be an image (C, H, W) or a batch (N, C, H, W), but got shape {tuple(x.shape)}."
         )
     batch = x if x.ndim == 4 else x.unsqueeze(0)
+    acc = learn.accelerator
     learn.model.eval()
-    with torch.no_grad():
-        probs = learn.model(batch.float().to(learn.device)).softmax(dim=1).cpu()
+    with torch.no_grad(), acc.autocast():  # uncompiled: one-off calls of any batch size
+        out = acc.output(learn.model(acc.batch(batch.float().to(learn.device))))
+    probs = out.softmax(dim=1).cpu()
     return probs if x.ndim == 4 else probs[0]
 
 
@@ -116,11 +124,11 @@ def tta(learn: Learner, n: int = 4, *, seed: int = 0) -> dict[str, Any]:
         raise ValueError(
             "tta needs dls.augment: build the data with make_dataloaders(..., augment=...)."
         )
-    logits, targets = _logits(learn, learn.dls.valid, learn.model)
+    logits, targets = _logits(learn, learn.dls.valid, learn.forward_model)
     probs = logits.softmax(dim=1)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(n):
-        aug_logits, _ = _logits(learn, learn.dls.valid, learn.model, augment, generator)
+        aug_logits, _ = _logits(learn, learn.dls.valid, learn.forward_model, augment, generator)
         probs = probs + aug_logits.softmax(dim=1)
     probs = probs / (n + 1)
     with torch.no_grad():
@@ -135,9 +143,10 @@ def tta(learn: Learner, n: int = 4, *, seed: int = 0) -> dict[str, Any]:
 def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
     """``(train loader, valid loader, forward module)`` for a fit.
 
-    Without ``precompute``: the data's own loaders and the whole model. With it: loaders over
-    the body's outputs (computed once, body in eval mode, same labels, batch size, shuffling
-    seed and current RNG state as ``dls.train``) and the head.
+    Without ``precompute``: the data's own loaders and the whole model (compiled when
+    ``compile`` is on). With it: loaders over the body's outputs (computed once, body in eval
+    mode, same labels, batch size, shuffling seed and current RNG state as ``dls.train``) and the
+    head (never compiled: it is small and only trained for a few epochs).
 
     Raises:
         ValueError: with ``precompute`` when the body is not frozen, the data is augmented, or
@@ -145,7 +154,7 @@ def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
     """
     dls = learn.dls
     if not precompute:
-        return dls.train, dls.valid, learn.model
+        return dls.train, dls.valid, learn.forward_model
     if not (hasattr(learn.model, "body") and hasattr(learn.model, "head")):
         raise ValueError(
             "precompute=True needs a model with body and head (build_model's GroupedModel)."
@@ -180,14 +189,16 @@ def _feature_loader(learn: Learner, body: nn.Module, loader: Any) -> Any:
     from trainers.data import TensorLoader
 
     body.eval()
+    acc = learn.accelerator
     size = loader.batch_size
     n = len(loader.labels)
     if n == 0:
         raise ValueError("precompute=True found an empty loader; there is nothing to cache.")
-    chunks = [
-        body(loader.normalise(loader.images[i : i + size]).to(learn.device))
-        for i in range(0, n, size)
-    ]
+    chunks = []
+    for i in range(0, n, size):
+        xb = acc.batch(loader.normalise(loader.images[i : i + size]).to(learn.device))
+        with acc.autocast():
+            chunks.append(acc.output(body(xb)))
     features = torch.cat(chunks)
     if features.ndim != 4:
         raise ValueError(

@@ -2,7 +2,9 @@
 
 One batch costs: the schedule (a few float operations per layer group), forward, loss,
 backward, optimizer step, one ``.item()`` (the only CPU sync, also the divergence check) and
-``zero_grad``; an event no callback defines costs one dict lookup.
+``zero_grad``; an event no callback defines costs one dict lookup. The accelerator options
+(``learn.accelerator``: autocast, channels_last, compile, fp16 gradient scaling) add nothing
+but a null context and two no-op calls when they are off.
 """
 
 from __future__ import annotations
@@ -112,18 +114,23 @@ def _train_batches(
 
 def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn.Module) -> None:
     learn.loss_value = None
+    acc, scaler = learn.accelerator, learn.scaler
     try:
-        learn.xb = xb.to(learn.device, non_blocking=True)
+        learn.xb = acc.batch(xb.to(learn.device, non_blocking=True))
         learn.yb = yb.to(learn.device, non_blocking=True)
         learn._call("before_batch")
-        learn.pred = forward(learn.xb)
-        learn._call("after_pred")
-        learn.loss = learn.loss_func(learn.pred, learn.yb)
+        with acc.autocast():  # forward and loss (and the callbacks between) in the amp dtype
+            learn.pred = acc.output(forward(learn.xb))
+            learn._call("after_pred")
+            learn.loss = learn.loss_func(learn.pred, learn.yb)
         learn._call("after_loss")
         learn._call("before_backward")
-        learn.loss.backward()
-        learn._call("after_backward")
-        learn.opt.step()
+        if scaler is None:
+            learn.loss.backward()
+            learn._call("after_backward")
+            learn.opt.step()
+        else:
+            _scaled_step(learn, scaler, learn.loss)
         value = learn.loss.item()
         if not math.isfinite(value):
             raise TrainingDiverged(learn.epoch, learn.iter, value)
@@ -134,3 +141,16 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
     finally:
         learn.opt.zero_grad(set_to_none=True)
     learn._call("after_batch")
+
+
+def _scaled_step(learn: Learner, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+    """fp16's backward and step: callbacks see unscaled gradients; inf/NaN steps are skipped."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(learn.opt)
+    try:
+        learn._call("after_backward")
+    except BaseException:
+        scaler.update()  # close this batch's unscale_, or the next batch's would raise
+        raise
+    scaler.step(learn.opt)
+    scaler.update()

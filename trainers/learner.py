@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trainers import _checkpoint, _inference, _loop
+from trainers._accel import Accelerator, CompileOption
 from trainers._training import (
     DEFAULT_MOM,
     METRICS,
@@ -70,13 +71,27 @@ class Learner:
             the loaders' own seed).
         device: Where to train; CUDA when available, else CPU, when None.
         progress: Show a progress bar: True, False, or None (only when stdout is a terminal).
+        amp: Mixed precision: ``"bf16"`` (CPU and Ampere or newer GPUs), ``"fp16"`` (CUDA only,
+            with a ``torch.amp.GradScaler``) or None (float32). Autocast covers forward passes
+            and losses in training, ``lr_find``, validation, ``get_preds``, ``predict`` and
+            ``tta``; outputs, losses and metrics are float32 afterwards.
+        channels_last: Keep the model and every 4-D batch in ``torch.channels_last`` (NHWC)
+            memory format; callbacks see ``xb`` in that format from ``before_batch`` on.
+        compile: ``torch.compile`` the model for speed: False, True, a mode name
+            (``"default"``, ``"reduce-overhead"``, ``"max-autotune"``) or a dict of
+            ``torch.compile`` keyword arguments (``{"backend": "aot_eager"}``). ``model`` stays
+            the original module (same parameters, ``state_dict`` keys without ``_orig_mod.``);
+            :attr:`forward_model` is the compiled wrapper, rebuilt when ``model`` is replaced.
+            ``predict`` and the head trained with ``precompute`` run uncompiled.
 
     Raises:
         ValueError: for an unknown ``opt`` or metric, a negative ``wd``, data without
-            ``train`` / ``valid``, or a callback that is not a ``Callback``.
+            ``train`` / ``valid``, a callback that is not a ``Callback``, or a bad accelerator
+            option (unknown ``amp``, ``"fp16"`` off CUDA, an unknown compile mode or key).
 
     State that callbacks read: ``model, dls, opt, loss_func, epoch, n_epoch, iter, n_iter,
-    training, xb, yb, pred, loss, loss_value, metrics_values, history, recorder, phase``.
+    training, xb, yb, pred, loss, loss_value, metrics_values, history, recorder, phase,
+    accelerator, scaler``.
     """
 
     def __init__(
@@ -92,6 +107,9 @@ class Learner:
         seed: int | None = None,
         device: str | torch.device | None = None,
         progress: bool | None = None,
+        amp: str | None = None,
+        channels_last: bool = False,
+        compile: CompileOption = False,
     ) -> None:
         if opt not in OPTIMIZERS:
             raise ValueError(f"opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
@@ -107,6 +125,10 @@ class Learner:
         if seed is not None:
             seed_everything(seed)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.accelerator = Accelerator.resolve(
+            self.device, amp=amp, channels_last=channels_last, compile=compile
+        )
+        self.scaler = self.accelerator.grad_scaler()
         self.model = model.to(self.device)
         self.dls = dls.to(self.device) if hasattr(dls, "to") else dls
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
@@ -132,6 +154,23 @@ class Learner:
             self.add_cb(ProgressCallback())
         for cb in callbacks:
             self.add_cb(cb)
+
+    # ----------------------------------------------------------------- model
+    @property
+    def model(self) -> nn.Module:
+        """The module being trained (never the compiled wrapper: save, load and freeze use it)."""
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        """Replace the model: channels_last applied, compiled wrapper rebuilt (same device)."""
+        self._model = self.accelerator.prepare(model)
+        self._forward_model = self.accelerator.compiled(self._model)
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """What forward passes run: the ``torch.compile`` wrapper of :attr:`model`, or it."""
+        return self._forward_model
 
     # ----------------------------------------------------------------- callbacks
     @property
@@ -447,16 +486,25 @@ class Learner:
         """One training step without callbacks, schedules or records: forward, backward, step.
 
         Puts the model in training mode and uses the optimizer's current rates (set them with
-        :meth:`set_lrs`). For tools such as ``lr_find`` that drive the optimizer themselves;
-        pair with :meth:`snapshot` / :meth:`restore` to leave no trace.
+        :meth:`set_lrs`); runs :attr:`forward_model` under the accelerator options (autocast,
+        channels_last, fp16 gradient scaling). For tools such as ``lr_find`` that drive the
+        optimizer themselves; pair with :meth:`snapshot` / :meth:`restore` to leave no trace.
 
         Returns:
             The batch loss as a float (may be NaN or inf; nothing is raised).
         """
         self.model.train()
-        loss = self.loss_func(self.model(xb.to(self.device)), yb.to(self.device))
-        loss.backward()
-        self.opt.step()
+        acc = self.accelerator
+        xb = acc.batch(xb.to(self.device))
+        with acc.autocast():
+            loss = self.loss_func(acc.output(self.forward_model(xb)), yb.to(self.device))
+        if self.scaler is None:
+            loss.backward()
+            self.opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
         return loss.item()
 
@@ -465,7 +513,7 @@ class Learner:
         """``{"valid_loss", <metrics>}`` of the current model on ``dls.valid`` (eval mode)."""
         self.training = False
         self.model.eval()
-        return _inference.evaluate(self, self.dls.valid, self.model)
+        return _inference.evaluate(self, self.dls.valid, self.forward_model)
 
     def get_preds(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(probs, targets, losses)`` over ``dls.valid`` in its order, on the CPU."""

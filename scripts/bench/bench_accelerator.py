@@ -1,16 +1,13 @@
 """Item 8: the accelerator path: bf16 autocast, ``channels_last`` and ``torch.compile``.
 
-Variants of one training step loop (resnet18 on shapes, batch 64, AdamW through ``Learner``):
+Variants of one training loop (resnet18 on shapes, batch 64, AdamW through ``Learner``), each
+built with the Learner's own options:
 
-- ``fp32``: the baseline;
-- ``bf16``: ``torch.autocast(dtype=torch.bfloat16)`` around forward + loss (and validation);
-- ``bf16 + channels_last``: the model and every batch in NHWC memory format;
-- ``bf16 + channels_last + compile``: the model wrapped in ``torch.compile`` (compile time
+- ``fp32``: the baseline, ``Learner(...)``;
+- ``bf16``: ``Learner(..., amp="bf16")``: autocast around forward + loss (and validation);
+- ``bf16 + channels_last``: ``channels_last=True`` too: the model and every batch in NHWC;
+- ``bf16 + channels_last + compile``: ``compile=True`` too: ``torch.compile`` (compile time
   reported apart: it is paid once per trial process).
-
-``trainers.Learner`` takes none of these as arguments yet; until it does, this script applies
-them from outside with a callback (``AcceleratorCallback`` below: the exact behaviour the
-Learner should adopt as ``Learner(..., amp="bf16", channels_last=True, compile=False)``).
 
 On CUDA every variant is timed interleaved and reported as samples/s ratios against fp32. On
 a CPU there is nothing to time: each variant runs a few batches as a correctness check
@@ -22,9 +19,8 @@ Run: ``python scripts/bench/bench_accelerator.py [--quick] [--json] [--compile-c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import inspect
+import functools
 import math
 import time
 from typing import Any
@@ -32,84 +28,19 @@ from typing import Any
 import _common as common
 import torch
 
-from trainers import Callback, Learner, build_model, make_dataloaders, seed_everything
+from trainers import Learner, build_model, make_dataloaders, seed_everything
 
-LEARNER_OPTIONS = ("amp", "channels_last", "compile")
-
-
-class AcceleratorCallback(Callback):
-    """bf16 autocast around forward + loss and validation; ``channels_last`` batches."""
-
-    order = -20
-
-    def __init__(self, *, amp: bool, channels_last: bool) -> None:
-        self.amp = amp
-        self.channels_last = channels_last
-        self._ctx: contextlib.AbstractContextManager[Any] | None = None
-
-    def before_fit(self) -> None:
-        if self.channels_last:
-            self.learn.model.to(memory_format=torch.channels_last)
-
-    def _enter(self) -> None:
-        if self.amp:
-            self._ctx = torch.autocast(self.learn.device.type, dtype=torch.bfloat16)
-            self._ctx.__enter__()
-
-    def _exit(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = None
-
-    def before_batch(self) -> None:
-        if self.channels_last:
-            self.learn.xb = self.learn.xb.contiguous(memory_format=torch.channels_last)
-        self._enter()
-
-    def after_loss(self) -> None:
-        self._exit()
-
-    def after_cancel_batch(self) -> None:
-        self._exit()
-
-    def before_validate(self) -> None:
-        self._enter()
-
-    def after_validate(self) -> None:
-        self._exit()
-
-
-VARIANTS: dict[str, dict[str, bool]] = {
-    "fp32": {"amp": False, "channels_last": False, "compile": False},
-    "bf16": {"amp": True, "channels_last": False, "compile": False},
-    "bf16 + channels_last": {"amp": True, "channels_last": True, "compile": False},
-    "bf16 + channels_last + compile": {"amp": True, "channels_last": True, "compile": True},
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {"amp": None, "channels_last": False, "compile": False},
+    "bf16": {"amp": "bf16", "channels_last": False, "compile": False},
+    "bf16 + channels_last": {"amp": "bf16", "channels_last": True, "compile": False},
+    "bf16 + channels_last + compile": {"amp": "bf16", "channels_last": True, "compile": True},
 }
+"""Variant name -> the Learner's ``amp``, ``channels_last`` and ``compile`` arguments."""
 
 
-def learner_supports_options() -> list[str]:
-    """Which of ``amp``, ``channels_last``, ``compile`` ``Learner.__init__`` accepts."""
-    params = inspect.signature(Learner.__init__).parameters
-    return [name for name in LEARNER_OPTIONS if name in params]
-
-
-def _learner(template: torch.nn.Module, dls: Any, device: str, opts: dict[str, bool]) -> Learner:
-    supported = learner_supports_options()
-    if len(supported) == len(LEARNER_OPTIONS):
-        return Learner(
-            copy.deepcopy(template),
-            dls,
-            progress=False,
-            device=device,
-            amp="bf16" if opts["amp"] else None,
-            channels_last=opts["channels_last"],
-            compile=opts["compile"],
-        )
-    cb = AcceleratorCallback(amp=opts["amp"], channels_last=opts["channels_last"])
-    learn = Learner(copy.deepcopy(template), dls, progress=False, device=device, callbacks=[cb])
-    if opts["compile"]:
-        learn.model = torch.compile(learn.model)  # type: ignore[assignment]
-    return learn
+def _learner(template: torch.nn.Module, dls: Any, device: str, opts: dict[str, Any]) -> Learner:
+    return Learner(copy.deepcopy(template), dls, progress=False, device=device, **opts)
 
 
 def _check_cpu(template: torch.nn.Module, compile_check: bool) -> list[list[Any]]:
@@ -153,7 +84,7 @@ def _time_cuda(template: torch.nn.Module, dls: Any, reps: int, epochs: int) -> d
         torch.cuda.synchronize()
 
     timings = common.interleaved(
-        {name: (lambda n=name: case(n)) for name in VARIANTS}, reps=reps, warmup=0
+        {name: functools.partial(case, name) for name in VARIANTS}, reps=reps, warmup=0
     )
     return {"wall": timings.wall, "first_fit_s": compile_s}
 
@@ -165,18 +96,8 @@ def run(args: argparse.Namespace) -> common.Result:
     size = 32 if args.quick or not cuda else 64
     seed_everything(0)
     template = build_model("resnet18", 3, in_channels=3)
-    supported = learner_supports_options()
-    missing = [o for o in LEARNER_OPTIONS if o not in supported]
-    notes = [
-        "Learner options present: "
-        + (", ".join(supported) or "none")
-        + (
-            f"; missing: {', '.join(missing)} (applied here by AcceleratorCallback)"
-            if missing
-            else ""
-        )
-    ]
-    metrics: dict[str, Any] = {"cuda": cuda, "learner_options": supported}
+    notes = ["variants are Learner(..., amp=, channels_last=, compile=) options"]
+    metrics: dict[str, Any] = {"cuda": cuda}
     targets: list[common.Target] = []
     if not cuda:
         rows = _check_cpu(template, args.compile_check)

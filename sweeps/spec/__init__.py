@@ -42,6 +42,7 @@ from sweeps.spec._sweep import (
 )
 from sweeps.spec._task import (
     DATASETS,
+    AcceleratorSpec,
     AugmentSpec,
     ConstantSchedule,
     DatasetSpec,
@@ -60,6 +61,7 @@ __all__ = [
     "OPTUNA_SAMPLERS",
     "REPORTED_METRICS",
     "SUGGESTION_RULES",
+    "AcceleratorSpec",
     "AugmentSpec",
     "ConstantSchedule",
     "DatasetSpec",

@@ -231,6 +231,17 @@ class SweepSpec(SpecModel):
             first_at[arm.arm_name] = index
         return strategies
 
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu(self) -> SweepSpec:
+        if self.task.accelerator.amp == "fp16" and self.resources.gpu == 0:
+            raise field_error(
+                "task.accelerator.amp",
+                "fp16 needs a CUDA GPU per trial (its gradient scaler is CUDA-only), but "
+                "resources.gpu is 0; use amp: bf16 (no scaler, CPUs too) or give each trial a "
+                "GPU (resources.gpu: 1, or 0.25 for four trials per GPU)",
+            )
+        return self
+
     @property
     def experiment_name(self) -> str:
         """The MLflow experiment: ``tracking.experiment``, or else the sweep's ``name``."""

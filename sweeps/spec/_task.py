@@ -6,12 +6,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from sweeps.spec._types import Int, Number, SpecModel, field_error
 
 __all__ = [
+    "COMPILE_MODES",
     "DATASETS",
+    "AcceleratorSpec",
     "AugmentSpec",
     "ConstantSchedule",
     "DatasetSpec",
@@ -27,6 +30,8 @@ __all__ = [
 DATASETS = ("digits", "shapes", "image_folder", "mnist", "fashion_mnist", "cifar10")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+"""``torch.compile`` modes a spec may name as ``task.accelerator.compile``."""
 
 
 def is_uri(value: str) -> bool:
@@ -141,6 +146,35 @@ class AugmentSpec(SpecModel):
     jitter: Number = Field(default=0.0, ge=0.0, lt=1.0)
 
 
+def _compile_value(value: Any) -> Any:
+    """Accept exactly true, false or a mode name (not 1, 0 or "yes")."""
+    if isinstance(value, bool) or (isinstance(value, str) and value in COMPILE_MODES):
+        return value
+    raise PydanticCustomError(
+        "compile_value",
+        "must be true, false or a torch.compile mode ({modes})",
+        {"modes": ", ".join(COMPILE_MODES)},
+    )
+
+
+class AcceleratorSpec(SpecModel):
+    """Speed options of every trial's ``Learner`` (``amp``, ``channels_last``, ``compile``).
+
+    ``amp``: ``bf16`` autocast (CPUs, Ampere or newer GPUs), ``fp16`` autocast with gradient
+    scaling (CUDA only: needs ``resources.gpu`` > 0) or null (float32). ``channels_last``: model
+    and batches in NHWC memory format (faster convolutions with bf16/fp16 on tensor cores).
+    ``compile``: ``torch.compile`` the model: false, true or a mode name; compile time is paid
+    once per trial process. All off by default: results are then bit-for-bit those of float32.
+    """
+
+    amp: Literal["bf16", "fp16"] | None = None
+    channels_last: Annotated[bool, Field(strict=True)] = False
+    compile: Annotated[
+        bool | Literal["default", "reduce-overhead", "max-autotune"],
+        BeforeValidator(_compile_value),
+    ] = False
+
+
 class TaskSpec(SpecModel):
     """Everything every trial of the sweep shares; only the learning rate and the seed vary."""
 
@@ -149,12 +183,13 @@ class TaskSpec(SpecModel):
     image_size: Int = Field(default=32, ge=1, le=4096)
     batch_size: Int = Field(default=64, ge=1, le=65536)
     epochs: Int = Field(default=8, ge=1, le=10000)
-    opt: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    opt: Literal["adamw", "adam", "sgd"] = "adamw"
     wd: Number = Field(default=0.01, ge=0.0, le=10.0)
     schedule: Schedule = Field(default_factory=OneCycleSchedule)
     fine_tune: FineTuneSpec | None = None
     augment: AugmentSpec | None = None
     oversample: Annotated[bool, Field(strict=True)] = False
+    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
 
     @model_validator(mode="after")
     def _check_fine_tune(self) -> TaskSpec:

@@ -1,0 +1,190 @@
+"""The accelerator options of Learner: mixed precision, ``channels_last`` and ``torch.compile``.
+
+:class:`Accelerator` is the validated form of ``Learner(amp=..., channels_last=...,
+compile=...)``. The training loop, the range test and inference ask it for the autocast context,
+the batch layout, the module to run and the gradient scaler. With every option off, each of its
+methods hands back its input unchanged (or a null context), so the float32 path runs exactly the
+operations it ran before the options existed.
+
+Example:
+    >>> acc = Accelerator.resolve(torch.device("cpu"), amp="bf16", channels_last=True)
+    >>> acc.amp, acc.channels_last, acc.compile
+    ('bf16', True, None)
+    >>> Accelerator.resolve(torch.device("cpu"), compile="reduce-overhead").compile
+    {'mode': 'reduce-overhead'}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["AMP_DTYPES", "COMPILE_KEYS", "COMPILE_MODES", "Accelerator", "CompileOption"]
+
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""``amp`` value -> the autocast dtype."""
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile`` modes accepted as ``compile="<mode>"``."""
+
+COMPILE_KEYS = tuple(p for p in inspect.signature(torch.compile).parameters if p != "model")
+"""Keyword arguments of ``torch.compile`` accepted in ``compile={...}``."""
+
+CompileOption = bool | str | Mapping[str, Any]
+"""``False`` (off), ``True`` (defaults), a mode name, or ``torch.compile`` keyword arguments."""
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _resolve_amp(amp: Any, device: torch.device) -> str | None:
+    if amp is None:
+        return None
+    if not isinstance(amp, str) or amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', but got {amp!r}.")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"amp='fp16' needs a CUDA device (float16 training needs a GradScaler, which is "
+            f"CUDA-only here), but the Learner runs on {device.type!r}; use amp='bf16' (no "
+            "scaler, works on CPUs and Ampere or newer GPUs) or amp=None."
+        )
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"amp='bf16' needs a GPU with bfloat16 support (Ampere or newer), but "
+            f"{torch.cuda.get_device_name(device)} has none; use amp='fp16' or amp=None."
+        )
+    return amp
+
+
+def _resolve_compile(compile: Any) -> dict[str, Any] | None:
+    if isinstance(compile, bool):
+        return {} if compile else None
+    if isinstance(compile, str):
+        if compile not in COMPILE_MODES:
+            raise ValueError(
+                f"compile as a string must be a torch.compile mode from {list(COMPILE_MODES)}, "
+                f"but got {compile!r}."
+            )
+        return {"mode": compile}
+    if isinstance(compile, Mapping):
+        unknown = sorted(str(k) for k in compile if k not in COMPILE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"compile has unknown key(s) {unknown}; torch.compile accepts {list(COMPILE_KEYS)}."
+            )
+        mode = compile.get("mode")
+        if mode is not None and mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile['mode'] must be one of {list(COMPILE_MODES)}, but got {mode!r}."
+            )
+        return dict(compile)
+    raise ValueError(
+        "compile must be True, False, a torch.compile mode name or a dict of torch.compile "
+        f"keyword arguments, but got {compile!r}."
+    )
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Resolved accelerator options of one Learner (see :class:`~trainers.Learner`).
+
+    Attributes:
+        device_type: ``"cpu"``, ``"cuda"`` ... (what autocast is given).
+        amp: ``None``, ``"bf16"`` or ``"fp16"``: autocast dtype of forward passes and losses.
+        channels_last: Model and 4-D batches in ``torch.channels_last`` memory format.
+        compile: ``torch.compile`` keyword arguments, or None when not compiling.
+    """
+
+    device_type: str
+    amp: str | None = None
+    channels_last: bool = False
+    compile: dict[str, Any] | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        device: torch.device,
+        *,
+        amp: str | None = None,
+        channels_last: bool = False,
+        compile: CompileOption = False,
+    ) -> Accelerator:
+        """Validate the Learner's arguments.
+
+        Raises:
+            ValueError: for an unknown ``amp``; ``amp="fp16"`` off CUDA (use ``"bf16"``);
+                ``amp="bf16"`` on a GPU without bfloat16; a non-boolean ``channels_last``; an
+                unknown compile mode, a ``compile`` dict key that ``torch.compile`` does not
+                take, or any other ``compile`` type. Each message names the argument.
+        """
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True or False, but got {channels_last!r}.")
+        return cls(
+            device_type=device.type,
+            amp=_resolve_amp(amp, device),
+            channels_last=channels_last,
+            compile=_resolve_compile(compile),
+        )
+
+    @property
+    def cudagraphs(self) -> bool:
+        """True when the compiled model replays CUDA graphs (``mode="reduce-overhead"``).
+
+        A replay overwrites the previous outputs, so :meth:`output` copies them.
+        """
+        if self.compile is None or self.device_type != "cuda":
+            return False
+        options = self.compile.get("options") or {}
+        return self.compile.get("mode") == "reduce-overhead" or bool(
+            options.get("triton.cudagraphs")
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """``torch.autocast`` to the ``amp`` dtype, or a null context when ``amp`` is None."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=AMP_DTYPES[self.amp])
+
+    def batch(self, xb: torch.Tensor) -> torch.Tensor:
+        """``xb`` in channels_last format when enabled and ``xb`` is 4-D; otherwise ``xb``."""
+        if self.channels_last and xb.ndim == 4:
+            return xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """Model outputs as the rest of the Learner sees them.
+
+        Under ``amp`` a half-precision output is cast to float32 (losses, metrics and
+        predictions are float32); with CUDA graphs it is copied out of the graph's memory.
+        Without either, ``out`` itself.
+        """
+        if self.amp is not None and out.dtype in _HALF:
+            out = out.float()
+        if self.cudagraphs:
+            out = out.clone()
+        return out
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Convert ``model`` in place to channels_last when enabled (4-D weights only)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """``torch.compile(model, **compile)`` (sharing ``model``'s parameters), or ``model``.
+
+        Compilation itself happens lazily at the first forward pass; torch raises here for an
+        unknown backend or a mode together with options.
+        """
+        if self.compile is None:
+            return model
+        return torch.compile(model, **self.compile)  # type: ignore[return-value]
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A ``GradScaler`` for ``amp="fp16"`` (float16 gradients underflow without it)."""
+        return torch.amp.GradScaler(self.device_type) if self.amp == "fp16" else None
