@@ -272,6 +272,23 @@ def test_packaged_specs_are_valid(name: str) -> None:
     assert spec.strategies and spec.seeds
 
 
+def test_demo_spec_is_issue_4s_digits_sweep_with_fastais_range_test() -> None:
+    """The README headline and `make demo` are measured on this spec: shrinking an arm or the
+    range test changes every compute ratio there (issue 4's digits-lr; 16 px, not 32)."""
+    from sweeps.strategies import plan
+
+    spec = load_spec(SPECS / "digits.yaml")
+    finder, grid, optuna, random = spec.strategies
+    assert (spec.seeds, spec.task.epochs, spec.task.image_size) == ([0, 1, 2], 8, 16)
+    assert (finder.num_it, finder.start_lr, finder.end_lr) == (100, 1.0e-7, 10.0)
+    assert {"valley", "steep", "minimum"} <= set(finder.suggest)
+    assert (grid.lr.min, grid.lr.max, grid.lr.points) == (1.0e-5, 1.0, 11)
+    for arm in (optuna, random):
+        assert (arm.lr.min, arm.lr.max, arm.trials) == (1.0e-5, 1.0, 12)
+    trials = {s.arm_name: s.n_trials() for s in plan(spec)}
+    assert trials == {"lr_finder": 12, "grid": 33, "optuna": 36, "random": 36}
+
+
 # --- files -------------------------------------------------------------------------------------
 
 BOMB = "\n".join(
