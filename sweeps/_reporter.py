@@ -6,9 +6,10 @@ epoch's end it
 - buffers the epoch's per-step ``train_loss`` / ``lr`` and its ``valid_loss``, ``error_rate``,
   ``accuracy``, ``epoch_time_s`` (steps are numbered ``epoch * batches_per_epoch + batch``,
   epochs from 0), skipping epochs MLflow already holds, and sends the buffer in one batched
-  call once ``tracking.flush_every_s`` has passed since the last send, at every checkpoint and
-  at the trial's end; while MLflow is unreachable the points stay buffered (and travel in the
-  checkpoint) and training goes on; the next flush re-sends them;
+  call once ``tracking.flush_every_s`` has passed since the last send and at the trial's end;
+  points not sent yet travel in the checkpoint, so a restarted trial sends them (a point sent
+  twice is stored once: it keeps its first timestamp); while MLflow is unreachable the points
+  stay buffered and training goes on; the next flush re-sends them;
 - once ``tracking.checkpoint_every_s`` has passed since the last one (0: every epoch), and at
   the trial's end, writes a checkpoint (``learn.save`` + the trial's metadata + the best weights
   so far), logged under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
@@ -220,7 +221,7 @@ class EpochReporter(Callback):
         last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
         now = time.monotonic()
         checkpoint = self.stopped or last or now - self._last_checkpoint >= self.checkpoint_every_s
-        if checkpoint or now - self._last_flush >= self.flush_every_s:
+        if now - self._last_flush >= self.flush_every_s:
             self.log.flush(wait=False)  # MLflow down: the points wait, in the checkpoint too
             self._last_flush = now
         folder = self._checkpoint(learn, epoch) if checkpoint else None

