@@ -183,6 +183,7 @@ class EpochReporter(Callback):
         self._first_step = 0
         self._pending: tuple[dict[str, Any], Path | None] | None = None
         self._last_flush = self._last_checkpoint = time.monotonic()
+        self._checkpointed_epoch = -1
 
     # setup --------------------------------------------------------------------------------
 
@@ -243,6 +244,7 @@ class EpochReporter(Callback):
         if epoch > self.logged_epochs and self.policy == "all":
             self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
         self._last_checkpoint = time.monotonic()
+        self._checkpointed_epoch = epoch
         return folder
 
     # bookkeeping --------------------------------------------------------------------------
@@ -311,6 +313,14 @@ class EpochReporter(Callback):
     def finish(self, learn: Learner, finalize: Callable[[Learner, TrialRecord], None]) -> None:
         """Close the run (best metrics, tags, artifacts), then send the held-back report."""
         self.record.stop_reason = self.record.stop_reason or "completed"
+        last_epoch = len(training_rows(learn.history)) - 1
+        if self._pending is None and last_epoch > self._checkpointed_epoch:
+            # a recipe that ran to its end: its last epoch's checkpoint was not due yet
+            last_folder = self.checkpoint(learn, self.record.best_state)
+            if self.policy == "all":
+                path = f"checkpoints/epoch-{last_epoch:03d}"
+                self.tracker.log_artifacts(self.record.run_id, last_folder, path)
+            shutil.rmtree(last_folder, ignore_errors=True)
         self.log.flush()
         finalize(learn, self.record)
         self.tracker.end_run(self.record.run_id, "FINISHED")

@@ -86,9 +86,17 @@ _TRACKERS: dict[str, Tracker] = {}
 
 
 def _tracker(uri: str) -> Tracker:
-    """One client per store per worker process (Ray reuses a worker for several trials)."""
+    """One client per store per worker process (Ray reuses a worker for several trials).
+
+    A worker's first trial also imports what every trial's end needs (matplotlib for the
+    figures, ``mlflow.pytorch`` for the model), so these once-per-process costs are paid at
+    the start, before the trial's run opens, not inside its first trial.
+    """
     if uri not in _TRACKERS:
         _TRACKERS[uri] = Tracker(uri)
+        import mlflow.pytorch  # noqa: F401
+
+        import trainers.plots  # noqa: F401
     return _TRACKERS[uri]
 
 

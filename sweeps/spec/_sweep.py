@@ -155,9 +155,10 @@ class TrackingSpec(SpecModel):
 
     ``checkpoints``: which checkpoints are also logged to MLflow (``all``, the best model only,
     ``none``). ``checkpoint_every_s``: a trial writes its Tune checkpoint (what a restarted
-    trial resumes from) at the end of an epoch once this many seconds have passed since the
-    last one, and always at its end; 0 (the default) checkpoints every epoch. Raise it for
-    sweeps of sub-second epochs, where a checkpoint costs as much as an epoch. ``flush_every_s``:
+    trial resumes from) at the end of an epoch once this many seconds (default 30) have passed
+    since the last one, and always at its end: every epoch when epochs take 30 s or more, and
+    no checkpoint per epoch of a sub-second epoch, where writing it would cost as much as the
+    epoch; 0 checkpoints every epoch. ``flush_every_s``:
     per-step and per-epoch metric points are sent to MLflow at most this often (and at the
     trial's end; points not sent yet travel in the checkpoint); 0 sends them every epoch.
     """
@@ -167,7 +168,7 @@ class TrackingSpec(SpecModel):
         default=None, pattern=r"^[A-Za-z0-9_./-]+$", min_length=1, max_length=200
     )
     checkpoints: Literal["all", "best", "none"] = "all"
-    checkpoint_every_s: Number = Field(default=0.0, ge=0.0, le=86400.0)
+    checkpoint_every_s: Number = Field(default=30.0, ge=0.0, le=86400.0)
     flush_every_s: Number = Field(default=5.0, ge=0.0, le=3600.0)
 
     @field_validator("uri")
