@@ -221,11 +221,11 @@ class EpochReporter(Callback):
             self._buffer_epoch(learn, epoch, row)
         last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
         now = time.monotonic()
-        checkpoint = self.stopped or last or now - self._last_checkpoint >= self.checkpoint_every_s
+        due = self.stopped or last or now - self._last_checkpoint >= self.checkpoint_every_s
         if now - self._last_flush >= self.flush_every_s:
             self.log.flush(wait=False)  # MLflow down: the points wait, in the checkpoint too
             self._last_flush = now
-        folder = self._checkpoint(learn, epoch) if checkpoint else None
+        folder = self._checkpoint(learn, epoch, new=epoch > self.logged_epochs) if due else None
         self.logged_epochs = max(self.logged_epochs, epoch)
         _inject_fault(epoch)
         if self.stopped or last:
@@ -237,11 +237,14 @@ class EpochReporter(Callback):
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _checkpoint(self, learn: Learner, epoch: int) -> Path:
-        """Write (and, for ``checkpoints: all``, log) the checkpoint of ``epoch``."""
+    def _checkpoint(self, learn: Learner, epoch: int, *, new: bool) -> Path:
+        """Write the checkpoint of ``epoch``; log it (``checkpoints: all``) when ``new``.
+
+        ``new`` is False for an epoch trained again after a restart: MLflow already holds it.
+        """
         self.record.unsent_metrics = self.log.pending()
         folder = self.checkpoint(learn, self.record.best_state)
-        if epoch > self.logged_epochs and self.policy == "all":
+        if new and self.policy == "all":
             self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
         self._last_checkpoint = time.monotonic()
         self._checkpointed_epoch = epoch
@@ -316,11 +319,7 @@ class EpochReporter(Callback):
         last_epoch = len(training_rows(learn.history)) - 1
         if self._pending is None and last_epoch > self._checkpointed_epoch:
             # a recipe that ran to its end: its last epoch's checkpoint was not due yet
-            last_folder = self.checkpoint(learn, self.record.best_state)
-            if self.policy == "all":
-                path = f"checkpoints/epoch-{last_epoch:03d}"
-                self.tracker.log_artifacts(self.record.run_id, last_folder, path)
-            shutil.rmtree(last_folder, ignore_errors=True)
+            shutil.rmtree(self._checkpoint(learn, last_epoch, new=True), ignore_errors=True)
         self.log.flush()
         finalize(learn, self.record)
         self.tracker.end_run(self.record.run_id, "FINISHED")
