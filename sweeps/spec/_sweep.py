@@ -58,7 +58,8 @@ class EarlyStopSpec(SpecModel):
 
 class DivergenceSpec(SpecModel):
     """``Divergence``: stop a trial at once when ``metric`` is NaN or infinite, or (after
-    ``grace_epochs``) above ``factor`` times its best value so far."""
+    ``grace_epochs``) above ``factor`` times its best value so far and above ``1 / factor`` of its
+    first value (a loss wobbling near zero has not blown up)."""
 
     metric: Literal["train_loss", "valid_loss"] = "train_loss"
     factor: Number = Field(default=4.0, gt=1.0)

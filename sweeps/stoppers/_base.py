@@ -64,6 +64,7 @@ class TrialState:
 
     best: float = math.inf
     best_epoch: int | None = None
+    first: float = math.nan
     last_epoch: int = 0
     bad_epochs: int = 0
     reason: str | None = None

@@ -13,15 +13,20 @@ class Divergence(MetricStopper):
     """Stop at once when a loss is NaN or infinite, or exceeds ``factor`` times its best.
 
     A non-finite value stops the trial whatever the epoch. The explosion rule (value above
-    ``factor * best`` so far) applies only after ``grace_epochs`` epochs and only once the best is
-    positive (a loss of exactly 0 has no meaningful multiple). The metric is a loss: lower is
-    better.
+    ``factor * best`` so far) applies only after ``grace_epochs`` epochs, only once the best is
+    positive (a loss of exactly 0 has no meaningful multiple), and only to a value above
+    ``1 / factor`` of the first one seen: a training loss that has fallen near zero wobbles by
+    several times (0.002 to 0.01) without blowing up, and such a trial is among the best, not
+    diverged. The metric is a loss: lower is better.
 
     Example:
         >>> stopper = Divergence(factor=4.0)
         >>> [stopper("t", {"train_loss": v, "training_iteration": i + 1})
         ...  for i, v in enumerate([2.0, 0.5, 1.9, 2.1])]
         [False, False, False, True]
+        >>> [stopper("fits", {"train_loss": v, "training_iteration": i + 1})
+        ...  for i, v in enumerate([2.0, 0.01, 0.002, 0.012])]
+        [False, False, False, False]
 
     Args:
         metric: The loss to watch.
@@ -56,10 +61,13 @@ class Divergence(MetricStopper):
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         if not math.isfinite(signed):
             return True
+        if math.isnan(state.first):
+            state.first = signed
         exploded = (
             epoch > self.grace_epochs
             and 0 < state.best < math.inf
             and signed > self.factor * state.best
+            and signed > state.first / self.factor
         )
         if signed < state.best:
             state.best, state.best_epoch = signed, epoch

@@ -248,6 +248,10 @@ DIVERGENCE = [
     ({}, [0.0, 5.0], None),
     ({}, [2.0, 1.0, 0.5, 0.25], None),
     ({"factor": 1.5}, [1.0, 1.6], 2),
+    # a training loss fallen near zero wobbles by several times without having blown up
+    ({}, [2.3, 0.05, 0.002, 0.009, 0.004], None),
+    ({}, [2.3, 0.05, 0.002, 0.6], 4),  # back above a quarter of where it started
+    ({}, [2.3, 0.05, 0.002, 0.5], None),
 ]
 
 
