@@ -442,9 +442,19 @@ def _allow_pending_trials(plan: TunerPlan) -> None:
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(slots, 1))
 
 
+def _without_tune_loggers() -> None:
+    """Turn off Tune's own CSV, JSON and TensorBoard result files (unless the user set it).
+
+    Every result is logged to MLflow already; Tune's loggers would write (and flush) each
+    result a second time in the driver, on the cores the trials run on (~5 ms per result).
+    """
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
 def run_tuner(plan: TunerPlan) -> list[TrialOutcome]:
     """Run every search of ``plan`` in one Tuner, to the end or until interrupted."""
     _allow_pending_trials(plan)
+    _without_tune_loggers()
     tuner = tune.Tuner(
         _trainable(plan),
         param_space={},
@@ -478,6 +488,7 @@ def restore_tuner(plan: TunerPlan) -> list[TrialOutcome]:
     study included) comes back from the saved experiment state.
     """
     _allow_pending_trials(plan)
+    _without_tune_loggers()
     tuner = tune.Tuner.restore(
         experiment_path(plan),
         trainable=_trainable(plan),

@@ -61,8 +61,22 @@ def lr_find_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also save the curve as JSON here.")
     ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option("--amp", help="Mixed precision: bf16 (CPU, Ampere+ GPUs) or fp16 (CUDA)."),
+    ] = None,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="NHWC memory format (faster on GPUs).")
+    ] = False,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (slow first steps).")
+    ] = False,
 ) -> None:
-    """Run the LR range test on a fresh model and print what each rule suggests."""
+    """Run the LR range test on a fresh model and print what each rule suggests.
+
+    ``--amp``, ``--channels-last`` and ``--compile`` run the test the way a sweep with the same
+    ``task.accelerator`` trains, so the curve (and the LR picked from it) matches.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rules = tuple(suggest) if suggest else ("valley",)
     try:
@@ -76,7 +90,18 @@ def lr_find_command(
         )
         seed_everything(seed)
         model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
-        learn = Learner(model, dls, seed=seed, progress=False)
+        try:
+            learn = Learner(
+                model,
+                dls,
+                seed=seed,
+                progress=False,
+                amp=amp,
+                channels_last=channels_last,
+                compile=compile_model,
+            )
+        except ValueError as error:  # the accelerator options are the Learner's only input here
+            raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
         result = learn.lr_find(start_lr, end_lr, num_it, suggest=rules)
         plot_lr_find(result, out)
         if json_out is not None:

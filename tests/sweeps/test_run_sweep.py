@@ -164,6 +164,17 @@ def test_every_trial_has_checkpoints_plots_and_a_model(sweep: tuple[SweepResult,
         assert {"curves.png", "confusion_matrix.png"} <= set(tracker.list_artifacts(run_id))
 
 
+def test_results_go_to_mlflow_only_not_to_tunes_own_loggers(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    # Tune's CSV / JSON / TensorBoard loggers would write every result again, in the driver
+    result, _ = sweep
+    names = {path.name for path in result.sweep_dir.rglob("*")}
+    assert names, f"nothing under {result.sweep_dir}"
+    assert not {"progress.csv", "result.json"} & names
+    assert not [name for name in names if name.startswith("events.out.tfevents")]
+
+
 def test_best_model_loads_from_mlflow(sweep: tuple[SweepResult, Tracker]) -> None:
     import mlflow
     import torch

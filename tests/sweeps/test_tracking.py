@@ -254,3 +254,27 @@ def test_bulk_metric_writer_refuses_deleted_and_unknown_runs(tracking_uri: str) 
     active = tracker.start_run(tracker.ensure_experiment("gone"), run_name="active")
     with pytest.raises(MlflowException, match="must not resolve to other names"):
         tracker.log_metric_points(active, [Metric("../up", 1.0, 1, 0)], timeout_s=0)
+
+
+_WARM_UP = r"""
+import sys
+from sweeps import trial
+assert "torch._dynamo" not in sys.modules, "imported before the warm-up"
+trial._tracker(sys.argv[1])
+from mlflow.utils import requirements_utils
+print("dynamo", "torch._dynamo" in sys.modules)
+print("mlflow.pytorch", "mlflow.pytorch" in sys.modules)
+print("packages", requirements_utils._MODULES_TO_PACKAGES is not None)
+"""
+
+
+def test_a_worker_first_tracker_pays_the_once_per_process_imports(tracking_uri: str) -> None:
+    # what the first optimizer and the first log_model would import inside the first trial
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_UP, tracking_uri],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert done.stdout.split() == ["dynamo", "True", "mlflow.pytorch", "True", "packages", "True"]
