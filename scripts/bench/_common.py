@@ -138,7 +138,8 @@ def spread(values: Sequence[float]) -> str:
 
 @dataclass
 class Target:
-    """One pass/fail criterion: ``value <op> threshold``."""
+    """One pass/fail criterion: ``value <op> threshold``; ``judged=False`` shows the value against
+    the criterion without a verdict (a figure the issue asks to report apart)."""
 
     name: str
     value: float | None
@@ -146,9 +147,10 @@ class Target:
     threshold: float
     passed: bool | None = None
     note: str = ""
+    judged: bool = True
 
     def __post_init__(self) -> None:
-        if self.passed is None and self.value is not None:
+        if self.judged and self.passed is None and self.value is not None:
             ops = {">=": self.value >= self.threshold, "<=": self.value <= self.threshold}
             self.passed = bool(ops[self.op])
 
