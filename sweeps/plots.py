@@ -30,9 +30,19 @@ COLOURS = (
 SEARCH_KINDS = ("grid", "optuna", "random")
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
+def _figure(width: float, height: float, *, margins_in: Mapping[str, float]) -> Figure:
+    """A figure with fixed margins in inches (constrained layout doubles the drawing time,
+    and the report draws these figures while the sweep's cores wait for it)."""
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=margins_in["left"] / width,
+        right=1 - margins_in["right"] / width,
+        bottom=margins_in["bottom"] / height,
+        top=1 - margins_in["top"] / height,
+        wspace=margins_in.get("wspace", 0.2),
+        hspace=margins_in.get("hspace", 0.2),
+    )
     return fig
 
 
@@ -52,7 +62,8 @@ def plot_comparison(
         finder_curves: ``label -> (lrs, losses)`` of range tests, drawn on a second axis.
         path: Where to save the PNG.
     """
-    fig = _figure(8, 5)
+    right = 0.75 if finder_curves else 0.2  # the twin axis' ticks and label
+    fig = _figure(8, 5, margins_in={"left": 0.8, "right": right, "bottom": 0.6, "top": 0.4})
     ax = fig.add_subplot()
     groups = sorted({t.group for t in trials})
     colour = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
@@ -116,7 +127,18 @@ def plot_sweep_curves(
     groups = sorted({t.group for t in trials}) or ["(none)"]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = _figure(4.2 * cols, 3.2 * rows)
+    fig = _figure(
+        4.2 * cols,
+        3.2 * rows,
+        margins_in={
+            "left": 0.75,
+            "right": 0.15,
+            "bottom": 0.55,
+            "top": 0.7,
+            "wspace": 0.3,
+            "hspace": 0.5,
+        },
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     for index, group in enumerate(groups):
         ax = axes[index // cols][index % cols]

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> common.Result:
 
     common.setup_torch(args.threads)
     epochs = 2 if args.quick else 5
-    reps = args.reps or (2 if args.quick else 9)
+    reps = args.reps or (2 if args.quick else 15)
     dls = make_dataloaders(
         "digits", image_size=16, batch_size=64, seed=42, augment={"rotate": 10, "zoom": 1.1}
     )

@@ -219,7 +219,7 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
     from sweeps.tracking import Tracker
 
     spec = _spec(size, args.quick)
-    reps = args.reps or (1 if args.quick else 2)
+    reps = args.reps or (1 if args.quick else 3 if size == JUDGED else 2)
     trials: list[Any] = []
     per_trial: list[list[float]] = []
     startup: list[float] = []

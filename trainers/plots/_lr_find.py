@@ -34,8 +34,9 @@ def plot_lr_find(
         The figure drawn on.
     """
     if ax is None:
-        fig = Figure(figsize=(6, 4), layout="constrained")
+        fig = Figure(figsize=(6, 4))  # fixed margins: constrained layout doubles the drawing time
         FigureCanvasAgg(fig)
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.92)
         ax = fig.add_subplot()
     else:
         fig = ax.get_figure()  # type: ignore[assignment]
@@ -47,6 +48,12 @@ def plot_lr_find(
     for k, (name, lr) in enumerate(result.suggestions.items()):
         ax.axvline(lr, color=colours[k % len(colours)], linestyle="--", label=f"{name}: {lr:.2e}")
     ax.set_xscale("log")
+    finite = [v for v in smooth if math.isfinite(v)]
+    if finite:  # as fastai: the smoothed curve sets the scale; raw spikes at the end are clipped
+        low, first = min(finite), finite[0]
+        high = min(max(finite), first + 2 * max(first - low, 1e-3 * abs(first)))
+        pad = 0.05 * max(high - low, 1e-6)
+        ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel("learning rate (top layer group)")
     ax.set_ylabel("loss")
     title = f"LR range test, {result.num_it_run} iterations"
