@@ -442,13 +442,34 @@ def _allow_pending_trials(plan: TunerPlan) -> None:
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(slots, 1))
 
 
+class _NoResultFilesWarning(logging.Filter):
+    """Drops Tune's "Failed to fetch metrics ... result.json and progress.csv were not found".
+
+    Tune warns so, one line per trial, whenever a Tuner ends without its result files; with
+    its loggers off that is by design (the results are in MLflow), not a failure to report.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Failed to fetch metrics") and "progress.csv" in message)
+
+
+_RESULT_FILES_FILTER = _NoResultFilesWarning()
+
+
 def _without_tune_loggers() -> None:
     """Turn off Tune's own CSV, JSON and TensorBoard result files (unless the user set it).
 
     Every result is logged to MLflow already; Tune's loggers would write (and flush) each
     result a second time in the driver, on the cores the trials run on (~5 ms per result).
+    Tune's warning that those files are missing is then silenced.
     """
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    analysis_logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    if os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1":
+        analysis_logger.addFilter(_RESULT_FILES_FILTER)  # a no-op when already there
+    else:
+        analysis_logger.removeFilter(_RESULT_FILES_FILTER)
 
 
 def run_tuner(plan: TunerPlan) -> list[TrialOutcome]:

@@ -7,6 +7,7 @@ built to overfit so that ``RisingValLoss`` fires) feeds every assertion; it take
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ SPEC: dict[str, Any] = {
 EXPECTED_TRIALS = {"lr_finder": 2, "grid": 4, "optuna": 4, "random": 4, "recipe": 2}
 RECIPE_EPOCHS = 4
 PROGRESS = SweepProgress(live=False)
+ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+ANALYSIS_WARNINGS: list[str] = []  # what Tune's result analysis let through during the sweep
+
+
+class _Recorder(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        ANALYSIS_WARNINGS.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +64,22 @@ def sweep(
 ) -> tuple[SweepResult, Tracker]:
     root = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    result = run_sweep(SPEC, tracking_uri=uri, storage_path=root / "ray", progress=PROGRESS)
+    recorder = _Recorder(logging.WARNING)
+    logging.getLogger(ANALYSIS_LOGGER).addHandler(recorder)
+    try:
+        result = run_sweep(SPEC, tracking_uri=uri, storage_path=root / "ray", progress=PROGRESS)
+    finally:
+        logging.getLogger(ANALYSIS_LOGGER).removeHandler(recorder)
     return result, Tracker(uri)
+
+
+def test_no_warning_about_tune_result_files_lrsweep_turns_off(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    # Tune's CSV/JSON loggers are off (MLflow has every result); Tune's one-line-per-trial
+    # "Failed to fetch metrics ... progress.csv were not found" must not reach the user.
+    assert sweep[0].n_trials == sum(EXPECTED_TRIALS.values())
+    assert not [m for m in ANALYSIS_WARNINGS if "Failed to fetch metrics" in m]
 
 
 def _children(sweep: tuple[SweepResult, Tracker]) -> list[Any]:
