@@ -316,3 +316,15 @@ def test_plot_lr_find_writes_a_png_and_draws_into_given_axes(tmp_path):
     ]
     other = plot_lr_find(result, ax=ax)
     assert other is fig
+
+
+def test_plot_lr_find_scales_to_the_smoothed_curve_not_the_final_blow_up():
+    # As fastai's plot: a raw spike (and the smoothed curve's own blow-up) past the divergence
+    # point must not flatten the part of the curve the picks are read from.
+    lrs = tuple(10 ** (-6 + 0.1 * i) for i in range(50))
+    smooth = (*(2.3 - 0.03 * i for i in range(45)), 1.5, 3.0, 9.0, 40.0, 200.0)
+    raw = (*smooth[:-1], 5000.0)
+    result = LRFindResult(lrs=lrs, losses=smooth, raw_losses=raw, num_it_run=50)
+    low, high = plot_lr_find(result).axes[0].get_ylim()
+    assert low <= min(smooth) < 2.3 <= high  # the whole descent is in view
+    assert high < 10.0  # the blow-up (40, 200, 5000) is clipped
