@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from trainers.plots import fixed_figure
 
 COLOURS = (
     "tab:blue",
@@ -28,22 +27,6 @@ COLOURS = (
     "tab:cyan",
 )
 SEARCH_KINDS = ("grid", "optuna", "random")
-
-
-def _figure(width: float, height: float, *, margins_in: Mapping[str, float]) -> Figure:
-    """A figure with fixed margins in inches (constrained layout doubles the drawing time,
-    and the report draws these figures while the sweep's cores wait for it)."""
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(
-        left=margins_in["left"] / width,
-        right=1 - margins_in["right"] / width,
-        bottom=margins_in["bottom"] / height,
-        top=1 - margins_in["top"] / height,
-        wspace=margins_in.get("wspace", 0.2),
-        hspace=margins_in.get("hspace", 0.2),
-    )
-    return fig
 
 
 def _finite(value: Any) -> bool:
@@ -63,7 +46,7 @@ def plot_comparison(
         path: Where to save the PNG.
     """
     right = 0.75 if finder_curves else 0.2  # the twin axis' ticks and label
-    fig = _figure(8, 5, margins_in={"left": 0.8, "right": right, "bottom": 0.6, "top": 0.4})
+    fig = fixed_figure(8, 5, left=0.8, right=right, bottom=0.6, top=0.4)
     ax = fig.add_subplot()
     groups = sorted({t.group for t in trials})
     colour = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
@@ -127,17 +110,8 @@ def plot_sweep_curves(
     groups = sorted({t.group for t in trials}) or ["(none)"]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = _figure(
-        4.2 * cols,
-        3.2 * rows,
-        margins_in={
-            "left": 0.75,
-            "right": 0.15,
-            "bottom": 0.55,
-            "top": 0.7,
-            "wspace": 0.3,
-            "hspace": 0.5,
-        },
+    fig = fixed_figure(
+        4.2 * cols, 3.2 * rows, left=0.75, right=0.15, bottom=0.55, top=0.7, wspace=0.3, hspace=0.5
     )
     axes = fig.subplots(rows, cols, squeeze=False)
     for index, group in enumerate(groups):

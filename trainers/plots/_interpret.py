@@ -11,6 +11,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from trainers.plots._figure import fixed_figure
+
 __all__ = ["plot_confusion_matrix", "plot_top_losses"]
 
 
@@ -32,12 +34,8 @@ def plot_confusion_matrix(
     # Fixed margins sized to the longest class name (constrained layout doubles the drawing
     # time, and every trial of a sweep draws this figure).
     label_in = 0.45 + 0.09 * max((len(str(c)) for c in classes), default=1)
-    fig = Figure(figsize=(size + label_in, size + label_in))
-    FigureCanvasAgg(fig)
     total = size + label_in
-    fig.subplots_adjust(
-        left=label_in / total, bottom=label_in / total, right=1 - 0.2 / total, top=1 - 0.45 / total
-    )
+    fig = fixed_figure(total, total, left=label_in, bottom=label_in, right=0.2, top=0.45)
     ax = fig.add_subplot()
     ax.imshow(cm, cmap="Blues")
     ticks = range(len(classes))

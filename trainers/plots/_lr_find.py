@@ -7,8 +7,9 @@ import os
 from typing import TYPE_CHECKING
 
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from trainers.plots._figure import fixed_figure
 
 if TYPE_CHECKING:
     from trainers.lr_finder import LRFindResult
@@ -34,9 +35,7 @@ def plot_lr_find(
         The figure drawn on.
     """
     if ax is None:
-        fig = Figure(figsize=(6, 4))  # fixed margins: constrained layout doubles the drawing time
-        FigureCanvasAgg(fig)
-        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.92)
+        fig = fixed_figure(6, 4, left=0.72, right=0.18, bottom=0.52, top=0.32)
         ax = fig.add_subplot()
     else:
         fig = ax.get_figure()  # type: ignore[assignment]
