@@ -14,7 +14,7 @@ epoch's end it
   the trial's end, writes a checkpoint (``learn.save`` + the trial's metadata + the best weights
   so far), logged under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
   a restarted trial resumes from it and trains the epochs after it again (their points are not
-  logged twice: MLflow's history says which epochs it holds);
+  logged twice: MLflow's history says which steps of each metric it holds);
 - feeds the result to the spec's stoppers (the same pure ones Ray Tune runs on the driver);
 - reports to Tune every epoch (with the checkpoint when one was written), except on the
   trial's last epoch: that report waits
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("valid_loss", "error_rate", "accuracy", "epoch_time_s")
 BEST_METRICS = ("valid_loss", "error_rate", "accuracy", "train_loss")
+STEP_METRICS = ("train_loss", "lr", "epoch_train_loss", *EPOCH_METRICS)
+"""Every metric the reporter logs by step (``train_loss``/``lr`` by batch, the rest by epoch)."""
 STOP_REASONS = ("completed", "rising_val_loss", "diverged", "failed")
 
 
@@ -190,13 +192,27 @@ class EpochReporter(Callback):
     def attach(self, learn: Learner, *, reopened: bool) -> None:
         """Install on ``learn``; a resumed trial replays its history into the stop rule."""
         if reopened:
-            logged = self.tracker.metric_history(self.record.run_id, "valid_loss")
-            self.logged_epochs = max((step for step, _ in logged), default=-1)
+            held = self._held_steps()
+            self.log.hold(held)
+            self.logged_epochs = held.get("valid_loss", -1)
         for epoch, row in enumerate(training_rows(learn.history)):
             self._update_best(learn, epoch, row, keep_state=False)
             if self.stopper(self._key, self._result(learn, epoch, row)):
                 self.record.stop_reason = self.stopper.stop_reason(self._key)
         learn.add_cb(self)
+
+    def _held_steps(self) -> dict[str, int]:
+        """Per metric this reporter logs, the last step the reopened run holds already.
+
+        A trial killed after sending points and before closing its run (a driver SIGKILL while
+        a diverged trial was finishing, say) trains again what it had sent.
+        """
+        held = {}
+        for key in STEP_METRICS:
+            steps = [step for step, _ in self.tracker.metric_history(self.record.run_id, key)]
+            if steps:
+                held[key] = max(steps)
+        return held
 
     @property
     def _key(self) -> str:

@@ -51,26 +51,42 @@ class RunLogger:
         self._points: list[Metric] = [
             Metric(str(k), float(v), int(t), int(s)) for k, v, t, s in pending
         ]
+        self._held: dict[str, int] = {}
         self._unreachable = False
+
+    def hold(self, steps: Mapping[str, int]) -> None:
+        """Say which steps the store already holds: per key, every step up to ``steps[key]``.
+
+        A reopened run (a trial restarted after a crash or a killed driver) trains again what it
+        had logged before, with new timestamps, so MLflow would keep both copies. From now on
+        points of ``key`` at or below ``steps[key]`` are dropped, the buffered ones too.
+        A run's points of one key reach the store in step order, so the steps it holds are
+        the ones up to the largest.
+        """
+        self._held.update({str(k): int(v) for k, v in steps.items()})
+        self._points = [m for m in self._points if m.step > self._held.get(m.key, -1)]
 
     def add(self, key: str, value: float, step: int) -> None:
         """Buffer one point (no I/O)."""
-        self._points.append(Metric(key, float(value), _now_ms(), int(step)))
+        if step > self._held.get(key, -1):
+            self._points.append(Metric(key, float(value), _now_ms(), int(step)))
 
     def extend(self, key: str, values: Sequence[float], *, first_step: int = 0) -> None:
         """Buffer a series as consecutive steps starting at ``first_step``."""
         stamp = _now_ms()
+        skip = max(0, self._held.get(key, -1) + 1 - first_step)
         self._points.extend(
             Metric(key, float(v), stamp, first_step + i)
             for i, v in enumerate(values)
-            if v is not None
+            if v is not None and i >= skip
         )
 
     def add_many(self, values: Mapping[str, float], step: int) -> None:
         """Buffer several keys at one step; non-numeric values are skipped."""
         stamp = _now_ms()
         for key, value in values.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            held = step <= self._held.get(key, -1)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not held:
                 self._points.append(Metric(key, float(value), stamp, int(step)))
 
     def __len__(self) -> int:

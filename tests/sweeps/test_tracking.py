@@ -141,6 +141,24 @@ def test_one_flush_larger_than_a_batch_is_chunked_and_complete(tracking_uri: str
     assert tracker.metric_history(run_id, "valid_loss")[0][1] != 0.0  # NaN kept, not dropped
 
 
+def test_held_steps_are_not_logged_again_buffered_or_new(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("held"), run_name="r")
+    log = RunLogger(tracker, run_id, pending=[["train_loss", 9.0, 1, 0], ["train_loss", 8.0, 1, 3]])
+    log.hold({"train_loss": 2, "lr": 1, "valid_loss": 0})
+    assert log.pending() == [["train_loss", 8.0, 1, 3]]  # step 0 is held, step 3 is not
+    log.extend("lr", [0.1, 0.2, 0.3, 0.4])  # steps 0..3
+    log.extend("train_loss", [4.0, 5.0], first_step=4)
+    log.add("train_loss", 7.0, 2)
+    log.add_many({"valid_loss": 0.5, "error_rate": 0.1}, 0)
+    log.add("valid_loss", 0.4, 1)
+    log.flush()
+    assert tracker.metric_history(run_id, "train_loss") == [(3, 8.0), (4, 4.0), (5, 5.0)]
+    assert tracker.metric_history(run_id, "lr") == [(2, 0.3), (3, 0.4)]
+    assert tracker.metric_history(run_id, "valid_loss") == [(1, 0.4)]
+    assert tracker.metric_history(run_id, "error_rate") == [(0, 0.1)]
+
+
 def test_runs_close_with_their_status_and_leftovers_are_swept(tracking_uri: str) -> None:
     tracker = Tracker(tracking_uri)
     experiment_id = tracker.ensure_experiment("lifecycle")

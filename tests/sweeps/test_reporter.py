@@ -1,0 +1,59 @@
+"""The trial reporter against a real MLflow store: a trial run again logs each step once."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sweeps._reporter import EpochReporter, TrialRecord
+from sweeps.spec import validate_spec
+from sweeps.stoppers import from_spec
+from sweeps.tracking import Tracker
+from trainers import Learner, TrainingDiverged, build_model, make_dataloaders, seed_everything
+
+SPEC = {
+    "name": "reporter",
+    "task": {"dataset": {"name": "digits"}, "image_size": 8, "batch_size": 64, "epochs": 2},
+    "strategies": [{"kind": "fixed", "name": "blowup", "lr": 1.0e30}],
+    "early_stop": None,
+    "tracking": {"checkpoints": "best", "flush_every_s": 0, "checkpoint_every_s": 0},
+}
+
+
+def _attempt(tracker: Tracker, run_id: str, *, reopened: bool) -> EpochReporter:
+    """One try of a trial whose loss turns NaN in its first epoch, as ``sweeps.trial`` runs it."""
+    spec = validate_spec(SPEC)
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    learn = Learner(model, dls, opt="sgd", progress=False)
+    reporter = EpochReporter(
+        tracker,
+        TrialRecord(run_id=run_id, lr=1.0e30),
+        spec=spec,
+        stopper=from_spec(spec),
+        checkpoint=lambda learn, best: pytest.fail("a trial that diverged mid-epoch checkpoints"),
+        max_epochs=spec.task.epochs,
+    )
+    reporter.attach(learn, reopened=reopened)
+    with pytest.raises(TrainingDiverged) as info:
+        learn.fit(spec.task.epochs, 1.0e30)
+    reporter.diverged(learn, info.value)
+    return reporter
+
+
+def test_a_diverged_trial_run_again_in_its_reopened_run_logs_each_step_once(
+    tracking_uri: str,
+) -> None:
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("reporter"), run_name="blowup")
+    _attempt(tracker, run_id, reopened=False)  # its points sent; then killed before closing
+    first = tracker.metric_history(run_id, "train_loss")
+    assert len(first) >= 2 and math.isnan(first[-1][1])  # the last step is the NaN marker
+
+    _attempt(tracker, run_id, reopened=True)  # Tune starts it again; it reopens the same run
+
+    again = tracker.metric_history(run_id, "train_loss")
+    assert [step for step, _ in again] == list(range(len(first)))
+    assert [step for step, _ in tracker.metric_history(run_id, "lr")] == list(range(len(first) - 1))
