@@ -209,9 +209,9 @@ class EpochReporter(Callback):
         """
         held = {}
         for key in STEP_METRICS:
-            steps = [step for step, _ in self.tracker.metric_history(self.record.run_id, key)]
-            if steps:
-                held[key] = max(steps)
+            history = self.tracker.metric_history(self.record.run_id, key)  # ordered by step
+            if history:
+                held[key] = history[-1][0]
         return held
 
     @property
