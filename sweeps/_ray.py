@@ -211,12 +211,19 @@ def build_searcher(spec: SearcherSpec, param_space: Mapping[str, Any]) -> Any:
     """The Ray Tune searcher an ``optuna`` :class:`SearcherSpec` describes, set up on a space."""
     if spec.kind != "optuna":
         raise ValueError(f"only optuna searchers are built, but got kind {spec.kind!r}.")
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     algo = OptunaSearch(
         metric=spec.metric, mode=spec.mode, sampler=_optuna_sampler(spec.sampler, spec.seed)
     )
-    algo.set_search_properties(spec.metric, spec.mode, dict(param_space))
+    verbosity = optuna.logging.get_verbosity()
+    # Optuna says "A new study created in memory" at INFO for each seed's study: quiet here
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        algo.set_search_properties(spec.metric, spec.mode, dict(param_space))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return algo
 
 

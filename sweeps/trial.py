@@ -359,7 +359,9 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         reporter.attach(learn, reopened=reopened)
         if record.stop_reason is None:
             _run_training(learn, task, arm, config, record, reporter)
-        reporter.finish(learn, lambda lrn, rec: _finalize(lrn, rec, tracker, spec))
+        reporter.finish(
+            learn, lambda lrn, rec: _finalize(lrn, rec, tracker, spec, reopened=reopened)
+        )
     except BaseException as error:
         reporter.abort(error)
         raise
@@ -423,8 +425,14 @@ def _checkpointer(record: TrialRecord) -> Any:
     return write
 
 
-def _finalize(learn: Learner, record: TrialRecord, tracker: Tracker, spec: Any) -> None:
-    """Best-epoch metrics, the stop reason, diagnosis and artifacts on the child run."""
+def _finalize(
+    learn: Learner, record: TrialRecord, tracker: Tracker, spec: Any, *, reopened: bool = False
+) -> None:
+    """Best-epoch metrics, the stop reason, diagnosis and artifacts on the child run.
+
+    In a reopened run the summary metrics it holds already are kept, not logged again: a try
+    killed after finalizing and before closing its run would otherwise leave two points each.
+    """
     run_id, history = record.run_id, learn.history
     points = [(f"best/{k}", v, 0) for k, v in record.best.items() if math.isfinite(v)]
     points += [
@@ -432,6 +440,9 @@ def _finalize(learn: Learner, record: TrialRecord, tracker: Tracker, spec: Any) 
         ("lr_find_s", record.lr_find_s, 0),
         ("epochs_run", float(len(training_rows(history))), 0),
     ]
+    if reopened:
+        held = tracker.get_run(run_id).data.metrics
+        points = [point for point in points if point[0] not in held]
     tracker.log_metrics(run_id, points)
     if math.isfinite(record.lr):
         _log_new_params(tracker, run_id, {"lr": record.lr})

@@ -122,10 +122,11 @@ class MetricStopper(Stopper):
         state.last_epoch = epoch
         if self._update(state, self._sign * value, epoch):
             state.reason = self.reason
+            counter = self.epoch_key or "result"  # counted from 1, as Tune counts
             logger.info(
-                "stopping trial %s at epoch %d: %s (%s=%s, best %s at epoch %s)",
-                trial_id, epoch, self.reason, self.metric, value,
-                self._sign * state.best, state.best_epoch,
+                "stopping trial %s at %s %d: %s (%s=%s, best %s at %s %s)",
+                trial_id, counter, epoch, self.reason, self.metric, value,
+                self._sign * state.best, counter, state.best_epoch,
             )  # fmt: skip
         return state.reason is not None
 

@@ -57,3 +57,29 @@ def test_a_diverged_trial_run_again_in_its_reopened_run_logs_each_step_once(
     again = tracker.metric_history(run_id, "train_loss")
     assert [step for step, _ in again] == list(range(len(first)))
     assert [step for step, _ in tracker.metric_history(run_id, "lr")] == list(range(len(first) - 1))
+
+
+def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_each(
+    tracking_uri: str,
+) -> None:
+    from sweeps.trial import _finalize
+
+    spec = validate_spec(SPEC)
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("reporter"), run_name="finalized")
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", dls.n_classes, in_channels=1), dls, progress=False)
+    learn.fit(1, 1e-3)
+    record = TrialRecord(run_id=run_id, lr=1e-3)
+    record.best = {"valid_loss": learn.history[-1]["valid_loss"], "error_rate": 0.5}
+    record.best_epoch = 0
+    _finalize(learn, record, tracker, spec)  # then killed before the run was closed
+    record.best = {"valid_loss": 9.0, "error_rate": 0.25}  # the try again (values may differ)
+
+    _finalize(learn, record, tracker, spec, reopened=True)
+
+    for key in ("best/valid_loss", "best/error_rate", "compute_s", "lr_find_s", "epochs_run"):
+        assert len(tracker.metric_history(run_id, key)) == 1, key
+    assert tracker.metric_history(run_id, "best/error_rate") == [(0, 0.5)]  # the first kept
+    assert tracker.get_run(run_id).data.tags["sweeps.best_epoch"] == "0"

@@ -269,13 +269,14 @@ def tracker_tmp(result: SweepResult) -> Path:
 # to Tune (the worst moment for exactly-once logging); Ray restarts it from its latest
 # checkpoint. Runs in its own driver process so the fault switch reaches the workers.
 KILLED_WORKER_SWEEP = """
-import json, sys
+import json, os, sys
 from sweeps import _ray
 from sweeps.run import run_sweep
 from sweeps.tracking import Tracker
 root, marker, kill_epoch, tracking = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-_ray.init_ray(num_cpus=2, env_vars={"LRSWEEP_FAULT_KILL_EPOCH": kill_epoch,
-                                    "LRSWEEP_FAULT_ONCE_FILE": marker})
+fault = {"LRSWEEP_FAULT_KILL_EPOCH": kill_epoch, "LRSWEEP_FAULT_ONCE_FILE": marker}
+os.environ.update(fault)  # the Ray this driver starts, and every worker it starts, inherit it
+_ray.init_ray(num_cpus=2, env_vars=fault)
 spec = {"name": "killed-worker", "seeds": [0],
         "task": {"dataset": {"name": "shapes", "options": {"n_per_class": 16}},
                  "image_size": 12, "batch_size": 12, "epochs": 4},

@@ -149,3 +149,35 @@ def test_strategy_refuses_empty_seeds() -> None:
     arm = _strategy("grid").arm
     with pytest.raises(ValueError, match="seeds must hold at least one seed"):
         make_strategy(arm, seeds=[])
+
+
+def test_optuna_searcher_keeps_optunas_per_study_info_line_quiet() -> None:
+    import logging
+
+    import optuna
+
+    from sweeps._ray import SearcherSpec, build_searcher, loguniform
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    lines = Lines()
+    logging.getLogger("optuna").addHandler(lines)  # beside Optuna's own (stderr) handler
+    try:
+        optuna.create_study()  # the line, as Optuna says it at its default verbosity
+        assert any("A new study created in memory" in line for line in lines.lines)
+        lines.lines.clear()
+        verbosity = optuna.logging.get_verbosity()
+
+        algo = build_searcher(SearcherSpec("optuna", seed=3), {"lr": loguniform(1e-4, 1.0)})
+
+        assert not any("A new study created" in line for line in lines.lines)
+        assert optuna.logging.get_verbosity() == verbosity  # the user's setting is kept
+        assert 1e-4 <= algo.suggest("t0")["lr"] <= 1.0
+    finally:
+        logging.getLogger("optuna").removeHandler(lines)
