@@ -207,12 +207,8 @@ class EpochReporter(Callback):
         A trial killed after sending points and before closing its run (a driver SIGKILL while
         a diverged trial was finishing, say) trains again what it had sent.
         """
-        held = {}
-        for key in STEP_METRICS:
-            history = self.tracker.metric_history(self.record.run_id, key)  # ordered by step
-            if history:
-                held[key] = history[-1][0]
-        return held
+        held = self.tracker.last_steps(self.record.run_id)
+        return {key: step for key, step in held.items() if key in STEP_METRICS}
 
     @property
     def _key(self) -> str:

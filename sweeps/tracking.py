@@ -344,6 +344,19 @@ class Tracker:
         )
         return sorted((m.step, m.value) for m in history)
 
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """Per metric of the run, the largest step it holds (MLflow's latest-metric rows).
+
+        One ``get_run`` on any store: the run's latest metrics carry their step, which MLflow
+        keeps as the largest ``(step, timestamp, value)`` of each key. Should a future MLflow
+        stop handing the steps over, each metric's history is read instead.
+        """
+        run = self.get_run(run_id)
+        latest = getattr(run.data, "_metric_objs", None)  # the Metric rows behind .metrics
+        if latest is not None:
+            return {m.key: int(m.step) for m in latest}
+        return {key: self.metric_history(run_id, key)[-1][0] for key in run.data.metrics}
+
     # artifacts -----------------------------------------------------------------------------
 
     def check_artifacts_writable(self, experiment_id: str) -> None:

@@ -41,6 +41,7 @@ from sweeps.server import (
     ensure_backend_store,
     prepare_server,
 )
+from sweeps.tracking import Tracker
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +96,9 @@ def test_authenticated_client_logs_and_artifacts_go_through_the_server(
     client.log_param(run_id, "lr", "0.003")
     client.set_tag(run_id, "sweeps.strategy", "grid")
     client.log_metric(run_id, "valid_loss", 0.5, step=0)
+    client.log_metric(run_id, "train_loss", 0.9, step=7)
+    client.log_metric(run_id, "train_loss", 0.8, step=3)
+    assert Tracker(server.url).last_steps(run_id) == {"valid_loss": 0, "train_loss": 7}
     report = tmp_path / "report.md"
     report.write_text("# all good\n")
     client.log_artifact(run_id, str(report))
@@ -107,7 +111,7 @@ def test_authenticated_client_logs_and_artifacts_go_through_the_server(
 
     data = client.get_run(run_id).data
     assert data.params == {"lr": "0.003"}
-    assert data.metrics == {"valid_loss": 0.5}
+    assert data.metrics == {"valid_loss": 0.5, "train_loss": 0.9}
     leaked = [
         str(path)
         for path in server.artifacts.parent.rglob("*")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -157,6 +158,33 @@ def test_held_steps_are_not_logged_again_buffered_or_new(tracking_uri: str) -> N
     assert tracker.metric_history(run_id, "lr") == [(2, 0.3), (3, 0.4)]
     assert tracker.metric_history(run_id, "valid_loss") == [(1, 0.4)]
     assert tracker.metric_history(run_id, "error_rate") == [(0, 0.1)]
+
+
+def test_last_steps_are_each_metrics_largest_step_from_one_run_read(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("steps"), run_name="r")
+    assert tracker.last_steps(run_id) == {}
+    tracker.log_metrics(run_id, [("train_loss", 1.0, 5), ("train_loss", 2.0, 2), ("lr", 0.1, 0)])
+    log = RunLogger(tracker, run_id)  # the bulk SQL path, as trials send their steps
+    log.extend("train_loss", [0.5, 0.4, 0.3], first_step=6)
+    log.add("valid_loss", 0.7, 3)
+    log.flush()
+    tracker.log_metrics(run_id, [("lr", 0.2, 0)])  # a later point at a step already held
+    expected = {"train_loss": 8, "lr": 0, "valid_loss": 3}
+    assert tracker.last_steps(run_id) == expected
+
+    # should MLflow stop handing the latest rows' steps over, the histories are read instead
+    get_run = tracker.get_run
+
+    def without_steps(run_id: str) -> Any:
+        run = get_run(run_id)
+        del run.data._metric_objs
+        return run
+
+    monkeypatch.setattr(tracker, "get_run", without_steps)
+    assert tracker.last_steps(run_id) == expected
 
 
 def test_runs_close_with_their_status_and_leftovers_are_swept(tracking_uri: str) -> None:
