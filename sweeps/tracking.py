@@ -417,6 +417,23 @@ class Tracker:
         local = self.client.download_artifacts(run_id, path, str(dst_dir))
         return Path(local)
 
+    def has_model(self, run_id: str, name: str = "model") -> bool:
+        """Whether ``run_id`` holds a finished (READY) logged model called ``name``.
+
+        A model whose upload was cut off stays PENDING in MLflow and does not count, so a try
+        run again logs it afresh.
+        """
+        from mlflow.entities import LoggedModelStatus
+
+        experiment_id = self.get_run(run_id).info.experiment_id
+        found = _retrying(
+            lambda: self.client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
+            ),
+            what="search_logged_models",
+        )
+        return any(model.status == LoggedModelStatus.READY for model in found)
+
     def log_pytorch_model(self, run_id: str, model: Any, input_example: Any) -> str:
         """Log ``model`` with ``mlflow.pytorch.log_model`` (signature + input example).
 

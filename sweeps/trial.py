@@ -430,8 +430,9 @@ def _finalize(
 ) -> None:
     """Best-epoch metrics, the stop reason, diagnosis and artifacts on the child run.
 
-    In a reopened run the summary metrics it holds already are kept, not logged again: a try
-    killed after finalizing and before closing its run would otherwise leave two points each.
+    In a reopened run the summary metrics and the model it holds already are kept, not logged
+    again: a try killed after finalizing and before closing its run would otherwise leave two
+    points each and a second logged model.
     """
     run_id, history = record.run_id, learn.history
     points = [(f"best/{k}", v, 0) for k, v in record.best.items() if math.isfinite(v)]
@@ -456,8 +457,9 @@ def _finalize(
     }
     tracker.set_tags(run_id, tags)
     _log_figures(learn, record, tracker)
-    if record.best_state is not None and spec.tracking.checkpoints != "none":
-        learn.model.load_state_dict(dict(record.best_state))
+    best_state = record.best_state if spec.tracking.checkpoints != "none" else None
+    if best_state is not None and not (reopened and tracker.has_model(run_id)):
+        learn.model.load_state_dict(dict(best_state))
         example = learn.dls.valid_images[:2].detach().cpu()
         tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
 

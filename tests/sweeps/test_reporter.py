@@ -59,7 +59,7 @@ def test_a_diverged_trial_run_again_in_its_reopened_run_logs_each_step_once(
     assert [step for step, _ in tracker.metric_history(run_id, "lr")] == list(range(len(first) - 1))
 
 
-def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_each(
+def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_and_one_model(
     tracking_uri: str,
 ) -> None:
     from sweeps.trial import _finalize
@@ -74,6 +74,7 @@ def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_eac
     record = TrialRecord(run_id=run_id, lr=1e-3)
     record.best = {"valid_loss": learn.history[-1]["valid_loss"], "error_rate": 0.5}
     record.best_epoch = 0
+    record.best_state = {k: v.clone() for k, v in learn.model.state_dict().items()}
     _finalize(learn, record, tracker, spec)  # then killed before the run was closed
     record.best = {"valid_loss": 9.0, "error_rate": 0.25}  # the try again (values may differ)
 
@@ -83,3 +84,8 @@ def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_eac
         assert len(tracker.metric_history(run_id, key)) == 1, key
     assert tracker.metric_history(run_id, "best/error_rate") == [(0, 0.5)]  # the first kept
     assert tracker.get_run(run_id).data.tags["sweeps.best_epoch"] == "0"
+    experiment_id = tracker.get_run(run_id).info.experiment_id
+    models = tracker.client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    assert [model.name for model in models] == ["model"]  # logged once, by the first finalize

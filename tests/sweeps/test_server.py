@@ -31,6 +31,7 @@ from _server_helpers import (
     postgres_up,
 )
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
 from sweeps.cli import app
@@ -98,7 +99,12 @@ def test_authenticated_client_logs_and_artifacts_go_through_the_server(
     client.log_metric(run_id, "valid_loss", 0.5, step=0)
     client.log_metric(run_id, "train_loss", 0.9, step=7)
     client.log_metric(run_id, "train_loss", 0.8, step=3)
-    assert Tracker(server.url).last_steps(run_id) == {"valid_loss": 0, "train_loss": 7}
+    remote = Tracker(server.url)
+    assert remote.last_steps(run_id) == {"valid_loss": 0, "train_loss": 7}
+    pending = client.create_logged_model(exp_id, name="model", source_run_id=run_id)
+    assert not remote.has_model(run_id)  # PENDING (an upload cut off) is not a model
+    client.finalize_logged_model(pending.model_id, LoggedModelStatus.READY)
+    assert remote.has_model(run_id)  # searched over REST
     report = tmp_path / "report.md"
     report.write_text("# all good\n")
     client.log_artifact(run_id, str(report))

@@ -227,14 +227,20 @@ def test_unwritable_artifact_location_fails_up_front(tmp_path: Path) -> None:
         tracker.check_artifacts_writable(experiment_id)
 
 
-def test_logged_pytorch_model_loads_back_and_run_status_is_kept(tracking_uri: str) -> None:
+def test_logged_pytorch_model_loads_back_counts_once_ready_and_keeps_run_status(
+    tracking_uri: str,
+) -> None:
     tracker = Tracker(tracking_uri)
     run_id = tracker.start_run(tracker.ensure_experiment("model"), run_name="r")
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     example = torch.randn(2, 3, 2, 2)
+    experiment_id = tracker.get_run(run_id).info.experiment_id
+    tracker.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+    assert not tracker.has_model(run_id)  # an upload cut off (PENDING) is no model
     uri = tracker.log_pytorch_model(run_id, model, example)
     assert uri == f"runs:/{run_id}/model"
+    assert tracker.has_model(run_id) and not tracker.has_model(run_id, "other")
     assert tracker.get_run(run_id).info.status == "RUNNING"
     mlflow.set_tracking_uri(tracking_uri)
     try:
