@@ -134,13 +134,16 @@ class Tracker:
 
     Args:
         uri: Tracking URI (``sqlite:///...``, ``http(s)://...``, ``postgresql://...``).
+        bulk_metrics: On a SQL store (SQLite, PostgreSQL), write metric points in bulk with
+            :class:`sweeps._sqlmetrics.SqlMetricWriter` (the default); False sends them through
+            MLflow's ``log_batch`` as on a server. Ignored for ``http(s)://`` stores.
 
     Example:
         >>> tracker = Tracker(default_tracking_uri("/tmp/x"))  # doctest: +SKIP
         >>> exp_id = tracker.ensure_experiment("demo")  # doctest: +SKIP
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, bulk_metrics: bool = True) -> None:
         self.uri = uri
         db_file = sqlite_path(uri)
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
@@ -152,7 +155,12 @@ class Tracker:
             os.environ.setdefault(HTTP_RETRIES_ENV, "1")
         self.client = _retrying(lambda: MlflowClient(tracking_uri=uri), what="connect")
         remote = uri.startswith(("http://", "https://"))
-        self._metric_writer = None if remote else _writer(self.client)
+        self._metric_writer = _writer(self.client) if bulk_metrics and not remote else None
+
+    @property
+    def bulk_metrics(self) -> bool:
+        """Whether metric points go to the store in bulk, not through ``log_batch``."""
+        return self._metric_writer is not None
 
     def __repr__(self) -> str:
         return f"Tracker({redact_uri(self.uri)!r})"

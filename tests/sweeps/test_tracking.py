@@ -266,7 +266,9 @@ def test_bulk_metric_writer_stores_what_mlflow_log_batch_stores(tracking_uri: st
     from mlflow.entities import Metric
 
     tracker = Tracker(tracking_uri)
-    assert tracker._metric_writer is not None  # SQLite: the bulk path is the one under test
+    assert tracker.bulk_metrics  # SQLite: the bulk path is the one under test
+    reference = Tracker(tracking_uri, bulk_metrics=False)  # MLflow's own log_batch
+    assert not reference.bulk_metrics
     experiment_id = tracker.ensure_experiment("bulk")
     ours = tracker.start_run(experiment_id, run_name="bulk")
     theirs = tracker.start_run(experiment_id, run_name="log_batch")
@@ -282,7 +284,7 @@ def test_bulk_metric_writer_stores_what_mlflow_log_batch_stores(tracking_uri: st
     ]
     for batch in (first, second):
         tracker.log_metric_points(ours, batch)
-        tracker.client.log_batch(theirs, metrics=batch, synchronous=True)
+        reference.log_metric_points(theirs, batch)
     tracker.log_metric_points(ours, first)  # a re-sent batch adds nothing
     keys = ["loss", "lr", "odd"]
     mine = _mlflow_view(tracker.client, ours, keys)
