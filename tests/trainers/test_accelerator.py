@@ -28,9 +28,11 @@ def fresh_dynamo() -> Iterator[None]:
     torch.compiler.reset()
 
 
-def make_learner(seed: int = 0, *, augment: Any = None, **kwargs: Any) -> Learner:
+def make_learner(
+    seed: int = 0, *, augment: Any = None, image_size: int = 16, **kwargs: Any
+) -> Learner:
     """A simple_cnn on 'shapes' at 16 px: 240 train images in 8 batches, 60 valid."""
-    dls = make_dataloaders("shapes", image_size=16, batch_size=32, augment=augment)
+    dls = make_dataloaders("shapes", image_size=image_size, batch_size=32, augment=augment)
     seed_everything(seed)
     model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
     return Learner(model, dls, seed=seed, device="cpu", progress=False, **kwargs)
@@ -77,8 +79,9 @@ class Counting:
 
 
 # ----------------------------------------------------------------------------- amp
-def test_bf16_fit_has_finite_losses_close_to_float32() -> None:
-    fp32, bf16 = fitted(), fitted(amp="bf16")
+@pytest.mark.parametrize("image_size", [16, 8])  # 8 px: 1x1 feature maps in the last block
+def test_bf16_fit_has_finite_losses_close_to_float32(image_size: int) -> None:
+    fp32, bf16 = fitted(image_size=image_size), fitted(amp="bf16", image_size=image_size)
     a, b = fp32.history[-1], bf16.history[-1]
     for key in ("train_loss", "valid_loss"):
         assert isinstance(b[key], float) and math.isfinite(b[key])
