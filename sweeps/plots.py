@@ -50,12 +50,14 @@ def plot_comparison(
     ax = fig.add_subplot()
     groups = sorted({t.group for t in trials})
     colour = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
+    drawn: list[float] = []
     for group in groups:
         rows = [t for t in trials if t.group == group and _finite(t.lr)]
         rows = [t for t in rows if _finite(t.best_valid_loss)]
         if not rows:
             continue
         xs, ys = [t.lr for t in rows], [t.best_valid_loss for t in rows]
+        drawn += xs
         if rows[0].kind in SEARCH_KINDS:
             ax.scatter(xs, ys, s=22, alpha=0.7, color=colour[group], label=group)
         else:
@@ -71,7 +73,6 @@ def plot_comparison(
             )
             for x in xs:
                 ax.axvline(x, color=colour[group], linestyle=":", alpha=0.5)
-    ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("best validation loss")
     ax.set_title("Best validation loss per trial against its learning rate")
@@ -79,6 +80,7 @@ def plot_comparison(
         twin = ax.twinx()
         for k, (label, (lrs, losses)) in enumerate(sorted(finder_curves.items())):
             pts = [(x, y) for x, y in zip(lrs, losses, strict=False) if _finite(y) and x > 0]
+            drawn += [x for x, _ in pts]
             if pts:
                 twin.plot(
                     *zip(*pts, strict=True),
@@ -89,6 +91,9 @@ def plot_comparison(
                 )
         twin.set_ylabel("range-test loss (smoothed)")
         twin.legend(loc="upper right", fontsize="small")
+    if drawn and min(drawn) == max(drawn) > 0:  # a single LR (a one-point sweep): a decade round it
+        ax.set_xlim(drawn[0] / math.sqrt(10), drawn[0] * math.sqrt(10))
+    ax.set_xscale("log")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize="small")
     fig.savefig(os.fspath(path), dpi=100)
