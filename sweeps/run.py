@@ -190,6 +190,7 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
 
 def _preflight(spec: SweepSpec, uri: str, root: Path, *, address: str | None) -> None:
     """Every check that can refuse the sweep, before its experiment or parent run exists."""
+    preflight.check_accelerator(spec)
     if address is None:
         preflight.check_local_resources(spec)
         preflight.check_local_data(spec)

@@ -462,6 +462,20 @@ def test_run_refuses_a_bad_image_folder_before_starting(env: Env, row: tuple) ->
     assert_refused(result, env, message.replace("{data}", str(data)))
 
 
+def test_run_refuses_cpu_bf16_at_an_image_size_it_cannot_train(env: Env) -> None:
+    needs("run")
+    path = env.root / "spec.yaml"
+    path.write_text(spec(("task.accelerator", {"amp": "bf16"})))  # BASE: simple_cnn at 8 px
+    result = invoke("run", str(path))
+    assert_refused(
+        result,
+        env,
+        "task.accelerator.amp: bf16 with resources.gpu: 0 trains on the CPU",
+        "task.image_size 8",
+        "'body.3.0'",
+    )
+
+
 # --- other commands ------------------------------------------------------------------------------
 
 

@@ -119,6 +119,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
         learn.xb = acc.batch(xb.to(learn.device, non_blocking=True))
         learn.yb = yb.to(learn.device, non_blocking=True)
         learn._call("before_batch")
+        acc.check_training_input(forward, learn.xb)  # after callbacks that resize the batch
         with acc.autocast():  # forward and loss (and the callbacks between) in the amp dtype
             learn.pred = acc.output(forward(learn.xb))
             learn._call("after_pred")

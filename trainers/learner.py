@@ -421,13 +421,16 @@ class Learner:
         *,
         freeze_epochs: int = 1,
         lr_mult: float = 100,
-        pct_start: float = 0.25,
+        pct_start: float = 0.3,
+        div: float = 5.0,
     ) -> None:
-        """fastai's transfer-learning recipe.
+        """fastai's transfer-learning recipe, with fastai's defaults.
 
         Freeze, ``fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)``, halve
         ``base_lr``, unfreeze, ``fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr),
-        pct_start=pct_start)``. History records carry ``phase`` ``"frozen"`` / ``"unfrozen"``.
+        pct_start=pct_start, div=div)``: the unfrozen cycle starts at a fifth of its peak, not
+        ``fit_one_cycle``'s 1/25, since the body already holds trained weights. History records
+        carry ``phase`` ``"frozen"`` / ``"unfrozen"``.
 
         Raises:
             ValueError: for a bad ``base_lr``, ``epochs < 1``, ``freeze_epochs < 0`` or
@@ -447,7 +450,9 @@ class Learner:
             base_lr /= 2
             self.unfreeze()
             self.phase = "unfrozen"
-            self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start)
+            self.fit_one_cycle(
+                epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div
+            )
         finally:
             self.phase = previous
 
@@ -491,11 +496,16 @@ class Learner:
         optimizer themselves; pair with :meth:`snapshot` / :meth:`restore` to leave no trace.
 
         Returns:
-            The batch loss as a float (may be NaN or inf; nothing is raised).
+            The batch loss as a float (may be NaN or inf: that is not an error here).
+
+        Raises:
+            ValueError: for a batch that bf16 on the CPU cannot train (see
+                :meth:`~trainers._accel.Accelerator.check_training_input`), before any step.
         """
         self.model.train()
         acc = self.accelerator
         xb = acc.batch(xb.to(self.device))
+        acc.check_training_input(self.forward_model, xb)
         with acc.autocast():
             loss = self.loss_func(acc.output(self.forward_model(xb)), yb.to(self.device))
         if self.scaler is None:

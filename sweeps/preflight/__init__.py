@@ -2,6 +2,7 @@
 
 ``run_sweep`` calls, in this order::
 
+    check_accelerator(spec)                # CPU trials: amp bf16 at an image size it cannot train
     check_local_resources(spec)            # local run, before Ray starts: gpu: 1 with no GPU ...
     check_local_data(spec)                 # local run: image_folder read once (empty, corrupt)
     connect(address)                       # cluster run: Ray's connection errors made clear
@@ -27,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from sweeps.preflight._accel import check_accelerator
 from sweeps.preflight._check import check_cluster, connect
 from sweeps.preflight._cluster import PROBE_TIMEOUT_S, explain_connect_error
 from sweeps.preflight._data import check_local_data
@@ -44,6 +46,7 @@ __all__ = [
     "NodeInfo",
     "PreflightError",
     "PreflightReport",
+    "check_accelerator",
     "check_artifact_location",
     "check_cluster",
     "check_fit",

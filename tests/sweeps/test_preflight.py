@@ -23,6 +23,7 @@ from sweeps import _ray
 from sweeps.preflight import (
     NodeInfo,
     PreflightError,
+    check_accelerator,
     check_artifact_location,
     check_cluster,
     check_fit,
@@ -220,6 +221,21 @@ def test_local_run_counts_trials_that_fit():
     assert check_local_resources(make_spec(resources={"cpu": 1}), num_cpus=2, num_gpus=0) == 2
     spec = make_spec(resources={"cpu": 1, "gpu": 0.5})
     assert check_local_resources(spec, num_cpus=4, num_gpus=1) == 2
+
+
+def test_cpu_bf16_is_refused_at_an_image_size_it_cannot_train():
+    task = load_spec(DIGITS).resolved()["task"]
+    bf16 = {**task, "accelerator": {"amp": "bf16"}}
+    with pytest.raises(PreflightError, match=r"task\.accelerator\.amp(.|\n)*task\.image_size 8"):
+        check_accelerator(make_spec(task={**bf16, "image_size": 8}))
+    resnet = {**bf16, "model": {"arch": "resnet18"}}
+    with pytest.raises(PreflightError, match=r"'body\.4\.0\.conv1'"):
+        check_accelerator(make_spec(task={**resnet, "image_size": 16}))
+    assert check_accelerator(make_spec(task={**resnet, "image_size": 32})) is True
+    assert check_accelerator(make_spec(task={**bf16, "image_size": 16})) is True
+    assert check_accelerator(make_spec(task={**task, "image_size": 8})) is False  # float32
+    gpu = make_spec(task={**bf16, "image_size": 8}, resources={"cpu": 1, "gpu": 0.5})
+    assert check_accelerator(gpu) is False  # GPUs have no such fault
 
 
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):

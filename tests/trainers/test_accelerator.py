@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trainers import Callback, Interpretation, Learner, build_model, make_dataloaders
+from trainers._accel import Accelerator
 from trainers.seeding import seed_everything
 
 
@@ -79,15 +80,68 @@ class Counting:
 
 
 # ----------------------------------------------------------------------------- amp
-@pytest.mark.parametrize("image_size", [16, 8])  # 8 px: 1x1 feature maps in the last block
-def test_bf16_fit_has_finite_losses_close_to_float32(image_size: int) -> None:
-    fp32, bf16 = fitted(image_size=image_size), fitted(amp="bf16", image_size=image_size)
+def test_bf16_fit_has_finite_losses_and_weights_close_to_float32() -> None:
+    fp32, bf16 = fitted(), fitted(amp="bf16")
     a, b = fp32.history[-1], bf16.history[-1]
     for key in ("train_loss", "valid_loss"):
         assert isinstance(b[key], float) and math.isfinite(b[key])
         assert b[key] == pytest.approx(a[key], rel=0.05), key  # 8 mantissa bits, same range
     assert b["accuracy"] == pytest.approx(a["accuracy"], abs=0.1)
+    assert all(torch.isfinite(p).all() for p in bf16.model.parameters())
     assert bf16.accelerator.amp == "bf16" and fp32.accelerator.amp is None
+
+
+def test_pytorch_cpu_bf16_strided_conv_backward_on_one_pixel_wide_input_is_wrong() -> None:
+    """The PyTorch 2.14 fault the guard below exists for (14-19 of 20 draws here; the garbage is
+    uninitialised memory, so the count varies). When this starts failing, drop the guard."""
+    torch.manual_seed(0)
+    wrong = 0
+    for _ in range(20):
+        conv = nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=False)
+        exact = nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=False)
+        exact.load_state_dict(conv.state_dict())
+        x = torch.randn(64, 64, 1, 1).relu()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            (conv(x).float() ** 2).sum().backward()
+        (exact(x) ** 2).sum().backward()
+        g, ref = conv.weight.grad, exact.weight.grad
+        wrong += not (torch.isfinite(g).all() and (g - ref).abs().max() < 0.05 * ref.abs().max())
+    assert wrong >= 1
+
+
+def test_bf16_on_the_cpu_refuses_a_model_whose_strided_conv_sees_one_pixel() -> None:
+    learn = make_learner(amp="bf16", image_size=8)  # simple_cnn's last block: 1x1 input
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    message = r"amp='bf16' on the CPU cannot train this model on 8x8 inputs: 'body.3.0'.*16 px"
+    with pytest.raises(ValueError, match=message):
+        learn.fit(1, 3e-3)
+    with pytest.raises(ValueError, match=message):
+        learn.lr_find(num_it=20)
+    assert all(torch.equal(p, q) for p, q in zip(learn.model.parameters(), before, strict=True))
+    assert learn.model.training  # the probe's eval mode was undone
+    fitted(image_size=8)  # float32 trains at 8 px
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "refused"), [("resnet18", 16, True), ("resnet18", 32, False)]
+)
+def test_bf16_guard_probes_each_input_size_once(arch: str, size: int, refused: bool) -> None:
+    acc = Accelerator.resolve(torch.device("cpu"), amp="bf16", channels_last=True)
+    model = build_model(arch, 10, in_channels=3).train()
+    xb = torch.zeros(4, 3, size, size).contiguous(memory_format=torch.channels_last)
+    if refused:
+        with pytest.raises(
+            ValueError, match=r"16x16 inputs: 'body\.4\.0\.conv1'.*32 px or more for resnet18"
+        ):
+            acc.check_training_input(model, xb)
+    else:
+        acc.check_training_input(model, xb)
+        calls: list[int] = []
+        model.register_forward_pre_hook(lambda module, args: calls.append(1))
+        acc.check_training_input(model, xb)  # this shape was probed already
+        assert calls == []
+    assert model.training
+    Accelerator.resolve(torch.device("cpu")).check_training_input(model, xb[:, :, :8, :8])
 
 
 def test_bf16_autocast_covers_training_validation_and_the_range_test() -> None:

@@ -194,14 +194,30 @@ def test_freeze_keeps_the_body_fixed_but_batchnorm_trainable() -> None:
     assert not torch.equal(conv.weight, conv_before)
 
 
-def test_fine_tune_runs_frozen_then_unfrozen_with_discriminative_rates() -> None:
-    learn = make_learner()
+class _RatesPerBatch(Callback):
+    def __init__(self) -> None:
+        self.rates: list[tuple[str | None, list[float]]] = []
+
+    def before_batch(self) -> None:
+        if self.learn.training:
+            self.rates.append((self.learn.phase, self.learn.group_lrs))
+
+
+def test_fine_tune_runs_frozen_then_unfrozen_with_fastais_discriminative_cycle() -> None:
+    rates = _RatesPerBatch()
+    learn = make_learner(callbacks=[rates])
     learn.fine_tune(2, 4e-3, freeze_epochs=1, lr_mult=100)
     assert [r["phase"] for r in learn.history] == ["frozen", "unfrozen", "unfrozen"]
     assert learn.frozen_groups == 0 and learn.phase is None
     assert learn.group_lrs[0] / learn.group_lrs[-1] == pytest.approx(1 / 100)
-    last_pos = (2 * learn.n_iter - 1) / (2 * learn.n_iter)  # unfrozen: base_lr halved
-    assert learn.group_lrs[-1] == pytest.approx(closed_one_cycle(last_pos, 2e-3, 0.25, 25, 1e5))
+    # fastai's fine_tune: the unfrozen cycle (base_lr halved) has pct_start 0.3 and div 5.
+    unfrozen = [lrs[-1] for phase, lrs in rates.rates if phase == "unfrozen"]
+    assert len(unfrozen) == 2 * learn.n_iter
+    assert unfrozen[0] == pytest.approx(2e-3 / 5)
+    expected = [
+        closed_one_cycle(i / len(unfrozen), 2e-3, 0.3, 5, 1e5) for i in range(len(unfrozen))
+    ]
+    assert unfrozen == pytest.approx(expected)
 
 
 # ----------------------------------------------------------------------------- state
