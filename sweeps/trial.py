@@ -161,6 +161,7 @@ def _learner(task: Any, dls: Any, seed: int) -> Learner:
         dls,
         opt=task.opt,
         wd=task.wd,
+        wd_bn_bias=task.wd_bn_bias,
         progress=False,
         amp=accelerator.amp,
         channels_last=accelerator.channels_last,

@@ -83,7 +83,9 @@ def load(
 
     Raises:
         FileNotFoundError: for a missing file.
-        ValueError: for a file that is not a Learner checkpoint (names the file).
+        ValueError: for a file that is not a Learner checkpoint, or (``with_opt``) whose
+            optimizer has another parameter-group layout (names the file); ``learn`` is
+            unchanged then.
     """
     path = Path(path)
     if not path.is_file():
@@ -96,6 +98,8 @@ def load(
         raise ValueError(
             f"checkpoint file {str(path)!r} is not a Learner checkpoint (format {FORMAT!r})."
         )
+    if with_opt:
+        _check_opt_layout(path, state["opt"], learn.opt.state_dict())
     learn.model.load_state_dict(state["model"])
     learn.freeze_to(state["frozen"])
     if with_opt:
@@ -150,3 +154,18 @@ def restore(learn: Learner, snap: dict[str, Any]) -> None:
     set_rng_state(snap["rng"])
     if snap["dls"] is not None:
         learn.dls.load_state_dict(copy.deepcopy(snap["dls"]))
+
+
+def _check_opt_layout(path: Path, saved: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Refuse optimizer state saved for other parameter groups, before anything is loaded."""
+    sizes = [len(g["params"]) for g in saved.get("param_groups", [])]
+    expected = [len(g["params"]) for g in ours["param_groups"]]
+    if sizes != expected:
+        raise ValueError(
+            f"checkpoint file {str(path)!r} holds optimizer state for parameter groups of "
+            f"{sizes} parameters, but this Learner's optimizer has {expected}: it was saved "
+            "with another optimizer layout (another model, wd_bn_bias, or a checkpoint from "
+            "before normalization layers and biases got their own no-decay groups). Build the "
+            "Learner as it was saved, or load with with_opt=False (weights, history and RNG "
+            "only; the optimizer starts afresh)."
+        )

@@ -112,18 +112,53 @@ def layer_groups(model: nn.Module) -> list[nn.Module]:
     return list(groups()) if callable(groups) else [model]
 
 
-def make_optimizer(name: str, groups: Sequence[nn.Module], *, wd: float) -> torch.optim.Optimizer:
-    """An optimizer with one parameter group per layer group (each parameter in one group).
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
+"""Normalization layers whose parameters get no weight decay unless ``wd_bn_bias``."""
+
+
+def no_decay_params(module: nn.Module) -> set[int]:
+    """``id`` of every normalization-layer parameter and every bias in ``module`` (fastai's
+    ``norm_bias_params(module, with_bias=True)``)."""
+    found: set[int] = set()
+    for sub in module.modules():
+        if isinstance(sub, NORM_TYPES):
+            found.update(id(p) for p in sub.parameters(recurse=False))
+        bias = getattr(sub, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            found.add(id(bias))
+    return found
+
+
+def make_optimizer(
+    name: str, groups: Sequence[nn.Module], *, wd: float, wd_bn_bias: bool = False
+) -> torch.optim.Optimizer:
+    """An optimizer over the layer groups (each parameter in one parameter group).
+
+    Every parameter group carries ``layer_group`` (the index of its layer group). With
+    ``wd_bn_bias`` each layer group is one parameter group at weight decay ``wd``; without it
+    (fastai's default) a layer group's normalization-layer parameters and biases form a second
+    parameter group with no weight decay, so ``Learner.set_lrs`` sets both to the group's rate.
 
     ``adamw``: decoupled weight decay, betas ``(0.9, 0.99)``, eps 1e-5 (fastai's defaults);
     ``adam``: the same with L2 weight decay; ``sgd``: momentum 0.9 and L2 weight decay.
     """
     seen: set[int] = set()
-    param_groups = []
-    for group in groups:
+    param_groups: list[dict[str, Any]] = []
+    for index, group in enumerate(groups):
         params = [p for p in group.parameters() if id(p) not in seen]
         seen.update(id(p) for p in params)
-        param_groups.append({"params": params})
+        exempt = set() if wd_bn_bias else no_decay_params(group)
+        decay = [p for p in params if id(p) not in exempt]
+        rest = [p for p in params if id(p) in exempt]
+        if decay or not rest:
+            param_groups.append({"params": decay, "layer_group": index, "weight_decay": wd})
+        if rest:
+            param_groups.append({"params": rest, "layer_group": index, "weight_decay": 0.0})
     if name == "sgd":
         return torch.optim.SGD(param_groups, lr=1e-3, momentum=DEFAULT_MOM, weight_decay=wd)
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam

@@ -62,8 +62,11 @@ class Learner:
             (:func:`trainers.data.make_dataloaders`); moved to ``device`` when it has ``to``.
         loss_func: ``f(logits, targets) -> batch mean loss``; cross-entropy when None.
         opt: ``"adamw"`` (decoupled weight decay, betas ``(mom, 0.99)``), ``"adam"`` or
-            ``"sgd"`` (momentum); one parameter group per layer group.
+            ``"sgd"`` (momentum); one rate per layer group.
         wd: Weight decay, ``>= 0``.
+        wd_bn_bias: Also decay normalization-layer parameters and biases. False (fastai's
+            default): they get no weight decay (a second parameter group per layer group,
+            at the layer group's rate).
         metrics: Names from ``trainers._training.METRICS`` computed after every epoch.
         callbacks: Extra :class:`~trainers.callbacks.Callback` instances.
         seed: When given, seeds Python, NumPy and torch now (build the model after
@@ -102,6 +105,7 @@ class Learner:
         loss_func: Callable[..., torch.Tensor] | None = None,
         opt: str = "adamw",
         wd: float = 0.01,
+        wd_bn_bias: bool = False,
         metrics: Sequence[str] = ("error_rate", "accuracy"),
         callbacks: Iterable[Callback] = (),
         seed: int | None = None,
@@ -115,6 +119,8 @@ class Learner:
             raise ValueError(f"opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
         if not (isinstance(wd, int | float) and math.isfinite(wd) and wd >= 0):
             raise ValueError(f"wd must be a finite number >= 0, but got {wd!r}.")
+        if not isinstance(wd_bn_bias, bool):
+            raise ValueError(f"wd_bn_bias must be True or False, but got {wd_bn_bias!r}.")
         unknown = [m for m in metrics if m not in METRICS]
         if isinstance(metrics, str) or unknown:
             raise ValueError(f"metrics must be names from {list(METRICS)}, but got {metrics!r}.")
@@ -133,8 +139,9 @@ class Learner:
         self.dls = dls.to(self.device) if hasattr(dls, "to") else dls
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
         self.metric_names: tuple[str, ...] = tuple(metrics)
-        self.opt_name, self.wd = opt, float(wd)
-        self.opt = make_optimizer(opt, layer_groups(self.model), wd=self.wd)
+        self.opt_name, self.wd, self.wd_bn_bias = opt, float(wd), wd_bn_bias
+        groups = layer_groups(self.model)
+        self.opt = make_optimizer(opt, groups, wd=self.wd, wd_bn_bias=wd_bn_bias)
         self.history: list[dict[str, Any]] = []
         self.phase: str | None = None
         self.epoch = self.n_epoch = self.iter = self.n_iter = self.resume_epoch = 0
@@ -243,8 +250,8 @@ class Learner:
     # ----------------------------------------------------------------- layer groups
     @property
     def n_groups(self) -> int:
-        """Number of layer groups (and optimizer parameter groups)."""
-        return len(self.opt.param_groups)
+        """Number of layer groups (each one or two optimizer parameter groups)."""
+        return 1 + max(self._layer_group_index())
 
     @property
     def frozen_groups(self) -> int:
@@ -286,7 +293,15 @@ class Learner:
     @property
     def group_lrs(self) -> list[float]:
         """The optimizer's current learning rate per layer group, earliest first."""
-        return [float(g["lr"]) for g in self.opt.param_groups]
+        lrs: dict[int, float] = {}
+        for index, group in zip(self._layer_group_index(), self.opt.param_groups, strict=True):
+            lrs.setdefault(index, float(group["lr"]))
+        return [lrs[i] for i in range(self.n_groups)]
+
+    def _layer_group_index(self) -> list[int]:
+        """The layer group of each optimizer parameter group (its own index in an optimizer
+        assigned by hand, whose groups carry no ``layer_group``)."""
+        return [g.get("layer_group", i) for i, g in enumerate(self.opt.param_groups)]
 
     def set_lrs(self, lrs: Sequence[float]) -> None:
         """Set the learning rate of every layer group (earliest first); lr_find uses this.
@@ -298,8 +313,8 @@ class Learner:
             raise ValueError(
                 f"lrs must have one rate per layer group ({self.n_groups}), but got {list(lrs)}."
             )
-        for group, lr in zip(self.opt.param_groups, lrs, strict=True):
-            group["lr"] = lr
+        for index, group in zip(self._layer_group_index(), self.opt.param_groups, strict=True):
+            group["lr"] = lrs[index]
 
     def set_mom(self, mom: float) -> None:
         """Set Adam's beta1 or SGD's momentum in every parameter group."""

@@ -185,6 +185,7 @@ class TaskSpec(SpecModel):
     epochs: Int = Field(default=8, ge=1, le=10000)
     opt: Literal["adamw", "adam", "sgd"] = "adamw"
     wd: Number = Field(default=0.01, ge=0.0, le=10.0)
+    wd_bn_bias: Annotated[bool, Field(strict=True)] = False
     schedule: Schedule = Field(default_factory=OneCycleSchedule)
     fine_tune: FineTuneSpec | None = None
     augment: AugmentSpec | None = None

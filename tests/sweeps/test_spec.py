@@ -86,6 +86,7 @@ BAD_SPECS = [
     ({"task.batch_size": -8}, r"task\.batch_size: must be at least 1, but got -8"),
     ({"task.wd": "lots"}, r"task\.wd: must be a number, but got 'lots'"),
     ({"task.wd": float("nan")}, r"task\.wd: must be a finite number, but got nan"),
+    ({"task.wd_bn_bias": "yes"}, r"task\.wd_bn_bias: must be true or false, but got 'yes'"),
     (
         {"task.schedule": {"kind": "cosine"}},
         r"task\.schedule\.kind: unknown kind 'cosine' \(accepted: one_cycle, sgdr, constant\)",

@@ -220,6 +220,28 @@ def test_fine_tune_runs_frozen_then_unfrozen_with_fastais_discriminative_cycle()
     assert unfrozen == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("wd_bn_bias", [False, True])
+def test_norm_layers_and_biases_get_no_weight_decay_unless_asked(wd_bn_bias: bool) -> None:
+    zero_loss = lambda logits, targets: (logits * 0).sum()  # noqa: E731 - no gradient: decay only
+    learn = make_learner(wd=0.5, wd_bn_bias=wd_bn_bias, loss_func=zero_loss)
+    named = dict(learn.model.named_parameters())
+    bn, bias, conv = named["body.0.1.weight"], named["head.4.bias"], named["body.0.0.weight"]
+    before = {name: p.detach().clone() for name, p in named.items()}
+    groups = learn.opt.param_groups
+    assert learn.n_groups == 3 and len(groups) == (3 if wd_bn_bias else 6)
+    learn.set_lrs([1e-3, 1e-2, 1e-1])
+    assert learn.group_lrs == [1e-3, 1e-2, 1e-1]
+    assert sorted({(g["layer_group"], g["lr"]) for g in groups}) == [
+        (0, 1e-3),
+        (1, 1e-2),
+        (2, 1e-1),
+    ]
+    learn.fit(1, 1e-1)
+    assert not torch.equal(conv, before["body.0.0.weight"])  # decoupled decay shrinks it
+    for p, name in ((bn, "body.0.1.weight"), (bias, "head.4.bias")):
+        assert torch.equal(p, before[name]) is not wd_bn_bias, name
+
+
 # ----------------------------------------------------------------------------- state
 def test_two_runs_with_the_same_seed_have_identical_histories() -> None:
     histories = []
@@ -247,6 +269,22 @@ def test_save_then_load_gives_identical_predictions_and_history(tmp_path: Path) 
     images = learn.dls.valid_images[:8]
     assert torch.equal(other.predict(images), learn.predict(images))
     assert other.history == learn.history and other.resume_epoch == 1
+
+
+def test_optimizer_state_of_another_layout_is_refused_before_anything_loads(
+    tmp_path: Path,
+) -> None:
+    learn = make_learner()
+    learn.fit(1, 1e-2)
+    path = learn.save(tmp_path / "model.pt")
+    other = make_learner(seed=9, wd_bn_bias=True)  # one parameter group per layer group
+    weights = {k: v.clone() for k, v in other.model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"{path}.*optimizer layout.*with_opt=False"):
+        other.load(path)
+    assert all(torch.equal(v, other.model.state_dict()[k]) for k, v in weights.items())
+    assert other.history == []
+    other.load(path, with_opt=False)
+    assert other.history == learn.history
 
 
 def test_fit_one_cycle_resumed_from_a_checkpoint_matches_the_uninterrupted_run(

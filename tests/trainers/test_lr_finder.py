@@ -155,7 +155,7 @@ def test_rates_annealed_to_zero_give_equal_ratios(trained):
     trained.set_lrs([0.0, 0.0, 0.0])  # where fit_sgdr leaves them
     seen: list[list[float]] = []
     handle = trained.opt.register_step_pre_hook(
-        lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups])
+        lambda opt, args, kwargs: seen.append(sorted({g["lr"] for g in opt.param_groups}))
     )
     try:
         lr_find(trained, 1e-5, 1e-2, 10, suggest=())
@@ -163,7 +163,7 @@ def test_rates_annealed_to_zero_give_equal_ratios(trained):
     finally:
         handle.remove()
         trained.set_lrs(previous)
-    assert seen[0] == [1e-5, 1e-5, 1e-5]
+    assert seen[0] == [1e-5]  # every parameter group, the no-decay ones included
 
 
 @pytest.mark.parametrize("lrs", [[1e-3, 1e-3, 0.0], [1e-3, -1e-3, 1e-3], [math.nan, 1e-3, 1e-3]])
@@ -224,12 +224,15 @@ def test_bad_arguments_raise_before_training(trained, kwargs, message):
     _assert_same_state(before, _state(trained))
 
 
-def test_valley_pick_trains_better_than_30x_above_and_below():
-    """The real experiment: one-cycle at the valley rate beats 30x either side.
+def test_valley_pick_trains_far_better_than_30x_below_and_near_30x_above():
+    """The real experiment: one-cycle at the valley rate against 30x either side.
 
-    Seeded and small (16 px digits, 5 epochs). The outcome depends on the setting: on this
-    BatchNorm CNN with AdamW, fastai's valley is on the cautious side, and at 3 epochs (or with
-    other seeds) the 30x higher rate reaches a lower validation loss; see the issue 3 report.
+    Seeded and small (16 px digits, 5 epochs). fastai's valley is on the cautious side of the
+    good region: 30x lower has not learned in 5 epochs (valid loss above 1), while 30x higher
+    is as good or better on this BatchNorm CNN with AdamW (0.039 against valley's 0.066 with
+    fastai's no-decay norm layers and biases; 0.049 against 0.034 with them decayed; seed 1 at
+    0.076 against 0.081). What holds in every setting measured: valley is >10x better than 30x
+    below and within 2x of 30x above. See the issue 3 report.
     """
     result = _learner(image_size=16).lr_find()
     valley = result.suggestions["valley"]
@@ -239,8 +242,8 @@ def test_valley_pick_trains_better_than_30x_above_and_below():
         learn = _learner(image_size=16)
         learn.fit_one_cycle(5, lr)
         final[name] = learn.history[-1]["valid_loss"]
-    assert final["valley"] < final["below"]
-    assert final["valley"] < final["above"]
+    assert final["valley"] * 10 < final["below"]
+    assert final["valley"] < 2 * final["above"]
 
 
 def _result() -> LRFindResult:
