@@ -230,6 +230,22 @@ def test_save_model_callback_saves_only_improvements(tmp_path: Path) -> None:
     best = make_learner(seed=4).load(tmp_path / "best.pt")
     assert same_weights(best.model, script.weights[1])
     assert len(best.history) == 2 and best.resume_epoch == 2
+    assert same_weights(learn.model, script.weights[1])  # fastai: the fit ends on the best
+    assert len(learn.history) == 3  # the history is the whole fit's
+
+
+def test_save_model_callback_reloads_the_best_after_early_stopping_unless_told(
+    tmp_path: Path,
+) -> None:
+    for reload_best in (True, False):
+        script = ScriptedLoss([1.0, 0.5, 0.7, 0.8])
+        saver = SaveModelCallback(tmp_path / "best.pt", reload_best=reload_best)
+        stopper = EarlyStoppingCallback(patience=1, restore_best=False)  # the saver alone
+        learn = make_learner(callbacks=[script, saver, stopper])
+        learn.fit(4, 1e-2)
+        assert len(learn.history) == 3 and saver.best_epoch == 1
+        assert same_weights(learn.model, script.weights[1]) is reload_best
+        assert same_weights(learn.model, script.weights[2]) is not reload_best
 
 
 def test_save_model_callback_every_epoch_keeps_one_file_per_epoch(tmp_path: Path) -> None:

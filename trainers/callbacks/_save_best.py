@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from trainers.callbacks._tracker import TrackerCallback
 
 __all__ = ["SaveModelCallback"]
@@ -21,6 +23,9 @@ class SaveModelCallback(TrackerCallback):
         every_epoch: Save after every epoch instead of only on improvement.
         min_delta: Smallest change that counts as an improvement.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy).
+        reload_best: At the end of the fit (also one ended by ``CancelFit``, e.g. early
+            stopping) load the best epoch's weights back into the model, as fastai does; the
+            history, optimizer and RNG stay as the fit left them. Ignored with ``every_epoch``.
 
     Attributes:
         best, best_epoch: Best value and its epoch.
@@ -35,13 +40,19 @@ class SaveModelCallback(TrackerCallback):
         *,
         min_delta: float = 0.0,
         mode: str = "auto",
+        reload_best: bool = True,
     ) -> None:
         super().__init__(monitor, min_delta=min_delta, mode=mode)
         if not isinstance(path, str | os.PathLike):
             raise ValueError(f"path must be a file path, but got {path!r}.")
         self.path = str(path)
         self.every_epoch = every_epoch
+        self.reload_best = reload_best
         self.last_saved: Path | None = None
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.last_saved = None
 
     def after_epoch(self) -> None:
         improved = self._improved()
@@ -51,3 +62,9 @@ class SaveModelCallback(TrackerCallback):
             )
             self.learn.save(target)
             self.last_saved = target
+
+    def after_fit(self) -> None:
+        if self.every_epoch or not self.reload_best or self.last_saved is None:
+            return
+        state = torch.load(self.last_saved, map_location=self.learn.device, weights_only=True)
+        self.learn.model.load_state_dict(state["model"])
