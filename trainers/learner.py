@@ -405,11 +405,14 @@ class Learner:
         cycle_len: int,
         lr_max: LRSpec,
         *,
-        cycle_mult: int = 1,
+        cycle_mult: int = 2,
         start_epoch: int = 0,
         precompute: bool = False,
     ) -> None:
         """Cosine annealing with warm restarts for ``sgdr_total_epochs(n_cycles, ...)`` epochs.
+
+        ``cycle_mult`` defaults to 2, as fastai's ``fit_sgdr``: each cycle twice the last
+        (``cycle_mult=1`` restarts every ``cycle_len`` epochs).
 
         Each group's rate is ``sgdr_lr(epoch + batch / n_batches, lr_max=<group's rate>,
         cycle_len=cycle_len, cycle_mult=cycle_mult)``; momentum stays 0.9.

@@ -218,7 +218,7 @@ def _head_steps(
     if extra is not None:
         learn.dls.augment = learn.dls.train.augment = extra
     learn.phase = "head_augment"
-    learn.fit_sgdr(augment_epochs, 1, lr)
+    learn.fit_sgdr(augment_epochs, 1, lr, cycle_mult=1)
     steps.append(RecipeStep("head_augment", (lr,) * learn.n_groups, augment_epochs))
     return found
 

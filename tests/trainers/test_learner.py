@@ -76,7 +76,7 @@ def test_fit_one_cycle_lr_and_momentum_traces_match_the_closed_form(opt: str) ->
 
 def test_fit_sgdr_lr_trace_restarts_like_the_closed_form() -> None:
     learn = make_learner()
-    learn.fit_sgdr(2, 1, 1e-2, cycle_mult=2)  # 1 + 2 = 3 epochs
+    learn.fit_sgdr(2, 1, 1e-2)  # fastai's default cycle_mult=2: 1 + 2 = 3 epochs
     n = learn.n_iter
     assert len(learn.history) == 3 and len(learn.recorder.lrs) == 3 * n
     for i, lr in enumerate(learn.recorder.lrs):
