@@ -103,34 +103,39 @@ def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
     return probs if x.ndim == 4 else probs[0]
 
 
-def tta(learn: Learner, n: int = 4, *, seed: int = 0) -> dict[str, Any]:
-    """Test-time augmentation over ``learn.dls.valid``.
+def tta(learn: Learner, n: int = 4, *, beta: float = 0.25, seed: int = 0) -> dict[str, Any]:
+    """Test-time augmentation over ``learn.dls.valid``, as fastai's ``tta(n=4, beta=0.25)``.
 
     The class probabilities of ``n`` passes with ``learn.dls.augment`` (drawn from a generator
-    seeded with ``seed``, so repeated calls agree and the training RNG is untouched) and of one
-    plain pass are averaged with equal weights.
+    seeded with ``seed``, so repeated calls agree and the training RNG is untouched) are
+    averaged, then blended with one plain pass: ``beta * plain + (1 - beta) * augmented``
+    (fastai's ``torch.lerp(aug, plain, beta)``; ``beta=0`` uses the augmented passes alone,
+    ``beta=1 / (n + 1)`` weighs all ``n + 1`` passes equally).
 
     Returns:
-        ``{"probs": (N, n_classes) CPU tensor, "valid_loss": NLL of the averaged probabilities,
+        ``{"probs": (N, n_classes) CPU tensor, "valid_loss": NLL of the blended probabilities,
         "error_rate": ..., "accuracy": ...}``.
 
     Raises:
-        ValueError: for ``n < 1`` or data without augmentation.
+        ValueError: for ``n < 1``, ``beta`` outside ``[0, 1]`` or data without augmentation.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an integer >= 1, but got {n!r}.")
+    if not (isinstance(beta, int | float) and not isinstance(beta, bool) and 0 <= beta <= 1):
+        raise ValueError(f"beta must be a number in [0, 1], but got {beta!r}.")
     augment = getattr(learn.dls, "augment", None)
     if augment is None:
         raise ValueError(
             "tta needs dls.augment: build the data with make_dataloaders(..., augment=...)."
         )
     logits, targets = _logits(learn, learn.dls.valid, learn.forward_model)
-    probs = logits.softmax(dim=1)
+    plain = logits.softmax(dim=1)
     generator = torch.Generator().manual_seed(seed)
+    augmented = torch.zeros_like(plain)
     for _ in range(n):
         aug_logits, _ = _logits(learn, learn.dls.valid, learn.forward_model, augment, generator)
-        probs = probs + aug_logits.softmax(dim=1)
-    probs = probs / (n + 1)
+        augmented = augmented + aug_logits.softmax(dim=1)
+    probs = torch.lerp(augmented / n, plain, float(beta))
     with torch.no_grad():
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), targets)
     result: dict[str, Any] = {"probs": probs.cpu(), "valid_loss": loss.item()}

@@ -551,9 +551,9 @@ class Learner:
         """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``."""
         return _inference.predict(self, x)
 
-    def tta(self, n: int = 4) -> dict[str, Any]:
-        """Test-time augmentation; see :func:`trainers._inference.tta`."""
-        return _inference.tta(self, n)
+    def tta(self, n: int = 4, *, beta: float = 0.25) -> dict[str, Any]:
+        """Test-time augmentation (fastai's blend); see :func:`trainers._inference.tta`."""
+        return _inference.tta(self, n, beta=beta)
 
     # ----------------------------------------------------------------- state
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -407,3 +407,16 @@ def test_tta_averages_augmented_passes_reproducibly_without_touching_the_rng() -
     assert first["accuracy"] == pytest.approx(1 - first["error_rate"])
     with pytest.raises(ValueError, match=r"tta needs dls\.augment"):
         make_learner().tta()
+
+
+def test_tta_blends_the_plain_pass_with_the_augmented_mean_as_fastai() -> None:
+    learn = make_learner(augment={"rotate": 15, "zoom": 1.2})
+    learn.fit(1, 1e-2)
+    plain = learn.tta(n=3, beta=1.0)["probs"]
+    augmented = learn.tta(n=3, beta=0.0)["probs"]
+    assert not torch.allclose(plain, augmented)
+    assert torch.allclose(plain, learn.get_preds()[0], atol=1e-6)
+    blended = learn.tta(n=3)  # beta=0.25
+    assert torch.allclose(blended["probs"], 0.25 * plain + 0.75 * augmented, atol=1e-6)
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\], but got 1\.5"):
+        learn.tta(beta=1.5)
