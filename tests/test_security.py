@@ -283,7 +283,18 @@ def test_secret_named_keys_are_redacted_at_any_depth(key: str) -> None:
     assert config["l"] == [{key: [SECRET]}]  # the input is left alone
 
 
-def test_validate_prints_no_secret(tmp_path: Path) -> None:
+@pytest.fixture
+def options_any_builder_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dataset options as a builder taking ``**kwargs`` sees them: any name passes the spec.
+
+    No built-in dataset takes a secret-named option (or ``cmd``), so the spec would refuse one
+    by name; a user's own builder may take such a keyword, and these tests need one to carry a
+    secret or a hostile value through the spec.
+    """
+    monkeypatch.setattr("sweeps.spec._task._dataset_options", lambda name: None)
+
+
+def test_validate_prints_no_secret(tmp_path: Path, options_any_builder_takes: None) -> None:
     spec = {**BASE, "task": {**BASE["task"], "dataset": {"name": "digits"}}}
     spec["task"]["dataset"]["options"] = {"api_token": SECRET}
     path = tmp_path / "spec.yaml"
@@ -296,12 +307,13 @@ def test_validate_prints_no_secret(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_real_sweep_logs_no_secret_to_mlflow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options_any_builder_takes: None
 ) -> None:
     """A tiny real sweep (Ray + MLflow) whose spec holds secrets: params and artifacts hide them.
 
-    No built-in dataset takes a secret-named option, so the trial itself fails at
-    ``make_dataloaders`` before it opens a child run; the spec reaches MLflow through the parent
+    No built-in dataset takes a secret-named option: the driver's spec check is widened here
+    (``options_any_builder_takes``), and the trial itself fails in its worker before it opens
+    a child run; the spec reaches MLflow through the parent
     run's params and ``spec.yaml``, which is what is checked, together with every run's params
     and tags and every byte of the store.
     """
@@ -370,7 +382,9 @@ SET_INJECTIONS: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize(("override", "outcome"), SET_INJECTIONS)
-def test_set_overrides_stay_typed_and_inert(tmp_path: Path, override: str, outcome: Any) -> None:
+def test_set_overrides_stay_typed_and_inert(
+    tmp_path: Path, override: str, outcome: Any, options_any_builder_takes: None
+) -> None:
     marker = tmp_path / "marker"
     override = override.format(marker=marker)
     if isinstance(outcome, tuple):

@@ -2,18 +2,24 @@
 
 Each arm runs once per seed. Two arms of one kind need distinct ``name:`` values; ``arm_name``
 (the name, or else the kind) identifies an arm in MLflow tags and in the report.
+
+Seeds are 32-bit: an ``optuna`` arm's sampler seed for training seed ``s`` is ``seed + s``, and
+Optuna's samplers (numpy's legacy generator) refuse anything outside ``[0, 2**32 - 1]``, so the
+arm's ``seed`` plus the sweep's largest seed must stay within it. A ``random`` arm's ``seed``
+seeds ``numpy.random.default_rng`` alone, which takes any non-negative integer.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from sweeps.spec._types import Int, Name, Number, SpecModel
+from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
     "OPTUNA_SAMPLERS",
+    "SEED_MAX",
     "SUGGESTION_RULES",
     "FixedStrategy",
     "GridLr",
@@ -30,6 +36,8 @@ SUGGESTION_RULES = ("valley", "steep", "minimum", "slide")
 OPTUNA_SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
 MAX_POINTS = 1000
 MAX_TRIALS = 10000
+SEED_MAX = 2**32 - 1
+"""The largest seed numpy's legacy generator, and so every Optuna sampler, accepts."""
 
 Rule = Literal["valley", "steep", "minimum", "slide"]
 
@@ -121,7 +129,7 @@ class OptunaStrategy(_Arm):
     lr: LrRange
     trials: Int = Field(default=12, ge=1, le=MAX_TRIALS)
     sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
-    seed: Int = Field(default=0, ge=0)
+    seed: Int = Field(default=0, ge=0, le=SEED_MAX)
 
 
 class RandomStrategy(_Arm):
@@ -149,6 +157,27 @@ class RecipeStrategy(_Arm):
     max_epochs: Int = Field(default=12, ge=1, le=10000)
 
 
+def _check_sampler_seeds(arm: Any, info: ValidationInfo) -> Any:
+    """Refuse an ``optuna`` arm whose sampler seed ``seed + s`` passes :data:`SEED_MAX`.
+
+    Runs on each arm of ``SweepSpec.strategies``, where ``info.data`` holds the sweep's
+    ``seeds`` (declared, hence validated, before ``strategies``). When the seeds are invalid
+    they carry their own error and the arm is checked against seed 0 only (its field bound).
+    """
+    if not isinstance(arm, OptunaStrategy):
+        return arm
+    seeds = (info.data or {}).get("seeds") or [0]
+    top = max(seeds)
+    if arm.seed + top > SEED_MAX:
+        raise field_error(
+            "seed",
+            f"must be from 0 to {SEED_MAX - top} with sweep seeds up to {top}: each study's "
+            f"sampler seed is seed + s and must lie in [0, 2**32 - 1] = [0, {SEED_MAX}], but got "
+            f"{arm.seed} ({arm.seed} + {top} = {arm.seed + top})",
+        )
+    return arm
+
+
 Strategy = Annotated[
     LrFinderStrategy
     | GridStrategy
@@ -157,4 +186,5 @@ Strategy = Annotated[
     | RecipeStrategy
     | FixedStrategy,
     Field(discriminator="kind"),
+    AfterValidator(_check_sampler_seeds),
 ]

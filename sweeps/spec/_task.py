@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "shapes", "image_folder", "mnist", "fashion_mnist", "cifar10")
+_SEED_MAX = 2**32 - 1
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -45,11 +47,16 @@ class DatasetSpec(SpecModel):
     ``path`` is required for ``image_folder`` (a folder of class sub-folders) and optional
     elsewhere (a download or cache folder). A local path must exist when the spec is loaded and is
     stored absolute (trials run in their own working directories); a URI is left to the worker.
+
+    ``options`` are keyword arguments of the dataset's builder in ``trainers.data.DATASETS``
+    (``n_classes`` for ``shapes``, ``channels`` for ``digits`` ...); their names are checked
+    against the builder's signature when the spec is loaded (no data is read), their values by
+    the builder in each trial. ``seed`` and ``path`` are fields here, never options.
     """
 
     name: Literal["digits", "shapes", "image_folder", "mnist", "fashion_mnist", "cifar10"]
     valid_pct: Number = Field(default=0.2, gt=0.0, lt=1.0)
-    seed: Int = Field(default=42, ge=0)
+    seed: Int = Field(default=42, ge=0, le=_SEED_MAX)
     path: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -71,6 +78,52 @@ class DatasetSpec(SpecModel):
         if not local.exists():
             raise ValueError(f"{path!r} does not exist")
         return str(local.resolve())
+
+    @model_validator(mode="after")
+    def _check_options(self) -> DatasetSpec:
+        if not self.options:
+            return self
+        accepted = _dataset_options(self.name)
+        if accepted is None:
+            return self
+        unknown = [key for key in self.options if key not in accepted]
+        if not unknown:
+            return self
+        first = unknown[0]
+        if first in type(self).model_fields:
+            message = f"is not an option; set task.dataset.{first} instead"
+        else:
+            listed = ", ".join(accepted) if accepted else "none"
+            message = f"unknown option for dataset {self.name!r} (accepted: {listed})"
+        if len(unknown) > 1:
+            message += f"; also refused: {', '.join(unknown[1:])}"
+        raise field_error(f"options.{first}", message)
+
+
+def _dataset_options(name: str) -> tuple[str, ...] | None:
+    """The ``task.dataset.options`` keys dataset ``name`` accepts, read from its builder.
+
+    The builder is ``trainers.data.DATASETS[name]``; every keyword parameter of its signature
+    is an option except those the spec fills from its own fields (``seed``, ``path``).
+    Importing ``trainers.data`` loads torch, so this runs only for specs that set options.
+
+    Returns:
+        The option names in signature order, or None when the builder takes ``**kwargs``
+        (any name is then left to the builder).
+
+    Raises:
+        KeyError: if no dataset is registered under ``name``.
+    """
+    from trainers.data import DATASETS as builders
+
+    accepted: list[str] = []
+    for param in inspect.signature(builders[name]).parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        keyword = param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
+        if keyword and param.name not in DatasetSpec.model_fields:
+            accepted.append(param.name)
+    return tuple(accepted)
 
 
 class ModelSpec(SpecModel):

@@ -73,6 +73,29 @@ BAD_SPECS = [
         {"task.dataset.valid_pct": 1.5},
         r"task\.dataset\.valid_pct: must be below 1\.0, but got 1\.5",
     ),
+    (
+        {"task.dataset.seed": 2**32},
+        r"task\.dataset\.seed: must be at most 4294967295, but got 4294967296",
+    ),
+    (
+        {"task.dataset": {"name": "shapes", "options": {"n_clases": 6}}},
+        r"task\.dataset\.options\.n_clases: unknown option for dataset 'shapes' \(accepted: "
+        r"n_per_class, n_classes\)\.$",
+    ),
+    (
+        {"task.dataset.options": {"n_classes": 6, "colour": 1}},
+        r"task\.dataset\.options\.n_classes: unknown option for dataset 'digits' \(accepted: "
+        r"channels\); also refused: colour\.$",
+    ),
+    (
+        {"task.dataset.options": {"seed": 1}},
+        r"task\.dataset\.options\.seed: is not an option; set task\.dataset\.seed instead",
+    ),
+    (
+        {"task.dataset": {"name": "cifar10", "options": {"channels": 1}}},
+        r"task\.dataset\.options\.channels: unknown option for dataset 'cifar10' \(accepted: "
+        r"download, verify_checksums\)",
+    ),
     ({"task.model": {"arch": "vgg16"}}, r"task\.model\.arch: unknown value 'vgg16' \(accepted: "),
     (
         {"task.model": {"arch": "resnet18", "pretrained": "/no/weights.pt"}},
@@ -109,6 +132,22 @@ BAD_SPECS = [
     ({"seeds": []}, r"seeds: must have at least 1 item"),
     ({"seeds": [1, 2, 1]}, r"seeds: each seed may appear once, but \[1\] repeat"),
     ({"seeds": [0, -1]}, r"seeds\.1: must be at least 0, but got -1"),
+    ({"seeds": [2**32]}, r"seeds\.0: must be at most 4294967295, but got 4294967296"),
+    ({"strategies.2.seed": -1}, r"strategies\.2\.seed: must be at least 0, but got -1"),
+    (
+        {"strategies.2.seed": 2**32},
+        r"strategies\.2\.seed: must be at most 4294967295, but got 4294967296",
+    ),
+    (
+        {"strategies.2.seed": 2**32 - 1},
+        r"strategies\.2\.seed: must be from 0 to 4294967294 with sweep seeds up to 1: each "
+        r"study's sampler seed is seed \+ s and must lie in \[0, 2\*\*32 - 1\] = "
+        r"\[0, 4294967295\], but got 4294967295 \(4294967295 \+ 1 = 4294967296\)",
+    ),
+    (
+        {"seeds": [0, 2**32 - 10], "strategies.2.seed": 10},
+        r"strategies\.2\.seed: must be from 0 to 9 with sweep seeds up to 4294967286",
+    ),
     ({"strategies": []}, r"strategies: must have at least 1 item"),
     ({"strategies": {"kind": "grid"}}, r"strategies: must be a list"),
     (
@@ -254,6 +293,66 @@ def test_fractional_and_whole_gpus_are_accepted(gpu: float) -> None:
     assert load_spec(_with({"resources": {"gpu": gpu}})).resources.gpu == gpu
 
 
+@pytest.mark.parametrize(
+    ("changes", "seed"),
+    [
+        ({"strategies.2.seed": 2**32 - 2}, 2**32 - 2),
+        ({"seeds": [2**32 - 1], "strategies.2.seed": 0}, 0),
+        ({"seeds": [5, 2**32 - 11], "strategies.2.seed": 10}, 10),
+    ],
+)
+def test_optuna_seed_whose_sampler_seeds_fit_32_bits_is_accepted(
+    changes: dict[str, Any], seed: int
+) -> None:
+    assert load_spec(_with(changes)).resolved()["strategies"][2]["seed"] == seed
+
+
+def test_random_arm_seed_is_not_limited_to_32_bits() -> None:
+    """Its seed feeds numpy's default_rng alone (never + a sweep seed), which takes any size."""
+    spec = load_spec(_with({"strategies.3.seed": 2**40}))
+    assert spec.resolved()["strategies"][3]["seed"] == 2**40
+
+
+@pytest.mark.parametrize(
+    ("dataset", "options"),
+    [
+        ("shapes", {"n_classes": 4, "n_per_class": 10}),
+        ("digits", {"channels": 3}),
+        ("mnist", {"download": False, "channels": 3}),
+        ("cifar10", {"download": False, "verify_checksums": False}),
+    ],
+)
+def test_dataset_options_its_builder_takes_are_accepted(
+    dataset: str, options: dict[str, Any]
+) -> None:
+    spec = load_spec(_with({"task.dataset": {"name": dataset, "options": options}}))
+    assert spec.task.dataset.options == options
+
+
+def test_image_folder_options_are_its_builders_keywords(tmp_path: Path) -> None:
+    options = {"num_workers": 2, "resize_method": "crop"}
+    spec = load_spec(
+        _with({"task.dataset": {"name": "image_folder", "path": str(tmp_path), "options": options}})
+    )
+    assert spec.task.dataset.options == options
+
+
+def test_dataset_options_follow_the_builders_signature(monkeypatch) -> None:
+    """The accepted names are read from trainers.data.DATASETS, not from a list in the spec."""
+    import trainers.data
+
+    def builder(*, seed: int, sides: int = 3) -> Any:
+        raise AssertionError("validation must not build the dataset")
+
+    monkeypatch.setitem(trainers.data.DATASETS, "shapes", builder)
+    spec = load_spec(_with({"task.dataset": {"name": "shapes", "options": {"sides": 5}}}))
+    assert spec.task.dataset.options == {"sides": 5}
+    with pytest.raises(
+        SpecError, match=r"options\.n_classes: unknown option .*\(accepted: sides\)"
+    ):
+        load_spec(_with({"task.dataset": {"name": "shapes", "options": {"n_classes": 4}}}))
+
+
 def test_relative_dataset_path_becomes_absolute(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "images" / "cat").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
@@ -358,7 +457,7 @@ TYPED_OVERRIDES = [
     ("task.schedule={kind: sgdr, cycle_len: 2}", lambda s: s.task.schedule.cycle_len, 2),
     ("strategies.0.suggest=minimum", lambda s: s.strategies[0].suggest, ["minimum"]),
     ("tracking.experiment=team/lr", lambda s: s.experiment_name, "team/lr"),
-    ("task.dataset.options.shards=4", lambda s: s.task.dataset.options, {"shards": 4}),
+    ("task.dataset.options.channels=3", lambda s: s.task.dataset.options, {"channels": 3}),
 ]
 
 
