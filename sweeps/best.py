@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import yaml
 
+# EarlyStopSpec's default-mode rule: one list of maximised metrics for the whole project.
+from sweeps.spec._sweep import _MAXIMISED as MAXIMISED_METRICS
 from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -155,7 +157,7 @@ def best_config(
     experiment: str,
     *,
     metric: str = "valid_loss",
-    mode: Literal["min", "max"] = "min",
+    mode: Literal["min", "max"] | None = None,
     strategy: str | None = None,
     tracking_uri: str | None = None,
 ) -> BestConfig:
@@ -164,7 +166,8 @@ def best_config(
     Args:
         experiment: the sweep's experiment name.
         metric: ranked by the trials' ``best/<metric>`` (``best/`` may be given or not).
-        mode: ``min`` or ``max``.
+        mode: ``min`` or ``max``; ``None`` follows the metric as ``early_stop.mode`` does:
+            ``max`` for ``accuracy``, ``min`` for the others (losses, ``error_rate``).
         strategy: only trials of this arm: its kind (tag ``sweeps.strategy``) or its name
             (tag ``sweeps.arm``).
         tracking_uri: MLflow store; default ``MLFLOW_TRACKING_URI``, else the embedded
@@ -178,9 +181,11 @@ def best_config(
         BestConfigError: unknown experiment (lists the experiments), metric (lists the metrics
             trials have), strategy (lists the strategies) or mode, or no eligible trial.
     """
+    metric = metric.removeprefix(BEST_PREFIX)
+    if mode is None:
+        mode = default_mode(metric)
     if mode not in ("min", "max"):
         raise BestConfigError(f"mode must be 'min' or 'max', but got {mode!r}.")
-    metric = metric.removeprefix(BEST_PREFIX)
     tracker = Tracker(_resolve_tracking_uri(tracking_uri))
     try:
         experiment_id = tracker.experiment_id(experiment)
@@ -218,6 +223,18 @@ def best_config(
     )
     logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
     return _to_best(best, experiment, metric, mode, key, _load_spec(tracker, best))
+
+
+def default_mode(metric: str) -> Literal["min", "max"]:
+    """``max`` for a metric that grows as a trial improves (``accuracy``), else ``min``.
+
+    The rule ``early_stop.mode`` defaults by; ``best/`` may be given or not.
+
+    Example:
+        >>> default_mode("accuracy"), default_mode("best/accuracy"), default_mode("error_rate")
+        ('max', 'max', 'min')
+    """
+    return "max" if metric.removeprefix(BEST_PREFIX) in MAXIMISED_METRICS else "min"
 
 
 def _resolve_tracking_uri(tracking_uri: str | None) -> str:

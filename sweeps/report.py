@@ -37,6 +37,8 @@ from sweeps.tracking import TAG_KIND, Tracker, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
+LISTED_SWEEP_RUNS = 10
+"""How many sweep runs an unknown ``--run-id`` error lists."""
 GROUP_COLUMNS = (
     "group",
     "kind",
@@ -308,9 +310,9 @@ def _std(values: list[float]) -> float:
 
 def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
     per_seed: dict[int, TrialRow] = {}
-    for row in sorted(rows, key=lambda r: (r.seed, r.best_valid_loss)):
-        if row.counts and row.seed not in per_seed:
-            per_seed[row.seed] = row
+    # Only counted rows take part: a NaN loss would make the sort order arbitrary.
+    for row in sorted((r for r in rows if r.counts), key=lambda r: (r.seed, r.best_valid_loss)):
+        per_seed.setdefault(row.seed, row)
     picks = list(per_seed.values())
     losses = [p.best_valid_loss for p in picks]
     errors = [p.best_error_rate for p in picks]
@@ -356,12 +358,35 @@ def compare(trials: list[TrialRow]) -> list[GroupRow]:
     return sorted(out, key=lambda g: (math.isnan(g.regret), g.regret))
 
 
+def _sweep_runs(tracker: Tracker, experiment_id: str) -> list[Any]:
+    """The sweep (parent) runs of the experiment, most recently started first."""
+    parents = tracker.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
+    return sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True)
+
+
 def latest_parent(tracker: Tracker, experiment_id: str) -> str:
     """The most recently started sweep (parent) run of the experiment."""
-    parents = tracker.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
+    parents = _sweep_runs(tracker, experiment_id)
     if not parents:
         raise LookupError(f"experiment {experiment_id} has no sweep run (tag {TAG_KIND}=sweep).")
-    return max(parents, key=lambda r: r.info.start_time).info.run_id
+    return str(parents[0].info.run_id)
+
+
+def _check_parent(tracker: Tracker, experiment_id: str, experiment: str, run_id: str) -> None:
+    """Raise ``LookupError`` unless ``run_id`` is a sweep run of the experiment, listing those
+    that are (most recent first, at most ``LISTED_SWEEP_RUNS``)."""
+    parents = _sweep_runs(tracker, experiment_id)
+    if any(p.info.run_id == run_id for p in parents):
+        return
+    listed = [f"{p.info.run_id} ({p.info.run_name})" for p in parents[:LISTED_SWEEP_RUNS]]
+    more = (
+        f" and {len(parents) - LISTED_SWEEP_RUNS} older" if len(parents) > LISTED_SWEEP_RUNS else ""
+    )
+    raise LookupError(
+        f"run {run_id} is not a sweep run of experiment {experiment!r}; pass --run-id one of "
+        f"its sweep runs (latest first): {', '.join(listed) or 'none'}{more}, "
+        "or leave --run-id out for the latest."
+    )
 
 
 def build_report(
@@ -382,10 +407,14 @@ def build_report(
         figures_dir: Where to draw the figures (a temporary folder when None).
 
     Raises:
-        LookupError: unknown experiment (lists those that exist) or no sweep run in it.
+        LookupError: unknown experiment (lists those that exist), no sweep run in it, or a
+            ``parent_run_id`` that is not one of its sweep runs (lists those that are).
+        OSError: ``figures_dir`` cannot be created or written.
     """
     tracker = tracker or Tracker(resolve_tracking_uri(tracking_uri))
     experiment_id = tracker.experiment_id(experiment)
+    if parent_run_id is not None:
+        _check_parent(tracker, experiment_id, experiment, parent_run_id)
     parent = parent_run_id or latest_parent(tracker, experiment_id)
     children = tracker.child_runs(experiment_id, parent)
     trials = sorted((trial_row(r) for r in children), key=lambda t: (t.group, t.seed, t.lr))

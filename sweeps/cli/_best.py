@@ -33,7 +33,10 @@ def best_command(
         str | None, typer.Option("--strategy", help="Only this arm: lr_finder, grid, optuna ...")
     ] = None,
     metric: Annotated[str, typer.Option("--metric", help="Rank by best/<metric>.")] = "valid_loss",
-    mode: Annotated[Mode, typer.Option("--mode", help="min or max.")] = Mode.min,
+    mode: Annotated[
+        Mode | None,
+        typer.Option("--mode", help="min or max. Default: max for accuracy, min for the others."),
+    ] = None,
     output_format: Annotated[
         Format, typer.Option("--format", help="json | yaml | spec (a spec that re-runs the trial).")
     ] = Format.json,
@@ -46,7 +49,7 @@ def best_command(
         best = best_config(
             experiment,
             metric=metric,
-            mode="max" if mode is Mode.max else "min",
+            mode=None if mode is None else ("max" if mode is Mode.max else "min"),
             strategy=strategy,
             tracking_uri=tracking_uri,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 from sweeps.cli import app
 from sweeps.cli._options import TrackingUri
 from sweeps.cli._run import fail, make_console, print_report
-from sweeps.report import build_report
+from sweeps.report import Report, build_report
 
 
 @app.command("report")
@@ -32,10 +33,45 @@ def report_command(
         )
     except LookupError as error:
         raise fail(error) from None
+    except OSError as error:  # the figures are drawn into --out
+        if out is None or not _concerns(error, out):
+            raise
+        raise fail(_out_error(out, error)) from None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-        (out / "report.html").write_text(report.to_html(), encoding="utf-8")
-        (out / "results.csv").write_text(report.results_csv(), encoding="utf-8")
-        (out / "trials.csv").write_text(report.trials_csv(), encoding="utf-8")
+        try:
+            _write_documents(report, out)
+        except OSError as error:
+            raise fail(_out_error(out, error)) from None
     print_report(make_console(), report)
+
+
+def _write_documents(report: Report, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+    (out / "report.html").write_text(report.to_html(), encoding="utf-8")
+    (out / "results.csv").write_text(report.results_csv(), encoding="utf-8")
+    (out / "trials.csv").write_text(report.trials_csv(), encoding="utf-8")
+
+
+def _concerns(error: OSError, out: Path) -> bool:
+    """Whether ``error`` is about ``out``, a folder above it or a file in it."""
+    target = Path(os.path.abspath(out))
+    for name in (error.filename, error.filename2):
+        if name is not None:
+            path = Path(os.path.abspath(os.fsdecode(name)))
+            if path == target or path in target.parents or target in path.parents:
+                return True
+    return False
+
+
+def _out_error(out: Path, error: OSError) -> str:
+    existing = next((path for path in (out, *out.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        reason = f"'{existing}' exists and is not a folder"
+    else:
+        where = f" ({error.filename})" if error.filename is not None else ""
+        reason = f"{error.strerror or error}{where}"
+    return (
+        f"cannot write the report to --out '{out}': {reason}. Pass --out a folder you can "
+        "write to (it is created if missing)."
+    )

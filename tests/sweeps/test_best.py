@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 import sweeps.spec
 from sweeps.best import BestConfigError, best_config, typed_param
+from sweeps.cli import app
 from sweeps.spec import load_spec
 from sweeps.tracking import Tracker, default_tracking_uri
 
@@ -105,6 +107,36 @@ def test_best_by_metric_mode_and_strategy(store, metric, mode, strategy, expecte
         EXPERIMENT, metric=metric, mode=mode, strategy=strategy, tracking_uri=store["uri"]
     )
     assert best.run_id == store[expected]
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode", "expected"),
+    [
+        ("accuracy", "max", "optuna-0.02"),  # min would pick the worst trial, grid-0.003
+        ("best/accuracy", "max", "optuna-0.02"),
+        ("error_rate", "min", "optuna-0.02"),
+        ("valid_loss", "min", "grid-0.003"),
+    ],
+)
+def test_mode_follows_the_metric_by_default(store, metric, mode, expected) -> None:
+    best = best_config(EXPERIMENT, metric=metric, tracking_uri=store["uri"])
+    assert (best.run_id, best.mode) == (store[expected], mode)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected", "mode"),
+    [
+        (["--metric", "accuracy"], "optuna-0.02", "max"),
+        (["--metric", "accuracy", "--mode", "min"], "grid-0.003", "min"),  # explicit mode wins
+        (["--metric", "error_rate"], "optuna-0.02", "min"),
+        (["--metric", "valid_loss", "--mode", "max"], "recipe-0.006", "max"),
+    ],
+)
+def test_cli_mode_follows_the_metric_unless_given(store, args, expected, mode) -> None:
+    result = CliRunner().invoke(app, ["best", EXPERIMENT, "--tracking-uri", store["uri"], *args])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["run_id"], out["mode"]) == (store[expected], mode)
 
 
 @pytest.mark.parametrize(

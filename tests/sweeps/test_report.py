@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from sweeps.cli import app
 from sweeps.report import TrialRow, build_report, compare, log_report
 from sweeps.tracking import Tracker
 
@@ -103,6 +106,17 @@ def test_report_of_a_named_parent_and_unknown_names(sweep: tuple[Tracker, str]) 
         build_report("empty", tracker=tracker)
 
 
+@pytest.mark.parametrize("run_id", ["deadbeef", "child"])
+def test_report_refuses_a_run_id_that_is_not_a_sweep_of_the_experiment(
+    sweep: tuple[Tracker, str], run_id: str
+) -> None:
+    tracker, parent = sweep
+    if run_id == "child":  # a trial run is not a sweep run
+        run_id = tracker.child_runs(tracker.experiment_id("report-test"), parent)[0].info.run_id
+    with pytest.raises(LookupError, match=rf"run {run_id} is not a sweep run.*{parent}"):
+        build_report("report-test", run_id, tracker=tracker)
+
+
 def test_report_documents_are_self_contained_and_logged(
     sweep: tuple[Tracker, str], tmp_path: Path
 ) -> None:
@@ -162,3 +176,89 @@ def test_groups_are_sorted_by_regret_with_unscored_groups_last() -> None:
     assert [g.group for g in groups] == ["b", "a", "c"]
     assert groups[0].regret == 0.0 and groups[1].regret == pytest.approx(0.2)
     assert math.isnan(groups[2].regret) and groups[2].n_trials == 1
+
+
+# (lr, best valid loss, status): a FAILED trial has no best metric, so NaN in its row
+GRID_WITH_A_FAILED_TRIAL = [
+    (1e-5, 0.9, "FINISHED"),
+    (1e-4, math.nan, "FAILED"),
+    (1e-3, 0.3, "FINISHED"),
+    (1e-2, 0.1, "FINISHED"),
+    (1e-1, 0.2, "FINISHED"),
+]
+
+
+@pytest.mark.parametrize("nan_at", range(len(GRID_WITH_A_FAILED_TRIAL)))
+def test_a_seed_picks_its_lowest_loss_whatever_the_position_of_an_unscored_trial(
+    nan_at: int,
+) -> None:
+    trials = [t for t in GRID_WITH_A_FAILED_TRIAL if not math.isnan(t[1])]
+    trials.insert(nan_at, GRID_WITH_A_FAILED_TRIAL[1])
+    rows = [
+        dataclasses.replace(_row("grid", "grid", 0, loss, 1.0), lr=lr, status=status)
+        for lr, loss, status in trials
+    ]
+    (grid,) = compare(rows)
+    assert (grid.chosen_lr, grid.valid_loss_mean) == (pytest.approx(1e-2), pytest.approx(0.1))
+    assert (grid.n_seeds, grid.n_trials) == (1, 5)
+
+
+def _report_cli(tracking_uri: str, *args: str) -> object:
+    return CliRunner().invoke(app, ["report", "report-test", "--tracking-uri", tracking_uri, *args])
+
+
+def test_cli_unknown_run_id_exits_2_listing_the_sweep_runs(
+    sweep: tuple[Tracker, str], tracking_uri: str
+) -> None:
+    _, parent = sweep
+    result = _report_cli(tracking_uri, "--run-id", "deadbeef")
+    assert result.exit_code == 2, result.output
+    assert "run deadbeef is not a sweep run of experiment 'report-test'" in result.stderr
+    assert parent in result.stderr and "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("out", ["afile/report", "afile", "afile/a/b"])
+def test_cli_out_under_a_regular_file_exits_2_naming_it(
+    sweep: tuple[Tracker, str], tracking_uri: str, tmp_path: Path, out: str
+) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    result = _report_cli(tracking_uri, "--out", str(tmp_path / out))
+    assert result.exit_code == 2, result.output
+    assert f"--out '{tmp_path / out}'" in result.stderr
+    assert f"'{tmp_path / 'afile'}' exists and is not a folder" in result.stderr
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("method", ["mkdir", "write_text"])
+def test_cli_out_without_write_permission_exits_2_naming_it(
+    sweep: tuple[Tracker, str],
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+) -> None:
+    out = tmp_path / "read-only"
+    original = getattr(Path, method)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> object:
+        if out in (self, self.parent):  # what a read-only folder does (tests may run as root)
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, method, refuse)
+    result = _report_cli(tracking_uri, "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert f"--out '{out}': Permission denied" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_writes_the_report_files_into_out(
+    sweep: tuple[Tracker, str], tracking_uri: str, tmp_path: Path
+) -> None:
+    result = _report_cli(tracking_uri, "--out", str(tmp_path / "new" / "report"))
+    assert result.exit_code == 0, result.output
+    written = {p.name for p in (tmp_path / "new" / "report").iterdir()}
+    assert {"report.md", "report.html", "results.csv", "trials.csv", "comparison.png"} <= written
