@@ -41,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from sweeps.tracking import default_tracking_uri, redact_uri, sqlite_path
+from sweeps.tracking import default_tracking_uri, redact_uri, sqlite_path, with_postgres_driver
 
 logger = logging.getLogger(__name__)
 
@@ -121,17 +121,6 @@ class ServerLaunch:
     artifacts_destination: str
     auth_config_path: Path | None = None
     scratch_dir: Path | None = None
-
-
-def with_postgres_driver(uri: str) -> str:
-    """``postgresql://`` / ``postgres://`` as ``postgresql+psycopg2://``; other URIs unchanged.
-
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, but lrsweep ships psycopg2.
-    """
-    for prefix in ("postgresql://", "postgres://"):
-        if uri.startswith(prefix):
-            return "postgresql+psycopg2://" + uri.removeprefix(prefix)
-    return uri
 
 
 def ensure_backend_store(uri: str) -> None:

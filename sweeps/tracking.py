@@ -10,7 +10,9 @@ retried for up to 5 minutes (:mod:`sweeps._retry`), so a server restart costs a 
 
 Credentials come only from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (read by
 MLflow's client); they are never logged, and :func:`redact_uri` strips any ``user:password@``
-from a URI before it is shown or stored.
+from a URI before it is shown or stored. Every URI goes through :func:`check_tracking_uri` (a
+password, a file store or ``sqlite://x.db`` is refused) and, before a command starts work,
+:func:`check_tracking_server` (a server that does not answer is refused, not retried).
 
 Per-step metrics are buffered by :class:`RunLogger` (:mod:`sweeps._runlog`) and sent with one
 ``log_batch`` call per flush (chunked at MLflow's 1,000-metrics-per-batch limit), never one call
@@ -32,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
@@ -42,10 +44,20 @@ from sweeps._retry import RETRY_TIMEOUT_S
 from sweeps._retry import retrying as _retrying
 from sweeps._runlog import MAX_BUFFERED_POINTS as MAX_BUFFERED_POINTS  # re-exported
 from sweeps._runlog import RunLogger as RunLogger  # re-exported: the trial's metric buffer
+from sweeps._uri import HOME_DIR as HOME_DIR  # re-exported, as every name below
+from sweeps._uri import SERVER_PROBE_TIMEOUT_S as SERVER_PROBE_TIMEOUT_S
+from sweeps._uri import TrackingUriError as TrackingUriError
+from sweeps._uri import check_tracking_server as check_tracking_server
+from sweeps._uri import check_tracking_uri as check_tracking_uri
+from sweeps._uri import checked_tracking_uri as checked_tracking_uri
+from sweeps._uri import default_tracking_uri as default_tracking_uri
+from sweeps._uri import redact_uri as redact_uri
+from sweeps._uri import resolve_tracking_uri as resolve_tracking_uri
+from sweeps._uri import sqlite_path as sqlite_path
+from sweeps._uri import with_postgres_driver as with_postgres_driver
 
 logger = logging.getLogger(__name__)
 
-HOME_DIR = ".lrsweep"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MIN_FREE_MB = 50
@@ -79,37 +91,6 @@ def min_free_mb() -> float:
     return value
 
 
-def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    """The embedded store: ``sqlite:///<cwd>/.lrsweep/mlflow.db`` (an absolute path)."""
-    root = Path(cwd or Path.cwd()).resolve() / HOME_DIR
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(*candidates: str | None, cwd: str | Path | None = None) -> str:
-    """The first non-empty of ``candidates``, else ``$MLFLOW_TRACKING_URI``, else the default."""
-    for uri in (*candidates, os.environ.get("MLFLOW_TRACKING_URI")):
-        if uri:
-            return str(uri)
-    return default_tracking_uri(cwd)
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part, safe to print or log."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for any other store."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
-
-
 def _enable_wal(db_file: Path) -> None:
     db_file.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(db_file, timeout=30)) as conn:
@@ -133,7 +114,8 @@ class Tracker:
     """One tracking store (a URI), one reused :class:`mlflow.MlflowClient`.
 
     Args:
-        uri: Tracking URI (``sqlite:///...``, ``http(s)://...``, ``postgresql://...``).
+        uri: Tracking URI (``sqlite:///...``, ``http(s)://...``, ``postgresql://...``; a bare
+            ``postgresql://`` or ``postgres://`` is opened with psycopg2, as the server does).
         bulk_metrics: On a SQL store (SQLite, PostgreSQL), write metric points in bulk with
             :class:`sweeps._sqlmetrics.SqlMetricWriter` (the default); False sends them through
             MLflow's ``log_batch`` as on a server. Ignored for ``http(s)://`` stores.
@@ -141,10 +123,14 @@ class Tracker:
     Example:
         >>> tracker = Tracker(default_tracking_uri("/tmp/x"))  # doctest: +SKIP
         >>> exp_id = tracker.ensure_experiment("demo")  # doctest: +SKIP
+
+    Raises:
+        TrackingUriError: for a URI :func:`check_tracking_uri` refuses (password, file store ...).
     """
 
     def __init__(self, uri: str, *, bulk_metrics: bool = True) -> None:
-        self.uri = uri
+        self.uri = check_tracking_uri(uri)
+        self._store_uri = with_postgres_driver(uri)
         db_file = sqlite_path(uri)
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
         if db_file is not None:
@@ -153,7 +139,7 @@ class Tracker:
             # lrsweep retries itself (above); MLflow's own backoff would block for minutes
             # before a metric batch could be buffered. A value the user set is kept.
             os.environ.setdefault(HTTP_RETRIES_ENV, "1")
-        self.client = _retrying(lambda: MlflowClient(tracking_uri=uri), what="connect")
+        self.client = _retrying(lambda: MlflowClient(tracking_uri=self._store_uri), what="connect")
         remote = uri.startswith(("http://", "https://"))
         self._metric_writer = _writer(self.client) if bulk_metrics and not remote else None
 
@@ -459,7 +445,7 @@ class Tracker:
         signature = infer_signature(input_example.numpy(), output.numpy())
         status = self.get_run(run_id).info.status
         previous_uri = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_tracking_uri(self._store_uri)
         pytorch_logger = logging.getLogger("mlflow.pytorch")
         level = pytorch_logger.level
         pytorch_logger.setLevel(logging.ERROR)  # the pickle-format warning: a deliberate choice

@@ -1,10 +1,55 @@
-"""Options shared by several sub-commands, declared once."""
+"""Options shared by several sub-commands, declared once, and the checks behind them."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
+BAD_INPUT_EXIT = 2
+# `lrsweep nightly` counts a store that does not answer as a failed night (its exit 3), not as
+# bad input; every other command exits 2 before starting anything.
+_UNREACHABLE_EXIT = {"nightly": 3}
+
+
+def fail(error: Exception | str, *, code: int = BAD_INPUT_EXIT) -> typer.Exit:
+    """Print a user error (no traceback) on stderr and return the exit to raise (status 2)."""
+    Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def usable_tracking_uri(
+    option: str | None, spec_uri: str | None = None, *, unreachable_exit: int = BAD_INPUT_EXIT
+) -> str:
+    """The tracking URI a command will use, refused before anything starts when unusable.
+
+    The URI is ``--tracking-uri``, else the spec's ``tracking.uri``, else ``MLFLOW_TRACKING_URI``,
+    else the embedded store (:func:`sweeps.tracking.checked_tracking_uri`). A password, a file
+    store or ``sqlite://x.db`` exits 2; a server that does not answer exits ``unreachable_exit``.
+    Each message names where the URI came from and never shows a password.
+    """
+    from sweeps.tracking import TrackingUriError, check_tracking_server, checked_tracking_uri
+
+    try:
+        uri = checked_tracking_uri(option, spec_uri)
+    except TrackingUriError as error:
+        raise fail(error) from None
+    source = "--tracking-uri" if option else "tracking.uri" if spec_uri else "MLFLOW_TRACKING_URI"
+    try:
+        check_tracking_server(uri, source=source)
+    except TrackingUriError as error:
+        raise fail(error, code=unreachable_exit) from None
+    return uri
+
+
+def _check_tracking_option(ctx: typer.Context, value: str | None) -> str | None:
+    """``--tracking-uri`` (or ``MLFLOW_TRACKING_URI``) checked while the command line is parsed."""
+    if not ctx.resilient_parsing:
+        code = _UNREACHABLE_EXIT.get(ctx.info_name or "", BAD_INPUT_EXIT)
+        usable_tracking_uri(value, unreachable_exit=code)
+    return value
+
 
 Address = Annotated[
     str | None,
@@ -13,6 +58,8 @@ Address = Annotated[
 TrackingUri = Annotated[
     str | None,
     typer.Option(
-        "--tracking-uri", help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
+        "--tracking-uri",
+        help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store.",
+        callback=_check_tracking_option,
     ),
 ]

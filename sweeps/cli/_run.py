@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sweeps.cli import app
-from sweeps.cli._options import Address
+from sweeps.cli._options import Address, fail, usable_tracking_uri
 from sweeps.preflight import PreflightError
 from sweeps.report import Report
-from sweeps.run import SweepResult, run_sweep
-from sweeps.spec import SpecError
-from sweeps.tracking import redact_uri, sqlite_path
+from sweeps.run import SweepResult, default_storage, run_sweep
+from sweeps.spec import SpecError, load_spec
+from sweeps.tracking import TrackingUriError, redact_uri, resolve_tracking_uri, sqlite_path
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 TERMINATED_EXIT = 143  # 128 + SIGTERM
@@ -41,13 +43,27 @@ def print_report(console: Console, report: Report) -> None:
 
 
 def browse_hint(tracking_uri: str) -> str:
-    """The command that shows this store in MLflow's UI."""
-    if sqlite_path(tracking_uri) is not None:
-        return (
-            "Browse the runs: lrsweep ui   (or: mlflow ui --backend-store-uri "
-            f"{redact_uri(tracking_uri)})"
-        )
-    return f"Browse the runs: lrsweep ui --tracking-uri {redact_uri(tracking_uri)}"
+    """The command that shows this store in MLflow's UI (``--tracking-uri`` unless a plain
+    ``lrsweep ui`` would open this very store)."""
+    shown = shlex.quote(redact_uri(tracking_uri))
+    if sqlite_path(tracking_uri) is None:
+        return f"Browse the runs: lrsweep ui --tracking-uri {shown}"
+    if tracking_uri == resolve_tracking_uri():
+        return f"Browse the runs: lrsweep ui   (or: mlflow ui --backend-store-uri {shown})"
+    return (
+        f"Browse the runs: lrsweep ui --tracking-uri {shown}   "
+        f"(or: mlflow ui --backend-store-uri {shown})"
+    )
+
+
+def resume_hint(result: SweepResult) -> str:
+    """``lrsweep resume NAME``, with ``--storage-path`` when the sweep's Ray storage is not the
+    default one (else that command would look for another sweep)."""
+    root = result.sweep_dir.parent.parent.resolve()  # <root>/<name>/<sweep id>
+    command = f"lrsweep resume {shlex.quote(result.name)}"
+    if root != default_storage():
+        command += f" --storage-path {shlex.quote(str(root))}"
+    return command
 
 
 def failures(result: SweepResult) -> list[str]:
@@ -66,7 +82,8 @@ def finish(console: Console, result: SweepResult) -> None:
     if result.interrupted:
         console.print(
             f"[yellow]Sweep {result.sweep_id} interrupted ({result.stop_signal}).[/] Runs are "
-            f"closed as KILLED; continue it with: lrsweep resume {result.name}"
+            f"closed as KILLED; continue it with: {escape(resume_hint(result))}",
+            highlight=False,
         )
         raise typer.Exit(TERMINATED_EXIT if result.stop_signal == "SIGTERM" else INTERRUPTED_EXIT)
     if result.all_failed or result.report is None:
@@ -80,7 +97,7 @@ def finish(console: Console, result: SweepResult) -> None:
         for line in failures(result):
             err.print(f"  {line}", markup=False, highlight=False)
         err.print(
-            f"Fix the cause, then retry the failed trials with: lrsweep resume {result.name}",
+            f"Fix the cause, then retry the failed trials with: {resume_hint(result)}",
             markup=False,
             highlight=False,
         )
@@ -91,12 +108,6 @@ def finish(console: Console, result: SweepResult) -> None:
         f"{result.experiment!r}."
     )
     console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
-
-
-def fail(error: Exception) -> typer.Exit:
-    """Print a user error (no traceback) and return the exit to raise (status 2)."""
-    Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
-    return typer.Exit(2)
 
 
 @app.command("run")
@@ -118,10 +129,14 @@ def run_command(
     """Run every strategy arm of SPEC on Ray Tune, log to MLflow and print the comparison."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = run_sweep(
-            spec, address=address, tracking_uri=tracking_uri, overrides=overrides or []
-        )
-    except (SpecError, PreflightError, OSError) as error:
+        loaded = load_spec(spec, overrides=overrides or [])
+    except (SpecError, OSError) as error:
+        raise fail(error) from None
+    # Before Ray starts or any run exists: a refused URI or a silent server ends it here.
+    uri = usable_tracking_uri(tracking_uri, loaded.tracking.uri)
+    try:
+        result = run_sweep(loaded, address=address, tracking_uri=uri)
+    except (SpecError, PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None
     except KeyboardInterrupt:  # before the trials started: nothing to resume
         raise typer.Exit(INTERRUPTED_EXIT) from None

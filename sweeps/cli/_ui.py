@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
+from sweeps.cli._options import fail
 from sweeps.cli._server import run_foreground
 
 
@@ -27,20 +28,16 @@ def ui_command(
 ) -> None:
     """Open MLflow's UI on the sweeps' store and print its address (Ctrl-C stops it)."""
     from sweeps.server import ServerConfig  # MLflow loads only when used
-    from sweeps.tracking import resolve_tracking_uri
+    from sweeps.tracking import TrackingUriError, checked_tracking_uri, redact_uri
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        uri = checked_tracking_uri(tracking_uri)  # no password, file store or sqlite://x.db
+    except TrackingUriError as error:
+        raise fail(error) from None
     if uri.startswith(("http://", "https://")):
-        typer.echo(f"The tracking store is already a server; open {uri} in a browser.")
+        typer.echo(f"The tracking store is already a server; open {redact_uri(uri)} in a browser.")
         raise typer.Exit(0)
-    if uri.startswith("file:") or "://" not in uri:
-        typer.echo(
-            f"Error: --tracking-uri {uri!r} is not a database URI; lrsweep stores runs in "
-            "sqlite:///path/mlflow.db (embedded) or postgresql://... (team).",
-            err=True,
-        )
-        raise typer.Exit(2)
     config = ServerConfig(
         backend_store_uri=uri,
         artifacts_destination=str(_artifacts_beside(uri)),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -22,13 +23,18 @@ __all__ = [
     "StorageSpec",
     "SweepSpec",
     "TrackingSpec",
+    "tracking_uri_problem",
 ]
 
 REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy")
 """Per-epoch metrics every trial reports to Ray Tune; the stoppers may watch any of them."""
 _MAXIMISED = frozenset({"accuracy"})
 _STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "file")
-_TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "databricks")
+_TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "postgres", "mysql", "databricks")
+_PASSWORD_HINT = (
+    "must not contain a password; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in "
+    "the environment instead (for a PostgreSQL store: PGPASSWORD or ~/.pgpass)"
+)
 _RAY_BUILTIN_RESOURCES = frozenset({"cpu", "gpu", "memory", "object_store_memory"})
 
 Metric = Literal["valid_loss", "train_loss", "error_rate", "accuracy"]
@@ -175,21 +181,74 @@ class TrackingSpec(SpecModel):
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, uri: str | None) -> str | None:
-        if uri is None or not is_uri(uri):
-            return uri
-        parts = urlsplit(uri)
-        scheme = parts.scheme.lower().split("+")[0]
-        if scheme not in _TRACKING_SCHEMES:
-            raise ValueError(
-                f"unknown scheme {parts.scheme!r} (accepted: {', '.join(_TRACKING_SCHEMES)} "
-                "or a local path)"
-            )
-        if parts.password:
-            raise ValueError(
-                "must not contain a password; set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD in the environment instead"
-            )
+        problem = None if uri is None else tracking_uri_problem(uri)
+        if problem:
+            raise ValueError(problem)
         return uri
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """What makes ``uri`` unusable as lrsweep's MLflow tracking store, or None when it is usable.
+
+    The one check every tracking URI goes through (``tracking.uri``, ``--tracking-uri``,
+    ``MLFLOW_TRACKING_URI``). Refused, each with the form that works:
+
+    * a password, in ``user:password@`` or a ``password=`` query parameter (credentials come from
+      the environment); the message never repeats it;
+    * a folder or ``file:`` URI: MLflow's file store, which MLflow 3 no longer writes (the
+      message suggests ``sqlite:///<folder>/mlflow.db``);
+    * ``sqlite://name.db`` (two slashes: SQLite has no host) and a SQLite URI with no file;
+    * an ``http(s)://`` URI with no host, and unknown schemes.
+
+    Example:
+        >>> tracking_uri_problem("sqlite:///mlflow.db") is None
+        True
+        >>> tracking_uri_problem("sqlite://mlflow.db")[:40]
+        "'sqlite://mlflow.db' has two slashes, so"
+    """
+    if uri == "databricks":  # MLflow's name for the Databricks workspace of the default profile
+        return None
+    try:
+        parts = urlsplit(uri)
+    except ValueError as error:  # e.g. an unclosed IPv6 bracket
+        return f"is not a valid URI ({error})"
+    if parts.password or any("password" in key.lower() for key, _ in parse_qsl(parts.query)):
+        return _PASSWORD_HINT
+    if uri.lower().startswith("file:") or not is_uri(uri):
+        return _folder_problem(uri, parts.path if uri.lower().startswith("file:") else uri)
+    scheme = parts.scheme.lower().split("+")[0]
+    if scheme not in _TRACKING_SCHEMES:
+        return f"unknown scheme {parts.scheme!r} (accepted: {', '.join(_TRACKING_SCHEMES)})"
+    if scheme == "sqlite":
+        return _sqlite_problem(uri, parts.netloc, parts.path)
+    if scheme in ("http", "https") and not parts.hostname:
+        return f"{uri!r} names no host; write {scheme}://HOST:PORT, e.g. {scheme}://mlflow:5000"
+    return None
+
+
+def _folder_problem(uri: str, path: str) -> str:
+    folder = os.path.expanduser(unquote(path)).rstrip("/") or "."
+    if folder.endswith((".db", ".sqlite", ".sqlite3")):
+        return f"{uri!r} is not a database URI; for a SQLite file write sqlite:///{folder}"
+    return (
+        f"{uri!r} is a folder, MLflow's file store, which MLflow 3 no longer writes; use a SQLite "
+        f"database in it instead: sqlite:///{folder}/mlflow.db (or a server, http://HOST:5000)"
+    )
+
+
+def _sqlite_problem(uri: str, netloc: str, path: str) -> str | None:
+    forms = (
+        "sqlite:///relative.db (three slashes: relative to the working directory) or "
+        "sqlite:////abs/path/mlflow.db (four slashes: an absolute path)"
+    )
+    if netloc:
+        return (
+            f"{uri!r} has two slashes, so SQLite would read {netloc!r} as a host; write "
+            f"sqlite:///{netloc}{path} instead. The forms are {forms}"
+        )
+    if path.strip("/") in ("", ":memory:"):
+        return f"{uri!r} names no database file (trials could not share it); write {forms}"
+    return None
 
 
 class SweepSpec(SpecModel):

@@ -1,0 +1,357 @@
+"""Tracking URIs through the real ``lrsweep`` command line (typer's CliRunner).
+
+Every place a URI comes from (``--tracking-uri``, the spec's ``tracking.uri``,
+``MLFLOW_TRACKING_URI``) goes through one check: a password, a file store or ``sqlite://x.db`` is
+refused, and a server that does not answer stops ``run``, ``best`` and ``report`` before anything
+starts. A refusal is exit 2, a message on stderr naming the URI without its password and what to
+do, no traceback, no MLflow run and no Ray. A bare ``postgresql://`` store opens with psycopg2.
+The hints printed after a sweep name the store and the Ray storage it used.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import sqlite3
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _server_helpers import PG, drop_database, postgres_up
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.cli._run import browse_hint
+from sweeps.run import default_storage
+from sweeps.server import ensure_backend_store
+from sweeps.spec import SpecError, load_spec
+from sweeps.tracking import (
+    Tracker,
+    TrackingUriError,
+    check_tracking_server,
+    check_tracking_uri,
+    default_tracking_uri,
+    redact_uri,
+)
+
+PASSWORD = "s3cret-pw"
+SPEC: dict[str, Any] = {
+    "name": "uri-check",
+    "task": {"dataset": {"name": "digits"}, "image_size": 8, "epochs": 1, "batch_size": 256},
+    "seeds": [0],
+    "strategies": [{"kind": "fixed", "lr": 0.01}],
+    "failure": {"max_failures": 0},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_running_before() -> None:
+    """Earlier modules share one Ray session; end it, so these tests can prove none starts."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory with the spec in it and no MLflow variable set."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    return tmp_path
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def _mlflow_runs(root: Path) -> int:
+    count = 0
+    for db in root.rglob("*.db"):
+        with sqlite3.connect(db) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            if "runs" in tables:
+                count += conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    return count
+
+
+def assert_refused(result: Any, root: Path, *messages: str) -> None:
+    """Exit 2, each message on stderr, no password, no traceback, no run, no Ray, no sweep."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    stderr = " ".join(result.stderr.split())
+    for message in messages:
+        assert message in stderr, stderr
+    assert PASSWORD not in result.output
+    assert "Traceback" not in result.output
+    assert _mlflow_runs(root) == 0
+    assert not list(root.rglob("sweep.json")), "a sweep state file was written"
+    ray = sys.modules.get("ray")
+    assert not (ray is not None and ray.is_initialized()), "Ray was started"
+
+
+# --- 1. a server that does not answer -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "best", "report"])
+def test_an_unreachable_server_is_refused_before_anything_starts(work: Path, command: str) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    first = str(work / "spec.yaml") if command == "run" else "uri-check"
+    result = invoke(command, first, "--tracking-uri", url)
+    assert_refused(
+        result, work, f"Cannot reach the MLflow server {url}", "connection refused",
+        "given by --tracking-uri", "Start it", "check the host and port",
+    )  # fmt: skip
+
+
+def test_an_unreachable_server_from_the_environment_is_named_as_such(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    result = invoke("run", str(work / "spec.yaml"))
+    assert_refused(result, work, f"Cannot reach the MLflow server {url}", "MLFLOW_TRACKING_URI")
+
+
+def test_nightly_still_counts_an_unreachable_store_as_a_failed_night(work: Path) -> None:
+    suite = work / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "n", "entries": [{"name": "t", "spec_path": "s"}]}))
+    result = invoke("nightly", str(suite), "--tracking-uri", f"http://127.0.0.1:{closed_port()}")
+    assert result.exit_code == 3, result.output
+    assert "Cannot reach the MLflow server" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_any_http_answer_counts_as_a_reachable_server() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer_404() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+        thread = threading.Thread(target=answer_404, daemon=True)
+        thread.start()
+        check_tracking_server(f"http://127.0.0.1:{port}", source="--tracking-uri")
+        thread.join(timeout=5)
+
+
+# --- 2. credentials in a URI, from every source ------------------------------------------------
+
+SECRET_URI = f"http://alice:{PASSWORD}@127.0.0.1:{closed_port()}"
+
+
+@pytest.mark.parametrize(
+    ("args", "source"),
+    [
+        (["run", "{spec}", "--tracking-uri", SECRET_URI], "--tracking-uri"),
+        (["run", "{spec}", "--set", f"tracking.uri={SECRET_URI}"], "tracking.uri"),
+        (["best", "uri-check", "--tracking-uri", SECRET_URI], "--tracking-uri"),
+        (["report", "uri-check", "--tracking-uri", SECRET_URI], "--tracking-uri"),
+        (["resume", "uri-check", "--tracking-uri", SECRET_URI], "--tracking-uri"),
+        (["ui", "--tracking-uri", SECRET_URI], "--tracking-uri"),
+        (["validate", "{spec}", "--set", f"tracking.uri={SECRET_URI}"], "tracking.uri"),
+    ],
+    ids=["run-flag", "run-spec", "best", "report", "resume", "ui", "validate-spec"],
+)
+def test_a_password_in_the_uri_is_refused_without_echoing_it(
+    work: Path, args: list[str], source: str
+) -> None:
+    result = invoke(*(arg.replace("{spec}", str(work / "spec.yaml")) for arg in args))
+    assert_refused(
+        result, work, source, "must not contain a password",
+        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["run", "best"])
+def test_a_password_in_mlflow_tracking_uri_is_refused_without_echoing_it(
+    work: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", SECRET_URI)
+    first = str(work / "spec.yaml") if command == "run" else "uri-check"
+    result = invoke(command, first)
+    assert_refused(result, work, "MLFLOW_TRACKING_URI", "must not contain a password")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [SECRET_URI, "postgresql://mlflow:{pw}@db:5432/mlflow", "postgresql://db/mlflow?password={pw}"],
+)
+def test_tracker_and_check_refuse_a_password_and_never_repeat_it(uri: str) -> None:
+    uri = uri.replace("{pw}", PASSWORD)
+    with pytest.raises(TrackingUriError, match="must not contain a password") as caught:
+        Tracker(uri)
+    assert PASSWORD not in str(caught.value)
+    assert PASSWORD not in redact_uri(uri)
+    with pytest.raises(SpecError, match=r"tracking\.uri: must not contain a password"):
+        load_spec({**SPEC, "tracking": {"uri": uri}})
+
+
+# --- 3. a bare postgresql:// store opens with psycopg2 -----------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_tracker_logs_to_a_bare_postgresql_uri(scheme: str) -> None:
+    postgres_up()
+    name = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
+    uri = f"{PG.replace('postgresql', scheme, 1)}/{name}"
+    ensure_backend_store(uri)  # creates the empty database, as `lrsweep server` does
+    try:
+        tracker = Tracker(uri)
+        assert tracker.bulk_metrics  # the SQL path, not log_batch
+        experiment = tracker.ensure_experiment("pg-direct")
+        run_id = tracker.start_run(experiment, run_name="trial")
+        tracker.log_metrics(run_id, [("valid_loss", 0.5, 0), ("valid_loss", 0.25, 1)])
+        tracker.end_run(run_id)
+        assert tracker.metric_history(run_id, "valid_loss") == [(0, 0.5), (1, 0.25)]
+        assert Tracker(uri).get_run(run_id).info.status == "FINISHED"
+    finally:
+        drop_database(name)
+
+
+# --- 4. a folder (MLflow's file store) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["{tmp}/fsstore", "file://{tmp}/fsstore", "mlruns"])
+def test_a_folder_as_tracking_uri_fails_validation_suggesting_sqlite(
+    work: Path, value: str
+) -> None:
+    value = value.replace("{tmp}", str(work))
+    folder = value.removeprefix("file://")
+    result = invoke("validate", str(work / "spec.yaml"), "--set", f"tracking.uri={value}")
+    assert_refused(result, work, "tracking.uri", "file store", f"sqlite:///{folder}/mlflow.db")
+
+
+def test_a_folder_given_to_run_is_refused_before_anything_starts(work: Path) -> None:
+    result = invoke("run", str(work / "spec.yaml"), "--tracking-uri", str(work / "fsstore"))
+    assert_refused(result, work, "--tracking-uri", f"sqlite:///{work}/fsstore/mlflow.db")
+    assert not (work / "fsstore").exists()
+
+
+# --- 5. sqlite:// with two slashes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "{spec}", "--tracking-uri", "sqlite://relative.db"],
+        ["best", "uri-check", "--tracking-uri", "sqlite://relative.db"],
+        ["validate", "{spec}", "--set", "tracking.uri=sqlite://relative.db"],
+        ["ui", "--tracking-uri", "sqlite://relative.db"],
+    ],
+    ids=["run", "best", "validate", "ui"],
+)
+def test_sqlite_with_two_slashes_is_refused_showing_the_right_form(
+    work: Path, args: list[str]
+) -> None:
+    result = invoke(*(arg.replace("{spec}", str(work / "spec.yaml")) for arg in args))
+    assert_refused(
+        result, work, "two slashes", "sqlite:///relative.db", "sqlite:////abs/path/mlflow.db"
+    )
+    assert "ArgumentError" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("uri", "fine"),
+    [
+        ("sqlite:///relative.db", True),
+        ("sqlite:////abs/path.db", True),
+        ("postgresql+psycopg2://postgres@127.0.0.1:5432/x", True),
+        ("https://mlflow.example:5000/prefix", True),
+        ("databricks", True),
+        ("sqlite://", False),
+        ("http://", False),
+        ("htp://host:5000", False),
+        (f"http://alice:{PASSWORD}@[::1", False),  # unparseable: refused, password not shown
+    ],
+)
+def test_check_tracking_uri_table(uri: str, fine: bool) -> None:
+    if fine:
+        assert check_tracking_uri(uri) == uri
+    else:
+        with pytest.raises(TrackingUriError, match=r"The tracking URI") as caught:
+            check_tracking_uri(uri)
+        assert PASSWORD not in str(caught.value)
+
+
+# --- 6. the browse hint names a store that is not the default -----------------------------------
+
+
+def test_browse_hint_names_the_store_unless_it_is_the_default(work: Path) -> None:
+    assert browse_hint(default_tracking_uri(work)).startswith("Browse the runs: lrsweep ui   (")
+    other = f"sqlite:///{work}/elsewhere/mlflow.db"
+    assert f"lrsweep ui --tracking-uri {other}" in browse_hint(other)
+    assert "lrsweep ui --tracking-uri http://mlflow:5000" in browse_hint("http://mlflow:5000")
+
+
+# --- real sweeps: the hints after `lrsweep run` -------------------------------------------------
+
+
+def _hint_args(stderr: str) -> list[str]:
+    """The arguments of the ``lrsweep resume ...`` command printed on stderr."""
+    line = next(x for x in stderr.splitlines() if "lrsweep resume" in x)
+    return shlex.split(line.split("lrsweep resume", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def ray_here() -> Iterator[None]:
+    """One local Ray for the real sweeps below (after the tests that prove none starts)."""
+    from sweeps import _ray
+
+    _ray.init_ray(num_cpus=2)
+    try:
+        yield
+    finally:
+        _ray.shutdown_ray()
+
+
+def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_here: None, work: Path) -> None:
+    uri = f"sqlite:///{work}/team/mlflow.db"
+    result = invoke("run", str(work / "spec.yaml"), "--tracking-uri", uri)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.stdout.split())
+    assert f"Browse the runs: lrsweep ui --tracking-uri {uri}" in output, output
+
+
+def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
+    ray_here: None, work: Path
+) -> None:
+    """Every trial fails (its pretrained weights are no checkpoint), so the hint is printed; the
+    printed command resumes that very sweep (the same sweep id fails again), a bare one not."""
+    storage = work / "elsewhere"
+    (work / "weights.pt").write_bytes(b"not a checkpoint")
+    model = {"pretrained": str(work / "weights.pt")}
+    failing = {**SPEC, "task": {**SPEC["task"], "model": model}, "storage": {"path": str(storage)}}
+    (work / "spec.yaml").write_text(yaml.safe_dump(failing), encoding="utf-8")
+    result = invoke("run", str(work / "spec.yaml"))
+    assert result.exit_code == 1, result.output
+    args = _hint_args(result.stderr)
+    assert args == ["uri-check", "--storage-path", str(storage)], result.stderr
+    (state,) = storage.rglob("sweep.json")
+    sweep_id = json.loads(state.read_text())["sweep_id"]
+    assert storage.resolve() != default_storage()
+
+    bare = invoke("resume", "uri-check")
+    assert bare.exit_code == 2 and "no sweep to resume" in bare.stderr, bare.output
+    again = invoke("resume", *args)
+    assert again.exit_code == 1, again.output
+    assert f"every trial of sweep {sweep_id} failed" in " ".join(again.stderr.split())
