@@ -146,7 +146,48 @@ def init_ray(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Checkpoints are kept 2 deep, which makes Tune snapshot its state often (cheap here).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(**kwargs)
+    with _own_process_groups(enabled=kwargs["address"] == "local"):
+        ray.init(**kwargs)
+
+
+@contextlib.contextmanager
+def _own_process_groups(*, enabled: bool) -> Iterator[None]:
+    """Start the local Ray's processes (GCS, raylet, dashboard...) outside the driver's group.
+
+    A signal sent to the driver's whole process group (``timeout``, ``kill -- -PGID``) would
+    otherwise reach Ray's GCS and raylet too: the raylet exits at once, and the driver, cut off
+    mid-sweep, is terminated by Ray within milliseconds (plasma store gone) or hangs 60 s on the
+    GCS before it is, leaving its MLflow runs RUNNING. In their own process groups only the
+    driver gets the signal; it stops the sweep gracefully and shuts Ray down itself.
+
+    Ray does the same on Windows (``CREATE_NEW_PROCESS_GROUP``) wherever the kernel ties its
+    processes to the driver's life; on Linux that tie is ``PR_SET_PDEATHSIG``, so a killed
+    driver still takes them along. Ray has no option for it: its ``services.ConsolePopen`` is
+    swapped for the duration of ``ray.init`` (a no-op without kernel fate-sharing, where Ray's
+    reaper relies on the shared group, or when a Ray upgrade removed that class).
+    """
+    from ray._private import services, utils
+
+    popen = getattr(services, "ConsolePopen", None)
+    if (
+        not enabled
+        or os.name != "posix"
+        or popen is None
+        or not utils.detect_fate_sharing_support()
+    ):
+        yield
+        return
+
+    class _InOwnGroup(popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("process_group", 0)
+            super().__init__(*args, **kwargs)
+
+    setattr(services, "ConsolePopen", _InOwnGroup)  # noqa: B010 (mypy refuses to assign a class)
+    try:
+        yield
+    finally:
+        setattr(services, "ConsolePopen", popen)  # noqa: B010
 
 
 def is_initialized() -> bool:
@@ -158,6 +199,23 @@ def shutdown_ray() -> None:
     """Stop the Ray runtime this process started (no-op when none)."""
     if ray.is_initialized():
         ray.shutdown()
+
+
+def local_ray_lost() -> bool:
+    """True once the GCS or raylet that ``init_ray`` started on this machine has exited.
+
+    Every later call into Ray then blocks until Ray terminates the driver (60 s after the GCS
+    went), so the caller must not wait for one. False when Ray joined a cluster, is not running
+    or this Ray version no longer tells.
+    """
+    import ray._private.worker as ray_worker
+
+    node = getattr(ray_worker, "_global_node", None)
+    try:
+        dead = node.dead_processes() if node is not None else []
+    except Exception:  # Ray's internals moved, or a shutdown is changing them: cannot tell
+        return False
+    return any(kind in ("gcs_server", "raylet") for kind, _ in dead)
 
 
 def node_name() -> str:

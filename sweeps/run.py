@@ -15,7 +15,9 @@ How a sweep runs:
   ``./.lrsweep/ray_results``); ``sweep.json`` beside it records the MLflow ids and whether the
   sweep finished, which is what :func:`resume_sweep` reads.
 - Ctrl-C (or SIGTERM) stops the running search gracefully: trials stop, their runs and the
-  parent close as KILLED, and ``lrsweep resume NAME`` continues later.
+  parent close as KILLED, and ``lrsweep resume NAME`` continues later. The same holds for a
+  SIGTERM sent to the whole process group (``timeout``, ``kill -- -PGID``): the local Ray's
+  processes run in process groups of their own, so only the driver gets it.
 """
 
 from __future__ import annotations
@@ -23,18 +25,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
+import shlex
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sweeps import _ray, preflight
+from sweeps._interrupts import Interrupts
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
@@ -46,6 +49,7 @@ from sweeps.tracking import (
     TAG_KIND,
     TAG_SWEEP_ID,
     Tracker,
+    check_tracking_server,
     min_free_mb,
     redact_uri,
     resolve_tracking_uri,
@@ -126,33 +130,14 @@ def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, sweep_dir / STATE_FILE)
 
 
-class _Interrupts:
-    """Which signal stopped the sweep: SIGTERM is turned into Ctrl-C's SIGINT for Ray Tune.
-
-    Ray Tune installs its own SIGINT handler while it runs (it stops the trials, saves the
-    experiment state and returns normally), so SIGTERM is re-sent as SIGINT, and remembered
-    here to choose the exit code.
-    """
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-
-    def _on_sigterm(self, *_: object) -> None:
-        self.signal = "SIGTERM"
-        os.kill(os.getpid(), signal.SIGINT)
-
-    @contextmanager
-    def catching(self) -> Iterator[None]:
-        """Route SIGTERM through Ctrl-C's path for the duration (main thread only)."""
-        try:
-            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        except ValueError:  # not the main thread: leave signals alone
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+def resume_hint(name: str, sweep_dir: Path) -> str:
+    """``lrsweep resume NAME``, with ``--storage-path`` when the sweep's Ray storage is not the
+    default one (else that command would look for another sweep)."""
+    root = sweep_dir.parent.parent.resolve()  # <root>/<name>/<sweep id>
+    command = f"lrsweep resume {shlex.quote(name)}"
+    if root != default_storage():
+        command += f" --storage-path {shlex.quote(str(root))}"
+    return command
 
 
 def _tuner_plan(
@@ -190,6 +175,7 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
 
 def _preflight(spec: SweepSpec, uri: str, root: Path, *, address: str | None) -> None:
     """Every check that can refuse the sweep, before its experiment or parent run exists."""
+    check_tracking_server(uri)  # an absent server: refused now, not retried for minutes later
     preflight.check_accelerator(spec)
     if address is None:
         preflight.check_local_resources(spec)
@@ -350,37 +336,65 @@ def _execute(
     progress = progress or SweepProgress()
     started_ray = not _ray.is_initialized()
     _ray.init_ray(address)
-    interrupts = _Interrupts()
-    interrupted = False
-    outcomes: list[_ray.TrialOutcome] = []
+    interrupts = Interrupts(
+        partial(_close_killed, tracker, experiment_id, parent_run_id),
+        resume=resume_hint(spec.name, sweep_dir),
+        watch_local_ray=address is None,
+    )
     try:
-        with interrupts.catching(), progress:
-            outcomes, interrupted = _run_trials(
-                spec, sweep_dir, context, progress, restoring=restoring
-            )
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:
-        tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
-        tracker.end_run(parent_run_id, "FAILED")
-        raise
-    finally:
+        outcomes, interrupted = _run_or_interrupt(
+            spec, tracker, state, sweep_dir, context, progress, interrupts, restoring=restoring
+        )
+        result = SweepResult(
+            name=spec.name,
+            sweep_id=state["sweep_id"],
+            experiment=spec.experiment_name,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+            tracking_uri=redact_uri(tracker.uri),
+            sweep_dir=sweep_dir,
+            trials=_by_arm(outcomes),
+            interrupted=interrupted,
+            stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
+        )
+        unended = {o.trial_id for o in outcomes if not o.ended}
+        return _close(spec, tracker, state, sweep_dir, result, unended=unended)
+    finally:  # MLflow first, then Ray: Ray's shutdown cannot leave a run RUNNING
+        interrupts.finished()
         if started_ray:
             _ray.shutdown_ray()
-    result = SweepResult(
-        name=spec.name,
-        sweep_id=state["sweep_id"],
-        experiment=spec.experiment_name,
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
-        tracking_uri=redact_uri(tracker.uri),
-        sweep_dir=sweep_dir,
-        trials=_by_arm(outcomes),
-        interrupted=interrupted,
-        stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
-    )
-    unended = {o.trial_id for o in outcomes if not o.ended}
-    return _close(spec, tracker, state, sweep_dir, result, unended=unended)
+
+
+def _run_or_interrupt(
+    spec: SweepSpec,
+    tracker: Tracker,
+    state: dict[str, Any],
+    sweep_dir: Path,
+    context: TrialContext,
+    progress: SweepProgress,
+    interrupts: Interrupts,
+    *,
+    restoring: bool,
+) -> tuple[list[_ray.TrialOutcome], bool]:
+    """The trials' outcomes and whether Ctrl-C / SIGTERM stopped them; FAILED on an error."""
+    try:
+        with interrupts.catching(), progress:
+            return _run_trials(spec, sweep_dir, context, progress, restoring=restoring)
+    except KeyboardInterrupt:
+        return [], True
+    except BaseException:
+        _close_failed(tracker, state["experiment_id"], state["parent_run_id"])
+        raise
+
+
+def _close_killed(tracker: Tracker, experiment_id: str, parent_run_id: str) -> None:
+    tracker.close_unfinished(experiment_id, parent_run_id, status="KILLED")
+    tracker.end_run(parent_run_id, "KILLED")
+
+
+def _close_failed(tracker: Tracker, experiment_id: str, parent_run_id: str) -> None:
+    tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
+    tracker.end_run(parent_run_id, "FAILED")
 
 
 def _close(
@@ -396,9 +410,8 @@ def _close(
     experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
     if result.interrupted:
         tracker.reopen_interrupted(experiment_id, parent_run_id, unended)
-        tracker.close_unfinished(experiment_id, parent_run_id, status="KILLED")
-        tracker.end_run(parent_run_id, "KILLED")
-        logger.warning("sweep interrupted; continue it with: lrsweep resume %s", sweep_dir)
+        _close_killed(tracker, experiment_id, parent_run_id)
+        logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
         return result
     tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
     if result.all_failed:

@@ -16,7 +16,8 @@ from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri
 from sweeps.preflight import PreflightError
 from sweeps.report import Report
-from sweeps.run import SweepResult, default_storage, run_sweep
+from sweeps.run import SweepResult, run_sweep
+from sweeps.run import resume_hint as run_resume_hint
 from sweeps.spec import SpecError, load_spec
 from sweeps.tracking import TrackingUriError, redact_uri, resolve_tracking_uri, sqlite_path
 
@@ -57,13 +58,8 @@ def browse_hint(tracking_uri: str) -> str:
 
 
 def resume_hint(result: SweepResult) -> str:
-    """``lrsweep resume NAME``, with ``--storage-path`` when the sweep's Ray storage is not the
-    default one (else that command would look for another sweep)."""
-    root = result.sweep_dir.parent.parent.resolve()  # <root>/<name>/<sweep id>
-    command = f"lrsweep resume {shlex.quote(result.name)}"
-    if root != default_storage():
-        command += f" --storage-path {shlex.quote(str(root))}"
-    return command
+    """The command that continues ``result``'s sweep (see :func:`sweeps.run.resume_hint`)."""
+    return run_resume_hint(result.name, result.sweep_dir)
 
 
 def failures(result: SweepResult) -> list[str]:

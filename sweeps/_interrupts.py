@@ -1,0 +1,102 @@
+"""How a running sweep reacts to Ctrl-C and SIGTERM (also one sent to its whole process group)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sweeps import _ray
+
+__all__ = ["LOST_RAY_GRACE_S", "RAY_POLL_S", "SIGTERM_EXIT", "Interrupts"]
+
+logger = logging.getLogger("sweeps.run")
+
+SIGTERM_EXIT = 143  # 128 + SIGTERM, as ``lrsweep run`` exits after a graceful SIGTERM stop
+RAY_POLL_S = 0.25
+LOST_RAY_GRACE_S = 2.0
+"""After SIGTERM, how long a sweep whose raylet is gone may still end by itself before exit."""
+
+
+class Interrupts:
+    """Which signal stopped the sweep: SIGTERM is turned into Ctrl-C's SIGINT for Ray Tune.
+
+    Ray Tune installs its own SIGINT handler while it runs (it stops the trials, saves the
+    experiment state and returns normally), so SIGTERM is re-sent as SIGINT, and remembered
+    here to choose the exit code.
+
+    SIGTERM first closes the sweep's MLflow runs as KILLED, before anything talks to Ray again:
+    a SIGTERM sent to every process at once (systemd's default ``KillMode=control-group``, a
+    ``kill`` of every process of the sweep) also stops the local Ray's raylet, and then Ray
+    ends the driver itself, within milliseconds (plasma store gone) or after its 60 s GCS
+    timeout. For the second case a watchdog closes the runs again, logs how to resume and exits
+    with status 143 once the raylet is seen gone, instead of waiting for Ray to abort.
+
+    Args:
+        close_killed: Closes the sweep's unfinished runs and its parent run as KILLED.
+        resume: The command that continues the sweep (logged on a forced exit).
+        watch_local_ray: Arm the watchdog (a Ray started on this machine: ``address`` None).
+    """
+
+    def __init__(
+        self, close_killed: Callable[[], None], *, resume: str, watch_local_ray: bool
+    ) -> None:
+        self.signal: str | None = None
+        self._close_killed = close_killed
+        self._resume = resume
+        self._watch_local_ray = watch_local_ray
+        self._finished = threading.Event()
+
+    def _on_sigterm(self, *_: object) -> None:
+        first = self.signal != "SIGTERM"
+        self.signal = "SIGTERM"
+        if first:
+            self._close_runs()
+            if self._watch_local_ray:
+                watchdog = threading.Thread(
+                    target=self._exit_if_ray_lost, name="lrsweep-lost-ray-watchdog", daemon=True
+                )
+                watchdog.start()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _close_runs(self) -> None:
+        try:
+            self._close_killed()
+        except Exception:  # the graceful path closes them again; the signal must get through
+            logger.exception("could not close the sweep's MLflow runs on SIGTERM")
+
+    def _exit_if_ray_lost(self) -> None:
+        while not self._finished.wait(RAY_POLL_S):
+            if _ray.local_ray_lost():
+                break
+        if self._finished.wait(LOST_RAY_GRACE_S):
+            return
+        self._close_runs()  # a trial may have ended its run meanwhile, or opened one
+        logger.warning(
+            "SIGTERM reached Ray's own processes too, so the sweep cannot stop gracefully; its "
+            "runs are closed as KILLED. Continue it with: %s",
+            self._resume,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(SIGTERM_EXIT)
+
+    def finished(self) -> None:
+        """The sweep has closed its runs: disarm the watchdog (Ray's shutdown is no loss)."""
+        self._finished.set()
+
+    @contextmanager
+    def catching(self) -> Iterator[None]:
+        """Route SIGTERM through Ctrl-C's path for the duration (main thread only)."""
+        try:
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,146 @@
+"""SIGTERM to every process of ``lrsweep run`` at once, not only to the driver.
+
+``timeout`` and ``kill -- -PGID`` signal the driver's process group; systemd's default
+``KillMode=control-group`` signals every process of the unit. Either way the driver must close
+every run of the sweep as KILLED, say how to resume and exit promptly, well before Ray's own
+60 s "Failed to connect to GCS" abort. The local Ray's processes run in process groups of their
+own, so a group signal reaches the driver only and the sweep stops gracefully; a signal to
+each process also stops the raylet, and the driver then exits without it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _server_helpers import CLI, clean_env
+
+from sweeps.tracking import Tracker, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+EXIT_BOUND_S = 30.0  # Ray itself aborts the driver 60 s after its GCS died
+SPEC: dict[str, Any] = {
+    "name": "sigterm-group-sweep",
+    "task": {
+        "dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}},
+        "image_size": 12,
+        "batch_size": 12,
+        "epochs": 2000,  # far more than the test waits for
+        "schedule": {"kind": "constant"},
+    },
+    "seeds": [0],
+    "strategies": [{"kind": "fixed", "lr": 0.0005}],  # one trial: the quickest start
+    "early_stop": None,
+    "divergence": None,
+    "tracking": {"flush_every_s": 0},  # the first epoch's valid_loss shows at once
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 0},
+}
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Every live process of session ``sid`` (Ray's workers make their own process groups)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            continue
+        if fields[3] == str(sid) and fields[0] != "Z":  # session id, not a zombie
+            pids.append(int(entry.name))
+    return pids
+
+
+def _reap_session(sid: int, timeout_s: float = 15.0) -> list[int]:
+    """Wait for the session's processes to end, SIGKILL the rest; return the ones that lingered."""
+    deadline = time.monotonic() + timeout_s
+    while _session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    lingering = _session_pids(sid)
+    for pid in lingering:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return lingering
+
+
+def _wait_for_an_epoch(tracker: Tracker, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, f"sweep ended by itself:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no epoch logged:\n{log.read_text()[-3000:]}"
+        found = tracker.client.get_experiment_by_name(SPEC["name"])
+        runs = tracker.search_runs(found.experiment_id) if found else []
+        if any("valid_loss" in run.data.metrics for run in runs):
+            return
+        time.sleep(0.5)
+
+
+def _signal_every_process(sid: int) -> None:
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("target", ["process group", "every process"])
+def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_promptly(
+    tmp_path: Path, target: str
+) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)  # the store exists before the sweep and this test both open it
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    log = tmp_path / "sweep.log"
+    command = [sys.executable, "-c", CLI, "run", str(spec_file), "--tracking-uri", uri]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    lingering: list[int] = []
+    try:
+        _wait_for_an_epoch(tracker, proc, log)
+        if target == "process group":
+            os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` and `kill -- -PGID` do
+        else:
+            _signal_every_process(proc.pid)  # as systemd's KillMode=control-group does
+        signalled = time.monotonic()
+        try:
+            proc.wait(timeout=EXIT_BOUND_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit {EXIT_BOUND_S:.0f} s after SIGTERM:\n{log.read_text()[-3000:]}")
+        exit_s = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        lingering = _reap_session(proc.pid)
+    output = log.read_text()
+    runs = tracker.search_runs(tracker.experiment_id(SPEC["name"]))
+    statuses = {run.info.run_name: run.info.status for run in runs}
+    parents = [run.info.status for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run.info.status for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert "RUNNING" not in statuses.values(), (statuses, output[-3000:])
+    assert parents == ["KILLED"], (statuses, output[-3000:])
+    assert children and set(children) == {"KILLED"}, (statuses, output[-3000:])
+    assert proc.returncode == 143, (proc.returncode, output[-3000:])  # 128 + SIGTERM
+    assert f"lrsweep resume {SPEC['name']}" in output, output[-3000:]
+    if target == "process group":  # Ray never saw the signal: the graceful stop ran
+        assert "reached Ray's own processes" not in output, output[-3000:]
+    assert exit_s < EXIT_BOUND_S
+    assert not lingering, f"processes of the sweep outlived it: {lingering}"
