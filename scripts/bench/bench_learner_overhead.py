@@ -2,9 +2,10 @@
 
 Both sides train the same model (``simple_cnn``, same initial weights), on the same batches
 (``make_dataloaders("digits")``, same seed and batch size, same loader state), with the same
-optimizer (AdamW, fastai's betas / eps / weight decay) at a constant rate, for the same
-epochs, and both validate after every epoch (loss and error rate over the validation set). The
-hand-written loop is what a person writes in a notebook: forward, loss, backward, step,
+optimizer (AdamW, fastai's betas / eps / weight decay, on every parameter: the Learner runs
+with ``wd_bn_bias=True`` to match the hand loop's one parameter group) at a constant rate, for
+the same epochs, and both validate after every epoch (loss and error rate over the validation
+set). The hand-written loop is what a person writes in a notebook: forward, loss, backward, step,
 ``zero_grad``, ``loss.item()`` for the running loss. The Learner adds its events, the schedule
 hook, the Recorder (per-step loss / LR / momentum, per-epoch history) and its metrics.
 
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> common.Result:
     def learner_side() -> common.Measure:
         dls.load_state_dict(start_state)
         seed_everything(0)  # dropout draws from the global generator
-        learn = Learner(copy.deepcopy(template), dls, progress=False, device="cpu")
+        # wd_bn_bias=True: weight decay on every parameter, as the hand loop's single group
+        learn = Learner(copy.deepcopy(template), dls, progress=False, device="cpu", wd_bn_bias=True)
         with common.Stopwatch() as sw:
             learn.fit(epochs, lr)
         record["learner"] = list(learn.recorder.losses)
