@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shlex
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -167,10 +168,20 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
         run_name=f"{spec.name}-{sweep_id}",
         tags={TAG_KIND: "sweep", TAG_SWEEP_ID: sweep_id, "sweeps.spec_name": spec.name},
     )
-    resolved = redact(spec.resolved())
-    tracker.log_params(run_id, flatten_params(resolved))
-    tracker.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False), "spec.yaml")
+    try:
+        resolved = redact(spec.resolved())
+        tracker.log_params(run_id, flatten_params(resolved))
+        tracker.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False), "spec.yaml")
+    except BaseException:
+        _end_after_error(tracker, run_id)
+        raise
     return run_id
+
+
+def _end_after_error(tracker: Tracker, run_id: str) -> None:
+    """Close ``run_id`` FAILED (KILLED for Ctrl-C) on the way out of an error, never RUNNING."""
+    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+    tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
 
 
 def _preflight(spec: SweepSpec, uri: str, root: Path, *, address: str | None) -> None:
@@ -242,7 +253,11 @@ def run_sweep(
         "parent_run_id": parent_run_id,
         "finished": False,
     }
-    _write_state(sweep_dir, state)
+    try:
+        _write_state(sweep_dir, state)
+    except BaseException:
+        _end_after_error(tracker, parent_run_id)
+        raise
     logger.info("sweep %s: parent run %s, Ray storage %s", sweep_id, parent_run_id, sweep_dir)
     return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
 
@@ -335,7 +350,11 @@ def _execute(
     context = TrialContext(spec, tracker.uri, experiment_id, parent_run_id, state["sweep_id"])
     progress = progress or SweepProgress()
     started_ray = not _ray.is_initialized()
-    _ray.init_ray(address)
+    try:
+        _ray.init_ray(address)
+    except BaseException:  # Ray would not start or join: the parent run must not stay RUNNING
+        _end_after_error(tracker, parent_run_id)
+        raise
     interrupts = Interrupts(
         partial(_close_killed, tracker, experiment_id, parent_run_id),
         resume=resume_hint(spec.name, sweep_dir),
@@ -420,8 +439,13 @@ def _close(
         tracker.end_run(parent_run_id, "FAILED")
         logger.error("every trial of sweep %s failed: %s", result.sweep_id, "; ".join(errors))
         return result  # not marked finished: `lrsweep resume` retries the failed trials
-    report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
-    log_report(tracker, parent_run_id, report)
+    try:
+        report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
+        log_report(tracker, parent_run_id, report)
+    except BaseException as error:  # the trials are done; `lrsweep report NAME` can retry
+        tracker.set_tags(parent_run_id, {"sweeps.error": f"report: {error!r}"[:5000]})
+        _end_after_error(tracker, parent_run_id)
+        raise
     tracker.end_run(parent_run_id, "FINISHED")
     state["finished"] = True
     _write_state(sweep_dir, state)

@@ -1,0 +1,65 @@
+"""The sweep's parent run never stays RUNNING when the driver fails around the trials.
+
+The faults here (the report or the first log call failing) cannot be caused on demand for real
+without racing the sweep, so the failing call is replaced; Ray, MLflow and the trials are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sweeps.run
+from sweeps.run import run_sweep
+from sweeps.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+SPEC: dict[str, Any] = {
+    "name": "closes",
+    "task": {"dataset": {"name": "shapes", "options": {"n_per_class": 8}}, "image_size": 8,
+             "batch_size": 16, "epochs": 1},
+    "seeds": [0],
+    "strategies": [{"kind": "fixed", "lr": 1e-3}],
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 0},
+}  # fmt: skip
+
+
+def _runs(uri: str) -> list[Any]:
+    tracker = Tracker(uri)
+    experiment = tracker.client.get_experiment_by_name("closes")
+    assert experiment is not None
+    return tracker.search_runs(experiment.experiment_id)
+
+
+def test_a_failing_report_closes_the_parent_failed_after_the_trials(
+    ray_cluster: None, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("report store gone")
+
+    monkeypatch.setattr(sweeps.run, "build_report", broken)
+    with pytest.raises(RuntimeError, match="report store gone"):
+        run_sweep(SPEC, tracking_uri=tracking_uri, storage_path=tmp_path / "ray")
+    runs = _runs(tracking_uri)
+    parents = [r for r in runs if r.data.tags.get("sweeps.kind") == "sweep"]
+    trials = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(trials) == 1
+    assert parents[0].info.status == "FAILED"
+    assert "report store gone" in parents[0].data.tags["sweeps.error"]
+    assert trials[0].info.status == "FINISHED"
+
+
+def test_a_failing_first_log_call_closes_the_parent_failed(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Tracker, *args: Any, **kwargs: Any) -> None:
+        raise OSError("artifact store gone")
+
+    monkeypatch.setattr(Tracker, "log_text", broken)
+    with pytest.raises(OSError, match="artifact store gone"):
+        run_sweep(SPEC, tracking_uri=tracking_uri, storage_path=tmp_path / "ray")
+    assert [r.info.status for r in _runs(tracking_uri)] == ["FAILED"]
