@@ -294,7 +294,9 @@ def tracking_uris() -> list[str]:
 
 
 def test_ray_pods_carry_the_tracking_variables_the_code_reads():
-    assert "MLFLOW_TRACKING_URI" in (ROOT / "sweeps" / "_uri.py").read_text()  # resolve_tracking_uri
+    assert (
+        "MLFLOW_TRACKING_URI" in (ROOT / "sweeps" / "_uri.py").read_text()
+    )  # resolve_tracking_uri
     names = {"MLFLOW_TRACKING_URI", MLFLOW_TRACKING_USERNAME.name, MLFLOW_TRACKING_PASSWORD.name}
     for container in ray_containers():
         assert names <= {env["name"] for env in container["env"]}
