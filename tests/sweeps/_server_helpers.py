@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import requests
@@ -30,6 +31,30 @@ class RunningServer:
     database: str
     artifacts: Path
     log: Path
+
+
+def endless_sweep_spec(name: str, strategies: list[dict[str, Any]]) -> dict[str, Any]:
+    """A sweep whose trials run far longer than a test waits (2000 epochs, no stoppers), for
+    tests that stop it from outside; ``valid_loss`` reaches MLflow after the first epoch."""
+    return {
+        "name": name,
+        "task": {
+            "dataset": {
+                "name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}
+            },
+            "image_size": 12,
+            "batch_size": 12,
+            "epochs": 2000,
+            "schedule": {"kind": "constant"},
+        },
+        "seeds": [0],
+        "strategies": strategies,
+        "early_stop": None,
+        "divergence": None,
+        "tracking": {"flush_every_s": 0},
+        "resources": {"cpu": 1},
+        "failure": {"max_failures": 0},
+    }  # fmt: skip
 
 
 def free_port() -> int:

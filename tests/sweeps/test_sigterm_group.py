@@ -16,34 +16,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from _server_helpers import CLI, clean_env
+from _server_helpers import CLI, clean_env, endless_sweep_spec
 
 from sweeps.tracking import Tracker, default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
 EXIT_BOUND_S = 30.0  # Ray itself aborts the driver 60 s after its GCS died
-SPEC: dict[str, Any] = {
-    "name": "sigterm-group-sweep",
-    "task": {
-        "dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}},
-        "image_size": 12,
-        "batch_size": 12,
-        "epochs": 2000,  # far more than the test waits for
-        "schedule": {"kind": "constant"},
-    },
-    "seeds": [0],
-    "strategies": [{"kind": "fixed", "lr": 0.0005}],  # one trial: the quickest start
-    "early_stop": None,
-    "divergence": None,
-    "tracking": {"flush_every_s": 0},  # the first epoch's valid_loss shows at once
-    "resources": {"cpu": 1},
-    "failure": {"max_failures": 0},
-}
+SPEC = endless_sweep_spec(
+    "sigterm-group-sweep",
+    [{"kind": "fixed", "lr": 0.0005}],
+)  # one trial: the quickest start
 
 
 def _session_pids(sid: int) -> list[int]:

@@ -7,34 +7,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from _server_helpers import clean_env
+from _server_helpers import clean_env, endless_sweep_spec
 
 from sweeps.tracking import Tracker, default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
-SPEC: dict[str, Any] = {
-    "name": "sigterm-sweep",
-    "task": {
-        "dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}},
-        "image_size": 12,
-        "batch_size": 12,
-        "epochs": 2000,  # far more than the test waits for
-        "schedule": {"kind": "constant"},
-    },
-    "seeds": [0],
-    # no trial may end by itself before the signal comes: low rates, no stoppers
-    "strategies": [{"kind": "grid", "lr": {"min": 0.0003, "max": 0.001, "points": 2}}],
-    "early_stop": None,
-    "divergence": None,
-    "tracking": {"flush_every_s": 0},  # the first epoch's valid_loss shows at once
-    "resources": {"cpu": 1},
-    "failure": {"max_failures": 0},
-}
+SPEC = endless_sweep_spec(
+    "sigterm-sweep",
+    [{"kind": "grid", "lr": {"min": 0.0003, "max": 0.001, "points": 2}}],
+)  # no trial may end by itself before the signal comes: low rates, no stoppers
 SWEEP = """
 import sys, yaml
 from sweeps.run import run_sweep
