@@ -30,8 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
-# EarlyStopSpec's default-mode rule: one list of maximised metrics for the whole project.
-from sweeps.spec._sweep import _MAXIMISED as MAXIMISED_METRICS
+from sweeps.spec import MAXIMISED_METRICS
 from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_path
 
 logger = logging.getLogger(__name__)

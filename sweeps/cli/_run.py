@@ -70,9 +70,21 @@ def failures(result: SweepResult) -> list[str]:
     return [f"{len(ids)} trial(s) ({', '.join(ids[:4])}): {error}" for error, ids in counts.items()]
 
 
-def finish(console: Console, result: SweepResult) -> None:
+def rerun_hint(spec: Path | None, overrides: list[str] | None = None) -> str:
+    """The command that runs a fixed spec again (the spec file is a placeholder when unknown)."""
+    if spec is None:
+        return "lrsweep run <your spec file>"
+    args = ["lrsweep", "run", str(spec)]
+    for override in overrides or []:
+        args += ["--set", override]
+    return shlex.join(args)
+
+
+def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -> None:
     """Print the outcome of a sweep (or how to resume it) and exit with its status.
 
+    ``rerun`` is the command that runs a fixed spec again (printed when every trial failed:
+    ``lrsweep resume`` retries the failed trials with the spec the sweep started with).
     Exit status: 0 done, 1 every trial failed, 130 Ctrl-C, 143 SIGTERM.
     """
     if result.interrupted:
@@ -93,7 +105,14 @@ def finish(console: Console, result: SweepResult) -> None:
         for line in failures(result):
             err.print(f"  {line}", markup=False, highlight=False)
         err.print(
-            f"Fix the cause, then retry the failed trials with: {resume_hint(result)}",
+            "If the cause is outside the spec (a file, memory, a server), fix it, then retry "
+            f"the failed trials with: {resume_hint(result)}",
+            markup=False,
+            highlight=False,
+        )
+        err.print(
+            "If it is in the spec, fix the spec and run it again (resume keeps the spec the "
+            f"sweep started with): {rerun or rerun_hint(None)}",
             markup=False,
             highlight=False,
         )
@@ -136,4 +155,4 @@ def run_command(
         raise fail(error) from None
     except KeyboardInterrupt:  # before the trials started: nothing to resume
         raise typer.Exit(INTERRUPTED_EXIT) from None
-    finish(make_console(), result)
+    finish(make_console(), result, rerun=rerun_hint(spec, overrides))

@@ -31,6 +31,7 @@ from sweeps.spec._strategies import (
 )
 from sweeps.spec._suite import Suite, SuiteEntry, Thresholds, load_suite
 from sweeps.spec._sweep import (
+    MAXIMISED_METRICS,
     REPORTED_METRICS,
     DivergenceSpec,
     EarlyStopSpec,
@@ -57,6 +58,7 @@ from sweeps.spec._yaml import MAX_SPEC_BYTES
 
 __all__ = [
     "DATASETS",
+    "MAXIMISED_METRICS",
     "MAX_SPEC_BYTES",
     "OPTUNA_SAMPLERS",
     "REPORTED_METRICS",

@@ -15,6 +15,7 @@ from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
+    "MAXIMISED_METRICS",
     "REPORTED_METRICS",
     "DivergenceSpec",
     "EarlyStopSpec",
@@ -28,7 +29,12 @@ __all__ = [
 
 REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy")
 """Per-epoch metrics every trial reports to Ray Tune; the stoppers may watch any of them."""
-_MAXIMISED = frozenset({"accuracy"})
+MAXIMISED_METRICS = frozenset({"accuracy"})
+"""Metrics that grow as a trial improves (mode ``max``); every other metric is minimised.
+
+``trainers.callbacks``' ``mode="auto"`` uses the same list (a test keeps the two equal: the
+trainers do not import the sweeps).
+"""
 _STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "file")
 _TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "postgres", "mysql", "databricks")
 _PASSWORD_HINT = (
@@ -57,7 +63,7 @@ class EarlyStopSpec(SpecModel):
     @classmethod
     def _default_mode(cls, data: Any) -> Any:
         if isinstance(data, dict) and "mode" not in data:
-            maximised = isinstance(data.get("metric"), str) and data["metric"] in _MAXIMISED
+            maximised = isinstance(data.get("metric"), str) and data["metric"] in MAXIMISED_METRICS
             return {**data, "mode": "max" if maximised else "min"}
         return data
 

@@ -364,6 +364,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     assert "every trial of sweep" in stderr and "failed" in stderr, stderr
     assert "2 trial(s)" in stderr and "evil.pt" in stderr and "refused" in stderr, stderr
     assert "lrsweep resume all-fail" in stderr
+    assert f"lrsweep run {spec} --set task.epochs=1" in stderr, stderr  # a cause in the spec
     assert not marker.exists()
     tracker = Tracker(default_tracking_uri(tmp_path))
     runs = tracker.search_runs(tracker.experiment_id("all-fail"))

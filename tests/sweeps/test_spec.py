@@ -13,6 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from sweeps.spec import (
+    MAXIMISED_METRICS,
+    REPORTED_METRICS,
+    EarlyStopSpec,
     SpecError,
     apply_overrides,
     load_spec,
@@ -621,3 +624,18 @@ def test_bad_suite_is_refused_naming_entry_and_field(
     path.write_text(json.dumps({"name": "nightly", **changes}))
     with pytest.raises(SpecError, match=message):
         load_suite(path)
+
+
+@pytest.mark.parametrize("metric", REPORTED_METRICS)
+def test_every_layer_agrees_on_which_metrics_are_maximised(metric: str) -> None:
+    """The spec's early-stop mode, ``lrsweep best``'s mode and the trainers' ``mode="auto"``
+    share one rule (the trainers keep their own copy: they do not import the sweeps)."""
+    from sweeps.best import default_mode
+    from trainers.callbacks import EarlyStoppingCallback
+
+    expected = "max" if metric in MAXIMISED_METRICS else "min"
+    spec = EarlyStopSpec.model_validate({"metric": metric})
+    callback = EarlyStoppingCallback(monitor=metric)
+    assert spec.mode == expected
+    assert default_mode(metric) == default_mode(f"best/{metric}") == expected
+    assert callback.maximise is (expected == "max")
