@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
-from sweeps.cli._options import Address, TrackingUri
+from sweeps.cli._options import TRACKING_URI_HELP, Address, tracking_uri_check
 from sweeps.nightly import (
     DEFAULT_BASELINE_NIGHTS,
     EXIT_BAD_INPUT,
@@ -27,6 +27,16 @@ from sweeps.nightly import (
 )
 from sweeps.spec import SpecError, load_suite
 
+# An unreachable store is a failed night (exit 3), not bad input.
+NightlyTrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help=TRACKING_URI_HELP,
+        callback=tracking_uri_check(unreachable_exit=EXIT_FAILED),
+    ),
+]
+
 _STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
 
 
@@ -34,7 +44,7 @@ _STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MI
 def nightly_command(
     suite: Annotated[Path, typer.Argument(help="The suite file, e.g. sweeps/specs/nightly.yaml.")],
     address: Address = None,
-    tracking_uri: TrackingUri = None,
+    tracking_uri: NightlyTrackingUri = None,
     baseline_nights: Annotated[
         int,
         typer.Option("--baseline-nights", min=1, help="Earlier completed nights in the median."),

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 BAD_INPUT_EXIT = 2
-# `lrsweep nightly` counts a store that does not answer as a failed night (its exit 3), not as
-# bad input; every other command exits 2 before starting anything.
-_UNREACHABLE_EXIT = {"nightly": 3}
 
 
 def fail(error: Exception | str, *, code: int = BAD_INPUT_EXIT) -> typer.Exit:
@@ -43,12 +41,24 @@ def usable_tracking_uri(
     return uri
 
 
-def _check_tracking_option(ctx: typer.Context, value: str | None) -> str | None:
-    """``--tracking-uri`` (or ``MLFLOW_TRACKING_URI``) checked while the command line is parsed."""
-    if not ctx.resilient_parsing:
-        code = _UNREACHABLE_EXIT.get(ctx.info_name or "", BAD_INPUT_EXIT)
-        usable_tracking_uri(value, unreachable_exit=code)
-    return value
+TRACKING_URI_HELP = "Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store."
+
+
+def tracking_uri_check(
+    *, unreachable_exit: int = BAD_INPUT_EXIT
+) -> Callable[[typer.Context, str | None], str | None]:
+    """The ``--tracking-uri`` callback: the URI checked while the command line is parsed.
+
+    ``unreachable_exit`` is the status when the server does not answer: 2 (bad input) for every
+    command but ``lrsweep nightly``, which counts it as a failed night (3).
+    """
+
+    def check(ctx: typer.Context, value: str | None) -> str | None:
+        if not ctx.resilient_parsing:
+            usable_tracking_uri(value, unreachable_exit=unreachable_exit)
+        return value
+
+    return check
 
 
 Address = Annotated[
@@ -57,9 +67,5 @@ Address = Annotated[
 ]
 TrackingUri = Annotated[
     str | None,
-    typer.Option(
-        "--tracking-uri",
-        help="Default: MLFLOW_TRACKING_URI, else the embedded .lrsweep store.",
-        callback=_check_tracking_option,
-    ),
+    typer.Option("--tracking-uri", help=TRACKING_URI_HELP, callback=tracking_uri_check()),
 ]
