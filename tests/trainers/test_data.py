@@ -306,6 +306,13 @@ def test_to_device_moves_batches_and_returns_the_loaders() -> None:
     assert xb.device.type == yb.device.type == dls.valid_images.device.type == "meta"
 
 
+@pytest.mark.parametrize("augment", [{"flip": True}, {"flip": True, "jitter": 0.1}])
+def test_flip_without_warp_runs_on_the_batch_device(augment: dict) -> None:
+    dls = make_dataloaders("digits", image_size=8, batch_size=32, augment=augment).to("meta")
+    xb, _ = next(iter(dls.train))
+    assert xb.device.type == "meta" and xb.shape == (32, 1, 8, 8)
+
+
 # ------------------------------------------------------------------------------ augment
 
 
@@ -360,6 +367,7 @@ def test_bad_augment_is_rejected_with_the_accepted_values(spec: object, match: s
         ({"path": "/tmp"}, r"path is only used by the datasets \["),
         ({"dataset": "image_folder"}, "'image_folder' needs path="),
         ({"dataset": "shapes", "n_classes": 7}, "shapes n_classes must be an integer from 2 to 6"),
+        ({"dataset": "shapes", "n_classes": 3.0}, r"n_classes must be an integer .* got 3\.0"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:

@@ -47,7 +47,11 @@ class Shapes(ImageSource):
             raise ValueError(
                 f"shapes n_per_class must be a positive integer, but got {n_per_class!r}."
             )
-        if n_classes not in range(2, len(SHAPE_NAMES) + 1) or isinstance(n_classes, bool):
+        if (
+            not isinstance(n_classes, int)
+            or isinstance(n_classes, bool)
+            or n_classes not in range(2, len(SHAPE_NAMES) + 1)
+        ):
             raise ValueError(
                 f"shapes n_classes must be an integer from 2 to {len(SHAPE_NAMES)} "
                 f"({', '.join(SHAPE_NAMES)}), but got {n_classes!r}."

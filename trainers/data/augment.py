@@ -100,8 +100,8 @@ class Augment:
         if self.rotate or self.zoom != 1:
             out = self._warp(out, rand)
         elif self.flip:
-            flip = rand() < 0.5
-            out = torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
+            flip = (rand() < 0.5).view(n, 1, 1, 1).to(out.device)  # drawn on the CPU
+            out = torch.where(flip, out.flip(-1), out)
         if self.jitter:
             out = self._jitter(out, rand)
         return out
