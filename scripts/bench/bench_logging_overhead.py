@@ -1,15 +1,15 @@
 """Item 3: a trial logging every step's loss and LR to MLflow vs the same trial logging nothing.
 
 Both sides train the task of ``sweeps/specs/digits.yaml`` (digits, simple_cnn, 16 px, batch 64,
-one-cycle, light augmentation) from the same weights and data order. The logging side adds a
-callback that does exactly what the sweep's trial reporter (``sweeps._reporter.EpochReporter``)
-does for metrics: at each epoch's end it buffers the epoch's per-step ``train_loss`` and ``lr``
-(steps numbered ``epoch * batches + batch``) and the epoch's ``valid_loss``, ``error_rate``,
-``accuracy``, ``epoch_time_s`` in a ``sweeps.tracking.RunLogger`` and sends the buffer once
-``tracking.flush_every_s`` has passed since the last send (default 5 s) and at the fit's end,
-into the embedded SQLite store (``sweeps.tracking.Tracker``, which writes SQL stores in bulk
-through ``sweeps._sqlmetrics``). Creating and closing the run is timed separately (a sweep trial
-pays it whether or not it logs steps).
+one-cycle, light augmentation, the spec's 8 epochs) from the same weights and data order. The
+logging side adds a callback that does exactly what the sweep's trial reporter
+(``sweeps._reporter.EpochReporter``) does for metrics: at each epoch's end it buffers the epoch's
+per-step ``train_loss`` and ``lr`` (steps numbered ``epoch * batches + batch``) and the epoch's
+``valid_loss``, ``error_rate``, ``accuracy``, ``epoch_time_s`` in a ``sweeps.tracking.RunLogger``
+and sends the buffer once ``tracking.flush_every_s`` has passed since the last send (default 5 s)
+and at the fit's end, into the embedded SQLite store (``sweeps.tracking.Tracker``, which writes SQL
+stores in bulk through ``sweeps._sqlmetrics``). Creating and closing the run is timed separately (a
+sweep trial pays it whether or not it logs steps).
 
 Sides, interleaved: no logging; the default (``flush_every_s: 5``); a flush every epoch
 (``flush_every_s: 0``); and, for reference, a flush every epoch through MLflow's own
@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> common.Result:
     from sweeps.tracking import RunLogger, Tracker
 
     common.setup_torch(args.threads)
-    epochs = 2 if args.quick else 5
+    from sweeps.spec import load_spec
+
+    task = load_spec(common.REPO / "sweeps" / "specs" / "digits.yaml").task
+    epochs = 2 if args.quick else task.epochs  # the spec's trial: 8 epochs
     reps = args.reps or (2 if args.quick else 15)
     dls = make_dataloaders(
         "digits", image_size=16, batch_size=64, seed=42, augment={"rotate": 10, "zoom": 1.1}
