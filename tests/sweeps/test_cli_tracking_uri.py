@@ -17,7 +17,6 @@ import sqlite3
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,10 @@ SPEC: dict[str, Any] = {
 
 @pytest.fixture(autouse=True, scope="module")
 def _no_ray_running_before() -> None:
-    """Earlier modules share one Ray session; end it, so these tests can prove none starts."""
+    """Earlier modules share one Ray session; end it, so these tests can prove none starts.
+
+    The sweeps at the end of this module start it again (``ray_cluster``, tests/sweeps/conftest.py).
+    """
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
@@ -312,19 +314,7 @@ def _hint_args(stderr: str) -> list[str]:
     return shlex.split(line.split("lrsweep resume", 1)[1])
 
 
-@pytest.fixture(scope="module")
-def ray_here() -> Iterator[None]:
-    """One local Ray for the real sweeps below (after the tests that prove none starts)."""
-    from sweeps import _ray
-
-    _ray.init_ray(num_cpus=2)
-    try:
-        yield
-    finally:
-        _ray.shutdown_ray()
-
-
-def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_here: None, work: Path) -> None:
+def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_cluster: None, work: Path) -> None:
     uri = f"sqlite:///{work}/team/mlflow.db"
     result = invoke("run", str(work / "spec.yaml"), "--tracking-uri", uri)
     assert result.exit_code == 0, result.output
@@ -333,7 +323,7 @@ def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_here: None, wor
 
 
 def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
-    ray_here: None, work: Path
+    ray_cluster: None, work: Path
 ) -> None:
     """Every trial fails (its pretrained weights are no checkpoint), so the hint is printed; the
     printed command resumes that very sweep (the same sweep id fails again), a bare one not."""
