@@ -159,6 +159,7 @@ def best_config(
     mode: Literal["min", "max"] | None = None,
     strategy: str | None = None,
     tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
 ) -> BestConfig:
     """Find the best trial of ``experiment`` in MLflow.
 
@@ -172,13 +173,16 @@ def best_config(
         tracking_uri: MLflow store; default ``MLFLOW_TRACKING_URI``, else the embedded
             ``.lrsweep/mlflow.db``. Server credentials come from ``MLFLOW_TRACKING_USERNAME`` /
             ``MLFLOW_TRACKING_PASSWORD``.
+        parent_run_id: only the trials of this sweep run (``lrsweep report --run-id``'s
+            parent run); None ranks the trials of every sweep of the experiment.
 
     Returns:
         The best trial.
 
     Raises:
-        BestConfigError: unknown experiment (lists the experiments), metric (lists the metrics
-            trials have), strategy (lists the strategies) or mode, or no eligible trial.
+        BestConfigError: unknown experiment (lists the experiments), sweep run (lists the
+            experiment's sweep runs), metric (lists the metrics trials have), strategy (lists
+            the strategies) or mode, or no eligible trial.
     """
     metric = metric.removeprefix(BEST_PREFIX)
     if mode is None:
@@ -190,8 +194,15 @@ def best_config(
         experiment_id = tracker.experiment_id(experiment)
     except LookupError as exc:
         raise BestConfigError(str(exc)) from None
-    runs = tracker.search_runs(experiment_id)
-    children = [run for run in runs if PARENT_TAG in run.data.tags]
+    if parent_run_id is None:
+        runs = tracker.search_runs(experiment_id)
+        children = [run for run in runs if PARENT_TAG in run.data.tags]
+    else:
+        try:
+            tracker.check_sweep_run(experiment_id, experiment, parent_run_id)
+        except LookupError as exc:
+            raise BestConfigError(str(exc)) from None
+        children = tracker.child_runs(experiment_id, parent_run_id)
     eligible = _eligible(children, experiment)
     if strategy is not None:
         present = sorted(

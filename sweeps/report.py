@@ -5,13 +5,17 @@ Rows are *groups*: one per arm, and one per suggestion rule of an ``lr_finder`` 
 seed (lowest ``best/valid_loss``; a finder rule has one trial per seed). Then, per group:
 
 - ``chosen_lr``: median over seeds of the LR of each seed's best trial;
-- ``valid_loss`` and ``error_rate``: mean and standard deviation (n - 1; 0 for one seed) over
-  seeds of that trial's best-epoch values;
+- ``valid_loss`` and ``error_rate``: mean and sample standard deviation (n - 1; 0 for one
+  seed) over seeds of that trial's best-epoch values; NaN for both (shown as ``-``) when no
+  trial of the group counts (every one failed or diverged without a finite loss);
 - ``regret``: mean ``valid_loss`` minus the lowest mean ``valid_loss`` of any group, and
-  ``regret_error_pp`` the same for the error rate in percentage points;
+  ``regret_error_pp`` the same for the error rate in percentage points (the lowest finite mean
+  error rate: a group without one takes no part);
 - ``n_trials``, ``epochs_run`` (early stops counted), ``compute_s`` (range tests included), all
-  summed over the group's trials, and ``compute_vs_grid``: ``compute_s`` over the first
-  ``grid`` arm's.
+  summed over the group's trials, failed ones included: a trial that ended without its summary
+  metrics (failed, killed) counts the epochs MLflow holds and their ``epoch_time_s`` (its range
+  test's time is not recorded); and ``compute_vs_grid``: ``compute_s`` over the first ``grid``
+  arm's.
 
 Counted: child runs that FINISHED with a finite ``best/valid_loss`` (a trial that diverged after
 some good epochs still counts with its best epoch). Every child appears in the trial table with
@@ -28,7 +32,7 @@ import logging
 import math
 import statistics
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +41,6 @@ from sweeps.tracking import TAG_KIND, Tracker, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-LISTED_SWEEP_RUNS = 10
-"""How many sweep runs an unknown ``--run-id`` error lists."""
 GROUP_COLUMNS = (
     "group",
     "kind",
@@ -228,12 +230,19 @@ def _fmt(value: float, spec: str = ".4f") -> str:
     return format(value, spec) if math.isfinite(value) else "-"
 
 
+def _mean_std(mean: float, std: float, spec: str, unit: str = "") -> str:
+    """``mean ± std``, or ``-`` when there is no mean (no trial of the group counts)."""
+    if not math.isfinite(mean):
+        return "-"
+    return f"{format(mean, spec)}{unit} ± {_fmt(std, spec)}"
+
+
 def _group_cells(r: GroupRow) -> list[str]:
     return [
         r.group,
         _fmt(r.chosen_lr, ".2e"),
-        f"{_fmt(r.valid_loss_mean)} ± {_fmt(r.valid_loss_std)}",
-        f"{_fmt(100 * r.error_rate_mean, '.2f')}% ± {_fmt(100 * r.error_rate_std, '.2f')}",
+        _mean_std(r.valid_loss_mean, r.valid_loss_std, ".4f"),
+        _mean_std(100 * r.error_rate_mean, 100 * r.error_rate_std, ".2f", unit="%"),
         _fmt(r.regret),
         _fmt(r.regret_error_pp, ".2f"),
         str(r.n_trials),
@@ -304,7 +313,20 @@ def trial_row(run: Any) -> TrialRow:
     )
 
 
+def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
+    """``row`` with the epochs and epoch seconds MLflow holds when the run has no summary
+    (``compute_s`` is logged only when a trial ends normally: a failed trial's epochs count)."""
+    if "compute_s" in run.data.metrics:
+        return row
+    seconds = [v for _, v in tracker.metric_history(row.run_id, "epoch_time_s")]
+    finite = [v for v in seconds if math.isfinite(v)]
+    return replace(row, epochs_run=len(seconds), compute_s=math.fsum(finite))
+
+
 def _std(values: list[float]) -> float:
+    """Sample standard deviation (n - 1); 0 for one value, NaN for none."""
+    if not values:
+        return math.nan
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -340,7 +362,9 @@ def compare(trials: list[TrialRow]) -> list[GroupRow]:
     groups = [_group_row(n, [t for t in trials if t.group == n]) for n in names]
     finite = [g for g in groups if math.isfinite(g.valid_loss_mean)]
     best_loss = min((g.valid_loss_mean for g in finite), default=math.nan)
-    best_error = min((g.error_rate_mean for g in finite), default=math.nan)
+    # Finite values only: min() keeps a NaN it meets first and would make every regret NaN.
+    errors = [g.error_rate_mean for g in finite if math.isfinite(g.error_rate_mean)]
+    best_error = min(errors, default=math.nan)
     grid = next((g for g in groups if g.kind == "grid"), None)
     out = []
     for g in groups:
@@ -358,35 +382,12 @@ def compare(trials: list[TrialRow]) -> list[GroupRow]:
     return sorted(out, key=lambda g: (math.isnan(g.regret), g.regret))
 
 
-def _sweep_runs(tracker: Tracker, experiment_id: str) -> list[Any]:
-    """The sweep (parent) runs of the experiment, most recently started first."""
-    parents = tracker.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
-    return sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True)
-
-
 def latest_parent(tracker: Tracker, experiment_id: str) -> str:
     """The most recently started sweep (parent) run of the experiment."""
-    parents = _sweep_runs(tracker, experiment_id)
+    parents = tracker.sweep_runs(experiment_id)
     if not parents:
         raise LookupError(f"experiment {experiment_id} has no sweep run (tag {TAG_KIND}=sweep).")
     return str(parents[0].info.run_id)
-
-
-def _check_parent(tracker: Tracker, experiment_id: str, experiment: str, run_id: str) -> None:
-    """Raise ``LookupError`` unless ``run_id`` is a sweep run of the experiment, listing those
-    that are (most recent first, at most ``LISTED_SWEEP_RUNS``)."""
-    parents = _sweep_runs(tracker, experiment_id)
-    if any(p.info.run_id == run_id for p in parents):
-        return
-    listed = [f"{p.info.run_id} ({p.info.run_name})" for p in parents[:LISTED_SWEEP_RUNS]]
-    more = (
-        f" and {len(parents) - LISTED_SWEEP_RUNS} older" if len(parents) > LISTED_SWEEP_RUNS else ""
-    )
-    raise LookupError(
-        f"run {run_id} is not a sweep run of experiment {experiment!r}; pass --run-id one of "
-        f"its sweep runs (latest first): {', '.join(listed) or 'none'}{more}, "
-        "or leave --run-id out for the latest."
-    )
 
 
 def build_report(
@@ -414,10 +415,11 @@ def build_report(
     tracker = tracker or Tracker(resolve_tracking_uri(tracking_uri))
     experiment_id = tracker.experiment_id(experiment)
     if parent_run_id is not None:
-        _check_parent(tracker, experiment_id, experiment, parent_run_id)
+        tracker.check_sweep_run(experiment_id, experiment, parent_run_id)
     parent = parent_run_id or latest_parent(tracker, experiment_id)
     children = tracker.child_runs(experiment_id, parent)
-    trials = sorted((trial_row(r) for r in children), key=lambda t: (t.group, t.seed, t.lr))
+    rows = [_with_epochs_held(tracker, run, trial_row(run)) for run in children]
+    trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
     report = Report(experiment, parent, compare(trials), trials)
     folder = Path(figures_dir or tempfile.mkdtemp(prefix="lrsweep-report-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,8 @@ TAG_KIND = "sweeps.kind"
 TAG_SWEEP_ID = "sweeps.sweep_id"
 TAG_TRIAL_ID = "sweeps.trial_id"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+LISTED_SWEEP_RUNS = 10
+"""How many sweep runs an unknown ``--run-id`` error lists."""
 
 _T = TypeVar("_T")
 
@@ -241,6 +243,26 @@ class Tracker:
     def child_runs(self, experiment_id: str, parent_run_id: str) -> list[Run]:
         """The trial runs of one sweep execution."""
         return self.search_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+
+    def sweep_runs(self, experiment_id: str) -> list[Run]:
+        """The sweep (parent) runs of the experiment, most recently started first."""
+        parents = self.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
+        return sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True)
+
+    def check_sweep_run(self, experiment_id: str, experiment: str, run_id: str) -> None:
+        """Raise ``LookupError`` unless ``run_id`` is a sweep run of the experiment; the message
+        lists those that are (latest first, at most ``LISTED_SWEEP_RUNS``)."""
+        parents = self.sweep_runs(experiment_id)
+        if any(p.info.run_id == run_id for p in parents):
+            return
+        listed = [f"{p.info.run_id} ({p.info.run_name})" for p in parents[:LISTED_SWEEP_RUNS]]
+        extra = len(parents) - LISTED_SWEEP_RUNS
+        more = f" and {extra} older" if extra > 0 else ""
+        raise LookupError(
+            f"run {run_id} is not a sweep run of experiment {experiment!r}; pass --run-id one of "
+            f"its sweep runs (latest first): {', '.join(listed) or 'none'}{more}, "
+            "or leave --run-id out for the latest."
+        )
 
     def find_trial_run(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
         """The child run already created for a Ray Tune trial id, if any."""

@@ -41,6 +41,10 @@ def best_command(
         Format, typer.Option("--format", help="json | yaml | spec (a spec that re-runs the trial).")
     ] = Format.json,
     tracking_uri: TrackingUri = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Only this sweep run (default: every sweep of EXPERIMENT)."),
+    ] = None,
 ) -> None:
     """Print the best trial of a sweep, read from MLflow (works from any machine)."""
     from sweeps.best import BestConfigError, best_config  # MLflow loads only when used
@@ -52,6 +56,7 @@ def best_command(
             mode=None if mode is None else ("max" if mode is Mode.max else "min"),
             strategy=strategy,
             tracking_uri=tracking_uri,
+            parent_run_id=run_id,
         )
         render = {Format.json: best.to_json, Format.yaml: best.to_yaml, Format.spec: best.to_spec}
         text = render[output_format]()

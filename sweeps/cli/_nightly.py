@@ -2,7 +2,8 @@
 
 Exit codes: 0 passed (also the first night, with no baseline), 1 a figure regressed past its
 threshold, 2 bad input (the suite or a ``--set`` is invalid; nothing ran), 3 the night failed
-(a sweep raised or was interrupted, a trial crashed, or the tracking store is unreachable).
+(a sweep raised or was interrupted, a trial crashed, the tracking store is unreachable, or the
+night itself crashed or was interrupted: never 1, which only ever means a regression).
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def nightly_command(
         )
     except (MlflowException, OSError) as error:
         err.print(f"Error: the night could not run: {error}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except KeyboardInterrupt:  # outside a sweep (a sweep's own Ctrl-C ends as a failed night)
+        err.print("Error: the night was interrupted (Ctrl-C).", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except Exception as error:  # any crash is a failed night (exit 3), never "regressed" (1)
+        err.print_exception()
+        err.print(
+            f"Error: the night crashed: {error!r}",
+            markup=False,
+            highlight=False,
+        )
         raise typer.Exit(EXIT_FAILED) from None
     _print_night(night)
     raise typer.Exit(night.exit_code)

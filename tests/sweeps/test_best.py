@@ -246,3 +246,40 @@ def test_cli_unknown_experiment_exits_2_listing_experiments(store) -> None:
     assert done.returncode == 2
     assert "experiments there: ['Default', 'another-sweep', 'digits-lr']" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def _sweep(tracker: Tracker, exp_id: str, name: str, losses: list[float]) -> tuple[str, list[str]]:
+    """One more sweep run of ``exp_id`` (spec.yaml on it) with a FINISHED grid trial per loss."""
+    parent = tracker.start_run(exp_id, run_name=name, tags={"sweeps.kind": "sweep"})
+    spec = load_spec(REPO / "sweeps/specs/digits.yaml").resolved()
+    tracker.log_text(parent, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
+    runs = []
+    for i, loss in enumerate(losses):
+        run = tracker.start_run(exp_id, run_name=f"{name}-{i}", parent_run_id=parent)
+        tracker.log_params(run, {"strategy": "grid", "lr": 0.01 * (i + 1), "seed": 0})
+        tags = {"sweeps.strategy": "grid", "sweeps.arm": "grid", "sweeps.best_epoch": 1}
+        tracker.set_tags(run, tags | {"sweeps.stop_reason": "completed"})
+        tracker.log_metrics(run, [("best/valid_loss", loss, 0), ("best/error_rate", 0.1, 0)])
+        tracker.end_run(run, "FINISHED")
+        runs.append(run)
+    tracker.end_run(parent, "FINISHED")
+    return parent, runs
+
+
+def test_run_id_ranks_one_sweep_only_and_an_unknown_one_lists_the_sweeps(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    first, (_, first_best) = _sweep(tracker, exp_id, "monday", [0.40, 0.30])
+    second, (second_best,) = _sweep(tracker, exp_id, "tuesday", [0.20])
+
+    assert best_config(EXPERIMENT, tracking_uri=uri).run_id == second_best  # every sweep
+    assert best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=first).run_id == first_best
+    result = CliRunner().invoke(app, ["best", EXPERIMENT, "--tracking-uri", uri, "--run-id", first])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run_id"] == first_best
+
+    with pytest.raises(BestConfigError, match=rf"run {first_best} is not a sweep run.*{second}"):
+        best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=first_best)
+    refused = CliRunner().invoke(app, ["best", EXPERIMENT, "--tracking-uri", uri, "--run-id", "x"])
+    assert refused.exit_code == 2 and "tuesday" in refused.stderr and "monday" in refused.stderr

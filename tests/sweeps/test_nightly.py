@@ -228,6 +228,24 @@ def test_bad_suite_input_exits_2_naming_the_entry_and_field(
     assert not (tmp_path / "x.db").exists()  # nothing ran, nothing was recorded
 
 
+@pytest.mark.parametrize("error", [RuntimeError("trend plot blew up"), KeyboardInterrupt()])
+def test_a_night_that_crashes_outside_its_sweeps_exits_3_not_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    """Exit 1 means "regressed" to whoever schedules the night; a crash is a failed night."""
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("sweeps.nightly._run._run_entries", crash)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    result = _nightly(str(_suite_file(tmp_path)), "--tracking-uri", uri, "--report-dir", "r")
+    assert result.exit_code == 3, result.output
+    assert "Error: the night" in result.stderr
+    (night,) = _night_runs(uri)
+    assert night.data.tags["nightly.status"] == "failed"
+
+
 # --- schedules --------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sweeps.cli import app
-from sweeps.report import TrialRow, build_report, compare, log_report
+from sweeps.report import Report, TrialRow, build_report, compare, log_report
 from sweeps.tracking import Tracker
 
 # (arm, kind, rule, seed, lr, best valid loss, best error rate, epochs, compute s, status)
@@ -262,3 +262,61 @@ def test_cli_writes_the_report_files_into_out(
     assert result.exit_code == 0, result.output
     written = {p.name for p in (tmp_path / "new" / "report").iterdir()}
     assert {"report.md", "report.html", "results.csv", "trials.csv", "comparison.png"} <= written
+
+
+def test_a_group_with_no_counted_trial_has_no_mean_and_no_spread() -> None:
+    rows = [
+        _row("grid", "grid", 0, 0.3, 1.0),
+        _row("grid", "grid", 1, 0.4, 1.0),
+        dataclasses.replace(_row("random", "random", 0, math.nan, 1.0), stop_reason="diverged"),
+        dataclasses.replace(_row("random", "random", 1, math.nan, 1.0), stop_reason="diverged"),
+    ]
+    report = Report("x", "parent", compare(rows), rows)
+    lost = report.group("random")
+    assert lost.n_seeds == 0 and lost.n_trials == 2
+    spread = (lost.valid_loss_std, lost.error_rate_std)
+    assert all(math.isnan(v) for v in (lost.valid_loss_mean, lost.error_rate_mean, *spread))
+    line = next(x for x in report.to_markdown(images=False).splitlines() if "| random |" in x)
+    assert line.split(" | ")[2:4] == ["-", "-"]  # not "- ± 0.0000": no spread without a seed
+    assert "random,random,0,nan,nan,nan,nan,nan" in report.results_csv()
+    assert report.group("grid").valid_loss_std == pytest.approx(statistics.stdev([0.3, 0.4]))
+
+
+@pytest.mark.parametrize("unscored_kind", ["grid", "optuna", "random"])
+def test_error_regret_ignores_a_group_without_an_error_rate(unscored_kind: str) -> None:
+    """A group with a finite loss but no error rate must not turn every error regret into NaN,
+    wherever it sorts."""
+    rows = [
+        dataclasses.replace(_row("a", unscored_kind, 0, 0.5, 1.0), best_error_rate=math.nan),
+        _row("b", "lr_finder", 0, 0.3, 1.0),  # error rate 0.15
+        _row("c", "recipe", 0, 0.4, 1.0),  # error rate 0.20
+    ]
+    groups = {g.group: g for g in compare(rows)}
+    assert groups["b"].regret_error_pp == pytest.approx(0.0)
+    assert groups["c"].regret_error_pp == pytest.approx(5.0)
+    assert math.isnan(groups["a"].regret_error_pp)
+
+
+def test_a_failed_trial_counts_the_epochs_and_seconds_mlflow_holds(tracking_uri: str) -> None:
+    """A trial that crashed has no ``compute_s``/``epochs_run`` summary; its epochs still cost."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("failed-compute")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    for index, status in enumerate(("FINISHED", "FAILED")):
+        tags = {"sweeps.strategy": "grid", "sweeps.arm": "grid"}
+        tags["sweeps.stop_reason"] = "completed" if status == "FINISHED" else "failed"
+        run_id = tracker.start_run(
+            experiment_id, run_name=f"t{index}", tags=tags, parent_run_id=parent
+        )
+        tracker.log_params(run_id, {"seed": 0, "lr": 0.01 * (index + 1)})
+        points = [("valid_loss", 0.5 - 0.1 * e, e) for e in range(3)]
+        points += [("epoch_time_s", 2.0, e) for e in range(3)]
+        if status == "FINISHED":
+            points += [("best/valid_loss", 0.3, 0), ("best/error_rate", 0.1, 0)]
+            points += [("compute_s", 6.5, 0), ("epochs_run", 3, 0)]  # 0.5 s of range test
+        tracker.log_metrics(run_id, points)
+        tracker.end_run(run_id, status)
+    tracker.end_run(parent)
+    grid = build_report("failed-compute", tracker=tracker).group("grid")
+    assert (grid.n_trials, grid.n_seeds) == (2, 1)
+    assert (grid.epochs_run, grid.compute_s) == (6, pytest.approx(12.5))
