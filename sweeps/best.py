@@ -35,6 +35,8 @@ from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_pa
 
 logger = logging.getLogger(__name__)
 
+NAME_LIMIT = 100  # a spec's name (sweeps.spec: Name)
+EXPERIMENT_LIMIT = 200  # a spec's tracking.experiment
 STRATEGY_TAG = "sweeps.strategy"
 ARM_TAG = "sweeps.arm"
 STOP_REASON_TAG = "sweeps.stop_reason"
@@ -106,7 +108,8 @@ class BestConfig:
 
         It is the sweep's own ``spec.yaml`` (task, schedule, stoppers, resources unchanged)
         named ``<name>-best`` (and ``tracking.experiment``, when set, ``<experiment>-best``, so
-        the re-run does not join the original comparison), with ``seeds: [<the trial's seed>]``
+        the re-run does not join the original comparison; a name at the spec's length limit is
+        cut to make room), with ``seeds: [<the trial's seed>]``
         and one arm: ``{kind: fixed, lr: <the trial's lr>}``, so a finder trial re-runs at the
         LR its range test picked and a searched trial at the LR the search chose. A ``recipe``
         trial changes its LR as it goes, so its own arm is kept instead.
@@ -129,10 +132,10 @@ class BestConfig:
                 f"its params are: {sorted(self.config)}."
             )
         spec = copy.deepcopy(self.sweep_spec)
-        spec["name"] = f"{spec.get('name', self.experiment)}-best"
+        spec["name"] = _suffixed(str(spec.get("name", self.experiment)), NAME_LIMIT)
         tracking = spec.get("tracking")
         if isinstance(tracking, dict) and tracking.get("experiment"):
-            tracking["experiment"] = f"{tracking['experiment']}-best"
+            tracking["experiment"] = _suffixed(str(tracking["experiment"]), EXPERIMENT_LIMIT)
         spec["seeds"] = [int(self.config["seed"])]
         spec["strategies"] = [arm or {"kind": "fixed", "lr": float(self.config["lr"])}]
         epoch = f" at epoch {self.best_epoch}" if self.best_epoch is not None else ""
@@ -233,6 +236,11 @@ def best_config(
     )
     logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
     return _to_best(best, experiment, metric, mode, key, _load_spec(tracker, best))
+
+
+def _suffixed(name: str, limit: int, suffix: str = "-best") -> str:
+    """``name + suffix``, ``name`` cut so the result stays within the spec's ``limit``."""
+    return name[: limit - len(suffix)] + suffix
 
 
 def default_mode(metric: str) -> Literal["min", "max"]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -248,10 +249,12 @@ def test_cli_unknown_experiment_exits_2_listing_experiments(store) -> None:
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-def _sweep(tracker: Tracker, exp_id: str, name: str, losses: list[float]) -> tuple[str, list[str]]:
+def _sweep(
+    tracker: Tracker, exp_id: str, name: str, losses: list[float], spec_fields: Any = None
+) -> tuple[str, list[str]]:
     """One more sweep run of ``exp_id`` (spec.yaml on it) with a FINISHED grid trial per loss."""
     parent = tracker.start_run(exp_id, run_name=name, tags={"sweeps.kind": "sweep"})
-    spec = load_spec(REPO / "sweeps/specs/digits.yaml").resolved()
+    spec = load_spec(REPO / "sweeps/specs/digits.yaml").resolved() | (spec_fields or {})
     tracker.log_text(parent, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
     runs = []
     for i, loss in enumerate(losses):
@@ -283,3 +286,14 @@ def test_run_id_ranks_one_sweep_only_and_an_unknown_one_lists_the_sweeps(tmp_pat
         best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=first_best)
     refused = CliRunner().invoke(app, ["best", EXPERIMENT, "--tracking-uri", uri, "--run-id", "x"])
     assert refused.exit_code == 2 and "tuesday" in refused.stderr and "monday" in refused.stderr
+
+
+def test_spec_format_of_a_sweep_named_at_the_length_limit_is_a_valid_spec(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    experiment = "e" * 200  # tracking.experiment's limit; the name's is 100
+    fields = {"name": "n" * 100, "tracking": {"experiment": experiment}}
+    _sweep(tracker, tracker.ensure_experiment(experiment), "s", [0.3], fields)
+    rerun = load_spec(yaml.safe_load(best_config(experiment, tracking_uri=uri).to_spec()))
+    assert rerun.name == "n" * 95 + "-best"
+    assert rerun.experiment_name == "e" * 195 + "-best"
