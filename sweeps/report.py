@@ -230,6 +230,11 @@ def _fmt(value: float, spec: str = ".4f") -> str:
     return format(value, spec) if math.isfinite(value) else "-"
 
 
+def _percent(fraction: float) -> str:
+    """An error rate as the strategy table shows it (``1.67%``)."""
+    return f"{100 * fraction:.2f}%" if math.isfinite(fraction) else "-"
+
+
 def _mean_std(mean: float, std: float, spec: str, unit: str = "") -> str:
     """``mean ± std``, or ``-`` when there is no mean (no trial of the group counts)."""
     if not math.isfinite(mean):
@@ -262,7 +267,7 @@ def _trial_cells(t: TrialRow) -> list[str]:
         t.best_epoch,
         t.diagnosis,
         _fmt(t.best_valid_loss),
-        _fmt(t.best_error_rate),
+        _percent(t.best_error_rate),
         str(t.epochs_run),
         _fmt(t.compute_s, ".1f"),
     ]

@@ -320,3 +320,11 @@ def test_a_failed_trial_counts_the_epochs_and_seconds_mlflow_holds(tracking_uri:
     grid = build_report("failed-compute", tracker=tracker).group("grid")
     assert (grid.n_trials, grid.n_seeds) == (2, 1)
     assert (grid.epochs_run, grid.compute_s) == (6, pytest.approx(12.5))
+
+
+def test_the_trial_table_shows_error_rates_in_percent_as_the_strategy_table() -> None:
+    rows = [_row("grid", "grid", 0, 0.3, 1.0), _row("grid", "grid", 1, 0.4, 1.0)]  # 15%, 20%
+    markdown = Report("x", "parent", compare(rows), rows).to_markdown(images=False)
+    trial_lines = [line for line in markdown.splitlines() if line.startswith("| grid0")]
+    assert len(trial_lines) == 1 and "| 15.00% |" in trial_lines[0], markdown
+    assert "| 17.50% ± 3.54 |" in markdown  # the strategy row: mean ± std over the 2 seeds
