@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,9 +174,15 @@ class Accelerator:
         return out
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Convert ``model`` in place to channels_last when enabled (4-D weights only)."""
+        """Convert ``model`` in place to channels_last when enabled (4-D weights only).
+
+        Other ranks are left as they are: ``Module.to(memory_format=torch.channels_last)``
+        would raise for a 5-D weight (``Conv3d``). Parameters stay the same objects.
+        """
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+            for tensor in itertools.chain(model.parameters(), model.buffers()):
+                if tensor.ndim == 4:
+                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
         return model
 
     def compiled(self, model: nn.Module) -> nn.Module:

@@ -60,7 +60,9 @@ class Learner:
         model: Usually a :class:`~trainers.models.GroupedModel`; any module works (one group).
         dls: Data with ``train`` and ``valid`` loaders of ``(images, labels)`` batches
             (:func:`trainers.data.make_dataloaders`); moved to ``device`` when it has ``to``.
-        loss_func: ``f(logits, targets) -> batch mean loss``; cross-entropy when None.
+        loss_func: ``f(logits, targets) -> batch mean loss``; cross-entropy when None. An
+            ``nn.Module`` loss (class weights, say) is moved to ``device``, here and when
+            :attr:`loss_func` is replaced.
         opt: ``"adamw"`` (decoupled weight decay, betas ``(mom, 0.99)``), ``"adam"`` or
             ``"sgd"`` (momentum); one rate per layer group.
         wd: Weight decay, ``>= 0``.
@@ -135,7 +137,7 @@ class Learner:
             self.device, amp=amp, channels_last=channels_last, compile=compile
         )
         self.scaler = self.accelerator.grad_scaler()
-        self.model = model.to(self.device)
+        self.model = model
         self.dls = dls.to(self.device) if hasattr(dls, "to") else dls
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
         self.metric_names: tuple[str, ...] = tuple(metrics)
@@ -170,9 +172,22 @@ class Learner:
 
     @model.setter
     def model(self, model: nn.Module) -> None:
-        """Replace the model: channels_last applied, compiled wrapper rebuilt (same device)."""
-        self._model = self.accelerator.prepare(model)
+        """Replace the model: moved in place to :attr:`device` (its parameters stay the same
+        objects), channels_last applied, compiled wrapper rebuilt; the optimizer is not."""
+        self._model = self.accelerator.prepare(model.to(self.device))
         self._forward_model = self.accelerator.compiled(self._model)
+
+    @property
+    def loss_func(self) -> Callable[..., torch.Tensor]:
+        """``f(logits, targets) -> batch mean loss``, run on :attr:`device`."""
+        return self._loss_func
+
+    @loss_func.setter
+    def loss_func(self, loss_func: Callable[..., torch.Tensor]) -> None:
+        """Replace the loss; an ``nn.Module`` (its weight buffers) is moved to :attr:`device`."""
+        self._loss_func = (
+            loss_func.to(self.device) if isinstance(loss_func, nn.Module) else loss_func
+        )
 
     @property
     def forward_model(self) -> nn.Module:

@@ -240,6 +240,16 @@ def test_channels_last_applies_to_a_replacement_model() -> None:
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
 
 
+def test_channels_last_converts_4d_weights_and_leaves_other_ranks() -> None:
+    model = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Flatten(0, 1), nn.Conv2d(2, 4, 3))
+    params = list(model.parameters())
+    Accelerator.resolve(torch.device("cpu"), channels_last=True).prepare(model)
+    assert model[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[0].weight.is_contiguous()  # 5-D: untouched, not an error
+    assert all(p is q for p, q in zip(model.parameters(), params, strict=True))
+    assert model(torch.zeros(1, 1, 4, 5, 5)).shape == (2, 4, 1, 1)
+
+
 def test_bf16_and_channels_last_combine() -> None:
     probe = LayoutProbe()
     learn = make_learner(amp="bf16", channels_last=True, callbacks=[probe])

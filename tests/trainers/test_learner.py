@@ -323,6 +323,35 @@ def test_snapshot_restore_puts_everything_back() -> None:
     assert not learn.model.training  # fit ended in validation (eval mode)
 
 
+# ----------------------------------------------------------------------------- device
+# The meta device enforces CUDA's same-device rule without a GPU: a tensor left on the CPU
+# fails there as it would on CUDA.
+def make_meta_learner(**kwargs) -> Learner:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    return Learner(model, dls, device="meta", progress=False, **kwargs)
+
+
+def test_a_replacement_model_moves_to_the_learner_device() -> None:
+    learn = make_meta_learner()
+    new = build_model("simple_cnn", 3, in_channels=3)
+    learn.model = new
+    xb, _ = next(iter(learn.dls.train))
+    assert learn.model is new and {p.device.type for p in new.parameters()} == {"meta"}
+    assert learn.forward_model(xb).device.type == "meta"
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+def test_a_loss_module_with_class_weights_moves_to_the_learner_device(replaced: bool) -> None:
+    loss_func = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
+    learn = make_meta_learner(**({} if replaced else {"loss_func": loss_func}))
+    if replaced:
+        learn.loss_func = loss_func
+    xb, yb = next(iter(learn.dls.train))
+    loss = learn.loss_func(learn.forward_model(xb), yb)
+    assert learn.loss_func is loss_func and loss.device.type == "meta"
+
+
 # ----------------------------------------------------------------------------- precompute
 class BodyInEval(Callback):
     """Makes a full-forward run comparable with precompute: the body never changes."""
