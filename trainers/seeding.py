@@ -43,4 +43,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a checkpoint saved with more GPUs visible than now: the visible ones get theirs
+        torch.cuda.set_rng_state_all(list(state["cuda"])[: torch.cuda.device_count()])

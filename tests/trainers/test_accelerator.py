@@ -386,3 +386,19 @@ def test_fp16_on_cuda_scales_gradients_and_checkpoints_the_scaler(tmp_path: Path
 def test_bad_accelerator_options_are_explained(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_learner(**kwargs)
+
+
+def test_rng_states_of_more_gpus_than_are_visible_restore_the_visible_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint saved on 4 GPUs, loaded where 1 is visible. There is no GPU here, so CUDA's
+    calls are stand-ins (``set_rng_state_all`` indexes one generator per state it is given)."""
+    from trainers.seeding import rng_state, set_rng_state
+
+    given: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: given.append(states))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(8)] * 4)
+    set_rng_state(rng_state())
+    assert len(given) == 1 and len(given[0]) == 1
