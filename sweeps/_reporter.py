@@ -183,6 +183,7 @@ class EpochReporter(Callback):
         self.closed = False
         self.logged_epochs = -1
         self._first_step = 0
+        self._epoch_start: float | None = None
         self._pending: tuple[dict[str, Any], Path | None] | None = None
         self._last_flush = self._last_checkpoint = time.monotonic()
         self._checkpointed_epoch = -1
@@ -218,6 +219,7 @@ class EpochReporter(Callback):
 
     def before_epoch(self) -> None:
         self._first_step = len(self.learn.recorder.losses)
+        self._epoch_start = time.perf_counter()
 
     def after_epoch(self) -> None:
         learn = self.learn
@@ -312,8 +314,14 @@ class EpochReporter(Callback):
     # the end ------------------------------------------------------------------------------
 
     def diverged(self, learn: Learner, error: BaseException) -> None:
-        """The loss became non-finite mid-epoch: log the steps run, end as ``diverged``."""
+        """The loss became non-finite mid-epoch: log the steps run, end as ``diverged``.
+
+        The steps of that unfinished epoch count in the trial's compute (it has no history
+        row, so no ``epoch_time_s``); a recipe counts its own time (``sweeps.trial``).
+        """
         epoch = len(training_rows(learn.history))
+        if self.max_epochs is not None and self._epoch_start is not None:
+            self.record.extra_compute_s += time.perf_counter() - self._epoch_start
         self.record.stop_reason = "diverged"
         self.stopped = True
         if epoch > self.logged_epochs:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sweeps._reporter import EpochReporter, TrialRecord
+from sweeps._reporter import EpochReporter, TrialRecord, training_rows
 from sweeps.spec import validate_spec
 from sweeps.stoppers import from_spec
 from sweeps.tracking import Tracker
@@ -89,3 +89,14 @@ def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_and
         [experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
     assert [model.name for model in models] == ["model"]  # logged once, by the first finalize
+
+
+def test_the_steps_of_the_epoch_a_trial_diverged_in_count_in_its_compute(
+    tracking_uri: str,
+) -> None:
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("reporter"), run_name="blowup")
+    reporter = _attempt(tracker, run_id, reopened=False)
+    assert len(reporter.learn.recorder.losses) >= 1  # steps ran, no epoch finished
+    assert training_rows(reporter.learn.history) == []
+    assert reporter.record.compute_s([]) > 0  # was 0: no epoch_time_s for the unfinished epoch
