@@ -5,10 +5,13 @@ per epoch here) and returns True to stop that trial. Ray's own stoppers skip a r
 their metric, so a misspelt metric never stops anything; these raise instead, listing the metrics
 the result does carry.
 
-Per-trial state lives in a dict keyed by trial id and pickles with the stopper, so a sweep
-restored with ``Tuner.restore`` keeps counting where it left off. A result whose epoch is not
-past the last one seen for that trial (a trial replaying epochs after restarting from a
-checkpoint) is ignored. Once a trial is stopped, every later call for it returns True.
+Per-trial state lives in a dict keyed by trial id and pickles with the stopper. Ray Tune
+pickles the stopper once, when the ``Tuner`` is built, so after ``Tuner.restore`` the driver's
+stopper knows no trial and meets a resumed trial at the epoch it resumes from; the trial itself
+replays its history into its own stopper, which keeps counting where it left off (a stopper that
+meets a trial late must never stop it before that one would: see ``Divergence``). A result whose
+epoch is not past the last one seen for that trial (a trial replaying epochs after restarting
+from a checkpoint) is ignored. Once a trial is stopped, every later call for it returns True.
 """
 
 from __future__ import annotations

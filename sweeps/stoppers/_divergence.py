@@ -19,6 +19,13 @@ class Divergence(MetricStopper):
     several times (0.002 to 0.01) without blowing up, and such a trial is among the best, not
     diverged. The metric is a loss: lower is better.
 
+    The first value is the one of the trial's first epoch. A stopper that meets a trial later
+    (Ray Tune's driver after ``Tuner.restore``, which brings back the stopper as it was pickled
+    when the sweep started, with no trial in it) does not know it and applies the NaN rule
+    alone; the trial, which replays its history into its own stopper, still applies both.
+    Taking a later, already small value for the first would stop a trial that is only
+    wobbling near zero, and Tune would kill it in the middle of its run.
+
     Example:
         >>> stopper = Divergence(factor=4.0)
         >>> [stopper("t", {"train_loss": v, "training_iteration": i + 1})
@@ -61,8 +68,8 @@ class Divergence(MetricStopper):
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         if not math.isfinite(signed):
             return True
-        if math.isnan(state.first):
-            state.first = signed
+        if math.isnan(state.first) and epoch == 1:
+            state.first = signed  # met later: unknown, stays NaN, and the explosion rule is off
         exploded = (
             epoch > self.grace_epochs
             and 0 < state.best < math.inf

@@ -8,6 +8,7 @@ name) and ``seed``; search arms add ``lr``, LR-finder and recipe arms add ``rule
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class Strategy(ABC):
 def log_spaced(low: float, high: float, points: int) -> list[float]:
     """``points`` learning rates from ``low`` to ``high`` (both included), evenly spaced in log.
 
+    Values are full-precision floats (``numpy.geomspace``'s, not rounded for display: rounding
+    bends the spacing and merges the points of a narrow range), with both ends exactly as given.
+
     Example:
         >>> log_spaced(1e-3, 1e-1, 3)
         [0.001, 0.01, 0.1]
@@ -118,7 +122,8 @@ def log_spaced(low: float, high: float, points: int) -> list[float]:
         raise ValueError(f"points must be at least 2, but got {points=}.")
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high, but got {low=} and {high=}.")
-    ratio = high / low
-    values = [float(f"{low * ratio ** (i / (points - 1)):.6g}") for i in range(points)]
-    values[0], values[-1] = low, high
+    log_low = math.log10(low)
+    step = (math.log10(high) - log_low) / (points - 1)
+    values = [10.0 ** (log_low + i * step) for i in range(points)]
+    values[0], values[-1] = float(low), float(high)
     return values

@@ -12,7 +12,13 @@ class RandomStrategy(Strategy):
     kind = "random"
 
     def searches(self) -> list[Search]:
-        """One search: ``trials`` samples, each crossed with every seed."""
+        """One search: ``trials`` rounds of one draw per seed.
+
+        Ray's variant generator samples ``lr`` anew for every seed of the grid, from one
+        generator seeded with the arm's ``seed``: each training seed gets its own ``trials``
+        learning rates (no LR is run over every seed, unlike ``grid``), the same ones on every
+        run of the same spec; a seed's draws change with the sweep's list of seeds.
+        """
         space = {
             **self._constants(),
             "seed": grid_search(self.seeds),

@@ -354,3 +354,47 @@ def test_from_spec_with_both_sections_null_never_stops() -> None:
     stopper = stopper_from_spec(load_spec({**SPEC, "early_stop": None, "divergence": None}))
     assert stopper("t", {"training_iteration": 1}) is False
     assert stopper.stop_reason("t") is None
+
+
+# --- a stopper meeting a trial late: Ray's driver after Tuner.restore -------------------------
+# Tune pickles the stopper when the Tuner is built, so a restored driver's stopper knows no
+# trial and meets a resumed one at the epoch it resumes from, while the trial replays its whole
+# history into its own stopper. Were the driver's to fire first, Tune would kill the trial
+# mid-run (SystemExit in its report) and its MLflow run would end KILLED, unfinished.
+
+LATE = [
+    # a training loss near zero, wobbling 6x: the trial's own stopper lets it go on
+    pytest.param(
+        Divergence, "train_loss", [2.3, 0.01, 0.004, 0.003, 0.002, 0.012], id="Divergence-wobble"
+    ),
+    pytest.param(Divergence, "train_loss", [2.3, 0.05, 0.002, 0.6, 0.7], id="Divergence-blow-up"),
+    pytest.param(Divergence, "train_loss", [2.3, 0.5, 0.4, NAN], id="Divergence-nan"),
+    pytest.param(
+        lambda: RisingValLoss(patience=2),
+        "valid_loss",
+        [1.0, 0.5, 0.6, 0.4, 0.45, 0.5, 0.55],
+        id="RisingValLoss",
+    ),
+]
+
+
+@pytest.mark.parametrize("resumed_at", [2, 3, 4, 5])
+@pytest.mark.parametrize(("make", "metric", "values"), LATE)
+def test_a_stopper_meeting_a_trial_late_never_stops_it_before_the_trials_own(
+    make: Callable[[], MetricStopper], metric: str, values: list[float], resumed_at: int
+) -> None:
+    own = _stop_epoch(make(), metric, values) or math.inf
+    late = make()
+    for epoch, value in enumerate(values[resumed_at - 1 :], start=resumed_at):
+        if late("t", _result(metric, value, epoch)):
+            assert epoch >= own
+            assert late.stop_reason("t") == make().reason
+            return
+
+
+def test_divergence_meeting_a_trial_late_still_stops_it_on_a_non_finite_loss() -> None:
+    late = Divergence()
+    assert late("t", _result("train_loss", 0.002, 4)) is False
+    assert late("t", _result("train_loss", 0.012, 5)) is False  # first value unknown: no ratio
+    assert late("t", _result("train_loss", NAN, 6)) is True
+    assert late.stop_reason("t") == "diverged"

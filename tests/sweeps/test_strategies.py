@@ -4,6 +4,7 @@ repeatable draws; plus each arm's own shape (grid points, one Optuna study per s
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import pickle
 from typing import Any
@@ -181,3 +182,35 @@ def test_optuna_searcher_keeps_optunas_per_study_info_line_quiet() -> None:
         assert 1e-4 <= algo.suggest("t0")["lr"] <= 1.0
     finally:
         logging.getLogger("optuna").removeHandler(lines)
+
+
+def test_log_spaced_is_geometric_at_full_precision() -> None:
+    values = log_spaced(1e-5, 1.0, 11)
+    assert values[1] == pytest.approx(10**-4.5, rel=1e-12)  # not 3.16228e-05
+    assert all(math.isclose(b / a, 10**0.5, rel_tol=1e-12) for a, b in itertools.pairwise(values))
+    assert (values[0], values[-1]) == (1e-5, 1.0)
+
+
+def test_grid_over_a_narrow_range_runs_every_point_once_per_seed() -> None:
+    spec = load_spec(
+        {
+            "name": "strategies-test",
+            "task": {"dataset": {"name": "shapes"}},
+            "seeds": SEEDS,
+            "strategies": [{"kind": "grid", "lr": {"min": 1e-3, "max": 1.00001e-3, "points": 5}}],
+        }
+    )
+    configs = _configs(plan(spec)[0])
+    for seed in SEEDS:
+        lrs = [c["lr"] for c in configs if c["seed"] == seed]
+        assert len(set(lrs)) == 5
+        assert (min(lrs), max(lrs)) == (1e-3, 1.00001e-3)
+    assert json.loads(json.dumps(configs)) == configs  # floats survive as they are
+
+
+def test_random_arm_draws_its_own_learning_rates_for_each_seed() -> None:
+    configs = _configs(_strategy("random"))
+    per_seed = {s: [c["lr"] for c in configs if c["seed"] == s] for s in SEEDS}
+    assert all(len(set(lrs)) == ARMS["random"]["trials"] for lrs in per_seed.values())
+    assert not set(per_seed[0]) & set(per_seed[1])
+    assert configs == _configs(_strategy("random"))
