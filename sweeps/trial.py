@@ -192,16 +192,29 @@ def _report_if_ended(tracker: Tracker, run_id: str) -> bool:
     restored Tuner then starts it again. Training it again would log its final metrics and
     model twice, so it only tells Tune (and the searcher) the result its run holds.
     """
-    run = tracker.get_run(run_id)
-    tags, metrics = run.data.tags, run.data.metrics
-    if run.info.status != "FINISHED" or "sweeps.stop_reason" not in tags:
+    result = ended_result(tracker.get_run(run_id))
+    if result is None:
         return False
     logger.warning(
         "run %s of this trial had finished before the sweep stopped; not training again", run_id
     )
+    _ray.report(result)
+    return True
+
+
+def ended_result(run: Any) -> dict[str, Any] | None:
+    """The Tune result of a trial whose MLflow run had ended (None when it had not).
+
+    Every metric the stoppers watch is there, NaN when the run holds none (a trial that
+    diverged in its first epoch has no ``valid_loss``): a missing one would stop the restored
+    sweep with ``MissingMetricError``.
+    """
+    tags, metrics = run.data.tags, run.data.metrics
+    if run.info.status != "FINISHED" or "sweeps.stop_reason" not in tags:
+        return None
     epochs = int(metrics.get("epochs_run", 0))
     best_epoch = tags.get("sweeps.best_epoch", "")
-    result: dict[str, Any] = {k: float(metrics[k]) for k in REPORTED_METRICS if k in metrics}
+    result: dict[str, Any] = {k: float(metrics.get(k, math.nan)) for k in REPORTED_METRICS}
     result.update(
         {
             "epoch": epochs,
@@ -212,8 +225,7 @@ def _report_if_ended(tracker: Tracker, run_id: str) -> bool:
             "stop_reason": tags["sweeps.stop_reason"],
         }
     )
-    _ray.report(result)
-    return True
+    return result
 
 
 def _open_run(

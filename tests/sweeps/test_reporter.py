@@ -100,3 +100,28 @@ def test_the_steps_of_the_epoch_a_trial_diverged_in_count_in_its_compute(
     assert len(reporter.learn.recorder.losses) >= 1  # steps ran, no epoch finished
     assert training_rows(reporter.learn.history) == []
     assert reporter.record.compute_s([]) > 0  # was 0: no epoch_time_s for the unfinished epoch
+
+
+def test_a_trial_that_had_diverged_in_its_first_epoch_is_reported_again_without_a_crash(
+    tracking_uri: str,
+) -> None:
+    """Restored after a driver crash, a trial whose run had ended reports what its run holds;
+    one that diverged in its first epoch holds no ``valid_loss``, and the stoppers need one."""
+    from pathlib import Path
+
+    from sweeps.spec import load_spec
+    from sweeps.trial import ended_result
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("reporter"), run_name="blowup")
+    tracker.log_metrics(run_id, [("train_loss", math.nan, 3), ("compute_s", 0.4, 0)])
+    tracker.set_tags(run_id, {"sweeps.stop_reason": "diverged", "sweeps.best_epoch": ""})
+    assert ended_result(tracker.get_run(run_id)) is None  # still RUNNING: train it again
+    tracker.end_run(run_id, "FINISHED")
+
+    result = ended_result(tracker.get_run(run_id))
+    assert result is not None and math.isnan(result["valid_loss"])
+    assert result["stop_reason"] == "diverged" and result["compute_s"] == 0.4
+    spec = load_spec(Path(__file__).resolve().parents[2] / "sweeps/specs/digits.yaml")
+    stopper = from_spec(spec)  # Ray Tune's driver runs these on every result
+    assert stopper("trial", result) in (True, False)  # was MissingMetricError: valid_loss
