@@ -42,6 +42,8 @@ class SearcherSpec:
         mode: ``min`` or ``max``.
         seed: Sampler seed; the same seed gives the same suggestions.
         sampler: Optuna sampler name (``tpe``, ``random``, ``qmc``, ``gp``, ``cmaes``).
+        startup_trials: The sampler's ``n_startup_trials`` (``tpe``, ``gp``, ``cmaes``); None
+            keeps Optuna's default.
     """
 
     kind: str
@@ -49,6 +51,7 @@ class SearcherSpec:
     mode: str = "min"
     seed: int = 0
     sampler: str = "tpe"
+    startup_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -250,15 +253,16 @@ def is_domain(value: Any) -> bool:
     return isinstance(value, tune.search.sample.Domain)
 
 
-def _optuna_sampler(name: str, seed: int) -> Any:
+def _optuna_sampler(name: str, seed: int, startup_trials: int | None = None) -> Any:
     import optuna
 
+    startup: dict[str, Any] = {} if startup_trials is None else {"n_startup_trials": startup_trials}
     samplers: dict[str, Callable[[], Any]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **startup),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **startup),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, **startup),
     }
     if name not in samplers:
         raise ValueError(f"optuna sampler must be one of {sorted(samplers)}, but got {name!r}.")
@@ -273,7 +277,9 @@ def build_searcher(spec: SearcherSpec, param_space: Mapping[str, Any]) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     algo = OptunaSearch(
-        metric=spec.metric, mode=spec.mode, sampler=_optuna_sampler(spec.sampler, spec.seed)
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=_optuna_sampler(spec.sampler, spec.seed, spec.startup_trials),
     )
     verbosity = optuna.logging.get_verbosity()
     # Optuna says "A new study created in memory" at INFO for each seed's study: quiet here

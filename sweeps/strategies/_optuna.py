@@ -36,6 +36,7 @@ class OptunaStrategy(Strategy):
                     mode="min",
                     seed=self.arm.seed + seed,
                     sampler=self.arm.sampler,
+                    startup_trials=self.arm.startup_trials,
                 ),
             )
             for seed in self.seeds

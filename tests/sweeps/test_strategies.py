@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sweeps._ray import sample_configs
-from sweeps.spec import load_spec
+from sweeps.spec import SpecError, load_spec
 from sweeps.strategies import STRATEGIES, Strategy, log_spaced, make_strategy, plan
 
 SEEDS = [0, 1]
@@ -214,3 +214,40 @@ def test_random_arm_draws_its_own_learning_rates_for_each_seed() -> None:
     assert all(len(set(lrs)) == ARMS["random"]["trials"] for lrs in per_seed.values())
     assert not set(per_seed[0]) & set(per_seed[1])
     assert configs == _configs(_strategy("random"))
+
+
+def _third_suggestion(startup_trials: int | None) -> float:
+    """The third LR a seeded TPE study suggests after two told results."""
+    import optuna
+
+    from sweeps._ray import _optuna_sampler
+
+    study = optuna.create_study(sampler=_optuna_sampler("tpe", 0, startup_trials))
+    for loss in (0.5, 0.2):
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)})
+        study.tell(trial, loss)
+    third = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)})
+    return float(third.params["lr"])
+
+
+def test_optuna_startup_trials_hands_the_study_to_tpe_sooner() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "startup_trials": 2}
+    spec = load_spec({"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]})
+    (search,) = plan(spec)[0].searches()
+    assert search.searcher is not None and search.searcher.startup_trials == 2
+    # same seed, same first two draws; the third is TPE's with 2 startup trials, a draw without
+    assert _third_suggestion(None) == _third_suggestion(10)
+    assert _third_suggestion(2) != _third_suggestion(None)
+
+
+@pytest.mark.parametrize("sampler", ["random", "qmc"])
+def test_startup_trials_with_a_sampler_that_has_none_is_refused(sampler: str) -> None:
+    arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "sampler": sampler}
+    spec = {"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]}
+    load_spec(spec)  # without startup_trials: fine
+    arm["startup_trials"] = 3
+    with pytest.raises(SpecError, match="startup_trials applies to the samplers"):
+        load_spec(spec)
