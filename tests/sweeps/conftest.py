@@ -12,8 +12,9 @@ from sweeps.tracking import default_tracking_uri
 
 
 @pytest.fixture(scope="session")
-def _ray_session() -> Iterator[None]:
-    """Shuts the shared local Ray down once, at the end of the session."""
+def ray_cluster() -> Iterator[None]:
+    """A real local Ray runtime with 2 CPUs, started once and shut down at the end."""
+    _ray.init_ray(num_cpus=2)
     try:
         yield
     finally:
@@ -21,12 +22,9 @@ def _ray_session() -> Iterator[None]:
 
 
 @pytest.fixture
-def ray_cluster(_ray_session: None) -> None:
-    """A real local Ray runtime with 2 CPUs, shared by the whole session.
-
-    Started by the first test that needs it and kept; started again after a module that had to
-    end it (a test of its own cluster, or of a command that must not start Ray).
-    """
+def ray_running(ray_cluster: None) -> None:
+    """The shared Ray, started again when a module had to end it (one proving that a command
+    starts no Ray); modules that end it for a cluster of their own restore it themselves."""
     _ray.init_ray(num_cpus=2)
 
 

@@ -53,7 +53,7 @@ SPEC: dict[str, Any] = {
 def _no_ray_running_before() -> None:
     """Earlier modules share one Ray session; end it, so these tests can prove none starts.
 
-    The sweeps at the end of this module start it again (``ray_cluster``, tests/sweeps/conftest.py).
+    The sweeps at the end of this module start it again (``ray_running``, tests/sweeps/conftest.py).
     """
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
@@ -314,7 +314,7 @@ def _hint_args(stderr: str) -> list[str]:
     return shlex.split(line.split("lrsweep resume", 1)[1])
 
 
-def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_cluster: None, work: Path) -> None:
+def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_running: None, work: Path) -> None:
     uri = f"sqlite:///{work}/team/mlflow.db"
     result = invoke("run", str(work / "spec.yaml"), "--tracking-uri", uri)
     assert result.exit_code == 0, result.output
@@ -323,7 +323,7 @@ def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_cluster: None, 
 
 
 def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
-    ray_cluster: None, work: Path
+    ray_running: None, work: Path
 ) -> None:
     """Every trial fails (its pretrained weights are no checkpoint), so the hint is printed; the
     printed command resumes that very sweep (the same sweep id fails again), a bare one not."""
