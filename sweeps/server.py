@@ -24,11 +24,14 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO
+from urllib.parse import parse_qsl, urlsplit
 
 from sweeps.tracking import default_tracking_uri, redact_uri, sqlite_path, with_postgres_driver
 
@@ -258,14 +262,16 @@ def prepare_server(
         The command to run; nothing has been started yet.
 
     Raises:
-        ServerConfigError: a bad port, missing/unsafe admin password, or an unreachable or
-            uncreatable backend database.
+        ServerConfigError: a bad port, missing/unsafe admin password, a password in a store
+            URI, or an unreachable or uncreatable backend database.
     """
     environ = os.environ if environ is None else environ
     if not 0 < config.port < 65536:
         raise ServerConfigError(f"--port must be between 1 and 65535, but got {config.port}.")
     if config.workers < 1:
         raise ServerConfigError(f"--workers must be at least 1, but got {config.workers}.")
+    _refuse_password("--backend-store-uri", config.backend_store_uri)
+    _refuse_password("--auth-db-uri", config.auth_db_uri)
     admin_username = admin_username_from_env(environ) if config.auth else None
 
     backend = with_postgres_driver(config.backend_store_uri or default_tracking_uri())
@@ -317,6 +323,81 @@ def prepare_server(
         auth_config_path=auth_path,
         scratch_dir=scratch,
     )
+
+
+def _refuse_password(option: str, uri: str | None) -> None:
+    """A password in a store URI would show in ``ps`` (our command line) and the auth ini."""
+    if not uri:
+        return
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return  # not a URL; MLflow reports it
+    in_query = any("password" in key.lower() for key, _ in parse_qsl(parts.query))
+    if password or in_query:
+        raise ServerConfigError(
+            f"{option} {redact_uri(uri)} must not contain a password: a command line is "
+            "visible to every user in `ps`. Remove it and set PGPASSWORD (or use ~/.pgpass) in "
+            "the server's environment."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable from this machine only (``127.0.0.1``, ``::1``,
+    ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a ``host``/``port`` that ``mlflow server`` could not listen on.
+
+    Binds a socket the way uvicorn does (``SO_REUSEADDR``, so a port in ``TIME_WAIT`` after a
+    restart passes) and closes it at once. Without this check a busy port shows only in MLflow's
+    output, and a second server on the port of a running one took that one's health answer for
+    its own and announced itself.
+
+    Raises:
+        ServerConfigError: the port is in use or needs privileges, or ``host`` is not an
+            address of this machine; the message names the option and what to do.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ServerConfigError(
+            f"--host {host!r} cannot be resolved ({exc.strerror}); give an address of this "
+            "machine, 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                message = (
+                    f"port {port} on {host} is already in use (another MLflow server or other "
+                    f"program listens there; `ss -ltnp 'sport = :{port}'` shows which). Stop "
+                    "it, or choose a free port with --port."
+                )
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                message = (
+                    f"--host {host} is not an address of this machine; give one of its "
+                    "addresses, 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+                )
+            elif exc.errno == errno.EACCES:
+                message = (
+                    f"port {port} needs privileges this user lacks; choose --port 1024 or above."
+                )
+            else:
+                message = f"cannot listen on {host}:{port}: {exc.strerror}."
+            raise ServerConfigError(message) from None
 
 
 def _client_host(host: str) -> str:
@@ -391,7 +472,13 @@ def serve(
 
     Returns:
         The server's exit code (0 after a clean stop on a signal).
+
+    Raises:
+        ServerConfigError: the port is taken or the host is not this machine's (nothing has been
+            created), or :func:`prepare_server` refused the setup.
+        ServerStartError: ``mlflow server`` exited or did not answer in time.
     """
+    check_port_free(config.host, config.port)
     launch = prepare_server(config)
     process = start_server(launch)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from matplotlib.backend_bases import FigureCanvasBase
 from rich.console import Console
 from rich.table import Table
 
@@ -36,6 +37,35 @@ def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> Non
     console.print(f"Plot: {out}", markup=False, highlight=False)
     if json_out is not None:
         console.print(f"Curve: {json_out}", markup=False, highlight=False)
+
+
+def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
+    """``target`` if the file can be written there, checked before the test runs.
+
+    A plot path without a suffix gets ``.png``, the name matplotlib gives the file.
+
+    Raises:
+        FileNotFoundError: its folder does not exist.
+        ValueError: it is a folder, or (a plot) its format is not one matplotlib writes.
+    """
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist."
+        )
+    if target.is_dir():
+        example = target / ("lr_find.png" if plot else "lr_find.json")
+        raise ValueError(f"{option} {str(target)!r} is a folder; give a file name, e.g. {example}.")
+    if not plot:
+        return target
+    if not target.suffix:
+        return target.with_name(target.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if target.suffix[1:].lower() not in formats:
+        raise ValueError(
+            f"{option} {str(target)!r}: matplotlib cannot write {target.suffix!r} files; end the "
+            f"name with one of {', '.join('.' + name for name in sorted(formats))}."
+        )
+    return target
 
 
 @app.command("lr-find")
@@ -80,14 +110,15 @@ def lr_find_command(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rules = tuple(suggest) if suggest else ("valley",)
     try:
-        for option, target in (("--out", out), ("--json", json_out)):
-            if target is not None and not target.parent.is_dir():
-                raise FileNotFoundError(
-                    f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist."
-                )
-        dls = make_dataloaders(
-            dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
-        )
+        out = _checked_output("--out", out, plot=True)
+        if json_out is not None:
+            json_out = _checked_output("--json", json_out, plot=False)
+        try:
+            dls = make_dataloaders(
+                dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
+            )
+        except RuntimeError as error:  # a torchvision set neither under --path nor downloadable
+            raise ValueError(f"--dataset {dataset} (--path): {error}") from None
         seed_everything(seed)
         model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
         try:
@@ -106,6 +137,6 @@ def lr_find_command(
         plot_lr_find(result, out)
         if json_out is not None:
             result.to_json(json_out)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+    except (ValueError, OSError) as error:  # OSError: a file that cannot be read or written
         raise _fail(error) from None
     _print_result(result, out, json_out)

@@ -79,7 +79,18 @@ def server_command(
 
 def run_foreground(config: ServerConfig, *, hint: str | None = None) -> int:
     """Serve ``config`` until stopped, printing the address (and ``hint``); 2 for a bad setup."""
-    from sweeps.server import ServerConfigError, ServerStartError, serve
+    from sweeps.server import ServerConfigError, ServerStartError, is_loopback, serve
+
+    if not is_loopback(config.host):
+        where = "every interface" if config.host in ("0.0.0.0", "::", "") else config.host
+        exposed = (
+            "put TLS in front (basic auth sends passwords with every request)."
+            if config.auth
+            else f"with no authentication, anyone who reaches port {config.port} can read, "
+            "change and delete every run and artifact. For a shared server use "
+            "`lrsweep server --auth`; for yourself, leave out --host (127.0.0.1)."
+        )
+        typer.echo(f"Warning: listening on {where}, not only this machine: {exposed}", err=True)
 
     def announce(launch: ServerLaunch) -> None:
         typer.echo(f"MLflow is serving at {launch.url}")

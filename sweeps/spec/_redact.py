@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 __all__ = ["REDACTED", "SECRET_KEY", "redact"]
 
 REDACTED = "***"
 SECRET_KEY = re.compile(r"password|passwd|token|secret", re.IGNORECASE)
 """Keys whose values are hidden: any key containing one of these words, in any case."""
-_URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/]*)(?P<rest>.*)$", re.S)
 
 
 def redact(value: Any) -> Any:
@@ -20,8 +20,10 @@ def redact(value: Any) -> Any:
 
     The value of every mapping key matching :data:`SECRET_KEY` (``db_password``, ``API_TOKEN``,
     ``client_secret`` ...) is replaced whatever its type, at any depth, through mappings, lists
-    and tuples; a password inside a URL (``https://user:pw@host``) is replaced too. Nothing else
-    changes; the input is not modified.
+    and tuples; a password inside a URL (``https://user:pw@host``) and the value of a query
+    parameter whose name matches :data:`SECRET_KEY` (``postgresql://u@db/x?password=pw``,
+    ``https://host/data?token=abc``) are replaced too. Nothing else changes; the input is not
+    modified.
 
     Example:
         >>> redact({"options": {"api_token": "abc", "n": 1}})
@@ -34,13 +36,32 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return type(value)(redact(item) for item in value)
-    if isinstance(value, str) and _URL_WITH_PASSWORD.match(value):
-        return _redact_url(value)
+    if isinstance(value, str):
+        match = _URL.match(value)
+        if match is not None:
+            return _redact_url(match["scheme"], match["authority"], match["rest"])
     return value
 
 
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
+def _redact_url(scheme: str, authority: str, rest: str) -> str:
+    """``user:password@`` and secret query values masked; everything else kept as written.
+
+    The user information ends at the last ``@`` before the first ``/``, so a password holding
+    an unencoded ``@``, ``#`` or ``?`` is still hidden whole.
+    """
+    userinfo, at, host = authority.rpartition("@")
+    split = min((i for i in (host.find("?"), host.find("#")) if i >= 0), default=len(host))
+    host, rest = host[:split], host[split:] + rest  # a query or fragment right after the host
+    authority = f"{userinfo}{at}{host}"
+    if at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+    path, question, query = rest.partition("?")
+    if question:
+        query, hash_, fragment = query.partition("#")
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(
+            f"{key}={REDACTED}" if eq and SECRET_KEY.search(unquote(key)) else f"{key}{eq}{item}"
+            for key, eq, item in pairs
+        )
+        rest = f"{path}?{query}{hash_}{fragment}"
+    return f"{scheme}{authority}{rest}"

@@ -437,3 +437,13 @@ def test_readme_documents_every_infra_file_and_the_commands():
         assert command in readme
     services = {doc["metadata"]["name"] for _, doc in k8s_documents("Service")}
     assert "lrsweep-mlflow" in services
+
+
+def test_no_documented_command_puts_a_secret_on_a_remote_command_line():
+    # `ray exec --tmux 'CMD'` runs `bash -c 'CMD; exec bash'`, which stays alive as the server's
+    # parent: a password assigned inside CMD shows in `ps` on the head (and in ssh's argv here).
+    secret_assignment = re.compile(r"\b\w*(PASSWORD|SECRET|TOKEN)\w*=(?!\$)", re.IGNORECASE)
+    for path in INFRA.rglob("*.md"):
+        for line in path.read_text().splitlines():
+            if "ray exec" in line or "bash -c" in line or "ray job submit" in line:
+                assert not secret_assignment.search(line), f"{path}: {line}"
