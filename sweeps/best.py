@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sweeps.spec import MAXIMISED_METRICS
+from sweeps.spec import MAX_SPEC_BYTES, MAXIMISED_METRICS, dump_yaml, parse_yaml
 from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class BestConfig:
             f"# Re-runs trial {self.run_id} ({self.strategy}) of experiment "
             f"{self.experiment!r}: best {self.metric} = {self.value:.6g}{epoch}.\n"
         )
-        return header + yaml.safe_dump(spec, sort_keys=False)
+        return header + dump_yaml(spec)
 
     def _recipe_arm(self) -> dict[str, Any] | None:
         arms = (self.sweep_spec or {}).get("strategies") or []
@@ -333,7 +333,15 @@ def _load_spec(tracker: Tracker, run: Any) -> dict[str, Any] | None:
         except (MlflowException, OSError) as exc:
             logger.warning("Cannot read %s of sweep run %s: %s", SPEC_ARTIFACT, parent, exc)
             return None
-        spec = yaml.safe_load(path.read_text())
+        try:
+            if path.stat().st_size > MAX_SPEC_BYTES:
+                raise ValueError(f"it is over {MAX_SPEC_BYTES} bytes")
+            spec = parse_yaml(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+            logger.warning(
+                "%s of sweep run %s is not a readable spec: %s", SPEC_ARTIFACT, parent, exc
+            )
+            return None
     return spec if isinstance(spec, dict) else None
 
 

@@ -35,14 +35,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sweeps import _ray, preflight
 from sweeps._interrupts import Interrupts
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
-from sweeps.spec import StorageSpec, SweepSpec, load_spec, redact
+from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
 from sweeps.stoppers import from_spec
 from sweeps.strategies import SEARCH_METRIC, plan
 from sweeps.tracking import (
@@ -171,7 +169,7 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
     try:
         resolved = redact(spec.resolved())
         tracker.log_params(run_id, flatten_params(resolved))
-        tracker.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False), "spec.yaml")
+        tracker.log_text(run_id, dump_yaml(resolved), "spec.yaml")
     except BaseException:
         _end_after_error(tracker, run_id)
         raise

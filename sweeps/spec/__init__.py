@@ -54,7 +54,7 @@ from sweeps.spec._task import (
     SgdrSchedule,
     TaskSpec,
 )
-from sweeps.spec._yaml import MAX_SPEC_BYTES
+from sweeps.spec._yaml import MAX_SPEC_BYTES, dump_yaml, parse_yaml
 
 __all__ = [
     "DATASETS",
@@ -94,8 +94,10 @@ __all__ = [
     "Thresholds",
     "TrackingSpec",
     "apply_overrides",
+    "dump_yaml",
     "load_spec",
     "load_suite",
+    "parse_yaml",
     "redact",
     "validate_spec",
 ]

@@ -52,6 +52,19 @@ class SpecLoader(yaml.SafeLoader):
         return node
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes every value in full: no ``&anchor`` / ``*alias``, which :class:`SpecLoader`
+    refuses (a spec object shared by two fields would otherwise be written as an alias)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that :func:`parse_yaml` reads back (keys in their order, no aliases)."""
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
+
+
 def parse_yaml(text: str) -> Any:
     """Parse YAML text with :class:`SpecLoader`.
 

@@ -297,3 +297,17 @@ def test_spec_format_of_a_sweep_named_at_the_length_limit_is_a_valid_spec(tmp_pa
     rerun = load_spec(yaml.safe_load(best_config(experiment, tracking_uri=uri).to_spec()))
     assert rerun.name == "n" * 95 + "-best"
     assert rerun.experiment_name == "e" * 195 + "-best"
+
+
+def test_a_spec_artifact_with_an_alias_is_not_read_and_the_spec_format_says_so(
+    tmp_path: Path,
+) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent, _ = _sweep(tracker, exp_id, "s", [0.3])
+    tracker.log_text(parent, "task: &t {epochs: 2}\nagain: *t\n", "spec.yaml")  # replaced
+    best = best_config(EXPERIMENT, tracking_uri=uri)
+    assert best.sweep_spec is None  # parse_yaml refuses aliases (a YAML bomb's building block)
+    with pytest.raises(BestConfigError, match=r"no spec\.yaml"):
+        best.to_spec()

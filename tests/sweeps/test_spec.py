@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from sweeps.spec import (
@@ -639,3 +640,13 @@ def test_every_layer_agrees_on_which_metrics_are_maximised(metric: str) -> None:
     assert spec.mode == expected
     assert default_mode(metric) == default_mode(f"best/{metric}") == expected
     assert callback.maximise is (expected == "max")
+
+
+def test_dump_yaml_writes_a_shared_object_in_full_for_parse_yaml_to_read_back() -> None:
+    from sweeps.spec import dump_yaml, parse_yaml
+
+    shared = {"rotate": 10, "zoom": 1.1}
+    data = {"a": shared, "b": shared}
+    with pytest.raises(ValueError, match="alias"):
+        parse_yaml(yaml.safe_dump(data))  # PyYAML's own dumper writes &id001 / *id001
+    assert parse_yaml(dump_yaml(data)) == data
