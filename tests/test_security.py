@@ -305,6 +305,23 @@ def test_validate_prints_no_secret(tmp_path: Path, options_any_builder_takes: No
     assert "api_token: '***'" in result.output
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"task.dataset.option.api_token={SECRET}",  # a misspelt path: the error quotes the --set
+        f"task.dataset.optionz.url=https://user:{SECRET}@example.com/data",
+        f"task.dataset.options.db_password=[{SECRET}",  # a value YAML refuses
+    ],
+)
+def test_a_refused_override_is_quoted_without_its_secret(tmp_path: Path, override: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    result = _invoke("validate", str(path), "--set", override)
+    assert result.exit_code == 2, result.output
+    assert SECRET not in result.output
+    assert "***" in result.output
+
+
 @pytest.mark.slow
 def test_a_real_sweep_logs_no_secret_to_mlflow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options_any_builder_takes: None

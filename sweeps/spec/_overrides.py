@@ -15,6 +15,7 @@ from typing import Any, get_origin
 from pydantic import BaseModel
 
 from sweeps.spec._errors import SpecError
+from sweeps.spec._redact import REDACTED, SECRET_KEY, redact
 from sweeps.spec._schema import child_type, field_names, is_model, tagged_members, unwrap
 from sweeps.spec._sweep import SweepSpec
 from sweeps.spec._yaml import parse_yaml
@@ -68,8 +69,21 @@ def apply_overrides_collecting(
         try:
             _apply_one(data, override, root)
         except _OverrideError as error:
-            errors.append(f"--set {override!r}: {error}.")
+            shown, message = _hidden(override, str(error))
+            errors.append(f"--set {shown!r}: {message}.")
     return data, errors
+
+
+def _hidden(override: str, message: str) -> tuple[str, str]:
+    """The override and its error as they may be printed: a value under a secret-looking key
+    (``*password*``, ``*token*`` ...) is ``***`` wherever it appears, a URL's password too."""
+    key, sep, raw = override.partition("=")
+    if not sep or not raw.strip():
+        return override, message
+    if SECRET_KEY.search(key):
+        return f"{key}={REDACTED}", message.replace(raw.strip(), REDACTED)
+    shown = redact(raw)
+    return f"{key}={shown}", message.replace(raw, shown) if shown != raw else message
 
 
 def _apply_one(data: dict[str, Any], override: str, root: type[BaseModel]) -> None:
