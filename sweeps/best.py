@@ -30,13 +30,18 @@ from typing import Any, Literal
 
 import yaml
 
-from sweeps.spec import MAX_SPEC_BYTES, MAXIMISED_METRICS, dump_yaml, parse_yaml
+from sweeps.spec import (
+    EXPERIMENT_MAX,
+    MAX_SPEC_BYTES,
+    MAXIMISED_METRICS,
+    NAME_MAX,
+    dump_yaml,
+    parse_yaml,
+)
 from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_path
 
 logger = logging.getLogger(__name__)
 
-NAME_LIMIT = 100  # a spec's name (sweeps.spec: Name)
-EXPERIMENT_LIMIT = 200  # a spec's tracking.experiment
 STRATEGY_TAG = "sweeps.strategy"
 ARM_TAG = "sweeps.arm"
 STOP_REASON_TAG = "sweeps.stop_reason"
@@ -132,10 +137,10 @@ class BestConfig:
                 f"its params are: {sorted(self.config)}."
             )
         spec = copy.deepcopy(self.sweep_spec)
-        spec["name"] = _suffixed(str(spec.get("name", self.experiment)), NAME_LIMIT)
+        spec["name"] = _suffixed(str(spec.get("name", self.experiment)), NAME_MAX)
         tracking = spec.get("tracking")
         if isinstance(tracking, dict) and tracking.get("experiment"):
-            tracking["experiment"] = _suffixed(str(tracking["experiment"]), EXPERIMENT_LIMIT)
+            tracking["experiment"] = _suffixed(str(tracking["experiment"]), EXPERIMENT_MAX)
         spec["seeds"] = [int(self.config["seed"])]
         spec["strategies"] = [arm or {"kind": "fixed", "lr": float(self.config["lr"])}]
         epoch = f" at epoch {self.best_epoch}" if self.best_epoch is not None else ""

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO
-from urllib.parse import parse_qsl, urlsplit
 
+from sweeps.spec import uri_has_password
 from sweeps.tracking import default_tracking_uri, redact_uri, sqlite_path, with_postgres_driver
 
 logger = logging.getLogger(__name__)
@@ -327,15 +327,7 @@ def prepare_server(
 
 def _refuse_password(option: str, uri: str | None) -> None:
     """A password in a store URI would show in ``ps`` (our command line) and the auth ini."""
-    if not uri:
-        return
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return  # not a URL; MLflow reports it
-    in_query = any("password" in key.lower() for key, _ in parse_qsl(parts.query))
-    if password or in_query:
+    if uri and uri_has_password(uri):
         raise ServerConfigError(
             f"{option} {redact_uri(uri)} must not contain a password: a command line is "
             "visible to every user in `ps`. Remove it and set PGPASSWORD (or use ~/.pgpass) in "

@@ -31,6 +31,7 @@ from sweeps.spec._strategies import (
 )
 from sweeps.spec._suite import Suite, SuiteEntry, Thresholds, load_suite
 from sweeps.spec._sweep import (
+    EXPERIMENT_MAX,
     MAXIMISED_METRICS,
     REPORTED_METRICS,
     DivergenceSpec,
@@ -40,6 +41,7 @@ from sweeps.spec._sweep import (
     StorageSpec,
     SweepSpec,
     TrackingSpec,
+    uri_has_password,
 )
 from sweeps.spec._task import (
     DATASETS,
@@ -54,12 +56,15 @@ from sweeps.spec._task import (
     SgdrSchedule,
     TaskSpec,
 )
+from sweeps.spec._types import NAME_MAX
 from sweeps.spec._yaml import MAX_SPEC_BYTES, dump_yaml, parse_yaml
 
 __all__ = [
     "DATASETS",
+    "EXPERIMENT_MAX",
     "MAXIMISED_METRICS",
     "MAX_SPEC_BYTES",
+    "NAME_MAX",
     "OPTUNA_SAMPLERS",
     "REPORTED_METRICS",
     "SUGGESTION_RULES",
@@ -99,5 +104,6 @@ __all__ = [
     "load_suite",
     "parse_yaml",
     "redact",
+    "uri_has_password",
     "validate_spec",
 ]

@@ -15,6 +15,7 @@ from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
+    "EXPERIMENT_MAX",
     "MAXIMISED_METRICS",
     "REPORTED_METRICS",
     "DivergenceSpec",
@@ -25,8 +26,11 @@ __all__ = [
     "SweepSpec",
     "TrackingSpec",
     "tracking_uri_problem",
+    "uri_has_password",
 ]
 
+EXPERIMENT_MAX = 200
+"""The longest ``tracking.experiment`` a spec accepts."""
 REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy")
 """Per-epoch metrics every trial reports to Ray Tune; the stoppers may watch any of them."""
 MAXIMISED_METRICS = frozenset({"accuracy"})
@@ -178,7 +182,7 @@ class TrackingSpec(SpecModel):
 
     uri: str | None = None
     experiment: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_./-]+$", min_length=1, max_length=200
+        default=None, pattern=r"^[A-Za-z0-9_./-]+$", min_length=1, max_length=EXPERIMENT_MAX
     )
     checkpoints: Literal["all", "best", "none"] = "all"
     checkpoint_every_s: Number = Field(default=30.0, ge=0.0, le=86400.0)
@@ -218,7 +222,7 @@ def tracking_uri_problem(uri: str) -> str | None:
         parts = urlsplit(uri)
     except ValueError as error:  # e.g. an unclosed IPv6 bracket
         return f"is not a valid URI ({error})"
-    if parts.password or any("password" in key.lower() for key, _ in parse_qsl(parts.query)):
+    if uri_has_password(uri):
         return _PASSWORD_HINT
     if uri.lower().startswith("file:") or not is_uri(uri):
         return _folder_problem(uri, parts.path if uri.lower().startswith("file:") else uri)
@@ -230,6 +234,17 @@ def tracking_uri_problem(uri: str) -> str | None:
     if scheme in ("http", "https") and not parts.hostname:
         return f"{uri!r} names no host; write {scheme}://HOST:PORT, e.g. {scheme}://mlflow:5000"
     return None
+
+
+def uri_has_password(uri: str) -> bool:
+    """True when ``uri`` holds a password: ``user:password@`` or a ``password=`` query value
+    (False for a string that is no URL at all)."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return False
+    return bool(password) or any("password" in k.lower() for k, _ in parse_qsl(parts.query))
 
 
 def _folder_problem(uri: str, path: str) -> str:

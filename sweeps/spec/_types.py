@@ -47,8 +47,10 @@ Int = Annotated[int, Strict()]
 Number = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(False)]
 """A finite real number; integers and numeric strings are accepted, booleans, NaN and inf not."""
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=100)]
-"""A name made of ``[A-Za-z0-9_.-]``, at most 100 characters."""
+NAME_MAX = 100
+"""The longest name (a sweep's, an arm's, a suite's) a spec accepts."""
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=NAME_MAX)]
+"""A name made of ``[A-Za-z0-9_.-]``, at most :data:`NAME_MAX` characters."""
 
 
 class SpecModel(BaseModel):
