@@ -10,13 +10,13 @@ is refused, not retried). :func:`redact_uri` strips ``user:password@`` before a 
 from __future__ import annotations
 
 import os
-import re
 import socket
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
+from sweeps.spec._redact import redact_url
 from sweeps.spec._sweep import tracking_uri_problem
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
 
 HOME_DIR = ".lrsweep"
 SERVER_PROBE_TIMEOUT_S = 5.0
-_SECRET_QUERY_KEYS = ("password", "secret", "token")
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -54,23 +53,8 @@ def resolve_tracking_uri(*candidates: str | None, cwd: str | Path | None = None)
 
 def redact_uri(uri: str) -> str:
     """``uri`` without any ``user:password@`` part (and with ``password=``-like query values
-    masked), safe to print or log."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:  # not parseable (an unclosed IPv6 bracket): drop anything before an @
-        return re.sub(r"//[^/]*@", "//", uri)
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(word in key.lower() for key, _ in pairs for word in _SECRET_QUERY_KEYS):
-        masked = [
-            (key, "***" if any(w in key.lower() for w in _SECRET_QUERY_KEYS) else value)
-            for key, value in pairs
-        ]
-        query = urlencode(masked, safe="*")
-    if "@" not in parts.netloc and query == parts.query:
-        return uri
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    masked), safe to print or log; :func:`sweeps.spec.redact_url` parses it."""
+    return redact_url(uri, keep_user=False)
 
 
 class TrackingUriError(ValueError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from sweeps.spec._errors import SpecError
 from sweeps.spec._load import load_spec, validate_spec
 from sweeps.spec._overrides import apply_overrides
-from sweeps.spec._redact import redact
+from sweeps.spec._redact import redact, redact_url, uri_has_password
 from sweeps.spec._strategies import (
     OPTUNA_SAMPLERS,
     SUGGESTION_RULES,
@@ -41,7 +41,6 @@ from sweeps.spec._sweep import (
     StorageSpec,
     SweepSpec,
     TrackingSpec,
-    uri_has_password,
 )
 from sweeps.spec._task import (
     DATASETS,
@@ -104,6 +103,7 @@ __all__ = [
     "load_suite",
     "parse_yaml",
     "redact",
+    "redact_url",
     "uri_has_password",
     "validate_spec",
 ]

@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["REDACTED", "SECRET_KEY", "redact"]
+__all__ = ["REDACTED", "SECRET_KEY", "redact", "redact_url", "uri_has_password"]
 
 REDACTED = "***"
 SECRET_KEY = re.compile(r"password|passwd|token|secret", re.IGNORECASE)
 """Keys whose values are hidden: any key containing one of these words, in any case."""
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/]*)(?P<rest>.*)$", re.S)
+_PASSWORD_KEY = re.compile(r"password|passwd", re.IGNORECASE)
 
 
 def redact(value: Any) -> Any:
@@ -37,31 +38,67 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact(item) for item in value)
     if isinstance(value, str):
-        match = _URL.match(value)
-        if match is not None:
-            return _redact_url(match["scheme"], match["authority"], match["rest"])
+        return redact_url(value)
     return value
 
 
-def _redact_url(scheme: str, authority: str, rest: str) -> str:
-    """``user:password@`` and secret query values masked; everything else kept as written.
+def redact_url(url: str, *, keep_user: bool = True) -> str:
+    """``url`` with its password and secret query values masked; anything else unchanged.
 
-    The user information ends at the last ``@`` before the first ``/``, so a password holding
-    an unencoded ``@``, ``#`` or ``?`` is still hidden whole.
+    The one URL parser behind every redaction (spec values, printed tracking URIs): the user
+    information ends at the last ``@`` before the first ``/``, so a password holding an
+    unencoded ``@``, ``#`` or ``?`` is hidden whole (``urllib.parse.urlsplit`` ends the host at
+    the ``#`` or ``?`` and shows the rest). ``keep_user=False`` drops ``user:password@`` whole,
+    as a URI is shown on a console. A string that is no ``scheme://`` URL is returned as given.
+
+    Example:
+        >>> redact_url("postgresql://me:p#w@db/x?sslpassword=k")
+        'postgresql://me:***@db/x?sslpassword=***'
+        >>> redact_url("http://me:pw@host:5000", keep_user=False)
+        'http://host:5000'
     """
-    userinfo, at, host = authority.rpartition("@")
-    split = min((i for i in (host.find("?"), host.find("#")) if i >= 0), default=len(host))
-    host, rest = host[:split], host[split:] + rest  # a query or fragment right after the host
-    authority = f"{userinfo}{at}{host}"
-    if at and ":" in userinfo:
-        authority = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
-    path, question, query = rest.partition("?")
-    if question:
-        query, hash_, fragment = query.partition("#")
+    parts = _split_url(url)
+    if parts is None:
+        return url
+    scheme, userinfo, host, path, query = parts
+    authority = host
+    if userinfo is not None and keep_user:
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:{REDACTED}@{host}" if colon else f"{userinfo}@{host}"
+    if query is not None:
         pairs = [pair.partition("=") for pair in query.split("&")]
         query = "&".join(
             f"{key}={REDACTED}" if eq and SECRET_KEY.search(unquote(key)) else f"{key}{eq}{item}"
             for key, eq, item in pairs
         )
-        rest = f"{path}?{query}{hash_}{fragment}"
-    return f"{scheme}{authority}{rest}"
+        path = f"{path}?{query}"
+    return f"{scheme}{authority}{path}"
+
+
+def uri_has_password(url: str) -> bool:
+    """True when ``url`` holds a password: ``user:password@`` (parsed as :func:`redact_url`
+    does) or a ``password=``-like query value; False for a string that is no URL."""
+    parts = _split_url(url)
+    if parts is None:
+        return False
+    _, userinfo, _, _, query = parts
+    if userinfo is not None and userinfo.partition(":")[2]:
+        return True
+    pairs = [pair.partition("=") for pair in (query or "").split("&")]
+    return any(eq and _PASSWORD_KEY.search(unquote(key)) for key, eq, _ in pairs)
+
+
+def _split_url(url: str) -> tuple[str, str | None, str, str, str | None] | None:
+    """``(scheme://, userinfo, host, path, query)``; None for no ``scheme://`` URL.
+
+    ``userinfo`` is None without an ``@``, ``query`` without a ``?``. A fragment stays in the
+    query (or the path): a ``#`` in a secret query value must not end what is masked.
+    """
+    match = _URL.match(url)
+    if match is None:
+        return None
+    userinfo, at, host = match["authority"].rpartition("@")
+    split = min((i for i in (host.find("?"), host.find("#")) if i >= 0), default=len(host))
+    host, rest = host[:split], host[split:] + match["rest"]  # a query or fragment after the host
+    path, question, query = rest.partition("?")
+    return match["scheme"], userinfo if at else None, host, path, query if question else None

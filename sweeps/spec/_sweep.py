@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
+from sweeps.spec._redact import uri_has_password
 from sweeps.spec._strategies import Strategy
 from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -26,7 +27,6 @@ __all__ = [
     "SweepSpec",
     "TrackingSpec",
     "tracking_uri_problem",
-    "uri_has_password",
 ]
 
 EXPERIMENT_MAX = 200
@@ -234,17 +234,6 @@ def tracking_uri_problem(uri: str) -> str | None:
     if scheme in ("http", "https") and not parts.hostname:
         return f"{uri!r} names no host; write {scheme}://HOST:PORT, e.g. {scheme}://mlflow:5000"
     return None
-
-
-def uri_has_password(uri: str) -> bool:
-    """True when ``uri`` holds a password: ``user:password@`` or a ``password=`` query value
-    (False for a string that is no URL at all)."""
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return False
-    return bool(password) or any("password" in k.lower() for k, _ in parse_qsl(parts.query))
 
 
 def _folder_problem(uri: str, path: str) -> str:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from sweeps.cli import app
 from sweeps.server import ServerConfig, ServerConfigError, prepare_server, serve
-from sweeps.spec import redact
+from sweeps.spec import redact, uri_has_password
+from sweeps.tracking import TrackingUriError, check_tracking_uri, redact_uri
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,7 +114,9 @@ def test_a_store_uri_with_a_password_is_refused_without_echoing_it(
     ("url", "expected"),
     [
         ("postgresql://u@db/x?password=hunter2", "postgresql://u@db/x?password=***"),
-        ("https://host/data?a=1&api_token=hunter2#f", "https://host/data?a=1&api_token=***#f"),
+        # a "#" does not end a secret value: "#f" may be the rest of it
+        ("https://host/data?a=1&api_token=hun#ter2", "https://host/data?a=1&api_token=***"),
+        ("https://host/data?a=1#f&token=hunter2", "https://host/data?a=1#f&token=***"),
         ("https://host?X-Amz-Security-Token=hunter2", "https://host?X-Amz-Security-Token=***"),
         ("https://u:hun#ter2@host/x", "https://u:***@host/x"),
         ("https://u:hun@ter2@host/x", "https://u:***@host/x"),
@@ -168,3 +171,41 @@ def test_lr_find_prints_the_plot_file_it_wrote(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x.png").is_file()
     assert f"Plot: {tmp_path / 'x.png'}" in result.stdout
+
+
+ODD_PASSWORDS = ["hun#ter2", "hun?ter2", "hun@ter2", "hun ter2", "hun%23ter2"]
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+@pytest.mark.parametrize("scheme", ["http", "postgresql"])
+def test_a_printed_tracking_uri_never_shows_an_odd_password(scheme: str, password: str) -> None:
+    # urlsplit ends the host at "#" or "?": the URI was shown whole and not refused
+    uri = f"{scheme}://alice:{password}@host:5000/db"
+    assert redact_uri(uri) == f"{scheme}://host:5000/db"
+    assert uri_has_password(uri)
+    with pytest.raises(TrackingUriError, match="must not contain a password") as info:
+        check_tracking_uri(uri, source="--tracking-uri")
+    assert "ter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "has_password"),
+    [
+        ("postgresql://u@db/x?sslpassword=k", True),
+        ("postgresql://u@db/x?passwd=k", True),
+        ("http://u:@host:5000", False),
+        ("http://u@host:5000", False),
+        ("http://host:5000/@scope?q=1", False),
+        ("not a url", False),
+    ],
+)
+def test_uri_has_password_reads_the_user_information_and_the_query(
+    uri: str, has_password: bool
+) -> None:
+    assert uri_has_password(uri) is has_password
+
+
+def test_redact_and_redact_uri_differ_only_in_the_user() -> None:
+    uri = "postgresql://alice:hun#ter2@db:5432/x?token=abc&n=1"
+    assert redact(uri) == "postgresql://alice:***@db:5432/x?token=***&n=1"
+    assert redact_uri(uri) == "postgresql://db:5432/x?token=***&n=1"
