@@ -54,12 +54,18 @@ def _resolve_amp(amp: Any, device: torch.device) -> str | None:
             f"CUDA-only here), but the Learner runs on {device.type!r}; use amp='bf16' (no "
             "scaler, works on CPUs and Ampere or newer GPUs) or amp=None."
         )
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if amp == "bf16" and device.type == "cuda" and not _bf16_supported(device):
         raise ValueError(
             f"amp='bf16' needs a GPU with bfloat16 support (Ampere or newer), but "
             f"{torch.cuda.get_device_name(device)} has none; use amp='fp16' or amp=None."
         )
     return amp
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    """bfloat16 on ``device`` itself (``is_bf16_supported`` asks of the current GPU)."""
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def _resolve_compile(compile: Any) -> dict[str, Any] | None:

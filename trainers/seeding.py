@@ -26,13 +26,17 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Capture the Python, NumPy and torch RNG states, in memory."""
+    """Capture the Python, NumPy and torch RNG states, in memory.
+
+    CUDA's states are captured only once this process has initialised CUDA: a CPU run on a GPU
+    machine would otherwise start CUDA (and a context on the GPU) to save states it never used.
+    """
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -397,8 +397,53 @@ def test_rng_states_of_more_gpus_than_are_visible_restore_the_visible_ones(
 
     given: list[list[torch.Tensor]] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: given.append(states))
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(8)] * 4)
     set_rng_state(rng_state())
     assert len(given) == 1 and len(given[0]) == 1
+
+
+def test_a_cpu_run_on_a_gpu_machine_saves_no_cuda_rng_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CUDA is there but this process never used it: capturing its states would start CUDA and
+    a context on the GPU. Stand-ins, as above (no GPU here)."""
+    from trainers.seeding import rng_state, set_rng_state
+
+    def started_cuda() -> list[torch.Tensor]:
+        raise AssertionError("rng_state() initialised CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", started_cuda)
+    state = rng_state()
+    assert "cuda" not in state and set(state) == {"python", "numpy", "torch"}
+    set_rng_state(state)  # and it restores without CUDA
+
+
+def test_bf16_support_is_asked_of_the_learners_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.cuda.is_bf16_supported()`` answers for the current GPU; a Learner on ``cuda:1``
+    must get cuda:1's answer. Stand-ins for a machine whose GPU 1 lacks bf16 (no GPU here)."""
+    import contextlib
+
+    from trainers._accel import _resolve_amp
+
+    current = [0]
+
+    @contextlib.contextmanager
+    def on_device(device: torch.device) -> Any:
+        before, current[0] = current[0], torch.device(device).index
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    monkeypatch.setattr(torch.cuda, "device", on_device)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: current[0] != 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"GPU {device}")
+    assert _resolve_amp("bf16", torch.device("cuda:0")) == "bf16"
+    with pytest.raises(ValueError, match=r"amp='bf16' needs a GPU with bfloat16 support.*cuda:1"):
+        _resolve_amp("bf16", torch.device("cuda:1"))
+    assert current == [0]

@@ -299,6 +299,36 @@ def test_train_drops_only_a_final_single_image_batch(n: int, batch_size: int, ba
     assert min(sizes) > 1 or n == 1
 
 
+def test_sample_weights_stay_on_the_cpu_beside_the_order_generator() -> None:
+    # the order is drawn with a CPU generator: weights on the batches' device would fail there
+    train = TensorLoader(
+        torch.zeros(6, 1, 2, 2), torch.arange(6), batch_size=3, sample_weights=[1, 1, 1, 0, 0, 0]
+    ).to("meta")
+    assert train.sample_weights is not None and train.sample_weights.device.type == "cpu"
+    xb, yb = next(iter(train))
+    assert xb.device.type == yb.device.type == "meta"
+    order = TensorLoader(
+        torch.zeros(6, 1, 2, 2), torch.arange(6), batch_size=3, sample_weights=[1, 1, 1, 0, 0, 0]
+    )._epoch_order()
+    assert set(order.tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ([1.0, 1.0], r"one weight per image, shape \(3,\), but got shape \(2,\)"),
+        ([[1.0, 1.0, 1.0]], r"shape \(3,\), but got shape \(1, 3\)"),
+        ([1.0, -1.0, 1.0], "finite and non-negative with at least one positive"),
+        ([0.0, 0.0, 0.0], "finite and non-negative with at least one positive"),
+        ([1.0, float("nan"), 1.0], "finite and non-negative"),
+        (["a", "b", "c"], "sample_weights must be numbers, one per image"),
+    ],
+)
+def test_bad_sample_weights_are_named(weights: list, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TensorLoader(torch.zeros(3, 1, 2, 2), torch.zeros(3), batch_size=2, sample_weights=weights)
+
+
 def test_to_device_moves_batches_and_returns_the_loaders() -> None:
     dls = make_dataloaders("digits", image_size=8, batch_size=32, augment="standard")
     assert dls.to("meta") is dls

@@ -38,6 +38,7 @@ class TensorLoader:
         shuffle: Reshuffle at every epoch.
         augment: Batch transform applied after normalisation, or None.
         sample_weights: ``(N,)`` non-negative weights for sampling with replacement, or None.
+            Kept on the CPU beside the order's generator, wherever the images live.
         mean: Per-channel mean (0..1 scale for uint8 images); None for no centring.
         std: Per-channel std (same scale); None for no scaling.
         seed: Seed of both generators.
@@ -45,7 +46,8 @@ class TensorLoader:
         device: Where batches (and the stored tensors) live.
 
     Raises:
-        ValueError: if ``images`` and ``labels`` disagree in length or ``batch_size`` is not
+        ValueError: if ``images`` and ``labels`` disagree in length, ``batch_size`` is not
+            positive, or ``sample_weights`` is not ``N`` finite non-negative weights, some
             positive.
     """
 
@@ -76,7 +78,7 @@ class TensorLoader:
         self.augment = augment
         self.seed = seed
         self.drop_single = drop_single
-        self.sample_weights = sample_weights
+        self.sample_weights = _checked_weights(sample_weights, len(labels))
         scale = 255.0 if images.dtype == torch.uint8 else 1.0
         channels = images.shape[1]
         mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(mean).float()
@@ -342,6 +344,30 @@ class DataLoaders:
             f"valid={len(self.valid_labels)}, batch_size={self.batch_size}, "
             f"augment={self.augment}, oversample={self.oversample}, device={self.device})"
         )
+
+
+def _checked_weights(weights: Any, n: int) -> torch.Tensor | None:
+    """``weights`` as a CPU float64 tensor of ``n`` drawable weights (None stays None).
+
+    ``torch.multinomial`` draws with the loader's CPU generator, so CUDA weights would fail
+    there at the first epoch; bad weights would fail there with torch's own message.
+    """
+    if weights is None:
+        return None
+    try:
+        w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"sample_weights must be numbers, one per image: {error}") from None
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weights must hold one weight per image, shape ({n},), but got shape "
+            f"{tuple(w.shape)}."
+        )
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool((w > 0).any()):
+        raise ValueError(
+            "sample_weights must be finite and non-negative with at least one positive weight."
+        )
+    return w
 
 
 def _balancing_weights(labels: torch.Tensor) -> torch.Tensor:
