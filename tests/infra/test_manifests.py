@@ -110,6 +110,7 @@ def test_the_expected_files_exist():
         "k8s/rayjob-sweep.yaml",
         "k8s/postgres.yaml",
         "k8s/secrets.example.yaml",
+        "k8s/networkpolicy.yaml",
         "docker/Dockerfile",
         "README.md",
     ):
@@ -162,6 +163,55 @@ def test_services_target_ports_their_pods_declare():
         declared = {port.get("name") for port in ports} | {port["containerPort"] for port in ports}
         for port in service["spec"]["ports"]:
             assert port.get("targetPort", port["port"]) in declared
+
+
+def _selected_pods(selector: dict[str, str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(workload, pod spec)`` of every pod ``selector`` picks; RayCluster pods carry KubeRay's
+    ``ray.io/cluster: NAME`` label."""
+    found = []
+    for _, doc in k8s_documents():
+        if doc["kind"] == "RayCluster":
+            labels = {"ray.io/cluster": doc["metadata"]["name"]}
+        elif doc["kind"] in ("Deployment", "StatefulSet"):
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+        else:
+            continue
+        if selector.items() <= labels.items():
+            found += [(doc, pod) for pod in pod_specs(doc)]
+    return found
+
+
+def test_network_policies_select_real_pods_and_open_only_their_ports():
+    policies = {doc["metadata"]["name"]: doc["spec"] for _, doc in k8s_documents("NetworkPolicy")}
+    assert set(policies) == {"lrsweep-ray", "lrsweep-mlflow", "lrsweep-postgres"}
+    selected = {}
+    for name, spec in policies.items():
+        pods = _selected_pods(spec["podSelector"]["matchLabels"])
+        assert pods, f"NetworkPolicy {name} selects no pod of infra/k8s"
+        selected[name] = {doc["kind"] for doc, _ in pods}
+        assert spec["policyTypes"] == ["Ingress"]
+        for rule in spec["ingress"]:  # same-namespace sources only: no namespaceSelector, ipBlock
+            assert all(set(source) == {"podSelector"} for source in rule["from"]), name
+            served = {
+                port["containerPort"]
+                for _, pod in pods
+                for c in pod["containers"]
+                for port in c.get("ports", [])
+            }
+            assert {port["port"] for port in rule.get("ports", [])} <= served, name
+            for source in rule["from"]:
+                labels = source["podSelector"].get("matchLabels")
+                assert labels is None or _selected_pods(labels), f"{name}: {labels} selects nothing"
+    assert selected == {
+        "lrsweep-ray": {"RayCluster"},
+        "lrsweep-mlflow": {"Deployment"},
+        "lrsweep-postgres": {"StatefulSet"},
+    }
+    assert [p["port"] for p in policies["lrsweep-mlflow"]["ingress"][0]["ports"]] == [MLFLOW_PORT]
+    postgres_from = [
+        s["podSelector"]["matchLabels"] for s in policies["lrsweep-postgres"]["ingress"][0]["from"]
+    ]
+    assert {"ray.io/cluster": the_one("RayCluster")["metadata"]["name"]} in postgres_from
 
 
 def test_every_referenced_secret_key_exists_in_the_example():
