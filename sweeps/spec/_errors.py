@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from sweeps.spec._redact import redact
 from sweeps.spec._schema import accepted_literals, child_type, field_names, tagged_members
 
 __all__ = ["SpecError", "format_validation_error"]
@@ -134,5 +135,6 @@ def _line(parts: Sequence[str | int], message: str, accepted: Sequence[str]) -> 
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """The refused value as the message quotes it: secrets masked, cut to 60 characters."""
+    text = repr(redact(value))
     return text if len(text) <= 60 else text[:57] + "..."

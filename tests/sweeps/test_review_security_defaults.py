@@ -209,3 +209,13 @@ def test_redact_and_redact_uri_differ_only_in_the_user() -> None:
     uri = "postgresql://alice:hun#ter2@db:5432/x?token=abc&n=1"
     assert redact(uri) == "postgresql://alice:***@db:5432/x?token=***&n=1"
     assert redact_uri(uri) == "postgresql://db:5432/x?token=***&n=1"
+
+
+@pytest.mark.parametrize(
+    "override", ["task.dataset.name=https://u:hunter2@host/x", "task.epochs=https://u:hunter2@h/x"]
+)
+def test_a_refused_value_is_quoted_with_its_password_masked(override: str) -> None:
+    spec = str(REPO / "sweeps" / "specs" / "digits.yaml")
+    result = CliRunner().invoke(app, ["validate", spec, "--set", override])
+    assert result.exit_code == 2, result.output
+    assert "'https://u:***@h" in result.output and "hunter2" not in result.output
