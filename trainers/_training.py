@@ -116,9 +116,9 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
     nn.LayerNorm,
-    nn.GroupNorm,
 )
-"""Normalization layers whose parameters get no weight decay unless ``wd_bn_bias``."""
+"""fastai's ``norm_types`` (BatchNorm, InstanceNorm, LayerNorm; not GroupNorm): their parameters
+get no weight decay unless ``wd_bn_bias``, and stay trainable in frozen layer groups."""
 
 
 def no_decay_params(module: nn.Module) -> set[int]:

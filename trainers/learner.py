@@ -28,6 +28,7 @@ from trainers._accel import Accelerator, CompileOption
 from trainers._training import (
     DEFAULT_MOM,
     METRICS,
+    NORM_TYPES,
     OPTIMIZERS,
     LRSpec,
     layer_groups,
@@ -44,7 +45,6 @@ __all__ = ["Learner"]
 logger = logging.getLogger(__name__)
 
 _PASS_THROUGH = (CancelBatch, CancelEpoch, CancelFit, CallbackError, TrainingDiverged)
-_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
 def _check_int(name: str, value: Any, *, low: int) -> int:
@@ -277,7 +277,9 @@ class Learner:
         """Freeze the first ``n`` layer groups (negative counts from the end, as fastai).
 
         Parameters of frozen groups get ``requires_grad=False`` and their gradients are
-        dropped, except those of BatchNorm layers, which stay trainable (fastai's ``train_bn``).
+        dropped, except those of normalization layers, which stay trainable as with fastai's
+        ``train_bn=True``: BatchNorm, InstanceNorm and LayerNorm (fastai's ``norm_types``; not
+        GroupNorm).
 
         Raises:
             ValueError: unless ``-n_groups <= n <= n_groups``.
@@ -290,7 +292,7 @@ class Learner:
         n = n % len(groups) if n < 0 else n
         for i, group in enumerate(groups):
             for module in group.modules():
-                trainable = i >= n or isinstance(module, _BN_TYPES)
+                trainable = i >= n or isinstance(module, NORM_TYPES)
                 for p in module.parameters(recurse=False):
                     p.requires_grad_(trainable)
                     if not trainable:
@@ -298,7 +300,7 @@ class Learner:
         self._frozen = n
 
     def freeze(self) -> None:
-        """Freeze every layer group but the head (BatchNorm stays trainable)."""
+        """Freeze every layer group but the head (fastai's norm layers stay trainable)."""
         self.freeze_to(-1)
 
     def unfreeze(self) -> None:

@@ -188,6 +188,10 @@ def lr_find(
     ``div_factor`` times its best so far (if ``stop_div``), or at once when a loss is NaN/inf
     (whatever ``stop_div`` says: the weights are ruined from there on).
 
+    Each step is :meth:`Learner.one_batch`: the accelerator options apply, but the Learner's
+    callbacks do not run (fastai's ``lr_find`` is a ``fit``, so a gradient-clipping or mixup
+    callback takes part there and not here; a model that needs one may suggest other rates).
+
     Afterwards the model's weights, BatchNorm buffers, train/eval mode, ``requires_grad``
     flags and gradients, the optimizer's state and rates, the data loaders' RNG and the
     Python/NumPy/torch RNG states are restored from in-memory copies, even if it raises.

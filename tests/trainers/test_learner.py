@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from trainers import Callback, CancelFit, Learner, TrainingDiverged, build_model, make_dataloaders
+from trainers import (
+    Callback,
+    CancelFit,
+    GroupedModel,
+    Learner,
+    TrainingDiverged,
+    build_model,
+    make_dataloaders,
+)
 from trainers.callbacks import SaveModelCallback
 from trainers.seeding import seed_everything
 
@@ -192,6 +201,49 @@ def test_freeze_keeps_the_body_fixed_but_batchnorm_trainable() -> None:
     assert all(p.requires_grad for p in learn.model.parameters())
     learn.fit(1, 1e-2)
     assert not torch.equal(conv.weight, conv_before)
+
+
+@pytest.mark.parametrize(
+    ("norm", "trainable"),
+    [
+        # fastai's train_bn keeps its norm_types trainable in frozen groups (Learner.create_opt:
+        # force_train on norm_bias_params(model, with_bias=False)); GroupNorm is not one of them
+        (nn.BatchNorm1d(4), True),
+        (nn.InstanceNorm1d(4, affine=True), True),
+        (nn.LayerNorm(4), True),
+        (nn.GroupNorm(2, 4), False),
+    ],
+)
+def test_freeze_keeps_fastais_norm_layers_trainable(norm: nn.Module, trainable: bool) -> None:
+    first, second = nn.Linear(3, 4), nn.Linear(4, 4)
+    body = nn.Sequential(nn.Sequential(first, norm), second)
+    model = GroupedModel(body, nn.Linear(4, 2), group_starts=(0, 1))
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    learn = Learner(model, dls, device="cpu", progress=False)
+    learn.freeze()
+    assert [p.requires_grad for p in norm.parameters()] == [trainable, trainable]
+    assert not any(p.requires_grad for p in [*first.parameters(), *second.parameters()])
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+@pytest.mark.parametrize(
+    ("norm", "decayed"),
+    [
+        # fastai's norm_bias_params: its norm_types' weights and every bias skip weight decay
+        (nn.BatchNorm1d(4), False),
+        (nn.InstanceNorm1d(4, affine=True), False),
+        (nn.LayerNorm(4), False),
+        (nn.GroupNorm(2, 4), True),
+    ],
+)
+def test_weight_decay_skips_fastais_norm_layers_and_biases(norm: nn.Module, decayed: bool) -> None:
+    from trainers._training import no_decay_params
+
+    model = nn.Sequential(nn.Linear(3, 4), norm)
+    skipped = no_decay_params(model)
+    assert (id(norm.weight) not in skipped) is decayed
+    assert id(norm.bias) in skipped and id(model[0].bias) in skipped
+    assert id(model[0].weight) not in skipped
 
 
 class _RatesPerBatch(Callback):

@@ -211,6 +211,9 @@ def test_too_short_curve_after_divergence_names_rule_and_counts(trained):
         ({"start_lr": 1.0, "end_lr": 0.1}, r"end_lr must be greater than start_lr"),
         ({"num_it": 1}, r"num_it must be an integer >= 2, but got 1"),
         ({"num_it": 7}, r"num_it=7 is too few for suggestion rule 'valley': .*keeps 2"),
+        # fastai's [num_it//10:-5] keeps nothing of 4 points (the cut must not wrap around)
+        ({"num_it": 4}, r"num_it=4 is too few for suggestion rule 'valley': .*keeps 0"),
+        ({"num_it": 4, "suggest": "steep"}, r"num_it=4 is too few .*'steep': .*keeps 0"),
         ({"num_it": 20, "suggest": "slide"}, r"num_it=20 is too few for .*'slide'.*needs 16"),
         ({"div_factor": 1.0}, r"div_factor must be a number > 1"),
         ({"beta": 1.0}, r"beta must be a number in \[0, 1\)"),

@@ -136,6 +136,19 @@ def test_too_short_curve_raises_naming_rule_and_counts(name, n_points, message):
     assert pickle.loads(pickle.dumps(info.value)).needed == info.value.needed
 
 
+@pytest.mark.parametrize("name", sorted(SUGGESTIONS))
+@pytest.mark.parametrize("n_points", [1, 2, 3, 4, 5])
+def test_curve_of_at_most_skip_end_points_keeps_nothing_like_fastais_slice(name, n_points):
+    # fastai keeps recorder.lrs[num_it//10:-5]: of 5 points or fewer, nothing. The end of the
+    # cut must not wrap around (4 points cut at 4 - 5 = -1 would keep 3).
+    lrs = np.geomspace(1e-3, 1, n_points)
+    losses = np.linspace(3, 1, n_points)
+    assert list(lrs[0:-5]) == []  # fastai's slice of such a curve
+    with pytest.raises(CurveTooShort, match=r"only 0 are usable") as info:
+        get_suggestion(name)(lrs, losses, skip_start=0)
+    assert info.value.n_usable == 0
+
+
 def test_curve_that_is_all_nan_after_trim_is_too_short():
     lrs = np.geomspace(1e-5, 1, 30)
     losses = np.full(30, np.nan)

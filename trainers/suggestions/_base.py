@@ -112,8 +112,9 @@ def prepare_curve(
         raise ValueError(
             f"skip_start and skip_end must be >= 0, but got {skip_start=} and {skip_end=}."
         )
-    lr_arr = lr_arr[start : n_points - skip_end]
-    loss_arr = loss_arr[start : n_points - skip_end]
+    end = max(n_points - skip_end, 0)  # as fastai's [:-5], never wrapping round to the start
+    lr_arr = lr_arr[start:end]
+    loss_arr = loss_arr[start:end]
     bad = np.flatnonzero(~np.isfinite(loss_arr))
     why = f"dropped the first {start} and the last {skip_end}"
     if len(bad):
