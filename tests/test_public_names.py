@@ -26,7 +26,9 @@ SWEEPS = [
 
 @pytest.mark.parametrize("name", TRAINERS)
 def test_trainers_exports_designs_names(name: str) -> None:
-    assert getattr(trainers, name) is not None
+    value = getattr(trainers, name)  # AttributeError if it is missing
+    assert callable(value) and value.__module__.startswith("trainers.")
+    assert name in trainers.__all__ and name in dir(trainers)
 
 
 def test_learner_has_designs_methods() -> None:

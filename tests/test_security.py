@@ -7,10 +7,14 @@ the test checks both that the loader refuses it and that the marker does not exi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +107,55 @@ def test_servers_bind_loopback_unless_host_says_otherwise(
     assert len(launched) == 1
     assert _host_arg(launched[0]) == host
     assert ServerConfig().host == "127.0.0.1"
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses (kernel hex, e.g. ``0100007F`` = 127.0.0.1) with a socket LISTENing on
+    ``port``, from the kernel's own socket tables."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.mark.slow
+def test_a_real_server_started_without_host_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The tests above stop at the launch; this one starts MLflow and asks the kernel."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    args += ["--artifacts-destination", str(tmp_path / "art"), "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*LRSWEEP, *args, "--workers", "1"],
+            cwd=tmp_path,
+            env=env | {"PYTHONPATH": str(REPO)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120  # a hang guard, not a speed target
+        while f"MLflow is serving at {url}" not in log.read_text():
+            assert proc.poll() is None, f"lrsweep server exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"lrsweep server not up:\n{log.read_text()}"
+            time.sleep(0.3)
+        listening = _listening_addresses(port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert listening == {"0100007F"}, listening  # 127.0.0.1 alone: not 0.0.0.0, not ::
 
 
 # --- basic auth refuses MLflow's stock admin password --------------------------------------------

@@ -2,10 +2,11 @@
 
 ``timeout`` and ``kill -- -PGID`` signal the driver's process group; systemd's default
 ``KillMode=control-group`` signals every process of the unit. Either way the driver must close
-every run of the sweep as KILLED, say how to resume and exit promptly, well before Ray's own
-60 s "Failed to connect to GCS" abort. The local Ray's processes run in process groups of their
-own, so a group signal reaches the driver only and the sweep stops gracefully; a signal to
-each process also stops the raylet, and the driver then exits without it.
+every run of the sweep as KILLED, say how to resume and exit by itself with status 143, not by
+Ray's own "Failed to connect to GCS" abort (60 s later, with another status). The local Ray's
+processes run in process groups of their own, so a group signal reaches the driver only and the
+sweep stops gracefully; a signal to each process also stops the raylet, and the driver then
+exits without it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from sweeps.tracking import Tracker, default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
-EXIT_BOUND_S = 30.0  # Ray itself aborts the driver 60 s after its GCS died
+# Only a hang guard, never a speed target: it lies past Ray's own abort (60 s after its GCS
+# died), so a driver that waited for that abort is caught by its exit status and output instead.
+HANG_GUARD_S = 180.0
 SPEC = endless_sweep_spec(
     "sigterm-group-sweep",
     [{"kind": "fixed", "lr": 0.0005}],
@@ -80,7 +83,7 @@ def _signal_every_process(sid: int) -> None:
 
 
 @pytest.mark.parametrize("target", ["process group", "every process"])
-def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_promptly(
+def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_143(
     tmp_path: Path, target: str
 ) -> None:
     uri = default_tracking_uri(tmp_path)
@@ -105,12 +108,10 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
             os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` and `kill -- -PGID` do
         else:
             _signal_every_process(proc.pid)  # as systemd's KillMode=control-group does
-        signalled = time.monotonic()
         try:
-            proc.wait(timeout=EXIT_BOUND_S)
+            proc.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"no exit {EXIT_BOUND_S:.0f} s after SIGTERM:\n{log.read_text()[-3000:]}")
-        exit_s = time.monotonic() - signalled
+            pytest.fail(f"no exit {HANG_GUARD_S:.0f} s after SIGTERM:\n{log.read_text()[-3000:]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -128,5 +129,4 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
     assert f"lrsweep resume {SPEC['name']}" in output, output[-3000:]
     if target == "process group":  # Ray never saw the signal: the graceful stop ran
         assert "reached Ray's own processes" not in output, output[-3000:]
-    assert exit_s < EXIT_BOUND_S
     assert not lingering, f"processes of the sweep outlived it: {lingering}"

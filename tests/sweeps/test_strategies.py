@@ -233,14 +233,19 @@ def _third_suggestion(startup_trials: int | None) -> float:
 def test_optuna_startup_trials_hands_the_study_to_tpe_sooner() -> None:
     import optuna
 
+    verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "startup_trials": 2}
-    spec = load_spec({"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]})
-    (search,) = plan(spec)[0].searches()
-    assert search.searcher is not None and search.searcher.startup_trials == 2
-    # same seed, same first two draws; the third is TPE's with 2 startup trials, a draw without
-    assert _third_suggestion(None) == _third_suggestion(10)
-    assert _third_suggestion(2) != _third_suggestion(None)
+    try:
+        arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "startup_trials": 2}
+        spec = {"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]}
+        (search,) = plan(load_spec(spec))[0].searches()
+        assert search.searcher is not None and search.searcher.startup_trials == 2
+        # same seed, same first two draws; the third is TPE's with 2 startup trials, a draw
+        # without
+        assert _third_suggestion(None) == _third_suggestion(10)
+        assert _third_suggestion(2) != _third_suggestion(None)
+    finally:  # test_optuna_searcher_keeps_... needs Optuna's default verbosity
+        optuna.logging.set_verbosity(verbosity)
 
 
 @pytest.mark.parametrize("sampler", ["random", "qmc"])

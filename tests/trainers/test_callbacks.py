@@ -77,16 +77,17 @@ class Log(Callback):
 
 
 class ScriptedLoss(Callback):
-    """Overwrites each epoch's valid_loss with a script, between the Recorder and the trackers."""
+    """Overwrites each epoch's ``metric`` (valid_loss) with a script, between the Recorder and
+    the trackers."""
 
     order = 0
 
-    def __init__(self, losses: list[float]) -> None:
-        self.losses = losses
+    def __init__(self, losses: list[float], metric: str = "valid_loss") -> None:
+        self.losses, self.metric = losses, metric
         self.weights: list[dict[str, torch.Tensor]] = []
 
     def after_epoch(self) -> None:
-        self.learn.history[-1]["valid_loss"] = self.losses[self.learn.epoch]
+        self.learn.history[-1][self.metric] = self.losses[self.learn.epoch]
         self.weights.append({k: v.clone() for k, v in self.learn.model.state_dict().items()})
 
 
@@ -193,10 +194,16 @@ def test_early_stopping_table(
 
 
 def test_early_stopping_on_accuracy_maximises() -> None:
-    stop = EarlyStoppingCallback(monitor="accuracy", patience=5)
-    learn = make_learner(callbacks=[stop])
-    learn.fit(2, 1e-2)
-    assert stop.best == max(r["accuracy"] for r in learn.history)
+    # the best is neither the first nor the last value: a rule that minimised, or kept the
+    # latest, would pick another epoch and stop elsewhere
+    script = ScriptedLoss([0.5, 0.9, 0.7, 0.6, 0.95], metric="accuracy")
+    stop = EarlyStoppingCallback(monitor="accuracy", patience=2)
+    learn = make_learner(callbacks=[script, stop])
+    learn.fit(5, 1e-2)
+    assert stop.maximise is True
+    assert len(learn.history) == 4
+    assert (stop.best, stop.best_epoch, stop.stopped_epoch) == (0.9, 1, 3)
+    assert same_weights(learn.model, script.weights[1])
 
 
 @pytest.mark.parametrize(
