@@ -105,16 +105,24 @@ def checked_tracking_uri(
 def check_tracking_server(
     uri: str, *, source: str = "The tracking URI", timeout_s: float = SERVER_PROBE_TIMEOUT_S
 ) -> None:
-    """Refuse an ``http(s)://`` tracking server that does not answer; other URIs pass.
+    """Refuse a tracking server that does not answer or will not let this client in.
 
-    One ``GET <uri>/health`` without retries: any HTTP answer (also 401 or 404) or a TLS
-    handshake counts as reachable, since the server is there. Meant for the start of a command;
-    during a sweep, :class:`Tracker` retries an absent server for minutes instead.
+    ``http(s)://``: one ``GET <uri>/health`` without retries (any HTTP answer or a TLS handshake
+    counts as reachable), then one request with MLflow's own client credentials, refused on a
+    401 / 403 (a basic-auth server and no or wrong ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``). ``postgresql://``: one connection, refused when the database
+    does not exist or PostgreSQL does not answer. Other URIs pass. Meant for the start of a
+    command (MLflow would retry for minutes, then print a traceback); during a sweep,
+    :class:`Tracker` retries an absent server instead.
 
     Raises:
-        TrackingUriError: on a refused connection, an unknown host or no answer within
-            ``timeout_s``, naming the URI (without credentials), ``source`` and what to do.
+        TrackingUriError: naming the URI (without credentials), ``source`` and what to do.
     """
+    if uri.startswith(("postgresql", "postgres:")):
+        problem = _postgres_problem(uri, source, timeout_s)
+        if problem:
+            raise TrackingUriError(problem)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     parts = urlsplit(uri)
@@ -131,6 +139,89 @@ def check_tracking_server(
             f"given by {source}. Start it (`lrsweep server --port {parts.port or 'PORT'}`, "
             "or see README 'MLflow for a team') or check the host and port; nothing was started."
         ) from None
+    problem = _server_access_problem(uri, source, timeout_s)
+    if problem:
+        raise TrackingUriError(problem)
+
+
+def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | None:
+    """Why an ``http(s)://`` MLflow server that answers refuses this client, or None.
+
+    One request with MLflow's own client credentials (``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``, a token, ``~/.mlflow/credentials``): a server running basic
+    auth answers 401 to a client without them or with wrong ones, which MLflow would otherwise
+    report as a traceback from the first call that needs the store. Any other outcome passes.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/search",
+            "POST",
+            max_retries=0,
+            timeout=timeout_s,
+            raise_on_status=False,
+            json={"max_results": 1},
+        )
+    except Exception:  # reachability is checked before; MLflow reports the rest
+        return None
+    if response.status_code not in (401, 403):
+        return None
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    given = all(os.environ.get(name) for name in names)
+    why = (
+        "refused the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        if given
+        else "needs a user name and password (it runs basic auth) and none was given"
+    )
+    return (
+        f"The MLflow server {redact_uri(uri)}, given by {source}, {why} "
+        f"(HTTP {response.status_code}). Set MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD in the environment to a user of that server; nothing was "
+        "started."
+    )
+
+
+def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
+    """Why a ``postgresql://`` tracking store cannot be opened, or None.
+
+    One connection (``connect_timeout`` of ``timeout_s``): a database that does not
+    exist or a PostgreSQL that does not answer is refused at once instead of after MLflow's
+    minutes of retries.
+    """
+    if not uri.startswith(("postgresql", "postgres:")):
+        return None
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    shown = redact_url(uri)  # its user kept (the command below needs it); no password is left
+    try:
+        url = make_url(with_postgres_driver(uri))
+    except Exception:  # an unparseable URI is MLflow's to report
+        return None
+    params = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
+    params = {key: value for key, value in params.items() if value is not None}
+    try:
+        psycopg2.connect(connect_timeout=int(timeout_s), **params, **dict(url.query)).close()
+    except psycopg2.Error as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        what = (
+            f"create it (`createdb {url.database}` as a user allowed to), or start "
+            f"`lrsweep server --backend-store-uri {shown}`, which creates it, and "
+            "point sweeps at that server"
+            if "does not exist" in reason
+            else "check that PostgreSQL runs there and the user may connect (a password goes in "
+            "PGPASSWORD or ~/.pgpass)"
+        )
+        return (
+            f"Cannot open the PostgreSQL tracking store {shown}, given by {source}: "
+            f"{reason}. {what[0].upper()}{what[1:]}; nothing was started."
+        )
+    return None
 
 
 def _why_unreachable(error: BaseException, timeout_s: float) -> str:

@@ -207,10 +207,21 @@ def best_config(
         children = [run for run in runs if PARENT_TAG in run.data.tags]
     else:
         try:
-            tracker.check_sweep_run(experiment_id, experiment, parent_run_id)
+            tracker.check_sweep_run(
+                experiment_id,
+                experiment,
+                parent_run_id,
+                without_run_id="to rank the trials of every sweep of the experiment",
+            )
         except LookupError as exc:
             raise BestConfigError(str(exc)) from None
         children = tracker.child_runs(experiment_id, parent_run_id)
+    if not children:
+        from sweeps.report import sweeps_below_hint  # a nightly suite's own experiment
+
+        hint = sweeps_below_hint(tracker, experiment)
+        if hint:
+            raise BestConfigError(f"Experiment {experiment!r} has no trial runs.{hint}")
     eligible = _eligible(children, experiment)
     if strategy is not None:
         present = sorted(

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.plots import plot_comparison, plot_sweep_curves
-from sweeps.tracking import TAG_KIND, Tracker, resolve_tracking_uri
+from sweeps.tracking import TAG_KIND, Tracker, resolve_tracking_uri, sqlite_path
 
 logger = logging.getLogger(__name__)
 
@@ -387,12 +387,45 @@ def compare(trials: list[TrialRow]) -> list[GroupRow]:
     return sorted(out, key=lambda g: (math.isnan(g.regret), g.regret))
 
 
-def latest_parent(tracker: Tracker, experiment_id: str) -> str:
-    """The most recently started sweep (parent) run of the experiment."""
+def latest_parent(tracker: Tracker, experiment_id: str, experiment: str | None = None) -> str:
+    """The most recently started sweep (parent) run of the experiment.
+
+    Raises:
+        LookupError: it has none; the message names the experiment and, for a nightly suite's
+            own experiment (``nightly/<suite>``), the experiments that hold its sweeps.
+    """
     parents = tracker.sweep_runs(experiment_id)
     if not parents:
-        raise LookupError(f"experiment {experiment_id} has no sweep run (tag {TAG_KIND}=sweep).")
+        name = repr(experiment) if experiment is not None else experiment_id
+        raise LookupError(
+            f"experiment {name} has no sweep run (tag {TAG_KIND}=sweep)."
+            + (sweeps_below_hint(tracker, experiment) if experiment is not None else "")
+        )
     return str(parents[0].info.run_id)
+
+
+def sweeps_below_hint(tracker: Tracker, experiment: str) -> str:
+    """`` Its sweeps are in the experiments ...`` when ``experiment`` holds none but experiments
+    named ``<experiment>/<entry>`` exist (a nightly suite's own experiment, ``nightly/<suite>``,
+    holds one run per night; each entry's sweeps are in ``nightly/<suite>/<entry>``), else ''."""
+    prefix = experiment.rstrip("/") + "/"
+    below = sorted(e.name for e in tracker.client.search_experiments() if e.name.startswith(prefix))
+    if not below:
+        return ""
+    return f" Its sweeps are in the experiments {below}; pass one of those."
+
+
+def _store_must_exist(tracking_uri: str | None, experiment: str) -> str:
+    """The resolved tracking URI; a SQLite store that does not exist is refused, not created."""
+    uri = resolve_tracking_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise LookupError(
+            f"experiment {experiment!r} does not exist: there is no MLflow store at {path} (no "
+            "experiments there); pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store "
+            "the sweep logged to, or run lrsweep from the folder the sweep ran in."
+        )
+    return uri
 
 
 def build_report(
@@ -413,15 +446,16 @@ def build_report(
         figures_dir: Where to draw the figures (a temporary folder when None).
 
     Raises:
-        LookupError: unknown experiment (lists those that exist), no sweep run in it, or a
-            ``parent_run_id`` that is not one of its sweep runs (lists those that are).
+        LookupError: no SQLite store at ``tracking_uri`` (none is created), unknown experiment
+            (lists those that exist), no sweep run in it, or a ``parent_run_id`` that is not one
+            of its sweep runs (lists those that are).
         OSError: ``figures_dir`` cannot be created or written.
     """
-    tracker = tracker or Tracker(resolve_tracking_uri(tracking_uri))
+    tracker = tracker or Tracker(_store_must_exist(tracking_uri, experiment))
     experiment_id = tracker.experiment_id(experiment)
     if parent_run_id is not None:
         tracker.check_sweep_run(experiment_id, experiment, parent_run_id)
-    parent = parent_run_id or latest_parent(tracker, experiment_id)
+    parent = parent_run_id or latest_parent(tracker, experiment_id, experiment)
     children = tracker.child_runs(experiment_id, parent)
     rows = [_with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))

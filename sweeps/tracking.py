@@ -249,9 +249,17 @@ class Tracker:
         parents = self.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
         return sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True)
 
-    def check_sweep_run(self, experiment_id: str, experiment: str, run_id: str) -> None:
+    def check_sweep_run(
+        self,
+        experiment_id: str,
+        experiment: str,
+        run_id: str,
+        *,
+        without_run_id: str = "for the latest",
+    ) -> None:
         """Raise ``LookupError`` unless ``run_id`` is a sweep run of the experiment; the message
-        lists those that are (latest first, at most ``LISTED_SWEEP_RUNS``)."""
+        lists those that are (latest first, at most ``LISTED_SWEEP_RUNS``) and says what leaving
+        ``--run-id`` out does (``without_run_id``)."""
         parents = self.sweep_runs(experiment_id)
         if any(p.info.run_id == run_id for p in parents):
             return
@@ -261,7 +269,7 @@ class Tracker:
         raise LookupError(
             f"run {run_id} is not a sweep run of experiment {experiment!r}; pass --run-id one of "
             f"its sweep runs (latest first): {', '.join(listed) or 'none'}{more}, "
-            "or leave --run-id out for the latest."
+            f"or leave --run-id out {without_run_id}."
         )
 
     def find_trial_run(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:

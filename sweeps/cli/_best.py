@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Annotated
 
@@ -49,6 +50,8 @@ def best_command(
     """Print the best trial of a sweep, read from MLflow (works from any machine)."""
     from sweeps.best import BestConfigError, best_config  # MLflow loads only when used
 
+    # No "Downloading artifacts" progress bar on stderr for the one small spec.yaml read back.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         best = best_config(
             experiment,

@@ -104,8 +104,7 @@ def lr_find_command(
 ) -> None:
     """Run the LR range test on a fresh model and print what each rule suggests.
 
-    ``--amp``, ``--channels-last`` and ``--compile`` run the test the way a sweep with the same
-    ``task.accelerator`` trains, so the curve (and the LR picked from it) matches.
+    --amp, --channels-last, --compile: test as a sweep's task.accelerator trains.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rules = tuple(suggest) if suggest else ("valley",)

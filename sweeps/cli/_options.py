@@ -24,7 +24,8 @@ def usable_tracking_uri(
 
     The URI is ``--tracking-uri``, else the spec's ``tracking.uri``, else ``MLFLOW_TRACKING_URI``,
     else the embedded store (:func:`sweeps.tracking.checked_tracking_uri`). A password, a file
-    store or ``sqlite://x.db`` exits 2; a server that does not answer exits ``unreachable_exit``.
+    store or ``sqlite://x.db`` exits 2; a store that does not answer or refuses this client (see
+    :func:`sweeps.tracking.check_tracking_server`) exits ``unreachable_exit``.
     Each message names where the URI came from and never shows a password.
     """
     from sweeps.tracking import TrackingUriError, check_tracking_server, checked_tracking_uri

@@ -28,11 +28,19 @@ def ui_command(
 ) -> None:
     """Open MLflow's UI on the sweeps' store and print its address (Ctrl-C stops it)."""
     from sweeps.server import ServerConfig  # MLflow loads only when used
-    from sweeps.tracking import TrackingUriError, checked_tracking_uri, redact_uri
+    from sweeps.tracking import (
+        TrackingUriError,
+        check_tracking_server,
+        checked_tracking_uri,
+        redact_uri,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         uri = checked_tracking_uri(tracking_uri)  # no password, file store or sqlite://x.db
+        # A server is not served again: it is shown only once it answers.
+        source = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
+        check_tracking_server(uri, source=source)
     except TrackingUriError as error:
         raise fail(error) from None
     if uri.startswith(("http://", "https://")):
