@@ -125,12 +125,14 @@ class Verdict:
         comparisons: Every figure's comparison.
         failures: Why the night failed, one line per problem (empty unless failed).
         n_baseline_nights: How many earlier nights the baseline is made of (0: first night).
+        counts: Whether this night can join later baselines (False for a what-if night).
     """
 
     status: str
     comparisons: tuple[Comparison, ...]
     failures: tuple[str, ...]
     n_baseline_nights: int
+    counts: bool = True
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -151,6 +153,8 @@ class Verdict:
         if self.status == "regressed":
             count = len(self.regressions)
             return f"REGRESSED: {count} figure{'s' if count != 1 else ''} crossed the threshold."
+        if self.n_baseline_nights == 0 and not self.counts:
+            return "PASSED: no baseline yet; a what-if night never starts one."
         if self.n_baseline_nights == 0:
             return "PASSED: no baseline yet (first completed night); tonight starts the baseline."
         nights = f"{self.n_baseline_nights} night{'s' if self.n_baseline_nights != 1 else ''}"
@@ -190,8 +194,13 @@ def judge(
     nights: Sequence[Mapping[str, float]],
     thresholds: Thresholds,
     failures: Sequence[str] = (),
+    *,
+    counts: bool = True,
 ) -> Verdict:
-    """The verdict of a night: failed if ``failures``, else regressed if any figure regressed."""
+    """The verdict of a night: failed if ``failures``, else regressed if any figure regressed.
+
+    ``counts`` is False for a what-if night, which never joins a baseline.
+    """
     comparisons = tuple(compare_figures(figures, nights, thresholds))
     if failures:
         status = "failed"
@@ -199,7 +208,7 @@ def judge(
         status = "regressed"
     else:
         status = "passed"
-    return Verdict(status, comparisons, tuple(failures), len(nights))
+    return Verdict(status, comparisons, tuple(failures), len(nights), counts)
 
 
 def _history(key: str, nights: Sequence[Mapping[str, float]]) -> list[float]:

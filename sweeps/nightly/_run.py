@@ -258,7 +258,13 @@ def _conclude(
         limit=max(baseline_nights, TREND_NIGHTS - 1), exclude=night_run_id
     )
     baseline = earlier[:baseline_nights]
-    verdict = judge(figures, [n.figures for n in baseline], suite.thresholds, tonight.failures)
+    verdict = judge(
+        figures,
+        [n.figures for n in baseline],
+        suite.thresholds,
+        tonight.failures,
+        counts=not what_if_overrides(suite),
+    )
     trend = [(_label(n.start_ms), n.figures) for n in reversed(earlier[: TREND_NIGHTS - 1])]
     trend.append(("tonight", {f.key: f.value for f in figures}))
     baseline_ids = [n.run_id for n in baseline]

@@ -19,6 +19,7 @@ from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
     "OPTUNA_SAMPLERS",
+    "RECIPE_MIN_EPOCHS",
     "SEED_MAX",
     "SUGGESTION_RULES",
     "FixedStrategy",
@@ -166,12 +167,27 @@ class FixedStrategy(_Arm):
     lr: Number = Field(gt=0.0)
 
 
+RECIPE_MIN_EPOCHS = 4
+"""The least ``max_epochs`` of a ``recipe`` arm: ``fit_recipe``'s head step (1 epoch) and
+augmented step (2) leave SGDR at least 1."""
+
+
 class RecipeStrategy(_Arm):
     """fastai's recipe (``Learner.fit_recipe``): range test, train, diagnose, adjust, repeat."""
 
     kind: Literal["recipe"] = "recipe"
     suggest: Rule = "valley"
-    max_epochs: Int = Field(default=12, ge=1, le=10000)
+    max_epochs: Int = Field(default=12, le=10000)
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _leaves_sgdr_an_epoch(cls, value: int) -> int:
+        if value < RECIPE_MIN_EPOCHS:
+            raise ValueError(
+                f"must be at least {RECIPE_MIN_EPOCHS}: the recipe trains the head 1 epoch and "
+                f"2 more with augmentation, and leaves SGDR at least 1, but got {value}"
+            )
+        return value
 
 
 def _check_sampler_seeds(arm: Any, info: ValidationInfo) -> Any:

@@ -118,6 +118,14 @@ def test_first_night_passes_with_no_baseline_and_says_so() -> None:
     assert "no baseline" in verdict.summary()
 
 
+def test_a_first_what_if_night_does_not_claim_to_start_the_baseline() -> None:
+    figures = [Figure("digits", "error_rate_pct", "grid", 90.0)]
+    verdict = judge(figures, [], Thresholds(), counts=False)
+    assert verdict.status == "passed" and verdict.exit_code == 0
+    assert verdict.summary() == "PASSED: no baseline yet; a what-if night never starts one."
+    assert "starts the baseline" in judge(figures, [], Thresholds()).summary()
+
+
 def test_failures_win_over_regressions_and_a_gone_figure_is_listed_not_failed() -> None:
     nights = [{"digits/error_rate_pct/grid": 1.0, "digits/error_rate_pct/optuna": 1.0}]
     figures = [Figure("digits", "error_rate_pct", "grid", 50.0)]

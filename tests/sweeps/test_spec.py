@@ -562,6 +562,30 @@ def test_packaged_nightly_suite_loads_with_overrides_applied() -> None:
     assert suite.thresholds.error_rate_points == 2.0
 
 
+def test_a_recipe_arm_is_refused_below_what_fit_recipe_can_run() -> None:
+    """The packaged nightly suite set max_epochs=3, which fit_recipe refuses in every trial
+    (head 1 + augment 2 leave SGDR nothing): each night failed with exit 3."""
+    from sweeps.spec._strategies import RECIPE_MIN_EPOCHS
+    from trainers import Learner
+    from trainers.data import make_dataloaders
+    from trainers.models import build_model
+    from trainers.recipe import _check_args
+
+    with pytest.raises(SpecError, match=r"strategies\.4\.max_epochs: must be at least 4: the"):
+        load_spec(SPECS / "shapes_resnet.yaml", overrides=["strategies.4.max_epochs=3"])
+    spec = load_spec(SPECS / "shapes_resnet.yaml", overrides=["strategies.4.max_epochs=4"])
+    assert spec.strategies[4].max_epochs == RECIPE_MIN_EPOCHS
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    learn = Learner(build_model("simple_cnn", dls.n_classes), dls, progress=False)
+    args = {"suggest": "valley", "head_epochs": 1, "augment_epochs": 2, "group_factor": 3.0}
+    assert _check_args(learn, RECIPE_MIN_EPOCHS, patience=2, **args) == 1  # fit_recipe's defaults
+    with pytest.raises(ValueError, match="at least 1 epoch for SGDR"):
+        _check_args(learn, RECIPE_MIN_EPOCHS - 1, patience=2, **args)
+    suite = load_suite(SPECS / "nightly.yaml")
+    recipes = [a for e in suite.entries for a in e.spec.strategies if a.kind == "recipe"]
+    assert recipes and all(a.max_epochs >= RECIPE_MIN_EPOCHS for a in recipes)
+
+
 def test_suite_spec_path_is_relative_to_the_suite_file(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "one.yaml").write_text(json.dumps(BASE))
