@@ -112,17 +112,14 @@ class LRFindResult:
         """Rebuild a result from :meth:`to_json` output.
 
         Args:
-            source: The JSON text (a ``str``), or a ``pathlib.Path`` / path-like to read it from.
+            source: The JSON text, or the file :meth:`to_json` wrote (a path-like, or a ``str``
+                that does not start with ``{``, as ``to_json("r.json")`` takes it).
 
         Raises:
             ValueError: If the text is not JSON of this format or a key is missing.
+            FileNotFoundError: If ``source`` names a file that does not exist.
         """
-        if isinstance(source, str):
-            if not source.lstrip().startswith("{"):
-                raise ValueError(
-                    "source is a str, so it must be JSON text starting with '{'; to read a "
-                    "file pass a pathlib.Path."
-                )
+        if isinstance(source, str) and source.lstrip().startswith("{"):
             text = source
         else:
             text = Path(source).read_text(encoding="utf-8")

@@ -273,15 +273,19 @@ def test_json_round_trip_keeps_everything_including_non_finite(tmp_path):
         assert back.suggestion == 1e-2
 
 
-def test_real_result_round_trips_exactly(trained):
+def test_real_result_round_trips_exactly(trained, tmp_path, monkeypatch):
     result = lr_find(trained, num_it=12, suggest=("valley", "minimum"))
     assert LRFindResult.from_json(result.to_json()) == result
+    monkeypatch.chdir(tmp_path)
+    result.to_json("r.json")  # a file name as a str, both ways
+    assert LRFindResult.from_json("r.json") == result == LRFindResult.from_json(tmp_path / "r.json")
+    with pytest.raises(FileNotFoundError):
+        LRFindResult.from_json("missing.json")
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("lr_find.json", r"to read a file pass a pathlib.Path"),
         ('{"format": "other"}', r"'format' key must be 'lrsweep.lr_find/1'"),
         ('{"format": "lrsweep.lr_find/1", "lrs": []}', r"lacks the keys \['losses'"),
     ],
