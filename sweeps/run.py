@@ -189,6 +189,7 @@ def _preflight(spec: SweepSpec, uri: str, root: Path, *, address: str | None) ->
     if address is None:
         preflight.check_local_resources(spec)
         preflight.check_local_data(spec)
+        preflight.check_local_weights(spec)
     else:
         storage = spec.storage
         if str(root) != str(spec.storage.path or ""):

@@ -1,14 +1,16 @@
-"""A local run's data, read once on this machine before Ray starts or any MLflow run exists."""
+"""A local run's data and pretrained weights, read once on this machine before Ray starts or any
+MLflow run exists."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sweeps.preflight._report import PreflightError
 from sweeps.spec import SweepSpec
 from sweeps.spec._task import is_uri
 
-__all__ = ["PREFLIGHT_IMAGE_SIZE", "check_local_data"]
+__all__ = ["PREFLIGHT_IMAGE_SIZE", "check_local_data", "check_local_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,4 +59,42 @@ def check_local_data(spec: SweepSpec) -> bool:
             f"task.dataset: the trials could not load their data: {error} "
             "Fix the folder (or task.dataset.path) and run again."
         ) from None
+    return True
+
+
+def check_local_weights(spec: SweepSpec) -> bool:
+    """Refuse a sweep whose ``task.model.pretrained`` file the trials could not load.
+
+    A file that is no state dict (or would run code when unpickled), or whose body does not fit
+    ``task.model.arch``, would otherwise fail every trial, each retried
+    ``failure.max_failures`` times. The file is loaded as the trials load it
+    (``torch.load(weights_only=True)``) into the spec's model, built with the input channels of
+    the file's first convolution; the head is the trials' concern (it is loaded only when its
+    shapes match). Torchvision weight names and remote paths are not read here.
+
+    Returns:
+        True when a file was loaded, False when there was none to check.
+
+    Raises:
+        PreflightError: naming ``task.model.pretrained``, the file and what is wrong.
+    """
+    model = spec.task.model
+    if model.pretrained is None or is_uri(model.pretrained):
+        return False
+    path = Path(model.pretrained)  # the spec stores a weights file as an absolute path
+    if not path.is_file():  # a torchvision weights name
+        return False
+    from trainers.models import build_model, read_state_dict  # torch: only with weights to read
+
+    try:
+        state = read_state_dict(path)
+        convs = [t for t in state.values() if t.ndim == 4]
+        build_model(model.arch, 2, in_channels=convs[0].shape[1] if convs else 3, pretrained=path)
+    except (ValueError, RuntimeError, KeyError, OSError) as error:
+        raise PreflightError(
+            f"task.model.pretrained: the trials could not load {str(path)!r} into "
+            f"{model.arch}: {error} Point task.model.pretrained at this architecture's weights "
+            "(a state dict, or a file learn.save wrote) and run again."
+        ) from None
+    logger.debug("pretrained weights %s load into %s", path, model.arch)
     return True

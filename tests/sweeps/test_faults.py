@@ -336,7 +336,7 @@ def test_unwritable_or_full_artifact_location_is_refused_before_anything_starts(
 
 
 class _Payload:
-    """Unpickling this would run code: weights that every trial refuses to load."""
+    """Unpickling this would run code: weights that must never load."""
 
     def __init__(self, marker: Path) -> None:
         self.code = f"open({str(marker)!r}, 'w').write('pwned')"
@@ -345,29 +345,57 @@ class _Payload:
         return (exec, (self.code,))
 
 
-def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
-    tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+def test_weights_that_would_run_code_are_refused_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The preflight loads task.model.pretrained as the trials would: before, every trial
+    refused it and was retried max_failures times after the runs were created."""
     import torch
 
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "marker"
     torch.save(_Payload(marker), tmp_path / "evil.pt")
     spec = tmp_path / "spec.yaml"
-    data = {**RESUME_SPEC, "name": "all-fail", "strategies": [RESUME_SPEC["strategies"][1]]}
+    data = {**RESUME_SPEC, "name": "evil-weights"}
     data["task"] = {**RESUME_SPEC["task"], "model": {"pretrained": str(tmp_path / "evil.pt")}}
+    spec.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(spec), "--set", "task.epochs=1"])
+    assert result.exit_code == 2, result.output
+    stderr = " ".join(result.stderr.split())
+    assert "task.model.pretrained: the trials could not load" in stderr, stderr
+    assert "evil.pt" in stderr and "weights_only=True" in stderr, stderr
+    assert "Traceback" not in result.output
+    assert not marker.exists()
+    assert not (tmp_path / ".lrsweep" / "mlflow.db").exists()  # no store, so no run
+
+
+def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
+    tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights that load (so the preflight passes) but are for RGB input, on 1-channel digits:
+    every trial fails building its model."""
+    import torch
+
+    from trainers.models import build_model
+
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "rgb.pt"
+    torch.save(build_model("simple_cnn", 10, in_channels=3).state_dict(), weights)
+    spec = tmp_path / "spec.yaml"
+    data = {**RESUME_SPEC, "name": "all-fail", "strategies": [RESUME_SPEC["strategies"][1]]}
+    data["task"] = {**RESUME_SPEC["task"], "model": {"pretrained": str(weights)}}
     data["failure"] = {"max_failures": 0}
     spec.write_text(yaml.safe_dump(data), encoding="utf-8")
     result = CliRunner().invoke(app, ["run", str(spec), "--set", "task.epochs=1"])
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())
     assert "every trial of sweep" in stderr and "failed" in stderr, stderr
-    assert "2 trial(s)" in stderr and "evil.pt" in stderr and "refused" in stderr, stderr
+    assert "2 trial(s)" in stderr and "rgb.pt" in stderr, stderr
+    assert "does not fit the simple_cnn body" in stderr, stderr
     assert "lrsweep resume all-fail" in stderr
     assert f"lrsweep run {spec} --set task.epochs=1" in stderr, stderr  # a cause in the spec
-    assert not marker.exists()
     tracker = Tracker(default_tracking_uri(tmp_path))
     runs = tracker.search_runs(tracker.experiment_id("all-fail"))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert parent.info.status == "FAILED" and "evil.pt" in parent.data.tags["sweeps.error"]
+    assert parent.info.status == "FAILED" and "rgb.pt" in parent.data.tags["sweeps.error"]
     assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}

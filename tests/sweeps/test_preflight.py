@@ -27,6 +27,7 @@ from sweeps.preflight import (
     check_cluster,
     check_fit,
     check_local_resources,
+    check_local_weights,
     check_storage_shared,
     check_tracking_reachable,
     connect,
@@ -236,6 +237,34 @@ def test_cpu_bf16_is_refused_at_an_image_size_it_cannot_train():
     assert check_accelerator(make_spec(task={**task, "image_size": 8})) is False  # float32
     gpu = make_spec(task={**bf16, "image_size": 8}, resources={"cpu": 1, "gpu": 0.5})
     assert check_accelerator(gpu) is False  # GPUs have no such fault
+
+
+def test_pretrained_weights_are_loaded_into_the_specs_arch_before_anything_starts(
+    tmp_path: Path,
+):
+    import torch
+
+    from trainers.models import build_model
+
+    task = load_spec(DIGITS).resolved()["task"]
+
+    def with_weights(arch: str, path: Path) -> SweepSpec:
+        return make_spec(task={**task, "model": {"arch": arch, "pretrained": str(path)}})
+
+    own = tmp_path / "own.pt"  # a learn.save-style checkpoint of the same arch, other head
+    torch.save({"model": build_model("simple_cnn", 3, in_channels=1).state_dict()}, own)
+    assert check_local_weights(with_weights("simple_cnn", own)) is True
+    assert check_local_weights(make_spec(task=task)) is False  # no weights: nothing to read
+    resnet = tmp_path / "resnet18.pt"
+    torch.save(build_model("resnet18", 10).state_dict(), resnet)
+    with pytest.raises(
+        PreflightError, match=r"task\.model\.pretrained: .*resnet18\.pt.* into simple_cnn"
+    ):
+        check_local_weights(with_weights("simple_cnn", resnet))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(PreflightError, match=r"junk\.pt.*not a plain state dict"):
+        check_local_weights(with_weights("simple_cnn", junk))
 
 
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):

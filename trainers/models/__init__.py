@@ -20,7 +20,14 @@ from trainers.models._base import AdaptiveConcatPool2d, GroupedModel, create_hea
 from trainers.models._resnet import RESNETS, resnet, torchvision_weights
 from trainers.models._simple_cnn import simple_cnn
 
-__all__ = ["ARCHS", "AdaptiveConcatPool2d", "GroupedModel", "build_model", "create_head"]
+__all__ = [
+    "ARCHS",
+    "AdaptiveConcatPool2d",
+    "GroupedModel",
+    "build_model",
+    "create_head",
+    "read_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ def build_model(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, but got {value!r}.")
     path = _as_path(pretrained)
-    sd = _load_state_dict(path) if path is not None else None
+    sd = read_state_dict(path) if path is not None else None
     if arch == "simple_cnn":
         if pretrained is not None and path is None:
             raise ValueError(
@@ -103,8 +110,16 @@ def _as_path(pretrained: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """``torch.load(path, weights_only=True)``, unwrapping a ``learn.save`` checkpoint."""
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file, read as ``build_model(pretrained=path)`` reads it:
+    ``torch.load(path, weights_only=True)``, unwrapping a ``learn.save`` checkpoint.
+
+    Raises:
+        ValueError: for a file that is not a plain state dict (name -> tensor) or would run
+            code when unpickled.
+        OSError: for a file that cannot be read.
+    """
+    path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
