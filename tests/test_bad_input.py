@@ -611,6 +611,10 @@ LR_FIND_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "too-few-iterations": (["--num-it", "3"], ("num_it=3 is too few",)),
     "lr-range-inverted": (["--start-lr", "1", "--end-lr", "0.1"], ("end_lr must be greater",)),
     "plot-folder-missing": (["--out", "{tmp}/no/plot.png"], ("--out '{tmp}/no/plot.png'",)),
+    "image-folder-without-path": (
+        ["--dataset", "image_folder"],
+        ("--dataset image_folder needs --path, the folder holding its images",),
+    ),
     "image-folder-empty": (
         ["--dataset", "image_folder", "--path", "{tmp}/data/empty"],
         ("image_folder '{tmp}/data/empty' has no class folders",),

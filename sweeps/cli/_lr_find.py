@@ -112,6 +112,8 @@ def lr_find_command(
         out = _checked_output("--out", out, plot=True)
         if json_out is not None:
             json_out = _checked_output("--json", json_out, plot=False)
+        if dataset == "image_folder" and path is None:
+            raise ValueError("--dataset image_folder needs --path, the folder holding its images.")
         try:
             dls = make_dataloaders(
                 dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path

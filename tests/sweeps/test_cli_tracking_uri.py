@@ -325,10 +325,16 @@ def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_running: None, 
 def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     ray_running: None, work: Path
 ) -> None:
-    """Every trial fails (its pretrained weights are no checkpoint), so the hint is printed; the
-    printed command resumes that very sweep (the same sweep id fails again), a bare one not."""
+    """Every trial fails (its pretrained weights are for RGB input, the data are 1-channel
+    digits: past the preflight, which loads them with their own channels), so the hint is
+    printed; the printed command resumes that very sweep (the same sweep id fails again), a
+    bare one not."""
+    import torch
+
+    from trainers.models import build_model
+
     storage = work / "elsewhere"
-    (work / "weights.pt").write_bytes(b"not a checkpoint")
+    torch.save(build_model("simple_cnn", 10, in_channels=3).state_dict(), work / "weights.pt")
     model = {"pretrained": str(work / "weights.pt")}
     failing = {**SPEC, "task": {**SPEC["task"], "model": model}, "storage": {"path": str(storage)}}
     (work / "spec.yaml").write_text(yaml.safe_dump(failing), encoding="utf-8")
