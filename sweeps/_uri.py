@@ -27,6 +27,7 @@ __all__ = [
     "check_tracking_uri",
     "checked_tracking_uri",
     "default_tracking_uri",
+    "existing_store_uri",
     "redact_uri",
     "resolve_tracking_uri",
     "sqlite_path",
@@ -252,6 +253,20 @@ def with_postgres_driver(uri: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if uri.startswith(prefix):
             return "postgresql+psycopg2://" + uri.removeprefix(prefix)
+    return uri
+
+
+def existing_store_uri(tracking_uri: str | None) -> str:
+    """The resolved tracking URI, for a command that only reads: an embedded SQLite store that
+    does not exist is refused (``LookupError``) instead of created empty."""
+    uri = resolve_tracking_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise LookupError(
+            f"No MLflow store at {path} (no experiments there); pass --tracking-uri (or set "
+            "MLFLOW_TRACKING_URI) to the store the sweep logged to, or run lrsweep from the "
+            "folder the sweep ran in."
+        )
     return uri
 
 

@@ -38,7 +38,7 @@ from sweeps.spec import (
     dump_yaml,
     parse_yaml,
 )
-from sweeps.tracking import PARENT_TAG, Tracker, resolve_tracking_uri, sqlite_path
+from sweeps.tracking import PARENT_TAG, Tracker, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,10 @@ def best_config(
         mode = default_mode(metric)
     if mode not in ("min", "max"):
         raise BestConfigError(f"mode must be 'min' or 'max', but got {mode!r}.")
-    tracker = Tracker(_resolve_tracking_uri(tracking_uri))
+    try:
+        tracker = Tracker(existing_store_uri(tracking_uri))
+    except LookupError as exc:
+        raise BestConfigError(str(exc)) from None
     try:
         experiment_id = tracker.experiment_id(experiment)
     except LookupError as exc:
@@ -269,17 +272,6 @@ def default_mode(metric: str) -> Literal["min", "max"]:
         ('max', 'max', 'min')
     """
     return "max" if metric.removeprefix(BEST_PREFIX) in MAXIMISED_METRICS else "min"
-
-
-def _resolve_tracking_uri(tracking_uri: str | None) -> str:
-    uri = resolve_tracking_uri(tracking_uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise BestConfigError(
-            f"No MLflow store at {path}; pass --tracking-uri (or set MLFLOW_TRACKING_URI) "
-            "to the store the sweep logged to."
-        )
-    return uri
 
 
 def _eligible(children: list[Any], experiment: str) -> list[Any]:

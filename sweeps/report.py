@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.plots import plot_comparison, plot_sweep_curves
-from sweeps.tracking import TAG_KIND, Tracker, resolve_tracking_uri, sqlite_path
+from sweeps.tracking import TAG_KIND, Tracker, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -415,19 +415,6 @@ def sweeps_below_hint(tracker: Tracker, experiment: str) -> str:
     return f" Its sweeps are in the experiments {below}; pass one of those."
 
 
-def _store_must_exist(tracking_uri: str | None, experiment: str) -> str:
-    """The resolved tracking URI; a SQLite store that does not exist is refused, not created."""
-    uri = resolve_tracking_uri(tracking_uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise LookupError(
-            f"experiment {experiment!r} does not exist: there is no MLflow store at {path} (no "
-            "experiments there); pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store "
-            "the sweep logged to, or run lrsweep from the folder the sweep ran in."
-        )
-    return uri
-
-
 def build_report(
     experiment: str,
     parent_run_id: str | None = None,
@@ -451,7 +438,11 @@ def build_report(
             of its sweep runs (lists those that are).
         OSError: ``figures_dir`` cannot be created or written.
     """
-    tracker = tracker or Tracker(_store_must_exist(tracking_uri, experiment))
+    if tracker is None:
+        try:
+            tracker = Tracker(existing_store_uri(tracking_uri))
+        except LookupError as error:
+            raise LookupError(f"experiment {experiment!r} does not exist: {error}") from None
     experiment_id = tracker.experiment_id(experiment)
     if parent_run_id is not None:
         tracker.check_sweep_run(experiment_id, experiment, parent_run_id)

@@ -51,6 +51,7 @@ from sweeps._uri import check_tracking_server as check_tracking_server
 from sweeps._uri import check_tracking_uri as check_tracking_uri
 from sweeps._uri import checked_tracking_uri as checked_tracking_uri
 from sweeps._uri import default_tracking_uri as default_tracking_uri
+from sweeps._uri import existing_store_uri as existing_store_uri
 from sweeps._uri import redact_uri as redact_uri
 from sweeps._uri import resolve_tracking_uri as resolve_tracking_uri
 from sweeps._uri import sqlite_path as sqlite_path

@@ -193,7 +193,7 @@ def test_report_in_a_folder_without_a_store_says_so_and_creates_none(work: Path)
     result = invoke("report", "journey")
     assert_refused(
         result,
-        f"experiment 'journey' does not exist: there is no MLflow store at "
+        f"experiment 'journey' does not exist: No MLflow store at "
         f"{work / '.lrsweep' / 'mlflow.db'}",
         "pass --tracking-uri",
     )
