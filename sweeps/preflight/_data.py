@@ -66,11 +66,14 @@ def check_local_weights(spec: SweepSpec) -> bool:
     """Refuse a sweep whose ``task.model.pretrained`` file the trials could not load.
 
     A file that is no state dict (or would run code when unpickled), or whose body does not fit
-    ``task.model.arch``, would otherwise fail every trial, each retried
+    ``task.model.arch`` and the data's channels, would otherwise fail every trial, each retried
     ``failure.max_failures`` times. The file is loaded as the trials load it
-    (``torch.load(weights_only=True)``) into the spec's model, built with the input channels of
-    the file's first convolution; the head is the trials' concern (it is loaded only when its
-    shapes match). Torchvision weight names and remote paths are not read here.
+    (``torch.load(weights_only=True)``) into the spec's model, built for the channels of the
+    data's images (:func:`trainers.data.open_dataset`, which reads no pixel) where they are on
+    this machine: ``digits``, ``shapes`` and a local ``image_folder``. For other datasets the
+    model takes the input channels of the file's first convolution. The head is the trials'
+    concern (it is loaded only when its shapes match). Torchvision weight names and remote
+    paths are not read here.
 
     Returns:
         True when a file was loaded, False when there was none to check.
@@ -86,15 +89,39 @@ def check_local_weights(spec: SweepSpec) -> bool:
         return False
     from trainers.models import build_model, read_state_dict  # torch: only with weights to read
 
+    channels = _data_channels(spec)
     try:
         state = read_state_dict(path)
         convs = [t for t in state.values() if t.ndim == 4]
-        build_model(model.arch, 2, in_channels=convs[0].shape[1] if convs else 3, pretrained=path)
+        in_channels = channels or (convs[0].shape[1] if convs else 3)
+        build_model(model.arch, 2, in_channels=in_channels, pretrained=path)
     except (ValueError, RuntimeError, KeyError, OSError) as error:
+        data = f" built for {channels}-channel {spec.task.dataset.name} images" if channels else ""
         raise PreflightError(
             f"task.model.pretrained: the trials could not load {str(path)!r} into "
-            f"{model.arch}: {error} Point task.model.pretrained at this architecture's weights "
-            "(a state dict, or a file learn.save wrote) and run again."
+            f"{model.arch}{data}: {error} Point task.model.pretrained at weights of this "
+            "architecture and input (a state dict, or a file learn.save wrote) and run again."
         ) from None
     logger.debug("pretrained weights %s load into %s", path, model.arch)
     return True
+
+
+_LOCAL_DATASETS = ("digits", "shapes", "image_folder")
+"""Datasets whose source opens on this machine at once: bundled, generated, a local folder."""
+
+
+def _data_channels(spec: SweepSpec) -> int | None:
+    """Channels of the trials' images, or None where this machine cannot tell cheaply.
+
+    A dataset that does not open here is left to :func:`check_local_data` and the trials.
+    """
+    dataset = spec.task.dataset
+    if dataset.name not in _LOCAL_DATASETS or (dataset.path and is_uri(dataset.path)):
+        return None
+    from trainers.data import open_dataset
+
+    try:
+        source = open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+    except (ValueError, OSError):
+        return None
+    return int(source.channels)

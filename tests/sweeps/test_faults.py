@@ -372,30 +372,26 @@ def test_weights_that_would_run_code_are_refused_before_any_trial(
 def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Weights that load (so the preflight passes) but are for RGB input, on 1-channel digits:
-    every trial fails building its model."""
-    import torch
-
-    from trainers.models import build_model
-
+    """MNIST files missing with download=False: the preflight does not open torchvision
+    datasets (the trials load them), so every trial fails loading its data."""
     monkeypatch.chdir(tmp_path)
-    weights = tmp_path / "rgb.pt"
-    torch.save(build_model("simple_cnn", 10, in_channels=3).state_dict(), weights)
+    (tmp_path / "no-mnist").mkdir()
     spec = tmp_path / "spec.yaml"
     data = {**RESUME_SPEC, "name": "all-fail", "strategies": [RESUME_SPEC["strategies"][1]]}
-    data["task"] = {**RESUME_SPEC["task"], "model": {"pretrained": str(weights)}}
+    mnist = {"name": "mnist", "path": str(tmp_path / "no-mnist"), "options": {"download": False}}
+    data["task"] = {**RESUME_SPEC["task"], "dataset": mnist}
     data["failure"] = {"max_failures": 0}
     spec.write_text(yaml.safe_dump(data), encoding="utf-8")
     result = CliRunner().invoke(app, ["run", str(spec), "--set", "task.epochs=1"])
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())
     assert "every trial of sweep" in stderr and "failed" in stderr, stderr
-    assert "2 trial(s)" in stderr and "rgb.pt" in stderr, stderr
-    assert "does not fit the simple_cnn body" in stderr, stderr
+    assert "2 trial(s)" in stderr and "mnist files are missing and download=False" in stderr
+    assert str(tmp_path / "no-mnist" / "MNIST" / "raw") in stderr, stderr
     assert "lrsweep resume all-fail" in stderr
     assert f"lrsweep run {spec} --set task.epochs=1" in stderr, stderr  # a cause in the spec
     tracker = Tracker(default_tracking_uri(tmp_path))
     runs = tracker.search_runs(tracker.experiment_id("all-fail"))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert parent.info.status == "FAILED" and "rgb.pt" in parent.data.tags["sweeps.error"]
+    assert parent.info.status == "FAILED" and "no-mnist" in parent.data.tags["sweeps.error"]
     assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}

@@ -267,6 +267,30 @@ def test_pretrained_weights_are_loaded_into_the_specs_arch_before_anything_start
         check_local_weights(with_weights("simple_cnn", junk))
 
 
+def test_pretrained_weights_are_checked_against_the_datas_channels(tmp_path: Path):
+    """RGB weights load into a 3-channel simple_cnn, but digits' trials build a 1-channel one."""
+    import torch
+    import torchvision
+
+    from trainers.models import build_model
+
+    task = load_spec(DIGITS).resolved()["task"]
+    rgb = tmp_path / "rgb.pt"
+    torch.save(build_model("simple_cnn", 10, in_channels=3).state_dict(), rgb)
+    model = {"arch": "simple_cnn", "pretrained": str(rgb)}
+    with pytest.raises(
+        PreflightError,
+        match=r"(?s)rgb\.pt' into simple_cnn built for 1-channel digits images: .*size mismatch",
+    ):
+        check_local_weights(make_spec(task={**task, "model": model}))
+    as_rgb = {**task["dataset"], "options": {"channels": 3}}
+    assert check_local_weights(make_spec(task={**task, "model": model, "dataset": as_rgb}))
+    resnet = tmp_path / "resnet18.pt"  # torchvision's RGB format: the trials adapt the first conv
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
+    grey_resnet = {"arch": "resnet18", "pretrained": str(resnet)}
+    assert check_local_weights(make_spec(task={**task, "model": grey_resnet})) is True
+
+
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):
     store = tmp_path / "store"
     assert check_artifact_location(f"sqlite:///{store}/mlflow.db") == store

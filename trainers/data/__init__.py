@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from trainers.data._base import ImageSource
 from trainers.data._loaders import DataLoaders, TensorLoader
-from trainers.data._registry import DATASETS, make_dataloaders, register_dataset
+from trainers.data._registry import DATASETS, make_dataloaders, open_dataset, register_dataset
 from trainers.data.augment import PRESETS, Augment
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "ImageSource",
     "TensorLoader",
     "make_dataloaders",
+    "open_dataset",
     "register_dataset",
 ]

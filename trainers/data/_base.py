@@ -24,11 +24,14 @@ class ImageSource(ABC):
         valid_mask: bool tensor ``(N,)`` marking a validation split that the dataset itself
             defines (``image_folder`` with ``train/`` + ``valid/``), or None to split by
             ``valid_pct``.
+        channels: Channels of the images :meth:`images` returns (3 unless the source sets it),
+            known before any pixel is read: the preflight builds a model for them.
     """
 
     classes: list[str]
     labels: torch.Tensor
     valid_mask: torch.Tensor | None = None
+    channels: int = 3
 
     @abstractmethod
     def images(self, image_size: int) -> torch.Tensor:

@@ -108,8 +108,7 @@ def make_dataloaders(
     augment_ = as_augment(augment)
     if not isinstance(oversample, bool):
         raise ValueError(f"oversample must be True or False, but got {oversample!r}.")
-    provided = {"seed": seed, "path": path, "num_workers": num_workers}
-    source = factory(**_factory_kwargs(dataset, factory, provided, dataset_kwargs))
+    source = _open(dataset, factory, seed, path, num_workers, dataset_kwargs)
     if source.valid_mask is not None:
         logger.info("%s brings its own validation split; valid_pct is ignored.", dataset)
         train_idx, valid_idx = split_by_mask(source.valid_mask)
@@ -127,6 +126,44 @@ def make_dataloaders(
     )
 
 
+def open_dataset(
+    dataset: str,
+    *,
+    seed: int = 42,
+    path: str | os.PathLike[str] | None = None,
+    num_workers: int = 0,
+    **dataset_kwargs: Any,
+) -> ImageSource:
+    """The :class:`ImageSource` ``make_dataloaders`` would build, before any pixel is rendered.
+
+    Its labels, classes and ``channels`` are known; reading an image folder's files or
+    rendering at a size waits for :meth:`ImageSource.images`. The arguments are
+    :func:`make_dataloaders`' (a torchvision dataset is loaded, and downloaded when missing).
+
+    Raises:
+        ValueError: for an unknown dataset name or keyword (named), or the dataset's own errors.
+
+    Example:
+        >>> open_dataset("digits", channels=3).channels
+        3
+    """
+    factory = _checked_factory(dataset, seed, num_workers)
+    return _open(dataset, factory, seed, path, num_workers, dataset_kwargs)
+
+
+def _open(
+    dataset: str,
+    factory: DatasetFactory,
+    seed: int,
+    path: str | os.PathLike[str] | None,
+    num_workers: int,
+    dataset_kwargs: dict[str, Any],
+) -> ImageSource:
+    """``factory`` called with the keywords it accepts (see :func:`_factory_kwargs`)."""
+    provided = {"seed": seed, "path": path, "num_workers": num_workers}
+    return factory(**_factory_kwargs(dataset, factory, provided, dataset_kwargs))
+
+
 def _check_arguments(
     dataset: object,
     image_size: object,
@@ -136,24 +173,31 @@ def _check_arguments(
     num_workers: object,
 ) -> DatasetFactory:
     """Validate the common arguments; return the dataset's factory."""
-    if not isinstance(dataset, str) or dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, but got {dataset!r}.")
-    for name, value, low in (
-        ("image_size", image_size, 1),
-        ("batch_size", batch_size, 1),
-        ("seed", seed, 0),
-        ("num_workers", num_workers, 0),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            kind = "a positive integer" if low == 1 else "a non-negative integer"
-            raise ValueError(f"{name} must be {kind}, but got {value!r}.")
+    factory = _checked_factory(dataset, seed, num_workers)
+    _check_counts(image_size=(image_size, 1), batch_size=(batch_size, 1))
     if (
         not isinstance(valid_pct, int | float)
         or isinstance(valid_pct, bool)
         or not 0 < valid_pct < 1
     ):
         raise ValueError(f"valid_pct must be a number in (0, 1), but got {valid_pct!r}.")
+    return factory
+
+
+def _checked_factory(dataset: object, seed: object, num_workers: object) -> DatasetFactory:
+    """``DATASETS[dataset]``, after checking the name, ``seed`` and ``num_workers``."""
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, but got {dataset!r}.")
+    _check_counts(seed=(seed, 0), num_workers=(num_workers, 0))
     return DATASETS[dataset]
+
+
+def _check_counts(**values: tuple[object, int]) -> None:
+    """Each ``name=(value, lowest)`` must be an integer of at least ``lowest`` (0 or 1)."""
+    for name, (value, low) in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            kind = "a positive integer" if low == 1 else "a non-negative integer"
+            raise ValueError(f"{name} must be {kind}, but got {value!r}.")
 
 
 def _factory_kwargs(
