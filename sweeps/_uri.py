@@ -155,6 +155,7 @@ def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | Non
     """
     if not uri.startswith(("http://", "https://")):
         return None
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
@@ -168,8 +169,8 @@ def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | Non
             raise_on_status=False,
             json={"max_results": 1},
         )
-    except Exception:  # reachability is checked before; MLflow reports the rest
-        return None
+    except (requests.RequestException, MlflowException):
+        return None  # reachability was checked just before; MLflow reports the rest itself
     if response.status_code not in (401, 403):
         return None
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -198,12 +199,17 @@ def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
         return None
     import psycopg2
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     shown = redact_url(uri)  # its user kept (the command below needs it); no password is left
     try:
         url = make_url(with_postgres_driver(uri))
-    except Exception:  # an unparseable URI is MLflow's to report
-        return None
+    except (ArgumentError, ValueError) as error:  # make_url: ValueError for int(port)
+        why = "its port is not a number" if isinstance(error, ValueError) else str(error)
+        return (
+            f"The PostgreSQL tracking store {shown}, given by {source}, cannot be read: {why}. "
+            "Write it as postgresql://USER@HOST:PORT/DATABASE; nothing was started."
+        )
     params = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
     params = {key: value for key, value in params.items() if value is not None}
     try:

@@ -82,12 +82,8 @@ def _mlflow_runs(env: Env) -> int:
     return count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_ray_running_before() -> None:
-    """Earlier test modules share one Ray session; end it, so these rows can prove none starts."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+# Earlier test modules share one Ray session; end it, so these rows can prove none starts.
+pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
 
 
 def _ray_started() -> bool:

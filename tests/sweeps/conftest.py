@@ -29,6 +29,15 @@ def ray_running(ray_cluster: None) -> None:
 
 
 @pytest.fixture
+def empty_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's tmp dir as the working directory, with no MLflow variable set."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     """A fresh embedded MLflow store (SQLite + artifact folder) under the test's tmp dir."""
     return default_tracking_uri(tmp_path)

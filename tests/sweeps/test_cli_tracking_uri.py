@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _cli_helpers import tiny_spec
 from _server_helpers import PG, drop_database, postgres_up
 from typer.testing import CliRunner
 
@@ -40,34 +41,17 @@ from sweeps.tracking import (
 )
 
 PASSWORD = "s3cret-pw"
-SPEC: dict[str, Any] = {
-    "name": "uri-check",
-    "task": {"dataset": {"name": "digits"}, "image_size": 8, "epochs": 1, "batch_size": 256},
-    "seeds": [0],
-    "strategies": [{"kind": "fixed", "lr": 0.01}],
-    "failure": {"max_failures": 0},
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_ray_running_before() -> None:
-    """Earlier modules share one Ray session; end it, so these tests can prove none starts.
-
-    The sweeps at the end of this module start it again (``ray_running``, tests/sweeps/conftest.py).
-    """
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+SPEC = tiny_spec("uri-check")
+# Ends the shared Ray, so these tests can prove none starts; the sweeps at the end of this module
+# start it again (``ray_running``, tests/sweeps/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def work(empty_workdir: Path) -> Path:
     """An empty working directory with the spec in it and no MLflow variable set."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
-    return tmp_path
+    (empty_workdir / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    return empty_workdir
 
 
 def closed_port() -> int:
@@ -325,18 +309,17 @@ def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_running: None, 
 def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     ray_running: None, work: Path
 ) -> None:
-    """Every trial fails (its pretrained weights are for RGB input, the data are 1-channel
-    digits: past the preflight, which loads them with their own channels), so the hint is
-    printed; the printed command resumes that very sweep (the same sweep id fails again), a
-    bare one not."""
-    import torch
-
-    from trainers.models import build_model
-
+    """Every trial fails (MNIST files missing with download=False: the trials load torchvision
+    datasets, the preflight does not), so the hint is printed; the printed command resumes that
+    very sweep (the same sweep id fails again), a bare one not."""
     storage = work / "elsewhere"
-    torch.save(build_model("simple_cnn", 10, in_channels=3).state_dict(), work / "weights.pt")
-    model = {"pretrained": str(work / "weights.pt")}
-    failing = {**SPEC, "task": {**SPEC["task"], "model": model}, "storage": {"path": str(storage)}}
+    (work / "no-mnist").mkdir()
+    mnist = {"name": "mnist", "path": str(work / "no-mnist"), "options": {"download": False}}
+    failing = {
+        **SPEC,
+        "task": {**SPEC["task"], "dataset": mnist},
+        "storage": {"path": str(storage)},
+    }
     (work / "spec.yaml").write_text(yaml.safe_dump(failing), encoding="utf-8")
     result = invoke("run", str(work / "spec.yaml"))
     assert result.exit_code == 1, result.output

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg2
 import pytest
 import yaml
+from _cli_helpers import tiny_spec
 from _server_helpers import PG, RunningServer, clean_env, lrsweep_server, postgres_up
 from mlflow import MlflowClient
 from typer.testing import CliRunner
@@ -27,38 +28,15 @@ from sweeps.tracking import TAG_KIND, Tracker, default_tracking_uri
 
 ADMIN = "journeyadmin"
 PASSWORD = "s3cret-" + uuid.uuid4().hex  # unique, so finding it in any output is a real leak
-SPEC: dict[str, Any] = {
-    "name": "journey",
-    "task": {"dataset": {"name": "digits"}, "image_size": 8, "epochs": 1, "batch_size": 256},
-    "seeds": [0],
-    "strategies": [{"kind": "fixed", "lr": 0.01}],
-    "failure": {"max_failures": 0},
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_ray_running_before() -> Iterator[None]:
-    """End the shared Ray session of earlier modules, so these tests can prove none starts;
-    start it again afterwards for the modules that follow."""
-    from sweeps import _ray
-
-    ray = sys.modules.get("ray")
-    was_running = ray is not None and ray.is_initialized()
-    if was_running:
-        _ray.shutdown_ray()
-    yield
-    if was_running:
-        _ray.init_ray(num_cpus=2)
+SPEC = tiny_spec("journey")
+pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def work(empty_workdir: Path) -> Path:
     """An empty working directory holding the spec, with no MLflow variable set."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
-    return tmp_path
+    (empty_workdir / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    return empty_workdir
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +148,16 @@ def test_a_postgres_server_that_does_not_answer_is_refused(work: Path) -> None:
     uri = f"postgresql://postgres@127.0.0.1:{free_port()}/mlflow"
     result = invoke("best", "journey", "--tracking-uri", uri)
     assert_refused(result, f"Cannot open the PostgreSQL tracking store {uri}", "Connection refused")
+
+
+def test_a_postgres_uri_with_a_port_that_is_not_a_number_is_refused(work: Path) -> None:
+    """SQLAlchemy's make_url raised inside the probe, which let MLflow print a traceback."""
+    uri = "postgresql://postgres@127.0.0.1:54x2/mlflow"
+    result = invoke("best", "journey", "--tracking-uri", uri)
+    assert_refused(
+        result, f"The PostgreSQL tracking store {uri}, given by --tracking-uri, cannot be read: "
+        "its port is not a number", "postgresql://USER@HOST:PORT/DATABASE",
+    )  # fmt: skip
 
 
 # --- lrsweep ui on a server that does not answer ------------------------------------------------
