@@ -6,10 +6,13 @@
 =================  ======================================================================
 ``lr_too_high``    a loss is NaN/inf, or the validation loss exploded: at some epoch it is
                    more than ``explode_ratio`` times the first epoch's training loss while the
-                   training loss has not fallen by that factor (the overfitting pattern has).
+                   training loss has not fallen by that factor (the overfitting pattern has),
+                   unless the explosion comes after the best epoch, the training loss fell
+                   since then and the run matches ``overfitting`` (a steady climb, not a blow-up).
 ``overfitting``    the best validation loss is ``rise_epochs`` or more epochs old, the last one
-                   is more than ``min_rise`` (relative) above it, and the training loss fell
-                   meanwhile.
+                   is more than ``min_rise`` (relative) above it, and the training loss did not
+                   rise meanwhile by more than ``min_rise`` times the first training loss (so a
+                   memorised training set, its loss flat near zero, counts).
 ``too_few_epochs`` one epoch only, or the last epoch still cut the validation loss by
                    ``fast_improvement`` (relative) or more.
 ``lr_too_low``     ``min_epochs_too_low`` epochs or more, the training loss still above the
@@ -32,14 +35,19 @@ epochs on, good runs at most 11% and 1 epoch.
 
 Limits: a net stuck at chance level by a rate so high that its units died (flat losses, no
 explosion) looks like ``lr_too_low`` or ``ok``; a run that raised ``TrainingDiverged`` has no
-record of the bad epoch, so pass its partial history with a NaN record appended if known.
+record of the bad epoch, so pass its partial history with a NaN record appended if known. The
+rules see losses only, never the error rate, and the recorded runs train from scratch: a
+pretrained model fine-tuned with augmentation (training loss above validation loss, already
+near its floor after the first epoch, so improving only a few percent an epoch) is labelled
+``lr_too_low``. Epoch numbers in the evidence and the reason count epoch records from 0 in the
+order given, not the records' ``epoch`` field (which restarts at every ``fit`` call).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +75,7 @@ class Diagnosis:
 
 
 def diagnose(
-    history: Sequence[Mapping[str, Any]],
+    history: Iterable[Mapping[str, Any]],
     *,
     explode_ratio: float = 3.0,
     rise_epochs: int = 3,
@@ -80,8 +88,9 @@ def diagnose(
     """Label a training run from its per-epoch history (see the module docstring for the rules).
 
     Args:
-        history: Per-epoch records with ``train_loss`` and ``valid_loss`` (``learn.history``);
-            records whose ``epoch`` is None (``fit_recipe``'s step markers) are skipped.
+        history: Per-epoch records with ``train_loss`` and ``valid_loss`` (``learn.history``),
+            in a sequence or any iterable (read once); records whose ``epoch`` is None
+            (``fit_recipe``'s step markers) are skipped.
         explode_ratio: Validation loss above this times the first training loss, with the
             training loss not down by the same factor, means the rate is too high; > 1.
         rise_epochs: Epochs since the best validation loss that count as "rising"; >= 1.
@@ -97,8 +106,9 @@ def diagnose(
         The :class:`Diagnosis`.
 
     Raises:
-        ValueError: If ``history`` has no epoch record, a record lacks ``train_loss`` /
-            ``valid_loss`` (the message lists the keys it has), or a threshold is out of range.
+        ValueError: If ``history`` is a single mapping or has no epoch record, a record is
+            not a mapping, lacks ``train_loss`` / ``valid_loss`` (the message lists the keys it
+            has) or holds a non-number there, or a threshold is out of range.
 
     Example:
         >>> diagnose([{"train_loss": 2.0, "valid_loss": 1.0}]).label
@@ -156,11 +166,20 @@ def _check_thresholds(
             raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
 
 
-def _losses(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
-    if not any(r.get("epoch", 0) is not None for r in history):
-        raise ValueError("history has no epoch record; diagnose needs at least one.")
+def _losses(history: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+    if isinstance(history, Mapping | str | bytes):
+        raise ValueError(
+            "history must be a sequence of per-epoch records (learn.history), but got a "
+            f"{type(history).__name__}."
+        )
+    records = list(history)  # an iterator is read once, here
     train, valid = [], []
-    for i, record in enumerate(history):
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise ValueError(
+                f"history[{i}] must be a mapping (one epoch's record), but got "
+                f"{type(record).__name__}."
+            )
         if "epoch" in record and record["epoch"] is None:  # a fit_recipe step marker
             continue
         missing = [k for k in ("train_loss", "valid_loss") if k not in record]
@@ -169,9 +188,21 @@ def _losses(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[flo
                 f"history[{i}] lacks {missing}; diagnose needs train_loss and valid_loss, and "
                 f"the record has {sorted(record)}."
             )
-        train.append(float(record["train_loss"]))
-        valid.append(float(record["valid_loss"]))
+        train.append(_number(record, "train_loss", i))
+        valid.append(_number(record, "valid_loss", i))
+    if not valid:
+        raise ValueError("history has no epoch record; diagnose needs at least one.")
     return train, valid
+
+
+def _number(record: Mapping[str, Any], key: str, i: int) -> float:
+    value = record[key]
+    if isinstance(value, bool | str | bytes) or value is None:
+        raise ValueError(f"history[{i}][{key!r}] must be a number, but got {value!r}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"history[{i}][{key!r}] must be a number, but got {value!r}.") from exc
 
 
 def _measure(
@@ -196,6 +227,8 @@ def _measure(
     ev["epochs_since_best"] = n - 1 - best
     ev["rise_since_best"] = _rel(valid[-1] - valid[best], valid[best])
     ev["train_change_since_best"] = _rel(train[-1] - train[best], train[best])
+    # as a fraction of the first training loss: near zero, a loss's own relative change is noise
+    ev["train_rise_since_best"] = _rel(train[-1] - train[best], ref)
     ev["last_improvement"] = _rel(valid[-2] - valid[-1], valid[-2]) if n > 1 else math.nan
     w = min(window, n - 1)
     rates = [1 - (valid[i + w] / valid[i]) ** (1 / w) for i in range(n - w) if w and valid[i] > 0]
@@ -212,20 +245,27 @@ def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
     """The rules, in order; returns ``(label, reason)``."""
     if ev["first_non_finite_epoch"] != -1:
         return "lr_too_high", f"a loss is not finite at epoch {ev['first_non_finite_epoch']}."
-    if ev["explosion_epoch"] != -1:
+    overfit = (
+        ev["epochs_since_best"] >= t["rise_epochs"]
+        and ev["rise_since_best"] > t["min_rise"]
+        and ev["train_rise_since_best"] <= t["min_rise"]
+    )
+    # a climb that starts after the best epoch while the training loss keeps falling is
+    # overfitting, however high it goes; an explosion before it, or with training, is not
+    overfit_climb = (
+        overfit and ev["explosion_epoch"] > ev["best_epoch"] and ev["train_change_since_best"] < 0
+    )
+    if ev["explosion_epoch"] != -1 and not overfit_climb:
         return "lr_too_high", (
             f"the validation loss exploded at epoch {ev['explosion_epoch']}: up to "
             f"{ev['explosion_ratio']:.3g}x the first training loss (> {t['explode_ratio']})."
         )
-    if (
-        ev["epochs_since_best"] >= t["rise_epochs"]
-        and ev["rise_since_best"] > t["min_rise"]
-        and ev["train_change_since_best"] < 0
-    ):
+    if overfit:
+        trend = "kept falling" if ev["train_change_since_best"] < 0 else "stayed flat"
         return "overfitting", (
             f"the validation loss is {ev['rise_since_best']:.0%} above its best (epoch "
             f"{ev['best_epoch']}, {ev['epochs_since_best']} epochs ago) while the training "
-            "loss kept falling."
+            f"loss {trend}."
         )
     if ev["n_epochs"] == 1:
         return "too_few_epochs", "one epoch is too few to judge; train for more."

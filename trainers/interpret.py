@@ -28,6 +28,9 @@ __all__ = ["Interpretation"]
 class Interpretation:
     """Validation predictions of one model, viewed as fastai's ClassificationInterpretation.
 
+    The parts must agree (``N`` items, ``len(classes)`` columns of ``probs``); a
+    ``ValueError`` naming the part says which does not.
+
     Attributes:
         probs: ``(N, n_classes)`` class probabilities.
         targets: ``(N,)`` actual class indices.
@@ -41,6 +44,35 @@ class Interpretation:
     losses: torch.Tensor
     classes: list[str]
     images: torch.Tensor
+
+    def __post_init__(self) -> None:
+        """Refuse parts that disagree; a stray class index would land in another's cell."""
+        if self.probs.ndim != 2:
+            raise ValueError(
+                f"probs must be (N, n_classes), but got shape {tuple(self.probs.shape)}."
+            )
+        n, n_classes = self.probs.shape
+        if len(self.classes) != n_classes:
+            raise ValueError(
+                f"classes has {len(self.classes)} names but probs has {n_classes} columns; the "
+                "model's outputs must match the data's classes."
+            )
+        for name, value in (("targets", self.targets), ("losses", self.losses)):
+            if tuple(value.shape) != (n,):
+                raise ValueError(
+                    f"{name} must be ({n},), one per row of probs, but got shape "
+                    f"{tuple(value.shape)}."
+                )
+        if n and not 0 <= int(self.targets.min()) <= int(self.targets.max()) < n_classes:
+            raise ValueError(
+                f"targets must be class indices in [0, {n_classes}), but got values from "
+                f"{int(self.targets.min())} to {int(self.targets.max())}."
+            )
+        if self.images.ndim != 4 or len(self.images) != n:
+            raise ValueError(
+                f"images must be ({n}, C, H, W), one per row of probs, but got shape "
+                f"{tuple(self.images.shape)}."
+            )
 
     @classmethod
     def from_learner(cls, learn: Learner) -> Interpretation:

@@ -29,6 +29,23 @@ SYNTHETIC = [
     ("explodes_late", [2.0, 1.0, 1.5, 1.8], [1.5, 0.9, 4.0, 9.0], "lr_too_high"),
     ("explodes_first", [50.0, 30.0, 20.0], [900.0, 80.0, 40.0], "lr_too_high"),
     ("overfits", [2.0, 1.0, 0.5, 0.3, 0.2, 0.1], [1.5, 0.8, 0.7, 0.8, 0.9, 1.0], "overfitting"),
+    # memorised: the training loss is flat near zero (its noise is +10% of itself), valid doubles
+    (
+        "overfits_memorised",
+        [1.0, 0.1, 0.01, 0.002, 0.002, 0.0021, 0.0022],
+        [0.9, 0.3, 0.2, 0.15, 0.2, 0.25, 0.3],
+        "overfitting",
+    ),
+    # a steady climb past 3x the first training loss while the training loss keeps falling
+    (
+        "overfits_from_a_low_start",
+        [0.3, 0.25, 0.2, 0.18, 0.15, 0.12],
+        [0.25, 0.22, 0.3, 0.5, 0.8, 1.0],
+        "overfitting",
+    ),
+    ("jumps_in_one_epoch", [2.0, 1.0, 0.9], [1.5, 0.9, 50.0], "lr_too_high"),
+    # training loss creeping up while validation loss explodes after its best: unstable, not overfit
+    ("explodes_after_best", [2.0, 1.0, 1.1, 1.15, 1.19], [1.5, 0.9, 2.0, 4.0, 9.0], "lr_too_high"),
     ("one_epoch", [2.0], [1.0], "too_few_epochs"),
     ("cut_short", [2.0, 1.0, 0.6], [1.5, 0.9, 0.5], "too_few_epochs"),
     ("crawls", [2.4, 2.3, 2.2, 2.1, 2.0, 1.9], [2.3, 2.2, 2.1, 2.0, 1.9, 1.8], "lr_too_low"),
@@ -43,6 +60,15 @@ def test_synthetic_history_gets_its_label(train, valid, label):
     result = diagnose(_history(train, valid))
     assert result.label == label
     assert result.reason
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+@pytest.mark.parametrize(
+    ("train", "valid", "label"), [s[1:] for s in SYNTHETIC], ids=[s[0] for s in SYNTHETIC]
+)
+def test_labels_do_not_depend_on_the_loss_scale(train, valid, label, scale):
+    scaled = _history([t * scale for t in train], [v * scale for v in valid])
+    assert diagnose(scaled).label == label
 
 
 @pytest.mark.parametrize("run", EVIDENCE["runs"], ids=[r["name"] for r in EVIDENCE["runs"]])
@@ -93,6 +119,14 @@ def test_explosion_needs_the_training_loss_not_to_have_fallen_as_far():
     assert diagnose(history, explode_ratio=25.0).label == "overfitting"
 
 
+def test_overfitting_needs_the_training_loss_not_to_rise_with_the_validation_loss():
+    # both losses climb from epoch 2 on, validation by 53%, training by 15% of its first value
+    history = _history([2.0, 1.0, 0.8, 0.9, 1.0, 1.1], [1.5, 0.9, 0.85, 1.0, 1.1, 1.3])
+    result = diagnose(history)
+    assert result.label != "overfitting"
+    assert result.evidence["train_rise_since_best"] == pytest.approx(0.15)
+
+
 def test_evidence_holds_the_numbers_used():
     result = diagnose(_history([2.0, 1.0, 0.6], [1.5, 0.9, 0.5]))
     assert isinstance(result, Diagnosis)
@@ -112,6 +146,13 @@ def test_recipe_step_markers_are_skipped():
     assert result.evidence["n_epochs"] == 3
 
 
+def test_an_iterator_of_records_is_read_whole():
+    records = _history([2.0, 1.0, 0.6], [1.5, 0.9, 0.5])
+    result = diagnose(iter(records))
+    assert result.evidence["n_epochs"] == 3
+    assert result == diagnose(records)
+
+
 def test_non_finite_evidence_names_the_epoch():
     result = diagnose(_history([2.0, 1.0, 0.8], [1.5, 1.0, math.nan]))
     assert result.evidence["first_non_finite_epoch"] == 2
@@ -124,6 +165,16 @@ def test_non_finite_evidence_names_the_epoch():
         ([], r"history has no epoch record"),
         ([{"epoch": None, "phase": "unfreeze", "lrs": []}], r"history has no epoch record"),
         ([{"train_loss": 1.0}], r"history\[0\] lacks \['valid_loss'\].*has \['train_loss'\]"),
+        ({"train_loss": 1.0, "valid_loss": 1.0}, r"history must be a sequence of .*records.*dict"),
+        ([1.0, 2.0], r"history\[0\] must be a mapping .*but got float"),
+        (
+            [{"epoch": 0, "train_loss": None, "valid_loss": 1.0}],
+            r"history\[0\]\['train_loss'\] must be a number, but got None",
+        ),
+        (
+            [{"epoch": 0, "train_loss": 1.0, "valid_loss": "0.5"}],
+            r"history\[0\]\['valid_loss'\] must be a number, but got '0.5'",
+        ),
     ],
 )
 def test_bad_history_raises(history, message):

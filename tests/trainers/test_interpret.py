@@ -76,6 +76,45 @@ def test_bad_arguments_are_explained(interp: Interpretation, call, match: str) -
         call(interp)
 
 
+def _parts(**changes: object) -> dict[str, object]:
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    parts: dict[str, object] = {
+        "probs": probs,
+        "targets": torch.tensor([0, 1, 2]),
+        "losses": torch.ones(3),
+        "classes": ["a", "b", "c"],
+        "images": torch.rand(3, 1, 4, 4),
+    }
+    return {**parts, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        # a 4th output column would put "predicted 3" into another class's cell
+        (
+            {"probs": torch.tensor([[0.1, 0.1, 0.1, 0.7], [0.8, 0.1, 0.05, 0.05], [0.1] * 4])},
+            r"classes has 3 names but probs has 4 columns",
+        ),
+        ({"probs": torch.rand(3)}, r"probs must be \(N, n_classes\), but got shape \(3,\)"),
+        ({"targets": torch.tensor([0, 1])}, r"targets must be \(3,\).*got shape \(2,\)"),
+        ({"targets": torch.tensor([0, 1, 3])}, r"targets must be class indices in \[0, 3\)"),
+        ({"losses": torch.ones(4)}, r"losses must be \(3,\).*got shape \(4,\)"),
+        ({"images": torch.rand(2, 1, 4, 4)}, r"images must be \(3, C, H, W\)"),
+    ],
+)
+def test_inconsistent_parts_are_refused_naming_the_argument(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Interpretation(**_parts(**changes))  # type: ignore[arg-type]
+
+
+def test_from_learner_refuses_a_model_with_more_outputs_than_classes() -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    learn = Learner(build_model("simple_cnn", 4), dls, seed=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"classes has 3 names but probs has 4 columns"):
+        Interpretation.from_learner(learn)
+
+
 def test_plots_are_written_as_png(interp: Interpretation, tmp_path: Path) -> None:
     cm = interp.plot_confusion_matrix(tmp_path / "cm.png")
     top = interp.plot_top_losses(3, tmp_path / "top.png")
@@ -90,12 +129,36 @@ def test_interpretation_from_a_trained_learner_matches_validate(tmp_path: Path) 
     interp = Interpretation.from_learner(learn)
     cm = interp.confusion_matrix()
     assert cm.sum() == 60
-    assert np.trace(cm) / 60 == pytest.approx(learn.validate()["accuracy"])
+    scores = learn.validate()
+    assert np.trace(cm) / 60 == pytest.approx(scores["accuracy"])
+    assert 1 - np.trace(cm) / 60 == pytest.approx(scores["error_rate"])
     assert interp.classes == dls.classes
     assert 0.0 <= interp.images.min() and interp.images.max() <= 1.0
     assert interp.plot_top_losses(4, tmp_path / "top.png").read_bytes().startswith(PNG)
     curves = plot_curves(learn.history, tmp_path / "curves.png")
     assert curves.read_bytes().startswith(PNG)
+
+
+def test_from_learner_is_per_item_in_eval_mode_and_aligned_with_the_images() -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", 3), dls, seed=0, device="cpu", progress=False)
+    learn.fit_one_cycle(1, 1e-2)
+    learn.model.train()  # dropout and BatchNorm batch statistics on: must not leak in
+    interp = Interpretation.from_learner(learn)
+    learn.model.train()
+    again = Interpretation.from_learner(learn)
+    torch.testing.assert_close(interp.losses, again.losses)
+    assert interp.losses.shape == (60,)
+    assert interp.losses.mean().item() == pytest.approx(learn.validate()["valid_loss"], rel=1e-5)
+    expected = -interp.probs[torch.arange(60), interp.targets].log()
+    torch.testing.assert_close(interp.losses, expected, rtol=1e-4, atol=1e-5)
+    # the display images, normalised again, are the very items behind probs and targets
+    mean, std = dls.mean.view(1, -1, 1, 1), dls.std.view(1, -1, 1, 1)
+    torch.testing.assert_close(
+        learn.predict((interp.images - mean) / std), interp.probs, rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(interp.targets, dls.valid_labels)
 
 
 def test_plot_curves_refuses_an_empty_history(tmp_path: Path) -> None:
