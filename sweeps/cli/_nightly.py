@@ -114,6 +114,8 @@ def _print_night(night: NightResult) -> None:
         console.print(f"failed: {line}", markup=False, highlight=False, style="bold red")
     for comparison in night.verdict.regressions:
         console.print(f"regression: {comparison.describe()}", markup=False, highlight=False)
+    for note in night.notes:  # a spec or the environment changed since baseline nights
+        console.print(f"note: {note}", markup=False, highlight=False)
     console.print(night.verdict.summary(), markup=False, highlight=False, style="bold")
     console.print(
         f"report: {night.report.html} (and {night.report.markdown.name}); MLflow: experiment "

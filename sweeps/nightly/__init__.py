@@ -22,10 +22,11 @@ from sweeps.nightly._compare import (
     Comparison,
     Status,
     Verdict,
+    comparable_figures,
     compare_figures,
     judge,
 )
-from sweeps.nightly._env import environment_tags, git_commit
+from sweeps.nightly._env import environment_tags, git_commit, spec_fingerprint
 from sweeps.nightly._figures import FIGURE_NAMES, Figure, entry_figures
 from sweeps.nightly._report import NightReport, ReportFiles, write_report
 from sweeps.nightly._run import DEFAULT_BASELINE_NIGHTS, NightResult, run_nightly
@@ -47,6 +48,7 @@ __all__ = [
     "ReportFiles",
     "Status",
     "Verdict",
+    "comparable_figures",
     "compare_figures",
     "entry_experiment",
     "entry_figures",
@@ -55,5 +57,6 @@ __all__ = [
     "judge",
     "night_experiment",
     "run_nightly",
+    "spec_fingerprint",
     "write_report",
 ]

@@ -14,8 +14,10 @@ figure               threshold (suite file)       limit
 
 Lower is better for every figure, so only a rise can regress. The baseline of a figure is the
 median of its values over the baseline nights that have it; a figure no earlier night has
-(the first night, a new strategy) has no baseline and passes. A relative limit of a baseline
-of 0 is undefined; such a figure passes and says so.
+(the first night, a new strategy, an entry whose spec changed: see :func:`comparable_figures`)
+has no baseline and passes. A relative limit of a baseline of 0 is undefined; such a figure
+passes and says so. A figure that is NaN or infinite tonight regresses (when it has a
+baseline): a broken measurement must not pass as "within threshold".
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "Comparison",
     "Status",
     "Verdict",
+    "comparable_figures",
     "compare_figures",
     "judge",
 ]
@@ -104,6 +107,11 @@ class Comparison:
         if self.baseline is None:
             return f"{base} = {_num(self.value)} (no baseline)."
         nights = f"median of {self.n_nights} night{'s' if self.n_nights != 1 else ''}"
+        if self.value is not None and not math.isfinite(self.value):
+            return (
+                f"{base} regressed: it is {self.value}, not a finite number (baseline "
+                f"{_num(self.baseline)}, {nights})."
+            )
         verb = "regressed to" if self.status is Status.REGRESSED else "is"
         limit = (
             f"limit {_num(self.limit)} ({self.allowed})"
@@ -124,7 +132,8 @@ class Verdict:
             failures win over regressions).
         comparisons: Every figure's comparison.
         failures: Why the night failed, one line per problem (empty unless failed).
-        n_baseline_nights: How many earlier nights the baseline is made of (0: first night).
+        n_baseline_nights: How many earlier nights the baseline is made of (0: first night, or
+            no earlier night with a figure of tonight's specs).
         counts: Whether this night can join later baselines (False for a what-if night).
     """
 
@@ -156,9 +165,20 @@ class Verdict:
         if self.n_baseline_nights == 0 and not self.counts:
             return "PASSED: no baseline yet; a what-if night never starts one."
         if self.n_baseline_nights == 0:
-            return "PASSED: no baseline yet (first completed night); tonight starts the baseline."
+            return (
+                "PASSED: no baseline yet (no earlier completed night of these specs); tonight "
+                "starts the baseline."
+            )
         nights = f"{self.n_baseline_nights} night{'s' if self.n_baseline_nights != 1 else ''}"
-        return f"PASSED: every figure within its threshold of the baseline (median of {nights})."
+        text = f"PASSED: every figure within its threshold of the baseline (median of {nights})"
+        for status, what in (
+            (Status.NO_BASELINE, "without a baseline"),
+            (Status.MISSING, "missing tonight"),
+        ):
+            count = sum(c.status is status for c in self.comparisons)
+            if count:
+                text += f"; {count} figure{'s' if count != 1 else ''} {what}"
+        return text + "."
 
 
 def compare_figures(
@@ -208,7 +228,36 @@ def judge(
         status = "regressed"
     else:
         status = "passed"
-    return Verdict(status, comparisons, tuple(failures), len(nights), counts)
+    n_nights = sum(1 for night in nights if night)  # a night left with no comparable figure
+    return Verdict(status, comparisons, tuple(failures), n_nights, counts)
+
+
+def comparable_figures(
+    figures: Mapping[str, float], specs: Mapping[str, str], tonight: Mapping[str, str]
+) -> dict[str, float]:
+    """The figures of one earlier night that may join tonight's baseline.
+
+    A figure of an entry that runs tonight counts only when that night ran the entry with the
+    same spec fingerprint (a changed spec, seed set, epoch count or strategy list starts the
+    entry's baseline afresh); a night that recorded no fingerprint for it does not count either.
+    Figures of entries not in tonight's suite are kept, so they are listed as ``missing``.
+
+    Args:
+        figures: The earlier night's figure key -> value.
+        specs: The earlier night's entry -> spec fingerprint.
+        tonight: Tonight's entry -> spec fingerprint.
+
+    Example:
+        >>> comparable_figures({"a/wall_time_s": 9.0, "b/wall_time_s": 5.0},
+        ...                    {"a": "x", "b": "y"}, {"a": "x", "b": "z"})
+        {'a/wall_time_s': 9.0}
+    """
+    kept = {}
+    for key, value in figures.items():
+        entry = key.split("/", 1)[0]
+        if entry not in tonight or specs.get(entry) == tonight[entry]:
+            kept[key] = value
+    return kept
 
 
 def _history(key: str, nights: Sequence[Mapping[str, float]]) -> list[float]:
@@ -225,7 +274,10 @@ def _compare_one(figure: Figure, history: list[float], thresholds: Thresholds) -
         )  # fmt: skip
     median = statistics.median(history)
     limit = _limit(figure.name, median, thresholds)
-    regressed = limit is not None and figure.value > limit + 1e-9
+    # NaN compares False with any limit: a figure that stops being a number regresses.
+    regressed = not math.isfinite(figure.value) or (
+        limit is not None and figure.value > limit + 1e-9
+    )
     return Comparison(
         figure.entry, figure.name, figure.strategy, figure.value, median, len(history), limit,
         allowed, Status.REGRESSED if regressed else Status.OK,

@@ -1,4 +1,4 @@
-"""Where and with what a night ran: date, git commit, package versions, machine.
+"""Where and with what a night ran: date, git commit, package versions, machine, spec fingerprints.
 
 Every value is a string, ready to be an MLflow tag. Nothing here raises: a missing package reads
 ``not installed`` and a checkout without git (a container image) reads ``unknown``, unless
@@ -7,6 +7,8 @@ Every value is a string, ready to be an MLflow tag. Nothing here raises: a missi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import platform
@@ -14,6 +16,9 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from sweeps.spec import SweepSpec
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,11 @@ TAG_STARTED = "nightly.started_utc"
 TAG_COMMIT = "nightly.git_commit"
 VERSION_PREFIX = "nightly.version."
 MACHINE_PREFIX = "nightly.machine."
+SPEC_PREFIX = "nightly.spec_sha256."
+# Resolved-spec fields that change no figure: the spec's name, and where things are stored
+# (the nightly sets the experiment and the tracking URI itself).
+_NOT_FINGERPRINTED = ("name", "storage")
+_TRACKING_NOT_FINGERPRINTED = ("uri", "experiment")
 
 
 def git_commit(folder: str | os.PathLike[str] | None = None) -> str:
@@ -89,3 +99,25 @@ def environment_tags(now: datetime | None = None) -> dict[str, str]:
     tags.update({VERSION_PREFIX + name: v for name, v in package_versions().items()})
     tags.update({MACHINE_PREFIX + name: v for name, v in machine().items()})
     return tags
+
+
+def spec_fingerprint(spec: SweepSpec) -> str:
+    """The SHA-256 of the resolved spec, less what changes no figure (name, storage, tracking URI
+    and experiment): two nights compare an entry only when its fingerprint is the same.
+
+    Example:
+        >>> from sweeps.spec import load_spec
+        >>> spec = load_spec("sweeps/specs/digits.yaml")  # doctest: +SKIP
+        >>> renamed = spec.model_copy(update={"name": "x"})  # doctest: +SKIP
+        >>> spec_fingerprint(spec) == spec_fingerprint(renamed)  # doctest: +SKIP
+        True
+    """
+    resolved: dict[str, Any] = {
+        k: v for k, v in spec.resolved().items() if k not in _NOT_FINGERPRINTED
+    }
+    tracking = resolved.get("tracking") or {}
+    resolved["tracking"] = {
+        k: v for k, v in tracking.items() if k not in _TRACKING_NOT_FINGERPRINTED
+    }
+    text = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -43,6 +43,7 @@ class NightReport:
         trend: ``(label, figures)`` per night, oldest first, tonight last.
         overrides: ``--set`` overrides of this night, if any.
         what_if: Whether they make it a what-if night (never part of a baseline).
+        notes: Lines about the baseline, e.g. an entry whose spec changed since some nights.
     """
 
     suite: str
@@ -54,6 +55,7 @@ class NightReport:
     trend: Sequence[tuple[str, Mapping[str, float]]]
     overrides: Sequence[str] = ()
     what_if: bool = False
+    notes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def _intro(report: NightReport) -> list[str]:
         f"median of the last {n} completed night{'s' if n != 1 else ''}: "
         + ", ".join(f"`{r}`" for r in report.baseline_run_ids)
         if n
-        else "none: no earlier completed night of this suite, so tonight passes and starts one"
+        else "none: no earlier completed night of this suite ran tonight's specs"
     )
     lines = [
         f"Night run `{report.night_run_id}` in MLflow experiment `{report.experiment}`; "
@@ -135,7 +137,7 @@ def _intro(report: NightReport) -> list[str]:
     if report.overrides:
         kind = "What-if night (never part of a baseline)" if report.what_if else "Night"
         lines.append(f"{kind} run with --set " + ", ".join(f"`{o}`" for o in report.overrides))
-    return lines
+    return lines + list(report.notes)
 
 
 def _problems(verdict: Verdict) -> list[str]:

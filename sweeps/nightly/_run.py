@@ -7,7 +7,9 @@ One night:
    figures are read back **from MLflow** (the sweep's child runs), so a night judged here and
    one run elsewhere against the same store are read the same way;
 3. the baseline: per figure, the median of the last ``baseline_nights`` completed nights
-   (failed nights and what-if nights run with ``--set`` never count);
+   (failed nights and what-if nights run with ``--set`` never count), each entry's figures
+   taken only from nights that ran the same spec of it (its fingerprint,
+   ``nightly.spec_sha256.<entry>``; a what-if entry is matched with the suite as written);
 4. the verdict, ``nightly-report.md`` / ``.html`` with trend plots of the last 30 nights,
    written to ``report_dir`` and logged on the night run; the run is closed with its status.
 
@@ -20,16 +22,27 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sweeps.nightly._compare import Verdict, judge
-from sweeps.nightly._env import environment_tags
+from sweeps.nightly._compare import Verdict, comparable_figures, judge
+from sweeps.nightly._env import (
+    MACHINE_PREFIX,
+    VERSION_PREFIX,
+    environment_tags,
+    spec_fingerprint,
+)
 from sweeps.nightly._figures import Figure, entry_figures
 from sweeps.nightly._report import NightReport, ReportFiles, write_report
-from sweeps.nightly._store import TAG_BASELINE_RUNS, TAG_OVERRIDES, NightStore, entry_experiment
+from sweeps.nightly._store import (
+    TAG_BASELINE_RUNS,
+    TAG_OVERRIDES,
+    Night,
+    NightStore,
+    entry_experiment,
+)
 from sweeps.spec import Suite, SuiteEntry, SweepSpec
 from sweeps.tracking import Tracker, redact_uri, resolve_tracking_uri
 
@@ -54,6 +67,8 @@ class NightResult:
         figures: Tonight's figures.
         baseline_run_ids: The earlier night runs the baseline is the median of, newest first.
         report: The report files written.
+        notes: What the report says about the baseline (an entry's spec changed since some
+            baseline nights; they ran with other package versions or on another machine).
     """
 
     suite: str
@@ -64,6 +79,7 @@ class NightResult:
     figures: tuple[Figure, ...]
     baseline_run_ids: tuple[str, ...]
     report: ReportFiles
+    notes: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -110,18 +126,14 @@ def run_nightly(
         raise ValueError(f"baseline_nights must be at least 1, but got {baseline_nights=}.")
     uri = resolve_tracking_uri(tracking_uri)
     store = NightStore(Tracker(uri), suite.name)
-    overrides = [f"{e.name}.{o}" for e in suite.entries for o in e.extra_overrides]
-    environment = environment_tags()
-    night_run_id = store.start_night(environment, eligible=not what_if_overrides(suite))
-    if overrides:
-        store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(overrides)})
+    tonight = _open_night(suite, store)
+    night_run_id = tonight.night_run_id
     logger.info("night %s of suite %s in %s", night_run_id, suite.name, redact_uri(uri))
     try:
         figures, failures = _run_entries(
             suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
         )
-        store.log_figures(night_run_id, figures)
-        tonight = _Tonight(night_run_id, environment, overrides, figures, failures)
+        tonight = replace(tonight, figures=figures, failures=failures)
         return _conclude(suite, store, tonight, baseline_nights, report_dir)
     except KeyboardInterrupt:
         store.finish_night(night_run_id, "failed", "interrupted (Ctrl-C or SIGTERM)", killed=True)
@@ -131,6 +143,19 @@ def run_nightly(
         raise
 
 
+def _open_night(suite: Suite, store: NightStore) -> _Tonight:
+    """The night run, started with its environment, spec fingerprints and overrides."""
+    overrides = [f"{e.name}.{o}" for e in suite.entries for o in e.extra_overrides]
+    environment = environment_tags()
+    specs = {entry.name: spec_fingerprint(entry.spec) for entry in suite.entries}
+    night_run_id = store.start_night(
+        environment, eligible=not what_if_overrides(suite), specs=specs
+    )
+    if overrides:
+        store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(overrides)})
+    return _Tonight(night_run_id, environment, overrides, specs, [], [])
+
+
 def what_if_overrides(suite: Suite) -> list[str]:
     """The extra overrides that make a night a what-if (never part of a baseline).
 
@@ -138,12 +163,29 @@ def what_if_overrides(suite: Suite) -> list[str]:
     changes no figure, and a cluster needs shared storage:
     ``--set '*.storage={path: /mnt/shared/ray-results, shared: true}'``).
     """
+    return [f"{entry.name}.{override}" for entry in suite.entries for override in _what_if(entry)]
+
+
+def _what_if(entry: SuiteEntry) -> list[str]:
     return [
-        f"{entry.name}.{override}"
-        for entry in suite.entries
+        override
         for override in entry.extra_overrides
         if override.partition("=")[0].strip().split(".")[0] != STORAGE_KEY
     ]
+
+
+def _specs_to_match(suite: Suite, specs: dict[str, str], baseline: list[Night]) -> dict[str, str]:
+    """The fingerprint each entry's earlier nights must have to join tonight's baseline.
+
+    Tonight's own, except for an entry changed by a what-if ``--set``: that one is judged against
+    the suite as written, whose fingerprint is the newest baseline night's that has one.
+    """
+    matched = dict(specs)
+    for entry in suite.entries:
+        if _what_if(entry):
+            written = next((n.specs[entry.name] for n in baseline if entry.name in n.specs), None)
+            matched[entry.name] = written or specs[entry.name]
+    return matched
 
 
 def _run_entries(
@@ -241,6 +283,7 @@ class _Tonight:
     night_run_id: str
     environment: dict[str, str]
     overrides: list[str]
+    specs: dict[str, str]
     figures: list[Figure]
     failures: list[str]
 
@@ -252,22 +295,26 @@ def _conclude(
     baseline_nights: int,
     report_dir: str | Path,
 ) -> NightResult:
-    """Baseline, verdict, report, and the night run closed with its status."""
+    """Tonight's figures logged; baseline, verdict, report; the night run closed with its status."""
     night_run_id, figures = tonight.night_run_id, tonight.figures
+    store.log_figures(night_run_id, figures)
     earlier = store.earlier_nights(
         limit=max(baseline_nights, TREND_NIGHTS - 1), exclude=night_run_id
     )
     baseline = earlier[:baseline_nights]
+    specs = _specs_to_match(suite, tonight.specs, baseline)
+    comparable = [comparable_figures(n.figures, n.specs, specs) for n in baseline]
     verdict = judge(
         figures,
-        [n.figures for n in baseline],
+        comparable,
         suite.thresholds,
         tonight.failures,
         counts=not what_if_overrides(suite),
     )
     trend = [(_label(n.start_ms), n.figures) for n in reversed(earlier[: TREND_NIGHTS - 1])]
     trend.append(("tonight", {f.key: f.value for f in figures}))
-    baseline_ids = [n.run_id for n in baseline]
+    baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]
+    notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
     report = NightReport(
         suite=suite.name,
         night_run_id=night_run_id,
@@ -278,6 +325,7 @@ def _conclude(
         trend=trend,
         overrides=tonight.overrides,
         what_if=bool(what_if_overrides(suite)),
+        notes=notes,
     )
     files = write_report(report, report_dir)
     store.log_files(night_run_id, [files.markdown, files.html])
@@ -294,7 +342,43 @@ def _conclude(
         figures=tuple(figures),
         baseline_run_ids=tuple(baseline_ids),
         report=files,
+        notes=tuple(notes),
     )
+
+
+def _spec_changes(baseline: list[Night], specs: dict[str, str]) -> list[str]:
+    """One line per entry whose spec differs from that of some baseline nights."""
+    notes = []
+    for entry, sha in specs.items():
+        other = [n for n in baseline if n.specs.get(entry) != sha]
+        if other:
+            notes.append(
+                f"{entry}: {len(other)} of the {len(baseline)} baseline nights ran another spec "
+                f"of it (fingerprint {sha[:12]} tonight) and are left out of its baseline."
+            )
+    return notes
+
+
+def _environment_changes(baseline: list[Night], environment: dict[str, str]) -> list[str]:
+    """One line naming the package versions and machine fields (the node's name aside: a pod's
+    changes every night) in which baseline nights differ from tonight, if any do."""
+    keys = [k for k in environment if k.startswith((VERSION_PREFIX, MACHINE_PREFIX))]
+    keys = [k for k in keys if k != MACHINE_PREFIX + "node"]
+    differing = {
+        key: sorted({n.environment.get(key, "?") for n in baseline} - {environment[key]})
+        for key in keys
+    }
+    changes = [
+        f"{key.removeprefix('nightly.')} {', '.join(before)} -> {environment[key]}"
+        for key, before in sorted(differing.items())
+        if before
+    ]
+    if not changes:
+        return []
+    return [
+        "Baseline nights ran with another environment (" + "; ".join(changes) + "): "
+        "compute_s and wall_time_s may differ for that reason alone."
+    ]
 
 
 def _one_line(text: str) -> str:

@@ -2,7 +2,8 @@
 
 - Experiment ``nightly/<suite>``: one **night run** per night (tag ``sweeps.kind=nightly``),
   tagged with the environment (``nightly.date``, ``nightly.git_commit``,
-  ``nightly.version.<package>``, ``nightly.machine.<field>``), the outcome (``nightly.status``:
+  ``nightly.version.<package>``, ``nightly.machine.<field>``), each entry's spec fingerprint
+  (``nightly.spec_sha256.<entry>``), the outcome (``nightly.status``:
   ``running``, ``passed``, ``regressed`` or ``failed``; ``nightly.failure_reason``), the baseline
   it was compared with (``nightly.baseline_runs``), and holding every figure as a metric
   ``<entry>/<figure>[/<group>]`` plus the report as artifacts.
@@ -15,6 +16,8 @@
 A night is part of later baselines when its run FINISHED with status ``passed`` or
 ``regressed`` and it ran the suite as written (no ``--set`` other than one moving ``storage``:
 tag ``nightly.baseline_eligible``). Failed nights, interrupted ones and what-if nights never are.
+Within such a night, an entry's figures join tonight's baseline only when its spec fingerprint
+is tonight's (``sweeps.nightly._compare.comparable_figures``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.nightly._env import TAG_DATE
+from sweeps.nightly._env import MACHINE_PREFIX, SPEC_PREFIX, TAG_DATE, VERSION_PREFIX
 from sweeps.nightly._figures import Figure
 from sweeps.report import TrialRow, trial_row
 from sweeps.tracking import TAG_KIND, Tracker
@@ -67,6 +70,9 @@ class Night:
         start_ms: Its start time (ms since the epoch), for ordering.
         status: ``nightly.status``.
         figures: Figure key -> value, from the run's metrics.
+        specs: Entry -> spec fingerprint (``nightly.spec_sha256.<entry>``; empty for nights
+            recorded before fingerprints).
+        environment: Its ``nightly.version.*`` and ``nightly.machine.*`` tags.
     """
 
     run_id: str
@@ -74,6 +80,8 @@ class Night:
     start_ms: int
     status: str
     figures: dict[str, float] = field(default_factory=dict)
+    specs: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,11 +107,20 @@ class NightStore:
         self.experiment = night_experiment(suite)
         self.experiment_id = tracker.ensure_experiment(self.experiment)
 
-    def start_night(self, tags: Mapping[str, str], *, eligible: bool) -> str:
-        """Create the night run (status ``running``) and return its id."""
+    def start_night(
+        self, tags: Mapping[str, str], *, eligible: bool, specs: Mapping[str, str]
+    ) -> str:
+        """Create the night run (status ``running``) and return its id.
+
+        Args:
+            tags: The environment tags.
+            eligible: Whether the night may join later baselines (False for a what-if).
+            specs: Entry -> spec fingerprint (``sweeps.nightly._env.spec_fingerprint``).
+        """
         name = f"night-{tags.get(TAG_DATE, 'unknown')}"
         all_tags = {
             **tags,
+            **{SPEC_PREFIX + entry: sha for entry, sha in specs.items()},
             TAG_KIND: KIND,
             TAG_SUITE: self.suite,
             TAG_STATUS: "running",
@@ -127,7 +144,10 @@ class NightStore:
         return max(runs, key=lambda r: r.info.start_time).info.run_id if runs else None
 
     def read_sweep(self, sweep_run_id: str) -> SweepReading:
-        """Trial rows, wall time and failed trials of a sweep, from its MLflow runs alone."""
+        """Trial rows, wall time and failed trials of a sweep, from its MLflow runs alone.
+
+        A sweep with no trial run at all is a failure too (it would give no figure to judge).
+        """
         parent = self.tracker.get_run(sweep_run_id)
         children = self.tracker.child_runs(parent.info.experiment_id, sweep_run_id)
         trials = [trial_row(run) for run in children]
@@ -137,6 +157,8 @@ class NightStore:
             for run, row in zip(children, trials, strict=True)
             if row.status != "FINISHED" or row.stop_reason == "failed"
         ]
+        if not children:  # no figures at all: the entry must not pass with nothing judged
+            failures.append("the sweep logged no trial to MLflow")
         wall = None
         if parent.info.end_time and parent.info.start_time:
             wall = (parent.info.end_time - parent.info.start_time) / 1000.0
@@ -191,6 +213,16 @@ class NightStore:
                     run.info.start_time,
                     tags[TAG_STATUS],
                     figures,
+                    {
+                        key.removeprefix(SPEC_PREFIX): value
+                        for key, value in tags.items()
+                        if key.startswith(SPEC_PREFIX)
+                    },
+                    {
+                        key: value
+                        for key, value in tags.items()
+                        if key.startswith((VERSION_PREFIX, MACHINE_PREFIX))
+                    },
                 )
             )
         nights.sort(key=lambda n: n.start_ms, reverse=True)

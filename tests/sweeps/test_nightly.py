@@ -11,6 +11,7 @@ import json
 import math
 import shlex
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,21 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeps.cli import app
+from sweeps.cli._nightly import _print_night
 from sweeps.nightly import (
     Figure,
+    NightResult,
     NightStore,
     Status,
+    comparable_figures,
     compare_figures,
     entry_figures,
+    environment_tags,
     judge,
     run_nightly,
+    spec_fingerprint,
 )
+from sweeps.nightly import _run as nightly_run
 from sweeps.report import TrialRow
 from sweeps.spec import SpecError, Thresholds, load_suite
 from sweeps.tracking import Tracker
@@ -103,6 +110,16 @@ def test_a_figure_regresses_only_past_its_threshold(
     assert comparison.baseline == baseline and comparison.value == tonight
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_figure_that_is_not_a_number_tonight_regresses(value: float) -> None:
+    figure = Figure("digits", "compute_s", "grid", value)
+    verdict = judge([figure], [{figure.key: 10.0}], Thresholds())
+    assert verdict.status == "regressed" and verdict.exit_code == 1
+    assert (
+        "not a finite number (baseline 10, median of 1 night)" in verdict.regressions[0].describe()
+    )
+
+
 def test_the_baseline_is_the_median_of_the_nights_that_have_the_figure() -> None:
     key = "digits/error_rate_pct/grid"
     nights = [{key: 10.0}, {key: 30.0}, {key: 11.0}, {key: math.nan}, {}]
@@ -126,6 +143,15 @@ def test_a_first_what_if_night_does_not_claim_to_start_the_baseline() -> None:
     assert "starts the baseline" in judge(figures, [], Thresholds()).summary()
 
 
+def test_a_pass_counts_the_figures_it_could_not_judge() -> None:
+    nights = [{"digits/error_rate_pct/grid": 10.0, "digits/error_rate_pct/gone": 10.0}]
+    figures = [Figure("digits", "error_rate_pct", g, 10.0) for g in ("grid", "new", "newer")]
+    assert judge(figures, nights, Thresholds()).summary() == (
+        "PASSED: every figure within its threshold of the baseline (median of 1 night); "
+        "2 figures without a baseline; 1 figure missing tonight."
+    )
+
+
 def test_failures_win_over_regressions_and_a_gone_figure_is_listed_not_failed() -> None:
     nights = [{"digits/error_rate_pct/grid": 1.0, "digits/error_rate_pct/optuna": 1.0}]
     figures = [Figure("digits", "error_rate_pct", "grid", 50.0)]
@@ -138,6 +164,117 @@ def test_failures_win_over_regressions_and_a_gone_figure_is_listed_not_failed() 
     failed = judge(figures, nights, Thresholds(), ["digits: the sweep raised OSError: gone"])
     assert failed.status == "failed" and failed.exit_code == 3
     assert "OSError: gone" in failed.summary()
+
+
+@pytest.mark.parametrize(
+    ("specs", "kept"),
+    [
+        ({"digits": "a", "gone": "g"}, {"digits/wall_time_s", "gone/wall_time_s"}),
+        ({"digits": "b", "gone": "g"}, {"gone/wall_time_s"}),  # digits' spec changed since
+        ({"gone": "g"}, {"gone/wall_time_s"}),  # recorded before fingerprints: unknown spec
+    ],
+)
+def test_an_earlier_night_counts_for_an_entry_only_with_tonights_spec_of_it(
+    specs: dict[str, str], kept: set[str]
+) -> None:
+    figures = {"digits/wall_time_s": 10.0, "gone/wall_time_s": 5.0}
+    assert set(comparable_figures(figures, specs, {"digits": "a"})) == kept
+
+
+def _judged_night(
+    tracking_uri: str,
+    suite_entries: list[dict],
+    values: dict[str, float],
+    report_dir: Path,
+    overrides: tuple[str, ...] = (),
+) -> NightResult:
+    """A night judged against a real store as ``run_nightly`` judges it, its sweeps' figures
+    given instead of run (``run_nightly`` less ``_run_entries``)."""
+    suite = load_suite(
+        {"name": "tiny", "thresholds": TINY_THRESHOLDS, "entries": suite_entries},
+        overrides=overrides,
+    )
+    store = NightStore(Tracker(tracking_uri), suite.name)
+    tonight = nightly_run._open_night(suite, store)
+    figures = [Figure.from_key(key, value) for key, value in values.items()]
+    return nightly_run._conclude(suite, store, replace(tonight, figures=figures), 7, report_dir)
+
+
+def test_an_entry_whose_spec_changed_starts_its_baseline_afresh(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, other = "digits/error_rate_pct/grid", "more/error_rate_pct/grid"
+    entries = [{"name": "digits", "spec": TINY_SPEC}, {"name": "more", "spec": TINY_SPEC}]
+    first = _judged_night(tracking_uri, entries, {key: 10.0, other: 10.0}, tmp_path / "1")
+    same = _judged_night(tracking_uri, entries, {key: 11.0, other: 10.0}, tmp_path / "2")
+    assert [c.status for c in same.verdict.comparisons] == [Status.OK, Status.OK]
+    assert same.baseline_run_ids == (first.night_run_id,)
+
+    reseeded = [{"name": "digits", "spec": {**TINY_SPEC, "seeds": [1]}}, entries[1]]
+    night = _judged_night(tracking_uri, reseeded, {key: 40.0, other: 40.0}, tmp_path / "3")
+    digits, more = night.verdict.comparisons
+    assert digits.status is Status.NO_BASELINE and digits.n_nights == 0
+    assert more.status is Status.REGRESSED and more.n_nights == 2  # its spec is unchanged
+    assert night.exit_code == 1
+    markdown = (tmp_path / "3" / "nightly-report.md").read_text()
+    assert "digits: 2 of the 2 baseline nights ran another spec of it" in markdown
+    _print_night(night)  # what `lrsweep nightly` prints
+    printed = capsys.readouterr().out
+    assert "note: digits: 2 of the 2 baseline nights ran another spec of it" in printed
+    assert "note: more" not in printed
+
+    renamed = [{"name": "digits", "spec": {**TINY_SPEC, "name": "renamed"}}, entries[1]]
+    night = _judged_night(tracking_uri, renamed, {key: 11.0}, tmp_path / "4")
+    assert night.verdict.comparisons[0].baseline == 10.5  # a new name changes no figure
+
+
+def test_a_what_if_night_is_judged_against_the_suite_as_written(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """``--set`` changes the spec on purpose: its fingerprint must not drop the baseline."""
+    key = "digits/error_rate_pct/random"
+    entries = [{"name": "digits", "spec": TINY_SPEC}]
+    first = _judged_night(tracking_uri, entries, {key: 10.0}, tmp_path / "1")
+    what_if = _judged_night(tracking_uri, entries, {key: 90.0}, tmp_path / "2", (HARMFUL_LR,))
+    assert what_if.baseline_run_ids == (first.night_run_id,)
+    assert what_if.verdict.comparisons[0].status is Status.REGRESSED and what_if.exit_code == 1
+    assert "another spec" not in (tmp_path / "2" / "nightly-report.md").read_text()
+    stored = _judged_night(tracking_uri, entries, {key: 10.0}, tmp_path / "3", ("*.storage={}",))
+    assert stored.baseline_run_ids == (first.night_run_id,)  # not a what-if, same fingerprint
+
+
+def test_a_night_whose_every_entry_changed_spec_says_it_has_no_baseline(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    key = "digits/error_rate_pct/grid"
+    _judged_night(tracking_uri, [{"name": "digits", "spec": TINY_SPEC}], {key: 10.0}, tmp_path)
+    longer = {**TINY_SPEC, "task": {**TINY_SPEC["task"], "epochs": 3}}
+    night = _judged_night(tracking_uri, [{"name": "digits", "spec": longer}], {key: 9.0}, tmp_path)
+    assert night.verdict.n_baseline_nights == 0 and night.baseline_run_ids == ()
+    assert night.verdict.summary().startswith("PASSED: no baseline yet")
+    assert "ran tonight's specs" in (tmp_path / "nightly-report.md").read_text()
+
+
+def test_the_report_names_environment_changes_since_the_baseline_nights(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """Compute and wall time from another machine or torch are no like-for-like baseline."""
+    key = "digits/compute_s/grid"
+    entries = [{"name": "digits", "spec": TINY_SPEC}]
+    store = NightStore(Tracker(tracking_uri), "tiny")
+    spec = load_suite({"name": "tiny", "entries": entries}).entries[0].spec
+    elsewhere = {**environment_tags(), "nightly.version.torch": "0.0.1"}
+    elsewhere |= {"nightly.machine.node": "another-pod"}  # a pod's name changes every night
+    earlier = store.start_night(elsewhere, eligible=True, specs={"digits": spec_fingerprint(spec)})
+    store.log_figures(earlier, [Figure.from_key(key, 10.0)])
+    store.finish_night(earlier, "passed")
+
+    night = _judged_night(tracking_uri, entries, {key: 11.0}, tmp_path)
+    assert night.baseline_run_ids == (earlier,)
+    markdown = (tmp_path / "nightly-report.md").read_text()
+    torch = environment_tags()["nightly.version.torch"]
+    assert f"ran with another environment (version.torch 0.0.1 -> {torch}): compute_s" in markdown
+    assert "another-pod" not in markdown.split("## Figures")[0]
 
 
 def _row(group: str, kind: str, error: float, *, stop: str = "completed") -> TrialRow:
@@ -195,6 +332,18 @@ def test_figures_and_crashed_trials_are_read_from_mlflow_alone(tracking_uri: str
     assert figures["digits/error_rate_pct/grid"] == pytest.approx(8.0)
     assert figures["digits/regret_pp/lr_finder:valley"] == pytest.approx(4.0)
     assert figures["digits/compute_s/grid"] == 4.0 and figures["digits/stopped_early"] == 1.0
+
+
+def test_a_sweep_that_left_no_trial_in_mlflow_fails_the_night_rather_than_passing_empty(
+    tracking_uri: str,
+) -> None:
+    """No trial runs means no figures: without this the entry would pass with nothing judged."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("nightly/tiny/digits")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    tracker.end_run(parent)
+    reading = NightStore(tracker, "tiny").read_sweep(parent)
+    assert reading.trials == [] and reading.failures == ["the sweep logged no trial to MLflow"]
 
 
 # --- suite input ------------------------------------------------------------------------------
