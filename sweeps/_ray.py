@@ -258,7 +258,8 @@ def _optuna_sampler(name: str, seed: int, startup_trials: int | None = None) -> 
 
     startup: dict[str, Any] = {} if startup_trials is None else {"n_startup_trials": startup_trials}
     samplers: dict[str, Callable[[], Any]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **startup),
+        # constant liar: trials still running count as bad, so parallel asks spread out
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True, **startup),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed, **startup),

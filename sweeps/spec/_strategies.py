@@ -129,8 +129,10 @@ class OptunaStrategy(_Arm):
     Samplers: ``tpe``, ``random``, ``qmc``, ``gp`` (``optuna.samplers.GPSampler``) and ``cmaes``
     (needs the ``cmaes`` package, checked when the sweep starts). ``startup_trials``: the
     sampler's ``n_startup_trials``, the trials it draws at random before it models the results
-    (``tpe``, ``gp``, ``cmaes`` only; None keeps Optuna's default: 10 for ``tpe`` and ``gp``,
-    so a study of 12 trials is guided for its last 2 only).
+    (``tpe``, ``gp``, ``cmaes`` only, below ``trials``; None keeps Optuna's default: 10 for
+    ``tpe`` and ``gp``, so a study of 12 trials is guided for its last 2 only). ``tpe`` runs with
+    Optuna's ``constant_liar``: a trial still running counts as a bad result, so the trials
+    asked for in parallel do not crowd one LR.
     """
 
     kind: Literal["optuna"] = "optuna"
@@ -146,6 +148,12 @@ class OptunaStrategy(_Arm):
             raise ValueError(
                 f"startup_trials applies to the samplers {list(STARTUP_SAMPLERS)} only, but "
                 f"sampler is {self.sampler!r}; remove startup_trials or change the sampler."
+            )
+        if self.startup_trials is not None and self.startup_trials >= self.trials:
+            raise ValueError(
+                f"startup_trials ({self.startup_trials}) must be below trials ({self.trials}): "
+                "otherwise the sampler draws every trial at random and models nothing; lower "
+                "startup_trials, or use sampler: random."
             )
         return self
 

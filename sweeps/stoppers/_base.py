@@ -21,12 +21,12 @@ import math
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 from ray.tune.stopper import Stopper
 
-__all__ = ["MetricStopper", "MissingMetricError", "TrialState"]
+__all__ = ["MetricStopper", "MissingMetricError", "TrialState", "finite_number", "whole_number"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,27 @@ class MissingMetricError(KeyError):
 
 def _missing_metric(metric: str, present: list[str], stopper: str) -> MissingMetricError:
     return MissingMetricError(metric, present, stopper=stopper)
+
+
+def whole_number(name: str, value: Any, *, minimum: int) -> int:
+    """``value`` as an ``int`` (numpy's integers too; ``bool`` and floats refused).
+
+    Raises:
+        ValueError: naming ``name``, when ``value`` is not a whole number ``>= minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, but got {value!r}.")
+    return int(value)
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a ``float`` when it is a finite real number (numpy's too), else None.
+
+    ``bool`` is refused: ``min_delta=True`` is a mistake, not 1.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 @dataclass

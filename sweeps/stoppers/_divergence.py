@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sweeps.stoppers._base import MetricStopper, TrialState
+from sweeps.stoppers._base import MetricStopper, TrialState, finite_number, whole_number
 
 __all__ = ["Divergence"]
 
@@ -58,12 +58,11 @@ class Divergence(MetricStopper):
         epoch_key: str | None = "training_iteration",
     ) -> None:
         super().__init__(metric, mode="min", epoch_key=epoch_key)
-        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 1):
+        finite = finite_number(factor)
+        if finite is None or finite <= 1:
             raise ValueError(f"factor must be a finite number above 1, but got {factor!r}.")
-        if isinstance(grace_epochs, bool) or not isinstance(grace_epochs, int) or grace_epochs < 0:
-            raise ValueError(f"grace_epochs must be a whole number >= 0, but got {grace_epochs!r}.")
-        self.factor = float(factor)
-        self.grace_epochs = grace_epochs
+        self.factor = finite
+        self.grace_epochs = whole_number("grace_epochs", grace_epochs, minimum=0)
 
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         if not math.isfinite(signed):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sweeps.stoppers._base import MetricStopper, TrialState
+from sweeps.stoppers._base import MetricStopper, TrialState, finite_number, whole_number
 
 __all__ = ["RisingValLoss"]
 
@@ -49,15 +49,12 @@ class RisingValLoss(MetricStopper):
         epoch_key: str | None = "training_iteration",
     ) -> None:
         super().__init__(metric, mode=mode, epoch_key=epoch_key)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a whole number >= 1, but got {patience!r}.")
-        if not (isinstance(min_delta, int | float) and math.isfinite(min_delta) and min_delta >= 0):
+        self.patience = whole_number("patience", patience, minimum=1)
+        delta = finite_number(min_delta)
+        if delta is None or delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, but got {min_delta!r}.")
-        if isinstance(grace_epochs, bool) or not isinstance(grace_epochs, int) or grace_epochs < 0:
-            raise ValueError(f"grace_epochs must be a whole number >= 0, but got {grace_epochs!r}.")
-        self.patience = patience
-        self.min_delta = float(min_delta)
-        self.grace_epochs = grace_epochs
+        self.min_delta = delta
+        self.grace_epochs = whole_number("grace_epochs", grace_epochs, minimum=0)
 
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         finite = math.isfinite(signed)

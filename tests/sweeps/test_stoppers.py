@@ -7,6 +7,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from ray.tune.stopper import CombinedStopper, Stopper
 
@@ -217,6 +218,8 @@ BAD_ARGUMENTS = [
     (lambda: RisingValLoss(patience=True), r"patience must be a whole number >= 1"),
     (lambda: RisingValLoss(min_delta=-1.0), r"min_delta must be a finite number >= 0"),
     (lambda: RisingValLoss(min_delta=NAN), r"min_delta must be a finite number >= 0"),
+    (lambda: RisingValLoss(min_delta=True), r"min_delta must be a finite number >= 0"),
+    (lambda: RisingValLoss(patience=2.0), r"patience must be a whole number >= 1, but got 2\.0"),  # type: ignore[arg-type]
     (lambda: RisingValLoss(grace_epochs=-1), r"grace_epochs must be a whole number >= 0"),
     (lambda: RisingValLoss(mode="minimize"), r"mode must be 'min' or 'max', but got 'minimize'"),
     (lambda: RisingValLoss(""), r"metric must be a non-empty string"),
@@ -230,6 +233,25 @@ BAD_ARGUMENTS = [
 def test_bad_stopper_argument_is_refused_naming_it(build: Callable[[], Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: RisingValLoss(patience=np.int64(2), min_delta=np.float32(0.5)),  # type: ignore[arg-type]
+        lambda: RisingValLoss(grace_epochs=np.int32(0), min_delta=np.int64(0)),  # type: ignore[arg-type]
+        lambda: Divergence(factor=np.float32(2.0), grace_epochs=np.int64(1)),  # type: ignore[arg-type]
+    ],
+)
+def test_numpy_numbers_are_accepted_as_plain_ones(build: Callable[[], MetricStopper]) -> None:
+    """A whole number from numpy is a whole number: not refused as 'must be a whole number'."""
+    stopper = build()
+    for name in ("patience", "grace_epochs"):
+        assert type(getattr(stopper, name, 0)) is int
+    for name in ("min_delta", "factor"):
+        assert type(getattr(stopper, name, 0.0)) is float
+    assert stopper("t", _result(stopper.metric, 1.0, 1)) is False
+    assert pickle.loads(pickle.dumps(stopper)).stop_reason("t") is None
 
 
 # --- Divergence -------------------------------------------------------------------------------

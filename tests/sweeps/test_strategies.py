@@ -13,7 +13,14 @@ import pytest
 
 from sweeps._ray import sample_configs
 from sweeps.spec import SpecError, load_spec
-from sweeps.strategies import STRATEGIES, Strategy, log_spaced, make_strategy, plan
+from sweeps.strategies import (
+    SEARCH_METRIC,
+    STRATEGIES,
+    Strategy,
+    log_spaced,
+    make_strategy,
+    plan,
+)
 
 SEEDS = [0, 1]
 ARMS: dict[str, dict[str, Any]] = {
@@ -250,9 +257,89 @@ def test_optuna_startup_trials_hands_the_study_to_tpe_sooner() -> None:
 
 @pytest.mark.parametrize("sampler", ["random", "qmc"])
 def test_startup_trials_with_a_sampler_that_has_none_is_refused(sampler: str) -> None:
-    arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "sampler": sampler}
+    arm: dict[str, Any] = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "sampler": sampler}
     spec = {"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]}
     load_spec(spec)  # without startup_trials: fine
     arm["startup_trials"] = 3
     with pytest.raises(SpecError, match="startup_trials applies to the samplers"):
         load_spec(spec)
+
+
+def test_more_startup_trials_than_trials_is_refused() -> None:
+    """The study would draw every trial at random: a TPE arm that never models anything."""
+    arm: dict[str, Any] = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "trials": 6}
+    spec = {"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]}
+    load_spec({**spec, "strategies": [{**arm, "startup_trials": 5}]})  # the last one is TPE's
+    with pytest.raises(SpecError, match=r"strategies\.0.*startup_trials \(6\) must be below "):
+        load_spec({**spec, "strategies": [{**arm, "startup_trials": 6}]})
+
+
+# --- exact grid points, log-uniform draws, the metric searchers optimise ----------------------
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "points", "expected"),
+    [
+        (5e-5, 0.5, 5, [5e-5, 5e-4, 5e-3, 5e-2, 0.5]),
+        (3e-4, 0.3, 4, [3e-4, 3e-3, 3e-2, 0.3]),
+        (2e-4, 2e-2, 3, [2e-4, 2e-3, 2e-2]),
+        (1e-7, 10.0, 9, [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]),
+        (0.5, 8.0, 5, [0.5, 1.0, 2.0, 4.0, 8.0]),
+    ],
+)
+def test_log_spaced_gives_round_points_exactly(
+    low: float, high: float, points: int, expected: list[float]
+) -> None:
+    """No float drift: 5e-4 is 0.0005 (params, tags, `best --format spec`), not 0.00049999..."""
+    assert log_spaced(low, high, points) == expected
+
+
+def test_grid_arm_runs_each_exact_point_once_per_seed() -> None:
+    spec = load_spec(
+        {
+            "name": "strategies-test",
+            "task": {"dataset": {"name": "shapes"}},
+            "seeds": SEEDS,
+            "strategies": [{"kind": "grid", "lr": {"min": 5e-5, "max": 0.5, "points": 5}}],
+        }
+    )
+    configs = _configs(plan(spec)[0])
+    expected = [5e-5, 5e-4, 5e-3, 0.05, 0.5]
+    for seed in SEEDS:
+        assert sorted(c["lr"] for c in configs if c["seed"] == seed) == expected
+
+
+def test_log_spaced_refuses_more_points_than_the_range_holds() -> None:
+    low = 1e-3
+    high = math.nextafter(math.nextafter(low, 1.0), 1.0)  # two floats above: no room for 5 points
+    with pytest.raises(ValueError, match=r"points=5 .* are not all distinct"):
+        log_spaced(low, high, 5)
+
+
+@pytest.mark.parametrize("kind", ["optuna", "random"])
+def test_sampled_arms_draw_log_uniformly(kind: str) -> None:
+    """Over [1e-4, 1] half the draws of a log-uniform LR lie below 1e-2 (uniform: 1 in 100)."""
+    arm = {**ARMS[kind], "trials": 100}
+    spec = {
+        "name": "s",
+        "task": {"dataset": {"name": "shapes"}},
+        "seeds": SEEDS,
+        "strategies": [arm],
+    }
+    lrs = [c["lr"] for c in _configs(plan(load_spec(spec))[0])]
+    assert len(lrs) == 200 and all(1e-4 <= lr <= 1.0 for lr in lrs)
+    assert 0.35 < sum(lr < 1e-2 for lr in lrs) / len(lrs) < 0.65
+
+
+@pytest.mark.parametrize("kind", ["optuna", "random"])
+def test_searchers_minimise_the_best_valid_loss_trials_report(kind: str) -> None:
+    from sweeps._ray import build_searcher
+
+    assert SEARCH_METRIC == "best_valid_loss"  # the key sweeps._reporter reports every epoch
+    for search in _strategy(kind).searches():
+        assert search.searcher is not None
+        assert (search.searcher.metric, search.searcher.mode) == ("best_valid_loss", "min")
+        if kind == "optuna":
+            algo = build_searcher(search.searcher, search.param_space)
+            assert (algo.metric, algo.mode) == ("best_valid_loss", "min")
+            assert algo._sampler._constant_liar  # parallel asks see the trials still running
