@@ -7,8 +7,9 @@ figure               threshold (suite file)       limit
 ===================  ===========================  ==========================================
 ``error_rate_pct``   ``error_rate_points``        baseline + threshold (percentage points)
 ``regret_pp``        ``regret_points``            baseline + threshold (percentage points)
-``compute_s``        ``compute_pct``              baseline * (1 + threshold / 100)
-``wall_time_s``      ``wall_time_pct``            baseline * (1 + threshold / 100)
+``compute_s``        ``compute_pct``              baseline * (1 + threshold / 100), and at
+                     ``min_seconds``              least baseline + ``min_seconds``
+``wall_time_s``      ``wall_time_pct``            the same
 ``stopped_early``    ``stopped_early_delta``      baseline + threshold (trials)
 ===================  ===========================  ==========================================
 
@@ -16,8 +17,9 @@ Lower is better for every figure, so only a rise can regress. The baseline of a 
 median of its values over the baseline nights that have it; a figure no earlier night has
 (the first night, a new strategy, an entry whose spec changed: see :func:`comparable_figures`)
 has no baseline and passes. A relative limit of a baseline of 0 is undefined; such a figure
-passes and says so. A figure that is NaN or infinite tonight regresses (when it has a
-baseline): a broken measurement must not pass as "within threshold".
+passes and says so when ``min_seconds`` is 0 (else its limit is ``min_seconds``). A figure
+that is NaN or infinite tonight regresses (when it has a baseline): a broken measurement must
+not pass as "within threshold".
 """
 
 from __future__ import annotations
@@ -289,13 +291,20 @@ def _limit(name: str, baseline: float, thresholds: Thresholds) -> float | None:
     threshold = float(getattr(thresholds, field))
     if how == "abs":
         return baseline + threshold
-    return baseline * (1.0 + threshold / 100.0) if baseline > 0 else None
+    relative = baseline * (1.0 + threshold / 100.0) if baseline > 0 else None
+    floor = float(thresholds.min_seconds)  # every relative figure is a time in seconds
+    if floor > 0:
+        return max(relative or baseline, baseline + floor)
+    return relative
 
 
 def _allowed(name: str, thresholds: Thresholds) -> str:
     field, how, unit = _RULES[name]
     threshold = getattr(thresholds, field)
-    return f"+{threshold:g}%" if how == "pct" else f"+{threshold:g} {unit}"
+    if how == "pct":
+        floor = thresholds.min_seconds
+        return f"+{threshold:g}%, at least +{floor:g} s" if floor > 0 else f"+{threshold:g}%"
+    return f"+{threshold:g} {unit}"
 
 
 def _num(value: float | None) -> str:

@@ -44,6 +44,9 @@ class Thresholds(SpecModel):
         compute_pct: Compute seconds per strategy, in percent of the baseline.
         regret_points: LR-finder regret against the best strategy, in error-rate points.
         stopped_early_delta: Extra trials stopped early (rising loss or divergence).
+        min_seconds: A time figure (compute, wall time) regresses only when it is also this many
+            seconds above its baseline: on a sweep of a few seconds, start-up noise alone moves
+            it by more than any percentage.
     """
 
     error_rate_points: Number = Field(default=2.0, ge=0.0)
@@ -51,6 +54,7 @@ class Thresholds(SpecModel):
     compute_pct: Number = Field(default=25.0, ge=0.0)
     regret_points: Number = Field(default=2.0, ge=0.0)
     stopped_early_delta: Int = Field(default=2, ge=0)
+    min_seconds: Number = Field(default=5.0, ge=0.0)
 
 
 class SuiteEntry(SpecModel):

@@ -95,7 +95,11 @@ def _nightly(*args: str):
         ("wall_time_s", 100.0, 125.0, Status.OK),  # +25%
         ("wall_time_s", 100.0, 126.0, Status.REGRESSED),
         ("compute_s", 40.0, 51.0, Status.REGRESSED),
-        ("compute_s", 0.0, 5.0, Status.OK),  # no relative limit on a baseline of 0
+        ("compute_s", 0.0, 5.0, Status.OK),  # a baseline of 0: the limit is min_seconds
+        ("compute_s", 0.0, 5.5, Status.REGRESSED),
+        ("compute_s", 3.1, 5.8, Status.OK),  # +87%, but 2.7 s: start-up noise (seen)
+        ("compute_s", 3.1, 8.2, Status.REGRESSED),  # past both +25% and +5 s
+        ("wall_time_s", 10.0, 14.0, Status.OK),
         ("stopped_early", 1.0, 3.0, Status.OK),
         ("stopped_early", 1.0, 4.0, Status.REGRESSED),
     ],
@@ -108,6 +112,17 @@ def test_a_figure_regresses_only_past_its_threshold(
     (comparison,) = compare_figures([figure], [{figure.key: baseline}], Thresholds())
     assert comparison.status is status
     assert comparison.baseline == baseline and comparison.value == tonight
+
+
+def test_without_a_seconds_floor_time_figures_are_judged_by_percentage_alone() -> None:
+    thresholds = Thresholds(min_seconds=0)
+    figures = [Figure("digits", "compute_s", "grid", 5.8), Figure("digits", "compute_s", "x", 5)]
+    short, zero = compare_figures(figures, [{figures[0].key: 3.1, figures[1].key: 0.0}], thresholds)
+    assert short.status is Status.REGRESSED and short.allowed == "+25%"
+    assert zero.status is Status.OK and zero.limit is None  # no relative limit on 0
+    assert "no relative limit on a baseline of 0" in zero.describe()
+    (floored,) = compare_figures(figures[:1], [{figures[0].key: 3.1}], Thresholds())
+    assert floored.allowed == "+25%, at least +5 s" and floored.limit == pytest.approx(8.1)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
