@@ -7,8 +7,11 @@ config as params, ``best/<metric>`` metrics at the trial's best epoch, tags ``sw
 ``sweeps.stop_reason`` and ``sweeps.best_epoch``; the parent run holds ``spec.yaml``.
 
 Which trials count: child runs that FINISHED and did not stop as ``diverged`` or ``failed``
-(completed and early-stopped trials count), and that have a finite ``best/<metric>``. Ties go to
-the trial that started first.
+(completed and early-stopped trials count), and that have a finite ``best/<metric>``. The
+``best/*`` metrics are those of the trial's best epoch, the epoch of its lowest validation loss,
+so ``metric="error_rate"`` ranks the error rate at that epoch. Ties (common on an error rate,
+a count over the validation set) go to the lower ``best/valid_loss``, then to the trial that
+started first.
 
 Example:
     >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
@@ -44,10 +47,12 @@ logger = logging.getLogger(__name__)
 
 STRATEGY_TAG = "sweeps.strategy"
 ARM_TAG = "sweeps.arm"
+RULE_TAG = "sweeps.rule"
 STOP_REASON_TAG = "sweeps.stop_reason"
 BEST_EPOCH_TAG = "sweeps.best_epoch"
 BEST_PREFIX = "best/"
 EXCLUDED_STOP_REASONS = frozenset({"diverged", "failed"})
+TIE_BREAK_METRIC = "valid_loss"
 SPEC_ARTIFACT = "spec.yaml"
 
 _INT = re.compile(r"[+-]?\d+")
@@ -177,12 +182,14 @@ def best_config(
         mode: ``min`` or ``max``; ``None`` follows the metric as ``early_stop.mode`` does:
             ``max`` for ``accuracy``, ``min`` for the others (losses, ``error_rate``).
         strategy: only trials of this arm: its kind (tag ``sweeps.strategy``) or its name
-            (tag ``sweeps.arm``).
+            (tag ``sweeps.arm``); or of one rule of a finder arm, ``<arm>:<rule>`` (tag
+            ``sweeps.rule``), as ``lrsweep report`` names its rows (``lr_finder:valley``).
         tracking_uri: MLflow store; default ``MLFLOW_TRACKING_URI``, else the embedded
             ``.lrsweep/mlflow.db``. Server credentials come from ``MLFLOW_TRACKING_USERNAME`` /
             ``MLFLOW_TRACKING_PASSWORD``.
         parent_run_id: only the trials of this sweep run (``lrsweep report --run-id``'s
-            parent run); None ranks the trials of every sweep of the experiment.
+            parent run); None ranks the trials of every sweep run of the experiment (trials
+            left behind by a deleted sweep run are not ranked).
 
     Returns:
         The best trial.
@@ -206,8 +213,10 @@ def best_config(
     except LookupError as exc:
         raise BestConfigError(str(exc)) from None
     if parent_run_id is None:
+        # Trials of a sweep whose run was deleted stay active in MLflow: only live sweeps count.
+        sweeps = {run.info.run_id for run in tracker.sweep_runs(experiment_id)}
         runs = tracker.search_runs(experiment_id)
-        children = [run for run in runs if PARENT_TAG in run.data.tags]
+        children = [run for run in runs if run.data.tags.get(PARENT_TAG) in sweeps]
     else:
         try:
             tracker.check_sweep_run(
@@ -227,15 +236,8 @@ def best_config(
             raise BestConfigError(f"Experiment {experiment!r} has no trial runs.{hint}")
     eligible = _eligible(children, experiment)
     if strategy is not None:
-        present = sorted(
-            {str(run.data.tags.get(tag)) for run in eligible for tag in (STRATEGY_TAG, ARM_TAG)}
-            - {"None"}
-        )
-        eligible = [
-            run
-            for run in eligible
-            if strategy in (run.data.tags.get(STRATEGY_TAG), run.data.tags.get(ARM_TAG))
-        ]
+        present = sorted({name for run in eligible for name in _strategy_names(run)})
+        eligible = [run for run in eligible if strategy in _strategy_names(run)]
         if not eligible:
             raise BestConfigError(
                 f"Experiment {experiment!r} has no finished trial of strategy {strategy!r}; "
@@ -249,10 +251,18 @@ def best_config(
             f"({key}); metrics present: {_metric_names(eligible)}."
         )
     sign = 1.0 if mode == "min" else -1.0
-    best = min(
-        scored,
-        key=lambda run: (sign * run.data.metrics[key], run.info.start_time or 0, run.info.run_id),
-    )
+    tie_break = BEST_PREFIX + TIE_BREAK_METRIC
+
+    def rank(run: Any) -> tuple[float, float, int, str]:
+        loss = run.data.metrics.get(tie_break)
+        return (
+            sign * run.data.metrics[key],
+            loss if _finite(loss) else math.inf,
+            run.info.start_time or 0,
+            run.info.run_id,
+        )
+
+    best = min(scored, key=rank)
     logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
     return _to_best(best, experiment, metric, mode, key, _load_spec(tracker, best))
 
@@ -290,6 +300,17 @@ def _eligible(children: list[Any], experiment: str) -> list[Any]:
             f"child run); trial runs by status/stop_reason: {dict(seen) or 'none'}."
         )
     return eligible
+
+
+def _strategy_names(run: Any) -> set[str]:
+    """What ``strategy=`` matches for ``run``: its kind, its arm's name and, for a finder trial,
+    ``<arm>:<rule>`` (the group ``lrsweep report`` shows it in)."""
+    tags = run.data.tags
+    names = {tags.get(STRATEGY_TAG), tags.get(ARM_TAG)}
+    arm, rule = tags.get(ARM_TAG) or tags.get(STRATEGY_TAG), tags.get(RULE_TAG)
+    if arm and rule and tags.get(STRATEGY_TAG) == "lr_finder":
+        names.add(f"{arm}:{rule}")
+    return {name for name in names if name}
 
 
 def _finite(value: float | None) -> bool:
@@ -357,7 +378,8 @@ def typed_param(text: str) -> Any:
     """An MLflow param (always a string) back as the value it was logged from.
 
     ``"3"`` -> 3, ``"0.003"`` / ``"1e-3"`` -> float, ``"True"`` -> True, ``"None"`` -> None,
-    ``"[1, 2]"`` -> [1, 2]; anything else stays a string.
+    ``"[1, 2]"`` -> [1, 2]; anything else stays a string (``"2024_01"`` too, though Python
+    would read it as a number).
     """
     stripped = text.strip()
     if stripped in ("True", "true"):
@@ -369,7 +391,8 @@ def typed_param(text: str) -> Any:
     if _INT.fullmatch(stripped):
         return int(stripped)
     try:
-        return float(stripped)
+        if "_" not in stripped:  # str() of a number has none; float() reads "2024_01" as one
+            return float(stripped)
     except ValueError:
         pass
     if stripped[:1] in "[{(":

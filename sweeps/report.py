@@ -4,10 +4,14 @@ Rows are *groups*: one per arm, and one per suggestion rule of an ``lr_finder`` 
 (``lr_finder:valley``). For every group and seed the group's result is its best trial of that
 seed (lowest ``best/valid_loss``; a finder rule has one trial per seed). Then, per group:
 
+- ``n_seeds``: the seeds with a counted trial, out of ``n_seeds_run``, the seeds the group ran
+  (shown as ``2/3``): a seed whose trials all failed or diverged drops out of the mean below,
+  so a mean over fewer seeds than its rivals is visible as such;
 - ``chosen_lr``: median over seeds of the LR of each seed's best trial;
-- ``valid_loss`` and ``error_rate``: mean and sample standard deviation (n - 1; 0 for one
-  seed) over seeds of that trial's best-epoch values; NaN for both (shown as ``-``) when no
-  trial of the group counts (every one failed or diverged without a finite loss);
+- ``valid_loss`` and ``error_rate``: mean and sample standard deviation (n - 1) over seeds of
+  that trial's best-epoch values; the standard deviation is NaN for one seed (one value has no
+  spread to measure; the mean is shown alone), both are NaN (shown as ``-``) when no trial of
+  the group counts (every one failed or diverged without a finite loss);
 - ``regret``: mean ``valid_loss`` minus the lowest mean ``valid_loss`` of any group, and
   ``regret_error_pp`` the same for the error rate in percentage points (the lowest finite mean
   error rate: a group without one takes no part);
@@ -45,6 +49,7 @@ GROUP_COLUMNS = (
     "group",
     "kind",
     "n_seeds",
+    "n_seeds_run",
     "chosen_lr",
     "valid_loss_mean",
     "valid_loss_std",
@@ -109,6 +114,7 @@ class GroupRow:
     group: str
     kind: str
     n_seeds: int
+    n_seeds_run: int
     chosen_lr: float
     valid_loss_mean: float
     valid_loss_std: float
@@ -201,6 +207,7 @@ _CSS = (
 )
 GROUP_HEADERS = (
     "strategy",
+    "seeds",
     "chosen LR (median)",
     "best valid loss",
     "error rate",
@@ -236,15 +243,18 @@ def _percent(fraction: float) -> str:
 
 
 def _mean_std(mean: float, std: float, spec: str, unit: str = "") -> str:
-    """``mean ± std``, or ``-`` when there is no mean (no trial of the group counts)."""
+    """``mean ± std``; the mean alone without a spread (one seed), ``-`` without a mean (no
+    trial of the group counts)."""
     if not math.isfinite(mean):
         return "-"
-    return f"{format(mean, spec)}{unit} ± {_fmt(std, spec)}"
+    spread = f" ± {format(std, spec)}" if math.isfinite(std) else ""
+    return f"{format(mean, spec)}{unit}{spread}"
 
 
 def _group_cells(r: GroupRow) -> list[str]:
     return [
         r.group,
+        f"{r.n_seeds}/{r.n_seeds_run}",
         _fmt(r.chosen_lr, ".2e"),
         _mean_std(r.valid_loss_mean, r.valid_loss_std, ".4f"),
         _mean_std(100 * r.error_rate_mean, 100 * r.error_rate_std, ".2f", unit="%"),
@@ -329,10 +339,8 @@ def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
 
 
 def _std(values: list[float]) -> float:
-    """Sample standard deviation (n - 1); 0 for one value, NaN for none."""
-    if not values:
-        return math.nan
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+    """Sample standard deviation (n - 1); NaN for fewer than two values (no spread measured)."""
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
@@ -347,6 +355,7 @@ def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
         group=name,
         kind=rows[0].kind,
         n_seeds=len(picks),
+        n_seeds_run=len({r.seed for r in rows if r.seed >= 0 or r.counts}),  # -1: no params yet
         chosen_lr=statistics.median([p.lr for p in picks]) if picks else math.nan,
         valid_loss_mean=statistics.fmean(losses) if losses else math.nan,
         valid_loss_std=_std(losses),

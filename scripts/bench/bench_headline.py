@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> common.Result:
             g.group,
             g.n_seeds,
             g.chosen_lr,
-            f"{100 * g.error_rate_mean:.2f} ± {100 * g.error_rate_std:.2f}",
+            f"{100 * g.error_rate_mean:.2f}"
+            + (f" ± {100 * g.error_rate_std:.2f}" if math.isfinite(g.error_rate_std) else ""),
             g.regret_error_pp,
             g.valid_loss_mean,
             g.regret,

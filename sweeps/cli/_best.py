@@ -31,9 +31,19 @@ class Mode(StrEnum):
 def best_command(
     experiment: Annotated[str, typer.Argument(help="The sweep's experiment name.")],
     strategy: Annotated[
-        str | None, typer.Option("--strategy", help="Only this arm: lr_finder, grid, optuna ...")
+        str | None,
+        typer.Option(
+            "--strategy",
+            help="Only this arm (lr_finder, grid, optuna ..., or its name) or finder rule "
+            "(lr_finder:valley, as the report names it).",
+        ),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="Rank by best/<metric>.")] = "valid_loss",
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric", help="Rank by best/<metric>: its value at the lowest-valid-loss epoch."
+        ),
+    ] = "valid_loss",
     mode: Annotated[
         Mode | None,
         typer.Option("--mode", help="min or max. Default: max for accuracy, min for the others."),

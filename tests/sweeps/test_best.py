@@ -213,6 +213,9 @@ def test_spec_format_keeps_a_recipe_arm(store) -> None:
         ("{'a': 1}", {"a": 1}),
         ("valley", "valley"),
         ("[oops", "[oops"),
+        ("1_000", "1_000"),  # a name such as a dataset version, not the number 1000.0
+        ("2024_01", "2024_01"),
+        ("['a_b', 1]", ["a_b", 1]),
         ("", ""),
     ],
 )
@@ -250,16 +253,23 @@ def test_cli_unknown_experiment_exits_2_listing_experiments(store) -> None:
 
 
 def _sweep(
-    tracker: Tracker, exp_id: str, name: str, losses: list[float], spec_fields: Any = None
+    tracker: Tracker,
+    exp_id: str,
+    name: str,
+    losses: list[float],
+    spec_fields: Any = None,
+    lrs: list[float] | None = None,
 ) -> tuple[str, list[str]]:
-    """One more sweep run of ``exp_id`` (spec.yaml on it) with a FINISHED grid trial per loss."""
+    """One more sweep run of ``exp_id`` (spec.yaml on it) with a FINISHED grid trial per loss
+    (at ``lrs``, by default 0.01, 0.02, ...)."""
     parent = tracker.start_run(exp_id, run_name=name, tags={"sweeps.kind": "sweep"})
     spec = load_spec(REPO / "sweeps/specs/digits.yaml").resolved() | (spec_fields or {})
     tracker.log_text(parent, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
     runs = []
     for i, loss in enumerate(losses):
         run = tracker.start_run(exp_id, run_name=f"{name}-{i}", parent_run_id=parent)
-        tracker.log_params(run, {"strategy": "grid", "lr": 0.01 * (i + 1), "seed": 0})
+        lr = lrs[i] if lrs is not None else 0.01 * (i + 1)
+        tracker.log_params(run, {"strategy": "grid", "lr": lr, "seed": 0})
         tags = {"sweeps.strategy": "grid", "sweeps.arm": "grid", "sweeps.best_epoch": 1}
         tracker.set_tags(run, tags | {"sweeps.stop_reason": "completed"})
         tracker.log_metrics(run, [("best/valid_loss", loss, 0), ("best/error_rate", 0.1, 0)])
@@ -311,3 +321,67 @@ def test_a_spec_artifact_with_an_alias_is_not_read_and_the_spec_format_says_so(
     assert best.sweep_spec is None  # parse_yaml refuses aliases (a YAML bomb's building block)
     with pytest.raises(BestConfigError, match=r"no spec\.yaml"):
         best.to_spec()
+
+
+def test_trials_of_a_deleted_sweep_are_not_ranked(tmp_path: Path) -> None:
+    """Deleting a sweep's run (a broken sweep thrown away in MLflow's UI) leaves its trial runs
+    active; ``best`` must not rank them, as ``report`` and ``--run-id`` no longer see the sweep."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    _, (kept,) = _sweep(tracker, exp_id, "good", [0.30])
+    broken, _ = _sweep(tracker, exp_id, "broken", [0.01])
+    tracker.client.delete_run(broken)
+    assert best_config(EXPERIMENT, tracking_uri=uri).run_id == kept
+    with pytest.raises(BestConfigError, match=r"is not a sweep run"):
+        best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=broken)
+
+
+def test_spec_format_keeps_the_exact_lr(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    lr = 10**-2.5  # a log-spaced grid point, 0.0031622776601683794: no rounding allowed
+    _sweep(tracker, tracker.ensure_experiment(EXPERIMENT), "s", [0.3], lrs=[lr])
+    text = best_config(EXPERIMENT, tracking_uri=uri).to_spec()
+    (arm,) = load_spec(yaml.safe_load(text)).strategies
+    assert arm.lr == lr
+
+
+def test_strategy_may_be_a_finder_rule_as_the_report_names_it(tmp_path: Path) -> None:
+    """``lrsweep report`` shows one row per rule (``lr_finder:steep``); ``--strategy`` takes it."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent, (grid,) = _sweep(tracker, exp_id, "s", [0.1])
+    ids = {}
+    for rule, loss in (("valley", 0.3), ("steep", 0.2)):
+        tags = {"sweeps.strategy": "lr_finder", "sweeps.arm": "finder", "sweeps.rule": rule}
+        run = tracker.start_run(exp_id, run_name=rule, tags=tags, parent_run_id=parent)
+        tracker.log_params(run, {"strategy": "lr_finder", "lr": 0.01, "seed": 0, "rule": rule})
+        tracker.set_tags(run, {"sweeps.stop_reason": "completed"})
+        tracker.log_metrics(run, [("best/valid_loss", loss, 0)])
+        tracker.end_run(run, "FINISHED")
+        ids[rule] = run
+    for strategy, expected in [
+        (None, grid),
+        ("lr_finder", ids["steep"]),
+        ("finder", ids["steep"]),
+        ("finder:valley", ids["valley"]),
+        ("finder:steep", ids["steep"]),
+    ]:
+        assert best_config(EXPERIMENT, strategy=strategy, tracking_uri=uri).run_id == expected
+    with pytest.raises(BestConfigError, match=r"\['finder', 'finder:steep', 'finder:valley', 'g"):
+        best_config(EXPERIMENT, strategy="finder:slide", tracking_uri=uri)
+
+
+def test_a_tie_on_a_discrete_metric_goes_to_the_lower_valid_loss(tmp_path: Path) -> None:
+    """Error rates are counts over the validation set, so ties are common: the tie goes to the
+    trial with the lower best valid loss, not to whichever trial started first."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    _, (first, better) = _sweep(tracker, tracker.ensure_experiment(EXPERIMENT), "s", [0.4, 0.3])
+    # both trials have best/error_rate 0.1; ``first`` started first
+    assert best_config(EXPERIMENT, metric="error_rate", tracking_uri=uri).run_id == better
+    assert best_config(EXPERIMENT, tracking_uri=uri).run_id == better
+    tracker.log_metrics(better, [("best/valid_loss", 0.4, 1)])  # a full tie: the first started
+    assert best_config(EXPERIMENT, metric="error_rate", tracking_uri=uri).run_id == first

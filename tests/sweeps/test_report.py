@@ -87,6 +87,7 @@ def test_report_numbers_match_a_hand_computation(sweep: tuple[Tracker, str]) -> 
     assert optuna.n_trials == 3
     steep = report.group("lr_finder:steep")  # seed 0 never had a finite loss
     assert steep.n_seeds == 1 and steep.valid_loss_mean == pytest.approx(0.90)
+    assert steep.n_seeds_run == 2 and math.isnan(steep.valid_loss_std)  # one value: no spread
     best = min(g.valid_loss_mean for g in report.groups)
     assert best == pytest.approx(0.35)
     for row in report.groups:
@@ -127,7 +128,7 @@ def test_report_documents_are_self_contained_and_logged(
     assert 'src="http' not in html and "lr_finder:valley" in html
     markdown = report.to_markdown()
     assert "| strategy |" in markdown and "![comparison.png](comparison.png)" in markdown
-    assert report.results_csv().splitlines()[0].startswith("group,kind,n_seeds,chosen_lr")
+    assert report.results_csv().splitlines()[0].startswith("group,kind,n_seeds,n_seeds_run,")
     assert len(report.trials_csv().splitlines()) == 1 + len(TRIALS)
     log_report(tracker, parent, report)
     artifacts = set(tracker.list_artifacts(parent))
@@ -276,9 +277,11 @@ def test_a_group_with_no_counted_trial_has_no_mean_and_no_spread() -> None:
     assert lost.n_seeds == 0 and lost.n_trials == 2
     spread = (lost.valid_loss_std, lost.error_rate_std)
     assert all(math.isnan(v) for v in (lost.valid_loss_mean, lost.error_rate_mean, *spread))
-    line = next(x for x in report.to_markdown(images=False).splitlines() if "| random |" in x)
-    assert line.split(" | ")[2:4] == ["-", "-"]  # not "- ± 0.0000": no spread without a seed
-    assert "random,random,0,nan,nan,nan,nan,nan" in report.results_csv()
+    headers, cells = report.group_table()
+    row = dict(zip(headers, next(c for c in cells if c[0] == "random"), strict=True))
+    assert (row["best valid loss"], row["error rate"]) == ("-", "-")  # not "- ± 0.0000"
+    assert row["seeds"] == "0/2"
+    assert "random,random,0,2,nan,nan,nan,nan,nan" in report.results_csv()
     assert report.group("grid").valid_loss_std == pytest.approx(statistics.stdev([0.3, 0.4]))
 
 
@@ -328,3 +331,30 @@ def test_the_trial_table_shows_error_rates_in_percent_as_the_strategy_table() ->
     trial_lines = [line for line in markdown.splitlines() if line.startswith("| grid0")]
     assert len(trial_lines) == 1 and "| 15.00% |" in trial_lines[0], markdown
     assert "| 17.50% ± 3.54 |" in markdown  # the strategy row: mean ± std over the 2 seeds
+
+
+def test_one_seed_shows_no_spread_and_the_table_says_how_many_seeds_count() -> None:
+    """A group whose other seeds failed is a mean over fewer seeds than its rivals: the table
+    says so ("1/2"), and one value has no standard deviation (not "± 0.0000")."""
+    rows = [
+        _row("grid", "grid", 0, 0.3, 1.0),
+        _row("grid", "grid", 1, 0.4, 1.0),
+        _row("random", "random", 0, 0.2, 1.0),
+        dataclasses.replace(_row("random", "random", 1, math.nan, 1.0), stop_reason="diverged"),
+    ]
+    report = Report("x", "parent", compare(rows), rows)
+    lucky = report.group("random")
+    assert (lucky.n_seeds, lucky.n_seeds_run) == (1, 2)
+    assert lucky.valid_loss_mean == pytest.approx(0.2)
+    assert math.isnan(lucky.valid_loss_std) and math.isnan(lucky.error_rate_std)
+    assert (report.group("grid").n_seeds, report.group("grid").n_seeds_run) == (2, 2)
+    headers, cells = report.group_table()
+    table = {row[0]: dict(zip(headers, row, strict=True)) for row in cells}
+    assert table["random"]["seeds"] == "1/2" and table["grid"]["seeds"] == "2/2"
+    assert (table["random"]["best valid loss"], table["random"]["error rate"]) == (
+        "0.2000",
+        "10.00%",
+    )
+    assert table["grid"]["best valid loss"] == "0.3500 ± 0.0707"
+    assert report.results_csv().splitlines()[0].startswith("group,kind,n_seeds,n_seeds_run,")
+    assert "random,random,1,2,0.01,0.2,nan,0.1,nan," in report.results_csv()
