@@ -92,8 +92,13 @@ def test_bf16_fit_has_finite_losses_and_weights_close_to_float32() -> None:
 
 
 def test_pytorch_cpu_bf16_strided_conv_backward_on_one_pixel_wide_input_is_wrong() -> None:
-    """The PyTorch 2.14 fault the guard below exists for (14-19 of 20 draws here; the garbage is
-    uninitialised memory, so the count varies). When this starts failing, drop the guard."""
+    """The PyTorch 2.14 fault the guard below exists for (14-19 of 20 draws on AVX-512 machines;
+    the garbage is uninitialised memory, so the count varies). When this starts failing on such a
+    machine, drop the guard. An AVX2-only CPU (seen 2026-12-03) takes other kernels and computes
+    the gradient right: the guard is then only cautious, and there is no fault to watch for."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        pytest.skip(f"the fault is in the AVX-512 bf16 kernels; this CPU runs {capability}")
     torch.manual_seed(0)
     wrong = 0
     for _ in range(20):
