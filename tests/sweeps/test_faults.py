@@ -267,7 +267,9 @@ def test_mlflow_server_outage_mid_sweep_loses_no_metric_point(
     spec = {
         **RESUME_SPEC,
         "name": "outage",
-        "task": {**RESUME_SPEC["task"], "epochs": 30, "batch_size": 4},  # ~1 s epochs
+        # 0.5-1.5 s epochs: the first ends before the outage, many during it; the last ones
+        # may end before the server is back, and their points wait in the buffer for it
+        "task": {**RESUME_SPEC["task"], "epochs": 30, "batch_size": 8},
         "strategies": [{"kind": "fixed", "lr": 1.0e-3}],
     }
     try:
