@@ -86,7 +86,8 @@ class TunerPlan:
         name: Folder name of the Tune experiment under ``storage_path``.
         storage_path: Where Ray keeps experiment state and trial checkpoints.
         trainable: The trial body ``f(config, **constants)``.
-        constants: Large or constant keyword arguments (``tune.with_parameters``).
+        constants: Keyword arguments every trial gets (small: they are pickled with the
+            trainable, see :func:`_bind`).
         searches: The searches to run, in order, as one stream of trials; each has ``name``,
             ``param_space``, ``num_samples``, ``searcher`` (a :class:`SearcherSpec` or None)
             and ``n_trials`` (``sweeps.strategies.Search``).
@@ -440,8 +441,27 @@ def _resources(plan: TunerPlan) -> Any:
 
 
 def _trainable(plan: TunerPlan) -> Any:
-    fn = tune.with_parameters(plan.trainable, **plan.constants)
-    return tune.with_resources(fn, _resources(plan))
+    return tune.with_resources(_bind(plan.trainable, plan.constants), _resources(plan))
+
+
+def _bind(trainable: Callable[..., Any], constants: Mapping[str, Any]) -> Callable[..., Any]:
+    """``trainable(config, **constants)`` as a one-argument function trainable.
+
+    Not ``tune.with_parameters``: that ``ray.put``s the constants, an object the driver owns in
+    the raylet's object store. When a SIGTERM reaches every process of the sweep (systemd's
+    ``KillMode=control-group``), the raylet's death makes the driver try to recover that object
+    through the dead store, and Ray ends the driver on the spot (exit 1, "connection to the
+    plasma store is failed"), before its SIGTERM handler has closed the MLflow runs. The
+    constants here (the spec and a few ids) are small, so they travel inside the function Tune
+    registers instead.
+    """
+
+    def bound(config: dict[str, Any]) -> Any:
+        return trainable(config, **constants)
+
+    bound.__name__ = bound.__qualname__ = getattr(trainable, "__name__", "trainable")
+    bound.__doc__ = trainable.__doc__
+    return bound
 
 
 def _run_config(plan: TunerPlan) -> tune.RunConfig:

@@ -397,7 +397,12 @@ def _run_or_interrupt(
     """The trials' outcomes and whether Ctrl-C / SIGTERM stopped them; FAILED on an error."""
     try:
         with interrupts.catching(), progress:
-            return _run_trials(spec, sweep_dir, context, progress, restoring=restoring)
+            outcomes, unfinished = _run_trials(
+                spec, sweep_dir, context, progress, restoring=restoring
+            )
+        # A SIGTERM that also reached Ray's processes can fail the trials before Tune sees the
+        # signal's Ctrl-C: Tune then ends normally, yet the sweep was stopped, not failed.
+        return outcomes, unfinished or interrupts.signal is not None
     except KeyboardInterrupt:
         return [], True
     except BaseException:
