@@ -58,6 +58,14 @@ from trainers import (
 
 logger = logging.getLogger(__name__)
 
+TAG_FAILED_FOR_GOOD = "sweeps.failed_for_good"
+"""Run tag: the error of an LR choice that fails the same way on every retry."""
+
+
+class TrialFailedForGood(RuntimeError):
+    """A retried trial whose first attempt failed in a way a retry repeats (not run again)."""
+
+
 META_FILE = "trial.json"
 LEARNER_FILE = "learner.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -66,7 +74,7 @@ REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy", "compu
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of a sweep shares (passed once through ``tune.with_parameters``).
+    """What every trial of a sweep shares (registered with the trainable, ``sweeps._ray._bind``).
 
     Attributes:
         spec: The validated ``SweepSpec``.
@@ -202,6 +210,23 @@ def _report_if_ended(tracker: Tracker, run_id: str) -> bool:
     return True
 
 
+def _raise_if_failed_for_good(tracker: Tracker, run_id: str) -> None:
+    """A retry of a trial whose LR choice failed deterministically fails again at once.
+
+    Tune restarts an errored trial ``failure.max_failures`` times, whatever the error. A range
+    test too short for its rule (``CurveTooShort``) or an invalid ``config.lr`` comes back the
+    same on the same seed and data, so the retry raises the first attempt's error (kept on the
+    run as ``sweeps.failed_for_good``) instead of running the range test again.
+    """
+    run = tracker.get_run(run_id)
+    why = run.data.tags.get(TAG_FAILED_FOR_GOOD)
+    if run.info.status == "FAILED" and why:
+        raise TrialFailedForGood(
+            f"{why} (run {run_id}; the first attempt's error, not retried: the same seed "
+            "and data fail the same way)"
+        )
+
+
 def ended_result(run: Any) -> dict[str, Any] | None:
     """The Tune result of a trial whose MLflow run had ended (None when it had not).
 
@@ -322,7 +347,11 @@ def _start(
     _log_new_params(tracker, run_id, _trial_params(context, config, arm))
     if context.spec.task.fine_tune is not None:
         learn.freeze()  # as fastai: the range test of a transfer task runs on the frozen model
-    record.lr = _choose_lr(learn, config, arm, record)
+    try:
+        record.lr = _choose_lr(learn, config, arm, record)
+    except ValueError as error:  # CurveTooShort, a bad config.lr: the same seed fails the same way
+        tracker.set_tags(run_id, {TAG_FAILED_FOR_GOOD: f"{type(error).__name__}: {error}"[:500]})
+        raise
     if record.lr_find is not None:
         _log_lr_find(tracker, run_id, record.lr_find)
     if math.isfinite(record.lr):
@@ -355,6 +384,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     found = meta["run_id"] if meta is not None else _find_run(tracker, context)
     if found is not None and _report_if_ended(tracker, found):
         return  # finished before the driver died; Tune's saved state had not caught up
+    if found is not None and meta is None:
+        _raise_if_failed_for_good(tracker, found)
     run_id, reopened = _open_run(tracker, context, config, found)
     record = TrialRecord.from_meta(meta, run_id=run_id)
     max_epochs = None if config["strategy"] == "recipe" else task.epochs

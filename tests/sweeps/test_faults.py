@@ -397,3 +397,41 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED" and "no-mnist" in parent.data.tags["sweeps.error"]
     assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}
+
+
+def test_a_range_test_too_short_for_its_rule_is_not_run_again_on_retry(
+    tmp_path: Path, ray_cluster: None
+) -> None:
+    """A range test from LR 1e3 blows up on its second step: ``valley`` has too few points.
+    The same seed fails the same way, so the max_failures retries raise the first attempt's
+    error at once instead of running the range test again; the other arm is unharmed."""
+    data = {
+        **RESUME_SPEC,
+        "name": "too-short",
+        "task": {**RESUME_SPEC["task"], "epochs": 1},
+        "strategies": [
+            {
+                "kind": "lr_finder",
+                "suggest": ["valley"],
+                "num_it": 10,
+                "start_lr": 1e3,
+                "end_lr": 1e6,
+            },
+            {"kind": "fixed", "name": "steady", "lr": 1e-3},
+        ],
+        "failure": {"max_failures": 2},
+    }
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_sweep(
+        data, tracking_uri=uri, storage_path=tmp_path / "ray", progress=SweepProgress(live=False)
+    )
+    (finder,) = result.trials["lr_finder"]
+    assert finder.status == "ERROR"
+    assert "CurveTooShort" in (finder.error or "") and "not retried" in (finder.error or "")
+    assert [o.status for o in result.trials["steady"]] == ["TERMINATED"]
+    tracker = Tracker(uri)
+    runs = [r for r in _children(tracker, "too-short") if r.data.params.get("arm") == "lr_finder"]
+    (run,) = runs  # the retries reuse the first attempt's run, and leave it FAILED
+    assert run.info.status == "FAILED"
+    assert run.data.tags["sweeps.failed_for_good"].startswith("CurveTooShort: ")
+    assert result.report is not None and result.report.group("steady").n_seeds == 1
