@@ -7,7 +7,9 @@ seed (lowest ``best/valid_loss``; a finder rule has one trial per seed). Then, p
 - ``n_seeds``: the seeds with a counted trial, out of ``n_seeds_run``, the seeds the group ran
   (shown as ``2/3``): a seed whose trials all failed or diverged drops out of the mean below,
   so a mean over fewer seeds than its rivals is visible as such;
-- ``chosen_lr``: median over seeds of the LR of each seed's best trial;
+- ``chosen_lr``: median over seeds of the LR of each seed's best trial, taken on the log scale
+  the LRs are searched on (for an even number of seeds, the geometric mean of the middle two:
+  1e-3 and 1e-1 give 1e-2, not 5e-2);
 - ``valid_loss`` and ``error_rate``: mean and sample standard deviation (n - 1) over seeds of
   that trial's best-epoch values; the standard deviation is NaN for one seed (one value has no
   spread to measure; the mean is shown alone), both are NaN (shown as ``-``) when no trial of
@@ -343,6 +345,16 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _log_median(lrs: list[float]) -> float:
+    """Median on the log scale (NaN for no LRs; the plain median if one is not positive)."""
+    if not lrs or any(not lr > 0 for lr in lrs):
+        return math.nan if not lrs else statistics.median(lrs)
+    ordered, middle = sorted(lrs), len(lrs) // 2
+    if len(lrs) % 2:
+        return ordered[middle]  # the LR itself, as the trial ran it
+    return math.sqrt(ordered[middle - 1] * ordered[middle])
+
+
 def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
     per_seed: dict[int, TrialRow] = {}
     # Only counted rows take part: a NaN loss would make the sort order arbitrary.
@@ -356,7 +368,7 @@ def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
         kind=rows[0].kind,
         n_seeds=len(picks),
         n_seeds_run=len({r.seed for r in rows if r.seed >= 0 or r.counts}),  # -1: no params yet
-        chosen_lr=statistics.median([p.lr for p in picks]) if picks else math.nan,
+        chosen_lr=_log_median([p.lr for p in picks]),
         valid_loss_mean=statistics.fmean(losses) if losses else math.nan,
         valid_loss_std=_std(losses),
         error_rate_mean=statistics.fmean(errors) if errors else math.nan,

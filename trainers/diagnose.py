@@ -90,7 +90,8 @@ def diagnose(
     Args:
         history: Per-epoch records with ``train_loss`` and ``valid_loss`` (``learn.history``),
             in a sequence or any iterable (read once); records whose ``epoch`` is None
-            (``fit_recipe``'s step markers) are skipped.
+            (``fit_recipe``'s step markers) are skipped, and so is an epoch a ``CancelEpoch``
+            left unmeasured (``"cancelled": True`` with a NaN loss, as the Recorder writes it).
         explode_ratio: Validation loss above this times the first training loss, with the
             training loss not down by the same factor, means the rate is too high; > 1.
         rise_epochs: Epochs since the best validation loss that count as "rising"; >= 1.
@@ -188,8 +189,11 @@ def _losses(history: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[flo
                 f"history[{i}] lacks {missing}; diagnose needs train_loss and valid_loss, and "
                 f"the record has {sorted(record)}."
             )
-        train.append(_number(record, "train_loss", i))
-        valid.append(_number(record, "valid_loss", i))
+        losses = _number(record, "train_loss", i), _number(record, "valid_loss", i)
+        if record.get("cancelled") is True and not all(map(math.isfinite, losses)):
+            continue  # a CancelEpoch left it unmeasured (NaN), not blown up
+        train.append(losses[0])
+        valid.append(losses[1])
     if not valid:
         raise ValueError("history has no epoch record; diagnose needs at least one.")
     return train, valid

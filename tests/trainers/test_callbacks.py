@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,6 +151,23 @@ def test_cancel_epoch_ends_training_early_but_validation_still_runs() -> None:
     assert log.events.count("after_cancel_epoch") == 2
     assert log.events.count("after_validate") == 2
     assert all(r["valid_loss"] == r["valid_loss"] for r in learn.history)  # not NaN
+    assert all(r["cancelled"] is True for r in learn.history)
+
+
+def test_an_epoch_cancelled_before_its_first_step_is_not_read_as_a_blow_up() -> None:
+    """Its training loss is NaN because nothing was measured; diagnose skips it."""
+    from trainers.diagnose import diagnose
+
+    log = Log(event="before_batch", error=CancelEpoch(), when=lambda learn: learn.epoch == 3)
+    learn = make_learner(callbacks=[log])
+    learn.fit(4, 1e-3)
+    assert [r.get("cancelled", False) for r in learn.history] == [False, False, False, True]
+    assert math.isnan(learn.history[-1]["train_loss"])
+    found = diagnose(learn.history)
+    assert found.label != "lr_too_high" and found.evidence["n_epochs"] == 3, found
+    assert diagnose([*learn.history[:3], {**learn.history[3], "cancelled": False}]).label == (
+        "lr_too_high"  # the same NaN, not marked cancelled: a loss that blew up
+    )
 
 
 def test_cancel_batch_skips_the_step_but_fires_after_batch() -> None:

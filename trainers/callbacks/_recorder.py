@@ -19,12 +19,15 @@ class Recorder(Callback):
     momentum) to :attr:`losses`, :attr:`lrs` and :attr:`moms`; these lists restart at every
     ``fit``. After each epoch it appends one record to ``learn.history``::
 
-        {"epoch", "train_loss", "valid_loss", <metrics...>, "lr", "epoch_time_s"[, "phase"]}
+        {"epoch", "train_loss", "valid_loss", <metrics...>, "lr", "epoch_time_s"
+         [, "phase"][, "cancelled"]}
 
     ``train_loss`` is the mean of the epoch's batch losses, ``lr`` the top group's rate at the end
-    of the epoch and ``phase`` is present when ``learn.phase`` is set. A metric whose validation
-    was cancelled is recorded as NaN. ``order`` is -10, so callbacks with the default order see
-    the new record in their own ``after_epoch``.
+    of the epoch and ``phase`` is present when ``learn.phase`` is set. An epoch a ``CancelEpoch``
+    cut short has ``"cancelled": True``; its ``train_loss`` is NaN when no step ran, and a metric
+    whose validation was cancelled is NaN (not measured, which
+    :func:`~trainers.diagnose.diagnose` tells apart from a loss that blew up). ``order`` is
+    -10, so callbacks with the default order see the new record in their own ``after_epoch``.
 
     Attributes:
         losses: Training loss per step of the current fit.
@@ -41,6 +44,7 @@ class Recorder(Callback):
         self._mom_key: str | None = None
         self._epoch_start = 0.0
         self._epoch_first_step = 0
+        self._cancelled = False
 
     def reset(self) -> None:
         """Forget the per-step records."""
@@ -54,6 +58,10 @@ class Recorder(Callback):
     def before_epoch(self) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_first_step = len(self.losses)
+        self._cancelled = False
+
+    def after_cancel_epoch(self) -> None:
+        self._cancelled = True
 
     def after_batch(self) -> None:
         value = self.learn.loss_value
@@ -81,4 +89,6 @@ class Recorder(Callback):
         record["epoch_time_s"] = time.perf_counter() - self._epoch_start
         if learn.phase is not None:
             record["phase"] = learn.phase
+        if self._cancelled:
+            record["cancelled"] = True
         learn.history.append(record)
