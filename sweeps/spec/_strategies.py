@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
+from sweeps.spec._lr import log_spaced
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
@@ -64,6 +65,11 @@ class GridLr(LrRange):
     """``points`` log-spaced learning rates from ``min`` to ``max`` inclusive."""
 
     points: Int = Field(ge=2, le=MAX_POINTS)
+
+    @model_validator(mode="after")
+    def _check_points_are_distinct(self) -> GridLr:
+        log_spaced(self.min, self.max, self.points)  # a range too narrow names itself here
+        return self
 
 
 class _Arm(SpecModel):

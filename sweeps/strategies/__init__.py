@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.strategies._base import SEARCH_METRIC, Search, Strategy, log_spaced
+from sweeps.spec._lr import log_spaced
+from sweeps.strategies._base import SEARCH_METRIC, Search, Strategy
 from sweeps.strategies._fixed import FixedStrategy
 from sweeps.strategies._grid import GridStrategy
 from sweeps.strategies._lr_finder import LrFinderStrategy

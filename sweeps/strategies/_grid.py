@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sweeps.strategies._base import Search, Strategy, log_spaced
+from sweeps.spec._lr import log_spaced
+from sweeps.strategies._base import Search, Strategy
 
 
 class GridStrategy(Strategy):

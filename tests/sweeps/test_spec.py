@@ -153,6 +153,14 @@ BAD_SPECS = [
     ),
     ({"strategies": []}, r"strategies: must have at least 1 item"),
     ({"strategies": {"kind": "grid"}}, r"strategies: must be a list"),
+    (  # 1e-3 and the next two floats up hold no 5 distinct points: refused at load, not at plan
+        {
+            "strategies": [
+                {"kind": "grid", "lr": {"min": 1e-3, "max": 0.0010000000000000002, "points": 5}}
+            ]
+        },
+        r"strategies\.0\.lr: points=5 log-spaced values .* are not all distinct",
+    ),
     (
         {"strategies.0.kind": "bayes"},
         r"strategies\.0\.kind: unknown kind 'bayes' \(accepted: lr_finder, grid, optuna, "
