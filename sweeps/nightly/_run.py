@@ -10,8 +10,9 @@ One night:
    (failed nights and what-if nights run with ``--set`` never count), each entry's figures
    taken only from nights that ran the same spec of it (its fingerprint,
    ``nightly.spec_sha256.<entry>``; a what-if entry is matched with the suite as written);
-4. the verdict, ``nightly-report.md`` / ``.html`` with trend plots of the last 30 nights,
-   written to ``report_dir`` and logged on the night run; the run is closed with its status.
+4. the verdict, ``nightly-report.md`` / ``.html`` with trend plots of the last 30 nights (an
+   entry drawn only from nights of the spec it is judged against), written to ``report_dir``
+   and logged on the night run; the run is closed with its status.
 
 A night *fails* (status ``failed``, reason in ``nightly.failure_reason``, exit code 3) when a
 sweep raises (the cluster goes away, the data is gone), is interrupted, or any trial crashes;
@@ -174,6 +175,23 @@ def _what_if(entry: SuiteEntry) -> list[str]:
     ]
 
 
+def _trend(
+    earlier: list[Night], figures: list[Figure], specs: dict[str, str]
+) -> list[tuple[str, dict[str, float]]]:
+    """``(label, figures)`` per night, oldest first, tonight last, for the trend plots.
+
+    An earlier night shows an entry's figures only when it ran the spec tonight is judged
+    against (``specs``), as in the baseline: a line across a change of seeds or epochs would
+    draw the change as a trend.
+    """
+    trend = [
+        (_label(n.start_ms), comparable_figures(n.figures, n.specs, specs))
+        for n in reversed(earlier)
+    ]
+    trend.append(("tonight", {f.key: f.value for f in figures}))
+    return trend
+
+
 def _specs_to_match(suite: Suite, specs: dict[str, str], baseline: list[Night]) -> dict[str, str]:
     """The fingerprint each entry's earlier nights must have to join tonight's baseline.
 
@@ -311,8 +329,7 @@ def _conclude(
         tonight.failures,
         counts=not what_if_overrides(suite),
     )
-    trend = [(_label(n.start_ms), n.figures) for n in reversed(earlier[: TREND_NIGHTS - 1])]
-    trend.append(("tonight", {f.key: f.value for f in figures}))
+    trend = _trend(earlier[: TREND_NIGHTS - 1], figures, specs)
     baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]
     notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
     report = NightReport(

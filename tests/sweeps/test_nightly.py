@@ -22,6 +22,7 @@ from sweeps.cli import app
 from sweeps.cli._nightly import _print_night
 from sweeps.nightly import (
     Figure,
+    Night,
     NightResult,
     NightStore,
     Status,
@@ -241,6 +242,22 @@ def test_an_entry_whose_spec_changed_starts_its_baseline_afresh(
     renamed = [{"name": "digits", "spec": {**TINY_SPEC, "name": "renamed"}}, entries[1]]
     night = _judged_night(tracking_uri, renamed, {key: 11.0}, tmp_path / "4")
     assert night.verdict.comparisons[0].baseline == 10.5  # a new name changes no figure
+
+
+def test_the_trend_draws_an_entry_only_from_nights_of_the_spec_it_is_judged_against() -> None:
+    """A line across a change of seeds would draw the change as a trend."""
+    older = Night("r1", "2026-11-01", 1, "passed", {"a/wall_time_s": 9.0, "b/wall_time_s": 5.0},
+                  {"a": "x", "b": "y"})  # fmt: skip
+    newer = Night("r2", "2026-11-02", 2, "passed", {"a/wall_time_s": 8.0, "b/wall_time_s": 6.0},
+                  {"a": "x", "b": "z"})  # fmt: skip
+    tonight = [Figure("a", "wall_time_s", None, 7.0), Figure("b", "wall_time_s", None, 60.0)]
+    trend = nightly_run._trend([newer, older], tonight, {"a": "x", "b": "z"})
+    assert [label for label, _ in trend][-1] == "tonight"
+    assert [figures for _, figures in trend] == [
+        {"a/wall_time_s": 9.0},  # b ran spec y that night
+        {"a/wall_time_s": 8.0, "b/wall_time_s": 6.0},
+        {"a/wall_time_s": 7.0, "b/wall_time_s": 60.0},
+    ]
 
 
 def test_a_what_if_night_is_judged_against_the_suite_as_written(
