@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.spec import SweepSpec
+from sweeps.spec._task import is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ def spec_fingerprint(spec: SweepSpec) -> str:
     """The SHA-256 of the resolved spec, less what changes no figure (name, storage, tracking URI
     and experiment): two nights compare an entry only when its fingerprint is the same.
 
+    What the spec's local paths hold counts too: a ``task.dataset.path`` folder by its files'
+    names and sizes (images added or removed, not touched), a ``task.model.pretrained`` file by
+    its bytes. Remote paths (``s3://``...) count by their text only.
+
     Example:
         >>> from sweeps.spec import load_spec
         >>> spec = load_spec("sweeps/specs/digits.yaml")  # doctest: +SKIP
@@ -119,5 +124,33 @@ def spec_fingerprint(spec: SweepSpec) -> str:
     resolved["tracking"] = {
         k: v for k, v in tracking.items() if k not in _TRACKING_NOT_FINGERPRINTED
     }
+    contents = _local_contents(spec)
+    if contents:  # a spec without local paths keeps the fingerprint it had before they counted
+        resolved["local_contents"] = contents
     text = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _local_contents(spec: SweepSpec) -> dict[str, str]:
+    """SHA-256s of what the spec's local data folder and weights file hold (never raises)."""
+    found: dict[str, str] = {}
+    folder, weights = spec.task.dataset.path, spec.task.model.pretrained
+    try:
+        if folder and not is_uri(folder) and Path(folder).is_dir():
+            root = Path(folder)
+            files = sorted(
+                (p.relative_to(root).as_posix(), p.stat().st_size)
+                for p in root.rglob("*")
+                if p.is_file()
+            )
+            found["dataset"] = hashlib.sha256(json.dumps(files).encode()).hexdigest()
+        if weights and not is_uri(weights) and Path(weights).is_file():
+            digest = hashlib.sha256()
+            with Path(weights).open("rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+            found["pretrained"] = digest.hexdigest()
+    except OSError as error:  # unreadable now: the sweep itself will say so
+        logger.debug("could not read %s / %s for the fingerprint: %s", folder, weights, error)
+        found["unreadable"] = str(error)
+    return found

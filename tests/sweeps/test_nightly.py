@@ -244,6 +244,30 @@ def test_an_entry_whose_spec_changed_starts_its_baseline_afresh(
     assert night.verdict.comparisons[0].baseline == 10.5  # a new name changes no figure
 
 
+def test_the_fingerprint_follows_what_a_local_data_folder_and_weights_file_hold(
+    tmp_path: Path,
+) -> None:
+    """New images or new weights under the same paths start the entry's baseline afresh."""
+    from sweeps.spec import load_spec
+
+    folder, weights = tmp_path / "images", tmp_path / "w.pt"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "0.png").write_bytes(b"x" * 10)
+    weights.write_bytes(b"one")
+    task = {**TINY_SPEC["task"], "dataset": {"name": "image_folder", "path": str(folder)}}
+    task["model"] = {"arch": "simple_cnn", "pretrained": str(weights)}
+    spec = load_spec({**TINY_SPEC, "task": task})
+    first = spec_fingerprint(spec)
+    (folder / "a" / "0.png").write_bytes(b"y" * 10)  # the same size, touched: the same data
+    assert spec_fingerprint(spec) == first
+    (folder / "b" / "1.png").write_bytes(b"x" * 10)
+    added = spec_fingerprint(spec)
+    assert added != first
+    weights.write_bytes(b"two")
+    assert spec_fingerprint(spec) not in (first, added)
+
+
 def test_the_trend_draws_an_entry_only_from_nights_of_the_spec_it_is_judged_against() -> None:
     """A line across a change of seeds would draw the change as a trend."""
     older = Night("r1", "2026-11-01", 1, "passed", {"a/wall_time_s": 9.0, "b/wall_time_s": 5.0},
