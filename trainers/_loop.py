@@ -42,7 +42,8 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, but got {epochs!r}.")
-    if not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:
+    bad_type = not isinstance(start_epoch, int) or isinstance(start_epoch, bool)
+    if bad_type or not 0 <= start_epoch <= epochs:
         raise ValueError(
             f"start_epoch must be an integer in [0, epochs={epochs}], but got {start_epoch!r}."
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,9 +39,13 @@ DEFAULT_MOM = 0.9
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
+def _is_number(value: Any) -> bool:
+    """A real number (Python's, or a NumPy scalar such as ``np.float32``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def _positive_lr(value: Any, name: str) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
     return float(value)
 
@@ -49,9 +54,9 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
     """One learning rate per layer group, earliest group first.
 
     Args:
-        lr: A number (every group); ``(lo, hi)`` or ``slice(lo, hi)`` (geometric spread from
-            ``lo`` for the first group to ``hi`` for the last); ``slice(hi)`` (``hi`` for the last
-            group, ``hi / 10`` for the others, as fastai).
+        lr: A number, NumPy scalars included (every group); ``(lo, hi)`` or ``slice(lo, hi)``
+            (geometric spread from ``lo`` for the first group to ``hi`` for the last);
+            ``slice(hi)`` (``hi`` for the last group, ``hi / 10`` for the others, as fastai).
         n_groups: Number of layer groups, ``>= 1``.
         name: Argument name used in error messages.
 
@@ -72,7 +77,7 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
         lo, hi = lr.start, lr.stop
     elif isinstance(lr, tuple) and len(lr) == 2:
         lo, hi = lr
-    elif isinstance(lr, int | float) and not isinstance(lr, bool):
+    elif _is_number(lr):
         return [_positive_lr(lr, name)] * n_groups
     else:
         raise ValueError(

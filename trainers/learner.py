@@ -53,6 +53,21 @@ def _check_int(name: str, value: Any, *, low: int) -> int:
     return value
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_moms(moms: Any) -> tuple[float, float, float]:
+    """``moms`` as three momenta in ``[0, 1)`` (Adam's beta1 or SGD's momentum)."""
+    ok = isinstance(moms, tuple | list) and len(moms) == 3
+    if not (ok and all(_is_real(m) and 0 <= m < 1 for m in moms)):
+        raise ValueError(
+            "moms must be three numbers in [0, 1) (start, at the peak rate, end), "
+            f"but got {moms!r}."
+        )
+    return float(moms[0]), float(moms[1]), float(moms[2])
+
+
 class Learner:
     """Trains ``model`` on ``dls`` with fastai's schedules, callbacks and layer groups.
 
@@ -398,10 +413,12 @@ class Learner:
 
         Raises:
             ValueError: for ``lr_max`` <= 0, NaN or ``lo > hi`` (the message names ``lr_max``),
-                ``pct_start`` outside ``[0, 1]``, or bad ``epochs`` / ``start_epoch``.
+                ``pct_start`` outside ``[0, 1]``, ``div`` / ``div_final`` not a finite number
+                > 0, ``moms`` not three numbers in ``[0, 1)``, or bad ``epochs`` /
+                ``start_epoch``.
         """
         lrs = resolve_lrs(lr_max, self.n_groups, name="lr_max")
-        mom_max, mom_min, mom_end = moms
+        mom_max, mom_min, mom_end = _check_moms(moms)
 
         def hypers(pos: float, epoch_pos: float) -> tuple[list[float], float]:
             rates = [
@@ -467,27 +484,37 @@ class Learner:
         ``fit_one_cycle``'s 1/25, since the body already holds trained weights. History records
         carry ``phase`` ``"frozen"`` / ``"unfrozen"``.
 
+        Every argument is checked before anything is frozen or trained.
+
         Raises:
-            ValueError: for a bad ``base_lr``, ``epochs < 1``, ``freeze_epochs < 0`` or
-                ``lr_mult < 1``.
+            ValueError: for a ``base_lr`` that is not a finite number > 0, ``epochs < 1``,
+                ``freeze_epochs < 0``, ``lr_mult`` not a finite number >= 1, ``pct_start``
+                outside ``[0, 1]`` or ``div`` not a finite number > 0.
         """
+        if isinstance(base_lr, slice | tuple):  # resolve_lrs would take them
+            raise ValueError(f"base_lr must be a finite number > 0, but got {base_lr!r}.")
         resolve_lrs(base_lr, 1, name="base_lr")
         _check_int("epochs", epochs, low=1)
         _check_int("freeze_epochs", freeze_epochs, low=0)
-        if not (isinstance(lr_mult, int | float) and lr_mult >= 1):
-            raise ValueError(f"lr_mult must be a number >= 1, but got {lr_mult!r}.")
+        if not (_is_real(lr_mult) and lr_mult >= 1):
+            raise ValueError(f"lr_mult must be a finite number >= 1, but got {lr_mult!r}.")
+        lo, hi = base_lr / 2 / lr_mult, base_lr / 2
+        if not lo > 0:
+            raise ValueError(
+                f"base_lr / 2 / lr_mult must be > 0, but base_lr={base_lr!r} and "
+                f"lr_mult={lr_mult!r} give {lo!r}."
+            )
+        for rate in resolve_lrs(slice(lo, hi), self.n_groups, name="base_lr"):
+            one_cycle_lr(0.0, lr_max=rate, pct_start=pct_start, div=div)
         previous = self.phase
         try:
             self.freeze()
             if freeze_epochs:
                 self.phase = "frozen"
                 self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
-            base_lr /= 2
             self.unfreeze()
             self.phase = "unfrozen"
-            self.fit_one_cycle(
-                epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div
-            )
+            self.fit_one_cycle(epochs, slice(lo, hi), pct_start=pct_start, div=div)
         finally:
             self.phase = previous
 

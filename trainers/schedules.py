@@ -153,18 +153,44 @@ def sgdr_lr(
         lr_min: Floor of the cosine, ``>= 0``.
 
     Raises:
-        ValueError: for a negative ``epoch_pos``, ``cycle_len <= 0`` or ``cycle_mult < 1``.
+        ValueError: for a negative or non-finite ``epoch_pos``, ``lr_max`` that is not a finite
+            number > 0, ``lr_min`` outside ``[0, lr_max]``, ``cycle_len <= 0`` or
+            ``cycle_mult < 1``.
     """
-    if not (isinstance(epoch_pos, int | float) and epoch_pos >= 0):
-        raise ValueError(f"epoch_pos must be a number >= 0, but got {epoch_pos!r}.")
+    ok = isinstance(epoch_pos, int | float) and math.isfinite(epoch_pos) and epoch_pos >= 0
+    if not ok:
+        raise ValueError(f"epoch_pos must be a finite number >= 0, but got {epoch_pos!r}.")
+    _check_positive("lr_max", lr_max)
+    if not (isinstance(lr_min, int | float) and math.isfinite(lr_min) and 0 <= lr_min <= lr_max):
+        raise ValueError(
+            f"lr_min must be a finite number in [0, lr_max={lr_max!r}], but got {lr_min!r}."
+        )
     _check_positive("cycle_len", cycle_len)
-    if not (isinstance(cycle_mult, int | float) and cycle_mult >= 1):
-        raise ValueError(f"cycle_mult must be a number >= 1, but got {cycle_mult!r}.")
-    start, length = 0.0, float(cycle_len)
-    while epoch_pos >= start + length:
+    ok = isinstance(cycle_mult, int | float) and math.isfinite(cycle_mult) and cycle_mult >= 1
+    if not ok:
+        raise ValueError(f"cycle_mult must be a finite number >= 1, but got {cycle_mult!r}.")
+    start, length = _sgdr_cycle(float(epoch_pos), float(cycle_len), float(cycle_mult))
+    frac = min(max((epoch_pos - start) / length, 0.0), 1.0)
+    return lr_min + (lr_max - lr_min) * (1.0 + math.cos(math.pi * frac)) / 2
+
+
+def _sgdr_cycle(epoch_pos: float, cycle_len: float, cycle_mult: float) -> tuple[float, float]:
+    """``(start, length)`` of the SGDR cycle holding ``epoch_pos``.
+
+    Closed form when the cycles are all alike (no loop over a long run), then a walk over the
+    (geometrically growing) cycles. A boundary missed by rounding (``0.1 + 0.1 + 0.1`` is not
+    ``0.3``) still counts as the restart it stands for.
+    """
+    start, length = 0.0, cycle_len
+    if cycle_mult == 1:
+        start = math.floor(epoch_pos / cycle_len) * cycle_len
+    while epoch_pos >= start + length - 1e-9 * length:
         start += length
         length *= cycle_mult
-    return lr_min + (lr_max - lr_min) * (1.0 + math.cos(math.pi * (epoch_pos - start) / length)) / 2
+    while start > 0 and epoch_pos < start - 1e-9 * length:  # floor's rounding overshot
+        length /= cycle_mult
+        start -= length
+    return start, length
 
 
 def sgdr_total_epochs(n_cycles: int, cycle_len: int, cycle_mult: int = 1) -> int:

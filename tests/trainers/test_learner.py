@@ -158,6 +158,14 @@ def test_invalid_lr_is_rejected_naming_the_argument(lr) -> None:
         ),
         (lambda learn: learn.fit_sgdr(2, 0, 1e-3), "cycle_len must be an integer >= 1"),
         (
+            lambda learn: learn.fit_one_cycle(2, 1e-3, start_epoch=True),
+            r"start_epoch must be an integer in \[0, epochs=2\]",
+        ),
+        (
+            lambda learn: learn.fit_sgdr(2, 1, 1e-3, start_epoch=-1),
+            r"start_epoch must be an integer in \[0, epochs=3\]",
+        ),
+        (
             lambda learn: learn.fine_tune(1, freeze_epochs=-1),
             "freeze_epochs must be an integer >= 0",
         ),
@@ -168,6 +176,48 @@ def test_invalid_lr_is_rejected_naming_the_argument(lr) -> None:
 def test_bad_fit_arguments_are_explained(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call(make_learner())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # each used to fail only after the frozen phase had trained (or with the model left
+        # frozen), naming lr_max or nothing
+        ({"base_lr": slice(1e-3)}, "base_lr must be a finite number > 0"),
+        ({"base_lr": (1e-4, 1e-3)}, "base_lr must be a finite number > 0"),
+        ({"base_lr": -1e-3}, "base_lr must be a finite number > 0"),
+        ({"pct_start": 2.0}, r"pct_start must be a number in \[0, 1\]"),
+        ({"div": 0}, "div must be a finite number > 0"),
+        ({"lr_mult": math.inf}, "lr_mult must be a finite number >= 1"),
+        ({"lr_mult": 0.5}, "lr_mult must be a finite number >= 1"),
+        ({"base_lr": 1e-300, "lr_mult": 1e300}, "base_lr / 2 / lr_mult"),
+    ],
+)
+def test_fine_tune_checks_its_arguments_before_training(kwargs: dict, match: str) -> None:
+    learn = make_learner()
+    with pytest.raises(ValueError, match=match):
+        learn.fine_tune(1, **kwargs)
+    assert learn.history == [] and learn.frozen_groups == 0 and learn.phase is None
+
+
+@pytest.mark.parametrize(
+    "moms",
+    [(0.95, 0.85), (0.95, 0.85, 0.95, 0.9), (0.95, 1.5, 0.95), (0.95, math.nan, 0.95), (-0.1,) * 3],
+)
+def test_fit_one_cycle_rejects_bad_moms_naming_the_argument(moms: tuple) -> None:
+    learn = make_learner()
+    with pytest.raises(ValueError, match=r"^moms must be three numbers in \[0, 1\)"):
+        learn.fit_one_cycle(1, 1e-2, moms=moms)
+    assert learn.history == []
+
+
+def test_numpy_scalar_rates_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    learn = make_learner()
+    learn.fit(1, np.float32(1e-2))
+    assert learn.group_lrs == pytest.approx([1e-2] * 3)
+    learn.fit_one_cycle(1, slice(np.float32(1e-4), np.float32(1e-2)))
+    assert learn.group_lrs[0] / learn.group_lrs[-1] == pytest.approx(1e-2, rel=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,27 @@ def test_sgdr_lr_restarts_on_cycle_boundaries(
     assert got == pytest.approx(closed_sgdr(epoch_pos, 0.1, cycle_len, mult), rel=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("epoch_pos", "cycle_len", "mult"),
+    [(0.3, 0.1, 1), (0.7, 0.1, 1), (0.7, 0.1, 2), (0.9, 0.3, 2)],  # 0.1+0.1+0.1 != 0.3
+)
+def test_sgdr_lr_restarts_on_float_cycle_boundaries(
+    epoch_pos: float, cycle_len: float, mult: int
+) -> None:
+    # each position is a cycle start: 3 x 0.1, 7 x 0.1, 0.1 + 0.2 + 0.4, 0.3 + 0.6
+    assert sgdr_lr(epoch_pos, lr_max=0.1, cycle_len=cycle_len, cycle_mult=mult) == pytest.approx(
+        0.1, rel=1e-9
+    )
+    # a position just before a boundary is still the end of the cycle, not a restart
+    before = sgdr_lr(epoch_pos - 1e-3, lr_max=0.1, cycle_len=cycle_len, cycle_mult=mult)
+    assert before < 1e-3
+
+
+def test_sgdr_lr_far_into_training_keeps_the_pattern() -> None:
+    assert sgdr_lr(1e12 + 0.5, lr_max=0.1, cycle_len=1) == pytest.approx(0.05, rel=1e-3)
+    assert sgdr_lr(2.0**40 - 1, lr_max=0.1, cycle_len=1, cycle_mult=2) == pytest.approx(0.1)
+
+
 def test_sgdr_lr_respects_lr_min() -> None:
     assert sgdr_lr(0.5, lr_max=0.1, cycle_len=1, lr_min=0.02) == pytest.approx(0.06)
 
@@ -130,6 +151,14 @@ def test_constant_is_flat() -> None:
         (lambda: sgdr_lr(-1, lr_max=0.1, cycle_len=1), "epoch_pos must be"),
         (lambda: sgdr_lr(0.5, lr_max=0.1, cycle_len=0), "cycle_len must be"),
         (lambda: sgdr_lr(0.5, lr_max=0.1, cycle_len=1, cycle_mult=0.5), "cycle_mult must be"),
+        # an infinite position used to loop forever looking for its cycle
+        (lambda: sgdr_lr(math.inf, lr_max=0.1, cycle_len=1), "epoch_pos must be a finite"),
+        (lambda: sgdr_lr(math.nan, lr_max=0.1, cycle_len=1), "epoch_pos must be a finite"),
+        (lambda: sgdr_lr(0.5, lr_max=-0.1, cycle_len=1), "lr_max must be a finite number > 0"),
+        (lambda: sgdr_lr(0.5, lr_max=math.inf, cycle_len=1), "lr_max must be a finite"),
+        (lambda: sgdr_lr(0.5, lr_max=0.1, cycle_len=1, lr_min=-0.01), "lr_min must be"),
+        (lambda: sgdr_lr(0.5, lr_max=0.1, cycle_len=1, lr_min=math.nan), "lr_min must be"),
+        (lambda: sgdr_lr(0.5, lr_max=0.1, cycle_len=1, lr_min=0.2), r"lr_min must be .*lr_max"),
         (lambda: sgdr_total_epochs(0, 1, 1), "n_cycles must be an integer >= 1"),
         (lambda: sgdr_total_epochs(2, 1.5, 1), "cycle_len must be an integer >= 1"),
         (lambda: constant(2.0, value=1.0), "pos must be"),
