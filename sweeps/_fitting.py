@@ -59,8 +59,9 @@ def train(learn: Learner, task: Any, lr: float, *, should_continue: Any = None) 
 
     With ``task.fine_tune`` the first ``freeze_epochs`` epochs train the head alone
     (one-cycle, ``pct_start=0.99``, at ``lr``) and the rest train everything with discriminative
-    rates ``slice(lr / 2 / lr_mult, lr / 2)`` on the spec's schedule, as fastai's
-    ``fine_tune`` does.
+    rates ``slice(lr / 2 / lr_mult, lr / 2)``, as fastai's ``fine_tune`` does, but on the
+    spec's schedule (``Learner.fine_tune`` and fastai use one-cycle with ``pct_start=0.3`` and
+    ``div=5`` there: set them in ``task.schedule`` to match).
 
     Args:
         learn: The trial's Learner (its history says how many epochs are done).

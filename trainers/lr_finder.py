@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainers.errors import TrainingDiverged
-from trainers.suggestions import SUGGESTIONS, CurveTooShort, get_suggestion
+from trainers.suggestions import SKIP_END, SUGGESTIONS, CurveTooShort, get_suggestion
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
@@ -159,7 +159,12 @@ def exponential_lrs(start_lr: float, end_lr: float, num_it: int) -> list[float]:
     """The range test's schedule: ``start_lr * (end_lr / start_lr) ** (i / (num_it - 1))``.
 
     Unlike fastai (``i / num_it``) the last iteration runs at ``end_lr`` exactly.
+
+    Raises:
+        ValueError: If ``num_it`` is not an integer >= 2.
     """
+    if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
+        raise ValueError(f"num_it must be an integer >= 2, but got {num_it!r}.")
     return [start_lr * (end_lr / start_lr) ** (i / (num_it - 1)) for i in range(num_it)]
 
 
@@ -183,7 +188,11 @@ def lr_find(
     smoothed as fastai does, ``avg = beta * avg + (1 - beta) * loss`` and
     ``smooth = avg / (1 - beta ** (i + 1))``. The test stops early when ``smooth`` exceeds
     ``div_factor`` times its best so far (if ``stop_div``), or at once when a loss is NaN/inf
-    (whatever ``stop_div`` says: the weights are ruined from there on).
+    (whatever ``stop_div`` says: the weights are ruined from there on). The rules then read the
+    curve as fastai's would be cut, ``[num_it // 10:-5]`` and up to the first non-finite loss:
+    fastai stops at a divergence, so the last 5 points are dropped, but it runs on to ``num_it``
+    after a NaN that did not exceed ``div_factor`` times the best, so every finite point before
+    such a NaN is kept (unless it is within 5 of ``num_it``).
 
     Each step is :meth:`Learner.one_batch`: the accelerator options apply, but the Learner's
     callbacks do not run (fastai's ``lr_find`` is a ``fit``, so a gradient-clipping or mixup
@@ -226,14 +235,17 @@ def lr_find(
     )
     saved = learn.snapshot()  # weights, BN buffers, optimizer, modes, flags, grads, all RNGs
     try:
-        lrs, raw, smooth, stopped = _run(
+        lrs, raw, smooth, stopped, recorded = _run(
             learn, schedule, ratios, stop_div=stop_div, div_factor=div_factor, beta=beta
         )
     finally:
         learn.restore(saved)
     if stopped:
         logger.info("LR range test stopped early at iteration %d, lr %.2e", len(lrs), lrs[-1])
-    suggestions = _suggest(rules, lrs, smooth, num_it=num_it, stopped=stopped)
+    # fastai's [:-5] counts from the end of what its recorder holds; points it would have
+    # recorded past a non-finite loss are non-finite, so they take the place of the cut ones.
+    skip_end = max(SKIP_END - (recorded - len(lrs)), 0)
+    suggestions = _suggest(rules, lrs, smooth, num_it=num_it, stopped=stopped, skip_end=skip_end)
     logger.info("LR range test suggestions: %s", {k: f"{v:.2e}" for k, v in suggestions.items()})
     return LRFindResult(
         lrs=tuple(lrs),
@@ -317,8 +329,10 @@ def _run(
     stop_div: bool,
     div_factor: float,
     beta: float,
-) -> tuple[list[float], list[float], list[float], bool]:
-    """The training loop; returns rates, raw losses, smoothed losses, stopped early."""
+) -> tuple[list[float], list[float], list[float], bool, int]:
+    """The training loop; returns rates, raw losses, smoothed losses, stopped early, and the
+    length fastai's recorder would have: ``num_it`` when the loss turned non-finite without
+    exceeding ``div_factor`` times its best (fastai runs on), else the iterations run."""
     learn.model.train()
     lrs: list[float] = []
     raw: list[float] = []
@@ -337,22 +351,30 @@ def _run(
         lrs.append(lr)
         raw.append(loss)
         smooth.append(smoothed)
-        if not math.isfinite(smoothed):
-            return lrs, raw, smooth, i < len(schedule) - 1
-        best = min(best, smoothed)
+        best = min(best, smoothed)  # a NaN leaves it as it was, as fastai's `<` test does
         if stop_div and smoothed > div_factor * best:
-            return lrs, raw, smooth, i < len(schedule) - 1
-    return lrs, raw, smooth, False
+            return lrs, raw, smooth, i < len(schedule) - 1, len(lrs)
+        if not math.isfinite(smoothed):
+            # fastai does not stop here (NaN > 4 * best is False): its recorder runs on to
+            # num_it with non-finite losses, which its [:-5] and NaN cut then drop.
+            return lrs, raw, smooth, i < len(schedule) - 1, len(schedule)
+    return lrs, raw, smooth, False, len(lrs)
 
 
 def _suggest(
-    rules: list[str], lrs: list[float], smooth: list[float], *, num_it: int, stopped: bool
+    rules: list[str],
+    lrs: list[float],
+    smooth: list[float],
+    *,
+    num_it: int,
+    stopped: bool,
+    skip_end: int,
 ) -> dict[str, float]:
     """Apply each rule with fastai's trim; explain a too-short curve in terms of the run."""
     out: dict[str, float] = {}
     for name in rules:
         try:
-            out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10)
+            out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
         except CurveTooShort as err:
             why = err.why
             if stopped:

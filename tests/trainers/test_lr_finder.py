@@ -13,7 +13,7 @@ import torch
 from trainers import Learner, LRFindResult, build_model, make_dataloaders, seed_everything
 from trainers.lr_finder import exponential_lrs, lr_find
 from trainers.plots import plot_lr_find
-from trainers.suggestions import CurveTooShort
+from trainers.suggestions import SUGGESTIONS, CurveTooShort
 
 
 def _learner(
@@ -150,6 +150,12 @@ def test_lr_trace_is_exactly_exponential_and_keeps_group_ratios(trained):
     assert exponential_lrs(1e-6, 1.0, 25) == expected
 
 
+@pytest.mark.parametrize("num_it", [1, 0, 2.0])
+def test_exponential_lrs_refuses_fewer_than_two_iterations(num_it):
+    with pytest.raises(ValueError, match=r"num_it must be an integer >= 2"):
+        exponential_lrs(1e-6, 1.0, num_it)  # was a ZeroDivisionError for num_it=1
+
+
 def test_rates_annealed_to_zero_give_equal_ratios(trained):
     previous = trained.group_lrs
     trained.set_lrs([0.0, 0.0, 0.0])  # where fit_sgdr leaves them
@@ -196,6 +202,49 @@ def test_divergence_stops_early(trained):
     assert not math.isfinite(last) or last > 4.0 * min(result.losses)
     assert all(r <= 4.0 * min(result.losses[: i + 1]) for i, r in enumerate(result.losses[:-1]))
     _assert_same_state(before, _state(trained))
+
+
+def _scripted_loss(values: list[float]):
+    """A loss function that returns ``values`` in turn (zero gradient: the weights stay put)."""
+    calls = iter(values)
+
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (pred * 0).sum() + next(calls)
+
+    return loss
+
+
+@pytest.mark.parametrize("stop_div", [True, False])
+def test_nan_without_divergence_keeps_the_points_before_it_like_fastai(stop_div):
+    # fastai's LRFinder does not stop on a NaN loss (NaN > 4 * best is False): its recorder runs
+    # on to num_it with NaN, [num_it//10:-5] drops 5 of those NaN points, and the NaN cut keeps
+    # every finite point. Stopping at the NaN must not cost the 5 finite points before it.
+    values = [3.0 - 0.1 * i for i in range(19)] + [math.nan] * 11
+    rules = ("valley", "steep", "minimum", "slide")
+    learn = _learner(loss_func=_scripted_loss(values))
+    result = lr_find(learn, num_it=30, stop_div=stop_div, suggest=rules)
+    assert result.stopped_early and result.num_it_run == 20
+    for name in rules:  # fastai: recorder.lrs[3:25], cut at the first NaN (index 19)
+        expected = SUGGESTIONS[name](result.lrs[:19], result.losses[:19], skip_start=3, skip_end=0)
+        assert result.suggestions[name] == expected, name
+    assert result.suggestions["minimum"] == pytest.approx(result.lrs[18] / 10, rel=1e-12)
+
+
+def test_inf_past_div_factor_is_cut_like_fastais_divergence_stop():
+    # +inf exceeds 4 * best, so fastai stops there and [:-5] drops it and the 4 points before.
+    values = [3.0 - 0.1 * i for i in range(19)] + [math.inf] * 11
+    result = lr_find(_learner(loss_func=_scripted_loss(values)), num_it=30, suggest="minimum")
+    assert result.num_it_run == 20
+    assert result.suggestions["minimum"] == pytest.approx(result.lrs[14] / 10, rel=1e-12)
+
+
+def test_inf_without_stop_div_keeps_the_points_before_it():
+    # With stop_div=False fastai runs on to num_it; the inf (cut like NaN here) ends the curve.
+    values = [3.0 - 0.1 * i for i in range(19)] + [math.inf] * 11
+    learn = _learner(loss_func=_scripted_loss(values))
+    result = lr_find(learn, num_it=30, stop_div=False, suggest="minimum")
+    assert result.num_it_run == 20
+    assert result.suggestions["minimum"] == pytest.approx(result.lrs[18] / 10, rel=1e-12)
 
 
 def test_too_short_curve_after_divergence_names_rule_and_counts(trained):
