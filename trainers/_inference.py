@@ -150,8 +150,8 @@ def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
 
     Without ``precompute``: the data's own loaders and the whole model (compiled when
     ``compile`` is on). With it: loaders over the body's outputs (computed once, body in eval
-    mode, same labels, batch size, shuffling seed and current RNG state as ``dls.train``) and the
-    head (never compiled: it is small and only trained for a few epochs).
+    mode, same labels, batch size and shuffling as ``dls.train``, drawing from its very RNG
+    generators) and the head (never compiled: it is small and only trained for a few epochs).
 
     Raises:
         ValueError: with ``precompute`` when the body is not frozen, the data is augmented, or
@@ -184,7 +184,9 @@ def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
     body: nn.Module = learn.model.body  # type: ignore[assignment]
     head: nn.Module = learn.model.head  # type: ignore[assignment]
     train = _feature_loader(learn, body, dls.train)
-    train.load_state_dict(dls.train.state_dict())
+    # Shared, not copied: each cached epoch advances dls.train's RNG as well, so a checkpoint or
+    # snapshot taken after an epoch of this fit (they read learn.dls) resumes at the right order.
+    train.share_rng(dls.train)
     return train, _feature_loader(learn, body, dls.valid), head
 
 

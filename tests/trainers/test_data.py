@@ -18,6 +18,7 @@ from trainers.data import (
     ImageSource,
     TensorLoader,
     make_dataloaders,
+    open_dataset,
 )
 
 # ---------------------------------------------------------------- helpers and tiny datasets
@@ -453,3 +454,46 @@ def test_split_layout_with_an_empty_valid_folder_names_it(tmp_path: Path) -> Non
     (tmp_path / "valid").mkdir()
     with pytest.raises(ValueError, match=f"'{tmp_path / 'valid'}' has no class folders"):
         make_dataloaders("image_folder", image_size=4, batch_size=2, path=tmp_path)
+
+
+# ------------------------------------------------------------------------------ review
+
+
+def test_image_folder_reads_16_bit_greyscale_over_its_full_range(tmp_path: Path) -> None:
+    for name, level in (("dark", 1000), ("mid", 32896)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((6, 6), level, dtype=np.uint16)).save(
+                tmp_path / name / f"{i}.png"
+            )
+    assert Image.open(tmp_path / "dark" / "0.png").mode.startswith("I;16")
+    pixels = open_dataset("image_folder", path=tmp_path).images(4)
+    assert pixels.shape == (4, 3, 4, 4)
+    assert pixels[:2].unique().tolist() == [4] and pixels[2:].unique().tolist() == [128]
+
+
+def test_precompute_fit_advances_the_real_training_loader_every_epoch() -> None:
+    # checkpoints and snapshots taken after an epoch of a precomputed fit read learn.dls: its
+    # order must be where the cached loader's is, or a resumed run replays the first epoch
+    from trainers import Learner, build_model
+    from trainers.callbacks import Callback
+
+    class RecordOrder(Callback):
+        def __init__(self) -> None:
+            self.states: list[torch.Tensor] = []
+
+        def after_epoch(self) -> None:
+            self.states.append(self.learn.dls.train.state_dict()["order"].clone())
+
+    dls = make_dataloaders("shapes", image_size=8, batch_size=8, n_per_class=6)
+    start = dls.train.state_dict()["order"].clone()
+    record = RecordOrder()
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    learn = Learner(model, dls, device="cpu", progress=False, callbacks=[record])
+    learn.freeze()
+    learn.fit(2, 1e-3, precompute=True)
+    first, second = record.states
+    assert not torch.equal(first, start) and not torch.equal(second, first)
+    reference = make_dataloaders("shapes", image_size=8, batch_size=8, n_per_class=6)
+    epoch(reference.train)
+    assert torch.equal(first, reference.train.state_dict()["order"])

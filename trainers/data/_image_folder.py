@@ -25,9 +25,10 @@ class ImageFolder(ImageSource):
     is ignored; validation classes must be a subset of the training classes. Class names are the
     sorted folder names. Hidden folders and files with other extensions than
     :data:`IMAGE_EXTENSIONS` are skipped. Every image is converted to RGB (greyscale, palette and
-    RGBA mix freely; alpha is dropped) and resized to a square: ``"squish"`` resizes the whole
-    image, ``"crop"`` takes the largest centred square first. Files are decoded again for every
-    image size (progressive resizing), with ``num_workers`` threads.
+    RGBA mix freely; alpha is dropped; 16-bit greyscale is scaled to 8 bits) and resized to a
+    square: ``"squish"`` resizes the whole image, ``"crop"`` takes the largest centred square
+    first. Files are decoded again for every image size (progressive resizing), with
+    ``num_workers`` threads.
 
     A class folder holding a single image is allowed and logged as a warning.
 
@@ -147,7 +148,7 @@ def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
     size = (image_size, image_size)
     try:
         with Image.open(file) as image:
-            rgb = image.convert("RGBA" if image.mode == "P" else image.mode).convert("RGB")
+            rgb = _to_rgb(image)
             if resize_method == "crop":
                 rgb = ImageOps.fit(rgb, size, Image.Resampling.BILINEAR)
             else:
@@ -155,3 +156,11 @@ def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"Could not read image file {str(file)!r}: {error}") from error
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB; 16-bit greyscale is scaled to 0..255 (PIL would clip it at 255)."""
+    if image.mode.startswith("I;16"):
+        levels = np.rint(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
+        return Image.fromarray(levels).convert("RGB")
+    return image.convert("RGBA" if image.mode == "P" else image.mode).convert("RGB")

@@ -26,7 +26,8 @@ class TensorLoader:
     batches' worth of indices *with replacement* in proportion to the weights (oversampling).
     Shuffling / sampling and augmentation each have their own ``torch.Generator`` seeded from
     ``seed``, so switching augmentation on or off never changes the order. The epoch's order is
-    drawn when ``iter()`` is called.
+    drawn when ``iter()`` is called; its augmentation batch by batch, so a state taken mid-epoch
+    holds that stream part-way (take states between epochs, as checkpoints do).
 
     Last batch: with ``drop_single`` a final batch of exactly one image is dropped (BatchNorm
     cannot train on it); every other incomplete batch is kept. Validation loaders never drop.
@@ -161,6 +162,14 @@ class TensorLoader:
                 )
         self._order_gen.set_state(state["order"])
         self._augment_gen.set_state(state["augment"])
+
+    def share_rng(self, other: TensorLoader) -> None:
+        """Draw order and augmentation from ``other``'s generators (the same objects, not copies).
+
+        Both loaders' states then move together: a loader built over cached features can stand
+        in for ``other`` while ``other.state_dict()`` stays current.
+        """
+        self._order_gen, self._augment_gen = other._order_gen, other._augment_gen
 
     def __repr__(self) -> str:
         return (
