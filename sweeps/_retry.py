@@ -12,6 +12,7 @@ metric flush at an epoch's end) learns at once that the server is away.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -19,7 +20,7 @@ from typing import TypeVar
 import requests
 from mlflow.exceptions import MlflowException
 
-__all__ = ["RETRY_TIMEOUT_S", "is_transient", "retrying"]
+__all__ = ["RETRY_TIMEOUT_S", "is_transient", "redact_text", "retrying"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,62 @@ _UNREACHABLE = (
 )
 
 
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/'\"]*@")
+"""``scheme://user:password@`` in a text: the user information ends at the last ``@`` before
+the first ``/`` (as :func:`sweeps.spec.redact_url` reads a URL), a space or a quote."""
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the ``user:password@`` (or ``token@``) of every URL in it removed.
+
+    MLflow's errors quote the request URL, which holds the tracking URI as given.
+
+    Example:
+        >>> redact_text("API request to https://tok@host/api failed")
+        'API request to https://host/api failed'
+    """
+    return _USERINFO.sub(r"\g<scheme>", text)
+
+
+def _redact_error(error: Exception) -> None:
+    """Remove credentials from the message of an MLflow error before it travels on."""
+    if isinstance(error, MlflowException):
+        message = redact_text(error.message)
+        if message != error.message:
+            error.message = message
+            error.args = (message, *error.args[1:])
+
+
+_DB_ERROR = re.compile(r"^\((?:sqlite3|psycopg2?|pymysql|MySQLdb|pyodbc)[\w.]*\)")
+"""A SQL store's own database error, as MLflow (and the bulk writer) quote it."""
+_DB_TRANSIENT = (
+    "database is locked",
+    "deadlock detected",
+    "could not serialize access",
+    "server closed the connection",
+    "terminating connection",
+    "connection refused",
+    "could not connect",
+    "timeout expired",
+    "timed out",
+    "the database system is starting up",
+    "the database system is shutting down",
+)
+
+
 def is_transient(error: Exception) -> bool:
-    """True for a locked SQLite store or a server that is down, restarting or overloaded."""
+    """True for a locked SQLite store or a server that is down, restarting or overloaded.
+
+    MLflow's SQL store reports *every* database ``OperationalError`` as
+    ``TEMPORARILY_UNAVAILABLE`` (a missing table, a read-only or corrupt file too); of those
+    only a lock, a deadlock or a lost or refused connection is retried.
+    """
     if isinstance(error, requests.ConnectionError | requests.Timeout):
         return True
     text = str(error).lower()
+    if _DB_ERROR.match(str(error)):
+        first_line = text.partition("\n")[0]  # not the statement's parameters below it
+        return any(part in first_line for part in _DB_TRANSIENT)
     code = getattr(error, "error_code", "")
     return code == "TEMPORARILY_UNAVAILABLE" or any(part in text for part in _UNREACHABLE)
 
@@ -66,11 +118,13 @@ def retrying(call: Callable[[], _T], *, what: str, timeout_s: float = RETRY_TIME
         try:
             result = call()
         except (MlflowException, requests.RequestException) as error:
+            _redact_error(error)
             if not is_transient(error) or time.monotonic() + delay_s > deadline:
                 raise
             failures += 1
             log = logger.warning if failures == 5 else logger.debug
-            log("MLflow %s failed (%s); retrying for up to %.0fs", what, error, timeout_s)
+            shown = redact_text(str(error))
+            log("MLflow %s failed (%s); retrying for up to %.0fs", what, shown, timeout_s)
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 5.0)
             continue

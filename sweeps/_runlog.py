@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ import requests
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from sweeps._retry import RETRY_TIMEOUT_S, is_transient
+from sweeps._retry import RETRY_TIMEOUT_S, is_transient, redact_text
 
 if TYPE_CHECKING:
     from sweeps.tracking import Tracker
@@ -86,7 +87,8 @@ class RunLogger:
         stamp = _now_ms()
         for key, value in values.items():
             held = step <= self._held.get(key, -1)
-            if isinstance(value, int | float) and not isinstance(value, bool) and not held:
+            numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if numeric and not held:  # NumPy scalars count: they are numbers.Real
                 self._points.append(Metric(key, float(value), stamp, int(step)))
 
     def __len__(self) -> int:
@@ -111,7 +113,7 @@ class RunLogger:
         if not self._points:
             return 0
         wait = wait or len(self._points) > MAX_BUFFERED_POINTS
-        sent = 0
+        buffered = len(self._points)
         try:
             sent = self._send(timeout_s if wait else 0.0)
         except (MlflowException, requests.RequestException) as error:
@@ -120,12 +122,12 @@ class RunLogger:
             if not self._unreachable:
                 logger.warning(
                     "MLflow is unreachable (%s); keeping %d metric points of run %s to re-send",
-                    error,
+                    redact_text(str(error)),
                     len(self._points),
                     self.run_id,
                 )
             self._unreachable = True
-            return 0
+            return buffered - len(self._points)  # the batches sent before the failure
         if self._unreachable:
             logger.warning("MLflow is back; sent %d buffered points of run %s", sent, self.run_id)
         self._unreachable = False
@@ -133,8 +135,10 @@ class RunLogger:
 
     def _send(self, timeout_s: float) -> int:
         sent = 0
+        deadline = time.monotonic() + timeout_s  # for the whole flush, not for each batch
         while self._points:
             chunk = self._points[:MAX_BATCH_POINTS]
-            sent += self.tracker.log_metric_points(self.run_id, chunk, timeout_s=timeout_s)
+            left_s = max(0.0, deadline - time.monotonic())
+            sent += self.tracker.log_metric_points(self.run_id, chunk, timeout_s=left_s)
             del self._points[: len(chunk)]
         return sent

@@ -34,7 +34,8 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
-from mlflow.utils.validation import _validate_metric_name
+from mlflow.tracking.metric_value_conversion_utils import convert_metric_value_to_float_if_possible
+from mlflow.utils.validation import _validate_metric
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -81,10 +82,16 @@ class SqlMetricWriter:
         rows = []
         latest: dict[str, dict[str, Any]] = {}
         for metric in metrics:
-            if metric.key not in self._checked_keys:
-                _validate_metric_name(metric.key)
+            value = metric.value
+            if type(value) is not float:  # as MLflow's client: a bool, "0.5", a NumPy scalar
+                value = convert_metric_value_to_float_if_possible(value)
+            if metric.key not in self._checked_keys or not _plain(value, metric):
+                # MLflow's store checks (name, its 250-character limit, a numeric value, a
+                # non-negative timestamp, a numeric step); the plain points of a key already
+                # checked skip the name's part, the costly one
+                _validate_metric(metric.key, value, metric.timestamp, metric.step)
                 self._checked_keys.add(metric.key)
-            is_nan, value = _sanitize(float(metric.value))
+            is_nan, value = _sanitize(float(value))
             row = {
                 "run_uuid": run_id,
                 "key": metric.key,
@@ -144,6 +151,17 @@ class SqlMetricWriter:
                         is_nan=row["is_nan"],
                     )
                 )
+
+
+def _plain(value: Any, metric: Metric) -> bool:
+    """A point whose value, timestamp and step need no check beyond their type."""
+    timestamp = metric.timestamp
+    return (
+        type(value) is float
+        and type(timestamp) is int
+        and timestamp >= 0
+        and type(metric.step) is int
+    )
 
 
 def _order(row: Any) -> tuple[int, int, float]:

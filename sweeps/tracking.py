@@ -40,7 +40,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweeps._retry import RETRY_TIMEOUT_S
+from sweeps._retry import RETRY_TIMEOUT_S, redact_text
 from sweeps._retry import retrying as _retrying
 from sweeps._runlog import MAX_BUFFERED_POINTS as MAX_BUFFERED_POINTS  # re-exported
 from sweeps._runlog import RunLogger as RunLogger  # re-exported: the trial's metric buffer
@@ -135,6 +135,8 @@ class Tracker:
         self.uri = check_tracking_uri(uri)
         self._store_uri = with_postgres_driver(uri)
         db_file = sqlite_path(uri)
+        # absolute: a relative ``sqlite:///x.db`` has no file URI for its artifact location
+        db_file = db_file.resolve() if db_file is not None else None
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
         if db_file is not None:
             _enable_wal(db_file)
@@ -301,14 +303,32 @@ class Tracker:
         return reopened
 
     def close_unfinished(self, experiment_id: str, parent_run_id: str, *, status: str) -> list[str]:
-        """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids."""
-        closed = []
+        """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids.
+
+        Every such run is closed even when one of them (its tag or its status) cannot be
+        written; the first error is raised after the others were tried.
+        """
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, but got {status!r}.")
+        closed: list[str] = []
+        first_error: Exception | None = None
         for run in self.child_runs(experiment_id, parent_run_id):
-            if run.info.status in ("RUNNING", "SCHEDULED"):
-                if status == "FAILED" and "sweeps.stop_reason" not in run.data.tags:
-                    self.set_tags(run.info.run_id, {"sweeps.stop_reason": "failed"})
-                self.end_run(run.info.run_id, status)
-                closed.append(run.info.run_id)
+            if run.info.status not in ("RUNNING", "SCHEDULED"):
+                continue
+            run_id = run.info.run_id
+            try:
+                try:
+                    if status == "FAILED" and "sweeps.stop_reason" not in run.data.tags:
+                        self.set_tags(run_id, {"sweeps.stop_reason": "failed"})
+                finally:  # a run whose tag could not be written is closed all the same
+                    self.end_run(run_id, status)
+                closed.append(run_id)
+            except Exception as error:
+                shown = redact_text(str(error))
+                logger.warning("could not close MLflow run %s as %s: %s", run_id, status, shown)
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
         return closed
 
     # params, tags, metrics -----------------------------------------------------------------

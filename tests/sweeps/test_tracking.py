@@ -334,3 +334,212 @@ def test_a_worker_first_tracker_pays_the_once_per_process_imports(tracking_uri: 
         check=True,
     )
     assert done.stdout.split() == ["dynamo", "True", "mlflow.pytorch", "True", "packages", "True"]
+
+
+def test_relative_sqlite_uri_gets_an_absolute_artifact_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker("sqlite:///store/mlflow.db")  # README: sqlite:///relative.db is accepted
+    experiment_id = tracker.ensure_experiment("relative")
+    run_id = tracker.start_run(experiment_id, run_name="r")
+    tracker.log_text(run_id, "hello", "hello.txt")
+    assert list((tmp_path / "store" / "artifacts").rglob("hello.txt"))
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        ("k" * 251, 1.0, 1, 0),  # longer than MLflow's 250-character key limit
+        ("loss", "high", 1, 0),  # no number
+        ("loss", 1.0, -5, 0),  # a negative timestamp
+    ],
+)
+def test_bulk_metric_writer_refuses_what_log_batch_refuses(
+    tracking_uri: str, point: tuple[Any, Any, Any, Any]
+) -> None:
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(tracking_uri)
+    reference = Tracker(tracking_uri, bulk_metrics=False)
+    run_id = tracker.start_run(tracker.ensure_experiment("refused"), run_name="r")
+    tracker.log_metric_points(run_id, [Metric("loss", 2.0, 1, 0)], timeout_s=0)  # a known key
+    metric = Metric(*point)
+    with pytest.raises(MlflowException) as theirs:
+        reference.log_metric_points(run_id, [metric], timeout_s=0)
+    with pytest.raises(MlflowException) as ours:
+        tracker.log_metric_points(run_id, [metric], timeout_s=0)
+    assert ours.value.error_code == theirs.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert len(tracker.client.get_metric_history(run_id, point[0])) == int(point[0] == "loss")
+
+
+def test_bulk_metric_writer_converts_values_as_mlflow_client_does(tracking_uri: str) -> None:
+    import numpy as np
+    from mlflow.entities import Metric
+
+    tracker = Tracker(tracking_uri)
+    reference = Tracker(tracking_uri, bulk_metrics=False)
+    experiment_id = tracker.ensure_experiment("converted")
+    ours = tracker.start_run(experiment_id, run_name="bulk")
+    theirs = tracker.start_run(experiment_id, run_name="log_batch")
+    points = [
+        Metric("loss", 1.0, 1, 0),  # the key is known before the odd values come
+        Metric("loss", True, 1, 1),
+        Metric("loss", "0.5", 1, 2),
+        Metric("loss", np.float32(0.25), 1, 3),
+        Metric("loss", 7, 1, 4),
+    ]
+    for point in points:
+        tracker.log_metric_points(ours, [point], timeout_s=0)
+        reference.log_metric_points(theirs, [point], timeout_s=0)
+    assert _mlflow_view(tracker.client, ours, ["loss"]) == _mlflow_view(
+        tracker.client, theirs, ["loss"]
+    )
+
+
+def _fail_metric_inserts(db_file: Path, min_step: int) -> None:
+    """A real store fault: inserting a point at ``min_step`` or later fails as a locked store."""
+    import sqlite3
+
+    with sqlite3.connect(db_file) as conn:
+        conn.execute(
+            f"CREATE TRIGGER fail_metrics BEFORE INSERT ON metrics WHEN NEW.step >= {min_step} "
+            "BEGIN SELECT RAISE(ABORT, 'database is locked'); END"
+        )
+
+
+def test_failed_flush_counts_the_batches_sent_keeps_the_rest_and_resends_once(
+    tracking_uri: str,
+) -> None:
+    import sqlite3
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("partial"), run_name="r")
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    log = RunLogger(tracker, run_id)
+    n_points = 2 * MAX_METRICS_PER_BATCH + 500
+    log.extend("train_loss", [float(i) for i in range(n_points)])
+    _fail_metric_inserts(db_file, MAX_METRICS_PER_BATCH)
+    assert log.flush(wait=False) == MAX_METRICS_PER_BATCH  # the first batch went
+    assert len(log) == n_points - MAX_METRICS_PER_BATCH
+    assert log.pending()[0][3] == MAX_METRICS_PER_BATCH  # the rest, in order
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("DROP TRIGGER fail_metrics")
+    assert log.flush(wait=False) == n_points - MAX_METRICS_PER_BATCH
+    history = tracker.metric_history(run_id, "train_loss")
+    assert history == [(i, float(i)) for i in range(n_points)]  # each point once
+
+
+def test_a_waiting_flush_keeps_one_deadline_for_all_its_batches(tracking_uri: str) -> None:
+    import sqlite3
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("deadline"), run_name="r")
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    log = RunLogger(tracker, run_id)
+    log.extend("train_loss", [1.0] * (3 * MAX_METRICS_PER_BATCH))
+    # the store refuses the 2nd batch for 0.3 s and the 3rd for 1.05 s: each alone goes
+    # within a 1 s timeout (retried at +0.05, +0.15, +0.35, +0.75 s), not both in one flush
+    now_days = time.time() / 86400 + 2440587.5  # SQLite's julianday('now')
+    second, third = now_days + 0.3 / 86400, now_days + 1.05 / 86400
+    with sqlite3.connect(db_file) as conn:
+        conn.execute(
+            "CREATE TRIGGER slow_metrics BEFORE INSERT ON metrics WHEN "
+            f"(NEW.step >= {2 * MAX_METRICS_PER_BATCH} AND julianday('now') < {third!r}) OR "
+            f"(NEW.step >= {MAX_METRICS_PER_BATCH} AND julianday('now') < {second!r}) "
+            "BEGIN SELECT RAISE(ABORT, 'database is locked'); END"
+        )
+    with pytest.raises(MlflowException, match="database is locked"):  # per batch: it went through
+        log.flush(timeout_s=1.0)
+    assert len(log) == MAX_METRICS_PER_BATCH  # the third batch, kept for the next flush
+
+
+def test_credentials_of_the_tracking_uri_stay_out_of_logs_and_errors(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as free:  # a port nothing listens on: connection refused
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    tracker = Tracker(f"http://sekrit-token@127.0.0.1:{port}")  # a token as the user part
+    caplog.set_level(logging.DEBUG, logger="sweeps")
+    log = RunLogger(tracker, "0" * 32)
+    log.add("train_loss", 1.0, 0)
+    assert log.flush(wait=False) == 0 and len(log) == 1
+    with pytest.raises(MlflowException) as raised:
+        tracker.log_metric_points("0" * 32, [Metric("loss", 1.0, 1, 0)], timeout_s=0.2)
+    assert "127.0.0.1" in str(raised.value) and "sekrit" not in str(raised.value)
+    assert "unreachable" in caplog.text and "retrying" in caplog.text
+    assert "sekrit" not in caplog.text
+
+
+def test_add_many_logs_numpy_scalars_and_skips_what_is_no_number(tracking_uri: str) -> None:
+    import numpy as np
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("numbers"), run_name="r")
+    log = RunLogger(tracker, run_id)
+    values = {"acc": np.float32(0.5), "n": np.int64(3), "loss": 0.25, "flag": True, "tag": "x"}
+    log.add_many(values, 0)  # type: ignore[arg-type]
+    log.flush()
+    assert tracker.get_run(run_id).data.metrics == {"acc": 0.5, "n": 3.0, "loss": 0.25}
+
+
+def test_close_unfinished_closes_every_run_even_when_one_tag_cannot_be_written(
+    tracking_uri: str,
+) -> None:
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("close")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    first, second = (
+        tracker.start_run(experiment_id, run_name=name, parent_run_id=parent) for name in "ab"
+    )
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    with sqlite3.connect(db_file) as conn:  # a real store fault on one run's tags only
+        conn.execute(
+            f"CREATE TRIGGER no_tags BEFORE INSERT ON tags WHEN NEW.run_uuid = '{first}' "
+            "BEGIN SELECT json('refused'); END"  # fails: malformed JSON
+        )
+    with pytest.raises(MlflowException, match="malformed JSON"):
+        tracker.close_unfinished(experiment_id, parent, status="FAILED")
+    assert tracker.get_run(first).info.status == "FAILED"  # not left RUNNING
+    assert tracker.get_run(second).info.status == "FAILED"
+    assert tracker.get_run(second).data.tags["sweeps.stop_reason"] == "failed"
+    with pytest.raises(ValueError, match="status must be one of"):
+        tracker.close_unfinished(experiment_id, parent, status="DONE")
+
+
+def test_a_store_error_that_is_no_lock_is_not_retried_for_minutes(tracking_uri: str) -> None:
+    import sqlite3
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("broken"), run_name="r")
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    with sqlite3.connect(db_file) as conn:  # MLflow codes it TEMPORARILY_UNAVAILABLE
+        conn.execute("CREATE TRIGGER broken BEFORE INSERT ON tags BEGIN SELECT json('x'); END")
+    start = time.monotonic()
+    with pytest.raises(MlflowException, match="malformed JSON"):
+        tracker.set_tags(run_id, {"a": "b"})  # retried for 5 minutes before
+    assert time.monotonic() - start < 30
