@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from sweeps.spec._redact import uri_has_password
+from sweeps.spec._redact import SECRET_KEY, uri_has_password
 from sweeps.spec._strategies import Strategy
 from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -44,6 +44,10 @@ _TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "postgres", "mysql
 _PASSWORD_HINT = (
     "must not contain a password; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in "
     "the environment instead (for a PostgreSQL store: PGPASSWORD or ~/.pgpass)"
+)
+_CREDENTIALS_HINT = (
+    "must not contain credentials (a user or a token in the URI); set MLFLOW_TRACKING_TOKEN, or "
+    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, in the environment instead"
 )
 _RAY_BUILTIN_RESOURCES = frozenset({"cpu", "gpu", "memory", "object_store_memory"})
 
@@ -208,7 +212,9 @@ def tracking_uri_problem(uri: str) -> str | None:
     * a folder or ``file:`` URI: MLflow's file store, which MLflow 3 no longer writes (the
       message suggests ``sqlite:///<folder>/mlflow.db``);
     * ``sqlite://name.db`` (two slashes: SQLite has no host) and a SQLite URI with no file;
-    * an ``http(s)://`` URI with no host, and unknown schemes.
+    * an ``http(s)://`` URI with no host, or with a user or a token (``https://TOKEN@host``,
+      ``?token=``): an HTTP server's credentials come from the environment too;
+    * unknown schemes.
 
     Example:
         >>> tracking_uri_problem("sqlite:///mlflow.db") is None
@@ -233,7 +239,14 @@ def tracking_uri_problem(uri: str) -> str | None:
         return _sqlite_problem(uri, parts.netloc, parts.path)
     if scheme in ("http", "https") and not parts.hostname:
         return f"{uri!r} names no host; write {scheme}://HOST:PORT, e.g. {scheme}://mlflow:5000"
+    if scheme in ("http", "https") and (parts.username or _secret_query(parts.query)):
+        return _CREDENTIALS_HINT  # a token as the user (https://TOKEN@host) or as ?token=
     return None
+
+
+def _secret_query(query: str) -> bool:
+    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
+    return any(eq and SECRET_KEY.search(unquote(key)) for key, eq, _ in pairs)
 
 
 def _folder_problem(uri: str, path: str) -> str:

@@ -268,6 +268,8 @@ def test_sqlite_with_two_slashes_is_refused_showing_the_right_form(
         ("http://", False),
         ("htp://host:5000", False),
         (f"http://alice:{PASSWORD}@[::1", False),  # unparseable: refused, password not shown
+        (f"https://{PASSWORD}@mlflow.example:5000", False),  # a token as the user
+        (f"https://mlflow.example:5000/?token={PASSWORD}", False),
     ],
 )
 def test_check_tracking_uri_table(uri: str, fine: bool) -> None:

@@ -226,6 +226,15 @@ BAD_SPECS = [
         r"tracking\.uri: must not contain a password; set MLFLOW_TRACKING_USERNAME",
     ),
     (
+        {"tracking": {"uri": "https://tok3n@mlflow.example:5000"}},
+        r"tracking\.uri: must not contain credentials \(a user or a token in the URI\); set "
+        r"MLFLOW_TRACKING_TOKEN",
+    ),
+    (
+        {"tracking": {"uri": "https://mlflow.example:5000/?token=tok3n"}},
+        r"tracking\.uri: must not contain credentials",
+    ),
+    (
         {"tracking": {"checkpoints": "some"}},
         r"tracking\.checkpoints: unknown value 'some' \(accepted: all, best, none\)",
     ),
