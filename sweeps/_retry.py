@@ -95,11 +95,15 @@ def is_transient(error: Exception) -> bool:
 
     MLflow's SQL store reports *every* database ``OperationalError`` as
     ``TEMPORARILY_UNAVAILABLE`` (a missing table, a read-only or corrupt file too); of those
-    only a lock, a deadlock or a lost or refused connection is retried.
+    only a lock, a deadlock or a lost or refused connection is retried. A TLS failure (a
+    certificate that does not verify, ``https://`` to a plain HTTP server) is never retried,
+    though ``requests`` reports it as a connection error.
     """
+    text = str(error).lower()
+    if isinstance(error, requests.exceptions.SSLError) or "sslerror" in text:
+        return False  # a certificate or TLS mismatch: retrying for minutes changes nothing
     if isinstance(error, requests.ConnectionError | requests.Timeout):
         return True
-    text = str(error).lower()
     if _DB_ERROR.match(str(error)):
         first_line = text.partition("\n")[0]  # not the statement's parameters below it
         return any(part in first_line for part in _DB_TRANSIENT)

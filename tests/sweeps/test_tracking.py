@@ -13,6 +13,7 @@ import mlflow
 import pytest
 import torch
 
+from sweeps._retry import RETRY_TIMEOUT_S
 from sweeps.tracking import (
     MAX_METRICS_PER_BATCH,
     RunLogger,
@@ -529,3 +530,28 @@ def test_a_store_error_that_is_no_lock_is_not_retried_for_minutes(tracking_uri: 
     with pytest.raises(MlflowException, match="malformed JSON"):
         tracker.set_tags(run_id, {"a": "b"})  # retried for 5 minutes before
     assert time.monotonic() - start < 30
+
+
+def test_a_tls_failure_is_refused_at_once_not_retried_for_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``https://`` to a server that speaks plain HTTP: requests calls the TLS failure a
+    connection error, and MLflow says "Max retries exceeded"; neither is a server that is down."""
+    import http.server
+    import threading
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tracker = Tracker(f"https://127.0.0.1:{server.server_address[1]}")
+        start = time.monotonic()
+        with pytest.raises(MlflowException, match="SSLError"):
+            tracker.set_tags("0" * 32, {"a": "b"})
+        assert time.monotonic() - start < RETRY_TIMEOUT_S / 10  # not the 5 min of retries
+    finally:
+        server.shutdown()
+        server.server_close()
