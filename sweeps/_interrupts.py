@@ -33,7 +33,9 @@ class Interrupts:
     ``kill`` of every process of the sweep) also stops the local Ray's raylet, and then Ray
     ends the driver itself, within milliseconds (plasma store gone) or after its 60 s GCS
     timeout. For the second case a watchdog closes the runs again, logs how to resume and exits
-    with status 143 once the raylet is seen gone, instead of waiting for Ray to abort.
+    with status 143 once the raylet is seen gone, instead of waiting for Ray to abort. Python
+    runs the handler in the main thread only, which a call into a dead GCS blocks until that
+    abort, so a thread woken by the signal's wakeup fd closes the runs and arms the watchdog.
 
     Args:
         close_killed: Closes the sweep's unfinished runs and its parent run as KILLED.
@@ -49,18 +51,26 @@ class Interrupts:
         self._resume = resume
         self._watch_local_ray = watch_local_ray
         self._finished = threading.Event()
+        self._began = False
+        self._lock = threading.RLock()  # re-entrant: a second SIGTERM may interrupt the first
 
     def _on_sigterm(self, *_: object) -> None:
-        first = self.signal != "SIGTERM"
-        self.signal = "SIGTERM"
-        if first:
+        self._begin_sigterm()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _begin_sigterm(self) -> None:
+        """Close the runs and arm the watchdog, once: from the handler or the wakeup watcher."""
+        with self._lock:
+            if self._began:
+                return
+            self._began = True
+            self.signal = "SIGTERM"
             self._close_runs()
             if self._watch_local_ray:
                 watchdog = threading.Thread(
                     target=self._exit_if_ray_lost, name="lrsweep-lost-ray-watchdog", daemon=True
                 )
                 watchdog.start()
-        os.kill(os.getpid(), signal.SIGINT)
 
     def _close_runs(self) -> None:
         try:
@@ -97,6 +107,63 @@ class Interrupts:
             yield
             return
         try:
-            yield
+            with _wakeup_watcher(signal.SIGTERM, self._begin_sigterm):
+                yield
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _wakeup_watcher(signum: int, react: Callable[[], None]) -> Iterator[None]:
+    """Call ``react`` from a thread as soon as ``signum`` arrives (main thread only).
+
+    Python runs a signal's handler in the main thread only, between two bytecodes: a main
+    thread blocked in C (a call into Ray's GCS that retries until Ray aborts 60 s later) would
+    never run it. Python's C-level handler also writes the signal's number to the wakeup fd at
+    once, whatever the main thread is doing, so a thread reading that pipe reacts in time. A
+    wakeup fd someone else set (an asyncio loop's) still gets every byte.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)  # required by set_wakeup_fd
+    try:
+        earlier = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        os.close(read_fd)
+        os.close(write_fd)
+        yield
+        return
+    watcher = threading.Thread(
+        target=_watch_wakeups,
+        args=(read_fd, earlier, signum, react),
+        name="lrsweep-signal-watcher",
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(earlier)
+        os.close(write_fd)  # the watcher reads end-of-file and returns
+        watcher.join(timeout=5.0)
+        if not watcher.is_alive():  # still reacting (its MLflow call retrying): let it finish
+            os.close(read_fd)
+
+
+def _watch_wakeups(read_fd: int, earlier: int, signum: int, react: Callable[[], None]) -> None:
+    while True:
+        try:
+            received = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not received:
+            return
+        if earlier != -1:
+            try:
+                os.write(earlier, received)
+            except OSError:
+                pass
+        if signum in received:
+            try:
+                react()
+            except Exception:
+                logger.exception("could not react to signal %d", signum)

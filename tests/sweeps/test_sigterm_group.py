@@ -6,9 +6,11 @@ every run of the sweep as KILLED, say how to resume and exit by itself with stat
 Ray's own "Failed to connect to GCS" abort (60 s later, with another status). The local Ray's
 processes run in process groups of their own, so a group signal reaches the driver only and the
 sweep stops gracefully; a signal to each process also stops the raylet, and the driver then
-exits without it. The driver owns no object in Ray's store, so the raylet's death does not make
-Ray end it (exit 1, runs left RUNNING) while it recovers one, and trials that died of the
-signal make a stopped sweep, not a failed one.
+exits without it. Ray's processes may even stop seconds before the driver: the driver owns no
+object in Ray's store, so the raylet's death does not make Ray end it (exit 1, runs left
+RUNNING) while it recovers one; its main thread, blocked in a call to the dead GCS, cannot run
+a Python handler, so a thread woken by the signal's wakeup fd closes the runs; and trials that
+died of the signal make a stopped sweep, not a failed one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.slow
 # Only a hang guard, never a speed target: it lies past Ray's own abort (60 s after its GCS
 # died), so a driver that waited for that abort is caught by its exit status and output instead.
 HANG_GUARD_S = 180.0
+RAY_FIRST_DELAY_S = 3.0
 SPEC = endless_sweep_spec(
     "sigterm-group-sweep",
     [{"kind": "fixed", "lr": 0.0005}],
@@ -84,7 +87,18 @@ def _signal_every_process(sid: int) -> None:
             pass
 
 
-@pytest.mark.parametrize("target", ["process group", "every process"])
+def _signal_ray_then_the_driver(sid: int) -> None:
+    """Ray's processes first, the driver seconds later: Ray's store is gone before the handler
+    runs, and the driver's main thread is blocked in a call to the dead GCS by then (Python
+    cannot run its handler there; Ray aborts the driver 60 s later)."""
+    for pid in _session_pids(sid):
+        if pid != sid:
+            os.kill(pid, signal.SIGTERM)
+    time.sleep(RAY_FIRST_DELAY_S)
+    os.kill(sid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("target", ["process group", "every process", "ray first"])
 def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_143(
     tmp_path: Path, target: str
 ) -> None:
@@ -108,8 +122,10 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
         _wait_for_an_epoch(tracker, proc, log)
         if target == "process group":
             os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` and `kill -- -PGID` do
-        else:
+        elif target == "every process":
             _signal_every_process(proc.pid)  # as systemd's KillMode=control-group does
+        else:
+            _signal_ray_then_the_driver(proc.pid)
         try:
             proc.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,114 @@
+"""SIGTERM while the driver's main thread is blocked in C, as in a call into Ray's GCS.
+
+Python runs a signal's handler in the main thread only, between two bytecodes: a main thread
+stuck in a C call that retries through signals never runs it, and Ray aborts such a driver 60 s
+after its GCS died, leaving the runs RUNNING. The runs must be closed KILLED at once anyway.
+A ``pthread_mutex_lock`` on a mutex another thread holds is such a call: it never returns
+early on a signal (``EINTR`` does not exist for it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import threading
+
+import pytest
+
+from sweeps._interrupts import Interrupts
+
+pytestmark = pytest.mark.skipif(
+    not ctypes.util.find_library("c"), reason="needs the C library's pthread_mutex_lock"
+)
+
+CLOSE_WAIT_S = 10.0  # a hang guard: the close comes within milliseconds when it works
+
+
+class _HeldMutex:
+    """A pthread mutex that a helper thread holds until ``release``."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._mutex = ctypes.create_string_buffer(128)  # zeroed: PTHREAD_MUTEX_INITIALIZER
+        self._release = threading.Event()
+        held = threading.Event()
+
+        def hold() -> None:
+            assert self._libc.pthread_mutex_lock(self._mutex) == 0
+            held.set()
+            self._release.wait()
+            assert self._libc.pthread_mutex_unlock(self._mutex) == 0
+
+        self._holder = threading.Thread(target=hold, daemon=True)
+        self._holder.start()
+        assert held.wait(5.0)
+
+    def block_until_released(self) -> None:
+        """Lock the mutex from this thread: blocks in C, through any signal, until released."""
+        assert self._libc.pthread_mutex_lock(self._mutex) == 0
+        self._libc.pthread_mutex_unlock(self._mutex)
+
+    def release(self) -> None:
+        self._release.set()
+        self._holder.join(5.0)
+
+
+def test_sigterm_closes_the_runs_while_the_main_thread_is_blocked_in_c() -> None:
+    closed = threading.Event()
+    blocked = threading.Event()
+    seen: dict[str, bool] = {}
+    interrupts = Interrupts(closed.set, resume="lrsweep resume x", watch_local_ray=False)
+    mutex = _HeldMutex()
+
+    def signal_then_release() -> None:
+        blocked.wait(5.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen["closed while blocked"] = closed.wait(CLOSE_WAIT_S)
+        mutex.release()
+
+    sender = threading.Thread(target=signal_then_release, daemon=True)
+    with pytest.raises(KeyboardInterrupt):  # the handler re-sends SIGTERM as Ctrl-C for Tune
+        with interrupts.catching():
+            sender.start()
+            blocked.set()
+            mutex.block_until_released()
+    sender.join(5.0)
+    assert seen == {"closed while blocked": True}
+    assert interrupts.signal == "SIGTERM"
+
+
+def test_the_runs_are_closed_once_for_many_sigterms_and_the_handlers_are_restored() -> None:
+    calls: list[int] = []
+    interrupts = Interrupts(lambda: calls.append(1), resume="r", watch_local_ray=False)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    wakeup_before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_before)
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.catching():
+                os.kill(os.getpid(), signal.SIGTERM)
+                threading.Event().wait(1.0)  # the handler raises within it
+    assert calls == [1]
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    assert signal.set_wakeup_fd(wakeup_before) == wakeup_before  # the wakeup fd given back too
+
+
+def test_an_earlier_wakeup_fd_still_receives_the_signal() -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    earlier = signal.set_wakeup_fd(write_fd)
+    try:
+        interrupts = Interrupts(lambda: None, resume="r", watch_local_ray=False)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.catching():
+                os.kill(os.getpid(), signal.SIGTERM)
+                threading.Event().wait(1.0)
+        assert signal.set_wakeup_fd(write_fd) == write_fd  # restored
+        os.set_blocking(read_fd, False)
+        assert bytes([signal.SIGTERM]) in os.read(read_fd, 64)
+    finally:
+        signal.set_wakeup_fd(earlier)
+        os.close(read_fd)
+        os.close(write_fd)
