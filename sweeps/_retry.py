@@ -20,6 +20,8 @@ from typing import TypeVar
 import requests
 from mlflow.exceptions import MlflowException
 
+from sweeps.spec._redact import redact_text
+
 __all__ = ["RETRY_TIMEOUT_S", "is_transient", "redact_text", "retrying"]
 
 logger = logging.getLogger(__name__)
@@ -45,23 +47,6 @@ _UNREACHABLE = (
     "too many 5",  # urllib3: "too many 503 error responses"
     "too many requests",
 )
-
-
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/'\"]*@")
-"""``scheme://user:password@`` in a text: the user information ends at the last ``@`` before
-the first ``/`` (as :func:`sweeps.spec.redact_url` reads a URL), a space or a quote."""
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the ``user:password@`` (or ``token@``) of every URL in it removed.
-
-    MLflow's errors quote the request URL, which holds the tracking URI as given.
-
-    Example:
-        >>> redact_text("API request to https://tok@host/api failed")
-        'API request to https://host/api failed'
-    """
-    return _USERINFO.sub(r"\g<scheme>", text)
 
 
 def _redact_error(error: Exception) -> None:

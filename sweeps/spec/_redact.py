@@ -7,13 +7,23 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["REDACTED", "SECRET_KEY", "redact", "redact_url", "uri_has_password"]
+__all__ = [
+    "REDACTED",
+    "SECRET_KEY",
+    "redact",
+    "redact_text",
+    "redact_url",
+    "uri_has_credentials",
+    "uri_has_password",
+]
 
 REDACTED = "***"
 SECRET_KEY = re.compile(r"password|passwd|token|secret", re.IGNORECASE)
 """Keys whose values are hidden: any key containing one of these words, in any case."""
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/]*)(?P<rest>.*)$", re.S)
 _PASSWORD_KEY = re.compile(r"password|passwd", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+"""A URL inside a text: it ends at a space or a quote."""
 
 
 def redact(value: Any) -> Any:
@@ -66,13 +76,25 @@ def redact_url(url: str, *, keep_user: bool = True) -> str:
         user, colon, _ = userinfo.partition(":")
         authority = f"{user}:{REDACTED}@{host}" if colon else f"{userinfo}@{host}"
     if query is not None:
-        pairs = [pair.partition("=") for pair in query.split("&")]
         query = "&".join(
             f"{key}={REDACTED}" if eq and SECRET_KEY.search(unquote(key)) else f"{key}{eq}{item}"
-            for key, eq, item in pairs
+            for key, eq, item in _pairs(query)
         )
         path = f"{path}?{query}"
     return f"{scheme}{authority}{path}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it shown as :func:`redact_url` with ``keep_user=False`` does.
+
+    For messages that quote a URL (MLflow's errors quote the request URL, which holds the
+    tracking URI as given).
+
+    Example:
+        >>> redact_text("API request to https://tok@host/api?token=t failed")
+        'API request to https://host/api?token=*** failed'
+    """
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0], keep_user=False), text)
 
 
 def uri_has_password(url: str) -> bool:
@@ -84,8 +106,28 @@ def uri_has_password(url: str) -> bool:
     _, userinfo, _, _, query = parts
     if userinfo is not None and userinfo.partition(":")[2]:
         return True
-    pairs = [pair.partition("=") for pair in (query or "").split("&")]
-    return any(eq and _PASSWORD_KEY.search(unquote(key)) for key, eq, _ in pairs)
+    return _has_key(query, _PASSWORD_KEY)
+
+
+def uri_has_credentials(url: str) -> bool:
+    """True when ``url`` holds any credential: user information (``user@``, ``token@``,
+    ``user:password@``) or a query value whose name matches :data:`SECRET_KEY`
+    (``?token=``); False for a string that is no URL."""
+    parts = _split_url(url)
+    if parts is None:
+        return False
+    _, userinfo, _, _, query = parts
+    return bool(userinfo) or _has_key(query, SECRET_KEY)
+
+
+def _pairs(query: str) -> list[tuple[str, str, str]]:
+    """``(key, "=" or "", value)`` of each ``&``-separated item of a query, undecoded."""
+    return [pair.partition("=") for pair in query.split("&")]
+
+
+def _has_key(query: str | None, pattern: re.Pattern[str]) -> bool:
+    """True when a query item with a value has a (decoded) name matching ``pattern``."""
+    return any(eq and pattern.search(unquote(key)) for key, eq, _ in _pairs(query or ""))
 
 
 def _split_url(url: str) -> tuple[str, str | None, str, str, str | None] | None:

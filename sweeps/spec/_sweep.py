@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from sweeps.spec._redact import SECRET_KEY, uri_has_password
+from sweeps.spec._redact import uri_has_credentials, uri_has_password
 from sweeps.spec._strategies import Strategy
 from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -239,14 +239,9 @@ def tracking_uri_problem(uri: str) -> str | None:
         return _sqlite_problem(uri, parts.netloc, parts.path)
     if scheme in ("http", "https") and not parts.hostname:
         return f"{uri!r} names no host; write {scheme}://HOST:PORT, e.g. {scheme}://mlflow:5000"
-    if scheme in ("http", "https") and (parts.username or _secret_query(parts.query)):
+    if scheme in ("http", "https") and uri_has_credentials(uri):
         return _CREDENTIALS_HINT  # a token as the user (https://TOKEN@host) or as ?token=
     return None
-
-
-def _secret_query(query: str) -> bool:
-    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
-    return any(eq and SECRET_KEY.search(unquote(key)) for key, eq, _ in pairs)
 
 
 def _folder_problem(uri: str, path: str) -> str:

@@ -131,6 +131,42 @@ def test_redact_uri_drops_credentials(uri: str, shown: str) -> None:
     assert redact_uri(uri) == shown
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "API request to https://tok@host/api/2.0/runs failed",
+            "API request to https://host/api/2.0/runs failed",
+        ),
+        ("('http://u:p@w@db:5000/x', 'http://h')", "('http://db:5000/x', 'http://h')"),
+        ("GET http://host/x?run=1&token=abc failed", "GET http://host/x?run=1&token=*** failed"),
+        ("no url, a@b and ://x", "no url, a@b and ://x"),
+    ],
+)
+def test_redact_text_shows_every_url_in_a_message_as_redact_uri_does(text: str, shown: str) -> None:
+    """MLflow's errors and the retry log quote request URLs: one parser, that of redact_url."""
+    from sweeps._retry import redact_text
+
+    assert redact_text(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("uri", "has"),
+    [
+        ("https://tok@host", True),
+        ("https://u:p@host", True),
+        ("https://host/?access_token=t", True),
+        ("https://host/?token", False),  # a name without a value holds nothing
+        ("https://host:5000/x?run=1", False),
+        ("not a url", False),
+    ],
+)
+def test_uri_has_credentials(uri: str, has: bool) -> None:
+    from sweeps.spec._redact import uri_has_credentials
+
+    assert uri_has_credentials(uri) is has
+
+
 def test_one_flush_larger_than_a_batch_is_chunked_and_complete(tracking_uri: str) -> None:
     tracker = Tracker(tracking_uri)
     run_id = tracker.start_run(tracker.ensure_experiment("chunks"), run_name="r")
