@@ -52,25 +52,33 @@ class Interrupts:
         self._watch_local_ray = watch_local_ray
         self._finished = threading.Event()
         self._began = False
-        self._lock = threading.RLock()  # re-entrant: a second SIGTERM may interrupt the first
+        self._lock = threading.RLock()  # a second SIGTERM may interrupt the first's close
 
     def _on_sigterm(self, *_: object) -> None:
         self._begin_sigterm()
         os.kill(os.getpid(), signal.SIGINT)
 
     def _begin_sigterm(self) -> None:
-        """Close the runs and arm the watchdog, once: from the handler or the wakeup watcher."""
-        with self._lock:
+        """Close the runs and arm the watchdog, once: from the handler or the wakeup watcher.
+
+        Never waits for the other: the handler may have interrupted the main thread inside a
+        store transaction that the watcher's close would wait for (a SQLite write lock).
+        """
+        self.signal = "SIGTERM"
+        if not self._lock.acquire(blocking=False):
+            return  # the other thread is closing them
+        try:
             if self._began:
                 return
             self._began = True
-            self.signal = "SIGTERM"
             self._close_runs()
             if self._watch_local_ray:
                 watchdog = threading.Thread(
                     target=self._exit_if_ray_lost, name="lrsweep-lost-ray-watchdog", daemon=True
                 )
                 watchdog.start()
+        finally:
+            self._lock.release()
 
     def _close_runs(self) -> None:
         try:
