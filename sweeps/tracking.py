@@ -67,6 +67,8 @@ MIN_FREE_MB_ENV = "LRSWEEP_MIN_FREE_MB"
 
 PARENT_TAG = "mlflow.parentRunId"
 TAG_KIND = "sweeps.kind"
+TAG_CREATE_KEY = "sweeps.create_key"
+"""A random key per ``start_run``: a create request sent twice (its reply lost) is seen."""
 TAG_SWEEP_ID = "sweeps.sweep_id"
 TAG_TRIAL_ID = "sweeps.trial_id"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -140,13 +142,14 @@ class Tracker:
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
         if db_file is not None:
             _enable_wal(db_file)
-        if uri.startswith(("http://", "https://")):
+        self.remote = uri.startswith(("http://", "https://"))
+        """An MLflow server (not a database this process opens itself)."""
+        if self.remote:
             # lrsweep retries itself (above); MLflow's own backoff would block for minutes
             # before a metric batch could be buffered. A value the user set is kept.
             os.environ.setdefault(HTTP_RETRIES_ENV, "1")
         self.client = _retrying(lambda: MlflowClient(tracking_uri=self._store_uri), what="connect")
-        remote = uri.startswith(("http://", "https://"))
-        self._metric_writer = _writer(self.client) if bulk_metrics and not remote else None
+        self._metric_writer = _writer(self.client) if bulk_metrics and not self.remote else None
 
     @property
     def bulk_metrics(self) -> bool:
@@ -160,10 +163,13 @@ class Tracker:
 
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (with its artifacts beside the store) if new."""
-        found = self.client.get_experiment_by_name(name)
+        found = self._experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
+                _retrying(
+                    partial(self.client.restore_experiment, found.experiment_id),
+                    what="restore_experiment",
+                )
             return found.experiment_id
         location = None
         if self.artifact_root is not None:
@@ -175,21 +181,27 @@ class Tracker:
                 what="create_experiment",
             )
         except MlflowException:
-            found = self.client.get_experiment_by_name(name)  # created meanwhile by another process
+            found = self._experiment_by_name(name)  # created meanwhile by another process
             if found is None:
                 raise
             return found.experiment_id
 
     def experiment_id(self, name: str) -> str:
         """The id of an existing experiment; raises ``LookupError`` listing those that exist."""
-        found = self.client.get_experiment_by_name(name)
+        found = self._experiment_by_name(name)
         if found is None or found.lifecycle_stage == "deleted":
-            names = sorted(e.name for e in self.client.search_experiments())
+            experiments = _retrying(self.client.search_experiments, what="search_experiments")
+            names = sorted(e.name for e in experiments)
             raise LookupError(
                 f"experiment {name!r} does not exist in {redact_uri(self.uri)}; "
                 f"experiments there: {names}."
             )
         return found.experiment_id
+
+    def _experiment_by_name(self, name: str) -> Any:
+        return _retrying(
+            partial(self.client.get_experiment_by_name, name), what="get_experiment_by_name"
+        )
 
     def start_run(
         self,
@@ -203,11 +215,30 @@ class Tracker:
         all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
-        run = _retrying(
-            lambda: self.client.create_run(experiment_id, tags=all_tags, run_name=run_name),
-            what="create_run",
-        )
-        return run.info.run_id
+        key = uuid.uuid4().hex
+        all_tags[TAG_CREATE_KEY] = key
+        tries = 0
+
+        def create() -> Run:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # the last try may have created the run before its reply was lost
+                made = self._runs_created_as(experiment_id, key)
+                if made:
+                    return made[0]
+            return self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+
+        run_id = _retrying(create, what="create_run").info.run_id
+        if self.remote:  # MLflow's HTTP client re-sends a POST whose reply it lost, itself
+            twins = [r.info.run_id for r in self._runs_created_as(experiment_id, key)]
+            for twin in twins:
+                if twin != run_id:
+                    _retrying(partial(self.client.delete_run, twin), what="delete_run")
+                    logger.info("deleted run %s, a duplicate of run %s", twin, run_id)
+        return run_id
+
+    def _runs_created_as(self, experiment_id: str, key: str) -> list[Run]:
+        return self.search_runs(experiment_id, f"tags.`{TAG_CREATE_KEY}` = '{key}'")
 
     def reopen_run(self, run_id: str) -> None:
         """Mark an existing run RUNNING again (a resumed trial or sweep)."""
@@ -455,11 +486,15 @@ class Tracker:
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Paths of the artifacts directly under ``path``."""
-        return [f.path for f in self.client.list_artifacts(run_id, path)]
+        found = _retrying(partial(self.client.list_artifacts, run_id, path), what="list_artifacts")
+        return [f.path for f in found]
 
     def download_artifact(self, run_id: str, path: str, dst_dir: str | Path) -> Path:
         """Download one artifact (file or folder) into ``dst_dir``; return its local path."""
-        local = self.client.download_artifacts(run_id, path, str(dst_dir))
+        local = _retrying(
+            partial(self.client.download_artifacts, run_id, path, str(dst_dir)),
+            what="download_artifacts",
+        )
         return Path(local)
 
     def has_model(self, run_id: str, name: str = "model") -> bool:

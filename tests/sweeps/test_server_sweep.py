@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import torch
 import yaml
 from _server_helpers import CLI, RunningServer, clean_env, lrsweep_server
 from mlflow import MlflowClient
 
+from sweeps.tracking import Tracker
 from trainers import make_dataloaders
 
 pytestmark = pytest.mark.slow
@@ -165,3 +170,62 @@ def test_password_is_nowhere_in_runs_artifacts_or_logs(
     assert not [
         p for p in Path(swept["work"]).rglob("*") if p.is_file() and secret in p.read_bytes()
     ]
+
+
+@contextmanager
+def _proxy_losing_the_first_reply_to(upstream: str, path_end: str) -> Iterator[tuple[str, list]]:
+    """A real HTTP proxy to ``upstream`` that forwards the first request whose path ends with
+    ``path_end`` and then drops the connection, as a network fault after the server acted."""
+    lost: list[str] = []
+
+    class Forward(BaseHTTPRequestHandler):
+        def forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            skip = {"host", "content-length", "connection", "accept-encoding"}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            reply = requests.request(
+                self.command, upstream + self.path, data=body, headers=headers, timeout=30
+            )
+            if self.path.endswith(path_end) and not lost:
+                lost.append(self.path)
+                self.close_connection = True
+                return  # the server acted; its reply never reaches the client
+            self.send_response(reply.status_code)
+            for key, value in reply.headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(reply.content)))
+            self.end_headers()
+            self.wfile.write(reply.content)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = forward
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}", lost
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_a_run_whose_create_reply_was_lost_exists_once(
+    swept: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server made the run, the reply was lost and the request sent again (by MLflow's
+    HTTP client, or lrsweep's retry): the experiment still holds that one run."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    server: RunningServer = swept["server"]
+    with _proxy_losing_the_first_reply_to(server.url, "/runs/create") as (url, lost):
+        tracker = Tracker(url)
+        experiment_id = tracker.ensure_experiment(f"lost-reply-{uuid.uuid4().hex[:6]}")
+        run_id = tracker.start_run(experiment_id, run_name="once")
+        assert lost, "the proxy lost no reply: the fault did not happen"
+        runs = tracker.search_runs(experiment_id)
+    assert [run.info.run_id for run in runs] == [run_id]
+    assert runs[0].info.status == "RUNNING" and runs[0].info.run_name == "once"
