@@ -5,11 +5,11 @@ epoch's end it
 
 - buffers the epoch's per-step ``train_loss`` / ``lr`` and its ``valid_loss``, ``error_rate``,
   ``accuracy``, ``epoch_time_s`` (steps are numbered ``epoch * batches_per_epoch + batch``,
-  epochs from 0), skipping epochs MLflow already holds, and sends the buffer in one batched
-  call once ``tracking.flush_every_s`` has passed since the last send and at the trial's end;
-  points not sent yet travel in the checkpoint, so a restarted trial sends them (a point sent
-  twice is stored once: it keeps its first timestamp); while MLflow is unreachable the points
-  stay buffered and training goes on; the next flush re-sends them;
+  epochs from 0), skipping the steps of each metric MLflow already holds, and sends the buffer
+  in one batched call once ``tracking.flush_every_s`` has passed since the last send and at
+  the trial's end; points not sent yet travel in the checkpoint, so a restarted trial sends
+  them (a point sent twice is stored once: it keeps its first timestamp); while MLflow is
+  unreachable the points stay buffered and training goes on; the next flush re-sends them;
 - once ``tracking.checkpoint_every_s`` has passed since the last one (0: every epoch), and at
   the trial's end, writes a checkpoint (``learn.save`` + the trial's metadata + the best weights
   so far), logged under ``checkpoints/epoch-NNN/`` when ``tracking.checkpoints`` is ``all``;
@@ -181,7 +181,6 @@ class EpochReporter(Callback):
         self.log = RunLogger(tracker, record.run_id, pending=record.unsent_metrics)
         self.stopped = False
         self.closed = False
-        self.logged_epochs = -1
         self._first_step = 0
         self._epoch_start: float | None = None
         self._pending: tuple[dict[str, Any], Path | None] | None = None
@@ -193,9 +192,7 @@ class EpochReporter(Callback):
     def attach(self, learn: Learner, *, reopened: bool) -> None:
         """Install on ``learn``; a resumed trial replays its history into the stop rule."""
         if reopened:
-            held = self._held_steps()
-            self.log.hold(held)
-            self.logged_epochs = held.get("valid_loss", -1)
+            self.log.hold(self._held_steps())
         for epoch, row in enumerate(training_rows(learn.history)):
             self._update_best(learn, epoch, row, keep_state=False)
             if self.stopper(self._key, self._result(learn, epoch, row)):
@@ -231,35 +228,44 @@ class EpochReporter(Callback):
             self.record.stop_reason = self.stopper.stop_reason(self._key)
             self.stopped = True
             result["stop_reason"] = self.record.stop_reason
-        if epoch > self.logged_epochs:
-            self._buffer_epoch(learn, epoch, row)
+        # every epoch: the points a reopened run holds are dropped per metric (``hold``), so an
+        # epoch cut between two batches by a killed worker is completed, the rest not repeated
+        self._buffer_epoch(learn, epoch, row)
         last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
         now = time.monotonic()
         due = self.stopped or last or now - self._last_checkpoint >= self.checkpoint_every_s
         if now - self._last_flush >= self.flush_every_s:
             self.log.flush(wait=False)  # MLflow down: the points wait, in the checkpoint too
             self._last_flush = now
-        folder = self._checkpoint(learn, epoch, new=epoch > self.logged_epochs) if due else None
-        self.logged_epochs = max(self.logged_epochs, epoch)
+        folder = self._checkpoint(learn, epoch) if due else None
         _inject_fault(epoch)
         if self.stopped or last:
             self._pending = (result, folder)
             if self.max_epochs is None:
                 raise StopTrial
             raise CancelFit
-        _ray.report(result, checkpoint_dir=folder)
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            _ray.report(result, checkpoint_dir=folder)
+        finally:  # Tune may end this thread inside the report (SystemExit); it has its copy
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
-    def _checkpoint(self, learn: Learner, epoch: int, *, new: bool) -> Path:
-        """Write the checkpoint of ``epoch``; log it (``checkpoints: all``) when ``new``.
+    def _checkpoint(self, learn: Learner, epoch: int) -> Path:
+        """Write the checkpoint of ``epoch``; log it (``checkpoints: all``) to MLflow.
 
-        ``new`` is False for an epoch trained again after a restart: MLflow already holds it.
+        An epoch trained again after a restart logs its checkpoint again, over the one MLflow
+        holds: the restart may have cut that one's upload short (a killed worker, a failed
+        upload), and the store would keep a partial checkpoint.
         """
         self.record.unsent_metrics = self.log.pending()
         folder = self.checkpoint(learn, self.record.best_state)
-        if new and self.policy == "all":
-            self.tracker.log_artifacts(self.record.run_id, folder, f"checkpoints/epoch-{epoch:03d}")
+        if self.policy == "all":
+            try:
+                path = f"checkpoints/epoch-{epoch:03d}"
+                self.tracker.log_artifacts(self.record.run_id, folder, path)
+            except BaseException:  # the trial fails: nobody will report or remove the folder
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         self._last_checkpoint = time.monotonic()
         self._checkpointed_epoch = epoch
         return folder
@@ -324,11 +330,10 @@ class EpochReporter(Callback):
             self.record.extra_compute_s += time.perf_counter() - self._epoch_start
         self.record.stop_reason = "diverged"
         self.stopped = True
-        if epoch > self.logged_epochs:
-            self._buffer_steps(learn, epoch)
-            steps_run = len(learn.recorder.losses) - self._first_step
-            self.log.add("train_loss", math.nan, epoch * max(1, int(learn.n_iter)) + steps_run)
-            self.log.flush()
+        self._buffer_steps(learn, epoch)  # the steps a reopened run holds are dropped
+        steps_run = len(learn.recorder.losses) - self._first_step
+        self.log.add("train_loss", math.nan, epoch * max(1, int(learn.n_iter)) + steps_run)
+        self.log.flush()
         result = self._result(learn, epoch, {"valid_loss": math.nan, "train_loss": math.nan})
         result["stop_reason"] = "diverged"
         self._pending = (result, None)
@@ -339,7 +344,7 @@ class EpochReporter(Callback):
         last_epoch = len(training_rows(learn.history)) - 1
         if self._pending is None and last_epoch > self._checkpointed_epoch:
             # a recipe that ran to its end: its last epoch's checkpoint was not due yet
-            shutil.rmtree(self._checkpoint(learn, last_epoch, new=True), ignore_errors=True)
+            shutil.rmtree(self._checkpoint(learn, last_epoch), ignore_errors=True)
         self.log.flush()
         finalize(learn, self.record)
         self.tracker.end_run(self.record.run_id, "FINISHED")
@@ -347,22 +352,36 @@ class EpochReporter(Callback):
         if self._pending is not None:
             result, folder = self._pending
             self._pending = None
-            _ray.report(result, checkpoint_dir=folder)
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                _ray.report(result, checkpoint_dir=folder)
+            finally:  # Tune ends a stopped trial's thread inside this report (SystemExit)
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def abort(self, error: BaseException) -> None:
-        """Close the run as FAILED (an error) or KILLED (interrupted); never raises."""
+        """Close the run as FAILED (an error) or KILLED (interrupted); never raises.
+
+        The run is closed even when its last points or its tags cannot be written.
+        """
         if self.closed:
             return
+        if self._pending is not None and self._pending[1] is not None:
+            shutil.rmtree(self._pending[1], ignore_errors=True)  # a checkpoint never reported
         killed = isinstance(error, KeyboardInterrupt | SystemExit)
+        run_id = self.record.run_id
         try:
             self.log.flush(timeout_s=ABORT_FLUSH_TIMEOUT_S)
-            if not killed:
-                self.tracker.set_tags(
-                    self.record.run_id,
-                    {"sweeps.stop_reason": "failed", "sweeps.error": repr(error)[:500]},
-                )
-            self.tracker.end_run(self.record.run_id, "KILLED" if killed else "FAILED")
+        except Exception:  # those points are lost; the run is closed all the same
+            logger.exception(
+                "could not send the last %d metric points of run %s", len(self.log), run_id
+            )
+        try:
+            try:
+                if not killed:
+                    self.tracker.set_tags(
+                        run_id, {"sweeps.stop_reason": "failed", "sweeps.error": repr(error)[:500]}
+                    )
+            finally:  # a tag the store refuses does not leave the run RUNNING either
+                self.tracker.end_run(run_id, "KILLED" if killed else "FAILED")
         except Exception:
-            logger.exception("could not close MLflow run %s after %r", self.record.run_id, error)
+            logger.exception("could not close MLflow run %s after %r", run_id, error)

@@ -221,9 +221,10 @@ def _raise_if_failed_for_good(tracker: Tracker, run_id: str) -> None:
     run = tracker.get_run(run_id)
     why = run.data.tags.get(TAG_FAILED_FOR_GOOD)
     if run.info.status == "FAILED" and why:
-        raise TrialFailedForGood(
-            f"{why} (run {run_id}; the first attempt's error, not retried: the same seed "
-            "and data fail the same way)"
+        arm = run.data.tags.get("sweeps.arm", "?")
+        raise TrialFailedForGood(  # the advice first: Tune's error text is cut at 500 characters
+            f"a trial of arm {arm!r}, not retried (run {run_id}): the same seed and data fail the "
+            f"same way; change the arm in the spec and start a new sweep with `lrsweep run`. {why}"
         )
 
 
@@ -318,16 +319,21 @@ def _log_new_params(tracker: Tracker, run_id: str, params: Mapping[str, Any]) ->
 
 
 def _log_lr_find(tracker: Tracker, run_id: str, result: Any) -> None:
-    """The range-test curve by iteration (once per run) and ``lr_find.png``."""
+    """The range-test curve by iteration and ``lr_find.png``, each point and the figure once.
+
+    A retry sends only what the run lacks: a try that failed between two batches of the curve
+    (or before its figure) left part of it there.
+    """
     from trainers.plots import plot_lr_find
 
-    if tracker.metric_history(run_id, "lr_find/loss"):
-        return
     log = RunLogger(tracker, run_id)
+    log.hold({k: s for k, s in tracker.last_steps(run_id).items() if k.startswith("lr_find/")})
     log.extend("lr_find/loss", result.losses)
     log.extend("lr_find/raw_loss", result.raw_losses)
     log.extend("lr_find/lr", result.lrs)
     log.flush()
+    if "lr_find.png" in tracker.list_artifacts(run_id):
+        return
     with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
         path = Path(folder) / "lr_find.png"
         plot_lr_find(result, path)

@@ -1,0 +1,274 @@
+"""The trial lifecycle against a real MLflow store (SQLite), store faults made with triggers.
+
+A trial killed, or failed by its store, between two metric batches leaves its run holding part
+of what it sent; the try that follows must complete it, each point once, and a trial that fails
+must close its run even when its last points cannot be sent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from sweeps import _runlog
+from sweeps._reporter import EpochReporter, TrialRecord
+from sweeps.spec import validate_spec
+from sweeps.stoppers import from_spec
+from sweeps.tracking import Tracker, sqlite_path
+from trainers import Learner, build_model, make_dataloaders, seed_everything
+
+SPEC = {
+    "name": "trial",
+    "task": {"dataset": {"name": "digits"}, "image_size": 8, "batch_size": 64, "epochs": 1},
+    "strategies": [{"kind": "fixed", "name": "steady", "lr": 1.0e-3}],
+    "early_stop": None,
+    "tracking": {"checkpoints": "best", "flush_every_s": 0, "checkpoint_every_s": 0},
+}
+EPOCH_KEYS = ("valid_loss", "error_rate", "accuracy", "epoch_time_s", "epoch_train_loss")
+
+
+def _learner() -> Learner:
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    return Learner(model, dls, opt="sgd", progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint folders of tries that were "killed" land in the test's folder."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+
+
+def _reporter(tracker: Tracker, run_id: str, spec: dict[str, Any]) -> EpochReporter:
+    """A trial's reporter as ``sweeps.trial.train_trial`` builds it."""
+    from sweeps.trial import _checkpointer
+
+    validated = validate_spec(spec)
+    record = TrialRecord(run_id=run_id, lr=1.0e-3)
+    return EpochReporter(
+        tracker,
+        record,
+        spec=validated,
+        stopper=from_spec(validated),
+        checkpoint=_checkpointer(record),
+        max_epochs=validated.task.epochs,
+    )
+
+
+def _checkpoint_folders() -> list[str]:
+    """The checkpoint folders left in the temporary folder (this test's own)."""
+    return sorted(path.name for path in Path(tempfile.gettempdir()).glob("lrsweep-ckpt-*"))
+
+
+def _refuse_metrics(db_file: Path, when: str, error: str) -> None:
+    """A real store fault: inserting a metric point ``when`` fails with ``error``."""
+    with sqlite3.connect(db_file) as conn:
+        conn.execute(
+            f"CREATE TRIGGER refuse_metrics BEFORE INSERT ON metrics WHEN {when} "
+            f"BEGIN SELECT {error}; END"
+        )
+
+
+def _accept_metrics(db_file: Path) -> None:
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("DROP TRIGGER refuse_metrics")
+
+
+def test_a_trial_killed_between_two_batches_of_an_epoch_logs_the_whole_epoch_when_run_again(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The epoch's first batch (its steps and ``valid_loss``) reached the store, the second
+    (its other epoch metrics) did not before the worker died: the restarted trial sends them."""
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="cut")
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    n_iter = len(_learner().dls.train)
+    # one batch ends right after the epoch's valid_loss (as the 1,000-point batches may)
+    monkeypatch.setattr(_runlog, "MAX_BATCH_POINTS", 2 * n_iter + 1)
+    _refuse_metrics(db_file, "NEW.key = 'error_rate'", "RAISE(ABORT, 'database is locked')")
+    first = _learner()
+    _reporter(tracker, run_id, SPEC).attach(first, reopened=False)
+    first.fit(1, 1.0e-3)  # its epoch's end sends the first batch; the second waits: killed
+    assert tracker.metric_history(run_id, "error_rate") == []
+    assert len(tracker.metric_history(run_id, "valid_loss")) == 1
+    _accept_metrics(db_file)
+
+    again = _learner()  # Tune starts the trial again (no checkpoint reached Tune)
+    reporter = _reporter(tracker, run_id, SPEC)
+    reporter.attach(again, reopened=True)
+    again.fit(1, 1.0e-3)
+    reporter.finish(again, lambda learn, record: None)
+
+    for key in EPOCH_KEYS:  # error_rate, accuracy, epoch_time_s, epoch_train_loss were lost
+        assert [step for step, _ in tracker.metric_history(run_id, key)] == [0], key
+    steps = [step for step, _ in tracker.metric_history(run_id, "train_loss")]
+    assert steps == list(range(n_iter))
+    assert tracker.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_failing_trial_whose_last_points_cannot_be_sent_still_closes_its_run_failed(
+    tracking_uri: str,
+) -> None:
+    """The store refuses the trial's last metric batch (not a lock: at once); the run is closed
+    FAILED with its stop reason all the same, not left RUNNING."""
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="refused")
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    spec = {**SPEC, "tracking": {**SPEC["tracking"], "flush_every_s": 3600}}
+    learn = _learner()
+    reporter = _reporter(tracker, run_id, spec)
+    reporter.attach(learn, reopened=False)
+    learn.fit(1, 1.0e-3)  # its points wait for the trial's end
+    _refuse_metrics(db_file, "1", "json('refused')")  # fails: malformed JSON
+    with pytest.raises(MlflowException, match="malformed JSON") as info:
+        reporter.finish(learn, lambda learn, record: None)  # as sweeps.trial.train_trial:
+    reporter.abort(info.value)  # every error of the trial body goes to abort, then up
+
+    run = tracker.get_run(run_id)
+    assert run.info.status == "FAILED"  # was RUNNING: the failed flush skipped the closing
+    assert run.data.tags["sweeps.stop_reason"] == "failed"
+    assert "malformed JSON" in run.data.tags["sweeps.error"]
+    assert _checkpoint_folders() == []  # the last epoch's, never reported, was left behind
+
+
+def test_a_range_test_curve_cut_short_by_a_store_fault_is_completed_by_the_retry(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curve's loss and raw loss reached the store, its LRs did not (a store fault between
+    two batches fails the trial); the retry logs the missing LRs and ``lr_find.png``, each once."""
+    from sweeps.trial import _log_lr_find
+
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="curve")
+    db_file = sqlite_path(tracking_uri)
+    assert db_file is not None
+    result = _learner().lr_find(1e-5, 1.0, 20, suggest=("valley",))
+    n_points = len(result.losses)
+    monkeypatch.setattr(_runlog, "MAX_BATCH_POINTS", n_points)  # one batch per series
+    _refuse_metrics(db_file, "NEW.key = 'lr_find/lr'", "json('refused')")
+    with pytest.raises(MlflowException, match="malformed JSON"):
+        _log_lr_find(tracker, run_id, result)
+    assert len(tracker.metric_history(run_id, "lr_find/loss")) == n_points
+    _accept_metrics(db_file)
+
+    _log_lr_find(tracker, run_id, result)  # the retry (Tune's max_failures) runs it again
+
+    for key in ("lr_find/loss", "lr_find/raw_loss", "lr_find/lr"):
+        steps = [step for step, _ in tracker.metric_history(run_id, key)]
+        assert steps == list(range(n_points)), key  # lr_find/lr was empty
+    assert "lr_find.png" in tracker.list_artifacts(run_id)  # was missing
+
+
+def test_a_checkpoint_whose_upload_failed_is_logged_whole_when_its_epoch_is_trained_again(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """The artifact store could not write epoch 0's ``trial.json`` (the trial failed); the try
+    that follows trains epoch 0 again and logs its checkpoint whole, not only its metrics."""
+    from trainers import CallbackError
+
+    spec = {**SPEC, "task": {**SPEC["task"], "epochs": 2}}
+    spec["tracking"] = {**SPEC["tracking"], "checkpoints": "all"}
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="upload")
+    artifacts = Path(tracker.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    broken = artifacts / "checkpoints" / "epoch-000" / "trial.json"
+    broken.parent.mkdir(parents=True)
+    broken.symlink_to(tmp_path / "gone" / "trial.json")  # a file the store cannot write
+    first = _learner()
+    _reporter(tracker, run_id, spec).attach(first, reopened=False)
+    with pytest.raises(CallbackError, match="FileNotFoundError"):
+        first.fit(2, 1.0e-3)  # epoch 0's metrics went; its checkpoint only in part
+    broken.unlink()
+
+    again = _learner()  # Tune starts the trial again: no checkpoint reached it
+    reporter = _reporter(tracker, run_id, spec)
+    reporter.attach(again, reopened=True)
+    again.fit(2, 1.0e-3)
+    reporter.finish(again, lambda learn, record: None)
+
+    for epoch in (0, 1):
+        folder = f"checkpoints/epoch-{epoch:03d}"
+        names = sorted(path.rsplit("/", 1)[-1] for path in tracker.list_artifacts(run_id, folder))
+        assert names == ["best_model.pt", "learner.pt", "trial.json"], folder  # 0: no trial.json
+    assert [step for step, _ in tracker.metric_history(run_id, "valid_loss")] == [0, 1]
+    assert _checkpoint_folders() == []  # the one whose upload failed was left behind
+
+
+# A small sweep in its own driver process, so that its workers' TMPDIR is the test's own folder.
+CHECKPOINT_FOLDERS_SWEEP = """
+import json, sys
+from sweeps import _ray
+from sweeps.run import run_sweep
+root, tmp = sys.argv[1], sys.argv[2]
+_ray.init_ray(num_cpus=2, env_vars={"TMPDIR": tmp})
+spec = {"name": "checkpoint-folders", "seeds": [0, 1],
+        "task": {"dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3,
+                             "options": {"n_per_class": 16}},
+                 "image_size": 12, "batch_size": 12, "epochs": 4,
+                 "schedule": {"kind": "constant"}},
+        "strategies": [{"kind": "fixed", "name": "calm", "lr": 0.003},
+                       {"kind": "fixed", "name": "overfits", "lr": 0.03}],
+        "early_stop": {"metric": "valid_loss", "patience": 1, "grace_epochs": 1},
+        "resources": {"cpu": 1}, "failure": {"max_failures": 0},
+        "tracking": {"checkpoint_every_s": 0}}
+result = run_sweep(spec, tracking_uri=f"sqlite:///{root}/mlflow.db", storage_path=f"{root}/ray")
+print(json.dumps(sorted(o.status for outcomes in result.trials.values() for o in outcomes)))
+_ray.shutdown_ray()
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_leaves_no_checkpoint_folder_behind_in_the_workers_temp_dir(
+    tmp_path: Path,
+) -> None:
+    """Each epoch's checkpoint is written to a temporary folder that Tune copies; Tune ends a
+    trial inside the report of its last one (``SystemExit``), which left that folder (the
+    weights, the optimizer state and the best weights: 1.6 MB here, hundreds for a resnet)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "workers-tmp"
+    tmp.mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", CHECKPOINT_FOLDERS_SWEEP, str(tmp_path), str(tmp)],
+        env={**os.environ, "PYTHONPATH": str(repo)},  # Ray itself keeps /tmp/ray
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["TERMINATED"] * 4
+    assert sorted(p.name for p in tmp.glob("lrsweep-ckpt-*")) == []
+
+
+def test_a_retry_of_a_trial_that_failed_for_good_says_what_to_change(tracking_uri: str) -> None:
+    """The retry raises the first attempt's error at once and names what to change: the arm in
+    the spec (``lrsweep resume`` keeps the spec, so only a new ``lrsweep run`` helps)."""
+    from sweeps.trial import TAG_FAILED_FOR_GOOD, TrialFailedForGood, _raise_if_failed_for_good
+
+    tracker = Tracker(tracking_uri)
+    tags = {"sweeps.arm": "finder", TAG_FAILED_FOR_GOOD: "CurveTooShort: too few points."}
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="short", tags=tags)
+    tracker.end_run(run_id, "FAILED")
+
+    with pytest.raises(TrialFailedForGood) as info:
+        _raise_if_failed_for_good(tracker, run_id)
+
+    message = str(info.value)
+    assert message.endswith("CurveTooShort: too few points.") and "not retried" in message
+    assert "change the arm in the spec and start a new sweep with `lrsweep run`" in message
+    assert len(message) - len("CurveTooShort: too few points.") < 200  # Tune keeps 500
