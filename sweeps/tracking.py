@@ -244,6 +244,11 @@ class Tracker:
         """Mark an existing run RUNNING again (a resumed trial or sweep)."""
         _retrying(lambda: self.client.update_run(run_id, status="RUNNING"), what="update_run")
 
+    def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
+        """Remove ``keys`` from the run's tags (each must be there)."""
+        for key in keys:
+            _retrying(partial(self.client.delete_tag, run_id, key), what="delete_tag")
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run as FINISHED, FAILED or KILLED."""
         if status not in TERMINAL_STATUSES:
@@ -327,8 +332,7 @@ class Tracker:
         for run in self.child_runs(experiment_id, parent_run_id):
             if run.info.status == "FINISHED" and run.data.tags.get(TAG_TRIAL_ID) in wanted:
                 if "sweeps.stop_reason" in run.data.tags:
-                    delete = partial(self.client.delete_tag, run.info.run_id, "sweeps.stop_reason")
-                    _retrying(delete, what="delete_tag")
+                    self.delete_tags(run.info.run_id, ["sweeps.stop_reason"])
                 self.end_run(run.info.run_id, "KILLED")
                 reopened.append(run.info.run_id)
         return reopened

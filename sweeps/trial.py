@@ -260,6 +260,7 @@ def _open_run(
     """The child run of this trial: ``found`` reopened (True) or newly created (False)."""
     if found is not None:
         tracker.reopen_run(found)
+        _drop_failure_tags(tracker, found)
         return found, True
     trial_id = _ray.trial_id()
     tags = {
@@ -276,6 +277,16 @@ def _open_run(
         context.experiment_id, run_name=name, tags=tags, parent_run_id=context.parent_run_id
     )
     return run_id, False
+
+
+def _drop_failure_tags(tracker: Tracker, run_id: str) -> None:
+    """A retry starts clean: the last try's ``sweeps.error`` and ``stop_reason=failed`` go (a
+    retry that then finishes, or is interrupted, would show them)."""
+    tags = tracker.get_run(run_id).data.tags
+    stale = [key for key in ("sweeps.error",) if key in tags]
+    if tags.get("sweeps.stop_reason") == "failed":
+        stale.append("sweeps.stop_reason")
+    tracker.delete_tags(run_id, stale)
 
 
 def _restore(learn: Learner, folder: Path | None) -> dict[str, Any] | None:

@@ -272,3 +272,27 @@ def test_a_retry_of_a_trial_that_failed_for_good_says_what_to_change(tracking_ur
     assert message.endswith("CurveTooShort: too few points.") and "not retried" in message
     assert "change the arm in the spec and start a new sweep with `lrsweep run`" in message
     assert len(message) - len("CurveTooShort: too few points.") < 200  # Tune keeps 500
+
+
+def test_a_retry_drops_the_failed_tries_error_tags_and_keeps_a_stoppers_reason(
+    tracking_uri: str,
+) -> None:
+    """A retry that then finishes (or is interrupted) must not show the last try's error."""
+    from sweeps.trial import _open_run
+
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("trial")
+    failed = tracker.start_run(experiment_id, run_name="failed")
+    tracker.set_tags(failed, {"sweeps.stop_reason": "failed", "sweeps.error": "OSError()"})
+    tracker.end_run(failed, "FAILED")
+    stopped = tracker.start_run(experiment_id, run_name="stopped")
+    tracker.set_tags(stopped, {"sweeps.stop_reason": "rising_val_loss"})
+    tracker.end_run(stopped, "KILLED")
+
+    for run_id in (failed, stopped):
+        assert _open_run(tracker, None, {}, run_id) == (run_id, True)  # type: ignore[arg-type]
+
+    tags = {run_id: tracker.get_run(run_id).data.tags for run_id in (failed, stopped)}
+    assert "sweeps.error" not in tags[failed] and "sweeps.stop_reason" not in tags[failed]
+    assert tags[stopped]["sweeps.stop_reason"] == "rising_val_loss"
+    assert {tracker.get_run(r).info.status for r in (failed, stopped)} == {"RUNNING"}
