@@ -301,6 +301,43 @@ SPEC_ROWS: dict[str, SpecRow] = {
     "set-wrong-type": SpecRow(
         spec(), ("task.epochs: must be a whole number, but got 'abc'",), ("task.epochs=abc",)
     ),
+    # accepted once, then failed in every trial or after the parent run existed
+    "finder-num-it-too-few-for-its-rule": SpecRow(
+        spec(("strategies.0", {"kind": "lr_finder", "suggest": "slide", "num_it": 20})),
+        ("strategies.0.num_it: 20 is too few for rule 'slide'", "at least 23"),
+    ),
+    "cpu-below-rays-smallest-amount": SpecRow(
+        spec(("resources.cpu", 1.0e-5)), ("resources.cpu: 1e-05 is below 0.0001",)
+    ),
+    "pretrained-name-for-simple-cnn": SpecRow(
+        spec(("task.model", {"arch": "simple_cnn", "pretrained": "IMAGENET1K_V1"})),
+        ("task.model.pretrained: 'IMAGENET1K_V1' is no file here, and simple_cnn has no",),
+    ),
+    "image-folder-uri": SpecRow(
+        spec(("task.dataset", {"name": "image_folder", "path": "s3://bucket/images"})),
+        ("task.dataset.path: 's3://bucket/images' is a URI",),
+    ),
+    "accuracy-with-mode-min": SpecRow(
+        spec(("early_stop", {"metric": "accuracy", "mode": "min"})),
+        ("early_stop.mode: must be max for accuracy",),
+    ),
+    "name-of-dots": SpecRow(spec(("name", "..")), ("name: must hold a letter, digit, _ or -",)),
+    # crashed with a traceback
+    "dataset-path-of-an-unknown-user": SpecRow(
+        spec(("task.dataset", {"name": "image_folder", "path": "~no-such-user-lrsweep/data"})),
+        ("task.dataset.path: '~no-such-user-lrsweep/data': '~no-such-user-lrsweep' is no known",),
+    ),
+    "dataset-path-name-too-long": SpecRow(
+        spec(("task.dataset", {"name": "image_folder", "path": "{tmp}/" + "x" * 300})),
+        ("task.dataset.path:", "cannot be looked at: File name too long"),
+    ),
+    "spec-path-name-too-long": SpecRow(
+        None, ("cannot be read (File name too long)",), path="{tmp}/" + "x" * 300
+    ),
+    # a merge key's values give way silently to the mapping's own
+    "yaml-merge-key": SpecRow(
+        spec() + "<<: {seeds: [1]}\n", ("YAML merge keys (<<) are not allowed in specs",)
+    ),
 }
 
 
@@ -470,6 +507,34 @@ def test_run_refuses_cpu_bf16_at_an_image_size_it_cannot_train(env: Env) -> None
         "task.image_size 8",
         "'body.3.0'",
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            ("task.dataset", {"name": "shapes", "options": {"n_classes": 7}}),
+            "task.dataset: the trials could not build 'shapes': shapes n_classes must be",
+        ),
+        (
+            ("task.dataset", {"name": "digits", "path": "/"}),
+            "task.dataset: the trials could not build 'digits': path is only used by the",
+        ),
+        (
+            ("task.model", {"arch": "resnet18", "pretrained": "IMAGENET1K_V3"}),
+            "task.model.pretrained: pretrained='IMAGENET1K_V3' is neither an existing file nor",
+        ),
+    ],
+    ids=["dataset-option-value", "dataset-path-it-does-not-read", "torchvision-weights-name"],
+)
+def test_run_refuses_what_every_trial_would_fail_on_before_starting(
+    env: Env, changes: tuple[str, Any], message: str
+) -> None:
+    needs("run")
+    path = env.root / "spec.yaml"
+    path.write_text(spec(changes))
+    result = invoke("run", str(path), "--set", "failure.max_failures=0")
+    assert_refused(result, env, message)
 
 
 # --- other commands ------------------------------------------------------------------------------

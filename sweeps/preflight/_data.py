@@ -28,6 +28,10 @@ def check_local_data(spec: SweepSpec) -> bool:
     a class folder with no images or a file PIL cannot read is reported with its path. Bundled
     and generated datasets (``digits``, ``shapes``) and remote paths are not read here.
 
+    ``digits`` and ``shapes`` are opened (no pixel is rendered) as each trial opens them, so an
+    option value their builders refuse (``n_classes: 7``), or a ``path`` they do not read, is
+    reported here, not by every trial.
+
     Args:
         spec: The sweep.
 
@@ -38,6 +42,8 @@ def check_local_data(spec: SweepSpec) -> bool:
         PreflightError: naming ``task.dataset`` and the folder or file at fault.
     """
     dataset, task = spec.task.dataset, spec.task
+    if dataset.name in ("digits", "shapes"):
+        return _open_generated(spec)
     if dataset.name != "image_folder" or dataset.path is None or is_uri(dataset.path):
         return False
     from trainers import make_dataloaders  # torch: imported only when there is data to read
@@ -58,6 +64,22 @@ def check_local_data(spec: SweepSpec) -> bool:
         raise PreflightError(
             f"task.dataset: the trials could not load their data: {error} "
             "Fix the folder (or task.dataset.path) and run again."
+        ) from None
+    return True
+
+
+def _open_generated(spec: SweepSpec) -> bool:
+    """Open a bundled or generated dataset with the spec's options, as each trial does."""
+    from trainers.data import open_dataset  # torch: imported only when there is data to check
+
+    dataset = spec.task.dataset
+    try:
+        open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+    except (ValueError, TypeError, MemoryError, RuntimeError) as error:  # torch: out of memory
+        raise PreflightError(
+            f"task.dataset: the trials could not build {dataset.name!r}: {error} Fix "
+            "task.dataset.options (or remove task.dataset.path, which it does not read) and run "
+            "again."
         ) from None
     return True
 
@@ -85,8 +107,8 @@ def check_local_weights(spec: SweepSpec) -> bool:
     if model.pretrained is None or is_uri(model.pretrained):
         return False
     path = Path(model.pretrained)  # the spec stores a weights file as an absolute path
-    if not path.is_file():  # a torchvision weights name
-        return False
+    if not path.is_file():  # a torchvision weights name: known to torchvision? (no download)
+        return _check_weights_name(model.arch, model.pretrained)
     from trainers.models import build_model, read_state_dict  # torch: only with weights to read
 
     channels = _data_channels(spec)
@@ -104,6 +126,20 @@ def check_local_weights(spec: SweepSpec) -> bool:
         ) from None
     logger.debug("pretrained weights %s load into %s", path, model.arch)
     return True
+
+
+def _check_weights_name(arch: str, name: str) -> bool:
+    """Refuse a weights name torchvision does not know for ``arch``; False: nothing was read."""
+    from trainers.models._resnet import torchvision_weights  # no download: a name lookup
+
+    try:
+        torchvision_weights(arch, name)
+    except ValueError as error:
+        raise PreflightError(
+            f"task.model.pretrained: {error} Give one of those names, or a state-dict file, "
+            "and run again."
+        ) from None
+    return False
 
 
 _LOCAL_DATASETS = ("digits", "shapes", "image_folder")

@@ -40,6 +40,7 @@ _MESSAGES = {
     "string_pattern_mismatch": "must match {pattern}",
 }
 _NO_INPUT = frozenset({"missing", "extra_forbidden", "too_long", "too_short"})
+_YAML_BOOLEANS = "YAML reads unquoted yes, no, on and off as true/false; quote a word meant as text"
 
 
 class SpecError(ValueError):
@@ -105,6 +106,8 @@ def _format_one(details: ErrorDetails, root: type[Any]) -> str:
         message = template.format(**ctx) if template else details["msg"]
         if kind not in _NO_INPUT and "but got" not in message:
             message += f", but got {_short(details['input'])}"
+    if kind == "string_type" and isinstance(details["input"], bool):
+        message += f" ({_YAML_BOOLEANS})"
     return _line(parts, message, list(accepted))
 
 

@@ -100,7 +100,10 @@ def _apply_one(data: dict[str, Any], override: str, root: type[BaseModel]) -> No
         value = parse_yaml(raw) if raw.strip() else ""
     except ValueError as error:
         raise _OverrideError(f"the value is refused: {error}") from None
-    _set_path(data, [part.strip() for part in parts], value, root)
+    changed = copy.deepcopy(data)  # a refused override leaves nothing half-set behind
+    _set_path(changed, [part.strip() for part in parts], value, root)
+    data.clear()
+    data.update(changed)
 
 
 def _set_path(data: dict[str, Any], parts: list[str], value: Any, root: type[BaseModel]) -> None:
@@ -118,7 +121,9 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any, root: type[Bas
         if not isinstance(child, dict | list):
             if get_origin(unwrap(tp)) is list:
                 where = ".".join(parts[: depth + 1])
-                raise _OverrideError(f"{where} holds no list to index into")
+                raise _OverrideError(
+                    f"{where} holds no list to index into; set the whole list: {where}=[...]"
+                )
             child = _default_mapping(owner, step)
             node[step] = child
         node = child

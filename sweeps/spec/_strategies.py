@@ -11,6 +11,8 @@ seeds ``numpy.random.default_rng`` alone, which takes any non-negative integer.
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -21,6 +23,7 @@ from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 __all__ = [
     "OPTUNA_SAMPLERS",
     "RECIPE_MIN_EPOCHS",
+    "RULE_MIN_POINTS",
     "SEED_MAX",
     "SUGGESTION_RULES",
     "FixedStrategy",
@@ -42,6 +45,18 @@ SEED_MAX = 2**32 - 1
 """The largest seed numpy's legacy generator, and so every Optuna sampler, accepts."""
 
 Rule = Literal["valley", "steep", "minimum", "slide"]
+
+RULE_MIN_POINTS = {"valley": 3, "steep": 2, "minimum": 2, "slide": 16}
+"""The usable points each rule of ``trainers.suggestions`` needs (a test keeps them equal: the
+spec does not import the trainers). A range test of ``num_it`` steps keeps
+``num_it - num_it // 10 - RULE_SKIP_END`` of them."""
+RULE_SKIP_END = 5
+"""The trailing points every rule drops (fastai's ``[:-5]``)."""
+
+
+def usable_points(num_it: int) -> int:
+    """Points of a ``num_it``-step range test a suggestion rule judges (fastai's cuts)."""
+    return num_it - num_it // 10 - RULE_SKIP_END
 
 
 def _default_rules() -> list[Rule]:
@@ -117,6 +132,22 @@ class LrFinderStrategy(_Arm):
             )
         return self
 
+    @model_validator(mode="after")
+    def _enough_points_for_rules(self) -> LrFinderStrategy:
+        kept = usable_points(self.num_it)
+        short = [rule for rule in self.suggest if kept < RULE_MIN_POINTS[rule]]
+        if not short:
+            return self
+        rule = max(short, key=RULE_MIN_POINTS.__getitem__)
+        need = RULE_MIN_POINTS[rule]
+        least = next(n for n in itertools.count(self.num_it) if usable_points(n) >= need)
+        raise field_error(
+            "num_it",
+            f"{self.num_it} is too few for rule {rule!r}: after dropping the first num_it // 10 "
+            f"and the last {RULE_SKIP_END} points it keeps {kept}, and {rule} needs {need} "
+            f"(every trial would fail); set num_it to at least {least}",
+        )
+
 
 class GridStrategy(_Arm):
     """Every LR of a log-spaced grid (``tune.grid_search``)."""
@@ -133,7 +164,7 @@ class OptunaStrategy(_Arm):
     """Ray Tune's ``OptunaSearch`` over a log-uniform LR range with a seeded sampler.
 
     Samplers: ``tpe``, ``random``, ``qmc``, ``gp`` (``optuna.samplers.GPSampler``) and ``cmaes``
-    (needs the ``cmaes`` package, checked when the sweep starts). ``startup_trials``: the
+    (needs the ``cmaes`` package, checked when the spec is loaded). ``startup_trials``: the
     sampler's ``n_startup_trials``, the trials it draws at random before it models the results
     (``tpe``, ``gp``, ``cmaes`` only, below ``trials``; None keeps Optuna's default: 10 for
     ``tpe`` and ``gp``, so a study of 12 trials is guided for its last 2 only). ``tpe`` runs with
@@ -147,6 +178,17 @@ class OptunaStrategy(_Arm):
     sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
     seed: Int = Field(default=0, ge=0, le=SEED_MAX)
     startup_trials: Int | None = Field(default=None, ge=1, le=MAX_TRIALS)
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler_installed(cls, sampler: str) -> str:
+        if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+            raise ValueError(
+                "cmaes needs the cmaes package, which is not installed here (Optuna would fail "
+                "mid-sweep, once the first trial is done); run `pip install cmaes`, or pick "
+                "another sampler"
+            )
+        return sampler
 
     @model_validator(mode="after")
     def _check_startup(self) -> OptunaStrategy:

@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, model_validator
 from sweeps.spec._errors import SpecError, format_validation_error
 from sweeps.spec._overrides import apply_overrides_collecting
 from sweeps.spec._sweep import SweepSpec
+from sweeps.spec._task import local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel
 from sweeps.spec._yaml import read_mapping
 
@@ -180,8 +181,11 @@ def _entry_source(entry: _EntryInput, base: Path) -> tuple[str | None, dict[str,
     """The entry's spec file (absolute, or None when inline) and its raw mapping."""
     if entry.spec_path is None:
         return None, dict(entry.spec or {})
-    path = Path(entry.spec_path).expanduser()
-    path = path if path.is_absolute() else base / path
+    try:
+        path, absolute = local_path(entry.spec_path, Path.is_absolute)
+    except ValueError as error:  # ~user with no such user
+        raise SpecError(f"spec file {error}", source=entry.spec_path) from None
+    path = path if absolute else base / path
     return str(path.resolve()), read_mapping(path)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sweeps.spec._redact import uri_has_credentials, uri_has_password
 from sweeps.spec._strategies import Strategy
-from sweeps.spec._task import TaskSpec, is_uri
+from sweeps.spec._task import TaskSpec, is_uri, local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
@@ -50,6 +50,13 @@ _CREDENTIALS_HINT = (
     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, in the environment instead"
 )
 _RAY_BUILTIN_RESOURCES = frozenset({"cpu", "gpu", "memory", "object_store_memory"})
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
+_LABEL_KEY = re.compile(rf"(?:(?:{_LABEL})?(?:\.(?:{_LABEL})?)*/)?{_LABEL}")
+_LABEL_SELECTOR = re.compile(rf"!?(?:in)?\({_LABEL}(?:, ?{_LABEL})*\)|!?{_LABEL}")
+"""Ray's label syntax (``ray._private.label_utils``; a test keeps them equal): Ray checks a
+selector only when it places a trial, so a malformed one failed the sweep after it started."""
+RAY_RESOURCE_UNIT = 0.0001
+"""Ray's smallest resource amount: a request for less is refused when a trial starts."""
 
 Metric = Literal["valid_loss", "train_loss", "error_rate", "accuracy"]
 
@@ -58,7 +65,8 @@ class EarlyStopSpec(SpecModel):
     """``RisingValLoss``: stop a trial once ``metric`` has been worse than its best by more than
     ``min_delta`` for ``patience`` consecutive epochs, not counting the first ``grace_epochs``.
 
-    ``mode`` defaults to ``max`` for ``accuracy`` and ``min`` for the others.
+    ``mode`` defaults to ``max`` for ``accuracy`` and ``min`` for the others; the other mode is
+    refused (it would stop trials as they improve).
     """
 
     metric: Metric = "valid_loss"
@@ -74,6 +82,19 @@ class EarlyStopSpec(SpecModel):
             maximised = isinstance(data.get("metric"), str) and data["metric"] in MAXIMISED_METRICS
             return {**data, "mode": "max" if maximised else "min"}
         return data
+
+    @model_validator(mode="after")
+    def _mode_fits_metric(self) -> EarlyStopSpec:
+        expected = "max" if self.metric in MAXIMISED_METRICS else "min"
+        if self.mode != expected:
+            better = "higher" if expected == "max" else "lower"
+            raise field_error(
+                "mode",
+                f"must be {expected} for {self.metric} ({better} is better; {self.mode} would "
+                f"stop trials as they improve), but got {self.mode!r}; set it to {expected} or "
+                "leave it out",
+            )
+        return self
 
 
 class DivergenceSpec(SpecModel):
@@ -100,6 +121,13 @@ class ResourcesSpec(SpecModel):
     custom: dict[str, Annotated[Number, Field(gt=0.0)]] = Field(default_factory=dict)
     node_labels: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _within_ray_precision(cls, amount: float) -> float:
+        if 0 < amount < RAY_RESOURCE_UNIT:
+            raise ValueError(_below_ray_unit(amount))
+        return amount
+
     @field_validator("gpu")
     @classmethod
     def _check_gpu(cls, gpu: float) -> float:
@@ -108,6 +136,24 @@ class ResourcesSpec(SpecModel):
                 f"must be 0, a fraction in (0, 1] or a whole number of GPUs, but got {gpu}"
             )
         return gpu
+
+    @field_validator("node_labels")
+    @classmethod
+    def _check_label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, selector in labels.items():
+            if not _LABEL_KEY.fullmatch(key):
+                raise field_error(
+                    key,
+                    "is not a label key (letters, digits, -, _ and ., starting and ending with a "
+                    "letter or digit, at most 63; a DNS prefix/ may come first)",
+                )
+            if selector and not _LABEL_SELECTOR.fullmatch(selector):
+                raise field_error(
+                    key,
+                    f"{selector!r} is not a label selector; write value, !value, in(a,b) or "
+                    "!in(a,b) (values: letters, digits, -, _ and ., at most 63)",
+                )
+        return labels
 
     @field_validator("custom")
     @classmethod
@@ -118,7 +164,19 @@ class ResourcesSpec(SpecModel):
                 f"{builtin[0]!r} is one of Ray's own resources, not a custom one; set "
                 "resources.cpu / resources.gpu instead"
             )
+        if any(not key.strip() for key in custom):
+            raise ValueError("a custom resource needs a name, but one is empty")
+        for key, amount in custom.items():
+            if amount < RAY_RESOURCE_UNIT:
+                raise field_error(key, _below_ray_unit(amount))
         return custom
+
+
+def _below_ray_unit(amount: float) -> str:
+    return (
+        f"{amount} is below {RAY_RESOURCE_UNIT}, Ray's smallest resource amount (Ray would refuse "
+        f"it when the trials start); ask for at least {RAY_RESOURCE_UNIT}"
+    )
 
 
 class FailureSpec(SpecModel):
@@ -151,7 +209,7 @@ class StorageSpec(SpecModel):
                     "or a local path)"
                 )
             return path
-        return str(Path(path).expanduser().resolve())
+        return str(local_path(path)[0].resolve())
 
     @model_validator(mode="after")
     def _shared_needs_path(self) -> StorageSpec:

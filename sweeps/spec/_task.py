@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,10 +27,13 @@ __all__ = [
     "SgdrSchedule",
     "TaskSpec",
     "is_uri",
+    "local_path",
 ]
 
 DATASETS = ("digits", "shapes", "image_folder", "mnist", "fashion_mnist", "cifar10")
 _SEED_MAX = 2**32 - 1
+_READS_PATH = ("image_folder", "mnist", "fashion_mnist", "cifar10")
+"""Datasets whose builder reads ``path`` (a local folder); the others ignore it."""
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -41,12 +45,35 @@ def is_uri(value: str) -> bool:
     return bool(_URI.match(value))
 
 
+def local_path(value: str, probe: Callable[[Path], bool] = Path.exists) -> tuple[Path, bool]:
+    """``value`` with ``~`` expanded, and ``probe`` (``exists``, ``is_dir`` ...) of it.
+
+    Raises:
+        ValueError: naming ``value`` when ``~user`` names no known user, or when the path cannot
+            be looked at (a name too long, a folder it may not enter).
+    """
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user with no such user
+        user = value.split("/", 1)[0]
+        raise ValueError(
+            f"{value!r}: {user!r} is no known user's home folder; write ~/... for your own "
+            "home, or the full path"
+        ) from None
+    try:
+        return path, probe(path)
+    except OSError as error:
+        raise ValueError(f"{value!r} cannot be looked at: {error.strerror or error}") from None
+
+
 class DatasetSpec(SpecModel):
     """Which images, and how they are split.
 
     ``path`` is required for ``image_folder`` (a folder of class sub-folders) and optional
     elsewhere (a download or cache folder). A local path must exist when the spec is loaded and is
-    stored absolute (trials run in their own working directories); a URI is left to the worker.
+    stored absolute (trials run in their own working directories). The trials read no URI:
+    ``s3://...`` is refused for the datasets that read ``path`` (``digits`` and ``shapes`` ignore
+    it).
 
     ``options`` are keyword arguments of the dataset's builder in ``trainers.data.DATASETS``
     (``n_classes`` for ``shapes``, ``channels`` for ``digits`` ...); their names are checked
@@ -71,12 +98,23 @@ class DatasetSpec(SpecModel):
                 )
             return None
         if is_uri(path):
+            if name in _READS_PATH:
+                raise ValueError(
+                    f"{path!r} is a URI, but the trials read {name} from a local folder only; "
+                    "copy the data to a folder every node can read and give that path"
+                )
             return path
-        local = Path(path).expanduser()
-        if name == "image_folder" and not local.is_dir():
+        local, is_dir = local_path(path, Path.is_dir)
+        exists = is_dir or local_path(path)[1]
+        if name == "image_folder" and not exists:
             raise ValueError(f"folder {path!r} does not exist")
-        if not local.exists():
+        if not exists:
             raise ValueError(f"{path!r} does not exist")
+        if name in _READS_PATH and not is_dir:
+            raise ValueError(
+                f"{path!r} is a file, but {name} reads a folder: give the folder that holds its "
+                "images"
+            )
         return str(local.resolve())
 
     @model_validator(mode="after")
@@ -129,8 +167,10 @@ def _dataset_options(name: str) -> tuple[str, ...] | None:
 class ModelSpec(SpecModel):
     """The network: ``arch`` and optional ``pretrained`` weights.
 
-    ``pretrained`` is passed to ``trainers.build_model``; a value that looks like a file
-    (a path separator or a weights suffix such as ``.pt``) must exist and is stored absolute.
+    ``pretrained`` is passed to ``trainers.build_model``: a local file (stored absolute, as
+    trials run in their own working directories; a value that looks like a file, with a path
+    separator or a weights suffix such as ``.pt``, must exist) or a torchvision weights name
+    (``IMAGENET1K_V1``, resnets only). The trials read no URI, so ``s3://...`` is refused.
     """
 
     arch: Literal["simple_cnn", "resnet18", "resnet34"] = "simple_cnn"
@@ -138,14 +178,26 @@ class ModelSpec(SpecModel):
 
     @field_validator("pretrained")
     @classmethod
-    def _check_pretrained(cls, value: str | None) -> str | None:
-        if value is None or is_uri(value):
-            return value
-        if "/" in value or "\\" in value or value.endswith(_WEIGHT_SUFFIXES):
-            local = Path(value).expanduser()
-            if not local.is_file():
-                raise ValueError(f"weights file {value!r} does not exist")
+    def _check_pretrained(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("must not be empty; leave it out (null) to start from random weights")
+        if is_uri(value):
+            raise ValueError(
+                f"{value!r} is a URI, but the trials load weights from a local file only; copy "
+                "the file to a path every node can read and give that path"
+            )
+        local, is_file = local_path(value, Path.is_file)
+        if is_file:
             return str(local.resolve())
+        if "/" in value or "\\" in value or value.endswith(_WEIGHT_SUFFIXES):
+            raise ValueError(f"weights file {value!r} does not exist")
+        if info.data.get("arch") == "simple_cnn":
+            raise ValueError(
+                f"{value!r} is no file here, and simple_cnn has no torchvision weights names; "
+                "give a state-dict file, or set task.model.arch to resnet18 or resnet34"
+            )
         return value
 
 

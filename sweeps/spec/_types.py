@@ -10,7 +10,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -47,10 +55,26 @@ Int = Annotated[int, Strict()]
 Number = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(False)]
 """A finite real number; integers and numeric strings are accepted, booleans, NaN and inf not."""
 
+
+def _not_only_dots(name: str) -> str:
+    """Refuse ``.`` and ``..``: names become folders (a sweep's, in Ray's storage), and these
+    two would be the folder itself and its parent."""
+    if name.strip(".") == "":
+        raise ValueError(
+            "must hold a letter, digit, _ or - (names become folders, and '.' and '..' are the "
+            f"folder itself and its parent), but got {name!r}"
+        )
+    return name
+
+
 NAME_MAX = 100
 """The longest name (a sweep's, an arm's, a suite's) a spec accepts."""
-Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=NAME_MAX)]
-"""A name made of ``[A-Za-z0-9_.-]``, at most :data:`NAME_MAX` characters."""
+Name = Annotated[
+    str,
+    Field(pattern=NAME_PATTERN, min_length=1, max_length=NAME_MAX),
+    AfterValidator(_not_only_dots),
+]
+"""A name made of ``[A-Za-z0-9_.-]``, at most :data:`NAME_MAX` characters, not dots alone."""
 
 
 class SpecModel(BaseModel):

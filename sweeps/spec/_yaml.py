@@ -2,8 +2,9 @@
 
 ``yaml.safe_load`` never runs code (``!!python/...`` tags are refused) but still expands aliases:
 a ten-line "billion laughs" file becomes a structure that takes minutes to walk. Specs need no
-aliases, so :class:`SpecLoader` refuses every ``*alias`` (and with it ``<<: *merge``), and files
-above :data:`MAX_SPEC_BYTES` are refused before parsing.
+aliases, so :class:`SpecLoader` refuses every ``*alias`` and every ``<<`` merge key (whose keys
+would silently give way to the mapping's own), and files above :data:`MAX_SPEC_BYTES` are refused
+before parsing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = ["MAX_SPEC_BYTES", "SpecLoader", "parse_yaml", "read_mapping"]
 
 MAX_SPEC_BYTES = 1_000_000
 """The largest spec or suite file read (1 MB); real specs are a few hundred bytes."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+"""The tag PyYAML gives a ``<<`` key, whose mapping's keys give way to the mapping's own."""
 
 
 class _Refused(yaml.YAMLError):
@@ -27,7 +30,7 @@ class _Refused(yaml.YAMLError):
 
 
 class SpecLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also refuses aliases and repeated keys in one mapping."""
+    """``yaml.SafeLoader`` that also refuses aliases, merge keys and keys repeated in a mapping."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -42,6 +45,11 @@ class SpecLoader(yaml.SafeLoader):
         node: MappingNode = super().compose_mapping_node(anchor)
         seen: set[str] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: {...}`: keys that may silently repeat others
+                raise _Refused(
+                    f"YAML merge keys (<<) are not allowed in specs; write the keys out "
+                    f"(line {key_node.start_mark.line + 1})"
+                )
             if isinstance(key_node, ScalarNode):
                 if key_node.value in seen:
                     raise _Refused(
@@ -101,25 +109,23 @@ def read_mapping(path: Path, *, what: str = "spec") -> dict[str, Any]:
         what: The word used in messages (``spec``, ``suite``).
 
     Raises:
-        SpecError: naming the file when it is missing, not a file, too big, not UTF-8, not valid
-            YAML, empty, or not a mapping.
+        SpecError: naming the file when it is missing, not a file, unreadable, too big, not
+            UTF-8, not valid YAML, empty, or not a mapping.
     """
     source = str(path)
-    if not path.exists():
-        raise SpecError(f"{what} file {source!r} not found", source=source)
-    if not path.is_file():
-        raise SpecError(f"{what} path {source!r} is not a file", source=source)
-    size = path.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"{what} file {source!r} is {size} bytes; the limit is {MAX_SPEC_BYTES}",
-            source=source,
-        )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path, what)
         data = parse_yaml(text)
     except UnicodeDecodeError:
         raise SpecError(f"{what} file {source!r} is not UTF-8 text", source=source) from None
+    except OSError as error:  # unreadable, a name too long ...
+        raise SpecError(
+            f"{what} file {source!r} cannot be read ({error.strerror or error}); check the "
+            "path and its permissions",
+            source=source,
+        ) from None
+    except SpecError:
+        raise
     except ValueError as error:
         raise SpecError(f"{what} file {source!r}: {error}", source=source) from None
     if data is None:
@@ -131,3 +137,19 @@ def read_mapping(path: Path, *, what: str = "spec") -> dict[str, Any]:
             source=source,
         )
     return data
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The file's text; SpecError when it is missing, not a file or too big (OSError passes)."""
+    source = str(path)
+    if not path.exists():
+        raise SpecError(f"{what} file {source!r} not found", source=source)
+    if not path.is_file():
+        raise SpecError(f"{what} path {source!r} is not a file", source=source)
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{what} file {source!r} is {size} bytes; the limit is {MAX_SPEC_BYTES}",
+            source=source,
+        )
+    return path.read_text(encoding="utf-8")

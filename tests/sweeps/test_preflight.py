@@ -26,6 +26,7 @@ from sweeps.preflight import (
     check_artifact_location,
     check_cluster,
     check_fit,
+    check_local_data,
     check_local_resources,
     check_local_weights,
     check_storage_shared,
@@ -289,6 +290,54 @@ def test_pretrained_weights_are_checked_against_the_datas_channels(tmp_path: Pat
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
     grey_resnet = {"arch": "resnet18", "pretrained": str(resnet)}
     assert check_local_weights(make_spec(task={**task, "model": grey_resnet})) is True
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        (
+            {"name": "shapes", "options": {"n_classes": 7}},
+            r"task\.dataset: the trials could not build 'shapes': shapes n_classes must be an "
+            r"integer from 2 to 6 .*but got 7\. Fix task\.dataset\.options",
+        ),
+        (
+            {"name": "shapes", "options": {"n_per_class": 0}},
+            r"task\.dataset: .*n_per_class must be a positive integer, but got 0",
+        ),
+        (
+            {"name": "digits", "options": {"channels": 2}},
+            r"task\.dataset: .*digits channels must be 1 or 3, but got 2",
+        ),
+        (  # digits is bundled: the spec takes a path, the builder refuses it
+            {"name": "digits", "path": "/"},
+            r"task\.dataset: .*path is only used by the datasets .*, not 'digits'.*remove "
+            r"task\.dataset\.path",
+        ),
+    ],
+)
+def test_dataset_settings_its_builder_refuses_are_reported_before_the_start(
+    dataset: dict[str, Any], message: str
+):
+    """The spec checks option names against the builder's signature; their values (and whether
+    it reads a path) only the builder knows, which every trial would otherwise call and fail on."""
+    task = load_spec(DIGITS).resolved()["task"]
+    with pytest.raises(PreflightError, match=message):
+        check_local_data(make_spec(task={**task, "dataset": dataset}))
+    good = {"name": dataset["name"]}
+    assert check_local_data(make_spec(task={**task, "dataset": good})) is True
+
+
+def test_unknown_torchvision_weights_name_is_refused_listing_the_names():
+    task = load_spec(DIGITS).resolved()["task"]
+    typo = make_spec(task={**task, "model": {"arch": "resnet18", "pretrained": "IMAGENET1K_V3"}})
+    with pytest.raises(
+        PreflightError,
+        match=r"task\.model\.pretrained: pretrained='IMAGENET1K_V3' is neither .* for resnet18; "
+        r"the weights names are \['IMAGENET1K_V1', 'DEFAULT'\]",
+    ):
+        check_local_weights(typo)
+    known = make_spec(task={**task, "model": {"arch": "resnet18", "pretrained": "IMAGENET1K_V1"}})
+    assert check_local_weights(known) is False  # a known name: nothing downloaded here
 
 
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):

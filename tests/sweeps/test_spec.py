@@ -691,3 +691,263 @@ def test_dump_yaml_writes_a_shared_object_in_full_for_parse_yaml_to_read_back() 
     with pytest.raises(ValueError, match="alias"):
         parse_yaml(yaml.safe_dump(data))  # PyYAML's own dumper writes &id001 / *id001
     assert parse_yaml(dump_yaml(data)) == data
+
+
+# --- review: inputs once accepted that failed later, or crashed with a traceback ------------------
+
+LONG_PATH = "/tmp/" + "x" * 300  # one name longer than any file system takes (ENAMETOOLONG)
+
+ACCEPTED_BUT_FAILING = [
+    # every trial's range test would refuse its rule (slide needs 16 points after the cuts)
+    (
+        {"strategies.0": {"kind": "lr_finder", "suggest": ["valley", "slide"], "num_it": 22}},
+        r"strategies\.0\.num_it: 22 is too few for rule 'slide': .* keeps 15, and slide needs 16 "
+        r".*set num_it to at least 23",
+    ),
+    # Ray refuses resource amounts below 0.0001 when it starts a trial's actor
+    ({"resources": {"cpu": 1.0e-5}}, r"resources\.cpu: 1e-05 is below 0\.0001, Ray's smallest"),
+    ({"resources": {"gpu": 5.0e-5}}, r"resources\.gpu: 5e-05 is below 0\.0001"),
+    (
+        {"resources": {"custom": {"A100": 1.0e-6}}},
+        r"resources\.custom\.A100: 1e-06 is below 0\.0001",
+    ),
+    ({"resources": {"custom": {"": 1}}}, r"resources\.custom: a custom resource needs a name"),
+    # build_model refuses these in every trial
+    ({"task.model": {"pretrained": ""}}, r"task\.model\.pretrained: must not be empty"),
+    (
+        {"task.model": {"arch": "simple_cnn", "pretrained": "IMAGENET1K_V1"}},
+        r"task\.model\.pretrained: 'IMAGENET1K_V1' is no file here, and simple_cnn has no "
+        r"torchvision weights names",
+    ),
+    (
+        {"task.model": {"arch": "resnet18", "pretrained": "s3://bucket/w.pt"}},
+        r"task\.model\.pretrained: 's3://bucket/w\.pt' is a URI, but the trials load weights "
+        r"from a local file only",
+    ),
+    # the trials read these folders from the local disk only
+    (
+        {"task.dataset": {"name": "image_folder", "path": "s3://bucket/images"}},
+        r"task\.dataset\.path: 's3://bucket/images' is a URI, but the trials read image_folder "
+        r"from a local folder only",
+    ),
+    (
+        {"task.dataset": {"name": "mnist", "path": __file__}},
+        r"task\.dataset\.path: '.*test_spec\.py' is a file, but mnist reads a folder",
+    ),
+    # a contradiction: the stopper would stop trials as they improve
+    (
+        {"early_stop": {"metric": "accuracy", "mode": "min"}},
+        r"early_stop\.mode: must be max for accuracy \(higher is better; min would stop trials "
+        r"as they improve\), but got 'min'",
+    ),
+    (
+        {"early_stop": {"metric": "valid_loss", "mode": "max"}},
+        r"early_stop\.mode: must be min for valid_loss",
+    ),
+    # the sweep's name is a folder of Ray's storage: '..' would write above it
+    ({"name": ".."}, r"name: must hold a letter, digit, _ or - .* but got '\.\.'"),
+    ({"strategies.1.name": "."}, r"strategies\.1\.name: must hold a letter, digit"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), ACCEPTED_BUT_FAILING)
+def test_input_that_would_fail_after_the_start_is_refused_naming_its_field(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(_with(changes))
+
+
+@pytest.mark.parametrize(
+    ("field", "changes"),
+    [
+        ("task.dataset.path", {"task.dataset": {"name": "image_folder", "path": "{path}"}}),
+        ("task.dataset.path", {"task.dataset": {"name": "digits", "path": "{path}"}}),
+        ("task.model.pretrained", {"task.model": {"pretrained": "{path}/w.pt"}}),
+        ("storage.path", {"storage": {"path": "{path}"}}),
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("~no-such-user-lrsweep/data", r"'~no-such-user-lrsweep' is no known user's home folder"),
+        (LONG_PATH, r"cannot be looked at: File name too long"),
+    ],
+)
+def test_unusable_path_is_a_field_error_not_a_traceback(
+    field: str, changes: dict[str, Any], path: str, message: str
+) -> None:
+    filled = json.loads(json.dumps(changes).replace("{path}", path))
+    with pytest.raises(SpecError, match=re.escape(field) + ": .*" + message):
+        load_spec(_with(filled))
+
+
+def test_lr_finder_num_it_floor_matches_the_suggestion_rules() -> None:
+    """The spec's table of points per rule is the trainers' own (the spec does not import them):
+    a num_it the spec accepts is one every rule of the arm can judge, and no more is refused."""
+    import numpy as np
+
+    from trainers.suggestions import CurveTooShort, get_suggestion
+
+    for rule in ("valley", "steep", "minimum", "slide"):
+        for num_it in range(10, 40):
+            arm = {"kind": "lr_finder", "suggest": [rule], "num_it": num_it}
+            try:
+                get_suggestion(rule)(
+                    np.geomspace(1e-7, 10, num_it),
+                    np.linspace(2, 1, num_it),
+                    skip_start=num_it // 10,
+                )
+                judged = True
+            except CurveTooShort:
+                judged = False
+            try:
+                load_spec(_with({"strategies.0": arm}))
+                accepted = True
+            except SpecError:
+                accepted = False
+            assert accepted == judged, (rule, num_it)
+
+
+def test_cmaes_sampler_is_refused_where_the_cmaes_package_is_missing(monkeypatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "trials": 4, "sampler": "cmaes"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cmaes" else find_spec(name)
+    )
+    with pytest.raises(
+        SpecError, match=r"strategies\.2\.sampler: cmaes needs the cmaes package.*pip install cmaes"
+    ):
+        load_spec(_with({"strategies.2": arm}))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    assert load_spec(_with({"strategies.2": arm})).strategies[2].sampler == "cmaes"
+
+
+def test_pretrained_file_named_without_a_suffix_is_stored_absolute(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Trials run in their own folders: a bare relative name kept as given would not be found
+    there and be taken for a torchvision weights name."""
+    (tmp_path / "weights").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(_with({"task.model": {"pretrained": "weights"}}))
+    assert spec.task.model.pretrained == str(tmp_path.resolve() / "weights")
+    resnet = load_spec(_with({"task.model": {"arch": "resnet18", "pretrained": "IMAGENET1K_V1"}}))
+    assert resnet.task.model.pretrained == "IMAGENET1K_V1"  # a name stays a name
+
+
+def test_unreadable_spec_file_is_refused_naming_it(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(json.dumps(BASE))
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    with pytest.raises(SpecError, match=r"spec file '.*spec\.yaml' cannot be read \(Permission"):
+        monkeypatch.setattr(Path, "read_text", refuse)
+        load_spec(path)
+    monkeypatch.undo()
+    with pytest.raises(SpecError, match=r"cannot be read \(File name too long\)"):
+        load_spec(LONG_PATH)
+
+
+@pytest.mark.parametrize(
+    ("spec_path", "message"),
+    [
+        (LONG_PATH, r"entries\.a\.spec_path: spec file .* cannot be read \(File name too long\)"),
+        ("~no-such-user-lrsweep/x.yaml", r"entries\.a\.spec_path: .* is no known user's home"),
+    ],
+)
+def test_suite_entry_with_an_unusable_spec_path_names_the_entry(
+    spec_path: str, message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_suite({"name": "s", "entries": [{"name": "a", "spec_path": spec_path}]})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"name: x\ntask: {<<: {epochs: 5}, epochs: 1}\n", b"<<: {name: a}\nname: b\n"],
+)
+def test_yaml_merge_keys_are_refused_as_silent_duplicates(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError, match=r"YAML merge keys \(<<\) are not allowed in specs"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("name.x=1", r"name is a single value and has no key 'x'"),
+        ("strategies.1.lr.min.x=1", r"strategies\.1\.lr\.min is a single value and has no key"),
+    ],
+)
+def test_a_refused_override_changes_nothing_else(override: str, message: str) -> None:
+    """Only the override's own error: the field it could not reach keeps its valid value."""
+    with pytest.raises(SpecError, match=message) as caught:
+        load_spec(BASE, overrides=[override])
+    assert len(caught.value.errors) == 1, caught.value.errors
+
+
+def test_indexing_a_list_the_spec_leaves_at_its_default_says_how_to_set_it() -> None:
+    data = _with({"seeds": DELETE})
+    with pytest.raises(SpecError, match=r"seeds holds no list to index into; set the whole list"):
+        load_spec(data, overrides=["seeds.0=5"])
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"gpu type": "a100"}, r"resources\.node_labels\.gpu type: is not a label key"),
+        (
+            {"accel": "!in(a100,h100"},
+            r"resources\.node_labels\.accel: '!in\(a100,h100' is not a label selector; write "
+            r"value, !value, in\(a,b\) or !in\(a,b\)",
+        ),
+    ],
+)
+def test_node_label_selector_ray_would_refuse_at_placement_is_refused(
+    labels: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(_with({"resources": {"node_labels": labels}}))
+
+
+def test_node_label_syntax_is_rays() -> None:
+    """Ray checks a selector only when it places a trial; the spec checks it with the same rules
+    (its own copy: the spec does not import Ray)."""
+    from ray._private.label_utils import validate_label_key, validate_label_selector_value
+
+    keys = ["gpu", "gpu type", "ray.io/accelerator-type", "/x", "-a", "a" * 63, "a" * 64, ""]
+    selectors = ["a100", "!a100", "in(a,b)", "in(a, b)", "!in(a,b)", "(a,b)", "in(a,b", "in()"]
+    selectors += ["x y", "", "!", "in(a,,b)", "a" * 64, "!!a", "in(a,  b)"]
+    for key in keys:
+        ray_accepts = validate_label_key(key) is None
+        try:
+            load_spec(_with({"resources": {"node_labels": {key: "a"}}}))
+            accepted = True
+        except SpecError:
+            accepted = False
+        assert accepted == ray_accepts, key
+    for selector in selectors:
+        ray_accepts = validate_label_selector_value(selector) is None
+        try:
+            load_spec(_with({"resources": {"node_labels": {"accel": selector}}}))
+            accepted = True
+        except SpecError:
+            accepted = False
+        assert accepted == ray_accepts, selector
+
+
+def test_a_yaml_boolean_where_text_belongs_says_to_quote_it(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(BASE).replace("name: tiny", "name: no"))
+    with pytest.raises(
+        SpecError,
+        match=r"name: must be a string, but got False \(YAML reads unquoted yes, no, on and off "
+        r"as true/false; quote a word meant as text\)",
+    ):
+        load_spec(path)
