@@ -586,7 +586,7 @@ def run_tuner(plan: TunerPlan) -> list[TrialOutcome]:
 
 def experiment_path(plan: TunerPlan) -> str:
     """Where Ray keeps the experiment state of ``plan``."""
-    return str(Path(plan.storage_path) / plan.name)
+    return f"{plan.storage_path.rstrip('/')}/{plan.name}"  # a URI stays one (no Path)
 
 
 def can_restore(path: str) -> bool:

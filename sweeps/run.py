@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 import time
@@ -35,8 +34,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sweeps import _location as location
 from sweeps import _ray, preflight
 from sweeps._interrupts import Interrupts
+from sweeps._location import Location
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
@@ -85,7 +86,7 @@ class SweepResult:
     experiment_id: str
     parent_run_id: str
     tracking_uri: str
-    sweep_dir: Path
+    sweep_dir: Location
     trials: dict[str, list[_ray.TrialOutcome]] = field(default_factory=dict)
     report: Report | None = None
     interrupted: bool = False
@@ -122,17 +123,15 @@ def _load(spec: SweepSpec | str | Path | dict[str, Any], overrides: Sequence[str
     return load_spec(spec, overrides=overrides)
 
 
-def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, sweep_dir / STATE_FILE)
+def _write_state(sweep_dir: Location, state: dict[str, Any]) -> None:
+    location.write_text(sweep_dir, STATE_FILE, json.dumps(state, indent=1, default=str))
 
 
-def resume_hint(name: str, sweep_dir: Path) -> str:
+def resume_hint(name: str, sweep_dir: Location) -> str:
     """``lrsweep resume NAME``, with ``--storage-path`` when the sweep's Ray storage is not the
     default one (else that command would look for another sweep)."""
-    root = sweep_dir.parent.parent.resolve()  # <root>/<name>/<sweep id>
+    root = location.parent(sweep_dir, 2)  # <root>/<name>/<sweep id>
+    root = root.resolve() if isinstance(root, Path) else root
     command = f"lrsweep resume {shlex.quote(name)}"
     if root != default_storage():
         command += f" --storage-path {shlex.quote(str(root))}"
@@ -140,7 +139,7 @@ def resume_hint(name: str, sweep_dir: Path) -> str:
 
 
 def _tuner_plan(
-    spec: SweepSpec, context: TrialContext, sweep_dir: Path, progress: SweepProgress
+    spec: SweepSpec, context: TrialContext, sweep_dir: Location, progress: SweepProgress
 ) -> _ray.TunerPlan:
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
     return _ray.TunerPlan(
@@ -182,7 +181,7 @@ def _end_after_error(tracker: Tracker, run_id: str) -> None:
     tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
 
 
-def _preflight(spec: SweepSpec, uri: str, root: Path, *, address: str | None) -> None:
+def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None) -> None:
     """Every check that can refuse the sweep, before its experiment or parent run exists."""
     check_tracking_server(uri)  # an absent server: refused now, not retried for minutes later
     preflight.check_accelerator(spec)
@@ -235,13 +234,13 @@ def run_sweep(
     """
     spec = _load(spec, overrides)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    root = Path(storage_path or spec.storage.path or default_storage())
+    root = location.storage_root(storage_path or spec.storage.path or default_storage())
     _preflight(spec, uri, root, address=address)
     tracker = Tracker(uri)
     experiment_id = tracker.ensure_experiment(spec.experiment_name)
     tracker.check_artifacts_writable(experiment_id)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    sweep_dir = root / spec.name / sweep_id
+    sweep_dir = location.child(root, spec.name, sweep_id)
     parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
     state = {
         "name": spec.name,
@@ -261,17 +260,20 @@ def run_sweep(
     return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
 
 
-def _find_sweep_dir(name_or_path: str | Path, root: Path) -> Path:
-    direct = Path(name_or_path)
-    if (direct / STATE_FILE).is_file():
+def _find_sweep_dir(name_or_path: str | Path, root: Location) -> Location:
+    direct = location.storage_root(name_or_path)
+    if location.read_text(direct, STATE_FILE) is not None:
         return direct
-    candidates = sorted((root / str(name_or_path)).glob(f"*/{STATE_FILE}"))
-    unfinished = [
-        c.parent for c in candidates if not json.loads(c.read_text(encoding="utf-8"))["finished"]
-    ]
+    folder = location.child(root, str(name_or_path))
+    candidates = []  # (sweep folder, its state), oldest sweep id first
+    for sweep_id in location.subfolders(folder):
+        text = location.read_text(location.child(folder, sweep_id), STATE_FILE)
+        if text is not None:
+            candidates.append((location.child(folder, sweep_id), json.loads(text)))
+    unfinished = [sweep_dir for sweep_dir, state in candidates if not state["finished"]]
     if unfinished:
         return unfinished[-1]
-    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    known = location.subfolders(root)
     what = "only finished sweeps" if candidates else "no sweep"
     raise SweepNotFound(
         f"{name_or_path!r} has {what} to resume under {root}; sweeps there: {known or 'none'}. "
@@ -296,8 +298,9 @@ def resume_sweep(
     Raises:
         SweepNotFound: nothing to resume there (the message lists the sweeps that exist).
     """
-    sweep_dir = _find_sweep_dir(name_or_path, Path(storage_path or default_storage()))
-    state = json.loads((sweep_dir / STATE_FILE).read_text(encoding="utf-8"))
+    root = location.storage_root(storage_path or default_storage())
+    sweep_dir = _find_sweep_dir(name_or_path, root)
+    state = json.loads(location.read_text(sweep_dir, STATE_FILE) or "{}")
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
     _preflight(spec, uri, sweep_dir, address=address)
@@ -312,7 +315,7 @@ def resume_sweep(
 
 def _run_trials(
     spec: SweepSpec,
-    sweep_dir: Path,
+    sweep_dir: Location,
     context: TrialContext,
     progress: SweepProgress,
     *,
@@ -339,7 +342,7 @@ def _execute(
     spec: SweepSpec,
     tracker: Tracker,
     state: dict[str, Any],
-    sweep_dir: Path,
+    sweep_dir: Location,
     *,
     address: str | None,
     progress: SweepProgress | None,
@@ -387,7 +390,7 @@ def _run_or_interrupt(
     spec: SweepSpec,
     tracker: Tracker,
     state: dict[str, Any],
-    sweep_dir: Path,
+    sweep_dir: Location,
     context: TrialContext,
     progress: SweepProgress,
     interrupts: Interrupts,
@@ -424,7 +427,7 @@ def _close(
     spec: SweepSpec,
     tracker: Tracker,
     state: dict[str, Any],
-    sweep_dir: Path,
+    sweep_dir: Location,
     result: SweepResult,
     *,
     unended: Iterable[str] = (),

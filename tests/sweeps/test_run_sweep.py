@@ -336,3 +336,45 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     steps = run["train_loss_steps"]
     assert steps == list(range(len(steps))) and len(steps) % 4 == 0
     assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in checkpointed]
+
+
+def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
+    ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``storage.path`` as a URI (``s3://``, ``gs://``; ``file://`` here, through the same
+    ``pyarrow.fs`` path): Ray's state and ``sweep.json`` land under it, not in a local folder
+    named ``file:`` (or ``s3:``), and ``lrsweep resume`` finds the sweep there."""
+    import json
+
+    from sweeps.run import SweepNotFound, resume_sweep
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    storage = f"file://{tmp_path}/objects/"
+    spec = {
+        **SPEC,
+        "name": "uri-storage",
+        "task": {**SPEC["task"], "epochs": 1},
+        "seeds": [0],
+        "strategies": [{"kind": "fixed", "lr": 1e-2}],
+        "early_stop": None,
+    }
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
+    assert result.report is not None and result.n_trials == 1
+    assert result.sweep_dir == f"file://{tmp_path}/objects/uri-storage/{result.sweep_id}"
+    folder = tmp_path / "objects" / "uri-storage" / result.sweep_id
+    state_file = folder / "sweep.json"
+    assert json.loads(state_file.read_text())["finished"] is True
+    assert (folder / "tune").is_dir()
+    assert sorted(p.name for p in work.iterdir()) == []  # no local 'file:' folder
+
+    with pytest.raises(SweepNotFound, match="only finished sweeps"):
+        resume_sweep("uri-storage", tracking_uri=uri, storage_path=storage, progress=PROGRESS)
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "finished": False}))  # as if it was stopped
+    resumed = resume_sweep("uri-storage", tracking_uri=uri, storage_path=storage, progress=PROGRESS)
+    assert resumed.sweep_dir == result.sweep_dir and resumed.parent_run_id == result.parent_run_id
+    assert resumed.n_trials == 1 and not resumed.interrupted  # the finished trial, not re-run
+    assert json.loads(state_file.read_text())["finished"] is True

@@ -1,0 +1,89 @@
+"""Where a sweep's Ray storage lives: a local folder (a ``Path``) or a URI (a ``str``).
+
+Ray Tune reads and writes a URI storage (``s3://``, ``gs://``, ``file://`` ...) through
+``pyarrow.fs``; the sweep's own ``sweep.json`` goes the same way, so ``lrsweep resume`` finds
+it there. A ``Path`` would fold ``s3://bucket/x`` into the local relative folder ``s3:/bucket/x``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sweeps.spec._task import is_uri
+
+__all__ = ["Location", "child", "parent", "read_text", "storage_root", "subfolders", "write_text"]
+
+Location = Path | str
+"""A local folder, or the URI of a remote one (only a URI is a ``str``)."""
+
+
+def storage_root(value: str | os.PathLike[str]) -> Location:
+    """``value`` as a location: the URI as given (without a trailing ``/``), else a ``Path``."""
+    text = os.fspath(value)
+    return text.rstrip("/") if is_uri(text) else Path(text)
+
+
+def child(location: Location, *parts: str) -> Location:
+    """``location / part / ...``."""
+    if isinstance(location, Path):
+        return location.joinpath(*parts)
+    return "/".join([location.rstrip("/"), *parts])
+
+
+def parent(location: Location, levels: int = 1) -> Location:
+    """The folder ``levels`` above ``location``."""
+    if isinstance(location, Path):
+        for _ in range(levels):
+            location = location.parent
+        return location
+    return location.rstrip("/").rsplit("/", levels)[0]
+
+
+def write_text(folder: Location, name: str, text: str) -> None:
+    """Write ``folder/name`` whole: a local file is replaced atomically, an object at once."""
+    if isinstance(folder, Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / name)
+        return
+    fs, path = _filesystem(folder)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{name}") as out:
+        out.write(text.encode("utf-8"))
+
+
+def read_text(folder: Location, name: str) -> str | None:
+    """The text of ``folder/name``; None when there is no such file."""
+    if isinstance(folder, Path):
+        file = folder / name
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+    import pyarrow.fs
+
+    fs, path = _filesystem(folder)
+    if fs.get_file_info(f"{path}/{name}").type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(f"{path}/{name}") as source:
+        return bytes(source.read()).decode("utf-8")
+
+
+def subfolders(folder: Location) -> list[str]:
+    """The names of the folders directly in ``folder``, sorted; none when it does not exist."""
+    if isinstance(folder, Path):
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    import pyarrow.fs
+
+    fs, path = _filesystem(folder)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return sorted(info.base_name for info in found if info.type == pyarrow.fs.FileType.Directory)
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """``pyarrow.fs.FileSystem.from_uri``, as Ray Tune resolves its ``storage_path``."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
