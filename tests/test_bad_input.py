@@ -322,6 +322,7 @@ SPEC_ROWS: dict[str, SpecRow] = {
         ("early_stop.mode: must be max for accuracy",),
     ),
     "name-of-dots": SpecRow(spec(("name", "..")), ("name: must hold a letter, digit, _ or -",)),
+    "name-read-as-an-option": SpecRow(spec(("name", "-x")), ("name: must not start with '-'",)),
     # crashed with a traceback
     "dataset-path-of-an-unknown-user": SpecRow(
         spec(("task.dataset", {"name": "image_folder", "path": "~no-such-user-lrsweep/data"})),

@@ -56,13 +56,19 @@ Number = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(False)]
 """A finite real number; integers and numeric strings are accepted, booleans, NaN and inf not."""
 
 
-def _not_only_dots(name: str) -> str:
+def _usable_name(name: str) -> str:
     """Refuse ``.`` and ``..``: names become folders (a sweep's, in Ray's storage), and these
-    two would be the folder itself and its parent."""
+    two would be the folder itself and its parent; and a leading ``-``, which ``lrsweep resume
+    NAME`` would read as an option."""
     if name.strip(".") == "":
         raise ValueError(
             "must hold a letter, digit, _ or - (names become folders, and '.' and '..' are the "
             f"folder itself and its parent), but got {name!r}"
+        )
+    if name.startswith("-"):
+        raise ValueError(
+            f"must not start with '-' (lrsweep resume NAME would read it as an option), but got "
+            f"{name!r}"
         )
     return name
 
@@ -72,9 +78,10 @@ NAME_MAX = 100
 Name = Annotated[
     str,
     Field(pattern=NAME_PATTERN, min_length=1, max_length=NAME_MAX),
-    AfterValidator(_not_only_dots),
+    AfterValidator(_usable_name),
 ]
-"""A name made of ``[A-Za-z0-9_.-]``, at most :data:`NAME_MAX` characters, not dots alone."""
+"""A name made of ``[A-Za-z0-9_.-]``, at most :data:`NAME_MAX` characters, not dots alone,
+not starting with ``-``."""
 
 
 class SpecModel(BaseModel):
