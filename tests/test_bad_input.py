@@ -323,6 +323,9 @@ SPEC_ROWS: dict[str, SpecRow] = {
     ),
     "name-of-dots": SpecRow(spec(("name", "..")), ("name: must hold a letter, digit, _ or -",)),
     "name-read-as-an-option": SpecRow(spec(("name", "-x")), ("name: must not start with '-'",)),
+    "batch-of-one-image": SpecRow(
+        spec(("task.batch_size", 1)), ("task.batch_size: must be at least 2: every model's head",)
+    ),
     # crashed with a traceback
     "dataset-path-of-an-unknown-user": SpecRow(
         spec(("task.dataset", {"name": "image_folder", "path": "~no-such-user-lrsweep/data"})),

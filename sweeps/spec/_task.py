@@ -297,6 +297,16 @@ class TaskSpec(SpecModel):
     oversample: Annotated[bool, Field(strict=True)] = False
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
 
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_norm_needs_two(cls, batch_size: int) -> int:
+        if batch_size < 2:
+            raise ValueError(
+                f"must be at least 2: every model's head has BatchNorm, which cannot train on "
+                f"one image a batch (every trial would fail), but got {batch_size}"
+            )
+        return batch_size
+
     @model_validator(mode="after")
     def _check_fine_tune(self) -> TaskSpec:
         if self.fine_tune is not None and self.fine_tune.freeze_epochs >= self.epochs:
