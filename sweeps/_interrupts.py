@@ -108,17 +108,32 @@ class Interrupts:
 
     @contextmanager
     def catching(self) -> Iterator[None]:
-        """Route SIGTERM through Ctrl-C's path for the duration (main thread only)."""
+        """Route SIGTERM through Ctrl-C's path for the duration (main thread only).
+
+        Afterwards SIGINT and SIGUSR1 get their handlers back too: Ray Tune installs its own
+        and leaves them after a run that ends by itself, so the next Ctrl-C (between the sweeps
+        of a night, or in a program that called ``run_sweep``) only logged "ending Ray Tune run".
+        """
         try:
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         except ValueError:  # not the main thread: leave signals alone
             yield
             return
+        kept = {sig: signal.getsignal(sig) for sig in _TUNE_SIGNALS}
         try:
             with _wakeup_watcher(signal.SIGTERM, self._begin_sigterm):
                 yield
         finally:
             signal.signal(signal.SIGTERM, previous)
+            for sig, handler in kept.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(sig, handler)
+
+
+_TUNE_SIGNALS = tuple(
+    sig for sig in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if sig is not None
+)
+"""The signals Ray Tune takes over while it runs (``tune.tune._setup_signal_catching``)."""
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import ctypes.util
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,6 +25,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 CLOSE_WAIT_S = 10.0  # a hang guard: the close comes within milliseconds when it works
+
+
+@pytest.fixture(autouse=True)
+def _python_signal_defaults() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as in a fresh ``lrsweep run`` (an earlier test's Ray or
+    Tune may have left a handler of its own), and no wakeup fd is set; both are put back."""
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    wakeup = signal.set_wakeup_fd(-1)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signal.SIGINT, sigint)
 
 
 class _HeldMutex:

@@ -345,9 +345,11 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     ``pyarrow.fs`` path): Ray's state and ``sweep.json`` land under it, not in a local folder
     named ``file:`` (or ``s3:``), and ``lrsweep resume`` finds the sweep there."""
     import json
+    import signal
 
     from sweeps.run import SweepNotFound, resume_sweep
 
+    ctrl_c = signal.getsignal(signal.SIGINT)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -363,6 +365,7 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
     assert result.report is not None and result.n_trials == 1
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # not Tune's, which swallowed one Ctrl-C
     assert result.sweep_dir == f"file://{tmp_path}/objects/uri-storage/{result.sweep_id}"
     folder = tmp_path / "objects" / "uri-storage" / result.sweep_id
     state_file = folder / "sweep.json"
@@ -378,3 +381,4 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     assert resumed.sweep_dir == result.sweep_dir and resumed.parent_run_id == result.parent_run_id
     assert resumed.n_trials == 1 and not resumed.interrupted  # the finished trial, not re-run
     assert json.loads(state_file.read_text())["finished"] is True
+    assert signal.getsignal(signal.SIGINT) is ctrl_c
