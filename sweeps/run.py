@@ -260,17 +260,19 @@ def run_sweep(
     return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
 
 
-def _find_sweep_dir(name_or_path: str | Path, root: Location) -> Location:
+def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dict[str, Any]]:
+    """The sweep folder to resume and its state (``sweep.json``), each read once."""
     direct = location.storage_root(name_or_path)
-    if location.read_text(direct, STATE_FILE) is not None:
-        return direct
+    text = location.read_text(direct, STATE_FILE)
+    if text is not None:
+        return direct, json.loads(text)
     folder = location.child(root, str(name_or_path))
     candidates = []  # (sweep folder, its state), oldest sweep id first
     for sweep_id in location.subfolders(folder):
         text = location.read_text(location.child(folder, sweep_id), STATE_FILE)
         if text is not None:
             candidates.append((location.child(folder, sweep_id), json.loads(text)))
-    unfinished = [sweep_dir for sweep_dir, state in candidates if not state["finished"]]
+    unfinished = [(sweep_dir, state) for sweep_dir, state in candidates if not state["finished"]]
     if unfinished:
         return unfinished[-1]
     known = location.subfolders(root)
@@ -299,8 +301,7 @@ def resume_sweep(
         SweepNotFound: nothing to resume there (the message lists the sweeps that exist).
     """
     root = location.storage_root(storage_path or default_storage())
-    sweep_dir = _find_sweep_dir(name_or_path, root)
-    state = json.loads(location.read_text(sweep_dir, STATE_FILE) or "{}")
+    sweep_dir, state = _find_sweep(name_or_path, root)
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
     _preflight(spec, uri, sweep_dir, address=address)
