@@ -23,9 +23,13 @@ its last epoch, without a second range test. A trial with no checkpoint yet find
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import logging
 import math
+import os
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -473,10 +477,17 @@ def _recipe_lr(history: list[dict[str, Any]], rule: str) -> float:
 
 
 def _checkpointer(record: TrialRecord) -> Any:
-    """A function writing the Tune checkpoint folder of the current epoch."""
+    """A function writing the Tune checkpoint folder of the current epoch.
+
+    The folder lives from its writing until Tune has its copy (``EpochReporter`` removes it). A
+    worker killed in between (SIGKILL, the OOM killer) leaves it behind: its name carries the
+    host and the writer's pid, and the next trial on that host removes the folders of dead pids.
+    """
+    _remove_orphan_checkpoints()
+    prefix = f"{_ckpt_prefix()}{os.getpid()}-"
 
     def write(learn: Learner, best_state: Mapping[str, Any] | None) -> Path:
-        folder = Path(tempfile.mkdtemp(prefix="lrsweep-ckpt-"))
+        folder = Path(tempfile.mkdtemp(prefix=prefix))
         learn.save(folder / LEARNER_FILE)
         if best_state is not None:
             torch.save(dict(best_state), folder / BEST_MODEL_FILE)
@@ -484,6 +495,29 @@ def _checkpointer(record: TrialRecord) -> Any:
         return folder
 
     return write
+
+
+def _ckpt_prefix() -> str:
+    return f"lrsweep-ckpt-{socket.gethostname()}-"
+
+
+def _remove_orphan_checkpoints() -> None:
+    """Remove this host's checkpoint folders whose writer process is gone."""
+    prefix = _ckpt_prefix()
+    for folder in Path(tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*-*"):
+        pid = folder.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _finalize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,8 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     marker = tmp_path / "killed.marker"
     repo = Path(__file__).resolve().parents[2]
     args = [str(tmp_path), str(marker), str(kill_epoch), json.dumps(tracking)]
+    checkpoint_folders = Path(tempfile.gettempdir()).glob
+    before = set(checkpoint_folders("lrsweep-ckpt-*"))
     done = subprocess.run(
         [sys.executable, "-c", KILLED_WORKER_SWEEP, *args],
         env={**os.environ, "PYTHONPATH": str(repo)},
@@ -336,6 +339,8 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     steps = run["train_loss_steps"]
     assert steps == list(range(len(steps))) and len(steps) % 4 == 0
     assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in checkpointed]
+    # the killed worker's unreported checkpoint folder was removed by the restarted trial
+    assert set(checkpoint_folders("lrsweep-ckpt-*")) - before == set()
 
 
 def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
