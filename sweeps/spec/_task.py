@@ -262,17 +262,29 @@ def _compile_value(value: Any) -> Any:
     )
 
 
+def _amp_value(value: Any) -> Any:
+    """``false`` is off, as for ``compile``; ``true`` names no precision, so it is refused."""
+    if value is False:
+        return None
+    if value is True:
+        raise PydanticCustomError(
+            "amp_value", "true names no precision: use bf16, fp16, or false / null for float32"
+        )
+    return value
+
+
 class AcceleratorSpec(SpecModel):
     """Speed options of every trial's ``Learner`` (``amp``, ``channels_last``, ``compile``).
 
     ``amp``: ``bf16`` autocast (CPUs, Ampere or newer GPUs), ``fp16`` autocast with gradient
-    scaling (CUDA only: needs ``resources.gpu`` > 0) or null (float32). ``channels_last``: model
-    and batches in NHWC memory format (faster convolutions with bf16/fp16 on tensor cores).
+    scaling (CUDA only: needs ``resources.gpu`` > 0) or null / false (float32).
+    ``channels_last``: model and batches in NHWC memory format (faster convolutions with
+    bf16/fp16 on tensor cores).
     ``compile``: ``torch.compile`` the model: false, true or a mode name; compile time is paid
     once per trial process. All off by default: results are then bit-for-bit those of float32.
     """
 
-    amp: Literal["bf16", "fp16"] | None = None
+    amp: Annotated[Literal["bf16", "fp16"] | None, BeforeValidator(_amp_value)] = None
     channels_last: Annotated[bool, Field(strict=True)] = False
     compile: Annotated[
         bool | Literal["default", "reduce-overhead", "max-autotune"],

@@ -62,6 +62,11 @@ def test_valid_accelerator_settings_are_kept(accelerator: dict[str, Any]) -> Non
     assert {k: resolved[k] for k in accelerator} == accelerator
 
 
+@pytest.mark.parametrize("off", [False, None])
+def test_amp_false_is_float32_as_null_is(off: bool | None) -> None:
+    assert spec_with({"amp": off}).task.accelerator.amp is None
+
+
 def test_accelerator_can_be_set_from_the_command_line() -> None:
     spec = load_spec(
         BASE, overrides=["task.accelerator.amp=bf16", "task.accelerator.compile=reduce-overhead"]
@@ -77,6 +82,10 @@ MODES = r"\(default, reduce-overhead, max-autotune\)"
     [
         ({"amp": "fp8"}, r"task\.accelerator\.amp: unknown value 'fp8' \(accepted: bf16, fp16\)"),
         ({"amp": 16}, r"task\.accelerator\.amp: unknown value 16 \(accepted: bf16, fp16\)"),
+        (
+            {"amp": True},
+            r"task\.accelerator\.amp: true names no precision: use bf16, fp16, or false / null",
+        ),
         (
             {"channels_last": "yes"},
             r"task\.accelerator\.channels_last: must be true or false, but got 'yes'",
