@@ -233,6 +233,8 @@ def run_sweep(
             before training starts).
     """
     spec = _load(spec, overrides)
+    for note in spec.advice():
+        logger.warning("spec %s: %s", spec.name, note)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     root = location.storage_root(storage_path or spec.storage.path or default_storage())
     _preflight(spec, uri, root, address=address)

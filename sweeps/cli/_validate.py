@@ -34,7 +34,7 @@ def validate_command(
     try:
         if suite and overrides:
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")
-        resolved = _load(spec, overrides or [], suite=suite)
+        resolved, notes = _load(spec, overrides or [], suite=suite)
     except SpecError as error:
         message = f"Error: {error}"
         if not suite and any(line.startswith("entries: unknown key") for line in error.errors):
@@ -49,10 +49,15 @@ def validate_command(
         console.print(Syntax(text, "yaml", background_color="default"))
     else:
         sys.stdout.write(text)
+    for note in notes:  # on stderr: stdout stays the YAML a script may read back
+        Console(stderr=True, soft_wrap=True).print(f"Note: {note}", markup=False, highlight=False)
 
 
-def _load(path: Path, overrides: list[str], *, suite: bool) -> dict[str, object]:
+def _load(path: Path, overrides: list[str], *, suite: bool) -> tuple[dict[str, object], list[str]]:
+    """The resolved spec (or suite) and its advice (for a suite, every entry's, named)."""
     if not suite:
-        return load_spec(path, overrides=overrides).resolved()
-    loaded = load_suite(path)
-    return loaded.model_dump(mode="json")
+        loaded = load_spec(path, overrides=overrides)
+        return loaded.resolved(), loaded.advice()
+    suite_spec = load_suite(path)
+    notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in e.spec.advice()]
+    return suite_spec.model_dump(mode="json"), notes

@@ -11,7 +11,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from sweeps.spec._redact import uri_has_credentials, uri_has_password
-from sweeps.spec._strategies import Strategy
+from sweeps.spec._strategies import RecipeStrategy, Strategy
 from sweeps.spec._task import TaskSpec, is_uri, local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
@@ -383,6 +383,30 @@ class SweepSpec(SpecModel):
     def experiment_name(self) -> str:
         """The MLflow experiment: ``tracking.experiment``, or else the sweep's ``name``."""
         return self.tracking.experiment or self.name
+
+    def advice(self) -> list[str]:
+        """Valid settings that cannot do what they are there for, each with what to change.
+
+        ``lrsweep validate`` prints them and ``run_sweep`` logs them as warnings; none stops a
+        sweep. Today: an ``early_stop`` that can never fire, because every arm's trials end
+        before ``max(grace_epochs, 1) + patience`` epochs (the first epoch only sets the best).
+        """
+        notes: list[str] = []
+        stop = self.early_stop
+        if stop is not None:
+            needed = max(stop.grace_epochs, 1) + stop.patience
+            longest = max(
+                arm.max_epochs if isinstance(arm, RecipeStrategy) else self.task.epochs
+                for arm in self.strategies
+            )
+            if longest < needed:
+                notes.append(
+                    f"early_stop can never stop a trial: it needs {needed} epochs "
+                    f"(max(grace_epochs, 1) + patience), but the trials run at most {longest}; "
+                    "raise task.epochs, lower early_stop.patience or "
+                    "early_stop.grace_epochs, or set early_stop: null to say it is off"
+                )
+        return notes
 
     def resolved(self) -> dict[str, Any]:
         """The full config with defaults filled in, as plain JSON-able Python values."""

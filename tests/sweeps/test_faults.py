@@ -372,7 +372,10 @@ def test_weights_that_would_run_code_are_refused_before_any_trial(
 
 
 def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
-    tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    ray_cluster: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """MNIST files missing with download=False: the preflight does not open torchvision
     datasets (the trials load them), so every trial fails loading its data."""
@@ -383,10 +386,12 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     mnist = {"name": "mnist", "path": str(tmp_path / "no-mnist"), "options": {"download": False}}
     data["task"] = {**RESUME_SPEC["task"], "dataset": mnist}
     data["failure"] = {"max_failures": 0}
+    data["early_stop"] = {"patience": 2}  # and 1 epoch: valid, but it can never stop a trial
     spec.write_text(yaml.safe_dump(data), encoding="utf-8")
     result = CliRunner().invoke(app, ["run", str(spec), "--set", "task.epochs=1"])
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())
+    assert "early_stop can never stop a trial: it needs 3 epochs" in caplog.text  # a warning
     assert "every trial of sweep" in stderr and "failed" in stderr, stderr
     assert "2 trial(s)" in stderr and "mnist files are missing and download=False" in stderr
     assert str(tmp_path / "no-mnist" / "MNIST" / "raw") in stderr, stderr

@@ -288,6 +288,42 @@ def test_early_stop_mode_defaults_from_the_metric(metric: str, mode: str) -> Non
     assert spec.early_stop.mode == mode
 
 
+INERT = r"early_stop can never stop a trial: it needs {} epochs .* but the trials run at most {};"
+
+
+@pytest.mark.parametrize(
+    ("changes", "advice"),
+    [
+        ({}, None),  # the recipe arm's 12 epochs leave room
+        ({"strategies": BASE["strategies"][:4]}, None),  # 3 epochs: best, then 2 bad ones
+        ({"strategies": BASE["strategies"][:4], "task.epochs": 2}, INERT.format(3, 2)),
+        ({"strategies": BASE["strategies"][:4], "early_stop": {"patience": 3}}, INERT.format(4, 3)),
+        (
+            {
+                "strategies": [{"kind": "recipe", "max_epochs": 4}],
+                "early_stop": {"grace_epochs": 3},
+            },
+            INERT.format(5, 4),
+        ),
+        ({"strategies": BASE["strategies"][:4], "task.epochs": 1, "early_stop": None}, None),
+    ],
+)
+def test_an_early_stop_that_cannot_fire_is_pointed_out(
+    changes: dict[str, Any], advice: str | None
+) -> None:
+    notes = load_spec(_with(changes)).advice()
+    if advice is None:
+        assert notes == []
+    else:
+        (note,) = notes
+        assert re.match(advice, note), note
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
+def test_packaged_specs_need_no_advice(name: str) -> None:
+    assert load_spec(SPECS / name).advice() == []
+
+
 @pytest.mark.parametrize(
     ("tracking", "expected"), [({}, "tiny"), ({"experiment": "team/lr-study"}, "team/lr-study")]
 )
