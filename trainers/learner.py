@@ -527,7 +527,7 @@ class Learner:
         stop_div: bool = True,
         div_factor: float = 4.0,
         beta: float = 0.98,
-        suggest: Sequence[str] = ("valley",),
+        suggest: str | Sequence[str] | None = ("valley",),
     ) -> Any:
         """Run the LR range test; see :func:`trainers.lr_finder.lr_find` (leaves no trace)."""
         from trainers.lr_finder import lr_find

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -161,11 +162,32 @@ def exponential_lrs(start_lr: float, end_lr: float, num_it: int) -> list[float]:
     Unlike fastai (``i / num_it``) the last iteration runs at ``end_lr`` exactly.
 
     Raises:
-        ValueError: If ``num_it`` is not an integer >= 2.
+        ValueError: If ``start_lr`` or ``end_lr`` is not a finite number > 0, ``end_lr`` is not
+            greater than ``start_lr``, or ``num_it`` is not an integer >= 2.
     """
-    if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
+    start, end = _check_rates(start_lr, end_lr)
+    n = _check_num_it(num_it)
+    return [start * (end / start) ** (i / (n - 1)) for i in range(n)]
+
+
+def _is_real(value: Any) -> bool:
+    """A real number, Python's or a NumPy scalar (``np.float32``), not a bool; may be NaN/inf."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_rates(start_lr: Any, end_lr: Any) -> tuple[float, float]:
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
+        if not (_is_real(value) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    if not end_lr > start_lr:
+        raise ValueError(f"end_lr must be greater than start_lr, but got {start_lr=}, {end_lr=}.")
+    return float(start_lr), float(end_lr)
+
+
+def _check_num_it(num_it: Any) -> int:
+    if not (isinstance(num_it, numbers.Integral) and _is_real(num_it) and int(num_it) >= 2):
         raise ValueError(f"num_it must be an integer >= 2, but got {num_it!r}.")
-    return [start_lr * (end_lr / start_lr) ** (i / (num_it - 1)) for i in range(num_it)]
+    return int(num_it)
 
 
 def lr_find(
@@ -177,7 +199,7 @@ def lr_find(
     stop_div: bool = True,
     div_factor: float = 4.0,
     beta: float = 0.98,
-    suggest: str | Sequence[str] = ("valley",),
+    suggest: str | Sequence[str] | None = ("valley",),
 ) -> LRFindResult:
     """Run an LR range test on ``learn`` and put every piece of its state back afterwards.
 
@@ -202,6 +224,12 @@ def lr_find(
     flags and gradients, the optimizer's state and rates, the data loaders' RNG and the
     Python/NumPy/torch RNG states are restored from in-memory copies, even if it raises.
 
+    A loss below 0 makes fastai's divergence test ``smoothed > div_factor * best`` hold at
+    once, so with ``stop_div`` such a test stops after one iteration (as fastai's does); the
+    warning and the ``CurveTooShort`` message then say to pass ``stop_div=False``.
+
+    Numbers may be Python's or NumPy scalars.
+
     Args:
         learn: The Learner to test; its current per-group rates set the ratios between groups
             (equal ratios when all are 0, as at the end of SGDR or cosine annealing).
@@ -213,7 +241,8 @@ def lr_find(
         stop_div: Stop when the smoothed loss exceeds ``div_factor`` times its best.
         div_factor: Divergence factor, > 1 (fastai: 4).
         beta: Smoothing factor in ``[0, 1)`` (fastai: 0.98).
-        suggest: Rule name or names from :data:`trainers.suggestions.SUGGESTIONS`; may be empty.
+        suggest: Rule name or names from :data:`trainers.suggestions.SUGGESTIONS`; empty or
+            None for none (fastai's ``suggest_funcs=None``).
 
     Returns:
         The curve and one suggested rate per rule, for the top layer group.
@@ -224,7 +253,9 @@ def lr_find(
             message gives the iterations run and the points needed.
     """
     rules = _check_args(start_lr, end_lr, num_it, div_factor, beta, suggest)
-    schedule = exponential_lrs(float(start_lr), float(end_lr), num_it)
+    start_lr, end_lr, num_it = float(start_lr), float(end_lr), int(num_it)
+    div_factor, beta = float(div_factor), float(beta)
+    schedule = exponential_lrs(start_lr, end_lr, num_it)
     ratios = _group_ratios([float(lr) for lr in learn.group_lrs])
     logger.info(
         "LR range test: %d iterations from %.2e to %.2e over %d layer group(s)",
@@ -240,12 +271,32 @@ def lr_find(
         )
     finally:
         learn.restore(saved)
+    best = min((v for v in smooth if not math.isnan(v)), default=math.inf)
+    # the divergence test stopped it (not a NaN/inf), and only because the loss went <= 0
+    non_positive_stop = stopped and stop_div and best <= 0 and math.isfinite(smooth[-1])
     if stopped:
         logger.info("LR range test stopped early at iteration %d, lr %.2e", len(lrs), lrs[-1])
+        if non_positive_stop:
+            logger.warning(
+                "LR range test stopped after %d iteration(s): the smoothed loss reached %.3g "
+                "<= 0, where the divergence test (loss > div_factor * best) cannot work; "
+                "pass stop_div=False",
+                len(lrs),
+                best,
+            )
     # fastai's [:-5] counts from the end of what its recorder holds; points it would have
     # recorded past a non-finite loss are non-finite, so they take the place of the cut ones.
     skip_end = max(SKIP_END - (recorded - len(lrs)), 0)
-    suggestions = _suggest(rules, lrs, smooth, num_it=num_it, stopped=stopped, skip_end=skip_end)
+    suggestions = _suggest(
+        rules,
+        lrs,
+        smooth,
+        num_it=num_it,
+        stopped=stopped,
+        skip_end=skip_end,
+        non_positive_stop=non_positive_stop,
+        best=best,
+    )
     logger.info("LR range test suggestions: %s", {k: f"{v:.2e}" for k, v in suggestions.items()})
     return LRFindResult(
         lrs=tuple(lrs),
@@ -263,27 +314,27 @@ def _check_args(
     num_it: int,
     div_factor: float,
     beta: float,
-    suggest: str | Sequence[str],
+    suggest: str | Sequence[str] | None,
 ) -> list[str]:
     """Validate ``lr_find``'s arguments; return the rule names, duplicates dropped."""
-    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
-    if not end_lr > start_lr:
-        raise ValueError(f"end_lr must be greater than start_lr, but got {start_lr=}, {end_lr=}.")
-    if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
-        raise ValueError(f"num_it must be an integer >= 2, but got {num_it!r}.")
-    if not (isinstance(div_factor, int | float) and div_factor > 1):
+    start, end = _check_rates(start_lr, end_lr)
+    n = _check_num_it(num_it)
+    if not (_is_real(div_factor) and div_factor > 1):
         raise ValueError(f"div_factor must be a number > 1, but got {div_factor!r}.")
-    if not (isinstance(beta, int | float) and 0 <= beta < 1):
+    if not (_is_real(beta) and 0 <= beta < 1):
         raise ValueError(f"beta must be a number in [0, 1), but got {beta!r}.")
-    names = [suggest] if isinstance(suggest, str) else list(suggest)
+    names = [] if suggest is None else [suggest] if isinstance(suggest, str) else list(suggest)
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(
+                f"suggest must hold rule names from {list(SUGGESTIONS)} (e.g. 'valley', not "
+                f"the function), but got {name!r}."
+            )
     rules = list(dict.fromkeys(names))
     for name in rules:
         rule = get_suggestion(name)
-        probe_lrs = np.geomspace(start_lr, end_lr, num_it)
         try:
-            rule(probe_lrs, np.linspace(2.0, 1.0, num_it), skip_start=num_it // 10)
+            rule(np.geomspace(start, end, n), np.linspace(2.0, 1.0, n), skip_start=n // 10)
         except CurveTooShort as err:
             raise ValueError(
                 f"num_it={num_it} is too few for suggestion rule {name!r}: after dropping the "
@@ -369,6 +420,8 @@ def _suggest(
     num_it: int,
     stopped: bool,
     skip_end: int,
+    non_positive_stop: bool,
+    best: float,
 ) -> dict[str, float]:
     """Apply each rule with fastai's trim; explain a too-short curve in terms of the run."""
     out: dict[str, float] = {}
@@ -377,7 +430,13 @@ def _suggest(
             out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
         except CurveTooShort as err:
             why = err.why
-            if stopped:
+            if non_positive_stop:
+                why += (
+                    f"; the test stopped after {len(lrs)} of num_it={num_it} iterations because "
+                    f"the best smoothed loss is {best:.3g}, and with a loss <= 0 the divergence "
+                    "test (loss > div_factor * best) holds at once: pass stop_div=False"
+                )
+            elif stopped:
                 why += (
                     f"; the loss diverged after {len(lrs)} of num_it={num_it} iterations, at "
                     f"lr {lrs[-1]:.2e}, so start_lr or end_lr may be too high"

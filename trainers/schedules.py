@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 __all__ = [
     "constant",
@@ -32,14 +34,32 @@ __all__ = [
 ]
 
 
-def _check_pos(pos: float, *, name: str = "pos") -> None:
-    if not (isinstance(pos, int | float) and 0.0 <= pos <= 1.0):
+def _is_real(value: Any) -> bool:
+    """A finite real number, Python's or a NumPy scalar (``np.float32``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value: Any) -> bool:
+    """An integer, Python's or a NumPy one (``np.int64``), not a bool."""
+    return isinstance(value, numbers.Integral) and _is_real(value)
+
+
+def _check_pos(pos: float, *, name: str = "pos") -> float:
+    if not (_is_real(pos) and 0.0 <= pos <= 1.0):
         raise ValueError(f"{name} must be a number in [0, 1], but got {pos!r}.")
+    return float(pos)
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+def _check_positive(name: str, value: float) -> float:
+    if not (_is_real(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    return float(value)
+
+
+def _check_mom(name: str, value: float) -> float:
+    if not (_is_real(value) and 0 <= value < 1):
+        raise ValueError(f"{name} must be a finite number in [0, 1), but got {value!r}.")
+    return float(value)
 
 
 def cos_anneal(start: float, end: float, pos: float) -> float:
@@ -56,7 +76,7 @@ def cos_anneal(start: float, end: float, pos: float) -> float:
     Raises:
         ValueError: if ``pos`` is outside ``[0, 1]`` or NaN.
     """
-    _check_pos(pos)
+    pos = _check_pos(pos)
     return start + (end - start) * (1.0 - math.cos(math.pi * pos)) / 2.0
 
 
@@ -64,8 +84,8 @@ def _two_phase(
     pos: float, pct_start: float, first: tuple[float, float], second: tuple[float, float]
 ) -> float:
     """fastai's ``combine_scheds`` for two cosine phases split at ``pct_start``."""
-    _check_pos(pos)
-    _check_pos(pct_start, name="pct_start")
+    pos = _check_pos(pos)
+    pct_start = _check_pos(pct_start, name="pct_start")
     if pos < pct_start:
         return cos_anneal(first[0], first[1], pos / pct_start)
     if pct_start >= 1.0:  # pos == pct_start == 1: the end of the warm-up
@@ -98,9 +118,9 @@ def one_cycle_lr(
         ValueError: for ``pos`` or ``pct_start`` outside ``[0, 1]``, or a non-positive
             ``lr_max``, ``div`` or ``div_final``.
     """
-    _check_positive("lr_max", lr_max)
-    _check_positive("div", div)
-    _check_positive("div_final", div_final)
+    lr_max = _check_positive("lr_max", lr_max)
+    div = _check_positive("div", div)
+    div_final = _check_positive("div_final", div_final)
     return _two_phase(pos, pct_start, (lr_max / div, lr_max), (lr_max, lr_max / div_final))
 
 
@@ -125,9 +145,12 @@ def one_cycle_mom(
         mom_end: Momentum at the end; ``mom_max`` when None.
 
     Raises:
-        ValueError: for ``pos`` or ``pct_start`` outside ``[0, 1]``.
+        ValueError: for ``pos`` or ``pct_start`` outside ``[0, 1]``, or a momentum that is not
+            a finite number in ``[0, 1)``.
     """
-    end = mom_max if mom_end is None else mom_end
+    mom_max = _check_mom("mom_max", mom_max)
+    mom_min = _check_mom("mom_min", mom_min)
+    end = mom_max if mom_end is None else _check_mom("mom_end", mom_end)
     return _two_phase(pos, pct_start, (mom_max, mom_min), (mom_min, end))
 
 
@@ -157,19 +180,18 @@ def sgdr_lr(
             number > 0, ``lr_min`` outside ``[0, lr_max]``, ``cycle_len <= 0`` or
             ``cycle_mult < 1``.
     """
-    ok = isinstance(epoch_pos, int | float) and math.isfinite(epoch_pos) and epoch_pos >= 0
-    if not ok:
+    if not (_is_real(epoch_pos) and epoch_pos >= 0):
         raise ValueError(f"epoch_pos must be a finite number >= 0, but got {epoch_pos!r}.")
-    _check_positive("lr_max", lr_max)
-    if not (isinstance(lr_min, int | float) and math.isfinite(lr_min) and 0 <= lr_min <= lr_max):
+    lr_max = _check_positive("lr_max", lr_max)
+    if not (_is_real(lr_min) and 0 <= lr_min <= lr_max):
         raise ValueError(
             f"lr_min must be a finite number in [0, lr_max={lr_max!r}], but got {lr_min!r}."
         )
-    _check_positive("cycle_len", cycle_len)
-    ok = isinstance(cycle_mult, int | float) and math.isfinite(cycle_mult) and cycle_mult >= 1
-    if not ok:
+    cycle_len = _check_positive("cycle_len", cycle_len)
+    if not (_is_real(cycle_mult) and cycle_mult >= 1):
         raise ValueError(f"cycle_mult must be a finite number >= 1, but got {cycle_mult!r}.")
-    start, length = _sgdr_cycle(float(epoch_pos), float(cycle_len), float(cycle_mult))
+    epoch_pos, lr_min = float(epoch_pos), float(lr_min)
+    start, length = _sgdr_cycle(epoch_pos, cycle_len, float(cycle_mult))
     frac = min(max((epoch_pos - start) / length, 0.0), 1.0)
     return lr_min + (lr_max - lr_min) * (1.0 + math.cos(math.pi * frac)) / 2
 
@@ -208,8 +230,9 @@ def sgdr_total_epochs(n_cycles: int, cycle_len: int, cycle_mult: int = 1) -> int
         ("cycle_len", cycle_len),
         ("cycle_mult", cycle_mult),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not (_is_whole(value) and value >= 1):
             raise ValueError(f"{name} must be an integer >= 1, but got {value!r}.")
+    n_cycles, cycle_len, cycle_mult = int(n_cycles), int(cycle_len), int(cycle_mult)
     if cycle_mult == 1:
         return cycle_len * n_cycles
     return cycle_len * (cycle_mult**n_cycles - 1) // (cycle_mult - 1)

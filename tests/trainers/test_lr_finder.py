@@ -387,3 +387,56 @@ def test_plot_lr_find_scales_to_the_smoothed_curve_not_the_final_blow_up():
     low, high = plot_lr_find(result).axes[0].get_ylim()
     assert low <= min(smooth) < 2.3 <= high  # the whole descent is in view
     assert high < 10.0  # the blow-up (40, 200, 5000) is clipped
+
+
+def test_numpy_scalar_arguments_run_the_same_test(trained):
+    # resolve_lrs takes NumPy scalars; lr_find used to refuse them with "num_it must be an
+    # integer >= 2, but got np.int64(12)" and "start_lr must be a finite number > 0, but got
+    # np.float32(1e-06)"
+    plain = lr_find(trained, 1e-6, 1.0, 12, div_factor=4.0, beta=0.9)
+    scalars = lr_find(
+        trained,
+        np.float32(1e-6),
+        np.float64(1.0),
+        np.int64(12),
+        div_factor=np.float32(4.0),
+        beta=np.float32(0.9),
+    )
+    assert scalars.lrs == pytest.approx(plain.lrs, rel=1e-6)
+    assert scalars.num_it_run == plain.num_it_run
+    assert exponential_lrs(1e-6, 1.0, np.int64(12)) == exponential_lrs(1e-6, 1.0, 12)
+
+
+@pytest.mark.parametrize(
+    ("start_lr", "end_lr", "message"),
+    [
+        # were a ZeroDivisionError and a list of complex numbers
+        (0.0, 1.0, r"start_lr must be a finite number > 0, but got 0.0"),
+        (1e-3, -1.0, r"end_lr must be a finite number > 0, but got -1.0"),
+        (1.0, 1e-3, r"end_lr must be greater than start_lr"),
+    ],
+)
+def test_exponential_lrs_refuses_rates_a_range_test_cannot_run(start_lr, end_lr, message):
+    with pytest.raises(ValueError, match=message):
+        exponential_lrs(start_lr, end_lr, 10)
+
+
+def test_suggest_none_asks_for_no_rule_as_fastais_suggest_funcs_none(trained):
+    # was a TypeError ("'NoneType' object is not iterable") that named no argument
+    assert lr_find(trained, num_it=10, suggest=None).suggestions == {}
+
+
+@pytest.mark.parametrize("suggest", [(SUGGESTIONS["valley"],), ("valley", 3)])
+def test_suggest_entries_that_are_not_names_raise_naming_suggest(trained, suggest):
+    with pytest.raises(ValueError, match=r"suggest must hold rule names .*'valley'.*but got"):
+        lr_find(trained, num_it=10, suggest=suggest)
+
+
+def test_negative_loss_stop_explains_the_divergence_test_not_the_rates():
+    # With a loss below 0, "smoothed > 4 * best" holds at once (fastai stops there too); the
+    # error used to blame start_lr / end_lr, which cannot help.
+    learn = _learner(loss_func=_scripted_loss([-1.0 - 0.01 * i for i in range(30)]))
+    with pytest.raises(CurveTooShort, match=r"best smoothed loss is -1.*<= 0.*stop_div=False"):
+        lr_find(learn, num_it=30)
+    result = lr_find(_learner(loss_func=_scripted_loss([-1.0] * 30)), num_it=30, stop_div=False)
+    assert result.num_it_run == 30 and not result.stopped_early

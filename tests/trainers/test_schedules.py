@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from trainers.schedules import (
@@ -167,3 +168,48 @@ def test_constant_is_flat() -> None:
 def test_schedules_reject_bad_arguments(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        # NumPy scalars are numbers, as resolve_lrs takes them; they used to be refused with
+        # "pos must be a number in [0, 1], but got np.float32(0.5)"
+        (lambda: one_cycle_lr(np.float32(0.5), lr_max=1e-2), one_cycle_lr(0.5, lr_max=1e-2)),
+        (lambda: one_cycle_lr(0.5, lr_max=np.float32(0.25)), one_cycle_lr(0.5, lr_max=0.25)),
+        (
+            lambda: one_cycle_lr(0.1, lr_max=1e-2, pct_start=np.float32(0.5), div=np.int64(5)),
+            one_cycle_lr(0.1, lr_max=1e-2, pct_start=0.5, div=5),
+        ),
+        (lambda: one_cycle_mom(np.float32(0.125)), one_cycle_mom(0.125)),
+        (lambda: cos_anneal(1.0, 0.0, np.float32(0.5)), 0.5),
+        (
+            lambda: sgdr_lr(np.float32(1.5), lr_max=np.float32(0.5), cycle_len=np.int64(1)),
+            sgdr_lr(1.5, lr_max=0.5, cycle_len=1),
+        ),
+        (lambda: sgdr_total_epochs(np.int64(3), np.int64(1), np.int64(2)), 7),
+        (lambda: constant(np.float32(0.5), value=0.3), 0.3),
+    ],
+)
+def test_schedules_take_numpy_scalars(call, expected: float) -> None:
+    assert call() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mom_max": math.nan}, r"mom_max must be a finite number in \[0, 1\), but got nan"),
+        ({"mom_min": 1.5}, r"mom_min must be a finite number in \[0, 1\), but got 1.5"),
+        ({"mom_end": -0.1}, r"mom_end must be a finite number in \[0, 1\), but got -0.1"),
+    ],
+)
+def test_one_cycle_mom_rejects_momenta_outside_0_1(kwargs, match: str) -> None:
+    # used to return nan (or a momentum of 1.5) without a word
+    with pytest.raises(ValueError, match=match):
+        one_cycle_mom(0.5, **kwargs)
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), "0.5"])
+def test_schedules_refuse_bools_and_strings_as_positions(value) -> None:
+    with pytest.raises(ValueError, match=r"pos must be a number in \[0, 1\]"):
+        one_cycle_lr(value, lr_max=1e-2)
