@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import socket
@@ -339,6 +340,8 @@ class _SearchesInOne(Searcher):
         self._optuna: dict[int, Any] = {}
         self._spaces = [dict(s.param_space) for s in searches]
         self._owner: dict[str, int] = {}
+        self._asked: dict[str, dict[str, Any]] = {}  # what each Optuna trial was given
+        self._told: set[str] = set()  # trials whose end their study has been told
         for index, search in enumerate(searches):
             if search.searcher is not None and search.searcher.kind == "optuna":
                 self._optuna[index] = build_searcher(search.searcher, search.param_space)
@@ -363,6 +366,7 @@ class _SearchesInOne(Searcher):
                 suggested = self._optuna[index].suggest(trial_id)
                 if suggested is None:
                     return None
+                self._asked[trial_id] = dict(suggested)
                 config = _merge(self._spaces[index], suggested)
             else:
                 config = dict(self._queues[index][self._issued[index]])
@@ -379,9 +383,26 @@ class _SearchesInOne(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        """Tell the trial's Optuna study how it ended, once per end.
+
+        A trial that errored for good was told as failed; ``resume_sweep`` (``resume_errored``)
+        runs it again, and Ray's ``OptunaSearch`` ignores a second end ("already finished"),
+        so the study never learnt the value. That value joins the study as a new trial with
+        the same parameters (``add_evaluated_point``).
+        """
         index = self._owner.get(trial_id)
-        if index in self._optuna:
-            self._optuna[index].on_trial_complete(trial_id, result=result, error=error)
+        if index not in self._optuna:
+            return
+        algo = self._optuna[index]
+        if trial_id not in self._told:
+            self._told.add(trial_id)
+            algo.on_trial_complete(trial_id, result=result, error=error)
+            return
+        value = (result or {}).get(algo.metric)
+        params = self._asked.pop(trial_id, None)  # one value per trial, however often told
+        if error or params is None or not isinstance(value, int | float) or math.isnan(value):
+            return
+        algo.add_evaluated_point(params, float(value))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
@@ -389,7 +410,8 @@ class _SearchesInOne(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
-            self.__dict__.update(pickle.load(file))
+            state = pickle.load(file)
+        self.__dict__.update({"_asked": {}, "_told": set(), **state})  # older sweeps lack them
 
 
 # --- inside a trial ------------------------------------------------------------------------

@@ -343,3 +343,25 @@ def test_searchers_minimise_the_best_valid_loss_trials_report(kind: str) -> None
             algo = build_searcher(search.searcher, search.param_space)
             assert (algo.metric, algo.mode) == ("best_valid_loss", "min")
             assert algo._sampler._constant_liar  # parallel asks see the trials still running
+
+
+def test_an_errored_optuna_trial_run_again_by_resume_reaches_its_study(tmp_path: Any) -> None:
+    """Ray's OptunaSearch ignores a second end of a trial ("already finished"): the value of a
+    trial that errored, then finished when ``resume_sweep`` ran it again, never reached TPE."""
+    from ray.tune.search import Searcher
+
+    from sweeps._ray import _SearchesInOne
+
+    (search,) = _strategy("optuna").searches()[:1]
+    searches = _SearchesInOne([search], metric="best_valid_loss", mode="min")
+    config = searches.suggest("t1")
+    assert config is not None and config is not Searcher.FINISHED
+    searches.on_trial_complete("t1", error=True)  # errored for good in the first run
+    searches.save(str(tmp_path / "searcher.pkl"))
+    resumed = _SearchesInOne([search], metric="best_valid_loss", mode="min")
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_complete("t1", result={"best_valid_loss": 0.25})
+    resumed.on_trial_complete("t1", result={"best_valid_loss": 0.25})  # Tune's echo: no third
+    (study,) = [algo._ot_study for algo in resumed._optuna.values()]
+    ended = [(t.state.name, t.value, t.params) for t in study.trials]
+    assert ended == [("FAIL", None, {"lr": config["lr"]}), ("COMPLETE", 0.25, {"lr": config["lr"]})]
