@@ -7,7 +7,9 @@ config as params, ``best/<metric>`` metrics at the trial's best epoch, tags ``sw
 ``sweeps.stop_reason`` and ``sweeps.best_epoch``; the parent run holds ``spec.yaml``.
 
 Which trials count: child runs that FINISHED and did not stop as ``diverged`` or ``failed``
-(completed and early-stopped trials count), and that have a finite ``best/<metric>``. The
+(completed and early-stopped trials count), and that have a finite ``best/<metric>`` (MLflow's
+SQL stores keep +-inf as +-1.797e308: read back, that is infinite too); the finished trials
+left out for want of one are named in a warning. The
 ``best/*`` metrics are those of the trial's best epoch, the epoch of its lowest validation loss,
 so ``metric="error_rate"`` ranks the error rate at that epoch. Ties (common on an error rate,
 a count over the validation set) go to the lower ``best/valid_loss``, then to the trial that
@@ -41,7 +43,7 @@ from sweeps.spec import (
     dump_yaml,
     parse_yaml,
 )
-from sweeps.tracking import PARENT_TAG, Tracker, existing_store_uri
+from sweeps.tracking import PARENT_TAG, Tracker, as_logged, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ TIE_BREAK_METRIC = "valid_loss"
 SPEC_ARTIFACT = "spec.yaml"
 
 _INT = re.compile(r"[+-]?\d+")
+LISTED_RUNS = 5
+"""How many run ids a warning about unranked trials names."""
 
 
 class BestConfigError(LookupError):
@@ -73,7 +77,8 @@ class BestConfig:
         experiment: the sweep's experiment name.
         run_id: the trial's child run.
         parent_run_id: the sweep execution it belongs to.
-        model_uri: ``runs:/<run_id>/model``, loadable with ``mlflow.pytorch.load_model``.
+        model_uri: ``runs:/<run_id>/model``, loadable with ``mlflow.pytorch.load_model``;
+            ``None`` when the trial logged no model (``tracking.checkpoints: none``).
         strategy: the arm's kind (``lr_finder``, ``grid``, ``optuna``, ``random``, ``recipe``).
         arm: the arm's name in the spec (its ``name:``, else its kind).
         metric: the metric ranked by (without the ``best/`` prefix).
@@ -88,7 +93,7 @@ class BestConfig:
     experiment: str
     run_id: str
     parent_run_id: str
-    model_uri: str
+    model_uri: str | None
     strategy: str | None
     arm: str | None
     metric: str
@@ -100,10 +105,11 @@ class BestConfig:
     sweep_spec: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything but the sweep spec, as plain JSON-able values."""
+        """Everything but the sweep spec, as plain JSON-able values: a NaN or infinite metric
+        or param is ``None`` (JSON has no NaN; ``json.dumps`` would write one all the same)."""
         data = asdict(self)
         data.pop("sweep_spec")
-        return data
+        return {key: _json_safe(value) for key, value in data.items()}
 
     def to_json(self) -> str:
         """``to_dict()`` as indented JSON."""
@@ -227,6 +233,7 @@ def best_config(
             )
         except LookupError as exc:
             raise BestConfigError(str(exc)) from None
+        sweeps = {parent_run_id}
         children = tracker.child_runs(experiment_id, parent_run_id)
     if not children:
         from sweeps.report import sweeps_below_hint  # a nightly suite's own experiment
@@ -234,6 +241,12 @@ def best_config(
         hint = sweeps_below_hint(tracker, experiment)
         if hint:
             raise BestConfigError(f"Experiment {experiment!r} has no trial runs.{hint}")
+        if parent_run_id is None and not sweeps:
+            raise BestConfigError(
+                f"Experiment {experiment!r} has no sweep run (tag sweeps.kind=sweep), so no "
+                "trial to rank; pass the experiment a sweep logged to (its spec's "
+                "tracking.experiment, else its name)."
+            )
     eligible = _eligible(children, experiment)
     if strategy is not None:
         present = sorted({name for run in eligible for name in _strategy_names(run)})
@@ -244,12 +257,7 @@ def best_config(
                 f"strategies with finished trials: {present}."
             )
     key = BEST_PREFIX + metric
-    scored = [run for run in eligible if _finite(run.data.metrics.get(key))]
-    if not scored:
-        raise BestConfigError(
-            f"No finished trial of experiment {experiment!r} has metric {metric!r} "
-            f"({key}); metrics present: {_metric_names(eligible)}."
-        )
+    scored = _scored(eligible, experiment, metric, key)
     sign = 1.0 if mode == "min" else -1.0
     tie_break = BEST_PREFIX + TIE_BREAK_METRIC
 
@@ -264,7 +272,43 @@ def best_config(
 
     best = min(scored, key=rank)
     logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
-    return _to_best(best, experiment, metric, mode, key, _load_spec(tracker, best))
+    return _to_best(
+        best, experiment, metric, mode, key, _load_spec(tracker, best), _has_model(tracker, best)
+    )
+
+
+def _scored(eligible: list[Any], experiment: str, metric: str, key: str) -> list[Any]:
+    """The eligible runs with a finite ``key``; the others are named in a warning.
+
+    Raises:
+        BestConfigError: no run has a finite ``key`` (says whether it is missing or not finite).
+    """
+    scored = [run for run in eligible if _finite(run.data.metrics.get(key))]
+    if not scored:
+        if any(key in run.data.metrics for run in eligible):
+            raise BestConfigError(
+                f"Metric {metric!r} ({key}) is NaN or infinite in every finished trial of "
+                f"experiment {experiment!r}, so none can be ranked by it; rank by another "
+                f"--metric: {_metric_names(eligible)}."
+            )
+        raise BestConfigError(
+            f"No finished trial of experiment {experiment!r} has metric {metric!r} "
+            f"({key}); metrics present: {_metric_names(eligible)}."
+        )
+    if len(scored) < len(eligible):
+        ranked = {run.info.run_id for run in scored}
+        left_out = [run.info.run_id for run in eligible if run.info.run_id not in ranked]
+        more = f" and {len(left_out) - LISTED_RUNS} more" if len(left_out) > LISTED_RUNS else ""
+        logger.warning(
+            "%d of %d finished trials of %r have no finite %s and are not ranked: %s%s.",
+            len(left_out),
+            len(eligible),
+            experiment,
+            key,
+            ", ".join(left_out[:LISTED_RUNS]),
+            more,
+        )
+    return scored
 
 
 def _suffixed(name: str, limit: int, suffix: str = "-best") -> str:
@@ -314,7 +358,19 @@ def _strategy_names(run: Any) -> set[str]:
 
 
 def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+    """A real number: not None, NaN, +-inf, nor +-inf as MLflow's SQL stores keep it."""
+    return value is not None and math.isfinite(as_logged(value))
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (inside lists and dicts too) as ``None``."""
+    if isinstance(value, float):
+        return value if _finite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _metric_names(runs: list[Any]) -> list[str]:
@@ -324,7 +380,13 @@ def _metric_names(runs: list[Any]) -> list[str]:
 
 
 def _to_best(
-    run: Any, experiment: str, metric: str, mode: str, key: str, spec: dict[str, Any] | None
+    run: Any,
+    experiment: str,
+    metric: str,
+    mode: str,
+    key: str,
+    spec: dict[str, Any] | None,
+    has_model: bool,
 ) -> BestConfig:
     tags = run.data.tags
     epoch = tags.get(BEST_EPOCH_TAG)
@@ -332,7 +394,7 @@ def _to_best(
         experiment=experiment,
         run_id=run.info.run_id,
         parent_run_id=tags[PARENT_TAG],
-        model_uri=f"runs:/{run.info.run_id}/model",
+        model_uri=f"runs:/{run.info.run_id}/model" if has_model else None,
         strategy=tags.get(STRATEGY_TAG),
         arm=tags.get(ARM_TAG),
         metric=metric,
@@ -341,12 +403,26 @@ def _to_best(
         best_epoch=int(epoch) if epoch is not None and _INT.fullmatch(epoch) else None,
         config={name: typed_param(value) for name, value in sorted(run.data.params.items())},
         metrics={
-            name.removeprefix(BEST_PREFIX): float(value)
+            name.removeprefix(BEST_PREFIX): as_logged(value)
             for name, value in sorted(run.data.metrics.items())
             if name.startswith(BEST_PREFIX)
         },
         sweep_spec=spec,
     )
+
+
+def _has_model(tracker: Tracker, run: Any) -> bool:
+    """Whether the trial logged its model (a store that cannot say is taken at its word)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracker.has_model(run.info.run_id)
+    except MlflowException as exc:
+        logger.warning("Cannot tell whether run %s logged a model: %s", run.info.run_id, exc)
+        return True
+    if not found:
+        logger.info("Trial %s logged no model (tracking.checkpoints: none).", run.info.run_id)
+    return found
 
 
 def _load_spec(tracker: Tracker, run: Any) -> dict[str, Any] | None:

@@ -24,8 +24,9 @@ seed (lowest ``best/valid_loss``; a finder rule has one trial per seed). Then, p
   arm's.
 
 Counted: child runs that FINISHED with a finite ``best/valid_loss`` (a trial that diverged after
-some good epochs still counts with its best epoch). Every child appears in the trial table with
-its stop reason and diagnosis.
+some good epochs still counts with its best epoch; +-inf, which MLflow's SQL stores keep as
++-1.797e308, is read back as infinite, so it does not count). Every child appears in the trial
+table with its stop reason and diagnosis.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.plots import plot_comparison, plot_sweep_curves
-from sweeps.tracking import TAG_KIND, Tracker, existing_store_uri
+from sweeps.tracking import TAG_KIND, Tracker, as_logged, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
 
 def _number(values: dict[str, Any], key: str, default: float = math.nan) -> float:
     try:
-        return float(values[key])
+        return as_logged(float(values[key]))
     except (KeyError, TypeError, ValueError):
         return default
 
@@ -335,7 +336,7 @@ def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
     (``compute_s`` is logged only when a trial ends normally: a failed trial's epochs count)."""
     if "compute_s" in run.data.metrics:
         return row
-    seconds = [v for _, v in tracker.metric_history(row.run_id, "epoch_time_s")]
+    seconds = [as_logged(v) for _, v in tracker.metric_history(row.run_id, "epoch_time_s")]
     finite = [v for v in seconds if math.isfinite(v)]
     return replace(row, epochs_run=len(seconds), compute_s=math.fsum(finite))
 
@@ -425,6 +426,47 @@ def latest_parent(tracker: Tracker, experiment_id: str, experiment: str | None =
     return str(parents[0].info.run_id)
 
 
+def _latest_with_trials(
+    tracker: Tracker, experiment_id: str, experiment: str
+) -> tuple[str, list[Any]]:
+    """The most recently started sweep run that has a trial run, with its trial runs.
+
+    A later sweep run without one (it ended before any trial started, or is starting) is
+    passed over with a warning naming it: its empty table would hide the sweep before.
+
+    Raises:
+        LookupError: the experiment has no sweep run, or none has a trial run (names the latest).
+    """
+    parents = tracker.sweep_runs(experiment_id)
+    if not parents:
+        latest_parent(tracker, experiment_id, experiment)  # raises, saying so
+    for index, parent in enumerate(parents):
+        children = tracker.child_runs(experiment_id, parent.info.run_id)
+        if children:
+            if index:
+                skipped = ", ".join(_described(p) for p in parents[:index])
+                logger.warning(
+                    "the latest sweep run(s) of %r have no trial run: %s; reporting sweep run %s "
+                    "(pass --run-id to choose another).",
+                    experiment,
+                    skipped,
+                    _described(parent),
+                )
+            return str(parent.info.run_id), children
+    latest = parents[0]
+    error = latest.data.tags.get("sweeps.error")
+    raise LookupError(
+        f"experiment {experiment!r} has no trial run in any of its {len(parents)} sweep "
+        f"run(s); the latest, {_described(latest)}, is {latest.info.status}"
+        + (f" ({error[:300]})" if error else "")
+        + ". Start the sweep again with `lrsweep run SPEC` (or `lrsweep resume NAME`)."
+    )
+
+
+def _described(run: Any) -> str:
+    return f"{run.info.run_id} ({run.info.run_name})"
+
+
 def sweeps_below_hint(tracker: Tracker, experiment: str) -> str:
     """`` Its sweeps are in the experiments ...`` when ``experiment`` holds none but experiments
     named ``<experiment>/<entry>`` exist (a nightly suite's own experiment, ``nightly/<suite>``,
@@ -448,15 +490,17 @@ def build_report(
 
     Args:
         experiment: The experiment name.
-        parent_run_id: The sweep execution; None takes the most recent one.
+        parent_run_id: The sweep execution; None takes the most recently started one that has
+            a trial run (later ones without one are named in a warning).
         tracking_uri: The store (else ``$MLFLOW_TRACKING_URI`` or the embedded default).
         tracker: An open :class:`Tracker` (overrides ``tracking_uri``).
         figures_dir: Where to draw the figures (a temporary folder when None).
 
     Raises:
         LookupError: no SQLite store at ``tracking_uri`` (none is created), unknown experiment
-            (lists those that exist), no sweep run in it, or a ``parent_run_id`` that is not one
-            of its sweep runs (lists those that are).
+            (lists those that exist), no sweep run in it, none with a trial run (without
+            ``parent_run_id``), or a ``parent_run_id`` that is not one of its sweep runs (lists
+            those that are).
         OSError: ``figures_dir`` cannot be created or written.
     """
     if tracker is None:
@@ -467,8 +511,9 @@ def build_report(
     experiment_id = tracker.experiment_id(experiment)
     if parent_run_id is not None:
         tracker.check_sweep_run(experiment_id, experiment, parent_run_id)
-    parent = parent_run_id or latest_parent(tracker, experiment_id, experiment)
-    children = tracker.child_runs(experiment_id, parent)
+        parent, children = parent_run_id, tracker.child_runs(experiment_id, parent_run_id)
+    else:
+        parent, children = _latest_with_trials(tracker, experiment_id, experiment)
     rows = [_with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
     report = Report(experiment, parent, compare(trials), trials)

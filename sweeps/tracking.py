@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
@@ -561,6 +562,13 @@ class Tracker:
             else:
                 self.end_run(run_id, status)
         return f"runs:/{run_id}/model"
+
+
+def as_logged(value: float) -> float:
+    """A metric value as it was logged: MLflow's SQL stores keep +-inf as +-1.797e308 (a finite
+    float that would count as a real loss or accuracy), read back here as +-inf again."""
+    value = float(value)
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
 
 
 def status_name(status: int | str) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +71,7 @@ def test_best_by_valid_loss_skips_diverged_failed_and_unfinished_trials(store) -
     best = best_config(EXPERIMENT, tracking_uri=store["uri"])
     assert best.run_id == store["grid-0.003"]
     assert best.parent_run_id == store["parent"]
-    assert best.model_uri == f"runs:/{store['grid-0.003']}/model"
+    assert best.model_uri is None  # no model logged here; see test_model_uri_is_none_...
     assert (best.strategy, best.metric, best.mode, best.best_epoch) == (
         "grid",
         "valid_loss",
@@ -154,7 +157,7 @@ def test_cli_mode_follows_the_metric_unless_given(store, args, expected, mode) -
         ({"strategy": "bayes"}, r"strategy 'bayes'.*\['grid', 'lr_finder', 'optuna', 'recipe'\]"),
         ({"strategy": "random"}, r"strategy 'random'"),  # only failed / unfinished trials
         ({"mode": "lowest"}, r"mode must be 'min' or 'max', but got 'lowest'"),
-        ({"experiment": "another-sweep"}, r"no finished trial.*none"),
+        ({"experiment": "another-sweep"}, r"'another-sweep' has no sweep run .*pass the"),
     ],
 )
 def test_errors_list_what_exists(store, kwargs, message) -> None:
@@ -385,3 +388,96 @@ def test_a_tie_on_a_discrete_metric_goes_to_the_lower_valid_loss(tmp_path: Path)
     assert best_config(EXPERIMENT, tracking_uri=uri).run_id == better
     tracker.log_metrics(better, [("best/valid_loss", 0.4, 1)])  # a full tie: the first started
     assert best_config(EXPERIMENT, metric="error_rate", tracking_uri=uri).run_id == first
+
+
+def _trial(tracker: Tracker, exp_id: str, parent: str, metrics: dict[str, float]) -> str:
+    """One more FINISHED, completed grid trial of sweep ``parent`` with these ``best/*``."""
+    run = tracker.start_run(exp_id, run_name="extra", parent_run_id=parent)
+    tracker.log_params(run, {"strategy": "grid", "lr": 0.5, "seed": 0})
+    tags = {"sweeps.strategy": "grid", "sweeps.arm": "grid", "sweeps.stop_reason": "completed"}
+    tracker.set_tags(run, tags)
+    tracker.log_metrics(run, [(f"best/{key}", value, 0) for key, value in metrics.items()])
+    tracker.end_run(run, "FINISHED")
+    return run
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode", "value"),
+    [("accuracy", "max", math.inf), ("valid_loss", "min", -math.inf)],
+)
+def test_an_infinite_metric_never_wins(
+    tmp_path: Path, metric: str, mode: str, value: float
+) -> None:
+    """MLflow's SQL store keeps +-inf as +-1.797e308, a finite float: read back, it must still
+    count as infinite, not as the best value there is."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent, (good,) = _sweep(tracker, exp_id, "s", [0.3])
+    tracker.log_metrics(good, [("best/accuracy", 0.9, 0)])
+    _trial(tracker, exp_id, parent, {"valid_loss": 0.3, "accuracy": 0.9} | {metric: value})
+    best = best_config(EXPERIMENT, metric=metric, mode=mode, tracking_uri=uri)
+    assert best.run_id == good
+
+
+def test_a_metric_without_a_finite_value_in_any_trial_says_so(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent, (run,) = _sweep(tracker, exp_id, "s", [0.3])
+    tracker.log_metrics(run, [("best/accuracy", math.nan, 0)])
+    _trial(tracker, exp_id, parent, {"valid_loss": 0.2, "accuracy": math.inf})
+    with pytest.raises(BestConfigError, match=r"'accuracy'.*NaN or infinite in every"):
+        best_config(EXPERIMENT, metric="accuracy", tracking_uri=uri)
+
+
+def test_json_output_is_strict_json_when_a_metric_or_param_is_not_finite(tmp_path: Path) -> None:
+    """``NaN`` / ``Infinity`` are not JSON (jq and JavaScript refuse them): such values are null."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    _, (run,) = _sweep(tracker, exp_id, "s", [0.3])
+    tracker.log_metrics(run, [("best/accuracy", math.nan, 0), ("best/f1", math.inf, 0)])
+    tracker.log_params(run, {"momentum": "nan"})
+    best = best_config(EXPERIMENT, tracking_uri=uri)
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    assert best.metrics["f1"] == math.inf  # as logged, not the store's 1.797e308
+    data = json.loads(best.to_json(), parse_constant=refuse)
+    assert data["metrics"]["accuracy"] is None and data["metrics"]["f1"] is None
+    assert data["config"]["momentum"] is None and data["value"] == pytest.approx(0.3)
+    assert yaml.safe_load(best.to_yaml()) == data
+
+
+def test_trials_without_the_metric_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial that lacks the metric (an older sweep, a NaN) cannot be ranked: the best is
+    among the others, and the log says which trials were left out rather than nothing."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent, (ranked,) = _sweep(tracker, exp_id, "s", [0.3])
+    tracker.log_metrics(ranked, [("best/accuracy", 0.8, 0)])
+    unranked = _trial(tracker, exp_id, parent, {"valid_loss": 0.1})
+    with caplog.at_level(logging.WARNING, logger="sweeps.best"):
+        best = best_config(EXPERIMENT, metric="accuracy", tracking_uri=uri)
+    assert best.run_id == ranked
+    assert re.search(rf"1 of 2 finished trials .*best/accuracy.*{unranked}", caplog.text)
+
+
+def test_model_uri_is_none_for_a_trial_that_logged_no_model(tmp_path: Path) -> None:
+    """``tracking.checkpoints: none`` logs no model: a ``runs:/`` URI would not load."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent, (with_model,) = _sweep(tracker, exp_id, "s", [0.3])
+    model = tracker.client.create_logged_model(exp_id, name="model", source_run_id=with_model)
+    tracker.client.finalize_logged_model(model.model_id, "READY")
+    assert best_config(EXPERIMENT, tracking_uri=uri).model_uri == f"runs:/{with_model}/model"
+    without = _trial(tracker, exp_id, parent, {"valid_loss": 0.1})
+    assert best_config(EXPERIMENT, tracking_uri=uri).run_id == without
+    best = best_config(EXPERIMENT, tracking_uri=uri)
+    assert best.model_uri is None and json.loads(best.to_json())["model_uri"] is None

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sweeps.cli import app
-from sweeps.report import Report, TrialRow, build_report, compare, log_report
+from sweeps.report import Report, TrialRow, build_report, compare, log_report, trial_row
 from sweeps.tracking import Tracker
 
 # (arm, kind, rule, seed, lr, best valid loss, best error rate, epochs, compute s, status)
@@ -358,3 +358,56 @@ def test_one_seed_shows_no_spread_and_the_table_says_how_many_seeds_count() -> N
     assert table["grid"]["best valid loss"] == "0.3500 ± 0.0707"
     assert report.results_csv().splitlines()[0].startswith("group,kind,n_seeds,n_seeds_run,")
     assert "random,random,1,2,0.01,0.2,nan,0.1,nan," in report.results_csv()
+
+
+@pytest.mark.parametrize("infinite", [math.inf, -math.inf])
+def test_an_infinite_best_loss_does_not_count(tracking_uri: str, infinite: float) -> None:
+    """MLflow's SQL store keeps +-inf as +-1.797e308, a finite float: read back, the trial's
+    loss must still be infinite, so the trial does not count (nor take the lowest regret)."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("inf-loss")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    for seed, loss in ((0, 0.3), (1, infinite)):
+        tags = {"sweeps.strategy": "grid", "sweeps.arm": "grid", "sweeps.stop_reason": "completed"}
+        run_id = tracker.start_run(
+            experiment_id, run_name=f"t{seed}", tags=tags, parent_run_id=parent
+        )
+        tracker.log_params(run_id, {"seed": seed, "lr": 0.01})
+        points = [("best/valid_loss", loss, 0), ("best/error_rate", infinite, 0)]
+        tracker.log_metrics(run_id, [*points, ("compute_s", 1.0, 0), ("epochs_run", 1, 0)])
+        tracker.end_run(run_id)
+    rows = {row.seed: row for row in map(trial_row, tracker.child_runs(experiment_id, parent))}
+    assert rows[1].best_valid_loss == infinite and not rows[1].counts
+    assert rows[1].best_error_rate == infinite
+    (grid,) = compare(list(rows.values()))
+    assert (grid.n_seeds, grid.n_seeds_run) == (1, 2)
+    assert grid.valid_loss_mean == pytest.approx(0.3) and grid.regret == 0.0
+
+
+def test_the_default_sweep_is_the_latest_with_a_trial_run(
+    tracking_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sweep that ended before any trial started (Ray would not start) or one just starting
+    has no trial run: by default the report is of the latest sweep that has one, and says so,
+    not an empty table that hides the results of the sweep before."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("report-test")
+    with_trials = _write_sweep(tracker, experiment_id)
+    empty = tracker.start_run(experiment_id, run_name="broken", tags={"sweeps.kind": "sweep"})
+    tracker.end_run(empty, "FAILED")
+    with caplog.at_level("WARNING", logger="sweeps.report"):
+        report = build_report("report-test", tracker=tracker)
+    assert report.parent_run_id == with_trials and len(report.trials) == len(TRIALS)
+    assert empty in caplog.text and with_trials in caplog.text
+    assert build_report("report-test", empty, tracker=tracker).trials == []  # when asked for
+
+
+def test_no_sweep_with_a_trial_run_is_an_error_naming_the_latest(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("report-test")
+    empty = tracker.start_run(experiment_id, run_name="broken", tags={"sweeps.kind": "sweep"})
+    tracker.end_run(empty, "FAILED")
+    with pytest.raises(LookupError, match=rf"no trial run in any .*{empty} \(broken\), is FAILED"):
+        build_report("report-test", tracker=tracker)
+    result = _report_cli(tracking_uri)
+    assert result.exit_code == 2 and "no trial run" in result.stderr, result.output
