@@ -1,9 +1,10 @@
 """``lrsweep nightly``: run the nightly suite, compare it with earlier nights, print the verdict.
 
 Exit codes: 0 passed (also the first night, with no baseline), 1 a figure regressed past its
-threshold, 2 bad input (the suite or a ``--set`` is invalid; nothing ran), 3 the night failed
-(a sweep raised or was interrupted, a trial crashed, the tracking store is unreachable, or the
-night itself crashed or was interrupted: never 1, which only ever means a regression).
+threshold, 2 bad input (the suite, a ``--set`` or ``--report-dir`` is unusable; nothing ran), 3
+the night failed (a sweep raised or was interrupted, a trial crashed, the tracking store is
+unreachable, or the night itself crashed or was interrupted: never 1, which only ever means a
+regression).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sweeps.nightly import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     NightResult,
+    ReportDirError,
     Status,
     run_nightly,
 )
@@ -80,11 +82,15 @@ def nightly_command(
             baseline_nights=baseline_nights,
             report_dir=report_dir,
         )
+    except ReportDirError as error:  # found before anything ran: bad input
+        err.print(f"Error: --report-dir {report_dir}: {error}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except (MlflowException, OSError) as error:
         err.print(f"Error: the night could not run: {error}", markup=False, highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
-    except KeyboardInterrupt:  # outside a sweep (a sweep's own Ctrl-C ends as a failed night)
-        err.print("Error: the night was interrupted (Ctrl-C).", highlight=False)
+    except (KeyboardInterrupt, SystemExit):  # outside a sweep (a sweep's own Ctrl-C ends as a
+        # failed night); SystemExit: Ray's SIGTERM handler, while a sweep starts Ray
+        err.print("Error: the night was interrupted (Ctrl-C or SIGTERM).", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as error:  # any crash is a failed night (exit 3), never "regressed" (1)
         err.print_exception()

@@ -28,7 +28,7 @@ from sweeps.nightly._compare import (
 )
 from sweeps.nightly._env import environment_tags, git_commit, spec_fingerprint
 from sweeps.nightly._figures import FIGURE_NAMES, Figure, entry_figures
-from sweeps.nightly._report import NightReport, ReportFiles, write_report
+from sweeps.nightly._report import NightReport, ReportDirError, ReportFiles, write_report
 from sweeps.nightly._run import DEFAULT_BASELINE_NIGHTS, NightResult, run_nightly
 from sweeps.nightly._store import Night, NightStore, entry_experiment, night_experiment
 
@@ -45,6 +45,7 @@ __all__ = [
     "NightReport",
     "NightResult",
     "NightStore",
+    "ReportDirError",
     "ReportFiles",
     "Status",
     "Verdict",

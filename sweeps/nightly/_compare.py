@@ -16,17 +16,20 @@ figure               threshold (suite file)       limit
 Lower is better for every figure, so only a rise can regress. The baseline of a figure is the
 median of its values over the baseline nights that have it; a figure no earlier night has
 (the first night, a new strategy, an entry whose spec changed: see :func:`comparable_figures`)
-has no baseline and passes. A relative limit of a baseline of 0 is undefined; such a figure
-passes and says so when ``min_seconds`` is 0 (else its limit is ``min_seconds``). A figure
-that is NaN or infinite tonight regresses (when it has a baseline): a broken measurement must
-not pass as "within threshold".
+has no baseline and passes. A figure of the baseline that tonight lacks is ``missing`` and
+passes when its entry did not run tonight (the entry left the suite); when the entry ran (with
+the same spec, as :func:`comparable_figures` sees to) the figure regresses: its strategy stopped
+producing trials or its measurement broke, and a vanished number must not pass. A relative
+limit of a baseline of 0 is undefined; such a figure passes and says so when ``min_seconds`` is
+0 (else its limit is ``min_seconds``). A figure that is NaN or infinite tonight regresses (when
+it has a baseline): a broken measurement must not pass as "within threshold".
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -78,7 +81,8 @@ class Comparison:
         entry: The suite entry (spec).
         name: The figure's name.
         strategy: The strategy group, or None.
-        value: Tonight's value (None for a figure only earlier nights have).
+        value: Tonight's value (None for a figure only earlier nights have: ``missing``, or
+            ``regressed`` when its entry ran tonight).
         baseline: The median of earlier nights (None without any).
         n_nights: How many baseline nights have the figure.
         limit: The highest value that passes (None without a baseline).
@@ -106,6 +110,12 @@ class Comparison:
         base = f"{self.entry}: {self.label}"
         if self.status is Status.MISSING:
             return f"{base} is missing tonight (baseline {_num(self.baseline)})."
+        if self.value is None:  # the entry ran its baseline's spec, yet the figure is gone
+            return (
+                f"{base} regressed: it is missing tonight, though the entry ran the spec of its "
+                f"baseline ({_num(self.baseline)}, median of {self.n_nights} night"
+                f"{'s' if self.n_nights != 1 else ''})."
+            )
         if self.baseline is None:
             return f"{base} = {_num(self.value)} (no baseline)."
         nights = f"median of {self.n_nights} night{'s' if self.n_nights != 1 else ''}"
@@ -187,13 +197,26 @@ def compare_figures(
     figures: Sequence[Figure],
     nights: Sequence[Mapping[str, float]],
     thresholds: Thresholds,
+    *,
+    same_spec: Collection[str] | None = None,
 ) -> list[Comparison]:
     """Compare tonight's figures with the median of ``nights`` (each a figure key -> value map).
 
-    Figures of earlier nights that tonight lacks are listed as ``missing`` (they do not fail
-    the night: the suite may have changed). NaN values in earlier nights are ignored.
+    Figures of earlier nights that tonight lacks are listed as ``missing`` when their entry has
+    no figure tonight (it left the suite: they do not fail the night), and regress when it has
+    (``nights`` hold only figures of tonight's spec of an entry: the same spec lost a figure).
+    NaN values in earlier nights are ignored.
+
+    Args:
+        figures: Tonight's figures.
+        nights: Each baseline night's comparable figures (key -> value).
+        thresholds: The suite's thresholds.
+        same_spec: The entries that ran tonight the spec their baseline nights ran, whose
+            missing figures regress (default: every entry with a figure tonight; a what-if
+            entry, judged against the suite as written, is not one of them).
     """
     tonight = {f.key: f for f in figures}
+    ran = {f.entry for f in figures} if same_spec is None else set(same_spec)
     out = [_compare_one(f, _history(f.key, nights), thresholds) for f in figures]
     earlier = sorted({key for night in nights for key in night} - set(tonight))
     for key in earlier:
@@ -205,7 +228,8 @@ def compare_figures(
             out.append(
                 Comparison(
                     figure.entry, figure.name, figure.strategy, None, median, len(history),
-                    None, allowed, Status.MISSING,
+                    None, allowed,
+                    Status.REGRESSED if figure.entry in ran else Status.MISSING,
                 )
             )  # fmt: skip
     return out
@@ -218,12 +242,14 @@ def judge(
     failures: Sequence[str] = (),
     *,
     counts: bool = True,
+    same_spec: Collection[str] | None = None,
 ) -> Verdict:
     """The verdict of a night: failed if ``failures``, else regressed if any figure regressed.
 
-    ``counts`` is False for a what-if night, which never joins a baseline.
+    ``counts`` is False for a what-if night, which never joins a baseline; ``same_spec`` is
+    :func:`compare_figures`'.
     """
-    comparisons = tuple(compare_figures(figures, nights, thresholds))
+    comparisons = tuple(compare_figures(figures, nights, thresholds, same_spec=same_spec))
     if failures:
         status = "failed"
     elif any(c.status is Status.REGRESSED for c in comparisons):

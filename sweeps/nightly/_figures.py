@@ -4,9 +4,10 @@ Per entry (one sweep) the figures are, with ``<group>`` the sweep report's strat
 arm, or one rule of an ``lr_finder`` arm such as ``lr_finder:valley``):
 
 - ``error_rate_pct/<group>``: the group's best error rate in percent (for each seed the trial
-  with the lowest ``best/valid_loss``, averaged over seeds, exactly as ``report.md``). A group
-  with no usable trial (all diverged to NaN or failed) reads 100, the worst possible, so a
-  strategy that stops producing a model shows as a regression rather than vanishing.
+  with the lowest ``best/valid_loss``, averaged over seeds, as ``report.md``). A seed of the
+  group with no usable trial (all diverged to NaN or failed) reads 100, the worst possible, so
+  a strategy that stops producing a model on some seed shows as a regression rather than
+  vanishing (``report.md`` averages the seeds that have one and shows how many do).
 - ``regret_pp/<group>`` for each ``lr_finder`` group: its error rate minus the best error rate of
   any group, in percentage points (0 when the finder's pick is the best; the report's
   ``regret (error pp)``).
@@ -23,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sweeps.report import TrialRow, compare
+from sweeps.report import GroupRow, TrialRow, compare
 
 __all__ = [
     "COMPUTE",
@@ -99,7 +100,7 @@ def entry_figures(
     if not trials:
         return []
     groups = compare(list(trials))
-    errors = {g.group: _percent(g.error_rate_mean) for g in groups}
+    errors = {g.group: _error_pct(g) for g in groups}
     best = min(errors.values())
     figures = [Figure(entry, ERROR_RATE, g, v) for g, v in sorted(errors.items())]
     figures += [
@@ -117,5 +118,11 @@ def entry_figures(
     return figures
 
 
-def _percent(error_rate: float) -> float:
-    return 100.0 * error_rate if math.isfinite(error_rate) else NO_RESULT_ERROR_PCT
+def _error_pct(group: GroupRow) -> float:
+    """The group's error rate in percent over every seed it ran, 100 for a seed without a
+    usable trial (``report.compare`` averages only the seeds that have one)."""
+    if not math.isfinite(group.error_rate_mean) or group.n_seeds == 0:
+        return NO_RESULT_ERROR_PCT
+    seeds = max(group.n_seeds_run, group.n_seeds)
+    lost = seeds - group.n_seeds
+    return (100.0 * group.error_rate_mean * group.n_seeds + NO_RESULT_ERROR_PCT * lost) / seeds

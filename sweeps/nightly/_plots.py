@@ -7,6 +7,7 @@ pyplot state), so drawing is safe in any thread and leaves no figure open.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -73,5 +74,10 @@ def plot_trend(
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:  # whole or not at all: an interrupted night leaves no truncated PNG
+        fig.savefig(partial, format="png")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,16 @@ from sweeps.nightly._compare import Comparison, Status, Verdict
 from sweeps.nightly._figures import FIGURE_NAMES, Figure
 from sweeps.nightly._plots import plot_trend
 
-__all__ = ["HTML_FILE", "MARKDOWN_FILE", "TRENDS_DIR", "NightReport", "ReportFiles", "write_report"]
+__all__ = [
+    "HTML_FILE",
+    "MARKDOWN_FILE",
+    "TRENDS_DIR",
+    "NightReport",
+    "ReportDirError",
+    "ReportFiles",
+    "prepare_report_dir",
+    "write_report",
+]
 
 MARKDOWN_FILE = "nightly-report.md"
 HTML_FILE = "nightly-report.html"
@@ -67,16 +77,61 @@ class ReportFiles:
     plots: tuple[Path, ...]
 
 
+class ReportDirError(ValueError):
+    """The report folder cannot be created or written (found before a night starts)."""
+
+
+def prepare_report_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed, check that it can be written, and remove an earlier night's
+    report from it (both reports and the trend PNGs), so that a night that crashes before its
+    report is written never leaves the previous night's verdict there as if it were its own.
+
+    Raises:
+        ReportDirError: the folder cannot be created or written; the message names it.
+    """
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".{MARKDOWN_FILE}.{os.getpid()}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+        for path in (out / MARKDOWN_FILE, out / HTML_FILE):
+            path.unlink(missing_ok=True)
+        trends = out / TRENDS_DIR
+        if trends.is_dir():
+            for png in trends.glob("*.png"):
+                png.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ReportDirError(
+            f"the report folder {str(out)!r} cannot be created or written ({reason}); give a "
+            f"folder this user can write, or one that does not exist yet under one it can."
+        ) from error
+    return out
+
+
 def write_report(report: NightReport, folder: str | Path) -> ReportFiles:
-    """Draw the trend plots and write both reports into ``folder`` (created if needed)."""
+    """Draw the trend plots and write both reports into ``folder`` (created if needed).
+
+    Each report file is written whole or not at all (a temporary file renamed over it): an
+    interrupted write never leaves half a report.
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     plots = _draw_trends(report, out / TRENDS_DIR)
-    markdown = out / MARKDOWN_FILE
-    markdown.write_text(_markdown(report, plots, out), encoding="utf-8")
-    page = out / HTML_FILE
-    page.write_text(_html(report, plots), encoding="utf-8")
+    markdown = _write_whole(out / MARKDOWN_FILE, _markdown(report, plots, out))
+    page = _write_whole(out / HTML_FILE, _html(report, plots))
     return ReportFiles(markdown, page, tuple(plots.values()))
+
+
+def _write_whole(path: Path, text: str) -> Path:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
 
 
 def _draw_trends(report: NightReport, folder: Path) -> dict[tuple[str, str], Path]:

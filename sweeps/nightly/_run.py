@@ -22,7 +22,11 @@ the other entries still run, so the report shows what still works.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +40,7 @@ from sweeps.nightly._env import (
     spec_fingerprint,
 )
 from sweeps.nightly._figures import Figure, entry_figures
-from sweeps.nightly._report import NightReport, ReportFiles, write_report
+from sweeps.nightly._report import NightReport, ReportFiles, prepare_report_dir, write_report
 from sweeps.nightly._store import (
     TAG_BASELINE_RUNS,
     TAG_OVERRIDES,
@@ -120,40 +124,112 @@ def run_nightly(
 
     Raises:
         ValueError: ``baseline_nights`` below 1 (before anything starts).
+        ReportDirError: ``report_dir`` cannot be created or written (before anything starts).
         MlflowException: the store cannot be reached to create the night run.
-        KeyboardInterrupt: re-raised after the night is recorded as failed (run KILLED).
+        KeyboardInterrupt: re-raised after the night is recorded as failed (run KILLED); SIGTERM
+            outside a sweep (a sweep handles its own) ends the night the same way, and so does
+            a ``SystemExit`` (Ray's own SIGTERM handler while it starts), re-raised too.
     """
     if baseline_nights < 1:
         raise ValueError(f"baseline_nights must be at least 1, but got {baseline_nights=}.")
+    prepare_report_dir(report_dir)  # hours of sweeps must not end in an unwritable folder
     uri = resolve_tracking_uri(tracking_uri)
     store = NightStore(Tracker(uri), suite.name)
-    tonight = _open_night(suite, store)
-    night_run_id = tonight.night_run_id
-    logger.info("night %s of suite %s in %s", night_run_id, suite.name, redact_uri(uri))
+    with _sigterm_as_interrupt():
+        tonight = _open_night(suite, store)
+        night_run_id = tonight.night_run_id
+        logger.info("night %s of suite %s in %s", night_run_id, suite.name, redact_uri(uri))
+        try:
+            if tonight.overrides:
+                store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(tonight.overrides)})
+            figures, failures = _run_entries(
+                suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
+            )
+            tonight = replace(tonight, figures=figures, failures=failures)
+            return _conclude(suite, store, tonight, baseline_nights, report_dir)
+        except (KeyboardInterrupt, SystemExit) as error:  # SystemExit: Ray's SIGTERM handler
+            reason = "interrupted (Ctrl-C or SIGTERM)"
+            if isinstance(error, SystemExit):
+                reason += f"; the night exited with status {error.code}"
+            _report_failure(suite, store, tonight, report_dir, reason)
+            store.finish_night(night_run_id, "failed", reason, killed=True)
+            raise
+        except Exception as error:
+            reason = f"the night itself crashed: {error!r}"
+            _report_failure(suite, store, tonight, report_dir, reason)
+            store.finish_night(night_run_id, "failed", reason)
+            raise
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd stopping the unit, a CI timeout) raises ``KeyboardInterrupt``, as Ctrl-C
+    does, so that the night is recorded as failed wherever it is; a sweep installs its own
+    handler while it runs and restores this one after. Only the first SIGTERM interrupts: a
+    second must not cut short the recording of the first. In the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        figures, failures = _run_entries(
-            suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
-        )
-        tonight = replace(tonight, figures=figures, failures=failures)
-        return _conclude(suite, store, tonight, baseline_nights, report_dir)
-    except KeyboardInterrupt:
-        store.finish_night(night_run_id, "failed", "interrupted (Ctrl-C or SIGTERM)", killed=True)
-        raise
-    except Exception as error:
-        store.finish_night(night_run_id, "failed", f"the night itself crashed: {error!r}")
-        raise
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Put the night's SIGTERM handler back after a sweep: ``ray.init`` installs its own
+    (``sys.exit``) and ``ray.shutdown`` leaves Python's default (death), either of which would
+    end the night between entries with its run left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
+
+
+def _report_failure(
+    suite: Suite, store: NightStore, tonight: _Tonight, report_dir: str | Path, reason: str
+) -> None:
+    """Best effort: a report saying the night failed and why, in ``report_dir`` and on the run
+    (the folder's earlier report is gone: ``prepare_report_dir``)."""
+    verdict = Verdict("failed", (), (reason,), 0, counts=not what_if_overrides(suite))
+    report = NightReport(
+        suite=suite.name,
+        night_run_id=tonight.night_run_id,
+        experiment=store.experiment,
+        environment=tonight.environment,
+        verdict=verdict,
+        baseline_run_ids=(),
+        trend=(),
+        overrides=tonight.overrides,
+        what_if=bool(what_if_overrides(suite)),
+    )
+    try:
+        files = write_report(report, report_dir)
+        store.log_files(tonight.night_run_id, [files.markdown, files.html])
+    except Exception:  # the failure itself is what must be recorded
+        logger.exception("could not write the failed night's report into %s", report_dir)
 
 
 def _open_night(suite: Suite, store: NightStore) -> _Tonight:
-    """The night run, started with its environment, spec fingerprints and overrides."""
+    """The night run, started with its environment and spec fingerprints (the overrides are
+    tagged by the caller, once a failure can be recorded)."""
     overrides = [f"{e.name}.{o}" for e in suite.entries for o in e.extra_overrides]
     environment = environment_tags()
     specs = {entry.name: spec_fingerprint(entry.spec) for entry in suite.entries}
     night_run_id = store.start_night(
         environment, eligible=not what_if_overrides(suite), specs=specs
     )
-    if overrides:
-        store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(overrides)})
     return _Tonight(night_run_id, environment, overrides, specs, [], [])
 
 
@@ -251,7 +327,8 @@ def _run_entry(
     interrupted = False
     logger.info("entry %s: sweep %s into experiment %s", entry.name, spec.name, experiment)
     try:
-        result = run_sweep(spec, address=address, tracking_uri=uri, storage_path=storage_path)
+        with _keeping_sigterm_handler():
+            result = run_sweep(spec, address=address, tracking_uri=uri, storage_path=storage_path)
         sweep_run_id: str | None = result.parent_run_id
         interrupted = result.interrupted
         ray_errors = _ray_errors(result)
@@ -328,6 +405,7 @@ def _conclude(
         suite.thresholds,
         tonight.failures,
         counts=not what_if_overrides(suite),
+        same_spec={f.entry for f in figures} - {e.name for e in suite.entries if _what_if(e)},
     )
     trend = _trend(earlier[: TREND_NIGHTS - 1], figures, specs)
     baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]

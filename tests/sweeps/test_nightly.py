@@ -160,7 +160,7 @@ def test_a_first_what_if_night_does_not_claim_to_start_the_baseline() -> None:
 
 
 def test_a_pass_counts_the_figures_it_could_not_judge() -> None:
-    nights = [{"digits/error_rate_pct/grid": 10.0, "digits/error_rate_pct/gone": 10.0}]
+    nights = [{"digits/error_rate_pct/grid": 10.0, "gone/error_rate_pct/grid": 10.0}]
     figures = [Figure("digits", "error_rate_pct", g, 10.0) for g in ("grid", "new", "newer")]
     assert judge(figures, nights, Thresholds()).summary() == (
         "PASSED: every figure within its threshold of the baseline (median of 1 night); "
@@ -168,8 +168,8 @@ def test_a_pass_counts_the_figures_it_could_not_judge() -> None:
     )
 
 
-def test_failures_win_over_regressions_and_a_gone_figure_is_listed_not_failed() -> None:
-    nights = [{"digits/error_rate_pct/grid": 1.0, "digits/error_rate_pct/optuna": 1.0}]
+def test_failures_win_over_regressions_and_a_gone_entry_is_listed_not_failed() -> None:
+    nights = [{"digits/error_rate_pct/grid": 1.0, "gone/error_rate_pct/optuna": 1.0}]
     figures = [Figure("digits", "error_rate_pct", "grid", 50.0)]
     verdict = judge(figures, nights, Thresholds())
     assert verdict.status == "regressed" and verdict.exit_code == 1
@@ -452,7 +452,9 @@ def test_a_night_that_crashes_outside_its_sweeps_exits_3_not_1(
 
     monkeypatch.setattr("sweeps.nightly._run._run_entries", crash)
     uri = f"sqlite:///{tmp_path}/m.db"
-    result = _nightly(str(_suite_file(tmp_path)), "--tracking-uri", uri, "--report-dir", "r")
+    result = _nightly(
+        str(_suite_file(tmp_path)), "--tracking-uri", uri, "--report-dir", str(tmp_path / "r")
+    )
     assert result.exit_code == 3, result.output
     assert "Error: the night" in result.stderr
     (night,) = _night_runs(uri)

@@ -1,0 +1,288 @@
+"""The nightly benchmark's regression guard: regressions it must not hide, and what a night that
+cannot finish leaves behind (the report folder, the night run, the exit code).
+
+Every store is a real MLflow SQLite store under the test's tmp dir; sweeps are not run: their
+MLflow runs are written in the layout ``run_sweep`` leaves, or the night is judged from given
+figures as ``run_nightly`` judges it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.nightly import Figure, NightResult, NightStore, Status, entry_figures, judge
+from sweeps.nightly import _run as nightly_run
+from sweeps.spec import Thresholds, load_suite
+from sweeps.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = {
+    "name": "tiny-digits",
+    "task": {
+        "dataset": {"name": "digits"},
+        "model": {"arch": "simple_cnn"},
+        "image_size": 8,
+        "epochs": 2,
+    },
+    "seeds": [0, 1],
+    "strategies": [
+        {"kind": "lr_finder", "suggest": ["valley"], "num_it": 20},
+        {"kind": "random", "lr": {"min": 3.0e-3, "max": 5.0e-3}, "trials": 1},
+    ],
+    "tracking": {"checkpoints": "none"},
+}
+ENTRIES = [{"name": "digits", "spec": SPEC}]
+
+
+def _suite_file(folder: Path) -> Path:
+    path = folder / "suite.yaml"
+    path.write_text(json.dumps({"name": "tiny", "entries": ENTRIES}))
+    return path
+
+
+def _night_runs(tracking_uri: str) -> list:
+    tracker = Tracker(tracking_uri)
+    runs = tracker.search_runs(tracker.experiment_id("nightly/tiny"))
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def _judged_night(tracking_uri: str, values: dict[str, float], report_dir: Path) -> NightResult:
+    """A night judged against a real store as ``run_nightly`` judges it, its sweeps' figures
+    given instead of run."""
+    suite = load_suite({"name": "tiny", "entries": ENTRIES})
+    store = NightStore(Tracker(tracking_uri), suite.name)
+    tonight = nightly_run._open_night(suite, store)
+    figures = [Figure.from_key(key, value) for key, value in values.items()]
+    return nightly_run._conclude(suite, store, replace(tonight, figures=figures), 7, report_dir)
+
+
+def _sweep_in_mlflow(tracker: Tracker, trials: list[tuple[str, int, float]]) -> str:
+    """A finished sweep as ``run_sweep`` logs it: ``(rule, seed, best valid loss)`` per
+    ``lr_finder`` trial (a NaN loss: it diverged in its first epoch, so has no best epoch)."""
+    experiment_id = tracker.ensure_experiment("nightly/tiny/digits")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    for rule, seed, loss in trials:
+        diverged = math.isnan(loss)
+        tags = {
+            "sweeps.strategy": "lr_finder",
+            "sweeps.arm": "lr_finder",
+            "sweeps.rule": rule,
+            "sweeps.stop_reason": "diverged" if diverged else "completed",
+        }
+        run = tracker.start_run(experiment_id, run_name=f"{rule}-{seed}", tags=tags,
+                                parent_run_id=parent)  # fmt: skip
+        tracker.log_params(run, {"seed": seed, "lr": 0.01})
+        metrics = {"compute_s": 2.0}
+        if not diverged:
+            metrics |= {"best/valid_loss": loss, "best/error_rate": loss / 10}
+        tracker.log_metrics(run, [(k, v, 0) for k, v in metrics.items()])
+        tracker.end_run(run, "FINISHED")
+    tracker.end_run(parent)
+    return parent
+
+
+def test_a_seed_whose_every_trial_diverged_is_not_left_out_of_the_error_rate(
+    tracking_uri: str,
+) -> None:
+    """The finder's pick diverging on one seed of two must not leave the figure unchanged (the
+    other seed alone, as if nothing happened): a seed without a result counts as 100%."""
+    tracker = Tracker(tracking_uri)
+    store = NightStore(tracker, "tiny")
+    healthy = _sweep_in_mlflow(tracker, [("valley", 0, 0.2), ("valley", 1, 0.2)])
+    broken = _sweep_in_mlflow(tracker, [("valley", 0, 0.2), ("valley", 1, math.nan)])
+    key = "digits/error_rate_pct/lr_finder:valley"
+
+    def figures(sweep: str) -> dict[str, float]:
+        reading = store.read_sweep(sweep)
+        assert reading.failures == []  # a diverged trial is no failed trial
+        found = entry_figures("digits", reading.trials, wall_time_s=1.0)
+        return {f.key: f.value for f in found}
+
+    assert figures(healthy)[key] == pytest.approx(2.0)
+    assert figures(broken)[key] == pytest.approx((2.0 + 100.0) / 2)
+
+
+def test_a_figure_gone_from_an_entry_that_ran_the_same_spec_regresses(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """Same spec, same strategies: a figure that vanishes is a broken measurement (its trials
+    never reached MLflow, its sweep has no end time), not a suite change, and must not pass."""
+    grid, finder = "digits/error_rate_pct/random", "digits/error_rate_pct/lr_finder:valley"
+    _judged_night(tracking_uri, {grid: 10.0, finder: 12.0}, tmp_path / "1")
+    night = _judged_night(tracking_uri, {grid: 10.0}, tmp_path / "2")
+    gone = next(c for c in night.verdict.comparisons if c.strategy == "lr_finder:valley")
+    assert gone.status is Status.REGRESSED and gone.value is None
+    assert night.exit_code == 1 and night.verdict.status == "regressed"
+    assert "digits: error_rate_pct[lr_finder:valley] regressed: it is missing tonight" in (
+        gone.describe()
+    )
+    assert "missing tonight" in (tmp_path / "2" / "nightly-report.md").read_text()
+
+
+def test_a_what_if_that_drops_a_strategy_lists_its_figures_as_missing_not_regressed() -> None:
+    """A what-if entry is judged against the suite as written: its spec differs on purpose."""
+    nights = [{"digits/error_rate_pct/random": 10.0, "digits/error_rate_pct/optuna": 10.0}]
+    figures = [Figure("digits", "error_rate_pct", "random", 10.0)]
+    what_if = judge(figures, nights, Thresholds(), same_spec=set())
+    assert [c.status for c in what_if.comparisons] == [Status.OK, Status.MISSING]
+    assert what_if.exit_code == 0
+    assert judge(figures, nights, Thresholds()).exit_code == 1  # the same spec lost a figure
+
+
+@pytest.mark.parametrize("blocked", ["a-file", "a-file/under-it"])
+def test_a_report_dir_that_cannot_be_written_exits_2_before_any_sweep_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    """Found after hours of sweeps, a bad --report-dir would lose the night: check it first."""
+    (tmp_path / "a-file").write_text("not a folder")
+    ran: list[bool] = []
+    monkeypatch.setattr(nightly_run, "_run_entries", lambda *a, **k: ran.append(True))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    result = CliRunner().invoke(
+        app,
+        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", uri,
+         "--report-dir", str(tmp_path / blocked)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--report-dir" in result.stderr and str(tmp_path / blocked) in result.stderr
+    assert ran == []
+
+
+def test_a_night_that_crashes_leaves_a_failed_report_not_the_last_nights_passed_one(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CI job publishes --report-dir whatever the exit code: yesterday's PASSED report (and
+    its trend plots) must not be what it publishes for a night that crashed."""
+    report_dir = tmp_path / "report"
+    _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
+    assert "PASSED" in (report_dir / "nightly-report.md").read_text()
+    assert (report_dir / "trends" / "digits--wall_time_s.png").exists()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the data volume went away")
+
+    monkeypatch.setattr(nightly_run, "_run_entries", crash)
+    result = CliRunner().invoke(
+        app,
+        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", tracking_uri,
+         "--report-dir", str(report_dir)],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    for name in ("nightly-report.md", "nightly-report.html"):
+        text = (report_dir / name).read_text()
+        assert "PASSED" not in text and "FAILED" in text, name
+        assert "the data volume went away" in text
+    assert not (report_dir / "trends" / "digits--wall_time_s.png").exists()
+    crashed = _night_runs(tracking_uri)[-1]
+    assert crashed.data.tags["nightly.status"] == "failed"
+    assert crashed.info.run_id in (report_dir / "nightly-report.md").read_text()
+
+
+_SIGTERM_SCRIPT = """
+import os, signal, sys, time
+from sweeps.nightly import _run
+
+def sigterm_between_sweeps(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # e.g. systemd stopping the unit
+    time.sleep(30)
+    raise SystemExit(99)  # the signal did not reach the night
+
+_run._run_entries = sigterm_between_sweeps
+from sweeps.cli import app
+app(["nightly", sys.argv[1], "--tracking-uri", sys.argv[2], "--report-dir", sys.argv[3]])
+"""
+
+
+def test_sigterm_outside_a_sweep_records_a_failed_night_and_exits_3(tmp_path: Path) -> None:
+    """SIGTERM between sweeps (or while the report is drawn) must end the night as SIGTERM
+    during a sweep does: recorded failed (never left RUNNING), exit 3."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SIGTERM_SCRIPT), str(_suite_file(tmp_path)), uri,
+         str(tmp_path / "report")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    (night,) = _night_runs(uri)
+    assert night.info.status == "KILLED"
+    assert night.data.tags["nightly.status"] == "failed"
+    assert "interrupted" in night.data.tags["nightly.failure_reason"]
+
+
+_SIGTERM_AFTER_RAY_SCRIPT = """
+import os, signal, sys, time
+from types import SimpleNamespace
+import sweeps.run
+from sweeps import _ray
+
+calls = []
+
+def run_sweep(*args, **kwargs):  # the first entry starts and stops a real Ray, as a sweep does
+    calls.append(1)
+    if len(calls) == 1:
+        _ray.init_ray(num_cpus=1)
+        _ray.shutdown_ray()
+        return SimpleNamespace(parent_run_id=None, interrupted=False, trials={})
+    os.kill(os.getpid(), signal.SIGTERM)  # the second: SIGTERM before its sweep starts
+    time.sleep(30)
+    raise SystemExit(99)
+
+sweeps.run.run_sweep = run_sweep
+from sweeps.cli import app
+app(["nightly", sys.argv[1], "--tracking-uri", sys.argv[2], "--report-dir", sys.argv[3]])
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_after_a_sweep_started_ray_still_records_a_failed_night_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    """``ray.init`` installs its own SIGTERM handler (``sys.exit(15)``) and leaves it there after
+    ``ray.shutdown``: a SIGTERM between two entries must still end the night as failed, exit 3."""
+    suite = tmp_path / "suite.yaml"
+    two = [{"name": "first", "spec": SPEC}, {"name": "second", "spec": SPEC}]
+    suite.write_text(json.dumps({"name": "tiny", "entries": two}))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SIGTERM_AFTER_RAY_SCRIPT), str(suite), uri,
+         str(tmp_path / "report")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-3000:]
+    (night,) = _night_runs(uri)
+    assert night.info.status == "KILLED"
+    assert night.data.tags["nightly.status"] == "failed"
+    assert "interrupted" in night.data.tags["nightly.failure_reason"]
+
+
+def test_ray_ending_the_driver_during_a_sweep_records_a_failed_night_and_exits_3(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while ``ray.init`` starts a sweep's Ray meets Ray's handler, ``sys.exit(15)``:
+    the night must still be recorded as failed (not left RUNNING) and exit 3."""
+
+    def ray_sigterm_handler(*args: object, **kwargs: object) -> None:
+        raise SystemExit(15)
+
+    monkeypatch.setattr("sweeps.run.run_sweep", ray_sigterm_handler)
+    result = CliRunner().invoke(
+        app,
+        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", tracking_uri,
+         "--report-dir", str(tmp_path / "report")],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    (night,) = _night_runs(tracking_uri)
+    assert night.info.status == "KILLED" and night.data.tags["nightly.status"] == "failed"
