@@ -11,7 +11,13 @@ from contextlib import contextmanager
 
 from sweeps import _ray
 
-__all__ = ["LOST_RAY_GRACE_S", "RAY_POLL_S", "SIGTERM_EXIT", "Interrupts"]
+__all__ = [
+    "LOST_RAY_GRACE_S",
+    "RAY_POLL_S",
+    "SIGTERM_EXIT",
+    "Interrupts",
+    "before_forced_exit",
+]
 
 logger = logging.getLogger("sweeps.run")
 
@@ -19,6 +25,24 @@ SIGTERM_EXIT = 143  # 128 + SIGTERM, as ``lrsweep run`` exits after a graceful S
 RAY_POLL_S = 0.25
 LOST_RAY_GRACE_S = 2.0
 """After SIGTERM, how long a sweep whose raylet is gone may still end by itself before exit."""
+
+_FORCED_EXIT_HOOKS: list[tuple[Callable[[], None], int | None]] = []
+
+
+@contextmanager
+def before_forced_exit(hook: Callable[[], None], *, status: int | None = None) -> Iterator[None]:
+    """Run ``hook`` if the lost-Ray watchdog ends the process while this block runs.
+
+    The watchdog ends the process with ``os._exit`` (no ``finally`` or ``except`` of the
+    caller runs), so a caller with records of its own around a sweep (``lrsweep nightly``'s
+    night run) closes them here. ``status`` replaces the exit status (143).
+    """
+    entry = (hook, status)
+    _FORCED_EXIT_HOOKS.append(entry)
+    try:
+        yield
+    finally:
+        _FORCED_EXIT_HOOKS.remove(entry)
 
 
 class Interrupts:
@@ -98,9 +122,16 @@ class Interrupts:
             "runs are closed as KILLED. Continue it with: %s",
             self._resume,
         )
+        status = SIGTERM_EXIT
+        for hook, replaced in list(_FORCED_EXIT_HOOKS):
+            try:
+                hook()
+            except Exception:  # the exit must happen all the same
+                logger.exception("a hook before the forced exit failed")
+            status = replaced if replaced is not None else status
         for handler in logging.getLogger().handlers:
             handler.flush()
-        os._exit(SIGTERM_EXIT)
+        os._exit(status)
 
     def finished(self) -> None:
         """The sweep has closed its runs: disarm the watchdog (Ray's shutdown is no loss)."""

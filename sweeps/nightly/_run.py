@@ -32,7 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sweeps.nightly._compare import Verdict, comparable_figures, judge
+from sweeps._interrupts import before_forced_exit
+from sweeps.nightly._compare import EXIT_FAILED, Verdict, comparable_figures, judge
 from sweeps.nightly._env import (
     MACHINE_PREFIX,
     VERSION_PREFIX,
@@ -139,14 +140,22 @@ def run_nightly(
         tonight = _open_night(suite, store)
         night_run_id = tonight.night_run_id
         logger.info("night %s of suite %s in %s", night_run_id, suite.name, redact_uri(uri))
+
+        def ray_lost() -> None:  # the process ends without running the handlers below
+            reason = "interrupted (SIGTERM): it reached Ray's own processes too, so the sweep "
+            reason += "could not stop gracefully"
+            _report_failure(suite, store, tonight, report_dir, reason)
+            store.finish_night(night_run_id, "failed", reason, killed=True)
+
         try:
-            if tonight.overrides:
-                store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(tonight.overrides)})
-            figures, failures = _run_entries(
-                suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
-            )
-            tonight = replace(tonight, figures=figures, failures=failures)
-            return _conclude(suite, store, tonight, baseline_nights, report_dir)
+            with before_forced_exit(ray_lost, status=EXIT_FAILED):
+                if tonight.overrides:
+                    store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(tonight.overrides)})
+                figures, failures = _run_entries(
+                    suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
+                )
+                tonight = replace(tonight, figures=figures, failures=failures)
+                return _conclude(suite, store, tonight, baseline_nights, report_dir)
         except (KeyboardInterrupt, SystemExit) as error:  # SystemExit: Ray's SIGTERM handler
             reason = "interrupted (Ctrl-C or SIGTERM)"
             if isinstance(error, SystemExit):

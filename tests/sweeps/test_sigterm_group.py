@@ -67,12 +67,14 @@ def _reap_session(sid: int, timeout_s: float = 15.0) -> list[int]:
     return lingering
 
 
-def _wait_for_an_epoch(tracker: Tracker, proc: subprocess.Popen, log: Path) -> None:
+def _wait_for_an_epoch(
+    tracker: Tracker, proc: subprocess.Popen, log: Path, experiment: str = SPEC["name"]
+) -> None:
     deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, f"sweep ended by itself:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no epoch logged:\n{log.read_text()[-3000:]}"
-        found = tracker.client.get_experiment_by_name(SPEC["name"])
+        found = tracker.client.get_experiment_by_name(experiment)
         runs = tracker.search_runs(found.experiment_id) if found else []
         if any("valid_loss" in run.data.metrics for run in runs):
             return
@@ -148,3 +150,50 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
     if target == "process group":  # Ray never saw the signal: the graceful stop ran
         assert "reached Ray's own processes" not in output, output[-3000:]
     assert not lingering, f"processes of the sweep outlived it: {lingering}"
+
+
+def test_sigterm_to_every_process_of_a_night_records_it_failed_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    """The same signal to ``lrsweep nightly``: the watchdog's forced exit runs no ``finally`` of
+    the night, which was left RUNNING with exit 143; now the night is closed as failed first
+    (its report says why) and the exit status is the night's own 3."""
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "sigterm", "entries": [{"spec": SPEC}]}))
+    log = tmp_path / "night.log"
+    report_dir = tmp_path / "report"
+    command = [sys.executable, "-c", CLI, "nightly", str(suite_file), "--tracking-uri", uri]
+    command += ["--report-dir", str(report_dir)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_an_epoch(tracker, proc, log, f"nightly/sigterm/{SPEC['name']}")
+        _signal_every_process(proc.pid)
+        try:
+            proc.wait(timeout=HANG_GUARD_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit {HANG_GUARD_S:.0f} s after SIGTERM:\n{log.read_text()[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        lingering = _reap_session(proc.pid)
+    output = log.read_text()
+    (night,) = tracker.search_runs(tracker.experiment_id("nightly/sigterm"))
+    sweep_runs = tracker.search_runs(tracker.experiment_id(f"nightly/sigterm/{SPEC['name']}"))
+    assert night.info.status == "KILLED", (night.info.status, output[-3000:])
+    assert night.data.tags["nightly.status"] == "failed"
+    assert "interrupted (SIGTERM)" in night.data.tags["nightly.failure_reason"]
+    assert {run.info.status for run in sweep_runs} == {"KILLED"}, output[-3000:]
+    assert proc.returncode == 3, (proc.returncode, output[-3000:])
+    assert "FAILED" in (report_dir / "nightly-report.md").read_text()
+    assert not lingering, f"processes of the night outlived it: {lingering}"
