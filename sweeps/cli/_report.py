@@ -42,7 +42,14 @@ def report_command(
             _write_documents(report, out)
         except OSError as error:
             raise fail(_out_error(out, error)) from None
-    print_report(make_console(), report)
+    console = make_console()
+    print_report(console, report)
+    console.print(
+        f"{len(report.trials)} trials of sweep run {report.parent_run_id} of experiment "
+        f"{experiment!r}" + ("." if run_id else " (the latest; another: --run-id)."),
+        markup=False,
+        highlight=False,
+    )
 
 
 def _write_documents(report: Report, out: Path) -> None:

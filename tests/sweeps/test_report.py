@@ -261,6 +261,9 @@ def test_cli_writes_the_report_files_into_out(
 ) -> None:
     result = _report_cli(tracking_uri, "--out", str(tmp_path / "new" / "report"))
     assert result.exit_code == 0, result.output
+    _, parent = sweep
+    said = f"{len(TRIALS)} trials of sweep run {parent} of experiment 'report-test' (the latest"
+    assert said in " ".join(result.stdout.split())  # which sweep the default picked
     written = {p.name for p in (tmp_path / "new" / "report").iterdir()}
     assert {"report.md", "report.html", "results.csv", "trials.csv", "comparison.png"} <= written
 
