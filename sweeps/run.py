@@ -190,6 +190,7 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
         preflight.check_local_data(spec)
         preflight.check_local_weights(spec)
     else:
+        preflight.check_portable_inputs(spec)  # the same on every node: no need to ask them
         storage = spec.storage
         if str(root) != str(spec.storage.path or ""):
             storage = StorageSpec(path=str(root), shared=spec.storage.shared)

@@ -6,6 +6,7 @@
     check_local_resources(spec)            # local run, before Ray starts: gpu: 1 with no GPU ...
     check_local_data(spec)                 # local run: image_folder read once (empty, corrupt)
     check_local_weights(spec)              # local run: task.model.pretrained loads into the arch
+    check_portable_inputs(spec)            # cluster run: digits/shapes options, weights names
     connect(address)                       # cluster run: Ray's connection errors made clear
     check_cluster(spec, address=address, tracking_uri=tracking_uri, storage=...)
     check_artifact_location(tracking_uri)  # local store writable, enough free disk
@@ -32,7 +33,7 @@ from __future__ import annotations
 from sweeps.preflight._accel import check_accelerator
 from sweeps.preflight._check import check_cluster, connect
 from sweeps.preflight._cluster import PROBE_TIMEOUT_S, explain_connect_error
-from sweeps.preflight._data import check_local_data, check_local_weights
+from sweeps.preflight._data import check_local_data, check_local_weights, check_portable_inputs
 from sweeps.preflight._local import check_local_resources, local_node
 from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
 from sweeps.preflight._resources import check_fit, label_matches, trial_request
@@ -54,6 +55,7 @@ __all__ = [
     "check_local_data",
     "check_local_resources",
     "check_local_weights",
+    "check_portable_inputs",
     "check_storage_shared",
     "check_tracking_reachable",
     "connect",

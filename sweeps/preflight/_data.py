@@ -10,7 +10,12 @@ from sweeps.preflight._report import PreflightError
 from sweeps.spec import SweepSpec
 from sweeps.spec._task import is_uri
 
-__all__ = ["PREFLIGHT_IMAGE_SIZE", "check_local_data", "check_local_weights"]
+__all__ = [
+    "PREFLIGHT_IMAGE_SIZE",
+    "check_local_data",
+    "check_local_weights",
+    "check_portable_inputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,26 @@ def check_local_data(spec: SweepSpec) -> bool:
             "Fix the folder (or task.dataset.path) and run again."
         ) from None
     return True
+
+
+def check_portable_inputs(spec: SweepSpec) -> None:
+    """The input checks whose answer is the same on every machine, for a sweep on a cluster.
+
+    A bundled or generated dataset (``digits``, ``shapes``) is opened with the spec's options,
+    and a torchvision weights name is looked up (no download), as :func:`check_local_data` and
+    :func:`check_local_weights` do for a local sweep; an ``image_folder`` or a weights file is
+    the nodes' to read (``check_cluster`` probes them). Without this, a bad option or weights
+    name failed every trial on the cluster, each retried ``failure.max_failures`` times.
+
+    Raises:
+        PreflightError: naming ``task.dataset`` or ``task.model.pretrained``.
+    """
+    if spec.task.dataset.name in ("digits", "shapes"):
+        _open_generated(spec)
+    model = spec.task.model
+    if model.pretrained is not None and not is_uri(model.pretrained):
+        if not Path(model.pretrained).is_file():
+            _check_weights_name(model.arch, model.pretrained)
 
 
 def _open_generated(spec: SweepSpec) -> bool:

@@ -120,6 +120,32 @@ def test_sweep_runs_on_both_nodes_and_every_trial_reaches_the_server(setup: dict
     assert any("checkpoints" in path.parts for path in served)
 
 
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        (
+            {"dataset": {"name": "shapes", "options": {"n_classes": 7}}},
+            r"task\.dataset: the trials could not build 'shapes'",
+        ),
+        (
+            {"model": {"arch": "resnet18", "pretrained": "NOPE_V9"}},
+            r"task\.model\.pretrained: .*NOPE_V9",
+        ),
+    ],
+    ids=["dataset-option", "weights-name"],
+)
+def test_inputs_every_node_would_refuse_fail_fast_on_a_cluster_too(
+    setup: dict[str, Any], task: dict[str, Any], message: str
+):
+    """Such a value failed every trial on every node (each retried) after the runs existed."""
+    spec = tiny_spec(setup["root"], "cluster-bad-input")
+    data = spec.resolved()
+    data["task"] = {**data["task"], **task}
+    with pytest.raises(PreflightError, match=message):
+        run_sweep(load_spec(data), address=setup["address"], tracking_uri=setup["url"])
+    assert MlflowClient(setup["url"]).get_experiment_by_name(spec.experiment_name) is None
+
+
 def test_resources_no_node_has_fail_fast_without_starting_anything(setup: dict[str, Any]):
     spec = tiny_spec(setup["root"], "cluster-gpu", gpu=1)
     with pytest.raises(
