@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,6 +18,23 @@ if TYPE_CHECKING:
 __all__ = ["evaluate", "fit_loaders", "get_preds", "predict", "tta"]
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside; every module's own mode restored on the way out.
+
+    Inference may run between training steps (a callback calling ``tta`` or ``get_preds``
+    mid-fit): the rest of the fit must still see dropout and batch statistics, and a frozen body
+    kept in eval mode must stay there, so each module gets its own flag back.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @torch.no_grad()
 def _logits(
     learn: Learner,
@@ -25,17 +43,20 @@ def _logits(
     augment: Any = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs (float32 under amp) and targets over ``loader`` in eval mode, on the device."""
-    learn.model.eval()
+    """Outputs (float32 under amp) and targets over ``loader`` in eval mode, on the device.
+
+    Every module's train/eval mode is restored afterwards.
+    """
     acc = learn.accelerator
     outs, targets = [], []
-    for xb, yb in loader:
-        xb = xb.to(learn.device, non_blocking=True)
-        if augment is not None:
-            xb = augment(xb, generator=generator)
-        with acc.autocast():
-            outs.append(acc.output(forward(acc.batch(xb))))
-        targets.append(yb.to(learn.device, non_blocking=True))
+    with _eval_mode(learn.model):
+        for xb, yb in loader:
+            xb = xb.to(learn.device, non_blocking=True)
+            if augment is not None:
+                xb = augment(xb, generator=generator)
+            with acc.autocast():
+                outs.append(acc.output(forward(acc.batch(xb))))
+            targets.append(yb.to(learn.device, non_blocking=True))
     if not outs:
         raise ValueError("the validation loader yields no batches; there is nothing to evaluate.")
     return torch.cat(outs), torch.cat(targets)
@@ -76,7 +97,11 @@ def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[
 
 
 def get_preds(learn: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(probs, targets, losses)`` over ``learn.dls.valid`` in its order, on the CPU."""
+    """``(probs, targets, losses)`` over ``learn.dls.valid`` in its order, on the CPU.
+
+    Runs in eval mode and gives every module its own mode back (as :func:`predict` and
+    :func:`tta` do).
+    """
     logits, targets = _logits(learn, learn.dls.valid, learn.forward_model)
     with torch.no_grad():
         losses = per_item_loss(learn.loss_func, logits, targets)
@@ -96,8 +121,8 @@ def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
         )
     batch = x if x.ndim == 4 else x.unsqueeze(0)
     acc = learn.accelerator
-    learn.model.eval()
-    with torch.no_grad(), acc.autocast():  # uncompiled: one-off calls of any batch size
+    # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
+    with _eval_mode(learn.model), torch.no_grad(), acc.autocast():
         out = acc.output(learn.model(acc.batch(batch.float().to(learn.device))))
     probs = out.softmax(dim=1).cpu()
     return probs if x.ndim == 4 else probs[0]

@@ -129,6 +129,10 @@ class Interpretation:
     def top_losses(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` largest item losses (all when None) and their indices, largest first.
 
+        Ties keep the items' order (lowest index first), so the list and ``plot_top_losses``
+        are the same on every run and device (``torch.topk`` leaves tied items in any order).
+        A NaN loss counts as the largest: such items come first.
+
         Raises:
             ValueError: unless ``1 <= k <= N``.
         """
@@ -136,8 +140,8 @@ class Interpretation:
         k = n if k is None else k
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
             raise ValueError(f"k must be an integer in [1, {n}], but got {k!r}.")
-        values, indices = torch.topk(self.losses, k)
-        return values, indices
+        values, indices = torch.sort(self.losses, descending=True, stable=True)
+        return values[:k], indices[:k]
 
     def plot_confusion_matrix(self, path: str | os.PathLike[str]) -> Path:
         """Save the confusion matrix as an image (e.g. ``confusion_matrix.png``)."""

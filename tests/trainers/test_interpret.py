@@ -164,3 +164,50 @@ def test_from_learner_is_per_item_in_eval_mode_and_aligned_with_the_images() -> 
 def test_plot_curves_refuses_an_empty_history(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="history is empty"):
         plot_curves([], tmp_path / "c.png")
+
+
+# ------------------------------------------------------------------------------ review
+
+
+def _modes(model: torch.nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda learn: learn.tta(n=2),
+        lambda learn: learn.get_preds(),
+        lambda learn: learn.predict(learn.dls.valid_images[:2]),
+        Interpretation.from_learner,
+    ],
+    ids=["tta", "get_preds", "predict", "from_learner"],
+)
+def test_inference_restores_every_module_mode(call) -> None:
+    # a callback may call these mid-fit: the rest of the epoch must still train with dropout and
+    # BatchNorm batch statistics, and a frozen body kept in eval mode must stay so
+    dls = make_dataloaders("shapes", image_size=8, batch_size=16, n_per_class=8, augment="light")
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", 3), dls, seed=0, device="cpu", progress=False)
+    learn.model.train()
+    learn.model.body.eval()  # type: ignore[union-attr]
+    before = _modes(learn.model)
+    assert any(before) and not all(before)
+    call(learn)
+    assert _modes(learn.model) == before
+
+
+def test_top_losses_break_ties_by_item_order_with_nan_first() -> None:
+    losses = torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5, 2.0, float("nan"), 2.0])
+    n = len(losses)
+    interp = Interpretation(
+        probs=torch.full((n, 2), 0.5),
+        targets=torch.zeros(n, dtype=torch.long),
+        losses=losses,
+        classes=["a", "b"],
+        images=torch.zeros(n, 1, 2, 2),
+    )
+    values, indices = interp.top_losses()
+    assert indices.tolist() == [6, 1, 2, 3, 5, 7, 0, 4]
+    assert interp.top_losses(3)[1].tolist() == [6, 1, 2]
+    assert values[1:].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.5]

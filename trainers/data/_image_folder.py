@@ -41,9 +41,11 @@ class ImageFolder(ImageSource):
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: for a folder with no class folders, a class folder with no images, a
-            validation class unknown to training, an unknown ``resize_method``, or (when pixels
-            are read) an image file PIL cannot decode; each message names the path.
+        ValueError: for a folder with no class folders or a single one (a classifier needs
+            two), a class folder with no images, a validation class unknown to training,
+            ``train`` and ``valid`` naming one folder, an unknown ``resize_method``, or (when
+            pixels are read) an image file PIL cannot decode; each message names the path and
+            what to do.
     """
 
     def __init__(
@@ -69,6 +71,12 @@ class ImageFolder(ImageSource):
         self.num_workers = num_workers
         self.resize_method = resize_method
         train_dir, valid_dir = root / train, root / valid
+        if train_dir.resolve() == valid_dir.resolve():
+            raise ValueError(
+                f"image_folder train={train!r} and valid={valid!r} name the same folder "
+                f"{str(train_dir)!r}: every image would be both trained on and validated on; "
+                "name two different folders."
+            )
         if train_dir.is_dir() != valid_dir.is_dir():
             found, missing = (
                 (train_dir, valid_dir) if train_dir.is_dir() else (valid_dir, train_dir)
@@ -129,12 +137,27 @@ def _scan_classes(folder: Path, *, allowed: list[str] | None = None) -> dict[str
         if not images:
             raise ValueError(
                 f"image_folder class folder {str(class_dir)!r} has no images "
-                f"(accepted extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})."
+                f"(accepted extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}){_deeper(class_dir)}."
             )
         if len(images) == 1:
             logger.warning("image_folder class folder %s has a single image.", class_dir)
         files[class_dir.name] = images
+    if allowed is None and len(files) == 1:
+        (name,) = files
+        raise ValueError(
+            f"image_folder {str(folder)!r} has one class folder ({name!r}); a classifier needs at "
+            f"least two: put each class's images in its own folder under {str(folder)!r}"
+            f"{_deeper(folder / name)}."
+        )
     return files
+
+
+def _deeper(folder: Path) -> str:
+    """A hint when ``folder`` holds class-like sub-folders: ``path`` is one level too high."""
+    inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not inner:
+        return ""
+    return f"; it holds folders {inner}: if those are the classes, pass path={str(folder)!r}"
 
 
 def _flatten(files: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], list[int]]:
@@ -155,7 +178,9 @@ def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
                 rgb = rgb.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"Could not read image file {str(file)!r}: {error}") from error
+        raise ValueError(
+            f"Could not read image file {str(file)!r}: {error}. Remove or replace the file."
+        ) from error
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

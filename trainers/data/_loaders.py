@@ -90,7 +90,7 @@ class TensorLoader:
         self.images = images
         self.labels = labels.long()
         self._order_gen = torch.Generator().manual_seed(seed)
-        self._augment_gen = torch.Generator().manual_seed(seed + _AUGMENT_STREAM)
+        self._augment_gen = torch.Generator().manual_seed((seed + _AUGMENT_STREAM) % 2**64)
         self.to(device)
 
     @property
@@ -229,7 +229,7 @@ class DataLoaders:
         self.classes = list(source.classes)
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.augment, self.oversample = augment, oversample
-        images = source.images(image_size)
+        images = _checked_images(source, image_size)
         train_images, valid_images = images[train_idx], images[valid_idx]
         if mean is None or std is None:
             mean, std = channel_stats(train_images)
@@ -353,6 +353,24 @@ class DataLoaders:
             f"valid={len(self.valid_labels)}, batch_size={self.batch_size}, "
             f"augment={self.augment}, oversample={self.oversample}, device={self.device})"
         )
+
+
+def _checked_images(source: ImageSource, image_size: int) -> torch.Tensor:
+    """``source.images(image_size)``, refused unless ``(N, C, image_size, image_size)``.
+
+    A dataset that renders another size, or another count than its labels, would otherwise
+    train at the wrong size (or fail in a loader, far from the dataset's code).
+    """
+    images = source.images(image_size)
+    expected = (len(source.labels), image_size, image_size)
+    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else None
+    if shape is None or len(shape) != 4 or (shape[0], *shape[2:]) != expected:
+        raise ValueError(
+            f"dataset {type(source).__name__!r} images({image_size}) returned shape {shape}, but "
+            f"it must be (N, C, {image_size}, {image_size}) with N={expected[0]}, one image per "
+            "label; fix its images() method."
+        )
+    return images
 
 
 def _checked_weights(weights: Any, n: int) -> torch.Tensor | None:

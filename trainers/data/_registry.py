@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
 from trainers.data._base import ImageSource
 from trainers.data._digits import Digits
 from trainers.data._image_folder import ImageFolder
@@ -40,12 +42,16 @@ def register_dataset(name: str, factory: DatasetFactory) -> None:
     Args:
         name: The dataset name (must be new).
         factory: Called with keyword arguments only: the ``dataset_kwargs`` given to
-            ``make_dataloaders``, plus ``seed``, ``path`` and ``num_workers`` when its signature
-            names them. Returns an :class:`~trainers.data.ImageSource`.
+            ``make_dataloaders`` (any keyword when it takes ``**kwargs``), plus ``seed``,
+            ``path`` and ``num_workers`` when its signature names them (``path``, when given, also
+            through ``**kwargs``). Returns an :class:`~trainers.data.ImageSource` whose labels
+            are integer class indices in ``[0, len(classes))``, checked when it is opened.
 
     Raises:
         ValueError: if ``name`` is already registered or ``factory`` is not callable.
     """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset name must be a non-empty string, but got {name!r}.")
     if name in DATASETS:
         raise ValueError(f"dataset {name!r} is already registered; pick another name.")
     if not callable(factory):
@@ -96,7 +102,9 @@ def make_dataloaders(
         ValueError: for an unknown dataset name or keyword, a bad ``image_size``,
             ``batch_size``, ``valid_pct``, ``seed``, ``num_workers`` or ``augment``, or
             ``image_folder`` without ``path``; each message names the argument and what it
-            accepts. Dataset errors (missing folder, corrupt image) name the path.
+            accepts. Dataset errors (missing folder, corrupt image) name the path; a dataset
+            whose labels are not class indices of its ``classes``, or whose ``images()`` returns
+            another size or count, is named with what is wrong.
 
     Example:
         >>> dls = make_dataloaders("digits", image_size=16, batch_size=64)
@@ -161,7 +169,57 @@ def _open(
 ) -> ImageSource:
     """``factory`` called with the keywords it accepts (see :func:`_factory_kwargs`)."""
     provided = {"seed": seed, "path": path, "num_workers": num_workers}
-    return factory(**_factory_kwargs(dataset, factory, provided, dataset_kwargs))
+    source = factory(**_factory_kwargs(dataset, factory, provided, dataset_kwargs))
+    _check_source(dataset, source)
+    return source
+
+
+def _check_source(dataset: str, source: ImageSource) -> None:
+    """Refuse a source whose labels would fail later, far from the dataset that made them.
+
+    Labels outside ``[0, len(classes))`` would reach the loss as out-of-bounds targets (or
+    land in another class's confusion-matrix cell); non-integer labels break the split.
+    """
+    labels = getattr(source, "labels", None)
+    classes = getattr(source, "classes", None)
+    if not isinstance(labels, torch.Tensor) or not isinstance(classes, list | tuple):
+        raise ValueError(
+            f"dataset {dataset!r} must give an ImageSource with a labels tensor and a classes "
+            f"list, but got {type(source).__name__} with labels {type(labels).__name__} and "
+            f"classes {type(classes).__name__}."
+        )
+    if (
+        labels.ndim != 1
+        or labels.is_floating_point()
+        or labels.is_complex()
+        or labels.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"dataset {dataset!r} labels must be a 1-d integer tensor of class indices, but got "
+            f"dtype {labels.dtype} and shape {tuple(labels.shape)}."
+        )
+    if len(labels) == 0:
+        raise ValueError(f"dataset {dataset!r} has no images; add some.")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= len(classes):
+        raise ValueError(
+            f"dataset {dataset!r} has labels from {low} to {high} but {len(classes)} classes "
+            f"{list(classes)}; labels must be class indices in [0, {len(classes)})."
+        )
+    mask = getattr(source, "valid_mask", None)
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != labels.shape:
+        raise ValueError(
+            f"dataset {dataset!r} valid_mask must be None or a bool tensor of shape "
+            f"{tuple(labels.shape)}, one flag per label, but got {mask!r:.80}."
+        )
+    n_valid = int(mask.sum())
+    if not 0 < n_valid < len(mask):
+        raise ValueError(
+            f"dataset {dataset!r} valid_mask marks {n_valid} of {len(mask)} images for "
+            "validation; its own split needs both training and validation images."
+        )
 
 
 def _check_arguments(
@@ -189,6 +247,8 @@ def _checked_factory(dataset: object, seed: object, num_workers: object) -> Data
     if not isinstance(dataset, str) or dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, but got {dataset!r}.")
     _check_counts(seed=(seed, 0), num_workers=(num_workers, 0))
+    if seed >= 2**64:  # type: ignore[operator]
+        raise ValueError(f"seed must be a non-negative integer below 2**64, but got {seed!r}.")
     return DATASETS[dataset]
 
 
@@ -208,13 +268,21 @@ def _factory_kwargs(
 ) -> dict[str, Any]:
     """The keywords ``factory`` accepts: the user's dataset kwargs plus seed / path / workers."""
     params = inspect.signature(factory).parameters
-    accepted = [n for n in params if n not in _PROVIDED]
+    any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = [
+        n
+        for n, p in params.items()
+        if n not in _PROVIDED
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
     for key in dataset_kwargs:
-        if key not in accepted:
+        if key not in accepted and not any_keyword:
             raise ValueError(
                 f"dataset {dataset!r} got an unknown keyword {key!r}; it accepts {accepted}."
             )
-    if provided["path"] is not None and "path" not in params:
+    if any_keyword and provided["path"] is not None and "path" not in params:
+        dataset_kwargs = {**dataset_kwargs, "path": provided["path"]}
+    elif provided["path"] is not None and "path" not in params:
         users = sorted(n for n, f in DATASETS.items() if "path" in inspect.signature(f).parameters)
         raise ValueError(f"path is only used by the datasets {users}, not {dataset!r}.")
     if "path" in params and params["path"].default is inspect.Parameter.empty:
