@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         "dls": _dls_state(learn),
         "scaler": _scaler_state(learn),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -66,9 +66,36 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file next to ``path``, with the permissions the umask gives (``mkstemp``'s are
+    0600, which would make every checkpoint unreadable to the user's group)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(
@@ -83,9 +110,10 @@ def load(
 
     Raises:
         FileNotFoundError: for a missing file.
-        ValueError: for a file that is not a Learner checkpoint, or (``with_opt``) whose
-            optimizer has another parameter-group layout (names the file); ``learn`` is
-            unchanged then.
+        ValueError: for a file that is not a Learner checkpoint (unreadable, truncated,
+            foreign or incomplete), that holds another model's weights (keys or shapes) or
+            frozen groups, or (``with_opt``) whose optimizer has another parameter-group
+            layout; the message names the file, and ``learn`` is unchanged then.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,6 +125,16 @@ def load(
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(
             f"checkpoint file {str(path)!r} is not a Learner checkpoint (format {FORMAT!r})."
+        )
+    missing = [key for key in _KEYS if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint file {str(path)!r} lacks {missing}; it is incomplete.")
+    _check_model(path, state["model"], learn.model.state_dict())
+    n_groups = learn.n_groups
+    if not (isinstance(state["frozen"], int) and 0 <= state["frozen"] <= n_groups):
+        raise ValueError(
+            f"checkpoint file {str(path)!r} has {state['frozen']!r} frozen layer groups, but "
+            f"this Learner's model has {n_groups}; build the Learner with the saved model."
         )
     if with_opt:
         _check_opt_layout(path, state["opt"], learn.opt.state_dict())
@@ -154,6 +192,37 @@ def restore(learn: Learner, snap: dict[str, Any]) -> None:
     set_rng_state(snap["rng"])
     if snap["dls"] is not None:
         learn.dls.load_state_dict(copy.deepcopy(snap["dls"]))
+
+
+_KEYS = ("model", "opt", "history", "epoch", "phase", "frozen", "rng", "dls")
+
+
+def _check_model(path: Path, saved: Any, ours: dict[str, Any]) -> None:
+    """Refuse weights of another model (keys or shapes), before anything is loaded."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint file {str(path)!r} holds no model state dict.")
+    missing = [k for k in ours if k not in saved]
+    unexpected = [k for k in saved if k not in ours]
+    shapes = [
+        f"{k}: {tuple(saved[k].shape)} in the file, {tuple(v.shape)} here"
+        for k, v in ours.items()
+        if k in saved and hasattr(v, "shape") and getattr(saved[k], "shape", None) != v.shape
+    ]
+    if missing or unexpected or shapes:
+        details = "; ".join(
+            f"{label} {items[:5]}{' ...' if len(items) > 5 else ''}"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("other shapes", shapes),
+            )
+            if items
+        )
+        raise ValueError(
+            f"checkpoint file {str(path)!r} holds the weights of another model ({details}); "
+            "build the Learner with the architecture, number of classes and input channels it "
+            "was saved with. Nothing was loaded."
+        )
 
 
 def _check_opt_layout(path: Path, saved: dict[str, Any], ours: dict[str, Any]) -> None:

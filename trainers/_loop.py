@@ -32,8 +32,9 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
     """Run epochs ``start_epoch .. epochs-1`` with ``hypers`` applied before every batch.
 
     ``before_fit`` ... ``after_fit`` fire around the epochs; ``CancelFit`` from a callback ends
-    the fit after ``after_cancel_fit`` (``after_fit`` still runs). Any other error propagates
-    without ``after_fit``.
+    the fit after ``after_cancel_fit`` (``after_fit`` still runs); raised in ``after_epoch``, it
+    waits until every callback has run its ``after_epoch``. Any other error propagates without
+    ``after_fit``.
 
     Raises:
         ValueError: for ``epochs < 1``, ``start_epoch`` outside ``[0, epochs]`` or an empty
@@ -74,7 +75,9 @@ def _run_epoch(
     hypers: Hypers,
     precompute: bool,
 ) -> None:
-    """One epoch; ``CancelEpoch`` ends its training early but validation still runs."""
+    """One epoch; ``CancelEpoch`` (up to ``after_train``) ends its training early but
+    validation still runs; in ``before_validate`` / ``after_validate`` it skips the rest of
+    validation. ``after_train`` and ``after_epoch`` always run."""
     learn.metrics_values = {}
     try:
         learn._call("before_epoch")
@@ -86,7 +89,10 @@ def _run_epoch(
         _train_batches(learn, train_dl, forward, hypers)
     except CancelEpoch:
         learn._call("after_cancel_epoch")
-    learn._call("after_train")
+    try:  # fastai's after_train is inside the epoch's cancellation scope too
+        learn._call("after_train")
+    except CancelEpoch:
+        learn._call("after_cancel_epoch")
     learn.training = False
     learn.model.eval()
     try:
@@ -96,7 +102,7 @@ def _run_epoch(
     except CancelEpoch:
         learn._call("after_cancel_epoch")
     learn.resume_epoch = learn.epoch + 1
-    learn._call("after_epoch")
+    learn._call_all("after_epoch")  # a CancelFit waits until every callback saw the epoch
 
 
 def _train_batches(
@@ -130,6 +136,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
         if scaler is None:
             learn.loss.backward()
             learn._call("after_backward")
+            learn._call("before_step")
             learn.opt.step()
         else:
             _scaled_step(learn, scaler, learn.loss)
@@ -146,11 +153,13 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
 
 
 def _scaled_step(learn: Learner, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
-    """fp16's backward and step: callbacks see unscaled gradients; inf/NaN steps are skipped."""
+    """fp16's backward and step: ``after_backward`` and ``before_step`` see unscaled gradients;
+    inf/NaN steps are skipped."""
     scaler.scale(loss).backward()
     scaler.unscale_(learn.opt)
     try:
         learn._call("after_backward")
+        learn._call("before_step")
     except BaseException:
         scaler.update()  # close this batch's unscale_, or the next batch's would raise
         raise

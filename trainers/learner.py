@@ -105,9 +105,11 @@ class Learner:
             ``predict`` and the head trained with ``precompute`` run uncompiled.
 
     Raises:
-        ValueError: for an unknown ``opt`` or metric, a negative ``wd``, data without
-            ``train`` / ``valid``, a callback that is not a ``Callback``, or a bad accelerator
-            option (unknown ``amp``, ``"fp16"`` off CUDA, an unknown compile mode or key).
+        ValueError: for an unknown ``opt`` or metric, a negative ``wd``, a ``loss_func`` that
+            is not callable, data without ``train`` / ``valid``, ``callbacks`` that is not a
+            list of ``Callback`` instances (or holds one defining a ``before_*`` / ``after_*``
+            method that is not an event), or a bad accelerator option (unknown ``amp``,
+            ``"fp16"`` off CUDA, an unknown compile mode or key).
 
     State that callbacks read: ``model, dls, opt, loss_func, epoch, n_epoch, iter, n_iter,
     training, xb, yb, pred, loss, loss_value, metrics_values, history, recorder, phase,
@@ -134,13 +136,25 @@ class Learner:
     ) -> None:
         if opt not in OPTIMIZERS:
             raise ValueError(f"opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
-        if not (isinstance(wd, int | float) and math.isfinite(wd) and wd >= 0):
+        if not (_is_real(wd) and wd >= 0):
             raise ValueError(f"wd must be a finite number >= 0, but got {wd!r}.")
         if not isinstance(wd_bn_bias, bool):
             raise ValueError(f"wd_bn_bias must be True or False, but got {wd_bn_bias!r}.")
-        unknown = [m for m in metrics if m not in METRICS]
-        if isinstance(metrics, str) or unknown:
-            raise ValueError(f"metrics must be names from {list(METRICS)}, but got {metrics!r}.")
+        bad_type = isinstance(metrics, str) or not isinstance(metrics, Iterable)
+        if bad_type or any(not isinstance(m, str) or m not in METRICS for m in metrics):
+            raise ValueError(
+                f"metrics must be names from {list(METRICS)} (a list), but got {metrics!r}."
+            )
+        if loss_func is not None and not callable(loss_func):
+            raise ValueError(
+                "loss_func must be a function f(logits, targets) -> batch mean loss (or None "
+                f"for cross-entropy), but got {loss_func!r}."
+            )
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable):
+            raise ValueError(
+                f"callbacks must be a list of Callback instances, but got {callbacks!r}; "
+                "wrap a single callback in a list."
+            )
         if not (hasattr(dls, "train") and hasattr(dls, "valid")):
             raise ValueError(
                 f"dls must have train and valid loaders, but got {type(dls).__name__}."
@@ -216,11 +230,30 @@ class Learner:
         return tuple(self._cbs)
 
     def add_cb(self, cb: Callback) -> Learner:
-        """Install ``cb`` (sets ``cb.learn``); raises ValueError for a non-Callback or a repeat."""
+        """Install ``cb`` (sets ``cb.learn``).
+
+        Raises:
+            ValueError: for a non-Callback, a repeat, or a callback with a public
+                ``before_*`` / ``after_*`` method that is no event (a misspelt or fastai-only
+                event such as ``after_create``), which would otherwise never run.
+        """
         if not isinstance(cb, Callback):
             raise ValueError(f"callbacks must be Callback instances, but got {cb!r}.")
         if any(c is cb for c in self._cbs):
             raise ValueError(f"callback {cb.name} is already installed.")
+        unknown = sorted(
+            name
+            for name in dir(cb)
+            if name.startswith(("before_", "after_"))
+            and name not in EVENTS
+            and callable(getattr(cb, name, None))
+        )
+        if unknown:
+            raise ValueError(
+                f"callback {cb.name} defines {unknown}, which no Learner event calls; rename "
+                f"them to events from {list(EVENTS)} (or to names not starting with "
+                "before_/after_)."
+            )
         cb.learn = self
         self._cbs.append(cb)
         self._cbs.sort(key=lambda c: c.order)
@@ -276,6 +309,21 @@ class Learner:
                 raise
             except Exception as err:
                 raise CallbackError(cb.name, event, err) from err
+
+    def _call_all(self, event: str) -> None:
+        """:meth:`_call`, but a ``CancelFit`` is raised only after every callback ran."""
+        cancel: CancelFit | None = None
+        for cb, method in self._handlers[event]:
+            try:
+                method()
+            except CancelFit as err:
+                cancel = cancel or err
+            except _PASS_THROUGH:
+                raise
+            except Exception as err:
+                raise CallbackError(cb.name, event, err) from err
+        if cancel is not None:
+            raise cancel
 
     # ----------------------------------------------------------------- layer groups
     @property

@@ -33,6 +33,7 @@ BATCH_EVENTS = [
     "after_loss",
     "before_backward",
     "after_backward",
+    "before_step",
     "after_step",
     "after_batch",
 ]
@@ -228,7 +229,7 @@ def test_early_stopping_on_accuracy_maximises() -> None:
     ("kwargs", "match"),
     [
         ({"patience": 0}, "patience must be an integer >= 1"),
-        ({"min_delta": -1.0}, "min_delta must be a number >= 0"),
+        ({"min_delta": -1.0}, "min_delta must be a finite number >= 0"),
         ({"mode": "up"}, r"mode must be one of \['auto', 'min', 'max'\]"),
     ],
 )

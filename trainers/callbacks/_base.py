@@ -18,6 +18,7 @@ EVENTS: tuple[str, ...] = (
     "after_loss",
     "before_backward",
     "after_backward",
+    "before_step",
     "after_step",
     "after_batch",
     "after_train",
@@ -43,8 +44,14 @@ class Callback:
     Control flow: raise :class:`~trainers.errors.CancelBatch`, ``CancelEpoch`` or ``CancelFit``
     to skip the rest of the batch, stop the epoch's training (validation and ``after_epoch``
     still run, so every history record is complete) or end the fit (``after_cancel_fit`` then
-    ``after_fit`` run). Any other exception is re-raised as
-    :class:`~trainers.errors.CallbackError` naming the callback class and the event.
+    ``after_fit`` run; raised in ``after_epoch``, after every callback's ``after_epoch``, so
+    progress rows, checkpoints and reports of the last epoch are not skipped). Any other
+    exception is re-raised as :class:`~trainers.errors.CallbackError` naming the callback
+    class and the event.
+
+    ``before_step`` fires after ``after_backward``, right before the optimizer step (fastai's
+    gradient clipping event). A public method named ``before_*`` / ``after_*`` that is not an
+    event is refused when the callback is added, so a misspelt event cannot be ignored silently.
 
     Example:
         >>> class StopAfter(Callback):

@@ -45,6 +45,11 @@ class SaveModelCallback(TrackerCallback):
         super().__init__(monitor, min_delta=min_delta, mode=mode)
         if not isinstance(path, str | os.PathLike):
             raise ValueError(f"path must be a file path, but got {path!r}.")
+        if "{epoch}" in str(path) and not every_epoch:
+            raise ValueError(
+                f"path {str(path)!r} has an {{epoch}} field, which only every_epoch=True fills "
+                "in; pass every_epoch=True, or a fixed path for the best epoch's checkpoint."
+            )
         self.path = str(path)
         self.every_epoch = every_epoch
         self.reload_best = reload_best

@@ -26,7 +26,8 @@ class TrackerCallback(Callback):
         best_epoch: Epoch of :attr:`best`, or None.
 
     A NaN value never counts as an improvement. A monitor missing from the records raises
-    ``ValueError`` listing the keys that exist, at ``before_fit``.
+    ``ValueError`` listing the keys that exist, at ``before_fit`` (so ``fit`` raises a
+    :class:`~trainers.errors.CallbackError` whose cause it is).
     """
 
     order = 10
@@ -36,8 +37,9 @@ class TrackerCallback(Callback):
     ) -> None:
         if not isinstance(monitor, str):
             raise ValueError(f"monitor must be a history key (a string), but got {monitor!r}.")
-        if not (isinstance(min_delta, int | float) and min_delta >= 0):
-            raise ValueError(f"min_delta must be a number >= 0, but got {min_delta!r}.")
+        ok = isinstance(min_delta, int | float) and not isinstance(min_delta, bool)
+        if not (ok and math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite number >= 0, but got {min_delta!r}.")
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {list(_MODES)}, but got {mode!r}.")
         self.monitor = monitor
