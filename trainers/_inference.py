@@ -19,7 +19,7 @@ __all__ = ["evaluate", "fit_loaders", "get_preds", "predict", "tta"]
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """``model`` in eval mode inside; every module's own mode restored on the way out.
 
     Inference may run between training steps (a callback calling ``tta`` or ``get_preds``
@@ -49,7 +49,7 @@ def _logits(
     """
     acc = learn.accelerator
     outs, targets = [], []
-    with _eval_mode(learn.model):
+    with eval_mode(learn.model):
         for xb, yb in loader:
             xb = xb.to(learn.device, non_blocking=True)
             if augment is not None:
@@ -122,7 +122,7 @@ def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
     batch = x if x.ndim == 4 else x.unsqueeze(0)
     acc = learn.accelerator
     # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
-    with _eval_mode(learn.model), torch.no_grad(), acc.autocast():
+    with eval_mode(learn.model), torch.no_grad(), acc.autocast():
         out = acc.output(learn.model(acc.batch(batch.float().to(learn.device))))
     probs = out.softmax(dim=1).cpu()
     return probs if x.ndim == 4 else probs[0]

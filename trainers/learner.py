@@ -630,10 +630,16 @@ class Learner:
 
     # ----------------------------------------------------------------- evaluation
     def validate(self) -> dict[str, float]:
-        """``{"valid_loss", <metrics>}`` of the current model on ``dls.valid`` (eval mode)."""
-        self.training = False
-        self.model.eval()
-        return _inference.evaluate(self, self.dls.valid, self.forward_model)
+        """``{"valid_loss", <metrics>}`` of the current model on ``dls.valid``, in eval mode;
+        every module's mode and ``training`` are put back afterwards (a callback may call it
+        mid-fit, as ``get_preds`` and ``tta``)."""
+        training = self.training
+        try:
+            with _inference.eval_mode(self.model):
+                self.training = False
+                return _inference.evaluate(self, self.dls.valid, self.forward_model)
+        finally:
+            self.training = training
 
     def get_preds(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(probs, targets, losses)`` over ``dls.valid`` in its order, on the CPU."""

@@ -180,8 +180,9 @@ def _modes(model: torch.nn.Module) -> list[bool]:
         lambda learn: learn.get_preds(),
         lambda learn: learn.predict(learn.dls.valid_images[:2]),
         Interpretation.from_learner,
+        lambda learn: learn.validate(),
     ],
-    ids=["tta", "get_preds", "predict", "from_learner"],
+    ids=["tta", "get_preds", "predict", "from_learner", "validate"],
 )
 def test_inference_restores_every_module_mode(call) -> None:
     # a callback may call these mid-fit: the rest of the epoch must still train with dropout and
