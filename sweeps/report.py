@@ -336,9 +336,10 @@ def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
     (``compute_s`` is logged only when a trial ends normally: a failed trial's epochs count)."""
     if "compute_s" in run.data.metrics:
         return row
-    seconds = [as_logged(v) for _, v in tracker.metric_history(row.run_id, "epoch_time_s")]
-    finite = [v for v in seconds if math.isfinite(v)]
-    return replace(row, epochs_run=len(seconds), compute_s=math.fsum(finite))
+    history = tracker.metric_history(row.run_id, "epoch_time_s")
+    finite = [as_logged(v) for _, v in history if math.isfinite(as_logged(v))]
+    # an epoch trained again after a restart is one epoch of the curve, twice the seconds
+    return replace(row, epochs_run=len({step for step, _ in history}), compute_s=math.fsum(finite))
 
 
 def _std(values: list[float]) -> float:
