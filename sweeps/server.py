@@ -32,22 +32,39 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
+from sweeps._server_process import (
+    ServerStartError,
+    start_server,
+    stop_server,
+    wait_until_ready,
+)
 from sweeps.spec import uri_has_password
 from sweeps.tracking import default_tracking_uri, redact_uri, sqlite_path, with_postgres_driver
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ServerConfig",
+    "ServerConfigError",
+    "ServerLaunch",
+    "ServerStartError",
+    "check_port_free",
+    "ensure_backend_store",
+    "is_loopback",
+    "prepare_server",
+    "serve",
+    "start_server",
+    "stop_server",
+    "wait_until_ready",
+    "write_auth_config",
+]
 
 STATE_DIR = Path(".lrsweep")  # the embedded store's home, as in sweeps.tracking
 EMBEDDED_ARTIFACTS = STATE_DIR / "artifacts"
@@ -58,16 +75,13 @@ DEFAULT_ADMIN_USERNAME = "admin"
 # The admin password that MLflow's basic_auth.ini shipped until 2.x (GHSA-gq3w-7jj3-x7gr).
 MLFLOW_STOCK_ADMIN_PASSWORD = "password1234"
 MIN_ADMIN_PASSWORD_LENGTH = 12  # MLflow's own password policy
+POSTGRES_CONNECT_TIMEOUT_S = 10  # unless the URI sets connect_timeout
 # The basic-auth app's CSRF key; shared by every replica of one server when set.
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 
 
 class ServerConfigError(ValueError):
     """The server cannot start as configured; the message names the option or variable."""
-
-
-class ServerStartError(RuntimeError):
-    """``mlflow server`` exited or did not answer before it became ready."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,9 @@ class ServerConfig:
         workers: uvicorn worker processes.
         allowed_hosts: ``Host`` headers to accept besides localhost and private addresses
             (comma-separated), e.g. the DNS name a team reaches the server by.
+        store_option: how messages name the backend store (``lrsweep ui`` has no
+            ``--backend-store-uri``).
+        artifacts_option: how messages name the artifacts folder.
     """
 
     backend_store_uri: str | None = None
@@ -101,6 +118,8 @@ class ServerConfig:
     auth_db_uri: str | None = None
     workers: int = 4
     allowed_hosts: str | None = None
+    store_option: str = "--backend-store-uri"
+    artifacts_option: str = "--artifacts-destination"
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,7 @@ class ServerLaunch:
     scratch_dir: Path | None = None
 
 
-def ensure_backend_store(uri: str) -> None:
+def ensure_backend_store(uri: str, *, option: str = "--backend-store-uri") -> None:
     """Make ``uri`` usable by ``mlflow server``, which migrates an empty schema on start.
 
     PostgreSQL: the database is created (connecting to the ``postgres`` maintenance database with
@@ -135,38 +154,57 @@ def ensure_backend_store(uri: str) -> None:
     SQLAlchemy URIs are left to MLflow.
 
     Raises:
-        ServerConfigError: PostgreSQL cannot be reached or the database cannot be created.
+        ServerConfigError: the URI cannot be read, the SQLite file's folder cannot be made,
+            PostgreSQL does not answer within ``POSTGRES_CONNECT_TIMEOUT_S`` or the database
+            cannot be created; the message names ``option``.
     """
     path = sqlite_path(uri)
     if path is not None:
         if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ServerConfigError(
+                    f"{option} {redact_uri(uri)}: cannot create the folder {path.parent} "
+                    f"({exc.strerror or exc}); give a path this user can write."
+                ) from None
         return
     if uri.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
-        _ensure_postgres_database(uri)
+        _ensure_postgres_database(uri, option)
 
 
-def _ensure_postgres_database(uri: str) -> None:
+def _ensure_postgres_database(uri: str, option: str) -> None:
     import psycopg2
     from psycopg2 import sql
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    url = make_url(with_postgres_driver(uri))
+    try:
+        url = make_url(with_postgres_driver(uri))
+    except (ArgumentError, ValueError) as exc:  # make_url: ValueError for int(port)
+        why = "its port is not a number" if isinstance(exc, ValueError) else str(exc)
+        raise ServerConfigError(
+            f"{option} {redact_uri(uri)} cannot be read: {why}. Write it as "
+            "postgresql://USER@HOST:PORT/DATABASE."
+        ) from None
     name = url.database
     if not name:
         raise ServerConfigError(
-            f"--backend-store-uri {redact_uri(uri)} names no database; "
+            f"{option} {redact_uri(uri)} names no database; "
             "add one, e.g. postgresql://user@host:5432/mlflow."
         )
     params = {"host": url.host, "port": url.port, "user": url.username, "password": url.password}
     params = {key: value for key, value in params.items() if value is not None}
+    # A PostgreSQL that accepts the connection but never answers would hang the start for good.
+    options = {"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_S), **dict(url.query)}
     try:
-        conn = psycopg2.connect(dbname="postgres", **params, **dict(url.query))
+        conn = psycopg2.connect(dbname="postgres", **params, **options)
     except psycopg2.Error as exc:
         raise ServerConfigError(
-            f"Cannot connect to PostgreSQL for --backend-store-uri {redact_uri(uri)}: "
-            f"{str(exc).strip()}"
-        ) from exc
+            f"Cannot connect to PostgreSQL for {option} {redact_uri(uri)}: "
+            f"{str(exc).strip()}. Check that PostgreSQL runs there and the user may connect "
+            "(a password goes in PGPASSWORD or ~/.pgpass)."
+        ) from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -176,9 +214,9 @@ def _ensure_postgres_database(uri: str) -> None:
                 logger.info("Created PostgreSQL database %r for MLflow.", name)
     except psycopg2.Error as exc:
         raise ServerConfigError(
-            f"Cannot create database {name!r} for --backend-store-uri {redact_uri(uri)}: "
-            f"{str(exc).strip()}"
-        ) from exc
+            f"Cannot create database {name!r} for {option} {redact_uri(uri)}: "
+            f"{str(exc).strip()}. Create it as a user allowed to (`createdb {name}`)."
+        ) from None
     finally:
         conn.close()
 
@@ -217,7 +255,7 @@ def write_auth_config(path: Path, *, database_uri: str, admin_username: str) -> 
     Authenticated users may read every experiment (``default_permission = READ``) and manage
     the ones they create; unauthenticated requests are refused.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = (
         "# Written by `lrsweep server --auth`; regenerated on every start.\n"
         "[mlflow]\n"
@@ -226,8 +264,10 @@ def write_auth_config(path: Path, *, database_uri: str, admin_username: str) -> 
         f"admin_username = {admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
-    path.write_text(text)
-    path.chmod(0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an ini left by an older start may have had a wider mode
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
     return path
 
 
@@ -263,26 +303,21 @@ def prepare_server(
 
     Raises:
         ServerConfigError: a bad port, missing/unsafe admin password, a password in a store
-            URI, or an unreachable or uncreatable backend database.
+            URI, an artifacts or auth folder that cannot be made or written, or an unreadable,
+            unreachable or uncreatable store; the folders it made are removed again.
     """
     environ = os.environ if environ is None else environ
     if not 0 < config.port < 65536:
         raise ServerConfigError(f"--port must be between 1 and 65535, but got {config.port}.")
     if config.workers < 1:
         raise ServerConfigError(f"--workers must be at least 1, but got {config.workers}.")
-    _refuse_password("--backend-store-uri", config.backend_store_uri)
+    _refuse_password(config.store_option, config.backend_store_uri)
     _refuse_password("--auth-db-uri", config.auth_db_uri)
     admin_username = admin_username_from_env(environ) if config.auth else None
 
     backend = with_postgres_driver(config.backend_store_uri or default_tracking_uri())
-    ensure_backend_store(backend)
     destination = config.artifacts_destination or str(EMBEDDED_ARTIFACTS)
     local = _local_artifacts(destination)
-    if local is not None:
-        local = local.resolve()
-        local.mkdir(parents=True, exist_ok=True)
-        destination = str(local)
-
     env = {
         "MLFLOW_BACKEND_STORE_URI": backend,
         # Job execution serves GenAI scorers; sweeps need none of it, and it costs a process.
@@ -290,28 +325,44 @@ def prepare_server(
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
         ),
     }
+    made: list[Path] = []  # folders this call created: removed again when it fails
+    auth_path = scratch = None
+    try:
+        # Local folders first, then the databases: a refused folder leaves no database behind.
+        if local is not None:
+            local = local.resolve()
+            made += _make_folder(local, config.artifacts_option)
+            destination = str(local)
+        if admin_username is not None:
+            if config.auth_db_uri is None:
+                auth_dir = (local.parent if local is not None else STATE_DIR.resolve()) / "auth"
+                auth_db = f"sqlite:///{auth_dir / 'basic_auth.db'}"
+                # basic_auth.db holds every user's password hash: this user's eyes only.
+                made += _make_folder(auth_dir, "the basic-auth folder", private=True)
+            else:
+                # Users live in a database elsewhere: nothing to keep on this disk, which may
+                # be read-only apart from the artifact volume (a container).
+                auth_dir = scratch = Path(tempfile.mkdtemp(prefix="lrsweep-mlflow-auth-"))
+                auth_db = with_postgres_driver(config.auth_db_uri)
+            auth_path = write_auth_config(
+                auth_dir / "basic_auth.ini", database_uri=auth_db, admin_username=admin_username
+            )
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_path)
+            env[SECRET_KEY_ENV] = environ.get(SECRET_KEY_ENV) or _secret_key(auth_dir)
+        ensure_backend_store(backend, option=config.store_option)
+        if admin_username is not None:
+            ensure_backend_store(auth_db, option="--auth-db-uri")
+    except BaseException:
+        for folder in (*made, *([scratch] if scratch else [])):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
     argv = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts"]
     argv += ["--artifacts-destination", destination]
     argv += ["--host", config.host, "--port", str(config.port), "--workers", str(config.workers)]
     if config.allowed_hosts:
-        argv += ["--allowed-hosts", config.allowed_hosts]
-
-    auth_path = scratch = None
-    if admin_username is not None:
-        if config.auth_db_uri is None:
-            auth_dir = (local.parent if local is not None else STATE_DIR.resolve()) / "auth"
-            auth_db = f"sqlite:///{auth_dir / 'basic_auth.db'}"
-        else:
-            # Users live in a database elsewhere: nothing to keep on this disk, which may be
-            # read-only apart from the artifact volume (a container).
-            auth_dir = scratch = Path(tempfile.mkdtemp(prefix="lrsweep-mlflow-auth-"))
-            auth_db = with_postgres_driver(config.auth_db_uri)
-        ensure_backend_store(auth_db)
-        auth_path = write_auth_config(
-            auth_dir / "basic_auth.ini", database_uri=auth_db, admin_username=admin_username
-        )
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_path)
-        env[SECRET_KEY_ENV] = environ.get(SECRET_KEY_ENV) or _secret_key(auth_dir)
+        argv += ["--allowed-hosts", _with_default_hosts(config.allowed_hosts)]
+    if auth_path is not None:
         argv += ["--app-name", "basic-auth"]
 
     return ServerLaunch(
@@ -323,6 +374,42 @@ def prepare_server(
         auth_config_path=auth_path,
         scratch_dir=scratch,
     )
+
+
+def _make_folder(path: Path, option: str, *, private: bool = False) -> list[Path]:
+    """Create ``path`` (``private``: mode 0700) and check that it takes a file.
+
+    Returns:
+        The folders created, outermost first (none when ``path`` existed).
+
+    Raises:
+        ServerConfigError: naming ``option``; whatever it created is removed again.
+    """
+    made = [folder for folder in (path, *path.parents) if not folder.exists()][::-1]
+    try:
+        path.mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
+        if private:
+            path.chmod(0o700)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise ServerConfigError(
+            f"{option} {path} cannot be used ({exc.strerror or exc}): give a folder this user "
+            "can create and write to."
+        ) from None
+    return made
+
+
+def _with_default_hosts(allowed_hosts: str) -> str:
+    """``allowed_hosts`` after MLflow's default ones (localhost, private addresses), which an
+    ``--allowed-hosts`` of ``mlflow server`` replaces: without them the address printed
+    (``http://127.0.0.1:PORT``) would answer 403."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    given = [host.strip() for host in allowed_hosts.split(",") if host.strip()]
+    return ",".join(dict.fromkeys([*get_default_allowed_hosts(), *given]))
 
 
 def _refuse_password(option: str, uri: str | None) -> None:
@@ -400,55 +487,6 @@ def _client_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def start_server(launch: ServerLaunch, *, output: IO[bytes] | None = None) -> subprocess.Popen:
-    """Start ``launch`` as a child process (its output goes to ``output`` or ours)."""
-    logger.info(
-        "Starting MLflow at %s (backend %s, artifacts %s%s).",
-        launch.url,
-        launch.backend_display,
-        launch.artifacts_destination,
-        ", basic auth" if launch.auth_config_path else "",
-    )
-    env = {**os.environ, **launch.env}
-    return subprocess.Popen(
-        launch.argv, env=env, stdout=output, stderr=subprocess.STDOUT if output else None
-    )
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, *, timeout_s: float = 120.0) -> None:
-    """Poll ``url``/health until it answers 200.
-
-    Raises:
-        ServerStartError: the process exited first, or ``timeout_s`` passed.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            raise ServerStartError(f"mlflow server exited with code {code} before {url} was up.")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    raise ServerStartError(f"mlflow server did not answer at {url}/health within {timeout_s}s.")
-
-
-def stop_server(process: subprocess.Popen, *, timeout_s: float = 20.0) -> int:
-    """SIGTERM ``process`` (MLflow forwards it to its workers), SIGKILL after ``timeout_s``."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("mlflow server ignored SIGTERM for %ss; killing it.", timeout_s)
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
 def serve(
     config: ServerConfig,
     *,
@@ -472,22 +510,32 @@ def serve(
     """
     check_port_free(config.host, config.port)
     launch = prepare_server(config)
-    process = start_server(launch)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _stop)
+    # SIGHUP: a closed terminal or ssh session, which no longer reaches the server's own group.
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *stops)}
+    for sig in stops:
+        signal.signal(sig, _stop)
+    process = None
     try:
+        process = start_server(launch)
         wait_until_ready(launch.url, process, timeout_s=timeout_s)
         if on_ready is not None:
             on_ready(launch)
         return process.wait()
     except KeyboardInterrupt:
-        stop_server(process)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop_server(process)
-        if launch.scratch_dir is not None:
-            shutil.rmtree(launch.scratch_dir, ignore_errors=True)
+        for sig in previous:  # a second Ctrl-C must not cut the stop short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if process is not None:
+                stop_server(process)
+            if launch.scratch_dir is not None:
+                shutil.rmtree(launch.scratch_dir, ignore_errors=True)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)

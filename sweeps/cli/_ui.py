@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,11 +28,12 @@ def ui_command(
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 5000,
 ) -> None:
     """Open MLflow's UI on the sweeps' store and print its address (Ctrl-C stops it)."""
-    from sweeps.server import ServerConfig  # MLflow loads only when used
-    from sweeps.tracking import (
+    from sweeps.server import ServerConfig, ServerConfigError, check_port_free
+    from sweeps.tracking import (  # MLflow loads only when used
         TrackingUriError,
         check_tracking_server,
         checked_tracking_uri,
+        existing_store_uri,
         redact_uri,
     )
 
@@ -39,22 +41,39 @@ def ui_command(
     try:
         uri = checked_tracking_uri(tracking_uri)  # no password, file store or sqlite://x.db
         # A server is not served again: it is shown only once it answers.
-        source = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
+        source = _source(tracking_uri)
         check_tracking_server(uri, source=source)
     except TrackingUriError as error:
         raise fail(error) from None
     if uri.startswith(("http://", "https://")):
         typer.echo(f"The tracking store is already a server; open {redact_uri(uri)} in a browser.")
         raise typer.Exit(0)
+    if source == "the embedded store":
+        # Outside the folder a sweep ran in there is nothing to browse: say so, as `lrsweep
+        # report` does, instead of making an empty store there (a busy port is named first).
+        try:
+            check_port_free(host, port)
+            existing_store_uri(None)
+        except (ServerConfigError, LookupError) as error:
+            raise fail(error) from None
     config = ServerConfig(
         backend_store_uri=uri,
         artifacts_destination=str(_artifacts_beside(uri)),
         host=host,
         port=port,
         workers=1,
+        store_option=source,
+        artifacts_option="the artifacts folder beside the store",
     )
     hint = "Open it in a browser; sweeps are under 'Model training' (MLflow opens on 'GenAI')."
     raise typer.Exit(run_foreground(config, hint=hint))
+
+
+def _source(tracking_uri: str | None) -> str:
+    """Where the store to browse came from, for messages."""
+    if tracking_uri:
+        return "--tracking-uri"
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the embedded store"
 
 
 def _artifacts_beside(uri: str) -> Path:

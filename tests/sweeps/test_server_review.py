@@ -1,0 +1,313 @@
+"""Review of ``lrsweep server`` / ``lrsweep ui``: faults caused for real (processes, sockets, the
+machine's PostgreSQL), one test per defect found."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+from _server_helpers import (
+    CLI,
+    PG,
+    RunningServer,
+    clean_env,
+    drop_database,
+    free_port,
+    lrsweep_server,
+    postgres_up,
+)
+
+from sweeps import server as server_module
+from sweeps.server import ServerConfig, ServerConfigError, ensure_backend_store, prepare_server
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "s3cret-" + uuid.uuid4().hex
+
+
+def _session_pids(sid: int) -> set[int]:
+    """Every live (not zombie) process of session ``sid``."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            pids.add(int(entry.name))
+    return pids
+
+
+def _wait_gone(sid: int, timeout_s: float) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return left
+
+
+def _kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _port_closed(url: str) -> bool:
+    try:
+        requests.get(f"{url}/health", timeout=2)
+    except requests.ConnectionError:
+        return True
+    return False
+
+
+def _database_exists(name: str) -> bool:
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        conn.close()
+
+
+def _lrsweep(*args: str, cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`lrsweep ARGS` in its own session; whatever it started is killed when it is done."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        env=clean_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        _kill_all(_session_pids(proc.pid))
+        proc.kill()
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# --- signals: no process of the server outlives `lrsweep server` -------------------------------
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, RunningServer]]:
+    """A server with 2 workers; yields the `lrsweep server` process too (its session id)."""
+    captured: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):  # the helper's Popen is the `lrsweep server` one
+        proc = real_popen(*args, **kwargs)
+        captured.append(proc)
+        return proc
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "Popen", recording_popen)
+        with lrsweep_server(tmp_path, "--workers", "2", env=clean_env()) as running:
+            patch.undo()
+            proc = next(p for p in captured if "server" in p.args)
+            try:
+                yield proc, running
+            finally:
+                _kill_all(_session_pids(proc.pid))
+
+
+def test_terminal_hangup_stops_mlflow_and_its_workers(started) -> None:
+    """SIGHUP to the foreground group (a closed terminal / ssh session) killed lrsweep and the
+    `mlflow server` process, while uvicorn (which takes SIGHUP as 'restart the workers') kept
+    serving the port as an orphan."""
+    proc, running = started
+    os.killpg(proc.pid, signal.SIGHUP)
+    proc.wait(timeout=60)
+    left = _wait_gone(proc.pid, timeout_s=40)
+    assert left == set() and _port_closed(running.url)
+
+
+def test_a_hung_mlflow_is_killed_with_its_workers(started) -> None:
+    """When `mlflow server` ignored SIGTERM, only it was SIGKILLed: its uvicorn workers were
+    orphaned and went on serving the port."""
+    proc, running = started
+    mlflow_pid = next(
+        pid
+        for pid in _session_pids(proc.pid)
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1] == str(proc.pid)
+    )
+    os.kill(mlflow_pid, signal.SIGSTOP)  # hung: SIGTERM stays pending
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    left = _wait_gone(proc.pid, timeout_s=20)
+    assert left == set() and _port_closed(running.url)
+
+
+# --- --allowed-hosts ------------------------------------------------------------------------
+
+
+def test_allowed_hosts_adds_to_localhost_and_private_addresses(tmp_path: Path) -> None:
+    """`--allowed-hosts mlflow.team.example` replaced MLflow's defaults: the address lrsweep
+    prints (http://127.0.0.1:PORT) answered 403 to every request but /health."""
+    with lrsweep_server(tmp_path, "--allowed-hosts", "mlflow.team.example", env=clean_env()) as s:
+        search = f"{s.url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert requests.get(search, timeout=10).status_code == 200
+        named = requests.get(search, headers={"Host": "mlflow.team.example"}, timeout=10)
+        assert named.status_code == 200
+        private = requests.get(search, headers={"Host": "10.1.2.3:5000"}, timeout=10)
+        assert private.status_code == 200
+        other = requests.get(search, headers={"Host": "evil.example"}, timeout=10)
+        assert other.status_code == 403
+
+
+# --- readiness ----------------------------------------------------------------------------------
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_readiness_probe_does_not_go_through_an_http_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With `http_proxy` set (and no `no_proxy`), the probe of the child's own 127.0.0.1 went
+    to the proxy, so a running server was reported as 'did not answer'."""
+    httpd = HTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        server_module.wait_until_ready(url, sleeper, timeout_s=5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# --- the artifact root and the backend store URI --------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["/proc/lrsweep-artifacts", "{tmp}/a-file/artifacts", "/proc"])
+def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_made(
+    tmp_path: Path, where: str
+) -> None:
+    """A folder that cannot be made (or written) ended in a traceback, after the PostgreSQL
+    database had been created."""
+    postgres_up()
+    (tmp_path / "a-file").write_text("x")
+    database = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
+    try:
+        done = _lrsweep(
+            "server",
+            "--backend-store-uri",
+            f"{PG}/{database}",
+            "--artifacts-destination",
+            where.format(tmp=tmp_path),
+            "--port",
+            str(free_port()),
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "--artifacts-destination" in done.stderr and "Traceback" not in done.stderr
+        assert not _database_exists(database)
+    finally:
+        drop_database(database)
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("postgresql://postgres@127.0.0.1:notaport/mlflow", "port"),
+        ("sqlite:////proc/lrsweep-nowhere/mlflow.db", "cannot create"),
+    ],
+)
+def test_an_unusable_backend_store_uri_is_refused_naming_the_option(
+    tmp_path: Path, uri: str, words: str
+) -> None:
+    done = _lrsweep("server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "--backend-store-uri" in done.stderr and words in done.stderr.lower()
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".lrsweep").exists()
+
+
+def test_a_postgres_that_never_answers_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something listens on the port but never speaks (a hung PostgreSQL, a firewall that
+    swallows packets): `lrsweep server` waited without end."""
+    monkeypatch.setattr(server_module, "POSTGRES_CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ServerConfigError, match=r"--backend-store-uri .*timeout"):
+            ensure_backend_store(f"postgresql://postgres@127.0.0.1:{port}/mlflow")
+        assert time.monotonic() - started < 20
+
+
+# --- what --auth leaves on disk ---------------------------------------------------------------
+
+
+def test_the_auth_folder_holding_password_hashes_is_private(tmp_path: Path) -> None:
+    """`auth/` (basic_auth.db: the users' password hashes) was made with the umask's 0755, so
+    MLflow's database in it was readable by every local user."""
+    launch = prepare_server(
+        ServerConfig(
+            backend_store_uri=f"sqlite:///{tmp_path / 'm.db'}",
+            artifacts_destination=str(tmp_path / "art"),
+            auth=True,
+        ),
+        environ={"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD},
+    )
+    assert launch.auth_config_path is not None
+    auth_dir = launch.auth_config_path.parent
+    assert stat.S_IMODE(auth_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(launch.auth_config_path.stat().st_mode) == 0o600
+
+
+# --- lrsweep ui ---------------------------------------------------------------------------------
+
+
+def test_ui_in_a_folder_without_a_store_says_so_and_creates_none(tmp_path: Path) -> None:
+    """`lrsweep ui` outside the folder a sweep ran in made an empty ./.lrsweep store and served
+    it without a word (`lrsweep report` and `best` refuse it, naming --tracking-uri)."""
+    done = _lrsweep("ui", "--port", str(free_port()), cwd=tmp_path, timeout_s=30)
+    assert done.returncode == 2, done.stderr
+    assert f"No MLflow store at {tmp_path / '.lrsweep' / 'mlflow.db'}" in done.stderr
+    assert "--tracking-uri" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / ".lrsweep").exists()
+
+
+def test_killing_lrsweep_outright_stops_mlflow_and_its_workers(started) -> None:
+    """`kill -9` of `lrsweep server` (its process group, as a supervisor's last resort does)
+    must not leave MLflow serving the port without anyone to stop it."""
+    proc, running = started
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    left = _wait_gone(proc.pid, timeout_s=40)
+    assert left == set() and _port_closed(running.url)
