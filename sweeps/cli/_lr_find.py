@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from matplotlib import rcParams
 from matplotlib.backend_bases import FigureCanvasBase
 from rich.console import Console
 from rich.table import Table
@@ -46,7 +48,8 @@ def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
 
     Raises:
         FileNotFoundError: its folder does not exist.
-        ValueError: it is a folder, or (a plot) its format is not one matplotlib writes.
+        ValueError: it is a folder, or (a plot) its format is not one matplotlib writes here
+            (``.pgf`` needs the TeX program matplotlib runs for it).
     """
     if not target.parent.is_dir():
         raise FileNotFoundError(
@@ -64,6 +67,12 @@ def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
         raise ValueError(
             f"{option} {str(target)!r}: matplotlib cannot write {target.suffix!r} files; end the "
             f"name with one of {', '.join('.' + name for name in sorted(formats))}."
+        )
+    texsystem = str(rcParams["pgf.texsystem"])
+    if target.suffix.lower() == ".pgf" and shutil.which(texsystem) is None:
+        raise ValueError(
+            f"{option} {str(target)!r}: matplotlib writes .pgf files with {texsystem}, which is "
+            "not installed; install a TeX system or end the name with .pdf, .svg or .png."
         )
     return target
 
@@ -112,6 +121,11 @@ def lr_find_command(
         out = _checked_output("--out", out, plot=True)
         if json_out is not None:
             json_out = _checked_output("--json", json_out, plot=False)
+            if json_out.resolve() == out.resolve():
+                raise ValueError(
+                    f"--json {str(json_out)!r} and --out name the same file; the curve would "
+                    "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
+                )
         if dataset == "image_folder" and path is None:
             raise ValueError("--dataset image_folder needs --path, the folder holding its images.")
         try:

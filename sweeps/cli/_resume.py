@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated
 
@@ -11,8 +12,11 @@ from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri
 from sweeps.cli._run import INTERRUPTED_EXIT, finish, make_console
 from sweeps.preflight import PreflightError
-from sweeps.run import SweepNotFound, resume_sweep
+from sweeps.run import SweepNotFound, default_storage, resume_sweep
+from sweeps.spec import SpecError
 from sweeps.tracking import TrackingUriError
+
+_RUN_AGAIN = "or start the sweep again: lrsweep run <your spec file>"
 
 
 @app.command("resume")
@@ -41,6 +45,17 @@ def resume_command(
         )
     except (SweepNotFound, PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None
+    except SpecError as error:  # the spec it started with no longer holds (a folder gone ...)
+        raise fail(
+            f"Cannot resume {name!r}: the spec the sweep started with is no longer valid here "
+            f"({error}). Fix what it names (resume keeps that spec), {_RUN_AGAIN}."
+        ) from None
+    except json.JSONDecodeError as error:  # a sweep.json cut short or edited by hand
+        where = f"{str(storage_path or default_storage()).rstrip('/')}/{name}"
+        raise fail(
+            f"Cannot resume {name!r}: a sweep.json under {where} is not valid JSON ({error}). "
+            f"Move that sweep's folder away or pass the folder of another one, {_RUN_AGAIN}."
+        ) from None
     except KeyboardInterrupt:  # before the trials restarted
         raise typer.Exit(INTERRUPTED_EXIT) from None
     finish(make_console(), result)

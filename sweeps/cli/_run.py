@@ -19,6 +19,7 @@ from sweeps.report import Report
 from sweeps.run import SweepResult, run_sweep
 from sweeps.run import resume_hint as run_resume_hint
 from sweeps.spec import SpecError, load_spec
+from sweeps.spec._overrides import shown_override
 from sweeps.tracking import TrackingUriError, redact_uri, resolve_tracking_uri, sqlite_path
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -71,12 +72,16 @@ def failures(result: SweepResult) -> list[str]:
 
 
 def rerun_hint(spec: Path | None, overrides: list[str] | None = None) -> str:
-    """The command that runs a fixed spec again (the spec file is a placeholder when unknown)."""
+    """The command that runs a fixed spec again (the spec file is a placeholder when unknown).
+
+    A secret given with ``--set`` (a value under a ``*token*`` key, a password in a URL) shows as
+    ``***``: the command is printed, and may end up in a log.
+    """
     if spec is None:
         return "lrsweep run <your spec file>"
     args = ["lrsweep", "run", str(spec)]
     for override in overrides or []:
-        args += ["--set", override]
+        args += ["--set", shown_override(override)]
     return shlex.join(args)
 
 
@@ -85,7 +90,8 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
 
     ``rerun`` is the command that runs a fixed spec again (printed when every trial failed:
     ``lrsweep resume`` retries the failed trials with the spec the sweep started with).
-    Exit status: 0 done, 1 every trial failed, 130 Ctrl-C, 143 SIGTERM.
+    Exit status: 0 done (failed trials, if some, listed on stderr), 1 every trial failed,
+    130 Ctrl-C, 143 SIGTERM.
     """
     if result.interrupted:
         console.print(
@@ -122,6 +128,16 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         f"{result.n_trials} trials; report on run {result.parent_run_id} of experiment "
         f"{result.experiment!r}."
     )
+    if result.failed:  # the table counts them (2/3); say which failed and why
+        err = Console(stderr=True, soft_wrap=True)
+        err.print(
+            f"Warning: {len(result.failed)} of {result.n_trials} trials failed and are left out "
+            "of the means above. First error of each:",
+            markup=False,
+            highlight=False,
+        )
+        for line in failures(result):
+            err.print(f"  {line}", markup=False, highlight=False)
     console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
 
 

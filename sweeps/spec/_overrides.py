@@ -1,7 +1,11 @@
 """``--set key.path=value`` overrides, applied to the raw spec mapping before validation.
 
 Each value is parsed as one YAML value with the spec loader (``3`` is an int, ``[0, 1]`` a list,
-``null`` None); nothing is evaluated and ``!!python`` tags are refused. The key path is checked
+``null`` None); nothing is evaluated and ``!!python`` tags are refused. A text field keeps a
+number or boolean as typed (``name=2024`` is ``"2024"``, ``tracking.experiment=007`` is
+``"007"``), since the shell has taken the quotes that would say so. In a mapping of single values
+(``resources.node_labels``, ``resources.custom``) the rest of the path is one key, dots and all:
+``resources.node_labels.ray.io/accelerator-type=A100``. The key path is checked
 against the spec's schema, not against the file, so a field the file leaves at its default can
 still be set; an unknown key is an error listing the keys accepted at that level.
 """
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -20,7 +24,7 @@ from sweeps.spec._schema import child_type, field_names, is_model, tagged_member
 from sweeps.spec._sweep import SweepSpec
 from sweeps.spec._yaml import parse_yaml
 
-__all__ = ["apply_overrides", "apply_overrides_collecting"]
+__all__ = ["apply_overrides", "apply_overrides_collecting", "shown_override"]
 
 MAX_OVERRIDE_CHARS = 10_000
 
@@ -74,6 +78,12 @@ def apply_overrides_collecting(
     return data, errors
 
 
+def shown_override(override: str) -> str:
+    """``override`` as it may be printed (in a command to run again, say): the value under a
+    secret-looking key is ``***``, and so is a password in a URL."""
+    return _hidden(override, "")[0]
+
+
 def _hidden(override: str, message: str) -> tuple[str, str]:
     """The override and its error as they may be printed: a value under a secret-looking key
     (``*password*``, ``*token*`` ...) is ``***`` wherever it appears, a URL's password too."""
@@ -101,21 +111,26 @@ def _apply_one(data: dict[str, Any], override: str, root: type[BaseModel]) -> No
     except ValueError as error:
         raise _OverrideError(f"the value is refused: {error}") from None
     changed = copy.deepcopy(data)  # a refused override leaves nothing half-set behind
-    _set_path(changed, [part.strip() for part in parts], value, root)
+    _set_path(changed, [part.strip() for part in parts], value, raw, root)
     data.clear()
     data.update(changed)
 
 
-def _set_path(data: dict[str, Any], parts: list[str], value: Any, root: type[BaseModel]) -> None:
+def _set_path(
+    data: dict[str, Any], parts: list[str], value: Any, raw: str, root: type[BaseModel]
+) -> None:
     node: Any = data
     tp: Any = root
-    for depth, part in enumerate(parts):
+    depth = 0
+    while True:
         here = ".".join(parts[:depth]) or "the top level"
         owner = _concrete(tp, node, here)
-        step = _step(owner, node, part, here)
+        if _holds_scalars(owner):  # the rest is one key: label keys hold dots (ray.io/...)
+            parts = [*parts[:depth], ".".join(parts[depth:])]
+        step = _step(owner, node, parts[depth], here)
         tp = child_type(owner, step)
         if depth == len(parts) - 1:
-            node[step] = value
+            node[step] = _as_text(value, raw) if unwrap(tp) is str else value
             return
         child = node[step] if _has(node, step) else None
         if not isinstance(child, dict | list):
@@ -127,6 +142,31 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any, root: type[Bas
             child = _default_mapping(owner, step)
             node[step] = child
         node = child
+        depth += 1
+
+
+def _holds_scalars(tp: Any) -> bool:
+    """True for ``dict[str, X]`` whose values are single values (no model, list or mapping)."""
+    tp = unwrap(tp)
+    if get_origin(tp) is not dict:
+        return False
+    values = unwrap(get_args(tp)[1])
+    return not (
+        values is Any
+        or is_model(values)
+        or tagged_members(values)
+        or get_origin(values) in (dict, list)
+    )
+
+
+def _as_text(value: Any, raw: str) -> Any:
+    """The text as typed where a text field gets a YAML number or boolean (``name=2024``,
+    ``tracking.experiment=007``): the shell has already taken the quotes that would keep it
+    text. ``null`` and an explicit tag (``!!int 3``) keep their value."""
+    text = raw.strip()
+    if isinstance(value, bool | int | float) and not text.startswith("!"):
+        return text
+    return value
 
 
 def _concrete(tp: Any, node: Any, here: str) -> Any:

@@ -1,0 +1,175 @@
+"""The command line as a demanding user meets it: ``lrsweep resume`` on a sweep whose saved
+state no longer loads, ``lr-find`` output files, ``--set`` on text fields and dotted keys, and
+the command printed after a failed sweep. Every refusal: exit 2, a message naming what to fix,
+no traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from _cli_helpers import tiny_spec
+from rich.console import Console
+from typer.testing import CliRunner
+
+from sweeps._ray import TrialOutcome
+from sweeps.cli import app
+from sweeps.cli._run import finish, rerun_hint
+from sweeps.run import SweepResult, default_storage
+from sweeps.spec import load_spec
+
+pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
+
+LR_FIND = ["lr-find", "--dataset", "digits", "--arch", "simple_cnn", "--image-size", "8"]
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_refused(result: Any, *messages: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    stderr = " ".join(result.stderr.split())
+    assert stderr.startswith("Error: "), stderr
+    for message in messages:
+        assert message in stderr, stderr
+
+
+# --- lrsweep resume: a saved state that no longer loads ------------------------------------------
+
+
+def _saved_sweep(name: str, state: dict[str, Any] | str) -> Path:
+    """A ``sweep.json`` in the default storage, as ``lrsweep run`` leaves an unfinished sweep."""
+    folder = default_storage() / name / "20250101-000000-abcdef"
+    folder.mkdir(parents=True)
+    text = state if isinstance(state, str) else json.dumps(state)
+    (folder / "sweep.json").write_text(text, encoding="utf-8")
+    return folder
+
+
+def _state(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": spec["name"],
+        "sweep_id": "20250101-000000-abcdef",
+        "spec": spec,
+        "tracking_uri": "sqlite:///never-opened.db",
+        "experiment_id": "1",
+        "parent_run_id": "0" * 32,
+        "finished": False,
+    }
+
+
+def test_resume_whose_data_folder_is_gone_names_the_field_without_a_traceback(
+    empty_workdir: Path,
+) -> None:
+    images = empty_workdir / "images"
+    images.mkdir()
+    spec = tiny_spec("gone")
+    spec["task"]["dataset"] = {"name": "image_folder", "path": str(images)}
+    _saved_sweep("gone", _state(load_spec(spec).resolved()))
+    shutil.rmtree(images)
+    result = invoke("resume", "gone")
+    assert_refused(result, "gone", "task.dataset.path", "lrsweep run")
+    assert not (empty_workdir / "never-opened.db").exists()
+
+
+def test_resume_of_a_damaged_sweep_json_names_the_file_without_a_traceback(
+    empty_workdir: Path,
+) -> None:
+    folder = _saved_sweep("broken", '{"spec": ')
+    result = invoke("resume", "broken")
+    assert_refused(result, f"a sweep.json under {folder.parent} is not valid JSON", "lrsweep run")
+
+
+# --- lrsweep lr-find: output files ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("xelatex") is not None, reason="xelatex can write .pgf")
+def test_lr_find_refuses_a_pgf_plot_without_latex_before_the_test(tmp_path: Path) -> None:
+    out = tmp_path / "x.pgf"
+    result = invoke(*LR_FIND, "--num-it", "10", "--out", str(out))
+    assert_refused(result, "--out", ".pgf", "xelatex")
+    assert not out.exists()
+
+
+def test_lr_find_refuses_the_same_file_for_plot_and_curve(tmp_path: Path) -> None:
+    same = tmp_path / "lr_find.png"
+    result = invoke(*LR_FIND, "--num-it", "10", "--out", str(same), "--json", str(same))
+    assert_refused(result, "--json", "--out", "same file")
+    assert not same.exists()
+
+
+# --- --set: text fields and dotted keys ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "read", "expected"),
+    [
+        ("tracking.experiment=007", lambda s: s.tracking.experiment, "007"),
+        ("name=2024", lambda s: s.name, "2024"),
+        ("name=1.10", lambda s: s.name, "1.10"),
+        ("tracking.experiment=null", lambda s: s.tracking.experiment, None),
+        ("task.epochs=3", lambda s: s.task.epochs, 3),
+        ("task.dataset.options.channels=3", lambda s: s.task.dataset.options["channels"], 3),
+    ],
+)
+def test_set_keeps_text_that_looks_like_a_number_for_a_text_field(
+    override: str, read: Any, expected: Any
+) -> None:
+    value = read(load_spec(tiny_spec("t"), overrides=[override]))
+    assert value == expected and type(value) is type(expected)
+
+
+def test_set_reaches_a_label_key_holding_dots(empty_workdir: Path) -> None:
+    override = "resources.node_labels.ray.io/accelerator-type=A100"
+    spec = load_spec(tiny_spec("t"), overrides=[override])
+    assert spec.resources.node_labels == {"ray.io/accelerator-type": "A100"}
+
+
+def test_rerun_hint_hides_secrets_given_with_set() -> None:
+    hint = rerun_hint(
+        Path("spec.yaml"),
+        [
+            "task.dataset.options.api_token=tok-123",
+            "task.dataset.options.url=https://u:pw-456@host/data",
+        ],
+    )
+    assert "tok-123" not in hint and "pw-456" not in hint
+    assert "lrsweep run spec.yaml --set" in hint and "***" in hint
+
+
+# --- lrsweep run: a sweep where some trials failed -----------------------------------------------
+
+
+def test_a_sweep_with_some_failed_trials_lists_their_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = SimpleNamespace(
+        experiment="t", group_table=lambda: (["arm", "valid_loss"], [["fixed", "0.5 (1/2)"]])
+    )
+    result = SweepResult(
+        name="t",
+        sweep_id="20250101-000000-abcdef",
+        experiment="t",
+        experiment_id="1",
+        parent_run_id="p" * 32,
+        tracking_uri="sqlite:///x.db",
+        sweep_dir=Path("sweeps/t/20250101-000000-abcdef"),
+        trials={
+            "fixed": [
+                TrialOutcome("t_1", {}, "TERMINATED", ended=True),
+                TrialOutcome("t_2", {}, "ERROR", error="CUDA out of memory", ended=True),
+            ]
+        },
+        report=report,  # type: ignore[arg-type]
+    )
+    finish(Console(file=io.StringIO()), result)  # exit 0: the comparison stands
+    stderr = " ".join(capsys.readouterr().err.split())
+    assert "1 of 2 trials failed" in stderr and "1 trial(s) (t_2): CUDA out of memory" in stderr
