@@ -41,7 +41,7 @@ from sweeps._location import Location
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
-from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
+from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact, redact_url
 from sweeps.stoppers import from_spec
 from sweeps.strategies import SEARCH_METRIC, plan
 from sweeps.tracking import (
@@ -181,6 +181,22 @@ def _end_after_error(tracker: Tracker, run_id: str) -> None:
     tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
 
 
+def stored_tracking_uri(uri: str) -> str:
+    """The tracking URI as ``sweep.json`` keeps it for ``resume_sweep``: secrets masked, and a
+    database's user kept (``postgresql://mlflow@db/x``), which is no secret and whom a resume
+    must connect as. An ``http(s)`` user may be a token, so it is dropped there.
+
+    Example:
+        >>> stored_tracking_uri("postgresql://mlflow@db:5432/mlflow")
+        'postgresql://mlflow@db:5432/mlflow'
+        >>> stored_tracking_uri("https://tok3n@mlflow.example.com")
+        'https://mlflow.example.com'
+    """
+    if uri.lower().startswith(("http://", "https://")):
+        return redact_uri(uri)
+    return redact_url(uri, keep_user=True)
+
+
 def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None) -> None:
     """Every check that can refuse the sweep, before its experiment or parent run exists."""
     check_tracking_server(uri)  # an absent server: refused now, not retried for minutes later
@@ -249,7 +265,7 @@ def run_sweep(
         "name": spec.name,
         "sweep_id": sweep_id,
         "spec": spec.resolved(),
-        "tracking_uri": redact_uri(uri),
+        "tracking_uri": stored_tracking_uri(uri),
         "experiment_id": experiment_id,
         "parent_run_id": parent_run_id,
         "finished": False,

@@ -336,3 +336,19 @@ def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     again = invoke("resume", *args)
     assert again.exit_code == 1, again.output
     assert f"every trial of sweep {sweep_id} failed" in " ".join(again.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("uri", "stored"),
+    [
+        # resume connects as the user the sweep ran as (it connected as the OS user before)
+        ("postgresql://mlflow@db:5432/mlflow", "postgresql://mlflow@db:5432/mlflow"),
+        ("postgresql://mlflow@db/x?sslpassword=k", "postgresql://mlflow@db/x?sslpassword=***"),
+        ("https://tok3n@mlflow.example.com", "https://mlflow.example.com"),  # may be a token
+        ("sqlite:////srv/lrsweep/mlflow.db", "sqlite:////srv/lrsweep/mlflow.db"),
+    ],
+)
+def test_sweep_json_keeps_the_database_user_a_resume_connects_as(uri: str, stored: str) -> None:
+    from sweeps.run import stored_tracking_uri
+
+    assert stored_tracking_uri(uri) == stored
