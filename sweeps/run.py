@@ -286,20 +286,39 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
     if text is not None:
         return direct, json.loads(text)
     folder = location.child(root, str(name_or_path))
-    candidates = []  # (sweep folder, its state), oldest sweep id first
+    candidates = []  # (sweep folder, its state or None when unreadable), oldest sweep id first
     for sweep_id in location.subfolders(folder):
-        text = location.read_text(location.child(folder, sweep_id), STATE_FILE)
+        sweep_dir = location.child(folder, sweep_id)
+        text = location.read_text(sweep_dir, STATE_FILE)
         if text is not None:
-            candidates.append((location.child(folder, sweep_id), json.loads(text)))
-    unfinished = [(sweep_dir, state) for sweep_dir, state in candidates if not state["finished"]]
-    if unfinished:
-        return unfinished[-1]
+            candidates.append((sweep_dir, _state_or_none(text)))
+    latest = [c for c in candidates if c[1] is None or not c[1]["finished"]]
+    if latest and latest[-1][1] is None:  # the sweep to resume is the one that cannot be read
+        raise SweepNotFound(
+            f"{name_or_path!r}: the latest sweep that may be unfinished, {latest[-1][0]}, has a "
+            f"damaged {STATE_FILE} (cut short or edited?), so it cannot be resumed; pass the "
+            "folder of another sweep of that name, or start it again with `lrsweep run`."
+        )
+    if latest:
+        sweep_dir, state = latest[-1]
+        assert state is not None
+        return sweep_dir, state
+    candidates = [c for c in candidates if c[1] is not None]
     known = location.subfolders(root)
     what = "only finished sweeps" if candidates else "no sweep"
     raise SweepNotFound(
         f"{name_or_path!r} has {what} to resume under {root}; sweeps there: {known or 'none'}. "
         "Pass a sweep name or the path of a sweep folder (the one holding sweep.json)."
     )
+
+
+def _state_or_none(text: str) -> dict[str, Any] | None:
+    """A ``sweep.json``'s state, or None when it is no JSON object with ``finished``."""
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) and "finished" in state else None
 
 
 def resume_sweep(

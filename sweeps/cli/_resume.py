@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -51,7 +52,11 @@ def resume_command(
             f"({error}). Fix what it names (resume keeps that spec), {_RUN_AGAIN}."
         ) from None
     except json.JSONDecodeError as error:  # a sweep.json cut short or edited by hand
-        where = f"{str(storage_path or default_storage()).rstrip('/')}/{name}"
+        where = (
+            name
+            if Path(name).is_dir()
+            else f"{str(storage_path or default_storage()).rstrip('/')}/{name}"
+        )
         raise fail(
             f"Cannot resume {name!r}: a sweep.json under {where} is not valid JSON ({error}). "
             f"Move that sweep's folder away or pass the folder of another one, {_RUN_AGAIN}."

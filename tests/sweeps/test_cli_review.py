@@ -85,7 +85,23 @@ def test_resume_of_a_damaged_sweep_json_names_the_file_without_a_traceback(
 ) -> None:
     folder = _saved_sweep("broken", '{"spec": ')
     result = invoke("resume", "broken")
-    assert_refused(result, f"a sweep.json under {folder.parent} is not valid JSON", "lrsweep run")
+    assert_refused(result, f"{folder}, has a damaged sweep.json", "lrsweep run")
+    direct = invoke("resume", str(folder))  # the folder itself
+    assert_refused(direct, f"a sweep.json under {folder} is not valid JSON", "lrsweep run")
+
+
+def test_a_damaged_older_sweep_json_does_not_block_resuming_a_newer_sweep(
+    empty_workdir: Path,
+) -> None:
+    from sweeps import _location
+    from sweeps.run import _find_sweep
+
+    older = _saved_sweep("two", '{"spec": ')
+    newer = older.with_name("20250102-000000-abcdef")
+    newer.mkdir()
+    (newer / "sweep.json").write_text(json.dumps(_state({"name": "two"})), encoding="utf-8")
+    found, state = _find_sweep("two", _location.storage_root(default_storage()))
+    assert str(found) == str(newer) and state["finished"] is False
 
 
 # --- lrsweep lr-find: output files ---------------------------------------------------------------
