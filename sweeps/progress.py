@@ -1,9 +1,19 @@
 """A live terminal table of a running sweep, fed by Ray Tune's driver-side callback events.
 
-Per arm: trials running, done, stopped early (``rising_val_loss`` / ``diverged``), failed, the
-total expected, and the best validation loss so far with its LR. The table redraws in place
-with rich when stdout is a terminal; otherwise the display is quiet and each finished trial is
-one INFO log line.
+Per arm: trials running, done (stopped early ones included), stopped early (``rising_val_loss``
+/ ``diverged``), failed, the total expected, and the best validation loss so far with its LR.
+The table redraws in place with rich when stdout is a terminal; otherwise the display is quiet
+and each finished trial is one INFO log line.
+
+Counts are kept per trial id, so Tune's repeated events cannot skew them: a trial restarted
+from its checkpoint after a crash (``on_trial_recover``, then ``on_trial_start`` again) is one
+running trial, and a second end of the same trial is not a second trial done. A non-finite or
+non-numeric best validation loss is ignored (the best shown is always a finite one).
+
+``Tuner.restore`` brings back the callbacks Tune pickled when the sweep started, not the
+``SweepProgress`` the resumed sweep shows: a copy made by unpickling hands its events to the
+``SweepProgress`` entered (``with progress:``) at the time, and the trials that had finished
+before the resume count as done (or failed) from the first step on.
 """
 
 from __future__ import annotations
@@ -12,11 +22,15 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any
+from numbers import Real
+from typing import Any, ClassVar
 
 from sweeps._ray import Callback
 
 logger = logging.getLogger(__name__)
+
+STOPPED_REASONS = ("rising_val_loss", "diverged")
+"""Stop reasons that count a trial as stopped early."""
 
 
 @dataclass
@@ -32,6 +46,12 @@ class ArmProgress:
     best_lr: float = math.nan
 
 
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 class SweepProgress(Callback):
     """Ray Tune callback that keeps per-arm counters and draws them.
 
@@ -42,18 +62,28 @@ class SweepProgress(Callback):
     callbacks with the experiment).
     """
 
+    _entered: ClassVar[list[SweepProgress]] = []
+    """The instances inside ``with``, innermost last: where restored copies send events."""
+
     def __init__(self, *, live: bool | None = None) -> None:
-        self.live = sys.stdout.isatty() if live is None else live
+        self.live = _is_terminal() if live is None else live
         self.arms: dict[str, ArmProgress] = {}
         self._display: Any = None
         self._stop_reason: dict[str, str] = {}
+        self._status: dict[str, str] = {}  # trial id -> running | pending | done | failed
+        self._restored = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_display"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_status": {}, **state})  # older pickles lack ``_status``
+        self._restored = True
+
     def __enter__(self) -> SweepProgress:
+        SweepProgress._entered.append(self)
         if self.live and self._display is None:
             from rich.live import Live
 
@@ -62,6 +92,8 @@ class SweepProgress(Callback):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in SweepProgress._entered:
+            SweepProgress._entered.remove(self)
         if self._display is not None:
             self._display.update(self.table())
             self._display.stop()
@@ -72,45 +104,92 @@ class SweepProgress(Callback):
         self.arms.setdefault(arm, ArmProgress()).total += n_trials
         self._refresh()
 
-    def _arm(self, trial: Any) -> ArmProgress:
-        return self.arms.setdefault(str(trial.config.get("arm", "?")), ArmProgress())
+    # Tune's events ---------------------------------------------------------------------------
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self._target()._count_ended_before(trials)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._arm(trial).running += 1
-        self._refresh()
+        self._target()._move(trial, "running")
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        arm = self._arm(trial)
-        best = result.get("best_valid_loss", math.inf)
-        if isinstance(best, int | float) and best < arm.best_valid_loss:
-            arm.best_valid_loss = float(best)
-            arm.best_lr = float(result.get("trial_lr", math.nan))
-        if result.get("stop_reason"):
-            self._stop_reason[trial.trial_id] = str(result["stop_reason"])
-        self._refresh()
+        self._target()._note_result(trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        arm = self._arm(trial)
-        arm.running = max(0, arm.running - 1)
-        arm.done += 1
-        reason = self._stop_reason.get(trial.trial_id, "completed")
-        if reason in ("rising_val_loss", "diverged"):
-            arm.stopped += 1
-        if not self.live:
+        target = self._target()
+        if target._move(trial, "done") and not target.live:
+            reason = target._stop_reason.get(trial.trial_id, "completed")
             logger.info("trial %s (%s) finished: %s", trial.trial_id, trial.config, reason)
-        self._refresh()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        arm = self._arm(trial)
-        arm.running = max(0, arm.running - 1)
-        arm.failed += 1
-        logger.warning("trial %s (%s) failed", trial.trial_id, trial.config)
-        self._refresh()
+        if self._target()._move(trial, "failed"):
+            logger.warning("trial %s (%s) failed", trial.trial_id, trial.config)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._target()._move(trial, "pending")
         logger.warning("trial %s restarts from its last checkpoint", trial.trial_id)
+
+    # bookkeeping ---------------------------------------------------------------------------
+
+    def _target(self) -> SweepProgress:
+        """Where events go: the entered ``SweepProgress`` for a copy Tune restored, else self."""
+        if self._restored and SweepProgress._entered:
+            return SweepProgress._entered[-1]
+        return self
+
+    def _arm(self, trial: Any) -> ArmProgress:
+        return self.arms.setdefault(str(trial.config.get("arm", "?")), ArmProgress())
+
+    def _move(self, trial: Any, status: str) -> bool:
+        """Put ``trial`` in ``status``; False (nothing changed) when it is there already."""
+        trial_id = str(trial.trial_id)
+        before = self._status.get(trial_id)
+        if before == status:
+            return False
+        arm = self._arm(trial)
+        stopped = self._stop_reason.get(trial_id) in STOPPED_REASONS
+        if before == "running":
+            arm.running -= 1
+        elif before == "done":
+            arm.done -= 1
+            arm.stopped -= stopped
+        elif before == "failed":
+            arm.failed -= 1
+        if status == "running":
+            arm.running += 1
+        elif status == "done":
+            arm.done += 1
+            arm.stopped += stopped
+        elif status == "failed":
+            arm.failed += 1
+        self._status[trial_id] = status
+        self._refresh()
+        return True
+
+    def _note_result(self, trial: Any, result: dict[str, Any]) -> None:
+        arm = self._arm(trial)
+        best = _finite(result.get("best_valid_loss"))
+        if best is not None and best < arm.best_valid_loss:
+            arm.best_valid_loss = best
+            lr = _finite(result.get("trial_lr"))
+            arm.best_lr = math.nan if lr is None else lr
+        if result.get("stop_reason"):
+            self._stop_reason[str(trial.trial_id)] = str(result["stop_reason"])
+        self._refresh()
+
+    def _count_ended_before(self, trials: list[Any]) -> None:
+        """Count the trials Tune restored as ended, which it starts (and tells of) no more."""
+        for trial in trials:
+            status = getattr(trial, "status", None)
+            if status not in ("TERMINATED", "ERROR") or str(trial.trial_id) in self._status:
+                continue
+            if status == "TERMINATED":
+                self._note_result(trial, dict(getattr(trial, "last_result", None) or {}))
+            self._move(trial, "done" if status == "TERMINATED" else "failed")
+
+    # display -------------------------------------------------------------------------------
 
     def table(self) -> Any:
         """The rich table of the current counters."""
@@ -123,7 +202,8 @@ class SweepProgress(Callback):
         for name, arm in self.arms.items():
             best = "-"
             if math.isfinite(arm.best_valid_loss):
-                best = f"{arm.best_valid_loss:.4f} ({arm.best_lr:.2e})"
+                lr = f"{arm.best_lr:.2e}" if math.isfinite(arm.best_lr) else "-"
+                best = f"{arm.best_valid_loss:.4f} ({lr})"
             table.add_row(
                 name,
                 str(arm.running),
@@ -138,3 +218,12 @@ class SweepProgress(Callback):
     def _refresh(self) -> None:
         if self._display is not None:
             self._display.update(self.table())
+
+
+def _is_terminal() -> bool:
+    """True when stdout is a terminal (False for a pipe, a file, or a stdout without isatty)."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stdout
+        return False

@@ -28,9 +28,17 @@ class AnyOf(CombinedStopper):
 
     Args:
         *stoppers: Ray Tune stoppers; with none, no trial is ever stopped.
+
+    Raises:
+        TypeError: naming the position of an argument that is not a Ray Tune ``Stopper``.
     """
 
     def __init__(self, *stoppers: Stopper) -> None:
+        for index, stopper in enumerate(stoppers):
+            if not isinstance(stopper, Stopper):
+                raise TypeError(
+                    f"stoppers[{index}] must be a Ray Tune Stopper, but got {stopper!r}."
+                )
         super().__init__(*stoppers)
         self.stoppers: tuple[Stopper, ...] = tuple(stoppers)
         self._reasons: dict[str, str] = {}

@@ -106,7 +106,8 @@ class MetricStopper(Stopper):
             every result). None counts the results received for the trial instead.
 
     Raises:
-        ValueError: for an empty ``metric`` or a ``mode`` other than ``min`` / ``max``.
+        ValueError: for an empty ``metric``, a ``mode`` other than ``min`` / ``max``, or an
+            ``epoch_key`` that is neither None nor a non-empty string.
     """
 
     reason: ClassVar[str] = "stopped"
@@ -121,6 +122,10 @@ class MetricStopper(Stopper):
             raise ValueError(f"metric must be a non-empty string, but got {metric!r}.")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', but got {mode!r}.")
+        if epoch_key is not None and (not isinstance(epoch_key, str) or not epoch_key):
+            raise ValueError(
+                f"epoch_key must be None or a non-empty string, but got {epoch_key!r}."
+            )
         self.metric = metric
         self.mode = mode
         self.epoch_key = epoch_key
@@ -132,14 +137,12 @@ class MetricStopper(Stopper):
 
         Raises:
             MissingMetricError: when ``result`` lacks the metric or the epoch key.
-            TypeError: when the metric is not a real number.
+            TypeError: when the metric is not a real number, or the epoch not a whole one.
         """
         value = self._number(result, self.metric)
         state = self._trials.setdefault(trial_id, TrialState())
         epoch = (
-            state.last_epoch + 1
-            if self.epoch_key is None
-            else int(self._number(result, self.epoch_key))
+            state.last_epoch + 1 if self.epoch_key is None else self._epoch(result, self.epoch_key)
         )
         if state.reason is not None or epoch <= state.last_epoch:
             return state.reason is not None
@@ -189,6 +192,15 @@ class MetricStopper(Stopper):
                 f"{type(self).__name__} needs {key!r} to be a number, but got {value!r}."
             )
         return float(value)
+
+    def _epoch(self, result: Mapping[str, Any], key: str) -> int:
+        epoch = self._number(result, key)
+        if not epoch.is_integer():  # NaN and infinities too
+            raise TypeError(
+                f"{type(self).__name__} needs {key!r} to be a whole number, but got "
+                f"{result[key]!r}."
+            )
+        return int(epoch)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(metric={self.metric!r}, mode={self.mode!r})"

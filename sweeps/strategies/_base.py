@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, ClassVar
 
 from sweeps._ray import SearcherSpec, grid_search
@@ -50,14 +51,21 @@ class Strategy(ABC):
         seeds: The sweep's seeds; every arm runs over every seed.
 
     Raises:
-        ValueError: if ``seeds`` is empty or ``arm`` is of another kind.
+        ValueError: if ``seeds`` is empty, holds a repeat or anything but a whole number
+            ``>= 0`` (the spec's rule), or ``arm`` is of another kind.
     """
 
     kind: ClassVar[str]
 
     def __init__(self, arm: Any, *, seeds: Sequence[int]) -> None:
-        if not seeds:
+        if len(seeds) == 0:
             raise ValueError("seeds must hold at least one seed, but got [].")
+        for seed in seeds:
+            if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+                raise ValueError(f"seeds must be whole numbers >= 0, but got {seed!r}.")
+        repeated = sorted({int(seed) for seed in seeds if list(seeds).count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seeds must not repeat, but these do: {repeated}.")
         if arm.kind != self.kind:
             raise ValueError(
                 f"{type(self).__name__} plans arms of kind {self.kind!r}, but got {arm.kind!r}."
