@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,9 +108,10 @@ def diagnose(
         The :class:`Diagnosis`.
 
     Raises:
-        ValueError: If ``history`` is a single mapping or has no epoch record, a record is
-            not a mapping, lacks ``train_loss`` / ``valid_loss`` (the message lists the keys it
-            has) or holds a non-number there, or a threshold is out of range.
+        ValueError: If ``history`` is a single mapping, not iterable, or has no measured epoch
+            record (none, or only cancelled ones), a record is not a mapping, lacks
+            ``train_loss`` / ``valid_loss`` (the message lists the keys it has) or holds a
+            non-number there, or a threshold is not a number in its range.
 
     Example:
         >>> diagnose([{"train_loss": 2.0, "valid_loss": 1.0}]).label
@@ -148,15 +150,15 @@ def _check_thresholds(
     min_epochs_too_low: int,
     window: int,
 ) -> None:
-    if not explode_ratio > 1:
+    if not (_is_real(explode_ratio) and explode_ratio > 1):
         raise ValueError(f"explode_ratio must be > 1, but got {explode_ratio=}.")
-    if not min_rise >= 0:
+    if not (_is_real(min_rise) and min_rise >= 0):
         raise ValueError(f"min_rise must be >= 0, but got {min_rise=}.")
     for name, value in (
         ("fast_improvement", fast_improvement),
         ("slow_improvement", slow_improvement),
     ):
-        if not 0 < value < 1:
+        if not (_is_real(value) and 0 < value < 1):
             raise ValueError(f"{name} must be in (0, 1), but got {value!r}.")
     for name, value, low in (
         ("rise_epochs", rise_epochs, 1),
@@ -167,14 +169,20 @@ def _check_thresholds(
             raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (Python's or NumPy's), not a bool; may be NaN (which fails every range)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _losses(history: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
-    if isinstance(history, Mapping | str | bytes):
+    if isinstance(history, Mapping | str | bytes) or not isinstance(history, Iterable):
         raise ValueError(
             "history must be a sequence of per-epoch records (learn.history), but got a "
             f"{type(history).__name__}."
         )
     records = list(history)  # an iterator is read once, here
     train, valid = [], []
+    cancelled = 0
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise ValueError(
@@ -191,9 +199,15 @@ def _losses(history: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[flo
             )
         losses = _number(record, "train_loss", i), _number(record, "valid_loss", i)
         if record.get("cancelled") is True and not all(map(math.isfinite, losses)):
+            cancelled += 1
             continue  # a CancelEpoch left it unmeasured (NaN), not blown up
         train.append(losses[0])
         valid.append(losses[1])
+    if not valid and cancelled:
+        raise ValueError(
+            f"every epoch record of history ({cancelled}) was cancelled before its losses were "
+            "measured; diagnose needs at least one measured epoch."
+        )
     if not valid:
         raise ValueError("history has no epoch record; diagnose needs at least one.")
     return train, valid

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from trainers.callbacks import EarlyStoppingCallback
 from trainers.data.augment import Augment, as_augment
 from trainers.lr_finder import LRFindResult
+from trainers.lr_finder import _check_args as check_lr_find_args
 from trainers.suggestions import get_suggestion
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ class RecipeResult:
         lr_find_frozen: The range test of the frozen model.
         lr_find_unfrozen: The range test of the unfrozen model with discriminative ratios.
         best_epoch: Epoch (``history`` record ``epoch``) of the SGDR step with the lowest
-            validation loss; the model holds its weights.
+            validation loss (NaN losses never count; the last epoch when every one is NaN); the
+            model holds its weights.
         best_valid_loss: That epoch's validation loss.
     """
 
@@ -119,20 +121,29 @@ def fit_recipe(
             3-10).
         patience: Epochs without a better validation loss before SGDR stops, >= 1. The default
             3 lets the first, high-rate epochs of a restarted 4-epoch cycle be worse.
-        num_it: Iterations of each range test.
+        num_it: Iterations of each range test (checked as ``lr_find`` checks it, before
+            anything is frozen).
 
     Returns:
         The steps, both range tests and the best epoch.
 
     Raises:
-        ValueError: For an argument out of range, an unknown rule or augmentation preset, or
-            a model without ``body`` / ``head``.
+        ValueError: For an argument out of range, an unknown rule or augmentation preset
+            (checked even when the data's own augmentation is used), or a model without
+            ``body`` / ``head``; raised before anything is frozen or trained.
+
+    If a step raises, the error propagates with the phase, the data's augmentation, the
+    frozen layer groups and the per-group rates put back as they were (the weights keep what
+    the finished steps trained).
     """
     budget = _check_args(
-        learn, max_epochs, suggest, head_epochs, augment_epochs, group_factor, patience
+        learn, max_epochs, suggest, head_epochs, augment_epochs, group_factor, patience, num_it
     )
-    extra = as_augment(augment) if learn.dls.augment is None else None
+    extra = as_augment(augment)  # checked even when the data's own augmentation is kept
+    if learn.dls.augment is not None:
+        extra = None
     saved_phase, saved_aug = learn.phase, (learn.dls.augment, learn.dls.train.augment)
+    saved_frozen, saved_lrs = learn.frozen_groups, learn.group_lrs
     steps: list[RecipeStep] = []
     try:
         found_frozen = _head_steps(
@@ -140,6 +151,10 @@ def fit_recipe(
         )
         found_unfrozen = _unfrozen_steps(learn, steps, suggest, group_factor, num_it)
         best_epoch, best_loss = _sgdr_step(learn, steps, budget, patience)
+    except BaseException:
+        learn.freeze_to(saved_frozen)  # not left frozen (and at lr 1.0) by a failed step
+        learn.set_lrs(saved_lrs)
+        raise
     finally:
         learn.phase = saved_phase
         learn.dls.augment, learn.dls.train.augment = saved_aug
@@ -154,9 +169,11 @@ def _check_args(
     augment_epochs: int,
     group_factor: float,
     patience: int,
+    num_it: int,
 ) -> int:
     """Validate; return the SGDR epoch budget."""
     get_suggestion(suggest)
+    check_lr_find_args(1e-7, 10.0, num_it, 4.0, 0.98, suggest)  # lr_find's defaults but num_it
     for name, value in (
         ("head_epochs", head_epochs),
         ("augment_epochs", augment_epochs),
@@ -257,7 +274,10 @@ def _sgdr_step(
         )
     records = [r for r in learn.history[first:] if r.get("phase") == "sgdr"]
     steps.append(RecipeStep("sgdr", tuple(lrs), len(records)))
-    best = min(records, key=lambda r: r["valid_loss"])
+    # the epoch whose weights the stopper restored (a NaN loss never counts as the best);
+    # with no finite loss at all, the last epoch's weights stay
+    by_epoch = {r["epoch"]: r for r in records}
+    best = by_epoch[stopper.best_epoch] if stopper.best_epoch is not None else records[-1]
     logger.info(
         "recipe sgdr: %d epochs, best valid_loss %.4g at epoch %d (weights restored)",
         len(records),

@@ -13,13 +13,15 @@ def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device).
 
     Args:
-        seed: Any non-negative integer.
+        seed: An integer in ``[0, 2**64)`` (torch's seed range).
 
     Raises:
-        ValueError: if ``seed`` is negative or not an integer.
+        ValueError: if ``seed`` is not an integer in that range.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, but got {seed!r}.")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise ValueError(
+            f"seed must be a non-negative integer below 2**64 (torch's range), but got {seed!r}."
+        )
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -197,3 +197,28 @@ def test_bad_history_raises(history, message):
 def test_bad_threshold_raises_naming_it(kwargs, message):
     with pytest.raises(ValueError, match=message):
         diagnose(_history([1.0], [1.0]), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"explode_ratio": "3"}, r"explode_ratio must be > 1, but got explode_ratio='3'"),
+        ({"min_rise": None}, r"min_rise must be >= 0, but got min_rise=None"),
+        ({"fast_improvement": "0.2"}, r"fast_improvement must be in \(0, 1\), but got '0.2'"),
+        ({"explode_ratio": True}, r"explode_ratio must be > 1"),
+    ],
+)
+def test_threshold_that_is_no_number_raises_naming_it(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        diagnose(_history([1.0], [1.0]), **kwargs)
+
+
+def test_history_that_is_no_sequence_raises_naming_it():
+    with pytest.raises(ValueError, match=r"history must be a sequence of .*records.*NoneType"):
+        diagnose(None)  # type: ignore[arg-type]
+
+
+def test_history_of_cancelled_epochs_only_says_so():
+    cancelled = {"epoch": 0, "train_loss": math.nan, "valid_loss": math.nan, "cancelled": True}
+    with pytest.raises(ValueError, match=r"every epoch record .* was cancelled"):
+        diagnose([cancelled, {**cancelled, "epoch": 1}])

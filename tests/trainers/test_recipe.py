@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from trainers import Learner, build_model, diagnose, make_dataloaders, seed_everything
+from trainers import (
+    Callback,
+    CallbackError,
+    Learner,
+    build_model,
+    diagnose,
+    make_dataloaders,
+    seed_everything,
+)
 from trainers.recipe import RecipeResult, fit_recipe
 
 STEPS = [
@@ -130,3 +139,72 @@ def test_bad_arguments_raise_before_training(pretrained, kwargs, message):
     with pytest.raises(ValueError, match=message):
         fit_recipe(learn, **kwargs)
     assert learn.history == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_it": 5}, r"num_it=5 is too few for suggestion rule 'valley'"),
+        ({"num_it": 1}, r"num_it must be an integer >= 2"),
+    ],
+)
+def test_bad_num_it_raises_before_anything_is_frozen(pretrained, kwargs, message):
+    learn = _digits_learner(pretrained)
+    lrs = learn.group_lrs
+    with pytest.raises(ValueError, match=message):
+        fit_recipe(learn, **kwargs)
+    assert learn.frozen_groups == 0
+    assert learn.group_lrs == lrs
+
+
+def test_bad_augment_preset_raises_even_when_the_data_is_augmented(pretrained):
+    learn = _digits_learner(pretrained)
+    learn.dls = make_dataloaders(
+        "digits", image_size=8, batch_size=64, seed=0, channels=3, augment="light"
+    )
+    with pytest.raises(ValueError, match=r"augment preset must be one of"):
+        fit_recipe(learn, augment="sideways")
+    assert learn.history == []
+
+
+class _FailIn(Callback):
+    """Raise in ``before_fit`` of the fit whose phase is ``phase``."""
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+    def before_fit(self) -> None:
+        if self.learn.phase == self.phase:
+            raise RuntimeError(f"boom in {self.phase}")
+
+
+@pytest.mark.parametrize("phase", ["head", "head_augment", "sgdr"])
+def test_an_error_mid_recipe_restores_phase_augmentation_and_freezing(pretrained, phase):
+    learn = _digits_learner(pretrained)
+    learn.phase = "mine"
+    lrs = learn.group_lrs
+    with learn.added_cbs(_FailIn(phase)), pytest.raises(CallbackError, match=f"boom in {phase}"):
+        fit_recipe(learn, max_epochs=4, head_epochs=1, augment_epochs=1, num_it=20)
+    assert learn.phase == "mine"
+    assert learn.dls.augment is None and learn.dls.train.augment is None
+    assert learn.frozen_groups == 0
+    assert learn.group_lrs == lrs
+
+
+class _NaNValidation(Callback):
+    """The first SGDR epoch's validation loss is NaN (as an overflow in evaluation gives)."""
+
+    def after_validate(self) -> None:
+        if self.learn.phase == "sgdr" and self.learn.epoch == 0:
+            self.learn.metrics_values["valid_loss"] = math.nan
+
+
+def test_sgdr_best_epoch_is_the_restored_one_when_a_valid_loss_is_nan(pretrained):
+    learn = _digits_learner(pretrained)
+    with learn.added_cbs(_NaNValidation()):
+        result = fit_recipe(learn, max_epochs=6, head_epochs=1, augment_epochs=2, num_it=30)
+    sgdr = [r for r in learn.history if r.get("phase") == "sgdr"]
+    assert math.isnan(sgdr[0]["valid_loss"]) and len(sgdr) > 1
+    assert result.best_epoch != 0
+    assert math.isfinite(result.best_valid_loss)
+    assert learn.validate()["valid_loss"] == pytest.approx(result.best_valid_loss, rel=1e-6)

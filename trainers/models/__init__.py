@@ -57,8 +57,8 @@ def build_model(
 
     Raises:
         ValueError: for an unknown ``arch`` (lists :data:`ARCHS`), bad ``n_classes`` /
-            ``in_channels``, an unknown weights name, or a file that is not a safe state dict
-            for this model (the message names the file).
+            ``in_channels``, an unknown weights name, a folder, or a file that is not a
+            readable, safe state dict for this model (the message names the file).
         FileNotFoundError: for a path-like ``pretrained`` that does not exist.
         RuntimeError: when torchvision weights cannot be downloaded (offline).
     """
@@ -72,15 +72,22 @@ def build_model(
     if arch == "simple_cnn":
         if pretrained is not None and path is None:
             raise ValueError(
-                f"pretrained={pretrained!r}: simple_cnn has no torchvision weights; "
-                "pass a state-dict file path."
+                f"pretrained={pretrained!r} is no existing file, and simple_cnn has no "
+                "torchvision weights; pass the path of a state-dict file."
             )
         model = simple_cnn(n_classes, in_channels=in_channels)
     elif pretrained is not None and path is None:
         weights = torchvision_weights(arch, str(pretrained))
         return resnet(arch, n_classes, in_channels=in_channels, weights=weights)
-    elif sd is not None and not _is_grouped(sd):
-        return resnet(arch, n_classes, in_channels=in_channels, state_dict=sd)
+    elif sd is not None and path is not None and not _is_grouped(sd):
+        try:
+            return resnet(arch, n_classes, in_channels=in_channels, state_dict=sd)
+        except (ValueError, RuntimeError) as err:  # keys or shapes that do not fit
+            raise ValueError(
+                f"pretrained file {str(path)!r} does not fit {arch} (read as a torchvision "
+                f"state dict): {err} Pass weights saved from a torchvision {arch} or from "
+                f"build_model({arch!r}, ...)."
+            ) from err
     else:
         model = resnet(arch, n_classes, in_channels=in_channels)
     if sd is not None and path is not None:
@@ -100,6 +107,11 @@ def _as_path(pretrained: str | os.PathLike[str] | None) -> Path | None:
     path = Path(pretrained)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ValueError(
+            f"pretrained={str(pretrained)!r} is a folder, not a weights file; pass the path of "
+            "a state-dict file in it."
+        )
     text = str(pretrained)
     if (
         isinstance(pretrained, os.PathLike)
@@ -115,18 +127,25 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     ``torch.load(path, weights_only=True)``, unwrapping a ``learn.save`` checkpoint.
 
     Raises:
-        ValueError: for a file that is not a plain state dict (name -> tensor) or would run
-            code when unpickled.
+        ValueError: for a file that torch cannot read (truncated, corrupt, another format), is
+            not a plain state dict (name -> tensor) or would run code when unpickled; the
+            message names the file.
         OSError: for a file that cannot be read.
     """
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+    except OSError:
+        raise
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise _unreadable(path, err) from err
         raise ValueError(
             f"pretrained file {str(path)!r} is not a plain state dict that loads with "
             f"weights_only=True (it may run code when unpickled, so it is refused): {err}"
         ) from err
+    except Exception as err:  # torch.load: RuntimeError, EOFError, KeyError ... on a bad file
+        raise _unreadable(path, err) from err
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -134,6 +153,14 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"pretrained file {str(path)!r} does not hold a state dict (name -> tensor)."
         )
     return dict(obj)
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"pretrained file {str(path)!r} could not be read as a torch file (truncated, corrupt "
+        f"or not written by torch.save?) ({type(err).__name__}: {str(err) or 'no data'}). "
+        "Write it again with torch.save(model.state_dict(), path) or learn.save(path)."
+    )
 
 
 def _is_grouped(sd: Mapping[str, torch.Tensor]) -> bool:
@@ -148,7 +175,8 @@ def _load_grouped(model: GroupedModel, sd: Mapping[str, torch.Tensor], path: Pat
         model.body.load_state_dict(body, strict=True)
     except RuntimeError as err:
         raise ValueError(
-            f"pretrained file {str(path)!r} does not fit the {model.arch} body: {err}"
+            f"pretrained file {str(path)!r} does not fit the {model.arch} body: {err} Build the "
+            "model with the arch and in_channels the file was saved with."
         ) from err
     own = model.head.state_dict()
     if head.keys() == own.keys() and all(head[k].shape == own[k].shape for k in own):

@@ -57,8 +57,10 @@ def _download(arch: str, weights: tvm.WeightsEnum) -> Mapping[str, torch.Tensor]
         ) from err
 
 
-def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` taking ``in_channels`` inputs: the RGB filters averaged and spread."""
+def _adapt_first_conv(conv: nn.Conv2d, in_channels: int, *, pretrained: bool) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs: its pretrained RGB filters averaged and
+    spread, or (``pretrained=False``) the new layer's own random init, as fastai's
+    ``_update_first_layer``: averaging random filters would give every channel the same one."""
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
@@ -67,6 +69,8 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
         padding=conv.padding,  # type: ignore[arg-type]
         bias=conv.bias is not None,
     )
+    if not pretrained:
+        return new
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)
         new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (conv.in_channels / in_channels))
@@ -88,8 +92,9 @@ def resnet(
     Args:
         arch: ``"resnet18"`` or ``"resnet34"``.
         n_classes: Number of outputs.
-        in_channels: Input channels; the first convolution is adapted when not 3 (pretrained RGB
-            filters are averaged over colour and spread over the new channels).
+        in_channels: Input channels; the first convolution is replaced when not 3: pretrained
+            RGB filters are averaged over colour and spread over the new channels, and without
+            weights the new layer keeps its own random init (one filter per channel).
         state_dict: A torchvision-format state dict (``conv1.weight`` ...) to start from; its
             ``fc`` layer is ignored.
         weights: torchvision weights to download (or read from torch hub's cache).
@@ -108,7 +113,7 @@ def resnet(
                 f"unexpected keys {unexpected[:5]}."
             )
     if in_channels != 3:
-        tv.conv1 = _adapt_first_conv(tv.conv1, in_channels)
+        tv.conv1 = _adapt_first_conv(tv.conv1, in_channels, pretrained=sd is not None)
     stem = nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool)
     body = nn.Sequential(stem, tv.layer1, tv.layer2, tv.layer3, tv.layer4)
     head = create_head(tv.fc.in_features, n_classes, hidden=256, ps=0.5)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainers.plots._figure import fixed_figure
+from trainers.plots._figure import fixed_figure, save_figure
 
 __all__ = ["plot_curves"]
 
@@ -20,7 +20,8 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> list[float]:
 def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Save train / valid loss and error rate per epoch as one figure (e.g. ``curves.png``).
 
-    Epochs are numbered 1.. in record order, so several fits (``fine_tune``'s frozen and
+    Epochs are numbered 1.. in record order (``fit_recipe``'s step markers, whose ``epoch`` is
+    None, are skipped), so several fits (``fine_tune``'s frozen and
     unfrozen phases, a recipe) run on along one axis; a change of ``phase`` is marked with a
     dotted vertical line. Missing or non-finite values leave gaps. Uses no pyplot state.
 
@@ -33,10 +34,15 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: for an empty history.
+        ValueError: for a history without epoch records.
     """
     if not history:
         raise ValueError("history is empty: there is no epoch to plot.")
+    history = [r for r in history if not ("epoch" in r and r["epoch"] is None)]
+    if not history:
+        raise ValueError(
+            "history has no epoch record, only fit_recipe step markers: there is no epoch to plot."
+        )
     epochs = list(range(1, len(history) + 1))
     fig = fixed_figure(9, 3.5, left=0.72, right=0.18, bottom=0.49, top=0.35, wspace=0.28)
     loss_ax, err_ax = fig.subplots(1, 2)
@@ -51,6 +57,4 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
         if phases[i] != phases[i - 1]:
             for ax in (loss_ax, err_ax):
                 ax.axvline(i + 0.5, color="grey", linestyle=":", linewidth=1)
-    out = Path(path)
-    fig.savefig(out)
-    return out
+    return save_figure(fig, path)

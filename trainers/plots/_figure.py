@@ -1,6 +1,10 @@
-"""``fixed_figure``: a pyplot-free figure with margins fixed in inches."""
+"""``fixed_figure``: a pyplot-free figure with margins fixed in inches; ``save_figure``."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -34,3 +38,23 @@ def fixed_figure(
         hspace=hspace,
     )
     return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write ``fig`` to ``path`` whole or not at all: a temporary file in the same folder, then
+    ``os.replace``, so an interrupted or failed save leaves any earlier file untouched.
+
+    The format comes from the suffix (``.png`` when there is none), as with ``savefig``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    out = Path(path)
+    fmt = out.suffix[1:].lower() or "png"
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        fig.savefig(partial, format=fmt, **kwargs)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out

@@ -11,7 +11,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trainers.plots._figure import fixed_figure
+from trainers.plots._figure import fixed_figure, save_figure
 
 __all__ = ["plot_confusion_matrix", "plot_top_losses"]
 
@@ -52,9 +52,7 @@ def plot_confusion_matrix(
             va="center",
             color="white" if count > threshold else "black",
         )
-    out = Path(path)
-    fig.savefig(out)
-    return out
+    return save_figure(fig, path)
 
 
 def plot_top_losses(
@@ -94,6 +92,4 @@ def plot_top_losses(
         ax.set_title(title, fontsize=8)
     for ax in axes:
         ax.axis("off")
-    out = Path(path)
-    fig.savefig(out)
-    return out
+    return save_figure(fig, path)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from trainers.plots._figure import fixed_figure
+from trainers.plots._figure import fixed_figure, save_figure
 
 if TYPE_CHECKING:
     from trainers.lr_finder import LRFindResult
@@ -28,7 +28,8 @@ def plot_lr_find(
 
     Args:
         result: An :class:`~trainers.lr_finder.LRFindResult`.
-        path: When given, save the figure there (format from the suffix, e.g. ``.png``).
+        path: When given, save the figure there (format from the suffix, e.g. ``.png``),
+            whole or not at all.
         ax: Axes to draw into; by default a new 6x4 inch figure.
 
     Returns:
@@ -59,5 +60,5 @@ def plot_lr_find(
     ax.set_title(title + (" (stopped early: loss diverged)" if result.stopped_early else ""))
     ax.legend(loc="best", fontsize="small")
     if path is not None:
-        fig.savefig(os.fspath(path), dpi=100)
+        save_figure(fig, path, dpi=100)
     return fig
