@@ -564,7 +564,10 @@ def _diagnose(history: list[dict[str, Any]]) -> tuple[str, str]:
 
     if not training_rows(history):
         return "no_epochs", "the trial ended before its first epoch finished"
-    found = diagnose(history)
+    try:
+        found = diagnose(history)
+    except ValueError as error:  # e.g. every epoch cancelled before its losses were measured
+        return "no_epochs", str(error)
     return str(found.label), str(found.reason)
 
 

@@ -7,6 +7,7 @@ must close its run even when its last points cannot be sent.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -296,3 +297,13 @@ def test_a_retry_drops_the_failed_tries_error_tags_and_keeps_a_stoppers_reason(
     assert "sweeps.error" not in tags[failed] and "sweeps.stop_reason" not in tags[failed]
     assert tags[stopped]["sweeps.stop_reason"] == "rising_val_loss"
     assert {tracker.get_run(r).info.status for r in (failed, stopped)} == {"RUNNING"}
+
+
+def test_a_history_of_cancelled_epochs_only_is_diagnosed_as_no_epochs() -> None:
+    """``diagnose`` refuses a history without a measured epoch; the trial must still finish
+    its run (it failed while logging its tags before)."""
+    from sweeps.trial import _diagnose
+
+    history = [{"epoch": 0, "train_loss": math.nan, "valid_loss": math.nan, "cancelled": True}]
+    label, reason = _diagnose(history)
+    assert label == "no_epochs" and "cancelled" in reason
