@@ -252,7 +252,7 @@ def lr_find(
         CurveTooShort: If the test stopped so early that a rule has too few points; the
             message gives the iterations run and the points needed.
     """
-    rules = _check_args(start_lr, end_lr, num_it, div_factor, beta, suggest)
+    rules = check_lr_find_args(start_lr, end_lr, num_it, div_factor, beta, suggest)
     start_lr, end_lr, num_it = float(start_lr), float(end_lr), int(num_it)
     div_factor, beta = float(div_factor), float(beta)
     schedule = exponential_lrs(start_lr, end_lr, num_it)
@@ -308,7 +308,7 @@ def lr_find(
     )
 
 
-def _check_args(
+def check_lr_find_args(
     start_lr: float,
     end_lr: float,
     num_it: int,
@@ -316,7 +316,12 @@ def _check_args(
     beta: float,
     suggest: str | Sequence[str] | None,
 ) -> list[str]:
-    """Validate ``lr_find``'s arguments; return the rule names, duplicates dropped."""
+    """Validate ``lr_find``'s arguments (``fit_recipe`` checks its own before it freezes
+    anything); return the rule names, duplicates dropped.
+
+    Raises:
+        ValueError: naming the argument, as :func:`lr_find` does.
+    """
     start, end = _check_rates(start_lr, end_lr)
     n = _check_num_it(num_it)
     if not (_is_real(div_factor) and div_factor > 1):
@@ -445,4 +450,4 @@ def _suggest(
     return out
 
 
-__all__ = ["JSON_FORMAT", "LRFindResult", "exponential_lrs", "lr_find"]
+__all__ = ["JSON_FORMAT", "LRFindResult", "check_lr_find_args", "exponential_lrs", "lr_find"]

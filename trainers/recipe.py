@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainers.callbacks import EarlyStoppingCallback
 from trainers.data.augment import Augment, as_augment
-from trainers.lr_finder import LRFindResult
-from trainers.lr_finder import _check_args as check_lr_find_args
+from trainers.lr_finder import LRFindResult, check_lr_find_args
 from trainers.suggestions import get_suggestion
 
 if TYPE_CHECKING:
