@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -100,16 +101,12 @@ def _signal_ray_then_the_driver(sid: int) -> None:
     os.kill(sid, signal.SIGTERM)
 
 
-@pytest.mark.parametrize("target", ["process group", "every process", "ray first"])
-def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_143(
-    tmp_path: Path, target: str
-) -> None:
-    uri = default_tracking_uri(tmp_path)
-    tracker = Tracker(uri)  # the store exists before the sweep and this test both open it
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(SPEC))
-    log = tmp_path / "sweep.log"
-    command = [sys.executable, "-c", CLI, "run", str(spec_file), "--tracking-uri", uri]
+def _signalled(
+    command: list[str], tmp_path: Path, tracker: Tracker, experiment: str, send: Any
+) -> tuple[int, str, list[int]]:
+    """Run ``command`` in a session of its own, ``send(pid)`` once an epoch is in MLflow, and
+    wait for it to exit: its status, its output and the processes of it that outlived it."""
+    log = tmp_path / "command.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command,
@@ -119,15 +116,9 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    lingering: list[int] = []
     try:
-        _wait_for_an_epoch(tracker, proc, log)
-        if target == "process group":
-            os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` and `kill -- -PGID` do
-        elif target == "every process":
-            _signal_every_process(proc.pid)  # as systemd's KillMode=control-group does
-        else:
-            _signal_ray_then_the_driver(proc.pid)
+        _wait_for_an_epoch(tracker, proc, log, experiment)
+        send(proc.pid)
         try:
             proc.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
@@ -137,7 +128,28 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         lingering = _reap_session(proc.pid)
-    output = log.read_text()
+    return proc.returncode, log.read_text(), lingering
+
+
+SENDERS = {
+    "process group": lambda pid: os.killpg(pid, signal.SIGTERM),  # as `timeout`, `kill -- -PGID`
+    "every process": _signal_every_process,  # as systemd's KillMode=control-group does
+    "ray first": _signal_ray_then_the_driver,
+}
+
+
+@pytest.mark.parametrize("target", ["process group", "every process", "ray first"])
+def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_143(
+    tmp_path: Path, target: str
+) -> None:
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)  # the store exists before the sweep and this test both open it
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    command = [sys.executable, "-c", CLI, "run", str(spec_file), "--tracking-uri", uri]
+    status, output, lingering = _signalled(
+        command, tmp_path, tracker, SPEC["name"], SENDERS[target]
+    )
     runs = tracker.search_runs(tracker.experiment_id(SPEC["name"]))
     statuses = {run.info.run_name: run.info.status for run in runs}
     parents = [run.info.status for run in runs if "mlflow.parentRunId" not in run.data.tags]
@@ -145,7 +157,7 @@ def test_sigterm_to_every_process_of_the_sweep_closes_its_runs_killed_and_exits_
     assert "RUNNING" not in statuses.values(), (statuses, output[-3000:])
     assert parents == ["KILLED"], (statuses, output[-3000:])
     assert children and set(children) == {"KILLED"}, (statuses, output[-3000:])
-    assert proc.returncode == 143, (proc.returncode, output[-3000:])  # 128 + SIGTERM
+    assert status == 143, (status, output[-3000:])  # 128 + SIGTERM
     assert f"lrsweep resume {SPEC['name']}" in output, output[-3000:]
     if target == "process group":  # Ray never saw the signal: the graceful stop ran
         assert "reached Ray's own processes" not in output, output[-3000:]
@@ -162,38 +174,19 @@ def test_sigterm_to_every_process_of_a_night_records_it_failed_and_exits_3(
     tracker = Tracker(uri)
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(yaml.safe_dump({"name": "sigterm", "entries": [{"spec": SPEC}]}))
-    log = tmp_path / "night.log"
     report_dir = tmp_path / "report"
     command = [sys.executable, "-c", CLI, "nightly", str(suite_file), "--tracking-uri", uri]
     command += ["--report-dir", str(report_dir)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_for_an_epoch(tracker, proc, log, f"nightly/sigterm/{SPEC['name']}")
-        _signal_every_process(proc.pid)
-        try:
-            proc.wait(timeout=HANG_GUARD_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"no exit {HANG_GUARD_S:.0f} s after SIGTERM:\n{log.read_text()[-3000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        lingering = _reap_session(proc.pid)
-    output = log.read_text()
+    experiment = f"nightly/sigterm/{SPEC['name']}"
+    status, output, lingering = _signalled(
+        command, tmp_path, tracker, experiment, _signal_every_process
+    )
     (night,) = tracker.search_runs(tracker.experiment_id("nightly/sigterm"))
-    sweep_runs = tracker.search_runs(tracker.experiment_id(f"nightly/sigterm/{SPEC['name']}"))
+    sweep_runs = tracker.search_runs(tracker.experiment_id(experiment))
     assert night.info.status == "KILLED", (night.info.status, output[-3000:])
     assert night.data.tags["nightly.status"] == "failed"
     assert "interrupted (SIGTERM)" in night.data.tags["nightly.failure_reason"]
     assert {run.info.status for run in sweep_runs} == {"KILLED"}, output[-3000:]
-    assert proc.returncode == 3, (proc.returncode, output[-3000:])
+    assert status == 3, (status, output[-3000:])
     assert "FAILED" in (report_dir / "nightly-report.md").read_text()
     assert not lingering, f"processes of the night outlived it: {lingering}"

@@ -630,7 +630,13 @@ def test_a_recipe_arm_is_refused_below_what_fit_recipe_can_run() -> None:
     assert spec.strategies[4].max_epochs == RECIPE_MIN_EPOCHS
     dls = make_dataloaders("shapes", image_size=16, batch_size=32)
     learn = Learner(build_model("simple_cnn", dls.n_classes), dls, progress=False)
-    args = {"suggest": "valley", "head_epochs": 1, "augment_epochs": 2, "group_factor": 3.0}
+    args = {
+        "suggest": "valley",
+        "head_epochs": 1,
+        "augment_epochs": 2,
+        "group_factor": 3.0,
+        "num_it": 100,
+    }
     assert _check_args(learn, RECIPE_MIN_EPOCHS, patience=2, **args) == 1  # fit_recipe's defaults
     with pytest.raises(ValueError, match="at least 1 epoch for SGDR"):
         _check_args(learn, RECIPE_MIN_EPOCHS - 1, patience=2, **args)

@@ -4,77 +4,26 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
+from test_callbacks import BATCH_EVENTS, Log, ScriptedLoss, make_learner
+from test_callbacks import one_thread as one_thread  # the module's autouse fixture
 
 from trainers import (
     Callback,
     CancelEpoch,
     EarlyStoppingCallback,
-    Learner,
     ProgressCallback,
     SaveModelCallback,
-    build_model,
-    make_dataloaders,
 )
 from trainers.callbacks import EVENTS
-from trainers.seeding import seed_everything
-
-
-def make_learner(seed: int = 0, **kwargs) -> Learner:
-    """A simple_cnn on 'shapes' at 16 px: 8 training batches, 60 valid images."""
-    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
-    seed_everything(seed)
-    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
-    return Learner(model, dls, seed=seed, device="cpu", **{"progress": False, **kwargs})
-
-
-class Log(Callback):
-    """Records every event; raises ``error`` at ``event`` when ``when(learn)`` holds."""
-
-    def __init__(self, order: int = 0, *, event: str = "", error=None, when=None) -> None:
-        self.order = order
-        self.events: list[str] = []
-        self._trigger = (event, error, when or (lambda learn: True))
-        for name in EVENTS:
-            setattr(self, name, self._recorder(name))
-
-    def _recorder(self, name: str):
-        def method() -> None:
-            self.events.append(name)
-            event, error, when = self._trigger
-            if name == event and error is not None and when(self.learn):
-                raise error
-
-        return method
-
-
-class ScriptedLoss(Callback):
-    """Overwrites each epoch's valid_loss with a script (between Recorder and trackers)."""
-
-    def __init__(self, losses: list[float]) -> None:
-        self.losses = losses
-
-    def after_epoch(self) -> None:
-        self.learn.history[-1]["valid_loss"] = self.losses[self.learn.epoch]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def epoch_events(log: Log) -> list[str]:
-    batch = {"before_batch", "after_pred", "after_loss", "before_backward", "after_backward"}
-    batch |= {"before_step", "after_step", "after_batch"}
-    return [e for e in log.events if e not in batch]
+    return [e for e in log.events if e not in BATCH_EVENTS]
 
 
 def test_cancel_epoch_from_after_train_still_validates_and_ends_the_epoch() -> None:
