@@ -47,10 +47,11 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from trainers._numbers import is_real as _is_real
 
 __all__ = ["LABELS", "Diagnosis", "diagnose"]
 
@@ -167,11 +168,6 @@ def _check_thresholds(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
-
-
-def _is_real(value: Any) -> bool:
-    """A real number (Python's or NumPy's), not a bool; may be NaN (which fails every range)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _losses(history: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[float]]:

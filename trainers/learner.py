@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ from torch import nn
 
 from trainers import _checkpoint, _inference, _loop
 from trainers._accel import Accelerator, CompileOption
+from trainers._numbers import is_finite_real as _is_real
 from trainers._training import (
     DEFAULT_MOM,
     METRICS,
@@ -51,10 +51,6 @@ def _check_int(name: str, value: Any, *, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
     return value
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_moms(moms: Any) -> tuple[float, float, float]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trainers._numbers import is_real as _is_real
 from trainers.errors import TrainingDiverged
 from trainers.suggestions import SKIP_END, SUGGESTIONS, CurveTooShort, get_suggestion
 
@@ -168,11 +169,6 @@ def exponential_lrs(start_lr: float, end_lr: float, num_it: int) -> list[float]:
     start, end = _check_rates(start_lr, end_lr)
     n = _check_num_it(num_it)
     return [start * (end / start) ** (i / (n - 1)) for i in range(n)]
-
-
-def _is_real(value: Any) -> bool:
-    """A real number, Python's or a NumPy scalar (``np.float32``), not a bool; may be NaN/inf."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_rates(start_lr: Any, end_lr: Any) -> tuple[float, float]:

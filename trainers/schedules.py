@@ -24,6 +24,8 @@ import math
 import numbers
 from typing import Any
 
+from trainers._numbers import is_finite_real as _is_real
+
 __all__ = [
     "constant",
     "cos_anneal",
@@ -32,11 +34,6 @@ __all__ = [
     "sgdr_lr",
     "sgdr_total_epochs",
 ]
-
-
-def _is_real(value: Any) -> bool:
-    """A finite real number, Python's or a NumPy scalar (``np.float32``), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_whole(value: Any) -> bool:
