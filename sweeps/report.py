@@ -473,7 +473,7 @@ def sweeps_below_hint(tracker: Tracker, experiment: str) -> str:
     named ``<experiment>/<entry>`` exist (a nightly suite's own experiment, ``nightly/<suite>``,
     holds one run per night; each entry's sweeps are in ``nightly/<suite>/<entry>``), else ''."""
     prefix = experiment.rstrip("/") + "/"
-    below = sorted(e.name for e in tracker.client.search_experiments() if e.name.startswith(prefix))
+    below = tracker.experiment_names(prefix)
     if not below:
         return ""
     return f" Its sweeps are in the experiments {below}; pass one of those."

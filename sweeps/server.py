@@ -280,6 +280,9 @@ def _secret_key(auth_dir: Path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
         logger.info("Generated the basic-auth CSRF key in %s.", path)
+    elif path.stat().st_mode & 0o077:  # a copy or a restore left it readable by others
+        logger.warning("The basic-auth CSRF key %s was readable by others; now mode 0600.", path)
+        path.chmod(0o600)
     return path.read_text().strip()
 
 

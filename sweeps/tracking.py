@@ -22,6 +22,7 @@ per point; while the server is away the points wait in memory (bounded) and are 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +62,8 @@ from sweeps._uri import with_postgres_driver as with_postgres_driver
 logger = logging.getLogger(__name__)
 
 MAX_METRICS_PER_BATCH = 1000
+SEARCH_PAGE = 1000  # rows per search call (MLflow's own default and its REST maximum)
+SHOWN_NAMES = 20  # experiment names an error message lists at most
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MIN_FREE_MB = 50
 HTTP_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
@@ -191,13 +194,22 @@ class Tracker:
         """The id of an existing experiment; raises ``LookupError`` listing those that exist."""
         found = self._experiment_by_name(name)
         if found is None or found.lifecycle_stage == "deleted":
-            experiments = _retrying(self.client.search_experiments, what="search_experiments")
-            names = sorted(e.name for e in experiments)
             raise LookupError(
                 f"experiment {name!r} does not exist in {redact_uri(self.uri)}; "
-                f"experiments there: {names}."
+                f"experiments there: {_shown(name, self.experiment_names())}."
             )
         return found.experiment_id
+
+    def experiment_names(self, prefix: str = "") -> list[str]:
+        """The names of every active experiment starting with ``prefix`` (all pages), sorted."""
+        # LIKE's ``_`` and ``%`` match more than themselves: startswith() is the real test
+        like = prefix.replace("'", "''")
+        filter_string = f"name LIKE '{like}%'" if prefix else None
+        experiments = _all_pages(
+            partial(self.client.search_experiments, filter_string=filter_string),
+            what="search_experiments",
+        )
+        return sorted(e.name for e in experiments if e.name.startswith(prefix))
 
     def _experiment_by_name(self, name: str) -> Any:
         return _retrying(
@@ -262,23 +274,9 @@ class Tracker:
 
     def search_runs(self, experiment_id: str, filter_string: str = "") -> list[Run]:
         """Every active run of the experiment matching ``filter_string`` (all pages)."""
-        runs: list[Run] = []
-        token = None
-        while True:
-            page = _retrying(
-                partial(
-                    self.client.search_runs,
-                    [experiment_id],
-                    filter_string,
-                    max_results=1000,
-                    page_token=token,
-                ),
-                what="search_runs",
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return _all_pages(
+            partial(self.client.search_runs, [experiment_id], filter_string), what="search_runs"
+        )
 
     def child_runs(self, experiment_id: str, parent_run_id: str) -> list[Run]:
         """The trial runs of one sweep execution."""
@@ -583,3 +581,24 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _all_pages(search: Callable[..., Any], *, what: str) -> list[Any]:
+    """Every row of an MLflow search, page by page (``max_results`` and ``page_token``)."""
+    rows: list[Any] = []
+    token = None
+    while True:
+        page = _retrying(partial(search, max_results=SEARCH_PAGE, page_token=token), what=what)
+        rows.extend(page)
+        token = page.token
+        if not token:
+            return rows
+
+
+def _shown(name: str, names: list[str]) -> str:
+    """``names`` in full when short, else the ones closest to ``name`` and how many there are."""
+    if len(names) <= SHOWN_NAMES:
+        return str(names)
+    close = difflib.get_close_matches(name, names, n=SHOWN_NAMES, cutoff=0.5)
+    near = f"the closest to {name!r}: {close}" if close else f"the first: {names[:SHOWN_NAMES]}"
+    return f"{len(names)} experiments, {near}"

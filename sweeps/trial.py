@@ -153,9 +153,7 @@ def _dataloaders(task: Any, seed: int) -> Any:
         path=dataset.path,
         **dataset.options,
     )
-    order = torch.Generator().manual_seed(seed).get_state()
-    augment_rng = torch.Generator().manual_seed(seed + 1).get_state()
-    dls.load_state_dict({"train": {"order": order, "augment": augment_rng}})
+    dls.train.reseed(seed)  # the trial seed's own order and augmentation streams
     return dls
 
 

@@ -664,17 +664,23 @@ def test_other_commands_refuse_unknown_names(env: Env, row: tuple) -> None:
 LR_FIND_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "image-size-zero": (
         ["--image-size", "0"],
-        ("image_size must be a positive integer, but got 0",),
+        ("--image-size must be a positive integer, but got 0",),
     ),
-    "batch-size-negative": (["--batch-size", "-1"], ("batch_size must be a positive integer",)),
+    "batch-size-negative": (["--batch-size", "-1"], ("--batch-size must be a positive integer",)),
     "unknown-dataset": (
         ["--dataset", "imagenet-typo"],
-        ("dataset must be one of", "'imagenet-typo'"),
+        ("--dataset must be one of", "'imagenet-typo'"),
     ),
-    "unknown-arch": (["--arch", "vgg99"], ("arch must be one of", "'vgg99'")),
-    "unknown-rule": (["--suggest", "bogus"], ("suggestion rule 'bogus'", "valley, steep")),
-    "too-few-iterations": (["--num-it", "3"], ("num_it=3 is too few",)),
-    "lr-range-inverted": (["--start-lr", "1", "--end-lr", "0.1"], ("end_lr must be greater",)),
+    "unknown-arch": (["--arch", "vgg99"], ("--arch must be one of", "'vgg99'")),
+    "unknown-rule": (
+        ["--suggest", "bogus"],
+        ("--suggest: Unknown suggestion rule 'bogus'", "valley, steep"),
+    ),
+    "too-few-iterations": (["--num-it", "3"], ("--num-it=3 is too few",)),
+    "lr-range-inverted": (
+        ["--start-lr", "1", "--end-lr", "0.1"],
+        ("--end-lr must be greater than --start-lr",),
+    ),
     "plot-folder-missing": (["--out", "{tmp}/no/plot.png"], ("--out '{tmp}/no/plot.png'",)),
     "image-folder-without-path": (
         ["--dataset", "image_folder"],

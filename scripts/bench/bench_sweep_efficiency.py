@@ -133,7 +133,6 @@ class StopAfter(Callback):
 
 def _plain_trial(task: dict[str, Any], seed: int, lr: float, epochs_run: int) -> None:
     """The trial's training with the trainers alone (as ``sweeps.trial`` builds it)."""
-    import torch
 
     dls = make_dataloaders(
         task["dataset"]["name"],
@@ -143,9 +142,7 @@ def _plain_trial(task: dict[str, Any], seed: int, lr: float, epochs_run: int) ->
         seed=task["dataset"]["seed"],
         augment=task["augment"],
     )
-    order = torch.Generator().manual_seed(seed).get_state()
-    augment_rng = torch.Generator().manual_seed(seed + 1).get_state()
-    dls.load_state_dict({"train": {"order": order, "augment": augment_rng}})
+    dls.train.reseed(seed)  # the trial seed's own order and augmentation streams
     seed_everything(seed)
     model = build_model(task["model"]["arch"], dls.n_classes, in_channels=dls.in_channels)
     learn = Learner(model, dls, opt=task["opt"], wd=task["wd"], progress=False, device="cpu")

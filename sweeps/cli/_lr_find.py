@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -16,13 +17,23 @@ from rich.table import Table
 from sweeps.cli import app
 from trainers import LRFindResult, build_model, make_dataloaders, seed_everything
 from trainers.learner import Learner
+from trainers.lr_finder import check_lr_find_args
 from trainers.plots import plot_lr_find
 from trainers.suggestions import SUGGESTIONS
+
+_OPTIONS = ("dataset", "arch", "image_size", "batch_size", "seed", "num_it", "start_lr", "end_lr")
+_NAMED = re.compile(rf"(?<![-\w])({'|'.join(_OPTIONS)})(?= must|=|,)")
+
+
+def _as_options(message: str) -> str:
+    """The trainers' messages name Python parameters (``num_it must ...``); say ``--num-it``."""
+    return _NAMED.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def _fail(error: Exception) -> typer.Exit:
     """Print a user error (no traceback) and return the exit to raise (status 2)."""
-    Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
+    text = f"Error: {_as_options(str(error))}"
+    Console(stderr=True, soft_wrap=True).print(text, markup=False, highlight=False)
     return typer.Exit(2)
 
 
@@ -126,6 +137,12 @@ def lr_find_command(
                     f"--json {str(json_out)!r} and --out name the same file; the curve would "
                     "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
                 )
+        try:  # before any data is read: a bad --num-it fails at once, not after the loading
+            check_lr_find_args(start_lr, end_lr, num_it, 4.0, 0.98, rules)
+        except ValueError as error:
+            if str(error).startswith("Unknown suggestion rule"):
+                raise ValueError(f"--suggest: {error}") from None
+            raise
         if dataset == "image_folder" and path is None:
             raise ValueError("--dataset image_folder needs --path, the folder holding its images.")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -11,6 +12,8 @@ from sweeps.cli import app
 
 if TYPE_CHECKING:
     from sweeps.server import ServerConfig, ServerLaunch
+
+ALLOWED_HOSTS_ENV = "MLFLOW_SERVER_ALLOWED_HOSTS"  # MLflow's own, read by `mlflow server`
 
 
 @app.command("server")
@@ -91,6 +94,13 @@ def run_foreground(config: ServerConfig, *, hint: str | None = None) -> int:
             "`lrsweep server --auth`; for yourself, leave out --host (127.0.0.1)."
         )
         typer.echo(f"Warning: listening on {where}, not only this machine: {exposed}", err=True)
+        if not (config.allowed_hosts or os.environ.get(ALLOWED_HOSTS_ENV)):
+            typer.echo(
+                "Note: MLflow answers 403 (Invalid Host header) to a browser or client that "
+                "reaches it by a name or public address; only localhost and private addresses "
+                "(10.*, 172.16-31.*, 192.168.*) pass. Add --allowed-hosts name:port for others.",
+                err=True,
+            )
 
     def announce(launch: ServerLaunch) -> None:
         typer.echo(f"MLflow is serving at {launch.url}")

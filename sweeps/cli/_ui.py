@@ -26,6 +26,13 @@ def ui_command(
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 5000,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="Extra Host headers to accept (comma-separated), e.g. mybox.example:5000.",
+        ),
+    ] = None,
 ) -> None:
     """Open MLflow's UI on the sweeps' store and print its address (Ctrl-C stops it)."""
     from sweeps.server import ServerConfig, ServerConfigError, check_port_free
@@ -62,6 +69,7 @@ def ui_command(
         host=host,
         port=port,
         workers=1,
+        allowed_hosts=allowed_hosts,
         store_option=source,
         artifacts_option="the artifacts folder beside the store",
     )

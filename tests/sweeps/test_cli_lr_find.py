@@ -57,11 +57,17 @@ def test_lr_find_refuses_fp16_without_cuda_naming_the_option(tmp_path):
     [
         (["--dataset", "digitz"], r"dataset must be one of"),
         (["--arch", "vgg"], r"arch must be one of"),
-        (["--suggest", "vally"], r"Unknown suggestion rule 'vally'; choose one of valley"),
-        (["--num-it", "1"], r"num_it must be an integer >= 2"),
-        (["--start-lr", "1", "--end-lr", "0.1"], r"end_lr must be greater than start_lr"),
+        (["--suggest", "vally"], r"--suggest: Unknown suggestion rule 'vally'; choose one of"),
+        (["--num-it", "1"], r"Error: --num-it must be an integer >= 2, but got 1"),
+        (["--num-it", "5"], r"Error: --num-it=5 is too few for suggestion rule 'valley'"),
+        (["--start-lr", "0"], r"Error: --start-lr must be a finite number > 0, but got 0"),
+        (
+            ["--start-lr", "1", "--end-lr", "0.1"],
+            r"--end-lr must be greater than --start-lr, but got --start-lr=1.0, --end-lr=0.1",
+        ),
         (["--out", "/no/such/folder/x.png"], r"--out '/no/such/folder/x.png': the folder"),
-        (["--image-size", "0"], r"image_size must be a positive integer"),
+        (["--image-size", "0"], r"--image-size must be a positive integer"),
+        (["--batch-size", "0"], r"--batch-size must be a positive integer"),
         (["--amp", "fp8"], r"--amp / --channels-last / --compile: amp must be None, 'bf16'"),
     ],
 )

@@ -85,6 +85,28 @@ def test_binding_beyond_loopback_without_auth_warns(
     warning = "Warning: listening on every interface, not only this machine: with no authentication"
     assert (warning in result.stderr.replace("\n", " ")) is warned
     assert ("lrsweep server --auth" in result.stderr) is warned
+    assert ("Add --allowed-hosts name:port" in result.stderr.replace("\n", " ")) is warned
+
+
+@pytest.mark.parametrize("command", [["server"], ["ui", "--tracking-uri", "sqlite:///ui.db"]])
+@pytest.mark.parametrize("where", ["option", "environment"])
+def test_allowed_hosts_reach_the_server_and_silence_the_403_note(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str], where: str
+) -> None:
+    configs: list[Any] = []
+    monkeypatch.setattr("sweeps.server.serve", lambda config, **_: configs.append(config) or 0)
+    monkeypatch.chdir(tmp_path)
+    args = [*command, "--host", "0.0.0.0"]
+    if where == "option":
+        args += ["--allowed-hosts", "mlflow.team.example:5000"]
+    else:
+        monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", "mlflow.team.example:5000")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Invalid Host header" not in result.stderr
+    (config,) = configs
+    expected = "mlflow.team.example:5000" if where == "option" else None
+    assert config.allowed_hosts == expected
 
 
 @pytest.mark.parametrize("option", ["backend_store_uri", "auth_db_uri"])

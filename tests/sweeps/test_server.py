@@ -178,6 +178,22 @@ def test_launch_keeps_secrets_off_the_command_line(tmp_path: Path) -> None:
     assert f"sqlite:///{tmp_path / 'auth' / 'basic_auth.db'}" in ini
 
 
+def test_the_csrf_key_is_kept_across_launches_and_its_file_made_private(tmp_path: Path) -> None:
+    config = ServerConfig(
+        backend_store_uri=f"sqlite:///{tmp_path / 'm.db'}",
+        artifacts_destination=str(tmp_path / "art"),
+        auth=True,
+    )
+    environ = {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD}
+    first = prepare_server(config, environ=environ).env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    key_file = tmp_path / "auth" / "flask_secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(first) == 64
+    key_file.chmod(0o644)  # as a copy with `cp` or a restore from a backup leaves it
+    again = prepare_server(config, environ=environ).env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert again == first
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
 def test_auth_db_elsewhere_writes_nothing_beside_the_artifacts(tmp_path: Path) -> None:
     launch = prepare_server(
         ServerConfig(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from ray import tune
 from ray.tune.trainable.function_trainable import wrap_function
 
@@ -134,6 +135,17 @@ def test_default_trial_learner_is_float32_and_uncompiled() -> None:
     learn = _learner(spec.task, _dataloaders(spec.task, seed=0), seed=0)
     assert learn.accelerator.amp is None and not learn.accelerator.channels_last
     assert learn.forward_model is learn.model
+
+
+def test_trial_seeds_share_no_random_stream() -> None:
+    """Seed 0's augmentation was seed 1's shuffle order (``seed + 1``): the seeds were not apart."""
+    spec = spec_with()
+    streams: list[bytes] = []
+    for seed in (0, 1, 2):
+        state = _dataloaders(spec.task, seed=seed).train.state_dict()
+        streams += [state["order"].numpy().tobytes(), state["augment"].numpy().tobytes()]
+        streams.append(torch.Generator().manual_seed(seed).get_state().numpy().tobytes())
+    assert len(set(streams)) == len(streams)
 
 
 # ----------------------------------------------------------------------------- fractional GPUs

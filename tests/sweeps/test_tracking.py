@@ -255,6 +255,41 @@ def test_missing_experiment_lists_those_that_exist(tracking_uri: str) -> None:
         tracker.experiment_id("absent")
 
 
+def test_experiment_names_reads_every_page_and_the_prefix_literally(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One search call returned MLflow's first 1000 experiments and no more."""
+    tracker = Tracker(tracking_uri)
+    for name in ("a/x", "a/y", "a/z", "ab", "a_b/w", "b"):
+        tracker.ensure_experiment(name)
+    monkeypatch.setattr("sweeps.tracking.SEARCH_PAGE", 2)  # pages of 2 rows instead of 1000
+    assert tracker.experiment_names() == ["Default", "a/x", "a/y", "a/z", "a_b/w", "ab", "b"]
+    assert tracker.experiment_names("a/") == ["a/x", "a/y", "a/z"]  # LIKE 'a/%' only
+    assert tracker.experiment_names("a_") == ["a_b/w"]  # '_' is not LIKE's wildcard here
+    with pytest.raises(LookupError, match=r"'c' does not exist.*'a_b/w', 'ab', 'b'\]"):
+        tracker.experiment_id("c")
+    experiment_id = tracker.experiment_id("b")
+    started = {tracker.start_run(experiment_id, run_name=f"r{i}") for i in range(5)}
+    assert {r.info.run_id for r in tracker.search_runs(experiment_id)} == started
+
+
+def test_a_missing_experiment_among_many_lists_the_closest_names(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = Tracker(tracking_uri)
+    for i in range(6):
+        tracker.ensure_experiment(f"digits-{i}")
+    tracker.ensure_experiment("mnist")
+    monkeypatch.setattr("sweeps.tracking.SHOWN_NAMES", 3)
+    with pytest.raises(LookupError) as info:
+        tracker.experiment_id("digits-9")
+    message = str(info.value)
+    assert "experiments there: 8 experiments, the closest to 'digits-9': ['digits-" in message
+    assert "mnist" not in message
+    with pytest.raises(LookupError, match=r"8 experiments, the first: \['Default', 'digits-0'"):
+        tracker.experiment_id("zzz")
+
+
 def test_unwritable_artifact_location_fails_up_front(tmp_path: Path) -> None:
     tracker = Tracker(default_tracking_uri(tmp_path))
     blocker = tmp_path / "not-a-folder"

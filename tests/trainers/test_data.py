@@ -265,6 +265,54 @@ def test_same_seed_gives_identical_epochs_other_seed_does_not() -> None:
     assert not same_batches(first_epoch(5), first_epoch(6))
 
 
+def _first_draws(generator: torch.Generator) -> tuple[int, ...]:
+    return tuple(torch.randint(2**31, (8,), generator=generator).tolist())
+
+
+def test_reseed_gives_each_seed_streams_shared_with_no_other_seed_nor_the_weights() -> None:
+    """Order, augmentation and ``seed_everything``'s weights: no two start on the same draws.
+
+    Seeding the augmentation with ``seed + 1`` once made it seed ``seed + 1``'s shuffle order.
+    """
+    loader = TensorLoader(torch.zeros(6, 1, 2, 2), torch.zeros(6), batch_size=2, shuffle=True)
+    draws: dict[tuple[int, str], tuple[int, ...]] = {}
+    for seed in (0, 1, 2, 2**64 - 1):  # torch's CPU generator keeps a seed's low 32 bits
+        loader.reseed(seed)
+        assert loader.seed == seed
+        draws[seed, "order"] = _first_draws(loader._order_gen)
+        draws[seed, "augment"] = _first_draws(loader._augment_gen)
+        draws[seed, "weights"] = _first_draws(torch.Generator().manual_seed(seed))
+    assert len(set(draws.values())) == len(draws)
+
+
+def test_derive_seed_is_fixed_per_seed_and_stream_and_refuses_a_nameless_stream() -> None:
+    from trainers.seeding import derive_seed
+
+    assert derive_seed(7, "order") == derive_seed(7, "order")
+    assert len({derive_seed(s, n) for s in (0, 1) for n in ("order", "augment")}) == 4
+    assert all(0 <= derive_seed(2**64 - 1, n) < 2**64 for n in ("order", "augment"))
+    with pytest.raises(ValueError, match="stream must be a non-empty name, but got ''"):
+        derive_seed(0, "")
+
+
+def test_reseed_repeats_what_a_loader_built_with_that_seed_draws() -> None:
+    images, labels = torch.rand(40, 1, 6, 6), torch.arange(40) % 4
+    args: dict = {"batch_size": 8, "shuffle": True, "augment": Augment(flip=True, rotate=10)}
+    built = TensorLoader(images, labels, seed=3, **args)
+    reseeded = TensorLoader(images, labels, seed=0, **args)
+    epoch(reseeded)
+    reseeded.reseed(3)
+    assert same_batches(epoch(built), epoch(reseeded))
+    assert same_batches(epoch(built), epoch(reseeded))  # and goes on as it would
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.0, True, "0"])
+def test_reseed_refuses_a_seed_outside_torchs_range(seed: object) -> None:
+    loader = TensorLoader(torch.zeros(2, 1, 2, 2), torch.zeros(2), batch_size=2)
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer below 2\*\*64"):
+        loader.reseed(seed)  # type: ignore[arg-type]
+
+
 def test_state_dict_round_trip_reproduces_the_next_epoch() -> None:
     dls = make_dataloaders("digits", image_size=8, batch_size=128, augment="light")
     epoch(dls.train)

@@ -46,6 +46,34 @@ def test_resnet_adapts_first_conv_to_in_channels(arch: str) -> None:
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
 
 
+def test_resnet_head_is_fastais_create_head() -> None:
+    """fastai: BN, Dropout(0.25), Linear(2 nf -> 512, no bias), ReLU, BN, Dropout(0.5),
+    Linear(512 -> n, no bias), the linear weights from ``kaiming_normal_`` (std sqrt(2/fan_in))."""
+    seed_everything(0)
+    head = build_model("resnet18", 4).head
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == [
+        "AdaptiveConcatPool2d", "Flatten", "BatchNorm1d", "Dropout", "Linear", "ReLU",
+        "BatchNorm1d", "Dropout", "Linear",
+    ]  # fmt: skip
+    hidden, last = head[4], head[8]
+    assert (hidden.in_features, hidden.out_features, last.out_features) == (1024, 512, 4)
+    assert hidden.bias is None and last.bias is None
+    assert (head[3].p, head[7].p) == (0.25, 0.5)
+    assert hidden.weight.std().item() == pytest.approx((2 / 1024) ** 0.5, rel=0.05)
+
+
+def test_create_head_checks_hidden_and_can_keep_torchs_init() -> None:
+    from trainers.models import create_head
+
+    with pytest.raises(ValueError, match="hidden must be an integer >= 1 or None, but got 0"):
+        create_head(8, 2, hidden=0)
+    torch.manual_seed(0)
+    plain = create_head(8, 2, hidden=None, bias=True, init=None)[-1]
+    torch.manual_seed(0)
+    assert torch.equal(plain.weight, torch.nn.Linear(16, 2).weight)
+
+
 def test_unknown_arch_lists_the_archs() -> None:
     with pytest.raises(
         ValueError, match=r"arch must be one of \['simple_cnn', 'resnet18', 'resnet34'\]"

@@ -11,8 +11,7 @@ import torch
 from trainers.data._base import ImageSource
 from trainers.data._split import channel_stats
 from trainers.data.augment import Augment
-
-_AUGMENT_STREAM = 2**32  # offset between the shuffle and the augmentation seeds
+from trainers.seeding import derive_seed
 
 
 class TensorLoader:
@@ -77,7 +76,6 @@ class TensorLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
-        self.seed = seed
         self.drop_single = drop_single
         self.sample_weights = _checked_weights(sample_weights, len(labels))
         scale = 255.0 if images.dtype == torch.uint8 else 1.0
@@ -89,8 +87,8 @@ class TensorLoader:
         self._bias = (-mean_t / std_t).view(1, -1, 1, 1)
         self.images = images
         self.labels = labels.long()
-        self._order_gen = torch.Generator().manual_seed(seed)
-        self._augment_gen = torch.Generator().manual_seed((seed + _AUGMENT_STREAM) % 2**64)
+        self._order_gen, self._augment_gen = torch.Generator(), torch.Generator()
+        self.reseed(seed)
         self.to(device)
 
     @property
@@ -143,6 +141,20 @@ class TensorLoader:
     def normalised_images(self) -> torch.Tensor:
         """Every image, normalised, in dataset order (computed on each call)."""
         return self.normalise(self.images)
+
+    def reseed(self, seed: int) -> None:
+        """Start the shuffle order and the augmentation afresh from ``seed``, as if built with it.
+
+        Each is a stream of its own (:func:`~trainers.seeding.derive_seed`): they share no draws
+        with each other, with any other seed's streams, or with ``seed_everything(seed)``.
+
+        Raises:
+            ValueError: if ``seed`` is not an integer in ``[0, 2**64)``.
+        """
+        order, augment = derive_seed(seed, "order"), derive_seed(seed, "augment")
+        self._order_gen.manual_seed(order)
+        self._augment_gen.manual_seed(augment)
+        self.seed = seed
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The RNG states of shuffling / sampling and of augmentation."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,37 +25,53 @@ class AdaptiveConcatPool2d(nn.Module):
 
 
 def create_head(
-    n_features: int, n_classes: int, *, hidden: int | None = None, ps: float = 0.5
+    n_features: int,
+    n_classes: int,
+    *,
+    hidden: int | None = 512,
+    ps: float = 0.5,
+    bias: bool = False,
+    init: Callable[[torch.Tensor], Any] | None = nn.init.kaiming_normal_,
 ) -> nn.Sequential:
-    """A fastai-style classifier head on a feature map with ``n_features`` channels.
+    """fastai's classifier head (``create_head``) on a feature map with ``n_features`` channels.
 
     Concat pooling, flatten, then ``BatchNorm1d -> Dropout(ps/2) -> Linear(-> hidden) -> ReLU``
-    when ``hidden`` is given, and ``BatchNorm1d -> Dropout(ps) -> Linear(-> n_classes)``.
+    when ``hidden`` is given, and ``BatchNorm1d -> Dropout(ps) -> Linear(-> n_classes)``. As in
+    fastai, each ``Linear`` follows a ``BatchNorm1d`` and so has no bias, and its weights start
+    from ``kaiming_normal_`` (what fastai's ``vision_learner`` applies to its head).
 
     Args:
         n_features: Channels of the body's output.
         n_classes: Number of outputs.
-        hidden: Width of the optional hidden layer; None for a single linear layer.
+        hidden: Width of the hidden layer (fastai's 512); None for a single linear layer.
         ps: Dropout probability of the last layer, in ``[0, 1)``.
+        bias: Give the ``Linear`` layers a bias (fastai: no).
+        init: Applied to each ``Linear`` weight; None keeps PyTorch's default initialisation.
 
     Raises:
-        ValueError: for ``n_classes < 1`` or ``ps`` outside ``[0, 1)``.
+        ValueError: for ``n_classes < 1``, ``hidden < 1`` or ``ps`` outside ``[0, 1)``.
     """
     if not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"n_classes must be an integer >= 1, but got {n_classes!r}.")
+    if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
+        raise ValueError(f"hidden must be an integer >= 1 or None, but got {hidden!r}.")
     if not 0.0 <= ps < 1.0:
         raise ValueError(f"ps (dropout) must be in [0, 1), but got {ps!r}.")
     width = 2 * n_features
     layers: list[nn.Module] = [AdaptiveConcatPool2d(), nn.Flatten()]
+    linears: list[nn.Linear] = []
     if hidden is not None:
-        layers += [
-            nn.BatchNorm1d(width),
-            nn.Dropout(ps / 2),
-            nn.Linear(width, hidden, bias=False),
-            nn.ReLU(inplace=True),
-        ]
+        linears.append(nn.Linear(width, hidden, bias=bias))
+        layers += [nn.BatchNorm1d(width), nn.Dropout(ps / 2), linears[-1], nn.ReLU(inplace=True)]
         width = hidden
-    layers += [nn.BatchNorm1d(width), nn.Dropout(ps), nn.Linear(width, n_classes)]
+    linears.append(nn.Linear(width, n_classes, bias=bias))
+    layers += [nn.BatchNorm1d(width), nn.Dropout(ps), linears[-1]]
+    if init is not None:
+        with torch.no_grad():
+            for linear in linears:
+                init(linear.weight)
+                if linear.bias is not None:
+                    linear.bias.zero_()
     return nn.Sequential(*layers)
 
 

@@ -116,5 +116,5 @@ def resnet(
         tv.conv1 = _adapt_first_conv(tv.conv1, in_channels, pretrained=sd is not None)
     stem = nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool)
     body = nn.Sequential(stem, tv.layer1, tv.layer2, tv.layer3, tv.layer4)
-    head = create_head(tv.fc.in_features, n_classes, hidden=256, ps=0.5)
+    head = create_head(tv.fc.in_features, n_classes)  # fastai's: 512 hidden, no bias, kaiming
     return GroupedModel(body, head, group_starts=(0, 3), arch=arch)

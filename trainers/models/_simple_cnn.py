@@ -34,5 +34,7 @@ def simple_cnn(n_classes: int, *, in_channels: int = 3) -> GroupedModel:
     """
     widths = (in_channels, *_WIDTHS)
     body = nn.Sequential(*[_conv_block(a, b) for a, b in itertools.pairwise(widths)])
-    head = create_head(_WIDTHS[-1], n_classes, ps=0.25)
+    # one linear layer with PyTorch's own init and a bias: smaller than fastai's head, which
+    # would give this 4-stage body a 512-wide layer it does not need on 8-32 px images
+    head = create_head(_WIDTHS[-1], n_classes, hidden=None, ps=0.25, bias=True, init=None)
     return GroupedModel(body, head, group_starts=(0, 2), arch="simple_cnn")
