@@ -59,6 +59,7 @@ from trainers import (
     make_dataloaders,
     seed_everything,
 )
+from trainers.suggestions import CurveTooShort
 
 logger = logging.getLogger(__name__)
 
@@ -369,12 +370,17 @@ def _start(
     try:
         record.lr = _choose_lr(learn, config, arm, record)
     except ValueError as error:  # CurveTooShort, a bad config.lr: the same seed fails the same way
-        tracker.set_tags(run_id, {TAG_FAILED_FOR_GOOD: f"{type(error).__name__}: {error}"[:500]})
+        _mark_failed_for_good(tracker, run_id, error)
         raise
     if record.lr_find is not None:
         _log_lr_find(tracker, run_id, record.lr_find)
     if math.isfinite(record.lr):
         _log_new_params(tracker, run_id, {"lr": record.lr})
+
+
+def _mark_failed_for_good(tracker: Tracker, run_id: str, error: Exception) -> None:
+    """Tag the run with ``error``; its retries raise it at once (``_raise_if_failed_for_good``)."""
+    tracker.set_tags(run_id, {TAG_FAILED_FOR_GOOD: f"{type(error).__name__}: {error}"[:500]})
 
 
 def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
@@ -421,7 +427,11 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
             _start(learn, tracker, context, config, arm, record)
         reporter.attach(learn, reopened=reopened)
         if record.stop_reason is None:
-            _run_training(learn, task, arm, config, record, reporter)
+            try:
+                _run_training(learn, task, arm, config, record, reporter)
+            except CurveTooShort as error:  # a recipe's range test: the same seed repeats it
+                _mark_failed_for_good(tracker, run_id, error)
+                raise
         reporter.finish(
             learn, lambda lrn, rec: _finalize(lrn, rec, tracker, spec, reopened=reopened)
         )

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers._training import METRICS, per_item_loss
+from trainers.models._base import AdaptiveConcatPool2d
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
@@ -208,16 +209,36 @@ def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
         )
     body: nn.Module = learn.model.body  # type: ignore[assignment]
     head: nn.Module = learn.model.head  # type: ignore[assignment]
-    train = _feature_loader(learn, body, dls.train)
+    fixed, rest = _fixed_prefix(head)
+    train = _feature_loader(learn, body, fixed, dls.train)
     # Shared, not copied: each cached epoch advances dls.train's RNG as well, so a checkpoint or
     # snapshot taken after an epoch of this fit (they read learn.dls) resumes at the right order.
     train.share_rng(dls.train)
-    return train, _feature_loader(learn, body, dls.valid), head
+    return train, _feature_loader(learn, body, fixed, dls.valid), rest
+
+
+_FIXED_LAYERS = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+"""Layers that hold no parameters or randomness and treat each image alone: a head's leading
+run of them computes the same on every epoch, so it is cached with the body's outputs."""
+
+
+def _fixed_prefix(head: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    """``(leading pooling / flatten layers of head, the module that trains on their output)``."""
+    if not isinstance(head, nn.Sequential):
+        return [], head
+    layers = list(head)
+    n = 0
+    while n < len(layers) and type(layers[n]) in _FIXED_LAYERS:
+        n += 1
+    if n == 0:
+        return [], head
+    return layers[:n], nn.Sequential(nn.Flatten(), *layers[n:])  # cached as (N, F, 1, 1)
 
 
 @torch.no_grad()
-def _feature_loader(learn: Learner, body: nn.Module, loader: Any) -> Any:
-    """A TensorLoader like ``loader`` whose 'images' are the body's outputs."""
+def _feature_loader(learn: Learner, body: nn.Module, fixed: list[nn.Module], loader: Any) -> Any:
+    """A TensorLoader like ``loader`` whose 'images' are the body's outputs, through ``fixed``
+    (the head's leading pooling, see :func:`_fixed_prefix`) when there is one."""
     from trainers.data import TensorLoader
 
     body.eval()
@@ -230,13 +251,16 @@ def _feature_loader(learn: Learner, body: nn.Module, loader: Any) -> Any:
     for i in range(0, n, size):
         xb = acc.batch(loader.normalise(loader.images[i : i + size]).to(learn.device))
         with acc.autocast():
-            chunks.append(acc.output(body(xb)))
+            maps = body(xb)
+            if maps.ndim != 4:
+                raise ValueError(
+                    "precompute=True needs a body returning (N, C, H, W) maps, but got "
+                    f"{tuple(maps.shape)}."
+                )
+            for layer in fixed:
+                maps = layer(maps)
+        chunks.append(acc.output(maps if maps.ndim == 4 else maps.flatten(1)[:, :, None, None]))
     features = torch.cat(chunks)
-    if features.ndim != 4:
-        raise ValueError(
-            "precompute=True needs a body returning (N, C, H, W) maps, but got "
-            f"{tuple(features.shape)}."
-        )
     return TensorLoader(
         features,
         loader.labels,

@@ -82,9 +82,7 @@ def _run_epoch(
     try:
         learn._call("before_epoch")
         learn.training = True
-        learn.model.train()
-        if precompute:  # the cached activations came from the body in eval mode
-            learn.model.body.eval()  # type: ignore[union-attr]
+        _set_modes(learn.model, True, precompute)
         learn._call("before_train")  # callbacks see (and may change) the training modes
         _train_batches(learn, train_dl, forward, hypers)
     except CancelEpoch:
@@ -94,7 +92,7 @@ def _run_epoch(
     except CancelEpoch:
         learn._call("after_cancel_epoch")
     learn.training = False
-    learn.model.eval()
+    _set_modes(learn.model, False, precompute)
     try:
         learn._call("before_validate")
         learn.metrics_values = _inference.evaluate(learn, valid_dl, forward)
@@ -103,6 +101,19 @@ def _run_epoch(
         learn._call("after_cancel_epoch")
     learn.resume_epoch = learn.epoch + 1
     learn._call_all("after_epoch")  # a CancelFit waits until every callback saw the epoch
+
+
+def _set_modes(model: nn.Module, training: bool, precompute: bool) -> None:
+    """``model.train(training)``; with ``precompute`` the body stays in eval mode, as the cached
+    activations were computed, and only the head changes (no walk over every body module)."""
+    if not precompute:
+        model.train(training)
+        return
+    model.training = training
+    model.head.train(training)  # type: ignore[union-attr]
+    body: nn.Module = model.body  # type: ignore[assignment]
+    if any(m.training for m in body.modules()):  # a callback set part of it training
+        body.eval()
 
 
 def _train_batches(

@@ -426,17 +426,50 @@ def test_a_range_test_too_short_for_its_rule_is_not_run_again_on_retry(
         ],
         "failure": {"max_failures": 2},
     }
+    result = _failed_for_good_once(data, tmp_path, arm="lr_finder")
+    assert [o.status for o in result.trials["steady"]] == ["TERMINATED"]
+    assert result.report is not None and result.report.group("steady").n_seeds == 1
+
+
+def _failed_for_good_once(data: dict[str, Any], tmp_path: Path, *, arm: str) -> Any:
+    """Run the sweep; ``arm``'s one trial errors with ``CurveTooShort``, its retries say "not
+    retried", and they reuse the first attempt's run, left FAILED and tagged."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(
         data, tracking_uri=uri, storage_path=tmp_path / "ray", progress=SweepProgress(live=False)
     )
-    (finder,) = result.trials["lr_finder"]
-    assert finder.status == "ERROR"
-    assert "CurveTooShort" in (finder.error or "") and "not retried" in (finder.error or "")
-    assert [o.status for o in result.trials["steady"]] == ["TERMINATED"]
-    tracker = Tracker(uri)
-    runs = [r for r in _children(tracker, "too-short") if r.data.params.get("arm") == "lr_finder"]
-    (run,) = runs  # the retries reuse the first attempt's run, and leave it FAILED
+    (trial,) = result.trials[arm]
+    assert trial.status == "ERROR"
+    assert "CurveTooShort" in (trial.error or "") and "not retried" in (trial.error or "")
+    runs = _children(Tracker(uri), data["name"])
+    (run,) = [r for r in runs if r.data.params.get("arm") == arm]
     assert run.info.status == "FAILED"
     assert run.data.tags["sweeps.failed_for_good"].startswith("CurveTooShort: ")
-    assert result.report is not None and result.report.group("steady").n_seeds == 1
+    return result
+
+
+def test_a_recipe_whose_range_test_is_too_short_is_not_run_again_on_retry(
+    tmp_path: Path, ray_cluster: None
+) -> None:
+    """``fit_recipe``'s own range test: weights that saturate the logits (a head at 3e38, as a
+    damaged pretrained file can hold) make its first loss non-finite, so ``valley`` has no
+    points. The retry raises that error at once instead of running the recipe again."""
+    import torch
+
+    from trainers import build_model
+
+    weights = build_model("simple_cnn", 10, in_channels=1).state_dict()
+    weights["head.4.weight"].fill_(3e38)
+    torch.save(weights, tmp_path / "saturated.pt")
+    data = {
+        **RESUME_SPEC,
+        "name": "recipe-too-short",
+        "task": {
+            **RESUME_SPEC["task"],
+            "epochs": 4,
+            "model": {"arch": "simple_cnn", "pretrained": str(tmp_path / "saturated.pt")},
+        },
+        "strategies": [{"kind": "recipe", "max_epochs": 4}],
+        "failure": {"max_failures": 2},
+    }
+    _failed_for_good_once(data, tmp_path, arm="recipe")

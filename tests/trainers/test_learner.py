@@ -486,6 +486,44 @@ def test_precompute_trains_the_head_like_the_full_forward_on_a_frozen_body() -> 
     )
 
 
+class Modes(Callback):
+    """Records the body's and the head's modes in training; flips the body to train mode
+    after each validation, as a careless callback might."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, bool, bool]] = []
+
+    def before_batch(self) -> None:
+        if self.learn.training:
+            model = self.learn.model
+            body_training = any(m.training for m in model.body.modules())
+            self.seen.append((model.training, body_training, model.head.training))
+
+    def after_validate(self) -> None:
+        self.learn.model.body.train()
+
+
+def test_precompute_caches_the_heads_pooling_and_keeps_the_body_in_eval_mode() -> None:
+    """The concat pooling and flatten before the head's first parameter are cached with the
+    body's outputs: fastai's resnet head trains on (N, 2 x 512) features, not 1x1 maps."""
+    from trainers._inference import fit_loaders
+
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    seed_everything(0)
+    modes = Modes()
+    learn = Learner(
+        build_model("resnet18", dls.n_classes), dls, device="cpu", progress=False, callbacks=[modes]
+    )
+    learn.freeze()
+    train, valid, forward = fit_loaders(learn, precompute=True)
+    assert train.images.shape == (len(dls.train.labels), 1024, 1, 1)
+    assert valid.images.shape == (len(dls.valid.labels), 1024, 1, 1)
+    assert [type(m).__name__ for m in forward][:3] == ["Flatten", "BatchNorm1d", "Dropout"]
+    assert forward[1] is learn.model.head[2]  # the head's own layers, trained in place
+    learn.fit(2, 1e-3, precompute=True)
+    assert modes.seen and set(modes.seen) == {(True, False, True)}
+
+
 def test_precompute_with_augmentation_is_refused_with_the_reason() -> None:
     learn = make_learner(augment={"rotate": 10})
     learn.freeze()

@@ -74,6 +74,17 @@ def test_create_head_checks_hidden_and_can_keep_torchs_init() -> None:
     assert torch.equal(plain.weight, torch.nn.Linear(16, 2).weight)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_pretrained_file_with_a_non_finite_weight_is_refused_naming_it(
+    tmp_path: Path, bad: float
+) -> None:
+    weights = build_model("simple_cnn", 10, in_channels=1).state_dict()
+    weights["body.1.0.weight"][0, 0, 0, 0] = bad
+    torch.save(weights, tmp_path / "diverged.pt")
+    with pytest.raises(ValueError, match=r"diverged\.pt'.*tensor 'body\.1\.0\.weight' holds NaN"):
+        build_model("simple_cnn", 10, in_channels=1, pretrained=tmp_path / "diverged.pt")
+
+
 def test_unknown_arch_lists_the_archs() -> None:
     with pytest.raises(
         ValueError, match=r"arch must be one of \['simple_cnn', 'resnet18', 'resnet34'\]"

@@ -128,8 +128,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         ValueError: for a file that torch cannot read (truncated, corrupt, another format), is
-            not a plain state dict (name -> tensor) or would run code when unpickled; the
-            message names the file.
+            not a plain state dict (name -> tensor), would run code when unpickled or holds a
+            NaN or inf weight; the message names the file.
         OSError: for a file that cannot be read.
     """
     path = Path(path)
@@ -152,6 +152,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"pretrained file {str(path)!r} does not hold a state dict (name -> tensor)."
         )
+    for key, value in obj.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(
+                f"pretrained file {str(path)!r}: tensor {key!r} holds NaN or inf (saved after "
+                "the loss diverged?); load weights saved before that."
+            )
     return dict(obj)
 
 
