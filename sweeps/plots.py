@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeps.stoppers._base import finite_number
 from trainers.plots import fixed_figure
 
 COLOURS = (
@@ -30,7 +31,7 @@ SEARCH_KINDS = ("grid", "optuna", "random")
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    return finite_number(value) is not None
 
 
 def plot_comparison(

@@ -22,10 +22,10 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any, ClassVar
 
 from sweeps._ray import Callback
+from sweeps.stoppers._base import finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,6 @@ class ArmProgress:
     failed: int = 0
     best_valid_loss: float = math.inf
     best_lr: float = math.nan
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 class SweepProgress(Callback):
@@ -170,10 +164,10 @@ class SweepProgress(Callback):
 
     def _note_result(self, trial: Any, result: dict[str, Any]) -> None:
         arm = self._arm(trial)
-        best = _finite(result.get("best_valid_loss"))
+        best = finite_number(result.get("best_valid_loss"))
         if best is not None and best < arm.best_valid_loss:
             arm.best_valid_loss = best
-            lr = _finite(result.get("trial_lr"))
+            lr = finite_number(result.get("trial_lr"))
             arm.best_lr = math.nan if lr is None else lr
         if result.get("stop_reason"):
             self._stop_reason[str(trial.trial_id)] = str(result["stop_reason"])
