@@ -140,20 +140,43 @@ def _arm_spec(spec: Any, arm: str) -> Any:
     raise ValueError(f"config.arm must name one of the spec's arms {names}, but got {arm!r}.")
 
 
+_DATA_CACHE: dict[str, tuple[Any, tuple[Any, Any]]] = {}
+"""The last trial's data in this worker process, by the task fields that build it: the next
+trial of the sweep (Tune reuses the worker) reseeds it instead of loading and resizing every
+image again (an ``image_folder`` or ``cifar10`` decodes its files once per worker)."""
+
+
 def _dataloaders(task: Any, seed: int) -> Any:
     dataset = task.dataset
     augment = task.augment.model_dump() if task.augment is not None else None
-    dls = make_dataloaders(
-        dataset.name,
-        image_size=task.image_size,
-        batch_size=task.batch_size,
-        valid_pct=dataset.valid_pct,
-        seed=dataset.seed,
-        augment=augment,
-        oversample=task.oversample,
-        path=dataset.path,
-        **dataset.options,
+    key = json.dumps(
+        [
+            dataset.model_dump(mode="json"),
+            task.image_size,
+            task.batch_size,
+            augment,
+            task.oversample,
+        ],
+        sort_keys=True,
+        default=str,
     )
+    dls, augments = _DATA_CACHE.get(key, (None, None))
+    if dls is not None and (dls.augment, dls.train.augment) != augments:
+        dls = None  # something switched its augmentation and did not switch it back: build anew
+    if dls is None:
+        dls = make_dataloaders(
+            dataset.name,
+            image_size=task.image_size,
+            batch_size=task.batch_size,
+            valid_pct=dataset.valid_pct,
+            seed=dataset.seed,
+            augment=augment,
+            oversample=task.oversample,
+            path=dataset.path,
+            **dataset.options,
+        )
+        _DATA_CACHE.clear()  # one dataset held at a time
+        _DATA_CACHE[key] = (dls, (dls.augment, dls.train.augment))
     dls.train.reseed(seed)  # the trial seed's own order and augmentation streams
     return dls
 

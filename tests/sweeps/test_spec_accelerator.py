@@ -148,6 +148,35 @@ def test_trial_seeds_share_no_random_stream() -> None:
     assert len(set(streams)) == len(streams)
 
 
+def test_a_workers_next_trial_reuses_its_data_reseeded_as_if_built_anew() -> None:
+    """Tune reuses a worker for the sweep's next trial: the images are not loaded again, and
+    the trial still draws its own seed's order and augmentation."""
+    from sweeps import trial
+
+    task = spec_with(task={**BASE["task"], "augment": {"rotate": 10}}).task
+    first = _dataloaders(task, seed=0)
+    batches_0 = [(x.clone(), y.clone()) for x, y in first.train]
+    again = _dataloaders(task, seed=1)
+    assert again is first  # no second make_dataloaders
+    trial._DATA_CACHE.clear()
+    fresh = _dataloaders(task, seed=1)
+    assert fresh is not first
+    for (xa, ya), (xb, yb) in zip(again.train, fresh.train, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    back = _dataloaders(task, seed=0)
+    assert all(torch.equal(x, xb) for (x, _), (xb, _) in zip(back.train, batches_0, strict=True))
+    other = spec_with(task={**BASE["task"], "image_size": 12}).task
+    assert _dataloaders(other, seed=0).image_size == 12  # another task builds its own
+
+
+def test_data_whose_augmentation_was_left_switched_is_built_anew() -> None:
+    task = spec_with().task
+    first = _dataloaders(task, seed=0)
+    first.augment = first.train.augment = "switched on by a failed step"
+    again = _dataloaders(task, seed=0)
+    assert again is not first and again.augment is None
+
+
 # ----------------------------------------------------------------------------- fractional GPUs
 def _tune_request(spec: Any, tmp_path: Path) -> dict[str, float]:
     """The resources Ray Tune would reserve for one trial of ``spec``."""
