@@ -186,15 +186,19 @@ def _check_num_it(num_it: Any) -> int:
     return int(num_it)
 
 
+START_LR, END_LR, NUM_IT, DIV_FACTOR, BETA = 1e-7, 10.0, 100, 4.0, 0.98
+"""``lr_find``'s defaults (fastai's), shared with :func:`check_lr_find_args`."""
+
+
 def lr_find(
     learn: Learner,
-    start_lr: float = 1e-7,
-    end_lr: float = 10,
-    num_it: int = 100,
+    start_lr: float = START_LR,
+    end_lr: float = END_LR,
+    num_it: int = NUM_IT,
     *,
     stop_div: bool = True,
-    div_factor: float = 4.0,
-    beta: float = 0.98,
+    div_factor: float = DIV_FACTOR,
+    beta: float = BETA,
     suggest: str | Sequence[str] | None = ("valley",),
 ) -> LRFindResult:
     """Run an LR range test on ``learn`` and put every piece of its state back afterwards.
@@ -305,12 +309,12 @@ def lr_find(
 
 
 def check_lr_find_args(
-    start_lr: float,
-    end_lr: float,
-    num_it: int,
-    div_factor: float,
-    beta: float,
-    suggest: str | Sequence[str] | None,
+    start_lr: float = START_LR,
+    end_lr: float = END_LR,
+    num_it: int = NUM_IT,
+    div_factor: float = DIV_FACTOR,
+    beta: float = BETA,
+    suggest: str | Sequence[str] | None = ("valley",),
 ) -> list[str]:
     """Validate ``lr_find``'s arguments (``fit_recipe`` checks its own before it freezes
     anything); return the rule names, duplicates dropped.

@@ -172,7 +172,7 @@ def _check_args(
 ) -> int:
     """Validate; return the SGDR epoch budget."""
     get_suggestion(suggest)
-    check_lr_find_args(1e-7, 10.0, num_it, 4.0, 0.98, suggest)  # lr_find's defaults but num_it
+    check_lr_find_args(num_it=num_it, suggest=suggest)  # lr_find's defaults but num_it
     for name, value in (
         ("head_epochs", head_epochs),
         ("augment_epochs", augment_epochs),

@@ -138,7 +138,7 @@ def lr_find_command(
                     "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
                 )
         try:  # before any data is read: a bad --num-it fails at once, not after the loading
-            check_lr_find_args(start_lr, end_lr, num_it, 4.0, 0.98, rules)
+            check_lr_find_args(start_lr, end_lr, num_it, suggest=rules)
         except ValueError as error:
             if str(error).startswith("Unknown suggestion rule"):
                 raise ValueError(f"--suggest: {error}") from None
