@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from trainers._training import rng_from_checkpoint, rng_to_checkpoint
@@ -38,21 +39,26 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
     ``start_epoch`` that continues the interrupted schedule, ``learn.resume_epoch``), ``phase``,
     ``frozen`` (frozen layer groups), ``rng`` (Python/NumPy/torch), ``dls`` (the loaders'
     shuffling/augmentation RNG) and ``scaler`` (fp16's GradScaler state, else None), all
-    readable with ``torch.load(weights_only=True)``. A reader never sees a half-written file;
-    the folder is created when missing.
+    readable with ``torch.load(weights_only=True)`` (NumPy scalars in ``history`` are stored as
+    Python numbers). A reader never sees a half-written file; the folder is created when missing;
+    ``~`` is the home folder.
+
+    Raises:
+        ValueError: when ``history`` or ``phase`` holds an object ``torch.load`` would refuse
+            with ``weights_only=True`` (naming where), before anything is written.
 
     Returns:
         The path written.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "format": FORMAT,
         "model": learn.model.state_dict(),
         "opt": learn.opt.state_dict(),
-        "history": [dict(r) for r in learn.history],
+        "history": [_plain(dict(r), f"learn.history[{i}]") for i, r in enumerate(learn.history)],
         "epoch": learn.resume_epoch,
-        "phase": learn.phase,
+        "phase": _plain(learn.phase, "learn.phase"),
         "frozen": learn.frozen_groups,
         "rng": rng_to_checkpoint(),
         "dls": _dls_state(learn),
@@ -70,6 +76,33 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+_SAFE = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` in types ``torch.load(weights_only=True)`` reads back: NumPy scalars become
+    Python numbers (a callback's ``sklearn`` metric is a ``np.float64``), containers are walked.
+
+    Raises:
+        ValueError: naming where an object of another type sits, before anything is written
+            (the file would save, then fail to load).
+    """
+    if isinstance(value, np.generic):  # before _SAFE: np.float64 and np.str_ subclass float, str
+        return value.item()
+    if isinstance(value, _SAFE):
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise ValueError(
+        f"{where} holds a {type(value).__name__} ({value!r:.60}), which a checkpoint cannot "
+        "hold (torch.load(weights_only=True) would refuse the file): store a number, string, "
+        "list, dict or tensor there."
+    )
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
@@ -115,7 +148,7 @@ def load(
             frozen groups, or (``with_opt``) whose optimizer has another parameter-group
             layout; the message names the file, and ``learn`` is unchanged then.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist.")
     try:

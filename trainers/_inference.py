@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import numbers
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainers._numbers import is_real
 from trainers._training import METRICS, per_item_loss
 from trainers.models._base import AdaptiveConcatPool2d
 
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
     from trainers.learner import Learner
 
 __all__ = ["evaluate", "fit_loaders", "get_preds", "predict", "tta"]
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -112,8 +117,13 @@ def get_preds(learn: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
     """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``.
 
+    A uint8 tensor holds raw pixels (0..255, as a dataset stores them): it is normalised with
+    the data's statistics first (``dls.valid.normalise``), as the loaders do.
+
     Raises:
-        ValueError: for a tensor of any other rank.
+        ValueError: for a tensor of any other rank or another number of channels than the
+            data's (``dls.in_channels``; an (H, W, C) array is named), or uint8 pixels with data
+            that cannot normalise them.
     """
     x = torch.as_tensor(x)
     if x.ndim not in (3, 4):
@@ -121,6 +131,22 @@ def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
             f"x must be an image (C, H, W) or a batch (N, C, H, W), but got shape {tuple(x.shape)}."
         )
     batch = x if x.ndim == 4 else x.unsqueeze(0)
+    channels = getattr(learn.dls, "in_channels", None)
+    if isinstance(channels, int) and batch.shape[1] != channels:
+        layout = "(C, H, W)" if x.ndim == 3 else "(N, C, H, W)"
+        raise ValueError(
+            f"x must be {layout} with C={channels} channels, as the data has, but got shape "
+            f"{tuple(x.shape)}; an image from PIL or NumPy is (H, W, C): pass "
+            "torch.as_tensor(array).permute(2, 0, 1)."
+        )
+    if batch.dtype == torch.uint8:  # raw pixels: fed as they are, 0..255 read as z-scores
+        valid = getattr(learn.dls, "valid", None)
+        if not callable(getattr(valid, "normalise", None)):
+            raise ValueError(
+                "x holds uint8 pixels but learn.dls.valid has no normalise() to scale them; "
+                "pass the image normalised as the model was trained on (float)."
+            )
+        batch = valid.normalise(batch.to(valid.device))  # type: ignore[union-attr]
     acc = learn.accelerator
     # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
     with eval_mode(learn.model), torch.no_grad(), acc.autocast():
@@ -143,12 +169,14 @@ def tta(learn: Learner, n: int = 4, *, beta: float = 0.25, seed: int = 0) -> dic
         "error_rate": ..., "accuracy": ...}``.
 
     Raises:
-        ValueError: for ``n < 1``, ``beta`` outside ``[0, 1]`` or data without augmentation.
+        ValueError: for ``n < 1``, ``beta`` outside ``[0, 1]`` (NumPy scalars are numbers too) or
+            data without augmentation.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not (isinstance(n, numbers.Integral) and is_real(n) and n >= 1):
         raise ValueError(f"n must be an integer >= 1, but got {n!r}.")
-    if not (isinstance(beta, int | float) and not isinstance(beta, bool) and 0 <= beta <= 1):
+    if not (is_real(beta) and 0 <= beta <= 1):
         raise ValueError(f"beta must be a number in [0, 1], but got {beta!r}.")
+    n = int(n)
     augment = getattr(learn.dls, "augment", None)
     if augment is None:
         raise ValueError(
@@ -178,6 +206,9 @@ def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
     ``compile`` is on). With it: loaders over the body's outputs (computed once, body in eval
     mode, same labels, batch size and shuffling as ``dls.train``, drawing from its very RNG
     generators) and the head (never compiled: it is small and only trained for a few epochs).
+    The body's norm layers are neither trained nor updated, unlike a plain frozen fit's
+    (fastai's ``train_bn``): the head matches the full forward's only with the body in eval mode;
+    a warning is logged when every BatchNorm of the body still holds its initial statistics.
 
     Raises:
         ValueError: with ``precompute`` when the body is not frozen, the data is augmented, or
@@ -209,12 +240,44 @@ def fit_loaders(learn: Learner, precompute: bool) -> tuple[Any, Any, nn.Module]:
         )
     body: nn.Module = learn.model.body  # type: ignore[assignment]
     head: nn.Module = learn.model.head  # type: ignore[assignment]
+    _warn_untouched_norms(body)
     fixed, rest = _fixed_prefix(head)
     train = _feature_loader(learn, body, fixed, dls.train)
     # Shared, not copied: each cached epoch advances dls.train's RNG as well, so a checkpoint or
     # snapshot taken after an epoch of this fit (they read learn.dls) resumes at the right order.
     train.share_rng(dls.train)
     return train, _feature_loader(learn, body, fixed, dls.valid), rest
+
+
+def untouched_norms(body: nn.Module) -> int:
+    """How many BatchNorm layers ``body`` has when every one still holds its initial statistics
+    (running mean 0, variance 1: a randomly initialised body that never saw data), else 0.
+
+    In eval mode such layers normalise nothing: cached features of such a body (``precompute``)
+    train a far worse head than a plain frozen fit, whose BatchNorm layers learn the data's
+    statistics.
+    """
+    stats = [
+        (m.running_mean, m.running_var)
+        for m in body.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    norms = [(mean, var) for mean, var in stats if mean is not None and var is not None]
+    fresh = [1 for mean, var in norms if bool(torch.all(mean == 0)) and bool(torch.all(var == 1))]
+    return len(norms) if norms and len(fresh) == len(norms) else 0
+
+
+def _warn_untouched_norms(body: nn.Module) -> None:
+    """Warn when the body's BatchNorm layers still hold their initial statistics."""
+    count = untouched_norms(body)
+    if count:
+        logger.warning(
+            "precompute=True caches the body's outputs through %d BatchNorm layers that never "
+            "saw data (running mean 0, variance 1: a randomly initialised body); the head then "
+            "trains on unnormalised features and ends far worse than with precompute=False, "
+            "which trains those layers. Use precompute on a pretrained body.",
+            count,
+        )
 
 
 _FIXED_LAYERS = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)

@@ -10,9 +10,11 @@ but a null context and two no-op calls when they are off.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +24,7 @@ from trainers.errors import CancelBatch, CancelEpoch, CancelFit, TrainingDiverge
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["Hypers", "fit"]
+__all__ = ["Hypers", "check_finite_input", "check_optimizer", "fit"]
 
 Hypers = Callable[[float, float], tuple[list[float], float]]
 """``(pos in [0, 1], position in epochs) -> (rate per layer group, momentum)``."""
@@ -37,17 +39,20 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
     ``after_fit``.
 
     Raises:
-        ValueError: for ``epochs < 1``, ``start_epoch`` outside ``[0, epochs]`` or an empty
-            training loader (and the precompute errors of :func:`_inference.fit_loaders`).
+        ValueError: for ``epochs < 1``, ``start_epoch`` outside ``[0, epochs]``, an optimizer
+            missing trainable parameters of the model (a replaced model), an empty training
+            loader (and the precompute errors of :func:`_inference.fit_loaders`).
         TrainingDiverged: at the first non-finite training loss.
+        ValueError: when that loss comes from a batch holding NaN/inf input values.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+    if not _is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, but got {epochs!r}.")
-    bad_type = not isinstance(start_epoch, int) or isinstance(start_epoch, bool)
-    if bad_type or not 0 <= start_epoch <= epochs:
+    if not _is_int(start_epoch) or not 0 <= start_epoch <= epochs:
         raise ValueError(
             f"start_epoch must be an integer in [0, epochs={epochs}], but got {start_epoch!r}."
         )
+    epochs, start_epoch = int(epochs), int(start_epoch)  # NumPy integers too
+    check_optimizer(learn)
     train_dl, valid_dl, forward = _inference.fit_loaders(learn, precompute)
     learn.n_epoch, learn.n_iter = epochs, len(train_dl)
     if learn.n_iter == 0:
@@ -65,6 +70,28 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
     finally:
         if precompute:  # the real loader continues where the feature loader's order stopped
             learn.dls.train.load_state_dict(train_dl.state_dict())
+
+
+def _is_int(value: Any) -> bool:
+    """An integer, Python's or NumPy's, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def check_optimizer(learn: Learner) -> None:
+    """Refuse a fit whose optimizer lacks trainable parameters of the model: they would never
+    change, and the history would only show a model that does not learn."""
+    held = {id(p) for group in learn.opt.param_groups for p in group["params"]}
+    missing = [
+        n for n, p in learn.model.named_parameters() if p.requires_grad and id(p) not in held
+    ]
+    if missing:
+        raise ValueError(
+            f"learn.opt does not hold {len(missing)} trainable parameter(s) of learn.model "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), which would never "
+            "train: learn.model was replaced after the optimizer was made, or the model's "
+            "layer_groups() leave them out. Build a new Learner for the new model, or give it an "
+            "optimizer (learn.opt = ...)."
+        )
 
 
 def _run_epoch(
@@ -153,6 +180,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
             _scaled_step(learn, scaler, learn.loss)
         value = learn.loss.item()
         if not math.isfinite(value):
+            check_finite_input(learn.xb, value, f"epoch {learn.epoch}, batch {learn.iter}")
             raise TrainingDiverged(learn.epoch, learn.iter, value)
         learn.loss_value = value
         learn._call("after_step")
@@ -161,6 +189,27 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
     finally:
         learn.opt.zero_grad(set_to_none=True)
     learn._call("after_batch")
+
+
+def check_finite_input(xb: torch.Tensor | None, loss: float, where: str) -> None:
+    """Refuse a batch holding NaN/inf, once its loss came out non-finite (no cost otherwise).
+
+    Such a loss says nothing about the learning rate: raising ``TrainingDiverged`` ("the rate
+    is probably too high") would send the user to ``lr_find``, and a sweep would record every
+    rate as diverged.
+
+    Raises:
+        ValueError: naming the batch and the count of non-finite input values.
+    """
+    if xb is None or not xb.is_floating_point():
+        return
+    bad = int((~torch.isfinite(xb)).sum())
+    if bad:
+        raise ValueError(
+            f"the training batch at {where} holds {bad} NaN or inf input value(s) out of "
+            f"{xb.numel()}, so its loss is {loss}: the data is at fault, not the learning rate. "
+            "Check the training images (and the normalisation: a channel std of 0 gives inf)."
+        )
 
 
 def _scaled_step(learn: Learner, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:

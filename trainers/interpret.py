@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ class Interpretation:
         Raises:
             ValueError: for ``min_val < 1``.
         """
-        if not isinstance(min_val, int) or isinstance(min_val, bool) or min_val < 1:
+        if not _is_count(min_val) or min_val < 1:
             raise ValueError(f"min_val must be an integer >= 1, but got {min_val!r}.")
         cm = self.confusion_matrix()
         cells = [
@@ -138,10 +139,10 @@ class Interpretation:
         """
         n = len(self.losses)
         k = n if k is None else k
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+        if not _is_count(k) or not 1 <= k <= n:
             raise ValueError(f"k must be an integer in [1, {n}], but got {k!r}.")
         values, indices = torch.sort(self.losses, descending=True, stable=True)
-        return values[:k], indices[:k]
+        return values[: int(k)], indices[: int(k)]
 
     def plot_confusion_matrix(self, path: str | os.PathLike[str]) -> Path:
         """Save the confusion matrix as an image (e.g. ``confusion_matrix.png``)."""
@@ -156,3 +157,8 @@ class Interpretation:
             predicted, actual = self.classes[preds[i]], self.classes[self.targets[i]]
             titles.append(f"{predicted}/{actual}/{loss:.2f}/{self.probs[i, preds[i]]:.2f}")
         return plots.plot_top_losses(self.images[indices], titles, path)
+
+
+def _is_count(value: object) -> bool:
+    """An integer, Python's or NumPy's (``np.int64(3)``), never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)

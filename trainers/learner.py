@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,9 +50,10 @@ _PASS_THROUGH = (CancelBatch, CancelEpoch, CancelFit, CallbackError, TrainingDiv
 
 
 def _check_int(name: str, value: Any, *, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    """``value`` as an ``int`` (Python's or NumPy's integers, not bools) of at least ``low``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
-    return value
+    return int(value)
 
 
 def _check_moms(moms: Any) -> tuple[float, float, float]:
@@ -198,7 +201,9 @@ class Learner:
     @model.setter
     def model(self, model: nn.Module) -> None:
         """Replace the model: moved in place to :attr:`device` (its parameters stay the same
-        objects), channels_last applied, compiled wrapper rebuilt; the optimizer is not."""
+        objects), channels_last applied, compiled wrapper rebuilt; the optimizer is not (give
+        the new model one, ``learn.opt = ...``: ``fit`` refuses an optimizer lacking its
+        trainable parameters)."""
         self._model = self.accelerator.prepare(model.to(self.device))
         self._forward_model = self.accelerator.compiled(self._model)
 
@@ -344,10 +349,12 @@ class Learner:
             ValueError: unless ``-n_groups <= n <= n_groups``.
         """
         groups = layer_groups(self.model)
-        if not isinstance(n, int) or not -len(groups) <= n <= len(groups):
+        ok = isinstance(n, numbers.Integral) and not isinstance(n, bool)
+        if not ok or not -len(groups) <= n <= len(groups):
             raise ValueError(
                 f"n must be an integer in [{-len(groups)}, {len(groups)}], but got {n!r}."
             )
+        n = int(n)
         n = n % len(groups) if n < 0 else n
         for i, group in enumerate(groups):
             for module in group.modules():
@@ -415,7 +422,8 @@ class Learner:
 
         Raises:
             ValueError: for a bad ``epochs``, ``start_epoch`` or ``lr`` (see :meth:`fit_one_cycle`).
-            TrainingDiverged: when a training loss is not finite.
+            TrainingDiverged: when a training loss is not finite (ValueError when the batch
+                itself holds NaN/inf inputs).
         """
         lrs = resolve_lrs(lr, self.n_groups, name="lr")
         _loop.fit(
@@ -538,8 +546,8 @@ class Learner:
         if isinstance(base_lr, slice | tuple):  # resolve_lrs would take them
             raise ValueError(f"base_lr must be a finite number > 0, but got {base_lr!r}.")
         resolve_lrs(base_lr, 1, name="base_lr")
-        _check_int("epochs", epochs, low=1)
-        _check_int("freeze_epochs", freeze_epochs, low=0)
+        epochs = _check_int("epochs", epochs, low=1)
+        freeze_epochs = _check_int("freeze_epochs", freeze_epochs, low=0)
         if not (_is_real(lr_mult) and lr_mult >= 1):
             raise ValueError(f"lr_mult must be a finite number >= 1, but got {lr_mult!r}.")
         lo, hi = base_lr / 2 / lr_mult, base_lr / 2
@@ -573,8 +581,15 @@ class Learner:
         beta: float = 0.98,
         suggest: str | Sequence[str] | None = ("valley",),
     ) -> Any:
-        """Run the LR range test; see :func:`trainers.lr_finder.lr_find` (leaves no trace)."""
+        """Run the LR range test; see :func:`trainers.lr_finder.lr_find` (leaves no trace).
+
+        Raises:
+            ValueError: as ``lr_find`` does, and (as ``fit``) for an optimizer lacking trainable
+                parameters of the model (a replaced model), whose curve would be flat.
+        """
         from trainers.lr_finder import lr_find
+
+        _loop.check_optimizer(self)
 
         return lr_find(
             self,
@@ -606,7 +621,9 @@ class Learner:
 
         Raises:
             ValueError: for a batch that bf16 on the CPU cannot train (see
-                :meth:`~trainers._accel.Accelerator.check_training_input`), before any step.
+                :meth:`~trainers._accel.Accelerator.check_training_input`), before any step;
+                for a non-finite loss from a batch holding NaN/inf input values (the data is
+                at fault, not the rate), after the step.
         """
         self.model.train()
         acc = self.accelerator
@@ -622,7 +639,10 @@ class Learner:
             self.scaler.step(self.opt)
             self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
-        return loss.item()
+        value = loss.item()
+        if not math.isfinite(value):
+            _loop.check_finite_input(xb, value, "one_batch")
+        return value
 
     # ----------------------------------------------------------------- evaluation
     def validate(self) -> dict[str, float]:
@@ -642,7 +662,9 @@ class Learner:
         return _inference.get_preds(self)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``."""
+        """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``;
+        uint8 pixels (0..255) are normalised with the data's statistics first, and the channel
+        count is checked against the data's; see :func:`trainers._inference.predict`."""
         return _inference.predict(self, x)
 
     def tta(self, n: int = 4, *, beta: float = 0.25) -> dict[str, Any]:

@@ -10,6 +10,7 @@ alone with the same seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -49,6 +50,10 @@ class LRFindResult:
         suggestions: Rule name -> suggested rate (top layer group), in the order asked for.
         stopped_early: True when the test stopped before ``num_it`` because the loss diverged.
         num_it_run: Iterations actually run, ``len(lrs)``.
+        num_it: Iterations asked for (None: ``num_it_run``); fastai's trim skips the first
+            ``num_it // 10`` points.
+        skip_end: Points cut from the end before a rule reads the curve (fastai's 5, fewer
+            after a loss that turned non-finite without diverging).
     """
 
     lrs: tuple[float, ...]
@@ -57,6 +62,8 @@ class LRFindResult:
     suggestions: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
     num_it_run: int = 0
+    num_it: int | None = None
+    skip_end: int = SKIP_END
 
     def __post_init__(self) -> None:
         for name in ("lrs", "losses", "raw_losses"):
@@ -74,6 +81,48 @@ class LRFindResult:
             raise ValueError(
                 f"num_it_run must equal len(lrs) = {len(self.lrs)}, but got {self.num_it_run}."
             )
+        if self.num_it is not None and not (
+            isinstance(self.num_it, numbers.Integral) and self.num_it >= self.num_it_run
+        ):
+            raise ValueError(
+                f"num_it must be None or an integer >= num_it_run = {self.num_it_run}, but got "
+                f"{self.num_it!r}."
+            )
+        if not (isinstance(self.skip_end, numbers.Integral) and 0 <= self.skip_end <= SKIP_END):
+            raise ValueError(
+                f"skip_end must be an integer in [0, {SKIP_END}], but got {self.skip_end!r}."
+            )
+
+    def suggest(self, rules: str | Sequence[str]) -> dict[str, float]:
+        """Each rule's rate on this curve, read as :func:`lr_find` reads it (fastai's trim).
+
+        Any rule from :data:`trainers.suggestions.SUGGESTIONS`, also one the test did not run
+        with: a saved curve (:meth:`to_json`) answers for another rule later, without a second
+        test. ``lr_find`` takes its own suggestions this way.
+
+        Raises:
+            ValueError: If a rule name is unknown.
+            CurveTooShort: If the curve has too few points for a rule, as ``lr_find`` raises it.
+        """
+        names = check_lr_find_args(suggest=rules)
+        best = min((v for v in self.losses if not math.isnan(v)), default=math.inf)
+        # stopped with a finite last loss: the divergence test stopped it, so stop_div was on
+        non_positive_stop = (
+            self.stopped_early
+            and best <= 0
+            and bool(self.losses)
+            and math.isfinite(self.losses[-1])
+        )
+        return _suggest(
+            names,
+            list(self.lrs),
+            list(self.losses),
+            num_it=self.num_it_run if self.num_it is None else int(self.num_it),
+            stopped=self.stopped_early,
+            skip_end=int(self.skip_end),
+            non_positive_stop=non_positive_stop,
+            best=best,
+        )
 
     @property
     def suggestion(self) -> float:
@@ -103,10 +152,12 @@ class LRFindResult:
             "suggestions": {k: _encode(v) for k, v in self.suggestions.items()},
             "stopped_early": self.stopped_early,
             "num_it_run": self.num_it_run,
+            "num_it": self.num_it,
+            "skip_end": self.skip_end,
         }
         text = json.dumps(payload, allow_nan=False, indent=1)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            Path(path).expanduser().write_text(text + "\n", encoding="utf-8")
         return text
 
     @classmethod
@@ -124,7 +175,7 @@ class LRFindResult:
         if isinstance(source, str) and source.lstrip().startswith("{"):
             text = source
         else:
-            text = Path(source).read_text(encoding="utf-8")
+            text = Path(source).expanduser().read_text(encoding="utf-8")
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
             raise ValueError(
@@ -140,6 +191,8 @@ class LRFindResult:
             suggestions={k: _decode(v) for k, v in data["suggestions"].items()},
             stopped_early=bool(data.get("stopped_early", False)),
             num_it_run=int(data.get("num_it_run", len(data["lrs"]))),
+            num_it=None if data.get("num_it") is None else int(data["num_it"]),
+            skip_end=int(data.get("skip_end", SKIP_END)),
         )
 
 
@@ -286,26 +339,18 @@ def lr_find(
             )
     # fastai's [:-5] counts from the end of what its recorder holds; points it would have
     # recorded past a non-finite loss are non-finite, so they take the place of the cut ones.
-    skip_end = max(SKIP_END - (recorded - len(lrs)), 0)
-    suggestions = _suggest(
-        rules,
-        lrs,
-        smooth,
-        num_it=num_it,
-        stopped=stopped,
-        skip_end=skip_end,
-        non_positive_stop=non_positive_stop,
-        best=best,
-    )
-    logger.info("LR range test suggestions: %s", {k: f"{v:.2e}" for k, v in suggestions.items()})
-    return LRFindResult(
+    curve = LRFindResult(
         lrs=tuple(lrs),
         losses=tuple(smooth),
         raw_losses=tuple(raw),
-        suggestions=suggestions,
         stopped_early=stopped,
         num_it_run=len(lrs),
+        num_it=num_it,
+        skip_end=max(SKIP_END - (recorded - len(lrs)), 0),
     )
+    suggestions = curve.suggest(rules)
+    logger.info("LR range test suggestions: %s", {k: f"{v:.2e}" for k, v in suggestions.items()})
+    return dataclasses.replace(curve, suggestions=suggestions)
 
 
 def check_lr_find_args(

@@ -3,7 +3,8 @@
 The steps (fast.ai 2018, lesson 2), and how :func:`fit_recipe` runs them:
 
 1. Augmentation on, precompute on: the head first trains on cached body activations when the
-   data has no augmentation (``precompute=True``), else on augmented batches.
+   data has no augmentation and the body has seen data (``precompute=True``; a randomly
+   initialised body's BatchNorm layers would normalise nothing), else on the batches.
 2. ``lr_find`` on the frozen model (step ``lr_find_frozen``).
 3. Train the head one-cycle for ``head_epochs`` epochs at that suggestion (step ``head``).
 4. Train the head again with augmentation, SGDR with ``cycle_len=1`` for ``augment_epochs``
@@ -31,6 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainers import _inference
 from trainers.callbacks import EarlyStoppingCallback
 from trainers.data.augment import Augment, as_augment
 from trainers.lr_finder import LRFindResult, check_lr_find_args
@@ -227,7 +229,11 @@ def _head_steps(
     learn.set_lrs([1.0] * learn.n_groups)  # equal ratios: only the head (and BN) trains
     found = _range_test(learn, steps, "lr_find_frozen", suggest, num_it)
     lr = found.suggestions[suggest]
-    precompute = learn.dls.augment is None
+    # cached features only from a body that has seen data: a random one's BatchNorm layers,
+    # kept in eval mode by precompute, would normalise nothing (a far worse head)
+    body = getattr(learn.model, "body", None)
+    trained_body = body is not None and not _inference.untouched_norms(body)
+    precompute = learn.dls.augment is None and trained_body
     learn.phase = "head"
     learn.fit_one_cycle(head_epochs, lr, precompute=precompute)
     steps.append(RecipeStep("head", (lr,) * learn.n_groups, head_epochs, precompute))

@@ -212,3 +212,15 @@ def test_top_losses_break_ties_by_item_order_with_nan_first() -> None:
     assert indices.tolist() == [6, 1, 2, 3, 5, 7, 0, 4]
     assert interp.top_losses(3)[1].tolist() == [6, 1, 2]
     assert values[1:].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.5]
+
+
+def test_counts_take_numpy_integers_as_the_other_numeric_arguments(
+    interp: Interpretation, tmp_path: Path
+) -> None:
+    # np.int64 (e.g. from np.arange or a config array) was refused as 'not an integer'
+    assert interp.most_confused(np.int64(2)) == [("b", "c", 2)]
+    losses, indices = interp.top_losses(np.int64(2))
+    assert indices.tolist() == interp.top_losses(2)[1].tolist() and len(losses) == 2
+    assert interp.plot_top_losses(np.int32(3), tmp_path / "top.png").read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\], but got np.True_"):
+        interp.top_losses(np.bool_(True))

@@ -439,3 +439,61 @@ def test_negative_loss_stop_explains_the_divergence_test_not_the_rates():
         lr_find(learn, num_it=30)
     result = lr_find(_learner(loss_func=_scripted_loss([-1.0] * 30)), num_it=30, stop_div=False)
     assert result.num_it_run == 30 and not result.stopped_early
+
+
+_RULES = ("valley", "steep", "minimum", "slide")
+
+
+@pytest.mark.parametrize(
+    ("values", "stop_div", "skip_end"),
+    [
+        ([3.0 - 0.1 * i for i in range(19)] + [math.nan] * 11, True, 0),  # NaN: fastai runs on
+        ([3.0 - 0.1 * i for i in range(19)] + [math.inf] * 11, True, 5),  # diverged: 5 cut
+        ([3.0 - 0.1 * i for i in range(19)] + [math.inf] * 11, False, 0),
+        ([3.0 - 0.05 * i for i in range(30)], True, 5),  # ran to num_it
+    ],
+)
+def test_a_curve_suggests_any_rule_afterwards_as_lr_find_would(
+    values, stop_div, skip_end, tmp_path
+):
+    # A range test asked for no rule, or saved to JSON, answers for every rule later exactly as
+    # lr_find asked for that rule does (sweep trials of one seed share one test this way).
+    def outcome(run) -> object:  # the suggestions, or the CurveTooShort message
+        try:
+            return run()
+        except CurveTooShort as error:
+            return str(error)
+
+    curve = lr_find(_learner(loss_func=_scripted_loss(values)), num_it=30, stop_div=stop_div)
+    saved = LRFindResult.from_json(curve.to_json(tmp_path / "curve.json"))
+    outcomes = []
+    for rule in _RULES:
+        learn = _learner(loss_func=_scripted_loss(values))
+        alone = outcome(
+            lambda: lr_find(learn, num_it=30, stop_div=stop_div, suggest=rule).suggestions  # noqa: B023
+        )
+        assert alone == outcome(lambda: curve.suggest(rule)) == outcome(lambda: saved.suggest(rule))  # noqa: B023
+        outcomes.append(alone)
+    assert any(isinstance(found, dict) for found in outcomes)
+    assert (saved.num_it, saved.skip_end) == (curve.num_it, curve.skip_end)
+    assert (curve.num_it, curve.skip_end) == (30, skip_end)
+
+
+def test_a_curve_too_short_for_a_rule_says_so_as_lr_find_does(trained):
+    curve = lr_find(trained, 10.0, 1e6, 30, suggest=())
+    with pytest.raises(CurveTooShort, match=r"'valley' needs at least 3 .*diverged after \d of"):
+        curve.suggest("valley")
+    with pytest.raises(ValueError, match=r"Unknown suggestion rule"):
+        curve.suggest("valey")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_it": 2}, r"num_it must be None or an integer >= num_it_run = 3, but got 2"),
+        ({"skip_end": 6}, r"skip_end must be an integer in \[0, 5\], but got 6"),
+    ],
+)
+def test_result_refuses_a_trim_it_cannot_have(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LRFindResult(**{**_result().__dict__, **kwargs})

@@ -208,3 +208,15 @@ def test_sgdr_best_epoch_is_the_restored_one_when_a_valid_loss_is_nan(pretrained
     assert result.best_epoch != 0
     assert math.isfinite(result.best_valid_loss)
     assert learn.validate()["valid_loss"] == pytest.approx(result.best_valid_loss, rel=1e-6)
+
+
+def test_a_random_body_trains_its_head_on_the_batches_not_on_cached_features(caplog):
+    """precompute keeps the body's BatchNorm layers in eval mode: on a body that never saw data
+    they normalise nothing, and the head trained on its cached features is far worse."""
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", dls.n_classes, in_channels=1), dls, progress=False)
+    with caplog.at_level("WARNING", logger="trainers"):
+        result = learn.fit_recipe(max_epochs=3, head_epochs=1, augment_epochs=1, num_it=30)
+    assert not result.step("head").precompute
+    assert "never saw data" not in caplog.text

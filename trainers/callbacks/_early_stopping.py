@@ -22,7 +22,10 @@ class EarlyStoppingCallback(TrackerCallback):
         patience: Epochs without improvement tolerated before stopping, ``>= 1``.
         min_delta: Smallest change that counts as an improvement, ``>= 0``.
         restore_best: At the end of the fit (stopped early or not), load the weights of the best
-            epoch, kept as an in-memory copy of the model's state dict.
+            epoch, kept as an in-memory copy of the model's state dict. A fit resumed with
+            ``start_epoch`` counts the checkpoint's epochs towards ``patience`` and the best;
+            when that best came before the resume and is not the loaded last epoch, its
+            weights are not in memory: a warning says so and the last epoch's stay.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy).
 
     Attributes:
@@ -57,13 +60,16 @@ class EarlyStoppingCallback(TrackerCallback):
         self.stopped_epoch = None
         self._wait = 0
         self._best_state = None
+        for improved in self._resumed:  # a resumed fit: the epochs before start_epoch
+            self._wait = 0 if improved else self._wait + 1
+        if self._resumed and self._resumed[-1] and self.restore_best:
+            self._keep_weights()  # the loaded weights are the best epoch's (the last one)
 
     def after_epoch(self) -> None:
         if self._improved():
             self._wait = 0
             if self.restore_best:
-                state = self.learn.model.state_dict()
-                self._best_state = {k: v.detach().clone() for k, v in state.items()}
+                self._keep_weights()
             return
         self._wait += 1
         if self._wait >= self.patience:
@@ -78,7 +84,22 @@ class EarlyStoppingCallback(TrackerCallback):
             )
             raise CancelFit
 
+    def _keep_weights(self) -> None:
+        state = self.learn.model.state_dict()
+        self._best_state = {k: v.detach().clone() for k, v in state.items()}
+
     def after_fit(self) -> None:
+        if not self._end_fit():
+            return
+        if self.restore_best and self._best_state is None and self.best_epoch is not None:
+            logger.warning(
+                "the best epoch (%s, %s=%.6g) came before this resumed fit and its weights are "
+                "not in memory: the model keeps the last epoch's; a SaveModelCallback on the "
+                "interrupted fit's best checkpoint reloads them",
+                self.best_epoch,
+                self.monitor,
+                self.best,
+            )
         if self.restore_best and self._best_state is not None:
             self.learn.model.load_state_dict(self._best_state)
             logger.info(

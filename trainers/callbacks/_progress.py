@@ -24,7 +24,9 @@ class ProgressCallback(Callback):
 
     A bar advances over each epoch's training batches, and each finished epoch prints a row
     ``epoch  train_loss  valid_loss  <metrics>  time``. The Learner installs it when
-    ``progress=True``, or when ``progress=None`` and stdout is a terminal.
+    ``progress=True``, or when ``progress=None`` and stdout is a terminal. The terminal's cursor
+    stays visible, so a fit that raises mid-epoch (``TrainingDiverged``, Ctrl-C) leaves the
+    terminal usable.
 
     Args:
         console: Where to draw; a new :class:`rich.console.Console` on stdout when None.
@@ -55,6 +57,9 @@ class ProgressCallback(Callback):
             redirect_stderr=False,
         )
         self._bar.start()
+        # rich hides the cursor until stop(); an error or Ctrl-C mid-epoch skips after_train and
+        # after_fit, and would leave the user's terminal without a cursor
+        self.console.show_cursor(True)
         self._task = self._bar.add_task("train", total=self.learn.n_iter)
 
     def after_batch(self) -> None:

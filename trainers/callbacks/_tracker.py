@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from trainers.callbacks._base import Callback
 
@@ -28,6 +29,11 @@ class TrackerCallback(Callback):
     A NaN value never counts as an improvement. A monitor missing from the records raises
     ``ValueError`` listing the keys that exist, at ``before_fit`` (so ``fit`` raises a
     :class:`~trainers.errors.CallbackError` whose cause it is).
+
+    A fit resumed with ``start_epoch=k`` (after :meth:`Learner.load`) first reads the records of
+    epochs ``0 .. k-1`` at the end of ``learn.history`` (the checkpoint's), so the best value and
+    its epoch are those the uninterrupted fit would have: a resumed epoch worse than an earlier
+    best does not count as an improvement. Without such records it starts afresh.
     """
 
     order = 10
@@ -47,6 +53,8 @@ class TrackerCallback(Callback):
         self.maximise = mode == "max" or (mode == "auto" and monitor in _MAXIMISED)
         self.best = -math.inf if self.maximise else math.inf
         self.best_epoch: int | None = None
+        self._resumed: list[bool] = []
+        self._fitting = False
 
     def before_fit(self) -> None:
         keys = ["train_loss", "valid_loss", *self.learn.metric_names, "lr", "epoch_time_s"]
@@ -56,10 +64,35 @@ class TrackerCallback(Callback):
             )
         self.best = -math.inf if self.maximise else math.inf
         self.best_epoch = None
+        self._resumed = [self._judge(r, r["epoch"]) for r in self._earlier_records()]
+        self._fitting = True
+
+    def _end_fit(self) -> bool:
+        """True once per fit whose ``before_fit`` this tracker ran; a fit cancelled by an
+        earlier callback's ``before_fit`` still calls ``after_fit``, and must not restore
+        what the previous fit kept."""
+        fitting, self._fitting = self._fitting, False
+        return fitting
+
+    def _earlier_records(self) -> list[dict[str, Any]]:
+        """The records of epochs ``0 .. start_epoch-1`` ending ``learn.history`` when this fit
+        resumes an interrupted one (``start_epoch > 0``); else none. ``_resumed`` then holds,
+        for each, whether it improved."""
+        start, history = self.learn.resume_epoch, self.learn.history
+        if start <= 0 or len(history) < start:
+            return []
+        tail = history[len(history) - start :]
+        if [r.get("epoch") for r in tail] != list(range(start)):
+            return []
+        return tail if all(self.monitor in r for r in tail) else []
 
     def _improved(self) -> bool:
         """Read this epoch's value; update :attr:`best` and return True when it improved."""
-        value = float(self.learn.history[-1][self.monitor])
+        return self._judge(self.learn.history[-1], self.learn.epoch)
+
+    def _judge(self, record: dict[str, Any], epoch: int) -> bool:
+        """Update :attr:`best` from ``record`` of ``epoch``; True when it improved."""
+        value = float(record[self.monitor])
         if math.isnan(value):
             return False
         better = (
@@ -69,5 +102,5 @@ class TrackerCallback(Callback):
         )
         if better:
             self.best = value
-            self.best_epoch = self.learn.epoch
+            self.best_epoch = epoch
         return better

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -71,3 +72,8 @@ def check_channels(channels: object, *, dataset: str) -> int:
 def repeat_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """Repeat single-channel ``(N, 1, H, W)`` images to ``channels`` channels."""
     return images if channels == images.shape[1] else images.expand(-1, channels, -1, -1).clone()
+
+
+def is_count(value: object) -> bool:
+    """An integer, Python's or a NumPy scalar (``np.int64``), not a bool (nor ``np.bool_``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

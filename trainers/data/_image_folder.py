@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,12 +24,12 @@ class ImageFolder(ImageSource):
 
     With the second layout (both folders present) the split is the folders' and ``valid_pct``
     is ignored; validation classes must be a subset of the training classes. Class names are the
-    sorted folder names. Hidden folders and files with other extensions than
-    :data:`IMAGE_EXTENSIONS` are skipped. Every image is converted to RGB (greyscale, palette and
-    RGBA mix freely; alpha is dropped; 16-bit greyscale is scaled to 8 bits) and resized to a
-    square: ``"squish"`` resizes the whole image, ``"crop"`` takes the largest centred square
-    first. Files are decoded again for every image size (progressive resizing), with
-    ``num_workers`` threads.
+    sorted folder names. Hidden folders, ``__MACOSX`` (a macOS zip's) and files with other
+    extensions than :data:`IMAGE_EXTENSIONS` are skipped. Every image is converted to RGB
+    (greyscale, palette and RGBA mix freely; alpha is dropped; 16-bit greyscale is scaled to 8
+    bits) and resized to a square: ``"squish"`` resizes the whole image, ``"crop"`` takes the
+    largest centred square first. Files are decoded again for every image size (progressive
+    resizing), with ``num_workers`` threads.
 
     A class folder holding a single image is allowed and logged as a warning.
 
@@ -44,8 +45,8 @@ class ImageFolder(ImageSource):
         ValueError: for a folder with no class folders or a single one (a classifier needs
             two), a class folder with no images, a validation class unknown to training,
             ``train`` and ``valid`` naming one folder, an unknown ``resize_method``, or (when
-            pixels are read) an image file PIL cannot decode; each message names the path and
-            what to do.
+            pixels are read) image files PIL cannot decode, all named in one error; each
+            message names the path and what to do.
     """
 
     def __init__(
@@ -103,20 +104,56 @@ class ImageFolder(ImageSource):
             self.valid_mask = None
 
     def images(self, image_size: int) -> torch.Tensor:
-        def load(file: Path) -> np.ndarray:
-            return _read_rgb(file, image_size, self.resize_method)
+        """Every file decoded at ``image_size``.
+
+        Raises:
+            ValueError: naming every file PIL cannot decode (the first ten, and how many), so
+                one run finds them all.
+        """
+
+        def load(file: Path) -> np.ndarray | _UnreadableImage:
+            try:
+                return _read_rgb(file, image_size, self.resize_method)
+            except _UnreadableImage as error:
+                return error
 
         if self.num_workers > 0:
             with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-                arrays = list(pool.map(load, self.files))
+                results = list(pool.map(load, self.files))
         else:
-            arrays = [load(file) for file in self.files]
+            results = [load(file) for file in self.files]
+        failures = [r for r in results if isinstance(r, _UnreadableImage)]
+        if len(failures) == 1:
+            (failure,) = failures
+            raise ValueError(
+                f"Could not read image file {str(failure.file)!r}: {failure.reason}. Remove or "
+                "replace the file."
+            ) from failure.__cause__
+        if failures:
+            shown = "; ".join(f"{str(f.file)!r} ({f.reason})" for f in failures[:_FAILURES_SHOWN])
+            more = len(failures) - _FAILURES_SHOWN
+            raise ValueError(
+                f"Could not read {len(failures)} image files under {str(self.root)!r}: {shown}"
+                f"{f'; and {more} more' if more > 0 else ''}. Remove or replace them."
+            ) from failures[0].__cause__
+        arrays = [r for r in results if not isinstance(r, _UnreadableImage)]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+_FAILURES_SHOWN = 10
+
+
+class _UnreadableImage(Exception):
+    """A file PIL cannot decode, with PIL's reason."""
+
+    def __init__(self, file: Path, reason: str) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file, self.reason = file, reason
 
 
 def _scan_classes(folder: Path, *, allowed: list[str] | None = None) -> dict[str, list[Path]]:
     """Map each class folder name under ``folder`` (sorted) to its sorted image files."""
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped_dir(p.name))
     if not class_dirs:
         raise ValueError(
             f"image_folder {str(folder)!r} has no class folders: expected "
@@ -141,7 +178,9 @@ def _scan_classes(folder: Path, *, allowed: list[str] | None = None) -> dict[str
             )
         if len(images) == 1:
             logger.warning("image_folder class folder %s has a single image.", class_dir)
+        _warn_unread(f"in the sub-folders of {class_dir}", _images_below(class_dir))
         files[class_dir.name] = images
+    _warn_unread(f"beside the class folders in {folder}", _images_in(folder))
     if allowed is None and len(files) == 1:
         (name,) = files
         raise ValueError(
@@ -152,9 +191,52 @@ def _scan_classes(folder: Path, *, allowed: list[str] | None = None) -> dict[str
     return files
 
 
+def _skipped_dir(name: str) -> bool:
+    """Hidden folders, and macOS's ``__MACOSX`` (resource forks a Finder zip adds): no class."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (not hidden)."""
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    ]
+
+
+def _images_below(folder: Path) -> list[Path]:
+    """The image files in the (not hidden) sub-folders of ``folder``, at any depth.
+
+    Linked sub-folders are not followed (a link back up would loop).
+    """
+    found: list[Path] = []
+    for here, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _skipped_dir(d)]
+        if Path(here) != folder:
+            found += [
+                Path(here) / n
+                for n in names
+                if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")
+            ]
+    return found
+
+
+def _warn_unread(where: str, unread: list[Path]) -> None:
+    """Warn that ``unread`` images (none read: classes are one folder level deep) are skipped."""
+    if unread:
+        logger.warning(
+            "image_folder skips %d image(s) %s, e.g. %s: only images directly inside a class "
+            "folder are read; move them there to use them.",
+            len(unread),
+            where,
+            min(unread),
+        )
+
+
 def _deeper(folder: Path) -> str:
     """A hint when ``folder`` holds class-like sub-folders: ``path`` is one level too high."""
-    inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and not _skipped_dir(p.name))
     if not inner:
         return ""
     return f"; it holds folders {inner}: if those are the classes, pass path={str(folder)!r}"
@@ -178,9 +260,7 @@ def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
                 rgb = rgb.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(
-            f"Could not read image file {str(file)!r}: {error}. Remove or replace the file."
-        ) from error
+        raise _UnreadableImage(file, str(error)) from error
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from trainers.data._base import ImageSource
+from trainers.data._base import ImageSource, is_count
 from trainers.data._split import channel_stats
 from trainers.data.augment import Augment
 from trainers.seeding import derive_seed
@@ -71,9 +71,9 @@ class TensorLoader:
                 "images must be (N, C, H, W) and labels (N,), but got shapes "
                 f"{tuple(images.shape)} and {tuple(labels.shape)}."
             )
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if not is_count(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, but got {batch_size!r}.")
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.augment = augment
         self.drop_single = drop_single
@@ -315,13 +315,13 @@ class DataLoaders:
         Raises:
             ValueError: if ``image_size`` is not a positive integer.
         """
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        if not is_count(image_size) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, but got {image_size!r}.")
         resized = DataLoaders(
             self._source,
             train_idx=self._train_idx,
             valid_idx=self._valid_idx,
-            image_size=image_size,
+            image_size=int(image_size),
             batch_size=self.batch_size,
             seed=self.seed,
             augment=self.augment,
@@ -368,7 +368,7 @@ class DataLoaders:
 
 
 def _checked_images(source: ImageSource, image_size: int) -> torch.Tensor:
-    """``source.images(image_size)``, refused unless ``(N, C, image_size, image_size)``.
+    """``source.images(image_size)``, refused unless uint8 ``(N, C, image_size, image_size)``.
 
     A dataset that renders another size, or another count than its labels, would otherwise
     train at the wrong size (or fail in a loader, far from the dataset's code).
@@ -381,6 +381,14 @@ def _checked_images(source: ImageSource, image_size: int) -> torch.Tensor:
             f"dataset {type(source).__name__!r} images({image_size}) returned shape {shape}, but "
             f"it must be (N, C, {image_size}, {image_size}) with N={expected[0]}, one image per "
             "label; fix its images() method."
+        )
+    if images.dtype != torch.uint8:
+        # channel_stats and the loaders read stored pixels as 0..255: float pixels in 0..1 would
+        # be normalised to a mean in the hundreds without a word.
+        raise ValueError(
+            f"dataset {type(source).__name__!r} images({image_size}) returned dtype "
+            f"{images.dtype}, but it must be torch.uint8 pixels in 0..255; for floats in 0..1, "
+            "return (images * 255).round().to(torch.uint8) from its images() method."
         )
     return images
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from trainers.data._base import ImageSource
+from trainers._numbers import is_real
+from trainers.data._base import ImageSource, is_count
 from trainers.data._digits import Digits
 from trainers.data._image_folder import ImageFolder
 from trainers.data._loaders import DataLoaders
@@ -45,7 +46,8 @@ def register_dataset(name: str, factory: DatasetFactory) -> None:
             ``make_dataloaders`` (any keyword when it takes ``**kwargs``), plus ``seed``,
             ``path`` and ``num_workers`` when its signature names them (``path``, when given, also
             through ``**kwargs``). Returns an :class:`~trainers.data.ImageSource` whose labels
-            are integer class indices in ``[0, len(classes))``, checked when it is opened.
+            are integer class indices in ``[0, len(classes))``, checked when it is opened, and
+            whose ``images()`` are uint8 (0..255), checked when they are rendered.
 
     Raises:
         ValueError: if ``name`` is already registered or ``factory`` is not callable.
@@ -103,8 +105,8 @@ def make_dataloaders(
             ``batch_size``, ``valid_pct``, ``seed``, ``num_workers`` or ``augment``, or
             ``image_folder`` without ``path``; each message names the argument and what it
             accepts. Dataset errors (missing folder, corrupt image) name the path; a dataset
-            whose labels are not class indices of its ``classes``, or whose ``images()`` returns
-            another size or count, is named with what is wrong.
+            whose labels are not class indices of its ``classes`` or all of one class, or whose
+            ``images()`` returns another size or count, is named with what is wrong.
 
     Example:
         >>> dls = make_dataloaders("digits", image_size=16, batch_size=64)
@@ -113,6 +115,11 @@ def make_dataloaders(
         ((64, 1, 16, 16), torch.int64)
     """
     factory = _check_arguments(dataset, image_size, batch_size, valid_pct, seed, num_workers)
+    # NumPy scalars (np.int64 from np.arange, a progressive-resizing schedule) as Python's
+    image_size, batch_size, seed, num_workers = map(
+        int, (image_size, batch_size, seed, num_workers)
+    )
+    valid_pct = float(valid_pct)
     augment_ = as_augment(augment)
     if not isinstance(oversample, bool):
         raise ValueError(f"oversample must be True or False, but got {oversample!r}.")
@@ -156,7 +163,7 @@ def open_dataset(
         3
     """
     factory = _checked_factory(dataset, seed, num_workers)
-    return _open(dataset, factory, seed, path, num_workers, dataset_kwargs)
+    return _open(dataset, factory, int(seed), path, int(num_workers), dataset_kwargs)
 
 
 def _open(
@@ -206,6 +213,12 @@ def _check_source(dataset: str, source: ImageSource) -> None:
             f"dataset {dataset!r} has labels from {low} to {high} but {len(classes)} classes "
             f"{list(classes)}; labels must be class indices in [0, {len(classes)})."
         )
+    if low == high:
+        raise ValueError(
+            f"dataset {dataset!r} has images of one class only ({classes[low]!r} of "
+            f"{list(classes)}): a classifier needs at least two (its loss would be 0 whatever "
+            "the weights, and every learning rate would look alike); add images of another class."
+        )
     mask = getattr(source, "valid_mask", None)
     if mask is None:
         return
@@ -233,11 +246,7 @@ def _check_arguments(
     """Validate the common arguments; return the dataset's factory."""
     factory = _checked_factory(dataset, seed, num_workers)
     _check_counts(image_size=(image_size, 1), batch_size=(batch_size, 1))
-    if (
-        not isinstance(valid_pct, int | float)
-        or isinstance(valid_pct, bool)
-        or not 0 < valid_pct < 1
-    ):
+    if not is_real(valid_pct) or not 0 < valid_pct < 1:  # type: ignore[operator]
         raise ValueError(f"valid_pct must be a number in (0, 1), but got {valid_pct!r}.")
     return factory
 
@@ -255,7 +264,7 @@ def _checked_factory(dataset: object, seed: object, num_workers: object) -> Data
 def _check_counts(**values: tuple[object, int]) -> None:
     """Each ``name=(value, lowest)`` must be an integer of at least ``lowest`` (0 or 1)."""
     for name, (value, low) in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        if not is_count(value) or value < low:  # type: ignore[operator]
             kind = "a positive integer" if low == 1 else "a non-negative integer"
             raise ValueError(f"{name} must be {kind}, but got {value!r}.")
 

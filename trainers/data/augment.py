@@ -24,8 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from trainers._numbers import is_real
 
 __all__ = ["PRESETS", "Augment", "as_augment"]
 
@@ -57,11 +60,16 @@ class Augment:
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.flip, bool):
+        if not isinstance(self.flip, bool | np.bool_):
             raise ValueError(f"augment flip must be True or False, but got {self.flip!r}.")
+        object.__setattr__(self, "flip", bool(self.flip))
         _check_number("rotate", self.rotate, low=0.0, high=180.0, high_open=False)
         _check_number("zoom", self.zoom, low=1.0, high=math.inf, high_open=True)
         _check_number("jitter", self.jitter, low=0.0, high=1.0, high_open=True)
+        for name in ("rotate", "zoom", "jitter"):  # NumPy scalars kept as Python floats
+            value = getattr(self, name)
+            if not isinstance(value, int | float):
+                object.__setattr__(self, name, float(value))
 
     @property
     def is_identity(self) -> bool:
@@ -153,7 +161,7 @@ class _Uniform:
 
 
 def _check_number(name: str, value: Any, *, low: float, high: float, high_open: bool) -> None:
-    ok_type = isinstance(value, int | float) and not isinstance(value, bool)
+    ok_type = is_real(value)  # Python's or NumPy's (np.float32(10), np.int64(2)), never a bool
     in_range = ok_type and low <= value and (value < high if high_open else value <= high)
     if not in_range or (ok_type and math.isnan(value)):
         bracket = ")" if high_open else "]"

@@ -47,8 +47,8 @@ def build_model(
         arch: One of :data:`ARCHS`: ``"simple_cnn"`` (four conv-bn-relu stages, CPU-friendly,
             8 px and up), ``"resnet18"``, ``"resnet34"`` (torchvision).
         n_classes: Number of outputs, ``>= 1``.
-        pretrained: None (random init); a path to a state dict, loaded with
-            ``torch.load(weights_only=True)`` - either this project's model / checkpoint
+        pretrained: None (random init); a path to a state dict (``~`` is the home folder),
+            loaded with ``torch.load(weights_only=True)`` - either this project's model / checkpoint
             (``learn.save``) or, for resnets, a torchvision-format state dict; or a torchvision
             weights name such as ``"IMAGENET1K_V1"`` (downloaded, or read from torch hub's cache).
             From a file, the body must match exactly; the head is loaded only when its shapes
@@ -104,7 +104,7 @@ def _as_path(pretrained: str | os.PathLike[str] | None) -> Path | None:
             "pretrained must be None, a file path or a torchvision weights name, "
             f"but got {type(pretrained).__name__}."
         )
-    path = Path(pretrained)
+    path = Path(pretrained).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
@@ -132,7 +132,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             NaN or inf weight; the message names the file.
         OSError: for a file that cannot be read.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:

@@ -49,7 +49,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], **kwargs: Any) -> Pat
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    out = Path(path)
+    out = Path(path).expanduser()
     fmt = out.suffix[1:].lower() or "png"
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:

@@ -1,0 +1,51 @@
+"""A loss made non-finite by the data itself is a data error, not a divergence."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from trainers import Learner, TrainingDiverged, build_model
+from trainers.data import TensorLoader
+from trainers.seeding import seed_everything
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def make_learner(bad_value: float | None) -> Learner:
+    """simple_cnn on 64 random float images (2 classes); one training image holds
+    ``bad_value`` in one pixel when given."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 1, 16, 16, generator=gen)
+    labels = torch.arange(64) % 2
+    if bad_value is not None:
+        images[5, 0, 3, 3] = bad_value
+    dls = SimpleNamespace(
+        train=TensorLoader(images, labels, batch_size=16, shuffle=True, seed=0),
+        valid=TensorLoader(images[:16].nan_to_num(), labels[:16], batch_size=16),
+    )
+    seed_everything(0)
+    return Learner(build_model("simple_cnn", 2, in_channels=1), dls, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_fit_on_nan_or_inf_inputs_blames_the_data_not_the_learning_rate(bad_value: float) -> None:
+    learn = make_learner(bad_value)
+    with pytest.raises(ValueError, match=r"holds 1 NaN or inf input value\(s\) out of 4096"):
+        learn.fit(1, 1e-3)
+
+
+def test_lr_find_on_nan_inputs_blames_the_data_and_leaves_no_trace() -> None:
+    learn = make_learner(float("nan"))
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"one_batch holds 1 NaN or inf input value"):
+        learn.lr_find(num_it=20)
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+
+
+def test_a_finite_batch_with_a_non_finite_loss_is_still_a_divergence() -> None:
+    learn = make_learner(None)
+    with pytest.raises(TrainingDiverged, match="learning rate is probably too high"):
+        learn.fit(1, 1e12)
