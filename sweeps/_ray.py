@@ -445,6 +445,51 @@ def resume_checkpoint() -> Iterator[Path | None]:
         yield Path(folder)
 
 
+# --- values the trials of a sweep share --------------------------------------------------
+
+SHARED_NAMESPACE = "lrsweep"
+"""Namespace of lrsweep's keys in Ray's key-value store (held by the GCS, so cluster-wide)."""
+
+
+def shared_get(key: str) -> bytes | None:
+    """The value a trial of this Ray cluster put under ``key``; None when there is none.
+
+    Sharing saves work and never decides a result, so a store that cannot answer counts as
+    holding nothing (the trial does the work itself).
+    """
+    try:
+        from ray.experimental import internal_kv
+
+        if not internal_kv._internal_kv_initialized():
+            return None
+        return internal_kv._internal_kv_get(key, namespace=SHARED_NAMESPACE)
+    except Exception as error:  # any failure just means nothing is shared
+        logger.debug("Ray's key-value store did not answer for %s: %s", key, error)
+        return None
+
+
+def shared_put(key: str, value: bytes) -> None:
+    """Put ``value`` under ``key`` for the other trials; best effort (see :func:`shared_get`)."""
+    try:
+        from ray.experimental import internal_kv
+
+        if internal_kv._internal_kv_initialized():
+            internal_kv._internal_kv_put(key, value, overwrite=True, namespace=SHARED_NAMESPACE)
+    except Exception as error:  # best effort, as shared_get
+        logger.debug("Ray's key-value store did not take %s: %s", key, error)
+
+
+def shared_drop(prefix: str) -> None:
+    """Remove every shared value whose key starts with ``prefix`` (a sweep's, at its end)."""
+    try:
+        from ray.experimental import internal_kv
+
+        if internal_kv._internal_kv_initialized():
+            internal_kv._internal_kv_del(prefix, del_by_prefix=True, namespace=SHARED_NAMESPACE)
+    except Exception as error:  # best effort, as shared_get
+        logger.debug("Ray's key-value store did not drop %s*: %s", prefix, error)
+
+
 # --- running -------------------------------------------------------------------------------
 
 

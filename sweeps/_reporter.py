@@ -110,6 +110,7 @@ class TrialRecord:
     extra_compute_s: float = 0.0
     stop_reason: str | None = None
     lr_find: Any = None
+    lr_find_from: str | None = None
     best_epoch: int | None = None
     best: dict[str, float] = field(default_factory=dict)
     best_state: Mapping[str, Any] | None = None
@@ -156,6 +157,8 @@ class EpochReporter(Callback):
         stopper: A fresh ``sweeps.stoppers.from_spec(spec)``, private to this trial.
         checkpoint: ``f(learn, best_state) -> folder`` writing the epoch's checkpoint.
         max_epochs: Epochs after which the trial ends (None: when the fit ends).
+        epoch_budget: The most epochs the trial runs (default ``max_epochs``; a recipe's
+            ``max_epochs``): a loss rising at the last of them stops nothing early.
     """
 
     order = 50
@@ -169,6 +172,7 @@ class EpochReporter(Callback):
         stopper: Any,
         checkpoint: Callable[[Learner, Mapping[str, Any] | None], Path],
         max_epochs: int | None,
+        epoch_budget: int | None = None,
     ) -> None:
         self.tracker = tracker
         self.record = record
@@ -178,6 +182,7 @@ class EpochReporter(Callback):
         self.stopper = stopper
         self.checkpoint = checkpoint
         self.max_epochs = max_epochs
+        self.epoch_budget = max_epochs if epoch_budget is None else epoch_budget
         self.log = RunLogger(tracker, record.run_id, pending=record.unsent_metrics)
         self.stopped = False
         self.closed = False
@@ -195,9 +200,22 @@ class EpochReporter(Callback):
             self.log.hold(self._held_steps())
         for epoch, row in enumerate(training_rows(learn.history)):
             self._update_best(learn, epoch, row, keep_state=False)
-            if self.stopper(self._key, self._result(learn, epoch, row)):
-                self.record.stop_reason = self.stopper.stop_reason(self._key)
+            reason = self._stop_reason(epoch, self._result(learn, epoch, row))
+            if reason is not None:
+                self.record.stop_reason = reason
         learn.add_cb(self)
+
+    def _stop_reason(self, epoch: int, result: dict[str, Any]) -> str | None:
+        """Why the stop rule ends the trial after ``epoch`` (None: it goes on).
+
+        A validation loss rising at the last epoch stops nothing early: the trial ran every
+        epoch, so it is ``completed`` (a divergence there stays ``diverged``).
+        """
+        if not self.stopper(self._key, result):
+            return None
+        reason = str(self.stopper.stop_reason(self._key))
+        last = self.epoch_budget is not None and epoch + 1 >= self.epoch_budget
+        return "completed" if last and reason == "rising_val_loss" else reason
 
     def _held_steps(self) -> dict[str, int]:
         """Per metric this reporter logs, the last step the reopened run holds already.
@@ -224,14 +242,16 @@ class EpochReporter(Callback):
         epoch, row = len(rows) - 1, rows[-1]
         self._update_best(learn, epoch, row, keep_state=True)
         result = self._result(learn, epoch, row)
-        if self.stopper(self._key, result):
-            self.record.stop_reason = self.stopper.stop_reason(self._key)
+        reason = self._stop_reason(epoch, result)
+        if reason is not None and reason != "completed":
+            self.record.stop_reason = reason
             self.stopped = True
-            result["stop_reason"] = self.record.stop_reason
+            result["stop_reason"] = reason
         # every epoch: the points a reopened run holds are dropped per metric (``hold``), so an
         # epoch cut between two batches by a killed worker is completed, the rest not repeated
         self._buffer_epoch(learn, epoch, row)
-        last = self.max_epochs is not None and epoch + 1 >= self.max_epochs
+        # the budget's last epoch: its report waits for the closed run (finish), as a stop's
+        last = self.epoch_budget is not None and epoch + 1 >= self.epoch_budget
         now = time.monotonic()
         due = self.stopped or last or now - self._last_checkpoint >= self.checkpoint_every_s
         if now - self._last_flush >= self.flush_every_s:

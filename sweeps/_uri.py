@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 
 from sweeps.spec._redact import redact_url
-from sweeps.spec._sweep import tracking_uri_problem
+from sweeps.spec._sweep import absolute_sqlite_uri, tracking_uri_problem
 
 __all__ = [
     "HOME_DIR",
@@ -45,10 +45,14 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
 
 
 def resolve_tracking_uri(*candidates: str | None, cwd: str | Path | None = None) -> str:
-    """The first non-empty of ``candidates``, else ``$MLFLOW_TRACKING_URI``, else the default."""
+    """The first non-empty of ``candidates``, else ``$MLFLOW_TRACKING_URI``, else the default.
+
+    A relative ``sqlite:///x.db`` is made absolute (against ``cwd``, by default the working
+    directory): trials run in folders of their own, where it would name another database.
+    """
     for uri in (*candidates, os.environ.get("MLFLOW_TRACKING_URI")):
         if uri:
-            return str(uri)
+            return absolute_sqlite_uri(str(uri), cwd)
     return default_tracking_uri(cwd)
 
 

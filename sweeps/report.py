@@ -19,9 +19,9 @@ seed (lowest ``best/valid_loss``; a finder rule has one trial per seed). Then, p
   error rate: a group without one takes no part);
 - ``n_trials``, ``epochs_run`` (early stops counted), ``compute_s`` (range tests included), all
   summed over the group's trials, failed ones included: a trial that ended without its summary
-  metrics (failed, killed) counts the epochs MLflow holds and their ``epoch_time_s`` (its range
-  test's time is not recorded); and ``compute_vs_grid``: ``compute_s`` over the first ``grid``
-  arm's.
+  metrics (failed, killed) counts the epochs MLflow holds, their ``epoch_time_s`` and its range
+  test's ``lr_find_s`` (logged as soon as the test ran); and ``compute_vs_grid``: ``compute_s``
+  over the ``grid`` arm's (the first by name when there are several).
 
 Counted: child runs that FINISHED with a finite ``best/valid_loss`` (a trial that diverged after
 some good epochs still counts with its best epoch; +-inf, which MLflow's SQL stores keep as
@@ -37,8 +37,10 @@ import html
 import io
 import logging
 import math
+import shutil
 import statistics
 import tempfile
+import weakref
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -236,8 +238,21 @@ TRIAL_HEADERS = (
 )
 
 
+SCIENTIFIC_FROM = 1e6
+"""Magnitude from which a fixed-point cell (``.4f``) is written ``3.828e+30``: a trial that
+blew up keeps its best epoch's loss, which fixed point writes as dozens of digits."""
+
+
+def _cell(value: float, spec: str) -> str:
+    """``value`` in ``spec``; a fixed-point spec switches to 4 significant digits in
+    scientific notation from :data:`SCIENTIFIC_FROM` on."""
+    if spec.endswith("f") and abs(value) >= SCIENTIFIC_FROM:
+        return format(value, ".3e")
+    return format(value, spec)
+
+
 def _fmt(value: float, spec: str = ".4f") -> str:
-    return format(value, spec) if math.isfinite(value) else "-"
+    return _cell(value, spec) if math.isfinite(value) else "-"
 
 
 def _percent(fraction: float) -> str:
@@ -250,8 +265,8 @@ def _mean_std(mean: float, std: float, spec: str, unit: str = "") -> str:
     trial of the group counts)."""
     if not math.isfinite(mean):
         return "-"
-    spread = f" ± {format(std, spec)}" if math.isfinite(std) else ""
-    return f"{format(mean, spec)}{unit}{spread}"
+    spread = f" ± {_cell(std, spec)}" if math.isfinite(std) else ""
+    return f"{_cell(mean, spec)}{unit}{spread}"
 
 
 def _group_cells(r: GroupRow) -> list[str]:
@@ -338,6 +353,8 @@ def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
         return row
     history = tracker.metric_history(row.run_id, "epoch_time_s")
     finite = [as_logged(v) for _, v in history if math.isfinite(as_logged(v))]
+    range_test = _number(run.data.metrics, "lr_find_s", 0.0)  # logged once the test ran
+    finite.append(range_test if math.isfinite(range_test) else 0.0)
     # an epoch trained again after a restart is one epoch of the curve, twice the seconds
     return replace(row, epochs_run=len({step for step, _ in history}), compute_s=math.fsum(finite))
 
@@ -420,9 +437,14 @@ def latest_parent(tracker: Tracker, experiment_id: str, experiment: str | None =
     parents = tracker.sweep_runs(experiment_id)
     if not parents:
         name = repr(experiment) if experiment is not None else experiment_id
+        hint = sweeps_below_hint(tracker, experiment) if experiment is not None else ""
         raise LookupError(
             f"experiment {name} has no sweep run (tag {TAG_KIND}=sweep)."
-            + (sweeps_below_hint(tracker, experiment) if experiment is not None else "")
+            + (
+                hint
+                or " Pass the experiment a sweep logged to (its spec's tracking.experiment, "
+                "else its name)."
+            )
         )
     return str(parents[0].info.run_id)
 
@@ -495,7 +517,8 @@ def build_report(
             a trial run (later ones without one are named in a warning).
         tracking_uri: The store (else ``$MLFLOW_TRACKING_URI`` or the embedded default).
         tracker: An open :class:`Tracker` (overrides ``tracking_uri``).
-        figures_dir: Where to draw the figures (a temporary folder when None).
+        figures_dir: Where to draw the figures (when None, a temporary folder removed once
+            the report is no longer referenced, or at exit).
 
     Raises:
         LookupError: no SQLite store at ``tracking_uri`` (none is created), unknown experiment
@@ -518,7 +541,12 @@ def build_report(
     rows = [_with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
     report = Report(experiment, parent, compare(trials), trials)
-    folder = Path(figures_dir or tempfile.mkdtemp(prefix="lrsweep-report-"))
+    if figures_dir is None:
+        folder = Path(tempfile.mkdtemp(prefix="lrsweep-report-"))
+        # the figures live as long as the report that reads them (to_html), then go
+        weakref.finalize(report, shutil.rmtree, folder, ignore_errors=True)
+    else:
+        folder = Path(figures_dir)
     folder.mkdir(parents=True, exist_ok=True)
     curves = {t.run_id: tracker.metric_history(t.run_id, "valid_loss") for t in trials}
     finder = {}

@@ -54,7 +54,7 @@ from sweeps.tracking import (
     redact_uri,
     resolve_tracking_uri,
 )
-from sweeps.trial import TrialContext, train_trial
+from sweeps.trial import TrialContext, range_tests_prefix, train_trial
 
 logger = logging.getLogger(__name__)
 
@@ -305,9 +305,17 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
         return sweep_dir, state
     candidates = [c for c in candidates if c[1] is not None]
     known = location.subfolders(root)
-    what = "only finished sweeps" if candidates else "no sweep"
+    if candidates:  # the name matched: every sweep of it finished
+        state = candidates[-1][1] or {}
+        tracking = (state.get("spec") or {}).get("tracking") or {}
+        experiment = tracking.get("experiment") or state.get("name") or name_or_path
+        raise SweepNotFound(
+            f"{name_or_path!r} has only finished sweeps under {root}: there is nothing to "
+            f"resume. Their results: `lrsweep report {shlex.quote(str(experiment))}`; to run "
+            "the sweep again: `lrsweep run SPEC`."
+        )
     raise SweepNotFound(
-        f"{name_or_path!r} has {what} to resume under {root}; sweeps there: {known or 'none'}. "
+        f"{name_or_path!r} has no sweep to resume under {root}; sweeps there: {known or 'none'}. "
         "Pass a sweep name or the path of a sweep folder (the one holding sweep.json)."
     )
 
@@ -333,7 +341,10 @@ def resume_sweep(
 
     The Tuner is restored with ``Tuner.restore``: finished trials are kept, not re-run;
     unfinished ones continue from their checkpoints in their own MLflow child runs; the searcher
-    (Optuna studies included) continues where it was. The parent run is reused.
+    (Optuna studies included) continues where it was. The parent run is reused. Runs of trials
+    the restored Tune state does not hold (started after its last snapshot by a driver that was
+    then killed; their configs run again under new trial ids) are deleted at the end, so no
+    config counts twice.
 
     Raises:
         SweepNotFound: nothing to resume there (the message lists the sweeps that exist).
@@ -365,7 +376,10 @@ def _run_trials(
     for strategy in plan(spec):
         progress.expect(strategy.arm_name, strategy.n_trials())
     restore = restoring and _ray.can_restore(_ray.experiment_path(tuner_plan))
-    outcomes = _ray.restore_tuner(tuner_plan) if restore else _ray.run_tuner(tuner_plan)
+    try:
+        outcomes = _ray.restore_tuner(tuner_plan) if restore else _ray.run_tuner(tuner_plan)
+    finally:
+        _ray.shared_drop(range_tests_prefix(context.sweep_id))
     unfinished = len(outcomes) < tuner_plan.n_trials or not all(o.ended for o in outcomes)
     return outcomes, unfinished
 
@@ -478,6 +492,11 @@ def _close(
         _close_killed(tracker, experiment_id, parent_run_id)
         logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
         return result
+    # runs of trials a resumed Tuner never knew (the driver died before Tune saved them): their
+    # configs ran again under new trial ids and must not count twice
+    trial_ids = {o.trial_id for outcomes in result.trials.values() for o in outcomes}
+    if trial_ids:
+        tracker.delete_stray_trial_runs(experiment_id, parent_run_id, trial_ids)
     tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
     if result.all_failed:
         errors = sorted({o.error or "unknown error" for o in result.failed})

@@ -55,6 +55,7 @@ __all__ = [
     "ServerConfigError",
     "ServerLaunch",
     "ServerStartError",
+    "StoreUnreachableError",
     "check_port_free",
     "ensure_backend_store",
     "is_loopback",
@@ -82,6 +83,25 @@ SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 
 class ServerConfigError(ValueError):
     """The server cannot start as configured; the message names the option or variable."""
+
+
+class StoreUnreachableError(ServerConfigError):
+    """PostgreSQL is down, still starting or unreachable: worth a retry, unlike the rest of
+    :class:`ServerConfigError` (``lrsweep server`` exits 1, not 2, so that systemd's
+    ``Restart=on-failure`` tries again once the database is up)."""
+
+
+# libpq's words for a database that is not there yet, as opposed to one that refuses the user.
+_UNREACHABLE = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "could not translate host name",
+    "the database system is",  # starting up, shutting down, in recovery mode
+    "no route to host",
+    "network is unreachable",
+    "server closed the connection",
+)
 
 
 @dataclass(frozen=True)
@@ -154,9 +174,11 @@ def ensure_backend_store(uri: str, *, option: str = "--backend-store-uri") -> No
     SQLAlchemy URIs are left to MLflow.
 
     Raises:
+        StoreUnreachableError: PostgreSQL refuses the connection, is starting up or does not
+            answer within ``POSTGRES_CONNECT_TIMEOUT_S``; the message names ``option``.
         ServerConfigError: the URI cannot be read, the SQLite file's folder cannot be made,
-            PostgreSQL does not answer within ``POSTGRES_CONNECT_TIMEOUT_S`` or the database
-            cannot be created; the message names ``option``.
+            PostgreSQL refuses the user or the database cannot be created; the message names
+            ``option``.
     """
     path = sqlite_path(uri)
     if path is not None:
@@ -200,7 +222,8 @@ def _ensure_postgres_database(uri: str, option: str) -> None:
     try:
         conn = psycopg2.connect(dbname="postgres", **params, **options)
     except psycopg2.Error as exc:
-        raise ServerConfigError(
+        unreachable = any(words in str(exc).lower() for words in _UNREACHABLE)
+        raise (StoreUnreachableError if unreachable else ServerConfigError)(
             f"Cannot connect to PostgreSQL for {option} {redact_uri(uri)}: "
             f"{str(exc).strip()}. Check that PostgreSQL runs there and the user may connect "
             "(a password goes in PGPASSWORD or ~/.pgpass)."

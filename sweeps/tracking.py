@@ -211,6 +211,11 @@ class Tracker:
         )
         return sorted(e.name for e in experiments if e.name.startswith(prefix))
 
+    def find_experiment(self, name: str) -> Any:
+        """The live experiment ``name`` (MLflow's ``Experiment``), or None when there is none."""
+        found = self._experiment_by_name(name)
+        return None if found is None or found.lifecycle_stage == "deleted" else found
+
     def _experiment_by_name(self, name: str) -> Any:
         return _retrying(
             partial(self.client.get_experiment_by_name, name), what="get_experiment_by_name"
@@ -336,6 +341,44 @@ class Tracker:
                 reopened.append(run.info.run_id)
         return reopened
 
+    def delete_stray_trial_runs(
+        self, experiment_id: str, parent_run_id: str, trial_ids: Iterable[str]
+    ) -> list[str]:
+        """Delete the child runs of trials the sweep's Tuner does not hold; return their ids.
+
+        A driver killed between two of Ray Tune's experiment snapshots (taken at most every
+        10 s) leaves runs of trials started after the last one: the restored Tuner never knew
+        them, and its searcher hands their places out again to new trials (a grid or random config,
+        or a seeded Optuna study's suggestion, runs again), so each would count twice in the
+        report and in ``best_config``. Their runs are tagged
+        ``sweeps.deleted_reason`` and deleted (MLflow's soft delete: ``mlflow runs restore``
+        brings one back). Runs without a ``sweeps.trial_id`` tag are left alone.
+        """
+        known = set(trial_ids)
+        stray = [
+            run
+            for run in self.child_runs(experiment_id, parent_run_id)
+            if run.data.tags.get(TAG_TRIAL_ID) not in known | {None}
+        ]
+        reason = (
+            "a trial the resumed sweep's Ray Tune state did not hold (the driver stopped before "
+            "Tune saved it); the restored searcher gave its place to a new trial of this sweep"
+        )
+        for run in stray:
+            run_id = run.info.run_id
+            if run.info.status in ("RUNNING", "SCHEDULED"):
+                self.end_run(run_id, "KILLED")
+            self.set_tags(run_id, {"sweeps.deleted_reason": reason})
+            _retrying(partial(self.client.delete_run, run_id), what="delete_run")
+            logger.warning(
+                "deleted run %s (%s, trial %s): %s",
+                run_id,
+                run.info.run_name,
+                run.data.tags.get(TAG_TRIAL_ID),
+                reason,
+            )
+        return [run.info.run_id for run in stray]
+
     def close_unfinished(self, experiment_id: str, parent_run_id: str, *, status: str) -> list[str]:
         """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids.
 
@@ -417,11 +460,12 @@ class Tracker:
         return sent
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        """``(step, value)`` pairs of one metric, ordered by step."""
+        """``(step, value)`` pairs of one metric, ordered by step; +-inf as logged
+        (:func:`as_logged`: SQL stores keep it as +-1.797e308), NaN as NaN."""
         history = _retrying(
             lambda: self.client.get_metric_history(run_id, key), what="get_metric_history"
         )
-        return sorted((m.step, m.value) for m in history)
+        return sorted((m.step, as_logged(m.value)) for m in history)
 
     def last_steps(self, run_id: str) -> dict[str, int]:
         """Per metric of the run, the largest step it holds (MLflow's latest-metric rows).

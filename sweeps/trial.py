@@ -5,9 +5,10 @@
 1. data (``make_dataloaders``; the split is the dataset's seed, shared by every trial so all are
    judged on the same validation images; the training order, augmentation and initial weights
    come from the trial's ``seed``), model (``build_model``) and ``Learner``;
-2. ``lr_finder`` trials run ``learn.lr_find`` and take their rule's suggestion as the LR (the
-   range test's time counts in ``compute_s``); ``recipe`` trials run ``learn.fit_recipe``;
-   search arms use the ``lr`` in their config;
+2. ``lr_finder`` trials run ``learn.lr_find`` (or read the curve another trial of their arm and
+   seed ran and shared through Ray's key-value store) and take their rule's suggestion as the
+   LR (the range test's time counts in ``compute_s`` either way); ``recipe`` trials run
+   ``learn.fit_recipe``; search arms use the ``lr`` in their config;
 3. training on the spec's schedule with :class:`~sweeps._reporter.EpochReporter`, which per
    epoch logs to MLflow (one ``log_batch``), checkpoints (``learn.save``) and reports to Tune;
 4. the end: best-epoch metrics, tags, plots and the best model on the child run, then the last
@@ -22,6 +23,7 @@ its last epoch, without a second range test. A trial with no checkpoint yet find
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import json
@@ -54,6 +56,7 @@ from sweeps.tracking import TAG_SWEEP_ID, TAG_TRIAL_ID, RunLogger, Tracker
 from trainers import (
     CallbackError,
     Learner,
+    LRFindResult,
     TrainingDiverged,
     build_model,
     make_dataloaders,
@@ -328,17 +331,48 @@ def _restore(learn: Learner, folder: Path | None) -> dict[str, Any] | None:
     return meta
 
 
-def _find_lr(learn: Learner, arm: Any, rule: str, record: TrialRecord) -> float:
-    start = time.perf_counter()
-    result = learn.lr_find(arm.start_lr, arm.end_lr, arm.num_it, suggest=(rule,))
-    record.lr_find_s = time.perf_counter() - start
-    record.lr_find = result
-    return float(result.suggestions[rule])
+TAG_LR_FIND_FROM = "sweeps.lr_find_from"
+"""Run tag: the run whose range test this trial read instead of running its own."""
 
 
-def _choose_lr(learn: Learner, config: Mapping[str, Any], arm: Any, record: TrialRecord) -> float:
+def range_tests_prefix(sweep_id: str) -> str:
+    """The prefix of a sweep's shared range tests in Ray's key-value store."""
+    return f"lr_find/{sweep_id}/"
+
+
+def _range_test_key(context: TrialContext, config: Mapping[str, Any]) -> str:
+    """Trials of one arm and seed in one sweep run the same range test (same task, weights,
+    data order and test settings; ``lr_find`` puts every RNG back, so the training after it
+    is the same whether the test ran or was read)."""
+    return f"{range_tests_prefix(context.sweep_id)}{config['arm']}/{int(config['seed'])}"
+
+
+def _find_lr(learn: Learner, arm: Any, rule: str, record: TrialRecord, *, key: str) -> float:
+    """The rule's pick on the seed's range test: read when another trial of the seed has run
+    it, else run here and shared. Either way ``lr_find_s`` is the test's own time, so a rule's
+    compute stays what using that rule alone costs."""
+    shared = _ray.shared_get(key)
+    if shared is not None:
+        found = json.loads(shared)
+        curve = LRFindResult.from_json(found["curve"])
+        record.lr_find_s, record.lr_find_from = float(found["seconds"]), str(found["run_id"])
+    else:
+        start = time.perf_counter()
+        curve = learn.lr_find(arm.start_lr, arm.end_lr, arm.num_it, suggest=())
+        record.lr_find_s = time.perf_counter() - start
+        value = {"curve": curve.to_json(), "seconds": record.lr_find_s, "run_id": record.run_id}
+        _ray.shared_put(key, json.dumps(value).encode())
+    suggestions = curve.suggest(rule)  # CurveTooShort as lr_find(suggest=rule) raises it
+    record.lr_find = dataclasses.replace(curve, suggestions=suggestions)
+    return float(suggestions[rule])
+
+
+def _choose_lr(
+    learn: Learner, context: TrialContext, config: Mapping[str, Any], arm: Any, record: TrialRecord
+) -> float:
     if config["strategy"] == "lr_finder":
-        lr = _find_lr(learn, arm, str(config["rule"]), record)
+        key = _range_test_key(context, config)
+        lr = _find_lr(learn, arm, str(config["rule"]), record, key=key)
         logger.info("range test picked lr=%.3g with rule %s", lr, config["rule"])
         return lr
     if config["strategy"] == "recipe":
@@ -355,8 +389,9 @@ def _log_new_params(tracker: Tracker, run_id: str, params: Mapping[str, Any]) ->
     tracker.log_params(run_id, {k: v for k, v in params.items() if k not in existing})
 
 
-def _log_lr_find(tracker: Tracker, run_id: str, result: Any) -> None:
-    """The range-test curve by iteration and ``lr_find.png``, each point and the figure once.
+def _log_lr_find(tracker: Tracker, run_id: str, result: Any, seconds: float) -> None:
+    """The range-test curve by iteration, its seconds (``lr_find_s``: logged now, so a trial that
+    fails later still counts them) and ``lr_find.png``, each point and the figure once.
 
     A retry sends only what the run lacks: a try that failed between two batches of the curve
     (or before its figure) left part of it there.
@@ -364,7 +399,8 @@ def _log_lr_find(tracker: Tracker, run_id: str, result: Any) -> None:
     from trainers.plots import plot_lr_find
 
     log = RunLogger(tracker, run_id)
-    log.hold({k: s for k, s in tracker.last_steps(run_id).items() if k.startswith("lr_find/")})
+    log.hold({k: s for k, s in tracker.last_steps(run_id).items() if k.startswith("lr_find")})
+    log.add("lr_find_s", seconds, 0)
     log.extend("lr_find/loss", result.losses)
     log.extend("lr_find/raw_loss", result.raw_losses)
     log.extend("lr_find/lr", result.lrs)
@@ -391,12 +427,14 @@ def _start(
     if context.spec.task.fine_tune is not None:
         learn.freeze()  # as fastai: the range test of a transfer task runs on the frozen model
     try:
-        record.lr = _choose_lr(learn, config, arm, record)
+        record.lr = _choose_lr(learn, context, config, arm, record)
     except ValueError as error:  # CurveTooShort, a bad config.lr: the same seed fails the same way
         _mark_failed_for_good(tracker, run_id, error)
         raise
+    if record.lr_find_from is not None:
+        tracker.set_tags(run_id, {TAG_LR_FIND_FROM: record.lr_find_from})
     if record.lr_find is not None:
-        _log_lr_find(tracker, run_id, record.lr_find)
+        _log_lr_find(tracker, run_id, record.lr_find, record.lr_find_s)
     if math.isfinite(record.lr):
         _log_new_params(tracker, run_id, {"lr": record.lr})
 
@@ -444,6 +482,7 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         stopper=from_spec(spec),
         checkpoint=_checkpointer(record),
         max_epochs=max_epochs,
+        epoch_budget=arm.max_epochs if config["strategy"] == "recipe" else task.epochs,
     )
     try:
         if meta is None:
@@ -564,9 +603,10 @@ def _finalize(
     points = [(f"best/{k}", v, 0) for k, v in record.best.items() if math.isfinite(v)]
     points += [
         ("compute_s", record.compute_s(history), 0),
-        ("lr_find_s", record.lr_find_s, 0),
         ("epochs_run", float(len(training_rows(history))), 0),
     ]
+    if record.lr_find is None:  # a finder trial logged its range test's seconds with its curve
+        points.append(("lr_find_s", record.lr_find_s, 0))
     if reopened:
         held = tracker.get_run(run_id).data.metrics
         points = [point for point in points if point[0] not in held]

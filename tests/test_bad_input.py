@@ -639,7 +639,15 @@ def test_nightly_refuses_a_missing_suite_file(env: Env) -> None:
 
 
 OTHER_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "resume-unknown-sweep": (["resume", "nope"], ("'nope' has no sweep to resume", "none")),
+    "resume-unknown-sweep": (
+        ["resume", "nope"],
+        (
+            "'nope' has no sweep to resume",
+            "none",
+            "storage.path",
+            "pass that folder or URI with --storage-path",
+        ),
+    ),
     "report-unknown-experiment": (
         ["report", "nope"],
         ("experiment 'nope' does not exist", "experiments there"),
@@ -667,6 +675,10 @@ LR_FIND_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ("--image-size must be a positive integer, but got 0",),
     ),
     "batch-size-negative": (["--batch-size", "-1"], ("--batch-size must be a positive integer",)),
+    "batch-size-one": (
+        ["--batch-size", "1"],
+        ("--batch-size must be at least 2", "BatchNorm", "but got 1"),
+    ),
     "unknown-dataset": (
         ["--dataset", "imagenet-typo"],
         ("--dataset must be one of", "'imagenet-typo'"),
@@ -677,6 +689,10 @@ LR_FIND_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ("--suggest: Unknown suggestion rule 'bogus'", "valley, steep"),
     ),
     "too-few-iterations": (["--num-it", "3"], ("--num-it=3 is too few",)),
+    "bf16-image-too-small-on-the-cpu": (
+        ["--amp", "bf16"],
+        ("--amp bf16 with --image-size 8:", "1-pixel-wide input"),
+    ),
     "lr-range-inverted": (
         ["--start-lr", "1", "--end-lr", "0.1"],
         ("--end-lr must be greater than --start-lr",),

@@ -143,6 +143,11 @@ def lr_find_command(
             if str(error).startswith("Unknown suggestion rule"):
                 raise ValueError(f"--suggest: {error}") from None
             raise
+        if batch_size == 1:  # as task.batch_size: a batch of one fails its first step
+            raise ValueError(
+                "--batch-size must be at least 2: every model's head has BatchNorm, which "
+                "cannot train on one image a batch, but got 1"
+            )
         if dataset == "image_folder" and path is None:
             raise ValueError("--dataset image_folder needs --path, the folder holding its images.")
         try:
@@ -165,7 +170,12 @@ def lr_find_command(
             )
         except ValueError as error:  # the accelerator options are the Learner's only input here
             raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
-        result = learn.lr_find(start_lr, end_lr, num_it, suggest=rules)
+        try:
+            result = learn.lr_find(start_lr, end_lr, num_it, suggest=rules)
+        except ValueError as error:  # bf16 on the CPU refuses images too small (the first step)
+            if amp is None:
+                raise
+            raise ValueError(f"--amp {amp} with --image-size {image_size}: {error}") from None
         plot_lr_find(result, out)
         if json_out is not None:
             result.to_json(json_out)

@@ -9,6 +9,7 @@ regression).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
-from sweeps.cli._options import TRACKING_URI_HELP, Address, tracking_uri_check
+from sweeps.cli._options import TRACKING_URI_HELP, Address, usable_tracking_uri, wrong_kind_hint
 from sweeps.nightly import (
     DEFAULT_BASELINE_NIGHTS,
     EXIT_BAD_INPUT,
@@ -26,19 +27,15 @@ from sweeps.nightly import (
     NightResult,
     ReportDirError,
     Status,
+    report_night_not_run,
     run_nightly,
 )
 from sweeps.spec import SpecError, load_suite
+from sweeps.tracking import redact_uri
 
-# An unreachable store is a failed night (exit 3), not bad input.
-NightlyTrackingUri = Annotated[
-    str | None,
-    typer.Option(
-        "--tracking-uri",
-        help=TRACKING_URI_HELP,
-        callback=tracking_uri_check(unreachable_exit=EXIT_FAILED),
-    ),
-]
+# Checked first thing in the command: an unreachable store is a failed night (exit 3, with a
+# FAILED report in --report-dir), not bad input.
+NightlyTrackingUri = Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)]
 
 _STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
 
@@ -69,10 +66,14 @@ def nightly_command(
     """Run every spec of SUITE, compare each headline figure with the median of earlier nights,
     write and log the report, and exit 0 (passed), 1 (regressed), 2 (bad input) or 3 (failed)."""
     err = Console(stderr=True, soft_wrap=True)
+    tracking_uri = _usable_store(tracking_uri, suite, overrides or [], report_dir)
     try:
         loaded = load_suite(suite, overrides=overrides or [])
     except SpecError as error:
-        err.print(f"Error: {error}", markup=False, highlight=False)
+        hint = wrong_kind_hint(error, suite, expected="suite")
+        err.print(f"Error: {error}{hint}", markup=False, highlight=False)
+        reason = f"invalid suite or --set: {error}"
+        report_night_not_run(suite.stem, report_dir, reason, only_replacing=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     try:
         night = run_nightly(
@@ -102,6 +103,27 @@ def nightly_command(
         raise typer.Exit(EXIT_FAILED) from None
     _print_night(night)
     raise typer.Exit(night.exit_code)
+
+
+def _usable_store(
+    tracking_uri: str | None, suite: Path, overrides: list[str], report_dir: Path
+) -> str | None:
+    """``--tracking-uri`` checked as every command checks it, before anything else (None: the
+    fallbacks apply); a store that does not answer leaves a FAILED report in ``report_dir``
+    before exiting 3."""
+    try:
+        uri = usable_tracking_uri(tracking_uri, unreachable_exit=EXIT_FAILED)
+    except typer.Exit as stop:
+        if stop.exit_code == EXIT_FAILED:
+            try:
+                name = load_suite(suite, overrides=overrides).name
+            except SpecError:
+                name = suite.stem
+            given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(embedded)"
+            reason = f"the tracking store {redact_uri(given)} could not be reached; no sweep ran"
+            report_night_not_run(name, report_dir, reason)
+        raise
+    return uri if tracking_uri else None
 
 
 def _print_night(night: NightResult) -> None:

@@ -18,6 +18,10 @@ from sweeps.spec import SpecError
 from sweeps.tracking import TrackingUriError
 
 _RUN_AGAIN = "or start the sweep again: lrsweep run <your spec file>"
+_STORAGE_HINT = (
+    " A sweep whose spec set storage.path (or that ran from another folder) is not here: pass "
+    "that folder or URI with --storage-path."
+)
 
 
 @app.command("resume")
@@ -32,19 +36,26 @@ def resume_command(
     ] = None,
     storage_path: Annotated[
         str | None,
-        typer.Option("--storage-path", help="Ray storage root (default: ./.lrsweep/ray_results)."),
+        typer.Option(
+            "--storage-path",
+            help="Ray storage root: the storage.path the sweep ran with, if its spec set one "
+            "(default: ./.lrsweep/ray_results).",
+        ),
     ] = None,
 ) -> None:
     """Restore the sweep's Tuner: finished trials stay, unfinished ones continue from their
     checkpoints in their own MLflow runs, then the report is written."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if tracking_uri:  # else the URI the sweep ran with, checked when it started
-        usable_tracking_uri(tracking_uri)
+        tracking_uri = usable_tracking_uri(tracking_uri)
     try:
         result = resume_sweep(
             name, address=address, tracking_uri=tracking_uri, storage_path=storage_path
         )
-    except (SweepNotFound, PreflightError, TrackingUriError, OSError) as error:
+    except SweepNotFound as error:
+        elsewhere = storage_path is None and not Path(name).is_dir()
+        raise fail(f"{error}{_STORAGE_HINT if elsewhere else ''}") from None
+    except (PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None
     except SpecError as error:  # the spec it started with no longer holds (a folder gone ...)
         raise fail(

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sweeps.cli import app
-from sweeps.cli._options import Address, fail, usable_tracking_uri
+from sweeps.cli._options import Address, fail, usable_tracking_uri, wrong_kind_hint
 from sweeps.preflight import PreflightError
 from sweeps.report import Report
 from sweeps.run import SweepResult, run_sweep
@@ -161,7 +161,9 @@ def run_command(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         loaded = load_spec(spec, overrides=overrides or [])
-    except (SpecError, OSError) as error:
+    except SpecError as error:
+        raise fail(f"{error}{wrong_kind_hint(error, spec, expected='spec')}") from None
+    except OSError as error:
         raise fail(error) from None
     # Before Ray starts or any run exists: a refused URI or a silent server ends it here.
     uri = usable_tracking_uri(tracking_uri, loaded.tracking.uri)

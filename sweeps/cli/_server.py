@@ -82,7 +82,13 @@ def server_command(
 
 def run_foreground(config: ServerConfig, *, hint: str | None = None) -> int:
     """Serve ``config`` until stopped, printing the address (and ``hint``); 2 for a bad setup."""
-    from sweeps.server import ServerConfigError, ServerStartError, is_loopback, serve
+    from sweeps.server import (
+        ServerConfigError,
+        ServerStartError,
+        StoreUnreachableError,
+        is_loopback,
+        serve,
+    )
 
     if not is_loopback(config.host):
         where = "every interface" if config.host in ("0.0.0.0", "::", "") else config.host
@@ -113,6 +119,9 @@ def run_foreground(config: ServerConfig, *, hint: str | None = None) -> int:
 
     try:
         return serve(config, on_ready=announce)
+    except StoreUnreachableError as exc:  # the database may come up: 1, which systemd retries
+        typer.echo(f"Error: {exc}", err=True)
+        return 1
     except ServerConfigError as exc:
         typer.echo(f"Error: {exc}", err=True)
         return 2

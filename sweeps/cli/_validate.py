@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from sweeps.cli import app
+from sweeps.cli._options import wrong_kind_hint
 from sweeps.spec import SpecError, load_spec, load_suite, redact
 
 
@@ -36,11 +37,9 @@ def validate_command(
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")
         resolved, notes = _load(spec, overrides or [], suite=suite)
     except SpecError as error:
-        message = f"Error: {error}"
-        if not suite and any(line.startswith("entries: unknown key") for line in error.errors):
-            message += (
-                f"\nHint: this looks like a nightly suite; run: lrsweep validate --suite {spec}"
-            )
+        message = (
+            f"Error: {error}{wrong_kind_hint(error, spec, expected='suite' if suite else 'spec')}"
+        )
         Console(stderr=True, soft_wrap=True).print(message, markup=False, highlight=False)
         raise typer.Exit(2) from None
     text = yaml.safe_dump(redact(resolved), sort_keys=False, default_flow_style=None)

@@ -29,7 +29,12 @@ from sweeps.nightly._compare import (
 from sweeps.nightly._env import environment_tags, git_commit, spec_fingerprint
 from sweeps.nightly._figures import FIGURE_NAMES, Figure, entry_figures
 from sweeps.nightly._report import NightReport, ReportDirError, ReportFiles, write_report
-from sweeps.nightly._run import DEFAULT_BASELINE_NIGHTS, NightResult, run_nightly
+from sweeps.nightly._run import (
+    DEFAULT_BASELINE_NIGHTS,
+    NightResult,
+    report_night_not_run,
+    run_nightly,
+)
 from sweeps.nightly._store import Night, NightStore, entry_experiment, night_experiment
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "git_commit",
     "judge",
     "night_experiment",
+    "report_night_not_run",
     "run_nightly",
     "spec_fingerprint",
     "write_report",

@@ -25,6 +25,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,18 +37,28 @@ from sweeps._interrupts import before_forced_exit
 from sweeps.nightly._compare import EXIT_FAILED, Verdict, comparable_figures, judge
 from sweeps.nightly._env import (
     MACHINE_PREFIX,
+    TAG_COMMIT,
     VERSION_PREFIX,
     environment_tags,
     spec_fingerprint,
 )
 from sweeps.nightly._figures import Figure, entry_figures
-from sweeps.nightly._report import NightReport, ReportFiles, prepare_report_dir, write_report
+from sweeps.nightly._report import (
+    HTML_FILE,
+    MARKDOWN_FILE,
+    NightReport,
+    ReportDirError,
+    ReportFiles,
+    prepare_report_dir,
+    write_report,
+)
 from sweeps.nightly._store import (
     TAG_BASELINE_RUNS,
     TAG_OVERRIDES,
     Night,
     NightStore,
     entry_experiment,
+    night_experiment,
 )
 from sweeps.spec import Suite, SuiteEntry, SweepSpec
 from sweeps.tracking import Tracker, redact_uri, resolve_tracking_uri
@@ -135,9 +146,14 @@ def run_nightly(
         raise ValueError(f"baseline_nights must be at least 1, but got {baseline_nights=}.")
     prepare_report_dir(report_dir)  # hours of sweeps must not end in an unwritable folder
     uri = resolve_tracking_uri(tracking_uri)
-    store = NightStore(Tracker(uri), suite.name)
     with _sigterm_as_interrupt():
-        tonight = _open_night(suite, store)
+        try:
+            store = NightStore(Tracker(uri), suite.name)
+            tonight = _open_night(suite, store)
+        except Exception as error:  # no night run to record it on: the report says it alone
+            reason = f"the night could not start in the store {redact_uri(uri)}: {error!r}"
+            report_night_not_run(suite.name, report_dir, _one_line(reason))
+            raise
         night_run_id = tonight.night_run_id
         logger.info("night %s of suite %s in %s", night_run_id, suite.name, redact_uri(uri))
 
@@ -228,6 +244,43 @@ def _report_failure(
         store.log_files(tonight.night_run_id, [files.markdown, files.html])
     except Exception:  # the failure itself is what must be recorded
         logger.exception("could not write the failed night's report into %s", report_dir)
+
+
+def report_night_not_run(
+    suite: str, report_dir: str | Path, reason: str, *, only_replacing: bool = False
+) -> ReportFiles | None:
+    """A FAILED report in ``report_dir`` for a night that could not start (its tracking store
+    does not answer, its suite or ``--set`` is invalid).
+
+    Nothing ran and no night run exists to log it on, but the folder must not keep the last
+    night's verdict (a schedule publishes it whatever the exit code). Best effort: None when the
+    folder cannot be written.
+
+    Args:
+        suite: The suite's name.
+        report_dir: The night's ``--report-dir``.
+        reason: Why the night did not run (no credentials).
+        only_replacing: Write it only over an earlier night's report (bad input: a mistyped
+            command creates no report folder).
+    """
+    folder = Path(report_dir)
+    if only_replacing and not any((folder / n).is_file() for n in (MARKDOWN_FILE, HTML_FILE)):
+        return None
+    report = NightReport(
+        suite=suite,
+        night_run_id="none (the night did not start)",
+        experiment=night_experiment(suite),
+        environment=environment_tags(),
+        verdict=Verdict("failed", (), (reason,), 0, counts=False),
+        baseline_run_ids=(),
+        trend=(),
+    )
+    try:
+        prepare_report_dir(report_dir)
+        return write_report(report, report_dir)
+    except (ReportDirError, OSError):
+        logger.exception("could not write the failed night's report into %s", report_dir)
+        return None
 
 
 def _open_night(suite: Suite, store: NightStore) -> _Tonight:
@@ -402,6 +455,7 @@ def _conclude(
     """Tonight's figures logged; baseline, verdict, report; the night run closed with its status."""
     night_run_id, figures = tonight.night_run_id, tonight.figures
     store.log_figures(night_run_id, figures)
+    killed = store.close_stale_nights(night_run_id, now_ms=int(time.time() * 1000))
     earlier = store.earlier_nights(
         limit=max(baseline_nights, TREND_NIGHTS - 1), exclude=night_run_id
     )
@@ -419,6 +473,15 @@ def _conclude(
     trend = _trend(earlier[: TREND_NIGHTS - 1], figures, specs)
     baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]
     notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
+    kept = [n for n, figures in zip(baseline, comparable, strict=True) if figures]
+    notes += _commit_changes(kept, tonight.environment)
+    if killed:
+        notes.append(
+            f"{len(killed)} earlier night{'s' if len(killed) != 1 else ''} never finished (killed "
+            f"outright: out of memory, a reboot, SIGKILL) and are now recorded failed: "
+            + ", ".join(killed)
+            + "."
+        )
     report = NightReport(
         suite=suite.name,
         night_run_id=night_run_id,
@@ -483,6 +546,20 @@ def _environment_changes(baseline: list[Night], environment: dict[str, str]) -> 
         "Baseline nights ran with another environment (" + "; ".join(changes) + "): "
         "compute_s and wall_time_s may differ for that reason alone."
     ]
+
+
+def _commit_changes(baseline: list[Night], environment: dict[str, str]) -> list[str]:
+    """One line naming the commits the baseline nights ran (with how many nights each) when any
+    is not tonight's: the changes between them are where a regression comes from."""
+    tonight = environment.get(TAG_COMMIT, "unknown")
+    counts = Counter(n.environment.get(TAG_COMMIT, "unknown") for n in baseline)
+    if not counts or set(counts) == {tonight}:
+        return []
+    ran = ", ".join(
+        f"{commit} ({count} night{'s' if count != 1 else ''})"
+        for commit, count in counts.most_common()
+    )
+    return [f"Tonight ran commit {tonight}; its baseline nights ran {ran}."]
 
 
 def _one_line(text: str) -> str:

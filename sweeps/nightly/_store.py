@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.nightly._env import MACHINE_PREFIX, SPEC_PREFIX, TAG_DATE, VERSION_PREFIX
+from sweeps.nightly._env import (
+    MACHINE_PREFIX,
+    SPEC_PREFIX,
+    TAG_COMMIT,
+    TAG_DATE,
+    VERSION_PREFIX,
+)
 from sweeps.nightly._figures import Figure
 from sweeps.report import TrialRow, trial_row
 from sweeps.tracking import TAG_KIND, Tracker
@@ -48,6 +54,13 @@ TAG_ENTRY = "nightly.entry"
 SWEEP_RUN_PREFIX = "nightly.sweep_run."
 BASELINE_STATUSES = ("passed", "regressed")
 MAX_TAG_CHARS = 5000
+# A night still RUNNING this long after it started was killed outright (no night takes a day:
+# the schedules stop one after 4-5 hours).
+STALE_NIGHT_S = 24 * 3600
+STALE_REASON = (
+    "the night never finished: its process was killed before it could record an outcome (out "
+    "of memory, a reboot, SIGKILL); closed as failed by night {night}"
+)
 
 
 def night_experiment(suite: str) -> str:
@@ -72,7 +85,8 @@ class Night:
         figures: Figure key -> value, from the run's metrics.
         specs: Entry -> spec fingerprint (``nightly.spec_sha256.<entry>``; empty for nights
             recorded before fingerprints).
-        environment: Its ``nightly.version.*`` and ``nightly.machine.*`` tags.
+        environment: Its ``nightly.version.*``, ``nightly.machine.*`` and
+            ``nightly.git_commit`` tags.
     """
 
     run_id: str
@@ -188,6 +202,26 @@ class NightStore:
         self.tracker.set_tags(night_run_id, tags)
         self.tracker.end_run(night_run_id, "KILLED" if killed else "FINISHED")
 
+    def close_stale_nights(self, night_run_id: str, *, now_ms: int) -> list[str]:
+        """Record nights still RUNNING ``STALE_NIGHT_S`` after their start as failed (KILLED)
+        and return their run ids, oldest first; ``night_run_id`` is tonight's."""
+        runs = self.tracker.search_runs(self.experiment_id, f"tags.`{TAG_KIND}` = '{KIND}'")
+        stale = sorted(
+            (
+                run
+                for run in runs
+                if run.info.run_id != night_run_id
+                and run.info.status == "RUNNING"
+                and run.data.tags.get(TAG_STATUS) == "running"
+                and now_ms - (run.info.start_time or now_ms) > STALE_NIGHT_S * 1000
+            ),
+            key=lambda run: run.info.start_time,
+        )
+        for run in stale:
+            reason = STALE_REASON.format(night=night_run_id)
+            self.finish_night(run.info.run_id, "failed", reason, killed=True)
+        return [run.info.run_id for run in stale]
+
     def earlier_nights(self, *, limit: int, exclude: str | None = None) -> list[Night]:
         """The newest ``limit`` nights that may form a baseline, newest first."""
         runs = self.tracker.search_runs(self.experiment_id, f"tags.`{TAG_KIND}` = '{KIND}'")
@@ -221,7 +255,7 @@ class NightStore:
                     {
                         key: value
                         for key, value in tags.items()
-                        if key.startswith((VERSION_PREFIX, MACHINE_PREFIX))
+                        if key.startswith((VERSION_PREFIX, MACHINE_PREFIX)) or key == TAG_COMMIT
                     },
                 )
             )

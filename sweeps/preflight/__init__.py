@@ -39,6 +39,7 @@ from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
 from sweeps.preflight._resources import check_fit, label_matches, trial_request
 from sweeps.preflight._storage import (
     check_artifact_location,
+    check_artifacts_shared,
     check_storage_shared,
     check_tracking_reachable,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "PreflightReport",
     "check_accelerator",
     "check_artifact_location",
+    "check_artifacts_shared",
     "check_cluster",
     "check_fit",
     "check_local_data",

@@ -16,7 +16,11 @@ from sweeps.preflight._cluster import (
 )
 from sweeps.preflight._report import PreflightReport
 from sweeps.preflight._resources import check_fit
-from sweeps.preflight._storage import check_storage_shared, check_tracking_reachable
+from sweeps.preflight._storage import (
+    check_artifacts_shared,
+    check_storage_shared,
+    check_tracking_reachable,
+)
 from sweeps.spec import StorageSpec, SweepSpec
 from sweeps.tracking import resolve_tracking_uri
 
@@ -55,7 +59,8 @@ def check_cluster(
        some alive node's *total* resources, or on an autoscaler group that may start (then a
        warning); otherwise trials would stay pending forever;
     2. with more than one node alive: the tracking store is not a SQLite file or local folder
-       (a server naming ``localhost`` is a warning), and ``storage.path`` is shared;
+       (a server naming ``localhost`` is a warning), a database store's experiment does not keep
+       its artifacts on this machine's disk, and ``storage.path`` is shared;
     3. on a cluster (``address`` given): a probe task on every node checks its Ray and Python
        versions against this process, that lrsweep is importable there, that an
        ``image_folder`` dataset folder exists there, and that a shared local ``storage.path``
@@ -93,6 +98,7 @@ def check_cluster(
         warnings.append(warning)
     uri = tracking_uri or resolve_tracking_uri(spec.tracking.uri)
     warnings += check_tracking_reachable(uri, alive_nodes=len(nodes))
+    check_artifacts_shared(uri, spec.experiment_name, alive_nodes=len(nodes))
     storage = storage or spec.storage
     check_storage_shared(storage, alive_nodes=len(nodes))
     versions: dict[str, str] = {}

@@ -18,7 +18,12 @@ from sweeps.preflight._report import PreflightError
 from sweeps.spec import StorageSpec
 from sweeps.tracking import MIN_FREE_MB, redact_uri, sqlite_path
 
-__all__ = ["check_artifact_location", "check_storage_shared", "check_tracking_reachable"]
+__all__ = [
+    "check_artifact_location",
+    "check_artifacts_shared",
+    "check_storage_shared",
+    "check_tracking_reachable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +110,53 @@ def check_storage_shared(storage: StorageSpec, *, alive_nodes: int) -> None:
         f"{where}, but {alive_nodes} nodes are alive: a trial's checkpoints written on one node "
         "could not be restored on another. Set storage.path to s3://BUCKET/PREFIX or "
         "gs://BUCKET/PREFIX, or to a folder every node mounts together with storage.shared: true."
+    )
+
+
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+"""Stores MLflow writes straight into a database; artifacts go where the experiment says."""
+
+
+def check_artifacts_shared(tracking_uri: str, experiment: str, *, alive_nodes: int) -> None:
+    """Refuse a database store whose experiment keeps its artifacts on this machine's disk.
+
+    A ``postgresql://`` (or MySQL, MSSQL) tracking URI holds runs and metrics, but every run's
+    artifacts (checkpoints, figures, the model) go to its experiment's artifact location, and
+    MLflow gives a new experiment ``./mlruns`` of the process that creates it. With more than
+    one node alive, the trials on other nodes would write them to their own disks.
+
+    Args:
+        tracking_uri: The resolved tracking URI (other schemes are left to
+            :func:`check_tracking_reachable`).
+        experiment: The sweep's experiment name (it may not exist yet).
+        alive_nodes: The number of alive Ray nodes.
+
+    Raises:
+        PreflightError: naming the experiment, where its artifacts would go, and what to do.
+    """
+    if alive_nodes <= 1 or "://" not in tracking_uri:
+        return
+    if urlsplit(tracking_uri).scheme.lower().split("+")[0] not in DATABASE_SCHEMES:
+        return
+    from sweeps.tracking import Tracker
+
+    found = Tracker(tracking_uri).find_experiment(experiment)
+    location = None if found is None else str(found.artifact_location)
+    if location is not None and local_artifact_folder(location) is None:
+        return  # s3://, gs://, mlflow-artifacts:/ ...: every node writes to the same place
+    where = (
+        f"keeps its artifacts in {location}"
+        if location is not None
+        else "does not exist yet, and MLflow would keep its artifacts in ./mlruns"
+    )
+    raise PreflightError(
+        f"The experiment {experiment!r} of the tracking store {redact_uri(tracking_uri)} {where} "
+        f"on this machine's disk, but {alive_nodes} nodes are alive: trials on the other nodes "
+        "would write their checkpoints, figures and models to their own disks. Run an MLflow "
+        "server with served artifacts (`lrsweep server --host 0.0.0.0 --backend-store-uri "
+        "postgresql://...`) and pass --tracking-uri http://HOST:5000, or give the experiment a "
+        "shared artifact location first (`mlflow experiments create -n NAME -l "
+        "s3://BUCKET/PREFIX` against the same store, or set tracking.experiment to one that has)."
     )
 
 

@@ -39,6 +39,11 @@ _MESSAGES = {
     "string_too_long": "must be at most {max_length} characters",
     "string_pattern_mismatch": "must match {pattern}",
 }
+_PATTERN_WORDS = {
+    r"^[A-Za-z0-9_.-]+$": "letters, digits, _, . and - only: no spaces",
+    r"^[A-Za-z0-9_./-]+$": "letters, digits, _, ., - and / only: no spaces",
+}
+"""The name patterns of the spec in words (``Name``, ``tracking.experiment``)."""
 _NO_INPUT = frozenset({"missing", "extra_forbidden", "too_long", "too_short"})
 _YAML_BOOLEANS = "YAML reads unquoted yes, no, on and off as true/false; quote a word meant as text"
 
@@ -104,6 +109,8 @@ def _format_one(details: ErrorDetails, root: type[Any]) -> str:
     else:
         template = _MESSAGES.get(kind)
         message = template.format(**ctx) if template else details["msg"]
+        if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_WORDS:
+            message += f" ({_PATTERN_WORDS[str(ctx['pattern'])]})"
         if kind not in _NO_INPUT and "but got" not in message:
             message += f", but got {_short(details['input'])}"
     if kind == "string_type" and isinstance(details["input"], bool):

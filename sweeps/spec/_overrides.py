@@ -128,6 +128,8 @@ def _set_path(
         if _holds_scalars(owner):  # the rest is one key: label keys hold dots (ray.io/...)
             parts = [*parts[:depth], ".".join(parts[depth:])]
         step = _step(owner, node, parts[depth], here)
+        if depth == len(parts) - 1 and step == "kind":
+            _check_new_kind(tagged_members(tp), node, value, here)
         tp = child_type(owner, step)
         if depth == len(parts) - 1:
             node[step] = _as_text(value, raw) if unwrap(tp) is str else value
@@ -143,6 +145,20 @@ def _set_path(
             node[step] = child
         node = child
         depth += 1
+
+
+def _check_new_kind(members: Mapping[str, Any], node: Any, kind: Any, here: str) -> None:
+    """Refuse ``here.kind=NEW`` when ``here`` keeps keys of its old kind that NEW does not take
+    (``task.schedule.kind=sgdr`` over a one-cycle ``pct_start``): the error names them and the
+    override that replaces the whole mapping."""
+    if not members or not isinstance(node, dict) or kind not in members:
+        return
+    extra = [key for key in node if key != "kind" and key not in members[kind].model_fields]
+    if extra:
+        raise _OverrideError(
+            f"{here} also sets {', '.join(map(str, extra))}, which kind {kind!r} does not take; "
+            f"replace the whole mapping instead: --set '{here}={{kind: {kind}, ...}}'"
+        )
 
 
 def _holds_scalars(tp: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +27,7 @@ __all__ = [
     "StorageSpec",
     "SweepSpec",
     "TrackingSpec",
+    "absolute_sqlite_uri",
     "tracking_uri_problem",
 ]
 
@@ -188,8 +190,9 @@ class FailureSpec(SpecModel):
 class StorageSpec(SpecModel):
     """Ray Tune's ``storage_path``: where trial checkpoints and the experiment state live.
 
-    ``null`` keeps Ray's default under the home folder (one machine only). A multi-node run needs
-    a URI (``s3://``, ``gs://`` ...) or a local path that every node mounts, marked ``shared``.
+    ``null`` is ``.lrsweep/ray_results`` in the working directory (one machine only). A
+    multi-node run needs a URI (``s3://``, ``gs://`` ...) or a local path that every node mounts,
+    marked ``shared``.
     Local paths are stored absolute.
     """
 
@@ -256,7 +259,30 @@ class TrackingSpec(SpecModel):
         problem = None if uri is None else tracking_uri_problem(uri)
         if problem:
             raise ValueError(problem)
+        return None if uri is None else absolute_sqlite_uri(uri)
+
+
+def absolute_sqlite_uri(uri: str, cwd: str | Path | None = None) -> str:
+    """``uri`` with a relative SQLite database made absolute (relative to ``cwd``, by default
+    the working directory); any other URI unchanged.
+
+    Trials run in working directories of their own, where ``sqlite:///mlflow.db`` would open
+    another, empty database (every trial then failed: "No Experiment with id=1 exists").
+
+    Example:
+        >>> absolute_sqlite_uri("sqlite:///runs/mlflow.db", "/home/me")
+        'sqlite:////home/me/runs/mlflow.db'
+        >>> absolute_sqlite_uri("sqlite:////abs/mlflow.db", "/home/me")
+        'sqlite:////abs/mlflow.db'
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix) :].startswith("/"):
         return uri
+    path, sep, query = uri[len(prefix) :].partition("?")
+    if path in ("", ":memory:"):
+        return uri
+    folder = Path(cwd) if cwd is not None else Path.cwd()
+    return f"{prefix}{os.path.normpath(folder.resolve() / path)}{sep}{query}"
 
 
 def tracking_uri_problem(uri: str) -> str | None:
@@ -346,6 +372,17 @@ class SweepSpec(SpecModel):
     failure: FailureSpec = Field(default_factory=FailureSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_not_a_count(cls, seeds: Any) -> Any:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            example = list(range(min(max(seeds, 1), 5)))
+            raise ValueError(
+                f"must be a list of the seeds to run, e.g. {example}, not a number, but got "
+                f"{seeds}; for one seed write [{seeds}]"
+            )
+        return seeds
 
     @field_validator("seeds")
     @classmethod

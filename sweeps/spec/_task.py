@@ -309,6 +309,25 @@ class TaskSpec(SpecModel):
     oversample: Annotated[bool, Field(strict=True)] = False
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _preset_to_mapping(cls, augment: Any) -> Any:
+        """``augment: light`` (a preset name, as ``make_dataloaders`` takes) is that preset's
+        values; ``none`` is null. The resolved spec holds the values, not the name."""
+        if not isinstance(augment, str):
+            return augment
+        from dataclasses import asdict
+
+        from trainers.data.augment import PRESETS  # loads torch: only for a spec naming one
+
+        if augment not in PRESETS:
+            raise PydanticCustomError(
+                "augment_preset",
+                "must be a preset ({names}) or a mapping of flip, rotate, zoom and jitter",
+                {"names": ", ".join(PRESETS)},
+            )
+        return None if augment == "none" else asdict(PRESETS[augment])
+
     @field_validator("batch_size")
     @classmethod
     def _batch_norm_needs_two(cls, batch_size: int) -> int:

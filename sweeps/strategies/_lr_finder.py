@@ -1,7 +1,8 @@
 """``lr_finder``: the LR range test inside each trial, then training at the rule's suggestion.
 
-One trial per (rule, seed). Trials of one seed run the same range test (same seed, same data
-order, so the same curve) and each pays for it: a rule's compute is what a person using that rule
+One trial per (rule, seed). Trials of one seed need the same range test (same seed, same data
+order, so the same curve): the first runs it and shares the curve, the others read it
+(``sweeps.trial``), and each counts its seconds: a rule's compute is what a person using that rule
 alone would spend, range test included. The LR is not in the param space; the trial finds it.
 """
 

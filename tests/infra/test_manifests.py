@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
 
 from sweeps import server
+from sweeps.nightly._env import GIT_ENV
 from sweeps.preflight import (
     NodeInfo,
     check_fit,
@@ -268,6 +270,19 @@ def test_dockerfile_pins_the_project_versions_and_runs_as_non_root():
     assert users and users[-1] not in ("root", "0")
 
 
+def test_the_image_records_the_commit_a_night_reports():
+    # The image holds no .git: without the commit baked in, every night run from it records
+    # nightly.git_commit "unknown", and a regression cannot be traced to a change.
+    assert re.search(rf"^ARG {GIT_ENV}=$", DOCKERFILE, re.M)
+    assert re.search(rf"^ENV {GIT_ENV}=\$\{{{GIT_ENV}\}}$", DOCKERFILE, re.M)
+    for text in (DOCKERFILE, (INFRA / "README.md").read_text()):
+        assert f"--build-arg {GIT_ENV}=$(git rev-parse HEAD)" in text
+    # `ray up` installs the checkout (without .git) over the image's code: naming the image's
+    # commit there would blame the wrong one.
+    cluster = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    assert f"--env {GIT_ENV}=" in cluster["docker"]["run_options"]
+
+
 def test_ray_versions_agree_with_pyproject():
     assert the_one("RayCluster")["spec"]["rayVersion"] == pinned("ray")
     assert ray.__version__ == pinned("ray")
@@ -497,3 +512,45 @@ def test_no_documented_command_puts_a_secret_on_a_remote_command_line():
         for line in path.read_text().splitlines():
             if "ray exec" in line or "bash -c" in line or "ray job submit" in line:
                 assert not secret_assignment.search(line), f"{path}: {line}"
+
+
+def _run_nightly_submitter(tmp_path: Path, answers: list[str]) -> subprocess.CompletedProcess:
+    """The CronJob's script under /bin/sh, with ``kubectl`` answering ``answers`` in turn to its
+    ``get`` reads (``!`` fails the read as an unreachable API server does) and ``sleep``
+    returning at once: no Kubernetes here, only the script's own logic is under test."""
+    cronjob = the_one("CronJob", "lrsweep-nightly")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    script = pod["containers"][0]["args"][0]
+    tools = tmp_path / "bin"
+    tools.mkdir(parents=True)
+    (tmp_path / "answers").write_text("\n".join(answers) + "\n")
+    kubectl = f"""#!/bin/sh
+[ "$1" = create ] && {{ echo lrsweep-nightly-abc; exit 0; }}
+answer=$(head -n 1 {tmp_path}/answers); sed -i 1d {tmp_path}/answers
+[ -n "$answer" ] || {{ echo "no answer left: the script polled past its end" >&2; exit 9; }}
+[ "$answer" = "!" ] && {{ echo "connection refused" >&2; exit 1; }}
+printf %s "$answer"
+"""
+    for name, text in (("kubectl", kubectl), ("sleep", "#!/bin/sh\nexit 0\n")):
+        (tools / name).write_text(text)
+        (tools / name).chmod(0o755)
+    env = {"PATH": f"{tools}:/usr/bin:/bin"}
+    return subprocess.run(
+        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_nightly_submitter_outlasts_a_failed_read_and_ends_on_every_terminal_state(
+    tmp_path: Path,
+):
+    # One failed `kubectl get` (an API server restart during a 4-hour night) ended the Job as
+    # failed while the night ran on; a RayJob KubeRay refused (ValidationFailed) was polled
+    # until the Job's 5-hour deadline.
+    done = _run_nightly_submitter(tmp_path / "a", ["RUNNING/Running", "!", "SUCCEEDED/Complete"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "night passed (lrsweep-nightly-abc)" in done.stdout
+    done = _run_nightly_submitter(tmp_path / "b", ["/Initializing", "/ValidationFailed"])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "kubectl describe rayjob lrsweep-nightly-abc" in done.stdout
+    done = _run_nightly_submitter(tmp_path / "c", ["RUNNING/Running", "FAILED/Complete"])
+    assert done.returncode == 1 and "night did not pass" in done.stdout

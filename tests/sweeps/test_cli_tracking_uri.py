@@ -38,6 +38,7 @@ from sweeps.tracking import (
     check_tracking_uri,
     default_tracking_uri,
     redact_uri,
+    resolve_tracking_uri,
 )
 
 PASSWORD = "s3cret-pw"
@@ -291,6 +292,22 @@ def test_browse_hint_names_the_store_unless_it_is_the_default(work: Path) -> Non
     assert "lrsweep ui --tracking-uri http://mlflow:5000" in browse_hint("http://mlflow:5000")
 
 
+def test_resolve_makes_a_relative_sqlite_uri_absolute_whoever_gives_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_sweep(spec, tracking_uri="sqlite:///x.db")`` and a relative ``MLFLOW_TRACKING_URI``
+    under ``lrsweep nightly`` reached the trials as given (only the CLI options and the spec's
+    field were made absolute), so every trial opened an empty database of its own."""
+    monkeypatch.chdir(tmp_path)
+    expected = f"sqlite:///{tmp_path.resolve()}/team/mlflow.db"
+    assert resolve_tracking_uri("sqlite:///team/mlflow.db") == expected
+    assert resolve_tracking_uri("sqlite:///mlflow.db", cwd="/srv") == "sqlite:////srv/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///team/mlflow.db")
+    assert resolve_tracking_uri() == resolve_tracking_uri(None, "") == expected
+    for kept in ("sqlite:////abs/mlflow.db", "http://mlflow:5000", "postgresql://u@db/x"):
+        assert resolve_tracking_uri(kept) == kept
+
+
 # --- real sweeps: the hints after `lrsweep run` -------------------------------------------------
 
 
@@ -306,6 +323,32 @@ def test_run_prints_a_browse_hint_naming_a_non_default_store(ray_running: None, 
     assert result.exit_code == 0, result.output
     output = " ".join(result.stdout.split())
     assert f"Browse the runs: lrsweep ui --tracking-uri {uri}" in output, output
+
+
+@pytest.mark.parametrize("given_by", ["--tracking-uri", "MLFLOW_TRACKING_URI"])
+def test_a_relative_sqlite_uri_is_the_one_every_trial_logs_to(
+    ray_running: None, work: Path, monkeypatch: pytest.MonkeyPatch, given_by: str
+) -> None:
+    """``sqlite:///relative.db`` is relative to the working directory of ``lrsweep run``; the
+    trials, in working directories of their own, opened another, empty database there and
+    every trial failed ("No Experiment with id=1 exists")."""
+    uri = "sqlite:///team/mlflow.db"
+    args = ["run", str(work / "spec.yaml")]
+    if given_by == "--tracking-uri":
+        args += ["--tracking-uri", uri]
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(work / "team" / "mlflow.db") as conn:
+        statuses = sorted(row[0] for row in conn.execute("SELECT status FROM runs"))
+    assert statuses == ["FINISHED", "FINISHED"]  # the sweep's run and its one trial's
+    shown = " ".join(result.stdout.split())
+    store = f"sqlite:///{work.resolve()}/team/mlflow.db"
+    if given_by == "--tracking-uri":
+        assert f"lrsweep ui --tracking-uri {store}" in shown, shown
+    else:  # a plain `lrsweep ui` reads the same variable, so opens this very store
+        assert f"Browse the runs: lrsweep ui (or: mlflow ui --backend-store-uri {store})" in shown
 
 
 def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(

@@ -107,6 +107,30 @@ def test_suite_without_the_flag_exits_2_with_a_hint() -> None:
     assert "Hint: this looks like a nightly suite" in result.stderr
 
 
+def test_running_a_suite_as_a_spec_says_to_run_it_with_nightly() -> None:
+    suite = SPECS / "nightly.yaml"
+    result = CliRunner().invoke(app, ["run", str(suite)])
+    assert result.exit_code == 2, result.output
+    stderr = " ".join(result.stderr.split())
+    assert f"Hint: this looks like a nightly suite; run it with: lrsweep nightly {suite}" in stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["validate", "--suite"], ["nightly"]])
+def test_a_spec_given_as_a_suite_says_to_run_it_with_run(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nightly refuses before anything runs, but not in the repo
+    spec = SPECS / "digits.yaml"
+    result = CliRunner().invoke(app, [*command, str(spec)])
+    assert result.exit_code == 2, result.output
+    stderr = " ".join(result.stderr.split())
+    assert f"Hint: this looks like a sweep spec, not a suite; run it with: lrsweep run {spec}" in (
+        stderr
+    )
+    assert not (tmp_path / ".lrsweep").exists()
+
+
 def test_bad_suite_exits_2_naming_entry_and_field(tmp_path: Path) -> None:
     path = tmp_path / "suite.yaml"
     bad = {**SPEC, "seeds": []}

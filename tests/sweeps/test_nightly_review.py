@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -286,3 +287,143 @@ def test_ray_ending_the_driver_during_a_sweep_records_a_failed_night_and_exits_3
     assert result.exit_code == 3, result.output
     (night,) = _night_runs(tracking_uri)
     assert night.info.status == "KILLED" and night.data.tags["nightly.status"] == "failed"
+
+
+def test_cron_names_a_night_skipped_by_its_lock_apart_from_a_regression(tmp_path: Path) -> None:
+    # flock's own conflict status is 1, which the line's mail called "1 regressed": a night still
+    # running at 02:30 the next day was reported as a regression of the night skipped.
+    import fcntl
+
+    cron = ROOT / "infra/cron/lrsweep-nightly.cron"
+    (line,) = [
+        text
+        for text in cron.read_text().splitlines()
+        if text and not text.startswith("#") and "=" not in text.split()[0]
+    ]
+    command = line.split(maxsplit=5)[5]
+    lock, checkout = tmp_path / "nightly.lock", tmp_path / "checkout"
+    checkout.mkdir()
+    for real, here in (
+        ("/opt/lrsweep", str(checkout)),
+        ("/tmp/lrsweep-nightly.lock", str(lock)),
+        ("/var/log/lrsweep", str(tmp_path)),
+    ):
+        assert real in command
+        command = command.replace(real, here)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the previous night, still running
+        done = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False
+        )
+    exit_code = int(done.stdout.split("(exit ")[1].split(":")[0])
+    assert exit_code not in (0, 1, 2, 3), done.stdout
+    assert f"{exit_code} skipped: the previous night still runs" in done.stdout
+
+
+def test_a_regression_names_the_commits_its_baseline_ran_and_tonights(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What changed since the baseline is the first question a regression asks: the report and
+    the printed notes name the baseline nights' commits beside tonight's."""
+    figure = "digits/error_rate_pct/random"
+    nights = []
+    for night, commit in enumerate(("aaa111", "aaa111", "bbb222")):
+        monkeypatch.setenv("LRSWEEP_GIT_COMMIT", commit)
+        nights.append(_judged_night(tracking_uri, {figure: 10.0}, tmp_path / str(night)))
+    assert not [n for n in nights[1].notes if "commit" in n]  # the same commit: nothing to say
+    monkeypatch.setenv("LRSWEEP_GIT_COMMIT", "ccc333")
+    night = _judged_night(tracking_uri, {figure: 30.0}, tmp_path / "tonight")
+    assert night.verdict.status == "regressed"
+    (note,) = [n for n in night.notes if "commit" in n]
+    assert "ccc333" in note and "aaa111 (2 nights)" in note and "bbb222 (1 night)" in note
+    assert note in (tmp_path / "tonight" / "nightly-report.md").read_text()
+
+
+def test_a_night_whose_store_is_unreachable_leaves_a_failed_report_not_the_last_passed_one(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """The store checked while the command line was parsed exited 3 before the report folder was
+    touched: cron's mail said "did not pass, see nightly-report.html", which said PASSED."""
+    report_dir = tmp_path / "report"
+    _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
+    assert "PASSED" in (report_dir / "nightly-report.md").read_text()
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    result = CliRunner().invoke(
+        app,
+        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", gone,
+         "--report-dir", str(report_dir)],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert "Cannot reach the MLflow server" in result.stderr
+    for name in ("nightly-report.md", "nightly-report.html"):
+        text = (report_dir / name).read_text()
+        assert "PASSED" not in text and "FAILED" in text, name
+        assert "could not be reached" in text and gone in text
+    assert not (report_dir / "trends" / "digits--wall_time_s.png").exists()
+
+
+def test_an_invalid_suite_replaces_the_last_report_but_creates_no_folder(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """A suite broken by an edit exits 2 night after night: the folder a schedule publishes kept
+    showing the last good night's PASSED. A mistyped command makes no report folder."""
+    report_dir = tmp_path / "report"
+    _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
+    suite = _suite_file(tmp_path)
+    for folder in (report_dir, tmp_path / "none-yet"):
+        result = CliRunner().invoke(
+            app,
+            ["nightly", str(suite), "--tracking-uri", tracking_uri, "--report-dir", str(folder),
+             "--set", "digits.task.epochs=0"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+    text = (report_dir / "nightly-report.md").read_text()
+    assert "PASSED" not in text and "FAILED" in text and "task.epochs" in text
+    assert not (tmp_path / "none-yet").exists()
+
+
+def test_a_store_that_fails_as_the_night_opens_leaves_a_failed_report(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """The report folder is emptied before the store is opened: a store that refused the night
+    run left no report at all, only a traceback in a log."""
+    report_dir = tmp_path / "report"
+    _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is no SQLite database" * 100)
+    suite = load_suite({"name": "tiny", "entries": ENTRIES})
+    with pytest.raises(Exception, match="database"):
+        nightly_run.run_nightly(suite, tracking_uri=f"sqlite:///{broken}", report_dir=report_dir)
+    text = (report_dir / "nightly-report.md").read_text()
+    assert "FAILED" in text and "could not start" in text and "PASSED" not in text
+
+
+def test_a_night_killed_outright_is_closed_as_failed_by_a_later_night(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """A driver killed by the OOM killer, a reboot or SIGKILL records nothing: its night run
+    stayed RUNNING with nightly.status=running for good, and no later report mentioned it."""
+    import time
+
+    from mlflow import MlflowClient
+
+    store = NightStore(Tracker(tracking_uri), "tiny")
+    two_days_ago = int((time.time() - 2 * 86400) * 1000)
+    tags = {"sweeps.kind": "nightly", "nightly.status": "running"}
+    dead = MlflowClient(tracking_uri).create_run(
+        store.experiment_id, start_time=two_days_ago, tags=tags, run_name="night-dead"
+    )
+    running = MlflowClient(tracking_uri).create_run(  # another night, started a minute ago
+        store.experiment_id, tags=tags, run_name="night-now"
+    )
+    night = _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, tmp_path / "r")
+    closed = Tracker(tracking_uri).get_run(dead.info.run_id)
+    assert closed.info.status == "KILLED"
+    assert closed.data.tags["nightly.status"] == "failed"
+    assert "never finished" in closed.data.tags["nightly.failure_reason"]
+    assert Tracker(tracking_uri).get_run(running.info.run_id).info.status == "RUNNING"
+    (note,) = [n for n in night.notes if "never finished" in n]
+    assert dead.info.run_id in note
+    assert note in (tmp_path / "r" / "nightly-report.md").read_text()

@@ -8,6 +8,7 @@ any Ray the session started first and restarts it afterwards.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from sweeps.preflight import (
     PreflightError,
     check_accelerator,
     check_artifact_location,
+    check_artifacts_shared,
     check_cluster,
     check_fit,
     check_local_data,
@@ -462,3 +464,46 @@ def test_a_cluster_that_fits_reports_nodes_slots_and_versions(two_nodes: str, tm
     assert set(report.cluster_ray_versions.values()) == {ray.__version__}
     assert any("127.0.0.1" in warning for warning in report.warnings)
     assert not list((tmp_path / "ray").iterdir())  # the shared-storage markers are removed
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[str]:
+    """A fresh PostgreSQL database on the machine's server, as a tracking URI."""
+    import psycopg2
+    from _server_helpers import drop_database, postgres_up
+
+    postgres_up()
+    name = f"lrsweep_preflight_{os.getpid()}"
+    drop_database(name)
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        drop_database(name)
+
+
+def test_a_database_store_whose_artifacts_stay_on_this_disk_is_refused_on_a_cluster(
+    postgres_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow gives an experiment of a database store ``./mlruns`` of the process creating it:
+    on several nodes each trial would keep its checkpoints and model on its own disk."""
+    from sweeps.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    check_artifacts_shared(postgres_store, "new", alive_nodes=1)  # one machine: one disk
+    with pytest.raises(PreflightError, match=r"'new' .*does not exist yet.*\./mlruns"):
+        check_artifacts_shared(postgres_store, "new", alive_nodes=2)
+    tracker = Tracker(postgres_store)
+    tracker.ensure_experiment("local")
+    with pytest.raises(
+        PreflightError, match=r"'local' .*keeps its artifacts in .*mlruns.*lrsweep server"
+    ):
+        check_artifacts_shared(postgres_store, "local", alive_nodes=3)
+    tracker.client.create_experiment("shared", artifact_location="s3://bucket/lrsweep")
+    check_artifacts_shared(postgres_store, "shared", alive_nodes=3)
+    for other in ("http://mlflow:5000", "sqlite:////tmp/x/mlflow.db"):  # their own checks
+        check_artifacts_shared(other, "new", alive_nodes=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import statistics
 from pathlib import Path
@@ -103,7 +104,9 @@ def test_report_of_a_named_parent_and_unknown_names(sweep: tuple[Tracker, str]) 
         build_report("nope", tracker=tracker)
     empty = tracker.ensure_experiment("empty")
     assert empty
-    with pytest.raises(LookupError, match="has no sweep run"):
+    with pytest.raises(
+        LookupError, match=r"has no sweep run .*Pass the experiment a sweep logged to"
+    ):
         build_report("empty", tracker=tracker)
 
 
@@ -133,6 +136,19 @@ def test_report_documents_are_self_contained_and_logged(
     log_report(tracker, parent, report)
     artifacts = set(tracker.list_artifacts(parent))
     assert {"report.md", "report.html", "comparison.png", "results.csv", "curves.png"} <= artifacts
+
+
+def test_a_reports_own_figure_folder_goes_with_the_report(sweep: tuple[Tracker, str]) -> None:
+    """Without ``figures_dir`` the figures live in a temporary folder as long as the report
+    (``to_html`` reads them); every sweep and nightly used to leave one in /tmp for good."""
+    tracker, _ = sweep
+    report = build_report("report-test", tracker=tracker)
+    folder = report.figures["curves.png"].parent
+    assert folder.name.startswith("lrsweep-report-") and folder.is_dir()
+    assert report.to_html().count("data:image/png;base64,") == 2
+    del report
+    gc.collect()
+    assert not folder.exists()
 
 
 def _row(group: str, kind: str, seed: int, loss: float, compute: float) -> TrialRow:
@@ -416,3 +432,31 @@ def test_no_sweep_with_a_trial_run_is_an_error_naming_the_latest(tracking_uri: s
         build_report("report-test", tracker=tracker)
     result = _report_cli(tracking_uri)
     assert result.exit_code == 2 and "no trial run" in result.stderr, result.output
+
+
+def test_an_exploded_loss_reads_in_scientific_notation_not_as_thirty_digits() -> None:
+    """A trial that blew up still counts with its best epoch (3.8e30 here, a real sweep's
+    ``lr: 269`` on SGD): fixed-point ``.4f`` wrote it as 36 characters in every table."""
+    rows = [
+        _row("grid", "grid", 0, 0.5, 1.0),
+        *(
+            dataclasses.replace(row, best_error_rate=2 / 3)
+            for row in (
+                _row("optuna", "optuna", 0, 3.827914607702456e30, 1.0),
+                _row("optuna", "optuna", 1, 7.809132349056235e32, 1.0),
+            )
+        ),
+    ]
+    report = Report("x", "parent", compare(rows), rows)
+    _, cells = report.group_table()
+    optuna = next(row for row in cells if row[0] == "optuna")
+    assert optuna[3] == "3.924e+32 ± 5.495e+32"  # mean ± std over the 2 seeds
+    assert optuna[5] == "3.924e+32"  # regret
+    grid = next(row for row in cells if row[0] == "grid")
+    assert (grid[3], grid[5]) == ("0.5000", "0.0000")  # ordinary losses keep their 4 decimals
+    markdown = report.to_markdown(images=False)
+    assert "| 3.828e+30 |" in markdown  # the trial table
+    table_cells = [
+        cell for line in markdown.splitlines() if line.startswith("|") for cell in line.split("|")
+    ]
+    assert max(len(cell) for cell in table_cells) < 30, markdown

@@ -339,8 +339,17 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     steps = run["train_loss_steps"]
     assert steps == list(range(len(steps))) and len(steps) % 4 == 0
     assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in checkpointed]
-    # the killed worker's unreported checkpoint folder was removed by the restarted trial
-    assert set(checkpoint_folders("lrsweep-ckpt-*")) - before == set()
+    # the killed worker's unreported checkpoint folder was removed by the restarted trial, and
+    # no other worker of the sweep (all gone now) left one; folders of live processes belong to
+    # whatever else runs on this machine at the same time
+    from sweeps.trial import _ckpt_prefix, _process_alive
+
+    def left_by_dead_writer(folder: Path) -> bool:
+        pid = folder.name[len(_ckpt_prefix()) :].split("-", 1)[0]
+        return folder.exists() and (not pid.isdigit() or not _process_alive(int(pid)))
+
+    new = set(checkpoint_folders("lrsweep-ckpt-*")) - before
+    assert {folder for folder in new if left_by_dead_writer(folder)} == set()
 
 
 def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
@@ -378,7 +387,7 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     assert (folder / "tune").is_dir()
     assert sorted(p.name for p in work.iterdir()) == []  # no local 'file:' folder
 
-    with pytest.raises(SweepNotFound, match="only finished sweeps"):
+    with pytest.raises(SweepNotFound, match=r"only finished sweeps.*`lrsweep report uri-storage`"):
         resume_sweep("uri-storage", tracking_uri=uri, storage_path=storage, progress=PROGRESS)
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "finished": False}))  # as if it was stopped
@@ -387,3 +396,69 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     assert resumed.n_trials == 1 and not resumed.interrupted  # the finished trial, not re-run
     assert json.loads(state_file.read_text())["finished"] is True
     assert signal.getsignal(signal.SIGINT) is ctrl_c
+
+
+def test_a_resumed_sweep_drops_the_runs_of_trials_its_tune_state_never_held(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    """A driver killed between two of Tune's experiment snapshots (at most every 10 s) leaves
+    runs of trials started after the last one: the restored searcher hands their configs out
+    again under new trial ids. Those stray runs (one finished, one left RUNNING, as a SIGKILL
+    leaves them) must not count as trials of the report or rank in ``best_config``."""
+    import json
+
+    from sweeps.best import best_config
+    from sweeps.run import resume_sweep
+
+    spec = {
+        **SPEC,
+        "name": "stray-runs",
+        "task": {**SPEC["task"], "epochs": 1},
+        "seeds": [0],
+        "strategies": [{"kind": "fixed", "lr": 1e-2}],
+        "early_stop": None,
+    }
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
+    tracker = Tracker(uri)
+    (real,) = tracker.child_runs(result.experiment_id, result.parent_run_id)
+    stray = []
+    for trial_id, status in (("0dead001", "FINISHED"), ("0dead002", "RUNNING")):
+        run_id = tracker.start_run(
+            result.experiment_id,
+            run_name=f"fixed-seed0-{trial_id}",
+            tags={
+                "sweeps.strategy": "fixed",
+                "sweeps.arm": "fixed",
+                "sweeps.trial_id": trial_id,
+                "sweeps.stop_reason": "completed",
+            },
+            parent_run_id=result.parent_run_id,
+        )
+        tracker.log_params(run_id, {"strategy": "fixed", "arm": "fixed", "seed": 0, "lr": 1e-2})
+        tracker.log_metrics(
+            run_id, [("best/valid_loss", 1e-6, 0), ("epochs_run", 1, 0), ("compute_s", 50.0, 0)]
+        )
+        if status == "FINISHED":
+            tracker.end_run(run_id)
+        stray.append(run_id)
+    state_file = Path(str(result.sweep_dir)) / "sweep.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "finished": False}))  # as the killed driver left it
+
+    resumed = resume_sweep("stray-runs", tracking_uri=uri, storage_path=storage, progress=PROGRESS)
+
+    assert resumed.report is not None
+    row = resumed.report.group("fixed")
+    assert (row.n_trials, row.epochs_run) == (1, 1)
+    assert row.compute_s == pytest.approx(real.data.metrics["compute_s"])
+    assert [t.run_id for t in resumed.report.trials] == [real.info.run_id]
+    children = tracker.child_runs(result.experiment_id, result.parent_run_id)
+    assert [run.info.run_id for run in children] == [real.info.run_id]
+    for run_id in stray:
+        run = tracker.get_run(run_id)
+        assert run.info.lifecycle_stage == "deleted"
+        assert run.info.status in ("FINISHED", "KILLED")
+        assert "a new trial" in run.data.tags["sweeps.deleted_reason"]
+    assert best_config(result.experiment, tracking_uri=uri).run_id == real.info.run_id

@@ -270,6 +270,34 @@ def test_a_postgres_that_never_answers_is_refused_in_time(monkeypatch: pytest.Mo
         assert time.monotonic() - started < 20
 
 
+def test_a_postgres_not_up_yet_is_a_failed_start_not_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """Exit 2 means "fix the configuration": the systemd unit (RestartPreventExitStatus=2) never
+    restarts it. A PostgreSQL that is down or still booting exited 2 too, so a server started
+    before its database stayed dead until someone restarted it by hand."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    uri = f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    done = _lrsweep("server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Cannot connect to PostgreSQL for --backend-store-uri" in done.stderr
+    assert "PostgreSQL runs there" in done.stderr and "Traceback" not in done.stderr
+    assert "See its output above" not in done.stderr  # mlflow server never started
+    refused = f"postgresql://no_such_role_{uuid.uuid4().hex[:8]}@{PG.split('@')[1]}/mlflow"
+    done = _lrsweep(
+        "server", "--backend-store-uri", refused, "--port", str(free_port()), cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stderr  # a user PostgreSQL refuses: fix the setup
+    assert "does not exist" in done.stderr
+    unit = (Path(__file__).resolve().parents[2] / "infra/mlflow/lrsweep-mlflow.service").read_text()
+    (prevent,) = [
+        line for line in unit.splitlines() if line.startswith("RestartPreventExitStatus=")
+    ]
+    assert "1" not in prevent.partition("=")[2].split()
+
+
 # --- what --auth leaves on disk ---------------------------------------------------------------
 
 

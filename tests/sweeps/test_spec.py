@@ -62,6 +62,15 @@ BAD_SPECS = [
     ({"name": DELETE}, r"name: is required\."),
     ({"name": "my sweep!"}, r"name: must match .*, but got 'my sweep!'"),
     (
+        {"tracking": {"experiment": "team lr"}},
+        r"tracking\.experiment: must match \S+ \(letters, digits, _, \., - and / only: no "
+        r"spaces\), but got 'team lr'",
+    ),
+    (
+        {"name": "my sweep"},
+        r"name: must match \S+ \(letters, digits, _, \. and - only: no spaces\)",
+    ),
+    (
         {"task.dataset.name": "imagenet"},
         r"task\.dataset\.name: unknown value 'imagenet' \(accepted: digits, shapes, image_folder, "
         r"mnist, fashion_mnist, cifar10\)",
@@ -133,6 +142,11 @@ BAD_SPECS = [
     ({"task.augment": {"zoom": 0.5}}, r"task\.augment\.zoom: must be at least 1\.0, but got 0\.5"),
     ({"task": 5}, r"task: must be a mapping, but got 5"),
     ({"seeds": []}, r"seeds: must have at least 1 item"),
+    (
+        {"seeds": 3},
+        r"seeds: must be a list of the seeds to run, e\.g\. \[0, 1, 2\], not a number, but got "
+        r"3; for one seed write \[3\]",
+    ),
     ({"seeds": [1, 2, 1]}, r"seeds: each seed may appear once, but \[1\] repeat"),
     ({"seeds": [0, -1]}, r"seeds\.1: must be at least 0, but got -1"),
     ({"seeds": [2**32]}, r"seeds\.0: must be at most 4294967295, but got 4294967296"),
@@ -333,6 +347,59 @@ def test_experiment_name_is_tracking_experiment_or_name(
     assert load_spec(_with({"tracking": tracking})).experiment_name == expected
 
 
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("sqlite:///runs/mlflow.db", "sqlite:///{cwd}/runs/mlflow.db"),
+        ("sqlite:///../up.db?timeout=30", "sqlite:///{parent}/up.db?timeout=30"),
+        ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
+        ("http://mlflow:5000", "http://mlflow:5000"),
+    ],
+)
+def test_a_relative_sqlite_tracking_uri_is_stored_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, expected: str
+) -> None:
+    """Trials run in working directories of their own: a relative database there was another,
+    empty one, and every trial failed with "No Experiment with id=1 exists"."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    spec = load_spec(_with({"tracking": {"uri": uri}}))
+    assert spec.tracking.uri == expected.format(cwd=work.resolve(), parent=tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("light", {"flip": False, "rotate": 10.0, "zoom": 1.1, "jitter": 0.0}),
+        ("standard", {"flip": True, "rotate": 10.0, "zoom": 1.2, "jitter": 0.2}),
+        ("none", None),
+    ],
+)
+def test_task_augment_takes_the_trainers_preset_names(
+    preset: str, expected: dict[str, Any] | None
+) -> None:
+    """``make_dataloaders(augment="light")`` (README, Trainers) in a spec: ``augment: light``
+    was refused as "must be a mapping"; the resolved spec holds the preset's values."""
+    from trainers.data.augment import PRESETS
+
+    spec = load_spec(_with({"task.augment": preset}))
+    assert spec.resolved()["task"]["augment"] == expected
+    if expected is not None:
+        assert expected == {k: getattr(PRESETS[preset], k) for k in expected}
+
+
+def test_an_unknown_augment_preset_lists_the_presets() -> None:
+    with pytest.raises(
+        SpecError,
+        match=re.escape(
+            "task.augment: must be a preset (none, light, standard) or a mapping of flip, rotate, "
+            "zoom and jitter, but got 'heavy'."
+        ),
+    ):
+        load_spec(_with({"task.augment": "heavy"}))
+
+
 def test_arm_name_is_the_name_or_else_the_kind() -> None:
     spec = load_spec(_with({"strategies.4": {"kind": "grid", "name": "grid_fine", "lr": BASE_LR}}))
     assert [arm.arm_name for arm in spec.strategies] == [
@@ -445,6 +512,53 @@ def test_demo_spec_is_issue_4s_digits_sweep_with_fastais_range_test() -> None:
     assert trials == {"lr_finder": 12, "grid": 33, "optuna": 36, "random": 36}
 
 
+README = SPECS.parents[1] / "README.md"
+
+
+def _readme_sweeps_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    return text.split("\n## Sweeps\n", 1)[1].split("\n## MLflow for a team\n", 1)[0]
+
+
+def test_the_readme_spec_reference_is_a_valid_spec() -> None:
+    block = _readme_sweeps_section().split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = load_spec(yaml.safe_load(block))
+    assert spec.name == "digits-lr"
+    assert [arm.kind for arm in spec.strategies] == ["lr_finder", "grid", "optuna", "random"]
+
+
+def _fields(model: Any, seen: set[Any]) -> set[str]:
+    """Every field name of ``model`` and of the spec models its fields hold."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        stack = [field.annotation]
+        while stack:
+            hint = stack.pop()
+            if isinstance(hint, type) and issubclass(hint, BaseModel):
+                names |= _fields(hint, seen)
+            stack.extend(typing.get_args(hint))
+    return names
+
+
+def test_every_field_a_spec_accepts_is_named_in_the_readme() -> None:
+    """The README's Sweeps section (and its GPU section, for ``task.accelerator``) names every
+    key ``lrsweep validate`` accepts: a field missing there is one a user cannot find."""
+    from sweeps.spec import SweepSpec
+
+    section = _readme_sweeps_section()
+    missing = sorted(
+        name for name in _fields(SweepSpec, set()) if not re.search(rf"\b{name}\b", section)
+    )
+    assert not missing, f"spec fields the README does not name: {missing}"
+
+
 # --- files -------------------------------------------------------------------------------------
 
 BOMB = "\n".join(
@@ -541,7 +655,29 @@ BAD_OVERRIDES = [
     ("=3", r"expected key\.path=value"),
     ("task..epochs=3", r"the key 'task\.\.epochs' has an empty part"),
     ("seeds=[1, *a]", r"the value is refused: YAML aliases \(\*a\) are not allowed"),
+    (
+        "strategies.2.kind=grid",
+        r"strategies\.2 also sets trials, which kind 'grid' does not take; replace the whole "
+        r"mapping instead: --set 'strategies\.2=\{kind: grid, \.\.\.\}'",
+    ),
 ]
+
+
+def test_changing_a_kind_over_keys_it_does_not_take_names_them_and_the_fix() -> None:
+    """``task.schedule.kind=sgdr`` over a one-cycle schedule failed on ``pct_start`` with no
+    word on how to switch; the error now names the override that does."""
+    one_cycle = _with({"task.schedule": {"kind": "one_cycle", "pct_start": 0.3}})
+    with pytest.raises(SpecError) as caught:
+        load_spec(one_cycle, overrides=["task.schedule.kind=sgdr"])
+    assert caught.value.errors == (
+        "--set 'task.schedule.kind=sgdr': task.schedule also sets pct_start, which kind 'sgdr' "
+        "does not take; replace the whole mapping instead: "
+        "--set 'task.schedule={kind: sgdr, ...}'.",
+    )
+    fixed = load_spec(one_cycle, overrides=["task.schedule={kind: sgdr, cycle_len: 2}"])
+    assert (fixed.task.schedule.kind, fixed.task.schedule.cycle_len) == ("sgdr", 2)
+    same_keys = load_spec(one_cycle, overrides=["task.schedule.kind=one_cycle"])
+    assert same_keys.task.schedule.pct_start == 0.3
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_OVERRIDES)

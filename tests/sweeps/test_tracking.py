@@ -181,6 +181,21 @@ def test_one_flush_larger_than_a_batch_is_chunked_and_complete(tracking_uri: str
     assert step == 0 and math.isnan(value)  # NaN kept, not dropped nor turned into a number
 
 
+@pytest.mark.parametrize("bulk", [True, False])
+def test_metric_history_gives_back_an_infinite_value_as_infinite(
+    tracking_uri: str, bulk: bool
+) -> None:
+    # SQL stores keep +-inf as +-1.797e308, a finite number: read back raw, an exploded epoch
+    # drew the report's curves.png and range-test overlay on a 1e308 axis
+    tracker = Tracker(tracking_uri, bulk_metrics=bulk)
+    run_id = tracker.start_run(tracker.ensure_experiment("inf"), run_name="r")
+    points = [("valid_loss", 0.5, 0), ("valid_loss", math.inf, 1), ("valid_loss", -math.inf, 2)]
+    tracker.log_metrics(run_id, [*points, ("valid_loss", math.nan, 3)])
+    history = tracker.metric_history(run_id, "valid_loss")
+    assert history[:3] == [(0, 0.5), (1, math.inf), (2, -math.inf)]
+    assert history[3][0] == 3 and math.isnan(history[3][1])
+
+
 def test_held_steps_are_not_logged_again_buffered_or_new(tracking_uri: str) -> None:
     tracker = Tracker(tracking_uri)
     run_id = tracker.start_run(tracker.ensure_experiment("held"), run_name="r")

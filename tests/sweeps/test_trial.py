@@ -21,7 +21,7 @@ from sweeps._reporter import EpochReporter, TrialRecord
 from sweeps.spec import validate_spec
 from sweeps.stoppers import from_spec
 from sweeps.tracking import Tracker, sqlite_path
-from trainers import Learner, build_model, make_dataloaders, seed_everything
+from trainers import Callback, Learner, build_model, make_dataloaders, seed_everything
 
 SPEC = {
     "name": "trial",
@@ -307,3 +307,72 @@ def test_a_history_of_cancelled_epochs_only_is_diagnosed_as_no_epochs() -> None:
     history = [{"epoch": 0, "train_loss": math.nan, "valid_loss": math.nan, "cancelled": True}]
     label, reason = _diagnose(history)
     assert label == "no_epochs" and "cancelled" in reason
+
+
+class _ValidLossRisesAtEpoch(Callback):
+    """The second epoch's validation loss comes out 10x the first's (a trial that overfits)."""
+
+    def after_validate(self) -> None:
+        if self.learn.epoch == 1:
+            self.learn.metrics_values["valid_loss"] *= 10
+
+
+@pytest.mark.parametrize(
+    ("epochs", "reason", "epochs_run"), [(2, "completed", 2), (3, "rising_val_loss", 2)]
+)
+def test_a_loss_rising_at_the_last_epoch_is_no_early_stop(
+    tracking_uri: str, epochs: int, reason: str, epochs_run: int
+) -> None:
+    """The stop rule fires after epoch 2 in both: with 2 epochs the trial ran them all."""
+    spec = {
+        **SPEC,
+        "task": {**SPEC["task"], "epochs": epochs},
+        "early_stop": {"metric": "valid_loss", "patience": 1, "grace_epochs": 0},
+    }
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="rising")
+    learn = _learner()
+    learn.add_cb(_ValidLossRisesAtEpoch())
+    reporter = _reporter(tracker, run_id, spec)
+    reporter.attach(learn, reopened=False)
+    learn.fit(epochs, 1.0e-3)
+    reporter.finish(learn, lambda learn, record: None)
+    assert len(learn.history) == epochs_run
+    assert reporter.record.stop_reason == reason
+
+
+def test_a_finder_trial_that_fails_after_its_range_test_counts_it_in_its_compute(
+    tracking_uri: str,
+) -> None:
+    """``lr_find_s`` is logged with the curve, so the report counts the test of a trial that
+    failed before its end (it used to be logged only by a trial that finished)."""
+    from sweeps.report import _with_epochs_held, trial_row
+    from sweeps.trial import TrialContext, _start
+
+    spec = validate_spec(
+        {**SPEC, "strategies": [{"kind": "lr_finder", "name": "finder", "num_it": 20}]}
+    )
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("trial")
+    parent = tracker.start_run(experiment_id, run_name="sweep")
+    run_id = tracker.start_run(
+        experiment_id,
+        run_name="finder",
+        tags={"sweeps.strategy": "lr_finder"},
+        parent_run_id=parent,
+    )
+    context = TrialContext(spec, tracking_uri, experiment_id, parent, f"fails-{run_id}")
+    config = {"strategy": "lr_finder", "arm": "finder", "seed": 0, "rule": "valley"}
+    record = TrialRecord(run_id=run_id)
+    _start(_learner(), tracker, context, config, spec.strategies[0], record)
+    # a retry with no checkpoint yet starts again in the same run: each point is logged once
+    _start(_learner(), tracker, context, config, spec.strategies[0], TrialRecord(run_id=run_id))
+    assert len(tracker.metric_history(run_id, "lr_find_s")) == 1
+    assert len(tracker.metric_history(run_id, "lr_find/loss")) == record.lr_find.num_it_run
+    tracker.end_run(run_id, "FAILED")  # its first epoch failed, say
+
+    run = tracker.get_run(run_id)
+    assert run.data.metrics["lr_find_s"] == pytest.approx(record.lr_find_s) and record.lr_find_s > 0
+    assert "compute_s" not in run.data.metrics
+    row = _with_epochs_held(tracker, run, trial_row(run))
+    assert row.compute_s == pytest.approx(record.lr_find_s)
