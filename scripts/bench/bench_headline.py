@@ -55,15 +55,20 @@ def _spec(quick: bool) -> dict[str, Any]:
     return spec
 
 
-def _epochs_equivalent(report: Any, tracking_uri: str) -> dict[str, float]:
-    """Per group: epochs run plus range tests in epochs (each at its own trial's epoch time)."""
+def _epochs_equivalent(report: Any, tracking_uri: str) -> tuple[dict[str, float], float, float]:
+    """Per group: epochs run plus range tests in epochs (each at its own trial's epoch time).
+
+    Also the range tests' seconds and epochs that finder trials read from another trial of their
+    seed (tag ``sweeps.lr_find_from``) instead of running: their groups count them (a rule's
+    cost alone), the whole arm ran them once.
+    """
     from sweeps.tracking import Tracker
+    from sweeps.trial import TAG_LR_FIND_FROM
 
     tracker = Tracker(tracking_uri)
-    lr_find_s = {
-        t.run_id: float(tracker.get_run(t.run_id).data.metrics.get("lr_find_s", 0.0))
-        for t in report.trials
-    }
+    runs = {t.run_id: tracker.get_run(t.run_id).data for t in report.trials}
+    lr_find_s = {run_id: float(data.metrics.get("lr_find_s", 0.0)) for run_id, data in runs.items()}
+    shared = [run_id for run_id, data in runs.items() if TAG_LR_FIND_FROM in data.tags]
     epoch_s = {
         t.run_id: (t.compute_s - lr_find_s[t.run_id]) / t.epochs_run
         for t in report.trials
@@ -71,12 +76,14 @@ def _epochs_equivalent(report: Any, tracking_uri: str) -> dict[str, float]:
     }
     fallback = statistics.median(epoch_s.values()) if epoch_s else math.nan
     out: dict[str, float] = {}
+    range_tests: dict[str, float] = {}
     for t in report.trials:
-        range_test = (
+        range_tests[t.run_id] = (
             lr_find_s[t.run_id] / epoch_s.get(t.run_id, fallback) if lr_find_s[t.run_id] else 0.0
         )
-        out[t.group] = out.get(t.group, 0.0) + t.epochs_run + range_test
-    return out
+        out[t.group] = out.get(t.group, 0.0) + t.epochs_run + range_tests[t.run_id]
+    read_s = math.fsum(lr_find_s[run_id] for run_id in shared)
+    return out, read_s, math.fsum(range_tests[run_id] for run_id in shared)
 
 
 def run(args: argparse.Namespace) -> common.Result:
@@ -98,13 +105,14 @@ def run(args: argparse.Namespace) -> common.Result:
     report = result.report
     if report is None:
         raise RuntimeError("the sweep was interrupted; no report.")
-    epochs_eq = _epochs_equivalent(report, tracking_uri)
+    epochs_eq, read_s, read_epochs = _epochs_equivalent(report, tracking_uri)
     groups = list(report.groups)
     grid = next(g for g in groups if g.kind == "grid")
     rules = [g for g in groups if g.kind == "lr_finder" and math.isfinite(g.error_rate_mean)]
     best_rule = min(rules, key=lambda g: g.error_rate_mean)
-    finder_compute = sum(g.compute_s for g in groups if g.kind == "lr_finder")
-    finder_epochs = sum(epochs_eq[g.group] for g in groups if g.kind == "lr_finder")
+    # the arm as it ran: a range test read from another trial of its seed counts once
+    finder_compute = sum(g.compute_s for g in groups if g.kind == "lr_finder") - read_s
+    finder_epochs = sum(epochs_eq[g.group] for g in groups if g.kind == "lr_finder") - read_epochs
     gap_pp = 100 * (best_rule.error_rate_mean - grid.error_rate_mean)
     rule_compute = best_rule.compute_s / grid.compute_s
     rule_epochs = epochs_eq[best_rule.group] / epochs_eq[grid.group]
@@ -189,10 +197,11 @@ def run(args: argparse.Namespace) -> common.Result:
             "orchestration (worker start, MLflow, checkpoints) is not counted on either side.",
             "a group's result is, per seed, its trial with the lowest best-epoch validation "
             "loss (a rule has one trial per seed); error is that trial's best-epoch error rate.",
-            f"the whole finder arm (all {len(rules)} rules) cost "
+            f"the whole finder arm (all {len(rules)} rules, the trials of a seed sharing a "
+            "range test where one had finished it before another started) cost "
             f"{finder_compute / grid.compute_s:.2f}x the grid's compute "
             f"({finder_epochs / epochs_eq[grid.group]:.2f}x in epochs); one rule, chosen "
-            "beforehand, costs what its row says.",
+            "beforehand, costs what its row says, its range tests included.",
         ]
         + (["--quick: shrunken spec, the figures mean nothing."] if args.quick else []),
     )
