@@ -158,15 +158,16 @@ def test_a_range_test_curve_cut_short_by_a_store_fault_is_completed_by_the_retry
     monkeypatch.setattr(_runlog, "MAX_BATCH_POINTS", n_points)  # one batch per series
     _refuse_metrics(db_file, "NEW.key = 'lr_find/lr'", "json('refused')")
     with pytest.raises(MlflowException, match="malformed JSON"):
-        _log_lr_find(tracker, run_id, result)
+        _log_lr_find(tracker, run_id, result, 1.5)
     assert len(tracker.metric_history(run_id, "lr_find/loss")) == n_points
     _accept_metrics(db_file)
 
-    _log_lr_find(tracker, run_id, result)  # the retry (Tune's max_failures) runs it again
+    _log_lr_find(tracker, run_id, result, 1.5)  # the retry (Tune's max_failures) runs it again
 
     for key in ("lr_find/loss", "lr_find/raw_loss", "lr_find/lr"):
         steps = [step for step, _ in tracker.metric_history(run_id, key)]
         assert steps == list(range(n_points)), key  # lr_find/lr was empty
+    assert tracker.metric_history(run_id, "lr_find_s") == [(0, 1.5)]  # once, not once per try
     assert "lr_find.png" in tracker.list_artifacts(run_id)  # was missing
 
 
