@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from sweeps.cli import app
 from sweeps.nightly import Figure, NightResult, NightStore, Status, entry_figures, judge
@@ -50,6 +50,12 @@ def _suite_file(folder: Path) -> Path:
     path = folder / "suite.yaml"
     path.write_text(json.dumps({"name": "tiny", "entries": ENTRIES}))
     return path
+
+
+def _run_nightly(folder: Path, tracking_uri: str, report_dir: Path) -> Result:
+    """``lrsweep nightly`` on the tiny suite written in ``folder``."""
+    args = [str(_suite_file(folder)), "--tracking-uri", tracking_uri, "--report-dir"]
+    return CliRunner().invoke(app, ["nightly", *args, str(report_dir)])
 
 
 def _night_runs(tracking_uri: str) -> list:
@@ -150,11 +156,7 @@ def test_a_report_dir_that_cannot_be_written_exits_2_before_any_sweep_runs(
     ran: list[bool] = []
     monkeypatch.setattr(nightly_run, "_run_entries", lambda *a, **k: ran.append(True))
     uri = f"sqlite:///{tmp_path}/m.db"
-    result = CliRunner().invoke(
-        app,
-        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", uri,
-         "--report-dir", str(tmp_path / blocked)],
-    )  # fmt: skip
+    result = _run_nightly(tmp_path, uri, tmp_path / blocked)
     assert result.exit_code == 2, result.output
     assert "--report-dir" in result.stderr and str(tmp_path / blocked) in result.stderr
     assert ran == []
@@ -174,11 +176,7 @@ def test_a_night_that_crashes_leaves_a_failed_report_not_the_last_nights_passed_
         raise RuntimeError("the data volume went away")
 
     monkeypatch.setattr(nightly_run, "_run_entries", crash)
-    result = CliRunner().invoke(
-        app,
-        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", tracking_uri,
-         "--report-dir", str(report_dir)],
-    )  # fmt: skip
+    result = _run_nightly(tmp_path, tracking_uri, report_dir)
     assert result.exit_code == 3, result.output
     for name in ("nightly-report.md", "nightly-report.html"):
         text = (report_dir / name).read_text()
@@ -279,11 +277,7 @@ def test_ray_ending_the_driver_during_a_sweep_records_a_failed_night_and_exits_3
         raise SystemExit(15)
 
     monkeypatch.setattr("sweeps.run.run_sweep", ray_sigterm_handler)
-    result = CliRunner().invoke(
-        app,
-        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", tracking_uri,
-         "--report-dir", str(tmp_path / "report")],
-    )  # fmt: skip
+    result = _run_nightly(tmp_path, tracking_uri, tmp_path / "report")
     assert result.exit_code == 3, result.output
     (night,) = _night_runs(tracking_uri)
     assert night.info.status == "KILLED" and night.data.tags["nightly.status"] == "failed"
@@ -350,11 +344,7 @@ def test_a_night_whose_store_is_unreachable_leaves_a_failed_report_not_the_last_
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         gone = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    result = CliRunner().invoke(
-        app,
-        ["nightly", str(_suite_file(tmp_path)), "--tracking-uri", gone,
-         "--report-dir", str(report_dir)],
-    )  # fmt: skip
+    result = _run_nightly(tmp_path, gone, report_dir)
     assert result.exit_code == 3, result.output
     assert "Cannot reach the MLflow server" in result.stderr
     for name in ("nightly-report.md", "nightly-report.html"):
