@@ -622,10 +622,11 @@ def _finalize(
         "sweeps.node": _ray.node_name(),
     }
     tracker.set_tags(run_id, tags)
+    if record.best_state is not None:  # the figures and the logged model show the best epoch
+        learn.model.load_state_dict(dict(record.best_state))
     _log_figures(learn, record, tracker)
     best_state = record.best_state if spec.tracking.checkpoints != "none" else None
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
-        learn.model.load_state_dict(dict(best_state))
         example = learn.dls.valid_images[:2].detach().cpu()
         tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
 
@@ -643,7 +644,7 @@ def _diagnose(history: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
-    """``curves.png`` and (at the best epoch's weights) ``confusion_matrix.png``; best effort."""
+    """``curves.png`` and ``confusion_matrix.png`` (of the best epoch's weights); best effort."""
     from trainers import Interpretation
     from trainers.plots import plot_curves
 
@@ -654,8 +655,7 @@ def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
                 tracker.log_artifact(
                     record.run_id, plot_curves(learn.history, folder / "curves.png")
                 )
-            if record.best_state is not None:
-                learn.model.load_state_dict(dict(record.best_state))
+            if record.best_state is not None:  # _finalize loaded the best epoch's weights
                 interp = Interpretation.from_learner(learn)
                 path = interp.plot_confusion_matrix(folder / "confusion_matrix.png")
                 tracker.log_artifact(record.run_id, path)
