@@ -10,8 +10,9 @@ built with the Learner's own options:
   reported apart: it is paid once per trial process).
 
 On CUDA every variant is timed interleaved and reported as samples/s ratios against fp32. On
-a CPU there is nothing to time: each variant runs a few batches as a correctness check
-(finite loss, close to fp32) and the timing is reported as "no CUDA: skipped timing".
+a CPU there is nothing to time: each variant runs a few batches as a correctness check (the
+first batch's loss within 2% of fp32's on the same weights, every loss finite) and the timing
+is reported as "no CUDA: skipped timing".
 
 Run: ``python scripts/bench/bench_accelerator.py [--quick] [--json] [--compile-check]``
 """
@@ -28,7 +29,7 @@ from typing import Any
 import _common as common
 import torch
 
-from trainers import Learner, build_model, make_dataloaders, seed_everything
+from trainers import Callback, Learner, build_model, make_dataloaders, seed_everything
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"amp": None, "channels_last": False, "compile": False},
@@ -38,30 +39,65 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 """Variant name -> the Learner's ``amp``, ``channels_last`` and ``compile`` arguments."""
 
+FIRST_BATCH_TOLERANCE = 0.02
+"""Largest relative difference from fp32 of the first batch's loss (same weights, same batch)."""
+
 
 def _learner(template: torch.nn.Module, dls: Any, device: str, opts: dict[str, Any]) -> Learner:
     return Learner(copy.deepcopy(template), dls, progress=False, device=device, **opts)
 
 
+class _FirstLoss(Callback):
+    """The loss of the fit's first training batch (every variant starts from the same weights)."""
+
+    def __init__(self) -> None:
+        self.loss = math.nan
+
+    def after_batch(self) -> None:
+        if self.learn.training and math.isnan(self.loss) and self.learn.loss is not None:
+            self.loss = self.learn.loss.detach().item()
+
+
+def _inductor_config() -> Any:
+    import torch._inductor.config as config
+
+    return config
+
+
 def _check_cpu(template: torch.nn.Module, compile_check: bool) -> list[list[Any]]:
-    """One short epoch per variant on the CPU: the loss is finite and within 15% of fp32's."""
+    """One short epoch per variant on the CPU, compared with fp32 where they must agree.
+
+    The first training batch runs every variant on the same weights and batch: its loss must
+    be within 2% of fp32's (bf16 keeps float32's range with 8 mantissa bits). After that the
+    trajectories part: Adam's first step moves every weight by about ``lr`` in the sign of its
+    gradient, and for the many near-zero gradients bf16's rounding picks that sign, so the
+    epoch's mean train loss of a from-scratch resnet18 differs by tens of percent from fp32's
+    (0.3-0.7 on two machines) while the weights land as close as the validation loss shows. The
+    epoch's losses are checked to be finite and reported beside fp32's, not compared.
+    """
     dls = make_dataloaders("shapes", image_size=32, batch_size=64, seed=42, n_per_class=30)
     rows: list[list[Any]] = []
     reference = math.nan
     for name, opts in VARIANTS.items():
         if opts["compile"] and not compile_check:
-            rows.append([name, "-", "-", "skipped (--compile-check compiles, about a minute)"])
+            rows.append([name, "-", "-", "-", "-", "skipped (--compile-check compiles, ~1 min)"])
             continue
         dls.train.reseed(0)  # every variant sees the same order and augmentation
         seed_everything(0)
+        first = _FirstLoss()
         learn = _learner(template, dls, "cpu", opts)
-        learn.fit(1, 1e-3)
-        loss = learn.history[-1]["train_loss"]
+        # inductor draws dropout masks its own way; eager's RNG keeps the variants comparable
+        with learn.added_cbs(first), _inductor_config().patch(fallback_random=True):
+            learn.fit(1, 1e-3)
+        last = learn.history[-1]
+        train_loss, valid_loss = last["train_loss"], last["valid_loss"]
         if name == "fp32":
-            reference = loss
-        # bf16 rounds activations to 8 mantissa bits: same range, not the same digits
-        ok = math.isfinite(loss) and abs(loss - reference) <= 0.15 * max(1.0, abs(reference))
-        rows.append([name, loss, abs(loss - reference), "ok" if ok else "MISMATCH"])
+            reference = first.loss
+        diff = abs(first.loss - reference) / abs(reference)
+        finite = all(math.isfinite(v) for v in (first.loss, train_loss, valid_loss))
+        ok = finite and diff <= FIRST_BATCH_TOLERANCE
+        check = "ok" if ok else "MISMATCH" if finite else "NOT FINITE"
+        rows.append([name, first.loss, diff, train_loss, valid_loss, check])
     return rows
 
 
@@ -97,8 +133,20 @@ def run(args: argparse.Namespace) -> common.Result:
     targets: list[common.Target] = []
     if not cuda:
         rows = _check_cpu(template, args.compile_check)
-        columns = ["variant", "train_loss, 1 epoch (CPU)", "abs diff vs fp32", "check"]
-        notes.append("no CUDA: skipped timing (each variant trained one short epoch on the CPU).")
+        columns = [
+            "variant",
+            "first batch loss (CPU)",
+            "relative diff vs fp32",
+            "epoch train_loss",
+            "epoch valid_loss",
+            "check",
+        ]
+        metrics["cpu_checks_ok"] = all(row[-1] == "ok" for row in rows if row[1] != "-")
+        notes.append(
+            "no CUDA: skipped timing (each variant trained one short epoch on the CPU); check: "
+            "the first batch's loss within 2% of fp32's (same weights, same batch), every loss "
+            "finite. The epoch's losses part after Adam's first step and are not compared."
+        )
         metrics["timing"] = "no CUDA: skipped timing"
     else:
         dls = make_dataloaders("shapes", image_size=size, batch_size=64, seed=42, n_per_class=200)
