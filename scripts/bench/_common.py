@@ -191,6 +191,7 @@ class Result:
         """JSON-able form, with the command, the environment and ``passed``."""
         data = asdict(self)
         data["passed"] = self.passed
+        data["measured_at"] = time.strftime("%Y-%m-%d %H:%M %Z")
         data["command"] = "python " + " ".join(shlex.quote(a) for a in _relative_argv())
         data["env"] = environment()
         data["markdown"] = render(self)

@@ -9,12 +9,16 @@ built with the Learner's own options:
 - ``bf16 + channels_last + compile``: ``compile=True`` too: ``torch.compile`` (compile time
   reported apart: it is paid once per trial process).
 
-On CUDA every variant is timed interleaved and reported as samples/s ratios against fp32. On
-a CPU there is nothing to time: each variant runs a few batches as a correctness check (the
+On CUDA every variant is timed interleaved and reported as samples/s ratios against fp32, and
+GPU sharing (``resources.gpu: 1/k`` in a spec) is timed: ``k`` trial processes, each with its
+own CUDA context as Ray Tune's trial workers have, train the same fit at once on one GPU,
+against one such process alone (``--sharing k``, default 4; 0 skips it). On a CPU there is
+nothing to time: each variant runs a few batches as a correctness check (the
 first batch's loss within 2% of fp32's on the same weights, every loss finite) and the timing
 is reported as "no CUDA: skipped timing".
 
-Run: ``python scripts/bench/bench_accelerator.py [--quick] [--json] [--compile-check]``
+Run: ``python scripts/bench/bench_accelerator.py [--quick] [--json] [--compile-check]
+[--image-size PX] [--batch-size N] [--n-per-class N] [--sharing K]``
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ import argparse
 import copy
 import functools
 import math
+import multiprocessing as mp
+import queue
+import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -121,11 +130,189 @@ def _time_cuda(template: torch.nn.Module, dls: Any, reps: int, epochs: int) -> d
     return {"wall": timings.wall, "first_fit_s": compile_s}
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _sharing_worker(
+    rank: int,
+    spec: dict[str, Any],
+    barrier: Any,
+    results: Any,
+) -> None:
+    """One trial process: build its Learner, warm up, then one timed fit per barrier round.
+
+    Puts ``("ready", rank, round, 0, 0)`` before each round, ``("done", rank, round, end time,
+    peak CUDA bytes)`` after it, or ``("error", rank, -1, traceback, 0)`` and stops.
+    """
+    try:
+        common.setup_torch(1)
+        device = spec["device"]
+        dls = make_dataloaders(
+            "shapes",
+            image_size=spec["image_size"],
+            batch_size=spec["batch_size"],
+            seed=42,
+            n_per_class=spec["n_per_class"],
+        )
+        if device != "cpu":
+            dls = dls.to(device)
+        seed_everything(rank)
+        model = build_model("resnet18", dls.n_classes, in_channels=3)
+        learn = Learner(model, dls, progress=False, device=device, **VARIANTS[spec["variant"]])
+        learn.fit(1, 1e-3)  # warm-up: CUDA context, cuDNN's algorithm search
+        _sync(device)
+        for rep in range(spec["reps"]):
+            results.put(("ready", rank, rep, 0.0, 0))
+            barrier.wait(timeout=spec["timeout_s"])
+            learn.fit(spec["epochs"], 1e-3)
+            _sync(device)
+            memory = torch.cuda.max_memory_allocated() if device != "cpu" else 0
+            results.put(("done", rank, rep, time.time(), memory))
+    except Exception:  # the parent reports it
+        results.put(("error", rank, -1, traceback.format_exc(), 0))
+
+
+def _collect(
+    results: Any, procs: list[Any], kind: str, rep: int, deadline: float
+) -> list[tuple[int, float, int]]:
+    """``(rank, value, memory)`` of one ``kind`` message per process for round ``rep``.
+
+    Polls once a second so that a process that died without a word (killed, or unable to
+    unpickle its target) is reported at once rather than at the deadline.
+
+    Raises:
+        RuntimeError: naming the process that failed or died, or the round that timed out.
+    """
+    got: list[tuple[int, float, int]] = []
+    while len(got) < len(procs):
+        try:
+            what, rank, _, value, memory = results.get(timeout=1.0)
+        except queue.Empty:
+            dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if dead:
+                rank, code = dead[0]
+                raise RuntimeError(
+                    f"trial process {rank} exited with code {code} before round {rep} ended"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"round {rep}: the trial processes were not {kind} in time"
+                ) from None
+            continue
+        if what == "error":
+            raise RuntimeError(f"trial process {rank} failed:\n{value}")
+        got.append((rank, value, memory))
+    return got
+
+
+def _time_sharing(
+    k: int,
+    *,
+    device: str,
+    variant: str,
+    image_size: int,
+    batch_size: int,
+    n_per_class: int,
+    epochs: int,
+    reps: int,
+    timeout_s: float = 900.0,
+) -> dict[str, Any]:
+    """``k`` trial processes fitting at once on ``device``: wall seconds per round.
+
+    Each process holds its own model, data and (on CUDA) context, as Ray Tune's trial workers
+    do under ``resources.gpu: 1/k``; the round's wall time runs from the barrier that releases
+    them all to the last one's end. Spawned processes (CUDA cannot be forked).
+
+    Returns:
+        ``{"wall": [seconds per round], "max_memory_bytes": [per process]}``.
+
+    Raises:
+        RuntimeError: when a process fails or dies (its traceback or exit code in the message),
+            or a round takes longer than ``timeout_s``; the other processes are stopped.
+    """
+    spec = {
+        "device": device,
+        "variant": variant,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "n_per_class": n_per_class,
+        "epochs": epochs,
+        "reps": reps,
+        "timeout_s": timeout_s,
+    }
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(k + 1)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_sharing_worker, args=(rank, spec, barrier, results), daemon=True)
+        for rank in range(k)
+    ]
+    here = str(Path(__file__).resolve().parent)
+    added = here not in sys.path
+    if added:  # a spawned child imports this module by name, on the sys.path it inherits
+        sys.path.insert(0, here)
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        if added:
+            sys.path.remove(here)
+    walls: list[float] = []
+    memory = [0] * k
+    ok = False
+    try:
+        for rep in range(reps):
+            _collect(results, procs, "ready", rep, time.monotonic() + timeout_s)
+            barrier.wait(timeout=timeout_s)
+            start = time.time()
+            done = _collect(results, procs, "done", rep, time.monotonic() + timeout_s)
+            walls.append(max(end for _, end, _ in done) - start)
+            for rank, _, mem in done:
+                memory[rank] = max(memory[rank], mem)
+        ok = True
+    finally:
+        if not ok:
+            barrier.abort()
+        for proc in procs:
+            proc.join(timeout=60 if ok else 5)
+            if proc.is_alive():
+                proc.terminate()
+    return {"wall": walls, "max_memory_bytes": memory}
+
+
+def _sharing_rows(
+    k: int, args: argparse.Namespace, size: int, epochs: int
+) -> tuple[list[list[Any]], dict[str, Any]]:
+    """One trial alone against ``k`` at once on the GPU: rows and metrics."""
+    opts = {
+        "device": "cuda",
+        "variant": args.sharing_variant,
+        "image_size": size,
+        "batch_size": args.batch_size,
+        "n_per_class": args.n_per_class,
+        "epochs": epochs,
+        "reps": 3,
+    }
+    alone = _time_sharing(1, **opts)
+    shared = _time_sharing(k, **opts)
+    one, many = common.median(alone["wall"]), common.median(shared["wall"])
+    speedup = k * one / many
+    gib = 2**30
+    rows = [
+        ["1 trial alone", one, 1.0, 1.0, alone["max_memory_bytes"][0] / gib],
+        [f"{k} trials at once", many, many / one, speedup, max(shared["max_memory_bytes"]) / gib],
+    ]
+    metrics = {"sharing_k": k, "sharing_speedup": speedup, "sharing_wall_ratio": many / one}
+    return rows, metrics
+
+
 def run(args: argparse.Namespace) -> common.Result:
     """Check on CPU, time on CUDA."""
     common.setup_torch(args.threads)
     cuda = torch.cuda.is_available()
-    size = 32 if args.quick or not cuda else 64
+    size = args.image_size or (32 if args.quick or not cuda else 64)
     seed_everything(0)
     template = build_model("resnet18", 3, in_channels=3)
     notes = ["variants are Learner(..., amp=, channels_last=, compile=) options"]
@@ -149,7 +336,13 @@ def run(args: argparse.Namespace) -> common.Result:
         )
         metrics["timing"] = "no CUDA: skipped timing"
     else:
-        dls = make_dataloaders("shapes", image_size=size, batch_size=64, seed=42, n_per_class=200)
+        dls = make_dataloaders(
+            "shapes",
+            image_size=size,
+            batch_size=args.batch_size,
+            seed=42,
+            n_per_class=args.n_per_class,
+        )
         dls = dls.to("cuda")
         reps = args.reps or (2 if args.quick else 5)
         epochs = 1 if args.quick else 3
@@ -165,6 +358,24 @@ def run(args: argparse.Namespace) -> common.Result:
             metrics[f"speedup[{name}]"] = ratio
         columns = ["variant", "samples/s", "speedup vs fp32", "first fit s (incl. compile)"]
         metrics["device"] = torch.cuda.get_device_name(0)
+        if args.sharing > 1:
+            share_rows, share_metrics = _sharing_rows(args.sharing, args, size, epochs)
+            metrics.update(share_metrics)
+            notes.append(
+                f"GPU sharing ({args.sharing_variant}): one trial process alone against "
+                f"{args.sharing} at once on the GPU, each with its own CUDA context, the same "
+                f"{epochs}-epoch fit; median of 3 rounds\n\n"
+                + common.table(
+                    [
+                        "trials on the GPU",
+                        "wall s",
+                        "wall vs alone",
+                        "trials per unit time vs alone",
+                        "peak GiB per trial",
+                    ],
+                    share_rows,
+                )
+            )
     return common.Result(
         benchmark="accelerator",
         item=8,
@@ -173,7 +384,13 @@ def run(args: argparse.Namespace) -> common.Result:
         rows=rows,
         metrics=metrics,
         targets=targets,
-        config={"arch": "resnet18", "dataset": "shapes", "image_size": size, "batch_size": 64},
+        config={
+            "arch": "resnet18",
+            "dataset": "shapes",
+            "image_size": size,
+            "batch_size": args.batch_size,
+            "n_per_class": args.n_per_class,
+        },
         notes=notes,
     )
 
@@ -181,6 +398,20 @@ def run(args: argparse.Namespace) -> common.Result:
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile-check", action="store_true", help="also compile on the CPU (about a minute)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="pixels (CUDA default 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument(
+        "--n-per-class", type=int, default=200, help="CUDA timing: images per class (default 200)"
+    )
+    p.add_argument(
+        "--sharing", type=int, default=4, help="CUDA: k trials sharing the GPU (default 4; 0 skips)"
+    )
+    p.add_argument(
+        "--sharing-variant",
+        default="bf16",
+        choices=list(VARIANTS),
+        help="the variant the sharing trials train (default bf16)",
     )
 
 

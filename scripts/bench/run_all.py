@@ -26,6 +26,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE_DIR = REPO / ".lrsweep" / "bench"
+GPU_RESULTS = HERE / "gpu_results"
+"""The last GPU run's results (``scripts/bench/gpu_check.sh scripts/bench/gpu_results``), shown
+in ``BENCHMARKS.md`` as measured: a CPU machine's ``make bench`` cannot time item 8."""
 
 # In the issue's order; the scale simulation last (it is the longest).
 BENCHMARKS = (
@@ -82,9 +85,41 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def render(results: list[dict[str, Any]], *, quick: bool) -> str:
-    """``BENCHMARKS.md``: environment, the summary of every target, then each benchmark."""
-    env = next((r["env"] for r in results if "env" in r), {})
+def _gpu_section(folder: Path) -> list[str]:
+    """The kept GPU results under ``folder`` as markdown (nothing when there are none)."""
+    found = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(folder.glob("*.json"))]
+    if not found:
+        return []
+    found.sort(key=lambda r: (r.get("config", {}).get("image_size", 0), r.get("benchmark", "")))
+    try:
+        where = folder.relative_to(REPO)
+    except ValueError:
+        where = folder
+    lines = [
+        "",
+        "## accelerator on a GPU (the last GPU run, not rerun by this one)",
+        "",
+        f"Kept in `{where}/` by `scripts/bench/gpu_check.sh {where}` on a CUDA machine and "
+        "shown as measured there; `make bench` on a machine without CUDA cannot time item 8.",
+    ]
+    for r in found:
+        env = r.get("env", {})
+        config = ", ".join(f"{k} {v}" for k, v in r.get("config", {}).items())
+        lines += [
+            "",
+            r.get("markdown", "").replace("### ", "### GPU: ", 1),
+            "",
+            f"Settings: {config}. Command: `{r.get('command', '?')}` (measured "
+            f"{r.get('measured_at', '?')} on {env.get('cuda', '?')}, torch "
+            f"{env.get('torch', '?')}, {env.get('cpus', '?')} CPUs).",
+        ]
+    return lines
+
+
+def render(results: list[dict[str, Any]], *, quick: bool, gpu_results: Path = GPU_RESULTS) -> str:
+    """``BENCHMARKS.md``: environment, the summary of every target, each benchmark, then the
+    last GPU run's accelerator results when ``gpu_results`` holds any."""
+    env: dict[str, Any] = next((r["env"] for r in results if "env" in r), {})
     lines = [
         "# Benchmarks",
         "",
@@ -129,6 +164,7 @@ def render(results: list[dict[str, Any]], *, quick: bool) -> str:
             f"{r.get('measured_at', '?')}, 1-minute load average "
             f"{r.get('env', {}).get('load_avg_1m', '?')}).",
         ]
+    lines += _gpu_section(gpu_results)
     return "\n".join(lines) + "\n"
 
 

@@ -7,10 +7,17 @@ and ``BENCHMARKS.md`` rely on.
 
 from __future__ import annotations
 
+import importlib
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench" / "bench_learner_overhead.py"
@@ -69,3 +76,56 @@ def test_accelerator_cpu_check_compares_the_first_batch_and_passes_bf16() -> Non
     assert [row[-1] for row in rows if row[1] == "-"] == [
         "skipped (--compile-check compiles, ~1 min)"
     ]
+
+
+def _bench_module(name: str) -> Any:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_gpu_sharing_harness_times_trial_processes_at_once_and_reports_a_failure() -> None:
+    """Item 8's GPU sharing, on the CPU: k spawned trial processes released by one barrier.
+
+    The timing means nothing here (two processes on two cores); what is checked is that every
+    round is timed, and that a process that fails names itself and its error instead of
+    leaving the others waiting at the barrier.
+    """
+    bench = _bench_module("bench_accelerator")
+    small = {"image_size": 16, "batch_size": 32, "n_per_class": 20, "epochs": 1}
+    found = bench._time_sharing(2, device="cpu", variant="fp32", reps=2, **small)
+    assert len(found["wall"]) == 2 and all(0 < wall < 120 for wall in found["wall"])
+    assert found["max_memory_bytes"] == [0, 0]  # CUDA memory only
+    with pytest.raises(RuntimeError, match=r"trial process 0 failed:(.|\n)*amp='bf16' on the CPU"):
+        bench._time_sharing(1, device="cpu", variant="bf16", reps=1, timeout_s=120, **small)
+
+
+def test_gpu_sharing_harness_reports_a_process_that_died_without_a_word() -> None:
+    """A trial process killed (or unable to import its target) sends nothing: the parent must
+    name it at once instead of waiting for the round's deadline."""
+    bench = _bench_module("bench_accelerator")
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=os._exit, args=(3,))
+    proc.start()
+    proc.join(timeout=60)
+    with pytest.raises(RuntimeError, match=r"trial process 0 exited with code 3 before round 0"):
+        bench._collect(results, [proc], "ready", 0, deadline=time.monotonic() + 600)
+
+
+def test_benchmarks_md_shows_the_kept_gpu_results(tmp_path: Path) -> None:
+    run_all = _bench_module("run_all")
+    assert run_all.render([], quick=False, gpu_results=tmp_path).count("on a GPU") == 0
+    kept = json.loads((run_all.GPU_RESULTS / "accel_64.json").read_text(encoding="utf-8"))
+    assert kept["env"]["cuda"] and kept["metrics"]["sharing_k"] == 4
+    for size in (224, 64):
+        result = dict(kept, config=dict(kept["config"], image_size=size))
+        (tmp_path / f"accel_{size}.json").write_text(json.dumps(result), encoding="utf-8")
+    text = run_all.render([], quick=False, gpu_results=tmp_path)
+    section = text[text.index("## accelerator on a GPU") :]
+    assert section.index("image_size 64") < section.index("image_size 224")
+    assert section.count("### GPU: 8. Accelerator path") == 2
+    assert f"on {kept['env']['cuda']}, torch {kept['env']['torch']}" in section
+    assert "| 4 trials at once" in section
