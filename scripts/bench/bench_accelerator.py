@@ -130,6 +130,14 @@ def _time_cuda(template: torch.nn.Module, dls: Any, reps: int, epochs: int) -> d
     return {"wall": timings.wall, "first_fit_s": compile_s}
 
 
+def _shapes(size: int, batch_size: int, n_per_class: int, device: str) -> Any:
+    """The timed data: generated shapes (seed 42), its tensors on ``device``."""
+    dls = make_dataloaders(
+        "shapes", image_size=size, batch_size=batch_size, seed=42, n_per_class=n_per_class
+    )
+    return dls if device == "cpu" else dls.to(device)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -149,15 +157,7 @@ def _sharing_worker(
     try:
         common.setup_torch(1)
         device = spec["device"]
-        dls = make_dataloaders(
-            "shapes",
-            image_size=spec["image_size"],
-            batch_size=spec["batch_size"],
-            seed=42,
-            n_per_class=spec["n_per_class"],
-        )
-        if device != "cpu":
-            dls = dls.to(device)
+        dls = _shapes(spec["image_size"], spec["batch_size"], spec["n_per_class"], device)
         seed_everything(rank)
         model = build_model("resnet18", dls.n_classes, in_channels=3)
         learn = Learner(model, dls, progress=False, device=device, **VARIANTS[spec["variant"]])
@@ -336,14 +336,7 @@ def run(args: argparse.Namespace) -> common.Result:
         )
         metrics["timing"] = "no CUDA: skipped timing"
     else:
-        dls = make_dataloaders(
-            "shapes",
-            image_size=size,
-            batch_size=args.batch_size,
-            seed=42,
-            n_per_class=args.n_per_class,
-        )
-        dls = dls.to("cuda")
+        dls = _shapes(size, args.batch_size, args.n_per_class, "cuda")
         reps = args.reps or (2 if args.quick else 5)
         epochs = 1 if args.quick else 3
         found = _time_cuda(template, dls, reps, epochs)
