@@ -29,6 +29,11 @@ MLflow store is created before timing, as a user's store exists after their firs
 SQLite store's tables take ~1 s, once). Target: sweep wall without the workers' start-up
 <= 1.15 x ideal; the ratio with it is reported beside it.
 
+Each sweep's ratio is split into factors from its MLflow trial runs (``schedule_factors``):
+edges (report, Tune's bookkeeping), packing (slots idle while another trains: the sweep cannot
+know which trials early stopping will cut short, so its last trials rarely end together), the
+trials' in-run costs beside their epochs, and the trial workers' training speed.
+
 Run: ``python scripts/bench/bench_sweep_efficiency.py [--quick] [--json]``
 """
 
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -210,6 +216,65 @@ def _worker_startup_s(tracking_uri: str, result: Any) -> float:
     return (first - parent.info.start_time) / 1000.0
 
 
+def lpt_makespan(durations: list[float], slots: int) -> float:
+    """Wall time of ``durations`` on ``slots`` slots, longest first, each to the freest slot."""
+    loads = [0.0] * max(1, slots)
+    for d in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += d
+    return max(loads)
+
+
+def schedule_factors(
+    runs: list[tuple[float, float, float]], steady_s: float, plain_s: float, slots: int
+) -> dict[str, float]:
+    """Split a sweep's ``steady_s / (plain_s / slots)`` into four factors whose product it is.
+
+    ``runs`` holds each trial run's ``(start, end, training seconds)`` (MLflow's run times and
+    the summed ``epoch_time_s``). The factors:
+
+    - ``edges``: the sweep's wall time without start-up over the span of its trial runs (first
+      start to last end): the report and Tune's bookkeeping before and after.
+    - ``packing``: that span over the trial runs' summed time / ``slots``: slots left idle,
+      mostly the tail, when one slot has no trial left while another still trains. ``lpt`` is
+      the same for the run times packed longest first, as a scheduler knowing every trial's
+      length in advance would (the parallel plain side's order).
+    - ``in_run``: the trial runs' summed time over their summed training: what a trial does
+      in its run besides its epochs (MLflow, checkpoints, figures, the best model).
+    - ``training``: the summed training over the plain trials' summed time: how fast the
+      trial workers train against a plain process.
+    """
+    span = max(end for _, end, _ in runs) - min(start for start, _, _ in runs)
+    run_s = math.fsum(end - start for start, end, _ in runs)
+    train_s = math.fsum(train for _, _, train in runs)
+    return {
+        "edges": steady_s / span,
+        "packing": span / (run_s / slots),
+        "lpt": lpt_makespan([end - start for start, end, _ in runs], slots) / (run_s / slots),
+        "in_run": run_s / train_s,
+        "training": train_s / plain_s,
+        "span_s": span,
+        "in_run_per_trial_s": (run_s - train_s) / len(runs),
+    }
+
+
+def _trial_runs(tracking_uri: str, result: Any) -> list[tuple[float, float, float]]:
+    """``(start, end, training seconds)`` of each trial run of a finished sweep."""
+    from sweeps.tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    runs = []
+    for run in tracker.child_runs(result.experiment_id, result.parent_run_id):
+        epochs = tracker.metric_history(run.info.run_id, "epoch_time_s")
+        runs.append(
+            (
+                run.info.start_time / 1000.0,
+                run.info.end_time / 1000.0,
+                math.fsum(v for _, v in epochs),
+            )
+        )
+    return runs
+
+
 def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
     """Interleaved sweep / plain sides of one trial size."""
     from sweeps.run import run_sweep
@@ -220,6 +285,7 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
     trials: list[Any] = []
     per_trial: list[list[float]] = []
     startup: list[float] = []
+    sweep_runs: list[list[tuple[float, float, float]]] = []
     store = common.temp_dir("sweep-eff-store-")
     uri = f"sqlite:///{store / 'mlflow.db'}"
     Tracker(uri)  # the store's tables, created once (a user's store exists after one sweep)
@@ -234,6 +300,7 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
             raise RuntimeError("the sweep was interrupted")
         trials[:] = list(result.report.trials)
         startup.append(_worker_startup_s(uri, result))
+        sweep_runs.append(_trial_runs(uri, result))
         return wall
 
     def plain_side() -> float:
@@ -264,6 +331,10 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
     wall = timings.wall
     ideal = [p / concurrency for p in wall["plain"]]
     steady = [w - s for w, s in zip(wall["sweep"], startup, strict=True)]
+    factors = [
+        schedule_factors(runs, st, plain, concurrency)
+        for runs, st, plain in zip(sweep_runs, steady, wall["plain"], strict=True)
+    ]
     return {
         "size": size,
         "trials": n,
@@ -283,6 +354,9 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
         # slot-seconds each trial adds beyond its training, start-up excluded
         "overhead_per_trial_s": (common.median(steady) - common.median(ideal)) * concurrency / n,
         "median_plain_trial_s": common.median([t for rep in per_trial for t in rep]),
+        # each round's ratio as edges x packing x in-run x training (schedule_factors)
+        "factors": {k: common.median([f[k] for f in factors]) for k in factors[0]},
+        "factors_per_round": factors,
     }
 
 
@@ -356,6 +430,17 @@ def run(args: argparse.Namespace) -> common.Result:
         for m in sizes.values()
     ]
     notes += [
+        f"{m['size']}: where the sweep's {m['ratio']:.3g}x goes (each factor's median over the "
+        f"rounds; each round's product is its ratio): edges {f['edges']:.3f} (the report, "
+        f"Tune's bookkeeping) x packing {f['packing']:.3f} (slots idle while another still "
+        f"trains, mostly the tail; the same runs packed longest first, their lengths known in "
+        f"advance: {f['lpt']:.3f}) x in-run {f['in_run']:.3f} ({f['in_run_per_trial_s']:.2g} s "
+        f"per trial beside its epochs) x training {f['training']:.3f} (the trial workers' "
+        "epochs against the plain trials)."
+        for m in sizes.values()
+        for f in [m["factors"]]
+    ]
+    notes += [
         "the first round runs the sweep first: the plain side replays each trial's epochs "
         "from the latest sweep (training is deterministic, so they never change).",
         "where a trial's fixed time goes, measured in a fresh interpreter (cold = first call "
@@ -373,6 +458,7 @@ def run(args: argparse.Namespace) -> common.Result:
             "sweep_over_ideal_with_startup": judged["ratio_with_startup"],
             "parallel_plain_over_ideal": judged["parallel_over_ideal"],
             "sweep_over_parallel_plain": judged["ratio_over_parallel"],
+            "sweep_packing": judged["factors"]["packing"],
             "ray_start_s": ray_start_s,
             "concurrency": concurrency,
             "sizes": sizes,

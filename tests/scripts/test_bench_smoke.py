@@ -129,3 +129,22 @@ def test_benchmarks_md_shows_the_kept_gpu_results(tmp_path: Path) -> None:
     assert section.count("### GPU: 8. Accelerator path") == 2
     assert f"on {kept['env']['cuda']}, torch {kept['env']['torch']}" in section
     assert "| 4 trials at once" in section
+
+
+def test_sweep_schedule_factors_multiply_to_the_ratio_and_find_the_idle_tail() -> None:
+    sweep_eff = _bench_module("bench_sweep_efficiency")
+    # two slots: a 10 s and a 2 s trial from 0 s, then a 6 s trial from 2 s; 1 s inside each
+    # run is not training; the plain trials take 15 s together
+    runs = [(100.0, 110.0, 9.0), (100.0, 102.0, 1.0), (102.0, 108.0, 5.0)]
+    f = sweep_eff.schedule_factors(runs, steady_s=11.0, plain_s=15.0, slots=2)
+    assert f["span_s"] == pytest.approx(10.0)
+    assert f["edges"] == pytest.approx(11.0 / 10.0)
+    assert f["packing"] == pytest.approx(10.0 / 9.0)  # 18 run-seconds on 2 slots: 9 s at best
+    assert f["lpt"] == pytest.approx(10.0 / 9.0)  # 10 | 6 + 2: the 10 s trial sets the span
+    assert f["in_run"] == pytest.approx(18.0 / 15.0)
+    assert f["training"] == pytest.approx(15.0 / 15.0)
+    assert f["in_run_per_trial_s"] == pytest.approx(1.0)
+    product = f["edges"] * f["packing"] * f["in_run"] * f["training"]
+    assert product == pytest.approx(11.0 / (15.0 / 2))  # the sweep's ratio to the ideal
+    # longest first is not always the best packing: 5+3+? | 4+3+3 gives 10 where 5+4 | 3+3+3 is 9
+    assert sweep_eff.lpt_makespan([5, 4, 3, 3, 3], 2) == pytest.approx(10.0)
