@@ -205,15 +205,12 @@ def cold_costs() -> dict[str, list[list[float]]]:
     return json.loads(line[len("COLD_COSTS ") :])
 
 
-def _worker_startup_s(tracking_uri: str, result: Any) -> float:
-    """Seconds from the sweep's parent run to its first trial's run (the workers' start-up)."""
+def _worker_startup_s(tracking_uri: str, result: Any, runs: list[tuple[float, ...]]) -> float:
+    """Seconds from the sweep's parent run to its first trial run (the workers' start-up)."""
     from sweeps.tracking import Tracker
 
-    tracker = Tracker(tracking_uri)
-    parent = tracker.get_run(result.parent_run_id)
-    children = tracker.child_runs(result.experiment_id, result.parent_run_id)
-    first = min(run.info.start_time for run in children)
-    return (first - parent.info.start_time) / 1000.0
+    parent = Tracker(tracking_uri).get_run(result.parent_run_id)
+    return min(start for start, *_ in runs) - parent.info.start_time / 1000.0
 
 
 def lpt_makespan(durations: list[float], slots: int) -> float:
@@ -299,8 +296,8 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
         if result.report is None:
             raise RuntimeError("the sweep was interrupted")
         trials[:] = list(result.report.trials)
-        startup.append(_worker_startup_s(uri, result))
         sweep_runs.append(_trial_runs(uri, result))
+        startup.append(_worker_startup_s(uri, result, sweep_runs[-1]))
         return wall
 
     def plain_side() -> float:

@@ -146,5 +146,5 @@ def test_sweep_schedule_factors_multiply_to_the_ratio_and_find_the_idle_tail() -
     assert f["in_run_per_trial_s"] == pytest.approx(1.0)
     product = f["edges"] * f["packing"] * f["in_run"] * f["training"]
     assert product == pytest.approx(11.0 / (15.0 / 2))  # the sweep's ratio to the ideal
-    # longest first is not always the best packing: 5+3+? | 4+3+3 gives 10 where 5+4 | 3+3+3 is 9
+    # longest first is not always the best packing: 5+3 | 4+3+3 is 10 where 5+4 | 3+3+3 is 9
     assert sweep_eff.lpt_makespan([5, 4, 3, 3, 3], 2) == pytest.approx(10.0)
