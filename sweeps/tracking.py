@@ -577,8 +577,6 @@ class Tracker:
             output = model(input_example)
         signature = infer_signature(input_example.numpy(), output.numpy())
         status = self.get_run(run_id).info.status
-        previous_uri = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self._store_uri)
         pytorch_logger = logging.getLogger("mlflow.pytorch")
         level = pytorch_logger.level
         pytorch_logger.setLevel(logging.ERROR)  # the pickle-format warning: a deliberate choice
@@ -595,15 +593,45 @@ class Tracker:
                 )
 
         try:
-            _retrying(log_model, what="log_model")
+            with mlflow_tracking_uri(self._store_uri):
+                _retrying(log_model, what="log_model")
         finally:
             pytorch_logger.setLevel(level)
-            mlflow.set_tracking_uri(previous_uri)
             if status == "RUNNING":
                 self.reopen_run(run_id)
             else:
                 self.end_run(run_id, status)
         return f"runs:/{run_id}/model"
+
+
+@contextlib.contextmanager
+def mlflow_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI is ``uri`` inside the block, and as it was after it.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment (for
+    subprocesses). Setting back the URI ``mlflow.get_tracking_uri()`` returned before would
+    leave MLflow's resolved default (``sqlite:///<cwd>/mlflow.db``) in that variable, which a
+    later sweep of the same process, and every process it starts, takes for the user's choice.
+    MLflow's own setting and the variable are both put back (unset when they were unset).
+
+    Example:
+        >>> with mlflow_tracking_uri(tracker.uri):  # doctest: +SKIP
+        ...     model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils  # private: the URI set, if any
+
+    explicit = getattr(utils, "_tracking_uri", None)
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(explicit)  # type: ignore[arg-type]  # None: unset, as before
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def as_logged(value: float) -> float:

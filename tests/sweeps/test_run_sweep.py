@@ -18,7 +18,7 @@ import pytest
 from sweeps.progress import SweepProgress
 from sweeps.report import build_report
 from sweeps.run import SweepResult, run_sweep
-from sweeps.tracking import Tracker
+from sweeps.tracking import Tracker, mlflow_tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -204,11 +204,8 @@ def test_best_model_loads_from_mlflow(sweep: tuple[SweepResult, Tracker]) -> Non
 
     result, _ = sweep
     run = _children(sweep)[0]
-    mlflow.set_tracking_uri(sweep[1].uri)
-    try:
+    with mlflow_tracking_uri(sweep[1].uri):
         model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri("")
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 12, 12))
     assert out.shape == (2, 3)

@@ -25,7 +25,7 @@ import yaml
 from _server_helpers import CLI, RunningServer, clean_env, lrsweep_server
 from mlflow import MlflowClient
 
-from sweeps.tracking import Tracker
+from sweeps.tracking import Tracker, mlflow_tracking_uri
 from trainers import make_dataloaders
 
 pytestmark = pytest.mark.slow
@@ -134,11 +134,8 @@ def test_best_from_a_fresh_process_is_the_right_trial_and_its_model_reproduces_a
 
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(swept["server"].url)
-    try:
+    with mlflow_tracking_uri(swept["server"].url):
         model = mlflow.pytorch.load_model(best["model_uri"])
-    finally:
-        mlflow.set_tracking_uri("")
     dls = make_dataloaders(
         "shapes",
         image_size=12,

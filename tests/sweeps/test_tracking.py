@@ -19,6 +19,7 @@ from sweeps.tracking import (
     RunLogger,
     Tracker,
     default_tracking_uri,
+    mlflow_tracking_uri,
     redact_uri,
     resolve_tracking_uri,
     sqlite_path,
@@ -331,12 +332,33 @@ def test_logged_pytorch_model_loads_back_counts_once_ready_and_keeps_run_status(
     assert uri == f"runs:/{run_id}/model"
     assert tracker.has_model(run_id) and not tracker.has_model(run_id, "other")
     assert tracker.get_run(run_id).info.status == "RUNNING"
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
+    with mlflow_tracking_uri(tracking_uri):
         loaded = mlflow.pytorch.load_model(uri)
-    finally:
-        mlflow.set_tracking_uri("")
     assert torch.allclose(loaded(example), model(example))
+
+
+@pytest.mark.parametrize("variable", [None, "sqlite:////somewhere/else.db"])
+def test_logging_a_model_leaves_mlflows_tracking_uri_and_its_variable_as_they_were(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str | None
+) -> None:
+    # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; setting back the URI MLflow resolved
+    # before left its default there, and the next sweep of the process logged to it
+    if variable is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", variable)
+    monkeypatch.chdir(tmp_path)
+    before = mlflow.get_tracking_uri()
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("model"), run_name="r")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    tracker.log_pytorch_model(run_id, model, torch.randn(2, 3, 2, 2))
+    assert tracker.has_model(run_id)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == variable
+    assert mlflow.get_tracking_uri() == before
+    monkeypatch.chdir(tmp_path / "..")  # the default still follows the working directory
+    if variable is None:
+        assert mlflow.get_tracking_uri() != before
 
 
 def _mlflow_view(client: mlflow.MlflowClient, run_id: str, keys: list[str]) -> dict[str, object]:
