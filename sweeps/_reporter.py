@@ -39,6 +39,7 @@ from sweeps import _ray
 from sweeps.tracking import RunLogger, Tracker
 from trainers import CancelFit, Learner
 from trainers.callbacks import Callback
+from trainers.interpret import confusion_counts
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,17 @@ def flatten_params(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, 
     return flat
 
 
+def _confusion(learn: Learner) -> list[list[int]] | None:
+    """The confusion counts of the epoch just validated (None without class predictions)."""
+    preds, targets = learn.valid_preds, learn.valid_targets
+    if preds is None or targets is None:
+        return None
+    try:
+        return confusion_counts(targets, preds, learn.dls.n_classes).tolist()
+    except (RuntimeError, ValueError, AttributeError):  # outputs that are not the data's classes
+        return None
+
+
 @dataclass
 class TrialRecord:
     """What a trial knows about itself; the part in :meth:`to_meta` travels in checkpoints."""
@@ -114,6 +126,7 @@ class TrialRecord:
     best_epoch: int | None = None
     best: dict[str, float] = field(default_factory=dict)
     best_state: Mapping[str, Any] | None = None
+    best_confusion: list[list[int]] | None = None
     unsent_metrics: list[list[Any]] = field(default_factory=list)
 
     @classmethod
@@ -127,6 +140,7 @@ class TrialRecord:
             lr_find_s=float(meta["lr_find_s"]),
             extra_compute_s=float(meta.get("extra_compute_s", 0.0)),
             best_state=meta.get("best_state"),
+            best_confusion=meta.get("best_confusion"),
             unsent_metrics=list(meta.get("unsent_metrics", [])),
         )
 
@@ -137,6 +151,7 @@ class TrialRecord:
             "lr": self.lr,
             "lr_find_s": self.lr_find_s,
             "extra_compute_s": self.extra_compute_s,
+            "best_confusion": self.best_confusion,
             "unsent_metrics": self.unsent_metrics,
         }
 
@@ -301,9 +316,10 @@ class EpochReporter(Callback):
             return
         self.record.best_epoch = epoch
         self.record.best = {k: float(row[k]) for k in BEST_METRICS if k in row}
-        if keep_state:
+        if keep_state:  # an epoch just validated: its predictions are the learner's
             state = learn.model.state_dict()
             self.record.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+            self.record.best_confusion = _confusion(learn)
 
     def _result(self, learn: Learner, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
         best = self.record.best.get("valid_loss", math.inf)

@@ -11,8 +11,9 @@
    ``learn.fit_recipe``; search arms use the ``lr`` in their config;
 3. training on the spec's schedule with :class:`~sweeps._reporter.EpochReporter`, which per
    epoch logs to MLflow (one ``log_batch``), checkpoints (``learn.save``) and reports to Tune;
-4. the end: best-epoch metrics, tags, plots and the best model on the child run, then the last
-   report. The trial applies the spec's stoppers itself (the same pure stoppers Ray runs), so it
+4. the end: best-epoch metrics, tags, plots (the confusion matrix from the best epoch's own
+   validation, no second pass) and the best model on the child run, then the last report.
+   The trial applies the spec's stoppers itself (the same pure stoppers Ray runs), so it
    knows its stop reason and finishes its MLflow run before Tune sees the stopping result.
 
 Restarts: the checkpoint holds the MLflow run id, the LR and the range test's cost, so a trial
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweeps import _ray
@@ -77,6 +79,8 @@ class TrialFailedForGood(RuntimeError):
 META_FILE = "trial.json"
 LEARNER_FILE = "learner.pt"
 BEST_MODEL_FILE = "best_model.pt"
+CONFUSION_FILE = "confusion_matrix.json"
+"""Child artifact: the best epoch's confusion counts, ``{"classes", "counts", "epoch"}``."""
 REPORTED_METRICS = ("valid_loss", "train_loss", "error_rate", "accuracy", "compute_s")
 
 
@@ -644,9 +648,16 @@ def _diagnose(history: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
-    """``curves.png`` and ``confusion_matrix.png`` (of the best epoch's weights); best effort."""
+    """``curves.png``, and the best epoch's confusion matrix (``confusion_matrix.png`` and its
+    counts, ``confusion_matrix.json``); best effort.
+
+    The counts are the ones the best epoch's validation produced (kept by the reporter), not a
+    second pass over the validation set; a record without them (its best epoch validated
+    before a restart from an older checkpoint) predicts again with the best weights, which
+    ``_finalize`` loaded.
+    """
     from trainers import Interpretation
-    from trainers.plots import plot_curves
+    from trainers.plots import plot_confusion_matrix, plot_curves
 
     with tempfile.TemporaryDirectory(prefix="lrsweep-") as tmp:
         folder = Path(tmp)
@@ -655,9 +666,18 @@ def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
                 tracker.log_artifact(
                     record.run_id, plot_curves(learn.history, folder / "curves.png")
                 )
-            if record.best_state is not None:  # _finalize loaded the best epoch's weights
-                interp = Interpretation.from_learner(learn)
-                path = interp.plot_confusion_matrix(folder / "confusion_matrix.png")
-                tracker.log_artifact(record.run_id, path)
+            n_classes = learn.dls.n_classes
+            classes = [str(c) for c in getattr(learn.dls, "classes", range(n_classes))]
+            if record.best_confusion is not None:
+                counts = np.asarray(record.best_confusion, dtype=np.int64)
+            elif record.best_state is not None:
+                counts = Interpretation.from_learner(learn).confusion_matrix()
+            else:
+                return
+            path = plot_confusion_matrix(counts, classes, folder / "confusion_matrix.png")
+            tracker.log_artifact(record.run_id, path)
+            table = {"classes": classes, "counts": counts.tolist(), "epoch": record.best_epoch}
+            (folder / CONFUSION_FILE).write_text(json.dumps(table), encoding="utf-8")
+            tracker.log_artifact(record.run_id, folder / CONFUSION_FILE)
         except (ValueError, RuntimeError, OSError) as error:
             logger.warning("trial %s: a figure could not be drawn: %s", record.run_id, error)

@@ -99,7 +99,21 @@ def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[
     if not outs:
         raise ValueError("the validation loader yields no batches; there is nothing to evaluate.")
     logits, target = torch.cat(outs), torch.cat(targets)
+    _keep_predictions(learn, logits, target)
     return _metrics(learn, logits, target, total / len(target))
+
+
+def _keep_predictions(learn: Learner, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """``learn.valid_preds`` / ``valid_targets``: this evaluation's predicted and actual classes.
+
+    What a confusion matrix of this epoch needs, without a second pass over the data (a sweep's
+    trial draws its best epoch's). None for outputs that are not one row of class scores per
+    item with integer targets (soft labels, regression).
+    """
+    if logits.ndim == 2 and targets.ndim == 1 and not targets.is_floating_point():
+        learn.valid_preds, learn.valid_targets = logits.argmax(dim=1), targets
+    else:
+        learn.valid_preds = learn.valid_targets = None
 
 
 def get_preds(learn: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

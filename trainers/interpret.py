@@ -22,7 +22,20 @@ from trainers import plots
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["Interpretation"]
+__all__ = ["Interpretation", "confusion_counts"]
+
+
+def confusion_counts(targets: torch.Tensor, preds: torch.Tensor, n_classes: int) -> np.ndarray:
+    """``(n_classes, n_classes)`` int64 counts of class indices; row = actual, column = predicted.
+
+    Example:
+        >>> confusion_counts(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2).tolist()
+        [[1, 0], [1, 1]]
+    """
+    flat = targets.long().cpu() * n_classes + preds.long().cpu()
+    return (
+        torch.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes).numpy()
+    )
 
 
 @dataclass(frozen=True)
@@ -103,9 +116,7 @@ class Interpretation:
 
     def confusion_matrix(self) -> np.ndarray:
         """``(n_classes, n_classes)`` int64 counts; row = actual class, column = predicted."""
-        n = len(self.classes)
-        flat = self.targets.long() * n + self.preds.long()
-        return torch.bincount(flat, minlength=n * n).reshape(n, n).numpy()
+        return confusion_counts(self.targets, self.preds, len(self.classes))
 
     def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
         """``(actual, predicted, count)`` for off-diagonal cells with ``count >= min_val``.

@@ -112,7 +112,9 @@ class Learner:
 
     State that callbacks read: ``model, dls, opt, loss_func, epoch, n_epoch, iter, n_iter,
     training, xb, yb, pred, loss, loss_value, metrics_values, history, recorder, phase,
-    accelerator, scaler``.
+    accelerator, scaler``; after each validation (an epoch's or :meth:`validate`'s)
+    ``valid_preds`` and ``valid_targets`` hold its predicted and actual class per item, on the
+    device (None for outputs that are not class scores).
     """
 
     def __init__(
@@ -182,6 +184,8 @@ class Learner:
         self.loss: torch.Tensor | None = None
         self.loss_value: float | None = None
         self.metrics_values: dict[str, float] = {}
+        self.valid_preds: torch.Tensor | None = None
+        self.valid_targets: torch.Tensor | None = None
         self._frozen = 0
         self._cbs: list[Callback] = []
         self._handlers: dict[str, list[tuple[Callback, Callable[[], Any]]]] = {}

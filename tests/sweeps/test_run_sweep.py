@@ -7,6 +7,7 @@ built to overfit so that ``RisingValLoss`` fires) feeds every assertion; it take
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -185,6 +186,28 @@ def test_every_trial_has_checkpoints_plots_and_a_model(sweep: tuple[SweepResult,
         assert tracker.list_artifacts(run_id, "checkpoints") == [last]
         assert f"{last}/learner.pt" in tracker.list_artifacts(run_id, last)
         assert {"curves.png", "confusion_matrix.png"} <= set(tracker.list_artifacts(run_id))
+
+
+def test_the_confusion_matrix_is_the_best_epochs(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    # its counts come from the best epoch's own validation (no second pass): their accuracy is
+    # the best epoch's, which a later epoch's or the last weights' would not match everywhere
+    _, tracker = sweep
+    runs = [r for r in _children(sweep) if r.data.tags["sweeps.best_epoch"] != ""]
+    assert any(  # a trial whose best epoch is not its last (its last weights count otherwise)
+        int(r.data.tags["sweeps.best_epoch"]) < r.data.metrics["epochs_run"] - 1 for r in runs
+    )
+    for run in runs:
+        run_id = run.info.run_id
+        path = tracker.download_artifact(run_id, "confusion_matrix.json", tmp_path / run_id)
+        table = json.loads(path.read_text(encoding="utf-8"))
+        counts = table["counts"]
+        assert len(table["classes"]) == len(counts) == 3
+        assert table["epoch"] == int(run.data.tags["sweeps.best_epoch"])
+        correct = sum(counts[i][i] for i in range(3))
+        total = sum(map(sum, counts))
+        assert correct / total == pytest.approx(run.data.metrics["best/accuracy"], abs=1e-6)
 
 
 def test_results_go_to_mlflow_only_not_to_tunes_own_loggers(

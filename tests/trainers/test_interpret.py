@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import Interpretation, Learner, build_model, make_dataloaders
+from trainers import Callback, Interpretation, Learner, build_model, make_dataloaders
+from trainers.interpret import confusion_counts
 from trainers.plots import plot_curves
 from trainers.seeding import seed_everything
 
@@ -224,3 +225,28 @@ def test_counts_take_numpy_integers_as_the_other_numeric_arguments(
     assert interp.plot_top_losses(np.int32(3), tmp_path / "top.png").read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\], but got np.True_"):
         interp.top_losses(np.bool_(True))
+
+
+def test_confusion_counts_rows_are_actual_and_columns_predicted() -> None:
+    counts = confusion_counts(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 1]), 3)
+    np.testing.assert_array_equal(counts, [[1, 0, 0], [1, 1, 0], [0, 1, 0]])
+
+
+def test_each_validation_keeps_its_predictions_for_the_confusion_matrix() -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", 3), dls, seed=0, device="cpu", progress=False)
+    assert learn.valid_preds is None and learn.valid_targets is None
+    seen: list[np.ndarray] = []
+
+    class Keep(Callback):
+        def after_validate(self) -> None:
+            preds, targets = self.learn.valid_preds, self.learn.valid_targets
+            seen.append(confusion_counts(targets, preds, 3))
+
+    with learn.added_cbs(Keep()):
+        learn.fit_one_cycle(2, 1e-2)
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])  # each epoch its own
+    # the last epoch's counts are those of a second pass over the data with its weights
+    np.testing.assert_array_equal(seen[-1], Interpretation.from_learner(learn).confusion_matrix())
+    assert np.trace(seen[-1]) / 60 == pytest.approx(learn.history[-1]["accuracy"])
