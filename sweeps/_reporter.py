@@ -108,7 +108,7 @@ def _confusion(learn: Learner) -> list[list[int]] | None:
         return None
     try:
         return confusion_counts(targets, preds, learn.dls.n_classes).tolist()
-    except (RuntimeError, ValueError, AttributeError):  # outputs that are not the data's classes
+    except (RuntimeError, ValueError):  # outputs that are not the data's classes
         return None
 
 

@@ -677,7 +677,6 @@ def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
             path = plot_confusion_matrix(counts, classes, folder / "confusion_matrix.png")
             tracker.log_artifact(record.run_id, path)
             table = {"classes": classes, "counts": counts.tolist(), "epoch": record.best_epoch}
-            (folder / CONFUSION_FILE).write_text(json.dumps(table), encoding="utf-8")
-            tracker.log_artifact(record.run_id, folder / CONFUSION_FILE)
+            tracker.log_text(record.run_id, json.dumps(table), CONFUSION_FILE)
         except (ValueError, RuntimeError, OSError) as error:
             logger.warning("trial %s: a figure could not be drawn: %s", record.run_id, error)

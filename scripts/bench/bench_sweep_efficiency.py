@@ -64,6 +64,9 @@ from trainers import (
 
 MAX_RATIO = 1.15
 
+TrialRun = tuple[float, float, float]
+"""A trial run's ``(start, end, training seconds)``: MLflow's run times, summed ``epoch_time_s``."""
+
 # Run in a fresh interpreter: the fixed costs a trial pays in a new worker process (cold) and
 # again in the same process (warm, what a reused Ray actor pays), wall and CPU seconds.
 _COLD_COSTS = r"""
@@ -205,7 +208,7 @@ def cold_costs() -> dict[str, list[list[float]]]:
     return json.loads(line[len("COLD_COSTS ") :])
 
 
-def _worker_startup_s(tracking_uri: str, result: Any, runs: list[tuple[float, ...]]) -> float:
+def _worker_startup_s(tracking_uri: str, result: Any, runs: list[TrialRun]) -> float:
     """Seconds from the sweep's parent run to its first trial run (the workers' start-up)."""
     from sweeps.tracking import Tracker
 
@@ -222,7 +225,7 @@ def lpt_makespan(durations: list[float], slots: int) -> float:
 
 
 def schedule_factors(
-    runs: list[tuple[float, float, float]], steady_s: float, plain_s: float, slots: int
+    runs: list[TrialRun], steady_s: float, plain_s: float, slots: int
 ) -> dict[str, float]:
     """Split a sweep's ``steady_s / (plain_s / slots)`` into four factors whose product it is.
 
@@ -254,7 +257,7 @@ def schedule_factors(
     }
 
 
-def _trial_runs(tracking_uri: str, result: Any) -> list[tuple[float, float, float]]:
+def _trial_runs(tracking_uri: str, result: Any) -> list[TrialRun]:
     """``(start, end, training seconds)`` of each trial run of a finished sweep."""
     from sweeps.tracking import Tracker
 
@@ -282,7 +285,7 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
     trials: list[Any] = []
     per_trial: list[list[float]] = []
     startup: list[float] = []
-    sweep_runs: list[list[tuple[float, float, float]]] = []
+    sweep_runs: list[list[TrialRun]] = []
     store = common.temp_dir("sweep-eff-store-")
     uri = f"sqlite:///{store / 'mlflow.db'}"
     Tracker(uri)  # the store's tables, created once (a user's store exists after one sweep)
