@@ -245,7 +245,12 @@ def _measure(
     ev["train_rise_since_best"] = _rel(train[-1] - train[best], ref)
     ev["last_improvement"] = _rel(valid[-2] - valid[-1], valid[-2]) if n > 1 else math.nan
     w = min(window, n - 1)
-    rates = [1 - (valid[i + w] / valid[i]) ** (1 / w) for i in range(n - w) if w and valid[i] > 0]
+    # a per-epoch rate needs two positive losses (a custom loss may go negative)
+    rates = [
+        1 - (valid[i + w] / valid[i]) ** (1 / w)
+        for i in range(n - w)
+        if w and valid[i] > 0 and valid[i + w] > 0
+    ]
     ev["best_improvement"] = max(rates) if rates else math.nan
     ev["train_minus_valid"] = train[-1] - valid[-1]
     return ev

@@ -11,6 +11,7 @@ alone with the same seed.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -92,6 +93,11 @@ class LRFindResult:
             raise ValueError(
                 f"skip_end must be an integer in [0, {SKIP_END}], but got {self.skip_end!r}."
             )
+        # numpy integers pass the checks above; JSON and equality want Python's own
+        object.__setattr__(self, "num_it_run", int(self.num_it_run))
+        object.__setattr__(self, "skip_end", int(self.skip_end))
+        if self.num_it is not None:
+            object.__setattr__(self, "num_it", int(self.num_it))
 
     def suggest(self, rules: str | Sequence[str]) -> dict[str, float]:
         """Each rule's rate on this curve, read as :func:`lr_find` reads it (fastai's trim).
@@ -221,7 +227,19 @@ def exponential_lrs(start_lr: float, end_lr: float, num_it: int) -> list[float]:
     """
     start, end = _check_rates(start_lr, end_lr)
     n = _check_num_it(num_it)
-    return [start * (end / start) ** (i / (n - 1)) for i in range(n)]
+    return _spread(start, end, n)
+
+
+def _spread(start: float, end: float, n: int) -> list[float]:
+    """``n`` rates from ``start`` to ``end`` on the log scale; a range too narrow for ``n``
+    distinct floats is refused (the suggestion rules need strictly increasing rates)."""
+    lrs = [start * (end / start) ** (i / (n - 1)) for i in range(n)]
+    if any(b <= a for a, b in itertools.pairwise(lrs)):
+        raise ValueError(
+            f"end_lr={end!r} is too close to start_lr={start!r} for num_it={n}: some rates "
+            "would repeat. Widen the range or lower num_it."
+        )
+    return lrs
 
 
 def _check_rates(start_lr: Any, end_lr: Any) -> tuple[float, float]:
@@ -369,6 +387,7 @@ def check_lr_find_args(
     """
     start, end = _check_rates(start_lr, end_lr)
     n = _check_num_it(num_it)
+    lrs = np.asarray(_spread(start, end, n))
     if not (_is_real(div_factor) and div_factor > 1):
         raise ValueError(f"div_factor must be a number > 1, but got {div_factor!r}.")
     if not (_is_real(beta) and 0 <= beta < 1):
@@ -384,7 +403,7 @@ def check_lr_find_args(
     for name in rules:
         rule = get_suggestion(name)
         try:
-            rule(np.geomspace(start, end, n), np.linspace(2.0, 1.0, n), skip_start=n // 10)
+            rule(lrs, np.linspace(2.0, 1.0, n), skip_start=n // 10)
         except CurveTooShort as err:
             raise ValueError(
                 f"num_it={num_it} is too few for suggestion rule {name!r}: after dropping the "

@@ -138,6 +138,22 @@ def test_evidence_holds_the_numbers_used():
     assert "44%" in result.reason
 
 
+@pytest.mark.parametrize(
+    ("valid", "improvement"),
+    [
+        ([1.0, 0.9, 0.8, 0.7, -0.1, -0.12], 1 - 0.7 ** (1 / 3)),  # only epochs 0..3 rate
+        ([1.0, 0.9, 0.8, -0.1, -0.12], math.nan),
+        ([1.0, 0.9, -0.1], math.nan),
+    ],
+)
+def test_a_negative_validation_loss_gives_real_evidence(valid, improvement):
+    # a custom loss may go below 0: was a TypeError comparing complex rates, or a complex
+    # best_improvement in evidence documented as floats
+    result = diagnose(_history([2.0] + [1.0] * (len(valid) - 1), valid))
+    assert all(isinstance(v, int | float) for v in result.evidence.values())
+    assert result.evidence["best_improvement"] == pytest.approx(improvement, nan_ok=True)
+
+
 def test_recipe_step_markers_are_skipped():
     marker = {"epoch": None, "phase": "lr_find_frozen", "lrs": [1e-3]}
     history = [marker, *_history([2.0, 1.0, 0.6], [1.5, 0.9, 0.5]), marker]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from trainers import Learner, LRFindResult, build_model, make_dataloaders, seed_everything
-from trainers.lr_finder import exponential_lrs, lr_find
+from trainers.lr_finder import check_lr_find_args, exponential_lrs, lr_find
 from trainers.plots import plot_lr_find
 from trainers.suggestions import SUGGESTIONS, CurveTooShort
 
@@ -418,6 +418,25 @@ def test_numpy_scalar_arguments_run_the_same_test(trained):
 def test_exponential_lrs_refuses_rates_a_range_test_cannot_run(start_lr, end_lr, message):
     with pytest.raises(ValueError, match=message):
         exponential_lrs(start_lr, end_lr, 10)
+
+
+def test_a_range_too_narrow_for_distinct_rates_names_both_ends_and_num_it():
+    # was "lrs must be strictly increasing", raised by a suggestion rule, naming no argument
+    message = r"end_lr=1\.000000000000001 is too close to start_lr=1\.0 for num_it=100"
+    for check in (exponential_lrs, check_lr_find_args):
+        with pytest.raises(ValueError, match=message):
+            check(1.0, 1.0 + 1e-15, 100)
+    assert len(set(exponential_lrs(1.0, 1.0 + 1e-12, 100))) == 100  # narrow but distinct: fine
+
+
+def test_numpy_integers_become_python_ints_so_the_json_writes():
+    # was "TypeError: Object of type int64 is not JSON serializable" from to_json
+    result = LRFindResult(
+        lrs=[1e-3, 1e-2], losses=[1.0, 0.5], raw_losses=[1.0, 0.5],
+        num_it_run=np.int64(2), num_it=np.int64(10), skip_end=np.int32(3),
+    )  # fmt: skip
+    assert (type(result.num_it_run), type(result.num_it), type(result.skip_end)) == (int, int, int)
+    assert LRFindResult.from_json(result.to_json()) == result
 
 
 def test_suggest_none_asks_for_no_rule_as_fastais_suggest_funcs_none(trained):
