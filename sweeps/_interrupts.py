@@ -17,6 +17,7 @@ __all__ = [
     "SIGTERM_EXIT",
     "Interrupts",
     "before_forced_exit",
+    "closing_runs",
 ]
 
 logger = logging.getLogger("sweeps.run")
@@ -159,6 +160,30 @@ class Interrupts:
             for sig, handler in kept.items():
                 if handler is not None:  # None: set outside Python, cannot be put back
                     signal.signal(sig, handler)
+
+
+@contextmanager
+def closing_runs() -> Iterator[None]:
+    """Let a Ctrl-C that comes while an interrupted sweep closes its runs only say so.
+
+    Ray Tune gives SIGINT back when it returns, and Python's default handler would raise
+    ``KeyboardInterrupt`` in the middle of the closing (a second press is what Tune's own
+    message invites), leaving the sweep's parent run RUNNING and the resume command unsaid.
+    Main thread only; elsewhere signals are left alone.
+    """
+
+    def _on_sigint(*_: object) -> None:
+        logger.warning("the sweep is closing its MLflow runs; it ends in a moment")
+
+    try:
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 _TUNE_SIGNALS = tuple(

@@ -29,6 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any
 
 from sweeps import _location as location
 from sweeps import _ray, preflight
-from sweeps._interrupts import Interrupts
+from sweeps._interrupts import Interrupts, closing_runs
 from sweeps._location import Location
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
@@ -432,7 +433,8 @@ def _execute(
             stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
         )
         unended = {o.trial_id for o in outcomes if not o.ended}
-        return _close(spec, tracker, state, sweep_dir, result, unended=unended)
+        with closing_runs() if interrupted else nullcontext():
+            return _close(spec, tracker, state, sweep_dir, result, unended=unended)
     finally:  # MLflow first, then Ray: Ray's shutdown cannot leave a run RUNNING
         interrupts.finished()
         if started_ray:

@@ -366,6 +366,7 @@ def _find_lr(learn: Learner, arm: Any, rule: str, record: TrialRecord, *, key: s
         record.lr_find_s = time.perf_counter() - start
         value = {"curve": curve.to_json(), "seconds": record.lr_find_s, "run_id": record.run_id}
         _ray.shared_put(key, json.dumps(value).encode())
+    record.lr_find = curve  # logged even when the rule cannot read it (the test's cost counts)
     suggestions = curve.suggest(rule)  # CurveTooShort as lr_find(suggest=rule) raises it
     record.lr_find = dataclasses.replace(curve, suggestions=suggestions)
     return float(suggestions[rule])
@@ -433,14 +434,23 @@ def _start(
     try:
         record.lr = _choose_lr(learn, context, config, arm, record)
     except ValueError as error:  # CurveTooShort, a bad config.lr: the same seed fails the same way
+        try:  # a test the rule could not read: its curve and its cost still count
+            _log_range_test(tracker, record)
+        except Exception:  # the error to report is the rule's, not this one
+            logger.exception("trial %s: could not log its range test", run_id)
         _mark_failed_for_good(tracker, run_id, error)
         raise
-    if record.lr_find_from is not None:
-        tracker.set_tags(run_id, {TAG_LR_FIND_FROM: record.lr_find_from})
-    if record.lr_find is not None:
-        _log_lr_find(tracker, run_id, record.lr_find, record.lr_find_s)
+    _log_range_test(tracker, record)
     if math.isfinite(record.lr):
         _log_new_params(tracker, run_id, {"lr": record.lr})
+
+
+def _log_range_test(tracker: Tracker, record: TrialRecord) -> None:
+    """The range test's source tag, curve, seconds and figure, when the trial has one."""
+    if record.lr_find_from is not None:
+        tracker.set_tags(record.run_id, {TAG_LR_FIND_FROM: record.lr_find_from})
+    if record.lr_find is not None:
+        _log_lr_find(tracker, record.run_id, record.lr_find, record.lr_find_s)
 
 
 def _mark_failed_for_good(tracker: Tracker, run_id: str, error: Exception) -> None:

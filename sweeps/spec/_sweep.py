@@ -426,7 +426,8 @@ class SweepSpec(SpecModel):
 
         ``lrsweep validate`` prints them and ``run_sweep`` logs them as warnings; none stops a
         sweep. Today: an ``early_stop`` that can never fire, because every arm's trials end
-        before ``max(grace_epochs, 1) + patience`` epochs (the first epoch only sets the best).
+        after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch only sets the
+        best, and a stop after the last epoch saves nothing).
         """
         notes: list[str] = []
         stop = self.early_stop
@@ -436,10 +437,12 @@ class SweepSpec(SpecModel):
                 arm.max_epochs if isinstance(arm, RecipeStrategy) else self.task.epochs
                 for arm in self.strategies
             )
-            if longest < needed:
+            if longest <= needed:  # a stop after a trial's last epoch saves nothing
                 notes.append(
-                    f"early_stop can never stop a trial: it needs {needed} epochs "
-                    f"(max(grace_epochs, 1) + patience), but the trials run at most {longest}; "
+                    f"early_stop can never stop a trial: it needs more than {needed} epochs "
+                    f"(its first stop comes after epoch max(grace_epochs, 1) + patience = "
+                    f"{needed}, and one after a trial's last epoch saves nothing), but the "
+                    f"trials run at most {longest}; "
                     "raise task.epochs, lower early_stop.patience or "
                     "early_stop.grace_epochs, or set early_stop: null to say it is off"
                 )

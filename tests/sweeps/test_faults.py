@@ -391,7 +391,8 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     result = CliRunner().invoke(app, ["run", str(spec), "--set", "task.epochs=1"])
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())
-    assert "early_stop can never stop a trial: it needs 3 epochs" in caplog.text  # a warning
+    inert = "early_stop can never stop a trial: it needs more than 3 epochs"
+    assert inert in caplog.text  # a warning
     assert "every trial of sweep" in stderr and "failed" in stderr, stderr
     assert "2 trial(s)" in stderr and "mnist files are missing and download=False" in stderr
     assert str(tmp_path / "no-mnist" / "MNIST" / "raw") in stderr, stderr
@@ -428,6 +429,12 @@ def test_a_range_test_too_short_for_its_rule_is_not_run_again_on_retry(
     }
     result = _failed_for_good_once(data, tmp_path, arm="lr_finder")
     assert [o.status for o in result.trials["steady"]] == ["TERMINATED"]
+    # the test ran: its curve, its seconds and its figure are on the run (were missing)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = [r for r in _children(tracker, "too-short") if r.data.params.get("arm") == "lr_finder"]
+    assert run.data.metrics["lr_find_s"] > 0
+    assert 2 <= len(tracker.metric_history(run.info.run_id, "lr_find/lr")) < 10
+    assert "lr_find.png" in tracker.list_artifacts(run.info.run_id)
     assert result.report is not None and result.report.group("steady").n_seeds == 1
 
 

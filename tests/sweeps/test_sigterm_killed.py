@@ -21,14 +21,23 @@ SPEC = endless_sweep_spec(
     [{"kind": "grid", "lr": {"min": 0.0003, "max": 0.001, "points": 2}}],
 )  # no trial may end by itself before the signal comes: low rates, no stoppers
 SWEEP = """
-import sys, yaml
+import os, signal, sys, yaml
 from sweeps.run import run_sweep
+from sweeps.tracking import Tracker
+
+reopen = Tracker.reopen_interrupted
+def ctrl_c_then_reopen(self, *args, **kwargs):  # a second Ctrl-C just as the runs close
+    os.kill(os.getpid(), signal.SIGINT)
+    return reopen(self, *args, **kwargs)
+Tracker.reopen_interrupted = ctrl_c_then_reopen
 result = run_sweep(yaml.safe_load(open(sys.argv[1])), tracking_uri=sys.argv[2])
 print("INTERRUPTED", result.interrupted, result.stop_signal)
 """
 
 
 def test_sigterm_mid_trial_closes_child_and_parent_as_killed(tmp_path: Path) -> None:
+    """Also when Ctrl-C comes while the runs close (Tune has given SIGINT back by then: it was
+    a KeyboardInterrupt out of the closing, the parent left RUNNING, no resume command)."""
     uri = default_tracking_uri(tmp_path)
     tracker = Tracker(uri)  # the store exists before the sweep and this test both open it
     spec_file = tmp_path / "spec.yaml"
@@ -58,7 +67,9 @@ def test_sigterm_mid_trial_closes_child_and_parent_as_killed(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert "INTERRUPTED True SIGTERM" in log.read_text(), log.read_text()[-3000:]
+    output = log.read_text()
+    assert "INTERRUPTED True SIGTERM" in output, output[-3000:]
+    assert "closing its MLflow runs" in output and "continue it with" in output, output[-3000:]
     runs = tracker.search_runs(tracker.experiment_id("sigterm-sweep"))
     parents = [run.info.status for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run.info.status for run in runs if "mlflow.parentRunId" in run.data.tags]

@@ -302,14 +302,19 @@ def test_early_stop_mode_defaults_from_the_metric(metric: str, mode: str) -> Non
     assert spec.early_stop.mode == mode
 
 
-INERT = r"early_stop can never stop a trial: it needs {} epochs .* but the trials run at most {};"
+INERT = (
+    r"early_stop can never stop a trial: it needs more than {} epochs .* "
+    r"but the trials run at most {};"
+)
 
 
 @pytest.mark.parametrize(
     ("changes", "advice"),
     [
         ({}, None),  # the recipe arm's 12 epochs leave room
-        ({"strategies": BASE["strategies"][:4]}, None),  # 3 epochs: best, then 2 bad ones
+        # 3 epochs: the first stop would come after the last epoch, saving nothing
+        ({"strategies": BASE["strategies"][:4]}, INERT.format(3, 3)),
+        ({"strategies": BASE["strategies"][:4], "task.epochs": 4}, None),  # one epoch saved
         ({"strategies": BASE["strategies"][:4], "task.epochs": 2}, INERT.format(3, 2)),
         ({"strategies": BASE["strategies"][:4], "early_stop": {"patience": 3}}, INERT.format(4, 3)),
         (

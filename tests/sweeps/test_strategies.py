@@ -237,6 +237,25 @@ def _third_suggestion(startup_trials: int | None) -> float:
     return float(third.params["lr"])
 
 
+def test_the_cmaes_sampler_is_installed_and_runs_cma_es_on_the_lr_after_its_startup() -> None:
+    import optuna
+
+    from sweeps._ray import _optuna_sampler
+
+    arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "sampler": "cmaes"}
+    spec = {"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]}
+    assert load_spec(spec).strategies[0].sampler == "cmaes"  # a project install has cmaes
+    study = optuna.create_study(sampler=_optuna_sampler("cmaes", 0, 2))
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    for _ in range(5):
+        trial = study.ask(lr)
+        study.tell(trial, (math.log10(trial.params["lr"]) + 2) ** 2)
+    # the trials after the 2 at random come from CMA-ES, which keeps its state on the trial,
+    # not from a fallback to independent sampling (as for a space it cannot search)
+    cma = [any(k.startswith("cma:") for k in t.system_attrs) for t in study.trials]
+    assert cma[2:] == [True] * 3
+
+
 def test_optuna_startup_trials_hands_the_study_to_tpe_sooner() -> None:
     import optuna
 
