@@ -100,6 +100,14 @@ def test_suite_validates_with_the_suite_flag() -> None:
         "digits-cnn-one-cycle",
         "shapes-resnet18-sgdr",
     ]
+    assert "Note:" not in result.stderr  # no entry carries a setting that cannot work
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
+def test_the_bundled_specs_carry_no_setting_that_cannot_work(name: str) -> None:
+    result = _invoke(str(SPECS / name))
+    assert result.exit_code == 0, result.output
+    assert "Note:" not in result.stderr, result.stderr
 
 
 def test_suite_without_the_flag_exits_2_with_a_hint() -> None:
