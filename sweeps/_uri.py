@@ -195,9 +195,9 @@ def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | Non
 def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
     """Why a ``postgresql://`` tracking store cannot be opened, or None.
 
-    One connection (``connect_timeout`` of ``timeout_s``): a database that does not
-    exist or a PostgreSQL that does not answer is refused at once instead of after MLflow's
-    minutes of retries.
+    One connection (``connect_timeout`` of ``timeout_s``, unless the URI's query sets its own):
+    a database that does not exist or a PostgreSQL that does not answer is refused at once
+    instead of after MLflow's minutes of retries.
     """
     if not uri.startswith(("postgresql", "postgres:")):
         return None
@@ -216,8 +216,10 @@ def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
         )
     params = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
     params = {key: value for key, value in params.items() if value is not None}
+    # The URI's own parameters win, connect_timeout among them (one keyword, never two).
+    options = {"connect_timeout": int(timeout_s), **params, **dict(url.query)}
     try:
-        psycopg2.connect(connect_timeout=int(timeout_s), **params, **dict(url.query)).close()
+        psycopg2.connect(**options).close()
     except psycopg2.Error as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         what = (

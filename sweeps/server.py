@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from sweeps._server_process import (
     ServerStartError,
@@ -46,7 +47,14 @@ from sweeps._server_process import (
     wait_until_ready,
 )
 from sweeps.spec import uri_has_password
-from sweeps.tracking import default_tracking_uri, redact_uri, sqlite_path, with_postgres_driver
+from sweeps.tracking import (
+    TrackingUriError,
+    check_tracking_uri,
+    default_tracking_uri,
+    redact_uri,
+    sqlite_path,
+    with_postgres_driver,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +87,8 @@ MIN_ADMIN_PASSWORD_LENGTH = 12  # MLflow's own password policy
 POSTGRES_CONNECT_TIMEOUT_S = 10  # unless the URI sets connect_timeout
 # The basic-auth app's CSRF key; shared by every replica of one server when set.
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+# Databases `mlflow server` serves (its DATABASE_ENGINES) that no tracking URI of a sweep names.
+_SERVER_ONLY_SCHEMES = ("mssql",)
 
 
 class ServerConfigError(ValueError):
@@ -339,6 +349,8 @@ def prepare_server(
         raise ServerConfigError(f"--workers must be at least 1, but got {config.workers}.")
     _refuse_password(config.store_option, config.backend_store_uri)
     _refuse_password("--auth-db-uri", config.auth_db_uri)
+    _refuse_unusable_store(config.store_option, config.backend_store_uri)
+    _refuse_unusable_store("--auth-db-uri", config.auth_db_uri)
     admin_username = admin_username_from_env(environ) if config.auth else None
 
     backend = with_postgres_driver(config.backend_store_uri or default_tracking_uri())
@@ -448,6 +460,33 @@ def _refuse_password(option: str, uri: str | None) -> None:
         )
 
 
+def _refuse_unusable_store(option: str, uri: str | None) -> None:
+    """Refuse a store URI ``mlflow server`` cannot open, before anything is created.
+
+    The rules of a tracking URI (:func:`sweeps.tracking.check_tracking_uri`): ``sqlite://x.db``
+    (two slashes), a folder or ``file:`` URI (MLflow's file store), an unknown scheme, each with
+    the form that works; else ``mlflow server`` printed a traceback and exited 1, which
+    systemd's ``Restart=on-failure`` retries for good. A server's store may be what no sweep
+    logs to directly, so these pass too: MLflow's other database engine (``mssql``) and an
+    in-memory SQLite (``sqlite://``, ``sqlite:///:memory:``).
+    """
+    if not uri:
+        return
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        parts = None  # the check below says why
+    if parts is not None:
+        scheme = parts.scheme.lower().split("+")[0]
+        in_memory = not parts.netloc and parts.path.strip("/") in ("", ":memory:")
+        if scheme in _SERVER_ONLY_SCHEMES or (scheme == "sqlite" and in_memory):
+            return
+    try:
+        check_tracking_uri(uri, source=option)
+    except TrackingUriError as error:
+        raise ServerConfigError(f"{error} Nothing was created.") from None
+
+
 def is_loopback(host: str) -> bool:
     """True when ``host`` is reachable from this machine only (``127.0.0.1``, ``::1``,
     ``localhost``)."""
@@ -468,9 +507,12 @@ def check_port_free(host: str, port: int) -> None:
     its own and announced itself.
 
     Raises:
-        ServerConfigError: the port is in use or needs privileges, or ``host`` is not an
-            address of this machine; the message names the option and what to do.
+        ServerConfigError: the port is out of range (1-65535), in use or needs privileges,
+            or ``host`` is not an address of this machine; the message names the option and
+            what to do.
     """
+    if not 0 < port < 65536:  # before the host: getaddrinfo refuses -1 as an unknown host
+        raise ServerConfigError(f"--port must be between 1 and 65535, but got {port}.")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

@@ -1,10 +1,10 @@
 """``lrsweep nightly``: run the nightly suite, compare it with earlier nights, print the verdict.
 
 Exit codes: 0 passed (also the first night, with no baseline), 1 a figure regressed past its
-threshold, 2 bad input (the suite, a ``--set`` or ``--report-dir`` is unusable; nothing ran), 3
-the night failed (a sweep raised or was interrupted, a trial crashed, the tracking store is
-unreachable, or the night itself crashed or was interrupted: never 1, which only ever means a
-regression).
+threshold, 2 bad input (the suite, a ``--set``, the tracking URI or ``--report-dir`` is unusable;
+nothing ran), 3 the night failed (a sweep raised or was interrupted, a trial crashed, the
+tracking store is unreachable, or the night itself crashed or was interrupted: never 1, which
+only ever means a regression).
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
-from sweeps.cli._options import TRACKING_URI_HELP, Address, usable_tracking_uri, wrong_kind_hint
+from sweeps.cli._options import (
+    TRACKING_URI_HELP,
+    Address,
+    fail,
+    usable_tracking_uri,
+    wrong_kind_hint,
+)
 from sweeps.nightly import (
     DEFAULT_BASELINE_NIGHTS,
     EXIT_BAD_INPUT,
@@ -31,10 +37,12 @@ from sweeps.nightly import (
     run_nightly,
 )
 from sweeps.spec import SpecError, load_suite
-from sweeps.tracking import redact_uri
+from sweeps.spec._redact import redact_text
+from sweeps.tracking import TrackingUriError, checked_tracking_uri, redact_uri
 
 # Checked first thing in the command: an unreachable store is a failed night (exit 3, with a
-# FAILED report in --report-dir), not bad input.
+# FAILED report in --report-dir), not bad input; a refused URI is bad input (exit 2, and a FAILED
+# report replaces the last night's).
 NightlyTrackingUri = Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)]
 
 _STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
@@ -109,21 +117,50 @@ def _usable_store(
     tracking_uri: str | None, suite: Path, overrides: list[str], report_dir: Path
 ) -> str | None:
     """``--tracking-uri`` checked as every command checks it, before anything else (None: the
-    fallbacks apply); a store that does not answer leaves a FAILED report in ``report_dir``
-    before exiting 3."""
+    fallbacks apply).
+
+    A refused URI (a password, a file store, ``sqlite://x.db``: exit 2) replaces an earlier
+    night's report in ``report_dir`` with a FAILED one, as an invalid suite does; a store that
+    does not answer, or a check that fails in a way nobody foresaw, leaves a FAILED report
+    before exiting 3 (never 1, which means "regressed").
+    """
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(embedded)"
+    try:
+        checked_tracking_uri(tracking_uri)
+    except TrackingUriError as error:  # its message names the source and shows no password
+        reason = f"the tracking URI was refused: {error} No sweep ran."
+        report_night_not_run(_suite_name(suite, overrides), report_dir, reason, only_replacing=True)
+        raise fail(error) from None
     try:
         uri = usable_tracking_uri(tracking_uri, unreachable_exit=EXIT_FAILED)
     except typer.Exit as stop:
         if stop.exit_code == EXIT_FAILED:
-            try:
-                name = load_suite(suite, overrides=overrides).name
-            except SpecError:
-                name = suite.stem
-            given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(embedded)"
             reason = f"the tracking store {redact_uri(given)} could not be reached; no sweep ran"
-            report_night_not_run(name, report_dir, reason)
+            report_night_not_run(_suite_name(suite, overrides), report_dir, reason)
         raise
+    except Exception as error:  # an unforeseen failure of the check: a failed night, not 1
+        why = redact_text(f"{type(error).__name__}: {error}")
+        Console(stderr=True, soft_wrap=True).print(
+            f"Error: the tracking store {redact_uri(given)} could not be checked ({why}); "
+            "the night could not run.",
+            markup=False,
+            highlight=False,
+        )
+        reason = (
+            f"the tracking store {redact_uri(given)} could not be checked ({why}); no sweep ran"
+        )
+        report_night_not_run(_suite_name(suite, overrides), report_dir, reason)
+        raise typer.Exit(EXIT_FAILED) from None
     return uri if tracking_uri else None
+
+
+def _suite_name(suite: Path, overrides: list[str]) -> str:
+    """The suite's name for a report of a night that did not run (the file's stem when the
+    suite cannot be loaded)."""
+    try:
+        return load_suite(suite, overrides=overrides).name
+    except SpecError:
+        return suite.stem
 
 
 def _print_night(night: NightResult) -> None:

@@ -61,6 +61,7 @@ from sweeps.nightly._store import (
     night_experiment,
 )
 from sweeps.spec import Suite, SuiteEntry, SweepSpec
+from sweeps.spec._overrides import shown_override
 from sweeps.tracking import Tracker, redact_uri, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -285,8 +286,10 @@ def report_night_not_run(
 
 def _open_night(suite: Suite, store: NightStore) -> _Tonight:
     """The night run, started with its environment and spec fingerprints (the overrides are
-    tagged by the caller, once a failure can be recorded)."""
-    overrides = [f"{e.name}.{o}" for e in suite.entries for o in e.extra_overrides]
+    tagged by the caller, once a failure can be recorded). The overrides are kept as they may
+    be shown, in the tag and the report: a secret in a value (``s3://...?secret_key=``, a
+    ``*password*`` key) is ``***``."""
+    overrides = [f"{e.name}.{shown_override(o)}" for e in suite.entries for o in e.extra_overrides]
     environment = environment_tags()
     specs = {entry.name: spec_fingerprint(entry.spec) for entry in suite.entries}
     night_run_id = store.start_night(
@@ -330,17 +333,18 @@ def _trend(
     return trend
 
 
-def _specs_to_match(suite: Suite, specs: dict[str, str], baseline: list[Night]) -> dict[str, str]:
+def _specs_to_match(suite: Suite, specs: dict[str, str]) -> dict[str, str]:
     """The fingerprint each entry's earlier nights must have to join tonight's baseline.
 
     Tonight's own, except for an entry changed by a what-if ``--set``: that one is judged against
-    the suite as written, whose fingerprint is the newest baseline night's that has one.
+    the suite as written tonight (its file's overrides applied, not the command line's), whatever
+    spec the latest nights ran: after an edit of the suite, a what-if is no comparison with the
+    nights of the old spec.
     """
     matched = dict(specs)
     for entry in suite.entries:
         if _what_if(entry):
-            written = next((n.specs[entry.name] for n in baseline if entry.name in n.specs), None)
-            matched[entry.name] = written or specs[entry.name]
+            matched[entry.name] = spec_fingerprint(entry.spec_as_written)
     return matched
 
 
@@ -460,7 +464,7 @@ def _conclude(
         limit=max(baseline_nights, TREND_NIGHTS - 1), exclude=night_run_id
     )
     baseline = earlier[:baseline_nights]
-    specs = _specs_to_match(suite, tonight.specs, baseline)
+    specs = _specs_to_match(suite, tonight.specs)
     comparable = [comparable_figures(n.figures, n.specs, specs) for n in baseline]
     verdict = judge(
         figures,

@@ -19,7 +19,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 
 from sweeps.spec._errors import SpecError
-from sweeps.spec._redact import REDACTED, SECRET_KEY, redact
+from sweeps.spec._redact import REDACTED, SECRET_KEY, redact, redact_text
 from sweeps.spec._schema import child_type, field_names, is_model, tagged_members, unwrap
 from sweeps.spec._sweep import SweepSpec
 from sweeps.spec._yaml import parse_yaml
@@ -92,8 +92,11 @@ def _hidden(override: str, message: str) -> tuple[str, str]:
         return override, message
     if SECRET_KEY.search(key):
         return f"{key}={REDACTED}", message.replace(raw.strip(), REDACTED)
-    shown = redact(raw)
-    return f"{key}={shown}", message.replace(raw, shown) if shown != raw else message
+    # redact: the value as one URL (a password holding a space too); redact_text: every URL
+    # inside it, as in ``{path: s3://b/x?secret_key=...}``, and in the message
+    shown = redact_text(redact(raw), keep_user=True)
+    message = message.replace(raw, shown) if shown != raw else message
+    return f"{key}={shown}", redact_text(message, keep_user=True)
 
 
 def _apply_one(data: dict[str, Any], override: str, root: type[BaseModel]) -> None:

@@ -84,17 +84,19 @@ def redact_url(url: str, *, keep_user: bool = True) -> str:
     return f"{scheme}{authority}{path}"
 
 
-def redact_text(text: str) -> str:
-    """``text`` with every URL in it shown as :func:`redact_url` with ``keep_user=False`` does.
+def redact_text(text: str, *, keep_user: bool = False) -> str:
+    """``text`` with every URL in it shown as :func:`redact_url` with ``keep_user`` (by default
+    False: without its user) does.
 
     For messages that quote a URL (MLflow's errors quote the request URL, which holds the
-    tracking URI as given).
+    tracking URI as given), and for values holding a URL among other text (a ``--set`` value
+    ``{path: s3://bucket/x?secret_key=...}``). A URL ends at a space or a quote.
 
     Example:
         >>> redact_text("API request to https://tok@host/api?token=t failed")
         'API request to https://host/api?token=*** failed'
     """
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0], keep_user=False), text)
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0], keep_user=keep_user), text)
 
 
 def uri_has_password(url: str) -> bool:

@@ -68,6 +68,10 @@ class SuiteEntry(SpecModel):
         overrides: The suite file's ``key.path=value`` strings applied to it.
         extra_overrides: Those given on top of the suite file (``lrsweep nightly --set
             <entry>.key.path=value``), applied after ``overrides``, without the entry prefix.
+        written_spec: The spec as the suite file writes it (``overrides`` applied, not
+            ``extra_overrides``), which a what-if night of the entry is judged against; None
+            when there are no ``extra_overrides`` (it is ``spec``) or when the suite file's own
+            spec is invalid and only ``extra_overrides`` make it valid. Left out of dumps.
     """
 
     name: Name
@@ -75,6 +79,13 @@ class SuiteEntry(SpecModel):
     spec_path: str | None = None
     overrides: list[str] = Field(default_factory=list)
     extra_overrides: list[str] = Field(default_factory=list)
+    written_spec: SweepSpec | None = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def spec_as_written(self) -> SweepSpec:
+        """The spec without ``extra_overrides`` (``spec`` itself when there are none or the
+        suite file's spec alone is invalid)."""
+        return self.written_spec or self.spec
 
 
 class Suite(SpecModel):
@@ -225,9 +236,9 @@ def _split_overrides(
 def _load_entry(
     entry: _EntryInput, spec_path: str | None, data: dict[str, Any], extra: list[str]
 ) -> SuiteEntry:
-    data, override_errors = apply_overrides_collecting(data, [*entry.overrides, *extra])
+    changed, override_errors = apply_overrides_collecting(data, [*entry.overrides, *extra])
     try:
-        spec = SweepSpec.model_validate(data)
+        spec = SweepSpec.model_validate(changed)
     except ValidationError as error:
         lines = format_validation_error(error, SweepSpec)
         raise SpecError([*override_errors, *lines]) from None
@@ -239,7 +250,20 @@ def _load_entry(
         spec_path=spec_path,
         overrides=entry.overrides,
         extra_overrides=extra,
+        written_spec=_written_spec(entry, data) if extra else None,
     )
+
+
+def _written_spec(entry: _EntryInput, data: dict[str, Any]) -> SweepSpec | None:
+    """The entry's spec with the suite file's overrides alone, or None when that is invalid
+    (the extra overrides are what make it valid: no night ran it as written)."""
+    written, errors = apply_overrides_collecting(data, entry.overrides)
+    if errors:
+        return None
+    try:
+        return SweepSpec.model_validate(written)
+    except ValidationError:
+        return None
 
 
 def _prefix(line: str, entry: str, file_field: str) -> str:

@@ -215,6 +215,24 @@ def test_tracker_logs_to_a_bare_postgresql_uri(scheme: str) -> None:
         drop_database(name)
 
 
+@pytest.mark.parametrize("command", ["report", "nightly"])
+def test_a_postgresql_uri_with_its_own_connect_timeout_is_checked_not_a_traceback(
+    work: Path, command: str
+) -> None:
+    """The check passed ``connect_timeout`` twice to psycopg2 (TypeError, exit 1: "regressed"
+    to whoever schedules the night); the URI's own value is the one used."""
+    postgres_up()
+    missing = f"lrsweep_absent_{uuid.uuid4().hex[:8]}"
+    check_tracking_server(f"{PG}/postgres?connect_timeout=3")  # one that opens passes
+    suite = work / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "n", "entries": [{"name": "t", "spec_path": "s"}]}))
+    first = "uri-check" if command == "report" else str(suite)
+    result = invoke(command, first, "--tracking-uri", f"{PG}/{missing}?connect_timeout=3")
+    assert result.exit_code == (2 if command == "report" else 3), result.output
+    assert f'database "{missing}" does not exist' in result.stderr
+    assert "Traceback" not in result.output
+
+
 # --- 4. a folder (MLflow's file store) ----------------------------------------------------------
 
 

@@ -299,6 +299,28 @@ def test_a_what_if_night_is_judged_against_the_suite_as_written(
     assert stored.baseline_run_ids == (first.night_run_id,)  # not a what-if, same fingerprint
 
 
+def test_a_what_if_after_the_suite_was_edited_is_judged_against_the_edited_suite(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """The suite as written is tonight's file, not the spec the latest nights ran: a what-if of
+    the edited suite (6 epochs now) was judged against nights of the old one (2 epochs)."""
+    key = "digits/error_rate_pct/random"
+    old = [{"name": "digits", "spec": TINY_SPEC}]
+    edited = [{"name": "digits", "spec": {**TINY_SPEC, "task": {**TINY_SPEC["task"], "epochs": 6}}}]
+    _judged_night(tracking_uri, old, {key: 10.0}, tmp_path / "1")
+    what_if = _judged_night(
+        tracking_uri, edited, {key: 90.0}, tmp_path / "2", ("digits.seeds=[1]",)
+    )
+    assert what_if.baseline_run_ids == ()
+    assert what_if.verdict.comparisons[0].status is Status.NO_BASELINE and what_if.exit_code == 0
+    written = _judged_night(tracking_uri, edited, {key: 30.0}, tmp_path / "3")
+    what_if = _judged_night(
+        tracking_uri, edited, {key: 90.0}, tmp_path / "4", ("digits.seeds=[1]",)
+    )
+    assert what_if.baseline_run_ids == (written.night_run_id,)
+    assert what_if.verdict.comparisons[0].status is Status.REGRESSED
+
+
 def test_a_night_whose_every_entry_changed_spec_says_it_has_no_baseline(
     tracking_uri: str, tmp_path: Path
 ) -> None:
@@ -459,6 +481,47 @@ def test_a_night_that_crashes_outside_its_sweeps_exits_3_not_1(
     assert "Error: the night" in result.stderr
     (night,) = _night_runs(uri)
     assert night.data.tags["nightly.status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "digits.storage.path=s3://bucket/ray?access_key=AKIAEXAMPLE&secret_key=TOPSECRET123",
+        '*.storage={path: "s3://bucket/ray?secret_key=TOPSECRET123", shared: true}',
+    ],
+)
+def test_a_secret_in_a_set_value_reaches_neither_the_night_run_nor_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str
+) -> None:
+    """The overrides are tagged on the night run and listed in the report: as shown, never raw."""
+    figures = [Figure("digits", "wall_time_s", None, 10.0)]
+    monkeypatch.setattr(nightly_run, "_run_entries", lambda *args, **kwargs: (figures, []))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    result = _nightly(
+        str(_suite_file(tmp_path)), "--tracking-uri", uri, "--report-dir", str(tmp_path / "r"),
+        "--set", override,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tag = _night_runs(uri)[-1].data.tags["nightly.overrides"]
+    assert "secret_key=***" in tag and "s3://bucket/ray?" in tag
+    markdown = (tmp_path / "r" / "nightly-report.md").read_text()
+    assert "secret_key=***" in markdown
+    leaks = [f for f in tmp_path.rglob("*") if f.is_file() and b"TOPSECRET123" in f.read_bytes()]
+    assert leaks == [] and "TOPSECRET123" not in result.output
+
+
+def test_a_refused_set_value_is_shown_without_the_secret_of_a_url_inside_it(
+    tmp_path: Path,
+) -> None:
+    """``redact`` masked a value that is one URL, not a URL inside a mapping or a list."""
+    path = _suite_file(tmp_path)
+    for value in (
+        "{path: s3://b/r?secret_key=TOPSECRET123, x: 1}",
+        "[s3://b/r?token=TOPSECRET123]",
+    ):
+        with pytest.raises(SpecError, match=r"--set 'storage=.*(secret_key|token)=\*\*\*") as error:
+            load_suite(path, overrides=[f"digits.storage={value}"])
+        assert "TOPSECRET123" not in str(error.value)
 
 
 # --- schedules --------------------------------------------------------------------------------

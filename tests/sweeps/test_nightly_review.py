@@ -354,6 +354,51 @@ def test_a_night_whose_store_is_unreachable_leaves_a_failed_report_not_the_last_
     assert not (report_dir / "trends" / "digits--wall_time_s.png").exists()
 
 
+@pytest.mark.parametrize("through", ["--tracking-uri", "MLFLOW_TRACKING_URI"])
+def test_a_refused_tracking_uri_replaces_the_last_report_but_creates_no_folder(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through: str
+) -> None:
+    """A password in the URI exits 2 before anything runs: like an invalid suite, it must not
+    leave the last night's PASSED report for a schedule to publish, nor repeat the password."""
+    report_dir = tmp_path / "report"
+    _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
+    assert "PASSED" in (report_dir / "nightly-report.md").read_text()
+    secret = "http://alice:s3cret-pw@127.0.0.1:5000"
+    for folder in (report_dir, tmp_path / "none-yet"):
+        args = ["nightly", str(_suite_file(tmp_path)), "--report-dir", str(folder)]
+        if through == "--tracking-uri":
+            args += ["--tracking-uri", secret]
+        else:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", secret)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"{through} http://127.0.0.1:5000: must not contain a password" in result.stderr
+    for name in ("nightly-report.md", "nightly-report.html"):
+        text = (report_dir / name).read_text()
+        assert "PASSED" not in text and "FAILED" in text, name
+        assert "must not contain a password" in text and "s3cret-pw" not in text
+    assert not (report_dir / "trends" / "digits--wall_time_s.png").exists()
+    assert not (tmp_path / "none-yet").exists()
+
+
+def test_a_store_check_that_crashes_is_a_failed_night_never_a_regression(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """Exit 1 means "regressed": a check of the store that raises what nobody foresaw (here
+    libpq's ValueError for a NUL in the URI) is a night that could not run, exit 3, FAILED."""
+    from _server_helpers import PG, postgres_up
+
+    postgres_up()
+    report_dir = tmp_path / "report"
+    _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
+    result = _run_nightly(tmp_path, f"{PG}/postgres?sslmode=%00", report_dir)
+    assert result.exit_code == 3, result.output
+    assert "could not be checked (ValueError" in result.stderr
+    assert "Traceback" not in result.output
+    text = (report_dir / "nightly-report.md").read_text()
+    assert "PASSED" not in text and "FAILED" in text and "could not be checked" in text
+
+
 def test_an_invalid_suite_replaces_the_last_report_but_creates_no_folder(
     tracking_uri: str, tmp_path: Path
 ) -> None:

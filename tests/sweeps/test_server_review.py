@@ -244,6 +244,10 @@ def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_mad
     [
         ("postgresql://postgres@127.0.0.1:notaport/mlflow", "port"),
         ("sqlite:////proc/lrsweep-nowhere/mlflow.db", "cannot create"),
+        # mlflow server printed a traceback and exited 1 (systemd retried it for good), after
+        # the artifacts folder had been made
+        ("sqlite://x.db", "two slashes"),
+        ("mlflow-folder", "is a folder"),
     ],
 )
 def test_an_unusable_backend_store_uri_is_refused_naming_the_option(
@@ -254,6 +258,55 @@ def test_an_unusable_backend_store_uri_is_refused_naming_the_option(
     assert "--backend-store-uri" in done.stderr and words in done.stderr.lower()
     assert "Traceback" not in done.stderr
     assert not (tmp_path / ".lrsweep").exists()
+
+
+@pytest.mark.parametrize("option", ["--backend-store-uri", "--auth-db-uri"])
+def test_a_store_uri_mlflow_cannot_open_is_refused_before_anything_is_made(
+    tmp_path: Path, option: str
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    field = {"--backend-store-uri": "backend_store_uri", "--auth-db-uri": "auth_db_uri"}[option]
+    uris = {"backend_store_uri": f"sqlite:///{tmp_path}/m.db", field: "sqlite://x.db"}
+    config = ServerConfig(artifacts_destination=str(artifacts), auth=True, **uris)
+    environ = {"MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-enough-password"}
+    with pytest.raises(ServerConfigError, match=rf"^{option}: 'sqlite://x.db' has two slashes"):
+        prepare_server(config, environ=environ)
+    assert not artifacts.exists() and not (tmp_path / "m.db").exists()
+
+
+def test_every_store_mlflow_serves_still_passes_the_check(tmp_path: Path) -> None:
+    """What a sweep cannot log to directly may still be a server's store: an in-memory SQLite,
+    MLflow's MSSQL engine; and the usual SQLite file and PostgreSQL database."""
+    postgres_up()
+    database = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
+    stores = ["sqlite:///rel.db", "sqlite:///:memory:", "sqlite://", "mssql+pyodbc://u@h/db"]
+    try:
+        for uri in [*stores, f"{PG}/{database}?connect_timeout=3"]:
+            config = ServerConfig(backend_store_uri=uri, artifacts_destination=str(tmp_path / "a"))
+            launch = prepare_server(config)
+            assert launch.env["MLFLOW_BACKEND_STORE_URI"].endswith(uri.split("://", 1)[1])
+        assert _database_exists(database)
+    finally:
+        drop_database(database)
+
+
+@pytest.mark.parametrize("command", ["server", "ui"])
+@pytest.mark.parametrize("port", ["-1", "0", "70000"])
+def test_a_port_out_of_range_is_named_as_such_not_as_an_unknown_host(
+    tmp_path: Path, command: str, port: str
+) -> None:
+    """``--port -1`` was reported as "--host '127.0.0.1' cannot be resolved"."""
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app
+
+    args = [command, "--port", port]
+    if command == "ui":
+        args += ["--tracking-uri", f"sqlite:///{tmp_path}/ui.db"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"--port must be between 1 and 65535, but got {port}." in result.stderr
+    assert "cannot be resolved" not in result.stderr
 
 
 def test_a_postgres_that_never_answers_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
