@@ -20,9 +20,11 @@ Location = Path | str
 
 
 def storage_root(value: str | os.PathLike[str]) -> Location:
-    """``value`` as a location: the URI as given (without a trailing ``/``), else a ``Path``."""
+    """``value`` as a location: the URI as given (without a trailing ``/``), else an absolute
+    ``Path`` (``~`` expanded): Ray Tune's ``pyarrow.fs`` refuses a relative one, which made
+    ``lrsweep resume .lrsweep/ray_results/NAME/ID`` fail and close the sweep's run FAILED."""
     text = os.fspath(value)
-    return text.rstrip("/") if is_uri(text) else Path(text)
+    return text.rstrip("/") if is_uri(text) else Path(text).expanduser().absolute()
 
 
 def child(location: Location, *parts: str) -> Location:

@@ -58,7 +58,8 @@ def check_cluster(
     1. one trial's resources (``cpu``, fractional ``gpu``, ``custom``, ``node_labels``) fit on
        some alive node's *total* resources, or on an autoscaler group that may start (then a
        warning); otherwise trials would stay pending forever;
-    2. with more than one node alive: the tracking store is not a SQLite file or local folder
+    2. with more than one node alive, or trials that fit an autoscaler group (a node not
+       started yet): the tracking store is not a SQLite file or local folder
        (a server naming ``localhost`` is a warning), a database store's experiment does not keep
        its artifacts on this machine's disk, and ``storage.path`` is shared;
     3. on a cluster (``address`` given): a probe task on every node checks its Ray and Python
@@ -86,8 +87,12 @@ def check_cluster(
     if not ray.is_initialized():
         raise RuntimeError("check_cluster needs a connected Ray: call connect(address) first.")
     nodes = alive_nodes()
-    candidates = [*nodes, *autoscaler_groups()]
-    trial_nodes, slots = check_fit(spec.resources, candidates)
+    groups = autoscaler_groups()
+    trial_nodes, slots = check_fit(spec.resources, [*nodes, *groups])
+    # A trial that fits a group the autoscaler may start can run on a machine not alive yet
+    # (on a fresh `ray up` cluster, every trial does): the checks that a second machine makes
+    # (a SQLite store, storage on one disk) count it.
+    machines = len(nodes) + any(group.name in trial_nodes for group in groups)
     warnings: list[str] = []
     if slots == 0:
         warning = (
@@ -97,10 +102,10 @@ def check_cluster(
         logger.warning(warning)
         warnings.append(warning)
     uri = tracking_uri or resolve_tracking_uri(spec.tracking.uri)
-    warnings += check_tracking_reachable(uri, alive_nodes=len(nodes))
-    check_artifacts_shared(uri, spec.experiment_name, alive_nodes=len(nodes))
+    warnings += check_tracking_reachable(uri, alive_nodes=machines)
+    check_artifacts_shared(uri, spec.experiment_name, alive_nodes=machines)
     storage = storage or spec.storage
-    check_storage_shared(storage, alive_nodes=len(nodes))
+    check_storage_shared(storage, alive_nodes=machines)
     versions: dict[str, str] = {}
     if address is not None:
         versions, probe_warnings = probe_nodes(

@@ -192,7 +192,10 @@ def test_network_policies_select_real_pods_and_open_only_their_ports():
         assert pods, f"NetworkPolicy {name} selects no pod of infra/k8s"
         selected[name] = {doc["kind"] for doc, _ in pods}
         assert spec["policyTypes"] == ["Ingress"]
-        for rule in spec["ingress"]:  # same-namespace sources only: no namespaceSelector, ipBlock
+        for rule in spec["ingress"]:
+            if _is_operator_rule(rule):
+                continue
+            # else same-namespace sources only: no namespaceSelector, ipBlock
             assert all(set(source) == {"podSelector"} for source in rule["from"]), name
             served = {
                 port["containerPort"]
@@ -214,6 +217,27 @@ def test_network_policies_select_real_pods_and_open_only_their_ports():
         s["podSelector"]["matchLabels"] for s in policies["lrsweep-postgres"]["ingress"][0]["from"]
     ]
     assert {"ray.io/cluster": the_one("RayCluster")["metadata"]["name"]} in postgres_from
+    # one rule reaches beyond the namespace: KubeRay's operator, on the head's job API alone
+    # (it reads a RayJob's status there; without it no RayJob ends SUCCEEDED)
+    operator = [r for spec in policies.values() for r in spec["ingress"] if _is_operator_rule(r)]
+    assert operator == [
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: OPERATOR_NAMESPACE}}}
+            ],
+            "ports": [{"protocol": "TCP", "port": RAY_PORTS["dashboard"]}],
+        }
+    ]
+    assert operator[0] in policies["lrsweep-ray"]["ingress"]
+    assert f"--namespace {OPERATOR_NAMESPACE}" in (INFRA / "README.md").read_text()
+
+
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+OPERATOR_NAMESPACE = "kuberay-system"
+
+
+def _is_operator_rule(rule: dict[str, Any]) -> bool:
+    return any("namespaceSelector" in source for source in rule["from"])
 
 
 def test_every_referenced_secret_key_exists_in_the_example():
@@ -402,6 +426,33 @@ def test_rayjob_runs_on_the_raycluster_from_the_image_folder():
     assert job["clusterSelector"]["ray.io/cluster"] == the_one("RayCluster")["metadata"]["name"]
     working_dir = yaml.safe_load(job["runtimeEnvYAML"])["working_dir"]
     assert re.search(rf"^WORKDIR {re.escape(working_dir)}$", DOCKERFILE, re.M)
+
+
+def _rayjobs() -> list[dict[str, Any]]:
+    """Every RayJob of infra/k8s, with the one the nightly CronJob creates from its ConfigMap."""
+    jobs = [doc for _, doc in k8s_documents("RayJob")]
+    for _, doc in k8s_documents("ConfigMap"):
+        jobs += [
+            job
+            for text in doc.get("data", {}).values()
+            if isinstance(job := yaml.safe_load(text), dict) and job.get("kind") == "RayJob"
+        ]
+    return jobs
+
+
+def test_every_rayjob_runs_one_lrsweep_command_from_the_image_folder():
+    """KubeRay pastes the entrypoint into its submitter's own ``bash -c`` line, so a shell
+    operator in it (``cd X && lrsweep ...``) would submit only its first part to Ray and run
+    the rest in the submitter pod: the folder comes from the runtime env instead."""
+    jobs = _rayjobs()
+    assert len(jobs) == 2, [job["metadata"] for job in jobs]
+    for job in jobs:
+        words = shlex.split(job["spec"]["entrypoint"])
+        assert words[0] == "lrsweep", words
+        lexer = shlex.shlex(job["spec"]["entrypoint"], posix=True, punctuation_chars=True)
+        assert not set(lexer) & {"&&", "||", ";", "|", "&"}, job["spec"]["entrypoint"]
+        working_dir = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["working_dir"]
+        assert re.search(rf"^WORKDIR {re.escape(working_dir)}$", DOCKERFILE, re.M)
 
 
 def test_rayjob_options_exist_on_the_run_command():

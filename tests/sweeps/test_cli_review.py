@@ -90,6 +90,19 @@ def test_resume_of_a_damaged_sweep_json_names_the_file_without_a_traceback(
     assert_refused(direct, f"a sweep.json under {folder} is not valid JSON", "lrsweep run")
 
 
+def test_a_relative_or_home_storage_folder_becomes_absolute(
+    empty_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray Tune's pyarrow.fs refuses a relative path ("URI has empty scheme"): `lrsweep resume
+    # .lrsweep/ray_results/NAME/ID` failed with a traceback and closed the sweep's run FAILED
+    from sweeps._location import storage_root
+
+    assert storage_root("runs/x") == empty_workdir / "runs" / "x"
+    monkeypatch.setenv("HOME", str(empty_workdir / "home"))
+    assert storage_root("~/ray") == empty_workdir / "home" / "ray"
+    assert storage_root("s3://bucket/sweeps/") == "s3://bucket/sweeps"
+
+
 def test_a_damaged_older_sweep_json_does_not_block_resuming_a_newer_sweep(
     empty_workdir: Path,
 ) -> None:

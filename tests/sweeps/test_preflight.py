@@ -199,6 +199,34 @@ def test_other_connect_errors_name_the_address_and_how_to_start_a_cluster():
 # --- this machine: resources and artifact folder ------------------------------------------
 
 
+def test_trials_that_only_an_autoscaler_group_fits_count_its_machine(
+    ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A fresh ``ray up`` cluster (infra/ray/cluster.yaml): one node alive, the GPU group not
+    started, so every GPU trial runs on another machine; a SQLite store or storage on this
+    disk were let through because one node was alive."""
+    from sweeps.preflight import _check
+    from sweeps.preflight._cluster import autoscaler_groups
+
+    config = tmp_path / "ray_bootstrap_config.yaml"
+    shutil.copy(DIGITS.parents[2] / "infra" / "ray" / "cluster.yaml", config)
+    monkeypatch.setattr(_check, "autoscaler_groups", lambda: autoscaler_groups(config))
+    gpu = {"cpu": 1, "gpu": 0.25}
+    with pytest.raises(PreflightError, match=r"SQLite file on this machine, which the 2 nodes"):
+        check_cluster(
+            make_spec(resources=gpu), address=None, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+        )
+    with pytest.raises(PreflightError, match=r"storage\.path .* is not marked shared, but 2"):
+        unshared = make_spec(resources=gpu, storage={"path": str(tmp_path / "ray")})
+        check_cluster(unshared, address=None, tracking_uri=SERVER)
+    shared = make_spec(resources=gpu, storage=shared_storage(tmp_path))
+    report = check_cluster(shared, address=None, tracking_uri=SERVER)
+    assert report.trial_slots == 0 and report.trial_nodes == ("autoscaler group 'gpu'",)
+    # a CPU trial fits the node alive (and the group): still one machine more possible
+    with pytest.raises(PreflightError, match=r"SQLite file on this machine"):
+        check_cluster(make_spec(), address=None, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+
+
 def test_local_gpu_trial_without_a_gpu_is_refused_at_once():
     import torch
 
