@@ -222,9 +222,7 @@ def test_network_policies_select_real_pods_and_open_only_their_ports():
     operator = [r for spec in policies.values() for r in spec["ingress"] if _is_operator_rule(r)]
     assert operator == [
         {
-            "from": [
-                {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: OPERATOR_NAMESPACE}}}
-            ],
+            "from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: OPERATOR_NAMESPACE}}}],
             "ports": [{"protocol": "TCP", "port": RAY_PORTS["dashboard"]}],
         }
     ]
