@@ -220,6 +220,11 @@ def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
     options = {"connect_timeout": int(timeout_s), **params, **dict(url.query)}
     try:
         psycopg2.connect(**options).close()
+    except ValueError as error:  # libpq refuses the value itself, e.g. a NUL in a parameter
+        return (
+            f"The PostgreSQL tracking store {shown}, given by {source}, cannot be read: "
+            f"{error}. Write it as postgresql://USER@HOST:PORT/DATABASE; nothing was started."
+        )
     except psycopg2.Error as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         what = (

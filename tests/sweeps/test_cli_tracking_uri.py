@@ -233,6 +233,20 @@ def test_a_postgresql_uri_with_its_own_connect_timeout_is_checked_not_a_tracebac
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", ["report", "nightly"])
+def test_a_postgresql_uri_libpq_refuses_is_bad_input_not_a_traceback(
+    work: Path, command: str
+) -> None:
+    """A NUL in a parameter: libpq raises ValueError, which was a traceback (exit 1); now the
+    store is refused as any store that cannot be opened (nightly: a failed night)."""
+    suite = work / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "n", "entries": [{"name": "t", "spec_path": "s"}]}))
+    first = "uri-check" if command == "report" else str(suite)
+    result = invoke(command, first, "--tracking-uri", f"{PG}/postgres?sslmode=%00")
+    assert result.exit_code == (2 if command == "report" else 3), result.output  # as any store
+    assert "cannot be read" in result.stderr and "Traceback" not in result.output
+
+
 # --- 4. a folder (MLflow's file store) ----------------------------------------------------------
 
 

@@ -382,16 +382,20 @@ def test_a_refused_tracking_uri_replaces_the_last_report_but_creates_no_folder(
 
 
 def test_a_store_check_that_crashes_is_a_failed_night_never_a_regression(
-    tracking_uri: str, tmp_path: Path
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Exit 1 means "regressed": a check of the store that raises what nobody foresaw (here
-    libpq's ValueError for a NUL in the URI) is a night that could not run, exit 3, FAILED."""
-    from _server_helpers import PG, postgres_up
+    """Exit 1 means "regressed": a check of the store that raises what nobody foresaw is a
+    night that could not run, exit 3, FAILED. (The one such error found, libpq's ValueError
+    for a NUL in the URI, is now a refusal, so the fault is injected.)"""
+    from sweeps.cli import _nightly
 
-    postgres_up()
+    def check_crashes(*_: object, **__: object) -> str:
+        raise ValueError("embedded null character")
+
     report_dir = tmp_path / "report"
     _judged_night(tracking_uri, {"digits/wall_time_s": 10.0}, report_dir)
-    result = _run_nightly(tmp_path, f"{PG}/postgres?sslmode=%00", report_dir)
+    monkeypatch.setattr(_nightly, "usable_tracking_uri", check_crashes)
+    result = _run_nightly(tmp_path, tracking_uri, report_dir)
     assert result.exit_code == 3, result.output
     assert "could not be checked (ValueError" in result.stderr
     assert "Traceback" not in result.output
