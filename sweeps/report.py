@@ -355,7 +355,8 @@ def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
     finite = [as_logged(v) for _, v in history if math.isfinite(as_logged(v))]
     range_test = _number(run.data.metrics, "lr_find_s", 0.0)  # logged once the test ran
     finite.append(range_test if math.isfinite(range_test) else 0.0)
-    # an epoch trained again after a restart is one epoch of the curve, twice the seconds
+    # an epoch trained again after a restart: MLflow keeps its first try's seconds (the retry's
+    # point is held back), so it counts once; the lost try's seconds are not counted
     return replace(row, epochs_run=len({step for step, _ in history}), compute_s=math.fsum(finite))
 
 

@@ -68,6 +68,7 @@ class StepLogger(Callback):
         self.log.extend("lr", learn.recorder.lrs[self._first :], first_step=first_step)
         row = learn.history[-1]
         self.log.add_many({k: row[k] for k in EPOCH_METRICS}, epoch)
+        self.log.add("epoch_train_loss", float(row["train_loss"]), epoch)  # as EpochReporter
         now = time.monotonic()
         if now - self._last_flush >= self.flush_every_s:
             self.log.flush(wait=False)
@@ -144,14 +145,15 @@ def run(args: argparse.Namespace) -> common.Result:
     def ratio(times: dict[str, list[float]], name: str) -> float:
         return common.median(common.paired_ratios(times[name], times["no logging"]))
 
-    missing = 0
+    missing = 0  # the steps each run lacks, per metric (a surplus elsewhere cannot hide one)
     for run_id, n in zip(run_ids, steps, strict=True):
         for key in ("train_loss", "lr"):
-            got = tracker.metric_history(run_id, key)
-            missing += n - len({s for s, _ in got})
-        for key in EPOCH_METRICS:
-            missing += epochs - len(tracker.metric_history(run_id, key))
-    points_per_run = steps[-1] * 2 + epochs * len(EPOCH_METRICS)
+            got = {s for s, _ in tracker.metric_history(run_id, key)}
+            missing += len(set(range(n)) - got)
+        for key in (*EPOCH_METRICS, "epoch_train_loss"):
+            got = {s for s, _ in tracker.metric_history(run_id, key)}
+            missing += len(set(range(epochs)) - got)
+    points_per_run = steps[-1] * 2 + epochs * (len(EPOCH_METRICS) + 1)
     rows = [
         [
             name,
