@@ -140,17 +140,9 @@ def _usable_store(
         raise
     except Exception as error:  # an unforeseen failure of the check: a failed night, not 1
         why = redact_text(f"{type(error).__name__}: {error}")
-        Console(stderr=True, soft_wrap=True).print(
-            f"Error: the tracking store {redact_uri(given)} could not be checked ({why}); "
-            "the night could not run.",
-            markup=False,
-            highlight=False,
-        )
-        reason = (
-            f"the tracking store {redact_uri(given)} could not be checked ({why}); no sweep ran"
-        )
-        report_night_not_run(_suite_name(suite, overrides), report_dir, reason)
-        raise typer.Exit(EXIT_FAILED) from None
+        problem = f"the tracking store {redact_uri(given)} could not be checked ({why})"
+        report_night_not_run(_suite_name(suite, overrides), report_dir, f"{problem}; no sweep ran")
+        raise fail(f"{problem}; the night could not run.", code=EXIT_FAILED) from None
     return uri if tracking_uri else None
 
 
