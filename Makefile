@@ -19,8 +19,10 @@ demo: $(STAMP)
 system-deps:
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
+# Two pytest workers (pytest-xdist): the tests of the one shared Ray session run on one of them,
+# the other tests module by module on whichever is free (tests/conftest.py groups them).
 test: system-deps $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check trainers sweeps tests scripts

@@ -34,3 +34,14 @@ def no_ray_in_module() -> Iterator[None]:
         from sweeps import _ray
 
         _ray.init_ray(num_cpus=2)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2`` (``make test``): every test of the shared Ray session runs on one
+    worker, so there is still one session; the other tests go by module (a module's fixtures
+    are made once), to whichever worker is free."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        shared = "ray_cluster" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("shared-ray" if shared else item.path.stem))

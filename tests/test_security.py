@@ -456,13 +456,19 @@ SET_INJECTIONS: list[tuple[str, Any]] = [
 
 @pytest.mark.parametrize(("override", "outcome"), SET_INJECTIONS)
 def test_set_overrides_stay_typed_and_inert(
-    tmp_path: Path, override: str, outcome: Any, options_any_builder_takes: None
+    tmp_path: Path,
+    override: str,
+    outcome: Any,
+    options_any_builder_takes: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # a shell would touch ./marker; relative, so that no name outgrows its length limit first
+    monkeypatch.chdir(tmp_path)
     marker = tmp_path / "marker"
-    override = override.format(marker=marker)
+    override = override.format(marker="marker")
     if isinstance(outcome, tuple):
         _, field, value = outcome
-        value = value.format(marker=marker) if isinstance(value, str) else value
+        value = value.format(marker="marker") if isinstance(value, str) else value
         spec = load_spec(BASE, overrides=[override])
         task = spec.task
         read = task.epochs if field == "epochs" else task.dataset.options[field]

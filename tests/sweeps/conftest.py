@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sweeps import _ray
-from sweeps.tracking import default_tracking_uri
+from sweeps.tracking import Tracker, default_tracking_uri, sqlite_path
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +39,27 @@ def empty_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded store as ``Tracker`` makes it (MLflow's ~70 migrations, ~1 s), made once."""
+    uri = default_tracking_uri(tmp_path_factory.mktemp("empty-store"))
+    Tracker(uri)
+    made = sqlite_path(uri)
+    assert made is not None
+    return made
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path) -> str:
-    """A fresh embedded MLflow store (SQLite + artifact folder) under the test's tmp dir."""
-    return default_tracking_uri(tmp_path)
+def tracking_uri(tmp_path: Path, _empty_store: Path) -> str:
+    """A fresh embedded MLflow store (SQLite + artifact folder) under the test's tmp dir: a copy
+    of one made by ``Tracker`` (tests of making a store make their own, or run the CLI)."""
+    uri = default_tracking_uri(tmp_path)
+    target = sqlite_path(uri)
+    assert target is not None
+    target.parent.mkdir(parents=True)
+    with (  # SQLite's backup: consistent whatever the template's WAL holds
+        contextlib.closing(sqlite3.connect(_empty_store)) as source,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        source.backup(copy)
+    return uri

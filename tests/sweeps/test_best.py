@@ -282,8 +282,10 @@ def _sweep(
     return parent, runs
 
 
-def test_run_id_ranks_one_sweep_only_and_an_unknown_one_lists_the_sweeps(tmp_path: Path) -> None:
-    uri = default_tracking_uri(tmp_path)
+def test_run_id_ranks_one_sweep_only_and_an_unknown_one_lists_the_sweeps(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     first, (_, first_best) = _sweep(tracker, exp_id, "monday", [0.40, 0.30])
@@ -301,8 +303,10 @@ def test_run_id_ranks_one_sweep_only_and_an_unknown_one_lists_the_sweeps(tmp_pat
     assert refused.exit_code == 2 and "tuesday" in refused.stderr and "monday" in refused.stderr
 
 
-def test_spec_format_of_a_sweep_named_at_the_length_limit_is_a_valid_spec(tmp_path: Path) -> None:
-    uri = default_tracking_uri(tmp_path)
+def test_spec_format_of_a_sweep_named_at_the_length_limit_is_a_valid_spec(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    uri = tracking_uri
     tracker = Tracker(uri)
     experiment = "e" * 200  # tracking.experiment's limit; the name's is 100
     fields = {"name": "n" * 100, "tracking": {"experiment": experiment}}
@@ -314,8 +318,9 @@ def test_spec_format_of_a_sweep_named_at_the_length_limit_is_a_valid_spec(tmp_pa
 
 def test_a_spec_artifact_with_an_alias_is_not_read_and_the_spec_format_says_so(
     tmp_path: Path,
+    tracking_uri: str,
 ) -> None:
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     parent, _ = _sweep(tracker, exp_id, "s", [0.3])
@@ -326,10 +331,10 @@ def test_a_spec_artifact_with_an_alias_is_not_read_and_the_spec_format_says_so(
         best.to_spec()
 
 
-def test_trials_of_a_deleted_sweep_are_not_ranked(tmp_path: Path) -> None:
+def test_trials_of_a_deleted_sweep_are_not_ranked(tmp_path: Path, tracking_uri: str) -> None:
     """Deleting a sweep's run (a broken sweep thrown away in MLflow's UI) leaves its trial runs
     active; ``best`` must not rank them, as ``report`` and ``--run-id`` no longer see the sweep."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     _, (kept,) = _sweep(tracker, exp_id, "good", [0.30])
@@ -340,8 +345,8 @@ def test_trials_of_a_deleted_sweep_are_not_ranked(tmp_path: Path) -> None:
         best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=broken)
 
 
-def test_spec_format_keeps_the_exact_lr(tmp_path: Path) -> None:
-    uri = default_tracking_uri(tmp_path)
+def test_spec_format_keeps_the_exact_lr(tmp_path: Path, tracking_uri: str) -> None:
+    uri = tracking_uri
     tracker = Tracker(uri)
     lr = 10**-2.5  # a log-spaced grid point, 0.0031622776601683794: no rounding allowed
     _sweep(tracker, tracker.ensure_experiment(EXPERIMENT), "s", [0.3], lrs=[lr])
@@ -350,9 +355,11 @@ def test_spec_format_keeps_the_exact_lr(tmp_path: Path) -> None:
     assert arm.lr == lr
 
 
-def test_strategy_may_be_a_finder_rule_as_the_report_names_it(tmp_path: Path) -> None:
+def test_strategy_may_be_a_finder_rule_as_the_report_names_it(
+    tmp_path: Path, tracking_uri: str
+) -> None:
     """``lrsweep report`` shows one row per rule (``lr_finder:steep``); ``--strategy`` takes it."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     parent, (grid,) = _sweep(tracker, exp_id, "s", [0.1])
@@ -377,10 +384,12 @@ def test_strategy_may_be_a_finder_rule_as_the_report_names_it(tmp_path: Path) ->
         best_config(EXPERIMENT, strategy="finder:slide", tracking_uri=uri)
 
 
-def test_a_tie_on_a_discrete_metric_goes_to_the_lower_valid_loss(tmp_path: Path) -> None:
+def test_a_tie_on_a_discrete_metric_goes_to_the_lower_valid_loss(
+    tmp_path: Path, tracking_uri: str
+) -> None:
     """Error rates are counts over the validation set, so ties are common: the tie goes to the
     trial with the lower best valid loss, not to whichever trial started first."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     _, (first, better) = _sweep(tracker, tracker.ensure_experiment(EXPERIMENT), "s", [0.4, 0.3])
     # both trials have best/error_rate 0.1; ``first`` started first
@@ -406,11 +415,11 @@ def _trial(tracker: Tracker, exp_id: str, parent: str, metrics: dict[str, float]
     [("accuracy", "max", math.inf), ("valid_loss", "min", -math.inf)],
 )
 def test_an_infinite_metric_never_wins(
-    tmp_path: Path, metric: str, mode: str, value: float
+    tmp_path: Path, tracking_uri: str, metric: str, mode: str, value: float
 ) -> None:
     """MLflow's SQL store keeps +-inf as +-1.797e308, a finite float: read back, it must still
     count as infinite, not as the best value there is."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     parent, (good,) = _sweep(tracker, exp_id, "s", [0.3])
@@ -420,8 +429,10 @@ def test_an_infinite_metric_never_wins(
     assert best.run_id == good
 
 
-def test_a_metric_without_a_finite_value_in_any_trial_says_so(tmp_path: Path) -> None:
-    uri = default_tracking_uri(tmp_path)
+def test_a_metric_without_a_finite_value_in_any_trial_says_so(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     parent, (run,) = _sweep(tracker, exp_id, "s", [0.3])
@@ -431,9 +442,11 @@ def test_a_metric_without_a_finite_value_in_any_trial_says_so(tmp_path: Path) ->
         best_config(EXPERIMENT, metric="accuracy", tracking_uri=uri)
 
 
-def test_json_output_is_strict_json_when_a_metric_or_param_is_not_finite(tmp_path: Path) -> None:
+def test_json_output_is_strict_json_when_a_metric_or_param_is_not_finite(
+    tmp_path: Path, tracking_uri: str
+) -> None:
     """``NaN`` / ``Infinity`` are not JSON (jq and JavaScript refuse them): such values are null."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     _, (run,) = _sweep(tracker, exp_id, "s", [0.3])
@@ -452,11 +465,11 @@ def test_json_output_is_strict_json_when_a_metric_or_param_is_not_finite(tmp_pat
 
 
 def test_trials_without_the_metric_are_named_in_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, tracking_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A trial that lacks the metric (an older sweep, a NaN) cannot be ranked: the best is
     among the others, and the log says which trials were left out rather than nothing."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     parent, (ranked,) = _sweep(tracker, exp_id, "s", [0.3])
@@ -468,9 +481,11 @@ def test_trials_without_the_metric_are_named_in_a_warning(
     assert re.search(rf"1 of 2 finished trials .*best/accuracy.*{unranked}", caplog.text)
 
 
-def test_model_uri_is_none_for_a_trial_that_logged_no_model(tmp_path: Path) -> None:
+def test_model_uri_is_none_for_a_trial_that_logged_no_model(
+    tmp_path: Path, tracking_uri: str
+) -> None:
     """``tracking.checkpoints: none`` logs no model: a ``runs:/`` URI would not load."""
-    uri = default_tracking_uri(tmp_path)
+    uri = tracking_uri
     tracker = Tracker(uri)
     exp_id = tracker.ensure_experiment(EXPERIMENT)
     parent, (with_model,) = _sweep(tracker, exp_id, "s", [0.3])

@@ -182,6 +182,7 @@ def test_a_password_in_mlflow_tracking_uri_is_refused_without_echoing_it(
 @pytest.mark.parametrize(
     "uri",
     [SECRET_URI, "postgresql://mlflow:{pw}@db:5432/mlflow", "postgresql://db/mlflow?password={pw}"],
+    ids=["http-userinfo", "postgresql-userinfo", "postgresql-query"],  # the port is random
 )
 def test_tracker_and_check_refuse_a_password_and_never_repeat_it(uri: str) -> None:
     uri = uri.replace("{pw}", PASSWORD)
