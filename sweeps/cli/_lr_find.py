@@ -6,20 +6,20 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from matplotlib import rcParams
-from matplotlib.backend_bases import FigureCanvasBase
 from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
-from trainers import LRFindResult, build_model, make_dataloaders, seed_everything
-from trainers.learner import Learner
-from trainers.lr_finder import check_lr_find_args
-from trainers.plots import plot_lr_find
-from trainers.suggestions import SUGGESTIONS
+
+if TYPE_CHECKING:  # torch and matplotlib load when the command runs, not for --help
+    from trainers import LRFindResult
+
+RULES = ("valley", "steep", "minimum", "slide")
+"""``trainers.suggestions.SUGGESTIONS``' names for ``--help``, without importing torch (a test
+keeps the two equal)."""
 
 _OPTIONS = ("dataset", "arch", "image_size", "batch_size", "seed", "num_it", "start_lr", "end_lr")
 _NAMED = re.compile(rf"(?<![-\w])({'|'.join(_OPTIONS)})(?= must|=|,)")
@@ -47,9 +47,9 @@ def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> Non
     console.print(table)
     if result.stopped_early:
         console.print(f"Stopped early: the loss diverged at lr {result.lrs[-1]:.3e}.")
-    console.print(f"Plot: {out}", markup=False, highlight=False)
+    console.print(f"Plot: {out}", markup=False, highlight=False, soft_wrap=True)
     if json_out is not None:
-        console.print(f"Curve: {json_out}", markup=False, highlight=False)
+        console.print(f"Curve: {json_out}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
@@ -73,6 +73,9 @@ def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
         return target
     if not target.suffix:
         return target.with_name(target.name + ".png")
+    from matplotlib import rcParams
+    from matplotlib.backend_bases import FigureCanvasBase
+
     formats = FigureCanvasBase.get_supported_filetypes()
     if target.suffix[1:].lower() not in formats:
         raise ValueError(
@@ -103,7 +106,7 @@ def lr_find_command(
     end_lr: Annotated[float, typer.Option("--end-lr", help="Last learning rate.")] = 10.0,
     suggest: Annotated[
         list[str] | None,
-        typer.Option("--suggest", help=f"Rule, repeatable: {', '.join(SUGGESTIONS)}."),
+        typer.Option("--suggest", help=f"Rule, repeatable: {', '.join(RULES)}."),
     ] = None,
     path: Annotated[
         Path | None, typer.Option("--path", help="Data folder (image_folder, torchvision).")
@@ -126,6 +129,11 @@ def lr_find_command(
 
     --amp, --channels-last, --compile: test as a sweep's task.accelerator trains.
     """
+    from trainers import build_model, make_dataloaders, seed_everything
+    from trainers.learner import Learner
+    from trainers.lr_finder import check_lr_find_args
+    from trainers.plots import plot_lr_find
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rules = tuple(suggest) if suggest else ("valley",)
     try:

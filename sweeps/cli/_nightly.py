@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
+from sweeps._uri import TrackingUriError, checked_tracking_uri, redact_uri
 from sweeps.cli import app
 from sweeps.cli._options import (
     TRACKING_URI_HELP,
@@ -26,26 +26,17 @@ from sweeps.cli._options import (
     usable_tracking_uri,
     wrong_kind_hint,
 )
-from sweeps.nightly import (
-    DEFAULT_BASELINE_NIGHTS,
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    NightResult,
-    ReportDirError,
-    Status,
-    report_night_not_run,
-    run_nightly,
-)
 from sweeps.spec import SpecError, load_suite
 from sweeps.spec._redact import redact_text
-from sweeps.tracking import TrackingUriError, checked_tracking_uri, redact_uri
+from sweeps.spec._suite import DEFAULT_BASELINE_NIGHTS
+
+if TYPE_CHECKING:  # Ray, MLflow and torch load when the command runs, not for --help
+    from sweeps.nightly import NightResult
 
 # Checked first thing in the command: an unreachable store is a failed night (exit 3, with a
 # FAILED report in --report-dir), not bad input; a refused URI is bad input (exit 2, and a FAILED
 # report replaces the last night's).
 NightlyTrackingUri = Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)]
-
-_STYLES = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
 
 
 @app.command("nightly")
@@ -73,6 +64,16 @@ def nightly_command(
 ) -> None:
     """Run every spec of SUITE, compare each headline figure with the median of earlier nights,
     write and log the report, and exit 0 (passed), 1 (regressed), 2 (bad input) or 3 (failed)."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeps.nightly import (
+        EXIT_BAD_INPUT,
+        EXIT_FAILED,
+        ReportDirError,
+        report_night_not_run,
+        run_nightly,
+    )
+
     err = Console(stderr=True, soft_wrap=True)
     tracking_uri = _usable_store(tracking_uri, suite, overrides or [], report_dir)
     try:
@@ -124,6 +125,8 @@ def _usable_store(
     does not answer, or a check that fails in a way nobody foresaw, leaves a FAILED report
     before exiting 3 (never 1, which means "regressed").
     """
+    from sweeps.nightly import EXIT_FAILED, report_night_not_run
+
     given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(embedded)"
     try:
         checked_tracking_uri(tracking_uri)
@@ -156,6 +159,9 @@ def _suite_name(suite: Path, overrides: list[str]) -> str:
 
 
 def _print_night(night: NightResult) -> None:
+    from sweeps.nightly import Status
+
+    styles = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
     console = Console(soft_wrap=True)
     if not console.is_terminal:  # a log or a pipe: keep every cell whole
         console = Console(soft_wrap=True, width=200)
@@ -165,7 +171,7 @@ def _print_night(night: NightResult) -> None:
     for c in night.verdict.comparisons:
         cells = [c.entry, c.name, c.strategy or "", _num(c.baseline), _num(c.value)]
         cells += [_num(c.limit), c.status.value]
-        table.add_row(*cells, style=_STYLES.get(c.status))
+        table.add_row(*cells, style=styles.get(c.status))
     console.print(table)
     for line in night.verdict.failures:
         console.print(f"failed: {line}", markup=False, highlight=False, style="bold red")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sweeps.cli import app
 from sweeps.cli._options import TrackingUri
 from sweeps.cli._run import fail, make_console, print_report
-from sweeps.report import Report, build_report
+
+if TYPE_CHECKING:
+    from sweeps.report import Report
 
 
 @app.command("report")
@@ -27,6 +29,8 @@ def report_command(
     ] = None,
 ) -> None:
     """Print the strategy comparison of a sweep, read from MLflow alone."""
+    from sweeps.report import build_report  # MLflow and the figures load only when used
+
     try:
         report = build_report(
             experiment, parent_run_id=run_id, tracking_uri=tracking_uri, figures_dir=out

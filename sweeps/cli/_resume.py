@@ -9,13 +9,11 @@ from typing import Annotated
 
 import typer
 
+from sweeps._uri import TrackingUriError
 from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri
 from sweeps.cli._run import INTERRUPTED_EXIT, finish, make_console
-from sweeps.preflight import PreflightError
-from sweeps.run import SweepNotFound, default_storage, resume_sweep
 from sweeps.spec import SpecError
-from sweeps.tracking import TrackingUriError
 
 _RUN_AGAIN = "or start the sweep again: lrsweep run <your spec file>"
 _STORAGE_HINT = (
@@ -45,6 +43,9 @@ def resume_command(
 ) -> None:
     """Restore the sweep's Tuner: finished trials stay, unfinished ones continue from their
     checkpoints in their own MLflow runs, then the report is written."""
+    from sweeps.preflight import PreflightError
+    from sweeps.run import SweepNotFound, default_storage, resume_sweep
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if tracking_uri:  # else the URI the sweep ran with, checked when it started
         tracking_uri = usable_tracking_uri(tracking_uri)

@@ -5,22 +5,22 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sweeps._uri import TrackingUriError, redact_uri, resolve_tracking_uri, sqlite_path
 from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri, wrong_kind_hint
-from sweeps.preflight import PreflightError
-from sweeps.report import Report
-from sweeps.run import SweepResult, run_sweep
-from sweeps.run import resume_hint as run_resume_hint
 from sweeps.spec import SpecError, load_spec
 from sweeps.spec._overrides import shown_override
-from sweeps.tracking import TrackingUriError, redact_uri, resolve_tracking_uri, sqlite_path
+
+if TYPE_CHECKING:  # Ray, MLflow and torch load when a command runs a sweep, not for --help
+    from sweeps.report import Report
+    from sweeps.run import SweepResult
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 TERMINATED_EXIT = 143  # 128 + SIGTERM
@@ -60,6 +60,8 @@ def browse_hint(tracking_uri: str) -> str:
 
 def resume_hint(result: SweepResult) -> str:
     """The command that continues ``result``'s sweep (see :func:`sweeps.run.resume_hint`)."""
+    from sweeps.run import resume_hint as run_resume_hint
+
     return run_resume_hint(result.name, result.sweep_dir)
 
 
@@ -158,6 +160,9 @@ def run_command(
     ] = None,
 ) -> None:
     """Run every strategy arm of SPEC on Ray Tune, log to MLflow and print the comparison."""
+    from sweeps.preflight import PreflightError
+    from sweeps.run import run_sweep
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         loaded = load_spec(spec, overrides=overrides or [])

@@ -62,11 +62,11 @@ from sweeps.nightly._store import (
 )
 from sweeps.spec import Suite, SuiteEntry, SweepSpec
 from sweeps.spec._overrides import shown_override
+from sweeps.spec._suite import DEFAULT_BASELINE_NIGHTS
 from sweeps.tracking import Tracker, redact_uri, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BASELINE_NIGHTS = 7
 TREND_NIGHTS = 30
 STORAGE_KEY = "storage"
 MAX_REASON_CHARS = 600

@@ -29,7 +29,10 @@ from sweeps.spec._task import local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel
 from sweeps.spec._yaml import read_mapping
 
-__all__ = ["Suite", "SuiteEntry", "Thresholds", "load_suite"]
+__all__ = ["DEFAULT_BASELINE_NIGHTS", "Suite", "SuiteEntry", "Thresholds", "load_suite"]
+
+DEFAULT_BASELINE_NIGHTS = 7
+"""Earlier completed nights whose median a night is judged against (``--baseline-nights``)."""
 
 ALL_ENTRIES = "*"
 """The entry name of an override meant for every entry: ``*.storage.path=/mnt/shared/ray``."""

@@ -16,7 +16,10 @@ BASE = ["lr-find", "--dataset", "digits", "--arch", "simple_cnn", "--image-size"
 
 
 def test_lr_find_prints_each_rule_and_writes_plot_and_curve(tmp_path):
-    out, curve = tmp_path / "lr_find.png", tmp_path / "lr_find.json"
+    # paths past the 80 columns of a pipe: printed whole, one line each, for a script to read
+    folder = tmp_path / "a-folder-name-long-enough-to-wrap" / "at-eighty-columns-in-a-pipe"
+    folder.mkdir(parents=True)
+    out, curve = folder / "lr_find.png", folder / "lr_find.json"
     args = [*BASE, "--num-it", "40", "--suggest", "valley", "--suggest", "minimum"]
     result = CliRunner().invoke(app, [*args, "--out", str(out), "--json", str(curve)])
     assert result.exit_code == 0, result.output
@@ -24,7 +27,8 @@ def test_lr_find_prints_each_rule_and_writes_plot_and_curve(tmp_path):
     assert list(saved.suggestions) == ["valley", "minimum"]
     for name, lr in saved.suggestions.items():
         assert f"{name}" in result.stdout and f"{lr:.3e}" in result.stdout
-    assert f"Plot: {out}" in result.stdout
+    assert f"Plot: {out}" in result.stdout.splitlines()
+    assert f"Curve: {curve}" in result.stdout.splitlines()
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,0 +1,63 @@
+"""The ``lrsweep`` command starts light: ``--help``, ``validate``, ``server``, ``ui`` and ``best``
+need neither torch nor Ray (``best`` loads MLflow), so they answer in a fraction of the seconds
+those imports take; ``run``, ``resume``, ``report``, ``nightly`` and ``lr-find`` load them when
+they run. Checked in fresh interpreters, by the modules they hold (not by a timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeps.cli._lr_find import RULES
+from trainers.suggestions import SUGGESTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "ray", "mlflow", "matplotlib", "pandas", "trainers")
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The heavy modules a fresh interpreter holds after running ``code``."""
+    probe = (
+        f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cli(*args: str) -> str:
+    return (
+        "from sweeps.cli import app\n"
+        f"try:\n    app({list(args)!r}, prog_name='lrsweep')\n"
+        "except SystemExit as stop:\n    assert stop.code in (0, None), stop.code"
+    )
+
+
+def test_importing_the_command_loads_no_torch_ray_or_mlflow() -> None:
+    assert _loaded_after("import sweeps.cli") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["lr-find", "--help"],
+        ["nightly", "--help"],
+        ["validate", "sweeps/specs/digits.yaml"],
+        ["validate", "--suite", "sweeps/specs/nightly.yaml"],
+    ],
+    ids=" ".join,
+)
+def test_help_and_validate_load_no_torch_ray_or_mlflow(args: list[str]) -> None:
+    assert _loaded_after(_cli(*args)) == []
+
+
+def test_lr_find_help_names_every_suggestion_rule() -> None:
+    assert RULES == tuple(SUGGESTIONS)
