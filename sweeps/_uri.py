@@ -70,12 +70,14 @@ class TrackingUriError(ValueError):
     """
 
 
-def check_tracking_uri(uri: str, *, source: str = "The tracking URI") -> str:
+def check_tracking_uri(
+    uri: str, *, source: str = "The tracking URI", database_only: bool = False
+) -> str:
     """Return ``uri`` if lrsweep can log to it; else raise :class:`TrackingUriError`.
 
     The rules are those of :func:`sweeps.spec._sweep.tracking_uri_problem`, which validates the
     spec's ``tracking.uri`` too: no password, no file store, ``sqlite:///`` with three or four
-    slashes, a known scheme.
+    slashes, a known scheme; with ``database_only`` (``lrsweep server``'s stores), a database.
 
     Example:
         >>> uri = "http://alice:s3cret@host:5000"
@@ -83,7 +85,7 @@ def check_tracking_uri(uri: str, *, source: str = "The tracking URI") -> str:
         Traceback (most recent call last):
         sweeps._uri.TrackingUriError: --tracking-uri http://host:5000: must not contain a ...
     """
-    problem = tracking_uri_problem(uri)
+    problem = tracking_uri_problem(uri, database_only=database_only)
     if problem:
         named = source if repr(uri) in problem else f"{source} {redact_uri(uri)}"
         raise TrackingUriError(f"{named}: {problem}.")

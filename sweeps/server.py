@@ -464,11 +464,11 @@ def _refuse_unusable_store(option: str, uri: str | None) -> None:
     """Refuse a store URI ``mlflow server`` cannot open, before anything is created.
 
     The rules of a tracking URI (:func:`sweeps.tracking.check_tracking_uri`): ``sqlite://x.db``
-    (two slashes), a folder or ``file:`` URI (MLflow's file store), an unknown scheme, each with
-    the form that works; else ``mlflow server`` printed a traceback and exited 1, which
-    systemd's ``Restart=on-failure`` retries for good. A server's store may be what no sweep
-    logs to directly, so these pass too: MLflow's other database engine (``mssql``) and an
-    in-memory SQLite (``sqlite://``, ``sqlite:///:memory:``).
+    (two slashes), a folder or ``file:`` URI (MLflow's file store), an unknown scheme, and here
+    an MLflow server (``http://...``), each with the form that works; else ``mlflow server``
+    printed a traceback and exited 1, which systemd's ``Restart=on-failure`` retries for good.
+    A server's store may be what no sweep logs to directly, so these pass too: MLflow's other
+    database engine (``mssql``) and an in-memory SQLite (``sqlite://``, ``sqlite:///:memory:``).
     """
     if not uri:
         return
@@ -482,7 +482,7 @@ def _refuse_unusable_store(option: str, uri: str | None) -> None:
         if scheme in _SERVER_ONLY_SCHEMES or (scheme == "sqlite" and in_memory):
             return
     try:
-        check_tracking_uri(uri, source=option)
+        check_tracking_uri(uri, source=option, database_only=True)
     except TrackingUriError as error:
         raise ServerConfigError(f"{error} Nothing was created.") from None
 

@@ -285,7 +285,7 @@ def absolute_sqlite_uri(uri: str, cwd: str | Path | None = None) -> str:
     return f"{prefix}{os.path.normpath(folder.resolve() / path)}{sep}{query}"
 
 
-def tracking_uri_problem(uri: str) -> str | None:
+def tracking_uri_problem(uri: str, *, database_only: bool = False) -> str | None:
     """What makes ``uri`` unusable as lrsweep's MLflow tracking store, or None when it is usable.
 
     The one check every tracking URI goes through (``tracking.uri``, ``--tracking-uri``,
@@ -298,7 +298,8 @@ def tracking_uri_problem(uri: str) -> str | None:
     * ``sqlite://name.db`` (two slashes: SQLite has no host) and a SQLite URI with no file;
     * an ``http(s)://`` URI with no host, or with a user or a token (``https://TOKEN@host``,
       ``?token=``): an HTTP server's credentials come from the environment too;
-    * unknown schemes.
+    * unknown schemes;
+    * with ``database_only`` (the store of ``lrsweep server``), an MLflow server.
 
     Example:
         >>> tracking_uri_problem("sqlite:///mlflow.db") is None
@@ -315,8 +316,11 @@ def tracking_uri_problem(uri: str) -> str | None:
     if uri_has_password(uri):
         return _PASSWORD_HINT
     if uri.lower().startswith("file:") or not is_uri(uri):
-        return _folder_problem(uri, parts.path if uri.lower().startswith("file:") else uri)
+        path = parts.path if uri.lower().startswith("file:") else uri
+        return _folder_problem(uri, path, server_ok=not database_only)
     scheme = parts.scheme.lower().split("+")[0]
+    if database_only and scheme in ("http", "https"):
+        return _NOT_A_DATABASE
     if scheme not in _TRACKING_SCHEMES:
         return f"unknown scheme {parts.scheme!r} (accepted: {', '.join(_TRACKING_SCHEMES)})"
     if scheme == "sqlite":
@@ -328,13 +332,21 @@ def tracking_uri_problem(uri: str) -> str | None:
     return None
 
 
-def _folder_problem(uri: str, path: str) -> str:
+_NOT_A_DATABASE = (
+    "an MLflow server, not a database; an MLflow server keeps its runs in a "
+    "database: postgresql://USER@HOST:5432/DB (the password in PGPASSWORD) or "
+    "sqlite:////abs/path/mlflow.db"
+)
+
+
+def _folder_problem(uri: str, path: str, *, server_ok: bool = True) -> str:
     folder = os.path.expanduser(unquote(path)).rstrip("/") or "."
     if folder.endswith((".db", ".sqlite", ".sqlite3")):
         return f"{uri!r} is not a database URI; for a SQLite file write sqlite:///{folder}"
+    server = " (or a server, http://HOST:5000)" if server_ok else ""
     return (
         f"{uri!r} is a folder, MLflow's file store, which MLflow 3 no longer writes; use a SQLite "
-        f"database in it instead: sqlite:///{folder}/mlflow.db (or a server, http://HOST:5000)"
+        f"database in it instead: sqlite:///{folder}/mlflow.db{server}"
     )
 
 

@@ -248,6 +248,8 @@ def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_mad
         # the artifacts folder had been made
         ("sqlite://x.db", "two slashes"),
         ("mlflow-folder", "is a folder"),
+        # a tracking server given as the store: mlflow server's traceback, exit 1
+        ("http://127.0.0.1:5999", "not a database"),
     ],
 )
 def test_an_unusable_backend_store_uri_is_refused_naming_the_option(
@@ -272,6 +274,30 @@ def test_a_store_uri_mlflow_cannot_open_is_refused_before_anything_is_made(
     with pytest.raises(ServerConfigError, match=rf"^{option}: 'sqlite://x.db' has two slashes"):
         prepare_server(config, environ=environ)
     assert not artifacts.exists() and not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:5999", "https://alice@mlflow.team.example"])
+def test_an_mlflow_server_as_the_store_is_refused_naming_a_database_to_use(
+    tmp_path: Path, uri: str
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    config = ServerConfig(backend_store_uri=uri, artifacts_destination=str(artifacts))
+    with pytest.raises(ServerConfigError, match=r"^--backend-store-uri") as refused:
+        prepare_server(config, environ={})
+    message = str(refused.value)
+    assert "not a database" in message and "postgresql://" in message and "sqlite:///" in message
+    assert "alice" not in message  # a user (or a token) given in the URI is not repeated
+    assert not artifacts.exists()
+
+
+def test_a_folder_as_the_store_is_offered_a_database_in_it_not_a_server(tmp_path: Path) -> None:
+    config = ServerConfig(
+        backend_store_uri=str(tmp_path / "runs"), artifacts_destination=str(tmp_path / "a")
+    )
+    with pytest.raises(ServerConfigError, match="is a folder") as refused:
+        prepare_server(config, environ={})
+    assert f"sqlite:///{tmp_path}/runs/mlflow.db" in str(refused.value)
+    assert "http" not in str(refused.value)  # a server cannot be where a server keeps its runs
 
 
 def test_every_store_mlflow_serves_still_passes_the_check(tmp_path: Path) -> None:
