@@ -509,6 +509,10 @@ def _close(
     try:
         report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
         log_report(tracker, parent_run_id, report)
+    except KeyboardInterrupt:  # Ctrl-C while the report is made: `lrsweep resume` makes it
+        _close_killed(tracker, experiment_id, parent_run_id)
+        logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
+        return replace(result, interrupted=True, stop_signal="SIGINT")
     except BaseException as error:  # the trials are done; `lrsweep report NAME` can retry
         tracker.set_tags(parent_run_id, {"sweeps.error": f"report: {error!r}"[:5000]})
         _end_after_error(tracker, parent_run_id)
