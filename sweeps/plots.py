@@ -101,12 +101,41 @@ def plot_comparison(
     return Path(path)
 
 
+def clipped_limits(
+    finite_curves: Sequence[tuple[Sequence[float], bool]], margin: float = 0.1
+) -> tuple[float, float, float] | None:
+    """A panel's y limits when a diverged trial would flatten the others, else None.
+
+    ``finite_curves`` holds each trial's losses and whether it diverged. The axis spans the
+    losses of the trials that did not diverge, ``margin`` of their range beyond each end, when a
+    diverged one climbs past that; the third value is the highest loss left out, for the
+    panel's note. None when no trial diverged above the others, or every trial diverged.
+
+    Example:
+        >>> low, top, peak = clipped_limits([([2.3, 0.9, 0.5], False), ([2.3, 40, 3.1e6], True)])
+        >>> round(low, 2), round(top, 2), peak
+        (0.32, 2.48, 3100000.0)
+    """
+    kept = [v for values, diverged in finite_curves if not diverged for v in values]
+    peak = max((v for values, _ in finite_curves for v in values), default=None)
+    if not kept or peak is None:
+        return None
+    low, high = min(kept), max(kept)
+    span = (high - low) or abs(high) or 1.0
+    top = high + margin * span
+    return (low - margin * span, top, peak) if peak > top else None
+
+
 def plot_sweep_curves(
     curves: Mapping[str, Sequence[tuple[int, float]]],
     trials: Sequence[Any],
     path: str | os.PathLike[str],
 ) -> Path:
     """Validation loss per epoch of every trial, one panel per group, early stops marked ``x``.
+
+    A trial that diverged is drawn up to the top of the axis, which stops a little above the
+    other trials' highest loss (:func:`clipped_limits`), and the panel says how high it went;
+    otherwise its losses (up to ~1e6 before it is stopped) would flatten every other curve.
 
     Args:
         curves: ``run_id -> [(epoch, valid_loss), ...]``.
@@ -122,6 +151,7 @@ def plot_sweep_curves(
     axes = fig.subplots(rows, cols, squeeze=False)
     for index, group in enumerate(groups):
         ax = axes[index // cols][index % cols]
+        drawn: list[tuple[Sequence[float], bool]] = []
         for trial in (t for t in trials if t.group == group):
             points = [(e, v) for e, v in curves.get(trial.run_id, []) if _finite(v)]
             if not points:
@@ -130,6 +160,14 @@ def plot_sweep_curves(
             (line,) = ax.plot(epochs, values, linewidth=1, alpha=0.8)
             if trial.stop_reason in ("rising_val_loss", "diverged"):
                 ax.plot(epochs[-1], values[-1], marker="x", markersize=9, color=line.get_color())
+            drawn.append((values, trial.stop_reason == "diverged"))
+        clipped = clipped_limits(drawn)
+        if clipped is not None:
+            ax.set_ylim(clipped[0], clipped[1])
+            ax.text(
+                0.98, 0.96, f"axis clipped: a diverged trial reached {clipped[2]:.3g}",
+                transform=ax.transAxes, ha="right", va="top", fontsize="x-small",
+            )  # fmt: skip
         ax.set_title(group, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.set_ylabel("valid_loss")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from sweeps.plots import plot_comparison
+from sweeps.plots import clipped_limits, plot_comparison, plot_sweep_curves
 from sweeps.report import TrialRow
 
 
@@ -55,3 +56,27 @@ def test_comparison_figure_draws_without_warnings(
         path = plot_comparison(trials, curves, tmp_path / "comparison.png")
     image = matplotlib.image.imread(path)
     assert image.shape[:2] == (500, 800) and image.std() > 0  # 8 x 5 in at 100 dpi, not blank
+
+
+def test_a_diverged_trial_clips_the_axis_to_the_others_and_no_other_case_does() -> None:
+    good, blown = ([2.3, 0.9, 0.5], False), ([2.3, 40.0, 3.1e6], True)
+    low, top, peak = clipped_limits([good, blown]) or (math.nan, math.nan, math.nan)
+    assert 0.3 < low < 0.5 and 2.3 < top < 2.6 and peak == 3.1e6
+    assert clipped_limits([good, ([2.3, 2.0, 1.9], False)]) is None  # nothing diverged
+    assert clipped_limits([good, ([2.3, 2.2, 2.25], True)]) is None  # diverged below the rest
+    assert clipped_limits([blown]) is None  # nothing left to show beside it
+    assert clipped_limits([]) is None
+    assert clipped_limits([([1.0], False), ([5.0], True)]) == (0.9, 1.1, 5.0)  # one point
+
+
+def test_curves_with_a_diverged_trial_draw_without_warnings(tmp_path: Path) -> None:
+    trials = [row("grid", "grid", lr, 0.5) for lr in (1e-3, 1e-2)]
+    trials[1] = dataclasses.replace(trials[1], stop_reason="diverged")
+    curves = {
+        trials[0].run_id: [(0, 2.3), (1, 0.9), (2, 0.5)],
+        trials[1].run_id: [(0, 2.3), (1, 4e6)],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_sweep_curves(curves, trials, tmp_path / "curves.png")
+    assert matplotlib.image.imread(path).std() > 0
