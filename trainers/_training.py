@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -151,6 +151,12 @@ def make_optimizer(
 
     ``adamw``: decoupled weight decay, betas ``(0.9, 0.99)``, eps 1e-5 (fastai's defaults);
     ``adam``: the same with L2 weight decay; ``sgd``: momentum 0.9 and L2 weight decay.
+
+    The step runs PyTorch's fused kernel (``fused=True``: one pass per parameter group instead
+    of one Python loop over its tensors, 3-4x faster on the CPU; see :func:`fused_supported`)
+    when every parameter allows it, else PyTorch's default implementation. The maths is the
+    same; the rounding is not bit for bit, so curves match a ``fused=False`` run to float
+    rounding only (a seed still fixes them on one machine).
     """
     seen: set[int] = set()
     param_groups: list[dict[str, Any]] = []
@@ -164,10 +170,32 @@ def make_optimizer(
             param_groups.append({"params": decay, "layer_group": index, "weight_decay": wd})
         if rest:
             param_groups.append({"params": rest, "layer_group": index, "weight_decay": 0.0})
+    fused = fused_supported(p for group in param_groups for p in group["params"])
     if name == "sgd":
-        return torch.optim.SGD(param_groups, lr=1e-3, momentum=DEFAULT_MOM, weight_decay=wd)
+        return torch.optim.SGD(
+            param_groups, lr=1e-3, momentum=DEFAULT_MOM, weight_decay=wd, fused=fused
+        )
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return cls(param_groups, lr=1e-3, betas=(DEFAULT_MOM, 0.99), eps=1e-5, weight_decay=wd)
+    return cls(
+        param_groups, lr=1e-3, betas=(DEFAULT_MOM, 0.99), eps=1e-5, weight_decay=wd, fused=fused
+    )
+
+
+def fused_supported(params: Iterable[torch.Tensor]) -> bool | None:
+    """``True`` when PyTorch's fused optimizer step takes every one of ``params`` (floating
+    point, on a device with fused kernels: CPU, CUDA and others), else ``None`` (PyTorch's
+    default implementation)."""
+    try:  # private to PyTorch; CPU and CUDA have had fused Adam/AdamW/SGD since 2.4
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except (ImportError, AttributeError):
+        devices = {"cpu", "cuda"}
+    params = list(params)
+    ok = bool(params) and all(
+        p.is_floating_point() and p.device.type in devices and not p.is_sparse for p in params
+    )
+    return True if ok else None
 
 
 def per_item_loss(

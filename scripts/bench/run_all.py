@@ -40,6 +40,7 @@ BENCHMARKS = (
     "headline",
     "data_pipeline",
     "accelerator",
+    "fused_step",
     "scale_sim",
 )
 

@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench" / "bench_learner_overhead.py"
 
 
-def test_learner_overhead_quick_emits_a_json_result() -> None:
+def _quick_json(script: Path, *args: str) -> dict[str, Any]:
+    """Run a benchmark script with ``--quick --json`` and return its JSON result."""
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", "--reps", "1"],
+        [sys.executable, str(script), "--quick", "--json", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -33,7 +34,11 @@ def test_learner_overhead_quick_emits_a_json_result() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_learner_overhead_quick_emits_a_json_result() -> None:
+    result = _quick_json(SCRIPT, "--reps", "1")
     assert result["benchmark"] == "learner_overhead"
     assert result["item"] == 1
     assert {"samples_per_s_ratio", "cpu_time_ratio", "max_step_loss_diff"} <= set(result["metrics"])
@@ -44,6 +49,17 @@ def test_learner_overhead_quick_emits_a_json_result() -> None:
     assert "| Learner / hand-loop samples/s (wall)" in result["markdown"]
     assert result["command"].startswith("python scripts/bench/bench_learner_overhead.py")
     assert result["columns"] and all(len(r) == len(result["columns"]) for r in result["rows"])
+
+
+def test_fused_step_quick_compares_the_same_fit_with_both_steps() -> None:
+    result = _quick_json(SCRIPT.parent / "bench_fused_step.py")
+    assert result["benchmark"] == "fused_step"
+    (model,) = result["metrics"]["models"]
+    assert model["arch"] == "simple_cnn" and model["speedup"] > 0
+    assert set(model["step_ms"]) == {"default", "fused"}
+    assert 0 <= model["first_steps_diff"] < 1e-4  # the same maths, another float rounding
+    assert 0 <= model["control_diff"] < 1e-2
+    assert "| model " in result["markdown"] and "fit speedup" in result["markdown"]
 
 
 def test_accelerator_cpu_check_compares_the_first_batch_and_passes_bf16() -> None:

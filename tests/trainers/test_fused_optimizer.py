@@ -1,0 +1,81 @@
+"""The Learner's optimizer takes PyTorch's fused step where the parameters allow it: the same
+maths as PyTorch's default implementation (to float rounding), the same curves for a seed, and
+checkpoints that resume with the step they were saved with."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _shapes import shapes_learner
+
+import trainers._training as training
+from trainers import Learner
+from trainers._training import fused_supported, layer_groups, make_optimizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _trained(monkeypatch: pytest.MonkeyPatch, *, fused: bool, opt: str) -> Learner:
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(training, "fused_supported", lambda params: None)
+        learn = shapes_learner(n_per_class=60, opt=opt)
+    learn.fit_one_cycle(3, 1e-2)
+    return learn
+
+
+@pytest.mark.parametrize("opt", ["adamw", "adam", "sgd"])
+def test_every_parameter_group_is_fused_on_the_cpu(opt: str) -> None:
+    learn = shapes_learner(opt=opt)
+    assert len(learn.opt.param_groups) > 1  # layer groups, with and without weight decay
+    assert all(group["fused"] is True for group in learn.opt.param_groups)
+
+
+@pytest.mark.parametrize("opt", ["adamw", "adam", "sgd"])
+def test_the_fused_step_trains_as_pytorchs_default_to_float_rounding(
+    monkeypatch: pytest.MonkeyPatch, opt: str
+) -> None:
+    fused = _trained(monkeypatch, fused=True, opt=opt)
+    default = _trained(monkeypatch, fused=False, opt=opt)
+    assert all(group["fused"] is None for group in default.opt.param_groups)
+    a, b = fused.recorder.losses, default.recorder.losses
+    assert len(a) == len(b) >= 10
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+    for name, value in fused.model.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, default.model.state_dict()[name], atol=1e-4, rtol=0)
+
+
+def test_a_seed_gives_the_same_fused_curves_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _trained(monkeypatch, fused=True, opt="adamw")
+    second = _trained(monkeypatch, fused=True, opt="adamw")
+    assert first.recorder.losses == second.recorder.losses
+
+
+def test_a_checkpoint_resumes_with_the_step_it_was_saved_with(tmp_path) -> None:
+    learn = shapes_learner()
+    learn.fit(1, 1e-3)
+    path = learn.save(tmp_path / "learner.pth")
+    resumed = shapes_learner()
+    resumed.load(path)
+    assert all(group["fused"] is True for group in resumed.opt.param_groups)
+    # a checkpoint written before the fused step (fused unset) resumes with PyTorch's default
+    state = torch.load(path, weights_only=True)
+    for group in state["opt"]["param_groups"]:
+        group["fused"] = None
+    torch.save(state, tmp_path / "old.pth")
+    old = shapes_learner()
+    old.load(tmp_path / "old.pth")
+    assert all(group["fused"] is None for group in old.opt.param_groups)
+    old.fit(1, 1e-3)  # and trains
+    assert len(old.history) == 2
+
+
+def test_parameters_the_fused_step_cannot_take_fall_back_to_the_default() -> None:
+    assert fused_supported([torch.zeros(2, requires_grad=True)]) is True
+    assert fused_supported([torch.zeros(2, dtype=torch.complex64, requires_grad=True)]) is None
+    assert fused_supported([]) is None
+    module = torch.nn.Linear(2, 2)
+    module.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.complex64))
+    opt = make_optimizer("adamw", layer_groups(module), wd=0.01)
+    assert all(group["fused"] is None for group in opt.param_groups)
