@@ -207,6 +207,7 @@ def _learner(task: Any, dls: Any, seed: int) -> Learner:
         amp=accelerator.amp,
         channels_last=accelerator.channels_last,
         compile=accelerator.compile,
+        fused_step=accelerator.fused_step,
     )
 
 

@@ -140,7 +140,12 @@ def no_decay_params(module: nn.Module) -> set[int]:
 
 
 def make_optimizer(
-    name: str, groups: Sequence[nn.Module], *, wd: float, wd_bn_bias: bool = False
+    name: str,
+    groups: Sequence[nn.Module],
+    *,
+    wd: float,
+    wd_bn_bias: bool = False,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """An optimizer over the layer groups (each parameter in one parameter group).
 
@@ -152,11 +157,15 @@ def make_optimizer(
     ``adamw``: decoupled weight decay, betas ``(0.9, 0.99)``, eps 1e-5 (fastai's defaults);
     ``adam``: the same with L2 weight decay; ``sgd``: momentum 0.9 and L2 weight decay.
 
-    The step runs PyTorch's fused kernel (``fused=True``: one pass per parameter group instead
-    of one Python loop over its tensors, 3-4x faster on the CPU; see :func:`fused_supported`)
-    when every parameter allows it, else PyTorch's default implementation. The maths is the
-    same; the rounding is not bit for bit, so curves match a ``fused=False`` run to float
-    rounding only (a seed still fixes them on one machine).
+    ``fused``: None (the default) runs PyTorch's fused kernel (one pass per parameter group
+    instead of one Python loop over its tensors, 3-4x faster on the CPU) when every parameter
+    allows it (:func:`fused_supported`), else PyTorch's default implementation; False always
+    runs PyTorch's default; True requires the fused kernel. The maths is the same; the rounding
+    is not bit for bit, so curves of the two match to float rounding only (a seed fixes each
+    on one machine).
+
+    Raises:
+        ValueError: ``fused=True`` with a parameter the fused kernel cannot take.
     """
     seen: set[int] = set()
     param_groups: list[dict[str, Any]] = []
@@ -170,7 +179,7 @@ def make_optimizer(
             param_groups.append({"params": decay, "layer_group": index, "weight_decay": wd})
         if rest:
             param_groups.append({"params": rest, "layer_group": index, "weight_decay": 0.0})
-    fused = fused_supported(p for group in param_groups for p in group["params"])
+    fused = _fused_option(fused, [p for group in param_groups for p in group["params"]])
     if name == "sgd":
         return torch.optim.SGD(
             param_groups, lr=1e-3, momentum=DEFAULT_MOM, weight_decay=wd, fused=fused
@@ -181,21 +190,42 @@ def make_optimizer(
     )
 
 
+def _fused_devices() -> set[str]:
+    try:  # private to PyTorch; CPU and CUDA have had fused Adam/AdamW/SGD since 2.4
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        return set(_get_fused_kernels_supported_devices())
+    except (ImportError, AttributeError):
+        return {"cpu", "cuda"}
+
+
 def fused_supported(params: Iterable[torch.Tensor]) -> bool | None:
     """``True`` when PyTorch's fused optimizer step takes every one of ``params`` (floating
     point, on a device with fused kernels: CPU, CUDA and others), else ``None`` (PyTorch's
     default implementation)."""
-    try:  # private to PyTorch; CPU and CUDA have had fused Adam/AdamW/SGD since 2.4
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-        devices = set(_get_fused_kernels_supported_devices())
-    except (ImportError, AttributeError):
-        devices = {"cpu", "cuda"}
+    devices = _fused_devices()
     params = list(params)
     ok = bool(params) and all(
         p.is_floating_point() and p.device.type in devices and not p.is_sparse for p in params
     )
     return True if ok else None
+
+
+def _fused_option(fused: bool | None, params: list[torch.Tensor]) -> bool | None:
+    """The optimizer's ``fused`` argument for the Learner's ``fused_step`` option."""
+    if fused is None:
+        return fused_supported(params)
+    if fused is False:
+        return None  # PyTorch's default implementation (``fused=False`` also rules out foreach)
+    if fused_supported(params) is None:
+        kinds = sorted({f"{p.dtype} on {p.device.type}" for p in params})
+        raise ValueError(
+            "fused_step=True needs every parameter floating point and dense on a device with "
+            f"fused optimizer kernels ({', '.join(sorted(_fused_devices()))}), but the model "
+            f"has {', '.join(kinds) or 'no parameters'}; leave fused_step unset (None) to use "
+            "the fused step only where it can run."
+        )
+    return True
 
 
 def per_item_loss(

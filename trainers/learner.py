@@ -83,6 +83,10 @@ class Learner:
         wd_bn_bias: Also decay normalization-layer parameters and biases. False (fastai's
             default): they get no weight decay (a second parameter group per layer group,
             at the layer group's rate).
+        fused_step: The optimizer's step: None (PyTorch's fused kernel wherever every
+            parameter allows it: one pass per parameter group, 3-4x faster on the CPU), False
+            (PyTorch's default implementation, as before 2026-12-05: the same maths, another
+            float rounding) or True (the fused kernel, an error where it cannot run).
         metrics: Names from ``trainers._training.METRICS`` computed after every epoch.
         callbacks: Extra :class:`~trainers.callbacks.Callback` instances.
         seed: When given, seeds Python, NumPy and torch now (build the model after
@@ -108,7 +112,8 @@ class Learner:
             is not callable, data without ``train`` / ``valid``, ``callbacks`` that is not a
             list of ``Callback`` instances (or holds one defining a ``before_*`` / ``after_*``
             method that is not an event), or a bad accelerator option (unknown ``amp``,
-            ``"fp16"`` off CUDA, an unknown compile mode or key).
+            ``"fp16"`` off CUDA, an unknown compile mode or key, ``fused_step=True`` with a
+            parameter the fused kernel cannot take).
 
     State that callbacks read: ``model, dls, opt, loss_func, epoch, n_epoch, iter, n_iter,
     training, xb, yb, pred, loss, loss_value, metrics_values, history, recorder, phase,
@@ -126,6 +131,7 @@ class Learner:
         opt: str = "adamw",
         wd: float = 0.01,
         wd_bn_bias: bool = False,
+        fused_step: bool | None = None,
         metrics: Sequence[str] = ("error_rate", "accuracy"),
         callbacks: Iterable[Callback] = (),
         seed: int | None = None,
@@ -141,6 +147,10 @@ class Learner:
             raise ValueError(f"wd must be a finite number >= 0, but got {wd!r}.")
         if not isinstance(wd_bn_bias, bool):
             raise ValueError(f"wd_bn_bias must be True or False, but got {wd_bn_bias!r}.")
+        if fused_step is not None and not isinstance(fused_step, bool):
+            raise ValueError(
+                f"fused_step must be None (where supported), True or False, but got {fused_step!r}."
+            )
         bad_type = isinstance(metrics, str) or not isinstance(metrics, Iterable)
         if bad_type or any(not isinstance(m, str) or m not in METRICS for m in metrics):
             raise ValueError(
@@ -173,7 +183,8 @@ class Learner:
         self.metric_names: tuple[str, ...] = tuple(metrics)
         self.opt_name, self.wd, self.wd_bn_bias = opt, float(wd), wd_bn_bias
         groups = layer_groups(self.model)
-        self.opt = make_optimizer(opt, groups, wd=self.wd, wd_bn_bias=wd_bn_bias)
+        self.fused_step = fused_step
+        self.opt = make_optimizer(opt, groups, wd=self.wd, wd_bn_bias=wd_bn_bias, fused=fused_step)
         self.history: list[dict[str, Any]] = []
         self.phase: str | None = None
         self.epoch = self.n_epoch = self.iter = self.n_iter = self.resume_epoch = 0

@@ -20,30 +20,16 @@ Run: ``python scripts/bench/bench_fused_step.py [--quick] [--json]``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import _common as common
 import torch
 
-import trainers._training as training
 from trainers import Learner, build_model, make_dataloaders, seed_everything
 
 MODELS = (("simple_cnn", 16, 2, 11), ("resnet18", 32, 1, 3))  # arch, px, epochs/fit, reps
-
-
-@contextlib.contextmanager
-def _default_step() -> Iterator[None]:
-    """Build optimizers with PyTorch's default step (what the Learner did before)."""
-    real = training.fused_supported
-    training.fused_supported = lambda params: None
-    try:
-        yield
-    finally:
-        training.fused_supported = real
 
 
 def _step_ms(model: torch.nn.Module, fused: bool, steps: int) -> float:
@@ -75,11 +61,8 @@ def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
             with torch.no_grad():
                 for p in model.parameters():
                     p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
-        if name == "fused":
-            learn = Learner(model, dls, progress=False, device="cpu")
-        else:
-            with _default_step():
-                learn = Learner(model, dls, progress=False, device="cpu")
+        fused_step = None if name == "fused" else False  # the Learner's default, PyTorch's
+        learn = Learner(model, dls, progress=False, device="cpu", fused_step=fused_step)
         expected = True if name == "fused" else None
         assert all(group["fused"] is expected for group in learn.opt.param_groups)
         with common.Stopwatch() as sw:

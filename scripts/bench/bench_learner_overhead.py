@@ -70,6 +70,11 @@ def _hand_loop(
     return losses
 
 
+def _max_diff(a: list[float], b: list[float]) -> float:
+    """The largest per-step difference of two loss curves (NaN when they are empty)."""
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=math.nan)
+
+
 def run(args: argparse.Namespace) -> common.Result:
     """Measure and return the result."""
     common.setup_torch(args.threads)
@@ -120,14 +125,8 @@ def run(args: argparse.Namespace) -> common.Result:
     cpu_ratio = common.median(common.paired_ratios(cpu["hand"], cpu["learner"]))
     default = times["hand, default AdamW"]
     default_ratio = common.median(common.paired_ratios(default, times["learner"]))
-    default_diff = max(
-        (abs(a - b) for a, b in zip(record["default"], record["hand"], strict=True)),
-        default=math.nan,
-    )
-    diff = max(
-        (abs(a - b) for a, b in zip(record["learner"], record["hand"], strict=True)),
-        default=math.nan,
-    )
+    default_diff = _max_diff(record["default"], record["hand"])
+    diff = _max_diff(record["learner"], record["hand"])
     samples = n_train * epochs
     rows = [
         [

@@ -282,6 +282,9 @@ class AcceleratorSpec(SpecModel):
     bf16/fp16 on tensor cores).
     ``compile``: ``torch.compile`` the model: false, true or a mode name; compile time is paid
     once per trial process. All off by default: results are then bit-for-bit those of float32.
+    ``fused_step``: the optimizer's step: null (PyTorch's fused kernel wherever the parameters
+    allow it), false (PyTorch's default implementation: the same maths, another float
+    rounding, as lrsweep trained before 2026-12-05) or true (fused, an error where it cannot).
     """
 
     amp: Annotated[Literal["bf16", "fp16"] | None, BeforeValidator(_amp_value)] = None
@@ -290,6 +293,7 @@ class AcceleratorSpec(SpecModel):
         bool | Literal["default", "reduce-overhead", "max-autotune"],
         BeforeValidator(_compile_value),
     ] = False
+    fused_step: Annotated[bool | None, Field(strict=True)] = None
 
 
 class TaskSpec(SpecModel):

@@ -268,6 +268,19 @@ def test_the_fingerprint_follows_what_a_local_data_folder_and_weights_file_hold(
     assert spec_fingerprint(spec) not in (first, added)
 
 
+def test_a_spec_keeps_its_fingerprint_when_a_new_option_is_left_at_its_default() -> None:
+    """``task.accelerator.fused_step`` (2026-12-05) left unset keeps the baselines of nights
+    recorded before it existed; set, it is another spec."""
+    from sweeps.spec import load_spec
+
+    before = "4a54f8d9df0fd6a58190274c7898a2f749cecc74546d2f156626832e9a6d486a"  # before the key
+    assert spec_fingerprint(load_spec(TINY_SPEC)) == before, (
+        "a default changed the fingerprint: every night's baseline would start afresh"
+    )
+    task = {**TINY_SPEC["task"], "accelerator": {"fused_step": False}}
+    assert spec_fingerprint(load_spec({**TINY_SPEC, "task": task})) != before
+
+
 def test_the_trend_draws_an_entry_only_from_nights_of_the_spec_it_is_judged_against() -> None:
     """A line across a change of seeds would draw the change as a trend."""
     older = Night("r1", "2026-11-01", 1, "passed", {"a/wall_time_s": 9.0, "b/wall_time_s": 5.0},

@@ -123,6 +123,10 @@ BAD_SPECS = [
     ({"task.wd": float("nan")}, r"task\.wd: must be a finite number, but got nan"),
     ({"task.wd_bn_bias": "yes"}, r"task\.wd_bn_bias: must be true or false, but got 'yes'"),
     (
+        {"task.accelerator": {"fused_step": "auto"}},
+        r"task\.accelerator\.fused_step: must be true or false, but got 'auto'",
+    ),
+    (
         {"task.schedule": {"kind": "cosine"}},
         r"task\.schedule\.kind: unknown kind 'cosine' \(accepted: one_cycle, sgdr, constant\)",
     ),

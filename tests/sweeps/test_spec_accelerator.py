@@ -44,6 +44,7 @@ def test_accelerator_defaults_to_float32_uncompiled_and_resolves_to_json() -> No
         "amp": None,
         "channels_last": False,
         "compile": False,
+        "fused_step": None,
     }
     assert load_spec(spec.resolved()) == spec
 
@@ -100,7 +101,8 @@ MODES = r"\(default, reduce-overhead, max-autotune\)"
         ({"compile": None}, r"task\.accelerator\.compile: must be true, false .*, but got None"),
         (
             {"jit": True},
-            r"task\.accelerator\.jit: unknown key \(accepted: amp, channels_last, compile\)",
+            r"task\.accelerator\.jit: unknown key \(accepted: amp, channels_last, compile, "
+            r"fused_step\)",
         ),
         (5, r"task\.accelerator: must be a mapping, but got 5"),
     ],
@@ -128,6 +130,13 @@ def test_each_trial_learner_gets_the_spec_accelerator_options() -> None:
     assert learn.accelerator.channels_last
     assert learn.accelerator.compile == {"mode": "max-autotune"}
     assert learn.forward_model is not learn.model  # compiled lazily, at the first batch
+    assert all(group["fused"] is True for group in learn.opt.param_groups)  # the default
+
+
+def test_a_trial_learner_takes_pytorchs_default_step_when_the_spec_says_so() -> None:
+    spec = spec_with({"fused_step": False})
+    learn = _learner(spec.task, _dataloaders(spec.task, seed=0), seed=0)
+    assert all(group["fused"] is None for group in learn.opt.param_groups)
 
 
 def test_default_trial_learner_is_float32_and_uncompiled() -> None:

@@ -8,18 +8,14 @@ import pytest
 import torch
 from _shapes import shapes_learner
 
-import trainers._training as training
 from trainers import Learner
 from trainers._training import fused_supported, layer_groups, make_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _trained(monkeypatch: pytest.MonkeyPatch, *, fused: bool, opt: str) -> Learner:
-    with monkeypatch.context() as patch:
-        if not fused:
-            patch.setattr(training, "fused_supported", lambda params: None)
-        learn = shapes_learner(n_per_class=60, opt=opt)
+def _trained(*, fused: bool | None, opt: str) -> Learner:
+    learn = shapes_learner(n_per_class=60, opt=opt, fused_step=fused)
     learn.fit_one_cycle(3, 1e-2)
     return learn
 
@@ -32,11 +28,9 @@ def test_every_parameter_group_is_fused_on_the_cpu(opt: str) -> None:
 
 
 @pytest.mark.parametrize("opt", ["adamw", "adam", "sgd"])
-def test_the_fused_step_trains_as_pytorchs_default_to_float_rounding(
-    monkeypatch: pytest.MonkeyPatch, opt: str
-) -> None:
-    fused = _trained(monkeypatch, fused=True, opt=opt)
-    default = _trained(monkeypatch, fused=False, opt=opt)
+def test_the_fused_step_trains_as_pytorchs_default_to_float_rounding(opt: str) -> None:
+    fused = _trained(fused=None, opt=opt)
+    default = _trained(fused=False, opt=opt)
     assert all(group["fused"] is None for group in default.opt.param_groups)
     a, b = fused.recorder.losses, default.recorder.losses
     assert len(a) == len(b) >= 10
@@ -46,10 +40,12 @@ def test_the_fused_step_trains_as_pytorchs_default_to_float_rounding(
             torch.testing.assert_close(value, default.model.state_dict()[name], atol=1e-4, rtol=0)
 
 
-def test_a_seed_gives_the_same_fused_curves_twice(monkeypatch: pytest.MonkeyPatch) -> None:
-    first = _trained(monkeypatch, fused=True, opt="adamw")
-    second = _trained(monkeypatch, fused=True, opt="adamw")
-    assert first.recorder.losses == second.recorder.losses
+def test_a_seed_gives_the_same_curves_twice_with_either_step() -> None:
+    first = _trained(fused=True, opt="adamw")
+    assert first.recorder.losses == _trained(fused=None, opt="adamw").recorder.losses
+    default = _trained(fused=False, opt="adamw")
+    assert default.recorder.losses == _trained(fused=False, opt="adamw").recorder.losses
+    assert default.recorder.losses != first.recorder.losses  # the option reaches the optimizer
 
 
 def test_a_checkpoint_resumes_with_the_step_it_was_saved_with(tmp_path) -> None:
@@ -79,3 +75,14 @@ def test_parameters_the_fused_step_cannot_take_fall_back_to_the_default() -> Non
     module.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.complex64))
     opt = make_optimizer("adamw", layer_groups(module), wd=0.01)
     assert all(group["fused"] is None for group in opt.param_groups)
+
+
+def test_fused_step_false_is_pytorchs_default_and_true_refuses_what_it_cannot_run() -> None:
+    assert all(g["fused"] is None for g in shapes_learner(fused_step=False).opt.param_groups)
+    assert all(g["fused"] is True for g in shapes_learner(fused_step=True).opt.param_groups)
+    module = torch.nn.Linear(2, 2)
+    module.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"fused_step=True needs .* torch\.complex64 on cpu"):
+        make_optimizer("adamw", layer_groups(module), wd=0.01, fused=True)
+    with pytest.raises(ValueError, match=r"fused_step must be None .* but got 'yes'"):
+        shapes_learner(fused_step="yes")
