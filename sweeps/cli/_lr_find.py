@@ -13,13 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
+from sweeps.spec import SUGGESTION_RULES as RULES  # names for --help without torch (tested)
 
 if TYPE_CHECKING:  # torch and matplotlib load when the command runs, not for --help
     from trainers import LRFindResult
-
-RULES = ("valley", "steep", "minimum", "slide")
-"""``trainers.suggestions.SUGGESTIONS``' names for ``--help``, without importing torch (a test
-keeps the two equal)."""
 
 _OPTIONS = ("dataset", "arch", "image_size", "batch_size", "seed", "num_it", "start_lr", "end_lr")
 _NAMED = re.compile(rf"(?<![-\w])({'|'.join(_OPTIONS)})(?= must|=|,)")

@@ -59,5 +59,6 @@ def test_help_and_validate_load_no_torch_ray_or_mlflow(args: list[str]) -> None:
     assert _loaded_after(_cli(*args)) == []
 
 
-def test_lr_find_help_names_every_suggestion_rule() -> None:
+def test_lr_find_help_and_the_spec_name_every_suggestion_rule() -> None:
+    """The torch-free list the CLI and the spec check against is the trainers' own."""
     assert RULES == tuple(SUGGESTIONS)
