@@ -273,8 +273,18 @@ def _amp_value(value: Any) -> Any:
     return value
 
 
+def _fused_step_value(value: Any) -> Any:
+    """Accept exactly null, true or false (not 1, 0 or "auto")."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise PydanticCustomError(
+        "fused_step_value", "must be null (fused where the parameters allow it), true or false"
+    )
+
+
 class AcceleratorSpec(SpecModel):
-    """Speed options of every trial's ``Learner`` (``amp``, ``channels_last``, ``compile``).
+    """Speed options of every trial's ``Learner`` (``amp``, ``channels_last``, ``compile``,
+    ``fused_step``).
 
     ``amp``: ``bf16`` autocast (CPUs, Ampere or newer GPUs), ``fp16`` autocast with gradient
     scaling (CUDA only: needs ``resources.gpu`` > 0) or null / false (float32).
@@ -293,7 +303,7 @@ class AcceleratorSpec(SpecModel):
         bool | Literal["default", "reduce-overhead", "max-autotune"],
         BeforeValidator(_compile_value),
     ] = False
-    fused_step: Annotated[bool | None, Field(strict=True)] = None
+    fused_step: Annotated[bool | None, BeforeValidator(_fused_step_value)] = None
 
 
 class TaskSpec(SpecModel):

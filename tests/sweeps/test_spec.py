@@ -124,7 +124,8 @@ BAD_SPECS = [
     ({"task.wd_bn_bias": "yes"}, r"task\.wd_bn_bias: must be true or false, but got 'yes'"),
     (
         {"task.accelerator": {"fused_step": "auto"}},
-        r"task\.accelerator\.fused_step: must be true or false, but got 'auto'",
+        r"task\.accelerator\.fused_step: must be null \(fused where the parameters allow it\), "
+        r"true or false, but got 'auto'",
     ),
     (
         {"task.schedule": {"kind": "cosine"}},
