@@ -213,11 +213,10 @@ def fused_supported(params: Iterable[torch.Tensor]) -> bool | None:
 
 def _fused_option(fused: bool | None, params: list[torch.Tensor]) -> bool | None:
     """The optimizer's ``fused`` argument for the Learner's ``fused_step`` option."""
-    if fused is None:
-        return fused_supported(params)
     if fused is False:
         return None  # PyTorch's default implementation (``fused=False`` also rules out foreach)
-    if fused_supported(params) is None:
+    supported = fused_supported(params)
+    if fused and supported is None:
         kinds = sorted({f"{p.dtype} on {p.device.type}" for p in params})
         raise ValueError(
             "fused_step=True needs every parameter floating point and dense on a device with "
@@ -225,7 +224,7 @@ def _fused_option(fused: bool | None, params: list[torch.Tensor]) -> bool | None
             f"has {', '.join(kinds) or 'no parameters'}; leave fused_step unset (None) to use "
             "the fused step only where it can run."
         )
-    return True
+    return supported
 
 
 def per_item_loss(

@@ -183,7 +183,6 @@ class Learner:
         self.metric_names: tuple[str, ...] = tuple(metrics)
         self.opt_name, self.wd, self.wd_bn_bias = opt, float(wd), wd_bn_bias
         groups = layer_groups(self.model)
-        self.fused_step = fused_step
         self.opt = make_optimizer(opt, groups, wd=self.wd, wd_bn_bias=wd_bn_bias, fused=fused_step)
         self.history: list[dict[str, Any]] = []
         self.phase: str | None = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import _common as common
@@ -99,24 +100,23 @@ def run(args: argparse.Namespace) -> common.Result:
         record["learner"] = list(learn.recorder.losses)
         return sw.measure
 
-    def hand_side() -> common.Measure:
-        dls.load_state_dict(start_state)
-        seed_everything(0)
-        model = copy.deepcopy(template)
-        with common.Stopwatch() as sw:
-            record["hand"] = _hand_loop(model, dls, epochs, lr)
-        return sw.measure
+    def hand_side(key: str, fused: bool | None) -> Callable[[], common.Measure]:
+        def side() -> common.Measure:
+            dls.load_state_dict(start_state)
+            seed_everything(0)
+            model = copy.deepcopy(template)
+            with common.Stopwatch() as sw:
+                record[key] = _hand_loop(model, dls, epochs, lr, fused=fused)
+            return sw.measure
 
-    def default_side() -> common.Measure:
-        dls.load_state_dict(start_state)
-        seed_everything(0)
-        model = copy.deepcopy(template)
-        with common.Stopwatch() as sw:
-            record["default"] = _hand_loop(model, dls, epochs, lr, fused=None)
-        return sw.measure
+        return side
 
     common.log(f"learner overhead: {reps} reps x {epochs} epochs, {n_train} training images")
-    sides = {"learner": learner_side, "hand": hand_side, "hand, default AdamW": default_side}
+    sides = {
+        "learner": learner_side,
+        "hand": hand_side("hand", True),
+        "hand, default AdamW": hand_side("default", None),
+    }
     timings = common.interleaved(sides, reps=reps)
     times, cpu = timings.wall, timings.cpu
     # samples/s ratio = hand time / learner time

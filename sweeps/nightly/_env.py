@@ -124,11 +124,9 @@ def spec_fingerprint(spec: SweepSpec) -> str:
     resolved["tracking"] = {
         k: v for k, v in tracking.items() if k not in _TRACKING_NOT_FINGERPRINTED
     }
-    task = dict(resolved.get("task") or {})
-    accelerator = dict(task.get("accelerator") or {})
-    if accelerator.get("fused_step", False) is None:  # the default keeps the older fingerprint
+    accelerator = resolved["task"]["accelerator"]  # a fresh dump: changed here only
+    if accelerator["fused_step"] is None:  # the default keeps the fingerprint it had before
         del accelerator["fused_step"]
-        resolved["task"] = {**task, "accelerator": accelerator}
     contents = _local_contents(spec)
     if contents:  # a spec without local paths keeps the fingerprint it had before they counted
         resolved["local_contents"] = contents
