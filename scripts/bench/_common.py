@@ -129,6 +129,11 @@ def paired_ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
     return [a / b for a, b in zip(num, den, strict=True) if b > 0 and not math.isnan(a / b)]
 
 
+def max_diff(a: Sequence[float], b: Sequence[float]) -> float:
+    """The largest per-step difference of two equally long loss curves (NaN when empty)."""
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=math.nan)
+
+
 def spread(values: Sequence[float]) -> str:
     """``min..max`` of ``values`` as text, for the table."""
     if not values:

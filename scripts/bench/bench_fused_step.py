@@ -77,7 +77,7 @@ def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
     fit("default", ulp_up=True)  # the control, untimed
 
     def first_diff(a: str, b: str) -> float:
-        return max(abs(x - y) for x, y in zip(losses[a][:20], losses[b][:20], strict=True))
+        return common.max_diff(losses[a][:20], losses[b][:20])
 
     return {
         "arch": arch,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -69,11 +68,6 @@ def _hand_loop(
                 n += len(yb)
         _ = (total / n, wrong / n)
     return losses
-
-
-def _max_diff(a: list[float], b: list[float]) -> float:
-    """The largest per-step difference of two loss curves (NaN when they are empty)."""
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=math.nan)
 
 
 def run(args: argparse.Namespace) -> common.Result:
@@ -125,8 +119,8 @@ def run(args: argparse.Namespace) -> common.Result:
     cpu_ratio = common.median(common.paired_ratios(cpu["hand"], cpu["learner"]))
     default = times["hand, default AdamW"]
     default_ratio = common.median(common.paired_ratios(default, times["learner"]))
-    default_diff = _max_diff(record["default"], record["hand"])
-    diff = _max_diff(record["learner"], record["hand"])
+    default_diff = common.max_diff(record["default"], record["hand"])
+    diff = common.max_diff(record["learner"], record["hand"])
     samples = n_train * epochs
     rows = [
         [
