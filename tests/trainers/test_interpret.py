@@ -11,7 +11,7 @@ import torch
 
 from trainers import Callback, Interpretation, Learner, build_model, make_dataloaders
 from trainers.interpret import confusion_counts
-from trainers.plots import plot_curves
+from trainers.plots import plot_confusion_matrix, plot_curves
 from trainers.seeding import seed_everything
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -120,6 +120,29 @@ def test_plots_are_written_as_png(interp: Interpretation, tmp_path: Path) -> Non
     cm = interp.plot_confusion_matrix(tmp_path / "cm.png")
     top = interp.plot_top_losses(3, tmp_path / "top.png")
     assert cm.read_bytes().startswith(PNG) and top.read_bytes().startswith(PNG)
+
+
+def test_confusion_matrix_counts_each_cell_up_to_30_classes_then_shows_colour_only(
+    tmp_path: Path,
+) -> None:
+    """Beyond 30 classes the cells carry no numbers and the figure stops growing: 100 classes
+    took 8 s a figure, each trial of a sweep draws one, and the counts are readable nowhere."""
+    from PIL import Image
+
+    from trainers.plots._interpret import MAX_CELL_COUNTS, _confusion_figure
+
+    def figure(n: int) -> tuple[list[str], tuple[int, int]]:
+        cm = np.arange(n * n).reshape(n, n)
+        fig = _confusion_figure(cm, [f"class_{i}" for i in range(n)])
+        path = plot_confusion_matrix(cm, [f"class_{i}" for i in range(n)], tmp_path / f"{n}.png")
+        return [t.get_text() for t in fig.axes[0].texts], Image.open(path).size
+
+    texts, size_at_max = figure(MAX_CELL_COUNTS)
+    assert len(texts) == MAX_CELL_COUNTS**2 and texts[1] == "1"
+    texts, size = figure(MAX_CELL_COUNTS + 1)
+    assert texts == [] and size[0] <= size_at_max[0] + 20
+    texts, size = figure(100)
+    assert texts == [] and size[0] <= size_at_max[0] + 20
 
 
 def test_interpretation_from_a_trained_learner_matches_validate(tmp_path: Path) -> None:
