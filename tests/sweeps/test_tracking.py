@@ -543,7 +543,6 @@ def test_failed_flush_counts_the_batches_sent_keeps_the_rest_and_resends_once(
 
 def test_a_waiting_flush_keeps_one_deadline_for_all_its_batches(tracking_uri: str) -> None:
     import sqlite3
-    import time
 
     from mlflow.exceptions import MlflowException
 
@@ -553,16 +552,25 @@ def test_a_waiting_flush_keeps_one_deadline_for_all_its_batches(tracking_uri: st
     assert db_file is not None
     log = RunLogger(tracker, run_id)
     log.extend("train_loss", [1.0] * (3 * MAX_METRICS_PER_BATCH))
-    # the store refuses the 2nd batch for 0.3 s and the 3rd for 1.05 s: each alone goes
-    # within a 1 s timeout (retried at +0.05, +0.15, +0.35, +0.75 s), not both in one flush
-    now_days = time.time() / 86400 + 2440587.5  # SQLite's julianday('now')
-    second, third = now_days + 0.3 / 86400, now_days + 1.05 / 86400
+    # the store refuses the 2nd batch for 0.3 s and the 3rd for 1.05 s, counted from the
+    # flush's first insert (the time SQLite wrote when the 1st batch went, so a slow start
+    # cannot shift the windows): each alone goes within a 1 s timeout (retried at +0.05,
+    # +0.15, +0.35, +0.75 s), not both in one flush
+    day_s = 86400.0
     with sqlite3.connect(db_file) as conn:
-        conn.execute(
-            "CREATE TRIGGER slow_metrics BEFORE INSERT ON metrics WHEN "
-            f"(NEW.step >= {2 * MAX_METRICS_PER_BATCH} AND julianday('now') < {third!r}) OR "
-            f"(NEW.step >= {MAX_METRICS_PER_BATCH} AND julianday('now') < {second!r}) "
-            "BEGIN SELECT RAISE(ABORT, 'database is locked'); END"
+        conn.executescript(
+            f"""
+            CREATE TABLE flush_start (t REAL);
+            CREATE TRIGGER first_insert BEFORE INSERT ON metrics
+            WHEN NOT EXISTS (SELECT 1 FROM flush_start)
+            BEGIN INSERT INTO flush_start VALUES (julianday('now')); END;
+            CREATE TRIGGER slow_metrics BEFORE INSERT ON metrics WHEN
+            (NEW.step >= {2 * MAX_METRICS_PER_BATCH}
+             AND julianday('now') < (SELECT t FROM flush_start) + {1.05 / day_s!r}) OR
+            (NEW.step >= {MAX_METRICS_PER_BATCH}
+             AND julianday('now') < (SELECT t FROM flush_start) + {0.3 / day_s!r})
+            BEGIN SELECT RAISE(ABORT, 'database is locked'); END;
+            """
         )
     with pytest.raises(MlflowException, match="database is locked"):  # per batch: it went through
         log.flush(timeout_s=1.0)
