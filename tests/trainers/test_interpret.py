@@ -11,7 +11,7 @@ import torch
 
 from trainers import Callback, Interpretation, Learner, build_model, make_dataloaders
 from trainers.interpret import confusion_counts
-from trainers.plots import plot_confusion_matrix, plot_curves
+from trainers.plots import plot_curves
 from trainers.seeding import seed_everything
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -129,12 +129,14 @@ def test_confusion_matrix_counts_each_cell_up_to_30_classes_then_shows_colour_on
     took 8 s a figure, each trial of a sweep draws one, and the counts are readable nowhere."""
     from PIL import Image
 
+    from trainers.plots import save_figure
     from trainers.plots._interpret import MAX_CELL_COUNTS, _confusion_figure
 
     def figure(n: int) -> tuple[list[str], tuple[int, int]]:
-        cm = np.arange(n * n).reshape(n, n)
-        fig = _confusion_figure(cm, [f"class_{i}" for i in range(n)])
-        path = plot_confusion_matrix(cm, [f"class_{i}" for i in range(n)], tmp_path / f"{n}.png")
+        """The cell texts and the PNG's size of one figure (drawn once, as
+        ``plot_confusion_matrix`` draws it)."""
+        fig = _confusion_figure(np.arange(n * n).reshape(n, n), [f"class_{i}" for i in range(n)])
+        path = save_figure(fig, tmp_path / f"{n}.png")
         return [t.get_text() for t in fig.axes[0].texts], Image.open(path).size
 
     texts, size_at_max = figure(MAX_CELL_COUNTS)
