@@ -14,11 +14,14 @@ reruns one benchmark and keeps the others' last results, kept under ``.lrsweep/b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,49 @@ BENCHMARKS = (
 )
 
 
+def _run_in_own_group(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in a process group of its own; end the group's other processes when it
+    exits, and the whole group on a timeout or an interrupt (Ctrl-C).
+
+    A benchmark starts processes of its own (a pool of plain trial processes, Ray's workers);
+    killing the benchmark alone left them running, idle or spinning, on the cores the next
+    benchmark measures with (two such processes took ~12% of a core each for an hour). Its
+    output goes to files, not pipes, which such a process would hold open.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=out, stderr=err, text=True, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=timeout_s)
+        finally:
+            if proc.poll() is None:  # timed out, or run_all itself interrupted
+                _end_group(proc)
+            with contextlib.suppress(ProcessLookupError):  # what the benchmark left behind
+                os.killpg(proc.pid, signal.SIGKILL)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
+def _end_group(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    """SIGTERM to ``proc``'s process group (Ray's driver shuts down cleanly), SIGKILL to what
+    is left of it after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``timeout``, ``kill``) unwinds as Ctrl-C does: the running benchmark's process
+    group is ended on the way out (exit status 143)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _run_one(name: str, *, quick: bool, timeout_s: int) -> dict[str, Any]:
     script = HERE / f"bench_{name}.py"
     cmd = [sys.executable, str(script), "--json"] + (["--quick"] if quick else [])
@@ -52,11 +98,13 @@ def _run_one(name: str, *, quick: bool, timeout_s: int) -> dict[str, Any]:
     print(f"[run_all] {shown}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        proc = _run_in_own_group(cmd, timeout_s)
     except subprocess.TimeoutExpired:
-        return {"benchmark": name, "error": f"timed out after {timeout_s} s", "command": shown}
+        return {
+            "benchmark": name,
+            "error": f"timed out after {timeout_s} s (a slower machine needs a larger --timeout-s)",
+            "command": shown,
+        }
     elapsed = time.perf_counter() - start
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -175,7 +223,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="markdown output")
     p.add_argument("--only", default="", help="comma-separated benchmark names to run")
     p.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
-    p.add_argument("--timeout-s", type=int, default=1800, help="per benchmark")
+    p.add_argument(
+        "--timeout-s",
+        type=int,
+        default=3600,
+        help="per benchmark; a guard against a hang: the sweep efficiency benchmark takes ~13 min "
+        "on a 2-core Intel Xeon, over 30 on a 2-core AMD EPYC (Zen 1)",
+    )
     p.add_argument("--json-out", type=Path, default=None, help="also write every raw result")
     p.add_argument(
         "--render", action="store_true", help="run nothing: rewrite --out from the last results"
@@ -187,6 +241,7 @@ def main() -> None:
         "the output, each with the command and time it was measured",
     )
     args = p.parse_args()
+    _exit_on_sigterm()
     only = [x for x in args.only.split(",") if x]
     skip = {x for x in args.skip.split(",") if x}
     unknown = [x for x in [*only, *skip] if x not in BENCHMARKS]

@@ -164,3 +164,61 @@ def test_sweep_schedule_factors_multiply_to_the_ratio_and_find_the_idle_tail() -
     assert product == pytest.approx(11.0 / (15.0 / 2))  # the sweep's ratio to the ideal
     # longest first is not always the best packing: 5+3 | 4+3+3 is 10 where 5+4 | 3+3+3 is 9
     assert sweep_eff.lpt_makespan([5, 4, 3, 3, 3], 2) == pytest.approx(10.0)
+
+
+_LEAVES_A_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[1], "w").write(str(child.pid))
+print("started", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("runs_for_s", [600.0, 0.0], ids=["timed-out", "exited"])
+def test_run_all_ends_what_a_benchmark_started(tmp_path: Path, runs_for_s: float) -> None:
+    """A benchmark's own processes (its plain trial pool) do not outlive it under ``run_all``:
+    killing the benchmark alone on a timeout left them on the cores for the next benchmark."""
+    run_all = _bench_module("run_all")
+    pid_file = tmp_path / "child.pid"
+    cmd = [sys.executable, "-c", _LEAVES_A_CHILD, str(pid_file), str(runs_for_s)]
+    if runs_for_s:
+        with pytest.raises(subprocess.TimeoutExpired):
+            run_all._run_in_own_group(cmd, timeout_s=3)
+    else:
+        proc = run_all._run_in_own_group(cmd, timeout_s=60)
+        assert (proc.returncode, proc.stdout) == (0, "started\n")
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def test_run_all_stopped_by_sigterm_ends_the_running_benchmark(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    runner = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import run_all; run_all._exit_on_sigterm(); "
+        "run_all._run_in_own_group([sys.executable, '-c', sys.argv[2], sys.argv[3], '600'], 600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", runner, str(SCRIPT.parent), _LEAVES_A_CHILD, str(pid_file)]
+    )
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 143
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
