@@ -74,8 +74,7 @@ def _run_in_own_group(cmd: list[str], timeout_s: float) -> subprocess.CompletedP
 
 
 def _end_group(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
-    """SIGTERM to ``proc``'s process group (Ray's driver shuts down cleanly), SIGKILL to what
-    is left of it after ``grace_s``."""
+    """SIGTERM to ``proc``'s process group, SIGKILL to what is left of it after ``grace_s``."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
