@@ -65,23 +65,21 @@ def _run_in_own_group(cmd: list[str], timeout_s: float) -> subprocess.CompletedP
             proc.wait(timeout=timeout_s)
         finally:
             if proc.poll() is None:  # timed out, or run_all itself interrupted
-                _end_group(proc)
-            with contextlib.suppress(ProcessLookupError):  # what the benchmark left behind
+                _stop_group(proc)
+            with contextlib.suppress(ProcessLookupError):  # and whatever is left of the group
                 os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
 
 
-def _end_group(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
-    """SIGTERM to ``proc``'s process group, SIGKILL to what is left of it after ``grace_s``."""
+def _stop_group(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    """SIGTERM to ``proc``'s process group; wait up to ``grace_s`` for ``proc`` to exit."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def _exit_on_sigterm() -> None:
