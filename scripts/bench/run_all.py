@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -161,6 +162,14 @@ def _gpu_section(folder: Path) -> list[str]:
     return lines
 
 
+def _installed(package: str) -> str:
+    """The installed version of ``package`` (for a header no benchmark's result filled in)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def render(results: list[dict[str, Any]], *, quick: bool, gpu_results: Path = GPU_RESULTS) -> str:
     """``BENCHMARKS.md``: environment, the summary of every target, each benchmark, then the
     last GPU run's accelerator results when ``gpu_results`` holds any."""
@@ -171,7 +180,7 @@ def render(results: list[dict[str, Any]], *, quick: bool, gpu_results: Path = GP
         "Written by `make bench` (`python scripts/bench/run_all.py --out BENCHMARKS.md`)"
         + (" with `--quick`: tiny settings, the figures mean little." if quick else "."),
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, "
-        f"{env.get('cpus', os.cpu_count())} CPUs, torch {env.get('torch', '?')}, "
+        f"{env.get('cpus', os.cpu_count())} CPUs, torch {env.get('torch') or _installed('torch')}, "
         f"CUDA: {env.get('cuda') or 'none'}. The machine was shared: each benchmark's "
         "load average is given under its table.",
         "Every comparison is measured interleaved (A, B, B, A, ...) in one run and reported "

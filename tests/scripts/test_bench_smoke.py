@@ -8,6 +8,7 @@ and ``BENCHMARKS.md`` rely on.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -129,6 +130,15 @@ def test_gpu_sharing_harness_reports_a_process_that_died_without_a_word() -> Non
     proc.join(timeout=60)
     with pytest.raises(RuntimeError, match=r"trial process 0 exited with code 3 before round 0"):
         bench._collect(results, [proc], "ready", 0, deadline=time.monotonic() + 600)
+
+
+def test_benchmarks_md_names_torch_when_every_benchmark_errored(tmp_path: Path) -> None:
+    """The header's torch version comes from the results; with none, from the installed one."""
+    run_all = _bench_module("run_all")
+    failed = [{"benchmark": "sweep_efficiency", "item": 2, "error": "timed out"}]
+    text = run_all.render(failed, quick=False, gpu_results=tmp_path)
+    assert f"torch {importlib.metadata.version('torch')}, " in text
+    assert "| 2 | sweep_efficiency | - | - | - | ERROR |" in text
 
 
 def test_benchmarks_md_shows_the_kept_gpu_results(tmp_path: Path) -> None:
