@@ -174,9 +174,7 @@ def run_nightly(
                 tonight = replace(tonight, figures=figures, failures=failures)
                 return _conclude(suite, store, tonight, baseline_nights, report_dir)
         except (KeyboardInterrupt, SystemExit) as error:  # SystemExit: Ray's SIGTERM handler
-            reason = "interrupted (Ctrl-C or SIGTERM)"
-            if isinstance(error, SystemExit):
-                reason += f"; the night exited with status {error.code}"
+            reason = _interrupted_reason(error)
             _report_failure(suite, store, tonight, report_dir, reason)
             store.finish_night(night_run_id, "failed", reason, killed=True)
             raise
@@ -185,6 +183,17 @@ def run_nightly(
             _report_failure(suite, store, tonight, report_dir, reason)
             store.finish_night(night_run_id, "failed", reason)
             raise
+
+
+def _interrupted_reason(error: KeyboardInterrupt | SystemExit) -> str:
+    """The night's failure reason for an interrupt: Ctrl-C and the night's own SIGTERM handler
+    raise ``KeyboardInterrupt``; Ray's SIGTERM handler (``ray.init`` installs it) exits with the
+    signal's number, so ``SystemExit(15)`` is a SIGTERM too."""
+    if not isinstance(error, SystemExit):
+        return "interrupted (Ctrl-C or SIGTERM)"
+    if error.code == signal.SIGTERM:
+        return f"interrupted (SIGTERM): Ray's handler ended the night (status {error.code})"
+    return f"interrupted (Ctrl-C or SIGTERM); the night exited with status {error.code}"
 
 
 @contextmanager

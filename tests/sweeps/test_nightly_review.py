@@ -281,6 +281,7 @@ def test_ray_ending_the_driver_during_a_sweep_records_a_failed_night_and_exits_3
     assert result.exit_code == 3, result.output
     (night,) = _night_runs(tracking_uri)
     assert night.info.status == "KILLED" and night.data.tags["nightly.status"] == "failed"
+    assert "interrupted (SIGTERM)" in night.data.tags["nightly.failure_reason"]
 
 
 def test_cron_names_a_night_skipped_by_its_lock_apart_from_a_regression(tmp_path: Path) -> None:
