@@ -185,7 +185,8 @@ def test_sigterm_to_every_process_of_a_night_records_it_failed_and_exits_3(
     sweep_runs = tracker.search_runs(tracker.experiment_id(experiment))
     assert night.info.status == "KILLED", (night.info.status, output[-3000:])
     assert night.data.tags["nightly.status"] == "failed"
-    assert "interrupted (SIGTERM)" in night.data.tags["nightly.failure_reason"]
+    reason = night.data.tags["nightly.failure_reason"]
+    assert "interrupted (SIGTERM)" in reason, (reason, output[-3000:])
     assert {run.info.status for run in sweep_runs} == {"KILLED"}, output[-3000:]
     assert status == 3, (status, output[-3000:])
     assert "FAILED" in (report_dir / "nightly-report.md").read_text()
