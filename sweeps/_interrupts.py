@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sweeps import _ray
 
@@ -16,8 +17,10 @@ __all__ = [
     "RAY_POLL_S",
     "SIGTERM_EXIT",
     "Interrupts",
+    "Terminated",
     "before_forced_exit",
     "closing_runs",
+    "sigterm_stops",
 ]
 
 logger = logging.getLogger("sweeps.run")
@@ -164,26 +167,71 @@ class Interrupts:
 
 @contextmanager
 def closing_runs() -> Iterator[None]:
-    """Let a Ctrl-C that comes while an interrupted sweep closes its runs only say so.
+    """Let a Ctrl-C or SIGTERM that comes while a stopped sweep closes its runs only say so.
 
     Ray Tune gives SIGINT back when it returns, and Python's default handler would raise
     ``KeyboardInterrupt`` in the middle of the closing (a second press is what Tune's own
-    message invites), leaving the sweep's parent run RUNNING and the resume command unsaid.
-    Main thread only; elsewhere signals are left alone.
+    message invites), leaving the sweep's parent run RUNNING and the resume command unsaid;
+    SIGTERM would meet Ray's own handler (``sys.exit``) there. Main thread only; elsewhere
+    signals are left alone.
     """
 
-    def _on_sigint(*_: object) -> None:
+    def _say(*_: object) -> None:
         logger.warning("the sweep is closing its MLflow runs; it ends in a moment")
 
+    with _handling({signal.SIGINT: _say, signal.SIGTERM: _say}):
+        yield
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises ``KeyboardInterrupt``: every ``except
+    KeyboardInterrupt`` stops the same way for both, and the exit status can still tell them
+    apart (143, not 130)."""
+
+
+@contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` for the block, once (main thread only).
+
+    For a sweep's stretches outside its trials (``Interrupts.catching``): Ray's start and the
+    closing and report after the trials. There SIGTERM met Ray's own handler
+    (``sys.exit(15)``, which ``ray.init`` installs and leaves), and a SIGTERM while the report
+    was made ended the sweep as a failed report, exit status 15, with no word of how to
+    continue. A second SIGTERM only says that the sweep is closing its runs. After the block
+    the handler from before it is back, which drops the one ``ray.init`` installed inside it:
+    outside these stretches SIGTERM does what the caller set (Python's default ends the
+    process; ``lrsweep nightly`` records a failed night).
+    """
+    stopped = False
+
+    def _on_sigterm(*_: object) -> None:
+        nonlocal stopped
+        if stopped:
+            logger.warning("the sweep is closing its MLflow runs; it ends in a moment")
+            return
+        stopped = True
+        raise Terminated
+
+    with _handling({signal.SIGTERM: _on_sigterm}):
+        yield
+
+
+@contextmanager
+def _handling(handlers: dict[int, Callable[..., None]]) -> Iterator[None]:
+    """``handlers`` installed for the block, the earlier ones put back after (main thread only:
+    elsewhere signals are left alone)."""
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGINT, _on_sigint)
+        for sig, handler in handlers.items():
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 _TUNE_SIGNALS = tuple(

@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import pickle
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +155,22 @@ def init_ray(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     with _own_process_groups(enabled=kwargs["address"] == "local"):
         ray.init(**kwargs)
+    _sigterm_to_python()
+
+
+def _sigterm_to_python() -> None:
+    """Give SIGTERM back to the Python handler after ``ray.init`` (main thread only).
+
+    ``ray.init`` sets a Python one (``sys.exit(15)``), then Ray's core worker installs its C
+    failure handler over it, which prints "*** SIGTERM received" and aborts the driver (status
+    -6, no ``finally``, MLflow runs left RUNNING) until Python's ``signal.signal`` is called
+    again; a sweep's own handlers come a moment later, and outside them this one applies.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:  # None: set outside Python, nothing of Python's to put back
+        signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager

@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import Any
 
 from sweeps import _location as location
 from sweeps import _ray, preflight
-from sweeps._interrupts import Interrupts, closing_runs
+from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_stops
 from sweeps._location import Location
 from sweeps._reporter import flatten_params
 from sweeps.progress import SweepProgress
@@ -177,8 +177,12 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
 
 
 def _end_after_error(tracker: Tracker, run_id: str) -> None:
-    """Close ``run_id`` FAILED (KILLED for Ctrl-C) on the way out of an error, never RUNNING."""
-    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+    """Close ``run_id`` FAILED (KILLED for Ctrl-C or SIGTERM) on the way out of an error, never
+    RUNNING."""
+    error = sys.exc_info()[1]
+    interrupted = isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, SystemExit) and error.code == signal.SIGTERM  # Ray's SIGTERM handler
+    )
     tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
 
 
@@ -407,9 +411,12 @@ def _execute(
     progress = progress or SweepProgress()
     started_ray = not _ray.is_initialized()
     try:
-        _ray.init_ray(address)
-    except BaseException:  # Ray would not start or join: the parent run must not stay RUNNING
+        with sigterm_stops():  # Ray's start takes seconds
+            _ray.init_ray(address)
+    except BaseException as error:  # Ray would not start or join, or a stop: not left RUNNING
         _end_after_error(tracker, parent_run_id)
+        if isinstance(error, SystemExit) and error.code == signal.SIGTERM:
+            raise Terminated from None  # Ray's own handler, from inside ray.init
         raise
     interrupts = Interrupts(
         partial(_close_killed, tracker, experiment_id, parent_run_id),
@@ -433,7 +440,7 @@ def _execute(
             stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
         )
         unended = {o.trial_id for o in outcomes if not o.ended}
-        with closing_runs() if interrupted else nullcontext():
+        with closing_runs() if interrupted else sigterm_stops():
             return _close(spec, tracker, state, sweep_dir, result, unended=unended)
     finally:  # MLflow first, then Ray: Ray's shutdown cannot leave a run RUNNING
         interrupts.finished()
@@ -494,6 +501,25 @@ def _close(
         _close_killed(tracker, experiment_id, parent_run_id)
         logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
         return result
+    try:
+        return _close_ended(spec, tracker, state, sweep_dir, result)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM after the trials: `lrsweep resume`
+        with closing_runs():  # closes and reports; a second signal must not cut this short
+            _close_killed(tracker, experiment_id, parent_run_id)
+        logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
+        stop_signal = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+        return replace(result, interrupted=True, stop_signal=stop_signal)
+
+
+def _close_ended(
+    spec: SweepSpec,
+    tracker: Tracker,
+    state: dict[str, Any],
+    sweep_dir: Location,
+    result: SweepResult,
+) -> SweepResult:
+    """A sweep whose trials all ended: FAILED (every trial failed) or FINISHED, with its report."""
+    experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
     # runs of trials a resumed Tuner never knew (the driver died before Tune saved them): their
     # configs ran again under new trial ids and must not count twice
     trial_ids = {o.trial_id for outcomes in result.trials.values() for o in outcomes}
@@ -509,10 +535,8 @@ def _close(
     try:
         report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
         log_report(tracker, parent_run_id, report)
-    except KeyboardInterrupt:  # Ctrl-C while the report is made: `lrsweep resume` makes it
-        _close_killed(tracker, experiment_id, parent_run_id)
-        logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
-        return replace(result, interrupted=True, stop_signal="SIGINT")
+    except KeyboardInterrupt:  # a stop, not a broken report: `_close` ends the run KILLED
+        raise
     except BaseException as error:  # the trials are done; `lrsweep report NAME` can retry
         tracker.set_tags(parent_run_id, {"sweeps.error": f"report: {error!r}"[:5000]})
         _end_after_error(tracker, parent_run_id)

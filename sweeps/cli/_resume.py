@@ -12,7 +12,7 @@ import typer
 from sweeps._uri import TrackingUriError
 from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri
-from sweeps.cli._run import INTERRUPTED_EXIT, finish, make_console
+from sweeps.cli._run import finish, make_console, stopped_exit
 from sweeps.spec import SpecError
 
 _RUN_AGAIN = "or start the sweep again: lrsweep run <your spec file>"
@@ -73,6 +73,6 @@ def resume_command(
             f"Cannot resume {name!r}: a sweep.json under {where} is not valid JSON ({error}). "
             f"Move that sweep's folder away or pass the folder of another one, {_RUN_AGAIN}."
         ) from None
-    except KeyboardInterrupt:  # before the trials restarted
-        raise typer.Exit(INTERRUPTED_EXIT) from None
+    except KeyboardInterrupt as stop:  # before the trials restarted
+        raise stopped_exit(stop) from None
     finish(make_console(), result)

@@ -87,6 +87,13 @@ def rerun_hint(spec: Path | None, overrides: list[str] | None = None) -> str:
     return shlex.join(args)
 
 
+def stopped_exit(stop: KeyboardInterrupt) -> typer.Exit:
+    """The exit of a sweep stopped before its trials ran: 143 for SIGTERM, 130 for Ctrl-C."""
+    from sweeps._interrupts import Terminated  # imports Ray: only once a sweep has run
+
+    return typer.Exit(TERMINATED_EXIT if isinstance(stop, Terminated) else INTERRUPTED_EXIT)
+
+
 def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -> None:
     """Print the outcome of a sweep (or how to resume it) and exit with its status.
 
@@ -176,6 +183,6 @@ def run_command(
         result = run_sweep(loaded, address=address, tracking_uri=uri)
     except (SpecError, PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None
-    except KeyboardInterrupt:  # before the trials started: nothing to resume
-        raise typer.Exit(INTERRUPTED_EXIT) from None
+    except KeyboardInterrupt as stop:  # before the trials started: nothing to resume
+        raise stopped_exit(stop) from None
     finish(make_console(), result, rerun=rerun_hint(spec, overrides))

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sweeps._interrupts import before_forced_exit
+from sweeps._interrupts import Terminated, before_forced_exit
 from sweeps.nightly._compare import EXIT_FAILED, Verdict, comparable_figures, judge
 from sweeps.nightly._env import (
     MACHINE_PREFIX,
@@ -186,9 +186,12 @@ def run_nightly(
 
 
 def _interrupted_reason(error: KeyboardInterrupt | SystemExit) -> str:
-    """The night's failure reason for an interrupt: Ctrl-C and the night's own SIGTERM handler
-    raise ``KeyboardInterrupt``; Ray's SIGTERM handler (``ray.init`` installs it) exits with the
-    signal's number, so ``SystemExit(15)`` is a SIGTERM too."""
+    """The night's failure reason for an interrupt: Ctrl-C raises ``KeyboardInterrupt``, the
+    night's own SIGTERM handler and a sweep's outside its trials :class:`Terminated` (one);
+    Ray's SIGTERM handler (``ray.init`` installs it) exits with the signal's number, so
+    ``SystemExit(15)`` is a SIGTERM too."""
+    if isinstance(error, Terminated):
+        return "interrupted (SIGTERM)"
     if not isinstance(error, SystemExit):
         return "interrupted (Ctrl-C or SIGTERM)"
     if error.code == signal.SIGTERM:
@@ -198,17 +201,18 @@ def _interrupted_reason(error: KeyboardInterrupt | SystemExit) -> str:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd stopping the unit, a CI timeout) raises ``KeyboardInterrupt``, as Ctrl-C
-    does, so that the night is recorded as failed wherever it is; a sweep installs its own
-    handler while it runs and restores this one after. Only the first SIGTERM interrupts: a
-    second must not cut short the recording of the first. In the main thread only."""
+    """SIGTERM (systemd stopping the unit, a CI timeout) raises :class:`Terminated` (a
+    ``KeyboardInterrupt``, as Ctrl-C raises), so that the night is recorded as failed wherever
+    it is; a sweep installs its own handler while it runs and restores this one after. Only the
+    first SIGTERM interrupts: a second must not cut short the recording of the first. In the
+    main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

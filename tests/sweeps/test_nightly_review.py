@@ -217,7 +217,7 @@ def test_sigterm_outside_a_sweep_records_a_failed_night_and_exits_3(tmp_path: Pa
     (night,) = _night_runs(uri)
     assert night.info.status == "KILLED"
     assert night.data.tags["nightly.status"] == "failed"
-    assert "interrupted" in night.data.tags["nightly.failure_reason"]
+    assert "interrupted (SIGTERM)" in night.data.tags["nightly.failure_reason"]
 
 
 _SIGTERM_AFTER_RAY_SCRIPT = """
@@ -264,7 +264,7 @@ def test_sigterm_after_a_sweep_started_ray_still_records_a_failed_night_and_exit
     (night,) = _night_runs(uri)
     assert night.info.status == "KILLED"
     assert night.data.tags["nightly.status"] == "failed"
-    assert "interrupted" in night.data.tags["nightly.failure_reason"]
+    assert "interrupted (SIGTERM)" in night.data.tags["nightly.failure_reason"]
 
 
 def test_ray_ending_the_driver_during_a_sweep_records_a_failed_night_and_exits_3(

@@ -1,0 +1,103 @@
+"""Ctrl-C or SIGTERM while ``lrsweep run`` makes the report of a sweep whose trials all
+finished: the parent run ends KILLED, the command says how to continue (exit 130, or 143 for
+SIGTERM), and that command makes the report. Ctrl-C ended it KILLED with exit 130 and no word of
+what to do; SIGTERM met Ray's own handler (``sys.exit(15)``, the trials' ``catching`` over) and
+ended the sweep as a failed report, exit 15."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from _server_helpers import CLI, clean_env, endless_sweep_spec
+
+from sweeps.tracking import Tracker, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+NAME = "ctrl-c-report"
+SPEC = endless_sweep_spec(NAME, [{"kind": "fixed", "lr": 0.001}])
+SPEC["task"]["epochs"] = 1
+# The real signal, sent by the process to itself once the trials are done and the report starts
+# (the only moment the test chooses).
+SIGNAL_IN_REPORT = """
+import os, signal
+import sweeps.run
+make_report = sweeps.run.build_report
+def signal_then_report(*args, **kwargs):
+    os.kill(os.getpid(), signal.{})
+    return make_report(*args, **kwargs)
+sweeps.run.build_report = signal_then_report
+"""
+
+
+def _lrsweep(tmp_path: Path, *args: str, code: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code + CLI, *args],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(("sent", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_during_the_report_says_how_to_resume_and_resume_makes_the_report(
+    tmp_path: Path, sent: str, status: int
+) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    stopped = _lrsweep(tmp_path, "run", str(spec_file), code=SIGNAL_IN_REPORT.format(sent))
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == status, output[-3000:]
+    assert f"lrsweep resume {NAME}" in output and "Traceback" not in output, output[-3000:]
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    runs = tracker.search_runs(tracker.experiment_id(NAME))
+    (parent,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert parent.info.status == "KILLED", output[-3000:]
+    assert "sweeps.error" not in parent.data.tags, parent.data.tags["sweeps.error"]
+    assert {run.info.status for run in runs if run is not parent} == {"FINISHED"}
+
+    resumed = _lrsweep(tmp_path, "resume", NAME)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    parent = tracker.client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert "report.md" in {item.path for item in tracker.client.list_artifacts(parent.info.run_id)}
+    assert "LR finder vs search" in resumed.stdout
+
+
+# SIGTERM while Ray starts (seconds, the parent run already made): before Ray's own handler is
+# installed (the sweep's), and after (``ray.init`` installs ``sys.exit(15)`` at its start).
+SIGTERM_IN_RAY_START = """
+import os, signal
+from sweeps import _ray
+start_ray = _ray.init_ray
+def start_ray_with_sigterm(*args, **kwargs):
+    if {after}:
+        start_ray(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    start_ray(*args, **kwargs)
+_ray.init_ray = start_ray_with_sigterm
+"""
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-ray-handler", "after-ray-handler"])
+def test_sigterm_while_ray_starts_closes_the_parent_killed_and_exits_143(
+    tmp_path: Path, after: bool
+) -> None:
+    """Python's default SIGTERM ended the driver at once (the parent run left RUNNING), or Ray's
+    ended it with status 15 and the parent run FAILED."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    code = SIGTERM_IN_RAY_START.format(after=after)
+    stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 143, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    (parent,) = tracker.search_runs(tracker.experiment_id(NAME))
+    assert parent.info.status == "KILLED", output[-3000:]
