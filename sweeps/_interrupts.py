@@ -176,11 +176,12 @@ def closing_runs() -> Iterator[None]:
     signals are left alone.
     """
 
-    def _say(*_: object) -> None:
-        logger.warning("the sweep is closing its MLflow runs; it ends in a moment")
-
-    with _handling({signal.SIGINT: _say, signal.SIGTERM: _say}):
+    with _handling({signal.SIGINT: _say_closing, signal.SIGTERM: _say_closing}):
         yield
+
+
+def _say_closing(*_: object) -> None:
+    logger.warning("the sweep is closing its MLflow runs; it ends in a moment")
 
 
 class Terminated(KeyboardInterrupt):
@@ -207,7 +208,7 @@ def sigterm_stops() -> Iterator[None]:
     def _on_sigterm(*_: object) -> None:
         nonlocal stopped
         if stopped:
-            logger.warning("the sweep is closing its MLflow runs; it ends in a moment")
+            _say_closing()
             return
         stopped = True
         raise Terminated
