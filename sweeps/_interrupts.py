@@ -198,7 +198,9 @@ def sigterm_stops() -> Iterator[None]:
     closing and report after the trials. There SIGTERM met Ray's own handler
     (``sys.exit(15)``, which ``ray.init`` installs and leaves), and a SIGTERM while the report
     was made ended the sweep as a failed report, exit status 15, with no word of how to
-    continue. A second SIGTERM only says that the sweep is closing its runs. After the block
+    continue. A second SIGTERM only says that the sweep is closing its runs. Ray's handler, set
+    by ``ray.init`` inside the block, raises ``SystemExit(15)``: that too becomes
+    :class:`Terminated`. After the block
     the handler from before it is back, which drops the one ``ray.init`` installed inside it:
     outside these stretches SIGTERM does what the caller set (Python's default ends the
     process; ``lrsweep nightly`` records a failed night).
@@ -214,7 +216,12 @@ def sigterm_stops() -> Iterator[None]:
         raise Terminated
 
     with _handling({signal.SIGTERM: _on_sigterm}):
-        yield
+        try:
+            yield
+        except SystemExit as error:  # a handler set inside the block: ray.init's sys.exit(15)
+            if error.code != signal.SIGTERM:
+                raise
+            raise Terminated from None
 
 
 @contextmanager

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import signal
 import sys
 import time
 import uuid
@@ -179,10 +178,7 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
 def _end_after_error(tracker: Tracker, run_id: str) -> None:
     """Close ``run_id`` FAILED (KILLED for Ctrl-C or SIGTERM) on the way out of an error, never
     RUNNING."""
-    error = sys.exc_info()[1]
-    interrupted = isinstance(error, KeyboardInterrupt) or (
-        isinstance(error, SystemExit) and error.code == signal.SIGTERM  # Ray's SIGTERM handler
-    )
+    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
     tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
 
 
@@ -413,10 +409,8 @@ def _execute(
     try:
         with sigterm_stops():  # Ray's start takes seconds
             _ray.init_ray(address)
-    except BaseException as error:  # Ray would not start or join, or a stop: not left RUNNING
+    except BaseException:  # Ray would not start or join, or a stop: not left RUNNING
         _end_after_error(tracker, parent_run_id)
-        if isinstance(error, SystemExit) and error.code == signal.SIGTERM:
-            raise Terminated from None  # Ray's own handler, from inside ray.init
         raise
     interrupts = Interrupts(
         partial(_close_killed, tracker, experiment_id, parent_run_id),

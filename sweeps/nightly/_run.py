@@ -224,8 +224,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @contextmanager
 def _keeping_sigterm_handler() -> Iterator[None]:
     """Put the night's SIGTERM handler back after a sweep: ``ray.init`` installs its own
-    (``sys.exit``) and ``ray.shutdown`` leaves Python's default (death), either of which would
-    end the night between entries with its run left RUNNING."""
+    (``sys.exit``), which would end the night between entries with its run left RUNNING.
+    ``run_sweep`` puts the caller's back itself; this guards any path that starts Ray
+    without it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
