@@ -24,9 +24,11 @@ its last epoch, without a second range test. A trial with no checkpoint yet find
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
+import importlib
 import json
 import logging
 import math
@@ -118,19 +120,37 @@ def _tracker(uri: str) -> Tracker:
     return _TRACKERS[uri]
 
 
+_FIRST_LOG_MODEL_IMPORTS = (
+    "git",
+    "mlflow.pyfunc.scoring_server",
+    "mlflow.pyfunc.utils.environment",
+    "mlflow.tracing.processor.base_mlflow",
+    "mlflow.tracing.processor.otel",
+)
+"""Modules MLflow's first ``log_model`` imports on its way (GitPython is optional to MLflow,
+and a release may move its own modules: a missing one is skipped)."""
+
+
 @functools.cache  # once per process, whatever number of stores its trials log to
 def _warm_up() -> None:
     """Import what a trial needs beyond the trainers, once per worker process (~3 CPU-s).
 
     ``torch._dynamo`` (imported by the first optimizer built; ~1.2 s), matplotlib for the
     figures, ``mlflow.pytorch`` for the model and MLflow's map of installed packages (scanned
-    by the first ``log_model``; ~0.6 s).
+    by the first ``log_model``; ~0.6 s), and what the first ``log_model`` imports on its way
+    (~0.25 s): ``mlflow.pyfunc`` and its scoring server (it loads the model back to check the
+    input example), GitPython (the source's commit), MLflow's tracing processors (which
+    ``mlflow.set_tracking_uri`` retires).
     """
+    import mlflow.pyfunc
     import mlflow.pytorch  # noqa: F401
 
     import trainers.plots  # noqa: F401
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo
+    for module in _FIRST_LOG_MODEL_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     try:  # private to MLflow: without it the first log_model scans the packages instead
         from mlflow.utils.requirements_utils import _init_packages_to_modules_map
 

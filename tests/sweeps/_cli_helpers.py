@@ -1,8 +1,31 @@
-"""The smallest sweep the CLI tests run or refuse: one 1-epoch trial on 8 px digits."""
+"""The smallest sweep the CLI tests run or refuse (one 1-epoch trial on 8 px digits), and a
+fresh interpreter for a test's script."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(code: str, *args: str, timeout: float = 400) -> Any:
+    """Run ``code`` in a fresh interpreter (``sys.argv[1:]`` = ``args``) with the repository
+    importable; assert it exits 0, and return the JSON its stdout's last line holds."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def tiny_spec(name: str) -> dict[str, Any]:

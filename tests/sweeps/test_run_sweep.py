@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_helpers import run_script
 
 from sweeps.progress import SweepProgress
 from sweeps.report import build_report
@@ -334,26 +335,13 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     tmp_path: Path, kill_epoch: int, tracking: dict[str, float], checkpointed: list[int]
 ) -> None:
     import json
-    import os
-    import subprocess
-    import sys
 
     marker = tmp_path / "killed.marker"
-    repo = Path(__file__).resolve().parents[2]
     args = [str(tmp_path), str(marker), str(kill_epoch), json.dumps(tracking)]
     checkpoint_folders = Path(tempfile.gettempdir()).glob
     before = set(checkpoint_folders("lrsweep-ckpt-*"))
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_WORKER_SWEEP, *args],
-        env={**os.environ, "PYTHONPATH": str(repo)},
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert marker.exists(), done.stderr[-3000:]  # the fault really fired
-    (run,) = json.loads(done.stdout.strip().splitlines()[-1])
+    (run,) = run_script(KILLED_WORKER_SWEEP, *args)
+    assert marker.exists()  # the fault really fired
     assert (run["status"], run["stop_reason"]) == ("FINISHED", "completed")
     assert run["valid_loss_steps"] == [0, 1, 2, 3]
     steps = run["train_loss_steps"]

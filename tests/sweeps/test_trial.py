@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_helpers import run_script
 from mlflow.exceptions import MlflowException
 
 from sweeps import _runlog
@@ -236,24 +237,10 @@ def test_a_sweep_leaves_no_checkpoint_folder_behind_in_the_workers_temp_dir(
     """Each epoch's checkpoint is written to a temporary folder that Tune copies; Tune ends a
     trial inside the report of its last one (``SystemExit``), which left that folder (the
     weights, the optimizer state and the best weights: 1.6 MB here, hundreds for a resnet)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     tmp = tmp_path / "workers-tmp"
     tmp.mkdir()
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", CHECKPOINT_FOLDERS_SWEEP, str(tmp_path), str(tmp)],
-        env={**os.environ, "PYTHONPATH": str(repo)},  # Ray itself keeps /tmp/ray
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["TERMINATED"] * 4
+    # Ray itself keeps /tmp/ray
+    assert run_script(CHECKPOINT_FOLDERS_SWEEP, str(tmp_path), str(tmp)) == ["TERMINATED"] * 4
     assert sorted(p.name for p in tmp.glob("lrsweep-ckpt-*")) == []
 
 
@@ -377,3 +364,28 @@ def test_a_finder_trial_that_fails_after_its_range_test_counts_it_in_its_compute
     assert "compute_s" not in run.data.metrics
     row = _with_epochs_held(tracker, run, trial_row(run))
     assert row.compute_s == pytest.approx(record.lr_find_s)
+
+
+WARM_UP_THEN_LOG_MODEL = r"""
+import json, sys
+import torch
+from sweeps.trial import _tracker
+from trainers import build_model
+
+tracker = _tracker(sys.argv[1])  # a worker's first trial: the client, then the warm-up
+run_id = tracker.start_run(tracker.ensure_experiment("warm"), run_name="first")
+model = build_model("simple_cnn", 10, in_channels=1)
+before = set(sys.modules)
+tracker.log_pytorch_model(run_id, model, torch.zeros(2, 1, 8, 8))
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_workers_warm_up_imports_what_its_first_logged_model_needs(tmp_path: Path) -> None:
+    """The first ``log_model`` in a fresh worker imports nothing heavy of its own (MLflow's
+    pyfunc and scoring server, GitPython, the tracing processors, torch's dynamo): the warm-up
+    paid for them before the first trial's run opened, so no trial's run carries them."""
+    imported = run_script(WARM_UP_THEN_LOG_MODEL, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    heavy = ("mlflow.pyfunc", "mlflow.pytorch", "mlflow.tracing.processor", "git", "torch._dynamo")
+    late = [m for m in imported if any(m == h or m.startswith(f"{h}.") for h in heavy)]
+    assert late == []

@@ -130,14 +130,16 @@ def test_confusion_matrix_counts_each_cell_up_to_30_classes_then_shows_colour_on
     from PIL import Image
 
     from trainers.plots import save_figure
-    from trainers.plots._interpret import MAX_CELL_COUNTS, _confusion_figure
+    from trainers.plots._interpret import MAX_CELL_COUNTS, _CellCounts, _confusion_figure
 
     def figure(n: int) -> tuple[list[str], tuple[int, int]]:
-        """The cell texts and the PNG's size of one figure (drawn once, as
+        """The cell numbers and the PNG's size of one figure (drawn once, as
         ``plot_confusion_matrix`` draws it)."""
         fig = _confusion_figure(np.arange(n * n).reshape(n, n), [f"class_{i}" for i in range(n)])
         path = save_figure(fig, tmp_path / f"{n}.png")
-        return [t.get_text() for t in fig.axes[0].texts], Image.open(path).size
+        ax = fig.axes[0]
+        counts = [n for c in ax.collections if isinstance(c, _CellCounts) for n in c.labels]
+        return [t.get_text() for t in ax.texts] + counts, Image.open(path).size
 
     texts, size_at_max = figure(MAX_CELL_COUNTS)
     assert len(texts) == MAX_CELL_COUNTS**2 and texts[1] == "1"
@@ -145,6 +147,39 @@ def test_confusion_matrix_counts_each_cell_up_to_30_classes_then_shows_colour_on
     assert texts == [] and size[0] <= size_at_max[0] + 20
     texts, size = figure(100)
     assert texts == [] and size[0] <= size_at_max[0] + 20
+
+
+def test_confusion_matrix_draws_each_count_in_its_cell_white_on_dark_cells(tmp_path: Path) -> None:
+    """The counts are one collection of glyph outlines: each sits at its own cell's centre,
+    at the text size, in white where the cell is dark, whatever dpi the figure is saved at."""
+    from matplotlib.colors import to_rgba
+    from PIL import Image
+
+    from trainers.plots import save_figure
+    from trainers.plots._interpret import _CellCounts, _confusion_figure
+
+    cm = np.array([[0, 9], [3, 0]])
+    fig = _confusion_figure(cm, ["a", "b"])
+    (counts,) = [c for c in fig.axes[0].collections if isinstance(c, _CellCounts)]
+    assert counts.labels == ["0", "9", "3", "0"]
+    assert counts.get_offsets().tolist() == [[0, 0], [1, 0], [0, 1], [1, 1]]
+    white, black = to_rgba("white"), to_rgba("black")
+    assert [tuple(c) for c in counts.get_facecolors()] == [black, white, black, black]
+    for dpi in (50, 200):
+        image = np.asarray(Image.open(save_figure(fig, tmp_path / f"{dpi}.png", dpi=dpi)))
+        image = image[..., :3].astype(int)
+        fig.set_dpi(dpi)  # transData to this save's pixels
+        for (row, col), count in np.ndenumerate(cm):
+            x, y = fig.axes[0].transData.transform((col, row))
+            r = round(0.1 * dpi)  # a tenth of an inch around the centre: a 10 pt digit's size
+            top, left = round(image.shape[0] - y) - r, round(x) - r
+            cell = image[top : top + 2 * r, left : left + 2 * r]
+            ink = cell - image[top - r, left - r]  # the cell's own colour, well off its centre
+            drawn = np.abs(ink).max(axis=2) > 60
+            assert 0.05 < drawn.mean() < 0.4, (dpi, row, col, drawn.mean())  # a digit, full size
+            lighter = ink[drawn].mean() > 0
+            assert lighter == (count > cm.max() / 2), (dpi, row, col)
+        fig.set_dpi(100)
 
 
 def test_interpretation_from_a_trained_learner_matches_validate(tmp_path: Path) -> None:
