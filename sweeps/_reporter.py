@@ -120,6 +120,7 @@ class TrialRecord:
     lr: float = math.nan
     lr_find_s: float = 0.0
     extra_compute_s: float = 0.0
+    retrained_through: int = -1
     stop_reason: str | None = None
     lr_find: Any = None
     lr_find_from: str | None = None
@@ -139,6 +140,7 @@ class TrialRecord:
             lr=float(meta["lr"]),
             lr_find_s=float(meta["lr_find_s"]),
             extra_compute_s=float(meta.get("extra_compute_s", 0.0)),
+            retrained_through=int(meta.get("retrained_through", -1)),
             best_state=meta.get("best_state"),
             best_confusion=meta.get("best_confusion"),
             unsent_metrics=list(meta.get("unsent_metrics", [])),
@@ -151,12 +153,14 @@ class TrialRecord:
             "lr": self.lr,
             "lr_find_s": self.lr_find_s,
             "extra_compute_s": self.extra_compute_s,
+            "retrained_through": self.retrained_through,
             "best_confusion": self.best_confusion,
             "unsent_metrics": self.unsent_metrics,
         }
 
     def compute_s(self, rows: list[dict[str, Any]]) -> float:
-        """Range test + every epoch's training and validation time (+ a recipe's own tests)."""
+        """Range test + every epoch's training and validation time (+ a recipe's own tests, and
+        the epochs a killed try trained past its checkpoint: see ``EpochReporter.attach``)."""
         epochs_s = sum(float(r.get("epoch_time_s", 0.0)) for r in rows)
         return self.lr_find_s + self.extra_compute_s + epochs_s
 
@@ -213,12 +217,32 @@ class EpochReporter(Callback):
         """Install on ``learn``; a resumed trial replays its history into the stop rule."""
         if reopened:
             self.log.hold(self._held_steps())
+            self._count_retrained_epochs(len(training_rows(learn.history)))
         for epoch, row in enumerate(training_rows(learn.history)):
             self._update_best(learn, epoch, row, keep_state=False)
             reason = self._stop_reason(epoch, self._result(learn, epoch, row))
             if reason is not None:
                 self.record.stop_reason = reason
         learn.add_cb(self)
+
+    def _count_retrained_epochs(self, kept: int) -> None:
+        """Count in ``compute_s`` the epochs an earlier try trained past the ``kept`` ones its
+        checkpoint holds (all of them without one): they are trained again, and their first
+        time was spent all the same.
+
+        Their times are the ``epoch_time_s`` points that try sent. A lower bound: the points it
+        had not sent yet (``tracking.flush_every_s``) died with it, and a run holds one point
+        per epoch, so a try killed before it passed the epochs an earlier one reached leaves
+        no trace of its own. ``retrained_through`` (in the checkpoints) keeps an epoch from
+        counting twice over several restarts.
+        """
+        history = self.tracker.metric_history(self.record.run_id, "epoch_time_s")
+        lost = [
+            (step, v) for step, v in history if step >= max(kept, self.record.retrained_through + 1)
+        ]
+        if lost:
+            self.record.extra_compute_s += math.fsum(v for _, v in lost if math.isfinite(v))
+            self.record.retrained_through = max(step for step, _ in lost)
 
     def _stop_reason(self, epoch: int, result: dict[str, Any]) -> str | None:
         """Why the stop rule ends the trial after ``epoch`` (None: it goes on).

@@ -565,7 +565,7 @@ def _run_recipe(learn: Learner, arm: Any, record: TrialRecord) -> None:
         learn.fit_recipe(suggest=arm.suggest, max_epochs=arm.max_epochs)
     finally:
         epochs_s = sum(float(r.get("epoch_time_s", 0.0)) for r in training_rows(learn.history))
-        record.extra_compute_s = max(0.0, time.perf_counter() - start - epochs_s)
+        record.extra_compute_s += max(0.0, time.perf_counter() - start - epochs_s)
         record.lr = _recipe_lr(learn.history, arm.suggest)
 
 

@@ -314,25 +314,32 @@ print(json.dumps([{
     "valid_loss_steps": [s for s, _ in tracker.metric_history(r.info.run_id, "valid_loss")],
     "train_loss_steps": [s for s, _ in tracker.metric_history(r.info.run_id, "train_loss")],
     "checkpoints": tracker.list_artifacts(r.info.run_id, "checkpoints"),
+    "compute_s": r.data.metrics["compute_s"],
+    "epoch_time_s": [v for _, v in tracker.metric_history(r.info.run_id, "epoch_time_s")],
 } for r in runs]))
 _ray.shutdown_ray()
 """
 
 
 @pytest.mark.parametrize(
-    ("kill_epoch", "tracking", "checkpointed"),
+    ("kill_epoch", "tracking", "checkpointed", "retrained"),
     [
         # a checkpoint every epoch, metrics sent on the default 5 s budget (they travel in the
-        # checkpoint): resumes from epoch 1's checkpoint
-        (1, {"checkpoint_every_s": 0}, [0, 1, 2, 3]),
+        # checkpoint): resumes from epoch 0's checkpoint (epoch 1's never reached Tune), so
+        # epoch 1 is trained twice, its first time in the run only if sent within the budget
+        (1, {"checkpoint_every_s": 0}, [0, 1, 2, 3], 0),
         # one checkpoint at the end, metrics sent every epoch: the restarted trial trains from
-        # scratch and logs only the epochs MLflow does not hold yet
-        (2, {"checkpoint_every_s": 3600, "flush_every_s": 0}, [3]),
+        # scratch (epochs 0-2 twice) and logs only the epochs MLflow does not hold yet
+        (2, {"checkpoint_every_s": 3600, "flush_every_s": 0}, [3], 3),
     ],
     ids=["checkpoint-every-epoch", "checkpoint-at-end-only"],
 )
 def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
-    tmp_path: Path, kill_epoch: int, tracking: dict[str, float], checkpointed: list[int]
+    tmp_path: Path,
+    kill_epoch: int,
+    tracking: dict[str, float],
+    checkpointed: list[int],
+    retrained: int,
 ) -> None:
     import json
 
@@ -347,6 +354,12 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     steps = run["train_loss_steps"]
     assert steps == list(range(len(steps))) and len(steps) % 4 == 0
     assert run["checkpoints"] == [f"checkpoints/epoch-{e:03d}" for e in checkpointed]
+    # compute_s: every epoch the run holds (each once), plus the second time of those trained
+    # twice whose first time the run holds (the killed try's; ``retrained``: at least these)
+    held = run["epoch_time_s"]
+    assert len(held) == 4
+    second_times = run["compute_s"] - math.fsum(held)
+    assert second_times > 0.2 * math.fsum(held[:retrained]) - 1e-9
     # the killed worker's unreported checkpoint folder was removed by the restarted trial, and
     # no other worker of the sweep (all gone now) left one; folders of live processes belong to
     # whatever else runs on this machine at the same time

@@ -18,7 +18,7 @@ from _cli_helpers import run_script
 from mlflow.exceptions import MlflowException
 
 from sweeps import _runlog
-from sweeps._reporter import EpochReporter, TrialRecord
+from sweeps._reporter import EpochReporter, TrialRecord, training_rows
 from sweeps.spec import validate_spec
 from sweeps.stoppers import from_spec
 from sweeps.tracking import Tracker, sqlite_path
@@ -49,12 +49,15 @@ def _own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
 
 
-def _reporter(tracker: Tracker, run_id: str, spec: dict[str, Any]) -> EpochReporter:
-    """A trial's reporter as ``sweeps.trial.train_trial`` builds it."""
+def _reporter(
+    tracker: Tracker, run_id: str, spec: dict[str, Any], record: TrialRecord | None = None
+) -> EpochReporter:
+    """A trial's reporter as ``sweeps.trial.train_trial`` builds it (``record``: a restored
+    checkpoint's)."""
     from sweeps.trial import _checkpointer
 
     validated = validate_spec(spec)
-    record = TrialRecord(run_id=run_id, lr=1.0e-3)
+    record = record or TrialRecord(run_id=run_id, lr=1.0e-3)
     return EpochReporter(
         tracker,
         record,
@@ -115,6 +118,41 @@ def test_a_trial_killed_between_two_batches_of_an_epoch_logs_the_whole_epoch_whe
     steps = [step for step, _ in tracker.metric_history(run_id, "train_loss")]
     assert steps == list(range(n_iter))
     assert tracker.get_run(run_id).info.status == "FINISHED"
+
+
+def test_epochs_a_killed_try_trained_count_in_compute_s_once(tracking_uri: str) -> None:
+    """A try killed after sending two epochs, none checkpointed: the next try trains both again,
+    and ``compute_s`` counts both tries' epochs (it counted only the last try's). A later try
+    restored from a checkpoint of the second counts none of them a second time."""
+    spec = {**SPEC, "task": {**SPEC["task"], "epochs": 2}}
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="killed")
+    first = _learner()
+    _reporter(tracker, run_id, spec).attach(first, reopened=False)
+    first.fit(2, 1.0e-3)  # its points sent every epoch; killed before its checkpoint reached Tune
+    first_s = [v for _, v in tracker.metric_history(run_id, "epoch_time_s")]
+    assert len(first_s) == 2
+
+    again = _learner()
+    reporter = _reporter(tracker, run_id, spec)
+    reporter.attach(again, reopened=True)
+    again.fit(2, 1.0e-3)
+    computed: list[float] = []
+    reporter.finish(
+        again, lambda learn, record: computed.append(record.compute_s(training_rows(learn.history)))
+    )
+    again_s = [row["epoch_time_s"] for row in training_rows(again.history)]
+    assert computed == [pytest.approx(math.fsum(first_s) + math.fsum(again_s))]
+    assert [v for _, v in tracker.metric_history(run_id, "epoch_time_s")] == first_s  # once each
+
+    # a third try restored from the second's checkpoint of its first epoch: epoch 1, which the
+    # second try counted before that checkpoint, is not counted again
+    restored = TrialRecord.from_meta(reporter.record.to_meta(), run_id=run_id)
+    assert restored.extra_compute_s == pytest.approx(math.fsum(first_s))
+    third = _learner()
+    third.fit(1, 1.0e-3)  # the checkpoint's history: one epoch
+    _reporter(tracker, run_id, spec, restored).attach(third, reopened=True)
+    assert restored.extra_compute_s == pytest.approx(math.fsum(first_s))
 
 
 def test_a_failing_trial_whose_last_points_cannot_be_sent_still_closes_its_run_failed(
