@@ -277,7 +277,7 @@ def test_a_sweep_leaves_no_checkpoint_folder_behind_in_the_workers_temp_dir(
     weights, the optimizer state and the best weights: 1.6 MB here, hundreds for a resnet)."""
     tmp = tmp_path / "workers-tmp"
     tmp.mkdir()
-    # Ray itself keeps /tmp/ray
+    # the workers get TMPDIR=tmp (Ray itself keeps /tmp/ray, outside it)
     assert run_script(CHECKPOINT_FOLDERS_SWEEP, str(tmp_path), str(tmp)) == ["TERMINATED"] * 4
     assert sorted(p.name for p in tmp.glob("lrsweep-ckpt-*")) == []
 

@@ -138,7 +138,7 @@ def test_confusion_matrix_counts_each_cell_up_to_30_classes_then_shows_colour_on
         fig = _confusion_figure(np.arange(n * n).reshape(n, n), [f"class_{i}" for i in range(n)])
         path = save_figure(fig, tmp_path / f"{n}.png")
         ax = fig.axes[0]
-        counts = [n for c in ax.collections if isinstance(c, _CellCounts) for n in c.labels]
+        counts = [x for c in ax.collections if isinstance(c, _CellCounts) for x in c.labels]
         return [t.get_text() for t in ax.texts] + counts, Image.open(path).size
 
     texts, size_at_max = figure(MAX_CELL_COUNTS)
