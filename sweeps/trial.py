@@ -142,8 +142,7 @@ def _warm_up() -> None:
     input example), GitPython (the source's commit), MLflow's tracing processors (which
     ``mlflow.set_tracking_uri`` retires).
     """
-    import mlflow.pyfunc
-    import mlflow.pytorch  # noqa: F401
+    import mlflow.pytorch  # noqa: F401  (imports mlflow.pyfunc too)
 
     import trainers.plots  # noqa: F401
 
