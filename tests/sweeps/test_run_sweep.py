@@ -306,7 +306,7 @@ spec = {"name": "killed-worker", "seeds": [0],
         "early_stop": None, "failure": {"max_failures": 2}, "tracking": json.loads(tracking)}
 uri = f"sqlite:///{root}/mlflow.db"
 result = run_sweep(spec, tracking_uri=uri, storage_path=f"{root}/ray")
-# checked here too, so that a fault that never fired fails with this driver's stderr (Ray's
+# checked here, so that a fault that never fired fails with this driver's stderr (Ray's
 # worker output) in the test's message
 assert os.path.exists(marker), f"the fault never fired: no {marker}"
 tracker = Tracker(uri)
