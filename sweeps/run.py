@@ -28,7 +28,8 @@ import shlex
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -175,6 +176,34 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
     return run_id
 
 
+@contextmanager
+def _never_left_running(
+    tracker: Tracker, experiment_id: str, parent_run_id: str, name: str, sweep_dir: Location
+) -> Iterator[None]:
+    """Whatever ends the block early leaves no run of the sweep RUNNING.
+
+    The stretches that take long guard themselves (Ray's start, the trials, the closing and the
+    report); this is for an error, Ctrl-C or SIGTERM (:class:`Terminated`, under
+    :func:`sigterm_stops`) between them. The parent run and its unfinished trial runs close
+    KILLED for a stop, FAILED for an error (unless a stretch has closed them already), and a
+    stop logs how to resume once ``sweep.json`` is written. Guards nest: the one that closes
+    the runs says so.
+    """
+    try:
+        yield
+    except BaseException as error:
+        with closing_runs():  # a second signal must not cut the closing short
+            if tracker.get_run(parent_run_id).info.status != "RUNNING":
+                raise  # closed by the stretch it came from (or an inner guard), which told
+            stopped = isinstance(error, KeyboardInterrupt)
+            closed = _close_killed if stopped else _close_failed
+            closed(tracker, experiment_id, parent_run_id)
+            if stopped and location.read_text(sweep_dir, STATE_FILE) is not None:
+                hint = resume_hint(name, sweep_dir)
+                logger.warning("sweep interrupted; continue it with: %s", hint)
+        raise
+
+
 def _end_after_error(tracker: Tracker, run_id: str) -> None:
     """Close ``run_id`` FAILED (KILLED for Ctrl-C or SIGTERM) on the way out of an error, never
     RUNNING."""
@@ -261,23 +290,23 @@ def run_sweep(
     tracker.check_artifacts_writable(experiment_id)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sweep_dir = location.child(root, spec.name, sweep_id)
-    parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
-    state = {
-        "name": spec.name,
-        "sweep_id": sweep_id,
-        "spec": spec.resolved(),
-        "tracking_uri": stored_tracking_uri(uri),
-        "experiment_id": experiment_id,
-        "parent_run_id": parent_run_id,
-        "finished": False,
-    }
-    try:
-        _write_state(sweep_dir, state)
-    except BaseException:
-        _end_after_error(tracker, parent_run_id)
-        raise
-    logger.info("sweep %s: parent run %s, Ray storage %s", sweep_id, parent_run_id, sweep_dir)
-    return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
+    with sigterm_stops():  # from the parent run on; Ray's start and the trials guard their own
+        parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
+        with _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir):
+            state = {
+                "name": spec.name,
+                "sweep_id": sweep_id,
+                "spec": spec.resolved(),
+                "tracking_uri": stored_tracking_uri(uri),
+                "experiment_id": experiment_id,
+                "parent_run_id": parent_run_id,
+                "finished": False,
+            }
+            _write_state(sweep_dir, state)
+            logger.info(
+                "sweep %s: parent run %s, Ray storage %s", sweep_id, parent_run_id, sweep_dir
+            )
+            return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
 
 
 def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dict[str, Any]]:
@@ -357,11 +386,16 @@ def resume_sweep(
     _preflight(spec, uri, sweep_dir, address=address)
     tracker = Tracker(uri)
     tracker.check_artifacts_writable(state["experiment_id"])
-    tracker.reopen_run(state["parent_run_id"])
-    logger.info("resuming sweep %s from %s", state["sweep_id"], sweep_dir)
-    return _execute(
-        spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True
-    )
+    experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
+    with (
+        sigterm_stops(),
+        _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir),
+    ):
+        tracker.reopen_run(parent_run_id)
+        logger.info("resuming sweep %s from %s", state["sweep_id"], sweep_dir)
+        return _execute(
+            spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True
+        )
 
 
 def _run_trials(
@@ -406,37 +440,34 @@ def _execute(
     context = TrialContext(spec, tracker.uri, experiment_id, parent_run_id, state["sweep_id"])
     progress = progress or SweepProgress()
     started_ray = not _ray.is_initialized()
-    try:
-        with sigterm_stops():  # Ray's start takes seconds
-            _ray.init_ray(address)
-    except BaseException:  # Ray would not start or join, or a stop: not left RUNNING
-        _end_after_error(tracker, parent_run_id)
-        raise
     interrupts = Interrupts(
         partial(_close_killed, tracker, experiment_id, parent_run_id),
         resume=resume_hint(spec.name, sweep_dir),
         watch_local_ray=address is None,
     )
-    try:
-        outcomes, interrupted = _run_or_interrupt(
-            spec, tracker, state, sweep_dir, context, progress, interrupts, restoring=restoring
-        )
-        result = SweepResult(
-            name=spec.name,
-            sweep_id=state["sweep_id"],
-            experiment=spec.experiment_name,
-            experiment_id=experiment_id,
-            parent_run_id=parent_run_id,
-            tracking_uri=redact_uri(tracker.uri),
-            sweep_dir=sweep_dir,
-            trials=_by_arm(outcomes),
-            interrupted=interrupted,
-            stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
-        )
-        unended = {o.trial_id for o in outcomes if not o.ended}
-        with closing_runs() if interrupted else sigterm_stops():
-            return _close(spec, tracker, state, sweep_dir, result, unended=unended)
-    finally:  # MLflow first, then Ray: Ray's shutdown cannot leave a run RUNNING
+    try:  # MLflow first (the guard), then Ray: Ray's shutdown cannot leave a run RUNNING
+        with _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir):
+            with sigterm_stops():  # Ray's start takes seconds; its sys.exit(15) is undone here
+                _ray.init_ray(address)
+            outcomes, interrupted = _run_or_interrupt(
+                spec, tracker, state, sweep_dir, context, progress, interrupts, restoring=restoring
+            )
+            result = SweepResult(
+                name=spec.name,
+                sweep_id=state["sweep_id"],
+                experiment=spec.experiment_name,
+                experiment_id=experiment_id,
+                parent_run_id=parent_run_id,
+                tracking_uri=redact_uri(tracker.uri),
+                sweep_dir=sweep_dir,
+                trials=_by_arm(outcomes),
+                interrupted=interrupted,
+                stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
+            )
+            unended = {o.trial_id for o in outcomes if not o.ended}
+            with closing_runs() if interrupted else sigterm_stops():
+                return _close(spec, tracker, state, sweep_dir, result, unended=unended)
+    finally:
         interrupts.finished()
         if started_ray:
             _ray.shutdown_ray()

@@ -73,6 +73,6 @@ def resume_command(
             f"Cannot resume {name!r}: a sweep.json under {where} is not valid JSON ({error}). "
             f"Move that sweep's folder away or pass the folder of another one, {_RUN_AGAIN}."
         ) from None
-    except KeyboardInterrupt as stop:  # before the trials restarted
+    except KeyboardInterrupt as stop:  # outside the trials: runs closed, resume logged
         raise stopped_exit(stop) from None
     finish(make_console(), result)

@@ -88,7 +88,8 @@ def rerun_hint(spec: Path | None, overrides: list[str] | None = None) -> str:
 
 
 def stopped_exit(stop: KeyboardInterrupt) -> typer.Exit:
-    """The exit of a sweep stopped before its trials ran: 143 for SIGTERM, 130 for Ctrl-C."""
+    """The exit of a sweep stopped outside its trials (it has closed its runs KILLED and, once
+    resumable, logged how to resume): 143 for SIGTERM, 130 for Ctrl-C."""
     from sweeps._interrupts import Terminated  # imports Ray: only once a sweep has run
 
     return typer.Exit(TERMINATED_EXIT if isinstance(stop, Terminated) else INTERRUPTED_EXIT)
@@ -183,6 +184,6 @@ def run_command(
         result = run_sweep(loaded, address=address, tracking_uri=uri)
     except (SpecError, PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None
-    except KeyboardInterrupt as stop:  # before the trials started: nothing to resume
+    except KeyboardInterrupt as stop:  # outside the trials: runs closed, resume logged
         raise stopped_exit(stop) from None
     finish(make_console(), result, rerun=rerun_hint(spec, overrides))

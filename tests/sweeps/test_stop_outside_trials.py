@@ -2,7 +2,8 @@
 finished: the parent run ends KILLED, the command says how to continue (exit 130, or 143 for
 SIGTERM), and that command makes the report. Ctrl-C ended it KILLED with exit 130 and no word of
 what to do; SIGTERM met Ray's own handler (``sys.exit(15)``, the trials' ``catching`` over) and
-ended the sweep as a failed report, exit 15."""
+ended the sweep as a failed report, exit 15. The same for a stop while Ray starts and between
+the stretches that guard themselves (the parent run left RUNNING there)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,94 @@ def test_sigterm_while_ray_starts_closes_the_parent_killed_and_exits_143(
     tracker = Tracker(default_tracking_uri(tmp_path))
     (parent,) = tracker.search_runs(tracker.experiment_id(NAME))
     assert parent.info.status == "KILLED", output[-3000:]
+
+
+# The signal between the stretches that guard themselves (Ray's start, the trials, the closing):
+# sent right before the named function of ``sweeps.run`` runs, the first time only.
+SIGNAL_BEFORE = """
+import os, signal
+import sweeps.run
+real = getattr(sweeps.run, {where!r})
+fired = []
+def signal_first(*args, **kwargs):
+    if not fired:
+        fired.append(True)
+        os.kill(os.getpid(), signal.{sent})
+    return real(*args, **kwargs)
+setattr(sweeps.run, {where!r}, signal_first)
+"""
+
+
+def _stopped_sweep_runs(tmp_path: Path, output: str) -> list:
+    """The sweep's runs, asserting that none is RUNNING and that the parent is KILLED."""
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    runs = tracker.search_runs(tracker.experiment_id(NAME))
+    assert "RUNNING" not in {run.info.status for run in runs}, output[-3000:]
+    (parent,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert parent.info.status == "KILLED", output[-3000:]
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("where", "sent", "status"),
+    [
+        ("_write_state", "SIGTERM", 143),  # the parent run just made, Ray not started
+        ("_by_arm", "SIGTERM", 143),  # the trials done, the closing not begun
+        ("_by_arm", "SIGINT", 130),
+    ],
+    ids=["writing-state", "trials-done", "trials-done-ctrl-c"],
+)
+def test_a_stop_between_a_sweeps_stretches_leaves_nothing_running(
+    tmp_path: Path, where: str, sent: str, status: int
+) -> None:
+    """Python's default SIGTERM ended the driver there at once, and Ctrl-C raised past the
+    closing: the parent run left RUNNING."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    code = SIGNAL_BEFORE.format(where=where, sent=sent)
+    stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == status, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    _stopped_sweep_runs(tmp_path, output)
+    if where == "_write_state":  # stopped before sweep.json: nothing to resume
+        assert "lrsweep resume" not in output, output[-3000:]
+        return
+    assert f"lrsweep resume {NAME}" in output, output[-3000:]
+    # resuming from here (trials FINISHED, parent KILLED): the report-stop test above checks it
+
+
+def test_sigterm_once_ray_started_or_as_a_resume_reopens_the_parent_closes_it_killed(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM once Ray has started, before the trials; then as ``lrsweep resume`` has marked
+    the parent run RUNNING again, before Ray starts. Both ended the driver with the parent run
+    left RUNNING. The sweep resumes to its end after both."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    code = SIGNAL_BEFORE.format(where="Interrupts", sent="SIGTERM")
+    stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 143, output[-3000:]
+    assert "Traceback" not in output and f"lrsweep resume {NAME}" in output, output[-3000:]
+    assert len(_stopped_sweep_runs(tmp_path, output)) == 1  # no trial began
+    reopened = """
+import os, signal
+from sweeps.tracking import Tracker
+reopen = Tracker.reopen_run
+def reopen_then_sigterm(self, run_id):
+    reopen(self, run_id)
+    os.kill(os.getpid(), signal.SIGTERM)
+Tracker.reopen_run = reopen_then_sigterm
+"""
+    stopped = _lrsweep(tmp_path, "resume", NAME, code=reopened)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 143, output[-3000:]
+    assert "Traceback" not in output and f"lrsweep resume {NAME}" in output, output[-3000:]
+    _stopped_sweep_runs(tmp_path, output)
+    resumed = _lrsweep(tmp_path, "resume", NAME)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert "LR finder vs search" in resumed.stdout
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    runs = tracker.search_runs(tracker.experiment_id(NAME))
+    assert {run.info.status for run in runs} == {"FINISHED"}
