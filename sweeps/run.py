@@ -194,7 +194,7 @@ def _never_left_running(
     except BaseException as error:
         with closing_runs():  # a second signal must not cut the closing short
             if tracker.get_run(parent_run_id).info.status != "RUNNING":
-                raise  # closed by the stretch it came from (or an inner guard), which told
+                raise  # closed, and said so, by the stretch it came from or an inner guard
             stopped = isinstance(error, KeyboardInterrupt)
             closed = _close_killed if stopped else _close_failed
             closed(tracker, experiment_id, parent_run_id)
