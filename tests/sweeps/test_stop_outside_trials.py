@@ -22,16 +22,19 @@ pytestmark = pytest.mark.slow
 NAME = "ctrl-c-report"
 SPEC = endless_sweep_spec(NAME, [{"kind": "fixed", "lr": 0.001}])
 SPEC["task"]["epochs"] = 1
-# The real signal, sent by the process to itself once the trials are done and the report starts
-# (the only moment the test chooses).
-SIGNAL_IN_REPORT = """
+# The real signal, sent by the process to itself right before the named function of
+# ``sweeps.run`` runs, the first time only (the only moment the test chooses).
+SIGNAL_BEFORE = """
 import os, signal
 import sweeps.run
-make_report = sweeps.run.build_report
-def signal_then_report(*args, **kwargs):
-    os.kill(os.getpid(), signal.{})
-    return make_report(*args, **kwargs)
-sweeps.run.build_report = signal_then_report
+real = getattr(sweeps.run, {where!r})
+fired = []
+def signal_first(*args, **kwargs):
+    if not fired:
+        fired.append(True)
+        os.kill(os.getpid(), signal.{sent})
+    return real(*args, **kwargs)
+setattr(sweeps.run, {where!r}, signal_first)
 """
 
 
@@ -52,7 +55,8 @@ def test_a_stop_during_the_report_says_how_to_resume_and_resume_makes_the_report
 ) -> None:
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
-    stopped = _lrsweep(tmp_path, "run", str(spec_file), code=SIGNAL_IN_REPORT.format(sent))
+    code = SIGNAL_BEFORE.format(where="build_report", sent=sent)
+    stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode == status, output[-3000:]
     assert f"lrsweep resume {NAME}" in output and "Traceback" not in output, output[-3000:]
@@ -104,22 +108,7 @@ def test_sigterm_while_ray_starts_closes_the_parent_killed_and_exits_143(
     assert parent.info.status == "KILLED", output[-3000:]
 
 
-# The signal between the stretches that guard themselves (Ray's start, the trials, the closing):
-# sent right before the named function of ``sweeps.run`` runs, the first time only.
-SIGNAL_BEFORE = """
-import os, signal
-import sweeps.run
-real = getattr(sweeps.run, {where!r})
-fired = []
-def signal_first(*args, **kwargs):
-    if not fired:
-        fired.append(True)
-        os.kill(os.getpid(), signal.{sent})
-    return real(*args, **kwargs)
-setattr(sweeps.run, {where!r}, signal_first)
-"""
-
-
+# A stop between the stretches that guard themselves (Ray's start, the trials, the closing).
 def _stopped_sweep_runs(tmp_path: Path, output: str) -> list:
     """The sweep's runs, asserting that none is RUNNING and that the parent is KILLED."""
     tracker = Tracker(default_tracking_uri(tmp_path))
