@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from trainers import _inference
+from trainers._training import optimizer_step
 from trainers.errors import CancelBatch, CancelEpoch, CancelFit, TrainingDiverged
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
             learn.loss.backward()
             learn._call("after_backward")
             learn._call("before_step")
-            learn.opt.step()
+            optimizer_step(learn.opt)
         else:
             _scaled_step(learn, scaler, learn.loss)
         value = learn.loss.item()

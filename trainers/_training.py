@@ -24,6 +24,7 @@ __all__ = [
     "error_rate",
     "layer_groups",
     "make_optimizer",
+    "optimizer_step",
     "per_item_loss",
     "resolve_lrs",
     "rng_from_checkpoint",
@@ -225,6 +226,53 @@ def _fused_option(fused: bool | None, params: list[torch.Tensor]) -> bool | None
             "the fused step only where it can run."
         )
     return supported
+
+
+_GROUP_STEPPED = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+"""PyTorch's optimizers whose step treats every parameter on its own, with its group's
+settings: groups that share every setting step alike whether apart or as one."""
+
+_NOT_SETTINGS = frozenset({"params", "layer_group"})
+
+
+def optimizer_step(opt: torch.optim.Optimizer) -> None:
+    """``opt.step()``, stepping the parameter groups that share every setting as one group.
+
+    The Learner's optimizer holds one parameter group per layer group (two with fastai's
+    ``wd_bn_bias=False``: with and without weight decay), and PyTorch steps each group on its
+    own: one fused kernel (or foreach pass) and its Python around it, ~0.05 ms a group on the
+    CPU. Every fit but one at discriminative rates gives the groups the same rate and momentum,
+    so for PyTorch's SGD, Adam and AdamW (exactly those types; a subclass or another optimizer
+    steps as it is) the groups that agree on every setting but ``layer_group`` step together:
+    the same kernels on the same tensors, so the same weights and state bit for bit, in one
+    pass per distinct setting (weight decay or none) instead of one per parameter group. That
+    is 2-3% of a small CNN's fit on the CPU. ``opt.param_groups`` is the merged
+    list only during ``opt.step()`` (optimizer step hooks see it), and the real list again
+    after it, an error included.
+    """
+    groups = opt.param_groups
+    if type(opt) not in _GROUP_STEPPED or len(groups) < 2:
+        opt.step()
+        return
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    try:
+        for group in groups:
+            key = tuple([(k, v) for k, v in group.items() if k not in _NOT_SETTINGS])
+            same = merged.get(key)
+            if same is None:
+                merged[key] = {**group, "params": list(group["params"])}
+            else:
+                same["params"] += group["params"]
+    except (TypeError, RuntimeError):  # a setting that cannot be compared (a list, a tensor)
+        merged = {}
+    if not merged or len(merged) == len(groups):
+        opt.step()
+        return
+    opt.param_groups = list(merged.values())
+    try:
+        opt.step()
+    finally:
+        opt.param_groups = groups
 
 
 def per_item_loss(

@@ -35,6 +35,7 @@ from trainers._training import (
     LRSpec,
     layer_groups,
     make_optimizer,
+    optimizer_step,
     resolve_lrs,
 )
 from trainers.callbacks import EVENTS, Callback, ProgressCallback, Recorder
@@ -647,7 +648,7 @@ class Learner:
             loss = self.loss_func(acc.output(self.forward_model(xb)), yb.to(self.device))
         if self.scaler is None:
             loss.backward()
-            self.opt.step()
+            optimizer_step(self.opt)
         else:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)

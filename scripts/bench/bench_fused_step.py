@@ -12,6 +12,11 @@ weights moved one float32 ulp up, which shows how far such a rounding difference
 this fit (Adam's early steps take the sign of near-zero gradients, so a deep network's curves
 part within a few steps whatever perturbs them: another thread count, CPU or kernel).
 
+A third side, since 2026-12-06, runs the fused step the way PyTorch's ``step()`` runs it, one
+pass per parameter group, where the Learner now steps the groups that share every setting as
+one (``trainers._training.optimizer_step``): what merging the groups buys, with a check that the
+two sides' losses are the same bit for bit.
+
 No target: the issue asks for none; the figures are in the README.
 
 Run: ``python scripts/bench/bench_fused_step.py [--quick] [--json]``
@@ -20,14 +25,16 @@ Run: ``python scripts/bench/bench_fused_step.py [--quick] [--json]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import _common as common
 import torch
 
-from trainers import Learner, build_model, make_dataloaders, seed_everything
+from trainers import Learner, _loop, build_model, make_dataloaders, seed_everything
 
 MODELS = (("simple_cnn", 16, 2, 11), ("resnet18", 32, 1, 3))  # arch, px, epochs/fit, reps
 
@@ -46,6 +53,18 @@ def _step_ms(model: torch.nn.Module, fused: bool, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1000
 
 
+@contextlib.contextmanager
+def _per_group_step() -> Iterator[None]:
+    """The fit loop calls PyTorch's ``opt.step()`` itself: one pass per parameter group, as
+    lrsweep did before 2026-12-06."""
+    merged = _loop.optimizer_step
+    _loop.optimizer_step = lambda opt: opt.step()
+    try:
+        yield
+    finally:
+        _loop.optimizer_step = merged
+
+
 def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
     dls = make_dataloaders("digits", image_size=size, batch_size=64, seed=42)
     seed_everything(0)
@@ -61,17 +80,24 @@ def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
             with torch.no_grad():
                 for p in model.parameters():
                     p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
-        fused_step = None if name == "fused" else False  # the Learner's default, PyTorch's
+        fused = name != "default"
+        fused_step = None if fused else False  # the Learner's default, PyTorch's
         learn = Learner(model, dls, progress=False, device="cpu", fused_step=fused_step)
-        expected = True if name == "fused" else None
+        expected = True if fused else None
         assert all(group["fused"] is expected for group in learn.opt.param_groups)
-        with common.Stopwatch() as sw:
+        per_group = _per_group_step() if name == "per group" else contextlib.nullcontext()
+        with per_group, common.Stopwatch() as sw:
             learn.fit_one_cycle(epochs, 3e-3)
         losses[name + (" ulp" if ulp_up else "")] = list(learn.recorder.losses)
         return sw.measure
 
-    cases = {"default": lambda: fit("default"), "fused": lambda: fit("fused")}
+    cases = {
+        "default": lambda: fit("default"),
+        "fused": lambda: fit("fused"),
+        "per group": lambda: fit("per group"),
+    }
     timings = common.interleaved(cases, reps=reps)
+    n_groups = len(Learner(copy.deepcopy(template), dls, progress=False).opt.param_groups)
     steps = 5 if arch == "resnet18" else 50
     step = {name: _step_ms(template, name == "fused", steps) for name in ("default", "fused")}
     fit("default", ulp_up=True)  # the control, untimed
@@ -86,9 +112,15 @@ def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
         "params": sum(p.numel() for p in template.parameters()),
         "default_s": timings.wall["default"],
         "fused_s": timings.wall["fused"],
+        "per_group_s": timings.wall["per group"],
         "speedup": common.median(
             common.paired_ratios(timings.wall["default"], timings.wall["fused"])
         ),
+        "merged_speedup": common.median(
+            common.paired_ratios(timings.wall["per group"], timings.wall["fused"])
+        ),
+        "groups": n_groups,
+        "merged_same_losses": losses["per group"] == losses["fused"],
         "step_ms": step,
         "first_steps_diff": first_diff("fused", "default"),
         "control_diff": first_diff("default ulp", "default"),
@@ -114,6 +146,9 @@ def run(args: argparse.Namespace) -> common.Result:
             m["step_ms"]["fused"],
             m["first_steps_diff"],
             m["control_diff"],
+            common.median(m["per_group_s"]),
+            m["merged_speedup"],
+            "yes" if m["merged_same_losses"] else "NO",
         ]
         for m in found
     ]
@@ -130,9 +165,14 @@ def run(args: argparse.Namespace) -> common.Result:
             "fused ms / step",
             "max loss diff, first 20 steps",
             "control: default, weights 1 ulp up",
+            "fused, per group s / fit",
+            "fit speedup, groups merged",
+            "merged = per group, bit for bit",
         ],
         rows=rows,
-        metrics={f"{m['arch']}_speedup": m["speedup"] for m in found} | {"models": found},
+        metrics={f"{m['arch']}_speedup": m["speedup"] for m in found}
+        | {f"{m['arch']}_merged_speedup": m["merged_speedup"] for m in found}
+        | {"models": found},
         config={"threads": args.threads, "batch_size": 64, "dataset": "digits"},
         notes=[
             "fit speedup = median over repetitions of (default time / fused time), fits run "
@@ -140,6 +180,11 @@ def run(args: argparse.Namespace) -> common.Result:
             "both sides do the same maths; their loss difference is float rounding, which "
             "grows over a fit as any perturbation does: the control column is the default "
             "step's own fit from weights one float32 ulp up, against the default's.",
+            "groups merged: the fused side steps the parameter groups that share every setting "
+            "as one (the Learner's default since 2026-12-06); the per-group side runs "
+            "PyTorch's step() as it is, one pass per group ("
+            + ", ".join(f"{m['arch']}: {m['groups']} groups" for m in found)
+            + ", fastai's wd_bn_bias=False); speedup = median of (per-group time / fused time).",
         ],
     )
 

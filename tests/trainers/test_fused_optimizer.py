@@ -8,8 +8,8 @@ import pytest
 import torch
 from _shapes import shapes_learner
 
-from trainers import Learner
-from trainers._training import fused_supported, layer_groups, make_optimizer
+from trainers import Learner, _loop
+from trainers._training import fused_supported, layer_groups, make_optimizer, optimizer_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,3 +86,87 @@ def test_fused_step_false_is_pytorchs_default_and_true_refuses_what_it_cannot_ru
         make_optimizer("adamw", layer_groups(module), wd=0.01, fused=True)
     with pytest.raises(ValueError, match=r"fused_step must be None .* but got 'yes'"):
         shapes_learner(fused_step="yes")
+
+
+# --- parameter groups that share every setting step as one ---------------------------------
+
+
+def _groups_at_each_step(learn: Learner) -> list[list[float]]:
+    """The weight decay of every parameter group ``opt.step()`` sees, step by step."""
+    seen: list[list[float]] = []
+    learn.opt.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([g["weight_decay"] for g in opt.param_groups])
+    )
+    return seen
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "default-step"])
+@pytest.mark.parametrize("opt", ["adamw", "adam", "sgd"])
+def test_merged_groups_train_bit_for_bit_as_pytorchs_per_group_step(
+    opt: str, fused: bool | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merged = shapes_learner(n_per_class=30, opt=opt, fused_step=fused)
+    seen = _groups_at_each_step(merged)
+    merged.fit_one_cycle(2, 1e-2)
+    assert seen and all(len(groups) == 2 for groups in seen)  # with and without weight decay
+    monkeypatch.setattr(_loop, "optimizer_step", lambda o: o.step())  # PyTorch's, per group
+    per_group = shapes_learner(n_per_class=30, opt=opt, fused_step=fused)
+    seen = _groups_at_each_step(per_group)
+    per_group.fit_one_cycle(2, 1e-2)
+    assert seen and all(len(groups) == len(per_group.opt.param_groups) > 2 for groups in seen)
+    assert merged.recorder.losses == per_group.recorder.losses
+    for name, value in merged.model.state_dict().items():
+        assert torch.equal(value, per_group.model.state_dict()[name]), name
+    a, b = merged.opt.state_dict(), per_group.opt.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for index, state in a["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["state"][index][key]), (index, key)
+
+
+def test_the_step_sees_one_group_per_distinct_setting_and_the_real_groups_after() -> None:
+    learn = shapes_learner(wd_bn_bias=True)
+    groups = learn.opt.param_groups
+    kept = [dict(group, params=list(group["params"])) for group in groups]
+    seen = _groups_at_each_step(learn)
+    learn.fit(1, 1e-3)
+    assert seen and all(len(step) == 1 for step in seen)  # every group at the same settings
+    assert learn.opt.param_groups is groups and len(groups) == learn.n_groups > 1
+    assert [(g["layer_group"], g["params"]) for g in groups] == [
+        (g["layer_group"], g["params"]) for g in kept
+    ]
+    seen.clear()
+    learn.fit(1, slice(1e-4, 1e-3))  # discriminative rates: every group its own step
+    assert seen and all(len(step) == learn.n_groups for step in seen)
+    seen.clear()
+    learn.one_batch(*next(iter(learn.dls.train)))  # lr_find's step merges too
+    assert len(seen) == 1 and len(seen[0]) == learn.n_groups  # the rates set by the fit stay
+
+
+def test_a_failing_step_leaves_the_real_groups_and_another_optimizer_steps_as_it_is() -> None:
+    learn = shapes_learner(wd_bn_bias=True)
+    groups = learn.opt.param_groups
+
+    def refuse(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        assert len(opt.param_groups) == 1
+        raise RuntimeError("refused by a step hook")
+
+    handle = learn.opt.register_step_pre_hook(refuse)
+    with pytest.raises(RuntimeError, match="refused by a step hook"):
+        optimizer_step(learn.opt)
+    assert learn.opt.param_groups is groups
+    handle.remove()
+
+    class MyAdamW(torch.optim.AdamW):  # a subclass may keep settings per group: not merged
+        pass
+
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    mine = MyAdamW([{"params": m.parameters()} for m in module], lr=1e-3)
+    sizes: list[int] = []
+    mine.register_step_pre_hook(lambda opt, args, kwargs: sizes.append(len(opt.param_groups)))
+    module(torch.ones(1, 2)).sum().backward()
+    optimizer_step(mine)
+    plain = torch.optim.AdamW([{"params": m.parameters()} for m in module], lr=1e-3)
+    plain.register_step_pre_hook(lambda opt, args, kwargs: sizes.append(len(opt.param_groups)))
+    optimizer_step(plain)
+    assert sizes == [2, 1]
