@@ -249,23 +249,33 @@ def optimizer_step(opt: torch.optim.Optimizer) -> None:
     is 2-3% of a small CNN's fit on the CPU. ``opt.param_groups`` is the merged
     list only during ``opt.step()`` (optimizer step hooks see it), and the real list again
     after it, an error included.
+
+    PyTorch's fused SGD with momentum takes a group either on its first step (no parameter has
+    a momentum buffer yet) or on a later one (every parameter has one), and raises a
+    ``TypeError`` on a group that mixes both: the parameters of a layer group unfrozen after
+    the fit trained its normalization layers, or of groups merged here. Such parameters step
+    in a group of their own, as PyTorch steps a group on its first step.
     """
     groups = opt.param_groups
-    if type(opt) not in _GROUP_STEPPED or len(groups) < 2:
+    if type(opt) not in _GROUP_STEPPED:
         opt.step()
         return
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    split = False
     try:
         for group in groups:
             key = tuple([(k, v) for k, v in group.items() if k not in _NOT_SETTINGS])
-            same = merged.get(key)
-            if same is None:
-                merged[key] = {**group, "params": list(group["params"])}
-            else:
-                same["params"] += group["params"]
+            parts = _by_first_step(opt, group)
+            split = split or len(parts) > 1
+            for first, params in parts:
+                same = merged.get((key, first))
+                if same is None:
+                    merged[(key, first)] = {**group, "params": list(params)}
+                else:
+                    same["params"] += params
     except (TypeError, RuntimeError):  # a setting that cannot be compared (a list, a tensor)
-        merged = {}
-    if not merged or len(merged) == len(groups):
+        merged, split = {}, False
+    if not merged or (not split and len(merged) == len(groups)):
         opt.step()
         return
     opt.param_groups = list(merged.values())
@@ -273,6 +283,27 @@ def optimizer_step(opt: torch.optim.Optimizer) -> None:
         opt.step()
     finally:
         opt.param_groups = groups
+
+
+def _by_first_step(
+    opt: torch.optim.Optimizer, group: dict[str, Any]
+) -> list[tuple[bool | None, list[torch.Tensor]]]:
+    """``group``'s parameters in one part (``None``: any optimizer but fused SGD with
+    momentum), or by whether this is their first step (``True``: no momentum buffer yet), in
+    two parts where the group mixes both."""
+    params = group["params"]
+    if not (type(opt) is torch.optim.SGD and group.get("fused") and group.get("momentum")):
+        return [(None, params)]
+    state = opt.state
+    fresh = [
+        p for p in params if p.grad is not None and state.get(p, {}).get("momentum_buffer") is None
+    ]
+    if not fresh:
+        return [(False, params)]
+    if len(fresh) == sum(p.grad is not None for p in params):
+        return [(True, params)]
+    ids = {id(p) for p in fresh}
+    return [(True, fresh), (False, [p for p in params if id(p) not in ids])]
 
 
 def per_item_loss(

@@ -170,3 +170,29 @@ def test_a_failing_step_leaves_the_real_groups_and_another_optimizer_steps_as_it
     plain.register_step_pre_hook(lambda opt, args, kwargs: sizes.append(len(opt.param_groups)))
     optimizer_step(plain)
     assert sizes == [2, 1]
+
+
+@pytest.mark.parametrize("wd_bn_bias", [False, True])
+def test_fused_sgd_steps_a_layer_group_unfrozen_after_its_norm_layers_trained(
+    wd_bn_bias: bool,
+) -> None:
+    """PyTorch's fused SGD refuses a group where some parameters have a momentum buffer and
+    some not (``TypeError: expected Tensor ... but got NoneType``): after ``freeze`` trained
+    only the body's normalization layers, ``unfreeze`` gives their group's other parameters
+    their first step. It used to raise with ``wd_bn_bias=True``; merging the groups would
+    raise with the default too."""
+
+    def fine_tuned(fused: bool | None) -> Learner:
+        learn = shapes_learner(n_per_class=20, opt="sgd", wd_bn_bias=wd_bn_bias, fused_step=fused)
+        learn.freeze()
+        learn.fit(1, 1e-2)
+        learn.unfreeze()
+        learn.fit(2, 1e-2)
+        return learn
+
+    fused, default = fine_tuned(None), fine_tuned(False)
+    assert all(group["fused"] is True for group in fused.opt.param_groups)
+    assert len(fused.recorder.losses) == len(default.recorder.losses) >= 4  # the last fit
+    pairs = zip(fused.recorder.losses, default.recorder.losses, strict=True)
+    assert max(abs(a - b) for a, b in pairs) < 1e-4
+    assert all(fused.opt.state[p]["momentum_buffer"] is not None for p in fused.model.parameters())
