@@ -127,14 +127,12 @@ def test_merged_groups_train_bit_for_bit_as_pytorchs_per_group_step(
 def test_the_step_sees_one_group_per_distinct_setting_and_the_real_groups_after() -> None:
     learn = shapes_learner(wd_bn_bias=True)
     groups = learn.opt.param_groups
-    kept = [dict(group, params=list(group["params"])) for group in groups]
+    kept = [(group["layer_group"], list(group["params"])) for group in groups]
     seen = _groups_at_each_step(learn)
     learn.fit(1, 1e-3)
     assert seen and all(len(step) == 1 for step in seen)  # every group at the same settings
     assert learn.opt.param_groups is groups and len(groups) == learn.n_groups > 1
-    assert [(g["layer_group"], g["params"]) for g in groups] == [
-        (g["layer_group"], g["params"]) for g in kept
-    ]
+    assert [(g["layer_group"], g["params"]) for g in groups] == kept
     seen.clear()
     learn.fit(1, slice(1e-4, 1e-3))  # discriminative rates: every group its own step
     assert seen and all(len(step) == learn.n_groups for step in seen)
