@@ -33,6 +33,12 @@ SPEC = {
 }
 EPOCH_KEYS = ("valid_loss", "error_rate", "accuracy", "epoch_time_s", "epoch_train_loss")
 
+# These tests drive a trial's reporter in this process, outside Tune: its last report goes to a
+# Ray Train session that is not there, which Ray answers with this warning (and no report).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`report` is meant to only be called inside a function:UserWarning"
+)
+
 
 def _learner() -> Learner:
     dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
