@@ -121,6 +121,7 @@ class TrialRecord:
     lr_find_s: float = 0.0
     extra_compute_s: float = 0.0
     retrained_through: int = -1
+    start_loss: float = math.nan
     stop_reason: str | None = None
     lr_find: Any = None
     lr_find_from: str | None = None
@@ -141,6 +142,7 @@ class TrialRecord:
             lr_find_s=float(meta["lr_find_s"]),
             extra_compute_s=float(meta.get("extra_compute_s", 0.0)),
             retrained_through=int(meta.get("retrained_through", -1)),
+            start_loss=float(meta.get("start_loss", math.nan)),
             best_state=meta.get("best_state"),
             best_confusion=meta.get("best_confusion"),
             unsent_metrics=list(meta.get("unsent_metrics", [])),
@@ -154,6 +156,7 @@ class TrialRecord:
             "lr_find_s": self.lr_find_s,
             "extra_compute_s": self.extra_compute_s,
             "retrained_through": self.retrained_through,
+            "start_loss": self.start_loss,
             "best_confusion": self.best_confusion,
             "unsent_metrics": self.unsent_metrics,
         }
@@ -279,6 +282,9 @@ class EpochReporter(Callback):
         learn = self.learn
         rows = training_rows(learn.history)
         epoch, row = len(rows) - 1, rows[-1]
+        if epoch == 0 and len(learn.recorder.losses) > self._first_step:
+            # the first batch's loss, before any update: the divergence rule's start
+            self.record.start_loss = float(learn.recorder.losses[self._first_step])
         self._update_best(learn, epoch, row, keep_state=True)
         result = self._result(learn, epoch, row)
         reason = self._stop_reason(epoch, result)
@@ -352,6 +358,7 @@ class EpochReporter(Callback):
             "training_iteration": epoch + 1,
             "valid_loss": float(row.get("valid_loss", math.nan)),
             "train_loss": float(row.get("train_loss", math.nan)),
+            "train_loss_at_start": float(self.record.start_loss),
             "error_rate": float(row.get("error_rate", math.nan)),
             "accuracy": float(row.get("accuracy", math.nan)),
             "lr": float(row.get("lr", math.nan)),

@@ -89,6 +89,7 @@ class TrialState:
     best: float = math.inf
     best_epoch: int | None = None
     first: float = math.nan
+    start: float = math.nan
     last_epoch: int = 0
     bad_epochs: int = 0
     reason: str | None = None
@@ -147,6 +148,8 @@ class MetricStopper(Stopper):
         if state.reason is not None or epoch <= state.last_epoch:
             return state.reason is not None
         state.last_epoch = epoch
+        if epoch == 1:
+            self._first_result(state, result)
         if self._update(state, self._sign * value, epoch):
             state.reason = self.reason
             counter = self.epoch_key or "result"  # counted from 1, as Tune counts
@@ -156,6 +159,9 @@ class MetricStopper(Stopper):
                 self._sign * state.best, counter, state.best_epoch,
             )  # fmt: skip
         return state.reason is not None
+
+    def _first_result(self, state: TrialState, result: Mapping[str, Any]) -> None:
+        """Read what the trial's first result says about its start (nothing by default)."""
 
     @abstractmethod
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:

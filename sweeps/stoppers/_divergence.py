@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from sweeps.stoppers._base import MetricStopper, TrialState, finite_number, whole_number
 
@@ -19,6 +21,12 @@ class Divergence(MetricStopper):
     several times (0.002 to 0.01) without blowing up, and such a trial is among the best, not
     diverged. The metric is a loss: lower is better.
 
+    A first result carrying ``<metric>_at_start`` (lrsweep's trials send ``train_loss_at_start``,
+    the loss of the first batch, before any update: the untrained model's) makes that value a
+    best too, so a loss that blows up within the first epoch (a constant rate far too high, where
+    epoch 1's mean is already hundreds of times the start and later epochs only fall back) is
+    caught at epoch 1 (after ``grace_epochs``) instead of never.
+
     The first value is the one of the trial's first epoch. A stopper that meets a trial later
     (Ray Tune's driver after ``Tuner.restore``, which brings back the stopper as it was pickled
     when the sweep started, with no trial in it) does not know it and applies the NaN rule
@@ -34,6 +42,9 @@ class Divergence(MetricStopper):
         >>> [stopper("fits", {"train_loss": v, "training_iteration": i + 1})
         ...  for i, v in enumerate([2.0, 0.01, 0.002, 0.012])]
         [False, False, False, False]
+        >>> stopper("blown", {"train_loss": 900.0, "train_loss_at_start": 2.3,
+        ...                   "training_iteration": 1})
+        True
 
     Args:
         metric: The loss to watch.
@@ -64,15 +75,21 @@ class Divergence(MetricStopper):
         self.factor = finite
         self.grace_epochs = whole_number("grace_epochs", grace_epochs, minimum=0)
 
+    def _first_result(self, state: TrialState, result: Mapping[str, Any]) -> None:
+        start = finite_number(result.get(f"{self.metric}_at_start"))
+        if start is not None and start > 0:  # a loss: lower is better (mode "min")
+            state.start = start
+
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         if not math.isfinite(signed):
             return True
         if math.isnan(state.first) and epoch == 1:
             state.first = signed  # met later: unknown, stays NaN, and the explosion rule is off
+        best = min(state.best, state.start) if state.start > 0 else state.best
         exploded = (
             epoch > self.grace_epochs
-            and 0 < state.best < math.inf
-            and signed > self.factor * state.best
+            and 0 < best < math.inf
+            and signed > self.factor * best
             and signed > state.first / self.factor
         )
         if signed < state.best:

@@ -286,6 +286,50 @@ def test_divergence_stop_epoch(
     assert stopper.stop_reason("t") == ("diverged" if stop else None)
 
 
+START = [
+    # start (the first batch's loss), values, kwargs, expected stop epoch
+    (2.3, [1860.0, 1150.0, 787.0, 746.0], {}, 1),  # blown up within epoch 1, then falling
+    (2.3, [9.3], {}, 1),
+    (2.3, [9.1], {}, None),  # under 4x the start
+    (2.3, [1860.0, 1150.0], {"grace_epochs": 1}, 2),  # graced, then still far above the start
+    (2.3, [1860.0, 5.0, 2.0], {"grace_epochs": 1}, None),  # graced, then back under 4x the start
+    (2.3, [0.7, 0.4, 0.3], {}, None),  # a healthy trial
+    (2.3, [0.7, 2.9], {}, 2),  # the best epoch, not the start, sets the bar once lower
+    (NAN, [1860.0, 1150.0], {}, None),  # unknown start: the rule as before
+    (0.0, [1860.0, 1150.0], {}, None),  # a start of 0 has no meaningful multiple
+    (-1.0, [1860.0, 1150.0], {}, None),
+]
+
+
+@pytest.mark.parametrize(("start", "values", "kwargs", "stop"), START)
+def test_divergence_compares_epoch_one_with_the_loss_at_start(
+    start: float, values: list[float], kwargs: dict[str, Any], stop: int | None
+) -> None:
+    """``train_loss_at_start`` in the first result (a trial's first batch, before any update)
+    is a best too: a constant LR far too high (Adam at 5.0: epoch 1's mean 1860 against 2.3,
+    falling after) ran every epoch as ``completed`` before."""
+    stopper = Divergence(**kwargs)
+    stopped = None
+    for epoch, value in enumerate(values, start=1):
+        result = {"train_loss": value, "train_loss_at_start": start, "training_iteration": epoch}
+        if stopper("t", result):
+            stopped = epoch
+            break
+    assert stopped == stop
+    assert stopper.stop_reason("t") == ("diverged" if stop else None)
+
+
+def test_divergence_reads_the_start_only_from_the_first_epoch() -> None:
+    """A stopper meeting a trial late (Tune's driver after a restore) learns no start from a
+    later result, as it learns no first value: it must never stop a trial before the trial's
+    own stopper would."""
+    late = Divergence()
+    for epoch in (3, 4):
+        result = {"train_loss": 900.0, "train_loss_at_start": 2.3, "training_iteration": epoch}
+        assert late("t", result) is False
+    assert late.stop_reason("t") is None
+
+
 # --- AnyOf and from_spec ----------------------------------------------------------------------
 
 

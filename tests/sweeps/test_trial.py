@@ -373,6 +373,40 @@ def test_a_loss_rising_at_the_last_epoch_is_no_early_stop(
     assert reporter.record.stop_reason == reason
 
 
+def test_a_loss_blown_up_within_the_first_epoch_stops_the_trial_as_diverged(
+    tracking_uri: str,
+) -> None:
+    """Adam at a constant 1.0: the first batch's loss is 2.58, epoch 1's mean ~80, and the later
+    epochs fall back (22, 10), so no epoch was 4x a best before and the trial ran every epoch as
+    ``completed``. The first batch's loss travels in the checkpoint: a restored trial replaying
+    its history stops at the same epoch."""
+    spec = {**SPEC, "task": {**SPEC["task"], "epochs": 3}}
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="blown")
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    learn = Learner(model, dls, opt="adam", progress=False)
+    reporter = _reporter(tracker, run_id, spec)
+    reporter.attach(learn, reopened=False)
+    learn.fit(3, 1.0)
+    reporter.finish(learn, lambda learn, record: None)
+    assert len(training_rows(learn.history)) == 1
+    assert reporter.record.stop_reason == "diverged"
+    start = reporter.record.start_loss
+    assert start == learn.recorder.losses[0] and 2.0 < start < 3.0
+    assert learn.history[0]["train_loss"] > 4 * start
+
+    # a trial restored from that epoch's checkpoint replays it into a fresh stopper: stopped
+    restored = TrialRecord.from_meta(reporter.record.to_meta(), run_id=run_id)
+    assert restored.start_loss == start
+    again = _learner()
+    again.history = [dict(row) for row in learn.history]
+    replayed = _reporter(tracker, run_id, spec, record=restored)
+    replayed.attach(again, reopened=False)
+    assert replayed.record.stop_reason == "diverged"
+
+
 def test_a_finder_trial_that_fails_after_its_range_test_counts_it_in_its_compute(
     tracking_uri: str,
 ) -> None:
