@@ -89,7 +89,7 @@ class TrialState:
     best: float = math.inf
     best_epoch: int | None = None
     first: float = math.nan
-    start: float = math.nan
+    start: float = math.inf
     last_epoch: int = 0
     bad_epochs: int = 0
     reason: str | None = None

@@ -85,7 +85,7 @@ class Divergence(MetricStopper):
             return True
         if math.isnan(state.first) and epoch == 1:
             state.first = signed  # met later: unknown, stays NaN, and the explosion rule is off
-        best = min(state.best, state.start) if state.start > 0 else state.best
+        best = min(state.best, state.start)
         exploded = (
             epoch > self.grace_epochs
             and 0 < best < math.inf
