@@ -154,11 +154,15 @@ class MetricStopper(Stopper):
             state.reason = self.reason
             counter = self.epoch_key or "result"  # counted from 1, as Tune counts
             logger.info(
-                "stopping trial %s at %s %d: %s (%s=%s, best %s at %s %s)",
+                "stopping trial %s at %s %d: %s (%s=%s, %s)",
                 trial_id, counter, epoch, self.reason, self.metric, value,
-                self._sign * state.best, counter, state.best_epoch,
+                self._reference(state, counter),
             )  # fmt: skip
         return state.reason is not None
+
+    def _reference(self, state: TrialState, counter: str) -> str:
+        """What the stopping value was measured against, for the log."""
+        return f"best {self._sign * state.best} at {counter} {state.best_epoch}"
 
     def _first_result(self, state: TrialState, result: Mapping[str, Any]) -> None:
         """Read what the trial's first result says about its start (nothing by default)."""

@@ -80,6 +80,11 @@ class Divergence(MetricStopper):
         if start is not None and start > 0:  # a loss: lower is better (mode "min")
             state.start = start
 
+    def _reference(self, state: TrialState, counter: str) -> str:
+        if state.start < state.best:
+            return f"{self.metric} at the start {state.start}"
+        return super()._reference(state, counter)
+
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         if not math.isfinite(signed):
             return True

@@ -319,6 +319,20 @@ def test_divergence_compares_epoch_one_with_the_loss_at_start(
     assert stopper.stop_reason("t") == ("diverged" if stop else None)
 
 
+def test_a_stop_against_the_start_says_so_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    stopper = Divergence()
+    with caplog.at_level("INFO", logger="sweeps.stoppers"):
+        stopper("t", {"train_loss": 900.0, "train_loss_at_start": 2.3, "training_iteration": 1})
+        stopper("u", {"train_loss": 1.0, "train_loss_at_start": 2.3, "training_iteration": 1})
+        stopper("u", {"train_loss": 5.0, "training_iteration": 2})
+    assert [record.getMessage() for record in caplog.records] == [
+        "stopping trial t at training_iteration 1: diverged (train_loss=900.0, train_loss at "
+        "the start 2.3)",
+        "stopping trial u at training_iteration 2: diverged (train_loss=5.0, best 1.0 at "
+        "training_iteration 1)",
+    ]
+
+
 def test_divergence_reads_the_start_only_from_the_first_epoch() -> None:
     """A stopper meeting a trial late (Tune's driver after a restore) learns no start from a
     later result, as it learns no first value: it must never stop a trial before the trial's
