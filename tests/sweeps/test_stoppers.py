@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,11 +24,16 @@ def _result(metric: str, value: float, epoch: int) -> dict[str, Any]:
 
 
 def _stop_epoch(
-    stopper: Stopper, metric: str, values: Sequence[float], trial: str = "t"
+    stopper: Stopper,
+    metric: str,
+    values: Sequence[float],
+    trial: str = "t",
+    extra: Mapping[str, float] | None = None,
 ) -> int | None:
-    """Feed values as epochs 1, 2, ...; the first epoch at which the stopper says stop."""
+    """Feed values as epochs 1, 2, ... (each result with ``extra``'s keys too); the first
+    epoch at which the stopper says stop."""
     for epoch, value in enumerate(values, start=1):
-        if stopper(trial, _result(metric, value, epoch)):
+        if stopper(trial, {**_result(metric, value, epoch), **(extra or {})}):
             return epoch
     return None
 
@@ -309,13 +314,8 @@ def test_divergence_compares_epoch_one_with_the_loss_at_start(
     is a best too: a constant LR far too high (Adam at 5.0: epoch 1's mean 1860 against 2.3,
     falling after) ran every epoch as ``completed`` before."""
     stopper = Divergence(**kwargs)
-    stopped = None
-    for epoch, value in enumerate(values, start=1):
-        result = {"train_loss": value, "train_loss_at_start": start, "training_iteration": epoch}
-        if stopper("t", result):
-            stopped = epoch
-            break
-    assert stopped == stop
+    extra = {"train_loss_at_start": start}
+    assert _stop_epoch(stopper, "train_loss", values, extra=extra) == stop
     assert stopper.stop_reason("t") == ("diverged" if stop else None)
 
 

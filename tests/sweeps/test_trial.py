@@ -40,11 +40,11 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def _learner() -> Learner:
+def _learner(opt: str = "sgd") -> Learner:
     dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
     seed_everything(0)
     model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
-    return Learner(model, dls, opt="sgd", progress=False)
+    return Learner(model, dls, opt=opt, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -383,10 +383,7 @@ def test_a_loss_blown_up_within_the_first_epoch_stops_the_trial_as_diverged(
     spec = {**SPEC, "task": {**SPEC["task"], "epochs": 3}}
     tracker = Tracker(tracking_uri)
     run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="blown")
-    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
-    seed_everything(0)
-    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
-    learn = Learner(model, dls, opt="adam", progress=False)
+    learn = _learner(opt="adam")
     reporter = _reporter(tracker, run_id, spec)
     reporter.attach(learn, reopened=False)
     learn.fit(3, 1.0)
