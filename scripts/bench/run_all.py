@@ -9,6 +9,8 @@ reported as such and the others still run.
 Run: ``python scripts/bench/run_all.py [--quick] [--out BENCHMARKS.md] [--only a,b] [--skip c]
 [--keep]`` (``make bench`` runs the full set into ``BENCHMARKS.md``; ``--only x --keep``
 reruns one benchmark and keeps the others' last results, kept under ``.lrsweep/bench/``).
+The output file's hand-kept log of earlier runs (its last section, :data:`RUN_LOG_HEADING`)
+survives the rewrite.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ CACHE_DIR = REPO / ".lrsweep" / "bench"
 GPU_RESULTS = HERE / "gpu_results"
 """The last GPU run's results (``scripts/bench/gpu_check.sh scripts/bench/gpu_results``), shown
 in ``BENCHMARKS.md`` as measured: a CPU machine's ``make bench`` cannot time item 8."""
+
+RUN_LOG_HEADING = "## Every run of items 1-3 and the earlier figures of the others"
+"""The hand-kept log of earlier runs at the end of ``BENCHMARKS.md``: a rewrite keeps it, from
+this heading to the end, so that one run's figures never hide the runs before it."""
 
 # In the issue's order; the scale simulation last (it is the longest).
 BENCHMARKS = (
@@ -170,9 +176,26 @@ def _installed(package: str) -> str:
         return "not installed"
 
 
-def render(results: list[dict[str, Any]], *, quick: bool, gpu_results: Path = GPU_RESULTS) -> str:
-    """``BENCHMARKS.md``: environment, the summary of every target, each benchmark, then the
-    last GPU run's accelerator results when ``gpu_results`` holds any."""
+def kept_run_log(path: Path) -> str:
+    """The run log of ``path`` (from :data:`RUN_LOG_HEADING` to the end), or "" when the file
+    is missing or has none."""
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    at = text.find("\n" + RUN_LOG_HEADING + "\n")
+    return text[at + 1 :] if at >= 0 else ""
+
+
+def render(
+    results: list[dict[str, Any]],
+    *,
+    quick: bool,
+    gpu_results: Path = GPU_RESULTS,
+    run_log: str = "",
+) -> str:
+    """``BENCHMARKS.md``: environment, the summary of every target, each benchmark, the last
+    GPU run's accelerator results when ``gpu_results`` holds any, then ``run_log`` (the earlier
+    runs, kept by hand) when given."""
     env: dict[str, Any] = next((r["env"] for r in results if "env" in r), {})
     lines = [
         "# Benchmarks",
@@ -219,7 +242,8 @@ def render(results: list[dict[str, Any]], *, quick: bool, gpu_results: Path = GP
             f"{r.get('env', {}).get('load_avg_1m', '?')}).",
         ]
     lines += _gpu_section(gpu_results)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + run_log.rstrip("\n") + "\n" if run_log.strip() else text
 
 
 def main() -> None:
@@ -268,7 +292,7 @@ def main() -> None:
         else [n for n in BENCHMARKS if n in cache and n not in skip]
     )
     results = [cache[n] for n in shown]
-    text = render(results, quick=args.quick)
+    text = render(results, quick=args.quick, run_log=kept_run_log(args.out))
     args.out.write_text(text, encoding="utf-8")
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")

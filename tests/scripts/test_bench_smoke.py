@@ -157,6 +157,26 @@ def test_benchmarks_md_shows_the_kept_gpu_results(tmp_path: Path) -> None:
     assert "| 4 trials at once" in section
 
 
+def test_rewriting_benchmarks_md_keeps_its_run_log(tmp_path: Path) -> None:
+    """The hand-kept log of earlier runs at the end of ``BENCHMARKS.md`` survives a rewrite;
+    a file without one gets none, and an old run's figures above it are replaced."""
+    run_all = _bench_module("run_all")
+    out = tmp_path / "BENCHMARKS.md"
+    log = f"{run_all.RUN_LOG_HEADING}\n\n- **2, sweep_efficiency**: 2026-12-06 08:19 1.034 PASS\n"
+    out.write_text(f"# Benchmarks\n\nthe old run: 9.999x\n\n{log}", encoding="utf-8")
+    cmd = [sys.executable, str(SCRIPT.parent / "run_all.py"), "--render", "--out", str(out)]
+    for _ in range(2):  # twice: the kept log is not doubled
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=60)
+        text = out.read_text(encoding="utf-8")
+        assert text.startswith("# Benchmarks\n\nWritten by `make bench`")
+        assert "9.999x" not in text
+        assert text.endswith("\n\n" + log) and text.count(run_all.RUN_LOG_HEADING) == 1
+    out.write_text("# Benchmarks\n\nno log here\n", encoding="utf-8")
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=60)
+    assert run_all.RUN_LOG_HEADING not in out.read_text(encoding="utf-8")
+    assert run_all.kept_run_log(tmp_path / "missing.md") == ""
+
+
 def test_sweep_schedule_factors_multiply_to_the_ratio_and_find_the_idle_tail() -> None:
     sweep_eff = _bench_module("bench_sweep_efficiency")
     # two slots: a 10 s and a 2 s trial from 0 s, then a 6 s trial from 2 s; 1 s inside each
