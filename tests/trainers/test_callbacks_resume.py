@@ -118,6 +118,36 @@ def test_early_stopping_counts_the_epochs_before_the_resume_towards_patience(
     assert "came before this resumed fit" in caplog.text  # epoch 1's weights are not in memory
 
 
+@pytest.mark.parametrize("patience", [1, 2])
+def test_a_fit_resumed_from_the_epoch_early_stopping_ended_it_on_trains_no_more(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, patience: int
+) -> None:
+    """The last every-epoch checkpoint of a fit the stopper ended (a job restarted from its last
+    checkpoint): the patience is spent, so the resumed fit stops before another epoch."""
+    losses = [1.0, 0.5, 0.7, 0.8, 0.2, 0.1]  # patience 1 stops after epoch 2, patience 2 after 3
+    script = ScriptedLoss(losses)
+    first = EarlyStoppingCallback(patience=patience)
+    saver = SaveModelCallback(tmp_path / "last.pt", every_epoch=True)
+    uninterrupted = make_learner([script, saver, first])
+    uninterrupted.fit(len(losses), 1e-2)
+    stopped = first.stopped_epoch
+    assert stopped == patience + 1 and len(uninterrupted.history) == stopped + 1
+
+    stopper = EarlyStoppingCallback(patience=patience)
+    learn = make_learner([ScriptedLoss(losses), stopper])
+    learn.load(tmp_path / "last.pt")
+    assert learn.resume_epoch == stopped + 1
+    with caplog.at_level(logging.INFO, logger="trainers.callbacks._early_stopping"):
+        learn.fit(len(losses), 1e-2, start_epoch=learn.resume_epoch)
+    assert [r["epoch"] for r in learn.history] == [r["epoch"] for r in uninterrupted.history]
+    assert (stopper.best, stopper.best_epoch, stopper.stopped_epoch) == (0.5, 1, stopped)
+    assert f"early stop before epoch {stopped + 1} of a resumed fit" in caplog.text
+    assert "came before this resumed fit" in caplog.text  # epoch 1's weights are not in memory
+    assert same_weights(learn.model, script.weights[stopped])  # no epoch trained after the load
+    learn.fit(2, 1e-2)  # the next fit, not resumed, trains as usual
+    assert [r["epoch"] for r in learn.history[-2:]] == [0, 1]
+
+
 def test_early_stopping_restores_the_loaded_epoch_when_it_was_the_best(tmp_path: Path) -> None:
     losses = [1.0, 0.9, 0.5, 0.7, 0.8, 0.3]
     first = interrupted_run(tmp_path, losses, 3)

@@ -25,7 +25,9 @@ class EarlyStoppingCallback(TrackerCallback):
             epoch, kept as an in-memory copy of the model's state dict. A fit resumed with
             ``start_epoch`` counts the checkpoint's epochs towards ``patience`` and the best;
             when that best came before the resume and is not the loaded last epoch, its
-            weights are not in memory: a warning says so and the last epoch's stay.
+            weights are not in memory: a warning says so and the last epoch's stay. When
+            the epochs before the resume already spent ``patience`` (the checkpoint of the
+            epoch that ended the fit), the resumed fit stops before training another.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy).
 
     Attributes:
@@ -53,6 +55,7 @@ class EarlyStoppingCallback(TrackerCallback):
         self.restore_best = restore_best
         self.stopped_epoch: int | None = None
         self._wait = 0
+        self._spent_before_resume = False
         self._best_state: dict[str, torch.Tensor] | None = None
 
     def before_fit(self) -> None:
@@ -64,6 +67,25 @@ class EarlyStoppingCallback(TrackerCallback):
             self._wait = 0 if improved else self._wait + 1
         if self._resumed and self._resumed[-1] and self.restore_best:
             self._keep_weights()  # the loaded weights are the best epoch's (the last one)
+        self._spent_before_resume = bool(self._resumed) and self._wait >= self.patience
+
+    def before_epoch(self) -> None:
+        # A fit resumed from the checkpoint of the epoch that spent the patience (the last
+        # checkpoint of a fit this callback ended) stops before training any more, as the
+        # uninterrupted fit did; every callback has seen before_fit by now.
+        if self._spent_before_resume:
+            self._spent_before_resume = False
+            self.stopped_epoch = self.learn.epoch - 1
+            logger.info(
+                "early stop before epoch %d of a resumed fit: %s not better than %.6g (epoch %s) "
+                "for the %d epochs before it",
+                self.learn.epoch,
+                self.monitor,
+                self.best,
+                self.best_epoch,
+                self._wait,
+            )
+            raise CancelFit
 
     def after_epoch(self) -> None:
         if self._improved():
