@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -518,6 +519,37 @@ def test_image_folder_reads_16_bit_greyscale_over_its_full_range(tmp_path: Path)
     pixels = open_dataset("image_folder", path=tmp_path).images(4)
     assert pixels.shape == (4, 3, 4, 4)
     assert pixels[:2].unique().tolist() == [4] and pixels[2:].unique().tolist() == [128]
+
+
+@pytest.mark.parametrize(
+    ("mode", "to_image"),
+    [
+        ("I", lambda a: Image.fromarray(a.astype(np.int32) * 257)),  # 16-bit levels, int32 file
+        ("F", lambda a: Image.fromarray(a.astype(np.float32) / 255)),  # a float image in 0..1
+    ],
+)
+def test_image_folder_refuses_32_bit_images_it_would_clip(
+    tmp_path: Path, mode: str, to_image: Any
+) -> None:
+    """PIL's conversion to 8 bits clips modes I and F (every pixel 0 or 255, or 0 or 1): each such
+    file is named, with what to save instead, rather than a dataset of blank images."""
+    levels = np.random.default_rng(0).integers(0, 256, (6, 6))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(levels.astype(np.uint8)).save(tmp_path / name / "0.png")
+        to_image(levels).save(tmp_path / name / "1.tif")
+    assert Image.open(tmp_path / "a" / "1.tif").mode == mode
+    with pytest.raises(ValueError, match=r"Could not read 2 image files") as info:
+        make_dataloaders("image_folder", image_size=6, batch_size=2, path=tmp_path)
+    for name in ("a", "b"):
+        assert str(tmp_path / name / "1.tif") in str(info.value)
+    assert f"(PIL mode '{mode}')" in str(info.value) and "16-bit greyscale" in str(info.value)
+    assert str(info.value).count("PIL mode") == 1  # one cause, said once
+    for name in ("a", "b"):  # the same levels as 8-bit files load over their full range
+        (tmp_path / name / "1.tif").unlink()
+        Image.fromarray(levels.astype(np.uint8)).save(tmp_path / name / "1.tif")
+    pixels = open_dataset("image_folder", path=tmp_path).images(6)
+    assert pixels.shape == (4, 3, 6, 6) and pixels.max() > 200 and pixels.min() < 50
 
 
 def test_precompute_fit_advances_the_real_training_loader_every_epoch() -> None:

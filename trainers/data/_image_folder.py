@@ -27,9 +27,11 @@ class ImageFolder(ImageSource):
     sorted folder names. Hidden folders, ``__MACOSX`` (a macOS zip's) and files with other
     extensions than :data:`IMAGE_EXTENSIONS` are skipped. Every image is converted to RGB
     (greyscale, palette and RGBA mix freely; alpha is dropped; 16-bit greyscale is scaled to 8
-    bits) and resized to a square: ``"squish"`` resizes the whole image, ``"crop"`` takes the
-    largest centred square first. Files are decoded again for every image size (progressive
-    resizing), with ``num_workers`` threads.
+    bits; 32-bit integer or float images, PIL's modes ``I`` and ``F``, are refused as files it
+    cannot read, since no range to scale them from is known) and resized to a square:
+    ``"squish"`` resizes the whole image, ``"crop"`` takes the largest centred square first.
+    Files are decoded again for every image size (progressive resizing), with ``num_workers``
+    threads.
 
     A class folder holding a single image is allowed and logged as a warning.
 
@@ -130,11 +132,19 @@ class ImageFolder(ImageSource):
                 "replace the file."
             ) from failure.__cause__
         if failures:
-            shown = "; ".join(f"{str(f.file)!r} ({f.reason})" for f in failures[:_FAILURES_SHOWN])
             more = len(failures) - _FAILURES_SHOWN
+            reasons = {f.reason for f in failures}
+            if len(reasons) == 1:  # one cause (a format refused, say): said once
+                shown = "; ".join(repr(str(f.file)) for f in failures[:_FAILURES_SHOWN])
+                why = f" ({reasons.pop()})"
+            else:
+                shown = "; ".join(
+                    f"{str(f.file)!r} ({f.reason})" for f in failures[:_FAILURES_SHOWN]
+                )
+                why = ""
             raise ValueError(
-                f"Could not read {len(failures)} image files under {str(self.root)!r}: {shown}"
-                f"{f'; and {more} more' if more > 0 else ''}. Remove or replace them."
+                f"Could not read {len(failures)} image files under {str(self.root)!r}{why}: "
+                f"{shown}{f'; and {more} more' if more > 0 else ''}. Remove or replace them."
             ) from failures[0].__cause__
         arrays = [r for r in results if not isinstance(r, _UnreadableImage)]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -263,8 +273,25 @@ def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
         raise _UnreadableImage(file, str(error)) from error
 
 
+_NO_FIXED_RANGE = {"I": "32-bit integer", "F": "32-bit float"}
+"""PIL modes whose pixels have no fixed range: converting them to 8 bits clips every value
+outside 0..255 (a float image in 0..1 comes out black, 16-bit levels in an int32 file white),
+and no scale can be chosen per file without making two images of one dataset disagree."""
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB; 16-bit greyscale is scaled to 0..255 (PIL would clip it at 255)."""
+    """``image`` as 8-bit RGB; 16-bit greyscale is scaled to 0..255 (PIL would clip it at 255).
+
+    Raises:
+        ValueError: for a 32-bit integer (``I``) or float (``F``) image, which has no fixed
+            range to scale from.
+    """
+    if image.mode in _NO_FIXED_RANGE:
+        raise ValueError(
+            f"{_NO_FIXED_RANGE[image.mode]} pixels (PIL mode {image.mode!r}) have no fixed range "
+            "to scale to 8 bits; save the images as 8-bit or 16-bit greyscale or RGB (PNG, or "
+            "TIFF of mode L, I;16 or RGB)"
+        )
     if image.mode.startswith("I;16"):
         levels = np.rint(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
         return Image.fromarray(levels).convert("RGB")
