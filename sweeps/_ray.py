@@ -591,13 +591,23 @@ def _outcomes(grid: Any) -> list[TrialOutcome]:
                 status=str(trial.status),
                 metrics=last,
                 error=error,
-                # Tune sets ``done`` on a trial's last result when it returns or is stopped;
-                # a trial stopped by an interrupt is TERMINATED without it.
-                ended=trial.status == "ERROR"
-                or (trial.status == "TERMINATED" and bool(last.get("done"))),
+                ended=trial.status == "ERROR" or (trial.status == "TERMINATED" and _ended(last)),
             )
         )
     return outcomes
+
+
+def _ended(last: dict[str, Any]) -> bool:
+    """Whether a TERMINATED trial's last result is its end, not an interrupt's.
+
+    A trial's final report names why it ended (``stop_reason``: completed, rising_val_loss,
+    diverged); the reports before it and a trial stopped by an interrupt leave it empty. Tune's
+    own ``done``, set on the last result when the function returns or a stopper ends it, counts
+    too; but Tune sets it on the result in memory without marking the trial for its next saved
+    state, so a sweep restored from that state (``lrsweep resume``) found trials that had ended
+    before a Ctrl-C without it, took them for interrupted and closed their runs KILLED.
+    """
+    return bool(last.get("done")) or bool(last.get("stop_reason"))
 
 
 _USER_PENDING_TRIALS = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")

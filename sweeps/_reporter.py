@@ -419,6 +419,9 @@ class EpochReporter(Callback):
         if self._pending is not None:
             result, folder = self._pending
             self._pending = None
+            # the trial's end, in its own last result: Tune's ``done`` reaches its saved state
+            # only now and then (a trial ended before an interrupt was restored as unended)
+            result["stop_reason"] = self.record.stop_reason
             try:
                 _ray.report(result, checkpoint_dir=folder)
             finally:  # Tune ends a stopped trial's thread inside this report (SystemExit)

@@ -398,6 +398,19 @@ def test_killed_worker_resumes_in_the_same_run_with_every_epoch_once(
     assert {folder for folder in new if left_by_dead_writer(folder)} == set()
 
 
+def _one_fixed_trial(name: str, epochs: int = 1, **fields: Any) -> dict[str, Any]:
+    """A sweep of one trial (seed 0, a fixed LR, no early stopping), ``fields`` on top."""
+    return {
+        **SPEC,
+        "name": name,
+        "task": {**SPEC["task"], "epochs": epochs},
+        "seeds": [0],
+        "strategies": [{"kind": "fixed", "lr": 1e-2}],
+        "early_stop": None,
+        **fields,
+    }
+
+
 def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -414,14 +427,7 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     work.mkdir()
     monkeypatch.chdir(work)
     storage = f"file://{tmp_path}/objects/"
-    spec = {
-        **SPEC,
-        "name": "uri-storage",
-        "task": {**SPEC["task"], "epochs": 1},
-        "seeds": [0],
-        "strategies": [{"kind": "fixed", "lr": 1e-2}],
-        "early_stop": None,
-    }
+    spec = _one_fixed_trial("uri-storage")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
     assert result.report is not None and result.n_trials == 1
@@ -456,14 +462,7 @@ def test_a_resumed_sweep_drops_the_runs_of_trials_its_tune_state_never_held(
     from sweeps.best import best_config
     from sweeps.run import resume_sweep
 
-    spec = {
-        **SPEC,
-        "name": "stray-runs",
-        "task": {**SPEC["task"], "epochs": 1},
-        "seeds": [0],
-        "strategies": [{"kind": "fixed", "lr": 1e-2}],
-        "early_stop": None,
-    }
+    spec = _one_fixed_trial("stray-runs")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
     result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
@@ -508,3 +507,59 @@ def test_a_resumed_sweep_drops_the_runs_of_trials_its_tune_state_never_held(
         assert run.info.status in ("FINISHED", "KILLED")
         assert "a new trial" in run.data.tags["sweeps.deleted_reason"]
     assert best_config(result.experiment, tracking_uri=uri).run_id == real.info.run_id
+
+
+def _saved_trial_results(tune_dir: Path, edit: Any = None) -> list[dict[str, Any]]:
+    """Every trial's last result in Tune's saved experiment state (the newest file), after
+    ``edit(result)`` when given (the file is written back)."""
+    (state_file,) = sorted(tune_dir.glob("experiment_state-*.json"))[-1:]
+    state = json.loads(state_file.read_text())
+    results = []
+    for entry in state["trial_data"]:
+        meta = json.loads(entry[1])
+        last = meta["last_result"]
+        last = json.loads(last) if isinstance(last, str) else last
+        if edit is not None:
+            edit(last)
+            meta["last_result"] = json.dumps(last) if isinstance(meta["last_result"], str) else last
+            entry[1] = json.dumps(meta)
+        results.append(last)
+    if edit is not None:
+        state_file.write_text(json.dumps(state))
+    return results
+
+
+def test_a_trial_that_ended_before_an_interrupt_stays_ended_in_the_resumed_sweep(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    """Tune sets ``done`` on a trial's last result in memory without marking the trial for its
+    next saved state, so a sweep interrupted after a trial ended may be restored with that
+    trial TERMINATED and ``done`` false (seen with ``checkpoint_every_s: 0``). The trial's own
+    final report names its end: the resume neither closes its run KILLED nor trains it again,
+    and is not taken for interrupted."""
+    from sweeps.run import resume_sweep
+
+    spec = _one_fixed_trial("ended-before-interrupt", epochs=2, tracking={"checkpoint_every_s": 0})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
+    tune_dir = Path(str(result.sweep_dir)) / "tune"
+    (last,) = _saved_trial_results(tune_dir)
+    assert last["stop_reason"] == "completed"  # the final report says the trial ended
+    _saved_trial_results(tune_dir, edit=lambda r: r.update(done=False))  # as Tune may save it
+    state_file = Path(str(result.sweep_dir)) / "sweep.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "finished": False}))  # as the interrupt left it
+    tracker = Tracker(uri)
+    (run,) = tracker.child_runs(result.experiment_id, result.parent_run_id)
+
+    resumed = resume_sweep(
+        "ended-before-interrupt", tracking_uri=uri, storage_path=storage, progress=PROGRESS
+    )
+
+    assert not resumed.interrupted and resumed.report is not None
+    after = tracker.get_run(run.info.run_id)
+    assert after.info.status == "FINISHED"
+    assert after.data.tags["sweeps.stop_reason"] == "completed"
+    assert len(tracker.metric_history(run.info.run_id, "epoch_time_s")) == 2  # not trained again
+    assert tracker.get_run(result.parent_run_id).info.status == "FINISHED"
