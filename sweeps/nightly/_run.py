@@ -190,6 +190,8 @@ def _interrupted_reason(error: KeyboardInterrupt | SystemExit) -> str:
     night's own SIGTERM handler and a sweep's outside its trials :class:`Terminated` (one);
     Ray's SIGTERM handler (``ray.init`` installs it) exits with the signal's number, so
     ``SystemExit(15)`` is a SIGTERM too."""
+    if isinstance(error, _EntryInterrupted):
+        return error.reason
     if isinstance(error, Terminated):
         return "interrupted (SIGTERM)"
     if not isinstance(error, SystemExit):
@@ -383,8 +385,19 @@ def _run_entries(
         if interrupted:
             skipped = [e.name for e in suite.entries[index + 1 :]]
             logger.warning("night interrupted during %s; entries not run: %s", entry.name, skipped)
-            break
+            raise _EntryInterrupted(entry.name, interrupted, skipped)
     return figures, failures
+
+
+class _EntryInterrupted(KeyboardInterrupt):
+    """A signal the sweep of an entry handled itself (it closed its runs KILLED and returned):
+    the night ends as interrupted, as a signal between sweeps ends it, not as a night that
+    ran and found its figures missing."""
+
+    def __init__(self, entry: str, signal_name: str, skipped: list[str]) -> None:
+        super().__init__(entry, signal_name, skipped)
+        not_run = f"; entries not run: {', '.join(skipped)}" if skipped else ""
+        self.reason = f"interrupted ({signal_name}) during the sweep of entry {entry}{not_run}"
 
 
 def _run_entry(
@@ -396,28 +409,28 @@ def _run_entry(
     uri: str,
     address: str | None,
     storage_path: str | Path | None,
-) -> tuple[list[Figure], list[str], bool]:
-    """One entry's sweep: its figures, its problems, and whether it was interrupted."""
+) -> tuple[list[Figure], list[str], str | None]:
+    """One entry's sweep: its figures, its problems, and the signal that interrupted it."""
     from sweeps.run import run_sweep  # the Ray-heavy import, only when a night really runs
 
     experiment = entry_experiment(suite, entry.name)
     spec = _in_experiment(entry.spec, experiment, uri)
     started_ms = int(time.time() * 1000)
     problems: list[str] = []
-    interrupted = False
+    interrupted: str | None = None  # the signal that stopped the sweep
     logger.info("entry %s: sweep %s into experiment %s", entry.name, spec.name, experiment)
     try:
         with _keeping_sigterm_handler():
             result = run_sweep(spec, address=address, tracking_uri=uri, storage_path=storage_path)
         sweep_run_id: str | None = result.parent_run_id
-        interrupted = result.interrupted
+        interrupted = (result.stop_signal or "SIGINT") if result.interrupted else None
         ray_errors = _ray_errors(result)
     except Exception as error:  # any way a sweep dies fails the night; its reason is kept
         logger.exception("entry %s: the sweep raised", entry.name)
         problems.append(f"the sweep raised {type(error).__name__}: {error}")
         sweep_run_id, ray_errors = store.latest_sweep_run(experiment, started_ms), []
     if interrupted:
-        problems.append("the sweep was interrupted (Ctrl-C or SIGTERM)")
+        problems.append(f"the sweep was interrupted ({interrupted})")
     if sweep_run_id is None:
         return [], problems or ["the sweep left no run in MLflow"], interrupted
     store.link_sweep(night_run_id, entry.name, sweep_run_id)

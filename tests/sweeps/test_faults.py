@@ -17,6 +17,7 @@ A worker SIGKILLed mid-trial (fault 1) is ``test_run_sweep.py``'s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -484,3 +485,53 @@ def test_a_recipe_whose_range_test_is_too_short_is_not_run_again_on_retry(
         "failure": {"max_failures": 2},
     }
     _failed_for_good_once(data, tmp_path, arm="recipe")
+
+
+# --- Ctrl-C on a night ------------------------------------------------------------------------
+
+NIGHT_SPEC: dict[str, Any] = {
+    **RESUME_SPEC,
+    "name": "faults-night",
+    "task": {**RESUME_SPEC["task"], "epochs": 30},  # still training when the signal lands
+    "strategies": [{"kind": "fixed", "lr": 1.0e-3}],
+    "tracking": {"checkpoints": "none", "flush_every_s": 0},
+}
+
+
+def test_ctrl_c_to_a_night_mid_sweep_closes_the_night_killed_with_the_signal_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    """SIGINT to the process group of ``lrsweep nightly`` (a terminal's Ctrl-C, ``timeout
+    -s INT``) while a sweep trains: the sweep closes its runs KILLED and returns, and the night
+    ends as interrupted (run KILLED, the signal and the entries not run in its reason), not as a
+    night that ran and found its figures missing (it was closed FINISHED, its report listing
+    every figure of the interrupted entry as a regression)."""
+    suite = tmp_path / "suite.yaml"
+    entries = [{"name": name, "spec": dict(NIGHT_SPEC)} for name in ("first", "second")]
+    suite.write_text(json.dumps({"name": "faults", "entries": entries}), encoding="utf-8")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    log = tmp_path / "night.log"
+    report_dir = tmp_path / "report"
+    args = ["nightly", str(suite), "--tracking-uri", uri, "--report-dir", str(report_dir)]
+    proc = _start(args, tmp_path, log)
+    try:
+        epoch_logged = lambda: any(  # noqa: E731
+            "valid_loss" in r.data.metrics and r.info.status == "RUNNING"
+            for r in _children(tracker, "nightly/faults/first")
+        )
+        _wait(proc, log, "first epoch", epoch_logged, timeout_s=240)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=180) == 3, log.read_text()[-4000:]
+    finally:
+        _kill_group(proc)
+    (night,) = tracker.search_runs(tracker.experiment_id("nightly/faults"))
+    assert night.info.status == "KILLED", log.read_text()[-4000:]
+    assert night.data.tags["nightly.status"] == "failed"
+    reason = night.data.tags["nightly.failure_reason"]
+    assert "interrupted (SIGINT) during the sweep of entry first" in reason, reason
+    assert "entries not run: second" in reason, reason
+    assert {r.info.status for r in _children(tracker, "nightly/faults/first")} == {"KILLED"}
+    assert _children(tracker, "nightly/faults/second") == []
+    report = (report_dir / "nightly-report.md").read_text(encoding="utf-8")
+    assert "interrupted (SIGINT)" in report and "missing tonight" not in report
