@@ -62,6 +62,22 @@ def redact_uri(uri: str) -> str:
     return redact_url(uri, keep_user=False)
 
 
+def command_uri(uri: str) -> str:
+    """``uri`` as a command printed for the user carries it: secrets masked, a database's user
+    kept (no secret, and the one the command must connect as: dropped, ``lrsweep ui`` would
+    connect as the user running it), an ``http(s)`` user dropped (it may be a token).
+
+    Example:
+        >>> command_uri("postgresql://mlflow@db:5432/mlflow")
+        'postgresql://mlflow@db:5432/mlflow'
+        >>> command_uri("https://tok3n@mlflow.example.com")
+        'https://mlflow.example.com'
+    """
+    if uri.lower().startswith(("http://", "https://")):
+        return redact_uri(uri)
+    return redact_url(uri, keep_user=True)
+
+
 class TrackingUriError(ValueError):
     """A tracking URI lrsweep cannot use, or a server that does not answer.
 
@@ -229,14 +245,24 @@ def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
         )
     except psycopg2.Error as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        what = (
-            f"create it (`createdb {url.database}` as a user allowed to), or start "
-            f"`lrsweep server --backend-store-uri {shown}`, which creates it, and "
-            "point sweeps at that server"
-            if "does not exist" in reason
-            else "check that PostgreSQL runs there and the user may connect (a password goes in "
-            "PGPASSWORD or ~/.pgpass)"
-        )
+        if "role" in reason and "does not exist" in reason:  # the user, not the database
+            who = "" if url.username else " (the URI names no user: PGUSER, else your login)"
+            what = (
+                f"the user PostgreSQL was asked to connect as is unknown to it{who}: name an "
+                "existing one in the URI (postgresql://USER@HOST:PORT/DATABASE), or create it "
+                "(`createuser NAME` as a PostgreSQL superuser)"
+            )
+        elif "does not exist" in reason:
+            what = (
+                f"create it (`createdb {url.database}` as a user allowed to), or start "
+                f"`lrsweep server --backend-store-uri {shown}`, which creates it, and "
+                "point sweeps at that server"
+            )
+        else:
+            what = (
+                "check that PostgreSQL runs there and the user may connect (a password goes in "
+                "PGPASSWORD or ~/.pgpass)"
+            )
         return (
             f"Cannot open the PostgreSQL tracking store {shown}, given by {source}: "
             f"{reason}. {what[0].upper()}{what[1:]}; nothing was started."

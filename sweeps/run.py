@@ -40,9 +40,10 @@ from sweeps import _ray, preflight
 from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_stops
 from sweeps._location import Location
 from sweeps._reporter import flatten_params
+from sweeps._uri import command_uri
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
-from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact, redact_url
+from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
 from sweeps.stoppers import from_spec
 from sweeps.strategies import SEARCH_METRIC, plan
 from sweeps.tracking import (
@@ -52,7 +53,6 @@ from sweeps.tracking import (
     Tracker,
     check_tracking_server,
     min_free_mb,
-    redact_uri,
     resolve_tracking_uri,
 )
 from sweeps.trial import TrialContext, range_tests_prefix, train_trial
@@ -222,9 +222,7 @@ def stored_tracking_uri(uri: str) -> str:
         >>> stored_tracking_uri("https://tok3n@mlflow.example.com")
         'https://mlflow.example.com'
     """
-    if uri.lower().startswith(("http://", "https://")):
-        return redact_uri(uri)
-    return redact_url(uri, keep_user=True)
+    return command_uri(uri)
 
 
 def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None) -> None:
@@ -458,7 +456,7 @@ def _execute(
                 experiment=spec.experiment_name,
                 experiment_id=experiment_id,
                 parent_run_id=parent_run_id,
-                tracking_uri=redact_uri(tracker.uri),
+                tracking_uri=command_uri(tracker.uri),
                 sweep_dir=sweep_dir,
                 trials=_by_arm(outcomes),
                 interrupted=interrupted,

@@ -12,7 +12,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sweeps._uri import TrackingUriError, redact_uri, resolve_tracking_uri, sqlite_path
+from sweeps._uri import (
+    TrackingUriError,
+    command_uri,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri, wrong_kind_hint
 from sweeps.spec import SpecError, load_spec
@@ -47,7 +52,7 @@ def print_report(console: Console, report: Report) -> None:
 def browse_hint(tracking_uri: str) -> str:
     """The command that shows this store in MLflow's UI (``--tracking-uri`` unless a plain
     ``lrsweep ui`` would open this very store)."""
-    shown = shlex.quote(redact_uri(tracking_uri))
+    shown = shlex.quote(command_uri(tracking_uri))
     if sqlite_path(tracking_uri) is None:
         return f"Browse the runs: lrsweep ui --tracking-uri {shown}"
     if tracking_uri == resolve_tracking_uri():

@@ -142,6 +142,20 @@ def test_a_postgres_database_that_does_not_exist_is_refused_at_once(
     conn.close()
 
 
+def test_a_postgres_user_that_does_not_exist_is_named_as_the_cause(work: Path) -> None:
+    """The database exists and the user does not: the advice was `createdb` (of a database
+    that is there) or `lrsweep server` (which creates no user)."""
+    postgres_up()
+    user = f"lrsweep_nobody_{uuid.uuid4().hex[:8]}"
+    uri = f"postgresql://{user}@127.0.0.1:5432/postgres"
+    result = invoke("best", "journey", "--tracking-uri", uri)
+    assert_refused(
+        result, f'role "{user}" does not exist', "asked to connect as is unknown to it",
+        "postgresql://USER@HOST:PORT/DATABASE", "createuser NAME",
+    )  # fmt: skip
+    assert "createdb" not in result.output and "lrsweep server" not in result.output
+
+
 def test_a_postgres_server_that_does_not_answer_is_refused(work: Path) -> None:
     from _server_helpers import free_port
 
