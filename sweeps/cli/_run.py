@@ -12,12 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sweeps._uri import (
-    TrackingUriError,
-    command_uri,
-    resolve_tracking_uri,
-    sqlite_path,
-)
+from sweeps._uri import TrackingUriError, command_uri, resolve_tracking_uri, sqlite_path
 from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri, wrong_kind_hint
 from sweeps.spec import SpecError, load_spec

@@ -75,17 +75,7 @@ class EarlyStoppingCallback(TrackerCallback):
         # uninterrupted fit did; every callback has seen before_fit by now.
         if self._spent_before_resume:
             self._spent_before_resume = False
-            self.stopped_epoch = self.learn.epoch - 1
-            logger.info(
-                "early stop before epoch %d of a resumed fit: %s not better than %.6g (epoch %s) "
-                "for the %d epochs before it",
-                self.learn.epoch,
-                self.monitor,
-                self.best,
-                self.best_epoch,
-                self._wait,
-            )
-            raise CancelFit
+            self._stop(self.learn.epoch - 1, f"before epoch {self.learn.epoch} of a resumed fit")
 
     def after_epoch(self) -> None:
         if self._improved():
@@ -95,16 +85,19 @@ class EarlyStoppingCallback(TrackerCallback):
             return
         self._wait += 1
         if self._wait >= self.patience:
-            self.stopped_epoch = self.learn.epoch
-            logger.info(
-                "early stop after epoch %d: %s not better than %.6g (epoch %s) for %d epochs",
-                self.learn.epoch,
-                self.monitor,
-                self.best,
-                self.best_epoch,
-                self._wait,
-            )
-            raise CancelFit
+            self._stop(self.learn.epoch, f"after epoch {self.learn.epoch}")
+
+    def _stop(self, stopped_epoch: int, when: str) -> None:
+        self.stopped_epoch = stopped_epoch
+        logger.info(
+            "early stop %s: %s not better than %.6g (epoch %s) for %d epochs",
+            when,
+            self.monitor,
+            self.best,
+            self.best_epoch,
+            self._wait,
+        )
+        raise CancelFit
 
     def _keep_weights(self) -> None:
         state = self.learn.model.state_dict()
