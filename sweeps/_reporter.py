@@ -291,7 +291,6 @@ class EpochReporter(Callback):
         if reason is not None and reason != "completed":
             self.record.stop_reason = reason
             self.stopped = True
-            result["stop_reason"] = reason
         # every epoch: the points a reopened run holds are dropped per metric (``hold``), so an
         # epoch cut between two batches by a killed worker is completed, the rest not repeated
         self._buffer_epoch(learn, epoch, row)
@@ -402,7 +401,6 @@ class EpochReporter(Callback):
         self.log.add("train_loss", math.nan, epoch * max(1, int(learn.n_iter)) + steps_run)
         self.log.flush()
         result = self._result(learn, epoch, {"valid_loss": math.nan, "train_loss": math.nan})
-        result["stop_reason"] = "diverged"
         self._pending = (result, None)
 
     def finish(self, learn: Learner, finalize: Callable[[Learner, TrialRecord], None]) -> None:
@@ -419,8 +417,8 @@ class EpochReporter(Callback):
         if self._pending is not None:
             result, folder = self._pending
             self._pending = None
-            # the trial's end, in its own last result: Tune's ``done`` reaches its saved state
-            # only now and then (a trial ended before an interrupt was restored as unended)
+            # the trial's end (completed, rising_val_loss, diverged), in its own last result
+            # and nowhere else: Tune's ``done`` reaches its saved state only now and then
             result["stop_reason"] = self.record.stop_reason
             try:
                 _ray.report(result, checkpoint_dir=folder)

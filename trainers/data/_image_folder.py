@@ -133,15 +133,12 @@ class ImageFolder(ImageSource):
             ) from failure.__cause__
         if failures:
             more = len(failures) - _FAILURES_SHOWN
-            reasons = {f.reason for f in failures}
-            if len(reasons) == 1:  # one cause (a format refused, say): said once
-                shown = "; ".join(repr(str(f.file)) for f in failures[:_FAILURES_SHOWN])
-                why = f" ({reasons.pop()})"
-            else:
-                shown = "; ".join(
-                    f"{str(f.file)!r} ({f.reason})" for f in failures[:_FAILURES_SHOWN]
-                )
-                why = ""
+            one_cause = len({f.reason for f in failures}) == 1  # a format refused: said once
+            why = f" ({failures[0].reason})" if one_cause else ""
+            shown = "; ".join(
+                repr(str(f.file)) + ("" if one_cause else f" ({f.reason})")
+                for f in failures[:_FAILURES_SHOWN]
+            )
             raise ValueError(
                 f"Could not read {len(failures)} image files under {str(self.root)!r}{why}: "
                 f"{shown}{f'; and {more} more' if more > 0 else ''}. Remove or replace them."
