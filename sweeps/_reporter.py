@@ -406,10 +406,14 @@ class EpochReporter(Callback):
     def finish(self, learn: Learner, finalize: Callable[[Learner, TrialRecord], None]) -> None:
         """Close the run (best metrics, tags, artifacts), then send the held-back report."""
         self.record.stop_reason = self.record.stop_reason or "completed"
-        last_epoch = len(training_rows(learn.history)) - 1
-        if self._pending is None and last_epoch > self._checkpointed_epoch:
-            # a recipe that ran to its end: its last epoch's checkpoint was not due yet
-            shutil.rmtree(self._checkpoint(learn, last_epoch), ignore_errors=True)
+        rows = training_rows(learn.history)
+        if self._pending is None and rows:
+            # a recipe that stopped itself before its epoch budget, or a restored trial whose
+            # history had ended it: no epoch's report was held back, so its end is sent here,
+            # with the last epoch's checkpoint when none was due yet
+            epoch = len(rows) - 1
+            folder = self._checkpoint(learn, epoch) if epoch > self._checkpointed_epoch else None
+            self._pending = (self._result(learn, epoch, rows[-1]), folder)
         self.log.flush()
         finalize(learn, self.record)
         self.tracker.end_run(self.record.run_id, "FINISHED")

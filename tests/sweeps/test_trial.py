@@ -17,7 +17,7 @@ import pytest
 from _cli_helpers import run_script
 from mlflow.exceptions import MlflowException
 
-from sweeps import _runlog
+from sweeps import _ray, _runlog
 from sweeps._reporter import EpochReporter, TrialRecord, training_rows
 from sweeps.spec import validate_spec
 from sweeps.stoppers import from_spec
@@ -402,6 +402,52 @@ def test_a_loss_blown_up_within_the_first_epoch_stops_the_trial_as_diverged(
     replayed = _reporter(tracker, run_id, spec, record=restored)
     replayed.attach(again, reopened=False)
     assert replayed.record.stop_reason == "diverged"
+
+
+def test_a_recipe_that_stops_itself_before_its_budget_reports_its_end(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe's SGDR step stops itself (``patience``) before the arm's ``max_epochs``: no
+    epoch's report was held back for the end, so the trial's last report named no end. A sweep
+    restored from a Tune state that had not caught up with ``done`` (``lrsweep resume``) would
+    take it for interrupted, close its FINISHED run KILLED and run it again. Its end is now a
+    report of its own, with its ``stop_reason`` and the last epoch's checkpoint."""
+    from sweeps.trial import BEST_MODEL_FILE, LEARNER_FILE, META_FILE, _checkpointer
+
+    reports: list[tuple[dict[str, Any], list[str]]] = []
+
+    def report(metrics: dict[str, Any], *, checkpoint_dir: Path | None = None) -> None:
+        files = sorted(p.name for p in Path(checkpoint_dir).iterdir()) if checkpoint_dir else []
+        reports.append((dict(metrics), files))
+
+    monkeypatch.setattr(_ray, "report", report)
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="recipe")
+    validated = validate_spec({**SPEC, "tracking": {**SPEC["tracking"], "checkpoint_every_s": 60}})
+    record = TrialRecord(run_id=run_id, lr=1.0e-3)
+    reporter = EpochReporter(  # as train_trial builds a recipe's: a budget, no epoch cap
+        tracker,
+        record,
+        spec=validated,
+        stopper=from_spec(validated),
+        checkpoint=_checkpointer(record),
+        max_epochs=None,
+        epoch_budget=5,
+    )
+    learn = _learner()
+    reporter.attach(learn, reopened=False)
+    learn.fit(2, 1.0e-3)  # the recipe's own stop: 2 epochs of its 5
+    reporter.finish(learn, lambda learn, record: None)
+
+    assert [r["epoch"] for r, _ in reports] == [1, 2, 2]  # each epoch's, then the end's
+    assert [r["stop_reason"] for r, _ in reports] == ["", "", "completed"]
+    assert [files for _, files in reports] == [
+        [],
+        [],
+        sorted([BEST_MODEL_FILE, LEARNER_FILE, META_FILE]),
+    ]
+    assert _checkpoint_folders() == []  # the end's checkpoint went to Tune, then was removed
+    assert tracker.get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_finder_trial_that_fails_after_its_range_test_counts_it_in_its_compute(
