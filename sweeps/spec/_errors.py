@@ -57,22 +57,28 @@ class SpecError(ValueError):
     Attributes:
         errors: One line per problem, without the header.
         source: The file (or ``--set`` option) the problems come from, when there is one.
+        what: What was invalid, as the header names it: ``spec`` or ``suite``.
     """
 
-    def __init__(self, errors: str | Sequence[str], *, source: str | None = None) -> None:
+    def __init__(
+        self, errors: str | Sequence[str], *, source: str | None = None, what: str = "spec"
+    ) -> None:
         self.errors: tuple[str, ...] = (errors,) if isinstance(errors, str) else tuple(errors)
         self.source = source
+        self.what = what
         count = len(self.errors)
         where = f" {source!r}" if source else ""
-        header = f"invalid spec{where}: {count} error{'s' if count != 1 else ''}"
+        header = f"invalid {what}{where}: {count} error{'s' if count != 1 else ''}"
         super().__init__("\n  ".join([header, *self.errors]))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.errors, self.source))
+        return (_rebuild, (type(self), self.errors, self.source, self.what))
 
 
-def _rebuild(cls: type[SpecError], errors: tuple[str, ...], source: str | None) -> SpecError:
-    return cls(errors, source=source)
+def _rebuild(
+    cls: type[SpecError], errors: tuple[str, ...], source: str | None, what: str
+) -> SpecError:
+    return cls(errors, source=source, what=what)
 
 
 def format_validation_error(error: ValidationError, root: type[Any]) -> list[str]:

@@ -62,10 +62,18 @@ def apply_overrides(
 
 
 def apply_overrides_collecting(
-    spec: Mapping[str, Any], overrides: Iterable[str], *, root: type[BaseModel] | None = None
+    spec: Mapping[str, Any],
+    overrides: Iterable[str],
+    *,
+    root: type[BaseModel] | None = None,
+    entry: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Like :func:`apply_overrides`, but apply the valid overrides and return the errors of the
-    others, so that a caller can report them together with the spec's own errors."""
+    others, so that a caller can report them together with the spec's own errors.
+
+    ``entry``: the suite entry a ``lrsweep nightly --set`` was routed to; its errors show the
+    override as typed, ``<entry>.<key.path>=<value>``.
+    """
     root = SweepSpec if root is None else root
     data = copy.deepcopy(dict(spec))
     errors = []
@@ -74,6 +82,7 @@ def apply_overrides_collecting(
             _apply_one(data, override, root)
         except _OverrideError as error:
             shown, message = _hidden(override, str(error))
+            shown = shown if entry is None else f"{entry}.{shown}"
             errors.append(f"--set {shown!r}: {message}.")
     return data, errors
 

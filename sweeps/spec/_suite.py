@@ -151,11 +151,12 @@ def load_suite(
         raw = _SuiteInput.model_validate(data)
     except ValidationError as error:
         lines = format_validation_error(error, _SuiteInput)
-        raise SpecError([_name_entry(line, data) for line in lines], source=label) from None
+        lines = [_name_entry(line, data) for line in lines]
+        raise SpecError(lines, source=label, what="suite") from None
     entries, errors = _load_entries(raw.entries, base, overrides)
     errors += _duplicate_names(entries)
-    if errors:
-        raise SpecError(errors, source=label)
+    if errors:  # a --set on every entry (*) that fails fails once
+        raise SpecError(list(dict.fromkeys(errors)), source=label, what="suite")
     return Suite(name=raw.name, entries=entries, thresholds=raw.thresholds)
 
 
@@ -170,7 +171,7 @@ def _load_entries(
             sources.append(_entry_source(entry, base))
         except SpecError as error:
             where = f"entries.{entry.name or index}"
-            errors += [_prefix(line, where, "spec_path") for line in error.errors]
+            errors += [f"{where}.spec_path: {line}" for line in error.errors]
             sources.append(None)
     labels = [
         _entry_label(entry, source[1] if source else {}, index)
@@ -183,11 +184,10 @@ def _load_entries(
         if source is None:
             continue  # its file could not be read; the error is listed already
         try:
-            entries.append(_load_entry(entry, *source, extra.get(labels[index], [])))
-        except SpecError as error:
-            field = "spec_path" if error.source and error.source != "--set" else "spec"
             where = f"entries.{entry.name or index}"
-            errors += [_prefix(line, where, field) for line in error.errors]
+            entries.append(_load_entry(entry, *source, extra.get(labels[index], []), where))
+        except SpecError as error:
+            errors += error.errors
     return entries, errors
 
 
@@ -213,15 +213,17 @@ def _entry_label(entry: _EntryInput, data: Mapping[str, Any], index: int) -> str
 
 def _split_overrides(
     overrides: Sequence[str], labels: Sequence[str]
-) -> tuple[dict[str, list[str]], list[str]]:
-    """Route each ``<entry>.<key.path>=<value>`` to its entry; list those naming none."""
-    routed: dict[str, list[str]] = {}
+) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+    """Route each ``<entry>.<key.path>=<value>`` to its entry as (``<entry>`` as typed,
+    ``<key.path>=<value>``); list those naming none."""
+    routed: dict[str, list[tuple[str, str]]] = {}
     errors = []
     for override in overrides:
         key = override.partition("=")[0].strip()
         if key.startswith(ALL_ENTRIES + "."):
             for label in labels:
-                routed.setdefault(label, []).append(override.strip()[len(ALL_ENTRIES) + 1 :])
+                rest = override.strip()[len(ALL_ENTRIES) + 1 :]
+                routed.setdefault(label, []).append((ALL_ENTRIES, rest))
             continue
         matches = [label for label in labels if key.startswith(label + ".")]
         if not matches:
@@ -232,27 +234,42 @@ def _split_overrides(
             )
             continue
         label = max(matches, key=len)
-        routed.setdefault(label, []).append(override.strip()[len(label) + 1 :])
+        routed.setdefault(label, []).append((label, override.strip()[len(label) + 1 :]))
     return routed, errors
 
 
 def _load_entry(
-    entry: _EntryInput, spec_path: str | None, data: dict[str, Any], extra: list[str]
+    entry: _EntryInput,
+    spec_path: str | None,
+    data: dict[str, Any],
+    extra: list[tuple[str, str]],
+    where: str,
 ) -> SuiteEntry:
-    changed, override_errors = apply_overrides_collecting(data, [*entry.overrides, *extra])
+    """The entry with its overrides applied: the suite file's, then ``lrsweep nightly --set``'s.
+
+    Raises:
+        SpecError: lines named ``<where>.overrides`` (the suite file's overrides),
+            ``--set '<entry>.<key.path>=<value>'`` (the command line's, as typed) and
+            ``<where>.spec.<field>`` (the spec they give).
+    """
+    changed, file_errors = apply_overrides_collecting(data, entry.overrides)
+    errors = [f"{where}.overrides: {line.removeprefix('--set ')}" for line in file_errors]
+    for typed, override in extra:
+        changed, set_errors = apply_overrides_collecting(changed, [override], entry=typed)
+        errors += set_errors
     try:
         spec = SweepSpec.model_validate(changed)
     except ValidationError as error:
         lines = format_validation_error(error, SweepSpec)
-        raise SpecError([*override_errors, *lines]) from None
-    if override_errors:
-        raise SpecError(override_errors)
+        raise SpecError([*errors, *(f"{where}.spec.{line}" for line in lines)]) from None
+    if errors:
+        raise SpecError(errors)
     return SuiteEntry(
         name=entry.name or spec.name,
         spec=spec,
         spec_path=spec_path,
         overrides=entry.overrides,
-        extra_overrides=extra,
+        extra_overrides=[override for _, override in extra],
         written_spec=_written_spec(entry, data) if extra else None,
     )
 
@@ -267,15 +284,6 @@ def _written_spec(entry: _EntryInput, data: dict[str, Any]) -> SweepSpec | None:
         return SweepSpec.model_validate(written)
     except ValidationError:
         return None
-
-
-def _prefix(line: str, entry: str, file_field: str) -> str:
-    """Put ``entry`` in front of a line from the entry's spec, file or overrides."""
-    if line.startswith("--set "):
-        return f"{entry}.overrides: {line}"
-    if file_field == "spec_path":
-        return f"{entry}.spec_path: {line}"
-    return f"{entry}.spec.{line}"
 
 
 def _duplicate_names(entries: list[SuiteEntry]) -> list[str]:

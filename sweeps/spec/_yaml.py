@@ -117,24 +117,28 @@ def read_mapping(path: Path, *, what: str = "spec") -> dict[str, Any]:
         text = _read_text(path, what)
         data = parse_yaml(text)
     except UnicodeDecodeError:
-        raise SpecError(f"{what} file {source!r} is not UTF-8 text", source=source) from None
+        raise SpecError(
+            f"{what} file {source!r} is not UTF-8 text", source=source, what=what
+        ) from None
     except OSError as error:  # unreadable, a name too long ...
         raise SpecError(
             f"{what} file {source!r} cannot be read ({error.strerror or error}); check the "
             "path and its permissions",
             source=source,
+            what=what,
         ) from None
     except SpecError:
         raise
     except ValueError as error:
-        raise SpecError(f"{what} file {source!r}: {error}", source=source) from None
+        raise SpecError(f"{what} file {source!r}: {error}", source=source, what=what) from None
     if data is None:
-        raise SpecError(f"{what} file {source!r} is empty", source=source)
+        raise SpecError(f"{what} file {source!r} is empty", source=source, what=what)
     if not isinstance(data, dict):
         raise SpecError(
             f"{what} file {source!r} must hold a mapping (key: value lines) at the top level, "
             f"but holds a {type(data).__name__}",
             source=source,
+            what=what,
         )
     return data
 
@@ -143,13 +147,14 @@ def _read_text(path: Path, what: str) -> str:
     """The file's text; SpecError when it is missing, not a file or too big (OSError passes)."""
     source = str(path)
     if not path.exists():
-        raise SpecError(f"{what} file {source!r} not found", source=source)
+        raise SpecError(f"{what} file {source!r} not found", source=source, what=what)
     if not path.is_file():
-        raise SpecError(f"{what} path {source!r} is not a file", source=source)
+        raise SpecError(f"{what} path {source!r} is not a file", source=source, what=what)
     size = path.stat().st_size
     if size > MAX_SPEC_BYTES:
         raise SpecError(
             f"{what} file {source!r} is {size} bytes; the limit is {MAX_SPEC_BYTES}",
             source=source,
+            what=what,
         )
     return path.read_text(encoding="utf-8")

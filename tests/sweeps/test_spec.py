@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -829,7 +830,7 @@ BAD_SUITES = [
     ),
     (
         {"entries": [{"name": "c", "spec": BASE, "overrides": ["task.epoch=1"]}]},
-        r"entries\.c\.overrides: --set 'task\.epoch=1': unknown key 'epoch'",
+        r"entries\.c\.overrides: 'task\.epoch=1': unknown key 'epoch'",
     ),
     (
         {"entries": [{"name": "d", "spec": BASE}, {"name": "d", "spec": BASE}]},
@@ -854,6 +855,24 @@ def test_bad_suite_is_refused_naming_entry_and_field(
     path.write_text(json.dumps({"name": "nightly", **changes}))
     with pytest.raises(SpecError, match=message):
         load_suite(path)
+
+
+def test_a_suite_s_errors_say_suite_and_a_set_for_every_entry_is_named_once_as_typed(
+    tmp_path: Path,
+) -> None:
+    """The header names a suite (not a spec), and a ``--set`` that fails on both entries is
+    one line, as typed (``*.``), not one per entry blamed on the suite file's overrides."""
+    path = tmp_path / "suite.yaml"
+    entries = [{"name": "a", "spec": BASE}, {"name": "b", "spec": BASE}]
+    path.write_text(json.dumps({"name": "nightly", "entries": entries}))
+    with pytest.raises(SpecError) as caught:
+        load_suite(path, overrides=["*.task.epoks=3", "b.seeds=x"])
+    assert str(caught.value).startswith(f"invalid suite {str(path)!r}: 2 errors")
+    assert caught.value.errors[0].startswith("--set '*.task.epoks=3': unknown key 'epoks'")
+    assert caught.value.errors[1].startswith("entries.b.spec.seeds: must be a list")
+    assert pickle.loads(pickle.dumps(caught.value)).what == "suite"  # as Ray carries it
+    with pytest.raises(SpecError, match=r"^invalid suite '.*nope\.yaml': 1 error\n  suite file"):
+        load_suite(tmp_path / "nope.yaml")
 
 
 @pytest.mark.parametrize("metric", REPORTED_METRICS)
