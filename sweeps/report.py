@@ -142,6 +142,9 @@ class Report:
     groups: list[GroupRow]
     trials: list[TrialRow]
     figures: dict[str, Path] = field(default_factory=dict)
+    status_note: str = ""
+    """Empty for a sweep whose trials all ended; else why the tables are incomplete (an
+    interrupted or still running sweep) and what continues it."""
 
     def group(self, name: str) -> GroupRow:
         """The row of one group; ``KeyError`` lists the groups."""
@@ -169,6 +172,7 @@ class Report:
             "",
             f"Sweep run `{self.parent_run_id}`.",
             "",
+            *([f"**{self.status_note}**", ""] if self.status_note else []),
             "## Strategies",
             "",
         ]
@@ -200,8 +204,13 @@ class Report:
             f"<title>lrsweep report: {html.escape(self.experiment)}</title><style>{_CSS}</style>"
             f"</head><body><h1>lrsweep report: {html.escape(self.experiment)}</h1>"
             f"<p>Sweep run <code>{html.escape(self.parent_run_id)}</code>.</p>"
-            f"<h2>Strategies</h2>{table(GROUP_HEADERS, [_group_cells(r) for r in self.groups])}"
-            f"{images}<h2>Trials</h2>"
+            + (
+                f"<p><strong>{html.escape(self.status_note)}</strong></p>"
+                if self.status_note
+                else ""
+            )
+            + f"<h2>Strategies</h2>{table(GROUP_HEADERS, [_group_cells(r) for r in self.groups])}"
+            + f"{images}<h2>Trials</h2>"
             f"{table(TRIAL_HEADERS, [_trial_cells(t) for t in self.trials])}</body></html>"
         )
 
@@ -541,7 +550,13 @@ def build_report(
         parent, children = _latest_with_trials(tracker, experiment_id, experiment)
     rows = [_with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
-    report = Report(experiment, parent, compare(trials), trials)
+    report = Report(
+        experiment,
+        parent,
+        compare(trials),
+        trials,
+        status_note=_status_note(tracker, parent, children),
+    )
     if figures_dir is None:
         folder = Path(tempfile.mkdtemp(prefix="lrsweep-report-"))
         # the figures live as long as the report that reads them (to_html), then go
@@ -560,6 +575,28 @@ def build_report(
     report.figures["comparison.png"] = plot_comparison(trials, finder, folder / "comparison.png")
     report.figures["curves.png"] = plot_sweep_curves(curves, trials, folder / "curves.png")
     return report
+
+
+def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> str:
+    """Why a sweep's tables are incomplete ('' when every trial run has ended): its run was
+    interrupted (KILLED) or is still RUNNING (or was left so by a driver that died)."""
+    parent = tracker.get_run(parent_run_id)
+    status = parent.info.status
+    unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
+    if status not in ("KILLED", "RUNNING") or (status == "RUNNING" and not unended):
+        return ""  # a sweep closing builds its report while its own run is still RUNNING
+    ended = sum(run.info.status == "FINISHED" for run in children)
+    command = f"lrsweep resume {parent.data.tags.get('sweeps.spec_name', '<spec name>')}"
+    if status == "KILLED":
+        state = "was interrupted (its run is KILLED)"
+        then = f"Continue it with `{command}` (and the --storage-path it ran with, if any)."
+    else:
+        state = "is still running (or its driver died and left its run RUNNING)"
+        then = f"If nothing runs it any more, `{command}` continues it."
+    return (
+        f"Incomplete: this sweep {state}. The comparison counts the {ended} trial runs that "
+        f"finished; {unended} did not end, and trials that never started are not listed. {then}"
+    )
 
 
 def log_report(tracker: Tracker, parent_run_id: str, report: Report) -> None:

@@ -48,6 +48,8 @@ def report_command(
             raise fail(_out_error(out, error)) from None
     console = make_console()
     print_report(console, report)
+    if report.status_note:
+        console.print(report.status_note, markup=False, highlight=False, style="bold")
     console.print(
         f"{len(report.trials)} trials of sweep run {report.parent_run_id} of experiment "
         f"{experiment!r}" + ("." if run_id else " (the latest; another: --run-id)."),

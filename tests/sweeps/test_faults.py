@@ -176,10 +176,20 @@ def _kill_driver_mid_resume(tmp_path: Path, tracker: Tracker, log: Path) -> dict
     return {r.info.run_id: r.info.end_time for r in runs if r.info.status == "FINISHED"}
 
 
+def _report_text(tmp_path: Path) -> str:
+    """What ``lrsweep report faults-resume`` prints, its lines joined (rich wraps them)."""
+    uri = default_tracking_uri(tmp_path)
+    result = CliRunner().invoke(app, ["report", "faults-resume", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
 def test_ctrl_c_then_driver_kill_then_resume_repeats_and_loses_nothing(tmp_path: Path) -> None:
     tracker = Tracker(default_tracking_uri(tmp_path))
     log = tmp_path / "sweep.log"
     parent_id = _interrupt_with_ctrl_c(tmp_path, tracker, log)
+    assert "Incomplete: this sweep was interrupted" in _report_text(tmp_path)
+    assert "`lrsweep resume faults-resume`" in _report_text(tmp_path)
     finished_before = _kill_driver_mid_resume(tmp_path, tracker, log)
     assert finished_before
 
@@ -192,6 +202,7 @@ def test_ctrl_c_then_driver_kill_then_resume_repeats_and_loses_nothing(tmp_path:
     runs = tracker.search_runs(tracker.experiment_id("faults-resume"))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert (parent.info.run_id, parent.info.status) == (parent_id, "FINISHED")
+    assert "Incomplete" not in _report_text(tmp_path)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
     assert len(children) == len(runs) - 1  # every trial under the one parent
     assert {r.info.status for r in children} == {"FINISHED"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import html
 import math
 import statistics
 from pathlib import Path
@@ -460,3 +461,51 @@ def test_an_exploded_loss_reads_in_scientific_notation_not_as_thirty_digits() ->
         cell for line in markdown.splitlines() if line.startswith("|") for cell in line.split("|")
     ]
     assert max(len(cell) for cell in table_cells) < 30, markdown
+
+
+@pytest.mark.parametrize(
+    ("parent_status", "trial_status", "expected"),
+    [
+        ("RUNNING", "RUNNING", "Incomplete: this sweep is still running"),
+        ("KILLED", "KILLED", "Incomplete: this sweep was interrupted (its run is KILLED)"),
+        ("RUNNING", "FINISHED", ""),  # a closing sweep builds its report before it is FINISHED
+        ("FINISHED", "FINISHED", ""),
+    ],
+)
+def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
+    tracking_uri: str, parent_status: str, trial_status: str, expected: str
+) -> None:
+    """Its numbers are those of the trials that finished: the report says so, in every form,
+    with the command that continues the sweep, instead of passing for the whole sweep's."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("report-test")
+    parent = tracker.start_run(
+        experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits"}
+    )
+    for index, status in enumerate(["FINISHED", trial_status]):
+        run_id = tracker.start_run(
+            experiment_id,
+            run_name=f"t{index}",
+            tags={"sweeps.strategy": "grid"},
+            parent_run_id=parent,
+        )
+        tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
+        tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
+        if status != "RUNNING":
+            tracker.end_run(run_id, status)
+    if parent_status != "RUNNING":
+        tracker.end_run(parent, parent_status)
+
+    report = build_report("report-test", tracker=tracker)
+
+    if not expected:
+        assert report.status_note == ""
+        assert "Incomplete" not in report.to_markdown(images=False) + report.to_html()
+        return
+    assert report.status_note.startswith(expected)
+    assert "counts the 1 trial runs that finished; 1 did not end" in report.status_note
+    assert "`lrsweep resume digits`" in report.status_note
+    assert report.status_note in report.to_markdown(images=False)
+    assert html.escape(report.status_note) in report.to_html()
+    printed = " ".join(_report_cli(tracking_uri).output.split())
+    assert report.status_note in printed
