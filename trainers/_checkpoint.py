@@ -46,11 +46,17 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
     Raises:
         ValueError: when ``history`` or ``phase`` holds an object ``torch.load`` would refuse
             with ``weights_only=True`` (naming where), before anything is written.
+        IsADirectoryError: ``path`` is a folder (nothing is written).
 
     Returns:
         The path written.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"checkpoint path {str(path)!r} is a folder; give a file name (e.g. "
+            f"{str(path / 'model.pt')!r})."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "format": FORMAT,
@@ -145,10 +151,16 @@ def load(
         FileNotFoundError: for a missing file.
         ValueError: for a file that is not a Learner checkpoint (unreadable, truncated,
             foreign or incomplete), that holds another model's weights (keys or shapes) or
-            frozen groups, or (``with_opt``) whose optimizer has another parameter-group
-            layout; the message names the file, and ``learn`` is unchanged then.
+            frozen groups, or (``with_opt``) that was saved by another optimizer (``sgd``,
+            ``adam``, ``adamw``) or for another parameter-group layout; the message names the
+            file, and ``learn`` is unchanged then.
+        IsADirectoryError: ``path`` is a folder.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"checkpoint path {str(path)!r} is a folder; pass the checkpoint file in it."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist.")
     try:
@@ -258,8 +270,27 @@ def _check_model(path: Path, saved: Any, ours: dict[str, Any]) -> None:
         )
 
 
+def _opt_kind(groups: list[dict[str, Any]]) -> str:
+    """``sgd``, ``adam`` or ``adamw`` (the Learner's ``opt`` names), read off the settings of
+    an optimizer's parameter groups; ``another optimizer`` when none fits."""
+    first = groups[0] if groups else {}
+    if "betas" in first:
+        return "adamw" if first.get("decoupled_weight_decay") else "adam"
+    return "sgd" if "momentum" in first else "another optimizer"
+
+
 def _check_opt_layout(path: Path, saved: dict[str, Any], ours: dict[str, Any]) -> None:
-    """Refuse optimizer state saved for other parameter groups, before anything is loaded."""
+    """Refuse optimizer state saved by another optimizer or for other parameter groups, before
+    anything is loaded: SGD's groups given Adam's settings fail in the first step (no
+    ``momentum``), and Adam's given AdamW's would run AdamW unannounced."""
+    kind, expected_kind = _opt_kind(saved.get("param_groups", [])), _opt_kind(ours["param_groups"])
+    if kind != expected_kind:
+        raise ValueError(
+            f"checkpoint file {str(path)!r} holds {kind} optimizer state, but this Learner's "
+            f"optimizer is {expected_kind}: build the Learner with opt={kind!r} to continue "
+            "that training, or load with with_opt=False (weights, history and RNG only; the "
+            f"{expected_kind} optimizer starts afresh). Nothing was loaded."
+        )
     sizes = [len(g["params"]) for g in saved.get("param_groups", [])]
     expected = [len(g["params"]) for g in ours["param_groups"]]
     if sizes != expected:

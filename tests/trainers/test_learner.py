@@ -389,6 +389,39 @@ def test_optimizer_state_of_another_layout_is_refused_before_anything_loads(
     assert other.history == learn.history
 
 
+@pytest.mark.parametrize(
+    ("saved", "loading"), [("adamw", "sgd"), ("adamw", "adam"), ("sgd", "adamw")]
+)
+def test_optimizer_state_of_another_optimizer_is_refused_before_anything_loads(
+    tmp_path: Path, saved: str, loading: str
+) -> None:
+    """The parameter groups had the same sizes, so the state loaded: SGD's groups then held
+    Adam's settings and its first step failed with ``KeyError: 'momentum'``, and Adam's groups
+    took AdamW's ``decoupled_weight_decay`` and ran AdamW while ``opt_name`` said adam."""
+    learn = make_learner(opt=saved)
+    learn.fit(1, 1e-3)
+    path = learn.save(tmp_path / "model.pt")
+    other = make_learner(seed=9, opt=loading)
+    weights = {k: v.clone() for k, v in other.model.state_dict().items()}
+    match = rf"{path}.*holds {saved} optimizer state.*is {loading}: .*opt='{saved}'.*with_opt=False"
+    with pytest.raises(ValueError, match=match):
+        other.load(path)
+    assert all(torch.equal(v, other.model.state_dict()[k]) for k, v in weights.items())
+    assert other.history == []
+    other.load(path, with_opt=False)
+    other.fit(1, 1e-3)  # its own optimizer, untouched, trains
+    assert len(other.history) == 2
+
+
+def test_a_folder_given_as_a_checkpoint_path_is_named_as_one(tmp_path: Path) -> None:
+    learn = make_learner()
+    with pytest.raises(IsADirectoryError, match=rf"'{tmp_path}' is a folder; give a file name"):
+        learn.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+    with pytest.raises(IsADirectoryError, match=rf"'{tmp_path}' is a folder; pass the checkpoint"):
+        learn.load(tmp_path)
+
+
 def test_fit_one_cycle_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
     tmp_path: Path,
 ) -> None:
