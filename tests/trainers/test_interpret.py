@@ -122,6 +122,23 @@ def test_plots_are_written_as_png(interp: Interpretation, tmp_path: Path) -> Non
     assert cm.read_bytes().startswith(PNG) and top.read_bytes().startswith(PNG)
 
 
+def test_a_figure_goes_into_a_new_folder_and_a_path_that_is_a_folder_is_named(
+    interp: Interpretation, tmp_path: Path
+) -> None:
+    """The folder is created, as ``Learner.save`` creates its own; an error about the path
+    named the temporary file (``.cm.png.<pid>.partial``), not the path given."""
+    cm = interp.plot_confusion_matrix(tmp_path / "new" / "deeper" / "cm.png")
+    assert cm.read_bytes().startswith(PNG)
+    with pytest.raises(IsADirectoryError, match=rf"'{tmp_path}' is a folder; give a file name"):
+        interp.plot_top_losses(3, tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError) as caught:  # a folder where a file stands cannot be made
+        interp.plot_confusion_matrix(blocker / "cm.png")
+    assert caught.value.filename in (str(blocker), str(blocker / "cm.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "new"]
+
+
 def test_confusion_matrix_counts_each_cell_up_to_30_classes_then_shows_colour_only(
     tmp_path: Path,
 ) -> None:
