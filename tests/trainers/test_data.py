@@ -492,6 +492,33 @@ def test_missing_torchvision_files_say_where_to_put_them(tmp_path: Path) -> None
         make_dataloaders("mnist", image_size=8, batch_size=8, path=tmp_path, download=False)
 
 
+@pytest.mark.parametrize("root_exists", [True, False])
+def test_a_failed_download_leaves_nothing_behind(tmp_path: Path, root_exists: bool) -> None:
+    """A real download that fails (torchvision's own code against a closed local port): it
+    left an empty ``MNIST/raw`` in the folder, which then failed as an ``image_folder``."""
+    import socket
+
+    from torchvision import datasets
+
+    from trainers.data._torchvision import _MNIST_FILES, TorchvisionDataset
+
+    with socket.socket() as sock:  # a port nothing listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    unreachable = type("MNIST", (datasets.MNIST,), {"mirrors": [f"http://127.0.0.1:{port}/"]})
+    root = tmp_path / "classes"
+    if root_exists:
+        image_folder(root, {"a": 4, "b": 4})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(RuntimeError, match=rf"Could not download mnist under '{root}'"):
+        TorchvisionDataset(
+            "mnist", unreachable, "MNIST/raw", _MNIST_FILES, path=root, download=True, channels=1
+        )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    if root_exists:  # the folder still loads as the image_folder it was
+        make_dataloaders("image_folder", image_size=8, batch_size=4, path=root, valid_pct=0.25)
+
+
 def test_cifar10_checksums_are_verified_by_default(tmp_path: Path) -> None:
     write_cifar10(tmp_path)
     with pytest.raises(RuntimeError, match=r"Could not read cifar10 .*corrupted"):

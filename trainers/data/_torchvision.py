@@ -9,6 +9,7 @@ torchvision's layout; a download is attempted only when files are missing.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +70,12 @@ class TorchvisionDataset(ImageSource):
             raise RuntimeError(f"{name} files are missing and download=False: {hint}.")
         if missing:
             logger.info("Downloading %s to %s (missing: %s)", name, root, ", ".join(missing))
+        before = _entries(root)
         try:
             dataset: Any = dataset_class(root=str(root), train=True, download=bool(missing))
         except (OSError, RuntimeError) as error:
+            if missing:
+                _remove_new_entries(root, before)
             action = "download" if missing else "read"
             raise RuntimeError(
                 f"Could not {action} {name} under {str(root)!r} ({error}): {hint}."
@@ -122,6 +126,32 @@ def fashion_mnist(
         download=download,
         channels=channels,
     )
+
+
+def _entries(root: Path) -> set[str] | None:
+    """The names in ``root`` (None: it does not exist)."""
+    try:
+        return {entry.name for entry in root.iterdir()}
+    except OSError:
+        return None
+
+
+def _remove_new_entries(root: Path, before: set[str] | None) -> None:
+    """Remove what a failed download created under ``root`` (``MNIST/raw/``, a partial
+    archive; ``root`` itself when it was new), so it leaves nothing behind: an empty
+    ``MNIST/raw`` in a folder of class folders made it fail as an ``image_folder``."""
+    now = _entries(root)
+    if now is None:
+        return
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for name in now - before:
+        entry = root / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def cifar10(
