@@ -175,21 +175,29 @@ class LRFindResult:
                 that does not start with ``{``, as ``to_json("r.json")`` takes it).
 
         Raises:
-            ValueError: If the text is not JSON of this format or a key is missing.
+            ValueError: If the text is not JSON of this format, a key is missing or a value
+                is wrong; the message names the file when ``source`` is one.
             FileNotFoundError: If ``source`` names a file that does not exist.
         """
         if isinstance(source, str) and source.lstrip().startswith("{"):
-            text = source
+            text, where = source, "LR range test JSON"
         else:
-            text = Path(source).expanduser().read_text(encoding="utf-8")
-        data = json.loads(text)
+            path = Path(source).expanduser()
+            text, where = path.read_text(encoding="utf-8"), f"LR range test file {str(path)!r}"
+        try:
+            return cls._from_data(json.loads(text))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"{where}: {error}") from error
+
+    @classmethod
+    def _from_data(cls, data: Any) -> LRFindResult:
         if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
             raise ValueError(
-                f"Not an LR range test result: the 'format' key must be {JSON_FORMAT!r}."
+                f"not an LR range test result: the 'format' key must be {JSON_FORMAT!r}."
             )
         missing = [k for k in ("lrs", "losses", "raw_losses", "suggestions") if k not in data]
         if missing:
-            raise ValueError(f"LR range test JSON lacks the keys {missing}.")
+            raise ValueError(f"it lacks the keys {missing}.")
         return cls(
             lrs=tuple(_decode(v) for v in data["lrs"]),
             losses=tuple(_decode(v) for v in data["losses"]),
@@ -321,7 +329,8 @@ def lr_find(
     Raises:
         ValueError: If an argument is out of range or a rule name is unknown.
         CurveTooShort: If the test stopped so early that a rule has too few points; the
-            message gives the iterations run and the points needed.
+            message gives the iterations run and the points needed, and its ``curve`` holds
+            what the test measured (no suggestions).
     """
     rules = check_lr_find_args(start_lr, end_lr, num_it, div_factor, beta, suggest)
     start_lr, end_lr, num_it = float(start_lr), float(end_lr), int(num_it)
@@ -366,7 +375,11 @@ def lr_find(
         num_it=num_it,
         skip_end=max(SKIP_END - (recorded - len(lrs)), 0),
     )
-    suggestions = curve.suggest(rules)
+    try:
+        suggestions = curve.suggest(rules)
+    except CurveTooShort as err:
+        err.curve = curve  # what the test measured, for a caller to plot or save
+        raise
     logger.info("LR range test suggestions: %s", {k: f"{v:.2e}" for k, v in suggestions.items()})
     return dataclasses.replace(curve, suggestions=suggestions)
 

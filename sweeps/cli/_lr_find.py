@@ -18,13 +18,18 @@ from sweeps.spec import SUGGESTION_RULES as RULES  # names for --help without to
 if TYPE_CHECKING:  # torch and matplotlib load when the command runs, not for --help
     from trainers import LRFindResult
 
-_OPTIONS = ("dataset", "arch", "image_size", "batch_size", "seed", "num_it", "start_lr", "end_lr")
-_NAMED = re.compile(rf"(?<![-\w])({'|'.join(_OPTIONS)})(?= must|=|,)")
+_OPTIONS = ("dataset", "arch", "seed")
+_COMPOUND = ("image_size", "batch_size", "num_it", "start_lr", "end_lr", "div_factor")
+_NAMED = re.compile(
+    rf"(?<![-\w.])(?:({'|'.join(_COMPOUND)})(?!\w)|({'|'.join(_OPTIONS)})(?= must|=|,))"
+)
 
 
 def _as_options(message: str) -> str:
-    """The trainers' messages name Python parameters (``num_it must ...``); say ``--num-it``."""
-    return _NAMED.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+    """The trainers' messages name Python parameters (``num_it must ...``, ``the first
+    num_it // 10``); say ``--num-it``. Plain words (``seed``) only where they name the argument
+    (``seed must``, ``seed=``), not in prose."""
+    return _NAMED.sub(lambda m: "--" + (m.group(1) or m.group(2)).replace("_", "-"), message)
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -47,6 +52,22 @@ def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> Non
     console.print(f"Plot: {out}", markup=False, highlight=False, soft_wrap=True)
     if json_out is not None:
         console.print(f"Curve: {json_out}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _kept(curve: LRFindResult | None, out: Path, json_out: Path | None) -> str:
+    """Save a curve no rule could read (plot, and JSON when asked); say where, or ''."""
+    from trainers.plots import plot_lr_find
+
+    if curve is None:
+        return ""
+    plot_lr_find(curve, out)
+    if json_out is None:
+        return f" The measured curve is plotted in {str(out)!r}."
+    curve.to_json(json_out)
+    return (
+        f" The measured curve is plotted in {str(out)!r} and saved in {str(json_out)!r} "
+        "(LRFindResult.from_json(...).suggest(rule) reads it with another rule)."
+    )
 
 
 def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
@@ -101,6 +122,10 @@ def lr_find_command(
     num_it: Annotated[int, typer.Option("--num-it", help="Iterations of the test.")] = 100,
     start_lr: Annotated[float, typer.Option("--start-lr", help="First learning rate.")] = 1e-7,
     end_lr: Annotated[float, typer.Option("--end-lr", help="Last learning rate.")] = 10.0,
+    div_factor: Annotated[
+        float,
+        typer.Option("--div-factor", help="Stop once the smoothed loss passes this x its best."),
+    ] = 4.0,
     suggest: Annotated[
         list[str] | None,
         typer.Option("--suggest", help=f"Rule, repeatable: {', '.join(RULES)}."),
@@ -130,6 +155,7 @@ def lr_find_command(
     from trainers.learner import Learner
     from trainers.lr_finder import check_lr_find_args
     from trainers.plots import plot_lr_find
+    from trainers.suggestions import CurveTooShort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rules = tuple(suggest) if suggest else ("valley",)
@@ -143,7 +169,7 @@ def lr_find_command(
                     "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
                 )
         try:  # before any data is read: a bad --num-it fails at once, not after the loading
-            check_lr_find_args(start_lr, end_lr, num_it, suggest=rules)
+            check_lr_find_args(start_lr, end_lr, num_it, div_factor, suggest=rules)
         except ValueError as error:
             if str(error).startswith("Unknown suggestion rule"):
                 raise ValueError(f"--suggest: {error}") from None
@@ -176,7 +202,9 @@ def lr_find_command(
         except ValueError as error:  # the accelerator options are the Learner's only input here
             raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
         try:
-            result = learn.lr_find(start_lr, end_lr, num_it, suggest=rules)
+            result = learn.lr_find(start_lr, end_lr, num_it, div_factor=div_factor, suggest=rules)
+        except CurveTooShort as error:  # the curve is kept: it shows why, and answers other rules
+            raise ValueError(f"{error}{_kept(error.curve, out, json_out)}") from None
         except ValueError as error:  # bf16 on the CPU refuses images too small (the first step)
             if amp is None:
                 raise

@@ -63,7 +63,12 @@ def test_lr_find_refuses_fp16_without_cuda_naming_the_option(tmp_path):
         (["--arch", "vgg"], r"arch must be one of"),
         (["--suggest", "vally"], r"--suggest: Unknown suggestion rule 'vally'; choose one of"),
         (["--num-it", "1"], r"Error: --num-it must be an integer >= 2, but got 1"),
-        (["--num-it", "5"], r"Error: --num-it=5 is too few for suggestion rule 'valley'"),
+        (
+            ["--num-it", "5"],
+            r"Error: --num-it=5 is too few for suggestion rule 'valley': after dropping the "
+            r"first --num-it // 10 ",
+        ),
+        (["--div-factor", "1"], r"Error: --div-factor must be a number > 1, but got 1.0"),
         (["--start-lr", "0"], r"Error: --start-lr must be a finite number > 0, but got 0"),
         (
             ["--start-lr", "1", "--end-lr", "0.1"],
@@ -83,3 +88,20 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, extra, mess
     assert result.stderr.startswith("Error: ")
     assert re.search(message, result.stderr.replace("\n", " "))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_curve_no_rule_can_read_is_still_plotted_and_saved(tmp_path):
+    """A test that diverges at once (start at lr 1) leaves 2 points, too few for ``slide``:
+    exit 2 as before, but the curve the test measured is kept (plot and JSON) instead of
+    thrown away, and the advice names the command's own options (``--div-factor`` is one)."""
+    out, curve = tmp_path / "x.png", tmp_path / "x.json"
+    args = [*BASE, "--num-it", "40", "--start-lr", "1", "--end-lr", "1000", "--suggest", "slide"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--json", str(curve)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert "Suggestion rule 'slide' needs at least 16 usable points" in message
+    assert "(--num-it)" in message and "a higher --div-factor" in message
+    assert f"plotted in '{out}' and saved in '{curve}'" in message
+    saved = LRFindResult.from_json(curve)
+    assert saved.stopped_early and saved.num_it_run < 16 and saved.suggestions == {}
+    assert out.read_bytes()[:4] == b"\x89PNG"

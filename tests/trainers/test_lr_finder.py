@@ -344,6 +344,30 @@ def test_from_json_rejects_what_it_cannot_read(text, message):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", r"Expecting property name"),
+        (
+            '{"format": "lrsweep.lr_find/1", "lrs": [1], "losses": [1, 2], "raw_losses": [1, 2],'
+            ' "suggestions": {}}',
+            r"lrs, losses and raw_losses must have the same length",
+        ),
+        (
+            '{"format": "lrsweep.lr_find/1", "lrs": [], "losses": [], "raw_losses": [], '
+            '"suggestions": []}',
+            r"'list' object has no attribute 'items'",
+        ),
+    ],
+)
+def test_a_file_from_json_cannot_read_is_named(tmp_path, text, message):
+    """A broken or hand-edited curve file: the error said what was wrong, never where."""
+    path = tmp_path / "curve.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"^LR range test file '{path}': {message}"):
+        LRFindResult.from_json(path)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"losses": (1.0,)}, r"same length, but got 3, 1 and 3"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,7 +40,12 @@ class CurveTooShort(ValueError):
         n_points: Points in the curve as given (iterations run).
         n_usable: Points left after trimming and dropping non-finite losses.
         needed: Points the rule needs.
+        curve: The measured curve (an ``LRFindResult`` without suggestions) when
+            :func:`trainers.lr_finder.lr_find` raised it, for a caller to plot or save; None
+            otherwise (and after pickling).
     """
+
+    curve: Any = None
 
     def __init__(self, rule: str, n_points: int, n_usable: int, needed: int, why: str) -> None:
         self.rule = rule
