@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from sweeps.spec._redact import uri_has_credentials, uri_has_password
+from sweeps.spec._schema import tagged_members
 from sweeps.spec._strategies import RecipeStrategy, Strategy
 from sweeps.spec._task import TaskSpec, is_uri, local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -407,8 +408,16 @@ class SweepSpec(SpecModel):
     @field_validator("strategies")
     @classmethod
     def _unique_arm_names(cls, strategies: list[Any]) -> list[Any]:
+        kinds = tagged_members(Strategy)
         first_at: dict[str, int] = {}
         for index, arm in enumerate(strategies):
+            if arm.name in kinds and arm.name != arm.kind:  # `best --strategy grid`: which?
+                raise field_error(
+                    f"{index}.name",
+                    f"{arm.name!r} is the name of another kind of arm, so `lrsweep best "
+                    f"--strategy {arm.name}` and the report could not tell this {arm.kind} arm "
+                    f"from the {arm.name} arms; name it otherwise (e.g. {arm.kind}-{arm.name})",
+                )
             if arm.arm_name in first_at:
                 raise ValueError(
                     f"strategies.{first_at[arm.arm_name]} and strategies.{index} are both named "

@@ -9,6 +9,7 @@ before parsing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,36 @@ class SpecLoader(yaml.SafeLoader):
                     )
                 seen.add(key_node.value)
         return node
+
+
+def _without_base_60(loader: type[yaml.SafeLoader]) -> None:
+    """Read ``1:30`` as the text it looks like, not YAML 1.1's base-60 number 90, and ``010``
+    as ten, not octal 8 (YAML 1.2 dropped both): a spec's ``epochs: 1:3`` or ``--set
+    seeds=[1:0]`` became 63 epochs or seed 60 without a word; now the field refuses the text."""
+    int_tag, float_tag = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (int_tag, float_tag)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(
+        int_tag,
+        re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+        list("-+0123456789"),
+    )
+    loader.add_implicit_resolver(
+        float_tag,
+        re.compile(
+            r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?
+                |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
+
+
+_without_base_60(SpecLoader)
 
 
 class _PlainDumper(yaml.SafeDumper):

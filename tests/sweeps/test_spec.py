@@ -1085,6 +1085,38 @@ def test_yaml_merge_keys_are_refused_as_silent_duplicates(tmp_path: Path, conten
         load_spec(path)
 
 
+def test_an_arm_named_after_another_kind_is_refused() -> None:
+    """A grid arm named ``optuna``: ``best --strategy optuna`` took it, and the optuna arm
+    named ``grid`` could not be chosen at all; the report's rows read the wrong way round."""
+    named = {"kind": "grid", "name": "optuna", "lr": BASE_LR}
+    with pytest.raises(SpecError, match=r"strategies\.0\.name: 'optuna' is the name of another"):
+        load_spec(_with({"strategies": [named]}))
+    load_spec(_with({"strategies": [{**named, "name": "grid"}]}))  # its own kind: as unnamed
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "message"),
+    [
+        ("task.epochs", "1:3", r"task\.epochs: must be a whole number, but got '1:3'"),
+        ("task.batch_size", "010", r"task\.batch_size: .*but got '010'"),
+        ("seeds.0", "1:0", r"seeds\.0: must be a whole number, but got '1:0'"),
+        ("strategies.1.lr.min", "1:3", r"strategies\.1\.lr\.min: must be a number"),
+    ],
+)
+def test_yaml_1_1_base_60_and_octal_numbers_are_text_the_field_refuses(
+    tmp_path: Path, field: str, raw: str, message: str
+) -> None:
+    """YAML 1.1 reads ``1:30`` as 90 (base 60) and ``010`` as 8: a range typed as ``1:3``
+    became a 63-epoch sweep, ``seeds=[1:0]`` seed 60, with no word. Read as text (as YAML 1.2
+    does), the field refuses it, in a file and in ``--set``."""
+    with pytest.raises(SpecError, match=message):
+        load_spec(BASE, overrides=[f"{field}={raw}"])
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(_with({field: "PLACE"}), sort_keys=False).replace("PLACE", raw))
+    with pytest.raises(SpecError, match=message):
+        load_spec(path)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
