@@ -247,17 +247,21 @@ def best_config(
                 "trial to rank; pass the experiment a sweep logged to (its spec's "
                 "tracking.experiment, else its name)."
             )
-    eligible = _eligible(children, experiment)
+    # what the trials ranked are: every sweep of the experiment, or the one --run-id names
+    scope = f"experiment {experiment!r}"
+    if parent_run_id is not None:
+        scope = f"sweep run {parent_run_id} of {scope}"
+    eligible = _eligible(children, scope)
     if strategy is not None:
         present = sorted({name for run in eligible for name in _strategy_names(run)})
         eligible = [run for run in eligible if strategy in _strategy_names(run)]
         if not eligible:
             raise BestConfigError(
-                f"Experiment {experiment!r} has no finished trial of strategy {strategy!r}; "
+                f"{scope[0].upper()}{scope[1:]} has no finished trial of strategy {strategy!r}; "
                 f"strategies with finished trials: {present}."
             )
     key = BEST_PREFIX + metric
-    scored = _scored(eligible, experiment, metric, key)
+    scored = _scored(eligible, scope, metric, key)
     sign = 1.0 if mode == "min" else -1.0
     tie_break = BEST_PREFIX + TIE_BREAK_METRIC
 
@@ -277,8 +281,9 @@ def best_config(
     )
 
 
-def _scored(eligible: list[Any], experiment: str, metric: str, key: str) -> list[Any]:
-    """The eligible runs with a finite ``key``; the others are named in a warning.
+def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]:
+    """The eligible runs with a finite ``key``; the others are named in a warning. ``scope``
+    says where they come from (``experiment 'x'``, or ``sweep run <id> of experiment 'x'``).
 
     Raises:
         BestConfigError: no run has a finite ``key`` (says whether it is missing or not finite).
@@ -288,11 +293,11 @@ def _scored(eligible: list[Any], experiment: str, metric: str, key: str) -> list
         if any(key in run.data.metrics for run in eligible):
             raise BestConfigError(
                 f"Metric {metric!r} ({key}) is NaN or infinite in every finished trial of "
-                f"experiment {experiment!r}, so none can be ranked by it; rank by another "
+                f"{scope}, so none can be ranked by it; rank by another "
                 f"--metric: {_metric_names(eligible)}."
             )
         raise BestConfigError(
-            f"No finished trial of experiment {experiment!r} has metric {metric!r} "
+            f"No finished trial of {scope} has metric {metric!r} "
             f"({key}); metrics present: {_metric_names(eligible)}."
         )
     if len(scored) < len(eligible):
@@ -300,10 +305,10 @@ def _scored(eligible: list[Any], experiment: str, metric: str, key: str) -> list
         left_out = [run.info.run_id for run in eligible if run.info.run_id not in ranked]
         more = f" and {len(left_out) - LISTED_RUNS} more" if len(left_out) > LISTED_RUNS else ""
         logger.warning(
-            "%d of %d finished trials of %r have no finite %s and are not ranked: %s%s.",
+            "%d of %d finished trials of %s have no finite %s and are not ranked: %s%s.",
             len(left_out),
             len(eligible),
-            experiment,
+            scope,
             key,
             ", ".join(left_out[:LISTED_RUNS]),
             more,
@@ -328,7 +333,7 @@ def default_mode(metric: str) -> Literal["min", "max"]:
     return "max" if metric.removeprefix(BEST_PREFIX) in MAXIMISED_METRICS else "min"
 
 
-def _eligible(children: list[Any], experiment: str) -> list[Any]:
+def _eligible(children: list[Any], scope: str) -> list[Any]:
     eligible = [
         run
         for run in children
@@ -340,7 +345,7 @@ def _eligible(children: list[Any], experiment: str) -> list[Any]:
             f"{run.info.status}/{run.data.tags.get(STOP_REASON_TAG, '-')}" for run in children
         )
         raise BestConfigError(
-            f"Experiment {experiment!r} has no finished trial (a completed or early-stopped "
+            f"{scope[0].upper()}{scope[1:]} has no finished trial (a completed or early-stopped "
             f"child run); trial runs by status/stop_reason: {dict(seen) or 'none'}."
         )
     return eligible

@@ -52,7 +52,8 @@ def report_command(
         console.print(report.status_note, markup=False, highlight=False, style="bold")
     console.print(
         f"{len(report.trials)} trials of sweep run {report.parent_run_id} of experiment "
-        f"{experiment!r}" + ("." if run_id else " (the latest; another: --run-id)."),
+        f"{experiment!r}"
+        + ("." if run_id else " (the latest with a trial run; another: --run-id)."),
         markup=False,
         highlight=False,
     )

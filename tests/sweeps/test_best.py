@@ -301,6 +301,13 @@ def test_run_id_ranks_one_sweep_only_and_an_unknown_one_lists_the_sweeps(
         best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=first_best)
     refused = CliRunner().invoke(app, ["best", EXPERIMENT, "--tracking-uri", uri, "--run-id", "x"])
     assert refused.exit_code == 2 and "tuesday" in refused.stderr and "monday" in refused.stderr
+    # a strategy or metric the one sweep lacks: the error names that sweep, not the experiment
+    with pytest.raises(
+        BestConfigError, match=rf"^Sweep run {first} of experiment '{EXPERIMENT}' has no finished"
+    ):
+        best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=first, strategy="optuna")
+    with pytest.raises(BestConfigError, match=rf"^No finished trial of sweep run {first} of exp"):
+        best_config(EXPERIMENT, tracking_uri=uri, parent_run_id=first, metric="train_loss")
 
 
 def test_spec_format_of_a_sweep_named_at_the_length_limit_is_a_valid_spec(

@@ -422,6 +422,11 @@ def test_the_default_sweep_is_the_latest_with_a_trial_run(
     assert report.parent_run_id == with_trials and len(report.trials) == len(TRIALS)
     assert empty in caplog.text and with_trials in caplog.text
     assert build_report("report-test", empty, tracker=tracker).trials == []  # when asked for
+    printed = " ".join(_report_cli(tracking_uri).stdout.split())  # not "the latest" sweep run
+    assert (
+        f"sweep run {with_trials} of experiment 'report-test' (the latest with a trial run;"
+        in printed
+    )
 
 
 def test_no_sweep_with_a_trial_run_is_an_error_naming_the_latest(tracking_uri: str) -> None:
