@@ -30,7 +30,7 @@ import math
 import re
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import yaml
@@ -88,6 +88,8 @@ class BestConfig:
         config: the trial's params, typed back (numbers as numbers, booleans, ``None``).
         metrics: every ``best/*`` metric of the trial, prefix removed.
         sweep_spec: the parent run's ``spec.yaml`` (``None`` when it has none).
+        spec_problem: why ``sweep_spec`` is ``None`` (no such artifact, unreadable, or kept
+            by an MLflow server this tracking URI does not reach); ``""`` when it is there.
     """
 
     experiment: str
@@ -103,12 +105,14 @@ class BestConfig:
     config: dict[str, Any]
     metrics: dict[str, float]
     sweep_spec: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    spec_problem: str = field(default="", repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the sweep spec, as plain JSON-able values: a NaN or infinite metric
         or param is ``None`` (JSON has no NaN; ``json.dumps`` would write one all the same)."""
         data = asdict(self)
         data.pop("sweep_spec")
+        data.pop("spec_problem")
         return {key: _json_safe(value) for key, value in data.items()}
 
     def to_json(self) -> str:
@@ -135,9 +139,10 @@ class BestConfig:
                 ``lr`` or ``seed`` (the message lists the params it has).
         """
         if self.sweep_spec is None:
+            why = self.spec_problem or f"it has no {SPEC_ARTIFACT} artifact"
             raise BestConfigError(
-                f"The sweep run {self.parent_run_id} of experiment {self.experiment!r} has no "
-                f"{SPEC_ARTIFACT} artifact, so no spec can be written; use --format json or yaml."
+                f"The sweep run {self.parent_run_id} of experiment {self.experiment!r}: {why}, "
+                "so no spec can be written; use --format json or yaml."
             )
         arm = self._recipe_arm()
         needed = ("seed",) if arm is not None else ("lr", "seed")
@@ -276,9 +281,9 @@ def best_config(
 
     best = min(scored, key=rank)
     logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
-    return _to_best(
-        best, experiment, metric, mode, key, _load_spec(tracker, best), _has_model(tracker, best)
-    )
+    spec, spec_problem = _load_spec(tracker, best)
+    found = _to_best(best, experiment, metric, mode, key, spec, _has_model(tracker, best))
+    return replace(found, spec_problem=spec_problem)
 
 
 def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]:
@@ -423,14 +428,33 @@ def _has_model(tracker: Tracker, run: Any) -> bool:
     try:
         found = tracker.has_model(run.info.run_id)
     except MlflowException as exc:
-        logger.warning("Cannot tell whether run %s logged a model: %s", run.info.run_id, exc)
+        logger.warning(
+            "Cannot tell whether run %s logged a model: %s", run.info.run_id, _artifact_error(exc)
+        )
         return True
     if not found:
         logger.info("Trial %s logged no model (tracking.checkpoints: none).", run.info.run_id)
     return found
 
 
-def _load_spec(tracker: Tracker, run: Any) -> dict[str, Any] | None:
+def _artifact_error(error: BaseException) -> str:
+    """One line on an artifact that could not be read. Runs whose artifacts an MLflow server
+    keeps (``mlflow-artifacts:``) are read through that server only: MLflow's own text, several
+    lines ending in ``export MLFLOW_TRACKING_URI=http://localhost:5000``, is replaced by what to
+    pass here."""
+    text = str(error)
+    if "mlflow-artifacts" in text:
+        return (
+            "its artifacts are kept by an MLflow server (mlflow-artifacts:), which is read "
+            "through that server only; pass the server's http(s):// address as --tracking-uri "
+            "instead of its database"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first or type(error).__name__
+
+
+def _load_spec(tracker: Tracker, run: Any) -> tuple[dict[str, Any] | None, str]:
+    """The sweep's ``spec.yaml`` and ``""``, or None and why it cannot be had."""
     from mlflow.exceptions import MlflowException
 
     parent = run.data.tags[PARENT_TAG]
@@ -438,11 +462,12 @@ def _load_spec(tracker: Tracker, run: Any) -> dict[str, Any] | None:
         try:
             if SPEC_ARTIFACT not in tracker.list_artifacts(parent):
                 logger.info("Sweep run %s has no %s artifact.", parent, SPEC_ARTIFACT)
-                return None
+                return None, f"it has no {SPEC_ARTIFACT} artifact"
             path = tracker.download_artifact(parent, SPEC_ARTIFACT, tmp)
         except (MlflowException, OSError) as exc:
-            logger.warning("Cannot read %s of sweep run %s: %s", SPEC_ARTIFACT, parent, exc)
-            return None
+            why = _artifact_error(exc)
+            logger.warning("Cannot read %s of sweep run %s: %s", SPEC_ARTIFACT, parent, why)
+            return None, f"its {SPEC_ARTIFACT} cannot be read ({why})"
         try:
             if path.stat().st_size > MAX_SPEC_BYTES:
                 raise ValueError(f"it is over {MAX_SPEC_BYTES} bytes")
@@ -451,8 +476,10 @@ def _load_spec(tracker: Tracker, run: Any) -> dict[str, Any] | None:
             logger.warning(
                 "%s of sweep run %s is not a readable spec: %s", SPEC_ARTIFACT, parent, exc
             )
-            return None
-    return spec if isinstance(spec, dict) else None
+            return None, f"its {SPEC_ARTIFACT} is not a readable spec ({exc})"
+    if not isinstance(spec, dict):
+        return None, f"its {SPEC_ARTIFACT} is not a spec (a mapping)"
+    return spec, ""
 
 
 def typed_param(text: str) -> Any:

@@ -334,7 +334,9 @@ def test_a_spec_artifact_with_an_alias_is_not_read_and_the_spec_format_says_so(
     tracker.log_text(parent, "task: &t {epochs: 2}\nagain: *t\n", "spec.yaml")  # replaced
     best = best_config(EXPERIMENT, tracking_uri=uri)
     assert best.sweep_spec is None  # parse_yaml refuses aliases (a YAML bomb's building block)
-    with pytest.raises(BestConfigError, match=r"no spec\.yaml"):
+    with pytest.raises(
+        BestConfigError, match=r"its spec\.yaml is not a readable spec \(YAML alias"
+    ):
         best.to_spec()
 
 

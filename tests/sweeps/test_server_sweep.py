@@ -22,7 +22,7 @@ import pytest
 import requests
 import torch
 import yaml
-from _server_helpers import CLI, RunningServer, clean_env, lrsweep_server
+from _server_helpers import CLI, PG, RunningServer, clean_env, lrsweep_server
 from mlflow import MlflowClient
 
 from sweeps.tracking import Tracker, mlflow_tracking_uri
@@ -149,6 +149,28 @@ def test_best_from_a_fresh_process_is_the_right_trial_and_its_model_reproduces_a
         predictions = model(dls.valid_images).argmax(dim=1)
     accuracy = (predictions == dls.valid_labels).float().mean().item()
     assert accuracy == pytest.approx(best["metrics"]["accuracy"], abs=1e-6)
+
+
+def test_best_on_the_servers_database_says_to_ask_the_server_for_the_spec(
+    swept: dict[str, Any],
+) -> None:
+    """The runs are in the database, their artifacts behind the server (``mlflow-artifacts:``):
+    ``--format spec`` said the sweep had no spec.yaml, after MLflow's several lines of advice.
+    Now one line says the artifacts are read through the server, at its http:// address."""
+    database = f"{PG}/{swept['server'].database}"
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "best", NAME, "--format", "spec", "--tracking-uri", database],
+        cwd=swept["work"],
+        env=swept["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    error = " ".join(done.stderr.split())
+    assert "its spec.yaml cannot be read (its artifacts are kept by an MLflow server" in error
+    assert "pass the server's http(s):// address as --tracking-uri" in error
+    assert "export MLFLOW_TRACKING_URI" not in error  # MLflow's own advice, for another case
 
 
 def test_password_is_nowhere_in_runs_artifacts_or_logs(
