@@ -26,6 +26,7 @@ __all__ = [
     "check_tracking_server",
     "check_tracking_uri",
     "checked_tracking_uri",
+    "database_driver_problem",
     "default_tracking_uri",
     "existing_store_uri",
     "redact_uri",
@@ -101,11 +102,57 @@ def check_tracking_uri(
         Traceback (most recent call last):
         sweeps._uri.TrackingUriError: --tracking-uri http://host:5000: must not contain a ...
     """
-    problem = tracking_uri_problem(uri, database_only=database_only)
+    problem = tracking_uri_problem(uri, database_only=database_only) or database_driver_problem(uri)
     if problem:
         named = source if repr(uri) in problem else f"{source} {redact_uri(uri)}"
         raise TrackingUriError(f"{named}: {problem}.")
     return uri
+
+
+_DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
+"""The pip package of each Python database driver SQLAlchemy imports for a store URI."""
+_OTHER_DRIVER = {
+    "mysql": "mysql+pymysql://",
+    "mssql": "mssql+pymssql://",
+}
+
+
+def database_driver_problem(uri: str) -> str | None:
+    """Why a database store URI (``mysql://``, ``mssql+pyodbc://``) cannot be opened here, or
+    None: SQLAlchemy knows no such driver, or the driver's Python package is not installed
+    (MLflow printed a ``ModuleNotFoundError`` traceback instead)."""
+    scheme = uri.partition(":")[0].lower()
+    # PostgreSQL opens with psycopg2, which lrsweep installs (``with_postgres_driver``)
+    skipped = ("", "sqlite", "http", "https", "databricks", "file", "postgresql", "postgres")
+    if scheme.split("+")[0] in skipped:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        dialect = make_url(uri).get_dialect()
+    except ArgumentError as error:  # NoSuchModuleError: mysql+nosuchdriver://
+        return f"SQLAlchemy has no database driver {scheme!r} ({error})"
+    except ValueError:
+        return None  # not a URL SQLAlchemy parses; the store itself says why
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        module = error.name or str(error)
+        package = _DRIVER_PACKAGES.get(module.split(".")[0], module)
+        other = _OTHER_DRIVER.get(scheme.split("+")[0])
+        return (
+            f"it needs the Python database driver {module!r}, which is not installed here: "
+            f"`pip install {package}` in lrsweep's environment"
+            + (f", or name an installed driver in the scheme (e.g. {other})" if other else "")
+        )
+    return None
 
 
 def checked_tracking_uri(

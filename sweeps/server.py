@@ -50,6 +50,7 @@ from sweeps.spec import uri_has_password
 from sweeps.tracking import (
     TrackingUriError,
     check_tracking_uri,
+    database_driver_problem,
     default_tracking_uri,
     redact_uri,
     sqlite_path,
@@ -480,6 +481,11 @@ def _refuse_unusable_store(option: str, uri: str | None) -> None:
         scheme = parts.scheme.lower().split("+")[0]
         in_memory = not parts.netloc and parts.path.strip("/") in ("", ":memory:")
         if scheme in _SERVER_ONLY_SCHEMES or (scheme == "sqlite" and in_memory):
+            problem = database_driver_problem(uri)
+            if problem:
+                raise ServerConfigError(
+                    f"{option} {redact_uri(uri)}: {problem}. Nothing was created."
+                )
             return
     try:
         check_tracking_uri(uri, source=option, database_only=True)

@@ -52,6 +52,7 @@ from sweeps._uri import TrackingUriError as TrackingUriError
 from sweeps._uri import check_tracking_server as check_tracking_server
 from sweeps._uri import check_tracking_uri as check_tracking_uri
 from sweeps._uri import checked_tracking_uri as checked_tracking_uri
+from sweeps._uri import database_driver_problem as database_driver_problem
 from sweeps._uri import default_tracking_uri as default_tracking_uri
 from sweeps._uri import existing_store_uri as existing_store_uri
 from sweeps._uri import redact_uri as redact_uri

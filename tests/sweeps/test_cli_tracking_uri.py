@@ -105,6 +105,27 @@ def test_an_unreachable_server_is_refused_before_anything_starts(work: Path, com
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("command", ["run", "best", "report"])
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        (
+            "mysql://u@127.0.0.1/db",
+            ("the Python database driver 'MySQLdb'", "pip install mysqlclient"),
+        ),
+        ("mysql+pymysql://u@127.0.0.1/db", ("'pymysql'", "pip install PyMySQL")),
+        ("mysql+nosuchdriver://u@127.0.0.1/db", ("SQLAlchemy has no database driver",)),
+    ],
+)
+def test_a_database_whose_driver_is_missing_is_refused_before_anything_starts(
+    work: Path, command: str, uri: str, words: tuple[str, ...]
+) -> None:
+    """MLflow printed ``ModuleNotFoundError: No module named 'MySQLdb'`` as a traceback."""
+    first = str(work / "spec.yaml") if command == "run" else "uri-check"
+    result = invoke(command, first, "--tracking-uri", uri)
+    assert_refused(result, work, "--tracking-uri", *words)
+
+
 def test_an_unreachable_server_from_the_environment_is_named_as_such(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

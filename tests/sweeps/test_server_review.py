@@ -250,6 +250,11 @@ def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_mad
         ("mlflow-folder", "is a folder"),
         # a tracking server given as the store: mlflow server's traceback, exit 1
         ("http://127.0.0.1:5999", "not a database"),
+        # engines MLflow serves, whose Python driver is not installed: MLflow's traceback
+        # (ModuleNotFoundError), exit 1, after the artifacts folder had been made
+        ("mysql://u@localhost/db", "pip install mysqlclient"),
+        ("mssql+pyodbc://u@h/db", "pip install pyodbc"),
+        ("mysql+nosuchdriver://u@h/db", "no database driver"),
     ],
 )
 def test_an_unusable_backend_store_uri_is_refused_naming_the_option(
@@ -301,11 +306,12 @@ def test_a_folder_as_the_store_is_offered_a_database_in_it_not_a_server(tmp_path
 
 
 def test_every_store_mlflow_serves_still_passes_the_check(tmp_path: Path) -> None:
-    """What a sweep cannot log to directly may still be a server's store: an in-memory SQLite,
-    MLflow's MSSQL engine; and the usual SQLite file and PostgreSQL database."""
+    """What a sweep cannot log to directly may still be a server's store: an in-memory SQLite
+    (and MLflow's MSSQL engine where its driver is installed: see the refusals above); and the
+    usual SQLite file and PostgreSQL database."""
     postgres_up()
     database = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
-    stores = ["sqlite:///rel.db", "sqlite:///:memory:", "sqlite://", "mssql+pyodbc://u@h/db"]
+    stores = ["sqlite:///rel.db", "sqlite:///:memory:", "sqlite://"]
     try:
         for uri in [*stores, f"{PG}/{database}?connect_timeout=3"]:
             config = ServerConfig(backend_store_uri=uri, artifacts_destination=str(tmp_path / "a"))
