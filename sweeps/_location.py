@@ -8,6 +8,7 @@ it there. A ``Path`` would fold ``s3://bucket/x`` into the local relative folder
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,19 @@ def subfolders(folder: Location) -> list[str]:
         return []
     found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
     return sorted(info.base_name for info in found if info.type == pyarrow.fs.FileType.Directory)
+
+
+def remove_folder(folder: Location) -> None:
+    """Delete ``folder`` and everything in it; nothing happens when it does not exist."""
+    if isinstance(folder, Path):
+        if folder.exists():
+            shutil.rmtree(folder)
+        return
+    import pyarrow.fs
+
+    fs, path = _filesystem(folder)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
+        fs.delete_dir(path)
 
 
 def _filesystem(uri: str) -> tuple[Any, str]:

@@ -558,14 +558,22 @@ def _run_training(
 
 
 def _run_recipe(learn: Learner, arm: Any, record: TrialRecord) -> None:
-    """``fit_recipe``; its range tests and step overheads count as extra compute."""
+    """``fit_recipe``; its range tests count as ``lr_find_s`` and the rest of its time outside
+    the epochs (switching steps, precomputing features) as extra compute."""
     start = time.perf_counter()
     try:
         learn.fit_recipe(suggest=arm.suggest, max_epochs=arm.max_epochs)
     finally:
-        epochs_s = sum(float(r.get("epoch_time_s", 0.0)) for r in training_rows(learn.history))
-        record.extra_compute_s += max(0.0, time.perf_counter() - start - epochs_s)
-        record.lr = _recipe_lr(learn.history, arm.suggest)
+        history = learn.history
+        epochs_s = sum(float(r.get("epoch_time_s", 0.0)) for r in training_rows(history))
+        tests_s = sum(
+            float(r.get("seconds", 0.0))
+            for r in history
+            if r.get("epoch") is None and str(r.get("phase", "")).startswith("lr_find")
+        )
+        record.lr_find_s += tests_s
+        record.extra_compute_s += max(0.0, time.perf_counter() - start - epochs_s - tests_s)
+        record.lr = _recipe_lr(history, arm.suggest)
 
 
 def _recipe_lr(history: list[dict[str, Any]], rule: str) -> float:

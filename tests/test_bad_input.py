@@ -615,7 +615,10 @@ NIGHTLY_ROWS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ["--set", "digits.task.epochs=2"],
         ("--set 'digits.task.epochs=2': no suite entry named 'digits'", "tiny"),
     ),
-    "set-unknown-key": (["--set", "tiny.task.epoch=2"], ("entries.tiny", "unknown key 'epoch'")),
+    "set-unknown-key": (
+        ["--set", "tiny.task.epoch=2"],
+        ("--set 'tiny.task.epoch=2'", "unknown key 'epoch'"),
+    ),
     "set-wrong-type": (
         ["--set", "tiny.task.epochs=two"],
         ("entries.tiny.spec.task.epochs: must be a whole number",),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -207,10 +208,19 @@ def _record(learn: Learner, name: str, lrs: list[float], **extra: Any) -> None:
 def _range_test(
     learn: Learner, steps: list[RecipeStep], name: str, suggest: str, num_it: int
 ) -> LRFindResult:
+    start = time.perf_counter()
     result = learn.lr_find(num_it=num_it, suggest=(suggest,))
+    seconds = time.perf_counter() - start
     lr = result.suggestions[suggest]
     steps.append(RecipeStep(name, (lr,)))
-    _record(learn, name, [lr], suggestions=dict(result.suggestions), num_it_run=result.num_it_run)
+    _record(
+        learn,
+        name,
+        [lr],
+        suggestions=dict(result.suggestions),
+        num_it_run=result.num_it_run,
+        seconds=seconds,
+    )
     logger.info("recipe %s: %s suggests %.2e", name, suggest, lr)
     return result
 

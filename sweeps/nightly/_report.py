@@ -54,6 +54,8 @@ class NightReport:
         overrides: ``--set`` overrides of this night, if any.
         what_if: Whether they make it a what-if night (never part of a baseline).
         notes: Lines about the baseline, e.g. an entry whose spec changed since some nights.
+        compared: False for a night that ended (failed, interrupted) before its figures were
+            compared with a baseline: the report says so instead of "no baseline".
     """
 
     suite: str
@@ -66,6 +68,7 @@ class NightReport:
     overrides: Sequence[str] = ()
     what_if: bool = False
     notes: Sequence[str] = ()
+    compared: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,8 @@ def _intro(report: NightReport) -> list[str]:
         + ", ".join(f"`{r}`" for r in report.baseline_run_ids)
         if n
         else "none: no earlier completed night of this suite ran tonight's specs"
+        if report.compared
+        else "not compared: the night ended before its figures were compared with earlier nights"
     )
     lines = [
         f"Night run `{report.night_run_id}` in MLflow experiment `{report.experiment}`; "

@@ -255,6 +255,7 @@ def _report_failure(
         trend=(),
         overrides=tonight.overrides,
         what_if=bool(what_if_overrides(suite)),
+        compared=False,
     )
     try:
         files = write_report(report, report_dir)
@@ -291,6 +292,7 @@ def report_night_not_run(
         verdict=Verdict("failed", (), (reason,), 0, counts=False),
         baseline_run_ids=(),
         trend=(),
+        compared=False,
     )
     try:
         prepare_report_dir(report_dir)

@@ -467,7 +467,33 @@ class SweepSpec(SpecModel):
                     "raise task.epochs, lower early_stop.patience or "
                     "early_stop.grace_epochs, or set early_stop: null to say it is off"
                 )
+        note = self._sgdr_cut_note()
+        if note:
+            notes.append(note)
         return notes
+
+    def _sgdr_cut_note(self) -> str:
+        """An SGDR schedule whose epochs end inside a cycle: the last epochs restart at the peak
+        LR and end high, where fastai's ``fit_sgdr`` (a number of cycles) always ends low."""
+        schedule = self.task.schedule
+        if schedule.kind != "sgdr":
+            return ""
+        frozen = self.task.fine_tune.freeze_epochs if self.task.fine_tune is not None else 0
+        epochs = self.task.epochs - frozen
+        ends, total, length = [], 0, schedule.cycle_len
+        while total < epochs:
+            total += length
+            ends.append(total)
+            length *= schedule.cycle_mult
+        if epochs in ends:
+            return ""
+        done = ends[-2] if len(ends) > 1 else 0
+        shown = ", ".join(str(end + frozen) for end in ends[-3:])
+        return (
+            f"task.epochs={self.task.epochs} ends the SGDR schedule {epochs - done} epoch(s) into "
+            f"a cycle of {ends[-1] - done}, after a restart at the peak LR, so the trials end at "
+            f"a high LR; SGDR cycles end after epoch {shown}: set task.epochs to one of those"
+        )
 
     def resolved(self) -> dict[str, Any]:
         """The full config with defaults filled in, as plain JSON-able Python values."""

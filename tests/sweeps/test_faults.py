@@ -546,3 +546,5 @@ def test_ctrl_c_to_a_night_mid_sweep_closes_the_night_killed_with_the_signal_and
     assert _children(tracker, "nightly/faults/second") == []
     report = (report_dir / "nightly-report.md").read_text(encoding="utf-8")
     assert "interrupted (SIGINT)" in report and "missing tonight" not in report
+    # the night never reached its comparison; "no earlier completed night" would be untrue
+    assert "Baseline: not compared: the night ended before its figures were compared" in report

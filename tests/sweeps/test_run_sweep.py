@@ -176,6 +176,16 @@ def test_finder_trials_log_the_range_test_and_train_at_its_pick(
         assert "lr_find.png" in tracker.list_artifacts(run.info.run_id)
 
 
+def test_recipe_trials_log_their_range_tests_seconds(sweep: tuple[SweepResult, Tracker]) -> None:
+    """A recipe runs two range tests; their seconds were counted in ``compute_s`` but logged
+    as ``lr_find_s`` 0.0, as if it had run none."""
+    recipe = [r for r in _children(sweep) if r.data.tags["sweeps.strategy"] == "recipe"]
+    assert len(recipe) == 2
+    for run in recipe:
+        metrics = run.data.metrics
+        assert 0 < metrics["lr_find_s"] < metrics["compute_s"]
+
+
 def test_every_trial_has_checkpoints_plots_and_a_model(sweep: tuple[SweepResult, Tracker]) -> None:
     _, tracker = sweep
     for run in _children(sweep):
@@ -438,6 +448,9 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     assert json.loads(state_file.read_text())["finished"] is True
     assert (folder / "tune").is_dir()
     assert sorted(p.name for p in work.iterdir()) == []  # no local 'file:' folder
+    # a finished sweep's Tune checkpoints go (pyarrow.fs, as on s3://); Tune's state stays
+    assert list((folder / "tune").glob("*/checkpoint_*")) == []
+    assert any(p.is_dir() for p in (folder / "tune").iterdir())  # the trial's folder
 
     with pytest.raises(SweepNotFound, match=r"only finished sweeps.*`lrsweep report uri-storage`"):
         resume_sweep("uri-storage", tracking_uri=uri, storage_path=storage, progress=PROGRESS)
@@ -544,6 +557,9 @@ def test_a_trial_that_ended_before_an_interrupt_stays_ended_in_the_resumed_sweep
     storage = tmp_path / "ray"
     result = run_sweep(spec, tracking_uri=uri, storage_path=storage, progress=PROGRESS)
     tune_dir = Path(str(result.sweep_dir)) / "tune"
+    # a finished sweep's Tune checkpoints are removed (a resnet18's were ~190 MB a trial, every
+    # night); every epoch made one here (checkpoint_every_s: 0)
+    assert list(tune_dir.glob("*/checkpoint_*")) == []
     (last,) = _saved_trial_results(tune_dir)
     assert last["stop_reason"] == "completed"  # the final report says the trial ended
     _saved_trial_results(tune_dir, edit=lambda r: r.update(done=False))  # as Tune may save it

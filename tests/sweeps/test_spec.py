@@ -344,6 +344,44 @@ def test_an_early_stop_that_cannot_fire_is_pointed_out(
         assert re.match(advice, note), note
 
 
+@pytest.mark.parametrize(
+    ("epochs", "schedule", "fine_tune", "advice"),
+    [
+        (
+            4,
+            {"cycle_len": 1, "cycle_mult": 2},
+            None,
+            r"task\.epochs=4 ends the SGDR schedule 1 "
+            r"epoch\(s\) into a cycle of 4, .* cycles end after epoch 1, 3, 7: set task\.epochs",
+        ),
+        (7, {"cycle_len": 1, "cycle_mult": 2}, None, None),
+        (5, {"cycle_len": 2, "cycle_mult": 1}, None, r".*cycles end after epoch 2, 4, 6:"),
+        (6, {"cycle_len": 2, "cycle_mult": 1}, None, None),
+        # fine-tuning: SGDR runs on the epochs after the frozen ones (here 3 = 1 + 2)
+        (5, {"cycle_len": 1, "cycle_mult": 2}, {"freeze_epochs": 2}, None),
+        (5, {"cycle_len": 1, "cycle_mult": 2}, {"freeze_epochs": 1}, r".*after epoch 2, 4, 8:"),
+    ],
+)
+def test_an_sgdr_schedule_cut_inside_a_cycle_is_pointed_out(
+    epochs: int, schedule: dict[str, Any], fine_tune: dict[str, Any] | None, advice: str | None
+) -> None:
+    """Its last epochs restart at the peak LR and the trials end there, the compute of those
+    epochs wasted (fastai's ``fit_sgdr`` takes whole cycles and always ends low)."""
+    changes = {
+        "strategies": BASE["strategies"][:4],
+        "early_stop": None,
+        "task.epochs": epochs,
+        "task.schedule": {"kind": "sgdr", **schedule},
+        "task.fine_tune": fine_tune,
+    }
+    notes = load_spec(_with(changes)).advice()
+    if advice is None:
+        assert notes == []
+    else:
+        (note,) = notes
+        assert re.match(advice, note), note
+
+
 @pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
 def test_packaged_specs_need_no_advice(name: str) -> None:
     assert load_spec(SPECS / name).advice() == []
