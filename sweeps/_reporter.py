@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps import _ray
+from sweeps.stoppers import OWN_STOP_RULE
 from sweeps.tracking import RunLogger, Tracker
 from trainers import CancelFit, Learner
 from trainers.callbacks import Callback
@@ -367,6 +368,7 @@ class EpochReporter(Callback):
             "best_epoch": -1 if self.record.best_epoch is None else self.record.best_epoch,
             "compute_s": self.record.compute_s(training_rows(learn.history)[: epoch + 1]),
             "stop_reason": "",
+            OWN_STOP_RULE: self.max_epochs is None,  # a recipe: early_stop leaves it alone
         }
 
     def _buffer_steps(self, learn: Learner, epoch: int) -> None:

@@ -448,16 +448,22 @@ class SweepSpec(SpecModel):
         ``lrsweep validate`` prints them and ``run_sweep`` logs them as warnings; none stops a
         sweep. Today: an ``early_stop`` that can never fire, because every arm's trials end
         after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch only sets the
-        best, and a stop after the last epoch saves nothing).
+        best, and a stop after the last epoch saves nothing) or every arm is a ``recipe``
+        (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule cut inside
+        a cycle.
         """
         notes: list[str] = []
         stop = self.early_stop
-        if stop is not None:
-            needed = max(stop.grace_epochs, 1) + stop.patience
-            longest = max(
-                arm.max_epochs if isinstance(arm, RecipeStrategy) else self.task.epochs
-                for arm in self.strategies
+        stopped = [arm for arm in self.strategies if not isinstance(arm, RecipeStrategy)]
+        if stop is not None and not stopped:
+            notes.append(
+                "early_stop stops no trial: every arm is a recipe, which ends by its own rule "
+                "(SGDR until its validation loss stops improving); set early_stop: null to "
+                "say it is off"
             )
+        elif stop is not None:
+            needed = max(stop.grace_epochs, 1) + stop.patience
+            longest = self.task.epochs  # a recipe ends by its own rule, not by early_stop
             if longest <= needed:  # a stop after a trial's last epoch saves nothing
                 notes.append(
                     f"early_stop can never stop a trial: it needs more than {needed} epochs "

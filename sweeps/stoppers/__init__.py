@@ -11,9 +11,10 @@ from sweeps.stoppers._any_of import AnyOf
 from sweeps.stoppers._base import MetricStopper, MissingMetricError, TrialState
 from sweeps.stoppers._divergence import Divergence
 from sweeps.stoppers._from_spec import from_spec
-from sweeps.stoppers._rising import RisingValLoss
+from sweeps.stoppers._rising import OWN_STOP_RULE, RisingValLoss
 
 __all__ = [
+    "OWN_STOP_RULE",
     "AnyOf",
     "Divergence",
     "MetricStopper",

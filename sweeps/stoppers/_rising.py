@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from sweeps.stoppers._base import MetricStopper, TrialState, finite_number, whole_number
 
-__all__ = ["RisingValLoss"]
+__all__ = ["OWN_STOP_RULE", "RisingValLoss"]
+
+OWN_STOP_RULE = "own_stop_rule"
+"""Result key of a trial that stops itself by a rule of its own (a ``recipe`` arm: SGDR until
+its validation loss stops improving): ``RisingValLoss`` leaves it alone, ``Divergence`` not."""
 
 
 class RisingValLoss(MetricStopper):
@@ -55,6 +61,14 @@ class RisingValLoss(MetricStopper):
             raise ValueError(f"min_delta must be a finite number >= 0, but got {min_delta!r}.")
         self.min_delta = delta
         self.grace_epochs = whole_number("grace_epochs", grace_epochs, minimum=0)
+
+    def __call__(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+        """As :meth:`MetricStopper.__call__`; never True for a result marked
+        ``OWN_STOP_RULE``: a recipe's head steps (frozen body) would be cut before it ever
+        unfreezes, on a rule its own final step applies anyway."""
+        if result.get(OWN_STOP_RULE):
+            return False
+        return super().__call__(trial_id, result)
 
     def _update(self, state: TrialState, signed: float, epoch: int) -> bool:
         finite = math.isfinite(signed)

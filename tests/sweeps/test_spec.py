@@ -317,7 +317,8 @@ INERT = (
 @pytest.mark.parametrize(
     ("changes", "advice"),
     [
-        ({}, None),  # the recipe arm's 12 epochs leave room
+        # the recipe arm's 12 epochs do not count: early_stop leaves a recipe alone
+        ({}, INERT.format(3, 3)),
         # 3 epochs: the first stop would come after the last epoch, saving nothing
         ({"strategies": BASE["strategies"][:4]}, INERT.format(3, 3)),
         ({"strategies": BASE["strategies"][:4], "task.epochs": 4}, None),  # one epoch saved
@@ -328,7 +329,7 @@ INERT = (
                 "strategies": [{"kind": "recipe", "max_epochs": 4}],
                 "early_stop": {"grace_epochs": 3},
             },
-            INERT.format(5, 4),
+            r"early_stop stops no trial: every arm is a recipe",
         ),
         ({"strategies": BASE["strategies"][:4], "task.epochs": 1, "early_stop": None}, None),
     ],

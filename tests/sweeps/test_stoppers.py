@@ -478,3 +478,26 @@ def test_divergence_meeting_a_trial_late_still_stops_it_on_a_non_finite_loss() -
     assert late("t", _result("train_loss", 0.012, 5)) is False  # first value unknown: no ratio
     assert late("t", _result("train_loss", NAN, 6)) is True
     assert late.stop_reason("t") == "diverged"
+
+
+def test_a_trial_with_its_own_stop_rule_is_left_to_it_but_not_when_it_diverges() -> None:
+    """A recipe arm (results marked ``OWN_STOP_RULE``) ends by its own SGDR rule: the sweep's
+    early_stop cut it in its frozen-body head steps, before it ever unfroze. A divergence
+    still stops it."""
+    from sweeps.stoppers import OWN_STOP_RULE
+
+    rising = [0.9, 0.5, 0.6, 0.7, 0.8]
+    both = AnyOf(RisingValLoss(patience=2, grace_epochs=0), Divergence())
+    mine = [
+        both("recipe", {"valid_loss": v, "train_loss": 1.0, "training_iteration": i + 1,
+                        OWN_STOP_RULE: True})
+        for i, v in enumerate(rising)
+    ]  # fmt: skip
+    theirs = [
+        both("grid", {"valid_loss": v, "train_loss": 1.0, "training_iteration": i + 1,
+                      OWN_STOP_RULE: False})
+        for i, v in enumerate(rising)
+    ]  # fmt: skip
+    assert not any(mine) and theirs[3] and both.stop_reason("grid") == "rising_val_loss"
+    blown = {"valid_loss": 0.9, "train_loss": math.nan, "training_iteration": 6, OWN_STOP_RULE: 1}
+    assert both("recipe", blown) and both.stop_reason("recipe") == "diverged"

@@ -441,6 +441,7 @@ def test_a_recipe_that_stops_itself_before_its_budget_reports_its_end(
 
     assert [r["epoch"] for r, _ in reports] == [1, 2, 2]  # each epoch's, then the end's
     assert [r["stop_reason"] for r, _ in reports] == ["", "", "completed"]
+    assert all(r["own_stop_rule"] for r, _ in reports)  # the sweep's early_stop leaves it alone
     assert [files for _, files in reports] == [
         [],
         [],
