@@ -337,6 +337,11 @@ INERT = (
 def test_an_early_stop_that_cannot_fire_is_pointed_out(
     changes: dict[str, Any], advice: str | None
 ) -> None:
+    _assert_advice(changes, advice)
+
+
+def _assert_advice(changes: dict[str, Any], advice: str | None) -> None:
+    """The spec ``_with(changes)`` gets no note (``advice`` None) or one matching ``advice``."""
     notes = load_spec(_with(changes)).advice()
     if advice is None:
         assert notes == []
@@ -375,12 +380,7 @@ def test_an_sgdr_schedule_cut_inside_a_cycle_is_pointed_out(
         "task.schedule": {"kind": "sgdr", **schedule},
         "task.fine_tune": fine_tune,
     }
-    notes = load_spec(_with(changes)).advice()
-    if advice is None:
-        assert notes == []
-    else:
-        (note,) = notes
-        assert re.match(advice, note), note
+    _assert_advice(changes, advice)
 
 
 @pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])

@@ -56,10 +56,15 @@ def _own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _reporter(
-    tracker: Tracker, run_id: str, spec: dict[str, Any], record: TrialRecord | None = None
+    tracker: Tracker,
+    run_id: str,
+    spec: dict[str, Any],
+    record: TrialRecord | None = None,
+    *,
+    recipe_budget: int | None = None,
 ) -> EpochReporter:
     """A trial's reporter as ``sweeps.trial.train_trial`` builds it (``record``: a restored
-    checkpoint's)."""
+    checkpoint's; ``recipe_budget``: a recipe arm's ``max_epochs``, no epoch cap then)."""
     from sweeps.trial import _checkpointer
 
     validated = validate_spec(spec)
@@ -70,7 +75,8 @@ def _reporter(
         spec=validated,
         stopper=from_spec(validated),
         checkpoint=_checkpointer(record),
-        max_epochs=validated.task.epochs,
+        max_epochs=validated.task.epochs if recipe_budget is None else None,
+        epoch_budget=recipe_budget,
     )
 
 
@@ -412,7 +418,7 @@ def test_a_recipe_that_stops_itself_before_its_budget_reports_its_end(
     restored from a Tune state that had not caught up with ``done`` (``lrsweep resume``) would
     take it for interrupted, close its FINISHED run KILLED and run it again. Its end is now a
     report of its own, with its ``stop_reason`` and the last epoch's checkpoint."""
-    from sweeps.trial import BEST_MODEL_FILE, LEARNER_FILE, META_FILE, _checkpointer
+    from sweeps.trial import BEST_MODEL_FILE, LEARNER_FILE, META_FILE
 
     reports: list[tuple[dict[str, Any], list[str]]] = []
 
@@ -423,17 +429,8 @@ def test_a_recipe_that_stops_itself_before_its_budget_reports_its_end(
     monkeypatch.setattr(_ray, "report", report)
     tracker = Tracker(tracking_uri)
     run_id = tracker.start_run(tracker.ensure_experiment("trial"), run_name="recipe")
-    validated = validate_spec({**SPEC, "tracking": {**SPEC["tracking"], "checkpoint_every_s": 60}})
-    record = TrialRecord(run_id=run_id, lr=1.0e-3)
-    reporter = EpochReporter(  # as train_trial builds a recipe's: a budget, no epoch cap
-        tracker,
-        record,
-        spec=validated,
-        stopper=from_spec(validated),
-        checkpoint=_checkpointer(record),
-        max_epochs=None,
-        epoch_budget=5,
-    )
+    spec = {**SPEC, "tracking": {**SPEC["tracking"], "checkpoint_every_s": 60}}
+    reporter = _reporter(tracker, run_id, spec, recipe_budget=5)  # as train_trial builds it
     learn = _learner()
     reporter.attach(learn, reopened=False)
     learn.fit(2, 1.0e-3)  # the recipe's own stop: 2 epochs of its 5
