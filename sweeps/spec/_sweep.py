@@ -495,10 +495,12 @@ class SweepSpec(SpecModel):
             return ""
         done = ends[-2] if len(ends) > 1 else 0
         shown = ", ".join(str(end + frozen) for end in ends[-3:])
+        where = "a cycle" if done else "its first cycle"
+        after = ", after a restart at the peak LR," if done else " before the LR has annealed,"
         return (
             f"task.epochs={self.task.epochs} ends the SGDR schedule {epochs - done} epoch(s) into "
-            f"a cycle of {ends[-1] - done}, after a restart at the peak LR, so the trials end at "
-            f"a high LR; SGDR cycles end after epoch {shown}: set task.epochs to one of those"
+            f"{where} of {ends[-1] - done}{after} so the trials end at a high LR; SGDR cycles "
+            f"end after epoch {shown}: set task.epochs to one of those"
         )
 
     def resolved(self) -> dict[str, Any]:

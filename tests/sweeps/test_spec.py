@@ -363,6 +363,13 @@ def _assert_advice(changes: dict[str, Any], advice: str | None) -> None:
         (7, {"cycle_len": 1, "cycle_mult": 2}, None, None),
         (5, {"cycle_len": 2, "cycle_mult": 1}, None, r".*cycles end after epoch 2, 4, 6:"),
         (6, {"cycle_len": 2, "cycle_mult": 1}, None, None),
+        (
+            3,
+            {"cycle_len": 5, "cycle_mult": 1},
+            None,
+            r".*3 epoch\(s\) into its first cycle of 5 "
+            r"before the LR has annealed, .*cycles end after epoch 5:",
+        ),
         # fine-tuning: SGDR runs on the epochs after the frozen ones (here 3 = 1 + 2)
         (5, {"cycle_len": 1, "cycle_mult": 2}, {"freeze_epochs": 2}, None),
         (5, {"cycle_len": 1, "cycle_mult": 2}, {"freeze_epochs": 1}, r".*after epoch 2, 4, 8:"),
