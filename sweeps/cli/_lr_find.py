@@ -54,16 +54,22 @@ def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> Non
         console.print(f"Curve: {json_out}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _kept(curve: LRFindResult | None, out: Path, json_out: Path | None) -> str:
-    """Save a curve no rule could read (plot, and JSON when asked); say where, or ''."""
+def _save(curve: LRFindResult, out: Path, json_out: Path | None) -> None:
+    """The plot in ``out``, and the curve as JSON in ``json_out`` when asked."""
     from trainers.plots import plot_lr_find
 
+    plot_lr_find(curve, out)
+    if json_out is not None:
+        curve.to_json(json_out)
+
+
+def _kept(curve: LRFindResult | None, out: Path, json_out: Path | None) -> str:
+    """Save a curve no rule could read (:func:`_save`); say where, or ''."""
     if curve is None:
         return ""
-    plot_lr_find(curve, out)
+    _save(curve, out, json_out)
     if json_out is None:
         return f" The measured curve is plotted in {str(out)!r}."
-    curve.to_json(json_out)
     return (
         f" The measured curve is plotted in {str(out)!r} and saved in {str(json_out)!r} "
         "(LRFindResult.from_json(...).suggest(rule) reads it with another rule)."
@@ -154,7 +160,6 @@ def lr_find_command(
     from trainers import build_model, make_dataloaders, seed_everything
     from trainers.learner import Learner
     from trainers.lr_finder import check_lr_find_args
-    from trainers.plots import plot_lr_find
     from trainers.suggestions import CurveTooShort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -209,9 +214,7 @@ def lr_find_command(
             if amp is None:
                 raise
             raise ValueError(f"--amp {amp} with --image-size {image_size}: {error}") from None
-        plot_lr_find(result, out)
-        if json_out is not None:
-            result.to_json(json_out)
+        _save(result, out, json_out)
     except (ValueError, OSError) as error:  # OSError: a file that cannot be read or written
         raise _fail(error) from None
     _print_result(result, out, json_out)
