@@ -262,7 +262,7 @@ def best_config(
         eligible = [run for run in eligible if strategy in _strategy_names(run)]
         if not eligible:
             raise BestConfigError(
-                f"{scope[0].upper()}{scope[1:]} has no finished trial of strategy {strategy!r}; "
+                f"{_capitalized(scope)} has no finished trial of strategy {strategy!r}; "
                 f"strategies with finished trials: {present}."
             )
     key = BEST_PREFIX + metric
@@ -321,6 +321,11 @@ def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]
     return scored
 
 
+def _capitalized(scope: str) -> str:
+    """``scope`` opening a sentence: ``experiment 'x'`` -> ``Experiment 'x'``."""
+    return scope[:1].upper() + scope[1:]
+
+
 def _suffixed(name: str, limit: int, suffix: str = "-best") -> str:
     """``name + suffix``, ``name`` cut so the result stays within the spec's ``limit``."""
     return name[: limit - len(suffix)] + suffix
@@ -350,7 +355,7 @@ def _eligible(children: list[Any], scope: str) -> list[Any]:
             f"{run.info.status}/{run.data.tags.get(STOP_REASON_TAG, '-')}" for run in children
         )
         raise BestConfigError(
-            f"{scope[0].upper()}{scope[1:]} has no finished trial (a completed or early-stopped "
+            f"{_capitalized(scope)} has no finished trial (a completed or early-stopped "
             f"child run); trial runs by status/stop_reason: {dict(seen) or 'none'}."
         )
     return eligible
