@@ -22,6 +22,7 @@ from trainers.callbacks import (
 from trainers.data import DataLoaders, make_dataloaders
 from trainers.diagnose import Diagnosis, diagnose
 from trainers.errors import CallbackError, CancelBatch, CancelEpoch, CancelFit, TrainingDiverged
+from trainers.export import Predictor, load_learner
 from trainers.interpret import Interpretation
 from trainers.learner import Learner
 from trainers.lr_finder import LRFindResult
@@ -42,12 +43,14 @@ __all__ = [
     "Interpretation",
     "LRFindResult",
     "Learner",
+    "Predictor",
     "ProgressCallback",
     "Recorder",
     "SaveModelCallback",
     "TrainingDiverged",
     "build_model",
     "diagnose",
+    "load_learner",
     "make_dataloaders",
     "minimum",
     "schedules",

@@ -51,13 +51,7 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"checkpoint path {str(path)!r} is a folder; give a file name (e.g. "
-            f"{str(path / 'model.pt')!r})."
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = file_path(path, "checkpoint")
     state = {
         "format": FORMAT,
         "model": learn.model.state_dict(),
@@ -69,7 +63,30 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         "rng": rng_to_checkpoint(),
         "dls": _dls_state(learn),
         "scaler": _scaler_state(learn),
+        "classes": _classes(learn.dls),
     }
+    write_atomic(path, state)
+    return path
+
+
+def file_path(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a file to write (``~`` expanded, its folder created).
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (nothing is created).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{what} path {str(path)!r} is a folder; give a file name (e.g. "
+            f"{str(path / 'model.pt')!r})."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_atomic(path: Path, state: Any) -> None:
+    """``torch.save(state)`` to ``path`` so that a reader never sees a half-written file."""
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -81,7 +98,12 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def _classes(dls: Any) -> list[str] | None:
+    """The data's class names, as plain strings, or None for data without them."""
+    classes = getattr(dls, "classes", None)
+    return [str(c) for c in classes] if isinstance(classes, list | tuple) else None
 
 
 _SAFE = (type(None), bool, int, float, str, torch.Tensor)
@@ -175,6 +197,14 @@ def load(
     if missing:
         raise ValueError(f"checkpoint file {str(path)!r} lacks {missing}; it is incomplete.")
     _check_model(path, state["model"], learn.model.state_dict())
+    saved, now = state.get("classes"), _classes(learn.dls)
+    if saved is not None and now is not None and list(saved) != now:
+        raise ValueError(
+            f"checkpoint file {str(path)!r} was trained on classes {list(saved)!r}, but this "
+            f"Learner's data has {now!r}: its outputs would be read as the wrong classes. "
+            "Load it with data of those classes (in that order), or start from its weights "
+            "with build_model(..., pretrained=path) to train a new head."
+        )
     n_groups = learn.n_groups
     if not (isinstance(state["frozen"], int) and 0 <= state["frozen"] <= n_groups):
         raise ValueError(

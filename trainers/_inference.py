@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from trainers._numbers import is_real
 from trainers._training import METRICS, per_item_loss
+from trainers.data._base import resize_uint8
+from trainers.data._image_folder import fit_rgb
 from trainers.models._base import AdaptiveConcatPool2d
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["evaluate", "fit_loaders", "get_preds", "predict", "tta"]
+__all__ = [
+    "ImageFormat",
+    "evaluate",
+    "fit_loaders",
+    "get_preds",
+    "model_input",
+    "predict",
+    "tta",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,45 +143,156 @@ def get_preds(learn: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return logits.softmax(dim=1).cpu(), targets.cpu(), losses.float().cpu()
 
 
-def predict(learn: Learner, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``.
+ImageInput = Any
+"""What :func:`predict` takes: a tensor or NumPy array (one image ``(C, H, W)`` or a batch
+``(N, C, H, W)``, uint8 pixels or normalised floats), an image file's path, a PIL image, or a
+list of paths / PIL images."""
 
-    A uint8 tensor holds raw pixels (0..255, as a dataset stores them): it is normalised with
-    the data's statistics first (``dls.valid.normalise``), as the loaders do.
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """The images a model was trained on, as :func:`model_input` fits new ones to it.
+
+    Attributes:
+        in_channels: Channels (None: not known, not checked).
+        image_size: Side of the square images (None: not known, not checked or resized).
+        resize_method: How an image of another size is fitted: ``"squish"`` or ``"crop"``.
+        normalise: uint8 ``(N, C, H, W)`` pixels -> the model's float input (None: uint8 input
+            is refused).
+    """
+
+    in_channels: int | None
+    image_size: int | None
+    resize_method: str = "squish"
+    normalise: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def of(cls, dls: Any) -> ImageFormat:
+        """The format of a Learner's data (``make_dataloaders``' knows every field)."""
+        valid: Any = getattr(dls, "valid", None)
+        normalise = None
+        if callable(getattr(valid, "normalise", None)):  # on the loader's device, as it is kept
+
+            def normalise(images: torch.Tensor) -> torch.Tensor:
+                return valid.normalise(images.to(getattr(valid, "device", images.device)))
+
+        channels, size = getattr(dls, "in_channels", None), getattr(dls, "image_size", None)
+        return cls(
+            in_channels=channels if isinstance(channels, int) else None,
+            image_size=size if isinstance(size, int) else None,
+            resize_method=str(getattr(dls, "resize_method", "squish")),
+            normalise=normalise,
+        )
+
+
+def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
+    """``x`` as the float batch the model takes, and whether it was one image.
+
+    Image files and PIL images are decoded as ``image_folder`` decodes them (8-bit RGB, or
+    greyscale for a 1-channel model), fitted to ``fmt.image_size`` by ``fmt.resize_method`` and
+    normalised. A uint8 tensor holds raw pixels: resized bilinearly to ``fmt.image_size`` when
+    it has another size, then normalised. A float tensor is taken as already normalised, and
+    must have the model's size.
 
     Raises:
-        ValueError: for a tensor of any other rank or another number of channels than the
-            data's (``dls.in_channels``; an (H, W, C) array is named), or uint8 pixels with data
-            that cannot normalise them.
+        ValueError: for a tensor of another rank, channel count or (float) size than the
+            model's (an (H, W, C) array is named), uint8 pixels or files where ``fmt`` cannot
+            normalise them, or a file that cannot be decoded (naming it).
+        FileNotFoundError: for a path that does not exist.
     """
+    if _is_image_item(x):
+        return _decoded([x], fmt), True
+    if isinstance(x, list | tuple) and x and all(_is_image_item(item) for item in x):
+        return _decoded(list(x), fmt), False
     x = torch.as_tensor(x)
     if x.ndim not in (3, 4):
         raise ValueError(
-            f"x must be an image (C, H, W) or a batch (N, C, H, W), but got shape {tuple(x.shape)}."
+            f"x must be an image (C, H, W) or a batch (N, C, H, W), an image file or a PIL "
+            f"image, but got shape {tuple(x.shape)}."
         )
     batch = x if x.ndim == 4 else x.unsqueeze(0)
-    channels = getattr(learn.dls, "in_channels", None)
-    if isinstance(channels, int) and batch.shape[1] != channels:
-        layout = "(C, H, W)" if x.ndim == 3 else "(N, C, H, W)"
+    layout = "(C, H, W)" if x.ndim == 3 else "(N, C, H, W)"
+    if fmt.in_channels is not None and batch.shape[1] != fmt.in_channels:
         raise ValueError(
-            f"x must be {layout} with C={channels} channels, as the data has, but got shape "
-            f"{tuple(x.shape)}; an image from PIL or NumPy is (H, W, C): pass "
+            f"x must be {layout} with C={fmt.in_channels} channels, as the data has, but got "
+            f"shape {tuple(x.shape)}; an image from PIL or NumPy is (H, W, C): pass "
             "torch.as_tensor(array).permute(2, 0, 1)."
         )
-    if batch.dtype == torch.uint8:  # raw pixels: fed as they are, 0..255 read as z-scores
-        valid = getattr(learn.dls, "valid", None)
-        if not callable(getattr(valid, "normalise", None)):
-            raise ValueError(
-                "x holds uint8 pixels but learn.dls.valid has no normalise() to scale them; "
-                "pass the image normalised as the model was trained on (float)."
-            )
-        batch = valid.normalise(batch.to(valid.device))  # type: ignore[union-attr]
+    size = fmt.image_size
+    if batch.dtype == torch.uint8:  # raw pixels: fitted and normalised as the loaders do
+        if size is not None:
+            batch = resize_uint8(batch, size)
+        return _normalised(batch, fmt), x.ndim == 3
+    if size is not None and tuple(batch.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"x is {batch.shape[-2]}x{batch.shape[-1]} but the model was trained on "
+            f"{size}x{size} images: pass uint8 pixels (0..255) or an image file, which are "
+            f"resized for you, or a normalised float image of {size}x{size}."
+        )
+    return batch.float(), x.ndim == 3
+
+
+def _is_image_item(x: Any) -> bool:
+    return isinstance(x, str | os.PathLike | Image.Image)
+
+
+def _normalised(batch: torch.Tensor, fmt: ImageFormat) -> torch.Tensor:
+    if fmt.normalise is None:
+        raise ValueError(
+            "x holds uint8 pixels (or image files) but the data has no normalise() to scale "
+            "them; pass the image normalised as the model was trained on (float)."
+        )
+    return fmt.normalise(batch)
+
+
+def _decoded(items: list[Any], fmt: ImageFormat) -> torch.Tensor:
+    """Image files / PIL images as a uint8 batch at the model's size, normalised."""
+    if fmt.image_size is None or fmt.in_channels not in (1, 3):
+        raise ValueError(
+            "image files and PIL images need data of 1 or 3 channels with an image_size "
+            f"(make_dataloaders'), but the data has in_channels={fmt.in_channels}, "
+            f"image_size={fmt.image_size}; pass a tensor."
+        )
+    arrays = []
+    for item in items:
+        if isinstance(item, Image.Image):
+            rgb = fit_rgb(item, fmt.image_size, fmt.resize_method)
+        else:
+            path = Path(item).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"image file {str(path)!r} does not exist.")
+            try:
+                with Image.open(path) as image:
+                    rgb = fit_rgb(image, fmt.image_size, fmt.resize_method)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                raise ValueError(f"cannot read image file {str(path)!r}: {error}.") from None
+        if fmt.in_channels == 1:
+            arrays.append(np.asarray(Image.fromarray(rgb).convert("L"))[None])
+        else:
+            arrays.append(rgb.transpose(2, 0, 1))
+    return _normalised(torch.from_numpy(np.stack(arrays)), fmt)
+
+
+def predict(learn: Learner, x: ImageInput) -> torch.Tensor:
+    """Class probabilities of one image or a batch, on the CPU: ``(n_classes,)`` or
+    ``(N, n_classes)``.
+
+    ``x`` is fitted to the data's format by :func:`model_input`: a normalised float tensor
+    ``(C, H, W)`` / ``(N, C, H, W)`` as the loaders yield it; uint8 pixels (0..255, as a dataset
+    stores them), resized to the data's ``image_size`` and normalised with its statistics; an
+    image file's path, a PIL image, or a list of them, decoded as ``image_folder`` does.
+
+    Raises:
+        ValueError: see :func:`model_input`.
+        FileNotFoundError: for a path that does not exist.
+    """
+    batch, single = model_input(x, ImageFormat.of(learn.dls))
     acc = learn.accelerator
     # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
     with eval_mode(learn.model), torch.no_grad(), acc.autocast():
-        out = acc.output(learn.model(acc.batch(batch.float().to(learn.device))))
+        out = acc.output(learn.model(acc.batch(batch.to(learn.device))))
     probs = out.softmax(dim=1).cpu()
-    return probs if x.ndim == 4 else probs[0]
+    return probs[0] if single else probs
 
 
 def tta(learn: Learner, n: int = 4, *, beta: float = 0.25, seed: int = 0) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
         value = learn.loss.item()
         if not math.isfinite(value):
             check_finite_input(learn.xb, value, f"epoch {learn.epoch}, batch {learn.iter}")
-            raise TrainingDiverged(learn.epoch, learn.iter, value)
+            raise TrainingDiverged(learn.epoch, learn.iter, value, _first_batch_cause(learn))
         learn.loss_value = value
         learn._call("after_step")
     except CancelBatch:
@@ -190,6 +190,22 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
     finally:
         learn.opt.zero_grad(set_to_none=True)
     learn._call("after_batch")
+
+
+def _first_batch_cause(learn: Learner) -> str | None:
+    """Why the loss of a fit's first batch is not finite, or None once the fit has stepped.
+
+    That loss comes from the weights the fit started with: its learning rate cannot be the
+    cause, and "lower the rate" would send the user to ``lr_find`` for nothing.
+    """
+    if learn.epoch != learn.resume_epoch or learn.iter != 0:
+        return None
+    return (
+        "That is this fit's first batch, whose loss comes from the weights the fit started "
+        "with, so its learning rate is not the cause: check the loss function, the model's "
+        "output (a log of 0, a division by 0, an overflow in a custom layer) and its weights "
+        "(an earlier fit that diverged, or loaded weights holding NaN)."
+    )
 
 
 def check_finite_input(xb: torch.Tensor | None, loss: float, where: str) -> None:

@@ -31,8 +31,9 @@ __all__ = [
     "rng_to_checkpoint",
 ]
 
-LRSpec = float | tuple[float, float] | slice
-"""A learning rate: one value, a ``(lo, hi)`` pair or ``slice(lo, hi)``, or ``slice(hi)``."""
+LRSpec = float | tuple[float, float] | slice | list[float] | np.ndarray
+"""A learning rate: one value, a ``(lo, hi)`` pair or ``slice(lo, hi)``, ``slice(hi)``, or a
+list (or 1-d array) of one rate per layer group."""
 
 DEFAULT_MOM = 0.9
 """Momentum (Adam's beta1) used outside one-cycle schedules."""
@@ -57,13 +58,15 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
     Args:
         lr: A number, NumPy scalars included (every group); ``(lo, hi)`` or ``slice(lo, hi)``
             (geometric spread from ``lo`` for the first group to ``hi`` for the last);
-            ``slice(hi)`` (``hi`` for the last group, ``hi / 10`` for the others, as fastai).
+            ``slice(hi)`` (``hi`` for the last group, ``hi / 10`` for the others, as fastai);
+            a list or 1-d NumPy array of one rate per group, earliest first (as fastai's array).
         n_groups: Number of layer groups, ``>= 1``.
         name: Argument name used in error messages.
 
     Raises:
-        ValueError: for a rate that is not a finite number > 0, ``lo > hi``, a slice step, or
-            any other type (the message names ``name``).
+        ValueError: for a rate that is not a finite number > 0, ``lo > hi``, a slice step, a
+            list of another length than ``n_groups``, or any other type (the message names
+            ``name``).
 
     Example:
         >>> resolve_lrs(slice(1e-4, 1e-2), 3)
@@ -80,10 +83,18 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
         lo, hi = lr
     elif _is_number(lr):
         return [_positive_lr(lr, name)] * n_groups
+    elif isinstance(lr, list) or (isinstance(lr, np.ndarray) and lr.ndim == 1):
+        if len(lr) != n_groups:
+            raise ValueError(
+                f"{name} as a list gives one rate per layer group, so it needs {n_groups} "
+                f"(the model's groups), but got {len(lr)}: {list(lr)!r}; or pass slice(lo, hi) "
+                "to spread the rates over the groups."
+            )
+        return [_positive_lr(value, f"{name}[{i}]") for i, value in enumerate(lr)]
     else:
         raise ValueError(
-            f"{name} must be a number, a (lo, hi) tuple, slice(lo, hi) or slice(hi), "
-            f"but got {lr!r}."
+            f"{name} must be a number, a (lo, hi) tuple, slice(lo, hi), slice(hi) or a list "
+            f"of one rate per layer group, but got {lr!r}."
         )
     lo, hi = _positive_lr(lo, name), _positive_lr(hi, name)
     if lo > hi:

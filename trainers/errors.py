@@ -10,19 +10,25 @@ class TrainingDiverged(RuntimeError):
         epoch: Zero-based epoch in which the loss stopped being finite.
         batch: Zero-based batch index within that epoch.
         loss: The offending loss value (``nan`` or ``inf``).
+        cause: What the message blames instead of the learning rate, when the loss was not
+            finite before the fit took a step (None: the usual advice to lower the rate).
     """
 
-    def __init__(self, epoch: int, batch: int, loss: float) -> None:
+    def __init__(self, epoch: int, batch: int, loss: float, cause: str | None = None) -> None:
         self.epoch = epoch
         self.batch = batch
         self.loss = loss
+        self.cause = cause
         super().__init__(
             f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
-            "The learning rate is probably too high; run lr_find() and pick a lower one."
+            + (
+                cause
+                or "The learning rate is probably too high; run lr_find() and pick a lower one."
+            )
         )
 
     def __reduce__(self):  # keep picklable across Ray processes
-        return (type(self), (self.epoch, self.batch, self.loss))
+        return (type(self), (self.epoch, self.batch, self.loss, self.cause))
 
 
 class CancelBatch(Exception):

@@ -90,10 +90,18 @@ class Interpretation:
 
     @classmethod
     def from_learner(cls, learn: Learner) -> Interpretation:
-        """Predict ``learn.dls.valid`` with ``learn.model`` (eval mode) and keep the results."""
+        """Predict ``learn.dls.valid`` with ``learn.model`` (eval mode) and keep the results.
+
+        The images shown are ``dls.valid_images`` where the data has them (``make_dataloaders``),
+        else the valid loader's batches in its order (data of one's own, such as a namespace of
+        :class:`~trainers.data.TensorLoader`).
+        """
         probs, targets, losses = learn.get_preds()
         dls = learn.dls
-        images = dls.valid_images.detach().float().cpu()
+        valid_images = getattr(dls, "valid_images", None)
+        if valid_images is None:
+            valid_images = torch.cat([xb.detach().cpu() for xb, _ in dls.valid])
+        images = valid_images.detach().float().cpu()
         mean, std = getattr(dls, "mean", None), getattr(dls, "std", None)
         if mean is not None and std is not None:
             shape = (1, -1, 1, 1)

@@ -40,6 +40,7 @@ from trainers._training import (
 )
 from trainers.callbacks import EVENTS, Callback, ProgressCallback, Recorder
 from trainers.errors import CallbackError, CancelBatch, CancelEpoch, CancelFit, TrainingDiverged
+from trainers.models import GroupedModel
 from trainers.schedules import one_cycle_lr, one_cycle_mom, sgdr_lr, sgdr_total_epochs
 from trainers.seeding import seed_everything
 
@@ -171,6 +172,7 @@ class Learner:
             raise ValueError(
                 f"dls must have train and valid loaders, but got {type(dls).__name__}."
             )
+        _check_model_fits_data(model, dls, classifies=loss_func is None)
         if seed is not None:
             seed_everything(seed)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -623,13 +625,17 @@ class Learner:
 
         return fit_recipe(self, **kwargs)
 
-    def one_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+    def one_batch(self, xb: torch.Tensor, yb: torch.Tensor, *, where: str = "one_batch") -> float:
         """One training step without callbacks, schedules or records: forward, backward, step.
 
         Puts the model in training mode and uses the optimizer's current rates (set them with
         :meth:`set_lrs`); runs :attr:`forward_model` under the accelerator options (autocast,
         channels_last, fp16 gradient scaling). For tools such as ``lr_find`` that drive the
         optimizer themselves; pair with :meth:`snapshot` / :meth:`restore` to leave no trace.
+
+        Args:
+            xb, yb: The batch.
+            where: How an error names this batch (``lr_find`` passes its iteration).
 
         Returns:
             The batch loss as a float (may be NaN or inf: that is not an error here).
@@ -656,7 +662,7 @@ class Learner:
         self.opt.zero_grad(set_to_none=True)
         value = loss.item()
         if not math.isfinite(value):
-            _loop.check_finite_input(xb, value, "one_batch")
+            _loop.check_finite_input(xb, value, where)
         return value
 
     # ----------------------------------------------------------------- evaluation
@@ -676,10 +682,11 @@ class Learner:
         """``(probs, targets, losses)`` over ``dls.valid`` in its order, on the CPU."""
         return _inference.get_preds(self)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of one normalised image ``(C, H, W)`` or a batch ``(N, C, H, W)``;
-        uint8 pixels (0..255) are normalised with the data's statistics first, and the channel
-        count is checked against the data's; see :func:`trainers._inference.predict`."""
+    def predict(self, x: Any) -> torch.Tensor:
+        """Class probabilities of one image or a batch: a normalised float tensor ``(C, H, W)``
+        / ``(N, C, H, W)``, uint8 pixels (resized to the data's size and normalised with its
+        statistics), an image file's path, a PIL image, or a list of them; the channels and
+        size are checked against the data's; see :func:`trainers._inference.predict`."""
         return _inference.predict(self, x)
 
     def tta(self, n: int = 4, *, beta: float = 0.25) -> dict[str, Any]:
@@ -693,6 +700,14 @@ class Learner:
         See :func:`trainers._checkpoint.save`. Returns the path written.
         """
         return _checkpoint.save(self, path)
+
+    def export(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model and what predicting needs (classes, statistics, image size) for
+        :func:`trainers.load_learner`, which needs no data; see :func:`trainers.export.export`.
+        Returns the path written."""
+        from trainers.export import export
+
+        return export(self, path)
 
     def load(
         self, path: str | os.PathLike[str], *, with_opt: bool = True, with_rng: bool = True
@@ -708,3 +723,31 @@ class Learner:
     def restore(self, snap: dict[str, Any]) -> None:
         """Put back a :meth:`snapshot` exactly (weights, optimizer, modes, flags, grads, RNG)."""
         _checkpoint.restore(self, snap)
+
+
+def _check_model_fits_data(model: nn.Module, dls: Any, *, classifies: bool) -> None:
+    """Refuse a :class:`~trainers.models.GroupedModel` built for other images or classes than
+    ``dls`` holds, before a fit meets it as a bare PyTorch error (a channel count) or, with
+    more outputs than classes, trains without a word and fails only in the interpretation.
+    The outputs are checked only with the default loss (``classifies``: cross-entropy wants
+    one score per class; a loss of the user's own may want another count).
+
+    Raises:
+        ValueError: naming both counts and the ``build_model`` call that fits the data.
+    """
+    if not isinstance(model, GroupedModel):  # a model of the user's own: its layers unknown
+        return
+    pairs = (
+        ("input channels", model.in_channels, "in_channels"),
+        ("outputs", model.n_outputs, "n_classes"),
+    )
+    for what, has, name in pairs:
+        wanted = getattr(dls, name, None)
+        if name == "n_classes" and not classifies:
+            continue
+        if isinstance(has, int) and isinstance(wanted, int) and has != wanted:
+            arch = model.arch or "<arch>"
+            raise ValueError(
+                f"the model has {has} {what} but the data has {name}={wanted}: build it for "
+                f"the data, build_model({arch!r}, dls.n_classes, in_channels=dls.in_channels)."
+            )

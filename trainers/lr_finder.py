@@ -476,7 +476,7 @@ def _run(
         learn.set_lrs([lr * r for r in ratios])
         xb, yb = next(batches)
         try:
-            loss = float(learn.one_batch(xb, yb))
+            loss = float(learn.one_batch(xb, yb, where=f"lr_find's iteration {i} (lr {lr:.3g})"))
         except TrainingDiverged as err:
             loss = float(err.loss)
         avg = beta * avg + (1 - beta) * loss

@@ -326,6 +326,23 @@ def test_state_dict_round_trip_reproduces_the_next_epoch() -> None:
     assert same_batches(epoch(dls.train), epoch(fresh.train))
 
 
+def test_one_batch_is_the_next_epochs_first_and_draws_nothing() -> None:
+    dls = make_dataloaders("digits", image_size=8, batch_size=128, augment="light")
+    untouched = make_dataloaders("digits", image_size=8, batch_size=128, augment="light")
+    xb, yb = dls.one_batch()
+    assert xb.shape == (128, 1, 8, 8) and yb.shape == (128,)
+    vx, vy = dls.valid.one_batch()
+    assert torch.equal(vx, dls.valid_images[:128]) and torch.equal(vy, dls.valid.labels[:128])
+    first, *rest = epoch(dls.train)  # the training run goes on as if nobody had looked
+    assert torch.equal(first[0], xb) and torch.equal(first[1], yb)
+    assert same_batches([first, *rest], epoch(untouched.train))
+    peeked, fresh = (
+        make_dataloaders("digits", image_size=8, batch_size=128, augment="light") for _ in "ab"
+    )
+    next(iter(peeked.train))  # what one_batch spares: a look that moves the streams
+    assert not same_batches(epoch(peeked.train), epoch(fresh.train))
+
+
 def test_oversampling_balances_a_skewed_set(indexed: str) -> None:
     labels = [0] * 160 + [1] * 20 + [2] * 20
     args: dict = {"image_size": 2, "batch_size": 16, "labels": labels}

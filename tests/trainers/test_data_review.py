@@ -151,3 +151,29 @@ def test_register_dataset_refuses_a_name_that_is_not_a_string() -> None:
     with pytest.raises(ValueError, match=r"dataset name must be a non-empty string, but got 3"):
         register_dataset(3, Tiny)  # type: ignore[arg-type]
     assert 3 not in DATASETS
+
+
+def test_register_dataset_again_needs_replace_and_never_replaces_a_built_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trainers.data import _registry, register_dataset
+
+    registry = dict(DATASETS)  # what this test registers goes with it
+    monkeypatch.setattr(_registry, "DATASETS", registry)
+
+    class Other(Tiny):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classes = ["x", "y"]
+
+    register_dataset("mine", Tiny)
+    with pytest.raises(ValueError, match=r"'mine' is already registered; pass replace=True"):
+        register_dataset("mine", Other)
+    assert registry["mine"] is Tiny
+    register_dataset("mine", Other, replace=True)  # the notebook cell run again, edited
+    assert make_dataloaders("mine", image_size=4, batch_size=2).classes == ["x", "y"]
+    with pytest.raises(ValueError, match=r"'digits' is built in and cannot be replaced"):
+        register_dataset("digits", Other, replace=True)
+    with pytest.raises(ValueError, match=r"replace must be True or False, but got 'yes'"):
+        register_dataset("mine", Tiny, replace="yes")  # type: ignore[arg-type]
+    assert registry["mine"] is Other

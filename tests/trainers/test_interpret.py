@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from trainers import Callback, Interpretation, Learner, build_model, make_dataloaders
+from trainers.data import TensorLoader
 from trainers.interpret import confusion_counts
 from trainers.plots import plot_curves
 from trainers.seeding import seed_everything
@@ -111,9 +114,26 @@ def test_inconsistent_parts_are_refused_naming_the_argument(changes: dict, match
 
 def test_from_learner_refuses_a_model_with_more_outputs_than_classes() -> None:
     dls = make_dataloaders("shapes", image_size=16, batch_size=32)
-    learn = Learner(build_model("simple_cnn", 4), dls, seed=0, device="cpu", progress=False)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))  # Learner cannot see its width
+    learn = Learner(model, dls, seed=0, device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"classes has 3 names but probs has 4 columns"):
         Interpretation.from_learner(learn)
+
+
+def test_from_learner_takes_data_of_ones_own_showing_the_valid_loaders_images() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(20, 1, 8, 8, generator=gen), torch.arange(20) % 2
+    dls = SimpleNamespace(
+        train=TensorLoader(images, labels, batch_size=5, shuffle=True, seed=0),
+        valid=TensorLoader(images[:7], labels[:7], batch_size=3),
+    )
+    learn = Learner(build_model("simple_cnn", 2, in_channels=1), dls, device="cpu", progress=False)
+    interp = Interpretation.from_learner(learn)
+    assert interp.classes == ["0", "1"] and interp.images.shape == (7, 1, 8, 8)
+    low, high = images[:7].amin(dim=(1, 2, 3)), images[:7].amax(dim=(1, 2, 3))
+    expected = (images[:7] - low.view(-1, 1, 1, 1)) / (high - low).view(-1, 1, 1, 1)
+    assert torch.allclose(interp.images, expected, atol=1e-6)  # item i is the valid loader's i
+    assert torch.equal(interp.targets, labels[:7])
 
 
 def test_plots_are_written_as_png(interp: Interpretation, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -111,6 +112,8 @@ def test_fit_keeps_a_constant_rate() -> None:
         ((1e-4, 1e-2), [1e-4, 1e-3, 1e-2]),
         (slice(1e-2), [1e-3, 1e-3, 1e-2]),
         (3e-3, [3e-3, 3e-3, 3e-3]),
+        ([1e-5, 2e-4, 1e-2], [1e-5, 2e-4, 1e-2]),  # fastai's one rate per group
+        (np.array([1e-5, 2e-4, 1e-2]), [1e-5, 2e-4, 1e-2]),
     ],
 )
 def test_discriminative_rates_per_param_group(lr, expected: list[float]) -> None:
@@ -133,13 +136,16 @@ def test_discriminative_rates_per_param_group(lr, expected: list[float]) -> None
         slice(1e-2, 1e-4),
         slice(1e-4, 1e-2, 2),
         "fast",
+        [1e-4, 1e-3],  # the model has 3 groups
+        [1e-4, 0.0, 1e-2],
+        [1e-4, float("nan"), 1e-2],
     ],
 )
 def test_invalid_lr_is_rejected_naming_the_argument(lr) -> None:
     learn = make_learner()
-    with pytest.raises(ValueError, match=r"^lr "):
+    with pytest.raises(ValueError, match=r"^lr[ \[]"):
         learn.fit(1, lr)
-    with pytest.raises(ValueError, match=r"^lr_max "):
+    with pytest.raises(ValueError, match=r"^lr_max[ \[]"):
         learn.fit_one_cycle(1, lr)
     assert learn.history == []
 
@@ -267,7 +273,7 @@ def test_freeze_keeps_the_body_fixed_but_batchnorm_trainable() -> None:
 def test_freeze_keeps_fastais_norm_layers_trainable(norm: nn.Module, trainable: bool) -> None:
     first, second = nn.Linear(3, 4), nn.Linear(4, 4)
     body = nn.Sequential(nn.Sequential(first, norm), second)
-    model = GroupedModel(body, nn.Linear(4, 2), group_starts=(0, 1))
+    model = GroupedModel(body, nn.Linear(4, 3), group_starts=(0, 1))
     dls = make_dataloaders("shapes", image_size=16, batch_size=32)
     learn = Learner(model, dls, device="cpu", progress=False)
     learn.freeze()
@@ -572,6 +578,37 @@ def test_precompute_with_a_trainable_body_asks_to_freeze_first() -> None:
 
 
 # ----------------------------------------------------------------------------- faults
+@pytest.mark.parametrize(
+    ("n_classes", "in_channels", "message"),
+    [
+        (2, 3, r"the model has 2 outputs but the data has n_classes=3"),
+        (5, 3, r"the model has 5 outputs but the data has n_classes=3"),
+        (3, 1, r"the model has 1 input channels but the data has in_channels=3"),
+    ],
+)
+@pytest.mark.parametrize("arch", ["simple_cnn", "resnet18"])
+def test_a_model_built_for_other_data_is_refused_naming_both_counts(
+    arch: str, n_classes: int, in_channels: int, message: str
+) -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    assert (dls.n_classes, dls.in_channels) == (3, 3)
+    model = build_model(arch, n_classes, in_channels=in_channels)
+    with pytest.raises(ValueError, match=message + r".*build_model\('" + arch):
+        Learner(model, dls, device="cpu", progress=False)
+
+
+def test_a_loss_of_ones_own_may_take_another_number_of_outputs() -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    model = build_model("simple_cnn", 1, in_channels=3)  # one logit against a loss of the user's
+
+    def one_logit_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(pred[:, 0], (target == 0).float())
+
+    learn = Learner(model, dls, loss_func=one_logit_loss, metrics=(), device="cpu", progress=False)
+    learn.fit(1, 1e-3)
+    assert math.isfinite(learn.history[-1]["valid_loss"])
+
+
 def test_huge_lr_raises_training_diverged_with_epoch_and_batch() -> None:
     learn = make_learner(opt="sgd")
     with pytest.raises(TrainingDiverged, match="at epoch 0, batch 1") as info:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from types import SimpleNamespace
 
 import pytest
@@ -40,7 +41,9 @@ def test_fit_on_nan_or_inf_inputs_blames_the_data_not_the_learning_rate(bad_valu
 def test_lr_find_on_nan_inputs_blames_the_data_and_leaves_no_trace() -> None:
     learn = make_learner(float("nan"))
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"one_batch holds 1 NaN or inf input value"):
+    with pytest.raises(
+        ValueError, match=r"lr_find's iteration \d+ \(lr [0-9.e+-]+\) holds 1 NaN or inf input"
+    ):
         learn.lr_find(num_it=20)
     assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
 
@@ -49,3 +52,36 @@ def test_a_finite_batch_with_a_non_finite_loss_is_still_a_divergence() -> None:
     learn = make_learner(None)
     with pytest.raises(TrainingDiverged, match="learning rate is probably too high"):
         learn.fit(1, 1e12)
+
+
+def test_a_loss_not_finite_before_the_fit_stepped_is_not_blamed_on_the_rate() -> None:
+    learn = make_learner(None)
+    learn.loss_func = lambda pred, target: torch.log(pred.softmax(1) * 0).mean()
+    with pytest.raises(TrainingDiverged, match="first batch") as info:
+        learn.fit(2, 1e-3)
+    assert (info.value.epoch, info.value.batch) == (0, 0)
+    assert "learning rate is not the cause" in str(info.value)
+    assert "too high" not in str(info.value)
+    again = pickle.loads(pickle.dumps(info.value))  # as Ray carries it from a trial
+    assert str(again) == str(info.value) and again.cause == info.value.cause
+
+
+def test_a_loss_not_finite_after_a_step_still_blames_the_rate() -> None:
+    learn = make_learner(None)
+    learn.fit(1, 1e-3)
+    calls = 0
+
+    def nan_from_the_second_batch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        loss = torch.nn.functional.cross_entropy(pred, target)
+        return loss if calls == 1 else loss * float("nan")
+
+    learn.loss_func = nan_from_the_second_batch
+    with pytest.raises(TrainingDiverged, match="learning rate is probably too high") as info:
+        learn.fit(1, 1e-3)
+    assert (info.value.epoch, info.value.batch, info.value.cause) == (0, 1, None)
+    # the diverged step left NaN weights: the next fit's first batch is blamed on them
+    learn.loss_func = torch.nn.functional.cross_entropy
+    with pytest.raises(TrainingDiverged, match=r"first batch.*loaded weights holding NaN"):
+        learn.fit(1, 1e-3)

@@ -257,17 +257,27 @@ def _flatten(files: dict[str, list[Path]], classes: list[str]) -> tuple[list[Pat
 
 def _read_rgb(file: Path, image_size: int, resize_method: str) -> np.ndarray:
     """Decode one file to a ``(image_size, image_size, 3)`` uint8 array."""
-    size = (image_size, image_size)
     try:
         with Image.open(file) as image:
-            rgb = _to_rgb(image)
-            if resize_method == "crop":
-                rgb = ImageOps.fit(rgb, size, Image.Resampling.BILINEAR)
-            else:
-                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+            return fit_rgb(image, image_size, resize_method)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise _UnreadableImage(file, str(error)) from error
+
+
+def fit_rgb(image: Image.Image, image_size: int, resize_method: str) -> np.ndarray:
+    """``image`` as the loaders hold it: 8-bit RGB, a ``(image_size, image_size, 3)`` uint8
+    array, resized by ``resize_method`` (``"squish"`` or ``"crop"``).
+
+    Raises:
+        ValueError: for a 32-bit integer or float image (see :func:`_to_rgb`).
+    """
+    size = (image_size, image_size)
+    rgb = _to_rgb(image)
+    if resize_method == "crop":
+        rgb = ImageOps.fit(rgb, size, Image.Resampling.BILINEAR)
+    else:
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 _NO_FIXED_RANGE = {"I": "32-bit integer", "F": "32-bit float"}

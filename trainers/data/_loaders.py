@@ -134,6 +134,22 @@ class TensorLoader:
                 images = self.augment(images, generator=self._augment_gen)
             yield images, self.labels.index_select(0, idx)
 
+    def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first batch the next epoch would yield (shuffled, augmented), leaving the
+        shuffle and augmentation streams where they were: a look at the data changes no
+        training run (``next(iter(loader))`` would draw from them).
+
+        Raises:
+            ValueError: for a loader that yields no batch.
+        """
+        state = self.state_dict()
+        try:
+            return next(iter(self))
+        except StopIteration:
+            raise ValueError(f"{self!r} yields no batch.") from None
+        finally:
+            self.load_state_dict(state)
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Stored-format images to normalised float32 (no augmentation)."""
         return torch.addcmul(self._bias, images.float(), self._gain)
@@ -279,6 +295,18 @@ class DataLoaders:
     def in_channels(self) -> int:
         """Image channels (1 greyscale, 3 RGB)."""
         return int(self.train.images.shape[1])
+
+    def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the next epoch would start, drawing nothing from the data's
+        streams (fastai's ``dls.one_batch()``); ``dls.valid.one_batch()`` for validation."""
+        return self.train.one_batch()
+
+    @property
+    def resize_method(self) -> str:
+        """How an image of another size is fitted to :attr:`image_size`: the source's
+        ``resize_method`` (``image_folder``: ``"squish"`` or ``"crop"``), else ``"squish"``
+        (every other dataset resizes the whole image)."""
+        return str(getattr(self._source, "resize_method", "squish"))
 
     @property
     def device(self) -> torch.device:

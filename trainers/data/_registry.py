@@ -37,25 +37,38 @@ DATASETS: dict[str, DatasetFactory] = {
 }
 
 
-def register_dataset(name: str, factory: DatasetFactory) -> None:
+_BUILT_IN = frozenset(DATASETS)
+
+
+def register_dataset(name: str, factory: DatasetFactory, *, replace: bool = False) -> None:
     """Make ``make_dataloaders(name, ...)`` build its images with ``factory``.
 
     Args:
-        name: The dataset name (must be new).
+        name: The dataset name: new, or one registered before when ``replace``.
         factory: Called with keyword arguments only: the ``dataset_kwargs`` given to
             ``make_dataloaders`` (any keyword when it takes ``**kwargs``), plus ``seed``,
             ``path`` and ``num_workers`` when its signature names them (``path``, when given, also
             through ``**kwargs``). Returns an :class:`~trainers.data.ImageSource` whose labels
             are integer class indices in ``[0, len(classes))``, checked when it is opened, and
             whose ``images()`` are uint8 (0..255), checked when they are rendered.
+        replace: Let ``factory`` take the place of the one ``name`` was registered with (a
+            notebook cell run again); a built-in dataset is never replaced.
 
     Raises:
-        ValueError: if ``name`` is already registered or ``factory`` is not callable.
+        ValueError: if ``name`` is a built-in dataset, already registered (without
+            ``replace``), or ``factory`` is not callable.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"dataset name must be a non-empty string, but got {name!r}.")
-    if name in DATASETS:
-        raise ValueError(f"dataset {name!r} is already registered; pick another name.")
+    if name in _BUILT_IN:
+        raise ValueError(f"dataset {name!r} is built in and cannot be replaced; pick another name.")
+    if name in DATASETS and not replace:
+        raise ValueError(
+            f"dataset {name!r} is already registered; pass replace=True to register it again "
+            "(a notebook cell run twice), or pick another name."
+        )
+    if not isinstance(replace, bool):
+        raise ValueError(f"replace must be True or False, but got {replace!r}.")
     if not callable(factory):
         raise ValueError(f"factory must be callable, but got {factory!r}.")
     DATASETS[name] = factory

@@ -124,3 +124,15 @@ class GroupedModel(nn.Module):
             nn.Sequential(*self.body[a:b]) for a, b in itertools.pairwise(bounds)
         ]
         return [*groups, self.head]
+
+    @property
+    def in_channels(self) -> int | None:
+        """Channels of the images the body takes: its first convolution's (None without one)."""
+        conv = next((m for m in self.body.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else int(conv.in_channels)
+
+    @property
+    def n_outputs(self) -> int | None:
+        """Scores the head gives per image: its last linear layer's (None without one)."""
+        linears = [m for m in self.head.modules() if isinstance(m, nn.Linear)]
+        return int(linears[-1].out_features) if linears else None

@@ -1,0 +1,176 @@
+"""Predicting on new images (files, PIL images, raw pixels of any size), ``learn.export`` and
+``load_learner``, and a checkpoint's class names checked on ``learn.load``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from trainers import Learner, Predictor, build_model, load_learner, make_dataloaders
+from trainers.data._base import resize_uint8
+from trainers.seeding import seed_everything
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+COLOURS = {"blue": (40, 60, 200), "green": (50, 190, 60), "red": (210, 40, 40)}
+
+
+def _write_images(root: Path, per_class: int, size: int = 24, seed: int = 0) -> None:
+    """PNGs of ``size`` px: each class a colour, a square of another shade at a random place."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(colour, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            x, y = rng.integers(0, size - 8, 2)
+            pixels[y : y + 8, x : x + 8] = 255 - pixels[y : y + 8, x : x + 8]
+            Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    _write_images(root / "train", 12, seed=0)
+    _write_images(root / "valid", 1, seed=1)  # one file per class: the valid order is by class
+    return root
+
+
+@pytest.fixture(scope="module")
+def learn(folder: Path) -> Learner:
+    """A simple_cnn trained 2 epochs at 16 px on 24 px files (squished, as loaded)."""
+    dls = make_dataloaders("image_folder", path=folder, image_size=16, batch_size=12)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes)
+    learner = Learner(model, dls, seed=0, device="cpu", progress=False)
+    learner.fit_one_cycle(2, 1e-2)
+    return learner
+
+
+def _valid_file(folder: Path, name: str) -> Path:
+    return folder / "valid" / name / "00.png"
+
+
+def test_an_image_file_or_pil_image_is_predicted_as_the_loaders_render_it(
+    learn: Learner, folder: Path
+) -> None:
+    probs, targets, _ = learn.get_preds()
+    for name in COLOURS:
+        row = probs[targets == learn.dls.classes.index(name)][0]
+        path = _valid_file(folder, name)
+        assert torch.allclose(learn.predict(path), row, atol=1e-6)
+        assert torch.allclose(learn.predict(str(path)), row, atol=1e-6)
+        with Image.open(path) as image:
+            assert torch.allclose(learn.predict(image), row, atol=1e-6)
+    files = [_valid_file(folder, name) for name in COLOURS]
+    batch = learn.predict(files)
+    assert batch.shape == (3, 3)
+    assert torch.allclose(batch.sum(dim=1), torch.ones(3))
+
+
+def test_raw_pixels_of_another_size_are_resized_to_the_datas_size(
+    learn: Learner, folder: Path
+) -> None:
+    with Image.open(_valid_file(folder, "red")) as image:
+        raw = torch.as_tensor(np.array(image)).permute(2, 0, 1)  # uint8 (3, 24, 24)
+    assert raw.shape == (3, 24, 24)
+    resized = resize_uint8(raw[None], 16)[0]
+    assert torch.equal(learn.predict(raw), learn.predict(resized))
+    # the model pools adaptively, so 24 px would run: it used to, predicting from the wrong scale
+    normalised = learn.dls.valid.normalise(raw[None].float())
+    with pytest.raises(ValueError, match=r"x is 24x24 but the model was trained on 16x16 images"):
+        learn.predict(normalised)
+
+
+def test_a_missing_or_unreadable_file_is_named(learn: Learner, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"image file '.*nothing\.png' does not exist"):
+        learn.predict(tmp_path / "nothing.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read image file '.*broken\.png'"):
+        learn.predict(broken)
+
+
+def test_a_greyscale_model_takes_a_pil_image_as_its_uint8_pixels() -> None:
+    dls = make_dataloaders("digits", image_size=16, batch_size=64)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=1)
+    learn = Learner(model, dls, seed=0, device="cpu", progress=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)
+    as_tensor = learn.predict(torch.as_tensor(pixels)[None])
+    assert torch.equal(learn.predict(Image.fromarray(pixels)), as_tensor)
+    assert torch.equal(learn.predict(Image.fromarray(pixels).convert("RGB")), as_tensor)
+
+
+def test_an_export_predicts_as_the_learner_without_the_data(
+    learn: Learner, folder: Path, tmp_path: Path
+) -> None:
+    path = learn.export(tmp_path / "sub" / "model.pt")
+    assert path == tmp_path / "sub" / "model.pt"
+    predictor = load_learner(path, device="cpu")
+    assert isinstance(predictor, Predictor)
+    assert predictor.classes == learn.dls.classes == sorted(COLOURS)
+    assert (predictor.image_size, predictor.in_channels) == (16, 3)
+    assert torch.equal(
+        predictor.predict(learn.dls.valid_images), learn.predict(learn.dls.valid_images)
+    )
+    files = [_valid_file(folder, name) for name in COLOURS]
+    assert torch.equal(predictor.predict(files), learn.predict(files))
+    expected = [learn.dls.classes[int(i)] for i in learn.predict(files).argmax(dim=1)]
+    assert predictor.predict_class(files) == expected
+    assert predictor.predict_class(files[0]) == expected[0]
+    assert "Predictor(simple_cnn, classes=3, image_size=16" in repr(predictor)
+
+
+def test_load_learner_names_a_file_that_is_no_export(learn: Learner, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"export file '.*missing\.pt' does not exist"):
+        load_learner(tmp_path / "missing.pt")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_learner(tmp_path)
+    checkpoint = learn.save(tmp_path / "ckpt.pt")
+    with pytest.raises(
+        ValueError, match=r"is a training checkpoint \(learn\.save\), not an export"
+    ):
+        load_learner(checkpoint)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"export file '.*garbage\.pt' cannot be read safely"):
+        load_learner(garbage)
+    exported = learn.export(tmp_path / "model.pt")
+    state = torch.load(exported, weights_only=True)
+    state["arch"] = "resnet18"  # the weights of another architecture
+    torch.save(state, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match=r"holds weights that do not fit its model 'resnet18'"):
+        load_learner(tmp_path / "edited.pt")
+    del state["classes"]
+    torch.save(state, tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match=r"lacks \['classes'\]; it is incomplete"):
+        load_learner(tmp_path / "cut.pt")
+
+
+def test_export_refuses_what_it_could_not_rebuild(learn: Learner, tmp_path: Path) -> None:
+    own = Learner(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)), learn.dls, progress=False)
+    with pytest.raises(ValueError, match=r"needs a model built by it .* got Sequential"):
+        own.export(tmp_path / "own.pt")
+    with pytest.raises(IsADirectoryError, match=r"export path .* is a folder"):
+        learn.export(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_of_other_classes_is_refused_on_load(tmp_path: Path) -> None:
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    model = build_model("simple_cnn", dls.n_classes)
+    saved = Learner(model, dls, device="cpu", progress=False).save(tmp_path / "a.pt")
+    other = make_dataloaders("shapes", image_size=16, batch_size=32)
+    other.classes = list(reversed(other.classes))  # the same count, read in another order
+    learn = Learner(build_model("simple_cnn", 3), other, device="cpu", progress=False)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"was trained on classes \['circle', 'square', 'tri"):
+        learn.load(saved)
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+    Learner(build_model("simple_cnn", 3), dls, device="cpu", progress=False).load(saved)
