@@ -159,6 +159,9 @@ class GridStrategy(_Arm):
 STARTUP_SAMPLERS = ("tpe", "gp", "cmaes")
 """Optuna samplers with ``n_startup_trials`` (random trials before the model takes over)."""
 
+OPTUNA_STARTUP_DEFAULTS = {"tpe": 10, "gp": 10, "cmaes": 1}
+"""Each sampler's own ``n_startup_trials``, which ``startup_trials: null`` keeps."""
+
 
 class OptunaStrategy(_Arm):
     """Ray Tune's ``OptunaSearch`` over a log-uniform LR range with a seeded sampler.

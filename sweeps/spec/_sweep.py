@@ -13,7 +13,12 @@ from pydantic import Field, field_validator, model_validator
 
 from sweeps.spec._redact import uri_has_credentials, uri_has_password
 from sweeps.spec._schema import tagged_members
-from sweeps.spec._strategies import RecipeStrategy, Strategy
+from sweeps.spec._strategies import (
+    OPTUNA_STARTUP_DEFAULTS,
+    OptunaStrategy,
+    RecipeStrategy,
+    Strategy,
+)
 from sweeps.spec._task import TaskSpec, is_uri, local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
@@ -476,6 +481,28 @@ class SweepSpec(SpecModel):
         note = self._sgdr_cut_note()
         if note:
             notes.append(note)
+        notes += self._unguided_optuna_notes()
+        return notes
+
+    def _unguided_optuna_notes(self) -> list[str]:
+        """An ``optuna`` arm whose sampler's default ``startup_trials`` (Optuna's 10 for
+        ``tpe`` and ``gp``) is not below its ``trials``: every trial is a random draw, and the
+        arm's row in the report is random search under another name. (A value given in the
+        spec is checked where it is read: it must be below ``trials``.)"""
+        notes = []
+        for arm in self.strategies:
+            if not isinstance(arm, OptunaStrategy) or arm.startup_trials is not None:
+                continue
+            default = OPTUNA_STARTUP_DEFAULTS.get(arm.sampler)
+            if default is not None and default >= arm.trials:
+                notes.append(
+                    f"optuna arm {arm.arm_name!r} draws all of its {arm.trials} trials at "
+                    f"random: sampler {arm.sampler} draws its first {default} at random "
+                    "(Optuna's default, which startup_trials: null keeps), so its row is random "
+                    f"search; set startup_trials below trials (e.g. {max(1, arm.trials // 3)}), or "
+                    "sampler: random to say so. Trials asked for while fewer than startup_trials "
+                    "have finished (one per parallel slot at the start) are random draws too"
+                )
         return notes
 
     def _sgdr_cut_note(self) -> str:

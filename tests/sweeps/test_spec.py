@@ -35,7 +35,7 @@ BASE: dict[str, Any] = {
     "strategies": [
         {"kind": "lr_finder", "suggest": ["valley", "steep"]},
         {"kind": "grid", "lr": {"min": 1.0e-4, "max": 1.0, "points": 5}},
-        {"kind": "optuna", "lr": {"min": 1.0e-4, "max": 1.0}, "trials": 4},
+        {"kind": "optuna", "lr": {"min": 1.0e-4, "max": 1.0}, "trials": 4, "startup_trials": 1},
         {"kind": "random", "lr": {"min": 1.0e-4, "max": 1.0}, "trials": 4},
         {"kind": "recipe"},
     ],
@@ -390,6 +390,36 @@ def test_an_sgdr_schedule_cut_inside_a_cycle_is_pointed_out(
     _assert_advice(changes, advice)
 
 
+UNGUIDED = (
+    r"optuna arm 'optuna' draws all of its {} trials at random: sampler {} draws its first {} at "
+    r"random \(Optuna's default, which startup_trials: null keeps\), so its row is random search"
+)
+
+
+@pytest.mark.parametrize(
+    ("arm", "advice"),
+    [
+        ({"trials": 4, "startup_trials": None}, UNGUIDED.format(4, "tpe", 10)),
+        ({"trials": 10, "startup_trials": None, "sampler": "gp"}, UNGUIDED.format(10, "gp", 10)),
+        ({"trials": 11, "startup_trials": None}, None),  # its 11th trial is modelled
+        ({"trials": 1, "startup_trials": None, "sampler": "cmaes"}, UNGUIDED.format(1, "cmaes", 1)),
+        ({"trials": 2, "startup_trials": None, "sampler": "cmaes"}, None),  # cmaes's own 1
+        ({"trials": 4, "startup_trials": None, "sampler": "random"}, None),  # random by name
+        ({"trials": 4, "startup_trials": 3}, None),  # given: checked below trials when read
+    ],
+)
+def test_an_optuna_arm_whose_default_startup_leaves_nothing_modelled_is_pointed_out(
+    arm: dict[str, Any], advice: str | None
+) -> None:
+    """A user's 4-trial TPE arm (the nightly suite's too) was random search under Optuna's
+    name: Optuna's default 10 startup trials outnumbered its trials, and nothing said so."""
+    changes = {f"strategies.2.{key}": value for key, value in arm.items()}
+    if arm.get("startup_trials", 0) is None:
+        changes["strategies.2.startup_trials"] = DELETE
+    arms = copy.deepcopy(BASE["strategies"][:4])  # the paths below change them
+    _assert_advice({"strategies": arms, "task.epochs": 4, **changes}, advice)
+
+
 @pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
 def test_packaged_specs_need_no_advice(name: str) -> None:
     assert load_spec(SPECS / name).advice() == []
@@ -714,8 +744,8 @@ BAD_OVERRIDES = [
     ("seeds=[1, *a]", r"the value is refused: YAML aliases \(\*a\) are not allowed"),
     (
         "strategies.2.kind=grid",
-        r"strategies\.2 also sets trials, which kind 'grid' does not take; replace the whole "
-        r"mapping instead: --set 'strategies\.2=\{kind: grid, \.\.\.\}'",
+        r"strategies\.2 also sets trials, startup_trials, which kind 'grid' does not take; "
+        r"replace the whole mapping instead: --set 'strategies\.2=\{kind: grid, \.\.\.\}'",
     ),
 ]
 
