@@ -147,7 +147,7 @@ def main() -> None:
     thresholds = {
         name: p.default
         for name, p in inspect.signature(diagnose).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not None  # not start_loss
     }
     payload = {"generated_by": "scripts/diagnose_evidence.py", "thresholds": thresholds}
     text = json.dumps({**payload, "runs": runs}, indent=1, allow_nan=False)

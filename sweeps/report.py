@@ -355,7 +355,7 @@ def trial_row(run: Any) -> TrialRow:
     )
 
 
-def _with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
+def with_epochs_held(tracker: Tracker, run: Any, row: TrialRow) -> TrialRow:
     """``row`` with the epochs and epoch seconds MLflow holds when the run has no summary
     (``compute_s`` is logged only when a trial ends normally: a failed trial's epochs count)."""
     if "compute_s" in run.data.metrics:
@@ -548,7 +548,7 @@ def build_report(
         parent, children = parent_run_id, tracker.child_runs(experiment_id, parent_run_id)
     else:
         parent, children = _latest_with_trials(tracker, experiment_id, experiment)
-    rows = [_with_epochs_held(tracker, run, trial_row(run)) for run in children]
+    rows = [with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
     report = Report(
         experiment,

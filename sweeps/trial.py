@@ -655,7 +655,7 @@ def _finalize(
     tracker.log_metrics(run_id, points)
     if math.isfinite(record.lr):
         _log_new_params(tracker, run_id, {"lr": record.lr})
-    diagnosis = _diagnose(history)
+    diagnosis = _diagnose(history, record, spec)
     tags = {
         "sweeps.stop_reason": record.stop_reason,
         "sweeps.best_epoch": "" if record.best_epoch is None else record.best_epoch,
@@ -673,13 +673,28 @@ def _finalize(
         tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
 
 
-def _diagnose(history: list[dict[str, Any]]) -> tuple[str, str]:
+def _diagnose(history: list[dict[str, Any]], record: TrialRecord, spec: Any) -> tuple[str, str]:
+    """The trial's curve diagnosis, told what the curve alone cannot show: a trial stopped as
+    ``diverged`` had a too high rate (the epoch that blew up may have no record, or the blow-up
+    came within the first epoch, which then is no reference); its loss before the first step
+    is the reference for an explosion; a trial ``early_stop`` ended has risen for ``patience``
+    epochs, which is what ``overfitting`` then asks for (the rule's own 3 would never be met
+    by a trial stopped after 2)."""
     from trainers.diagnose import diagnose
 
+    if record.stop_reason == "diverged":
+        return "lr_too_high", (
+            "the trial diverged (its training loss turned non-finite or passed "
+            "divergence.factor times its loss before the first step): lower the learning rate."
+        )
     if not training_rows(history):
         return "no_epochs", "the trial ended before its first epoch finished"
+    options: dict[str, Any] = {"start_loss": record.start_loss}
+    stop = getattr(spec, "early_stop", None)
+    if record.stop_reason == "rising_val_loss" and stop is not None:
+        options["rise_epochs"] = max(1, min(3, int(stop.patience)))
     try:
-        found = diagnose(history)
+        found = diagnose(history, **options)
     except ValueError as error:  # e.g. every epoch cancelled before its losses were measured
         return "no_epochs", str(error)
     return str(found.label), str(found.reason)

@@ -4,11 +4,14 @@
 ``valid_loss``; other keys are ignored) and names the most likely problem:
 
 =================  ======================================================================
-``lr_too_high``    a loss is NaN/inf, or the validation loss exploded: at some epoch it is
-                   more than ``explode_ratio`` times the first epoch's training loss while the
-                   training loss has not fallen by that factor (the overfitting pattern has),
-                   unless the explosion comes after the best epoch, the training loss fell
-                   since then and the run matches ``overfitting`` (a steady climb, not a blow-up).
+``lr_too_high``    a loss is NaN/inf, the training loss rose above ``explode_ratio`` times
+                   ``start_loss`` (when given: the loss before the first step), or the
+                   validation loss exploded: at some epoch it is more than ``explode_ratio``
+                   times the first epoch's training loss (or ``start_loss``, when lower) while
+                   the training loss has not fallen by that factor (the overfitting pattern
+                   has), unless the explosion comes after the best epoch, the training loss
+                   fell since then and the run matches ``overfitting`` (a steady climb, not a
+                   blow-up).
 ``overfitting``    the best validation loss is ``rise_epochs`` or more epochs old, the last one
                    is more than ``min_rise`` (relative) above it, and the training loss did not
                    rise meanwhile by more than ``min_rise`` times the first training loss (so a
@@ -18,7 +21,8 @@
 ``lr_too_low``     ``min_epochs_too_low`` epochs or more, the training loss still above the
                    validation loss, and the validation loss never fell faster than
                    ``slow_improvement`` per epoch (geometric mean over any ``window`` epochs).
-``ok``             none of the above.
+``ok``             none of the above (the reason says when the run is too short for
+                   ``lr_too_low`` to be judged).
 =================  ======================================================================
 
 The rules are checked in that order; the first that matches is the diagnosis. The default
@@ -86,6 +90,7 @@ def diagnose(
     slow_improvement: float = 0.3,
     min_epochs_too_low: int = 3,
     window: int = 3,
+    start_loss: float | None = None,
 ) -> Diagnosis:
     """Label a training run from its per-epoch history (see the module docstring for the rules).
 
@@ -104,6 +109,10 @@ def diagnose(
             in (0, 1).
         min_epochs_too_low: Fewest epochs before a run is called ``lr_too_low``; >= 2.
         window: Epochs over which the per-epoch drop is averaged (geometric mean); >= 1.
+        start_loss: The training loss before the first step (a sweep's trial records it as
+            ``train_loss_at_start``), or None. A rate so high that the first epoch already blew
+            up leaves no sane first-epoch loss to compare with: ``start_loss`` is that
+            reference. NaN counts as not given.
 
     Returns:
         The :class:`Diagnosis`.
@@ -127,8 +136,11 @@ def diagnose(
         min_epochs_too_low,
         window,
     )
+    if start_loss is not None and not _is_real(start_loss):
+        raise ValueError(f"start_loss must be a number or None, but got {start_loss!r}.")
+    start = float(start_loss) if start_loss is not None else math.nan
     train, valid = _losses(history)
-    evidence = _measure(train, valid, explode_ratio=explode_ratio, window=window)
+    evidence = _measure(train, valid, explode_ratio=explode_ratio, window=window, start=start)
     label, reason = _decide(
         evidence,
         rise_epochs=rise_epochs,
@@ -220,9 +232,10 @@ def _number(record: Mapping[str, Any], key: str, i: int) -> float:
 
 
 def _measure(
-    train: list[float], valid: list[float], *, explode_ratio: float, window: int
+    train: list[float], valid: list[float], *, explode_ratio: float, window: int, start: float
 ) -> dict[str, float | int]:
-    """Every number the rules use; NaN where it is undefined."""
+    """Every number the rules use; NaN where it is undefined. ``start``: the loss before the
+    first step, NaN when unknown."""
     n = len(valid)
     ev: dict[str, float | int] = {"n_epochs": n, "last_train_loss": train[-1]}
     ev["last_valid_loss"] = valid[-1]
@@ -230,7 +243,12 @@ def _measure(
     ev["first_non_finite_epoch"] = bad[0] if bad else -1
     if bad:
         return ev
-    ref = train[0]
+    known_start = math.isfinite(start) and start > 0
+    # the first epoch's mean training loss, unless the loss at the start is lower (an epoch
+    # that already blew up is no reference for a blow-up)
+    ref = min(train[0], start) if known_start else train[0]
+    ev["start_loss"] = start if known_start else math.nan
+    ev["train_rise_over_start"] = max(train) / start if known_start else math.nan
     ev["explosion_ratio"] = max(v / ref for v in valid) if ref > 0 else math.inf
     exploded = [
         i for i in range(n) if valid[i] > explode_ratio * ref and train[i] * explode_ratio > ref
@@ -264,6 +282,11 @@ def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
     """The rules, in order; returns ``(label, reason)``."""
     if ev["first_non_finite_epoch"] != -1:
         return "lr_too_high", f"a loss is not finite at epoch {ev['first_non_finite_epoch']}."
+    if ev["train_rise_over_start"] > t["explode_ratio"]:  # NaN (no start loss) compares False
+        return "lr_too_high", (
+            f"the training loss rose to {ev['train_rise_over_start']:.3g}x its value before the "
+            f"first step ({ev['start_loss']:.3g}; > {t['explode_ratio']})."
+        )
     overfit = (
         ev["epochs_since_best"] >= t["rise_epochs"]
         and ev["rise_since_best"] > t["min_rise"]
@@ -302,5 +325,11 @@ def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
             f"after {ev['n_epochs']} epochs the validation loss never fell faster than "
             f"{ev['best_improvement']:.0%} per epoch (< {t['slow_improvement']:.0%}) and the "
             "training loss is still above it."
+        )
+    if ev["n_epochs"] < t["min_epochs_too_low"]:
+        return "ok", (
+            "no sign of a too high rate, of overfitting or of stopping early; "
+            f"{ev['n_epochs']} epochs are too few to judge a too low rate (it takes "
+            f"{t['min_epochs_too_low']}): compare the error rate with chance."
         )
     return "ok", "no sign of a too high or too low rate, of overfitting or of stopping early."

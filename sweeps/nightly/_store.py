@@ -37,7 +37,7 @@ from sweeps.nightly._env import (
     VERSION_PREFIX,
 )
 from sweeps.nightly._figures import Figure
-from sweeps.report import TrialRow, trial_row
+from sweeps.report import TrialRow, trial_row, with_epochs_held
 from sweeps.tracking import TAG_KIND, Tracker
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ class NightStore:
         """
         parent = self.tracker.get_run(sweep_run_id)
         children = self.tracker.child_runs(parent.info.experiment_id, sweep_run_id)
-        trials = [trial_row(run) for run in children]
+        # a failed trial's epochs and range test count, as in lrsweep report's compute
+        trials = [with_epochs_held(self.tracker, run, trial_row(run)) for run in children]
         failures = [
             f"trial {run.info.run_name or run.info.run_id} ({row.group}) ended "
             f"{run.info.status}: {run.data.tags.get('sweeps.error', 'no error recorded')}"

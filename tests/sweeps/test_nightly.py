@@ -437,6 +437,35 @@ def test_a_sweep_that_left_no_trial_in_mlflow_fails_the_night_rather_than_passin
     assert reading.trials == [] and reading.failures == ["the sweep logged no trial to MLflow"]
 
 
+def test_a_failed_trials_compute_counts_its_epochs_and_range_test_as_the_report_does(
+    tracking_uri: str,
+) -> None:
+    """A trial that fails logs no compute_s: the night read 0 s for it, where lrsweep report
+    counts the epochs MLflow holds and the range test."""
+    from sweeps.report import build_report
+
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("nightly/tiny/digits")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    child = tracker.start_run(
+        experiment_id,
+        run_name="finder",
+        tags={"sweeps.strategy": "lr_finder", "sweeps.rule": "valley", "sweeps.seed": "0"},
+        parent_run_id=parent,
+    )
+    tracker.log_metrics(child, [("epoch_time_s", 0.5, 0), ("epoch_time_s", 0.75, 1)])
+    tracker.log_metrics(child, [("lr_find_s", 0.25, 0)])
+    tracker.set_tags(child, {"sweeps.stop_reason": "failed", "sweeps.error": "OSError()"})
+    tracker.end_run(child, "FAILED")
+    tracker.end_run(parent)
+    reading = NightStore(tracker, "tiny").read_sweep(parent)
+    (row,) = reading.trials
+    assert (row.compute_s, row.epochs_run) == (1.5, 2)
+    assert len(reading.failures) == 1
+    (reported,) = build_report("nightly/tiny/digits", tracker=tracker).trials
+    assert reported.compute_s == row.compute_s
+
+
 # --- suite input ------------------------------------------------------------------------------
 
 

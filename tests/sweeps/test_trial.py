@@ -343,8 +343,46 @@ def test_a_history_of_cancelled_epochs_only_is_diagnosed_as_no_epochs() -> None:
     from sweeps.trial import _diagnose
 
     history = [{"epoch": 0, "train_loss": math.nan, "valid_loss": math.nan, "cancelled": True}]
-    label, reason = _diagnose(history)
+    label, reason = _diagnose(history, TrialRecord(run_id="r"), validate_spec(SPEC))
     assert label == "no_epochs" and "cancelled" in reason
+
+
+def _history(train: list[float], valid: list[float]) -> list[dict[str, Any]]:
+    return [
+        {"epoch": i, "train_loss": t, "valid_loss": v}
+        for i, (t, v) in enumerate(zip(train, valid, strict=True))
+    ]
+
+
+def test_a_trial_whose_first_epoch_blew_up_is_diagnosed_lr_too_high() -> None:
+    """A user's lr=10 trial (Adam, digits): the first epoch's mean training loss is already
+    9459, so it is no reference for an explosion; the loss before the first step (2.3) is."""
+    from sweeps.trial import _diagnose
+
+    blown = _history([9459.3, 3944.0, 3417.6, 2962.0], [24158.4, 10453.8, 4133.8, 3824.2])
+    spec = validate_spec(SPEC)
+    label, reason = _diagnose(blown, TrialRecord(run_id="r", start_loss=2.31), spec)
+    assert label == "lr_too_high" and "before the first step" in reason
+    assert _diagnose(blown, TrialRecord(run_id="r"), spec)[0] == "ok"  # what it said before
+    stopped = TrialRecord(run_id="r", stop_reason="diverged")  # by the stopper, or NaN
+    label, reason = _diagnose(blown[:1], stopped, spec)
+    assert label == "lr_too_high" and "diverged" in reason
+    healthy = _history([0.9, 0.4, 0.3], [0.5, 0.35, 0.3])  # its first epoch below the start
+    assert _diagnose(healthy, TrialRecord(run_id="r", start_loss=2.31), spec)[0] != "lr_too_high"
+
+
+def test_a_trial_early_stop_ended_on_a_rising_loss_is_diagnosed_overfitting() -> None:
+    """A user's trial stopped after 2 rising epochs (patience 2): the rule's own 3 epochs since
+    the best would have called it "ok" beside stop_reason rising_val_loss."""
+    from sweeps.trial import _diagnose
+
+    rising = _history([2.2, 1.1, 0.55, 0.31, 0.18], [2.0384, 0.9704, 0.5716, 0.872, 0.7869])
+    spec = validate_spec({**SPEC, "early_stop": {"patience": 2}})
+    stopped = TrialRecord(run_id="r", start_loss=2.31, stop_reason="rising_val_loss")
+    label, reason = _diagnose(rising, stopped, spec)
+    assert label == "overfitting" and "2 epochs ago" in reason
+    completed = TrialRecord(run_id="r", start_loss=2.31, stop_reason="completed")
+    assert _diagnose(rising, completed, spec)[0] == "ok"  # no stop: the rule keeps its 3
 
 
 class _ValidLossRisesAtEpoch(Callback):
@@ -453,7 +491,7 @@ def test_a_finder_trial_that_fails_after_its_range_test_counts_it_in_its_compute
 ) -> None:
     """``lr_find_s`` is logged with the curve, so the report counts the test of a trial that
     failed before its end (it used to be logged only by a trial that finished)."""
-    from sweeps.report import _with_epochs_held, trial_row
+    from sweeps.report import trial_row, with_epochs_held
     from sweeps.trial import TrialContext, _start
 
     spec = validate_spec(
@@ -481,7 +519,7 @@ def test_a_finder_trial_that_fails_after_its_range_test_counts_it_in_its_compute
     run = tracker.get_run(run_id)
     assert run.data.metrics["lr_find_s"] == pytest.approx(record.lr_find_s) and record.lr_find_s > 0
     assert "compute_s" not in run.data.metrics
-    row = _with_epochs_held(tracker, run, trial_row(run))
+    row = with_epochs_held(tracker, run, trial_row(run))
     assert row.compute_s == pytest.approx(record.lr_find_s)
 
 

@@ -80,7 +80,7 @@ def test_evidence_file_records_the_current_defaults():
     defaults = {
         name: p.default
         for name, p in inspect.signature(diagnose).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not None  # not start_loss
     }
     assert EVIDENCE["thresholds"] == defaults
     assert {r["label"] for r in EVIDENCE["runs"]} == set(LABELS)
@@ -238,3 +238,26 @@ def test_history_of_cancelled_epochs_only_says_so():
     cancelled = {"epoch": 0, "train_loss": math.nan, "valid_loss": math.nan, "cancelled": True}
     with pytest.raises(ValueError, match=r"every epoch record .* was cancelled"):
         diagnose([cancelled, {**cancelled, "epoch": 1}])
+
+
+def test_the_loss_before_the_first_step_is_the_reference_once_the_first_epoch_blew_up() -> None:
+    blown = _history([9459.3, 3944.0, 3417.6, 2962.0], [24158.4, 10453.8, 4133.8, 3824.2])
+    assert diagnose(blown).label == "ok"  # from the curve alone, the blow-up is invisible
+    found = diagnose(blown, start_loss=2.31)
+    assert found.label == "lr_too_high"
+    assert "rose to 4.09e+03x its value before the first step (2.31" in found.reason
+    assert found.evidence["start_loss"] == 2.31
+    # a healthy run's first epoch is below its start: nothing changes for it
+    for _name, train, valid, label in SYNTHETIC:
+        assert diagnose(_history(train, valid), start_loss=max(train[0], 2.5)).label == label
+    assert diagnose(blown, start_loss=math.nan).label == "ok"  # unknown, as a trial may hold
+    with pytest.raises(ValueError, match=r"start_loss must be a number or None, but got 'x'"):
+        diagnose(blown, start_loss="x")  # type: ignore[arg-type]
+
+
+def test_a_run_too_short_to_judge_a_low_rate_says_so() -> None:
+    flat = _history([2.30, 2.29], [2.301, 2.299])  # chance level on 10 classes after 2 epochs
+    found = diagnose(flat)
+    assert found.label == "ok"
+    assert "2 epochs are too few to judge a too low rate (it takes 3)" in found.reason
+    assert "too few" not in diagnose(_history([2.3, 1.0, 0.6], [2.0, 0.9, 0.62])).reason
