@@ -145,6 +145,8 @@ class Report:
     status_note: str = ""
     """Empty for a sweep whose trials all ended; else why the tables are incomplete (an
     interrupted or still running sweep) and what continues it."""
+    other_sweeps: int = 0
+    """How many other sweep runs the experiment holds (``--run-id`` picks one of them)."""
 
     def group(self, name: str) -> GroupRow:
         """The row of one group; ``KeyError`` lists the groups."""
@@ -461,8 +463,9 @@ def latest_parent(tracker: Tracker, experiment_id: str, experiment: str | None =
 
 def _latest_with_trials(
     tracker: Tracker, experiment_id: str, experiment: str
-) -> tuple[str, list[Any]]:
-    """The most recently started sweep run that has a trial run, with its trial runs.
+) -> tuple[str, list[Any], int]:
+    """The most recently started sweep run that has a trial run, with its trial runs and the
+    number of sweep runs in the experiment.
 
     A later sweep run without one (it ended before any trial started, or is starting) is
     passed over with a warning naming it: its empty table would hide the sweep before.
@@ -485,7 +488,7 @@ def _latest_with_trials(
                     skipped,
                     _described(parent),
                 )
-            return str(parent.info.run_id), children
+            return str(parent.info.run_id), children, len(parents)
     latest = parents[0]
     error = latest.data.tags.get("sweeps.error")
     raise LookupError(
@@ -546,8 +549,9 @@ def build_report(
     if parent_run_id is not None:
         tracker.check_sweep_run(experiment_id, experiment, parent_run_id)
         parent, children = parent_run_id, tracker.child_runs(experiment_id, parent_run_id)
+        sweeps = len(tracker.sweep_runs(experiment_id))
     else:
-        parent, children = _latest_with_trials(tracker, experiment_id, experiment)
+        parent, children, sweeps = _latest_with_trials(tracker, experiment_id, experiment)
     rows = [with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
     report = Report(
@@ -556,6 +560,7 @@ def build_report(
         compare(trials),
         trials,
         status_note=_status_note(tracker, parent, children),
+        other_sweeps=max(0, sweeps - 1),
     )
     if figures_dir is None:
         folder = Path(tempfile.mkdtemp(prefix="lrsweep-report-"))

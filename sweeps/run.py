@@ -241,10 +241,9 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
         preflight.connect(address)
         preflight.check_cluster(spec, address=address, tracking_uri=uri, storage=storage)
     preflight.check_artifact_location(uri, min_free_mb=min_free_mb())
-    try:
-        preflight.check_artifact_location(root, min_free_mb=min_free_mb())
-    except preflight.PreflightError as error:
-        raise preflight.PreflightError(f"storage.path (Ray's checkpoints): {error}") from None
+    preflight.check_artifact_location(
+        root, min_free_mb=min_free_mb(), what="Ray's checkpoint folder (storage.path)"
+    )
 
 
 def run_sweep(

@@ -50,10 +50,15 @@ def report_command(
     print_report(console, report)
     if report.status_note:
         console.print(report.status_note, markup=False, highlight=False, style="bold")
+    others = report.other_sweeps
     console.print(
         f"{len(report.trials)} trials of sweep run {report.parent_run_id} of experiment "
         f"{experiment!r}"
-        + ("." if run_id else " (the latest with a trial run; another: --run-id)."),
+        + (
+            f" (the latest with a trial run; {others} other sweep run(s): pick one with --run-id)."
+            if others and not run_id
+            else "."
+        ),
         markup=False,
         highlight=False,
     )

@@ -179,7 +179,10 @@ def local_artifact_folder(uri_or_path: str | os.PathLike[str]) -> Path | None:
 
 
 def check_artifact_location(
-    uri_or_path: str | os.PathLike[str], *, min_free_mb: float = MIN_FREE_MB
+    uri_or_path: str | os.PathLike[str],
+    *,
+    min_free_mb: float = MIN_FREE_MB,
+    what: str | None = None,
 ) -> Path | None:
     """Fail before training when a local artifact folder is unwritable or nearly full.
 
@@ -190,6 +193,8 @@ def check_artifact_location(
         uri_or_path: A tracking URI (``sqlite:///.../mlflow.db`` checks its folder), a
             ``file://`` URI or a path (an artifact root, Ray's storage path).
         min_free_mb: Free space required, in MB.
+        what: What the folder is, for the message (default: the SQLite store's folder for a
+            ``sqlite:`` URI, else the artifact folder).
 
     Returns:
         The folder checked, or None for a remote location.
@@ -202,20 +207,41 @@ def check_artifact_location(
     if folder is None:
         logger.debug("artifact location %s is remote; not checked", redact_uri(str(uri_or_path)))
         return None
+    if what is None:
+        sqlite = str(uri_or_path).startswith("sqlite:")
+        what = "the SQLite store's folder" if sqlite else "the artifact folder"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".lrsweep-probe-"):
             pass
     except OSError as error:
-        raise PreflightError(
-            f"The artifact folder {folder} is not writable ({error.strerror or error}). "
-            "Fix its permissions, or point the tracking URI / storage.path elsewhere."
-        ) from None
+        raise PreflightError(f"{_capital(what)} {folder} {_why_unusable(folder, error)}") from None
     free_mb = shutil.disk_usage(folder).free / 2**20
     if free_mb < min_free_mb:
         raise PreflightError(
-            f"The artifact folder {folder} has {free_mb:.0f} MB free, but at least "
+            f"{_capital(what)} {folder} has {free_mb:.0f} MB free, but at least "
             f"{min_free_mb:.0f} MB are needed for checkpoints and reports. Free some space, or "
             "point the tracking URI / storage.path at a larger disk."
         )
     return folder
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _why_unusable(folder: Path, error: OSError) -> str:
+    """Why ``folder`` cannot be created or written, and what to do: a file where a folder
+    of its path should be, a path that cannot be made (a read-only or virtual file system),
+    or permissions."""
+    elsewhere = "or point the tracking URI / storage.path elsewhere."
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return (
+            f"cannot be created: {blocker} is a file, not a folder. Move that file away, "
+            f"{elsewhere}"
+        )
+    if isinstance(error, PermissionError):
+        return f"is not writable ({error.strerror}). Fix its permissions, {elsewhere}"
+    reason = error.strerror or error
+    return f"cannot be created or written ({reason}). Pick a folder that can, {elsewhere}"

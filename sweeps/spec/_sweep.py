@@ -451,14 +451,16 @@ class SweepSpec(SpecModel):
         """Valid settings that cannot do what they are there for, each with what to change.
 
         ``lrsweep validate`` prints them and ``run_sweep`` logs them as warnings; none stops a
-        sweep. Today: an ``early_stop`` that can never fire, because every arm's trials end
-        after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch only sets the
-        best, and a stop after the last epoch saves nothing) or every arm is a ``recipe``
-        (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule cut inside
-        a cycle.
+        sweep. Today: an ``early_stop`` the spec sets that can never fire, because every arm's
+        trials end after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch
+        only sets the best, and a stop after the last epoch saves nothing) or every arm is a
+        ``recipe`` (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule
+        cut inside a cycle; an ``optuna`` arm whose default startup trials leave it unguided.
         """
         notes: list[str] = []
-        stop = self.early_stop
+        # the default early_stop, which the spec did not write, is no setting to correct: a
+        # one-epoch spec would be told to turn off what it never turned on
+        stop = self.early_stop if "early_stop" in self.model_fields_set else None
         stopped = [arm for arm in self.strategies if not isinstance(arm, RecipeStrategy)]
         if stop is not None and not stopped:
             notes.append(

@@ -36,7 +36,10 @@ def test_valid_spec_prints_the_resolved_yaml_and_exits_0(
 ) -> None:
     # shapes takes no api_token: widen the option check as a user's **kwargs builder would
     monkeypatch.setattr("sweeps.spec._task._dataset_options", lambda name: None)
-    result = _invoke(str(spec_file), "--set", "task.epochs=2", "--set", "seeds=[0, 1]")
+    result = _invoke(
+        str(spec_file),
+        *("--set", "task.epochs=2", "--set", "seeds=[0, 1]", "--set", "early_stop={patience: 2}"),
+    )
     assert result.exit_code == 0, result.output
     printed = yaml.safe_load(result.stdout)
     assert printed["task"]["epochs"] == 2 and printed["seeds"] == [0, 1]
@@ -44,7 +47,7 @@ def test_valid_spec_prints_the_resolved_yaml_and_exits_0(
     assert printed["task"]["dataset"]["options"]["api_token"] == "***"
     assert "s3cr3t-value" not in result.output
     assert load_spec(printed).task.epochs == 2
-    # valid but inert: early stopping's default patience needs 3 epochs; said on stderr only
+    # valid but inert: early stopping with patience 2 needs 3 epochs; said on stderr only
     note = "Note: early_stop can never stop a trial: it needs more than 3 epochs"
     assert result.stderr.startswith(note)
 

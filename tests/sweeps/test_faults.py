@@ -324,8 +324,16 @@ def _refused(tmp_path: Path, *args: str) -> Any:
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("tracking", "artifact folder {blocker}/mlflow is not writable"),
-        ("storage", "storage.path (Ray's checkpoints): The artifact folder {blocker}/ray"),
+        (
+            "tracking",
+            "The SQLite store's folder {blocker}/mlflow cannot be created: {blocker} is a file, "
+            "not a folder. Move that file away",
+        ),
+        (
+            "storage",
+            "Ray's checkpoint folder (storage.path) {blocker}/ray cannot be created: {blocker} "
+            "is a file",
+        ),
         ("disk-full", "MB are needed for checkpoints and reports"),
     ],
 )

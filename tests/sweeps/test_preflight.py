@@ -384,8 +384,22 @@ def test_artifact_folder_is_created_and_checked(tmp_path: Path):
 def test_unwritable_artifact_folder_is_refused_before_training(tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(PreflightError, match=rf"artifact folder {blocker}/artifacts is not writ"):
+    with pytest.raises(
+        PreflightError,
+        match=rf"^The artifact folder {blocker}/artifacts cannot be created: {blocker} is a file, "
+        "not a folder. Move that file away",
+    ):
         check_artifact_location(blocker / "artifacts")
+    with pytest.raises(
+        PreflightError, match=rf"^The artifact folder {blocker}/deeper/still cannot be created: "
+    ):
+        check_artifact_location(blocker / "deeper" / "still")
+    # a path no one can make: neither a file in the way nor permissions (root passes those)
+    with pytest.raises(
+        PreflightError,
+        match=r"^The SQLite store's folder /proc/lrsweep-nothing cannot be created or written \(",
+    ):
+        check_artifact_location("sqlite:////proc/lrsweep-nothing/mlflow.db")
 
 
 def test_full_disk_is_refused_naming_free_and_needed_space(tmp_path: Path):

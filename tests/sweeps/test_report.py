@@ -424,9 +424,20 @@ def test_the_default_sweep_is_the_latest_with_a_trial_run(
     assert build_report("report-test", empty, tracker=tracker).trials == []  # when asked for
     printed = " ".join(_report_cli(tracking_uri).stdout.split())  # not "the latest" sweep run
     assert (
-        f"sweep run {with_trials} of experiment 'report-test' (the latest with a trial run;"
-        in printed
+        f"sweep run {with_trials} of experiment 'report-test' (the latest with a trial run; 1 "
+        "other sweep run(s): pick one with --run-id)." in printed
     )
+    assert report.other_sweeps == 1
+
+
+def test_the_only_sweep_of_an_experiment_is_reported_without_a_word_of_others(
+    tracking_uri: str,
+) -> None:
+    tracker = Tracker(tracking_uri)
+    only = _write_sweep(tracker, tracker.ensure_experiment("report-test"))
+    printed = " ".join(_report_cli(tracking_uri).stdout.split())
+    assert printed.endswith(f"trials of sweep run {only} of experiment 'report-test'.")
+    assert build_report("report-test", tracker=tracker).other_sweeps == 0
 
 
 def test_no_sweep_with_a_trial_run_is_an_error_naming_the_latest(tracking_uri: str) -> None:

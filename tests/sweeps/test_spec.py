@@ -318,11 +318,18 @@ INERT = (
     ("changes", "advice"),
     [
         # the recipe arm's 12 epochs do not count: early_stop leaves a recipe alone
-        ({}, INERT.format(3, 3)),
+        ({"early_stop": {}}, INERT.format(3, 3)),
         # 3 epochs: the first stop would come after the last epoch, saving nothing
-        ({"strategies": BASE["strategies"][:4]}, INERT.format(3, 3)),
-        ({"strategies": BASE["strategies"][:4], "task.epochs": 4}, None),  # one epoch saved
-        ({"strategies": BASE["strategies"][:4], "task.epochs": 2}, INERT.format(3, 2)),
+        ({"strategies": BASE["strategies"][:4], "early_stop": {}}, INERT.format(3, 3)),
+        ({"strategies": BASE["strategies"][:4], "task.epochs": 4, "early_stop": {}}, None),
+        (
+            {"strategies": BASE["strategies"][:4], "task.epochs": 2, "early_stop": {}},
+            INERT.format(3, 2),
+        ),
+        # the default, which the spec does not write, is not pointed out (a user's 1-epoch spec
+        # was told to set early_stop: null, a setting it never made)
+        ({"strategies": BASE["strategies"][:4], "task.epochs": 1}, None),
+        ({"strategies": BASE["strategies"][:4]}, None),
         ({"strategies": BASE["strategies"][:4], "early_stop": {"patience": 3}}, INERT.format(4, 3)),
         (
             {
