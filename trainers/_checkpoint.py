@@ -179,16 +179,7 @@ def load(
         IsADirectoryError: ``path`` is a folder.
     """
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"checkpoint path {str(path)!r} is a folder; pass the checkpoint file in it."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"checkpoint file {str(path)!r} cannot be read safely: {err}") from err
+    state = read_safely(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(
             f"checkpoint file {str(path)!r} is not a Learner checkpoint (format {FORMAT!r})."
@@ -226,6 +217,26 @@ def load(
         set_rng_state(rng_from_checkpoint(state["rng"]))
         if state["dls"] is not None and hasattr(learn.dls, "load_state_dict"):
             learn.dls.load_state_dict(state["dls"])
+
+
+def read_safely(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU; ``what`` names the file in errors.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+        FileNotFoundError: for a missing file.
+        ValueError: for a file ``torch.load`` cannot read with ``weights_only=True``.
+    """
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{what} path {str(path)!r} is a folder; pass the {what} file in it."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{what} file {str(path)!r} cannot be read safely: {err}") from err
 
 
 def snapshot(learn: Learner) -> dict[str, Any]:

@@ -197,14 +197,7 @@ def load_learner(
             the message names the file.
     """
     file = Path(path).expanduser()
-    if file.is_dir():
-        raise IsADirectoryError(f"export path {str(file)!r} is a folder; pass the file in it.")
-    if not file.is_file():
-        raise FileNotFoundError(f"export file {str(file)!r} does not exist.")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"export file {str(file)!r} cannot be read safely: {err}") from err
+    state = _checkpoint.read_safely(file, "export")
     if isinstance(state, dict) and state.get("format") == _checkpoint.FORMAT:
         raise ValueError(
             f"{str(file)!r} is a training checkpoint (learn.save), not an export: load it into "
