@@ -653,8 +653,10 @@ def _finalize(
         held = tracker.get_run(run_id).data.metrics
         points = [point for point in points if point[0] not in held]
     tracker.log_metrics(run_id, points)
+    params: dict[str, Any] = {"lr_group_ratios": lr_group_ratios(learn)}
     if math.isfinite(record.lr):
-        _log_new_params(tracker, run_id, {"lr": record.lr})
+        params["lr"] = record.lr
+    _log_new_params(tracker, run_id, params)
     diagnosis = _diagnose(history, record, spec)
     tags = {
         "sweeps.stop_reason": record.stop_reason,
@@ -671,6 +673,18 @@ def _finalize(
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
         example = learn.dls.valid_images[:2].detach().cpu()
         tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
+
+
+def lr_group_ratios(learn: Learner) -> str:
+    """Each layer group's rate over the top group's at the trial's last step, earliest first
+    (``"0.1,0.316,1"``: a fine-tune's discriminative rates, ``lr_mult`` 10 over three groups).
+
+    The per-step ``lr`` metric is the top group's; schedules scale every group together, so
+    these ratios are what the body trained at, beside it. All 1 without discriminative rates.
+    """
+    rates = learn.group_lrs
+    top = rates[-1]
+    return ",".join(f"{rate / top:.3g}" if top > 0 else "nan" for rate in rates)
 
 
 def _diagnose(history: list[dict[str, Any]], record: TrialRecord, spec: Any) -> tuple[str, str]:

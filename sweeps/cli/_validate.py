@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 
 from sweeps.cli import app
 from sweeps.cli._options import wrong_kind_hint
-from sweeps.spec import SpecError, load_spec, load_suite, redact
+from sweeps.spec import SpecError, SweepSpec, load_spec, load_suite, redact
 
 
 @app.command("validate")
@@ -36,6 +36,9 @@ def validate_command(
         if suite and overrides:
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")
         resolved, notes = _load(spec, overrides or [], suite=suite)
+    except _Refused as error:  # what lrsweep run would refuse before any trial
+        Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     except SpecError as error:
         message = (
             f"Error: {error}{wrong_kind_hint(error, spec, expected='suite' if suite else 'spec')}"
@@ -52,11 +55,31 @@ def validate_command(
         Console(stderr=True, soft_wrap=True).print(f"Note: {note}", markup=False, highlight=False)
 
 
+class _Refused(Exception):
+    """A valid spec that ``lrsweep run`` refuses at once (its preflight, run here too)."""
+
+
 def _load(path: Path, overrides: list[str], *, suite: bool) -> tuple[dict[str, object], list[str]]:
     """The resolved spec (or suite) and its advice (for a suite, every entry's, named)."""
     if not suite:
         loaded = load_spec(path, overrides=overrides)
+        _check_accelerator(loaded)
         return loaded.resolved(), loaded.advice()
     suite_spec = load_suite(path)
+    for entry in suite_spec.entries:
+        _check_accelerator(entry.spec, f"entries.{entry.name}: ")
     notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in e.spec.advice()]
     return suite_spec.model_dump(mode="json"), notes
+
+
+def _check_accelerator(spec: SweepSpec, where: str = "") -> None:
+    """``run``'s check of bf16 on the CPU (it builds the model, so torch is imported only for
+    such a spec: validate stays quick for the others)."""
+    if spec.task.accelerator.amp != "bf16" or spec.resources.gpu > 0:
+        return
+    from sweeps.preflight import PreflightError, check_accelerator
+
+    try:
+        check_accelerator(spec)
+    except PreflightError as error:
+        raise _Refused(f"{where}{error}") from None

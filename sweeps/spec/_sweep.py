@@ -455,7 +455,8 @@ class SweepSpec(SpecModel):
         trials end after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch
         only sets the best, and a stop after the last epoch saves nothing) or every arm is a
         ``recipe`` (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule
-        cut inside a cycle; an ``optuna`` arm whose default startup trials leave it unguided.
+        cut inside a cycle; an ``optuna`` arm whose default startup trials leave it unguided; a
+        ``valid_pct`` that an ``image_folder``'s own train/valid split overrides.
         """
         notes: list[str] = []
         # the default early_stop, which the spec did not write, is no setting to correct: a
@@ -484,7 +485,29 @@ class SweepSpec(SpecModel):
         if note:
             notes.append(note)
         notes += self._unguided_optuna_notes()
+        note = self._ignored_valid_pct_note()
+        if note:
+            notes.append(note)
         return notes
+
+    def _ignored_valid_pct_note(self) -> str:
+        """A ``valid_pct`` the spec sets for an ``image_folder`` whose ``train/`` and ``valid/``
+        folders are the split: it changes nothing, yet each trial logs it as a param."""
+        dataset = self.task.dataset
+        if dataset.name != "image_folder" or "valid_pct" not in dataset.model_fields_set:
+            return ""
+        if dataset.path is None or is_uri(dataset.path):
+            return ""
+        root = Path(dataset.path).expanduser()
+        train = str(dataset.options.get("train", "train"))
+        valid = str(dataset.options.get("valid", "valid"))
+        if not ((root / train).is_dir() and (root / valid).is_dir()):
+            return ""
+        return (
+            f"task.dataset.valid_pct ({dataset.valid_pct}) is ignored: {root} holds {train}/ "
+            f"and {valid}/ folders, and their images are the split; remove valid_pct, or move "
+            "the images into class folders directly under the path to split them by valid_pct"
+        )
 
     def _unguided_optuna_notes(self) -> list[str]:
         """An ``optuna`` arm whose sampler's default ``startup_trials`` (Optuna's 10 for

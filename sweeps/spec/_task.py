@@ -45,6 +45,17 @@ def is_uri(value: str) -> bool:
     return bool(_URI.match(value))
 
 
+def searched(local: Path) -> str:
+    """Where a relative path was looked for: lrsweep reads it from the folder it runs in, not
+    the spec's (the same spec runs from any folder, on any node), which a user may not expect."""
+    if local.is_absolute():
+        return ""
+    return (
+        f" (a relative path is read from the folder lrsweep runs in, not the spec's: looked "
+        f"for {Path.cwd() / local}; run lrsweep from the spec's folder or give the full path)"
+    )
+
+
 def local_path(value: str, probe: Callable[[Path], bool] = Path.exists) -> tuple[Path, bool]:
     """``value`` with ``~`` expanded, and ``probe`` (``exists``, ``is_dir`` ...) of it.
 
@@ -107,9 +118,9 @@ class DatasetSpec(SpecModel):
         local, is_dir = local_path(path, Path.is_dir)
         exists = is_dir or local_path(path)[1]
         if name == "image_folder" and not exists:
-            raise ValueError(f"folder {path!r} does not exist")
+            raise ValueError(f"folder {path!r} does not exist{searched(local)}")
         if not exists:
-            raise ValueError(f"{path!r} does not exist")
+            raise ValueError(f"{path!r} does not exist{searched(local)}")
         if name in _READS_PATH and not is_dir:
             raise ValueError(
                 f"{path!r} is a file, but {name} reads a folder: give the folder that holds its "
@@ -192,7 +203,7 @@ class ModelSpec(SpecModel):
         if is_file:
             return str(local.resolve())
         if "/" in value or "\\" in value or value.endswith(_WEIGHT_SUFFIXES):
-            raise ValueError(f"weights file {value!r} does not exist")
+            raise ValueError(f"weights file {value!r} does not exist{searched(local)}")
         if info.data.get("arch") == "simple_cnn":
             raise ValueError(
                 f"{value!r} is no file here, and simple_cnn has no torchvision weights names; "

@@ -150,3 +150,25 @@ def test_bad_suite_exits_2_naming_entry_and_field(tmp_path: Path) -> None:
     result = _invoke(str(path), "--suite")
     assert result.exit_code == 2
     assert "entries.e1.spec.seeds: must have at least 1 item" in result.stderr
+
+
+def test_validate_refuses_a_cpu_bf16_spec_that_run_would_refuse(
+    spec_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate passed a CPU bf16 spec at a size PyTorch's bf16 cannot train, which run then
+    refused at once; the GPU section says validate checks the accelerator options."""
+    monkeypatch.setattr("sweeps.spec._task._dataset_options", lambda name: None)  # api_token
+    result = _invoke(
+        str(spec_file), "--set", "task.image_size=8", "--set", "task.accelerator.amp=bf16"
+    )
+    assert result.exit_code == 2, result.output
+    stderr = " ".join(result.stderr.split())
+    assert stderr.startswith(
+        "Error: task.accelerator.amp: bf16 with resources.gpu: 0 trains on the CPU, and at "
+        "task.image_size 8:"
+    )
+    assert result.stdout == ""
+    fine = _invoke(
+        str(spec_file), "--set", "task.image_size=16", "--set", "task.accelerator.amp=bf16"
+    )
+    assert fine.exit_code == 0, fine.output

@@ -38,3 +38,30 @@ def test_every_optimizer_fine_tunes_a_spec_task_through_both_phases(
     assert [row.get("phase") for row in learn.history] == ["frozen", "unfrozen"]
     assert all(math.isfinite(row["valid_loss"]) for row in learn.history)
     assert all(group["fused"] is True for group in learn.opt.param_groups)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ratios"),
+    [
+        ([], "0.1,0.316,1"),  # the spec's lr_mult 10 over simple_cnn's three layer groups
+        (["task.fine_tune.lr_mult=100"], "0.01,0.1,1"),  # fastai's fine_tune
+        (["task.fine_tune=null"], "1,1,1"),
+    ],
+)
+def test_the_body_rates_a_trial_trained_at_are_given_beside_its_top_groups(
+    overrides: list[str], ratios: str
+) -> None:
+    """The per-step lr is the top group's: nothing on a run showed a fine-tune's discriminative
+    rates (a user could not see that lr_mult was 10, not fastai's 100)."""
+    task = load_spec(
+        DIGITS,
+        overrides=[
+            "task.fine_tune.freeze_epochs=1",
+            "task.epochs=2",
+            "task.image_size=8",
+            *overrides,
+        ],
+    ).task
+    learn = trial._learner(task, trial._dataloaders(task, 0), 0)
+    train(learn, task, 1e-2)
+    assert trial.lr_group_ratios(learn) == ratios

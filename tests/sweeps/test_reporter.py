@@ -84,6 +84,7 @@ def test_a_trial_finalized_again_in_its_reopened_run_keeps_one_summary_point_and
         assert len(tracker.metric_history(run_id, key)) == 1, key
     assert tracker.metric_history(run_id, "best/error_rate") == [(0, 0.5)]  # the first kept
     assert tracker.get_run(run_id).data.tags["sweeps.best_epoch"] == "0"
+    assert tracker.get_run(run_id).data.params["lr_group_ratios"] == "1,1,1"  # logged once
     experiment_id = tracker.get_run(run_id).info.experiment_id
     models = tracker.client.search_logged_models(
         [experiment_id], filter_string=f"source_run_id = '{run_id}'"

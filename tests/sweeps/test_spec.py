@@ -269,6 +269,24 @@ def test_bad_spec_is_refused_naming_its_field(changes: dict[str, Any], message: 
         load_spec(_with(changes))
 
 
+def test_a_relative_path_that_is_missing_names_the_folder_it_was_looked_for_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's spec beside its images and weights, validated from another folder: relative
+    paths are read from the folder lrsweep runs in, which the error now says."""
+    monkeypatch.chdir(tmp_path)
+    for changes, field in (
+        ({"task.dataset": {"name": "image_folder", "path": "imgs"}}, r"task\.dataset\.path"),
+        ({"task.model": {"arch": "simple_cnn", "pretrained": "w.pt"}}, r"task\.model\.pretrained"),
+    ):
+        with pytest.raises(
+            SpecError,
+            match=rf"{field}: .*'(imgs|w\.pt)' does not exist \(a relative path is read from the "
+            rf"folder lrsweep runs in, not the spec's: looked for {tmp_path}/(imgs|w\.pt);",
+        ):
+            load_spec(_with(changes))
+
+
 def test_every_error_is_listed_at_once() -> None:
     bad = _with({"task.epochs": 0, "seeds": [], "strategies.1.lr.points": 1, "colour": 1})
     with pytest.raises(SpecError) as caught:
@@ -395,6 +413,25 @@ def test_an_sgdr_schedule_cut_inside_a_cycle_is_pointed_out(
         "task.fine_tune": fine_tune,
     }
     _assert_advice(changes, advice)
+
+
+def test_a_valid_pct_the_image_folders_own_split_overrides_is_pointed_out(tmp_path: Path) -> None:
+    for split in ("train", "valid"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+    layout = {"name": "image_folder", "path": str(tmp_path)}
+    arms = copy.deepcopy(BASE["strategies"][:4])
+    _assert_advice(
+        {"strategies": arms, "early_stop": None, "task.dataset": {**layout, "valid_pct": 0.9}},
+        rf"task\.dataset\.valid_pct \(0\.9\) is ignored: {tmp_path} holds train/ and valid/ "
+        "folders, and their images are the split",
+    )
+    _assert_advice({"strategies": arms, "early_stop": None, "task.dataset": layout}, None)
+    (tmp_path / "valid").rename(tmp_path / "c")  # class folders: valid_pct splits them
+    _assert_advice(
+        {"strategies": arms, "early_stop": None, "task.dataset": {**layout, "valid_pct": 0.9}},
+        None,
+    )
 
 
 UNGUIDED = (
