@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT", "load", "restore", "save", "snapshot"]
 
 FORMAT = "lrsweep.learner/1"
+EXPORT_FORMAT = "lrsweep-export/1"
+"""``learn.export``'s format (``trainers.export``), named here so ``load`` can point to it."""
 """Value of the ``format`` key of every checkpoint file."""
 
 
@@ -180,6 +182,11 @@ def load(
     """
     path = Path(path).expanduser()
     state = read_safely(path, "checkpoint")
+    if isinstance(state, dict) and state.get("format") == EXPORT_FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is an export (learn.export), not a training checkpoint: it holds "
+            "no optimizer or history; predict with trainers.load_learner(path)."
+        )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(
             f"checkpoint file {str(path)!r} is not a Learner checkpoint (format {FORMAT!r})."
@@ -236,7 +243,12 @@ def read_safely(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{what} file {str(path)!r} cannot be read safely: {err}") from err
+        why = str(err).strip() or "empty or cut short"
+        raise ValueError(
+            f"{what} file {str(path)!r} cannot be read safely with torch.load(weights_only=True): "
+            f"{type(err).__name__}: {why} (not a PyTorch file, cut short, or holding objects "
+            "that only an unsafe load would run)"
+        ) from err
 
 
 def snapshot(learn: Learner) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,30 +186,71 @@ class ImageFormat:
         )
 
 
+NOT_NORMALISED = 30.0
+"""A float input with values beyond this is taken for 0..255 pixels given as floats (a
+normalised image stays within a few units of 0), and :func:`model_input` warns."""
+
+
 def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
     """``x`` as the float batch the model takes, and whether it was one image.
 
     Image files and PIL images are decoded as ``image_folder`` decodes them (8-bit RGB, or
     greyscale for a 1-channel model), fitted to ``fmt.image_size`` by ``fmt.resize_method`` and
-    normalised. A uint8 tensor holds raw pixels: resized bilinearly to ``fmt.image_size`` when
-    it has another size, then normalised. A float tensor is taken as already normalised, and
-    must have the model's size.
+    normalised. A uint8 tensor holds raw pixels: fitted the same way when it has another size
+    (``crop``: the largest centred square first; then resized bilinearly), then normalised. A
+    float tensor is taken as already normalised, and must have the model's size. A list holds
+    files / PIL images, or images ``(C, H, W)`` of any size each (uint8, or float of the size).
 
     Raises:
         ValueError: for a tensor of another rank, channel count or (float) size than the
-            model's (an (H, W, C) array is named), uint8 pixels or files where ``fmt`` cannot
-            normalise them, or a file that cannot be decoded (naming it).
+            model's (an (H, W, C) array is named), an integer dtype other than uint8 or bool,
+            uint8 pixels or files where ``fmt`` cannot normalise them, a list mixing kinds, or
+            a file that cannot be decoded (naming it).
         FileNotFoundError: for a path that does not exist.
     """
     if _is_image_item(x):
         return _decoded([x], fmt), True
-    if isinstance(x, list | tuple) and x and all(_is_image_item(item) for item in x):
-        return _decoded(list(x), fmt), False
-    x = torch.as_tensor(x)
+    if isinstance(x, list | tuple):
+        if not x:
+            raise ValueError("x is an empty list: pass at least one image.")
+        if all(_is_image_item(item) for item in x):
+            return _decoded(list(x), fmt), False
+        if all(isinstance(item, torch.Tensor | np.ndarray) for item in x):
+            parts = []
+            for i, item in enumerate(x):
+                image = torch.as_tensor(item)
+                if image.ndim != 3:
+                    raise ValueError(
+                        f"x[{i}] must be one image (C, H, W) in a list of images, but got shape "
+                        f"{tuple(image.shape)}."
+                    )
+                parts.append(_tensor_input(image, fmt)[0])
+            return torch.cat(parts), False
+        kinds = sorted({type(item).__name__ for item in x})
+        raise ValueError(
+            "x as a list must hold image files / PIL images, or tensors / arrays (C, H, W), "
+            f"one kind throughout, but it holds {kinds}."
+        )
+    if not isinstance(x, torch.Tensor | np.ndarray):
+        raise ValueError(
+            "x must be a tensor or NumPy array (C, H, W) / (N, C, H, W), an image file's path, "
+            f"a PIL image or a list of them, but got a {type(x).__name__}."
+        )
+    return _tensor_input(torch.as_tensor(x), fmt)
+
+
+def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
+    """One image ``(C, H, W)`` or a batch as the model's float batch; see :func:`model_input`."""
     if x.ndim not in (3, 4):
         raise ValueError(
             f"x must be an image (C, H, W) or a batch (N, C, H, W), an image file or a PIL "
             f"image, but got shape {tuple(x.shape)}."
+        )
+    if x.dtype == torch.bool or not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise ValueError(
+            f"x holds {str(x.dtype).removeprefix('torch.')} values, which are neither pixels "
+            "nor a normalised image: pass uint8 pixels 0..255 (x.to(torch.uint8)) or a float "
+            "image normalised as the model was trained on."
         )
     batch = x if x.ndim == 4 else x.unsqueeze(0)
     layout = "(C, H, W)" if x.ndim == 3 else "(N, C, H, W)"
@@ -221,7 +263,7 @@ def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
     size = fmt.image_size
     if batch.dtype == torch.uint8:  # raw pixels: fitted and normalised as the loaders do
         if size is not None:
-            batch = resize_uint8(batch, size)
+            batch = fit_uint8(batch, size, fmt.resize_method)
         return _normalised(batch, fmt), x.ndim == 3
     if size is not None and tuple(batch.shape[-2:]) != (size, size):
         raise ValueError(
@@ -229,7 +271,27 @@ def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
             f"{size}x{size} images: pass uint8 pixels (0..255) or an image file, which are "
             f"resized for you, or a normalised float image of {size}x{size}."
         )
+    peak = float(batch.detach().abs().amax()) if batch.numel() else 0.0
+    if peak > NOT_NORMALISED:
+        warnings.warn(
+            f"x reaches {peak:.4g}: that looks like 0..255 pixels, not a normalised image (which "
+            "stays within a few units of 0); pass them as uint8 (x.to(torch.uint8)) to have "
+            "them normalised as the loaders do.",
+            stacklevel=4,
+        )
     return batch.float(), x.ndim == 3
+
+
+def fit_uint8(images: torch.Tensor, image_size: int, resize_method: str) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` images fitted to square ``image_size`` as ``image_folder`` fits a
+    file: ``"crop"`` takes the largest centred square first (PIL's ``ImageOps.fit``), then
+    both resize bilinearly (antialiased when shrinking)."""
+    height, width = images.shape[-2:]
+    if resize_method == "crop" and height != width:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        images = images[..., top : top + side, left : left + side]
+    return resize_uint8(images, image_size)
 
 
 def _is_image_item(x: Any) -> bool:
@@ -259,6 +321,8 @@ def _decoded(items: list[Any], fmt: ImageFormat) -> torch.Tensor:
             rgb = fit_rgb(item, fmt.image_size, fmt.resize_method)
         else:
             path = Path(item).expanduser()
+            if path.is_dir():
+                raise ValueError(f"{str(path)!r} is a folder: pass the image files in it.")
             if not path.is_file():
                 raise FileNotFoundError(f"image file {str(path)!r} does not exist.")
             try:

@@ -23,7 +23,9 @@ class TrainingDiverged(RuntimeError):
             f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
             + (
                 cause
-                or "The learning rate is probably too high; run lr_find() and pick a lower one."
+                or "The learning rate is probably too high; run lr_find() and pick a lower one "
+                "(the weights are now those of the diverged step: load a checkpoint or rebuild "
+                "the model first)."
             )
         )
 

@@ -13,6 +13,7 @@ reads it with ``torch.load(weights_only=True)`` and rebuilds the model with
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from torch import nn
 
 from trainers import _checkpoint
 from trainers._inference import ImageFormat, ImageInput, eval_mode, model_input
+from trainers.data._image_folder import RESIZE_METHODS
 from trainers.models import ARCHS, GroupedModel, build_model
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXPORT_FORMAT", "Predictor", "export", "load_learner"]
 
-EXPORT_FORMAT = "lrsweep-export/1"
+EXPORT_FORMAT = _checkpoint.EXPORT_FORMAT
 """The ``format`` of an export file (a ``learn.save`` checkpoint is another format)."""
 
 _KEYS = (
@@ -122,8 +124,9 @@ class Predictor:
 
     def to(self, device: str | torch.device) -> Predictor:
         """Move the model to ``device`` (in place); returns self."""
-        self.device = torch.device(device)
-        self.model.to(self.device)
+        target = torch.device(device)
+        self.model.to(target)  # first: a device that is not there leaves everything as it was
+        self.device = target
         return self
 
     def __repr__(self) -> str:
@@ -162,6 +165,13 @@ def export(learn: Learner, path: str | os.PathLike[str]) -> Path:
         raise ValueError(
             f"export needs the data's {missing}, which {type(dls).__name__} does not have; "
             "build the data with make_dataloaders."
+        )
+    n_classes = len(fields["classes"])
+    if model.n_outputs != n_classes:
+        raise ValueError(
+            f"the model has {model.n_outputs} outputs but the data has {n_classes} classes: an "
+            "export would read its outputs as the wrong classes; export the model with the "
+            "data it was trained on."
         )
     state: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -208,6 +218,7 @@ def load_learner(
     missing = [key for key in _KEYS if key not in state]
     if missing:
         raise ValueError(f"export file {str(file)!r} lacks {missing}; it is incomplete.")
+    _check_fields(file, state)
     try:
         model = build_model(state["arch"], state["n_classes"], in_channels=state["in_channels"])
         model.load_state_dict(state["model"])
@@ -227,3 +238,32 @@ def load_learner(
         resize_method=state["resize_method"],
         device=chosen,
     )
+
+
+def _check_fields(file: Path, state: dict[str, Any]) -> None:
+    """Refuse an export whose fields do not fit together (an edited or foreign file), naming
+    the file and the field, before a prediction would fail or come out NaN."""
+    problems = []
+    channels, classes = state["in_channels"], state["classes"]
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        problems.append(f"classes must be a list of names, but is {classes!r:.60}")
+    elif len(classes) != state["n_classes"]:
+        problems.append(f"{len(classes)} class names for a model of {state['n_classes']} outputs")
+    for name in ("mean", "std"):
+        values = state[name]
+        if not (isinstance(values, list) and len(values) == channels):
+            problems.append(f"{name} must hold one number per channel ({channels})")
+        elif not all(isinstance(v, float | int) and math.isfinite(v) for v in values):
+            problems.append(f"{name} must hold finite numbers, but holds {values!r}")
+        elif name == "std" and not all(v > 0 for v in values):
+            problems.append(f"std must be > 0 (it divides), but holds {values!r}")
+    size = state["image_size"]
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        problems.append(f"image_size must be an integer >= 1, but is {size!r}")
+    if state["resize_method"] not in RESIZE_METHODS:
+        problems.append(
+            f"resize_method must be one of {list(RESIZE_METHODS)}, but is "
+            f"{state['resize_method']!r}"
+        )
+    if problems:
+        raise ValueError(f"export file {str(file)!r} does not fit together: {'; '.join(problems)}.")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -172,7 +173,7 @@ class Learner:
             raise ValueError(
                 f"dls must have train and valid loaders, but got {type(dls).__name__}."
             )
-        _check_model_fits_data(model, dls, classifies=loss_func is None)
+        _check_model_fits_data(model, dls, classifies=_classifies(loss_func))
         if seed is not None:
             seed_everything(seed)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -181,8 +182,8 @@ class Learner:
         )
         self.scaler = self.accelerator.grad_scaler()
         self.model = model
-        self.dls = dls.to(self.device) if hasattr(dls, "to") else dls
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
+        self.dls = dls
         self.metric_names: tuple[str, ...] = tuple(metrics)
         self.opt_name, self.wd, self.wd_bn_bias = opt, float(wd), wd_bn_bias
         groups = layer_groups(self.model)
@@ -223,6 +224,23 @@ class Learner:
         trainable parameters)."""
         self._model = self.accelerator.prepare(model.to(self.device))
         self._forward_model = self.accelerator.compiled(self._model)
+
+    @property
+    def dls(self) -> Any:
+        """The data (``train`` and ``valid`` loaders; ``make_dataloaders``' knows more)."""
+        return self._dls
+
+    @dls.setter
+    def dls(self, dls: Any) -> None:
+        """Replace the data (``learn.dls = learn.dls.resize(64)``): moved to :attr:`device`;
+        data of other classes or channels than the model's is refused, as in ``__init__``."""
+        if not (hasattr(dls, "train") and hasattr(dls, "valid")):
+            raise ValueError(
+                f"dls must have train and valid loaders, but got {type(dls).__name__}."
+            )
+        if hasattr(self, "_model"):
+            _check_model_fits_data(self._model, dls, classifies=_classifies(self.loss_func))
+        self._dls = dls.to(self.device) if hasattr(dls, "to") else dls
 
     @property
     def loss_func(self) -> Callable[..., torch.Tensor]:
@@ -560,8 +578,11 @@ class Learner:
                 ``freeze_epochs < 0``, ``lr_mult`` not a finite number >= 1, ``pct_start``
                 outside ``[0, 1]`` or ``div`` not a finite number > 0.
         """
-        if isinstance(base_lr, slice | tuple):  # resolve_lrs would take them
-            raise ValueError(f"base_lr must be a finite number > 0, but got {base_lr!r}.")
+        if isinstance(base_lr, slice | tuple | list | np.ndarray):  # resolve_lrs takes them
+            raise ValueError(
+                f"base_lr must be a finite number > 0, but got {base_lr!r}: fine_tune spreads "
+                "its own rates, slice(base_lr / 2 / lr_mult, base_lr / 2), over the groups."
+            )
         resolve_lrs(base_lr, 1, name="base_lr")
         epochs = _check_int("epochs", epochs, low=1)
         freeze_epochs = _check_int("freeze_epochs", freeze_epochs, low=0)
@@ -725,12 +746,22 @@ class Learner:
         _checkpoint.restore(self, snap)
 
 
+def _classifies(loss_func: Any) -> bool:
+    """Whether ``loss_func`` is cross-entropy (the default, PyTorch's module or function),
+    which wants one output per class."""
+    return (
+        loss_func is None
+        or isinstance(loss_func, nn.CrossEntropyLoss)
+        or loss_func is nn.functional.cross_entropy
+    )
+
+
 def _check_model_fits_data(model: nn.Module, dls: Any, *, classifies: bool) -> None:
     """Refuse a :class:`~trainers.models.GroupedModel` built for other images or classes than
     ``dls`` holds, before a fit meets it as a bare PyTorch error (a channel count) or, with
     more outputs than classes, trains without a word and fails only in the interpretation.
-    The outputs are checked only with the default loss (``classifies``: cross-entropy wants
-    one score per class; a loss of the user's own may want another count).
+    The outputs are checked only with cross-entropy (``classifies``: it wants one score per
+    class; a loss of the user's own may want another count).
 
     Raises:
         ValueError: naming both counts and the ``build_model`` call that fits the data.

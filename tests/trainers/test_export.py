@@ -174,3 +174,108 @@ def test_a_checkpoint_of_other_classes_is_refused_on_load(tmp_path: Path) -> Non
         learn.load(saved)
     assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
     Learner(build_model("simple_cnn", 3), dls, device="cpu", progress=False).load(saved)
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory: pytest.TempPathFactory) -> Learner:
+    """A learner on 'crop' data: files 40 px wide, 24 high (their centred square is kept)."""
+    root = tmp_path_factory.mktemp("wide")
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir()
+        for i in range(6):
+            pixels = np.clip(rng.normal(colour, 40, (24, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    dls = make_dataloaders(
+        "image_folder", path=root, image_size=16, batch_size=6, resize_method="crop"
+    )
+    seed_everything(0)
+    learner = Learner(build_model("simple_cnn", 3), dls, seed=0, device="cpu", progress=False)
+    learner.fit(1, 1e-2)
+    return learner
+
+
+def test_raw_pixels_are_fitted_as_the_datas_files_are_cropped_or_squished(
+    cropped: Learner,
+) -> None:
+    wide = torch.randint(0, 256, (3, 24, 40), generator=torch.Generator().manual_seed(1))
+    wide = wide.to(torch.uint8)
+    centre = wide[:, :, 8:32]  # the largest centred square, as ImageOps.fit takes it
+    assert torch.equal(cropped.predict(wide), cropped.predict(centre))  # it used to squish
+    squished = resize_uint8(wide[None], 16)[0]
+    assert not torch.allclose(cropped.predict(wide), cropped.predict(squished))
+
+
+def test_inputs_that_are_neither_pixels_nor_a_normalised_image_are_refused_or_warned(
+    learn: Learner, folder: Path
+) -> None:
+    pixels = torch.randint(0, 256, (3, 16, 16), generator=torch.Generator().manual_seed(0))
+    for wrong in (pixels.long(), pixels.int(), pixels > 100, pixels.numpy().astype(np.int32)):
+        with pytest.raises(ValueError, match=r"holds (int64|int32|bool) values, which are neither"):
+            learn.predict(wrong)
+    with pytest.warns(UserWarning, match=r"x reaches 25\d: that looks like 0\.\.255 pixels"):
+        learn.predict(pixels.float())
+    with pytest.raises(ValueError, match=r"is a folder: pass the image files in it"):
+        learn.predict(folder / "valid")
+    with pytest.raises(ValueError, match=r"one kind throughout, but it holds \['PosixPath', 'T"):
+        learn.predict([folder / "valid" / "red" / "00.png", pixels.to(torch.uint8)])
+    with pytest.raises(ValueError, match=r"but got a generator"):
+        learn.predict(p for p in [folder])
+    with pytest.raises(ValueError, match=r"x is an empty list"):
+        learn.predict([])
+
+
+def test_a_list_of_images_of_any_sizes_is_one_batch(learn: Learner) -> None:
+    gen = torch.Generator().manual_seed(0)
+    small, large = (
+        torch.randint(0, 256, (3, s, s), generator=gen).to(torch.uint8) for s in (12, 30)
+    )
+    batch = learn.predict([small, large.numpy()])
+    assert batch.shape == (2, 3)
+    assert torch.allclose(batch[0], learn.predict(small), atol=1e-6)
+    assert torch.allclose(batch[1], learn.predict(large), atol=1e-6)
+    with pytest.raises(ValueError, match=r"x\[1\] must be one image \(C, H, W\) in a list"):
+        learn.predict([small, large[None]])
+
+
+def test_data_of_other_classes_given_later_is_refused_and_so_is_its_export(
+    learn: Learner, tmp_path: Path
+) -> None:
+    shapes = make_dataloaders("shapes", image_size=16, batch_size=32, n_classes=5)
+    with pytest.raises(ValueError, match=r"the model has 3 outputs but the data has n_classes=5"):
+        learn.dls = shapes  # as learn.dls = learn.dls.resize(32) would be taken
+    assert learn.dls.n_classes == 3
+    learn.dls = learn.dls.resize(20)  # the same classes at another size: fine
+    try:
+        assert learn.dls.image_size == 20
+    finally:
+        learn.dls = learn.dls.resize(16)
+    exported = learn.export(tmp_path / "model.pt")
+    state = torch.load(exported, weights_only=True)
+    for change, problem in (
+        ({"classes": ["a", "b"]}, r"2 class names for a model of 3 outputs"),
+        ({"std": [0.2, 0.0, 0.3]}, r"std must be > 0 \(it divides\)"),
+        ({"mean": [0.5]}, r"mean must hold one number per channel \(3\)"),
+        ({"image_size": -3}, r"image_size must be an integer >= 1, but is -3"),
+        ({"resize_method": "stretch"}, r"resize_method must be one of \['squish', 'crop'\]"),
+    ):
+        torch.save({**state, **change}, tmp_path / "edited.pt")
+        with pytest.raises(ValueError, match=r"'.*edited\.pt' does not fit together: " + problem):
+            load_learner(tmp_path / "edited.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"cannot be read safely with .*: \w+: .*not a PyTorch"):
+        load_learner(tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match=r"is an export \(learn\.export\), not a training chec"):
+        learn.load(exported)
+
+
+def test_a_predictor_stays_where_it_was_when_a_device_is_not_there(
+    learn: Learner, tmp_path: Path
+) -> None:
+    predictor = load_learner(learn.export(tmp_path / "m.pt"), device="cpu")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises((AssertionError, RuntimeError)):
+        predictor.to("cuda")
+    assert predictor.device == torch.device("cpu")
+    assert next(predictor.model.parameters()).device == torch.device("cpu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,31 @@ def test_a_loss_not_finite_after_a_step_still_blames_the_rate() -> None:
     learn.loss_func = torch.nn.functional.cross_entropy
     with pytest.raises(TrainingDiverged, match=r"first batch.*loaded weights holding NaN"):
         learn.fit(1, 1e-3)
+
+
+def test_lr_find_on_weights_a_diverged_fit_left_blames_them_not_a_rate() -> None:
+    """A user ran lr_find after the TrainingDiverged message said to: the weights were the
+    diverged step's (NaN), and the test failed as CurveTooShort blaming an lr of 1e-7."""
+    learn = make_learner(None)
+    with pytest.raises(TrainingDiverged, match="load a checkpoint or rebuild the model first"):
+        learn.fit(1, 1e30)
+    with pytest.raises(ValueError, match=r"lr_find's first iteration has a loss of nan before"):
+        learn.lr_find(num_it=20)
+
+
+@pytest.mark.parametrize("base_lr", [[1e-4, 1e-3, 1e-2], [1e-3], np.array([1e-3])])
+def test_fine_tune_takes_one_base_rate_not_a_list(base_lr: object) -> None:
+    learn = make_learner(None)
+    with pytest.raises(ValueError, match=r"base_lr must be a finite number > 0, .*fine_tune sp"):
+        learn.fine_tune(1, base_lr, freeze_epochs=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "loss_func",
+    [torch.nn.CrossEntropyLoss(label_smoothing=0.1), torch.nn.functional.cross_entropy],
+)
+def test_an_explicit_cross_entropy_still_checks_the_models_outputs(loss_func: object) -> None:
+    dls = make_learner(None).dls
+    dls.n_classes = 2  # as make_dataloaders' data says
+    with pytest.raises(ValueError, match=r"the model has 3 outputs but the data has n_classes=2"):
+        Learner(build_model("simple_cnn", 3, in_channels=1), dls, loss_func=loss_func)
