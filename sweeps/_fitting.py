@@ -1,4 +1,5 @@
-"""Train a trial's Learner as the spec's ``task`` says, able to start at any epoch.
+"""Build a trial's data and Learner, and train it, as the spec's ``task`` says, able to start at
+any epoch (``lrsweep lr-find --spec`` builds its Learner here too).
 
 The spec's schedule (one-cycle, SGDR or constant) and optional fine-tuning phases map onto the
 trainers' ``fit_*`` calls with ``start_epoch``, so a trial restarted from a checkpoint after its
@@ -8,10 +9,82 @@ worker died continues the very schedule it was on. Epochs are counted over the w
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sweeps._reporter import training_rows
-from trainers import Learner
+from trainers import Learner, build_model, make_dataloaders, seed_everything
+
+
+def training_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-epoch records of a history (a recipe's step markers have ``epoch`` None)."""
+    return [row for row in history if row.get("epoch") is not None]
+
+
+DATA_CACHE: dict[str, tuple[Any, tuple[Any, Any]]] = {}
+"""The last trial's data in this worker process, by the task fields that build it: the next
+trial of the sweep (Tune reuses the worker) reseeds it instead of loading and resizing every
+image again (an ``image_folder`` or ``cifar10`` decodes its files once per worker)."""
+
+
+def dataloaders(task: Any, seed: int) -> Any:
+    """A trial's data as the spec's ``task`` builds it, reseeded with the trial's ``seed``
+    (its own order and augmentation streams over the dataset seed's split)."""
+    dataset = task.dataset
+    augment = task.augment.model_dump() if task.augment is not None else None
+    key = json.dumps(
+        [
+            dataset.model_dump(mode="json"),
+            task.image_size,
+            task.batch_size,
+            augment,
+            task.oversample,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    dls, augments = DATA_CACHE.get(key, (None, None))
+    if dls is not None and (dls.augment, dls.train.augment) != augments:
+        dls = None  # something switched its augmentation and did not switch it back: build anew
+    if dls is None:
+        dls = make_dataloaders(
+            dataset.name,
+            image_size=task.image_size,
+            batch_size=task.batch_size,
+            valid_pct=dataset.valid_pct,
+            seed=dataset.seed,
+            augment=augment,
+            oversample=task.oversample,
+            path=dataset.path,
+            **dataset.options,
+        )
+        DATA_CACHE.clear()  # one dataset held at a time
+        DATA_CACHE[key] = (dls, (dls.augment, dls.train.augment))
+    dls.train.reseed(seed)  # the trial seed's own order and augmentation streams
+    return dls
+
+
+def learner(task: Any, dls: Any, seed: int) -> Learner:
+    """A trial's Learner as the spec's ``task`` builds it: its model seeded with ``seed``."""
+    seed_everything(seed)
+    model = build_model(
+        task.model.arch,
+        dls.n_classes,
+        pretrained=task.model.pretrained,
+        in_channels=dls.in_channels,
+    )
+    accelerator = task.accelerator
+    return Learner(
+        model,
+        dls,
+        opt=task.opt,
+        wd=task.wd,
+        wd_bn_bias=task.wd_bn_bias,
+        progress=False,
+        amp=accelerator.amp,
+        channels_last=accelerator.channels_last,
+        compile=accelerator.compile,
+        fused_step=accelerator.fused_step,
+    )
 
 
 def sgdr_cycles(epochs: int, cycle_len: int, cycle_mult: int) -> int:

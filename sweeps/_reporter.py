@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps import _ray
+from sweeps._fitting import training_rows
 from sweeps.stoppers import OWN_STOP_RULE
 from sweeps.tracking import RunLogger, Tracker
 from trainers import CancelFit, Learner
@@ -84,11 +85,6 @@ class StopTrial(Exception):
     ``CancelFit`` would end only the recipe's current fit; this propagates out of
     ``fit_recipe`` (wrapped in ``CallbackError``) and the trial body catches it.
     """
-
-
-def training_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-epoch records of a history (a recipe's step markers have ``epoch`` None)."""
-    return [row for row in history if row.get("epoch") is not None]
 
 
 def flatten_params(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:

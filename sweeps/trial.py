@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweeps import _ray
+from sweeps import _fitting, _ray
 from sweeps._fitting import train
 from sweeps._reporter import (
     EpochReporter,
@@ -62,9 +62,6 @@ from trainers import (
     Learner,
     LRFindResult,
     TrainingDiverged,
-    build_model,
-    make_dataloaders,
-    seed_everything,
 )
 from trainers.suggestions import CurveTooShort
 
@@ -166,68 +163,9 @@ def _arm_spec(spec: Any, arm: str) -> Any:
     raise ValueError(f"config.arm must name one of the spec's arms {names}, but got {arm!r}.")
 
 
-_DATA_CACHE: dict[str, tuple[Any, tuple[Any, Any]]] = {}
-"""The last trial's data in this worker process, by the task fields that build it: the next
-trial of the sweep (Tune reuses the worker) reseeds it instead of loading and resizing every
-image again (an ``image_folder`` or ``cifar10`` decodes its files once per worker)."""
-
-
-def _dataloaders(task: Any, seed: int) -> Any:
-    dataset = task.dataset
-    augment = task.augment.model_dump() if task.augment is not None else None
-    key = json.dumps(
-        [
-            dataset.model_dump(mode="json"),
-            task.image_size,
-            task.batch_size,
-            augment,
-            task.oversample,
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    dls, augments = _DATA_CACHE.get(key, (None, None))
-    if dls is not None and (dls.augment, dls.train.augment) != augments:
-        dls = None  # something switched its augmentation and did not switch it back: build anew
-    if dls is None:
-        dls = make_dataloaders(
-            dataset.name,
-            image_size=task.image_size,
-            batch_size=task.batch_size,
-            valid_pct=dataset.valid_pct,
-            seed=dataset.seed,
-            augment=augment,
-            oversample=task.oversample,
-            path=dataset.path,
-            **dataset.options,
-        )
-        _DATA_CACHE.clear()  # one dataset held at a time
-        _DATA_CACHE[key] = (dls, (dls.augment, dls.train.augment))
-    dls.train.reseed(seed)  # the trial seed's own order and augmentation streams
-    return dls
-
-
-def _learner(task: Any, dls: Any, seed: int) -> Learner:
-    seed_everything(seed)
-    model = build_model(
-        task.model.arch,
-        dls.n_classes,
-        pretrained=task.model.pretrained,
-        in_channels=dls.in_channels,
-    )
-    accelerator = task.accelerator
-    return Learner(
-        model,
-        dls,
-        opt=task.opt,
-        wd=task.wd,
-        wd_bn_bias=task.wd_bn_bias,
-        progress=False,
-        amp=accelerator.amp,
-        channels_last=accelerator.channels_last,
-        compile=accelerator.compile,
-        fused_step=accelerator.fused_step,
-    )
+_DATA_CACHE = _fitting.DATA_CACHE  # the worker's last data (tests clear it)
+_dataloaders = _fitting.dataloaders
+_learner = _fitting.learner
 
 
 def _trial_params(context: TrialContext, config: Mapping[str, Any], arm: Any) -> dict[str, Any]:

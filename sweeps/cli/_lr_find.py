@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,7 +17,7 @@ from sweeps.cli import app
 from sweeps.spec import SUGGESTION_RULES as RULES  # names for --help without torch (tested)
 
 if TYPE_CHECKING:  # torch and matplotlib load when the command runs, not for --help
-    from trainers import LRFindResult
+    from trainers import Learner, LRFindResult
 
 _OPTIONS = ("dataset", "arch", "seed")
 _COMPOUND = ("image_size", "batch_size", "num_it", "start_lr", "end_lr", "div_factor")
@@ -115,19 +116,103 @@ def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
     return target
 
 
+_TASK_OPTIONS = {
+    "dataset": "task.dataset.name",
+    "arch": "task.model.arch",
+    "image_size": "task.image_size",
+    "batch_size": "task.batch_size",
+    "path": "task.dataset.path",
+    "amp": "task.accelerator.amp",
+    "channels_last": "task.accelerator.channels_last",
+    "compile_model": "task.accelerator.compile",
+}
+"""The options a spec's task replaces, and the field to --set instead."""
+
+
+@dataclass
+class _Test:
+    """The range test's settings: the spec's lr_finder arm's, the command line's, or fastai's."""
+
+    num_it: int = 100
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+
+
+def _from_spec(
+    spec_path: Path, overrides: list[str], seed: int | None, given: dict[str, object]
+) -> tuple[Learner, _Test, int]:
+    """The Learner a sweep's ``lr_finder`` trial of ``seed`` runs its range test on (the spec's
+    data, model, pretrained weights, optimizer, accelerator and threads; frozen for a
+    fine-tune), the test settings of the spec's first ``lr_finder`` arm, and the seed.
+
+    Raises:
+        ValueError: a task option given beside --spec (naming the field to --set instead), or
+            an invalid spec (its errors, as ``lrsweep validate`` lists them).
+    """
+    import torch
+
+    from sweeps import _fitting
+    from sweeps.spec import SpecError, load_spec
+
+    clashing = [name for name, value in given.items() if value not in (None, False)]
+    if clashing:
+        fields = ", ".join(
+            f"--{name.removesuffix('_model').replace('_', '-')} ({_TASK_OPTIONS[name]})"
+            for name in clashing
+        )
+        raise ValueError(
+            f"--spec sets the task, so {fields} cannot be given beside it: change the spec, "
+            "or pass --set FIELD=VALUE."
+        )
+    try:
+        spec = load_spec(spec_path, overrides=overrides)
+    except SpecError as error:
+        raise ValueError(f"--spec: {error}") from None
+    test = _Test()
+    arm = next((a for a in spec.strategies if a.kind == "lr_finder"), None)
+    if arm is not None:
+        test = _Test(arm.num_it, arm.start_lr, arm.end_lr)
+    chosen = spec.seeds[0] if seed is None else seed
+    torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as a trial: the same curve
+    task = spec.task
+    learn = _fitting.learner(task, _fitting.dataloaders(task, chosen), chosen)
+    if task.fine_tune is not None:
+        learn.freeze()  # as a trial: a transfer task's range test runs on the frozen model
+    return learn, test, chosen
+
+
 @app.command("lr-find")
 def lr_find_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="digits, shapes, image_folder, ...")],
-    arch: Annotated[str, typer.Option("--arch", help="simple_cnn, resnet18 or resnet34.")],
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 32,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds data split, init and order.")] = 0,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="digits, shapes, image_folder, ...")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="simple_cnn, resnet18 or resnet34.")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Image side in pixels (default 32).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images per batch (default 64).")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Seeds data split, init and order (default 0; with --spec its first)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to save the plot.")] = Path(
         "lr_find.png"
     ),
-    num_it: Annotated[int, typer.Option("--num-it", help="Iterations of the test.")] = 100,
-    start_lr: Annotated[float, typer.Option("--start-lr", help="First learning rate.")] = 1e-7,
-    end_lr: Annotated[float, typer.Option("--end-lr", help="Last learning rate.")] = 10.0,
+    num_it: Annotated[
+        int | None, typer.Option("--num-it", help="Iterations of the test (default 100).")
+    ] = None,
+    start_lr: Annotated[
+        float | None, typer.Option("--start-lr", help="First learning rate (default 1e-7).")
+    ] = None,
+    end_lr: Annotated[
+        float | None, typer.Option("--end-lr", help="Last learning rate (default 10).")
+    ] = None,
     div_factor: Annotated[
         float,
         typer.Option("--div-factor", help="Stop once the smoothed loss passes this x its best."),
@@ -152,10 +237,24 @@ def lr_find_command(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (slow first steps).")
     ] = False,
+    spec_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="Test a sweep spec's task as its lr_finder trials do (its data, model, weights, "
+            "optimizer, accelerator; frozen for a fine-tune), instead of --dataset/--arch.",
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="With --spec: override a field, e.g. --set task.image_size=16."),
+    ] = None,
 ) -> None:
     """Run the LR range test on a fresh model and print what each rule suggests.
 
-    --amp, --channels-last, --compile: test as a sweep's task.accelerator trains.
+    --amp, --channels-last, --compile: test as a sweep's task.accelerator trains. --spec: the
+    very range test a sweep's lr_finder trial runs (num_it, start_lr, end_lr from its first
+    lr_finder arm unless given here).
     """
     from trainers import build_model, make_dataloaders, seed_everything
     from trainers.learner import Learner
@@ -165,6 +264,24 @@ def lr_find_command(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rules = tuple(suggest) if suggest else ("valley",)
     try:
+        if spec_path is None and overrides:
+            raise ValueError("--set changes a spec: give the spec with --spec.")
+        if spec_path is None and (dataset is None or arch is None):
+            raise ValueError(
+                "give --dataset and --arch (the data and model to test), or --spec with a "
+                "sweep spec whose task to test."
+            )
+        test = _Test()
+        given = {
+            "dataset": dataset,
+            "arch": arch,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "path": path,
+            "amp": amp,
+            "channels_last": channels_last,
+            "compile_model": compile_model,
+        }
         out = _checked_output("--out", out, plot=True)
         if json_out is not None:
             json_out = _checked_output("--json", json_out, plot=False)
@@ -173,41 +290,57 @@ def lr_find_command(
                     f"--json {str(json_out)!r} and --out name the same file; the curve would "
                     "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
                 )
+        if spec_path is not None:
+            learn, test, seed = _from_spec(spec_path, overrides or [], seed, given)
+        test = _Test(
+            test.num_it if num_it is None else num_it,
+            test.start_lr if start_lr is None else start_lr,
+            test.end_lr if end_lr is None else end_lr,
+        )
         try:  # before any data is read: a bad --num-it fails at once, not after the loading
-            check_lr_find_args(start_lr, end_lr, num_it, div_factor, suggest=rules)
+            check_lr_find_args(test.start_lr, test.end_lr, test.num_it, div_factor, suggest=rules)
         except ValueError as error:
             if str(error).startswith("Unknown suggestion rule"):
                 raise ValueError(f"--suggest: {error}") from None
             raise
-        if batch_size == 1:  # as task.batch_size: a batch of one fails its first step
-            raise ValueError(
-                "--batch-size must be at least 2: every model's head has BatchNorm, which "
-                "cannot train on one image a batch, but got 1"
-            )
-        if dataset == "image_folder" and path is None:
-            raise ValueError("--dataset image_folder needs --path, the folder holding its images.")
+        if spec_path is None:
+            image_size = 32 if image_size is None else image_size
+            batch_size = 64 if batch_size is None else batch_size
+            seed = 0 if seed is None else seed
+            assert dataset is not None and arch is not None  # checked above
+            if batch_size == 1:  # as task.batch_size: a batch of one fails its first step
+                raise ValueError(
+                    "--batch-size must be at least 2: every model's head has BatchNorm, which "
+                    "cannot train on one image a batch, but got 1"
+                )
+            if dataset == "image_folder" and path is None:
+                raise ValueError(
+                    "--dataset image_folder needs --path, the folder holding its images."
+                )
+            try:
+                dls = make_dataloaders(
+                    dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
+                )
+            except RuntimeError as error:  # a torchvision set neither under --path nor downloadable
+                raise ValueError(f"--dataset {dataset} (--path): {error}") from None
+            seed_everything(seed)
+            model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
+            try:
+                learn = Learner(
+                    model,
+                    dls,
+                    seed=seed,
+                    progress=False,
+                    amp=amp,
+                    channels_last=channels_last,
+                    compile=compile_model,
+                )
+            except ValueError as error:  # the accelerator options are the Learner's only input
+                raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
         try:
-            dls = make_dataloaders(
-                dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
+            result = learn.lr_find(
+                test.start_lr, test.end_lr, test.num_it, div_factor=div_factor, suggest=rules
             )
-        except RuntimeError as error:  # a torchvision set neither under --path nor downloadable
-            raise ValueError(f"--dataset {dataset} (--path): {error}") from None
-        seed_everything(seed)
-        model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
-        try:
-            learn = Learner(
-                model,
-                dls,
-                seed=seed,
-                progress=False,
-                amp=amp,
-                channels_last=channels_last,
-                compile=compile_model,
-            )
-        except ValueError as error:  # the accelerator options are the Learner's only input here
-            raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
-        try:
-            result = learn.lr_find(start_lr, end_lr, num_it, div_factor=div_factor, suggest=rules)
         except CurveTooShort as error:  # the curve is kept: it shows why, and answers other rules
             raise ValueError(f"{error}{_kept(error.curve, out, json_out)}") from None
         except ValueError as error:  # bf16 on the CPU refuses images too small (the first step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,74 @@ def test_a_curve_no_rule_can_read_is_still_plotted_and_saved(tmp_path):
     saved = LRFindResult.from_json(curve)
     assert saved.stopped_early and saved.num_it_run < 16 and saved.suggestions == {}
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+DIGITS_SPEC = Path(__file__).resolve().parents[2] / "sweeps" / "specs" / "digits.yaml"
+
+
+@pytest.mark.parametrize("fine_tune", [False, True])
+def test_lr_find_of_a_spec_runs_the_range_test_its_finder_trials_run(
+    tmp_path: Path, fine_tune: bool
+) -> None:
+    """--spec: the spec's data, model and optimizer, its lr_finder arm's num_it, its first seed,
+    and for a fine-tune the frozen model, as sweeps.trial builds and freezes them: a user
+    range-testing a sweep's task with --dataset/--arch got a fresh AdamW model's curve."""
+    from sweeps import _fitting
+    from sweeps.spec import load_spec
+
+    overrides = ["task.image_size=8", "strategies.0.num_it=30", "task.opt=sgd", "seeds=[3]"]
+    if fine_tune:
+        overrides.append("task.fine_tune={freeze_epochs: 1}")
+    curve = tmp_path / "c.json"
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    result = CliRunner().invoke(
+        app,
+        [
+            "lr-find",
+            "--spec",
+            str(DIGITS_SPEC),
+            *sets,
+            "--out",
+            str(tmp_path / "c.png"),
+            "--json",
+            str(curve),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    saved = LRFindResult.from_json(curve)
+    assert saved.num_it == 30
+    task = load_spec(DIGITS_SPEC, overrides=overrides).task
+    learn = _fitting.learner(task, _fitting.dataloaders(task, 3), 3)
+    assert learn.opt_name == "sgd"
+    if fine_tune:
+        learn.freeze()
+    expected = learn.lr_find(1e-7, 10.0, 30, suggest=())
+    assert saved.raw_losses == expected.raw_losses  # the very curve, bit for bit
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--spec", str(DIGITS_SPEC), "--arch", "resnet18", "--image-size", "8"],
+            r"--spec sets the task, so --arch \(task\.model\.arch\), --image-size "
+            r"\(task\.image_size\) cannot be given beside it",
+        ),
+        (
+            ["--spec", str(DIGITS_SPEC), "--set", "task.epochs=0"],
+            r"--spec: invalid spec .*task\.epochs: must be at least 1",
+        ),
+        (
+            ["--dataset", "digits", "--arch", "simple_cnn", "--set", "task.epochs=1"],
+            r"--set changes a spec: give the spec with --spec",
+        ),
+        (["--dataset", "digits"], r"give --dataset and --arch .*, or --spec"),
+    ],
+)
+def test_lr_find_of_a_spec_refuses_what_does_not_fit_it(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, ["lr-find", *args, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2, result.output
+    assert re.search(message, " ".join(result.stderr.split())), result.stderr
+    assert not (tmp_path / "x.png").exists()
