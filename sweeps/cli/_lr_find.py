@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -139,7 +140,7 @@ class _Test:
 
 
 def _from_spec(
-    spec_path: Path, overrides: list[str], seed: int | None, given: dict[str, object]
+    spec_path: Path, overrides: list[str], seed: int | None, given: Mapping[str, object]
 ) -> tuple[Learner, _Test, int]:
     """The Learner a sweep's ``lr_finder`` trial of ``seed`` runs its range test on (the spec's
     data, model, pretrained weights, optimizer, accelerator and threads; frozen for a
