@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 from sweeps import _ray
 
 __all__ = [
+    "HEAD_LOST_S",
+    "HEAD_POLL_S",
+    "LOST_HEAD_EXIT",
     "LOST_RAY_GRACE_S",
     "RAY_POLL_S",
     "SIGTERM_EXIT",
@@ -26,8 +30,15 @@ __all__ = [
 logger = logging.getLogger("sweeps.run")
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM, as ``lrsweep run`` exits after a graceful SIGTERM stop
+LOST_HEAD_EXIT = 1  # the cluster went away: a failure, not a stop asked for
 RAY_POLL_S = 0.25
 LOST_RAY_GRACE_S = 2.0
+HEAD_POLL_S = 2.0
+"""How often a sweep on a cluster checks that the head still answers."""
+HEAD_LOST_S = 30.0
+"""How long the head may not answer before the sweep closes its runs and exits: Ray ends the
+driver itself 60 s after it lost the GCS (leaving every run RUNNING), and a shorter wait than
+this would end sweeps that Ray would have carried through a network blip."""
 """After SIGTERM, how long a sweep whose raylet is gone may still end by itself before exit."""
 
 _FORCED_EXIT_HOOKS: list[tuple[Callable[[], None], int | None]] = []
@@ -69,15 +80,26 @@ class Interrupts:
         close_killed: Closes the sweep's unfinished runs and its parent run as KILLED.
         resume: The command that continues the sweep (logged on a forced exit).
         watch_local_ray: Arm the watchdog (a Ray started on this machine: ``address`` None).
+        watch_head: On a cluster, the head's ``host:port``: while the trials run, a thread
+            checks that it still answers, and once it has not for :data:`HEAD_LOST_S` closes
+            the runs KILLED, logs how to resume and exits with status 1 (Ray would end the
+            driver 60 s after losing the GCS, its runs left RUNNING, nothing said).
     """
 
     def __init__(
-        self, close_killed: Callable[[], None], *, resume: str, watch_local_ray: bool
+        self,
+        close_killed: Callable[[], None],
+        *,
+        resume: str,
+        watch_local_ray: bool,
+        watch_head: str | None = None,
     ) -> None:
         self.signal: str | None = None
         self._close_killed = close_killed
         self._resume = resume
         self._watch_local_ray = watch_local_ray
+        self._watch_head = watch_head
+        self._head_watchdog: threading.Thread | None = None
         self._finished = threading.Event()
         self._began = False
         self._lock = threading.RLock()  # a second SIGTERM may interrupt the first's close
@@ -126,29 +148,60 @@ class Interrupts:
             "runs are closed as KILLED. Continue it with: %s",
             self._resume,
         )
-        status = SIGTERM_EXIT
-        for hook, replaced in list(_FORCED_EXIT_HOOKS):
-            try:
-                hook()
-            except Exception:  # the exit must happen all the same
-                logger.exception("a hook before the forced exit failed")
-            status = replaced if replaced is not None else status
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(status)
+        _forced_exit(SIGTERM_EXIT)
+
+    def _exit_if_head_lost(self, head: str) -> None:
+        from sweeps.preflight._cluster import head_answers
+
+        silent_since: float | None = None
+        while not self._finished.wait(HEAD_POLL_S):
+            why = head_answers(head, timeout=HEAD_POLL_S)
+            if why is None:
+                silent_since = None
+                continue
+            now = time.monotonic()
+            silent_since = now if silent_since is None else silent_since
+            if now - silent_since >= HEAD_LOST_S:
+                break
+        else:
+            return
+        self._close_runs()
+        logger.warning(
+            "The Ray cluster's head at %s has not answered for %.0f s (%s): the sweep cannot go "
+            "on, and its runs are closed as KILLED. Once the head is back, continue it with: %s",
+            head,
+            HEAD_LOST_S,
+            why,
+            self._resume,
+        )
+        _forced_exit(LOST_HEAD_EXIT)
+
+    def watching(self) -> None:
+        """Start the head's watchdog (a sweep on a cluster), once; :meth:`finished` stops it."""
+        if self._watch_head is None or self._head_watchdog is not None:
+            return
+        self._head_watchdog = threading.Thread(
+            target=self._exit_if_head_lost,
+            args=(self._watch_head,),
+            name="lrsweep-lost-head-watchdog",
+            daemon=True,
+        )
+        self._head_watchdog.start()
 
     def finished(self) -> None:
-        """The sweep has closed its runs: disarm the watchdog (Ray's shutdown is no loss)."""
+        """The sweep has closed its runs: disarm the watchdogs (Ray's shutdown is no loss)."""
         self._finished.set()
 
     @contextmanager
     def catching(self) -> Iterator[None]:
-        """Route SIGTERM through Ctrl-C's path for the duration (main thread only).
+        """Route SIGTERM through Ctrl-C's path for the duration (main thread only), and watch a
+        cluster's head.
 
         Afterwards SIGINT and SIGUSR1 get their handlers back too: Ray Tune installs its own
         and leaves them after a run that ends by itself, so the next Ctrl-C (between the sweeps
         of a night, or in a program that called ``run_sweep``) only logged "ending Ray Tune run".
         """
+        self.watching()
         try:
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         except ValueError:  # not the main thread: leave signals alone
@@ -163,6 +216,20 @@ class Interrupts:
             for sig, handler in kept.items():
                 if handler is not None:  # None: set outside Python, cannot be put back
                     signal.signal(sig, handler)
+
+
+def _forced_exit(status: int) -> None:
+    """Run the hooks of :func:`before_forced_exit` and end the process with ``status`` (a
+    hook's own status replaces it), now: no ``finally`` of the caller runs."""
+    for hook, replaced in list(_FORCED_EXIT_HOOKS):
+        try:
+            hook()
+        except Exception:  # the exit must happen all the same
+            logger.exception("a hook before the forced exit failed")
+        status = replaced if replaced is not None else status
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(status)
 
 
 @contextmanager

@@ -79,6 +79,7 @@ class SweepResult:
         report: The comparison (None when the sweep was interrupted or every trial failed).
         interrupted: True when Ctrl-C / SIGTERM stopped the sweep before the end.
         stop_signal: ``SIGINT`` or ``SIGTERM`` when interrupted (``SIGINT`` when unknown).
+        address: The Ray cluster it ran on (None: a Ray of its own on this machine).
     """
 
     name: str
@@ -92,6 +93,7 @@ class SweepResult:
     report: Report | None = None
     interrupted: bool = False
     stop_signal: str | None = None
+    address: str | None = None
 
     @property
     def n_trials(self) -> int:
@@ -128,14 +130,17 @@ def _write_state(sweep_dir: Location, state: dict[str, Any]) -> None:
     location.write_text(sweep_dir, STATE_FILE, json.dumps(state, indent=1, default=str))
 
 
-def resume_hint(name: str, sweep_dir: Location) -> str:
+def resume_hint(name: str, sweep_dir: Location, address: str | None = None) -> str:
     """``lrsweep resume NAME``, with ``--storage-path`` when the sweep's Ray storage is not the
-    default one (else that command would look for another sweep)."""
+    default one (else that command would look for another sweep) and ``--address`` when it ran
+    on a cluster (else the resume would start a Ray of its own on the machine it is typed on)."""
     root = location.parent(sweep_dir, 2)  # <root>/<name>/<sweep id>
     root = root.resolve() if isinstance(root, Path) else root
     command = f"lrsweep resume {shlex.quote(name)}"
     if root != default_storage():
         command += f" --storage-path {shlex.quote(str(root))}"
+    if address and address != "local":
+        command += f" --address {shlex.quote(address)}"
     return command
 
 
@@ -178,7 +183,12 @@ def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_i
 
 @contextmanager
 def _never_left_running(
-    tracker: Tracker, experiment_id: str, parent_run_id: str, name: str, sweep_dir: Location
+    tracker: Tracker,
+    experiment_id: str,
+    parent_run_id: str,
+    name: str,
+    sweep_dir: Location,
+    address: str | None = None,
 ) -> Iterator[None]:
     """Whatever ends the block early leaves no run of the sweep RUNNING.
 
@@ -199,7 +209,7 @@ def _never_left_running(
             closed = _close_killed if stopped else _close_failed
             closed(tracker, experiment_id, parent_run_id)
             if stopped and location.read_text(sweep_dir, STATE_FILE) is not None:
-                hint = resume_hint(name, sweep_dir)
+                hint = resume_hint(name, sweep_dir, address)
                 logger.warning("sweep interrupted; continue it with: %s", hint)
         raise
 
@@ -289,7 +299,9 @@ def run_sweep(
     sweep_dir = location.child(root, spec.name, sweep_id)
     with sigterm_stops():  # from the parent run on; Ray's start and the trials guard their own
         parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
-        with _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir):
+        with _never_left_running(
+            tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
+        ):
             state = {
                 "name": spec.name,
                 "sweep_id": sweep_id,
@@ -386,7 +398,7 @@ def resume_sweep(
     experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
     with (
         sigterm_stops(),
-        _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir),
+        _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address),
     ):
         tracker.reopen_run(parent_run_id)
         logger.info("resuming sweep %s from %s", state["sweep_id"], sweep_dir)
@@ -439,11 +451,14 @@ def _execute(
     started_ray = not _ray.is_initialized()
     interrupts = Interrupts(
         partial(_close_killed, tracker, experiment_id, parent_run_id),
-        resume=resume_hint(spec.name, sweep_dir),
+        resume=resume_hint(spec.name, sweep_dir, address),
         watch_local_ray=address is None,
+        watch_head=preflight.head_address(address) if address else None,
     )
     try:  # MLflow first (the guard), then Ray: Ray's shutdown cannot leave a run RUNNING
-        with _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir):
+        with _never_left_running(
+            tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
+        ):
             with sigterm_stops():  # Ray's start takes seconds; its sys.exit(15) is undone here
                 _ray.init_ray(address)
             outcomes, interrupted = _run_or_interrupt(
@@ -459,6 +474,7 @@ def _execute(
                 sweep_dir=sweep_dir,
                 trials=_by_arm(outcomes),
                 interrupted=interrupted,
+                address=address,
                 stop_signal=(interrupts.signal or "SIGINT") if interrupted else None,
             )
             unended = {o.trial_id for o in outcomes if not o.ended}
@@ -521,14 +537,20 @@ def _close(
     if result.interrupted:
         tracker.reopen_interrupted(experiment_id, parent_run_id, unended)
         _close_killed(tracker, experiment_id, parent_run_id)
-        logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
+        logger.warning(
+            "sweep interrupted; continue it with: %s",
+            resume_hint(spec.name, sweep_dir, result.address),
+        )
         return result
     try:
         return _close_ended(spec, tracker, state, sweep_dir, result)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM after the trials: `lrsweep resume`
         with closing_runs():  # closes and reports; a second signal must not cut this short
             _close_killed(tracker, experiment_id, parent_run_id)
-        logger.warning("sweep interrupted; continue it with: %s", resume_hint(spec.name, sweep_dir))
+        logger.warning(
+            "sweep interrupted; continue it with: %s",
+            resume_hint(spec.name, sweep_dir, result.address),
+        )
         stop_signal = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
         return replace(result, interrupted=True, stop_signal=stop_signal)
 

@@ -327,9 +327,7 @@ def lr_find(
         The curve and one suggested rate per rule, for the top layer group.
 
     Raises:
-        ValueError: If an argument is out of range or a rule name is unknown, or the loss of
-            the first iteration, before any step, is not finite (the weights or the loss
-            function are at fault, not a rate).
+        ValueError: If an argument is out of range or a rule name is unknown.
         CurveTooShort: If the test stopped so early that a rule has too few points; the
             message gives the iterations run and the points needed, and its ``curve`` holds
             what the test measured (no suggestions).
@@ -353,14 +351,6 @@ def lr_find(
         )
     finally:
         learn.restore(saved)
-    if raw and not math.isfinite(raw[0]):
-        # the first loss comes before the test's first step: no rate of the test caused it
-        raise ValueError(
-            f"lr_find's first iteration has a loss of {raw[0]} before any step of the test, so "
-            "no learning rate is the cause: the model's weights are (a fit that diverged leaves "
-            "those of its last step: load a checkpoint or rebuild the model), or the loss "
-            "function is (a log of 0, a division by 0)."
-        )
     best = min((v for v in smooth if not math.isnan(v)), default=math.inf)
     # the divergence test stopped it (not a NaN/inf), and only because the loss went <= 0
     non_positive_stop = stopped and stop_div and best <= 0 and math.isfinite(smooth[-1])
@@ -522,7 +512,15 @@ def _suggest(
             out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
         except CurveTooShort as err:
             why = err.why
-            if non_positive_stop:
+            if smooth and not math.isfinite(smooth[0]):
+                # the first loss comes before the test's first step: no rate of it is the cause
+                why += (
+                    f"; lr_find's first iteration has a loss of {smooth[0]} before any step of "
+                    "the test, so no learning rate is the cause: the model's weights are (a fit "
+                    "that diverged leaves those of its last step: load a checkpoint or rebuild "
+                    "the model), or the loss function is (a log of 0, a division by 0)"
+                )
+            elif non_positive_stop:
                 why += (
                     f"; the test stopped after {len(lrs)} of num_it={num_it} iterations because "
                     f"the best smoothed loss is {best:.3g}, and with a loss <= 0 the divergence "

@@ -62,7 +62,7 @@ def resume_hint(result: SweepResult) -> str:
     """The command that continues ``result``'s sweep (see :func:`sweeps.run.resume_hint`)."""
     from sweeps.run import resume_hint as run_resume_hint
 
-    return run_resume_hint(result.name, result.sweep_dir)
+    return run_resume_hint(result.name, result.sweep_dir, result.address)
 
 
 def failures(result: SweepResult) -> list[str]:

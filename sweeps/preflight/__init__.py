@@ -32,7 +32,12 @@ from __future__ import annotations
 
 from sweeps.preflight._accel import check_accelerator
 from sweeps.preflight._check import check_cluster, connect
-from sweeps.preflight._cluster import PROBE_TIMEOUT_S, explain_connect_error
+from sweeps.preflight._cluster import (
+    PROBE_TIMEOUT_S,
+    explain_connect_error,
+    head_address,
+    head_answers,
+)
 from sweeps.preflight._data import check_local_data, check_local_weights, check_portable_inputs
 from sweeps.preflight._local import check_local_resources, local_node
 from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
@@ -62,6 +67,8 @@ __all__ = [
     "check_tracking_reachable",
     "connect",
     "explain_connect_error",
+    "head_address",
+    "head_answers",
     "label_matches",
     "local_node",
     "trial_request",

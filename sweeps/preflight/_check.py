@@ -12,9 +12,11 @@ from sweeps.preflight._cluster import (
     alive_nodes,
     autoscaler_groups,
     explain_connect_error,
+    head_address,
+    head_answers,
     probe_nodes,
 )
-from sweeps.preflight._report import PreflightReport
+from sweeps.preflight._report import PreflightError, PreflightReport
 from sweeps.preflight._resources import check_fit
 from sweeps.preflight._storage import (
     check_artifacts_shared,
@@ -37,10 +39,20 @@ def connect(address: str) -> None:
             Ray Client refuse a client whose Ray or Python version differs from the cluster's)
             rewritten to name both versions and what to do.
     """
+    target = head_address(address)
+    if target is not None:
+        why = head_answers(target)
+        if why is not None:  # ray.init would retry for ~14 minutes before saying so
+            raise PreflightError(
+                f"Cannot connect to the Ray cluster at {address}: nothing answers at {target} "
+                f"({why}). Start one (`ray start --head`, `ray up infra/ray/cluster.yaml`, or "
+                "the KubeRay RayCluster in infra/k8s/) or fix --address: `auto` joins the "
+                "cluster this machine belongs to, ray://HOST:10001 connects through Ray Client."
+            )
     try:
         _ray.init_ray(address)
     except Exception as error:  # any connection failure is reported the same way
-        raise explain_connect_error(error, address) from error
+        raise explain_connect_error(error, address, answers=target) from error
 
 
 def check_cluster(

@@ -8,8 +8,10 @@ config from ``ray._private.state``).
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import re
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +26,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sweeps.preflight._report import NodeInfo, PreflightError
 from sweeps.spec import StorageSpec, SweepSpec
 
-__all__ = ["alive_nodes", "autoscaler_groups", "explain_connect_error", "probe_nodes"]
+__all__ = [
+    "alive_nodes",
+    "autoscaler_groups",
+    "explain_connect_error",
+    "head_address",
+    "head_answers",
+    "probe_nodes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -310,12 +319,48 @@ def _last_line(error: BaseException) -> str:
 _VERSION_LINE = re.compile(r"Ray:\s*(\S+)\s+Python:\s*(\S+)")
 
 
-def explain_connect_error(error: BaseException, address: str | None) -> PreflightError:
+ANSWER_TIMEOUT_S = 5.0
+"""How long :func:`head_answers` waits for the head's port to accept a connection."""
+
+
+def head_address(address: str) -> str | None:
+    """``host:port`` that ``address`` reaches (``auto``: ``RAY_ADDRESS`` or the cluster this
+    machine belongs to, as Ray resolves it), or None when it cannot be told here."""
+    if address.startswith("ray://"):
+        return address.removeprefix("ray://").split("/", 1)[0] or None
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # no cluster to find for auto, or Ray's internals moved: ray.init says
+        return None
+
+
+def head_answers(host_port: str, timeout: float = ANSWER_TIMEOUT_S) -> str | None:
+    """None when something accepts a TCP connection at ``host_port``, else why not.
+
+    ``ray.init`` retries an address where nothing listens for about 14 minutes before it
+    gives up (a typo in ``--address``); a refused or unresolvable address is known at once.
+    """
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as error:
+        return str(error) or type(error).__name__
+
+
+def explain_connect_error(
+    error: BaseException, address: str | None, *, answers: str | None = None
+) -> PreflightError:
     """A clear :class:`PreflightError` for a failure to connect to the Ray cluster at ``address``.
 
     Ray refuses a driver (or a Ray Client, ``ray://``) whose Ray or Python version differs from
     the cluster's with a ``Version mismatch`` RuntimeError; this names both versions and what to
-    do. Any other failure is reported with the address and how to start or find a cluster.
+    do. When ``answers`` (the ``host:port`` that accepted a connection before ``ray.init``)
+    is given, the head is there: the message names token authentication, which Ray reports
+    only in its own log. Any other failure is reported with the address and how to start or
+    find a cluster.
 
     Example:
         >>> try:
@@ -333,6 +378,20 @@ def explain_connect_error(error: BaseException, address: str | None) -> Prefligh
             f"on Python {cluster_py}, this process Ray {mine_ray} on Python {mine_py}. Install "
             f"ray[tune]=={cluster_ray} on Python {cluster_py} here, or run lrsweep on the "
             "cluster itself: `ray job submit --working-dir . -- lrsweep run SPEC`."
+        )
+    if answers is not None:
+        token = (
+            "set RAY_AUTH_MODE=token for lrsweep too (the token is read from "
+            "~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token"
+            else "RAY_AUTH_MODE=token is set here: check that the token (~/.ray/auth_token or "
+            "RAY_AUTH_TOKEN) is the head's"
+        )
+        return PreflightError(
+            f"Cannot connect to the Ray cluster at {where}: {_last_line(error)}. The head "
+            f"answers at {answers}, so the address is right. If it runs with token "
+            f"authentication (Ray's log says 'InvalidAuthToken'), {token}; else check Ray's "
+            "log above for why it refused this driver."
         )
     return PreflightError(
         f"Cannot connect to the Ray cluster at {where}: {_last_line(error)}. Start one "

@@ -456,3 +456,24 @@ def test_sweep_json_keeps_the_database_user_a_resume_connects_as(uri: str, store
     from sweeps.run import stored_tracking_uri
 
     assert stored_tracking_uri(uri) == stored
+
+
+@pytest.mark.parametrize(
+    ("address", "tail"),
+    [
+        (None, ""),
+        ("local", ""),
+        ("auto", " --address auto"),
+        ("10.0.0.5:6379", " --address 10.0.0.5:6379"),
+        ("ray://head:10001", " --address ray://head:10001"),
+    ],
+)
+def test_the_resume_hint_of_a_cluster_sweep_resumes_it_on_that_cluster(
+    address: str | None, tail: str
+) -> None:
+    """A user's cluster sweep, stopped by SIGTERM, printed `lrsweep resume NAME`: typed as
+    given, it started a Ray of its own on the user's machine and trained the rest there."""
+    from sweeps.run import resume_hint
+
+    sweep_dir = default_storage() / "digits-lr" / "20261206-000000-abcdef"
+    assert resume_hint("digits-lr", sweep_dir, address) == f"lrsweep resume digits-lr{tail}"

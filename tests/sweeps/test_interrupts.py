@@ -12,9 +12,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +130,56 @@ def test_an_earlier_wakeup_fd_still_receives_the_signal() -> None:
         signal.set_wakeup_fd(earlier)
         os.close(read_fd)
         os.close(write_fd)
+
+
+LOST_HEAD = r"""
+import json, socket, sys, time
+from pathlib import Path
+from sweeps import _interrupts
+from sweeps._interrupts import Interrupts, before_forced_exit
+
+_interrupts.HEAD_POLL_S, _interrupts.HEAD_LOST_S = 0.1, 1.0
+marker, hooked = Path(sys.argv[1]), Path(sys.argv[2])
+head = socket.socket()
+head.bind(("127.0.0.1", 0))
+head.listen()
+address = "127.0.0.1:%d" % head.getsockname()[1]
+interrupts = Interrupts(
+    lambda: marker.write_text("closed KILLED"),
+    resume="lrsweep resume tiny --address " + address,
+    watch_local_ray=False,
+    watch_head=address,
+)
+with before_forced_exit(lambda: hooked.write_text("night closed")):
+    with interrupts.catching():
+        time.sleep(1.5)  # the head answers: nothing happens
+        assert not marker.exists()
+        head.close()  # the head goes away, as when its machine or its GCS dies
+        time.sleep(20)
+print(json.dumps("not ended"))
+"""
+
+
+def test_a_sweep_whose_cluster_head_stops_answering_closes_its_runs_and_says_how_to_resume(
+    tmp_path: Path,
+) -> None:
+    """A user's cluster sweep whose head died: Ray ended the driver 60 s later (exit 1), every
+    run left RUNNING and no resume command said. A real listening socket stands for the head."""
+    marker, hooked = tmp_path / "closed", tmp_path / "hooked"
+    done = subprocess.run(
+        [sys.executable, "-c", LOST_HEAD, str(marker), str(hooked)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert marker.read_text() == "closed KILLED" and hooked.read_text() == "night closed"
+    log = " ".join(done.stderr.split())
+    assert re.search(
+        r"The Ray cluster's head at 127\.0\.0\.1:\d+ has not answered for 1 s \(.*refused\): "
+        r"the sweep cannot go on, and its runs are closed as KILLED\. Once the head is back, "
+        r"continue it with: lrsweep resume tiny --address 127\.0\.0\.1:\d+",
+        log,
+    ), log

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,39 @@ def test_other_connect_errors_name_the_address_and_how_to_start_a_cluster():
     error = explain_connect_error(ConnectionError("no GCS at 10.0.0.9:6379"), "10.0.0.9:6379")
     assert "Cannot connect to the Ray cluster at 10.0.0.9:6379: no GCS" in str(error)
     assert "ray start --head" in str(error)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # bound, then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "no-such-head.invalid"])
+def test_an_address_where_nothing_answers_is_refused_at_once(host: str) -> None:
+    """A typo in --address: ray.init retried for 13 min 44 s before its error (a user's run)."""
+    port = _closed_port()
+    address = f"{host}:{port}"
+    started = time.monotonic()  # Ray names this machine's own address for 127.0.0.1
+    with pytest.raises(PreflightError, match=rf"at {address}: nothing answers at \S+:{port} \("):
+        connect(address)
+    assert time.monotonic() - started < 30  # the probe's 5 s at most, plus name resolution
+    assert not ray.is_initialized()
+
+
+def test_a_head_that_answers_but_refuses_the_driver_names_token_authentication(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray reports a missing token only in its C++ log: the error said "start one or fix
+    --address" for a head that was running at the right address."""
+    refused = ConnectionError("Failed to connect to Ray cluster at 10.0.0.9:6390.")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    error = str(explain_connect_error(refused, "10.0.0.9:6390", answers="10.0.0.9:6390"))
+    assert "The head answers at 10.0.0.9:6390, so the address is right" in error
+    assert "set RAY_AUTH_MODE=token for lrsweep too" in error and "start" not in error.lower()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    error = str(explain_connect_error(refused, "10.0.0.9:6390", answers="10.0.0.9:6390"))
+    assert "RAY_AUTH_MODE=token is set here: check that the token" in error
 
 
 # --- this machine: resources and artifact folder ------------------------------------------
