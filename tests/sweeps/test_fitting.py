@@ -11,8 +11,19 @@ import pytest
 from sweeps import trial
 from sweeps._fitting import train
 from sweeps.spec import load_spec
+from trainers import Learner
 
 DIGITS = Path(__file__).resolve().parents[2] / "sweeps" / "specs" / "digits.yaml"
+
+
+def _trained(overrides: list[str]) -> Learner:
+    """digits.yaml's task, fine-tuned 1 + 1 epochs at 8 px with ``overrides``, trained as a
+    trial of seed 0 trains it."""
+    fine_tune = ["task.fine_tune.freeze_epochs=1", "task.epochs=2", "task.image_size=8"]
+    task = load_spec(DIGITS, overrides=[*fine_tune, *overrides]).task
+    learn = trial._learner(task, trial._dataloaders(task, 0), 0)
+    train(learn, task, 1e-2)
+    return learn
 
 
 @pytest.mark.parametrize("wd_bn_bias", ["false", "true"])
@@ -23,18 +34,7 @@ def test_every_optimizer_fine_tunes_a_spec_task_through_both_phases(
     """``task.fine_tune`` trains the body's normalization layers while it is frozen, then
     everything: with ``opt: sgd`` and ``wd_bn_bias: true`` the unfrozen phase used to raise
     PyTorch's ``TypeError`` from its fused SGD (every trial of such a sweep failed)."""
-    task = load_spec(
-        DIGITS,
-        overrides=[
-            f"task.opt={opt}",
-            f"task.wd_bn_bias={wd_bn_bias}",
-            "task.fine_tune.freeze_epochs=1",
-            "task.epochs=2",
-            "task.image_size=8",
-        ],
-    ).task
-    learn = trial._learner(task, trial._dataloaders(task, 0), 0)
-    train(learn, task, 1e-2)
+    learn = _trained([f"task.opt={opt}", f"task.wd_bn_bias={wd_bn_bias}"])
     assert [row.get("phase") for row in learn.history] == ["frozen", "unfrozen"]
     assert all(math.isfinite(row["valid_loss"]) for row in learn.history)
     assert all(group["fused"] is True for group in learn.opt.param_groups)
@@ -53,15 +53,4 @@ def test_the_body_rates_a_trial_trained_at_are_given_beside_its_top_groups(
 ) -> None:
     """The per-step lr is the top group's: nothing on a run showed a fine-tune's discriminative
     rates (a user could not see that lr_mult was 10, not fastai's 100)."""
-    task = load_spec(
-        DIGITS,
-        overrides=[
-            "task.fine_tune.freeze_epochs=1",
-            "task.epochs=2",
-            "task.image_size=8",
-            *overrides,
-        ],
-    ).task
-    learn = trial._learner(task, trial._dataloaders(task, 0), 0)
-    train(learn, task, 1e-2)
-    assert trial.lr_group_ratios(learn) == ratios
+    assert trial.lr_group_ratios(_trained(overrides)) == ratios
