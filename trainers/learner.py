@@ -183,7 +183,7 @@ class Learner:
         self.scaler = self.accelerator.grad_scaler()
         self.model = model
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
-        self.dls = dls
+        self._dls = self._on_device(dls)  # checked above, before the model moved
         self.metric_names: tuple[str, ...] = tuple(metrics)
         self.opt_name, self.wd, self.wd_bn_bias = opt, float(wd), wd_bn_bias
         groups = layer_groups(self.model)
@@ -238,9 +238,11 @@ class Learner:
             raise ValueError(
                 f"dls must have train and valid loaders, but got {type(dls).__name__}."
             )
-        if hasattr(self, "_model"):
-            _check_model_fits_data(self._model, dls, classifies=_classifies(self.loss_func))
-        self._dls = dls.to(self.device) if hasattr(dls, "to") else dls
+        _check_model_fits_data(self._model, dls, classifies=_classifies(self.loss_func))
+        self._dls = self._on_device(dls)
+
+    def _on_device(self, dls: Any) -> Any:
+        return dls.to(self.device) if hasattr(dls, "to") else dls
 
     @property
     def loss_func(self) -> Callable[..., torch.Tensor]:
