@@ -65,7 +65,7 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         "rng": rng_to_checkpoint(),
         "dls": _dls_state(learn),
         "scaler": _scaler_state(learn),
-        "classes": _classes(learn.dls),
+        "classes": data_classes(learn.dls),
     }
     write_atomic(path, state)
     return path
@@ -102,7 +102,7 @@ def write_atomic(path: Path, state: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def _classes(dls: Any) -> list[str] | None:
+def data_classes(dls: Any) -> list[str] | None:
     """The data's class names, as plain strings, or None for data without them."""
     classes = getattr(dls, "classes", None)
     return [str(c) for c in classes] if isinstance(classes, list | tuple) else None
@@ -195,7 +195,7 @@ def load(
     if missing:
         raise ValueError(f"checkpoint file {str(path)!r} lacks {missing}; it is incomplete.")
     _check_model(path, state["model"], learn.model.state_dict())
-    saved, now = state.get("classes"), _classes(learn.dls)
+    saved, now = state.get("classes"), data_classes(learn.dls)
     if saved is not None and now is not None and list(saved) != now:
         raise ValueError(
             f"checkpoint file {str(path)!r} was trained on classes {list(saved)!r}, but this "

@@ -24,6 +24,7 @@ from torch import nn
 from trainers import _checkpoint
 from trainers._inference import ImageFormat, ImageInput, eval_mode, model_input
 from trainers.data._image_folder import RESIZE_METHODS
+from trainers.data._loaders import normalising
 from trainers.models import ARCHS, GroupedModel, build_model
 
 if TYPE_CHECKING:
@@ -77,10 +78,7 @@ class Predictor:
         self.resize_method = resize_method
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        std_t = torch.tensor(self.std)
-        # the loaders' normalise: (x / 255 - mean) / std as one fused pass (TensorLoader's)
-        self._gain = (1 / (std_t * 255.0)).view(1, -1, 1, 1)
-        self._bias = (-torch.tensor(self.mean) / std_t).view(1, -1, 1, 1)
+        self._gain, self._bias = normalising(self.mean, self.std, len(self.std))  # the loaders
 
     @property
     def n_classes(self) -> int:
@@ -179,7 +177,7 @@ def export(learn: Learner, path: str | os.PathLike[str]) -> Path:
         "n_classes": model.n_outputs,
         "in_channels": model.in_channels,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "classes": [str(c) for c in fields["classes"]],
+        "classes": _checkpoint.data_classes(dls),
         "mean": [float(m) for m in torch.as_tensor(fields["mean"]).flatten()],
         "std": [float(s) for s in torch.as_tensor(fields["std"]).flatten()],
         "image_size": int(fields["image_size"]),

@@ -16,7 +16,7 @@ from sweeps.preflight._cluster import (
     head_answers,
     probe_nodes,
 )
-from sweeps.preflight._report import PreflightError, PreflightReport
+from sweeps.preflight._report import PreflightReport
 from sweeps.preflight._resources import check_fit
 from sweeps.preflight._storage import (
     check_artifacts_shared,
@@ -43,11 +43,8 @@ def connect(address: str) -> None:
     if target is not None:
         why = head_answers(target)
         if why is not None:  # ray.init would retry for ~14 minutes before saying so
-            raise PreflightError(
-                f"Cannot connect to the Ray cluster at {address}: nothing answers at {target} "
-                f"({why}). Start one (`ray start --head`, `ray up infra/ray/cluster.yaml`, or "
-                "the KubeRay RayCluster in infra/k8s/) or fix --address: `auto` joins the "
-                "cluster this machine belongs to, ray://HOST:10001 connects through Ray Client."
+            raise explain_connect_error(
+                ConnectionError(f"nothing answers at {target} ({why})"), address
             )
     try:
         _ray.init_ray(address)

@@ -14,6 +14,17 @@ from trainers.data.augment import Augment
 from trainers.seeding import derive_seed
 
 
+def normalising(
+    mean: Any, std: Any, channels: int, scale: float = 255.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gain, bias)``, each ``(1, C, 1, 1)``, with ``(x / scale - mean) / std = x * gain +
+    bias``: normalising a batch is one fused pass (``torch.addcmul(bias, x, gain)``). A mean or
+    std of None is 0 or 1 per channel."""
+    mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(mean).float()
+    std_t = torch.ones(channels) if std is None else torch.as_tensor(std).float()
+    return (1 / (std_t * scale)).view(1, -1, 1, 1), (-mean_t / std_t).view(1, -1, 1, 1)
+
+
 class TensorLoader:
     """Yields ``(images, labels)`` batches by indexing tensors: no per-item Dataset, no PIL.
 
@@ -79,12 +90,7 @@ class TensorLoader:
         self.drop_single = drop_single
         self.sample_weights = _checked_weights(sample_weights, len(labels))
         scale = 255.0 if images.dtype == torch.uint8 else 1.0
-        channels = images.shape[1]
-        mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(mean).float()
-        std_t = torch.ones(channels) if std is None else torch.as_tensor(std).float()
-        # normalise(x) = (x / scale - mean) / std = x * _gain + _bias, one fused pass per batch
-        self._gain = (1 / (std_t * scale)).view(1, -1, 1, 1)
-        self._bias = (-mean_t / std_t).view(1, -1, 1, 1)
+        self._gain, self._bias = normalising(mean, std, images.shape[1], scale)
         self.images = images
         self.labels = labels.long()
         self._order_gen, self._augment_gen = torch.Generator(), torch.Generator()
