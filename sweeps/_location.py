@@ -14,7 +14,10 @@ from typing import Any
 
 from sweeps.spec._task import is_uri
 
-__all__ = ["Location", "child", "parent", "read_text", "storage_root", "subfolders", "write_text"]
+__all__ = [
+    "Location", "child", "filesystem", "parent", "read_text", "remove_folder", "storage_root",
+    "subfolders", "write_text",
+]  # fmt: skip
 
 Location = Path | str
 """A local folder, or the URI of a remote one (only a URI is a ``str``)."""
@@ -52,7 +55,7 @@ def write_text(folder: Location, name: str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, folder / name)
         return
-    fs, path = _filesystem(folder)
+    fs, path = filesystem(folder)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/{name}") as out:
         out.write(text.encode("utf-8"))
@@ -65,7 +68,7 @@ def read_text(folder: Location, name: str) -> str | None:
         return file.read_text(encoding="utf-8") if file.is_file() else None
     import pyarrow.fs
 
-    fs, path = _filesystem(folder)
+    fs, path = filesystem(folder)
     if fs.get_file_info(f"{path}/{name}").type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(f"{path}/{name}") as source:
@@ -78,7 +81,7 @@ def subfolders(folder: Location) -> list[str]:
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     import pyarrow.fs
 
-    fs, path = _filesystem(folder)
+    fs, path = filesystem(folder)
     if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
         return []
     found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
@@ -93,12 +96,12 @@ def remove_folder(folder: Location) -> None:
         return
     import pyarrow.fs
 
-    fs, path = _filesystem(folder)
+    fs, path = filesystem(folder)
     if fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
         fs.delete_dir(path)
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
+def filesystem(uri: str) -> tuple[Any, str]:
     """``pyarrow.fs.FileSystem.from_uri``, as Ray Tune resolves its ``storage_path``."""
     import pyarrow.fs
 

@@ -41,6 +41,7 @@ from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_sto
 from sweeps._location import Location
 from sweeps._reporter import flatten_params
 from sweeps._uri import command_uri
+from sweeps.clean import STATE_FILE, TUNE_DIR
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
 from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
@@ -58,9 +59,6 @@ from sweeps.tracking import (
 from sweeps.trial import TrialContext, range_tests_prefix, train_trial
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "sweep.json"
-TUNE_DIR = "tune"
 
 
 @dataclass(frozen=True)

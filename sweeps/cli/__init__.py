@@ -14,6 +14,7 @@ app = typer.Typer(
 
 # Sub-commands register themselves on import; one line per module.
 from sweeps.cli import _best as _best  # noqa: E402
+from sweeps.cli import _clean as _clean  # noqa: E402
 from sweeps.cli import _lr_find  # noqa: E402,F401
 from sweeps.cli import _nightly as _nightly  # noqa: E402
 from sweeps.cli import _report as _report  # noqa: E402

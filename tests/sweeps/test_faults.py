@@ -428,6 +428,26 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     assert parent.info.status == "FAILED" and "no-mnist" in parent.data.tags["sweeps.error"]
     assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}
 
+    # the failed sweep waits in Ray's storage for a resume; `lrsweep clean` lists it, keeps it
+    # while it is recent, and deletes it only with --yes
+    (sweep_dir,) = (tmp_path / ".lrsweep" / "ray_results" / "all-fail").iterdir()
+    listed = CliRunner().invoke(app, ["clean"])
+    assert listed.exit_code == 0, listed.output
+    assert f"all-fail  {sweep_dir.name}  resumable" in listed.output, listed.output
+    assert "Nothing to delete: every sweep changed within 7 days." in listed.output
+    dry = CliRunner().invoke(app, ["clean", "all-fail", "--older-than", "0"])
+    assert dry.exit_code == 0 and "lrsweep clean all-fail --older-than 0 --yes" in dry.output
+    assert sweep_dir.is_dir()
+    gone = CliRunner().invoke(app, ["clean", "all-fail", "--older-than", "0", "--yes"])
+    assert gone.exit_code == 0, gone.output
+    assert "Deleted 1 sweep folder" in gone.output and "1 of them can no longer be resumed" in (
+        gone.output
+    )
+    assert not (tmp_path / ".lrsweep" / "ray_results" / "all-fail").exists()
+    again = CliRunner().invoke(app, ["resume", "all-fail"])
+    assert again.exit_code == 2 and "has no sweep to resume" in again.stderr
+    assert len(tracker.search_runs(tracker.experiment_id("all-fail"))) == len(runs)  # MLflow kept
+
 
 def test_a_range_test_too_short_for_its_rule_is_not_run_again_on_retry(
     tmp_path: Path, ray_cluster: None

@@ -462,6 +462,18 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     assert json.loads(state_file.read_text())["finished"] is True
     assert signal.getsignal(signal.SIGINT) is ctrl_c
 
+    # `lrsweep clean` reads and deletes through the same pyarrow.fs path
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app
+
+    cleaned = CliRunner().invoke(
+        app, ["clean", "--storage-path", storage, "--older-than", "0", "--yes"]
+    )
+    assert cleaned.exit_code == 0, cleaned.output
+    assert f"uri-storage  {result.sweep_id}  finished" in cleaned.output
+    assert "Deleted 1 sweep folder" in cleaned.output and not folder.exists()
+
 
 def test_a_resumed_sweep_drops_the_runs_of_trials_its_tune_state_never_held(
     ray_cluster: None, tmp_path: Path

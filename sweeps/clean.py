@@ -1,0 +1,103 @@
+"""What a sweep leaves in Ray's storage, and deleting what no ``lrsweep resume`` will need.
+
+A finished sweep deletes its Tune checkpoints itself (:func:`sweeps.run.run_sweep`) and keeps
+only Tune's state and ``sweep.json`` (kilobytes). An interrupted or failed sweep keeps every
+trial's last checkpoints for ``lrsweep resume`` (~190 MB a resnet18 trial); one that is never
+resumed keeps them for good. ``lrsweep clean`` lists the sweeps under a storage root and deletes
+those last changed before a cutoff. A sweep still running writes its folder every epoch, so the
+cutoff also keeps it from being deleted under its trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeps import _location as location
+
+__all__ = ["StoredSweep", "remove_sweep", "stored_sweeps"]
+
+STATE_FILE = "sweep.json"  # a sweep's state, which `lrsweep resume` reads
+TUNE_DIR = "tune"  # Ray Tune's experiment folder (its state and the trials' checkpoints)
+
+
+@dataclass(frozen=True)
+class StoredSweep:
+    """One sweep's folder under a storage root (``<root>/<name>/<sweep id>``)."""
+
+    name: str
+    sweep_id: str
+    folder: Path | str
+    state: (
+        str  # "finished", "resumable" (interrupted or failed) or "damaged" (no usable sweep.json)
+    )
+    last_change: float  # the newest file's modification time (seconds since the epoch)
+    size_bytes: int
+
+    def age_days(self, now: float | None = None) -> float:
+        return ((time.time() if now is None else now) - self.last_change) / 86400
+
+
+def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep]:
+    """Every sweep folder under ``root`` (only sweeps called ``name`` when given), oldest sweep
+    id first within a name. A folder counts when it holds ``sweep.json`` or Tune's ``tune``
+    folder (a sweep cut off before writing its state); anything else under the root is left
+    alone."""
+    names = [name] if name is not None else location.subfolders(root)
+    found = []
+    for sweep_name in names:
+        sweep_root = location.child(root, sweep_name)
+        for sweep_id in location.subfolders(sweep_root):
+            folder = location.child(sweep_root, sweep_id)
+            text = location.read_text(folder, STATE_FILE)
+            if text is None and TUNE_DIR not in location.subfolders(folder):
+                continue  # not a sweep's folder
+            size, newest = _usage(folder)
+            found.append(StoredSweep(sweep_name, sweep_id, folder, _state(text), newest, size))
+    return found
+
+
+def remove_sweep(sweep: StoredSweep) -> None:
+    """Delete the sweep's folder, then its name's folder if nothing else is left in it."""
+    location.remove_folder(sweep.folder)
+    name_folder = location.parent(sweep.folder)
+    if isinstance(name_folder, Path) and name_folder.is_dir() and not any(name_folder.iterdir()):
+        name_folder.rmdir()
+
+
+def _state(text: str | None) -> str:
+    if text is None:
+        return "damaged"
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return "damaged"
+    if not isinstance(state, dict) or "finished" not in state:
+        return "damaged"
+    return "finished" if state["finished"] else "resumable"
+
+
+def _usage(folder: Path | str) -> tuple[int, float]:
+    """The bytes of every file under ``folder`` and the newest modification time among them
+    (the folder's own when it holds no file)."""
+    if isinstance(folder, Path):
+        size, newest = 0, folder.stat().st_mtime
+        for parent, _, files in os.walk(folder):
+            for file in files:
+                try:
+                    info = os.stat(os.path.join(parent, file))
+                except FileNotFoundError:  # a sweep still writing replaced it
+                    continue
+                size += info.st_size
+                newest = max(newest, info.st_mtime)
+        return size, newest
+    import pyarrow.fs
+
+    fs, path = location.filesystem(folder)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
+    stored = [info for info in infos if info.type == pyarrow.fs.FileType.File]
+    times = [info.mtime.timestamp() for info in stored if info.mtime is not None]
+    return sum(info.size or 0 for info in stored), max(times, default=0.0)

@@ -1,0 +1,104 @@
+"""``lrsweep clean`` on storage folders laid out as sweeps leave them (the real sweeps' folders
+are cleaned in ``test_faults.py`` and, through ``pyarrow.fs``, in ``test_run_sweep.py``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sweeps.clean import stored_sweeps
+from sweeps.cli import app
+
+DAY = 86400
+
+
+def _sweep(root: Path, name: str, sweep_id: str, *, state: str | None, age_days: float) -> Path:
+    """A sweep folder: ``sweep.json`` (``state`` as given; None: none), one trial checkpoint of
+    1000 bytes, every file last changed ``age_days`` ago."""
+    folder = root / name / sweep_id
+    checkpoint = folder / "tune" / "trial_0" / "checkpoint_000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.pt").write_bytes(b"\0" * 1000)
+    if state is not None:
+        (folder / "sweep.json").write_text(state, encoding="utf-8")
+    past = time.time() - age_days * DAY
+    for path in [*folder.rglob("*"), folder]:
+        os.utime(path, (past, past))
+    return folder
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    root = tmp_path / "ray_results"
+    _sweep(root, "lr", "20261101-000000-aaaaaa", state='{"finished": false}', age_days=30)
+    _sweep(root, "lr", "20261120-000000-bbbbbb", state='{"finished": true}', age_days=10)
+    _sweep(root, "lr", "20261206-000000-cccccc", state='{"finished": false}', age_days=0.01)
+    _sweep(root, "other", "20261102-000000-dddddd", state="{cut sh", age_days=20)
+    (root / "notes").mkdir()  # not a sweep: left alone
+    (root / "notes" / "x.txt").write_text("mine")
+    return root
+
+
+def test_stored_sweeps_tell_each_state_size_and_age(storage: Path) -> None:
+    found = {sweep.sweep_id: sweep for sweep in stored_sweeps(storage)}
+    assert sorted(found) == [
+        "20261101-000000-aaaaaa", "20261102-000000-dddddd", "20261120-000000-bbbbbb",
+        "20261206-000000-cccccc",
+    ]  # fmt: skip
+    assert found["20261101-000000-aaaaaa"].state == "resumable"
+    assert found["20261120-000000-bbbbbb"].state == "finished"
+    assert found["20261102-000000-dddddd"].state == "damaged"
+    assert found["20261101-000000-aaaaaa"].size_bytes == 1000 + len('{"finished": false}')
+    assert 29.9 < found["20261101-000000-aaaaaa"].age_days() < 30.1
+    assert [s.sweep_id for s in stored_sweeps(storage, "other")] == ["20261102-000000-dddddd"]
+
+
+def test_a_file_written_today_keeps_an_old_sweep(storage: Path) -> None:
+    """The newest file counts: a sweep started long ago whose trials still write is recent."""
+    folder = storage / "lr" / "20261101-000000-aaaaaa"
+    (folder / "tune" / "trial_0" / "result.json").write_text("{}")
+    (sweep,) = [s for s in stored_sweeps(storage, "lr") if s.folder == folder]
+    assert sweep.age_days() < 0.01
+
+
+def test_clean_without_yes_deletes_nothing_and_says_how(storage: Path) -> None:
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(storage)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("20261101-000000-aaaaaa  resumable" in line and "delete" in line for line in lines)
+    assert any(
+        "20261206-000000-cccccc" in line and "keep (changed within 7" in line for line in lines
+    )
+    assert f"To delete the 3 marked (3.0 kB): lrsweep clean --storage-path {storage} --yes" in (
+        result.output
+    )
+    assert len(stored_sweeps(storage)) == 4
+
+
+def test_clean_yes_deletes_the_old_sweeps_only(storage: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["clean", "--storage-path", str(storage), "--older-than", "15", "--yes"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 sweep folders" in result.output, result.output
+    assert "1 of them can no longer be resumed" in result.output
+    left = sorted(s.sweep_id for s in stored_sweeps(storage))
+    assert left == ["20261120-000000-bbbbbb", "20261206-000000-cccccc"]
+    assert not (storage / "other").exists()  # its only sweep went, so did its folder
+    assert (storage / "notes" / "x.txt").read_text() == "mine"
+
+
+def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
+    result = CliRunner().invoke(app, ["clean", "nope", "--storage-path", str(storage)])
+    assert result.exit_code == 2
+    assert "no sweep called 'nope'" in result.stderr and "'lr', 'notes', 'other'" in result.stderr
+    empty = CliRunner().invoke(app, ["clean", "--storage-path", str(tmp_path / "none")])
+    assert empty.exit_code == 0 and "No sweeps under" in empty.output
+    negative = CliRunner().invoke(
+        app, ["clean", "--storage-path", str(storage), "--older-than", "-1"]
+    )
+    assert negative.exit_code == 2 and "--older-than" in negative.output
