@@ -24,6 +24,7 @@ __all__ = [
     "Terminated",
     "before_forced_exit",
     "closing_runs",
+    "honour_sigint",
     "sigterm_stops",
 ]
 
@@ -230,6 +231,21 @@ def _forced_exit(status: int) -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(status)
+
+
+def honour_sigint() -> None:
+    """Let Ctrl-C (SIGINT) stop the command even when it started with SIGINT ignored.
+
+    A shell without job control (a script) starts its ``&`` jobs that way, and Python then
+    never raises ``KeyboardInterrupt``: a ``kill -INT`` to such a sweep or night did nothing
+    while Ray started, the night went on to pass and joined the baseline, yet the same signal a
+    few seconds later, once Ray Tune had installed its own handler, stopped it. One rule for
+    the whole command: SIGINT stops it. Main thread only; a handler the caller set stays.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager

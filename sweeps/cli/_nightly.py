@@ -66,6 +66,7 @@ def nightly_command(
     write and log the report, and exit 0 (passed), 1 (regressed), 2 (bad input) or 3 (failed)."""
     from mlflow.exceptions import MlflowException
 
+    from sweeps._interrupts import honour_sigint
     from sweeps.nightly import (
         EXIT_BAD_INPUT,
         EXIT_FAILED,
@@ -75,6 +76,7 @@ def nightly_command(
     )
 
     err = Console(stderr=True, soft_wrap=True)
+    honour_sigint()  # a script's `&` job starts with SIGINT ignored
     tracking_uri = _usable_store(tracking_uri, suite, overrides or [], report_dir)
     try:
         loaded = load_suite(suite, overrides=overrides or [])

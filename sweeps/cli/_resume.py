@@ -43,10 +43,12 @@ def resume_command(
 ) -> None:
     """Restore the sweep's Tuner: finished trials stay, unfinished ones continue from their
     checkpoints in their own MLflow runs, then the report is written."""
+    from sweeps._interrupts import honour_sigint
     from sweeps.preflight import PreflightError
     from sweeps.run import SweepNotFound, default_storage, resume_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    honour_sigint()  # a script's `&` job starts with SIGINT ignored
     if tracking_uri:  # else the URI the sweep ran with, checked when it started
         tracking_uri = usable_tracking_uri(tracking_uri)
     try:

@@ -168,10 +168,12 @@ def run_command(
     ] = None,
 ) -> None:
     """Run every strategy arm of SPEC on Ray Tune, log to MLflow and print the comparison."""
+    from sweeps._interrupts import honour_sigint
     from sweeps.preflight import PreflightError
     from sweeps.run import run_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    honour_sigint()  # a script's `&` job starts with SIGINT ignored
     try:
         loaded = load_spec(spec, overrides=overrides or [])
     except SpecError as error:

@@ -7,6 +7,7 @@ the stretches that guard themselves (the parent run left RUNNING there)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,10 @@ setattr(sweeps.run, {where!r}, signal_first)
 """
 
 
-def _lrsweep(tmp_path: Path, *args: str, code: str = "") -> subprocess.CompletedProcess:
+def _lrsweep(
+    tmp_path: Path, *args: str, code: str = "", sigint_ignored: bool = False
+) -> subprocess.CompletedProcess:
+    """``sigint_ignored``: started as a script's ``&`` job is, with SIGINT ignored."""
     return subprocess.run(
         [sys.executable, "-c", code + CLI, *args],
         cwd=tmp_path,
@@ -46,6 +50,9 @@ def _lrsweep(tmp_path: Path, *args: str, code: str = "") -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=300,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if sigint_ignored
+        else None,
     )
 
 
@@ -106,6 +113,45 @@ def test_sigterm_while_ray_starts_closes_the_parent_killed_and_exits_143(
     tracker = Tracker(default_tracking_uri(tmp_path))
     (parent,) = tracker.search_runs(tracker.experiment_id(NAME))
     assert parent.info.status == "KILLED", output[-3000:]
+
+
+SIGINT_IN_RAY_START = """
+import os, signal
+from sweeps import _ray
+start_ray = _ray.init_ray
+def start_ray_with_sigint(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    start_ray(*args, **kwargs)
+_ray.init_ray = start_ray_with_sigint
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "nightly"])
+def test_ctrl_c_while_ray_starts_stops_a_command_started_with_sigint_ignored(
+    tmp_path: Path, command: str
+) -> None:
+    """A script's ``&`` job starts with SIGINT ignored: the signal did nothing while Ray
+    started (the sweep, or the night, ran on and passed, exit 0), yet stopped it a few seconds
+    later once Ray Tune had set its own handler."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    args = ["run", str(spec_file)]
+    if command == "nightly":
+        suite = {"name": "ignored-sigint", "entries": [{"name": "e", "spec_path": str(spec_file)}]}
+        (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+        args = ["nightly", str(tmp_path / "suite.yaml"), "--report-dir", str(tmp_path / "rep")]
+    stopped = _lrsweep(tmp_path, *args, code=SIGINT_IN_RAY_START, sigint_ignored=True)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == (130 if command == "run" else 3), output[-3000:]
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    experiments = (
+        [NAME] if command == "run" else ["nightly/ignored-sigint/e", "nightly/ignored-sigint"]
+    )
+    for experiment in experiments:  # the sweep's runs, and the night's
+        runs = tracker.search_runs(tracker.experiment_id(experiment))
+        assert {run.info.status for run in runs} == {"KILLED"}, (experiment, output[-3000:])
+    if command == "nightly":
+        assert "FAILED" in (tmp_path / "rep" / "nightly-report.md").read_text()
 
 
 # A stop between the stretches that guard themselves (Ray's start, the trials, the closing).
