@@ -152,43 +152,74 @@ def load_suite(
     except ValidationError as error:
         lines = format_validation_error(error, _SuiteInput)
         lines = [_name_entry(line, data) for line in lines]
-        raise SpecError(lines, source=label, what="suite") from None
-    entries, errors = _load_entries(raw.entries, base, overrides)
-    errors += _duplicate_names(entries)
+        # the entries that are valid by themselves are loaded too: every problem at once
+        _, names, more = _load_entries(_valid_entries(data), base, ())
+        more += _duplicate_names(names)
+        raise SpecError(list(dict.fromkeys(lines + more)), source=label, what="suite") from None
+    entries, names, errors = _load_entries(list(enumerate(raw.entries)), base, overrides)
+    errors += _duplicate_names(names)
     if errors:  # a --set on every entry (*) that fails fails once
         raise SpecError(list(dict.fromkeys(errors)), source=label, what="suite")
     return Suite(name=raw.name, entries=entries, thresholds=raw.thresholds)
 
 
+def _valid_entries(data: Mapping[str, Any]) -> list[tuple[int, _EntryInput]]:
+    """The entries of a suite that failed validation that are valid by themselves, with their
+    places in the file."""
+    entries = data.get("entries")
+    valid = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        try:
+            valid.append((index, _EntryInput.model_validate(entry)))
+        except ValidationError:
+            continue  # listed by the suite's own validation
+    return valid
+
+
 def _load_entries(
-    raw_entries: Sequence[_EntryInput], base: Path, overrides: Sequence[str]
-) -> tuple[list[SuiteEntry], list[str]]:
-    """Every entry's spec loaded with its overrides, and the error lines of those that fail."""
+    raw_entries: Sequence[tuple[int, _EntryInput]], base: Path, overrides: Sequence[str]
+) -> tuple[list[SuiteEntry], list[tuple[int, str]], list[str]]:
+    """Every entry's spec loaded with its overrides (each entry with its place in the file),
+    each entry's place and name as the suite will have it, and the error lines of those that
+    fail.
+
+    An error is placed at ``entries.<name>``, or ``entries.<place>`` for an unnamed entry and
+    when two entries share the name (``_duplicate_names`` says so)."""
     sources: list[tuple[str | None, dict[str, Any]] | None] = []
-    errors: list[str] = []
-    for index, entry in enumerate(raw_entries):
+    unread: list[list[str]] = []  # placed below, once the names are known
+    for _, entry in raw_entries:
         try:
             sources.append(_entry_source(entry, base))
         except SpecError as error:
-            where = f"entries.{entry.name or index}"
-            errors += [f"{where}.spec_path: {line}" for line in error.errors]
+            unread.append(error.errors)
             sources.append(None)
     labels = [
         _entry_label(entry, source[1] if source else {}, index)
-        for index, (entry, source) in enumerate(zip(raw_entries, sources, strict=True))
+        for (index, entry), source in zip(raw_entries, sources, strict=True)
+    ]
+    shared = {label for label in labels if labels.count(label) > 1}
+    places = [
+        f"entries.{entry.name if entry.name and label not in shared else index}"
+        for (index, entry), label in zip(raw_entries, labels, strict=True)
+    ]
+    lines = iter(unread)
+    errors = [
+        f"{where}.spec_path: {line}"
+        for where, source in zip(places, sources, strict=True)
+        if source is None
+        for line in next(lines)
     ]
     extra, override_errors = _split_overrides(overrides, labels)
     errors += override_errors
     entries = []
-    for index, (entry, source) in enumerate(zip(raw_entries, sources, strict=True)):
+    for place, (_, entry), source, label in zip(places, raw_entries, sources, labels, strict=True):
         if source is None:
             continue  # its file could not be read; the error is listed already
         try:
-            where = f"entries.{entry.name or index}"
-            entries.append(_load_entry(entry, *source, extra.get(labels[index], []), where))
+            entries.append(_load_entry(entry, *source, extra.get(label, []), place))
         except SpecError as error:
             errors += error.errors
-    return entries, errors
+    return entries, list(zip((index for index, _ in raw_entries), labels, strict=True)), errors
 
 
 def _entry_source(entry: _EntryInput, base: Path) -> tuple[str | None, dict[str, Any]]:
@@ -286,17 +317,18 @@ def _written_spec(entry: _EntryInput, data: dict[str, Any]) -> SweepSpec | None:
         return None
 
 
-def _duplicate_names(entries: list[SuiteEntry]) -> list[str]:
-    seen: set[str] = set()
-    errors = []
-    for entry in entries:
-        if entry.name in seen:
-            errors.append(
-                f"entries.{entry.name}.name: two entries are named {entry.name!r}; "
-                "names must be unique."
-            )
-        seen.add(entry.name)
-    return errors
+def _duplicate_names(names: Sequence[tuple[int, str]]) -> list[str]:
+    """One line per name two or more entries share, with their places in the file (an entry
+    whose spec could not be loaded counts by its ``name``)."""
+    places: dict[str, list[int]] = {}
+    for index, name in names:
+        places.setdefault(name, []).append(index)
+    return [
+        f"entries.{name}.name: {len(found)} entries are named {name!r} (entries "
+        f"{', '.join(map(str, found))} of the list); names must be unique."
+        for name, found in places.items()
+        if len(found) > 1
+    ]
 
 
 def _name_entry(line: str, data: Mapping[str, Any]) -> str:

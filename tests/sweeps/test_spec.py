@@ -954,7 +954,7 @@ BAD_SUITES = [
     ),
     (
         {"entries": [{"name": "d", "spec": BASE}, {"name": "d", "spec": BASE}]},
-        r"entries\.d\.name: two entries are named 'd'",
+        r"entries\.d\.name: 2 entries are named 'd' \(entries 0, 1 of the list\)",
     ),
     (
         {"entries": [{"spec": BASE}], "thresholds": {"error_rate": 1}},
@@ -993,6 +993,34 @@ def test_a_suite_s_errors_say_suite_and_a_set_for_every_entry_is_named_once_as_t
     assert pickle.loads(pickle.dumps(caught.value)).what == "suite"  # as Ray carries it
     with pytest.raises(SpecError, match=r"^invalid suite '.*nope\.yaml': 1 error\n  suite file"):
         load_suite(tmp_path / "nope.yaml")
+
+
+def test_a_suite_lists_every_problem_at_once(tmp_path: Path) -> None:
+    """An entry with neither spec nor spec_path used to hide every other entry's problems, and
+    a duplicate name was never reported when one of the two could not be loaded; two entries
+    of one name were both placed at ``entries.e1``."""
+    entries = [
+        {"name": "e1", "spec_path": "missing.yaml"},
+        {"name": "e1", "spec": _with({"task": DELETE})},
+        {"name": "e2", "spec": BASE, "overrides": ["task.epoch=1"]},
+        {"name": "e3"},
+    ]
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps({"name": "nightly", "entries": entries}))
+    with pytest.raises(SpecError) as caught:
+        load_suite(path)
+    errors = caught.value.errors
+    assert errors[0] == (
+        "entries.e3: give exactly one of spec (an inline mapping) or spec_path (a file)."
+    )
+    assert any(line.startswith("entries.0.spec_path: spec file") for line in errors), errors
+    assert "entries.1.spec.task: is required." in errors, errors
+    assert any(line.startswith("entries.e2.overrides: 'task.epoch=1'") for line in errors)
+    assert errors[-1] == (
+        "entries.e1.name: 2 entries are named 'e1' (entries 0, 1 of the list); names must be "
+        "unique."
+    )
+    assert len(errors) == 5, errors
 
 
 @pytest.mark.parametrize("metric", REPORTED_METRICS)
