@@ -191,7 +191,7 @@ def _load_entries(
         try:
             sources.append(_entry_source(entry, base))
         except SpecError as error:
-            unread.append(error.errors)
+            unread.append(list(error.errors))
             sources.append(None)
     labels = [
         _entry_label(entry, source[1] if source else {}, index)
