@@ -10,6 +10,7 @@ only ever means a regression).
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -84,7 +85,7 @@ def nightly_command(
         hint = wrong_kind_hint(error, suite, expected="suite")
         err.print(f"Error: {error}{hint}", markup=False, highlight=False)
         reason = f"invalid suite or --set: {error}"
-        report_night_not_run(suite.stem, report_dir, reason, only_replacing=True)
+        report_night_not_run(_suite_name(suite, []), report_dir, reason, only_replacing=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     try:
         night = run_nightly(
@@ -102,7 +103,13 @@ def nightly_command(
         raise typer.Exit(EXIT_FAILED) from None
     except (KeyboardInterrupt, SystemExit):  # outside a sweep (a sweep's own Ctrl-C ends as a
         # failed night); SystemExit: Ray's SIGTERM handler, while a sweep starts Ray
-        err.print("Error: the night was interrupted (Ctrl-C or SIGTERM).", highlight=False)
+        err.print(
+            "Error: the night was interrupted (Ctrl-C or SIGTERM) and is recorded as failed. "
+            f"Run it again with: lrsweep nightly {shlex.quote(str(suite))} (`lrsweep resume` "
+            "would finish the stopped entry's sweep, not the night).",
+            markup=False,
+            highlight=False,
+        )
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as error:  # any crash is a failed night (exit 3), never "regressed" (1)
         err.print_exception()
@@ -154,16 +161,23 @@ def _usable_store(
 def _suite_name(suite: Path, overrides: list[str]) -> str:
     """The suite's name for a report of a night that did not run (the file's stem when the
     suite cannot be loaded)."""
-    try:
-        return load_suite(suite, overrides=overrides).name
-    except SpecError:
-        return suite.stem
+    for given in (overrides, []):  # a bad --set: the suite file's own name
+        try:
+            return load_suite(suite, overrides=given).name
+        except SpecError:
+            continue
+    return suite.stem
 
 
 def _print_night(night: NightResult) -> None:
     from sweeps.nightly import Status
 
-    styles = {Status.REGRESSED: "bold red", Status.NO_BASELINE: "yellow", Status.MISSING: "dim"}
+    styles = {
+        Status.REGRESSED: "bold red",
+        Status.IMPROVED: "green",
+        Status.NO_BASELINE: "yellow",
+        Status.MISSING: "dim",
+    }
     console = Console(soft_wrap=True)
     if not console.is_terminal:  # a log or a pipe: keep every cell whole
         console = Console(soft_wrap=True, width=200)
@@ -179,8 +193,14 @@ def _print_night(night: NightResult) -> None:
         console.print(f"failed: {line}", markup=False, highlight=False, style="bold red")
     for comparison in night.verdict.regressions:
         console.print(f"regression: {comparison.describe()}", markup=False, highlight=False)
+    for comparison in night.verdict.improvements:
+        console.print(f"improvement: {comparison.describe()}", markup=False, highlight=False)
     for note in night.notes:  # a spec or the environment changed since baseline nights
         console.print(f"note: {note}", markup=False, highlight=False)
+    if night.overrides:
+        kind = "What-if night (never part of a baseline)" if night.what_if else "Night"
+        shown = ", ".join(night.overrides)
+        console.print(f"{kind} run with --set {shown}", markup=False, highlight=False)
     console.print(night.verdict.summary(), markup=False, highlight=False, style="bold")
     console.print(
         f"report: {night.report.html} (and {night.report.markdown.name}); MLflow: experiment "

@@ -13,16 +13,18 @@ figure               threshold (suite file)       limit
 ``stopped_early``    ``stopped_early_delta``      baseline + threshold (trials)
 ===================  ===========================  ==========================================
 
-Lower is better for every figure, so only a rise can regress. The baseline of a figure is the
-median of its values over the baseline nights that have it; a figure no earlier night has
-(the first night, a new strategy, an entry whose spec changed: see :func:`comparable_figures`)
-has no baseline and passes. A figure of the baseline that tonight lacks is ``missing`` and
-passes when its entry did not run tonight (the entry left the suite); when the entry ran (with
-the same spec, as :func:`comparable_figures` sees to) the figure regresses: its strategy stopped
-producing trials or its measurement broke, and a vanished number must not pass. A relative
-limit of a baseline of 0 is undefined; such a figure passes and says so when ``min_seconds`` is
-0 (else its limit is ``min_seconds``). A figure that is NaN or infinite tonight regresses (when
-it has a baseline): a broken measurement must not pass as "within threshold".
+Lower is better for every figure, so only a rise can regress; a fall as far below the baseline
+as the limit is above it is ``improved`` (it passes, and the verdict counts it). The baseline of
+a figure is the median of its values over the baseline nights that have it; a figure no earlier
+night has (the first night, a new strategy, an entry whose spec changed: see
+:func:`comparable_figures`) has no baseline and passes. A figure of the baseline that tonight
+lacks is ``missing`` and passes when its entry did not run tonight (the entry left the suite);
+when the entry ran (with the same spec, as :func:`comparable_figures` sees to) the figure
+regresses: its strategy stopped producing trials or its measurement broke, and a vanished number
+must not pass. A relative limit of a baseline of 0 is undefined; such a figure passes and says
+so when ``min_seconds`` is 0 (else its limit is ``min_seconds``). A figure that is NaN or
+infinite tonight regresses (when it has a baseline): a broken measurement must not pass as
+"within threshold".
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Status(StrEnum):
 
     OK = "ok"
     REGRESSED = "regressed"
+    IMPROVED = "improved"
     NO_BASELINE = "no baseline"
     MISSING = "missing"
 
@@ -87,7 +90,7 @@ class Comparison:
         n_nights: How many baseline nights have the figure.
         limit: The highest value that passes (None without a baseline).
         allowed: The threshold in words, e.g. ``+2 points`` or ``+25%``.
-        status: ``ok``, ``regressed``, ``no baseline`` or ``missing``.
+        status: ``ok``, ``regressed``, ``improved``, ``no baseline`` or ``missing``.
     """
 
     entry: str
@@ -124,7 +127,9 @@ class Comparison:
                 f"{base} regressed: it is {self.value}, not a finite number (baseline "
                 f"{_num(self.baseline)}, {nights})."
             )
-        verb = "regressed to" if self.status is Status.REGRESSED else "is"
+        verb = {Status.REGRESSED: "regressed to", Status.IMPROVED: "improved to"}.get(
+            self.status, "is"
+        )
         limit = (
             f"limit {_num(self.limit)} ({self.allowed})"
             if self.limit is not None
@@ -144,8 +149,9 @@ class Verdict:
             failures win over regressions).
         comparisons: Every figure's comparison.
         failures: Why the night failed, one line per problem (empty unless failed).
-        n_baseline_nights: How many earlier nights the baseline is made of (0: first night, or
-            no earlier night with a figure of tonight's specs).
+        n_baseline_nights: How many earlier nights the baseline is made of: those with a
+            figure of tonight's (0: the first night, or no earlier night ran tonight's specs of
+            the entries, say after an entry was renamed).
         counts: Whether this night can join later baselines (False for a what-if night).
     """
 
@@ -159,6 +165,11 @@ class Verdict:
     def regressions(self) -> list[Comparison]:
         """The figures above their limits."""
         return [c for c in self.comparisons if c.status is Status.REGRESSED]
+
+    @property
+    def improvements(self) -> list[Comparison]:
+        """The figures as far below their baselines as their limits are above."""
+        return [c for c in self.comparisons if c.status is Status.IMPROVED]
 
     @property
     def exit_code(self) -> int:
@@ -175,15 +186,21 @@ class Verdict:
             count = len(self.regressions)
             return f"REGRESSED: {count} figure{'s' if count != 1 else ''} crossed the threshold."
         if self.n_baseline_nights == 0 and not self.counts:
-            return "PASSED: no baseline yet; a what-if night never starts one."
-        if self.n_baseline_nights == 0:
-            return (
-                "PASSED: no baseline yet (no earlier completed night of these specs); tonight "
-                "starts the baseline."
+            text = "PASSED: no baseline yet; a what-if night never starts one"
+        elif self.n_baseline_nights == 0:
+            text = (
+                "PASSED: nothing compared, no baseline yet (no earlier completed night ran "
+                "these specs); tonight starts the baseline"
             )
-        nights = f"{self.n_baseline_nights} night{'s' if self.n_baseline_nights != 1 else ''}"
-        text = f"PASSED: every figure within its threshold of the baseline (median of {nights})"
+        else:
+            nights = f"{self.n_baseline_nights} night{'s' if self.n_baseline_nights != 1 else ''}"
+            text = f"PASSED: every figure within its threshold of the baseline (median of {nights})"
+        if self.n_baseline_nights == 0 and not any(
+            c.status is Status.MISSING for c in self.comparisons
+        ):
+            return text + "."  # a first night: every figure is without a baseline
         for status, what in (
+            (Status.IMPROVED, "improved beyond the threshold"),
             (Status.NO_BASELINE, "without a baseline"),
             (Status.MISSING, "missing tonight"),
         ):
@@ -256,7 +273,8 @@ def judge(
         status = "regressed"
     else:
         status = "passed"
-    n_nights = sum(1 for night in nights if night)  # a night left with no comparable figure
+    keys = {f.key for f in figures}  # a night with none of them (an entry renamed) is no baseline
+    n_nights = sum(1 for night in nights if keys & night.keys())
     return Verdict(status, comparisons, tuple(failures), n_nights, counts)
 
 
@@ -306,9 +324,11 @@ def _compare_one(figure: Figure, history: list[float], thresholds: Thresholds) -
     regressed = not math.isfinite(figure.value) or (
         limit is not None and figure.value > limit + 1e-9
     )
+    improved = limit is not None and figure.value < median - (limit - median) - 1e-9
+    status = Status.REGRESSED if regressed else Status.IMPROVED if improved else Status.OK
     return Comparison(
         figure.entry, figure.name, figure.strategy, figure.value, median, len(history), limit,
-        allowed, Status.REGRESSED if regressed else Status.OK,
+        allowed, status,
     )  # fmt: skip
 
 

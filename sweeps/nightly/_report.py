@@ -35,6 +35,7 @@ HEADERS = ("spec", "figure", "strategy", "baseline", "tonight", "limit", "allowe
 _CSS = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:3px 8px}td.regressed{color:#b00;font-weight:bold}"
+    "td.improved{color:#070}"
     "img{max-width:100%}.verdict{font-size:1.3em}"
 )
 
@@ -185,7 +186,8 @@ def _intro(report: NightReport) -> list[str]:
         f"median of the last {n} completed night{'s' if n != 1 else ''}: "
         + ", ".join(f"`{r}`" for r in report.baseline_run_ids)
         if n
-        else "none: no earlier completed night of this suite ran tonight's specs"
+        else "none: no earlier completed night of this suite ran tonight's specs (failed and "
+        "what-if nights never count)"
         if report.compared
         else "not compared: the night ended before its figures were compared with earlier nights"
     )
@@ -254,7 +256,8 @@ def _html(report: NightReport, plots: Mapping[tuple[str, str], Path]) -> str:
 
 
 def _html_row(cells: Sequence[str], comparison: Comparison) -> str:
-    cls = " class='regressed'" if comparison.status is Status.REGRESSED else ""
+    marked = {Status.REGRESSED: "regressed", Status.IMPROVED: "improved"}.get(comparison.status)
+    cls = f" class='{marked}'" if marked else ""
     return "<tr>" + "".join(f"<td{cls}>{html.escape(c)}</td>" for c in cells) + "</tr>"
 
 

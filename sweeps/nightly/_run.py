@@ -87,6 +87,8 @@ class NightResult:
         report: The report files written.
         notes: What the report says about the baseline (an entry's spec changed since some
             baseline nights; they ran with other package versions or on another machine).
+        overrides: The ``--set`` overrides the night ran with, as shown (secrets hidden).
+        what_if: Whether they make it a what-if night, which no later baseline counts.
     """
 
     suite: str
@@ -98,6 +100,8 @@ class NightResult:
     baseline_run_ids: tuple[str, ...]
     report: ReportFiles
     notes: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    what_if: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -386,7 +390,11 @@ def _run_entries(
         failures += [_one_line(f"{entry.name}: {p}") for p in problems]
         if interrupted:
             skipped = [e.name for e in suite.entries[index + 1 :]]
-            logger.warning("night interrupted during %s; entries not run: %s", entry.name, skipped)
+            logger.warning(
+                "night interrupted during %s; entries not run: %s",
+                entry.name,
+                ", ".join(skipped) or "none",
+            )
             raise _EntryInterrupted(entry.name, interrupted, skipped)
     return figures, failures
 
@@ -543,19 +551,40 @@ def _conclude(
         baseline_run_ids=tuple(baseline_ids),
         report=files,
         notes=tuple(notes),
+        overrides=tuple(tonight.overrides),
+        what_if=bool(what_if_overrides(suite)),
     )
 
 
 def _spec_changes(baseline: list[Night], specs: dict[str, str]) -> list[str]:
-    """One line per entry whose spec differs from that of some baseline nights."""
+    """One line per entry whose spec differs from that of some baseline nights, per entry some
+    of them never ran (new in the suite, or renamed: an entry's history follows its name), and
+    per entry they ran that tonight's suite has no more."""
     notes = []
     for entry, sha in specs.items():
-        other = [n for n in baseline if n.specs.get(entry) != sha]
+        other = [n for n in baseline if entry in n.specs and n.specs[entry] != sha]
+        never = [n for n in baseline if entry not in n.specs]
         if other:
             notes.append(
                 f"{entry}: {len(other)} of the {len(baseline)} baseline nights ran another spec "
                 f"of it (fingerprint {sha[:12]} tonight) and are left out of its baseline."
             )
+        if never and len(never) == len(baseline):
+            notes.append(
+                f"{entry}: new in the suite, no baseline night ran it: its figures start their "
+                "baseline tonight (an entry's history follows its name: a renamed entry starts "
+                "afresh)."
+            )
+        elif never:
+            notes.append(
+                f"{entry}: {len(never)} of the {len(baseline)} baseline nights did not run it."
+            )
+    gone = sorted({e for n in baseline for e in n.specs} - set(specs))
+    if gone:
+        notes.append(
+            f"Baseline nights ran {', '.join(gone)}, which tonight's suite no longer has "
+            "(removed or renamed): their figures are listed as missing, and judge nothing."
+        )
     return notes
 
 

@@ -91,7 +91,10 @@ def _nightly(*args: str):
     [
         ("error_rate_pct", 10.0, 12.0, Status.OK),  # +2 points: at the limit passes
         ("error_rate_pct", 10.0, 12.5, Status.REGRESSED),
-        ("error_rate_pct", 10.0, 2.0, Status.OK),  # better never regresses
+        ("error_rate_pct", 10.0, 2.0, Status.IMPROVED),  # better never regresses
+        ("error_rate_pct", 10.0, 8.0, Status.OK),  # as far below as the limit is above: ok
+        ("wall_time_s", 100.0, 74.0, Status.IMPROVED),  # -26%: past the 25% of the limit
+        ("wall_time_s", 100.0, 76.0, Status.OK),
         ("regret_pp", 1.0, 3.5, Status.REGRESSED),
         ("wall_time_s", 100.0, 125.0, Status.OK),  # +25%
         ("wall_time_s", 100.0, 126.0, Status.REGRESSED),
@@ -165,6 +168,40 @@ def test_a_pass_counts_the_figures_it_could_not_judge() -> None:
     assert judge(figures, nights, Thresholds()).summary() == (
         "PASSED: every figure within its threshold of the baseline (median of 1 night); "
         "2 figures without a baseline; 1 figure missing tonight."
+    )
+
+
+def test_a_pass_counts_its_improvements_and_names_them() -> None:
+    nights = [{"digits/error_rate_pct/grid": 10.0, "digits/error_rate_pct/optuna": 10.0}]
+    figures = [Figure("digits", "error_rate_pct", "grid", 5.0)]
+    figures.append(Figure("digits", "error_rate_pct", "optuna", 9.0))
+    verdict = judge(figures, nights, Thresholds())
+    assert verdict.status == "passed" and [c.label for c in verdict.improvements] == [
+        "error_rate_pct[grid]"
+    ]
+    assert verdict.summary() == (
+        "PASSED: every figure within its threshold of the baseline (median of 1 night); "
+        "1 figure improved beyond the threshold."
+    )
+    assert (
+        verdict.improvements[0]
+        .describe()
+        .startswith("digits: error_rate_pct[grid] improved to 5 against 10")
+    )
+
+
+def test_a_night_that_compared_nothing_does_not_claim_every_figure_within_threshold() -> None:
+    """An entry renamed (its history follows its name): every earlier figure is missing and
+    every one of tonight's has no baseline, so nothing was compared."""
+    nights = [{"folder/error_rate_pct/grid": 10.0, "folder/wall_time_s": 20.0}] * 4
+    figures = [Figure("folder2", "error_rate_pct", "grid", 10.0)]
+    figures.append(Figure("folder2", "wall_time_s", None, 20.0))
+    verdict = judge(figures, nights, Thresholds())
+    assert verdict.status == "passed" and verdict.n_baseline_nights == 0
+    assert verdict.summary() == (
+        "PASSED: nothing compared, no baseline yet (no earlier completed night ran these "
+        "specs); tonight starts the baseline; 2 figures without a baseline; 2 figures missing "
+        "tonight."
     )
 
 
@@ -242,6 +279,34 @@ def test_an_entry_whose_spec_changed_starts_its_baseline_afresh(
     renamed = [{"name": "digits", "spec": {**TINY_SPEC, "name": "renamed"}}, entries[1]]
     night = _judged_night(tracking_uri, renamed, {key: 11.0}, tmp_path / "4")
     assert night.verdict.comparisons[0].baseline == 10.5  # a new name changes no figure
+
+    # an entry added: no baseline night ran it, which is not "another spec of it"; an entry
+    # gone (here renamed away) is named, its figures missing
+    added = [entries[0], {"name": "added", "spec": TINY_SPEC}]
+    night = _judged_night(
+        tracking_uri, added, {key: 11.0, "added/wall_time_s": 1.0}, tmp_path / "5"
+    )
+    assert "added: new in the suite, no baseline night ran it" in "\n".join(night.notes)
+    assert not any(note.startswith("added:") and "another spec" in note for note in night.notes)
+    assert "Baseline nights ran more, which tonight's suite no longer has" in "\n".join(night.notes)
+
+
+def test_the_terminal_says_a_night_is_a_what_if(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report said so, the terminal (a CI log) did not: a REGRESSED there read as real."""
+    entries = [{"name": "digits", "spec": TINY_SPEC}]
+    key = "digits/error_rate_pct/grid"
+    _judged_night(tracking_uri, entries, {key: 10.0}, tmp_path / "1")
+    night = _judged_night(
+        tracking_uri, entries, {key: 40.0}, tmp_path / "2", overrides=("digits.task.epochs=1",)
+    )
+    assert night.exit_code == 1 and night.what_if
+    _print_night(night)
+    printed = capsys.readouterr().out
+    assert "What-if night (never part of a baseline) run with --set digits.task.epochs=1" in (
+        printed
+    )
 
 
 def test_the_fingerprint_follows_what_a_local_data_folder_and_weights_file_hold(
@@ -342,7 +407,7 @@ def test_a_night_whose_every_entry_changed_spec_says_it_has_no_baseline(
     longer = {**TINY_SPEC, "task": {**TINY_SPEC["task"], "epochs": 3}}
     night = _judged_night(tracking_uri, [{"name": "digits", "spec": longer}], {key: 9.0}, tmp_path)
     assert night.verdict.n_baseline_nights == 0 and night.baseline_run_ids == ()
-    assert night.verdict.summary().startswith("PASSED: no baseline yet")
+    assert night.verdict.summary().startswith("PASSED: nothing compared, no baseline yet")
     assert "ran tonight's specs" in (tmp_path / "nightly-report.md").read_text()
 
 

@@ -421,6 +421,7 @@ def test_an_invalid_suite_replaces_the_last_report_but_creates_no_folder(
         assert result.exit_code == 2, result.output
     text = (report_dir / "nightly-report.md").read_text()
     assert "PASSED" not in text and "FAILED" in text and "task.epochs" in text
+    assert text.startswith("# Nightly benchmark: tiny\n")  # the suite's name, not the file's
     assert not (tmp_path / "none-yet").exists()
 
 
