@@ -31,6 +31,8 @@ TAG_COMMIT = "nightly.git_commit"
 VERSION_PREFIX = "nightly.version."
 MACHINE_PREFIX = "nightly.machine."
 SPEC_PREFIX = "nightly.spec_sha256."
+TAG_LOAD = "nightly.load_at_start"
+"""The machine's 1-minute load average as the night started: the work already on it."""
 # Resolved-spec fields that change no figure: the spec's name, and where things are stored
 # (the nightly sets the experiment and the tracking URI itself).
 _NOT_FINGERPRINTED = ("name", "storage")
@@ -99,6 +101,10 @@ def environment_tags(now: datetime | None = None) -> dict[str, str]:
     }
     tags.update({VERSION_PREFIX + name: v for name, v in package_versions().items()})
     tags.update({MACHINE_PREFIX + name: v for name, v in machine().items()})
+    try:
+        tags[TAG_LOAD] = f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):  # not on this platform
+        pass
     return tags
 
 

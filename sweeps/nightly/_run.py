@@ -38,11 +38,12 @@ from sweeps.nightly._compare import EXIT_FAILED, Verdict, comparable_figures, ju
 from sweeps.nightly._env import (
     MACHINE_PREFIX,
     TAG_COMMIT,
+    TAG_LOAD,
     VERSION_PREFIX,
     environment_tags,
     spec_fingerprint,
 )
-from sweeps.nightly._figures import Figure, entry_figures
+from sweeps.nightly._figures import COMPUTE, WALL_TIME, Figure, entry_figures
 from sweeps.nightly._report import (
     HTML_FILE,
     MARKDOWN_FILE,
@@ -516,6 +517,7 @@ def _conclude(
     notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
     kept = [n for n, figures in zip(baseline, comparable, strict=True) if figures]
     notes += _commit_changes(kept, tonight.environment)
+    notes += _busy_machine(verdict, tonight.environment)
     if killed:
         notes.append(
             f"{len(killed)} earlier night{'s' if len(killed) != 1 else ''} never finished (killed "
@@ -622,6 +624,27 @@ def _commit_changes(baseline: list[Night], environment: dict[str, str]) -> list[
         for commit, count in counts.most_common()
     )
     return [f"Tonight ran commit {tonight}; its baseline nights ran {ran}."]
+
+
+def _busy_machine(verdict: Verdict, environment: dict[str, str]) -> list[str]:
+    """A line when a time figure regressed on a machine that was already busy as the night
+    began (a load average of half its cores or more): the other work, not the code, may be what
+    slowed it. Error rates and regret do not move with load (on the CPU, the same seed gives
+    the same curves)."""
+    timed = [c.label for c in verdict.regressions if c.name in (COMPUTE, WALL_TIME)]
+    try:
+        load = float(environment[TAG_LOAD])
+        cores = int(environment[MACHINE_PREFIX + "cpu_count"])
+    except (KeyError, ValueError):
+        return []
+    if not timed or load < cores / 2:
+        return []
+    return [
+        f"The machine was already busy as the night began (load average {load:g} on {cores} "
+        f"cores): the time figures that regressed ({', '.join(timed)}) may have been slowed "
+        "by that other work rather than the code; the error rates and regret are not affected "
+        "by load. Run the night on an idle machine to tell."
+    ]
 
 
 def _one_line(text: str) -> str:

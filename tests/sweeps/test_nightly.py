@@ -291,6 +291,27 @@ def test_an_entry_whose_spec_changed_starts_its_baseline_afresh(
     assert "Baseline nights ran more, which tonight's suite no longer has" in "\n".join(night.notes)
 
 
+@pytest.mark.parametrize("load", [0.2, 3.0])
+def test_a_time_regression_on_a_busy_machine_is_flagged_as_maybe_noise(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: float
+) -> None:
+    """A helper's night on a machine another job was loading flagged wall_time_s at 29.9 s
+    against 21.3 s, every compute_s unchanged: the note tells the two apart."""
+    import os
+
+    entries = [{"name": "digits", "spec": TINY_SPEC}]
+    key = "digits/wall_time_s"
+    _judged_night(tracking_uri, entries, {key: 10.0}, tmp_path / "1")
+    monkeypatch.setattr(os, "getloadavg", lambda: (load * (os.cpu_count() or 1), 0.0, 0.0))
+    night = _judged_night(tracking_uri, entries, {key: 100.0}, tmp_path / "2")
+    assert night.exit_code == 1
+    busy = [note for note in night.notes if "already busy" in note]
+    assert len(busy) == (1 if load > 0.5 else 0), night.notes
+    if busy:
+        assert "(wall_time_s) may have been slowed" in busy[0]
+        assert "already busy" in (tmp_path / "2" / "nightly-report.md").read_text()
+
+
 def test_the_terminal_says_a_night_is_a_what_if(
     tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
