@@ -204,6 +204,13 @@ def check_tracking_server(
         return  # something speaks TLS there; certificate trouble is MLflow's to report
     except requests.RequestException as error:
         shown = redact_uri(uri)
+        if _not_http(error):
+            raise TrackingUriError(
+                f"{shown}, given by {source}, is no HTTP server: something listens on that "
+                "port but closed the connection without an HTTP answer (a database? a "
+                "PostgreSQL store is written postgresql://USER@HOST:PORT/DATABASE). Check the "
+                "port; nothing was started."
+            ) from None
         raise TrackingUriError(
             f"Cannot reach the MLflow server {shown} ({_why_unreachable(error, timeout_s)}), "
             f"given by {source}. Start it (`lrsweep server --port {parts.port or 'PORT'}`, "
@@ -215,12 +222,17 @@ def check_tracking_server(
 
 
 def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | None:
-    """Why an ``http(s)://`` MLflow server that answers refuses this client, or None.
+    """Why an ``http(s)://`` address that answers is no MLflow server this client can use, or
+    None.
 
-    One request with MLflow's own client credentials (``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD``, a token, ``~/.mlflow/credentials``): a server running basic
-    auth answers 401 to a client without them or with wrong ones, which MLflow would otherwise
-    report as a traceback from the first call that needs the store. Any other outcome passes.
+    One request to MLflow's API with MLflow's own client credentials
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, a token,
+    ``~/.mlflow/credentials``): a server running basic auth answers 401 to a client without them
+    or with wrong ones; a wrong port or path, or a proxy in front of the server, answers 404 or a
+    page that is not JSON; a server whose own store fails answers 5xx. MLflow would report each
+    as a traceback from the first call that needs the store (after five minutes of retries for
+    a 5xx). A JSON answer passes, and so does a request that fails outright (reachability was
+    checked just before).
     """
     if not uri.startswith(("http://", "https://")):
         return None
@@ -241,7 +253,7 @@ def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | Non
     except (requests.RequestException, MlflowException):
         return None  # reachability was checked just before; MLflow reports the rest itself
     if response.status_code not in (401, 403):
-        return None
+        return _not_mlflow(uri, source, response)
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     given = all(os.environ.get(name) for name in names)
     why = (
@@ -255,6 +267,54 @@ def _server_access_problem(uri: str, source: str, timeout_s: float) -> str | Non
         "MLFLOW_TRACKING_PASSWORD in the environment to a user of that server; nothing was "
         "started."
     )
+
+
+def _not_mlflow(uri: str, source: str, response: requests.Response) -> str | None:
+    """Why the answer to MLflow's ``experiments/search`` says no MLflow server is there, or
+    None (a JSON object with status 200: one is)."""
+    code = response.status_code
+    if code == 200:
+        try:
+            if isinstance(response.json(), dict):
+                return None
+        except ValueError:
+            pass
+        what = "answers MLflow's API with a page that is not MLflow's JSON"
+    else:
+        what = f"answers MLflow's API with HTTP {code}"
+    if code >= 500:
+        why = (
+            "the server failed: if it is MLflow, its own database or artifact store is failing "
+            "(see the server's log)"
+        )
+    else:
+        why = (
+            "no MLflow tracking server is at that address: a wrong port or path, or a proxy in "
+            "front of it (give the URL the MLflow UI is served at)"
+        )
+    return (
+        f"{redact_uri(uri)}, given by {source}, {what} (POST /api/2.0/mlflow/experiments/search): "
+        f"{why}; nothing was started."
+    )
+
+
+def _not_http(error: BaseException) -> bool:
+    """True when the request reached a listener that closed it without an HTTP answer (a
+    database's port, say)."""
+    import http.client
+
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        cause = stack.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, http.client.RemoteDisconnected | http.client.BadStatusLine):
+            return True
+        linked = (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
+        stack.extend(c for c in linked if isinstance(c, BaseException))
+    return False
 
 
 def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:

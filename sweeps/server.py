@@ -326,6 +326,49 @@ def _local_artifacts(destination: str) -> Path | None:
     return None if "://" in destination else Path(destination)
 
 
+_ARTIFACT_SCHEMES_KNOWN = ("abfss", "b2", "dbfs", "ftp", "gs", "hdfs", "r2", "s3", "sftp", "viewfs")
+"""Object stores and file systems MLflow 3 stores artifacts in (its registry's, less ``runs``,
+``models`` and the ``mlflow-artifacts`` / ``http(s)`` proxies, which are servers, not stores)."""
+
+
+def _artifact_schemes() -> tuple[str, ...]:
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import (
+            _artifact_repository_registry as registry,
+        )
+
+        known = set(registry._registry)  # private; a Ray upgrade may move it
+    except (ImportError, AttributeError):
+        return _ARTIFACT_SCHEMES_KNOWN
+    servers = {"", "file", "runs", "models", "mlflow-artifacts", "http", "https"}
+    return tuple(sorted(known - servers)) or _ARTIFACT_SCHEMES_KNOWN
+
+
+def _refuse_unusable_artifacts(option: str, destination: str | None) -> None:
+    """Refuse an artifacts destination that is no folder and no store MLflow writes to: a
+    database URL there was accepted, and every artifact upload then failed with HTTP 500."""
+    if not destination or _local_artifacts(destination) is not None:
+        return
+    scheme = destination.partition("://")[0].lower()
+    accepted = _artifact_schemes()
+    if scheme.split("+")[0] in accepted:
+        return
+    shown = redact_uri(destination)
+    if scheme.split("+")[0] in _DATABASE_SCHEMES:
+        raise ServerConfigError(
+            f"{option} {shown} is a database; MLflow keeps artifacts in a folder or an object "
+            "store (s3://BUCKET/PATH, gs://...), and the runs' database goes in "
+            "--backend-store-uri."
+        )
+    raise ServerConfigError(
+        f"{option} {shown}: MLflow stores no artifacts at {scheme}://; give a folder or one "
+        f"of {', '.join(s + '://' for s in accepted)}."
+    )
+
+
+_DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite", "mssql")
+
+
 def prepare_server(
     config: ServerConfig, *, environ: Mapping[str, str] | None = None
 ) -> ServerLaunch:
@@ -340,7 +383,8 @@ def prepare_server(
 
     Raises:
         ServerConfigError: a bad port, missing/unsafe admin password, a password in a store
-            URI, an artifacts or auth folder that cannot be made or written, or an unreadable,
+            URI, an artifacts destination that is no folder or object store, an artifacts or
+            auth folder that cannot be made or written, or an unreadable,
             unreachable or uncreatable store; the folders it made are removed again.
     """
     environ = os.environ if environ is None else environ
@@ -352,6 +396,7 @@ def prepare_server(
     _refuse_password("--auth-db-uri", config.auth_db_uri)
     _refuse_unusable_store(config.store_option, config.backend_store_uri)
     _refuse_unusable_store("--auth-db-uri", config.auth_db_uri)
+    _refuse_unusable_artifacts(config.artifacts_option, config.artifacts_destination)
     admin_username = admin_username_from_env(environ) if config.auth else None
 
     backend = with_postgres_driver(config.backend_store_uri or default_tracking_uri())

@@ -345,10 +345,19 @@ _NOT_A_DATABASE = (
 )
 
 
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}(/.*)?")
+"""``host:port`` or ``host:port/path``: an address written without its ``http://``."""
+
+
 def _folder_problem(uri: str, path: str, *, server_ok: bool = True) -> str:
     folder = os.path.expanduser(unquote(path)).rstrip("/") or "."
     if folder.endswith((".db", ".sqlite", ".sqlite3")):
         return f"{uri!r} is not a database URI; for a SQLite file write sqlite:///{folder}"
+    if server_ok and _HOST_PORT.fullmatch(uri):
+        return (
+            f"{uri!r} has no scheme: for an MLflow server write http://{uri} (or https://); a "
+            f"folder of that name would be MLflow's file store, which MLflow 3 no longer writes"
+        )
     server = " (or a server, http://HOST:5000)" if server_ok else ""
     return (
         f"{uri!r} is a folder, MLflow's file store, which MLflow 3 no longer writes; use a SQLite "

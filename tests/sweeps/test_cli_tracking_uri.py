@@ -162,6 +162,85 @@ def test_any_http_answer_counts_as_a_reachable_server() -> None:
         thread.join(timeout=5)
 
 
+class _Answering:
+    """An HTTP server on a free local port answering every request with ``status`` and
+    ``body``: a wrong port or path behind a proxy (404), a server whose store fails (500), a
+    web page where MLflow should be (200, HTML)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer  # http.server calls them by these names
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("command", ["run", "best", "report"])
+@pytest.mark.parametrize(
+    ("status", "body", "words"),
+    [
+        (404, b"not here", ("HTTP 404", "no MLflow tracking server is at that address")),
+        (500, b"boom", ("HTTP 500", "its own database or artifact store is failing")),
+        (200, b"<html>hello</html>", ("a page that is not MLflow's JSON",)),
+    ],
+    ids=["404", "500", "html"],
+)
+def test_an_address_that_answers_but_is_no_mlflow_server_is_refused_at_once(
+    work: Path, command: str, status: int, body: bytes, words: tuple[str, ...]
+) -> None:
+    """A 404 or an HTML page gave a traceback and exit 1; a 500, the same after five minutes
+    of MLflow's retries."""
+    server = _Answering(status, body)
+    try:
+        first = str(work / "spec.yaml") if command == "run" else "uri-check"
+        result = invoke(command, first, "--tracking-uri", server.url)
+    finally:
+        server.close()
+    assert_refused(result, work, f"{server.url}, given by --tracking-uri", *words)
+
+
+def test_a_port_that_does_not_speak_http_is_named_so() -> None:
+    """PostgreSQL's port given as http://: "Start it (lrsweep server --port 5432)" was wrong."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def hang_up() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                conn.recv(4096)
+                conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        with pytest.raises(TrackingUriError, match="is no HTTP server") as caught:
+            check_tracking_server(f"http://127.0.0.1:{port}", source="--tracking-uri")
+    assert "postgresql://USER@HOST:PORT/DATABASE" in str(caught.value)
+    assert "Start it" not in str(caught.value)
+
+
+def test_a_host_and_port_without_a_scheme_suggests_http_first(work: Path) -> None:
+    result = invoke("best", "uri-check", "--tracking-uri", "127.0.0.1:5601")
+    assert_refused(result, work, "has no scheme: for an MLflow server write http://127.0.0.1:5601")
+
+
 # --- 2. credentials in a URI, from every source ------------------------------------------------
 
 SECRET_URI = f"http://alice:{PASSWORD}@127.0.0.1:{closed_port()}"

@@ -212,12 +212,21 @@ def test_readiness_probe_does_not_go_through_an_http_proxy(
 # --- the artifact root and the backend store URI --------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["/proc/lrsweep-artifacts", "{tmp}/a-file/artifacts", "/proc"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "/proc/lrsweep-artifacts",
+        "{tmp}/a-file/artifacts",
+        "/proc",
+        "postgresql://postgres@127.0.0.1/x",  # accepted: every artifact upload then failed, 500
+        "nosuch://bucket/path",
+    ],
+)
 def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_made(
     tmp_path: Path, where: str
 ) -> None:
     """A folder that cannot be made (or written) ended in a traceback, after the PostgreSQL
-    database had been created."""
+    database had been created; a database URL started a server no artifact could be logged to."""
     postgres_up()
     (tmp_path / "a-file").write_text("x")
     database = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
@@ -235,6 +244,14 @@ def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_mad
         assert done.returncode == 2, done.stderr
         assert "--artifacts-destination" in done.stderr and "Traceback" not in done.stderr
         assert not _database_exists(database)
+        if where.startswith("postgresql"):
+            assert "is a database; MLflow keeps artifacts in a folder or an object store" in (
+                done.stderr
+            )
+        if where.startswith("nosuch"):
+            assert "MLflow stores no artifacts at nosuch://" in done.stderr and "s3://" in (
+                done.stderr
+            )
     finally:
         drop_database(database)
 
