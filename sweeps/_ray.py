@@ -436,7 +436,19 @@ class _SearchesInOne(Searcher):
 
 
 def quiet_trial_logs() -> None:
-    """Silence Ray's per-checkpoint INFO lines in a trial's process (they flood the driver)."""
+    """Silence Ray's per-checkpoint INFO lines in a trial's process (they flood the driver),
+    and keep the trial's own warnings.
+
+    ``import mlflow.pytorch`` (a trial worker's warm-up) runs ``logging.basicConfig(level=ERROR)``
+    (MLflow's Lightning autolog module), which hid every warning of a trial from the driver: an
+    MLflow server gone for minutes, retried in silence until the trial failed. A handler set
+    first makes that call a no-op; a worker where it already ran gets WARNING back.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    elif root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
     for name in ("ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

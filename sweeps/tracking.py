@@ -153,6 +153,9 @@ class Tracker:
             # lrsweep retries itself (above); MLflow's own backoff would block for minutes
             # before a metric batch could be buffered. A value the user set is kept.
             os.environ.setdefault(HTTP_RETRIES_ENV, "1")
+            # urllib3 warns at every failed request ("Retrying (Retry(total=0 ...))"), dozens
+            # a minute in an outage; lrsweep's own retry says it once, and again when it ends
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         self.client = _retrying(lambda: MlflowClient(tracking_uri=self._store_uri), what="connect")
         self._metric_writer = _writer(self.client) if bulk_metrics and not self.remote else None
 

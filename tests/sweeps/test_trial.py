@@ -8,6 +8,7 @@ must close its run even when its last points cannot be sent.
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -546,3 +547,37 @@ def test_a_workers_warm_up_imports_what_its_first_logged_model_needs(tmp_path: P
     heavy = ("mlflow.pyfunc", "mlflow.pytorch", "mlflow.tracing.processor", "git", "torch._dynamo")
     late = [m for m in imported if any(m == h or m.startswith(f"{h}.") for h in heavy)]
     assert late == []
+
+
+WARNING_AFTER_WARM_UP = """
+import logging, sys
+from sweeps import _ray, trial
+if sys.argv[1] == "warm-up-first":  # a worker whose first trial imported mlflow.pytorch already
+    trial._warm_up()
+_ray.quiet_trial_logs()  # what every trial does first
+trial._warm_up()
+logging.getLogger("sweeps._retry").warning("MLflow log_artifacts failed; retrying")
+"""
+
+
+@pytest.mark.parametrize("order", ["trial-first", "warm-up-first"])
+def test_a_trials_warnings_survive_mlflow_pytorchs_logging_setup(order: str) -> None:
+    """``import mlflow.pytorch`` runs ``logging.basicConfig(level=ERROR)``: a trial worker's
+    every warning was dropped, so an MLflow server gone for minutes was retried in silence."""
+    import os
+    import subprocess
+    import sys
+
+    from _cli_helpers import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", WARNING_AFTER_WARM_UP, order],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # MLflow's own basicConfig format where it ran first: WARNING:sweeps._retry:...
+    assert re.search(r"WARNING.sweeps\._retry.( )?MLflow log_artifacts failed", done.stderr)
