@@ -487,15 +487,17 @@ IMAGE_FOLDER_RUN_ROWS: dict[str, tuple[Callable[[Path], Any], str]] = {
 
 # The data are read once on the driver (sweeps.preflight.check_local_data) before Ray starts or
 # any MLflow experiment or run is created.
+# ``lrsweep validate`` refuses them too (it passed them, exit 0, and run then refused them).
+@pytest.mark.parametrize("command", ["run", "validate"])
 @pytest.mark.parametrize("row", list(IMAGE_FOLDER_RUN_ROWS.values()), ids=IMAGE_FOLDER_RUN_ROWS)
-def test_run_refuses_a_bad_image_folder_before_starting(env: Env, row: tuple) -> None:
+def test_run_refuses_a_bad_image_folder_before_starting(env: Env, row: tuple, command: str) -> None:
     needs("run")
     build, message = row
     data = env.root / "data"
     build(data)
     path = env.root / "spec.yaml"
     path.write_text(spec(("task.dataset", {"name": "image_folder", "path": str(data)})))
-    result = invoke("run", str(path), "--set", "failure.max_failures=0")
+    result = invoke(command, str(path), "--set", "failure.max_failures=0")
     assert_refused(result, env, message.replace("{data}", str(data)))
 
 
@@ -531,13 +533,14 @@ def test_run_refuses_cpu_bf16_at_an_image_size_it_cannot_train(env: Env) -> None
     ],
     ids=["dataset-option-value", "dataset-path-it-does-not-read", "torchvision-weights-name"],
 )
+@pytest.mark.parametrize("command", ["run", "validate"])
 def test_run_refuses_what_every_trial_would_fail_on_before_starting(
-    env: Env, changes: tuple[str, Any], message: str
+    env: Env, changes: tuple[str, Any], message: str, command: str
 ) -> None:
     needs("run")
     path = env.root / "spec.yaml"
     path.write_text(spec(changes))
-    result = invoke("run", str(path), "--set", "failure.max_failures=0")
+    result = invoke(command, str(path), "--set", "failure.max_failures=0")
     assert_refused(result, env, message)
 
 

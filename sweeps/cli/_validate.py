@@ -31,7 +31,9 @@ def validate_command(
     ] = False,
 ) -> None:
     """Print the fully resolved spec (every default filled in, secrets hidden) and exit 0,
-    or list every error, each naming its field, and exit 2."""
+    or list every error, each naming its field, and exit 2. What `lrsweep run` refuses before
+    Ray starts is refused here too: a local image folder's unreadable files, a weights file
+    that does not load into the model, bf16 the CPU cannot train."""
     try:
         if suite and overrides:
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")
@@ -64,12 +66,28 @@ def _load(path: Path, overrides: list[str], *, suite: bool) -> tuple[dict[str, o
     if not suite:
         loaded = load_spec(path, overrides=overrides)
         _check_accelerator(loaded)
+        _check_inputs(loaded)
         return loaded.resolved(), loaded.advice()
     suite_spec = load_suite(path)
     for entry in suite_spec.entries:
         _check_accelerator(entry.spec, f"entries.{entry.name}: ")
+        _check_inputs(entry.spec, f"entries.{entry.name}: ")
     notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in e.spec.advice()]
     return suite_spec.model_dump(mode="json"), notes
+
+
+def _check_inputs(spec: SweepSpec, where: str = "") -> None:
+    """``run``'s checks of a local sweep's data and weights: every image of a local
+    ``image_folder`` decoded once, a weights file loaded into the model, a dataset's options
+    tried. A torchvision weights name is looked up, not downloaded (a cluster's nodes fetch
+    their own; ``run`` fetches it on this machine)."""
+    from sweeps.preflight import PreflightError, check_local_data, check_local_weights
+
+    try:
+        check_local_data(spec)
+        check_local_weights(spec, fetch=False)
+    except PreflightError as error:
+        raise _Refused(f"{where}{error}") from None
 
 
 def _check_accelerator(spec: SweepSpec, where: str = "") -> None:

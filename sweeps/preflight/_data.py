@@ -109,7 +109,7 @@ def _open_generated(spec: SweepSpec) -> bool:
     return True
 
 
-def check_local_weights(spec: SweepSpec) -> bool:
+def check_local_weights(spec: SweepSpec, *, fetch: bool = True) -> bool:
     """Refuse a sweep whose ``task.model.pretrained`` file the trials could not load.
 
     A file that is no state dict (or would run code when unpickled), or whose body does not fit
@@ -119,11 +119,12 @@ def check_local_weights(spec: SweepSpec) -> bool:
     data's images (:func:`trainers.data.open_dataset`, which reads no pixel) where they are on
     this machine: ``digits``, ``shapes`` and a local ``image_folder``. For other datasets the
     model takes the input channels of the file's first convolution. The head is the trials'
-    concern (it is loaded only when its shapes match). Torchvision weight names and remote
-    paths are not read here.
+    concern (it is loaded only when its shapes match). A torchvision weights name must be one
+    torchvision knows for the arch, and (``fetch``) in torch's cache or downloaded into it now,
+    once, where the trials on this machine read it. Remote paths are not read here.
 
     Returns:
-        True when a file was loaded, False when there was none to check.
+        True when a file was loaded (or weights fetched), False when there was none to check.
 
     Raises:
         PreflightError: naming ``task.model.pretrained``, the file and what is wrong.
@@ -132,8 +133,9 @@ def check_local_weights(spec: SweepSpec) -> bool:
     if model.pretrained is None or is_uri(model.pretrained):
         return False
     path = Path(model.pretrained)  # the spec stores a weights file as an absolute path
-    if not path.is_file():  # a torchvision weights name: known to torchvision? (no download)
-        return _check_weights_name(model.arch, model.pretrained)
+    if not path.is_file():  # a torchvision weights name: known, and in torch's cache?
+        _check_weights_name(model.arch, model.pretrained)
+        return _fetch_weights(model.arch, model.pretrained) if fetch else False
     from trainers.models import build_model, read_state_dict  # torch: only with weights to read
 
     channels = _data_channels(spec)
@@ -165,6 +167,28 @@ def _check_weights_name(arch: str, name: str) -> bool:
             "and run again."
         ) from None
     return False
+
+
+def _fetch_weights(arch: str, name: str) -> bool:
+    """Download torchvision's weights ``name`` into torch's cache once, before the trials (on
+    this machine they read them from there), or refuse: on a machine without a network every
+    trial failed on its download, each retried ``failure.max_failures`` times, after Ray had
+    started and the parent run existed. True: the weights are in the cache."""
+    import torch
+
+    from trainers.models._resnet import download_weights, torchvision_weights
+
+    weights = torchvision_weights(arch, name)
+    try:
+        download_weights(arch, weights)
+    except RuntimeError as error:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise PreflightError(
+            f"task.model.pretrained: {error} The trials on this machine read the weights from "
+            f"torch's cache: put {weights.url.rsplit('/', 1)[-1]} (from {weights.url}) in "
+            f"{cache}, or point task.model.pretrained at a state-dict file."
+        ) from None
+    return True
 
 
 _LOCAL_DATASETS = ("digits", "shapes", "image_folder")

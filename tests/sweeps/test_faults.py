@@ -393,6 +393,9 @@ def test_weights_that_would_run_code_are_refused_before_any_trial(
     assert "Traceback" not in result.output
     assert not marker.exists()
     assert not (tmp_path / ".lrsweep" / "mlflow.db").exists()  # no store, so no run
+    checked = CliRunner().invoke(app, ["validate", str(spec)])  # it passed them, exit 0
+    assert checked.exit_code == 2 and "evil.pt" in checked.stderr, checked.output
+    assert not marker.exists()
 
 
 def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(

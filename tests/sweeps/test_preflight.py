@@ -33,6 +33,7 @@ from sweeps.preflight import (
     check_local_data,
     check_local_resources,
     check_local_weights,
+    check_portable_inputs,
     check_storage_shared,
     check_tracking_reachable,
     connect,
@@ -402,7 +403,34 @@ def test_unknown_torchvision_weights_name_is_refused_listing_the_names():
     ):
         check_local_weights(typo)
     known = make_spec(task={**task, "model": {"arch": "resnet18", "pretrained": "IMAGENET1K_V1"}})
-    assert check_local_weights(known) is False  # a known name: nothing downloaded here
+    assert check_portable_inputs(known) is None  # a cluster's nodes fetch their own
+
+
+def test_torchvision_weights_a_local_sweep_cannot_fetch_are_refused_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, every trial failed on its download (each retried), after Ray had started and
+    the parent run existed. In torch's cache, they are read from there (what the trials do)."""
+    import torch
+    import torchvision
+
+    task = load_spec(DIGITS).resolved()["task"]
+    spec = make_spec(task={**task, "model": {"arch": "resnet18", "pretrained": "IMAGENET1K_V1"}})
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # no network
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.raises(PreflightError, match=r"task\.model\.pretrained: Could not download") as e:
+        check_local_weights(spec)
+    assert "put resnet18-f37072fd.pth (from https://download.pytorch.org/models/resnet18-" in (
+        str(e.value)
+    )
+    assert str(cache) in str(e.value)
+    cache.mkdir(parents=True, exist_ok=True)  # torch made it for its download
+    torch.save(torchvision.models.resnet18().state_dict(), cache / "resnet18-f37072fd.pth")
+    assert check_local_weights(spec) is True
 
 
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):

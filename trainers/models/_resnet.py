@@ -47,7 +47,12 @@ def torchvision_weights(arch: str, name: str) -> tvm.WeightsEnum:
     return enum[name]
 
 
-def _download(arch: str, weights: tvm.WeightsEnum) -> Mapping[str, torch.Tensor]:
+def download_weights(arch: str, weights: tvm.WeightsEnum) -> Mapping[str, torch.Tensor]:
+    """The weights' state dict, from torch's cache or downloaded into it.
+
+    Raises:
+        RuntimeError: they are not in the cache and cannot be downloaded (no network).
+    """
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as err:  # urllib / socket / hash errors all mean "could not fetch"
@@ -102,7 +107,7 @@ def resnet(
     tv = _builder(arch)(weights=None)
     sd = dict(state_dict) if state_dict is not None else None
     if weights is not None:
-        sd = dict(_download(arch, weights))
+        sd = dict(download_weights(arch, weights))
     if sd is not None:
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
         missing, unexpected = tv.load_state_dict(sd, strict=False)
