@@ -25,17 +25,57 @@ def simple_cnn_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", ["truncated", "text", "empty"])
+@pytest.mark.parametrize("damage", ["truncated", "cut-early", "text", "zeros", "empty"])
 def test_unreadable_weights_file_is_a_value_error_naming_the_file(
     simple_cnn_file: Path, damage: str
 ) -> None:
+    """A file cut early made torch raise ``OSError: [Errno 22] Invalid argument``, passed on
+    as is; zeros were called a file that "may run code", with torch's advice to load it with
+    weights_only=False."""
     data = simple_cnn_file.read_bytes()
     bad = simple_cnn_file.with_name(f"{damage}.pt")
-    bad.write_bytes({"truncated": data[: len(data) // 2], "text": b"hello", "empty": b""}[damage])
+    damaged = {
+        "truncated": data[: len(data) // 2],
+        "cut-early": data[: len(data) // 10],  # torch: OSError, EINVAL
+        "text": b"hello",
+        "zeros": b"\0" * 100,
+        "empty": b"",
+    }
+    bad.write_bytes(damaged[damage])
     with pytest.raises(
         ValueError, match=rf"pretrained file '.*{damage}\.pt' could not be read as a torch file"
-    ):
+    ) as caught:
         build_model("simple_cnn", 3, pretrained=bad)
+    assert "weights_only set to False" not in str(caught.value)
+
+
+def test_a_pickled_model_is_refused_saying_how_to_save_its_weights(tmp_path: Path) -> None:
+    """torch's message (its advice to unpickle the file unsafely, terminal escape codes) was
+    passed on; the fix, saving the state dict alone, was not said."""
+    path = tmp_path / "whole.pt"
+    torch.save(tvm.resnet18(weights=None), path)
+    with pytest.raises(ValueError) as caught:
+        build_model("resnet18", 3, pretrained=path)
+    message = str(caught.value)
+    assert "holds Python objects (torchvision.models.resnet.ResNet), not a plain state dict" in (
+        message
+    )
+    assert "torch.save(model.state_dict(), path)" in message
+    assert "\x1b[" not in message and "weights_only set to False" not in message
+
+
+def test_a_checkpoint_holding_its_state_dict_under_state_dict_loads(tmp_path: Path) -> None:
+    """The layout of Lightning's checkpoints and many training loops was refused."""
+    seed_everything(0)
+    weights = tvm.resnet18(weights=None).state_dict()
+    path = tmp_path / "lightning.pt"
+    torch.save({"state_dict": weights, "epoch": 3}, path)
+    model = build_model("resnet18", 3, pretrained=path)
+    assert torch.equal(model.body[0][0].weight, weights["conv1.weight"])
+    other = tmp_path / "other.pt"
+    torch.save({"epoch": 3, "step": 10}, other)
+    with pytest.raises(ValueError, match=r"but a mapping of \['epoch', 'step'\]; save the model"):
+        build_model("resnet18", 3, pretrained=other)
 
 
 def test_torchvision_file_of_another_resnet_names_the_file(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -135,22 +136,33 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except pickle.UnpicklingError as err:
-        if "weights only load failed" not in str(err).lower():
+        found = _UNSUPPORTED_GLOBAL.search(str(err))
+        if found is None:  # not torch's pickle of anything: cut short, or another format
             raise _unreadable(path, err) from err
         raise ValueError(
-            f"pretrained file {str(path)!r} is not a plain state dict that loads with "
-            f"weights_only=True (it may run code when unpickled, so it is refused): {err}"
+            f"pretrained file {str(path)!r} holds Python objects ({found.group(1)}), not a "
+            "plain state dict: unpickling it would run their code, so it is refused (torch.load "
+            "with weights_only=True). Save the weights alone and point at that file: "
+            "torch.save(model.state_dict(), path)."
         ) from err
-    except Exception as err:  # torch.load: RuntimeError, EOFError, KeyError ... on a bad file
+    except Exception as err:  # torch.load: OSError (a zip cut short), RuntimeError, EOFError...
         raise _unreadable(path, err) from err
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    for wrapper in ("model", "state_dict"):  # learn.save's checkpoint; Lightning's and others'
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        held = (
+            f"a mapping of {sorted(map(str, obj))[:6]}"
+            if isinstance(obj, Mapping)
+            else f"a {type(obj).__name__}"
+        )
         raise ValueError(
-            f"pretrained file {str(path)!r} does not hold a state dict (name -> tensor)."
+            f"pretrained file {str(path)!r} does not hold a state dict (name -> tensor) but "
+            f"{held}; save the model's state dict alone: torch.save(model.state_dict(), path)."
         )
     for key, value in obj.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
@@ -161,12 +173,23 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+_UNSUPPORTED_GLOBAL = re.compile(r"unsupported GLOBAL:? (?:GLOBAL )?([\w.]+)", re.IGNORECASE)
+"""torch's words for a pickle that names a class or function (a whole model, say)."""
+
+
 def _unreadable(path: Path, err: Exception) -> ValueError:
+    # torch's own text of a weights-only failure is advice to unpickle the file unsafely
+    detail = str(err).strip().splitlines()[-1] if str(err).strip() else "no data"
+    if "weights only load failed" in str(err).lower():
+        detail = (_WEIGHTS_ONLY_DETAIL.findall(str(err)) or ["not torch's format"])[-1]
     return ValueError(
         f"pretrained file {str(path)!r} could not be read as a torch file (truncated, corrupt "
-        f"or not written by torch.save?) ({type(err).__name__}: {str(err) or 'no data'}). "
+        f"or not written by torch.save?) ({type(err).__name__}: {detail}). "
         "Write it again with torch.save(model.state_dict(), path) or learn.save(path)."
     )
+
+
+_WEIGHTS_ONLY_DETAIL = re.compile(r"(Unsupported operand \S+|invalid load key[^.\n]*)")
 
 
 def _is_grouped(sd: Mapping[str, torch.Tensor]) -> bool:
