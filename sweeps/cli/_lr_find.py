@@ -137,6 +137,7 @@ class _Test:
     num_it: int = 100
     start_lr: float = 1e-7
     end_lr: float = 10.0
+    suggest: tuple[str, ...] = ("valley",)
 
 
 def _from_spec(
@@ -172,7 +173,7 @@ def _from_spec(
     test = _Test()
     arm = next((a for a in spec.strategies if a.kind == "lr_finder"), None)
     if arm is not None:
-        test = _Test(arm.num_it, arm.start_lr, arm.end_lr)
+        test = _Test(arm.num_it, arm.start_lr, arm.end_lr, tuple(arm.suggest))
     chosen = spec.seeds[0] if seed is None else seed
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as a trial: the same curve
     task = spec.task
@@ -254,8 +255,8 @@ def lr_find_command(
     """Run the LR range test on a fresh model and print what each rule suggests.
 
     --amp, --channels-last, --compile: test as a sweep's task.accelerator trains. --spec: the
-    very range test a sweep's lr_finder trial runs (num_it, start_lr, end_lr from its first
-    lr_finder arm unless given here).
+    very range test a sweep's lr_finder trial runs (num_it, start_lr, end_lr and the suggestion
+    rules from its first lr_finder arm unless given here).
     """
     from trainers import build_model, make_dataloaders, seed_everything
     from trainers.learner import Learner
@@ -263,7 +264,6 @@ def lr_find_command(
     from trainers.suggestions import CurveTooShort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rules = tuple(suggest) if suggest else ("valley",)
     try:
         if spec_path is None and overrides:
             raise ValueError("--set changes a spec: give the spec with --spec.")
@@ -297,7 +297,9 @@ def lr_find_command(
             test.num_it if num_it is None else num_it,
             test.start_lr if start_lr is None else start_lr,
             test.end_lr if end_lr is None else end_lr,
+            tuple(suggest) if suggest else test.suggest,
         )
+        rules = test.suggest
         try:  # before any data is read: a bad --num-it fails at once, not after the loading
             check_lr_find_args(test.start_lr, test.end_lr, test.num_it, div_factor, suggest=rules)
         except ValueError as error:

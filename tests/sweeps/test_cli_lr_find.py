@@ -149,6 +149,10 @@ def test_lr_find_of_a_spec_runs_the_range_test_its_finder_trials_run(
         learn.freeze()
     expected = learn.lr_find(1e-7, 10.0, 30, suggest=())
     assert saved.raw_losses == expected.raw_losses  # the very curve, bit for bit
+    # the arm's rules (the spec's suggest list), not valley alone
+    rules = load_spec(DIGITS_SPEC, overrides=overrides).strategies[0].suggest
+    assert sorted(saved.suggestions) == sorted(rules) and len(rules) > 1
+    assert all(rule in result.stdout for rule in rules)
 
 
 @pytest.mark.parametrize(
