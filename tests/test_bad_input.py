@@ -459,9 +459,28 @@ def test_class_folder_with_one_image_is_warned_about_but_works(
         dls = make_dataloaders("image_folder", path=data, image_size=8, batch_size=4, seed=0)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("single image" in w and str(data / "b") in w for w in warnings), warnings
+    # its one image trains: the validation set never measures the class, which is said too
+    assert any("no validation image of class 'b'" in w for w in warnings), warnings
     assert dls.classes == ["a", "b"]
     images = sum(len(y) for _, y in dls.train) + sum(len(y) for _, y in dls.valid)
     assert images == 5
+
+
+def test_a_class_missing_from_a_folders_own_valid_split_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """train/ has three classes, valid/ two: the third was never measured, without a word."""
+    data = tmp_path / "data"
+    _classes(data / "train", {"a": 3, "b": 3, "rare": 2})
+    _classes(data / "valid", {"a": 2, "b": 2})
+    with caplog.at_level(logging.WARNING, logger="trainers"):
+        dls = make_dataloaders("image_folder", path=data, image_size=8, batch_size=4, seed=0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert dls.classes == ["a", "b", "rare"]
+    assert [w for w in warnings if "no validation image" in w] == [
+        "image_folder: no validation image of class 'rare': the validation metrics never "
+        "measure it (add images of it, to valid/ for a folder with its own split)."
+    ]
 
 
 def test_greyscale_rgba_palette_and_rgb_mixed_load_as_three_channels(tmp_path: Path) -> None:

@@ -142,6 +142,7 @@ def make_dataloaders(
         train_idx, valid_idx = split_by_mask(source.valid_mask)
     else:
         train_idx, valid_idx = stratified_split(source.labels, valid_pct=valid_pct, seed=seed)
+    _warn_unmeasured_classes(dataset, source, valid_idx)
     return DataLoaders(
         source,
         train_idx=train_idx,
@@ -152,6 +153,22 @@ def make_dataloaders(
         augment=augment_,
         oversample=oversample,
     )
+
+
+def _warn_unmeasured_classes(dataset: str, source: ImageSource, valid_idx: torch.Tensor) -> None:
+    """Warn about classes with no validation image: the error rate never measures them (a class
+    of one image keeps it for training; an image folder's valid/ may lack a class), while the
+    model may still predict them, and oversampling draws their few images over and over."""
+    n_classes = len(source.classes)
+    counts = torch.bincount(source.labels[valid_idx], minlength=n_classes).tolist()
+    missing = [str(source.classes[c]) for c, count in enumerate(counts) if count == 0]
+    if missing:
+        logger.warning(
+            "%s: no validation image of class %s: the validation metrics never measure it "
+            "(add images of it, to valid/ for a folder with its own split).",
+            dataset,
+            ", ".join(repr(name) for name in missing),
+        )
 
 
 def open_dataset(
