@@ -15,7 +15,9 @@
 ``overfitting``    the best validation loss is ``rise_epochs`` or more epochs old, the last one
                    is more than ``min_rise`` (relative) above it, and the training loss did not
                    rise meanwhile by more than ``min_rise`` times the first training loss (so a
-                   memorised training set, its loss flat near zero, counts).
+                   memorised training set, its loss flat near zero, counts); or, in a run of 3
+                   or more epochs, the validation loss rose at every epoch after the first, to
+                   more than ``min_rise`` above it, while the training loss fell.
 ``too_few_epochs`` one epoch only, or the last epoch still cut the validation loss by
                    ``fast_improvement`` (relative) or more.
 ``lr_too_low``     ``min_epochs_too_low`` epochs or more, the training loss still above the
@@ -262,6 +264,7 @@ def _measure(
     # as a fraction of the first training loss: near zero, a loss's own relative change is noise
     ev["train_rise_since_best"] = _rel(train[-1] - train[best], ref)
     ev["last_improvement"] = _rel(valid[-2] - valid[-1], valid[-2]) if n > 1 else math.nan
+    ev["rises_every_epoch"] = int(n > 1 and all(valid[i + 1] > valid[i] for i in range(n - 1)))
     w = min(window, n - 1)
     # a per-epoch rate needs two positive losses (a custom loss may go negative)
     rates = [
@@ -276,6 +279,19 @@ def _measure(
 
 def _rel(delta: float, base: float) -> float:
     return delta / base if base > 0 else math.nan
+
+
+def _rose_from_the_start(ev: dict[str, float | int], min_rise: float) -> bool:
+    """A run too short for ``rise_epochs`` whose validation loss rose at every epoch after its
+    first (best at epoch 0, 3 epochs or more, more than ``min_rise`` above it at the end) while
+    the training loss fell: it was called ``ok``."""
+    return bool(
+        ev["best_epoch"] == 0
+        and ev["n_epochs"] >= 3
+        and ev["rises_every_epoch"]
+        and ev["rise_since_best"] > min_rise
+        and ev["train_change_since_best"] < 0
+    )
 
 
 def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
@@ -301,6 +317,13 @@ def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
         return "lr_too_high", (
             f"the validation loss exploded at epoch {ev['explosion_epoch']}: up to "
             f"{ev['explosion_ratio']:.3g}x the first training loss (> {t['explode_ratio']})."
+        )
+    if _rose_from_the_start(ev, t["min_rise"]):
+        return "overfitting", (
+            f"the validation loss rose in each of the {ev['n_epochs'] - 1} epochs after the "
+            f"first, to {ev['rise_since_best']:.0%} above it, while the training loss fell: "
+            "the model fits the training set, not the validation set, from the start (too "
+            "many epochs for this data, or a rate too high for it: try fewer or a lower one)."
         )
     if overfit:
         trend = "kept falling" if ev["train_change_since_best"] < 0 else "stayed flat"

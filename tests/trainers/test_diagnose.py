@@ -50,6 +50,9 @@ SYNTHETIC = [
     ("cut_short", [2.0, 1.0, 0.6], [1.5, 0.9, 0.5], "too_few_epochs"),
     ("crawls", [2.4, 2.3, 2.2, 2.1, 2.0, 1.9], [2.3, 2.2, 2.1, 2.0, 1.9, 1.8], "lr_too_low"),
     ("converged", [1.5, 0.3, 0.1, 0.05, 0.04], [1.2, 0.2, 0.1, 0.09, 0.088], "ok"),
+    # a fine-tune of 3 epochs whose validation loss rose every epoch (a user's run, called ok)
+    ("rises_from_the_start", [1.2, 0.9, 0.7], [1.5838, 1.9696, 2.3919], "overfitting"),
+    ("rises_then_settles", [1.2, 0.9, 0.7], [1.50, 1.70, 1.65], "ok"),  # not every epoch
 ]
 
 
