@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -303,6 +304,13 @@ def _not_http(error: BaseException) -> bool:
     database's port, say)."""
     import http.client
 
+    bad_answer = http.client.RemoteDisconnected | http.client.BadStatusLine
+    return any(isinstance(cause, bad_answer) for cause in _causes(error))
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every exception linked to it (cause, context, ``reason``, arguments: how
+    requests and urllib3 wrap a socket's error), each once, outermost first."""
     seen: set[int] = set()
     stack: list[BaseException] = [error]
     while stack:
@@ -310,11 +318,9 @@ def _not_http(error: BaseException) -> bool:
         if id(cause) in seen:
             continue
         seen.add(id(cause))
-        if isinstance(cause, http.client.RemoteDisconnected | http.client.BadStatusLine):
-            return True
+        yield cause
         linked = (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
         stack.extend(c for c in linked if isinstance(c, BaseException))
-    return False
 
 
 def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
@@ -379,21 +385,13 @@ def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
 
 def _why_unreachable(error: BaseException, timeout_s: float) -> str:
     """A few words for the innermost cause of a failed request."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [error]
-    while stack:
-        cause = stack.pop()
-        if id(cause) in seen:
-            continue
-        seen.add(id(cause))
+    for cause in _causes(error):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused: no server listens on that port"
         if isinstance(cause, socket.gaierror):
             return "unknown host name"
         if isinstance(cause, requests.Timeout | TimeoutError | socket.timeout):
             return f"no answer within {timeout_s:g} s"
-        linked = (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
-        stack.extend(c for c in linked if isinstance(c, BaseException))
     return type(error).__name__
 
 
