@@ -337,7 +337,7 @@ def _artifact_schemes() -> tuple[str, ...]:
             _artifact_repository_registry as registry,
         )
 
-        known = set(registry._registry)  # private; a Ray upgrade may move it
+        known = set(registry._registry)  # private; an MLflow upgrade may move it
     except (ImportError, AttributeError):
         return _ARTIFACT_SCHEMES_KNOWN
     servers = {"", "file", "runs", "models", "mlflow-artifacts", "http", "https"}
