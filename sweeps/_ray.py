@@ -656,14 +656,30 @@ class _NoResultFilesWarning(logging.Filter):
 _RESULT_FILES_FILTER = _NoResultFilesWarning()
 
 
+class _NoTuneResumeAdvice(logging.Filter):
+    """Drops Tune's "Experiment has been interrupted ... Resume experiment with:
+    Tuner.restore(...)": a stopped sweep says ``lrsweep resume NAME`` itself, which also
+    reopens its MLflow runs; a restored Tuner alone would log to none of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(
+            ("Experiment has been interrupted", "Training has been interrupted")
+        )
+
+
+_RESUME_ADVICE_FILTER = _NoTuneResumeAdvice()
+
+
 def _without_tune_loggers() -> None:
     """Turn off Tune's own CSV, JSON and TensorBoard result files (unless the user set it).
 
     Every result is logged to MLflow already; Tune's loggers would write (and flush) each
     result a second time in the driver, on the cores the trials run on (~5 ms per result).
-    Tune's warning that those files are missing is then silenced.
+    Tune's warning that those files are missing is then silenced, and so is its advice to
+    resume with ``Tuner.restore`` (:class:`_NoTuneResumeAdvice`).
     """
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.tune").addFilter(_RESUME_ADVICE_FILTER)  # no-op when there
     analysis_logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1":
         analysis_logger.addFilter(_RESULT_FILES_FILTER)  # a no-op when already there

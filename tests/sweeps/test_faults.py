@@ -134,6 +134,7 @@ def _interrupt_with_ctrl_c(tmp_path: Path, tracker: Tracker, log: Path) -> str:
     finally:
         _kill_group(proc)
     assert "lrsweep resume faults-resume" in log.read_text()
+    assert "Tuner.restore" not in log.read_text()  # Tune's advice: it reopens no MLflow run
     runs = tracker.search_runs(tracker.experiment_id("faults-resume"))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "KILLED"
