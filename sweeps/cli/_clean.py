@@ -13,7 +13,7 @@ from sweeps.cli._options import fail
 
 _KINDS = {
     "resumable": "interrupted or failed: its checkpoints wait for `lrsweep resume`",
-    "finished": "finished: only Tune's state is left",
+    "finished": "its trials all ended: only Tune's state is left",
     "damaged": "no readable sweep.json: it cannot be resumed",
 }
 

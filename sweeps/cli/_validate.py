@@ -81,6 +81,11 @@ def _check_inputs(spec: SweepSpec, where: str = "") -> None:
     ``image_folder`` decoded once, a weights file loaded into the model, a dataset's options
     tried. A torchvision weights name is looked up, not downloaded (a cluster's nodes fetch
     their own; ``run`` fetches it on this machine)."""
+    dataset, pretrained = spec.task.dataset, spec.task.model.pretrained
+    generated = dataset.name in ("digits", "shapes") and bool(dataset.options or dataset.path)
+    folder = dataset.name == "image_folder" and dataset.path is not None
+    if not (generated or folder or pretrained):
+        return  # nothing to read or try: validate stays quick (no torch, no Ray)
     from sweeps.preflight import PreflightError, check_local_data, check_local_weights
 
     try:

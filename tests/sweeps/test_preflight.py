@@ -411,11 +411,15 @@ def test_torchvision_weights_a_local_sweep_cannot_fetch_are_refused_before_any_t
 ) -> None:
     """Offline, every trial failed on its download (each retried), after Ray had started and
     the parent run existed. In torch's cache, they are read from there (what the trials do)."""
+    import urllib.request
+
     import torch
     import torchvision
 
     task = load_spec(DIGITS).resolved()["task"]
     spec = make_spec(task={**task, "model": {"arch": "resnet18", "pretrained": "IMAGENET1K_V1"}})
+    # urlopen keeps the opener (and the proxies) of its first call: this test's goes with it
+    monkeypatch.setattr(urllib.request, "_opener", None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # no network
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")

@@ -153,9 +153,11 @@ def test_secrets_in_url_queries_and_odd_passwords_are_redacted(url: str, expecte
 
 
 def test_validate_hides_a_token_in_a_dataset_uri_query() -> None:
+    """In a URI the spec takes (a storage path: no dataset reads a URI, and digits reads no
+    path at all, which run and now validate refuse)."""
     spec = str(REPO / "sweeps" / "specs" / "digits.yaml")
-    path = "s3://bucket/digits?X-Amz-Security-Token=hunter2-review"
-    result = CliRunner().invoke(app, ["validate", spec, "--set", f"task.dataset.path={path}"])
+    path = "s3://bucket/sweeps?X-Amz-Security-Token=hunter2-review"
+    result = CliRunner().invoke(app, ["validate", spec, "--set", f"storage.path={path}"])
     assert result.exit_code == 0, result.output
     assert "hunter2-review" not in result.output
     assert "X-Amz-Security-Token=***" in result.output

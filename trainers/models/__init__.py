@@ -144,8 +144,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             raise _unreadable(path, err) from err
         raise ValueError(
             f"pretrained file {str(path)!r} holds Python objects ({found.group(1)}), not a "
-            "plain state dict: unpickling it would run their code, so it is refused (torch.load "
-            "with weights_only=True). Save the weights alone and point at that file: "
+            "plain state dict: unpickling it would run their code, so torch.load with "
+            "weights_only=True refused it. Save the weights alone and point at that file: "
             "torch.save(model.state_dict(), path)."
         ) from err
     except Exception as err:  # torch.load: OSError (a zip cut short), RuntimeError, EOFError...
