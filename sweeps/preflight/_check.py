@@ -118,7 +118,7 @@ def check_cluster(
     versions: dict[str, str] = {}
     if address is not None:
         versions, probe_warnings = probe_nodes(
-            spec, nodes, storage=storage, timeout_s=probe_timeout_s
+            spec, nodes, storage=storage, timeout_s=probe_timeout_s, tracking_uri=uri
         )
         warnings += probe_warnings
     report = PreflightReport(

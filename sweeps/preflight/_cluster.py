@@ -134,6 +134,16 @@ def _group(name: str, resources: Mapping[str, float]) -> NodeInfo:
     )
 
 
+CREDENTIAL_VARS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+)
+"""The environment variables MLflow's client authenticates to a server with; a trial on a
+cluster reads them from its own node's environment (lrsweep never ships their values)."""
+
+
 def _make_probe() -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """The probe body, made inside a function so that cloudpickle ships it by value.
 
@@ -160,6 +170,15 @@ def _make_probe() -> Callable[[Mapping[str, Any]], dict[str, Any]]:
             problems.append(f"task.dataset.path: folder {folder!r} does not exist")
         elif folder and not any(entry.is_dir() for entry in os.scandir(folder)):
             problems.append(f"task.dataset.path: folder {folder!r} has no class sub-folders")
+        lacking = [name for name in checks.get("credential_vars", []) if not os.environ.get(name)]
+        if lacking:
+            problems.append(
+                "the MLflow server needs credentials this node's trials lack "
+                f"({', '.join(lacking)} set here, not in its workers' environment): start its "
+                "Ray with them, e.g. "
+                f"`{' '.join(f'{name}=...' for name in lacking)} ray start ...` (on Kubernetes, "
+                "a Secret as env of the Ray pods)"
+            )
         marker_dir = checks.get("marker_dir")
         if marker_dir:
             try:
@@ -219,13 +238,17 @@ def probe_nodes(
     *,
     storage: StorageSpec | None = None,
     timeout_s: float = PROBE_TIMEOUT_S,
+    tracking_uri: str | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Run one probe task on every node: versions, lrsweep importable, dataset folder, storage.
 
     Checks that a worker on each node runs this process's Ray version and Python minor version,
     can import lrsweep, sees an ``image_folder`` dataset folder with class sub-folders, and, for
     a local ``storage.path`` marked shared, can write there; then one task on the head checks it
-    sees every node's write (the folder really is shared).
+    sees every node's write (the folder really is shared). With an ``http(s)`` tracking URI and
+    MLflow credentials in this process's environment, each node's workers must have the same
+    variables set (their names are sent, never their values): trials read them from their own
+    node's environment, and a server running basic auth refused every trial (HTTP 401).
 
     Returns:
         ``(Ray version per node name, warnings)``.
@@ -236,6 +259,8 @@ def probe_nodes(
     """
     token = uuid.uuid4().hex[:12]
     checks = _checks(spec, storage or spec.storage, token)
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        checks["credential_vars"] = [name for name in CREDENTIAL_VARS if os.environ.get(name)]
     probe = ray.remote(num_cpus=0, max_retries=0)(_make_probe())
     refs = [
         probe.options(scheduling_strategy=_on(node)).remote({**checks, "node_id": node.node_id})

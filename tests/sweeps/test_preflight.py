@@ -575,6 +575,25 @@ def test_a_cluster_that_fits_reports_nodes_slots_and_versions(two_nodes: str, tm
     assert not list((tmp_path / "ray").iterdir())  # the shared-storage markers are removed
 
 
+def test_mlflow_credentials_the_nodes_lack_are_refused_naming_them(
+    two_nodes: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The driver had the login of a basic-auth server, the nodes' workers did not: every trial
+    failed with HTTP 401, after the parent run existed. Only the variables' names travel."""
+    spec = make_spec(storage=shared_storage(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")  # after the nodes started
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-never-sent")
+    with pytest.raises(PreflightError) as raised:
+        check_cluster(spec, address=two_nodes, tracking_uri=SERVER)
+    message = str(raised.value)
+    assert "the MLflow server needs credentials this node's trials lack" in message
+    assert "MLFLOW_TRACKING_USERNAME=... MLFLOW_TRACKING_PASSWORD=... ray start" in message
+    assert message.count("needs credentials") == 2 and "s3cret-never-sent" not in message
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")  # a driver without them asks nothing
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    assert check_cluster(spec, address=two_nodes, tracking_uri=SERVER).multi_node
+
+
 @pytest.fixture
 def postgres_store() -> Iterator[str]:
     """A fresh PostgreSQL database on the machine's server, as a tracking URI."""
