@@ -15,8 +15,8 @@ from typing import Any
 from sweeps.spec._task import is_uri
 
 __all__ = [
-    "Location", "child", "filesystem", "parent", "read_text", "remove_folder", "storage_root",
-    "subfolders", "write_text",
+    "Location", "child", "filesystem", "parent", "read_text", "remove_file", "remove_folder",
+    "storage_root", "subfolders", "write_text",
 ]  # fmt: skip
 
 Location = Path | str
@@ -86,6 +86,18 @@ def subfolders(folder: Location) -> list[str]:
         return []
     found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
     return sorted(info.base_name for info in found if info.type == pyarrow.fs.FileType.Directory)
+
+
+def remove_file(folder: Location, name: str) -> None:
+    """Delete ``folder/name``; nothing happens when it does not exist."""
+    if isinstance(folder, Path):
+        (folder / name).unlink(missing_ok=True)
+        return
+    import pyarrow.fs
+
+    fs, path = filesystem(folder)
+    if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File:
+        fs.delete_file(f"{path}/{name}")
 
 
 def remove_folder(folder: Location) -> None:

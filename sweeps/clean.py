@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweeps import _location as location
 
-__all__ = ["StoredSweep", "remove_sweep", "stored_sweeps"]
+__all__ = ["StoredSweep", "driver_record", "remove_sweep", "running_driver", "stored_sweeps"]
 
 STATE_FILE = "sweep.json"  # a sweep's state, which `lrsweep resume` reads
 TUNE_DIR = "tune"  # Ray Tune's experiment folder (its state and the trials' checkpoints)
+DRIVER_FILE = "driver.json"  # the process running the sweep, while it runs
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,9 @@ class StoredSweep:
     name: str
     sweep_id: str
     folder: Path | str
-    state: (
-        str  # "finished", "resumable" (interrupted or failed) or "damaged" (no usable sweep.json)
-    )
+    # "finished", "resumable" (interrupted or failed), "running" (its driver is alive on this
+    # machine) or "damaged" (no usable sweep.json)
+    state: str
     last_change: float  # the newest file's modification time (seconds since the epoch)
     size_bytes: int
 
@@ -56,8 +59,51 @@ def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep
             if text is None and TUNE_DIR not in location.subfolders(folder):
                 continue  # not a sweep's folder
             size, newest = _usage(folder)
-            found.append(StoredSweep(sweep_name, sweep_id, folder, _state(text), newest, size))
+            state = "running" if running_driver(folder) else _state(text)
+            found.append(StoredSweep(sweep_name, sweep_id, folder, state, newest, size))
     return found
+
+
+def driver_record() -> dict[str, Any]:
+    """What :data:`DRIVER_FILE` holds while a sweep runs: this machine, this process and when
+    it started (so that another process given the same id later is not taken for it)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid())}
+
+
+def running_driver(folder: Path | str) -> str | None:
+    """``"process N on this machine"`` while the sweep in ``folder`` is being run (or resumed)
+    by a live process here, else None: no driver file (the sweep ended, or ran before the file
+    existed), a driver killed outright, or one on another machine, which cannot be asked."""
+    text = location.read_text(folder, DRIVER_FILE)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+        host, pid, start = record["host"], int(record["pid"]), record.get("start")
+    except (ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname() or _started(pid) is None or _started(pid) != start:
+        return None
+    return f"process {pid} on this machine"
+
+
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux: clock ticks since boot), or None when there
+    is no such process. Elsewhere, ``""`` for any live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22, after the command's name
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ""
 
 
 def remove_sweep(sweep: StoredSweep) -> None:

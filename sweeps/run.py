@@ -22,6 +22,7 @@ How a sweep runs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
@@ -41,7 +42,7 @@ from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_sto
 from sweeps._location import Location
 from sweeps._reporter import flatten_params
 from sweeps._uri import command_uri
-from sweeps.clean import STATE_FILE, TUNE_DIR
+from sweeps.clean import DRIVER_FILE, STATE_FILE, TUNE_DIR, driver_record, running_driver
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
 from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
@@ -388,6 +389,13 @@ def resume_sweep(
     """
     root = location.storage_root(storage_path or default_storage())
     sweep_dir, state = _find_sweep(name_or_path, root)
+    driver = running_driver(sweep_dir)
+    if driver:
+        raise SweepNotFound(
+            f"{name_or_path!r}: the sweep in {sweep_dir} is still running ({driver}); resuming "
+            "it now would run its trials twice. Wait for it to end, or stop it (Ctrl-C in its "
+            "terminal, or SIGINT / SIGTERM to that process) and resume then."
+        )
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
     _preflight(spec, uri, sweep_dir, address=address)
@@ -453,6 +461,8 @@ def _execute(
         watch_local_ray=address is None,
         watch_head=preflight.head_address(address) if address else None,
     )
+    # while this process runs the sweep: `lrsweep clean` keeps it, `lrsweep resume` refuses it
+    location.write_text(sweep_dir, DRIVER_FILE, json.dumps(driver_record()))
     try:  # MLflow first (the guard), then Ray: Ray's shutdown cannot leave a run RUNNING
         with _never_left_running(
             tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
@@ -482,6 +492,8 @@ def _execute(
         interrupts.finished()
         if started_ray:
             _ray.shutdown_ray()
+        with contextlib.suppress(Exception):  # a file left behind names a dead process
+            location.remove_file(sweep_dir, DRIVER_FILE)
 
 
 def _run_or_interrupt(

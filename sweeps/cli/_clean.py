@@ -15,6 +15,7 @@ _KINDS = {
     "resumable": "interrupted or failed: its checkpoints wait for `lrsweep resume`",
     "finished": "its trials all ended: only Tune's state is left",
     "damaged": "no readable sweep.json: it cannot be resumed",
+    "running": "its driver is alive on this machine: never deleted",
 }
 
 
@@ -66,10 +67,16 @@ def clean_command(
             "whose spec set storage.path is elsewhere: pass it with --storage-path."
         )
     now = time.time()
-    old = [sweep for sweep in sweeps if sweep.age_days(now) >= older_than]
+    old = [s for s in sweeps if s.age_days(now) >= older_than and s.state != "running"]
     typer.echo(f"Sweeps under {root}:")
     for sweep in sweeps:
-        action = "delete" if sweep in old else f"keep (changed within {older_than:g} days)"
+        action = (
+            "delete"
+            if sweep in old
+            else "keep (running)"
+            if sweep.state == "running"
+            else f"keep (changed within {older_than:g} days)"
+        )
         typer.echo(
             f"  {sweep.name}  {sweep.sweep_id}  {sweep.state:<9}  "
             f"{_age(sweep.age_days(now))} ago  {_size(sweep.size_bytes):>9}  {action}"
@@ -78,7 +85,9 @@ def clean_command(
         typer.echo(f"  ({state}: {_KINDS[state]})")
     total = _size(sum(sweep.size_bytes for sweep in old))
     if not old:
-        typer.echo(f"Nothing to delete: every sweep changed within {older_than:g} days.")
+        typer.echo(
+            f"Nothing to delete: every sweep is running or changed within {older_than:g} days."
+        )
         return
     if not yes:
         command = "lrsweep clean" + (f" {shlex.quote(name)}" if name else "")

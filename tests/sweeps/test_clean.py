@@ -3,6 +3,7 @@ are cleaned in ``test_faults.py`` and, through ``pyarrow.fs``, in ``test_run_swe
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sweeps.clean import stored_sweeps
+from sweeps.clean import DRIVER_FILE, driver_record, stored_sweeps
 from sweeps.cli import app
 
 DAY = 86400
@@ -102,3 +103,32 @@ def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
         app, ["clean", "--storage-path", str(storage), "--older-than", "-1"]
     )
     assert negative.exit_code == 2 and "--older-than" in negative.output
+
+
+def test_a_running_sweep_is_listed_running_and_never_deleted(storage: Path) -> None:
+    """A helper's `lrsweep clean --older-than 0 --yes` deleted a sweep mid-run (every trial then
+    failed); it was listed as "interrupted or failed"."""
+    folder = storage / "lr" / "20261101-000000-aaaaaa"
+    (folder / DRIVER_FILE).write_text(json.dumps(driver_record()))  # this process drives it
+    (sweep,) = [s for s in stored_sweeps(storage, "lr") if s.folder == folder]
+    assert sweep.state == "running"
+    result = CliRunner().invoke(
+        app, ["clean", "lr", "--storage-path", str(storage), "--older-than", "0", "--yes"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "20261101-000000-aaaaaa  running" in result.output and "keep (running)" in result.output
+    assert folder.is_dir()
+    dead = {**driver_record(), "pid": 2**22 + 12345}  # no such process
+    (folder / DRIVER_FILE).write_text(json.dumps(dead))
+    assert {s.state for s in stored_sweeps(storage, "lr") if s.folder == folder} == {"resumable"}
+
+
+def test_resume_refuses_a_sweep_whose_driver_still_runs(storage: Path) -> None:
+    """A second driver restored the running sweep's Tuner: trials ran twice, the first
+    driver's finished runs were deleted as unknown to the restored state, exit 0."""
+    from sweeps.run import SweepNotFound, resume_sweep
+
+    folder = storage / "lr" / "20261206-000000-cccccc"
+    (folder / DRIVER_FILE).write_text(json.dumps(driver_record()))
+    with pytest.raises(SweepNotFound, match=r"is still running \(process \d+ on this machine\)"):
+        resume_sweep("lr", storage_path=storage, tracking_uri="sqlite:///unused.db")

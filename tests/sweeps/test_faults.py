@@ -438,7 +438,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     listed = CliRunner().invoke(app, ["clean"])
     assert listed.exit_code == 0, listed.output
     assert f"all-fail  {sweep_dir.name}  resumable" in listed.output, listed.output
-    assert "Nothing to delete: every sweep changed within 7 days." in listed.output
+    assert "Nothing to delete: every sweep is running or changed within 7 days." in listed.output
     dry = CliRunner().invoke(app, ["clean", "all-fail", "--older-than", "0"])
     assert dry.exit_code == 0 and "lrsweep clean all-fail --older-than 0 --yes" in dry.output
     assert sweep_dir.is_dir()

@@ -447,6 +447,7 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     state_file = folder / "sweep.json"
     assert json.loads(state_file.read_text())["finished"] is True
     assert (folder / "tune").is_dir()
+    assert not (folder / "driver.json").exists()  # there while the sweep ran, gone after
     assert sorted(p.name for p in work.iterdir()) == []  # no local 'file:' folder
     # a finished sweep's Tune checkpoints go (pyarrow.fs, as on s3://); Tune's state stays
     assert list((folder / "tune").glob("*/checkpoint_*")) == []
