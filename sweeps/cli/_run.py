@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sweeps._uri import TrackingUriError, command_uri, resolve_tracking_uri, sqlite_path
+from sweeps._uri import (
+    TrackingUriError,
+    command_uri,
+    redact_uri,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 from sweeps.cli import app
 from sweeps.cli._options import Address, fail, usable_tracking_uri, wrong_kind_hint
 from sweeps.spec import SpecError, load_spec
@@ -73,8 +79,16 @@ def failures(result: SweepResult) -> list[str]:
     return [f"{len(ids)} trial(s) ({', '.join(ids[:4])}): {error}" for error, ids in counts.items()]
 
 
-def rerun_hint(spec: Path | None, overrides: list[str] | None = None) -> str:
-    """The command that runs a fixed spec again (the spec file is a placeholder when unknown).
+def rerun_hint(
+    spec: Path | None,
+    overrides: list[str] | None = None,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """The command that runs a fixed spec again (the spec file is a placeholder when unknown),
+    with the ``--address`` and ``--tracking-uri`` it was given: without them, typed as printed,
+    it ran on a Ray of its own and logged to the embedded store.
 
     A secret given with ``--set`` (a value under a ``*token*`` key, a password in a URL) shows as
     ``***``: the command is printed, and may end up in a log.
@@ -84,6 +98,10 @@ def rerun_hint(spec: Path | None, overrides: list[str] | None = None) -> str:
     args = ["lrsweep", "run", str(spec)]
     for override in overrides or []:
         args += ["--set", shown_override(override)]
+    if address:
+        args += ["--address", address]
+    if tracking_uri:
+        args += ["--tracking-uri", redact_uri(tracking_uri)]
     return shlex.join(args)
 
 
@@ -188,4 +206,5 @@ def run_command(
         raise fail(error) from None
     except KeyboardInterrupt as stop:  # outside the trials: runs closed, resume logged
         raise stopped_exit(stop) from None
-    finish(make_console(), result, rerun=rerun_hint(spec, overrides))
+    rerun = rerun_hint(spec, overrides, address=address, tracking_uri=tracking_uri)
+    finish(make_console(), result, rerun=rerun)

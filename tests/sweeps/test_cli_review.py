@@ -174,6 +174,16 @@ def test_rerun_hint_hides_secrets_given_with_set() -> None:
     assert "lrsweep run spec.yaml --set" in hint and "***" in hint
 
 
+def test_rerun_hint_keeps_the_cluster_and_the_store_it_was_given() -> None:
+    """Typed as printed, it ran on a Ray of its own and logged to the embedded store."""
+    hint = rerun_hint(
+        Path("s.yaml"), ["name=x"], address="10.0.0.5:6379", tracking_uri="http://mlflow:5000"
+    )
+    assert hint == (
+        "lrsweep run s.yaml --set name=x --address 10.0.0.5:6379 --tracking-uri http://mlflow:5000"
+    )
+
+
 # --- lrsweep run: a sweep where some trials failed -----------------------------------------------
 
 
