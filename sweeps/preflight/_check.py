@@ -43,8 +43,17 @@ def connect(address: str) -> None:
     if target is not None:
         why = head_answers(target)
         if why is not None:  # ray.init would retry for ~14 minutes before saying so
+            given = address.removeprefix("ray://").split("/", 1)[0]
+            # Ray connects to 127.0.0.1 / localhost by this node's IP: a port bound to the
+            # loopback alone (a dashboard's) does not answer there
+            rewritten = (
+                f", where Ray connects for {given}: a port bound to 127.0.0.1 only, such as "
+                "the dashboard's, is not a Ray head"
+                if target != given
+                else ""
+            )
             raise explain_connect_error(
-                ConnectionError(f"nothing answers at {target} ({why})"), address
+                ConnectionError(f"nothing answers at {target} ({why}){rewritten}"), address
             )
     try:
         _ray.init_ray(address)

@@ -38,6 +38,7 @@ from sweeps.preflight import (
     check_tracking_reachable,
     connect,
     explain_connect_error,
+    head_address,
     label_matches,
 )
 from sweeps.spec import ResourcesSpec, StorageSpec, SweepSpec, load_spec
@@ -211,10 +212,16 @@ def test_an_address_where_nothing_answers_is_refused_at_once(host: str) -> None:
     port = _closed_port()
     address = f"{host}:{port}"
     started = time.monotonic()  # Ray names this machine's own address for 127.0.0.1
-    with pytest.raises(PreflightError, match=rf"at {address}: nothing answers at \S+:{port} \("):
+    with pytest.raises(
+        PreflightError, match=rf"at {address}: nothing answers at \S+:{port} \("
+    ) as raised:
         connect(address)
     assert time.monotonic() - started < 30  # the probe's 5 s at most, plus name resolution
     assert not ray.is_initialized()
+    # 127.0.0.1 is tried at this node's IP, as Ray connects: the message says so (a helper's
+    # dashboard port, bound to the loopback alone, "did not answer" at an address not typed)
+    rewritten = f"where Ray connects for {address}: a port bound to 127.0.0.1 only"
+    assert (rewritten in str(raised.value)) == (head_address(address) != address)
 
 
 def test_a_head_that_answers_but_refuses_the_driver_names_token_authentication(
