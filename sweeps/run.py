@@ -119,6 +119,10 @@ def default_storage(cwd: str | Path | None = None) -> Path:
     return Path(cwd or Path.cwd()).resolve() / HOME_DIR / "ray_results"
 
 
+_RAY_JOB_COPY = "/working_dir_files/_ray_pkg_"
+"""In the path of the folder ``ray job submit --working-dir`` runs its entrypoint in."""
+
+
 def _load(spec: SweepSpec | str | Path | dict[str, Any], overrides: Sequence[str]) -> SweepSpec:
     if isinstance(spec, SweepSpec):
         return load_spec(spec.resolved(), overrides=overrides) if overrides else spec
@@ -290,6 +294,15 @@ def run_sweep(
         logger.warning("spec %s: %s", spec.name, note)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     root = location.storage_root(storage_path or spec.storage.path or default_storage())
+    if not (storage_path or spec.storage.path) and _RAY_JOB_COPY in str(root):
+        logger.warning(
+            "sweep %s: its Ray storage %s is inside the copy of the working directory Ray made "
+            "for this job, which a job with other files gets anew and Ray deletes when unused: "
+            "an interrupted sweep could not be resumed from there. Set storage.path to a "
+            "folder outside it (shared by every node) or a s3:// URI.",
+            spec.name,
+            root,
+        )
     _preflight(spec, uri, root, address=address)
     tracker = Tracker(uri)
     experiment_id = tracker.ensure_experiment(spec.experiment_name)

@@ -556,3 +556,23 @@ def test_the_resume_hint_of_a_cluster_sweep_resumes_it_on_that_cluster(
 
     sweep_dir = default_storage() / "digits-lr" / "20261206-000000-abcdef"
     assert resume_hint("digits-lr", sweep_dir, address) == f"lrsweep resume digits-lr{tail}"
+
+
+def test_default_storage_inside_a_ray_jobs_working_dir_copy_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ray job submit --working-dir .` runs lrsweep in a copy Ray makes per upload: the
+    default ./.lrsweep/ray_results there was lost with it, and `lrsweep resume` found nothing."""
+    from sweeps.run import run_sweep
+
+    job_copy = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0a1b2c"
+    job_copy.mkdir(parents=True)
+    monkeypatch.chdir(job_copy)
+    closed = f"http://127.0.0.1:{closed_port()}"  # refused next: nothing starts
+    with caplog.at_level("WARNING", logger="sweeps.run"), pytest.raises(TrackingUriError):
+        run_sweep(SPEC, tracking_uri=closed)
+    assert "inside the copy of the working directory Ray made for this job" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sweeps.run"), pytest.raises(TrackingUriError):
+        run_sweep(SPEC, tracking_uri=closed, storage_path=tmp_path / "kept")
+    assert "working directory Ray made" not in caplog.text
