@@ -82,7 +82,10 @@ def running_driver(folder: Path | str) -> str | None:
         host, pid, start = record["host"], int(record["pid"]), record.get("start")
     except (ValueError, KeyError, TypeError):
         return None
-    if host != socket.gethostname() or _started(pid) is None or _started(pid) != start:
+    if host != socket.gethostname():
+        return None
+    now = _started(pid)  # None: no such process; another start time: another process
+    if now is None or now != start:
         return None
     return f"process {pid} on this machine"
 
