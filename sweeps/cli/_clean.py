@@ -44,10 +44,12 @@ def clean_command(
         bool, typer.Option("--yes", help="Delete them; without it nothing is deleted.")
     ] = False,
 ) -> None:
-    """List the sweeps kept in Ray's storage (size, age, whether `lrsweep resume` can continue
-    them) and, with --yes, delete those unchanged for --older-than days. An interrupted sweep
-    keeps every trial's last checkpoints until it is resumed; one never resumed keeps them for
-    good. Their MLflow runs, models and reports stay."""
+    """List the sweeps kept in Ray's storage and, with --yes, delete the old ones.
+
+    Each sweep is listed with its size, its age and whether `lrsweep resume` can continue it;
+    --yes deletes those unchanged for --older-than days. An interrupted sweep keeps every
+    trial's last checkpoints until it is resumed; one never resumed keeps them for good. Their
+    MLflow runs, models and reports stay."""
     from sweeps import _location as location
     from sweeps.clean import remove_sweep, stored_sweeps
     from sweeps.run import default_storage

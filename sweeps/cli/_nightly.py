@@ -63,8 +63,10 @@ def nightly_command(
         Path, typer.Option("--report-dir", help="Where nightly-report.md/.html and trends/ go.")
     ] = Path("nightly-report"),
 ) -> None:
-    """Run every spec of SUITE, compare each headline figure with the median of earlier nights,
-    write and log the report, and exit 0 (passed), 1 (regressed), 2 (bad input) or 3 (failed)."""
+    """Run the suite's specs and compare each headline figure with earlier nights.
+
+    Every spec of SUITE runs; each figure is compared with the median of earlier nights; the
+    report is written and logged. Exit 0 (passed), 1 (regressed), 2 (bad input) or 3 (failed)."""
     from mlflow.exceptions import MlflowException
 
     from sweeps._interrupts import honour_sigint

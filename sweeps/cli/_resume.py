@@ -41,8 +41,10 @@ def resume_command(
         ),
     ] = None,
 ) -> None:
-    """Restore the sweep's Tuner: finished trials stay, unfinished ones continue from their
-    checkpoints in their own MLflow runs, then the report is written."""
+    """Continue an interrupted sweep where it stopped, then write its report.
+
+    The sweep's Tuner is restored: finished trials stay, unfinished ones continue from their
+    checkpoints in their own MLflow runs."""
     from sweeps._interrupts import honour_sigint
     from sweeps.preflight import PreflightError
     from sweeps.run import SweepNotFound, default_storage, resume_sweep

@@ -30,10 +30,12 @@ def validate_command(
         bool, typer.Option("--suite", help="SPEC is a nightly suite file (entries + thresholds).")
     ] = False,
 ) -> None:
-    """Print the fully resolved spec (every default filled in, secrets hidden) and exit 0,
-    or list every error, each naming its field, and exit 2. What `lrsweep run` refuses before
-    Ray starts is refused here too: a local image folder's unreadable files, a weights file
-    that does not load into the model, bf16 the CPU cannot train."""
+    """Check a spec: print it resolved and exit 0, or list every error and exit 2.
+
+    The resolved spec has every default filled in and secrets hidden; each error names its
+    field. What `lrsweep run` refuses before Ray starts is refused here too: a local image
+    folder's unreadable files, a weights file that does not load into the model, bf16 the CPU
+    cannot train."""
     try:
         if suite and overrides:
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")

@@ -62,3 +62,15 @@ def test_help_and_validate_load_no_torch_ray_or_mlflow(args: list[str]) -> None:
 def test_lr_find_help_and_the_spec_name_every_suggestion_rule() -> None:
     """The torch-free list the CLI and the spec check against is the trainers' own."""
     assert RULES == tuple(SUGGESTIONS)
+
+
+def test_each_commands_summary_in_the_command_list_is_one_sentence() -> None:
+    """``lrsweep --help`` lists each command by its docstring's first paragraph, keeping its
+    line breaks: a summary that runs over lines came out broken mid-sentence in the list."""
+    import typer.main
+
+    group = typer.main.get_command(__import__("sweeps.cli", fromlist=["app"]).app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert summary, name
+        assert "\n" not in summary, f"{name}: {summary!r}"
