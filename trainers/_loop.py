@@ -57,8 +57,16 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
     train_dl, valid_dl, forward = _inference.fit_loaders(learn, precompute)
     learn.n_epoch, learn.n_iter = epochs, len(train_dl)
     if learn.n_iter == 0:
-        raise ValueError("the training loader yields no batches; use a smaller batch_size.")
-    learn.epoch = learn.resume_epoch = start_epoch
+        raise ValueError(
+            "the training loader yields no batches: it holds no items, or (with drop_last) "
+            "fewer than one batch_size of them."
+        )
+    if _sized_empty(valid_dl):  # refused now, not after an epoch of training changed the weights
+        raise ValueError(
+            "the validation loader yields no batches; there is nothing to evaluate: give the "
+            "data a validation set (valid_pct > 0, or a valid/ folder)."
+        )
+    learn.epoch = learn.resume_epoch = learn._fit_start_epoch = start_epoch
     try:
         try:
             learn._call("before_fit")
@@ -71,6 +79,14 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
     finally:
         if precompute:  # the real loader continues where the feature loader's order stopped
             learn.dls.train.load_state_dict(train_dl.state_dict())
+
+
+def _sized_empty(loader: Any) -> bool:
+    """Whether ``loader`` says it yields no batches (one without ``len`` is not asked)."""
+    try:
+        return len(loader) == 0
+    except TypeError:
+        return False
 
 
 def _is_int(value: Any) -> bool:
@@ -198,7 +214,7 @@ def _first_batch_cause(learn: Learner) -> str | None:
     That loss comes from the weights the fit started with: its learning rate cannot be the
     cause, and "lower the rate" would send the user to ``lr_find`` for nothing.
     """
-    if learn.epoch != learn.resume_epoch or learn.iter != 0:
+    if learn.epoch != learn._fit_start_epoch or learn.iter != 0:
         return None
     return (
         "That is this fit's first batch, whose loss comes from the weights the fit started "

@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,36 @@ def _check_moms(moms: Any) -> tuple[float, float, float]:
             f"but got {moms!r}."
         )
     return float(moms[0]), float(moms[1]), float(moms[2])
+
+
+def _checked_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (default: CUDA when there is one, else the CPU), refused when unusable here.
+
+    Raises:
+        ValueError: naming ``device``, for a string torch does not parse as a device or a
+            CUDA / MPS device this machine does not have.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', but got "
+            f"{device!r} ({error})."
+        ) from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = chosen.index or 0
+        if index >= count:
+            found = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ValueError(
+                f"device={device!r}, but this machine has {found}; pass device='cpu' (or None "
+                "for CUDA when there is one)."
+            )
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}, but MPS is not available here; pass device='cpu'.")
+    return chosen
 
 
 class Learner:
@@ -176,7 +207,7 @@ class Learner:
         _check_model_fits_data(model, dls, classifies=_classifies(loss_func))
         if seed is not None:
             seed_everything(seed)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _checked_device(device)
         self.accelerator = Accelerator.resolve(
             self.device, amp=amp, channels_last=channels_last, compile=compile
         )
@@ -191,6 +222,7 @@ class Learner:
         self.history: list[dict[str, Any]] = []
         self.phase: str | None = None
         self.epoch = self.n_epoch = self.iter = self.n_iter = self.resume_epoch = 0
+        self._fit_start_epoch = 0  # the epoch the running fit began at (its first batch)
         self.training = False
         self.xb: torch.Tensor | None = None
         self.yb: torch.Tensor | None = None
@@ -403,8 +435,25 @@ class Learner:
         self._frozen = n
 
     def freeze(self) -> None:
-        """Freeze every layer group but the head (fastai's norm layers stay trainable)."""
+        """Freeze every layer group but the head (fastai's norm layers stay trainable).
+
+        A model of one layer group (no ``layer_groups()`` method) has no body to freeze: it is
+        left trainable, as fastai leaves it, with a warning, since ``fine_tune``'s "frozen"
+        epochs would then train the whole model.
+        """
+        self._warn_if_one_group(stacklevel=3)
         self.freeze_to(-1)
+
+    def _warn_if_one_group(self, stacklevel: int) -> None:
+        """Warn (at the user's call) that freezing a model of one layer group freezes nothing."""
+        if len(layer_groups(self.model)) == 1:
+            warnings.warn(
+                f"{type(self.model).__name__} is one layer group (it has no layer_groups() "
+                "method), so freezing leaves every parameter trainable. Give the model "
+                "layer_groups() returning its body's groups and its head, or build it with "
+                "trainers.build_model.",
+                stacklevel=stacklevel,
+            )
 
     def unfreeze(self) -> None:
         """Make every parameter trainable."""
@@ -600,7 +649,9 @@ class Learner:
             one_cycle_lr(0.0, lr_max=rate, pct_start=pct_start, div=div)
         previous = self.phase
         try:
-            self.freeze()
+            if freeze_epochs:
+                self._warn_if_one_group(stacklevel=4)
+            self.freeze_to(-1)
             if freeze_epochs:
                 self.phase = "frozen"
                 self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)

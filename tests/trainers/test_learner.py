@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,6 +281,23 @@ def test_freeze_keeps_fastais_norm_layers_trainable(norm: nn.Module, trainable: 
     assert [p.requires_grad for p in norm.parameters()] == [trainable, trainable]
     assert not any(p.requires_grad for p in [*first.parameters(), *second.parameters()])
     assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_freezing_a_model_of_one_layer_group_warns_at_the_users_call() -> None:
+    """Nothing can be frozen (as with fastai), but fine_tune's "frozen" epochs then trained
+    the whole model without a word."""
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, dls.n_classes))
+    learn = Learner(model, dls, device="cpu", progress=False)
+    for call in (learn.freeze, lambda: learn.fine_tune(1, 1e-3)):
+        with pytest.warns(UserWarning, match="Sequential is one layer group") as caught:
+            call()
+        assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
+    assert all(p.requires_grad for p in model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.fine_tune(1, 1e-3, freeze_epochs=0)  # no frozen epochs: nothing to warn about
+        make_learner().freeze()  # a model with a body
 
 
 @pytest.mark.parametrize(

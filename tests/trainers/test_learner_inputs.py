@@ -89,6 +89,25 @@ def test_a_loss_not_finite_after_a_step_still_blames_the_rate() -> None:
         learn.fit(1, 1e-3)
 
 
+@pytest.mark.parametrize("start_epoch", [0, 1])
+def test_a_loss_not_finite_on_a_later_epochs_first_batch_blames_the_rate(start_epoch: int) -> None:
+    """An epoch's first batch comes after the steps of the epochs before it: only the fit's
+    very first batch (``start_epoch``'s, as a resumed fit begins) is the starting weights'."""
+    learn = make_learner(None)
+
+    def nan_on_the_second_epoch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = torch.nn.functional.cross_entropy(pred, target)
+        return loss * float("nan") if learn.training and learn.epoch == 2 else loss
+
+    learn.loss_func = nan_on_the_second_epoch
+    with pytest.raises(TrainingDiverged, match="learning rate is probably too high") as info:
+        learn.fit_one_cycle(3, 1e-3, start_epoch=start_epoch)
+    assert (info.value.epoch, info.value.batch, info.value.cause) == (2, 0, None)
+    with pytest.raises(TrainingDiverged, match="first batch") as info:  # the fit's own first
+        learn.fit_one_cycle(3, 1e-3, start_epoch=2)
+    assert (info.value.epoch, info.value.batch) == (2, 0) and info.value.cause is not None
+
+
 def test_lr_find_on_weights_a_diverged_fit_left_blames_them_not_a_rate() -> None:
     """A user ran lr_find after the TrainingDiverged message said to: the weights were the
     diverged step's (NaN), and the test failed as CurveTooShort blaming an lr of 1e-7."""
@@ -115,3 +134,38 @@ def test_an_explicit_cross_entropy_still_checks_the_models_outputs(loss_func: ob
     dls.n_classes = 2  # as make_dataloaders' data says
     with pytest.raises(ValueError, match=r"the model has 3 outputs but the data has n_classes=2"):
         Learner(build_model("simple_cnn", 3, in_channels=1), dls, loss_func=loss_func)
+
+
+def test_an_empty_validation_loader_is_refused_before_any_step() -> None:
+    """It was found after a whole epoch of training had changed the weights."""
+    learn = make_learner(None)
+    images = learn.dls.valid.images
+    learn.dls.valid = TensorLoader(images[:0], torch.zeros(0, dtype=torch.long), batch_size=16)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"validation loader yields no batches.*valid_pct > 0"):
+        learn.fit_one_cycle(1, 1e-3)
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+
+
+def test_an_empty_training_loader_is_not_blamed_on_the_batch_size() -> None:
+    learn = make_learner(None)
+    learn.dls.train = TensorLoader(
+        learn.dls.valid.images[:0], torch.zeros(0, dtype=torch.long), batch_size=16
+    )
+    with pytest.raises(ValueError, match="training loader yields no batches: it holds no items"):
+        learn.fit(1, 1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda", r"device='cuda', but this machine has no CUDA device; pass device='cpu'"),
+        ("cuda:1", r"device='cuda:1', but this machine has no CUDA device"),
+        ("tpu", r"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', but got 'tpu'"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_refused_naming_device(device: str, message: str) -> None:
+    dls = make_learner(None).dls
+    with pytest.raises(ValueError, match=message):
+        Learner(build_model("simple_cnn", 2, in_channels=1), dls, device=device)
