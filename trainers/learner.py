@@ -204,6 +204,12 @@ class Learner:
             raise ValueError(
                 f"dls must have train and valid loaders, but got {type(dls).__name__}."
             )
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, but got {type(model).__name__}.")
+        if next(model.parameters(), None) is None:
+            raise ValueError(
+                f"model ({type(model).__name__}) has no parameters: there is nothing to train."
+            )
         _check_model_fits_data(model, dls, classifies=_classifies(loss_func))
         if seed is not None:
             seed_everything(seed)

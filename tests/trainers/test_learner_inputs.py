@@ -169,3 +169,17 @@ def test_a_device_this_machine_lacks_is_refused_naming_device(device: str, messa
     dls = make_learner(None).dls
     with pytest.raises(ValueError, match=message):
         Learner(build_model("simple_cnn", 2, in_channels=1), dls, device=device)
+
+
+def test_a_model_with_nothing_to_train_is_refused_at_once() -> None:
+    """It failed at the first backward, deep in autograd ("does not require grad")."""
+
+    class Slicer(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :2]
+
+    dls = make_learner(None).dls
+    with pytest.raises(ValueError, match=r"model \(Slicer\) has no parameters"):
+        Learner(Slicer(), dls)
+    with pytest.raises(ValueError, match="model must be a torch.nn.Module, but got str"):
+        Learner("resnet18", dls)  # type: ignore[arg-type]
