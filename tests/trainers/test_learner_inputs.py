@@ -181,5 +181,5 @@ def test_a_model_with_nothing_to_train_is_refused_at_once() -> None:
     dls = make_learner(None).dls
     with pytest.raises(ValueError, match=r"model \(Slicer\) has no parameters"):
         Learner(Slicer(), dls)
-    with pytest.raises(ValueError, match="model must be a torch.nn.Module, but got str"):
+    with pytest.raises(ValueError, match=r"model must be a torch\.nn\.Module, but got str"):
         Learner("resnet18", dls)  # type: ignore[arg-type]
