@@ -4,9 +4,10 @@ Every benchmark measures its two (or more) sides *interleaved*: A, B, B, A, A, B
 load from other processes on a shared machine hits every side equally, then reports medians and
 the median of the per-repetition ratios (each ratio taken between runs made back to back).
 
-Every script takes ``--quick`` (tiny settings, seconds), ``--reps N``, ``--threads N`` and
-``--json`` (stdout carries only the JSON result; the table goes to stderr), and prints its
-figures as a table. ``run_all.py`` collects the JSON results into ``BENCHMARKS.md``.
+Every script takes ``--quick`` (tiny settings, seconds), ``--json`` (stdout carries only the
+JSON result; the table goes to stderr), ``--out FILE`` and, where it uses them, ``--reps N`` and
+``--threads N``, and prints its figures as a table. ``run_all.py`` collects the JSON results
+into ``BENCHMARKS.md``.
 
 Example:
     >>> times = interleaved({"a": lambda: None, "b": lambda: None}, reps=3, warmup=0)
@@ -70,12 +71,46 @@ class Timings:
     cpu: dict[str, list[float]]
 
 
-def parser(description: str, *, reps: int = 5) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark shares."""
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (0 and negatives are refused, not defaulted)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An ``argparse`` type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, but got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, but got {value}")
+    return value
+
+
+def parser(
+    description: str, *, reps: str | None = "5", threads: bool = True
+) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark shares.
+
+    ``reps`` is the help's text for the default repetitions (None: the benchmark takes no
+    ``--reps``); ``threads=False``: it takes no ``--threads`` (its trials set their own).
+    """
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds, for smoke runs)")
-    p.add_argument("--reps", type=int, default=None, help=f"repetitions per side (default {reps})")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    if reps is not None:
+        p.add_argument(
+            "--reps", type=positive_int, default=None, help=f"repetitions per side ({reps})"
+        )
+    if threads:
+        p.add_argument(
+            "--threads", type=positive_int, default=1, help="torch CPU threads (default 1)"
+        )
     p.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     return p
@@ -299,14 +334,20 @@ def main(
     run: Callable[[argparse.Namespace], Result],
     doc: str | None,
     *,
+    reps: str | None,
+    threads: bool = True,
     extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
     """Parse the shared options (plus ``extra``'s), run the benchmark and emit its result.
 
+    ``reps``: the help's text for the default repetitions, e.g. ``"default 15, quick 3"``, or
+    None for a benchmark without repetitions; ``threads=False`` for one whose trials set their
+    own threads (neither option is offered to be ignored).
+
     With ``--json`` everything printed while it runs (Ray's worker logs included) goes to stderr,
     so stdout carries the JSON result alone.
     """
-    p = parser((doc or "").strip().splitlines()[0])
+    p = parser((doc or "").strip().splitlines()[0], reps=reps, threads=threads)
     if extra is not None:
         extra(p)
     args = p.parse_args()

@@ -116,4 +116,4 @@ def run(args: argparse.Namespace) -> common.Result:
 
 
 if __name__ == "__main__":
-    common.main(run, __doc__)
+    common.main(run, __doc__, reps="default 7, quick 2")

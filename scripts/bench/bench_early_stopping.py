@@ -44,8 +44,8 @@ comes back below its earlier minimum much later, after a spike, cannot keep that
 stopper that saves epochs. The notes replay the unstopped curves under other patiences and
 ``min_delta`` values, raw and smoothed (exact, given the prefix property).
 
-``--seeds`` replaces the held-out seeds 6, 7, 8. ``--reps`` is accepted and ignored: the epoch
-counts are deterministic. ``--quick`` (one seed, two rates, 12 epochs) is a smoke run: too short
+``--seeds`` replaces the held-out seeds 6, 7, 8. There is no ``--reps``: the epoch counts are
+deterministic. ``--quick`` (one seed, two rates, 12 epochs) is a smoke run: too short
 to overfit, it is not expected to meet the targets.
 
 Run: ``python scripts/bench/bench_early_stopping.py [--quick] [--json] [--seeds N ...]``
@@ -411,4 +411,4 @@ def run(args: argparse.Namespace) -> common.Result:
 
 
 if __name__ == "__main__":
-    common.main(run, __doc__, extra=_add_seeds)
+    common.main(run, __doc__, reps=None, threads=False, extra=_add_seeds)

@@ -190,4 +190,4 @@ def run(args: argparse.Namespace) -> common.Result:
 
 
 if __name__ == "__main__":
-    common.main(run, __doc__)
+    common.main(run, __doc__, reps="default 11 for simple_cnn, 3 for resnet18; quick 1")

@@ -227,4 +227,4 @@ def run(args: argparse.Namespace) -> common.Result:
 
 
 if __name__ == "__main__":
-    common.main(run, __doc__)
+    common.main(run, __doc__, reps="default 15, quick 2")

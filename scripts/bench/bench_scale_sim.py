@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> common.Result:
     """Run the simulation and return its figures."""
     from sweeps import _ray
 
-    n = args.trials or (20 if args.quick else 1000)
+    n = args.trials if args.trials is not None else (20 if args.quick else 1000)
     trial_s = args.trial_s
     os.environ["LRSWEEP_SIM_TRIAL_S"] = str(trial_s)  # inherited by Ray's workers
     cpus = os.cpu_count() or 1
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> common.Result:
         },
         targets=[
             common.Target(
-                "steady-state orchestration per 1 s trial (Ray publishes ~14%)",
+                f"steady-state orchestration per {trial_s:g} s trial (Ray publishes ~14%)",
                 marginal_share,
                 "<=",
                 RAY_PUBLISHED_OVERHEAD,
@@ -293,9 +293,13 @@ def run(args: argparse.Namespace) -> common.Result:
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, default=None, help="trials (default 1000, quick 20)")
-    p.add_argument("--trial-s", type=float, default=1.0, help="seconds each trial sleeps")
+    p.add_argument(
+        "--trials", type=common.positive_int, default=None, help="trials (default 1000, quick 20)"
+    )
+    p.add_argument(
+        "--trial-s", type=common.positive_float, default=1.0, help="seconds each trial sleeps"
+    )
 
 
 if __name__ == "__main__":
-    common.main(run, __doc__, extra=_options)
+    common.main(run, __doc__, reps=None, threads=False, extra=_options)

@@ -503,4 +503,6 @@ def run(args: argparse.Namespace) -> common.Result:
 
 
 if __name__ == "__main__":
-    common.main(run, __doc__)
+    common.main(
+        run, __doc__, reps="default 3 for the judged size, 2 for the others; quick 1", threads=False
+    )

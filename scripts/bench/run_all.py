@@ -4,11 +4,14 @@ Each benchmark runs in its own process (``python scripts/bench/bench_<name>.py -
 ``--quick`` when given here), one after another so they never compete with each other for the
 cores; its JSON result is collected and its table, targets, notes and exact command are written
 to the output file, after a summary of every target. A benchmark that fails or times out is
-reported as such and the others still run.
+reported as such and the others still run; the exit status is 1 when a benchmark run this
+time failed a target or gave no result (the file is written either way), so a scheduled
+``make bench`` shows it.
 
 Run: ``python scripts/bench/run_all.py [--quick] [--out BENCHMARKS.md] [--only a,b] [--skip c]
 [--keep]`` (``make bench`` runs the full set into ``BENCHMARKS.md``; ``--only x --keep``
-reruns one benchmark and keeps the others' last results, kept under ``.lrsweep/bench/``).
+reruns one benchmark and keeps the others' last results, kept under ``.lrsweep/bench/``;
+``--only`` without ``--keep`` needs an ``--out`` of its own).
 The output file's hand-kept log of earlier runs (its last section, :data:`RUN_LOG_HEADING`)
 survives the rewrite.
 """
@@ -40,19 +43,22 @@ RUN_LOG_HEADING = "## Every run of items 1-3 and the earlier figures of the othe
 """The hand-kept log of earlier runs at the end of ``BENCHMARKS.md``: a rewrite keeps it, from
 this heading to the end, so that one run's figures never hide the runs before it."""
 
+ITEMS = {
+    "learner_overhead": 1,
+    "sweep_efficiency": 2,
+    "logging_overhead": 3,
+    "precompute": 4,
+    "early_stopping": 5,
+    "headline": 6,
+    "data_pipeline": 7,
+    "accelerator": 8,
+    "fused_step": 0,
+    "scale_sim": 0,
+}
+"""Each benchmark's item of issue 9 (0: none), for the rows of one that gave no result."""
+
 # In the issue's order; the scale simulation last (it is the longest).
-BENCHMARKS = (
-    "learner_overhead",
-    "sweep_efficiency",
-    "logging_overhead",
-    "precompute",
-    "early_stopping",
-    "headline",
-    "data_pipeline",
-    "accelerator",
-    "fused_step",
-    "scale_sim",
-)
+BENCHMARKS = tuple(ITEMS)
 
 
 def _run_in_own_group(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -101,24 +107,24 @@ def _run_one(name: str, *, quick: bool, timeout_s: int) -> dict[str, Any]:
     shown = f"python {script.relative_to(REPO)}" + (" --quick" if quick else "")
     print(f"[run_all] {shown}", file=sys.stderr, flush=True)
     start = time.perf_counter()
+    failed = {
+        "benchmark": name,
+        "item": ITEMS[name],
+        "command": shown,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
     try:
         proc = _run_in_own_group(cmd, timeout_s)
     except subprocess.TimeoutExpired:
-        return {
-            "benchmark": name,
+        return failed | {
             "error": f"timed out after {timeout_s} s (a slower machine needs a larger --timeout-s)",
-            "command": shown,
+            "elapsed_s": time.perf_counter() - start,
         }
     elapsed = time.perf_counter() - start
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        return {
-            "benchmark": name,
-            "error": f"exit code {proc.returncode}:\n{tail}",
-            "command": shown,
-            "elapsed_s": elapsed,
-        }
+        return failed | {"error": f"exit code {proc.returncode}:\n{tail}", "elapsed_s": elapsed}
     result: dict[str, Any] = json.loads(lines[-1])
     result["elapsed_s"] = elapsed  # measured_at: stamped by the benchmark (_common.Result)
     return result
@@ -216,7 +222,7 @@ def render(
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        item = r.get("item", "")
+        item = r.get("item", ITEMS.get(r["benchmark"], ""))
         if "error" in r:
             lines.append(f"| {item} | {r['benchmark']} | - | - | - | ERROR |")
             continue
@@ -247,10 +253,12 @@ def render(
 
 
 def main() -> None:
-    """Command line entry point."""
+    """Command line entry point: exit 0 when every benchmark run this time met its targets,
+    1 when one failed a target or gave no result (the file is written either way), 2 for bad
+    arguments."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny settings for every benchmark")
-    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="markdown output")
+    p.add_argument("--out", type=Path, default=None, help="markdown output (default BENCHMARKS.md)")
     p.add_argument("--only", default="", help="comma-separated benchmark names to run")
     p.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
     p.add_argument(
@@ -270,6 +278,12 @@ def main() -> None:
         help="with --only: keep the other benchmarks' last results (from .lrsweep/bench) in "
         "the output, each with the command and time it was measured",
     )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=CACHE_DIR,
+        help="where the last results are kept for --keep and --render (default .lrsweep/bench)",
+    )
     args = p.parse_args()
     _exit_on_sigterm()
     only = [x for x in args.only.split(",") if x]
@@ -277,27 +291,51 @@ def main() -> None:
     unknown = [x for x in [*only, *skip] if x not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
-    names = [n for n in (only or BENCHMARKS) if n not in skip]
-    cache_file = CACHE_DIR / ("results-quick.json" if args.quick else "results.json")
+    if args.timeout_s < 1:
+        p.error(f"--timeout-s must be at least 1, but got {args.timeout_s}")
+    names = [n for n in BENCHMARKS if n in (only or BENCHMARKS) and n not in skip]
+    if not names and not args.render:
+        p.error("--only / --skip leave no benchmark to run")
+    if (only or skip) and not (args.keep or args.render) and args.out is None:
+        p.error(
+            "--only / --skip without --keep would rewrite BENCHMARKS.md with those benchmarks "
+            "alone: add --keep (the others' last results stay) or give --out FILE"
+        )
+    out: Path = args.out if args.out is not None else REPO / "BENCHMARKS.md"
+    cache_file = args.cache_dir / ("results-quick.json" if args.quick else "results.json")
     cache: dict[str, Any] = {}
+    if args.render and not cache_file.is_file():
+        p.error(
+            f"--render: no results kept in {cache_file} (git keeps none: a run of run_all.py on "
+            "this machine writes them); run the benchmarks first"
+        )
     if (args.keep or args.render) and cache_file.is_file():
         cache = json.loads(cache_file.read_text(encoding="utf-8"))
-    for name in [] if args.render else names:
+    ran = [] if args.render else names
+    for name in ran:
         cache[name] = _run_one(name, quick=args.quick, timeout_s=args.timeout_s)
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps(cache, default=str), encoding="utf-8")
     shown = (
         names
         if not (args.keep or args.render)
         else [n for n in BENCHMARKS if n in cache and n not in skip]
     )
+    if not shown:
+        p.error(f"--render: {cache_file} holds no result of the benchmarks asked for")
     results = [cache[n] for n in shown]
-    text = render(results, quick=args.quick, run_log=kept_run_log(args.out))
-    args.out.write_text(text, encoding="utf-8")
+    text = render(results, quick=args.quick, run_log=kept_run_log(out))
+    out.write_text(text, encoding="utf-8")
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print(text)
-    print(f"[run_all] wrote {args.out}", file=sys.stderr)
+    print(f"[run_all] wrote {out}", file=sys.stderr)
+    verdicts = {name: _verdict(cache[name]) for name in ran}
+    bad = {v: [n for n, got in verdicts.items() if got == v] for v in ("FAIL", "ERROR")}
+    if any(bad.values()):
+        said = "; ".join(f"{v}: {', '.join(names)}" for v, names in bad.items() if names)
+        print(f"[run_all] not every benchmark met its targets ({said})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

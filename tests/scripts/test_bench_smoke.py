@@ -164,7 +164,17 @@ def test_rewriting_benchmarks_md_keeps_its_run_log(tmp_path: Path) -> None:
     out = tmp_path / "BENCHMARKS.md"
     log = f"{run_all.RUN_LOG_HEADING}\n\n- **2, sweep_efficiency**: 2026-12-06 08:19 1.034 PASS\n"
     out.write_text(f"# Benchmarks\n\nthe old run: 9.999x\n\n{log}", encoding="utf-8")
-    cmd = [sys.executable, str(SCRIPT.parent / "run_all.py"), "--render", "--out", str(out)]
+    kept = {"learner_overhead": {"benchmark": "learner_overhead", "item": 1, "error": "x"}}
+    (tmp_path / "results.json").write_text(json.dumps(kept), encoding="utf-8")
+    cmd = [
+        sys.executable,
+        str(SCRIPT.parent / "run_all.py"),
+        "--render",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path),
+    ]
     for _ in range(2):  # twice: the kept log is not doubled
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=60)
         text = out.read_text(encoding="utf-8")
@@ -175,6 +185,44 @@ def test_rewriting_benchmarks_md_keeps_its_run_log(tmp_path: Path) -> None:
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=60)
     assert run_all.RUN_LOG_HEADING not in out.read_text(encoding="utf-8")
     assert run_all.kept_run_log(tmp_path / "missing.md") == ""
+
+
+def _run_all(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "run_all.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_run_all_refuses_to_wipe_benchmarks_md(tmp_path: Path) -> None:
+    """``--render`` with no kept results (a fresh clone: git keeps none) and ``--only`` without
+    ``--keep`` into the default file both rewrote BENCHMARKS.md without every other result."""
+    before = (REPO / "BENCHMARKS.md").read_bytes()
+    empty = _run_all("--render", "--cache-dir", str(tmp_path), "--out", str(tmp_path / "r.md"))
+    assert empty.returncode == 2 and "--render: no results kept in" in empty.stderr
+    assert not (tmp_path / "r.md").exists()
+    only = _run_all("--only", "data_pipeline", "--cache-dir", str(tmp_path))
+    assert only.returncode == 2 and "add --keep" in only.stderr
+    none = _run_all("--skip", ",".join(_bench_module("run_all").BENCHMARKS), "--out", "x.md")
+    assert none.returncode == 2 and "leave no benchmark to run" in none.stderr
+    assert (REPO / "BENCHMARKS.md").read_bytes() == before
+
+
+def test_run_all_exits_1_when_a_benchmark_gives_no_result(tmp_path: Path) -> None:
+    """A benchmark that timed out (for real: a 1 s limit) is an ERROR row and exit status 1,
+    with its item number; `make bench` exited 0 whatever happened."""
+    out = tmp_path / "b.md"
+    args = ("--quick", "--only", "data_pipeline", "--timeout-s", "1", "--out", str(out))
+    done = _run_all(*args, "--cache-dir", str(tmp_path))
+    assert done.returncode == 1, done.stderr
+    assert "not every benchmark met its targets (ERROR: data_pipeline)" in done.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "| 7 | data_pipeline | - | - | - | ERROR |" in text
+    assert "timed out after 1 s" in text and "(0 s, measured ?" not in text
 
 
 def test_sweep_schedule_factors_multiply_to_the_ratio_and_find_the_idle_tail() -> None:
@@ -251,3 +299,27 @@ def test_run_all_stopped_by_sigterm_ends_the_running_benchmark(tmp_path: Path) -
     proc.terminate()
     assert proc.wait(timeout=60) == 143
     assert _gone(int(pid_file.read_text()))
+
+
+def test_gpu_check_without_cuda_stops_and_writes_nothing(tmp_path: Path) -> None:
+    """It ran the CPU check, exited 0 and wrote it as GPU results over the kept ones."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    kept = tmp_path / "accel_64.json"
+    kept.write_text("{}", encoding="utf-8")
+    done = subprocess.run(
+        ["bash", str(SCRIPT.parent / "gpu_check.sh"), str(tmp_path)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        "no CUDA device here" in done.stderr and f"Nothing was written to {tmp_path}" in done.stderr
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["accel_64.json"]
+    assert kept.read_text(encoding="utf-8") == "{}"
