@@ -158,7 +158,9 @@ def _gpu_section(folder: Path) -> list[str]:
         "## accelerator on a GPU (the last GPU run, not rerun by this one)",
         "",
         f"Kept in `{where}/` by `scripts/bench/gpu_check.sh {where}` on a CUDA machine and "
-        "shown as measured there; `make bench` on a machine without CUDA cannot time item 8.",
+        "shown as recorded there; `make bench` on a machine without CUDA cannot time item 8. "
+        "A record carrying fields no script writes (`ran_by`) was edited after its run: see "
+        "the README's GPU section before trusting it.",
     ]
     for r in found:
         env = r.get("env", {})
@@ -212,9 +214,10 @@ def render(
         f"{env.get('cpus', os.cpu_count())} CPUs, torch {env.get('torch') or _installed('torch')}, "
         f"CUDA: {env.get('cuda') or 'none'}. The machine was shared: each benchmark's "
         "load average is given under its table.",
-        "Every comparison is measured interleaved (A, B, B, A, ...) in one run and reported "
-        "as the median of per-repetition ratios; rerun one benchmark with the command under "
-        "its table.",
+        "Every timed comparison is measured interleaved (A, B, B, A, ...) in one run and "
+        "reported as the median of per-repetition ratios; items 5 and 6 are one seeded sweep "
+        "each (epoch counts and error rates that repeat exactly). Rerun one benchmark with the "
+        "command under its table.",
         "",
         "## Summary",
         "",
