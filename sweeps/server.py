@@ -634,8 +634,10 @@ def serve(
         raise KeyboardInterrupt
 
     # SIGHUP: a closed terminal or ssh session, which no longer reaches the server's own group.
-    stops = (signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *stops)}
+    # SIGINT too, even when the command started with it ignored (a script's `&` job): Ctrl-C,
+    # or `kill -INT`, stops the server whatever the shell handed down.
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in stops}
     for sig in stops:
         signal.signal(sig, _stop)
     process = None

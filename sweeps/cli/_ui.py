@@ -42,6 +42,7 @@ def ui_command(
         checked_tracking_uri,
         existing_store_uri,
         redact_uri,
+        sqlite_path,
     )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -55,14 +56,17 @@ def ui_command(
     if uri.startswith(("http://", "https://")):
         typer.echo(f"The tracking store is already a server; open {redact_uri(uri)} in a browser.")
         raise typer.Exit(0)
-    if source == "the embedded store":
-        # Outside the folder a sweep ran in there is nothing to browse: say so, as `lrsweep
-        # report` does, instead of making an empty store there (a busy port is named first).
+    if sqlite_path(uri) is not None:
+        # A SQLite file that is not there holds nothing to browse (outside the folder a sweep
+        # ran in, or a typo in --tracking-uri): say so, as `lrsweep report` does, instead of
+        # making an empty store there (a busy port is named first).
         try:
             check_port_free(host, port)
-            existing_store_uri(None)
-        except (ServerConfigError, LookupError) as error:
+            existing_store_uri(uri)
+        except ServerConfigError as error:
             raise fail(error) from None
+        except LookupError as error:
+            raise fail(error if source == "the embedded store" else f"{source}: {error}") from None
     config = ServerConfig(
         backend_store_uri=uri,
         artifacts_destination=str(_artifacts_beside(uri)),

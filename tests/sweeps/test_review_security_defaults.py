@@ -51,6 +51,7 @@ def test_cli_on_a_busy_port_exits_2_with_the_port_and_no_traceback(
     busy_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "ui.db").touch()  # ui browses a store that is there
     result = CliRunner().invoke(app, ["ui", "--port", str(busy_port)])
     assert result.exit_code == 2
     assert f"port {busy_port} on 127.0.0.1 is already in use" in result.stderr
@@ -80,6 +81,7 @@ def test_binding_beyond_loopback_without_auth_warns(
 ) -> None:
     monkeypatch.setattr("sweeps.server.serve", lambda config, **_: 0)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "ui.db").touch()  # ui browses a store that is there
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     warning = "Warning: listening on every interface, not only this machine: with no authentication"
@@ -96,6 +98,7 @@ def test_allowed_hosts_reach_the_server_and_silence_the_403_note(
     configs: list[Any] = []
     monkeypatch.setattr("sweeps.server.serve", lambda config, **_: configs.append(config) or 0)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "ui.db").touch()  # ui browses a store that is there
     args = [*command, "--host", "0.0.0.0"]
     if where == "option":
         args += ["--allowed-hosts", "mlflow.team.example:5000"]

@@ -28,6 +28,7 @@ from _server_helpers import (
     free_port,
     lrsweep_server,
     postgres_up,
+    stop,
 )
 
 from sweeps import server as server_module
@@ -441,3 +442,44 @@ def test_killing_lrsweep_outright_stops_mlflow_and_its_workers(started) -> None:
     proc.wait(timeout=10)
     left = _wait_gone(proc.pid, timeout_s=40)
     assert left == set() and _port_closed(running.url)
+
+
+def test_ui_on_a_sqlite_file_that_is_not_there_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """A typo in --tracking-uri made and served an empty store (with its artifacts folder),
+    where `report` and `best` refuse the same URI."""
+    uri = f"sqlite:///{tmp_path}/typo/x.db"
+    done = _lrsweep("ui", "--tracking-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--tracking-uri: No MLflow store at {tmp_path}/typo/x.db" in done.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_ui_started_with_sigint_ignored_still_stops_on_sigint(tmp_path: Path) -> None:
+    """A script's `&` job inherits SIGINT ignored: `kill -INT` left the UI serving."""
+    (tmp_path / "ui.db").touch()
+    uri, port = f"sqlite:///{tmp_path}/ui.db", free_port()
+    log = tmp_path / "ui.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, "ui", "--port", str(port), "--tracking-uri", uri],
+            env=clean_env(),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while f"MLflow is serving at http://127.0.0.1:{port}" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+        with socket.socket() as probe:  # mlflow is gone: the port is free again
+            probe.bind(("127.0.0.1", port))
+    finally:
+        stop(proc)
