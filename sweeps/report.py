@@ -583,10 +583,26 @@ def build_report(
 
 
 def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> str:
-    """Why a sweep's tables are incomplete ('' when every trial run has ended): its run was
-    interrupted (KILLED) or is still RUNNING (or was left so by a driver that died)."""
+    """Why a sweep's tables are incomplete ('' when every trial run has ended): its run failed
+    (FAILED, with the error it was tagged with), was interrupted (KILLED) or is still RUNNING
+    (or was left so by a driver that died)."""
     parent = tracker.get_run(parent_run_id)
     status = parent.info.status
+    if status == "FAILED":
+        failed = sum(run.info.status == "FAILED" for run in children)
+        counted = (
+            f"{failed} of {len(children)} trial runs failed"
+            if children
+            else "no trial got as far as its run"
+        )
+        error = parent.data.tags.get("sweeps.error", "").rstrip(". ")
+        why = f": {error[:500]}{'...' if len(error) > 500 else ''}" if error else ""
+        name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
+        return (
+            f"Failed: this sweep's run is FAILED ({counted}){why}. The comparison counts only "
+            f"trial runs that finished; after fixing the cause, `lrsweep resume {name}` retries "
+            "the failed trials."
+        )
     unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
     if status not in ("KILLED", "RUNNING") or (status == "RUNNING" and not unended):
         return ""  # a sweep closing builds its report while its own run is still RUNNING

@@ -598,6 +598,7 @@ def _close_ended(
         tracker.set_tags(parent_run_id, {"sweeps.error": "; ".join(errors)[:5000]})
         tracker.end_run(parent_run_id, "FAILED")
         logger.error("every trial of sweep %s failed: %s", result.sweep_id, "; ".join(errors))
+        _log_failed_report(tracker, spec.experiment_name, parent_run_id)
         return result  # not marked finished: `lrsweep resume` retries the failed trials
     try:
         report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
@@ -613,6 +614,19 @@ def _close_ended(
     _write_state(sweep_dir, state)
     _remove_tune_checkpoints(sweep_dir)
     return replace(result, report=report)
+
+
+def _log_failed_report(tracker: Tracker, experiment: str, parent_run_id: str) -> None:
+    """The report of a sweep whose every trial failed, on its (FAILED) run: the MLflow UI then
+    shows why (its banner holds the error) instead of a run with nothing but its spec. A report
+    that cannot be built is only warned about: the run is closed either way."""
+    try:
+        report = build_report(experiment, parent_run_id=parent_run_id, tracker=tracker)
+        log_report(tracker, parent_run_id, report)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # the sweep's failure is what the user must see
+        logger.warning("the failed sweep's report could not be written: %r", error)
 
 
 def _remove_tune_checkpoints(sweep_dir: Location) -> None:

@@ -47,9 +47,9 @@ def report_command(
         except OSError as error:
             raise fail(_out_error(out, error)) from None
     console = make_console()
-    print_report(console, report)
-    if report.status_note:
+    if report.status_note:  # above the tables, as in report.md / report.html
         console.print(report.status_note, markup=False, highlight=False, style="bold")
+    print_report(console, report)
     others = report.other_sweeps
     console.print(
         f"{len(report.trials)} trials of sweep run {report.parent_run_id} of experiment "

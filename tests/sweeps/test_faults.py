@@ -431,6 +431,11 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED" and "no-mnist" in parent.data.tags["sweeps.error"]
     assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}
+    # its run holds a report that says why (the MLflow UI showed only spec.yaml)
+    assert {"report.md", "report.html"} <= set(tracker.list_artifacts(parent.info.run_id))
+    report = tracker.download_artifact(parent.info.run_id, "report.md", tmp_path / "dl")
+    failed = "Failed: this sweep's run is FAILED (no trial got as far as its run): RuntimeError"
+    assert failed in report.read_text(encoding="utf-8") and "download=False" in report.read_text()
 
     # the failed sweep waits in Ray's storage for a resume; `lrsweep clean` lists it, keeps it
     # while it is recent, and deletes it only with --yes

@@ -525,3 +525,34 @@ def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
     assert html.escape(report.status_note) in report.to_html()
     printed = " ".join(_report_cli(tracking_uri).output.split())
     assert report.status_note in printed
+
+
+def test_a_report_of_a_failed_sweep_says_so_with_its_error_above_the_tables(
+    tracking_uri: str,
+) -> None:
+    """Every trial failed: the report was a row of dashes with nothing saying the sweep failed,
+    and the terminal printed a note (interrupted sweeps) below the table it was about."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("report-test")
+    parent = tracker.start_run(
+        experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits"}
+    )
+    run_id = tracker.start_run(
+        experiment_id, run_name="t0", tags={"sweeps.strategy": "grid"}, parent_run_id=parent
+    )
+    tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": 1e-3})
+    tracker.end_run(run_id, "FAILED")
+    tracker.set_tags(parent, {"sweeps.error": "RuntimeError('mnist files are missing')"})
+    tracker.end_run(parent, "FAILED")
+
+    report = build_report("report-test", tracker=tracker)
+
+    assert report.status_note.startswith(
+        "Failed: this sweep's run is FAILED (1 of 1 trial runs failed): "
+        "RuntimeError('mnist files are missing')."
+    )
+    assert "`lrsweep resume digits` retries the failed trials" in report.status_note
+    assert report.status_note in report.to_markdown(images=False)
+    printed = " ".join(_report_cli(tracking_uri).output.split())
+    assert report.status_note in printed
+    assert printed.index("Failed: this sweep") < printed.index("LR finder vs search")
