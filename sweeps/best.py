@@ -261,8 +261,18 @@ def best_config(
         present = sorted({name for run in eligible for name in _strategy_names(run)})
         eligible = [run for run in eligible if strategy in _strategy_names(run)]
         if not eligible:
+            ran = [run for run in children if strategy in _strategy_names(run)]
+            seen = Counter(
+                f"{run.info.status}/{run.data.tags.get(STOP_REASON_TAG, '-')}" for run in ran
+            )
+            why = (
+                f"its trial runs by status/stop_reason: {dict(sorted(seen.items()))} (diverged, "
+                "failed, killed and running trials are not ranked)"
+                if ran
+                else "no trial ran it"
+            )
             raise BestConfigError(
-                f"{_capitalized(scope)} has no finished trial of strategy {strategy!r}; "
+                f"{_capitalized(scope)} has no finished trial of strategy {strategy!r}: {why}; "
                 f"strategies with finished trials: {present}."
             )
     key = BEST_PREFIX + metric

@@ -10,10 +10,13 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeps.stoppers._base import finite_number
 from trainers.plots import fixed_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COLOURS = (
     "tab:blue",
@@ -39,12 +42,22 @@ def plot_comparison(
     finder_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     path: str | os.PathLike[str],
 ) -> Path:
+    """:func:`comparison_figure` saved as a PNG at ``path``."""
+    comparison_figure(trials, finder_curves).savefig(os.fspath(path), dpi=100)
+    return Path(path)
+
+
+def comparison_figure(
+    trials: Sequence[Any],
+    finder_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+) -> Figure:
     """Best validation loss against LR for every searched trial, finder picks marked.
 
     Args:
-        trials: Trial rows (``kind``, ``group``, ``lr``, ``best_valid_loss``, ``seed``).
+        trials: Trial rows (``kind``, ``group``, ``lr``, ``best_valid_loss``, ``seed``,
+            ``stop_reason``). A diverged trial whose best loss lies far above the others' is
+            drawn as ``^`` at the top of a clipped axis, which says how high it went.
         finder_curves: ``label -> (lrs, losses)`` of range tests, drawn on a second axis.
-        path: Where to save the PNG.
     """
     right = 0.75 if finder_curves else 0.2  # the twin axis' ticks and label
     fig = fixed_figure(8, 5, left=0.8, right=right, bottom=0.6, top=0.4)
@@ -52,13 +65,28 @@ def plot_comparison(
     groups = sorted({t.group for t in trials})
     colour = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
     drawn: list[float] = []
+    shown = [t for t in trials if _finite(t.lr) and _finite(t.best_valid_loss)]
+    # a diverged trial's best loss (1e5 and more) would flatten every other point on the axis
+    clipped = clipped_limits([([t.best_valid_loss], t.stop_reason == "diverged") for t in shown])
     for group in groups:
-        rows = [t for t in trials if t.group == group and _finite(t.lr)]
-        rows = [t for t in rows if _finite(t.best_valid_loss)]
+        rows = [t for t in shown if t.group == group]
         if not rows:
             continue
         xs, ys = [t.lr for t in rows], [t.best_valid_loss for t in rows]
         drawn += xs
+        if clipped is not None:
+            above = [(x, y) for x, y in zip(xs, ys, strict=True) if y > clipped[1]]
+            pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y <= clipped[1]]
+            if above:  # drawn at the top of the axis, pointing up, over any legend
+                top = clipped[1] - 0.04 * (clipped[1] - clipped[0])
+                ax.scatter(
+                    [x for x, _ in above], [top] * len(above), s=60, marker="^",
+                    color=colour[group], edgecolor="black", zorder=6, clip_on=False,
+                    label=f"{group} (above the axis)",
+                )  # fmt: skip
+            if not pairs:
+                continue
+            xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
         if rows[0].kind in SEARCH_KINDS:
             ax.scatter(xs, ys, s=22, alpha=0.7, color=colour[group], label=group)
         else:
@@ -91,14 +119,20 @@ def plot_comparison(
                     label=f"range test ({label})",
                 )
         twin.set_ylabel("range-test loss (smoothed)")
-        twin.legend(loc="upper right", fontsize="small")
+        # a clipped axis draws its diverged trials at the top: the legend goes below them
+        twin.legend(loc="upper right" if clipped is None else "lower right", fontsize="small")
     if drawn and min(drawn) == max(drawn) > 0:  # a single LR (a one-point sweep): a decade round it
         ax.set_xlim(drawn[0] / math.sqrt(10), drawn[0] * math.sqrt(10))
     ax.set_xscale("log")
+    if clipped is not None:
+        ax.set_ylim(clipped[0], clipped[1])
+        fig.text(
+            0.01, 0.01, f"axis clipped (^): a diverged trial's best loss reached {clipped[2]:.3g}",
+            ha="left", va="bottom", fontsize="x-small",
+        )  # fmt: skip
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize="small")
-    fig.savefig(os.fspath(path), dpi=100)
-    return Path(path)
+    return fig
 
 
 def clipped_limits(
@@ -131,6 +165,14 @@ def plot_sweep_curves(
     trials: Sequence[Any],
     path: str | os.PathLike[str],
 ) -> Path:
+    """:func:`sweep_curves_figure` saved as a PNG at ``path``."""
+    sweep_curves_figure(curves, trials).savefig(os.fspath(path), dpi=100)
+    return Path(path)
+
+
+def sweep_curves_figure(
+    curves: Mapping[str, Sequence[tuple[int, float]]], trials: Sequence[Any]
+) -> Figure:
     """Validation loss per epoch of every trial, one panel per group, early stops marked ``x``.
 
     A trial that diverged is drawn up to the top of the axis, which stops a little above the
@@ -152,9 +194,11 @@ def plot_sweep_curves(
     for index, group in enumerate(groups):
         ax = axes[index // cols][index % cols]
         drawn: list[tuple[Sequence[float], bool]] = []
+        lost = 0  # trials with no finite validation loss to draw
         for trial in (t for t in trials if t.group == group):
             points = [(e, v) for e, v in curves.get(trial.run_id, []) if _finite(v)]
             if not points:
+                lost += trial.stop_reason == "diverged"
                 continue
             epochs, values = zip(*points, strict=True)
             (line,) = ax.plot(epochs, values, linewidth=1, alpha=0.8)
@@ -168,11 +212,17 @@ def plot_sweep_curves(
                 0.98, 0.96, f"axis clipped: a diverged trial reached {clipped[2]:.3g}",
                 transform=ax.transAxes, ha="right", va="top", fontsize="x-small",
             )  # fmt: skip
+        if lost:  # else an empty panel, unexplained
+            ax.text(
+                0.5, 0.5 if not drawn else 0.04,
+                f"{lost} trial(s) diverged with no finite validation loss",
+                transform=ax.transAxes, ha="center", va="center" if not drawn else "bottom",
+                fontsize="x-small",
+            )  # fmt: skip
         ax.set_title(group, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.set_ylabel("valid_loss")
     for index in range(len(groups), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
     fig.suptitle("Validation loss of every trial (x: stopped early)")
-    fig.savefig(os.fspath(path), dpi=100)
-    return Path(path)
+    return fig

@@ -154,8 +154,13 @@ def test_cli_mode_follows_the_metric_unless_given(store, args, expected, mode) -
             {"metric": "f1"},
             r"metric 'f1'.*metrics present: \['accuracy', 'error_rate', 'valid_loss'\]",
         ),
+        ({"strategy": "bayes"}, r"strategy 'bayes': no trial ran it; strategies with finished"),
         ({"strategy": "bayes"}, r"strategy 'bayes'.*\['grid', 'lr_finder', 'optuna', 'recipe'\]"),
-        ({"strategy": "random"}, r"strategy 'random'"),  # only failed / unfinished trials
+        (  # only failed / unfinished trials: said, not taken for a typo
+            {"strategy": "random"},
+            r"strategy 'random': its trial runs by status/stop_reason: \{'FAILED/failed': 1, "
+            r"'RUNNING/-': 1\} \(diverged, failed, killed and running trials are not ranked\)",
+        ),
         ({"mode": "lowest"}, r"mode must be 'min' or 'max', but got 'lowest'"),
         ({"experiment": "another-sweep"}, r"'another-sweep' has no sweep run .*pass the"),
     ],

@@ -10,7 +10,13 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from sweeps.plots import clipped_limits, plot_comparison, plot_sweep_curves
+from sweeps.plots import (
+    clipped_limits,
+    comparison_figure,
+    plot_comparison,
+    plot_sweep_curves,
+    sweep_curves_figure,
+)
 from sweeps.report import TrialRow
 
 
@@ -80,3 +86,38 @@ def test_curves_with_a_diverged_trial_draw_without_warnings(tmp_path: Path) -> N
         warnings.simplefilter("error")
         path = plot_sweep_curves(curves, trials, tmp_path / "curves.png")
     assert matplotlib.image.imread(path).std() > 0
+
+
+def _texts(fig: object) -> str:
+    """Every text written on ``fig`` or its axes."""
+    inner = [t for ax in fig.axes for t in ax.texts]  # type: ignore[attr-defined]
+    return " ".join(t.get_text() for t in [*fig.texts, *inner])  # type: ignore[attr-defined]
+
+
+def test_a_diverged_trials_huge_best_loss_no_longer_flattens_the_comparison() -> None:
+    """A `fixed` arm at lr 10 ended at 428898: the axis ran to 430,000 and every other point
+    sat on its zero line."""
+    trials = [row("grid", "grid", lr, 0.2 + lr) for lr in (1e-3, 1e-2, 1e-1)]
+    trials.append(dataclasses.replace(row("huge", "fixed", 10.0, 428898.4), stop_reason="diverged"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = comparison_figure(trials, {})
+    ax = fig.axes[0]
+    low, top = ax.get_ylim()
+    assert low < 0.2 and 0.3 < top < 0.4  # the grid's points fill the axis
+    assert "a diverged trial's best loss reached 4.29e+05" in _texts(fig)
+    tops = [c for c in ax.collections if c.get_offsets()[:, 0].tolist() == [10.0]]
+    assert len(tops) == 1 and low < tops[0].get_offsets()[0, 1] <= top  # drawn, at the top
+    calm = comparison_figure(trials[:3], {})  # nothing diverged: nothing clipped
+    assert "clipped" not in _texts(calm) and calm.axes[0].get_ylim()[1] < 1
+
+
+def test_a_panel_whose_trials_have_no_finite_loss_says_they_diverged() -> None:
+    """Every loss NaN: the panel was an empty 0..1 axis with no word."""
+    nan_arm = dataclasses.replace(row("nanarm", "fixed", 1000.0, math.nan), stop_reason="diverged")
+    fine = row("grid", "grid", 1e-3, 0.5)
+    curves = {nan_arm.run_id: [(0, math.nan)], fine.run_id: [(0, 2.3), (1, 0.5)]}
+    fig = sweep_curves_figure(curves, [fine, nan_arm])
+    texts = {ax.get_title(): " ".join(t.get_text() for t in ax.texts) for ax in fig.axes}
+    assert texts["nanarm"] == "1 trial(s) diverged with no finite validation loss"
+    assert texts["grid"] == ""
