@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 from collections.abc import Mapping
@@ -126,6 +127,8 @@ _TASK_OPTIONS = {
     "amp": "task.accelerator.amp",
     "channels_last": "task.accelerator.channels_last",
     "compile_model": "task.accelerator.compile",
+    "opt": "task.opt",
+    "wd": "task.wd",
 }
 """The options a spec's task replaces, and the field to --set instead."""
 
@@ -156,7 +159,7 @@ def _from_spec(
     from sweeps import _fitting
     from sweeps.spec import SpecError, load_spec
 
-    clashing = [name for name, value in given.items() if value not in (None, False)]
+    clashing = [name for name, value in given.items() if value is not None and value is not False]
     if clashing:
         fields = ", ".join(
             f"--{name.removesuffix('_model').replace('_', '-')} ({_TASK_OPTIONS[name]})"
@@ -239,6 +242,14 @@ def lr_find_command(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (slow first steps).")
     ] = False,
+    opt: Annotated[
+        str | None,
+        typer.Option("--opt", help="Optimizer: adamw (default), adam or sgd, as task.opt."),
+    ] = None,
+    wd: Annotated[
+        float | None,
+        typer.Option("--wd", help="Weight decay (default 0.01), as task.wd."),
+    ] = None,
     spec_path: Annotated[
         Path | None,
         typer.Option(
@@ -282,6 +293,8 @@ def lr_find_command(
             "amp": amp,
             "channels_last": channels_last,
             "compile_model": compile_model,
+            "opt": opt,
+            "wd": wd,
         }
         out = _checked_output("--out", out, plot=True)
         if json_out is not None:
@@ -316,6 +329,12 @@ def lr_find_command(
                     "--batch-size must be at least 2: every model's head has BatchNorm, which "
                     "cannot train on one image a batch, but got 1"
                 )
+            from trainers._training import OPTIMIZERS
+
+            if opt is not None and opt not in OPTIMIZERS:
+                raise ValueError(f"--opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
+            if wd is not None and not (math.isfinite(wd) and 0 <= wd <= 10):
+                raise ValueError(f"--wd must be a number in [0, 10] (as task.wd), but got {wd}.")
             if dataset == "image_folder" and path is None:
                 raise ValueError(
                     "--dataset image_folder needs --path, the folder holding its images."
@@ -334,6 +353,8 @@ def lr_find_command(
                     dls,
                     seed=seed,
                     progress=False,
+                    opt=opt or "adamw",
+                    wd=0.01 if wd is None else wd,
                     amp=amp,
                     channels_last=channels_last,
                     compile=compile_model,

@@ -79,6 +79,11 @@ def test_lr_find_refuses_fp16_without_cuda_naming_the_option(tmp_path):
         (["--image-size", "0"], r"--image-size must be a positive integer"),
         (["--batch-size", "0"], r"--batch-size must be a positive integer"),
         (["--amp", "fp8"], r"--amp / --channels-last / --compile: amp must be None, 'bf16'"),
+        (
+            ["--opt", "rmsprop"],
+            r"--opt must be one of \['adamw', 'adam', 'sgd'\], but got 'rmsprop'",
+        ),
+        (["--wd", "-1"], r"--wd must be a number in \[0, 10\] \(as task\.wd\), but got -1\.0"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, extra, message):
@@ -164,6 +169,10 @@ def test_lr_find_of_a_spec_runs_the_range_test_its_finder_trials_run(
             r"\(task\.image_size\) cannot be given beside it",
         ),
         (
+            ["--spec", str(DIGITS_SPEC), "--opt", "sgd", "--wd", "0"],
+            r"--opt \(task\.opt\), --wd \(task\.wd\) cannot be given beside it",
+        ),
+        (
             ["--spec", str(DIGITS_SPEC), "--set", "task.epochs=0"],
             r"--spec: invalid spec .*task\.epochs: must be at least 1",
         ),
@@ -181,3 +190,21 @@ def test_lr_find_of_a_spec_refuses_what_does_not_fit_it(
     assert result.exit_code == 2, result.output
     assert re.search(message, " ".join(result.stderr.split())), result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_lr_find_takes_the_optimizer_and_weight_decay_a_task_would(tmp_path: Path) -> None:
+    """Without --spec the test always ran AdamW with wd 0.01: an SGD sweep's range test could
+    not be tried from the command line."""
+    from trainers import Learner, build_model, make_dataloaders, seed_everything
+
+    curve = tmp_path / "c.json"
+    args = [*BASE, "--num-it", "20", "--opt", "sgd", "--wd", "0", "--json", str(curve)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    learn = Learner(model, dls, seed=0, progress=False, opt="sgd", wd=0.0)
+    assert learn.opt_name == "sgd" and learn.wd == 0.0
+    expected = learn.lr_find(1e-7, 10.0, 20, suggest=())
+    assert LRFindResult.from_json(curve).raw_losses == expected.raw_losses
