@@ -154,7 +154,8 @@ def test_curve_that_is_all_nan_after_trim_is_too_short():
     losses = np.full(30, np.nan)
     with pytest.raises(
         CurveTooShort,
-        match=r"0 are usable .*first 3 and the last 5, and 22 from the first non-finite",
+        match=r"0 are usable .*first 3 \(a tenth of the points\) and the last 5, and 22 from the "
+        r"first non-finite",
     ):
         valley(lrs, losses)
 

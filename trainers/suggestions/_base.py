@@ -121,7 +121,8 @@ def prepare_curve(
     lr_arr = lr_arr[start:end]
     loss_arr = loss_arr[start:end]
     bad = np.flatnonzero(~np.isfinite(loss_arr))
-    why = f"dropped the first {start} and the last {skip_end}"
+    first = "a tenth of the points" if skip_start is None else "num_it // 10, as fastai"
+    why = f"dropped the first {start} ({first}) and the last {skip_end}"
     if len(bad):
         why += f", and {len(loss_arr) - bad[0]} from the first non-finite loss on"
         lr_arr, loss_arr = lr_arr[: bad[0]], loss_arr[: bad[0]]
