@@ -81,8 +81,8 @@ def _load(path: Path, overrides: list[str], *, suite: bool) -> tuple[dict[str, o
 def _check_inputs(spec: SweepSpec, where: str = "") -> None:
     """``run``'s checks of a local sweep's data and weights: every image of a local
     ``image_folder`` decoded once, a weights file loaded into the model, a dataset's options
-    tried. A torchvision weights name is looked up, not downloaded (a cluster's nodes fetch
-    their own; ``run`` fetches it on this machine)."""
+    tried. A torchvision weights name is looked up, not downloaded, and a torchvision dataset
+    is not opened (a cluster's nodes fetch their own; ``run`` fetches both on this machine)."""
     dataset, pretrained = spec.task.dataset, spec.task.model.pretrained
     generated = dataset.name in ("digits", "shapes") and bool(dataset.options or dataset.path)
     folder = dataset.name == "image_folder" and dataset.path is not None
@@ -91,7 +91,7 @@ def _check_inputs(spec: SweepSpec, where: str = "") -> None:
     from sweeps.preflight import PreflightError, check_local_data, check_local_weights
 
     try:
-        check_local_data(spec)
+        check_local_data(spec, fetch=False)
         check_local_weights(spec, fetch=False)
     except PreflightError as error:
         raise _Refused(f"{where}{error}") from None

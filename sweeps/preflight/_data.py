@@ -23,15 +23,17 @@ PREFLIGHT_IMAGE_SIZE = 8
 """Side the images are decoded at for the check: every file is opened, little is kept."""
 
 
-def check_local_data(spec: SweepSpec) -> bool:
+def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> bool:
     """Refuse a local sweep whose ``image_folder`` data the trials could not load.
 
     Without this, every trial would start, fail on the same bad file and be retried
     ``failure.max_failures`` times, after the experiment and parent run were created. The check
     builds the dataloaders exactly as a trial does (same dataset options), at
     :data:`PREFLIGHT_IMAGE_SIZE` pixels, so every image file is decoded once: an empty folder,
-    a class folder with no images or a file PIL cannot read is reported with its path. Bundled
-    and generated datasets (``digits``, ``shapes``) and remote paths are not read here.
+    a class folder with no images or a file PIL cannot read is reported with its path. A
+    torchvision dataset (``mnist``, ``fashion_mnist``, ``cifar10``) is opened once, downloaded
+    into its folder when missing (``fetch``; ``lrsweep validate`` downloads nothing), or refused
+    naming the files and where they belong. Remote paths are not read here.
 
     ``digits`` and ``shapes`` are opened (no pixel is rendered) as each trial opens them, so an
     option value their builders refuse (``n_classes: 7``), or a ``path`` they do not read, is
@@ -49,6 +51,9 @@ def check_local_data(spec: SweepSpec) -> bool:
     dataset, task = spec.task.dataset, spec.task
     if dataset.name in ("digits", "shapes"):
         return _open_generated(spec)
+    if dataset.name in TORCHVISION_DATASETS:
+        local = not (dataset.path and is_uri(dataset.path))
+        return _fetch_torchvision_data(spec) if fetch and local else False
     if dataset.name != "image_folder" or dataset.path is None or is_uri(dataset.path):
         return False
     from trainers import make_dataloaders  # torch: imported only when there is data to read
@@ -69,6 +74,30 @@ def check_local_data(spec: SweepSpec) -> bool:
         raise PreflightError(
             f"task.dataset: the trials could not load their data: {error} "
             "Fix the folder (or task.dataset.path) and run again."
+        ) from None
+    return True
+
+
+TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+"""Datasets read through torchvision's files, downloaded into a cache folder when missing."""
+
+
+def _fetch_torchvision_data(spec: SweepSpec) -> bool:
+    """Open a torchvision dataset once, as each trial opens it: its files are read where the
+    trials on this machine read them, and downloaded there now when missing. Without this, a
+    machine without a network (or ``download: false`` and no files) started Ray and made the
+    sweep's run, then every trial failed on its own download, each retried
+    ``failure.max_failures`` times, and several trials downloaded into one folder at once."""
+    from trainers.data import open_dataset  # torch: imported only when there is data to read
+
+    dataset = spec.task.dataset
+    logger.info("opening %s once before the sweep starts (downloaded if missing)", dataset.name)
+    try:
+        open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+    except (ValueError, TypeError, RuntimeError, OSError) as error:
+        raise PreflightError(
+            f"task.dataset: the trials could not load {dataset.name!r}: {error} Put the files "
+            "there (or set task.dataset.path to the folder holding them) and run again."
         ) from None
     return True
 

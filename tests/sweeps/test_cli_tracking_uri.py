@@ -494,15 +494,15 @@ def test_a_relative_sqlite_uri_is_the_one_every_trial_logs_to(
 def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     ray_running: None, work: Path
 ) -> None:
-    """Every trial fails (MNIST files missing with download=False: the trials load torchvision
-    datasets, the preflight does not), so the hint is printed; the printed command resumes that
-    very sweep (the same sweep id fails again), a bare one not."""
+    """Every trial fails (a range test that diverges at once, from lr 1: no rule can read its
+    two points, which no check before the sweep knows), so the hint is printed; the printed
+    command resumes that very sweep (the same sweep id fails again), a bare one not."""
     storage = work / "elsewhere"
-    (work / "no-mnist").mkdir()
-    mnist = {"name": "mnist", "path": str(work / "no-mnist"), "options": {"download": False}}
+    finder = {"kind": "lr_finder", "suggest": ["valley"], "start_lr": 1.0, "end_lr": 1000.0}
     failing = {
         **SPEC,
-        "task": {**SPEC["task"], "dataset": mnist},
+        "strategies": [finder | {"num_it": 30}],
+        "failure": {"max_failures": 0},
         "storage": {"path": str(storage)},
     }
     (work / "spec.yaml").write_text(yaml.safe_dump(failing), encoding="utf-8")

@@ -405,14 +405,13 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """MNIST files missing with download=False: the preflight does not open torchvision
-    datasets (the trials load them), so every trial fails loading its data."""
+    """A range test that diverges at once (it starts at lr 1): no rule can read its two points,
+    which no check before the sweep can know, so every trial of the finder arm fails."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "no-mnist").mkdir()
     spec = tmp_path / "spec.yaml"
-    data = {**RESUME_SPEC, "name": "all-fail", "strategies": [RESUME_SPEC["strategies"][1]]}
-    mnist = {"name": "mnist", "path": str(tmp_path / "no-mnist"), "options": {"download": False}}
-    data["task"] = {**RESUME_SPEC["task"], "dataset": mnist}
+    finder = {"kind": "lr_finder", "suggest": ["valley", "steep"], "start_lr": 1.0}
+    finder |= {"end_lr": 1000.0, "num_it": 30}
+    data = {**RESUME_SPEC, "name": "all-fail", "strategies": [finder]}
     data["failure"] = {"max_failures": 0}
     data["early_stop"] = {"patience": 2}  # and 1 epoch: valid, but it can never stop a trial
     spec.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -422,20 +421,21 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     inert = "early_stop can never stop a trial: it needs more than 3 epochs"
     assert inert in caplog.text  # a warning
     assert "every trial of sweep" in stderr and "failed" in stderr, stderr
-    assert "2 trial(s)" in stderr and "mnist files are missing and download=False" in stderr
-    assert str(tmp_path / "no-mnist" / "MNIST" / "raw") in stderr, stderr
+    for rule in ("valley", "steep"):
+        assert f"CurveTooShort: Suggestion rule '{rule}' needs at least" in stderr, stderr
+    assert "the loss diverged after 2 of num_it=30 iterations" in stderr, stderr
     assert "lrsweep resume all-fail" in stderr
     assert f"lrsweep run {spec} --set task.epochs=1" in stderr, stderr  # a cause in the spec
     tracker = Tracker(default_tracking_uri(tmp_path))
     runs = tracker.search_runs(tracker.experiment_id("all-fail"))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert parent.info.status == "FAILED" and "no-mnist" in parent.data.tags["sweeps.error"]
+    assert parent.info.status == "FAILED" and "CurveTooShort" in parent.data.tags["sweeps.error"]
     assert {r.info.status for r in runs if r is not parent} <= {"FAILED"}
     # its run holds a report that says why (the MLflow UI showed only spec.yaml)
     assert {"report.md", "report.html"} <= set(tracker.list_artifacts(parent.info.run_id))
     report = tracker.download_artifact(parent.info.run_id, "report.md", tmp_path / "dl")
-    failed = "Failed: this sweep's run is FAILED (no trial got as far as its run): RuntimeError"
-    assert failed in report.read_text(encoding="utf-8") and "download=False" in report.read_text()
+    text = report.read_text(encoding="utf-8")
+    assert "Failed: this sweep's run is FAILED (" in text and "): CurveTooShort: " in text, text
 
     # the failed sweep waits in Ray's storage for a resume; `lrsweep clean` lists it, keeps it
     # while it is recent, and deletes it only with --yes

@@ -444,6 +444,38 @@ def test_torchvision_weights_a_local_sweep_cannot_fetch_are_refused_before_any_t
     assert check_local_weights(spec) is True
 
 
+def test_a_torchvision_dataset_a_local_sweep_cannot_fetch_is_refused_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, `validate` passed an mnist spec and `run` started Ray and made the sweep's run,
+    then every trial failed on its own download (each retried, all into one folder at once).
+    With the files in place, they are read from there, as the trials read them."""
+    import urllib.request
+
+    from tests.trainers.test_data import write_mnist
+
+    monkeypatch.setattr(urllib.request, "_opener", None)  # see the weights test above
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # no network
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    task = load_spec(DIGITS).resolved()["task"]
+    root = tmp_path / "data"
+    root.mkdir()
+    spec = make_spec(task={**task, "dataset": {"name": "mnist", "path": str(root)}})
+    assert check_local_data(spec, fetch=False) is False  # validate downloads nothing
+    with pytest.raises(PreflightError, match=r"task\.dataset: the trials could not load 'mnist': "):
+        check_local_data(spec)
+    assert not list(root.rglob("*-ubyte*"))  # no partial download left for the trials
+    no_download = {"name": "mnist", "path": str(root), "options": {"download": False}}
+    offline = make_spec(task={**task, "dataset": no_download})
+    with pytest.raises(PreflightError, match=r"download=False: put torchvision's files for mnist"):
+        check_local_data(offline)
+    write_mnist(root, "MNIST")
+    assert check_local_data(spec) is True
+    assert check_local_data(offline) is True
+
+
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):
     store = tmp_path / "store"
     assert check_artifact_location(f"sqlite:///{store}/mlflow.db") == store
