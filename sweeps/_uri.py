@@ -174,7 +174,7 @@ def checked_tracking_uri(
 
 
 def check_tracking_server(
-    uri: str, *, source: str = "The tracking URI", timeout_s: float = SERVER_PROBE_TIMEOUT_S
+    uri: str, *, source: str = "the sweep's tracking URI", timeout_s: float = SERVER_PROBE_TIMEOUT_S
 ) -> None:
     """Refuse a tracking server that does not answer or will not let this client in.
 

@@ -142,6 +142,10 @@ class Report:
     groups: list[GroupRow]
     trials: list[TrialRow]
     figures: dict[str, Path] = field(default_factory=dict)
+    """``comparison.png`` and ``curves.png``. Drawn into a temporary folder unless
+    ``build_report(figures_dir=...)`` named one, they live as long as this report: a path kept
+    after the report is gone points at a deleted file (copy the file, keep the report, or read
+    the copies logged on the sweep's run)."""
     status_note: str = ""
     """Empty for a sweep whose trials all ended; else why the tables are incomplete (an
     interrupted or still running sweep) and what continues it."""

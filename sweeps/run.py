@@ -125,7 +125,11 @@ _RAY_JOB_COPY = "/working_dir_files/_ray_pkg_"
 
 def _load(spec: SweepSpec | str | Path | dict[str, Any], overrides: Sequence[str]) -> SweepSpec:
     if isinstance(spec, SweepSpec):
-        return load_spec(spec.resolved(), overrides=overrides) if overrides else spec
+        if not overrides:
+            return spec
+        # what the spec wrote, not every default: a default written out reads as a setting
+        # (an early_stop the user never wrote was then said to be one that can never fire)
+        return load_spec(spec.model_dump(mode="json", exclude_unset=True), overrides=overrides)
     return load_spec(spec, overrides=overrides)
 
 

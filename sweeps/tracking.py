@@ -541,11 +541,23 @@ class Tracker:
         return [f.path for f in found]
 
     def download_artifact(self, run_id: str, path: str, dst_dir: str | Path) -> Path:
-        """Download one artifact (file or folder) into ``dst_dir``; return its local path."""
-        local = _retrying(
-            partial(self.client.download_artifacts, run_id, path, str(dst_dir)),
-            what="download_artifacts",
-        )
+        """Download one artifact (file or folder) into ``dst_dir``; return its local path.
+
+        Without MLflow's progress bar (unless ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` says
+        otherwise): ``best_config`` reading a sweep's ``spec.yaml`` drew three lines of it in a
+        notebook for one small file.
+        """
+        variable = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+        given = os.environ.get(variable)
+        os.environ[variable] = "false" if given is None else given
+        try:
+            local = _retrying(
+                partial(self.client.download_artifacts, run_id, path, str(dst_dir)),
+                what="download_artifacts",
+            )
+        finally:
+            if given is None:
+                os.environ.pop(variable, None)
         return Path(local)
 
     def has_model(self, run_id: str, name: str = "model") -> bool:

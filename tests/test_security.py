@@ -82,6 +82,7 @@ def launched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[ServerLaun
 
     monkeypatch.setattr("sweeps.server.serve", fake_serve)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "ui.db").touch()  # `lrsweep ui` browses a store that is there
     return launches
 
 

@@ -61,7 +61,8 @@ def ui_command(
         # ran in, or a typo in --tracking-uri): say so, as `lrsweep report` does, instead of
         # making an empty store there (a busy port is named first).
         try:
-            check_port_free(host, port)
+            if source == "the embedded store":
+                check_port_free(host, port)
             existing_store_uri(uri)
         except ServerConfigError as error:
             raise fail(error) from None

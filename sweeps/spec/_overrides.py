@@ -7,7 +7,9 @@ number or boolean as typed (``name=2024`` is ``"2024"``, ``tracking.experiment=0
 (``resources.node_labels``, ``resources.custom``) the rest of the path is one key, dots and all:
 ``resources.node_labels.ray.io/accelerator-type=A100``. The key path is checked
 against the spec's schema, not against the file, so a field the file leaves at its default can
-still be set; an unknown key is an error listing the keys accepted at that level.
+still be set; an unknown key is an error listing the keys accepted at that level. A mapping
+value replaces the whole section (``tracking={checkpoints: none}`` drops the file's
+``tracking.uri``); set one field of it with its own path (``tracking.checkpoints=none``).
 """
 
 from __future__ import annotations

@@ -510,3 +510,14 @@ def test_model_uri_is_none_for_a_trial_that_logged_no_model(
     assert best_config(EXPERIMENT, tracking_uri=uri).run_id == without
     best = best_config(EXPERIMENT, tracking_uri=uri)
     assert best.model_uri is None and json.loads(best.to_json())["model_uri"] is None
+
+
+def test_best_config_reads_the_spec_without_mlflows_progress_bar(
+    store, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a notebook, one small spec.yaml drew three lines of "Downloading artifacts"."""
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    best = best_config(EXPERIMENT, tracking_uri=store["uri"])
+    assert best.sweep_spec is not None
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # as it was

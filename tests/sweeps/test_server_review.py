@@ -352,6 +352,7 @@ def test_a_port_out_of_range_is_named_as_such_not_as_an_unknown_host(
 
     args = [command, "--port", port]
     if command == "ui":
+        (tmp_path / "ui.db").touch()  # a store that is there: the port is what is wrong
         args += ["--tracking-uri", f"sqlite:///{tmp_path}/ui.db"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output

@@ -1338,3 +1338,28 @@ def test_a_yaml_boolean_where_text_belongs_says_to_quote_it(tmp_path: Path) -> N
         r"as true/false; quote a word meant as text\)",
     ):
         load_spec(path)
+
+
+def test_a_loaded_spec_with_overrides_keeps_what_it_left_to_the_defaults() -> None:
+    """``run_sweep(load_spec(d), overrides=[...])`` went through the resolved spec, every
+    default written out: its default early_stop then read as one the user set, and a 2-epoch
+    sweep was warned that it can never stop a trial."""
+    from sweeps.run import _load
+
+    data = _with({"strategies": BASE["strategies"][:4], "task.epochs": 2})
+    direct = load_spec(data, overrides=["seeds=[0, 1]"])
+    again = _load(load_spec(data), ["seeds=[0, 1]"])
+    assert again.resolved() == direct.resolved()
+    assert again.advice() == direct.advice() == []
+    stop = _load(load_spec(_with({**data, "early_stop": {}})), ["seeds=[0, 1]"])
+    assert any("can never stop a trial" in note for note in stop.advice())  # written: said
+
+
+def test_a_mapping_override_replaces_its_section_and_a_dotted_one_keeps_the_rest() -> None:
+    """As the README and ``--set``'s help say: a user's `tracking={checkpoints: none}` drops the
+    file's tracking.uri; `tracking.checkpoints=none` keeps it."""
+    data = _with({"tracking": {"uri": "sqlite:////tmp/team.db", "checkpoints": "best"}})
+    whole = load_spec(data, overrides=["tracking={checkpoints: none}"]).tracking
+    assert (whole.uri, whole.checkpoints) == (None, "none")
+    one = load_spec(data, overrides=["tracking.checkpoints=none"]).tracking
+    assert (one.uri, one.checkpoints) == ("sqlite:////tmp/team.db", "none")
