@@ -375,6 +375,9 @@ def run(args: argparse.Namespace) -> common.Result:
                 " (held out: the settings were chosen on seeds 0-5); "
                 if set(spec_on["seeds"]).isdisjoint(range(6))
                 else " (development seeds: the settings were chosen on seeds 0-5); "
+                if set(spec_on["seeds"]) <= set(range(6))
+                else " (development and held-out seeds mixed: the settings were chosen on seeds "
+                "0-5); "
             )
             + f"{len(on)} trials per sweep; {epochs_on} epochs "
             f"with the stopper vs {epochs_off} without ({saving:.0%} fewer); sweep wall time "
