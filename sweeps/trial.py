@@ -526,6 +526,16 @@ def _recipe_lr(history: list[dict[str, Any]], rule: str) -> float:
     return math.nan
 
 
+def _recipe_unfrozen_lr(history: list[dict[str, Any]]) -> float:
+    """The top group's rate a recipe's second range test picked for its unfrozen SGDR (the
+    ``lr`` param holds the first test's, the head's), NaN for any other trial."""
+    for row in history:
+        if row.get("epoch") is None and row.get("phase") == "lr_find_unfrozen":
+            picks = [float(v) for v in (row.get("suggestions") or {}).values()]
+            return picks[0] if picks else math.nan
+    return math.nan
+
+
 def _checkpointer(record: TrialRecord) -> Any:
     """A function writing the Tune checkpoint folder of the current epoch.
 
@@ -594,6 +604,9 @@ def _finalize(
     params: dict[str, Any] = {"lr_group_ratios": lr_group_ratios(learn)}
     if math.isfinite(record.lr):
         params["lr"] = record.lr
+    unfrozen = _recipe_unfrozen_lr(history)  # a recipe's unfrozen SGDR runs at its second pick
+    if math.isfinite(unfrozen):
+        params["recipe_unfrozen_lr"] = unfrozen
     _log_new_params(tracker, run_id, params)
     diagnosis = _diagnose(history, record, spec)
     tags = {

@@ -181,9 +181,17 @@ def test_recipe_trials_log_their_range_tests_seconds(sweep: tuple[SweepResult, T
     as ``lr_find_s`` 0.0, as if it had run none."""
     recipe = [r for r in _children(sweep) if r.data.tags["sweeps.strategy"] == "recipe"]
     assert len(recipe) == 2
+    _, tracker = sweep
     for run in recipe:
         metrics = run.data.metrics
         assert 0 < metrics["lr_find_s"] < metrics["compute_s"]
+        # the second test's pick, which its last (unfrozen SGDR) steps start at, is logged too:
+        # `lr` holds only the first test's (the head's)
+        unfrozen = float(run.data.params["recipe_unfrozen_lr"])
+        steps = [v for _, v in tracker.metric_history(run.info.run_id, "lr")]
+        assert any(math.isclose(v, unfrozen, rel_tol=1e-6) for v in steps), (unfrozen, steps)
+    others = [r for r in _children(sweep) if r.data.tags["sweeps.strategy"] != "recipe"]
+    assert not any("recipe_unfrozen_lr" in r.data.params for r in others)
 
 
 def test_every_trial_has_checkpoints_plots_and_a_model(sweep: tuple[SweepResult, Tracker]) -> None:
