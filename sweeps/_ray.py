@@ -146,6 +146,13 @@ def init_ray(
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     kwargs["address"] = address or "local"
+    if not address and os.environ.get("RAY_ADDRESS"):  # ray.init() would have joined it
+        logger.warning(
+            "RAY_ADDRESS=%s is set, but this sweep starts a Ray of its own on this machine, "
+            "as every sweep without --address does; --address auto joins the cluster "
+            "RAY_ADDRESS names.",
+            os.environ["RAY_ADDRESS"],
+        )
     if not address and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     if env_vars:

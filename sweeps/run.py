@@ -114,6 +114,11 @@ class SweepNotFound(LookupError):
     """``resume_sweep`` found no sweep by that name or path; the message lists what exists."""
 
 
+class SweepRunning(SweepNotFound):
+    """``resume_sweep`` found the sweep, but a live process still runs it (the message names
+    it, and any other unfinished sweep of that name)."""
+
+
 def default_storage(cwd: str | Path | None = None) -> Path:
     """``<cwd>/.lrsweep/ray_results``: Ray's storage when the spec names none."""
     return Path(cwd or Path.cwd()).resolve() / HOME_DIR / "ray_results"
@@ -375,6 +380,19 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
     )
 
 
+def _unfinished_sweeps(name_or_path: str | Path, root: Location) -> list[Location]:
+    """The folders of the sweeps called ``name_or_path`` under ``root`` whose state says they
+    have not finished, oldest first (none for a folder given by its path)."""
+    folder = location.child(root, str(name_or_path))
+    found = []
+    for sweep_id in location.subfolders(folder):
+        sweep_dir = location.child(folder, sweep_id)
+        state = _state_or_none(location.read_text(sweep_dir, STATE_FILE) or "")
+        if state is not None and not state["finished"]:
+            found.append(sweep_dir)
+    return found
+
+
 def _state_or_none(text: str) -> dict[str, Any] | None:
     """A ``sweep.json``'s state, or None when it is no JSON object with ``finished``."""
     try:
@@ -408,10 +426,22 @@ def resume_sweep(
     sweep_dir, state = _find_sweep(name_or_path, root)
     driver = running_driver(sweep_dir)
     if driver:
-        raise SweepNotFound(
+        others = [
+            d
+            for d in _unfinished_sweeps(name_or_path, root)
+            if str(d) != str(sweep_dir) and not running_driver(d)
+        ]
+        also = (
+            " Other unfinished sweeps of that name, resumable by their folder: "
+            + "; ".join(f"`lrsweep resume {shlex.quote(str(d))}`" for d in others)
+            + "."
+            if others
+            else ""
+        )
+        raise SweepRunning(
             f"{name_or_path!r}: the sweep in {sweep_dir} is still running ({driver}); resuming "
             "it now would run its trials twice. Wait for it to end, or stop it (Ctrl-C in its "
-            "terminal, or SIGINT / SIGTERM to that process) and resume then."
+            f"terminal, or SIGINT / SIGTERM to that process) and resume then.{also}"
         )
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import fcntl
 import logging
 import math
 import os
@@ -109,6 +110,25 @@ def _enable_wal(db_file: Path) -> None:
         logger.warning("SQLite store %s stayed in journal mode %r, not WAL", db_file, mode)
 
 
+@contextlib.contextmanager
+def _creating_store(db_file: Path | None) -> Iterator[None]:
+    """Hold a lock beside a SQLite store while this process opens it (and MLflow creates or
+    migrates its tables): two sweeps started at once on a new store both created the tables,
+    and one died with "table experiment_tags already exists" or an alembic error. The lock is
+    a file of its own (``.<db>.lock``), never the database: closing another descriptor of the
+    database would drop SQLite's own locks in this process. Other stores: nothing to hold."""
+    if db_file is None:
+        yield
+        return
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_file.parent / f".{db_file.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -145,8 +165,6 @@ class Tracker:
         # absolute: a relative ``sqlite:///x.db`` has no file URI for its artifact location
         db_file = db_file.resolve() if db_file is not None else None
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
-        if db_file is not None:
-            _enable_wal(db_file)
         self.remote = uri.startswith(("http://", "https://"))
         """An MLflow server (not a database this process opens itself)."""
         if self.remote:
@@ -156,8 +174,13 @@ class Tracker:
             # urllib3 warns at every failed request ("Retrying (Retry(total=0 ...))"), dozens
             # a minute in an outage; lrsweep's own retry says it once, and again when it ends
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        self.client = _retrying(lambda: MlflowClient(tracking_uri=self._store_uri), what="connect")
-        self._metric_writer = _writer(self.client) if bulk_metrics and not self.remote else None
+        with _creating_store(db_file):
+            if db_file is not None:
+                _enable_wal(db_file)
+            self.client = _retrying(
+                lambda: MlflowClient(tracking_uri=self._store_uri), what="connect"
+            )
+            self._metric_writer = _writer(self.client) if bulk_metrics and not self.remote else None
 
     @property
     def bulk_metrics(self) -> bool:

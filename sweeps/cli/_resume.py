@@ -47,7 +47,7 @@ def resume_command(
     checkpoints in their own MLflow runs."""
     from sweeps._interrupts import honour_sigint
     from sweeps.preflight import PreflightError
-    from sweeps.run import SweepNotFound, default_storage, resume_sweep
+    from sweeps.run import SweepNotFound, SweepRunning, default_storage, resume_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     honour_sigint()  # a script's `&` job starts with SIGINT ignored
@@ -57,8 +57,9 @@ def resume_command(
         result = resume_sweep(
             name, address=address, tracking_uri=tracking_uri, storage_path=storage_path
         )
-    except SweepNotFound as error:
-        elsewhere = storage_path is None and not Path(name).is_dir()
+    except SweepNotFound as error:  # found but running: no "it is elsewhere" hint
+        elsewhere = not isinstance(error, SweepRunning)
+        elsewhere = elsewhere and storage_path is None and not Path(name).is_dir()
         raise fail(f"{error}{_STORAGE_HINT if elsewhere else ''}") from None
     except (PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None

@@ -123,12 +123,26 @@ def test_a_running_sweep_is_listed_running_and_never_deleted(storage: Path) -> N
     assert {s.state for s in stored_sweeps(storage, "lr") if s.folder == folder} == {"resumable"}
 
 
-def test_resume_refuses_a_sweep_whose_driver_still_runs(storage: Path) -> None:
+def test_resume_refuses_a_sweep_whose_driver_still_runs(
+    storage: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A second driver restored the running sweep's Tuner: trials ran twice, the first
     driver's finished runs were deleted as unknown to the restored state, exit 0."""
     from sweeps.run import SweepNotFound, resume_sweep
 
     folder = storage / "lr" / "20261206-000000-cccccc"
     (folder / DRIVER_FILE).write_text(json.dumps(driver_record()))
-    with pytest.raises(SweepNotFound, match=r"is still running \(process \d+ on this machine\)"):
+    with pytest.raises(
+        SweepNotFound, match=r"is still running \(process \d+ on this machine\)"
+    ) as found:
         resume_sweep("lr", storage_path=storage, tracking_uri="sqlite:///unused.db")
+    # the older interrupted sweep of that name is offered (a user who double-started, then
+    # stopped the first), and the CLI adds no "it is elsewhere: --storage-path" hint
+    older = storage / "lr" / "20261101-000000-aaaaaa"
+    assert f"resumable by their folder: `lrsweep resume {older}`." in str(found.value)
+    (storage.parent / ".lrsweep").mkdir()
+    (storage.parent / ".lrsweep" / "ray_results").symlink_to(storage)  # the default storage
+    monkeypatch.chdir(storage.parent)
+    said = CliRunner().invoke(app, ["resume", "lr"])
+    assert said.exit_code == 2 and "is still running" in said.stderr, said.output
+    assert "is not here" not in said.stderr

@@ -212,3 +212,32 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
     finish(Console(file=io.StringIO()), result)  # exit 0: the comparison stands
     stderr = " ".join(capsys.readouterr().err.split())
     assert "1 of 2 trials failed" in stderr and "1 trial(s) (t_2): CUDA out of memory" in stderr
+
+
+def test_a_sweep_without_address_says_it_does_not_join_ray_address(tmp_path: Path) -> None:
+    """A Ray user's exported RAY_ADDRESS was ignored without a word: the sweep started a Ray of
+    its own (as it must: --address is how a sweep joins a cluster)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, ray\nlogging.basicConfig(level=logging.WARNING)\n"
+        "from sweeps import _ray\n_ray.init_ray(num_cpus=1)\n"
+        "print('local', ray.get_runtime_context().gcs_address)\nray.shutdown()"
+    )
+    env = {**os.environ, "RAY_ADDRESS": "192.0.2.2:6399", "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = " ".join(done.stderr.split())
+    assert "RAY_ADDRESS=192.0.2.2:6399 is set, but this sweep starts a Ray of its own" in said
+    assert "--address auto joins the cluster RAY_ADDRESS names" in said
+    assert ":6399" not in done.stdout  # it started its own (not the head RAY_ADDRESS names)

@@ -74,6 +74,43 @@ def test_four_processes_log_4000_points_without_database_locked(tracking_uri: st
         assert run.data.tags["last_step"] == "999"
 
 
+# A sweep's driver opening its store: it waits for a shared start time, as two `lrsweep run`
+# started together do, then makes its experiment.
+OPENER = """
+import sys, time
+from sweeps.tracking import Tracker
+uri, start, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+time.sleep(max(0.0, start - time.time()))
+Tracker(uri).ensure_experiment(name)
+"""
+
+
+def test_sweeps_started_together_on_a_new_store_both_open_it(tmp_path: Path) -> None:
+    """Each made MLflow's tables at once: one died with "table experiment_tags already exists"
+    or an alembic error (3 times in 3 for two `lrsweep run` in a new folder)."""
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for attempt in range(2):
+        uri = f"sqlite:///{tmp_path}/store-{attempt}/mlflow.db"
+        start = time.time() + 6  # every process has imported MLflow by then
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, uri, str(start), f"sweep-{i}"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(3)
+        ]
+        for opener in openers:
+            _, err = opener.communicate(timeout=300)
+            assert opener.returncode == 0, err[-3000:]
+        names = Tracker(uri).experiment_names()
+        assert {"sweep-0", "sweep-1", "sweep-2"} <= set(names)
+
+
 def test_embedded_store_uses_write_ahead_logging(tracking_uri: str) -> None:
     import sqlite3
 
