@@ -14,6 +14,14 @@ from typing import Any
 
 from sweeps.spec._task import is_uri
 
+HOME = ".lrsweep"  # sweeps._uri.HOME_DIR, without that module's imports (`lrsweep clean`)
+
+
+def default_storage(cwd: str | Path | None = None) -> Path:
+    """``<cwd>/.lrsweep/ray_results``: Ray's storage when the spec names none."""
+    return Path(cwd or Path.cwd()).resolve() / HOME / "ray_results"
+
+
 __all__ = [
     "Location", "child", "filesystem", "parent", "read_text", "remove_file", "remove_folder",
     "storage_root", "subfolders", "write_text",

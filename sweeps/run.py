@@ -40,6 +40,7 @@ from sweeps import _location as location
 from sweeps import _ray, preflight
 from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_stops
 from sweeps._location import Location
+from sweeps._location import default_storage as default_storage  # re-exported
 from sweeps._reporter import flatten_params
 from sweeps._uri import command_uri
 from sweeps.clean import DRIVER_FILE, STATE_FILE, TUNE_DIR, driver_record, running_driver
@@ -49,7 +50,6 @@ from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
 from sweeps.stoppers import from_spec
 from sweeps.strategies import SEARCH_METRIC, plan
 from sweeps.tracking import (
-    HOME_DIR,
     TAG_KIND,
     TAG_SWEEP_ID,
     Tracker,
@@ -117,11 +117,6 @@ class SweepNotFound(LookupError):
 class SweepRunning(SweepNotFound):
     """``resume_sweep`` found the sweep, but a live process still runs it (the message names
     it, and any other unfinished sweep of that name)."""
-
-
-def default_storage(cwd: str | Path | None = None) -> Path:
-    """``<cwd>/.lrsweep/ray_results``: Ray's storage when the spec names none."""
-    return Path(cwd or Path.cwd()).resolve() / HOME_DIR / "ray_results"
 
 
 _RAY_JOB_COPY = "/working_dir_files/_ray_pkg_"

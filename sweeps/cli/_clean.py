@@ -51,8 +51,8 @@ def clean_command(
     trial's last checkpoints until it is resumed; one never resumed keeps them for good. Their
     MLflow runs, models and reports stay."""
     from sweeps import _location as location
+    from sweeps._location import default_storage
     from sweeps.clean import remove_sweep, stored_sweeps
-    from sweeps.run import default_storage
 
     root = location.storage_root(storage_path or default_storage())
     try:
