@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +68,59 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
         "dls": _dls_state(learn),
         "scaler": _scaler_state(learn),
         "classes": data_classes(learn.dls),
+        "data": data_fingerprint(learn.dls),
     }
     write_atomic(path, state)
     return path
+
+
+def data_fingerprint(dls: Any) -> dict[str, Any] | None:
+    """What :func:`load` compares to tell other data: the image size, the split's sizes and a
+    digest of which source images are the validation set (``make_dataloaders``' split indices,
+    which another split seed or ``valid_pct`` changes, whatever the image size; else the
+    validation labels in order). Cheap: indices, not images. None for loaders without them."""
+    try:
+        valid = torch.as_tensor(dls.valid_labels)
+        train = dls.train_labels
+    except (AttributeError, TypeError):
+        return None
+    which = getattr(dls, "_valid_idx", None)
+    which = torch.as_tensor(which if which is not None else valid).cpu().to(torch.int64)
+    return {
+        "image_size": getattr(dls, "image_size", None),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "valid_labels": hashlib.sha256(which.contiguous().numpy().tobytes()).hexdigest()[:16],
+    }
+
+
+def _warn_other_data(path: Path, saved: Any, now: dict[str, Any] | None) -> None:
+    """Warn (at the caller of ``learn.load``) when the checkpoint was trained on other data: it
+    loads (continuing at another size is progressive resizing), but a curve continued on
+    another split scores images the model trained on, and one at another size starts worse."""
+    if not isinstance(saved, dict) or now is None:
+        return
+    said = []
+    if saved.get("image_size") not in (None, now["image_size"]):
+        said.append(f"{saved['image_size']} px images (this data: {now['image_size']} px)")
+    if (saved.get("n_train"), saved.get("n_valid"), saved.get("valid_labels")) != (
+        now["n_train"],
+        now["n_valid"],
+        now["valid_labels"],
+    ):
+        said.append(
+            f"another train/valid split ({saved.get('n_train')}/{saved.get('n_valid')} images; "
+            f"this data: {now['n_train']}/{now['n_valid']}, or the same sizes drawn with "
+            "another seed or valid_pct): its validation images may be ones the model trained "
+            "on, so continued metrics would read too good"
+        )
+    if said:
+        warnings.warn(
+            f"checkpoint file {str(path)!r} was trained on {' and on '.join(said)}. Build the "
+            "data as it was (make_dataloaders with the same image_size, valid_pct and seed) "
+            "unless this is meant.",
+            stacklevel=4,
+        )
 
 
 def file_path(path: str | os.PathLike[str], what: str) -> Path:
@@ -187,6 +239,13 @@ def load(
             f"{str(path)!r} is an export (learn.export), not a training checkpoint: it holds "
             "no optimizer or history; predict with trainers.load_learner(path)."
         )
+    if isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(
+            f"checkpoint file {str(path)!r} holds model weights alone (a state dict, such as a "
+            "sweep checkpoint's best_model.pt), not a Learner checkpoint: load them with "
+            "learn.model.load_state_dict(torch.load(path, weights_only=True)), or build the "
+            "model with build_model(..., pretrained=path)."
+        )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(
             f"checkpoint file {str(path)!r} is not a Learner checkpoint (format {FORMAT!r})."
@@ -224,6 +283,7 @@ def load(
         set_rng_state(rng_from_checkpoint(state["rng"]))
         if state["dls"] is not None and hasattr(learn.dls, "load_state_dict"):
             learn.dls.load_state_dict(state["dls"])
+    _warn_other_data(path, state.get("data"), data_fingerprint(learn.dls))
 
 
 def read_safely(path: Path, what: str) -> Any:
@@ -240,6 +300,14 @@ def read_safely(path: Path, what: str) -> Any:
         )
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {str(path)!r} does not exist.")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK", b"\x80")):  # torch.save: a zip archive (or an old pickle)
+        seen = f"it starts with {head!r}" if head else "it is empty"
+        raise ValueError(
+            f"{what} file {str(path)!r} is not a PyTorch file ({seen}; torch.save writes a zip "
+            "archive): pass the .pt file, not a JSON, text or image file."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

@@ -219,6 +219,8 @@ def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
             parts = []
             for i, item in enumerate(x):
                 image = torch.as_tensor(item)
+                if image.ndim == 2 and fmt.in_channels == 1:  # (H, W): its one channel
+                    image = image.unsqueeze(0)
                 if image.ndim != 3:
                     raise ValueError(
                         f"x[{i}] must be one image (C, H, W) in a list of images, but got shape "
@@ -240,7 +242,13 @@ def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
 
 
 def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
-    """One image ``(C, H, W)`` or a batch as the model's float batch; see :func:`model_input`."""
+    """One image ``(C, H, W)`` or a batch as the model's float batch; see :func:`model_input`.
+
+    A 2-D ``(H, W)`` image (what ``np.array`` of a greyscale PIL image, or scikit-learn's
+    digits, give) is one channel: taken as ``(1, H, W)`` for a one-channel model.
+    """
+    if x.ndim == 2 and fmt.in_channels == 1:
+        x = x.unsqueeze(0)
     if x.ndim not in (3, 4):
         raise ValueError(
             f"x must be an image (C, H, W) or a batch (N, C, H, W), an image file or a PIL "

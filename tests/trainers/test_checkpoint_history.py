@@ -46,3 +46,39 @@ def test_an_object_a_checkpoint_cannot_hold_is_named_at_save(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"learn\.history\[0\]\['note'\]\['when'\] holds a object"):
         learn.save(tmp_path / "c.pt")
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_a_checkpoint_loaded_into_other_data_is_warned_about(tmp_path: Path) -> None:
+    """A sweep's checkpoint loaded silently into 16 px data (error 88%) or another split (its
+    validation images partly ones the model trained on: 0.6% error against the trial's 3.3%)."""
+    import warnings
+
+    import torch
+
+    from trainers import build_model, make_dataloaders
+
+    learn = shapes_learner()
+    learn.fit(1, 1e-3)
+    path = learn.save(tmp_path / "ck.pt")
+
+    def load_into(**data: object) -> list[str]:
+        args = {"image_size": 16, "batch_size": 32, "n_per_class": 10} | data
+        dls = make_dataloaders("shapes", **args)  # type: ignore[arg-type]
+        other = Learner(build_model("simple_cnn", dls.n_classes, in_channels=3), dls, seed=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            other.load(path)
+        assert all(w.filename == __file__ for w in caught)  # said at the user's call
+        return [str(w.message) for w in caught]
+
+    assert load_into() == []  # the same data, rebuilt: nothing to say
+    (bigger,) = load_into(image_size=32)
+    assert "was trained on 16 px images (this data: 32 px)" in bigger
+    (split,) = load_into(seed=7)
+    assert "another train/valid split (24/6 images; this data: 24/6" in split
+    assert "continued metrics would read too good" in split
+    torch.save(learn.model.state_dict(), tmp_path / "best_model.pt")  # a sweep's bare weights
+    with pytest.raises(
+        ValueError, match=r"holds model weights alone .*model\.load_state_dict\(torch"
+    ):
+        learn.load(tmp_path / "best_model.pt")

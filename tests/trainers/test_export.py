@@ -105,6 +105,9 @@ def test_a_greyscale_model_takes_a_pil_image_as_its_uint8_pixels() -> None:
     as_tensor = learn.predict(torch.as_tensor(pixels)[None])
     assert torch.equal(learn.predict(Image.fromarray(pixels)), as_tensor)
     assert torch.equal(learn.predict(Image.fromarray(pixels).convert("RGB")), as_tensor)
+    # a 2-D array (np.array of a greyscale image, sklearn's digits) is its one channel
+    assert torch.equal(learn.predict(pixels), as_tensor)
+    assert torch.equal(learn.predict([pixels, pixels])[1], as_tensor)
 
 
 def test_an_export_predicts_as_the_learner_without_the_data(
@@ -139,8 +142,14 @@ def test_load_learner_names_a_file_that_is_no_export(learn: Learner, tmp_path: P
         load_learner(checkpoint)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match=r"export file '.*garbage\.pt' cannot be read safely"):
+    with pytest.raises(
+        ValueError, match=r"export file '.*garbage\.pt' is not a PyTorch file \(it "
+    ):
         load_learner(garbage)
+    (tmp_path / "trial.json").write_text('{"epoch": 3}')  # a sweep checkpoint's other file
+    with pytest.raises(ValueError, match=r"starts with b'\{\"ep'; torch.save writes a zip") as e:
+        load_learner(tmp_path / "trial.json")
+    assert "Unpickling" not in str(e.value)  # torch's own long advice is not passed on
     exported = learn.export(tmp_path / "model.pt")
     state = torch.load(exported, weights_only=True)
     state["arch"] = "resnet18"  # the weights of another architecture
@@ -263,7 +272,7 @@ def test_data_of_other_classes_given_later_is_refused_and_so_is_its_export(
         with pytest.raises(ValueError, match=r"'.*edited\.pt' does not fit together: " + problem):
             load_learner(tmp_path / "edited.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"cannot be read safely with .*: \w+: .*not a PyTorch"):
+    with pytest.raises(ValueError, match=r"'.*empty\.pt' is not a PyTorch file \(it is empty;"):
         load_learner(tmp_path / "empty.pt")
     with pytest.raises(ValueError, match=r"is an export \(learn\.export\), not a training chec"):
         learn.load(exported)
