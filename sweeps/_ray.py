@@ -144,7 +144,13 @@ def init_ray(
     """
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    # Ray's and Tune's INFO lines ("Started a local Ray instance", "Wrote the latest version of
+    # all result files ...") tore the live table and said nothing a user acts on
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "logging_level": logging.WARNING,
+    }
     kwargs["address"] = address or "local"
     if not address and os.environ.get("RAY_ADDRESS"):  # ray.init() would have joined it
         logger.warning(
@@ -677,6 +683,29 @@ class _NoTuneResumeAdvice(logging.Filter):
 _RESUME_ADVICE_FILTER = _NoTuneResumeAdvice()
 
 
+class _OneLineTrialErrors(logging.Filter):
+    """Tune's "Trial task failed for trial ..." in one line, not the ~50 lines of Ray's
+    traceback per attempt (300 for a failing arm); its "Trials did not complete: [...]" is
+    dropped: lrsweep names every failure, with its error, when the sweep ends."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Trials did not complete"):
+            return False
+        if message.startswith("Trial task failed") and record.exc_info:
+            error = record.exc_info[1]
+            cause = getattr(error, "cause", None) or error
+            text = str(cause).strip().splitlines()
+            said = f"{type(cause).__name__}: {text[0] if text else ''}"
+            record.msg = f"{message}: {said[:300]} (the sweep's summary lists every failure)"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_TRIAL_ERRORS_FILTER = _OneLineTrialErrors()
+
+
 def _without_tune_loggers() -> None:
     """Turn off Tune's own CSV, JSON and TensorBoard result files (unless the user set it).
 
@@ -687,6 +716,8 @@ def _without_tune_loggers() -> None:
     """
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.tune").addFilter(_RESUME_ADVICE_FILTER)  # no-op when there
+    logging.getLogger("ray.tune.tune").addFilter(_TRIAL_ERRORS_FILTER)
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_TRIAL_ERRORS_FILTER)
     analysis_logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1":
         analysis_logger.addFilter(_RESULT_FILES_FILTER)  # a no-op when already there

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,6 +29,21 @@ from sweeps._ray import Callback
 from sweeps.stoppers._base import finite_number
 
 logger = logging.getLogger(__name__)
+
+
+def describe(config: dict[str, Any]) -> str:
+    """A trial's config in a few words for a log line: ``lr_finder:valley seed 0``,
+    ``grid lr=1.00e-03 seed 1`` (not the Python dict)."""
+    arm = str(config.get("arm", config.get("strategy", "?")))
+    rule = config.get("rule")
+    words = [f"{arm}:{rule}" if rule else arm]
+    lr = finite_number(config.get("lr"))
+    if lr is not None:
+        words.append(f"lr={lr:.2e}")
+    if "seed" in config:
+        words.append(f"seed {config['seed']}")
+    return " ".join(words)
+
 
 STOPPED_REASONS = ("rising_val_loss", "diverged")
 """Stop reasons that count a trial as stopped early."""
@@ -115,15 +131,22 @@ class SweepProgress(Callback):
         target = self._target()
         if target._move(trial, "done") and not target.live:
             reason = target._stop_reason.get(trial.trial_id, "completed")
-            logger.info("trial %s (%s) finished: %s", trial.trial_id, trial.config, reason)
+            logger.info(
+                "trial %s (%s) finished: %s", trial.trial_id, describe(trial.config), reason
+            )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if self._target()._move(trial, "failed"):
-            logger.warning("trial %s (%s) failed", trial.trial_id, trial.config)
+            logger.warning("trial %s (%s) failed", trial.trial_id, describe(trial.config))
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._target()._move(trial, "pending")
-        logger.warning("trial %s restarts from its last checkpoint", trial.trial_id)
+        logger.warning(
+            "trial %s (%s) failed; Tune starts it again (from its last checkpoint, if it saved "
+            "one; a failure that would repeat ends it at once)",
+            trial.trial_id,
+            describe(trial.config),
+        )
 
     # bookkeeping ---------------------------------------------------------------------------
 
@@ -215,7 +238,11 @@ class SweepProgress(Callback):
 
 
 def _is_terminal() -> bool:
-    """True when stdout is a terminal (False for a pipe, a file, or a stdout without isatty)."""
+    """True when stdout is a terminal (False for a pipe, a file, a stdout without isatty, or a
+    CI job: ``CI`` set, as CI services set it, whose runner may give a pseudo-terminal that
+    would log every redraw of the table)."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        return False
     isatty = getattr(sys.stdout, "isatty", None)
     try:
         return bool(isatty()) if callable(isatty) else False

@@ -174,6 +174,10 @@ class Tracker:
             # urllib3 warns at every failed request ("Retrying (Retry(total=0 ...))"), dozens
             # a minute in an outage; lrsweep's own retry says it once, and again when it ends
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+        if db_file is not None:  # "Creating initial MLflow database tables..." on a new store
+            quiet = logging.getLogger("mlflow.store.db.utils")
+            if quiet.level == logging.NOTSET:  # a level the user set is kept
+                quiet.setLevel(logging.WARNING)
         with _creating_store(db_file):
             if db_file is not None:
                 _enable_wal(db_file)

@@ -50,6 +50,7 @@ def resume_command(
     from sweeps.run import SweepNotFound, SweepRunning, default_storage, resume_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sweeps.progress").setLevel(logging.INFO)  # a line per trial when piped
     honour_sigint()  # a script's `&` job starts with SIGINT ignored
     if tracking_uri:  # else the URI the sweep ran with, checked when it started
         tracking_uri = usable_tracking_uri(tracking_uri)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,15 +40,60 @@ def make_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
+NARROW_COLUMNS = {
+    "strategy": "strategy",
+    "chosen LR (median)": "LR",
+    "best valid loss": "valid loss",
+    "error rate": "error",
+    "regret (error pp)": "regret pp",
+    "compute vs grid": "compute/grid",
+}
+"""The columns a terminal too narrow for the whole table keeps, with shorter headers."""
+
+
 def print_report(console: Console, report: Report) -> None:
-    """The strategy comparison as a rich table."""
+    """The strategy comparison as a rich table; in a terminal too narrow for it (the whole table
+    needs ~165 columns), the columns that answer the question, headers shortened, instead of
+    every cell cut to "…" (at 80 columns no number and no finder rule could be read)."""
+    from rich import box
+    from rich.measure import Measurement
+
     headers, rows = report.group_table()
-    table = Table(title=f"{report.experiment}: LR finder vs search (mean ± std over seeds)")
+    title = f"{report.experiment}: LR finder vs search (mean ± std over seeds)"
+    table = _table(title, headers, rows)
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if needed <= console.width:
+        console.print(table)
+        return
+    keep = [i for i, header in enumerate(headers) if header in NARROW_COLUMNS]
+    cells = [[row[i] for i in keep] for row in rows]
+    narrow = _table(title, [NARROW_COLUMNS[headers[i]] for i in keep], cells, box=box.SIMPLE_HEAD)
+    spread = Measurement.get(console, console.options.update_width(10_000), narrow).maximum
+    if spread > console.width:  # still too wide: the means alone (the ± spreads left out too)
+        cells = [[cell.split(" ± ")[0] for cell in row] for row in cells]
+        title = title.replace("mean ± std", "mean")
+        narrow = _table(
+            title, [NARROW_COLUMNS[headers[i]] for i in keep], cells, box=box.SIMPLE_HEAD
+        )
+    console.print(narrow)
+    left_out = ", ".join(h for h in headers if h not in NARROW_COLUMNS)
+    if spread > console.width:
+        left_out += ", the spreads over seeds"
+    console.print(
+        f"(a narrow terminal: {left_out} left out; `lrsweep report {report.experiment} --out "
+        "DIR` writes every column to report.md and results.csv)",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _table(title: str, headers: Sequence[str], rows: list[list[str]], **kwargs: Any) -> Table:
+    table = Table(title=title, **kwargs)
     for index, header in enumerate(headers):
-        table.add_column(header, justify="left" if index == 0 else "right")
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=index == 0)
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    return table
 
 
 def browse_hint(tracking_uri: str) -> str:
@@ -191,6 +237,8 @@ def run_command(
     from sweeps.run import run_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # without the live table (a pipe, a CI log) each finished trial is one line, as promised
+    logging.getLogger("sweeps.progress").setLevel(logging.INFO)
     honour_sigint()  # a script's `&` job starts with SIGINT ignored
     try:
         loaded = load_spec(spec, overrides=overrides or [])

@@ -241,3 +241,39 @@ def test_a_sweep_without_address_says_it_does_not_join_ray_address(tmp_path: Pat
     assert "RAY_ADDRESS=192.0.2.2:6399 is set, but this sweep starts a Ray of its own" in said
     assert "--address auto joins the cluster RAY_ADDRESS names" in said
     assert ":6399" not in done.stdout  # it started its own (not the head RAY_ADDRESS names)
+
+
+def _three_seed_report() -> Any:
+    from sweeps.report import GroupRow, Report
+
+    def group(name: str, kind: str, lr: float, loss: float, error: float) -> GroupRow:
+        return GroupRow(
+            name, kind, 3, 3, lr, loss, 0.0150, error, 0.0070, loss - 0.0345, 100 * error - 1.1,
+            36, 256, 43.4, 0.15,
+        )  # fmt: skip
+
+    groups = [
+        group("optuna", "optuna", 1.28e-2, 0.0345, 0.0111),
+        group("lr_finder:minimum", "lr_finder", 2.92e-2, 0.2595, 0.0817),
+    ]
+    return Report(experiment="digits-lr", parent_run_id="abc", groups=groups, trials=[])
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_the_comparison_is_readable_in_a_narrow_terminal(width: int) -> None:
+    """At 80 columns every cell of the 11-column table was cut to "…": no number and no finder
+    rule (`lr_…`) could be read. A narrow terminal gets the columns that answer the question."""
+    from sweeps.cli._run import print_report
+
+    console = Console(width=width, file=io.StringIO(), record=True)
+    print_report(console, _three_seed_report())
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    for cell in ("lr_finder:minimum", "2.92e-02", "0.2595", "8.17%"):
+        assert cell in text, text
+    if width == 200:  # the whole table fits
+        assert "regret (error pp)" in text and "0.2595 ± 0.0150" in text
+    else:
+        assert "left out; `lrsweep report digits-lr --out DIR` writes every column" in " ".join(
+            text.split()
+        )

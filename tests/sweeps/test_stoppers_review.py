@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,7 +151,7 @@ def test_a_piped_sweep_logs_one_line_per_finished_trial(caplog: pytest.LogCaptur
         progress.on_trial_result(0, [trial], trial, _result(0.4, stop_reason="rising_val_loss"))
         progress.on_trial_complete(0, [trial], trial)
     assert [r.getMessage() for r in caplog.records if "finished" in r.getMessage()] == [
-        "trial a ({'arm': 'grid', 'strategy': 'grid'}) finished: rising_val_loss"
+        "trial a (grid) finished: rising_val_loss"
     ]
 
 
@@ -206,3 +207,44 @@ def _grid_arm() -> Any:
 def test_bad_seeds_are_refused_naming_them(seeds: list[Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_strategy(_grid_arm(), seeds=seeds)
+
+
+@pytest.mark.parametrize(("ci", "live"), [("true", False), ("1", False), ("false", True)])
+def test_a_ci_job_gets_no_live_table_even_on_a_pseudo_terminal(
+    monkeypatch: pytest.MonkeyPatch, ci: str, live: bool
+) -> None:
+    """A CI runner's pty logged every redraw: ~90 KB for a 45 s sweep."""
+
+    from sweeps import progress as progress_module
+
+    monkeypatch.setattr(sys, "stdout", type("Tty", (), {"isatty": lambda self: True})())
+    monkeypatch.setenv("CI", ci)
+    assert progress_module._is_terminal() is live
+    monkeypatch.delenv("CI")
+    assert progress_module._is_terminal() is True
+
+
+def test_tunes_trial_failure_is_one_line_and_its_summary_line_is_dropped() -> None:
+    """~50 lines of Ray's traceback per failed attempt (300 for a failing arm) tore the live
+    table; lrsweep's own summary names every failure when the sweep ends."""
+    from sweeps._ray import _TRIAL_ERRORS_FILTER
+
+    class Remote(Exception):  # as Ray's RayTaskError: the trial's own error in ``cause``
+        cause = ValueError("the loss diverged after 2 of num_it=30 iterations\n  Traceback ...")
+
+    try:
+        raise Remote("ray::ImplicitFunc.train()\nTraceback (most recent call last): ...")
+    except Remote:
+        failed = logging.LogRecord(
+            "ray.tune.execution.tune_controller", logging.ERROR, __file__, 1,
+            "Trial task failed for trial %s", ("train_trial_ab12",), sys.exc_info(),
+        )  # fmt: skip
+    assert _TRIAL_ERRORS_FILTER.filter(failed)
+    assert failed.exc_info is None and failed.getMessage() == (
+        "Trial task failed for trial train_trial_ab12: ValueError: the loss diverged after 2 of "
+        "num_it=30 iterations (the sweep's summary lists every failure)"
+    )
+    summary = logging.LogRecord(
+        "ray.tune.tune", logging.ERROR, __file__, 1, "Trials did not complete: %s", (["a"],), None
+    )
+    assert not _TRIAL_ERRORS_FILTER.filter(summary)
