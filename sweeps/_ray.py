@@ -166,6 +166,8 @@ def init_ray(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Checkpoints are kept 2 deep, which makes Tune snapshot its state often (cheap here).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    auth.addFilter(_AUTH_NOTE_FILTER)  # a no-op when there
     with _own_process_groups(enabled=kwargs["address"] == "local"):
         ray.init(**kwargs)
     _sigterm_to_python()
@@ -704,6 +706,17 @@ class _OneLineTrialErrors(logging.Filter):
 
 
 _TRIAL_ERRORS_FILTER = _OneLineTrialErrors()
+
+
+class _NoAuthEnabledNote(logging.Filter):
+    """Drops Ray's "Token authentication is enabled for this Ray cluster" (its secure default,
+    said at every start of a local Ray: nothing to act on); "... is disabled" stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+_AUTH_NOTE_FILTER = _NoAuthEnabledNote()
 
 
 def _without_tune_loggers() -> None:

@@ -248,3 +248,13 @@ def test_tunes_trial_failure_is_one_line_and_its_summary_line_is_dropped() -> No
         "ray.tune.tune", logging.ERROR, __file__, 1, "Trials did not complete: %s", (["a"],), None
     )
     assert not _TRIAL_ERRORS_FILTER.filter(summary)
+
+
+def test_rays_note_that_token_auth_is_on_is_dropped_and_its_warning_that_it_is_off_kept() -> None:
+    from sweeps._ray import _AUTH_NOTE_FILTER
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not _AUTH_NOTE_FILTER.filter(record("Token authentication is enabled for this Ray"))
+    assert _AUTH_NOTE_FILTER.filter(record("Token authentication is disabled for this Ray"))
