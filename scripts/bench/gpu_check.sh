@@ -20,7 +20,7 @@ if ! $py -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
     exit 1
 fi
 mkdir -p "$out"
-work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+work=$(mktemp -d)  # in $TMPDIR
 trap 'rm -rf "$work"' EXIT
 nvidia-smi -L || true  # the driver's own listing, when its tool is installed
 $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name(0))"
