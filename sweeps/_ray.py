@@ -144,14 +144,12 @@ def init_ray(
     """
     if ray.is_initialized():
         return
-    # Ray's and Tune's INFO lines ("Started a local Ray instance", "Wrote the latest version of
-    # all result files ...") tore the live table and said nothing a user acts on
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": True,
-        "logging_level": logging.WARNING,
-    }
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     kwargs["address"] = address or "local"
+    if not address:  # "Connecting to existing Ray cluster at ..." stays: it says where it runs
+        # Ray's and Tune's INFO lines ("Started a local Ray instance", "Wrote the latest
+        # version of all result files ...") tore the live table and said nothing to act on
+        kwargs["logging_level"] = logging.WARNING
     if not address and os.environ.get("RAY_ADDRESS"):  # ray.init() would have joined it
         logger.warning(
             "RAY_ADDRESS=%s is set, but this sweep starts a Ray of its own on this machine, "

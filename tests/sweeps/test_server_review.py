@@ -480,7 +480,9 @@ def test_ui_started_with_sigint_ignored_still_stops_on_sigint(tmp_path: Path) ->
             time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, log.read_text()
-        with socket.socket() as probe:  # mlflow is gone: the port is free again
+        with socket.socket() as probe:  # mlflow is gone: nothing listens on the port again
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
             probe.bind(("127.0.0.1", port))
+            probe.listen()
     finally:
         stop(proc)
