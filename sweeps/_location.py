@@ -14,7 +14,8 @@ from typing import Any
 
 from sweeps.spec._task import is_uri
 
-HOME = ".lrsweep"  # sweeps._uri.HOME_DIR, without that module's imports (`lrsweep clean`)
+HOME = ".lrsweep"
+"""The folder of lrsweep's defaults (store, Ray storage) in the working directory."""
 
 
 def default_storage(cwd: str | Path | None = None) -> Path:

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
+from sweeps._location import HOME
 from sweeps.spec._redact import redact_url
 from sweeps.spec._sweep import absolute_sqlite_uri, tracking_uri_problem
 
@@ -36,7 +37,7 @@ __all__ = [
     "with_postgres_driver",
 ]
 
-HOME_DIR = ".lrsweep"
+HOME_DIR = HOME  # the one definition is _location's (`lrsweep clean` imports it alone)
 SERVER_PROBE_TIMEOUT_S = 5.0
 
 

@@ -340,13 +340,7 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
     text = location.read_text(direct, STATE_FILE)
     if text is not None:
         return direct, json.loads(text)
-    folder = location.child(root, str(name_or_path))
-    candidates = []  # (sweep folder, its state or None when unreadable), oldest sweep id first
-    for sweep_id in location.subfolders(folder):
-        sweep_dir = location.child(folder, sweep_id)
-        text = location.read_text(sweep_dir, STATE_FILE)
-        if text is not None:
-            candidates.append((sweep_dir, _state_or_none(text)))
+    candidates = _sweeps_of(name_or_path, root)
     latest = [c for c in candidates if c[1] is None or not c[1]["finished"]]
     if latest and latest[-1][1] is None:  # the sweep to resume is the one that cannot be read
         raise SweepNotFound(
@@ -375,17 +369,25 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
     )
 
 
-def _unfinished_sweeps(name_or_path: str | Path, root: Location) -> list[Location]:
-    """The folders of the sweeps called ``name_or_path`` under ``root`` whose state says they
-    have not finished, oldest first (none for a folder given by its path)."""
+def _sweeps_of(
+    name_or_path: str | Path, root: Location
+) -> list[tuple[Location, dict[str, Any] | None]]:
+    """``(folder, state)`` of every sweep called ``name_or_path`` under ``root`` that has a
+    ``sweep.json`` (its state None when unreadable), oldest sweep id first."""
     folder = location.child(root, str(name_or_path))
     found = []
     for sweep_id in location.subfolders(folder):
         sweep_dir = location.child(folder, sweep_id)
-        state = _state_or_none(location.read_text(sweep_dir, STATE_FILE) or "")
-        if state is not None and not state["finished"]:
-            found.append(sweep_dir)
+        text = location.read_text(sweep_dir, STATE_FILE)
+        if text is not None:
+            found.append((sweep_dir, _state_or_none(text)))
     return found
+
+
+def _unfinished_sweeps(name_or_path: str | Path, root: Location) -> list[Location]:
+    """The folders of the sweeps called ``name_or_path`` under ``root`` whose state says they
+    have not finished, oldest first (none for a folder given by its path)."""
+    return [d for d, state in _sweeps_of(name_or_path, root) if state and not state["finished"]]
 
 
 def _state_or_none(text: str) -> dict[str, Any] | None:

@@ -514,26 +514,29 @@ def _run_recipe(learn: Learner, arm: Any, record: TrialRecord) -> None:
         record.lr = _recipe_lr(history, arm.suggest)
 
 
+def _recipe_marker(history: list[dict[str, Any]], phase: str) -> dict[str, Any] | None:
+    """The step marker a recipe wrote for ``phase`` (``lr_find_frozen``, ...), or None."""
+    return next((r for r in history if r.get("epoch") is None and r.get("phase") == phase), None)
+
+
 def _recipe_lr(history: list[dict[str, Any]], rule: str) -> float:
     """The LR the recipe's first range test picked (its head's rate), from the step markers."""
-    for row in history:
-        if row.get("epoch") is None and row.get("phase") == "lr_find_frozen":
-            suggestions = row.get("suggestions") or {}
-            if rule in suggestions:
-                return float(suggestions[rule])
-            lrs = row.get("lrs") or []
-            return float(lrs[-1]) if lrs else math.nan
-    return math.nan
+    row = _recipe_marker(history, "lr_find_frozen")
+    if row is None:
+        return math.nan
+    suggestions = row.get("suggestions") or {}
+    if rule in suggestions:
+        return float(suggestions[rule])
+    lrs = row.get("lrs") or []
+    return float(lrs[-1]) if lrs else math.nan
 
 
 def _recipe_unfrozen_lr(history: list[dict[str, Any]]) -> float:
     """The top group's rate a recipe's second range test picked for its unfrozen SGDR (the
     ``lr`` param holds the first test's, the head's), NaN for any other trial."""
-    for row in history:
-        if row.get("epoch") is None and row.get("phase") == "lr_find_unfrozen":
-            picks = [float(v) for v in (row.get("suggestions") or {}).values()]
-            return picks[0] if picks else math.nan
-    return math.nan
+    row = _recipe_marker(history, "lr_find_unfrozen")
+    picks = [float(v) for v in ((row or {}).get("suggestions") or {}).values()]
+    return picks[0] if picks else math.nan
 
 
 def _checkpointer(record: TrialRecord) -> Any:
