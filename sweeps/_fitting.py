@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trainers import Learner, build_model, make_dataloaders, seed_everything
+from trainers import Learner, ProgressiveResize, build_model, make_dataloaders, seed_everything
 
 
 def training_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,6 +61,31 @@ def dataloaders(task: Any, seed: int) -> Any:
         DATA_CACHE[key] = (dls, (dls.augment, dls.train.augment))
     dls.train.reseed(seed)  # the trial seed's own order and augmentation streams
     return dls
+
+
+_RESIZERS: dict[tuple[tuple[int, int], ...], ProgressiveResize] = {}
+"""The last task's ``ProgressiveResize`` in this worker process: it keeps the smaller sizes'
+loaders of the cached data (:data:`DATA_CACHE`) for the next trial, as the data is kept."""
+
+
+def resizer(task: Any) -> ProgressiveResize | None:
+    """The ``ProgressiveResize`` of ``task.progressive_resizing`` (None without stages)."""
+    stages = tuple((stage.size, stage.epochs) for stage in task.progressive_resizing)
+    if not stages:
+        return None
+    if stages not in _RESIZERS:
+        _RESIZERS.clear()
+        _RESIZERS[stages] = ProgressiveResize(stages)
+    return _RESIZERS[stages]
+
+
+def at_stage(learn: Learner, task: Any, full: Any) -> None:
+    """Give ``learn`` the loaders of the epoch it trains next (``full``, the task's image size,
+    unless ``task.progressive_resizing`` says a smaller one): a range test before the first
+    epoch runs on the images the first epochs train on."""
+    resize = resizer(task)
+    if resize is not None:
+        learn.dls = resize.loaders_at(len(training_rows(learn.history)), full)
 
 
 def learner(task: Any, dls: Any, seed: int) -> Learner:
@@ -142,7 +167,23 @@ def train(learn: Learner, task: Any, lr: float, *, should_continue: Any = None) 
         lr: The trial's learning rate (the top layer group's peak rate).
         should_continue: Called between the fine-tuning phases; False skips the second phase
             (the trial was stopped in the first).
+
+    With ``task.progressive_resizing`` the first epochs (counted over the whole trial, frozen
+    ones included) train on smaller images, inside the same schedule (``ProgressiveResize``).
     """
+    resize = resizer(task)
+    if resize is None:
+        _train(learn, task, lr, should_continue)
+        return
+    with learn.added_cbs(resize):
+        try:
+            _train(learn, task, lr, should_continue)
+        finally:  # also after an error (a diverged trial): what follows sees the full size
+            if resize.full is not None:
+                learn.dls = resize.full
+
+
+def _train(learn: Learner, task: Any, lr: float, should_continue: Any) -> None:
     done = len(training_rows(learn.history))
     fine_tune = task.fine_tune
     if fine_tune is None:

@@ -105,6 +105,8 @@ class TrialRow:
     best_error_rate: float
     epochs_run: int
     compute_s: float
+    best_tta_error_rate: float = math.nan
+    """``best/tta_error_rate``: the best epoch under test-time augmentation (``task.tta``)."""
 
     @property
     def counts(self) -> bool:
@@ -131,6 +133,8 @@ class GroupRow:
     epochs_run: int
     compute_s: float
     compute_vs_grid: float
+    tta_error_rate_mean: float = math.nan
+    """Mean over the same per-seed trials of their TTA error rate (NaN without ``task.tta``)."""
 
 
 @dataclass
@@ -159,17 +163,33 @@ class Report:
                 return row
         raise KeyError(f"no group {name!r}; groups: {[r.group for r in self.groups]}")
 
+    @property
+    def has_tta(self) -> bool:
+        """Whether some trial logged a TTA error rate (``task.tta``): the tables then have a
+        column for it, after the plain error rate."""
+        return any(math.isfinite(t.best_tta_error_rate) for t in self.trials)
+
     def group_table(self) -> tuple[tuple[str, ...], list[list[str]]]:
         """Headers and formatted cells of the strategy table (for terminals and documents)."""
-        return GROUP_HEADERS, [_group_cells(r) for r in self.groups]
+        return _with_tta(GROUP_HEADERS, self.has_tta), [
+            _group_cells(r, self.has_tta) for r in self.groups
+        ]
+
+    def trial_table(self) -> tuple[tuple[str, ...], list[list[str]]]:
+        """Headers and formatted cells of the trial table."""
+        return _with_tta(TRIAL_HEADERS, self.has_tta), [
+            _trial_cells(t, self.has_tta) for t in self.trials
+        ]
 
     def results_csv(self) -> str:
         """The group table as CSV."""
-        return _csv(GROUP_COLUMNS, [asdict(r) for r in self.groups])
+        columns = GROUP_COLUMNS + (("tta_error_rate_mean",) if self.has_tta else ())
+        return _csv(columns, [asdict(r) for r in self.groups])
 
     def trials_csv(self) -> str:
         """The trial table as CSV."""
-        return _csv(TRIAL_COLUMNS, [asdict(t) for t in self.trials])
+        columns = TRIAL_COLUMNS + (("best_tta_error_rate",) if self.has_tta else ())
+        return _csv(columns, [asdict(t) for t in self.trials])
 
     def to_markdown(self, *, images: bool = True) -> str:
         """``report.md``: both tables, figures linked by file name."""
@@ -182,11 +202,11 @@ class Report:
             "## Strategies",
             "",
         ]
-        lines += _md_table(GROUP_HEADERS, [_group_cells(r) for r in self.groups])
+        lines += _md_table(*self.group_table())
         if images:
             lines += ["", *(f"![{name}]({name})" for name in sorted(self.figures))]
         lines += ["", "## Trials", ""]
-        lines += _md_table(TRIAL_HEADERS, [_trial_cells(t) for t in self.trials])
+        lines += _md_table(*self.trial_table())
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
@@ -215,9 +235,9 @@ class Report:
                 if self.status_note
                 else ""
             )
-            + f"<h2>Strategies</h2>{table(GROUP_HEADERS, [_group_cells(r) for r in self.groups])}"
+            + f"<h2>Strategies</h2>{table(*self.group_table())}"
             + f"{images}<h2>Trials</h2>"
-            f"{table(TRIAL_HEADERS, [_trial_cells(t) for t in self.trials])}</body></html>"
+            f"{table(*self.trial_table())}</body></html>"
         )
 
 
@@ -284,13 +304,25 @@ def _mean_std(mean: float, std: float, spec: str, unit: str = "") -> str:
     return f"{_cell(mean, spec)}{unit}{spread}"
 
 
-def _group_cells(r: GroupRow) -> list[str]:
+TTA_HEADER = "error rate (TTA)"
+
+
+def _with_tta(headers: tuple[str, ...], tta: bool) -> tuple[str, ...]:
+    """``headers`` with :data:`TTA_HEADER` after "error rate" when ``tta``."""
+    if not tta:
+        return headers
+    at = headers.index("error rate") + 1
+    return (*headers[:at], TTA_HEADER, *headers[at:])
+
+
+def _group_cells(r: GroupRow, tta: bool = False) -> list[str]:
     return [
         r.group,
         f"{r.n_seeds}/{r.n_seeds_run}",
         _fmt(r.chosen_lr, ".2e"),
         _mean_std(r.valid_loss_mean, r.valid_loss_std, ".4f"),
         _mean_std(100 * r.error_rate_mean, 100 * r.error_rate_std, ".2f", unit="%"),
+        *([_percent(r.tta_error_rate_mean)] if tta else []),
         _fmt(r.regret),
         _fmt(r.regret_error_pp, ".2f"),
         str(r.n_trials),
@@ -300,7 +332,7 @@ def _group_cells(r: GroupRow) -> list[str]:
     ]
 
 
-def _trial_cells(t: TrialRow) -> list[str]:
+def _trial_cells(t: TrialRow, tta: bool = False) -> list[str]:
     return [
         t.run_id[:8],
         t.group,
@@ -311,6 +343,7 @@ def _trial_cells(t: TrialRow) -> list[str]:
         t.diagnosis,
         _fmt(t.best_valid_loss),
         _percent(t.best_error_rate),
+        *([_percent(t.best_tta_error_rate)] if tta else []),
         str(t.epochs_run),
         _fmt(t.compute_s, ".1f"),
     ]
@@ -358,6 +391,7 @@ def trial_row(run: Any) -> TrialRow:
         best_error_rate=_number(metrics, "best/error_rate"),
         epochs_run=int(_number(metrics, "epochs_run", 0)),
         compute_s=_number(metrics, "compute_s", 0.0),
+        best_tta_error_rate=_number(metrics, "best/tta_error_rate"),
     )
 
 
@@ -398,6 +432,7 @@ def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
     picks = list(per_seed.values())
     losses = [p.best_valid_loss for p in picks]
     errors = [p.best_error_rate for p in picks]
+    tta = [p.best_tta_error_rate for p in picks if math.isfinite(p.best_tta_error_rate)]
     return GroupRow(
         group=name,
         kind=rows[0].kind,
@@ -414,6 +449,7 @@ def _group_row(name: str, rows: list[TrialRow]) -> GroupRow:
         epochs_run=sum(r.epochs_run for r in rows),
         compute_s=sum(r.compute_s for r in rows),
         compute_vs_grid=math.nan,
+        tta_error_rate_mean=statistics.fmean(tta) if tta and len(tta) == len(picks) else math.nan,
     )
 
 

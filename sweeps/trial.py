@@ -280,11 +280,14 @@ def _drop_failure_tags(tracker: Tracker, run_id: str) -> None:
     tracker.delete_tags(run_id, stale)
 
 
-def _restore(learn: Learner, folder: Path | None) -> dict[str, Any] | None:
+def _restore(learn: Learner, folder: Path | None, task: Any) -> dict[str, Any] | None:
     """Load a Tune checkpoint into ``learn``; return its metadata (None on a fresh start)."""
     if folder is None:
         return None
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    resize = _fitting.resizer(task)
+    if resize is not None:  # the loaders the checkpoint was taken on (their size is checked)
+        learn.dls = resize.sized(meta.get("image_size"), learn.dls)
     learn.load(folder / LEARNER_FILE)
     best_file = folder / BEST_MODEL_FILE
     if best_file.exists():
@@ -438,7 +441,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     learn = _learner(task, dls, seed)
     with _ray.resume_checkpoint() as folder:
         # A recipe cannot continue mid-way: it restarts (same seed, same run, no epoch re-logged).
-        meta = _restore(learn, folder) if config["strategy"] != "recipe" else None
+        meta = _restore(learn, folder, task) if config["strategy"] != "recipe" else None
+    _fitting.at_stage(learn, task, dls)  # progressive resizing: the next epoch's image size
     found = meta["run_id"] if meta is not None else _find_run(tracker, context)
     if found is not None and _report_if_ended(tracker, found):
         return  # finished before the driver died; Tune's saved state had not caught up
@@ -554,7 +558,8 @@ def _checkpointer(record: TrialRecord) -> Any:
         learn.save(folder / LEARNER_FILE)
         if best_state is not None:
             torch.save(dict(best_state), folder / BEST_MODEL_FILE)
-        (folder / META_FILE).write_text(json.dumps(record.to_meta()), encoding="utf-8")
+        meta = {**record.to_meta(), "image_size": getattr(learn.dls, "image_size", None)}
+        (folder / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
         return folder
 
     return write
@@ -622,11 +627,35 @@ def _finalize(
     tracker.set_tags(run_id, tags)
     if record.best_state is not None:  # the figures and the logged model show the best epoch
         learn.model.load_state_dict(dict(record.best_state))
+        if spec.task.tta is not None:
+            _log_tta(learn, record, tracker, spec.task.tta, reopened=reopened)
     _log_figures(learn, record, tracker)
     best_state = record.best_state if spec.tracking.checkpoints != "none" else None
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
         example = learn.dls.valid_images[:2].detach().cpu()
         tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
+
+
+TTA_METRICS = ("valid_loss", "error_rate", "accuracy")
+"""``learn.tta``'s results logged as ``best/tta_<name>`` (the best epoch's weights)."""
+
+
+def _log_tta(
+    learn: Learner, record: TrialRecord, tracker: Tracker, tta: Any, *, reopened: bool
+) -> None:
+    """``best/tta_valid_loss``, ``best/tta_error_rate`` and ``best/tta_accuracy``: the best
+    epoch's weights under test-time augmentation (``task.tta``), beside its plain ``best/*``.
+    Best effort, as the figures: a failure is a warning, not a failed trial."""
+    try:
+        result = learn.tta(tta.n, beta=tta.beta)
+    except (ValueError, RuntimeError) as error:
+        logger.warning("trial %s: TTA could not run: %s", record.run_id, error)
+        return
+    points = [(f"best/tta_{name}", float(result[name]), 0) for name in TTA_METRICS]
+    if reopened:
+        held = tracker.get_run(record.run_id).data.metrics
+        points = [point for point in points if point[0] not in held]
+    tracker.log_metrics(record.run_id, points)
 
 
 def lr_group_ratios(learn: Learner) -> str:

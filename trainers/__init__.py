@@ -16,6 +16,7 @@ from trainers.callbacks import (
     Callback,
     EarlyStoppingCallback,
     ProgressCallback,
+    ProgressiveResize,
     Recorder,
     SaveModelCallback,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Learner",
     "Predictor",
     "ProgressCallback",
+    "ProgressiveResize",
     "Recorder",
     "SaveModelCallback",
     "TrainingDiverged",

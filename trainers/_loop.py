@@ -67,12 +67,13 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
             "data a validation set (valid_pct > 0, or a valid/ folder)."
         )
     learn.epoch = learn.resume_epoch = learn._fit_start_epoch = start_epoch
+    loaders = _FitLoaders(learn.dls, train_dl, valid_dl, precompute)
     try:
         try:
             learn._call("before_fit")
             for epoch in range(start_epoch, epochs):
                 learn.epoch = epoch
-                _run_epoch(learn, train_dl, valid_dl, forward, hypers, precompute)
+                _run_epoch(learn, loaders, forward, hypers, precompute)
         except CancelFit:
             learn._call("after_cancel_fit")
         learn._call("after_fit")
@@ -111,25 +112,54 @@ def check_optimizer(learn: Learner) -> None:
         )
 
 
+class _FitLoaders:
+    """The loaders a fit iterates, following ``learn.dls`` when a ``before_epoch`` callback
+    replaces it (``ProgressiveResize``: the same split and batch size at another image size)."""
+
+    def __init__(self, dls: Any, train: Iterable[Any], valid: Iterable[Any], precompute: bool):
+        self.dls, self.train, self.valid, self.precompute = dls, train, valid, precompute
+
+    def follow(self, learn: Learner) -> None:
+        """Take ``learn.dls``' loaders if a callback replaced it since the last epoch.
+
+        Raises:
+            ValueError: with ``precompute`` (the cached activations are of the fit's data), or
+                for a training loader whose number of batches differs from the schedule's.
+        """
+        if learn.dls is self.dls:
+            return
+        if self.precompute:
+            raise ValueError(
+                "a callback replaced learn.dls during a fit with precompute=True, whose cached "
+                "activations are of the fit's own data: fit without precompute to switch data."
+            )
+        train, valid = learn.dls.train, learn.dls.valid
+        if len(train) != learn.n_iter:
+            raise ValueError(
+                f"a callback replaced learn.dls with a training loader of {len(train)} batches "
+                f"an epoch, but the fit's schedule was built for {learn.n_iter}: keep the split "
+                "and the batch size (DataLoaders.resize does)."
+            )
+        self.dls, self.train, self.valid = learn.dls, train, valid
+
+
 def _run_epoch(
-    learn: Learner,
-    train_dl: Iterable[Any],
-    valid_dl: Iterable[Any],
-    forward: nn.Module,
-    hypers: Hypers,
-    precompute: bool,
+    learn: Learner, loaders: _FitLoaders, forward: nn.Module, hypers: Hypers, precompute: bool
 ) -> None:
     """One epoch; ``CancelEpoch`` (up to ``after_train``) ends its training early but
     validation still runs; in ``before_validate`` / ``after_validate`` it skips the rest of
-    validation. ``after_train`` and ``after_epoch`` always run."""
+    validation. ``after_train`` and ``after_epoch`` always run. A ``before_epoch`` callback
+    may replace ``learn.dls`` (see :class:`_FitLoaders`)."""
     learn.metrics_values = {}
     try:
         learn._call("before_epoch")
+        loaders.follow(learn)
         learn.training = True
         _set_modes(learn.model, True, precompute)
         learn._call("before_train")  # callbacks see (and may change) the training modes
-        _train_batches(learn, train_dl, forward, hypers)
+        _train_batches(learn, loaders.train, forward, hypers)
     except CancelEpoch:
+        loaders.follow(learn)  # cancelled in before_epoch, after a callback switched the data
         learn._call("after_cancel_epoch")
     try:  # fastai's after_train is inside the epoch's cancellation scope too
         learn._call("after_train")
@@ -139,7 +169,7 @@ def _run_epoch(
     _set_modes(learn.model, False, precompute)
     try:
         learn._call("before_validate")
-        learn.metrics_values = _inference.evaluate(learn, valid_dl, forward)
+        learn.metrics_values = _inference.evaluate(learn, loaders.valid, forward)
         learn._call("after_validate")
     except CancelEpoch:
         learn._call("after_cancel_epoch")

@@ -180,7 +180,9 @@ def _from_spec(
     chosen = spec.seeds[0] if seed is None else seed
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as a trial: the same curve
     task = spec.task
-    learn = _fitting.learner(task, _fitting.dataloaders(task, chosen), chosen)
+    dls = _fitting.dataloaders(task, chosen)
+    learn = _fitting.learner(task, dls, chosen)
+    _fitting.at_stage(learn, task, dls)  # as a trial: on the first epochs' image size
     if task.fine_tune is not None:
         learn.freeze()  # as a trial: a transfer task's range test runs on the frozen model
     return learn, test, chosen

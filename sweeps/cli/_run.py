@@ -45,6 +45,7 @@ NARROW_COLUMNS = {
     "chosen LR (median)": "LR",
     "best valid loss": "valid loss",
     "error rate": "error",
+    "error rate (TTA)": "TTA error",
     "regret (error pp)": "regret pp",
     "compute vs grid": "compute/grid",
 }

@@ -108,6 +108,15 @@ def environment_tags(now: datetime | None = None) -> dict[str, str]:
     return tags
 
 
+_LATER_OPTIONS: dict[tuple[str, ...], Any] = {
+    ("task", "accelerator", "fused_step"): None,  # 2026-12-05
+    ("task", "progressive_resizing"): [],  # 2026-12-07
+    ("task", "tta"): None,  # 2026-12-07
+}
+"""Spec options added after nights were recorded, with their defaults: a spec leaving one at
+its default keeps the fingerprint (and so the baselines) it had before the option existed."""
+
+
 def spec_fingerprint(spec: SweepSpec) -> str:
     """The SHA-256 of the resolved spec, less what changes no figure (name, storage, tracking URI
     and experiment): two nights compare an entry only when its fingerprint is the same.
@@ -130,9 +139,12 @@ def spec_fingerprint(spec: SweepSpec) -> str:
     resolved["tracking"] = {
         k: v for k, v in tracking.items() if k not in _TRACKING_NOT_FINGERPRINTED
     }
-    accelerator = resolved["task"]["accelerator"]  # a fresh dump: changed here only
-    if accelerator["fused_step"] is None:  # the default keeps the fingerprint it had before
-        del accelerator["fused_step"]
+    for *path, key in _LATER_OPTIONS:  # at their defaults: the fingerprints they had before
+        parent = resolved
+        for part in path:  # a fresh dump: changed here only
+            parent = parent[part]
+        if parent.get(key) == _LATER_OPTIONS[(*path, key)]:
+            parent.pop(key, None)
     contents = _local_contents(spec)
     if contents:  # a spec without local paths keeps the fingerprint it had before they counted
         resolved["local_contents"] = contents

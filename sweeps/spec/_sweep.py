@@ -441,6 +441,18 @@ class SweepSpec(SpecModel):
         return strategies
 
     @model_validator(mode="after")
+    def _no_resizing_in_a_recipe(self) -> SweepSpec:
+        recipes = [i for i, arm in enumerate(self.strategies) if isinstance(arm, RecipeStrategy)]
+        if self.task.progressive_resizing and recipes:
+            raise field_error(
+                "task.progressive_resizing",
+                f"does not apply to recipe arms (strategies.{recipes[0]}): a recipe decides its "
+                "own phases and epochs and runs range tests between them; remove the stages or "
+                "run the recipe in a spec of its own",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fp16_needs_a_gpu(self) -> SweepSpec:
         if self.task.accelerator.amp == "fp16" and self.resources.gpu == 0:
             raise field_error(

@@ -23,9 +23,11 @@ __all__ = [
     "FineTuneSpec",
     "ModelSpec",
     "OneCycleSchedule",
+    "ResizeStage",
     "Schedule",
     "SgdrSchedule",
     "TaskSpec",
+    "TtaSpec",
     "is_uri",
     "local_path",
 ]
@@ -262,6 +264,31 @@ class AugmentSpec(SpecModel):
     jitter: Number = Field(default=0.0, ge=0.0, lt=1.0)
 
 
+class ResizeStage(SpecModel):
+    """One stage of progressive resizing: ``epochs`` epochs on ``size`` px images."""
+
+    size: Int = Field(ge=1, le=4096)
+    epochs: Int = Field(ge=1, le=10000)
+
+
+def _tta_value(value: Any) -> Any:
+    """``true`` is TTA with fastai's defaults, ``false`` is off (as null)."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class TtaSpec(SpecModel):
+    """Test-time augmentation of each trial's best epoch, as fastai's ``tta(n=4, beta=0.25)``:
+    the class probabilities of ``n`` passes over the validation set with ``task.augment``,
+    averaged, then blended with one plain pass (``beta`` of it)."""
+
+    n: Int = Field(default=4, ge=1, le=64)
+    beta: Number = Field(default=0.25, ge=0.0, le=1.0)
+
+
 def _compile_value(value: Any) -> Any:
     """Accept exactly true, false or a mode name (not 1, 0 or "yes")."""
     if isinstance(value, bool) or (isinstance(value, str) and value in COMPILE_MODES):
@@ -332,6 +359,8 @@ class TaskSpec(SpecModel):
     fine_tune: FineTuneSpec | None = None
     augment: AugmentSpec | None = None
     oversample: Annotated[bool, Field(strict=True)] = False
+    progressive_resizing: list[ResizeStage] = Field(default_factory=list, max_length=64)
+    tta: Annotated[TtaSpec | None, BeforeValidator(_tta_value)] = None
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
 
     @field_validator("augment", mode="before")
@@ -362,6 +391,36 @@ class TaskSpec(SpecModel):
                 f"one image a batch (every trial would fail), but got {batch_size}"
             )
         return batch_size
+
+    @model_validator(mode="after")
+    def _check_progressive_resizing(self) -> TaskSpec:
+        for index, stage in enumerate(self.progressive_resizing):
+            if stage.size >= self.image_size:
+                raise field_error(
+                    f"progressive_resizing.{index}.size",
+                    f"must be below task.image_size={self.image_size} (the epochs after the "
+                    f"stages train at image_size), but got {stage.size}",
+                )
+        staged = sum(stage.epochs for stage in self.progressive_resizing)
+        if staged >= self.epochs:
+            raise field_error(
+                "progressive_resizing",
+                f"its stages take {staged} epochs, but task.epochs={self.epochs}: leave at "
+                "least one epoch at task.image_size (the size the model is evaluated and "
+                "logged at), by raising task.epochs or shortening the stages",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tta_needs_augment(self) -> TaskSpec:
+        if self.tta is not None and self.augment is None:
+            raise field_error(
+                "tta",
+                "needs task.augment: TTA averages predictions over augmented copies of each "
+                "validation image, drawn as training augments; set task.augment (e.g. light), "
+                "or remove tta",
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_fine_tune(self) -> TaskSpec:

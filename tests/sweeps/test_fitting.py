@@ -3,15 +3,17 @@ every optimizer a spec can name, plain and fine-tuned; no Ray, no MLflow."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sweeps import trial
+from sweeps import _fitting, trial
 from sweeps._fitting import train
 from sweeps.spec import load_spec
-from trainers import Learner
+from trainers import Callback, CancelFit, Learner
 
 DIGITS = Path(__file__).resolve().parents[2] / "sweeps" / "specs" / "digits.yaml"
 
@@ -54,3 +56,93 @@ def test_the_body_rates_a_trial_trained_at_are_given_beside_its_top_groups(
     """The per-step lr is the top group's: nothing on a run showed a fine-tune's discriminative
     rates (a user could not see that lr_mult was 10, not fastai's 100)."""
     assert trial.lr_group_ratios(_trained(overrides)) == ratios
+
+
+class _Sizes(Callback):
+    """Each training epoch's image side, by the trial's epoch count."""
+
+    order = 5
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def before_train(self) -> None:
+        self.sizes.append(int(self.learn.dls.train.images.shape[-1]))
+
+
+class _StopAfter(Callback):
+    """Ends the fit after ``n`` epochs of the trial, as a killed worker (after its checkpoint)."""
+
+    order = 20
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def after_epoch(self) -> None:
+        if len(self.learn.history) >= self.n:
+            raise CancelFit
+
+
+def _resizing_task(*extra: str) -> Any:
+    overrides = [
+        "task.image_size=12",
+        "task.epochs=4",
+        "task.progressive_resizing=[{size: 8, epochs: 2}]",
+        *extra,
+    ]
+    return load_spec(DIGITS, overrides=overrides).task
+
+
+@pytest.mark.parametrize("fine_tune", [False, True])
+def test_progressive_resizing_trains_the_trials_first_epochs_on_smaller_images(
+    fine_tune: bool,
+) -> None:
+    """The stages count the trial's epochs, frozen ones included; the range test before them
+    sees the first stage's images; the end of the trial sees the task's size again."""
+    task = _resizing_task(*(["task.fine_tune.freeze_epochs=1"] if fine_tune else []))
+    dls = trial._dataloaders(task, 0)
+    learn = trial._learner(task, dls, 0)
+    _fitting.at_stage(learn, task, dls)
+    assert learn.dls.image_size == 8 and learn.dls is not dls
+    sizes = _Sizes()
+    learn.add_cb(sizes)
+    train(learn, task, 1e-2)
+    assert sizes.sizes == [8, 8, 12, 12]
+    assert learn.dls is dls and len(learn.history) == 4
+
+
+def test_a_trial_resumed_inside_a_stage_trains_on_as_the_uninterrupted_one(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """The checkpoint's meta names the image size it was taken on: the restore loads it onto
+    loaders of that size (no "other image size" warning), and training continues bit for bit."""
+    from sweeps._reporter import TrialRecord
+
+    task = _resizing_task()
+
+    def fresh() -> Learner:
+        dls = trial._dataloaders(task, 0)
+        learn = trial._learner(task, dls, 0)
+        _fitting.at_stage(learn, task, dls)
+        return learn
+
+    whole = fresh()
+    train(whole, task, 1e-2)
+
+    first = fresh()
+    stop = _StopAfter(1)
+    first.add_cb(stop)
+    train(first, task, 1e-2)
+    first.remove_cb(stop)
+    first.dls = _fitting.resizer(task).loaders_at(0, first.dls)  # as after_epoch saw it
+    folder = trial._checkpointer(TrialRecord(run_id="r"))(first, None)
+    assert json.loads((folder / trial.META_FILE).read_text())["image_size"] == 8
+
+    dls = trial._dataloaders(task, 0)  # as train_trial: restored before at_stage
+    second = trial._learner(task, dls, 0)
+    trial._restore(second, folder, task)
+    assert second.dls.image_size == 8
+    _fitting.at_stage(second, task, dls)
+    train(second, task, 1e-2)
+    assert [r["valid_loss"] for r in second.history] == [r["valid_loss"] for r in whole.history]
+    assert not [w for w in recwarn if "image" in str(w.message)]

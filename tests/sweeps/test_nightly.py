@@ -355,8 +355,9 @@ def test_the_fingerprint_follows_what_a_local_data_folder_and_weights_file_hold(
 
 
 def test_a_spec_keeps_its_fingerprint_when_a_new_option_is_left_at_its_default() -> None:
-    """``task.accelerator.fused_step`` (2026-12-05) left unset keeps the baselines of nights
-    recorded before it existed; set, it is another spec."""
+    """``task.accelerator.fused_step`` (2026-12-05), ``task.progressive_resizing`` and
+    ``task.tta`` (2026-12-07) left unset keep the baselines of nights recorded before they
+    existed; set, it is another spec."""
     from sweeps.spec import load_spec
 
     before = "4a54f8d9df0fd6a58190274c7898a2f749cecc74546d2f156626832e9a6d486a"  # before the key
@@ -365,6 +366,13 @@ def test_a_spec_keeps_its_fingerprint_when_a_new_option_is_left_at_its_default()
     )
     task = {**TINY_SPEC["task"], "accelerator": {"fused_step": False}}
     assert spec_fingerprint(load_spec({**TINY_SPEC, "task": task})) != before
+    staged = TINY_SPEC["task"].get("epochs", 8) - 1
+    for later in ({"progressive_resizing": [{"size": 4, "epochs": staged}]}, {"tta": {"n": 2}}):
+        task = {**TINY_SPEC["task"], "augment": "light", **later}
+        with_augment = {**TINY_SPEC["task"], "augment": "light"}
+        assert spec_fingerprint(load_spec({**TINY_SPEC, "task": task})) != spec_fingerprint(
+            load_spec({**TINY_SPEC, "task": with_augment})
+        )
 
 
 def test_the_trend_draws_an_entry_only_from_nights_of_the_spec_it_is_judged_against() -> None:

@@ -258,6 +258,21 @@ BAD_SPECS = [
         {"tracking": {"checkpoints": "some"}},
         r"tracking\.checkpoints: unknown value 'some' \(accepted: all, best, none\)",
     ),
+    (
+        {"task.progressive_resizing": [{"size": 32, "epochs": 1}], "strategies.4": DELETE},
+        r"task\.progressive_resizing\.0\.size: must be below task\.image_size=32",
+    ),
+    (
+        {"task.progressive_resizing": [{"size": 8, "epochs": 3}], "strategies.4": DELETE},
+        r"task\.progressive_resizing: its stages take 3 epochs, but task\.epochs=3: leave at "
+        r"least one epoch at task\.image_size",
+    ),
+    (
+        {"task.progressive_resizing": [{"size": 8, "epochs": 1}]},
+        r"task\.progressive_resizing: does not apply to recipe arms \(strategies\.4\)",
+    ),
+    ({"task.tta": True}, r"task\.tta: needs task\.augment"),
+    ({"task.tta": {"n": 0}, "task.augment": "light"}, r"task\.tta\.n: must be at least 1"),
 ]
 
 
@@ -1363,3 +1378,22 @@ def test_a_mapping_override_replaces_its_section_and_a_dotted_one_keeps_the_rest
     assert (whole.uri, whole.checkpoints) == (None, "none")
     one = load_spec(data, overrides=["tracking.checkpoints=none"]).tracking
     assert (one.uri, one.checkpoints) == ("sqlite:////tmp/team.db", "none")
+
+
+def test_tta_true_is_fastais_defaults_and_stages_read_back(tmp_path: Path) -> None:
+    spec = load_spec(
+        _with(
+            {
+                "task.tta": True,
+                "task.augment": "light",
+                "task.progressive_resizing": [{"size": 8, "epochs": 1}, {"size": 16, "epochs": 1}],
+                "strategies.4": DELETE,
+            }
+        )
+    )
+    assert (spec.task.tta.n, spec.task.tta.beta) == (4, 0.25)
+    assert [(s.size, s.epochs) for s in spec.task.progressive_resizing] == [(8, 1), (16, 1)]
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec.to_yaml(), encoding="utf-8")
+    assert load_spec(path) == spec
+    assert load_spec(_with({"task.tta": False})).task.tta is None

@@ -1,0 +1,76 @@
+"""A real sweep (local Ray, embedded MLflow) with ``task.progressive_resizing`` and ``task.tta``:
+the finder's range test and the first epochs run on smaller images, every trial logs its best
+epoch's TTA metrics, and the report, ``best`` and results.csv show them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import pytest
+
+from sweeps.best import best_config
+from sweeps.progress import SweepProgress
+from sweeps.report import TTA_HEADER, build_report
+from sweeps.run import run_sweep
+from sweeps.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "resize-tta",
+    "task": {
+        "dataset": {"name": "shapes", "valid_pct": 0.25, "seed": 3, "options": {"n_per_class": 16}},
+        "image_size": 12,
+        "batch_size": 12,
+        "epochs": 3,
+        "augment": "light",
+        "progressive_resizing": [{"size": 8, "epochs": 2}],
+        "tta": {"n": 2},
+    },
+    "seeds": [0],
+    "strategies": [
+        {"kind": "lr_finder", "suggest": ["valley"], "num_it": 20, "start_lr": 1e-5, "end_lr": 1.0},
+        {"kind": "fixed", "lr": 1e-2},
+    ],
+    "early_stop": None,
+    "resources": {"cpu": 1},
+    "failure": {"max_failures": 0},
+}
+
+
+def test_a_sweep_with_progressive_resizing_and_tta(
+    ray_running: None, tracking_uri: str, tmp_path: Path
+) -> None:
+    result = run_sweep(
+        SPEC,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path / "ray",
+        progress=SweepProgress(live=False),
+    )
+    tracker = Tracker(tracking_uri)
+    runs = tracker.child_runs(result.experiment_id, result.parent_run_id)
+    assert len(runs) == 2
+    for run in runs:
+        metrics = run.data.metrics
+        assert (run.info.status, run.data.tags["sweeps.stop_reason"]) == ("FINISHED", "completed")
+        assert metrics["epochs_run"] == 3
+        tta = metrics["best/tta_error_rate"]
+        assert 0.0 <= tta <= 1.0 and tta * 12 == pytest.approx(round(tta * 12))  # 12 images
+        assert metrics["best/tta_accuracy"] == pytest.approx(1.0 - tta)
+        assert math.isfinite(metrics["best/tta_valid_loss"])
+        assert run.data.params["task.progressive_resizing"]  # the stages are the run's params
+
+    report = build_report(SPEC["name"], result.parent_run_id, tracking_uri)
+    headers, rows = report.group_table()
+    column = headers.index(TTA_HEADER)
+    assert headers[column - 1] == "error rate"
+    assert all(row[column].endswith("%") for row in rows)
+    assert "tta_error_rate_mean" in next(csv.reader(io.StringIO(report.results_csv())))
+    assert TTA_HEADER in report.to_markdown()
+
+    best = best_config(SPEC["name"], tracking_uri=tracking_uri, metric="tta_error_rate")
+    assert best.metric == "tta_error_rate"
+    assert best.value == min(r.data.metrics["best/tta_error_rate"] for r in runs)
