@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps import _location as location
+from sweeps.spec._types import NAME_PATTERN
 
 __all__ = ["StoredSweep", "driver_record", "remove_sweep", "running_driver", "stored_sweeps"]
 
@@ -49,6 +51,8 @@ def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep
     id first within a name. A folder counts when it holds ``sweep.json`` or Tune's ``tune``
     folder (a sweep cut off before writing its state); anything else under the root is left
     alone."""
+    if name is not None:
+        _check_name(name)
     names = [name] if name is not None else location.subfolders(root)
     found = []
     for sweep_name in names:
@@ -62,6 +66,17 @@ def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep
             state = "running" if running_driver(folder) else _state(text)
             found.append(StoredSweep(sweep_name, sweep_id, folder, state, newest, size))
     return found
+
+
+def _check_name(name: str) -> None:
+    """Refuse what no spec may be called: a name with ``/`` or ``..`` would reach folders
+    outside the storage root (``clean ../x --yes`` deleted one)."""
+    if not re.fullmatch(NAME_PATTERN, name) or name.strip(".") == "":
+        raise ValueError(
+            f"NAME {name!r} is no sweep name: a spec's name is made of letters, digits, _, . and "
+            "- (not dots alone), and names a folder directly under the storage root; give the "
+            "name as the spec writes it, or --storage-path for another root"
+        )
 
 
 def driver_record() -> dict[str, Any]:

@@ -59,6 +59,8 @@ def clean_command(
         sweeps = stored_sweeps(root, name)
     except OSError as error:
         raise fail(f"--storage-path {root}: cannot be read ({error})") from None
+    except ValueError as error:
+        raise fail(str(error)) from None
     if not sweeps:
         if name is None:
             typer.echo(f"No sweeps under {root}.")

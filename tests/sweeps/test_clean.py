@@ -105,6 +105,23 @@ def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
     assert negative.exit_code == 2 and "--older-than" in negative.output
 
 
+@pytest.mark.parametrize("name", ["../victim", "..", "lr/../../victim", "/tmp/victim"])
+def test_a_name_that_would_leave_the_storage_root_is_refused(
+    tmp_path: Path, storage: Path, name: str
+) -> None:
+    """A helper's `lrsweep clean ../../victim --yes` deleted a folder outside the root (and its
+    parent) because it held a sweep.json."""
+    victim = _sweep(tmp_path, "victim", "20250101-000000-aaaaaa", state="{}", age_days=30)
+    if name.startswith("/"):
+        name = str(victim.parent)
+    result = CliRunner().invoke(
+        app, ["clean", name, "--storage-path", str(storage), "--older-than", "0", "--yes"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"NAME {name!r} is no sweep name" in result.stderr
+    assert (victim / "sweep.json").exists()
+
+
 def test_a_running_sweep_is_listed_running_and_never_deleted(storage: Path) -> None:
     """A helper's `lrsweep clean --older-than 0 --yes` deleted a sweep mid-run (every trial then
     failed); it was listed as "interrupted or failed"."""
