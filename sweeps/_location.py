@@ -25,7 +25,7 @@ def default_storage(cwd: str | Path | None = None) -> Path:
 
 __all__ = [
     "Location", "child", "filesystem", "parent", "read_text", "remove_file", "remove_folder",
-    "storage_root", "subfolders", "write_text",
+    "shown", "storage_root", "subfolders", "write_text",
 ]  # fmt: skip
 
 Location = Path | str
@@ -37,14 +37,36 @@ def storage_root(value: str | os.PathLike[str]) -> Location:
     ``Path`` (``~`` expanded): Ray Tune's ``pyarrow.fs`` refuses a relative one, which made
     ``lrsweep resume .lrsweep/ray_results/NAME/ID`` fail and close the sweep's run FAILED."""
     text = os.fspath(value)
-    return text.rstrip("/") if is_uri(text) else Path(text).expanduser().absolute()
+    if not is_uri(text):
+        return Path(text).expanduser().absolute()
+    path, query = _split_query(text)
+    return path.rstrip("/") + query
+
+
+def _split_query(uri: str) -> tuple[str, str]:
+    """``("s3://b/x", "?endpoint_override=h:9000")``: the options ``pyarrow.fs`` (so Ray Tune)
+    reads from a URI's query (a MinIO endpoint, ``scheme=http``) stay at its end, whatever is
+    joined to its path."""
+    path, mark, query = uri.partition("?")
+    return path, mark + query
+
+
+def shown(location: Location) -> str:
+    """``location`` as messages and logs show it: a URI's credentials masked
+    (``s3://KEY:SECRET@bucket`` is ``s3://bucket``; ``?secret_key=`` values ``***``)."""
+    if isinstance(location, Path):
+        return str(location)
+    from sweeps._uri import redact_uri
+
+    return redact_uri(location)
 
 
 def child(location: Location, *parts: str) -> Location:
-    """``location / part / ...``."""
+    """``location / part / ...`` (a URI's query, if any, stays at its end)."""
     if isinstance(location, Path):
         return location.joinpath(*parts)
-    return "/".join([location.rstrip("/"), *parts])
+    path, query = _split_query(location)
+    return "/".join([path.rstrip("/"), *parts]) + query
 
 
 def parent(location: Location, levels: int = 1) -> Location:
@@ -53,7 +75,8 @@ def parent(location: Location, levels: int = 1) -> Location:
         for _ in range(levels):
             location = location.parent
         return location
-    return location.rstrip("/").rsplit("/", levels)[0]
+    path, query = _split_query(location)
+    return path.rstrip("/").rsplit("/", levels)[0] + query
 
 
 def write_text(folder: Location, name: str, text: str) -> None:

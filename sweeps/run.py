@@ -145,7 +145,7 @@ def resume_hint(name: str, sweep_dir: Location, address: str | None = None) -> s
     root = root.resolve() if isinstance(root, Path) else root
     command = f"lrsweep resume {shlex.quote(name)}"
     if root != default_storage():
-        command += f" --storage-path {shlex.quote(str(root))}"
+        command += f" --storage-path {shlex.quote(location.shown(root))}"
     if address and address != "local":
         command += f" --address {shlex.quote(address)}"
     return command
@@ -261,6 +261,8 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
     preflight.check_artifact_location(
         root, min_free_mb=min_free_mb(), what="Ray's checkpoint folder (storage.path)"
     )
+    if isinstance(root, str):  # a URI: this driver writes sweep.json there first
+        preflight.check_storage_uri(root)
 
 
 def run_sweep(
@@ -329,7 +331,10 @@ def run_sweep(
             }
             _write_state(sweep_dir, state)
             logger.info(
-                "sweep %s: parent run %s, Ray storage %s", sweep_id, parent_run_id, sweep_dir
+                "sweep %s: parent run %s, Ray storage %s",
+                sweep_id,
+                parent_run_id,
+                location.shown(sweep_dir),
             )
             return _execute(spec, tracker, state, sweep_dir, address=address, progress=progress)
 
@@ -359,12 +364,14 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
         tracking = (state.get("spec") or {}).get("tracking") or {}
         experiment = tracking.get("experiment") or state.get("name") or name_or_path
         raise SweepNotFound(
-            f"{name_or_path!r} has only finished sweeps under {root}: there is nothing to "
-            f"resume. Their results: `lrsweep report {shlex.quote(str(experiment))}`; to run "
-            "the sweep again: `lrsweep run SPEC`."
+            f"{name_or_path!r} has only finished sweeps under {location.shown(root)}: there is "
+            "nothing to resume. Their results: "
+            f"`lrsweep report {shlex.quote(str(experiment))}`; to run the sweep again: "
+            "`lrsweep run SPEC`."
         )
     raise SweepNotFound(
-        f"{name_or_path!r} has no sweep to resume under {root}; sweeps there: {known or 'none'}. "
+        f"{name_or_path!r} has no sweep to resume under {location.shown(root)}; sweeps there: "
+        f"{known or 'none'}. "
         "Pass a sweep name or the path of a sweep folder (the one holding sweep.json)."
     )
 
@@ -436,8 +443,9 @@ def resume_sweep(
             else ""
         )
         raise SweepRunning(
-            f"{name_or_path!r}: the sweep in {sweep_dir} is still running ({driver}); resuming "
-            "it now would run its trials twice. Wait for it to end, or stop it (Ctrl-C in its "
+            f"{name_or_path!r}: the sweep in {location.shown(sweep_dir)} is still running "
+            f"({driver}); resuming it now would run its trials twice. Wait for it to end, or "
+            "stop it (Ctrl-C in its "
             f"terminal, or SIGINT / SIGTERM to that process) and resume then.{also}"
         )
     spec = load_spec(state["spec"])
@@ -451,7 +459,7 @@ def resume_sweep(
         _never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address),
     ):
         tracker.reopen_run(parent_run_id)
-        logger.info("resuming sweep %s from %s", state["sweep_id"], sweep_dir)
+        logger.info("resuming sweep %s from %s", state["sweep_id"], location.shown(sweep_dir))
         return _execute(
             spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True
         )

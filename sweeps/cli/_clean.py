@@ -58,21 +58,22 @@ def clean_command(
     try:
         sweeps = stored_sweeps(root, name)
     except OSError as error:
-        raise fail(f"--storage-path {root}: cannot be read ({error})") from None
+        raise fail(f"--storage-path {location.shown(root)}: cannot be read ({error})") from None
     except ValueError as error:
         raise fail(str(error)) from None
     if not sweeps:
         if name is None:
-            typer.echo(f"No sweeps under {root}.")
+            typer.echo(f"No sweeps under {location.shown(root)}.")
             return
         known = location.subfolders(root)
         raise fail(
-            f"no sweep called {name!r} under {root}; sweeps there: {known or 'none'}. A sweep "
+            f"no sweep called {name!r} under {location.shown(root)}; sweeps there: "
+            f"{known or 'none'}. A sweep "
             "whose spec set storage.path is elsewhere: pass it with --storage-path."
         )
     now = time.time()
     old = [s for s in sweeps if s.age_days(now) >= older_than and s.state != "running"]
-    typer.echo(f"Sweeps under {root}:")
+    typer.echo(f"Sweeps under {location.shown(root)}:")
     for sweep in sweeps:
         action = (
             "delete"
@@ -96,7 +97,7 @@ def clean_command(
     if not yes:
         command = "lrsweep clean" + (f" {shlex.quote(name)}" if name else "")
         if storage_path:
-            command += f" --storage-path {shlex.quote(storage_path)}"
+            command += f" --storage-path {shlex.quote(location.shown(root))}"
         if older_than != 7.0:
             command += f" --older-than {older_than:g}"
         typer.echo(f"Nothing deleted. To delete the {len(old)} marked ({total}): {command} --yes")

@@ -46,6 +46,7 @@ from sweeps.preflight._storage import (
     check_artifact_location,
     check_artifacts_shared,
     check_storage_shared,
+    check_storage_uri,
     check_tracking_reachable,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "check_local_weights",
     "check_portable_inputs",
     "check_storage_shared",
+    "check_storage_uri",
     "check_tracking_reachable",
     "connect",
     "explain_connect_error",

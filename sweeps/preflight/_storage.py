@@ -245,3 +245,30 @@ def _why_unusable(folder: Path, error: OSError) -> str:
         return f"is not writable ({error.strerror}). Fix its permissions, {elsewhere}"
     reason = error.strerror or error
     return f"cannot be created or written ({reason}). Pick a folder that can, {elsewhere}"
+
+
+def check_storage_uri(root: str) -> None:
+    """Fail before any run exists when Ray's storage at a URI (``s3://``, ``gs://``, with
+    ``?endpoint_override=`` and the like) cannot be written: a probe object is written into
+    ``root`` and removed, as the sweep's ``sweep.json`` and Tune's checkpoints will be.
+
+    Raises:
+        PreflightError: naming ``storage.path`` (its credentials masked) and why.
+    """
+    import uuid
+
+    from sweeps import _location as location
+
+    probe = f".lrsweep-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        location.write_text(root, probe, "")
+        location.remove_file(root, probe)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        shown = redact_uri(root)
+        why = str(error).replace(root, shown)
+        raise PreflightError(
+            f"storage.path {shown}: cannot be written ({why}). Check the bucket, its endpoint "
+            "(?endpoint_override=HOST:PORT&scheme=http for MinIO) and the credentials "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS), or "
+            "give a local folder."
+        ) from None
