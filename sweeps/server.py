@@ -88,6 +88,8 @@ MIN_ADMIN_PASSWORD_LENGTH = 12  # MLflow's own password policy
 POSTGRES_CONNECT_TIMEOUT_S = 10  # unless the URI sets connect_timeout
 # The basic-auth app's CSRF key; shared by every replica of one server when set.
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+PLACEHOLDER_PREFIX = "CHANGE-ME"
+"""How the example files' secrets begin: ``--auth`` refuses such a value left unedited."""
 # Databases `mlflow server` serves (its DATABASE_ENGINES) that no tracking URI of a sweep names.
 _SERVER_ONLY_SCHEMES = ("mssql",)
 
@@ -280,6 +282,13 @@ def admin_username_from_env(environ: Mapping[str, str]) -> str:
             f"{ADMIN_PASSWORD_ENV} must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters "
             f"(MLflow's policy), but it has {len(password)}."
         )
+    for name in (ADMIN_PASSWORD_ENV, SECRET_KEY_ENV):
+        if environ.get(name, "").upper().startswith(PLACEHOLDER_PREFIX):
+            raise ServerConfigError(
+                f"{name} still holds the {PLACEHOLDER_PREFIX}... placeholder of an example file "
+                "(infra/k8s/secrets.example.yaml, infra/mlflow/mlflow.env.example), which anyone "
+                "can read; refusing to start. Set your own value."
+            )
     return username
 
 

@@ -76,3 +76,21 @@ def test_each_commands_summary_in_the_command_list_is_one_sentence() -> None:
         summary = (command.help or "").strip().split("\n\n")[0]
         assert summary, name
         assert "\n" not in summary, f"{name}: {summary!r}"
+
+
+def test_python_m_sweeps_cli_is_the_lrsweep_command(tmp_path: Path) -> None:
+    """Where the ``lrsweep`` script is not on PATH (a venv not activated, a container's other
+    Python), ``python -m sweeps.cli`` is the same command (it had no ``__main__``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", "validate", str(REPO / "sweeps/specs/digits.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "name: digits-lr" in done.stdout
+    usage = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", "nope"], capture_output=True, text=True, timeout=120
+    )
+    assert usage.returncode == 2 and "Usage: lrsweep" in usage.stderr

@@ -137,6 +137,18 @@ def test_server_refuses_missing_short_or_stock_admin_password(tmp_path: Path) ->
         prepare_server(config, environ={"MLFLOW_AUTH_ADMIN_PASSWORD": MLFLOW_STOCK_ADMIN_PASSWORD})
     with pytest.raises(ServerConfigError, match="at least 12 characters"):
         prepare_server(config, environ={"MLFLOW_AUTH_ADMIN_PASSWORD": "short"})
+    # the example files' placeholders, copied and not edited (a helper's find): public values
+    example = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "secrets.example.yaml"
+    placeholders = dict(
+        line.strip().split(": ", 1)
+        for line in example.read_text().splitlines()
+        if line.strip().startswith(("MLFLOW_AUTH_ADMIN_PASSWORD:", "MLFLOW_FLASK_SERVER_SECRET"))
+    )
+    good = {"MLFLOW_AUTH_ADMIN_PASSWORD": "a-real-long-admin-password"}
+    for name, value in placeholders.items():
+        with pytest.raises(ServerConfigError, match=f"{name} still holds the CHANGE-ME"):
+            prepare_server(config, environ={**good, name: value})
+    assert len(placeholders) == 2
     assert not (tmp_path / "a").exists()  # refused before creating anything
 
 
