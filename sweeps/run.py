@@ -105,6 +105,18 @@ class SweepResult:
         return [o for outcomes in self.trials.values() for o in outcomes if o.status == "ERROR"]
 
     @property
+    def failed_arms(self) -> list[str]:
+        """The arms that ran trials and lost every one of them (the comparison has no row
+        measured for them): empty when every trial failed (see :attr:`all_failed`)."""
+        if self.all_failed:
+            return []
+        return [
+            arm
+            for arm, outcomes in self.trials.items()
+            if outcomes and all(o.status == "ERROR" for o in outcomes)
+        ]
+
+    @property
     def all_failed(self) -> bool:
         """True when trials ran and every one of them failed (the parent run is FAILED)."""
         return not self.interrupted and self.n_trials > 0 and len(self.failed) == self.n_trials

@@ -165,8 +165,9 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
 
     ``rerun`` is the command that runs a fixed spec again (printed when every trial failed:
     ``lrsweep resume`` retries the failed trials with the spec the sweep started with).
-    Exit status: 0 done (failed trials, if some, listed on stderr), 1 every trial failed,
-    130 Ctrl-C, 143 SIGTERM.
+    Exit status: 0 done (failed trials, if some, listed on stderr), 1 every trial failed or
+    every trial of an arm did (the report is printed, without that arm's numbers), 130 Ctrl-C,
+    143 SIGTERM.
     """
     if result.interrupted:
         console.print(
@@ -214,6 +215,16 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         for line in failures(result):
             err.print(f"  {line}", markup=False, highlight=False)
     console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
+    if result.failed_arms:  # a comparison missing a contender is no answer: scripts must see it
+        names = ", ".join(repr(arm) for arm in result.failed_arms)
+        Console(stderr=True, soft_wrap=True).print(
+            f"Error: every trial of arm {names} failed, so the comparison has no numbers for "
+            f"it (exit {FAILED_EXIT}). Fix the cause above, then retry its trials with: "
+            f"{resume_hint(result)}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(FAILED_EXIT)
 
 
 @app.command("run")

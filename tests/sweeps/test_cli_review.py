@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import typer
 from _cli_helpers import tiny_spec
 from rich.console import Console
 from typer.testing import CliRunner
@@ -212,6 +213,19 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
     finish(Console(file=io.StringIO()), result)  # exit 0: the comparison stands
     stderr = " ".join(capsys.readouterr().err.split())
     assert "1 of 2 trials failed" in stderr and "1 trial(s) (t_2): CUDA out of memory" in stderr
+
+    # an arm that lost every trial: the report is printed, but the exit says it is incomplete
+    result.trials["grid"] = [
+        TrialOutcome("t_3", {}, "ERROR", error="bad data", ended=True),
+        TrialOutcome("t_4", {}, "ERROR", error="bad data", ended=True),
+    ]
+    out = io.StringIO()
+    with pytest.raises(typer.Exit) as stopped:
+        finish(Console(file=out), result)
+    assert stopped.value.exit_code == 1
+    stderr = " ".join(capsys.readouterr().err.split())
+    assert "every trial of arm 'grid' failed, so the comparison has no numbers for it" in stderr
+    assert "lrsweep resume t" in stderr and "fixed" in out.getvalue()  # the table was printed
 
 
 def test_a_sweep_without_address_says_it_does_not_join_ray_address(tmp_path: Path) -> None:
