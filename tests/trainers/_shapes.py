@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainers import Learner, build_model, make_dataloaders
+from trainers import Callback, CancelFit, Learner, build_model, make_dataloaders
 from trainers.seeding import seed_everything
 
 
@@ -15,3 +15,16 @@ def shapes_learner(*, n_per_class: int = 10, **kwargs: Any) -> Learner:
     seed_everything(0)
     model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
     return Learner(model, dls, seed=0, device="cpu", progress=False, **kwargs)
+
+
+class Interrupt(Callback):
+    """Ends the fit after ``n`` epochs, as a killed job would (after that epoch's checkpoint)."""
+
+    order = 20
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def after_epoch(self) -> None:
+        if self.learn.epoch + 1 >= self.n:
+            raise CancelFit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shapes import shapes_learner
+from _shapes import Interrupt, shapes_learner
 
 from trainers import (
     Callback,
@@ -34,19 +34,6 @@ class ScriptedLoss(Callback):
         self.learn.history[-1]["valid_loss"] = self.losses[self.learn.epoch]
         state = self.learn.model.state_dict()
         self.weights[self.learn.epoch] = {k: v.clone() for k, v in state.items()}
-
-
-class Interrupt(Callback):
-    """Ends the fit after ``n`` epochs, as a killed job would (after that epoch's checkpoint)."""
-
-    order = 20
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def after_epoch(self) -> None:
-        if self.learn.epoch + 1 >= self.n:
-            raise CancelFit
 
 
 def make_learner(callbacks: list[Callback]) -> Learner:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shapes import shapes_learner
+from _shapes import Interrupt, shapes_learner
 
-from trainers import Callback, CancelFit, ProgressiveResize, make_dataloaders
+from trainers import Callback, ProgressiveResize, make_dataloaders
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,17 +26,6 @@ class Sizes(Callback):
 
     def after_validate(self) -> None:
         self.valid[self.learn.epoch] = int(self.learn.dls.valid_images.shape[-1])
-
-
-class Interrupt(Callback):
-    order = 20
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def after_epoch(self) -> None:
-        if self.learn.epoch + 1 >= self.n:
-            raise CancelFit
 
 
 def _learner():
