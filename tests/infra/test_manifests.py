@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 DOCKERFILE = (INFRA / "docker" / "Dockerfile").read_text()
-THIRD_PARTY_IMAGES = ("postgres:", "bitnami/kubectl:")  # the database; the nightly submitter
+THIRD_PARTY_IMAGES = ("postgres:", "alpine/k8s:")  # the database; the nightly submitter
 RAY_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
 MLFLOW_PORT = 5000
 
@@ -108,7 +108,10 @@ LRSWEEP_IMAGE = re.search(r"^# Image: (\S+)$", DOCKERFILE, re.M).group(1)  # typ
 def test_the_expected_files_exist():
     for name in (
         "ray/cluster.yaml",
+        "k8s/storage.yaml",
         "k8s/raycluster.yaml",
+        "k8s/mlflow.yaml",
+        "k8s/nightly-cronjob.yaml",
         "k8s/rayjob-sweep.yaml",
         "k8s/postgres.yaml",
         "k8s/secrets.example.yaml",
@@ -268,7 +271,25 @@ def test_secrets_example_holds_only_placeholders_the_server_would_accept():
         server.ADMIN_USERNAME_ENV: values[server.ADMIN_USERNAME_ENV],
         server.ADMIN_PASSWORD_ENV: values[server.ADMIN_PASSWORD_ENV],
     }
-    assert server.admin_username_from_env(admin) == "admin"  # not the stock password, 12+ chars
+    # A copy applied unedited must not start a server with a password anyone can read here ...
+    with pytest.raises(server.ServerConfigError, match="CHANGE-ME"):
+        server.admin_username_from_env(admin)
+    # ... while the same value with the placeholder replaced passes every other rule (not the
+    # stock password, 12+ characters), so the refusal names the one thing to fix.
+    edited = {
+        **admin,
+        server.ADMIN_PASSWORD_ENV: admin[server.ADMIN_PASSWORD_ENV].replace("CHANGE-ME", "chosen"),
+    }
+    assert server.admin_username_from_env(edited) == "admin"
+
+
+def test_the_secrets_copy_is_private_and_deleted_after_applying():
+    # `cp` keeps the example's mode (644): the filled-in copy would be readable by every user.
+    for path in (INFRA / "README.md", INFRA / "k8s" / "secrets.example.yaml"):
+        text = path.read_text()
+        assert "install -m 600 infra/k8s/secrets.example.yaml ~/lrsweep-secrets.yaml" in text, path
+        assert "cp infra/k8s/secrets.example.yaml" not in text, path
+        assert "rm ~/lrsweep-secrets.yaml" in text, path
 
 
 # --- one image, one set of versions -------------------------------------------------------
@@ -476,7 +497,7 @@ def kuberay_nodes() -> list[NodeInfo]:
             "CPU": float(params.get("num-cpus", limits["cpu"])),
             "GPU": float(limits.get("nvidia.com/gpu", 0)),
         }
-        labels = dict(item.split("=", 1) for item in params.get("labels", "").split(",") if item)
+        labels = dict(group.get("labels", {}))  # KubeRay >= 1.5: the top-level field
         name = group.get("groupName", "head")
         nodes.append(NodeInfo(node_id=name, address="", hostname=name, resources=resources,
                               labels=labels))  # fmt: skip
@@ -499,6 +520,86 @@ def test_node_labels_follow_the_spec_resource_names():
     )
     head, gpu = kuberay_nodes()
     assert check_fit(spec.resources, [head, gpu])[0] == (gpu.name,)
+
+
+def test_ray_node_labels_are_the_top_level_field_kuberay_1_5_requires():
+    # KubeRay >= 1.5 refuses rayStartParams.labels, and Ray's autoscaler ignores it: the group
+    # would start unlabeled and a `node_labels:` spec would never be placed.
+    spec = the_one("RayCluster")["spec"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        assert "labels" not in group["rayStartParams"], group.get("groupName", "head")
+        assert isinstance(group["labels"], dict) and group["labels"], group.get("groupName", "head")
+        assert all(isinstance(v, str) for v in group["labels"].values())
+    assert "KubeRay >= 1.5" in (INFRA / "k8s" / "raycluster.yaml").read_text()
+    readme = (INFRA / "README.md").read_text()
+    install = re.search(r"^helm install kuberay-operator .*(?:\\\n.*)*", readme, re.M)
+    assert install and re.search(r"--version 1\.(?:[5-9]|\d\d)\.\d+\b", install.group(0))
+
+
+STORAGE = INFRA / "k8s" / "storage.yaml"
+RWX_PLACEHOLDER = "set-your-rwx-class"
+
+
+def test_every_claim_lives_in_storage_yaml_apart_from_the_workloads():
+    # `kubectl delete -f raycluster.yaml` (or mlflow.yaml) deletes every object the file
+    # defines: a claim defined there took every checkpoint and artifact with it.
+    claims = {
+        doc["metadata"]["name"]: (path, doc) for path, doc in k8s_documents("PersistentVolumeClaim")
+    }
+    assert claims and {path for path, _ in claims.values()} == {STORAGE}
+    used = {
+        volume["persistentVolumeClaim"]["claimName"]
+        for _, doc in k8s_documents()
+        for pod in pod_specs(doc)
+        for volume in pod.get("volumes", [])
+        if "persistentVolumeClaim" in volume
+    }
+    assert used == set(claims)
+    assert all(
+        doc["kind"] == "PersistentVolumeClaim" for doc in yaml.safe_load_all(STORAGE.read_text())
+    )
+
+
+def test_the_shared_claim_names_an_rwx_class_the_readme_has_the_deployer_set():
+    # Without storageClassName the claim takes the cluster's default class, ReadWriteOnce on
+    # EKS/GKE/AKS, and stays Pending: no Ray pod starts.
+    claims = {
+        doc["metadata"]["name"]: doc["spec"] for _, doc in k8s_documents("PersistentVolumeClaim")
+    }
+    mounts = {m["name"]: m["mountPath"] for c in ray_containers() for m in c["volumeMounts"]}
+    volumes = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for pod in pod_specs(the_one("RayCluster"))
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    shared = claims[volumes[next(n for n, p in mounts.items() if p == "/mnt/shared")]]
+    assert shared["accessModes"] == ["ReadWriteMany"]
+    assert shared["storageClassName"] == RWX_PLACEHOLDER
+    readme = (INFRA / "README.md").read_text()
+    apply = "infra/k8s/storage.yaml | kubectl -n lrsweep apply -f -"
+    assert f'sed "s/{RWX_PLACEHOLDER}/$RWX_CLASS/" {apply}' in readme
+
+
+def test_readme_applies_storage_first_and_deletes_it_only_as_a_destructive_step():
+    readme = (INFRA / "README.md").read_text()
+    lines = readme.splitlines()
+
+    def first(pattern: str) -> int:
+        return next(i for i, line in enumerate(lines) if re.search(pattern, line))
+
+    storage = first(r"infra/k8s/storage\.yaml \| kubectl -n lrsweep apply")
+    assert storage < first(r"apply -f infra/k8s/mlflow\.yaml")
+    assert storage < first(r"apply -f infra/k8s/raycluster\.yaml")
+    teardown = readme[readme.index("### Tear down") :]
+    teardown = teardown[: teardown.index("\n## ")]
+    blocks = re.findall(r"```bash\n(.*?)```", teardown, re.S)
+    keep, destroy = blocks
+    assert "delete" in keep and "storage.yaml" not in keep and "pvc" not in keep
+    assert "namespace" not in keep
+    assert destroy.startswith("# DESTRUCTIVE")
+    assert "delete -f infra/k8s/storage.yaml" in destroy and "delete namespace" in destroy
+    assert "keep the data" not in readme  # the old claim that the first lines kept it
 
 
 # --- ray up -------------------------------------------------------------------------------
@@ -530,6 +631,77 @@ def test_preflight_counts_the_ray_up_gpu_group_the_autoscaler_may_start():
     groups = autoscaler_groups(INFRA / "ray" / "cluster.yaml")
     trial_nodes, slots = check_fit(rayjob_spec().resources, [head, *groups])
     assert trial_nodes == ("autoscaler group 'gpu'",) and slots == 0
+
+
+DLAMI_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+
+
+def test_ray_up_names_an_ami_the_deployer_sets_not_rays_old_default():
+    # Ray resolves `latest_dlami` (or no ImageId) to an Ubuntu 18.04 DLAMI with CUDA 11.2,
+    # whose driver cannot run the image's CUDA 12.8.
+    config = cluster_config()
+    images = {t["node_config"].get("ImageId", "") for t in config["available_node_types"].values()}
+    assert len(images) == 1
+    (image,) = images
+    assert image.lower() not in ("", "latest_dlami") and "SET-ME" in image
+    for text in ((INFRA / "README.md").read_text(), (INFRA / "ray" / "cluster.yaml").read_text()):
+        assert DLAMI_PARAMETER in text
+    assert image in (INFRA / "README.md").read_text()
+
+
+def test_ray_up_gpu_workers_get_an_instance_profile():
+    # Ray's AWS provider gives its default IAM role to the head only: trials on workers
+    # writing s3:// storage would find no credentials.
+    config = cluster_config()
+    for name, node_type in config["available_node_types"].items():
+        if name == config["head_node_type"]:
+            continue
+        arn = node_type["node_config"]["IamInstanceProfile"]["Arn"]
+        assert re.fullmatch(r"arn:aws:iam::ACCOUNT_ID:instance-profile/[\w+=,.@-]+", arn), arn
+    assert "IamInstanceProfile" in (INFRA / "README.md").read_text()
+
+
+TRACKING_ENV = "/home/ray/tracking.env"
+
+
+def test_ray_up_nodes_get_the_tracking_user_from_a_private_file_read_by_ray_start():
+    # The quick-start server runs with --auth: without MLFLOW_TRACKING_USERNAME/PASSWORD in
+    # the environment `ray start` passes on, the driver and every trial get 401s.
+    config = cluster_config()
+    local = config["file_mounts"][TRACKING_ENV]
+    assert local.startswith("~/") and not local.startswith("~/.lrsweep")  # outside the checkout
+    source = "set -a; . ~/tracking.env; set +a;"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[key] if "ray start" in c]
+        assert starts and all(c.startswith(source) for c in starts), key
+    readme = (INFRA / "README.md").read_text()
+    assert f"install -m 600 /dev/null {local}" in readme
+    assert "/api/2.0/mlflow/users/create" in readme.split("## Option B")[0]  # Option A's user
+
+
+def test_no_documented_command_puts_credentials_in_the_runtime_env():
+    # --runtime-env-json is shown in the dashboard and stored with the job.
+    for path in [*INFRA.rglob("*.md"), *yaml_files()]:
+        for line in path.read_text().splitlines():
+            if "runtime-env" in line or "runtime_env" in line:
+                assert not re.search(r"PASSWORD|SECRET|TOKEN", line, re.I), f"{path}: {line}"
+
+
+def test_option_a_submits_its_entrypoint_through_bash_c():
+    # Ray single-quotes every entrypoint word (shlex.join) for the head's shell: a $(...) in
+    # the words reaches lrsweep unexpanded. One `bash -c '...'` word is expanded on the head.
+    readme = (INFRA / "README.md").read_text()
+    option_a = readme[readme.index("## Option A") : readme.index("## Option B")]
+    submit = re.search(r"^ray job submit .*?(?<!\\)\n", option_a, re.M | re.S)
+    assert submit, "no `ray job submit` in Option A"
+    command = submit.group(0).replace("\\\n", " ")
+    words = shlex.split(command)
+    entry = words[words.index("--") + 1 :]
+    assert entry[:2] == ["bash", "-c"] and len(entry) == 3, entry
+    inner = shlex.split(entry[2].replace("\\\n", " "))
+    assert inner[:2] == ["lrsweep", "run"] and "$(hostname -I" in entry[2]
 
 
 # --- README -------------------------------------------------------------------------------
@@ -603,3 +775,97 @@ def test_the_nightly_submitter_outlasts_a_failed_read_and_ends_on_every_terminal
     assert "kubectl describe rayjob lrsweep-nightly-abc" in done.stdout
     done = _run_nightly_submitter(tmp_path / "c", ["RUNNING/Running", "FAILED/Complete"])
     assert done.returncode == 1 and "night did not pass" in done.stdout
+
+
+# --- the team server's host, the schedules, and the files holding their secrets ------------
+
+
+def test_one_mlflow_host_placeholder_everywhere():
+    for path in INFRA.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"(?<![\w.])mlflow\.internal", text), path
+    for path in (
+        INFRA / "cron" / "lrsweep-nightly.cron",
+        INFRA / "systemd" / "lrsweep-nightly.service",
+        INFRA / "mlflow" / "mlflow.env.example",
+        INFRA / "mlflow" / "README.md",
+    ):
+        assert "mlflow.example.internal" in path.read_text(), path
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
+def test_the_systemd_server_listens_on_loopback_behind_its_tls_proxy():
+    env = _env_file(INFRA / "mlflow" / "mlflow.env.example")
+    assert env["LRSWEEP_MLFLOW_HOST"] == "127.0.0.1"
+    readme = (INFRA / "mlflow" / "README.md").read_text()
+    assert "127.0.0.1:5000" in readme and "https://mlflow.example.internal" in readme
+    hosts = env["LRSWEEP_MLFLOW_ALLOWED_HOSTS"].split(",")
+    assert "mlflow.example.internal" in hosts  # the Host header the proxy passes on
+
+
+def test_no_documented_command_puts_a_password_in_argv():
+    # `curl -u user:password` and a JSON body with a literal password show in `ps` and land
+    # in the shell's history; printf (a builtin) into `curl -d @-` and curl's own prompt do not.
+    for path in INFRA.rglob("*.md"):
+        text = path.read_text()
+        assert not re.search(r"curl[^\n]*\s-u\s+[\"']?[^\s\"']+:", text), path
+        assert not re.search(r'"password":\s*"(?!%s")', text), path
+        for match in re.finditer(r"users/create", text):
+            command = text[text.rfind("printf", 0, match.start()) : match.end() + 120]
+            assert "-d @-" in command and "curl -u admin " in command, path
+
+
+def test_the_k8s_nightly_submitter_image_is_pinned_and_has_a_shell():
+    pod = the_one("CronJob", "lrsweep-nightly")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # bitnami/kubectl's free tags were withdrawn from Docker Hub: the Job could never pull it.
+    assert re.fullmatch(r"alpine/k8s:\d+\.\d+\.\d+", container["image"]), container["image"]
+    assert container["command"][0] == "/bin/sh"
+    assert {"name": "HOME", "value": "/tmp"} in container.get("env", [])  # uid 1001 has no home
+
+
+CRON = INFRA / "cron" / "lrsweep-nightly.cron"
+NIGHTLY_ENV = ".config/lrsweep/nightly.env"
+
+
+def _cron_command() -> str:
+    (line,) = [line for line in CRON.read_text().splitlines() if line and line[0].isdigit()]
+    return line.split(None, 5)[5]
+
+
+def test_cron_reads_the_tracking_credentials_from_a_private_file(tmp_path: Path):
+    assert f"install -m 600 /dev/null ~/{NIGHTLY_ENV}" in CRON.read_text()
+    assert "PASSWORD" not in "".join(
+        line for line in CRON.read_text().splitlines() if not line.startswith("#")
+    )
+    # Run the line's own prefix under cron's /bin/sh, with and without the file.
+    prefix = _cron_command().split("; cd /opt/lrsweep", 1)[0] + ";"
+    probe = prefix + ' printf "%s|%s" "$MLFLOW_TRACKING_USERNAME" "$MLFLOW_TRACKING_URI"'
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "https://a"}
+    run = subprocess.run(["/bin/sh", "-c", probe], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == "|https://a", run
+    (tmp_path / NIGHTLY_ENV).parent.mkdir(parents=True)
+    (tmp_path / NIGHTLY_ENV).write_text("MLFLOW_TRACKING_USERNAME=nightly\n")
+    probe += '; sh -c \'printf "|%s" "$MLFLOW_TRACKING_USERNAME"\''  # exported to children
+    run = subprocess.run(["/bin/sh", "-c", probe], env=env, capture_output=True, text=True)
+    assert run.stdout == "nightly|https://a|nightly", run
+
+
+def test_systemd_setup_steps_create_what_the_units_assume():
+    server_unit = (INFRA / "mlflow" / "lrsweep-mlflow.service").read_text()
+    # `install -m 600 FILE /etc/lrsweep/mlflow.env` fails while /etc/lrsweep does not exist.
+    assert server_unit.index("install -d -m 700 /etc/lrsweep") < server_unit.index(
+        "/etc/lrsweep/mlflow.env   #"
+    )
+    nightly = (INFRA / "systemd" / "lrsweep-nightly.service").read_text()
+    assert nightly.index("useradd --system") < nightly.index("chown -R lrsweep:lrsweep")
+    assert "install -m 600 -o root -g root /dev/null /etc/lrsweep/nightly.env" in nightly
+    assert "EnvironmentFile=-/etc/lrsweep/nightly.env" in nightly
