@@ -156,7 +156,8 @@ def train(learn: Learner, task: Any, lr: float, *, should_continue: Any = None) 
     """Train ``learn`` at peak rate ``lr`` from the epochs in its history up to ``task.epochs``.
 
     With ``task.fine_tune`` the first ``freeze_epochs`` epochs train the head alone
-    (one-cycle, ``pct_start=0.99``, at ``lr``) and the rest train everything with discriminative
+    (one-cycle, ``pct_start=0.99``, at ``lr``; on cached body activations with
+    ``fine_tune.precompute``) and the rest train everything with discriminative
     rates ``slice(lr / 2 / lr_mult, lr / 2)``, as fastai's ``fine_tune`` does, but on the
     spec's schedule (``Learner.fine_tune`` and fastai use one-cycle with ``pct_start=0.3`` and
     ``div=5`` there: set them in ``task.schedule`` to match).
@@ -193,7 +194,9 @@ def _train(learn: Learner, task: Any, lr: float, should_continue: Any) -> None:
     if done < frozen:
         learn.freeze()
         learn.phase = "frozen"
-        learn.fit_one_cycle(frozen, slice(lr), pct_start=0.99, start_epoch=done)
+        learn.fit_one_cycle(
+            frozen, slice(lr), pct_start=0.99, start_epoch=done, precompute=fine_tune.precompute
+        )
         if should_continue is not None and not should_continue():
             return
     learn.unfreeze()

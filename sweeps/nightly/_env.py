@@ -112,6 +112,7 @@ _LATER_OPTIONS: dict[tuple[str, ...], Any] = {
     ("task", "accelerator", "fused_step"): None,  # 2026-12-05
     ("task", "progressive_resizing"): [],  # 2026-12-07
     ("task", "tta"): None,  # 2026-12-07
+    ("task", "fine_tune", "precompute"): False,  # 2026-12-07
 }
 """Spec options added after nights were recorded, with their defaults: a spec leaving one at
 its default keeps the fingerprint (and so the baselines) it had before the option existed."""
@@ -140,10 +141,10 @@ def spec_fingerprint(spec: SweepSpec) -> str:
         k: v for k, v in tracking.items() if k not in _TRACKING_NOT_FINGERPRINTED
     }
     for *path, key in _LATER_OPTIONS:  # at their defaults: the fingerprints they had before
-        parent = resolved
+        parent: Any = resolved
         for part in path:  # a fresh dump: changed here only
-            parent = parent[part]
-        if parent.get(key) == _LATER_OPTIONS[(*path, key)]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and parent.get(key) == _LATER_OPTIONS[(*path, key)]:
             parent.pop(key, None)
     contents = _local_contents(spec)
     if contents:  # a spec without local paths keeps the fingerprint it had before they counted

@@ -146,3 +146,95 @@ def test_a_trial_resumed_inside_a_stage_trains_on_as_the_uninterrupted_one(
     train(second, task, 1e-2)
     assert [r["valid_loss"] for r in second.history] == [r["valid_loss"] for r in whole.history]
     assert not [w for w in recwarn if "image" in str(w.message)]
+
+
+class _BodyNorms(Callback):
+    """The body's BatchNorm running means at the end of the frozen phase."""
+
+    def __init__(self) -> None:
+        self.means: list[Any] = []
+
+    def after_fit(self) -> None:
+        if self.learn.phase == "frozen":
+            body = self.learn.model.body
+            self.means = [
+                m.running_mean.clone() for m in body.modules() if hasattr(m, "running_mean")
+            ]
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_fine_tune_precompute_trains_the_frozen_head_on_cached_activations(
+    tmp_path: Path, precompute: bool
+) -> None:
+    """``fine_tune.precompute``: the frozen epochs run on the body's cached outputs, body in
+    eval mode (its BatchNorm statistics stay the pretrained ones); without it a frozen fit
+    updates them, as fastai's ``train_bn``."""
+    import torch
+
+    from trainers import build_model
+
+    weights = tmp_path / "body.pt"
+    base = load_spec(DIGITS, overrides=["task.image_size=8", "task.augment=null"]).task
+    dls = trial._dataloaders(base, 0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    model.train()
+    with torch.no_grad():  # "pretraining": statistics that have seen data
+        for images, _ in dls.train:
+            model(images)
+    torch.save(model.state_dict(), weights)
+    pretrained = [
+        m.running_mean.clone() for m in model.body.modules() if hasattr(m, "running_mean")
+    ]
+
+    task = load_spec(
+        DIGITS,
+        overrides=[
+            "task.image_size=8",
+            "task.augment=null",
+            "task.epochs=2",
+            f"task.model.pretrained={weights}",
+            "task.fine_tune.freeze_epochs=1",
+            f"task.fine_tune.precompute={str(precompute).lower()}",
+        ],
+    ).task
+    learn = trial._learner(task, trial._dataloaders(task, 0), 0)
+    norms = _BodyNorms()
+    learn.add_cb(norms)
+    train(learn, task, 1e-2)
+    assert [row.get("phase") for row in learn.history] == ["frozen", "unfrozen"]
+    assert all(math.isfinite(row["valid_loss"]) for row in learn.history)
+    kept = all(torch.equal(a, b) for a, b in zip(norms.means, pretrained, strict=True))
+    assert kept is precompute
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ([], "task.model.pretrained is null"),
+        (["task.fine_tune.freeze_epochs=0"], "no frozen epochs"),
+        (["task.model.pretrained=WEIGHTS", "task.augment=light"], "task.augment is set"),
+        (
+            [
+                "task.model.pretrained=WEIGHTS",
+                "task.augment=null",
+                "task.progressive_resizing=[{size: 8, epochs: 1}]",
+            ],
+            "the cache is of one size",
+        ),
+    ],
+)
+def test_fine_tune_precompute_is_refused_where_it_cannot_work(
+    tmp_path: Path, overrides: list[str], why: str
+) -> None:
+    import torch
+
+    from sweeps.spec import SpecError
+    from trainers import build_model
+
+    weights = tmp_path / "w.pt"
+    torch.save(build_model("simple_cnn", 10, in_channels=1).state_dict(), weights)
+    overrides = [o.replace("WEIGHTS", str(weights)) for o in overrides]
+    base = ["task.fine_tune.freeze_epochs=1", "task.fine_tune.precompute=true"]
+    refused = rf"task\.fine_tune\.precompute: cannot be true here: .*{why}"
+    with pytest.raises(SpecError, match=refused):
+        load_spec(DIGITS, overrides=[*base, *overrides])
