@@ -202,6 +202,13 @@ class EpochReporter(Callback):
         self.checkpoint = checkpoint
         self.max_epochs = max_epochs
         self.epoch_budget = max_epochs if epoch_budget is None else epoch_budget
+        task = getattr(spec, "task", None)
+        stages = getattr(task, "progressive_resizing", None) or []
+        self.staged_epochs = sum(int(stage.epochs) for stage in stages)
+        """The leading epochs ``task.progressive_resizing`` trains on smaller images: their
+        validation is of other images than the task's, so they are no candidate for the best
+        epoch (its metrics, weights, TTA and logged model are the task's size) and
+        ``early_stop`` does not see them (a size switch is no rise); ``divergence`` does."""
         self.log = RunLogger(tracker, record.run_id, pending=record.unsent_metrics)
         self.stopped = False
         self.closed = False
@@ -336,6 +343,8 @@ class EpochReporter(Callback):
     def _update_best(
         self, learn: Learner, epoch: int, row: Mapping[str, Any], *, keep_state: bool
     ) -> None:
+        if epoch < self.staged_epochs:
+            return
         value = float(row.get("valid_loss", math.nan))
         best = self.record.best.get("valid_loss", math.inf)
         if not math.isfinite(value) or value >= best:
@@ -364,7 +373,8 @@ class EpochReporter(Callback):
             "best_epoch": -1 if self.record.best_epoch is None else self.record.best_epoch,
             "compute_s": self.record.compute_s(training_rows(learn.history)[: epoch + 1]),
             "stop_reason": "",
-            OWN_STOP_RULE: self.max_epochs is None,  # a recipe: early_stop leaves it alone
+            # a recipe, or a progressive-resizing stage: early_stop leaves the epoch alone
+            OWN_STOP_RULE: self.max_epochs is None or epoch < self.staged_epochs,
         }
 
     def _buffer_steps(self, learn: Learner, epoch: int) -> None:

@@ -53,6 +53,8 @@ RULE_TAG = "sweeps.rule"
 STOP_REASON_TAG = "sweeps.stop_reason"
 BEST_EPOCH_TAG = "sweeps.best_epoch"
 BEST_PREFIX = "best/"
+TTA_PREFIX = "tta_"
+"""``best/tta_<metric>``: the best epoch under test-time augmentation (``task.tta``)."""
 EXCLUDED_STOP_REASONS = frozenset({"diverged", "failed"})
 TIE_BREAK_METRIC = "valid_loss"
 SPEC_ARTIFACT = "spec.yaml"
@@ -349,8 +351,11 @@ def default_mode(metric: str) -> Literal["min", "max"]:
     Example:
         >>> default_mode("accuracy"), default_mode("best/accuracy"), default_mode("error_rate")
         ('max', 'max', 'min')
+        >>> default_mode("tta_accuracy"), default_mode("best/tta_error_rate")
+        ('max', 'min')
     """
-    return "max" if metric.removeprefix(BEST_PREFIX) in MAXIMISED_METRICS else "min"
+    name = metric.removeprefix(BEST_PREFIX).removeprefix(TTA_PREFIX)  # tta_accuracy: max too
+    return "max" if name in MAXIMISED_METRICS else "min"
 
 
 def _eligible(children: list[Any], scope: str) -> list[Any]:

@@ -686,6 +686,7 @@ def _diagnose(history: list[dict[str, Any]], record: TrialRecord, spec: Any) -> 
         )
     if not training_rows(history):
         return "no_epochs", "the trial ended before its first epoch finished"
+    history = _one_size(history, spec)
     options: dict[str, Any] = {"start_loss": record.start_loss}
     stop = getattr(spec, "early_stop", None)
     if record.stop_reason == "rising_val_loss" and stop is not None:
@@ -695,6 +696,27 @@ def _diagnose(history: list[dict[str, Any]], record: TrialRecord, spec: Any) -> 
     except ValueError as error:  # e.g. every epoch cancelled before its losses were measured
         return "no_epochs", str(error)
     return str(found.label), str(found.reason)
+
+
+def _one_size(history: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
+    """The epochs a curve diagnosis compares: with ``task.progressive_resizing``, the last run
+    of two or more epochs at one image size (a loss that rises as the images grow is no sign of
+    a too low rate or of overfitting); else, or when no size held two epochs, all of them."""
+    task = getattr(spec, "task", None)
+    stages = list(getattr(task, "progressive_resizing", None) or [])
+    rows = training_rows(history)
+    if not stages:
+        return history
+    bounds, start = [], 0
+    for stage in stages:
+        bounds.append((start, start + int(stage.epochs)))
+        start += int(stage.epochs)
+    bounds.append((start, len(rows)))
+    for first, end in reversed(bounds):
+        segment = rows[first:end]
+        if len(segment) >= 2:
+            return segment
+    return history
 
 
 def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:

@@ -68,6 +68,7 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
         )
     learn.epoch = learn.resume_epoch = learn._fit_start_epoch = start_epoch
     loaders = _FitLoaders(learn.dls, train_dl, valid_dl, precompute)
+    started_with = learn.dls
     try:
         try:
             learn._call("before_fit")
@@ -77,6 +78,9 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
         except CancelFit:
             learn._call("after_cancel_fit")
         learn._call("after_fit")
+    except BaseException:  # no after_fit: the data a callback switched to must not outlive it
+        learn.dls = started_with
+        raise
     finally:
         if precompute:  # the real loader continues where the feature loader's order stopped
             learn.dls.train.load_state_dict(train_dl.state_dict())

@@ -40,14 +40,19 @@ def check_accelerator(spec: SweepSpec) -> bool:
     from trainers._accel import Accelerator
 
     model = build_model(task.model.arch, 2, in_channels=3).train()
-    batch = torch.zeros(1, 3, task.image_size, task.image_size)
-    try:
-        Accelerator.resolve(torch.device("cpu"), amp="bf16").check_training_input(model, batch)
-    except ValueError as error:
-        raise PreflightError(
-            f"task.accelerator.amp: bf16 with resources.gpu: 0 trains on the CPU, and at "
-            f"task.image_size {task.image_size}: {error} In the spec: raise task.image_size, "
-            "set task.accelerator.amp: null, or give each trial a GPU (resources.gpu)."
-        ) from None
-    logger.debug("bf16 on the CPU can train %s at %d px", task.model.arch, task.image_size)
+    sizes = [("task.image_size", task.image_size)] + [
+        (f"task.progressive_resizing.{i}.size", stage.size)
+        for i, stage in enumerate(task.progressive_resizing)
+    ]  # every size a trial trains at: the smallest fails first
+    for field, size in sorted(sizes, key=lambda item: item[1]):
+        batch = torch.zeros(1, 3, size, size)
+        try:
+            Accelerator.resolve(torch.device("cpu"), amp="bf16").check_training_input(model, batch)
+        except ValueError as error:
+            raise PreflightError(
+                f"task.accelerator.amp: bf16 with resources.gpu: 0 trains on the CPU, and at "
+                f"{field} {size}: {error} In the spec: raise {field}, set "
+                "task.accelerator.amp: null, or give each trial a GPU (resources.gpu)."
+            ) from None
+    logger.debug("bf16 on the CPU can train %s at %s px", task.model.arch, sizes)
     return True

@@ -311,6 +311,11 @@ def test_cpu_bf16_is_refused_at_an_image_size_it_cannot_train():
     assert check_accelerator(make_spec(task={**task, "image_size": 8})) is False  # float32
     gpu = make_spec(task={**bf16, "image_size": 8}, resources={"cpu": 1, "gpu": 0.5})
     assert check_accelerator(gpu) is False  # GPUs have no such fault
+    # a progressive-resizing stage trains at its own, smaller size: every trial failed there
+    staged = {**bf16, "image_size": 16, "progressive_resizing": [{"size": 8, "epochs": 1}]}
+    refused = r"at task\.progressive_resizing\.0\.size 8(.|\n)*raise task\.progressive_resizing"
+    with pytest.raises(PreflightError, match=refused):
+        check_accelerator(make_spec(task=staged))
 
 
 def test_pretrained_weights_are_loaded_into_the_specs_arch_before_anything_starts(

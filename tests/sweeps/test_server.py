@@ -265,4 +265,6 @@ def test_systemd_unit_runs_a_valid_server_command_with_credentials_from_its_env_
     command = typer.main.get_command(app).commands["server"]  # type: ignore[attr-defined]
     params = command.make_context("server", argv[2:]).params
     assert params["backend_store_uri"].startswith("postgresql://mlflow@")
-    assert params["host"] == "0.0.0.0" and params["port"] == 5000 and params["auth"]
+    assert (
+        params["host"] == "127.0.0.1" and params["port"] == 5000 and params["auth"]
+    )  # behind the TLS proxy on the same host

@@ -1053,6 +1053,16 @@ def test_every_layer_agrees_on_which_metrics_are_maximised(metric: str) -> None:
     assert callback.maximise is (expected == "max")
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "error_rate", "valid_loss"])
+def test_a_tta_metric_is_ranked_as_its_plain_metric(metric: str) -> None:
+    """``best --metric tta_accuracy`` picked the worst trial (minimised)."""
+    from sweeps.best import default_mode
+
+    assert (
+        default_mode(f"tta_{metric}") == default_mode(f"best/tta_{metric}") == default_mode(metric)
+    )
+
+
 def test_dump_yaml_writes_a_shared_object_in_full_for_parse_yaml_to_read_back() -> None:
     from sweeps.spec import dump_yaml, parse_yaml
 

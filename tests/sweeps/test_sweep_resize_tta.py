@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,17 @@ SPEC = {
         "epochs": 3,
         "augment": "light",
         "progressive_resizing": [{"size": 8, "epochs": 2}],
-        "tta": {"n": 2},
+        # beta 1: the plain pass alone, so each best/tta_* must be its best/* (same weights,
+        # same images: the best epoch is one at task.image_size, never a stage's)
+        "tta": {"n": 1, "beta": 1.0},
     },
     "seeds": [0],
     "strategies": [
         {"kind": "lr_finder", "suggest": ["valley"], "num_it": 20, "start_lr": 1e-5, "end_lr": 1.0},
         {"kind": "fixed", "lr": 1e-2},
     ],
-    "early_stop": None,
+    # stage epochs are no rise: a size switch must not stop a trial (patience 1, no grace)
+    "early_stop": {"patience": 1, "grace_epochs": 0},
     "resources": {"cpu": 1},
     "failure": {"max_failures": 0},
 }
@@ -57,10 +59,11 @@ def test_a_sweep_with_progressive_resizing_and_tta(
         metrics = run.data.metrics
         assert (run.info.status, run.data.tags["sweeps.stop_reason"]) == ("FINISHED", "completed")
         assert metrics["epochs_run"] == 3
+        assert int(run.data.tags["sweeps.best_epoch"]) == 2  # the one epoch at 12 px
         tta = metrics["best/tta_error_rate"]
-        assert 0.0 <= tta <= 1.0 and tta * 12 == pytest.approx(round(tta * 12))  # 12 images
+        assert tta == metrics["best/error_rate"] and 0.0 <= tta <= 1.0
         assert metrics["best/tta_accuracy"] == pytest.approx(1.0 - tta)
-        assert math.isfinite(metrics["best/tta_valid_loss"])
+        assert metrics["best/tta_valid_loss"] == pytest.approx(metrics["best/valid_loss"], rel=1e-4)
         assert run.data.params["task.progressive_resizing"]  # the stages are the run's params
 
     report = build_report(SPEC["name"], result.parent_run_id, tracking_uri)

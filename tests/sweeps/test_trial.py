@@ -386,6 +386,31 @@ def test_a_trial_early_stop_ended_on_a_rising_loss_is_diagnosed_overfitting() ->
     assert _diagnose(rising, completed, spec)[0] == "ok"  # no stop: the rule keeps its 3
 
 
+def test_a_curve_is_diagnosed_within_one_image_size() -> None:
+    """A helper's trial: 2 epochs at 8 px then 1 at 16 px (valid 0.3725, 0.2566, 0.344): the
+    rise is the size switch, yet it was called ``lr_too_low`` (slow over the mixed curve)."""
+    from sweeps.trial import _diagnose, _one_size
+
+    spec = validate_spec(
+        {
+            **SPEC,
+            "task": {
+                **SPEC["task"],
+                "epochs": 5,
+                "progressive_resizing": [{"size": 4, "epochs": 2}],
+            },
+        }
+    )
+    mixed = _history([1.9, 0.5, 0.45], [0.3725, 0.2566, 0.344])
+    assert _one_size(mixed, spec) == mixed[:2]  # the full size held one epoch only
+    longer = _history([1.9, 0.5, 0.45, 0.3, 0.2], [0.37, 0.26, 0.34, 0.25, 0.2])
+    assert _one_size(longer, spec) == longer[2:]
+    assert _one_size(mixed, validate_spec(SPEC)) == mixed  # no stages: the whole curve
+    record = TrialRecord(run_id="r", start_loss=2.3, stop_reason="completed")
+    assert _diagnose(mixed, record, spec)[0] != "lr_too_low"
+    assert _diagnose(mixed, record, validate_spec(SPEC))[0] == "lr_too_low"  # as it said
+
+
 class _ValidLossRisesAtEpoch(Callback):
     """The second epoch's validation loss comes out 10x the first's (a trial that overfits)."""
 

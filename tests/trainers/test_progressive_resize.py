@@ -123,3 +123,38 @@ def test_other_batch_counts_and_precompute_are_refused() -> None:
     ):
         learn.fit(2, 1e-3, precompute=True)
     assert learn.history == []
+
+
+def test_a_fit_that_raises_leaves_the_data_it_began_with() -> None:
+    """No after_fit runs after an error: the loop puts back the loaders the fit began with,
+    instead of leaving a stage's small images for every later call (a helper's find)."""
+
+    class Boom(Callback):
+        def after_epoch(self) -> None:
+            raise RuntimeError("boom")
+
+    learn = _learner()
+    full = learn.dls
+    with (
+        learn.added_cbs(ProgressiveResize([(8, 2)]), Boom()),
+        pytest.raises(Exception, match="boom"),
+    ):
+        learn.fit_one_cycle(3, 3e-3)
+    assert learn.dls is full
+
+
+def test_data_another_callback_assigns_mid_fit_becomes_the_full_size() -> None:
+    replaced = make_dataloaders("shapes", image_size=12, batch_size=32, n_per_class=40)
+
+    class Replace(Callback):
+        order = 5
+
+        def after_epoch(self) -> None:
+            if self.learn.epoch == 0:
+                self.learn.dls = replaced
+
+    learn, sizes = _learner(), Sizes()
+    with learn.added_cbs(ProgressiveResize([(8, 2)]), Replace(), sizes):
+        learn.fit_one_cycle(3, 3e-3)
+    assert sizes.train == {0: 8, 1: 8, 2: 12}  # epoch 1: the new data's 8 px stage
+    assert learn.dls is replaced

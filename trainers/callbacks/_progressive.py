@@ -27,8 +27,12 @@ class ProgressiveResize(Callback):
 
     The loaders of each size are rendered once (``DataLoaders.resize``: images decoded again
     at that size, normalised with the full size's statistics) and kept. ``learn.dls`` is the
-    full-size loaders again after the fit, so what follows (validation, TTA, a confusion
-    matrix, ``predict``) sees the image size the model ends at.
+    full-size loaders again after the fit (and after a fit that raised: the loop puts back the
+    loaders it began with), so what follows (validation, TTA, a confusion matrix, ``predict``)
+    sees the image size the model ends at. Loaders another callback assigns to ``learn.dls``
+    during the fit become the new full size, resized for the remaining stages. ``lr_find``
+    runs on ``learn.dls`` as it is: for the first stage's images, give it
+    ``learn.dls = resize.loaders_at(0, learn.dls)`` first (as a sweep's finder arm does).
 
     Args:
         stages: ``[(16, 2), (24, 2)]``: two epochs at 16 px, two at 24 px, then the full size.
@@ -91,6 +95,9 @@ class ProgressiveResize(Callback):
         self._adopt(self.full if left_at_a_stage else dls)
 
     def before_epoch(self) -> None:
+        dls = self.learn.dls
+        if dls is not self.full and not any(dls is held for held in self._loaders.values()):
+            self._adopt(dls)  # another callback gave the learner new data: its stages now
         done = sum(1 for row in self.learn.history if row.get("epoch") is not None)
         self.learn.dls = self.loaders_at(done, self.full)
 
