@@ -118,7 +118,8 @@ def _warn_other_data(path: Path, saved: Any, now: dict[str, Any] | None) -> None
         warnings.warn(
             f"checkpoint file {str(path)!r} was trained on {' and on '.join(said)}. Build the "
             "data as it was (make_dataloaders with the same image_size, valid_pct and seed) "
-            "unless this is meant.",
+            "unless this is meant (a checkpoint taken in a ProgressiveResize stage is: a fit "
+            "resumed with the same callback installed trains each epoch at its stage's size).",
             stacklevel=4,
         )
 

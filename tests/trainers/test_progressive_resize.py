@@ -158,3 +158,11 @@ def test_data_another_callback_assigns_mid_fit_becomes_the_full_size() -> None:
         learn.fit_one_cycle(3, 3e-3)
     assert sizes.train == {0: 8, 1: 8, 2: 12}  # epoch 1: the new data's 8 px stage
     assert learn.dls is replaced
+
+
+def test_loading_a_checkpoint_taken_in_a_stage_says_how_it_resumes(tmp_path: Path) -> None:
+    learn = _learner()
+    learn.dls = ProgressiveResize([(8, 2)]).loaders_at(0, learn.dls)  # as after a stage epoch
+    learn.save(tmp_path / "stage.pt")
+    with pytest.warns(UserWarning, match=r"8 px images \(this data: 16 px\).*ProgressiveResize"):
+        _learner().load(tmp_path / "stage.pt")
