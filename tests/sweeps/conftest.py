@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _s3_helpers import s3_server
 
 from sweeps import _ray
 from sweeps.tracking import Tracker, default_tracking_uri, sqlite_path
@@ -63,3 +64,11 @@ def tracking_uri(tmp_path: Path, _empty_store: Path) -> str:
     ):
         source.backup(copy)
     return uri
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """``127.0.0.1:PORT`` of a real S3 API server with a bucket ``sweeps`` (see
+    ``_s3_helpers.s3_server``)."""
+    with s3_server() as endpoint:
+        yield endpoint

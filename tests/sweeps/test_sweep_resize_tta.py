@@ -1,16 +1,22 @@
 """A real sweep (local Ray, embedded MLflow) with ``task.progressive_resizing`` and ``task.tta``:
 the finder's range test and the first epochs run on smaller images, every trial logs its best
-epoch's TTA metrics, and the report, ``best`` and results.csv show them."""
+epoch's TTA metrics, and the report, ``best`` and results.csv show them. Its Ray storage is on
+an S3 API server named in the URI's query (MinIO's way; one sweep checks both, for time)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
+import json
 
 import pytest
+from _s3_helpers import s3_root
+from typer.testing import CliRunner
 
+from sweeps import _location as location
 from sweeps.best import best_config
+from sweeps.clean import STATE_FILE
+from sweeps.cli import app
 from sweeps.progress import SweepProgress
 from sweeps.report import TTA_HEADER, build_report
 from sweeps.run import run_sweep
@@ -44,13 +50,11 @@ SPEC = {
 
 
 def test_a_sweep_with_progressive_resizing_and_tta(
-    ray_running: None, tracking_uri: str, tmp_path: Path
+    ray_running: None, tracking_uri: str, s3_endpoint: str
 ) -> None:
+    root = s3_root(s3_endpoint)
     result = run_sweep(
-        SPEC,
-        tracking_uri=tracking_uri,
-        storage_path=tmp_path / "ray",
-        progress=SweepProgress(live=False),
+        SPEC, tracking_uri=tracking_uri, storage_path=root, progress=SweepProgress(live=False)
     )
     tracker = Tracker(tracking_uri)
     runs = tracker.child_runs(result.experiment_id, result.parent_run_id)
@@ -77,3 +81,13 @@ def test_a_sweep_with_progressive_resizing_and_tta(
     best = best_config(SPEC["name"], tracking_uri=tracking_uri, metric="tta_error_rate")
     assert best.metric == "tta_error_rate"
     assert best.value == min(r.data.metrics["best/tta_error_rate"] for r in runs)
+
+    # Ray's state and sweep.json went to S3, under the path (not after the query)
+    (sweep_id,) = location.subfolders(location.child(root, SPEC["name"]))
+    state = json.loads(location.read_text(location.child(root, SPEC["name"], sweep_id), STATE_FILE))
+    assert state["finished"] is True
+    listed = CliRunner().invoke(app, ["clean", "--storage-path", root])
+    assert listed.exit_code == 0, listed.output
+    assert f"{SPEC['name']}  {sweep_id}  finished" in listed.output
+    for text in (listed.output, json.dumps([r.data.params for r in runs])):
+        assert "testing-secret" not in text
