@@ -202,13 +202,13 @@ class EpochReporter(Callback):
         self.checkpoint = checkpoint
         self.max_epochs = max_epochs
         self.epoch_budget = max_epochs if epoch_budget is None else epoch_budget
+        # The leading epochs ``task.progressive_resizing`` trains on smaller images: their
+        # validation is of other images than the task's, so they are no candidate for the best
+        # epoch (its metrics, weights, TTA and logged model are the task's size) and
+        # ``early_stop`` does not see them (a size switch is no rise); ``divergence`` does.
         task = getattr(spec, "task", None)
         stages = getattr(task, "progressive_resizing", None) or []
         self.staged_epochs = sum(int(stage.epochs) for stage in stages)
-        """The leading epochs ``task.progressive_resizing`` trains on smaller images: their
-        validation is of other images than the task's, so they are no candidate for the best
-        epoch (its metrics, weights, TTA and logged model are the task's size) and
-        ``early_stop`` does not see them (a size switch is no rise); ``divergence`` does."""
         self.log = RunLogger(tracker, record.run_id, pending=record.unsent_metrics)
         self.stopped = False
         self.closed = False

@@ -702,21 +702,17 @@ def _one_size(history: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
     """The epochs a curve diagnosis compares: with ``task.progressive_resizing``, the last run
     of two or more epochs at one image size (a loss that rises as the images grow is no sign of
     a too low rate or of overfitting); else, or when no size held two epochs, all of them."""
-    task = getattr(spec, "task", None)
-    stages = list(getattr(task, "progressive_resizing", None) or [])
-    rows = training_rows(history)
-    if not stages:
+    resize = _fitting.resizer(spec.task) if hasattr(spec, "task") else None
+    if resize is None:
         return history
-    bounds, start = [], 0
-    for stage in stages:
-        bounds.append((start, start + int(stage.epochs)))
-        start += int(stage.epochs)
-    bounds.append((start, len(rows)))
-    for first, end in reversed(bounds):
-        segment = rows[first:end]
-        if len(segment) >= 2:
-            return segment
-    return history
+    rows = training_rows(history)
+    runs: list[list[dict[str, Any]]] = []
+    for epoch, row in enumerate(rows):
+        if runs and resize.size_at(epoch) == resize.size_at(epoch - 1):
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return next((run for run in reversed(runs) if len(run) >= 2), history)
 
 
 def _log_figures(learn: Learner, record: TrialRecord, tracker: Tracker) -> None:
