@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps import _location as location
-from sweeps.spec._types import NAME_PATTERN
+from sweeps.spec._types import Name
 
 __all__ = ["StoredSweep", "driver_record", "remove_sweep", "running_driver", "stored_sweeps"]
 
@@ -69,14 +68,18 @@ def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep
 
 
 def _check_name(name: str) -> None:
-    """Refuse what no spec may be called: a name with ``/`` or ``..`` would reach folders
-    outside the storage root (``clean ../x --yes`` deleted one)."""
-    if not re.fullmatch(NAME_PATTERN, name) or name.strip(".") == "":
+    """Refuse what no spec may be called (the spec's own ``Name`` rule): a name with ``/`` or
+    ``..`` would reach folders outside the storage root (``clean ../x --yes`` deleted one)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(Name).validate_python(name)
+    except ValidationError:
         raise ValueError(
             f"NAME {name!r} is no sweep name: a spec's name is made of letters, digits, _, . and "
             "- (not dots alone), and names a folder directly under the storage root; give the "
             "name as the spec writes it, or --storage-path for another root"
-        )
+        ) from None
 
 
 def driver_record() -> dict[str, Any]:
