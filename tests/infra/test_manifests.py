@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -811,16 +812,70 @@ def test_the_systemd_server_listens_on_loopback_behind_its_tls_proxy():
     assert "mlflow.example.internal" in hosts  # the Host header the proxy passes on
 
 
+HARD_PASSWORD = "a\"b\\c $d `e` 'f' %s g"  # every character that broke a quoted form
+
+
+def _user_json_commands() -> list[tuple[Path, str]]:
+    """Each documented ``users/create`` call's JSON writer: the ``python3 -c '...'`` before it."""
+    found = []
+    for path in INFRA.rglob("*.md"):
+        text = path.read_text()
+        for match in re.finditer(r"users/create", text):
+            start = text.rfind("python3 -c '", 0, match.start())
+            assert start != -1 and match.start() - start < 400, (path, "no JSON writer")
+            end = text.index("' |", start)
+            found.append((path, text[start + len("python3 -c '") : end]))
+    return found
+
+
 def test_no_documented_command_puts_a_password_in_argv():
     # `curl -u user:password` and a JSON body with a literal password show in `ps` and land
-    # in the shell's history; printf (a builtin) into `curl -d @-` and curl's own prompt do not.
+    # in the shell's history; JSON written from the environment into `curl -d @-`, and curl's
+    # own prompt, do not.
     for path in INFRA.rglob("*.md"):
         text = path.read_text()
         assert not re.search(r"curl[^\n]*\s-u\s+[\"']?[^\s\"']+:", text), path
-        assert not re.search(r'"password":\s*"(?!%s")', text), path
+        assert not re.search(r'"password":\s*"', text), path
         for match in re.finditer(r"users/create", text):
-            command = text[text.rfind("printf", 0, match.start()) : match.end() + 120]
-            assert "-d @-" in command and "curl -u admin " in command, path
+            command = text[match.start() : match.end() + 120]
+            assert "-d @-" in command, path
+            assert "curl -u admin " in text[match.start() - 120 : match.start()], path
+    assert len(_user_json_commands()) == 3  # alice's, Option A's and Option B's
+
+
+def test_the_documented_user_json_stays_valid_with_any_password():
+    # printf '{"password": "%s"}' wrote broken JSON for a password holding " or \.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PW": HARD_PASSWORD,
+        "MLFLOW_TRACKING_USERNAME": "lrsweep",
+        "MLFLOW_TRACKING_PASSWORD": HARD_PASSWORD,
+    }
+    for path, code in _user_json_commands():
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert json.loads(out)["password"] == HARD_PASSWORD, path
+
+
+def test_the_documented_env_files_source_back_to_the_password(tmp_path: Path):
+    # The head's ~/mlflow.env and the nodes' tracking.env are read with `set -a; . FILE`: a
+    # password written with printf %s broke there on a space, a quote or a $.
+    text = (INFRA / "README.md").read_text()
+    writers = re.findall(r"printf '([A-Z_]+=[^']*)' \"\$pw\"", text)
+    assert len(writers) == 2, writers
+    for form in writers:
+        env_file = tmp_path / "x.env"
+        script = f'pw="$1"; printf \'{form}\' "$pw" > {env_file}; set -a; . {env_file}; set +a; '
+        name = form.rstrip("\\n").split("%q")[0].split("\\n")[-1].rstrip("=")
+        script += f'printf %s "${name}"'
+        out = subprocess.run(
+            ["bash", "-c", script, "bash", HARD_PASSWORD],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert out == HARD_PASSWORD, form
 
 
 def test_the_k8s_nightly_submitter_image_is_pinned_and_has_a_shell():
