@@ -188,7 +188,18 @@ class ImageFormat:
 
 NOT_NORMALISED = 30.0
 """A float input with values beyond this is taken for 0..255 pixels given as floats (a
-normalised image stays within a few units of 0), and :func:`model_input` warns."""
+normalised image stays within a few units of 0), and :func:`model_input` warns, when the
+format cannot normalise (else the bound is :func:`normalised_bound`'s, with a margin)."""
+
+
+def normalised_bound(fmt: ImageFormat) -> float:
+    """The largest ``|value|`` an image normalised by ``fmt`` can hold: black or white pixels
+    in its most extreme channel (``NOT_NORMALISED`` when ``fmt`` does not normalise)."""
+    if fmt.normalise is None or fmt.in_channels is None:
+        return NOT_NORMALISED
+    edges = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
+    normalised = fmt.normalise(edges.expand(2, fmt.in_channels, 1, 1))
+    return float(normalised.abs().amax())
 
 
 def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
@@ -265,8 +276,7 @@ def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool
     if fmt.in_channels is not None and batch.shape[1] != fmt.in_channels:
         raise ValueError(
             f"x must be {layout} with C={fmt.in_channels} channels, as the data has, but got "
-            f"shape {tuple(x.shape)}; an image from PIL or NumPy is (H, W, C): pass "
-            "torch.as_tensor(array).permute(2, 0, 1)."
+            f"shape {tuple(x.shape)}; {_layout_hint(x, fmt.in_channels)}"
         )
     size = fmt.image_size
     if batch.dtype == torch.uint8:  # raw pixels: fitted and normalised as the loaders do
@@ -280,14 +290,36 @@ def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool
             f"resized for you, or a normalised float image of {size}x{size}."
         )
     peak = float(batch.detach().abs().amax()) if batch.numel() else 0.0
-    if peak > NOT_NORMALISED:
+    bound = normalised_bound(fmt)
+    if peak > 1.5 * bound:  # a normalised image of 0..255 pixels reaches `bound` at most
         warnings.warn(
-            f"x reaches {peak:.4g}: that looks like 0..255 pixels, not a normalised image (which "
-            "stays within a few units of 0); pass them as uint8 (x.to(torch.uint8)) to have "
-            "them normalised as the loaders do.",
+            f"x reaches {peak:.4g}, but an image normalised as the training data were stays "
+            f"within {bound:.3g} of 0: that looks like raw pixels (0..255, or scikit-learn's "
+            "digits' 0..16); pass 0..255 pixels as uint8 (x.to(torch.uint8)) to have them "
+            "normalised as the loaders do.",
             stacklevel=4,
         )
     return batch.float(), x.ndim == 3
+
+
+def _layout_hint(x: torch.Tensor, channels: int) -> str:
+    """What to do with a tensor whose channel axis does not hold ``channels``."""
+    grey = (
+        "the model takes greyscale images: pass a PIL image or an image file (converted for "
+        "you), or pixels averaged over the colour channels"
+    )
+    if x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4):
+        if channels == 1 and x.shape[-1] != 1:
+            return f"{grey}: an (H, W, C) image from PIL or NumPy is colour here."
+        return (
+            "an image from PIL or NumPy is (H, W, C): pass torch.as_tensor(array).permute(2, "
+            "0, 1) (a PIL image or an image file is converted for you)."
+        )
+    if channels == 1 and x.ndim == 3 and x.shape[0] not in (1, 3, 4):
+        return "a batch of greyscale images (N, H, W) needs its channel axis: pass x[:, None]."
+    if channels == 1 and x.shape[-3] in (3, 4):
+        return f"{grey} (x.float().mean(dim=-3, keepdim=True).round().to(torch.uint8))."
+    return "an image from PIL or NumPy is (H, W, C): pass torch.as_tensor(array).permute(2, 0, 1)."
 
 
 def fit_uint8(images: torch.Tensor, image_size: int, resize_method: str) -> torch.Tensor:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +224,7 @@ def test_inputs_that_are_neither_pixels_nor_a_normalised_image_are_refused_or_wa
     for wrong in (pixels.long(), pixels.int(), pixels > 100, pixels.numpy().astype(np.int32)):
         with pytest.raises(ValueError, match=r"holds (int64|int32|bool) values, which are neither"):
             learn.predict(wrong)
-    with pytest.warns(UserWarning, match=r"x reaches 25\d: that looks like 0\.\.255 pixels"):
+    with pytest.warns(UserWarning, match=r"x reaches 25\d, but an image normalised as the tr"):
         learn.predict(pixels.float())
     with pytest.raises(ValueError, match=r"is a folder: pass the image files in it"):
         learn.predict(folder / "valid")
@@ -289,3 +290,52 @@ def test_a_predictor_stays_where_it_was_when_a_device_is_not_there(
         predictor.to("cuda")
     assert predictor.device == torch.device("cpu")
     assert next(predictor.model.parameters()).device == torch.device("cpu")
+
+
+def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() -> None:
+    # The bound was an absolute 30: scikit-learn's digits as floats (0..16) were taken for a
+    # normalised image and predicted at 42% accuracy without a word.
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    learn = Learner(build_model("simple_cnn", 10, in_channels=1), dls)
+    digits = torch.linspace(0, 16, 64).view(1, 1, 8, 8)
+    with pytest.warns(UserWarning, match=r"x reaches 16, but .* stays within 1\.\d+ of 0: that"):
+        learn.predict(digits)
+    predictor = Predictor(
+        learn.model,
+        classes=[str(i) for i in range(10)],
+        image_size=8,
+        in_channels=1,
+        mean=dls.mean,
+        std=dls.std,
+    )
+    with pytest.warns(UserWarning, match=r"x reaches 16, but"):
+        predictor.predict(digits)
+    black_and_white = torch.tensor([0, 255], dtype=torch.uint8).repeat(32).view(1, 1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the most extreme image, normalised: no warning
+        learn.predict(predictor.normalise(black_and_white))
+
+
+@pytest.mark.parametrize(
+    ("shape", "in_channels", "hint"),
+    [
+        ((200, 8, 8), 1, r"greyscale images \(N, H, W\) needs its channel axis: pass x\[:, None\]"),
+        ((8, 8, 3), 1, r"takes greyscale images: .* an \(H, W, C\) image .* is colour here"),
+        ((8, 8, 3), 3, r"is \(H, W, C\): pass torch\.as_tensor\(array\)\.permute\(2, 0, 1\)"),
+        ((2, 3, 8, 8), 1, r"takes greyscale images: .*mean\(dim=-3, keepdim=True\)"),
+    ],
+)
+def test_a_channel_mismatch_says_what_to_pass(
+    shape: tuple[int, ...], in_channels: int, hint: str
+) -> None:
+    predictor = Predictor(
+        build_model("simple_cnn", 2, in_channels=in_channels),
+        classes=["a", "b"],
+        image_size=8,
+        in_channels=in_channels,
+        mean=[0.5] * in_channels,
+        std=[0.25] * in_channels,
+    )
+    with pytest.raises(ValueError, match=hint):
+        predictor.predict(torch.zeros(shape, dtype=torch.uint8))
