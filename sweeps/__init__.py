@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sweeps.best import best_config
+    from sweeps.best import best_config, load_predictor
     from sweeps.run import SweepResult, resume_sweep, run_sweep
     from sweeps.spec import SpecError, SweepSpec, load_spec
     from sweeps.stoppers import Divergence, RisingValLoss
@@ -28,6 +28,7 @@ __all__ = [
     "SweepResult",
     "SweepSpec",
     "best_config",
+    "load_predictor",
     "load_spec",
     "resume_sweep",
     "run_sweep",
@@ -40,6 +41,7 @@ _HOMES = {
     "SweepResult": "sweeps.run",
     "SweepSpec": "sweeps.spec",
     "best_config": "sweeps.best",
+    "load_predictor": "sweeps.best",
     "load_spec": "sweeps.spec",
     "resume_sweep": "sweeps.run",
     "run_sweep": "sweeps.run",

@@ -604,12 +604,21 @@ class Tracker:
         )
         return any(model.status == LoggedModelStatus.READY for model in found)
 
-    def log_pytorch_model(self, run_id: str, model: Any, input_example: Any) -> str:
-        """Log ``model`` with ``mlflow.pytorch.log_model`` (signature + input example).
+    def log_pytorch_model(
+        self,
+        run_id: str,
+        model: Any,
+        input_example: Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Log ``model`` with ``mlflow.pytorch.log_model`` (signature + input example, and
+        ``metadata`` in its MLmodel file: ``mlflow.models.get_model_info(uri).metadata``).
 
         Loadable afterwards with ``mlflow.pytorch.load_model("runs:/<run_id>/model")``. Returns
         that URI. The run's status is left as it was. The ``pickle`` serialization is used:
         MLflow 3's default (``pt2``, ``torch.export``) costs seconds per fresh trial process.
+        The model carries what unpickling it needs (:func:`model_environment`): a model of
+        lrsweep's ``trainers`` loads, and serves, where lrsweep is not installed.
         """
         import mlflow.pytorch
         import torch
@@ -631,8 +640,9 @@ class Tracker:
                     name="model",
                     signature=signature,
                     input_example=input_example.numpy(),
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                     serialization_format="pickle",
+                    metadata=dict(metadata) if metadata else None,
+                    **model_environment(model),
                 )
 
         try:
@@ -645,6 +655,34 @@ class Tracker:
             else:
                 self.end_run(run_id, status)
         return f"runs:/{run_id}/model"
+
+
+# What ``import trainers`` loads beyond the standard library and torch (matplotlib for the
+# plots, rich for progress, pillow for image folders); torchvision holds the resnets' layers.
+_TRAINERS_REQUIREMENTS = ("torch", "torchvision", "numpy", "matplotlib", "rich", "pillow")
+
+
+def model_environment(model: Any) -> dict[str, list[str]]:
+    """``code_paths`` and ``pip_requirements`` for ``mlflow.pytorch.log_model(model)``.
+
+    A pickled model names the classes of its layers. When any comes from lrsweep's
+    ``trainers``, the package's source goes with the model (MLflow puts it on ``sys.path`` when
+    the model loads) and the requirements are those ``trainers`` imports, pinned to the versions
+    installed here; otherwise torch alone (and torchvision for its layers).
+    """
+    from importlib.metadata import version
+
+    modules = {type(layer).__module__.partition(".")[0] for layer in model.modules()}
+    if "trainers" in modules:
+        import trainers
+
+        names = list(_TRAINERS_REQUIREMENTS)
+        code_paths = [str(Path(trainers.__file__).parent)]
+    else:
+        names = ["torch"] + (["torchvision"] if "torchvision" in modules else [])
+        code_paths = []
+    requirements = [f"{name}=={version(name).split('+')[0]}" for name in names]
+    return {"code_paths": code_paths, "pip_requirements": requirements}
 
 
 @contextlib.contextmanager

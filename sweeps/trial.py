@@ -63,6 +63,7 @@ from trainers import (
     LRFindResult,
     TrainingDiverged,
 )
+from trainers.export import export_metadata
 from trainers.suggestions import CurveTooShort
 
 logger = logging.getLogger(__name__)
@@ -633,7 +634,8 @@ def _finalize(
     best_state = record.best_state if spec.tracking.checkpoints != "none" else None
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
         example = learn.dls.valid_images[:2].detach().cpu()
-        tracker.log_pytorch_model(run_id, learn.model.cpu(), example)
+        metadata = {"predictor": export_metadata(learn)}  # sweeps.best.load_predictor's
+        tracker.log_pytorch_model(run_id, learn.model.cpu(), example, metadata)
 
 
 TTA_METRICS = ("valid_loss", "error_rate", "accuracy")

@@ -30,7 +30,7 @@ from trainers.models import ARCHS, GroupedModel, build_model
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["EXPORT_FORMAT", "Predictor", "export", "load_learner"]
+__all__ = ["EXPORT_FORMAT", "Predictor", "export", "export_metadata", "load_learner"]
 
 EXPORT_FORMAT = _checkpoint.EXPORT_FORMAT
 """The ``format`` of an export file (a ``learn.save`` checkpoint is another format)."""
@@ -148,6 +148,26 @@ def export(learn: Learner, path: str | os.PathLike[str]) -> Path:
         The path written.
     """
     model = learn.model
+    state: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        **export_metadata(learn),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    target = _checkpoint.file_path(path, "export")
+    _checkpoint.write_atomic(target, state)
+    return target
+
+
+def export_metadata(learn: Learner) -> dict[str, Any]:
+    """What an :func:`export` holds besides the weights, as plain JSON values: ``arch``,
+    ``n_classes``, ``in_channels``, ``classes``, ``mean``, ``std``, ``image_size`` and
+    ``resize_method``. ``Predictor(model, **fields)`` takes all but the first two, so a model
+    kept elsewhere (an MLflow logged model) predicts on raw pixels with them.
+
+    Raises:
+        ValueError: as :func:`export` does, for a model or data it could not describe.
+    """
+    model = learn.model
     if not isinstance(model, GroupedModel) or model.arch not in ARCHS:
         raise ValueError(
             "export rebuilds the model with build_model, so it needs a model built by it "
@@ -171,21 +191,16 @@ def export(learn: Learner, path: str | os.PathLike[str]) -> Path:
             "export would read its outputs as the wrong classes; export the model with the "
             "data it was trained on."
         )
-    state: dict[str, Any] = {
-        "format": EXPORT_FORMAT,
+    return {
         "arch": model.arch,
         "n_classes": model.n_outputs,
         "in_channels": model.in_channels,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "classes": _checkpoint.data_classes(dls),
         "mean": [float(m) for m in torch.as_tensor(fields["mean"]).flatten()],
         "std": [float(s) for s in torch.as_tensor(fields["std"]).flatten()],
         "image_size": int(fields["image_size"]),
         "resize_method": str(getattr(dls, "resize_method", "squish")),
     }
-    target = _checkpoint.file_path(path, "export")
-    _checkpoint.write_atomic(target, state)
-    return target
 
 
 def load_learner(

@@ -254,6 +254,136 @@ def test_best_model_loads_from_mlflow(sweep: tuple[SweepResult, Tracker]) -> Non
     assert result.report is not None
 
 
+_LOAD_WITHOUT_LRSWEEP = """
+import importlib.metadata, json, sys
+try:
+    import trainers
+except ImportError:
+    pass
+else:
+    sys.exit("trainers is importable here: " + trainers.__file__)
+import mlflow, mlflow.pyfunc, numpy
+mlflow.set_tracking_uri(sys.argv[1])
+before = set(sys.modules)
+model = mlflow.pyfunc.load_model(sys.argv[2])
+out = model.predict(numpy.zeros((2, 3, 12, 12), dtype=numpy.float32))
+imported = {name.partition(".")[0] for name in set(sys.modules) - before} - {"trainers"}
+owners = importlib.metadata.packages_distributions()
+dists = sorted({d.lower().replace("_", "-") for name in imported for d in owners.get(name, [])})
+print(json.dumps({"out": numpy.asarray(out).tolist(), "dists": dists}))
+"""
+
+
+def test_best_model_loads_and_predicts_where_lrsweep_is_not_installed(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    # The pickled model names trainers' classes: without their source shipped with it, it
+    # loaded only where lrsweep was installed, and its requirements named torch alone.
+    import subprocess
+    import sys
+    import sysconfig
+
+    import mlflow
+    import torch
+
+    run = _children(sweep)[0]
+    uri = f"runs:/{run.info.run_id}/model"
+    env = {  # the packages alone: -S skips the .pth files that make lrsweep importable
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": sysconfig.get_paths()["purelib"],
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", _LOAD_WITHOUT_LRSWEEP, sweep[1].uri, uri],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    with mlflow_tracking_uri(sweep[1].uri):
+        model = mlflow.pytorch.load_model(uri)
+        requirements_file = mlflow.pyfunc.get_model_dependencies(uri)
+    with torch.no_grad():
+        expected = model(torch.zeros(2, 3, 12, 12))
+    assert torch.allclose(torch.tensor(answer["out"]), expected, atol=1e-6)
+    required = {
+        line.split("==")[0].lower()
+        for line in Path(requirements_file).read_text().splitlines()
+        if "==" in line
+    }
+    assert {"mlflow", "torch", "matplotlib", "rich", "pillow"} <= required
+    missing = set(answer["dists"]) - _installed_with(required)
+    assert not missing, f"imported by the model's unpickling, not in its requirements: {missing}"
+
+
+def test_load_predictor_takes_raw_pixels_as_the_trials_data_were(
+    sweep: tuple[SweepResult, Tracker],
+) -> None:
+    # The bare model takes images normalised with the trial's data's statistics, which MLflow
+    # held nowhere: 0..255 pixels predicted garbage without a word.
+    import mlflow
+    import torch
+
+    from sweeps import load_predictor
+    from sweeps.best import BestConfigError
+    from trainers import make_dataloaders
+
+    run = _children(sweep)[0]
+    uri = f"runs:/{run.info.run_id}/model"
+    predictor = load_predictor(uri, tracking_uri=sweep[1].uri, device="cpu")
+    task = SPEC["task"]
+    dataset = task["dataset"]
+    dls = make_dataloaders(
+        dataset["name"],
+        image_size=task["image_size"],
+        batch_size=task["batch_size"],
+        seed=dataset["seed"],
+        valid_pct=dataset["valid_pct"],
+        **dataset["options"],
+    )
+    assert predictor.classes == list(dls.classes)
+    assert predictor.mean == pytest.approx(list(dls.mean))
+    assert predictor.std == pytest.approx(list(dls.std))
+    assert (predictor.image_size, predictor.in_channels) == (12, 3)
+    pixels = torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8)
+    with mlflow_tracking_uri(sweep[1].uri):
+        bare = mlflow.pytorch.load_model(uri).eval()
+    with torch.no_grad():
+        expected = bare(dls.valid.normalise(pixels)).softmax(dim=1)
+    assert torch.allclose(predictor.predict(pixels), expected, atol=1e-6)
+    assert predictor.predict_class(pixels[0]) in dls.classes
+    with pytest.raises(BestConfigError, match=r"model runs:/0123456789abcdef/model: "):
+        load_predictor("runs:/0123456789abcdef/model", tracking_uri=sweep[1].uri)
+
+
+def _installed_with(names: set[str]) -> set[str]:
+    """``names`` and every distribution they require here, transitively (pip's closure)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    todo = [canonicalize_name(name) for name in names]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            wanted = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for line in wanted:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    return found
+
+
 def test_report_equals_a_recomputation_from_mlflow(
     sweep: tuple[SweepResult, Tracker], tmp_path: Path
 ) -> None:
