@@ -634,8 +634,16 @@ def _finalize(
     best_state = record.best_state if spec.tracking.checkpoints != "none" else None
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
         example = learn.dls.valid_images[:2].detach().cpu()
-        metadata = {"predictor": export_metadata(learn)}  # sweeps.best.load_predictor's
-        tracker.log_pytorch_model(run_id, learn.model.cpu(), example, metadata)
+        tracker.log_pytorch_model(run_id, learn.model.cpu(), example, _model_metadata(learn))
+
+
+def _model_metadata(learn: Learner) -> dict[str, Any] | None:
+    """The logged model's metadata: what ``sweeps.best.load_predictor`` needs besides it."""
+    try:
+        return {"predictor": export_metadata(learn)}
+    except ValueError as error:  # the model logs all the same; load_predictor says what lacks
+        logger.warning("the logged model holds no data statistics: %s", error)
+        return None
 
 
 TTA_METRICS = ("valid_loss", "error_rate", "accuracy")

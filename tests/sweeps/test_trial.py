@@ -606,3 +606,21 @@ def test_a_trials_warnings_survive_mlflow_pytorchs_logging_setup(order: str) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     # MLflow's own basicConfig format where it ran first: WARNING:sweeps._retry:...
     assert re.search(r"WARNING.sweeps\._retry.( )?MLflow log_artifacts failed", done.stderr)
+
+
+def test_the_logged_models_metadata_is_the_datas_and_a_gap_in_it_fails_no_trial(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sweeps.trial import _model_metadata
+
+    dls = make_dataloaders("shapes", image_size=8, batch_size=8, seed=0, n_per_class=4)
+    learn = Learner(build_model("simple_cnn", 3), dls)
+    fields = _model_metadata(learn)["predictor"]  # type: ignore[index]
+    assert fields["classes"] == list(dls.classes) and fields["image_size"] == 8
+    assert fields["mean"] == pytest.approx(list(dls.mean)) and fields["in_channels"] == 3
+    dls.mean = None  # data no statistics describe: the model is logged without metadata
+    with caplog.at_level("WARNING", logger="sweeps.trial"):
+        assert _model_metadata(learn) is None
+    assert "the logged model holds no data statistics: export needs the data's ['mean']" in (
+        caplog.text
+    )
