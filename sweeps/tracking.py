@@ -674,15 +674,55 @@ def model_environment(model: Any) -> dict[str, list[str]]:
 
     modules = {type(layer).__module__.partition(".")[0] for layer in model.modules()}
     if "trainers" in modules:
-        import trainers
-
         names = list(_TRAINERS_REQUIREMENTS)
-        code_paths = [str(Path(trainers.__file__).parent)]
+        code_paths = _trainers_code()
     else:
         names = ["torch"] + (["torchvision"] if "torchvision" in modules else [])
         code_paths = []
     requirements = [f"{name}=={version(name).split('+')[0]}" for name in names]
     return {"code_paths": code_paths, "pip_requirements": requirements}
+
+
+_TRAINERS_STUB = '''"""lrsweep's ``trainers`` as this model was logged with it, run from
+``../trainers.zip``.
+
+MLflow puts the model's ``code/`` folder on ``sys.path`` when it loads the model; one archive
+uploads to a tracking server in one request, where the package's ~50 files took one each.
+"""
+
+import os as _os
+import zipimport as _zipimport
+
+_archive = _os.path.join(
+    _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "trainers.zip"
+)
+__path__ = [_os.path.join(_archive, "trainers")]
+__file__ = _os.path.join(__path__[0], "__init__.py")
+exec(compile(_zipimport.zipimporter(_archive).get_source("trainers"), __file__, "exec"))
+'''
+
+_trainers_code_paths: list[str] = []
+
+
+def _trainers_code() -> list[str]:
+    """``code_paths`` holding the ``trainers`` source: its modules in one zip and a package
+    stub that runs them from there, made once per process (a trial worker logs many models)."""
+    if not _trainers_code_paths:
+        import atexit
+        import zipfile
+
+        import trainers
+
+        package = Path(trainers.__file__).parent
+        folder = Path(tempfile.mkdtemp(prefix="lrsweep-model-code-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        with zipfile.ZipFile(folder / "trainers.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            for source in sorted(package.rglob("*.py")):
+                archive.write(source, f"trainers/{source.relative_to(package).as_posix()}")
+        (folder / "trainers").mkdir()
+        (folder / "trainers" / "__init__.py").write_text(_TRAINERS_STUB, encoding="utf-8")
+        _trainers_code_paths.extend([str(folder / "trainers"), str(folder / "trainers.zip")])
+    return list(_trainers_code_paths)
 
 
 @contextlib.contextmanager

@@ -268,6 +268,7 @@ before = set(sys.modules)
 model = mlflow.pyfunc.load_model(sys.argv[2])
 out = model.predict(numpy.zeros((2, 3, 12, 12), dtype=numpy.float32))
 imported = {name.partition(".")[0] for name in set(sys.modules) - before} - {"trainers"}
+assert sys.modules["trainers.models"].__file__.endswith("trainers.zip/trainers/models/__init__.py")
 owners = importlib.metadata.packages_distributions()
 dists = sorted({d.lower().replace("_", "-") for name in imported for d in owners.get(name, [])})
 print(json.dumps({"out": numpy.asarray(out).tolist(), "dists": dists}))
@@ -315,6 +316,11 @@ def test_best_model_loads_and_predicts_where_lrsweep_is_not_installed(
         if "==" in line
     }
     assert {"mlflow", "torch", "matplotlib", "rich", "pillow"} <= required
+    code = Path(requirements_file).parent / "code"  # one archive, not ~50 uploads per trial
+    assert sorted(p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()) == [
+        "trainers.zip",
+        "trainers/__init__.py",
+    ]
     missing = set(answer["dists"]) - _installed_with(required)
     assert not missing, f"imported by the model's unpickling, not in its requirements: {missing}"
 
