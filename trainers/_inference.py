@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
 import os
@@ -542,18 +543,75 @@ def _fixed_prefix(head: nn.Module) -> tuple[list[nn.Module], nn.Module]:
     return layers[:n], nn.Sequential(nn.Flatten(), *layers[n:])  # cached as (N, F, 1, 1)
 
 
+def _activations_key(learn: Learner, body: nn.Module, fixed: list[nn.Module], loader: Any) -> str:
+    """What a loader's cached activations depend on, but for the images tensor itself (the
+    cache holds it, compared by identity): the body's weights and buffers (a digest of their
+    bytes), the pooling after it, the images' in-place version, the loader's batch size and
+    statistics, and the accelerator's options and device."""
+    digest = hashlib.blake2b(digest_size=16)
+    scaling = [(name, getattr(loader, name, None)) for name in ("_gain", "_bias")]
+    for name, tensor in [*body.state_dict().items(), *scaling, ("images", loader.images)]:
+        if not isinstance(tensor, torch.Tensor):
+            digest.update(f"{name}:{tensor!r}".encode())
+            continue
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        if name != "images":  # the images count by identity and version (below), not bytes
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            digest.update(raw.data)  # the array's buffer, no copy
+    acc = learn.accelerator
+    parts = [
+        digest.hexdigest(),
+        repr(fixed),
+        loader.images._version,
+        loader.batch_size,
+        acc.amp,
+        acc.channels_last,
+        str(learn.device),
+    ]
+    return repr(parts)
+
+
 @torch.no_grad()
 def _feature_loader(learn: Learner, body: nn.Module, fixed: list[nn.Module], loader: Any) -> Any:
     """A TensorLoader like ``loader`` whose 'images' are the body's outputs, through ``fixed``
-    (the head's leading pooling, see :func:`_fixed_prefix`) when there is one."""
+    (the head's leading pooling, see :func:`_fixed_prefix`) when there is one.
+
+    The activations are kept on ``loader`` (the last ones only) and reused by the next fit
+    with ``precompute`` whose body, pooling, images and accelerator options are the same
+    (:func:`_activations_key`), as fastai's ``precompute`` kept them on disk: the trials of a
+    sweep that start from one pretrained body on one worker's data compute them once.
+    """
     from trainers.data import TensorLoader
 
     body.eval()
-    acc = learn.accelerator
-    size = loader.batch_size
     n = len(loader.labels)
     if n == 0:
         raise ValueError("precompute=True found an empty loader; there is nothing to cache.")
+    key = _activations_key(learn, body, fixed, loader)
+    kept = getattr(loader, "_activations", None)
+    if kept is not None and kept[0] == key and kept[1] is loader.images:
+        features = kept[2]
+    else:
+        loader._activations = None  # the old ones go before the new ones are computed
+        features = _activations(learn, body, fixed, loader)
+        loader._activations = (key, loader.images, features)
+    return TensorLoader(
+        features,
+        loader.labels,
+        batch_size=loader.batch_size,
+        shuffle=loader.shuffle,
+        sample_weights=loader.sample_weights,
+        seed=loader.seed,
+        drop_single=loader.drop_single,
+        device=learn.device,
+    )
+
+
+def _activations(learn: Learner, body: nn.Module, fixed: list[nn.Module], loader: Any) -> Any:
+    """The body's outputs (through ``fixed``) for every image of ``loader``, in its order."""
+    acc = learn.accelerator
+    size = loader.batch_size
+    n = len(loader.labels)
     chunks = []
     for i in range(0, n, size):
         xb = acc.batch(loader.normalise(loader.images[i : i + size]).to(learn.device))
@@ -567,14 +625,4 @@ def _feature_loader(learn: Learner, body: nn.Module, fixed: list[nn.Module], loa
             for layer in fixed:
                 maps = layer(maps)
         chunks.append(acc.output(maps if maps.ndim == 4 else maps.flatten(1)[:, :, None, None]))
-    features = torch.cat(chunks)
-    return TensorLoader(
-        features,
-        loader.labels,
-        batch_size=size,
-        shuffle=loader.shuffle,
-        sample_weights=loader.sample_weights,
-        seed=loader.seed,
-        drop_single=loader.drop_single,
-        device=learn.device,
-    )
+    return torch.cat(chunks)

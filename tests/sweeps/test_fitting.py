@@ -205,6 +205,13 @@ def test_fine_tune_precompute_trains_the_frozen_head_on_cached_activations(
     assert all(math.isfinite(row["valid_loss"]) for row in learn.history)
     kept = all(torch.equal(a, b) for a, b in zip(norms.means, pretrained, strict=True))
     assert kept is precompute
+    if precompute:  # the worker's next trial, another seed: the body's outputs are reused
+        again = trial._learner(task, trial._dataloaders(task, 1), 1)
+        calls = []
+        again.model.body.register_forward_hook(lambda *_: calls.append(1))
+        train(again, task, 1e-2)
+        frozen_epoch = len(again.dls.train) + len(again.dls.valid)  # the unfrozen one runs it
+        assert len(calls) == frozen_epoch and again.history[0]["phase"] == "frozen"
 
 
 @pytest.mark.parametrize(

@@ -581,6 +581,52 @@ def test_precompute_caches_the_heads_pooling_and_keeps_the_body_in_eval_mode() -
     assert modes.seen and set(modes.seen) == {(True, False, True)}
 
 
+class CountBodyCalls:
+    """Counts the forward calls of a module (a forward hook)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_hook(self._count)
+
+    def _count(self, *_: object) -> None:
+        self.calls += 1
+
+
+def test_precompute_reuses_a_loaders_activations_while_body_and_images_are_the_same() -> None:
+    # A sweep's trials on one worker start from one pretrained body on the same loaders:
+    # each computed the body's outputs over the whole data again (fastai kept them on disk).
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32)
+    trained = []
+    for attempt in range(3):
+        dls.train.reseed(0)  # as a sweep's trial does
+        seed_everything(0)
+        learn = Learner(build_model("simple_cnn", dls.n_classes), dls, progress=False)
+        learn.freeze()
+        calls = CountBodyCalls(learn.model.body)
+        if attempt == 2:  # the cache dropped: the same fit from freshly computed activations
+            dls.train._activations = dls.valid._activations = None
+        learn.fit_one_cycle(2, 1e-2, precompute=True)
+        trained.append((learn, calls.calls))  # the fit itself never runs the body
+    batches = -(-len(dls.train.labels) // 32) + -(-len(dls.valid.labels) // 32)
+    assert [calls for _, calls in trained] == [batches, 0, batches]
+    first, reused, fresh = (learn for learn, _ in trained)
+    curves = [[{**row, "epoch_time_s": 0} for row in learn.history] for learn in (first, reused)]
+    assert curves[0] == curves[1] == [{**row, "epoch_time_s": 0} for row in fresh.history]
+    weights = [learn.model.state_dict().values() for learn in (reused, fresh)]
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    # other body weights, or images edited in place, compute them anew
+    seed_everything(1)
+    other = Learner(build_model("simple_cnn", dls.n_classes), dls, progress=False)
+    other.freeze()
+    calls = CountBodyCalls(other.model.body)
+    other.fit(1, 1e-2, precompute=True)
+    assert calls.calls == batches
+    dls.valid.images[0].zero_()
+    calls.calls = 0
+    other.fit(1, 1e-2, precompute=True)
+    assert calls.calls == -(-len(dls.valid.labels) // 32)  # the valid loader's alone
+
+
 def test_precompute_with_augmentation_is_refused_with_the_reason() -> None:
     learn = make_learner(augment={"rotate": 10})
     learn.freeze()
