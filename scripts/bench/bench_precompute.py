@@ -185,8 +185,10 @@ def run(args: argparse.Namespace) -> common.Result:
             "per epoch = median epoch_time_s (training + validation) of the measured fits (the "
             "warm-up fit left out); speedup/epoch = the median of the per-repetition ratios of "
             "the two sides' median epochs; caching = fit time minus its epochs, paid once per "
-            "fit. Same head: the valid loss within 1e-4 (relative) and every head weight within "
-            "1e-3; the note gives the differences (0 when bitwise).",
+            "fit here (the next fit of the same body on the same loaders, as a sweep worker's "
+            "next trial, reuses the activations; each fit here computes its own). Same head: "
+            "the valid loss within 1e-4 (relative) and every head weight within 1e-3; the note "
+            "gives the differences (0 when bitwise).",
             "32 px is sweeps/specs/shapes_resnet.yaml's size: the body's output is 1x1, so the "
             "body is cheap and the head's own work (fastai's head: two batch norms, two "
             "dropouts, linears to 512 and to the classes, AdamW) bounds the speedup; the concat "
