@@ -269,6 +269,8 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
             storage = StorageSpec(path=str(root), shared=spec.storage.shared)
         preflight.connect(address)
         preflight.check_cluster(spec, address=address, tracking_uri=uri, storage=storage)
+    for note in preflight.data_notes(spec):  # the data's size, once it proved readable
+        logger.warning("spec %s: %s", spec.name, note)
     preflight.check_artifact_location(uri, min_free_mb=min_free_mb())
     preflight.check_artifact_location(
         root, min_free_mb=min_free_mb(), what="Ray's checkpoint folder (storage.path)"

@@ -38,7 +38,12 @@ from sweeps.preflight._cluster import (
     head_address,
     head_answers,
 )
-from sweeps.preflight._data import check_local_data, check_local_weights, check_portable_inputs
+from sweeps.preflight._data import (
+    check_local_data,
+    check_local_weights,
+    check_portable_inputs,
+    data_notes,
+)
 from sweeps.preflight._local import check_local_resources, local_node
 from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
 from sweeps.preflight._resources import check_fit, label_matches, trial_request
@@ -68,6 +73,7 @@ __all__ = [
     "check_storage_uri",
     "check_tracking_reachable",
     "connect",
+    "data_notes",
     "explain_connect_error",
     "head_address",
     "head_answers",

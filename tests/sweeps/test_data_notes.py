@@ -1,0 +1,70 @@
+"""``preflight.data_notes``: settings the data's size makes pointless, noted (never refused)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sweeps import run as run_module
+from sweeps.preflight import data_notes
+from sweeps.spec import load_spec
+
+DIGITS = Path(__file__).parents[2] / "sweeps" / "specs" / "digits.yaml"
+
+
+def _notes(*overrides: str) -> list[str]:
+    return data_notes(load_spec(DIGITS, overrides=list(overrides)))
+
+
+def test_the_demo_spec_draws_no_note() -> None:
+    assert _notes() == []
+
+
+def test_a_validation_set_under_100_images_is_noted_with_its_step() -> None:
+    # digits: 1,797 images; round(0.055 x 1797) = 99 held out, round(0.056 x 1797) = 101
+    (note,) = _notes("task.dataset.valid_pct=0.055")
+    assert note == (
+        "task.dataset: the validation set holds 99 images, so an error rate moves in steps of "
+        "1 points and strategies closer than that cannot be told apart; raise "
+        "task.dataset.valid_pct (0.055) or add data"
+    )
+    assert _notes("task.dataset.valid_pct=0.056") == []
+    (note,) = _notes("task.dataset.valid_pct=0.01")
+    assert "holds 18 images, so an error rate moves in steps of 5.6 points" in note
+
+
+def test_a_batch_size_that_leaves_an_epoch_a_few_steps_is_noted() -> None:
+    # 1,438 training images: 480 a batch is 3 steps, 479 is 4
+    (note,) = _notes("task.batch_size=480")
+    assert note.startswith(
+        "task.batch_size: 480 leaves an epoch of the 1438 training images 3 optimizer steps"
+    )
+    assert _notes("task.batch_size=479") == []
+    (note,) = _notes("task.batch_size=4096")
+    assert "1438 training images 1 optimizer step, too few" in note
+
+
+def test_an_image_folders_own_valid_split_is_counted(tmp_path: Path) -> None:
+    for split, count in (("train", 30), ("valid", 3)):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (4, 4)).save(tmp_path / split / name / f"{i}.png")
+    dataset = f"task.dataset={{name: image_folder, path: {tmp_path}}}"
+    (note,) = _notes(dataset, "task.batch_size=8")
+    assert note.startswith("task.dataset: the validation set holds 6 images")
+    assert note.endswith("add images to its valid/ folder")
+
+
+def test_a_run_logs_the_notes_before_any_run_exists(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = load_spec(DIGITS, overrides=["task.dataset.valid_pct=0.01"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with caplog.at_level(logging.WARNING, logger="sweeps.run"):
+        run_module._preflight(spec, uri, tmp_path / "ray", address=None)
+    assert "spec digits-lr: task.dataset: the validation set holds 18 images" in caplog.text
+    assert not (tmp_path / "mlflow.db").exists()
