@@ -7,6 +7,7 @@ import logging
 import numbers
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,14 +191,14 @@ class ImageFormat:
 NOT_NORMALISED = 30.0
 """A float input with values beyond this is taken for 0..255 pixels given as floats (a
 normalised image stays within a few units of 0), and :func:`model_input` warns, when the
-format cannot normalise (else the bound is :func:`normalised_bound`'s, with a margin)."""
+format does not know its statistics (else beyond three times :func:`normalised_bound`)."""
 
 
-def normalised_bound(fmt: ImageFormat) -> float:
+def normalised_bound(fmt: ImageFormat) -> float | None:
     """The largest ``|value|`` an image normalised by ``fmt`` can hold: black or white pixels
-    in its most extreme channel (``NOT_NORMALISED`` when ``fmt`` does not normalise)."""
+    in its most extreme channel (None when ``fmt`` does not normalise)."""
     if fmt.normalise is None or fmt.in_channels is None:
-        return NOT_NORMALISED
+        return None
     edges = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
     normalised = fmt.normalise(edges.expand(2, fmt.in_channels, 1, 1))
     return float(normalised.abs().amax())
@@ -292,35 +293,50 @@ def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool
         )
     peak = float(batch.detach().abs().amax()) if batch.numel() else 0.0
     bound = normalised_bound(fmt)
-    if peak > 1.5 * bound:  # a normalised image of 0..255 pixels reaches `bound` at most
+    # 0..255 pixels normalised reach `bound` at most; augmentation (contrast, brightness) can
+    # take a training batch past it, so only three times as far reads as raw pixels
+    if peak > (NOT_NORMALISED if bound is None else 3 * bound):
+        reach = (
+            "a normalised image stays within a few units of 0"
+            if bound is None
+            else f"an image normalised as the training data were reaches {bound:.3g} at most"
+        )
         warnings.warn(
-            f"x reaches {peak:.4g}, but an image normalised as the training data were stays "
-            f"within {bound:.3g} of 0: that looks like raw pixels (0..255, or scikit-learn's "
-            "digits' 0..16); pass 0..255 pixels as uint8 (x.to(torch.uint8)) to have them "
-            "normalised as the loaders do.",
+            f"x reaches {peak:.4g}, but {reach}: that looks like raw pixels (0..255, or "
+            "scikit-learn's digits' 0..16); pass 0..255 pixels as uint8 (x.to(torch.uint8)) to "
+            "have them normalised as the loaders do.",
             stacklevel=4,
         )
     return batch.float(), x.ndim == 3
 
 
 def _layout_hint(x: torch.Tensor, channels: int) -> str:
-    """What to do with a tensor whose channel axis does not hold ``channels``."""
-    grey = (
-        "the model takes greyscale images: pass a PIL image or an image file (converted for "
-        "you), or pixels averaged over the colour channels"
-    )
-    if x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4):
-        if channels == 1 and x.shape[-1] != 1:
-            return f"{grey}: an (H, W, C) image from PIL or NumPy is colour here."
-        return (
-            "an image from PIL or NumPy is (H, W, C): pass torch.as_tensor(array).permute(2, "
-            "0, 1) (a PIL image or an image file is converted for you)."
+    """What to do with a tensor whose channel axis does not hold ``channels``: a channels-last
+    array's permutation, a greyscale batch's missing axis, or the conversion between colour
+    and greyscale (which a PIL image or an image file gets without asking)."""
+    converted = "(a PIL image or an image file is converted for you)"
+    channels_last = x.shape[-1] in (1, 3, 4) and x.shape[-3] not in (1, 3, 4)
+    if channels_last:
+        order = "permute(2, 0, 1)" if x.ndim == 3 else "permute(0, 3, 1, 2)"
+        have = x.shape[-1]
+    elif x.ndim == 3 and x.shape[0] not in (1, 3, 4):  # (N, H, W): greyscale without its axis
+        order, have = "", 1
+    else:
+        order, have = "", x.shape[-3]
+    steps = []
+    if channels_last:
+        steps.append(f"an array from PIL or NumPy is channels-last: {order} it")
+    elif x.ndim == 3 and have == 1 and x.shape[0] not in (1, 3, 4):
+        steps.append("a batch of greyscale images (N, H, W) needs its channel axis: x[:, None]")
+    if have == 1 and channels > 1:
+        steps.append(f"the model takes {channels} channels: repeat the one (expand to {channels})")
+    elif have > 1 and channels == 1:
+        steps.append(
+            "the model takes greyscale images: average uint8 pixels over the colour channels"
         )
-    if channels == 1 and x.ndim == 3 and x.shape[0] not in (1, 3, 4):
-        return "a batch of greyscale images (N, H, W) needs its channel axis: pass x[:, None]."
-    if channels == 1 and x.shape[-3] in (3, 4):
-        return f"{grey} (x.float().mean(dim=-3, keepdim=True).round().to(torch.uint8))."
-    return "an image from PIL or NumPy is (H, W, C): pass torch.as_tensor(array).permute(2, 0, 1)."
+    elif have != channels:
+        steps.append(f"the model takes {channels} channels")
+    return "; ".join(steps) + f" {converted}."
 
 
 def fit_uint8(images: torch.Tensor, image_size: int, resize_method: str) -> torch.Tensor:
@@ -545,9 +561,11 @@ def _fixed_prefix(head: nn.Module) -> tuple[list[nn.Module], nn.Module]:
 
 def _activations_key(learn: Learner, body: nn.Module, fixed: list[nn.Module], loader: Any) -> str:
     """What a loader's cached activations depend on, but for the images tensor itself (the
-    cache holds it, compared by identity): the body's weights and buffers (a digest of their
-    bytes), the pooling after it, the images' in-place version, the loader's batch size and
-    statistics, and the accelerator's options and device."""
+    cache refers to it, compared by identity): the body's layers (their ``repr``) and its
+    weights and buffers (a digest of their bytes), the pooling after it, the images' in-place
+    version, the loader's batch size and statistics, and the accelerator's options and device.
+    A change the key cannot see (a forward hook, a weight edited through ``.data`` or NumPy)
+    needs ``loader._activations = None`` first."""
     digest = hashlib.blake2b(digest_size=16)
     scaling = [(name, getattr(loader, name, None)) for name in ("_gain", "_bias")]
     for name, tensor in [*body.state_dict().items(), *scaling, ("images", loader.images)]:
@@ -561,11 +579,13 @@ def _activations_key(learn: Learner, body: nn.Module, fixed: list[nn.Module], lo
     acc = learn.accelerator
     parts = [
         digest.hexdigest(),
+        repr(body),
         repr(fixed),
         loader.images._version,
         loader.batch_size,
         acc.amp,
         acc.channels_last,
+        acc.compile,
         str(learn.device),
     ]
     return repr(parts)
@@ -576,10 +596,12 @@ def _feature_loader(learn: Learner, body: nn.Module, fixed: list[nn.Module], loa
     """A TensorLoader like ``loader`` whose 'images' are the body's outputs, through ``fixed``
     (the head's leading pooling, see :func:`_fixed_prefix`) when there is one.
 
-    The activations are kept on ``loader`` (the last ones only) and reused by the next fit
-    with ``precompute`` whose body, pooling, images and accelerator options are the same
-    (:func:`_activations_key`), as fastai's ``precompute`` kept them on disk: the trials of a
-    sweep that start from one pretrained body on one worker's data compute them once.
+    The activations are kept on ``loader`` (the last ones only, until it moves to another
+    device) and reused by the next fit with ``precompute`` whose body, pooling, images and
+    accelerator options are the same (:func:`_activations_key`), as fastai's ``precompute``
+    kept them on disk: the trials of a sweep that start from one pretrained body on one
+    worker's data compute them once. Images made under ``torch.inference_mode`` (which keep
+    no version count) are not cached.
     """
     from trainers.data import TensorLoader
 
@@ -587,14 +609,19 @@ def _feature_loader(learn: Learner, body: nn.Module, fixed: list[nn.Module], loa
     n = len(loader.labels)
     if n == 0:
         raise ValueError("precompute=True found an empty loader; there is nothing to cache.")
-    key = _activations_key(learn, body, fixed, loader)
+    images = loader.images
     kept = getattr(loader, "_activations", None)
-    if kept is not None and kept[0] == key and kept[1] is loader.images:
-        features = kept[2]
-    else:
-        loader._activations = None  # the old ones go before the new ones are computed
+    loader._activations = None  # stale ones go before new ones are computed
+    if images.is_inference():
         features = _activations(learn, body, fixed, loader)
-        loader._activations = (key, loader.images, features)
+    else:
+        key = _activations_key(learn, body, fixed, loader)
+        if kept is not None and kept[0] == key and kept[1]() is images:
+            features = kept[2]
+        else:
+            features = _activations(learn, body, fixed, loader)
+        # a weak reference: images the loader replaces are not kept alive by the cache
+        loader._activations = (key, weakref.ref(images), features)
     return TensorLoader(
         features,
         loader.labels,

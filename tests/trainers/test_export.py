@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from trainers import Learner, Predictor, build_model, load_learner, make_dataloaders
+from trainers._inference import ImageFormat, model_input
 from trainers.data._base import resize_uint8
 from trainers.seeding import seed_everything
 
@@ -226,6 +228,12 @@ def test_inputs_that_are_neither_pixels_nor_a_normalised_image_are_refused_or_wa
             learn.predict(wrong)
     with pytest.warns(UserWarning, match=r"x reaches 25\d, but an image normalised as the tr"):
         learn.predict(pixels.float())
+    no_statistics = ImageFormat(in_channels=3, image_size=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # without statistics the fixed bound, 30, holds
+        model_input(torch.full((3, 8, 8), 29.0), no_statistics)
+    with pytest.warns(UserWarning, match=r"x reaches 31, but a normalised image stays within"):
+        model_input(torch.full((3, 8, 8), 31.0), no_statistics)
     with pytest.raises(ValueError, match=r"is a folder: pass the image files in it"):
         learn.predict(folder / "valid")
     with pytest.raises(ValueError, match=r"one kind throughout, but it holds \['PosixPath', 'T"):
@@ -299,7 +307,7 @@ def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() ->
     seed_everything(0)
     learn = Learner(build_model("simple_cnn", 10, in_channels=1), dls)
     digits = torch.linspace(0, 16, 64).view(1, 1, 8, 8)
-    with pytest.warns(UserWarning, match=r"x reaches 16, but .* stays within 1\.\d+ of 0: that"):
+    with pytest.warns(UserWarning, match=r"x reaches 16, but .* reaches 1\.\d+ at most: that"):
         learn.predict(digits)
     predictor = Predictor(
         learn.model,
@@ -312,18 +320,33 @@ def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() ->
     with pytest.warns(UserWarning, match=r"x reaches 16, but"):
         predictor.predict(digits)
     black_and_white = torch.tensor([0, 255], dtype=torch.uint8).repeat(32).view(1, 1, 8, 8)
+    jittered = make_dataloaders(
+        "digits", image_size=8, batch_size=64, seed=0, augment={"jitter": 0.9}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the most extreme image, normalised: no warning
         learn.predict(predictor.normalise(black_and_white))
+        for _ in range(5):  # nor strongly augmented training batches
+            learn.predict(jittered.train.one_batch()[0])
 
 
 @pytest.mark.parametrize(
     ("shape", "in_channels", "hint"),
     [
-        ((200, 8, 8), 1, r"greyscale images \(N, H, W\) needs its channel axis: pass x\[:, None\]"),
-        ((8, 8, 3), 1, r"takes greyscale images: .* an \(H, W, C\) image .* is colour here"),
-        ((8, 8, 3), 3, r"is \(H, W, C\): pass torch\.as_tensor\(array\)\.permute\(2, 0, 1\)"),
-        ((2, 3, 8, 8), 1, r"takes greyscale images: .*mean\(dim=-3, keepdim=True\)"),
+        (
+            (200, 8, 8),
+            1,
+            r"^a batch of greyscale images \(N, H, W\) needs its channel axis: x\[:, None\] \(",
+        ),
+        ((8, 8, 3), 1, r"channels-last: permute\(2, 0, 1\) it; the model takes greyscale images"),
+        ((8, 8, 3), 3, r"channels-last: permute\(2, 0, 1\) it \(a PIL image or an image file is"),
+        ((4, 8, 8, 3), 3, r"channels-last: permute\(0, 3, 1, 2\) it \(a PIL"),
+        ((4, 8, 8, 1), 1, r"channels-last: permute\(0, 3, 1, 2\) it \(a PIL"),
+        ((8, 8, 1), 3, r"permute\(2, 0, 1\) it; the model takes 3 channels: repeat the one"),
+        ((1, 8, 8), 3, r"^the model takes 3 channels: repeat the one \(expand to 3\) \(a PIL"),
+        ((4, 1, 8, 8), 3, r"^the model takes 3 channels: repeat the one"),
+        ((5, 8, 8), 3, r"axis: x\[:, None\]; the model takes 3 channels: repeat the one"),
+        ((2, 3, 8, 8), 1, r"^the model takes greyscale images: average uint8 pixels over the col"),
     ],
 )
 def test_a_channel_mismatch_says_what_to_pass(
@@ -337,5 +360,7 @@ def test_a_channel_mismatch_says_what_to_pass(
         mean=[0.5] * in_channels,
         std=[0.25] * in_channels,
     )
-    with pytest.raises(ValueError, match=hint):
+    with pytest.raises(ValueError) as raised:
         predictor.predict(torch.zeros(shape, dtype=torch.uint8))
+    advice = str(raised.value).split(f"but got shape {shape}; ")[1]
+    assert re.search(hint, advice), advice

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -625,6 +626,23 @@ def test_precompute_reuses_a_loaders_activations_while_body_and_images_are_the_s
     calls.calls = 0
     other.fit(1, 1e-2, precompute=True)
     assert calls.calls == -(-len(dls.valid.labels) // 32)  # the valid loader's alone
+    dls.to("cpu")  # already there: kept (a Learner moves its data to its device)
+    assert dls.train._activations is not None
+    moved = make_dataloaders("shapes", image_size=16, batch_size=32)
+    moved.train._activations = dls.train._activations
+    moved.train.to("meta")  # a move drops them (they lie on the old device)
+    assert moved.train._activations is None
+    replaced = dls.valid.images
+    dls.valid.images = replaced.clone()  # the cache does not keep replaced images alive
+    gone = weakref.ref(replaced)
+    del replaced
+    assert gone() is None
+    with torch.inference_mode():  # such images keep no version count: computed, not cached
+        dls.valid.images = dls.valid.images.clone()
+    calls.calls = 0
+    other.fit(1, 1e-2, precompute=True)
+    other.fit(1, 1e-2, precompute=True)
+    assert calls.calls == 2 * -(-len(dls.valid.labels) // 32)
 
 
 def test_precompute_with_augmentation_is_refused_with_the_reason() -> None:

@@ -103,8 +103,12 @@ class TensorLoader:
         return self.images.device
 
     def to(self, device: str | torch.device) -> TensorLoader:
-        """Move the stored tensors to ``device`` (in place) and return self."""
+        """Move the stored tensors to ``device`` (in place) and return self. Activations a
+        ``precompute`` fit kept for these images are dropped on a move (they lie on the old
+        device)."""
         device = torch.device(device)
+        if self.images.device != device:
+            self._activations = None
         self.images = self.images.to(device)
         self.labels = self.labels.to(device)
         self._gain = self._gain.to(device)
