@@ -319,7 +319,8 @@ def load_predictor(
 
     Raises:
         BestConfigError: for a store that does not exist, a model that does not, or one
-            logged without the metadata (by an lrsweep before 2026-12-07).
+            logged without the metadata (by an lrsweep before 2026-12-07, or from data without
+            statistics).
 
     Example:
         >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
@@ -343,7 +344,8 @@ def load_predictor(
             if not fields:
                 raise BestConfigError(
                     f"model {model_uri} holds no data statistics (logged by an lrsweep before "
-                    "2026-12-07): load it with mlflow.pytorch.load_model and give "
+                    "2026-12-07, or its trial's data had none): load it with "
+                    "mlflow.pytorch.load_model and give "
                     "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
                     "mean=..., std=...) the trial's data's values."
                 )

@@ -683,45 +683,102 @@ def model_environment(model: Any) -> dict[str, list[str]]:
     return {"code_paths": code_paths, "pip_requirements": requirements}
 
 
-_TRAINERS_STUB = '''"""lrsweep's ``trainers`` as this model was logged with it, run from
-``../trainers.zip``.
+_TRAINERS_STUB = '''"""lrsweep's ``trainers`` for this model: the installed package where
+lrsweep is installed, else the copy the model was logged with, run from ``../trainers.zip``.
 
-MLflow puts the model's ``code/`` folder on ``sys.path`` when it loads the model; one archive
-uploads to a tracking server in one request, where the package's ~50 files took one each.
+MLflow puts the model's ``code/`` folder first on ``sys.path`` when it loads the model. Where
+lrsweep is installed, its own ``trainers`` is imported, so the rest of lrsweep runs with the
+version it belongs to. One archive uploads to a tracking server in one request, where the
+package's ~50 files took one each.
 """
 
+import importlib.machinery as _machinery
+import importlib.util as _util
 import os as _os
+import sys as _sys
 import zipimport as _zipimport
 
-_archive = _os.path.join(
-    _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "trainers.zip"
-)
-__path__ = [_os.path.join(_archive, "trainers")]
-__file__ = _os.path.join(__path__[0], "__init__.py")
-exec(compile(_zipimport.zipimporter(_archive).get_source("trainers"), __file__, "exec"))
+
+def _installed():
+    """The spec of a ``trainers`` found outside every model's ``code/`` folder, or None."""
+    elsewhere = [
+        entry
+        for entry in _sys.path
+        if not _os.path.isfile(_os.path.join(entry or _os.curdir, "trainers.zip"))
+    ]
+    for finder in _sys.meta_path:
+        if finder is _machinery.PathFinder:
+            spec = finder.find_spec("trainers", elsewhere)
+        elif hasattr(finder, "find_spec"):
+            spec = finder.find_spec("trainers", None)
+        else:
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+_spec = _installed()
+if _spec is not None:
+    _module = _util.module_from_spec(_spec)
+    _sys.modules[__name__] = _module  # the import returns what sys.modules holds at its end
+    _spec.loader.exec_module(_module)
+else:
+    _archive = _os.path.join(
+        _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "trainers.zip"
+    )
+    __path__ = [_os.path.join(_archive, "trainers")]
+    __file__ = _os.path.join(__path__[0], "__init__.py")
+    exec(compile(_zipimport.zipimporter(_archive).get_source("trainers"), __file__, "exec"))
 '''
 
 _trainers_code_paths: list[str] = []
 
 
 def _trainers_code() -> list[str]:
-    """``code_paths`` holding the ``trainers`` source: its modules in one zip and a package
-    stub that runs them from there, made once per process (a trial worker logs many models)."""
-    if not _trainers_code_paths:
-        import atexit
-        import zipfile
+    """``code_paths`` holding the ``trainers`` source: its modules in one zip and the package
+    stub above, in a folder of the temporary directory named by their digest (made once per
+    version and shared by every process; a trial worker logs many models).
 
-        import trainers
+    Raises:
+        RuntimeError: when ``trainers`` has no source to ship (not a package of .py files).
+    """
+    if _trainers_code_paths:
+        return list(_trainers_code_paths)
+    import hashlib
+    import zipfile
 
-        package = Path(trainers.__file__).parent
-        folder = Path(tempfile.mkdtemp(prefix="lrsweep-model-code-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        with zipfile.ZipFile(folder / "trainers.zip", "w", zipfile.ZIP_DEFLATED) as archive:
-            for source in sorted(package.rglob("*.py")):
-                archive.write(source, f"trainers/{source.relative_to(package).as_posix()}")
-        (folder / "trainers").mkdir()
-        (folder / "trainers" / "__init__.py").write_text(_TRAINERS_STUB, encoding="utf-8")
-        _trainers_code_paths.extend([str(folder / "trainers"), str(folder / "trainers.zip")])
+    import trainers
+
+    archive = getattr(trainers, "_archive", None)
+    if archive is not None:  # trainers runs from a logged model's code: that code goes again
+        _trainers_code_paths[:] = [str(Path(archive).parent / "trainers"), str(archive)]
+        return list(_trainers_code_paths)
+    package = Path(trainers.__file__).parent
+    sources = sorted(package.rglob("*.py"))
+    if package / "__init__.py" not in sources:
+        raise RuntimeError(f"trainers at {package} has no source files to log with its model.")
+    digest = hashlib.blake2b(digest_size=8)
+    for source in sources:
+        digest.update(f"{source.relative_to(package).as_posix()}\0".encode())
+        digest.update(source.read_bytes())
+    digest.update(_TRAINERS_STUB.encode())
+    folder = Path(tempfile.gettempdir()) / f"lrsweep-model-code-{digest.hexdigest()}"
+    if not (folder / "trainers" / "__init__.py").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=".lrsweep-model-code-", dir=folder.parent))
+        with zipfile.ZipFile(staging / "trainers.zip", "w", zipfile.ZIP_DEFLATED) as zipped:
+            for source in sources:
+                zipped.write(source, f"trainers/{source.relative_to(package).as_posix()}")
+        (staging / "trainers").mkdir()
+        (staging / "trainers" / "__init__.py").write_text(_TRAINERS_STUB, encoding="utf-8")
+        try:
+            staging.rename(folder)  # whole, or not at all
+        except OSError:  # another process made it first, or something else is in the way
+            if (folder / "trainers" / "__init__.py").is_file():
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                folder = staging
+    _trainers_code_paths[:] = [str(folder / "trainers"), str(folder / "trainers.zip")]
     return list(_trainers_code_paths)
 
 

@@ -280,6 +280,7 @@ def test_best_model_loads_and_predicts_where_lrsweep_is_not_installed(
 ) -> None:
     # The pickled model names trainers' classes: without their source shipped with it, it
     # loaded only where lrsweep was installed, and its requirements named torch alone.
+    import os
     import subprocess
     import sys
     import sysconfig
@@ -316,6 +317,22 @@ def test_best_model_loads_and_predicts_where_lrsweep_is_not_installed(
         if "==" in line
     }
     assert {"mlflow", "torch", "matplotlib", "rich", "pillow"} <= required
+    # where lrsweep is installed, loading the model first imports the installed trainers, so
+    # the rest of lrsweep does not run against the model's copy
+    first = "import sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
+    first += "mlflow.pytorch.load_model(sys.argv[2]); import trainers; print(trainers.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", first, sweep[1].uri, uri],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    import trainers
+
+    assert done.stdout.strip().splitlines()[-1] == trainers.__file__
     code = Path(requirements_file).parent / "code"  # one archive, not ~50 uploads per trial
     assert sorted(p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()) == [
         "trainers.zip",

@@ -708,3 +708,31 @@ def test_a_tls_failure_is_refused_at_once_not_retried_for_minutes(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_models_trainers_code_is_one_folder_per_version_and_its_own_when_loaded_from_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import zipfile
+
+    import trainers
+    from sweeps import tracking
+
+    monkeypatch.setattr(tracking, "_trainers_code_paths", [])
+    first = tracking._trainers_code()
+    monkeypatch.setattr(tracking, "_trainers_code_paths", [])
+    assert tracking._trainers_code() == first  # another process finds the folder made
+    stub, archive = map(Path, first)
+    assert stub.name == "trainers" and (stub / "__init__.py").is_file()
+    with zipfile.ZipFile(archive) as zipped:
+        names = set(zipped.namelist())
+    assert {"trainers/__init__.py", "trainers/models/_base.py"} <= names
+    # trainers imported from a logged model's code (lrsweep not installed): that code again;
+    # reading the package's folder there found nothing and shipped an empty zip
+    monkeypatch.setattr(tracking, "_trainers_code_paths", [])
+    copy = str(tmp_path / "code" / "trainers.zip")
+    monkeypatch.setattr(trainers, "_archive", copy, raising=False)
+    assert tracking._trainers_code() == [
+        str(tmp_path / "code" / "trainers"),
+        str(tmp_path / "code" / "trainers.zip"),
+    ]
