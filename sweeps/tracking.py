@@ -719,17 +719,14 @@ def _installed():
 
 
 _spec = _installed()
-if _spec is not None:
-    _module = _util.module_from_spec(_spec)
-    _sys.modules[__name__] = _module  # the import returns what sys.modules holds at its end
-    _spec.loader.exec_module(_module)
-else:
+if _spec is None:  # lrsweep is not installed here: the copy logged with the model
     _archive = _os.path.join(
         _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "trainers.zip"
     )
-    __path__ = [_os.path.join(_archive, "trainers")]
-    __file__ = _os.path.join(__path__[0], "__init__.py")
-    exec(compile(_zipimport.zipimporter(_archive).get_source("trainers"), __file__, "exec"))
+    _spec = _zipimport.zipimporter(_archive).find_spec("trainers")
+_module = _util.module_from_spec(_spec)
+_sys.modules[__name__] = _module  # the import returns what sys.modules holds at its end
+_spec.loader.exec_module(_module)
 '''
 
 _trainers_code_paths: list[str] = []
@@ -747,12 +744,14 @@ def _trainers_code() -> list[str]:
         return list(_trainers_code_paths)
     import hashlib
     import zipfile
+    import zipimport
 
     import trainers
 
-    archive = getattr(trainers, "_archive", None)
-    if archive is not None:  # trainers runs from a logged model's code: that code goes again
-        _trainers_code_paths[:] = [str(Path(archive).parent / "trainers"), str(archive)]
+    loader = getattr(trainers.__spec__, "loader", None)
+    if isinstance(loader, zipimport.zipimporter):  # from a logged model's code: that code again
+        archive = Path(loader.archive)
+        _trainers_code_paths[:] = [str(archive.parent / "trainers"), str(archive)]
         return list(_trainers_code_paths)
     package = Path(trainers.__file__).parent
     sources = sorted(package.rglob("*.py"))

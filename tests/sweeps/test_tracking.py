@@ -714,6 +714,7 @@ def test_the_models_trainers_code_is_one_folder_per_version_and_its_own_when_loa
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import zipfile
+    import zipimport
 
     import trainers
     from sweeps import tracking
@@ -730,9 +731,9 @@ def test_the_models_trainers_code_is_one_folder_per_version_and_its_own_when_loa
     # trainers imported from a logged model's code (lrsweep not installed): that code again;
     # reading the package's folder there found nothing and shipped an empty zip
     monkeypatch.setattr(tracking, "_trainers_code_paths", [])
-    copy = str(tmp_path / "code" / "trainers.zip")
-    monkeypatch.setattr(trainers, "_archive", copy, raising=False)
-    assert tracking._trainers_code() == [
-        str(tmp_path / "code" / "trainers"),
-        str(tmp_path / "code" / "trainers.zip"),
-    ]
+    copy = tmp_path / "code" / "trainers.zip"
+    copy.parent.mkdir()
+    copy.write_bytes(archive.read_bytes())
+    zipped_spec = zipimport.zipimporter(str(copy)).find_spec("trainers")
+    monkeypatch.setattr(trainers, "__spec__", zipped_spec)
+    assert tracking._trainers_code() == [str(copy.parent / "trainers"), str(copy)]
