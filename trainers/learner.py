@@ -684,10 +684,20 @@ class Learner:
             ValueError: as ``lr_find`` does, and (as ``fit``) for an optimizer lacking trainable
                 parameters of the model (a replaced model), whose curve would be flat.
         """
+        from trainers.callbacks import ProgressiveResize
         from trainers.lr_finder import lr_find
 
         _loop.check_optimizer(self)
-
+        size = getattr(self.dls, "image_size", None)
+        for cb in self._cbs:
+            first = cb.size_at(0) if isinstance(cb, ProgressiveResize) else None
+            if first is not None and size is not None and first != size:
+                warnings.warn(
+                    f"lr_find runs on learn.dls's {size} px images, but ProgressiveResize trains "
+                    f"the first epochs at {first} px; to test at that size, first set "
+                    "learn.dls = resize.loaders_at(0, learn.dls) (a sweep's finder arm does).",
+                    stacklevel=2,
+                )
         return lr_find(
             self,
             start_lr,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,15 @@ def test_loading_a_checkpoint_taken_in_a_stage_says_how_it_resumes(tmp_path: Pat
     learn.save(tmp_path / "stage.pt")
     with pytest.warns(UserWarning, match=r"8 px images \(this data: 16 px\).*ProgressiveResize"):
         _learner().load(tmp_path / "stage.pt")
+
+
+def test_lr_find_says_when_it_tests_at_another_size_than_the_first_stage() -> None:
+    learn = _learner()
+    resize = ProgressiveResize([(8, 1)])
+    learn.add_cb(resize)
+    with pytest.warns(UserWarning, match=r"lr_find runs on learn\.dls's 16 px images, but Progre"):
+        learn.lr_find(num_it=10, suggest=None)
+    learn.dls = resize.loaders_at(0, learn.dls)  # the first stage's images: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.lr_find(num_it=10, suggest=None)
