@@ -17,6 +17,7 @@ from sweeps.cli import _best as _best  # noqa: E402
 from sweeps.cli import _clean as _clean  # noqa: E402
 from sweeps.cli import _lr_find  # noqa: E402,F401
 from sweeps.cli import _nightly as _nightly  # noqa: E402
+from sweeps.cli import _predict as _predict  # noqa: E402
 from sweeps.cli import _report as _report  # noqa: E402
 from sweeps.cli import _resume as _resume  # noqa: E402
 from sweeps.cli import _run as _run  # noqa: E402

@@ -382,6 +382,47 @@ def test_load_predictor_takes_raw_pixels_as_the_trials_data_were(
         load_predictor("runs:/0123456789abcdef/model", tracking_uri=sweep[1].uri)
 
 
+def test_predict_classifies_image_files_with_the_best_trials_model(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from sweeps import best_config, load_predictor
+    from sweeps.cli import app
+    from trainers.data import open_dataset
+
+    source = open_dataset("shapes", seed=3, n_per_class=16)
+    files = []
+    for index in (0, 16, 32):  # one image of each class, at 20 px: resized to the trial's 12
+        pixels = source.images(20)[index].permute(1, 2, 0).numpy()
+        files.append(tmp_path / f"{source.classes[int(source.labels[index])]}.png")
+        Image.fromarray(pixels).save(files[-1])
+    uri = sweep[1].uri
+    args = ["predict", "sweep-test", *map(str, files), "--tracking-uri", uri, "--top", "2"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    best = best_config("sweep-test", tracking_uri=uri)
+    assert answer["model_uri"] == best.model_uri
+    predictor = load_predictor(best.model_uri, tracking_uri=uri, device="cpu")
+    expected = predictor.predict([str(f) for f in files])
+    for row, probs in zip(answer["images"], expected, strict=True):
+        (first, second) = row["predictions"]
+        assert first["class"] == predictor.classes[int(probs.argmax())]
+        assert first["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
+        assert first["probability"] >= second["probability"]
+    text = CliRunner().invoke(app, args[:-2])
+    assert text.exit_code == 0, text.output
+    assert text.stdout.splitlines()[0] == (
+        f"{files[0]}: {answer['images'][0]['predictions'][0]['class']} "
+        f"{answer['images'][0]['predictions'][0]['probability']:.3f}"
+    )
+    assert f"model {best.model_uri} (arm " in text.stderr
+    missing = CliRunner().invoke(app, ["predict", "sweep-test", str(tmp_path / "no.png")])
+    assert missing.exit_code == 2 and "no such image file: " in missing.stderr
+
+
 def _installed_with(names: set[str]) -> set[str]:
     """``names`` and every distribution they require here, transitively (pip's closure)."""
     from importlib.metadata import PackageNotFoundError, requires
