@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._options import TrackingUri
+from sweeps.cli._options import BestMetric, BestStrategy, Experiment, SweepRunId, TrackingUri
 
 
 class Format(StrEnum):
@@ -29,21 +29,9 @@ class Mode(StrEnum):
 
 @app.command("best")
 def best_command(
-    experiment: Annotated[str, typer.Argument(help="The sweep's experiment name.")],
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            "--strategy",
-            help="Only this arm (lr_finder, grid, optuna ..., or its name) or finder rule "
-            "(lr_finder:valley, as the report names it).",
-        ),
-    ] = None,
-    metric: Annotated[
-        str,
-        typer.Option(
-            "--metric", help="Rank by best/<metric>: its value at the lowest-valid-loss epoch."
-        ),
-    ] = "valid_loss",
+    experiment: Experiment,
+    strategy: BestStrategy = None,
+    metric: BestMetric = "valid_loss",
     mode: Annotated[
         Mode | None,
         typer.Option("--mode", help="min or max. Default: max for accuracy, min for the others."),
@@ -52,10 +40,7 @@ def best_command(
         Format, typer.Option("--format", help="json | yaml | spec (a spec that re-runs the trial).")
     ] = Format.json,
     tracking_uri: TrackingUri = None,
-    run_id: Annotated[
-        str | None,
-        typer.Option("--run-id", help="Only this sweep run (default: every sweep of EXPERIMENT)."),
-    ] = None,
+    run_id: SweepRunId = None,
 ) -> None:
     """Print the best trial of a sweep, read from MLflow (works from any machine)."""
     from sweeps.best import BestConfigError, best_config  # MLflow loads only when used

@@ -97,3 +97,24 @@ TrackingUri = Annotated[
     str | None,
     typer.Option("--tracking-uri", help=TRACKING_URI_HELP, callback=tracking_uri_check()),
 ]
+
+# How ``lrsweep best`` picks the best trial; ``lrsweep predict`` picks it the same way.
+Experiment = Annotated[str, typer.Argument(help="The sweep's experiment name.")]
+BestStrategy = Annotated[
+    str | None,
+    typer.Option(
+        "--strategy",
+        help="Only this arm (lr_finder, grid, optuna ..., or its name) or finder rule "
+        "(lr_finder:valley, as the report names it).",
+    ),
+]
+BestMetric = Annotated[
+    str,
+    typer.Option(
+        "--metric", help="Rank by best/<metric>: its value at the lowest-valid-loss epoch."
+    ),
+]
+SweepRunId = Annotated[
+    str | None,
+    typer.Option("--run-id", help="Only this sweep run (default: every sweep of EXPERIMENT)."),
+]

@@ -11,7 +11,14 @@ from typing import Annotated
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._options import TrackingUri, fail
+from sweeps.cli._options import (
+    BestMetric,
+    BestStrategy,
+    Experiment,
+    SweepRunId,
+    TrackingUri,
+    fail,
+)
 
 
 class Output(StrEnum):
@@ -23,21 +30,13 @@ class Output(StrEnum):
 
 @app.command("predict")
 def predict_command(
-    experiment: Annotated[str, typer.Argument(help="The sweep's experiment name.")],
+    experiment: Experiment,
     images: Annotated[
         list[Path], typer.Argument(help="Image files (any size; resized as the trial's data).")
     ],
-    strategy: Annotated[
-        str | None,
-        typer.Option("--strategy", help="The best trial of this arm or finder rule only."),
-    ] = None,
-    metric: Annotated[
-        str, typer.Option("--metric", help="Rank the trials by best/<metric>, as lrsweep best.")
-    ] = "valid_loss",
-    run_id: Annotated[
-        str | None,
-        typer.Option("--run-id", help="Only this sweep run (default: every sweep of EXPERIMENT)."),
-    ] = None,
+    strategy: BestStrategy = None,
+    metric: BestMetric = "valid_loss",
+    run_id: SweepRunId = None,
     top: Annotated[
         int, typer.Option("--top", min=1, help="How many classes to give per image.")
     ] = 1,
