@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -670,17 +670,23 @@ def model_environment(model: Any) -> dict[str, list[str]]:
     the model loads) and the requirements are those ``trainers`` imports, pinned to the versions
     installed here; otherwise torch alone (and torchvision for its layers).
     """
-    from importlib.metadata import version
-
     modules = {type(layer).__module__.partition(".")[0] for layer in model.modules()}
+    names: tuple[str, ...]
     if "trainers" in modules:
-        names = list(_TRAINERS_REQUIREMENTS)
+        names = _TRAINERS_REQUIREMENTS
         code_paths = _trainers_code()
     else:
-        names = ["torch"] + (["torchvision"] if "torchvision" in modules else [])
+        names = ("torch", "torchvision") if "torchvision" in modules else ("torch",)
         code_paths = []
-    requirements = [f"{name}=={version(name).split('+')[0]}" for name in names]
-    return {"code_paths": code_paths, "pip_requirements": requirements}
+    return {"code_paths": code_paths, "pip_requirements": list(_pinned(names))}
+
+
+@cache  # importlib.metadata reads the installed packages: ~5 ms a model, per trial
+def _pinned(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``name==version`` of each installed package (a local ``+cpu`` tag dropped)."""
+    from importlib.metadata import version
+
+    return tuple(f"{name}=={version(name).split('+')[0]}" for name in names)
 
 
 _TRAINERS_STUB = '''"""lrsweep's ``trainers`` for this model: the installed package where
