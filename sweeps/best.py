@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import json
 import logging
@@ -313,8 +314,9 @@ def load_predictor(
     model: load only from a store you trust.
 
     Args:
-        model_uri: ``BestConfig.model_uri`` (``runs:/<run_id>/model``), or any MLflow model URI.
-        tracking_uri: as :func:`best_config`'s.
+        model_uri: ``BestConfig.model_uri`` (``runs:/<run_id>/model``), or any MLflow model URI:
+            a ``models:/`` one, or a folder the model was downloaded to (which needs no store).
+        tracking_uri: as :func:`best_config`'s; only ``runs:/`` and ``models:/`` URIs read it.
         device: where the model runs (default: CUDA when available, else the CPU).
 
     Raises:
@@ -329,18 +331,18 @@ def load_predictor(
     import mlflow.pytorch
     import torch
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
+    from mlflow.models import Model
 
     from sweeps.tracking import mlflow_tracking_uri
     from trainers import Predictor
 
-    try:
-        uri = existing_store_uri(tracking_uri)
+    try:  # a model downloaded to a folder (or at an artifact URI) needs no tracking store
+        uri = existing_store_uri(tracking_uri) if _names_a_run(model_uri) else tracking_uri
     except LookupError as exc:
         raise BestConfigError(str(exc)) from None
     try:
-        with mlflow_tracking_uri(uri):
-            fields = dict((get_model_info(model_uri).metadata or {}).get("predictor") or {})
+        with mlflow_tracking_uri(uri) if uri is not None else contextlib.nullcontext():
+            fields = dict((Model.load(model_uri).metadata or {}).get("predictor") or {})
             if not fields:
                 raise BestConfigError(
                     f"model {model_uri} holds no data statistics (logged by an lrsweep before "
@@ -356,6 +358,12 @@ def load_predictor(
         fields.pop(name, None)
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Predictor(model, device=chosen, **fields)
+
+
+def _names_a_run(model_uri: str) -> bool:
+    """Whether ``model_uri`` is resolved through a tracking store (``runs:/``, ``models:/``),
+    not a folder or an artifact location of its own."""
+    return model_uri.split(":", 1)[0].lower() in ("runs", "models")
 
 
 def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]:

@@ -382,6 +382,31 @@ def test_load_predictor_takes_raw_pixels_as_the_trials_data_were(
         load_predictor("runs:/0123456789abcdef/model", tracking_uri=sweep[1].uri)
 
 
+def test_load_predictor_reads_a_downloaded_model_without_a_store(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model copied off the store (to serve it elsewhere) was refused for want of a store.
+    import mlflow
+    import torch
+
+    from sweeps import load_predictor
+    from sweeps.best import BestConfigError
+
+    uri = f"runs:/{_children(sweep)[0].info.run_id}/model"
+    with mlflow_tracking_uri(sweep[1].uri):
+        folder = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "copy"))
+    monkeypatch.chdir(tmp_path)  # no mlflow.db here, nor a tracking URI in the environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    pixels = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8)
+    copied = load_predictor(folder, device="cpu")
+    stored = load_predictor(uri, tracking_uri=sweep[1].uri, device="cpu")
+    assert copied.classes == stored.classes
+    assert torch.equal(copied.predict(pixels), stored.predict(pixels))
+    assert not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(BestConfigError, match="No MLflow store at"):  # a run's URI needs one
+        load_predictor(uri, device="cpu")
+
+
 def test_predict_classifies_image_files_with_the_best_trials_model(
     sweep: tuple[SweepResult, Tracker], tmp_path: Path
 ) -> None:
