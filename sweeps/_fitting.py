@@ -144,11 +144,20 @@ def _fit(learn: Learner, schedule: Any, epochs: int, lr: Any, start_epoch: int) 
             cycle_mult=schedule.cycle_mult,
             start_epoch=start_epoch,
         )
+    elif schedule.kind == "flat_cos":
+        learn.fit_flat_cos(
+            epochs,
+            lr,
+            pct_start=schedule.pct_start,
+            div_final=schedule.div_final,
+            start_epoch=start_epoch,
+        )
     elif schedule.kind == "constant":
         learn.fit(epochs, lr, start_epoch=start_epoch)
     else:
         raise ValueError(
-            f"task.schedule.kind must be one_cycle, sgdr or constant, but got {schedule.kind!r}."
+            "task.schedule.kind must be one_cycle, sgdr, flat_cos or constant, but got "
+            f"{schedule.kind!r}."
         )
 
 

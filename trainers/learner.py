@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,8 +43,17 @@ from trainers._training import (
 from trainers.callbacks import EVENTS, Callback, ProgressCallback, Recorder
 from trainers.errors import CallbackError, CancelBatch, CancelEpoch, CancelFit, TrainingDiverged
 from trainers.models import GroupedModel
-from trainers.schedules import one_cycle_lr, one_cycle_mom, sgdr_lr, sgdr_total_epochs
+from trainers.schedules import (
+    flat_cos_lr,
+    one_cycle_lr,
+    one_cycle_mom,
+    sgdr_lr,
+    sgdr_total_epochs,
+)
 from trainers.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from trainers.lr_finder import Suggest
 
 __all__ = ["Learner"]
 
@@ -577,6 +586,43 @@ class Learner:
         hypers(0.0, 0.0)  # validate the schedule's arguments before training
         _loop.fit(self, epochs, hypers, start_epoch=start_epoch, precompute=precompute)
 
+    def fit_flat_cos(
+        self,
+        epochs: int,
+        lr: LRSpec = 1e-3,
+        *,
+        pct_start: float = 0.75,
+        div_final: float = 1e5,
+        start_epoch: int = 0,
+        precompute: bool = False,
+    ) -> None:
+        """fastai's ``fit_flat_cos``: each group's rate flat at ``lr`` for the first
+        ``pct_start`` of training, then half a cosine down to ``lr / div_final``, updated every
+        batch (:func:`~trainers.schedules.flat_cos_lr`); momentum stays 0.9.
+
+        Args:
+            epochs: Number of epochs, ``>= 1``.
+            lr: The flat rate: a number, ``(lo, hi)``, ``slice(lo, hi)`` or ``slice(hi)``
+                (default 1e-3, as ``fit``'s and fastai's ``learn.lr``).
+            pct_start: Fraction of training at the flat rate, in ``[0, 1]``.
+            div_final: The rate ends at ``lr / div_final``.
+            start_epoch: Resume the schedule at this epoch (after :meth:`load`).
+            precompute: Train the head on cached body outputs.
+
+        Raises:
+            ValueError: for a bad ``lr`` (named), ``pct_start`` outside ``[0, 1]``, a
+                ``div_final`` that is not a finite number > 0, or bad ``epochs`` /
+                ``start_epoch``.
+        """
+        lrs = resolve_lrs(lr, self.n_groups, name="lr")
+
+        def hypers(pos: float, epoch_pos: float) -> tuple[list[float], float]:
+            rates = [flat_cos_lr(pos, lr=m, pct_start=pct_start, div_final=div_final) for m in lrs]
+            return rates, DEFAULT_MOM
+
+        hypers(0.0, 0.0)  # validate the schedule's arguments before training
+        _loop.fit(self, epochs, hypers, start_epoch=start_epoch, precompute=precompute)
+
     def fit_sgdr(
         self,
         n_cycles: int,
@@ -676,9 +722,13 @@ class Learner:
         stop_div: bool = True,
         div_factor: float = 4.0,
         beta: float = 0.98,
-        suggest: str | Sequence[str] | None = ("valley",),
+        suggest: Suggest = ("valley",),
+        suggest_funcs: Suggest = None,
     ) -> Any:
         """Run the LR range test; see :func:`trainers.lr_finder.lr_find` (leaves no trace).
+
+        ``suggest_funcs`` is fastai's name for ``suggest``: ``lr_find(suggest_funcs=(valley,
+        steep))`` runs as ``lr_find(suggest=(valley, steep))``; give one or the other.
 
         Raises:
             ValueError: as ``lr_find`` does, and (as ``fit``) for an optimizer lacking trainable
@@ -698,6 +748,13 @@ class Learner:
                     "learn.dls = resize.loaders_at(0, learn.dls) (a sweep's finder arm does).",
                     stacklevel=2,
                 )
+        if suggest_funcs is not None:
+            if suggest != ("valley",):
+                raise ValueError(
+                    "give suggest or suggest_funcs (fastai's name for it), not both: got "
+                    f"suggest={suggest!r} and suggest_funcs={suggest_funcs!r}."
+                )
+            suggest = suggest_funcs
         return lr_find(
             self,
             start_lr,

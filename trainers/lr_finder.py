@@ -17,7 +17,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from trainers.learner import Learner
 
 logger = logging.getLogger(__name__)
+
+Suggest = str | Callable[..., Any] | Sequence[str | Callable[..., Any]] | None
+"""``suggest``: rule names, or the rule functions ``trainers`` exports; None for none."""
 
 JSON_FORMAT = "lrsweep.lr_find/1"
 """Value of the ``format`` key of the JSON written by :meth:`LRFindResult.to_json`."""
@@ -99,7 +102,7 @@ class LRFindResult:
         if self.num_it is not None:
             object.__setattr__(self, "num_it", int(self.num_it))
 
-    def suggest(self, rules: str | Sequence[str]) -> dict[str, float]:
+    def suggest(self, rules: Suggest) -> dict[str, float]:
         """Each rule's rate on this curve, read as :func:`lr_find` reads it (fastai's trim).
 
         Any rule from :data:`trainers.suggestions.SUGGESTIONS`, also one the test did not run
@@ -129,6 +132,18 @@ class LRFindResult:
             non_positive_stop=non_positive_stop,
             best=best,
         )
+
+    def __getattr__(self, name: str) -> float:
+        """``result.valley``: a suggestion by its rule's name, as fastai's ``SuggestedLRs``."""
+        if name in SUGGESTIONS:
+            held = self.__dict__.get("suggestions", {})
+            if name in held:
+                return held[name]
+            raise AttributeError(
+                f"this range test did not suggest by {name!r} (it ran with suggest="
+                f"{tuple(held)}); result.suggest({name!r}) reads that rule off the curve."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def suggestion(self) -> float:
@@ -278,7 +293,7 @@ def lr_find(
     stop_div: bool = True,
     div_factor: float = DIV_FACTOR,
     beta: float = BETA,
-    suggest: str | Sequence[str] | None = ("valley",),
+    suggest: Suggest = ("valley",),
 ) -> LRFindResult:
     """Run an LR range test on ``learn`` and put every piece of its state back afterwards.
 
@@ -320,8 +335,10 @@ def lr_find(
         stop_div: Stop when the smoothed loss exceeds ``div_factor`` times its best.
         div_factor: Divergence factor, > 1 (fastai: 4).
         beta: Smoothing factor in ``[0, 1)`` (fastai: 0.98).
-        suggest: Rule name or names from :data:`trainers.suggestions.SUGGESTIONS`; empty or
-            None for none (fastai's ``suggest_funcs=None``).
+        suggest: Rule name or names from :data:`trainers.suggestions.SUGGESTIONS`, or those
+            rules' functions (``(valley, steep)``, as fastai's ``suggest_funcs``); empty or
+            None for none (fastai's ``suggest_funcs=None``). Each suggestion is also an
+            attribute of the result: ``result.valley``.
 
     Returns:
         The curve and one suggested rate per rule, for the top layer group.
@@ -390,7 +407,7 @@ def check_lr_find_args(
     num_it: int = NUM_IT,
     div_factor: float = DIV_FACTOR,
     beta: float = BETA,
-    suggest: str | Sequence[str] | None = ("valley",),
+    suggest: Suggest = ("valley",),
 ) -> list[str]:
     """Validate ``lr_find``'s arguments (``fit_recipe`` checks its own before it freezes
     anything); return the rule names, duplicates dropped.
@@ -405,13 +422,13 @@ def check_lr_find_args(
         raise ValueError(f"div_factor must be a number > 1, but got {div_factor!r}.")
     if not (_is_real(beta) and 0 <= beta < 1):
         raise ValueError(f"beta must be a number in [0, 1), but got {beta!r}.")
-    names = [] if suggest is None else [suggest] if isinstance(suggest, str) else list(suggest)
-    for name in names:
-        if not isinstance(name, str):
-            raise ValueError(
-                f"suggest must hold rule names from {list(SUGGESTIONS)} (e.g. 'valley', not "
-                f"the function), but got {name!r}."
-            )
+    if suggest is None:
+        given = []
+    elif isinstance(suggest, str) or callable(suggest):
+        given = [suggest]
+    else:
+        given = list(suggest)
+    names = [_rule_name(rule) for rule in given]
     rules = list(dict.fromkeys(names))
     for name in rules:
         rule = get_suggestion(name)
@@ -424,6 +441,21 @@ def check_lr_find_args(
                 f"needs {err.needed}."
             ) from err
     return rules
+
+
+def _rule_name(rule: Any) -> str:
+    """A rule's name: a name as given, or the name of a rule function ``trainers`` exports
+    (``suggest=(valley, steep)``, fastai's ``suggest_funcs`` spelling)."""
+    if isinstance(rule, str):
+        return rule
+    for name, registered in SUGGESTIONS.items():
+        if rule is registered:
+            return name
+    raise ValueError(
+        f"suggest must hold rule names from {list(SUGGESTIONS)} or those rules' functions "
+        f"(trainers.valley, ...), but got {rule!r}: a rule of your own reads the curve itself "
+        "(result.lrs, result.losses)."
+    )
 
 
 def _group_ratios(group_lrs: list[float]) -> list[float]:

@@ -29,6 +29,7 @@ from trainers._numbers import is_finite_real as _is_real
 __all__ = [
     "constant",
     "cos_anneal",
+    "flat_cos_lr",
     "one_cycle_lr",
     "one_cycle_mom",
     "sgdr_lr",
@@ -119,6 +120,23 @@ def one_cycle_lr(
     div = _check_positive("div", div)
     div_final = _check_positive("div_final", div_final)
     return _two_phase(pos, pct_start, (lr_max / div, lr_max), (lr_max, lr_max / div_final))
+
+
+def flat_cos_lr(pos: float, *, lr: float, pct_start: float = 0.75, div_final: float = 1e5) -> float:
+    """fastai's ``fit_flat_cos`` rate at ``pos``: flat at ``lr`` for the first ``pct_start``
+    of training, then half a cosine down to ``lr / div_final`` (fastai's ``combined_cos(
+    pct_start, lr, lr, lr / div_final)``; the schedule fastai pairs with its ranger optimizer).
+
+    >>> flat_cos_lr(0.5, lr=1e-3), round(flat_cos_lr(1.0, lr=1e-3, div_final=10), 12)
+    (0.001, 0.0001)
+
+    Raises:
+        ValueError: for ``pos`` or ``pct_start`` outside ``[0, 1]``, or a non-positive ``lr``
+            or ``div_final``.
+    """
+    lr = _check_positive("lr", lr)
+    div_final = _check_positive("div_final", div_final)
+    return _two_phase(pos, pct_start, (lr, lr), (lr, lr / div_final))
 
 
 def one_cycle_mom(

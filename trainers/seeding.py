@@ -19,7 +19,7 @@ def seed_everything(seed: int) -> None:
     Raises:
         ValueError: if ``seed`` is not an integer in that range.
     """
-    _check_seed(seed)
+    seed = _check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -38,7 +38,7 @@ def derive_seed(seed: int, stream: str) -> int:
     Raises:
         ValueError: if ``seed`` is not an integer in ``[0, 2**64)`` or ``stream`` is empty.
     """
-    _check_seed(seed)
+    seed = _check_seed(seed)
     if not isinstance(stream, str) or not stream:
         raise ValueError(f"stream must be a non-empty name, but got {stream!r}.")
     words = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(stream.encode()),))
@@ -46,11 +46,17 @@ def derive_seed(seed: int, stream: str) -> int:
     return low | high << 32
 
 
-def _check_seed(seed: Any) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+def _check_seed(seed: Any) -> int:
+    """``seed`` as a Python int (a NumPy integer, e.g. from ``rng.integers``, is one too)."""
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+        value = None
+    else:
+        value = int(seed)
+    if value is None or not 0 <= value < 2**64:
         raise ValueError(
             f"seed must be a non-negative integer below 2**64 (torch's range), but got {seed!r}."
         )
+    return value
 
 
 def rng_state() -> dict[str, Any]:

@@ -234,6 +234,15 @@ class SgdrSchedule(SpecModel):
     cycle_mult: Int = Field(default=2, ge=1, le=100)
 
 
+class FlatCosSchedule(SpecModel):
+    """fastai's ``fit_flat_cos``: the rate flat for ``pct_start`` of training, then half a
+    cosine down to ``lr / div_final``."""
+
+    kind: Literal["flat_cos"] = "flat_cos"
+    pct_start: Number = Field(default=0.75, ge=0.0, le=1.0)
+    div_final: Number = Field(default=1.0e5, gt=0.0)
+
+
 class ConstantSchedule(SpecModel):
     """The same learning rate throughout."""
 
@@ -241,7 +250,8 @@ class ConstantSchedule(SpecModel):
 
 
 Schedule = Annotated[
-    OneCycleSchedule | SgdrSchedule | ConstantSchedule, Field(discriminator="kind")
+    OneCycleSchedule | SgdrSchedule | FlatCosSchedule | ConstantSchedule,
+    Field(discriminator="kind"),
 ]
 
 

@@ -3,6 +3,7 @@ every optimizer a spec can name, plain and fine-tuned; no Ray, no MLflow."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from sweeps import _fitting, trial
 from sweeps._fitting import train
 from sweeps.spec import load_spec
 from trainers import Callback, CancelFit, Learner
+from trainers.schedules import flat_cos_lr
 
 DIGITS = Path(__file__).resolve().parents[2] / "sweeps" / "specs" / "digits.yaml"
 
@@ -40,6 +42,16 @@ def test_every_optimizer_fine_tunes_a_spec_task_through_both_phases(
     assert [row.get("phase") for row in learn.history] == ["frozen", "unfrozen"]
     assert all(math.isfinite(row["valid_loss"]) for row in learn.history)
     assert all(group["fused"] is True for group in learn.opt.param_groups)
+
+
+def test_a_flat_cos_schedule_trains_the_unfrozen_phase_flat_then_annealed() -> None:
+    learn = _trained(["task.schedule={kind: flat_cos, pct_start: 0.5, div_final: 100}"])
+    lrs = learn.recorder.lrs  # the unfrozen phase's steps (the recorder restarts per fit)
+    half = len(lrs) // 2
+    assert lrs[:half] == [lrs[0]] * half and lrs[0] == pytest.approx(1e-2 / 2)
+    last = flat_cos_lr((len(lrs) - 1) / len(lrs), lr=1e-2 / 2, pct_start=0.5, div_final=100)
+    assert lrs[-1] == pytest.approx(last) and last < 1e-2 / 2 / 10
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,8 @@ BAD_SPECS = [
     ),
     (
         {"task.schedule": {"kind": "cosine"}},
-        r"task\.schedule\.kind: unknown kind 'cosine' \(accepted: one_cycle, sgdr, constant\)",
+        r"task\.schedule\.kind: unknown kind 'cosine' "
+        r"\(accepted: one_cycle, sgdr, flat_cos, constant\)",
     ),
     (
         {"task.schedule": {"kind": "sgdr", "pct_start": 0.3}},

@@ -307,7 +307,23 @@ def test_reseed_repeats_what_a_loader_built_with_that_seed_draws() -> None:
     assert same_batches(epoch(built), epoch(reseeded))  # and goes on as it would
 
 
-@pytest.mark.parametrize("seed", [-1, 2**64, 1.0, True, "0"])
+def test_a_numpy_integer_seeds_as_the_same_int() -> None:
+    # make_dataloaders took np.int64 seeds, and reseed and seed_everything refused them.
+    from trainers import seed_everything
+
+    images, labels = torch.rand(40, 1, 6, 6), torch.arange(40) % 4
+    built = TensorLoader(images, labels, batch_size=8, shuffle=True, seed=3)
+    reseeded = TensorLoader(images, labels, batch_size=8, shuffle=True, seed=0)
+    reseeded.reseed(np.int64(3))
+    assert type(reseeded.seed) is int
+    assert same_batches(epoch(built), epoch(reseeded))
+    seed_everything(np.uint32(5))
+    drawn = torch.rand(3)
+    seed_everything(5)
+    assert torch.equal(drawn, torch.rand(3))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.0, True, "0", np.bool_(True), np.int64(-2)])
 def test_reseed_refuses_a_seed_outside_torchs_range(seed: object) -> None:
     loader = TensorLoader(torch.zeros(2, 1, 2, 2), torch.zeros(2), batch_size=2)
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer below 2\*\*64"):

@@ -100,6 +100,26 @@ def test_fit_sgdr_lr_trace_restarts_like_the_closed_form() -> None:
     assert set(learn.recorder.moms) == {0.9}
 
 
+def test_fit_flat_cos_holds_the_rate_then_anneals_each_group_like_fastai() -> None:
+    learn = make_learner()
+    learn.fit_flat_cos(2, slice(1e-3, 1e-2), pct_start=0.5, div_final=100.0)
+    total = 2 * learn.n_iter
+    assert len(learn.recorder.lrs) == total == 16
+    for i, lr in enumerate(learn.recorder.lrs):
+        pos = i / total
+        p = max(0.0, (pos - 0.5) / 0.5)
+        assert lr == pytest.approx(1e-2 + (1e-4 - 1e-2) * (1 - math.cos(math.pi * p)) / 2)
+    assert learn.recorder.lrs[: total // 2] == [1e-2] * (total // 2)
+    assert set(learn.recorder.moms) == {0.9}
+    ratios = [g["lr"] / learn.opt.param_groups[-1]["lr"] for g in learn.opt.param_groups]
+    assert ratios[0] == pytest.approx(0.1) and ratios[-1] == 1.0  # slice over the groups
+    with pytest.raises(ValueError, match="div_final must be a finite number > 0"):
+        learn.fit_flat_cos(1, 1e-3, div_final=0)
+    with pytest.raises(ValueError, match=r"pct_start must be a number in \[0, 1\]"):
+        learn.fit_flat_cos(1, 1e-3, pct_start=1.5)
+    assert len(learn.history) == 2  # refused before any epoch
+
+
 def test_fit_keeps_a_constant_rate() -> None:
     learn = make_learner(opt="sgd")
     learn.fit(1, 0.05)

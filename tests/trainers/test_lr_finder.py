@@ -468,10 +468,29 @@ def test_suggest_none_asks_for_no_rule_as_fastais_suggest_funcs_none(trained):
     assert lr_find(trained, num_it=10, suggest=None).suggestions == {}
 
 
-@pytest.mark.parametrize("suggest", [(SUGGESTIONS["valley"],), ("valley", 3)])
+@pytest.mark.parametrize("suggest", [(lambda lrs, losses: 1e-3,), ("valley", 3)])
 def test_suggest_entries_that_are_not_names_raise_naming_suggest(trained, suggest):
     with pytest.raises(ValueError, match=r"suggest must hold rule names .*'valley'.*but got"):
         lr_find(trained, num_it=10, suggest=suggest)
+
+
+def test_rule_functions_and_fastais_spelling_suggest_as_their_names(trained):
+    # fastai's lr_find(suggest_funcs=(valley, steep)) and res.valley: both were refused here.
+    from trainers import steep, valley
+
+    named = lr_find(trained, num_it=20, suggest=("valley", "steep"))
+    assert lr_find(trained, num_it=20, suggest=(valley, steep)) == named
+    assert trained.lr_find(num_it=20, suggest_funcs=(valley, steep)) == named
+    assert trained.lr_find(num_it=20, suggest_funcs=steep).suggestions == {"steep": named.steep}
+    assert (named.valley, named.steep) == (named.suggestions["valley"], named.suggestions["steep"])
+    with pytest.raises(AttributeError, match=r"did not suggest by 'minimum'.*suggest\('minimum'\)"):
+        named.minimum  # noqa: B018
+    assert named.suggest("minimum")["minimum"] > 0
+    with pytest.raises(AttributeError, match="no attribute 'valey'"):
+        named.valey  # noqa: B018
+    assert copy.deepcopy(named) == named
+    with pytest.raises(ValueError, match="give suggest or suggest_funcs"):
+        trained.lr_find(num_it=20, suggest="steep", suggest_funcs=(valley,))
 
 
 def test_negative_loss_stop_explains_the_divergence_test_not_the_rates():

@@ -180,7 +180,7 @@ class TensorLoader:
         order, augment = derive_seed(seed, "order"), derive_seed(seed, "augment")
         self._order_gen.manual_seed(order)
         self._augment_gen.manual_seed(augment)
-        self.seed = seed
+        self.seed = int(seed)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The RNG states of shuffling / sampling and of augmentation."""
