@@ -622,6 +622,23 @@ def build_report(
     return report
 
 
+def _failed_trials_note(parent: Any, children: list[Any]) -> str:
+    """A sweep that ended with some of its trials failed (not all: its run is FINISHED): which
+    and why, since the tables leave them out ('' when none failed)."""
+    failed = [run for run in children if run.info.status == "FAILED"]
+    if not failed:
+        return ""
+    errors = [run.data.tags.get("sweeps.error", "") for run in failed]
+    first = next((error for error in errors if error), "")
+    why = f" (the first error: {first[:300]}{'...' if len(first) > 300 else ''})" if first else ""
+    name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
+    return (
+        f"Partly failed: {len(failed)} of {len(children)} trial runs failed{why}. The "
+        "comparison counts only trial runs that finished; after fixing the cause, "
+        f"`lrsweep resume {name}` retries the failed trials."
+    )
+
+
 def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> str:
     """Why a sweep's tables are incomplete ('' when every trial run has ended): its run failed
     (FAILED, with the error it was tagged with), was interrupted (KILLED) or is still RUNNING
@@ -644,8 +661,11 @@ def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> s
             "the failed trials."
         )
     unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
-    if status not in ("KILLED", "RUNNING") or (status == "RUNNING" and not unended):
-        return ""  # a sweep closing builds its report while its own run is still RUNNING
+    if status == "FINISHED" or (status == "RUNNING" and not unended):
+        # a sweep closing builds its report while its own run is still RUNNING
+        return _failed_trials_note(parent, children)
+    if status != "KILLED" and status != "RUNNING":
+        return ""
     ended = sum(run.info.status == "FINISHED" for run in children)
     command = f"lrsweep resume {parent.data.tags.get('sweeps.spec_name', '<spec name>')}"
     if status == "KILLED":

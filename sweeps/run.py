@@ -42,7 +42,7 @@ from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_sto
 from sweeps._location import Location
 from sweeps._location import default_storage as default_storage  # re-exported
 from sweeps._reporter import flatten_params
-from sweeps._uri import command_uri
+from sweeps._uri import command_uri, redact_uri, sqlite_path
 from sweeps.clean import DRIVER_FILE, STATE_FILE, TUNE_DIR, driver_record, running_driver
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
@@ -124,6 +124,10 @@ class SweepResult:
 
 class SweepNotFound(LookupError):
     """``resume_sweep`` found no sweep by that name or path; the message lists what exists."""
+
+
+class SweepNotInStore(SweepNotFound):
+    """``resume_sweep`` found the sweep, but the tracking store given does not hold its runs."""
 
 
 class SweepRunning(SweepNotFound):
@@ -411,6 +415,40 @@ def _unfinished_sweeps(name_or_path: str | Path, root: Location) -> list[Locatio
     return [d for d, state in _sweeps_of(name_or_path, root) if state and not state["finished"]]
 
 
+def _check_holds_sweep(
+    uri: str,
+    state: dict[str, Any],
+    name_or_path: str | Path,
+    *,
+    tracker: Tracker | None = None,
+    missing_store: bool = False,
+) -> None:
+    """Refuse to resume into a store that does not hold the sweep's runs (a ``--tracking-uri``
+    of another store): with ``missing_store``, an embedded SQLite store that does not exist
+    (before anything creates it); with ``tracker``, a store without the sweep's parent run."""
+    from mlflow.exceptions import MlflowException
+
+    if missing_store:
+        path = sqlite_path(uri)
+        if path is None or path.is_file():
+            return
+        where = f"there is no MLflow store at {path}"
+    else:
+        assert tracker is not None
+        try:
+            run = tracker.get_run(state["parent_run_id"])
+        except MlflowException:
+            run = None
+        if run is not None and run.info.experiment_id == state["experiment_id"]:
+            return
+        where = f"{redact_uri(uri)} holds no run {state['parent_run_id']} of it"
+    raise SweepNotInStore(
+        f"{name_or_path!r}: the sweep logged to {redact_uri(str(state['tracking_uri']))}, and "
+        f"{where}; resume it with that store (--tracking-uri, or none to use the one it ran "
+        "with)."
+    )
+
+
 def _state_or_none(text: str) -> dict[str, Any] | None:
     """A ``sweep.json``'s state, or None when it is no JSON object with ``finished``."""
     try:
@@ -464,8 +502,10 @@ def resume_sweep(
         )
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
+    _check_holds_sweep(uri, state, name_or_path, missing_store=True)
     _preflight(spec, uri, sweep_dir, address=address)
     tracker = Tracker(uri)
+    _check_holds_sweep(uri, state, name_or_path, tracker=tracker)
     tracker.check_artifacts_writable(state["experiment_id"])
     experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
     with (
@@ -638,14 +678,17 @@ def _close_ended(
     sweep_dir: Location,
     result: SweepResult,
 ) -> SweepResult:
-    """A sweep whose trials all ended: FAILED (every trial failed) or FINISHED, with its report."""
+    """A sweep whose trials all ended: FAILED (every trial failed) or FINISHED, with its report;
+    resumable unless every trial finished (``lrsweep resume`` retries the failed ones)."""
     experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
     # runs of trials a resumed Tuner never knew (the driver died before Tune saved them): their
     # configs ran again under new trial ids and must not count twice
     trial_ids = {o.trial_id for outcomes in result.trials.values() for o in outcomes}
     if trial_ids:
         tracker.delete_stray_trial_runs(experiment_id, parent_run_id, trial_ids)
-    tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED")
+    # a worker that died (killed, out of memory) closed nothing: its run says why from here
+    errors = {o.trial_id: o.error for o in result.failed if o.error}
+    tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED", errors=errors)
     if result.all_failed:
         errors = sorted({o.error or "unknown error" for o in result.failed})
         tracker.set_tags(parent_run_id, {"sweeps.error": "; ".join(errors)[:5000]})
@@ -663,9 +706,12 @@ def _close_ended(
         _end_after_error(tracker, parent_run_id)
         raise
     tracker.end_run(parent_run_id, "FINISHED")
-    state["finished"] = True
-    _write_state(sweep_dir, state)
-    _remove_tune_checkpoints(sweep_dir)
+    if not result.failed:
+        state["finished"] = True
+        _write_state(sweep_dir, state)
+        _remove_tune_checkpoints(sweep_dir)
+    # else it stays resumable, with its checkpoints: `lrsweep resume` retries the failed trials
+    # (from their last checkpoints) and writes the report again
     return replace(result, report=report)
 
 

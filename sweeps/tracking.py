@@ -410,11 +410,20 @@ class Tracker:
             )
         return [run.info.run_id for run in stray]
 
-    def close_unfinished(self, experiment_id: str, parent_run_id: str, *, status: str) -> list[str]:
+    def close_unfinished(
+        self,
+        experiment_id: str,
+        parent_run_id: str,
+        *,
+        status: str,
+        errors: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids.
 
-        Every such run is closed even when one of them (its tag or its status) cannot be
-        written; the first error is raised after the others were tried.
+        ``errors`` (trial id -> error, what Ray Tune knows of a trial whose worker died before
+        it could close its run) becomes a FAILED run's ``sweeps.error`` tag. Every such run is
+        closed even when one of them (its tag or its status) cannot be written; the first error
+        is raised after the others were tried.
         """
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, but got {status!r}.")
@@ -426,8 +435,16 @@ class Tracker:
             run_id = run.info.run_id
             try:
                 try:
-                    if status == "FAILED" and "sweeps.stop_reason" not in run.data.tags:
-                        self.set_tags(run_id, {"sweeps.stop_reason": "failed"})
+                    tags = run.data.tags
+                    if status == "FAILED":
+                        error = (errors or {}).get(tags.get(TAG_TRIAL_ID, ""))
+                        failed = (
+                            {} if "sweeps.stop_reason" in tags else {"sweeps.stop_reason": "failed"}
+                        )
+                        if error and "sweeps.error" not in tags:
+                            failed["sweeps.error"] = redact_text(error)[:500]
+                        if failed:
+                            self.set_tags(run_id, failed)
                 finally:  # a run whose tag could not be written is closed all the same
                     self.end_run(run_id, status)
                 closed.append(run_id)

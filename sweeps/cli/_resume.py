@@ -47,7 +47,13 @@ def resume_command(
     checkpoints in their own MLflow runs."""
     from sweeps._interrupts import honour_sigint
     from sweeps.preflight import PreflightError
-    from sweeps.run import SweepNotFound, SweepRunning, default_storage, resume_sweep
+    from sweeps.run import (
+        SweepNotFound,
+        SweepNotInStore,
+        SweepRunning,
+        default_storage,
+        resume_sweep,
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sweeps.progress").setLevel(logging.INFO)  # a line per trial when piped
@@ -59,7 +65,7 @@ def resume_command(
             name, address=address, tracking_uri=tracking_uri, storage_path=storage_path
         )
     except SweepNotFound as error:  # found but running: no "it is elsewhere" hint
-        elsewhere = not isinstance(error, SweepRunning)
+        elsewhere = not isinstance(error, SweepRunning | SweepNotInStore)
         elsewhere = elsewhere and storage_path is None and not Path(name).is_dir()
         raise fail(f"{error}{_STORAGE_HINT if elsewhere else ''}") from None
     except (PreflightError, TrackingUriError, OSError) as error:

@@ -214,6 +214,13 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         )
         for line in failures(result):
             err.print(f"  {line}", markup=False, highlight=False)
+        if not result.failed_arms:  # said below, with the exit status
+            err.print(
+                f"The sweep stays resumable: fix the cause, then retry them with: "
+                f"{resume_hint(result)}",
+                markup=False,
+                highlight=False,
+            )
     console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
     if result.failed_arms:  # a comparison missing a contender is no answer: scripts must see it
         names = ", ".join(repr(arm) for arm in result.failed_arms)

@@ -213,6 +213,9 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
     finish(Console(file=io.StringIO()), result)  # exit 0: the comparison stands
     stderr = " ".join(capsys.readouterr().err.split())
     assert "1 of 2 trials failed" in stderr and "1 trial(s) (t_2): CUDA out of memory" in stderr
+    assert "The sweep stays resumable: fix the cause, then retry them with: lrsweep resume t" in (
+        stderr
+    )
 
     # an arm that lost every trial: the report is printed, but the exit says it is incomplete
     result.trials["grid"] = [

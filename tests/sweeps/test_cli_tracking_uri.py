@@ -520,6 +520,20 @@ def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     assert again.exit_code == 1, again.output
     assert f"every trial of sweep {sweep_id} failed" in " ".join(again.stderr.split())
 
+    # another store than the sweep's: a traceback (MLflow's "No Experiment with id=...") that
+    # created the missing database on its way; now a refusal naming both stores
+    missing = work / "other.db"
+    elsewhere = invoke("resume", *args, "--tracking-uri", f"sqlite:///{missing}")
+    said = " ".join(elsewhere.stderr.split())
+    assert elsewhere.exit_code == 2 and "Traceback" not in elsewhere.output, elsewhere.output
+    assert f"there is no MLflow store at {missing}; resume it with that store" in said, said
+    assert "the sweep logged to sqlite:///" in said and not missing.exists()
+    Tracker(f"sqlite:///{missing}")  # a store, without the sweep's runs
+    elsewhere = invoke("resume", *args, "--tracking-uri", f"sqlite:///{missing}")
+    said = " ".join(elsewhere.stderr.split())
+    assert elsewhere.exit_code == 2 and "Traceback" not in elsewhere.output, elsewhere.output
+    assert f"sqlite:///{missing} holds no run " in said and "--storage-path" not in said, said
+
 
 @pytest.mark.parametrize(
     ("uri", "stored"),

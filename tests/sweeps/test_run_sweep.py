@@ -819,3 +819,70 @@ def test_a_trial_that_ended_before_an_interrupt_stays_ended_in_the_resumed_sweep
     assert after.data.tags["sweeps.stop_reason"] == "completed"
     assert len(tracker.metric_history(run.info.run_id, "epoch_time_s")) == 2  # not trained again
     assert tracker.get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+# One of two trials loses its worker (SIGKILL, as the kernel's OOM killer does) with no retry
+# left: the sweep said "retry its trials with lrsweep resume", and resume then refused (the
+# sweep was closed as finished, its checkpoints deleted); the run said nothing of why.
+PARTLY_FAILED_SWEEP = """
+import json, os, sys
+from sweeps import _ray
+from sweeps.report import build_report
+from sweeps.run import resume_sweep, run_sweep
+from sweeps.tracking import Tracker
+root, marker = sys.argv[1], sys.argv[2]
+fault = {"LRSWEEP_FAULT_KILL_EPOCH": "1", "LRSWEEP_FAULT_ONCE_FILE": marker}
+os.environ.update(fault)
+_ray.init_ray(num_cpus=2, env_vars=fault)
+spec = {"name": "partly-failed", "seeds": [0],
+        "task": {"dataset": {"name": "shapes", "options": {"n_per_class": 16}},
+                 "image_size": 12, "batch_size": 12, "epochs": 3},
+        "strategies": [{"kind": "fixed", "lr": 0.003, "name": "a"},
+                       {"kind": "fixed", "lr": 0.01, "name": "b"}],
+        "early_stop": None, "failure": {"max_failures": 0}}
+uri = f"sqlite:///{root}/mlflow.db"
+tracker = Tracker(uri)
+
+
+def seen(result):
+    runs = tracker.child_runs(result.experiment_id, result.parent_run_id)
+    state = json.loads((result.sweep_dir / "sweep.json").read_text())
+    report = build_report("partly-failed", parent_run_id=result.parent_run_id, tracker=tracker)
+    return {
+        "failed": [o.error for o in result.failed],
+        "runs": sorted((r.info.status, r.data.tags.get("sweeps.error", "")) for r in runs),
+        "parent": tracker.get_run(result.parent_run_id).info.status,
+        "finished": state["finished"],
+        "checkpoints": sorted(p.name for p in result.sweep_dir.rglob("checkpoint_*")),
+        "note": report.status_note,
+        "n_runs": len(runs),
+    }
+
+
+first = run_sweep(spec, tracking_uri=uri, storage_path=f"{root}/ray")
+assert os.path.exists(marker), f"the fault never fired: no {marker}"
+before = seen(first)
+again = resume_sweep("partly-failed", storage_path=f"{root}/ray")
+print(json.dumps({"before": before, "after": seen(again)}))
+_ray.shutdown_ray()
+"""
+
+
+def test_a_sweep_with_a_failed_trial_stays_resumable_and_resume_retries_it(
+    tmp_path: Path,
+) -> None:
+    seen = run_script(PARTLY_FAILED_SWEEP, str(tmp_path), str(tmp_path / "killed.marker"))
+    before, after = seen["before"], seen["after"]
+    (error,) = before["failed"]
+    assert before["parent"] == "FINISHED" and before["finished"] is False
+    (failed, finished) = before["runs"]  # sorted: FAILED before FINISHED
+    assert failed[0] == "FAILED" and failed[1] and failed[1][:40] in error  # why, on its run
+    assert finished == ["FINISHED", ""]
+    assert before["checkpoints"], "the failed trial's checkpoints are what resume starts from"
+    assert before["note"].startswith("Partly failed: 1 of 2 trial runs failed (the first error: ")
+    assert "`lrsweep resume partly-failed` retries the failed trials" in before["note"]
+    # resume retries the failed trial in its own run; the sweep is then finished, as any other
+    assert after["failed"] == [] and after["n_runs"] == 2
+    assert after["runs"] == [["FINISHED", ""], ["FINISHED", ""]]
+    assert after["parent"] == "FINISHED" and after["finished"] is True
+    assert after["checkpoints"] == [] and after["note"] == ""
