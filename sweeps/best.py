@@ -297,6 +297,8 @@ def best_config(
 
     best = min(scored, key=rank)
     logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
+    if parent_run_id is None:
+        _warn_if_data_differ(scored, best, scope)
     spec, spec_problem = _load_spec(tracker, best)
     found = _to_best(best, experiment, metric, mode, key, spec, _has_model(tracker, best))
     return replace(found, spec_problem=spec_problem)
@@ -399,6 +401,37 @@ def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]
             more,
         )
     return scored
+
+
+DATA_PARAMS = "task.dataset."
+"""The trial params that say which images a trial validated on (name, path, options, split)."""
+
+
+def _warn_if_data_differ(scored: list[Any], best: Any, scope: str) -> None:
+    """Warn when the trials ranked together ran on different data: sweeps of one experiment
+    with another ``task.dataset`` (``valid_pct``, split ``seed``, options, folder) validated on
+    other images, so their losses and error rates do not compare."""
+    seen: dict[str, set[str]] = {}
+    for run in scored:
+        for key, value in run.data.params.items():
+            if key.startswith(DATA_PARAMS):
+                seen.setdefault(key, set()).add(value)
+    for run in scored:  # a field one trial lacks (an older lrsweep's sweep) differs too
+        for key in seen.keys() - run.data.params.keys():
+            seen[key].add("(none)")
+    differ = {key: values for key, values in sorted(seen.items()) if len(values) > 1}
+    if not differ:
+        return
+    shown = "; ".join(f"{key}: {', '.join(sorted(values))}" for key, values in differ.items())
+    logger.warning(
+        "The trials of %s ranked here ran on different data (%s): their validation losses and "
+        "error rates are on other validation sets and do not compare. The best is of sweep run "
+        "%s; pass --run-id %s (run_id=) to rank that sweep's trials alone.",
+        scope,
+        shown,
+        best.data.tags.get(PARENT_TAG),
+        best.data.tags.get(PARENT_TAG),
+    )
 
 
 def _capitalized(scope: str) -> str:

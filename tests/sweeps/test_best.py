@@ -521,3 +521,35 @@ def test_best_config_reads_the_spec_without_mlflows_progress_bar(
     assert best.sweep_spec is not None
     assert "Downloading artifacts" not in capfd.readouterr().err
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # as it was
+
+
+def test_trials_of_sweeps_on_other_data_ranked_together_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A second sweep under the same name with another valid_pct was ranked with the first
+    # without a word: losses on other validation sets, compared.
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment("mixed")
+    parents = []
+    for valid_pct, loss in ((0.2, 0.3), (0.2, 0.4), (0.5, 0.2)):
+        parent = tracker.start_run(exp_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+        run = tracker.start_run(exp_id, run_name="trial", parent_run_id=parent)
+        params = {"strategy": "grid", "lr": 0.01, "seed": 0, "task.dataset.name": "digits"}
+        tracker.log_params(run, params | {"task.dataset.valid_pct": valid_pct})
+        tracker.set_tags(run, {"sweeps.strategy": "grid", "sweeps.stop_reason": "completed"})
+        tracker.log_metrics(run, [("best/valid_loss", loss, 0)])
+        for run_id in (run, parent):
+            tracker.end_run(run_id, "FINISHED")
+        parents.append(parent)
+    with caplog.at_level(logging.WARNING, logger="sweeps.best"):
+        best = best_config("mixed", tracking_uri=uri)
+    assert best.parent_run_id == parents[2]
+    said = " ".join(caplog.text.split())
+    assert "ran on different data (task.dataset.valid_pct: 0.2, 0.5)" in said, said
+    assert f"pass --run-id {parents[2]} (run_id=) to rank that sweep's trials alone" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sweeps.best"):
+        best_config("mixed", tracking_uri=uri, parent_run_id=parents[0])
+        best_config("mixed", tracking_uri=uri, strategy="grid", metric="valid_loss")
+    assert caplog.text.count("ran on different data") == 1  # the second ranks all three again
