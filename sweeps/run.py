@@ -381,10 +381,16 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
         state = candidates[-1][1] or {}
         tracking = (state.get("spec") or {}).get("tracking") or {}
         experiment = tracking.get("experiment") or state.get("name") or name_or_path
+        store = str(state.get("tracking_uri") or "")
+        flag = (
+            f" --tracking-uri {shlex.quote(command_uri(store))}"
+            if store and store != resolve_tracking_uri()
+            else ""
+        )
         raise SweepNotFound(
             f"{name_or_path!r} has only finished sweeps under {location.shown(root)}: there is "
             "nothing to resume. Their results: "
-            f"`lrsweep report {shlex.quote(str(experiment))}`; to run the sweep again: "
+            f"`lrsweep report {shlex.quote(str(experiment))}{flag}`; to run the sweep again: "
             "`lrsweep run SPEC`."
         )
     raise SweepNotFound(

@@ -110,8 +110,8 @@ def clean_command(
     resumable = sum(sweep.state == "resumable" for sweep in old)
     typer.echo(
         f"Deleted {len(old)} sweep folder{'s' if len(old) != 1 else ''} ({total}). "
-        + (f"{resumable} of them can no longer be resumed; " if resumable else "")
-        + "their MLflow runs, models and reports stay."
+        + (f"{resumable} of them can no longer be resumed; their" if resumable else "Their")
+        + " MLflow runs, models and reports stay."
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -680,7 +681,9 @@ def test_a_uri_storage_keeps_ray_state_and_sweep_json_there_and_resumes_from_it(
     assert list((folder / "tune").glob("*/checkpoint_*")) == []
     assert any(p.is_dir() for p in (folder / "tune").iterdir())  # the trial's folder
 
-    with pytest.raises(SweepNotFound, match=r"only finished sweeps.*`lrsweep report uri-storage`"):
+    # the report's command names the sweep's store, not the default one it would read
+    report = re.escape(f"`lrsweep report uri-storage --tracking-uri {uri}`")
+    with pytest.raises(SweepNotFound, match=rf"only finished sweeps.*{report}"):
         resume_sweep("uri-storage", tracking_uri=uri, storage_path=storage, progress=PROGRESS)
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "finished": False}))  # as if it was stopped
