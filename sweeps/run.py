@@ -693,8 +693,8 @@ def _close_ended(
     if trial_ids:
         tracker.delete_stray_trial_runs(experiment_id, parent_run_id, trial_ids)
     # a worker that died (killed, out of memory) closed nothing: its run says why from here
-    errors = {o.trial_id: o.error for o in result.failed if o.error}
-    tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED", errors=errors)
+    trial_errors = {o.trial_id: o.error for o in result.failed if o.error}
+    tracker.close_unfinished(experiment_id, parent_run_id, status="FAILED", errors=trial_errors)
     if result.all_failed:
         errors = sorted({o.error or "unknown error" for o in result.failed})
         tracker.set_tags(parent_run_id, {"sweeps.error": "; ".join(errors)[:5000]})
