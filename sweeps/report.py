@@ -634,7 +634,8 @@ def _failed_trials_note(parent: Any, children: list[Any]) -> str:
     name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
     return (
         f"Partly failed: {len(failed)} of {len(children)} trial runs failed{why}. The "
-        "comparison counts only trial runs that finished; after fixing the cause, "
+        "losses and error rates count only trial runs that finished (the failed ones' epochs "
+        "and compute are counted, as spent); after fixing the cause, "
         f"`lrsweep resume {name}` retries the failed trials."
     )
 
@@ -675,8 +676,9 @@ def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> s
         state = "is still running (or its driver died and left its run RUNNING)"
         then = f"If nothing runs it any more, `{command}` continues it."
     return (
-        f"Incomplete: this sweep {state}. The comparison counts the {ended} trial runs that "
-        f"finished; {unended} did not end, and trials that never started are not listed. {then}"
+        f"Incomplete: this sweep {state}. Its losses and error rates count the {ended} trial "
+        f"runs that finished; {unended} did not end (their epochs and compute are counted, as "
+        f"spent), and trials that never started are not listed. {then}"
     )
 
 

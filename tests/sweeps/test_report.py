@@ -519,7 +519,9 @@ def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
         assert "Incomplete" not in report.to_markdown(images=False) + report.to_html()
         return
     assert report.status_note.startswith(expected)
-    assert "counts the 1 trial runs that finished; 1 did not end" in report.status_note
+    assert "count the 1 trial runs that finished; 1 did not end (their epochs and compute" in (
+        report.status_note
+    )
     assert "`lrsweep resume digits`" in report.status_note
     assert report.status_note in report.to_markdown(images=False)
     assert html.escape(report.status_note) in report.to_html()
