@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sweeps.best import best_config, load_predictor
+    from sweeps.best import best_config, load_predictor, sweep_runs
     from sweeps.run import SweepResult, resume_sweep, run_sweep
     from sweeps.spec import SpecError, SweepSpec, load_spec
     from sweeps.stoppers import Divergence, RisingValLoss
@@ -32,6 +32,7 @@ __all__ = [
     "load_spec",
     "resume_sweep",
     "run_sweep",
+    "sweep_runs",
 ]
 
 _HOMES = {
@@ -45,6 +46,7 @@ _HOMES = {
     "load_spec": "sweeps.spec",
     "resume_sweep": "sweeps.run",
     "run_sweep": "sweeps.run",
+    "sweep_runs": "sweeps.best",
 }
 
 

@@ -22,5 +22,6 @@ from sweeps.cli import _report as _report  # noqa: E402
 from sweeps.cli import _resume as _resume  # noqa: E402
 from sweeps.cli import _run as _run  # noqa: E402
 from sweeps.cli import _server as _server  # noqa: E402
+from sweeps.cli import _sweeps as _sweeps  # noqa: E402
 from sweeps.cli import _ui as _ui  # noqa: E402
 from sweeps.cli import _validate as _validate  # noqa: E402

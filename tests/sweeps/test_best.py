@@ -553,3 +553,36 @@ def test_trials_of_sweeps_on_other_data_ranked_together_are_warned_about(
         best_config("mixed", tracking_uri=uri, parent_run_id=parents[0])
         best_config("mixed", tracking_uri=uri, strategy="grid", metric="valid_loss")
     assert caplog.text.count("ran on different data") == 1  # the second ranks all three again
+
+
+def test_lrsweep_sweeps_lists_the_sweep_runs_with_their_trials_and_data(
+    store: dict[str, str], tmp_path: Path
+) -> None:
+    # The run ids `best`, `report` and `predict` take with --run-id were nowhere to be listed
+    # but in the error of a wrong one.
+    import sweeps
+
+    uri = store["uri"]
+    (summary,) = sweeps.sweep_runs(EXPERIMENT, tracking_uri=uri)
+    assert summary.run_id == store["parent"] and summary.status == "RUNNING"
+    assert summary.trials == {"FAILED": 1, "FINISHED": 5, "RUNNING": 1}
+    assert summary.best_valid_loss == 0.25  # the grid's; its diverged 0.01 does not count
+    assert summary.data == {}  # these trials logged no task.dataset params
+    result = CliRunner().invoke(app, ["sweeps", EXPERIMENT, "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split("  ")[0] == "run id" and "best valid_loss" in header
+    assert row.startswith(store["parent"]) and "1 failed, 5 finished, 1 running" in row
+    assert " 0.25 " in f"{row} "
+    listed = CliRunner().invoke(
+        app, ["sweeps", EXPERIMENT, "--tracking-uri", uri, "--format", "json"]
+    )
+    assert json.loads(listed.stdout)[0]["trials"] == summary.trials
+    unknown = CliRunner().invoke(app, ["sweeps", "nope", "--tracking-uri", uri])
+    assert unknown.exit_code == 2 and EXPERIMENT in unknown.stderr, unknown.output
+    empty = CliRunner().invoke(app, ["sweeps", "another-sweep", "--tracking-uri", uri])
+    assert empty.exit_code == 0 and "has no sweep run" in empty.stdout
+    missing = CliRunner().invoke(
+        app, ["sweeps", EXPERIMENT, "--tracking-uri", f"sqlite:///{tmp_path}/x.db"]
+    )
+    assert missing.exit_code == 2 and "No MLflow store at" in missing.stderr

@@ -1,0 +1,54 @@
+"""``lrsweep sweeps``: the sweep runs of an experiment, the run ids the other commands take."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from sweeps.cli import app
+from sweeps.cli._options import Experiment, TrackingUri, fail
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command("sweeps")
+def sweeps_command(
+    experiment: Experiment,
+    tracking_uri: TrackingUri = None,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="text (a table) | json (a list of objects).")
+    ] = Format.text,
+) -> None:
+    """List the sweep runs of an experiment, latest first: run id, status, trials, best loss,
+    data (``--run-id`` of ``lrsweep best``, ``report`` and ``predict`` takes the run id)."""
+    from sweeps.best import BestConfigError, sweep_runs  # MLflow loads only when used
+
+    try:
+        found = sweep_runs(experiment, tracking_uri=tracking_uri)
+    except BestConfigError as error:
+        raise fail(error) from None
+    if output_format is Format.json:
+        typer.echo(json.dumps([summary.to_dict() for summary in found], indent=2))
+        return
+    if not found:
+        typer.echo(f"Experiment {experiment!r} has no sweep run.")
+        return
+    header = ("run id", "started (UTC)", "status", "trials", "best valid_loss", "data")
+    rows = [header]
+    for summary in found:
+        counts = ", ".join(f"{n} {status.lower()}" for status, n in summary.trials.items())
+        loss = "-" if summary.best_valid_loss is None else f"{summary.best_valid_loss:.4g}"
+        data = " ".join(
+            f"{key.removeprefix('task.dataset.')}={value}" for key, value in summary.data.items()
+        )
+        rows.append((summary.run_id, summary.started, summary.status, counts or "none", loss, data))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        typer.echo("  ".join([*cells, row[-1]]).rstrip())
