@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.plots import plot_comparison, plot_sweep_curves
-from sweeps.tracking import TAG_KIND, Tracker, as_logged, existing_store_uri
+from sweeps.tracking import TAG_KIND, TAG_RESUMABLE, Tracker, as_logged, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -632,11 +632,14 @@ def _failed_trials_note(parent: Any, children: list[Any]) -> str:
     first = next((error for error in errors if error), "")
     why = f" (the first error: {first[:300]}{'...' if len(first) > 300 else ''})" if first else ""
     name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
+    if parent.data.tags.get(TAG_RESUMABLE) == "true":
+        then = f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
+    else:  # failed for good (the error says what to change), a night, or an older lrsweep's
+        then = "to run them again, fix what the error names and run the sweep again."
     return (
         f"Partly failed: {len(failed)} of {len(children)} trial runs failed{why}. The "
         "losses and error rates count only trial runs that finished (the failed ones' epochs "
-        "and compute are counted, as spent); after fixing the cause, "
-        f"`lrsweep resume {name}` retries the failed trials."
+        f"and compute are counted, as spent); {then}"
     )
 
 

@@ -50,8 +50,11 @@ from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
 from sweeps.stoppers import from_spec
 from sweeps.strategies import SEARCH_METRIC, plan
 from sweeps.tracking import (
+    TAG_FAILED_FOR_GOOD,
     TAG_KIND,
+    TAG_RESUMABLE,
     TAG_SWEEP_ID,
+    TAG_TRIAL_ID,
     Tracker,
     check_tracking_server,
     min_free_mb,
@@ -79,6 +82,8 @@ class SweepResult:
         interrupted: True when Ctrl-C / SIGTERM stopped the sweep before the end.
         stop_signal: ``SIGINT`` or ``SIGTERM`` when interrupted (``SIGINT`` when unknown).
         address: The Ray cluster it ran on (None: a Ray of its own on this machine).
+        resumable: True when some trials failed and ``lrsweep resume`` can retry them (not
+            for errors that come back the same on every retry, ``sweeps.failed_for_good``).
     """
 
     name: str
@@ -93,6 +98,7 @@ class SweepResult:
     interrupted: bool = False
     stop_signal: str | None = None
     address: str | None = None
+    resumable: bool = False
 
     @property
     def n_trials(self) -> int:
@@ -291,6 +297,7 @@ def run_sweep(
     overrides: Sequence[str] = (),
     storage_path: str | Path | None = None,
     progress: SweepProgress | None = None,
+    retry_failed: bool = True,
 ) -> SweepResult:
     """Run every arm of ``spec`` on Ray Tune, log it all to MLflow and write the report.
 
@@ -302,6 +309,9 @@ def run_sweep(
         overrides: ``key.path=value`` overrides, type-checked like the spec.
         storage_path: Ray's storage root; else ``storage.path`` or ``./.lrsweep/ray_results``.
         progress: The live display (a quiet one when None and stdout is no terminal).
+        retry_failed: A sweep some of whose trials failed (not for good) stays resumable, the
+            failed trials' checkpoints kept for ``lrsweep resume``; False closes it as finished
+            (``lrsweep nightly``, which never resumes a sweep).
 
     Returns:
         The :class:`SweepResult`; ``interrupted`` is True after Ctrl-C / SIGTERM.
@@ -346,6 +356,7 @@ def run_sweep(
                 "experiment_id": experiment_id,
                 "parent_run_id": parent_run_id,
                 "finished": False,
+                "retry_failed": retry_failed,
             }
             _write_state(sweep_dir, state)
             logger.info(
@@ -702,6 +713,13 @@ def _close_ended(
         logger.error("every trial of sweep %s failed: %s", result.sweep_id, "; ".join(errors))
         _log_failed_report(tracker, spec.experiment_name, parent_run_id)
         return result  # not marked finished: `lrsweep resume` retries the failed trials
+    retry = (
+        _retryable(tracker, experiment_id, parent_run_id, result)
+        if state.get("retry_failed", True)
+        else []
+    )
+    # before the report, whose note says whether `lrsweep resume` can retry the failed trials
+    tracker.set_tags(parent_run_id, {TAG_RESUMABLE: "true" if retry else "false"})
     try:
         report = build_report(spec.experiment_name, parent_run_id=parent_run_id, tracker=tracker)
         log_report(tracker, parent_run_id, report)
@@ -712,13 +730,28 @@ def _close_ended(
         _end_after_error(tracker, parent_run_id)
         raise
     tracker.end_run(parent_run_id, "FINISHED")
-    if not result.failed:
+    if not retry:
         state["finished"] = True
         _write_state(sweep_dir, state)
-        _remove_tune_checkpoints(sweep_dir)
-    # else it stays resumable, with its checkpoints: `lrsweep resume` retries the failed trials
-    # (from their last checkpoints) and writes the report again
-    return replace(result, report=report)
+    # a sweep with failed trials to retry stays resumable: `lrsweep resume` starts them from
+    # their last checkpoints (kept) and writes the report again; the others' go
+    _remove_tune_checkpoints(sweep_dir, keep=retry)
+    return replace(result, report=report, resumable=bool(retry))
+
+
+def _retryable(
+    tracker: Tracker, experiment_id: str, parent_run_id: str, result: SweepResult
+) -> list[str]:
+    """The failed trials a resume could retry: all but those whose run holds an error that comes
+    back on every retry (``sweeps.failed_for_good``: a range test too short for its rule)."""
+    if not result.failed:
+        return []
+    for_good = {
+        run.data.tags.get(TAG_TRIAL_ID)
+        for run in tracker.child_runs(experiment_id, parent_run_id)
+        if TAG_FAILED_FOR_GOOD in run.data.tags
+    }
+    return [o.trial_id for o in result.failed if o.trial_id not in for_good]
 
 
 def _log_failed_report(tracker: Tracker, experiment: str, parent_run_id: str) -> None:
@@ -734,14 +767,17 @@ def _log_failed_report(tracker: Tracker, experiment: str, parent_run_id: str) ->
         logger.warning("the failed sweep's report could not be written: %r", error)
 
 
-def _remove_tune_checkpoints(sweep_dir: Location) -> None:
+def _remove_tune_checkpoints(sweep_dir: Location, *, keep: Sequence[str] = ()) -> None:
     """Delete the Tune checkpoints of a finished sweep: nothing resumes it any more, and what
     it keeps (models, ``checkpoints: all``) is in MLflow. Each trial kept its last two, a
     resnet18's ~190 MB: a nightly suite filled the disk by some GB a night. Tune's own state
-    stays, so ``lrsweep resume`` still says the sweep finished."""
+    stays, so ``lrsweep resume`` still says the sweep finished. The trials in ``keep`` (ids)
+    keep theirs: failed trials a resume will start from them."""
     tune_dir = location.child(sweep_dir, TUNE_DIR)
     try:
         for trial in location.subfolders(tune_dir):
+            if any(f"_{trial_id}" in trial for trial_id in keep):  # Tune's <trainable>_<id>_...
+                continue
             trial_dir = location.child(tune_dir, trial)
             for name in location.subfolders(trial_dir):
                 if name.startswith("checkpoint_"):

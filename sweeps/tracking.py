@@ -77,6 +77,10 @@ TAG_CREATE_KEY = "sweeps.create_key"
 """A random key per ``start_run``: a create request sent twice (its reply lost) is seen."""
 TAG_SWEEP_ID = "sweeps.sweep_id"
 TAG_TRIAL_ID = "sweeps.trial_id"
+TAG_FAILED_FOR_GOOD = "sweeps.failed_for_good"
+"""Trial run tag: the error of an LR choice that fails the same way on every retry."""
+TAG_RESUMABLE = "sweeps.resumable"
+"""Sweep run tag, ``true`` / ``false``: whether ``lrsweep resume`` can retry its failed trials."""
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 LISTED_SWEEP_RUNS = 10
 """How many sweep runs an unknown ``--run-id`` error lists."""

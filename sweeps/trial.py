@@ -56,7 +56,7 @@ from sweeps._reporter import (
 )
 from sweeps.spec import redact
 from sweeps.stoppers import from_spec
-from sweeps.tracking import TAG_SWEEP_ID, TAG_TRIAL_ID, RunLogger, Tracker
+from sweeps.tracking import TAG_FAILED_FOR_GOOD, TAG_SWEEP_ID, TAG_TRIAL_ID, RunLogger, Tracker
 from trainers import (
     CallbackError,
     Learner,
@@ -67,9 +67,6 @@ from trainers.export import export_metadata
 from trainers.suggestions import CurveTooShort
 
 logger = logging.getLogger(__name__)
-
-TAG_FAILED_FOR_GOOD = "sweeps.failed_for_good"
-"""Run tag: the error of an LR choice that fails the same way on every retry."""
 
 
 class TrialFailedForGood(RuntimeError):

@@ -214,7 +214,7 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         )
         for line in failures(result):
             err.print(f"  {line}", markup=False, highlight=False)
-        if not result.failed_arms:  # said below, with the exit status
+        if result.resumable and not result.failed_arms:  # else said below, with the exit
             err.print(
                 f"The sweep stays resumable: fix the cause, then retry them with: "
                 f"{resume_hint(result)}",
@@ -224,10 +224,15 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
     console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
     if result.failed_arms:  # a comparison missing a contender is no answer: scripts must see it
         names = ", ".join(repr(arm) for arm in result.failed_arms)
+        then = (
+            f"Fix the cause above, then retry its trials with: {resume_hint(result)}"
+            if result.resumable
+            else "Its trials failed for good (a resume would fail them again): fix what the "
+            f"errors above name in the spec and run it again: {rerun or rerun_hint(None)}"
+        )
         Console(stderr=True, soft_wrap=True).print(
             f"Error: every trial of arm {names} failed, so the comparison has no numbers for "
-            f"it (exit {FAILED_EXIT}). Fix the cause above, then retry its trials with: "
-            f"{resume_hint(result)}",
+            f"it (exit {FAILED_EXIT}). {then}",
             markup=False,
             highlight=False,
         )

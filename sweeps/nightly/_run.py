@@ -432,7 +432,13 @@ def _run_entry(
     logger.info("entry %s: sweep %s into experiment %s", entry.name, spec.name, experiment)
     try:
         with _keeping_sigterm_handler():
-            result = run_sweep(spec, address=address, tracking_uri=uri, storage_path=storage_path)
+            result = run_sweep(
+                spec,
+                address=address,
+                tracking_uri=uri,
+                storage_path=storage_path,
+                retry_failed=False,  # a night is never resumed: its checkpoints go
+            )
         sweep_run_id: str | None = result.parent_run_id
         interrupted = (result.stop_signal or "SIGINT") if result.interrupted else None
         ray_errors = _ray_errors(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -209,6 +210,7 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
             ]
         },
         report=report,  # type: ignore[arg-type]
+        resumable=True,
     )
     finish(Console(file=io.StringIO()), result)  # exit 0: the comparison stands
     stderr = " ".join(capsys.readouterr().err.split())
@@ -229,6 +231,13 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
     stderr = " ".join(capsys.readouterr().err.split())
     assert "every trial of arm 'grid' failed, so the comparison has no numbers for it" in stderr
     assert "lrsweep resume t" in stderr and "fixed" in out.getvalue()  # the table was printed
+    # trials failed for good (a range test too short for its rule): a resume fails them again
+    with pytest.raises(typer.Exit):
+        finish(Console(file=io.StringIO()), replace(result, resumable=False), rerun="lrsweep run x")
+    stderr = " ".join(capsys.readouterr().err.split())
+    assert "lrsweep resume" not in stderr and "stays resumable" not in stderr
+    assert "failed for good (a resume would fail them again)" in stderr
+    assert "in the spec and run it again: lrsweep run x" in stderr
 
 
 def test_a_sweep_without_address_says_it_does_not_join_ray_address(tmp_path: Path) -> None:

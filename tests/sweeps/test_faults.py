@@ -489,6 +489,16 @@ def test_a_range_test_too_short_for_its_rule_is_not_run_again_on_retry(
     assert 2 <= len(tracker.metric_history(run.info.run_id, "lr_find/lr")) < 10
     assert "lr_find.png" in tracker.list_artifacts(run.info.run_id)
     assert result.report is not None and result.report.group("steady").n_seeds == 1
+    # a resume would fail that trial again: the sweep is closed finished, its checkpoints gone,
+    # and the report says to run it again, not to resume it
+    assert not result.resumable
+    assert json.loads((result.sweep_dir / "sweep.json").read_text())["finished"] is True
+    assert list(result.sweep_dir.rglob("checkpoint_*")) == []
+    parent = tracker.get_run(result.parent_run_id)
+    assert parent.data.tags["sweeps.resumable"] == "false"
+    note = result.report.status_note
+    assert note.startswith("Partly failed: 1 of 2 trial runs failed (the first error: ")
+    assert "lrsweep resume" not in note and "run the sweep again" in note, note
 
 
 def _failed_for_good_once(data: dict[str, Any], tmp_path: Path, *, arm: str) -> Any:

@@ -842,7 +842,8 @@ spec = {"name": "partly-failed", "seeds": [0],
                  "image_size": 12, "batch_size": 12, "epochs": 3},
         "strategies": [{"kind": "fixed", "lr": 0.003, "name": "a"},
                        {"kind": "fixed", "lr": 0.01, "name": "b"}],
-        "early_stop": None, "failure": {"max_failures": 0}}
+        "early_stop": None, "failure": {"max_failures": 0},
+        "tracking": {"checkpoint_every_s": 0}}  # the killed trial has its epoch 0's
 uri = f"sqlite:///{root}/mlflow.db"
 tracker = Tracker(uri)
 
@@ -856,7 +857,10 @@ def seen(result):
         "runs": sorted((r.info.status, r.data.tags.get("sweeps.error", "")) for r in runs),
         "parent": tracker.get_run(result.parent_run_id).info.status,
         "finished": state["finished"],
-        "checkpoints": sorted(p.name for p in result.sweep_dir.rglob("checkpoint_*")),
+        "checkpoints": sorted(p.parent.name for p in result.sweep_dir.rglob("checkpoint_*")),
+        "failed_ids": [o.trial_id for o in result.failed],
+        "resumable": [result.resumable, tracker.get_run(result.parent_run_id).data.tags.get(
+            "sweeps.resumable")],
         "note": report.status_note,
         "n_runs": len(runs),
     }
@@ -881,7 +885,10 @@ def test_a_sweep_with_a_failed_trial_stays_resumable_and_resume_retries_it(
     (failed, finished) = before["runs"]  # sorted: FAILED before FINISHED
     assert failed[0] == "FAILED" and failed[1] and failed[1][:40] in error  # why, on its run
     assert finished == ["FINISHED", ""]
-    assert before["checkpoints"], "the failed trial's checkpoints are what resume starts from"
+    assert before["resumable"] == [True, "true"]
+    # the failed trial's checkpoints are what the resume starts from; the finished one's go
+    (failed_id,) = before["failed_ids"]
+    assert before["checkpoints"] and all(f"_{failed_id}_" in p for p in before["checkpoints"])
     assert before["note"].startswith("Partly failed: 1 of 2 trial runs failed (the first error: ")
     assert "`lrsweep resume partly-failed` retries the failed trials" in before["note"]
     # resume retries the failed trial in its own run; the sweep is then finished, as any other
@@ -889,3 +896,4 @@ def test_a_sweep_with_a_failed_trial_stays_resumable_and_resume_retries_it(
     assert after["runs"] == [["FINISHED", ""], ["FINISHED", ""]]
     assert after["parent"] == "FINISHED" and after["finished"] is True
     assert after["checkpoints"] == [] and after["note"] == ""
+    assert after["resumable"] == [False, "false"]
