@@ -57,6 +57,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Learner"]
 
+
+class _Unset:
+    """The default of an argument whose None means something (``lr_find``'s ``suggest``)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
 logger = logging.getLogger(__name__)
 
 _PASS_THROUGH = (CancelBatch, CancelEpoch, CancelFit, CallbackError, TrainingDiverged)
@@ -722,13 +732,14 @@ class Learner:
         stop_div: bool = True,
         div_factor: float = 4.0,
         beta: float = 0.98,
-        suggest: Suggest = ("valley",),
-        suggest_funcs: Suggest = None,
+        suggest: Suggest | _Unset = _UNSET,
+        suggest_funcs: Suggest | _Unset = _UNSET,
     ) -> Any:
         """Run the LR range test; see :func:`trainers.lr_finder.lr_find` (leaves no trace).
 
         ``suggest_funcs`` is fastai's name for ``suggest``: ``lr_find(suggest_funcs=(valley,
-        steep))`` runs as ``lr_find(suggest=(valley, steep))``; give one or the other.
+        steep))`` runs as ``lr_find(suggest=(valley, steep))``; give one or the other (neither:
+        ``("valley",)``; None: no rule, as fastai's ``suggest_funcs=None``).
 
         Raises:
             ValueError: as ``lr_find`` does, and (as ``fit``) for an optimizer lacking trainable
@@ -748,13 +759,15 @@ class Learner:
                     "learn.dls = resize.loaders_at(0, learn.dls) (a sweep's finder arm does).",
                     stacklevel=2,
                 )
-        if suggest_funcs is not None:
-            if suggest != ("valley",):
-                raise ValueError(
-                    "give suggest or suggest_funcs (fastai's name for it), not both: got "
-                    f"suggest={suggest!r} and suggest_funcs={suggest_funcs!r}."
-                )
+        if not isinstance(suggest, _Unset) and not isinstance(suggest_funcs, _Unset):
+            raise ValueError(
+                "give suggest or suggest_funcs (fastai's name for it), not both: got "
+                f"suggest={suggest!r} and suggest_funcs={suggest_funcs!r}."
+            )
+        if not isinstance(suggest_funcs, _Unset):
             suggest = suggest_funcs
+        if isinstance(suggest, _Unset):
+            suggest = ("valley",)
         return lr_find(
             self,
             start_lr,

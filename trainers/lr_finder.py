@@ -133,17 +133,34 @@ class LRFindResult:
             best=best,
         )
 
-    def __getattr__(self, name: str) -> float:
-        """``result.valley``: a suggestion by its rule's name, as fastai's ``SuggestedLRs``."""
-        if name in SUGGESTIONS:
-            held = self.__dict__.get("suggestions", {})
-            if name in held:
-                return held[name]
-            raise AttributeError(
-                f"this range test did not suggest by {name!r} (it ran with suggest="
-                f"{tuple(held)}); result.suggest({name!r}) reads that rule off the curve."
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def _named(self, name: str) -> float:
+        """The suggestion of rule ``name``, as fastai's ``SuggestedLRs`` gives it by name."""
+        if name in self.suggestions:
+            return self.suggestions[name]
+        raise AttributeError(
+            f"this range test did not suggest by {name!r} (it ran with suggest="
+            f"{tuple(self.suggestions)}); result.suggest({name!r}) reads that rule off the curve."
+        )
+
+    @property
+    def valley(self) -> float:
+        """``suggestions["valley"]`` (``AttributeError`` when the test did not run that rule)."""
+        return self._named("valley")
+
+    @property
+    def steep(self) -> float:
+        """``suggestions["steep"]`` (``AttributeError`` when the test did not run that rule)."""
+        return self._named("steep")
+
+    @property
+    def minimum(self) -> float:
+        """``suggestions["minimum"]`` (``AttributeError`` when the test did not run that rule)."""
+        return self._named("minimum")
+
+    @property
+    def slide(self) -> float:
+        """``suggestions["slide"]`` (``AttributeError`` when the test did not run that rule)."""
+        return self._named("slide")
 
     @property
     def suggestion(self) -> float:

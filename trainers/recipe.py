@@ -30,13 +30,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainers import _inference
 from trainers.callbacks import EarlyStoppingCallback
 from trainers.data.augment import Augment, as_augment
-from trainers.lr_finder import LRFindResult, check_lr_find_args
+from trainers.lr_finder import LRFindResult, _rule_name, check_lr_find_args
 from trainers.suggestions import get_suggestion
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def fit_recipe(
     learn: Learner,
     *,
     max_epochs: int = 20,
-    suggest: str = "valley",
+    suggest: str | Callable[..., float] = "valley",
     head_epochs: int = 1,
     augment_epochs: int = 2,
     augment: Augment | str | None = "light",
@@ -113,7 +114,8 @@ def fit_recipe(
             pretrained; it is frozen, trained and unfrozen in place.
         max_epochs: Epoch budget of the whole recipe; SGDR gets what the head steps leave, as
             the most whole cycles of 1, 2, 4, ... epochs that fit (at least 1 epoch must be left).
-        suggest: Suggestion rule for both range tests (:data:`trainers.suggestions.SUGGESTIONS`).
+        suggest: Suggestion rule for both range tests (:data:`trainers.suggestions.SUGGESTIONS`),
+            by name or as its function (``trainers.valley``).
         head_epochs: Epochs of step 3, >= 1 (fast.ai: 1-2).
         augment_epochs: Epochs of step 4, >= 1 (fast.ai: 2-3).
         augment: Augmentation switched on from step 4 when the data has none: an
@@ -138,6 +140,8 @@ def fit_recipe(
     frozen layer groups and the per-group rates put back as they were (the weights keep what
     the finished steps trained).
     """
+    if callable(suggest):  # trainers.valley, as lr_find takes it
+        suggest = _rule_name(suggest)
     budget = _check_args(
         learn, max_epochs, suggest, head_epochs, augment_epochs, group_factor, patience, num_it
     )

@@ -491,6 +491,10 @@ def test_rule_functions_and_fastais_spelling_suggest_as_their_names(trained):
     assert copy.deepcopy(named) == named
     with pytest.raises(ValueError, match="give suggest or suggest_funcs"):
         trained.lr_find(num_it=20, suggest="steep", suggest_funcs=(valley,))
+    with pytest.raises(ValueError, match="give suggest or suggest_funcs"):  # even the default
+        trained.lr_find(num_it=20, suggest=("valley",), suggest_funcs=(steep,))
+    assert trained.lr_find(num_it=20, suggest_funcs=None).suggestions == {}  # fastai's None
+    assert trained.lr_find(num_it=20).suggestions == {"valley": named.valley}
 
 
 def test_negative_loss_stop_explains_the_divergence_test_not_the_rates():

@@ -18,6 +18,7 @@ from trainers import (
     seed_everything,
 )
 from trainers.recipe import RecipeResult, fit_recipe
+from trainers.suggestions import slide
 
 STEPS = [
     "lr_find_frozen",
@@ -146,6 +147,9 @@ def test_bad_arguments_raise_before_training(pretrained, kwargs, message):
     [
         ({"num_it": 5}, r"num_it=5 is too few for suggestion rule 'valley'"),
         ({"num_it": 1}, r"num_it must be an integer >= 2"),
+        # a rule function, as lr_find takes it, is its name ('Unknown suggestion rule <fn>')
+        ({"num_it": 20, "suggest": slide}, r"num_it=20 is too few for suggestion rule 'slide'"),
+        ({"suggest": lambda lrs, losses: 1e-3}, r"suggest must hold rule names"),
     ],
 )
 def test_bad_num_it_raises_before_anything_is_frozen(pretrained, kwargs, message):
