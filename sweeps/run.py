@@ -454,16 +454,19 @@ def _check_holds_sweep(
         assert tracker is not None
         try:
             run = tracker.get_run(state["parent_run_id"])
-        except MlflowException:
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":  # a refusal, an outage: as it is
+                raise
             run = None
         if run is not None and run.info.experiment_id == state["experiment_id"]:
             return
         where = f"{redact_uri(uri)} holds no run {state['parent_run_id']} of it"
-    raise SweepNotInStore(
-        f"{name_or_path!r}: the sweep logged to {redact_uri(str(state['tracking_uri']))}, and "
-        f"{where}; resume it with that store (--tracking-uri, or none to use the one it ran "
-        "with)."
-    )
+    logged = redact_uri(str(state["tracking_uri"]))
+    if redact_uri(uri) == logged:  # no --tracking-uri: the sweep's own store is gone
+        then = "its runs are gone with it (a store deleted or moved?), so it cannot be resumed"
+    else:
+        then = "resume it with that store (--tracking-uri, or none to use the one it ran with)"
+    raise SweepNotInStore(f"{name_or_path!r}: the sweep logged to {logged}, and {where}; {then}.")
 
 
 def _state_or_none(text: str) -> dict[str, Any] | None:

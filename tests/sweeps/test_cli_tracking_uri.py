@@ -533,6 +533,13 @@ def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     said = " ".join(elsewhere.stderr.split())
     assert elsewhere.exit_code == 2 and "Traceback" not in elsewhere.output, elsewhere.output
     assert f"sqlite:///{missing} holds no run " in said and "--storage-path" not in said, said
+    # no --tracking-uri, and the sweep's own store is gone: no advice to pass that very store
+    (store,) = work.rglob("mlflow.db")
+    store.rename(work / "moved.db")
+    gone = invoke("resume", *args)
+    said = " ".join(gone.stderr.split())
+    assert gone.exit_code == 2 and "its runs are gone with it" in said, gone.output
+    assert "--tracking-uri" not in said and not store.exists()
 
 
 @pytest.mark.parametrize(
