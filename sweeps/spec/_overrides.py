@@ -163,15 +163,36 @@ def _set_path(
 
 def _check_new_kind(members: Mapping[str, Any], node: Any, kind: Any, here: str) -> None:
     """Refuse ``here.kind=NEW`` when ``here`` keeps keys of its old kind that NEW does not take
-    (``task.schedule.kind=sgdr`` over a one-cycle ``pct_start``): the error names them and the
-    override that replaces the whole mapping."""
+    (``task.schedule.kind=sgdr`` over a one-cycle ``pct_start``), or takes with another meaning
+    (a field whose default differs: one-cycle's ``pct_start`` 0.25 is its warm-up, flat-cos's
+    0.75 its flat part): the error names them and the override that replaces the mapping."""
     if not members or not isinstance(node, dict) or kind not in members:
         return
-    extra = [key for key in node if key != "kind" and key not in members[kind].model_fields]
-    if extra:
+    new = members[kind].model_fields
+    lacking = [key for key in node if key != "kind" and key not in new]
+    was = node.get("kind")
+    old = members.get(was) if isinstance(was, str) and was != kind else None
+    other = [  # shared names that mean something else in the new kind
+        key
+        for key in node
+        if old is not None
+        and key != "kind"
+        and key in new
+        and key in old.model_fields
+        and new[key].default != old.model_fields[key].default
+    ]
+    said = []
+    if lacking:
+        said.append(f"{', '.join(map(str, lacking))}, which kind {kind!r} does not take")
+    if other:
+        said.append(
+            f"{', '.join(map(str, other))}, which kind {kind!r} takes with another meaning "
+            f"(its default: {', '.join(repr(new[key].default) for key in other)})"
+        )
+    if said:
         raise _OverrideError(
-            f"{here} also sets {', '.join(map(str, extra))}, which kind {kind!r} does not take; "
-            f"replace the whole mapping instead: --set '{here}={{kind: {kind}, ...}}'"
+            f"{here} also sets {'; and '.join(said)}; replace the whole mapping instead: "
+            f"--set '{here}={{kind: {kind}, ...}}'"
         )
 
 

@@ -821,6 +821,17 @@ def test_changing_a_kind_over_keys_it_does_not_take_names_them_and_the_fix() -> 
         "does not take; replace the whole mapping instead: "
         "--set 'task.schedule={kind: sgdr, ...}'.",
     )
+    # flat_cos takes pct_start too, but as its flat part (0.75), not a warm-up (0.25): kept,
+    # a one-cycle spec switched to flat_cos silently trained flat for a quarter only
+    meaning = (
+        r"also sets pct_start, which kind 'flat_cos' takes with another meaning "
+        r"\(its default: 0\.75\)"
+    )
+    with pytest.raises(SpecError, match=meaning):
+        load_spec(one_cycle, overrides=["task.schedule.kind=flat_cos"])
+    div_final = _with({"task.schedule": {"kind": "one_cycle", "div_final": 1e4}})
+    switched = load_spec(div_final, overrides=["task.schedule.kind=flat_cos"])  # same meaning
+    assert (switched.task.schedule.kind, switched.task.schedule.div_final) == ("flat_cos", 1e4)
     fixed = load_spec(one_cycle, overrides=["task.schedule={kind: sgdr, cycle_len: 2}"])
     assert (fixed.task.schedule.kind, fixed.task.schedule.cycle_len) == ("sgdr", 2)
     same_keys = load_spec(one_cycle, overrides=["task.schedule.kind=one_cycle"])
