@@ -413,11 +413,10 @@ def _warn_if_data_differ(scored: list[Any], best: Any, scope: str) -> None:
     other images, so their losses and error rates do not compare."""
     seen: dict[str, set[str]] = {}
     for run in scored:
-        for key, value in run.data.params.items():
-            if key.startswith(DATA_PARAMS):
-                seen.setdefault(key, set()).add(value)
+        for key, value in _data_params(run).items():
+            seen.setdefault(key, set()).add(value)
     for run in scored:  # a field one trial lacks (an older lrsweep's sweep) differs too
-        for key in seen.keys() - run.data.params.keys():
+        for key in seen.keys() - _data_params(run).keys():
             seen[key].add("(none)")
     differ = {key: values for key, values in sorted(seen.items()) if len(values) > 1}
     if not differ:
@@ -508,6 +507,19 @@ def sweep_runs(experiment: str, *, tracking_uri: str | None = None) -> list[Swee
             )
         )
     return found
+
+
+def _data_params(run: Any) -> dict[str, str]:
+    """The run's ``task.dataset.*`` params that name its images: ``path`` only for an
+    ``image_folder`` (elsewhere a download cache, or unused, and absolute: the same spec run
+    from two folders logs two paths)."""
+    params = run.data.params
+    return {
+        key: value
+        for key, value in params.items()
+        if key.startswith(DATA_PARAMS)
+        and (key != DATA_PARAMS + "path" or params.get(DATA_PARAMS + "name") == "image_folder")
+    }
 
 
 def _capitalized(scope: str) -> str:

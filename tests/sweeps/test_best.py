@@ -536,6 +536,7 @@ def test_trials_of_sweeps_on_other_data_ranked_together_are_warned_about(
         parent = tracker.start_run(exp_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
         run = tracker.start_run(exp_id, run_name="trial", parent_run_id=parent)
         params = {"strategy": "grid", "lr": 0.01, "seed": 0, "task.dataset.name": "digits"}
+        params["task.dataset.path"] = f"/home/u{loss}/cache"  # digits reads no path: no warning
         tracker.log_params(run, params | {"task.dataset.valid_pct": valid_pct})
         tracker.set_tags(run, {"sweeps.strategy": "grid", "sweeps.stop_reason": "completed"})
         tracker.log_metrics(run, [("best/valid_loss", loss, 0)])
@@ -546,7 +547,7 @@ def test_trials_of_sweeps_on_other_data_ranked_together_are_warned_about(
         best = best_config("mixed", tracking_uri=uri)
     assert best.parent_run_id == parents[2]
     said = " ".join(caplog.text.split())
-    assert "ran on different data (task.dataset.valid_pct: 0.2, 0.5)" in said, said
+    assert "ran on different data (task.dataset.valid_pct: 0.2, 0.5):" in said, said
     assert f"pass --run-id {parents[2]} (run_id=) to rank that sweep's trials alone" in said
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sweeps.best"):
