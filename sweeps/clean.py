@@ -2,8 +2,9 @@
 
 A finished sweep deletes its Tune checkpoints itself (:func:`sweeps.run.run_sweep`) and keeps
 only Tune's state and ``sweep.json`` (kilobytes). An interrupted or failed sweep keeps every
-trial's last checkpoints for ``lrsweep resume`` (~190 MB a resnet18 trial); one that is never
-resumed keeps them for good. ``lrsweep clean`` lists the sweeps under a storage root and deletes
+trial's last checkpoints for ``lrsweep resume`` (~190 MB a resnet18 trial), and one that ended
+with failed trials a resume can retry keeps theirs; one that is never resumed keeps them for
+good. ``lrsweep clean`` lists the sweeps under a storage root and deletes
 those last changed before a cutoff. A sweep still running writes its folder every epoch, so the
 cutoff also keeps it from being deleted under its trials.
 """
@@ -35,8 +36,8 @@ class StoredSweep:
     name: str
     sweep_id: str
     folder: Path | str
-    # "finished", "resumable" (interrupted or failed), "running" (its driver is alive on this
-    # machine) or "damaged" (no usable sweep.json)
+    # "finished", "resumable" (interrupted, failed, or with failed trials to retry), "running"
+    # (its driver is alive on this machine) or "damaged" (no usable sweep.json)
     state: str
     last_change: float  # the newest file's modification time (seconds since the epoch)
     size_bytes: int

@@ -12,7 +12,7 @@ from sweeps.cli import app
 from sweeps.cli._options import fail
 
 _KINDS = {
-    "resumable": "interrupted or failed: its checkpoints wait for `lrsweep resume`",
+    "resumable": "interrupted, or trials to retry: its checkpoints wait for `lrsweep resume`",
     "finished": "its trials all ended: only Tune's state is left",
     "damaged": "no readable sweep.json: it cannot be resumed",
     "running": "its driver is alive on this machine: never deleted",

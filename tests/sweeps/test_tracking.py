@@ -279,6 +279,33 @@ def test_last_steps_are_each_metrics_largest_step_from_one_run_read(
     assert tracker.last_steps(run_id) == expected
 
 
+def test_a_run_closed_failed_for_a_dead_worker_carries_what_tune_knew_of_its_error(
+    tracking_uri: str,
+) -> None:
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("dead-worker")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    runs = {
+        trial: tracker.start_run(
+            experiment_id, run_name=trial, parent_run_id=parent, tags={"sweeps.trial_id": trial}
+        )
+        for trial in ("t1", "t2", "t3")
+    }
+    tracker.set_tags(runs["t3"], {"sweeps.error": "its own, from the worker"})
+    errors = {
+        "t1": "RayActorError: the actor died (postgresql://u:s3cret@db/x)",
+        "t3": "overwrites nothing",
+    }
+    closed = tracker.close_unfinished(experiment_id, parent, status="FAILED", errors=errors)
+    assert sorted(closed) == sorted(runs.values())
+    tags = {t: tracker.get_run(run_id).data.tags for t, run_id in runs.items()}
+    assert tags["t1"]["sweeps.error"].startswith("RayActorError: the actor died")
+    assert "s3cret" not in tags["t1"]["sweeps.error"]  # redacted, as every logged error
+    assert "sweeps.error" not in tags["t2"]  # Tune knew no error for it
+    assert tags["t3"]["sweeps.error"] == "its own, from the worker"
+    assert {t["sweeps.stop_reason"] for t in tags.values()} == {"failed"}
+
+
 def test_runs_close_with_their_status_and_leftovers_are_swept(tracking_uri: str) -> None:
     tracker = Tracker(tracking_uri)
     experiment_id = tracker.ensure_experiment("lifecycle")
