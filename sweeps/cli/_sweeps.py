@@ -25,8 +25,9 @@ def sweeps_command(
         Format, typer.Option("--format", help="text (a table) | json (a list of objects).")
     ] = Format.text,
 ) -> None:
-    """List the sweep runs of an experiment, latest first: run id, status, trials, best loss,
-    data (``--run-id`` of ``lrsweep best``, ``report`` and ``predict`` takes the run id)."""
+    """List the sweep runs of an experiment, latest first, with their trials and best loss.
+
+    Each run id is what ``--run-id`` of ``lrsweep best``, ``report`` and ``predict`` takes."""
     from sweeps.best import BestConfigError, sweep_runs  # MLflow loads only when used
 
     try:
