@@ -82,8 +82,9 @@ class SweepResult:
         interrupted: True when Ctrl-C / SIGTERM stopped the sweep before the end.
         stop_signal: ``SIGINT`` or ``SIGTERM`` when interrupted (``SIGINT`` when unknown).
         address: The Ray cluster it ran on (None: a Ray of its own on this machine).
-        resumable: True when some trials failed and ``lrsweep resume`` can retry them (not
-            for errors that come back the same on every retry, ``sweeps.failed_for_good``).
+        resumable: True when the sweep was left for ``lrsweep resume`` to retry its failed
+            trials: every trial failed, or some did and not all of those for good (an error
+            that comes back the same on every retry, ``sweeps.failed_for_good``).
     """
 
     name: str
@@ -699,7 +700,8 @@ def _close_ended(
     result: SweepResult,
 ) -> SweepResult:
     """A sweep whose trials all ended: FAILED (every trial failed) or FINISHED, with its report;
-    resumable unless every trial finished (``lrsweep resume`` retries the failed ones)."""
+    left resumable (``lrsweep resume`` retries the failed trials) when every trial failed, or
+    some did and a retry could end otherwise."""
     experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
     # runs of trials a resumed Tuner never knew (the driver died before Tune saved them): their
     # configs ran again under new trial ids and must not count twice
@@ -715,7 +717,7 @@ def _close_ended(
         tracker.end_run(parent_run_id, "FAILED")
         logger.error("every trial of sweep %s failed: %s", result.sweep_id, "; ".join(errors))
         _log_failed_report(tracker, spec.experiment_name, parent_run_id)
-        return result  # not marked finished: `lrsweep resume` retries the failed trials
+        return replace(result, resumable=True)  # not marked finished: resume retries them
     retry = (
         _retryable(tracker, experiment_id, parent_run_id, result)
         if state.get("retry_failed", True)
