@@ -42,7 +42,7 @@ from sweeps._interrupts import Interrupts, Terminated, closing_runs, sigterm_sto
 from sweeps._location import Location
 from sweeps._location import default_storage as default_storage  # re-exported
 from sweeps._reporter import flatten_params
-from sweeps._uri import command_uri, redact_uri, sqlite_path
+from sweeps._uri import command_uri, existing_store_uri, redact_uri, sqlite_path
 from sweeps.clean import DRIVER_FILE, STATE_FILE, TUNE_DIR, driver_record, running_driver
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
@@ -433,35 +433,34 @@ def _unfinished_sweeps(name_or_path: str | Path, root: Location) -> list[Locatio
     return [d for d, state in _sweeps_of(name_or_path, root) if state and not state["finished"]]
 
 
-def _check_holds_sweep(
-    uri: str,
-    state: dict[str, Any],
-    name_or_path: str | Path,
-    *,
-    tracker: Tracker | None = None,
-    missing_store: bool = False,
+def _check_store_exists(uri: str, state: dict[str, Any], name_or_path: str | Path) -> None:
+    """Refuse to resume into an embedded SQLite store that does not exist (a ``--tracking-uri``
+    of another store), before anything creates it."""
+    try:
+        existing_store_uri(uri)
+    except LookupError:
+        _not_in_store(uri, state, name_or_path, f"there is no MLflow store at {sqlite_path(uri)}")
+
+
+def _check_store_holds(
+    tracker: Tracker, uri: str, state: dict[str, Any], name_or_path: str | Path
 ) -> None:
-    """Refuse to resume into a store that does not hold the sweep's runs (a ``--tracking-uri``
-    of another store): with ``missing_store``, an embedded SQLite store that does not exist
-    (before anything creates it); with ``tracker``, a store without the sweep's parent run."""
+    """Refuse to resume into a store without the sweep's parent run. Only MLflow's "does not
+    exist" counts as absence; a refusal or an outage goes through as it is."""
     from mlflow.exceptions import MlflowException
 
-    if missing_store:
-        path = sqlite_path(uri)
-        if path is None or path.is_file():
-            return
-        where = f"there is no MLflow store at {path}"
-    else:
-        assert tracker is not None
-        try:
-            run = tracker.get_run(state["parent_run_id"])
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":  # a refusal, an outage: as it is
-                raise
-            run = None
-        if run is not None and run.info.experiment_id == state["experiment_id"]:
-            return
+    try:
+        run = tracker.get_run(state["parent_run_id"])
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        run = None
+    if run is None or run.info.experiment_id != state["experiment_id"]:
         where = f"{redact_uri(uri)} holds no run {state['parent_run_id']} of it"
+        _not_in_store(uri, state, name_or_path, where)
+
+
+def _not_in_store(uri: str, state: dict[str, Any], name_or_path: str | Path, where: str) -> None:
     logged = redact_uri(str(state["tracking_uri"]))
     if redact_uri(uri) == logged:  # no --tracking-uri: the sweep's own store is gone
         then = "its runs are gone with it (a store deleted or moved?), so it cannot be resumed"
@@ -523,10 +522,10 @@ def resume_sweep(
         )
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
-    _check_holds_sweep(uri, state, name_or_path, missing_store=True)
+    _check_store_exists(uri, state, name_or_path)
     _preflight(spec, uri, sweep_dir, address=address)
     tracker = Tracker(uri)
-    _check_holds_sweep(uri, state, name_or_path, tracker=tracker)
+    _check_store_holds(tracker, uri, state, name_or_path)
     tracker.check_artifacts_writable(state["experiment_id"])
     experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
     with (

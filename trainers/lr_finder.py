@@ -445,7 +445,7 @@ def check_lr_find_args(
         given = [suggest]
     else:
         given = list(suggest)
-    names = [_rule_name(rule) for rule in given]
+    names = [rule_name(rule) for rule in given]
     rules = list(dict.fromkeys(names))
     for name in rules:
         rule = get_suggestion(name)
@@ -460,7 +460,7 @@ def check_lr_find_args(
     return rules
 
 
-def _rule_name(rule: Any) -> str:
+def rule_name(rule: Any) -> str:
     """A rule's name: a name as given, or the name of a rule function ``trainers`` exports
     (``suggest=(valley, steep)``, fastai's ``suggest_funcs`` spelling)."""
     if isinstance(rule, str):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from trainers import _inference
 from trainers.callbacks import EarlyStoppingCallback
 from trainers.data.augment import Augment, as_augment
-from trainers.lr_finder import LRFindResult, _rule_name, check_lr_find_args
+from trainers.lr_finder import LRFindResult, check_lr_find_args, rule_name
 from trainers.suggestions import get_suggestion
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def fit_recipe(
     the finished steps trained).
     """
     if callable(suggest):  # trainers.valley, as lr_find takes it
-        suggest = _rule_name(suggest)
+        suggest = rule_name(suggest)
     budget = _check_args(
         learn, max_epochs, suggest, head_epochs, augment_epochs, group_factor, patience, num_it
     )
