@@ -22,7 +22,15 @@ from typing import Any
 from sweeps import _location as location
 from sweeps.spec._types import Name
 
-__all__ = ["StoredSweep", "driver_record", "remove_sweep", "running_driver", "stored_sweeps"]
+__all__ = [
+    "StoredSweep",
+    "driver_record",
+    "mark_removed",
+    "read_state",
+    "remove_sweep",
+    "running_driver",
+    "stored_sweeps",
+]
 
 STATE_FILE = "sweep.json"  # a sweep's state, which `lrsweep resume` reads
 TUNE_DIR = "tune"  # Ray Tune's experiment folder (its state and the trials' checkpoints)
@@ -134,6 +142,42 @@ def remove_sweep(sweep: StoredSweep) -> None:
     name_folder = location.parent(sweep.folder)
     if isinstance(name_folder, Path) and name_folder.is_dir() and not any(name_folder.iterdir()):
         name_folder.rmdir()
+
+
+def mark_removed(sweep: StoredSweep, state: dict[str, Any], when: float) -> None:
+    """Tag the MLflow run of a resumable ``sweep`` whose folder was deleted: ``sweeps.resumable``
+    ``false`` and ``sweeps.cleaned`` (``when``, UTC), so that its report's notes and the CLI stop
+    offering a resume that would answer "no sweep to resume". ``state`` is its ``sweep.json``,
+    read before the folder went; the run is looked up in the store the sweep logged to.
+
+    Raises:
+        LookupError: that store is gone (an embedded SQLite file deleted or moved).
+        sweeps._uri.TrackingUriError: its server does not answer or refuses this client.
+        mlflow.exceptions.MlflowException: the store refused the tags (no such run, say).
+    """
+    from datetime import UTC, datetime
+
+    from sweeps._uri import check_tracking_server, existing_store_uri
+    from sweeps.tracking import TAG_CLEANED, TAG_RESUMABLE, Tracker
+
+    if not state.get("tracking_uri") or not state.get("parent_run_id"):
+        raise LookupError(f"{STATE_FILE} names no tracking_uri and parent_run_id")
+    uri = existing_store_uri(str(state["tracking_uri"]))
+    check_tracking_server(uri, source=f"the tracking URI in {sweep.folder}/{STATE_FILE}")
+    stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    Tracker(uri).set_tags(str(state["parent_run_id"]), {TAG_RESUMABLE: "false", TAG_CLEANED: stamp})
+
+
+def read_state(sweep: StoredSweep) -> dict[str, Any] | None:
+    """The sweep's ``sweep.json`` as a dict, or None when it has none or it cannot be read."""
+    text = location.read_text(sweep.folder, STATE_FILE)
+    if text is None:
+        return None
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def _state(text: str | None) -> str:

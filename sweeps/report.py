@@ -46,7 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.plots import plot_comparison, plot_sweep_curves
-from sweeps.tracking import TAG_KIND, TAG_RESUMABLE, Tracker, as_logged, existing_store_uri
+from sweeps.tracking import (
+    TAG_CLEANED,
+    TAG_KIND,
+    TAG_RESUMABLE,
+    Tracker,
+    as_logged,
+    existing_store_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -634,12 +641,23 @@ def _failed_trials_note(parent: Any, children: list[Any]) -> str:
     name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
     if parent.data.tags.get(TAG_RESUMABLE) == "true":
         then = f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
+    elif parent.data.tags.get(TAG_CLEANED):
+        then = _cleaned(parent) + " to run them again, run the sweep again."
     else:  # failed for good (the error says what to change), a night, or an older lrsweep's
         then = "to run them again, fix what the error names and run the sweep again."
     return (
         f"Partly failed: {len(failed)} of {len(children)} trial runs failed{why}. The "
         "losses and error rates count only trial runs that finished (the failed ones' epochs "
         f"and compute are counted, as spent); {then}"
+    )
+
+
+def _cleaned(parent: Any) -> str:
+    """The start of a note's advice for a sweep whose folder ``lrsweep clean`` deleted."""
+    when = parent.data.tags[TAG_CLEANED]
+    return (
+        f"its folder in Ray's storage was deleted by `lrsweep clean` ({when}), so it cannot be "
+        "resumed;"
     )
 
 
@@ -659,10 +677,14 @@ def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> s
         error = parent.data.tags.get("sweeps.error", "").rstrip(". ")
         why = f": {error[:500]}{'...' if len(error) > 500 else ''}" if error else ""
         name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
+        then = (
+            f"{_cleaned(parent)} run the sweep again after fixing the cause."
+            if parent.data.tags.get(TAG_CLEANED)
+            else f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
+        )
         return (
             f"Failed: this sweep's run is FAILED ({counted}){why}. The comparison counts only "
-            f"trial runs that finished; after fixing the cause, `lrsweep resume {name}` retries "
-            "the failed trials."
+            f"trial runs that finished; {then}"
         )
     unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
     if status == "FINISHED" or (status == "RUNNING" and not unended):
@@ -678,6 +700,9 @@ def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> s
     else:
         state = "is still running (or its driver died and left its run RUNNING)"
         then = f"If nothing runs it any more, `{command}` continues it."
+    if parent.data.tags.get(TAG_CLEANED):
+        cleaned = _cleaned(parent)
+        then = f"{cleaned[:1].upper()}{cleaned[1:]} run the sweep again to complete it."
     return (
         f"Incomplete: this sweep {state}. Its losses and error rates count the {ended} trial "
         f"runs that finished; {unended} did not end (their epochs and compute are counted, as "

@@ -386,6 +386,17 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
     if latest:
         sweep_dir, state = latest[-1]
         assert state is not None
+        newer = [d for d, _ in candidates[[d for d, _ in candidates].index(sweep_dir) + 1 :]]
+        if newer:  # every newer sweep of the name finished (else it would be the latest)
+            logger.warning(
+                "%r: resuming %s, the latest sweep of that name that did not finish; %d newer "
+                "sweep(s) of it finished since (the latest: %s). Its trials go on in its own "
+                "MLflow run, beside theirs.",
+                str(name_or_path),
+                location.shown(sweep_dir),
+                len(newer),
+                location.shown(newer[-1]),
+            )
         return sweep_dir, state
     candidates = [c for c in candidates if c[1] is not None]
     known = location.subfolders(root)

@@ -81,6 +81,9 @@ TAG_FAILED_FOR_GOOD = "sweeps.failed_for_good"
 """Trial run tag: the error of an LR choice that fails the same way on every retry."""
 TAG_RESUMABLE = "sweeps.resumable"
 """Sweep run tag, ``true`` / ``false``: whether ``lrsweep resume`` can retry its failed trials."""
+TAG_CLEANED = "sweeps.cleaned"
+"""Sweep run tag: when (UTC) ``lrsweep clean`` deleted the sweep's folder in Ray's storage, so
+that nothing can resume it any more."""
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 LISTED_SWEEP_RUNS = 10
 """How many sweep runs an unknown ``--run-id`` error lists."""

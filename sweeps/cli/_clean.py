@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,7 +52,7 @@ def clean_command(
     MLflow runs, models and reports stay."""
     from sweeps import _location as location
     from sweeps._location import default_storage
-    from sweeps.clean import remove_sweep, stored_sweeps
+    from sweeps.clean import read_state, remove_sweep, stored_sweeps
 
     root = location.storage_root(storage_path or default_storage())
     try:
@@ -102,17 +102,49 @@ def clean_command(
             command += f" --older-than {older_than:g}"
         typer.echo(f"Nothing deleted. To delete the {len(old)} marked ({total}): {command} --yes")
         return
+    warnings = []
     for sweep in old:
+        # read first: its MLflow run is tagged once the folder is gone (and only then)
+        saved = read_state(sweep) if sweep.state == "resumable" else None
         try:
             remove_sweep(sweep)
         except OSError as error:
             raise fail(f"could not delete {sweep.folder}: {error}", code=1) from None
+        warnings += _mark_removed(sweep, saved, now) if sweep.state == "resumable" else []
     resumable = sum(sweep.state == "resumable" for sweep in old)
+    tagged = (
+        f" (tagged on {resumable - len(warnings)} of their sweep runs: sweeps.resumable=false)"
+        if resumable > len(warnings)
+        else ""
+    )
     typer.echo(
         f"Deleted {len(old)} sweep folder{'s' if len(old) != 1 else ''} ({total}). "
-        + (f"{resumable} of them can no longer be resumed; their" if resumable else "Their")
+        + (f"{resumable} of them can no longer be resumed{tagged}; their" if resumable else "Their")
         + " MLflow runs, models and reports stay."
     )
+    for line in warnings:
+        typer.echo(line, err=True)
+
+
+def _mark_removed(sweep: Any, state: dict[str, Any] | None, now: float) -> list[str]:
+    """Tag a deleted resumable sweep's run as no longer resumable; a warning when its store
+    cannot be reached or refuses (the folder is gone either way: nothing is left half-done)."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeps._uri import TrackingUriError
+    from sweeps.clean import STATE_FILE, mark_removed
+
+    try:
+        if state is None:
+            raise LookupError(f"its {STATE_FILE} could not be read")
+        mark_removed(sweep, state, now)
+    except (LookupError, TrackingUriError, MlflowException) as error:
+        what = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return [
+            f"Warning: {sweep.name} {sweep.sweep_id}: its sweep run could not be tagged "
+            f"sweeps.resumable=false ({what}); its report may still suggest `lrsweep resume`."
+        ]
+    return []
 
 
 def _age(days: float) -> str:

@@ -86,11 +86,30 @@ def test_clean_yes_deletes_the_old_sweeps_only(storage: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Deleted 2 sweep folders" in result.output, result.output
-    assert "1 of them can no longer be resumed" in result.output
+    assert "1 of them can no longer be resumed; their MLflow runs" in result.output
+    # its sweep.json names no store, so its run cannot be tagged: said, and nothing else fails
+    assert "lr 20261101-000000-aaaaaa: its sweep run could not be tagged" in result.stderr
+    assert "(sweep.json names no tracking_uri and parent_run_id)" in result.stderr
     left = sorted(s.sweep_id for s in stored_sweeps(storage))
     assert left == ["20261120-000000-bbbbbb", "20261206-000000-cccccc"]
     assert not (storage / "other").exists()  # its only sweep went, so did its folder
     assert (storage / "notes" / "x.txt").read_text() == "mine"
+
+
+def test_a_deleted_sweep_whose_store_is_gone_is_deleted_with_a_warning(tmp_path: Path) -> None:
+    """Its run cannot be tagged not resumable when its SQLite store was deleted: the folder
+    goes, a warning names why, and no empty store is created in its place."""
+    root = tmp_path / "ray_results"
+    store = tmp_path / "gone" / "mlflow.db"
+    state = {"finished": False, "tracking_uri": f"sqlite:///{store}", "parent_run_id": "abc"}
+    folder = _sweep(root, "lr", "20261101-000000-aaaaaa", state=json.dumps(state), age_days=30)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert not folder.exists() and not store.exists() and not store.parent.exists()
+    assert "1 of them can no longer be resumed; their" in result.output
+    assert f"could not be tagged sweeps.resumable=false (No MLflow store at {store}" in (
+        " ".join(result.stderr.split())
+    )
 
 
 def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
@@ -163,3 +182,25 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs(
     said = CliRunner().invoke(app, ["resume", "lr"])
     assert said.exit_code == 2 and "is still running" in said.stderr, said.output
     assert "is not here" not in said.stderr
+
+
+def test_resume_says_when_a_newer_sweep_of_the_name_finished(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The latest unfinished sweep is resumed even when a newer one of the name finished; the
+    user is told, since `lrsweep resume NAME` reads as "the latest sweep of NAME"."""
+    from sweeps.run import _find_sweep
+
+    root = tmp_path / "ray_results"
+    older = _sweep(root, "lr", "20261101-000000-aaaaaa", state='{"finished": false}', age_days=3)
+    newer = _sweep(root, "lr", "20261120-000000-bbbbbb", state='{"finished": true}', age_days=1)
+    with caplog.at_level("WARNING", logger="sweeps.run"):
+        assert _find_sweep("lr", root)[0] == older
+    said = " ".join(caplog.text.split())
+    assert f"resuming {older}, the latest sweep of that name that did not finish" in said, said
+    assert f"1 newer sweep(s) of it finished since (the latest: {newer})" in said, said
+    (newer / "sweep.json").write_text('{"finished": false}')
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sweeps.run"):
+        assert _find_sweep("lr", root)[0] == newer
+    assert "newer sweep" not in caplog.text

@@ -452,10 +452,19 @@ def test_a_sweep_whose_every_trial_fails_exits_1_naming_the_error(
     assert "Deleted 1 sweep folder" in gone.output and "1 of them can no longer be resumed" in (
         gone.output
     )
+    assert "(tagged on 1 of their sweep runs: sweeps.resumable=false)" in gone.output
     assert not (tmp_path / ".lrsweep" / "ray_results" / "all-fail").exists()
     again = CliRunner().invoke(app, ["resume", "all-fail"])
     assert again.exit_code == 2 and "has no sweep to resume" in again.stderr
     assert len(tracker.search_runs(tracker.experiment_id("all-fail"))) == len(runs)  # MLflow kept
+    # its run says so, and the report stops offering the resume that answered "no sweep"
+    tags = tracker.get_run(parent.info.run_id).data.tags
+    assert tags["sweeps.resumable"] == "false" and tags["sweeps.cleaned"].endswith(" UTC")
+    shown = CliRunner().invoke(app, ["report", "all-fail"])
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert "was deleted by `lrsweep clean` (" in said and "so it cannot be resumed" in said, said
+    assert "lrsweep resume" not in said, said
 
 
 def test_a_range_test_too_short_for_its_rule_is_not_run_again_on_retry(
