@@ -173,6 +173,12 @@ class LRFindResult:
             raise ValueError("This range test ran with suggest=(); no suggestion to return.")
         return next(iter(self.suggestions.values()))
 
+    def __iter__(self) -> Iterator[float]:
+        """The suggested rates in the order the rules were asked for, so that fastai's
+        ``lr_min, lr_steep = learn.lr_find(suggest_funcs=(minimum, steep))`` unpacks them as it
+        unpacks fastai's ``SuggestedLRs`` namedtuple."""
+        return iter(tuple(self.suggestions.values()))
+
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """Serialise to strict JSON (NaN/inf become the strings ``"NaN"``, ``"Infinity"``).
 

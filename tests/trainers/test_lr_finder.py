@@ -494,6 +494,12 @@ def test_rule_functions_and_fastais_spelling_suggest_as_their_names(trained):
     with pytest.raises(ValueError, match="give suggest or suggest_funcs"):  # even the default
         trained.lr_find(num_it=20, suggest=("valley",), suggest_funcs=(steep,))
     assert trained.lr_find(num_it=20, suggest_funcs=None).suggestions == {}  # fastai's None
+    # unpacked as fastai's SuggestedLRs namedtuple, in the order asked for
+    lr_steep, lr_valley = trained.lr_find(num_it=20, suggest_funcs=(steep, valley))
+    assert (lr_steep, lr_valley) == (named.steep, named.valley) and lr_steep != lr_valley
+    (only,) = trained.lr_find(num_it=20)
+    assert only == named.valley
+    assert list(trained.lr_find(num_it=20, suggest_funcs=None)) == []
     assert trained.lr_find(num_it=20).suggestions == {"valley": named.valley}
 
 
