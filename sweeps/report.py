@@ -162,6 +162,8 @@ class Report:
     interrupted or still running sweep) and what continues it."""
     other_sweeps: int = 0
     """How many other sweep runs the experiment holds (``--run-id`` picks one of them)."""
+    status: str = ""
+    """The sweep run's MLflow status (``FINISHED``, ``FAILED``, ``KILLED``, ``RUNNING``)."""
 
     def group(self, name: str) -> GroupRow:
         """The row of one group; ``KeyError`` lists the groups."""
@@ -197,6 +199,29 @@ class Report:
         """The trial table as CSV."""
         columns = TRIAL_COLUMNS + (("best_tta_error_rate",) if self.has_tta else ())
         return _csv(columns, [asdict(t) for t in self.trials])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Both tables as plain JSON-able values (``lrsweep report --format json``).
+
+        ``groups`` and ``trials`` hold one object per row of ``results.csv`` and ``trials.csv``,
+        keyed by their columns (``tta_error_rate_mean`` / ``best_tta_error_rate`` only when the
+        CSVs have them), with numbers unformatted; a NaN or infinite value (a ``-`` cell) is
+        ``None``, as JSON has no NaN. ``note`` is :attr:`status_note` (``None`` when empty) and
+        ``trials_by_status`` counts the trial runs by MLflow status.
+        """
+        group_columns = GROUP_COLUMNS + (("tta_error_rate_mean",) if self.has_tta else ())
+        trial_columns = TRIAL_COLUMNS + (("best_tta_error_rate",) if self.has_tta else ())
+        statuses = sorted({t.status for t in self.trials})
+        return {
+            "experiment": self.experiment,
+            "parent_run_id": self.parent_run_id,
+            "status": self.status,
+            "note": self.status_note or None,
+            "other_sweeps": self.other_sweeps,
+            "trials_by_status": {s: sum(t.status == s for t in self.trials) for s in statuses},
+            "groups": [_json_row(asdict(r), group_columns) for r in self.groups],
+            "trials": [_json_row(asdict(t), trial_columns) for t in self.trials],
+        }
 
     def to_markdown(self, *, images: bool = True) -> str:
         """``report.md``: both tables, figures linked by file name."""
@@ -367,6 +392,14 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def _json_row(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    """``row``'s ``columns``, a NaN or infinite number as ``None``."""
+    return {
+        key: None if isinstance(row[key], float) and not math.isfinite(row[key]) else row[key]
+        for key in columns
+    }
 
 
 def _number(values: dict[str, Any], key: str, default: float = math.nan) -> float:
@@ -601,13 +634,15 @@ def build_report(
         parent, children, sweeps = _latest_with_trials(tracker, experiment_id, experiment)
     rows = [with_epochs_held(tracker, run, trial_row(run)) for run in children]
     trials = sorted(rows, key=lambda t: (t.group, t.seed, t.lr))
+    parent_run = tracker.get_run(parent)
     report = Report(
         experiment,
         parent,
         compare(trials),
         trials,
-        status_note=_status_note(tracker, parent, children),
+        status_note=_status_note(parent_run, children),
         other_sweeps=max(0, sweeps - 1),
+        status=parent_run.info.status,
     )
     if figures_dir is None:
         folder = Path(tempfile.mkdtemp(prefix="lrsweep-report-"))
@@ -661,11 +696,10 @@ def _cleaned(parent: Any) -> str:
     )
 
 
-def _status_note(tracker: Tracker, parent_run_id: str, children: list[Any]) -> str:
+def _status_note(parent: Any, children: list[Any]) -> str:
     """Why a sweep's tables are incomplete ('' when every trial run has ended): its run failed
     (FAILED, with the error it was tagged with), was interrupted (KILLED) or is still RUNNING
     (or was left so by a driver that died)."""
-    parent = tracker.get_run(parent_run_id)
     status = parent.info.status
     if status == "FAILED":
         failed = sum(run.info.status == "FAILED" for run in children)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +18,11 @@ if TYPE_CHECKING:
     from sweeps.report import Report
 
 
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
 @app.command("report")
 def report_command(
     experiment: Annotated[str, typer.Argument(help="The sweep's experiment name.")],
@@ -27,8 +34,17 @@ def report_command(
         Path | None,
         typer.Option("--out", help="Also write report.md, report.html, CSVs and PNGs here."),
     ] = None,
+    output_format: Annotated[
+        Format,
+        typer.Option("--format", help="text (tables) | json (one object: both tables, status)."),
+    ] = Format.text,
 ) -> None:
-    """Print the strategy comparison of a sweep, read from MLflow alone."""
+    """Print the strategy comparison of a sweep, read from MLflow alone.
+
+    ``--format json`` prints one object: ``experiment``, ``parent_run_id``, ``status`` (the
+    sweep run's), ``note`` (why the tables are incomplete, or null), ``other_sweeps``,
+    ``trials_by_status``, and ``groups`` and ``trials``, the rows of results.csv and trials.csv
+    keyed by their columns (null where a table shows "-")."""
     from sweeps.report import build_report  # MLflow and the figures load only when used
 
     try:
@@ -46,6 +62,9 @@ def report_command(
             _write_documents(report, out)
         except OSError as error:
             raise fail(_out_error(out, error)) from None
+    if output_format is Format.json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
     console = make_console()
     if report.status_note:  # above the tables, as in report.md / report.html
         console.print(report.status_note, markup=False, highlight=False, style="bold")

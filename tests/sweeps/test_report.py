@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gc
 import html
+import io
+import json
 import math
 import statistics
 from pathlib import Path
@@ -283,6 +286,45 @@ def test_cli_writes_the_report_files_into_out(
     assert said in " ".join(result.stdout.split())  # which sweep the default picked
     written = {p.name for p in (tmp_path / "new" / "report").iterdir()}
     assert {"report.md", "report.html", "results.csv", "trials.csv", "comparison.png"} <= written
+
+
+def test_cli_format_json_holds_the_tables_of_results_csv_and_the_partly_failed_note(
+    sweep: tuple[Tracker, str], tracking_uri: str
+) -> None:
+    tracker, parent = sweep
+    result = _report_cli(tracking_uri, "--format", "json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)  # stdout is the JSON alone
+    report = build_report("report-test", tracker=tracker)
+    assert (shown["parent_run_id"], shown["status"], shown["other_sweeps"]) == (
+        parent,
+        "FINISHED",
+        1,
+    )
+    assert shown["note"] == report.status_note
+    assert shown["note"].startswith("Partly failed: 1 of 11 trial runs failed")
+    assert shown["trials_by_status"] == {"FAILED": 1, "FINISHED": 10}
+    csv_rows = list(csv.DictReader(io.StringIO(report.results_csv())))
+    assert [row["group"] for row in shown["groups"]] == [row["group"] for row in csv_rows]
+    for row, csv_row in zip(shown["groups"], csv_rows, strict=True):
+        assert list(row) == list(csv_row)  # the CSV's columns, in its order
+        for key, cell in csv_row.items():
+            value = row[key]
+            if key in ("group", "kind"):
+                assert value == cell
+            elif value is None:  # a "-" in the tables
+                assert math.isnan(float(cell))
+            else:
+                assert value == float(cell)
+    steep = next(row for row in shown["groups"] if row["group"] == "lr_finder:steep")
+    assert steep["valid_loss_std"] is None and steep["valid_loss_mean"] == pytest.approx(0.90)
+    assert steep["n_seeds"] == 1 and isinstance(steep["n_seeds"], int)
+    assert [t["run_id"] for t in shown["trials"]] == [t.run_id for t in report.trials]
+    assert list(shown["trials"][0]) == next(csv.reader(io.StringIO(report.trials_csv())))
+    assert {t["status"] for t in shown["trials"] if t["group"] == "optuna"} == {
+        "FAILED",
+        "FINISHED",
+    }
 
 
 def test_a_group_with_no_counted_trial_has_no_mean_and_no_spread() -> None:

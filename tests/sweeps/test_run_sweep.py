@@ -7,6 +7,7 @@ built to overfit so that ``RisingValLoss`` fires) feeds every assertion; it take
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -517,6 +518,39 @@ def test_parent_run_holds_spec_and_report(sweep: tuple[SweepResult, Tracker]) ->
     html_dir = tracker.download_artifact(result.parent_run_id, "report.html", tracker_tmp(result))
     text = html_dir.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "<img" in text and 'src="http' not in text
+
+
+def test_report_format_json_has_the_numbers_of_the_sweeps_results_csv(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app
+
+    result, tracker = sweep
+    args = ["report", "sweep-test", "--tracking-uri", tracker.uri, "--format", "json"]
+    printed = CliRunner().invoke(app, args)
+    assert printed.exit_code == 0, printed.output
+    shown = json.loads(printed.stdout)
+    assert (shown["parent_run_id"], shown["status"], shown["note"]) == (
+        result.parent_run_id,
+        "FINISHED",
+        None,
+    )
+    assert shown["trials_by_status"] == {"FINISHED": sum(EXPECTED_TRIALS.values())}
+    logged = tracker.download_artifact(result.parent_run_id, "results.csv", tmp_path)
+    rows = list(csv.DictReader(logged.read_text(encoding="utf-8").splitlines()))
+    assert [g["group"] for g in shown["groups"]] == [row["group"] for row in rows]
+    for group, row in zip(shown["groups"], rows, strict=True):
+        assert list(group) == list(row)
+        numbers = {key: float(cell) for key, cell in row.items() if key not in ("group", "kind")}
+        assert {key: group[key] for key in numbers} == {
+            key: None if math.isnan(value) else value for key, value in numbers.items()
+        }
+    assert shown["groups"][0]["regret"] == 0.0
+    grid = next(g for g in shown["groups"] if g["group"] == "grid")
+    assert (grid["n_trials"], grid["compute_vs_grid"]) == (EXPECTED_TRIALS["grid"], 1.0)
+    assert {t["run_id"] for t in shown["trials"]} == {r.info.run_id for r in _children(sweep)}
 
 
 def tracker_tmp(result: SweepResult) -> Path:
