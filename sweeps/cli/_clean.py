@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sweeps.cli import app
 from sweeps.cli._options import fail
+
+if TYPE_CHECKING:
+    from sweeps.clean import StoredSweep
 
 _KINDS = {
     "resumable": "interrupted, or trials to retry: its checkpoints wait for `lrsweep resume`",
@@ -17,6 +23,11 @@ _KINDS = {
     "damaged": "no readable sweep.json: it cannot be resumed",
     "running": "its driver is alive on this machine: never deleted",
 }
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
 
 
 @app.command("clean")
@@ -43,13 +54,21 @@ def clean_command(
     yes: Annotated[
         bool, typer.Option("--yes", help="Delete them; without it nothing is deleted.")
     ] = False,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="text | json (one object: sweeps, deleted).")
+    ] = Format.text,
 ) -> None:
     """List the sweeps kept in Ray's storage and, with --yes, delete the old ones.
 
     Each sweep is listed with its size, its age and whether `lrsweep resume` can continue it;
     --yes deletes those unchanged for --older-than days. An interrupted sweep keeps every
     trial's last checkpoints until it is resumed; one never resumed keeps them for good. Their
-    MLflow runs, models and reports stay."""
+    MLflow runs, models and reports stay.
+
+    ``--format json`` prints one object: ``storage_path``, ``older_than_days``, ``sweeps`` (each
+    with ``name``, ``sweep_id``, ``folder``, ``state``, ``last_change`` (ISO 8601, UTC),
+    ``age_days``, ``size_bytes``, ``action`` (delete or keep) and ``reason``), ``command`` (the
+    one that deletes the marked sweeps, or null) and ``deleted`` (the folders --yes deleted)."""
     from sweeps import _location as location
     from sweeps._location import default_storage
     from sweeps.clean import read_state, remove_sweep, stored_sweeps
@@ -62,6 +81,11 @@ def clean_command(
     except ValueError as error:
         raise fail(str(error)) from None
     if not sweeps:
+        if name is None and output_format is Format.json:
+            typer.echo(
+                json.dumps(_listing(location.shown(root), [], [], older_than, 0.0), indent=2)
+            )
+            return
         if name is None:
             typer.echo(f"No sweeps under {location.shown(root)}.")
             return
@@ -73,21 +97,30 @@ def clean_command(
         )
     now = time.time()
     old = [s for s in sweeps if s.age_days(now) >= older_than and s.state != "running"]
-    typer.echo(f"Sweeps under {location.shown(root)}:")
-    for sweep in sweeps:
-        action = (
-            "delete"
-            if sweep in old
-            else "keep (running)"
-            if sweep.state == "running"
-            else f"keep (changed within {older_than:g} days)"
-        )
-        typer.echo(
-            f"  {sweep.name}  {sweep.sweep_id}  {sweep.state:<9}  "
-            f"{_age(sweep.age_days(now))} ago  {_size(sweep.size_bytes):>9}  {action}"
-        )
-    for state in sorted({sweep.state for sweep in sweeps}):
-        typer.echo(f"  ({state}: {_KINDS[state]})")
+    if output_format is Format.json:
+        listing = _listing(location.shown(root), sweeps, old, older_than, now)
+        if not (old and yes):
+            if old:
+                command = _command(name, storage_path and location.shown(root), older_than)
+                listing["command"] = f"{command} --yes"
+            typer.echo(json.dumps(listing, indent=2))
+            return
+    else:
+        typer.echo(f"Sweeps under {location.shown(root)}:")
+        for sweep in sweeps:
+            action = (
+                "delete"
+                if sweep in old
+                else "keep (running)"
+                if sweep.state == "running"
+                else f"keep (changed within {older_than:g} days)"
+            )
+            typer.echo(
+                f"  {sweep.name}  {sweep.sweep_id}  {sweep.state:<9}  "
+                f"{_age(sweep.age_days(now))} ago  {_size(sweep.size_bytes):>9}  {action}"
+            )
+        for state in sorted({sweep.state for sweep in sweeps}):
+            typer.echo(f"  ({state}: {_KINDS[state]})")
     total = _size(sum(sweep.size_bytes for sweep in old))
     if not old:
         typer.echo(
@@ -95,11 +128,7 @@ def clean_command(
         )
         return
     if not yes:
-        command = "lrsweep clean" + (f" {shlex.quote(name)}" if name else "")
-        if storage_path:
-            command += f" --storage-path {shlex.quote(location.shown(root))}"
-        if older_than != 7.0:
-            command += f" --older-than {older_than:g}"
+        command = _command(name, storage_path and location.shown(root), older_than)
         typer.echo(f"Nothing deleted. To delete the {len(old)} marked ({total}): {command} --yes")
         return
     warnings = []
@@ -111,6 +140,11 @@ def clean_command(
         except OSError as error:
             raise fail(f"could not delete {sweep.folder}: {error}", code=1) from None
         warnings += _mark_removed(sweep, saved, now) if sweep.state == "resumable" else []
+    for line in warnings:  # stderr: --format json keeps stdout to its JSON
+        typer.echo(line, err=True)
+    if output_format is Format.json:
+        typer.echo(json.dumps({**listing, "deleted": [str(s.folder) for s in old]}, indent=2))
+        return
     resumable = sum(sweep.state == "resumable" for sweep in old)
     tagged = (
         f" (tagged on {resumable - len(warnings)} of their sweep runs: sweeps.resumable=false)"
@@ -122,8 +156,6 @@ def clean_command(
         + (f"{resumable} of them can no longer be resumed{tagged}; their" if resumable else "Their")
         + " MLflow runs, models and reports stay."
     )
-    for line in warnings:
-        typer.echo(line, err=True)
 
 
 def _mark_removed(sweep: Any, state: dict[str, Any] | None, now: float) -> list[str]:
@@ -145,6 +177,56 @@ def _mark_removed(sweep: Any, state: dict[str, Any] | None, now: float) -> list[
             f"sweeps.resumable=false ({what}); its report may still suggest `lrsweep resume`."
         ]
     return []
+
+
+def _command(name: str | None, storage_path: str | None, older_than: float) -> str:
+    """The ``lrsweep clean`` command that marks the same sweeps (``--yes`` deletes them)."""
+    command = "lrsweep clean" + (f" {shlex.quote(name)}" if name else "")
+    if storage_path:
+        command += f" --storage-path {shlex.quote(storage_path)}"
+    if older_than != 7.0:
+        command += f" --older-than {older_than:g}"
+    return command
+
+
+def _listing(
+    root: str,
+    sweeps: list[StoredSweep],
+    old: list[StoredSweep],
+    older_than: float,
+    now: float,
+) -> dict[str, Any]:
+    """What ``--format json`` prints: the sweeps, each with its action, and nothing deleted."""
+    rows = []
+    for sweep in sweeps:
+        action, reason = (
+            ("delete", f"unchanged for {older_than:g} days or more")
+            if sweep in old
+            else ("keep", "running")
+            if sweep.state == "running"
+            else ("keep", f"changed within {older_than:g} days")
+        )
+        changed = datetime.fromtimestamp(sweep.last_change, tz=UTC)
+        rows.append(
+            {
+                "name": sweep.name,
+                "sweep_id": sweep.sweep_id,
+                "folder": str(sweep.folder),
+                "state": sweep.state,
+                "last_change": changed.isoformat(timespec="seconds"),
+                "age_days": round(sweep.age_days(now), 4),
+                "size_bytes": sweep.size_bytes,
+                "action": action,
+                "reason": reason,
+            }
+        )
+    return {
+        "storage_path": root,
+        "older_than_days": older_than,
+        "sweeps": rows,
+        "command": None,
+        "deleted": [],
+    }
 
 
 def _age(days: float) -> str:

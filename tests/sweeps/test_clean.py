@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,66 @@ def test_resume_says_when_a_newer_sweep_of_the_name_finished(
     with caplog.at_level("WARNING", logger="sweeps.run"):
         assert _find_sweep("lr", root)[0] == newer
     assert "newer sweep" not in caplog.text
+
+
+def test_clean_format_json_lists_every_sweep_with_its_action_and_deletes_nothing(
+    storage: Path,
+) -> None:
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(storage), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)  # stdout is the JSON alone
+    assert listed["storage_path"] == str(storage) and listed["older_than_days"] == 7.0
+    by_id = {sweep["sweep_id"]: sweep for sweep in listed["sweeps"]}
+    assert {i: (s["state"], s["action"]) for i, s in by_id.items()} == {
+        "20261101-000000-aaaaaa": ("resumable", "delete"),
+        "20261102-000000-dddddd": ("damaged", "delete"),
+        "20261120-000000-bbbbbb": ("finished", "delete"),
+        "20261206-000000-cccccc": ("resumable", "keep"),
+    }
+    oldest = by_id["20261101-000000-aaaaaa"]
+    assert oldest["name"] == "lr" and oldest["folder"] == str(storage / "lr" / oldest["sweep_id"])
+    assert oldest["size_bytes"] == 1000 + len('{"finished": false}')
+    assert oldest["age_days"] == pytest.approx(30, abs=0.01)
+    changed = datetime.fromisoformat(oldest["last_change"])
+    assert changed.tzinfo is not None
+    assert changed.timestamp() == pytest.approx(time.time() - 30 * DAY, abs=60)
+    assert by_id["20261206-000000-cccccc"]["reason"] == "changed within 7 days"
+    assert listed["command"] == f"lrsweep clean --storage-path {storage} --yes"
+    assert listed["deleted"] == []
+    assert len(stored_sweeps(storage)) == 4
+
+
+def test_clean_format_json_yes_lists_what_it_deleted(storage: Path) -> None:
+    args = ["clean", "--storage-path", str(storage), "--older-than", "15", "--yes"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert listed["deleted"] == [
+        str(storage / "lr" / "20261101-000000-aaaaaa"),
+        str(storage / "other" / "20261102-000000-dddddd"),
+    ]
+    assert listed["command"] is None
+    assert not any(Path(folder).exists() for folder in listed["deleted"])
+    assert sorted(s.sweep_id for s in stored_sweeps(storage)) == [
+        "20261120-000000-bbbbbb",
+        "20261206-000000-cccccc",
+    ]
+    again = CliRunner().invoke(app, [*args, "--format", "json"])  # nothing old is left
+    assert json.loads(again.stdout)["deleted"] == []
+    assert {s["action"] for s in json.loads(again.stdout)["sweeps"]} == {"keep"}
+
+
+def test_clean_format_json_keeps_a_running_sweep_and_says_why(storage: Path) -> None:
+    folder = storage / "lr" / "20261101-000000-aaaaaa"
+    (folder / DRIVER_FILE).write_text(json.dumps(driver_record()))
+    args = ["clean", "lr", "--storage-path", str(storage), "--older-than", "0", "--yes"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    (running,) = [s for s in listed["sweeps"] if s["folder"] == str(folder)]
+    assert (running["state"], running["action"], running["reason"]) == (
+        "running",
+        "keep",
+        "running",
+    )
+    assert str(folder) not in listed["deleted"] and folder.is_dir()
