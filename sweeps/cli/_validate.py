@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -14,6 +17,12 @@ from rich.syntax import Syntax
 from sweeps.cli import app
 from sweeps.cli._options import wrong_kind_hint
 from sweeps.spec import SpecError, SweepSpec, load_spec, load_suite, redact
+from sweeps.spec._errors import error_field
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
 
 
 @app.command("validate")
@@ -29,26 +38,45 @@ def validate_command(
     suite: Annotated[
         bool, typer.Option("--suite", help="SPEC is a nightly suite file (entries + thresholds).")
     ] = False,
+    output_format: Annotated[
+        Format,
+        typer.Option("--format", help="text (YAML) | json (one object: ok, errors or the plan)."),
+    ] = Format.text,
 ) -> None:
     """Check a spec: print it resolved and exit 0, or list every error and exit 2.
 
     The resolved spec has every default filled in and secrets hidden; each error names its
     field. What `lrsweep run` refuses before Ray starts is refused here too: a local image
     folder's unreadable files, a weights file that does not load into the model, bf16 the CPU
-    cannot train."""
+    cannot train.
+
+    ``--format json`` prints one object on stdout, exit status unchanged: ``ok``, ``errors``
+    (each ``{"field": path or null, "message": ...}``), ``hint`` (or null), and for a valid
+    spec ``resolved`` (the resolved spec or suite), ``notes``, ``arms`` (each ``{"entry":
+    suite entry or null, "arm", "kind", "trials"}``, as `lrsweep run` plans them) and
+    ``trials`` (their sum); null (or []) for an invalid one."""
+    as_json = output_format is Format.json
     try:
         if suite and overrides:
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")
-        resolved, notes = _load(spec, overrides or [], suite=suite)
+        resolved, notes, planned = _load(spec, overrides or [], suite=suite)
     except _Refused as error:  # what lrsweep run would refuse before any trial
+        if as_json:
+            _print_json(errors=[error_field(str(error))])
+            raise typer.Exit(2) from None
         Console(stderr=True, soft_wrap=True).print(f"Error: {error}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     except SpecError as error:
-        message = (
-            f"Error: {error}{wrong_kind_hint(error, spec, expected='suite' if suite else 'spec')}"
-        )
+        hint = wrong_kind_hint(error, spec, expected="suite" if suite else "spec")
+        if as_json:
+            _print_json(errors=error.fields(), hint=hint.removeprefix("\nHint: ") or None)
+            raise typer.Exit(2) from None
+        message = f"Error: {error}{hint}"
         Console(stderr=True, soft_wrap=True).print(message, markup=False, highlight=False)
         raise typer.Exit(2) from None
+    if as_json:
+        _print_json(resolved=redact(resolved), notes=notes, arms=_arms(planned))
+        return
     text = yaml.safe_dump(redact(resolved), sort_keys=False, default_flow_style=None)
     console = Console()
     if console.is_terminal:
@@ -59,23 +87,60 @@ def validate_command(
         Console(stderr=True, soft_wrap=True).print(f"Note: {note}", markup=False, highlight=False)
 
 
+def _print_json(
+    *,
+    errors: Sequence[tuple[str | None, str]] = (),
+    hint: str | None = None,
+    resolved: dict[str, Any] | None = None,
+    notes: Sequence[str] = (),
+    arms: Sequence[dict[str, Any]] = (),
+) -> None:
+    """The ``--format json`` object (see ``validate_command``) on stdout."""
+    shown = {
+        "ok": not errors,
+        "errors": [{"field": field, "message": message} for field, message in errors],
+        "hint": hint,
+        "resolved": resolved,
+        "notes": list(notes),
+        "arms": list(arms),
+        "trials": sum(arm["trials"] for arm in arms) if not errors else None,
+    }
+    typer.echo(json.dumps(shown, indent=2))
+
+
+def _arms(specs: list[tuple[str | None, SweepSpec]]) -> list[dict[str, Any]]:
+    """Each arm of each spec with the trials `lrsweep run` plans for it (this imports Ray's
+    search spaces, nothing is started)."""
+    from sweeps.strategies import plan
+
+    return [
+        {"entry": entry, "arm": arm.arm_name, "kind": arm.kind, "trials": arm.n_trials()}
+        for entry, spec in specs
+        for arm in plan(spec)
+    ]
+
+
 class _Refused(Exception):
     """A valid spec that ``lrsweep run`` refuses at once (its preflight, run here too)."""
 
 
-def _load(path: Path, overrides: list[str], *, suite: bool) -> tuple[dict[str, object], list[str]]:
-    """The resolved spec (or suite) and its advice (for a suite, every entry's, named)."""
+def _load(
+    path: Path, overrides: list[str], *, suite: bool
+) -> tuple[dict[str, object], list[str], list[tuple[str | None, SweepSpec]]]:
+    """The resolved spec (or suite), its advice (for a suite, every entry's, named) and the
+    sweep specs it holds, each with its suite entry's name (None for a spec)."""
     if not suite:
         loaded = load_spec(path, overrides=overrides)
         _check_accelerator(loaded)
         _check_inputs(loaded)
-        return loaded.resolved(), loaded.advice()
+        return loaded.resolved(), loaded.advice(), [(None, loaded)]
     suite_spec = load_suite(path)
     for entry in suite_spec.entries:
         _check_accelerator(entry.spec, f"entries.{entry.name}: ")
         _check_inputs(entry.spec, f"entries.{entry.name}: ")
     notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in e.spec.advice()]
-    return suite_spec.model_dump(mode="json"), notes
+    specs: list[tuple[str | None, SweepSpec]] = [(e.name, e.spec) for e in suite_spec.entries]
+    return suite_spec.model_dump(mode="json"), notes, specs
 
 
 def _check_inputs(spec: SweepSpec, where: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic_core import ErrorDetails
 from sweeps.spec._redact import redact
 from sweeps.spec._schema import accepted_literals, child_type, field_names, tagged_members
 
-__all__ = ["SpecError", "format_validation_error"]
+__all__ = ["SpecError", "error_field", "format_validation_error"]
 
 _MESSAGES = {
     "missing": "is required",
@@ -73,6 +74,36 @@ class SpecError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.errors, self.source, self.what))
+
+    def fields(self) -> list[tuple[str | None, str]]:
+        """Each line of :attr:`errors` as ``(field path, message)`` (see :func:`error_field`).
+
+        Example:
+            >>> SpecError("task.epochs: must be at least 1, but got 0.").fields()
+            [('task.epochs', 'must be at least 1, but got 0.')]
+        """
+        return [error_field(line) for line in self.errors]
+
+
+def error_field(line: str) -> tuple[str | None, str]:
+    """One error line as ``(field path, message)``.
+
+    The path is what the line starts with before ``: `` (``task.epochs``, ``(top level)``), the
+    message the rest; an override's line (``--set 'task.epoch=3': unknown key ...``) gives the
+    override's key and the whole line; a line about the file itself (``spec file 'x.yaml' not
+    found``) gives None and the whole line.
+    """
+    if field := _FIELD_LINE.match(line):
+        return field["path"], field["message"]
+    if override := _OVERRIDE_LINE.match(line):
+        return override["key"].strip(), line
+    return None, line
+
+
+_FIELD_LINE = re.compile(r"(?P<path>[\w-]+(?:\.[^\s:]+)*|\(top level\)): (?P<message>.*)", re.S)
+"""A line ``field.path: message`` (path parts are names, indexes or mapping keys)."""
+_OVERRIDE_LINE = re.compile(r"--set ['\"](?P<key>[^='\"]+)=")
+"""A line about one ``--set 'key.path=value'`` override."""
 
 
 def _rebuild(

@@ -170,7 +170,86 @@ def test_validate_refuses_a_cpu_bf16_spec_that_run_would_refuse(
         "task.image_size 8:"
     )
     assert result.stdout == ""
+    as_json = _invoke(
+        str(spec_file),
+        *("--set", "task.image_size=8", "--set", "task.accelerator.amp=bf16", "--format", "json"),
+    )
+    assert as_json.exit_code == 2, as_json.output
+    (error,) = json.loads(as_json.stdout)["errors"]
+    assert error["field"] == "task.accelerator.amp"
+    assert error["message"].startswith("bf16 with resources.gpu: 0 trains on the CPU")
     fine = _invoke(
         str(spec_file), "--set", "task.image_size=16", "--set", "task.accelerator.amp=bf16"
     )
     assert fine.exit_code == 0, fine.output
+
+
+def test_format_json_of_a_valid_spec_holds_the_resolved_spec_notes_and_trials_per_arm(
+    spec_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sweeps.spec._task._dataset_options", lambda name: None)  # api_token
+    args = ("--set", "seeds=[0, 1]", "--set", "task.epochs=2", "--set", "early_stop={patience: 2}")
+    result = _invoke(str(spec_file), *args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert (shown["ok"], shown["errors"], shown["hint"]) == (True, [], None)
+    assert shown["resolved"] == yaml.safe_load(_invoke(str(spec_file), *args).stdout)
+    assert shown["resolved"]["task"]["dataset"]["options"]["api_token"] == "***"
+    assert "s3cr3t-value" not in result.output
+    assert shown["notes"][0].startswith("early_stop can never stop a trial")
+    assert result.stderr == ""  # the notes are in the JSON
+    # 3 grid points x 2 seeds
+    assert shown["arms"] == [{"entry": None, "arm": "grid", "kind": "grid", "trials": 6}]
+    assert shown["trials"] == 6
+
+
+def test_format_json_of_a_suite_counts_each_entrys_arms() -> None:
+    result = _invoke(str(SPECS / "nightly.yaml"), "--suite", "--format", "json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    for entry in shown["resolved"]["entries"]:
+        spec = entry["spec"]
+        arms = [arm for arm in shown["arms"] if arm["entry"] == entry["name"]]
+        assert [arm["kind"] for arm in arms] == [arm["kind"] for arm in spec["strategies"]]
+        (grid,) = [arm for arm in arms if arm["kind"] == "grid"]
+        (grid_spec,) = [arm for arm in spec["strategies"] if arm["kind"] == "grid"]
+        assert grid["trials"] == grid_spec["lr"]["points"] * len(spec["seeds"])
+    assert shown["trials"] == sum(arm["trials"] for arm in shown["arms"])
+
+
+@pytest.mark.parametrize(
+    ("args", "errors", "hint"),
+    [
+        (
+            ["--set", "task.epochs=0", "--set", "strategies.0.lr.min=2"],
+            [
+                ("task.epochs", "must be at least 1, but got 0."),
+                ("strategies.0.lr", "min must be below max"),
+            ],
+            None,
+        ),
+        (
+            ["--set", "task.epoch=3"],
+            [("task.epoch", "--set 'task.epoch=3': unknown key 'epoch' in task (accepted:")],
+            None,
+        ),
+        (["--set", "x"], [(None, "--set 'x': expected key.path=value")], None),
+        ([str(SPECS / "nightly.yaml")], [("entries", "unknown key")], "this looks like a nightly"),
+    ],
+)
+def test_format_json_of_an_invalid_spec_exits_2_with_each_errors_field(
+    spec_file: Path, args: list[str], errors: list[tuple[str | None, str]], hint: str | None
+) -> None:
+    own = bool(args) and args[-1].endswith(".yaml")  # a file of its own instead of spec_file
+    spec, args = (args[-1], args[:-1]) if own else (str(spec_file), args)
+    result = _invoke(spec, *args, "--format", "json")
+    assert result.exit_code == 2, result.output
+    shown = json.loads(result.stdout)
+    assert shown["ok"] is False and shown["resolved"] is None and shown["trials"] is None
+    found = [(error["field"], error["message"]) for error in shown["errors"]]
+    for field, message in errors:
+        assert any(f == field and m.startswith(message) for f, m in found), found
+    assert (shown["hint"] or "").startswith(hint or "") and (hint is None) == (
+        shown["hint"] is None
+    )
+    assert result.stderr == ""
