@@ -32,9 +32,7 @@ table with its stop reason and diagnosis.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import logging
 import math
 import shutil
@@ -45,15 +43,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sweeps.plots import plot_comparison, plot_sweep_curves
-from sweeps.tracking import (
-    TAG_CLEANED,
-    TAG_KIND,
-    TAG_RESUMABLE,
-    Tracker,
-    as_logged,
-    existing_store_uri,
+from sweeps._report_cells import (
+    CSS,
+    GROUP_HEADERS,
+    TRIAL_HEADERS,
+    csv_text,
+    group_cells,
+    json_row,
+    md_table,
+    trial_cells,
+    with_tta,
 )
+from sweeps._report_cells import TTA_HEADER as TTA_HEADER
+from sweeps._report_notes import status_note
+from sweeps.plots import plot_comparison, plot_sweep_curves
+from sweeps.tracking import TAG_KIND, Tracker, as_logged, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -180,25 +184,25 @@ class Report:
 
     def group_table(self) -> tuple[tuple[str, ...], list[list[str]]]:
         """Headers and formatted cells of the strategy table (for terminals and documents)."""
-        return _with_tta(GROUP_HEADERS, self.has_tta), [
-            _group_cells(r, self.has_tta) for r in self.groups
+        return with_tta(GROUP_HEADERS, self.has_tta), [
+            group_cells(r, self.has_tta) for r in self.groups
         ]
 
     def trial_table(self) -> tuple[tuple[str, ...], list[list[str]]]:
         """Headers and formatted cells of the trial table."""
-        return _with_tta(TRIAL_HEADERS, self.has_tta), [
-            _trial_cells(t, self.has_tta) for t in self.trials
+        return with_tta(TRIAL_HEADERS, self.has_tta), [
+            trial_cells(t, self.has_tta) for t in self.trials
         ]
 
     def results_csv(self) -> str:
         """The group table as CSV."""
         columns = GROUP_COLUMNS + (("tta_error_rate_mean",) if self.has_tta else ())
-        return _csv(columns, [asdict(r) for r in self.groups])
+        return csv_text(columns, [asdict(r) for r in self.groups])
 
     def trials_csv(self) -> str:
         """The trial table as CSV."""
         columns = TRIAL_COLUMNS + (("best_tta_error_rate",) if self.has_tta else ())
-        return _csv(columns, [asdict(t) for t in self.trials])
+        return csv_text(columns, [asdict(t) for t in self.trials])
 
     def to_dict(self) -> dict[str, Any]:
         """Both tables as plain JSON-able values (``lrsweep report --format json``).
@@ -219,8 +223,8 @@ class Report:
             "note": self.status_note or None,
             "other_sweeps": self.other_sweeps,
             "trials_by_status": {s: sum(t.status == s for t in self.trials) for s in statuses},
-            "groups": [_json_row(asdict(r), group_columns) for r in self.groups],
-            "trials": [_json_row(asdict(t), trial_columns) for t in self.trials],
+            "groups": [json_row(asdict(r), group_columns) for r in self.groups],
+            "trials": [json_row(asdict(t), trial_columns) for t in self.trials],
         }
 
     def to_markdown(self, *, images: bool = True) -> str:
@@ -234,11 +238,11 @@ class Report:
             "## Strategies",
             "",
         ]
-        lines += _md_table(*self.group_table())
+        lines += md_table(*self.group_table())
         if images:
             lines += ["", *(f"![{name}]({name})" for name in sorted(self.figures))]
         lines += ["", "## Trials", ""]
-        lines += _md_table(*self.trial_table())
+        lines += md_table(*self.trial_table())
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
@@ -259,7 +263,7 @@ class Report:
         )
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>lrsweep report: {html.escape(self.experiment)}</title><style>{_CSS}</style>"
+            f"<title>lrsweep report: {html.escape(self.experiment)}</title><style>{CSS}</style>"
             f"</head><body><h1>lrsweep report: {html.escape(self.experiment)}</h1>"
             f"<p>Sweep run <code>{html.escape(self.parent_run_id)}</code>.</p>"
             + (
@@ -271,135 +275,6 @@ class Report:
             + f"{images}<h2>Trials</h2>"
             f"{table(*self.trial_table())}</body></html>"
         )
-
-
-_CSS = (
-    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
-)
-GROUP_HEADERS = (
-    "strategy",
-    "seeds",
-    "chosen LR (median)",
-    "best valid loss",
-    "error rate",
-    "regret",
-    "regret (error pp)",
-    "trials",
-    "epochs run",
-    "compute s",
-    "compute vs grid",
-)
-TRIAL_HEADERS = (
-    "run",
-    "strategy",
-    "seed",
-    "lr",
-    "stop",
-    "best epoch",
-    "diagnosis",
-    "best valid loss",
-    "error rate",
-    "epochs",
-    "compute s",
-)
-
-
-SCIENTIFIC_FROM = 1e6
-"""Magnitude from which a fixed-point cell (``.4f``) is written ``3.828e+30``: a trial that
-blew up keeps its best epoch's loss, which fixed point writes as dozens of digits."""
-
-
-def _cell(value: float, spec: str) -> str:
-    """``value`` in ``spec``; a fixed-point spec switches to 4 significant digits in
-    scientific notation from :data:`SCIENTIFIC_FROM` on."""
-    if spec.endswith("f") and abs(value) >= SCIENTIFIC_FROM:
-        return format(value, ".3e")
-    return format(value, spec)
-
-
-def _fmt(value: float, spec: str = ".4f") -> str:
-    return _cell(value, spec) if math.isfinite(value) else "-"
-
-
-def _percent(fraction: float) -> str:
-    """An error rate as the strategy table shows it (``1.67%``)."""
-    return f"{100 * fraction:.2f}%" if math.isfinite(fraction) else "-"
-
-
-def _mean_std(mean: float, std: float, spec: str, unit: str = "") -> str:
-    """``mean ± std``; the mean alone without a spread (one seed), ``-`` without a mean (no
-    trial of the group counts)."""
-    if not math.isfinite(mean):
-        return "-"
-    spread = f" ± {_cell(std, spec)}" if math.isfinite(std) else ""
-    return f"{_cell(mean, spec)}{unit}{spread}"
-
-
-TTA_HEADER = "error rate (TTA)"
-
-
-def _with_tta(headers: tuple[str, ...], tta: bool) -> tuple[str, ...]:
-    """``headers`` with :data:`TTA_HEADER` after "error rate" when ``tta``."""
-    if not tta:
-        return headers
-    at = headers.index("error rate") + 1
-    return (*headers[:at], TTA_HEADER, *headers[at:])
-
-
-def _group_cells(r: GroupRow, tta: bool = False) -> list[str]:
-    return [
-        r.group,
-        f"{r.n_seeds}/{r.n_seeds_run}",
-        _fmt(r.chosen_lr, ".2e"),
-        _mean_std(r.valid_loss_mean, r.valid_loss_std, ".4f"),
-        _mean_std(100 * r.error_rate_mean, 100 * r.error_rate_std, ".2f", unit="%"),
-        *([_percent(r.tta_error_rate_mean)] if tta else []),
-        _fmt(r.regret),
-        _fmt(r.regret_error_pp, ".2f"),
-        str(r.n_trials),
-        str(r.epochs_run),
-        _fmt(r.compute_s, ".1f"),
-        _fmt(r.compute_vs_grid, ".2f"),
-    ]
-
-
-def _trial_cells(t: TrialRow, tta: bool = False) -> list[str]:
-    return [
-        t.run_id[:8],
-        t.group,
-        str(t.seed),
-        _fmt(t.lr, ".2e"),
-        t.stop_reason,
-        t.best_epoch,
-        t.diagnosis,
-        _fmt(t.best_valid_loss),
-        _percent(t.best_error_rate),
-        *([_percent(t.best_tta_error_rate)] if tta else []),
-        str(t.epochs_run),
-        _fmt(t.compute_s, ".1f"),
-    ]
-
-
-def _md_table(headers: tuple[str, ...], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return out + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _json_row(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    """``row``'s ``columns``, a NaN or infinite number as ``None``."""
-    return {
-        key: None if isinstance(row[key], float) and not math.isfinite(row[key]) else row[key]
-        for key in columns
-    }
 
 
 def _number(values: dict[str, Any], key: str, default: float = math.nan) -> float:
@@ -640,7 +515,7 @@ def build_report(
         parent,
         compare(trials),
         trials,
-        status_note=_status_note(parent_run, children),
+        status_note=status_note(parent_run, children),
         other_sweeps=max(0, sweeps - 1),
         status=parent_run.info.status,
     )
@@ -662,86 +537,6 @@ def build_report(
     report.figures["comparison.png"] = plot_comparison(trials, finder, folder / "comparison.png")
     report.figures["curves.png"] = plot_sweep_curves(curves, trials, folder / "curves.png")
     return report
-
-
-def _failed_trials_note(parent: Any, children: list[Any]) -> str:
-    """A sweep that ended with some of its trials failed (not all: its run is FINISHED): which
-    and why, since the tables leave them out ('' when none failed)."""
-    failed = [run for run in children if run.info.status == "FAILED"]
-    if not failed:
-        return ""
-    errors = [run.data.tags.get("sweeps.error", "") for run in failed]
-    first = next((error for error in errors if error), "")
-    why = f" (the first error: {first[:300]}{'...' if len(first) > 300 else ''})" if first else ""
-    name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
-    if parent.data.tags.get(TAG_RESUMABLE) == "true":
-        then = f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
-    elif parent.data.tags.get(TAG_CLEANED):
-        then = _cleaned(parent) + " to run them again, run the sweep again."
-    else:  # failed for good (the error says what to change), a night, or an older lrsweep's
-        then = "to run them again, fix what the error names and run the sweep again."
-    return (
-        f"Partly failed: {len(failed)} of {len(children)} trial runs failed{why}. The "
-        "losses and error rates count only trial runs that finished (the failed ones' epochs "
-        f"and compute are counted, as spent); {then}"
-    )
-
-
-def _cleaned(parent: Any) -> str:
-    """The start of a note's advice for a sweep whose folder ``lrsweep clean`` deleted."""
-    when = parent.data.tags[TAG_CLEANED]
-    return (
-        f"its folder in Ray's storage was deleted by `lrsweep clean` ({when}), so it cannot be "
-        "resumed;"
-    )
-
-
-def _status_note(parent: Any, children: list[Any]) -> str:
-    """Why a sweep's tables are incomplete ('' when every trial run has ended): its run failed
-    (FAILED, with the error it was tagged with), was interrupted (KILLED) or is still RUNNING
-    (or was left so by a driver that died)."""
-    status = parent.info.status
-    if status == "FAILED":
-        failed = sum(run.info.status == "FAILED" for run in children)
-        counted = (
-            f"{failed} of {len(children)} trial runs failed"
-            if children
-            else "no trial got as far as its run"
-        )
-        error = parent.data.tags.get("sweeps.error", "").rstrip(". ")
-        why = f": {error[:500]}{'...' if len(error) > 500 else ''}" if error else ""
-        name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
-        then = (
-            f"{_cleaned(parent)} run the sweep again after fixing the cause."
-            if parent.data.tags.get(TAG_CLEANED)
-            else f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
-        )
-        return (
-            f"Failed: this sweep's run is FAILED ({counted}){why}. The comparison counts only "
-            f"trial runs that finished; {then}"
-        )
-    unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
-    if status == "FINISHED" or (status == "RUNNING" and not unended):
-        # a sweep closing builds its report while its own run is still RUNNING
-        return _failed_trials_note(parent, children)
-    if status != "KILLED" and status != "RUNNING":
-        return ""
-    ended = sum(run.info.status == "FINISHED" for run in children)
-    command = f"lrsweep resume {parent.data.tags.get('sweeps.spec_name', '<spec name>')}"
-    if status == "KILLED":
-        state = "was interrupted (its run is KILLED)"
-        then = f"Continue it with `{command}` (and the --storage-path it ran with, if any)."
-    else:
-        state = "is still running (or its driver died and left its run RUNNING)"
-        then = f"If nothing runs it any more, `{command}` continues it."
-    if parent.data.tags.get(TAG_CLEANED):
-        cleaned = _cleaned(parent)
-        then = f"{cleaned[:1].upper()}{cleaned[1:]} run the sweep again to complete it."
-    return (
-        f"Incomplete: this sweep {state}. Its losses and error rates count the {ended} trial "
-        f"runs that finished; {unended} did not end (their epochs and compute are counted, as "
-        f"spent), and trials that never started are not listed. {then}"
-    )
 
 
 def log_report(tracker: Tracker, parent_run_id: str, report: Report) -> None:
