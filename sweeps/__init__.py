@@ -16,7 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sweeps.best import best_config, load_predictor, sweep_runs
+    from sweeps.best import best_config, sweep_runs
+    from sweeps.predictor import load_predictor
     from sweeps.run import SweepResult, resume_sweep, run_sweep
     from sweeps.spec import SpecError, SweepSpec, load_spec
     from sweeps.stoppers import Divergence, RisingValLoss
@@ -42,7 +43,7 @@ _HOMES = {
     "SweepResult": "sweeps.run",
     "SweepSpec": "sweeps.spec",
     "best_config": "sweeps.best",
-    "load_predictor": "sweeps.best",
+    "load_predictor": "sweeps.predictor",
     "load_spec": "sweeps.spec",
     "resume_sweep": "sweeps.run",
     "run_sweep": "sweeps.run",

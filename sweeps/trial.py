@@ -635,7 +635,7 @@ def _finalize(
 
 
 def _model_metadata(learn: Learner) -> dict[str, Any] | None:
-    """The logged model's metadata: what ``sweeps.best.load_predictor`` needs besides it."""
+    """The logged model's metadata: what ``sweeps.predictor.load_predictor`` needs besides it."""
     try:
         return {"predictor": export_metadata(learn)}
     except ValueError as error:  # the model logs all the same; load_predictor says what lacks

@@ -50,7 +50,8 @@ def predict_command(
     Prints, per image, its most probable classes and their probabilities. The model takes the
     files as the trial's data were made: decoded, resized and normalised with the training
     images' statistics (sweeps.load_predictor)."""
-    from sweeps.best import BestConfigError, best_config, load_predictor
+    from sweeps.best import BestConfigError, best_config
+    from sweeps.predictor import load_predictor
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     missing = [str(path) for path in images if not path.is_file()]
