@@ -570,7 +570,7 @@ def _has_model(tracker: Tracker, run: Any) -> bool:
         found = tracker.has_model(run.info.run_id)
     except MlflowException as exc:
         logger.warning(
-            "Cannot tell whether run %s logged a model: %s", run.info.run_id, _artifact_error(exc)
+            "Cannot tell whether run %s logged a model: %s", run.info.run_id, artifact_error(exc)
         )
         return True
     if not found:
@@ -578,7 +578,7 @@ def _has_model(tracker: Tracker, run: Any) -> bool:
     return found
 
 
-def _artifact_error(error: BaseException) -> str:
+def artifact_error(error: BaseException) -> str:
     """One line on an artifact that could not be read. Runs whose artifacts an MLflow server
     keeps (``mlflow-artifacts:``) are read through that server only: MLflow's own text, several
     lines ending in ``export MLFLOW_TRACKING_URI=http://localhost:5000``, is replaced by what to
@@ -606,7 +606,7 @@ def _load_spec(tracker: Tracker, run: Any) -> tuple[dict[str, Any] | None, str]:
                 return None, f"it has no {SPEC_ARTIFACT} artifact"
             path = tracker.download_artifact(parent, SPEC_ARTIFACT, tmp)
         except (MlflowException, OSError) as exc:
-            why = _artifact_error(exc)
+            why = artifact_error(exc)
             logger.warning("Cannot read %s of sweep run %s: %s", SPEC_ARTIFACT, parent, why)
             return None, f"its {SPEC_ARTIFACT} cannot be read ({why})"
         try:

@@ -1,19 +1,164 @@
-"""A trial's logged model as a ``trainers.Predictor``, loaded with MLflow.
+"""Which logged model to predict with, and that model as a ``trainers.Predictor``.
 
-Kept apart from :mod:`sweeps.best` (which trial is best): this module loads a model someone has
-already chosen, by its URI or the folder it was downloaded to.
+Kept apart from :mod:`sweeps.best` (which trial is best): this module loads a model already
+chosen: a trial run's (:func:`trial_model`, ``lrsweep predict --trial``), or one named by an
+MLflow model URI (``runs:/<run id>/model``, ``models:/<name>/<version>``,
+``models:/<name>@<alias>``) or by the folder it was downloaded to (one holding an ``MLmodel``
+file). :func:`is_model_reference` tells such a name from a sweep's experiment: no experiment
+name holds ``:/`` (spec names are letters, digits and ``_ . - /``), and a folder counts only
+when it holds ``MLmodel``, so an experiment named like a folder of the working directory stays
+an experiment.
+
+Every failure is a :class:`~sweeps.best.BestConfigError` of one line that names the run, URI or
+folder and says what to do, in place of MLflow's own text (``Run with id=... not found``).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweeps.best import BestConfigError
-from sweeps.tracking import existing_store_uri
+from sweeps.best import (
+    ARM_TAG,
+    BEST_PREFIX,
+    STOP_REASON_TAG,
+    STRATEGY_TAG,
+    TIE_BREAK_METRIC,
+    BestConfigError,
+    artifact_error,
+)
+from sweeps.tracking import (
+    TAG_KIND,
+    Tracker,
+    as_logged,
+    existing_store_uri,
+    finite_or_none,
+    redact_uri,
+)
 
 if TYPE_CHECKING:
     from trainers import Predictor
+
+MODEL_FILE = "MLmodel"
+TRIAL_MODEL = "model"
+"""The artifact name a trial logs its best model under: ``runs:/<run id>/model``."""
+SHOWN_NAMES = 20
+"""How many registered model names an error lists at most."""
+_DOWNLOAD = "mlflow artifacts download -u runs:/<run id>/model -d DIR writes the model to DIR/model"
+_RUN_IDS = "lrsweep best, lrsweep sweeps and the MLflow UI show trials' run ids"
+
+
+def is_model_reference(text: str) -> bool:
+    """Whether ``lrsweep predict``'s argument names a model rather than a sweep's experiment: a
+    URI (``scheme:/...``, which no experiment name is) or a folder holding an ``MLmodel`` file.
+
+    Example:
+        >>> is_model_reference("runs:/0a1b2c/model"), is_model_reference("digits-lr")
+        (True, False)
+    """
+    return ":/" in text or (Path(text) / MODEL_FILE).is_file()
+
+
+@dataclass(frozen=True)
+class TrialModel:
+    """A trial run's logged model, checked to be there.
+
+    Attributes:
+        run_id: the trial's run.
+        experiment: its sweep's experiment.
+        model_uri: ``runs:/<run_id>/model``.
+        arm: its arm's name in the spec (tag ``sweeps.arm``, else its kind).
+        valid_loss: its ``best/valid_loss``; None when it logged none, or none finite.
+    """
+
+    run_id: str
+    experiment: str
+    model_uri: str
+    arm: str
+    valid_loss: float | None
+
+
+def trial_model(
+    run_id: str, *, tracking_uri: str | None = None, experiment: str | None = None
+) -> TrialModel:
+    """The model trial run ``run_id`` logged at its best epoch.
+
+    Args:
+        run_id: a trial's MLflow run id, as ``lrsweep best``, ``lrsweep sweeps`` or the MLflow
+            UI show it.
+        tracking_uri: as :func:`~sweeps.best.best_config`'s.
+        experiment: when given, the trial must be one of this sweep experiment's.
+
+    Raises:
+        BestConfigError: no such run in the store (or a deleted one), a run that is no trial of
+            lrsweep (a sweep's parent run is named as such), a trial of another experiment, or
+            a trial that logged no model (it failed first or still runs, or its sweep ran
+            with ``tracking.checkpoints: none``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    tracker = _tracker(tracking_uri, f"run {run_id}")
+    where = redact_uri(tracker.uri)
+    try:
+        run = tracker.get_run(run_id)
+    except MlflowException as exc:
+        raise BestConfigError(_no_run(run_id, where, exc)) from None
+    if run.info.lifecycle_stage == "deleted":
+        raise BestConfigError(
+            f"run {run_id} was deleted from {where}: restore it (mlflow runs restore --run-id "
+            f"{run_id}) or give another trial's run id."
+        )
+    tags = run.data.tags
+    if STRATEGY_TAG not in tags:
+        if tags.get(TAG_KIND) == "sweep":
+            raise BestConfigError(
+                f"run {run_id} is a sweep run (the parent of its trials), not a trial: give one "
+                f"of its trials' run ids (lrsweep best EXPERIMENT --run-id {run_id} names its "
+                "best)."
+            )
+        raise BestConfigError(
+            f"run {run_id} is no trial run of lrsweep (it has no {STRATEGY_TAG} tag): give a "
+            f"trial's run id, or, for a model that run logged, its URI runs:/{run_id}/<path>."
+        )
+    name = tracker.experiment_name(run.info.experiment_id)
+    if experiment is not None and name != experiment:
+        raise BestConfigError(
+            f"run {run_id} is a trial of experiment {name!r}, not of {experiment!r}."
+        )
+    if not _logged_model(tracker, run_id):
+        reason = tags.get(STOP_REASON_TAG)
+        state = run.info.status + (f", stop reason {reason}" if reason else "")
+        raise BestConfigError(
+            f"trial {run_id} logged no model ({state}): a trial logs its best model when it "
+            "ends, so one that failed first or still runs has none, nor has a trial of a sweep "
+            "with tracking.checkpoints: none; give another trial's run id (lrsweep best names "
+            "the best trial with a model)."
+        )
+    loss = run.data.metrics.get(BEST_PREFIX + TIE_BREAK_METRIC)
+    return TrialModel(
+        run_id=run_id,
+        experiment=name,
+        model_uri=f"runs:/{run_id}/{TRIAL_MODEL}",
+        arm=tags.get(ARM_TAG) or tags[STRATEGY_TAG],
+        valid_loss=None if loss is None else finite_or_none(as_logged(loss)),
+    )
+
+
+def model_run_id(model_uri: str, *, tracking_uri: str | None = None) -> str | None:
+    """The run that logged the model at ``model_uri`` (for ``models:/`` its version's source
+    run, for a downloaded folder the run its ``MLmodel`` names); None when ``MLmodel`` names
+    none.
+
+    Raises:
+        BestConfigError: as :func:`load_predictor`, for a model that is not there.
+    """
+    from mlflow.models import Model
+
+    with _reading(model_uri, _store(model_uri, tracking_uri)):
+        return Model.load(model_uri).run_id
 
 
 def load_predictor(
@@ -28,13 +173,17 @@ def load_predictor(
     model: load only from a store you trust.
 
     Args:
-        model_uri: ``BestConfig.model_uri`` (``runs:/<run_id>/model``), or any MLflow model URI:
-            a ``models:/`` one, or a folder the model was downloaded to (which needs no store).
-        tracking_uri: as :func:`best_config`'s; only ``runs:/`` and ``models:/`` URIs read it.
+        model_uri: ``BestConfig.model_uri`` or :attr:`TrialModel.model_uri`
+            (``runs:/<run_id>/model``), or any MLflow model URI: a ``models:/`` one (the
+            registry of the tracking store, or ``MLFLOW_REGISTRY_URI``'s when set), or a folder
+            the model was downloaded to (which needs no store).
+        tracking_uri: as :func:`~sweeps.best.best_config`'s; only ``runs:/`` and ``models:/``
+            URIs read it.
         device: where the model runs (default: CUDA when available, else the CPU).
 
     Raises:
-        BestConfigError: for a store that does not exist, a model that does not, or one
+        BestConfigError: for a store that does not exist; a run, registered model, version,
+            alias or folder that does not (each named, with what to give instead); or a model
             logged without the metadata (by an lrsweep before 2026-12-07, or from data without
             statistics).
 
@@ -44,37 +193,159 @@ def load_predictor(
     """
     import mlflow.pytorch
     import torch
-    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    from sweeps.tracking import mlflow_tracking_uri
     from trainers import Predictor
 
-    try:  # a model downloaded to a folder (or at an artifact URI) needs no tracking store
-        uri = existing_store_uri(tracking_uri) if _names_a_run(model_uri) else tracking_uri
-    except LookupError as exc:
-        raise BestConfigError(str(exc)) from None
-    try:
-        with mlflow_tracking_uri(uri) if uri is not None else contextlib.nullcontext():
-            fields = dict((Model.load(model_uri).metadata or {}).get("predictor") or {})
-            if not fields:
-                raise BestConfigError(
-                    f"model {model_uri} holds no data statistics (logged by an lrsweep before "
-                    "2026-12-07, or its trial's data had none): load it with "
-                    "mlflow.pytorch.load_model and give "
-                    "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
-                    "mean=..., std=...) the trial's data's values."
-                )
-            model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    except MlflowException as exc:
-        raise BestConfigError(f"model {model_uri}: {exc.message}") from None
+    with _reading(model_uri, _store(model_uri, tracking_uri)):
+        fields = dict((Model.load(model_uri).metadata or {}).get("predictor") or {})
+        if not fields:
+            raise BestConfigError(
+                f"model {model_uri} holds no data statistics (logged by an lrsweep before "
+                "2026-12-07, or its trial's data had none): load it with "
+                "mlflow.pytorch.load_model and give "
+                "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
+                "mean=..., std=...) the trial's data's values."
+            )
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
     for name in ("arch", "n_classes"):  # the network's own; Predictor takes the data's
         fields.pop(name, None)
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Predictor(model, device=chosen, **fields)
 
 
+def model_folder_problem(path: str) -> str | None:
+    """Why the local ``path`` is no model folder (one holding an ``MLmodel`` file), with what to
+    give instead; None when it is one, or when ``path`` is a URI (``scheme:/...``)."""
+    folder = Path(path)
+    if ":/" in path or (folder / MODEL_FILE).is_file():
+        return None
+    if not folder.exists():
+        return (
+            "no such folder, nor a model URI (runs:/<run id>/model, models:/<name>/<version>); "
+            f"{_DOWNLOAD}."
+        )
+    if not folder.is_dir():
+        return f"a file, not a folder holding an {MODEL_FILE} file; {_DOWNLOAD}."
+    inside = sorted(str(found.parent) for found in folder.glob(f"*/{MODEL_FILE}"))
+    if inside:
+        return f"the folder holds no {MODEL_FILE} file, but {inside[0]} does: give that folder."
+    return f"the folder holds no {MODEL_FILE} file: give a downloaded model's folder ({_DOWNLOAD})."
+
+
 def _names_a_run(model_uri: str) -> bool:
     """Whether ``model_uri`` is resolved through a tracking store (``runs:/``, ``models:/``),
     not a folder or an artifact location of its own."""
     return model_uri.split(":", 1)[0].lower() in ("runs", "models")
+
+
+def _tracker(tracking_uri: str | None, what: str) -> Tracker:
+    """The existing store a look-up reads (a missing SQLite store is refused, not created)."""
+    try:
+        return Tracker(existing_store_uri(tracking_uri))
+    except LookupError as exc:
+        raise BestConfigError(f"{what}: {exc}") from None
+
+
+def _store(model_uri: str, tracking_uri: str | None) -> str | None:
+    """The tracking store ``model_uri`` is read through: None for a folder or an artifact
+    location of its own (they need none), checked to be a model folder first."""
+    if _names_a_run(model_uri):
+        return _tracker(tracking_uri, f"model {model_uri}").uri
+    problem = model_folder_problem(model_uri)
+    if problem is not None:
+        raise BestConfigError(f"model {model_uri}: {problem}")
+    return None
+
+
+@contextlib.contextmanager
+def _reading(model_uri: str, store: str | None) -> Iterator[None]:
+    """MLflow reads ``model_uri`` through ``store`` inside the block; what MLflow raises comes out
+    as a one-line :class:`BestConfigError` that says what is missing."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeps.tracking import mlflow_tracking_uri
+
+    try:
+        with mlflow_tracking_uri(store) if store is not None else contextlib.nullcontext():
+            yield
+    except (MlflowException, OSError) as exc:
+        raise BestConfigError(f"model {model_uri}: {_not_found(model_uri, exc, store)}") from None
+
+
+def _not_found(model_uri: str, error: Exception, store: str | None) -> str:
+    """What of ``model_uri`` the store lacks (its run, the model at its path, its registered
+    model, version or alias), looked up after MLflow failed; else MLflow's own first line."""
+    from mlflow.exceptions import MlflowException
+
+    text = artifact_error(error)
+    scheme, _, rest = model_uri.partition(":/")
+    if store is None or scheme.lower() not in ("runs", "models"):
+        return text
+    run_id, _, path = rest.strip("/").partition("/")
+    try:
+        tracker = Tracker(store)
+        if scheme.lower() == "models":
+            return _registry_problem(tracker, rest.strip("/")) or text
+    except MlflowException:  # the look-up failed too: MLflow's first words are the best said
+        return text
+    try:
+        tracker.get_run(run_id)
+    except MlflowException as exc:
+        return _no_run(run_id, redact_uri(store), exc)
+    return (
+        f"run {run_id} has no MLflow model at {path!r} ({text}); a trial logs its best model as "
+        f"{TRIAL_MODEL!r} when it ends (none when it failed first, or its sweep ran with "
+        "tracking.checkpoints: none)."
+    )
+
+
+def _no_run(run_id: str, where: str, error: Exception) -> str:
+    """No run ``run_id`` in the store ``where``: what to check, and MLflow's words when they
+    say something else (a server that refused the request)."""
+    if getattr(error, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        found = "no such run"
+    else:
+        found = f"cannot be read ({artifact_error(error)})"
+    return (
+        f"run {run_id}: {found} in {where}; check the run id ({_RUN_IDS}) and --tracking-uri "
+        "(the store its sweep logged to)."
+    )
+
+
+def _registry_problem(tracker: Tracker, reference: str) -> str | None:
+    """What the registry lacks of ``models:/<reference>`` (``name/version``, ``name@alias``):
+    the model itself (the registered names are listed), the version or the alias; None for a
+    reference of another form (``models:/<logged model id>``, a stage) or one that is there."""
+    name, at, label = reference.partition("@")
+    if not at:
+        name, slash, label = reference.partition("/")
+        if not slash:
+            return None
+    found = tracker.registered_model(name)
+    if found is None:
+        names = tracker.registered_model_names()
+        more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+        return (
+            f"no registered model {name!r} in {redact_uri(tracker.uri)} (registered there: "
+            f"{names[:SHOWN_NAMES]}{more}); register a trial's model first "
+            f"(mlflow.register_model('runs:/<run id>/model', {name!r})), or give the "
+            "--tracking-uri it is registered in."
+        )
+    versions, aliases = found
+    if at and label not in aliases:
+        return f"registered model {name!r} has no alias {label!r} (aliases: {sorted(aliases)})."
+    if label.isdigit() and label not in versions:
+        return f"registered model {name!r} has no version {label} (versions: {versions})."
+    return None
+
+
+def _logged_model(tracker: Tracker, run_id: str) -> bool:
+    """Whether the trial logged its model (a store that cannot say is taken at its word: the
+    loading that follows says what is wrong)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracker.has_model(run_id, TRIAL_MODEL)
+    except MlflowException:
+        return True

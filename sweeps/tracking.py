@@ -254,6 +254,11 @@ class Tracker:
         found = self._experiment_by_name(name)
         return None if found is None or found.lifecycle_stage == "deleted" else found
 
+    def experiment_name(self, experiment_id: str) -> str:
+        """The name of experiment ``experiment_id`` (a run's ``info.experiment_id``)."""
+        found = _retrying(partial(self.client.get_experiment, experiment_id), what="get_experiment")
+        return str(found.name)
+
     def _experiment_by_name(self, name: str) -> Any:
         return _retrying(
             partial(self.client.get_experiment_by_name, name), what="get_experiment_by_name"
@@ -627,6 +632,35 @@ class Tracker:
             what="search_logged_models",
         )
         return any(model.status == LoggedModelStatus.READY for model in found)
+
+    def registered_model_names(self) -> list[str]:
+        """The names of every model in the store's model registry, sorted."""
+        found = _all_pages(self.client.search_registered_models, what="search_registered_models")
+        return sorted(model.name for model in found)
+
+    def registered_model(self, name: str) -> tuple[list[str], dict[str, str]] | None:
+        """The versions of registered model ``name`` (oldest first) and its aliases (alias ->
+        version); None when no model of that name is registered."""
+        try:
+            model = _retrying(
+                partial(self.client.get_registered_model, name), what="get_registered_model"
+            )
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        # MLflow's filter strings have no escapes: a name is quoted with the quote it lacks
+        quote = next((q for q in ("'", '"') if q not in name), None)
+        versions = _all_pages(
+            partial(
+                self.client.search_model_versions,
+                f"name = {quote}{name}{quote}" if quote else None,  # both: every model's
+            ),
+            what="search_model_versions",
+        )
+        numbers = sorted(int(version.version) for version in versions if version.name == name)
+        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        return [str(number) for number in numbers], aliases
 
     def log_pytorch_model(
         self,
