@@ -409,22 +409,30 @@ def test_load_predictor_reads_a_downloaded_model_without_a_store(
         load_predictor(uri, device="cpu")
 
 
-def test_predict_classifies_image_files_with_the_best_trials_model(
-    sweep: tuple[SweepResult, Tracker], tmp_path: Path
-) -> None:
+def _shape_files(folder: Path) -> list[Path]:
+    """One image of each class of the sweep's data, at 20 px (resized to the trial's 12)."""
     from PIL import Image
-    from typer.testing import CliRunner
 
-    from sweeps import best_config, load_predictor
-    from sweeps.cli import app
     from trainers.data import open_dataset
 
     source = open_dataset("shapes", seed=3, n_per_class=16)
     files = []
-    for index in (0, 16, 32):  # one image of each class, at 20 px: resized to the trial's 12
+    for index in (0, 16, 32):
         pixels = source.images(20)[index].permute(1, 2, 0).numpy()
-        files.append(tmp_path / f"{source.classes[int(source.labels[index])]}.png")
+        files.append(folder / f"{source.classes[int(source.labels[index])]}.png")
         Image.fromarray(pixels).save(files[-1])
+    return files
+
+
+def test_predict_classifies_image_files_with_the_best_trials_model(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sweeps import best_config, load_predictor
+    from sweeps.cli import app
+
+    files = _shape_files(tmp_path)
     uri = sweep[1].uri
     args = ["predict", "sweep-test", *map(str, files), "--tracking-uri", uri, "--top", "2"]
     result = CliRunner().invoke(app, [*args, "--format", "json"])
@@ -448,6 +456,52 @@ def test_predict_classifies_image_files_with_the_best_trials_model(
     assert f"model {best.model_uri} (arm " in text.stderr
     missing = CliRunner().invoke(app, ["predict", "sweep-test", str(tmp_path / "no.png")])
     assert missing.exit_code == 2 and "no such image file: " in missing.stderr
+
+
+def test_predict_by_a_trials_run_id_or_uri_uses_that_trial_not_the_best(
+    sweep: tuple[SweepResult, Tracker], tmp_path: Path
+) -> None:
+    # A trial as a sweep tags and logs it: --trial RUN_ID and runs:/RUN_ID/model predict with
+    # its own model (not the best trial's), and the output names it.
+    from typer.testing import CliRunner
+
+    from sweeps import best_config, load_predictor
+    from sweeps.cli import app
+
+    tracker = sweep[1]
+    best = best_config("sweep-test", tracking_uri=tracker.uri)
+    ranked = [  # finite losses: a diverged trial's model may give NaN
+        run
+        for run in _children(sweep)
+        if math.isfinite(run.data.metrics.get("best/valid_loss", math.nan))
+        and run.data.tags.get("sweeps.stop_reason") not in ("diverged", "failed")
+    ]
+    worst_first = sorted(  # the worst trial's model is the likeliest to disagree with the best's
+        ranked, key=lambda run: -run.data.metrics["best/valid_loss"]
+    )
+    trial = next(run.info.run_id for run in worst_first if tracker.has_model(run.info.run_id))
+    files = _shape_files(tmp_path)
+    predictor = load_predictor(f"runs:/{trial}/model", tracking_uri=tracker.uri, device="cpu")
+    expected = predictor.predict([str(f) for f in files])
+    assert best.model_uri is not None and trial != best.run_id
+    best_predictor = load_predictor(best.model_uri, tracking_uri=tracker.uri, device="cpu")
+    assert (best_predictor.predict([str(f) for f in files]) - expected).abs().max() > 1e-3
+    for named in (["--trial", trial], [f"runs:/{trial}/model"]):
+        args = [*named, *map(str, files), "--tracking-uri", tracker.uri, "--top", "3"]
+        result = CliRunner().invoke(app, ["predict", *args, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        answer = json.loads(result.stdout)
+        assert (answer["model_uri"], answer["run_id"]) == (f"runs:/{trial}/model", trial)
+        for row, probs in zip(answer["images"], expected, strict=True):
+            got = {p["class"]: p["probability"] for p in row["predictions"]}
+            assert [got[c] for c in predictor.classes] == pytest.approx(probs.tolist(), abs=6e-5)
+    text = CliRunner().invoke(
+        app, ["predict", "--trial", trial, str(files[0]), "--tracking-uri", tracker.uri]
+    )
+    assert text.exit_code == 0, text.output
+    assert text.stderr.startswith(
+        f"model runs:/{trial}/model (trial of experiment 'sweep-test', arm "
+    )
 
 
 def _installed_with(names: set[str]) -> set[str]:

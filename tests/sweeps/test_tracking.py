@@ -401,6 +401,27 @@ def test_logged_pytorch_model_loads_back_counts_once_ready_and_keeps_run_status(
     assert torch.allclose(loaded(example), model(example))
 
 
+def test_registered_model_lists_versions_and_aliases_whatever_quotes_its_name_holds(
+    tracking_uri: str,
+) -> None:
+    # MLflow's filter strings have no escapes: a name with a quote found no versions at all
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("model"), run_name="r")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    uri = tracker.log_pytorch_model(run_id, model, torch.randn(2, 3, 2, 2))
+    names = ["plain", "it's", 'say "hi"', 'it\'s "both"', "back\\slash"]
+    with mlflow_tracking_uri(tracking_uri):
+        for name in names:
+            for _ in range(2):
+                mlflow.register_model(uri, name)
+    tracker.client.set_registered_model_alias("it's", "prod", "2")
+    assert tracker.registered_model_names() == sorted(names)
+    for name in names:
+        aliases = {"prod": "2"} if name == "it's" else {}
+        assert tracker.registered_model(name) == (["1", "2"], aliases), name
+    assert tracker.registered_model("nowhere") is None
+
+
 @pytest.mark.parametrize("variable", [None, "sqlite:////somewhere/else.db"])
 def test_logging_a_model_leaves_mlflows_tracking_uri_and_its_variable_as_they_were(
     tracking_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str | None

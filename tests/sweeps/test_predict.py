@@ -1,0 +1,304 @@
+"""``lrsweep predict`` / ``sweeps.load_predictor`` by a trial run, a ``runs:/`` or ``models:/``
+URI or a downloaded folder, on a real SQLite MLflow store laid out as DESIGN.md says.
+
+The two trials' models are real ones: trainers Learners fitted on 12 px shapes and logged as a
+trial logs its best model (``Tracker.log_pytorch_model`` with the data's statistics as
+metadata), so no Ray sweep is run here (``test_run_sweep.py`` predicts with a swept trial's).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sweeps.best import BestConfigError
+from sweeps.cli import app
+from sweeps.predictor import is_model_reference, load_predictor
+from sweeps.tracking import Tracker, default_tracking_uri, mlflow_tracking_uri
+
+EXPERIMENT = "predict-test"
+SHAPES = {"seed": 3, "n_per_class": 8}
+
+
+def _fitted(seed: int, epochs: int) -> Any:
+    from trainers import Learner, build_model, make_dataloaders
+
+    dls = make_dataloaders("shapes", image_size=12, batch_size=12, valid_pct=0.25, **SHAPES)
+    learn = Learner(build_model("simple_cnn", len(dls.classes)), dls, seed=seed, progress=False)
+    learn.fit_one_cycle(epochs, 1e-2)
+    return learn
+
+
+def _trial(tracker: Tracker, exp_id: str, parent: str, arm: str, loss: float) -> str:
+    """A finished trial run tagged as ``sweeps.trial`` tags one, with its ``best/`` metrics."""
+    run = tracker.start_run(exp_id, run_name=f"{arm}-seed0", parent_run_id=parent)
+    tracker.set_tags(run, {"sweeps.strategy": arm, "sweeps.arm": arm})
+    tracker.log_params(run, {"strategy": arm, "lr": 0.01, "seed": 0})
+    tracker.log_metrics(run, [("best/valid_loss", loss, 0), ("best/error_rate", 0.5, 0)])
+    return run
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One sweep run with two trials holding real models (grid's the better), a failed trial
+    without one, a run that is no trial, and three image files (one per class, at 20 px)."""
+    from PIL import Image
+
+    from trainers.data import open_dataset
+    from trainers.export import export_metadata
+
+    root = tmp_path_factory.mktemp("predict")
+    uri = default_tracking_uri(root)
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    parent = tracker.start_run(exp_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    runs = {}
+    for arm, loss, seed, epochs in (("grid", 0.4, 0, 3), ("lr_finder", 0.6, 1, 1)):
+        runs[arm] = _trial(tracker, exp_id, parent, arm, loss)
+        learn = _fitted(seed, epochs)
+        metadata = {"predictor": export_metadata(learn)}
+        example = learn.dls.valid_images[:2]
+        tracker.log_pytorch_model(runs[arm], learn.model.cpu(), example, metadata)
+        tracker.end_run(runs[arm])
+    runs["failed"] = _trial(tracker, exp_id, parent, "random", 0.3)
+    tracker.set_tags(runs["failed"], {"sweeps.stop_reason": "failed"})
+    tracker.end_run(runs["failed"], "FAILED")
+    tracker.end_run(parent)
+    runs["notebook"] = tracker.start_run(exp_id, run_name="notebook")
+    tracker.end_run(runs["notebook"])
+    source = open_dataset("shapes", **SHAPES)
+    images = []
+    for index in (0, 8, 16):
+        images.append(root / f"{source.classes[int(source.labels[index])]}.png")
+        Image.fromarray(source.images(20)[index].permute(1, 2, 0).numpy()).save(images[-1])
+    return {"uri": uri, "root": root, "parent": parent, "images": images, **runs}
+
+
+def _predict(*args: str, uri: str | None = None, images: list[Path] | None = None) -> Any:
+    files = [str(path) for path in images or []]
+    given = ["--tracking-uri", uri] if uri else []
+    return CliRunner().invoke(app, ["predict", *args, *files, *given])
+
+
+def _answer(result: Any) -> dict[str, Any]:
+    """The JSON of a run of ``lrsweep predict --format json``, which must have exited 0."""
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _probabilities(answer: dict[str, Any], classes: list[str]) -> torch.Tensor:
+    """The probabilities the JSON gives each image, in ``classes``' order (``--top 3``)."""
+    rows = []
+    for image in answer["images"]:
+        by_class = {p["class"]: p["probability"] for p in image["predictions"]}
+        rows.append([by_class[name] for name in classes])
+    return torch.tensor(rows)
+
+
+def _expected(
+    store: dict[str, Any], model_uri: str, **kwargs: Any
+) -> tuple[torch.Tensor, list[str]]:
+    predictor = load_predictor(model_uri, device="cpu", **kwargs)
+    return predictor.predict([str(path) for path in store["images"]]), predictor.classes
+
+
+def _same(answer: dict[str, Any], expected: tuple[torch.Tensor, list[str]]) -> bool:
+    """Whether the JSON's probabilities are ``expected``'s (it rounds them to 4 places)."""
+    return torch.allclose(_probabilities(answer, expected[1]), expected[0], atol=6e-5)
+
+
+def test_the_two_trials_models_predict_apart(store: dict[str, Any]) -> None:
+    # every test below tells one model's output from another's: they must differ
+    grid = _expected(store, f"runs:/{store['grid']}/model", tracking_uri=store["uri"])
+    finder = _expected(store, f"runs:/{store['lr_finder']}/model", tracking_uri=store["uri"])
+    assert (grid[0] - finder[0]).abs().max() > 1e-2
+
+
+def test_predict_by_runs_uri_uses_that_run_and_names_it(store: dict[str, Any]) -> None:
+    model_uri = f"runs:/{store['lr_finder']}/model"  # not the best trial's
+    args = (model_uri, "--top", "3")
+    answer = _answer(_predict(*args, "--format", "json", uri=store["uri"], images=store["images"]))
+    assert (answer["model_uri"], answer["run_id"]) == (model_uri, store["lr_finder"])
+    assert _same(answer, _expected(store, model_uri, tracking_uri=store["uri"]))
+    text = _predict(*args, uri=store["uri"], images=store["images"])
+    assert text.exit_code == 0, text.output
+    assert text.stderr.strip() == f"model {model_uri} (logged by run {store['lr_finder']})"
+    assert len(text.stdout.splitlines()) == len(store["images"])
+
+
+def test_predict_by_registered_version_and_alias(store: dict[str, Any]) -> None:
+    import mlflow
+
+    with mlflow_tracking_uri(store["uri"]):
+        version = mlflow.register_model(f"runs:/{store['lr_finder']}/model", "shapes-cnn")
+    Tracker(store["uri"]).client.set_registered_model_alias(
+        "shapes-cnn", "champion", str(version.version)
+    )
+    expected = _expected(store, f"runs:/{store['lr_finder']}/model", tracking_uri=store["uri"])
+    for model_uri in (f"models:/shapes-cnn/{version.version}", "models:/shapes-cnn@champion"):
+        args = (model_uri, "--top", "3", "--format", "json")
+        answer = _answer(_predict(*args, uri=store["uri"], images=store["images"]))
+        assert (answer["model_uri"], answer["run_id"]) == (model_uri, store["lr_finder"])
+        assert _same(answer, expected)
+        assert _same(answer, _expected(store, model_uri, tracking_uri=store["uri"]))
+
+
+def test_predict_by_downloaded_folder_needs_no_store(
+    store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    model_uri = f"runs:/{store['grid']}/model"
+    with mlflow_tracking_uri(store["uri"]):
+        mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "copy"))
+    expected = _expected(store, model_uri, tracking_uri=store["uri"])
+    monkeypatch.chdir(tmp_path)  # no mlflow.db here, nor a tracking URI in the environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    answer = _answer(
+        _predict("copy/model", "--top", "3", "--format", "json", images=store["images"])
+    )
+    assert (answer["model_uri"], answer["run_id"]) == ("copy/model", store["grid"])
+    assert _same(answer, expected)
+    assert not (tmp_path / ".lrsweep").exists()
+    with pytest.raises(BestConfigError, match=r"holds no MLmodel file, but \S*copy/model does"):
+        load_predictor(str(tmp_path / "copy"))
+    with pytest.raises(BestConfigError, match=r"^model nowhere/model: no such folder, nor a "):
+        load_predictor("nowhere/model")
+    # a folder that holds no model stays an experiment name, and the error says why
+    result = _predict("copy", uri=store["uri"], images=store["images"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: experiment 'copy' does not exist in ")
+    assert "(copy is a folder too, but no model: the folder holds no MLmodel file, but " in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize("experiment", [None, EXPERIMENT])
+def test_predict_by_trial_uses_that_trial_not_the_best(
+    store: dict[str, Any], experiment: str | None
+) -> None:
+    best = _answer(
+        _predict(EXPERIMENT, "--format", "json", uri=store["uri"], images=store["images"])
+    )
+    assert best["run_id"] == store["grid"]  # the lower best/valid_loss
+    given = [experiment] if experiment else []  # --trial RUN_ID IMAGE... leaves it out
+    args = (*given, "--trial", store["lr_finder"], "--top", "3")
+    answer = _answer(_predict(*args, "--format", "json", uri=store["uri"], images=store["images"]))
+    model_uri = f"runs:/{store['lr_finder']}/model"
+    assert (answer["model_uri"], answer["run_id"]) == (model_uri, store["lr_finder"])
+    assert _same(answer, _expected(store, model_uri, tracking_uri=store["uri"]))
+    text = _predict(*args, uri=store["uri"], images=store["images"])
+    assert text.exit_code == 0, text.output
+    assert text.stderr.strip() == (
+        f"model {model_uri} (trial of experiment {EXPERIMENT!r}, arm lr_finder, "
+        "best/valid_loss 0.6)"
+    )
+
+
+def _filled(texts: list[str], store: dict[str, Any], **more: str) -> list[str]:
+    """``texts`` with ``{grid}``, ``{parent}`` ... replaced by the store's run ids."""
+    ids = {key: value for key, value in store.items() if isinstance(value, str)}
+    return [text.format(**ids, **more) for text in texts]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["runs:/{grid}/model", "--metric", "valid_loss"], "--metric picks the best trial of an "),
+        (["--trial", "{grid}", "--strategy", "grid"], "--strategy picks the best trial of an "),
+        (["{folder}", "--run-id", "{parent}", "--metric", "error_rate"], "--metric and --run-id "),
+        (["--trial", "{grid}", "models:/x/1"], "--trial and models:/x/1 both name a model: "),
+    ],
+)
+def test_options_that_pick_the_best_trial_are_refused_with_a_named_model(
+    store: dict[str, Any], tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    given = _filled(args, store, folder=str(tmp_path / "model"))
+    result = _predict(*given, uri=store["uri"], images=store["images"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: " + message)
+    assert result.stderr.rstrip().endswith(
+        (
+            "already names the model: leave it out.",
+            "already names the model: leave them out.",
+            "give one of them.",
+        )
+    )
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trial", "0123456789abcdef"], "--trial: run 0123456789abcdef: no such run in sqlite:"),
+        (["--trial", "{parent}"], "--trial: run {parent} is a sweep run (the parent of its "),
+        (["--trial", "{notebook}"], "--trial: run {notebook} is no trial run of lrsweep (it has "),
+        (["--trial", "{failed}"], "--trial: trial {failed} logged no model (FAILED, stop reason "),
+        (["other", "--trial", "{grid}"], "--trial: run {grid} is a trial of experiment 'predict-"),
+        (["runs:/0123456789abcdef/model"], "model runs:/0123456789abcdef/model: run 0123456789ab"),
+        (["runs:/{grid}/checkpoints"], "model runs:/{grid}/checkpoints: run {grid} has no MLflow "),
+        (["models:/never-registered/1"], "model models:/never-registered/1: no registered model "),
+    ],
+)
+def test_a_model_that_is_not_there_is_one_line_naming_it(
+    store: dict[str, Any], args: list[str], message: str
+) -> None:
+    result = _predict(*_filled(args, store), uri=store["uri"], images=store["images"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: " + _filled([message], store)[0])
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_a_registered_model_without_that_version_or_alias_lists_those_it_has(
+    store: dict[str, Any],
+) -> None:
+    import mlflow
+
+    with mlflow_tracking_uri(store["uri"]):
+        mlflow.register_model(f"runs:/{store['grid']}/model", "grid-cnn")
+    for model_uri, message in (
+        ("models:/grid-cnn/9", "registered model 'grid-cnn' has no version 9 (versions: ['1']"),
+        ("models:/grid-cnn@prod", "registered model 'grid-cnn' has no alias 'prod' (aliases: []"),
+    ):
+        result = _predict(model_uri, uri=store["uri"], images=store["images"])
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"Error: model {model_uri}: {message})."
+        with pytest.raises(BestConfigError, match=f"^model {model_uri}: registered model"):
+            load_predictor(model_uri, tracking_uri=store["uri"])
+    listed = _predict("models:/grid/1", uri=store["uri"], images=store["images"])
+    assert "(registered there: [" in listed.stderr and "'grid-cnn'" in listed.stderr
+
+
+def test_predict_with_a_trial_and_no_image_says_so(store: dict[str, Any]) -> None:
+    result = _predict("--trial", store["grid"], "missing.png", uri=store["uri"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: no image files given (missing.png is no file): ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("runs:/0a1b/model", True),
+        ("models:/shapes-cnn/3", True),
+        ("models:/shapes-cnn@champion", True),
+        ("s3://bucket/models/m-1", True),
+        ("digits-lr", False),
+        ("team/digits-lr", False),  # tracking.experiment may hold a /
+        ("FOLDER", True),
+        ("EMPTY", False),
+    ],
+)
+def test_is_model_reference(tmp_path: Path, text: str, expected: bool) -> None:
+    (tmp_path / "with").mkdir()
+    (tmp_path / "with" / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "empty").mkdir()
+    folders = {"FOLDER": str(tmp_path / "with"), "EMPTY": str(tmp_path / "empty")}
+    assert is_model_reference(folders.get(text, text)) is expected
