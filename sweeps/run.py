@@ -401,26 +401,38 @@ def _find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dic
     candidates = [c for c in candidates if c[1] is not None]
     known = location.subfolders(root)
     if candidates:  # the name matched: every sweep of it finished
-        state = candidates[-1][1] or {}
-        tracking = (state.get("spec") or {}).get("tracking") or {}
-        experiment = tracking.get("experiment") or state.get("name") or name_or_path
-        store = str(state.get("tracking_uri") or "")
-        flag = (
-            f" --tracking-uri {shlex.quote(command_uri(store))}"
-            if store and store != resolve_tracking_uri()
-            else ""
+        # one command per experiment and store, latest first: sweeps of one name may have
+        # logged elsewhere (another --tracking-uri, or a nightly entry running the same spec)
+        commands = list(
+            dict.fromkeys(
+                _report_command(state or {}, name_or_path) for _, state in reversed(candidates)
+            )
         )
+        results = "; ".join(f"`{command}`" for command in commands)
         raise SweepNotFound(
             f"{name_or_path!r} has only finished sweeps under {location.shown(root)}: there is "
-            "nothing to resume. Their results: "
-            f"`lrsweep report {shlex.quote(str(experiment))}{flag}`; to run the sweep again: "
-            "`lrsweep run SPEC`."
+            f"nothing to resume. Their results{' (latest first)' if len(commands) > 1 else ''}: "
+            f"{results}; to run the sweep again: `lrsweep run SPEC`."
         )
     raise SweepNotFound(
         f"{name_or_path!r} has no sweep to resume under {location.shown(root)}; sweeps there: "
         f"{known or 'none'}. "
         "Pass a sweep name or the path of a sweep folder (the one holding sweep.json)."
     )
+
+
+def _report_command(state: dict[str, Any], name_or_path: str | Path) -> str:
+    """``lrsweep report`` of a finished sweep (its ``sweep.json`` state), with its store when
+    that is not the one the command would read by default."""
+    tracking = (state.get("spec") or {}).get("tracking") or {}
+    experiment = tracking.get("experiment") or state.get("name") or name_or_path
+    store = str(state.get("tracking_uri") or "")
+    flag = (
+        f" --tracking-uri {shlex.quote(command_uri(store))}"
+        if store and store != resolve_tracking_uri()
+        else ""
+    )
+    return f"lrsweep report {shlex.quote(str(experiment))}{flag}"
 
 
 def _sweeps_of(
