@@ -71,7 +71,8 @@ def report_command(
     print_report(console, report)
     others = report.other_sweeps
     console.print(
-        f"{len(report.trials)} trials of sweep run {report.parent_run_id} of experiment "
+        f"{len(report.trials)} trial{'s' if len(report.trials) != 1 else ''} of sweep run "
+        f"{report.parent_run_id} of experiment "
         f"{experiment!r}"
         + (
             f" (the latest with a trial run; {others} other sweep run(s): pick one with --run-id)."

@@ -201,7 +201,8 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         raise typer.Exit(FAILED_EXIT)
     print_report(console, result.report)
     console.print(
-        f"{result.n_trials} trials; report on run {result.parent_run_id} of experiment "
+        f"{result.n_trials} trial{'s' if result.n_trials != 1 else ''}; report on run "
+        f"{result.parent_run_id} of experiment "
         f"{result.experiment!r}."
     )
     if result.failed:  # the table counts them (2/3); say which failed and why

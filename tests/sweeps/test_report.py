@@ -11,6 +11,7 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -35,10 +36,10 @@ TRIALS = [
 ]
 
 
-def _write_sweep(tracker: Tracker, experiment_id: str) -> str:
+def _write_sweep(tracker: Tracker, experiment_id: str, trials: list[Any] | None = None) -> str:
     parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
     for index, (arm, kind, rule, seed, lr, loss, error, epochs, compute, status) in enumerate(
-        TRIALS
+        TRIALS if trials is None else trials
     ):
         tags = {
             "sweeps.strategy": kind,
@@ -478,8 +479,17 @@ def test_the_only_sweep_of_an_experiment_is_reported_without_a_word_of_others(
     tracker = Tracker(tracking_uri)
     only = _write_sweep(tracker, tracker.ensure_experiment("report-test"))
     printed = " ".join(_report_cli(tracking_uri).stdout.split())
-    assert printed.endswith(f"trials of sweep run {only} of experiment 'report-test'.")
+    assert printed.endswith(
+        f"{len(TRIALS)} trials of sweep run {only} of experiment 'report-test'."
+    )
     assert build_report("report-test", tracker=tracker).other_sweeps == 0
+
+
+def test_a_sweep_of_one_trial_is_counted_in_the_singular(tracking_uri: str) -> None:
+    tracker = Tracker(tracking_uri)
+    only = _write_sweep(tracker, tracker.ensure_experiment("report-test"), TRIALS[:1])
+    printed = " ".join(_report_cli(tracking_uri).stdout.split())
+    assert printed.endswith(f" 1 trial of sweep run {only} of experiment 'report-test'."), printed
 
 
 def test_no_sweep_with_a_trial_run_is_an_error_naming_the_latest(tracking_uri: str) -> None:
