@@ -184,10 +184,13 @@ def _print_night(night: NightResult) -> None:
     if not console.is_terminal:  # a log or a pipe: keep every cell whole
         console = Console(soft_wrap=True, width=200)
     table = Table(title=f"nightly {night.suite}: tonight against the baseline")
-    for column in ("spec", "figure", "strategy", "baseline", "tonight", "limit", "status"):
+    columns = ("spec", "figure", "strategy", "baseline", "machine x", "tonight", "limit", "status")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("baseline", "tonight") else "left")
-    for c in night.verdict.comparisons:
-        cells = [c.entry, c.name, c.strategy or "", _num(c.baseline), _num(c.value)]
+    for c in night.verdict.comparisons:  # a scaled time figure: raw baseline, factor, its limit
+        raw = c.scaling.raw_baseline if c.scaling else c.baseline
+        factor = f"x{c.scaling.factor:.3g}" if c.scaling else ""
+        cells = [c.entry, c.name, c.strategy or "", _num(raw), factor, _num(c.value)]
         cells += [_num(c.limit), c.status.value]
         table.add_row(*cells, style=styles.get(c.status))
     console.print(table)

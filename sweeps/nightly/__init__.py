@@ -2,7 +2,8 @@
 
 ``lrsweep nightly SUITE`` calls :func:`run_nightly`; see ``sweeps/nightly/_run.py`` for one
 night's steps, ``_store.py`` for the MLflow layout, ``_figures.py`` for the headline figures and
-``_compare.py`` for thresholds and the verdict.
+``_compare.py`` for thresholds and the verdict, ``_reference.py`` for the machine-speed reference
+and ``_scaling.py`` for time baselines scaled by it.
 
 Example:
     >>> from sweeps.spec import load_suite
@@ -28,6 +29,7 @@ from sweeps.nightly._compare import (
 )
 from sweeps.nightly._env import environment_tags, git_commit, spec_fingerprint
 from sweeps.nightly._figures import FIGURE_NAMES, Figure, entry_figures
+from sweeps.nightly._reference import Reference, measure_reference
 from sweeps.nightly._report import NightReport, ReportDirError, ReportFiles, write_report
 from sweeps.nightly._run import (
     DEFAULT_BASELINE_NIGHTS,
@@ -50,6 +52,7 @@ __all__ = [
     "NightReport",
     "NightResult",
     "NightStore",
+    "Reference",
     "ReportDirError",
     "ReportFiles",
     "Status",
@@ -61,6 +64,7 @@ __all__ = [
     "environment_tags",
     "git_commit",
     "judge",
+    "measure_reference",
     "night_experiment",
     "report_night_not_run",
     "run_nightly",

@@ -25,6 +25,12 @@ must not pass. A relative limit of a baseline of 0 is undefined; such a figure p
 so when ``min_seconds`` is 0 (else its limit is ``min_seconds``). A figure that is NaN or
 infinite tonight regresses (when it has a baseline): a broken measurement must not pass as
 "within threshold".
+
+Time figures (``compute_s``, ``wall_time_s``) are judged relative to the machine's speed when
+tonight and every baseline night with the figure have a machine-speed reference (and
+``thresholds.scale_time_by_reference`` is on): the baseline is then the median of each night's
+value scaled by tonight's reference over that night's (``sweeps.nightly._scaling``), and the
+comparison keeps the raw baseline and the factor beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sweeps.nightly._figures import COMPUTE, ERROR_RATE, REGRET, STOPPED_EARLY, WALL_TIME, Figure
+from sweeps.nightly._scaling import Scaling, scale_baseline, scaling_notes
 from sweeps.spec import Thresholds
 
 __all__ = [
@@ -49,6 +56,8 @@ __all__ = [
     "comparable_figures",
     "compare_figures",
     "judge",
+    "reference_notes",
+    "time_figure",
 ]
 
 EXIT_PASSED = 0
@@ -91,6 +100,9 @@ class Comparison:
         limit: The highest value that passes (None without a baseline).
         allowed: The threshold in words, e.g. ``+2 points`` or ``+25%``.
         status: ``ok``, ``regressed``, ``improved``, ``no baseline`` or ``missing``.
+        scaling: For a time figure judged relative to the machine-speed reference, the raw
+            baseline, the factor and the references (``baseline`` and ``limit`` are then the
+            scaled ones); None when compared raw.
     """
 
     entry: str
@@ -102,6 +114,7 @@ class Comparison:
     limit: float | None
     allowed: str
     status: Status
+    scaling: Scaling | None = None
 
     @property
     def label(self) -> str:
@@ -122,6 +135,13 @@ class Comparison:
         if self.baseline is None:
             return f"{base} = {_num(self.value)} (no baseline)."
         nights = f"median of {self.n_nights} night{'s' if self.n_nights != 1 else ''}"
+        if self.scaling is not None:
+            s = self.scaling
+            nights = (
+                f"{_num(s.raw_baseline)} s raw, {nights}, x{s.factor:.3g} for the machine's "
+                f"speed: reference {_num(s.reference_s)} s tonight, "
+                f"{_num(s.baseline_reference_s)} s on the baseline nights"
+            )
         if self.value is not None and not math.isfinite(self.value):
             return (
                 f"{base} regressed: it is {self.value}, not a finite number (baseline "
@@ -216,6 +236,8 @@ def compare_figures(
     thresholds: Thresholds,
     *,
     same_spec: Collection[str] | None = None,
+    reference_s: float | None = None,
+    references: Sequence[float | None] | None = None,
 ) -> list[Comparison]:
     """Compare tonight's figures with the median of ``nights`` (each a figure key -> value map).
 
@@ -231,10 +253,27 @@ def compare_figures(
         same_spec: The entries that ran tonight the spec their baseline nights ran, whose
             missing figures regress (default: every entry with a figure tonight; a what-if
             entry, judged against the suite as written, is not one of them).
+        reference_s: Tonight's machine-speed reference in seconds (None: not measured; time
+            figures are then compared raw).
+        references: Each baseline night's reference, in the order of ``nights`` (None for a
+            night without one; default: none has one).
+
+    Raises:
+        ValueError: ``references`` is not as long as ``nights``.
     """
+    refs = list(references) if references is not None else [None] * len(nights)
+    if len(refs) != len(nights):
+        raise ValueError(
+            f"references must give one value per night, but got {len(refs)} for {len(nights)}."
+        )
+    scale = reference_s if thresholds.scale_time_by_reference else None
     tonight = {f.key: f for f in figures}
     ran = {f.entry for f in figures} if same_spec is None else set(same_spec)
-    out = [_compare_one(f, _history(f.key, nights), thresholds) for f in figures]
+    out = []
+    for judged in figures:
+        pairs = _pairs(judged.key, nights, refs)
+        scaling = scale_baseline(pairs, reference_s=scale) if time_figure(judged.name) else None
+        out.append(_compare_one(judged, [v for v, _ in pairs], thresholds, scaling))
     earlier = sorted({key for night in nights for key in night} - set(tonight))
     for key in earlier:
         figure = Figure.from_key(key, math.nan)
@@ -260,13 +299,24 @@ def judge(
     *,
     counts: bool = True,
     same_spec: Collection[str] | None = None,
+    reference_s: float | None = None,
+    references: Sequence[float | None] | None = None,
 ) -> Verdict:
     """The verdict of a night: failed if ``failures``, else regressed if any figure regressed.
 
-    ``counts`` is False for a what-if night, which never joins a baseline; ``same_spec`` is
-    :func:`compare_figures`'.
+    ``counts`` is False for a what-if night, which never joins a baseline; ``same_spec``,
+    ``reference_s`` and ``references`` are :func:`compare_figures`'.
     """
-    comparisons = tuple(compare_figures(figures, nights, thresholds, same_spec=same_spec))
+    comparisons = tuple(
+        compare_figures(
+            figures,
+            nights,
+            thresholds,
+            same_spec=same_spec,
+            reference_s=reference_s,
+            references=references,
+        )
+    )
     if failures:
         status = "failed"
     elif any(c.status is Status.REGRESSED for c in comparisons):
@@ -306,19 +356,62 @@ def comparable_figures(
     return kept
 
 
+def reference_notes(
+    verdict: Verdict,
+    thresholds: Thresholds,
+    *,
+    reference_s: float | None,
+    references: Sequence[float | None],
+) -> list[str]:
+    """What the report says about the machine-speed reference: how the time figures with a
+    baseline were judged (scaled, or raw and why); ``references`` are those of the baseline
+    nights that have a figure of tonight's. Nothing when no time figure has a baseline."""
+    timed = [
+        c
+        for c in verdict.comparisons
+        if time_figure(c.name) and c.value is not None and c.baseline is not None
+    ]
+    return scaling_notes(
+        enabled=thresholds.scale_time_by_reference,
+        reference_s=reference_s,
+        references=references,
+        n_scaled=sum(c.scaling is not None for c in timed),
+        n_time_figures=len(timed),
+    )
+
+
+def time_figure(name: str) -> bool:
+    """Whether a figure is a time in seconds, judged relative to the machine-speed reference."""
+    return name in (COMPUTE, WALL_TIME)
+
+
 def _history(key: str, nights: Sequence[Mapping[str, float]]) -> list[float]:
     values = (night.get(key) for night in nights)
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
-def _compare_one(figure: Figure, history: list[float], thresholds: Thresholds) -> Comparison:
+def _pairs(
+    key: str, nights: Sequence[Mapping[str, float]], refs: Sequence[float | None]
+) -> list[tuple[float, float | None]]:
+    """Each night's finite value of ``key`` with that night's reference."""
+    pairs = []
+    for night, ref in zip(nights, refs, strict=True):
+        value = night.get(key)
+        if value is not None and math.isfinite(value):
+            pairs.append((float(value), ref))
+    return pairs
+
+
+def _compare_one(
+    figure: Figure, history: list[float], thresholds: Thresholds, scaling: Scaling | None
+) -> Comparison:
     allowed = _allowed(figure.name, thresholds)
     if not history:
         return Comparison(
             figure.entry, figure.name, figure.strategy, figure.value, None, 0, None, allowed,
             Status.NO_BASELINE,
         )  # fmt: skip
-    median = statistics.median(history)
+    median = scaling.baseline if scaling is not None else statistics.median(history)
     limit = _limit(figure.name, median, thresholds)
     # NaN compares False with any limit: a figure that stops being a number regresses.
     regressed = not math.isfinite(figure.value) or (
@@ -328,7 +421,7 @@ def _compare_one(figure: Figure, history: list[float], thresholds: Thresholds) -
     status = Status.REGRESSED if regressed else Status.IMPROVED if improved else Status.OK
     return Comparison(
         figure.entry, figure.name, figure.strategy, figure.value, median, len(history), limit,
-        allowed, status,
+        allowed, status, scaling,
     )  # fmt: skip
 
 

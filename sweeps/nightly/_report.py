@@ -16,6 +16,7 @@ from pathlib import Path
 from sweeps.nightly._compare import Comparison, Status, Verdict
 from sweeps.nightly._figures import FIGURE_NAMES, Figure
 from sweeps.nightly._plots import plot_trend
+from sweeps.nightly._reference import Reference
 
 __all__ = [
     "HTML_FILE",
@@ -31,7 +32,9 @@ __all__ = [
 MARKDOWN_FILE = "nightly-report.md"
 HTML_FILE = "nightly-report.html"
 TRENDS_DIR = "trends"
-HEADERS = ("spec", "figure", "strategy", "baseline", "tonight", "limit", "allowed", "status")
+HEADERS = (
+    "spec", "figure", "strategy", "baseline", "machine x", "tonight", "limit", "allowed", "status",
+)  # fmt: skip
 _CSS = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:3px 8px}td.regressed{color:#b00;font-weight:bold}"
@@ -57,6 +60,7 @@ class NightReport:
         notes: Lines about the baseline, e.g. an entry whose spec changed since some nights.
         compared: False for a night that ended (failed, interrupted) before its figures were
             compared with a baseline: the report says so instead of "no baseline".
+        reference: The machine-speed reference timed as the night started, if any.
     """
 
     suite: str
@@ -70,6 +74,7 @@ class NightReport:
     what_if: bool = False
     notes: Sequence[str] = ()
     compared: bool = True
+    reference: Reference | None = None
 
 
 @dataclass(frozen=True)
@@ -164,12 +169,15 @@ def _draw_trends(report: NightReport, folder: Path) -> dict[tuple[str, str], Pat
 
 
 def _rows(verdict: Verdict) -> list[list[str]]:
+    """One row per figure; a time figure judged relative to the machine-speed reference shows
+    its raw baseline, the factor and the limit of the scaled baseline."""
     return [
         [
             c.entry,
             c.name,
             c.strategy or "",
-            _num(c.baseline),
+            _num(c.scaling.raw_baseline if c.scaling else c.baseline),
+            f"x{c.scaling.factor:.3g}" if c.scaling else "",
             _num(c.value),
             _num(c.limit),
             c.allowed,
@@ -196,6 +204,11 @@ def _intro(report: NightReport) -> list[str]:
         f"date {env.get('nightly.date', '?')}, commit `{env.get('nightly.git_commit', '?')}`.",
         f"Baseline: {baseline}.",
     ]
+    if report.reference is not None:
+        lines.append(
+            f"Machine-speed reference: {report.reference.seconds:.4g} s "
+            f"({report.reference.describe()})."
+        )
     if report.overrides:
         kind = "What-if night (never part of a baseline)" if report.what_if else "Night"
         lines.append(f"{kind} run with --set " + ", ".join(f"`{o}`" for o in report.overrides))

@@ -2,7 +2,8 @@
 
 One night:
 
-1. a night run in ``nightly/<suite>`` (status ``running``) with the environment tags;
+1. a night run in ``nightly/<suite>`` (status ``running``) with the environment tags, and the
+   machine-speed reference timed and logged (``_reference.py``);
 2. each entry's sweep with ``run_sweep``, logged to ``nightly/<suite>/<entry>``; then its
    figures are read back **from MLflow** (the sweep's child runs), so a night judged here and
    one run elsewhere against the same store are read the same way;
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps._interrupts import Terminated, before_forced_exit
-from sweeps.nightly._compare import EXIT_FAILED, Verdict, comparable_figures, judge
+from sweeps.nightly._compare import EXIT_FAILED, Verdict, comparable_figures, judge, reference_notes
 from sweeps.nightly._env import (
     MACHINE_PREFIX,
     TAG_COMMIT,
@@ -44,6 +45,7 @@ from sweeps.nightly._env import (
     spec_fingerprint,
 )
 from sweeps.nightly._figures import COMPUTE, WALL_TIME, Figure, entry_figures
+from sweeps.nightly._reference import Reference, measure_reference
 from sweeps.nightly._report import (
     HTML_FILE,
     MARKDOWN_FILE,
@@ -90,6 +92,7 @@ class NightResult:
             baseline nights; they ran with other package versions or on another machine).
         overrides: The ``--set`` overrides the night ran with, as shown (secrets hidden).
         what_if: Whether they make it a what-if night, which no later baseline counts.
+        reference: The machine-speed reference timed as the night started (None: failed).
     """
 
     suite: str
@@ -103,6 +106,7 @@ class NightResult:
     notes: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     what_if: bool = False
+    reference: Reference | None = None
 
     @property
     def exit_code(self) -> int:
@@ -173,6 +177,9 @@ def run_nightly(
             with before_forced_exit(ray_lost, status=EXIT_FAILED):
                 if tonight.overrides:
                     store.set_tags(night_run_id, {TAG_OVERRIDES: "; ".join(tonight.overrides)})
+                if (reference := measure_reference()) is not None:  # before the sweeps load it
+                    store.log_reference(night_run_id, reference)
+                tonight = replace(tonight, reference=reference)
                 figures, failures = _run_entries(
                     suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
                 )
@@ -491,6 +498,7 @@ class _Tonight:
     specs: dict[str, str]
     figures: list[Figure]
     failures: list[str]
+    reference: Reference | None = None
 
 
 def _conclude(
@@ -510,6 +518,7 @@ def _conclude(
     baseline = earlier[:baseline_nights]
     specs = _specs_to_match(suite, tonight.specs)
     comparable = [comparable_figures(n.figures, n.specs, specs) for n in baseline]
+    reference_s = tonight.reference.seconds if tonight.reference else None
     verdict = judge(
         figures,
         comparable,
@@ -517,12 +526,16 @@ def _conclude(
         tonight.failures,
         counts=not what_if_overrides(suite),
         same_spec={f.entry for f in figures} - {e.name for e in suite.entries if _what_if(e)},
+        reference_s=reference_s,
+        references=[n.reference_s for n in baseline],
     )
     trend = _trend(earlier[: TREND_NIGHTS - 1], figures, specs)
     baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]
     notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
     kept = [n for n, figures in zip(baseline, comparable, strict=True) if figures]
     notes += _commit_changes(kept, tonight.environment)
+    refs = [n.reference_s for n in kept]
+    notes += reference_notes(verdict, suite.thresholds, reference_s=reference_s, references=refs)
     notes += _busy_machine(verdict, tonight.environment)
     if killed:
         notes.append(
@@ -542,6 +555,7 @@ def _conclude(
         overrides=tonight.overrides,
         what_if=bool(what_if_overrides(suite)),
         notes=notes,
+        reference=tonight.reference,
     )
     files = write_report(report, report_dir)
     store.log_files(night_run_id, [files.markdown, files.html])
@@ -561,6 +575,7 @@ def _conclude(
         notes=tuple(notes),
         overrides=tuple(tonight.overrides),
         what_if=bool(what_if_overrides(suite)),
+        reference=tonight.reference,
     )
 
 

@@ -6,7 +6,9 @@
   (``nightly.spec_sha256.<entry>``), the outcome (``nightly.status``:
   ``running``, ``passed``, ``regressed`` or ``failed``; ``nightly.failure_reason``), the baseline
   it was compared with (``nightly.baseline_runs``), and holding every figure as a metric
-  ``<entry>/<figure>[/<group>]`` plus the report as artifacts.
+  ``<entry>/<figure>[/<group>]``, the machine-speed reference as the metric ``reference_s``
+  (how it was measured: tag ``nightly.reference``; nights before 2026-12-07 have none), plus the
+  report as artifacts.
 - Experiment ``nightly/<suite>/<entry>`` per entry: the entry's sweep, logged by ``run_sweep``
   exactly like any sweep (parent ``sweeps.kind=sweep``, one child run per trial), so
   ``lrsweep report`` and ``lrsweep best`` work on it. Its parent run is tagged
@@ -37,6 +39,7 @@ from sweeps.nightly._env import (
     VERSION_PREFIX,
 )
 from sweeps.nightly._figures import Figure
+from sweeps.nightly._reference import METRIC_REFERENCE, TAG_REFERENCE, Reference
 from sweeps.report import TrialRow, trial_row, with_epochs_held
 from sweeps.tracking import TAG_KIND, Tracker
 
@@ -87,6 +90,8 @@ class Night:
             recorded before fingerprints).
         environment: Its ``nightly.version.*``, ``nightly.machine.*`` and
             ``nightly.git_commit`` tags.
+        reference_s: Its machine-speed reference (metric ``reference_s``), or None (a night
+            recorded before references, or whose measurement failed).
     """
 
     run_id: str
@@ -96,6 +101,7 @@ class Night:
     figures: dict[str, float] = field(default_factory=dict)
     specs: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    reference_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,11 @@ class NightStore:
         points = [(f.key, f.value, 0) for f in figures if math.isfinite(f.value)]
         self.tracker.log_metrics(night_run_id, points)
 
+    def log_reference(self, night_run_id: str, reference: Reference) -> None:
+        """The machine-speed reference: metric ``reference_s``, tag ``nightly.reference``."""
+        self.tracker.log_metrics(night_run_id, [(METRIC_REFERENCE, reference.seconds, 0)])
+        self.set_tags(night_run_id, {TAG_REFERENCE: reference.describe()})
+
     def set_tags(self, night_run_id: str, tags: Mapping[str, Any]) -> None:
         """Tags on the night run, each value cut to MLflow's tag size."""
         self.tracker.set_tags(night_run_id, {k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})
@@ -258,6 +269,7 @@ class NightStore:
                         for key, value in tags.items()
                         if key.startswith((VERSION_PREFIX, MACHINE_PREFIX)) or key == TAG_COMMIT
                     },
+                    run.data.metrics.get(METRIC_REFERENCE),
                 )
             )
         nights.sort(key=lambda n: n.start_ms, reverse=True)

@@ -2,7 +2,7 @@
 
 ```yaml
 name: nightly
-thresholds: {error_rate_points: 2.0, wall_time_pct: 25}
+thresholds: {error_rate_points: 2.0, wall_time_pct: 25, scale_time_by_reference: true}
 entries:
   - name: digits-cnn
     spec_path: digits.yaml          # relative to the suite file
@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -51,6 +51,12 @@ class Thresholds(SpecModel):
         min_seconds: A time figure (compute, wall time) regresses only when it is also this many
             seconds above its baseline: on a sweep of a few seconds, start-up noise alone moves
             it by more than any percentage.
+        scale_time_by_reference: Judge the time figures relative to the machine's speed: each
+            baseline night's compute and wall time is scaled by tonight's machine-speed
+            reference over that night's (a fixed workload timed as each night starts; see
+            ``sweeps.nightly._reference``) before the percentages and ``min_seconds`` apply, so
+            a night on a machine twice as slow is not a regression. Nights without a reference
+            (recorded before it existed) are compared raw. ``false``: always raw.
     """
 
     error_rate_points: Number = Field(default=2.0, ge=0.0)
@@ -59,6 +65,7 @@ class Thresholds(SpecModel):
     regret_points: Number = Field(default=2.0, ge=0.0)
     stopped_early_delta: Int = Field(default=2, ge=0)
     min_seconds: Number = Field(default=5.0, ge=0.0)
+    scale_time_by_reference: Annotated[bool, Field(strict=True)] = True
 
 
 class SuiteEntry(SpecModel):

@@ -747,6 +747,13 @@ def test_nights_pass_then_an_injected_regression_exits_1(
     assert failed.data.tags["nightly.status"] == "failed"
     assert night2.data.tags["nightly.baseline_runs"] == night1.info.run_id  # failed one left out
     assert night2.data.tags["nightly.git_commit"] and night2.data.tags["nightly.version.torch"]
+    # the machine-speed reference, timed as each night started: logged, shown, and used
+    reference = night2.data.metrics["reference_s"]
+    assert night1.data.metrics["reference_s"] > 0 and reference > 0
+    assert night2.data.tags["nightly.reference"].startswith("conv net fwd+bwd+AdamW, 64x1x16x16")
+    report2 = (tmp_path / "night2" / "nightly-report.md").read_text()
+    assert f"Machine-speed reference: {reference:.4g} s (conv net" in report2
+    assert f"judged relative to the machine-speed reference: {reference:.4g} s" in second.output
     sweep_run = night2.data.tags["nightly.sweep_run.digits"]
     assert Tracker(tracking_uri).get_run(sweep_run).data.tags["nightly.night_run_id"] == (
         night2.info.run_id
