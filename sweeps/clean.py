@@ -26,6 +26,7 @@ __all__ = [
     "StoredSweep",
     "driver_record",
     "mark_removed",
+    "parse_state",
     "read_state",
     "remove_sweep",
     "running_driver",
@@ -137,7 +138,13 @@ def _started(pid: int) -> str | None:
 
 
 def remove_sweep(sweep: StoredSweep) -> None:
-    """Delete the sweep's folder, then its name's folder if nothing else is left in it."""
+    """Delete the sweep's folder, then its name's folder if nothing else is left in it.
+
+    Its ``sweep.json`` goes first: a deletion that fails half-way (``OSError``) leaves a folder
+    that ``lrsweep resume`` no longer takes for a sweep (it would restore Tune from half its
+    checkpoints) and ``lrsweep clean`` lists as damaged, so a second clean finishes it.
+    """
+    location.remove_file(sweep.folder, STATE_FILE)
     location.remove_folder(sweep.folder)
     name_folder = location.parent(sweep.folder)
     if isinstance(name_folder, Path) and name_folder.is_dir() and not any(name_folder.iterdir()):
@@ -157,37 +164,41 @@ def mark_removed(sweep: StoredSweep, state: dict[str, Any], when: float) -> None
     """
     from datetime import UTC, datetime
 
-    from sweeps._uri import check_tracking_server, existing_store_uri
+    from sweeps._uri import check_tracking_server, existing_store_uri, sqlite_path
     from sweeps.tracking import TAG_CLEANED, TAG_RESUMABLE, Tracker
 
     if not state.get("tracking_uri") or not state.get("parent_run_id"):
         raise LookupError(f"{STATE_FILE} names no tracking_uri and parent_run_id")
-    uri = existing_store_uri(str(state["tracking_uri"]))
-    check_tracking_server(uri, source=f"the tracking URI in {sweep.folder}/{STATE_FILE}")
+    try:
+        uri = existing_store_uri(str(state["tracking_uri"]))
+    except LookupError:  # its own words send the user to --tracking-uri, which clean has not
+        path = sqlite_path(str(state["tracking_uri"]))
+        raise LookupError(f"no MLflow store at {path}: deleted or moved") from None
+    where = location.shown(location.child(sweep.folder, STATE_FILE))
+    check_tracking_server(uri, source=f"the tracking URI in {where}")
     stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M UTC")
     Tracker(uri).set_tags(str(state["parent_run_id"]), {TAG_RESUMABLE: "false", TAG_CLEANED: stamp})
 
 
 def read_state(sweep: StoredSweep) -> dict[str, Any] | None:
-    """The sweep's ``sweep.json`` as a dict, or None when it has none or it cannot be read."""
+    """The sweep's ``sweep.json`` as :func:`parse_state` reads it (None when it has none)."""
     text = location.read_text(sweep.folder, STATE_FILE)
-    if text is None:
-        return None
+    return None if text is None else parse_state(text)
+
+
+def parse_state(text: str) -> dict[str, Any] | None:
+    """A ``sweep.json``'s state, or None when it is no JSON object with ``finished`` (a file
+    cut short or edited: the sweep is damaged)."""
     try:
         state = json.loads(text)
     except ValueError:
         return None
-    return state if isinstance(state, dict) else None
+    return state if isinstance(state, dict) and "finished" in state else None
 
 
 def _state(text: str | None) -> str:
-    if text is None:
-        return "damaged"
-    try:
-        state = json.loads(text)
-    except ValueError:
-        return "damaged"
-    if not isinstance(state, dict) or "finished" not in state:
+    state = None if text is None else parse_state(text)
+    if state is None:
         return "damaged"
     return "finished" if state["finished"] else "resumable"
 

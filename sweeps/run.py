@@ -43,7 +43,14 @@ from sweeps._location import Location
 from sweeps._location import default_storage as default_storage  # re-exported
 from sweeps._reporter import flatten_params
 from sweeps._uri import command_uri, existing_store_uri, redact_uri, sqlite_path
-from sweeps.clean import DRIVER_FILE, STATE_FILE, TUNE_DIR, driver_record, running_driver
+from sweeps.clean import (
+    DRIVER_FILE,
+    STATE_FILE,
+    TUNE_DIR,
+    driver_record,
+    parse_state,
+    running_driver,
+)
 from sweeps.progress import SweepProgress
 from sweeps.report import Report, build_report, log_report
 from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
@@ -446,7 +453,7 @@ def _sweeps_of(
         sweep_dir = location.child(folder, sweep_id)
         text = location.read_text(sweep_dir, STATE_FILE)
         if text is not None:
-            found.append((sweep_dir, _state_or_none(text)))
+            found.append((sweep_dir, parse_state(text)))
     return found
 
 
@@ -490,15 +497,6 @@ def _not_in_store(uri: str, state: dict[str, Any], name_or_path: str | Path, whe
     else:
         then = "resume it with that store (--tracking-uri, or none to use the one it ran with)"
     raise SweepNotInStore(f"{name_or_path!r}: the sweep logged to {logged}, and {where}; {then}.")
-
-
-def _state_or_none(text: str) -> dict[str, Any] | None:
-    """A ``sweep.json``'s state, or None when it is no JSON object with ``finished``."""
-    try:
-        state = json.loads(text)
-    except ValueError:
-        return None
-    return state if isinstance(state, dict) and "finished" in state else None
 
 
 def resume_sweep(

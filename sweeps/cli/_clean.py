@@ -15,6 +15,7 @@ from sweeps.cli import app
 from sweeps.cli._options import fail
 
 if TYPE_CHECKING:
+    from sweeps._location import Location
     from sweeps.clean import StoredSweep
 
 _KINDS = {
@@ -71,56 +72,22 @@ def clean_command(
     one that deletes the marked sweeps, or null) and ``deleted`` (the folders --yes deleted)."""
     from sweeps import _location as location
     from sweeps._location import default_storage
-    from sweeps.clean import read_state, remove_sweep, stored_sweeps
 
     root = location.storage_root(storage_path or default_storage())
-    try:
-        sweeps = stored_sweeps(root, name)
-    except OSError as error:
-        raise fail(f"--storage-path {location.shown(root)}: cannot be read ({error})") from None
-    except ValueError as error:
-        raise fail(str(error)) from None
-    if not sweeps:
-        if name is None and output_format is Format.json:
-            typer.echo(
-                json.dumps(_listing(location.shown(root), [], [], older_than, 0.0), indent=2)
-            )
-            return
-        if name is None:
-            typer.echo(f"No sweeps under {location.shown(root)}.")
-            return
-        known = location.subfolders(root)
-        raise fail(
-            f"no sweep called {name!r} under {location.shown(root)}; sweeps there: "
-            f"{known or 'none'}. A sweep "
-            "whose spec set storage.path is elsewhere: pass it with --storage-path."
-        )
+    sweeps = _stored(root, name)
+    as_json = output_format is Format.json
+    if not sweeps and not as_json:
+        typer.echo(f"No sweeps under {location.shown(root)}.")
+        return
     now = time.time()
     old = [s for s in sweeps if s.age_days(now) >= older_than and s.state != "running"]
-    if output_format is Format.json:
-        listing = _listing(location.shown(root), sweeps, old, older_than, now)
-        if not (old and yes):
-            if old:
-                command = _command(name, storage_path and location.shown(root), older_than)
-                listing["command"] = f"{command} --yes"
-            typer.echo(json.dumps(listing, indent=2))
-            return
-    else:
-        typer.echo(f"Sweeps under {location.shown(root)}:")
-        for sweep in sweeps:
-            action = (
-                "delete"
-                if sweep in old
-                else "keep (running)"
-                if sweep.state == "running"
-                else f"keep (changed within {older_than:g} days)"
-            )
-            typer.echo(
-                f"  {sweep.name}  {sweep.sweep_id}  {sweep.state:<9}  "
-                f"{_age(sweep.age_days(now))} ago  {_size(sweep.size_bytes):>9}  {action}"
-            )
-        for state in sorted({sweep.state for sweep in sweeps}):
-            typer.echo(f"  ({state}: {_KINDS[state]})")
+    listing = _listing(location.shown(root), sweeps, old, older_than, now)
+    command = _command(name, storage_path and location.shown(root), older_than) + " --yes"
+    if as_json and not (old and yes):
+        typer.echo(json.dumps({**listing, "command": command if old else None}, indent=2))
+        return
+    if not as_json:
+        _print_listing(location.shown(root), sweeps, old, older_than, now)
     total = _size(sum(sweep.size_bytes for sweep in old))
     if not old:
         typer.echo(
@@ -128,39 +95,99 @@ def clean_command(
         )
         return
     if not yes:
-        command = _command(name, storage_path and location.shown(root), older_than)
-        typer.echo(f"Nothing deleted. To delete the {len(old)} marked ({total}): {command} --yes")
+        typer.echo(f"Nothing deleted. To delete the {len(old)} marked ({total}): {command}")
         return
-    warnings = []
-    for sweep in old:
-        # read first: its MLflow run is tagged once the folder is gone (and only then)
-        saved = read_state(sweep) if sweep.state == "resumable" else None
-        try:
-            remove_sweep(sweep)
-        except OSError as error:
-            raise fail(f"could not delete {sweep.folder}: {error}", code=1) from None
-        warnings += _mark_removed(sweep, saved, now) if sweep.state == "resumable" else []
-    for line in warnings:  # stderr: --format json keeps stdout to its JSON
-        typer.echo(line, err=True)
-    if output_format is Format.json:
-        typer.echo(json.dumps({**listing, "deleted": [str(s.folder) for s in old]}, indent=2))
+    tagged = _delete(old, now)
+    if as_json:
+        deleted = [location.shown(sweep.folder) for sweep in old]
+        typer.echo(json.dumps({**listing, "deleted": deleted}, indent=2))
         return
     resumable = sum(sweep.state == "resumable" for sweep in old)
-    tagged = (
-        f" (tagged on {resumable - len(warnings)} of their sweep runs: sweeps.resumable=false)"
-        if resumable > len(warnings)
-        else ""
-    )
+    marked = f" (tagged on {tagged} of their sweep runs: sweeps.resumable=false)" if tagged else ""
     typer.echo(
         f"Deleted {len(old)} sweep folder{'s' if len(old) != 1 else ''} ({total}). "
-        + (f"{resumable} of them can no longer be resumed{tagged}; their" if resumable else "Their")
+        + (f"{resumable} of them can no longer be resumed{marked}; their" if resumable else "Their")
         + " MLflow runs, models and reports stay."
     )
 
 
-def _mark_removed(sweep: Any, state: dict[str, Any] | None, now: float) -> list[str]:
-    """Tag a deleted resumable sweep's run as no longer resumable; a warning when its store
-    cannot be reached or refuses (the folder is gone either way: nothing is left half-done)."""
+def _stored(root: Location, name: str | None) -> list[StoredSweep]:
+    """The sweeps under ``root`` (called ``name``, when given); exit 2 when it cannot be read or
+    holds no sweep of that name."""
+    from sweeps import _location as location
+    from sweeps.clean import stored_sweeps
+
+    try:
+        sweeps = stored_sweeps(root, name)
+    except OSError as error:
+        raise fail(f"--storage-path {location.shown(root)}: cannot be read ({error})") from None
+    except ValueError as error:
+        raise fail(str(error)) from None
+    if not sweeps and name is not None:
+        known = location.subfolders(root)
+        raise fail(
+            f"no sweep called {name!r} under {location.shown(root)}; sweeps there: "
+            f"{known or 'none'}. A sweep "
+            "whose spec set storage.path is elsewhere: pass it with --storage-path."
+        )
+    return sweeps
+
+
+def _print_listing(
+    root: str, sweeps: list[StoredSweep], old: list[StoredSweep], older_than: float, now: float
+) -> None:
+    """The text listing: a line per sweep with its action, then what each state means."""
+    typer.echo(f"Sweeps under {root}:")
+    for sweep in sweeps:
+        action = (
+            "delete"
+            if sweep in old
+            else "keep (running)"
+            if sweep.state == "running"
+            else f"keep (changed within {older_than:g} days)"
+        )
+        typer.echo(
+            f"  {sweep.name}  {sweep.sweep_id}  {sweep.state:<9}  "
+            f"{_age(sweep.age_days(now))} ago  {_size(sweep.size_bytes):>9}  {action}"
+        )
+    for state in sorted({sweep.state for sweep in sweeps}):
+        typer.echo(f"  ({state}: {_KINDS[state]})")
+
+
+def _delete(old: list[StoredSweep], now: float) -> int:
+    """Delete the ``old`` sweeps' folders and tag the resumable ones' runs not resumable; how
+    many were tagged. A warning (stderr, at once: --format json keeps stdout to its JSON) for a
+    run that cannot be tagged; exit 1 at a folder that cannot be deleted, naming those deleted
+    before it. A folder cut half-way has lost its sweep.json (it goes first), so nothing
+    resumes it any more: its run is tagged too."""
+    from sweeps import _location as location
+    from sweeps.clean import STATE_FILE, read_state, remove_sweep
+    from sweeps.spec._redact import redact_text
+
+    tagged = 0
+    for index, sweep in enumerate(old):
+        # read first: its MLflow run is tagged once its sweep.json is gone (and only then)
+        saved = read_state(sweep) if sweep.state == "resumable" else None
+        try:
+            remove_sweep(sweep)
+        except OSError as error:
+            if sweep.state == "resumable" and location.read_text(sweep.folder, STATE_FILE) is None:
+                _mark_removed(sweep, saved, now)
+            done = ", ".join(f"{s.name} {s.sweep_id}" for s in old[:index])
+            raise fail(
+                f"could not delete {location.shown(sweep.folder)}: {redact_text(str(error))}"
+                + (f" (deleted before it: {done})" if done else ""),
+                code=1,
+            ) from None
+        if sweep.state == "resumable":
+            tagged += _mark_removed(sweep, saved, now)
+    return tagged
+
+
+def _mark_removed(sweep: StoredSweep, state: dict[str, Any] | None, now: float) -> bool:
+    """Tag a deleted resumable sweep's run as no longer resumable: whether it was; else a
+    warning on stderr, when its store cannot be reached or refuses (the folder is gone
+    either way)."""
     from mlflow.exceptions import MlflowException
 
     from sweeps._uri import TrackingUriError
@@ -172,11 +199,13 @@ def _mark_removed(sweep: Any, state: dict[str, Any] | None, now: float) -> list[
         mark_removed(sweep, state, now)
     except (LookupError, TrackingUriError, MlflowException) as error:
         what = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return [
+        typer.echo(
             f"Warning: {sweep.name} {sweep.sweep_id}: its sweep run could not be tagged "
-            f"sweeps.resumable=false ({what}); its report may still suggest `lrsweep resume`."
-        ]
-    return []
+            f"sweeps.resumable=false ({what}); its report may still suggest `lrsweep resume`.",
+            err=True,
+        )
+        return False
+    return True
 
 
 def _command(name: str | None, storage_path: str | None, older_than: float) -> str:
@@ -197,6 +226,8 @@ def _listing(
     now: float,
 ) -> dict[str, Any]:
     """What ``--format json`` prints: the sweeps, each with its action, and nothing deleted."""
+    from sweeps import _location as location
+
     rows = []
     for sweep in sweeps:
         action, reason = (
@@ -211,7 +242,7 @@ def _listing(
             {
                 "name": sweep.name,
                 "sweep_id": sweep.sweep_id,
-                "folder": str(sweep.folder),
+                "folder": location.shown(sweep.folder),
                 "state": sweep.state,
                 "last_change": changed.isoformat(timespec="seconds"),
                 "age_days": round(sweep.age_days(now), 4),

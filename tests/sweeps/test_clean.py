@@ -3,9 +3,12 @@ are cleaned in ``test_faults.py`` and, through ``pyarrow.fs``, in ``test_run_swe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from typer.testing import CliRunner
 
 from sweeps.clean import DRIVER_FILE, driver_record, stored_sweeps
 from sweeps.cli import app
+from sweeps.tracking import Tracker
 
 DAY = 86400
 
@@ -108,7 +112,7 @@ def test_a_deleted_sweep_whose_store_is_gone_is_deleted_with_a_warning(tmp_path:
     assert result.exit_code == 0, result.output
     assert not folder.exists() and not store.exists() and not store.parent.exists()
     assert "1 of them can no longer be resumed; their" in result.output
-    assert f"could not be tagged sweeps.resumable=false (No MLflow store at {store}" in (
+    assert f"could not be tagged sweeps.resumable=false (no MLflow store at {store}: deleted" in (
         " ".join(result.stderr.split())
     )
 
@@ -268,3 +272,71 @@ def test_clean_format_json_keeps_a_running_sweep_and_says_why(storage: Path) -> 
         "running",
     )
     assert str(folder) not in listed["deleted"] and folder.is_dir()
+
+
+def test_clean_shows_a_uri_storages_folders_without_its_secrets(tmp_path: Path) -> None:
+    """A storage URI's options may hold credentials (``?secret_key=``); --format json showed
+    each sweep's folder, and the folders --yes deleted, with them."""
+    root = tmp_path / "ray_results"
+    folder = _sweep(root, "lr", "20261101-000000-aaaaaa", state='{"finished": true}', age_days=30)
+    storage = f"file://{root}?secret_key=TOPSECRET123"
+    shown = f"file://{folder}?secret_key=***"
+    for yes in ([], ["--yes"]):
+        args = ["clean", "--storage-path", storage, "--format", "json", *yes]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "TOPSECRET123" not in result.output
+        listed = json.loads(result.stdout)
+        assert [sweep["folder"] for sweep in listed["sweeps"]] == [shown]
+    assert listed["deleted"] == [shown] and not folder.exists()
+
+
+@contextlib.contextmanager
+def _undeletable(folder: Path) -> Iterator[None]:
+    """Nothing in ``folder`` can be deleted (a real EPERM): ``chattr +i`` for root, whom a
+    read-only mode does not stop, else mode 555."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_deletion_that_fails_half_way_tags_the_sweep_it_cut_and_loses_no_warning(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    """A folder that cannot be deleted whole stops clean (exit 1); the warning of a sweep
+    deleted before it is still said, with what was deleted, and the sweep it cut, whose
+    sweep.json is gone so that nothing resumes it any more, is tagged not resumable."""
+    tracker = Tracker(tracking_uri)
+    parent = tracker.start_run(tracker.ensure_experiment("lr"), run_name="sweep")
+    root = tmp_path / "ray_results"
+    untagged = _sweep(
+        root, "lr", "20261101-000000-aaaaaa", state='{"finished": false}', age_days=30
+    )
+    state = {"finished": False, "tracking_uri": tracking_uri, "parent_run_id": parent}
+    cut = _sweep(root, "lr", "20261102-000000-bbbbbb", state=json.dumps(state), age_days=30)
+    with _undeletable(cut / "tune" / "trial_0"):
+        result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert "lr 20261101-000000-aaaaaa: its sweep run could not be tagged" in said, said
+    assert f"Error: could not delete {cut}: " in said
+    assert "(deleted before it: lr 20261101-000000-aaaaaa)" in said, said
+    assert not untagged.exists() and not (cut / "sweep.json").exists()
+    tags = tracker.get_run(parent).data.tags
+    assert tags.get("sweeps.resumable") == "false" and "sweeps.cleaned" in tags
+    (left,) = stored_sweeps(root)  # listed as damaged: a second clean finishes it
+    assert (left.sweep_id, left.state) == ("20261102-000000-bbbbbb", "damaged")
+    args = ["clean", "--storage-path", str(root), "--older-than", "0", "--yes"]  # changed now
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert not cut.exists()
