@@ -10,7 +10,11 @@ when it holds ``MLmodel``, so an experiment named like a folder of the working d
 an experiment.
 
 Every failure is a :class:`~sweeps.best.BestConfigError` of one line that names the run, URI or
-folder and says what to do, in place of MLflow's own text (``Run with id=... not found``).
+folder and says what to do, in place of MLflow's own text (``Run with id=... not found``), or of
+the traceback of a foreign artifact client (boto's, MLflow's http one). A URI is shown without
+its user (``https://token@host``); one holding a password is refused before any client reads it,
+as a tracking URI is: those clients quote it in their errors (boto: ``Invalid bucket name
+"KEY:SECRET@bucket"``) and take credentials from the environment.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sweeps.best import (
     BestConfigError,
     artifact_error,
 )
+from sweeps.spec._redact import redact_text, uri_has_password
 from sweeps.tracking import (
     TAG_KIND,
     Tracker,
@@ -183,9 +188,10 @@ def load_predictor(
 
     Raises:
         BestConfigError: for a store that does not exist; a run, registered model, version,
-            alias or folder that does not (each named, with what to give instead); or a model
-            logged without the metadata (by an lrsweep before 2026-12-07, or from data without
-            statistics).
+            alias or folder that does not (each named, with what to give instead); a URI with
+            a password, or one its artifact client cannot read (whatever that client raises);
+            or a model logged without the metadata (by an lrsweep before 2026-12-07, or from
+            data without statistics).
 
     Example:
         >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
@@ -201,8 +207,8 @@ def load_predictor(
         fields = dict((Model.load(model_uri).metadata or {}).get("predictor") or {})
         if not fields:
             raise BestConfigError(
-                f"model {model_uri} holds no data statistics (logged by an lrsweep before "
-                "2026-12-07, or its trial's data had none): load it with "
+                f"model {redact_uri(model_uri)} holds no data statistics (logged by an lrsweep "
+                "before 2026-12-07, or its trial's data had none): load it with "
                 "mlflow.pytorch.load_model and give "
                 "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
                 "mean=..., std=...) the trial's data's values."
@@ -217,9 +223,9 @@ def load_predictor(
 def model_folder_problem(path: str) -> str | None:
     """Why the local ``path`` is no model folder (one holding an ``MLmodel`` file), with what to
     give instead; None when it is one, or when ``path`` is a URI (``scheme:/...``)."""
-    folder = Path(path)
-    if ":/" in path or (folder / MODEL_FILE).is_file():
+    if is_model_reference(path):
         return None
+    folder = Path(path)
     if not folder.exists():
         return (
             "no such folder, nor a model URI (runs:/<run id>/model, models:/<name>/<version>); "
@@ -249,9 +255,17 @@ def _tracker(tracking_uri: str | None, what: str) -> Tracker:
 
 def _store(model_uri: str, tracking_uri: str | None) -> str | None:
     """The tracking store ``model_uri`` is read through: None for a folder or an artifact
-    location of its own (they need none), checked to be a model folder first."""
+    location of its own (they need none), checked to be a model folder first; a URI with a
+    password is refused."""
+    if uri_has_password(model_uri):
+        raise BestConfigError(
+            f"model {redact_uri(model_uri)}: the URI holds a password; give it without one "
+            "(MLflow's artifact clients take credentials from the environment: "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://, MLFLOW_TRACKING_USERNAME / "
+            "MLFLOW_TRACKING_PASSWORD for an MLflow server)."
+        )
     if _names_a_run(model_uri):
-        return _tracker(tracking_uri, f"model {model_uri}").uri
+        return _tracker(tracking_uri, f"model {redact_uri(model_uri)}").uri
     problem = model_folder_problem(model_uri)
     if problem is not None:
         raise BestConfigError(f"model {model_uri}: {problem}")
@@ -261,16 +275,25 @@ def _store(model_uri: str, tracking_uri: str | None) -> str | None:
 @contextlib.contextmanager
 def _reading(model_uri: str, store: str | None) -> Iterator[None]:
     """MLflow reads ``model_uri`` through ``store`` inside the block; what MLflow raises comes out
-    as a one-line :class:`BestConfigError` that says what is missing."""
+    as a one-line :class:`BestConfigError` that says what is missing, and so does what any
+    other artifact client raises (its own classes: botocore's, google-cloud's, a ValueError of
+    MLflow's http one), with its class named."""
     from mlflow.exceptions import MlflowException
 
     from sweeps.tracking import mlflow_tracking_uri
 
+    shown = redact_uri(model_uri)
     try:
         with mlflow_tracking_uri(store) if store is not None else contextlib.nullcontext():
             yield
+    except BestConfigError:
+        raise
     except (MlflowException, OSError) as exc:
-        raise BestConfigError(f"model {model_uri}: {_not_found(model_uri, exc, store)}") from None
+        raise BestConfigError(f"model {shown}: {_not_found(model_uri, exc, store)}") from None
+    except Exception as exc:  # see above: no list of the clients' classes can be complete
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = redact_text(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+        raise BestConfigError(f"model {shown}: cannot be read ({why}).") from None
 
 
 def _not_found(model_uri: str, error: Exception, store: str | None) -> str:
@@ -278,9 +301,9 @@ def _not_found(model_uri: str, error: Exception, store: str | None) -> str:
     model, version or alias), looked up after MLflow failed; else MLflow's own first line."""
     from mlflow.exceptions import MlflowException
 
-    text = artifact_error(error)
+    text = redact_text(artifact_error(error))
     scheme, _, rest = model_uri.partition(":/")
-    if store is None or scheme.lower() not in ("runs", "models"):
+    if store is None or not _names_a_run(model_uri):
         return text
     run_id, _, path = rest.strip("/").partition("/")
     try:

@@ -134,16 +134,18 @@ def _chosen(choose: Callable[[], Chosen], prefix: str = "", *, folder: str = "")
 
 
 def _named_model(name: str | None, trial: str | None) -> str | None:
-    """How the command line names the model itself (``--trial``, a model URI or folder), or
-    None when it leaves the pick to the best trial of experiment ``name``."""
+    """How the command line names the model itself (``--trial``, a model URI or folder, shown
+    without credentials), or None when it leaves the pick to the best trial of experiment
+    ``name``."""
+    from sweeps._uri import redact_uri
     from sweeps.predictor import is_model_reference
 
     reference = name is not None and is_model_reference(name)
     if trial is not None and reference:
-        raise fail(f"--trial and {name} both name a model: give one of them.")
+        raise fail(f"--trial and {redact_uri(str(name))} both name a model: give one of them.")
     if trial is not None:
         return "--trial"
-    return name if reference else None
+    return redact_uri(str(name)) if reference else None
 
 
 def _refuse_ranking_options(ctx: typer.Context, named: str) -> None:
@@ -230,7 +232,10 @@ def _show(
     chosen: Chosen, files: list[Path], ranked: list[list[tuple[str, float]]], output: Output
 ) -> None:
     """The predictions on stdout (a line per image, or JSON naming the model); in text, the
-    model on stderr, so the lines pipe on alone."""
+    model on stderr, so the lines pipe on alone. A model URI is shown without its user."""
+    from sweeps._uri import redact_uri
+
+    model = redact_uri(chosen.model_uri)
     if output is Output.json:
         rows = [
             {
@@ -239,9 +244,9 @@ def _show(
             }
             for path, classes in zip(files, ranked, strict=True)
         ]
-        payload = {"model_uri": chosen.model_uri, "run_id": chosen.run_id, "images": rows}
+        payload = {"model_uri": model, "run_id": chosen.run_id, "images": rows}
         typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(f"model {chosen.model_uri}" + (f" ({chosen.note})" if chosen.note else ""), err=True)
+    typer.echo(f"model {model}" + (f" ({chosen.note})" if chosen.note else ""), err=True)
     for path, classes in zip(files, ranked, strict=True):
         typer.echo(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in classes))

@@ -302,3 +302,50 @@ def test_is_model_reference(tmp_path: Path, text: str, expected: bool) -> None:
     (tmp_path / "empty").mkdir()
     folders = {"FOLDER": str(tmp_path / "with"), "EMPTY": str(tmp_path / "empty")}
     assert is_model_reference(folders.get(text, text)) is expected
+
+
+@pytest.mark.parametrize(
+    "model_uri",
+    [
+        "https://alice:TOPSECRET@127.0.0.1:9/artifacts/model",
+        "s3://AKIAEXAMPLE:TOPSECRET@bucket/models/m-1",
+        "mlflow-artifacts://alice:TOPSECRET@127.0.0.1:9/0/abc/artifacts/model",
+        "https://127.0.0.1:9/artifacts/model?password=TOPSECRET",
+    ],
+)
+def test_a_model_uri_with_a_password_is_refused_without_showing_it(
+    store: dict[str, Any], model_uri: str
+) -> None:
+    # MLflow's and boto's errors quote the URI (boto: 'Invalid bucket name "AKIA...:secret@b"')
+    for more in (["--format", "text"], ["--format", "json"], ["--trial", "abc"], ["--top", "2"]):
+        ranked = ["--metric", "valid_loss"] if more[0] == "--top" else []  # refused: said so
+        result = _predict(model_uri, *more, *ranked, uri=store["uri"], images=store["images"])
+        assert result.exit_code == 2, result.output
+        assert "TOPSECRET" not in result.output and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+        if more[0] == "--format":
+            assert result.stderr.startswith("Error: model ") and "holds a password" in (
+                result.stderr
+            )
+    with pytest.raises(BestConfigError, match="holds a password") as refused:
+        load_predictor(model_uri)
+    assert "TOPSECRET" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "model_uri",
+    [
+        "https://tok3n@127.0.0.1:9/artifacts/model",  # MLflow's http client: a ValueError
+        "mlflow-artifacts://tok3n@127.0.0.1:9/0/abc/artifacts/model",
+    ],
+)
+def test_a_model_uri_its_artifact_client_cannot_read_is_one_line_exit_2(
+    store: dict[str, Any], model_uri: str
+) -> None:
+    """Any failure of a foreign artifact client (MLflow's http one, boto, google-cloud) is the
+    one-line error every other missing model is, with the URI's user (a token) left out."""
+    result = _predict(model_uri, uri=store["uri"], images=store["images"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "tok3n" not in result.output
+    assert result.stderr.startswith(f"Error: model {model_uri.replace('tok3n@', '')}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
