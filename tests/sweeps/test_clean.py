@@ -340,3 +340,49 @@ def test_a_deletion_that_fails_half_way_tags_the_sweep_it_cut_and_loses_no_warni
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert not cut.exists()
+
+
+@pytest.mark.parametrize(
+    ("parent_status", "trial_status", "note"),
+    [
+        ("KILLED", "KILLED", "Incomplete: this sweep was interrupted (its run is KILLED)."),
+        ("RUNNING", "RUNNING", "Incomplete: this sweep is still running (or its driver died"),
+        ("FINISHED", "FAILED", "Partly failed: 1 of 2 trial runs failed (the first error: "),
+        ("FAILED", "FAILED", "Failed: this sweep's run is FAILED (1 of 2 trial runs failed)"),
+    ],
+)
+def test_the_report_of_a_cleaned_sweep_says_to_run_it_again_not_to_resume_it(
+    tmp_path: Path, tracking_uri: str, parent_status: str, trial_status: str, note: str
+) -> None:
+    """Whatever left it resumable (interrupted, a driver that died, failed trials), once clean
+    deleted its folder the report's note says so, and offers no `lrsweep resume`."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("lr")
+    tags = {"sweeps.kind": "sweep", "sweeps.spec_name": "lr", "sweeps.resumable": "true"}
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags=tags)
+    for index, status in enumerate(["FINISHED", trial_status]):
+        run_id = tracker.start_run(
+            experiment_id,
+            run_name=f"t{index}",
+            tags={"sweeps.strategy": "grid"},
+            parent_run_id=parent,
+        )
+        tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
+        tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
+        tracker.set_tags(run_id, {"sweeps.error": "RuntimeError('boom')"} if index else {})
+        if status != "RUNNING":
+            tracker.end_run(run_id, status)
+    if parent_status != "RUNNING":
+        tracker.end_run(parent, parent_status)
+    state = {"finished": False, "tracking_uri": tracking_uri, "parent_run_id": parent}
+    root = tmp_path / "ray_results"
+    _sweep(root, "lr", "20261101-000000-aaaaaa", state=json.dumps(state), age_days=30)
+    cleaned = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert cleaned.exit_code == 0 and "(tagged on 1 of their sweep runs" in cleaned.output
+    report = CliRunner().invoke(app, ["report", "lr", "--tracking-uri", tracking_uri])
+    assert report.exit_code == 0, report.output
+    said = " ".join(report.stdout.split())
+    assert note in said, said
+    assert "its folder in ray's storage was deleted by `lrsweep clean` (" in said.lower(), said
+    assert "UTC), so it cannot be resumed; " in said and "run the sweep again" in said, said
+    assert "lrsweep resume" not in said, said
