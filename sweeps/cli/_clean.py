@@ -6,13 +6,12 @@ import json
 import shlex
 import time
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._options import fail
+from sweeps.cli._options import TextOrJson, fail
 
 if TYPE_CHECKING:
     from sweeps._location import Location
@@ -24,11 +23,6 @@ _KINDS = {
     "damaged": "no readable sweep.json: it cannot be resumed",
     "running": "its driver is alive on this machine: never deleted",
 }
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
 
 
 @app.command("clean")
@@ -56,8 +50,8 @@ def clean_command(
         bool, typer.Option("--yes", help="Delete them; without it nothing is deleted.")
     ] = False,
     output_format: Annotated[
-        Format, typer.Option("--format", help="text | json (one object: sweeps, deleted).")
-    ] = Format.text,
+        TextOrJson, typer.Option("--format", help="text | json (one object: sweeps, deleted).")
+    ] = TextOrJson.text,
 ) -> None:
     """List the sweeps kept in Ray's storage and, with --yes, delete the old ones.
 
@@ -75,7 +69,7 @@ def clean_command(
 
     root = location.storage_root(storage_path or default_storage())
     sweeps = _stored(root, name)
-    as_json = output_format is Format.json
+    as_json = output_format is TextOrJson.json
     if not sweeps and not as_json:
         typer.echo(f"No sweeps under {location.shown(root)}.")
         return

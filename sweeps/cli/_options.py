@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,13 @@ from rich.console import Console
 from sweeps.spec import SpecError
 
 BAD_INPUT_EXIT = 2
+
+
+class TextOrJson(StrEnum):
+    """``--format`` of the commands that print for a person (text) or a script (json)."""
+
+    text = "text"
+    json = "json"
 
 
 def fail(error: Exception | str, *, code: int = BAD_INPUT_EXIT) -> typer.Exit:

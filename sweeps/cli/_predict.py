@@ -7,7 +7,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,17 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._options import BestMetric, BestStrategy, SweepRunId, TrackingUri, fail
+from sweeps.cli._options import (
+    BestMetric,
+    BestStrategy,
+    SweepRunId,
+    TextOrJson,
+    TrackingUri,
+    fail,
+)
 
 if TYPE_CHECKING:
     from trainers import Predictor
-
-
-class Output(StrEnum):
-    """Output formats of ``lrsweep predict``."""
-
-    text = "text"
-    json = "json"
 
 
 ExperimentOrModel = Annotated[
@@ -80,8 +79,8 @@ def predict_command(
         int, typer.Option("--top", min=1, help="How many classes to give per image.")
     ] = 1,
     output_format: Annotated[
-        Output, typer.Option("--format", help="text (a line per image) | json.")
-    ] = Output.text,
+        TextOrJson, typer.Option("--format", help="text (a line per image) | json.")
+    ] = TextOrJson.text,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Classify IMAGES with a logged model: a sweep's best trial's, a trial run's or a URI's.
@@ -229,14 +228,14 @@ def _ranked(predictor: Predictor, probabilities: Any, top: int) -> list[list[tup
 
 
 def _show(
-    chosen: Chosen, files: list[Path], ranked: list[list[tuple[str, float]]], output: Output
+    chosen: Chosen, files: list[Path], ranked: list[list[tuple[str, float]]], output: TextOrJson
 ) -> None:
     """The predictions on stdout (a line per image, or JSON naming the model); in text, the
     model on stderr, so the lines pipe on alone. A model URI is shown without its user."""
     from sweeps._uri import redact_uri
 
     model = redact_uri(chosen.model_uri)
-    if output is Output.json:
+    if output is TextOrJson.json:
         rows = [
             {
                 "image": str(path),

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._options import TrackingUri
+from sweeps.cli._options import TextOrJson, TrackingUri
 from sweeps.cli._run import fail, make_console, print_report
 
 if TYPE_CHECKING:
     from sweeps.report import Report
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
 
 
 @app.command("report")
@@ -35,9 +29,9 @@ def report_command(
         typer.Option("--out", help="Also write report.md, report.html, CSVs and PNGs here."),
     ] = None,
     output_format: Annotated[
-        Format,
+        TextOrJson,
         typer.Option("--format", help="text (tables) | json (one object: both tables, status)."),
-    ] = Format.text,
+    ] = TextOrJson.text,
 ) -> None:
     """Print the strategy comparison of a sweep, read from MLflow alone.
 
@@ -62,7 +56,7 @@ def report_command(
             _write_documents(report, out)
         except OSError as error:
             raise fail(_out_error(out, error)) from None
-    if output_format is Format.json:
+    if output_format is TextOrJson.json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     console = make_console()

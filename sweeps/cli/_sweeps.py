@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from sweeps.cli import app
-from sweeps.cli._options import Experiment, TrackingUri, fail
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
+from sweeps.cli._options import Experiment, TextOrJson, TrackingUri, fail
 
 
 @app.command("sweeps")
@@ -22,8 +16,8 @@ def sweeps_command(
     experiment: Experiment,
     tracking_uri: TrackingUri = None,
     output_format: Annotated[
-        Format, typer.Option("--format", help="text (a table) | json (a list of objects).")
-    ] = Format.text,
+        TextOrJson, typer.Option("--format", help="text (a table) | json (a list of objects).")
+    ] = TextOrJson.text,
 ) -> None:
     """List the sweep runs of an experiment, latest first, with their trials and best loss.
 
@@ -34,7 +28,7 @@ def sweeps_command(
         found = sweep_runs(experiment, tracking_uri=tracking_uri)
     except BestConfigError as error:
         raise fail(error) from None
-    if output_format is Format.json:
+    if output_format is TextOrJson.json:
         typer.echo(json.dumps([summary.to_dict() for summary in found], indent=2))
         return
     if not found:

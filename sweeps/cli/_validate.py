@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,14 +14,9 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from sweeps.cli import app
-from sweeps.cli._options import wrong_kind_hint
+from sweeps.cli._options import TextOrJson, wrong_kind_hint
 from sweeps.spec import SpecError, SweepSpec, load_spec, load_suite, redact
 from sweeps.spec._errors import error_field
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
 
 
 @app.command("validate")
@@ -39,9 +33,9 @@ def validate_command(
         bool, typer.Option("--suite", help="SPEC is a nightly suite file (entries + thresholds).")
     ] = False,
     output_format: Annotated[
-        Format,
+        TextOrJson,
         typer.Option("--format", help="text (YAML) | json (one object: ok, errors or the plan)."),
-    ] = Format.text,
+    ] = TextOrJson.text,
 ) -> None:
     """Check a spec: print it resolved and exit 0, or list every error and exit 2.
 
@@ -55,7 +49,7 @@ def validate_command(
     spec ``resolved`` (the resolved spec or suite), ``notes``, ``arms`` (each ``{"entry":
     suite entry or null, "arm", "kind", "trials"}``, as `lrsweep run` plans them) and
     ``trials`` (their sum); null (or []) for an invalid one."""
-    as_json = output_format is Format.json
+    as_json = output_format is TextOrJson.json
     try:
         if suite and overrides:
             raise SpecError("--set cannot be combined with --suite; put overrides in the suite")
