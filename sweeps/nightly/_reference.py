@@ -15,6 +15,8 @@ warm-up run, then the median of :data:`RUNS` runs: about a second in all on this
 trial's CPU-side work (data loading, Python, MLflow) does not go away on a GPU, and the
 reference must mean the same on every machine.
 
+The workload is timed twice, before the sweeps and after them, and the faster measurement is the
+night's (:func:`faster`): load present at only one of the two moments slows that one alone.
 The figure is ``reference_s`` on the night run (one run's seconds, the median), with
 :data:`TAG_REFERENCE` saying how it was measured; :func:`measure_reference` never raises (a
 night without a reference is judged on raw times, as nights before it existed were).
@@ -33,9 +35,17 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["METRIC_REFERENCE", "RUNS", "STEPS", "TAG_REFERENCE", "Reference", "measure_reference"]
+__all__ = [
+    "METRIC_REFERENCE",
+    "RUNS",
+    "STEPS",
+    "TAG_REFERENCE",
+    "Reference",
+    "faster",
+    "measure_reference",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +75,42 @@ class Reference:
     seconds: float
     runs_s: tuple[float, ...]
     threads: int = 1
+    when: str = "start"
+    """When in the night it was timed: ``start`` (before the sweeps) or ``end`` (after them)."""
+    other_s: float | None = None
+    """The other measurement's seconds, when :func:`faster` kept this one of two."""
 
     def describe(self) -> str:
         """How it was measured, for the night run's tag and the report."""
         batch = "x".join(map(str, BATCH))
         runs = ", ".join(f"{s:.3f}" for s in self.runs_s)
         thread = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        kept = ""
+        if self.other_s is not None:
+            other = "end" if self.when == "start" else "start"
+            kept = (
+                f"; the faster of two, timed at the {self.when} (the {other}: {self.other_s:.3f} s)"
+            )
         return (
             f"{WORKLOAD}, {batch} batch, {STEPS} steps, {thread}, cpu; median of "
-            f"{len(self.runs_s)} runs after 1 warm-up: {runs} s"
+            f"{len(self.runs_s)} runs after 1 warm-up: {runs} s{kept}"
         )
 
 
-def measure_reference(*, runs: int = RUNS, threads: int = 1) -> Reference | None:
+def faster(start: Reference | None, end: Reference | None) -> Reference | None:
+    """The night's reference from its two measurements, before and after the sweeps: the
+    faster. Load that is on the machine only at one of them (a backup, another job finishing)
+    slows that one; the machine's own speed cannot make either faster than it is. None when
+    neither was measured; the one there when only one was."""
+    if start is None or end is None:
+        return start or end
+    kept, other = (start, end) if start.seconds <= end.seconds else (end, start)
+    return replace(kept, other_s=other.seconds)
+
+
+def measure_reference(
+    *, runs: int = RUNS, threads: int = 1, when: str = "start"
+) -> Reference | None:
     """Time the reference workload: one warm-up run, then the median of ``runs`` runs.
 
     Torch's thread count is set to ``threads`` for the measurement and put back after. Never
@@ -87,6 +120,7 @@ def measure_reference(*, runs: int = RUNS, threads: int = 1) -> Reference | None
     Args:
         runs: Timed runs (at least 1).
         threads: Torch intra-op threads (1: as a trial with ``resources.cpu: 1``).
+        when: ``start`` or ``end`` of the night, as :attr:`Reference.when` records it.
 
     Raises:
         ValueError: ``runs`` or ``threads`` below 1 (a programming error, not a measurement).
@@ -111,7 +145,7 @@ def measure_reference(*, runs: int = RUNS, threads: int = 1) -> Reference | None
     if not (math.isfinite(median) and median > 0):
         logger.warning("the machine-speed reference measured %r s: not used", median)
         return None
-    return Reference(median, times, threads)
+    return Reference(median, times, threads, when)
 
 
 def _timed(step: Callable[[], None]) -> float:

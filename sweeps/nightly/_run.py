@@ -45,7 +45,7 @@ from sweeps.nightly._env import (
     spec_fingerprint,
 )
 from sweeps.nightly._figures import COMPUTE, WALL_TIME, Figure, entry_figures
-from sweeps.nightly._reference import Reference, measure_reference
+from sweeps.nightly._reference import Reference, faster, measure_reference
 from sweeps.nightly._report import (
     HTML_FILE,
     MARKDOWN_FILE,
@@ -92,7 +92,8 @@ class NightResult:
             baseline nights; they ran with other package versions or on another machine).
         overrides: The ``--set`` overrides the night ran with, as shown (secrets hidden).
         what_if: Whether they make it a what-if night, which no later baseline counts.
-        reference: The machine-speed reference timed as the night started (None: failed).
+        reference: The machine-speed reference, the faster of its timings before and after the
+            sweeps (None: neither could be measured).
     """
 
     suite: str
@@ -183,7 +184,9 @@ def run_nightly(
                 figures, failures = _run_entries(
                     suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
                 )
-                tonight = replace(tonight, figures=figures, failures=failures)
+                if (kept := faster(reference, measure_reference(when="end"))) is not None:
+                    store.log_reference(night_run_id, kept)  # the tag names both measurements
+                tonight = replace(tonight, figures=figures, failures=failures, reference=kept)
                 return _conclude(suite, store, tonight, baseline_nights, report_dir)
         except (KeyboardInterrupt, SystemExit) as error:  # SystemExit: Ray's SIGTERM handler
             reason = _interrupted_reason(error)

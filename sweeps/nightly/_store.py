@@ -192,7 +192,8 @@ class NightStore:
 
     def log_reference(self, night_run_id: str, reference: Reference) -> None:
         """The machine-speed reference: metric ``reference_s``, tag ``nightly.reference``."""
-        self.tracker.log_metrics(night_run_id, [(METRIC_REFERENCE, reference.seconds, 0)])
+        step = 1 if reference.when == "end" else 0  # the end's, kept: the latest value
+        self.tracker.log_metrics(night_run_id, [(METRIC_REFERENCE, reference.seconds, step)])
         self.set_tags(night_run_id, {TAG_REFERENCE: reference.describe()})
 
     def set_tags(self, night_run_id: str, tags: Mapping[str, Any]) -> None:

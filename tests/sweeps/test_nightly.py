@@ -751,6 +751,11 @@ def test_nights_pass_then_an_injected_regression_exits_1(
     reference = night2.data.metrics["reference_s"]
     assert night1.data.metrics["reference_s"] > 0 and reference > 0
     assert night2.data.tags["nightly.reference"].startswith("conv net fwd+bwd+AdamW, 64x1x16x16")
+    # timed before and after the sweeps, the faster kept: the tag names the other one
+    assert "; the faster of two, timed at the " in night2.data.tags["nightly.reference"]
+    kept = night2.data.tags["nightly.reference"].split("; the faster of two, timed at the ")[1]
+    other_s = float(kept.split(": ")[1].removesuffix(" s)"))
+    assert other_s >= reference - 0.0005  # the tag rounds to the millisecond
     report2 = (tmp_path / "night2" / "nightly-report.md").read_text()
     assert f"Machine-speed reference: {reference:.4g} s (conv net" in report2
     assert f"judged relative to the machine-speed reference: {reference:.4g} s" in second.output

@@ -16,7 +16,7 @@ import torch
 from sweeps.nightly import Figure, NightResult, NightStore, Status, compare_figures, judge
 from sweeps.nightly import _run as nightly_run
 from sweeps.nightly._compare import reference_notes
-from sweeps.nightly._reference import Reference, measure_reference
+from sweeps.nightly._reference import Reference, faster, measure_reference
 from sweeps.nightly._scaling import scale_baseline
 from sweeps.spec import SpecError, Thresholds, load_suite
 from sweeps.tracking import Tracker
@@ -247,3 +247,16 @@ def test_the_reference_is_positive_and_leaves_torch_threads_as_they_were() -> No
     )
     with pytest.raises(ValueError, match="runs and threads must be at least 1"):
         measure_reference(runs=0)
+
+
+def test_the_faster_of_the_nights_two_timings_is_kept_naming_the_other() -> None:
+    """Load at one of the two moments slows that timing alone: the faster one is the machine."""
+    start, end = Reference(0.30, (0.30,)), Reference(0.20, (0.20,), when="end")
+    kept = faster(start, end)
+    assert kept is not None and (kept.seconds, kept.when, kept.other_s) == (0.20, "end", 0.30)
+    assert kept.describe().endswith("; the faster of two, timed at the end (the start: 0.300 s)")
+    kept = faster(Reference(0.1, (0.1,)), end)
+    assert kept is not None and (kept.seconds, kept.when, kept.other_s) == (0.1, "start", 0.2)
+    assert faster(start, None) is start and faster(None, end) is end
+    assert faster(None, None) is None
+    assert "faster of two" not in start.describe()
