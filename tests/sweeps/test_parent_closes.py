@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import sweeps.run
+import sweeps._closing
 from sweeps.run import run_sweep
 from sweeps.tracking import Tracker
 
@@ -41,7 +41,7 @@ def test_a_failing_report_closes_the_parent_failed_after_the_trials(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("report store gone")
 
-    monkeypatch.setattr(sweeps.run, "build_report", broken)
+    monkeypatch.setattr(sweeps._closing, "build_report", broken)  # the sweep's closing makes it
     with pytest.raises(RuntimeError, match="report store gone"):
         run_sweep(SPEC, tracking_uri=tracking_uri, storage_path=tmp_path / "ray")
     runs = _runs(tracking_uri)

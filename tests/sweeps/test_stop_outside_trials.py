@@ -24,18 +24,19 @@ NAME = "ctrl-c-report"
 SPEC = endless_sweep_spec(NAME, [{"kind": "fixed", "lr": 0.001}])
 SPEC["task"]["epochs"] = 1
 # The real signal, sent by the process to itself right before the named function of
-# ``sweeps.run`` runs, the first time only (the only moment the test chooses).
+# ``module`` runs, the first time only (the only moment the test chooses): ``sweeps.run``, or
+# ``sweeps._closing`` for what closes the sweep (its report among it).
 SIGNAL_BEFORE = """
-import os, signal
-import sweeps.run
-real = getattr(sweeps.run, {where!r})
+import importlib, os, signal
+module = importlib.import_module({module!r})
+real = getattr(module, {where!r})
 fired = []
 def signal_first(*args, **kwargs):
     if not fired:
         fired.append(True)
         os.kill(os.getpid(), signal.{sent})
     return real(*args, **kwargs)
-setattr(sweeps.run, {where!r}, signal_first)
+setattr(module, {where!r}, signal_first)
 """
 
 
@@ -62,7 +63,7 @@ def test_a_stop_during_the_report_says_how_to_resume_and_resume_makes_the_report
 ) -> None:
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
-    code = SIGNAL_BEFORE.format(where="build_report", sent=sent)
+    code = SIGNAL_BEFORE.format(module="sweeps._closing", where="build_report", sent=sent)
     stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode == status, output[-3000:]
@@ -181,7 +182,7 @@ def test_a_stop_between_a_sweeps_stretches_leaves_nothing_running(
     closing: the parent run left RUNNING."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
-    code = SIGNAL_BEFORE.format(where=where, sent=sent)
+    code = SIGNAL_BEFORE.format(module="sweeps.run", where=where, sent=sent)
     stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode == status, output[-3000:]
@@ -202,7 +203,7 @@ def test_sigterm_once_ray_started_or_as_a_resume_reopens_the_parent_closes_it_ki
     left RUNNING. The sweep resumes to its end after both."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
-    code = SIGNAL_BEFORE.format(where="Interrupts", sent="SIGTERM")
+    code = SIGNAL_BEFORE.format(module="sweeps.run", where="Interrupts", sent="SIGTERM")
     stopped = _lrsweep(tmp_path, "run", str(spec_file), code=code)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode == 143, output[-3000:]
