@@ -17,36 +17,60 @@ password, a file store or ``sqlite://x.db`` is refused) and, before a command st
 Per-step metrics are buffered by :class:`RunLogger` (:mod:`sweeps._runlog`) and sent with one
 ``log_batch`` call per flush (chunked at MLflow's 1,000-metrics-per-batch limit), never one call
 per point; while the server is away the points wait in memory (bounded) and are re-sent.
+
+:class:`Tracker` is the one client; its larger parts live beside it, each re-exported here
+where public: :mod:`sweeps._store` opens the store (WAL, creation lock, bulk metric writer),
+:mod:`sweeps._sweep_runs` handles a sweep's trial runs as a whole (find, reopen, prune, close),
+:mod:`sweeps._models` logs and reads models (:mod:`sweeps._model_code`: the code and
+requirements a model carries), :mod:`sweeps._artifacts` checks a local artifact folder,
+:mod:`sweeps._reads` pages searches and converts values read back, and :mod:`sweeps._tags`
+names the run tags.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import fcntl
 import logging
-import math
-import os
-import shutil
-import sqlite3
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import cache, partial
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweeps._retry import RETRY_TIMEOUT_S, redact_text
+from sweeps import _models, _sweep_runs  # the bodies of some Tracker methods
+from sweeps._artifacts import MIN_FREE_MB as MIN_FREE_MB  # re-exported, as each `X as X`
+from sweeps._artifacts import MIN_FREE_MB_ENV as MIN_FREE_MB_ENV
+from sweeps._artifacts import check_local_artifacts as _check_local_artifacts
+from sweeps._artifacts import min_free_mb as min_free_mb
+from sweeps._artifacts import without_progress_bar as _without_progress_bar
+from sweeps._model_code import model_environment as model_environment  # re-exported
+from sweeps._models import mlflow_tracking_uri as mlflow_tracking_uri  # re-exported
+from sweeps._reads import SEARCH_PAGE as SEARCH_PAGE  # re-exported
+from sweeps._reads import SHOWN_NAMES as SHOWN_NAMES
+from sweeps._reads import all_pages as _all_pages
+from sweeps._reads import as_logged as as_logged
+from sweeps._reads import finite_or_none as finite_or_none
+from sweeps._reads import shown_names as _shown
+from sweeps._reads import status_name as status_name
+from sweeps._retry import RETRY_TIMEOUT_S
 from sweeps._retry import retrying as _retrying
 from sweeps._runlog import MAX_BUFFERED_POINTS as MAX_BUFFERED_POINTS  # re-exported
 from sweeps._runlog import RunLogger as RunLogger  # re-exported: the trial's metric buffer
+from sweeps._store import HTTP_RETRIES_ENV as HTTP_RETRIES_ENV  # re-exported
+from sweeps._store import open_client as _open_client
+from sweeps._sweep_runs import LISTED_SWEEP_RUNS as LISTED_SWEEP_RUNS  # re-exported
+from sweeps._tags import PARENT_TAG as PARENT_TAG  # re-exported, as every tag below
+from sweeps._tags import TAG_CLEANED as TAG_CLEANED
+from sweeps._tags import TAG_CREATE_KEY as TAG_CREATE_KEY
+from sweeps._tags import TAG_FAILED_FOR_GOOD as TAG_FAILED_FOR_GOOD
+from sweeps._tags import TAG_KIND as TAG_KIND
+from sweeps._tags import TAG_RESUMABLE as TAG_RESUMABLE
+from sweeps._tags import TAG_SWEEP_ID as TAG_SWEEP_ID
+from sweeps._tags import TAG_TRIAL_ID as TAG_TRIAL_ID
+from sweeps._tags import TERMINAL_STATUSES as TERMINAL_STATUSES
 from sweeps._uri import HOME_DIR as HOME_DIR  # re-exported, as every name below
 from sweeps._uri import SERVER_PROBE_TIMEOUT_S as SERVER_PROBE_TIMEOUT_S
 from sweeps._uri import TrackingUriError as TrackingUriError
@@ -64,87 +88,14 @@ from sweeps._uri import with_postgres_driver as with_postgres_driver
 logger = logging.getLogger(__name__)
 
 MAX_METRICS_PER_BATCH = 1000
-SEARCH_PAGE = 1000  # rows per search call (MLflow's own default and its REST maximum)
-SHOWN_NAMES = 20  # experiment names an error message lists at most
 MAX_PARAMS_TAGS_PER_BATCH = 100
-MIN_FREE_MB = 50
-HTTP_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-MIN_FREE_MB_ENV = "LRSWEEP_MIN_FREE_MB"
-
-PARENT_TAG = "mlflow.parentRunId"
-TAG_KIND = "sweeps.kind"
-TAG_CREATE_KEY = "sweeps.create_key"
-"""A random key per ``start_run``: a create request sent twice (its reply lost) is seen."""
-TAG_SWEEP_ID = "sweeps.sweep_id"
-TAG_TRIAL_ID = "sweeps.trial_id"
-TAG_FAILED_FOR_GOOD = "sweeps.failed_for_good"
-"""Trial run tag: the error of an LR choice that fails the same way on every retry."""
-TAG_RESUMABLE = "sweeps.resumable"
-"""Sweep run tag, ``true`` / ``false``: whether ``lrsweep resume`` can retry its failed trials."""
-TAG_CLEANED = "sweeps.cleaned"
-"""Sweep run tag: when (UTC) ``lrsweep clean`` deleted the sweep's folder in Ray's storage, so
-that nothing can resume it any more."""
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
-LISTED_SWEEP_RUNS = 10
-"""How many sweep runs an unknown ``--run-id`` error lists."""
 
 _T = TypeVar("_T")
-
-
-def min_free_mb() -> float:
-    """Free disk space (MB) an artifact or checkpoint folder needs: ``$LRSWEEP_MIN_FREE_MB`` or 50.
-
-    Raises:
-        ValueError: when the variable is set to something other than a non-negative number.
-    """
-    text = os.environ.get(MIN_FREE_MB_ENV, "").strip()
-    if not text:
-        return float(MIN_FREE_MB)
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{MIN_FREE_MB_ENV} must be a number of megabytes >= 0, but got {text!r}.")
-    return value
-
-
-def _enable_wal(db_file: Path) -> None:
-    db_file.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(db_file, timeout=30)) as conn:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        logger.warning("SQLite store %s stayed in journal mode %r, not WAL", db_file, mode)
-
-
-@contextlib.contextmanager
-def _creating_store(db_file: Path | None) -> Iterator[None]:
-    """Hold a lock beside a SQLite store while this process opens it (and MLflow creates or
-    migrates its tables): two sweeps started at once on a new store both created the tables,
-    and one died with "table experiment_tags already exists" or an alembic error. The lock is
-    a file of its own (``.<db>.lock``), never the database: closing another descriptor of the
-    database would drop SQLite's own locks in this process. Other stores: nothing to hold."""
-    if db_file is None:
-        yield
-        return
-    db_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_file.parent / f".{db_file.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _writer(client: MlflowClient) -> Any:
-    from sweeps._sqlmetrics import sql_metric_writer  # SQLAlchemy models: SQL stores only
-
-    return sql_metric_writer(client)
 
 
 class Tracker:
@@ -174,24 +125,9 @@ class Tracker:
         self.artifact_root: Path | None = db_file.parent / "artifacts" if db_file else None
         self.remote = uri.startswith(("http://", "https://"))
         """An MLflow server (not a database this process opens itself)."""
-        if self.remote:
-            # lrsweep retries itself (above); MLflow's own backoff would block for minutes
-            # before a metric batch could be buffered. A value the user set is kept.
-            os.environ.setdefault(HTTP_RETRIES_ENV, "1")
-            # urllib3 warns at every failed request ("Retrying (Retry(total=0 ...))"), dozens
-            # a minute in an outage; lrsweep's own retry says it once, and again when it ends
-            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        if db_file is not None:  # "Creating initial MLflow database tables..." on a new store
-            quiet = logging.getLogger("mlflow.store.db.utils")
-            if quiet.level == logging.NOTSET:  # a level the user set is kept
-                quiet.setLevel(logging.WARNING)
-        with _creating_store(db_file):
-            if db_file is not None:
-                _enable_wal(db_file)
-            self.client = _retrying(
-                lambda: MlflowClient(tracking_uri=self._store_uri), what="connect"
-            )
-            self._metric_writer = _writer(self.client) if bulk_metrics and not self.remote else None
+        self.client, self._metric_writer = _open_client(
+            self._store_uri, db_file, remote=self.remote, bulk_metrics=bulk_metrics
+        )
 
     @property
     def bulk_metrics(self) -> bool:
@@ -335,6 +271,8 @@ class Tracker:
         parents = self.search_runs(experiment_id, f"tags.`{TAG_KIND}` = 'sweep'")
         return sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True)
 
+    # a sweep's runs (sweeps._sweep_runs) -----------------------------------------------------
+
     def check_sweep_run(
         self,
         experiment_id: str,
@@ -343,84 +281,29 @@ class Tracker:
         *,
         without_run_id: str = "for the latest",
     ) -> None:
-        """Raise ``LookupError`` unless ``run_id`` is a sweep run of the experiment; the message
-        lists those that are (latest first, at most ``LISTED_SWEEP_RUNS``) and says what leaving
-        ``--run-id`` out does (``without_run_id``)."""
-        parents = self.sweep_runs(experiment_id)
-        if any(p.info.run_id == run_id for p in parents):
-            return
-        listed = [f"{p.info.run_id} ({p.info.run_name})" for p in parents[:LISTED_SWEEP_RUNS]]
-        extra = len(parents) - LISTED_SWEEP_RUNS
-        more = f" and {extra} older" if extra > 0 else ""
-        raise LookupError(
-            f"run {run_id} is not a sweep run of experiment {experiment!r}; pass --run-id one of "
-            f"its sweep runs (latest first): {', '.join(listed) or 'none'}{more}, "
-            f"or leave --run-id out {without_run_id}."
+        """Raise ``LookupError`` unless ``run_id`` is a sweep run of the experiment; see
+        :func:`sweeps._sweep_runs.check_sweep_run`."""
+        _sweep_runs.check_sweep_run(
+            self, experiment_id, experiment, run_id, without_run_id=without_run_id
         )
 
     def find_trial_run(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
         """The child run already created for a Ray Tune trial id, if any."""
-        runs = self.search_runs(
-            experiment_id,
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
-        )
-        return runs[0].info.run_id if runs else None
+        return _sweep_runs.find_trial_run(self, experiment_id, parent_run_id, trial_id)
 
     def reopen_interrupted(
         self, experiment_id: str, parent_run_id: str, trial_ids: Iterable[str]
     ) -> list[str]:
-        """Mark KILLED the child runs of trials Tune stopped on an interrupt; return their ids.
-
-        A trial stopped by Ctrl-C / SIGTERM may close its own run as FINISHED on its way out;
-        Tune knows it did not end (no ``done``), so its run is KILLED and its ``stop_reason``
-        removed: ``lrsweep resume`` then trains it on from its checkpoint in the same run.
-        """
-        wanted, reopened = set(trial_ids), []
-        for run in self.child_runs(experiment_id, parent_run_id):
-            if run.info.status == "FINISHED" and run.data.tags.get(TAG_TRIAL_ID) in wanted:
-                if "sweeps.stop_reason" in run.data.tags:
-                    self.delete_tags(run.info.run_id, ["sweeps.stop_reason"])
-                self.end_run(run.info.run_id, "KILLED")
-                reopened.append(run.info.run_id)
-        return reopened
+        """Mark KILLED the child runs of trials Tune stopped on an interrupt; return their ids;
+        see :func:`sweeps._sweep_runs.reopen_interrupted`."""
+        return _sweep_runs.reopen_interrupted(self, experiment_id, parent_run_id, trial_ids)
 
     def delete_stray_trial_runs(
         self, experiment_id: str, parent_run_id: str, trial_ids: Iterable[str]
     ) -> list[str]:
-        """Delete the child runs of trials the sweep's Tuner does not hold; return their ids.
-
-        A driver killed between two of Ray Tune's experiment snapshots (taken at most every
-        10 s) leaves runs of trials started after the last one: the restored Tuner never knew
-        them, and its searcher hands their places out again to new trials (a grid or random config,
-        or a seeded Optuna study's suggestion, runs again), so each would count twice in the
-        report and in ``best_config``. Their runs are tagged
-        ``sweeps.deleted_reason`` and deleted (MLflow's soft delete: ``mlflow runs restore``
-        brings one back). Runs without a ``sweeps.trial_id`` tag are left alone.
-        """
-        known = set(trial_ids)
-        stray = [
-            run
-            for run in self.child_runs(experiment_id, parent_run_id)
-            if run.data.tags.get(TAG_TRIAL_ID) not in known | {None}
-        ]
-        reason = (
-            "a trial the resumed sweep's Ray Tune state did not hold (the driver stopped before "
-            "Tune saved it); the restored searcher gave its place to a new trial of this sweep"
-        )
-        for run in stray:
-            run_id = run.info.run_id
-            if run.info.status in ("RUNNING", "SCHEDULED"):
-                self.end_run(run_id, "KILLED")
-            self.set_tags(run_id, {"sweeps.deleted_reason": reason})
-            _retrying(partial(self.client.delete_run, run_id), what="delete_run")
-            logger.warning(
-                "deleted run %s (%s, trial %s): %s",
-                run_id,
-                run.info.run_name,
-                run.data.tags.get(TAG_TRIAL_ID),
-                reason,
-            )
-        return [run.info.run_id for run in stray]
+        """Delete the child runs of trials the sweep's Tuner does not hold; return their ids;
+        see :func:`sweeps._sweep_runs.delete_stray_trial_runs`."""
+        return _sweep_runs.delete_stray_trial_runs(self, experiment_id, parent_run_id, trial_ids)
 
     def close_unfinished(
         self,
@@ -430,43 +313,11 @@ class Tracker:
         status: str,
         errors: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids.
-
-        ``errors`` (trial id -> error, what Ray Tune knows of a trial whose worker died before
-        it could close its run) becomes a FAILED run's ``sweeps.error`` tag. Every such run is
-        closed even when one of them (its tag or its status) cannot be written; the first error
-        is raised after the others were tried.
-        """
-        if status not in TERMINAL_STATUSES:
-            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, but got {status!r}.")
-        closed: list[str] = []
-        first_error: Exception | None = None
-        for run in self.child_runs(experiment_id, parent_run_id):
-            if run.info.status not in ("RUNNING", "SCHEDULED"):
-                continue
-            run_id = run.info.run_id
-            try:
-                try:
-                    tags = run.data.tags
-                    if status == "FAILED":
-                        error = (errors or {}).get(tags.get(TAG_TRIAL_ID, ""))
-                        failed = (
-                            {} if "sweeps.stop_reason" in tags else {"sweeps.stop_reason": "failed"}
-                        )
-                        if error and "sweeps.error" not in tags:
-                            failed["sweeps.error"] = redact_text(error)[:500]
-                        if failed:
-                            self.set_tags(run_id, failed)
-                finally:  # a run whose tag could not be written is closed all the same
-                    self.end_run(run_id, status)
-                closed.append(run_id)
-            except Exception as error:
-                shown = redact_text(str(error))
-                logger.warning("could not close MLflow run %s as %s: %s", run_id, status, shown)
-                first_error = first_error or error
-        if first_error is not None:
-            raise first_error
-        return closed
+        """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids;
+        see :func:`sweeps._sweep_runs.close_unfinished`."""
+        return _sweep_runs.close_unfinished(
+            self, experiment_id, parent_run_id, status=status, errors=errors
+        )
 
     # params, tags, metrics -----------------------------------------------------------------
 
@@ -545,22 +396,7 @@ class Tracker:
     def check_artifacts_writable(self, experiment_id: str) -> None:
         """Fail early (``OSError``) when a local artifact location is unwritable or full."""
         location = self.client.get_experiment(experiment_id).artifact_location
-        if not location.startswith(("file:", "/")):
-            return  # served or remote artifacts: checked by the server on first write
-        path = Path(unquote(urlsplit(location).path)) if location.startswith("file:") else None
-        path = path or Path(location)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-                pass
-        except OSError as error:
-            raise OSError(f"artifact location {path} is not writable: {error}") from error
-        free_mb, needed_mb = shutil.disk_usage(path).free / 2**20, min_free_mb()
-        if free_mb < needed_mb:
-            raise OSError(
-                f"artifact location {path} has {free_mb:.0f} MB free; "
-                f"at least {needed_mb:.0f} MB are needed for checkpoints and reports."
-            )
+        _check_local_artifacts(location)  # served or remote artifacts: the server's to check
 
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str = "") -> None:
         """Upload one file under ``artifact_path``."""
@@ -603,64 +439,28 @@ class Tracker:
         otherwise): ``best_config`` reading a sweep's ``spec.yaml`` drew three lines of it in a
         notebook for one small file.
         """
-        variable = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-        given = os.environ.get(variable)
-        os.environ[variable] = "false" if given is None else given
-        try:
+        with _without_progress_bar():
             local = _retrying(
                 partial(self.client.download_artifacts, run_id, path, str(dst_dir)),
                 what="download_artifacts",
             )
-        finally:
-            if given is None:
-                os.environ.pop(variable, None)
         return Path(local)
 
+    # models (sweeps._models) ---------------------------------------------------------------
+
     def has_model(self, run_id: str, name: str = "model") -> bool:
-        """Whether ``run_id`` holds a finished (READY) logged model called ``name``.
-
-        A model whose upload was cut off stays PENDING in MLflow and does not count, so a try
-        run again logs it afresh.
-        """
-        from mlflow.entities import LoggedModelStatus
-
-        experiment_id = self.get_run(run_id).info.experiment_id
-        found = _retrying(
-            lambda: self.client.search_logged_models(
-                [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
-            ),
-            what="search_logged_models",
-        )
-        return any(model.status == LoggedModelStatus.READY for model in found)
+        """Whether ``run_id`` holds a finished (READY) logged model called ``name``; see
+        :func:`sweeps._models.has_model`."""
+        return _models.has_model(self, run_id, name)
 
     def registered_model_names(self) -> list[str]:
         """The names of every model in the store's model registry, sorted."""
-        found = _all_pages(self.client.search_registered_models, what="search_registered_models")
-        return sorted(model.name for model in found)
+        return _models.registered_model_names(self)
 
     def registered_model(self, name: str) -> tuple[list[str], dict[str, str]] | None:
         """The versions of registered model ``name`` (oldest first) and its aliases (alias ->
         version); None when no model of that name is registered."""
-        try:
-            model = _retrying(
-                partial(self.client.get_registered_model, name), what="get_registered_model"
-            )
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
-        # MLflow's filter strings have no escapes: a name is quoted with the quote it lacks
-        quote = next((q for q in ("'", '"') if q not in name), None)
-        versions = _all_pages(
-            partial(
-                self.client.search_model_versions,
-                f"name = {quote}{name}{quote}" if quote else None,  # both: every model's
-            ),
-            what="search_model_versions",
-        )
-        numbers = sorted(int(version.version) for version in versions if version.name == name)
-        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-        return [str(number) for number in numbers], aliases
+        return _models.registered_model(self, name)
 
     def log_pytorch_model(
         self,
@@ -669,249 +469,7 @@ class Tracker:
         input_example: Any,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        """Log ``model`` with ``mlflow.pytorch.log_model`` (signature + input example, and
-        ``metadata`` in its MLmodel file: ``mlflow.models.get_model_info(uri).metadata``).
-
-        Loadable afterwards with ``mlflow.pytorch.load_model("runs:/<run_id>/model")``. Returns
-        that URI. The run's status is left as it was. The ``pickle`` serialization is used:
-        MLflow 3's default (``pt2``, ``torch.export``) costs seconds per fresh trial process.
-        The model carries what unpickling it needs (:func:`model_environment`): a model of
-        lrsweep's ``trainers`` loads, and serves, where lrsweep is not installed.
-        """
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        model.eval()
-        with torch.no_grad():
-            output = model(input_example)
-        signature = infer_signature(input_example.numpy(), output.numpy())
-        status = self.get_run(run_id).info.status
-        pytorch_logger = logging.getLogger("mlflow.pytorch")
-        level = pytorch_logger.level
-        pytorch_logger.setLevel(logging.ERROR)  # the pickle-format warning: a deliberate choice
-
-        def log_model() -> None:
-            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                mlflow.pytorch.log_model(
-                    model,
-                    name="model",
-                    signature=signature,
-                    input_example=input_example.numpy(),
-                    serialization_format="pickle",
-                    metadata=dict(metadata) if metadata else None,
-                    **model_environment(model),
-                )
-
-        try:
-            with mlflow_tracking_uri(self._store_uri):
-                _retrying(log_model, what="log_model")
-        finally:
-            pytorch_logger.setLevel(level)
-            if status == "RUNNING":
-                self.reopen_run(run_id)
-            else:
-                self.end_run(run_id, status)
-        return f"runs:/{run_id}/model"
-
-
-# What ``import trainers`` loads beyond the standard library and torch (matplotlib for the
-# plots, rich for progress, pillow for image folders); torchvision holds the resnets' layers.
-_TRAINERS_REQUIREMENTS = ("torch", "torchvision", "numpy", "matplotlib", "rich", "pillow")
-
-
-def model_environment(model: Any) -> dict[str, list[str]]:
-    """``code_paths`` and ``pip_requirements`` for ``mlflow.pytorch.log_model(model)``.
-
-    A pickled model names the classes of its layers. When any comes from lrsweep's
-    ``trainers``, the package's source goes with the model (MLflow puts it on ``sys.path`` when
-    the model loads) and the requirements are those ``trainers`` imports, pinned to the versions
-    installed here; otherwise torch alone (and torchvision for its layers).
-    """
-    modules = {type(layer).__module__.partition(".")[0] for layer in model.modules()}
-    names: tuple[str, ...]
-    if "trainers" in modules:
-        names = _TRAINERS_REQUIREMENTS
-        code_paths = _trainers_code()
-    else:
-        names = ("torch", "torchvision") if "torchvision" in modules else ("torch",)
-        code_paths = []
-    return {"code_paths": code_paths, "pip_requirements": list(_pinned(names))}
-
-
-@cache  # importlib.metadata reads the installed packages: ~5 ms a model, per trial
-def _pinned(names: tuple[str, ...]) -> tuple[str, ...]:
-    """``name==version`` of each installed package (a local ``+cpu`` tag dropped)."""
-    from importlib.metadata import version
-
-    return tuple(f"{name}=={version(name).split('+')[0]}" for name in names)
-
-
-_TRAINERS_STUB = '''"""lrsweep's ``trainers`` for this model: the installed package where
-lrsweep is installed, else the copy the model was logged with, run from ``../trainers.zip``.
-
-MLflow puts the model's ``code/`` folder first on ``sys.path`` when it loads the model. Where
-lrsweep is installed, its own ``trainers`` is imported, so the rest of lrsweep runs with the
-version it belongs to. One archive uploads to a tracking server in one request, where the
-package's ~50 files took one each.
-"""
-
-import importlib.machinery as _machinery
-import importlib.util as _util
-import os as _os
-import sys as _sys
-import zipimport as _zipimport
-
-
-def _installed():
-    """The spec of a ``trainers`` found outside every model's ``code/`` folder, or None."""
-    elsewhere = [
-        entry
-        for entry in _sys.path
-        if not _os.path.isfile(_os.path.join(entry or _os.curdir, "trainers.zip"))
-    ]
-    for finder in _sys.meta_path:
-        if finder is _machinery.PathFinder:
-            spec = finder.find_spec("trainers", elsewhere)
-        elif hasattr(finder, "find_spec"):
-            spec = finder.find_spec("trainers", None)
-        else:
-            continue
-        if spec is not None:
-            return spec
-    return None
-
-
-_spec = _installed()
-if _spec is None:  # lrsweep is not installed here: the copy logged with the model
-    _archive = _os.path.join(
-        _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "trainers.zip"
-    )
-    _spec = _zipimport.zipimporter(_archive).find_spec("trainers")
-_module = _util.module_from_spec(_spec)
-_sys.modules[__name__] = _module  # the import returns what sys.modules holds at its end
-_spec.loader.exec_module(_module)
-'''
-
-_trainers_code_paths: list[str] = []
-
-
-def _trainers_code() -> list[str]:
-    """``code_paths`` holding the ``trainers`` source: its modules in one zip and the package
-    stub above, in a folder of the temporary directory named by their digest (made once per
-    version and shared by every process; a trial worker logs many models).
-
-    Raises:
-        RuntimeError: when ``trainers`` has no source to ship (not a package of .py files).
-    """
-    if _trainers_code_paths:
-        return list(_trainers_code_paths)
-    import hashlib
-    import zipfile
-    import zipimport
-
-    import trainers
-
-    loader = getattr(trainers.__spec__, "loader", None)
-    if isinstance(loader, zipimport.zipimporter):  # from a logged model's code: that code again
-        archive = Path(loader.archive)
-        _trainers_code_paths[:] = [str(archive.parent / "trainers"), str(archive)]
-        return list(_trainers_code_paths)
-    package = Path(trainers.__file__).parent
-    sources = sorted(package.rglob("*.py"))
-    if package / "__init__.py" not in sources:
-        raise RuntimeError(f"trainers at {package} has no source files to log with its model.")
-    digest = hashlib.blake2b(digest_size=8)
-    for source in sources:
-        digest.update(f"{source.relative_to(package).as_posix()}\0".encode())
-        digest.update(source.read_bytes())
-    digest.update(_TRAINERS_STUB.encode())
-    folder = Path(tempfile.gettempdir()) / f"lrsweep-model-code-{digest.hexdigest()}"
-    if not (folder / "trainers" / "__init__.py").is_file():
-        staging = Path(tempfile.mkdtemp(prefix=".lrsweep-model-code-", dir=folder.parent))
-        with zipfile.ZipFile(staging / "trainers.zip", "w", zipfile.ZIP_DEFLATED) as zipped:
-            for source in sources:
-                zipped.write(source, f"trainers/{source.relative_to(package).as_posix()}")
-        (staging / "trainers").mkdir()
-        (staging / "trainers" / "__init__.py").write_text(_TRAINERS_STUB, encoding="utf-8")
-        try:
-            staging.rename(folder)  # whole, or not at all
-        except OSError:  # another process made it first, or something else is in the way
-            if (folder / "trainers" / "__init__.py").is_file():
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                folder = staging
-    _trainers_code_paths[:] = [str(folder / "trainers"), str(folder / "trainers.zip")]
-    return list(_trainers_code_paths)
-
-
-@contextlib.contextmanager
-def mlflow_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's global tracking URI is ``uri`` inside the block, and as it was after it.
-
-    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment (for
-    subprocesses). Setting back the URI ``mlflow.get_tracking_uri()`` returned before would
-    leave MLflow's resolved default (``sqlite:///<cwd>/mlflow.db``) in that variable, which a
-    later sweep of the same process, and every process it starts, takes for the user's choice.
-    MLflow's own setting and the variable are both put back (unset when they were unset).
-
-    Example:
-        >>> with mlflow_tracking_uri(tracker.uri):  # doctest: +SKIP
-        ...     model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils  # private: the URI set, if any
-
-    explicit = getattr(utils, "_tracking_uri", None)
-    variable = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(explicit)  # type: ignore[arg-type]  # None: unset, as before
-        if variable is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = variable
-
-
-def as_logged(value: float) -> float:
-    """A metric value as it was logged: MLflow's SQL stores keep +-inf as +-1.797e308 (a finite
-    float that would count as a real loss or accuracy), read back here as +-inf again."""
-    value = float(value)
-    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
-
-
-def status_name(status: int | str) -> str:
-    """MLflow's status string for a ``RunStatus`` value or string."""
-    return status if isinstance(status, str) else RunStatus.to_string(status)
-
-
-def finite_or_none(value: Any) -> float | None:
-    """``float(value)`` when finite, else None (for summaries that must stay JSON-clean)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _all_pages(search: Callable[..., Any], *, what: str) -> list[Any]:
-    """Every row of an MLflow search, page by page (``max_results`` and ``page_token``)."""
-    rows: list[Any] = []
-    token = None
-    while True:
-        page = _retrying(partial(search, max_results=SEARCH_PAGE, page_token=token), what=what)
-        rows.extend(page)
-        token = page.token
-        if not token:
-            return rows
-
-
-def _shown(name: str, names: list[str]) -> str:
-    """``names`` in full when short, else the ones closest to ``name`` and how many there are."""
-    if len(names) <= SHOWN_NAMES:
-        return str(names)
-    close = difflib.get_close_matches(name, names, n=SHOWN_NAMES, cutoff=0.5)
-    near = f"the closest to {name!r}: {close}" if close else f"the first: {names[:SHOWN_NAMES]}"
-    return f"{len(names)} experiments, {near}"
+        """Log ``model`` with ``mlflow.pytorch.log_model`` (signature, input example,
+        ``metadata``, the code it needs) and return its ``runs:/<run_id>/model`` URI; see
+        :func:`sweeps._models.log_pytorch_model`."""
+        return _models.log_pytorch_model(self, run_id, model, input_example, metadata)

@@ -342,7 +342,7 @@ def test_experiment_names_reads_every_page_and_the_prefix_literally(
     tracker = Tracker(tracking_uri)
     for name in ("a/x", "a/y", "a/z", "ab", "a_b/w", "b"):
         tracker.ensure_experiment(name)
-    monkeypatch.setattr("sweeps.tracking.SEARCH_PAGE", 2)  # pages of 2 rows instead of 1000
+    monkeypatch.setattr("sweeps._reads.SEARCH_PAGE", 2)  # pages of 2 rows instead of 1000
     assert tracker.experiment_names() == ["Default", "a/x", "a/y", "a/z", "a_b/w", "ab", "b"]
     assert tracker.experiment_names("a/") == ["a/x", "a/y", "a/z"]  # LIKE 'a/%' only
     assert tracker.experiment_names("a_") == ["a_b/w"]  # '_' is not LIKE's wildcard here
@@ -360,7 +360,7 @@ def test_a_missing_experiment_among_many_lists_the_closest_names(
     for i in range(6):
         tracker.ensure_experiment(f"digits-{i}")
     tracker.ensure_experiment("mnist")
-    monkeypatch.setattr("sweeps.tracking.SHOWN_NAMES", 3)
+    monkeypatch.setattr("sweeps._reads.SHOWN_NAMES", 3)
     with pytest.raises(LookupError) as info:
         tracker.experiment_id("digits-9")
     message = str(info.value)
@@ -765,12 +765,12 @@ def test_the_models_trainers_code_is_one_folder_per_version_and_its_own_when_loa
     import zipimport
 
     import trainers
-    from sweeps import tracking
+    from sweeps import _model_code
 
-    monkeypatch.setattr(tracking, "_trainers_code_paths", [])
-    first = tracking._trainers_code()
-    monkeypatch.setattr(tracking, "_trainers_code_paths", [])
-    assert tracking._trainers_code() == first  # another process finds the folder made
+    monkeypatch.setattr(_model_code, "_trainers_code_paths", [])
+    first = _model_code._trainers_code()
+    monkeypatch.setattr(_model_code, "_trainers_code_paths", [])
+    assert _model_code._trainers_code() == first  # another process finds the folder made
     stub, archive = map(Path, first)
     assert stub.name == "trainers" and (stub / "__init__.py").is_file()
     with zipfile.ZipFile(archive) as zipped:
@@ -778,10 +778,10 @@ def test_the_models_trainers_code_is_one_folder_per_version_and_its_own_when_loa
     assert {"trainers/__init__.py", "trainers/models/_base.py"} <= names
     # trainers imported from a logged model's code (lrsweep not installed): that code again;
     # reading the package's folder there found nothing and shipped an empty zip
-    monkeypatch.setattr(tracking, "_trainers_code_paths", [])
+    monkeypatch.setattr(_model_code, "_trainers_code_paths", [])
     copy = tmp_path / "code" / "trainers.zip"
     copy.parent.mkdir()
     copy.write_bytes(archive.read_bytes())
     zipped_spec = zipimport.zipimporter(str(copy)).find_spec("trainers")
     monkeypatch.setattr(trainers, "__spec__", zipped_spec)
-    assert tracking._trainers_code() == [str(copy.parent / "trainers"), str(copy)]
+    assert _model_code._trainers_code() == [str(copy.parent / "trainers"), str(copy)]

@@ -1,0 +1,34 @@
+"""The tags lrsweep writes on MLflow runs, and the statuses a run is closed with.
+
+Plain names, no MLflow import: :mod:`sweeps.tracking` re-exports every one, and the modules
+the :class:`sweeps.tracking.Tracker` delegates to (:mod:`sweeps._sweep_runs`) read them here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PARENT_TAG",
+    "TAG_CLEANED",
+    "TAG_CREATE_KEY",
+    "TAG_FAILED_FOR_GOOD",
+    "TAG_KIND",
+    "TAG_RESUMABLE",
+    "TAG_SWEEP_ID",
+    "TAG_TRIAL_ID",
+    "TERMINAL_STATUSES",
+]
+
+PARENT_TAG = "mlflow.parentRunId"
+TAG_KIND = "sweeps.kind"
+TAG_CREATE_KEY = "sweeps.create_key"
+"""A random key per ``start_run``: a create request sent twice (its reply lost) is seen."""
+TAG_SWEEP_ID = "sweeps.sweep_id"
+TAG_TRIAL_ID = "sweeps.trial_id"
+TAG_FAILED_FOR_GOOD = "sweeps.failed_for_good"
+"""Trial run tag: the error of an LR choice that fails the same way on every retry."""
+TAG_RESUMABLE = "sweeps.resumable"
+"""Sweep run tag, ``true`` / ``false``: whether ``lrsweep resume`` can retry its failed trials."""
+TAG_CLEANED = "sweeps.cleaned"
+"""Sweep run tag: when (UTC) ``lrsweep clean`` deleted the sweep's folder in Ray's storage, so
+that nothing can resume it any more."""
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
