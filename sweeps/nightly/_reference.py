@@ -36,6 +36,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 __all__ = [
     "METRIC_REFERENCE",
@@ -60,6 +61,8 @@ RUNS = 5
 """Timed runs after the warm-up; the reference is their median."""
 BATCH = (64, 1, 16, 16)
 WORKLOAD = "conv net fwd+bwd+AdamW"
+When = Literal["start", "end"]
+"""When in a night the reference is timed: before its sweeps or after them."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class Reference:
     seconds: float
     runs_s: tuple[float, ...]
     threads: int = 1
-    when: str = "start"
+    when: When = "start"
     """When in the night it was timed: ``start`` (before the sweeps) or ``end`` (after them)."""
     other_s: float | None = None
     """The other measurement's seconds, when :func:`faster` kept this one of two."""
@@ -109,7 +112,7 @@ def faster(start: Reference | None, end: Reference | None) -> Reference | None:
 
 
 def measure_reference(
-    *, runs: int = RUNS, threads: int = 1, when: str = "start"
+    *, runs: int = RUNS, threads: int = 1, when: When = "start"
 ) -> Reference | None:
     """Time the reference workload: one warm-up run, then the median of ``runs`` runs.
 
