@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +91,14 @@ def log_pytorch_model(
     model: Any,
     input_example: Any,
     metadata: Mapping[str, Any] | None = None,
+    *,
+    extra_files: Sequence[str | os.PathLike[str]] = (),
 ) -> str:
     """Log ``model`` with ``mlflow.pytorch.log_model`` (signature + input example, and
     ``metadata`` in its MLmodel file: ``mlflow.models.get_model_info(uri).metadata``).
+    ``extra_files`` are copied into the model's ``extra_files/`` folder (a trial's
+    weights-only export, :data:`sweeps.predictor.EXPORT_FILE`) and listed in its ``pytorch``
+    flavor.
 
     Loadable afterwards with ``mlflow.pytorch.load_model("runs:/<run_id>/model")``. Returns
     that URI. The run's status is left as it was. The ``pickle`` serialization is used:
@@ -124,6 +129,7 @@ def log_pytorch_model(
                 input_example=input_example.numpy(),
                 serialization_format="pickle",
                 metadata=dict(metadata) if metadata else None,
+                extra_files=[os.fspath(path) for path in extra_files] or None,
                 **model_environment(model),
             )
 

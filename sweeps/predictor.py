@@ -20,10 +20,12 @@ as a tracking URI is: those clients quote it in their errors (boto: ``Invalid bu
 from __future__ import annotations
 
 import contextlib
+import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sweeps.best import (
     ARM_TAG,
@@ -46,6 +48,8 @@ from sweeps.tracking import (
 
 if TYPE_CHECKING:
     from trainers import Predictor
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILE = "MLmodel"
 TRIAL_MODEL = "model"
@@ -167,15 +171,22 @@ def model_run_id(model_uri: str, *, tracking_uri: str | None = None) -> str | No
 
 
 def load_predictor(
-    model_uri: str, *, tracking_uri: str | None = None, device: str | None = None
+    model_uri: str,
+    *,
+    tracking_uri: str | None = None,
+    device: str | None = None,
+    allow_pickle: bool = False,
 ) -> Predictor:
     """A trial's logged model as a ``trainers.Predictor``: it takes raw pixels (uint8), image
     files and PIL images, resized and normalised as the trial's data were, and names classes.
 
-    ``mlflow.pytorch.load_model`` gives the bare network, which takes images normalised with
-    the training data's statistics; each trial logs those (with the classes, image size and
-    channels) in its model's metadata, read here. Like MLflow's loader, this unpickles the
-    model: load only from a store you trust.
+    Nothing is unpickled: a trial logs, beside MLflow's pickled model, a weights-only export of
+    it (``extra_files/export.pt``: the architecture's name, the weights, the classes and the
+    data's statistics), read here with ``torch.load(weights_only=True)`` and rebuilt with
+    ``trainers.build_model`` (:func:`trainers.load_learner`). A model logged without that
+    file (by an lrsweep before 2026-12-07, or a model ``build_model`` did not build) is refused
+    unless ``allow_pickle``: ``mlflow.pytorch.load_model`` then unpickles it, which runs
+    whatever code the file names, so allow it only for a store whose writers you trust.
 
     Args:
         model_uri: ``BestConfig.model_uri`` or :attr:`TrialModel.model_uri`
@@ -185,39 +196,110 @@ def load_predictor(
         tracking_uri: as :func:`~sweeps.best.best_config`'s; only ``runs:/`` and ``models:/``
             URIs read it.
         device: where the model runs (default: CUDA when available, else the CPU).
+        allow_pickle: load a model without the export by unpickling it, with the data's
+            statistics from its metadata.
 
     Raises:
         BestConfigError: for a store that does not exist; a run, registered model, version,
             alias or folder that does not (each named, with what to give instead); a URI with
             a password, or one its artifact client cannot read (whatever that client raises);
-            or a model logged without the metadata (by an lrsweep before 2026-12-07, or from
-            data without statistics).
+            an export that does not load (naming the model and why); a model without the
+            export and ``allow_pickle`` false; or, with ``allow_pickle``, a model logged
+            without the metadata.
 
     Example:
         >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
         >>> load_predictor(best.model_uri).predict_class("digit.png")  # doctest: +SKIP
     """
-    import mlflow.pytorch
     import torch
     from mlflow.models import Model
 
+    chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with _reading(model_uri, _store(model_uri, tracking_uri)):
+        logged = Model.load(model_uri)
+        if _export_path(logged) is not None:
+            return _exported(model_uri, chosen)
+        if not allow_pickle:
+            raise BestConfigError(
+                f"model {redact_uri(model_uri)} holds no weights-only export ({EXPORT_PATH}: "
+                "logged by an lrsweep before 2026-12-07, or its model was not built by "
+                "trainers.build_model), so loading it means unpickling it, which runs any code "
+                "the file names: pass allow_pickle=True (lrsweep predict --allow-pickle) only "
+                "for a store whose writers you trust."
+            )
+        return _unpickled(model_uri, logged, chosen)
+
+
+EXPORT_FILE = "export.pt"
+"""The weights-only export (``trainers.export``) a trial logs in its model's ``extra_files/``."""
+EXPORT_PATH = f"extra_files/{EXPORT_FILE}"
+"""Where that export lies inside the logged model's folder."""
+
+
+def predictor_files(learn: Any, folder: Path) -> tuple[dict[str, Any] | None, list[Path]]:
+    """What a trial logs beside its pickled model, for :func:`load_predictor`: the metadata
+    (``{"predictor": trainers.export.export_metadata(learn)}``) and the export file, written
+    into ``folder`` (for ``Tracker.log_pytorch_model(..., metadata, extra_files=...)``).
+
+    ``(None, [])`` for a model ``trainers.build_model`` did not build, or data without class
+    names or statistics: the export needs both (the reason is logged as a warning).
+    """
+    from trainers.export import export, export_metadata
+
+    try:
+        metadata = {"predictor": export_metadata(learn)}
+    except ValueError as error:  # the model logs all the same; load_predictor says what lacks
+        logger.warning("the logged model holds no weights-only export: %s", error)
+        return None, []
+    return metadata, [export(learn, folder / EXPORT_FILE)]
+
+
+def _export_path(logged: Any) -> str | None:
+    """The export's path inside the model folder, when its ``pytorch`` flavor lists it."""
+    listed = (logged.flavors.get("pytorch") or {}).get("extra_files") or []
+    paths = [entry.get("path") for entry in listed if isinstance(entry, dict)]
+    return EXPORT_PATH if EXPORT_PATH in paths else None
+
+
+def _exported(model_uri: str, device: str) -> Predictor:
+    """The model's export, downloaded and read with ``torch.load(weights_only=True)``."""
+    import mlflow.artifacts
+
+    from trainers.export import load_learner
+
+    with tempfile.TemporaryDirectory(prefix="lrsweep-model-") as folder:
+        if ":/" in model_uri:  # runs:/, models:/ or an artifact location
+            uri = f"{model_uri.rstrip('/')}/{EXPORT_PATH}"
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+        else:  # a folder: read in place
+            local = str(Path(model_uri) / EXPORT_PATH)
+        try:
+            return load_learner(local, device=device)
+        except (ValueError, OSError) as error:
+            raise BestConfigError(
+                f"model {redact_uri(model_uri)}: its export {EXPORT_PATH} does not load: {error}"
+            ) from None
+
+
+def _unpickled(model_uri: str, logged: Any, device: str) -> Predictor:
+    """The pickled model (``allow_pickle``), with the data's statistics from its metadata."""
+    import mlflow.pytorch
+
     from trainers import Predictor
 
-    with _reading(model_uri, _store(model_uri, tracking_uri)):
-        fields = dict((Model.load(model_uri).metadata or {}).get("predictor") or {})
-        if not fields:
-            raise BestConfigError(
-                f"model {redact_uri(model_uri)} holds no data statistics (logged by an lrsweep "
-                "before 2026-12-07, or its trial's data had none): load it with "
-                "mlflow.pytorch.load_model and give "
-                "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
-                "mean=..., std=...) the trial's data's values."
-            )
-        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    fields = dict((logged.metadata or {}).get("predictor") or {})
+    if not fields:
+        raise BestConfigError(
+            f"model {redact_uri(model_uri)} holds no data statistics (logged by an lrsweep "
+            "before 2026-12-07, or its trial's data had none): load it with "
+            "mlflow.pytorch.load_model and give "
+            "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
+            "mean=..., std=...) the trial's data's values."
+        )
+    model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
     for name in ("arch", "n_classes"):  # the network's own; Predictor takes the data's
         fields.pop(name, None)
-    chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model, device=chosen, **fields)
+    return Predictor(model, device=device, **fields)
 
 
 def model_folder_problem(path: str) -> str | None:

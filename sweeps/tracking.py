@@ -30,6 +30,7 @@ names the run tags.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -468,8 +469,11 @@ class Tracker:
         model: Any,
         input_example: Any,
         metadata: Mapping[str, Any] | None = None,
+        extra_files: Sequence[str | os.PathLike[str]] = (),
     ) -> str:
         """Log ``model`` with ``mlflow.pytorch.log_model`` (signature, input example,
-        ``metadata``, the code it needs) and return its ``runs:/<run_id>/model`` URI; see
-        :func:`sweeps._models.log_pytorch_model`."""
-        return _models.log_pytorch_model(self, run_id, model, input_example, metadata)
+        ``metadata``, the code it needs, ``extra_files``) and return its
+        ``runs:/<run_id>/model`` URI; see :func:`sweeps._models.log_pytorch_model`."""
+        return _models.log_pytorch_model(
+            self, run_id, model, input_example, metadata, extra_files=extra_files
+        )

@@ -54,6 +54,7 @@ from sweeps._reporter import (
     flatten_params,
     training_rows,
 )
+from sweeps.predictor import predictor_files
 from sweeps.spec import redact
 from sweeps.stoppers import from_spec
 from sweeps.tracking import TAG_FAILED_FOR_GOOD, TAG_SWEEP_ID, TAG_TRIAL_ID, RunLogger, Tracker
@@ -63,7 +64,6 @@ from trainers import (
     LRFindResult,
     TrainingDiverged,
 )
-from trainers.export import export_metadata
 from trainers.suggestions import CurveTooShort
 
 logger = logging.getLogger(__name__)
@@ -631,16 +631,10 @@ def _finalize(
     best_state = record.best_state if spec.tracking.checkpoints != "none" else None
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
         example = learn.dls.valid_images[:2].detach().cpu()
-        tracker.log_pytorch_model(run_id, learn.model.cpu(), example, _model_metadata(learn))
-
-
-def _model_metadata(learn: Learner) -> dict[str, Any] | None:
-    """The logged model's metadata: what ``sweeps.predictor.load_predictor`` needs besides it."""
-    try:
-        return {"predictor": export_metadata(learn)}
-    except ValueError as error:  # the model logs all the same; load_predictor says what lacks
-        logger.warning("the logged model holds no data statistics: %s", error)
-        return None
+        with tempfile.TemporaryDirectory(prefix="lrsweep-export-") as folder:
+            metadata, files = predictor_files(learn, Path(folder))
+            model = learn.model.cpu()
+            tracker.log_pytorch_model(run_id, model, example, metadata, extra_files=files)
 
 
 TTA_METRICS = ("valid_loss", "error_rate", "accuracy")

@@ -82,12 +82,22 @@ def predict_command(
         TextOrJson, typer.Option("--format", help="text (a line per image) | json.")
     ] = TextOrJson.text,
     tracking_uri: TrackingUri = None,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            help="Load a model logged without its weights-only export (by an lrsweep before "
+            "2026-12-07) by unpickling it, which runs any code the file names: only for a "
+            "store whose writers you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Classify IMAGES with a logged model: a sweep's best trial's, a trial run's or a URI's.
 
     Prints, per image, its most probable classes and their probabilities, and which model gave
     them. The model takes the files as the trial's data were made: decoded, resized and
-    normalised with the training images' statistics (sweeps.load_predictor). --strategy,
+    normalised with the training images' statistics (sweeps.load_predictor), from the
+    weights-only export each trial logs beside the model: nothing is unpickled. --strategy,
     --metric and --run-id pick the best trial of EXPERIMENT as lrsweep best does; a model URI,
     a model folder or --trial names the model itself and refuses them."""
     from sweeps.predictor import load_predictor
@@ -110,7 +120,9 @@ def predict_command(
         best = partial(_best, experiment, strategy, metric, run_id, tracking_uri)
         chosen = _chosen(best, folder=experiment)
     try:
-        predictor = load_predictor(chosen.model_uri, tracking_uri=tracking_uri, device="cpu")
+        predictor = load_predictor(
+            chosen.model_uri, tracking_uri=tracking_uri, device="cpu", allow_pickle=allow_pickle
+        )
         probabilities = predictor.predict([str(path) for path in files])
     except (LookupError, ValueError) as error:  # BestConfigError is a LookupError
         raise fail(error) from None

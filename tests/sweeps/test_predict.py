@@ -45,12 +45,12 @@ def _trial(tracker: Tracker, exp_id: str, parent: str, arm: str, loss: float) ->
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One sweep run with two trials holding real models (grid's the better), a failed trial
-    without one, a run that is no trial, and three image files (one per class, at 20 px)."""
+    """One sweep run with two trials holding real models (grid's the better), a third whose
+    model was logged without its weights-only export, a failed trial without one, a run that
+    is no trial, and three image files (one per class, at 20 px)."""
     from PIL import Image
 
     from trainers.data import open_dataset
-    from trainers.export import export_metadata
 
     root = tmp_path_factory.mktemp("predict")
     uri = default_tracking_uri(root)
@@ -60,11 +60,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     runs = {}
     for arm, loss, seed, epochs in (("grid", 0.4, 0, 3), ("lr_finder", 0.6, 1, 1)):
         runs[arm] = _trial(tracker, exp_id, parent, arm, loss)
-        learn = _fitted(seed, epochs)
-        metadata = {"predictor": export_metadata(learn)}
-        example = learn.dls.valid_images[:2]
-        tracker.log_pytorch_model(runs[arm], learn.model.cpu(), example, metadata)
+        _log_model(tracker, runs[arm], _fitted(seed, epochs), root / arm)
         tracker.end_run(runs[arm])
+    # a model as an lrsweep before 2026-12-07 logged it: pickled, with metadata, no export
+    runs["pickled"] = _trial(tracker, exp_id, parent, "optuna", 0.7)
+    _log_model(tracker, runs["pickled"], _fitted(0, 3), root / "pickled", export=False)
+    tracker.end_run(runs["pickled"])
     runs["failed"] = _trial(tracker, exp_id, parent, "random", 0.3)
     tracker.set_tags(runs["failed"], {"sweeps.stop_reason": "failed"})
     tracker.end_run(runs["failed"], "FAILED")
@@ -77,6 +78,19 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         images.append(root / f"{source.classes[int(source.labels[index])]}.png")
         Image.fromarray(source.images(20)[index].permute(1, 2, 0).numpy()).save(images[-1])
     return {"uri": uri, "root": root, "parent": parent, "images": images, **runs}
+
+
+def _log_model(
+    tracker: Tracker, run_id: str, learn: Any, folder: Path, *, export: bool = True
+) -> None:
+    """Log ``learn``'s model as a trial does, its export written in ``folder``; without
+    ``export`` as an lrsweep before 2026-12-07 did (pickled, with the metadata alone)."""
+    from sweeps.predictor import predictor_files
+
+    folder.mkdir()
+    metadata, files = predictor_files(learn, folder)
+    example, model = learn.dls.valid_images[:2], learn.model.cpu()
+    tracker.log_pytorch_model(run_id, model, example, metadata, extra_files=files if export else [])
 
 
 def _predict(*args: str, uri: str | None = None, images: list[Path] | None = None) -> Any:
@@ -349,3 +363,94 @@ def test_a_model_uri_its_artifact_client_cannot_read_is_one_line_exit_2(
     assert "Traceback" not in result.output and "tok3n" not in result.output
     assert result.stderr.startswith(f"Error: model {model_uri.replace('tok3n@', '')}: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_model_loads_from_its_weights_only_export_as_the_pickled_model_predicts(
+    store: dict[str, Any],
+) -> None:
+    import mlflow.pytorch
+
+    from trainers import Predictor
+
+    model_uri = f"runs:/{store['grid']}/model"
+    predictor = load_predictor(model_uri, tracking_uri=store["uri"], device="cpu")
+    with mlflow_tracking_uri(store["uri"]):
+        pickled = mlflow.pytorch.load_model(model_uri)
+        fields = mlflow.models.Model.load(model_uri).metadata["predictor"]
+    assert type(predictor.model) is type(pickled)  # rebuilt by build_model, not unpickled
+    assert predictor.model is not pickled
+    for name, weights in pickled.state_dict().items():
+        assert torch.equal(predictor.model.state_dict()[name], weights), name
+    for name in ("classes", "image_size", "in_channels", "mean", "std", "resize_method"):
+        assert getattr(predictor, name) == fields[name], name
+    reference = Predictor(
+        pickled, **{k: v for k, v in fields.items() if k not in ("arch", "n_classes")}
+    )
+    files = [str(path) for path in store["images"]]
+    assert torch.equal(predictor.predict(files), reference.predict(files))
+
+
+def test_a_model_without_the_export_is_refused_unless_pickle_is_allowed(
+    store: dict[str, Any],
+) -> None:
+    model_uri = f"runs:/{store['pickled']}/model"
+    with pytest.raises(BestConfigError, match=r"holds no weights-only export .*allow_pickle=True"):
+        load_predictor(model_uri, tracking_uri=store["uri"])
+    refused = _predict(model_uri, uri=store["uri"], images=store["images"])
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert "lrsweep predict --allow-pickle" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    args = (model_uri, "--allow-pickle", "--top", "3", "--format", "json")
+    answer = _answer(_predict(*args, uri=store["uri"], images=store["images"]))
+    expected = _expected(store, model_uri, tracking_uri=store["uri"], allow_pickle=True)
+    assert _same(answer, expected)
+    # a model with the export loads from it whether pickles are allowed or not
+    grid = f"runs:/{store['grid']}/model"
+    with_export = load_predictor(grid, tracking_uri=store["uri"], allow_pickle=True)
+    without = load_predictor(grid, tracking_uri=store["uri"])
+    files = [str(path) for path in store["images"]]
+    assert torch.equal(with_export.predict(files), without.predict(files))
+
+
+class _Payload:
+    """Unpickling this writes ``marker``: what a malicious model file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_a_model_file_that_runs_code_is_never_unpickled_by_default(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    """A downloaded model folder whose pickled ``data/model.pth`` was swapped for one that runs
+    code on unpickling: with its export, the prediction comes from the export alone; without
+    it, the model is refused. Only ``allow_pickle`` runs it (the control: the file is live)."""
+    import mlflow
+
+    from trainers.export import EXPORT_FORMAT
+
+    with mlflow_tracking_uri(store["uri"]):
+        for arm in ("grid", "pickled"):
+            uri = f"runs:/{store[arm]}/model"
+            mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / arm))
+    marker = tmp_path / "marker"
+    for arm in ("grid", "pickled"):
+        torch.save(_Payload(marker), tmp_path / arm / "model" / "data" / "model.pth")
+    files = [str(path) for path in store["images"]]
+    expected = _expected(store, f"runs:/{store['grid']}/model", tracking_uri=store["uri"])
+    assert torch.equal(load_predictor(str(tmp_path / "grid" / "model")).predict(files), expected[0])
+    with pytest.raises(BestConfigError, match="holds no weights-only export"):
+        load_predictor(str(tmp_path / "pickled" / "model"))
+    assert not marker.exists()
+    # an export that is not weights only is refused too, named, and runs nothing
+    exported = tmp_path / "grid" / "model" / "extra_files" / "export.pt"
+    torch.save({"format": EXPORT_FORMAT, "x": _Payload(marker)}, exported)
+    with pytest.raises(BestConfigError, match=r"its export extra_files/export\.pt does not load"):
+        load_predictor(str(tmp_path / "grid" / "model"))
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017  the payload is no model: what fails is MLflow's
+        load_predictor(str(tmp_path / "pickled" / "model"), allow_pickle=True)
+    assert marker.read_text() == "pwned"

@@ -359,6 +359,9 @@ def test_load_predictor_takes_raw_pixels_as_the_trials_data_were(
     run = _children(sweep)[0]
     uri = f"runs:/{run.info.run_id}/model"
     predictor = load_predictor(uri, tracking_uri=sweep[1].uri, device="cpu")
+    with mlflow_tracking_uri(sweep[1].uri):  # read from the trial's weights-only export
+        listed = mlflow.models.Model.load(uri).flavors["pytorch"]["extra_files"]
+    assert listed == [{"path": "extra_files/export.pt"}]
     task = SPEC["task"]
     dataset = task["dataset"]
     dls = make_dataloaders(

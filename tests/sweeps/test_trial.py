@@ -608,19 +608,28 @@ def test_a_trials_warnings_survive_mlflow_pytorchs_logging_setup(order: str) -> 
     assert re.search(r"WARNING.sweeps\._retry.( )?MLflow log_artifacts failed", done.stderr)
 
 
-def test_the_logged_models_metadata_is_the_datas_and_a_gap_in_it_fails_no_trial(
-    caplog: pytest.LogCaptureFixture,
+def test_the_logged_models_files_are_the_datas_and_a_gap_in_them_fails_no_trial(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    from sweeps.trial import _model_metadata
+    import torch
+
+    from sweeps.predictor import EXPORT_FILE, predictor_files
+    from trainers import load_learner
 
     dls = make_dataloaders("shapes", image_size=8, batch_size=8, seed=0, n_per_class=4)
     learn = Learner(build_model("simple_cnn", 3), dls)
-    fields = _model_metadata(learn)["predictor"]  # type: ignore[index]
+    metadata, files = predictor_files(learn, tmp_path)
+    fields = metadata["predictor"]  # type: ignore[index]
     assert fields["classes"] == list(dls.classes) and fields["image_size"] == 8
     assert fields["mean"] == pytest.approx(list(dls.mean)) and fields["in_channels"] == 3
-    dls.mean = None  # data no statistics describe: the model is logged without metadata
-    with caplog.at_level("WARNING", logger="sweeps.trial"):
-        assert _model_metadata(learn) is None
-    assert "the logged model holds no data statistics: export needs the data's ['mean']" in (
+    assert files == [tmp_path / EXPORT_FILE]
+    exported = load_learner(files[0], device="cpu")  # weights only
+    assert exported.classes == list(dls.classes)
+    for name, weights in learn.model.state_dict().items():
+        assert torch.equal(exported.model.state_dict()[name], weights), name
+    dls.mean = None  # data no statistics describe: the model is logged without either
+    with caplog.at_level("WARNING", logger="sweeps.predictor"):
+        assert predictor_files(learn, tmp_path / "none") == (None, [])
+    assert "the logged model holds no weights-only export: export needs the data's ['mean']" in (
         caplog.text
     )
