@@ -102,7 +102,11 @@ step("confusion matrix figure", lambda: Interpretation.from_learner(learn)
      .plot_confusion_matrix(root / "cm.png"))
 step("learn.save (checkpoint)", lambda: learn.save(root / "ckpt.pt"))
 example = learn.dls.valid_images[:2].cpu()
-step("log_pytorch_model", lambda: tracker.log_pytorch_model(run_id, learn.model, example))
+from sweeps.predictor import predictor_files
+def log_model():  # as a trial logs it: the pickled model, its metadata and weights-only export
+    metadata, files = predictor_files(learn, Path(tempfile.mkdtemp()))
+    tracker.log_pytorch_model(run_id, learn.model, example, metadata, extra_files=files)
+step("log_pytorch_model (+ export)", log_model)
 print("COLD_COSTS " + json.dumps(out))
 """
 
