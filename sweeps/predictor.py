@@ -264,12 +264,16 @@ def _export_path(logged: Any) -> str | None:
 def _exported(model_uri: str, device: str) -> Predictor:
     """The model's export, downloaded and read with ``torch.load(weights_only=True)``."""
     import mlflow.artifacts
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
     from trainers.export import load_learner
 
     with tempfile.TemporaryDirectory(prefix="lrsweep-model-") as folder:
         if ":/" in model_uri:  # runs:/, models:/ or an artifact location
-            uri = f"{model_uri.rstrip('/')}/{EXPORT_PATH}"
+            location = model_uri  # a models:/ URI names no path inside: resolved, as MLflow does
+            if ModelsArtifactRepository.is_models_uri(model_uri):
+                location = ModelsArtifactRepository.get_underlying_uri(model_uri)
+            uri = f"{location.rstrip('/')}/{EXPORT_PATH}"
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
         else:  # a folder: read in place
             local = str(Path(model_uri) / EXPORT_PATH)

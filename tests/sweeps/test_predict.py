@@ -145,7 +145,7 @@ def test_predict_by_runs_uri_uses_that_run_and_names_it(store: dict[str, Any]) -
     assert len(text.stdout.splitlines()) == len(store["images"])
 
 
-def test_predict_by_registered_version_and_alias(store: dict[str, Any]) -> None:
+def test_predict_by_registered_version_alias_and_logged_model_id(store: dict[str, Any]) -> None:
     import mlflow
 
     with mlflow_tracking_uri(store["uri"]):
@@ -153,8 +153,15 @@ def test_predict_by_registered_version_and_alias(store: dict[str, Any]) -> None:
     Tracker(store["uri"]).client.set_registered_model_alias(
         "shapes-cnn", "champion", str(version.version)
     )
-    expected = _expected(store, f"runs:/{store['lr_finder']}/model", tracking_uri=store["uri"])
-    for model_uri in (f"models:/shapes-cnn/{version.version}", "models:/shapes-cnn@champion"):
+    expected_uri = f"runs:/{store['lr_finder']}/model"
+    expected = _expected(store, expected_uri, tracking_uri=store["uri"])
+    with mlflow_tracking_uri(store["uri"]):  # MLflow 3's logged model, by its id
+        logged = f"models:/{mlflow.models.get_model_info(expected_uri).model_id}"
+    for model_uri in (
+        f"models:/shapes-cnn/{version.version}",
+        "models:/shapes-cnn@champion",
+        logged,
+    ):
         args = (model_uri, "--top", "3", "--format", "json")
         answer = _answer(_predict(*args, uri=store["uri"], images=store["images"]))
         assert (answer["model_uri"], answer["run_id"]) == (model_uri, store["lr_finder"])
