@@ -149,6 +149,12 @@ def test_best_from_a_fresh_process_is_the_right_trial_and_its_model_reproduces_a
         predictions = model(dls.valid_images).argmax(dim=1)
     accuracy = (predictions == dls.valid_labels).float().mean().item()
     assert accuracy == pytest.approx(best["metrics"]["accuracy"], abs=1e-6)
+    # lrsweep's own loader reads the weights-only export through the server's artifact proxy
+    from sweeps import load_predictor
+
+    predictor = load_predictor(best["model_uri"], tracking_uri=swept["server"].url, device="cpu")
+    with torch.no_grad():
+        assert torch.equal(predictor.model(dls.valid_images), model(dls.valid_images))
 
 
 def test_best_on_the_servers_database_says_to_ask_the_server_for_the_spec(
