@@ -37,6 +37,7 @@ __all__ = [
     "model_input",
     "predict",
     "tta",
+    "validate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,19 @@ def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[
     logits, target = torch.cat(outs), torch.cat(targets)
     _keep_predictions(learn, logits, target)
     return _metrics(learn, logits, target, total / len(target))
+
+
+def validate(learn: Learner) -> dict[str, float]:
+    """``{"valid_loss", <metrics>}`` of the current model on ``learn.dls.valid``, in eval mode;
+    every module's mode and ``learn.training`` are put back afterwards (a callback may call it
+    mid-fit, as ``get_preds`` and ``tta``)."""
+    training = learn.training
+    try:
+        with eval_mode(learn.model):
+            learn.training = False
+            return evaluate(learn, learn.dls.valid, learn.forward_model)
+    finally:
+        learn.training = training
 
 
 def _keep_predictions(learn: Learner, logits: torch.Tensor, targets: torch.Tensor) -> None:
