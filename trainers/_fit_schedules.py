@@ -244,9 +244,8 @@ def fine_tune(
     previous = learn.phase
     try:
         if freeze_epochs:
-            # 5 names the frame the method's own 4 named before this body moved here (one
-            # frame more between): the caller of the user's fine_tune call
-            warn_if_one_group(learn.model, stacklevel=5)
+            # the user's call of Learner.fine_tune, which calls this
+            warn_if_one_group(learn.model, stacklevel=4)
         learn.freeze_to(-1)
         if freeze_epochs:
             learn.phase = "frozen"

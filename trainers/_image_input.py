@@ -92,8 +92,13 @@ def normalised_bound(fmt: ImageFormat) -> float | None:
     return float(normalised.abs().amax())
 
 
-def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
+def model_input(
+    x: ImageInput, fmt: ImageFormat, *, stacklevel: int = 2
+) -> tuple[torch.Tensor, bool]:
     """``x`` as the float batch the model takes, and whether it was one image.
+
+    The raw-pixels warning names the frame ``stacklevel`` above this call (1: its caller; 2,
+    the default: the caller's caller, the user's call of ``Predictor.predict``).
 
     Image files and PIL images are decoded as ``image_folder`` decodes them (8-bit RGB, or
     greyscale for a 1-channel model), fitted to ``fmt.image_size`` by ``fmt.resize_method`` and
@@ -127,7 +132,7 @@ def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
                         f"x[{i}] must be one image (C, H, W) in a list of images, but got shape "
                         f"{tuple(image.shape)}."
                     )
-                parts.append(_tensor_input(image, fmt)[0])
+                parts.append(_tensor_input(image, fmt, stacklevel + 2)[0])
             return torch.cat(parts), False
         kinds = sorted({type(item).__name__ for item in x})
         raise ValueError(
@@ -139,11 +144,12 @@ def model_input(x: ImageInput, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
             "x must be a tensor or NumPy array (C, H, W) / (N, C, H, W), an image file's path, "
             f"a PIL image or a list of them, but got a {type(x).__name__}."
         )
-    return _tensor_input(torch.as_tensor(x), fmt)
+    return _tensor_input(torch.as_tensor(x), fmt, stacklevel + 2)
 
 
-def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool]:
-    """One image ``(C, H, W)`` or a batch as the model's float batch; see :func:`model_input`.
+def _tensor_input(x: torch.Tensor, fmt: ImageFormat, stacklevel: int) -> tuple[torch.Tensor, bool]:
+    """One image ``(C, H, W)`` or a batch as the model's float batch; see :func:`model_input`
+    (``stacklevel``: the warning's, counted from here).
 
     A 2-D ``(H, W)`` image (what ``np.array`` of a greyscale PIL image, or scikit-learn's
     digits, give) is one channel: taken as ``(1, H, W)`` for a one-channel model.
@@ -193,7 +199,7 @@ def _tensor_input(x: torch.Tensor, fmt: ImageFormat) -> tuple[torch.Tensor, bool
             f"x reaches {peak:.4g}, but {reach}: that looks like raw pixels (0..255, or "
             "scikit-learn's digits' 0..16); pass 0..255 pixels as uint8 (x.to(torch.uint8)) to "
             "have them normalised as the loaders do.",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
     return batch.float(), x.ndim == 3
 

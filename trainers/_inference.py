@@ -174,7 +174,8 @@ def predict(learn: Learner, x: ImageInput) -> torch.Tensor:
         ValueError: see :func:`~trainers._image_input.model_input`.
         FileNotFoundError: for a path that does not exist.
     """
-    batch, single = model_input(x, ImageFormat.of(learn.dls))
+    # a warning names the user's call of Learner.predict, which calls this
+    batch, single = model_input(x, ImageFormat.of(learn.dls), stacklevel=3)
     acc = learn.accelerator
     # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
     with eval_mode(learn.model), torch.no_grad(), acc.autocast():

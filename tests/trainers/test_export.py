@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from pathlib import Path
@@ -300,6 +301,13 @@ def test_a_predictor_stays_where_it_was_when_a_device_is_not_there(
     assert next(predictor.model.parameters()).device == torch.device("cpu")
 
 
+def _next_line() -> int:
+    """The line after the caller's: where a warning said at the next call must point."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno + 1
+
+
 def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() -> None:
     # The bound was an absolute 30: scikit-learn's digits as floats (0..16) were taken for a
     # normalised image and predicted at 42% accuracy without a word.
@@ -307,8 +315,12 @@ def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() ->
     seed_everything(0)
     learn = Learner(build_model("simple_cnn", 10, in_channels=1), dls)
     digits = torch.linspace(0, 16, 64).view(1, 1, 8, 8)
-    with pytest.warns(UserWarning, match=r"x reaches 16, but .* reaches 1\.\d+ at most: that"):
+    with pytest.warns(
+        UserWarning, match=r"x reaches 16, but .* reaches 1\.\d+ at most: that"
+    ) as said:
+        line = _next_line()
         learn.predict(digits)
+    assert [(w.filename, w.lineno) for w in said] == [(__file__, line)]  # the user's call
     predictor = Predictor(
         learn.model,
         classes=[str(i) for i in range(10)],
@@ -317,8 +329,14 @@ def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() ->
         mean=dls.mean,
         std=dls.std,
     )
-    with pytest.warns(UserWarning, match=r"x reaches 16, but"):
+    with pytest.warns(UserWarning, match=r"x reaches 16, but") as said:
+        line = _next_line()
         predictor.predict(digits)
+    assert [(w.filename, w.lineno) for w in said] == [(__file__, line)]
+    with pytest.warns(UserWarning, match=r"x reaches 16, but") as said:
+        line = _next_line()
+        predictor.predict([digits[0], digits[0]])  # a list of images: each checked
+    assert {(w.filename, w.lineno) for w in said} == {(__file__, line)}
     black_and_white = torch.tensor([0, 255], dtype=torch.uint8).repeat(32).view(1, 1, 8, 8)
     jittered = make_dataloaders(
         "digits", image_size=8, batch_size=64, seed=0, augment={"jitter": 0.9}

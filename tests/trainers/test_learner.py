@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 import weakref
@@ -310,10 +311,14 @@ def test_freezing_a_model_of_one_layer_group_warns_at_the_users_call() -> None:
     dls = make_dataloaders("shapes", image_size=16, batch_size=32)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, dls.n_classes))
     learn = Learner(model, dls, device="cpu", progress=False)
-    for call in (learn.freeze, lambda: learn.fine_tune(1, 1e-3)):
-        with pytest.warns(UserWarning, match="Sequential is one layer group") as caught:
-            call()
-        assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
+    with pytest.warns(UserWarning, match="Sequential is one layer group") as caught:
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        learn.freeze()
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
+    with pytest.warns(UserWarning, match="Sequential is one layer group") as caught:
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        learn.fine_tune(1, 1e-3)
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
     assert all(p.requires_grad for p in model.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
