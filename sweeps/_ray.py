@@ -1,11 +1,19 @@
-"""Every Ray import lrsweep makes (the stoppers' ``Stopper`` base class aside).
+"""Every Ray import lrsweep makes (the stoppers' ``Stopper`` base class aside), here and in
+the three ``_ray_*`` modules beside this one.
 
 Ray's API churns between releases (``tune.report`` signatures, ``trial_runner`` ->
-``tune_controller``, ``ray.air`` -> ``ray.tune``); an upgrade touches this file only. The rest of
-``sweeps`` sees plain functions and small dataclasses: search-space primitives for the
+``tune_controller``, ``ray.air`` -> ``ray.tune``); an upgrade touches these files only. The rest
+of ``sweeps`` sees plain functions and small dataclasses: search-space primitives for the
 strategies, a searcher built from a picklable description, the session calls a trial body needs
 (report with a checkpoint folder, the checkpoint to resume from, its trial id), and one function
 that runs or restores a Tuner and hands back plain :class:`TrialOutcome` records.
+
+Here: the Tuner (its plan, the searcher serving every search, running and restoring it, the
+outcomes), the calls from inside a trial and the values trials share. Starting, joining and
+watching Ray is in ``_ray_cluster.py``; the search-space primitives, searchers and drawn configs
+are in ``_ray_search.py``; what lrsweep does to Ray's and Tune's log lines is in
+``_ray_logs.py`` (no Ray import). This module re-exports the names it always offered, and the
+rest of ``sweeps`` imports them from here.
 """
 
 from __future__ import annotations
@@ -15,46 +23,35 @@ import logging
 import math
 import os
 import pickle
-import signal
-import socket
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from ray import tune
 from ray.tune.search import Searcher
+
+from sweeps._ray_cluster import init_ray as init_ray  # re-exported
+from sweeps._ray_cluster import is_initialized as is_initialized  # re-exported
+from sweeps._ray_cluster import local_ray_lost as local_ray_lost  # re-exported
+from sweeps._ray_cluster import node_name as node_name  # re-exported
+from sweeps._ray_cluster import shutdown_ray as shutdown_ray  # re-exported
+from sweeps._ray_logs import quiet_trial_logs as quiet_trial_logs  # re-exported
+from sweeps._ray_logs import without_tune_loggers
+from sweeps._ray_search import SearcherSpec as SearcherSpec  # re-exported
+from sweeps._ray_search import build_searcher as build_searcher  # re-exported
+from sweeps._ray_search import grid_search as grid_search  # re-exported
+from sweeps._ray_search import is_domain as is_domain  # re-exported
+from sweeps._ray_search import is_grid as is_grid  # re-exported
+from sweeps._ray_search import loguniform as loguniform  # re-exported
+from sweeps._ray_search import merge
+from sweeps._ray_search import sample_configs as sample_configs  # re-exported
 
 logger = logging.getLogger(__name__)
 
 Callback = tune.Callback
 """Ray Tune's driver-side callback base class (``sweeps.progress`` subclasses it)."""
-
-
-@dataclass(frozen=True)
-class SearcherSpec:
-    """A picklable description of a Ray Tune search algorithm.
-
-    Attributes:
-        kind: ``optuna`` (Ray Tune's ``OptunaSearch``) or ``random`` (log-uniform draws from
-            a numpy generator seeded with ``seed``).
-        metric: The reported metric the searcher optimises.
-        mode: ``min`` or ``max``.
-        seed: Sampler seed; the same seed gives the same suggestions.
-        sampler: Optuna sampler name (``tpe``, ``random``, ``qmc``, ``gp``, ``cmaes``).
-        startup_trials: The sampler's ``n_startup_trials`` (``tpe``, ``gp``, ``cmaes``); None
-            keeps Optuna's default.
-    """
-
-    kind: str
-    metric: str = "best_valid_loss"
-    mode: str = "min"
-    seed: int = 0
-    sampler: str = "tpe"
-    startup_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,233 +121,9 @@ class TunerPlan:
         return sum(int(search.n_trials) for search in self.searches)
 
 
-# --- cluster -------------------------------------------------------------------------------
-
-
-def init_ray(
-    address: str | None = None,
-    *,
-    num_cpus: int | None = None,
-    env_vars: Mapping[str, str] | None = None,
-) -> None:
-    """Connect to ``address`` (a running cluster) or start Ray on this machine, once.
-
-    Args:
-        address: A cluster address; None starts a new Ray on this machine (``address="local"``:
-            a plain ``ray.init()`` would join whatever cluster ``/tmp/ray/ray_current_cluster``
-            names, such as one left behind by a killed sweep or another user's).
-        num_cpus: CPUs of a Ray started here (None: all of them).
-        env_vars: Environment variables for every worker of this job (``runtime_env``).
-    """
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    kwargs["address"] = address or "local"
-    if not address:  # "Connecting to existing Ray cluster at ..." stays: it says where it runs
-        # Ray's and Tune's INFO lines ("Started a local Ray instance", "Wrote the latest
-        # version of all result files ...") tore the live table and said nothing to act on
-        kwargs["logging_level"] = logging.WARNING
-    if not address and os.environ.get("RAY_ADDRESS"):  # ray.init() would have joined it
-        logger.warning(
-            "RAY_ADDRESS=%s is set, but this sweep starts a Ray of its own on this machine, "
-            "as every sweep without --address does; --address auto joins the cluster "
-            "RAY_ADDRESS names.",
-            os.environ["RAY_ADDRESS"],
-        )
-    if not address and num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
-    if env_vars:
-        kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Checkpoints are kept 2 deep, which makes Tune snapshot its state often (cheap here).
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    auth.addFilter(_AUTH_NOTE_FILTER)  # a no-op when there
-    with _own_process_groups(enabled=kwargs["address"] == "local"):
-        ray.init(**kwargs)
-    _sigterm_to_python()
-
-
-def _sigterm_to_python() -> None:
-    """Give SIGTERM back to the Python handler after ``ray.init`` (main thread only).
-
-    ``ray.init`` sets a Python one (``sys.exit(15)``), then Ray's core worker installs its C
-    failure handler over it, which prints "*** SIGTERM received" and aborts the driver (status
-    -6, no ``finally``, MLflow runs left RUNNING) until Python's ``signal.signal`` is called
-    again; a sweep's own handlers come a moment later, and outside them this one applies.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    handler = signal.getsignal(signal.SIGTERM)
-    if handler is not None:  # None: set outside Python, nothing of Python's to put back
-        signal.signal(signal.SIGTERM, handler)
-
-
-@contextlib.contextmanager
-def _own_process_groups(*, enabled: bool) -> Iterator[None]:
-    """Start the local Ray's processes (GCS, raylet, dashboard...) outside the driver's group.
-
-    A signal sent to the driver's whole process group (``timeout``, ``kill -- -PGID``) would
-    otherwise reach Ray's GCS and raylet too: the raylet exits at once, and the driver, cut off
-    mid-sweep, is terminated by Ray within milliseconds (plasma store gone) or hangs 60 s on the
-    GCS before it is, leaving its MLflow runs RUNNING. In their own process groups only the
-    driver gets the signal; it stops the sweep gracefully and shuts Ray down itself.
-
-    Ray does the same on Windows (``CREATE_NEW_PROCESS_GROUP``) wherever the kernel ties its
-    processes to the driver's life; on Linux that tie is ``PR_SET_PDEATHSIG``, so a killed
-    driver still takes them along. Ray has no option for it: its ``services.ConsolePopen`` is
-    swapped for the duration of ``ray.init`` (a no-op without kernel fate-sharing, where Ray's
-    reaper relies on the shared group, or when a Ray upgrade removed that class).
-    """
-    from ray._private import services, utils
-
-    popen = getattr(services, "ConsolePopen", None)
-    if (
-        not enabled
-        or os.name != "posix"
-        or popen is None
-        or not utils.detect_fate_sharing_support()
-    ):
-        yield
-        return
-
-    class _InOwnGroup(popen):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("process_group", 0)
-            super().__init__(*args, **kwargs)
-
-    setattr(services, "ConsolePopen", _InOwnGroup)  # noqa: B010 (mypy refuses to assign a class)
-    try:
-        yield
-    finally:
-        setattr(services, "ConsolePopen", popen)  # noqa: B010
-
-
-def is_initialized() -> bool:
-    """True when this process is connected to a Ray runtime."""
-    return ray.is_initialized()
-
-
-def shutdown_ray() -> None:
-    """Stop the Ray runtime this process started (no-op when none)."""
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def local_ray_lost() -> bool:
-    """True once the GCS or raylet that ``init_ray`` started on this machine has exited.
-
-    Every later call into Ray then blocks until Ray terminates the driver (60 s after the GCS
-    went), so the caller must not wait for one. False when Ray joined a cluster, is not running
-    or this Ray version no longer tells.
-    """
-    import ray._private.worker as ray_worker
-
-    node = getattr(ray_worker, "_global_node", None)
-    try:
-        dead = node.dead_processes() if node is not None else []
-    except Exception:  # Ray's internals moved, or a shutdown is changing them: cannot tell
-        return False
-    return any(kind in ("gcs_server", "raylet") for kind, _ in dead)
-
-
-def node_name() -> str:
-    """``hostname (ip)`` of the node running the caller."""
-    try:
-        ip = ray.util.get_node_ip_address()
-    except Exception:
-        ip = "local"
-    return f"{socket.gethostname()} ({ip})"
-
-
-# --- search-space primitives ---------------------------------------------------------------
-
-
-def grid_search(values: Sequence[Any]) -> Any:
-    """Ray Tune's ``grid_search`` over ``values``."""
-    return tune.grid_search(list(values))
-
-
-def loguniform(low: float, high: float) -> Any:
-    """Ray Tune's log-uniform domain on ``[low, high]``."""
-    return tune.loguniform(low, high)
-
-
-def is_grid(value: Any) -> bool:
-    """True for a ``grid_search`` marker."""
-    return isinstance(value, dict) and set(value) == {"grid_search"}
-
-
-def is_domain(value: Any) -> bool:
-    """True for a sampled Ray Tune domain (``loguniform`` ...)."""
-    return isinstance(value, tune.search.sample.Domain)
-
-
-def _optuna_sampler(name: str, seed: int, startup_trials: int | None = None) -> Any:
-    import optuna
-
-    startup: dict[str, Any] = {} if startup_trials is None else {"n_startup_trials": startup_trials}
-    samplers: dict[str, Callable[[], Any]] = {
-        # constant liar: trials still running count as bad, so parallel asks spread out
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True, **startup),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **startup),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, **startup),
-    }
-    if name not in samplers:
-        raise ValueError(f"optuna sampler must be one of {sorted(samplers)}, but got {name!r}.")
-    return samplers[name]()
-
-
-def build_searcher(spec: SearcherSpec, param_space: Mapping[str, Any]) -> Any:
-    """The Ray Tune searcher an ``optuna`` :class:`SearcherSpec` describes, set up on a space."""
-    if spec.kind != "optuna":
-        raise ValueError(f"only optuna searchers are built, but got kind {spec.kind!r}.")
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    algo = OptunaSearch(
-        metric=spec.metric,
-        mode=spec.mode,
-        sampler=_optuna_sampler(spec.sampler, spec.seed, spec.startup_trials),
-    )
-    verbosity = optuna.logging.get_verbosity()
-    # Optuna says "A new study created in memory" at INFO for each seed's study: quiet here
-    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
-    try:
-        algo.set_search_properties(spec.metric, spec.mode, dict(param_space))
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    return algo
-
-
-def sample_configs(
-    param_space: Mapping[str, Any], *, num_samples: int, searcher: SearcherSpec | None = None
-) -> list[dict[str, Any]]:
-    """The trial configs of a search, drawn without running anything (also a dry run).
-
-    Grid and random spaces go through Ray's variant generator, seeded by ``searcher.seed``
-    (``random``) so the draws repeat; an Optuna searcher is asked for ``num_samples``
-    suggestions with no results told back, as for trials started at once.
-    """
-    from ray.tune.search.variant_generator import generate_variants
-
-    space = dict(param_space)
-    if searcher is not None and searcher.kind == "optuna":
-        algo = build_searcher(searcher, space)
-        return [_merge(space, algo.suggest(f"dry-{i}")) for i in range(num_samples)]
-    rng = np.random.default_rng(searcher.seed if searcher else 0)
-    return [
-        resolved
-        for _ in range(num_samples)
-        for _, resolved in generate_variants(space, random_state=rng)
-    ]
-
-
-def _merge(space: Mapping[str, Any], suggested: Mapping[str, Any]) -> dict[str, Any]:
-    fixed = {k: v for k, v in space.items() if not is_domain(v) and not is_grid(v)}
-    return {**fixed, **suggested}
+# --- the searcher of a Tuner ---------------------------------------------------------------
+# Kept in this module: a Tuner's saved state (tuner.pkl) names its class by module and name, and
+# `lrsweep resume` of a sweep stopped before a move would no longer find it.
 
 
 class _SearchesInOne(Searcher):
@@ -398,7 +171,7 @@ class _SearchesInOne(Searcher):
                 if suggested is None:
                     return None
                 self._asked[trial_id] = dict(suggested)
-                config = _merge(self._spaces[index], suggested)
+                config = merge(self._spaces[index], suggested)
             else:
                 config = dict(self._queues[index][self._issued[index]])
             self._issued[index] += 1
@@ -446,24 +219,6 @@ class _SearchesInOne(Searcher):
 
 
 # --- inside a trial ------------------------------------------------------------------------
-
-
-def quiet_trial_logs() -> None:
-    """Silence Ray's per-checkpoint INFO lines in a trial's process (they flood the driver),
-    and keep the trial's own warnings.
-
-    ``import mlflow.pytorch`` (a trial worker's warm-up) runs ``logging.basicConfig(level=ERROR)``
-    (MLflow's Lightning autolog module), which hid every warning of a trial from the driver: an
-    MLflow server gone for minutes, retried in silence until the trial failed. A handler set
-    first makes that call a no-op; a worker where it already ran gets WARNING back.
-    """
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    elif root.level > logging.WARNING:
-        root.setLevel(logging.WARNING)
-    for name in ("ray.train", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def trial_id() -> str:
@@ -654,92 +409,10 @@ def _allow_pending_trials(plan: TunerPlan) -> None:
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(slots, 1))
 
 
-class _NoResultFilesWarning(logging.Filter):
-    """Drops Tune's "Failed to fetch metrics ... result.json and progress.csv were not found".
-
-    Tune warns so, one line per trial, whenever a Tuner ends without its result files; with
-    its loggers off that is by design (the results are in MLflow), not a failure to report.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Failed to fetch metrics") and "progress.csv" in message)
-
-
-_RESULT_FILES_FILTER = _NoResultFilesWarning()
-
-
-class _NoTuneResumeAdvice(logging.Filter):
-    """Drops Tune's "Experiment has been interrupted ... Resume experiment with:
-    Tuner.restore(...)": a stopped sweep says ``lrsweep resume NAME`` itself, which also
-    reopens its MLflow runs; a restored Tuner alone would log to none of them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(
-            ("Experiment has been interrupted", "Training has been interrupted")
-        )
-
-
-_RESUME_ADVICE_FILTER = _NoTuneResumeAdvice()
-
-
-class _OneLineTrialErrors(logging.Filter):
-    """Tune's "Trial task failed for trial ..." in one line, not the ~50 lines of Ray's
-    traceback per attempt (300 for a failing arm); its "Trials did not complete: [...]" is
-    dropped: lrsweep names every failure, with its error, when the sweep ends."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("Trials did not complete"):
-            return False
-        if message.startswith("Trial task failed") and record.exc_info:
-            error = record.exc_info[1]
-            cause = getattr(error, "cause", None) or error
-            text = str(cause).strip().splitlines()
-            said = f"{type(cause).__name__}: {text[0] if text else ''}"
-            record.msg = f"{message}: {said[:300]} (the sweep's summary lists every failure)"
-            record.args = None
-            record.exc_info = record.exc_text = None
-        return True
-
-
-_TRIAL_ERRORS_FILTER = _OneLineTrialErrors()
-
-
-class _NoAuthEnabledNote(logging.Filter):
-    """Drops Ray's "Token authentication is enabled for this Ray cluster" (its secure default,
-    said at every start of a local Ray: nothing to act on); "... is disabled" stays."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Token authentication is enabled")
-
-
-_AUTH_NOTE_FILTER = _NoAuthEnabledNote()
-
-
-def _without_tune_loggers() -> None:
-    """Turn off Tune's own CSV, JSON and TensorBoard result files (unless the user set it).
-
-    Every result is logged to MLflow already; Tune's loggers would write (and flush) each
-    result a second time in the driver, on the cores the trials run on (~5 ms per result).
-    Tune's warning that those files are missing is then silenced, and so is its advice to
-    resume with ``Tuner.restore`` (:class:`_NoTuneResumeAdvice`).
-    """
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    logging.getLogger("ray.tune.tune").addFilter(_RESUME_ADVICE_FILTER)  # no-op when there
-    logging.getLogger("ray.tune.tune").addFilter(_TRIAL_ERRORS_FILTER)
-    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_TRIAL_ERRORS_FILTER)
-    analysis_logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    if os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1":
-        analysis_logger.addFilter(_RESULT_FILES_FILTER)  # a no-op when already there
-    else:
-        analysis_logger.removeFilter(_RESULT_FILES_FILTER)
-
-
 def run_tuner(plan: TunerPlan) -> list[TrialOutcome]:
     """Run every search of ``plan`` in one Tuner, to the end or until interrupted."""
     _allow_pending_trials(plan)
-    _without_tune_loggers()
+    without_tune_loggers()
     tuner = tune.Tuner(
         _trainable(plan),
         param_space={},
@@ -773,7 +446,7 @@ def restore_tuner(plan: TunerPlan) -> list[TrialOutcome]:
     study included) comes back from the saved experiment state.
     """
     _allow_pending_trials(plan)
-    _without_tune_loggers()
+    without_tune_loggers()
     tuner = tune.Tuner.restore(
         experiment_path(plan),
         trainable=_trainable(plan),

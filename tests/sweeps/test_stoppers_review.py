@@ -227,7 +227,7 @@ def test_a_ci_job_gets_no_live_table_even_on_a_pseudo_terminal(
 def test_tunes_trial_failure_is_one_line_and_its_summary_line_is_dropped() -> None:
     """~50 lines of Ray's traceback per failed attempt (300 for a failing arm) tore the live
     table; lrsweep's own summary names every failure when the sweep ends."""
-    from sweeps._ray import _TRIAL_ERRORS_FILTER
+    from sweeps._ray_logs import _TRIAL_ERRORS_FILTER
 
     class Remote(Exception):  # as Ray's RayTaskError: the trial's own error in ``cause``
         cause = ValueError("the loss diverged after 2 of num_it=30 iterations\n  Traceback ...")
@@ -251,10 +251,10 @@ def test_tunes_trial_failure_is_one_line_and_its_summary_line_is_dropped() -> No
 
 
 def test_rays_note_that_token_auth_is_on_is_dropped_and_its_warning_that_it_is_off_kept() -> None:
-    from sweeps._ray import _AUTH_NOTE_FILTER
+    from sweeps._ray_logs import AUTH_NOTE_FILTER
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("ray", logging.WARNING, __file__, 1, message, None, None)
 
-    assert not _AUTH_NOTE_FILTER.filter(record("Token authentication is enabled for this Ray"))
-    assert _AUTH_NOTE_FILTER.filter(record("Token authentication is disabled for this Ray"))
+    assert not AUTH_NOTE_FILTER.filter(record("Token authentication is enabled for this Ray"))
+    assert AUTH_NOTE_FILTER.filter(record("Token authentication is disabled for this Ray"))

@@ -227,7 +227,7 @@ def _third_suggestion(startup_trials: int | None) -> float:
     """The third LR a seeded TPE study suggests after two told results."""
     import optuna
 
-    from sweeps._ray import _optuna_sampler
+    from sweeps._ray_search import _optuna_sampler
 
     study = optuna.create_study(sampler=_optuna_sampler("tpe", 0, startup_trials))
     for loss in (0.5, 0.2):
@@ -240,7 +240,7 @@ def _third_suggestion(startup_trials: int | None) -> float:
 def test_the_cmaes_sampler_is_installed_and_runs_cma_es_on_the_lr_after_its_startup() -> None:
     import optuna
 
-    from sweeps._ray import _optuna_sampler
+    from sweeps._ray_search import _optuna_sampler
 
     arm = {"kind": "optuna", "lr": {"min": 1e-4, "max": 1.0}, "sampler": "cmaes"}
     spec = {"name": "s", "task": {"dataset": {"name": "shapes"}}, "strategies": [arm]}
