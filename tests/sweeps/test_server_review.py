@@ -31,6 +31,7 @@ from _server_helpers import (
     stop,
 )
 
+from sweeps import _server_setup
 from sweeps import server as server_module
 from sweeps.server import ServerConfig, ServerConfigError, ensure_backend_store, prepare_server
 
@@ -363,7 +364,8 @@ def test_a_port_out_of_range_is_named_as_such_not_as_an_unknown_host(
 def test_a_postgres_that_never_answers_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Something listens on the port but never speaks (a hung PostgreSQL, a firewall that
     swallows packets): `lrsweep server` waited without end."""
-    monkeypatch.setattr(server_module, "POSTGRES_CONNECT_TIMEOUT_S", 2)
+    # read where the connection is made (sweeps.server only re-exports it)
+    monkeypatch.setattr(_server_setup, "POSTGRES_CONNECT_TIMEOUT_S", 2)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
