@@ -26,6 +26,7 @@ from sweeps.nightly import (
     NightResult,
     NightStore,
     Status,
+    _conclude,
     comparable_figures,
     compare_figures,
     entry_figures,
@@ -382,7 +383,7 @@ def test_the_trend_draws_an_entry_only_from_nights_of_the_spec_it_is_judged_agai
     newer = Night("r2", "2026-11-02", 2, "passed", {"a/wall_time_s": 8.0, "b/wall_time_s": 6.0},
                   {"a": "x", "b": "z"})  # fmt: skip
     tonight = [Figure("a", "wall_time_s", None, 7.0), Figure("b", "wall_time_s", None, 60.0)]
-    trend = nightly_run._trend([newer, older], tonight, {"a": "x", "b": "z"})
+    trend = _conclude._trend([newer, older], tonight, {"a": "x", "b": "z"})
     assert [label for label, _ in trend][-1] == "tonight"
     assert [figures for _, figures in trend] == [
         {"a/wall_time_s": 9.0},  # b ran spec y that night
