@@ -15,6 +15,13 @@ so ``metric="error_rate"`` ranks the error rate at that epoch. Ties (common on a
 a count over the validation set) go to the lower ``best/valid_loss``, then to the trial that
 started first.
 
+Here: the ranking (which trials count, the best of them, the warnings on trials left out or
+run on other data) and the artifacts it reads (the sweep's ``spec.yaml``, whether the trial
+logged a model). :class:`BestConfig`, the names of a trial run's tags and metrics and the
+params typed back are in ``_best_result.py``; the sweep runs ``lrsweep sweeps`` lists
+(:func:`sweep_runs`) are in ``_sweep_summaries.py``. This module re-exports the names it
+always offered.
+
 Example:
     >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
     >>> best.config["lr"], best.metrics["error_rate"], best.model_uri  # doctest: +SKIP
@@ -22,160 +29,37 @@ Example:
 
 from __future__ import annotations
 
-import ast
-import copy
-import json
 import logging
 import math
-import re
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Literal
 
-import yaml
-
-from sweeps.spec import (
-    EXPERIMENT_MAX,
-    MAX_SPEC_BYTES,
-    MAXIMISED_METRICS,
-    NAME_MAX,
-    dump_yaml,
-    parse_yaml,
-)
-from sweeps.tracking import PARENT_TAG, TAG_SWEEP_ID, Tracker, as_logged, existing_store_uri
+from sweeps._best_result import ARM_TAG as ARM_TAG  # re-exported
+from sweeps._best_result import BEST_EPOCH_TAG as BEST_EPOCH_TAG  # re-exported
+from sweeps._best_result import BEST_PREFIX as BEST_PREFIX  # re-exported
+from sweeps._best_result import DATA_PARAMS as DATA_PARAMS  # re-exported
+from sweeps._best_result import EXCLUDED_STOP_REASONS as EXCLUDED_STOP_REASONS  # re-exported
+from sweeps._best_result import RULE_TAG as RULE_TAG  # re-exported
+from sweeps._best_result import SPEC_ARTIFACT as SPEC_ARTIFACT  # re-exported
+from sweeps._best_result import STOP_REASON_TAG as STOP_REASON_TAG  # re-exported
+from sweeps._best_result import STRATEGY_TAG as STRATEGY_TAG  # re-exported
+from sweeps._best_result import TIE_BREAK_METRIC as TIE_BREAK_METRIC  # re-exported
+from sweeps._best_result import TTA_PREFIX as TTA_PREFIX  # re-exported
+from sweeps._best_result import BestConfig as BestConfig  # re-exported
+from sweeps._best_result import BestConfigError as BestConfigError  # re-exported
+from sweeps._best_result import finite, to_best
+from sweeps._best_result import typed_param as typed_param  # re-exported
+from sweeps._sweep_summaries import SweepRunSummary as SweepRunSummary  # re-exported
+from sweeps._sweep_summaries import sweep_runs as sweep_runs  # re-exported
+from sweeps.spec import MAX_SPEC_BYTES, MAXIMISED_METRICS, parse_yaml
+from sweeps.tracking import PARENT_TAG, Tracker, existing_store_uri
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_TAG = "sweeps.strategy"
-ARM_TAG = "sweeps.arm"
-RULE_TAG = "sweeps.rule"
-STOP_REASON_TAG = "sweeps.stop_reason"
-BEST_EPOCH_TAG = "sweeps.best_epoch"
-BEST_PREFIX = "best/"
-TTA_PREFIX = "tta_"
-"""``best/tta_<metric>``: the best epoch under test-time augmentation (``task.tta``)."""
-EXCLUDED_STOP_REASONS = frozenset({"diverged", "failed"})
-TIE_BREAK_METRIC = "valid_loss"
-SPEC_ARTIFACT = "spec.yaml"
-
-_INT = re.compile(r"[+-]?\d+")
 LISTED_RUNS = 5
 """How many run ids a warning about unranked trials names."""
-
-
-class BestConfigError(LookupError):
-    """No best config: unknown experiment, metric, strategy or mode, or no eligible trial.
-
-    The message lists what exists instead.
-    """
-
-
-@dataclass(frozen=True)
-class BestConfig:
-    """The best trial of a sweep.
-
-    Attributes:
-        experiment: the sweep's experiment name.
-        run_id: the trial's child run.
-        parent_run_id: the sweep execution it belongs to.
-        model_uri: ``runs:/<run_id>/model``, loadable with ``mlflow.pytorch.load_model``;
-            ``None`` when the trial logged no model (``tracking.checkpoints: none``).
-        strategy: the arm's kind (``lr_finder``, ``grid``, ``optuna``, ``random``, ``recipe``).
-        arm: the arm's name in the spec (its ``name:``, else its kind).
-        metric: the metric ranked by (without the ``best/`` prefix).
-        mode: ``min`` or ``max``.
-        value: the trial's ``best/<metric>``.
-        best_epoch: the epoch the best metrics come from (``None`` if not tagged).
-        config: the trial's params, typed back (numbers as numbers, booleans, ``None``).
-        metrics: every ``best/*`` metric of the trial, prefix removed.
-        sweep_spec: the parent run's ``spec.yaml`` (``None`` when it has none).
-        spec_problem: why ``sweep_spec`` is ``None`` (no such artifact, unreadable, or kept
-            by an MLflow server this tracking URI does not reach); ``""`` when it is there.
-    """
-
-    experiment: str
-    run_id: str
-    parent_run_id: str
-    model_uri: str | None
-    strategy: str | None
-    arm: str | None
-    metric: str
-    mode: str
-    value: float
-    best_epoch: int | None
-    config: dict[str, Any]
-    metrics: dict[str, float]
-    sweep_spec: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-    spec_problem: str = field(default="", repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything but the sweep spec, as plain JSON-able values: a NaN or infinite metric
-        or param is ``None`` (JSON has no NaN; ``json.dumps`` would write one all the same)."""
-        data = asdict(self)
-        data.pop("sweep_spec")
-        data.pop("spec_problem")
-        return {key: _json_safe(value) for key, value in data.items()}
-
-    def to_json(self) -> str:
-        """``to_dict()`` as indented JSON."""
-        return json.dumps(self.to_dict(), indent=2)
-
-    def to_yaml(self) -> str:
-        """``to_dict()`` as YAML."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def to_spec(self) -> str:
-        """A spec YAML that re-runs exactly this trial.
-
-        It is the sweep's own ``spec.yaml`` (task, schedule, stoppers, resources unchanged)
-        named ``<name>-best`` (and ``tracking.experiment``, when set, ``<experiment>-best``, so
-        the re-run does not join the original comparison; a name at the spec's length limit is
-        cut to make room), with ``seeds: [<the trial's seed>]``
-        and one arm: ``{kind: fixed, lr: <the trial's lr>}``, so a finder trial re-runs at the
-        LR its range test picked and a searched trial at the LR the search chose. A ``recipe``
-        trial changes its LR as it goes, so its own arm is kept instead.
-
-        Raises:
-            BestConfigError: the parent run has no ``spec.yaml``, or the trial's params lack
-                ``lr`` or ``seed`` (the message lists the params it has).
-        """
-        if self.sweep_spec is None:
-            why = self.spec_problem or f"it has no {SPEC_ARTIFACT} artifact"
-            raise BestConfigError(
-                f"The sweep run {self.parent_run_id} of experiment {self.experiment!r}: {why}, "
-                "so no spec can be written; use --format json or yaml."
-            )
-        arm = self._recipe_arm()
-        needed = ("seed",) if arm is not None else ("lr", "seed")
-        missing = [key for key in needed if self.config.get(key) is None]
-        if missing:
-            raise BestConfigError(
-                f"Trial {self.run_id} has no param {' or '.join(map(repr, missing))}; "
-                f"its params are: {sorted(self.config)}."
-            )
-        spec = copy.deepcopy(self.sweep_spec)
-        spec["name"] = _suffixed(str(spec.get("name", self.experiment)), NAME_MAX)
-        tracking = spec.get("tracking")
-        if isinstance(tracking, dict) and tracking.get("experiment"):
-            tracking["experiment"] = _suffixed(str(tracking["experiment"]), EXPERIMENT_MAX)
-        spec["seeds"] = [int(self.config["seed"])]
-        spec["strategies"] = [arm or {"kind": "fixed", "lr": float(self.config["lr"])}]
-        epoch = f" at epoch {self.best_epoch}" if self.best_epoch is not None else ""
-        header = (
-            f"# Re-runs trial {self.run_id} ({self.strategy}) of experiment "
-            f"{self.experiment!r}: best {self.metric} = {self.value:.6g}{epoch}.\n"
-        )
-        return header + dump_yaml(spec)
-
-    def _recipe_arm(self) -> dict[str, Any] | None:
-        arms = (self.sweep_spec or {}).get("strategies") or []
-        for arm in arms:
-            if not isinstance(arm, dict) or arm.get("kind") != "recipe":
-                continue
-            if (arm.get("name") or arm["kind"]) == (self.arm or self.strategy):
-                return copy.deepcopy(arm)
-        return None
 
 
 def best_config(
@@ -286,7 +170,7 @@ def best_config(
         loss = run.data.metrics.get(tie_break)
         return (
             sign * run.data.metrics[key],
-            loss if _finite(loss) else math.inf,
+            loss if finite(loss) else math.inf,
             run.info.start_time or 0,
             run.info.run_id,
         )
@@ -296,7 +180,7 @@ def best_config(
     if parent_run_id is None:
         _warn_if_data_differ(scored, best, scope)
     spec, spec_problem = _load_spec(tracker, best)
-    found = _to_best(best, experiment, metric, mode, key, spec, _has_model(tracker, best))
+    found = to_best(best, experiment, metric, mode, key, spec, _has_model(tracker, best))
     return replace(found, spec_problem=spec_problem)
 
 
@@ -307,7 +191,7 @@ def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]
     Raises:
         BestConfigError: no run has a finite ``key`` (says whether it is missing or not finite).
     """
-    scored = [run for run in eligible if _finite(run.data.metrics.get(key))]
+    scored = [run for run in eligible if finite(run.data.metrics.get(key))]
     if not scored:
         if any(key in run.data.metrics for run in eligible):
             raise BestConfigError(
@@ -333,10 +217,6 @@ def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]
             more,
         )
     return scored
-
-
-DATA_PARAMS = "task.dataset."
-"""The trial params that say which images a trial validated on (name, path, options, split)."""
 
 
 def _warn_if_data_differ(scored: list[Any], best: Any, scope: str) -> None:
@@ -365,82 +245,6 @@ def _warn_if_data_differ(scored: list[Any], best: Any, scope: str) -> None:
     )
 
 
-@dataclass(frozen=True)
-class SweepRunSummary:
-    """One sweep run of an experiment, as ``lrsweep sweeps NAME`` lists it.
-
-    Attributes:
-        run_id: The sweep's parent run (``--run-id`` of ``lrsweep best`` and ``report``).
-        sweep_id: Its folder under Ray's storage (``lrsweep resume`` takes the folder).
-        status: The parent run's MLflow status (RUNNING while it runs, or left so by a driver
-            that died).
-        started: When it started, ``YYYY-MM-DD HH:MM:SS`` UTC.
-        trials: Its trial runs by status (``{"FINISHED": 7, "FAILED": 1}``).
-        best_valid_loss: The lowest ``best/valid_loss`` of its finished trials, diverged ones
-            left out as ``best_config`` leaves them (None: no such trial).
-        data: Its trials' ``task.dataset.*`` params (those of its first trial run): what the
-            losses were measured on.
-    """
-
-    run_id: str
-    sweep_id: str | None
-    status: str
-    started: str
-    trials: dict[str, int]
-    best_valid_loss: float | None
-    data: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def sweep_runs(experiment: str, *, tracking_uri: str | None = None) -> list[SweepRunSummary]:
-    """Every sweep run of ``experiment``, the latest first, read from MLflow alone.
-
-    Raises:
-        BestConfigError: for a store that does not exist or an unknown experiment (the message
-            lists the experiments).
-    """
-    import datetime
-
-    try:
-        tracker = Tracker(existing_store_uri(tracking_uri))
-        experiment_id = tracker.experiment_id(experiment)
-    except LookupError as exc:
-        raise BestConfigError(str(exc)) from None
-    children: dict[str, list[Any]] = {}
-    for run in tracker.search_runs(experiment_id):
-        parent_id = run.data.tags.get(PARENT_TAG)
-        if parent_id is not None:
-            children.setdefault(parent_id, []).append(run)
-    found = []
-    for parent in tracker.sweep_runs(experiment_id):
-        runs = sorted(children.get(parent.info.run_id, []), key=lambda r: r.info.start_time or 0)
-        losses = [
-            run.data.metrics[BEST_PREFIX + TIE_BREAK_METRIC]
-            for run in runs
-            if run.info.status == "FINISHED"
-            and run.data.tags.get(STOP_REASON_TAG) not in EXCLUDED_STOP_REASONS
-            and _finite(run.data.metrics.get(BEST_PREFIX + TIE_BREAK_METRIC))
-        ]
-        started = datetime.datetime.fromtimestamp(
-            (parent.info.start_time or 0) / 1000, tz=datetime.UTC
-        )
-        params = runs[0].data.params if runs else {}
-        found.append(
-            SweepRunSummary(
-                run_id=parent.info.run_id,
-                sweep_id=parent.data.tags.get(TAG_SWEEP_ID),
-                status=parent.info.status,
-                started=started.strftime("%Y-%m-%d %H:%M:%S"),
-                trials=dict(sorted(Counter(run.info.status for run in runs).items())),
-                best_valid_loss=min(losses) if losses else None,
-                data={k: v for k, v in sorted(params.items()) if k.startswith(DATA_PARAMS)},
-            )
-        )
-    return found
-
-
 def _data_params(run: Any) -> dict[str, str]:
     """The run's ``task.dataset.*`` params that name its images: ``path`` only for an
     ``image_folder`` (elsewhere a download cache, or unused, and absolute: the same spec run
@@ -457,11 +261,6 @@ def _data_params(run: Any) -> dict[str, str]:
 def _capitalized(scope: str) -> str:
     """``scope`` opening a sentence: ``experiment 'x'`` -> ``Experiment 'x'``."""
     return scope[:1].upper() + scope[1:]
-
-
-def _suffixed(name: str, limit: int, suffix: str = "-best") -> str:
-    """``name + suffix``, ``name`` cut so the result stays within the spec's ``limit``."""
-    return name[: limit - len(suffix)] + suffix
 
 
 def default_mode(metric: str) -> Literal["min", "max"]:
@@ -508,58 +307,10 @@ def _strategy_names(run: Any) -> set[str]:
     return {name for name in names if name}
 
 
-def _finite(value: float | None) -> bool:
-    """A real number: not None, NaN, +-inf, nor +-inf as MLflow's SQL stores keep it."""
-    return value is not None and math.isfinite(as_logged(value))
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float (inside lists and dicts too) as ``None``."""
-    if isinstance(value, float):
-        return value if _finite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def _metric_names(runs: list[Any]) -> list[str]:
     keys = {key for run in runs for key in run.data.metrics}
     best = sorted(key.removeprefix(BEST_PREFIX) for key in keys if key.startswith(BEST_PREFIX))
     return best or sorted(keys)
-
-
-def _to_best(
-    run: Any,
-    experiment: str,
-    metric: str,
-    mode: str,
-    key: str,
-    spec: dict[str, Any] | None,
-    has_model: bool,
-) -> BestConfig:
-    tags = run.data.tags
-    epoch = tags.get(BEST_EPOCH_TAG)
-    return BestConfig(
-        experiment=experiment,
-        run_id=run.info.run_id,
-        parent_run_id=tags[PARENT_TAG],
-        model_uri=f"runs:/{run.info.run_id}/model" if has_model else None,
-        strategy=tags.get(STRATEGY_TAG),
-        arm=tags.get(ARM_TAG),
-        metric=metric,
-        mode=mode,
-        value=float(run.data.metrics[key]),
-        best_epoch=int(epoch) if epoch is not None and _INT.fullmatch(epoch) else None,
-        config={name: typed_param(value) for name, value in sorted(run.data.params.items())},
-        metrics={
-            name.removeprefix(BEST_PREFIX): as_logged(value)
-            for name, value in sorted(run.data.metrics.items())
-            if name.startswith(BEST_PREFIX)
-        },
-        sweep_spec=spec,
-    )
 
 
 def _has_model(tracker: Tracker, run: Any) -> bool:
@@ -621,32 +372,3 @@ def _load_spec(tracker: Tracker, run: Any) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(spec, dict):
         return None, f"its {SPEC_ARTIFACT} is not a spec (a mapping)"
     return spec, ""
-
-
-def typed_param(text: str) -> Any:
-    """An MLflow param (always a string) back as the value it was logged from.
-
-    ``"3"`` -> 3, ``"0.003"`` / ``"1e-3"`` -> float, ``"True"`` -> True, ``"None"`` -> None,
-    ``"[1, 2]"`` -> [1, 2]; anything else stays a string (``"2024_01"`` too, though Python
-    would read it as a number).
-    """
-    stripped = text.strip()
-    if stripped in ("True", "true"):
-        return True
-    if stripped in ("False", "false"):
-        return False
-    if stripped in ("None", "null"):
-        return None
-    if _INT.fullmatch(stripped):
-        return int(stripped)
-    try:
-        if "_" not in stripped:  # str() of a number has none; float() reads "2024_01" as one
-            return float(stripped)
-    except ValueError:
-        pass
-    if stripped[:1] in "[{(":
-        try:
-            return ast.literal_eval(stripped)
-        except (ValueError, SyntaxError):
-            return text
-    return text
