@@ -98,7 +98,7 @@ def model_input(
     """``x`` as the float batch the model takes, and whether it was one image.
 
     The raw-pixels warning names the frame ``stacklevel`` above this call (1: its caller; 2,
-    the default: the caller's caller, the user's call of ``Predictor.predict``).
+    the default: the caller's caller).
 
     Image files and PIL images are decoded as ``image_folder`` decodes them (8-bit RGB, or
     greyscale for a 1-channel model), fitted to ``fmt.image_size`` by ``fmt.resize_method`` and

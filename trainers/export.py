@@ -102,23 +102,28 @@ class Predictor:
                 that cannot be decoded (naming it).
             FileNotFoundError: for a path that does not exist.
         """
+        return self._probabilities(x)
+
+    def predict_class(self, x: ImageInput) -> str | list[str]:
+        """The most probable class name of one image, or of each image of a batch."""
+        probs = self._probabilities(x)
+        if probs.ndim == 1:
+            return self.classes[int(probs.argmax())]
+        return [self.classes[int(i)] for i in probs.argmax(dim=1)]
+
+    def _probabilities(self, x: ImageInput) -> torch.Tensor:
+        """What :meth:`predict` gives, for ``predict`` and ``predict_class`` alike: a raw-pixels
+        warning names the user's call of either (two frames above this one)."""
         fmt = ImageFormat(
             in_channels=self.in_channels,
             image_size=self.image_size,
             resize_method=self.resize_method,
             normalise=self.normalise,
         )
-        batch, single = model_input(x, fmt)
+        batch, single = model_input(x, fmt, stacklevel=3)
         with eval_mode(self.model), torch.no_grad():
             probs = self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
         return probs[0] if single else probs
-
-    def predict_class(self, x: ImageInput) -> str | list[str]:
-        """The most probable class name of one image, or of each image of a batch."""
-        probs = self.predict(x)
-        if probs.ndim == 1:
-            return self.classes[int(probs.argmax())]
-        return [self.classes[int(i)] for i in probs.argmax(dim=1)]
 
     def to(self, device: str | torch.device) -> Predictor:
         """Move the model to ``device`` (in place); returns self."""

@@ -337,6 +337,10 @@ def test_predict_warns_of_raw_pixels_beyond_what_the_datas_statistics_allow() ->
         line = _next_line()
         predictor.predict([digits[0], digits[0]])  # a list of images: each checked
     assert {(w.filename, w.lineno) for w in said} == {(__file__, line)}
+    with pytest.warns(UserWarning, match=r"x reaches 16, but") as said:
+        line = _next_line()
+        predictor.predict_class(digits)  # through predict: still the user's call
+    assert [(w.filename, w.lineno) for w in said] == [(__file__, line)]
     black_and_white = torch.tensor([0, 255], dtype=torch.uint8).repeat(32).view(1, 1, 8, 8)
     jittered = make_dataloaders(
         "digits", image_size=8, batch_size=64, seed=0, augment={"jitter": 0.9}
