@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,9 +204,9 @@ def load_predictor(
         BestConfigError: for a store that does not exist; a run, registered model, version,
             alias or folder that does not (each named, with what to give instead); a URI with
             a password, or one its artifact client cannot read (whatever that client raises);
-            an export that does not load (naming the model and why); a model without the
-            export and ``allow_pickle`` false; or, with ``allow_pickle``, a model logged
-            without the metadata.
+            an export that does not load or that the store lacks (naming the model and
+            why, on one line); a model without the export and ``allow_pickle`` false; or,
+            with ``allow_pickle``, a model logged without the metadata.
 
     Example:
         >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
@@ -264,25 +265,49 @@ def _export_path(logged: Any) -> str | None:
 def _exported(model_uri: str, device: str) -> Predictor:
     """The model's export, downloaded and read with ``torch.load(weights_only=True)``."""
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
     from trainers.export import load_learner
 
+    shown = redact_uri(model_uri)
     with tempfile.TemporaryDirectory(prefix="lrsweep-model-") as folder:
         if ":/" in model_uri:  # runs:/, models:/ or an artifact location
             location = model_uri  # a models:/ URI names no path inside: resolved, as MLflow does
             if ModelsArtifactRepository.is_models_uri(model_uri):
                 location = ModelsArtifactRepository.get_underlying_uri(model_uri)
             uri = f"{location.rstrip('/')}/{EXPORT_PATH}"
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+            except (MlflowException, OSError) as error:  # not "no model": its MLmodel was read
+                raise BestConfigError(
+                    f"model {shown}: its MLmodel lists the weights-only export {EXPORT_PATH}, "
+                    f"which cannot be read ({redact_text(artifact_error(error))}): its upload "
+                    "was cut short or the file was removed; give another trial's model (lrsweep "
+                    "best names the best trial with a model)."
+                ) from None
         else:  # a folder: read in place
             local = str(Path(model_uri) / EXPORT_PATH)
         try:
             return load_learner(local, device=device)
         except (ValueError, OSError) as error:
+            named = f"{shown.rstrip('/')}/{EXPORT_PATH}"
             raise BestConfigError(
-                f"model {redact_uri(model_uri)}: its export {EXPORT_PATH} does not load: {error}"
+                f"model {shown}: its export {EXPORT_PATH} does not load: "
+                f"{_export_problem(error, local, named)}"
             ) from None
+
+
+def _export_problem(error: Exception, local: str, named: str) -> str:
+    """Why the export at ``local`` does not load, on one line, the file called ``named`` (not
+    the temporary copy it was read from) and without torch's advice on loading it unsafely."""
+    if isinstance(error.__cause__, pickle.UnpicklingError):  # torch: paragraphs on how to
+        return (  # load it with weights_only=False or add_safe_globals: never to be followed here
+            f"{named} holds more than weights (objects only an unpickling load reads, which "
+            "runs code), so it was not written by trainers.export or was altered since: trust "
+            "no model of that store; give one from a store whose writers you trust."
+        )
+    return " ".join(str(error).replace(str(Path(local)), named).split())
 
 
 def _unpickled(model_uri: str, logged: Any, device: str) -> Predictor:

@@ -461,3 +461,62 @@ def test_a_model_file_that_runs_code_is_never_unpickled_by_default(
     with pytest.raises(Exception):  # noqa: B017  the payload is no model: what fails is MLflow's
         load_predictor(str(tmp_path / "pickled" / "model"), allow_pickle=True)
     assert marker.read_text() == "pwned"
+
+
+def _one_model(root: Path) -> tuple[str, str, Path]:
+    """A store of its own holding one model logged as a trial logs it: the store's URI, the
+    model's ``runs:/`` URI and its export's file in the store's artifacts (to damage)."""
+    import mlflow
+
+    tracker = Tracker(default_tracking_uri(root))
+    run_id = tracker.start_run(tracker.ensure_experiment(EXPERIMENT), run_name="grid-seed0")
+    _log_model(tracker, run_id, _fitted(0, 1), root / "written")
+    tracker.end_run(run_id)
+    model_uri = f"runs:/{run_id}/model"
+    with mlflow_tracking_uri(tracker.uri):
+        model_id = mlflow.models.get_model_info(model_uri).model_id
+    location = tracker.client.get_logged_model(model_id).artifact_location
+    return tracker.uri, model_uri, Path(location.removeprefix("file://")) / "extra_files/export.pt"
+
+
+@pytest.mark.parametrize("damage", ["runs code", "weights of another shape"])
+def test_an_export_that_does_not_load_is_one_line_naming_it_with_no_advice_to_unpickle(
+    store: dict[str, Any], tmp_path: Path, damage: str
+) -> None:
+    """torch's error for an export that is not weights only is paragraphs long and tells how
+    to load it unsafely (``weights_only=False``, ``add_safe_globals``); a state dict that does
+    not fit is a line per tensor; and either named the temporary copy the export was read
+    from, deleted by then."""
+    from trainers.export import EXPORT_FORMAT
+
+    uri, model_uri, exported = _one_model(tmp_path)
+    marker = tmp_path / "marker"
+    if damage == "runs code":
+        torch.save({"format": EXPORT_FORMAT, "x": _Payload(marker)}, exported)
+    else:
+        state = torch.load(exported, weights_only=True)
+        state["model"] = {k: v[..., :1] if v.ndim > 1 else v for k, v in state["model"].items()}
+        torch.save(state, exported)
+    result = _predict(model_uri, uri=uri, images=store["images"])
+    assert result.exit_code == 2 and result.stdout == ""
+    said = result.stderr.strip()
+    assert said.startswith(f"Error: model {model_uri}: its export extra_files/export.pt does not")
+    assert len(said.splitlines()) == 1, said
+    assert f"{model_uri}/extra_files/export.pt" in said and "lrsweep-model-" not in said
+    for advice in ("weights_only=False", "add_safe_globals", "\x1b"):
+        assert advice not in said
+    assert not marker.exists()
+
+
+def test_an_export_its_model_lists_but_the_store_lacks_is_named_not_the_model(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    """The model is there, its export is not (an upload cut short, a file removed): the error
+    said the run had no MLflow model at all."""
+    uri, model_uri, exported = _one_model(tmp_path)
+    exported.unlink()
+    with pytest.raises(BestConfigError, match=r"lists the weights-only export extra_files/expo"):
+        load_predictor(model_uri, tracking_uri=uri)
+    result = _predict(model_uri, uri=uri, images=store["images"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "has no MLflow model" not in result.stderr
