@@ -78,7 +78,7 @@ def finalize(
     if best_state is not None and not (reopened and tracker.has_model(run_id)):
         example = learn.dls.valid_images[:2].detach().cpu()
         with tempfile.TemporaryDirectory(prefix="lrsweep-export-") as folder:
-            metadata, files = predictor_files(learn, Path(folder))
+            metadata, files = predictor_files(learn, Path(folder), log=logger)
             model = learn.model.cpu()
             tracker.log_pytorch_model(run_id, model, example, metadata, extra_files=files)
 

@@ -237,20 +237,23 @@ EXPORT_PATH = f"extra_files/{EXPORT_FILE}"
 """Where that export lies inside the logged model's folder."""
 
 
-def predictor_files(learn: Any, folder: Path) -> tuple[dict[str, Any] | None, list[Path]]:
+def predictor_files(
+    learn: Any, folder: Path, *, log: logging.Logger = logger
+) -> tuple[dict[str, Any] | None, list[Path]]:
     """What a trial logs beside its pickled model, for :func:`load_predictor`: the metadata
     (``{"predictor": trainers.export.export_metadata(learn)}``) and the export file, written
     into ``folder`` (for ``Tracker.log_pytorch_model(..., metadata, extra_files=...)``).
 
     ``(None, [])`` for a model ``trainers.build_model`` did not build, or data without class
-    names or statistics: the export needs both (the reason is logged as a warning).
+    names or statistics: the export needs both (the reason is logged as a warning, on ``log``:
+    a trial's on ``sweeps.trial``, where it always said its model lacked the statistics).
     """
     from trainers.export import export, export_metadata
 
     try:
         metadata = {"predictor": export_metadata(learn)}
     except ValueError as error:  # the model logs all the same; load_predictor says what lacks
-        logger.warning("the logged model holds no weights-only export: %s", error)
+        log.warning("the logged model holds no weights-only export: %s", error)
         return None, []
     return metadata, [export(learn, folder / EXPORT_FILE)]
 

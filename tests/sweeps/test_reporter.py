@@ -128,3 +128,36 @@ def test_a_trial_that_had_diverged_in_its_first_epoch_is_reported_again_without_
     # was MissingMetricError (no valid_loss); epoch 0 leaves the stoppers nothing to judge, and
     # the trial function returns right after this report
     assert stopper("trial", result) is False
+
+
+def test_a_trial_whose_model_build_model_did_not_build_logs_it_and_warns_on_its_logger(
+    tracking_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No export for such a model (nothing could rebuild it): the trial logs the pickled model
+    all the same, says so on ``sweeps.trial`` (where it always said what its model lacked, a
+    name users' logging configurations select), and ``load_predictor`` refuses the model."""
+    from torch import nn
+
+    from sweeps.best import BestConfigError
+    from sweeps.predictor import load_predictor
+    from sweeps.trial import _finalize
+
+    spec = validate_spec(SPEC)
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("reporter"), run_name="own-model")
+    dls = make_dataloaders("digits", image_size=8, batch_size=64, seed=0)
+    seed_everything(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, dls.n_classes))
+    learn = Learner(model, dls, progress=False, device="cpu")
+    learn.fit(1, 1e-3)
+    record = TrialRecord(run_id=run_id, lr=1e-3)
+    record.best = {"valid_loss": learn.history[-1]["valid_loss"], "error_rate": 0.5}
+    record.best_epoch = 0
+    record.best_state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with caplog.at_level("WARNING"):
+        _finalize(learn, record, tracker, spec)
+    said = [r.name for r in caplog.records if "holds no weights-only export" in r.getMessage()]
+    assert said == ["sweeps.trial"]
+    assert tracker.has_model(run_id)
+    with pytest.raises(BestConfigError, match="holds no weights-only export"):
+        load_predictor(f"runs:/{run_id}/model", tracking_uri=tracking_uri, device="cpu")
