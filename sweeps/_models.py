@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.exceptions import MlflowException
 
+from sweeps._artifacts import without_progress_bar
 from sweeps._model_code import model_environment
 from sweeps._reads import all_pages
 from sweeps._retry import retrying as _retrying
@@ -133,8 +134,8 @@ def log_pytorch_model(
                 **model_environment(model),
             )
 
-    try:
-        with mlflow_tracking_uri(tracker._store_uri):
+    try:  # MLflow copies the extra files through its artifact download, progress bar and all
+        with mlflow_tracking_uri(tracker._store_uri), without_progress_bar():
             _retrying(log_model, what="log_model")
     finally:
         pytorch_logger.setLevel(level)

@@ -9,6 +9,7 @@ metadata), so no Ray sweep is run here (``test_run_sweep.py`` predicts with a sw
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -520,3 +521,17 @@ def test_an_export_its_model_lists_but_the_store_lacks_is_named_not_the_model(
     result = _predict(model_uri, uri=uri, images=store["images"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "has no MLflow model" not in result.stderr
+
+
+def test_logging_a_model_with_its_export_prints_no_progress_bar(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow copies ``extra_files`` through its artifact download, whose progress bar every
+    trial worker printed (two lines a trial in a sweep's console)."""
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    run_id = tracker.start_run(tracker.ensure_experiment("bars"), run_name="trial")
+    capfd.readouterr()
+    _log_model(tracker, run_id, _fitted(0, 1), tmp_path / "export")
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
