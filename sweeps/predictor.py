@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "MLmodel"
 TRIAL_MODEL = "model"
 """The artifact name a trial logs its best model under: ``runs:/<run id>/model``."""
+EXPORT_FILE = "export.pt"
+"""The weights-only export (``trainers.export``) a trial logs in its model's ``extra_files/``."""
+EXPORT_PATH = f"extra_files/{EXPORT_FILE}"
+"""Where that export lies inside the logged model's folder."""
 SHOWN_NAMES = 20
 """How many registered model names an error lists at most."""
 _DOWNLOAD = "mlflow artifacts download -u runs:/<run id>/model -d DIR writes the model to DIR/model"
@@ -218,7 +222,7 @@ def load_predictor(
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with _reading(model_uri, _store(model_uri, tracking_uri)):
         logged = Model.load(model_uri)
-        if _export_path(logged) is not None:
+        if _lists_export(logged):
             return _exported(model_uri, chosen)
         if not allow_pickle:
             raise BestConfigError(
@@ -229,12 +233,6 @@ def load_predictor(
                 "for a store whose writers you trust."
             )
         return _unpickled(model_uri, logged, chosen)
-
-
-EXPORT_FILE = "export.pt"
-"""The weights-only export (``trainers.export``) a trial logs in its model's ``extra_files/``."""
-EXPORT_PATH = f"extra_files/{EXPORT_FILE}"
-"""Where that export lies inside the logged model's folder."""
 
 
 def predictor_files(
@@ -258,11 +256,10 @@ def predictor_files(
     return metadata, [export(learn, folder / EXPORT_FILE)]
 
 
-def _export_path(logged: Any) -> str | None:
-    """The export's path inside the model folder, when its ``pytorch`` flavor lists it."""
+def _lists_export(logged: Any) -> bool:
+    """Whether the logged model's ``pytorch`` flavor lists the export among its extra files."""
     listed = (logged.flavors.get("pytorch") or {}).get("extra_files") or []
-    paths = [entry.get("path") for entry in listed if isinstance(entry, dict)]
-    return EXPORT_PATH if EXPORT_PATH in paths else None
+    return any(isinstance(entry, dict) and entry.get("path") == EXPORT_PATH for entry in listed)
 
 
 def _exported(model_uri: str, device: str) -> Predictor:
