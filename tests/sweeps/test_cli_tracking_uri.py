@@ -44,7 +44,7 @@ from sweeps.tracking import (
 PASSWORD = "s3cret-pw"
 SPEC = tiny_spec("uri-check")
 # Ends the shared Ray, so these tests can prove none starts; the sweeps at the end of this module
-# start it again (``ray_running``, tests/sweeps/conftest.py).
+# start it again (``ray_running``, tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
 
 

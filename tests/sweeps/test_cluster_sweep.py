@@ -78,7 +78,7 @@ def setup() -> Iterator[dict[str, Any]]:
             stop_server(server)
     shutil.rmtree(root, ignore_errors=True)
     if was_running:
-        _ray.init_ray(num_cpus=2)  # the session's local Ray (tests/sweeps/conftest.py)
+        _ray.init_ray(num_cpus=2)  # the session's local Ray (tests/conftest.py)
 
 
 def tiny_spec(root: Path, name: str, **resources: Any):

@@ -75,7 +75,7 @@ def connect(url: str, timeout_s: float = 60) -> JobSubmissionClient:
 def head() -> Iterator[dict[str, Any]]:
     """A one-node Ray head with the job server, in a private temp dir; nothing left after it."""
     was_running = ray.is_initialized()
-    _ray.shutdown_ray()  # the session's local Ray (tests/sweeps/conftest.py)
+    _ray.shutdown_ray()  # the session's local Ray (tests/conftest.py)
     root = Path(tempfile.mkdtemp(prefix="lrsweep-js-", dir="/tmp"))  # short: socket paths
     port = free_port()
     cluster = None

@@ -547,7 +547,7 @@ def two_nodes() -> Iterator[str]:
             cluster.shutdown()
     shutil.rmtree(ray_tmp, ignore_errors=True)
     if was_running:
-        _ray.init_ray(num_cpus=2)  # the session's local Ray (tests/sweeps/conftest.py)
+        _ray.init_ray(num_cpus=2)  # the session's local Ray (tests/conftest.py)
 
 
 def shared_storage(tmp_path: Path) -> dict[str, Any]:
