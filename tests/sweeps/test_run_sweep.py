@@ -323,18 +323,23 @@ def test_best_model_loads_and_predicts_where_lrsweep_is_not_installed(
     # the rest of lrsweep does not run against the model's copy
     first = "import sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
     first += "mlflow.pytorch.load_model(sys.argv[2]); import trainers; print(trainers.__file__)"
-    done = subprocess.run(
-        [sys.executable, "-c", first, sweep[1].uri, uri],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    import trainers
-
-    assert done.stdout.strip().splitlines()[-1] == trainers.__file__
+    installed_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    paths = []
+    for code_line in (first, "import trainers; print(trainers.__file__)"):
+        done = subprocess.run(
+            [sys.executable, "-c", code_line, sweep[1].uri, uri],
+            cwd=tmp_path,
+            env=installed_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        paths.append(done.stdout.strip().splitlines()[-1])
+    # the installed copy (the venv's editable install points at the checkout it was made from,
+    # which in a second clone sharing that venv is not this test's own trainers)
+    assert paths[0] == paths[1]
+    assert "trainers.zip" not in paths[0], paths[0]
     code = Path(requirements_file).parent / "code"  # one archive, not ~50 uploads per trial
     assert sorted(p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()) == [
         "trainers.zip",
