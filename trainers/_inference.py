@@ -332,8 +332,8 @@ def _activations_key(learn: Learner, body: nn.Module, fixed: list[nn.Module], lo
     cache refers to it, compared by identity): the body's layers (their ``repr``) and its
     weights and buffers (a digest of their bytes), the pooling after it, the images' in-place
     version, the loader's batch size and statistics, and the accelerator's options and device.
-    A change the key cannot see (a forward hook, a weight edited through ``.data`` or NumPy)
-    needs ``loader._activations = None`` first."""
+    A change the key cannot see (a forward hook, the images edited through ``.data`` or NumPy,
+    which keeps their version count) needs ``loader._activations = None`` first."""
     digest = hashlib.blake2b(digest_size=16)
     scaling = [(name, getattr(loader, name, None)) for name in ("_gain", "_bias")]
     for name, tensor in [*body.state_dict().items(), *scaling, ("images", loader.images)]:

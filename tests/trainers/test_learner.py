@@ -651,6 +651,15 @@ def test_precompute_reuses_a_loaders_activations_while_body_and_images_are_the_s
     calls.calls = 0
     other.fit(1, 1e-2, precompute=True)
     assert calls.calls == -(-len(dls.valid.labels) // 32)  # the valid loader's alone
+    for edit in ("data", "numpy"):  # weights count by their bytes: edits outside autograd too
+        weight = next(other.model.body.parameters())
+        if edit == "data":
+            weight.data.mul_(2)
+        else:
+            weight.detach().numpy()[...] *= 0.5
+        calls.calls = 0
+        other.fit(1, 1e-2, precompute=True)
+        assert calls.calls == batches, edit
     dls.to("cpu")  # already there: kept (a Learner moves its data to its device)
     assert dls.train._activations is not None
     moved = make_dataloaders("shapes", image_size=16, batch_size=32)
