@@ -101,6 +101,33 @@ def best_config(
         mode = default_mode(metric)
     if mode not in ("min", "max"):
         raise BestConfigError(f"mode must be 'min' or 'max', but got {mode!r}.")
+    tracker, experiment_id = _open_experiment(experiment, tracking_uri)
+    children = _trial_runs(tracker, experiment_id, experiment, parent_run_id)
+    # what the trials ranked are: every sweep of the experiment, or the one --run-id names
+    scope = f"experiment {experiment!r}"
+    if parent_run_id is not None:
+        scope = f"sweep run {parent_run_id} of {scope}"
+    eligible = _eligible(children, scope)
+    if strategy is not None:
+        eligible = _of_strategy(eligible, children, strategy, scope)
+    key = BEST_PREFIX + metric
+    scored = _scored(eligible, scope, metric, key)
+    best = _best_run(scored, key, mode)
+    logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
+    if parent_run_id is None:
+        _warn_if_data_differ(scored, best, scope)
+    spec, spec_problem = _load_spec(tracker, best)
+    found = to_best(best, experiment, metric, mode, key, spec, _has_model(tracker, best))
+    return replace(found, spec_problem=spec_problem)
+
+
+def _open_experiment(experiment: str, tracking_uri: str | None) -> tuple[Tracker, str]:
+    """The tracker of the store and the id of ``experiment`` in it.
+
+    Raises:
+        BestConfigError: an embedded SQLite store that does not exist, or no such experiment
+            (lists the experiments).
+    """
     try:
         tracker = Tracker(existing_store_uri(tracking_uri))
     except LookupError as exc:
@@ -109,6 +136,21 @@ def best_config(
         experiment_id = tracker.experiment_id(experiment)
     except LookupError as exc:
         raise BestConfigError(str(exc)) from None
+    return tracker, experiment_id
+
+
+def _trial_runs(
+    tracker: Tracker, experiment_id: str, experiment: str, parent_run_id: str | None
+) -> list[Any]:
+    """The trial (child) runs to rank: those of the sweep run ``parent_run_id``, else those of
+    every live sweep run of the experiment. May be empty when nothing better can be said
+    (:func:`_eligible` then says there is no finished trial).
+
+    Raises:
+        BestConfigError: ``parent_run_id`` is not a sweep run of the experiment (lists them);
+            no trial runs in an experiment whose sweeps lie below it (a nightly suite's) or
+            that has no sweep run at all.
+    """
     if parent_run_id is None:
         # Trials of a sweep whose run was deleted stay active in MLflow: only live sweeps count.
         sweeps = {run.info.run_id for run in tracker.sweep_runs(experiment_id)}
@@ -138,31 +180,40 @@ def best_config(
                 "trial to rank; pass the experiment a sweep logged to (its spec's "
                 "tracking.experiment, else its name)."
             )
-    # what the trials ranked are: every sweep of the experiment, or the one --run-id names
-    scope = f"experiment {experiment!r}"
-    if parent_run_id is not None:
-        scope = f"sweep run {parent_run_id} of {scope}"
-    eligible = _eligible(children, scope)
-    if strategy is not None:
-        present = sorted({name for run in eligible for name in _strategy_names(run)})
-        eligible = [run for run in eligible if strategy in _strategy_names(run)]
-        if not eligible:
-            ran = [run for run in children if strategy in _strategy_names(run)]
-            seen = Counter(
-                f"{run.info.status}/{run.data.tags.get(STOP_REASON_TAG, '-')}" for run in ran
-            )
-            why = (
-                f"its trial runs by status/stop_reason: {dict(sorted(seen.items()))} (diverged, "
-                "failed, killed and running trials are not ranked)"
-                if ran
-                else "no trial ran it"
-            )
-            raise BestConfigError(
-                f"{_capitalized(scope)} has no finished trial of strategy {strategy!r}: {why}; "
-                f"strategies with finished trials: {present}."
-            )
-    key = BEST_PREFIX + metric
-    scored = _scored(eligible, scope, metric, key)
+    return children
+
+
+def _of_strategy(eligible: list[Any], children: list[Any], strategy: str, scope: str) -> list[Any]:
+    """The eligible runs that ``strategy`` names (see :func:`_strategy_names`).
+
+    Raises:
+        BestConfigError: none is; says how its trial runs (``children``) ended, or that none ran
+            it, and lists the strategies with finished trials.
+    """
+    present = sorted({name for run in eligible for name in _strategy_names(run)})
+    eligible = [run for run in eligible if strategy in _strategy_names(run)]
+    if not eligible:
+        ran = [run for run in children if strategy in _strategy_names(run)]
+        seen = Counter(
+            f"{run.info.status}/{run.data.tags.get(STOP_REASON_TAG, '-')}" for run in ran
+        )
+        why = (
+            f"its trial runs by status/stop_reason: {dict(sorted(seen.items()))} (diverged, "
+            "failed, killed and running trials are not ranked)"
+            if ran
+            else "no trial ran it"
+        )
+        raise BestConfigError(
+            f"{_capitalized(scope)} has no finished trial of strategy {strategy!r}: {why}; "
+            f"strategies with finished trials: {present}."
+        )
+    return eligible
+
+
+def _best_run(scored: list[Any], key: str, mode: Literal["min", "max"]) -> Any:
+    """The run of ``scored`` best by ``key`` (finite in each) for ``mode``; a tie goes to the
+    lower ``best/valid_loss`` (a missing or non-finite one ranks last), then to the run that
+    started first, then to the lower run id."""
     sign = 1.0 if mode == "min" else -1.0
     tie_break = BEST_PREFIX + TIE_BREAK_METRIC
 
@@ -175,13 +226,7 @@ def best_config(
             run.info.run_id,
         )
 
-    best = min(scored, key=rank)
-    logger.info("Best %s trial of %r: run %s.", metric, experiment, best.info.run_id)
-    if parent_run_id is None:
-        _warn_if_data_differ(scored, best, scope)
-    spec, spec_problem = _load_spec(tracker, best)
-    found = to_best(best, experiment, metric, mode, key, spec, _has_model(tracker, best))
-    return replace(found, spec_problem=spec_problem)
+    return min(scored, key=rank)
 
 
 def _scored(eligible: list[Any], scope: str, metric: str, key: str) -> list[Any]:

@@ -175,27 +175,13 @@ def prepare_server(
             unreachable or uncreatable store; the folders it made are removed again.
     """
     environ = os.environ if environ is None else environ
-    if not 0 < config.port < 65536:
-        raise ServerConfigError(f"--port must be between 1 and 65535, but got {config.port}.")
-    if config.workers < 1:
-        raise ServerConfigError(f"--workers must be at least 1, but got {config.workers}.")
-    refuse_password(config.store_option, config.backend_store_uri)
-    refuse_password("--auth-db-uri", config.auth_db_uri)
-    refuse_unusable_store(config.store_option, config.backend_store_uri)
-    refuse_unusable_store("--auth-db-uri", config.auth_db_uri)
-    refuse_unusable_artifacts(config.artifacts_option, config.artifacts_destination)
+    _refuse_config(config)
     admin_username = admin_username_from_env(environ) if config.auth else None
 
     backend = with_postgres_driver(config.backend_store_uri or default_tracking_uri())
     destination = config.artifacts_destination or str(EMBEDDED_ARTIFACTS)
     local = local_artifacts(destination)
-    env = {
-        "MLFLOW_BACKEND_STORE_URI": backend,
-        # Job execution serves GenAI scorers; sweeps need none of it, and it costs a process.
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": environ.get(
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
-        ),
-    }
+    env = _child_env(backend, environ)
     made: list[Path] = []  # folders this call created: removed again when it fails
     auth_path = scratch = None
     try:
@@ -205,16 +191,7 @@ def prepare_server(
             made += make_folder(local, config.artifacts_option)
             destination = str(local)
         if admin_username is not None:
-            if config.auth_db_uri is None:
-                auth_dir = (local.parent if local is not None else STATE_DIR.resolve()) / "auth"
-                auth_db = f"sqlite:///{auth_dir / 'basic_auth.db'}"
-                # basic_auth.db holds every user's password hash: this user's eyes only.
-                made += make_folder(auth_dir, "the basic-auth folder", private=True)
-            else:
-                # Users live in a database elsewhere: nothing to keep on this disk, which may
-                # be read-only apart from the artifact volume (a container).
-                auth_dir = scratch = Path(tempfile.mkdtemp(prefix="lrsweep-mlflow-auth-"))
-                auth_db = with_postgres_driver(config.auth_db_uri)
+            auth_dir, auth_db, scratch = _auth_folder(config, local, made)
             auth_path = write_auth_config(
                 auth_dir / "basic_auth.ini", database_uri=auth_db, admin_username=admin_username
             )
@@ -224,20 +201,12 @@ def prepare_server(
         if admin_username is not None:
             ensure_backend_store(auth_db, option="--auth-db-uri")
     except BaseException:
-        for folder in (*made, *([scratch] if scratch else [])):
+        for folder in made:  # the scratch folder, if any, is last in it
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
-    argv = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts"]
-    argv += ["--artifacts-destination", destination]
-    argv += ["--host", config.host, "--port", str(config.port), "--workers", str(config.workers)]
-    if config.allowed_hosts:
-        argv += ["--allowed-hosts", _with_default_hosts(config.allowed_hosts)]
-    if auth_path is not None:
-        argv += ["--app-name", "basic-auth"]
-
     return ServerLaunch(
-        argv=tuple(argv),
+        argv=_server_argv(config, destination, auth=auth_path is not None),
         env=env,
         url=f"http://{_client_host(config.host)}:{config.port}",
         backend_display=redact_uri(backend),
@@ -245,6 +214,76 @@ def prepare_server(
         auth_config_path=auth_path,
         scratch_dir=scratch,
     )
+
+
+def _child_env(backend: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables the child process gets besides the current environment: the backend store
+    URI (kept off its command line) and whether MLflow runs jobs (``false`` unless set)."""
+    return {
+        "MLFLOW_BACKEND_STORE_URI": backend,
+        # Job execution serves GenAI scorers; sweeps need none of it, and it costs a process.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": environ.get(
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+        ),
+    }
+
+
+def _refuse_config(config: ServerConfig) -> None:
+    """Refuse what ``config`` gets wrong before anything is created: the port, the workers,
+    a password in a store URI, a store or artifacts destination that cannot be used.
+
+    Raises:
+        ServerConfigError: naming the option at fault.
+    """
+    if not 0 < config.port < 65536:
+        raise ServerConfigError(f"--port must be between 1 and 65535, but got {config.port}.")
+    if config.workers < 1:
+        raise ServerConfigError(f"--workers must be at least 1, but got {config.workers}.")
+    refuse_password(config.store_option, config.backend_store_uri)
+    refuse_password("--auth-db-uri", config.auth_db_uri)
+    refuse_unusable_store(config.store_option, config.backend_store_uri)
+    refuse_unusable_store("--auth-db-uri", config.auth_db_uri)
+    refuse_unusable_artifacts(config.artifacts_option, config.artifacts_destination)
+
+
+def _auth_folder(
+    config: ServerConfig, local: Path | None, made: list[Path]
+) -> tuple[Path, str, Path | None]:
+    """The folder for basic-auth's ini and CSRF key, the URI of its user database, and the
+    scratch folder to delete once the server stops (None when the folder is kept).
+
+    Without ``--auth-db-uri`` the folder is ``auth/`` beside the local artifacts folder ``local``
+    (``.lrsweep/auth`` for remote artifacts) and holds the SQLite user database; with one it is
+    a fresh private temporary folder. Every folder made here is appended to ``made`` at once, so
+    the caller removes it when a later step fails.
+
+    Raises:
+        ServerConfigError: the ``auth/`` folder cannot be made or written.
+    """
+    if config.auth_db_uri is None:
+        auth_dir = (local.parent if local is not None else STATE_DIR.resolve()) / "auth"
+        auth_db = f"sqlite:///{auth_dir / 'basic_auth.db'}"
+        # basic_auth.db holds every user's password hash: this user's eyes only.
+        made += make_folder(auth_dir, "the basic-auth folder", private=True)
+        return auth_dir, auth_db, None
+    # Users live in a database elsewhere: nothing to keep on this disk, which may be read-only
+    # apart from the artifact volume (a container).
+    scratch = Path(tempfile.mkdtemp(prefix="lrsweep-mlflow-auth-"))
+    made.append(scratch)
+    return scratch, with_postgres_driver(config.auth_db_uri), scratch
+
+
+def _server_argv(config: ServerConfig, destination: str, *, auth: bool) -> tuple[str, ...]:
+    """The ``mlflow server`` command line: served artifacts in ``destination``, ``config``'s
+    host, port, workers and allowed hosts, and the basic-auth app when ``auth``."""
+    argv = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts"]
+    argv += ["--artifacts-destination", destination]
+    argv += ["--host", config.host, "--port", str(config.port), "--workers", str(config.workers)]
+    if config.allowed_hosts:
+        argv += ["--allowed-hosts", _with_default_hosts(config.allowed_hosts)]
+    if auth:
+        argv += ["--app-name", "basic-auth"]
+    return tuple(argv)
 
 
 def _with_default_hosts(allowed_hosts: str) -> str:

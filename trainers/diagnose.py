@@ -298,64 +298,132 @@ def _rose_from_the_start(ev: dict[str, float | int], min_rise: float) -> bool:
 
 
 def _decide(ev: dict[str, float | int], **t: Any) -> tuple[str, str]:
-    """The rules, in order; returns ``(label, reason)``."""
+    """The rules, in order; returns ``(label, reason)``.
+
+    One helper per label, tried in the order of :data:`LABELS`: each returns None when none of
+    its rules matches, and the first that matches decides.
+    """
+    return (
+        _lr_too_high(
+            ev,
+            explode_ratio=t["explode_ratio"],
+            rise_epochs=t["rise_epochs"],
+            min_rise=t["min_rise"],
+        )
+        or _overfitting(ev, rise_epochs=t["rise_epochs"], min_rise=t["min_rise"])
+        or _too_few_epochs(ev, fast_improvement=t["fast_improvement"])
+        or _lr_too_low(
+            ev,
+            min_epochs_too_low=t["min_epochs_too_low"],
+            slow_improvement=t["slow_improvement"],
+        )
+        or _ok(ev, min_epochs_too_low=t["min_epochs_too_low"])
+    )
+
+
+def _overfits(ev: dict[str, float | int], *, rise_epochs: int, min_rise: float) -> bool:
+    """The best validation loss is ``rise_epochs`` or more epochs old, the last is more than
+    ``min_rise`` above it, and the training loss did not rise by more than ``min_rise`` times
+    the first training loss meanwhile."""
+    return (
+        ev["epochs_since_best"] >= rise_epochs
+        and ev["rise_since_best"] > min_rise
+        and ev["train_rise_since_best"] <= min_rise
+    )
+
+
+def _lr_too_high(
+    ev: dict[str, float | int], *, explode_ratio: float, rise_epochs: int, min_rise: float
+) -> tuple[str, str] | None:
+    """``lr_too_high``'s rules, in order: a loss not finite, the training loss up more than
+    ``explode_ratio`` times its value before the first step, the validation loss exploded (not
+    as an overfitting climb); None when none matches."""
     if ev["first_non_finite_epoch"] != -1:
         return "lr_too_high", f"a loss is not finite at epoch {ev['first_non_finite_epoch']}."
-    if ev["train_rise_over_start"] > t["explode_ratio"]:  # NaN (no start loss) compares False
+    if ev["train_rise_over_start"] > explode_ratio:  # NaN (no start loss) compares False
         return "lr_too_high", (
             f"the training loss rose to {ev['train_rise_over_start']:.3g}x its value before the "
-            f"first step ({ev['start_loss']:.3g}; > {t['explode_ratio']})."
+            f"first step ({ev['start_loss']:.3g}; > {explode_ratio})."
         )
-    overfit = (
-        ev["epochs_since_best"] >= t["rise_epochs"]
-        and ev["rise_since_best"] > t["min_rise"]
-        and ev["train_rise_since_best"] <= t["min_rise"]
-    )
     # a climb that starts after the best epoch while the training loss keeps falling is
     # overfitting, however high it goes; an explosion before it, or with training, is not
     overfit_climb = (
-        overfit and ev["explosion_epoch"] > ev["best_epoch"] and ev["train_change_since_best"] < 0
+        _overfits(ev, rise_epochs=rise_epochs, min_rise=min_rise)
+        and ev["explosion_epoch"] > ev["best_epoch"]
+        and ev["train_change_since_best"] < 0
     )
     if ev["explosion_epoch"] != -1 and not overfit_climb:
         return "lr_too_high", (
             f"the validation loss exploded at epoch {ev['explosion_epoch']}: up to "
-            f"{ev['explosion_ratio']:.3g}x the first training loss (> {t['explode_ratio']})."
+            f"{ev['explosion_ratio']:.3g}x the first training loss (> {explode_ratio})."
         )
-    if _rose_from_the_start(ev, t["min_rise"]):
+    return None
+
+
+def _overfitting(
+    ev: dict[str, float | int], *, rise_epochs: int, min_rise: float
+) -> tuple[str, str] | None:
+    """``overfitting``'s rules, in order: the validation loss rose from the start
+    (:func:`_rose_from_the_start`), or rose since a best epoch long enough ago
+    (:func:`_overfits`); None when neither matches."""
+    if _rose_from_the_start(ev, min_rise):
         return "overfitting", (
             f"the validation loss rose in each of the {ev['n_epochs'] - 1} epochs after the "
             f"first, to {ev['rise_since_best']:.0%} above it, while the training loss fell: "
             "the model fits the training set, not the validation set, from the start (too "
             "many epochs for this data, or a rate too high for it: try fewer or a lower one)."
         )
-    if overfit:
+    if _overfits(ev, rise_epochs=rise_epochs, min_rise=min_rise):
         trend = "kept falling" if ev["train_change_since_best"] < 0 else "stayed flat"
         return "overfitting", (
             f"the validation loss is {ev['rise_since_best']:.0%} above its best (epoch "
             f"{ev['best_epoch']}, {ev['epochs_since_best']} epochs ago) while the training "
             f"loss {trend}."
         )
+    return None
+
+
+def _too_few_epochs(
+    ev: dict[str, float | int], *, fast_improvement: float
+) -> tuple[str, str] | None:
+    """``too_few_epochs``: one epoch only, or the last one still cut the validation loss by
+    ``fast_improvement`` or more; None otherwise."""
     if ev["n_epochs"] == 1:
         return "too_few_epochs", "one epoch is too few to judge; train for more."
-    if ev["last_improvement"] >= t["fast_improvement"]:
+    if ev["last_improvement"] >= fast_improvement:
         return "too_few_epochs", (
             f"the last epoch still cut the validation loss by {ev['last_improvement']:.0%} "
-            f"(>= {t['fast_improvement']:.0%}); train for more epochs."
+            f"(>= {fast_improvement:.0%}); train for more epochs."
         )
+    return None
+
+
+def _lr_too_low(
+    ev: dict[str, float | int], *, min_epochs_too_low: int, slow_improvement: float
+) -> tuple[str, str] | None:
+    """``lr_too_low``: ``min_epochs_too_low`` epochs or more, the training loss above the
+    validation loss, which never fell faster than ``slow_improvement`` per epoch; None
+    otherwise."""
     if (
-        ev["n_epochs"] >= t["min_epochs_too_low"]
+        ev["n_epochs"] >= min_epochs_too_low
         and ev["train_minus_valid"] > 0
-        and ev["best_improvement"] < t["slow_improvement"]
+        and ev["best_improvement"] < slow_improvement
     ):
         return "lr_too_low", (
             f"after {ev['n_epochs']} epochs the validation loss never fell faster than "
-            f"{ev['best_improvement']:.0%} per epoch (< {t['slow_improvement']:.0%}) and the "
+            f"{ev['best_improvement']:.0%} per epoch (< {slow_improvement:.0%}) and the "
             "training loss is still above it."
         )
-    if ev["n_epochs"] < t["min_epochs_too_low"]:
+    return None
+
+
+def _ok(ev: dict[str, float | int], *, min_epochs_too_low: int) -> tuple[str, str]:
+    """``ok``, when no other rule matched; the reason says when the run is too short for
+    ``lr_too_low`` to be judged."""
+    if ev["n_epochs"] < min_epochs_too_low:
         return "ok", (
             "no sign of a too high rate, of overfitting or of stopping early; "
             f"{ev['n_epochs']} epochs are too few to judge a too low rate (it takes "
-            f"{t['min_epochs_too_low']}): compare the error rate with chance."
+            f"{min_epochs_too_low}): compare the error rate with chance."
         )
     return "ok", "no sign of a too high or too low rate, of overfitting or of stopping early."

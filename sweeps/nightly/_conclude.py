@@ -162,47 +162,13 @@ def conclude(
     specs = _specs_to_match(suite, tonight.specs)
     comparable = [comparable_figures(n.figures, n.specs, specs) for n in baseline]
     reference_s = tonight.reference.seconds if tonight.reference else None
-    verdict = judge(
-        figures,
-        comparable,
-        suite.thresholds,
-        tonight.failures,
-        counts=not what_if_overrides(suite),
-        same_spec={f.entry for f in figures} - {e.name for e in suite.entries if _what_if(e)},
-        reference_s=reference_s,
-        references=[n.reference_s for n in baseline],
-    )
+    verdict = _judge(suite, tonight, baseline, comparable, reference_s=reference_s)
     trend = _trend(earlier[: TREND_NIGHTS - 1], figures, specs)
     baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]
-    notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
-    kept = [n for n, figures in zip(baseline, comparable, strict=True) if figures]
-    notes += _commit_changes(kept, tonight.environment)
-    refs = [n.reference_s for n in kept]
-    notes += reference_notes(verdict, suite.thresholds, reference_s=reference_s, references=refs)
-    notes += _busy_machine(verdict, tonight.environment)
-    if killed:
-        notes.append(
-            f"{len(killed)} earlier night{'s' if len(killed) != 1 else ''} never finished (killed "
-            f"outright: out of memory, a reboot, SIGKILL) and are now recorded failed: "
-            + ", ".join(killed)
-            + "."
-        )
-    report = NightReport(
-        suite=suite.name,
-        night_run_id=night_run_id,
-        experiment=store.experiment,
-        environment=tonight.environment,
-        verdict=verdict,
-        baseline_run_ids=baseline_ids,
-        trend=trend,
-        overrides=tonight.overrides,
-        what_if=bool(what_if_overrides(suite)),
-        notes=notes,
-        reference=tonight.reference,
+    notes = _notes(suite, tonight, verdict, baseline, comparable, specs, reference_s, killed)
+    files = _write_report(
+        suite, store, tonight, verdict, baseline_ids, trend, notes, report_dir=report_dir
     )
-    files = write_report(report, report_dir)
-    store.log_files(night_run_id, [files.markdown, files.html])
-    store.log_files(night_run_id, files.plots, "trends")
     store.set_tags(night_run_id, {TAG_BASELINE_RUNS: ",".join(baseline_ids)})
     store.finish_night(night_run_id, verdict.status, "; ".join(verdict.failures))
     logger.info("night %s: %s", night_run_id, verdict.summary())
@@ -220,6 +186,91 @@ def conclude(
         what_if=bool(what_if_overrides(suite)),
         reference=tonight.reference,
     )
+
+
+def _judge(
+    suite: Suite,
+    tonight: Tonight,
+    baseline: list[Night],
+    comparable: list[dict[str, float]],
+    *,
+    reference_s: float | None,
+) -> Verdict:
+    """Tonight's verdict against the ``baseline`` nights' ``comparable`` figures (those of the
+    specs tonight is judged against); a what-if night does not count, and its entries changed by
+    ``--set`` are not judged as the same spec."""
+    figures = tonight.figures
+    return judge(
+        figures,
+        comparable,
+        suite.thresholds,
+        tonight.failures,
+        counts=not what_if_overrides(suite),
+        same_spec={f.entry for f in figures} - {e.name for e in suite.entries if _what_if(e)},
+        reference_s=reference_s,
+        references=[n.reference_s for n in baseline],
+    )
+
+
+def _notes(
+    suite: Suite,
+    tonight: Tonight,
+    verdict: Verdict,
+    baseline: list[Night],
+    comparable: list[dict[str, float]],
+    specs: dict[str, str],
+    reference_s: float | None,
+    killed: list[str],
+) -> list[str]:
+    """What the report says about the baseline, in this order: spec changes, environment
+    changes, the commits of the nights that kept figures, the machine-speed reference, a busy
+    machine, and the earlier nights that were ``killed`` outright."""
+    notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
+    kept = [n for n, figures in zip(baseline, comparable, strict=True) if figures]
+    notes += _commit_changes(kept, tonight.environment)
+    refs = [n.reference_s for n in kept]
+    notes += reference_notes(verdict, suite.thresholds, reference_s=reference_s, references=refs)
+    notes += _busy_machine(verdict, tonight.environment)
+    if killed:
+        notes.append(
+            f"{len(killed)} earlier night{'s' if len(killed) != 1 else ''} never finished (killed "
+            f"outright: out of memory, a reboot, SIGKILL) and are now recorded failed: "
+            + ", ".join(killed)
+            + "."
+        )
+    return notes
+
+
+def _write_report(
+    suite: Suite,
+    store: NightStore,
+    tonight: Tonight,
+    verdict: Verdict,
+    baseline_ids: list[str],
+    trend: list[tuple[str, dict[str, float]]],
+    notes: list[str],
+    *,
+    report_dir: str | Path,
+) -> ReportFiles:
+    """Write the night's report into ``report_dir`` and upload it onto the night run: both
+    reports at its root, the trend plots under ``trends``."""
+    report = NightReport(
+        suite=suite.name,
+        night_run_id=tonight.night_run_id,
+        experiment=store.experiment,
+        environment=tonight.environment,
+        verdict=verdict,
+        baseline_run_ids=baseline_ids,
+        trend=trend,
+        overrides=tonight.overrides,
+        what_if=bool(what_if_overrides(suite)),
+        notes=notes,
+        reference=tonight.reference,
+    )
+    files = write_report(report, report_dir)
+    store.log_files(tonight.night_run_id, [files.markdown, files.html])
+    store.log_files(tonight.night_run_id, files.plots, "trends")
+    return files
 
 
 def _spec_changes(baseline: list[Night], specs: dict[str, str]) -> list[str]:
