@@ -4,10 +4,10 @@ Kept apart from :mod:`sweeps.best` (which trial is best): this module loads a mo
 chosen: a trial run's (:func:`trial_model`, ``lrsweep predict --trial``), or one named by an
 MLflow model URI (``runs:/<run id>/model``, ``models:/<name>/<version>``,
 ``models:/<name>@<alias>``) or by the folder it was downloaded to (one holding an ``MLmodel``
-file). :func:`is_model_reference` tells such a name from a sweep's experiment: no experiment
-name holds ``:/`` (spec names are letters, digits and ``_ . - /``), and a folder counts only
-when it holds ``MLmodel``, so an experiment named like a folder of the working directory stays
-an experiment.
+file), as a path or a ``file:`` URI. :func:`is_model_reference` tells such a name from a
+sweep's experiment: no experiment name holds ``:/`` (spec names are letters, digits and
+``_ . - /``), and a folder counts only when it holds ``MLmodel``, so an experiment named like a
+folder of the working directory stays an experiment.
 
 Every failure is a :class:`~sweeps.best.BestConfigError` of one line that names the run, URI or
 folder and says what to do, in place of MLflow's own text (``Run with id=... not found``), or of
@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from sweeps.best import (
     ARM_TAG,
@@ -73,7 +75,7 @@ def is_model_reference(text: str) -> bool:
         >>> is_model_reference("runs:/0a1b2c/model"), is_model_reference("digits-lr")
         (True, False)
     """
-    return ":/" in text or (Path(text) / MODEL_FILE).is_file()
+    return ":/" in text or _is_file_uri(text) or (Path(text) / MODEL_FILE).is_file()
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def model_run_id(model_uri: str, *, tracking_uri: str | None = None) -> str | No
     from mlflow.models import Model
 
     with _reading(model_uri, _store(model_uri, tracking_uri)):
-        return Model.load(model_uri).run_id
+        return Model.load(_local(model_uri)).run_id
 
 
 def load_predictor(
@@ -197,7 +199,8 @@ def load_predictor(
         model_uri: ``BestConfig.model_uri`` or :attr:`TrialModel.model_uri`
             (``runs:/<run_id>/model``), or any MLflow model URI: a ``models:/`` one (the
             registry of the tracking store, or ``MLFLOW_REGISTRY_URI``'s when set), or a folder
-            the model was downloaded to (which needs no store).
+            the model was downloaded to (which needs no store), as a path or a ``file:`` URI
+            (``file:///abs/model``, the ``artifact_location`` of a model in a local store).
         tracking_uri: as :func:`~sweeps.best.best_config`'s; only ``runs:/`` and ``models:/``
             URIs read it.
         device: where the model runs (default: CUDA when available, else the CPU).
@@ -208,9 +211,10 @@ def load_predictor(
         BestConfigError: for a store that does not exist; a run, registered model, version,
             alias or folder that does not (each named, with what to give instead); a URI with
             a password, or one its artifact client cannot read (whatever that client raises);
-            an export that does not load or that the store lacks (naming the model and
-            why, on one line); a model without the export and ``allow_pickle`` false; or,
-            with ``allow_pickle``, a model logged without the metadata.
+            a ``file:`` URI of another host; an export that does not load or that the store
+            lacks (naming the model and why, on one line); a model without the export and
+            ``allow_pickle`` false; or, with ``allow_pickle``, a model logged without the
+            metadata.
 
     Example:
         >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
@@ -221,9 +225,10 @@ def load_predictor(
 
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with _reading(model_uri, _store(model_uri, tracking_uri)):
-        logged = Model.load(model_uri)
+        location = _local(model_uri)
+        logged = Model.load(location)
         if _lists_export(logged):
-            return _exported(model_uri, chosen)
+            return _exported(location, chosen, redact_uri(model_uri))
         if not allow_pickle:
             raise BestConfigError(
                 f"model {redact_uri(model_uri)} holds no weights-only export ({EXPORT_PATH}: "
@@ -232,7 +237,7 @@ def load_predictor(
                 "the file names: pass allow_pickle=True (lrsweep predict --allow-pickle) only "
                 "for a store whose writers you trust."
             )
-        return _unpickled(model_uri, logged, chosen)
+        return _unpickled(location, logged, chosen)
 
 
 def predictor_files(
@@ -262,15 +267,16 @@ def _lists_export(logged: Any) -> bool:
     return any(isinstance(entry, dict) and entry.get("path") == EXPORT_PATH for entry in listed)
 
 
-def _exported(model_uri: str, device: str) -> Predictor:
-    """The model's export, downloaded and read with ``torch.load(weights_only=True)``."""
+def _exported(model_uri: str, device: str, shown: str) -> Predictor:
+    """The model's export, downloaded and read with ``torch.load(weights_only=True)``;
+    ``shown``: the model as the user named it (``model_uri`` is a local path for a ``file:``
+    URI)."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
     from trainers.export import load_learner
 
-    shown = redact_uri(model_uri)
     with tempfile.TemporaryDirectory(prefix="lrsweep-model-") as folder:
         if ":/" in model_uri:  # runs:/, models:/ or an artifact location
             location = model_uri  # a models:/ URI names no path inside: resolved, as MLflow does
@@ -377,10 +383,33 @@ def _store(model_uri: str, tracking_uri: str | None) -> str | None:
         )
     if _names_a_run(model_uri):
         return _tracker(tracking_uri, f"model {redact_uri(model_uri)}").uri
-    problem = model_folder_problem(model_uri)
+    problem = model_folder_problem(_local(model_uri))
     if problem is not None:
         raise BestConfigError(f"model {model_uri}: {problem}")
     return None
+
+
+def _is_file_uri(text: str) -> bool:
+    """Whether ``text`` is a ``file:`` URI (``file:///abs``, ``file:/abs``, ``file:rel``)."""
+    return urlsplit(text).scheme.lower() == "file"
+
+
+def _local(model_uri: str) -> str:
+    """The local path a ``file:`` URI names (``%20`` and the like decoded), which MLflow's
+    ``Model.load`` takes where it refuses the URI; any other URI or path as given.
+
+    Raises:
+        BestConfigError: a ``file:`` URI that names another host (``file://server/path``).
+    """
+    if not _is_file_uri(model_uri):
+        return model_uri
+    parts = urlsplit(model_uri)
+    if parts.netloc not in ("", "localhost"):
+        raise BestConfigError(
+            f"model {redact_uri(model_uri)}: a file: URI of host {parts.netloc!r}, which this "
+            "machine cannot read; give a local folder (file:///abs/path/model or the path)."
+        )
+    return url2pathname(parts.path)
 
 
 @contextlib.contextmanager

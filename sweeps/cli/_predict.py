@@ -33,8 +33,8 @@ ExperimentOrModel = Annotated[
         metavar="EXPERIMENT|MODEL",
         help="The sweep's experiment name (its best trial's model), or a model: "
         "runs:/<run id>/model, models:/<name>/<version> (or @<alias>), or a folder holding an "
-        "MLmodel file (as mlflow artifacts download writes it). With --trial, leave it out "
-        "(or give the trial's experiment).",
+        "MLmodel file (as mlflow artifacts download writes it; its path or file:// URI). With "
+        "--trial, leave it out (or give the trial's experiment).",
         show_default=False,
     ),
 ]

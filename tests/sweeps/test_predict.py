@@ -200,6 +200,47 @@ def test_predict_by_downloaded_folder_needs_no_store(
     )
 
 
+def test_a_file_uri_loads_the_folder_it_names(store: dict[str, Any], tmp_path: Path) -> None:
+    """MLflow's ``Model.load`` refuses ``file:`` URIs; they name the folder their path does
+    (``%20`` decoded), the store's own (a logged model's ``artifact_location``) included."""
+    import mlflow
+
+    model_uri = f"runs:/{store['grid']}/model"
+    with mlflow_tracking_uri(store["uri"]):
+        mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "my copy"))
+        model_id = mlflow.models.get_model_info(model_uri).model_id
+    stored = Tracker(store["uri"]).client.get_logged_model(model_id).artifact_location
+    folder = tmp_path / "my copy" / "model"
+    files = [str(path) for path in store["images"]]
+    expected = load_predictor(model_uri, tracking_uri=store["uri"], device="cpu").predict(files)
+    assert folder.as_uri().startswith("file:///") and "my%20copy" in folder.as_uri()
+    assert stored.startswith("file:///")
+    for uri in (
+        folder.as_uri(),
+        f"file:{folder}",
+        f"file://localhost{folder.as_uri()[7:]}",
+        stored,
+    ):
+        assert torch.equal(load_predictor(uri, device="cpu").predict(files), expected), uri
+    answer = _answer(
+        _predict(folder.as_uri(), "--top", "3", "--format", "json", images=store["images"])
+    )
+    assert (answer["model_uri"], answer["run_id"]) == (folder.as_uri(), store["grid"])
+    assert _same(answer, _expected(store, str(folder)))
+    # a file URI of a folder that is not there: the error of its path, naming the URI
+    missing = tmp_path / "nowhere" / "model"
+    with pytest.raises(BestConfigError) as by_path:
+        load_predictor(str(missing))
+    with pytest.raises(BestConfigError) as by_uri:
+        load_predictor(missing.as_uri())
+    assert str(by_uri.value) == str(by_path.value).replace(str(missing), missing.as_uri(), 1)
+    result = _predict(missing.as_uri(), images=store["images"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"Error: {by_uri.value}"
+    with pytest.raises(BestConfigError, match=r"^model file://server/x/model: a file: URI of host"):
+        load_predictor("file://server/x/model")
+
+
 @pytest.mark.parametrize("experiment", [None, EXPERIMENT])
 def test_predict_by_trial_uses_that_trial_not_the_best(
     store: dict[str, Any], experiment: str | None
@@ -312,6 +353,8 @@ def test_predict_with_a_trial_and_no_image_says_so(store: dict[str, Any]) -> Non
         ("models:/shapes-cnn/3", True),
         ("models:/shapes-cnn@champion", True),
         ("s3://bucket/models/m-1", True),
+        ("file:///abs/copy/model", True),
+        ("file:copy/model", True),
         ("digits-lr", False),
         ("team/digits-lr", False),  # tracking.experiment may hold a /
         ("FOLDER", True),
