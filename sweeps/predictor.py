@@ -7,7 +7,8 @@ MLflow model URI (``runs:/<run id>/model``, ``models:/<name>/<version>``,
 file), as a path or a ``file:`` URI. :func:`is_model_reference` tells such a name from a
 sweep's experiment: no experiment name holds ``:/`` (spec names are letters, digits and
 ``_ . - /``), and a folder counts only when it holds ``MLmodel``, so an experiment named like a
-folder of the working directory stays an experiment.
+folder of the working directory stays an experiment (:func:`experiment_store` tells when a
+name is both).
 
 Every failure is a :class:`~sweeps.best.BestConfigError` of one line that names the run, URI or
 folder and says what to do, in place of MLflow's own text (``Run with id=... not found``), or of
@@ -76,6 +77,25 @@ def is_model_reference(text: str) -> bool:
         (True, False)
     """
     return ":/" in text or _is_file_uri(text) or (Path(text) / MODEL_FILE).is_file()
+
+
+def experiment_store(name: str, *, tracking_uri: str | None = None) -> str | None:
+    """The store (shown without credentials) that holds a live experiment ``name``, or None:
+    no such experiment, no store there (none is created), or a store that cannot be read at
+    the first try (not waited for: a model folder needs no store).
+
+    ``lrsweep predict NAME`` asks it when ``NAME`` is also a model folder, to refuse guessing
+    which of the two is meant.
+    """
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracker = Tracker(existing_store_uri(tracking_uri))
+        found = tracker.find_experiment(name, timeout_s=0)
+    except (LookupError, ValueError, OSError, MlflowException, requests.RequestException):
+        return None
+    return None if found is None else redact_uri(tracker.uri)
 
 
 @dataclass(frozen=True)

@@ -186,9 +186,10 @@ class Tracker:
         )
         return sorted(e.name for e in experiments if e.name.startswith(prefix))
 
-    def find_experiment(self, name: str) -> Any:
-        """The live experiment ``name`` (MLflow's ``Experiment``), or None when there is none."""
-        found = self._experiment_by_name(name)
+    def find_experiment(self, name: str, *, timeout_s: float = RETRY_TIMEOUT_S) -> Any:
+        """The live experiment ``name`` (MLflow's ``Experiment``), or None when there is none;
+        a store that is down or locked is retried for ``timeout_s`` (0: tried once)."""
+        found = self._experiment_by_name(name, timeout_s=timeout_s)
         return None if found is None or found.lifecycle_stage == "deleted" else found
 
     def experiment_name(self, experiment_id: str) -> str:
@@ -196,9 +197,11 @@ class Tracker:
         found = _retrying(partial(self.client.get_experiment, experiment_id), what="get_experiment")
         return str(found.name)
 
-    def _experiment_by_name(self, name: str) -> Any:
+    def _experiment_by_name(self, name: str, *, timeout_s: float = RETRY_TIMEOUT_S) -> Any:
         return _retrying(
-            partial(self.client.get_experiment_by_name, name), what="get_experiment_by_name"
+            partial(self.client.get_experiment_by_name, name),
+            what="get_experiment_by_name",
+            timeout_s=timeout_s,
         )
 
     def start_run(

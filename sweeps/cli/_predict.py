@@ -33,8 +33,9 @@ ExperimentOrModel = Annotated[
         metavar="EXPERIMENT|MODEL",
         help="The sweep's experiment name (its best trial's model), or a model: "
         "runs:/<run id>/model, models:/<name>/<version> (or @<alias>), or a folder holding an "
-        "MLmodel file (as mlflow artifacts download writes it; its path or file:// URI). With "
-        "--trial, leave it out (or give the trial's experiment).",
+        "MLmodel file (as mlflow artifacts download writes it; its path or file:// URI); a "
+        "name that is both a model folder and an experiment is refused: give ./NAME for the "
+        "folder. With --trial, leave it out (or give the trial's experiment).",
         show_default=False,
     ),
 ]
@@ -108,6 +109,8 @@ def predict_command(
     if trial is not None and Path(experiment).is_file():  # --trial RUN_ID IMAGE...
         files.insert(0, Path(experiment))
         name = None
+    if name is not None:
+        _refuse_folder_and_experiment(name, tracking_uri)
     named = _named_model(name, trial)
     if named is not None:
         _refuse_ranking_options(ctx, named)
@@ -142,6 +145,26 @@ def _chosen(choose: Callable[[], Chosen], prefix: str = "", *, folder: str = "")
         if folder and Path(folder).is_dir():
             hint = f" ({folder} is a folder too, but no model: {model_folder_problem(folder)})"
         raise fail(f"{prefix}{error}{hint}") from None
+
+
+def _refuse_folder_and_experiment(name: str, tracking_uri: str | None) -> None:
+    """Exit 2 when ``name`` is both a model folder (one holding ``MLmodel``) and a live
+    experiment of the store: which of the two is meant cannot be told, so neither is guessed.
+    The message gives a form of each that is no longer both."""
+    from sweeps.predictor import MODEL_FILE, experiment_store
+
+    if ":/" in name or not (Path(name) / MODEL_FILE).is_file():
+        return
+    store = experiment_store(name, tracking_uri=tracking_uri)
+    if store is None:
+        return
+    relative = not (name.startswith("./") or os.path.isabs(name))
+    folder = f"./{name}" if relative else f"{name.rstrip('/')}/."
+    raise fail(
+        f"{name} is both a model folder (it holds {MODEL_FILE}) and an experiment of {store}; "
+        f"give {folder} for the folder, or, for the sweep, one of its trials' models: --trial "
+        f"RUN_ID or runs:/RUN_ID/model (lrsweep best {name} names its best trial's run id)."
+    )
 
 
 def _named_model(name: str | None, trial: str | None) -> str | None:

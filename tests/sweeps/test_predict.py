@@ -241,6 +241,45 @@ def test_a_file_uri_loads_the_folder_it_names(store: dict[str, Any], tmp_path: P
         load_predictor("file://server/x/model")
 
 
+def test_a_name_that_is_both_a_model_folder_and_an_experiment_is_refused(
+    store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lrsweep predict NAME`` took a folder NAME holding MLmodel over the experiment NAME;
+    with both there it guesses neither, and says how to name each. With one of them, that one
+    is used, as before."""
+    import mlflow
+
+    with mlflow_tracking_uri(store["uri"]):  # not the best trial's model: told apart below
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{store['lr_finder']}/model", dst_path=str(tmp_path / "download")
+        )
+    (tmp_path / "download" / "model").rename(tmp_path / EXPERIMENT)
+    monkeypatch.chdir(tmp_path)
+    for args in ([EXPERIMENT], [EXPERIMENT, "--trial", store["grid"]]):
+        result = _predict(*args, "--format", "json", uri=store["uri"], images=store["images"])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.strip() == (
+            f"Error: {EXPERIMENT} is both a model folder (it holds MLmodel) and an experiment of "
+            f"{store['uri']}; give ./{EXPERIMENT} for the folder, or, for the sweep, one of its "
+            "trials' models: --trial RUN_ID or runs:/RUN_ID/model (lrsweep best "
+            f"{EXPERIMENT} names its best trial's run id)."
+        )
+    by_name = {
+        f"./{EXPERIMENT}": store["lr_finder"],  # the folder, as the message says
+        str(tmp_path / EXPERIMENT): store["lr_finder"],
+        f"runs:/{store['grid']}/model": store["grid"],  # the sweep's best trial, named
+    }
+    for name, run_id in by_name.items():
+        answer = _answer(
+            _predict(name, "--format", "json", uri=store["uri"], images=store["images"])
+        )
+        assert answer["run_id"] == run_id, name
+    # only the folder: a store without that experiment (or no store at all) takes the folder
+    other = Tracker(default_tracking_uri(tmp_path / "other")).uri
+    answer = _answer(_predict(EXPERIMENT, "--format", "json", uri=other, images=store["images"]))
+    assert (answer["model_uri"], answer["run_id"]) == (EXPERIMENT, store["lr_finder"])
+
+
 @pytest.mark.parametrize("experiment", [None, EXPERIMENT])
 def test_predict_by_trial_uses_that_trial_not_the_best(
     store: dict[str, Any], experiment: str | None
