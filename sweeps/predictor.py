@@ -66,6 +66,17 @@ SHOWN_NAMES = 20
 """How many registered model names an error lists at most."""
 _DOWNLOAD = "mlflow artifacts download -u runs:/<run id>/model -d DIR writes the model to DIR/model"
 _RUN_IDS = "lrsweep best, lrsweep sweeps and the MLflow UI show trials' run ids"
+_UNREADABLE_EXPORT_ADVICE = (
+    "give another trial's model (lrsweep best names the best trial with a model), or pass "
+    "allow_pickle=True (lrsweep predict --allow-pickle) to unpickle its pickled model instead, "
+    "only for a store whose writers you trust."
+)
+
+
+class _ExportUnreadable(Exception):
+    """The export a model lists cannot be read (missing, cut short, damaged): what
+    :func:`load_predictor` refuses, or, with ``allow_pickle``, warns of and loads the pickled
+    model in its place. Not raised for an export that holds more than weights."""
 
 
 def is_model_reference(text: str) -> bool:
@@ -213,7 +224,13 @@ def load_predictor(
     ``trainers.build_model`` (:func:`trainers.load_learner`). A model logged without that
     file (by an lrsweep before 2026-12-07, or a model ``build_model`` did not build) is refused
     unless ``allow_pickle``: ``mlflow.pytorch.load_model`` then unpickles it, which runs
-    whatever code the file names, so allow it only for a store whose writers you trust.
+    whatever code the file names, so allow it only for a store whose writers you trust. So is
+    a model whose MLmodel lists the export but whose export cannot be read (missing, cut
+    short, damaged, weights that do not fit): with ``allow_pickle`` the pickled model is
+    loaded instead, with a warning naming the export and why. An export that holds more than
+    weights (objects only an unpickling load reads; anything torch's weights-only unpickler
+    refuses counts) is refused even with ``allow_pickle``: it was altered, so nothing of that
+    model is loaded.
 
     Args:
         model_uri: ``BestConfig.model_uri`` or :attr:`TrialModel.model_uri`
@@ -224,17 +241,17 @@ def load_predictor(
         tracking_uri: as :func:`~sweeps.best.best_config`'s; only ``runs:/`` and ``models:/``
             URIs read it.
         device: where the model runs (default: CUDA when available, else the CPU).
-        allow_pickle: load a model without the export by unpickling it, with the data's
-            statistics from its metadata.
+        allow_pickle: load a model without the export, or whose export cannot be read, by
+            unpickling it, with the data's statistics from its metadata.
 
     Raises:
         BestConfigError: for a store that does not exist; a run, registered model, version,
             alias or folder that does not (each named, with what to give instead); a URI with
             a password, or one its artifact client cannot read (whatever that client raises);
-            a ``file:`` URI of another host; an export that does not load or that the store
-            lacks (naming the model and why, on one line); a model without the export and
-            ``allow_pickle`` false; or, with ``allow_pickle``, a model logged without the
-            metadata.
+            a ``file:`` URI of another host; an export that holds more than weights; an
+            export that does not load or that the store lacks (naming the model and why, on
+            one line), or a model without the export, when ``allow_pickle`` is false; or, with
+            ``allow_pickle``, a model logged without the metadata.
 
     Example:
         >>> best = best_config("digits-lr", metric="error_rate")  # doctest: +SKIP
@@ -248,8 +265,15 @@ def load_predictor(
         location = _local(model_uri)
         logged = Model.load(location)
         if _lists_export(logged):
-            return _exported(location, chosen, redact_uri(model_uri))
-        if not allow_pickle:
+            try:
+                return _exported(location, chosen, redact_uri(model_uri))
+            except _ExportUnreadable as unreadable:
+                if not allow_pickle:
+                    raise BestConfigError(f"{unreadable}; {_UNREADABLE_EXPORT_ADVICE}") from None
+                logger.warning(
+                    "%s; unpickling its pickled model instead (allow_pickle)", unreadable
+                )
+        elif not allow_pickle:
             raise BestConfigError(
                 f"model {redact_uri(model_uri)} holds no weights-only export ({EXPORT_PATH}: "
                 "logged by an lrsweep before 2026-12-07, or its model was not built by "
@@ -290,7 +314,12 @@ def _lists_export(logged: Any) -> bool:
 def _exported(model_uri: str, device: str, shown: str) -> Predictor:
     """The model's export, downloaded and read with ``torch.load(weights_only=True)``;
     ``shown``: the model as the user named it (``model_uri`` is a local path for a ``file:``
-    URI)."""
+    URI).
+
+    Raises:
+        _ExportUnreadable: the export is missing or does not load.
+        BestConfigError: it holds more than weights.
+    """
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
@@ -306,11 +335,10 @@ def _exported(model_uri: str, device: str, shown: str) -> Predictor:
             try:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
             except (MlflowException, OSError) as error:  # not "no model": its MLmodel was read
-                raise BestConfigError(
+                raise _ExportUnreadable(
                     f"model {shown}: its MLmodel lists the weights-only export {EXPORT_PATH}, "
                     f"which cannot be read ({redact_text(artifact_error(error))}): its upload "
-                    "was cut short or the file was removed; give another trial's model (lrsweep "
-                    "best names the best trial with a model)."
+                    "was cut short or the file was removed"
                 ) from None
         else:  # a folder: read in place
             local = str(Path(model_uri) / EXPORT_PATH)
@@ -318,22 +346,30 @@ def _exported(model_uri: str, device: str, shown: str) -> Predictor:
             return load_learner(local, device=device)
         except (ValueError, OSError) as error:
             named = f"{shown.rstrip('/')}/{EXPORT_PATH}"
-            raise BestConfigError(
-                f"model {shown}: its export {EXPORT_PATH} does not load: "
-                f"{_export_problem(error, local, named)}"
-            ) from None
+            said = f"model {shown}: its export {EXPORT_PATH} does not load: "
+            if _holds_more_than_weights(error):
+                raise BestConfigError(said + _tampered(named)) from None
+            problem = " ".join(str(error).replace(str(Path(local)), named).split())
+            raise _ExportUnreadable(said + problem.rstrip(".")) from None
 
 
-def _export_problem(error: Exception, local: str, named: str) -> str:
-    """Why the export at ``local`` does not load, on one line, the file called ``named`` (not
-    the temporary copy it was read from) and without torch's advice on loading it unsafely."""
-    if isinstance(error.__cause__, pickle.UnpicklingError):  # torch: paragraphs on how to
-        return (  # load it with weights_only=False or add_safe_globals: never to be followed here
-            f"{named} holds more than weights (objects only an unpickling load reads, which "
-            "runs code), so it was not written by trainers.export or was altered since: trust "
-            "no model of that store; give one from a store whose writers you trust."
-        )
-    return " ".join(str(error).replace(str(Path(local)), named).split())
+def _holds_more_than_weights(error: Exception) -> bool:
+    """Whether ``load_learner`` failed because torch's weights-only unpickler refused what the
+    file holds (a class, a function: what an unpickling load would run). Its refusal of a
+    damaged pickle reads alike (``UnpicklingError`` either way), so that counts too: refused
+    rather than taken for damage, as the file cannot be told from an altered one."""
+    return isinstance(error.__cause__, pickle.UnpicklingError)
+
+
+def _tampered(named: str) -> str:
+    """Why an export that holds more than weights is refused, on one line, without torch's
+    advice on loading it unsafely (``weights_only=False``, ``add_safe_globals``)."""
+    return (
+        f"{named} holds more than weights (objects only an unpickling load reads, which runs "
+        "code), so it was not written by trainers.export or was altered since: its pickled "
+        "model is not loaded either, allow_pickle or not; trust no model of that store, give "
+        "one from a store whose writers you trust."
+    )
 
 
 def _unpickled(model_uri: str, logged: Any, device: str) -> Predictor:

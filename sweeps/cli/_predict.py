@@ -4,6 +4,7 @@ picks it), a trial run's (``--trial``), or one named by its MLflow URI or downlo
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,8 +89,8 @@ def predict_command(
         typer.Option(
             "--allow-pickle",
             help="Load a model logged without its weights-only export (by an lrsweep before "
-            "2026-12-07) by unpickling it, which runs any code the file names: only for a "
-            "store whose writers you trust.",
+            "2026-12-07), or whose export cannot be read, by unpickling it, which runs any code "
+            "the file names: only for a store whose writers you trust.",
         ),
     ] = False,
 ) -> None:
@@ -103,6 +104,7 @@ def predict_command(
     a model folder or --trial names the model itself and refuses them."""
     from sweeps.predictor import load_predictor
 
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     files = list(images or [])
     name: str | None = experiment

@@ -9,6 +9,7 @@ metadata), so no Ray sweep is run here (``test_run_sweep.py`` predicts with a sw
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -588,7 +589,91 @@ def test_an_export_that_does_not_load_is_one_line_naming_it_with_no_advice_to_un
     assert f"{model_uri}/extra_files/export.pt" in said and "lrsweep-model-" not in said
     for advice in ("weights_only=False", "add_safe_globals", "\x1b"):
         assert advice not in said
+    # the pickled model is offered only for an export that is damaged, never for one altered
+    unpickle = "pass allow_pickle=True (lrsweep predict --allow-pickle) to unpickle its pickled"
+    assert (unpickle in said) is (damage != "runs code")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ("cut short", "PytorchStreamReader failed reading zip archive"),
+        ("weights of another shape", "holds weights that do not fit its model 'simple_cnn'"),
+        (
+            "removed",
+            "its MLmodel lists the weights-only export extra_files/export.pt, which cannot",
+        ),
+    ],
+)
+def test_an_unreadable_export_falls_back_to_the_pickled_model_only_with_allow_pickle(
+    store: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+    why: str,
+) -> None:
+    """An export its MLmodel lists that is damaged or missing: refused, one line saying how to
+    use the pickled model anyway; with ``allow_pickle`` that model answers (the same weights,
+    the same predictions) and a warning names the export and why."""
+    uri, model_uri, exported = _one_model(tmp_path)
+    files = [str(path) for path in store["images"]]
+    predictor = load_predictor(model_uri, tracking_uri=uri, device="cpu")
+    expected = predictor.predict(files), predictor.classes
+    if damage == "cut short":
+        exported.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
+    elif damage == "removed":
+        exported.unlink()
+    else:
+        state = torch.load(exported, weights_only=True)
+        state["model"] = {k: v[..., :1] if v.ndim > 1 else v for k, v in state["model"].items()}
+        torch.save(state, exported)
+    unpickle = "pass allow_pickle=True (lrsweep predict --allow-pickle) to unpickle its pickled"
+    with pytest.raises(BestConfigError, match=f"^model {model_uri}: ") as refused:
+        load_predictor(model_uri, tracking_uri=uri)
+    assert why in str(refused.value) and unpickle in str(refused.value)
+    assert "\n" not in str(refused.value)
+    result = _predict(model_uri, uri=uri, images=store["images"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"Error: {refused.value}"
+    with caplog.at_level(logging.WARNING, logger="sweeps.predictor"):
+        allowed = load_predictor(model_uri, tracking_uri=uri, device="cpu", allow_pickle=True)
+    assert torch.equal(allowed.predict(files), expected[0])
+    [warned] = [record for record in caplog.records if record.name == "sweeps.predictor"]
+    assert warned.levelno == logging.WARNING
+    said = warned.getMessage()
+    assert said.startswith(f"model {model_uri}: its ") and why in said
+    assert said.endswith("; unpickling its pickled model instead (allow_pickle)")
+    args = (model_uri, "--allow-pickle", "--top", "3", "--format", "json")
+    assert _same(_answer(_predict(*args, uri=uri, images=store["images"])), expected)
+
+
+def test_an_export_that_holds_more_than_weights_is_refused_even_with_allow_pickle(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    """An export that is more than weights was altered: the pickled model beside it is not
+    loaded in its place, ``allow_pickle`` or not. That pickle runs code too here, so a
+    fallback would show (the control at the end proves it live)."""
+    import mlflow.pytorch
+
+    from trainers.export import EXPORT_FORMAT
+
+    uri, model_uri, exported = _one_model(tmp_path)
+    marker = tmp_path / "marker"
+    torch.save({"format": EXPORT_FORMAT, "x": _Payload(marker)}, exported)
+    torch.save(_Payload(marker), exported.parent.parent / "data" / "model.pth")
+    for allow_pickle in (False, True):
+        with pytest.raises(BestConfigError, match=r"holds more than weights") as refused:
+            load_predictor(model_uri, tracking_uri=uri, allow_pickle=allow_pickle)
+        assert "its pickled model is not loaded either, allow_pickle or not" in str(refused.value)
+        assert "--allow-pickle" not in str(refused.value)
+    result = _predict(model_uri, "--allow-pickle", uri=uri, images=store["images"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"Error: {refused.value}"
+    assert not marker.exists()
+    with mlflow_tracking_uri(uri), pytest.raises(Exception):  # noqa: B017  the payload: no model
+        mlflow.pytorch.load_model(model_uri)
+    assert marker.read_text() == "pwned"
 
 
 def test_an_export_its_model_lists_but_the_store_lacks_is_named_not_the_model(
