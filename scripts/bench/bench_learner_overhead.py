@@ -86,6 +86,33 @@ def run(args: argparse.Namespace) -> common.Result:
     start_state = dls.state_dict()
     n_train = len(dls.train_labels)
     record: dict[str, list[float]] = {}
+    sides = _sides(template, dls, start_state, lr=lr, epochs=epochs, record=record)
+    common.log(f"learner overhead: {reps} reps x {epochs} epochs, {n_train} training images")
+    timings = common.interleaved(sides, reps=reps)
+    config = {
+        "dataset": "digits",
+        "arch": "simple_cnn",
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "epochs_per_rep": epochs,
+        "reps": reps,
+        "threads": args.threads,
+        "train_images": n_train,
+    }
+    return _result(timings, record, samples=n_train * epochs, config=config)
+
+
+def _sides(
+    template: nn.Module,
+    dls: Any,
+    start_state: Any,
+    *,
+    lr: float,
+    epochs: int,
+    record: dict[str, list[float]],
+) -> dict[str, Callable[[], common.Measure]]:
+    """The Learner, the hand loop (fused AdamW) and the hand loop with PyTorch's default AdamW,
+    each from the same weights and loader state; each leaves its per-step losses in ``record``."""
 
     def learner_side() -> common.Measure:
         dls.load_state_dict(start_state)
@@ -109,15 +136,22 @@ def run(args: argparse.Namespace) -> common.Result:
 
         return side
 
-    common.log(f"learner overhead: {reps} reps x {epochs} epochs, {n_train} training images")
-    sides = {
+    return {
         "learner": learner_side,
         "hand": hand_side("hand", True),
         "hand, default AdamW": hand_side("default", None),
     }
-    timings = common.interleaved(sides, reps=reps)
+
+
+def _result(
+    timings: common.Timings,
+    record: dict[str, list[float]],
+    *,
+    samples: int,
+    config: dict[str, Any],
+) -> common.Result:
+    """Ratios of the sides' times (samples/s ratio = hand time / Learner time) and loss checks."""
     times, cpu = timings.wall, timings.cpu
-    # samples/s ratio = hand time / learner time
     ratios = common.paired_ratios(times["hand"], times["learner"])
     ratio = common.median(ratios)
     cpu_ratio = common.median(common.paired_ratios(cpu["hand"], cpu["learner"]))
@@ -125,23 +159,12 @@ def run(args: argparse.Namespace) -> common.Result:
     default_ratio = common.median(common.paired_ratios(default, times["learner"]))
     default_diff = common.max_diff(record["default"], record["hand"])
     diff = common.max_diff(record["learner"], record["hand"])
-    samples = n_train * epochs
-    rows = [
-        [
-            name,
-            common.median(times[name]),
-            samples / common.median(times[name]),
-            common.spread(times[name]),
-            common.median(cpu[name]),
-        ]
-        for name in ("hand", "learner", "hand, default AdamW")
-    ]
-    result = common.Result(
+    return common.Result(
         benchmark="learner_overhead",
         item=1,
         title="Learner.fit vs a minimal hand-written loop (samples/s)",
         columns=["side", "median wall s / fit", "samples/s", "range wall s", "median CPU s"],
-        rows=rows,
+        rows=_rows(timings, samples),
         metrics={
             "samples_per_s_ratio": ratio,
             "ratio_of_medians": common.median(times["hand"]) / common.median(times["learner"]),
@@ -155,30 +178,8 @@ def run(args: argparse.Namespace) -> common.Result:
             "default_adamw_ratio": default_ratio,
             "default_adamw_s": default,
         },
-        targets=[
-            common.Target("Learner / hand-loop samples/s (wall)", ratio, ">=", TARGET),
-            common.Target(
-                "same, from CPU time", cpu_ratio, ">=", TARGET, note="less load-sensitive"
-            ),
-            common.Target(
-                "Learner / hand loop with PyTorch's default AdamW (wall)",
-                default_ratio,
-                ">=",
-                TARGET,
-                judged=False,
-                note="the Learner's fused step included",
-            ),
-        ],
-        config={
-            "dataset": "digits",
-            "arch": "simple_cnn",
-            "image_size": image_size,
-            "batch_size": batch_size,
-            "epochs_per_rep": epochs,
-            "reps": reps,
-            "threads": args.threads,
-            "train_images": n_train,
-        },
+        targets=_targets(ratio, cpu_ratio, default_ratio),
+        config=config,
         notes=[
             "ratio = median over repetitions of (hand-loop time / Learner time) for runs made "
             "back to back; both include per-epoch validation.",
@@ -188,7 +189,35 @@ def run(args: argparse.Namespace) -> common.Result:
             f"its per-step losses differ from the fused hand loop's by up to {default_diff:.3g}.",
         ],
     )
-    return result
+
+
+def _rows(timings: common.Timings, samples: int) -> list[list[Any]]:
+    times, cpu = timings.wall, timings.cpu
+    return [
+        [
+            name,
+            common.median(times[name]),
+            samples / common.median(times[name]),
+            common.spread(times[name]),
+            common.median(cpu[name]),
+        ]
+        for name in ("hand", "learner", "hand, default AdamW")
+    ]
+
+
+def _targets(ratio: float, cpu_ratio: float, default_ratio: float) -> list[common.Target]:
+    return [
+        common.Target("Learner / hand-loop samples/s (wall)", ratio, ">=", TARGET),
+        common.Target("same, from CPU time", cpu_ratio, ">=", TARGET, note="less load-sensitive"),
+        common.Target(
+            "Learner / hand loop with PyTorch's default AdamW (wall)",
+            default_ratio,
+            ">=",
+            TARGET,
+            judged=False,
+            note="the Learner's fused step included",
+        ),
+    ]
 
 
 if __name__ == "__main__":
