@@ -65,7 +65,39 @@ def _per_group_step() -> Iterator[None]:
         _loop.optimizer_step = merged
 
 
+def _fit(
+    name: str,
+    template: torch.nn.Module,
+    dls: Any,
+    start_state: Any,
+    epochs: int,
+    losses: dict[str, list[float]],
+    *,
+    ulp_up: bool = False,
+) -> common.Measure:
+    """One timed one-cycle fit of side ``name`` from ``template``; its losses go to ``losses``."""
+    dls.load_state_dict(start_state)
+    seed_everything(0)
+    model = copy.deepcopy(template)
+    if ulp_up:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+    fused = name != "default"
+    fused_step = None if fused else False  # the Learner's default, PyTorch's
+    learn = Learner(model, dls, progress=False, device="cpu", fused_step=fused_step)
+    expected = True if fused else None
+    assert all(group["fused"] is expected for group in learn.opt.param_groups)
+    per_group = _per_group_step() if name == "per group" else contextlib.nullcontext()
+    with per_group, common.Stopwatch() as sw:
+        learn.fit_one_cycle(epochs, 3e-3)
+    losses[name + (" ulp" if ulp_up else "")] = list(learn.recorder.losses)
+    return sw.measure
+
+
 def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
+    """Interleaved default / fused / per-group fits of one model, then the optimizer step
+    alone (timed apart) and the control fit (untimed)."""
     dls = make_dataloaders("digits", image_size=size, batch_size=64, seed=42)
     seed_everything(0)
     template = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
@@ -73,23 +105,7 @@ def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
     losses: dict[str, list[float]] = {}
 
     def fit(name: str, *, ulp_up: bool = False) -> common.Measure:
-        dls.load_state_dict(start_state)
-        seed_everything(0)
-        model = copy.deepcopy(template)
-        if ulp_up:
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
-        fused = name != "default"
-        fused_step = None if fused else False  # the Learner's default, PyTorch's
-        learn = Learner(model, dls, progress=False, device="cpu", fused_step=fused_step)
-        expected = True if fused else None
-        assert all(group["fused"] is expected for group in learn.opt.param_groups)
-        per_group = _per_group_step() if name == "per group" else contextlib.nullcontext()
-        with per_group, common.Stopwatch() as sw:
-            learn.fit_one_cycle(epochs, 3e-3)
-        losses[name + (" ulp" if ulp_up else "")] = list(learn.recorder.losses)
-        return sw.measure
+        return _fit(name, template, dls, start_state, epochs, losses, ulp_up=ulp_up)
 
     cases = {
         "default": lambda: fit("default"),
@@ -101,30 +117,35 @@ def _measure(arch: str, size: int, epochs: int, reps: int) -> dict[str, Any]:
     steps = 5 if arch == "resnet18" else 50
     step = {name: _step_ms(template, name == "fused", steps) for name in ("default", "fused")}
     fit("default", ulp_up=True)  # the control, untimed
-
-    def first_diff(a: str, b: str) -> float:
-        return common.max_diff(losses[a][:20], losses[b][:20])
-
     return {
         "arch": arch,
         "size": size,
         "epochs": epochs,
         "params": sum(p.numel() for p in template.parameters()),
-        "default_s": timings.wall["default"],
-        "fused_s": timings.wall["fused"],
-        "per_group_s": timings.wall["per group"],
-        "speedup": common.median(
-            common.paired_ratios(timings.wall["default"], timings.wall["fused"])
-        ),
-        "merged_speedup": common.median(
-            common.paired_ratios(timings.wall["per group"], timings.wall["fused"])
-        ),
+        **_figures(timings),
         "groups": n_groups,
         "merged_same_losses": losses["per group"] == losses["fused"],
         "step_ms": step,
-        "first_steps_diff": first_diff("fused", "default"),
-        "control_diff": first_diff("default ulp", "default"),
+        "first_steps_diff": _first_diff(losses, "fused", "default"),
+        "control_diff": _first_diff(losses, "default ulp", "default"),
     }
+
+
+def _figures(timings: common.Timings) -> dict[str, Any]:
+    """The sides' fit times and the speedups: default / fused, per group / fused."""
+    wall = timings.wall
+    return {
+        "default_s": wall["default"],
+        "fused_s": wall["fused"],
+        "per_group_s": wall["per group"],
+        "speedup": common.median(common.paired_ratios(wall["default"], wall["fused"])),
+        "merged_speedup": common.median(common.paired_ratios(wall["per group"], wall["fused"])),
+    }
+
+
+def _first_diff(losses: dict[str, list[float]], a: str, b: str) -> float:
+    """The largest loss difference of sides ``a`` and ``b`` over their first 20 steps."""
+    return common.max_diff(losses[a][:20], losses[b][:20])
 
 
 def run(args: argparse.Namespace) -> common.Result:
@@ -135,23 +156,6 @@ def run(args: argparse.Namespace) -> common.Result:
         reps = args.reps or (1 if args.quick else model_reps)
         common.log(f"fused step: {arch} at {size} px, {reps} reps x {epochs} epoch(s)")
         found.append(_measure(arch, size, epochs, reps))
-    rows = [
-        [
-            f"{m['arch']} {m['size']} px ({m['params'] / 1e6:.2g}M params), "
-            f"{m['epochs']} epoch(s), {len(m['fused_s'])} reps",
-            common.median(m["default_s"]),
-            common.median(m["fused_s"]),
-            m["speedup"],
-            m["step_ms"]["default"],
-            m["step_ms"]["fused"],
-            m["first_steps_diff"],
-            m["control_diff"],
-            common.median(m["per_group_s"]),
-            m["merged_speedup"],
-            "yes" if m["merged_same_losses"] else "NO",
-        ]
-        for m in found
-    ]
     return common.Result(
         benchmark="fused_step",
         item=0,
@@ -169,24 +173,46 @@ def run(args: argparse.Namespace) -> common.Result:
             "fit speedup, groups merged",
             "merged = per group, bit for bit",
         ],
-        rows=rows,
+        rows=[_row(m) for m in found],
         metrics={f"{m['arch']}_speedup": m["speedup"] for m in found}
         | {f"{m['arch']}_merged_speedup": m["merged_speedup"] for m in found}
         | {"models": found},
         config={"threads": args.threads, "batch_size": 64, "dataset": "digits"},
-        notes=[
-            "fit speedup = median over repetitions of (default time / fused time), fits run "
-            "back to back; the step columns time AdamW's step alone on the model's parameters.",
-            "both sides do the same maths; their loss difference is float rounding, which "
-            "grows over a fit as any perturbation does: the control column is the default "
-            "step's own fit from weights one float32 ulp up, against the default's.",
-            "groups merged: the fused side steps the parameter groups that share every setting "
-            "as one (the Learner's default since 2026-12-06); the per-group side runs "
-            "PyTorch's step() as it is, one pass per group ("
-            + ", ".join(f"{m['arch']}: {m['groups']} groups" for m in found)
-            + ", fastai's wd_bn_bias=False); speedup = median of (per-group time / fused time).",
-        ],
+        notes=_notes(found),
     )
+
+
+def _row(m: dict[str, Any]) -> list[Any]:
+    """One model's row of the table."""
+    return [
+        f"{m['arch']} {m['size']} px ({m['params'] / 1e6:.2g}M params), "
+        f"{m['epochs']} epoch(s), {len(m['fused_s'])} reps",
+        common.median(m["default_s"]),
+        common.median(m["fused_s"]),
+        m["speedup"],
+        m["step_ms"]["default"],
+        m["step_ms"]["fused"],
+        m["first_steps_diff"],
+        m["control_diff"],
+        common.median(m["per_group_s"]),
+        m["merged_speedup"],
+        "yes" if m["merged_same_losses"] else "NO",
+    ]
+
+
+def _notes(found: list[dict[str, Any]]) -> list[str]:
+    return [
+        "fit speedup = median over repetitions of (default time / fused time), fits run "
+        "back to back; the step columns time AdamW's step alone on the model's parameters.",
+        "both sides do the same maths; their loss difference is float rounding, which "
+        "grows over a fit as any perturbation does: the control column is the default "
+        "step's own fit from weights one float32 ulp up, against the default's.",
+        "groups merged: the fused side steps the parameter groups that share every setting "
+        "as one (the Learner's default since 2026-12-06); the per-group side runs "
+        "PyTorch's step() as it is, one pass per group ("
+        + ", ".join(f"{m['arch']}: {m['groups']} groups" for m in found)
+        + ", fastai's wd_bn_bias=False); speedup = median of (per-group time / fused time).",
+    ]
 
 
 if __name__ == "__main__":
