@@ -323,67 +323,9 @@ def run(args: argparse.Namespace) -> common.Result:
     metrics: dict[str, Any] = {"cuda": cuda}
     targets: list[common.Target] = []
     if not cuda:
-        rows = _check_cpu(template, args.compile_check)
-        columns = [
-            "variant",
-            "first batch loss (CPU)",
-            "relative diff vs fp32",
-            "epoch train_loss",
-            "epoch valid_loss",
-            "check",
-        ]
-        failed = [row[0] for row in rows if row[1] != "-" and row[-1] != "ok"]
-        metrics["cpu_checks_ok"] = not failed
-        targets.append(
-            common.Target(
-                "CPU check: variants whose first-batch loss is off fp32's by > 2% or not finite",
-                float(len(failed)),
-                "<=",
-                0,
-                note=", ".join(failed) or "every variant checked agrees",
-            )
-        )
-        notes.append(
-            "no CUDA: skipped timing and GPU sharing (each variant trained one short epoch on the "
-            "CPU, at 32 px, batch 64, 30 images per class, whatever the CUDA options say); check: "
-            "the first batch's loss within 2% of fp32's (same weights, same batch), every loss "
-            "finite. The epoch's losses part after Adam's first step and are not compared."
-        )
-        metrics["timing"] = "no CUDA: skipped timing"
+        columns, rows = _cpu_table(template, args, metrics, targets, notes)
     else:
-        dls = _shapes(size, args.batch_size, args.n_per_class, "cuda")
-        reps = args.reps or (2 if args.quick else 5)
-        epochs = 1 if args.quick else 3
-        found = _time_cuda(template, dls, reps, epochs)
-        n = len(dls.train_labels) * epochs
-        base = found["wall"]["fp32"]
-        rows = []
-        for name in VARIANTS:
-            ratio = common.median(common.paired_ratios(base, found["wall"][name]))
-            rows.append(
-                [name, n / common.median(found["wall"][name]), ratio, found["first_fit_s"][name]]
-            )
-            metrics[f"speedup[{name}]"] = ratio
-        columns = ["variant", "samples/s", "speedup vs fp32", "first fit s (incl. compile)"]
-        metrics["device"] = torch.cuda.get_device_name(0)
-        if args.sharing > 1:
-            share_rows, share_metrics = _sharing_rows(args.sharing, args, size, epochs)
-            metrics.update(share_metrics)
-            notes.append(
-                f"GPU sharing ({args.sharing_variant}): one trial process alone against "
-                f"{args.sharing} at once on the GPU, each with its own CUDA context, the same "
-                f"{epochs}-epoch fit; median of 3 rounds\n\n"
-                + common.table(
-                    [
-                        "trials on the GPU",
-                        "wall s",
-                        "wall vs alone",
-                        "trials per unit time vs alone",
-                        "peak GiB per trial",
-                    ],
-                    share_rows,
-                )
-            )
+        columns, rows = _cuda_table(template, args, size, metrics, notes)
     return common.Result(
         benchmark="accelerator",
         item=8,
@@ -392,22 +334,111 @@ def run(args: argparse.Namespace) -> common.Result:
         rows=rows,
         metrics=metrics,
         targets=targets,
-        config={
-            "arch": "resnet18",
-            "dataset": "shapes",
-            **(
-                {"image_size": size, "batch_size": args.batch_size, "n_per_class": args.n_per_class}
-                if cuda
-                else {
-                    "image_size": CPU_CHECK["image_size"],
-                    "batch_size": CPU_CHECK["batch_size"],
-                    "n_per_class": CPU_CHECK["n_per_class"],
-                    "device": "cpu",
-                }
-            ),
-        },
+        config={"arch": "resnet18", "dataset": "shapes", **_data_config(args, size, cuda)},
         notes=notes,
     )
+
+
+def _cpu_table(
+    template: torch.nn.Module,
+    args: argparse.Namespace,
+    metrics: dict[str, Any],
+    targets: list[common.Target],
+    notes: list[str],
+) -> tuple[list[str], list[list[Any]]]:
+    """No CUDA: the CPU check's columns and rows; its metrics, target and note are added to
+    ``metrics``, ``targets`` and ``notes``."""
+    rows = _check_cpu(template, args.compile_check)
+    columns = [
+        "variant",
+        "first batch loss (CPU)",
+        "relative diff vs fp32",
+        "epoch train_loss",
+        "epoch valid_loss",
+        "check",
+    ]
+    failed = [row[0] for row in rows if row[1] != "-" and row[-1] != "ok"]
+    metrics["cpu_checks_ok"] = not failed
+    targets.append(
+        common.Target(
+            "CPU check: variants whose first-batch loss is off fp32's by > 2% or not finite",
+            float(len(failed)),
+            "<=",
+            0,
+            note=", ".join(failed) or "every variant checked agrees",
+        )
+    )
+    notes.append(
+        "no CUDA: skipped timing and GPU sharing (each variant trained one short epoch on the "
+        "CPU, at 32 px, batch 64, 30 images per class, whatever the CUDA options say); check: "
+        "the first batch's loss within 2% of fp32's (same weights, same batch), every loss "
+        "finite. The epoch's losses part after Adam's first step and are not compared."
+    )
+    metrics["timing"] = "no CUDA: skipped timing"
+    return columns, rows
+
+
+def _cuda_table(
+    template: torch.nn.Module,
+    args: argparse.Namespace,
+    size: int,
+    metrics: dict[str, Any],
+    notes: list[str],
+) -> tuple[list[str], list[list[Any]]]:
+    """CUDA: the variants' timing (then GPU sharing, unless ``--sharing`` is below 2): columns
+    and rows; the speedups, the device and the sharing figures go to ``metrics``, the sharing
+    table to ``notes``."""
+    dls = _shapes(size, args.batch_size, args.n_per_class, "cuda")
+    reps = args.reps or (2 if args.quick else 5)
+    epochs = 1 if args.quick else 3
+    found = _time_cuda(template, dls, reps, epochs)
+    n = len(dls.train_labels) * epochs
+    base = found["wall"]["fp32"]
+    rows = []
+    for name in VARIANTS:
+        ratio = common.median(common.paired_ratios(base, found["wall"][name]))
+        rows.append(
+            [name, n / common.median(found["wall"][name]), ratio, found["first_fit_s"][name]]
+        )
+        metrics[f"speedup[{name}]"] = ratio
+    columns = ["variant", "samples/s", "speedup vs fp32", "first fit s (incl. compile)"]
+    metrics["device"] = torch.cuda.get_device_name(0)
+    if args.sharing > 1:
+        share_rows, share_metrics = _sharing_rows(args.sharing, args, size, epochs)
+        metrics.update(share_metrics)
+        notes.append(_sharing_note(args, epochs, share_rows))
+    return columns, rows
+
+
+def _sharing_note(args: argparse.Namespace, epochs: int, share_rows: list[list[Any]]) -> str:
+    """The GPU sharing table (one trial process alone against ``--sharing`` at once), as a note."""
+    return (
+        f"GPU sharing ({args.sharing_variant}): one trial process alone against "
+        f"{args.sharing} at once on the GPU, each with its own CUDA context, the same "
+        f"{epochs}-epoch fit; median of 3 rounds\n\n"
+        + common.table(
+            [
+                "trials on the GPU",
+                "wall s",
+                "wall vs alone",
+                "trials per unit time vs alone",
+                "peak GiB per trial",
+            ],
+            share_rows,
+        )
+    )
+
+
+def _data_config(args: argparse.Namespace, size: int, cuda: bool) -> dict[str, Any]:
+    """The data the figures come from: the CUDA options when timed, else the CPU check's."""
+    if cuda:
+        return {"image_size": size, "batch_size": args.batch_size, "n_per_class": args.n_per_class}
+    return {
+        "image_size": CPU_CHECK["image_size"],
+        "batch_size": CPU_CHECK["batch_size"],
+        "n_per_class": CPU_CHECK["n_per_class"],
+        "device": "cpu",
+    }
 
 
 def _options(p: argparse.ArgumentParser) -> None:
