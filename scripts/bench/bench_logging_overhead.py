@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import time
 from typing import Any
 
@@ -85,6 +86,54 @@ EVERY_EPOCH = "MLflow per step, flush every epoch (flush_every_s 0)"
 ORM = "same, through MLflow's log_batch (ORM path), every epoch"
 
 
+@dataclasses.dataclass
+class _Sides:
+    """The sides' shared setup, and what the logging sides leave behind: their runs, the
+    seconds taken to open and close each, its steps and its logging CPU share per side."""
+
+    run_logger: Any  # sweeps.tracking.RunLogger
+    dls: Any
+    start_state: Any
+    template: Any
+    experiment: str
+    epochs: int
+    run_ids: list[str] = dataclasses.field(default_factory=list)
+    open_close_s: list[float] = dataclasses.field(default_factory=list)
+    steps: list[int] = dataclasses.field(default_factory=list)
+    inside: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def side(self, name: str, flush_every_s: float = 5.0, store: Any = None) -> common.Measure:
+        """One timed fit; with a ``store``, logging through a :class:`StepLogger` into a run
+        opened before and closed after the timing."""
+        # locals, as in the closure this was: the timed regions below look up no attribute
+        experiment, epochs, run_ids, open_close_s = (
+            self.experiment,
+            self.epochs,
+            self.run_ids,
+            self.open_close_s,
+        )
+        self.dls.load_state_dict(self.start_state)
+        seed_everything(1)
+        learn = Learner(copy.deepcopy(self.template), self.dls, progress=False, device="cpu")
+        cbs: list[StepLogger] = []
+        if store is not None:
+            start = time.perf_counter()
+            run_id = store.start_run(experiment, run_name=f"rep{len(run_ids)}")
+            open_close_s.append(time.perf_counter() - start)
+            run_ids.append(run_id)
+            cbs.append(StepLogger(self.run_logger(store, run_id), flush_every_s=flush_every_s))
+        with learn.added_cbs(*cbs), common.Stopwatch() as sw:
+            learn.fit_one_cycle(epochs, 3e-3)
+        if store is not None:
+            start = time.perf_counter()
+            store.end_run(run_ids[-1])
+            open_close_s[-1] += time.perf_counter() - start
+            self.steps.append(len(learn.recorder.losses))
+            ratio = cbs[0].spent.cpu_s / max(sw.measure.cpu_s, 1e-9)
+            self.inside.setdefault(name, []).append(ratio)
+        return sw.measure
+
+
 def run(args: argparse.Namespace) -> common.Result:
     """Measure and return the result."""
     from sweeps.tracking import RunLogger, Tracker
@@ -105,66 +154,55 @@ def run(args: argparse.Namespace) -> common.Result:
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}")
     orm_tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}", bulk_metrics=False)  # reference row
     experiment = tracker.ensure_experiment("bench-logging")
-    run_ids: list[str] = []
-    open_close_s: list[float] = []
-    steps: list[int] = []
-    inside: dict[str, list[float]] = {}
-
-    def side(name: str, flush_every_s: float = 5.0, store: Any = None) -> common.Measure:
-        dls.load_state_dict(start_state)
-        seed_everything(1)
-        learn = Learner(copy.deepcopy(template), dls, progress=False, device="cpu")
-        cbs: list[StepLogger] = []
-        if store is not None:
-            start = time.perf_counter()
-            run_id = store.start_run(experiment, run_name=f"rep{len(run_ids)}")
-            open_close_s.append(time.perf_counter() - start)
-            run_ids.append(run_id)
-            cbs.append(StepLogger(RunLogger(store, run_id), flush_every_s=flush_every_s))
-        with learn.added_cbs(*cbs), common.Stopwatch() as sw:
-            learn.fit_one_cycle(epochs, 3e-3)
-        if store is not None:
-            start = time.perf_counter()
-            store.end_run(run_ids[-1])
-            open_close_s[-1] += time.perf_counter() - start
-            steps.append(len(learn.recorder.losses))
-            ratio = cbs[0].spent.cpu_s / max(sw.measure.cpu_s, 1e-9)
-            inside.setdefault(name, []).append(ratio)
-        return sw.measure
-
+    sides = _Sides(RunLogger, dls, start_state, template, experiment, epochs)
     common.log(f"logging overhead: {reps} reps x {epochs} epochs")
     cases = {
-        "no logging": lambda: side("no logging"),
-        DEFAULT: lambda: side(DEFAULT, 5.0, tracker),
-        EVERY_EPOCH: lambda: side(EVERY_EPOCH, 0.0, tracker),
-        ORM: lambda: side(ORM, 0.0, orm_tracker),
+        "no logging": lambda: sides.side("no logging"),
+        DEFAULT: lambda: sides.side(DEFAULT, 5.0, tracker),
+        EVERY_EPOCH: lambda: sides.side(EVERY_EPOCH, 0.0, tracker),
+        ORM: lambda: sides.side(ORM, 0.0, orm_tracker),
     }
     timings = common.interleaved(cases, reps=reps)
-    wall, cpu = timings.wall, timings.cpu
+    missing = _missing_points(tracker, sides)
+    config = {
+        "task": "sweeps/specs/digits.yaml task",
+        "epochs": epochs,
+        "reps": reps,
+        "threads": args.threads,
+        "store": "embedded SQLite (WAL)",
+    }
+    return _result(list(cases), timings, sides, missing, config)
 
-    def ratio(times: dict[str, list[float]], name: str) -> float:
-        return common.median(common.paired_ratios(times[name], times["no logging"]))
 
-    missing = 0  # the steps each run lacks, per metric (a surplus elsewhere cannot hide one)
-    for run_id, n in zip(run_ids, steps, strict=True):
+def _missing_points(tracker: Any, sides: _Sides) -> int:
+    """The steps each logged run lacks in MLflow, per metric (a surplus elsewhere cannot hide
+    one)."""
+    missing = 0
+    for run_id, n in zip(sides.run_ids, sides.steps, strict=True):
         for key in ("train_loss", "lr"):
             got = {s for s, _ in tracker.metric_history(run_id, key)}
             missing += len(set(range(n)) - got)
         for key in (*EPOCH_METRICS, "epoch_train_loss"):
             got = {s for s, _ in tracker.metric_history(run_id, key)}
-            missing += len(set(range(epochs)) - got)
-    points_per_run = steps[-1] * 2 + epochs * (len(EPOCH_METRICS) + 1)
-    rows = [
-        [
-            name,
-            common.median(wall[name]),
-            common.median(cpu[name]),
-            common.spread(wall[name]),
-            "-" if name == "no logging" else ratio(wall, name),
-            "-" if name == "no logging" else 1 + common.median(inside[name]),
-        ]
-        for name in cases
-    ]
+            missing += len(set(range(sides.epochs)) - got)
+    return missing
+
+
+def _ratio(times: dict[str, list[float]], name: str) -> float:
+    """Median of the per-repetition time ratios of side ``name`` to the side logging nothing."""
+    return common.median(common.paired_ratios(times[name], times["no logging"]))
+
+
+def _result(
+    names: list[str],
+    timings: common.Timings,
+    sides: _Sides,
+    missing: int,
+    config: dict[str, Any],
+) -> common.Result:
+    """The table, figures and targets of the measured sides (``names``, in their order)."""
+    wall, cpu, inside = timings.wall, timings.cpu, sides.inside
+    points_per_run = sides.steps[-1] * 2 + sides.epochs * (len(EPOCH_METRICS) + 1)
     direct = 1 + common.median(inside[DEFAULT])
     return common.Result(
         benchmark="logging_overhead",
@@ -178,52 +216,68 @@ def run(args: argparse.Namespace) -> common.Result:
             "x no logging (wall)",
             "1 + logging CPU / fit CPU",
         ],
-        rows=rows,
+        rows=[_row(name, timings, inside) for name in names],
         metrics={
-            "slowdown": ratio(wall, DEFAULT),
-            "cpu_slowdown": ratio(cpu, DEFAULT),
+            "slowdown": _ratio(wall, DEFAULT),
+            "cpu_slowdown": _ratio(cpu, DEFAULT),
             "direct_cpu_slowdown": direct,
-            "slowdown_every_epoch": ratio(wall, EVERY_EPOCH),
+            "slowdown_every_epoch": _ratio(wall, EVERY_EPOCH),
             "direct_cpu_slowdown_every_epoch": 1 + common.median(inside[EVERY_EPOCH]),
-            "slowdown_orm_every_epoch": ratio(wall, ORM),
+            "slowdown_orm_every_epoch": _ratio(wall, ORM),
             "direct_cpu_slowdown_orm_every_epoch": 1 + common.median(inside[ORM]),
             "points_per_run": points_per_run,
-            "runs_checked": len(run_ids),
+            "runs_checked": len(sides.run_ids),
             "missing_points": missing,
-            "run_open_close_s": common.median(open_close_s),
+            "run_open_close_s": common.median(sides.open_close_s),
             "wall_s": wall,
         },
-        targets=[
-            common.Target(
-                "default logging / no logging time (wall)", ratio(wall, DEFAULT), "<=", MAX_SLOWDOWN
-            ),
-            common.Target("same, from CPU time", ratio(cpu, DEFAULT), "<=", MAX_SLOWDOWN),
-            common.Target(
-                "same, logging CPU timed inside the fit",
-                direct,
-                "<=",
-                MAX_SLOWDOWN,
-                note="1 + logging CPU / fit CPU: least noisy",
-            ),
-            common.Target(
-                "points missing in MLflow", float(missing), "<=", 0, note=f"of {points_per_run}/run"
-            ),
-        ],
-        config={
-            "task": "sweeps/specs/digits.yaml task",
-            "epochs": epochs,
-            "reps": reps,
-            "threads": args.threads,
-            "store": "embedded SQLite (WAL)",
-        },
+        targets=_targets(timings, direct, missing, points_per_run),
+        config=config,
         notes=[
             f"{points_per_run} points per run; the default sends them when 5 s have passed "
             "since the last send and at the fit's end (here: once), the every-epoch sides in "
-            f"{epochs} sends. Creating + closing the run costs "
-            f"{common.median(open_close_s):.3g} s, not counted above (every trial pays it).",
+            f"{sides.epochs} sends. Creating + closing the run costs "
+            f"{common.median(sides.open_close_s):.3g} s, not counted above (every trial pays it).",
             "points are checked in MLflow for every logging run of every side.",
         ],
     )
+
+
+def _row(name: str, timings: common.Timings, inside: dict[str, list[float]]) -> list[Any]:
+    """Side ``name``'s row of the table."""
+    wall, cpu = timings.wall, timings.cpu
+    return [
+        name,
+        common.median(wall[name]),
+        common.median(cpu[name]),
+        common.spread(wall[name]),
+        "-" if name == "no logging" else _ratio(wall, name),
+        "-" if name == "no logging" else 1 + common.median(inside[name]),
+    ]
+
+
+def _targets(
+    timings: common.Timings, direct: float, missing: int, points_per_run: int
+) -> list[common.Target]:
+    return [
+        common.Target(
+            "default logging / no logging time (wall)",
+            _ratio(timings.wall, DEFAULT),
+            "<=",
+            MAX_SLOWDOWN,
+        ),
+        common.Target("same, from CPU time", _ratio(timings.cpu, DEFAULT), "<=", MAX_SLOWDOWN),
+        common.Target(
+            "same, logging CPU timed inside the fit",
+            direct,
+            "<=",
+            MAX_SLOWDOWN,
+            note="1 + logging CPU / fit CPU: least noisy",
+        ),
+        common.Target(
+            "points missing in MLflow", float(missing), "<=", 0, note=f"of {points_per_run}/run"
+        ),
+    ]
 
 
 if __name__ == "__main__":
