@@ -57,6 +57,7 @@ import argparse
 import copy
 import itertools
 import math
+import os
 import statistics
 import time
 from typing import Any
@@ -91,6 +92,18 @@ SPEC: dict[str, Any] = {
 REPLAY_PATIENCE = (2, 3, 5, 8)
 REPLAY_MIN_DELTA = (0.0, 0.01, 0.02, 0.03)
 REPLAY_SMOOTHING = 0.5
+COLUMNS = (  # of the table, one row per stopped trial and its unstopped twin
+    "seed",
+    "lr",
+    "epochs with stopper",
+    "epochs without",
+    "stop reason",
+    "best at epoch, with",
+    "best at epoch, without",
+    "best valid_loss with",
+    "best valid_loss without",
+    "own best identical",
+)
 
 
 def _spec(*, quick: bool, early_stop: bool, seeds: list[int] | None) -> dict[str, Any]:
@@ -107,7 +120,11 @@ def _spec(*, quick: bool, early_stop: bool, seeds: list[int] | None) -> dict[str
     return spec
 
 
-def _sweep(spec: dict[str, Any]) -> tuple[list[Any], float, dict[str, list[float]]]:
+_Swept = tuple[list[Any], float, dict[str, list[float]]]
+"""A finished sweep's trial rows, wall seconds and valid_loss curve per run."""
+
+
+def _sweep(spec: dict[str, Any]) -> _Swept:
     """Run ``spec`` through ``run_sweep``: trial rows, wall time, valid_loss curve per run."""
     from sweeps.run import run_sweep
     from sweeps.tracking import Tracker
@@ -280,35 +297,24 @@ def _add_seeds(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> common.Result:
     """Run both sweeps and compare them trial by trial."""
-    import os
-
-    from sweeps import _ray
-
     seeds = getattr(args, "seeds", None)
     spec_on = _spec(quick=args.quick, early_stop=True, seeds=seeds)
     spec_off = _spec(quick=args.quick, early_stop=False, seeds=seeds)
-    _ray.init_ray(num_cpus=os.cpu_count())
-    try:
-        common.log("early stopping: sweep with RisingValLoss")
-        on, on_s, on_curves = _sweep(spec_on)
-        common.log("early stopping: sweep without")
-        off, off_s, off_curves = _sweep(spec_off)
-    finally:
-        _ray.shutdown_ray()
+    (on, on_s, on_curves), (off, off_s, off_curves) = _both_sweeps(spec_on, spec_off)
     rows, lost, prefix_ok = _pair_trials(on, off, on_curves, off_curves)
-    n_same = sum(d == 0 for d in lost)
-    best_on = min(t.best_valid_loss for t in on)
-    best_off = min(t.best_valid_loss for t in off)
-    sweep_same = best_on == best_off
     early = spec_on["early_stop"]
     curves = [off_curves[t.run_id] for t in sorted(off, key=_trial_key)]
     replay_rows, replay_found = _replay_table(curves, early["grace_epochs"])
-    epochs_on = sum(t.epochs_run for t in on)
-    epochs_off = sum(t.epochs_run for t in off)
-    total_epochs = sum(len(c) for c in curves)
-    jitter = _jitter(curves)
-    saving = 1 - epochs_on / epochs_off if epochs_off else math.nan
-    worst = max(lost, default=0.0)
+    metrics = {
+        **_epochs_saved(on, off),
+        **_bests_kept(on, off, lost, len(rows)),
+        "sweep_wall_s_with": on_s,
+        "sweep_wall_s_without": off_s,
+        "trials": len(on),
+        "stopped_curves_are_prefixes": prefix_ok,
+        "valid_loss_jitter_near_best": _jitter(curves),
+        "replay": replay_found,
+    }
     stopper = (
         f"RisingValLoss(patience={early['patience']}, min_delta={early['min_delta']:g}, "
         f"grace_epochs={early['grace_epochs']})"
@@ -317,99 +323,142 @@ def run(args: argparse.Namespace) -> common.Result:
         benchmark="early_stopping",
         item=5,
         title="Early stopping (RisingValLoss) on an overfitting spec: epochs saved",
-        columns=[
-            "seed",
-            "lr",
-            "epochs with stopper",
-            "epochs without",
-            "stop reason",
-            "best at epoch, with",
-            "best at epoch, without",
-            "best valid_loss with",
-            "best valid_loss without",
-            "own best identical",
-        ],
+        columns=list(COLUMNS),
         rows=rows,
-        metrics={
-            "epochs_with_stopper": epochs_on,
-            "epochs_without": epochs_off,
-            "epoch_saving": saving,
-            "sweep_best_identical": sweep_same,
-            "sweep_best_valid_loss_with": best_on,
-            "sweep_best_valid_loss_without": best_off,
-            "trials_with_identical_best": n_same,
-            "trials_with_identical_best_fraction": n_same / len(rows) if rows else math.nan,
-            "max_best_valid_loss_diff": worst,
-            "sweep_wall_s_with": on_s,
-            "sweep_wall_s_without": off_s,
-            "trials": len(on),
-            "stopped_curves_are_prefixes": prefix_ok,
-            "valid_loss_jitter_near_best": jitter,
-            "replay": replay_found,
-        },
-        targets=[
-            common.Target("fewer epochs with RisingValLoss", saving, ">=", MIN_SAVING),
-            common.Target(
-                "identical sweep best valid_loss (1 = yes)",
-                1.0 if sweep_same else 0.0,
-                ">=",
-                1.0,
-                note=f"{best_on:.4f} with vs {best_off:.4f} without",
-            ),
-            common.Target(
-                "trials whose own best is identical (reported, not judged)",
-                None,
-                ">=",
-                1.0,
-                note=f"{n_same}/{len(rows)}; largest loss {worst:.4f}",
-            ),
-        ],
+        metrics=metrics,
+        targets=_targets(metrics, len(rows)),
         config={
             "spec": spec_on,
             "stopper": stopper,
             "path": "sweeps.run.run_sweep (Ray Tune + MLflow)",
         },
         notes=[
-            f"{stopper}; seeds {', '.join(map(str, spec_on['seeds']))}"
-            + (
-                " (held out: the settings were chosen on seeds 0-5); "
-                if set(spec_on["seeds"]).isdisjoint(range(6))
-                else " (development seeds: the settings were chosen on seeds 0-5); "
-                if set(spec_on["seeds"]) <= set(range(6))
-                else " (development and held-out seeds mixed: the settings were chosen on seeds "
-                "0-5); "
-            )
-            + f"{len(on)} trials per sweep; {epochs_on} epochs "
-            f"with the stopper vs {epochs_off} without ({saving:.0%} fewer); sweep wall time "
-            f"{on_s:.0f} s vs {off_s:.0f} s.",
+            _summary_note(metrics, stopper, spec_on["seeds"]),
             "training is deterministic: every stopped trial's valid_loss curve is "
             + ("exactly" if prefix_ok else "NOT")
             + " the prefix of its unstopped twin's, so a lost own best means the curve came back "
             "below its earlier minimum after the stopper fired. Best epochs are 1-based.",
-            "epoch-to-epoch change of valid_loss within 4 epochs of each unstopped curve's "
-            f"minimum (epoch 6 on): median {jitter['median']:.4f}, 75th percentile "
-            f"{jitter['p75']:.4f}, 90th {jitter['p90']:.4f}; min_delta is "
-            f"{early['min_delta']:g}.",
-            f"the unstopped curves ({total_epochs} epochs) replayed through RisingValLoss("
-            f"grace_epochs={early['grace_epochs']}) at other settings, watching valid_loss itself "
-            f"(raw) and its exponential moving average (EMA {REPLAY_SMOOTHING:g}); the bests are "
-            "the raw ones. No training; exact, given the prefix property; the benchmark's "
-            "settings in bold:\n\n"
-            + common.table(
-                [
-                    "patience",
-                    "min_delta",
-                    "fewer (raw)",
-                    "sweep best kept (raw)",
-                    "trials keeping own best (raw)",
-                    "largest loss of own best (raw)",
-                    f"fewer (EMA {REPLAY_SMOOTHING:g})",
-                    f"sweep best kept (EMA {REPLAY_SMOOTHING:g})",
-                    f"trials keeping own best (EMA {REPLAY_SMOOTHING:g})",
-                ],
-                replay_rows,
-            ),
+            _jitter_note(metrics["valid_loss_jitter_near_best"], early["min_delta"]),
+            _replay_note(sum(len(c) for c in curves), early["grace_epochs"], replay_rows),
         ],
+    )
+
+
+def _both_sweeps(spec_on: dict[str, Any], spec_off: dict[str, Any]) -> tuple[_Swept, _Swept]:
+    """The sweep with the stopper, then the one without, on one Ray session: :func:`_sweep`'s
+    trials, wall time and curves of each."""
+    from sweeps import _ray
+
+    _ray.init_ray(num_cpus=os.cpu_count())
+    try:
+        common.log("early stopping: sweep with RisingValLoss")
+        with_stopper = _sweep(spec_on)
+        common.log("early stopping: sweep without")
+        without = _sweep(spec_off)
+    finally:
+        _ray.shutdown_ray()
+    return with_stopper, without
+
+
+def _epochs_saved(on: list[Any], off: list[Any]) -> dict[str, Any]:
+    """The epochs run with the stopper and without, and the fraction saved."""
+    epochs_on = sum(t.epochs_run for t in on)
+    epochs_off = sum(t.epochs_run for t in off)
+    return {
+        "epochs_with_stopper": epochs_on,
+        "epochs_without": epochs_off,
+        "epoch_saving": 1 - epochs_on / epochs_off if epochs_off else math.nan,
+    }
+
+
+def _bests_kept(on: list[Any], off: list[Any], lost: list[float], n_rows: int) -> dict[str, Any]:
+    """Whether the sweep's best and each trial's own best survive the stopper (``lost``: each
+    trial's loss of its own best, 0 when identical)."""
+    n_same = sum(d == 0 for d in lost)
+    best_on = min(t.best_valid_loss for t in on)
+    best_off = min(t.best_valid_loss for t in off)
+    return {
+        "sweep_best_identical": best_on == best_off,
+        "sweep_best_valid_loss_with": best_on,
+        "sweep_best_valid_loss_without": best_off,
+        "trials_with_identical_best": n_same,
+        "trials_with_identical_best_fraction": n_same / n_rows if n_rows else math.nan,
+        "max_best_valid_loss_diff": max(lost, default=0.0),
+    }
+
+
+def _targets(metrics: dict[str, Any], n_rows: int) -> list[common.Target]:
+    """The epochs saved and the sweep's best kept (judged); the trials' own bests (reported)."""
+    return [
+        common.Target("fewer epochs with RisingValLoss", metrics["epoch_saving"], ">=", MIN_SAVING),
+        common.Target(
+            "identical sweep best valid_loss (1 = yes)",
+            1.0 if metrics["sweep_best_identical"] else 0.0,
+            ">=",
+            1.0,
+            note=f"{metrics['sweep_best_valid_loss_with']:.4f} with vs "
+            f"{metrics['sweep_best_valid_loss_without']:.4f} without",
+        ),
+        common.Target(
+            "trials whose own best is identical (reported, not judged)",
+            None,
+            ">=",
+            1.0,
+            note=f"{metrics['trials_with_identical_best']}/{n_rows}; "
+            f"largest loss {metrics['max_best_valid_loss_diff']:.4f}",
+        ),
+    ]
+
+
+def _summary_note(metrics: dict[str, Any], stopper: str, seeds: list[int]) -> str:
+    """The stopper, the seeds (held out or not), the epochs saved and the sweeps' wall times."""
+    m = metrics
+    return (
+        f"{stopper}; seeds {', '.join(map(str, seeds))}"
+        + (
+            " (held out: the settings were chosen on seeds 0-5); "
+            if set(seeds).isdisjoint(range(6))
+            else " (development seeds: the settings were chosen on seeds 0-5); "
+            if set(seeds) <= set(range(6))
+            else " (development and held-out seeds mixed: the settings were chosen on seeds 0-5); "
+        )
+        + f"{m['trials']} trials per sweep; {m['epochs_with_stopper']} epochs "
+        f"with the stopper vs {m['epochs_without']} without ({m['epoch_saving']:.0%} fewer); "
+        f"sweep wall time {m['sweep_wall_s_with']:.0f} s vs {m['sweep_wall_s_without']:.0f} s."
+    )
+
+
+def _jitter_note(jitter: dict[str, float], min_delta: float) -> str:
+    return (
+        "epoch-to-epoch change of valid_loss within 4 epochs of each unstopped curve's "
+        f"minimum (epoch 6 on): median {jitter['median']:.4f}, 75th percentile "
+        f"{jitter['p75']:.4f}, 90th {jitter['p90']:.4f}; min_delta is "
+        f"{min_delta:g}."
+    )
+
+
+def _replay_note(total_epochs: int, grace: int, replay_rows: list[list[Any]]) -> str:
+    """The replay of the unstopped curves at other settings, with its table."""
+    return (
+        f"the unstopped curves ({total_epochs} epochs) replayed through RisingValLoss("
+        f"grace_epochs={grace}) at other settings, watching valid_loss itself "
+        f"(raw) and its exponential moving average (EMA {REPLAY_SMOOTHING:g}); the bests are "
+        "the raw ones. No training; exact, given the prefix property; the benchmark's "
+        "settings in bold:\n\n"
+        + common.table(
+            [
+                "patience",
+                "min_delta",
+                "fewer (raw)",
+                "sweep best kept (raw)",
+                "trials keeping own best (raw)",
+                "largest loss of own best (raw)",
+                f"fewer (EMA {REPLAY_SMOOTHING:g})",
+                f"sweep best kept (EMA {REPLAY_SMOOTHING:g})",
+                f"trials keeping own best (EMA {REPLAY_SMOOTHING:g})",
+            ],
+            replay_rows,
+        )
     )
 
 
