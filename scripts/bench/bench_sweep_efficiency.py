@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -288,46 +289,51 @@ def _trial_runs(tracking_uri: str, result: Any) -> list[TrialRun]:
     return runs
 
 
-def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
-    """Interleaved sweep / plain sides of one trial size."""
-    from sweeps.run import run_sweep
-    from sweeps.tracking import Tracker
+@dataclasses.dataclass
+class _Sides:
+    """The sides of one trial size, and what they leave for the figures: the latest sweep's
+    trials (the plain sides replay them), each plain round's trial times, each sweep's workers'
+    start-up and trial runs. ``pool`` (the parallel side's processes) is set once started."""
 
-    spec = _spec(size, args.quick)
-    reps = args.reps or (1 if args.quick else 3 if size == JUDGED else 2)
-    trials: list[Any] = []
-    per_trial: list[list[float]] = []
-    startup: list[float] = []
-    sweep_runs: list[list[TrialRun]] = []
-    store = common.temp_dir("sweep-eff-store-")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    Tracker(uri)  # the store's tables, created once (a user's store exists after one sweep)
-    _warm_worker(spec["task"])  # the plain side's once-per-process costs, out of its timing
+    spec: dict[str, Any]
+    uri: str
+    run_sweep: Callable[..., Any]  # sweeps.run.run_sweep
+    trials: list[Any] = dataclasses.field(default_factory=list)
+    per_trial: list[list[float]] = dataclasses.field(default_factory=list)
+    startup: list[float] = dataclasses.field(default_factory=list)
+    sweep_runs: list[list[TrialRun]] = dataclasses.field(default_factory=list)
+    pool: Any = None  # a ProcessPoolExecutor
 
-    def sweep_side() -> float:
+    def sweep_side(self) -> float:
+        """One ``run_sweep`` of the spec into the store: its wall seconds."""
+        run_sweep, spec, uri = self.run_sweep, self.spec, self.uri
         root = common.temp_dir("sweep-eff-")
         start = time.perf_counter()
         result = run_sweep(spec, tracking_uri=uri, storage_path=root)
         wall = time.perf_counter() - start
         if result.report is None:
             raise RuntimeError("the sweep was interrupted")
-        trials[:] = list(result.report.trials)
-        sweep_runs.append(_trial_runs(uri, result))
-        startup.append(_worker_startup_s(uri, result, sweep_runs[-1]))
+        self.trials[:] = list(result.report.trials)
+        self.sweep_runs.append(_trial_runs(uri, result))
+        self.startup.append(_worker_startup_s(uri, result, self.sweep_runs[-1]))
         return wall
 
-    def plain_side() -> float:
+    def plain_side(self) -> float:
+        """The latest sweep's trials one after another in this process: their summed seconds."""
+        spec = self.spec
         times = []
-        for t in sorted(trials, key=lambda t: t.lr):
+        for t in sorted(self.trials, key=lambda t: t.lr):
             start = time.perf_counter()
             _plain_trial(spec["task"], t.seed, t.lr, t.epochs_run)
             times.append(time.perf_counter() - start)
-        per_trial.append(times)
+        self.per_trial.append(times)
         return sum(times)
 
-    def parallel_side() -> float:
+    def parallel_side(self) -> float:
+        """The same trials on the pool's processes at once: wall seconds to the last one's end."""
+        pool, spec = self.pool, self.spec
         # longest first, as a scheduler that knew the lengths would run them
-        order = sorted(trials, key=lambda t: (-t.epochs_run, t.lr))
+        order = sorted(self.trials, key=lambda t: (-t.epochs_run, t.lr))
         start = time.perf_counter()
         futures = [
             pool.submit(_plain_trial, spec["task"], t.seed, t.lr, t.epochs_run) for t in order
@@ -336,29 +342,53 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
             future.result()
         return time.perf_counter() - start
 
+
+def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
+    """Interleaved sweep / plain sides of one trial size."""
+    from sweeps.run import run_sweep
+    from sweeps.tracking import Tracker
+
+    spec = _spec(size, args.quick)
+    reps = args.reps or (1 if args.quick else 3 if size == JUDGED else 2)
+    store = common.temp_dir("sweep-eff-store-")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    Tracker(uri)  # the store's tables, created once (a user's store exists after one sweep)
+    _warm_worker(spec["task"])  # the plain side's once-per-process costs, out of its timing
+    sides = _Sides(spec, uri, run_sweep)
     n = spec["strategies"][0]["lr"]["points"] * len(spec["seeds"])
     common.log(f"sweep efficiency, {size}: {n} trials, {reps} reps, concurrency {concurrency}")
     with _plain_pool(spec["task"], concurrency) as pool:
-        cases = {"sweep": sweep_side, "plain": plain_side, "parallel": parallel_side}
+        sides.pool = pool
+        cases = {
+            "sweep": sides.sweep_side,
+            "plain": sides.plain_side,
+            "parallel": sides.parallel_side,
+        }
         timings = common.interleaved(cases, reps=reps, warmup=0)
-    wall = timings.wall
+    return _size_figures(size, n, sides, timings.wall, concurrency)
+
+
+def _size_figures(
+    size: str, n: int, sides: _Sides, wall: dict[str, list[float]], concurrency: int
+) -> dict[str, Any]:
+    """One trial size's figures: each side's times, the ratios to the ideal and their factors."""
     ideal = [p / concurrency for p in wall["plain"]]
-    steady = [w - s for w, s in zip(wall["sweep"], startup, strict=True)]
+    steady = [w - s for w, s in zip(wall["sweep"], sides.startup, strict=True)]
     factors = [
         schedule_factors(runs, st, plain, concurrency)
-        for runs, st, plain in zip(sweep_runs, steady, wall["plain"], strict=True)
+        for runs, st, plain in zip(sides.sweep_runs, steady, wall["plain"], strict=True)
     ]
     return {
         "size": size,
         "trials": n,
-        "epochs": spec["task"]["epochs"],
-        "image_size": spec["task"]["image_size"],
-        "epochs_run": sum(t.epochs_run for t in trials),
+        "epochs": sides.spec["task"]["epochs"],
+        "image_size": sides.spec["task"]["image_size"],
+        "epochs_run": sum(t.epochs_run for t in sides.trials),
         "sweep_s": wall["sweep"],
         "plain_s": wall["plain"],
         "ideal_s": ideal,
-        "worker_startup_s": startup,
-        "plain_trial_s": per_trial,
+        "worker_startup_s": sides.startup,
+        "plain_trial_s": sides.per_trial,
         "parallel_s": wall["parallel"],
         "parallel_over_ideal": common.median(common.paired_ratios(wall["parallel"], ideal)),
         "ratio": common.median(common.paired_ratios(steady, ideal)),
@@ -366,7 +396,7 @@ def _measure_size(size: str, args: argparse.Namespace, concurrency: int) -> dict
         "ratio_with_startup": common.median(common.paired_ratios(wall["sweep"], ideal)),
         # slot-seconds each trial adds beyond its training, start-up excluded
         "overhead_per_trial_s": (common.median(steady) - common.median(ideal)) * concurrency / n,
-        "median_plain_trial_s": common.median([t for rep in per_trial for t in rep]),
+        "median_plain_trial_s": common.median([t for rep in sides.per_trial for t in rep]),
         # each round's ratio as edges x packing x in-run x training (schedule_factors)
         "factors": {k: common.median([f[k] for f in factors]) for k in factors[0]},
         "factors_per_round": factors,
@@ -389,46 +419,88 @@ def run(args: argparse.Namespace) -> common.Result:
         sizes = {size: _measure_size(size, args, concurrency) for size in SIZES}
     finally:
         _ray.shutdown_ray()
-    rows: list[list[Any]] = [["Ray start-up (ray.init, once per driver)", ray_start_s, "-", "-"]]
-    for size, m in sizes.items():
-        label = f"{size} ({m['trials']} trials, {m['image_size']} px, {m['epochs']} epochs)"
-        rows += [
-            [f"{label}: plain, sequential (sum)", common.median(m["plain_s"]), "-", "-"],
-            [f"{label}: ideal = sum / {concurrency}", common.median(m["ideal_s"]), 1.0, 1.0],
-            [
-                f"{label}: plain, {concurrency} processes at once (the machine's floor)",
-                common.median(m["parallel_s"]),
-                m["parallel_over_ideal"],
-                m["parallel_over_ideal"],
-            ],
-            [
-                f"{label}: trial workers' start-up",
-                common.median(m["worker_startup_s"]),
-                "-",
-                "-",
-            ],
-            [
-                f"{label}: run_sweep (Ray Tune + MLflow)",
-                common.median(m["sweep_s"]),
-                m["ratio_with_startup"],
-                m["ratio"],
-            ],
-        ]
-    cost_rows = [
-        [
-            f"  {name}",
-            v[0][0],
-            v[0][1],
-            v[1][0] if len(v) > 1 else "-",
-            v[1][1] if len(v) > 1 else "-",
-        ]
-        for name, v in costs.items()
-    ]
-    breakdown = common.table(
-        ["fixed cost of a trial process", "cold wall s", "cold CPU s", "warm wall s", "warm CPU s"],
-        cost_rows,
-    )
     judged = sizes[JUDGED]
+    return common.Result(
+        benchmark="sweep_efficiency",
+        item=2,
+        title=(
+            f"Sweeps of {max(m['trials'] for m in sizes.values())} trials through run_sweep vs "
+            "the same trials in a plain process"
+        ),
+        columns=["what", "median wall s", "x ideal, with workers' start-up", "x ideal, without"],
+        rows=[["Ray start-up (ray.init, once per driver)", ray_start_s, "-", "-"]]
+        + [row for m in sizes.values() for row in _size_rows(m, concurrency)],
+        metrics={
+            "sweep_over_ideal": judged["ratio"],
+            "sweep_over_ideal_with_startup": judged["ratio_with_startup"],
+            "parallel_plain_over_ideal": judged["parallel_over_ideal"],
+            "sweep_over_parallel_plain": judged["ratio_over_parallel"],
+            "sweep_packing": judged["factors"]["packing"],
+            "ray_start_s": ray_start_s,
+            "concurrency": concurrency,
+            "sizes": sizes,
+            "fixed_costs": costs,
+        },
+        targets=_targets(judged),
+        config={
+            "spec": "sweeps/specs/digits.yaml task, grid arm of 8 LRs (per size), seed 0",
+            "sizes": SIZES,
+            "cpus": cpus,
+            "reps": args.reps or (1 if args.quick else {JUDGED: 3, "others": 2}),
+        },
+        notes=_notes(sizes, concurrency) + _fixed_cost_notes(costs),
+    )
+
+
+def _size_rows(m: dict[str, Any], concurrency: int) -> list[list[Any]]:
+    """One trial size's rows: plain, ideal, parallel plain, workers' start-up, the sweep."""
+    label = f"{m['size']} ({m['trials']} trials, {m['image_size']} px, {m['epochs']} epochs)"
+    return [
+        [f"{label}: plain, sequential (sum)", common.median(m["plain_s"]), "-", "-"],
+        [f"{label}: ideal = sum / {concurrency}", common.median(m["ideal_s"]), 1.0, 1.0],
+        [
+            f"{label}: plain, {concurrency} processes at once (the machine's floor)",
+            common.median(m["parallel_s"]),
+            m["parallel_over_ideal"],
+            m["parallel_over_ideal"],
+        ],
+        [
+            f"{label}: trial workers' start-up",
+            common.median(m["worker_startup_s"]),
+            "-",
+            "-",
+        ],
+        [
+            f"{label}: run_sweep (Ray Tune + MLflow)",
+            common.median(m["sweep_s"]),
+            m["ratio_with_startup"],
+            m["ratio"],
+        ],
+    ]
+
+
+def _targets(judged: dict[str, Any]) -> list[common.Target]:
+    """The judged size's ratio without the workers' start-up (judged) and with it (reported)."""
+    return [
+        common.Target(
+            f"{JUDGED} sweep wall without workers' start-up / ideal",
+            judged["ratio"],
+            "<=",
+            MAX_RATIO,
+        ),
+        common.Target(
+            f"{JUDGED}, with workers' start-up (reported apart, not judged)",
+            judged["ratio_with_startup"],
+            "<=",
+            MAX_RATIO,
+            note="Ray starts its worker processes once per sweep",
+            judged=False,
+        ),
+    ]
+
+
+def _notes(sizes: dict[str, dict[str, Any]], concurrency: int) -> list[str]:
+    """Per size: the sweep's overhead per trial, the machine's own shortfall, the factors."""
     notes = [
         f"{m['size']}: a plain trial takes {m['median_plain_trial_s']:.2g} s (median); the "
         f"sweep adds {m['overhead_per_trial_s']:.2g} slot-seconds per trial beyond start-up "
@@ -453,57 +525,32 @@ def run(args: argparse.Namespace) -> common.Result:
         for m in sizes.values()
         for f in [m["factors"]]
     ]
-    notes += [
+    return notes
+
+
+def _fixed_cost_notes(costs: dict[str, list[list[float]]]) -> list[str]:
+    """How the plain side replays the sweep's epochs, and where a trial's fixed time goes."""
+    cost_rows = [
+        [
+            f"  {name}",
+            v[0][0],
+            v[0][1],
+            v[1][0] if len(v) > 1 else "-",
+            v[1][1] if len(v) > 1 else "-",
+        ]
+        for name, v in costs.items()
+    ]
+    breakdown = common.table(
+        ["fixed cost of a trial process", "cold wall s", "cold CPU s", "warm wall s", "warm CPU s"],
+        cost_rows,
+    )
+    return [
         "the first round runs the sweep first: the plain side replays each trial's epochs "
         "from the latest sweep (training is deterministic, so they never change).",
         "where a trial's fixed time goes, measured in a fresh interpreter (cold = first call "
         "in a new worker process, warm = again in the same process, as a reused actor):\n\n"
         + breakdown,
     ]
-    return common.Result(
-        benchmark="sweep_efficiency",
-        item=2,
-        title=(
-            f"Sweeps of {max(m['trials'] for m in sizes.values())} trials through run_sweep vs "
-            "the same trials in a plain process"
-        ),
-        columns=["what", "median wall s", "x ideal, with workers' start-up", "x ideal, without"],
-        rows=rows,
-        metrics={
-            "sweep_over_ideal": judged["ratio"],
-            "sweep_over_ideal_with_startup": judged["ratio_with_startup"],
-            "parallel_plain_over_ideal": judged["parallel_over_ideal"],
-            "sweep_over_parallel_plain": judged["ratio_over_parallel"],
-            "sweep_packing": judged["factors"]["packing"],
-            "ray_start_s": ray_start_s,
-            "concurrency": concurrency,
-            "sizes": sizes,
-            "fixed_costs": costs,
-        },
-        targets=[
-            common.Target(
-                f"{JUDGED} sweep wall without workers' start-up / ideal",
-                judged["ratio"],
-                "<=",
-                MAX_RATIO,
-            ),
-            common.Target(
-                f"{JUDGED}, with workers' start-up (reported apart, not judged)",
-                judged["ratio_with_startup"],
-                "<=",
-                MAX_RATIO,
-                note="Ray starts its worker processes once per sweep",
-                judged=False,
-            ),
-        ],
-        config={
-            "spec": "sweeps/specs/digits.yaml task, grid arm of 8 LRs (per size), seed 0",
-            "sizes": SIZES,
-            "cpus": cpus,
-            "reps": args.reps or (1 if args.quick else {JUDGED: 3, "others": 2}),
-        },
-        notes=notes,
-    )
 
 
 if __name__ == "__main__":
