@@ -259,6 +259,37 @@ def main() -> None:
     """Command line entry point: exit 0 when every benchmark run this time met its targets,
     1 when one failed a target or gave no result (the file is written either way), 2 for bad
     arguments."""
+    p = _parser()
+    args = p.parse_args()
+    _exit_on_sigterm()
+    names, skip = _checked_names(p, args)
+    out: Path = args.out if args.out is not None else REPO / "BENCHMARKS.md"
+    cache_file = args.cache_dir / ("results-quick.json" if args.quick else "results.json")
+    cache = _kept_results(p, args, cache_file)
+    ran = [] if args.render else names
+    for name in ran:
+        cache[name] = _run_one(name, quick=args.quick, timeout_s=args.timeout_s)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(cache, default=str), encoding="utf-8")
+    shown = (
+        names
+        if not (args.keep or args.render)
+        else [n for n in BENCHMARKS if n in cache and n not in skip]
+    )
+    if not shown:
+        p.error(f"--render: {cache_file} holds no result of the benchmarks asked for")
+    results = [cache[n] for n in shown]
+    text = render(results, quick=args.quick, run_log=kept_run_log(out))
+    out.write_text(text, encoding="utf-8")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    print(text)
+    print(f"[run_all] wrote {out}", file=sys.stderr)
+    _exit_1_unless_all_passed({name: _verdict(cache[name]) for name in ran})
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny settings for every benchmark")
     p.add_argument("--out", type=Path, default=None, help="markdown output (default BENCHMARKS.md)")
@@ -287,8 +318,15 @@ def main() -> None:
         default=CACHE_DIR,
         help="where the last results are kept for --keep and --render (default .lrsweep/bench)",
     )
-    args = p.parse_args()
-    _exit_on_sigterm()
+    return p
+
+
+def _checked_names(
+    p: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[str], set[str]]:
+    """The benchmarks to run, in their order, and those ``--skip`` leaves out; ``p.error`` (exit
+    2) for an unknown name, a timeout below 1 s, nothing left to run, or ``--only`` / ``--skip``
+    that would rewrite BENCHMARKS.md with only some benchmarks."""
     only = [x for x in args.only.split(",") if x]
     skip = {x for x in args.skip.split(",") if x}
     unknown = [x for x in [*only, *skip] if x not in BENCHMARKS]
@@ -304,8 +342,14 @@ def main() -> None:
             "--only / --skip without --keep would rewrite BENCHMARKS.md with those benchmarks "
             "alone: add --keep (the others' last results stay) or give --out FILE"
         )
-    out: Path = args.out if args.out is not None else REPO / "BENCHMARKS.md"
-    cache_file = args.cache_dir / ("results-quick.json" if args.quick else "results.json")
+    return names, skip
+
+
+def _kept_results(
+    p: argparse.ArgumentParser, args: argparse.Namespace, cache_file: Path
+) -> dict[str, Any]:
+    """The last results kept in ``cache_file`` with ``--keep`` or ``--render``, else none;
+    ``p.error`` for ``--render`` without any."""
     cache: dict[str, Any] = {}
     if args.render and not cache_file.is_file():
         p.error(
@@ -314,26 +358,11 @@ def main() -> None:
         )
     if (args.keep or args.render) and cache_file.is_file():
         cache = json.loads(cache_file.read_text(encoding="utf-8"))
-    ran = [] if args.render else names
-    for name in ran:
-        cache[name] = _run_one(name, quick=args.quick, timeout_s=args.timeout_s)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(cache, default=str), encoding="utf-8")
-    shown = (
-        names
-        if not (args.keep or args.render)
-        else [n for n in BENCHMARKS if n in cache and n not in skip]
-    )
-    if not shown:
-        p.error(f"--render: {cache_file} holds no result of the benchmarks asked for")
-    results = [cache[n] for n in shown]
-    text = render(results, quick=args.quick, run_log=kept_run_log(out))
-    out.write_text(text, encoding="utf-8")
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    print(text)
-    print(f"[run_all] wrote {out}", file=sys.stderr)
-    verdicts = {name: _verdict(cache[name]) for name in ran}
+    return cache
+
+
+def _exit_1_unless_all_passed(verdicts: dict[str, str]) -> None:
+    """Exit with status 1, naming them, when a benchmark run this time failed or gave no result."""
     bad = {v: [n for n, got in verdicts.items() if got == v] for v in ("FAIL", "ERROR")}
     if any(bad.values()):
         said = "; ".join(f"{v}: {', '.join(names)}" for v, names in bad.items() if names)
