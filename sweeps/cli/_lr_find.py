@@ -7,7 +7,7 @@ import math
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -132,6 +132,25 @@ _TASK_OPTIONS = {
 }
 """The options a spec's task replaces, and the field to --set instead."""
 
+_IMAGE_SIZE = 32  # --image-size's default, without --spec
+_BATCH_SIZE = 64  # --batch-size's
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The task options as given (None, False: not given), in :data:`_TASK_OPTIONS`' order."""
+
+    dataset: str | None
+    arch: str | None
+    image_size: int | None
+    batch_size: int | None
+    path: Path | None
+    amp: str | None
+    channels_last: bool
+    compile_model: bool
+    opt: str | None
+    wd: float | None
+
 
 @dataclass
 class _Test:
@@ -186,6 +205,119 @@ def _from_spec(
     if task.fine_tune is not None:
         learn.freeze()  # as a trial: a transfer task's range test runs on the frozen model
     return learn, test, chosen
+
+
+def _check_what_to_test(
+    spec_path: Path | None, overrides: list[str] | None, *, dataset: str | None, arch: str | None
+) -> None:
+    """Raise ValueError unless the command names a spec, or --dataset and --arch, to test."""
+    if spec_path is None and overrides:
+        raise ValueError("--set changes a spec: give the spec with --spec.")
+    if spec_path is None and (dataset is None or arch is None):
+        raise ValueError(
+            "give --dataset and --arch (the data and model to test), or --spec with a "
+            "sweep spec whose task to test."
+        )
+
+
+def _checked_outputs(out: Path, json_out: Path | None) -> tuple[Path, Path | None]:
+    """The plot's and the curve's paths (:func:`_checked_output`), refused when they coincide."""
+    out = _checked_output("--out", out, plot=True)
+    if json_out is not None:
+        json_out = _checked_output("--json", json_out, plot=False)
+        if json_out.resolve() == out.resolve():
+            raise ValueError(
+                f"--json {str(json_out)!r} and --out name the same file; the curve would "
+                "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
+            )
+    return out, json_out
+
+
+def _checked_test(
+    test: _Test,
+    num_it: int | None,
+    start_lr: float | None,
+    end_lr: float | None,
+    suggest: list[str] | None,
+    *,
+    div_factor: float,
+) -> _Test:
+    """``test`` with the settings given here instead, checked before any data is read."""
+    from trainers.lr_finder import check_lr_find_args
+
+    test = _Test(
+        test.num_it if num_it is None else num_it,
+        test.start_lr if start_lr is None else start_lr,
+        test.end_lr if end_lr is None else end_lr,
+        tuple(suggest) if suggest else test.suggest,
+    )
+    try:
+        check_lr_find_args(
+            test.start_lr, test.end_lr, test.num_it, div_factor, suggest=test.suggest
+        )
+    except ValueError as error:
+        if str(error).startswith("Unknown suggestion rule"):
+            raise ValueError(f"--suggest: {error}") from None
+        raise
+    return test
+
+
+def _check_options(options: _Options) -> None:
+    """Raise ValueError for a task option a task would refuse, before any data is read."""
+    from trainers._training import OPTIMIZERS
+
+    if options.batch_size == 1:  # as task.batch_size: a batch of one fails its first step
+        raise ValueError(
+            "--batch-size must be at least 2: every model's head has BatchNorm, which "
+            "cannot train on one image a batch, but got 1"
+        )
+    opt, wd = options.opt, options.wd
+    if opt is not None and opt not in OPTIMIZERS:
+        raise ValueError(f"--opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
+    if wd is not None and not (math.isfinite(wd) and 0 <= wd <= 10):
+        raise ValueError(f"--wd must be a number in [0, 10] (as task.wd), but got {wd}.")
+    if options.dataset == "image_folder" and options.path is None:
+        raise ValueError("--dataset image_folder needs --path, the folder holding its images.")
+
+
+def _from_options(options: _Options, seed: int | None) -> Learner:
+    """The fresh Learner of --dataset and --arch, with the task options (or their defaults).
+
+    Raises:
+        ValueError: an option a task would refuse (:func:`_check_options`), data that cannot be
+            loaded, or accelerator options the Learner refuses.
+    """
+    from trainers import build_model, make_dataloaders, seed_everything
+    from trainers.learner import Learner
+
+    image_size = _IMAGE_SIZE if options.image_size is None else options.image_size
+    batch_size = _BATCH_SIZE if options.batch_size is None else options.batch_size
+    seed = 0 if seed is None else seed
+    dataset, arch, path = options.dataset, options.arch, options.path
+    assert dataset is not None and arch is not None  # checked first (_check_what_to_test)
+    _check_options(options)
+    try:
+        dls = make_dataloaders(
+            dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
+        )
+    except RuntimeError as error:  # a torchvision set neither under --path nor downloadable
+        raise ValueError(f"--dataset {dataset} (--path): {error}") from None
+    seed_everything(seed)
+    model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
+    try:
+        return Learner(
+            model,
+            dls,
+            seed=seed,
+            progress=False,
+            opt=options.opt or "adamw",
+            wd=0.01 if options.wd is None else options.wd,
+            amp=options.amp,
+            channels_last=options.channels_last,
+            compile=options.compile_model,
+        )
+    except ValueError as error:  # the accelerator options are the Learner's only input
+        raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
 
 
 @app.command("lr-find")
@@ -271,108 +403,32 @@ def lr_find_command(
     very range test a sweep's lr_finder trial runs (num_it, start_lr, end_lr and the suggestion
     rules from its first lr_finder arm unless given here).
     """
-    from trainers import build_model, make_dataloaders, seed_everything
-    from trainers.learner import Learner
-    from trainers.lr_finder import check_lr_find_args
-    from trainers.suggestions import CurveTooShort
+    from trainers.suggestions import CurveTooShort  # torch loads before logging is set
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if spec_path is None and overrides:
-            raise ValueError("--set changes a spec: give the spec with --spec.")
-        if spec_path is None and (dataset is None or arch is None):
-            raise ValueError(
-                "give --dataset and --arch (the data and model to test), or --spec with a "
-                "sweep spec whose task to test."
-            )
-        test = _Test()
-        given = {
-            "dataset": dataset,
-            "arch": arch,
-            "image_size": image_size,
-            "batch_size": batch_size,
-            "path": path,
-            "amp": amp,
-            "channels_last": channels_last,
-            "compile_model": compile_model,
-            "opt": opt,
-            "wd": wd,
-        }
-        out = _checked_output("--out", out, plot=True)
-        if json_out is not None:
-            json_out = _checked_output("--json", json_out, plot=False)
-            if json_out.resolve() == out.resolve():
-                raise ValueError(
-                    f"--json {str(json_out)!r} and --out name the same file; the curve would "
-                    "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
-                )
-        if spec_path is not None:
-            learn, test, seed = _from_spec(spec_path, overrides or [], seed, given)
-        test = _Test(
-            test.num_it if num_it is None else num_it,
-            test.start_lr if start_lr is None else start_lr,
-            test.end_lr if end_lr is None else end_lr,
-            tuple(suggest) if suggest else test.suggest,
+        _check_what_to_test(spec_path, overrides, dataset=dataset, arch=arch)
+        options = _Options(
+            dataset, arch, image_size, batch_size, path, amp, channels_last, compile_model, opt, wd
         )
-        rules = test.suggest
-        try:  # before any data is read: a bad --num-it fails at once, not after the loading
-            check_lr_find_args(test.start_lr, test.end_lr, test.num_it, div_factor, suggest=rules)
-        except ValueError as error:
-            if str(error).startswith("Unknown suggestion rule"):
-                raise ValueError(f"--suggest: {error}") from None
-            raise
+        out, json_out = _checked_outputs(out, json_out)
+        test = _Test()
+        if spec_path is not None:
+            learn, test, seed = _from_spec(spec_path, overrides or [], seed, asdict(options))
+        test = _checked_test(test, num_it, start_lr, end_lr, suggest, div_factor=div_factor)
         if spec_path is None:
-            image_size = 32 if image_size is None else image_size
-            batch_size = 64 if batch_size is None else batch_size
-            seed = 0 if seed is None else seed
-            assert dataset is not None and arch is not None  # checked above
-            if batch_size == 1:  # as task.batch_size: a batch of one fails its first step
-                raise ValueError(
-                    "--batch-size must be at least 2: every model's head has BatchNorm, which "
-                    "cannot train on one image a batch, but got 1"
-                )
-            from trainers._training import OPTIMIZERS
-
-            if opt is not None and opt not in OPTIMIZERS:
-                raise ValueError(f"--opt must be one of {list(OPTIMIZERS)}, but got {opt!r}.")
-            if wd is not None and not (math.isfinite(wd) and 0 <= wd <= 10):
-                raise ValueError(f"--wd must be a number in [0, 10] (as task.wd), but got {wd}.")
-            if dataset == "image_folder" and path is None:
-                raise ValueError(
-                    "--dataset image_folder needs --path, the folder holding its images."
-                )
-            try:
-                dls = make_dataloaders(
-                    dataset, image_size=image_size, batch_size=batch_size, seed=seed, path=path
-                )
-            except RuntimeError as error:  # a torchvision set neither under --path nor downloadable
-                raise ValueError(f"--dataset {dataset} (--path): {error}") from None
-            seed_everything(seed)
-            model = build_model(arch, dls.n_classes, in_channels=dls.in_channels)
-            try:
-                learn = Learner(
-                    model,
-                    dls,
-                    seed=seed,
-                    progress=False,
-                    opt=opt or "adamw",
-                    wd=0.01 if wd is None else wd,
-                    amp=amp,
-                    channels_last=channels_last,
-                    compile=compile_model,
-                )
-            except ValueError as error:  # the accelerator options are the Learner's only input
-                raise ValueError(f"--amp / --channels-last / --compile: {error}") from None
+            learn = _from_options(options, seed)
         try:
             result = learn.lr_find(
-                test.start_lr, test.end_lr, test.num_it, div_factor=div_factor, suggest=rules
+                test.start_lr, test.end_lr, test.num_it, div_factor=div_factor, suggest=test.suggest
             )
         except CurveTooShort as error:  # the curve is kept: it shows why, and answers other rules
             raise ValueError(f"{error}{_kept(error.curve, out, json_out)}") from None
         except ValueError as error:  # bf16 on the CPU refuses images too small (the first step)
-            if amp is None:
+            if amp is None:  # always so with --spec, which refuses --amp beside it
                 raise
-            raise ValueError(f"--amp {amp} with --image-size {image_size}: {error}") from None
+            size = _IMAGE_SIZE if image_size is None else image_size
+            raise ValueError(f"--amp {amp} with --image-size {size}: {error}") from None
         _save(result, out, json_out)
     except (ValueError, OSError) as error:  # OSError: a file that cannot be read or written
         raise _fail(error) from None
