@@ -16,6 +16,7 @@ from sweeps.stoppers._base import finite_number
 from trainers.plots import fixed_figure
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 COLOURS = (
@@ -70,57 +71,87 @@ def comparison_figure(
     clipped = clipped_limits([([t.best_valid_loss], t.stop_reason == "diverged") for t in shown])
     for group in groups:
         rows = [t for t in shown if t.group == group]
-        if not rows:
-            continue
-        xs, ys = [t.lr for t in rows], [t.best_valid_loss for t in rows]
-        drawn += xs
-        if clipped is not None:
-            above = [(x, y) for x, y in zip(xs, ys, strict=True) if y > clipped[1]]
-            pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y <= clipped[1]]
-            if above:  # drawn at the top of the axis, pointing up, over any legend
-                top = clipped[1] - 0.04 * (clipped[1] - clipped[0])
-                ax.scatter(
-                    [x for x, _ in above], [top] * len(above), s=60, marker="^",
-                    color=colour[group], edgecolor="black", zorder=6, clip_on=False,
-                    label=f"{group} (above the axis)",
-                )  # fmt: skip
-            if not pairs:
-                continue
-            xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-        if rows[0].kind in SEARCH_KINDS:
-            ax.scatter(xs, ys, s=22, alpha=0.7, color=colour[group], label=group)
-        else:
-            ax.scatter(
-                xs,
-                ys,
-                s=140,
-                marker="*",
-                edgecolor="black",
-                color=colour[group],
-                label=f"{group} pick",
-                zorder=3,
-            )
-            for x in xs:
-                ax.axvline(x, color=colour[group], linestyle=":", alpha=0.5)
+        if rows:
+            drawn += _draw_group(ax, group, rows, colour[group], clipped)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("best validation loss")
     ax.set_title("Best validation loss per trial against its learning rate")
     if finder_curves:
-        twin = ax.twinx()
-        for k, (label, (lrs, losses)) in enumerate(sorted(finder_curves.items())):
-            pts = [(x, y) for x, y in zip(lrs, losses, strict=False) if _finite(y) and x > 0]
-            drawn += [x for x, _ in pts]
-            if pts:
-                twin.plot(
-                    *zip(*pts, strict=True),
-                    color="black",
-                    alpha=0.35 - 0.1 * min(k, 2),
-                    linewidth=1,
-                    label=f"range test ({label})",
-                )
-        twin.set_ylabel("range-test loss (smoothed)")
-        # a clipped axis draws its diverged trials at the top: the legend goes below them
-        twin.legend(loc="upper right" if clipped is None else "lower right", fontsize="small")
+        drawn += _draw_finder_curves(ax, finder_curves, clipped)
+    _set_axes(fig, ax, drawn, clipped)
+    return fig
+
+
+def _draw_group(
+    ax: Axes,
+    group: str,
+    rows: Sequence[Any],
+    colour: str,
+    clipped: tuple[float, float, float] | None,
+) -> list[float]:
+    """Draw one group's trials (dots, or picks as stars; ``^`` above the axis); return LRs."""
+    xs, ys = [t.lr for t in rows], [t.best_valid_loss for t in rows]
+    lrs = xs
+    if clipped is not None:
+        above = [(x, y) for x, y in zip(xs, ys, strict=True) if y > clipped[1]]
+        pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if y <= clipped[1]]
+        if above:  # drawn at the top of the axis, pointing up, over any legend
+            top = clipped[1] - 0.04 * (clipped[1] - clipped[0])
+            ax.scatter(
+                [x for x, _ in above], [top] * len(above), s=60, marker="^",
+                color=colour, edgecolor="black", zorder=6, clip_on=False,
+                label=f"{group} (above the axis)",
+            )  # fmt: skip
+        if not pairs:
+            return lrs
+        xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    if rows[0].kind in SEARCH_KINDS:
+        ax.scatter(xs, ys, s=22, alpha=0.7, color=colour, label=group)
+    else:
+        ax.scatter(
+            xs,
+            ys,
+            s=140,
+            marker="*",
+            edgecolor="black",
+            color=colour,
+            label=f"{group} pick",
+            zorder=3,
+        )
+        for x in xs:
+            ax.axvline(x, color=colour, linestyle=":", alpha=0.5)
+    return lrs
+
+
+def _draw_finder_curves(
+    ax: Axes,
+    finder_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    clipped: tuple[float, float, float] | None,
+) -> list[float]:
+    """Draw the range tests on a twin axis of ``ax``, with its legend; return the LRs drawn."""
+    twin = ax.twinx()
+    drawn: list[float] = []
+    for k, (label, (lrs, losses)) in enumerate(sorted(finder_curves.items())):
+        pts = [(x, y) for x, y in zip(lrs, losses, strict=False) if _finite(y) and x > 0]
+        drawn += [x for x, _ in pts]
+        if pts:
+            twin.plot(
+                *zip(*pts, strict=True),
+                color="black",
+                alpha=0.35 - 0.1 * min(k, 2),
+                linewidth=1,
+                label=f"range test ({label})",
+            )
+    twin.set_ylabel("range-test loss (smoothed)")
+    # a clipped axis draws its diverged trials at the top: the legend goes below them
+    twin.legend(loc="upper right" if clipped is None else "lower right", fontsize="small")
+    return drawn
+
+
+def _set_axes(
+    fig: Figure, ax: Axes, drawn: list[float], clipped: tuple[float, float, float] | None
+) -> None:
+    """Scale the LR axis (log), clip the loss axis with its note, add the trials' legend."""
     if drawn and min(drawn) == max(drawn) > 0:  # a single LR (a one-point sweep): a decade round it
         ax.set_xlim(drawn[0] / math.sqrt(10), drawn[0] * math.sqrt(10))
     ax.set_xscale("log")
@@ -132,7 +163,6 @@ def comparison_figure(
         )  # fmt: skip
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize="small")
-    return fig
 
 
 def clipped_limits(
