@@ -177,27 +177,7 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         )
         raise typer.Exit(TERMINATED_EXIT if result.stop_signal == "SIGTERM" else INTERRUPTED_EXIT)
     if result.all_failed or result.report is None:
-        err = Console(stderr=True, soft_wrap=True)
-        err.print(
-            f"Error: every trial of sweep {result.sweep_id} failed; the parent run "
-            f"{result.parent_run_id} is FAILED. First error of each:",
-            markup=False,
-            highlight=False,
-        )
-        for line in failures(result):
-            err.print(f"  {line}", markup=False, highlight=False)
-        err.print(
-            "If the cause is outside the spec (a file, memory, a server), fix it, then retry "
-            f"the failed trials with: {resume_hint(result)}",
-            markup=False,
-            highlight=False,
-        )
-        err.print(
-            "If it is in the spec, fix the spec and run it again (resume keeps the spec the "
-            f"sweep started with): {rerun or rerun_hint(None)}",
-            markup=False,
-            highlight=False,
-        )
+        _print_all_failed(result, rerun)
         raise typer.Exit(FAILED_EXIT)
     print_report(console, result.report)
     console.print(
@@ -206,38 +186,73 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
         f"{result.experiment!r}."
     )
     if result.failed:  # the table counts them (2/3); say which failed and why
-        err = Console(stderr=True, soft_wrap=True)
-        err.print(
-            f"Warning: {len(result.failed)} of {result.n_trials} trials failed and are left out "
-            "of the means above. First error of each:",
-            markup=False,
-            highlight=False,
-        )
-        for line in failures(result):
-            err.print(f"  {line}", markup=False, highlight=False)
-        if result.resumable and not result.failed_arms:  # else said below, with the exit
-            err.print(
-                f"The sweep stays resumable: fix the cause, then retry them with: "
-                f"{resume_hint(result)}",
-                markup=False,
-                highlight=False,
-            )
+        _warn_failed(result)
     console.print(browse_hint(result.tracking_uri), markup=False, highlight=False)
     if result.failed_arms:  # a comparison missing a contender is no answer: scripts must see it
-        names = ", ".join(repr(arm) for arm in result.failed_arms)
-        then = (
-            f"Fix the cause above, then retry its trials with: {resume_hint(result)}"
-            if result.resumable
-            else "Its trials failed for good (a resume would fail them again): fix what the "
-            f"errors above name in the spec and run it again: {rerun or rerun_hint(None)}"
-        )
-        Console(stderr=True, soft_wrap=True).print(
-            f"Error: every trial of arm {names} failed, so the comparison has no numbers for "
-            f"it (exit {FAILED_EXIT}). {then}",
+        _print_failed_arms(result, rerun)
+        raise typer.Exit(FAILED_EXIT)
+
+
+def _print_all_failed(result: SweepResult, rerun: str | None) -> None:
+    """Print on stderr that every trial failed, each distinct error, and the two ways on."""
+    err = Console(stderr=True, soft_wrap=True)
+    err.print(
+        f"Error: every trial of sweep {result.sweep_id} failed; the parent run "
+        f"{result.parent_run_id} is FAILED. First error of each:",
+        markup=False,
+        highlight=False,
+    )
+    for line in failures(result):
+        err.print(f"  {line}", markup=False, highlight=False)
+    err.print(
+        "If the cause is outside the spec (a file, memory, a server), fix it, then retry "
+        f"the failed trials with: {resume_hint(result)}",
+        markup=False,
+        highlight=False,
+    )
+    err.print(
+        "If it is in the spec, fix the spec and run it again (resume keeps the spec the "
+        f"sweep started with): {rerun or rerun_hint(None)}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _warn_failed(result: SweepResult) -> None:
+    """Print on stderr which trials failed and why, and how to retry them when it can."""
+    err = Console(stderr=True, soft_wrap=True)
+    err.print(
+        f"Warning: {len(result.failed)} of {result.n_trials} trials failed and are left out "
+        "of the means above. First error of each:",
+        markup=False,
+        highlight=False,
+    )
+    for line in failures(result):
+        err.print(f"  {line}", markup=False, highlight=False)
+    if result.resumable and not result.failed_arms:  # else said with the exit (failed arms)
+        err.print(
+            f"The sweep stays resumable: fix the cause, then retry them with: "
+            f"{resume_hint(result)}",
             markup=False,
             highlight=False,
         )
-        raise typer.Exit(FAILED_EXIT)
+
+
+def _print_failed_arms(result: SweepResult, rerun: str | None) -> None:
+    """Print on stderr the arms that lost every trial, and how to retry or rerun them."""
+    names = ", ".join(repr(arm) for arm in result.failed_arms)
+    then = (
+        f"Fix the cause above, then retry its trials with: {resume_hint(result)}"
+        if result.resumable
+        else "Its trials failed for good (a resume would fail them again): fix what the "
+        f"errors above name in the spec and run it again: {rerun or rerun_hint(None)}"
+    )
+    Console(stderr=True, soft_wrap=True).print(
+        f"Error: every trial of arm {names} failed, so the comparison has no numbers for "
+        f"it (exit {FAILED_EXIT}). {then}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command("run")
