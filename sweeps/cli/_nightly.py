@@ -27,7 +27,7 @@ from sweeps.cli._options import (
     usable_tracking_uri,
     wrong_kind_hint,
 )
-from sweeps.spec import SpecError, load_suite
+from sweeps.spec import SpecError, Suite, load_suite
 from sweeps.spec._redact import redact_text
 from sweeps.spec._suite import DEFAULT_BASELINE_NIGHTS
 
@@ -70,25 +70,12 @@ def nightly_command(
     from mlflow.exceptions import MlflowException
 
     from sweeps._interrupts import honour_sigint
-    from sweeps.nightly import (
-        EXIT_BAD_INPUT,
-        EXIT_FAILED,
-        ReportDirError,
-        report_night_not_run,
-        run_nightly,
-    )
+    from sweeps.nightly import EXIT_BAD_INPUT, EXIT_FAILED, ReportDirError, run_nightly
 
     err = Console(stderr=True, soft_wrap=True)
     honour_sigint()  # a script's `&` job starts with SIGINT ignored
     tracking_uri = _usable_store(tracking_uri, suite, overrides or [], report_dir)
-    try:
-        loaded = load_suite(suite, overrides=overrides or [])
-    except SpecError as error:
-        hint = wrong_kind_hint(error, suite, expected="suite")
-        err.print(f"Error: {error}{hint}", markup=False, highlight=False)
-        reason = f"invalid suite or --set: {error}"
-        report_night_not_run(_suite_name(suite, []), report_dir, reason, only_replacing=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    loaded = _loaded_suite(suite, overrides or [], report_dir, err)
     try:
         night = run_nightly(
             loaded,
@@ -105,24 +92,39 @@ def nightly_command(
         raise typer.Exit(EXIT_FAILED) from None
     except (KeyboardInterrupt, SystemExit):  # outside a sweep (a sweep's own Ctrl-C ends as a
         # failed night); SystemExit: Ray's SIGTERM handler, while a sweep starts Ray
-        err.print(
-            "Error: the night was interrupted (Ctrl-C or SIGTERM) and is recorded as failed. "
-            f"Run it again with: lrsweep nightly {shlex.quote(str(suite))} (`lrsweep resume` "
-            "would finish the stopped entry's sweep, not the night).",
-            markup=False,
-            highlight=False,
-        )
+        _print_interrupted(err, suite)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as error:  # any crash is a failed night (exit 3), never "regressed" (1)
         err.print_exception()
-        err.print(
-            f"Error: the night crashed: {error!r}",
-            markup=False,
-            highlight=False,
-        )
+        err.print(f"Error: the night crashed: {error!r}", markup=False, highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     _print_night(night)
     raise typer.Exit(night.exit_code)
+
+
+def _loaded_suite(suite: Path, overrides: list[str], report_dir: Path, err: Console) -> Suite:
+    """The suite with its overrides; if invalid, say so, leave a FAILED report and exit 2."""
+    from sweeps.nightly import EXIT_BAD_INPUT, report_night_not_run
+
+    try:
+        return load_suite(suite, overrides=overrides)
+    except SpecError as error:
+        hint = wrong_kind_hint(error, suite, expected="suite")
+        err.print(f"Error: {error}{hint}", markup=False, highlight=False)
+        reason = f"invalid suite or --set: {error}"
+        report_night_not_run(_suite_name(suite, []), report_dir, reason, only_replacing=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _print_interrupted(err: Console, suite: Path) -> None:
+    """Print on ``err`` that the night was interrupted, and the command that runs it again."""
+    err.print(
+        "Error: the night was interrupted (Ctrl-C or SIGTERM) and is recorded as failed. "
+        f"Run it again with: lrsweep nightly {shlex.quote(str(suite))} (`lrsweep resume` "
+        "would finish the stopped entry's sweep, not the night).",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _usable_store(
