@@ -477,9 +477,10 @@ class SweepSpec(SpecModel):
         only sets the best, and a stop after the last epoch saves nothing) or every arm is a
         ``recipe`` (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule
         cut inside a cycle; an ``optuna`` arm whose default startup trials leave it unguided; a
-        ``valid_pct`` that an ``image_folder``'s own train/valid split overrides.
+        ``valid_pct`` that an ``image_folder``'s own train/valid split overrides; an image size
+        below 8 px (:meth:`TaskSpec.advice`).
         """
-        notes: list[str] = []
+        notes: list[str] = self.task.advice()
         # the default early_stop, which the spec did not write, is no setting to correct: a
         # one-epoch spec would be told to turn off what it never turned on
         stop = self.early_stop if "early_stop" in self.model_fields_set else None

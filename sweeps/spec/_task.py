@@ -359,6 +359,11 @@ class AcceleratorSpec(SpecModel):
     fused_step: Annotated[bool | None, BeforeValidator(_fused_step_value)] = None
 
 
+SMALL_IMAGE_SIZE = 8
+"""Below this many pixels a side (the bundled digits' own size) an image keeps little more than
+its colours: :meth:`TaskSpec.advice` says so."""
+
+
 class TaskSpec(SpecModel):
     """Everything every trial of the sweep shares; only the learning rate and the seed vary."""
 
@@ -474,3 +479,15 @@ class TaskSpec(SpecModel):
                 f"but got {self.fine_tune.freeze_epochs}",
             )
         return self
+
+    def advice(self) -> list[str]:
+        """Valid task settings that defeat the comparison, each with what to change: an image
+        size too small for a model to see shapes (the trials train, on colours alone)."""
+        if self.image_size >= SMALL_IMAGE_SIZE:
+            return []
+        return [
+            f"task.image_size: {self.image_size} px a side leaves each image "
+            f"{self.image_size**2} pixel{'s' if self.image_size > 1 else ''} a channel, too few "
+            "for a model to see shapes (the trials train, on little more than colour); raise "
+            f"task.image_size to at least {SMALL_IMAGE_SIZE} (16-32 for the bundled models)"
+        ]

@@ -52,6 +52,9 @@ def test_valid_spec_prints_the_resolved_yaml_and_exits_0(
     # valid but inert: early stopping with patience 2 needs 3 epochs; said on stderr only
     note = "Note: early_stop can never stop a trial: it needs more than 3 epochs"
     assert result.stderr.startswith(note)
+    small = _invoke(str(spec_file), "--set", "task.image_size=4")
+    assert small.exit_code == 0, small.output
+    assert "Note: task.image_size: 4 px a side leaves each image 16 pixels" in small.stderr
 
 
 @pytest.mark.parametrize(

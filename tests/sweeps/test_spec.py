@@ -480,6 +480,25 @@ def test_an_optuna_arm_whose_default_startup_leaves_nothing_modelled_is_pointed_
     _assert_advice({"strategies": arms, "task.epochs": 4, **changes}, advice)
 
 
+@pytest.mark.parametrize(
+    ("image_size", "advice"),
+    [
+        (
+            1,
+            r"task\.image_size: 1 px a side leaves each image 1 pixel a channel, too few .* "
+            r"raise task\.image_size to at least 8",
+        ),
+        (7, r"task\.image_size: 7 px a side leaves each image 49 pixels a channel"),
+        (8, None),
+    ],
+)
+def test_an_image_size_too_small_to_show_shapes_is_pointed_out(
+    image_size: int, advice: str | None
+) -> None:
+    """``image_size: 1`` trained every trial on each image's mean colour, and nothing said so."""
+    _assert_advice({"task.image_size": image_size}, advice)
+
+
 @pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
 def test_packaged_specs_need_no_advice(name: str) -> None:
     assert load_spec(SPECS / name).advice() == []
