@@ -461,8 +461,9 @@ def _local(model_uri: str) -> str:
         return model_uri
     parts = urlsplit(model_uri)
     if parts.netloc not in ("", "localhost"):
+        host = parts.netloc.rpartition("@")[2]  # without its user, as redact_uri shows it
         raise BestConfigError(
-            f"model {redact_uri(model_uri)}: a file: URI of host {parts.netloc!r}, which this "
+            f"model {redact_uri(model_uri)}: a file: URI of host {host!r}, which this "
             "machine cannot read; give a local folder (file:///abs/path/model or the path)."
         )
     return url2pathname(parts.path)

@@ -242,6 +242,19 @@ def test_a_file_uri_loads_the_folder_it_names(store: dict[str, Any], tmp_path: P
         load_predictor("file://server/x/model")
 
 
+@pytest.mark.parametrize("host", ["server", "localhost", "server:8080"])
+def test_a_file_uri_of_another_host_is_refused_without_its_user(host: str) -> None:
+    """A URI is shown without its user (``https://token@host``): the refusal of a ``file:`` URI
+    of another host named the host with the user (``'TOKEN@server'``)."""
+    with pytest.raises(BestConfigError) as refused:
+        load_predictor(f"file://TOKEN-1234@{host}/x/model")
+    assert str(refused.value) == (
+        f"model file://{host}/x/model: a file: URI of host {host!r}, which this machine cannot "
+        "read; give a local folder (file:///abs/path/model or the path)."
+    )
+    assert "TOKEN-1234" not in str(refused.value)
+
+
 def test_a_name_that_is_both_a_model_folder_and_an_experiment_is_refused(
     store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
