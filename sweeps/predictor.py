@@ -229,8 +229,8 @@ def load_predictor(
     short, damaged, weights that do not fit): with ``allow_pickle`` the pickled model is
     loaded instead, with a warning naming the export and why. An export that holds more than
     weights (objects only an unpickling load reads; anything torch's weights-only unpickler
-    refuses counts) is refused even with ``allow_pickle``: it was altered, so nothing of that
-    model is loaded.
+    refuses counts, and a TorchScript archive, which holds code) is refused even with
+    ``allow_pickle``: it was altered, so nothing of that model is loaded.
 
     Args:
         model_uri: ``BestConfig.model_uri`` or :attr:`TrialModel.model_uri`
@@ -357,8 +357,15 @@ def _holds_more_than_weights(error: Exception) -> bool:
     """Whether ``load_learner`` failed because torch's weights-only unpickler refused what the
     file holds (a class, a function: what an unpickling load would run). Its refusal of a
     damaged pickle reads alike (``UnpicklingError`` either way), so that counts too: refused
-    rather than taken for damage, as the file cannot be told from an altered one."""
-    return isinstance(error.__cause__, pickle.UnpicklingError)
+    rather than taken for damage, as the file cannot be told from an altered one. So does a
+    TorchScript archive, which ``torch.load(weights_only=True)`` refuses before any unpickling
+    (a ``RuntimeError``, or the ``UserWarning`` before it where warnings are errors, each
+    naming TorchScript): it holds code, which ``torch.jit.load`` would run, and
+    ``trainers.export`` never writes one."""
+    cause = error.__cause__
+    if isinstance(cause, pickle.UnpicklingError):
+        return True
+    return isinstance(cause, RuntimeError | UserWarning) and "TorchScript" in str(cause)
 
 
 def _tampered(named: str) -> str:

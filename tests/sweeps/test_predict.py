@@ -661,19 +661,33 @@ def test_an_unreadable_export_falls_back_to_the_pickled_model_only_with_allow_pi
     assert _same(_answer(_predict(*args, uri=uri, images=store["images"])), expected)
 
 
+class _Scripted(torch.nn.Module):
+    """A module whose TorchScript archive holds its code (``forward``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("altered", ["a pickle that runs code", "a TorchScript archive"])
 def test_an_export_that_holds_more_than_weights_is_refused_even_with_allow_pickle(
-    store: dict[str, Any], tmp_path: Path
+    store: dict[str, Any], tmp_path: Path, altered: str
 ) -> None:
     """An export that is more than weights was altered: the pickled model beside it is not
     loaded in its place, ``allow_pickle`` or not. That pickle runs code too here, so a
-    fallback would show (the control at the end proves it live)."""
+    fallback would show (the control at the end proves it live). A TorchScript archive (code,
+    which torch.load refuses with weights_only=True before unpickling anything, not with an
+    UnpicklingError) is more than weights too: it fell back to the pickle."""
     import mlflow.pytorch
 
     from trainers.export import EXPORT_FORMAT
 
     uri, model_uri, exported = _one_model(tmp_path)
     marker = tmp_path / "marker"
-    torch.save({"format": EXPORT_FORMAT, "x": _Payload(marker)}, exported)
+    if altered == "a TorchScript archive":
+        torch.jit.save(torch.jit.script(_Scripted()), str(exported))
+    else:
+        torch.save({"format": EXPORT_FORMAT, "x": _Payload(marker)}, exported)
     torch.save(_Payload(marker), exported.parent.parent / "data" / "model.pth")
     for allow_pickle in (False, True):
         with pytest.raises(BestConfigError, match=r"holds more than weights") as refused:
