@@ -81,7 +81,8 @@ class _ExportUnreadable(Exception):
 
 def is_model_reference(text: str) -> bool:
     """Whether ``lrsweep predict``'s argument names a model rather than a sweep's experiment: a
-    URI (``scheme:/...``, which no experiment name is) or a folder holding an ``MLmodel`` file.
+    URI (``scheme:/...``, or ``file:`` without the slash: no experiment name holds a colon) or
+    a folder holding an ``MLmodel`` file.
 
     Example:
         >>> is_model_reference("runs:/0a1b2c/model"), is_model_reference("digits-lr")
