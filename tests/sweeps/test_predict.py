@@ -669,6 +669,7 @@ class _Scripted(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:FutureWarning")
 @pytest.mark.parametrize("altered", ["a pickle that runs code", "a TorchScript archive"])
 def test_an_export_that_holds_more_than_weights_is_refused_even_with_allow_pickle(
     store: dict[str, Any], tmp_path: Path, altered: str
