@@ -8,9 +8,12 @@ metadata), so no Ray sweep is run here (``test_run_sweep.py`` predicts with a sw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +295,34 @@ def test_a_name_that_is_both_a_model_folder_and_an_experiment_is_refused(
     other = Tracker(default_tracking_uri(tmp_path / "other")).uri
     answer = _answer(_predict(EXPERIMENT, "--format", "json", uri=other, images=store["images"]))
     assert (answer["model_uri"], answer["run_id"]) == (EXPERIMENT, store["lr_finder"])
+    # a named server that never answers is refused up front after one probe (5 s), as for any
+    # model: the check for an experiment NAME never reaches MLflow's client, which would wait
+    # out its request timeout (120 s) on each of its retries
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(0.2)
+        connections: list[socket.socket] = []
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    connections.append(silent.accept()[0])
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            server = f"http://127.0.0.1:{silent.getsockname()[1]}"
+            refused = _predict(EXPERIMENT, "--format", "json", uri=server, images=store["images"])
+        finally:
+            stop.set()
+            thread.join()
+            for connection in connections:
+                connection.close()
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(f"Error: Cannot reach the MLflow server {server} (no answer")
+    assert len(connections) == 1  # the probe's GET /health alone
 
 
 @pytest.mark.parametrize("experiment", [None, EXPERIMENT])
