@@ -5,36 +5,43 @@ from ``start_lr`` to ``end_lr``, records the loss at each rate, and then puts ba
 it touched, in memory: weights, optimizer state, BatchNorm buffers, train/eval mode,
 ``requires_grad`` flags, gradients, the Python/NumPy/torch RNG states and the data loaders'
 shuffling/augmentation RNG. So ``lr_find`` followed by ``fit`` gives the same history as ``fit``
-alone with the same seed.
+alone with the same seed. Its defaults, argument checks and schedule are in
+``_lr_find_args.py`` (re-exported here); its loop and the rules' reading of the curve in
+``_lr_find_loop.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from trainers._numbers import is_real as _is_real
-from trainers.errors import TrainingDiverged
-from trainers.suggestions import SKIP_END, SUGGESTIONS, CurveTooShort, get_suggestion
+from trainers._lr_find_args import (
+    BETA,
+    DIV_FACTOR,
+    END_LR,
+    NUM_IT,
+    START_LR,
+    Suggest,
+    check_lr_find_args,
+    exponential_lrs,
+)
+from trainers._lr_find_args import rule_name as rule_name
+from trainers._lr_find_loop import apply_rules as _suggest
+from trainers._lr_find_loop import run as _run
+from trainers.suggestions import SKIP_END, CurveTooShort
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
 logger = logging.getLogger(__name__)
-
-Suggest = str | Callable[..., Any] | Sequence[str | Callable[..., Any]] | None
-"""``suggest``: rule names, or the rule functions ``trainers`` exports; None for none."""
 
 JSON_FORMAT = "lrsweep.lr_find/1"
 """Value of the ``format`` key of the JSON written by :meth:`LRFindResult.to_json`."""
@@ -262,51 +269,6 @@ def _decode(value: float | str) -> float:
     return float(value)
 
 
-def exponential_lrs(start_lr: float, end_lr: float, num_it: int) -> list[float]:
-    """The range test's schedule: ``start_lr * (end_lr / start_lr) ** (i / (num_it - 1))``.
-
-    Unlike fastai (``i / num_it``) the last iteration runs at ``end_lr`` exactly.
-
-    Raises:
-        ValueError: If ``start_lr`` or ``end_lr`` is not a finite number > 0, ``end_lr`` is not
-            greater than ``start_lr``, or ``num_it`` is not an integer >= 2.
-    """
-    start, end = _check_rates(start_lr, end_lr)
-    n = _check_num_it(num_it)
-    return _spread(start, end, n)
-
-
-def _spread(start: float, end: float, n: int) -> list[float]:
-    """``n`` rates from ``start`` to ``end`` on the log scale; a range too narrow for ``n``
-    distinct floats is refused (the suggestion rules need strictly increasing rates)."""
-    lrs = [start * (end / start) ** (i / (n - 1)) for i in range(n)]
-    if any(b <= a for a, b in itertools.pairwise(lrs)):
-        raise ValueError(
-            f"end_lr={end!r} is too close to start_lr={start!r} for num_it={n}: some rates "
-            "would repeat. Widen the range or lower num_it."
-        )
-    return lrs
-
-
-def _check_rates(start_lr: Any, end_lr: Any) -> tuple[float, float]:
-    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
-        if not (_is_real(value) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
-    if not end_lr > start_lr:
-        raise ValueError(f"end_lr must be greater than start_lr, but got {start_lr=}, {end_lr=}.")
-    return float(start_lr), float(end_lr)
-
-
-def _check_num_it(num_it: Any) -> int:
-    if not (isinstance(num_it, numbers.Integral) and _is_real(num_it) and int(num_it) >= 2):
-        raise ValueError(f"num_it must be an integer >= 2, but got {num_it!r}.")
-    return int(num_it)
-
-
-START_LR, END_LR, NUM_IT, DIV_FACTOR, BETA = 1e-7, 10.0, 100, 4.0, 0.98
-"""``lr_find``'s defaults (fastai's), shared with :func:`check_lr_find_args`."""
-
-
 def lr_find(
     learn: Learner,
     start_lr: float = START_LR,
@@ -424,63 +386,6 @@ def lr_find(
     return dataclasses.replace(curve, suggestions=suggestions)
 
 
-def check_lr_find_args(
-    start_lr: float = START_LR,
-    end_lr: float = END_LR,
-    num_it: int = NUM_IT,
-    div_factor: float = DIV_FACTOR,
-    beta: float = BETA,
-    suggest: Suggest = ("valley",),
-) -> list[str]:
-    """Validate ``lr_find``'s arguments (``fit_recipe`` checks its own before it freezes
-    anything); return the rule names, duplicates dropped.
-
-    Raises:
-        ValueError: naming the argument, as :func:`lr_find` does.
-    """
-    start, end = _check_rates(start_lr, end_lr)
-    n = _check_num_it(num_it)
-    lrs = np.asarray(_spread(start, end, n))
-    if not (_is_real(div_factor) and div_factor > 1):
-        raise ValueError(f"div_factor must be a number > 1, but got {div_factor!r}.")
-    if not (_is_real(beta) and 0 <= beta < 1):
-        raise ValueError(f"beta must be a number in [0, 1), but got {beta!r}.")
-    if suggest is None:
-        given = []
-    elif isinstance(suggest, str) or callable(suggest):
-        given = [suggest]
-    else:
-        given = list(suggest)
-    names = [rule_name(rule) for rule in given]
-    rules = list(dict.fromkeys(names))
-    for name in rules:
-        rule = get_suggestion(name)
-        try:
-            rule(lrs, np.linspace(2.0, 1.0, n), skip_start=n // 10)
-        except CurveTooShort as err:
-            raise ValueError(
-                f"num_it={num_it} is too few for suggestion rule {name!r}: after dropping the "
-                f"first num_it // 10 and the last 5 points it keeps {err.n_usable}, and it "
-                f"needs {err.needed}."
-            ) from err
-    return rules
-
-
-def rule_name(rule: Any) -> str:
-    """A rule's name: a name as given, or the name of a rule function ``trainers`` exports
-    (``suggest=(valley, steep)``, fastai's ``suggest_funcs`` spelling)."""
-    if isinstance(rule, str):
-        return rule
-    for name, registered in SUGGESTIONS.items():
-        if rule is registered:
-            return name
-    raise ValueError(
-        f"suggest must hold rule names from {list(SUGGESTIONS)} or those rules' functions "
-        f"(trainers.valley, ...), but got {rule!r}: a rule of your own reads the curve itself "
-        "(result.lrs, result.losses)."
-    )
-
-
 def _group_ratios(group_lrs: list[float]) -> list[float]:
     """Each group's rate over the top group's; equal when every rate is 0 (annealed to 0)."""
     if group_lrs and all(lr == 0 for lr in group_lrs):
@@ -496,98 +401,6 @@ def _group_ratios(group_lrs: list[float]) -> list[float]:
             f"between layer groups, but got {group_lrs}; call learn.set_lrs([...]) first."
         )
     return [lr / group_lrs[-1] for lr in group_lrs]
-
-
-def _cycle(loader: Any) -> Iterator[Any]:
-    """Batches of ``loader`` forever, starting a new pass (and shuffle) when one ends."""
-    while True:
-        n_batches = 0
-        for batch in loader:
-            n_batches += 1
-            yield batch
-        if n_batches == 0:
-            raise ValueError("learn.dls.train yields no batches; the range test needs some.")
-
-
-def _run(
-    learn: Learner,
-    schedule: list[float],
-    ratios: list[float],
-    *,
-    stop_div: bool,
-    div_factor: float,
-    beta: float,
-) -> tuple[list[float], list[float], list[float], bool, int]:
-    """The training loop; returns rates, raw losses, smoothed losses, stopped early, and the
-    length fastai's recorder would have: ``num_it`` when the loss turned non-finite without
-    exceeding ``div_factor`` times its best (fastai runs on), else the iterations run."""
-    learn.model.train()
-    lrs: list[float] = []
-    raw: list[float] = []
-    smooth: list[float] = []
-    avg, best = 0.0, math.inf
-    batches = _cycle(learn.dls.train)
-    for i, lr in enumerate(schedule):
-        learn.set_lrs([lr * r for r in ratios])
-        xb, yb = next(batches)
-        try:
-            loss = float(learn.one_batch(xb, yb, where=f"lr_find's iteration {i} (lr {lr:.3g})"))
-        except TrainingDiverged as err:
-            loss = float(err.loss)
-        avg = beta * avg + (1 - beta) * loss
-        smoothed = avg / (1 - beta ** (i + 1))
-        lrs.append(lr)
-        raw.append(loss)
-        smooth.append(smoothed)
-        best = min(best, smoothed)  # a NaN leaves it as it was, as fastai's `<` test does
-        if stop_div and smoothed > div_factor * best:
-            return lrs, raw, smooth, i < len(schedule) - 1, len(lrs)
-        if not math.isfinite(smoothed):
-            # fastai does not stop here (NaN > 4 * best is False): its recorder runs on to
-            # num_it with non-finite losses, which its [:-5] and NaN cut then drop.
-            return lrs, raw, smooth, i < len(schedule) - 1, len(schedule)
-    return lrs, raw, smooth, False, len(lrs)
-
-
-def _suggest(
-    rules: list[str],
-    lrs: list[float],
-    smooth: list[float],
-    *,
-    num_it: int,
-    stopped: bool,
-    skip_end: int,
-    non_positive_stop: bool,
-    best: float,
-) -> dict[str, float]:
-    """Apply each rule with fastai's trim; explain a too-short curve in terms of the run."""
-    out: dict[str, float] = {}
-    for name in rules:
-        try:
-            out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
-        except CurveTooShort as err:
-            why = err.why
-            if smooth and not math.isfinite(smooth[0]):
-                # the first loss comes before the test's first step: no rate of it is the cause
-                why += (
-                    f"; lr_find's first iteration has a loss of {smooth[0]} before any step of "
-                    "the test, so no learning rate is the cause: the model's weights are (a fit "
-                    "that diverged leaves those of its last step: load a checkpoint or rebuild "
-                    "the model), or the loss function is (a log of 0, a division by 0)"
-                )
-            elif non_positive_stop:
-                why += (
-                    f"; the test stopped after {len(lrs)} of num_it={num_it} iterations because "
-                    f"the best smoothed loss is {best:.3g}, and with a loss <= 0 the divergence "
-                    "test (loss > div_factor * best) holds at once: pass stop_div=False"
-                )
-            elif stopped:
-                why += (
-                    f"; the loss diverged after {len(lrs)} of num_it={num_it} iterations, at "
-                    f"lr {lrs[-1]:.2e}, so start_lr or end_lr may be too high"
-                )
-            raise CurveTooShort(err.rule, err.n_points, err.n_usable, err.needed, why) from err
-    return out
 
 
 __all__ = ["JSON_FORMAT", "LRFindResult", "check_lr_find_args", "exponential_lrs", "lr_find"]
