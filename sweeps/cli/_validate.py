@@ -13,6 +13,7 @@ import yaml
 from rich.console import Console
 from rich.syntax import Syntax
 
+from sweeps._data_notes import data_notes
 from sweeps.cli import app
 from sweeps.cli._options import TextOrJson, wrong_kind_hint
 from sweeps.spec import SpecError, SweepSpec, load_spec, load_suite, redact
@@ -42,7 +43,9 @@ def validate_command(
     The resolved spec has every default filled in and secrets hidden; each error names its
     field. What `lrsweep run` refuses before Ray starts is refused here too: a local image
     folder's unreadable files, a weights file that does not load into the model, bf16 the CPU
-    cannot train.
+    cannot train. What it warns of is a `Note:` on stderr: a setting that cannot work as meant,
+    and what the data's size makes pointless (a validation set under 100 images, a batch size
+    that leaves an epoch under 4 steps; not counted for a torchvision dataset).
 
     ``--format json`` prints one object on stdout, exit status unchanged: ``ok``, ``errors``
     (each ``{"field": path or null, "message": ...}``), ``hint`` (or null), and for a valid
@@ -127,14 +130,21 @@ def _load(
         loaded = load_spec(path, overrides=overrides)
         _check_accelerator(loaded)
         _check_inputs(loaded)
-        return loaded.resolved(), loaded.advice(), [(None, loaded)]
+        return loaded.resolved(), _notes(loaded), [(None, loaded)]
     suite_spec = load_suite(path)
     for entry in suite_spec.entries:
         _check_accelerator(entry.spec, f"entries.{entry.name}: ")
         _check_inputs(entry.spec, f"entries.{entry.name}: ")
-    notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in e.spec.advice()]
+    notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in _notes(e.spec)]
     specs: list[tuple[str | None, SweepSpec]] = [(e.name, e.spec) for e in suite_spec.entries]
     return suite_spec.model_dump(mode="json"), notes, specs
+
+
+def _notes(spec: SweepSpec) -> list[str]:
+    """What ``run`` warns of, in its order: the spec's advice, then what the data's size makes
+    pointless (counted without torch for ``digits`` and ``shapes`` with no options; the data
+    ``_check_inputs`` read is opened again, its labels only)."""
+    return [*spec.advice(), *data_notes(spec)]
 
 
 def _check_inputs(spec: SweepSpec, where: str = "") -> None:

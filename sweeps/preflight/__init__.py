@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+from sweeps._data_notes import data_notes
 from sweeps.preflight._accel import check_accelerator
 from sweeps.preflight._check import check_cluster, connect
 from sweeps.preflight._cluster import (
@@ -38,12 +39,7 @@ from sweeps.preflight._cluster import (
     head_address,
     head_answers,
 )
-from sweeps.preflight._data import (
-    check_local_data,
-    check_local_weights,
-    check_portable_inputs,
-    data_notes,
-)
+from sweeps.preflight._data import check_local_data, check_local_weights, check_portable_inputs
 from sweeps.preflight._local import check_local_resources, local_node
 from sweeps.preflight._report import NodeInfo, PreflightError, PreflightReport
 from sweeps.preflight._resources import check_fit, label_matches, trial_request

@@ -11,13 +11,10 @@ from sweeps.spec import SweepSpec
 from sweeps.spec._task import is_uri
 
 __all__ = [
-    "FEW_STEPS_PER_EPOCH",
-    "FEW_VALID_IMAGES",
     "PREFLIGHT_IMAGE_SIZE",
     "check_local_data",
     "check_local_weights",
     "check_portable_inputs",
-    "data_notes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,66 +76,6 @@ def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> bool:
             "Fix the folder (or task.dataset.path) and run again."
         ) from None
     return True
-
-
-FEW_VALID_IMAGES = 100
-"""Below this many validation images an error rate moves in steps of more than one point, the
-margin issue 4's headline compares strategies by: :func:`data_notes` says so."""
-
-FEW_STEPS_PER_EPOCH = 4
-"""Below this many optimizer steps an epoch is too coarse for a schedule: :func:`data_notes`."""
-
-
-def data_notes(spec: SweepSpec) -> list[str]:
-    """Valid settings the data's size makes pointless, each with what to change: a validation
-    set too small to tell strategies apart, a batch size that leaves an epoch a few steps.
-
-    The split is the trials' own (the dataset's seed and ``valid_pct``, or an image folder's
-    ``valid/``), from the labels alone: no image is decoded. Bundled and generated datasets and
-    a local image folder are counted; a torchvision dataset or a remote folder is not.
-    ``run_sweep`` logs the notes with the spec's other advice; none stops a sweep.
-    """
-    dataset, task = spec.task.dataset, spec.task
-    if dataset.name not in ("digits", "shapes", "image_folder"):
-        return []
-    if dataset.name == "image_folder" and not (
-        dataset.path and not is_uri(dataset.path) and Path(dataset.path).is_dir()
-    ):
-        return []
-    from trainers.data import open_dataset  # torch: the run imports it anyway
-    from trainers.data._split import split_by_mask, stratified_split
-
-    try:
-        source = open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
-        if source.valid_mask is not None:
-            train_idx, valid_idx = split_by_mask(source.valid_mask)
-        else:
-            train_idx, valid_idx = stratified_split(
-                source.labels, valid_pct=dataset.valid_pct, seed=dataset.seed
-            )
-    except (ValueError, OSError):  # the data's own errors are check_local_data's and the trials'
-        return []
-    notes = []
-    n_train, n_valid = len(train_idx), len(valid_idx)
-    if n_valid < FEW_VALID_IMAGES:
-        fix = (
-            "add images to its valid/ folder"
-            if source.valid_mask is not None
-            else f"raise task.dataset.valid_pct ({dataset.valid_pct}) or add data"
-        )
-        notes.append(
-            f"task.dataset: the validation set holds {n_valid} images, so an error rate moves in "
-            f"steps of {100 / n_valid:.2g} points and strategies closer than that cannot be told "
-            f"apart; {fix}"
-        )
-    steps = -(-n_train // task.batch_size)
-    if steps < FEW_STEPS_PER_EPOCH:
-        notes.append(
-            f"task.batch_size: {task.batch_size} leaves an epoch of the {n_train} training images "
-            f"{steps} optimizer step{'s' if steps > 1 else ''}, too few for a schedule to shape "
-            "(and a range test repeats those batches); lower task.batch_size"
-        )
-    return notes
 
 
 TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")

@@ -52,6 +52,8 @@ def test_importing_the_command_loads_no_torch_ray_or_mlflow() -> None:
         ["lr-find", "--help"],
         ["nightly", "--help"],
         ["validate", "sweeps/specs/digits.yaml"],
+        ["validate", "sweeps/specs/digits.yaml", "--set", "task.batch_size=512"],  # a data note
+        ["validate", "sweeps/specs/shapes_resnet.yaml"],  # its data note: counted without torch
         ["validate", "--suite", "sweeps/specs/nightly.yaml"],
         ["clean", "--storage-path", "/nonexistent/ray_results"],  # took 8-17 s of imports
     ],

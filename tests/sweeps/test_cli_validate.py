@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
+from sweeps._data_notes import data_notes
 from sweeps.cli import app
 from sweeps.spec import load_spec
 
@@ -100,6 +102,17 @@ def test_set_cannot_inject_code(spec_file: Path, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+SHAPES_NOTE = (  # shapes' 3 x 100 images, 20% held out: 60
+    "task.dataset: the validation set holds 60 images, so an error rate moves in steps of 1.7 "
+    "points and strategies closer than that cannot be told apart; raise task.dataset.valid_pct "
+    "(0.2) or add data"
+)
+
+
+def _note_lines(stderr: str) -> list[str]:
+    return [line.removeprefix("Note: ") for line in stderr.splitlines() if line.startswith("Note:")]
+
+
 def test_suite_validates_with_the_suite_flag() -> None:
     result = _invoke(str(SPECS / "nightly.yaml"), "--suite")
     assert result.exit_code == 0, result.output
@@ -108,14 +121,83 @@ def test_suite_validates_with_the_suite_flag() -> None:
         "digits-cnn-one-cycle",
         "shapes-resnet18-sgdr",
     ]
-    assert "Note:" not in result.stderr  # no entry carries a setting that cannot work
+    # no entry carries a setting that cannot work; shapes' validation set is small, as run says
+    assert _note_lines(result.stderr) == [f"entries.shapes-resnet18-sgdr: {SHAPES_NOTE}"]
 
 
-@pytest.mark.parametrize("name", ["digits.yaml", "shapes_resnet.yaml"])
-def test_the_bundled_specs_carry_no_setting_that_cannot_work(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "notes"), [("digits.yaml", []), ("shapes_resnet.yaml", [SHAPES_NOTE])]
+)
+def test_the_bundled_specs_carry_no_setting_that_cannot_work(name: str, notes: list[str]) -> None:
     result = _invoke(str(SPECS / name))
     assert result.exit_code == 0, result.output
-    assert "Note:" not in result.stderr, result.stderr
+    assert load_spec(SPECS / name).advice() == []
+    assert _note_lines(result.stderr) == notes == data_notes(load_spec(SPECS / name))
+
+
+@pytest.mark.parametrize(
+    ("override", "note"),
+    [
+        (  # round(0.02 x 1,797) = 36 held out
+            "task.dataset.valid_pct=0.02",
+            "task.dataset: the validation set holds 36 images, so an error rate moves in steps "
+            "of 2.8 points and strategies closer than that cannot be told apart; raise "
+            "task.dataset.valid_pct (0.02) or add data",
+        ),
+        (  # 1,438 training images, 512 a batch
+            "task.batch_size=512",
+            "task.batch_size: 512 leaves an epoch of the 1438 training images 3 optimizer steps, "
+            "too few for a schedule to shape (and a range test repeats those batches); lower "
+            "task.batch_size",
+        ),
+    ],
+    ids=["valid_pct", "batch_size"],
+)
+def test_validate_notes_what_the_datas_size_makes_pointless_as_run_does(
+    override: str, note: str
+) -> None:
+    digits = str(SPECS / "digits.yaml")
+    assert data_notes(load_spec(digits, overrides=[override])) == [note]  # what run logs
+    result = _invoke(digits, "--set", override)
+    assert result.exit_code == 0, result.output
+    assert _note_lines(result.stderr) == [note]
+    as_json = _invoke(digits, "--set", override, "--format", "json")
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["notes"] == [note]
+
+
+def test_validate_notes_each_suite_entrys_data_size_after_its_advice(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    entry = {"spec_path": str(SPECS / "digits.yaml")}
+    small = ["task.epochs=2", "early_stop={patience: 2}", "task.batch_size=1024"]
+    entries = [{"name": "plain", **entry}, {"name": "small", **entry, "overrides": small}]
+    suite.write_text(yaml.safe_dump({"name": "s", "entries": entries}))
+    result = _invoke(str(suite), "--suite")
+    assert result.exit_code == 0, result.output
+    notes = _note_lines(result.stderr)
+    assert len(notes) == 2 and notes[0].startswith("entries.small: early_stop can never stop")
+    steps = "entries.small: task.batch_size: 1024 leaves an epoch of the 1438 training images 2 "
+    assert notes[1].startswith(steps)
+    as_json = _invoke(str(suite), "--suite", "--format", "json")
+    assert json.loads(as_json.stdout)["notes"] == notes
+
+
+def test_validate_notes_a_small_image_folders_split_as_run_does(tmp_path: Path) -> None:
+    for name in ("a", "b"):  # 2 x 10 images: 4 held out at valid_pct 0.2, 16 left to train
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (4, 4)).save(tmp_path / "images" / name / f"{i}.png")
+    folder = f"task.dataset={{name: image_folder, path: {tmp_path / 'images'}}}"
+    notes = data_notes(load_spec(SPECS / "digits.yaml", overrides=[folder]))
+    assert [note.split(",")[0] for note in notes] == [
+        "task.dataset: the validation set holds 4 images",
+        "task.batch_size: 64 leaves an epoch of the 16 training images 1 optimizer step",
+    ]
+    result = _invoke(str(SPECS / "digits.yaml"), "--set", folder)
+    assert result.exit_code == 0, result.output
+    assert _note_lines(result.stderr) == notes
+    as_json = _invoke(str(SPECS / "digits.yaml"), "--set", folder, "--format", "json")
+    assert json.loads(as_json.stdout)["notes"] == notes
 
 
 def test_suite_without_the_flag_exits_2_with_a_hint() -> None:
@@ -256,3 +338,16 @@ def test_format_json_of_an_invalid_spec_exits_2_with_each_errors_field(
         shown["hint"] is None
     )
     assert result.stderr == ""
+
+
+def test_validate_counts_shapes_with_options_as_run_does() -> None:
+    # 2 x 20 images, 20% held out: 8; 32 training images at 64 a batch is 1 step
+    shapes = "task.dataset={name: shapes, options: {n_classes: 2, n_per_class: 20}}"
+    notes = data_notes(load_spec(SPECS / "digits.yaml", overrides=[shapes]))
+    assert [note.split(",")[0] for note in notes] == [
+        "task.dataset: the validation set holds 8 images",
+        "task.batch_size: 64 leaves an epoch of the 32 training images 1 optimizer step",
+    ]
+    result = _invoke(str(SPECS / "digits.yaml"), "--set", shapes)
+    assert result.exit_code == 0, result.output
+    assert _note_lines(result.stderr) == notes

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import random
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from sweeps import run as run_module
+from sweeps._data_notes import DIGITS_CLASS_COUNTS, SHAPES_DEFAULTS, split_sizes
 from sweeps.preflight import data_notes
 from sweeps.spec import load_spec
+from trainers.data import open_dataset
+from trainers.data._shapes import Shapes
+from trainers.data._split import stratified_split
 
 DIGITS = Path(__file__).parents[2] / "sweeps" / "specs" / "digits.yaml"
 
@@ -68,3 +75,38 @@ def test_a_run_logs_the_notes_before_any_run_exists(
         run_module._preflight(spec, uri, tmp_path / "ray", address=None)
     assert "spec digits-lr: task.dataset: the validation set holds 18 images" in caplog.text
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def _random_counts(rng: random.Random) -> list[int]:
+    return [rng.choice([0, 1, 1, 2, 3, 5, 8, 13, 40, 101]) for _ in range(rng.randint(2, 12))]
+
+
+def test_the_torch_free_split_sizes_are_the_trials_split_on_many_counts() -> None:
+    rng = random.Random(0)
+    tried = 0
+    for _ in range(400):
+        counts = _random_counts(rng)
+        valid_pct = rng.choice([0.001, 0.01, 0.05, 0.1, 0.15, 0.2, 1 / 3, 0.5, 0.7, 0.99])
+        labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        try:
+            train_idx, valid_idx = stratified_split(labels, valid_pct=valid_pct, seed=tried)
+        except ValueError:  # every class holds a single image: both refuse
+            with pytest.raises(ValueError, match="leaves no validation images"):
+                split_sizes(counts, valid_pct)
+            continue
+        assert split_sizes(counts, valid_pct) == (len(train_idx), len(valid_idx)), (
+            counts,
+            valid_pct,
+        )
+        tried += 1
+    assert tried > 300
+
+
+def test_the_known_class_counts_are_the_datasets_own() -> None:
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    assert [int((target == digit).sum()) for digit in range(10)] == list(DIGITS_CLASS_COUNTS)
+    assert open_dataset("digits").labels.bincount().tolist() == list(DIGITS_CLASS_COUNTS)
+    defaults = inspect.signature(Shapes).parameters
+    assert {key: defaults[key].default for key in SHAPES_DEFAULTS} == SHAPES_DEFAULTS

@@ -46,7 +46,11 @@ def stratified_split(
 
 
 def _valid_quotas(counts: list[int], valid_pct: float) -> list[int]:
-    """Validation images per class: proportional, largest remainder, each class keeps one."""
+    """Validation images per class: proportional, largest remainder, each class keeps one.
+
+    Their sum is counted without torch by ``sweeps._data_notes.split_sizes`` for the notes on a
+    sweep's data size (a test pins the two to the same sizes): change both together.
+    """
     caps = [max(count - 1, 0) for count in counts]
     target = min(max(round(valid_pct * sum(counts)), 1), sum(caps))
     exact = [valid_pct * count for count in counts]
