@@ -1,7 +1,7 @@
 """Tracking URIs: the embedded default, resolution order, checks, redaction, drivers.
 
 Every URI lrsweep logs to goes through :func:`check_tracking_uri` (a password, a file store or
-``sqlite://x.db`` is refused, with the rules of :func:`sweeps.spec._sweep.tracking_uri_problem`)
+``sqlite://x.db`` is refused, with the rules of :func:`sweeps.spec._stores.tracking_uri_problem`)
 and, before a command starts work, :func:`check_tracking_server` (a server that does not answer
 is refused, not retried). :func:`redact_uri` strips ``user:password@`` before a URI is shown.
 :mod:`sweeps.tracking` re-exports every public name here.
@@ -19,7 +19,7 @@ import requests
 
 from sweeps._location import HOME
 from sweeps.spec._redact import redact_url
-from sweeps.spec._sweep import absolute_sqlite_uri, tracking_uri_problem
+from sweeps.spec._stores import absolute_sqlite_uri, tracking_uri_problem
 
 __all__ = [
     "HOME_DIR",
@@ -94,7 +94,7 @@ def check_tracking_uri(
 ) -> str:
     """Return ``uri`` if lrsweep can log to it; else raise :class:`TrackingUriError`.
 
-    The rules are those of :func:`sweeps.spec._sweep.tracking_uri_problem`, which validates the
+    The rules are those of :func:`sweeps.spec._stores.tracking_uri_problem`, which validates the
     spec's ``tracking.uri`` too: no password, no file store, ``sqlite:///`` with three or four
     slashes, a known scheme; with ``database_only`` (``lrsweep server``'s stores), a database.
 

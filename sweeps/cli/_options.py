@@ -60,7 +60,7 @@ def usable_tracking_uri(
     Each message names where the URI came from and never shows a password. A relative
     ``sqlite:///x.db`` comes back absolute, so trials in other working directories open it too.
     """
-    from sweeps.spec._sweep import absolute_sqlite_uri
+    from sweeps.spec._stores import absolute_sqlite_uri
     from sweeps.tracking import TrackingUriError, check_tracking_server, checked_tracking_uri
 
     try:
