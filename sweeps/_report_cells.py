@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sweeps.report import GroupRow, TrialRow
+    from sweeps._report_rows import GroupRow, TrialRow
 
 CSS = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
