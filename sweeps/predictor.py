@@ -16,21 +16,36 @@ the traceback of a foreign artifact client (boto's, MLflow's http one). A URI is
 its user (``https://token@host``); one holding a password is refused before any client reads it,
 as a tracking URI is: those clients quote it in their errors (boto: ``Invalid bucket name
 "KEY:SECRET@bucket"``) and take credentials from the environment.
+
+This module keeps what ``lrsweep predict`` and a trial call; its parts live beside it, each
+name other code reads re-exported here: :mod:`sweeps._model_ref` (which model a name refers to,
+the store it is read through, MLflow's failures as one line) and :mod:`sweeps._export_read`
+(the weights-only export read back, the pickled model in its place with ``allow_pickle``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import pickle
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
+from sweeps._export_read import EXPORT_FILE as EXPORT_FILE  # re-exported
+from sweeps._export_read import EXPORT_PATH as EXPORT_PATH
+from sweeps._export_read import ExportUnreadable as _ExportUnreadable
+from sweeps._export_read import lists_export as _lists_export
+from sweeps._export_read import read_export as _exported
+from sweeps._export_read import unpickled as _unpickled
+from sweeps._model_ref import MODEL_FILE as MODEL_FILE  # re-exported
+from sweeps._model_ref import SHOWN_NAMES as SHOWN_NAMES
+from sweeps._model_ref import TRIAL_MODEL as TRIAL_MODEL
+from sweeps._model_ref import is_model_reference as is_model_reference
+from sweeps._model_ref import local_path as _local
+from sweeps._model_ref import model_folder_problem as model_folder_problem
+from sweeps._model_ref import no_run as _no_run
+from sweeps._model_ref import open_tracker as _tracker
+from sweeps._model_ref import reading as _reading
+from sweeps._model_ref import store_for as _store
 from sweeps.best import (
     ARM_TAG,
     BEST_PREFIX,
@@ -38,9 +53,7 @@ from sweeps.best import (
     STRATEGY_TAG,
     TIE_BREAK_METRIC,
     BestConfigError,
-    artifact_error,
 )
-from sweeps.spec._redact import redact_text, uri_has_password
 from sweeps.tracking import (
     TAG_KIND,
     Tracker,
@@ -55,40 +68,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "MLmodel"
-TRIAL_MODEL = "model"
-"""The artifact name a trial logs its best model under: ``runs:/<run id>/model``."""
-EXPORT_FILE = "export.pt"
-"""The weights-only export (``trainers.export``) a trial logs in its model's ``extra_files/``."""
-EXPORT_PATH = f"extra_files/{EXPORT_FILE}"
-"""Where that export lies inside the logged model's folder."""
-SHOWN_NAMES = 20
-"""How many registered model names an error lists at most."""
-_DOWNLOAD = "mlflow artifacts download -u runs:/<run id>/model -d DIR writes the model to DIR/model"
-_RUN_IDS = "lrsweep best, lrsweep sweeps and the MLflow UI show trials' run ids"
 _UNREADABLE_EXPORT_ADVICE = (
     "give another trial's model (lrsweep best names the best trial with a model), or pass "
     "allow_pickle=True (lrsweep predict --allow-pickle) to unpickle its pickled model instead, "
     "only for a store whose writers you trust."
 )
-
-
-class _ExportUnreadable(Exception):
-    """The export a model lists cannot be read (missing, cut short, damaged): what
-    :func:`load_predictor` refuses, or, with ``allow_pickle``, warns of and loads the pickled
-    model in its place. Not raised for an export that holds more than weights."""
-
-
-def is_model_reference(text: str) -> bool:
-    """Whether ``lrsweep predict``'s argument names a model rather than a sweep's experiment: a
-    URI (``scheme:/...``, or ``file:`` without the slash: no experiment name holds a colon) or
-    a folder holding an ``MLmodel`` file.
-
-    Example:
-        >>> is_model_reference("runs:/0a1b2c/model"), is_model_reference("digits-lr")
-        (True, False)
-    """
-    return ":/" in text or _is_file_uri(text) or (Path(text) / MODEL_FILE).is_file()
 
 
 def experiment_store(name: str, *, tracking_uri: str | None = None) -> str | None:
@@ -304,268 +288,6 @@ def predictor_files(
         log.warning("the logged model holds no weights-only export: %s", error)
         return None, []
     return metadata, [export(learn, folder / EXPORT_FILE)]
-
-
-def _lists_export(logged: Any) -> bool:
-    """Whether the logged model's ``pytorch`` flavor lists the export among its extra files."""
-    listed = (logged.flavors.get("pytorch") or {}).get("extra_files") or []
-    return any(isinstance(entry, dict) and entry.get("path") == EXPORT_PATH for entry in listed)
-
-
-def _exported(model_uri: str, device: str, shown: str) -> Predictor:
-    """The model's export, downloaded and read with ``torch.load(weights_only=True)``;
-    ``shown``: the model as the user named it (``model_uri`` is a local path for a ``file:``
-    URI).
-
-    Raises:
-        _ExportUnreadable: the export is missing or does not load.
-        BestConfigError: it holds more than weights.
-    """
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-
-    from trainers.export import load_learner
-
-    with tempfile.TemporaryDirectory(prefix="lrsweep-model-") as folder:
-        if ":/" in model_uri:  # runs:/, models:/ or an artifact location
-            location = model_uri  # a models:/ URI names no path inside: resolved, as MLflow does
-            if ModelsArtifactRepository.is_models_uri(model_uri):
-                location = ModelsArtifactRepository.get_underlying_uri(model_uri)
-            uri = f"{location.rstrip('/')}/{EXPORT_PATH}"
-            try:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
-            except (MlflowException, OSError) as error:  # not "no model": its MLmodel was read
-                raise _ExportUnreadable(
-                    f"model {shown}: its MLmodel lists the weights-only export {EXPORT_PATH}, "
-                    f"which cannot be read ({redact_text(artifact_error(error))}): its upload "
-                    "was cut short or the file was removed"
-                ) from None
-        else:  # a folder: read in place
-            local = str(Path(model_uri) / EXPORT_PATH)
-        try:
-            return load_learner(local, device=device)
-        except (ValueError, OSError) as error:
-            named = f"{shown.rstrip('/')}/{EXPORT_PATH}"
-            said = f"model {shown}: its export {EXPORT_PATH} does not load: "
-            if _holds_more_than_weights(error):
-                raise BestConfigError(said + _tampered(named)) from None
-            problem = " ".join(str(error).replace(str(Path(local)), named).split())
-            raise _ExportUnreadable(said + problem.rstrip(".")) from None
-
-
-def _holds_more_than_weights(error: Exception) -> bool:
-    """Whether ``load_learner`` failed because torch's weights-only unpickler refused what the
-    file holds (a class, a function: what an unpickling load would run). Its refusal of a
-    damaged pickle reads alike (``UnpicklingError`` either way), so that counts too: refused
-    rather than taken for damage, as the file cannot be told from an altered one. So does a
-    TorchScript archive, which ``torch.load(weights_only=True)`` refuses before any unpickling
-    (a ``RuntimeError``, or the ``UserWarning`` before it where warnings are errors, each
-    naming TorchScript): it holds code, which ``torch.jit.load`` would run, and
-    ``trainers.export`` never writes one."""
-    cause = error.__cause__
-    if isinstance(cause, pickle.UnpicklingError):
-        return True
-    return isinstance(cause, RuntimeError | UserWarning) and "TorchScript" in str(cause)
-
-
-def _tampered(named: str) -> str:
-    """Why an export that holds more than weights is refused, on one line, without torch's
-    advice on loading it unsafely (``weights_only=False``, ``add_safe_globals``)."""
-    return (
-        f"{named} holds more than weights (objects only an unpickling load reads, which runs "
-        "code), so it was not written by trainers.export or was altered since: its pickled "
-        "model is not loaded either, allow_pickle or not; trust no model of that store, give "
-        "one from a store whose writers you trust."
-    )
-
-
-def _unpickled(model_uri: str, logged: Any, device: str) -> Predictor:
-    """The pickled model (``allow_pickle``), with the data's statistics from its metadata."""
-    import mlflow.pytorch
-
-    from trainers import Predictor
-
-    fields = dict((logged.metadata or {}).get("predictor") or {})
-    if not fields:
-        raise BestConfigError(
-            f"model {redact_uri(model_uri)} holds no data statistics (logged by an lrsweep "
-            "before 2026-12-07, or its trial's data had none): load it with "
-            "mlflow.pytorch.load_model and give "
-            "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
-            "mean=..., std=...) the trial's data's values."
-        )
-    model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    for name in ("arch", "n_classes"):  # the network's own; Predictor takes the data's
-        fields.pop(name, None)
-    return Predictor(model, device=device, **fields)
-
-
-def model_folder_problem(path: str) -> str | None:
-    """Why the local ``path`` is no model folder (one holding an ``MLmodel`` file), with what to
-    give instead; None when it is one, or when ``path`` is a URI (``scheme:/...``)."""
-    if is_model_reference(path):
-        return None
-    folder = Path(path)
-    if not folder.exists():
-        return (
-            "no such folder, nor a model URI (runs:/<run id>/model, models:/<name>/<version>); "
-            f"{_DOWNLOAD}."
-        )
-    if not folder.is_dir():
-        return f"a file, not a folder holding an {MODEL_FILE} file; {_DOWNLOAD}."
-    inside = sorted(str(found.parent) for found in folder.glob(f"*/{MODEL_FILE}"))
-    if inside:
-        return f"the folder holds no {MODEL_FILE} file, but {inside[0]} does: give that folder."
-    return f"the folder holds no {MODEL_FILE} file: give a downloaded model's folder ({_DOWNLOAD})."
-
-
-def _names_a_run(model_uri: str) -> bool:
-    """Whether ``model_uri`` is resolved through a tracking store (``runs:/``, ``models:/``),
-    not a folder or an artifact location of its own."""
-    return model_uri.split(":", 1)[0].lower() in ("runs", "models")
-
-
-def _tracker(tracking_uri: str | None, what: str) -> Tracker:
-    """The existing store a look-up reads (a missing SQLite store is refused, not created)."""
-    try:
-        return Tracker(existing_store_uri(tracking_uri))
-    except LookupError as exc:
-        raise BestConfigError(f"{what}: {exc}") from None
-
-
-def _store(model_uri: str, tracking_uri: str | None) -> str | None:
-    """The tracking store ``model_uri`` is read through: None for a folder or an artifact
-    location of its own (they need none), checked to be a model folder first; a URI with a
-    password is refused."""
-    if uri_has_password(model_uri):
-        raise BestConfigError(
-            f"model {redact_uri(model_uri)}: the URI holds a password; give it without one "
-            "(MLflow's artifact clients take credentials from the environment: "
-            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://, MLFLOW_TRACKING_USERNAME / "
-            "MLFLOW_TRACKING_PASSWORD for an MLflow server)."
-        )
-    if _names_a_run(model_uri):
-        return _tracker(tracking_uri, f"model {redact_uri(model_uri)}").uri
-    problem = model_folder_problem(_local(model_uri))
-    if problem is not None:
-        raise BestConfigError(f"model {model_uri}: {problem}")
-    return None
-
-
-def _is_file_uri(text: str) -> bool:
-    """Whether ``text`` is a ``file:`` URI (``file:///abs``, ``file:/abs``, ``file:rel``)."""
-    return urlsplit(text).scheme.lower() == "file"
-
-
-def _local(model_uri: str) -> str:
-    """The local path a ``file:`` URI names (``%20`` and the like decoded), which MLflow's
-    ``Model.load`` takes where it refuses the URI; any other URI or path as given.
-
-    Raises:
-        BestConfigError: a ``file:`` URI that names another host (``file://server/path``).
-    """
-    if not _is_file_uri(model_uri):
-        return model_uri
-    parts = urlsplit(model_uri)
-    if parts.netloc not in ("", "localhost"):
-        host = parts.netloc.rpartition("@")[2]  # without its user, as redact_uri shows it
-        raise BestConfigError(
-            f"model {redact_uri(model_uri)}: a file: URI of host {host!r}, which this "
-            "machine cannot read; give a local folder (file:///abs/path/model or the path)."
-        )
-    return url2pathname(parts.path)
-
-
-@contextlib.contextmanager
-def _reading(model_uri: str, store: str | None) -> Iterator[None]:
-    """MLflow reads ``model_uri`` through ``store`` inside the block; what MLflow raises comes out
-    as a one-line :class:`BestConfigError` that says what is missing, and so does what any
-    other artifact client raises (its own classes: botocore's, google-cloud's, a ValueError of
-    MLflow's http one), with its class named."""
-    from mlflow.exceptions import MlflowException
-
-    from sweeps.tracking import mlflow_tracking_uri
-
-    shown = redact_uri(model_uri)
-    try:
-        with mlflow_tracking_uri(store) if store is not None else contextlib.nullcontext():
-            yield
-    except BestConfigError:
-        raise
-    except (MlflowException, OSError) as exc:
-        raise BestConfigError(f"model {shown}: {_not_found(model_uri, exc, store)}") from None
-    except Exception as exc:  # see above: no list of the clients' classes can be complete
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        why = redact_text(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
-        raise BestConfigError(f"model {shown}: cannot be read ({why}).") from None
-
-
-def _not_found(model_uri: str, error: Exception, store: str | None) -> str:
-    """What of ``model_uri`` the store lacks (its run, the model at its path, its registered
-    model, version or alias), looked up after MLflow failed; else MLflow's own first line."""
-    from mlflow.exceptions import MlflowException
-
-    text = redact_text(artifact_error(error))
-    scheme, _, rest = model_uri.partition(":/")
-    if store is None or not _names_a_run(model_uri):
-        return text
-    run_id, _, path = rest.strip("/").partition("/")
-    try:
-        tracker = Tracker(store)
-        if scheme.lower() == "models":
-            return _registry_problem(tracker, rest.strip("/")) or text
-    except MlflowException:  # the look-up failed too: MLflow's first words are the best said
-        return text
-    try:
-        tracker.get_run(run_id)
-    except MlflowException as exc:
-        return _no_run(run_id, redact_uri(store), exc)
-    return (
-        f"run {run_id} has no MLflow model at {path!r} ({text}); a trial logs its best model as "
-        f"{TRIAL_MODEL!r} when it ends (none when it failed first, or its sweep ran with "
-        "tracking.checkpoints: none)."
-    )
-
-
-def _no_run(run_id: str, where: str, error: Exception) -> str:
-    """No run ``run_id`` in the store ``where``: what to check, and MLflow's words when they
-    say something else (a server that refused the request)."""
-    if getattr(error, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-        found = "no such run"
-    else:
-        found = f"cannot be read ({artifact_error(error)})"
-    return (
-        f"run {run_id}: {found} in {where}; check the run id ({_RUN_IDS}) and --tracking-uri "
-        "(the store its sweep logged to)."
-    )
-
-
-def _registry_problem(tracker: Tracker, reference: str) -> str | None:
-    """What the registry lacks of ``models:/<reference>`` (``name/version``, ``name@alias``):
-    the model itself (the registered names are listed), the version or the alias; None for a
-    reference of another form (``models:/<logged model id>``, a stage) or one that is there."""
-    name, at, label = reference.partition("@")
-    if not at:
-        name, slash, label = reference.partition("/")
-        if not slash:
-            return None
-    found = tracker.registered_model(name)
-    if found is None:
-        names = tracker.registered_model_names()
-        more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
-        return (
-            f"no registered model {name!r} in {redact_uri(tracker.uri)} (registered there: "
-            f"{names[:SHOWN_NAMES]}{more}); register a trial's model first "
-            f"(mlflow.register_model('runs:/<run id>/model', {name!r})), or give the "
-            "--tracking-uri it is registered in."
-        )
-    versions, aliases = found
-    if at and label not in aliases:
-        return f"registered model {name!r} has no alias {label!r} (aliases: {sorted(aliases)})."
-    if label.isdigit() and label not in versions:
-        return f"registered model {name!r} has no version {label} (versions: {versions})."
-    return None
 
 
 def _logged_model(tracker: Tracker, run_id: str) -> bool:
