@@ -25,6 +25,7 @@ __all__ = [
     "SHAPES_DEFAULTS",
     "data_notes",
     "split_sizes",
+    "steps_per_epoch",
 ]
 
 FEW_VALID_IMAGES = 100
@@ -74,7 +75,7 @@ def data_notes(spec: SweepSpec) -> list[str]:
             f"moves in steps of {100 / split.n_valid:.2g} points and strategies closer than that "
             f"cannot be told apart; {fix}"
         )
-    steps = -(-split.n_train // batch_size)
+    steps = steps_per_epoch(split.n_train, batch_size)
     if steps < FEW_STEPS_PER_EPOCH:
         notes.append(
             f"task.batch_size: {batch_size} leaves an epoch of the {split.n_train} training "
@@ -116,6 +117,21 @@ def split_sizes(counts: Sequence[int], valid_pct: float) -> tuple[int, int]:
             "a single image; add images."
         )
     return total - n_valid, n_valid
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in an epoch of ``n_train`` training images, as the trials' training
+    loader batches them: a final batch of a single image is dropped (BatchNorm cannot train on
+    it; ``trainers.data.TensorLoader``'s ``drop_single``), so 1,438 images at 479 a batch are 3
+    steps, not 4.
+
+    Example:
+        >>> steps_per_epoch(1438, 479), steps_per_epoch(1438, 478)
+        (3, 4)
+    """
+    if n_train > 1 and n_train % batch_size == 1:
+        return n_train // batch_size
+    return -(-n_train // batch_size)
 
 
 @dataclass(frozen=True)

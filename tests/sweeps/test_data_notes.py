@@ -12,10 +12,15 @@ import torch
 from PIL import Image
 
 from sweeps import run as run_module
-from sweeps._data_notes import DIGITS_CLASS_COUNTS, SHAPES_DEFAULTS, split_sizes
+from sweeps._data_notes import (
+    DIGITS_CLASS_COUNTS,
+    SHAPES_DEFAULTS,
+    split_sizes,
+    steps_per_epoch,
+)
 from sweeps.preflight import data_notes
 from sweeps.spec import load_spec
-from trainers.data import open_dataset
+from trainers.data import make_dataloaders, open_dataset
 from trainers.data._shapes import Shapes
 from trainers.data._split import stratified_split
 
@@ -44,12 +49,15 @@ def test_a_validation_set_under_100_images_is_noted_with_its_step() -> None:
 
 
 def test_a_batch_size_that_leaves_an_epoch_a_few_steps_is_noted() -> None:
-    # 1,438 training images: 480 a batch is 3 steps, 479 is 4
-    (note,) = _notes("task.batch_size=480")
-    assert note.startswith(
-        "task.batch_size: 480 leaves an epoch of the 1438 training images 3 optimizer steps"
-    )
-    assert _notes("task.batch_size=479") == []
+    # 1,438 training images: 480 a batch is 3 steps; 479 too (3 x 479 + 1: the training loader
+    # drops a last batch of one image); 478 is 4
+    for batch_size in (480, 479):
+        (note,) = _notes(f"task.batch_size={batch_size}")
+        assert note.startswith(
+            f"task.batch_size: {batch_size} leaves an epoch of the 1438 training images 3 "
+            "optimizer steps"
+        )
+    assert _notes("task.batch_size=478") == []
     (note,) = _notes("task.batch_size=4096")
     assert "1438 training images 1 optimizer step, too few" in note
 
@@ -75,6 +83,22 @@ def test_a_run_logs_the_notes_before_any_run_exists(
         run_module._preflight(spec, uri, tmp_path / "ray", address=None)
     assert "spec digits-lr: task.dataset: the validation set holds 18 images" in caplog.text
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("batch_size", [478, 479, 480, 719, 720, 1437, 1438])
+def test_the_noted_steps_are_the_trials_training_loaders(batch_size: int) -> None:
+    # 1,438 training images: at 479 and 1,437 a batch the last batch holds one image, which
+    # the training loader drops (BatchNorm); the note counted it as a step
+    dls = make_dataloaders("digits", image_size=8, batch_size=batch_size, valid_pct=0.2, seed=42)
+    steps = len(dls.train)
+    assert steps_per_epoch(len(dls.train.labels), batch_size) == steps
+    notes = _notes(f"task.batch_size={batch_size}")
+    if steps >= 4:
+        assert notes == []
+    else:
+        plural = "s" if steps > 1 else ""
+        (note,) = notes
+        assert f"1438 training images {steps} optimizer step{plural}," in note
 
 
 def _random_counts(rng: random.Random) -> list[int]:

@@ -116,6 +116,7 @@ class TensorLoader:
         return self
 
     def __len__(self) -> int:
+        # counted without torch by sweeps._data_notes.steps_per_epoch: change both together
         n = len(self.labels)
         if self.drop_single and n > 1 and n % self.batch_size == 1:
             return n // self.batch_size
