@@ -70,9 +70,11 @@ def data_notes(spec: SweepSpec) -> list[str]:
             if split.own
             else f"raise task.dataset.valid_pct ({dataset.valid_pct}) or add data"
         )
+        n_valid = split.n_valid
+        step = f"{100 / n_valid:.2g}" if n_valid > 1 else "100"  # .2g: 100 is '1e+02'
         notes.append(
-            f"task.dataset: the validation set holds {split.n_valid} images, so an error rate "
-            f"moves in steps of {100 / split.n_valid:.2g} points and strategies closer than that "
+            f"task.dataset: the validation set holds {n_valid} image{'s' if n_valid > 1 else ''}, "
+            f"so an error rate moves in steps of {step} points and strategies closer than that "
             f"cannot be told apart; {fix}"
         )
     steps = steps_per_epoch(split.n_train, batch_size)

@@ -46,6 +46,8 @@ def test_a_validation_set_under_100_images_is_noted_with_its_step() -> None:
     assert _notes("task.dataset.valid_pct=0.056") == []
     (note,) = _notes("task.dataset.valid_pct=0.01")
     assert "holds 18 images, so an error rate moves in steps of 5.6 points" in note
+    (note,) = _notes("task.dataset.valid_pct=0.0001")  # round(0.18) = 0: one image held out
+    assert "holds 1 image, so an error rate moves in steps of 100 points" in note  # not 1e+02
 
 
 def test_a_batch_size_that_leaves_an_epoch_a_few_steps_is_noted() -> None:
