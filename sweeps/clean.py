@@ -138,7 +138,8 @@ def _started(pid: int) -> str | None:
 
 
 def remove_sweep(sweep: StoredSweep) -> None:
-    """Delete the sweep's folder, then its name's folder if nothing else is left in it.
+    """Delete the sweep's folder, then its name's folder if nothing else is left in it (and it
+    is no symbolic link).
 
     Its ``sweep.json`` goes first: a deletion that fails half-way (``OSError``) leaves a folder
     that ``lrsweep resume`` no longer takes for a sweep (it would restore Tune from half its
@@ -147,7 +148,14 @@ def remove_sweep(sweep: StoredSweep) -> None:
     location.remove_file(sweep.folder, STATE_FILE)
     location.remove_folder(sweep.folder)
     name_folder = location.parent(sweep.folder)
-    if isinstance(name_folder, Path) and name_folder.is_dir() and not any(name_folder.iterdir()):
+    # a name's folder linked elsewhere (moved to a bigger disk) stays: rmdir() refuses a link
+    # and failed the clean of a sweep already deleted
+    if (
+        isinstance(name_folder, Path)
+        and not name_folder.is_symlink()
+        and name_folder.is_dir()
+        and not any(name_folder.iterdir())
+    ):
         name_folder.rmdir()
 
 

@@ -101,6 +101,22 @@ def test_clean_yes_deletes_the_old_sweeps_only(storage: Path) -> None:
     assert (storage / "notes" / "x.txt").read_text() == "mine"
 
 
+def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path) -> None:
+    """A name's folder moved to another disk and linked back: deleting its last sweep tried to
+    rmdir() the link, and the clean failed (exit 1, "could not delete" the sweep it had deleted)."""
+    root, elsewhere = tmp_path / "ray_results", tmp_path / "big"
+    folder = _sweep(
+        elsewhere, "lr", "20261101-000000-aaaaaa", state='{"finished": true}', age_days=30
+    )
+    root.mkdir()
+    (root / "lr").symlink_to(elsewhere / "lr", target_is_directory=True)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 sweep folder (1.0 kB)" in result.output
+    assert not folder.exists()
+    assert (root / "lr").is_symlink() and (elsewhere / "lr").is_dir()
+
+
 def test_a_deleted_sweep_whose_store_is_gone_is_deleted_with_a_warning(tmp_path: Path) -> None:
     """Its run cannot be tagged not resumable when its SQLite store was deleted: the folder
     goes, a warning names why, and no empty store is created in its place."""
