@@ -146,7 +146,13 @@ def remove_sweep(sweep: StoredSweep) -> None:
     checkpoints) and ``lrsweep clean`` lists as damaged, so a second clean finishes it.
     """
     location.remove_file(sweep.folder, STATE_FILE)
-    location.remove_folder(sweep.folder)
+    if isinstance(sweep.folder, Path) and sweep.folder.is_symlink():
+        # a sweep's folder linked elsewhere (listed with its files' size): they go, then the
+        # link (rmtree() refuses a link: the clean failed, and every clean after it)
+        location.remove_folder(sweep.folder.resolve())
+        sweep.folder.unlink()
+    else:
+        location.remove_folder(sweep.folder)
     name_folder = location.parent(sweep.folder)
     # a name's folder linked elsewhere (moved to a bigger disk) stays: rmdir() refuses a link
     # and failed the clean of a sweep already deleted

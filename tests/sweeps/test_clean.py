@@ -117,6 +117,22 @@ def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path) -> None
     assert (root / "lr").is_symlink() and (elsewhere / "lr").is_dir()
 
 
+def test_clean_yes_deletes_a_sweep_folder_linked_elsewhere(tmp_path: Path) -> None:
+    """A sweep's folder moved to another disk and linked back: --yes deleted its sweep.json,
+    then failed on rmtree() of the link (exit 1), and so did every clean after it."""
+    root, elsewhere = tmp_path / "ray_results", tmp_path / "big"
+    moved = _sweep(
+        elsewhere, "lr", "20261101-000000-aaaaaa", state='{"finished": true}', age_days=30
+    )
+    (root / "lr").mkdir(parents=True)
+    (root / "lr" / moved.name).symlink_to(moved, target_is_directory=True)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 sweep folder (1.0 kB)" in result.output
+    assert not moved.exists() and not (root / "lr").exists()
+    assert stored_sweeps(root) == []
+
+
 def test_a_deleted_sweep_whose_store_is_gone_is_deleted_with_a_warning(tmp_path: Path) -> None:
     """Its run cannot be tagged not resumable when its SQLite store was deleted: the folder
     goes, a warning names why, and no empty store is created in its place."""
