@@ -164,6 +164,10 @@ def _delete(old: list[StoredSweep], now: float) -> int:
         saved = read_state(sweep) if sweep.state == "resumable" else None
         try:
             remove_sweep(sweep)
+        except KeyboardInterrupt:  # Ctrl-C cuts it as a failed deletion does: tagged as well
+            if sweep.state == "resumable" and location.read_text(sweep.folder, STATE_FILE) is None:
+                _mark_removed(sweep, saved, now)
+            raise
         except OSError as error:
             if sweep.state == "resumable" and location.read_text(sweep.folder, STATE_FILE) is None:
                 _mark_removed(sweep, saved, now)

@@ -374,6 +374,30 @@ def test_a_deletion_that_fails_half_way_tags_the_sweep_it_cut_and_loses_no_warni
     assert not cut.exists()
 
 
+def test_a_deletion_cut_by_ctrl_c_tags_the_sweep_it_cut(
+    tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a long deletion left the sweep without its sweep.json (listed damaged, so the
+    second clean tagged nothing either) and its run untagged: its report offered a resume."""
+    from sweeps import _location
+
+    tracker = Tracker(tracking_uri)
+    parent = tracker.start_run(tracker.ensure_experiment("lr"), run_name="sweep")
+    state = {"finished": False, "tracking_uri": tracking_uri, "parent_run_id": parent}
+    root = tmp_path / "ray_results"
+    cut = _sweep(root, "lr", "20261102-000000-bbbbbb", state=json.dumps(state), age_days=30)
+
+    def interrupted(folder: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_location, "remove_folder", interrupted)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert result.exit_code == 130, result.output  # as Ctrl-C ends every command
+    assert not (cut / "sweep.json").exists()
+    tags = tracker.get_run(parent).data.tags
+    assert tags.get("sweeps.resumable") == "false" and "sweeps.cleaned" in tags
+
+
 @pytest.mark.parametrize(
     ("parent_status", "trial_status", "note"),
     [
