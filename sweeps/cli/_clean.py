@@ -118,7 +118,11 @@ def _stored(root: Location, name: str | None) -> list[StoredSweep]:
     except ValueError as error:
         raise fail(str(error)) from None
     if not sweeps and name is not None:
-        known = location.subfolders(root)
+        # the names that hold a sweep: not every folder (one of NAME's own, left by hand)
+        try:
+            known = sorted({sweep.name for sweep in stored_sweeps(root)})
+        except OSError:
+            known = location.subfolders(root)
         raise fail(
             f"no sweep called {name!r} under {location.shown(root)}; sweeps there: "
             f"{known or 'none'}. A sweep "

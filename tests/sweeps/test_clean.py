@@ -152,13 +152,27 @@ def test_a_deleted_sweep_whose_store_is_gone_is_deleted_with_a_warning(tmp_path:
 def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
     result = CliRunner().invoke(app, ["clean", "nope", "--storage-path", str(storage)])
     assert result.exit_code == 2
-    assert "no sweep called 'nope'" in result.stderr and "'lr', 'notes', 'other'" in result.stderr
+    assert "no sweep called 'nope'" in result.stderr and "['lr', 'other']" in result.stderr
+    assert "notes" not in result.stderr  # no sweep's folder
     empty = CliRunner().invoke(app, ["clean", "--storage-path", str(tmp_path / "none")])
     assert empty.exit_code == 0 and "No sweeps under" in empty.output
     negative = CliRunner().invoke(
         app, ["clean", "--storage-path", str(storage), "--older-than", "-1"]
     )
     assert negative.exit_code == 2 and "--older-than" in negative.output
+
+
+def test_clean_of_a_name_whose_folder_holds_no_sweep_does_not_list_it_as_one(
+    storage: Path,
+) -> None:
+    """Its folder left with a file of the user's: "no sweep called 'mine' ...; sweeps there:
+    ['lr', 'mine', 'notes', 'other']" named it among the sweeps."""
+    (storage / "mine" / "kept").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["clean", "mine", "--storage-path", str(storage)])
+    assert result.exit_code == 2, result.output
+    assert f"no sweep called 'mine' under {storage}; sweeps there: ['lr', 'other']." in (
+        " ".join(result.stderr.split())
+    )
 
 
 @pytest.mark.parametrize("name", ["../victim", "..", "lr/../../victim", "/tmp/victim"])
