@@ -6,6 +6,7 @@ import json
 import shlex
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -71,7 +72,16 @@ def clean_command(
     sweeps = _stored(root, name)
     as_json = output_format is TextOrJson.json
     if not sweeps and not as_json:
-        typer.echo(f"No sweeps under {location.shown(root)}.")
+        missing = isinstance(root, Path) and not root.is_dir()  # a typo, or another folder
+        typer.echo(
+            f"No sweeps under {location.shown(root)}"
+            + (
+                ": no such folder (sweeps stored elsewhere: pass their storage.path with "
+                "--storage-path)."
+                if missing
+                else "."
+            )
+        )
         return
     now = time.time()
     old = [s for s in sweeps if s.age_days(now) >= older_than and s.state != "running"]

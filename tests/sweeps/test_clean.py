@@ -156,6 +156,13 @@ def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
     assert "notes" not in result.stderr  # no sweep's folder
     empty = CliRunner().invoke(app, ["clean", "--storage-path", str(tmp_path / "none")])
     assert empty.exit_code == 0 and "No sweeps under" in empty.output
+    # a folder that is not there (a typo) is said so: not taken for an empty one
+    assert f"No sweeps under {tmp_path / 'none'}: no such folder (sweeps stored elsewhere" in (
+        " ".join(empty.output.split())
+    )
+    (tmp_path / "none").mkdir()
+    there = CliRunner().invoke(app, ["clean", "--storage-path", str(tmp_path / "none")])
+    assert there.output == f"No sweeps under {tmp_path / 'none'}.\n"
     negative = CliRunner().invoke(
         app, ["clean", "--storage-path", str(storage), "--older-than", "-1"]
     )
