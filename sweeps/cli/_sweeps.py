@@ -32,7 +32,7 @@ def sweeps_command(
         typer.echo(json.dumps([summary.to_dict() for summary in found], indent=2))
         return
     if not found:
-        typer.echo(f"Experiment {experiment!r} has no sweep run.")
+        typer.echo(f"Experiment {experiment!r} has no sweep run.{_below(experiment, tracking_uri)}")
         return
     header = ("run id", "started (UTC)", "status", "trials", "best valid_loss", "data")
     rows = [header]
@@ -47,3 +47,13 @@ def sweeps_command(
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         typer.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _below(experiment: str, tracking_uri: str | None) -> str:
+    """`` Its sweeps are in the experiments [...]`` for a nightly suite's own experiment
+    (``nightly/<suite>`` holds the nights; each entry's sweeps are in ``nightly/<suite>/<entry>``),
+    as ``lrsweep report`` and ``best`` say it; else ''."""
+    from sweeps.report import sweeps_below_hint
+    from sweeps.tracking import Tracker, existing_store_uri
+
+    return sweeps_below_hint(Tracker(existing_store_uri(tracking_uri)), experiment)

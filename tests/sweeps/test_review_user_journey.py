@@ -245,6 +245,17 @@ def test_a_nightly_suites_own_experiment_points_to_its_entries(
     )  # fmt: skip
 
 
+def test_sweeps_of_a_nightly_suites_own_experiment_points_to_its_entries(store: Tracker) -> None:
+    """`lrsweep sweeps nightly/suite`, the command that lists run ids, said only "has no sweep
+    run", where `report` and `best` name the entries' experiments."""
+    result = invoke("sweeps", "nightly/suite")
+    assert result.exit_code == 0, result.output
+    assert "Experiment 'nightly/suite' has no sweep run. Its sweeps are in the experiments " in (
+        result.stdout
+    )
+    assert "['nightly/suite/entry-a', 'nightly/suite/entry-b']" in result.stdout
+
+
 def test_best_prints_no_download_progress_bar(store: Tracker, work: Path) -> None:
     """``lrsweep best`` reads spec.yaml back; MLflow drew a progress bar on stderr for it."""
     client = MlflowClient(tracking_uri=store.uri)
