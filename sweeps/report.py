@@ -163,7 +163,8 @@ class Report:
         ``groups`` and ``trials`` hold one object per row of ``results.csv`` and ``trials.csv``,
         keyed by their columns (``tta_error_rate_mean`` / ``best_tta_error_rate`` only when the
         CSVs have them), with numbers unformatted; a NaN or infinite value (a ``-`` cell) is
-        ``None``, as JSON has no NaN. ``note`` is :attr:`status_note` (``None`` when empty) and
+        ``None``, as JSON has no NaN; ``best_epoch`` is a number, ``None`` for a trial without
+        one (the CSV's empty cell). ``note`` is :attr:`status_note` (``None`` when empty) and
         ``trials_by_status`` counts the trial runs by MLflow status.
         """
         group_columns = GROUP_COLUMNS + (("tta_error_rate_mean",) if self.has_tta else ())
@@ -177,7 +178,10 @@ class Report:
             "other_sweeps": self.other_sweeps,
             "trials_by_status": {s: sum(t.status == s for t in self.trials) for s in statuses},
             "groups": [json_row(asdict(r), group_columns) for r in self.groups],
-            "trials": [json_row(asdict(t), trial_columns) for t in self.trials],
+            "trials": [
+                {**row, "best_epoch": _epoch(row["best_epoch"])}
+                for row in (json_row(asdict(t), trial_columns) for t in self.trials)
+            ],
         }
 
     def to_markdown(self, *, images: bool = True) -> str:
@@ -228,6 +232,15 @@ class Report:
             + f"{images}<h2>Trials</h2>"
             f"{table(*self.trial_table())}</body></html>"
         )
+
+
+def _epoch(tag: str) -> int | None:
+    """A trial's ``sweeps.best_epoch`` tag as a number (as ``lrsweep best`` gives it), ``None``
+    for a trial without one (diverged or failed before an epoch ended)."""
+    try:
+        return int(tag)
+    except ValueError:
+        return None
 
 
 def latest_parent(tracker: Tracker, experiment_id: str, experiment: str | None = None) -> str:

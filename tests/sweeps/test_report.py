@@ -328,6 +328,19 @@ def test_cli_format_json_holds_the_tables_of_results_csv_and_the_partly_failed_n
     }
 
 
+def test_format_json_gives_the_best_epoch_as_a_number_and_none_without_one() -> None:
+    # the tag is text ("1"; "" for a trial that diverged in its first epoch): JSON had "1"
+    # and "", where `lrsweep best --format json` gives 1
+    rows = [
+        _row("grid", "grid", 0, 0.3, 1.0),
+        dataclasses.replace(
+            _row("grid", "grid", 1, math.nan, 1.0), stop_reason="diverged", best_epoch=""
+        ),
+    ]
+    shown = json.loads(json.dumps(Report("e", "p", compare(rows), rows).to_dict()))
+    assert [t["best_epoch"] for t in shown["trials"]] == [1, None]
+
+
 def test_a_group_with_no_counted_trial_has_no_mean_and_no_spread() -> None:
     rows = [
         _row("grid", "grid", 0, 0.3, 1.0),
