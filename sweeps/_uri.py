@@ -418,7 +418,39 @@ def existing_store_uri(tracking_uri: str | None) -> str:
             "MLFLOW_TRACKING_URI) to the store the sweep logged to, or run lrsweep from the "
             "folder the sweep ran in."
         )
+    if path is not None and not _holds_experiments(path):
+        raise LookupError(
+            f"{path} is not an MLflow store (not an SQLite database, or one without MLflow's "
+            "tables); pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the sweep "
+            "logged to."
+        )
     return uri
+
+
+def _holds_experiments(path: Path) -> bool:
+    """Whether the SQLite file ``path`` has MLflow's ``experiments`` table, read without
+    writing: opening another file (a YAML file, a database of something else) as the store
+    crashed on it or created MLflow's tables in it. A file that cannot be read here (locked,
+    a folder without write access for WAL), or empty (nothing in it to harm; MLflow makes it a
+    store), is taken at its word."""
+    import contextlib
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with contextlib.closing(
+            sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5)
+        ) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
+            ).fetchone()
+    except (OSError, sqlite3.OperationalError):  # locked, unreadable: MLflow says what it says
+        return True
+    except sqlite3.DatabaseError:  # "file is not a database"
+        return False
+    return found is not None
 
 
 def sqlite_path(uri: str) -> Path | None:

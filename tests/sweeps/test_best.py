@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,28 @@ def test_missing_store_is_an_error_not_a_new_empty_store(tmp_path: Path) -> None
     with pytest.raises(BestConfigError, match=r"No MLflow store at .*--tracking-uri"):
         best_config(EXPERIMENT, tracking_uri=uri)
     assert not (tmp_path / ".lrsweep").exists()
+
+
+@pytest.mark.parametrize("command", ["best", "report"])
+@pytest.mark.parametrize("content", [b"name: tiny-lr\n", None])  # None: another database
+def test_a_file_that_is_no_mlflow_store_is_refused_untouched(
+    tmp_path: Path, command: str, content: bytes | None
+) -> None:
+    # a YAML file crashed with sqlite3's "file is not a database"; a database of something
+    # else was given MLflow's tables by a command that only reads
+    path = tmp_path / "other.db"
+    if content is None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    result = CliRunner().invoke(app, [command, EXPERIMENT, "--tracking-uri", f"sqlite:///{path}"])
+    assert result.exit_code == 2, result.output
+    assert f"{path} is not an MLflow store" in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert path.read_bytes() == before
 
 
 def test_json_and_yaml_formats_round_trip(store) -> None:
