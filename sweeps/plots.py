@@ -78,6 +78,13 @@ def comparison_figure(
     ax.set_title("Best validation loss per trial against its learning rate")
     if finder_curves:
         drawn += _draw_finder_curves(ax, finder_curves, clipped)
+    lost = len(trials) - len(shown)
+    if lost and not shown:  # else an empty axis, unexplained (its LR ticks 1 to 10, made up)
+        ax.text(
+            0.5, 0.5,
+            f"{lost} trial(s) with no finite best validation loss (diverged, failed or unfinished)",
+            transform=ax.transAxes, ha="center", va="center", fontsize="small",
+        )  # fmt: skip
     _set_axes(fig, ax, drawn, clipped)
     return fig
 

@@ -112,6 +112,18 @@ def test_a_diverged_trials_huge_best_loss_no_longer_flattens_the_comparison() ->
     assert "clipped" not in _texts(calm) and calm.axes[0].get_ylim()[1] < 1
 
 
+def test_a_comparison_whose_trials_have_no_finite_loss_says_so() -> None:
+    """Every trial diverged in its first epoch (a grid at 1e3 and 1e4): the comparison was an
+    empty axis from LR 1 to 10 with no word."""
+    trials = [
+        dataclasses.replace(row("grid", "grid", lr, math.nan), stop_reason="diverged")
+        for lr in (1e3, 1e4)
+    ]
+    said = "2 trial(s) with no finite best validation loss (diverged, failed or unfinished)"
+    assert said in _texts(comparison_figure(trials, {}))
+    assert "finite" not in _texts(comparison_figure([row("grid", "grid", 1e-3, 0.5)], {}))
+
+
 def test_a_panel_whose_trials_have_no_finite_loss_says_they_diverged() -> None:
     """Every loss NaN: the panel was an empty 0..1 axis with no word."""
     nan_arm = dataclasses.replace(row("nanarm", "fixed", 1000.0, math.nan), stop_reason="diverged")
