@@ -303,3 +303,14 @@ def test_the_comparison_is_readable_in_a_narrow_terminal(width: int) -> None:
         assert "left out; `lrsweep report digits-lr --out DIR` writes every column" in " ".join(
             text.split()
         )
+
+
+def test_a_narrow_terminals_hint_names_the_sweep_run_when_the_experiment_has_others() -> None:
+    """`lrsweep report NAME --run-id OLDER` in a narrow terminal said to run `lrsweep report
+    NAME --out DIR` for every column: that writes the latest sweep's report, not this one's."""
+    from sweeps.cli._run import print_report
+
+    console = Console(width=80, file=io.StringIO(), record=True)
+    print_report(console, replace(_three_seed_report(), other_sweeps=1))
+    said = " ".join(console.export_text().split())
+    assert "`lrsweep report digits-lr --run-id abc --out DIR` writes every column" in said
