@@ -52,10 +52,30 @@ def check_sweep_run(
     extra = len(parents) - LISTED_SWEEP_RUNS
     more = f" and {extra} older" if extra > 0 else ""
     raise LookupError(
-        f"run {run_id} is not a sweep run of experiment {experiment!r}; pass --run-id one of "
+        f"run {run_id} is not a sweep run of experiment {experiment!r}"
+        f"{_what_run_is(tracker, experiment_id, run_id)}; pass --run-id one of "
         f"its sweep runs (latest first): {', '.join(listed) or 'none'}{more}, "
         f"or leave --run-id out {without_run_id}."
     )
+
+
+def _what_run_is(tracker: Tracker, experiment_id: str, run_id: str) -> str:
+    """`` (it is a trial run of sweep run P)``, `` (it was deleted)`` or `` (it is a run of
+    experiment 'X')`` for a run that exists; '' for one that does not (or a store that cannot
+    say): a trial's run id, which ``lrsweep best`` prints, was refused without a word on it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = tracker.client.get_run(run_id)
+        if run.info.experiment_id != experiment_id:
+            name = tracker.client.get_experiment(run.info.experiment_id).name
+            return f" (it is a run of experiment {name!r})"
+    except (MlflowException, OSError):  # no such run; a store that does not answer
+        return ""
+    if run.info.lifecycle_stage == "deleted":
+        return " (it was deleted)"
+    parent = run.data.tags.get(PARENT_TAG)
+    return f" (it is a trial run of sweep run {parent})" if parent else ""
 
 
 def find_trial_run(

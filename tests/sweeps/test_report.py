@@ -126,6 +126,25 @@ def test_report_refuses_a_run_id_that_is_not_a_sweep_of_the_experiment(
         build_report("report-test", run_id, tracker=tracker)
 
 
+def test_a_refused_run_id_says_what_the_run_is(sweep: tuple[Tracker, str]) -> None:
+    """A trial's run id (`lrsweep best` prints one), another experiment's sweep run or a deleted
+    sweep run was refused as "not a sweep run" alone: the first two look like typos, the last
+    is a sweep run."""
+    tracker, parent = sweep
+    experiment_id = tracker.experiment_id("report-test")
+    child = tracker.child_runs(experiment_id, parent)[0].info.run_id
+    with pytest.raises(
+        LookupError, match=rf"{child} .*\(it is a trial run of sweep run {parent}\)"
+    ):
+        build_report("report-test", child, tracker=tracker)
+    other = _write_sweep(tracker, tracker.ensure_experiment("other-exp"), TRIALS[:1])
+    with pytest.raises(LookupError, match=rf"{other} .*\(it is a run of experiment 'other-exp'\)"):
+        build_report("report-test", other, tracker=tracker)
+    tracker.client.delete_run(parent)
+    with pytest.raises(LookupError, match=rf"{parent} .*\(it was deleted\)"):
+        build_report("report-test", parent, tracker=tracker)
+
+
 def test_report_documents_are_self_contained_and_logged(
     sweep: tuple[Tracker, str], tmp_path: Path
 ) -> None:
