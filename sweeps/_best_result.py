@@ -35,6 +35,7 @@ __all__ = [
     "TTA_PREFIX",
     "BestConfig",
     "BestConfigError",
+    "best_epoch_of",
     "finite",
     "to_best",
     "typed_param",
@@ -55,6 +56,12 @@ DATA_PARAMS = "task.dataset."
 """The trial params that say which images a trial validated on (name, path, options, split)."""
 
 _INT = re.compile(r"[+-]?\d+")
+
+
+def best_epoch_of(tag: str | None) -> int | None:
+    """A trial run's ``sweeps.best_epoch`` tag as a number; ``None`` when it is missing or not
+    one (empty for a trial that diverged or failed before an epoch ended)."""
+    return int(tag) if tag is not None and _INT.fullmatch(tag) else None
 
 
 class BestConfigError(LookupError):
@@ -213,7 +220,7 @@ def to_best(
         metric=metric,
         mode=mode,
         value=float(run.data.metrics[key]),
-        best_epoch=int(epoch) if epoch is not None and _INT.fullmatch(epoch) else None,
+        best_epoch=best_epoch_of(epoch),
         config={name: typed_param(value) for name, value in sorted(run.data.params.items())},
         metrics={
             name.removeprefix(BEST_PREFIX): as_logged(value)

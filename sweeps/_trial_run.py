@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sweeps import _ray
+from sweeps._best_result import BEST_EPOCH_TAG, best_epoch_of
 from sweeps._reporter import flatten_params
 from sweeps.spec import redact
 from sweeps.tracking import TAG_SWEEP_ID, TAG_TRIAL_ID, Tracker
@@ -70,14 +71,14 @@ def ended_result(run: Any) -> dict[str, Any] | None:
     if run.info.status != "FINISHED" or "sweeps.stop_reason" not in tags:
         return None
     epochs = int(metrics.get("epochs_run", 0))
-    best_epoch = tags.get("sweeps.best_epoch", "")
+    best_epoch = best_epoch_of(tags.get(BEST_EPOCH_TAG))
     result: dict[str, Any] = {k: float(metrics.get(k, math.nan)) for k in REPORTED_METRICS}
     result.update(
         {
             "epoch": epochs,
             "training_iteration": epochs,
             "best_valid_loss": float(metrics.get("best/valid_loss", math.inf)),
-            "best_epoch": int(best_epoch) if best_epoch.isdigit() else -1,
+            "best_epoch": -1 if best_epoch is None else best_epoch,
             "trial_lr": float(run.data.params.get("lr", math.nan)),
             "stop_reason": tags["sweeps.stop_reason"],
         }

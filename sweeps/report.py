@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeps._best_result import best_epoch_of
 from sweeps._report_cells import (
     CSS,
     GROUP_HEADERS,
@@ -179,7 +180,7 @@ class Report:
             "trials_by_status": {s: sum(t.status == s for t in self.trials) for s in statuses},
             "groups": [json_row(asdict(r), group_columns) for r in self.groups],
             "trials": [
-                {**row, "best_epoch": _epoch(row["best_epoch"])}
+                {**row, "best_epoch": best_epoch_of(row["best_epoch"])}
                 for row in (json_row(asdict(t), trial_columns) for t in self.trials)
             ],
         }
@@ -232,15 +233,6 @@ class Report:
             + f"{images}<h2>Trials</h2>"
             f"{table(*self.trial_table())}</body></html>"
         )
-
-
-def _epoch(tag: str) -> int | None:
-    """A trial's ``sweeps.best_epoch`` tag as a number (as ``lrsweep best`` gives it), ``None``
-    for a trial without one (diverged or failed before an epoch ended)."""
-    try:
-        return int(tag)
-    except ValueError:
-        return None
 
 
 def latest_parent(tracker: Tracker, experiment_id: str, experiment: str | None = None) -> str:
