@@ -109,7 +109,7 @@ def trial_cells(t: TrialRow, tta: bool = False) -> list[str]:
         str(t.seed),
         _fmt(t.lr, ".2e"),
         t.stop_reason,
-        t.best_epoch,
+        "" if t.best_epoch is None else str(t.best_epoch),
         t.diagnosis,
         _fmt(t.best_valid_loss),
         _percent(t.best_error_rate),

@@ -9,6 +9,7 @@ import statistics
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from sweeps._best_result import BEST_EPOCH_TAG, best_epoch_of
 from sweeps.tracking import Tracker, as_logged
 
 __all__ = ["GroupRow", "TrialRow", "compare", "trial_row", "with_epochs_held"]
@@ -27,7 +28,10 @@ class TrialRow:
     lr: float
     status: str
     stop_reason: str
-    best_epoch: str
+    best_epoch: int | None
+    """The ``sweeps.best_epoch`` tag (counted from 0) read once by ``best_epoch_of``, as
+    ``lrsweep best`` reads it; ``None`` for a trial without one (it diverged or failed before an
+    epoch ended), an empty cell in the tables and CSV."""
     diagnosis: str
     best_valid_loss: float
     best_error_rate: float
@@ -88,7 +92,7 @@ def trial_row(run: Any) -> TrialRow:
         lr=_number(params, "lr"),
         status=run.info.status,
         stop_reason=tags.get("sweeps.stop_reason", ""),
-        best_epoch=tags.get("sweeps.best_epoch", ""),
+        best_epoch=best_epoch_of(tags.get(BEST_EPOCH_TAG)),
         diagnosis=tags.get("sweeps.diagnosis", ""),
         best_valid_loss=_number(metrics, "best/valid_loss"),
         best_error_rate=_number(metrics, "best/error_rate"),

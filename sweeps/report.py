@@ -42,7 +42,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps._best_result import best_epoch_of
 from sweeps._report_cells import (
     CSS,
     GROUP_HEADERS,
@@ -179,10 +178,7 @@ class Report:
             "other_sweeps": self.other_sweeps,
             "trials_by_status": {s: sum(t.status == s for t in self.trials) for s in statuses},
             "groups": [json_row(asdict(r), group_columns) for r in self.groups],
-            "trials": [
-                {**row, "best_epoch": best_epoch_of(row["best_epoch"])}
-                for row in (json_row(asdict(t), trial_columns) for t in self.trials)
-            ],
+            "trials": [json_row(asdict(t), trial_columns) for t in self.trials],
         }
 
     def to_markdown(self, *, images: bool = True) -> str:

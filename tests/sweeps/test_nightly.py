@@ -467,7 +467,7 @@ def _row(group: str, kind: str, error: float, *, stop: str = "completed") -> Tri
     arm, _, rule = group.partition(":")
     return TrialRow(
         run_id=f"run-{group}-{error}", group=group, kind=kind, arm=arm, rule=rule, seed=0,
-        lr=1e-3, status="FINISHED", stop_reason=stop, best_epoch="1", diagnosis="",
+        lr=1e-3, status="FINISHED", stop_reason=stop, best_epoch=1, diagnosis="",
         best_valid_loss=error if math.isfinite(error) else math.nan, best_error_rate=error,
         epochs_run=2, compute_s=3.0,
     )  # fmt: skip

@@ -186,7 +186,7 @@ def _row(group: str, kind: str, seed: int, loss: float, compute: float) -> Trial
         lr=0.01,
         status="FINISHED",
         stop_reason="completed",
-        best_epoch="1",
+        best_epoch=1,
         diagnosis="ok",
         best_valid_loss=loss,
         best_error_rate=loss / 2,
@@ -348,16 +348,50 @@ def test_cli_format_json_holds_the_tables_of_results_csv_and_the_partly_failed_n
 
 
 def test_format_json_gives_the_best_epoch_as_a_number_and_none_without_one() -> None:
-    # the tag is text ("1"; "" for a trial that diverged in its first epoch): JSON had "1"
-    # and "", where `lrsweep best --format json` gives 1
+    # JSON had the tag's text ("1"; "" for a trial that diverged in its first epoch), where
+    # `lrsweep best --format json` gives 1
     rows = [
         _row("grid", "grid", 0, 0.3, 1.0),
         dataclasses.replace(
-            _row("grid", "grid", 1, math.nan, 1.0), stop_reason="diverged", best_epoch=""
+            _row("grid", "grid", 1, math.nan, 1.0), stop_reason="diverged", best_epoch=None
         ),
     ]
     shown = json.loads(json.dumps(Report("e", "p", compare(rows), rows).to_dict()))
     assert [t["best_epoch"] for t in shown["trials"]] == [1, None]
+
+
+@pytest.mark.parametrize(
+    ("tags", "epoch", "cell"),
+    [
+        ({"sweeps.best_epoch": 3}, 3, "3"),
+        ({"sweeps.best_epoch": 0}, 0, "0"),
+        ({"sweeps.best_epoch": ""}, None, ""),  # as a trial that diverged in epoch 0 tags it
+        ({}, None, ""),  # a trial that failed before it was tagged
+    ],
+)
+def test_a_trial_rows_best_epoch_is_the_tag_as_a_number_and_the_tables_show_it_as_text(
+    tracking_uri: str, tags: dict[str, Any], epoch: int | None, cell: str
+) -> None:
+    """The row holds the tag read once, as `lrsweep best` reads it (it held the tag's text);
+    the trial table and trials.csv write it as they did: ``3``, or an empty cell."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("best-epoch")
+    parent = tracker.start_run(experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep"})
+    run_id = tracker.start_run(
+        experiment_id,
+        run_name="t0",
+        tags={"sweeps.strategy": "grid", "sweeps.arm": "grid", **tags},
+        parent_run_id=parent,
+    )
+    tracker.log_params(run_id, {"seed": 0, "lr": 0.01})
+    tracker.end_run(run_id)
+    (row,) = map(trial_row, tracker.child_runs(experiment_id, parent))
+    assert row.best_epoch == epoch
+    report = Report("best-epoch", parent, compare([row]), [row])
+    headers, (cells,) = report.trial_table()
+    assert dict(zip(headers, cells, strict=True))["best epoch"] == cell
+    (csv_row,) = csv.DictReader(io.StringIO(report.trials_csv()))
+    assert csv_row["best_epoch"] == cell
 
 
 def test_a_group_with_no_counted_trial_has_no_mean_and_no_spread() -> None:
