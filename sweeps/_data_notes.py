@@ -5,7 +5,8 @@ The sizes come from the class counts alone, as the trials' split draws them: no 
 decoded. For the bundled ``digits`` and the generated ``shapes`` with no options the counts are
 known here (:data:`DIGITS_CLASS_COUNTS`, :data:`SHAPES_DEFAULTS`), so this module and such a
 spec need no torch (``validate`` stays quick); a dataset with options or a local image folder is
-opened (its labels, or its ``valid/`` folder) through ``trainers.data``, which imports torch.
+counted from its labels (or its ``valid/`` folder): those of the dataset the preflight's data
+check opened, passed in, or else opened here through ``trainers.data``, which imports torch.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from sweeps.spec import SweepSpec
 from sweeps.spec._task import is_uri
+
+if TYPE_CHECKING:  # torch: only where a dataset is opened
+    from trainers.data import ImageSource
 
 __all__ = [
     "DIGITS_CLASS_COUNTS",
@@ -43,7 +48,7 @@ SHAPES_DEFAULTS = MappingProxyType({"n_classes": 3, "n_per_class": 100})
 """``shapes``' builder defaults (``trainers.data._shapes.Shapes``); a test checks them."""
 
 
-def data_notes(spec: SweepSpec) -> list[str]:
+def data_notes(spec: SweepSpec, *, source: ImageSource | None = None) -> list[str]:
     """Valid settings the data's size makes pointless, each with what to change: a validation
     set too small to tell strategies apart, a batch size that leaves an epoch a few steps.
 
@@ -53,13 +58,21 @@ def data_notes(spec: SweepSpec) -> list[str]:
     errors are the preflight's and the trials'). ``run_sweep`` logs the notes with the spec's
     other advice and ``lrsweep validate`` prints them; none stops a sweep.
 
+    Args:
+        spec: The sweep.
+        source: The spec's dataset as the preflight opened it
+            (:func:`~sweeps.preflight.check_local_data`), counted instead of opening it again:
+            an image folder logs its warnings (a class of a single image) each time it is
+            opened. None opens it here where it must be (a cluster's driver, which does not
+            read the data).
+
     Example:
         >>> from sweeps.spec import load_spec
         >>> spec = load_spec("sweeps/specs/digits.yaml", overrides=["task.batch_size=512"])
         >>> data_notes(spec)  # doctest: +ELLIPSIS
         ['task.batch_size: 512 leaves an epoch of the 1438 training images 3 optimizer steps, ...']
     """
-    split = _split_of(spec)
+    split = _split_of(spec, source)
     if split is None:
         return []
     dataset, batch_size = spec.task.dataset, spec.task.batch_size
@@ -145,7 +158,7 @@ class _Split:
     own: bool = False
 
 
-def _split_of(spec: SweepSpec) -> _Split | None:
+def _split_of(spec: SweepSpec, source: ImageSource | None) -> _Split | None:
     """The sizes of the trials' split, or None for data not counted on this machine."""
     dataset = spec.task.dataset
     if dataset.name not in ("digits", "shapes", "image_folder"):
@@ -161,16 +174,20 @@ def _split_of(spec: SweepSpec) -> _Split | None:
             else [SHAPES_DEFAULTS["n_per_class"]] * SHAPES_DEFAULTS["n_classes"]
         )
         return _Split(*split_sizes(counts, dataset.valid_pct))
-    return _opened_split(spec)
+    return _opened_split(spec, source)
 
 
-def _opened_split(spec: SweepSpec) -> _Split | None:
-    """The split's sizes from the labels of the dataset as the trials open it (torch)."""
-    from trainers.data import open_dataset  # torch: the data is read anyway (validate, run)
-
+def _opened_split(spec: SweepSpec, source: ImageSource | None) -> _Split | None:
+    """The split's sizes from the labels of the dataset as the trials open it (torch): those of
+    ``source``, else of the dataset opened here."""
     dataset = spec.task.dataset
     try:
-        source = open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+        if source is None:
+            from trainers.data import open_dataset  # torch: the data is read anyway
+
+            source = open_dataset(
+                dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options
+            )
         if source.valid_mask is not None:
             n_valid = int(source.valid_mask.sum())
             return _Split(len(source.valid_mask) - n_valid, n_valid, own=True)

@@ -146,10 +146,11 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
     """Every check that can refuse the sweep, before its experiment or parent run exists."""
     check_tracking_server(uri)  # an absent server: refused now, not retried for minutes later
     preflight.check_accelerator(spec)
+    source = None  # the data as the local check opened it: opened once, its warnings said once
     if address is None:
         preflight.check_local_resources(spec)
-        preflight.check_local_data(spec)
-        preflight.check_local_weights(spec)
+        source = preflight.check_local_data(spec)
+        preflight.check_local_weights(spec, source=source)
     else:
         preflight.check_portable_inputs(spec)  # the same on every node: no need to ask them
         storage = spec.storage
@@ -157,7 +158,7 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
             storage = StorageSpec(path=str(root), shared=spec.storage.shared)
         preflight.connect(address)
         preflight.check_cluster(spec, address=address, tracking_uri=uri, storage=storage)
-    for note in preflight.data_notes(spec):  # the data's size, once it proved readable
+    for note in preflight.data_notes(spec, source=source):  # the data's size, once readable
         logger.warning("spec %s: %s", spec.name, note)
     preflight.check_artifact_location(uri, min_free_mb=min_free_mb())
     preflight.check_artifact_location(

@@ -348,7 +348,7 @@ def options_any_builder_takes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sweeps.spec._task._dataset_options", lambda name: None)
     # nor does the driver's preflight, which opens a bundled dataset with the options as a trial
     # does: the trial, in its own worker, is left to refuse them
-    monkeypatch.setattr("sweeps.preflight.check_local_data", lambda spec, **_: False)
+    monkeypatch.setattr("sweeps.preflight.check_local_data", lambda spec, **_: None)
 
 
 def test_validate_prints_no_secret(tmp_path: Path, options_any_builder_takes: None) -> None:

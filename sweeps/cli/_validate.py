@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -18,6 +18,9 @@ from sweeps.cli import app
 from sweeps.cli._options import TextOrJson, wrong_kind_hint
 from sweeps.spec import SpecError, SweepSpec, load_spec, load_suite, redact
 from sweeps.spec._errors import error_field
+
+if TYPE_CHECKING:  # torch: only for a spec whose data are read
+    from trainers.data import ImageSource
 
 
 @app.command("validate")
@@ -129,41 +132,44 @@ def _load(
     if not suite:
         loaded = load_spec(path, overrides=overrides)
         _check_accelerator(loaded)
-        _check_inputs(loaded)
-        return loaded.resolved(), _notes(loaded), [(None, loaded)]
+        source = _check_inputs(loaded)
+        return loaded.resolved(), _notes(loaded, source), [(None, loaded)]
     suite_spec = load_suite(path)
+    notes = []
     for entry in suite_spec.entries:
         _check_accelerator(entry.spec, f"entries.{entry.name}: ")
-        _check_inputs(entry.spec, f"entries.{entry.name}: ")
-    notes = [f"entries.{e.name}: {note}" for e in suite_spec.entries for note in _notes(e.spec)]
+        source = _check_inputs(entry.spec, f"entries.{entry.name}: ")
+        notes += [f"entries.{entry.name}: {note}" for note in _notes(entry.spec, source)]
     specs: list[tuple[str | None, SweepSpec]] = [(e.name, e.spec) for e in suite_spec.entries]
     return suite_spec.model_dump(mode="json"), notes, specs
 
 
-def _notes(spec: SweepSpec) -> list[str]:
+def _notes(spec: SweepSpec, source: ImageSource | None) -> list[str]:
     """What ``run`` warns of, in its order: the spec's advice, then what the data's size makes
-    pointless (counted without torch for ``digits`` and ``shapes`` with no options; the data
-    ``_check_inputs`` read is opened again, its labels only)."""
-    return [*spec.advice(), *data_notes(spec)]
+    pointless (counted without torch for ``digits`` and ``shapes`` with no options; else from
+    the labels of ``source``, the data ``_check_inputs`` opened, not opened again)."""
+    return [*spec.advice(), *data_notes(spec, source=source)]
 
 
-def _check_inputs(spec: SweepSpec, where: str = "") -> None:
+def _check_inputs(spec: SweepSpec, where: str = "") -> ImageSource | None:
     """``run``'s checks of a local sweep's data and weights: every image of a local
     ``image_folder`` decoded once, a weights file loaded into the model, a dataset's options
     tried. A torchvision weights name is looked up, not downloaded, and a torchvision dataset
-    is not opened (a cluster's nodes fetch their own; ``run`` fetches both on this machine)."""
+    is not opened (a cluster's nodes fetch their own; ``run`` fetches both on this machine).
+    Returns the dataset as it was opened, None when it was not."""
     dataset, pretrained = spec.task.dataset, spec.task.model.pretrained
     generated = dataset.name in ("digits", "shapes") and bool(dataset.options or dataset.path)
     folder = dataset.name == "image_folder" and dataset.path is not None
     if not (generated or folder or pretrained):
-        return  # nothing to read or try: validate stays quick (no torch, no Ray)
+        return None  # nothing to read or try: validate stays quick (no torch, no Ray)
     from sweeps.preflight import PreflightError, check_local_data, check_local_weights
 
     try:
-        check_local_data(spec, fetch=False)
-        check_local_weights(spec, fetch=False)
+        source = check_local_data(spec, fetch=False)
+        check_local_weights(spec, fetch=False, source=source)
     except PreflightError as error:
         raise _Refused(f"{where}{error}") from None
+    return source
 
 
 def _check_accelerator(spec: SweepSpec, where: str = "") -> None:

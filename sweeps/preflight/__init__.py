@@ -4,11 +4,12 @@
 
     check_accelerator(spec)                # CPU trials: amp bf16 at an image size it cannot train
     check_local_resources(spec)            # local run, before Ray starts: gpu: 1 with no GPU ...
-    check_local_data(spec)                 # local run: image_folder read once (empty, corrupt)
-    check_local_weights(spec)              # local run: task.model.pretrained loads into the arch
+    source = check_local_data(spec)        # local run: image_folder read once (empty, corrupt)
+    check_local_weights(spec, source=source)  # local run: task.model.pretrained fits the arch
     check_portable_inputs(spec)            # cluster run: digits/shapes options, weights names
     connect(address)                       # cluster run: Ray's connection errors made clear
     check_cluster(spec, address=address, tracking_uri=tracking_uri, storage=...)
+    data_notes(spec, source=source)        # advice on the data's size (no source: opened)
     check_artifact_location(tracking_uri)  # local store writable, enough free disk
     check_artifact_location(storage_root)  # Ray's local storage folder, the same
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sweeps.preflight._report import PreflightError
 from sweeps.spec import SweepSpec
 from sweeps.spec._task import is_uri
+
+if TYPE_CHECKING:  # torch: imported only when there is data to read
+    from trainers.data import ImageSource
 
 __all__ = [
     "PREFLIGHT_IMAGE_SIZE",
@@ -23,7 +27,7 @@ PREFLIGHT_IMAGE_SIZE = 8
 """Side the images are decoded at for the check: every file is opened, little is kept."""
 
 
-def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> bool:
+def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> ImageSource | None:
     """Refuse a local sweep whose ``image_folder`` data the trials could not load.
 
     Without this, every trial would start, fail on the same bad file and be retried
@@ -43,7 +47,10 @@ def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> bool:
         spec: The sweep.
 
     Returns:
-        True when the data were read, False when the dataset was not checked.
+        The dataset as it was opened (labels, classes, channels, its own split), for
+        :func:`check_local_weights` and :func:`~sweeps.preflight.data_notes`, which then do not
+        open it again (an image folder's warnings, such as a class of a single image, are
+        logged once); None when the dataset was not checked.
 
     Raises:
         PreflightError: naming ``task.dataset`` and the folder or file at fault.
@@ -53,14 +60,14 @@ def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> bool:
         return _open_generated(spec)
     if dataset.name in TORCHVISION_DATASETS:
         local = not (dataset.path and is_uri(dataset.path))
-        return _fetch_torchvision_data(spec) if fetch and local else False
+        return _fetch_torchvision_data(spec) if fetch and local else None
     if dataset.name != "image_folder" or dataset.path is None or is_uri(dataset.path):
-        return False
+        return None
     from trainers import make_dataloaders  # torch: imported only when there is data to read
 
     logger.info("reading %s once before the sweep starts", dataset.path)
     try:
-        make_dataloaders(
+        dls = make_dataloaders(
             dataset.name,
             image_size=PREFLIGHT_IMAGE_SIZE,
             batch_size=task.batch_size,
@@ -75,14 +82,14 @@ def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> bool:
             f"task.dataset: the trials could not load their data: {error} "
             "Fix the folder (or task.dataset.path) and run again."
         ) from None
-    return True
+    return dls.source
 
 
 TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 """Datasets read through torchvision's files, downloaded into a cache folder when missing."""
 
 
-def _fetch_torchvision_data(spec: SweepSpec) -> bool:
+def _fetch_torchvision_data(spec: SweepSpec) -> ImageSource:
     """Open a torchvision dataset once, as each trial opens it: its files are read where the
     trials on this machine read them, and downloaded there now when missing. Without this, a
     machine without a network (or ``download: false`` and no files) started Ray and made the
@@ -93,13 +100,12 @@ def _fetch_torchvision_data(spec: SweepSpec) -> bool:
     dataset = spec.task.dataset
     logger.info("opening %s once before the sweep starts (downloaded if missing)", dataset.name)
     try:
-        open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+        return open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
     except (ValueError, TypeError, RuntimeError, OSError) as error:
         raise PreflightError(
             f"task.dataset: the trials could not load {dataset.name!r}: {error} Put the files "
             "there (or set task.dataset.path to the folder holding them) and run again."
         ) from None
-    return True
 
 
 def check_portable_inputs(spec: SweepSpec) -> None:
@@ -122,23 +128,24 @@ def check_portable_inputs(spec: SweepSpec) -> None:
             _check_weights_name(model.arch, model.pretrained)
 
 
-def _open_generated(spec: SweepSpec) -> bool:
+def _open_generated(spec: SweepSpec) -> ImageSource:
     """Open a bundled or generated dataset with the spec's options, as each trial does."""
     from trainers.data import open_dataset  # torch: imported only when there is data to check
 
     dataset = spec.task.dataset
     try:
-        open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+        return open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
     except (ValueError, TypeError, MemoryError, RuntimeError) as error:  # torch: out of memory
         raise PreflightError(
             f"task.dataset: the trials could not build {dataset.name!r}: {error} Fix "
             "task.dataset.options (or remove task.dataset.path, which it does not read) and run "
             "again."
         ) from None
-    return True
 
 
-def check_local_weights(spec: SweepSpec, *, fetch: bool = True) -> bool:
+def check_local_weights(
+    spec: SweepSpec, *, fetch: bool = True, source: ImageSource | None = None
+) -> bool:
     """Refuse a sweep whose ``task.model.pretrained`` file the trials could not load.
 
     A file that is no state dict (or would run code when unpickled), or whose body does not fit
@@ -151,6 +158,13 @@ def check_local_weights(spec: SweepSpec, *, fetch: bool = True) -> bool:
     concern (it is loaded only when its shapes match). A torchvision weights name must be one
     torchvision knows for the arch, and (``fetch``) in torch's cache or downloaded into it now,
     once, where the trials on this machine read it. Remote paths are not read here.
+
+    Args:
+        spec: The sweep.
+        fetch: Download torchvision weights missing from torch's cache (``lrsweep validate``
+            downloads nothing).
+        source: The spec's dataset as :func:`check_local_data` opened it, whose channels are
+            taken instead of opening it again; None opens it.
 
     Returns:
         True when a file was loaded (or weights fetched), False when there was none to check.
@@ -167,7 +181,7 @@ def check_local_weights(spec: SweepSpec, *, fetch: bool = True) -> bool:
         return _fetch_weights(model.arch, model.pretrained) if fetch else False
     from trainers.models import build_model, read_state_dict  # torch: only with weights to read
 
-    channels = _data_channels(spec)
+    channels = _data_channels(spec, source)
     try:
         state = read_state_dict(path)
         convs = [t for t in state.values() if t.ndim == 4]
@@ -224,14 +238,17 @@ _LOCAL_DATASETS = ("digits", "shapes", "image_folder")
 """Datasets whose source opens on this machine at once: bundled, generated, a local folder."""
 
 
-def _data_channels(spec: SweepSpec) -> int | None:
-    """Channels of the trials' images, or None where this machine cannot tell cheaply.
+def _data_channels(spec: SweepSpec, source: ImageSource | None = None) -> int | None:
+    """Channels of the trials' images (``source``'s, when the dataset was opened already), or
+    None where this machine cannot tell cheaply.
 
     A dataset that does not open here is left to :func:`check_local_data` and the trials.
     """
     dataset = spec.task.dataset
     if dataset.name not in _LOCAL_DATASETS or (dataset.path and is_uri(dataset.path)):
         return None
+    if source is not None:
+        return int(source.channels)
     from trainers.data import open_dataset
 
     try:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +26,10 @@ from sweeps.spec import load_spec
 from trainers.data import make_dataloaders, open_dataset
 from trainers.data._shapes import Shapes
 from trainers.data._split import stratified_split
+from trainers.models import build_model
 
-DIGITS = Path(__file__).parents[2] / "sweeps" / "specs" / "digits.yaml"
+REPO = Path(__file__).resolve().parents[2]
+DIGITS = REPO / "sweeps" / "specs" / "digits.yaml"
 
 
 def _notes(*overrides: str) -> list[str]:
@@ -85,6 +90,72 @@ def test_a_run_logs_the_notes_before_any_run_exists(
         run_module._preflight(spec, uri, tmp_path / "ray", address=None)
     assert "spec digits-lr: task.dataset: the validation set holds 18 images" in caplog.text
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def _lrsweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``lrsweep`` command in a fresh interpreter, its output as a person sees it."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _folder_with_a_class_of_one(data: Path) -> Path:
+    """An image folder of 31 images: class ``many`` of 30, class ``one`` of a single image."""
+    for name, count in (("many", 30), ("one", 1)):
+        (data / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (4, 4)).save(data / name / f"{i}.png")
+    return data
+
+
+def _single_image_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("has a single image" in record.getMessage() for record in caplog.records)
+
+
+def test_data_notes_count_an_opened_folder_without_opening_it_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _folder_with_a_class_of_one(tmp_path / "images")
+    spec = load_spec(DIGITS, overrides=[f"task.dataset={{name: image_folder, path: {data}}}"])
+    with caplog.at_level(logging.WARNING, logger="trainers"):
+        alone = data_notes(spec)  # a cluster's driver reads no data: here it is opened (warned)
+    assert _single_image_warnings(caplog) == 1
+    assert alone[0].startswith("task.dataset: the validation set holds 6 images")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trainers"):
+        source = open_dataset("image_folder", path=data)  # as the preflight's data check did
+        assert data_notes(spec, source=source) == alone
+    assert _single_image_warnings(caplog) == 1
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_an_image_folders_class_of_a_single_image_is_warned_of_once(
+    tmp_path: Path, command: str
+) -> None:
+    """The data check opened the folder, then the weights check (for the data's channels) and
+    data_notes (for its labels) opened it again, and each warned of the class of one image."""
+    data = _folder_with_a_class_of_one(tmp_path / "images")
+    weights = tmp_path / "weights.pt"
+    torch.save(build_model("simple_cnn", 2, in_channels=3).state_dict(), weights)
+    args = [command, str(DIGITS), "--set", f"task.dataset={{name: image_folder, path: {data}}}"]
+    args += ["--set", f"task.model.pretrained={weights}"]
+    if command == "run":  # refused after the data's checks and notes: no Ray, no run
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder", encoding="utf-8")
+        args += ["--set", f"storage.path={blocker}/ray"]
+        args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    done = _lrsweep(tmp_path, *args)
+    assert done.returncode == (0 if command == "validate" else 2), done.stderr
+    assert f"{data / 'one'} has a single image" in done.stderr
+    assert done.stderr.count("has a single image") == 1, done.stderr
+    # the notes are still counted, from the labels the data check read
+    assert "task.dataset: the validation set holds 6 images" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("batch_size", [478, 479, 480, 719, 720, 1437, 1438])

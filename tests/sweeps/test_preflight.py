@@ -402,7 +402,7 @@ def test_dataset_settings_its_builder_refuses_are_reported_before_the_start(
     with pytest.raises(PreflightError, match=message):
         check_local_data(make_spec(task={**task, "dataset": dataset}))
     good = {"name": dataset["name"]}
-    assert check_local_data(make_spec(task={**task, "dataset": good})) is True
+    assert check_local_data(make_spec(task={**task, "dataset": good})) is not None
 
 
 def test_unknown_torchvision_weights_name_is_refused_listing_the_names():
@@ -468,7 +468,7 @@ def test_a_torchvision_dataset_a_local_sweep_cannot_fetch_is_refused_before_any_
     root = tmp_path / "data"
     root.mkdir()
     spec = make_spec(task={**task, "dataset": {"name": "mnist", "path": str(root)}})
-    assert check_local_data(spec, fetch=False) is False  # validate downloads nothing
+    assert check_local_data(spec, fetch=False) is None  # validate downloads nothing
     with pytest.raises(PreflightError, match=r"task\.dataset: the trials could not load 'mnist': "):
         check_local_data(spec)
     assert not list(root.rglob("*-ubyte*"))  # no partial download left for the trials
@@ -477,8 +477,8 @@ def test_a_torchvision_dataset_a_local_sweep_cannot_fetch_is_refused_before_any_
     with pytest.raises(PreflightError, match=r"download=False: put torchvision's files for mnist"):
         check_local_data(offline)
     write_mnist(root, "MNIST")
-    assert check_local_data(spec) is True
-    assert check_local_data(offline) is True
+    assert check_local_data(spec) is not None
+    assert check_local_data(offline) is not None
 
 
 def test_artifact_folder_is_created_and_checked(tmp_path: Path):

@@ -313,6 +313,12 @@ class DataLoaders:
         return self.train.one_batch()
 
     @property
+    def source(self) -> ImageSource:
+        """The dataset the loaders were built from: its labels, classes, ``channels`` and own
+        split (``valid_mask``), as opened once (an image folder's files are not scanned again)."""
+        return self._source
+
+    @property
     def resize_method(self) -> str:
         """How an image of another size is fitted to :attr:`image_size`: the source's
         ``resize_method`` (``image_folder``: ``"squish"`` or ``"crop"``), else ``"squish"``
