@@ -1,5 +1,5 @@
-"""What the data's size makes pointless: the notes ``lrsweep run`` logs before a sweep and
-``lrsweep validate`` prints, from one function, :func:`data_notes`.
+"""What the data's size makes pointless: the notes ``lrsweep run`` (before a sweep) and
+``lrsweep validate`` print as ``Note:`` lines, from one function, :func:`data_notes`.
 
 The sizes come from the class counts alone, as the trials' split draws them: no image is
 decoded. For the bundled ``digits`` and the generated ``shapes`` with no options the counts are
@@ -55,8 +55,9 @@ def data_notes(spec: SweepSpec, *, source: ImageSource | None = None) -> list[st
     The split is the trials' own (``valid_pct`` over the class counts, or an image folder's
     ``valid/``). Bundled and generated datasets and a local image folder are counted; a
     torchvision dataset or a remote folder is not, and neither is data that does not open (its
-    errors are the preflight's and the trials'). ``run_sweep`` logs the notes with the spec's
-    other advice and ``lrsweep validate`` prints them; none stops a sweep.
+    errors are the preflight's and the trials'). ``run_sweep`` hands the notes, after the
+    spec's other advice, to its ``on_note`` (``lrsweep run`` prints them as ``lrsweep validate``
+    does) or logs them as warnings; none stops a sweep.
 
     Args:
         spec: The sweep.

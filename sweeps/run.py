@@ -32,7 +32,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,21 @@ def stored_tracking_uri(uri: str) -> str:
     return command_uri(uri)
 
 
-def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None) -> None:
-    """Every check that can refuse the sweep, before its experiment or parent run exists."""
+def _log_note(spec_name: str, note: str) -> None:
+    """``run_sweep``'s notes where no ``on_note`` takes them: a warning naming the spec."""
+    logger.warning("spec %s: %s", spec_name, note)
+
+
+def _preflight(
+    spec: SweepSpec,
+    uri: str,
+    root: Location,
+    *,
+    address: str | None,
+    on_note: Callable[[str], None],
+) -> None:
+    """Every check that can refuse the sweep, before its experiment or parent run exists; what
+    the data's size makes pointless goes to ``on_note``."""
     check_tracking_server(uri)  # an absent server: refused now, not retried for minutes later
     preflight.check_accelerator(spec)
     source = None  # the data as the local check opened it: opened once, its warnings said once
@@ -159,7 +172,7 @@ def _preflight(spec: SweepSpec, uri: str, root: Location, *, address: str | None
         preflight.connect(address)
         preflight.check_cluster(spec, address=address, tracking_uri=uri, storage=storage)
     for note in preflight.data_notes(spec, source=source):  # the data's size, once readable
-        logger.warning("spec %s: %s", spec.name, note)
+        on_note(note)
     preflight.check_artifact_location(uri, min_free_mb=min_free_mb())
     preflight.check_artifact_location(
         root, min_free_mb=min_free_mb(), what="Ray's checkpoint folder (storage.path)"
@@ -177,6 +190,7 @@ def run_sweep(
     storage_path: str | Path | None = None,
     progress: SweepProgress | None = None,
     retry_failed: bool = True,
+    on_note: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run every arm of ``spec`` on Ray Tune, log it all to MLflow and write the report.
 
@@ -191,6 +205,11 @@ def run_sweep(
         retry_failed: A sweep some of whose trials failed (not for good) stays resumable, the
             failed trials' checkpoints kept for ``lrsweep resume``; False closes it as finished
             (``lrsweep nightly``, which never resumes a sweep).
+        on_note: Called, before anything starts, with each note ``lrsweep validate`` prints:
+            a valid setting that cannot work as meant (:meth:`SweepSpec.advice`), then what
+            the data's size makes pointless (:func:`sweeps.preflight.data_notes`, once the data
+            proved readable); ``lrsweep run`` prints each as a ``Note:`` line. None logs each
+            as a warning of logger ``sweeps.run`` (``spec NAME: ...``). No note stops a sweep.
 
     Returns:
         The :class:`SweepResult`; ``interrupted`` is True after Ctrl-C / SIGTERM.
@@ -203,8 +222,9 @@ def run_sweep(
             before training starts).
     """
     spec = _load(spec, overrides)
-    for note in spec.advice():
-        logger.warning("spec %s: %s", spec.name, note)
+    note = on_note or partial(_log_note, spec.name)
+    for advice in spec.advice():
+        note(advice)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     root = location.storage_root(storage_path or spec.storage.path or default_storage())
     if not (storage_path or spec.storage.path) and _RAY_JOB_COPY in str(root):
@@ -216,7 +236,7 @@ def run_sweep(
             spec.name,
             root,
         )
-    _preflight(spec, uri, root, address=address)
+    _preflight(spec, uri, root, address=address, on_note=note)
     tracker = Tracker(uri)
     experiment_id = tracker.ensure_experiment(spec.experiment_name)
     tracker.check_artifacts_writable(experiment_id)
@@ -254,6 +274,7 @@ def resume_sweep(
     tracking_uri: str | None = None,
     storage_path: str | Path | None = None,
     progress: SweepProgress | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Continue an interrupted sweep: the latest unfinished one of that name, or that folder.
 
@@ -264,6 +285,9 @@ def resume_sweep(
     then killed; their configs run again under new trial ids) are deleted at the end, so no
     config counts twice.
 
+    The preflight runs again, and what the data's size makes pointless goes to ``on_note``, as
+    in :func:`run_sweep` (None logs it as a warning).
+
     Raises:
         SweepNotFound: nothing to resume there (the message lists the sweeps that exist).
     """
@@ -273,7 +297,9 @@ def resume_sweep(
     spec = load_spec(state["spec"])
     uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
     check_store_exists(uri, state, name_or_path)
-    _preflight(spec, uri, sweep_dir, address=address)
+    _preflight(
+        spec, uri, sweep_dir, address=address, on_note=on_note or partial(_log_note, spec.name)
+    )
     tracker = Tracker(uri)
     check_store_holds(tracker, uri, state, name_or_path)
     tracker.check_artifacts_writable(state["experiment_id"])

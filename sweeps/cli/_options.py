@@ -29,6 +29,13 @@ def fail(error: Exception | str, *, code: int = BAD_INPUT_EXIT) -> typer.Exit:
     return typer.Exit(code)
 
 
+def print_note(note: str) -> None:
+    """Print a note on stderr (stdout stays what a script may read): a valid setting that
+    cannot work as meant, or what the data's size makes pointless; advice, not an error, the
+    same line from ``lrsweep validate`` and ``lrsweep run``."""
+    Console(stderr=True, soft_wrap=True).print(f"Note: {note}", markup=False, highlight=False)
+
+
 def wrong_kind_hint(error: SpecError, path: Path, *, expected: str) -> str:
     """A line that says what ``path`` seems to be when its errors show the other kind of file:
     a nightly suite given where a sweep spec is expected (``expected="spec"``), or a sweep spec

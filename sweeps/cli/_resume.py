@@ -11,7 +11,7 @@ import typer
 
 from sweeps._uri import TrackingUriError
 from sweeps.cli import app
-from sweeps.cli._options import Address, fail, usable_tracking_uri
+from sweeps.cli._options import Address, fail, print_note, usable_tracking_uri
 from sweeps.cli._run import finish, make_console, stopped_exit
 from sweeps.spec import SpecError
 
@@ -62,7 +62,11 @@ def resume_command(
         tracking_uri = usable_tracking_uri(tracking_uri)
     try:
         result = resume_sweep(
-            name, address=address, tracking_uri=tracking_uri, storage_path=storage_path
+            name,
+            address=address,
+            tracking_uri=tracking_uri,
+            storage_path=storage_path,
+            on_note=print_note,
         )
     except SweepNotFound as error:  # found but running: no "it is elsewhere" hint
         elsewhere = not isinstance(error, SweepRunning | SweepNotInStore)

@@ -21,7 +21,13 @@ from sweeps._uri import (
     sqlite_path,
 )
 from sweeps.cli import app
-from sweeps.cli._options import Address, fail, usable_tracking_uri, wrong_kind_hint
+from sweeps.cli._options import (
+    Address,
+    fail,
+    print_note,
+    usable_tracking_uri,
+    wrong_kind_hint,
+)
 from sweeps.spec import SpecError, load_spec
 from sweeps.spec._overrides import shown_override
 
@@ -273,7 +279,10 @@ def run_command(
         typer.Option("--set", help="Override a spec field, e.g. --set task.epochs=3. Repeatable."),
     ] = None,
 ) -> None:
-    """Run every strategy arm of SPEC on Ray Tune, log to MLflow and print the comparison."""
+    """Run every strategy arm of SPEC on Ray Tune, log to MLflow and print the comparison.
+
+    Before it starts, each note `lrsweep validate` prints (a setting that cannot work as meant,
+    what the data's size makes pointless) is a `Note:` line on stderr."""
     from sweeps._interrupts import honour_sigint
     from sweeps.preflight import PreflightError
     from sweeps.run import run_sweep
@@ -291,7 +300,7 @@ def run_command(
     # Before Ray starts or any run exists: a refused URI or a silent server ends it here.
     uri = usable_tracking_uri(tracking_uri, loaded.tracking.uri)
     try:
-        result = run_sweep(loaded, address=address, tracking_uri=uri)
+        result = run_sweep(loaded, address=address, tracking_uri=uri, on_note=print_note)
     except (SpecError, PreflightError, TrackingUriError, OSError) as error:
         raise fail(error) from None
     except KeyboardInterrupt as stop:  # outside the trials: runs closed, resume logged

@@ -15,7 +15,7 @@ from rich.syntax import Syntax
 
 from sweeps._data_notes import data_notes
 from sweeps.cli import app
-from sweeps.cli._options import TextOrJson, wrong_kind_hint
+from sweeps.cli._options import TextOrJson, print_note, wrong_kind_hint
 from sweeps.spec import SpecError, SweepSpec, load_spec, load_suite, redact
 from sweeps.spec._errors import error_field
 
@@ -46,9 +46,10 @@ def validate_command(
     The resolved spec has every default filled in and secrets hidden; each error names its
     field. What `lrsweep run` refuses before Ray starts is refused here too: a local image
     folder's unreadable files, a weights file that does not load into the model, bf16 the CPU
-    cannot train. What it warns of is a `Note:` on stderr: a setting that cannot work as meant,
-    and what the data's size makes pointless (a validation set under 100 images, a batch size
-    that leaves an epoch under 4 steps; not counted for a torchvision dataset).
+    cannot train. What it notes is a `Note:` line on stderr, as `lrsweep run` prints it: a
+    setting that cannot work as meant, and what the data's size makes pointless (a validation
+    set under 100 images, a batch size that leaves an epoch under 4 steps; not counted for a
+    torchvision dataset).
 
     ``--format json`` prints one object on stdout, exit status unchanged: ``ok``, ``errors``
     (each ``{"field": path or null, "message": ...}``), ``hint`` (or null), and for a valid
@@ -84,7 +85,7 @@ def validate_command(
     else:
         sys.stdout.write(text)
     for note in notes:  # on stderr: stdout stays the YAML a script may read back
-        Console(stderr=True, soft_wrap=True).print(f"Note: {note}", markup=False, highlight=False)
+        print_note(note)
 
 
 def _print_json(
@@ -145,7 +146,7 @@ def _load(
 
 
 def _notes(spec: SweepSpec, source: ImageSource | None) -> list[str]:
-    """What ``run`` warns of, in its order: the spec's advice, then what the data's size makes
+    """What ``run`` notes, in its order: the spec's advice, then what the data's size makes
     pointless (counted without torch for ``digits`` and ``shapes`` with no options; else from
     the labels of ``source``, the data ``_check_inputs`` opened, not opened again)."""
     return [*spec.advice(), *data_notes(spec, source=source)]

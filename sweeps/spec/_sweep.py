@@ -280,12 +280,13 @@ class SweepSpec(SpecModel):
     def advice(self) -> list[str]:
         """Valid settings that cannot do what they are there for, each with what to change.
 
-        ``lrsweep validate`` prints them and ``run_sweep`` logs them as warnings; none stops a
-        sweep. Today: an ``early_stop`` the spec sets that can never fire, because every arm's
-        trials end after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch
-        only sets the best, and a stop after the last epoch saves nothing) or every arm is a
-        ``recipe`` (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule
-        cut inside a cycle; an ``optuna`` arm whose default startup trials leave it unguided; a
+        ``lrsweep validate`` and ``lrsweep run`` print them (``Note:`` lines; ``run_sweep``
+        hands them to its ``on_note``, else logs them as warnings); none stops a sweep. Today:
+        an ``early_stop`` the spec sets that can never fire, because every arm's trials end
+        after at most ``max(grace_epochs, 1) + patience`` epochs (the first epoch only sets the
+        best, and a stop after the last epoch saves nothing) or every arm is a ``recipe``
+        (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule cut inside
+        a cycle; an ``optuna`` arm whose default startup trials leave it unguided; a
         ``valid_pct`` that an ``image_folder``'s own train/valid split overrides; an image size
         below 8 px (:meth:`TaskSpec.advice`).
         """

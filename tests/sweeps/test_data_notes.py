@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import random
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 from sweeps import run as run_module
 from sweeps._data_notes import (
@@ -21,8 +23,10 @@ from sweeps._data_notes import (
     split_sizes,
     steps_per_epoch,
 )
+from sweeps.cli import app
 from sweeps.preflight import data_notes
 from sweeps.spec import load_spec
+from sweeps.tracking import Tracker
 from trainers.data import make_dataloaders, open_dataset
 from trainers.data._shapes import Shapes
 from trainers.data._split import stratified_split
@@ -81,15 +85,43 @@ def test_an_image_folders_own_valid_split_is_counted(tmp_path: Path) -> None:
     assert note.endswith("add images to its valid/ folder")
 
 
-def test_a_run_logs_the_notes_before_any_run_exists(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_run_notes_the_datas_size_before_any_run_exists(tmp_path: Path) -> None:
     spec = load_spec(DIGITS, overrides=["task.dataset.valid_pct=0.01"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with caplog.at_level(logging.WARNING, logger="sweeps.run"):
-        run_module._preflight(spec, uri, tmp_path / "ray", address=None)
-    assert "spec digits-lr: task.dataset: the validation set holds 18 images" in caplog.text
+    notes: list[str] = []
+    run_module._preflight(spec, uri, tmp_path / "ray", address=None, on_note=notes.append)
+    assert [note.split(",")[0] for note in notes] == [
+        "task.dataset: the validation set holds 18 images"
+    ]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_run_prints_the_notes_validate_prints_not_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`run` logged its notes as "WARNING sweeps.run: spec NAME: ..." lines, `validate` printed
+    them as "Note: ..." lines: now both print the same Note lines (advice, not a warning)."""
+    blocker = tmp_path / "a-file"  # refused after the notes, before Ray or any run
+    blocker.write_text("not a folder", encoding="utf-8")
+    # 2 epochs: early_stop (patience 2) can never stop a trial; 18 validation images
+    overrides = ["--set", "task.epochs=2", "--set", "task.dataset.valid_pct=0.01"]
+    checked = CliRunner().invoke(app, ["validate", str(DIGITS), *overrides])
+    assert checked.exit_code == 0, checked.output
+    notes = [line for line in checked.stderr.splitlines() if line.startswith("Note: ")]
+    assert [note.split(":")[1] for note in notes] == [
+        " early_stop can never stop a trial",
+        " task.dataset",
+    ]
+    store = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    with caplog.at_level(logging.WARNING):
+        ran = CliRunner().invoke(
+            app, ["run", str(DIGITS), *overrides, "--set", f"storage.path={blocker}/ray", *store]
+        )
+    assert ran.exit_code == 2, ran.output
+    assert "Ray's checkpoint folder (storage.path)" in ran.stderr
+    assert [line for line in ran.stderr.splitlines() if line.startswith("Note: ")] == notes
+    noted = [note.removeprefix("Note: ") for note in notes]
+    assert not [r for r in caplog.records if any(n in r.getMessage() for n in noted)]
 
 
 def _lrsweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -103,6 +135,29 @@ def _lrsweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+def test_resume_prints_the_data_notes_as_run_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resume runs the preflight again: its data notes were "WARNING sweeps.run" lines too."""
+    spec = load_spec(DIGITS, overrides=["task.dataset.valid_pct=0.01"])
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(store)  # a store without the sweep's runs: refused after the preflight
+    sweep_dir = tmp_path / "ray" / spec.name / "20260101-000000-abcdef"
+    sweep_dir.mkdir(parents=True)
+    state = {"name": spec.name, "sweep_id": sweep_dir.name, "spec": spec.resolved()}
+    state |= {"tracking_uri": store, "experiment_id": "1", "parent_run_id": "0" * 32}
+    (sweep_dir / "sweep.json").write_text(json.dumps(state | {"finished": False}))
+    with caplog.at_level(logging.WARNING):
+        resumed = CliRunner().invoke(app, ["resume", str(sweep_dir)])
+    assert resumed.exit_code == 2, resumed.output
+    assert "holds no run" in " ".join(resumed.stderr.split()), resumed.stderr
+    notes = data_notes(spec)
+    assert notes[0].startswith("task.dataset: the validation set holds 18 images")
+    said = [line.removeprefix("Note: ") for line in resumed.stderr.splitlines()]
+    assert [line for line in said if line in notes] == notes
+    assert not [r for r in caplog.records if any(n in r.getMessage() for n in notes)]
 
 
 def _folder_with_a_class_of_one(data: Path) -> Path:
@@ -154,8 +209,9 @@ def test_an_image_folders_class_of_a_single_image_is_warned_of_once(
     assert done.returncode == (0 if command == "validate" else 2), done.stderr
     assert f"{data / 'one'} has a single image" in done.stderr
     assert done.stderr.count("has a single image") == 1, done.stderr
-    # the notes are still counted, from the labels the data check read
-    assert "task.dataset: the validation set holds 6 images" in done.stderr, done.stderr
+    # the notes are still counted, from the labels the data check read, and read as notes
+    assert "\nNote: task.dataset: the validation set holds 6 images" in done.stderr, done.stderr
+    assert "WARNING sweeps.run" not in done.stderr
 
 
 @pytest.mark.parametrize("batch_size", [478, 479, 480, 719, 720, 1437, 1438])
