@@ -273,18 +273,25 @@ def _listing(
 
 
 def _age(days: float) -> str:
-    if days >= 1:
-        return f"{days:.1f} days"
-    hours = days * 24
-    return f"{hours:.1f} hours" if hours >= 1 else f"{hours * 60:.0f} min"
+    """``days`` in the largest unit it reaches *as shown*: 59.6 minutes is ``1.0 h`` (not
+    ``60 min``), 23.96 hours ``1.0 days`` (not ``24.0 h``)."""
+    minutes = days * 24 * 60
+    if round(minutes) < 60:  # round() as the f-string rounds: 59.5 minutes shows 60
+        return f"{minutes:.0f} min"
+    hours = minutes / 60
+    if round(hours, 1) < 24:
+        return f"{hours:.1f} h"
+    return f"{days:.1f} days"
 
 
 def _size(count: int) -> str:
+    """``count`` bytes in the largest unit they reach *as shown* (powers of 1000): 999,950
+    bytes are ``1.0 MB``, not ``1000.0 kB``."""
     if count < 1000:
         return f"{count} B"
     value = count / 1000
-    for unit in ("kB", "MB"):
-        if value < 1000:
+    for unit in ("kB", "MB", "GB"):
+        if round(value, 1) < 1000:
             return f"{value:.1f} {unit}"
         value /= 1000
-    return f"{value:.1f} GB"
+    return f"{value:.1f} TB"

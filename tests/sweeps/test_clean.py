@@ -37,6 +37,19 @@ def _sweep(root: Path, name: str, sweep_id: str, *, state: str | None, age_days:
     return folder
 
 
+def _sized(root: Path, size_bytes: int, *, age_days: float) -> Path:
+    """A damaged sweep (no ``sweep.json``) of exactly ``size_bytes`` (a sparse file: nothing is
+    written), last changed ``age_days`` ago."""
+    folder = root / "lr" / "20261101-000000-aaaaaa"
+    (folder / "tune").mkdir(parents=True)
+    with open(folder / "tune" / "model.pt", "wb") as file:
+        file.truncate(size_bytes)
+    past = time.time() - age_days * DAY
+    for path in [*folder.rglob("*"), folder]:
+        os.utime(path, (past, past))
+    return folder
+
+
 @pytest.fixture
 def storage(tmp_path: Path) -> Path:
     root = tmp_path / "ray_results"
@@ -99,6 +112,51 @@ def test_clean_yes_deletes_the_old_sweeps_only(storage: Path) -> None:
     assert left == ["20261120-000000-bbbbbb", "20261206-000000-cccccc"]
     assert not (storage / "other").exists()  # its only sweep went, so did its folder
     assert (storage / "notes" / "x.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("size_bytes", "shown"),
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (999_949, "999.9 kB"),
+        (999_950, "1.0 MB"),  # was 1000.0 kB
+        (999_949_999, "999.9 MB"),
+        (999_950_000, "1.0 GB"),  # was 1000.0 MB
+        (999_950_000_000, "1.0 TB"),  # was 1000.0 GB
+    ],
+)
+def test_a_size_is_shown_in_the_largest_unit_it_reaches(
+    tmp_path: Path, size_bytes: int, shown: str
+) -> None:
+    root = tmp_path / "ray_results"
+    _sized(root, size_bytes, age_days=30)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root)])
+    assert result.exit_code == 0, result.output
+    assert f" ago {shown} delete" in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize(
+    ("age_days", "shown"),
+    [
+        (0, "0 min"),
+        (59.4 / 1440, "59 min"),
+        (59.6 / 1440, "1.0 h"),  # was 60 min
+        (23.94 / 24, "23.9 h"),
+        (23.96 / 24, "1.0 days"),  # was 24.0 hours
+        (30, "30.0 days"),
+    ],
+)
+def test_an_age_is_shown_in_the_largest_unit_it_reaches(
+    tmp_path: Path, age_days: float, shown: str
+) -> None:
+    root = tmp_path / "ray_results"
+    _sized(root, 1000, age_days=age_days)
+    args = ["clean", "--storage-path", str(root), "--older-than", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f" damaged {shown} ago 1.0 kB delete" in " ".join(result.output.split()), result.output
 
 
 def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path) -> None:
