@@ -144,8 +144,10 @@ def _stored(root: Location, name: str | None) -> list[StoredSweep]:
 def _print_listing(
     root: str, sweeps: list[StoredSweep], old: list[StoredSweep], older_than: float, now: float
 ) -> None:
-    """The text listing: a line per sweep with its action, then what each state means."""
+    """The text listing: a line per sweep with its action, in columns as wide as their widest
+    value (names and sweep ids vary in length), then what each state means."""
     typer.echo(f"Sweeps under {root}:")
+    rows = []
     for sweep in sweeps:
         action = (
             "delete"
@@ -154,9 +156,13 @@ def _print_listing(
             if sweep.state == "running"
             else f"keep (changed within {older_than:g} days)"
         )
+        age = f"{_age(sweep.age_days(now))} ago"
+        rows.append((sweep.name, sweep.sweep_id, sweep.state, age, _size(sweep.size_bytes), action))
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    for name, sweep_id, state, age, size, action in rows:
         typer.echo(
-            f"  {sweep.name}  {sweep.sweep_id}  {sweep.state:<9}  "
-            f"{_age(sweep.age_days(now))} ago  {_size(sweep.size_bytes):>9}  {action}"
+            f"  {name:<{widths[0]}}  {sweep_id:<{widths[1]}}  {state:<{widths[2]}}  "
+            f"{age:>{widths[3]}}  {size:>{widths[4]}}  {action}"
         )
     for state in sorted({sweep.state for sweep in sweeps}):
         typer.echo(f"  ({state}: {_KINDS[state]})")

@@ -159,6 +159,37 @@ def test_an_age_is_shown_in_the_largest_unit_it_reaches(
     assert f" damaged {shown} ago 1.0 kB delete" in " ".join(result.output.split()), result.output
 
 
+def test_the_text_listing_lines_up_its_columns(tmp_path: Path) -> None:
+    """Each column started wherever the names before it ended: names of other lengths (and a
+    sweep folder renamed by hand) pushed every column after them out of line."""
+    root = tmp_path / "ray_results"
+    _sweep(root, "lr", "20261101-000000-aaaaaa", state='{"finished": true}', age_days=30)
+    _sweep(root, "a-much-longer-name", "20261120-000000-bbbbbb", state=None, age_days=0.001)
+    _sweep(root, "mid-name", "kept-by-hand", state='{"finished": false}', age_days=2)
+    running = _sweep(root, "x", "20261206-000000-cccccc", state='{"finished": false}', age_days=9)
+    (running / DRIVER_FILE).write_text(json.dumps(driver_record()))
+    (root / "x" / "20261206-000000-cccccc" / "tune" / "big.pt").write_bytes(b"\0" * 123_456)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " ago " in line]
+    ids = [line.split()[1] for line in lines]
+    assert ids == [
+        "20261120-000000-bbbbbb", "20261101-000000-aaaaaa", "kept-by-hand",
+        "20261206-000000-cccccc",
+    ], result.output  # fmt: skip
+    states = ["damaged", "finished", "resumable", "running"]
+    starts = {
+        "id": {line.index(i) for line, i in zip(lines, ids, strict=True)},
+        "state": {line.index(f" {s} ") for line, s in zip(lines, states, strict=True)},
+        "age's end": {line.index(" ago ") for line in lines},
+        "size's end": {line.index("B  ") for line in lines},
+        "action": {line.index("  delete" if "delete" in line else "  keep") for line in lines},
+    }
+    assert {column: len(found) for column, found in starts.items()} == dict.fromkeys(starts, 1), (
+        result.output
+    )
+
+
 def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path) -> None:
     """A name's folder moved to another disk and linked back: deleting its last sweep tried to
     rmdir() the link, and the clean failed (exit 1, "could not delete" the sweep it had deleted)."""
