@@ -156,7 +156,7 @@ def _print_listing(
             if sweep.state == "running"
             else f"keep (changed within {older_than:g} days)"
         )
-        age = f"{_age(sweep.age_days(now))} ago"
+        age = _ago(sweep.age_days(now))
         rows.append((sweep.name, sweep.sweep_id, sweep.state, age, _size(sweep.size_bytes), action))
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     for name, sweep_id, state, age, size, action in rows:
@@ -276,6 +276,13 @@ def _listing(
         "command": None,
         "deleted": [],
     }
+
+
+def _ago(days: float) -> str:
+    """When a folder last changed, ``days`` before now: ``3.0 h ago``, or ``3.0 h from now``
+    for a file dated in the future (a node whose clock runs ahead wrote it to shared storage)."""
+    shown = _age(abs(days))
+    return f"{shown} from now" if days < 0 and shown != "0 min" else f"{shown} ago"
 
 
 def _age(days: float) -> str:

@@ -159,6 +159,23 @@ def test_an_age_is_shown_in_the_largest_unit_it_reaches(
     assert f" damaged {shown} ago 1.0 kB delete" in " ".join(result.output.split()), result.output
 
 
+@pytest.mark.parametrize(
+    ("age_days", "shown"), [(-3 / 24, "3.0 h from now"), (-10 / DAY, "0 min ago")]
+)
+def test_a_change_dated_in_the_future_is_said_so_and_kept(
+    tmp_path: Path, age_days: float, shown: str
+) -> None:
+    """A file dated ahead of this machine's clock (a node whose clock runs ahead wrote it to
+    shared storage) was listed "-180 min ago", and one seconds ahead "-0 min ago"."""
+    root = tmp_path / "ray_results"
+    _sized(root, 1000, age_days=age_days)
+    args = ["clean", "--storage-path", str(root), "--older-than", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f" damaged {shown} 1.0 kB keep (changed within 0 days)" in said, result.output
+
+
 def test_the_text_listing_lines_up_its_columns(tmp_path: Path) -> None:
     """Each column started wherever the names before it ended: names of other lengths (and a
     sweep folder renamed by hand) pushed every column after them out of line."""
