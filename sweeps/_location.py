@@ -24,8 +24,8 @@ def default_storage(cwd: str | Path | None = None) -> Path:
 
 
 __all__ = [
-    "Location", "child", "filesystem", "parent", "read_text", "remove_file", "remove_folder",
-    "shown", "storage_root", "subfolders", "write_text",
+    "Location", "child", "filesystem", "local_path", "parent", "read_text", "remove_empty_folder",
+    "remove_file", "remove_folder", "shown", "storage_root", "subfolders", "write_text",
 ]  # fmt: skip
 
 Location = Path | str
@@ -143,6 +143,42 @@ def remove_folder(folder: Location) -> None:
     fs, path = filesystem(folder)
     if fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
         fs.delete_dir(path)
+
+
+def remove_empty_folder(folder: Location) -> bool:
+    """Delete ``folder`` when it holds nothing (and is a folder, not a link to one): whether it
+    did. On a remote store (``s3://``) a folder is a name prefix, or the empty marker object
+    ``pyarrow.fs`` keeps for it once the last thing in it went; there the check and the deletion
+    are two requests, so a file written between them would go too."""
+    local = local_path(folder)
+    if local is not None:
+        # a link stays: rmdir() refuses one (a name's folder moved to a bigger disk)
+        if local.is_symlink() or not local.is_dir() or any(local.iterdir()):
+            return False
+        local.rmdir()
+        return True
+    import pyarrow.fs
+
+    fs, path = filesystem(str(folder))
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return False
+    if fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)):
+        return False
+    fs.delete_dir(path)
+    return True
+
+
+def local_path(location: Location) -> Path | None:
+    """The local folder ``location`` names: a ``Path`` as it is, a URI that ``pyarrow.fs``
+    reads from this machine's disk (``file:///x``) as ``Path("/x")``; None for a remote one.
+    Through the ``Path``, a ``file://`` storage is cleaned as the same folder given as a path
+    is (links included)."""
+    if isinstance(location, Path):
+        return location
+    import pyarrow.fs
+
+    fs, path = filesystem(location)
+    return Path(path) if isinstance(fs, pyarrow.fs.LocalFileSystem) else None
 
 
 def filesystem(uri: str) -> tuple[Any, str]:

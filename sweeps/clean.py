@@ -139,30 +139,26 @@ def _started(pid: int) -> str | None:
 
 def remove_sweep(sweep: StoredSweep) -> None:
     """Delete the sweep's folder, then its name's folder if nothing else is left in it (and it
-    is no symbolic link).
+    is no symbolic link), whether the storage is a path, a ``file://`` URI or a remote one.
 
     Its ``sweep.json`` goes first: a deletion that fails half-way (``OSError``) leaves a folder
     that ``lrsweep resume`` no longer takes for a sweep (it would restore Tune from half its
     checkpoints) and ``lrsweep clean`` lists as damaged, so a second clean finishes it.
     """
     location.remove_file(sweep.folder, STATE_FILE)
-    if isinstance(sweep.folder, Path) and sweep.folder.is_symlink():
+    folder = location.local_path(sweep.folder)  # a file:// storage's too: links as for a path
+    if folder is None:
+        location.remove_folder(sweep.folder)
+    elif folder.is_symlink():
         # a sweep's folder linked elsewhere (listed with its files' size): they go, then the
         # link (rmtree() refuses a link: the clean failed, and every clean after it)
-        location.remove_folder(sweep.folder.resolve())
-        sweep.folder.unlink()
+        location.remove_folder(folder.resolve())
+        folder.unlink()
     else:
-        location.remove_folder(sweep.folder)
-    name_folder = location.parent(sweep.folder)
+        location.remove_folder(folder)
     # a name's folder linked elsewhere (moved to a bigger disk) stays: rmdir() refuses a link
     # and failed the clean of a sweep already deleted
-    if (
-        isinstance(name_folder, Path)
-        and not name_folder.is_symlink()
-        and name_folder.is_dir()
-        and not any(name_folder.iterdir())
-    ):
-        name_folder.rmdir()
+    location.remove_empty_folder(location.parent(sweep.folder if folder is None else folder))
 
 
 def mark_removed(sweep: StoredSweep, state: dict[str, Any], when: float) -> None:
@@ -220,9 +216,10 @@ def _state(text: str | None) -> str:
 def _usage(folder: Path | str) -> tuple[int, float]:
     """The bytes of every file under ``folder`` and the newest modification time among them
     (the folder's own when it holds no file)."""
-    if isinstance(folder, Path):
-        size, newest = 0, folder.stat().st_mtime
-        for parent, _, files in os.walk(folder):
+    local = location.local_path(folder)
+    if local is not None:
+        size, newest = 0, local.stat().st_mtime
+        for parent, _, files in os.walk(local):
             for file in files:
                 try:
                     info = os.stat(os.path.join(parent, file))
@@ -233,7 +230,7 @@ def _usage(folder: Path | str) -> tuple[int, float]:
         return size, newest
     import pyarrow.fs
 
-    fs, path = location.filesystem(folder)
+    fs, path = location.filesystem(str(folder))
     infos = fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
     stored = [info for info in infos if info.type == pyarrow.fs.FileType.File]
     times = [info.mtime.timestamp() for info in stored if info.mtime is not None]

@@ -13,8 +13,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from _s3_helpers import s3_root
 from typer.testing import CliRunner
 
+from sweeps import _location as location
 from sweeps.clean import DRIVER_FILE, driver_record, stored_sweeps
 from sweeps.cli import app
 from sweeps.tracking import Tracker
@@ -207,7 +209,43 @@ def test_the_text_listing_lines_up_its_columns(tmp_path: Path) -> None:
     )
 
 
-def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_clean_yes_removes_a_name_folder_it_emptied_whatever_the_storage_is(
+    tmp_path: Path, as_uri: bool
+) -> None:
+    """Given as ``file://`` (a URI, read through ``pyarrow.fs``), --yes left the name's emptied
+    folder behind, where the same folder given as a path lost it."""
+    root = tmp_path / "ray_results"
+    _sweep(root, "lr", "20261101-000000-aaaaaa", state='{"finished": true}', age_days=30)
+    _sweep(root, "other", "20261102-000000-bbbbbb", state='{"finished": true}', age_days=30)
+    _sweep(root, "other", "20261206-000000-cccccc", state='{"finished": true}', age_days=0.01)
+    storage = f"file://{root}" if as_uri else str(root)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", storage, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 sweep folders (2.0 kB)" in result.output
+    assert sorted(p.name for p in root.iterdir()) == ["other"]
+    assert [p.name for p in (root / "other").iterdir()] == ["20261206-000000-cccccc"]
+
+
+@pytest.mark.slow
+def test_clean_yes_removes_a_name_folder_it_emptied_on_s3(s3_endpoint: str) -> None:
+    """On S3, the empty marker object pyarrow.fs leaves for a folder whose last file went kept
+    the name listed as a folder."""
+    root = location.storage_root(s3_root(s3_endpoint, "clean"))
+    for name in ("lr", "other"):
+        folder = location.child(root, name, "20261101-000000-aaaaaa")
+        location.write_text(location.child(folder, "tune"), "model.pt", "x" * 1000)
+        location.write_text(folder, "sweep.json", '{"finished": true}')
+    args = ["clean", "lr", "--storage-path", root, "--older-than", "0", "--yes"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 sweep folder" in result.output
+    assert location.subfolders(root) == ["other"]
+    assert [s.name for s in stored_sweeps(root)] == ["other"]
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path, as_uri: bool) -> None:
     """A name's folder moved to another disk and linked back: deleting its last sweep tried to
     rmdir() the link, and the clean failed (exit 1, "could not delete" the sweep it had deleted)."""
     root, elsewhere = tmp_path / "ray_results", tmp_path / "big"
@@ -216,23 +254,27 @@ def test_clean_yes_leaves_a_name_folder_linked_elsewhere(tmp_path: Path) -> None
     )
     root.mkdir()
     (root / "lr").symlink_to(elsewhere / "lr", target_is_directory=True)
-    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    storage = f"file://{root}" if as_uri else str(root)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", storage, "--yes"])
     assert result.exit_code == 0, result.output
     assert "Deleted 1 sweep folder (1.0 kB)" in result.output
     assert not folder.exists()
     assert (root / "lr").is_symlink() and (elsewhere / "lr").is_dir()
 
 
-def test_clean_yes_deletes_a_sweep_folder_linked_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_clean_yes_deletes_a_sweep_folder_linked_elsewhere(tmp_path: Path, as_uri: bool) -> None:
     """A sweep's folder moved to another disk and linked back: --yes deleted its sweep.json,
-    then failed on rmtree() of the link (exit 1), and so did every clean after it."""
+    then failed on rmtree() of the link (exit 1), and so did every clean after it. Given as
+    ``file://``, pyarrow.fs deleted the link alone, and its files stayed."""
     root, elsewhere = tmp_path / "ray_results", tmp_path / "big"
     moved = _sweep(
         elsewhere, "lr", "20261101-000000-aaaaaa", state='{"finished": true}', age_days=30
     )
     (root / "lr").mkdir(parents=True)
     (root / "lr" / moved.name).symlink_to(moved, target_is_directory=True)
-    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    storage = f"file://{root}" if as_uri else str(root)
+    result = CliRunner().invoke(app, ["clean", "--storage-path", storage, "--yes"])
     assert result.exit_code == 0, result.output
     assert "Deleted 1 sweep folder (1.0 kB)" in result.output
     assert not moved.exists() and not (root / "lr").exists()
