@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ from sweeps import _location as location
 from sweeps.spec._types import Name
 
 __all__ = [
+    "SWEEP_ID",
     "StoredSweep",
     "driver_record",
     "mark_removed",
+    "new_sweep_id",
     "parse_state",
     "read_state",
     "remove_sweep",
@@ -36,6 +40,13 @@ __all__ = [
 STATE_FILE = "sweep.json"  # a sweep's state, which `lrsweep resume` reads
 TUNE_DIR = "tune"  # Ray Tune's experiment folder (its state and the trials' checkpoints)
 DRIVER_FILE = "driver.json"  # the process running the sweep, while it runs
+SWEEP_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
+"""A sweep id, its folder's name: when it started (local time) and 6 random hex digits."""
+
+
+def new_sweep_id() -> str:
+    """A new sweep's id (``20261207-081050-74f982``), which :data:`SWEEP_ID` matches."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,10 @@ class StoredSweep:
 
 def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep]:
     """Every sweep folder under ``root`` (only sweeps called ``name`` when given), oldest sweep
-    id first within a name. A folder counts when it holds ``sweep.json`` or Tune's ``tune``
-    folder (a sweep cut off before writing its state); anything else under the root is left
+    id first within a name. A folder counts when it holds ``sweep.json``, or when it is named as
+    lrsweep names a sweep's folder (:data:`SWEEP_ID`) and holds Tune's ``tune`` folder (a sweep
+    whose ``sweep.json`` is gone: a deletion cut half-way); anything else under the root (a
+    wrong ``--storage-path``'s own folders, which may hold a ``tune`` of their own) is left
     alone."""
     if name is not None:
         _check_name(name)
@@ -69,7 +82,9 @@ def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep
         for sweep_id in location.subfolders(sweep_root):
             folder = location.child(sweep_root, sweep_id)
             text = location.read_text(folder, STATE_FILE)
-            if text is None and TUNE_DIR not in location.subfolders(folder):
+            if text is None and not (
+                SWEEP_ID.fullmatch(sweep_id) and TUNE_DIR in location.subfolders(folder)
+            ):
                 continue  # not a sweep's folder
             size, newest = _usage(folder)
             state = "running" if running_driver(folder) else _state(text)

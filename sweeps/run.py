@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -59,7 +57,7 @@ from sweeps._lookup import find_sweep as _find_sweep
 from sweeps._reporter import flatten_params
 from sweeps._result import SweepResult as SweepResult  # re-exported
 from sweeps._uri import command_uri
-from sweeps.clean import DRIVER_FILE, TUNE_DIR, driver_record
+from sweeps.clean import DRIVER_FILE, TUNE_DIR, driver_record, new_sweep_id
 from sweeps.progress import SweepProgress
 from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
 from sweeps.stoppers import from_spec
@@ -240,7 +238,7 @@ def run_sweep(
     tracker = Tracker(uri)
     experiment_id = tracker.ensure_experiment(spec.experiment_name)
     tracker.check_artifacts_writable(experiment_id)
-    sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    sweep_id = new_sweep_id()
     sweep_dir = location.child(root, spec.name, sweep_id)
     with sigterm_stops():  # from the parent run on; Ray's start and the trials guard their own
         parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)

@@ -297,6 +297,27 @@ def test_a_deleted_sweep_whose_store_is_gone_is_deleted_with_a_warning(tmp_path:
     )
 
 
+def test_a_folder_not_named_as_a_sweep_is_no_damaged_sweep_for_holding_a_tune_folder(
+    tmp_path: Path,
+) -> None:
+    """A --storage-path pointed at other data (an ML project's own ``runs/exp1/tune``) listed
+    its folders as damaged sweeps, and --yes deleted them."""
+    root = tmp_path / "data"
+    mine = root / "runs" / "exp1"
+    (mine / "tune").mkdir(parents=True)
+    (mine / "tune" / "results.csv").write_text("mine")
+    past = time.time() - 30 * DAY
+    os.utime(mine / "tune" / "results.csv", (past, past))
+    damaged = _sweep(root, "lr", "20261101-000000-aaaaaa", state=None, age_days=30)
+    assert [(s.name, s.sweep_id, s.state) for s in stored_sweeps(root)] == [
+        ("lr", "20261101-000000-aaaaaa", "damaged")
+    ]
+    result = CliRunner().invoke(app, ["clean", "--storage-path", str(root), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "exp1" not in result.output and "Deleted 1 sweep folder" in result.output
+    assert (mine / "tune" / "results.csv").read_text() == "mine" and not damaged.exists()
+
+
 def test_clean_names_what_it_cannot_find(tmp_path: Path, storage: Path) -> None:
     result = CliRunner().invoke(app, ["clean", "nope", "--storage-path", str(storage)])
     assert result.exit_code == 2
