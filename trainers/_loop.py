@@ -25,7 +25,7 @@ from trainers.errors import CancelBatch, CancelEpoch, CancelFit, TrainingDiverge
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["Hypers", "check_finite_input", "check_optimizer", "fit"]
+__all__ = ["Hypers", "check_finite_input", "check_loss_has_grad", "check_optimizer", "fit"]
 
 Hypers = Callable[[float, float], tuple[list[float], float]]
 """``(pos in [0, 1], position in epochs) -> (rate per layer group, momentum)``."""
@@ -44,7 +44,9 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
             missing trainable parameters of the model (a replaced model), an empty training
             loader (and the precompute errors of :func:`_inference.fit_loaders`).
         TrainingDiverged: at the first non-finite training loss.
-        ValueError: when that loss comes from a batch holding NaN/inf input values.
+        ValueError: when that loss comes from a batch holding NaN/inf input values, or for a
+            training loss with no gradient (:func:`check_loss_has_grad`: a fit inside
+            ``torch.no_grad()``, a model with nothing trainable), at its first batch.
     """
     if not _is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, but got {epochs!r}.")
@@ -222,6 +224,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
             learn.loss = learn.loss_func(learn.pred, learn.yb)
         learn._call("after_loss")
         learn._call("before_backward")
+        check_loss_has_grad(learn, learn.loss, f"epoch {learn.epoch}, batch {learn.iter}")
         if scaler is None:
             learn.loss.backward()
             learn._call("after_backward")
@@ -256,6 +259,37 @@ def _first_batch_cause(learn: Learner) -> str | None:
         "output (a log of 0, a division by 0, an overflow in a custom layer) and its weights "
         "(an earlier fit that diverged, or loaded weights holding NaN)."
     )
+
+
+def check_loss_has_grad(learn: Learner, loss: torch.Tensor, where: str) -> None:
+    """Refuse a loss autograd cannot differentiate, before ``backward`` fails on it with
+    PyTorch's "element 0 of tensors does not require grad" (no cost when it can).
+
+    Raises:
+        ValueError: naming the batch and the cause: gradients switched off around the call
+            (``torch.no_grad()`` / ``torch.inference_mode()``), no trainable parameter in the
+            model (every ``requires_grad`` False), or a loss that depends on none of them.
+    """
+    if loss.requires_grad:
+        return
+    if not torch.is_grad_enabled():
+        why = (
+            "gradients are switched off here: the call runs inside torch.no_grad() or "
+            "torch.inference_mode() (or after torch.set_grad_enabled(False)); call it outside"
+        )
+    elif not any(p.requires_grad for p in learn.model.parameters()):
+        why = (
+            "no parameter of learn.model is trainable (requires_grad is False for every one: "
+            f"frozen by hand, or freeze_to({learn.n_groups}) on a model without normalization "
+            "layers); call learn.unfreeze(), or learn.freeze_to(n) with n < "
+            f"{learn.n_groups} to train the last groups"
+        )
+    else:
+        why = (
+            "the loss depends on no trainable parameter of learn.model: loss_func must compute "
+            "it from the model's output (not a detached copy of it, nor a constant)"
+        )
+    raise ValueError(f"the training loss at {where} has no gradient to step with: {why}.")
 
 
 def check_finite_input(xb: torch.Tensor | None, loss: float, where: str) -> None:

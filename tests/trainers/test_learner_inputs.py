@@ -33,6 +33,54 @@ def make_learner(bad_value: float | None) -> Learner:
     return Learner(build_model("simple_cnn", 2, in_channels=1), dls, device="cpu", progress=False)
 
 
+def _freeze_every_parameter(learn: Learner) -> None:
+    for p in learn.model.parameters():
+        p.requires_grad_(False)
+
+
+def _detaching_loss(learn: Learner) -> None:
+    learn.loss_func = lambda pred, target: torch.nn.functional.cross_entropy(pred.detach(), target)
+
+
+@pytest.mark.parametrize("run", ["fit", "lr_find"])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (None, r"gradients are switched off here: the call runs inside torch\.no_grad\(\)"),
+        (
+            _freeze_every_parameter,
+            r"no parameter of learn\.model is trainable .*call learn\.unfreeze\(\)",
+        ),
+        (_detaching_loss, r"the loss depends on no trainable parameter of learn\.model"),
+    ],
+)
+def test_a_loss_without_gradient_is_refused_with_its_cause_and_leaves_the_weights(
+    run: str, setup, message: str
+) -> None:
+    """Each failed at the first backward with PyTorch's "element 0 of tensors does not require
+    grad and does not have a grad_fn", a RuntimeError saying nothing of the cause."""
+    learn = make_learner(None)
+    if setup is not None:
+        setup(learn)
+    before = {k: v.detach().clone() for k, v in learn.model.named_parameters()}
+    where = r"epoch 0, batch 0" if run == "fit" else r"lr_find's iteration 0 \(lr 1e-07\)"
+    call = (lambda: learn.fit(1, 1e-3)) if run == "fit" else (lambda: learn.lr_find(num_it=20))
+    with pytest.raises(ValueError, match=rf"training loss at {where} has no gradient.*{message}"):
+        if setup is None:
+            with torch.no_grad():
+                call()
+        else:
+            call()
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.named_parameters())
+
+
+def test_lr_find_inside_inference_mode_names_the_switched_off_gradients() -> None:
+    learn = make_learner(None)
+    with pytest.raises(ValueError, match=r"inside torch\.no_grad\(\) or torch\.inference_mode"):
+        with torch.inference_mode():
+            learn.lr_find(num_it=20)
+
+
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
 def test_fit_on_nan_or_inf_inputs_blames_the_data_not_the_learning_rate(bad_value: float) -> None:
     learn = make_learner(bad_value)
