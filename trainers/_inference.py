@@ -23,7 +23,7 @@ from trainers._image_input import ImageFormat as ImageFormat  # re-exported, as 
 from trainers._image_input import ImageInput as ImageInput
 from trainers._image_input import model_input as model_input
 from trainers._numbers import is_real
-from trainers._training import METRICS, per_item_loss
+from trainers._training import METRICS, check_loss_value, per_item_loss
 from trainers.models._base import AdaptiveConcatPool2d
 
 if TYPE_CHECKING:
@@ -106,12 +106,13 @@ def evaluate(learn: Learner, loader: Iterable[Any], forward: nn.Module) -> dict[
     total = torch.zeros((), device=learn.device)
     outs, targets = [], []
     with torch.no_grad():
-        for xb, yb in loader:
+        for i, (xb, yb) in enumerate(loader):
             xb = acc.batch(xb.to(learn.device, non_blocking=True))
             yb = yb.to(learn.device, non_blocking=True)
             with acc.autocast():
                 out = acc.output(forward(xb))
                 loss = learn.loss_func(out, yb)
+            check_loss_value(loss, f"validation batch {i}")
             total += loss.float() * len(yb)
             outs.append(out)
             targets.append(yb)

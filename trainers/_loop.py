@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from trainers import _inference
-from trainers._training import optimizer_step
+from trainers._training import check_loss_value, optimizer_step
 from trainers.errors import CancelBatch, CancelEpoch, CancelFit, TrainingDiverged
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["Hypers", "check_finite_input", "check_loss_has_grad", "check_optimizer", "fit"]
+__all__ = ["Hypers", "check_finite_input", "check_optimizer", "check_training_loss", "fit"]
 
 Hypers = Callable[[float, float], tuple[list[float], float]]
 """``(pos in [0, 1], position in epochs) -> (rate per layer group, momentum)``."""
@@ -45,7 +45,8 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
             loader (and the precompute errors of :func:`_inference.fit_loaders`).
         TrainingDiverged: at the first non-finite training loss.
         ValueError: when that loss comes from a batch holding NaN/inf input values, or for a
-            training loss with no gradient (:func:`check_loss_has_grad`: a fit inside
+            training loss that is not one number or has no gradient
+            (:func:`check_training_loss`: ``reduction="none"``, a fit inside
             ``torch.no_grad()``, a model with nothing trainable), at its first batch.
     """
     if not _is_int(epochs) or epochs < 1:
@@ -224,7 +225,7 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
             learn.loss = learn.loss_func(learn.pred, learn.yb)
         learn._call("after_loss")
         learn._call("before_backward")
-        check_loss_has_grad(learn, learn.loss, f"epoch {learn.epoch}, batch {learn.iter}")
+        check_training_loss(learn, learn.loss, f"epoch {learn.epoch}, batch {learn.iter}")
         if scaler is None:
             learn.loss.backward()
             learn._call("after_backward")
@@ -261,17 +262,20 @@ def _first_batch_cause(learn: Learner) -> str | None:
     )
 
 
-def check_loss_has_grad(learn: Learner, loss: torch.Tensor, where: str) -> None:
-    """Refuse a loss autograd cannot differentiate, before ``backward`` fails on it with
-    PyTorch's "element 0 of tensors does not require grad" (no cost when it can).
+def check_training_loss(learn: Learner, loss: Any, where: str) -> None:
+    """Refuse a loss ``backward`` cannot start from, before it fails with PyTorch's "grad can
+    be implicitly created only for scalar outputs" or "element 0 of tensors does not require
+    grad" (no cost but two attribute reads when it can).
 
     Raises:
-        ValueError: naming the batch and the cause: gradients switched off around the call
-            (``torch.no_grad()`` / ``torch.inference_mode()``), no trainable parameter in the
-            model (every ``requires_grad`` False), or a loss that depends on none of them.
+        ValueError: naming the batch and the cause: a loss that is not one number
+            (:func:`~trainers._training.check_loss_value`), gradients switched off around the
+            call (``torch.no_grad()`` / ``torch.inference_mode()``), no trainable parameter in
+            the model (every ``requires_grad`` False), or a loss that depends on none of them.
     """
-    if loss.requires_grad:
+    if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
         return
+    check_loss_value(loss, where)
     if not torch.is_grad_enabled():
         why = (
             "gradients are switched off here: the call runs inside torch.no_grad() or "

@@ -98,8 +98,9 @@ def one_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, *, where: str)
 
     Raises:
         ValueError: for a batch that bf16 on the CPU cannot train (see
-            :meth:`~trainers._accel.Accelerator.check_training_input`), or a loss without a
-            gradient (:func:`trainers._loop.check_loss_has_grad`), before any step;
+            :meth:`~trainers._accel.Accelerator.check_training_input`), or a loss that is not
+            one number or has no gradient (:func:`trainers._loop.check_training_loss`),
+            before any step;
             for a non-finite loss from a batch holding NaN/inf input values (the data is
             at fault, not the rate), after the step.
     """
@@ -109,7 +110,7 @@ def one_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, *, where: str)
     acc.check_training_input(learn.forward_model, xb)
     with acc.autocast():
         loss = learn.loss_func(acc.output(learn.forward_model(xb)), yb.to(learn.device))
-    _loop.check_loss_has_grad(learn, loss, where)
+    _loop.check_training_loss(learn, loss, where)
     if learn.scaler is None:
         loss.backward()
         optimizer_step(learn.opt)

@@ -21,6 +21,7 @@ __all__ = [
     "OPTIMIZERS",
     "LRSpec",
     "accuracy",
+    "check_loss_value",
     "error_rate",
     "layer_groups",
     "make_optimizer",
@@ -315,6 +316,31 @@ def _by_first_step(
         return [(True, params)]
     ids = {id(p) for p in fresh}
     return [(True, fresh), (False, [p for p in params if id(p) not in ids])]
+
+
+def check_loss_value(loss: Any, where: str) -> None:
+    """Refuse what ``loss_func`` returned unless it is one number, a tensor of one element (the
+    batch's mean loss, as training steps from and validation weighs by batch size).
+
+    Raises:
+        ValueError: naming the batch (``where``) and what came back: a tensor of one loss per
+            item (``reduction="none"``) or anything but a tensor.
+    """
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        return
+    if isinstance(loss, torch.Tensor):
+        got = f"a tensor of shape {tuple(loss.shape)}"
+        hint = (
+            "a loss built with reduction='none' gives one per item: use reduction='mean' "
+            "(get_preds and Interpretation take each item's loss themselves)"
+        )
+    else:
+        got = f"a {type(loss).__name__}"
+        hint = "return a torch tensor computed from the model's output"
+    raise ValueError(
+        f"loss_func must return the batch's mean loss, a tensor of one number, but at {where} "
+        f"it returned {got}: {hint}."
+    )
 
 
 def per_item_loss(

@@ -74,6 +74,39 @@ def test_a_loss_without_gradient_is_refused_with_its_cause_and_leaves_the_weight
     assert all(torch.equal(v, before[k]) for k, v in learn.model.named_parameters())
 
 
+@pytest.mark.parametrize("run", ["fit", "lr_find", "validate"])
+@pytest.mark.parametrize(
+    ("loss_func", "message"),
+    [
+        (torch.nn.CrossEntropyLoss(reduction="none"), r"a tensor of shape \(16,\): .*'mean'"),
+        (lambda pred, target: 1.0, r"a float: return a torch tensor"),
+    ],
+)
+def test_a_loss_func_not_giving_one_number_is_refused_naming_what_it_gave(
+    run: str, loss_func, message: str
+) -> None:
+    """reduction="none" failed in backward with "grad can be implicitly created only for
+    scalar outputs" (validate: "output with shape [] doesn't match the broadcast shape")."""
+    learn = make_learner(None)
+    learn.loss_func = loss_func
+    where = {
+        "fit": r"epoch 0, batch 0",
+        "lr_find": r"lr_find's iteration 0 \(lr 1e-07\)",
+        "validate": r"validation batch 0",
+    }[run]
+    call = {
+        "fit": lambda: learn.fit(1, 1e-3),
+        "lr_find": lambda: learn.lr_find(num_it=20),
+        "validate": learn.validate,
+    }[run]
+    with pytest.raises(
+        ValueError,
+        match=rf"loss_func must return the batch's mean loss, a "
+        rf"tensor of one number, but at {where} it returned {message}",
+    ):
+        call()
+
+
 def test_lr_find_inside_inference_mode_names_the_switched_off_gradients() -> None:
     learn = make_learner(None)
     with pytest.raises(ValueError, match=r"inside torch\.no_grad\(\) or torch\.inference_mode"):
