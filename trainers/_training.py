@@ -67,7 +67,7 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
     Raises:
         ValueError: for a rate that is not a finite number > 0, ``lo > hi``, a slice step, a
             list of another length than ``n_groups``, or any other type (the message names
-            ``name``).
+            ``name``; for a whole ``LRFindResult``, the suggestions to pass instead).
 
     Example:
         >>> resolve_lrs(slice(1e-4, 1e-2), 3)
@@ -93,9 +93,12 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
             )
         return [_positive_lr(value, f"{name}[{i}]") for i, value in enumerate(lr)]
     else:
+        _refuse_range_test(lr, name)
+        shown = repr(lr)
         raise ValueError(
             f"{name} must be a number, a (lo, hi) tuple, slice(lo, hi), slice(hi) or a list "
-            f"of one rate per layer group, but got {lr!r}."
+            f"of one rate per layer group, but got "
+            f"{shown if len(shown) <= 120 else shown[:117] + '...'}."
         )
     lo, hi = _positive_lr(lo, name), _positive_lr(hi, name)
     if lo > hi:
@@ -105,6 +108,20 @@ def resolve_lrs(lr: LRSpec, n_groups: int, *, name: str = "lr") -> list[float]:
     rates = [lo * (hi / lo) ** (i / (n_groups - 1)) for i in range(n_groups)]
     rates[0], rates[-1] = lo, hi
     return rates
+
+
+def _refuse_range_test(lr: Any, name: str) -> None:
+    """Name the rates to take from a whole range test given as a rate (``fit_one_cycle(3,
+    learn.lr_find())``), whose repr (every rate and loss of the curve) would fill the screen."""
+    suggestions = getattr(lr, "suggestions", None)
+    if not (isinstance(suggestions, dict) and hasattr(lr, "lrs")):
+        return
+    picks = [f"result.{rule} ({rate:.3g})" for rule, rate in suggestions.items()]
+    raise ValueError(
+        f"{name} got a whole LR range test result ({type(lr).__name__}), not a rate: pass one "
+        f"of its suggestions, {', '.join(picks) or 'of which it has none (suggest=())'}; "
+        "result.suggestion is the first rule's, result.suggest('valley') reads any rule."
+    )
 
 
 def error_rate(logits: torch.Tensor, targets: torch.Tensor) -> float:

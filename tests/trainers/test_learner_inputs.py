@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import Learner, TrainingDiverged, build_model
+from trainers import Learner, LRFindResult, TrainingDiverged, build_model
 from trainers.data import TensorLoader
 from trainers.seeding import seed_everything
 from trainers.suggestions import CurveTooShort
@@ -105,6 +105,47 @@ def test_a_loss_func_not_giving_one_number_is_refused_naming_what_it_gave(
         rf"tensor of one number, but at {where} it returned {message}",
     ):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda learn, r: learn.fit_one_cycle(1, r), "lr_max"),
+        (lambda learn, r: learn.fit(1, r), "lr"),
+        (lambda learn, r: learn.fit_sgdr(1, 1, r), "lr_max"),
+        (lambda learn, r: learn.fine_tune(1, r), "base_lr"),
+    ],
+)
+def test_a_whole_range_test_given_as_a_rate_names_its_suggestions(call, name: str) -> None:
+    """fit_one_cycle(3, learn.lr_find()) printed the result's repr, every rate and loss of the
+    curve (some 6,000 characters for num_it=100), in the middle of the message."""
+    learn = make_learner(None)
+    lrs = tuple(1e-5 * 1.2**i for i in range(100))
+    result = LRFindResult(
+        lrs=lrs,
+        losses=(1.0,) * 100,
+        raw_losses=(1.0,) * 100,
+        suggestions={"valley": 1.5e-3, "steep": 4e-4},
+        num_it_run=100,
+    )
+    with pytest.raises(ValueError) as info:
+        call(learn, result)
+    message = str(info.value)
+    assert message.startswith(
+        f"{name} got a whole LR range test result (LRFindResult), not a rate: pass one of its "
+        "suggestions, result.valley (0.0015), result.steep (0.0004);"
+    )
+    assert len(message) < 300 and learn.history == []
+    empty = LRFindResult(lrs=lrs, losses=(1.0,) * 100, raw_losses=(1.0,) * 100, num_it_run=100)
+    with pytest.raises(ValueError, match=r"of which it has none \(suggest=\(\)\)"):
+        call(learn, empty)
+
+
+def test_another_object_given_as_a_rate_is_shown_cut_short() -> None:
+    learn = make_learner(None)
+    with pytest.raises(ValueError, match=r"(?s)but got tensor\(\[0\., 0\., .*\.\.\.\.$") as info:
+        learn.fit_one_cycle(1, torch.zeros(1000))  # type: ignore[arg-type]
+    assert len(str(info.value)) < 250
 
 
 def test_lr_find_inside_inference_mode_names_the_switched_off_gradients() -> None:
