@@ -25,7 +25,14 @@ from trainers.errors import CancelBatch, CancelEpoch, CancelFit, TrainingDiverge
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["Hypers", "check_finite_input", "check_optimizer", "check_training_loss", "fit"]
+__all__ = [
+    "Hypers",
+    "check_finite_input",
+    "check_optimizer",
+    "check_training_loss",
+    "explain_one_item_batch",
+    "fit",
+]
 
 Hypers = Callable[[float, float], tuple[list[float], float]]
 """``(pos in [0, 1], position in epochs) -> (rate per layer group, momentum)``."""
@@ -47,7 +54,9 @@ def fit(learn: Learner, epochs: int, hypers: Hypers, *, start_epoch: int, precom
         ValueError: when that loss comes from a batch holding NaN/inf input values, or for a
             training loss that is not one number or has no gradient
             (:func:`check_training_loss`: ``reduction="none"``, a fit inside
-            ``torch.no_grad()``, a model with nothing trainable), at its first batch.
+            ``torch.no_grad()``, a model with nothing trainable), at its first batch, or for a
+            batch of one image that a BatchNorm layer cannot train on
+            (:func:`explain_one_item_batch`).
     """
     if not _is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, but got {epochs!r}.")
@@ -220,7 +229,11 @@ def _train_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, forward: nn
         learn._call("before_batch")
         acc.check_training_input(forward, learn.xb)  # after callbacks that resize the batch
         with acc.autocast():  # forward and loss (and the callbacks between) in the amp dtype
-            learn.pred = acc.output(forward(learn.xb))
+            try:
+                learn.pred = acc.output(forward(learn.xb))
+            except ValueError as err:
+                explain_one_item_batch(err, learn.xb, f"epoch {learn.epoch}, batch {learn.iter}")
+                raise
             learn._call("after_pred")
             learn.loss = learn.loss_func(learn.pred, learn.yb)
         learn._call("after_loss")
@@ -294,6 +307,25 @@ def check_training_loss(learn: Learner, loss: Any, where: str) -> None:
             "it from the model's output (not a detached copy of it, nor a constant)"
         )
     raise ValueError(f"the training loss at {where} has no gradient to step with: {why}.")
+
+
+def explain_one_item_batch(err: ValueError, xb: torch.Tensor, where: str) -> None:
+    """Turn PyTorch's "Expected more than 1 value per channel when training" (a BatchNorm
+    layer training on a batch of one image) into an error naming the batch size; return for
+    any other error (the caller re-raises it).
+
+    Raises:
+        ValueError: naming the batch, its size and what to change.
+    """
+    if not str(err).startswith("Expected more than 1 value per channel when training"):
+        return
+    raise ValueError(
+        f"the training batch at {where} holds {len(xb)} image(s), and a BatchNorm layer in "
+        "training mode needs more than one value per channel (PyTorch: "
+        f"{err}): build the data with a batch_size of at least 2 "
+        "(make_dataloaders(..., batch_size=...)) and more than one training image (a final "
+        "batch of one image is dropped already)."
+    ) from err
 
 
 def check_finite_input(xb: torch.Tensor | None, loss: float, where: str) -> None:

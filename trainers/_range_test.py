@@ -99,8 +99,8 @@ def one_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, *, where: str)
     Raises:
         ValueError: for a batch that bf16 on the CPU cannot train (see
             :meth:`~trainers._accel.Accelerator.check_training_input`), or a loss that is not
-            one number or has no gradient (:func:`trainers._loop.check_training_loss`),
-            before any step;
+            one number or has no gradient (:func:`trainers._loop.check_training_loss`), or a
+            batch of one image a BatchNorm layer cannot train on, before any step;
             for a non-finite loss from a batch holding NaN/inf input values (the data is
             at fault, not the rate), after the step.
     """
@@ -109,7 +109,12 @@ def one_batch(learn: Learner, xb: torch.Tensor, yb: torch.Tensor, *, where: str)
     xb = acc.batch(xb.to(learn.device))
     acc.check_training_input(learn.forward_model, xb)
     with acc.autocast():
-        loss = learn.loss_func(acc.output(learn.forward_model(xb)), yb.to(learn.device))
+        try:
+            out = acc.output(learn.forward_model(xb))
+        except ValueError as err:
+            _loop.explain_one_item_batch(err, xb, where)
+            raise
+        loss = learn.loss_func(out, yb.to(learn.device))
     _loop.check_training_loss(learn, loss, where)
     if learn.scaler is None:
         loss.backward()

@@ -148,6 +148,24 @@ def test_another_object_given_as_a_rate_is_shown_cut_short() -> None:
     assert len(str(info.value)) < 250
 
 
+@pytest.mark.parametrize("run", ["fit", "lr_find"])
+def test_batches_of_one_image_name_the_batch_size_batchnorm_cannot_train_on(run: str) -> None:
+    """They failed with PyTorch's "Expected more than 1 value per channel when training, got
+    input size torch.Size([1, 64])", which names no argument (the CLI and the spec refuse a
+    batch size of 1; make_dataloaders takes it, for models without BatchNorm)."""
+    learn = make_learner(None)
+    learn.dls.train = TensorLoader(
+        learn.dls.train.images, learn.dls.train.labels, batch_size=1, shuffle=True, seed=0
+    )
+    where = r"epoch 0, batch 0" if run == "fit" else r"lr_find's iteration 0 \(lr 1e-07\)"
+    with pytest.raises(
+        ValueError,
+        match=rf"training batch at {where} holds 1 image\(s\), and a BatchNorm layer .* "
+        r"batch_size of at least 2",
+    ):
+        learn.fit(1, 1e-3) if run == "fit" else learn.lr_find(num_it=20)
+
+
 def test_lr_find_inside_inference_mode_names_the_switched_off_gradients() -> None:
     learn = make_learner(None)
     with pytest.raises(ValueError, match=r"inside torch\.no_grad\(\) or torch\.inference_mode"):
