@@ -27,9 +27,39 @@ EXPORT_FORMAT = "lrsweep-export/1"
 """Value of the ``format`` key of every checkpoint file."""
 
 
+_LOADERS = ("train", "valid")
+
+
 def _dls_state(learn: Learner) -> dict[str, Any] | None:
-    state_dict = getattr(learn.dls, "state_dict", None)
-    return state_dict() if callable(state_dict) else None
+    """The data's shuffle and augmentation RNG: ``learn.dls.state_dict()`` where it has one
+    (``make_dataloaders``'), else each of its loaders' own (``{"train": ..., "valid": ...}``:
+    data of one's own, such as a namespace of :class:`~trainers.data.TensorLoader`, whose
+    generators ``lr_find`` and a checkpoint must put back too); None when nothing has one."""
+    dls = learn.dls
+    state_dict = getattr(dls, "state_dict", None)
+    if callable(state_dict):
+        return state_dict()
+    states = {}
+    for name in _LOADERS:
+        loader_state = getattr(getattr(dls, name, None), "state_dict", None)
+        if callable(loader_state):
+            states[name] = loader_state()
+    return states or None
+
+
+def _load_dls_state(learn: Learner, state: dict[str, Any] | None) -> None:
+    """Put back :func:`_dls_state`: through ``learn.dls.load_state_dict`` where it has one,
+    else into each loader the state names (``DataLoaders``' own is ``{"train": ...}`` too)."""
+    if state is None:
+        return
+    dls = learn.dls
+    if callable(getattr(dls, "load_state_dict", None)):
+        dls.load_state_dict(state)
+        return
+    for name in _LOADERS:
+        load = getattr(getattr(dls, name, None), "load_state_dict", None)
+        if name in state and callable(load):
+            load(state[name])
 
 
 def _scaler_state(learn: Learner) -> dict[str, Any] | None:
@@ -42,7 +72,8 @@ def save(learn: Learner, path: str | os.PathLike[str]) -> Path:
     The file holds ``format``, ``model`` and ``opt`` state dicts, ``history``, ``epoch`` (the
     ``start_epoch`` that continues the interrupted schedule, ``learn.resume_epoch``), ``phase``,
     ``frozen`` (frozen layer groups), ``rng`` (Python/NumPy/torch), ``dls`` (the loaders'
-    shuffling/augmentation RNG) and ``scaler`` (fp16's GradScaler state, else None), all
+    shuffling/augmentation RNG, also each loader's of data of one's own) and ``scaler`` (fp16's
+    GradScaler state, else None), all
     readable with ``torch.load(weights_only=True)`` (NumPy scalars in ``history`` are stored as
     Python numbers). A reader never sees a half-written file; the folder is created when missing;
     ``~`` is the home folder.
@@ -282,8 +313,7 @@ def load(
         learn.scaler.load_state_dict(state["scaler"])
     if with_rng:
         set_rng_state(rng_from_checkpoint(state["rng"]))
-        if state["dls"] is not None and hasattr(learn.dls, "load_state_dict"):
-            learn.dls.load_state_dict(state["dls"])
+        _load_dls_state(learn, state["dls"])
     _warn_other_data(path, state.get("data"), data_fingerprint(learn.dls))
 
 
@@ -357,8 +387,7 @@ def restore(learn: Learner, snap: dict[str, Any]) -> None:
     if learn.scaler is not None and snap["scaler"]:
         learn.scaler.load_state_dict(copy.deepcopy(snap["scaler"]))
     set_rng_state(snap["rng"])
-    if snap["dls"] is not None:
-        learn.dls.load_state_dict(copy.deepcopy(snap["dls"]))
+    _load_dls_state(learn, copy.deepcopy(snap["dls"]))
 
 
 _KEYS = ("model", "opt", "history", "epoch", "phase", "frozen", "rng", "dls")

@@ -8,6 +8,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from trainers import (
     make_dataloaders,
 )
 from trainers.callbacks import SaveModelCallback
+from trainers.data import TensorLoader
 from trainers.seeding import seed_everything
 
 
@@ -489,6 +491,44 @@ def test_fit_one_cycle_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
     assert without_time(resumed.history) == without_time(full.history)
     for name, value in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def namespace_learner(loader_seed: int = 0, **kwargs) -> Learner:
+    """simple_cnn on data of one's own: a namespace of two TensorLoaders (no state_dict of its
+    own), the training one shuffled and augmented from ``loader_seed``."""
+    dls = make_dataloaders("shapes", image_size=16, batch_size=32, augment="light")
+    train = TensorLoader(
+        dls.train.images,
+        dls.train.labels,
+        batch_size=32,
+        shuffle=True,
+        augment=dls.augment,
+        seed=loader_seed,
+    )
+    valid = TensorLoader(dls.valid.images, dls.valid.labels, batch_size=32)
+    seed_everything(0)
+    model = build_model("simple_cnn", dls.n_classes, in_channels=dls.in_channels)
+    return Learner(model, SimpleNamespace(train=train, valid=valid), device="cpu", **kwargs)
+
+
+def test_lr_find_and_checkpoints_restore_the_loaders_of_data_of_ones_own(tmp_path: Path) -> None:
+    """With a namespace of TensorLoaders, lr_find drew from the training loader's shuffle and
+    augmentation generators without putting them back (the fit after it saw other batches), and
+    a checkpoint saved no loader state (a resumed fit saw other batches than the whole one)."""
+    full = namespace_learner(progress=False)
+    full.fit_one_cycle(2, 1e-2)
+    after_find = namespace_learner(progress=False)
+    after_find.lr_find(num_it=20)
+    after_find.fit_one_cycle(2, 1e-2)
+    assert without_time(after_find.history) == without_time(full.history)
+    ckpt = tmp_path / "epoch_{epoch}.pt"
+    first = namespace_learner(
+        progress=False, callbacks=[SaveModelCallback(ckpt, every_epoch=True), StopAfter(1)]
+    )
+    first.fit_one_cycle(2, 1e-2)
+    resumed = namespace_learner(loader_seed=7, progress=False).load(tmp_path / "epoch_0.pt")
+    resumed.fit_one_cycle(2, 1e-2, start_epoch=resumed.resume_epoch)
+    assert without_time(resumed.history) == without_time(full.history)
 
 
 def test_snapshot_restore_puts_everything_back() -> None:
