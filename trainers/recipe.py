@@ -38,7 +38,7 @@ from trainers import _inference
 from trainers.callbacks import EarlyStoppingCallback
 from trainers.data.augment import Augment, as_augment
 from trainers.lr_finder import LRFindResult, check_lr_find_args, rule_name
-from trainers.suggestions import get_suggestion
+from trainers.suggestions import SUGGESTIONS, get_suggestion
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
@@ -142,6 +142,12 @@ def fit_recipe(
     """
     if callable(suggest):  # trainers.valley, as lr_find takes it
         suggest = rule_name(suggest)
+    if not isinstance(suggest, str):
+        raise ValueError(
+            "suggest must be one rule, a name from "
+            f"{list(SUGGESTIONS)} or its function (trainers.valley), which picks the rate of "
+            f"both range tests, but got {suggest!r}."
+        )
     budget = _check_args(
         learn, max_epochs, suggest, head_epochs, augment_epochs, group_factor, patience, num_it
     )

@@ -129,6 +129,9 @@ def test_recipe_history_can_be_diagnosed(run):
     [
         ({"max_epochs": 3}, r"max_epochs must leave at least 1 epoch for SGDR .* = 3"),
         ({"suggest": "valey"}, r"'valey'; choose one of valley"),
+        # a list raised TypeError: unhashable type: 'list'
+        ({"suggest": ["valley"]}, r"suggest must be one rule, .* but got \['valley'\]"),
+        ({"suggest": ("valley", "steep")}, r"suggest must be one rule, .*\('valley', 'steep'\)"),
         ({"head_epochs": 0}, r"head_epochs must be an integer >= 1, but got 0"),
         ({"patience": 1.5}, r"patience must be an integer >= 1"),
         ({"group_factor": 0.5}, r"group_factor must be a finite number >= 1"),

@@ -191,6 +191,8 @@ def test_bad_slide_arguments_raise(kwargs, message):
 def test_unknown_rule_name_lists_the_registered_ones():
     with pytest.raises(ValueError, match=r"'valey'.*valley, steep, minimum, slide"):
         get_suggestion("valey")
+    with pytest.raises(ValueError, match=r"\['valley'\]; choose one of valley"):
+        get_suggestion(["valley"])  # type: ignore[arg-type]  # was TypeError: unhashable
 
 
 def test_registry_holds_the_four_fastai_rules():

@@ -33,7 +33,7 @@ def get_suggestion(name: str) -> SuggestionRule:
     Raises:
         ValueError: If ``name`` is not registered; the message lists the names that are.
     """
-    if name not in SUGGESTIONS:
+    if not isinstance(name, str) or name not in SUGGESTIONS:  # a list: no TypeError
         raise ValueError(
             f"Unknown suggestion rule {name!r}; choose one of {', '.join(SUGGESTIONS)}."
         )
