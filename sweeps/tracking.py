@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -78,6 +79,7 @@ from sweeps._uri import TrackingUriError as TrackingUriError
 from sweeps._uri import check_tracking_server as check_tracking_server
 from sweeps._uri import check_tracking_uri as check_tracking_uri
 from sweeps._uri import checked_tracking_uri as checked_tracking_uri
+from sweeps._uri import command_uri
 from sweeps._uri import database_driver_problem as database_driver_problem
 from sweeps._uri import default_tracking_uri as default_tracking_uri
 from sweeps._uri import existing_store_uri as existing_store_uri
@@ -166,9 +168,26 @@ class Tracker:
             return found.experiment_id
 
     def experiment_id(self, name: str) -> str:
-        """The id of an existing experiment; raises ``LookupError`` listing those that exist."""
+        """The id of an existing, live experiment (``lrsweep report``, ``best``, ``sweeps`` and
+        ``predict`` find theirs here).
+
+        Raises:
+            LookupError: no such experiment (lists those that exist), or one that was deleted
+                (``mlflow experiments delete``, the UI): the message says so and gives the
+                command that restores it.
+        """
         found = self._experiment_by_name(name)
-        if found is None or found.lifecycle_stage == "deleted":
+        if found is not None and found.lifecycle_stage == "deleted":
+            restore = (
+                f"MLFLOW_TRACKING_URI={shlex.quote(command_uri(self.uri))} mlflow experiments "
+                f"restore --experiment-id {shlex.quote(str(found.experiment_id))}"
+            )
+            raise LookupError(
+                f"experiment {name!r} in {redact_uri(self.uri)} was deleted (its id is "
+                f"{found.experiment_id}); its runs are kept until `mlflow gc` removes them. "
+                f"Restore it with: {restore}"
+            )
+        if found is None:
             raise LookupError(
                 f"experiment {name!r} does not exist in {redact_uri(self.uri)}; "
                 f"experiments there: {_shown(name, self.experiment_names())}."

@@ -610,3 +610,42 @@ def test_lrsweep_sweeps_lists_the_sweep_runs_with_their_trials_and_data(
         app, ["sweeps", EXPERIMENT, "--tracking-uri", f"sqlite:///{tmp_path}/x.db"]
     )
     assert missing.exit_code == 2 and "No MLflow store at" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["best", "report", "sweeps", "predict"])
+def test_a_deleted_experiment_says_so_and_gives_the_command_that_restores_it(
+    tracking_uri: str, tmp_path: Path, command: str
+) -> None:
+    """`mlflow experiments delete` (or the UI's delete) left the experiment, and its runs, in
+    the store: every command read it as one that never existed, listing the others."""
+    import mlflow
+
+    tracker = Tracker(tracking_uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    _sweep(tracker, exp_id, "sweep", [0.5])
+    mlflow.MlflowClient(tracking_uri).delete_experiment(exp_id)
+    image = tmp_path / "x.png"  # predict checks its images before the experiment
+    image.write_bytes(b"")
+    extra = [str(image)] if command == "predict" else []
+    args = [command, EXPERIMENT, "--tracking-uri", tracking_uri, *extra]
+
+    refused = CliRunner().invoke(app, args)
+
+    assert refused.exit_code == 2, refused.output  # as for an experiment that does not exist
+    said = " ".join(refused.stderr.split())
+    assert f"experiment '{EXPERIMENT}' in {tracking_uri} was deleted (its id is {exp_id})" in said
+    assert "does not exist" not in said and "Traceback" not in refused.output
+    restore = said.split("Restore it with: ", 1)[1]
+    assert restore == (
+        f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {exp_id}"
+    )
+    if command != "report":  # one command is enough to try the restore (mlflow starts slowly)
+        return
+    variable, *mlflow_args = restore.split()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = variable.split("=", 1)[1]
+    done = subprocess.run(  # the command given works: the experiment is back, with its sweep
+        [sys.executable, "-m", *mlflow_args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert CliRunner().invoke(app, args).exit_code == 0
