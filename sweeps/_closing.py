@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from sweeps import _location as location
 from sweeps._interrupts import Terminated, closing_runs
-from sweeps._location import Location, default_storage
+from sweeps._location import Location
 from sweeps._result import SweepResult
+from sweeps._resume_command import resume_command, storage_root_of
 from sweeps.clean import STATE_FILE, TUNE_DIR
 from sweeps.report import build_report, log_report
 from sweeps.spec import SweepSpec
@@ -45,14 +44,7 @@ def resume_hint(name: str, sweep_dir: Location, address: str | None = None) -> s
     """``lrsweep resume NAME``, with ``--storage-path`` when the sweep's Ray storage is not the
     default one (else that command would look for another sweep) and ``--address`` when it ran
     on a cluster (else the resume would start a Ray of its own on the machine it is typed on)."""
-    root = location.parent(sweep_dir, 2)  # <root>/<name>/<sweep id>
-    root = root.resolve() if isinstance(root, Path) else root
-    command = f"lrsweep resume {shlex.quote(name)}"
-    if root != default_storage():
-        command += f" --storage-path {shlex.quote(location.shown(root))}"
-    if address and address != "local":
-        command += f" --address {shlex.quote(address)}"
-    return command
+    return resume_command(name, storage_root_of(sweep_dir), address=address)
 
 
 @contextmanager

@@ -4,14 +4,46 @@ or running the sweep again when nothing can resume it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sweeps.tracking import TAG_CLEANED, TAG_RESUMABLE
+from sweeps._location import Location
+from sweeps._resume_command import resume_command
+from sweeps.tracking import TAG_ADDRESS, TAG_CLEANED, TAG_RESUMABLE, TAG_STORAGE_PATH
 
-__all__ = ["failed_trials_note", "status_note"]
+__all__ = ["failed_trials_note", "resume_of", "status_note"]
+
+_STORAGE_PARAM = "storage.path"
+"""The sweep run's param of its spec's ``storage.path`` (``None`` when it set none)."""
 
 
-def failed_trials_note(parent: Any, children: list[Any]) -> str:
+def resume_of(parent: Any, tracking_uri: str | None = None) -> str:
+    """The ``lrsweep resume`` command that continues the sweep of run ``parent``, in backquotes:
+    its name, and ``--storage-path``, ``--address`` and ``--tracking-uri`` where a command typed
+    here needs them (see :func:`sweeps._resume_command.resume_command`; ``tracking_uri`` is the
+    store the report is read from).
+
+    A run of an lrsweep before its storage tag knows only its spec's ``storage.path``; without
+    one it ran in ``.lrsweep/ray_results`` of its working directory, which the command then
+    names.
+    """
+    tags = parent.data.tags
+    name = tags.get("sweeps.spec_name", "<spec name>")
+    stored = tags.get(TAG_STORAGE_PATH)
+    if stored is None:
+        stored = parent.data.params.get(_STORAGE_PARAM)
+        stored = None if stored in (None, "", "None") else stored
+        where = "" if stored is not None else " (in the folder the sweep ran in)"
+    else:
+        where = ""
+    root: Location | None = None
+    if stored is not None:
+        root = stored if "://" in stored else Path(stored)
+    command = resume_command(name, root, address=tags.get(TAG_ADDRESS), tracking_uri=tracking_uri)
+    return f"`{command}`{where}"
+
+
+def failed_trials_note(parent: Any, children: list[Any], tracking_uri: str | None = None) -> str:
     """A sweep that ended with some of its trials failed (not all: its run is FINISHED): which
     and why, since the tables leave them out ('' when none failed)."""
     failed = [run for run in children if run.info.status == "FAILED"]
@@ -20,9 +52,10 @@ def failed_trials_note(parent: Any, children: list[Any]) -> str:
     errors = [run.data.tags.get("sweeps.error", "") for run in failed]
     first = next((error for error in errors if error), "")
     why = f" (the first error: {first[:300]}{'...' if len(first) > 300 else ''})" if first else ""
-    name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
     if parent.data.tags.get(TAG_RESUMABLE) == "true":
-        then = f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
+        then = (
+            f"after fixing the cause, {resume_of(parent, tracking_uri)} retries the failed trials."
+        )
     elif parent.data.tags.get(TAG_CLEANED):
         then = _cleaned(parent) + " to run them again, run the sweep again."
     else:  # failed for good (the error says what to change), a night, or an older lrsweep's
@@ -43,25 +76,26 @@ def _cleaned(parent: Any) -> str:
     )
 
 
-def status_note(parent: Any, children: list[Any]) -> str:
+def status_note(parent: Any, children: list[Any], tracking_uri: str | None = None) -> str:
     """Why a sweep's tables are incomplete ('' when every trial run has ended): its run failed
     (FAILED, with the error it was tagged with), was interrupted (KILLED) or is still RUNNING
-    (or was left so by a driver that died)."""
+    (or was left so by a driver that died), with the command that continues it
+    (:func:`resume_of`; ``tracking_uri`` is the store the report is read from)."""
     status = parent.info.status
     if status == "FAILED":
+        error = parent.data.tags.get("sweeps.error", "").rstrip(". ")
+        why = f": {error[:500]}{'...' if len(error) > 500 else ''}" if error else ""
         failed = sum(run.info.status == "FAILED" for run in children)
         counted = (
             f"{failed} of {len(children)} trial runs failed"
             if children
             else "no trial got as far as its run"
         )
-        error = parent.data.tags.get("sweeps.error", "").rstrip(". ")
-        why = f": {error[:500]}{'...' if len(error) > 500 else ''}" if error else ""
-        name = parent.data.tags.get("sweeps.spec_name", "<spec name>")
         then = (
             f"{_cleaned(parent)} run the sweep again after fixing the cause."
             if parent.data.tags.get(TAG_CLEANED)
-            else f"after fixing the cause, `lrsweep resume {name}` retries the failed trials."
+            else f"after fixing the cause, {resume_of(parent, tracking_uri)} retries the failed "
+            "trials."
         )
         return (
             f"Failed: this sweep's run is FAILED ({counted}){why}. The comparison counts only "
@@ -70,17 +104,17 @@ def status_note(parent: Any, children: list[Any]) -> str:
     unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
     if status == "FINISHED" or (status == "RUNNING" and not unended):
         # a sweep closing builds its report while its own run is still RUNNING
-        return failed_trials_note(parent, children)
+        return failed_trials_note(parent, children, tracking_uri)
     if status != "KILLED" and status != "RUNNING":
         return ""
     ended = sum(run.info.status == "FINISHED" for run in children)
-    command = f"lrsweep resume {parent.data.tags.get('sweeps.spec_name', '<spec name>')}"
+    command = resume_of(parent, tracking_uri)
     if status == "KILLED":
         state = "was interrupted (its run is KILLED)"
-        then = f"Continue it with `{command}` (and the --storage-path it ran with, if any)."
+        then = f"Continue it with {command}."
     else:
         state = "is still running (or its driver died and left its run RUNNING)"
-        then = f"If nothing runs it any more, `{command}` continues it."
+        then = f"If nothing runs it any more, {command} continues it."
     if parent.data.tags.get(TAG_CLEANED):
         cleaned = _cleaned(parent)
         then = f"{cleaned[:1].upper()}{cleaned[1:]} run the sweep again to complete it."

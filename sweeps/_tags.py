@@ -8,11 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "PARENT_TAG",
+    "TAG_ADDRESS",
     "TAG_CLEANED",
     "TAG_CREATE_KEY",
     "TAG_FAILED_FOR_GOOD",
     "TAG_KIND",
     "TAG_RESUMABLE",
+    "TAG_STORAGE_PATH",
     "TAG_SWEEP_ID",
     "TAG_TRIAL_ID",
     "TERMINAL_STATUSES",
@@ -31,4 +33,10 @@ TAG_RESUMABLE = "sweeps.resumable"
 TAG_CLEANED = "sweeps.cleaned"
 """Sweep run tag: when (UTC) ``lrsweep clean`` deleted the sweep's folder in Ray's storage, so
 that nothing can resume it any more."""
+TAG_STORAGE_PATH = "sweeps.storage_path"
+"""Sweep run tag: Ray's storage root the sweep's folder is under (absolute, or a URI shown
+without credentials), what ``lrsweep resume --storage-path`` takes; set by every run and resume."""
+TAG_ADDRESS = "sweeps.address"
+"""Sweep run tag: the Ray cluster it last ran on (``--address``), ``local`` for a Ray of its
+own; set by every run and resume."""
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")

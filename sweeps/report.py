@@ -352,7 +352,7 @@ def build_report(
         parent,
         compare(trials),
         trials,
-        status_note=status_note(parent_run, children),
+        status_note=status_note(parent_run, children, tracker.uri),
         other_sweeps=max(0, sweeps - 1),
         status=parent_run.info.status,
     )

@@ -56,6 +56,7 @@ from sweeps._lookup import check_not_running, check_store_exists, check_store_ho
 from sweeps._lookup import find_sweep as _find_sweep
 from sweeps._reporter import flatten_params
 from sweeps._result import SweepResult as SweepResult  # re-exported
+from sweeps._resume_command import resume_tags
 from sweeps._uri import command_uri
 from sweeps.clean import DRIVER_FILE, TUNE_DIR, driver_record, new_sweep_id
 from sweeps.progress import SweepProgress
@@ -110,11 +111,23 @@ def _tuner_plan(
     )
 
 
-def _start_parent(tracker: Tracker, spec: SweepSpec, experiment_id: str, sweep_id: str) -> str:
+def _start_parent(
+    tracker: Tracker,
+    spec: SweepSpec,
+    experiment_id: str,
+    sweep_dir: Location,
+    sweep_id: str,
+    address: str | None,
+) -> str:
     run_id = tracker.start_run(
         experiment_id,
         run_name=f"{spec.name}-{sweep_id}",
-        tags={TAG_KIND: "sweep", TAG_SWEEP_ID: sweep_id, "sweeps.spec_name": spec.name},
+        tags={
+            TAG_KIND: "sweep",
+            TAG_SWEEP_ID: sweep_id,
+            "sweeps.spec_name": spec.name,
+            **resume_tags(sweep_dir, address),  # the report's resume command
+        },
     )
     try:
         resolved = redact(spec.resolved())
@@ -241,7 +254,7 @@ def run_sweep(
     sweep_id = new_sweep_id()
     sweep_dir = location.child(root, spec.name, sweep_id)
     with sigterm_stops():  # from the parent run on; Ray's start and the trials guard their own
-        parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_id)
+        parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_dir, sweep_id, address)
         with never_left_running(
             tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
         ):
@@ -307,6 +320,7 @@ def resume_sweep(
         never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address),
     ):
         tracker.reopen_run(parent_run_id)
+        tracker.set_tags(parent_run_id, resume_tags(sweep_dir, address))  # where it runs now
         logger.info("resuming sweep %s from %s", state["sweep_id"], location.shown(sweep_dir))
         return _execute(
             spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True

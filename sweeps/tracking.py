@@ -65,11 +65,13 @@ from sweeps._store import HTTP_RETRIES_ENV as HTTP_RETRIES_ENV  # re-exported
 from sweeps._store import open_client as _open_client
 from sweeps._sweep_runs import LISTED_SWEEP_RUNS as LISTED_SWEEP_RUNS  # re-exported
 from sweeps._tags import PARENT_TAG as PARENT_TAG  # re-exported, as every tag below
+from sweeps._tags import TAG_ADDRESS as TAG_ADDRESS
 from sweeps._tags import TAG_CLEANED as TAG_CLEANED
 from sweeps._tags import TAG_CREATE_KEY as TAG_CREATE_KEY
 from sweeps._tags import TAG_FAILED_FOR_GOOD as TAG_FAILED_FOR_GOOD
 from sweeps._tags import TAG_KIND as TAG_KIND
 from sweeps._tags import TAG_RESUMABLE as TAG_RESUMABLE
+from sweeps._tags import TAG_STORAGE_PATH as TAG_STORAGE_PATH
 from sweeps._tags import TAG_SWEEP_ID as TAG_SWEEP_ID
 from sweeps._tags import TAG_TRIAL_ID as TAG_TRIAL_ID
 from sweeps._tags import TERMINAL_STATUSES as TERMINAL_STATUSES

@@ -510,6 +510,9 @@ def test_resume_hint_carries_a_non_default_storage_path_that_finds_the_sweep(
     assert result.exit_code == 1, result.output
     args = _hint_args(result.stderr)
     assert args == ["uri-check", "--storage-path", str(storage)], result.stderr
+    # the report's note gives that same command, read from the tags of the sweep's run
+    report = invoke("report", "uri-check", "--format", "json")
+    assert f"`lrsweep resume {shlex.join(args)}` retries" in json.loads(report.stdout)["note"]
     (state,) = storage.rglob("sweep.json")
     sweep_id = json.loads(state.read_text())["sweep_id"]
     assert storage.resolve() != default_storage()

@@ -607,7 +607,7 @@ def test_an_exploded_loss_reads_in_scientific_notation_not_as_thirty_digits() ->
     ],
 )
 def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
-    tracking_uri: str, parent_status: str, trial_status: str, expected: str
+    empty_workdir: Path, tracking_uri: str, parent_status: str, trial_status: str, expected: str
 ) -> None:
     """Its numbers are those of the trials that finished: the report says so, in every form,
     with the command that continues the sweep, instead of passing for the whole sweep's."""
@@ -648,7 +648,7 @@ def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
 
 
 def test_a_report_of_a_failed_sweep_says_so_with_its_error_above_the_tables(
-    tracking_uri: str,
+    empty_workdir: Path, tracking_uri: str
 ) -> None:
     """Every trial failed: the report was a row of dashes with nothing saying the sweep failed,
     and the terminal printed a note (interrupted sweeps) below the table it was about."""
@@ -671,8 +671,106 @@ def test_a_report_of_a_failed_sweep_says_so_with_its_error_above_the_tables(
         "Failed: this sweep's run is FAILED (1 of 1 trial runs failed): "
         "RuntimeError('mnist files are missing')."
     )
-    assert "`lrsweep resume digits` retries the failed trials" in report.status_note
+    # a run without the storage tag (an older lrsweep's, as here) says where to type it
+    assert (
+        "`lrsweep resume digits` (in the folder the sweep ran in) retries the failed trials"
+        in report.status_note
+    )
     assert report.status_note in report.to_markdown(images=False)
     printed = " ".join(_report_cli(tracking_uri).output.split())
     assert report.status_note in printed
     assert printed.index("Failed: this sweep") < printed.index("LR finder vs search")
+
+
+def _interrupted_sweep(
+    tracker: Tracker, tags: dict[str, str], params: dict[str, str] | None = None
+) -> str:
+    """A KILLED sweep run of experiment report-test with one finished and one killed trial."""
+    experiment_id = tracker.ensure_experiment("report-test")
+    parent = tracker.start_run(
+        experiment_id,
+        run_name="sweep",
+        tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits", **tags},
+    )
+    tracker.log_params(parent, params or {})
+    for index, status in enumerate(["FINISHED", "KILLED"]):
+        run_id = tracker.start_run(
+            experiment_id,
+            run_name=f"t{index}",
+            tags={"sweeps.strategy": "grid"},
+            parent_run_id=parent,
+        )
+        tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
+        tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
+        tracker.end_run(run_id, status)
+    tracker.end_run(parent, "KILLED")
+    return parent
+
+
+@pytest.mark.parametrize(
+    ("storage", "address", "params", "other_store", "expected"),
+    [
+        # the sweep ran here, on a Ray of its own, logging to the store read by default
+        ("default", "local", None, False, "`lrsweep resume digits`."),
+        (
+            "/data/ray results",
+            "ray://head:10001",
+            None,
+            True,
+            "`lrsweep resume digits --storage-path '/data/ray results' --address "
+            "ray://head:10001 --tracking-uri {uri}`.",
+        ),
+        (
+            "s3://bucket/ray",
+            "local",
+            None,
+            False,
+            "`lrsweep resume digits --storage-path s3://bucket/ray`.",
+        ),
+        # a run of an lrsweep before the storage tag: its spec's storage.path, else its folder
+        (
+            None,
+            None,
+            {"storage.path": "/mnt/ray"},
+            False,
+            "`lrsweep resume digits --storage-path /mnt/ray`.",
+        ),
+        (
+            None,
+            None,
+            {"storage.path": "None"},
+            False,
+            "`lrsweep resume digits` (in the folder the sweep ran in).",
+        ),
+    ],
+)
+def test_an_interrupted_sweeps_note_gives_the_exact_resume_command(
+    empty_workdir: Path,
+    tracking_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    storage: str | None,
+    address: str | None,
+    params: dict[str, str] | None,
+    other_store: bool,
+    expected: str,
+) -> None:
+    """The note said "`lrsweep resume digits` (and the --storage-path it ran with, if any)":
+    the user had to remember where the sweep's storage was, and a sweep read from another
+    store or run on a cluster needed options it did not name."""
+    from sweeps.run import default_storage
+
+    tags = {}
+    if storage is not None:
+        tags["sweeps.storage_path"] = str(default_storage()) if storage == "default" else storage
+    if address is not None:
+        tags["sweeps.address"] = address
+    if other_store:  # the store read is not the one a command typed here reads by default
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{empty_workdir}/other/mlflow.db")
+    _interrupted_sweep(Tracker(tracking_uri), tags, params)
+
+    report = build_report("report-test", tracking_uri=tracking_uri)
+
+    assert report.status_note.endswith(f"Continue it with {expected.format(uri=tracking_uri)}")
+    assert "if any" not in report.status_note
+    printed = " ".join(_report_cli(tracking_uri).output.split())
+    assert report.status_note in printed

@@ -986,7 +986,12 @@ def test_a_sweep_with_a_failed_trial_stays_resumable_and_resume_retries_it(
     (failed_id,) = before["failed_ids"]
     assert before["checkpoints"] and all(f"_{failed_id}_" in p for p in before["checkpoints"])
     assert before["note"].startswith("Partly failed: 1 of 2 trial runs failed (the first error: ")
-    assert "`lrsweep resume partly-failed` retries the failed trials" in before["note"]
+    # the exact command: the sweep's storage and store are not those a command here would read
+    command = (
+        f"lrsweep resume partly-failed --storage-path {tmp_path}/ray "
+        f"--tracking-uri sqlite:///{tmp_path}/mlflow.db"
+    )
+    assert f"`{command}` retries the failed trials" in before["note"]
     # resume retries the failed trial in its own run; the sweep is then finished, as any other
     assert after["failed"] == [] and after["n_runs"] == 2
     assert after["runs"] == [["FINISHED", ""], ["FINISHED", ""]]
