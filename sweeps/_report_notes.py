@@ -85,24 +85,24 @@ def status_note(parent: Any, children: list[Any], tracking_uri: str | None = Non
     if status == "FAILED":
         error = parent.data.tags.get("sweeps.error", "").rstrip(". ")
         why = f": {error[:500]}{'...' if len(error) > 500 else ''}" if error else ""
-        failed = sum(run.info.status == "FAILED" for run in children)
-        counted = (
-            f"{failed} of {len(children)} trial runs failed"
-            if children
-            else "no trial got as far as its run"
-        )
+        retried = "retries the failed trials" if children else "starts its trials"
         then = (
             f"{_cleaned(parent)} run the sweep again after fixing the cause."
             if parent.data.tags.get(TAG_CLEANED)
-            else f"after fixing the cause, {resume_of(parent, tracking_uri)} retries the failed "
-            "trials."
+            else f"after fixing the cause, {resume_of(parent, tracking_uri)} {retried}."
         )
+        if not children:  # no comparison to qualify
+            return (
+                f"Failed: this sweep's run is FAILED (no trial got as far as its run){why}. "
+                f"{then[:1].upper()}{then[1:]}"
+            )
+        failed = sum(run.info.status == "FAILED" for run in children)
         return (
-            f"Failed: this sweep's run is FAILED ({counted}){why}. The comparison counts only "
-            f"trial runs that finished; {then}"
+            f"Failed: this sweep's run is FAILED ({failed} of {len(children)} trial runs "
+            f"failed){why}. The comparison counts only trial runs that finished; {then}"
         )
     unended = sum(run.info.status not in ("FINISHED", "FAILED") for run in children)
-    if status == "FINISHED" or (status == "RUNNING" and not unended):
+    if status == "FINISHED" or (status == "RUNNING" and children and not unended):
         # a sweep closing builds its report while its own run is still RUNNING
         return failed_trials_note(parent, children, tracking_uri)
     if status != "KILLED" and status != "RUNNING":
@@ -118,6 +118,9 @@ def status_note(parent: Any, children: list[Any], tracking_uri: str | None = Non
     if parent.data.tags.get(TAG_CLEANED):
         cleaned = _cleaned(parent)
         then = f"{cleaned[:1].upper()}{cleaned[1:]} run the sweep again to complete it."
+    if not children:  # nothing to compare yet: no count of trials to explain
+        started = "before any trial started" if status == "KILLED" else "and no trial started yet"
+        return f"Incomplete: this sweep {state} {started}. {then}"
     return (
         f"Incomplete: this sweep {state}. Its losses and error rates count the {ended} trial "
         f"runs that finished; {unended} did not end (their epochs and compute are counted, as "

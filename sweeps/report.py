@@ -110,10 +110,10 @@ class Report:
     groups: list[GroupRow]
     trials: list[TrialRow]
     figures: dict[str, Path] = field(default_factory=dict)
-    """``comparison.png`` and ``curves.png``. Drawn into a temporary folder unless
-    ``build_report(figures_dir=...)`` named one, they live as long as this report: a path kept
-    after the report is gone points at a deleted file (copy the file, keep the report, or read
-    the copies logged on the sweep's run)."""
+    """``comparison.png`` and ``curves.png`` (none for a sweep without trial runs). Drawn into
+    a temporary folder unless ``build_report(figures_dir=...)`` named one, they live as long as
+    this report: a path kept after the report is gone points at a deleted file (copy the file,
+    keep the report, or read the copies logged on the sweep's run)."""
     status_note: str = ""
     """Empty for a sweep whose trials all ended; else why the tables are incomplete (an
     interrupted or still running sweep) and what continues it."""
@@ -121,6 +121,18 @@ class Report:
     """How many other sweep runs the experiment holds (``--run-id`` picks one of them)."""
     status: str = ""
     """The sweep run's MLflow status (``FINISHED``, ``FAILED``, ``KILLED``, ``RUNNING``)."""
+
+    @property
+    def no_trials(self) -> str:
+        """'' when the tables have a row; else the sentence every form shows instead of them
+        (empty, they would read as a broken report). ``lrsweep report --run-id`` of a sweep
+        stopped or failed before any trial started gets it."""
+        if self.trials or self.groups:
+            return ""
+        return (
+            f"Sweep run {self.parent_run_id} of experiment {self.experiment!r} has no trial "
+            "run, so there is nothing to compare."
+        )
 
     def group(self, name: str) -> GroupRow:
         """The row of one group; ``KeyError`` lists the groups."""
@@ -189,9 +201,10 @@ class Report:
             f"Sweep run `{self.parent_run_id}`.",
             "",
             *([f"**{self.status_note}**", ""] if self.status_note else []),
-            "## Strategies",
-            "",
         ]
+        if self.no_trials:
+            return "\n".join([*lines, self.no_trials]) + "\n"
+        lines += ["## Strategies", ""]
         lines += md_table(*self.group_table())
         if images:
             lines += ["", *(f"![{name}]({name})" for name in sorted(self.figures))]
@@ -225,9 +238,13 @@ class Report:
                 if self.status_note
                 else ""
             )
-            + f"<h2>Strategies</h2>{table(*self.group_table())}"
-            + f"{images}<h2>Trials</h2>"
-            f"{table(*self.trial_table())}</body></html>"
+            + (
+                f"<p>{html.escape(self.no_trials)}</p>"
+                if self.no_trials
+                else f"<h2>Strategies</h2>{table(*self.group_table())}"
+                f"{images}<h2>Trials</h2>{table(*self.trial_table())}"
+            )
+            + "</body></html>"
         )
 
 
@@ -356,6 +373,8 @@ def build_report(
         other_sweeps=max(0, sweeps - 1),
         status=parent_run.info.status,
     )
+    if not trials:  # no figure of nothing: every form says so instead (Report.no_trials)
+        return report
     if figures_dir is None:
         folder = Path(tempfile.mkdtemp(prefix="lrsweep-report-"))
         # the figures live as long as the report that reads them (to_html), then go

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sweeps._uri import command_uri
 from sweeps.cli import app
 from sweeps.cli._options import TextOrJson, TrackingUri
 from sweeps.cli._run import fail, make_console, print_report
@@ -64,6 +66,18 @@ def report_command(
         console.print(report.status_note, markup=False, highlight=False, style="bold")
     print_report(console, report)
     others = report.other_sweeps
+    if report.no_trials:  # said by print_report; where to look instead
+        if others:
+            command = f"lrsweep sweeps {shlex.quote(experiment)}"
+            if tracking_uri:
+                command += f" --tracking-uri {shlex.quote(command_uri(tracking_uri))}"
+            console.print(
+                f"The experiment has {others} other sweep run(s): `{command}` lists them with "
+                "their trials; pick one with --run-id.",
+                markup=False,
+                highlight=False,
+            )
+        return
     console.print(
         f"{len(report.trials)} trial{'s' if len(report.trials) != 1 else ''} of sweep run "
         f"{report.parent_run_id} of experiment "

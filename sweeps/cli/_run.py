@@ -61,10 +61,14 @@ NARROW_COLUMNS = {
 def print_report(console: Console, report: Report) -> None:
     """The strategy comparison as a rich table; in a terminal too narrow for it (the whole table
     needs ~165 columns), the columns that answer the question, headers shortened, instead of
-    every cell cut to "…" (at 80 columns no number and no finder rule could be read)."""
+    every cell cut to "…" (at 80 columns no number and no finder rule could be read). A sweep
+    without a trial run gets a sentence that says so, not a table with no row."""
     from rich import box
     from rich.measure import Measurement
 
+    if report.no_trials:
+        console.print(report.no_trials, markup=False, highlight=False)
+        return
     headers, rows = report.group_table()
     title = f"{report.experiment}: LR finder vs search (mean ± std over seeds)"
     table = _table(title, headers, rows)

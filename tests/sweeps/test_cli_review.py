@@ -193,7 +193,9 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     report = SimpleNamespace(
-        experiment="t", group_table=lambda: (["arm", "valid_loss"], [["fixed", "0.5 (1/2)"]])
+        experiment="t",
+        group_table=lambda: (["arm", "valid_loss"], [["fixed", "0.5 (1/2)"]]),
+        no_trials="",  # it has rows to print
     )
     result = SweepResult(
         name="t",

@@ -774,3 +774,63 @@ def test_an_interrupted_sweeps_note_gives_the_exact_resume_command(
     assert "if any" not in report.status_note
     printed = " ".join(_report_cli(tracking_uri).output.split())
     assert report.status_note in printed
+
+
+@pytest.mark.parametrize(
+    ("status", "note"),
+    [
+        (
+            "KILLED",
+            "Incomplete: this sweep was interrupted (its run is KILLED) before any trial started. "
+            "Continue it with `lrsweep resume digits",
+        ),
+        (
+            "RUNNING",
+            "Incomplete: this sweep is still running (or its driver died and left its run "
+            "RUNNING) and no trial started yet. If nothing runs it any more, `lrsweep resume "
+            "digits",
+        ),
+        ("FAILED", "Failed: this sweep's run is FAILED (no trial got as far as its run)"),
+    ],
+)
+def test_a_sweep_without_a_trial_run_says_so_instead_of_an_empty_table(
+    tracking_uri: str, status: str, note: str
+) -> None:
+    """A sweep stopped before any trial started, asked for by --run-id: the report was a table
+    title over no row (and a note counting "the 0 trial runs that finished")."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.ensure_experiment("report-test")
+    _write_sweep(tracker, experiment_id)  # the sweep before, with trials
+    empty = tracker.start_run(
+        experiment_id,
+        run_name="stopped",
+        tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits"},
+    )
+    if status != "RUNNING":
+        tracker.end_run(empty, status)
+    said = f"Sweep run {empty} of experiment 'report-test' has no trial run, so there is nothing"
+
+    report = build_report("report-test", empty, tracker=tracker)
+
+    assert report.status_note.startswith(note) and "0 trial runs" not in report.status_note
+    assert report.figures == {}
+    markdown, page = report.to_markdown(), report.to_html()
+    assert said in markdown and "## Strategies" not in markdown and "|" not in markdown
+    assert html.escape(said) in page and "<table>" not in page
+    assert report.results_csv().splitlines()[0].startswith("group,")  # a CSV of no row
+    result = _report_cli(tracking_uri, "--run-id", empty)
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.stdout.split())
+    assert report.status_note in printed and said in printed
+    assert "LR finder vs search" not in printed and "0 trials" not in printed
+    assert (
+        f"The experiment has 1 other sweep run(s): `lrsweep sweeps report-test --tracking-uri "
+        f"{tracking_uri}` lists them" in printed
+    )
+    shown = json.loads(_report_cli(tracking_uri, "--run-id", empty, "--format", "json").stdout)
+    assert (shown["groups"], shown["trials"], shown["trials_by_status"]) == ([], [], {})
+    assert (shown["parent_run_id"], shown["status"], shown["note"]) == (
+        empty,
+        status,
+        report.status_note,
+    )
