@@ -63,7 +63,10 @@ def report_command(
         return
     console = make_console()
     if report.status_note:  # above the tables, as in report.md / report.html
-        console.print(report.status_note, markup=False, highlight=False, style="bold")
+        # soft_wrap: no line break of rich's inside the command it gives, which is copied
+        console.print(
+            report.status_note, markup=False, highlight=False, style="bold", soft_wrap=True
+        )
     print_report(console, report)
     others = report.other_sweeps
     if report.no_trials:  # said by print_report; where to look instead
@@ -76,6 +79,7 @@ def report_command(
                 "their trials; pick one with --run-id.",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,
             )
         return
     console.print(

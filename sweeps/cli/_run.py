@@ -92,11 +92,13 @@ def print_report(console: Console, report: Report) -> None:
         left_out += ", the spreads over seeds"
     # the report of another sweep than the latest needs its run id, else --out gets the latest
     which = f" --run-id {report.parent_run_id}" if report.other_sweeps else ""
-    console.print(
-        f"(a narrow terminal: {left_out} left out; `lrsweep report {report.experiment}{which} "
-        "--out DIR` writes every column to report.md and results.csv)",
+    console.print(  # soft_wrap: the terminal wraps it, so the command copies whole
+        f"(a narrow terminal: {left_out} left out; `lrsweep report "
+        f"{shlex.quote(report.experiment)}{which} --out DIR` writes every column to report.md "
+        "and results.csv)",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -834,3 +834,18 @@ def test_a_sweep_without_a_trial_run_says_so_instead_of_an_empty_table(
         status,
         report.status_note,
     )
+
+
+def test_the_note_is_printed_on_one_line_so_its_command_copies_whole(
+    empty_workdir: Path, tracking_uri: str
+) -> None:
+    """rich broke the note at the console's width, inside the command too (between
+    `--storage-path` and its folder, or inside a quoted folder with a space): copied from the
+    terminal, the shell ran half of it."""
+    _interrupted_sweep(Tracker(tracking_uri), {"sweeps.storage_path": "/data/ray results"})
+    note = build_report("report-test", tracking_uri=tracking_uri).status_note
+    assert len(note) > 200  # wider than the console of a pipe, where lrsweep prints 200 wide
+
+    printed = _report_cli(tracking_uri).stdout.splitlines()
+
+    assert note in printed
