@@ -188,6 +188,7 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
             f"[yellow]Sweep {result.sweep_id} interrupted ({result.stop_signal}).[/] Runs are "
             f"closed as KILLED; continue it with: {escape(resume_hint(result))}",
             highlight=False,
+            soft_wrap=True,  # the terminal wraps it: no line break inside the command to copy
         )
         raise typer.Exit(TERMINATED_EXIT if result.stop_signal == "SIGTERM" else INTERRUPTED_EXIT)
     if result.all_failed or result.report is None:

@@ -319,3 +319,30 @@ def test_a_narrow_terminals_hint_names_the_sweep_run_when_the_experiment_has_oth
     # on one line, left for the terminal to wrap: a line break of rich's inside the command
     # went with it when copied, and the shell ran `lrsweep report digits-lr --run-id` alone
     assert "`lrsweep report digits-lr --run-id abc --out DIR` writes every column" in said
+
+
+def test_an_interrupted_sweeps_resume_command_is_printed_on_one_line(tmp_path: Path) -> None:
+    """rich broke "continue it with: lrsweep resume ..." at the console's width, inside the
+    command (between `--storage-path` and its folder): copied from the terminal, the shell ran
+    half of it. The terminal wraps it now."""
+    storage = tmp_path / "a rather long storage folder for the ray results of this sweep"
+    result = SweepResult(
+        name="t",
+        sweep_id="20250101-000000-abcdef",
+        experiment="t",
+        experiment_id="1",
+        parent_run_id="p" * 32,
+        tracking_uri="sqlite:///x.db",
+        sweep_dir=storage / "t" / "20250101-000000-abcdef",
+        trials={},
+        interrupted=True,
+        stop_signal="SIGINT",
+    )
+    out = io.StringIO()
+    with pytest.raises(typer.Exit) as stopped:
+        finish(Console(file=out, width=80), result)
+    assert stopped.value.exit_code == 130
+    command = f"lrsweep resume t --storage-path '{storage}'"
+    assert any(
+        line.endswith(f"continue it with: {command}") for line in out.getvalue().splitlines()
+    )
