@@ -145,13 +145,23 @@ class Tracker:
     # experiments and runs ------------------------------------------------------------------
 
     def ensure_experiment(self, name: str) -> str:
-        """The id of experiment ``name``, created (with its artifacts beside the store) if new."""
+        """The id of experiment ``name``, created (with its artifacts beside the store) if new;
+        one that was deleted (``mlflow experiments delete``, the UI) is restored, with its earlier
+        runs, since MLflow keeps the name taken (a warning says so)."""
         found = self._experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 _retrying(
                     partial(self.client.restore_experiment, found.experiment_id),
                     what="restore_experiment",
+                )
+                logger.warning(
+                    "experiment %r (id %s) had been deleted: restored it, with its earlier "
+                    "runs, to log this sweep there (MLflow keeps a deleted experiment's name "
+                    "taken); delete it again afterwards, or give the spec another "
+                    "experiment/name, to keep them apart",
+                    name,
+                    found.experiment_id,
                 )
             return found.experiment_id
         location = None

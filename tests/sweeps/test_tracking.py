@@ -785,3 +785,28 @@ def test_the_models_trainers_code_is_one_folder_per_version_and_its_own_when_loa
     zipped_spec = zipimport.zipimporter(str(copy)).find_spec("trainers")
     monkeypatch.setattr(trainers, "__spec__", zipped_spec)
     assert _model_code._trainers_code() == [str(copy.parent / "trainers"), str(copy)]
+
+
+def test_a_deleted_experiment_is_restored_to_log_a_sweep_and_a_warning_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`lrsweep run` into an experiment the user had deleted brought it back, with its old runs,
+    without a word."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment("gone")
+    mlflow.MlflowClient(uri).delete_experiment(exp_id)
+
+    with caplog.at_level("WARNING", logger="sweeps.tracking"):
+        again = tracker.ensure_experiment("gone")
+
+    assert again == exp_id
+    assert mlflow.MlflowClient(uri).get_experiment(exp_id).lifecycle_stage == "active"
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"experiment 'gone' (id {exp_id}) had been deleted: restored it" in said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sweeps.tracking"):
+        tracker.ensure_experiment("gone")  # live: nothing to say
+    assert not caplog.records
