@@ -54,6 +54,11 @@ class StorageSpec(SpecModel):
     def _check_path(cls, path: str | None) -> str | None:
         if path is None:
             return None
+        if not path.strip():  # Path("") is ".": Ray's state went into the working folder itself
+            raise ValueError(
+                "must not be empty; leave it out (null) for ./.lrsweep/ray_results, or give a "
+                "folder or a URI (s3://bucket/prefix)"
+            )
         if is_uri(path):
             scheme = urlsplit(path).scheme.lower()
             if scheme not in _STORAGE_SCHEMES:

@@ -26,7 +26,7 @@ from sweeps.spec._errors import SpecError, format_validation_error
 from sweeps.spec._overrides import apply_overrides_collecting
 from sweeps.spec._sweep import SweepSpec
 from sweeps.spec._task import local_path
-from sweeps.spec._types import Int, Name, Number, SpecModel
+from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 from sweeps.spec._yaml import read_mapping
 
 __all__ = ["DEFAULT_BASELINE_NIGHTS", "Suite", "SuiteEntry", "Thresholds", "load_suite"]
@@ -116,6 +116,8 @@ class _EntryInput(SpecModel):
     def _one_source(self) -> _EntryInput:
         if (self.spec is None) == (self.spec_path is None):
             raise ValueError("give exactly one of spec (an inline mapping) or spec_path (a file)")
+        if self.spec_path is not None and not self.spec_path.strip():  # "" read the folder
+            raise field_error("spec_path", "must not be empty; give the spec file's path")
         return self
 
 

@@ -110,6 +110,11 @@ class DatasetSpec(SpecModel):
                     "is required when name is image_folder (a folder of class folders)"
                 )
             return None
+        if not path.strip():  # Path("") is ".": the data were read from the working folder
+            raise ValueError(
+                "must not be empty; give the data's folder, or leave it out (null) where the "
+                "dataset needs none"
+            )
         if is_uri(path):
             if name in _READS_PATH:
                 raise ValueError(

@@ -991,6 +991,10 @@ BAD_SUITES = [
         r"entries\.0\.spec\.seeds: must have at least 1 item",
     ),
     (
+        {"entries": [{"name": "e", "spec_path": ""}]},
+        r"entries\.e\.spec_path: must not be empty; give the spec file's path",
+    ),
+    (
         {"entries": [{"name": "b", "spec_path": "nope.yaml"}]},
         r"entries\.b\.spec_path: spec file '.*nope\.yaml' not found",
     ),
@@ -1191,6 +1195,28 @@ def test_unusable_path_is_a_field_error_not_a_traceback(
     filled = json.loads(json.dumps(changes).replace("{path}", path))
     with pytest.raises(SpecError, match=re.escape(field) + ": .*" + message):
         load_spec(_with(filled))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("storage.path=", r"storage\.path: must not be empty; leave it out \(null\) for "),
+        ("storage.path=' '", r"storage\.path: must not be empty"),
+        ("task.dataset.path=", r"task\.dataset\.path: must not be empty; give the data's folder"),
+        (
+            "task.dataset={name: image_folder, path: ''}",
+            r"task\.dataset\.path: must not be empty",
+        ),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_working_folder(
+    override: str, message: str
+) -> None:
+    """``Path("")`` is ``"."``: an empty ``storage.path`` (``--set storage.path=``, meant to put
+    the default back) put Ray's state straight into the working folder, and an empty
+    ``image_folder`` path read the working folder as the data, each without a word."""
+    with pytest.raises(SpecError, match=message):
+        load_spec(BASE, overrides=[override])
 
 
 def test_lr_finder_num_it_floor_matches_the_suggestion_rules() -> None:
