@@ -22,6 +22,7 @@ __all__ = ["MAX_SPEC_BYTES", "SpecLoader", "parse_yaml", "read_mapping"]
 
 MAX_SPEC_BYTES = 1_000_000
 """The largest spec or suite file read (1 MB); real specs are a few hundred bytes."""
+_STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 """The tag PyYAML gives a ``<<`` key, whose mapping's keys give way to the mapping's own."""
 
@@ -31,7 +32,8 @@ class _Refused(yaml.YAMLError):
 
 
 class SpecLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also refuses aliases, merge keys and keys repeated in a mapping."""
+    """``yaml.SafeLoader`` that also refuses aliases, merge keys and keys repeated in a mapping,
+    and reads every key as the text it is written as."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -52,6 +54,9 @@ class SpecLoader(yaml.SafeLoader):
                     f"(line {key_node.start_mark.line + 1})"
                 )
             if isinstance(key_node, ScalarNode):
+                # every key of a spec is a name: `on:`, `no:`, `null:` or `1:` is that text, not
+                # YAML 1.1's true, false, None or 1 (which failed as "1: Keys should be strings")
+                key_node.tag = _STR_TAG
                 if key_node.value in seen:
                     raise _Refused(
                         f"key {key_node.value!r} appears twice in one mapping "

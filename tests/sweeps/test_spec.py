@@ -1422,6 +1422,24 @@ def test_a_yaml_boolean_where_text_belongs_says_to_quote_it(tmp_path: Path) -> N
         load_spec(path)
 
 
+def test_a_key_yaml_1_1_reads_as_a_boolean_null_or_number_is_its_text(tmp_path: Path) -> None:
+    """Every key of a spec is a name: ``on:`` was YAML 1.1's true and failed as ``1: Keys
+    should be strings`` (a field the file has no line for); a label or an option named ``on``
+    could not be written unquoted. Now a key is the text it is written as."""
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    path = tmp_path / "spec.yaml"
+    path.write_text(text + "on: 1\nnull: 2\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert [line.split(" (accepted")[0] for line in caught.value.errors] == [
+        "on: unknown key",
+        "null: unknown key",
+    ]
+    path.write_text(text + "resources: {node_labels: {on: x}, custom: {1: 0.5}}\n")
+    resources = load_spec(path).resources
+    assert (resources.node_labels, resources.custom) == ({"on": "x"}, {"1": 0.5})
+
+
 def test_a_loaded_spec_with_overrides_keeps_what_it_left_to_the_defaults() -> None:
     """``run_sweep(load_spec(d), overrides=[...])`` went through the resolved spec, every
     default written out: its default early_stop then read as one the user set, and a 2-epoch
