@@ -175,10 +175,13 @@ def _clean_loc(
 
 def _line(parts: Sequence[str | int], message: str, accepted: Sequence[str]) -> str:
     path = ".".join(str(part) for part in parts) or "(top level)"
-    line = f"{path}: {message.rstrip('.')}"
+    # one full stop off, not an ellipsis: a value cut by _short ends in "...", and losing it
+    # left a long text's quote open and a huge number looking exact
+    text = message[:-1] if message.endswith(".") and not message.endswith("...") else message
+    line = f"{path}: {text}"
     if accepted:
         line += f" (accepted: {', '.join(accepted)})"
-    return line + "."
+    return line if line.endswith("...") else line + "."
 
 
 def _short(value: Any) -> str:

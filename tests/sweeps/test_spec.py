@@ -1440,6 +1440,18 @@ def test_a_key_yaml_1_1_reads_as_a_boolean_null_or_number_is_its_text(tmp_path: 
     assert (resources.node_labels, resources.custom) == ({"on": "x"}, {"1": 0.5})
 
 
+def test_a_refused_value_cut_short_keeps_its_ellipsis() -> None:
+    """A long value is quoted cut to 60 characters ending in ``...``; the line's full stop was
+    put in place of the ellipsis, leaving the text's quote open as if it ended there."""
+    with pytest.raises(SpecError) as caught:
+        load_spec(BASE, overrides=["name=" + "a" * 120, "task.dataset.name=" + "x" * 80])
+    assert caught.value.errors == (
+        "name: must be at most 100 characters, but got '" + "a" * 56 + "...",
+        "task.dataset.name: unknown value '" + "x" * 56 + "... (accepted: digits, shapes, "
+        "image_folder, mnist, fashion_mnist, cifar10).",
+    )
+
+
 def test_a_loaded_spec_with_overrides_keeps_what_it_left_to_the_defaults() -> None:
     """``run_sweep(load_spec(d), overrides=[...])`` went through the resolved spec, every
     default written out: its default early_stop then read as one the user set, and a 2-epoch
