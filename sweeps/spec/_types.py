@@ -38,6 +38,8 @@ def _plain_number(value: Any) -> Any:
     """Refuse booleans, NaN and infinities before any range check can misreport them."""
     if isinstance(value, bool):
         raise PydanticCustomError("float_type", "must be a number, not true/false")
+    if isinstance(value, int) and not _fits_a_float(value):  # 1 and 400 zeros: a number, too big
+        raise PydanticCustomError("finite_number", "must be a finite number")
     number = value
     if isinstance(value, str):
         try:
@@ -47,6 +49,14 @@ def _plain_number(value: Any) -> Any:
     if isinstance(number, float) and not math.isfinite(number):
         raise PydanticCustomError("finite_number", "must be a finite number")
     return value
+
+
+def _fits_a_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 Int = Annotated[int, Strict()]

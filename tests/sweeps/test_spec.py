@@ -273,6 +273,8 @@ BAD_SPECS = [
         r"task\.progressive_resizing: does not apply to recipe arms \(strategies\.4\)",
     ),
     ({"task.tta": True}, r"task\.tta: needs task\.augment"),
+    # a whole number beyond any float: too big, as 1e400 is, not "not a number"
+    ({"strategies.1.lr.max": 10**400}, r"strategies\.1\.lr\.max: must be a finite number, "),
     ({"task.tta": {"n": 0}, "task.augment": "light"}, r"task\.tta\.n: must be at least 1"),
 ]
 
