@@ -12,7 +12,7 @@ from pydantic_core import ErrorDetails
 from sweeps.spec._redact import redact
 from sweeps.spec._schema import accepted_literals, child_type, field_names, tagged_members
 
-__all__ = ["SpecError", "error_field", "format_validation_error"]
+__all__ = ["SpecError", "error_field", "format_validation_error", "short_value"]
 
 _MESSAGES = {
     "missing": "is required",
@@ -139,7 +139,7 @@ def _format_one(details: ErrorDetails, root: type[Any]) -> str:
         message = "unknown key"
         accepted = field_names(parent)
     elif kind == "literal_error":
-        message = f"unknown value {_short(details['input'])}"
+        message = f"unknown value {short_value(details['input'])}"
         accepted = accepted_literals(tp) or [str(ctx.get("expected", ""))]
     elif kind == "value_error":
         message = details["msg"].removeprefix("Value error, ")
@@ -149,7 +149,7 @@ def _format_one(details: ErrorDetails, root: type[Any]) -> str:
         if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_WORDS:
             message += f" ({_PATTERN_WORDS[str(ctx['pattern'])]})"
         if kind not in _NO_INPUT and "but got" not in message:
-            message += f", but got {_short(details['input'])}"
+            message += f", but got {short_value(details['input'])}"
     if kind == "string_type" and isinstance(details["input"], bool):
         message += f" ({_YAML_BOOLEANS})"
     return _line(parts, message, list(accepted))
@@ -175,7 +175,7 @@ def _clean_loc(
 
 def _line(parts: Sequence[str | int], message: str, accepted: Sequence[str]) -> str:
     path = ".".join(str(part) for part in parts) or "(top level)"
-    # one full stop off, not an ellipsis: a value cut by _short ends in "...", and losing it
+    # one full stop off, not an ellipsis: a value cut by short_value ends in "...", and losing it
     # left a long text's quote open and a huge number looking exact
     text = message[:-1] if message.endswith(".") and not message.endswith("...") else message
     line = f"{path}: {text}"
@@ -184,7 +184,7 @@ def _line(parts: Sequence[str | int], message: str, accepted: Sequence[str]) -> 
     return line if line.endswith("...") else line + "."
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
     """The refused value as the message quotes it: secrets masked, cut to 60 characters."""
     text = repr(redact(value))
     return text if len(text) <= 60 else text[:57] + "..."

@@ -20,7 +20,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
-from sweeps.spec._errors import SpecError
+from sweeps.spec._errors import SpecError, short_value
 from sweeps.spec._redact import REDACTED, SECRET_KEY, redact, redact_text
 from sweeps.spec._schema import child_type, field_names, is_model, tagged_members, unwrap
 from sweeps.spec._sweep import SweepSpec
@@ -65,7 +65,7 @@ def apply_overrides(
 
 def apply_overrides_collecting(
     spec: Mapping[str, Any],
-    overrides: Iterable[str],
+    overrides: Iterable[str] | None,
     *,
     root: type[BaseModel] | None = None,
     entry: str | None = None,
@@ -73,13 +73,29 @@ def apply_overrides_collecting(
     """Like :func:`apply_overrides`, but apply the valid overrides and return the errors of the
     others, so that a caller can report them together with the spec's own errors.
 
+    ``overrides`` is a list of strings (None: none); one string, or an item that is no string,
+    is an error line, not a traceback (from Python, ``overrides="seeds=[0]"`` was read one
+    character at a time).
+
     ``entry``: the suite entry a ``lrsweep nightly --set`` was routed to; its errors show the
     override as typed, ``<entry>.<key.path>=<value>``.
     """
     root = SweepSpec if root is None else root
     data = copy.deepcopy(dict(spec))
+    if isinstance(overrides, str):  # iterated, each of its characters was an override
+        shown = _hidden(overrides, "")[0]
+        return data, [
+            f"overrides: must be a list of key.path=value strings, but got one string "
+            f"{shown!r}; write [{shown!r}]."
+        ]
     errors = []
-    for override in overrides:
+    for override in overrides or ():  # None: none
+        if not isinstance(override, str):
+            errors.append(
+                f"overrides: each must be a key.path=value string, such as 'task.epochs=3', "
+                f"but got {type(override).__name__} {short_value(override)}."
+            )
+            continue
         try:
             _apply_one(data, override, root)
         except _OverrideError as error:

@@ -1442,6 +1442,34 @@ def test_a_key_yaml_1_1_reads_as_a_boolean_null_or_number_is_its_text(tmp_path: 
     assert (resources.node_labels, resources.custom) == ({"on": "x"}, {"1": 0.5})
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            "task.epochs=3",
+            r"^overrides: must be a list of key\.path=value strings, but got one string "
+            r"'task\.epochs=3'; write \['task\.epochs=3'\]\.$",
+        ),
+        (
+            [3, "task.epochs=4"],
+            r"^overrides: each must be a key\.path=value string, such as 'task\.epochs=3', but "
+            r"got int 3\.$",
+        ),
+    ],
+)
+def test_overrides_from_python_that_are_no_list_of_strings_are_one_clear_error(
+    overrides: Any, message: str
+) -> None:
+    """``run_sweep(spec, overrides="seeds=[0]")`` read the string one character at a time (a
+    dozen "--set 't': expected key.path=value" lines), and an item that is no string was an
+    AttributeError traceback."""
+    with pytest.raises(SpecError) as caught:
+        load_spec(BASE, overrides=overrides)
+    assert len(caught.value.errors) == 1
+    assert re.match(message, caught.value.errors[0])
+    assert load_spec(BASE, overrides=None).task.epochs == BASE["task"]["epochs"]
+
+
 def test_a_refused_value_cut_short_keeps_its_ellipsis() -> None:
     """A long value is quoted cut to 60 characters ending in ``...``; the line's full stop was
     put in place of the ellipsis, leaving the text's quote open as if it ended there."""
