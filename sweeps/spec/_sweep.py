@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from sweeps.spec._schema import tagged_members
 from sweeps.spec._stores import (
@@ -189,6 +189,17 @@ class FailureSpec(SpecModel):
     max_failures: Int = Field(default=2, ge=0, le=1000)
 
 
+def _switch(value: Any) -> Any:
+    """A stopper given as a switch: ``false`` (YAML's ``off``, ``no``) is off, as null; ``true``
+    (``on``) its defaults. ``early_stop: off`` was refused as "must be a mapping, but got
+    False", without a word of null."""
+    if value is False:
+        return None
+    if value is True:
+        return {}
+    return value
+
+
 class SweepSpec(SpecModel):
     """One sweep: the task, the seeds, the arms to compare and how trials run.
 
@@ -202,8 +213,12 @@ class SweepSpec(SpecModel):
         default_factory=lambda: [0], min_length=1, max_length=1000
     )
     strategies: list[Strategy] = Field(min_length=1, max_length=100)
-    early_stop: EarlyStopSpec | None = Field(default_factory=EarlyStopSpec)
-    divergence: DivergenceSpec | None = Field(default_factory=DivergenceSpec)
+    early_stop: Annotated[EarlyStopSpec | None, BeforeValidator(_switch)] = Field(
+        default_factory=EarlyStopSpec
+    )
+    divergence: Annotated[DivergenceSpec | None, BeforeValidator(_switch)] = Field(
+        default_factory=DivergenceSpec
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)

@@ -1482,6 +1482,17 @@ def test_a_refused_value_cut_short_keeps_its_ellipsis() -> None:
     )
 
 
+def test_a_stopper_written_as_yaml_s_off_or_on_is_off_or_its_defaults(tmp_path: Path) -> None:
+    """``early_stop: off`` (YAML 1.1's false) was refused as "must be a mapping, but got
+    False", never saying that null turns it off; as for ``tta`` and ``amp``, false is off."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(BASE, sort_keys=False) + "early_stop: off\ndivergence: on\n")
+    spec = load_spec(path)
+    assert spec.early_stop is None
+    assert spec.divergence == load_spec(BASE).divergence
+    assert load_spec(BASE, overrides=["divergence=no"]).divergence is None
+
+
 def test_a_loaded_spec_with_overrides_keeps_what_it_left_to_the_defaults() -> None:
     """``run_sweep(load_spec(d), overrides=[...])`` went through the resolved spec, every
     default written out: its default early_stop then read as one the user set, and a 2-epoch
