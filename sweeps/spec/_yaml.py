@@ -130,7 +130,12 @@ def parse_yaml(text: str) -> Any:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValueError(f"not valid YAML: {error.problem}{where}") from None
+        tab = (
+            "; YAML indents and separates with spaces: replace the tab"
+            if "'\\t'" in str(error.problem)
+            else ""
+        )
+        raise ValueError(f"not valid YAML: {error.problem}{where}{tab}") from None
     except yaml.YAMLError as error:
         raise ValueError(f"not valid YAML: {error}") from None
     except RecursionError:

@@ -740,6 +740,11 @@ BAD_FILES = [
     (b"- a\n- b\n", r"must hold a mapping \(key: value lines\) at the top level, but holds a list"),
     (b"just text\n", r"must hold a mapping .* but holds a str"),
     (b"name: [unclosed\n", r"not valid YAML: .* at line 2"),
+    (
+        b"name: tiny\ntask:\n\tepochs: 3\n",
+        r"found character '\\t' .* at line 3, column 1; YAML indents and separates with "
+        r"spaces: replace the tab",
+    ),
     (BOMB.encode(), r"YAML aliases \(\*a\) are not allowed in specs"),
     (b"base: &b {epochs: 3}\ntask:\n  <<: *b\n", r"YAML aliases \(\*b\) are not allowed"),
     (b"name: !!python/object/apply:os.system ['echo hi']\n", r"only plain YAML values"),
