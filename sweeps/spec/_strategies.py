@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -21,6 +22,7 @@ from sweeps.spec._lr import log_spaced
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
 __all__ = [
+    "HIGH_LR",
     "OPTUNA_SAMPLERS",
     "RECIPE_MIN_EPOCHS",
     "RULE_MIN_POINTS",
@@ -35,6 +37,7 @@ __all__ = [
     "RandomStrategy",
     "RecipeStrategy",
     "Strategy",
+    "high_lr_notes",
 ]
 
 SUGGESTION_RULES = ("valley", "steep", "minimum", "slide")
@@ -280,3 +283,34 @@ Strategy = Annotated[
     Field(discriminator="kind"),
     AfterValidator(_check_sampler_seeds),
 ]
+
+
+HIGH_LR = 10.0
+"""A learning rate above which :func:`high_lr_notes` speaks up: a range test's default
+``end_lr``, where SGD and Adam have long diverged."""
+
+
+def high_lr_notes(strategies: Sequence[Any]) -> list[str]:
+    """An arm's learning rate above :data:`HIGH_LR` (``lr: 3e3`` for ``3e-3``): valid, yet its
+    trials diverge at once and spend their slot for a ``diverged`` row. ``lr_finder``'s
+    ``end_lr`` is left alone (a range test stops where the loss diverges)."""
+    notes = []
+    for i, arm in enumerate(strategies):
+        where = f"strategies[{i}] ({arm.kind} arm {arm.arm_name!r})"
+        if isinstance(arm, FixedStrategy) and arm.lr > HIGH_LR:
+            notes.append(f"{where}: lr {arm.lr:g} {_too_high(arm.lr)}")
+        elif isinstance(arm, GridStrategy | OptunaStrategy | RandomStrategy):
+            if arm.lr.max > HIGH_LR:
+                field = "lr.min and lr.max" if arm.lr.min > HIGH_LR else "lr.max"
+                notes.append(f"{where}: {field} {arm.lr.max:g} {_too_high(arm.lr.max)}")
+    return notes
+
+
+def _too_high(lr: float) -> str:
+    """Why a rate above :data:`HIGH_LR` is pointed out, with the likely one (``3e3``: ``3e-3``)."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    meant = f"{float(mantissa):g}e-{int(exponent)}"
+    return (
+        f"is above {HIGH_LR:g}, where training diverges at once (the trials end as diverged); "
+        f"if a minus sign is missing, write {meant}"
+    )

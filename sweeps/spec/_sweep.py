@@ -26,6 +26,7 @@ from sweeps.spec._strategies import (
     OptunaStrategy,
     RecipeStrategy,
     Strategy,
+    high_lr_notes,
 )
 from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -303,7 +304,8 @@ class SweepSpec(SpecModel):
         (which ends by its own rule, untouched by ``early_stop``); an SGDR schedule cut inside
         a cycle; an ``optuna`` arm whose default startup trials leave it unguided; a
         ``valid_pct`` that an ``image_folder``'s own train/valid split overrides; an image size
-        below 8 px (:meth:`TaskSpec.advice`).
+        below 8 px (:meth:`TaskSpec.advice`); an arm's learning rate above 10
+        (:func:`~sweeps.spec._strategies.high_lr_notes`).
         """
         notes: list[str] = self.task.advice()
         # the default early_stop, which the spec did not write, is no setting to correct: a
@@ -332,6 +334,7 @@ class SweepSpec(SpecModel):
         if note:
             notes.append(note)
         notes += self._unguided_optuna_notes()
+        notes += high_lr_notes(self.strategies)
         note = self._ignored_valid_pct_note()
         if note:
             notes.append(note)

@@ -383,6 +383,35 @@ def test_an_early_stop_that_cannot_fire_is_pointed_out(
     _assert_advice(changes, advice)
 
 
+@pytest.mark.parametrize(
+    ("arm", "advice"),
+    [
+        (
+            {"kind": "fixed", "lr": 3e3},
+            r"strategies\[0\] \(fixed arm 'fixed'\): lr 3000 is above 10, where training "
+            r"diverges at once .*; if a minus sign is missing, write 3e-3$",
+        ),
+        (
+            {"kind": "grid", "name": "wide", "lr": {"min": 1e-4, "max": 100, "points": 4}},
+            r"strategies\[0\] \(grid arm 'wide'\): lr\.max 100 is above 10, .* write 1e-2$",
+        ),
+        (
+            {"kind": "random", "lr": {"min": 20, "max": 50}, "trials": 2},
+            r"strategies\[0\] \(random arm 'random'\): lr\.min and lr\.max 50 is above 10",
+        ),
+        (
+            {"kind": "optuna", "lr": {"min": 1e-4, "max": 10}, "trials": 4, "startup_trials": 1},
+            None,
+        ),
+        ({"kind": "fixed", "lr": 10}, None),
+        ({"kind": "lr_finder", "end_lr": 100}, None),  # a range test stops where it diverges
+    ],
+)
+def test_a_learning_rate_above_10_is_pointed_out(arm: dict[str, Any], advice: str | None) -> None:
+    """`lr: 3e3` (for 3e-3) was taken without a word: every trial diverged at once."""
+    _assert_advice({"strategies": [arm], "task.epochs": 1}, advice)
+
+
 def _assert_advice(changes: dict[str, Any], advice: str | None) -> None:
     """The spec ``_with(changes)`` gets no note (``advice`` None) or one matching ``advice``."""
     notes = load_spec(_with(changes)).advice()
