@@ -173,10 +173,12 @@ SPEC_ROWS: dict[str, SpecRow] = {
     ),
     # unknown keys and values
     "unknown-top-level-key": SpecRow(
-        spec(("strategy", "grid")), ("strategy: unknown key (accepted: name, task, seeds",)
+        spec(("strategy", "grid")),
+        ("strategy: unknown key, did you mean 'strategies'? (accepted: name, task, seeds",),
     ),
     "unknown-nested-key": SpecRow(
-        spec(("task.epoch", 3)), ("task.epoch: unknown key (accepted: dataset, model,",)
+        spec(("task.epoch", 3)),
+        ("task.epoch: unknown key, did you mean 'epochs'? (accepted: dataset, model,",),
     ),
     "unknown-strategy-kind": SpecRow(
         spec(("strategies.0.kind", "bayes")), ("strategies.0.kind: unknown kind 'bayes'",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -136,8 +137,8 @@ def _format_one(details: ErrorDetails, root: type[Any]) -> str:
         message = f"unknown kind {tag!r}" if tag is not None else "is required"
         accepted = tagged_members(tp)
     elif kind == "extra_forbidden":
-        message = "unknown key"
         accepted = field_names(parent)
+        message = "unknown key" + did_you_mean(str(parts[-1]) if parts else "", accepted)
     elif kind == "literal_error":
         message = f"unknown value {short_value(details['input'])}"
         accepted = accepted_literals(tp) or [str(ctx.get("expected", ""))]
@@ -182,6 +183,13 @@ def _line(parts: Sequence[str | int], message: str, accepted: Sequence[str]) -> 
     if accepted:
         line += f" (accepted: {', '.join(accepted)})"
     return line if line.endswith("...") else line + "."
+
+
+def did_you_mean(key: str, accepted: Iterable[str]) -> str:
+    """``, did you mean 'epochs'?`` for a key close to one accepted (``epoch``, ``batchsize``),
+    else nothing."""
+    close = difflib.get_close_matches(key, list(accepted), n=1, cutoff=0.75)
+    return f", did you mean {close[0]!r}?" if close else ""
 
 
 def short_value(value: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
-from sweeps.spec._errors import SpecError, short_value
+from sweeps.spec._errors import SpecError, did_you_mean, short_value
 from sweeps.spec._redact import REDACTED, SECRET_KEY, redact, redact_text
 from sweeps.spec._schema import child_type, field_names, is_model, tagged_members, unwrap
 from sweeps.spec._sweep import SweepSpec
@@ -253,7 +253,8 @@ def _step(tp: Any, node: Any, part: str, here: str) -> str | int:
     if is_model(tp):
         if part not in tp.model_fields:
             accepted = ", ".join(field_names(tp))
-            raise _OverrideError(f"unknown key {part!r} in {here} (accepted: {accepted})")
+            hint = did_you_mean(part, tp.model_fields)
+            raise _OverrideError(f"unknown key {part!r} in {here}{hint} (accepted: {accepted})")
         return part
     if get_origin(tp) is list:
         if not part.isdigit():

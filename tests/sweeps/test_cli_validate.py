@@ -63,7 +63,10 @@ def test_valid_spec_prints_the_resolved_yaml_and_exits_0(
     ("args", "message"),
     [
         (["--set", "task.epochs=0"], r"task.epochs: must be at least 1, but got 0."),
-        (["--set", "task.epoch=3"], r"unknown key 'epoch' in task (accepted: dataset, model,"),
+        (
+            ["--set", "task.epoch=3"],
+            r"unknown key 'epoch' in task, did you mean 'epochs'? (accepted: dataset, model,",
+        ),
         (["--set", "resources.gpu=1.5"], r"resources.gpu: must be 0, a fraction in (0, 1]"),
         (["--set", "strategies.0.lr.min=2"], r"strategies.0.lr: min must be below max"),
     ],
@@ -315,7 +318,13 @@ def test_format_json_of_a_suite_counts_each_entrys_arms() -> None:
         ),
         (
             ["--set", "task.epoch=3"],
-            [("task.epoch", "--set 'task.epoch=3': unknown key 'epoch' in task (accepted:")],
+            [
+                (
+                    "task.epoch",
+                    "--set 'task.epoch=3': unknown key 'epoch' in task, did you mean 'epochs'? "
+                    "(accepted:",
+                )
+            ],
             None,
         ),
         (["--set", "x"], [(None, "--set 'x': expected key.path=value")], None),

@@ -59,7 +59,11 @@ def _with(changes: dict[str, Any]) -> dict[str, Any]:
 
 BAD_SPECS = [
     ({"colour": "red"}, r"colour: unknown key \(accepted: name, task, seeds, strategies,"),
-    ({"task.epoch": 3}, r"task\.epoch: unknown key \(accepted: dataset, model, image_size,"),
+    ({"seed": [0]}, r"seed: unknown key, did you mean 'seeds'\? \(accepted: name, task,"),
+    (
+        {"task.epoch": 3},
+        r"task\.epoch: unknown key, did you mean 'epochs'\? \(accepted: dataset, model, ",
+    ),
     ({"name": DELETE}, r"name: is required\."),
     ({"name": "my sweep!"}, r"name: must match .*, but got 'my sweep!'"),
     (
@@ -847,7 +851,10 @@ def test_overrides_leave_the_input_untouched() -> None:
 
 
 BAD_OVERRIDES = [
-    ("task.epoch=3", r"unknown key 'epoch' in task \(accepted: dataset, model, image_size, "),
+    (
+        "task.epoch=3",
+        r"unknown key 'epoch' in task, did you mean 'epochs'\? \(accepted: dataset, model, ",
+    ),
     ("colour=red", r"unknown key 'colour' in the top level \(accepted: name, task, seeds,"),
     ("strategies.9.lr.points=5", r"index 9 is out of range: strategies has 5 item\(s\)"),
     ("strategies.first=1", r"strategies is a list; 'first' is not an index"),
