@@ -22,8 +22,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from sweeps.spec._errors import SpecError, format_validation_error
-from sweeps.spec._overrides import apply_overrides_collecting
+from sweeps.spec._errors import SpecError, format_validation_error, short_value
+from sweeps.spec._overrides import _hidden, apply_overrides_collecting
 from sweeps.spec._sweep import SweepSpec
 from sweeps.spec._task import local_path
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -252,13 +252,26 @@ def _entry_label(entry: _EntryInput, data: Mapping[str, Any], index: int) -> str
 
 
 def _split_overrides(
-    overrides: Sequence[str], labels: Sequence[str]
+    overrides: Sequence[str] | None, labels: Sequence[str]
 ) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
     """Route each ``<entry>.<key.path>=<value>`` to its entry as (``<entry>`` as typed,
     ``<key.path>=<value>``); list those naming none."""
     routed: dict[str, list[tuple[str, str]]] = {}
     errors = []
-    for override in overrides:
+    if isinstance(overrides, str):  # iterated, each of its characters was an override
+        shown = _hidden(overrides, "")[0]
+        return routed, [
+            "overrides: must be a list of <entry>.key.path=value strings, but got one string "
+            f"{shown!r}; write [{shown!r}]."
+        ]
+    for override in overrides or ():  # None: none
+        if not isinstance(override, str):
+            errors.append(
+                "overrides: each must be an <entry>.key.path=value string, such as "
+                f"'digits.task.epochs=3', but got {type(override).__name__} "
+                f"{short_value(override)}."
+            )
+            continue
         key = override.partition("=")[0].strip()
         if key.startswith(ALL_ENTRIES + "."):
             for label in labels:

@@ -1576,3 +1576,33 @@ def test_tta_true_is_fastais_defaults_and_stages_read_back(tmp_path: Path) -> No
     path.write_text(spec.to_yaml(), encoding="utf-8")
     assert load_spec(path) == spec
     assert load_spec(_with({"task.tta": False})).task.tta is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            "a.task.epochs=3",
+            r"^overrides: must be a list of <entry>\.key\.path=value strings, but got one string "
+            r"'a\.task\.epochs=3'; write \['a\.task\.epochs=3'\]\.$",
+        ),
+        (
+            [3, "a.task.epochs=4"],
+            r"^overrides: each must be an <entry>\.key\.path=value string, such as "
+            r"'digits\.task\.epochs=3', but got int 3\.$",
+        ),
+    ],
+)
+def test_suite_overrides_from_python_that_are_no_list_of_strings_are_one_clear_error(
+    tmp_path: Path, overrides: Any, message: str
+) -> None:
+    """``load_suite(path, overrides="a.task.epochs=3")`` read the string one character at a
+    time (a line per character: "no suite entry named 'a'", "... 'task'"...), and an item that
+    is no string was an AttributeError traceback."""
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps({"name": "nightly", "entries": [{"name": "a", "spec": BASE}]}))
+    with pytest.raises(SpecError) as caught:
+        load_suite(path, overrides=overrides)
+    assert len(caught.value.errors) == 1
+    assert re.match(message, caught.value.errors[0]), caught.value.errors[0]
+    assert load_suite(path, overrides=None).entries[0].spec.task.epochs == BASE["task"]["epochs"]
