@@ -47,7 +47,16 @@ def find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dict
     direct = location.storage_root(name_or_path)
     text = location.read_text(direct, STATE_FILE)
     if text is not None:
-        return direct, json.loads(text)
+        state = json.loads(text)
+        if isinstance(state, dict) and state.get("finished") is True:
+            # as for a name: restoring a finished Tuner re-opened its FINISHED run, moved its
+            # end (the wall time) to now and logged the report again, all to train nothing
+            raise SweepNotFound(
+                f"{name_or_path!r}: the sweep in {location.shown(direct)} finished: there is "
+                f"nothing to resume. Its results: `{_report_command(state, name_or_path)}"
+                f"{_run_id_flag(state)}`; to run the sweep again: `lrsweep run SPEC`."
+            )
+        return direct, state
     candidates = _sweeps_of(name_or_path, root)
     latest = [c for c in candidates if c[1] is None or not c[1]["finished"]]
     if latest and latest[-1][1] is None:  # the sweep to resume is the one that cannot be read
@@ -106,6 +115,12 @@ def _report_command(state: dict[str, Any], name_or_path: str | Path) -> str:
         else ""
     )
     return f"lrsweep report {shlex.quote(str(experiment))}{flag}"
+
+
+def _run_id_flag(state: dict[str, Any]) -> str:
+    """`` --run-id <its parent run>``: the report of that sweep, not the experiment's latest."""
+    run_id = state.get("parent_run_id")
+    return f" --run-id {shlex.quote(str(run_id))}" if run_id else ""
 
 
 def _sweeps_of(

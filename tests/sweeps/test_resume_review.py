@@ -1,0 +1,75 @@
+"""``lrsweep resume`` as a demanding user meets it: a finished sweep given by its folder. Each is
+refused (exit 2, a message saying what to do) before Ray starts or any run changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _cli_helpers import tiny_spec
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.run import default_storage
+from sweeps.spec import load_spec
+from sweeps.tracking import Tracker
+
+pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_refused(result: Any, *messages: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    stderr = " ".join(result.stderr.split())
+    assert stderr.startswith("Error: "), stderr
+    for message in messages:
+        assert message in stderr, stderr
+
+
+def _saved_sweep(name: str, uri: str, *, finished: bool = False) -> tuple[Path, dict[str, Any]]:
+    """A sweep as ``lrsweep run`` leaves it in the default storage: its parent run in ``uri``
+    (closed KILLED, or FINISHED) and its ``sweep.json``."""
+    tracker = Tracker(uri)
+    experiment_id = tracker.ensure_experiment(name)
+    run_id = tracker.start_run(experiment_id, run_name=name, tags={"sweeps.kind": "sweep"})
+    tracker.end_run(run_id, "FINISHED" if finished else "KILLED")
+    folder = default_storage() / name / "20250101-000000-abcdef"
+    folder.mkdir(parents=True)
+    state = {
+        "name": name,
+        "sweep_id": folder.name,
+        "spec": load_spec(tiny_spec(name)).resolved(),
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "parent_run_id": run_id,
+        "finished": finished,
+    }
+    (folder / "sweep.json").write_text(json.dumps(state), encoding="utf-8")
+    return folder, state
+
+
+def test_a_finished_sweep_given_by_its_folder_is_refused_as_by_its_name(
+    empty_workdir: Path, tracking_uri: str
+) -> None:
+    # by its folder, a finished sweep was "resumed": Ray started, its FINISHED run was reopened
+    # and closed again (its end, the sweep's wall time, moved to now) and its report rewritten
+    folder, state = _saved_sweep("done", tracking_uri, finished=True)
+    before = Tracker(tracking_uri).get_run(state["parent_run_id"]).info
+    result = invoke("resume", str(folder))
+    assert_refused(
+        result,
+        f"the sweep in {folder} finished: there is nothing to resume",
+        f"lrsweep report done --run-id {state['parent_run_id']}",  # the default store
+        "lrsweep run SPEC",
+    )
+    after = Tracker(tracking_uri).get_run(state["parent_run_id"]).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)
+    by_name = invoke("resume", "done")
+    assert_refused(by_name, "has only finished sweeps", "nothing to resume")
