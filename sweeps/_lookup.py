@@ -8,7 +8,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sweeps import _location as location
 from sweeps._location import Location
@@ -169,9 +169,40 @@ def check_store_holds(
     if run is None or run.info.experiment_id != state["experiment_id"]:
         where = f"{redact_uri(uri)} holds no run {state['parent_run_id']} of it"
         _not_in_store(uri, state, name_or_path, where)
+    if run.info.lifecycle_stage == "deleted":  # MLflow refuses to reopen it: a traceback
+        _deleted(tracker, uri, state, name_or_path)
 
 
-def _not_in_store(uri: str, state: dict[str, Any], name_or_path: str | Path, where: str) -> None:
+def _deleted(
+    tracker: Tracker, uri: str, state: dict[str, Any], name_or_path: str | Path
+) -> NoReturn:
+    """Refuse a sweep whose run (or whole experiment) was deleted in MLflow, saying how to
+    restore it."""
+    from mlflow.exceptions import MlflowException
+
+    run_id, experiment_id = state["parent_run_id"], state["experiment_id"]
+    store = f"MLFLOW_TRACKING_URI={shlex.quote(command_uri(uri))}"
+    try:
+        experiment = tracker.client.get_experiment(experiment_id)
+        gone_with_experiment = experiment.lifecycle_stage == "deleted"
+    except MlflowException:  # the run's own state is reason enough to refuse
+        gone_with_experiment = False
+    if gone_with_experiment:
+        what = f"its experiment {experiment.name!r} (id {experiment_id}) was deleted"
+        restore = f"{store} mlflow experiments restore --experiment-id {experiment_id}"
+    else:
+        what = f"its sweep run {run_id} was deleted"
+        restore = f"{store} mlflow runs restore --run-id {run_id}"
+    raise SweepNotInStore(
+        f"{name_or_path!r}: {what} in {redact_uri(uri)} (in the MLflow UI or with `mlflow "
+        f"... delete`), so it cannot be resumed. Restore it first (`{restore}`) and resume "
+        "again, or start the sweep again: `lrsweep run SPEC`."
+    )
+
+
+def _not_in_store(
+    uri: str, state: dict[str, Any], name_or_path: str | Path, where: str
+) -> NoReturn:
     logged = redact_uri(str(state["tracking_uri"]))
     if redact_uri(uri) == logged:  # no --tracking-uri: the sweep's own store is gone
         then = "its runs are gone with it (a store deleted or moved?), so it cannot be resumed"

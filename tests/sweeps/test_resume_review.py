@@ -1,5 +1,6 @@
-"""``lrsweep resume`` as a demanding user meets it: a finished sweep given by its folder. Each is
-refused (exit 2, a message saying what to do) before Ray starts or any run changes."""
+"""``lrsweep resume`` as a demanding user meets it: a finished sweep given by its folder, a sweep
+whose MLflow run was deleted. Each is refused (exit 2, a message saying what to do) before Ray
+starts or any run changes."""
 
 from __future__ import annotations
 
@@ -73,3 +74,24 @@ def test_a_finished_sweep_given_by_its_folder_is_refused_as_by_its_name(
     assert (after.status, after.end_time) == (before.status, before.end_time)
     by_name = invoke("resume", "done")
     assert_refused(by_name, "has only finished sweeps", "nothing to resume")
+
+
+@pytest.mark.parametrize("deleted", ["run", "experiment"])
+def test_a_sweep_whose_mlflow_run_was_deleted_is_refused_with_how_to_restore_it(
+    empty_workdir: Path, tracking_uri: str, deleted: str
+) -> None:
+    # MLflow refuses to reopen a deleted run: the resume ended in a traceback (exit 1)
+    _, state = _saved_sweep("gone", tracking_uri)
+    tracker = Tracker(tracking_uri)
+    if deleted == "run":
+        tracker.client.delete_run(state["parent_run_id"])
+        restore = f"mlflow runs restore --run-id {state['parent_run_id']}"
+    else:
+        tracker.client.delete_experiment(state["experiment_id"])
+        restore = f"mlflow experiments restore --experiment-id {state['experiment_id']}"
+    result = invoke("resume", "gone")
+    assert_refused(
+        result, f"was deleted in {tracking_uri}", f"MLFLOW_TRACKING_URI={tracking_uri} {restore}"
+    )
+    run = tracker.get_run(state["parent_run_id"]).info
+    assert (run.status, run.lifecycle_stage) == ("KILLED", "deleted")
