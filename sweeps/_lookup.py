@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sweeps import _location as location
 from sweeps._location import Location
 from sweeps._uri import command_uri, existing_store_uri, redact_uri, sqlite_path
-from sweeps.clean import STATE_FILE, parse_state, running_driver
+from sweeps.clean import STATE_FILE, DriverLockHeld, driver_lock, parse_state, running_driver
 from sweeps.tracking import Tracker, resolve_tracking_uri
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "check_not_running",
     "check_store_exists",
     "check_store_holds",
+    "claimed",
     "find_sweep",
 ]
 
@@ -216,8 +219,34 @@ def check_not_running(name_or_path: str | Path, root: Location, sweep_dir: Locat
     (:class:`SweepRunning`), naming the other unfinished sweeps of that name, resumable by their
     folder."""
     driver = running_driver(sweep_dir)
-    if not driver:
-        return
+    if driver:
+        _refuse_running(name_or_path, root, sweep_dir, driver)
+
+
+@contextmanager
+def claimed(name_or_path: str | Path, root: Location, sweep_dir: Location) -> Iterator[None]:
+    """Hold the sweep in ``sweep_dir`` for this process while the block runs (its driver lock,
+    :func:`sweeps.clean.driver_lock`), after :func:`check_not_running`.
+
+    Raises:
+        SweepRunning: another process holds it (a resume started at the same moment, or a run
+            or resume still starting), or its ``driver.json`` names a live process.
+    """
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(driver_lock(sweep_dir))
+        except DriverLockHeld:
+            driver = (
+                running_driver(sweep_dir) or "another lrsweep process on this machine, starting"
+            )
+            _refuse_running(name_or_path, root, sweep_dir, driver)
+        check_not_running(name_or_path, root, sweep_dir)
+        yield
+
+
+def _refuse_running(
+    name_or_path: str | Path, root: Location, sweep_dir: Location, driver: str
+) -> NoReturn:
     others = [
         d
         for d in _unfinished_sweeps(name_or_path, root)

@@ -17,6 +17,8 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,16 @@ from typing import Any
 from sweeps import _location as location
 from sweeps.spec._types import Name
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: there driver.json alone tells a running sweep
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "SWEEP_ID",
+    "DriverLockHeld",
     "StoredSweep",
+    "driver_lock",
     "driver_record",
     "mark_removed",
     "new_sweep_id",
@@ -47,6 +56,9 @@ SWEEP_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 def new_sweep_id() -> str:
     """A new sweep's id (``20261207-081050-74f982``), which :data:`SWEEP_ID` matches."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+DRIVER_LOCK = "driver.lock"  # locked (flock) by the process running the sweep, while it runs
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,41 @@ def driver_record() -> dict[str, Any]:
     """What :data:`DRIVER_FILE` holds while a sweep runs: this machine, this process and when
     it started (so that another process given the same id later is not taken for it)."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid())}
+
+
+class DriverLockHeld(RuntimeError):
+    """Another process holds the sweep's :data:`DRIVER_LOCK`: it runs or resumes the sweep."""
+
+
+@contextmanager
+def driver_lock(folder: Path | str) -> Iterator[None]:
+    """Hold the sweep's :data:`DRIVER_LOCK` (an exclusive ``flock``) while the block runs.
+
+    :data:`DRIVER_FILE` is written only once a driver has checked its store and data, seconds
+    after it chose the sweep: two ``lrsweep resume`` started together both found no driver and
+    both ran the trials. The lock is taken as the sweep is chosen, atomically, and the kernel
+    drops it with its process, however that ends (``kill -9`` included). A URI storage
+    (``s3://``) or a file system without ``flock`` takes none: :data:`DRIVER_FILE` alone
+    tells a running sweep there.
+
+    Raises:
+        DriverLockHeld: at once, when another process holds the lock.
+    """
+    if not isinstance(folder, Path) or fcntl is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / DRIVER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DriverLockHeld(str(folder)) from None
+        except OSError:  # ENOLCK: a network file system without locks; driver.json as before
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def running_driver(folder: Path | str) -> str | None:

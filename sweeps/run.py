@@ -52,13 +52,13 @@ from sweeps._location import default_storage as default_storage  # re-exported
 from sweeps._lookup import SweepNotFound as SweepNotFound  # re-exported
 from sweeps._lookup import SweepNotInStore as SweepNotInStore  # re-exported
 from sweeps._lookup import SweepRunning as SweepRunning  # re-exported
-from sweeps._lookup import check_not_running, check_store_exists, check_store_holds
+from sweeps._lookup import check_store_exists, check_store_holds, claimed
 from sweeps._lookup import find_sweep as _find_sweep
 from sweeps._reporter import flatten_params
 from sweeps._result import SweepResult as SweepResult  # re-exported
 from sweeps._resume_command import resume_tags
 from sweeps._uri import command_uri
-from sweeps.clean import DRIVER_FILE, TUNE_DIR, driver_record, new_sweep_id
+from sweeps.clean import DRIVER_FILE, TUNE_DIR, driver_lock, driver_record, new_sweep_id
 from sweeps.progress import SweepProgress
 from sweeps.spec import StorageSpec, SweepSpec, dump_yaml, load_spec, redact
 from sweeps.stoppers import from_spec
@@ -255,8 +255,11 @@ def run_sweep(
     sweep_dir = location.child(root, spec.name, sweep_id)
     with sigterm_stops():  # from the parent run on; Ray's start and the trials guard their own
         parent_run_id = _start_parent(tracker, spec, experiment_id, sweep_dir, sweep_id, address)
-        with never_left_running(
-            tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
+        with (
+            never_left_running(
+                tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
+            ),
+            driver_lock(sweep_dir),  # a new folder: held before sweep.json lets a resume find it
         ):
             state = {
                 "name": spec.name,
@@ -304,27 +307,29 @@ def resume_sweep(
     """
     root = location.storage_root(storage_path or default_storage())
     sweep_dir, state = _find_sweep(name_or_path, root)
-    check_not_running(name_or_path, root, sweep_dir)
-    spec = load_spec(state["spec"])
-    uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
-    check_store_exists(uri, state, name_or_path)
-    _preflight(
-        spec, uri, sweep_dir, address=address, on_note=on_note or partial(_log_note, spec.name)
-    )
-    tracker = Tracker(uri)
-    check_store_holds(tracker, uri, state, name_or_path)
-    tracker.check_artifacts_writable(state["experiment_id"])
-    experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
-    with (
-        sigterm_stops(),
-        never_left_running(tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address),
-    ):
-        tracker.reopen_run(parent_run_id)
-        tracker.set_tags(parent_run_id, resume_tags(sweep_dir, address))  # where it runs now
-        logger.info("resuming sweep %s from %s", state["sweep_id"], location.shown(sweep_dir))
-        return _execute(
-            spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True
+    with claimed(name_or_path, root, sweep_dir):  # two resumes at once: the second refused
+        spec = load_spec(state["spec"])
+        uri = resolve_tracking_uri(tracking_uri, state["tracking_uri"])
+        check_store_exists(uri, state, name_or_path)
+        _preflight(
+            spec, uri, sweep_dir, address=address, on_note=on_note or partial(_log_note, spec.name)
         )
+        tracker = Tracker(uri)
+        check_store_holds(tracker, uri, state, name_or_path)
+        tracker.check_artifacts_writable(state["experiment_id"])
+        experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
+        with (
+            sigterm_stops(),
+            never_left_running(
+                tracker, experiment_id, parent_run_id, spec.name, sweep_dir, address
+            ),
+        ):
+            tracker.reopen_run(parent_run_id)
+            tracker.set_tags(parent_run_id, resume_tags(sweep_dir, address))  # where it runs now
+            logger.info("resuming sweep %s from %s", state["sweep_id"], location.shown(sweep_dir))
+            return _execute(
+                spec, tracker, state, sweep_dir, address=address, progress=progress, restoring=True
+            )
 
 
 def _run_trials(

@@ -1,10 +1,11 @@
 """``lrsweep resume`` as a demanding user meets it: a finished sweep given by its folder, a sweep
-whose MLflow run was deleted. Each is refused (exit 2, a message saying what to do) before Ray
-starts or any run changes."""
+whose MLflow run was deleted, two resumes of one sweep started together. Each is refused (exit 2,
+a message saying what to do) before Ray starts or any run changes."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from _cli_helpers import tiny_spec
 from typer.testing import CliRunner
 
+from sweeps import run as run_module
 from sweeps.cli import app
-from sweeps.run import default_storage
+from sweeps.run import SweepRunning, default_storage, resume_sweep
 from sweeps.spec import load_spec
 from sweeps.tracking import Tracker
 
@@ -95,3 +97,47 @@ def test_a_sweep_whose_mlflow_run_was_deleted_is_refused_with_how_to_restore_it(
     )
     run = tracker.get_run(state["parent_run_id"]).info
     assert (run.status, run.lifecycle_stage) == ("KILLED", "deleted")
+
+
+class _Stop(Exception):
+    """Ends a resume in the test at its preflight, before Ray starts."""
+
+
+def test_a_second_resume_started_while_the_first_is_starting_is_refused(
+    empty_workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first resume wrote driver.json only after its checks (store, data, preflight): a
+    # second one started meanwhile found no driver and ran every trial a second time
+    _saved_sweep("twice", tracking_uri)
+    first_checking, first_may_go = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def preflight(*args: Any, **kwargs: Any) -> None:
+        who = threading.current_thread().name
+        calls.append(who)
+        if who == "first":
+            first_checking.set()
+            assert first_may_go.wait(30)
+        raise _Stop(who)
+
+    monkeypatch.setattr(run_module, "_preflight", preflight)
+    outcome: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            resume_sweep("twice")
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=first, name="first")
+    thread.start()
+    try:
+        assert first_checking.wait(30)
+        with pytest.raises(SweepRunning, match=r"is still running .*would run its trials twice"):
+            resume_sweep("twice")
+    finally:
+        first_may_go.set()
+        thread.join(30)
+    assert calls == ["first"] and isinstance(outcome[0], _Stop)
+    with pytest.raises(_Stop):  # the first let go of the sweep: a resume now goes on
+        resume_sweep("twice")
