@@ -162,7 +162,8 @@ def checked_tracking_uri(
 ) -> str:
     """:func:`resolve_tracking_uri` (``--tracking-uri``, then ``tracking.uri``, then
     ``$MLFLOW_TRACKING_URI``, else the embedded store), checked by :func:`check_tracking_uri`
-    with a message naming the one chosen."""
+    with a message naming the one chosen; an existing ``sqlite:///`` file must also be an MLflow
+    store (or empty), read without writing."""
     sources = (
         ("--tracking-uri", option),
         ("tracking.uri", spec_uri),
@@ -170,8 +171,35 @@ def checked_tracking_uri(
     )
     for source, uri in sources:
         if uri:
-            return check_tracking_uri(str(uri), source=source)
+            checked = check_tracking_uri(str(uri), source=source)
+            _check_no_other_file(checked, source, cwd)
+            return checked
     return default_tracking_uri(cwd)
+
+
+def _check_no_other_file(uri: str, source: str, cwd: str | Path | None) -> None:
+    """Refuse a ``sqlite:///`` URI naming an existing file that is no MLflow store (a YAML
+    file, another program's database): MLflow crashed on it ("file is not a database": a
+    traceback, and for ``lrsweep nightly`` a crashed night) or wrote its tables into the other
+    program's database. Read-only, under the lock a store's creation holds (``sweeps._store``),
+    so a store another process is creating at this moment is seen once it has its tables."""
+    import contextlib
+    import fcntl
+
+    path = sqlite_path(absolute_sqlite_uri(uri, cwd))
+    if path is None or not path.is_file():
+        return
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):  # no lock file: no store was ever created there
+            lock = stack.enter_context(open(path.parent / f".{path.name}.lock"))
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        if _holds_experiments(path):
+            return
+    raise TrackingUriError(
+        f"{source} {redact_uri(uri)}: {path} is not an MLflow store (not an SQLite database, "
+        "or another program's database without MLflow's tables), and it is left as it is; give "
+        "the store's file, or a new one (MLflow creates its store there)."
+    )
 
 
 def check_tracking_server(

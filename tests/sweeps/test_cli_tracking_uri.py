@@ -367,6 +367,29 @@ def test_a_folder_given_to_run_is_refused_before_anything_starts(work: Path) -> 
     assert not (work / "fsstore").exists()
 
 
+@pytest.mark.parametrize("other", ["text", "database"])
+@pytest.mark.parametrize("command", ["run", "nightly", "resume"])
+def test_a_file_that_is_no_mlflow_store_is_refused_by_the_writers_untouched(
+    work: Path, command: str, other: str
+) -> None:
+    # run and resume died in a traceback ("file is not a database"), nightly as a crashed night
+    # (exit 3, its traceback); another program's database had MLflow's tables written into it
+    target = work / ("notes.txt" if other == "text" else "inventory.db")
+    if other == "text":
+        target.write_text("not a database\n", encoding="utf-8")
+    else:
+        with sqlite3.connect(target) as conn:
+            conn.execute("CREATE TABLE items (name TEXT)")
+    before = target.read_bytes()
+    suite = work / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "n", "entries": [{"spec_path": "spec.yaml"}]}))
+    first = {"run": str(work / "spec.yaml"), "nightly": str(suite), "resume": "uri-check"}
+    result = invoke(command, first[command], "--tracking-uri", f"sqlite:///{target.name}")
+    assert_refused(result, work, f"--tracking-uri sqlite:///{target.name}: {target} is not an")
+    assert target.read_bytes() == before
+    assert not (work / f".{target.name}.lock").exists()
+
+
 # --- 5. sqlite:// with two slashes --------------------------------------------------------------
 
 
