@@ -279,6 +279,13 @@ def _split_overrides(
                 routed.setdefault(label, []).append((ALL_ENTRIES, rest))
             continue
         matches = [label for label in labels if key.startswith(label + ".")]
+        if not matches and key in (*labels, ALL_ENTRIES):  # was "no suite entry named" it
+            what = "every entry (*)" if key == ALL_ENTRIES else f"the entry {key!r}"
+            errors.append(
+                f"--set {override!r}: names {what} but no field of a spec; write "
+                f"{key}.<key.path>=<value>, e.g. {key}.task.epochs=3."
+            )
+            continue
         if not matches:
             errors.append(
                 f"--set {override!r}: no suite entry named {key.split('.')[0]!r}; write "

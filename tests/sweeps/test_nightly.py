@@ -583,6 +583,9 @@ def test_set_overrides_are_routed_to_their_entry_or_to_every_entry(tmp_path: Pat
     ("overrides", "spec_change", "expected"),
     [
         (["nope.task.epochs=3"], {}, r"--set 'nope.task.epochs=3': no suite entry named 'nope'"),
+        # the entry alone was "no suite entry named 'digits'", listing digits as an entry
+        (["digits=3"], {}, r"--set 'digits=3': names the entry 'digits' but no field of a spec"),
+        (["*=3"], {}, r"--set '\*=3': names every entry \(\*\) but no field .* \*\.task\.epochs=3"),
         (["digits.task.epochs=0"], {}, r"entries\.digits\.spec\.task\.epochs: must be at least 1"),
         ([], {"seeds": "zero"}, r"entries\.digits\.spec\.seeds: must be a list"),
         (["digits.task.epoks=3"], {}, r"--set 'digits\.task\.epoks=3': unknown key 'epoks'"),
