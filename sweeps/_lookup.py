@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sweeps import _location as location
-from sweeps._location import Location
+from sweeps._location import Location, default_storage
 from sweeps._uri import command_uri, existing_store_uri, redact_uri, sqlite_path
 from sweeps.clean import STATE_FILE, DriverLockHeld, driver_lock, parse_state, running_driver
 from sweeps.tracking import Tracker, resolve_tracking_uri
@@ -98,6 +98,13 @@ def find_sweep(name_or_path: str | Path, root: Location) -> tuple[Location, dict
             f"{name_or_path!r} has only finished sweeps under {location.shown(root)}: there is "
             f"nothing to resume. Their results{' (latest first)' if len(commands) > 1 else ''}: "
             f"{results}; to run the sweep again: `lrsweep run SPEC`."
+        )
+    if isinstance(root, Path) and not root.is_dir() and root != default_storage():
+        # a mistyped --storage-path: "sweeps there: none" read as an empty storage
+        raise SweepNotFound(
+            f"{name_or_path!r} has no sweep to resume under {root}: that folder does not exist. "
+            "Pass the storage.path the sweep ran with as --storage-path (or run lrsweep from "
+            "the folder it ran in), or the path of a sweep folder (the one holding sweep.json)."
         )
     raise SweepNotFound(
         f"{name_or_path!r} has no sweep to resume under {location.shown(root)}; sweeps there: "

@@ -1,6 +1,7 @@
 """``lrsweep resume`` as a demanding user meets it: a finished sweep given by its folder, a sweep
-whose MLflow run was deleted, two resumes of one sweep started together. Each is refused (exit 2,
-a message saying what to do) before Ray starts or any run changes."""
+whose MLflow run was deleted, two resumes of one sweep started together, a mistyped
+``--storage-path``. Each is refused (exit 2, a message saying what to do) before Ray starts or
+any run changes."""
 
 from __future__ import annotations
 
@@ -141,3 +142,12 @@ def test_a_second_resume_started_while_the_first_is_starting_is_refused(
     assert calls == ["first"] and isinstance(outcome[0], _Stop)
     with pytest.raises(_Stop):  # the first let go of the sweep: a resume now goes on
         resume_sweep("twice")
+
+
+def test_a_storage_path_that_does_not_exist_is_said_so(empty_workdir: Path) -> None:
+    # it read "no sweep to resume under .../ray_result; sweeps there: none", as if the storage
+    # were there and empty
+    typo = empty_workdir / ".lrsweep" / "ray_result"
+    result = invoke("resume", "tiny", "--storage-path", str(typo))
+    assert_refused(result, f"no sweep to resume under {typo}: that folder does not exist")
+    assert "sweeps there" not in result.stderr
