@@ -49,6 +49,7 @@ __all__ = [
 STATE_FILE = "sweep.json"  # a sweep's state, which `lrsweep resume` reads
 TUNE_DIR = "tune"  # Ray Tune's experiment folder (its state and the trials' checkpoints)
 DRIVER_FILE = "driver.json"  # the process running the sweep, while it runs
+DRIVER_LOCK = "driver.lock"  # locked (flock) by the process running the sweep, while it runs
 SWEEP_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 """A sweep id, its folder's name: when it started (local time) and 6 random hex digits."""
 
@@ -56,9 +57,6 @@ SWEEP_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 def new_sweep_id() -> str:
     """A new sweep's id (``20261207-081050-74f982``), which :data:`SWEEP_ID` matches."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
-DRIVER_LOCK = "driver.lock"  # locked (flock) by the process running the sweep, while it runs
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,8 @@ def stored_sweeps(root: Path | str, name: str | None = None) -> list[StoredSweep
             ):
                 continue  # not a sweep's folder
             size, newest = _usage(folder)
-            state = "running" if running_driver(folder) else _state(text)
+            running = running_driver(folder) or _lock_held(folder)  # or still starting
+            state = "running" if running else _state(text)
             found.append(StoredSweep(sweep_name, sweep_id, folder, state, newest, size))
     return found
 
@@ -158,6 +157,28 @@ def driver_lock(folder: Path | str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _lock_held(folder: Path | str) -> bool:
+    """Whether another process holds the sweep's :data:`DRIVER_LOCK`: a run or resume in its
+    first seconds, before it writes :data:`DRIVER_FILE` (a resume's store and data checks).
+    Asking takes the lock for an instant, so a resume starting at that very instant is refused
+    ("still running") and can be typed again."""
+    if not isinstance(folder, Path) or fcntl is None:
+        return False
+    try:
+        fd = os.open(folder / DRIVER_LOCK, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:  # none: a sweep from before the lock, or never run here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without locks
+        return False
+    finally:
+        os.close(fd)  # and the lock, if this took it, with it
+    return False
 
 
 def running_driver(folder: Path | str) -> str | None:

@@ -632,3 +632,38 @@ def test_the_report_of_a_cleaned_sweep_says_to_run_it_again_not_to_resume_it(
     assert "its folder in ray's storage was deleted by `lrsweep clean` (" in said.lower(), said
     assert "UTC), so it cannot be resumed; " in said and "run the sweep again" in said, said
     assert "lrsweep resume" not in said, said
+
+
+def test_a_sweep_whose_driver_lock_is_held_is_running_and_kept(storage: Path) -> None:
+    """A resume holds the sweep's driver lock from the moment it chose the sweep, seconds before
+    it writes driver.json (its store and data checks): clean listed the sweep as resumable and
+    `--yes` deleted it under the starting resume."""
+    import sys
+
+    folder = storage / "lr" / "20261101-000000-aaaaaa"  # resumable, 30 days old
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from sweeps.clean import driver_lock\n"
+            "with driver_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); time.sleep(60)",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        found = {sweep.sweep_id: sweep.state for sweep in stored_sweeps(storage)}
+        assert found["20261101-000000-aaaaaa"] == "running"
+        cleaned = CliRunner().invoke(
+            app, ["clean", "lr", "--storage-path", str(storage), "--older-than", "1", "--yes"]
+        )
+        assert cleaned.exit_code == 0, cleaned.output
+        assert (folder / "sweep.json").is_file()  # kept
+    finally:
+        holder.kill()
+        holder.wait()
+    found = {sweep.sweep_id: sweep.state for sweep in stored_sweeps(storage)}
+    assert found["20261101-000000-aaaaaa"] == "resumable"  # the lock went with its process
