@@ -24,6 +24,7 @@ from sweeps.cli._options import (
     TRACKING_URI_HELP,
     Address,
     fail,
+    print_note,
     usable_tracking_uri,
     wrong_kind_hint,
 )
@@ -83,6 +84,7 @@ def nightly_command(
             tracking_uri=tracking_uri,
             baseline_nights=baseline_nights,
             report_dir=report_dir,
+            on_note=print_note,  # as `lrsweep validate --suite` prints them
         )
     except ReportDirError as error:  # found before anything ran: bad input
         err.print(f"Error: --report-dir {report_dir}: {error}", markup=False, highlight=False)

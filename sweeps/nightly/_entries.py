@@ -13,8 +13,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,11 @@ def run_entries(
     uri: str,
     address: str | None,
     storage_path: str | Path | None,
+    on_note: Callable[[str], None] | None = None,
 ) -> tuple[list[Figure], list[str]]:
     """Every entry's sweep in the suite's order: the figures found and each problem on one line.
+    ``on_note`` takes each sweep's notes (``run_sweep``'s), prefixed ``entries.NAME: `` as
+    ``lrsweep validate --suite`` prints them; None logs them as warnings.
 
     Raises:
         EntryInterrupted: a sweep was stopped by a signal it handled; the rest are not run.
@@ -49,7 +53,7 @@ def run_entries(
     for index, entry in enumerate(suite.entries):
         found, problems, interrupted = _run_entry(
             suite.name, entry, store, night_run_id, uri=uri, address=address,
-            storage_path=storage_path,
+            storage_path=storage_path, on_note=on_note,
         )  # fmt: skip
         figures += found
         failures += [one_line(f"{entry.name}: {p}") for p in problems]
@@ -84,6 +88,7 @@ def _run_entry(
     uri: str,
     address: str | None,
     storage_path: str | Path | None,
+    on_note: Callable[[str], None] | None = None,
 ) -> tuple[list[Figure], list[str], str | None]:
     """One entry's sweep: its figures, its problems, and the signal that interrupted it."""
     from sweeps.run import run_sweep  # the Ray-heavy import, only when a night really runs
@@ -102,6 +107,7 @@ def _run_entry(
                 tracking_uri=uri,
                 storage_path=storage_path,
                 retry_failed=False,  # a night is never resumed: its checkpoints go
+                on_note=on_note and partial(_entry_note, on_note, entry.name),
             )
         sweep_run_id: str | None = result.parent_run_id
         interrupted = (result.stop_signal or "SIGINT") if result.interrupted else None
@@ -119,6 +125,10 @@ def _run_entry(
     problems += reading.failures or ray_errors
     figures = entry_figures(entry.name, reading.trials, wall_time_s=reading.wall_time_s)
     return figures, problems, interrupted
+
+
+def _entry_note(on_note: Callable[[str], None], entry: str, note: str) -> None:
+    on_note(f"entries.{entry}: {note}")
 
 
 def _in_experiment(spec: SweepSpec, experiment: str, uri: str) -> SweepSpec:

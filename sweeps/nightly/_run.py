@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +71,7 @@ def run_nightly(
     baseline_nights: int = DEFAULT_BASELINE_NIGHTS,
     report_dir: str | Path = "nightly-report",
     storage_path: str | Path | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> NightResult:
     """Run one night of ``suite`` and judge it against earlier nights.
 
@@ -89,6 +90,8 @@ def run_nightly(
         baseline_nights: How many earlier completed nights the baseline median takes.
         report_dir: Where ``nightly-report.md``, ``.html`` and ``trends/`` are written.
         storage_path: Ray's storage root for the sweeps (else each spec's or ``./.lrsweep``).
+        on_note: Takes each entry's notes (``entries.NAME: `` and what ``lrsweep validate``
+            prints; ``lrsweep nightly`` prints ``Note:`` lines); None logs them as warnings.
 
     Returns:
         The :class:`NightResult`; its ``exit_code`` is what ``lrsweep nightly`` exits with.
@@ -130,7 +133,13 @@ def run_nightly(
                     store.log_reference(night_run_id, reference)
                 tonight = replace(tonight, reference=reference)
                 figures, failures = _run_entries(
-                    suite, store, night_run_id, uri=uri, address=address, storage_path=storage_path
+                    suite,
+                    store,
+                    night_run_id,
+                    uri=uri,
+                    address=address,
+                    storage_path=storage_path,
+                    on_note=on_note,
                 )
                 if (kept := faster(reference, measure_reference(when="end"))) is not None:
                     store.log_reference(night_run_id, kept)  # the tag names both measurements

@@ -124,6 +124,34 @@ def test_run_prints_the_notes_validate_prints_not_warnings(
     assert not [r for r in caplog.records if any(n in r.getMessage() for n in noted)]
 
 
+def test_nightly_prints_each_entrys_notes_as_validate_suite_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`nightly` left its sweeps' notes to the logger: bare "spec NAME: ..." lines from
+    Python's last-resort handler, where `validate --suite` prints "Note: entries.NAME: ..."."""
+    blocker = tmp_path / "a-file"  # the entry's sweep is refused after its notes, before Ray
+    blocker.write_text("not a folder", encoding="utf-8")
+    overrides = ["task.epochs=2", "task.dataset.valid_pct=0.01"]
+    suite = tmp_path / "suite.yaml"
+    entry = {"name": "tiny", "spec_path": str(DIGITS), "overrides": overrides}
+    suite.write_text(json.dumps({"name": "notes", "entries": [entry]}), encoding="utf-8")
+    checked = CliRunner().invoke(app, ["validate", "--suite", str(suite)])
+    assert checked.exit_code == 0, checked.output
+    notes = [line for line in checked.stderr.splitlines() if line.startswith("Note: ")]
+    assert [note.split(":")[1:3] for note in notes] == [
+        [" entries.tiny", " early_stop can never stop a trial"],
+        [" entries.tiny", " task.dataset"],
+    ]
+    args = ["nightly", str(suite), "--set", f"tiny.storage.path={blocker}/ray"]
+    args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    with caplog.at_level(logging.WARNING):
+        night = CliRunner().invoke(app, [*args, "--report-dir", str(tmp_path / "report")])
+    assert night.exit_code == 3, night.output  # the entry's sweep could not start: failed
+    assert [line for line in night.stderr.splitlines() if line.startswith("Note: ")] == notes
+    noted = [note.split(": ", 2)[2] for note in notes]
+    assert not [r for r in caplog.records if any(n in r.getMessage() for n in noted)]
+
+
 def _lrsweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The ``lrsweep`` command in a fresh interpreter, its output as a person sees it."""
     return subprocess.run(
