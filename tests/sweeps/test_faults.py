@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -190,7 +191,10 @@ def test_ctrl_c_then_driver_kill_then_resume_repeats_and_loses_nothing(tmp_path:
     log = tmp_path / "sweep.log"
     parent_id = _interrupt_with_ctrl_c(tmp_path, tracker, log)
     assert "Incomplete: this sweep was interrupted" in _report_text(tmp_path)
-    assert "`lrsweep resume faults-resume`" in _report_text(tmp_path)
+    # the exact command: the sweep ran in tmp_path's default storage, the report is read here
+    storage = (tmp_path / ".lrsweep" / "ray_results").resolve()
+    resume = f"`lrsweep resume faults-resume --storage-path {shlex.quote(str(storage))} "
+    assert resume in _report_text(tmp_path)
     finished_before = _kill_driver_mid_resume(tmp_path, tracker, log)
     assert finished_before
 
