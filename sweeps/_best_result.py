@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from sweeps.spec import EXPERIMENT_MAX, NAME_MAX, dump_yaml
+from sweeps.spec import EXPERIMENT_MAX, NAME_MAX, EarlyStopSpec, dump_yaml
 from sweeps.tracking import PARENT_TAG, as_logged
 
 __all__ = [
@@ -56,6 +56,8 @@ DATA_PARAMS = "task.dataset."
 """The trial params that say which images a trial validated on (name, path, options, split)."""
 
 _INT = re.compile(r"[+-]?\d+")
+_DEFAULT_EARLY_STOP = EarlyStopSpec().model_dump(mode="json")
+"""``early_stop`` as a spec without one resolves it (its ``spec.yaml``)."""
 
 
 def best_epoch_of(tag: str | None) -> int | None:
@@ -135,6 +137,7 @@ class BestConfig:
         and one arm: ``{kind: fixed, lr: <the trial's lr>}``, so a finder trial re-runs at the
         LR its range test picked and a searched trial at the LR the search chose. A ``recipe``
         trial changes its LR as it goes, so its own arm is kept instead.
+        An ``early_stop`` equal to the default is left out (the re-run gets it all the same).
 
         Raises:
             BestConfigError: the parent run has no ``spec.yaml``, or the trial's params lack
@@ -161,6 +164,10 @@ class BestConfig:
             tracking["experiment"] = _suffixed(str(tracking["experiment"]), EXPERIMENT_MAX)
         spec["seeds"] = [int(self.config["seed"])]
         spec["strategies"] = [arm or {"kind": "fixed", "lr": float(self.config["lr"])}]
+        if spec.get("early_stop") == _DEFAULT_EARLY_STOP:  # what the re-run gets without it
+            # written out, it reads as a setting of the user's: `validate` of a short re-run
+            # then said "early_stop can never stop a trial" of a stopper the spec never set
+            del spec["early_stop"]
         epoch = f" at epoch {self.best_epoch}" if self.best_epoch is not None else ""
         header = (
             f"# Re-runs trial {self.run_id} ({self.strategy}) of experiment "

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import sweeps.spec
 from sweeps.best import BestConfigError, best_config, typed_param
 from sweeps.cli import app
-from sweeps.spec import load_spec
+from sweeps.spec import EarlyStopSpec, load_spec
 from sweeps.tracking import Tracker, default_tracking_uri
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,10 +217,31 @@ def test_spec_format_reruns_exactly_that_trial(store) -> None:
     assert spec["name"] == "digits-lr-best"
     assert spec["seeds"] == [1]
     assert spec["strategies"] == [{"kind": "fixed", "lr": 0.003}]
-    assert spec["task"] == original["task"] and spec["early_stop"] == original["early_stop"]
+    assert spec["task"] == original["task"]
+    # the default early_stop is left out: the re-run gets it all the same
+    assert "early_stop" not in spec and original["early_stop"] == EarlyStopSpec().model_dump()
     if not hasattr(sweeps.spec, "FixedStrategy"):
         pytest.skip("sweeps.spec has no `fixed` strategy yet; the re-run spec cannot load")
     assert load_spec(spec).strategies[0].kind == "fixed"
+
+
+def test_spec_format_of_a_short_sweep_without_early_stop_gets_no_note_for_it(
+    tracking_uri: str,
+) -> None:
+    """The re-run spec wrote the resolved default early_stop out in full; `validate` of it (a
+    2-epoch sweep) then said "early_stop can never stop a trial", of a stopper its spec never
+    set. A changed early_stop is kept."""
+    tracker = Tracker(tracking_uri)
+    exp_id = tracker.ensure_experiment(EXPERIMENT)
+    short = load_spec(REPO / "sweeps/specs/digits.yaml", overrides=["task.epochs=2"]).resolved()
+    _sweep(tracker, exp_id, "short", [0.3], {"task": short["task"]})
+    rerun = load_spec(yaml.safe_load(best_config(EXPERIMENT, tracking_uri=tracking_uri).to_spec()))
+    assert rerun.task.epochs == 2 and rerun.advice() == []
+    patient = short["early_stop"] | {"patience": 5}
+    _sweep(tracker, exp_id, "patient", [0.2], {"task": short["task"], "early_stop": patient})
+    rerun = load_spec(yaml.safe_load(best_config(EXPERIMENT, tracking_uri=tracking_uri).to_spec()))
+    assert rerun.early_stop is not None and rerun.early_stop.patience == 5
+    assert [note.split(":")[0] for note in rerun.advice()] == ["early_stop can never stop a trial"]
 
 
 def test_spec_format_keeps_a_recipe_arm(store) -> None:
