@@ -37,3 +37,23 @@ def tiny_spec(name: str) -> dict[str, Any]:
         "strategies": [{"kind": "fixed", "lr": 0.01}],
         "failure": {"max_failures": 0},
     }
+
+
+def invoke(*args: str) -> Any:
+    """``lrsweep ARGS`` through typer's runner, in this process."""
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_refused(result: Any, *messages: str) -> None:
+    """Exit 2 with an ``Error:`` on stderr holding each of ``messages``, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    stderr = " ".join(result.stderr.split())
+    assert stderr.startswith("Error: "), stderr
+    for message in messages:
+        assert message in stderr, stderr

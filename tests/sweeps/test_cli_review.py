@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 import typer
-from _cli_helpers import tiny_spec
+from _cli_helpers import assert_refused, invoke, tiny_spec
 from rich.console import Console
-from typer.testing import CliRunner
 
 from sweeps._ray import TrialOutcome
-from sweeps.cli import app
 from sweeps.cli._run import finish, rerun_hint
 from sweeps.run import SweepResult, default_storage
 from sweeps.spec import load_spec
@@ -28,20 +26,6 @@ from sweeps.spec import load_spec
 pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
 
 LR_FIND = ["lr-find", "--dataset", "digits", "--arch", "simple_cnn", "--image-size", "8"]
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_refused(result: Any, *messages: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    stderr = " ".join(result.stderr.split())
-    assert stderr.startswith("Error: "), stderr
-    for message in messages:
-        assert message in stderr, stderr
 
 
 # --- lrsweep resume: a saved state that no longer loads ------------------------------------------

@@ -11,30 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cli_helpers import tiny_spec
-from typer.testing import CliRunner
+from _cli_helpers import assert_refused, invoke, tiny_spec
 
 from sweeps import run as run_module
-from sweeps.cli import app
 from sweeps.run import SweepRunning, default_storage, resume_sweep
 from sweeps.spec import load_spec
 from sweeps.tracking import Tracker
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_module")  # tests/conftest.py
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_refused(result: Any, *messages: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    stderr = " ".join(result.stderr.split())
-    assert stderr.startswith("Error: "), stderr
-    for message in messages:
-        assert message in stderr, stderr
 
 
 def _saved_sweep(name: str, uri: str, *, finished: bool = False) -> tuple[Path, dict[str, Any]]:
