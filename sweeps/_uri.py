@@ -452,7 +452,49 @@ def existing_store_uri(tracking_uri: str | None) -> str:
             "tables); pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the sweep "
             "logged to."
         )
+    if uri.startswith(("postgresql", "postgres:")) and not _postgres_holds_experiments(uri):
+        raise LookupError(
+            f"{redact_url(uri)} is not an MLflow store: that database holds another program's "
+            "tables and not MLflow's, and it is left as it is; pass --tracking-uri (or set "
+            "MLFLOW_TRACKING_URI) to the store the sweep logged to."
+        )
     return uri
+
+
+def _postgres_holds_experiments(uri: str) -> bool:
+    """Whether the PostgreSQL database of ``uri`` has MLflow's ``experiments`` table, read
+    without writing: MLflow creates its ~40 tables in any database that lacks them, another
+    program's included. An empty database (nothing in it to harm; MLflow makes it a store, as
+    ``lrsweep server`` does) or one that cannot be read here (:func:`check_tracking_server`
+    says why) is taken at its word."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(with_postgres_driver(uri))
+    except (ArgumentError, ValueError):
+        return True
+    params = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
+    params = {key: value for key, value in params.items() if value is not None}
+    options = {"connect_timeout": int(SERVER_PROBE_TIMEOUT_S), **params, **dict(url.query)}
+    try:
+        conn = psycopg2.connect(**options)
+    except (psycopg2.Error, ValueError):
+        return True
+    try:
+        with conn.cursor() as cur:
+            # The tables MLflow would see: those of the schemas on the search path.
+            cur.execute(
+                "SELECT count(*), count(*) FILTER (WHERE tablename = 'experiments') "
+                "FROM pg_catalog.pg_tables WHERE schemaname = ANY(current_schemas(false))"
+            )
+            tables, experiments = cur.fetchone() or (0, 0)
+    except psycopg2.Error:
+        return True
+    finally:
+        conn.close()
+    return tables == 0 or experiments > 0
 
 
 def _holds_experiments(path: Path) -> bool:

@@ -56,10 +56,11 @@ def ui_command(
     if uri.startswith(("http://", "https://")):
         typer.echo(f"The tracking store is already a server; open {redact_uri(uri)} in a browser.")
         raise typer.Exit(0)
-    if sqlite_path(uri) is not None:
+    if sqlite_path(uri) is not None or uri.startswith(("postgresql", "postgres:")):
         # A SQLite file that is not there holds nothing to browse (outside the folder a sweep
         # ran in, or a typo in --tracking-uri): say so, as `lrsweep report` does, instead of
-        # making an empty store there (a busy port is named first).
+        # making an empty store there (a busy port is named first). Another program's SQLite
+        # file or PostgreSQL database is refused too: MLflow would add its tables to it.
         try:
             if source == "the embedded store":
                 check_port_free(host, port)

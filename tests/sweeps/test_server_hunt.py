@@ -1,0 +1,107 @@
+"""Bug hunt in ``lrsweep server`` / ``lrsweep ui`` (a team MLflow server set up for real): one
+test per defect found, each failing on the code before its fix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from _server_helpers import CLI, PG, clean_env, drop_database, free_port, postgres_up
+
+from sweeps.tracking import existing_store_uri
+
+pytestmark = pytest.mark.slow
+
+
+def _lrsweep(*args: str, cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`lrsweep ARGS` in its own session, killed whole once done or past ``timeout_s``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        env=clean_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture
+def other_programs_database() -> Iterator[str]:
+    """A PostgreSQL database holding one table of some other program."""
+    postgres_up()
+    name = f"lrsweep_other_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=name) as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE invoices (id int)")
+    conn.close()
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+def _tables(database: str) -> set[str]:
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {row[0] for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_ui_on_another_programs_postgres_database_is_refused_untouched(
+    other_programs_database: str, tmp_path: Path
+) -> None:
+    """`lrsweep ui --tracking-uri postgresql://.../<another app's database>` created MLflow's ~40
+    tables in that database and served it, where a SQLite file of another program is refused."""
+    uri = f"{PG}/{other_programs_database}"
+    done = _lrsweep("ui", "--tracking-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--tracking-uri: {uri} is not an MLflow store" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _tables(other_programs_database) == {"invoices"}
+
+
+def test_reading_commands_refuse_another_programs_postgres_database(
+    other_programs_database: str,
+) -> None:
+    """`report`, `best`, `sweeps` and `predict` read through ``existing_store_uri``: the same
+    database is refused there before MLflow adds its tables; an empty one is a new store."""
+    with pytest.raises(LookupError, match="not an MLflow store: that database holds another"):
+        existing_store_uri(f"{PG}/{other_programs_database}")
+    assert _tables(other_programs_database) == {"invoices"}
+    empty = f"lrsweep_empty_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{empty}"')
+    conn.close()
+    try:
+        assert existing_store_uri(f"{PG}/{empty}") == f"{PG}/{empty}"
+    finally:
+        drop_database(empty)
