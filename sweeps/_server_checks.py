@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,10 +146,21 @@ def refuse_unusable_store(option: str, uri: str | None) -> None:
         raise ServerConfigError(f"{error} Nothing was created.") from None
 
 
+# A URI's scheme, two characters at least (``C:`` is a drive); what has none is a folder.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
 def local_artifacts(destination: str) -> Path | None:
-    if destination.startswith("file://"):
-        return Path(destination.removeprefix("file://"))
-    return None if "://" in destination else Path(destination)
+    """The folder ``destination`` names (a path, ``file:///path`` or ``file:/path``), or None
+    for a URI of any other scheme, however many slashes follow it (``mlflow-artifacts:/x`` and
+    ``s3:/bucket`` were taken for the folders ``./mlflow-artifacts:/x`` and ``./s3:/bucket``)."""
+    match = _SCHEME.match(destination)
+    if match is None:
+        return Path(destination)
+    if match.group(1).lower() != "file":
+        return None
+    rest = destination[len("file:") :]
+    return Path(rest.removeprefix("//"))
 
 
 _ARTIFACT_SCHEMES_KNOWN = ("abfss", "b2", "dbfs", "ftp", "gs", "hdfs", "r2", "s3", "sftp", "viewfs")
@@ -174,9 +186,15 @@ def refuse_unusable_artifacts(option: str, destination: str | None) -> None:
     database URL there was accepted, and every artifact upload then failed with HTTP 500."""
     if not destination or local_artifacts(destination) is not None:
         return
-    scheme = destination.partition("://")[0].lower()
+    scheme, _, rest = destination.partition(":")
+    scheme = scheme.lower()
     accepted = _artifact_schemes()
     if scheme.split("+")[0] in accepted:
+        if not rest.startswith("//"):  # s3:/bucket: MLflow reads no bucket, and every upload fails
+            raise ServerConfigError(
+                f"{option} {redact_uri(destination)}: write it as {scheme}://BUCKET/PATH "
+                "(two slashes after the scheme)."
+            )
         return
     shown = redact_uri(destination)
     if scheme.split("+")[0] in _DATABASE_SCHEMES:

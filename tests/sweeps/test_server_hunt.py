@@ -105,3 +105,47 @@ def test_reading_commands_refuse_another_programs_postgres_database(
         assert existing_store_uri(f"{PG}/{empty}") == f"{PG}/{empty}"
     finally:
         drop_database(empty)
+
+
+# --- the artifacts destination ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [
+        ("mlflow-artifacts:/x", "MLflow stores no artifacts at mlflow-artifacts://"),
+        ("s3:/bucket/path", "write it as s3://BUCKET/PATH"),
+        ("gs:bucket", "write it as gs://BUCKET/PATH"),
+    ],
+)
+def test_a_uri_with_one_slash_is_no_folder_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, destination: str, message: str
+) -> None:
+    """`--artifacts-destination mlflow-artifacts:/x` (or `s3:/bucket`, one slash short) made the
+    folders ./mlflow-artifacts:/x (./s3:/bucket) and served every artifact from there."""
+    from sweeps.server import ServerConfig, ServerConfigError, prepare_server
+
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig(
+        backend_store_uri=f"sqlite:///{tmp_path}/db/mlflow.db", artifacts_destination=destination
+    )
+    with pytest.raises(ServerConfigError, match=f"--artifacts-destination .*{message}"):
+        prepare_server(config, environ={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_uri_with_one_slash_is_that_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`file:/srv/artifacts` (one slash, as Python's Path.as_uri() of some tools writes it)
+    became ./file:/srv/artifacts below the working directory."""
+    from sweeps.server import ServerConfig, prepare_server
+
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig(
+        backend_store_uri=f"sqlite:///{tmp_path}/db/mlflow.db",
+        artifacts_destination=f"file:{tmp_path}/art",
+    )
+    launch = prepare_server(config, environ={})
+    assert launch.artifacts_destination == str(tmp_path / "art")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "db"]
