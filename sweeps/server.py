@@ -307,6 +307,7 @@ def _client_host(host: str) -> str:
 def serve(
     config: ServerConfig,
     *,
+    on_starting: Callable[[], None] | None = None,
     on_ready: Callable[[ServerLaunch], None] | None = None,
     timeout_s: float = 120.0,
 ) -> int:
@@ -314,6 +315,8 @@ def serve(
 
     Args:
         config: what to start.
+        on_starting: called once every check has passed, just before ``mlflow server``
+            starts (e.g. to warn about the host it will listen on).
         on_ready: called once the server answers (e.g. to print its address).
         timeout_s: how long to wait for it to answer.
 
@@ -327,6 +330,8 @@ def serve(
     """
     check_port_free(config.host, config.port)
     launch = prepare_server(config)
+    if on_starting is not None:
+        on_starting()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt

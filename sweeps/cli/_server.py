@@ -90,7 +90,9 @@ def run_foreground(config: ServerConfig, *, hint: str | None = None) -> int:
         serve,
     )
 
-    if not is_loopback(config.host):
+    def warn_exposed() -> None:  # once the host is known to be this machine's and usable
+        if is_loopback(config.host):
+            return
         where = "every interface" if config.host in ("0.0.0.0", "::", "") else config.host
         exposed = (
             "put TLS in front (basic auth sends passwords with every request)."
@@ -118,7 +120,7 @@ def run_foreground(config: ServerConfig, *, hint: str | None = None) -> int:
         typer.echo("Ctrl-C stops it.")
 
     try:
-        return serve(config, on_ready=announce)
+        return serve(config, on_starting=warn_exposed, on_ready=announce)
     except StoreUnreachableError as exc:  # the database may come up: 1, which systemd retries
         typer.echo(f"Error: {exc}", err=True)
         return 1

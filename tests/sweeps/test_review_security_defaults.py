@@ -67,6 +67,13 @@ def test_a_free_port_passes_the_check() -> None:
     check_port_free("127.0.0.1", port)
 
 
+def _serve_checked(config: object = None, *, on_starting: Any = None, **_: Any) -> int:
+    """``serve`` whose checks all pass: it warns (``on_starting``) and starts nothing."""
+    if on_starting is not None:
+        on_starting()
+    return 0
+
+
 @pytest.mark.parametrize(
     ("args", "warned"),
     [
@@ -79,7 +86,7 @@ def test_a_free_port_passes_the_check() -> None:
 def test_binding_beyond_loopback_without_auth_warns(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], warned: bool
 ) -> None:
-    monkeypatch.setattr("sweeps.server.serve", lambda config, **_: 0)
+    monkeypatch.setattr("sweeps.server.serve", _serve_checked)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ui.db").touch()  # ui browses a store that is there
     result = CliRunner().invoke(app, args)
@@ -96,7 +103,9 @@ def test_allowed_hosts_reach_the_server_and_silence_the_403_note(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str], where: str
 ) -> None:
     configs: list[Any] = []
-    monkeypatch.setattr("sweeps.server.serve", lambda config, **_: configs.append(config) or 0)
+    monkeypatch.setattr(
+        "sweeps.server.serve", lambda config, **kw: configs.append(config) or _serve_checked(**kw)
+    )
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ui.db").touch()  # ui browses a store that is there
     args = [*command, "--host", "0.0.0.0"]

@@ -149,3 +149,44 @@ def test_a_file_uri_with_one_slash_is_that_folder(
     launch = prepare_server(config, environ={})
     assert launch.artifacts_destination == str(tmp_path / "art")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "db"]
+
+
+# --- the host ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "no-such-host.invalid"])
+def test_a_host_that_cannot_be_bound_is_refused_without_a_listening_warning(
+    tmp_path: Path, host: str
+) -> None:
+    """`lrsweep server --host 192.0.2.1` (not this machine's) warned "listening on 192.0.2.1,
+    not only this machine: anyone who reaches port ... can read, change and delete every run"
+    and the 403 note, then refused the host: nothing ever listened."""
+    done = _lrsweep(
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--host",
+        host,
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--host {host}" in done.stderr or f"--host {host!r}" in done.stderr
+    assert "listening on" not in done.stderr and "Invalid Host header" not in done.stderr
+
+
+def test_a_refused_store_on_another_host_warns_of_nothing(tmp_path: Path) -> None:
+    """A refused setup starts no server, so there is no exposure to warn of."""
+    done = _lrsweep(
+        "server",
+        "--backend-store-uri",
+        "sqlite://x.db",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "sqlite:///" in done.stderr and "listening on" not in done.stderr
