@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from sweeps._server_checks import ServerConfigError, StoreUnreachableError
-from sweeps.tracking import redact_uri, sqlite_path, with_postgres_driver
+from sweeps._uri import command_uri
+from sweeps.tracking import sqlite_path, with_postgres_driver
 
 __all__ = [
     "POSTGRES_CONNECT_TIMEOUT_S",
@@ -63,7 +64,7 @@ def ensure_backend_store(uri: str, *, option: str = "--backend-store-uri") -> No
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ServerConfigError(
-                    f"{option} {redact_uri(uri)}: cannot create the folder {path.parent} "
+                    f"{option} {command_uri(uri)}: cannot create the folder {path.parent} "
                     f"({exc.strerror or exc}); give a path this user can write."
                 ) from None
         return
@@ -82,13 +83,13 @@ def _ensure_postgres_database(uri: str, option: str) -> None:
     except (ArgumentError, ValueError) as exc:  # make_url: ValueError for int(port)
         why = "its port is not a number" if isinstance(exc, ValueError) else str(exc)
         raise ServerConfigError(
-            f"{option} {redact_uri(uri)} cannot be read: {why}. Write it as "
+            f"{option} {command_uri(uri)} cannot be read: {why}. Write it as "
             "postgresql://USER@HOST:PORT/DATABASE."
         ) from None
     name = url.database
     if not name:
         raise ServerConfigError(
-            f"{option} {redact_uri(uri)} names no database; "
+            f"{option} {command_uri(uri)} names no database; "
             "add one, e.g. postgresql://user@host:5432/mlflow."
         )
     params = {"host": url.host, "port": url.port, "user": url.username, "password": url.password}
@@ -100,7 +101,7 @@ def _ensure_postgres_database(uri: str, option: str) -> None:
     except psycopg2.Error as exc:
         unreachable = any(words in str(exc).lower() for words in _UNREACHABLE)
         raise (StoreUnreachableError if unreachable else ServerConfigError)(
-            f"Cannot connect to PostgreSQL for {option} {redact_uri(uri)}: "
+            f"Cannot connect to PostgreSQL for {option} {command_uri(uri)}: "
             f"{str(exc).strip()}. Check that PostgreSQL runs there and the user may connect "
             "(a password goes in PGPASSWORD or ~/.pgpass)."
         ) from None
@@ -113,7 +114,7 @@ def _ensure_postgres_database(uri: str, option: str) -> None:
                 logger.info("Created PostgreSQL database %r for MLflow.", name)
     except psycopg2.Error as exc:
         raise ServerConfigError(
-            f"Cannot create database {name!r} for {option} {redact_uri(uri)}: "
+            f"Cannot create database {name!r} for {option} {command_uri(uri)}: "
             f"{str(exc).strip()}. Create it as a user allowed to (`createdb {name}`)."
         ) from None
     finally:

@@ -71,7 +71,8 @@ from sweeps._server_setup import (
     secret_key,
     write_auth_config,
 )
-from sweeps.tracking import default_tracking_uri, redact_uri, with_postgres_driver
+from sweeps._uri import command_uri
+from sweeps.tracking import default_tracking_uri, with_postgres_driver
 
 __all__ = [
     "ServerConfig",
@@ -141,7 +142,8 @@ class ServerLaunch:
         env: variables added to the current environment for the child process (the backend URI
             and, with auth, the CSRF key: never log it).
         url: the address clients use (``http://host:port``).
-        backend_display: the backend store URI with any password masked, for messages.
+        backend_display: the backend store URI as given (its user kept: the one MLflow connects
+            as), any password masked, for messages.
         artifacts_destination: resolved artifact location.
         auth_config_path: the generated basic-auth ini, or ``None`` without auth.
         scratch_dir: a temporary folder to delete once the server has stopped, or ``None``.
@@ -178,7 +180,8 @@ def prepare_server(
     _refuse_config(config)
     admin_username = admin_username_from_env(environ) if config.auth else None
 
-    backend = with_postgres_driver(config.backend_store_uri or default_tracking_uri())
+    given = config.backend_store_uri or default_tracking_uri()
+    backend = with_postgres_driver(given)
     destination = config.artifacts_destination or str(EMBEDDED_ARTIFACTS)
     local = local_artifacts(destination)
     env = _child_env(backend, environ)
@@ -197,9 +200,9 @@ def prepare_server(
             )
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_path)
             env[SECRET_KEY_ENV] = environ.get(SECRET_KEY_ENV) or secret_key(auth_dir)
-        ensure_backend_store(backend, option=config.store_option)
+        ensure_backend_store(given, option=config.store_option)
         if admin_username is not None:
-            ensure_backend_store(auth_db, option="--auth-db-uri")
+            ensure_backend_store(config.auth_db_uri or auth_db, option="--auth-db-uri")
     except BaseException:
         for folder in made:  # the scratch folder, if any, is last in it
             shutil.rmtree(folder, ignore_errors=True)
@@ -209,7 +212,7 @@ def prepare_server(
         argv=_server_argv(config, destination, auth=auth_path is not None),
         env=env,
         url=f"http://{_client_host(config.host)}:{config.port}",
-        backend_display=redact_uri(backend),
+        backend_display=command_uri(given),
         artifacts_destination=destination,
         auth_config_path=auth_path,
         scratch_dir=scratch,

@@ -190,3 +190,28 @@ def test_a_refused_store_on_another_host_warns_of_nothing(tmp_path: Path) -> Non
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "sqlite:///" in done.stderr and "listening on" not in done.stderr
+
+
+# --- how the backend store is shown ---------------------------------------------------------
+
+
+def test_the_backend_store_is_shown_with_the_user_it_connects_as(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backend store: postgresql+psycopg2://127.0.0.1:5432/mlflow` dropped the user given and
+    added a driver nobody typed: it read as a connection as the default user; errors (`role
+    "x" does not exist`) named no user either. The password stays masked."""
+    from sweeps.server import ServerConfig, ServerConfigError, prepare_server
+
+    postgres_up()
+    monkeypatch.chdir(tmp_path)
+    database = f"lrsweep_shown_{uuid.uuid4().hex[:8]}"
+    try:
+        launch = prepare_server(ServerConfig(backend_store_uri=f"{PG}/{database}"), environ={})
+        assert launch.backend_display == f"{PG}/{database}"
+    finally:
+        drop_database(database)
+    role = f"nobody_{uuid.uuid4().hex[:6]}"
+    uri = f"postgresql://{role}@127.0.0.1:5432/{database}"
+    with pytest.raises(ServerConfigError, match=f"--backend-store-uri {uri}: "):
+        prepare_server(ServerConfig(backend_store_uri=uri), environ={})
