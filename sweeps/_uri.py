@@ -198,7 +198,8 @@ def _check_no_other_file(uri: str, source: str, cwd: str | Path | None) -> None:
     raise TrackingUriError(
         f"{source} {redact_uri(uri)}: {path} is not an MLflow store (not an SQLite database, "
         "or another program's database without MLflow's tables), and it is left as it is; give "
-        "the store's file, or a new one (MLflow creates its store there)."
+        "the store's file (`lrsweep run` and `nightly` create a new store at a path where no "
+        "file is yet)."
     )
 
 

@@ -113,7 +113,10 @@ def _table(title: str, headers: Sequence[str], rows: list[list[str]], **kwargs: 
 
 def browse_hint(tracking_uri: str) -> str:
     """The command that shows this store in MLflow's UI (``--tracking-uri`` unless a plain
-    ``lrsweep ui`` would open this very store)."""
+    ``lrsweep ui`` would open this very store); for a tracking server, its own address."""
+    if tracking_uri.startswith(("http://", "https://")):  # a server serves its own UI:
+        # `lrsweep ui` of it only said "open it in a browser"
+        return f"Browse the runs: open {command_uri(tracking_uri)} in a browser"
     shown = shlex.quote(command_uri(tracking_uri))
     if sqlite_path(tracking_uri) is None:
         return f"Browse the runs: lrsweep ui --tracking-uri {shown}"

@@ -445,14 +445,16 @@ def test_browse_hint_names_the_store_unless_it_is_the_default(work: Path) -> Non
     assert browse_hint(default_tracking_uri(work)).startswith("Browse the runs: lrsweep ui   (")
     other = f"sqlite:///{work}/elsewhere/mlflow.db"
     assert f"lrsweep ui --tracking-uri {other}" in browse_hint(other)
-    assert "lrsweep ui --tracking-uri http://mlflow:5000" in browse_hint("http://mlflow:5000")
+    # a server serves its own UI: `lrsweep ui --tracking-uri http://...` only said to open it
+    assert (
+        browse_hint("http://mlflow:5000") == "Browse the runs: open http://mlflow:5000 in a browser"
+    )
     # a database's user is who `lrsweep ui` must connect as (without it, the OS user); an
     # http(s) user may be a token
     pg = "postgresql://alice@127.0.0.1:5432/alice_db"
     assert f"lrsweep ui --tracking-uri {pg}" in browse_hint(pg)
-    assert "--tracking-uri https://mlflow.example.com" in browse_hint(
-        "https://tok@mlflow.example.com"
-    )
+    token = browse_hint("https://tok@mlflow.example.com")  # shown without its user
+    assert token == "Browse the runs: open https://mlflow.example.com in a browser"
 
 
 def test_resolve_makes_a_relative_sqlite_uri_absolute_whoever_gives_it(
