@@ -131,3 +131,51 @@ def lrsweep_server(
     finally:
         stop(proc)
         drop_database(database)
+
+
+def session_pids(sid: int) -> set[int]:
+    """Every live (not zombie) process of session ``sid``."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            pids.add(int(entry.name))
+    return pids
+
+
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL each of ``pids`` still alive."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_lrsweep(*args: str, cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`lrsweep ARGS` in its own session; whatever it started is killed when it is done, or
+    past ``timeout_s`` (its output so far is returned)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        env=clean_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_all(session_pids(proc.pid))
+        out, err = proc.communicate()
+    finally:
+        kill_all(session_pids(proc.pid))
+        proc.kill()
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

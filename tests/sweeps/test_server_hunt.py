@@ -3,45 +3,23 @@ test per defect found, each failing on the code before its fix."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
-from _server_helpers import CLI, PG, clean_env, drop_database, free_port, postgres_up
+from _server_helpers import (
+    PG,
+    drop_database,
+    free_port,
+    postgres_up,
+    run_lrsweep,
+)
 
 from sweeps.tracking import existing_store_uri
 
 pytestmark = pytest.mark.slow
-
-
-def _lrsweep(*args: str, cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """`lrsweep ARGS` in its own session, killed whole once done or past ``timeout_s``."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, *args],
-        env=clean_env(),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture
@@ -80,7 +58,7 @@ def test_ui_on_another_programs_postgres_database_is_refused_untouched(
     """`lrsweep ui --tracking-uri postgresql://.../<another app's database>` created MLflow's ~40
     tables in that database and served it, where a SQLite file of another program is refused."""
     uri = f"{PG}/{other_programs_database}"
-    done = _lrsweep("ui", "--tracking-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    done = run_lrsweep("ui", "--tracking-uri", uri, "--port", str(free_port()), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"--tracking-uri: {uri} is not an MLflow store" in done.stderr
     assert "Traceback" not in done.stderr
@@ -161,7 +139,7 @@ def test_a_host_that_cannot_be_bound_is_refused_without_a_listening_warning(
     """`lrsweep server --host 192.0.2.1` (not this machine's) warned "listening on 192.0.2.1,
     not only this machine: anyone who reaches port ... can read, change and delete every run"
     and the 403 note, then refused the host: nothing ever listened."""
-    done = _lrsweep(
+    done = run_lrsweep(
         "server",
         "--backend-store-uri",
         f"sqlite:///{tmp_path}/mlflow.db",
@@ -178,7 +156,7 @@ def test_a_host_that_cannot_be_bound_is_refused_without_a_listening_warning(
 
 def test_a_refused_store_on_another_host_warns_of_nothing(tmp_path: Path) -> None:
     """A refused setup starts no server, so there is no exposure to warn of."""
-    done = _lrsweep(
+    done = run_lrsweep(
         "server",
         "--backend-store-uri",
         "sqlite://x.db",

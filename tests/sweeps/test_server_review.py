@@ -26,8 +26,11 @@ from _server_helpers import (
     clean_env,
     drop_database,
     free_port,
+    kill_all,
     lrsweep_server,
     postgres_up,
+    run_lrsweep,
+    session_pids,
     stop,
 )
 
@@ -40,34 +43,11 @@ pytestmark = pytest.mark.slow
 PASSWORD = "s3cret-" + uuid.uuid4().hex
 
 
-def _session_pids(sid: int) -> set[int]:
-    """Every live (not zombie) process of session ``sid``."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
-            pids.add(int(entry.name))
-    return pids
-
-
 def _wait_gone(sid: int, timeout_s: float) -> set[int]:
     deadline = time.monotonic() + timeout_s
-    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+    while (left := session_pids(sid)) and time.monotonic() < deadline:
         time.sleep(0.3)
     return left
-
-
-def _kill_all(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _port_closed(url: str) -> bool:
@@ -86,26 +66,6 @@ def _database_exists(name: str) -> bool:
             return cur.fetchone() is not None
     finally:
         conn.close()
-
-
-def _lrsweep(*args: str, cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """`lrsweep ARGS` in its own session; whatever it started is killed when it is done."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, *args],
-        env=clean_env(),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    finally:
-        _kill_all(_session_pids(proc.pid))
-        proc.kill()
-        proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # --- signals: no process of the server outlives `lrsweep server` -------------------------------
@@ -130,7 +90,7 @@ def started(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, RunningServer]]:
             try:
                 yield proc, running
             finally:
-                _kill_all(_session_pids(proc.pid))
+                kill_all(session_pids(proc.pid))
 
 
 def test_terminal_hangup_stops_mlflow_and_its_workers(started) -> None:
@@ -150,7 +110,7 @@ def test_a_hung_mlflow_is_killed_with_its_workers(started) -> None:
     proc, running = started
     mlflow_pid = next(
         pid
-        for pid in _session_pids(proc.pid)
+        for pid in session_pids(proc.pid)
         if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1] == str(proc.pid)
     )
     os.kill(mlflow_pid, signal.SIGSTOP)  # hung: SIGTERM stays pending
@@ -233,7 +193,7 @@ def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_mad
     (tmp_path / "a-file").write_text("x")
     database = f"lrsweep_test_{uuid.uuid4().hex[:8]}"
     try:
-        done = _lrsweep(
+        done = run_lrsweep(
             "server",
             "--backend-store-uri",
             f"{PG}/{database}",
@@ -279,7 +239,9 @@ def test_an_unusable_artifacts_destination_is_refused_before_the_database_is_mad
 def test_an_unusable_backend_store_uri_is_refused_naming_the_option(
     tmp_path: Path, uri: str, words: str
 ) -> None:
-    done = _lrsweep("server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    done = run_lrsweep(
+        "server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path
+    )
     assert done.returncode == 2, done.stderr
     assert "--backend-store-uri" in done.stderr and words in done.stderr.lower()
     assert "Traceback" not in done.stderr
@@ -386,13 +348,15 @@ def test_a_postgres_not_up_yet_is_a_failed_start_not_a_configuration_error(
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     uri = f"postgresql://postgres@127.0.0.1:{port}/mlflow"
-    done = _lrsweep("server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    done = run_lrsweep(
+        "server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path
+    )
     assert done.returncode == 1, done.stderr
     assert "Cannot connect to PostgreSQL for --backend-store-uri" in done.stderr
     assert "PostgreSQL runs there" in done.stderr and "Traceback" not in done.stderr
     assert "See its output above" not in done.stderr  # mlflow server never started
     refused = f"postgresql://no_such_role_{uuid.uuid4().hex[:8]}@{PG.split('@')[1]}/mlflow"
-    done = _lrsweep(
+    done = run_lrsweep(
         "server", "--backend-store-uri", refused, "--port", str(free_port()), cwd=tmp_path
     )
     assert done.returncode == 2, done.stderr  # a user PostgreSQL refuses: fix the setup
@@ -430,7 +394,7 @@ def test_the_auth_folder_holding_password_hashes_is_private(tmp_path: Path) -> N
 def test_ui_in_a_folder_without_a_store_says_so_and_creates_none(tmp_path: Path) -> None:
     """`lrsweep ui` outside the folder a sweep ran in made an empty ./.lrsweep store and served
     it without a word (`lrsweep report` and `best` refuse it, naming --tracking-uri)."""
-    done = _lrsweep("ui", "--port", str(free_port()), cwd=tmp_path, timeout_s=30)
+    done = run_lrsweep("ui", "--port", str(free_port()), cwd=tmp_path, timeout_s=30)
     assert done.returncode == 2, done.stderr
     assert f"No MLflow store at {tmp_path / '.lrsweep' / 'mlflow.db'}" in done.stderr
     assert "--tracking-uri" in done.stderr and "Traceback" not in done.stderr
@@ -453,7 +417,7 @@ def test_ui_on_a_sqlite_file_that_is_not_there_is_refused_and_creates_nothing(
     """A typo in --tracking-uri made and served an empty store (with its artifacts folder),
     where `report` and `best` refuse the same URI."""
     uri = f"sqlite:///{tmp_path}/typo/x.db"
-    done = _lrsweep("ui", "--tracking-uri", uri, "--port", str(free_port()), cwd=tmp_path)
+    done = run_lrsweep("ui", "--tracking-uri", uri, "--port", str(free_port()), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"--tracking-uri: No MLflow store at {tmp_path}/typo/x.db" in done.stderr
     assert not (tmp_path / "typo").exists()
