@@ -16,7 +16,7 @@ from sweeps import _location as location
 from sweeps._location import Location, default_storage
 from sweeps._uri import command_uri, existing_store_uri, redact_uri, sqlite_path
 from sweeps.clean import STATE_FILE, DriverLockHeld, driver_lock, parse_state, running_driver
-from sweeps.tracking import Tracker, resolve_tracking_uri
+from sweeps.tracking import Tracker, resolve_tracking_uri, restore_command
 
 __all__ = [
     "SweepNotFound",
@@ -191,7 +191,6 @@ def _deleted(
     from mlflow.exceptions import MlflowException
 
     run_id, experiment_id = state["parent_run_id"], state["experiment_id"]
-    store = f"MLFLOW_TRACKING_URI={shlex.quote(command_uri(uri))}"
     try:
         experiment = tracker.client.get_experiment(experiment_id)
         gone_with_experiment = experiment.lifecycle_stage == "deleted"
@@ -199,10 +198,10 @@ def _deleted(
         gone_with_experiment = False
     if gone_with_experiment:
         what = f"its experiment {experiment.name!r} (id {experiment_id}) was deleted"
-        restore = f"{store} mlflow experiments restore --experiment-id {experiment_id}"
+        restore = restore_command(uri, experiment_id=experiment_id)
     else:
         what = f"its sweep run {run_id} was deleted"
-        restore = f"{store} mlflow runs restore --run-id {run_id}"
+        restore = restore_command(uri, run_id=run_id)
     raise SweepNotInStore(
         f"{name_or_path!r}: {what} in {redact_uri(uri)} (in the MLflow UI or with `mlflow "
         f"... delete`), so it cannot be resumed. Restore it first (`{restore}`) and resume "

@@ -61,6 +61,7 @@ from sweeps.tracking import (
     existing_store_uri,
     finite_or_none,
     redact_uri,
+    restore_command,
 )
 
 if TYPE_CHECKING:
@@ -140,8 +141,8 @@ def trial_model(
         raise BestConfigError(_no_run(run_id, where, exc)) from None
     if run.info.lifecycle_stage == "deleted":
         raise BestConfigError(
-            f"run {run_id} was deleted from {where}: restore it (mlflow runs restore --run-id "
-            f"{run_id}) or give another trial's run id."
+            f"run {run_id} was deleted from {where}: restore it "
+            f"({restore_command(tracker.uri, run_id=run_id)}) or give another trial's run id."
         )
     tags = run.data.tags
     if STRATEGY_TAG not in tags:

@@ -98,6 +98,18 @@ MAX_PARAMS_TAGS_PER_BATCH = 100
 _T = TypeVar("_T")
 
 
+def restore_command(
+    uri: str, *, experiment_id: str | None = None, run_id: str | None = None
+) -> str:
+    """The command that brings back a run (``run_id``) or an experiment (``experiment_id``)
+    deleted from store ``uri`` (``mlflow ... delete``, the UI): MLflow keeps both until
+    ``mlflow gc``. The store as a command may show it (a password masked)."""
+    store = f"MLFLOW_TRACKING_URI={shlex.quote(command_uri(uri))}"
+    if run_id is not None:
+        return f"{store} mlflow runs restore --run-id {shlex.quote(run_id)}"
+    return f"{store} mlflow experiments restore --experiment-id {shlex.quote(str(experiment_id))}"
+
+
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -190,10 +202,7 @@ class Tracker:
         """
         found = self._experiment_by_name(name)
         if found is not None and found.lifecycle_stage == "deleted":
-            restore = (
-                f"MLFLOW_TRACKING_URI={shlex.quote(command_uri(self.uri))} mlflow experiments "
-                f"restore --experiment-id {shlex.quote(str(found.experiment_id))}"
-            )
+            restore = restore_command(self.uri, experiment_id=found.experiment_id)
             raise LookupError(
                 f"experiment {name!r} in {redact_uri(self.uri)} was deleted (its id is "
                 f"{found.experiment_id}); its runs are kept until `mlflow gc` removes them. "

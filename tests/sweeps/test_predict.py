@@ -761,3 +761,25 @@ def test_logging_a_model_with_its_export_prints_no_progress_bar(
     _log_model(tracker, run_id, _fitted(0, 1), tmp_path / "export")
     assert "Downloading artifacts" not in capfd.readouterr().err
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+
+
+def test_a_deleted_trial_run_is_refused_with_the_command_that_restores_it(tmp_path: Path) -> None:
+    """The message gave `mlflow runs restore --run-id ID` without the store, which mlflow then
+    looked for in ./mlruns of wherever it was typed."""
+    import mlflow
+
+    from sweeps.predictor import trial_model
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri)
+    run_id = tracker.start_run(tracker.ensure_experiment("gone"), run_name="trial")
+    tracker.end_run(run_id, "FINISHED")
+    mlflow.MlflowClient(uri).delete_run(run_id)
+
+    with pytest.raises(BestConfigError) as refused:
+        trial_model(run_id, tracking_uri=uri)
+
+    assert f"run {run_id} was deleted from {uri}: restore it (MLFLOW_TRACKING_URI={uri} " in (
+        str(refused.value)
+    )
+    assert f"mlflow runs restore --run-id {run_id})" in str(refused.value)
