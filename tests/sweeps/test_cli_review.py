@@ -173,6 +173,20 @@ def test_rerun_hint_keeps_the_cluster_and_the_store_it_was_given() -> None:
 # --- lrsweep run: a sweep where some trials failed -----------------------------------------------
 
 
+def _sweep_result(storage: Path, **fields: Any) -> SweepResult:
+    """Sweep ``t`` (its folder under ``storage``), with ``fields`` (trials, report, ...)."""
+    return SweepResult(
+        name="t",
+        sweep_id="20250101-000000-abcdef",
+        experiment="t",
+        experiment_id="1",
+        parent_run_id="p" * 32,
+        tracking_uri="sqlite:///x.db",
+        sweep_dir=storage / "t" / "20250101-000000-abcdef",
+        **fields,
+    )
+
+
 def test_a_sweep_with_some_failed_trials_lists_their_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -181,14 +195,8 @@ def test_a_sweep_with_some_failed_trials_lists_their_errors(
         group_table=lambda: (["arm", "valid_loss"], [["fixed", "0.5 (1/2)"]]),
         no_trials="",  # it has rows to print
     )
-    result = SweepResult(
-        name="t",
-        sweep_id="20250101-000000-abcdef",
-        experiment="t",
-        experiment_id="1",
-        parent_run_id="p" * 32,
-        tracking_uri="sqlite:///x.db",
-        sweep_dir=Path("sweeps/t/20250101-000000-abcdef"),
+    result = _sweep_result(
+        Path("sweeps"),
         trials={
             "fixed": [
                 TrialOutcome("t_1", {}, "TERMINATED", ended=True),
@@ -310,18 +318,7 @@ def test_an_interrupted_sweeps_resume_command_is_printed_on_one_line(tmp_path: P
     command (between `--storage-path` and its folder): copied from the terminal, the shell ran
     half of it. The terminal wraps it now."""
     storage = tmp_path / "a rather long storage folder for the ray results of this sweep"
-    result = SweepResult(
-        name="t",
-        sweep_id="20250101-000000-abcdef",
-        experiment="t",
-        experiment_id="1",
-        parent_run_id="p" * 32,
-        tracking_uri="sqlite:///x.db",
-        sweep_dir=storage / "t" / "20250101-000000-abcdef",
-        trials={},
-        interrupted=True,
-        stop_signal="SIGINT",
-    )
+    result = _sweep_result(storage, trials={}, interrupted=True, stop_signal="SIGINT")
     out = io.StringIO()
     with pytest.raises(typer.Exit) as stopped:
         finish(Console(file=out, width=80), result)

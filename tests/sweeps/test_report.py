@@ -612,23 +612,7 @@ def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
     """Its numbers are those of the trials that finished: the report says so, in every form,
     with the command that continues the sweep, instead of passing for the whole sweep's."""
     tracker = Tracker(tracking_uri)
-    experiment_id = tracker.ensure_experiment("report-test")
-    parent = tracker.start_run(
-        experiment_id, run_name="sweep", tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits"}
-    )
-    for index, status in enumerate(["FINISHED", trial_status]):
-        run_id = tracker.start_run(
-            experiment_id,
-            run_name=f"t{index}",
-            tags={"sweeps.strategy": "grid"},
-            parent_run_id=parent,
-        )
-        tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
-        tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
-        if status != "RUNNING":
-            tracker.end_run(run_id, status)
-    if parent_status != "RUNNING":
-        tracker.end_run(parent, parent_status)
+    _interrupted_sweep(tracker, {}, trial_status=trial_status, parent_status=parent_status)
 
     report = build_report("report-test", tracker=tracker)
 
@@ -683,17 +667,24 @@ def test_a_report_of_a_failed_sweep_says_so_with_its_error_above_the_tables(
 
 
 def _interrupted_sweep(
-    tracker: Tracker, tags: dict[str, str], params: dict[str, str] | None = None
+    tracker: Tracker,
+    tags: dict[str, str],
+    params: dict[str, str] | None = None,
+    *,
+    trial_status: str = "KILLED",
+    parent_status: str = "KILLED",
 ) -> str:
-    """A KILLED sweep run of experiment report-test with one finished and one killed trial."""
+    """A sweep run of experiment report-test (KILLED unless ``parent_status`` says otherwise;
+    RUNNING: left running) with one finished trial and one of ``trial_status``."""
     experiment_id = tracker.ensure_experiment("report-test")
     parent = tracker.start_run(
         experiment_id,
         run_name="sweep",
         tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits", **tags},
     )
-    tracker.log_params(parent, params or {})
-    for index, status in enumerate(["FINISHED", "KILLED"]):
+    if params:
+        tracker.log_params(parent, params)
+    for index, status in enumerate(["FINISHED", trial_status]):
         run_id = tracker.start_run(
             experiment_id,
             run_name=f"t{index}",
@@ -702,8 +693,10 @@ def _interrupted_sweep(
         )
         tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
         tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
-        tracker.end_run(run_id, status)
-    tracker.end_run(parent, "KILLED")
+        if status != "RUNNING":
+            tracker.end_run(run_id, status)
+    if parent_status != "RUNNING":
+        tracker.end_run(parent, parent_status)
     return parent
 
 
