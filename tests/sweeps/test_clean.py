@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _s3_helpers import s3_root
+from _store_helpers import logged_sweep
 from typer.testing import CliRunner
 
 from sweeps import _location as location
@@ -603,23 +604,15 @@ def test_the_report_of_a_cleaned_sweep_says_to_run_it_again_not_to_resume_it(
     """Whatever left it resumable (interrupted, a driver that died, failed trials), once clean
     deleted its folder the report's note says so, and offers no `lrsweep resume`."""
     tracker = Tracker(tracking_uri)
-    experiment_id = tracker.ensure_experiment("lr")
-    tags = {"sweeps.kind": "sweep", "sweeps.spec_name": "lr", "sweeps.resumable": "true"}
-    parent = tracker.start_run(experiment_id, run_name="sweep", tags=tags)
-    for index, status in enumerate(["FINISHED", trial_status]):
-        run_id = tracker.start_run(
-            experiment_id,
-            run_name=f"t{index}",
-            tags={"sweeps.strategy": "grid"},
-            parent_run_id=parent,
-        )
-        tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
-        tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
-        tracker.set_tags(run_id, {"sweeps.error": "RuntimeError('boom')"} if index else {})
-        if status != "RUNNING":
-            tracker.end_run(run_id, status)
-    if parent_status != "RUNNING":
-        tracker.end_run(parent, parent_status)
+    tags = {"sweeps.spec_name": "lr", "sweeps.resumable": "true"}
+    parent = logged_sweep(
+        tracker,
+        "lr",
+        tags,
+        trial_status=trial_status,
+        parent_status=parent_status,
+        trial_error="RuntimeError('boom')",
+    )
     state = {"finished": False, "tracking_uri": tracking_uri, "parent_run_id": parent}
     root = tmp_path / "ray_results"
     _sweep(root, "lr", "20261101-000000-aaaaaa", state=json.dumps(state), age_days=30)

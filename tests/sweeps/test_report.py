@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _store_helpers import logged_sweep
 from typer.testing import CliRunner
 
 from sweeps.cli import app
 from sweeps.report import Report, TrialRow, build_report, compare, log_report, trial_row
 from sweeps.tracking import Tracker
+
+_DIGITS = {"sweeps.spec_name": "digits"}  # the spec the logged sweeps say they ran
 
 # (arm, kind, rule, seed, lr, best valid loss, best error rate, epochs, compute s, status)
 TRIALS = [
@@ -612,7 +615,9 @@ def test_a_report_of_an_interrupted_or_running_sweep_says_it_is_incomplete(
     """Its numbers are those of the trials that finished: the report says so, in every form,
     with the command that continues the sweep, instead of passing for the whole sweep's."""
     tracker = Tracker(tracking_uri)
-    _interrupted_sweep(tracker, {}, trial_status=trial_status, parent_status=parent_status)
+    logged_sweep(
+        tracker, "report-test", _DIGITS, trial_status=trial_status, parent_status=parent_status
+    )
 
     report = build_report("report-test", tracker=tracker)
 
@@ -664,40 +669,6 @@ def test_a_report_of_a_failed_sweep_says_so_with_its_error_above_the_tables(
     printed = " ".join(_report_cli(tracking_uri).output.split())
     assert report.status_note in printed
     assert printed.index("Failed: this sweep") < printed.index("LR finder vs search")
-
-
-def _interrupted_sweep(
-    tracker: Tracker,
-    tags: dict[str, str],
-    params: dict[str, str] | None = None,
-    *,
-    trial_status: str = "KILLED",
-    parent_status: str = "KILLED",
-) -> str:
-    """A sweep run of experiment report-test (KILLED unless ``parent_status`` says otherwise;
-    RUNNING: left running) with one finished trial and one of ``trial_status``."""
-    experiment_id = tracker.ensure_experiment("report-test")
-    parent = tracker.start_run(
-        experiment_id,
-        run_name="sweep",
-        tags={"sweeps.kind": "sweep", "sweeps.spec_name": "digits", **tags},
-    )
-    if params:
-        tracker.log_params(parent, params)
-    for index, status in enumerate(["FINISHED", trial_status]):
-        run_id = tracker.start_run(
-            experiment_id,
-            run_name=f"t{index}",
-            tags={"sweeps.strategy": "grid"},
-            parent_run_id=parent,
-        )
-        tracker.log_params(run_id, {"strategy": "grid", "arm": "grid", "seed": 0, "lr": index})
-        tracker.log_metrics(run_id, [("best/valid_loss", 0.5, 0), ("epochs_run", 1, 0)])
-        if status != "RUNNING":
-            tracker.end_run(run_id, status)
-    if parent_status != "RUNNING":
-        tracker.end_run(parent, parent_status)
-    return parent
 
 
 @pytest.mark.parametrize(
@@ -759,7 +730,7 @@ def test_an_interrupted_sweeps_note_gives_the_exact_resume_command(
         tags["sweeps.address"] = address
     if other_store:  # the store read is not the one a command typed here reads by default
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{empty_workdir}/other/mlflow.db")
-    _interrupted_sweep(Tracker(tracking_uri), tags, params)
+    logged_sweep(Tracker(tracking_uri), "report-test", _DIGITS | tags, params)
 
     report = build_report("report-test", tracking_uri=tracking_uri)
 
@@ -835,7 +806,9 @@ def test_the_note_is_printed_on_one_line_so_its_command_copies_whole(
     """rich broke the note at the console's width, inside the command too (between
     `--storage-path` and its folder, or inside a quoted folder with a space): copied from the
     terminal, the shell ran half of it."""
-    _interrupted_sweep(Tracker(tracking_uri), {"sweeps.storage_path": "/data/ray results"})
+    logged_sweep(
+        Tracker(tracking_uri), "report-test", _DIGITS | {"sweeps.storage_path": "/data/ray results"}
+    )
     note = build_report("report-test", tracking_uri=tracking_uri).status_note
     assert len(note) > 200  # wider than the console of a pipe, where lrsweep prints 200 wide
 

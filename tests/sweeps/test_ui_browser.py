@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 import websocket
+from _server_helpers import stop
 
 from sweeps.tracking import Tracker, default_tracking_uri
 
@@ -197,17 +197,7 @@ def ui(sweep_store: dict[str, str]) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop(proc)
 
 
 @pytest.fixture
