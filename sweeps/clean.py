@@ -113,8 +113,8 @@ def _check_name(name: str) -> None:
     except ValidationError:
         raise ValueError(
             f"NAME {name!r} is no sweep name: a spec's name is made of letters, digits, _, . and "
-            "- (not dots alone), and names a folder directly under the storage root; give the "
-            "name as the spec writes it, or --storage-path for another root"
+            "- (not starting with . or -), and names a folder directly under the storage root; "
+            "give the name as the spec writes it, or --storage-path for another root"
         ) from None
 
 

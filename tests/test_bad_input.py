@@ -325,6 +325,16 @@ SPEC_ROWS: dict[str, SpecRow] = {
     ),
     "name-of-dots": SpecRow(spec(("name", "..")), ("name: must hold a letter, digit, _ or -",)),
     "name-read-as-an-option": SpecRow(spec(("name", "-x")), ("name: must not start with '-'",)),
+    # accepted, and the sweep's folder in Ray's storage was hidden
+    "name-of-a-hidden-folder": SpecRow(
+        spec(("name", ".hidden")),
+        ("name: must not start with '.' (names become folders", "write e.g. 'hidden'"),
+    ),
+    # accepted, and `lrsweep report -x` (printed, quoted or not) read it as an option
+    "experiment-read-as-an-option": SpecRow(
+        spec(("tracking", {"experiment": "-x"})),
+        ("tracking.experiment: must not start with '-'", "write e.g. 'x'"),
+    ),
     "batch-of-one-image": SpecRow(
         spec(("task.batch_size", 1)), ("task.batch_size: must be at least 2: every model's head",)
     ),

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from sweeps.spec._redact import uri_has_credentials, uri_has_password
 from sweeps.spec._task import is_uri, local_path
-from sweeps.spec._types import Number, SpecModel, field_error
+from sweeps.spec._types import Number, SpecModel, field_error, not_an_option
 
 __all__ = [
     "EXPERIMENT_MAX",
@@ -101,7 +101,7 @@ class TrackingSpec(SpecModel):
     """
 
     uri: str | None = None
-    experiment: str | None = Field(
+    experiment: Annotated[str, AfterValidator(not_an_option)] | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_./-]+$", min_length=1, max_length=EXPERIMENT_MAX
     )
     checkpoints: Literal["all", "best", "none"] = "all"

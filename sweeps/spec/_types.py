@@ -28,6 +28,7 @@ __all__ = [
     "Number",
     "SpecModel",
     "field_error",
+    "not_an_option",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -68,17 +69,32 @@ Number = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(False)]
 
 def _usable_name(name: str) -> str:
     """Refuse ``.`` and ``..``: names become folders (a sweep's, in Ray's storage), and these
-    two would be the folder itself and its parent; and a leading ``-``, which ``lrsweep resume
-    NAME`` would read as an option."""
+    two would be the folder itself and its parent; any other leading ``.``, which made a hidden
+    folder (``ls`` and file browsers left the sweep out); and a leading ``-``, which ``lrsweep
+    resume NAME`` would read as an option."""
     if name.strip(".") == "":
         raise ValueError(
             "must hold a letter, digit, _ or - (names become folders, and '.' and '..' are the "
             f"folder itself and its parent), but got {name!r}"
         )
+    if name.startswith("."):
+        raise ValueError(
+            f"must not start with '.' (names become folders, and one starting with '.' is "
+            f"hidden from ls and file browsers), but got {name!r}; write e.g. "
+            f"{name.lstrip('.-') or 'x'!r}"
+        )
+    return not_an_option(name)
+
+
+def not_an_option(name: str) -> str:
+    """Refuse a leading ``-`` (a name's, ``tracking.experiment``'s): ``lrsweep resume NAME``,
+    ``lrsweep report EXPERIMENT`` and the commands lrsweep prints with it (resume, report, sweeps)
+    would read it as an option, quoted or not."""
     if name.startswith("-"):
         raise ValueError(
-            f"must not start with '-' (lrsweep resume NAME would read it as an option), but got "
-            f"{name!r}"
+            f"must not start with '-' (lrsweep resume, report and best, given it, and the "
+            f"commands lrsweep prints with it would read it as an option, quoted or not), but "
+            f"got {name!r}; write e.g. {name.lstrip('-.') or 'x'!r}"
         )
     return name
 
@@ -91,7 +107,7 @@ Name = Annotated[
     AfterValidator(_usable_name),
 ]
 """A name made of ``[A-Za-z0-9_.-]``, at most :data:`NAME_MAX` characters, not dots alone,
-not starting with ``-``."""
+not starting with ``.`` or ``-``."""
 
 
 class SpecModel(BaseModel):

@@ -280,6 +280,11 @@ BAD_SPECS = [
     # a whole number beyond any float: too big, as 1e400 is, not "not a number"
     ({"strategies.1.lr.max": 10**400}, r"strategies\.1\.lr\.max: must be a finite number, "),
     ({"task.tta": {"n": 0}, "task.augment": "light"}, r"task\.tta\.n: must be at least 1"),
+    (
+        {"strategies.1.name": ".grid"},
+        r"strategies\.1\.name: must not start with '\.' \(names become folders, and one "
+        r"starting with '\.' is hidden from ls and file browsers\), but got '\.grid'",
+    ),
 ]
 
 
