@@ -335,6 +335,11 @@ SPEC_ROWS: dict[str, SpecRow] = {
         spec(("tracking", {"experiment": "-x"})),
         ("tracking.experiment: must not start with '-'", "write e.g. 'x'"),
     ),
+    # "not valid YAML: but found another document", without a word of how many or what to do
+    "several-yaml-documents": SpecRow(
+        spec() + "---\n" + spec(),
+        ("spec.yaml': holds 2 YAML documents (the second starts at line 15), but must hold one",),
+    ),
     "batch-of-one-image": SpecRow(
         spec(("task.batch_size", 1)), ("task.batch_size: must be at least 2: every model's head",)
     ),

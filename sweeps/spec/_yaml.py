@@ -127,6 +127,10 @@ def parse_yaml(text: str) -> Any:
             f"{error.problem}{where}; only plain YAML values are accepted, no !!python or "
             "other custom tags"
         ) from None
+    except yaml.composer.ComposerError as error:
+        if error.problem != "but found another document":
+            raise ValueError(f"not valid YAML: {error}") from None
+        raise ValueError(_several_documents(text, error.problem_mark)) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -140,6 +144,22 @@ def parse_yaml(text: str) -> Any:
         raise ValueError(f"not valid YAML: {error}") from None
     except RecursionError:
         raise ValueError("the YAML is nested too deeply") from None
+
+
+def _several_documents(text: str, second: Any) -> str:
+    """Why a text of several ``---`` documents is refused, with how many it holds: PyYAML's own
+    "expected a single document in the stream" named neither."""
+    count = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            count += isinstance(event, yaml.DocumentStartEvent)
+    except yaml.YAMLError:  # a later document's syntax: count those before it
+        pass
+    line = f" (the second starts at line {second.line + 1})" if second is not None else ""
+    return (
+        f"holds {count} YAML documents{line}, but must hold one: a '---' line starts a new "
+        "document; keep one mapping here and put each other document in a file of its own"
+    )
 
 
 def read_mapping(path: Path, *, what: str = "spec") -> dict[str, Any]:

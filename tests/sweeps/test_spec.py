@@ -788,6 +788,11 @@ BAD_FILES = [
     (b"name: !!python/object/apply:os.system ['echo hi']\n", r"only plain YAML values"),
     (b"name: a\nname: b\n", r"key 'name' appears twice in one mapping \(line 2\)"),
     (b"name: \xff\xfe\n", r"is not UTF-8 text"),
+    (
+        b"name: a\n---\nname: b\n---\n[unclosed\n",
+        r"spec file '.*spec\.yaml': holds 3 YAML documents \(the second starts at line 2\), but "
+        r"must hold one: a '---' line starts a new document; keep one mapping here",
+    ),
     (b"x: " + b"1" * 1_000_001, r"is 1000004 bytes; the limit is 1000000"),
 ]
 
