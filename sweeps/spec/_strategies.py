@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
+from sweeps.spec._errors import short_value
 from sweeps.spec._lr import log_spaced
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
 
@@ -38,6 +39,7 @@ __all__ = [
     "RecipeStrategy",
     "Strategy",
     "high_lr_notes",
+    "single_draw_notes",
 ]
 
 SUGGESTION_RULES = ("valley", "steep", "minimum", "slide")
@@ -84,10 +86,40 @@ class GridLr(LrRange):
 
     points: Int = Field(ge=2, le=MAX_POINTS)
 
+    @field_validator("points", mode="before")
+    @classmethod
+    def _one_point_is_a_fixed_arm(cls, points: Any) -> Any:
+        if type(points) is int and points == 1:
+            raise ValueError(
+                "must be at least 2 (a grid's points run from min to max, both included), but "
+                "got 1; for one given learning rate use an arm {kind: fixed, lr: RATE}"
+            )
+        return points
+
     @model_validator(mode="after")
     def _check_points_are_distinct(self) -> GridLr:
         log_spaced(self.min, self.max, self.points)  # a range too narrow names itself here
         return self
+
+
+def _rates_for_a_range(value: Any, keys: str) -> Any:
+    """Refuse learning rates written where an arm takes a range (``lr: 0.01``, ``lr: [0.01]``),
+    naming the range's keys and the ``fixed`` arm, which takes one given rate ("must be a
+    mapping" alone named neither)."""
+    rates = value if isinstance(value, list) else [value]
+    if not rates or not all(isinstance(r, int | float) and not isinstance(r, bool) for r in rates):
+        return value  # pydantic's own "must be a mapping"
+    if len(rates) == 1:
+        fix = f"for one given learning rate use an arm {{kind: fixed, lr: {rates[0]}}}"
+    elif len(rates) == 2:
+        points = ", points: N" if "points" in keys else ""
+        fix = f"for the range between them write {{min: {min(rates)}, max: {max(rates)}{points}}}"
+    else:
+        fix = (
+            "for given learning rates use one fixed arm per rate, each with its own name "
+            f"(e.g. {{kind: fixed, lr: {rates[0]}, name: lr-{rates[0]}}})"
+        )
+    raise ValueError(f"must be a range {keys} to search, but got {short_value(value)}; {fix}")
 
 
 class _Arm(SpecModel):
@@ -158,6 +190,11 @@ class GridStrategy(_Arm):
     kind: Literal["grid"] = "grid"
     lr: GridLr
 
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _not_rates(cls, value: Any) -> Any:
+        return _rates_for_a_range(value, "{min, max, points}")
+
 
 STARTUP_SAMPLERS = ("tpe", "gp", "cmaes")
 """Optuna samplers with ``n_startup_trials`` (random trials before the model takes over)."""
@@ -184,6 +221,11 @@ class OptunaStrategy(_Arm):
     sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
     seed: Int = Field(default=0, ge=0, le=SEED_MAX)
     startup_trials: Int | None = Field(default=None, ge=1, le=MAX_TRIALS)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _not_rates(cls, value: Any) -> Any:
+        return _rates_for_a_range(value, "{min, max}")
 
     @field_validator("sampler")
     @classmethod
@@ -219,6 +261,11 @@ class RandomStrategy(_Arm):
     lr: LrRange
     trials: Int = Field(default=12, ge=1, le=MAX_TRIALS)
     seed: Int = Field(default=0, ge=0)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _not_rates(cls, value: Any) -> Any:
+        return _rates_for_a_range(value, "{min, max}")
 
 
 class FixedStrategy(_Arm):
@@ -304,6 +351,20 @@ def high_lr_notes(strategies: Sequence[Any]) -> list[str]:
                 field = "lr.min and lr.max" if arm.lr.min > HIGH_LR else "lr.max"
                 notes.append(f"{where}: {field} {arm.lr.max:g} {_too_high(arm.lr.max)}")
     return notes
+
+
+def single_draw_notes(strategies: Sequence[Any]) -> list[str]:
+    """A ``random`` or ``optuna`` arm of ``trials: 1``: valid, yet it searches nothing: its row
+    is one learning rate drawn at random (per seed), a chance result beside the arms that
+    search; a grid has at least two points."""
+    return [
+        f"strategies[{i}] ({arm.kind} arm {arm.arm_name!r}): trials: 1 draws a single learning "
+        f"rate at random from lr {{min: {arm.lr.min:g}, max: {arm.lr.max:g}}} and searches "
+        "nothing; raise trials to search the range, or use an arm {kind: fixed, lr: RATE} "
+        "for one learning rate of your choice"
+        for i, arm in enumerate(strategies)
+        if isinstance(arm, OptunaStrategy | RandomStrategy) and arm.trials == 1
+    ]
 
 
 def _too_high(lr: float) -> str:

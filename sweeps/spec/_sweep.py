@@ -27,6 +27,7 @@ from sweeps.spec._strategies import (
     RecipeStrategy,
     Strategy,
     high_lr_notes,
+    single_draw_notes,
 )
 from sweeps.spec._task import TaskSpec, is_uri
 from sweeps.spec._types import Int, Name, Number, SpecModel, field_error
@@ -305,7 +306,8 @@ class SweepSpec(SpecModel):
         a cycle; an ``optuna`` arm whose default startup trials leave it unguided; a
         ``valid_pct`` that an ``image_folder``'s own train/valid split overrides; an image size
         below 8 px (:meth:`TaskSpec.advice`); an arm's learning rate above 10
-        (:func:`~sweeps.spec._strategies.high_lr_notes`).
+        (:func:`~sweeps.spec._strategies.high_lr_notes`); a ``random`` or ``optuna`` arm of
+        one trial (:func:`~sweeps.spec._strategies.single_draw_notes`).
         """
         notes: list[str] = self.task.advice()
         # the default early_stop, which the spec did not write, is no setting to correct: a
@@ -335,6 +337,7 @@ class SweepSpec(SpecModel):
             notes.append(note)
         notes += self._unguided_optuna_notes()
         notes += high_lr_notes(self.strategies)
+        notes += single_draw_notes(self.strategies)
         note = self._ignored_valid_pct_note()
         if note:
             notes.append(note)
@@ -367,6 +370,8 @@ class SweepSpec(SpecModel):
         notes = []
         for arm in self.strategies:
             if not isinstance(arm, OptunaStrategy) or arm.startup_trials is not None:
+                continue
+            if arm.trials == 1:  # no startup_trials fits below it: single_draw_notes says so
                 continue
             default = OPTUNA_STARTUP_DEFAULTS.get(arm.sampler)
             if default is not None and default >= arm.trials:

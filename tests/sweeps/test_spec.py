@@ -197,7 +197,6 @@ BAD_SPECS = [
         r"strategies\.1\.lr: min must be below max, but got min=1\.0 max=0\.1\.",
     ),
     ({"strategies.1.lr.min": 0}, r"strategies\.1\.lr\.min: must be above 0\.0, but got 0"),
-    ({"strategies.1.lr.points": 1}, r"strategies\.1\.lr\.points: must be at least 2, but got 1"),
     ({"strategies.1.lr.points": 5000}, r"strategies\.1\.lr\.points: must be at most 1000"),
     ({"strategies.2.trials": 20000}, r"strategies\.2\.trials: must be at most 10000"),
     ({"strategies.3.trials": 0}, r"strategies\.3\.trials: must be at least 1, but got 0"),
@@ -280,6 +279,28 @@ BAD_SPECS = [
     # a whole number beyond any float: too big, as 1e400 is, not "not a number"
     ({"strategies.1.lr.max": 10**400}, r"strategies\.1\.lr\.max: must be a finite number, "),
     ({"task.tta": {"n": 0}, "task.augment": "light"}, r"task\.tta\.n: must be at least 1"),
+    # a search arm given rates, not a range: "must be a mapping" alone, or "at least 2" alone
+    (
+        {"strategies.1.lr.points": 1},
+        r"strategies\.1\.lr\.points: must be at least 2 \(a grid's points run from min to max, "
+        r"both included\), but got 1; for one given learning rate use an arm "
+        r"\{kind: fixed, lr: RATE\}\.$",
+    ),
+    (
+        {"strategies.1.lr": [0.01]},
+        r"strategies\.1\.lr: must be a range \{min, max, points\} to search, but got \[0\.01\]; "
+        r"for one given learning rate use an arm \{kind: fixed, lr: 0\.01\}\.$",
+    ),
+    (
+        {"strategies.3.lr": [0.1, 0.001]},
+        r"strategies\.3\.lr: must be a range \{min, max\} to search, but got \[0\.1, 0\.001\]; "
+        r"for the range between them write \{min: 0\.001, max: 0\.1\}\.$",
+    ),
+    (
+        {"strategies.2.lr": [0.1, 0.01, 0.001]},
+        r"strategies\.2\.lr: must be a range \{min, max\} .* use one fixed arm per rate, each "
+        r"with its own name \(e\.g\. \{kind: fixed, lr: 0\.1, name: lr-0\.1\}\)\.$",
+    ),
     (
         {"strategies.1.name": ".grid"},
         r"strategies\.1\.name: must not start with '\.' \(names become folders, and one "
@@ -496,13 +517,30 @@ UNGUIDED = (
 )
 
 
+ONE_DRAW = (
+    r"strategies\[2\] \({0} arm '{0}'\): trials: 1 draws a single learning rate at random from "
+    r"lr \{{min: 0\.0001, max: 1\}} and searches nothing; raise trials to search the range, or "
+    r"use an arm \{{kind: fixed, lr: RATE\}} for one learning rate of your choice$"
+)
+
+
+@pytest.mark.parametrize("kind", ["optuna", "random"])
+def test_a_search_arm_of_one_trial_is_pointed_out(kind: str) -> None:
+    """``trials: 1`` is one random draw, no search; a 1-trial TPE arm was even told to "set
+    startup_trials below trials (e.g. 1)", which no value can be."""
+    arm = {"kind": kind, "lr": {"min": 1.0e-4, "max": 1.0}, "trials": 1}
+    _assert_advice(
+        {"strategies": [*BASE["strategies"][:2], arm], "task.epochs": 4}, ONE_DRAW.format(kind)
+    )
+
+
 @pytest.mark.parametrize(
     ("arm", "advice"),
     [
         ({"trials": 4, "startup_trials": None}, UNGUIDED.format(4, "tpe", 10)),
         ({"trials": 10, "startup_trials": None, "sampler": "gp"}, UNGUIDED.format(10, "gp", 10)),
         ({"trials": 11, "startup_trials": None}, None),  # its 11th trial is modelled
-        ({"trials": 1, "startup_trials": None, "sampler": "cmaes"}, UNGUIDED.format(1, "cmaes", 1)),
+        ({"trials": 1, "startup_trials": None, "sampler": "cmaes"}, ONE_DRAW.format("optuna")),
         ({"trials": 2, "startup_trials": None, "sampler": "cmaes"}, None),  # cmaes's own 1
         ({"trials": 4, "startup_trials": None, "sampler": "random"}, None),  # random by name
         ({"trials": 4, "startup_trials": 3}, None),  # given: checked below trials when read
