@@ -153,7 +153,33 @@ def _format_one(details: ErrorDetails, root: type[Any]) -> str:
             message += f", but got {short_value(details['input'])}"
     if kind == "string_type" and isinstance(details["input"], bool):
         message += f" ({_YAML_BOOLEANS})"
+    message += _list_hint(kind, details["input"], in_list=bool(parts) and type(parts[-1]) is int)
     return _line(parts, message, list(accepted))
+
+
+def _list_hint(kind: str, value: Any, *, in_list: bool) -> str:
+    """How to write the list a text was meant as: ``seeds=0,1`` (a text, not a list) and
+    ``seeds=[0 1]`` (one item, ``'0 1'``) were refused without a word of YAML's list syntax."""
+    if not isinstance(value, str) or len(value) > 60:
+        return ""
+    items = value.replace(",", " ").split()
+    if kind == "list_type" and "," in value:
+        return f" (a list is written in brackets: [{', '.join(items)}])"
+    numbers = len(items) > 1 and all(_is_number(item) for item in items)
+    if in_list and kind in _NUMBER_KINDS and numbers and "," not in value:
+        return f" (list items are separated by commas: [{', '.join(items)}])"
+    return ""
+
+
+_NUMBER_KINDS = frozenset({"int_type", "int_parsing", "float_type", "float_parsing"})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _clean_loc(

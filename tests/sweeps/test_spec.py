@@ -959,6 +959,30 @@ def test_override_value_is_type_checked_by_the_schema() -> None:
         load_spec(BASE, overrides=["task.epochs=five"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "seeds=0,1",
+            r"seeds: must be a list, but got '0,1' \(a list is written in brackets: \[0, 1\]\)\.$",
+        ),
+        (
+            "seeds=[0 1, 2]",
+            r"seeds\.0: must be a whole number, but got '0 1' \(list items are separated by "
+            r"commas: \[0, 1\]\)\.$",
+        ),
+        ("task.epochs=1 2", r"task\.epochs: must be a whole number, but got '1 2'\.$"),  # no list
+    ],
+)
+def test_a_list_typed_without_brackets_or_commas_is_refused_saying_how_to_write_it(
+    override: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(BASE, overrides=[override])
+    (line,) = caught.value.errors
+    assert re.match(message, line), line
+
+
 def test_override_and_spec_errors_are_reported_together() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(BASE, overrides=["task.epoch=3", "task.image_size=0"])
