@@ -18,7 +18,7 @@ from trainers.suggestions import SUGGESTIONS, CurveTooShort
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["apply_rules", "cycle", "run"]
+__all__ = ["NOT_FINITE_AT_START_ADVICE", "apply_rules", "cycle", "not_finite_at_start", "run"]
 
 
 def cycle(loader: Any) -> Iterator[Any]:
@@ -89,15 +89,10 @@ def apply_rules(
         try:
             out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
         except CurveTooShort as err:
-            why = err.why
+            why, advice = err.why, None
             if smooth and not math.isfinite(smooth[0]):
-                # the first loss comes before the test's first step: no rate of it is the cause
-                why += (
-                    f"; lr_find's first iteration has a loss of {smooth[0]} before any step of "
-                    "the test, so no learning rate is the cause: the model's weights are (a fit "
-                    "that diverged leaves those of its last step: load a checkpoint or rebuild "
-                    "the model), or the loss function is (a log of 0, a division by 0)"
-                )
+                why += f"; {not_finite_at_start(smooth[0], lrs[0])}"
+                advice = NOT_FINITE_AT_START_ADVICE
             elif non_positive_stop:
                 why += (
                     f"; the test stopped after {len(lrs)} of num_it={num_it} iterations because "
@@ -109,5 +104,26 @@ def apply_rules(
                     f"; the loss diverged after {len(lrs)} of num_it={num_it} iterations, at "
                     f"lr {lrs[-1]:.2e}, so start_lr or end_lr may be too high"
                 )
-            raise CurveTooShort(err.rule, err.n_points, err.n_usable, err.needed, why) from err
+            raise CurveTooShort(
+                err.rule, err.n_points, err.n_usable, err.needed, why, advice
+            ) from err
     return out
+
+
+NOT_FINITE_AT_START_ADVICE = (
+    "Check what gives that loss, on one training batch: the model's output (NaN/inf from a log "
+    "of 0, a division by 0, an overflow in a layer of one's own), the loss function, and the "
+    "weights (a fit that diverged leaves those of its last step: load a checkpoint or rebuild "
+    "the model). More iterations or other rates would give the same."
+)
+"""What to do about a loss not finite at the range test's first iteration."""
+
+
+def not_finite_at_start(loss: float, lr: float) -> str:
+    """Why a loss not finite at the first iteration is no rate's fault (images holding NaN/inf
+    are refused before, by :func:`trainers._loop.check_finite_input`)."""
+    return (
+        f"the loss was {loss} at lr_find's first iteration (lr {lr:.2e}), computed before the "
+        "test's first step, so no learning rate is the cause: the model, its weights or the "
+        "loss function is"
+    )

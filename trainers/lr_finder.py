@@ -34,7 +34,9 @@ from trainers._lr_find_args import (
     exponential_lrs,
 )
 from trainers._lr_find_args import rule_name as rule_name
+from trainers._lr_find_loop import NOT_FINITE_AT_START_ADVICE as _ADVICE
 from trainers._lr_find_loop import apply_rules as _suggest
+from trainers._lr_find_loop import not_finite_at_start as _not_finite_at_start
 from trainers._lr_find_loop import run as _run
 from trainers.suggestions import SKIP_END, CurveTooShort
 
@@ -307,6 +309,11 @@ def lr_find(
     once, so with ``stop_div`` such a test stops after one iteration (as fastai's does); the
     warning and the ``CurveTooShort`` message then say to pass ``stop_div=False``.
 
+    A loss already NaN/inf at the first iteration comes before any step of the test, so no rate
+    is its cause: a warning (also with ``suggest=()``) and the ``CurveTooShort`` message name
+    that loss and ``start_lr``, and say to check the model's output, the loss function and the
+    weights, not the test's settings (a batch holding NaN/inf is a ``ValueError`` naming it).
+
     Numbers may be Python's or NumPy scalars.
 
     Args:
@@ -356,7 +363,9 @@ def lr_find(
     best = min((v for v in smooth if not math.isnan(v)), default=math.inf)
     # the divergence test stopped it (not a NaN/inf), and only because the loss went <= 0
     non_positive_stop = stopped and stop_div and best <= 0 and math.isfinite(smooth[-1])
-    if stopped:
+    if not math.isfinite(raw[0]):  # said whatever the rules (suggest=() raises nothing)
+        logger.warning("LR range test: %s. %s", _not_finite_at_start(raw[0], lrs[0]), _ADVICE)
+    elif stopped:
         logger.info("LR range test stopped early at iteration %d, lr %.2e", len(lrs), lrs[-1])
         if non_positive_stop:
             logger.warning(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -245,6 +247,35 @@ def test_inf_without_stop_div_keeps_the_points_before_it():
     result = lr_find(learn, num_it=30, stop_div=False, suggest="minimum")
     assert result.num_it_run == 20
     assert result.suggestions["minimum"] == pytest.approx(result.lrs[18] / 10, rel=1e-12)
+
+
+class _NanOutput(torch.nn.Module):
+    """A model whose every output is NaN: no learning rate can be blamed for its loss."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * math.nan
+
+
+def test_a_loss_nan_from_the_first_step_blames_the_model_not_the_rates(caplog):
+    """It said to run more iterations or lower end_lr, and with suggest=() said nothing."""
+    learn = _learner()
+    learn.model = _NanOutput(learn.model)
+    with pytest.raises(CurveTooShort) as info:
+        learn.lr_find(num_it=20)
+    message = str(info.value)
+    assert re.search(
+        r"loss was nan at lr_find's first iteration \(lr 1.00e-07\).*no learn", message
+    )
+    assert "the model's output" in message and "Run the range test" not in message
+    assert info.value.curve.num_it_run == 1  # the curve is still there to plot
+    with caplog.at_level(logging.WARNING, logger="trainers.lr_finder"):
+        result = learn.lr_find(num_it=20, suggest=())
+    assert result.num_it_run == 1
+    assert re.search(r"loss was nan at lr_find's first iteration .*the model's output", caplog.text)
 
 
 def test_too_short_curve_after_divergence_names_rule_and_counts(trained):

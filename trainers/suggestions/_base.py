@@ -43,25 +43,41 @@ class CurveTooShort(ValueError):
         curve: The measured curve (an ``LRFindResult`` without suggestions) when
             :func:`trainers.lr_finder.lr_find` raised it, for a caller to plot or save; None
             otherwise (and after pickling).
+        advice: What to do, ending the message; None for the default (more iterations, a
+            lower ``end_lr`` or a higher ``div_factor``), which ``lr_find`` replaces when no
+            setting of the test is the cause (a loss not finite before the test's first step).
     """
 
     curve: Any = None
 
-    def __init__(self, rule: str, n_points: int, n_usable: int, needed: int, why: str) -> None:
+    def __init__(
+        self,
+        rule: str,
+        n_points: int,
+        n_usable: int,
+        needed: int,
+        why: str,
+        advice: str | None = None,
+    ) -> None:
         self.rule = rule
         self.n_points = n_points
         self.n_usable = n_usable
         self.needed = needed
         self.why = why
+        self.advice = advice
+        if advice is None:
+            advice = (
+                "Run the range test for more iterations (num_it), or with a lower end_lr or a "
+                "higher div_factor if it stopped early."
+            )
         super().__init__(
             f"Suggestion rule {rule!r} needs at least {needed} usable points, but the curve has "
-            f"{n_points} points and only {n_usable} are usable ({why}). Run the range test for "
-            "more iterations (num_it), or with a lower end_lr or a higher div_factor if it "
-            "stopped early."
+            f"{n_points} points and only {n_usable} are usable ({why}). {advice}"
         )
 
     def __reduce__(self):  # keep picklable across Ray processes
-        return (type(self), (self.rule, self.n_points, self.n_usable, self.needed, self.why))
+        args = (self.rule, self.n_points, self.n_usable, self.needed, self.why, self.advice)
+        return (type(self), args)
 
 
 def prepare_curve(
