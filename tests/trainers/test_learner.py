@@ -123,6 +123,28 @@ def test_fit_flat_cos_holds_the_rate_then_anneals_each_group_like_fastai() -> No
     assert len(learn.history) == 2  # refused before any epoch
 
 
+@pytest.mark.parametrize("fit", ["fit", "fit_sgdr", "fit_flat_cos"])
+@pytest.mark.parametrize("opt", ["adamw", "sgd"])
+def test_fits_without_a_momentum_schedule_use_0_9_not_what_one_cycle_left(opt, fit) -> None:
+    learn = make_learner(opt=opt)
+    learn.fit_one_cycle(1, 1e-3, moms=(0.95, 0.85, 0.8))
+    assert learn.recorder.moms[-1] < 0.81  # one-cycle left beta1 / momentum near 0.8
+    getattr(learn, fit)(1, 1, 1e-3) if fit == "fit_sgdr" else getattr(learn, fit)(1, 1e-3)
+    assert learn.recorder.moms == [0.9] * learn.n_iter
+    for group in learn.opt.param_groups:  # every group, not only the recorded top one
+        assert (group["betas"] if opt == "adamw" else (group["momentum"],))[0] == 0.9
+
+
+def test_fine_tunes_cycles_follow_the_default_momenta_after_another_cycle() -> None:
+    learn = make_learner()
+    learn.fit_one_cycle(1, 1e-3, moms=(0.95, 0.85, 0.8))
+    learn.fine_tune(1, 1e-3, freeze_epochs=0)  # its one cycle: pct_start 0.3
+    n = learn.n_iter
+    expected = [closed_one_cycle(i / n, 0.85, 0.3, 0.85 / 0.95, 0.85 / 0.95) for i in range(n)]
+    assert learn.recorder.moms[0] == 0.95
+    assert learn.recorder.moms == pytest.approx(expected, rel=1e-12)
+
+
 def test_fit_keeps_a_constant_rate() -> None:
     learn = make_learner(opt="sgd")
     learn.fit(1, 0.05)
