@@ -8,6 +8,8 @@ them from.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
 import numbers
@@ -30,6 +32,7 @@ __all__ = [
     "check_num_it",
     "check_rates",
     "exponential_lrs",
+    "rule_functions",
     "rule_name",
     "spread",
 ]
@@ -91,9 +94,9 @@ def check_lr_find_args(
     div_factor: float = DIV_FACTOR,
     beta: float = BETA,
     suggest: Suggest = ("valley",),
-) -> list[str]:
+) -> dict[str, Callable[..., float]]:
     """Validate ``lr_find``'s arguments (``fit_recipe`` checks its own before it freezes
-    anything); return the rule names, duplicates dropped.
+    anything); return :func:`rule_functions` of ``suggest``.
 
     Raises:
         ValueError: naming the argument, as :func:`lr_find` does.
@@ -105,16 +108,8 @@ def check_lr_find_args(
         raise ValueError(f"div_factor must be a number > 1, but got {div_factor!r}.")
     if not (_is_real(beta) and 0 <= beta < 1):
         raise ValueError(f"beta must be a number in [0, 1), but got {beta!r}.")
-    if suggest is None:
-        given = []
-    elif isinstance(suggest, str) or callable(suggest):
-        given = [suggest]
-    else:
-        given = list(suggest)
-    names = [rule_name(rule) for rule in given]
-    rules = list(dict.fromkeys(names))
-    for name in rules:
-        rule = get_suggestion(name)
+    rules = rule_functions(suggest)
+    for name, rule in rules.items():
         try:
             rule(lrs, np.linspace(2.0, 1.0, n), skip_start=n // 10)
         except CurveTooShort as err:
@@ -124,6 +119,72 @@ def check_lr_find_args(
                 f"needs {err.needed}."
             ) from err
     return rules
+
+
+def rule_functions(suggest: Suggest) -> dict[str, Callable[..., float]]:
+    """Each rule of ``suggest`` by name, in the order given, a repeat dropped: the registered
+    function for a name or a rule function, and a ``functools.partial`` of a rule function as
+    given (``partial(slide, lr_diff=5)``: fastai's ``lr_find`` takes such partials too, named by
+    their function).
+
+    Raises:
+        ValueError: for an unknown name, a function that is no rule, a partial of one with
+            positional arguments, the trim (``skip_start`` / ``skip_end``: lr_find's own) or an
+            argument the rule does not take, and one name given twice with other arguments (a
+            result holds one rate per name).
+    """
+    if suggest is None:
+        given = []
+    elif isinstance(suggest, str) or callable(suggest):
+        given = [suggest]
+    else:
+        given = list(suggest)
+    rules: dict[str, Callable[..., float]] = {}
+    for entry in given:
+        name, rule = _rule_of(entry)
+        if name in rules and not _same_rule(rules[name], rule):
+            raise ValueError(
+                f"suggest names rule {name!r} twice with other arguments ({rules[name]!r} and "
+                f"{rule!r}), but a result holds one rate per rule name: give one of them."
+            )
+        rules.setdefault(name, rule)
+    return rules
+
+
+def _rule_of(entry: Any) -> tuple[str, Callable[..., float]]:
+    """``(name, function)`` of one entry of ``suggest`` (see :func:`rule_functions`)."""
+    if not (isinstance(entry, functools.partial) and entry.func in SUGGESTIONS.values()):
+        name = rule_name(entry)
+        return name, get_suggestion(name)
+    name = rule_name(entry.func)
+    tuning = [
+        p.name
+        for p in inspect.signature(entry.func).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in _TRIM
+    ]
+    wrong = sorted(set(entry.keywords) - set(tuning))
+    if entry.args or wrong:
+        raise ValueError(
+            f"suggest got {entry!r}: a partial of rule {name!r} takes keyword arguments only, "
+            f"of {tuning or 'which it has none'}, but it gives "
+            f"{wrong or list(entry.args)!r} (lr_find trims the curve itself, as fastai's)."
+        )
+    return name, entry
+
+
+_TRIM = ("skip_start", "skip_end")
+"""Keywords of every rule that lr_find sets (fastai's cut), never a partial."""
+
+
+def _same_rule(a: Callable[..., float], b: Callable[..., float]) -> bool:
+    """One rule with the same arguments (a partial without keywords is its function)."""
+
+    def key(rule: Callable[..., float]) -> tuple[Any, dict[str, Any]]:
+        if isinstance(rule, functools.partial):
+            return rule.func, dict(rule.keywords)
+        return rule, {}
+
+    return key(a) == key(b)
 
 
 def rule_name(rule: Any) -> str:

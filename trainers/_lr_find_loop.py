@@ -9,11 +9,11 @@ loss already non-finite, a loss <= 0 that stopped the divergence test, a diverge
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trainers.errors import TrainingDiverged
-from trainers.suggestions import SUGGESTIONS, CurveTooShort
+from trainers.suggestions import CurveTooShort
 
 if TYPE_CHECKING:
     from trainers.learner import Learner
@@ -73,7 +73,7 @@ def run(
 
 
 def apply_rules(
-    rules: list[str],
+    rules: Mapping[str, Callable[..., float]],
     lrs: list[float],
     smooth: list[float],
     *,
@@ -85,9 +85,9 @@ def apply_rules(
 ) -> dict[str, float]:
     """Apply each rule with fastai's trim; explain a too-short curve in terms of the run."""
     out: dict[str, float] = {}
-    for name in rules:
+    for name, rule in rules.items():
         try:
-            out[name] = SUGGESTIONS[name](lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
+            out[name] = rule(lrs, smooth, skip_start=num_it // 10, skip_end=skip_end)
         except CurveTooShort as err:
             why, advice = err.why, None
             if smooth and not math.isfinite(smooth[0]):

@@ -32,6 +32,7 @@ from trainers._lr_find_args import (
     Suggest,
     check_lr_find_args,
     exponential_lrs,
+    rule_functions,
 )
 from trainers._lr_find_args import rule_name as rule_name
 from trainers._lr_find_loop import NOT_FINITE_AT_START_ADVICE as _ADVICE
@@ -114,15 +115,16 @@ class LRFindResult:
     def suggest(self, rules: Suggest) -> dict[str, float]:
         """Each rule's rate on this curve, read as :func:`lr_find` reads it (fastai's trim).
 
-        Any rule from :data:`trainers.suggestions.SUGGESTIONS`, also one the test did not run
-        with: a saved curve (:meth:`to_json`) answers for another rule later, without a second
-        test. ``lr_find`` takes its own suggestions this way.
+        Any rule from :data:`trainers.suggestions.SUGGESTIONS` (names, functions or partials,
+        as ``lr_find``'s ``suggest``), also one the test did not run with: a saved curve
+        (:meth:`to_json`) answers for another rule later, without a second test. ``lr_find``
+        takes its own suggestions this way.
 
         Raises:
-            ValueError: If a rule name is unknown.
+            ValueError: If a rule name is unknown (see :func:`rule_functions`).
             CurveTooShort: If the curve has too few points for a rule, as ``lr_find`` raises it.
         """
-        names = check_lr_find_args(suggest=rules)
+        functions = rule_functions(rules)  # no num_it check: a too short curve explains itself
         best = min((v for v in self.losses if not math.isnan(v)), default=math.inf)
         # stopped with a finite last loss: the divergence test stopped it, so stop_div was on
         non_positive_stop = (
@@ -132,7 +134,7 @@ class LRFindResult:
             and math.isfinite(self.losses[-1])
         )
         return _suggest(
-            names,
+            functions,
             list(self.lrs),
             list(self.losses),
             num_it=self.num_it_run if self.num_it is None else int(self.num_it),
@@ -328,9 +330,11 @@ def lr_find(
         div_factor: Divergence factor, > 1 (fastai: 4).
         beta: Smoothing factor in ``[0, 1)`` (fastai: 0.98).
         suggest: Rule name or names from :data:`trainers.suggestions.SUGGESTIONS`, or those
-            rules' functions (``(valley, steep)``, as fastai's ``suggest_funcs``); empty or
-            None for none (fastai's ``suggest_funcs=None``). Each suggestion is also an
-            attribute of the result: ``result.valley``.
+            rules' functions (``(valley, steep)``, as fastai's ``suggest_funcs``), or a
+            ``functools.partial`` of one with its tuning keywords (``partial(slide,
+            lr_diff=5)``, named ``"slide"``, as fastai names it); empty or None for none
+            (fastai's ``suggest_funcs=None``). Each suggestion is also an attribute of the
+            result: ``result.valley``.
 
     Returns:
         The curve and one suggested rate per rule, for the top layer group.
@@ -387,7 +391,7 @@ def lr_find(
         skip_end=max(SKIP_END - (recorded - len(lrs)), 0),
     )
     try:
-        suggestions = curve.suggest(rules)
+        suggestions = curve.suggest(tuple(rules.values()))
     except CurveTooShort as err:
         err.curve = curve  # what the test measured, for a caller to plot or save
         raise

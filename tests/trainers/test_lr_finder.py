@@ -7,12 +7,21 @@ import logging
 import math
 import random
 import re
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from trainers import Learner, LRFindResult, build_model, make_dataloaders, seed_everything
+from trainers import (
+    Learner,
+    LRFindResult,
+    build_model,
+    make_dataloaders,
+    seed_everything,
+    slide,
+    valley,
+)
 from trainers.lr_finder import check_lr_find_args, exponential_lrs, lr_find
 from trainers.plots import plot_lr_find
 from trainers.suggestions import SUGGESTIONS, CurveTooShort
@@ -503,6 +512,36 @@ def test_suggest_none_asks_for_no_rule_as_fastais_suggest_funcs_none(trained):
 def test_suggest_entries_that_are_not_names_raise_naming_suggest(trained, suggest):
     with pytest.raises(ValueError, match=r"suggest must hold rule names .*'valley'.*but got"):
         lr_find(trained, num_it=10, suggest=suggest)
+
+
+def test_a_partial_of_a_rule_tunes_it_as_fastais_suggest_funcs_does(trained):
+    """fastai's lr_find names partial(slide, lr_diff=5) "slide" and runs it; it was refused."""
+    tuned = partial(slide, lr_diff=5)
+    with pytest.raises(ValueError, match=r"num_it=12 is too few for suggestion rule 'slide'"):
+        lr_find(trained, num_it=12, suggest="slide")  # its 15-point window needs 16
+    result = lr_find(trained, num_it=12, suggest=(valley, tuned))
+    assert list(result.suggestions) == ["valley", "slide"]
+    expected = slide(result.lrs, result.losses, skip_start=1, skip_end=5, lr_diff=5)
+    assert result.slide == expected
+    assert result.suggest(tuned) == {"slide": expected}
+    assert lr_find(trained, num_it=12, suggest=(tuned, tuned)).suggestions == {"slide": expected}
+
+
+@pytest.mark.parametrize(
+    ("suggest", "message"),
+    [
+        (partial(slide, 5), r"partial of rule 'slide' takes keyword arguments only, of \['lr_d"),
+        (partial(valley, lr_diff=5), r"of rule 'valley' .*of which it has none, .*\['lr_diff'\]"),
+        (partial(slide, skip_end=0), r"gives \['skip_end'\] \(lr_find trims the curve itself"),
+        (("slide", partial(slide, lr_diff=5)), r"names rule 'slide' twice with other arguments"),
+        (partial(np.mean, axis=0), r"suggest must hold rule names .*but got functools.partial"),
+    ],
+)
+def test_partials_a_rule_cannot_take_are_refused_before_the_test(trained, suggest, message):
+    before = _state(trained)
+    with pytest.raises(ValueError, match=message):
+        lr_find(trained, num_it=30, suggest=suggest)
+    _assert_same_state(before, _state(trained))
 
 
 def test_rule_functions_and_fastais_spelling_suggest_as_their_names(trained):
