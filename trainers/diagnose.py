@@ -47,7 +47,9 @@ pretrained model fine-tuned with augmentation (training loss above validation lo
 near its floor after the first epoch, so improving only a few percent an epoch) is labelled
 ``lr_too_low``; and a rate only ~10x too low, whose first epochs fall fast from chance level as
 any rate's do, is ``ok`` (one-cycle at 1e-4 on digits: 3.3% error against 0.3% at 1e-2): one
-curve cannot show it, other rates beside it can. Epoch numbers in the evidence and the reason
+curve cannot show it, other rates beside it can. A training loss above the validation loss does
+not single it out either: with augmentation the good rate's run has that at every epoch too.
+Epoch numbers in the evidence and the reason
 count epoch records from 0 in the order given, not the records' ``epoch`` field (which restarts
 at every ``fit`` call).
 """
