@@ -99,6 +99,17 @@ def apply_rules(
                     f"the best smoothed loss is {best:.3g}, and with a loss <= 0 the divergence "
                     "test (loss > div_factor * best) holds at once: pass stop_div=False"
                 )
+            elif stopped and not math.isfinite(smooth[-1]):
+                why += (
+                    f"; the loss turned {smooth[-1]} at iteration {len(lrs) - 1} of "
+                    f"num_it={num_it}, at lr {lrs[-1]:.2e}, without first rising past "
+                    "div_factor times its best (no divergence)"
+                )
+                advice = (
+                    "If that rate is high, lower end_lr; if it is low, check the model's output "
+                    "and the loss function on that batch: more iterations or another "
+                    "div_factor would give the same."
+                )
             elif stopped:
                 why += (
                     f"; the loss diverged after {len(lrs)} of num_it={num_it} iterations, at "

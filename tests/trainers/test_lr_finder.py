@@ -287,6 +287,18 @@ def test_a_loss_nan_from_the_first_step_blames_the_model_not_the_rates(caplog):
     assert re.search(r"loss was nan at lr_find's first iteration .*the model's output", caplog.text)
 
 
+def test_a_nan_at_the_second_iteration_is_not_called_a_divergence():
+    """One step at 1e-7, then NaN: it said "the loss diverged ... start_lr or end_lr may be too
+    high", of a loss that never rose (fastai's divergence is the smoothed loss past 4x its best)."""
+    learn = _learner(loss_func=_scripted_loss([2.0] + [math.nan] * 19))
+    with pytest.raises(CurveTooShort) as info:
+        learn.lr_find(num_it=20)
+    message = str(info.value)
+    assert re.search(r"loss turned nan at iteration 1 of num_it=20, at lr 2\.64e-07, with", message)
+    assert "diverged" not in message and "no divergence" in message
+    assert "if it is low, check the model's output" in message and "Run the range" not in message
+
+
 def test_too_short_curve_after_divergence_names_rule_and_counts(trained):
     with pytest.raises(CurveTooShort, match=r"'valley' needs at least 3 .*diverged after \d of"):
         lr_find(trained, 10.0, 1e6, 30)
