@@ -99,7 +99,8 @@ def apply_rules(
                     f"the best smoothed loss is {best:.3g}, and with a loss <= 0 the divergence "
                     "test (loss > div_factor * best) holds at once: pass stop_div=False"
                 )
-            elif stopped and not math.isfinite(smooth[-1]):
+            elif stopped and (math.isnan(smooth[-1]) or smooth[-1] == -math.inf):
+                # +inf passes fastai's divergence test (smoothed > div_factor * best); these not
                 why += (
                     f"; the loss turned {smooth[-1]} at iteration {len(lrs) - 1} of "
                     f"num_it={num_it}, at lr {lrs[-1]:.2e}, without first rising past "

@@ -297,6 +297,10 @@ def test_a_nan_at_the_second_iteration_is_not_called_a_divergence():
     assert re.search(r"loss turned nan at iteration 1 of num_it=20, at lr 2\.64e-07, with", message)
     assert "diverged" not in message and "no divergence" in message
     assert "if it is low, check the model's output" in message and "Run the range" not in message
+    # +inf passes the divergence test (smoothed > div_factor * best), as in fastai: diverged
+    learn.loss_func = _scripted_loss([2.0] + [math.inf] * 19)
+    with pytest.raises(CurveTooShort, match=r"diverged after 2 of num_it=20 iterations, at lr 2"):
+        learn.lr_find(num_it=20)
 
 
 def test_too_short_curve_after_divergence_names_rule_and_counts(trained):
