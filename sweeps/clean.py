@@ -35,8 +35,10 @@ __all__ = [
     "SWEEP_ID",
     "DriverLockHeld",
     "StoredSweep",
+    "driver_gone",
     "driver_lock",
     "driver_record",
+    "live_driver",
     "mark_removed",
     "new_sweep_id",
     "parse_state",
@@ -186,19 +188,34 @@ def running_driver(folder: Path | str) -> str | None:
     by a live process here, else None: no driver file (the sweep ended, or ran before the file
     existed), a driver killed outright, or one on another machine, which cannot be asked."""
     text = location.read_text(folder, DRIVER_FILE)
-    if text is None:
-        return None
+    return None if text is None else live_driver(text) or None
+
+
+def live_driver(record: str) -> str | None:
+    """``"process N on this machine"`` when ``record`` (:func:`driver_record` as JSON) names a
+    live process here; ``""`` when it names one on this machine that is gone (killed outright:
+    nothing runs what it ran); None when it cannot tell (another machine, an unreadable record).
+    """
     try:
-        record = json.loads(text)
-        host, pid, start = record["host"], int(record["pid"]), record.get("start")
+        fields = json.loads(record)
+        host, pid, start = fields["host"], int(fields["pid"]), fields.get("start")
     except (ValueError, KeyError, TypeError):
         return None
     if host != socket.gethostname():
         return None
     now = _started(pid)  # None: no such process; another start time: another process
     if now is None or now != start:
-        return None
+        return ""
     return f"process {pid} on this machine"
+
+
+def driver_gone(folder: Path | str) -> bool:
+    """Whether the sweep in ``folder`` was left by a driver killed outright: its
+    :data:`DRIVER_FILE` names a process on this machine that is gone, and no process holds its
+    :data:`DRIVER_LOCK` (a resume of it). False when that cannot be told: no driver file (the
+    sweep ended, or its driver died in its first seconds), a driver on another machine."""
+    text = location.read_text(folder, DRIVER_FILE)
+    return text is not None and live_driver(text) == "" and not _lock_held(folder)
 
 
 def _started(pid: int) -> str | None:

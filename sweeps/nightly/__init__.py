@@ -2,9 +2,10 @@
 
 ``lrsweep nightly SUITE`` calls :func:`run_nightly`; see ``sweeps/nightly/_run.py`` for one
 night's steps (``_entries.py`` runs the entries' sweeps, ``_conclude.py`` judges the night and
-writes its report), ``_store.py`` for the MLflow layout, ``_figures.py`` for the headline
-figures and ``_compare.py`` for thresholds and the verdict, ``_reference.py`` for the
-machine-speed reference and ``_scaling.py`` for time baselines scaled by it.
+writes its report), ``_store.py`` for the MLflow layout, ``_orphans.py`` for what a night
+killed outright left RUNNING, ``_figures.py`` for the headline figures and ``_compare.py`` for
+thresholds and the verdict, ``_reference.py`` for the machine-speed reference and
+``_scaling.py`` for time baselines scaled by it.
 
 Example:
     >>> from sweeps.spec import load_suite

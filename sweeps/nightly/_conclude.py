@@ -12,9 +12,8 @@ baseline counts.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from sweeps.nightly._env import (
     spec_fingerprint,
 )
 from sweeps.nightly._figures import COMPUTE, WALL_TIME, Figure
+from sweeps.nightly._orphans import Orphans
 from sweeps.nightly._reference import Reference
 from sweeps.nightly._report import NightReport, ReportFiles, write_report
 from sweeps.nightly._store import TAG_BASELINE_RUNS, Night, NightStore
@@ -92,6 +92,7 @@ class Tonight:
     figures: list[Figure]
     failures: list[str]
     reference: Reference | None = None
+    orphans: Orphans = field(default_factory=Orphans)  # left RUNNING by killed nights, closed
 
 
 def what_if_overrides(suite: Suite) -> list[str]:
@@ -154,7 +155,6 @@ def conclude(
     """Tonight's figures logged; baseline, verdict, report; the night run closed with its status."""
     night_run_id, figures = tonight.night_run_id, tonight.figures
     store.log_figures(night_run_id, figures)
-    killed = store.close_stale_nights(night_run_id, now_ms=int(time.time() * 1000))
     earlier = store.earlier_nights(
         limit=max(baseline_nights, TREND_NIGHTS - 1), exclude=night_run_id
     )
@@ -165,7 +165,7 @@ def conclude(
     verdict = _judge(suite, tonight, baseline, comparable, reference_s=reference_s)
     trend = _trend(earlier[: TREND_NIGHTS - 1], figures, specs)
     baseline_ids = [n.run_id for n, kept in zip(baseline, comparable, strict=True) if kept]
-    notes = _notes(suite, tonight, verdict, baseline, comparable, specs, reference_s, killed)
+    notes = _notes(suite, tonight, verdict, baseline, comparable, specs, reference_s)
     files = _write_report(
         suite, store, tonight, verdict, baseline_ids, trend, notes, report_dir=report_dir
     )
@@ -220,23 +220,34 @@ def _notes(
     comparable: list[dict[str, float]],
     specs: dict[str, str],
     reference_s: float | None,
-    killed: list[str],
 ) -> list[str]:
     """What the report says about the baseline, in this order: spec changes, environment
     changes, the commits of the nights that kept figures, the machine-speed reference, a busy
-    machine, and the earlier nights that were ``killed`` outright."""
+    machine, and what earlier nights killed outright left RUNNING, closed tonight."""
     notes = _spec_changes(baseline, specs) + _environment_changes(baseline, tonight.environment)
     kept = [n for n, figures in zip(baseline, comparable, strict=True) if figures]
     notes += _commit_changes(kept, tonight.environment)
     refs = [n.reference_s for n in kept]
     notes += reference_notes(verdict, suite.thresholds, reference_s=reference_s, references=refs)
     notes += _busy_machine(verdict, tonight.environment)
-    if killed:
+    return notes + _orphan_notes(tonight.orphans)
+
+
+def _orphan_notes(orphans: Orphans) -> list[str]:
+    """The runs nights killed outright left RUNNING that tonight closed, named."""
+    notes = []
+    if killed := orphans.nights:
         notes.append(
             f"{len(killed)} earlier night{'s' if len(killed) != 1 else ''} never finished (killed "
             f"outright: out of memory, a reboot, SIGKILL) and are now recorded failed: "
             + ", ".join(killed)
             + "."
+        )
+    if orphans.sweeps:
+        sweeps = ", ".join(f"run {run_id} of {experiment}" for experiment, run_id in orphans.sweeps)
+        notes.append(
+            f"Sweeps left RUNNING by a night killed outright are closed as KILLED (their figures "
+            f"count in no night): {sweeps}."
         )
     return notes
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -44,6 +45,7 @@ from sweeps.nightly._conclude import conclude as _conclude
 from sweeps.nightly._entries import EntryInterrupted, one_line
 from sweeps.nightly._entries import run_entries as _run_entries
 from sweeps.nightly._env import environment_tags, spec_fingerprint
+from sweeps.nightly._orphans import close_orphans
 from sweeps.nightly._reference import faster, measure_reference
 from sweeps.nightly._report import (
     HTML_FILE,
@@ -262,11 +264,13 @@ def _open_night(suite: Suite, store: NightStore) -> Tonight:
     """The night run, started with its environment and spec fingerprints (the overrides are
     tagged by the caller, once a failure can be recorded). The overrides are kept as they may
     be shown, in the tag and the report: a secret in a value (``s3://...?secret_key=``, a
-    ``*password*`` key) is ``***``."""
+    ``*password*`` key) is ``***``. What nights killed outright left RUNNING is closed first
+    (``_orphans.py``), before tonight's sweeps run."""
     overrides = [f"{e.name}.{shown_override(o)}" for e in suite.entries for o in e.extra_overrides]
     environment = environment_tags()
     specs = {entry.name: spec_fingerprint(entry.spec) for entry in suite.entries}
     night_run_id = store.start_night(
         environment, eligible=not what_if_overrides(suite), specs=specs
     )
-    return Tonight(night_run_id, environment, overrides, specs, [], [])
+    orphans = close_orphans(store, night_run_id, now_ms=int(time.time() * 1000))
+    return Tonight(night_run_id, environment, overrides, specs, [], [], orphans=orphans)

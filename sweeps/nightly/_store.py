@@ -5,10 +5,11 @@
   ``nightly.version.<package>``, ``nightly.machine.<field>``), each entry's spec fingerprint
   (``nightly.spec_sha256.<entry>``), the outcome (``nightly.status``:
   ``running``, ``passed``, ``regressed`` or ``failed``; ``nightly.failure_reason``), the baseline
-  it was compared with (``nightly.baseline_runs``), and holding every figure as a metric
-  ``<entry>/<figure>[/<group>]``, the machine-speed reference as the metric ``reference_s``
-  (how it was measured: tag ``nightly.reference``; nights before 2026-12-07 have none), plus the
-  report as artifacts.
+  it was compared with (``nightly.baseline_runs``), the process that runs it
+  (``nightly.driver``, for the next night to see it was killed: ``_orphans.py``), and holding
+  every figure as a metric ``<entry>/<figure>[/<group>]``, the machine-speed reference as the
+  metric ``reference_s`` (how it was measured: tag ``nightly.reference``; nights before
+  2026-12-07 have none), plus the report as artifacts.
 - Experiment ``nightly/<suite>/<entry>`` per entry: the entry's sweep, logged by ``run_sweep``
   exactly like any sweep (parent ``sweeps.kind=sweep``, one child run per trial), so
   ``lrsweep report`` and ``lrsweep best`` work on it. Its parent run is tagged
@@ -24,6 +25,7 @@ is tonight's (``sweeps.nightly._compare.comparable_figures``).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeps.clean import driver_record
 from sweeps.nightly._env import (
     MACHINE_PREFIX,
     SPEC_PREFIX,
@@ -54,16 +57,10 @@ TAG_OVERRIDES = "nightly.overrides"
 TAG_BASELINE_RUNS = "nightly.baseline_runs"
 TAG_NIGHT = "nightly.night_run_id"
 TAG_ENTRY = "nightly.entry"
+TAG_DRIVER = "nightly.driver"  # the night's process, as a sweep's driver.json: its host, pid, start
 SWEEP_RUN_PREFIX = "nightly.sweep_run."
 BASELINE_STATUSES = ("passed", "regressed")
 MAX_TAG_CHARS = 5000
-# A night still RUNNING this long after it started was killed outright (no night takes a day:
-# the schedules stop one after 4-5 hours).
-STALE_NIGHT_S = 24 * 3600
-STALE_REASON = (
-    "the night never finished: its process was killed before it could record an outcome (out "
-    "of memory, a reboot, SIGKILL); closed as failed by night {night}"
-)
 
 
 def night_experiment(suite: str) -> str:
@@ -145,6 +142,7 @@ class NightStore:
             TAG_SUITE: self.suite,
             TAG_STATUS: "running",
             TAG_ELIGIBLE: str(eligible).lower(),
+            TAG_DRIVER: json.dumps(driver_record()),  # a night killed outright is seen as such
         }
         return self.tracker.start_run(self.experiment_id, run_name=name, tags=all_tags)
 
@@ -214,26 +212,6 @@ class NightStore:
             tags[TAG_REASON] = reason[:MAX_TAG_CHARS]
         self.tracker.set_tags(night_run_id, tags)
         self.tracker.end_run(night_run_id, "KILLED" if killed else "FINISHED")
-
-    def close_stale_nights(self, night_run_id: str, *, now_ms: int) -> list[str]:
-        """Record nights still RUNNING ``STALE_NIGHT_S`` after their start as failed (KILLED)
-        and return their run ids, oldest first; ``night_run_id`` is tonight's."""
-        runs = self.tracker.search_runs(self.experiment_id, f"tags.`{TAG_KIND}` = '{KIND}'")
-        stale = sorted(
-            (
-                run
-                for run in runs
-                if run.info.run_id != night_run_id
-                and run.info.status == "RUNNING"
-                and run.data.tags.get(TAG_STATUS) == "running"
-                and now_ms - (run.info.start_time or now_ms) > STALE_NIGHT_S * 1000
-            ),
-            key=lambda run: run.info.start_time,
-        )
-        for run in stale:
-            reason = STALE_REASON.format(night=night_run_id)
-            self.finish_night(run.info.run_id, "failed", reason, killed=True)
-        return [run.info.run_id for run in stale]
 
     def earlier_nights(self, *, limit: int, exclude: str | None = None) -> list[Night]:
         """The newest ``limit`` nights that may form a baseline, newest first."""
