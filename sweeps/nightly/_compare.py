@@ -30,7 +30,11 @@ Time figures (``compute_s``, ``wall_time_s``) are judged relative to the machine
 tonight and every baseline night with the figure have a machine-speed reference (and
 ``thresholds.scale_time_by_reference`` is on): the baseline is then the median of each night's
 value scaled by tonight's reference over that night's (``sweeps.nightly._scaling``), and the
-comparison keeps the raw baseline and the factor beside it.
+comparison keeps the raw baseline and the factor beside it. Such a figure is ``improved`` only
+when it is also that far below its baseline as recorded: a reference timed slow by load alone
+(seen 2.6x, while the sweeps ran barely slower) scales the baseline up as far, and an identical
+rerun read as improved; a slower machine slows the sweeps as well, and a faster one lowers the
+scaled baseline, whose bound is then the stricter.
 """
 
 from __future__ import annotations
@@ -417,12 +421,20 @@ def _compare_one(
     regressed = not math.isfinite(figure.value) or (
         limit is not None and figure.value > limit + 1e-9
     )
-    improved = limit is not None and figure.value < median - (limit - median) - 1e-9
+    improved = _far_below(figure, median, thresholds) and (
+        scaling is None or _far_below(figure, scaling.raw_baseline, thresholds)
+    )
     status = Status.REGRESSED if regressed else Status.IMPROVED if improved else Status.OK
     return Comparison(
         figure.entry, figure.name, figure.strategy, figure.value, median, len(history), limit,
         allowed, status, scaling,
     )  # fmt: skip
+
+
+def _far_below(figure: Figure, baseline: float, thresholds: Thresholds) -> bool:
+    """Whether ``figure`` is as far below ``baseline`` as its limit is above it."""
+    limit = _limit(figure.name, baseline, thresholds)
+    return limit is not None and figure.value < baseline - (limit - baseline) - 1e-9
 
 
 def _limit(name: str, baseline: float, thresholds: Thresholds) -> float | None:

@@ -91,6 +91,34 @@ def test_a_real_slowdown_beyond_the_threshold_regresses_on_a_scaled_basis(
         assert raw.status is Status.OK
 
 
+@pytest.mark.parametrize(
+    ("figure", "raw", "tonight", "reference_s", "status"),
+    [
+        # seen: the same suite and seeds twice on a shared 2-core machine; tonight's reference
+        # was timed 2.6x slower (0.617 -> 1.631 s) under other people's load, the sweep barely
+        # slower; scaled by 2.64 the baseline read as "improved" by 6.4 s and 144 s
+        (COMPUTE, 5.253, 7.481, 1.631, Status.OK),
+        (WALL, 94.29, 105.0, 1.631, Status.OK),
+        (COMPUTE, 5.253, 3.9, 0.3, Status.OK),  # 2x faster machine: scaled 2.55, no 5 s to gain
+        (COMPUTE, 40.0, 13.0, 0.3, Status.IMPROVED),  # faster machine: below both bounds
+        (COMPUTE, 40.0, 20.0, 1.2, Status.IMPROVED),  # slower machine, faster even as recorded
+    ],
+)
+def test_an_improvement_must_also_hold_against_the_baseline_as_recorded(
+    figure: Figure, raw: float, tonight: float, reference_s: float, status: Status
+) -> None:
+    """A reference timed slow by load alone scales the baseline up as far: the sweeps of an
+    identical rerun must not read as improved (a slower machine, by contrast, slows them too)."""
+    (comparison,) = compare_figures(
+        [replace(figure, value=tonight)],
+        [{figure.key: raw}],
+        Thresholds(),
+        reference_s=reference_s,
+        references=[0.6173],
+    )
+    assert comparison.status is status, comparison.describe()
+
+
 def test_a_scaled_regression_says_the_raw_baseline_the_factor_and_both_references() -> None:
     verdict = judge(
         _tonight(101.0, 200.0), BASELINE, Thresholds(), reference_s=0.4, references=BASELINE_REFS
