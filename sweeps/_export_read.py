@@ -35,6 +35,8 @@ EXPORT_FILE = "export.pt"
 """The weights-only export (``trainers.export``) a trial logs in its model's ``extra_files/``."""
 EXPORT_PATH = f"extra_files/{EXPORT_FILE}"
 """Where that export lies inside the logged model's folder."""
+_LEGACY_PICKLE = "pickle protocol 0 or 1"
+"""What ``trainers.load_learner`` says of a file ``torch.save`` wrote with those protocols."""
 
 
 class ExportUnreadable(Exception):
@@ -87,7 +89,7 @@ def read_export(model_uri: str, device: str, shown: str) -> Predictor:
             named = f"{shown.rstrip('/')}/{EXPORT_PATH}"
             said = f"model {shown}: its export {EXPORT_PATH} does not load: "
             if _holds_more_than_weights(error):
-                raise BestConfigError(said + _tampered(named)) from None
+                raise BestConfigError(said + _tampered(named, str(error))) from None
             problem = " ".join(str(error).replace(str(Path(local)), named).split())
             raise ExportUnreadable(said + problem.rstrip(".")) from None
 
@@ -100,21 +102,26 @@ def _holds_more_than_weights(error: Exception) -> bool:
     TorchScript archive, which ``torch.load(weights_only=True)`` refuses before any unpickling
     (a ``RuntimeError``, or the ``UserWarning`` before it where warnings are errors, each
     naming TorchScript): it holds code, which ``torch.jit.load`` would run, and
-    ``trainers.export`` never writes one."""
+    ``trainers.export`` never writes one. A file ``torch.save`` wrote with pickle protocol 0
+    or 1 (which ``trainers.export`` never writes either) is refused the same way: torch's
+    weights-only unpickler cannot read it, so it cannot be told from one that runs code."""
     cause = error.__cause__
     if isinstance(cause, pickle.UnpicklingError):
         return True
     return isinstance(cause, RuntimeError | UserWarning) and "TorchScript" in str(cause)
 
 
-def _tampered(named: str) -> str:
-    """Why an export that holds more than weights is refused, on one line, without torch's
-    advice on loading it unsafely (``weights_only=False``, ``add_safe_globals``)."""
+def _tampered(named: str, error: str) -> str:
+    """Why an export that holds more than weights (``error``: ``load_learner``'s) is refused,
+    on one line, without torch's advice on loading it unsafely (``weights_only=False``,
+    ``add_safe_globals``)."""
+    what = "holds more than weights (objects only an unpickling load reads, which runs code)"
+    if _LEGACY_PICKLE in error:
+        what = f"was written with {_LEGACY_PICKLE}, which only an unpickling load reads"
     return (
-        f"{named} holds more than weights (objects only an unpickling load reads, which runs "
-        "code), so it was not written by trainers.export or was altered since: its pickled "
-        "model is not loaded either, allow_pickle or not; trust no model of that store, give "
-        "one from a store whose writers you trust."
+        f"{named} {what}, so it was not written by trainers.export or was altered since: its "
+        "pickled model is not loaded either, allow_pickle or not; trust no model of that "
+        "store, give one from a store whose writers you trust."
     )
 
 

@@ -29,6 +29,10 @@ EXPORT_FORMAT = "lrsweep-export/1"
 
 _LOADERS = ("train", "valid")
 
+_LEGACY_MAGIC = b"L119547037146038801333356"
+"""How a file ``torch.save`` wrote with pickle protocol 0 or 1 starts (its magic number, as
+those protocols write an integer): a file only an unpickling load reads."""
+
 
 def _dls_state(learn: Learner) -> dict[str, Any] | None:
     """The data's shuffle and augmentation RNG: ``learn.dls.state_dict()`` where it has one
@@ -332,9 +336,9 @@ def read_safely(path: Path, what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {str(path)!r} does not exist.")
     with path.open("rb") as f:
-        head = f.read(4)
-    if not head.startswith((b"PK", b"\x80")):  # torch.save: a zip archive (or an old pickle)
-        seen = f"it starts with {head!r}" if head else "it is empty"
+        head = f.read(len(_LEGACY_MAGIC))
+    if not head.startswith((b"PK", b"\x80", _LEGACY_MAGIC)):  # torch.save's zip, or a pickle
+        seen = f"it starts with {head[:4]!r}" if head else "it is empty"
         raise ValueError(
             f"{what} file {str(path)!r} is not a PyTorch file ({seen}; torch.save writes a zip "
             "archive): pass the .pt file, not a JSON, text or image file."
@@ -342,6 +346,14 @@ def read_safely(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        if head == _LEGACY_MAGIC:  # torch's refusal advises weights_only=False: not given here
+            raise ValueError(
+                f"{what} file {str(path)!r} was written by torch.save with pickle protocol 0 "
+                "or 1, which torch.load(weights_only=True) cannot read: only an unpickling "
+                "load reads it, which runs any code the file names, so it is not read. Write "
+                "it again with torch.save's default protocol (learn.save and learn.export "
+                "do) from a Python session you trust."
+            ) from err
         why = str(err).strip() or "empty or cut short"
         raise ValueError(
             f"{what} file {str(path)!r} cannot be read safely with torch.load(weights_only=True): "

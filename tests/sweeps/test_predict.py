@@ -735,6 +735,32 @@ def test_an_export_that_holds_more_than_weights_is_refused_even_with_allow_pickl
     assert marker.read_text() == "pwned"
 
 
+def test_an_export_of_pickle_protocol_0_is_refused_even_with_allow_pickle(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    """torch.load(weights_only=True) cannot read a file torch.save wrote with pickle protocol
+    0, which trainers.export never writes: it was taken for a damaged export, so allow_pickle
+    unpickled the pickled model beside it (here one that runs code: the marker shows it)."""
+    from trainers.export import EXPORT_FORMAT
+
+    uri, model_uri, exported = _one_model(tmp_path)
+    marker = tmp_path / "marker"
+    old = {"format": EXPORT_FORMAT, "x": _Payload(marker)}
+    torch.save(old, exported, _use_new_zipfile_serialization=False, pickle_protocol=0)
+    torch.save(_Payload(marker), exported.parent.parent / "data" / "model.pth")
+    for allow_pickle in (False, True):
+        with pytest.raises(
+            BestConfigError, match=r"was written with pickle protocol 0 or 1, "
+        ) as e:
+            load_predictor(model_uri, tracking_uri=uri, allow_pickle=allow_pickle)
+        assert f"{model_uri}/extra_files/export.pt" in str(e.value)
+        assert "its pickled model is not loaded either, allow_pickle or not" in str(e.value)
+    result = _predict(model_uri, "--allow-pickle", uri=uri, images=store["images"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"Error: {e.value}"
+    assert not marker.exists()
+
+
 def test_an_export_its_model_lists_but_the_store_lacks_is_named_not_the_model(
     store: dict[str, Any], tmp_path: Path
 ) -> None:

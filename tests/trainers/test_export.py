@@ -289,6 +289,24 @@ def test_data_of_other_classes_given_later_is_refused_and_so_is_its_export(
         learn.load(exported)
 
 
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_an_export_or_checkpoint_of_pickle_protocol_0_or_1_is_named_and_not_unpickled(
+    learn: Learner, tmp_path: Path, protocol: int
+) -> None:
+    """torch.save with an old pickle protocol writes a file torch.load(weights_only=True)
+    cannot read: it was called "not a PyTorch file (it starts with b'L119'; torch.save writes
+    a zip archive): pass the .pt file, not a JSON, text or image file" of the .pt file."""
+    state = torch.load(learn.export(tmp_path / "model.pt"), weights_only=True)
+    old = tmp_path / "old.pt"
+    torch.save(state, old, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    written = r"'.*old\.pt' was written by torch\.save with pickle protocol 0 or 1, which torch"
+    for load, what in ((load_learner, "export"), (learn.load, "checkpoint")):
+        with pytest.raises(ValueError, match=f"^{what} file {written}") as refused:
+            load(old)
+        assert "default protocol" in str(refused.value)
+        assert "weights_only=False" not in str(refused.value)
+
+
 def test_a_predictor_stays_where_it_was_when_a_device_is_not_there(
     learn: Learner, tmp_path: Path
 ) -> None:
