@@ -140,7 +140,17 @@ def unpickled(model_uri: str, logged: Any, device: str) -> Predictor:
             "trainers.Predictor(model, classes=..., image_size=..., in_channels=..., "
             "mean=..., std=...) the trial's data's values."
         )
-    model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    try:
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    except (ImportError, AttributeError) as error:  # a class the pickle names is not here
+        raise BestConfigError(
+            f"model {redact_uri(model_uri)}: its pickled model names code this Python does not "
+            f"have ({type(error).__name__}: {redact_text(str(error))}): it was logged by other "
+            "code (an older lrsweep, or a model class of one's own). Run it where that code is "
+            "installed, or re-run the trial with this lrsweep, which logs a weights-only "
+            "export beside the model (lrsweep best EXPERIMENT --format spec writes a spec "
+            "that re-runs the best trial)."
+        ) from None
     for name in ("arch", "n_classes"):  # the network's own; Predictor takes the data's
         fields.pop(name, None)
     return Predictor(model, device=device, **fields)

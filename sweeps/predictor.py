@@ -264,8 +264,10 @@ def load_predictor(
                 f"model {redact_uri(model_uri)} holds no weights-only export ({EXPORT_PATH}: "
                 "logged by an lrsweep before 2026-12-07, or its model was not built by "
                 "trainers.build_model), so loading it means unpickling it, which runs any code "
-                "the file names: pass allow_pickle=True (lrsweep predict --allow-pickle) only "
-                "for a store whose writers you trust."
+                "the file names: re-run the trial with this lrsweep, which logs the export "
+                "(lrsweep best EXPERIMENT --format spec writes a spec that re-runs the best "
+                "trial), or pass allow_pickle=True (lrsweep predict --allow-pickle) only for a "
+                "store whose writers you trust."
             )
         return _unpickled(location, logged, chosen)
 

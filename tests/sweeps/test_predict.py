@@ -547,6 +547,43 @@ def test_a_model_without_the_export_is_refused_unless_pickle_is_allowed(
     assert torch.equal(with_export.predict(files), without.predict(files))
 
 
+def test_a_model_without_the_export_whose_code_is_gone_says_so_with_allow_pickle(
+    store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial logged by other code (an older lrsweep, a model class of one's own): without
+    the export, --allow-pickle unpickles a model whose class this Python lacks, which said
+    only "cannot be read (ModuleNotFoundError: No module named ...)"; without --allow-pickle
+    the refusal offered unpickling as the only way."""
+    import importlib
+    import sys
+
+    (tmp_path / "gone_models.py").write_text(
+        "import torch\n"
+        "class GoneNet(torch.nn.Linear):\n"
+        "    def forward(self, x):\n"
+        "        return super().forward(x.flatten(1))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = importlib.import_module("gone_models").GoneNet(3 * 12 * 12, 3)
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    run_id = tracker.start_run(tracker.ensure_experiment(EXPERIMENT), run_name="grid-seed0")
+    fields = {"classes": ["a", "b", "c"], "image_size": 12, "in_channels": 3}
+    metadata = {"predictor": {**fields, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    tracker.log_pytorch_model(run_id, model, torch.zeros(2, 3, 12, 12), metadata)
+    tracker.end_run(run_id)
+    monkeypatch.delitem(sys.modules, "gone_models")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    model_uri = f"runs:/{run_id}/model"
+    refused = _predict(model_uri, uri=tracker.uri, images=store["images"])
+    assert refused.exit_code == 2 and "re-run the trial with this lrsweep" in refused.stderr
+    result = _predict(model_uri, "--allow-pickle", uri=tracker.uri, images=store["images"])
+    assert result.exit_code == 2 and result.stdout == ""
+    said = result.stderr.strip()
+    assert said.startswith(f"Error: model {model_uri}: its pickled model names code this Python")
+    assert "No module named 'gone_models'" in said and "re-run the trial" in said
+    assert len(said.splitlines()) == 1
+
+
 class _Payload:
     """Unpickling this writes ``marker``: what a malicious model file would do."""
 
