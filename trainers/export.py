@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,10 +31,22 @@ from trainers.models import ARCHS, GroupedModel, build_model
 if TYPE_CHECKING:
     from trainers.learner import Learner
 
-__all__ = ["EXPORT_FORMAT", "Predictor", "export", "export_metadata", "load_learner"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "PREDICT_BATCH",
+    "Predictor",
+    "export",
+    "export_metadata",
+    "load_learner",
+]
 
 EXPORT_FORMAT = _checkpoint.EXPORT_FORMAT
 """The ``format`` of an export file (a ``learn.save`` checkpoint is another format)."""
+
+PREDICT_BATCH = 64
+"""At most this many images go through the model at once in :meth:`Predictor.predict`: a long
+list of files, or a large batch, is decoded and run in chunks of this size, so memory does not
+grow with the number of images (512 images of 128 px in one resnet18 pass took 1.1 GB more)."""
 
 _KEYS = (
     "arch",
@@ -95,7 +108,8 @@ class Predictor:
 
         ``x``: an image file's path, a PIL image, a list of them, uint8 pixels ``(C, H, W)`` /
         ``(N, C, H, W)`` (resized to :attr:`image_size`), or normalised float images of that
-        size.
+        size. A batch or list of more than :data:`PREDICT_BATCH` images is run in chunks of
+        that many (the same probabilities, in bounded memory).
 
         Raises:
             ValueError: for a tensor of another rank, channel count or (float) size, or a file
@@ -120,9 +134,17 @@ class Predictor:
             resize_method=self.resize_method,
             normalise=self.normalise,
         )
-        batch, single = model_input(x, fmt, stacklevel=3)
-        with eval_mode(self.model), torch.no_grad():
-            probs = self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
+        many = isinstance(x, list | tuple) or (
+            isinstance(x, torch.Tensor | np.ndarray) and x.ndim == 4
+        )
+        step = PREDICT_BATCH
+        chunks = [x[i : i + step] for i in range(0, len(x), step)] if many and len(x) else [x]
+        parts = []
+        for chunk in chunks:  # decoded and run a chunk at a time: memory stays bounded
+            batch, single = model_input(chunk, fmt, stacklevel=3)
+            with eval_mode(self.model), torch.no_grad():
+                parts.append(self.model(batch.to(self.device)).float().softmax(dim=1).cpu())
+        probs = torch.cat(parts)
         return probs[0] if single else probs
 
     def to(self, device: str | torch.device) -> Predictor:

@@ -307,6 +307,27 @@ def test_an_export_or_checkpoint_of_pickle_protocol_0_or_1_is_named_and_not_unpi
         assert "weights_only=False" not in str(refused.value)
 
 
+def test_a_predictor_runs_many_images_in_chunks_with_the_same_probabilities(
+    learn: Learner, folder: Path, tmp_path: Path
+) -> None:
+    """A list of thousands of files, or a large uint8 batch, went through the model in one
+    pass: memory grew with the number of images until the process was killed."""
+    from trainers.export import PREDICT_BATCH
+
+    predictor = load_learner(learn.export(tmp_path / "m.pt"), device="cpu")
+    sizes: list[int] = []
+    predictor.model.register_forward_hook(lambda _m, args, _out: sizes.append(len(args[0])))
+    pixels = torch.randint(0, 256, (2 * PREDICT_BATCH + 5, 3, 20, 20), dtype=torch.uint8)
+    probs = predictor.predict(pixels)
+    assert sizes == [PREDICT_BATCH, PREDICT_BATCH, 5]
+    one_by_one = torch.stack([predictor.predict(image) for image in pixels])
+    assert torch.allclose(probs, one_by_one, atol=1e-6)
+    files = [_valid_file(folder, name) for name in COLOURS] * (PREDICT_BATCH // 3 + 1)
+    sizes.clear()
+    assert predictor.predict_class(files) == list(COLOURS) * (PREDICT_BATCH // 3 + 1)
+    assert sizes == [PREDICT_BATCH, len(files) - PREDICT_BATCH]
+
+
 def test_a_predictor_stays_where_it_was_when_a_device_is_not_there(
     learn: Learner, tmp_path: Path
 ) -> None:
