@@ -211,6 +211,14 @@ def _check_images(files: list[Path], taken_for_experiment: str | None) -> None:
             f"no image files given{nor}: lrsweep predict EXPERIMENT|MODEL IMAGE... (with "
             "--trial: lrsweep predict --trial RUN_ID IMAGE...)."
         )
+    folders = [path for path in files if path.is_dir()]
+    if folders:
+        empty = [str(path) for path in folders if not any(path.iterdir())]
+        said = f" ({', '.join(empty)}: empty)" if empty else ""
+        raise fail(
+            f"{', '.join(map(str, folders))} is a folder, not an image file{said}: give the "
+            f"image files in it (e.g. {folders[0] / '*.png'})."
+        )
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise fail(f"no such image file: {', '.join(missing)}.")

@@ -430,6 +430,24 @@ def test_predict_with_a_trial_and_no_image_says_so(store: dict[str, Any]) -> Non
     assert result.stderr.startswith("Error: no image files given (missing.png is no file): ")
 
 
+@pytest.mark.parametrize(("holds", "said"), [([], " (FOLDER: empty)"), (["a.png"], "")])
+def test_a_folder_given_as_an_image_is_named_as_a_folder(
+    store: dict[str, Any], tmp_path: Path, holds: list[str], said: str
+) -> None:
+    """It was "no such image file: FOLDER", of a folder that is there."""
+    folder = tmp_path / "FOLDER"
+    folder.mkdir()
+    for name in holds:
+        (folder / name).write_bytes(store["images"][0].read_bytes())
+    model_uri = f"runs:/{store['grid']}/model"
+    result = _predict(model_uri, str(store["images"][0]), str(folder), uri=store["uri"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"Error: {folder} is a folder, not an image file{said.replace('FOLDER', str(folder))}: "
+        f"give the image files in it (e.g. {folder}/*.png)."
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
