@@ -24,6 +24,7 @@ import torch
 from sweeps import _fitting
 from sweeps._reporter import TrialRecord
 from trainers import Learner
+from trainers._checkpoint import read_safely
 
 logger = logging.getLogger("sweeps.trial")  # its messages, as before the split
 
@@ -36,15 +37,33 @@ def restore(learn: Learner, folder: Path | None, task: Any) -> dict[str, Any] | 
     """Load a Tune checkpoint into ``learn``; return its metadata (None on a fresh start)."""
     if folder is None:
         return None
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta = _read_meta(folder / META_FILE)
     resize = _fitting.resizer(task)
     if resize is not None:  # the loaders the checkpoint was taken on (their size is checked)
         learn.dls = resize.sized(meta.get("image_size"), learn.dls)
     learn.load(folder / LEARNER_FILE)
     best_file = folder / BEST_MODEL_FILE
     if best_file.exists():
-        meta["best_state"] = torch.load(best_file, map_location="cpu", weights_only=True)
+        meta["best_state"] = read_safely(best_file, "trial checkpoint's best model")
     logger.info("trial resumes at epoch %d in run %s", len(learn.history), meta["run_id"])
+    return meta
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``trial.json`` of a Tune checkpoint; a file cut short or damaged is named (json's own
+    error named no file, and a retried trial failed with it)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"trial checkpoint file {str(path)!r} cannot be read ({type(err).__name__}: {err}): "
+            "the checkpoint is damaged or cut short (a full disk, or a copy interrupted)."
+        ) from err
+    if not isinstance(meta, dict) or "run_id" not in meta:
+        raise ValueError(
+            f"trial checkpoint file {str(path)!r} holds no trial record (no run_id): the "
+            "checkpoint is damaged or was not written by lrsweep."
+        )
     return meta
 
 

@@ -633,3 +633,24 @@ def test_the_logged_models_files_are_the_datas_and_a_gap_in_them_fails_no_trial(
     assert "the logged model holds no weights-only export: export needs the data's ['mean']" in (
         caplog.text
     )
+
+
+@pytest.mark.parametrize(
+    ("damaged", "named"),
+    [
+        ("trial.json", "trial checkpoint file '.*trial.json' cannot be read"),
+        ("best_model.pt", "trial checkpoint's best model file '.*best_model.pt' cannot be read"),
+        ("learner.pt", "checkpoint file '.*learner.pt' cannot be read"),
+    ],
+)
+def test_a_damaged_tune_checkpoint_names_its_file(damaged: str, named: str) -> None:
+    """A retried trial restores its Tune checkpoint; a file of it cut short (a full disk)
+    failed the trial with json's or torch's own error, which named no file."""
+    from sweeps.trial import _checkpointer, _restore
+
+    learn = _learner()
+    folder = _checkpointer(TrialRecord(run_id="r"))(learn, learn.model.state_dict())
+    file = folder / damaged
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    with pytest.raises(ValueError, match=named):
+        _restore(_learner(), folder, validate_spec(SPEC).task)
