@@ -26,8 +26,10 @@ from trainers.data._image_folder import fit_rgb
 
 __all__ = [
     "NOT_NORMALISED",
+    "PREDICT_BATCH",
     "ImageFormat",
     "ImageInput",
+    "chunked_probabilities",
     "fit_uint8",
     "model_input",
     "normalised_bound",
@@ -80,6 +82,13 @@ NOT_NORMALISED = 30.0
 """A float input with values beyond this is taken for 0..255 pixels given as floats (a
 normalised image stays within a few units of 0), and :func:`model_input` warns, when the
 format does not know its statistics (else beyond three times :func:`normalised_bound`)."""
+
+
+PREDICT_BATCH = 64
+"""At most this many images go through the model at once in ``Learner.predict`` and
+:meth:`~trainers.export.Predictor.predict`: a long list of files, or a large batch, is decoded
+and run in chunks of this size, so memory does not grow with the number of images (512 images
+of 128 px in one resnet18 pass took 1.1 GB more)."""
 
 
 def normalised_bound(fmt: ImageFormat) -> float | None:
@@ -145,6 +154,30 @@ def model_input(
             f"a PIL image or a list of them, but got a {type(x).__name__}."
         )
     return _tensor_input(torch.as_tensor(x), fmt, stacklevel + 2)
+
+
+def chunked_probabilities(
+    x: ImageInput,
+    fmt: ImageFormat,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    stacklevel: int,
+) -> torch.Tensor:
+    """``forward``'s class probabilities of ``x``, fitted to ``fmt`` by
+    :func:`~trainers._image_input.model_input`: a list or batch of more than
+    :data:`PREDICT_BATCH` images is decoded and run in chunks of that many, so memory does not
+    grow with the number of images. ``stacklevel``: as ``model_input``'s, from this function's
+    caller."""
+    many = isinstance(x, list | tuple) or (isinstance(x, torch.Tensor | np.ndarray) and x.ndim == 4)
+    step = PREDICT_BATCH
+    chunks = [x[i : i + step] for i in range(0, len(x), step)] if many and len(x) else [x]
+    parts = []
+    single = False
+    for chunk in chunks:
+        batch, single = model_input(chunk, fmt, stacklevel=stacklevel + 1)
+        parts.append(forward(batch))
+    probs = torch.cat(parts)
+    return probs[0] if single else probs
 
 
 def _tensor_input(x: torch.Tensor, fmt: ImageFormat, stacklevel: int) -> tuple[torch.Tensor, bool]:

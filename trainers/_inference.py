@@ -21,6 +21,7 @@ from torch import nn
 
 from trainers._image_input import ImageFormat as ImageFormat  # re-exported, as each `X as X`
 from trainers._image_input import ImageInput as ImageInput
+from trainers._image_input import chunked_probabilities
 from trainers._image_input import model_input as model_input
 from trainers._numbers import is_real
 from trainers._training import METRICS, check_loss_value, per_item_loss
@@ -175,14 +176,16 @@ def predict(learn: Learner, x: ImageInput) -> torch.Tensor:
         ValueError: see :func:`~trainers._image_input.model_input`.
         FileNotFoundError: for a path that does not exist.
     """
-    # a warning names the user's call of Learner.predict, which calls this
-    batch, single = model_input(x, ImageFormat.of(learn.dls), stacklevel=3)
     acc = learn.accelerator
-    # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
-    with eval_mode(learn.model), torch.no_grad(), acc.autocast():
-        out = acc.output(learn.model(acc.batch(batch.to(learn.device))))
-    probs = out.softmax(dim=1).cpu()
-    return probs[0] if single else probs
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        # uncompiled: one-off calls of any batch size; each module's mode is restored afterwards
+        with eval_mode(learn.model), torch.no_grad(), acc.autocast():
+            out = acc.output(learn.model(acc.batch(batch.to(learn.device))))
+        return out.float().softmax(dim=1).cpu()
+
+    # a warning names the user's call of Learner.predict, which calls this
+    return chunked_probabilities(x, ImageFormat.of(learn.dls), forward, stacklevel=3)
 
 
 def tta(learn: Learner, n: int = 4, *, beta: float = 0.25, seed: int = 0) -> dict[str, Any]:

@@ -18,12 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from trainers import _checkpoint
-from trainers._inference import ImageFormat, ImageInput, eval_mode, model_input
+from trainers import _checkpoint, _image_input
+from trainers._inference import ImageFormat, ImageInput, eval_mode
 from trainers.data._image_folder import RESIZE_METHODS
 from trainers.data._loaders import normalising
 from trainers.models import ARCHS, GroupedModel, build_model
@@ -43,10 +42,7 @@ __all__ = [
 EXPORT_FORMAT = _checkpoint.EXPORT_FORMAT
 """The ``format`` of an export file (a ``learn.save`` checkpoint is another format)."""
 
-PREDICT_BATCH = 64
-"""At most this many images go through the model at once in :meth:`Predictor.predict`: a long
-list of files, or a large batch, is decoded and run in chunks of this size, so memory does not
-grow with the number of images (512 images of 128 px in one resnet18 pass took 1.1 GB more)."""
+PREDICT_BATCH = _image_input.PREDICT_BATCH
 
 _KEYS = (
     "arch",
@@ -134,18 +130,12 @@ class Predictor:
             resize_method=self.resize_method,
             normalise=self.normalise,
         )
-        many = isinstance(x, list | tuple) or (
-            isinstance(x, torch.Tensor | np.ndarray) and x.ndim == 4
-        )
-        step = PREDICT_BATCH
-        chunks = [x[i : i + step] for i in range(0, len(x), step)] if many and len(x) else [x]
-        parts = []
-        for chunk in chunks:  # decoded and run a chunk at a time: memory stays bounded
-            batch, single = model_input(chunk, fmt, stacklevel=3)
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
             with eval_mode(self.model), torch.no_grad():
-                parts.append(self.model(batch.to(self.device)).float().softmax(dim=1).cpu())
-        probs = torch.cat(parts)
-        return probs[0] if single else probs
+                return self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
+
+        return _image_input.chunked_probabilities(x, fmt, forward, stacklevel=3)
 
     def to(self, device: str | torch.device) -> Predictor:
         """Move the model to ``device`` (in place); returns self."""

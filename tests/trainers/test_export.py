@@ -328,6 +328,25 @@ def test_a_predictor_runs_many_images_in_chunks_with_the_same_probabilities(
     assert sizes == [PREDICT_BATCH, len(files) - PREDICT_BATCH]
 
 
+def test_learner_predict_runs_many_images_in_chunks_as_the_predictor_does(
+    learn: Learner, tmp_path: Path
+) -> None:
+    """``Learner.predict`` ran a large batch through the model in one pass as the predictor
+    did: the same chunks now, and the predictor's probabilities."""
+    from trainers.export import PREDICT_BATCH
+
+    pixels = torch.randint(0, 256, (PREDICT_BATCH + 3, 3, 20, 20), dtype=torch.uint8)
+    expected = load_learner(learn.export(tmp_path / "m.pt"), device="cpu").predict(pixels)
+    sizes: list[int] = []
+    hook = learn.model.register_forward_hook(lambda _m, args, _out: sizes.append(len(args[0])))
+    try:
+        probs = learn.predict(pixels)
+    finally:
+        hook.remove()
+    assert sizes == [PREDICT_BATCH, 3]
+    assert torch.allclose(probs, expected, atol=1e-6)
+
+
 def test_a_predictor_stays_where_it_was_when_a_device_is_not_there(
     learn: Learner, tmp_path: Path
 ) -> None:
