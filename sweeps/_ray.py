@@ -156,6 +156,7 @@ class _SearchesInOne(Searcher):
                         search.param_space,
                         num_samples=search.num_samples,
                         searcher=search.searcher,
+                        seeds_apart=search.seeds_apart,
                     )
                 )
 

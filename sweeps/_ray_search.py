@@ -110,13 +110,18 @@ def build_searcher(spec: SearcherSpec, param_space: Mapping[str, Any]) -> Any:
 
 
 def sample_configs(
-    param_space: Mapping[str, Any], *, num_samples: int, searcher: SearcherSpec | None = None
+    param_space: Mapping[str, Any],
+    *,
+    num_samples: int,
+    searcher: SearcherSpec | None = None,
+    seeds_apart: bool = False,
 ) -> list[dict[str, Any]]:
     """The trial configs of a search, drawn without running anything (also a dry run).
 
     Grid and random spaces go through Ray's variant generator, seeded by ``searcher.seed``
     (``random``) so the draws repeat; an Optuna searcher is asked for ``num_samples``
-    suggestions with no results told back, as for trials started at once.
+    suggestions with no results told back, as for trials started at once. ``seeds_apart``
+    orders them each seed's first config, then each seed's second ... (by ``seed``).
     """
     from ray.tune.search.variant_generator import generate_variants
 
@@ -125,11 +130,23 @@ def sample_configs(
         algo = build_searcher(searcher, space)
         return [merge(space, algo.suggest(f"dry-{i}")) for i in range(num_samples)]
     rng = np.random.default_rng(searcher.seed if searcher else 0)
-    return [
+    configs = [
         resolved
         for _ in range(num_samples)
         for _, resolved in generate_variants(space, random_state=rng)
     ]
+    return _seeds_in_turn(configs) if seeds_apart else configs
+
+
+def _seeds_in_turn(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``configs`` reordered by their rank among the configs of their seed (stable)."""
+    seen: dict[Any, int] = {}
+    ranks = []
+    for config in configs:
+        ranks.append(seen.get(config.get("seed"), 0))
+        seen[config.get("seed")] = ranks[-1] + 1
+    order = sorted(range(len(configs)), key=lambda i: ranks[i])
+    return [configs[i] for i in order]
 
 
 def merge(space: Mapping[str, Any], suggested: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,8 @@ class Search:
         num_samples: Ray Tune's ``num_samples`` (multiplied by the grid size).
         n_trials: The number of trials this search creates.
         searcher: The search algorithm, or None for Ray's default variant generator.
+        seeds_apart: Serve the trials of a grid seed by seed in turn (each seed's first
+            trial, then each seed's second ...), not every trial of a seed in a row.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Search:
     num_samples: int
     n_trials: int
     searcher: SearcherSpec | None = field(default=None)
+    seeds_apart: bool = False
 
 
 class Strategy(ABC):
@@ -92,10 +95,14 @@ class Strategy(ABC):
     def _constants(self) -> dict[str, Any]:
         return {"strategy": self.kind, "arm": self.arm_name}
 
-    def _grid(self, axes: dict[str, Sequence[Any]], **fixed: Any) -> list[Search]:
+    def _grid(
+        self, axes: dict[str, Sequence[Any]], *, seeds_apart: bool = False, **fixed: Any
+    ) -> list[Search]:
         """One search over every combination of the seeds and ``axes``; ``fixed`` values as is.
 
-        Keys keep their order (seed first), which fixes the order Tune expands the grid in.
+        Tune expands a grid in the order of its keys' names, the first name changing fastest
+        (``lr`` before ``seed``: a seed's every LR, then the next seed); ``seeds_apart``
+        serves the seeds in turn instead (:class:`Search`).
         """
         space = {**self._constants(), "seed": grid_search(self.seeds)}
         n_trials = len(self.seeds)
@@ -111,5 +118,6 @@ class Strategy(ABC):
                 param_space=space,
                 num_samples=1,
                 n_trials=n_trials,
+                seeds_apart=seeds_apart,
             )
         ]

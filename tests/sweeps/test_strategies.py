@@ -51,7 +51,10 @@ def _configs(strategy: Strategy) -> list[dict[str, Any]]:
         config
         for search in strategy.searches()
         for config in sample_configs(
-            search.param_space, num_samples=search.num_samples, searcher=search.searcher
+            search.param_space,
+            num_samples=search.num_samples,
+            searcher=search.searcher,
+            seeds_apart=search.seeds_apart,
         )
     ]
 
@@ -112,6 +115,14 @@ def test_lr_finder_crosses_rules_with_seeds_and_leaves_lr_to_the_trial() -> None
     expected = sorted((r, s) for r in ARMS["lr_finder"]["suggest"] for s in SEEDS)
     assert pairs == expected
     assert all("lr" not in c for c in configs)
+
+
+def test_lr_finder_serves_every_seed_of_a_rule_before_the_next_rule() -> None:
+    # trials started side by side are of other seeds: the seed's first trial has run the range
+    # test the next rule's trial of that seed reads (served seed by seed, both ran it)
+    configs = _configs(_strategy("lr_finder"))
+    order = [(c["rule"], c["seed"]) for c in configs]
+    assert order == [(r, s) for r in ARMS["lr_finder"]["suggest"] for s in SEEDS]
 
 
 @pytest.mark.parametrize(
