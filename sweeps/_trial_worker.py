@@ -1,4 +1,5 @@
-"""A trial worker's once-per-process state: its MLflow client per store and the warm-up.
+"""A trial worker's once-per-process state: its MLflow client per store and the warm-up; and
+the data's warnings the driver said already, kept out of a worker's console.
 
 Ray reuses a worker process for several trials of a sweep: :func:`tracker` keeps one
 ``Tracker`` per store in it, and making the first also runs :func:`warm_up` (the process's
@@ -11,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -67,3 +70,28 @@ def warm_up() -> None:
         _init_packages_to_modules_map()
     except (ImportError, AttributeError):
         pass
+
+
+DATA_LOGGER = "trainers.data"
+"""The logger of the data's warnings (its modules' loggers are its children)."""
+
+
+@contextlib.contextmanager
+def data_warnings_said(said: bool) -> Iterator[None]:
+    """Keep the data's warnings (a class folder of a single image, a class with no validation
+    image) out of this block's log when ``said``: the driver opened the same data before the
+    sweep and said them once; every trial's worker opening it said them again.
+
+    Errors still show; without ``said`` (a cluster's driver reads no image folder) nothing
+    changes.
+    """
+    if not said:
+        yield
+        return
+    data_logger = logging.getLogger(DATA_LOGGER)
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        data_logger.setLevel(level)

@@ -371,7 +371,14 @@ def _execute(
     restoring: bool = False,
 ) -> SweepResult:
     experiment_id, parent_run_id = state["experiment_id"], state["parent_run_id"]
-    context = TrialContext(spec, tracker.uri, experiment_id, parent_run_id, state["sweep_id"])
+    context = TrialContext(
+        spec,
+        tracker.uri,
+        experiment_id,
+        parent_run_id,
+        state["sweep_id"],
+        data_said=address is None,  # the local preflight opened the data (``_preflight``)
+    )
     progress = progress or SweepProgress()
     started_ray = not _ray.is_initialized()
     interrupts = Interrupts(

@@ -68,6 +68,7 @@ from sweeps._trial_run import REPORTED_METRICS as REPORTED_METRICS  # re-exporte
 from sweeps._trial_run import ended_result as ended_result
 from sweeps._trial_run import find_run, log_new_params, report_if_ended, trial_params
 from sweeps._trial_run import open_run as _open_run
+from sweeps._trial_worker import data_warnings_said as _data_warnings_said
 from sweeps._trial_worker import tracker as _tracker
 from sweeps._trial_worker import warm_up as _warm_up  # noqa: F401 (re-exported)
 from sweeps.stoppers import from_spec
@@ -92,6 +93,9 @@ class TrialContext:
         experiment_id: The sweep's experiment.
         parent_run_id: The sweep execution's parent run.
         sweep_id: The sweep execution's id (tag ``sweeps.sweep_id``).
+        data_said: The driver opened the data before the sweep (a local sweep's preflight)
+            and said its warnings (a class of a single image ...): the trials keep them out
+            of the console instead of each saying them again.
     """
 
     spec: Any
@@ -99,6 +103,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     sweep_id: str
+    data_said: bool = False
 
 
 def _arm_spec(spec: Any, arm: str) -> Any:
@@ -182,7 +187,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
     _ray.quiet_trial_logs()
     tracker = _tracker(context.tracking_uri)
-    dls = _dataloaders(task, seed)
+    with _data_warnings_said(context.data_said):
+        dls = _dataloaders(task, seed)
     learn = _learner(task, dls, seed)
     with _ray.resume_checkpoint() as folder:
         # A recipe cannot continue mid-way: it restarts (same seed, same run, no epoch re-logged).

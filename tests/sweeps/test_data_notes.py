@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from _cli_helpers import tiny_spec
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -240,6 +242,22 @@ def test_an_image_folders_class_of_a_single_image_is_warned_of_once(
     # the notes are still counted, from the labels the data check read, and read as notes
     assert "\nNote: task.dataset: the validation set holds 6 images" in done.stderr, done.stderr
     assert "WARNING sweeps.run" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_trials_of_a_local_sweep_do_not_repeat_the_datas_warnings(tmp_path: Path) -> None:
+    """The driver's data check warned of the class of one image; each trial's worker, opening
+    the same folder, warned of it again (and of that class's missing validation image)."""
+    spec = tiny_spec("one-image-class")
+    spec["task"]["dataset"] = {"name": "image_folder", "path": str(tmp_path / "images")}
+    _folder_with_a_class_of_one(tmp_path / "images")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    done = _lrsweep(
+        tmp_path, "run", "spec.yaml", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("has a single image") == 1, done.stderr
+    assert done.stderr.count("no validation image of class 'one'") == 1, done.stderr
 
 
 @pytest.mark.parametrize("batch_size", [478, 479, 480, 719, 720, 1437, 1438])
