@@ -9,7 +9,13 @@ from typing import Any
 
 from sweeps._location import Location
 from sweeps._resume_command import resume_command
-from sweeps.tracking import TAG_ADDRESS, TAG_CLEANED, TAG_RESUMABLE, TAG_STORAGE_PATH
+from sweeps.tracking import (
+    TAG_ADDRESS,
+    TAG_CLEANED,
+    TAG_CURVE_CUT,
+    TAG_RESUMABLE,
+    TAG_STORAGE_PATH,
+)
 
 __all__ = ["failed_trials_note", "resume_of", "status_note"]
 
@@ -63,7 +69,19 @@ def failed_trials_note(parent: Any, children: list[Any], tracking_uri: str | Non
     return (
         f"Partly failed: {len(failed)} of {len(children)} trial runs failed{why}. The "
         "losses and error rates count only trial runs that finished (the failed ones' epochs "
-        f"and compute are counted, as spent); {then}"
+        f"and compute are counted, as spent{_cut(failed)}); {then}"
+    )
+
+
+def _cut(failed: list[Any]) -> str:
+    """What the note adds for failed runs whose worker died before sending its last points."""
+    cut = sum(run.data.tags.get(TAG_CURVE_CUT) == "true" for run in failed)
+    if not cut:
+        return ""
+    runs = "its curve stops" if cut == 1 else "their curves stop"
+    return (
+        f"; {cut} of them lost their worker before it sent its last metric points: {runs} "
+        "short of what was trained, and those epochs and seconds are not counted"
     )
 
 

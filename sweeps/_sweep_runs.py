@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sweeps._retry import redact_text
 from sweeps._retry import retrying as _retrying
-from sweeps._tags import PARENT_TAG, TAG_TRIAL_ID, TERMINAL_STATUSES
+from sweeps._tags import PARENT_TAG, TAG_CURVE_CUT, TAG_TRIAL_ID, TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from sweeps.tracking import Tracker
@@ -158,7 +158,8 @@ def close_unfinished(
     """End every child of ``parent_run_id`` still RUNNING with ``status``; return their ids.
 
     ``errors`` (trial id -> error, what Ray Tune knows of a trial whose worker died before
-    it could close its run) becomes a FAILED run's ``sweeps.error`` tag. Every such run is
+    it could close its run) becomes a FAILED run's ``sweeps.error`` tag, and a FAILED run is
+    tagged ``sweeps.curve_cut`` (its trial's unsent points died with it). Every such run is
     closed even when one of them (its tag or its status) cannot be written; the first error
     is raised after the others were tried.
     """
@@ -175,13 +176,12 @@ def close_unfinished(
                 tags = run.data.tags
                 if status == "FAILED":
                     error = (errors or {}).get(tags.get(TAG_TRIAL_ID, ""))
-                    failed = (
-                        {} if "sweeps.stop_reason" in tags else {"sweeps.stop_reason": "failed"}
-                    )
+                    failed = {TAG_CURVE_CUT: "true"}
+                    if "sweeps.stop_reason" not in tags:
+                        failed["sweeps.stop_reason"] = "failed"
                     if error and "sweeps.error" not in tags:
                         failed["sweeps.error"] = redact_text(error)[:500]
-                    if failed:
-                        tracker.set_tags(run_id, failed)
+                    tracker.set_tags(run_id, failed)
             finally:  # a run whose tag could not be written is closed all the same
                 tracker.end_run(run_id, status)
             closed.append(run_id)

@@ -11,6 +11,7 @@ __all__ = [
     "TAG_ADDRESS",
     "TAG_CLEANED",
     "TAG_CREATE_KEY",
+    "TAG_CURVE_CUT",
     "TAG_FAILED_FOR_GOOD",
     "TAG_KIND",
     "TAG_RESUMABLE",
@@ -39,4 +40,9 @@ without credentials), what ``lrsweep resume --storage-path`` takes; set by every
 TAG_ADDRESS = "sweeps.address"
 """Sweep run tag: the Ray cluster it last ran on (``--address``), ``local`` for a Ray of its
 own; set by every run and resume."""
+TAG_CURVE_CUT = "sweeps.curve_cut"
+"""Trial run tag, ``true``: the driver closed the run FAILED after its trial ended without
+closing it (its worker killed: SIGKILL, the OOM killer), so the metric points the trial held
+back (up to ``tracking.flush_every_s`` of them) never reached the run: its curve, epochs and
+compute stop short of what it trained. A retry (``lrsweep resume``) drops it."""
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")

@@ -17,7 +17,7 @@ from sweeps import _ray
 from sweeps._best_result import BEST_EPOCH_TAG, best_epoch_of
 from sweeps._reporter import flatten_params
 from sweeps.spec import redact
-from sweeps.tracking import TAG_SWEEP_ID, TAG_TRIAL_ID, Tracker
+from sweeps.tracking import TAG_CURVE_CUT, TAG_SWEEP_ID, TAG_TRIAL_ID, Tracker
 
 if TYPE_CHECKING:
     from sweeps.trial import TrialContext
@@ -112,10 +112,11 @@ def open_run(
 
 
 def _drop_failure_tags(tracker: Tracker, run_id: str) -> None:
-    """A retry starts clean: the last try's ``sweeps.error`` and ``stop_reason=failed`` go (a
+    """A retry starts clean: the last try's ``sweeps.error``, ``sweeps.curve_cut`` (the retry
+    sends what its checkpoint held and trains the rest again) and ``stop_reason=failed`` go (a
     retry that then finishes, or is interrupted, would show them)."""
     tags = tracker.get_run(run_id).data.tags
-    stale = [key for key in ("sweeps.error",) if key in tags]
+    stale = [key for key in ("sweeps.error", TAG_CURVE_CUT) if key in tags]
     if tags.get("sweeps.stop_reason") == "failed":
         stale.append("sweeps.stop_reason")
     tracker.delete_tags(run_id, stale)

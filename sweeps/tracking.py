@@ -68,6 +68,7 @@ from sweeps._tags import PARENT_TAG as PARENT_TAG  # re-exported, as every tag b
 from sweeps._tags import TAG_ADDRESS as TAG_ADDRESS
 from sweeps._tags import TAG_CLEANED as TAG_CLEANED
 from sweeps._tags import TAG_CREATE_KEY as TAG_CREATE_KEY
+from sweeps._tags import TAG_CURVE_CUT as TAG_CURVE_CUT
 from sweeps._tags import TAG_FAILED_FOR_GOOD as TAG_FAILED_FOR_GOOD
 from sweeps._tags import TAG_KIND as TAG_KIND
 from sweeps._tags import TAG_RESUMABLE as TAG_RESUMABLE

@@ -959,6 +959,7 @@ def seen(result):
             "sweeps.resumable")],
         "note": report.status_note,
         "n_runs": len(runs),
+        "cut": sorted(r.data.tags.get("sweeps.curve_cut", "") for r in runs),
     }
 
 
@@ -992,8 +993,11 @@ def test_a_sweep_with_a_failed_trial_stays_resumable_and_resume_retries_it(
         f"--tracking-uri sqlite:///{tmp_path}/mlflow.db"
     )
     assert f"`{command}` retries the failed trials" in before["note"]
+    # its unsent points died with its worker: the run and the note say its curve is cut
+    assert before["cut"] == ["", "true"]
+    assert "1 of them lost their worker before it sent its last metric points" in before["note"]
     # resume retries the failed trial in its own run; the sweep is then finished, as any other
-    assert after["failed"] == [] and after["n_runs"] == 2
+    assert after["failed"] == [] and after["n_runs"] == 2 and after["cut"] == ["", ""]
     assert after["runs"] == [["FINISHED", ""], ["FINISHED", ""]]
     assert after["parent"] == "FINISHED" and after["finished"] is True
     assert after["checkpoints"] == [] and after["note"] == ""
