@@ -6,6 +6,7 @@ import logging
 import math
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,7 +87,8 @@ def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
 
     Raises:
         FileNotFoundError: its folder does not exist.
-        ValueError: it is a folder, or (a plot) its format is not one matplotlib writes here
+        ValueError: it is a folder, its folder cannot be written (a probe file is made there
+            and removed), or (a plot) its format is not one matplotlib writes here
             (``.pgf`` needs the TeX program matplotlib runs for it).
     """
     if not target.parent.is_dir():
@@ -96,6 +98,14 @@ def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
     if target.is_dir():
         example = target / ("lr_find.png" if plot else "lr_find.json")
         raise ValueError(f"{option} {str(target)!r} is a folder; give a file name, e.g. {example}.")
+    try:  # a read-only folder: said now, not after the test (files are written beside it too)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".lrsweep-probe-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{option} {str(target)!r}: cannot write in the folder {str(target.parent)!r} "
+            f"({error.strerror or error}); give a path in a folder you can write to."
+        ) from None
     if not plot:
         return target
     if not target.suffix:

@@ -76,6 +76,9 @@ def test_lr_find_refuses_fp16_without_cuda_naming_the_option(tmp_path):
             r"--end-lr must be greater than --start-lr, but got --start-lr=1.0, --end-lr=0.1",
         ),
         (["--out", "/no/such/folder/x.png"], r"--out '/no/such/folder/x.png': the folder"),
+        # a folder no one can write in (root included): refused before the test, not after it
+        (["--out", "/proc/x.png"], r"--out '/proc/x.png': cannot write in the folder '/proc'"),
+        (["--json", "/proc/x.json"], r"--json '/proc/x.json': cannot write in the folder"),
         (["--image-size", "0"], r"--image-size must be a positive integer"),
         (["--batch-size", "0"], r"--batch-size must be a positive integer"),
         (["--amp", "fp8"], r"--amp / --channels-last / --compile: amp must be None, 'bf16'"),
