@@ -194,7 +194,8 @@ class LRFindResult:
         """Serialise to strict JSON (NaN/inf become the strings ``"NaN"``, ``"Infinity"``).
 
         Args:
-            path: When given, also write the JSON there (parent folders must exist).
+            path: When given, also write the JSON there (parent folders must exist), whole or
+                not at all: a failed write (a full disk) leaves any earlier file untouched.
 
         Returns:
             The JSON text.
@@ -212,7 +213,7 @@ class LRFindResult:
         }
         text = json.dumps(payload, allow_nan=False, indent=1)
         if path is not None:
-            Path(path).expanduser().write_text(text + "\n", encoding="utf-8")
+            _write_whole(Path(path).expanduser(), text + "\n")
         return text
 
     @classmethod
@@ -414,6 +415,21 @@ def _group_ratios(group_lrs: list[float]) -> list[float]:
             f"between layer groups, but got {group_lrs}; call learn.set_lrs([...]) first."
         )
     return [lr / group_lrs[-1] for lr in group_lrs]
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` in ``path`` by a temporary file beside it and ``os.replace``; an ``OSError``
+    names ``path``, not the temporary file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise type(error)(error.errno, error.strerror, str(path)) from error
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 __all__ = ["JSON_FORMAT", "LRFindResult", "check_lr_find_args", "exponential_lrs", "lr_find"]

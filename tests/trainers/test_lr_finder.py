@@ -7,6 +7,8 @@ import logging
 import math
 import random
 import re
+import resource
+import signal
 from functools import partial
 
 import numpy as np
@@ -655,3 +657,33 @@ def test_a_curve_too_short_for_a_rule_says_so_as_lr_find_does(trained):
 def test_result_refuses_a_trim_it_cannot_have(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LRFindResult(**{**_result().__dict__, **kwargs})
+
+
+def test_a_json_write_that_fails_partway_leaves_the_earlier_curve_whole(tmp_path):
+    """A full disk mid-write left an empty or cut file where a whole curve had been (and
+    ``lrsweep lr-find --json`` then exited 2 beside it). A file-size limit makes the write fail
+    partway, as a full disk does."""
+    path = tmp_path / "lr_find.json"
+    _result().to_json(path)
+    before = path.read_bytes()
+    n = 200
+    longer = LRFindResult(
+        lrs=tuple(exponential_lrs(1e-7, 10.0, n)),
+        losses=(1.0,) * n,
+        raw_losses=(1.0,) * n,
+        suggestions={},
+        stopped_early=False,
+        num_it_run=n,
+    )
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 100, limits[1]))
+    try:
+        with pytest.raises(OSError) as caught:
+            longer.to_json(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert path.read_bytes() == before
+    assert caught.value.filename == str(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["lr_find.json"]  # no temporary file left
