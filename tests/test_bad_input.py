@@ -563,11 +563,20 @@ def test_run_refuses_cpu_bf16_at_an_image_size_it_cannot_train(env: Env) -> None
             "task.dataset: the trials could not build 'digits': path is only used by the",
         ),
         (
+            ("task.dataset", {"name": "shapes", "options": {"n_per_class": 1}}),
+            "task.dataset: the trials could not split 'shapes' into training and validation",
+        ),
+        (
             ("task.model", {"arch": "resnet18", "pretrained": "IMAGENET1K_V3"}),
             "task.model.pretrained: pretrained='IMAGENET1K_V3' is neither an existing file nor",
         ),
     ],
-    ids=["dataset-option-value", "dataset-path-it-does-not-read", "torchvision-weights-name"],
+    ids=[
+        "dataset-option-value",
+        "dataset-path-it-does-not-read",
+        "dataset-with-nothing-to-hold-out",
+        "torchvision-weights-name",
+    ],
 )
 @pytest.mark.parametrize("command", ["run", "validate"])
 def test_run_refuses_what_every_trial_would_fail_on_before_starting(

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sweeps._data_notes import split_sizes
 from sweeps.preflight._report import PreflightError
 from sweeps.spec import SweepSpec
 from sweeps.spec._task import is_uri
@@ -40,8 +41,9 @@ def check_local_data(spec: SweepSpec, *, fetch: bool = True) -> ImageSource | No
     naming the files and where they belong. Remote paths are not read here.
 
     ``digits`` and ``shapes`` are opened (no pixel is rendered) as each trial opens them, so an
-    option value their builders refuse (``n_classes: 7``), or a ``path`` they do not read, is
-    reported here, not by every trial.
+    option value their builders refuse (``n_classes: 7``), a ``path`` they do not read, or
+    classes too small for ``valid_pct`` to hold an image out (``n_per_class: 1``) is reported
+    here, not by every trial.
 
     Args:
         spec: The sweep.
@@ -129,18 +131,28 @@ def check_portable_inputs(spec: SweepSpec) -> None:
 
 
 def _open_generated(spec: SweepSpec) -> ImageSource:
-    """Open a bundled or generated dataset with the spec's options, as each trial does."""
+    """Open a bundled or generated dataset with the spec's options, as each trial does, and
+    count its split by ``valid_pct`` (``shapes`` of one image a class has none to hold out)."""
     from trainers.data import open_dataset  # torch: imported only when there is data to check
 
     dataset = spec.task.dataset
     try:
-        return open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
+        source = open_dataset(dataset.name, seed=dataset.seed, path=dataset.path, **dataset.options)
     except (ValueError, TypeError, MemoryError, RuntimeError) as error:  # torch: out of memory
         raise PreflightError(
             f"task.dataset: the trials could not build {dataset.name!r}: {error} Fix "
             "task.dataset.options (or remove task.dataset.path, which it does not read) and run "
             "again."
         ) from None
+    try:
+        split_sizes(source.labels.bincount().tolist(), dataset.valid_pct)
+    except ValueError as error:
+        raise PreflightError(
+            f"task.dataset: the trials could not split {dataset.name!r} into training and "
+            f"validation images: {error} Give each class more images (task.dataset.options) "
+            "and run again."
+        ) from None
+    return source
 
 
 def check_local_weights(

@@ -382,6 +382,11 @@ def test_pretrained_weights_are_checked_against_the_datas_channels(tmp_path: Pat
             {"name": "shapes", "options": {"n_per_class": 0}},
             r"task\.dataset: .*n_per_class must be a positive integer, but got 0",
         ),
+        (  # one image a class: none to hold out (every trial failed on the split, retried)
+            {"name": "shapes", "options": {"n_per_class": 1}},
+            r"task\.dataset: the trials could not split 'shapes' into training and validation "
+            r"images: valid_pct=0\.2 leaves no validation images out of 3",
+        ),
         (
             {"name": "digits", "options": {"channels": 2}},
             r"task\.dataset: .*digits channels must be 1 or 3, but got 2",
