@@ -88,8 +88,9 @@ def at_stage(learn: Learner, task: Any, full: Any) -> None:
         learn.dls = resize.loaders_at(len(training_rows(learn.history)), full)
 
 
-def learner(task: Any, dls: Any, seed: int) -> Learner:
-    """A trial's Learner as the spec's ``task`` builds it: its model seeded with ``seed``."""
+def learner(task: Any, dls: Any, seed: int, *, device: str | None = None) -> Learner:
+    """A trial's Learner as the spec's ``task`` builds it: its model seeded with ``seed``, on
+    ``device`` (None: CUDA when visible, as a trial, whose GPUs Ray makes visible, has it)."""
     seed_everything(seed)
     model = build_model(
         task.model.arch,
@@ -109,6 +110,7 @@ def learner(task: Any, dls: Any, seed: int) -> Learner:
         channels_last=accelerator.channels_last,
         compile=accelerator.compile,
         fused_step=accelerator.fused_step,
+        device=device,
     )
 
 

@@ -180,8 +180,9 @@ def _from_spec(
     fine-tune), the test settings of the spec's first ``lr_finder`` arm, and the seed.
 
     Raises:
-        ValueError: a task option given beside --spec (naming the field to --set instead), or
-            an invalid spec (its errors, as ``lrsweep validate`` lists them).
+        ValueError: a task option given beside --spec (naming the field to --set instead), an
+            invalid spec (its errors, as ``lrsweep validate`` lists them), or a spec whose
+            trials train on a GPU on a machine without one.
     """
     import torch
 
@@ -202,6 +203,13 @@ def _from_spec(
         spec = load_spec(spec_path, overrides=overrides)
     except SpecError as error:
         raise ValueError(f"--spec: {error}") from None
+    gpu = spec.resources.gpu
+    if gpu > 0 and not torch.cuda.is_available():
+        raise ValueError(
+            f"--spec: its trials train on a GPU (resources.gpu: {gpu:g}) and this machine has "
+            "none, so the curve would not be theirs: run lr-find where they run, or pass "
+            "--set resources.gpu=0 to test training on the CPU."
+        )
     test = _Test()
     arm = next((a for a in spec.strategies if a.kind == "lr_finder"), None)
     if arm is not None:
@@ -210,7 +218,8 @@ def _from_spec(
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as a trial: the same curve
     task = spec.task
     dls = _fitting.dataloaders(task, chosen)
-    learn = _fitting.learner(task, dls, chosen)
+    # as a trial: Ray shows a trial of resources.gpu: 0 no GPU, though this machine may have one
+    learn = _fitting.learner(task, dls, chosen, device=None if gpu > 0 else "cpu")
     _fitting.at_stage(learn, task, dls)  # as a trial: on the first epochs' image size
     if task.fine_tune is not None:
         learn.freeze()  # as a trial: a transfer task's range test runs on the frozen model

@@ -195,6 +195,22 @@ def test_lr_find_of_a_spec_refuses_what_does_not_fit_it(
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without a GPU")
+def test_lr_find_of_a_gpu_spec_without_a_gpu_is_refused_saying_how_to_test_on_the_cpu(
+    tmp_path: Path,
+) -> None:
+    """The test ran on the CPU without a word, a curve of other numbers than the GPU trials'."""
+    args = ["--spec", str(DIGITS_SPEC), "--set", "resources.gpu=1", "--num-it", "30"]
+    result = CliRunner().invoke(app, ["lr-find", *args, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2, result.output
+    assert re.search(
+        r"--spec: its trials train on a GPU \(resources\.gpu: 1\) and this machine has none, .* "
+        r"pass --set resources\.gpu=0 to test training on the CPU",
+        " ".join(result.stderr.split()),
+    )
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_lr_find_takes_the_optimizer_and_weight_decay_a_task_would(tmp_path: Path) -> None:
     """Without --spec the test always ran AdamW with wd 0.01: an SGD sweep's range test could
     not be tried from the command line."""
