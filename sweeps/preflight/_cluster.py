@@ -368,6 +368,8 @@ def head_answers(host_port: str, timeout: float = ANSWER_TIMEOUT_S) -> str | Non
     gives up (a typo in ``--address``); a refused or unresolvable address is known at once.
     """
     host, _, port = host_port.rpartition(":")
+    if not port.isdigit():  # ray://HOST: gRPC would try port 443, not Ray Client's
+        return "no port given: Ray Client listens at ray://HOST:10001, a head at HOST:6379"
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             return None

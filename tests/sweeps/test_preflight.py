@@ -224,6 +224,17 @@ def test_an_address_where_nothing_answers_is_refused_at_once(host: str) -> None:
     assert (rewritten in str(raised.value)) == (head_address(address) != address)
 
 
+def test_a_ray_client_address_without_a_port_says_which_port() -> None:
+    """The message was "nothing answers at HOST (invalid literal for int() with base 10: ...)"."""
+    with pytest.raises(
+        PreflightError,
+        match=r"at ray://127\.0\.0\.1: nothing answers at 127\.0\.0\.1 \(no port given: Ray "
+        r"Client listens at ray://HOST:10001",
+    ):
+        connect("ray://127.0.0.1")
+    assert not ray.is_initialized()
+
+
 def test_a_head_that_answers_but_refuses_the_driver_names_token_authentication(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
