@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
+from sweeps.cli._options import looks_like_suite
 from sweeps.spec import SUGGESTION_RULES as RULES  # names for --help without torch (tested)
 
 if TYPE_CHECKING:  # torch and matplotlib load when the command runs, not for --help
@@ -202,7 +203,13 @@ def _from_spec(
     try:
         spec = load_spec(spec_path, overrides=overrides)
     except SpecError as error:
-        raise ValueError(f"--spec: {error}") from None
+        hint = (
+            "\nHint: this looks like a nightly suite, whose entries each name a spec: give one "
+            "of them to --spec (its spec_path, and its overrides as --set)."
+            if looks_like_suite(error)
+            else ""
+        )
+        raise ValueError(f"--spec: {error}{hint}") from None
     gpu = spec.resources.gpu
     if gpu > 0 and not torch.cuda.is_available():
         raise ValueError(

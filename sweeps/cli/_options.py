@@ -36,12 +36,17 @@ def print_note(note: str) -> None:
     Console(stderr=True, soft_wrap=True).print(f"Note: {note}", markup=False, highlight=False)
 
 
+def looks_like_suite(error: SpecError) -> bool:
+    """True when a file loaded as a sweep spec failed as a nightly suite does (``entries:``)."""
+    return any(line.startswith("entries: unknown key") for line in error.errors)
+
+
 def wrong_kind_hint(error: SpecError, path: Path, *, expected: str) -> str:
     """A line that says what ``path`` seems to be when its errors show the other kind of file:
     a nightly suite given where a sweep spec is expected (``expected="spec"``), or a sweep spec
     where a suite is (``expected="suite"``); else ``""``."""
     shown = shlex.quote(str(path))
-    if expected == "spec" and any(line.startswith("entries: unknown key") for line in error.errors):
+    if expected == "spec" and looks_like_suite(error):
         return (
             f"\nHint: this looks like a nightly suite; run it with: lrsweep nightly {shown} "
             f"(check it with: lrsweep validate --suite {shown})"

@@ -184,6 +184,12 @@ def test_lr_find_of_a_spec_runs_the_range_test_its_finder_trials_run(
             r"--set changes a spec: give the spec with --spec",
         ),
         (["--dataset", "digits"], r"give --dataset and --arch .*, or --spec"),
+        (  # a suite's errors alone (task: is required, entries: unknown key) did not say so
+            ["--spec", str(DIGITS_SPEC.with_name("nightly.yaml"))],
+            r"entries: unknown key .* Hint: this looks like a nightly suite, whose entries "
+            r"each name a spec: give one of them to --spec \(its spec_path, and its overrides "
+            r"as --set\)",
+        ),
     ],
 )
 def test_lr_find_of_a_spec_refuses_what_does_not_fit_it(
