@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.cli import app
+from sweeps.cli._lr_find_files import checked_outputs, kept, save
 from sweeps.cli._options import looks_like_suite
 from sweeps.spec import SUGGESTION_RULES as RULES  # names for --help without torch (tested)
 
@@ -57,76 +56,6 @@ def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> Non
     console.print(f"Plot: {out}", markup=False, highlight=False, soft_wrap=True)
     if json_out is not None:
         console.print(f"Curve: {json_out}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _save(curve: LRFindResult, out: Path, json_out: Path | None) -> None:
-    """The plot in ``out``, and the curve as JSON in ``json_out`` when asked."""
-    from trainers.plots import plot_lr_find
-
-    plot_lr_find(curve, out)
-    if json_out is not None:
-        curve.to_json(json_out)
-
-
-def _kept(curve: LRFindResult | None, out: Path, json_out: Path | None) -> str:
-    """Save a curve no rule could read (:func:`_save`); say where, or ''."""
-    if curve is None:
-        return ""
-    _save(curve, out, json_out)
-    if json_out is None:
-        return f" The measured curve is plotted in {str(out)!r}."
-    return (
-        f" The measured curve is plotted in {str(out)!r} and saved in {str(json_out)!r} "
-        "(LRFindResult.from_json(...).suggest(rule) reads it with another rule)."
-    )
-
-
-def _checked_output(option: str, target: Path, *, plot: bool) -> Path:
-    """``target`` if the file can be written there, checked before the test runs.
-
-    A plot path without a suffix gets ``.png``, the name matplotlib gives the file.
-
-    Raises:
-        FileNotFoundError: its folder does not exist.
-        ValueError: it is a folder, its folder cannot be written (a probe file is made there
-            and removed), or (a plot) its format is not one matplotlib writes here
-            (``.pgf`` needs the TeX program matplotlib runs for it).
-    """
-    if not target.parent.is_dir():
-        raise FileNotFoundError(
-            f"{option} {str(target)!r}: the folder {str(target.parent)!r} does not exist."
-        )
-    if target.is_dir():
-        example = target / ("lr_find.png" if plot else "lr_find.json")
-        raise ValueError(f"{option} {str(target)!r} is a folder; give a file name, e.g. {example}.")
-    try:  # a read-only folder: said now, not after the test (files are written beside it too)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".lrsweep-probe-"):
-            pass
-    except OSError as error:
-        raise ValueError(
-            f"{option} {str(target)!r}: cannot write in the folder {str(target.parent)!r} "
-            f"({error.strerror or error}); give a path in a folder you can write to."
-        ) from None
-    if not plot:
-        return target
-    if not target.suffix:
-        return target.with_name(target.name + ".png")
-    from matplotlib import rcParams
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if target.suffix[1:].lower() not in formats:
-        raise ValueError(
-            f"{option} {str(target)!r}: matplotlib cannot write {target.suffix!r} files; end the "
-            f"name with one of {', '.join('.' + name for name in sorted(formats))}."
-        )
-    texsystem = str(rcParams["pgf.texsystem"])
-    if target.suffix.lower() == ".pgf" and shutil.which(texsystem) is None:
-        raise ValueError(
-            f"{option} {str(target)!r}: matplotlib writes .pgf files with {texsystem}, which is "
-            "not installed; install a TeX system or end the name with .pdf, .svg or .png."
-        )
-    return target
 
 
 _TASK_OPTIONS = {
@@ -244,19 +173,6 @@ def _check_what_to_test(
             "give --dataset and --arch (the data and model to test), or --spec with a "
             "sweep spec whose task to test."
         )
-
-
-def _checked_outputs(out: Path, json_out: Path | None) -> tuple[Path, Path | None]:
-    """The plot's and the curve's paths (:func:`_checked_output`), refused when they coincide."""
-    out = _checked_output("--out", out, plot=True)
-    if json_out is not None:
-        json_out = _checked_output("--json", json_out, plot=False)
-        if json_out.resolve() == out.resolve():
-            raise ValueError(
-                f"--json {str(json_out)!r} and --out name the same file; the curve would "
-                "overwrite the plot. Give --json a name of its own, e.g. lr_find.json."
-            )
-    return out, json_out
 
 
 def _checked_test(
@@ -437,7 +353,7 @@ def lr_find_command(
         options = _Options(
             dataset, arch, image_size, batch_size, path, amp, channels_last, compile_model, opt, wd
         )
-        out, json_out = _checked_outputs(out, json_out)
+        out, json_out = checked_outputs(out, json_out)
         test = _Test()
         if spec_path is not None:
             learn, test, seed = _from_spec(spec_path, overrides or [], seed, asdict(options))
@@ -449,13 +365,13 @@ def lr_find_command(
                 test.start_lr, test.end_lr, test.num_it, div_factor=div_factor, suggest=test.suggest
             )
         except CurveTooShort as error:  # the curve is kept: it shows why, and answers other rules
-            raise ValueError(f"{error}{_kept(error.curve, out, json_out)}") from None
+            raise ValueError(f"{error}{kept(error.curve, out, json_out)}") from None
         except ValueError as error:  # bf16 on the CPU refuses images too small (the first step)
             if amp is None:  # always so with --spec, which refuses --amp beside it
                 raise
             size = _IMAGE_SIZE if image_size is None else image_size
             raise ValueError(f"--amp {amp} with --image-size {size}: {error}") from None
-        _save(result, out, json_out)
+        save(result, out, json_out)
     except (ValueError, OSError) as error:  # OSError: a file that cannot be read or written
         raise _fail(error) from None
     _print_result(result, out, json_out)
