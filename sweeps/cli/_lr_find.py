@@ -52,10 +52,23 @@ def _print_result(result: LRFindResult, out: Path, json_out: Path | None) -> Non
         table.add_row(name, f"{lr:.3e}")
     console.print(table)
     if result.stopped_early:
-        console.print(f"Stopped early: the loss diverged at lr {result.lrs[-1]:.3e}.")
+        console.print(_stop_line(result))
     console.print(f"Plot: {out}", markup=False, highlight=False, soft_wrap=True)
     if json_out is not None:
         console.print(f"Curve: {json_out}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _stop_line(result: LRFindResult) -> str:
+    """Why the test stopped early: a divergence, or a loss that turned NaN (or -inf) without
+    rising first, which no learning rate explains (it was called a divergence)."""
+    last = result.losses[-1]
+    if math.isnan(last) or last == -math.inf:
+        return (
+            f"Stopped early: the loss turned {last} at lr {result.lrs[-1]:.3e} without rising "
+            "first (no divergence): if that rate is low, check the model's output and the loss "
+            "function on a training batch."
+        )
+    return f"Stopped early: the loss diverged at lr {result.lrs[-1]:.3e}."
 
 
 _TASK_OPTIONS = {

@@ -233,3 +233,23 @@ def test_lr_find_takes_the_optimizer_and_weight_decay_a_task_would(tmp_path: Pat
     assert learn.opt_name == "sgd" and learn.wd == 0.0
     expected = learn.lr_find(1e-7, 10.0, 20, suggest=())
     assert LRFindResult.from_json(curve).raw_losses == expected.raw_losses
+
+
+@pytest.mark.parametrize(
+    ("last", "said"),
+    [
+        (9.0, "Stopped early: the loss diverged at lr 1.000e-02."),
+        (math.inf, "Stopped early: the loss diverged at lr 1.000e-02."),  # fastai's test holds
+        (math.nan, "Stopped early: the loss turned nan at lr 1.000e-02 without rising first"),
+    ],
+)
+def test_an_early_stop_is_called_a_divergence_only_when_the_loss_rose(
+    last: float, said: str
+) -> None:
+    """A loss that turned NaN without rising past div_factor times its best was printed as
+    "the loss diverged", pointing at the rates where the model or loss function is to blame."""
+    from sweeps.cli._lr_find import _stop_line
+
+    losses = (2.0, 1.5, last)
+    result = LRFindResult((1e-4, 1e-3, 1e-2), losses, losses, stopped_early=True, num_it_run=3)
+    assert _stop_line(result).startswith(said)
