@@ -151,7 +151,20 @@ def reading(model_uri: str, store: str | None) -> Iterator[None]:
     except Exception as exc:  # see above: no list of the clients' classes can be complete
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         why = redact_text(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
-        raise BestConfigError(f"model {shown}: cannot be read ({why}).") from None
+        hint = _http_hint(model_uri)
+        raise BestConfigError(f"model {shown}: cannot be read ({why}){hint}.") from None
+
+
+def _http_hint(model_uri: str) -> str:
+    """For an ``http(s)://`` model URI (a page's address, or an MLflow server's) the way to
+    name a model an MLflow server holds: MLflow's http client only reads artifact servers'
+    folders, and failed with a ValueError of its own parsing."""
+    if urlsplit(model_uri).scheme.lower() not in ("http", "https"):
+        return ""
+    return (
+        "; for a model logged to an MLflow server give runs:/<run id>/model or "
+        "models:/<name>/<version> and the server as --tracking-uri http(s)://HOST:PORT"
+    )
 
 
 def _not_found(model_uri: str, error: Exception, store: str | None) -> str:

@@ -516,6 +516,10 @@ def test_a_model_uri_its_artifact_client_cannot_read_is_one_line_exit_2(
     assert "Traceback" not in result.output and "tok3n" not in result.output
     assert result.stderr.startswith(f"Error: model {model_uri.replace('tok3n@', '')}: ")
     assert len(result.stderr.strip().splitlines()) == 1
+    # an http(s) address says how to name a model an MLflow server holds (it said nothing)
+    said = " ".join(result.stderr.split())
+    named = "give runs:/<run id>/model or models:/<name>/<version> and the server as --tracking-uri"
+    assert (named in said) == model_uri.startswith("https:"), said
 
 
 def test_the_model_loads_from_its_weights_only_export_as_the_pickled_model_predicts(
