@@ -38,6 +38,7 @@ __all__ = [
     "StoreUnreachableError",
     "admin_username_from_env",
     "check_port_free",
+    "experiments_served_elsewhere",
     "is_loopback",
     "local_artifacts",
     "refuse_password",
@@ -210,6 +211,34 @@ def refuse_unusable_artifacts(option: str, destination: str | None) -> None:
 
 
 _DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite", "mssql")
+
+SERVED_ARTIFACTS_SCHEME = "mlflow-artifacts:"
+
+
+def experiments_served_elsewhere(uri: str) -> list[str]:
+    """The experiments of the store ``uri`` (deleted ones too) that hold runs logged through a
+    tracking server with served artifacts (``mlflow-artifacts:/`` locations): another server on
+    the store finds their artifacts only in that server's artifacts destination, which the store
+    does not record. An experiment without a run (MLflow's "Default" of a store a server made) is
+    left out.
+    """
+    from functools import partial
+
+    from mlflow.entities import ViewType
+
+    from sweeps._reads import all_pages
+    from sweeps.tracking import Tracker
+
+    client = Tracker(uri, bulk_metrics=False).client
+    experiments = all_pages(
+        partial(client.search_experiments, view_type=ViewType.ALL), what="search_experiments"
+    )
+    served = [e for e in experiments if e.artifact_location.startswith(SERVED_ARTIFACTS_SCHEME)]
+    return sorted(
+        e.name
+        for e in served
+        if client.search_runs([e.experiment_id], run_view_type=ViewType.ALL, max_results=1)
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -51,6 +51,7 @@ from sweeps._server_checks import (
     ServerConfigError,
     StoreUnreachableError,
     check_port_free,
+    experiments_served_elsewhere,
     is_loopback,
     local_artifacts,
     refuse_password,
@@ -82,6 +83,7 @@ __all__ = [
     "StoreUnreachableError",
     "check_port_free",
     "ensure_backend_store",
+    "experiments_served_elsewhere",
     "is_loopback",
     "prepare_server",
     "serve",
@@ -119,6 +121,9 @@ class ServerConfig:
         store_option: how messages name the backend store (``lrsweep ui`` has no
             ``--backend-store-uri``).
         artifacts_option: how messages name the artifacts folder.
+        serve_artifacts: False: the server stores and serves no artifacts (no folder is made;
+            ``artifacts_destination`` is ignored) and shows each run's from the location it
+            logged them to (``lrsweep ui`` of a database whose runs logged theirs themselves).
     """
 
     backend_store_uri: str | None = None
@@ -131,6 +136,11 @@ class ServerConfig:
     allowed_hosts: str | None = None
     store_option: str = "--backend-store-uri"
     artifacts_option: str = "--artifacts-destination"
+    serve_artifacts: bool = True
+
+
+NOT_SERVED = "not served: each run's own artifact location"
+"""How a launch without served artifacts shows its artifacts destination."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ class ServerLaunch:
         url: the address clients use (``http://host:port``).
         backend_display: the backend store URI as given (its user kept: the one MLflow connects
             as), any password masked, for messages.
-        artifacts_destination: resolved artifact location.
+        artifacts_destination: resolved artifact location (:data:`NOT_SERVED` without one).
         auth_config_path: the generated basic-auth ini, or ``None`` without auth.
         scratch_dir: a temporary folder to delete once the server has stopped, or ``None``.
     """
@@ -183,7 +193,7 @@ def prepare_server(
     given = config.backend_store_uri or default_tracking_uri()
     backend = with_postgres_driver(given)
     destination = config.artifacts_destination or str(EMBEDDED_ARTIFACTS)
-    local = local_artifacts(destination)
+    local = local_artifacts(destination) if config.serve_artifacts else None
     env = _child_env(backend, environ)
     made: list[Path] = []  # folders this call created: removed again when it fails
     auth_path = scratch = None
@@ -213,7 +223,7 @@ def prepare_server(
         env=env,
         url=f"http://{_client_host(config.host)}:{config.port}",
         backend_display=command_uri(given),
-        artifacts_destination=destination,
+        artifacts_destination=destination if config.serve_artifacts else NOT_SERVED,
         auth_config_path=auth_path,
         scratch_dir=scratch,
     )
@@ -277,10 +287,14 @@ def _auth_folder(
 
 
 def _server_argv(config: ServerConfig, destination: str, *, auth: bool) -> tuple[str, ...]:
-    """The ``mlflow server`` command line: served artifacts in ``destination``, ``config``'s
-    host, port, workers and allowed hosts, and the basic-auth app when ``auth``."""
-    argv = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts"]
-    argv += ["--artifacts-destination", destination]
+    """The ``mlflow server`` command line: served artifacts in ``destination`` (none unless
+    ``config.serve_artifacts``), ``config``'s host, port, workers and allowed hosts, and the
+    basic-auth app when ``auth``."""
+    argv = [sys.executable, "-m", "mlflow", "server"]
+    if config.serve_artifacts:
+        argv += ["--serve-artifacts", "--artifacts-destination", destination]
+    else:
+        argv += ["--no-serve-artifacts"]
     argv += ["--host", config.host, "--port", str(config.port), "--workers", str(config.workers)]
     if config.allowed_hosts:
         argv += ["--allowed-hosts", _with_default_hosts(config.allowed_hosts)]

@@ -24,6 +24,15 @@ def ui_command(
             ".lrsweep/mlflow.db.",
         ),
     ] = None,
+    artifacts_destination: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts-destination",
+            help="Where the tracking server that logged the runs keeps their artifacts (its "
+            "--artifacts-destination: a folder or s3://bucket/prefix); default: artifacts/ "
+            "beside a SQLite store; on another database, each run's own location.",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 5000,
     allowed_hosts: Annotated[
@@ -35,11 +44,17 @@ def ui_command(
     ] = None,
 ) -> None:
     """Open MLflow's UI on the sweeps' store and print its address (Ctrl-C stops it)."""
-    from sweeps.server import ServerConfig, ServerConfigError, check_port_free
+    from sweeps.server import (
+        ServerConfig,
+        ServerConfigError,
+        check_port_free,
+        experiments_served_elsewhere,
+    )
     from sweeps.tracking import (  # MLflow loads only when used
         TrackingUriError,
         check_tracking_server,
         checked_tracking_uri,
+        command_uri,
         existing_store_uri,
         redact_uri,
         sqlite_path,
@@ -69,15 +84,25 @@ def ui_command(
             raise fail(error) from None
         except LookupError as error:
             raise fail(error if source == "the embedded store" else f"{source}: {error}") from None
+    artifacts = artifacts_destination or _artifacts_beside(uri)
+    if artifacts is None:  # a database: runs logged through a server need that server's folder
+        served = experiments_served_elsewhere(uri)
+        if served:
+            raise fail(_served_elsewhere(source, command_uri(uri), served))
     config = ServerConfig(
         backend_store_uri=uri,
-        artifacts_destination=str(_artifacts_beside(uri)),
+        artifacts_destination=None if artifacts is None else str(artifacts),
         host=host,
         port=port,
         workers=1,
         allowed_hosts=allowed_hosts,
         store_option=source,
-        artifacts_option="the artifacts folder beside the store",
+        artifacts_option=(
+            "--artifacts-destination"
+            if artifacts_destination
+            else "the artifacts folder beside the store"
+        ),
+        serve_artifacts=artifacts is not None,
     )
     hint = "Open it in a browser; sweeps are under 'Model training' (MLflow opens on 'GenAI')."
     raise typer.Exit(run_foreground(config, hint=hint))
@@ -90,10 +115,24 @@ def _source(tracking_uri: str | None) -> str:
     return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the embedded store"
 
 
-def _artifacts_beside(uri: str) -> Path:
-    """``artifacts/`` next to a SQLite file (the embedded layout), else ``.lrsweep/artifacts``."""
-    from sweeps.server import EMBEDDED_ARTIFACTS
+def _artifacts_beside(uri: str) -> Path | None:
+    """``artifacts/`` next to a SQLite file (the embedded layout), else None: a database's runs
+    keep their artifacts where they logged them, which no folder of the working directory is
+    (``.lrsweep/artifacts`` was made and served wherever ``lrsweep ui`` was typed)."""
     from sweeps.tracking import sqlite_path
 
     path = sqlite_path(uri)
-    return path.parent / "artifacts" if path is not None else EMBEDDED_ARTIFACTS
+    return path.parent / "artifacts" if path is not None else None
+
+
+def _served_elsewhere(source: str, shown_uri: str, experiments: list[str]) -> str:
+    """Why a database whose runs a tracking server logged is not browsed without its folder."""
+    names = ", ".join(repr(name) for name in experiments[:3])
+    more = f" and {len(experiments) - 3} more" if len(experiments) > 3 else ""
+    return (
+        f"{source} {shown_uri}: the runs of {names}{more} were logged through an MLflow server "
+        "that keeps their artifacts (mlflow-artifacts:/), and the store does not say where. "
+        "Open that server's address in a browser, or give the folder it keeps them in with "
+        "--artifacts-destination (the server's own: e.g. /srv/mlflow/artifacts or "
+        "s3://BUCKET/PATH)."
+    )

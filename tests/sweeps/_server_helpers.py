@@ -179,3 +179,30 @@ def run_lrsweep(*args: str, cwd: Path, timeout_s: float = 60) -> subprocess.Comp
         proc.kill()
         proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextmanager
+def lrsweep_ui(cwd: Path, *args: str, timeout_s: float = 120.0) -> Iterator[str]:
+    """``lrsweep ui ARGS`` on a free port, typed in ``cwd``; yields its address once it serves.
+    Its output is in ``cwd/ui.log``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = cwd / "ui.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, "ui", "--port", str(port), *args],
+            env=clean_env(),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while f"MLflow is serving at {url}" not in log.read_text():
+            assert proc.poll() is None, f"ui exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{url} not up:\n{log.read_text()}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        stop(proc)
