@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sweeps._pg_connect import connect as pg_connect
 from sweeps._server_checks import ServerConfigError, StoreUnreachableError
 from sweeps._uri import command_uri
 from sweeps.tracking import sqlite_path, with_postgres_driver
@@ -97,14 +98,9 @@ def _ensure_postgres_database(uri: str, option: str) -> None:
     # A PostgreSQL that accepts the connection but never answers would hang the start for good.
     options = {"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_S), **dict(url.query)}
     try:
-        conn = psycopg2.connect(dbname="postgres", **params, **options)
+        conn = pg_connect(dbname="postgres", **params, **options)
     except psycopg2.Error as exc:
-        unreachable = any(words in str(exc).lower() for words in _UNREACHABLE)
-        raise (StoreUnreachableError if unreachable else ServerConfigError)(
-            f"Cannot connect to PostgreSQL for {option} {command_uri(uri)}: "
-            f"{str(exc).strip()}. Check that PostgreSQL runs there and the user may connect "
-            "(a password goes in PGPASSWORD or ~/.pgpass)."
-        ) from None
+        raise _connect_error(exc, uri, url.host, option) from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -119,6 +115,27 @@ def _ensure_postgres_database(uri: str, option: str) -> None:
         ) from None
     finally:
         conn.close()
+
+
+def _connect_error(exc: Exception, uri: str, host: str | None, option: str) -> ServerConfigError:
+    """What to say when PostgreSQL cannot be reached for ``option``, in one line: an unknown
+    host is a setup to fix (:class:`ServerConfigError`), a PostgreSQL that is down, starting or
+    silent one to retry (:class:`StoreUnreachableError`), a refused user a setup to fix."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    lowered = reason.lower()
+    if "could not translate host name" in lowered and "temporary failure" not in lowered:
+        # DNS answered that the name does not exist: no retry makes it exist
+        return ServerConfigError(
+            f"{option} {command_uri(uri)}: the host {host!r} is not known (no DNS name or "
+            "/etc/hosts entry resolves it). Check the host name in the URI, or give the "
+            "PostgreSQL server's address."
+        )
+    unreachable = any(words in lowered for words in _UNREACHABLE)
+    return (StoreUnreachableError if unreachable else ServerConfigError)(
+        f"Cannot connect to PostgreSQL for {option} {command_uri(uri)}: {reason}. Check that "
+        "PostgreSQL runs there and the user may connect (a password goes in PGPASSWORD or "
+        "~/.pgpass)."
+    )
 
 
 def write_auth_config(path: Path, *, database_uri: str, admin_username: str) -> Path:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 
 from sweeps._location import HOME
+from sweeps._pg_connect import connect as pg_connect
 from sweeps.spec._redact import redact_url
 from sweeps.spec._stores import absolute_sqlite_uri, tracking_uri_problem
 
@@ -380,7 +381,7 @@ def _postgres_problem(uri: str, source: str, timeout_s: float) -> str | None:
     # The URI's own parameters win, connect_timeout among them (one keyword, never two).
     options = {"connect_timeout": int(timeout_s), **params, **dict(url.query)}
     try:
-        psycopg2.connect(**options).close()
+        pg_connect(**options).close()
     except ValueError as error:  # libpq refuses the value itself, e.g. a NUL in a parameter
         return (
             f"The PostgreSQL tracking store {shown}, given by {source}, cannot be read: "
@@ -480,7 +481,7 @@ def _postgres_holds_experiments(uri: str) -> bool:
     params = {key: value for key, value in params.items() if value is not None}
     options = {"connect_timeout": int(SERVER_PROBE_TIMEOUT_S), **params, **dict(url.query)}
     try:
-        conn = psycopg2.connect(**options)
+        conn = pg_connect(**options)
     except (psycopg2.Error, ValueError):
         return True
     try:

@@ -338,30 +338,32 @@ def serve(
         timeout_s: how long to wait for it to answer.
 
     Returns:
-        The server's exit code (0 after a clean stop on a signal).
+        The server's exit code (0 after a clean stop on a signal, also one that comes before
+        the server has started: nothing is left of it then).
 
     Raises:
         ServerConfigError: the port is taken or the host is not this machine's (nothing has been
             created), or :func:`prepare_server` refused the setup.
         ServerStartError: ``mlflow server`` exited or did not answer in time.
     """
-    check_port_free(config.host, config.port)
-    launch = prepare_server(config)
-    if on_starting is not None:
-        on_starting()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     # SIGHUP: a closed terminal or ssh session, which no longer reaches the server's own group.
     # SIGINT too, even when the command started with it ignored (a script's `&` job): Ctrl-C,
-    # or `kill -INT`, stops the server whatever the shell handed down.
+    # or `kill -INT`, stops the server whatever the shell handed down. From the start: a stop
+    # while PostgreSQL is being reached ends that wait too, and what was made is removed.
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.getsignal(sig) for sig in stops}
     for sig in stops:
         signal.signal(sig, _stop)
-    process = None
+    launch = process = None
     try:
+        check_port_free(config.host, config.port)
+        launch = prepare_server(config)
+        if on_starting is not None:
+            on_starting()
         process = start_server(launch)
         wait_until_ready(launch.url, process, timeout_s=timeout_s)
         if on_ready is not None:
@@ -375,7 +377,7 @@ def serve(
         try:
             if process is not None:
                 stop_server(process)
-            if launch.scratch_dir is not None:
+            if launch is not None and launch.scratch_dir is not None:
                 shutil.rmtree(launch.scratch_dir, ignore_errors=True)
         finally:
             for sig, handler in previous.items():

@@ -3,6 +3,11 @@ test per defect found, each failing on the code before its fix."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +15,15 @@ from pathlib import Path
 import psycopg2
 import pytest
 from _server_helpers import (
+    CLI,
     PG,
+    clean_env,
     drop_database,
     free_port,
+    kill_all,
     postgres_up,
     run_lrsweep,
+    session_pids,
 )
 
 from sweeps.tracking import existing_store_uri
@@ -193,3 +202,54 @@ def test_the_backend_store_is_shown_with_the_user_it_connects_as(
     uri = f"postgresql://{role}@127.0.0.1:5432/{database}"
     with pytest.raises(ServerConfigError, match=f"--backend-store-uri {uri}: "):
         prepare_server(ServerConfig(backend_store_uri=uri), environ={})
+
+
+# --- reaching PostgreSQL ----------------------------------------------------------------------
+
+
+def test_ctrl_c_while_postgres_is_reached_stops_at_once_leaving_nothing(tmp_path: Path) -> None:
+    """Ctrl-C while `lrsweep server` connected to a PostgreSQL that did not answer waited for
+    the connection's timeout (10 s; here the URI's 120 s) before anything stopped."""
+    with socket.socket() as silent:  # accepts the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/m?connect_timeout=120"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, "server", "--backend-store-uri", uri],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            silent.settimeout(120)
+            peer, _ = silent.accept()  # lrsweep is connecting; kept open, never answered
+            with peer:
+                proc.send_signal(signal.SIGINT)
+                stopped = time.monotonic()
+                _, err = proc.communicate(timeout=30)
+                waited_s = time.monotonic() - stopped
+        finally:
+            kill_all(session_pids(proc.pid))
+            proc.kill()
+            proc.wait()
+    assert waited_s < 15 and proc.returncode == 0, (waited_s, proc.returncode, err)
+    assert "Traceback" not in err and err.strip() == "", err
+    assert list(tmp_path.iterdir()) == []  # the artifacts folder it had made is gone
+
+
+def test_an_unknown_postgres_host_is_a_setup_to_fix(tmp_path: Path) -> None:
+    """A host no DNS knows exited 1, which systemd's Restart=on-failure retried for good, with
+    libpq's message and "check that PostgreSQL runs there"."""
+    uri = "postgresql://mlflow@no-such-host.invalid/mlflow"
+    done = run_lrsweep(
+        "server", "--backend-store-uri", uri, "--port", str(free_port()), cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"Error: --backend-store-uri {uri}: the host 'no-such-host.invalid' is not known (no DNS "
+        "name or /etc/hosts entry resolves it). Check the host name in the URI, or give the "
+        "PostgreSQL server's address."
+    )
