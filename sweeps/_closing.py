@@ -17,7 +17,8 @@ from sweeps import _location as location
 from sweeps._interrupts import Terminated, closing_runs
 from sweeps._location import Location
 from sweeps._result import SweepResult
-from sweeps._resume_command import resume_command, storage_root_of
+from sweeps._resume_command import left_running_note, resume_command, storage_root_of
+from sweeps._retry import giving_up_within, is_transient
 from sweeps.clean import STATE_FILE, TUNE_DIR
 from sweeps.report import build_report, log_report
 from sweeps.spec import SweepSpec
@@ -107,26 +108,41 @@ def close_sweep(
     unended: Iterable[str] = (),
 ) -> SweepResult:
     """End the parent run: KILLED (interrupted), FAILED (every trial failed) or FINISHED."""
-    experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
+    hint = resume_hint(spec.name, sweep_dir, result.address)
     if result.interrupted:
-        tracker.reopen_interrupted(experiment_id, parent_run_id, unended)
-        close_killed(tracker, experiment_id, parent_run_id)
-        logger.warning(
-            "sweep interrupted; continue it with: %s",
-            resume_hint(spec.name, sweep_dir, result.address),
-        )
-        return result
+        return _close_stopped(tracker, result, hint, unended=unended)
     try:
         return _close_ended(spec, tracker, state, sweep_dir, result)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM after the trials: `lrsweep resume`
-        with closing_runs():  # closes and reports; a second signal must not cut this short
-            close_killed(tracker, experiment_id, parent_run_id)
-        logger.warning(
-            "sweep interrupted; continue it with: %s",
-            resume_hint(spec.name, sweep_dir, result.address),
-        )
         stop_signal = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
-        return replace(result, interrupted=True, stop_signal=stop_signal)
+        stopped = replace(result, interrupted=True, stop_signal=stop_signal)
+        with closing_runs():  # closes and reports; a second signal must not cut this short
+            return _close_stopped(tracker, stopped, hint)
+
+
+def _close_stopped(
+    tracker: Tracker, result: SweepResult, hint: str, *, unended: Iterable[str] | None = None
+) -> SweepResult:
+    """Close a stopped sweep's runs KILLED (``unended``: the trials Tune stopped, whose runs
+    may have closed themselves FINISHED) and log how to continue it.
+
+    MLflow gets :data:`~sweeps._retry.STOP_RETRY_S` to answer, not minutes: when it cannot be
+    reached, the runs stay RUNNING, one line says so and how ``hint`` closes them later, and
+    the result's ``runs_left_running`` is set (a stop is not turned into a failure).
+    """
+    experiment_id, parent_run_id = result.experiment_id, result.parent_run_id
+    try:
+        with giving_up_within():
+            if unended is not None:
+                tracker.reopen_interrupted(experiment_id, parent_run_id, unended)
+            close_killed(tracker, experiment_id, parent_run_id)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        logger.warning("sweep interrupted. %s", left_running_note(result.tracking_uri, hint))
+        return replace(result, runs_left_running=True)
+    logger.warning("sweep interrupted; continue it with: %s", hint)
+    return result
 
 
 def _close_ended(

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sweeps import _ray
+from sweeps._resume_command import left_running_note
+from sweeps._retry import giving_up_within, is_transient, redact_text
 
 __all__ = [
     "HEAD_LOST_S",
@@ -85,6 +87,8 @@ class Interrupts:
             checks that it still answers, and once it has not for :data:`HEAD_LOST_S` closes
             the runs KILLED, logs how to resume and exits with status 1 (Ray would end the
             driver 60 s after losing the GCS, its runs left RUNNING, nothing said).
+        store: The tracking URI (no credentials) named when MLflow cannot be reached to close
+            the runs: each close gives it :data:`~sweeps._retry.STOP_RETRY_S`, not minutes.
     """
 
     def __init__(
@@ -94,10 +98,12 @@ class Interrupts:
         resume: str,
         watch_local_ray: bool,
         watch_head: str | None = None,
+        store: str | None = None,
     ) -> None:
         self.signal: str | None = None
         self._close_killed = close_killed
         self._resume = resume
+        self._store = store or "of the sweep"
         self._watch_local_ray = watch_local_ray
         self._watch_head = watch_head
         self._head_watchdog: threading.Thread | None = None
@@ -131,11 +137,25 @@ class Interrupts:
         finally:
             self._lock.release()
 
-    def _close_runs(self) -> None:
+    def _close_runs(self) -> bool:
+        """Close the runs KILLED; False when MLflow could not be reached (the caller says so,
+        in one line: :meth:`_closed`); another error is logged here."""
         try:
-            self._close_killed()
-        except Exception:  # the graceful path closes them again; the signal must get through
+            with giving_up_within():
+                self._close_killed()
+        except Exception as error:  # the graceful path tries again; the signal must get through
+            if is_transient(error):
+                logger.debug("MLflow out of reach on SIGTERM: %s", redact_text(str(error)))
+                return False
             logger.exception("could not close the sweep's MLflow runs on SIGTERM")
+        return True
+
+    def _closed(self, reached: bool, *, joined: str = "; its", then: str = "Continue") -> str:
+        """How a forced exit's message ends: the runs closed and the command that continues
+        the sweep, or (MLflow out of reach) the runs left RUNNING and how to close them."""
+        if not reached:
+            return f". {left_running_note(self._store, self._resume)}"
+        return f"{joined} runs are closed as KILLED. {then} it with: {self._resume}"
 
     def _exit_if_ray_lost(self) -> None:
         while not self._finished.wait(RAY_POLL_S):
@@ -143,11 +163,10 @@ class Interrupts:
                 break
         if self._finished.wait(LOST_RAY_GRACE_S):
             return
-        self._close_runs()  # a trial may have ended its run meanwhile, or opened one
+        reached = self._close_runs()  # a trial may have ended its run meanwhile, or opened one
         logger.warning(
-            "SIGTERM reached Ray's own processes too, so the sweep cannot stop gracefully; its "
-            "runs are closed as KILLED. Continue it with: %s",
-            self._resume,
+            "SIGTERM reached Ray's own processes too, so the sweep cannot stop gracefully%s",
+            self._closed(reached),
         )
         _forced_exit(SIGTERM_EXIT)
 
@@ -166,14 +185,14 @@ class Interrupts:
                 break
         else:
             return
-        self._close_runs()
+        reached = self._close_runs()
         logger.warning(
             "The Ray cluster's head at %s has not answered for %.0f s (%s): the sweep cannot go "
-            "on, and its runs are closed as KILLED. Once the head is back, continue it with: %s",
+            "on%s",
             head,
             HEAD_LOST_S,
             why,
-            self._resume,
+            self._closed(reached, joined=", and its", then="Once the head is back, continue"),
         )
         _forced_exit(LOST_HEAD_EXIT)
 

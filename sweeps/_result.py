@@ -32,6 +32,8 @@ class SweepResult:
         resumable: True when the sweep was left for ``lrsweep resume`` to retry its failed
             trials: every trial failed, or some did and not all of those for good (an error
             that comes back the same on every retry, ``sweeps.failed_for_good``).
+        runs_left_running: True when the sweep was stopped and MLflow could not be reached to
+            close its runs: they still show RUNNING until ``lrsweep resume`` closes them.
     """
 
     name: str
@@ -47,6 +49,7 @@ class SweepResult:
     stop_signal: str | None = None
     address: str | None = None
     resumable: bool = False
+    runs_left_running: bool = False
 
     @property
     def n_trials(self) -> int:

@@ -12,7 +12,13 @@ from sweeps._location import Location, default_storage
 from sweeps._tags import TAG_ADDRESS, TAG_STORAGE_PATH
 from sweeps._uri import command_uri, resolve_tracking_uri
 
-__all__ = ["LOCAL_ADDRESS", "resume_command", "resume_tags", "storage_root_of"]
+__all__ = [
+    "LOCAL_ADDRESS",
+    "left_running_note",
+    "resume_command",
+    "resume_tags",
+    "storage_root_of",
+]
 
 LOCAL_ADDRESS = "local"
 """The address tag of a sweep that ran on a Ray of its own (no ``--address``)."""
@@ -65,3 +71,20 @@ def resume_command(
     if tracking_uri and tracking_uri != resolve_tracking_uri():
         command += f" --tracking-uri {shlex.quote(command_uri(tracking_uri))}"
     return command
+
+
+def left_running_note(store: str, resume: str) -> str:
+    """What a stopped sweep says when MLflow at ``store`` (a URI without credentials) could not
+    be reached to close its runs, in one sentence: they still show RUNNING, and ``resume`` (the
+    sweep's :func:`resume_command`) closes them once MLflow answers again.
+
+    Example:
+        >>> left_running_note("http://mlflow:5000", "lrsweep resume x")[:60]
+        'The tracking server at http://mlflow:5000 could not be reach'
+    """
+    where = "tracking server at" if store.startswith(("http://", "https://")) else "tracking store"
+    return (
+        f"The {where} {store} could not be reached, so the sweep's runs could not be closed "
+        "(they still show RUNNING). Once it answers again, continue the sweep with: "
+        f"{resume} (it closes them as it ends; Ctrl-C on it closes them as KILLED)"
+    )

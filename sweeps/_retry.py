@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import requests
@@ -22,12 +24,40 @@ from mlflow.exceptions import MlflowException
 
 from sweeps.spec._redact import redact_text
 
-__all__ = ["RETRY_TIMEOUT_S", "is_transient", "redact_text", "retrying"]
+__all__ = [
+    "RETRY_TIMEOUT_S",
+    "STOP_RETRY_S",
+    "giving_up_within",
+    "is_transient",
+    "redact_text",
+    "retrying",
+]
 
 logger = logging.getLogger(__name__)
 
 RETRY_TIMEOUT_S = 300.0
 """How long a call keeps retrying a store that is locked, down or restarting."""
+STOP_RETRY_S = 10.0
+"""How long a stopped sweep gives MLflow to close its runs: a stop asked for (SIGTERM, whose
+sender kills after a grace period, or Ctrl-C) must not wait 5 minutes for a server that is gone;
+``lrsweep resume`` closes them later."""
+
+_give_up_at: ContextVar[float | None] = ContextVar("lrsweep_give_up_at", default=None)
+
+
+@contextmanager
+def giving_up_within(limit_s: float = STOP_RETRY_S) -> Iterator[None]:
+    """Every :func:`retrying` call of the block (in this thread) gives up ``limit_s`` after the
+    block began, whatever its own timeout, and says nothing of its retries (its caller says
+    what could not be done)."""
+    limit = time.monotonic() + limit_s
+    earlier = _give_up_at.get()
+    token = _give_up_at.set(limit if earlier is None else min(earlier, limit))
+    try:
+        yield
+    finally:
+        _give_up_at.reset(token)
+
 
 _T = TypeVar("_T")
 
@@ -100,8 +130,11 @@ def retrying(call: Callable[[], _T], *, what: str, timeout_s: float = RETRY_TIME
     """Run ``call``, retrying transient store errors with exponential backoff (capped at 5 s).
 
     ``timeout_s=0`` tries once. A store still failing at the deadline raises its last error.
+    Inside :func:`giving_up_within` the deadline is that block's, when sooner.
     """
     deadline = time.monotonic() + timeout_s
+    cut_short = _give_up_at.get()
+    deadline = deadline if cut_short is None else min(deadline, cut_short)
     delay_s, failures = 0.05, 0
     while True:
         try:
@@ -111,7 +144,7 @@ def retrying(call: Callable[[], _T], *, what: str, timeout_s: float = RETRY_TIME
             if not is_transient(error) or time.monotonic() + delay_s > deadline:
                 raise
             failures += 1
-            log = logger.warning if failures == 5 else logger.debug
+            log = logger.warning if failures == 5 and cut_short is None else logger.debug
             shown = redact_text(str(error))
             log("MLflow %s failed (%s); retrying for up to %.0fs", what, shown, timeout_s)
             time.sleep(delay_s)

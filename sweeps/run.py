@@ -386,6 +386,7 @@ def _execute(
         resume=resume_hint(spec.name, sweep_dir, address),
         watch_local_ray=address is None,
         watch_head=preflight.head_address(address) if address else None,
+        store=command_uri(tracker.uri),
     )
     # while this process runs the sweep: `lrsweep clean` keeps it, `lrsweep resume` refuses it
     location.write_text(sweep_dir, DRIVER_FILE, json.dumps(driver_record()))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sweeps._resume_command import left_running_note
 from sweeps._uri import (
     TrackingUriError,
     command_uri,
@@ -187,9 +188,14 @@ def finish(console: Console, result: SweepResult, *, rerun: str | None = None) -
     143 SIGTERM.
     """
     if result.interrupted:
+        closed = (
+            left_running_note(result.tracking_uri, resume_hint(result))
+            if result.runs_left_running
+            else f"Runs are closed as KILLED; continue it with: {resume_hint(result)}"
+        )
         console.print(
-            f"[yellow]Sweep {result.sweep_id} interrupted ({result.stop_signal}).[/] Runs are "
-            f"closed as KILLED; continue it with: {escape(resume_hint(result))}",
+            f"[yellow]Sweep {result.sweep_id} interrupted ({result.stop_signal}).[/] "
+            f"{escape(closed)}",
             highlight=False,
             soft_wrap=True,  # the terminal wraps it: no line break inside the command to copy
         )

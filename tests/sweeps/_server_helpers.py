@@ -25,12 +25,14 @@ CLI = "from sweeps.cli import app; app(prog_name='lrsweep')"
 
 @dataclass(frozen=True)
 class RunningServer:
-    """A started server: its URL, database, artifact folder and captured output."""
+    """A started server: its URL, database, artifact folder, captured output and the session
+    of its processes (``kill_all(session_pids(sid))`` takes it away)."""
 
     url: str
     database: str
     artifacts: Path
     log: Path
+    sid: int
 
 
 def endless_sweep_spec(name: str, strategies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -127,7 +129,7 @@ def lrsweep_server(
             assert time.monotonic() < deadline, f"{url} not up:\n{log.read_text()}"
             time.sleep(0.3)
         assert requests.get(f"{url}/health", timeout=5).status_code == 200
-        yield RunningServer(url=url, database=database, artifacts=artifacts, log=log)
+        yield RunningServer(url=url, database=database, artifacts=artifacts, log=log, sid=proc.pid)
     finally:
         stop(proc)
         drop_database(database)
