@@ -11,9 +11,7 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytest
 import websocket
-from _server_helpers import stop
+from _server_helpers import lrsweep_ui
 
 from sweeps.tracking import Tracker, default_tracking_uri
 
@@ -149,12 +147,6 @@ class Chromium:
             self.proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An embedded store (``<cwd>/.lrsweep``) holding one sweep with its report and 2 trials."""
@@ -174,30 +166,8 @@ def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ui(sweep_store: dict[str, str]) -> Iterator[str]:
     """``lrsweep ui`` on the embedded default store, on a free loopback port."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PYTHONPATH"] = str(REPO)
-    log = Path(sweep_store["cwd"]) / "ui.log"
-    code = "from sweeps.cli import app; app(prog_name='lrsweep')"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, "ui", "--port", str(port)],
-            cwd=sweep_store["cwd"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while f"MLflow is serving at {url}" not in log.read_text():
-            assert proc.poll() is None, f"lrsweep ui exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"lrsweep ui not up:\n{log.read_text()}"
-            time.sleep(0.3)
+    with lrsweep_ui(Path(sweep_store["cwd"])) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture
