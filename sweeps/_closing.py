@@ -19,6 +19,7 @@ from sweeps._location import Location
 from sweeps._result import SweepResult
 from sweeps._resume_command import left_running_note, resume_command, storage_root_of
 from sweeps._retry import giving_up_within, is_transient
+from sweeps._uri import redact_uri
 from sweeps.clean import STATE_FILE, TUNE_DIR
 from sweeps.report import build_report, log_report
 from sweeps.spec import SweepSpec
@@ -70,15 +71,32 @@ def never_left_running(
         yield
     except BaseException as error:
         with closing_runs():  # a second signal must not cut the closing short
-            if tracker.get_run(parent_run_id).info.status != "RUNNING":
-                raise  # closed, and said so, by the stretch it came from or an inner guard
             stopped = isinstance(error, KeyboardInterrupt)
-            closed = close_killed if stopped else close_failed
-            closed(tracker, experiment_id, parent_run_id)
+            try:
+                with giving_up_within():  # a stop or an error must not wait minutes for MLflow
+                    if tracker.get_run(parent_run_id).info.status != "RUNNING":
+                        raise  # closed, and said so, by the stretch it came from or a guard
+                    closed = close_killed if stopped else close_failed
+                    closed(tracker, experiment_id, parent_run_id)
+            except Exception as close_error:
+                if close_error is error or not is_transient(close_error):
+                    raise
+                _say_left_running(tracker, name, sweep_dir, address)
+                raise error from None
             if stopped and location.read_text(sweep_dir, STATE_FILE) is not None:
                 hint = resume_hint(name, sweep_dir, address)
                 logger.warning("sweep interrupted; continue it with: %s", hint)
         raise
+
+
+def _say_left_running(
+    tracker: Tracker, name: str, sweep_dir: Location, address: str | None
+) -> None:
+    """One line for runs :func:`never_left_running` could not close, MLflow out of reach
+    (each call used to retry for minutes, then log the client's traceback)."""
+    written = location.read_text(sweep_dir, STATE_FILE) is not None  # else nothing to resume
+    resume = resume_hint(name, sweep_dir, address) if written else None
+    logger.warning("sweep ended early. %s", left_running_note(redact_uri(tracker.uri), resume))
 
 
 def end_after_error(tracker: Tracker, run_id: str) -> None:

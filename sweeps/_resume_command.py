@@ -73,18 +73,21 @@ def resume_command(
     return command
 
 
-def left_running_note(store: str, resume: str) -> str:
+def left_running_note(store: str, resume: str | None) -> str:
     """What a stopped sweep says when MLflow at ``store`` (a URI without credentials) could not
     be reached to close its runs, in one sentence: they still show RUNNING, and ``resume`` (the
-    sweep's :func:`resume_command`) closes them once MLflow answers again.
+    sweep's :func:`resume_command`) closes them once MLflow answers again (None: a sweep that
+    wrote no state yet, which no resume continues).
 
     Example:
         >>> left_running_note("http://mlflow:5000", "lrsweep resume x")[:60]
         'The tracking server at http://mlflow:5000 could not be reach'
     """
     where = "tracking server at" if store.startswith(("http://", "https://")) else "tracking store"
+    said = f"The {where} {store} could not be reached, so the sweep's runs could not be closed"
+    if resume is None:
+        return f"{said} (they still show RUNNING)."
     return (
-        f"The {where} {store} could not be reached, so the sweep's runs could not be closed "
-        "(they still show RUNNING). Once it answers again, continue the sweep with: "
+        f"{said} (they still show RUNNING). Once it answers again, continue the sweep with: "
         f"{resume} (it closes them as it ends; Ctrl-C on it closes them as KILLED)"
     )

@@ -63,3 +63,25 @@ def test_a_failing_first_log_call_closes_the_parent_failed(
     with pytest.raises(OSError, match="artifact store gone"):
         run_sweep(SPEC, tracking_uri=tracking_uri, storage_path=tmp_path / "ray")
     assert [r.info.status for r in _runs(tracking_uri)] == ["FAILED"]
+
+
+@pytest.mark.parametrize("state_written", [False, True])
+def test_a_stop_between_stretches_with_mlflow_gone_says_so_in_one_line_within_seconds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, state_written: bool
+) -> None:
+    """Ctrl-C between the stretches that guard themselves, the tracking server gone: the guard
+    retried every MLflow call for minutes, then let the client's error replace the stop. Now
+    the stop goes on after :data:`~sweeps._retry.STOP_RETRY_S`, with one line on the runs."""
+    tracker = Tracker("http://127.0.0.1:9")  # the discard port: nothing answers
+    if state_written:
+        sweeps._closing.write_state(tmp_path, {"finished": False})
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING", logger="sweeps.run"):
+        with sweeps._closing.never_left_running(tracker, "1", "0" * 32, "gone", tmp_path):
+            raise KeyboardInterrupt
+    said = [r.getMessage() for r in caplog.records if r.name == "sweeps.run"]
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        "sweep ended early. The tracking server at http://127.0.0.1:9 could not be reached, so "
+        "the sweep's runs could not be closed (they still show RUNNING)"
+    )
+    assert ("continue the sweep with: lrsweep resume gone" in said[0]) is state_written
