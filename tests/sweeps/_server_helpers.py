@@ -84,6 +84,31 @@ def drop_database(name: str) -> None:
     conn.close()
 
 
+@contextmanager
+def new_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database named ``prefix`` plus a random suffix; dropped after."""
+    postgres_up()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+def wait_until_serving(proc: subprocess.Popen, log: Path, url: str, timeout_s: float) -> None:
+    """Wait until the command ``proc`` (output in ``log``) says it serves at ``url``."""
+    deadline = time.monotonic() + timeout_s
+    while f"MLflow is serving at {url}" not in log.read_text():
+        assert proc.poll() is None, f"exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"{url} not up:\n{log.read_text()}"
+        time.sleep(0.3)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any MLflow variable, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -123,11 +148,7 @@ def lrsweep_server(
             [*command, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + timeout_s
-        while f"MLflow is serving at {url}" not in log.read_text():
-            assert proc.poll() is None, f"server exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"{url} not up:\n{log.read_text()}"
-            time.sleep(0.3)
+        wait_until_serving(proc, log, url, timeout_s)
         assert requests.get(f"{url}/health", timeout=5).status_code == 200
         yield RunningServer(url=url, database=database, artifacts=artifacts, log=log, sid=proc.pid)
     finally:
@@ -200,11 +221,7 @@ def lrsweep_ui(cwd: Path, *args: str, timeout_s: float = 120.0) -> Iterator[str]
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + timeout_s
-        while f"MLflow is serving at {url}" not in log.read_text():
-            assert proc.poll() is None, f"ui exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"{url} not up:\n{log.read_text()}"
-            time.sleep(0.3)
+        wait_until_serving(proc, log, url, timeout_s)
         yield url
     finally:
         stop(proc)

@@ -8,7 +8,6 @@ any Ray the session started first and restarts it afterwards.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import tempfile
@@ -657,21 +656,10 @@ def test_mlflow_credentials_the_nodes_lack_are_refused_naming_them(
 @pytest.fixture
 def postgres_store() -> Iterator[str]:
     """A fresh PostgreSQL database on the machine's server, as a tracking URI."""
-    import psycopg2
-    from _server_helpers import drop_database, postgres_up
+    from _server_helpers import new_database
 
-    postgres_up()
-    name = f"lrsweep_preflight_{os.getpid()}"
-    drop_database(name)
-    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    try:
+    with new_database("lrsweep_preflight") as name:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        drop_database(name)
 
 
 def test_a_database_store_whose_artifacts_stay_on_this_disk_is_refused_on_a_cluster(

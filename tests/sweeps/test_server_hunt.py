@@ -21,6 +21,7 @@ from _server_helpers import (
     drop_database,
     free_port,
     kill_all,
+    new_database,
     postgres_up,
     run_lrsweep,
     session_pids,
@@ -34,21 +35,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def other_programs_database() -> Iterator[str]:
     """A PostgreSQL database holding one table of some other program."""
-    postgres_up()
-    name = f"lrsweep_other_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=name) as conn:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE invoices (id int)")
-    conn.close()
-    try:
+    with new_database("lrsweep_other") as name:
+        with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=name) as conn:
+            with conn.cursor() as cur:
+                cur.execute("CREATE TABLE invoices (id int)")
+        conn.close()
         yield name
-    finally:
-        drop_database(name)
 
 
 def _tables(database: str) -> set[str]:
@@ -82,16 +74,8 @@ def test_reading_commands_refuse_another_programs_postgres_database(
     with pytest.raises(LookupError, match="not an MLflow store: that database holds another"):
         existing_store_uri(f"{PG}/{other_programs_database}")
     assert _tables(other_programs_database) == {"invoices"}
-    empty = f"lrsweep_empty_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{empty}"')
-    conn.close()
-    try:
+    with new_database("lrsweep_empty") as empty:
         assert existing_store_uri(f"{PG}/{empty}") == f"{PG}/{empty}"
-    finally:
-        drop_database(empty)
 
 
 # --- the artifacts destination ------------------------------------------------------------------
